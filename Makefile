@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` and `make test`. Each creates .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# A stamp per install flavour, redone when pyproject.toml changes.
+$(VENV)/.stamp-demo: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[examples]'
+	touch $@
+
+$(VENV)/.stamp-test: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test,examples]'
+	touch $@
+
+demo: $(VENV)/.stamp-demo
+	$(PY) examples/disk.py
+
+test: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff check funcdl tests examples benchmarks
+	$(VENV)/bin/mypy --strict funcdl
+	$(PY) -m pytest
+
+bench: $(VENV)/.stamp-test
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

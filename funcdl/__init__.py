@@ -1,0 +1,38 @@
+"""funcdl: a functional, JAX-flavoured deep-learning library on NumPy alone.
+
+A network is a value: layers are immutable ``Layer(init, apply, vjp)`` records of pure
+functions, parameters and optimizer states are pytrees of NumPy arrays, gradients come from
+chaining hand-written vjps, and optimizers are pure ``(init, update)`` pairs.
+
+How funcdl differs from its models (JAX's stax, optax):
+
+1. The vjp is the third member of every layer, written by hand next to its apply; there is
+   no tracing, no jit and no compile latency, and each vjp is unit-testable on its own
+   (``funcdl.testing.check_vjp``).
+2. NumPy only: runtime dependencies are numpy and typing-extensions.
+3. Running statistics (BatchNorm) live in an explicit ``state`` pytree, threaded and
+   returned, never mutated; stateless models keep the plain signatures.
+4. Optimizers are called ``update(state, grads, params)`` (optax: ``update(grads, state,
+   params)``); a swapped call raises instead of training wrongly.
+5. Every layer constructor is called (``ReLU()``); ``Dropout(rate)`` drops ``rate``.
+"""
+
+from funcdl import data, initializers, io, layers, losses, optim, random, testing, tree
+from funcdl.autodiff import grad, value_and_grad, vjp
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "data",
+    "grad",
+    "initializers",
+    "io",
+    "layers",
+    "losses",
+    "optim",
+    "random",
+    "testing",
+    "tree",
+    "value_and_grad",
+    "vjp",
+]

@@ -1,0 +1,217 @@
+"""The error function ``erf`` and its complement ``erfc``, vectorised on NumPy alone.
+
+Both use the rational Chebyshev approximations of W. J. Cody, "Rational Chebyshev
+approximations for the error function", Mathematics of Computation 23 (1969), 631-638,
+with the coefficients, range split and exp(-x²) splitting of his SPECFUN routine CALERF
+(netlib.org/specfun/erf, 1990 revision). For y = |x|:
+
+* y <= 0.46875:     erf(x)  = x P1(x²) / Q1(x²)
+* 0.46875 < y <= 4: erfc(y) = exp(-y²) P2(y) / Q2(y)
+* y > 4:            erfc(y) = exp(-y²) / y * (1/sqrt(pi) - z P3(z) / Q3(z)),  z = 1/y²
+
+and erf(x) = sign(x) (1 - erfc(y)), erfc(x) = 2 - erfc(y) for x < 0. Each range is evaluated
+only on the elements it covers, gathered by index; large arrays go by chunks so that the
+temporaries stay in cache. Measured against ``math.erf`` and ``math.erfc`` on dense grids,
+the largest relative error is 6.4e-16 for erf (any x) and 1.0e-15 for erfc (x up to 26.5;
+beyond, erfc is subnormal, within 3 * 2**-1074, and 0 from 27.23 on).
+
+Everything is computed in float64, so float32 results are correctly rounded (float32
+arithmetic would be faster but up to 8 ulp off). The result has the input's floating dtype
+(float64 for integers and bools; longdouble keeps its dtype with float64 accuracy). |x| is
+clipped where the result has reached its limit, so no input, ±inf and ±1e308 included,
+raises an overflow, invalid or divide warning (underflow is silenced); NaN propagates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["erf", "erfc"]
+
+Array = NDArray[Any]
+_F = np.float64
+
+
+def _table(*coeffs: float) -> tuple[Array, ...]:
+    # 0-d arrays: ufuncs take them faster than Python floats.
+    return tuple(np.array(c, _F) for c in coeffs)
+
+
+# Cody's coefficients, highest power first. Each denominator is monic, its leading 1 left
+# out; numerator and denominator have the same degree.
+_R1_NUM = _table(1.85777706184603153e-1, 3.16112374387056560e00, 1.13864154151050156e02,
+                 3.77485237685302021e02, 3.20937758913846947e03)
+_R1_DEN = _table(2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03,
+                 2.84423683343917062e03)
+_R2_NUM = _table(2.15311535474403846e-8, 5.64188496988670089e-1, 8.88314979438837594e00,
+                 6.61191906371416295e01, 2.98635138197400131e02, 8.81952221241769090e02,
+                 1.71204761263407058e03, 2.05107837782607147e03, 1.23033935479799725e03)
+_R2_DEN = _table(1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02,
+                 1.62138957456669019e03, 3.29079923573345963e03, 4.36261909014324716e03,
+                 3.43936767414372164e03, 1.23033935480374942e03)
+_R3_NUM = _table(1.63153871373020978e-2, 3.05326634961232344e-1, 3.60344899949804439e-1,
+                 1.25781726111229246e-1, 1.60837851487422766e-2, 6.58749161529837803e-4)
+_R3_DEN = _table(2.56852019228982242e00, 1.87295284992346047e00, 5.27905102951428412e-1,
+                 6.05183413124413191e-2, 2.33520497626869185e-3)
+
+(_THRESH, _MID, _ONE, _TWO, _SIXTEEN, _SIXTEENTH, _INV_SQRT_PI) = _table(
+    0.46875,  # Cody's split between the erf and the erfc approximations
+    4.0,  # between the second and the third range
+    1.0, 2.0, 16.0, 0.0625, 5.6418958354775628695e-1)
+# Clipping |x| where the result has reached its limit keeps y² and exp(-y²) finite and
+# warning-free: erfc(5.93) < 2**-54, so erf = 1 - erfc rounds to ±1 from 5.93 on (and
+# erfc(-x) = 2 - erfc(x) to 2 from 5.87 on); erfc rounds to 0 from 27.23 on.
+_ERF_CAP, _ERFC_CAP = _table(6.0, 28.0)
+# exp(-(k/16)²) for k = 0 .. 16 * 28: (k/16)² is exact, so each entry is exp of an exact
+# argument.
+_EXP_TABLE = np.exp(-((np.arange(16 * 28 + 1) / 16.0) ** 2))
+
+_CHUNK = 32768
+
+
+def _rational(t: Array, num: tuple[Array, ...], den: tuple[Array, ...]) -> Array:
+    """P(t) / Q(t) by Horner's rule, Q monic (a fresh array is returned)."""
+    p = np.multiply(t, num[0])
+    p += num[1]
+    for c in num[2:]:
+        p *= t
+        p += c
+    q = np.add(t, den[0])
+    for c in den[1:]:
+        q *= t
+        q += c
+    p /= q
+    return p
+
+
+def _exp_neg_sq(y: Array, split: bool) -> Array:
+    """exp(-y²) for 0 <= y <= 28 (a fresh array). With ``split``, Cody's splitting
+    y² = s² + (y - s)(y + s), s = trunc(16 y) / 16: s² is exact and exp(-s²) is read from
+    a table, so the rounding error of y² (up to 8e-14 relative at y = 26.5) does not reach
+    the result."""
+    if not split:
+        e = np.multiply(y, y)
+        np.negative(e, out=e)
+        return np.exp(e, out=e)
+    s = np.multiply(y, _SIXTEEN)
+    np.trunc(s, out=s)
+    e = _EXP_TABLE.take(s.astype(np.intp))
+    s *= _SIXTEENTH
+    d = np.subtract(y, s)
+    s += y
+    d *= s
+    np.negative(d, out=d)
+    np.exp(d, out=d)
+    d *= e
+    return d
+
+
+def _erfc_mid(y: Array, split: bool) -> Array:
+    """erfc(y) for 0.46875 < y <= 4."""
+    r = _rational(y, _R2_NUM, _R2_DEN)
+    r *= _exp_neg_sq(y, split)
+    return r
+
+
+def _erfc_far(y: Array, split: bool) -> Array:
+    """erfc(y) for 4 < y <= 28."""
+    z = np.multiply(y, y)
+    np.divide(_ONE, z, out=z)
+    r = _rational(z, _R3_NUM, _R3_DEN)
+    r *= z
+    np.subtract(_INV_SQRT_PI, r, out=r)
+    r /= y
+    r *= _exp_neg_sq(y, split)
+    return r
+
+
+def _erfc_tail(y: Array, split: bool) -> Array:
+    """erfc(y) for 0.46875 < y <= 28 (a fresh array)."""
+    far = y > _MID
+    i_far = far.nonzero()[0]
+    if i_far.size == 0:
+        return _erfc_mid(y, split)
+    if i_far.size == y.size:
+        return _erfc_far(y, split)
+    out = np.empty_like(y)
+    i_mid = (~far).nonzero()[0]
+    out[i_mid] = _erfc_mid(y[i_mid], split)
+    out[i_far] = _erfc_far(y[i_far], split)
+    return out
+
+
+def _head(x: Array, complement: bool) -> Array:
+    """erf(x), or erfc(x) with ``complement``, for |x| <= 0.46875 or NaN."""
+    r = _rational(np.multiply(x, x), _R1_NUM, _R1_DEN)
+    r *= x
+    if complement:
+        np.subtract(_ONE, r, out=r)
+    return r
+
+
+def _tail(x: Array, y: Array, complement: bool) -> Array:
+    """erf(x), or erfc(x) with ``complement``, for |x| = y > 0.46875 (±inf included)."""
+    y = np.minimum(y, _ERFC_CAP if complement else _ERF_CAP)
+    # erf needs no splitting of y²: there erf = 1 - erfc with erfc(y) <= 0.51, and the
+    # relative error of a plain exp(-y²) (at most 36 * 2**-53 for y <= 6, far less where
+    # erfc is not tiny) stays below 2e-17 absolute in erf.
+    e = _erfc_tail(y, split=complement)
+    if complement:
+        np.subtract(_TWO, e, out=e, where=x < 0)
+    else:
+        np.subtract(_ONE, e, out=e)
+        np.copysign(e, x, out=e)
+    return e
+
+
+def _evaluate_flat(x: Array, complement: bool, out: Array) -> None:
+    """Write erf or erfc of the 1-d float64 array ``x`` into ``out`` (any float dtype)."""
+    y = np.abs(x)
+    tail = y > _THRESH  # NaN is not in the tail: the first range propagates it
+    i_tail = tail.nonzero()[0]
+    if i_tail.size == 0:
+        out[...] = _head(x, complement)
+    elif i_tail.size == x.size:
+        out[...] = _tail(x, y, complement)
+    else:
+        i_head = (~tail).nonzero()[0]
+        out[i_head] = _head(x[i_head], complement)
+        out[i_tail] = _tail(x[i_tail], y[i_tail], complement)
+
+
+def _evaluate(x: ArrayLike, complement: bool) -> Array:
+    a = np.asarray(x)
+    dt = a.dtype
+    if dt.kind in "biu":
+        dt = np.dtype(_F)
+    elif dt.kind != "f":
+        name = "erfc" if complement else "erf"
+        raise TypeError(f"{name}: expected a real array, got dtype {a.dtype}")
+    flat = a.reshape(-1)
+    out = np.empty(flat.shape, dt)
+    with np.errstate(under="ignore"):  # exp(-y²) and x² may underflow, harmlessly
+        for start in range(0, flat.size, _CHUNK):
+            sl = slice(start, start + _CHUNK)
+            _evaluate_flat(flat[sl].astype(_F, copy=False), complement, out[sl])
+    return out.reshape(a.shape)
+
+
+def erf(x: ArrayLike) -> Array:
+    """The error function, elementwise.
+
+    The result has the input's floating dtype (float64 for integers and bools); a 0-d input
+    gives a 0-d array. Odd, exactly ±1 from |x| = 5.93 on and at ±inf; NaN propagates.
+    """
+    return _evaluate(x, complement=False)
+
+
+def erfc(x: ArrayLike) -> Array:
+    """The complementary error function 1 - erf(x), elementwise, accurate in the tail.
+
+    Relative error about 1e-15 wherever the float64 result is a normal number (x up to
+    26.5); exactly 0 from x = 27.23 on and 2 from x = -5.87 down. Dtypes as for ``erf``.
+    """
+    return _evaluate(x, complement=True)

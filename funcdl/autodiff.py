@@ -1,0 +1,82 @@
+"""Gradients by chaining hand-written vjps: the model's, then the loss's.
+
+Example::
+
+    f = fd.value_and_grad(model, fd.losses.mse)
+    loss, grads = f(params, x, y)                 # grads has the structure of params
+    updates, opt_state = opt.update(opt_state, grads, params)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["grad", "value_and_grad", "vjp"]
+
+
+def vjp(layer: Any, params: Any, x: Any, **kwargs: Any) -> Any:
+    """``(y, pullback)`` of ``layer`` at ``(params, x)``; ``pullback(dy) -> (dparams, dx)``.
+    A stateful layer needs ``state=`` and returns ``(y, pullback, new_state)``."""
+    return layer.vjp(params, x, **kwargs)
+
+
+def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
+                   wrt_input: bool = False) -> Callable[..., Any]:
+    """Return ``f(params, x, target, *, key=None, train=True) -> (value, grads)``.
+
+    - ``loss(pred, target)`` must have ``loss.vjp(pred, target) -> (value, pullback)``; with
+      ``has_aux=True`` the loss returns ``(value, aux)`` and ``f`` returns
+      ``((value, aux), grads)``, as ``jax.value_and_grad`` does.
+    - ``wrt_input=True``: ``grads`` is ``(dparams, dx)``.
+    - a stateful model (BatchNorm inside): ``f(params, x, target, *, state, ...)`` returns
+      ``((value, new_state), grads)``, or ``((value, aux, new_state), grads)`` with aux.
+    """
+    stateful = bool(getattr(model, "stateful", False))
+    if not hasattr(loss, "vjp"):
+        raise TypeError(f"value_and_grad: the loss needs a .vjp(pred, target) method "
+                        f"(see funcdl.losses.Loss), got {loss!r}")
+
+    def f(params: Any, x: Any, target: Any, *, key: Any = None, train: bool = True,
+          **kwargs: Any) -> Any:
+        if stateful:
+            if "state" not in kwargs:
+                raise TypeError(f"value_and_grad: the model {getattr(model, 'name', model)} "
+                                f"is stateful; pass state=... (from init)")
+            y, pullback, new_state = model.vjp(params, x, key=key, train=train, **kwargs)
+        else:
+            if kwargs:
+                raise TypeError(f"value_and_grad: unexpected keyword arguments "
+                                f"{sorted(kwargs)} for a stateless model")
+            y, pullback = model.vjp(params, x, key=key, train=train)
+        out, loss_pullback = loss.vjp(y, target)
+        if has_aux:
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise TypeError("value_and_grad(has_aux=True): the loss must return "
+                                f"(value, aux), got {type(out).__name__}")
+            value, aux = out
+        else:
+            value = out
+        dparams, dx = pullback(loss_pullback(1.0))
+        grads = (dparams, dx) if wrt_input else dparams
+        if stateful:
+            return ((value, aux, new_state) if has_aux else (value, new_state)), grads
+        return ((value, aux) if has_aux else value), grads
+
+    return f
+
+
+def grad(model: Any, loss: Any, *, has_aux: bool = False,
+         wrt_input: bool = False) -> Callable[..., Any]:
+    """As ``value_and_grad`` without the value: returns ``grads``; ``(grads, aux)`` with
+    ``has_aux``; ``(grads, new_state)`` for a stateful model (``(grads, aux, new_state)``)."""
+    vg = value_and_grad(model, loss, has_aux=has_aux, wrt_input=wrt_input)
+    stateful = bool(getattr(model, "stateful", False))
+
+    def g(params: Any, x: Any, target: Any, **kwargs: Any) -> Any:
+        out, grads = vg(params, x, target, **kwargs)
+        if not (has_aux or stateful):
+            return grads
+        return (grads, *out[1:])
+
+    return g

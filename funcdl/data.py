@@ -1,0 +1,102 @@
+"""Minibatches and the disk data set, both deterministic in an explicit key.
+
+Nothing here keeps state between calls: a new epoch order comes from a new key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+from funcdl import random
+from funcdl.random import Key
+
+__all__ = ["RADIUS", "batches", "disk"]
+
+RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
+"""The disk's radius: its area pi * RADIUS**2 is 1/2, so the classes balance in expectation."""
+
+
+def _count(value: Any, name: str, fn: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"data.{fn}: {name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        bound = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"data.{fn}: {name} must be {bound}, got {value}")
+    return int(value)
+
+
+def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool = True,
+            drop_last: bool = False) -> Iterator[tuple[NDArray[Any], ...]]:
+    """Minibatches of ``arrays`` along axis 0, as tuples with one entry per array.
+
+    Guarantees: each epoch visits every example exactly once (the last, smaller batch is
+    yielded unless ``drop_last``); the order is ``funcdl.random.permutation(key, n)`` when
+    ``shuffle`` (so the same key gives the same batches) and ``0, 1, ..., n-1`` otherwise
+    (``key`` is then ignored and may be None). Each array is gathered once per call, and the
+    batches are slices of that copy; with ``shuffle=False`` they are views of the inputs.
+    Argument errors are raised at the call, not at the first ``next``.
+
+    A new epoch order needs a new key, e.g. one folded from the epoch number::
+
+        for epoch in range(epochs):
+            for xb, yb in batches(random.fold_in(key, epoch), x, y, batch_size=50):
+                params, opt_state = step(params, opt_state, xb, yb)
+
+    Args:
+        key: a key from ``funcdl.random.key(seed)``; None only with ``shuffle=False``.
+        *arrays: one or more arrays sharing their first dimension ``n``.
+        batch_size: a positive int.
+        shuffle: visit the examples in a random order given by ``key``.
+        drop_last: skip the last batch when it is smaller than ``batch_size``.
+    """
+    if not arrays:
+        raise ValueError("data.batches: pass at least one array, e.g. batches(key, x, y, "
+                         "batch_size=32)")
+    size = _count(batch_size, "batch_size", "batches", 1)
+    xs = [np.asarray(a) for a in arrays]
+    if any(a.ndim == 0 for a in xs) or len({a.shape[0] for a in xs}) != 1:
+        raise ValueError(f"data.batches: all arrays must share their first dimension, got "
+                         f"shapes {', '.join(str(a.shape) for a in xs)}")
+    n = xs[0].shape[0]
+    order: NDArray[np.int64] | None = None
+    if shuffle:
+        if key is None:
+            raise ValueError(
+                "data.batches: shuffle=True needs a key: pass funcdl.random.key(seed) (a new "
+                "one each epoch, e.g. random.fold_in(key, epoch)), or set shuffle=False")
+        order = random.permutation(key, n)  # checks the key now, not at the first next()
+    stop = n - n % size if drop_last else n
+    return _generate(xs, order, size, stop)
+
+
+def _generate(xs: list[NDArray[Any]], order: NDArray[np.int64] | None, size: int,
+              stop: int) -> Iterator[tuple[NDArray[Any], ...]]:
+    # One gather per array per call (not per batch), done when iteration starts.
+    if order is not None:
+        xs = [a[order] for a in xs]
+    for start in range(0, stop, size):
+        yield tuple(a[start:start + size] for a in xs)
+
+
+def disk(key: Key, n: int, dtype: DTypeLike = np.float32) -> tuple[NDArray[Any], NDArray[Any]]:
+    """``n`` points uniform in the unit square, labelled 1 inside the disk of centre
+    (0.5, 0.5) and radius ``RADIUS = 1/sqrt(2*pi)`` (area 1/2), 0 outside.
+
+    Returns ``(x, y)``: ``x`` of shape ``(n, 2)`` in ``[0, 1)``, ``y`` of shape ``(n, 1)``
+    holding 0.0 or 1.0, both of ``dtype`` (float32 or float64). The same key gives the same
+    points. A point is inside when ``(x0 - 0.5)**2 + (x1 - 0.5)**2 < RADIUS**2``, evaluated
+    in float64 on the returned (possibly float32) coordinates.
+    """
+    size = _count(n, "n", "disk", 0)
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"data.disk: dtype must be float32 or float64, got {dt}")
+    x = random.uniform(key, (size, 2), dtype=dt)
+    d2 = np.square(x.astype(np.float64) - 0.5).sum(axis=1, keepdims=True)
+    y = (d2 < RADIUS**2).astype(dt)
+    return x, y

@@ -1,0 +1,127 @@
+"""The Layer value, its protocol, and the small helpers every layer family shares.
+
+A layer is an immutable record of three pure functions::
+
+    out_shape, params = layer.init(key, in_shape)      # in_shape: batch axis first, may be None
+    y                 = layer.apply(params, x, *, key=None, train=False)
+    y, pullback       = layer.vjp(params, x, *, key=None, train=False)
+    dparams, dx       = pullback(dy)                     # dparams has the structure of params
+
+Stateful layers (``layer.stateful``) take and return an explicit ``state`` as well; see
+``funcdl.layers.norm``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from typing_extensions import Protocol
+
+__all__ = ["Layer", "LayerLike", "Pullback", "Shape"]
+
+Array = NDArray[Any]
+Params = Any
+Shape = tuple[int | None, ...]
+Pullback = Callable[[Array], tuple[Params, Array]]
+
+
+class LayerLike(Protocol):
+    """What a combinator needs of a child: the three functions, a name, a stateful flag."""
+
+    @property
+    def init(self) -> Callable[..., Any]: ...
+    @property
+    def apply(self) -> Callable[..., Any]: ...
+    @property
+    def vjp(self) -> Callable[..., Any]: ...
+    @property
+    def stateful(self) -> bool: ...
+    @property
+    def name(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """A layer: ``Layer(init, apply, vjp)`` builds a user's own, composable like any other.
+
+    ``name`` appears in error messages (``Sequential[3] Dense(25): ...``); ``stateful`` marks
+    layers that thread running statistics (BatchNorm) through an explicit ``state``.
+    """
+
+    init: Callable[..., Any]
+    apply: Callable[..., Any]
+    vjp: Callable[..., Any]
+    stateful: bool = False
+    name: str = "Layer"
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+# ---------------------------------------------------------------------------- validation
+
+def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
+                   rank: int | None = None) -> Shape:
+    """Validate ``in_shape`` given to ``init``: a tuple of positive ints (or None)."""
+    if isinstance(in_shape, (int, np.integer)) or not isinstance(in_shape, (tuple, list)):
+        raise TypeError(
+            f"{name}: in_shape must be a tuple with the batch axis first, e.g. (None, 2), "
+            f"got {in_shape!r}")
+    shape = tuple(in_shape)
+    for d in shape:
+        if d is not None and (not isinstance(d, (int, np.integer)) or d < 0):
+            raise ValueError(f"{name}: in_shape entries must be ints >= 0 or None, "
+                             f"got {shape}")
+    if rank is not None and len(shape) != rank:
+        raise ValueError(f"{name}: expected an input shape of rank {rank}, got {shape} "
+                         f"(rank {len(shape)})")
+    if len(shape) < min_rank:
+        raise ValueError(f"{name}: expected an input shape of rank >= {min_rank}, got {shape}")
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def as_array(name: str, x: Any) -> Array:
+    """The input as an ndarray; lists are converted, anything non-numeric is refused."""
+    if type(x) is np.ndarray:
+        return x
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    return a
+
+
+def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...]) -> Array:
+    """A pullback's ``dy`` must have the output's shape: never broadcast silently."""
+    arr = as_array(name, dy)
+    if arr.shape != y_shape:
+        raise ValueError(f"{name}: pullback expected dy of shape {y_shape} (the output's), "
+                         f"got {arr.shape}")
+    return arr
+
+
+def located(where: str, child: str, err: Exception) -> Exception:
+    """Re-raise a child's error prefixed with its place in the parent: ``Sequential[3] ...``."""
+    msg = str(err)
+    if not msg.startswith(child):
+        msg = f"{child}: {msg}"
+    return type(err)(f"{where} {msg}")
+
+
+def sum_to_shape(g: Array, shape: tuple[int, ...]) -> Array:
+    """Sum a broadcast cotangent back to ``shape`` (the vjp of NumPy broadcasting)."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    out = g.sum(axis=axes, keepdims=True) if axes else g
+    return out.reshape(shape) if lead else out
+
+
+def no_params() -> tuple[()]:
+    """The params of a parameterless layer."""
+    return ()

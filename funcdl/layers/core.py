@@ -1,0 +1,205 @@
+"""Core layers: Dense, Identity, Flatten, Reshape, Dropout."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from funcdl import initializers, random
+from funcdl.layers.base import (
+    Array,
+    Layer,
+    Shape,
+    as_array,
+    check_cotangent,
+    check_in_shape,
+)
+
+__all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]
+
+
+def _float_like(x: Array, dtype: np.dtype[Any]) -> Array:
+    # Integer and boolean inputs are cast to the params' dtype rather than silently
+    # promoting float32 params to float64 (NumPy's int64 @ float32 rule).
+    return x.astype(dtype) if x.dtype.kind in "biu" else x
+
+
+def Dense(out: int, w_init: initializers.Initializer | None = None,
+          b_init: initializers.Initializer | None = None, use_bias: bool = True) -> Layer:
+    """Affine map on the last axis, ``(..., in) -> (..., out)``.
+
+    params: ``{'w': (in, out), 'b': (out,)}`` (no ``'b'`` when ``use_bias=False``).
+    forward: ``y = x @ w + b``;
+    vjp: ``dw = xᵀ dy``, ``db = Σ_batch dy``, ``dx = dy wᵀ``.
+    Default init is PyTorch's ``nn.Linear``: w, b ~ U(±1/sqrt(in)).
+    """
+    if isinstance(out, bool) or not isinstance(out, (int, np.integer)) or out <= 0:
+        raise ValueError(f"Dense: out must be a positive int, got {out!r}")
+    out = int(out)
+    name = f"Dense({out})"
+    w_init = w_init or initializers.torch_default()
+
+    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        shape = check_in_shape(name, in_shape)
+        fan_in = shape[-1]
+        if fan_in is None or fan_in == 0:
+            raise ValueError(f"{name}: the last axis of in_shape must be a known size > 0, "
+                             f"got {shape}")
+        kw, kb = random.split(key)
+        params = {"w": w_init(kw, (fan_in, out), np.float32)}
+        if use_bias:
+            bias = b_init or initializers.uniform(1 / math.sqrt(fan_in), -1 / math.sqrt(fan_in))
+            params["b"] = bias(kb, (out,), np.float32)
+        return (*shape[:-1], out), params
+
+    def check(params: Any, x: Any) -> Array:
+        x = as_array(name, x)
+        w = params["w"]
+        if x.ndim == 0 or x.shape[-1] != w.shape[0]:
+            raise ValueError(f"{name}: expected input (..., {w.shape[0]}) as the params were "
+                             f"initialised, got shape {x.shape}")
+        return _float_like(x, w.dtype)
+
+    def forward(params: Any, x: Array) -> Array:
+        w = params["w"]
+        y: Array = (x.reshape(-1, w.shape[0]) @ w).reshape(*x.shape[:-1], w.shape[1])
+        if use_bias:
+            y += params["b"]
+        return y
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del key, train
+        return forward(params, check(params, x))
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        x = check(params, x)
+        y = forward(params, x)
+        w = params["w"]
+
+        def pullback(dy: Array) -> tuple[Any, Array]:
+            dy = check_cotangent(name, dy, y.shape)
+            x2, dy2 = x.reshape(-1, w.shape[0]), dy.reshape(-1, w.shape[1])
+            grads = {"w": x2.T @ dy2}
+            if use_bias:
+                grads["b"] = dy2.sum(axis=0)
+            return grads, (dy2 @ w.T).reshape(x.shape)
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name)
+
+
+def _shape_layer(name: str, out_shape: Any) -> Layer:
+    """A layer that only reshapes: ``y = reshape(x)``, ``dx = reshape(dy, x.shape)``."""
+
+    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        del key
+        shape = check_in_shape(name, in_shape)
+        return out_shape(shape), ()
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del params, key, train
+        x = as_array(name, x)
+        y: Array = x.reshape(out_shape(x.shape, check=True))
+        return y
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        y = apply(params, x)
+        x_shape = np.shape(x)
+
+        def pullback(dy: Array) -> tuple[Any, Array]:
+            return (), check_cotangent(name, dy, y.shape).reshape(x_shape)
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name)
+
+
+def Identity() -> Layer:
+    """``y = x``; ``dx = dy``."""
+    return _shape_layer("Identity()", lambda s, check=False: tuple(s))
+
+
+def Flatten() -> Layer:
+    """Collapse every axis after the batch axis: ``(n, *rest) -> (n, prod(rest))``."""
+    name = "Flatten()"
+
+    def out_shape(s: Shape, check: bool = False) -> Any:
+        if len(s) < 1:
+            raise ValueError(f"{name}: expected an input with a batch axis, got shape {s}")
+        rest = s[1:]
+        return (s[0], None if None in rest else math.prod(rest))  # type: ignore[arg-type]
+
+    return _shape_layer(name, out_shape)
+
+
+def Reshape(shape: tuple[int, ...]) -> Layer:
+    """Reshape every axis after the batch axis: ``(n, *rest) -> (n, *shape)``; ``shape`` may
+    hold one -1 (as Keras' Reshape; the batch axis is never part of ``shape``)."""
+    target = tuple(int(d) for d in shape)
+    name = f"Reshape({target})"
+    if sum(d == -1 for d in target) > 1 or any(d < -1 or d == 0 for d in target):
+        raise ValueError(f"{name}: shape must hold positive sizes and at most one -1")
+
+    def out_shape(s: Shape, check: bool = False) -> Any:
+        if len(s) < 1:
+            raise ValueError(f"{name}: expected an input with a batch axis, got shape {s}")
+        rest = s[1:]
+        if None in rest:
+            return (s[0], *target)
+        size = math.prod(rest)  # type: ignore[arg-type]
+        known = math.prod(d for d in target if d != -1)
+        if (-1 in target and size % known) or (-1 not in target and size != known):
+            raise ValueError(f"{name}: cannot reshape an input of shape {s} "
+                             f"({size} values per example) to {target}")
+        return (s[0], *(size // known if d == -1 else d for d in target))
+
+    return _shape_layer(name, out_shape)
+
+
+def Dropout(rate: float) -> Layer:
+    """Zero a fraction ``rate`` of the entries in training and scale the rest by 1/(1-rate).
+
+    forward (train): ``y = x * m / (1 - rate)``, ``m ~ Bernoulli(1 - rate)`` drawn from ``key``;
+    vjp: ``dx = dy * m / (1 - rate)``. Inference (``train=False``) is the identity.
+    """
+    rate = float(rate)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"Dropout: rate is the fraction dropped, in [0, 1]; got {rate}")
+    name = f"Dropout({rate})"
+
+    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        del key
+        return check_in_shape(name, in_shape, min_rank=0), ()
+
+    def scaled_mask(x: Array, key: Any) -> Array:
+        if key is None:
+            raise ValueError(
+                f"{name}: train=True needs a random key; call apply(params, x, train=True, "
+                f"key=funcdl.random.key(seed)) (a new key per step, e.g. from random.split)")
+        dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+        if rate == 1.0:
+            return np.zeros(x.shape, dtype)
+        keep = random.uniform(key, x.shape, dtype=dtype) >= dtype.type(rate)
+        return keep * dtype.type(1.0 / (1.0 - rate))
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del params
+        xa = as_array(name, x)
+        if not train or rate == 0.0:
+            return xa
+        return xa * scaled_mask(xa, key)
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del params
+        x = as_array(name, x)
+        if not train or rate == 0.0:
+            return x, lambda dy: ((), check_cotangent(name, dy, x.shape))
+        mask = scaled_mask(x, key)
+        y = x * mask
+        return y, lambda dy: ((), check_cotangent(name, dy, y.shape) * mask)
+
+    return Layer(init, apply, vjp, name=name)

@@ -1,0 +1,116 @@
+"""Pure optimizers, built optax-style from small transforms, ``chain`` and schedules.
+
+Note the argument order: ``update(state, grads, params)``, state first (optax's is
+``update(updates, state, params)``). A swapped call raises TypeError: each transform checks
+that ``state`` is its own state record.
+
+Example::
+
+    opt = funcdl.optim.adam(lr=1e-3)
+    state = opt.init(params)
+    updates, state = opt.update(state, grads, params)   # params only where a rule needs it
+    params = funcdl.optim.apply_updates(params, updates)
+
+* Every state is a NamedTuple with named fields (``ScaleByAdamState(count, mu, nu)``);
+  ``count`` is the number of updates already applied, an int64 NumPy scalar that survives
+  ``funcdl.io`` save / load.
+* A schedule is any callable ``count -> lr``, read at every update; it is accepted wherever
+  ``lr`` is.
+* The aliases (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``) follow PyTorch's
+  formulas and are ``named_chain``s: ``state.states['adam'].count``.
+* Nothing passed in is mutated. Returned updates and states may share arrays with each other
+  or with the grads (``identity`` returns them as they are): treat them as read-only, as in JAX.
+* Coefficients are Python floats, so float32 params and grads give float32 updates and state;
+  state leaves keep the dtype ``init`` gave them; ``apply_updates`` keeps each param's dtype.
+
+Modules: ``_base`` (records, ``chain``, ``apply_updates``), ``_transforms``, ``_schedules``,
+``_alias``.
+"""
+
+from funcdl.optim._alias import adagrad, adam, adamw, rmsprop, sgd
+from funcdl.optim._base import (
+    ChainState,
+    Count,
+    EmptyState,
+    GradientTransformation,
+    NamedChainState,
+    ScalarOrSchedule,
+    Schedule,
+    TransformInit,
+    TransformUpdate,
+    apply_updates,
+    chain,
+    named_chain,
+)
+from funcdl.optim._schedules import (
+    constant_schedule,
+    cosine_decay_schedule,
+    exponential_decay,
+    join_schedules,
+    linear_schedule,
+    piecewise_constant_schedule,
+    polynomial_schedule,
+    warmup_cosine_decay_schedule,
+)
+from funcdl.optim._transforms import (
+    ScaleByAdagradState,
+    ScaleByAdamState,
+    ScaleByRmsState,
+    ScaleByScheduleState,
+    TraceState,
+    add_decayed_weights,
+    clip_by_global_norm,
+    global_norm,
+    identity,
+    scale,
+    scale_by_adagrad,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_rms,
+    scale_by_schedule,
+    trace,
+)
+
+__all__ = [
+    "ChainState",
+    "Count",
+    "EmptyState",
+    "GradientTransformation",
+    "NamedChainState",
+    "ScalarOrSchedule",
+    "ScaleByAdagradState",
+    "ScaleByAdamState",
+    "ScaleByRmsState",
+    "ScaleByScheduleState",
+    "Schedule",
+    "TraceState",
+    "TransformInit",
+    "TransformUpdate",
+    "adagrad",
+    "adam",
+    "adamw",
+    "add_decayed_weights",
+    "apply_updates",
+    "chain",
+    "clip_by_global_norm",
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "exponential_decay",
+    "global_norm",
+    "identity",
+    "join_schedules",
+    "linear_schedule",
+    "named_chain",
+    "piecewise_constant_schedule",
+    "polynomial_schedule",
+    "rmsprop",
+    "scale",
+    "scale_by_adagrad",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "scale_by_rms",
+    "scale_by_schedule",
+    "sgd",
+    "trace",
+    "warmup_cosine_decay_schedule",
+]

@@ -1,0 +1,148 @@
+"""The usual optimizers as short named chains, with PyTorch's update formulas, so that a run
+matches ``torch.optim`` step for step. ``lr`` is a float or a schedule everywhere.
+
+Each returns a ``named_chain``: ``state.states`` is a dict with one entry per stage, e.g.
+``state.states['adam'].count`` or ``state.states['lr'].count`` (with a schedule).
+Stages with a zero coefficient (weight decay, momentum) are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from funcdl.optim._base import (
+    GradientTransformation,
+    ScalarOrSchedule,
+    check_float,
+    check_lr,
+    make_named_chain,
+)
+from funcdl.optim._transforms import (
+    add_decayed_weights,
+    scale_by_adagrad,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_rms,
+    trace,
+)
+
+__all__ = ["adagrad", "adam", "adamw", "rmsprop", "sgd"]
+
+_Stages = list[tuple[str, GradientTransformation]]
+
+
+def _weight_decay(stages: _Stages, weight_decay: float) -> None:
+    if weight_decay != 0.0:
+        stages.append(("weight_decay", add_decayed_weights(weight_decay)))
+
+
+def sgd(lr: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False,
+        weight_decay: float = 0.0) -> GradientTransformation:
+    """Stochastic gradient descent, as ``torch.optim.SGD`` (zero dampening):
+    ``g ← g + wd·p``; ``b ← momentum·b + g``; ``g ← g + momentum·b`` if nesterov else ``b``;
+    ``p ← p - lr·g``.
+
+    Stages: ``weight_decay``, ``momentum`` (a ``trace``), ``lr``.
+    """
+    name = "sgd"
+    lr = check_lr(name, lr)
+    momentum = check_float(name, "momentum", momentum)
+    weight_decay = check_float(name, "weight_decay", weight_decay)
+    if nesterov and momentum == 0.0:
+        raise ValueError(f"{name}: nesterov=True requires momentum > 0")
+    stages: _Stages = []
+    _weight_decay(stages, weight_decay)
+    if momentum != 0.0:
+        stages.append(("momentum", trace(momentum, nesterov)))
+    stages.append(("lr", scale_by_learning_rate(lr)))
+    return make_named_chain(name, stages)
+
+
+def _check_adam(name: str, lr: Any, b1: float, b2: float, eps: float, weight_decay: float
+                ) -> tuple[ScalarOrSchedule, float, float, float, float]:
+    return (check_lr(name, lr),
+            check_float(name, "b1", b1, high=1.0, high_open=True),
+            check_float(name, "b2", b2, high=1.0, high_open=True),
+            check_float(name, "eps", eps),
+            check_float(name, "weight_decay", weight_decay))
+
+
+def adam(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+         weight_decay: float = 0.0) -> GradientTransformation:
+    """Adam, as ``torch.optim.Adam`` (L2 weight decay enters the gradient):
+    ``g ← g + wd·p``; ``p ← p - lr · m̂ / (sqrt(v̂) + eps)`` with ``m̂, v̂`` the bias-corrected
+    moments of ``g`` (see ``scale_by_adam``).
+
+    Stages: ``weight_decay``, ``adam``, ``lr``.
+    """
+    lr, b1, b2, eps, weight_decay = _check_adam("adam", lr, b1, b2, eps, weight_decay)
+    stages: _Stages = []
+    _weight_decay(stages, weight_decay)
+    stages += [("adam", scale_by_adam(b1, b2, eps)), ("lr", scale_by_learning_rate(lr))]
+    return make_named_chain("adam", stages)
+
+
+def adamw(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+          weight_decay: float = 1e-2) -> GradientTransformation:
+    """AdamW, as ``torch.optim.AdamW`` (decoupled weight decay):
+    ``p ← p - lr · (m̂ / (sqrt(v̂) + eps) + wd·p)``.
+
+    Stages: ``adam``, ``weight_decay``, ``lr``.
+    """
+    lr, b1, b2, eps, weight_decay = _check_adam("adamw", lr, b1, b2, eps, weight_decay)
+    stages: _Stages = [("adam", scale_by_adam(b1, b2, eps))]
+    _weight_decay(stages, weight_decay)
+    stages.append(("lr", scale_by_learning_rate(lr)))
+    return make_named_chain("adamw", stages)
+
+
+def rmsprop(lr: ScalarOrSchedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+            weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False
+            ) -> GradientTransformation:
+    """RMSprop, as ``torch.optim.RMSprop``: ``g ← g + wd·p``; ``v ← α·v + (1-α)·g²``;
+    ``d = g / (sqrt(v) + eps)`` (``sqrt(v - m²)`` when centered, ``m`` the running mean of
+    ``g``); ``b ← momentum·b + d``; ``p ← p - lr·b`` (``p ← p - lr·d`` without momentum).
+
+    Stages: ``weight_decay``, ``rms``, ``momentum``, ``lr``.
+    """
+    name = "rmsprop"
+    lr = check_lr(name, lr)
+    alpha = check_float(name, "alpha", alpha)
+    eps = check_float(name, "eps", eps)
+    weight_decay = check_float(name, "weight_decay", weight_decay)
+    momentum = check_float(name, "momentum", momentum)
+    stages: _Stages = []
+    _weight_decay(stages, weight_decay)
+    stages.append(("rms", scale_by_rms(alpha, eps, centered)))
+    if momentum != 0.0:
+        stages.append(("momentum", trace(momentum)))
+    stages.append(("lr", scale_by_learning_rate(lr)))
+    return make_named_chain(name, stages)
+
+
+def adagrad(lr: ScalarOrSchedule = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+            initial_accumulator_value: float = 0.0, eps: float = 1e-10
+            ) -> GradientTransformation:
+    """Adagrad, as ``torch.optim.Adagrad``: ``g ← g + wd·p``; ``s ← s + g²``;
+    ``p ← p - lr / (1 + t·lr_decay) · g / (sqrt(s) + eps)``, ``t`` the updates already applied.
+
+    Stages: ``weight_decay``, ``adagrad``, ``lr`` (a schedule when ``lr_decay > 0``).
+    """
+    name = "adagrad"
+    lr = check_lr(name, lr)
+    decay = check_float(name, "lr_decay", lr_decay)
+    weight_decay = check_float(name, "weight_decay", weight_decay)
+    init_acc = check_float(name, "initial_accumulator_value", initial_accumulator_value)
+    eps = check_float(name, "eps", eps)
+    if decay != 0.0:
+        base = lr
+
+        def decayed(count: int) -> float:
+            rate = float(base(count)) if callable(base) else base
+            return rate / (1.0 + count * decay)
+
+        lr = decayed
+    stages: _Stages = []
+    _weight_decay(stages, weight_decay)
+    stages += [("adagrad", scale_by_adagrad(init_acc, eps)), ("lr", scale_by_learning_rate(lr))]
+    return make_named_chain(name, stages)

@@ -1,0 +1,257 @@
+"""The optimizer record, its states, ``chain`` / ``named_chain``, ``apply_updates``, and the
+helpers every transform shares (state type check, one-pass leaf-wise maps, step counts)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+from typing_extensions import Protocol
+
+from funcdl import tree
+
+__all__ = [
+    "ChainState",
+    "Count",
+    "EmptyState",
+    "GradientTransformation",
+    "NamedChainState",
+    "ScalarOrSchedule",
+    "Schedule",
+    "TransformInit",
+    "TransformUpdate",
+    "apply_updates",
+    "chain",
+    "named_chain",
+]
+
+Tree = Any
+# A step count: an int64 NumPy scalar, or the 0-d int64 array funcdl.io may give back.
+Count = np.integer[Any] | NDArray[np.integer[Any]]
+Schedule = Callable[[int], float]
+ScalarOrSchedule = float | Schedule
+
+
+class TransformInit(Protocol):
+    """``state = init(params)``."""
+
+    def __call__(self, params: Tree, /) -> Any: ...
+
+
+class TransformUpdate(Protocol):
+    """``updates, state = update(state, grads, params=None)``."""
+
+    def __call__(self, state: Any, grads: Tree, params: Tree = None, /) -> tuple[Tree, Any]: ...
+
+
+class GradientTransformation(NamedTuple):
+    """A pure optimizer, or one stage of one: ``state = init(params)``;
+    ``updates, state = update(state, grads, params)``."""
+
+    init: TransformInit
+    update: TransformUpdate
+
+
+class EmptyState(NamedTuple):
+    """The state of a transform that keeps none (``scale``, ``clip_by_global_norm``...)."""
+
+
+class ChainState(NamedTuple):
+    """The state of ``chain(t1, t2, ...)``: one entry per transform, in order."""
+
+    states: tuple[Any, ...]
+
+
+class NamedChainState(NamedTuple):
+    """The state of ``named_chain(("a", t1), ...)``: ``states["a"]`` is ``t1``'s state."""
+
+    states: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def zero_count() -> np.int64:
+    """The count before the first update. An int64 NumPy scalar, so that save / load keeps it."""
+    return np.int64(0)
+
+
+def next_count(count: Count) -> np.int64:
+    return np.int64(int(count) + 1)
+
+
+def check_state(name: str, state: Any, cls: type) -> None:
+    """Fail loudly on a swapped call such as ``update(grads, state)``."""
+    if not isinstance(state, cls):
+        raise TypeError(
+            f"{name}.update: the first argument must be the optimizer state returned by init "
+            f"(call update(state, grads, params)); got {type(state).__name__}")
+
+
+def check_float(name: str, what: str, value: Any, *, low: float = 0.0,
+                high: float | None = None, high_open: bool = False) -> float:
+    """``float(value)``, raising ValueError naming ``name`` unless ``low <= value`` and
+    ``value <= high`` (``< high`` when ``high_open``). NaN is always rejected."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: {what} must be a number, got {value!r}") from None
+    ok = low <= v and (high is None or (v < high if high_open else v <= high))
+    if not ok:
+        bound = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name}: {what} must be {bound}, got {value!r}")
+    return v
+
+
+def check_lr(name: str, lr: Any) -> ScalarOrSchedule:
+    """A learning rate: a float >= 0, or a schedule (any callable ``count -> lr``)."""
+    if callable(lr):
+        return lr  # type: ignore[no-any-return]
+    return check_float(name, "lr (a float or a schedule count -> lr)", lr)
+
+
+class _Box:
+    """A leaf holding a tuple of results, so that ``tree.map`` does not descend into it."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, v: tuple[Any, ...]) -> None:
+        self.v = v
+
+
+class _ShapeMismatch(ValueError):
+    pass
+
+
+def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Sequence[str],
+             n_out: int = 1) -> tuple[Tree, ...]:
+    """One traversal applying ``fn(*leaves)`` (which returns an ``n_out``-tuple, or a single
+    value when ``n_out == 1``) over trees that must agree in structure and leaf shapes.
+
+    Returns ``n_out`` trees. A mismatch raises ValueError prefixed with ``name`` and naming
+    the first differing path, e.g. ``adam.update: ... at ['w']: grads has ..., state.mu has``.
+    """
+    def leaf(*xs: Any) -> Any:
+        shape = np.shape(xs[0])
+        for x in xs[1:]:
+            if np.shape(x) != shape:
+                raise _ShapeMismatch
+        return fn(*xs) if n_out == 1 else _Box(fn(*xs))
+
+    try:
+        out = tree.map(leaf, *trees)
+    except ValueError:
+        # Only on failure: walk again to report the first differing path with good names.
+        for other, other_name in zip(trees[1:], names[1:], strict=True):
+            try:
+                tree.check_same(trees[0], other, (names[0], other_name), shapes=True)
+            except ValueError as detail:
+                raise ValueError(f"{name}: {detail}") from None
+        raise
+    if n_out == 1:
+        return (out,)
+    td = tree.structure(out)
+    boxes = tree.leaves(out)
+    return tuple(tree.unflatten(td, [b.v[i] for b in boxes]) for i in range(n_out))
+
+
+def like(x: Any, ref: Any) -> Any:
+    """``x`` as an array of ``ref``'s dtype: state leaves keep their dtype across updates."""
+    return np.asarray(x, dtype=np.asarray(ref).dtype)
+
+
+# ---------------------------------------------------------------------------- combining
+
+def _check_transforms(name: str, transforms: Sequence[Any]) -> None:
+    for i, t in enumerate(transforms):
+        if not isinstance(t, GradientTransformation):
+            raise TypeError(
+                f"{name}: argument {i} must be a GradientTransformation, got "
+                f"{type(t).__name__} (did you forget to call it, e.g. scale_by_adam()?)")
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Apply transforms in sequence, each to the previous one's updates.
+
+    State: ``ChainState(states)``, one entry per transform. Example::
+
+        opt = chain(clip_by_global_norm(1.0), scale_by_adam(), scale_by_learning_rate(1e-3))
+        state = opt.init(params)
+        updates, state = opt.update(state, grads, params)
+    """
+    return make_chain("chain", transforms)
+
+
+def make_chain(name: str, transforms: Sequence[GradientTransformation]) -> GradientTransformation:
+    _check_transforms(name, transforms)
+    inits = tuple(t.init for t in transforms)
+    updates = tuple(t.update for t in transforms)
+
+    def init(params: Tree) -> ChainState:
+        return ChainState(tuple(f(params) for f in inits))
+
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ChainState]:
+        check_state(name, state, ChainState)
+        if len(state.states) != len(updates):
+            raise ValueError(
+                f"{name}.update: the state holds {len(state.states)} transform states but the "
+                f"chain has {len(updates)} transforms; pass the state made by this "
+                f"optimizer's init")
+        new_states = []
+        for f, s in zip(updates, state.states, strict=True):
+            grads, s = f(s, grads, params)
+            new_states.append(s)
+        return grads, ChainState(tuple(new_states))
+
+    return GradientTransformation(init, update)
+
+
+def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:
+    """``chain`` whose state is ``NamedChainState(states)``, a dict keyed by the given names,
+    so a stage's state reads as ``state.states['adam'].count``.
+
+    Example: ``named_chain(('clip', clip_by_global_norm(1.0)), ('adam', scale_by_adam()),
+    ('lr', scale_by_learning_rate(1e-3)))``.
+    """
+    return make_named_chain("named_chain", transforms)
+
+
+def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformation]]
+                     ) -> GradientTransformation:
+    for p in pairs:
+        if not (isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)):
+            raise TypeError(f"{name}: each argument must be a (name, transform) pair, got {p!r}")
+    names = [n for n, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{name}: the names must be distinct, got {names}")
+    _check_transforms(name, [t for _, t in pairs])
+    stages = [(n, t.init, t.update) for n, t in pairs]
+
+    def init(params: Tree) -> NamedChainState:
+        return NamedChainState({n: f(params) for n, f, _ in stages})
+
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, NamedChainState]:
+        check_state(name, state, NamedChainState)
+        if not isinstance(state.states, dict) or set(state.states) != set(names):
+            got = list(state.states) if isinstance(state.states, dict) else state.states
+            raise ValueError(
+                f"{name}.update: the state's stages are {got}, expected {names}; pass the "
+                f"state made by this optimizer's init")
+        new_states = {}
+        for n, _, f in stages:
+            grads, new_states[n] = f(state.states[n], grads, params)
+        return grads, NamedChainState(new_states)
+
+    return GradientTransformation(init, update)
+
+
+# ---------------------------------------------------------------------------- applying
+
+def apply_updates(params: Tree, updates: Tree) -> Tree:
+    """``p + u`` leaf-wise; each result keeps its param's dtype. Nothing is mutated."""
+    def add(p: Any, u: Any) -> Any:
+        p = np.asarray(p)
+        return np.asarray(p + u, dtype=p.dtype)
+
+    return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]

@@ -1,0 +1,105 @@
+"""Explicit random keys: no global seed, the same numbers on every machine.
+
+A key is a ``uint64`` array of shape ``(2,)``, the 128-bit key of a Philox counter-based
+generator (NumPy's ``Philox`` bit generator, whose output is fixed by the key alone and
+does not depend on the platform). Every sampler takes a key first and never advances
+anything: calling it twice with one key gives the same numbers. Use ``split`` to get
+independent keys, ``fold_in`` to derive a key from data (an epoch, a rank).
+
+NumPy documents that a ``Generator``'s output for one seed may change between NumPy
+versions; within one NumPy version the stream is identical across machines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+__all__ = ["Key", "bernoulli", "fold_in", "key", "normal", "permutation", "split", "uniform"]
+
+Key = NDArray[np.uint64]
+_MASK64 = (1 << 64) - 1
+
+
+def key(seed: int) -> Key:
+    """A key from a non-negative integer seed (up to 128 bits)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"random.key: seed must be an int, got {type(seed).__name__}")
+    seed = int(seed)
+    if not 0 <= seed < 1 << 128:
+        raise ValueError(f"random.key: seed must be in [0, 2**128), got {seed}")
+    return np.array([seed & _MASK64, seed >> 64], dtype=np.uint64)
+
+
+def _check(k: Any, fn: str) -> Key:
+    if not (isinstance(k, np.ndarray) and k.dtype == np.uint64 and k.shape == (2,)):
+        got = (f"an array of shape {k.shape} and dtype {k.dtype}" if isinstance(k, np.ndarray)
+               else type(k).__name__)
+        raise TypeError(
+            f"random.{fn}: expected a key made by funcdl.random.key(seed) (uint64, shape (2,)), "
+            f"got {got}")
+    return k
+
+
+def _gen(k: Key) -> np.random.Generator:
+    return np.random.Generator(np.random.Philox(key=k))
+
+
+def split(key: Key, num: int = 2) -> tuple[Key, ...]:
+    """``num`` new independent keys derived from ``key``."""
+    bits = _gen(_check(key, "split")).integers(0, _MASK64, size=(num, 2), dtype=np.uint64,
+                                               endpoint=True)
+    return tuple(bits)
+
+
+def fold_in(key: Key, data: int) -> Key:
+    """A new key that depends on ``key`` and the integer ``data`` (e.g. an epoch number)."""
+    d = int(data) & _MASK64
+    # Philox's counter is its other 256-bit input: placing data there gives a stream per value.
+    bg = np.random.Philox(key=_check(key, "fold_in"), counter=np.array([d, 1, 0, 0], np.uint64))
+    return np.random.Generator(bg).integers(0, _MASK64, size=2, dtype=np.uint64, endpoint=True)
+
+
+def _shape(shape: Any) -> tuple[int, ...]:
+    return (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+
+
+def _float(dtype: DTypeLike, fn: str) -> np.dtype[Any]:
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"random.{fn}: dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def normal(key: Key, shape: Any = (), dtype: DTypeLike = np.float32) -> NDArray[Any]:
+    """Standard normal samples of the given shape and dtype."""
+    dt = _float(dtype, "normal")
+    return _gen(_check(key, "normal")).standard_normal(_shape(shape), dtype=dt)
+
+
+def uniform(key: Key, shape: Any = (), low: float = 0.0, high: float = 1.0,
+            dtype: DTypeLike = np.float32) -> NDArray[Any]:
+    """Uniform samples in ``[low, high)``."""
+    dt = _float(dtype, "uniform")
+    u = _gen(_check(key, "uniform")).random(_shape(shape), dtype=dt)
+    if low == 0.0 and high == 1.0:
+        return u
+    out: NDArray[Any] = u * dt.type(high - low) + dt.type(low)
+    # low + u (high - low) can round up to high itself; keep the interval half-open.
+    np.minimum(out, np.nextafter(dt.type(high), dt.type(low)), out=out)
+    return out
+
+
+def bernoulli(key: Key, p: float = 0.5, shape: Any = ()) -> NDArray[np.bool_]:
+    """Booleans, each True with probability ``p``."""
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"random.bernoulli: p must be in [0, 1], got {p}")
+    out: NDArray[np.bool_] = uniform(key, shape, dtype=np.float64) < p
+    return out
+
+
+def permutation(key: Key, n: int) -> NDArray[np.int64]:
+    """A random permutation of ``range(n)``."""
+    return _gen(_check(key, "permutation")).permutation(int(n)).astype(np.int64, copy=False)

@@ -1,0 +1,366 @@
+"""Pytrees: nested dict / list / tuple / NamedTuple / None containers of array leaves.
+
+Every module of funcdl walks parameters, gradients and optimizer states through these
+functions; nothing else flattens a tree by hand.
+
+* dict keys are visited in sorted order (as JAX does), so ``{'w': .., 'b': ..}`` flattens
+  as ``[b, w]``;
+* ``None`` is an empty container (no leaves), so are ``()``, ``[]`` and ``{}``;
+* anything else (arrays, NumPy and Python scalars, keys) is a leaf.
+
+A structure mismatch between trees that must agree raises ``ValueError`` naming the first
+differing path, written as it would be indexed: ``[1]['w']``, ``.mu[0]``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+__all__ = [
+    "TreeDef",
+    "astype",
+    "check_same",
+    "flatten",
+    "leaves",
+    "leaves_with_path",
+    "map",
+    "ravel",
+    "structure",
+    "unflatten",
+    "zeros_like",
+]
+
+Tree = Any
+
+
+@dataclass(frozen=True)
+class TreeDef:
+    """The shape of a pytree without its leaves; equal structures compare equal.
+
+    ``kind`` is one of ``leaf``, ``none``, ``tuple``, ``list``, ``dict``, ``namedtuple``;
+    ``meta`` holds the sorted dict keys or the NamedTuple class.
+    """
+
+    kind: str
+    meta: Any = None
+    children: tuple[TreeDef, ...] = ()
+
+    @functools.cached_property
+    def num_leaves(self) -> int:
+        if self.kind == "leaf":
+            return 1
+        return sum(c.num_leaves for c in self.children)
+
+    def __repr__(self) -> str:
+        if self.kind == "leaf":
+            return "*"
+        if self.kind == "none":
+            return "None"
+        inner = [repr(c) for c in self.children]
+        if self.kind == "dict":
+            return "{" + ", ".join(f"{k!r}: {c}" for k, c in zip(self.meta, inner)) + "}"
+        if self.kind == "list":
+            return "[" + ", ".join(inner) + "]"
+        if self.kind == "namedtuple":
+            fields = self.meta._fields
+            return f"{self.meta.__name__}(" + ", ".join(
+                f"{f}={c}" for f, c in zip(fields, inner)) + ")"
+        return "(" + ", ".join(inner) + ("," if len(inner) == 1 else "") + ")"
+
+
+_LEAF = TreeDef("leaf")
+_NONE = TreeDef("none")
+
+
+def _is_namedtuple(x: Any) -> bool:
+    return isinstance(x, tuple) and hasattr(type(x), "_fields")
+
+
+def _children(t: Tree) -> tuple[str, Any, list[Any], list[str]] | None:
+    """(kind, meta, children, path steps) of a container node, or None for a leaf."""
+    tp = type(t)
+    if tp is tuple:
+        return "tuple", None, list(t), [f"[{i}]" for i in range(len(t))]
+    if tp is list:
+        return "list", None, list(t), [f"[{i}]" for i in range(len(t))]
+    if isinstance(t, dict):
+        keys = sorted(t)
+        return "dict", tuple(keys), [t[k] for k in keys], [f"[{k!r}]" for k in keys]
+    if t is None:
+        return "none", None, [], []
+    if _is_namedtuple(t):
+        return "namedtuple", tp, list(t), [f".{f}" for f in tp._fields]
+    return None
+
+
+def _rebuild(kind: str, meta: Any, children: Sequence[Any]) -> Tree:
+    if kind == "tuple":
+        return tuple(children)
+    if kind == "list":
+        return list(children)
+    if kind == "dict":
+        return dict(zip(meta, children))
+    if kind == "namedtuple":
+        return meta(*children)
+    return None
+
+
+def _describe(t: Tree) -> str:
+    node = _children(t)
+    if node is None:
+        if isinstance(t, np.ndarray):
+            return f"an array of shape {t.shape} and dtype {t.dtype}"
+        return f"a leaf of type {type(t).__name__}"
+    kind, meta, kids, _ = node
+    if kind == "dict":
+        return f"a dict with keys {list(meta)}"
+    if kind == "namedtuple":
+        return f"a {meta.__name__}"
+    if kind == "none":
+        return "None"
+    return f"a {kind} of length {len(kids)}"
+
+
+def _mismatch(path: str, a: Tree, b: Tree, names: tuple[str, str]) -> ValueError:
+    where = path or "the root"
+    return ValueError(
+        f"tree structure mismatch at {where}: {names[0]} has {_describe(a)}, "
+        f"{names[1]} has {_describe(b)}")
+
+
+# ---------------------------------------------------------------------------- traversal
+
+def map(f: Callable[..., Any], tree: Tree, *rest: Tree) -> Tree:
+    """Apply ``f`` leaf-wise: ``f(leaf, *leaves_of_rest)``; all trees must share a structure.
+
+    Example: ``tree.map(lambda p, g: p - 0.1 * g, params, grads)``.
+    """
+    if not rest:
+        return _map1(f, tree)
+    try:
+        return _mapn(f, tree, rest)
+    except _Mismatch:
+        # Only on failure: walk again, slowly, to name the first differing path.
+        for i, r in enumerate(rest):
+            check_same(tree, r, ("the first tree", f"tree {i + 1}"))
+        raise ValueError("tree structure mismatch") from None
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _map1(f: Callable[[Any], Any], t: Tree) -> Tree:
+    tp = type(t)
+    if tp is tuple:
+        return tuple([_map1(f, c) for c in t])
+    if tp is dict:
+        return {k: _map1(f, t[k]) for k in sorted(t)}
+    if tp is list:
+        return [_map1(f, c) for c in t]
+    if t is None:
+        return None
+    if tp is np.ndarray:
+        return f(t)
+    node = _children(t)
+    if node is None:
+        return f(t)
+    kind, meta, kids, _ = node
+    return _rebuild(kind, meta, [_map1(f, c) for c in kids])
+
+
+_CONTAINERS = (tuple, list, dict)
+
+
+def _mapn(f: Callable[..., Any], t: Tree, rest: tuple[Tree, ...] | list[Tree]) -> Tree:
+    # The hot path of every optimizer step: exact-type checks, no path strings.
+    tp = type(t)
+    if tp is tuple or tp is list:
+        n = len(t)
+        for r in rest:
+            if type(r) is not tp or len(r) != n:
+                raise _Mismatch
+        out = [_mapn(f, t[i], [r[i] for r in rest]) for i in range(n)]
+        return tuple(out) if tp is tuple else out
+    if tp is dict:
+        for r in rest:
+            if type(r) is not dict or r.keys() != t.keys():
+                raise _Mismatch
+        return {k: _mapn(f, t[k], [r[k] for r in rest]) for k in sorted(t)}
+    if tp is np.ndarray:
+        for r in rest:
+            if type(r) is not np.ndarray and (isinstance(r, _CONTAINERS) or r is None):
+                raise _Mismatch
+        return f(t, *rest)
+    node = _children(t)
+    if node is None:
+        for r in rest:
+            if _children(r) is not None:
+                raise _Mismatch
+        return f(t, *rest)
+    kind, meta, kids, _ = node
+    others = []
+    for r in rest:
+        rnode = _children(r)
+        if rnode is None or rnode[0] != kind or rnode[1] != meta or len(rnode[2]) != len(kids):
+            raise _Mismatch
+        others.append(rnode[2])
+    return _rebuild(kind, meta, [_mapn(f, c, [o[j] for o in others]) for j, c in enumerate(kids)])
+
+
+def leaves(tree: Tree) -> list[Any]:
+    """The leaves in flattening order (dict keys sorted)."""
+    out: list[Any] = []
+    _collect(tree, out)
+    return out
+
+
+def _collect(t: Tree, out: list[Any]) -> None:
+    tp = type(t)
+    if tp is tuple or tp is list:
+        for c in t:
+            _collect(c, out)
+        return
+    if tp is dict:
+        for k in sorted(t):
+            _collect(t[k], out)
+        return
+    if t is None:
+        return
+    node = _children(t)
+    if node is None:
+        out.append(t)
+    else:
+        for c in node[2]:
+            _collect(c, out)
+
+
+def leaves_with_path(tree: Tree) -> list[tuple[str, Any]]:
+    """``(path, leaf)`` pairs in flattening order; the root leaf has path ``''``."""
+    out: list[tuple[str, Any]] = []
+
+    def go(t: Tree, path: str) -> None:
+        node = _children(t)
+        if node is None:
+            out.append((path, t))
+            return
+        for c, step in zip(node[2], node[3]):
+            go(c, path + step)
+
+    go(tree, "")
+    return out
+
+
+def structure(tree: Tree) -> TreeDef:
+    """The TreeDef of ``tree``."""
+    node = _children(tree)
+    if node is None:
+        return _LEAF
+    kind, meta, kids, _ = node
+    if kind == "none":
+        return _NONE
+    return TreeDef(kind, meta, tuple(structure(c) for c in kids))
+
+
+def flatten(tree: Tree) -> tuple[list[Any], TreeDef]:
+    """``(leaves, treedef)``; ``unflatten(treedef, leaves)`` rebuilds the tree."""
+    return leaves(tree), structure(tree)
+
+
+def unflatten(treedef: TreeDef, leaves: Iterable[Any]) -> Tree:
+    """Rebuild a tree of structure ``treedef`` from its leaves, in flattening order."""
+    items = list(leaves)
+    if len(items) != treedef.num_leaves:
+        raise ValueError(
+            f"unflatten: the treedef {treedef!r} holds {treedef.num_leaves} leaves, "
+            f"got {len(items)}")
+    it = iter(items)
+
+    def go(td: TreeDef) -> Tree:
+        if td.kind == "leaf":
+            return next(it)
+        return _rebuild(td.kind, td.meta, [go(c) for c in td.children])
+
+    return go(treedef)
+
+
+def check_same(a: Tree, b: Tree, names: tuple[str, str] = ("the first tree", "the second"),
+               *, shapes: bool = False, dtypes: bool = False) -> None:
+    """Raise ``ValueError`` at the first path where ``a`` and ``b`` differ in structure
+    (and, when asked, in leaf shape or dtype)."""
+
+    def leaf(x: Any, y: Any, path: str) -> None:
+        xs, ys = np.shape(x), np.shape(y)
+        if shapes and xs != ys:
+            raise ValueError(
+                f"shape mismatch at {path or 'the root'}: {names[0]} has {xs}, "
+                f"{names[1]} has {ys}")
+        if dtypes:
+            xd, yd = np.asarray(x).dtype, np.asarray(y).dtype
+            if xd != yd:
+                raise ValueError(
+                    f"dtype mismatch at {path or 'the root'}: {names[0]} has {xd}, "
+                    f"{names[1]} has {yd}")
+
+    def go(x: Tree, y: Tree, path: str) -> None:
+        nx, ny = _children(x), _children(y)
+        if nx is None and ny is None:
+            leaf(x, y, path)
+            return
+        if nx is None or ny is None or nx[0] != ny[0] or nx[1] != ny[1] \
+                or len(nx[2]) != len(ny[2]):
+            raise _mismatch(path, x, y, names)
+        for cx, cy, step in zip(nx[2], ny[2], nx[3]):
+            go(cx, cy, path + step)
+
+    go(a, b, "")
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def zeros_like(tree: Tree) -> Tree:
+    """A tree of zero arrays with the shapes and dtypes of ``tree``'s leaves."""
+    return _map1(np.zeros_like, tree)
+
+
+def astype(tree: Tree, dtype: DTypeLike) -> Tree:
+    """Cast every floating-point leaf to ``dtype`` (integer and boolean leaves are kept),
+    as PyTorch's ``module.double()``: ``params64 = tree.astype(params, np.float64)``."""
+    dt = np.dtype(dtype)
+
+    def cast(x: Any) -> Any:
+        a = np.asarray(x)
+        return a.astype(dt) if np.issubdtype(a.dtype, np.floating) else x
+
+    return _map1(cast, tree)
+
+
+def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
+    """Concatenate all leaves into one 1-D vector; ``unravel(vector)`` inverts it, restoring
+    each leaf's shape and dtype. The vector has the leaves' common (promoted) dtype."""
+    flat, treedef = flatten(tree)
+    arrays = [np.asarray(x) for x in flat]
+    shapes = [a.shape for a in arrays]
+    dtypes = [a.dtype for a in arrays]
+    sizes = [a.size for a in arrays]
+    dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.float32)
+    vector = (np.concatenate([a.ravel() for a in arrays]).astype(dtype, copy=False)
+              if arrays else np.zeros(0, dtype))
+    offsets = np.cumsum([0, *sizes]).tolist()
+    total = offsets[-1]
+
+    def unravel(v: NDArray[Any]) -> Tree:
+        v = np.asarray(v)
+        if v.shape != (total,):
+            raise ValueError(f"unravel: expected a vector of shape ({total},), got {v.shape}")
+        parts = [v[offsets[i]:offsets[i + 1]].reshape(shapes[i]).astype(dtypes[i], copy=False)
+                 for i in range(len(shapes))]
+        return unflatten(treedef, parts)
+
+    return vector, unravel

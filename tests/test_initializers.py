@@ -1,0 +1,241 @@
+"""Tests for funcdl.initializers: factories, fans, distributions, orthogonal."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from funcdl import initializers as init
+from funcdl import random
+
+_FACTORIES = {
+    "zeros": init.zeros,
+    "ones": init.ones,
+    "normal": init.normal,
+    "uniform": init.uniform,
+    "glorot_uniform": init.glorot_uniform,
+    "glorot_normal": init.glorot_normal,
+    "xavier_uniform": init.xavier_uniform,
+    "xavier_normal": init.xavier_normal,
+    "he_uniform": init.he_uniform,
+    "he_normal": init.he_normal,
+    "lecun_normal": init.lecun_normal,
+    "lecun_uniform": init.lecun_uniform,
+    "orthogonal": init.orthogonal,
+    "torch_default": init.torch_default,
+    "variance_scaling": lambda: init.variance_scaling(2.0, "fan_out", "normal"),
+}
+_RANDOM = sorted(set(_FACTORIES) - {"zeros", "ones"})
+
+DENSE = (400, 300)
+CONV = (3, 3, 64, 128)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (7, 5), (3, 3, 4, 8), (2, 6, 3)])
+@pytest.mark.parametrize("name", sorted(_FACTORIES))
+def test_factory_honors_shape_and_dtype(name, shape):
+    f = _FACTORIES[name]()
+    k = random.key(0)
+    w32 = f(k, shape)
+    assert isinstance(w32, np.ndarray)
+    assert w32.shape == shape and w32.dtype == np.float32
+    w64 = f(k, shape, np.float64)
+    assert w64.shape == shape and w64.dtype == np.float64
+    assert np.all(np.isfinite(w32)) and np.all(np.isfinite(w64))
+
+
+@pytest.mark.parametrize("name", _RANDOM)
+def test_random_factories_deterministic_per_key(name):
+    f = _FACTORIES[name]()
+    a = f(random.key(1), (6, 4))
+    np.testing.assert_array_equal(a, f(random.key(1), (6, 4)))
+    assert not np.array_equal(a, f(random.key(2), (6, 4)))
+
+
+@pytest.mark.parametrize("name", sorted(set(_RANDOM) - {"orthogonal"}))
+def test_1d_shape_for_non_orthogonal(name):
+    w = _FACTORIES[name]()(random.key(0), (10,))
+    assert w.shape == (10,) and w.dtype == np.float32
+
+
+def test_zeros_and_ones_values():
+    k = random.key(0)
+    np.testing.assert_array_equal(init.zeros()(k, (2, 3)), np.zeros((2, 3)))
+    np.testing.assert_array_equal(init.ones()(k, (2, 3), np.float64), np.ones((2, 3)))
+
+
+def test_xavier_aliases_match_glorot():
+    k = random.key(5)
+    np.testing.assert_array_equal(init.xavier_uniform()(k, DENSE), init.glorot_uniform()(k, DENSE))
+    np.testing.assert_array_equal(init.xavier_normal()(k, DENSE), init.glorot_normal()(k, DENSE))
+
+
+# ------------------------------------------------------------------------------- fans
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((10,), (10, 10)),
+        ((400, 300), (400, 300)),
+        ((5, 16, 32), (80, 160)),
+        ((3, 3, 64, 128), (576, 1152)),
+        ((2, 5, 3, 7), (30, 70)),
+    ],
+)
+def test_fans(shape, expected):
+    assert init.fans(shape) == expected
+
+
+# ---------------------------------------------------------------------- distributions
+
+def _sample(factory, shape, seed=0):
+    return factory(random.key(seed), shape, np.float64)
+
+
+def _uniform_bounds():
+    # (factory, bound as a function of (fan_in, fan_out))
+    return {
+        "glorot_uniform": (init.glorot_uniform, lambda fi, fo: math.sqrt(6 / (fi + fo))),
+        "he_uniform": (init.he_uniform, lambda fi, fo: math.sqrt(6 / fi)),
+        "lecun_uniform": (init.lecun_uniform, lambda fi, fo: math.sqrt(3 / fi)),
+        "torch_default": (init.torch_default, lambda fi, fo: 1 / math.sqrt(fi)),
+    }
+
+
+def _normal_stds():
+    return {
+        "glorot_normal": (init.glorot_normal, lambda fi, fo: math.sqrt(2 / (fi + fo))),
+        "he_normal": (init.he_normal, lambda fi, fo: math.sqrt(2 / fi)),
+        "lecun_normal": (init.lecun_normal, lambda fi, fo: math.sqrt(1 / fi)),
+    }
+
+
+@pytest.mark.parametrize("shape", [DENSE, CONV], ids=["dense", "conv"])
+@pytest.mark.parametrize("name", sorted(_uniform_bounds()))
+def test_uniform_schemes_bound(name, shape):
+    factory, bound_of = _uniform_bounds()[name]
+    bound = bound_of(*init.fans(shape))
+    for dtype in (np.float32, np.float64):
+        w = factory()(random.key(0), shape, dtype)
+        m = float(np.abs(w).max())
+        assert m <= bound * (1 + 1e-6), (m, bound)
+        assert m >= bound * 0.999, (m, bound)
+    w = _sample(factory(), shape)
+    assert abs(w.mean()) < bound * 0.01
+    assert abs(w.std() / (bound / math.sqrt(3)) - 1) < 0.01
+    assert w.min() < 0 < w.max()
+
+
+@pytest.mark.parametrize("shape", [DENSE, CONV], ids=["dense", "conv"])
+@pytest.mark.parametrize("name", sorted(_normal_stds()))
+def test_normal_schemes_std(name, shape):
+    factory, std_of = _normal_stds()[name]
+    std = std_of(*init.fans(shape))
+    for dtype in (np.float32, np.float64):
+        w = factory()(random.key(0), shape, dtype).astype(np.float64)
+        assert abs(w.std() / std - 1) < 0.03, (w.std(), std)
+        assert abs(w.mean()) < std * 0.02
+    # untruncated: some samples beyond 2 std
+    assert np.abs(w).max() > 3 * std
+
+
+def test_torch_default_conv_uses_receptive_field():
+    # PyTorch: fan_in of a Conv2d weight is in_channels * kh * kw
+    w = init.torch_default()(random.key(1), CONV)
+    assert np.abs(w).max() <= 1 / math.sqrt(3 * 3 * 64) * (1 + 1e-6)
+    assert np.abs(w).max() > 1 / math.sqrt(3 * 3 * 64) * 0.999
+
+
+def test_normal_std_and_mean():
+    w = init.normal(0.5, mean=1.0)(random.key(0), (200, 500), np.float64)
+    assert abs(w.mean() - 1.0) < 0.01
+    assert abs(w.std() - 0.5) < 0.01
+    d = init.normal()(random.key(0), (200, 500), np.float64)
+    assert abs(d.std() - 1e-2) < 3e-4
+
+
+def test_uniform_scale_and_low():
+    w = init.uniform(0.3)(random.key(0), (200, 500), np.float64)
+    assert w.min() >= 0.0 and w.max() < 0.3
+    assert w.max() > 0.299 and w.min() < 0.001
+    s = init.uniform(0.3, low=-0.3)(random.key(0), (200, 500), np.float64)
+    assert s.min() >= -0.3 and s.max() < 0.3
+    assert s.min() < -0.299 and s.max() > 0.299
+    d = init.uniform()(random.key(0), (1000,))
+    assert d.min() >= 0.0 and d.max() < 1e-2
+
+
+@pytest.mark.parametrize("mode", ["fan_in", "fan_out", "fan_avg"])
+@pytest.mark.parametrize("distribution", ["normal", "uniform"])
+def test_variance_scaling_variance(mode, distribution):
+    fi, fo = init.fans(CONV)
+    n = {"fan_in": fi, "fan_out": fo, "fan_avg": (fi + fo) / 2}[mode]
+    w = _sample(init.variance_scaling(3.0, mode, distribution), CONV)
+    assert abs(w.var() / (3.0 / n) - 1) < 0.03
+    if distribution == "uniform":
+        assert np.abs(w).max() <= math.sqrt(9.0 / n)
+
+
+@pytest.mark.parametrize(
+    ("mode", "distribution"),
+    [("fan_sum", "normal"), ("FAN_IN", "normal"), ("fan_in", "truncated_normal"),
+     ("fan_in", "gaussian")],
+)
+def test_variance_scaling_rejects_bad_arguments(mode, distribution):
+    with pytest.raises(ValueError, match="variance_scaling"):
+        init.variance_scaling(1.0, mode, distribution)
+
+
+# -------------------------------------------------------------------------- orthogonal
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_orthogonal_tall(dtype):
+    w = init.orthogonal()(random.key(0), (50, 20), dtype)
+    assert w.dtype == dtype
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(w.T.astype(np.float64) @ w, np.eye(20), atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_orthogonal_wide(dtype):
+    w = init.orthogonal()(random.key(0), (20, 50), dtype)
+    assert w.shape == (20, 50)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(w.astype(np.float64) @ w.T, np.eye(20), atol=tol)
+
+
+def test_orthogonal_square_and_scale():
+    w = init.orthogonal(scale=2.0)(random.key(3), (16, 16), np.float64)
+    np.testing.assert_allclose(w.T @ w, 4 * np.eye(16), atol=1e-12)
+    np.testing.assert_allclose(w @ w.T, 4 * np.eye(16), atol=1e-12)
+
+
+def test_orthogonal_conv_kernel():
+    w = init.orthogonal()(random.key(0), (3, 3, 4, 16), np.float64)
+    m = w.reshape(-1, 16)  # (36, 16), tall
+    np.testing.assert_allclose(m.T @ m, np.eye(16), atol=1e-12)
+
+
+def test_orthogonal_deterministic_per_key():
+    f = init.orthogonal()
+    a = f(random.key(0), (8, 5))
+    np.testing.assert_array_equal(a, f(random.key(0), (8, 5)))
+    assert not np.allclose(a, f(random.key(1), (8, 5)))
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 4)])
+def test_orthogonal_signs_are_symmetric(shape):
+    # Uniform over orthogonal matrices: each entry is symmetric about 0. (A plain QR
+    # without R's diagonal signs folded in makes w[0, 0] always <= 0.)
+    f = init.orthogonal()
+    keys = random.split(random.key(0), 200)
+    first = np.array([f(k, shape, np.float64)[0, 0] for k in keys])
+    assert 0.35 < np.mean(first > 0) < 0.65
+
+
+@pytest.mark.parametrize("shape", [(5,), ()])
+def test_orthogonal_rejects_rank_below_2(shape):
+    with pytest.raises(ValueError, match="orthogonal"):
+        init.orthogonal()(random.key(0), shape)

@@ -1,0 +1,387 @@
+"""Tests for funcdl.io: round trips, atomic writes, refusing bad files, checks against like."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import hypothesis.extra.numpy as hnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import funcdl as fd
+from funcdl import io, tree
+
+
+class Pair(NamedTuple):
+    first: Any
+    second: Any
+
+
+class Empty(NamedTuple):
+    pass
+
+
+def _nested() -> Any:
+    return {
+        "layers": [
+            {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, np.float64)},
+            (np.array([1, -2, 3], np.int64), np.array([[True, False]]), None),
+        ],
+        "state": Pair(first=np.float32(0.5), second=Pair(np.array(2.0), np.int64(7))),
+        "scalars": (3, 2.5, True, False, -(2**62)),
+        "empty": ([], (), {}, None, Empty()),
+        "ints": {10: np.ones((0, 4), np.float32), 9: np.array(1.5, np.float32)},
+    }
+
+
+def _assert_same(a: Any, b: Any, named: str = "exact") -> None:
+    """Same container and leaf types, and leaf-wise equal shape, dtype and values. With
+    ``named='fields'`` a NamedTuple only has to match by class name and fields."""
+    if isinstance(a, tuple) and hasattr(type(a), "_fields") and named == "fields":
+        assert type(b).__name__ == type(a).__name__ and b._fields == a._fields
+    else:
+        assert type(a) is type(b), (a, b)
+    if isinstance(a, dict):
+        assert sorted(a) == sorted(b)
+        for k in a:
+            _assert_same(a[k], b[k], named)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_same(x, y, named)
+    elif isinstance(a, (np.ndarray, np.generic)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert a == b
+
+
+# ---------------------------------------------------------------------------- round trips
+
+def test_round_trip_with_like_keeps_every_type(tmp_path):
+    t = _nested()
+    io.save(tmp_path / "t.npz", t)
+    _assert_same(t, io.load(tmp_path / "t.npz", like=t))
+
+
+def test_round_trip_without_like_rebuilds_namedtuples_by_name(tmp_path):
+    t = _nested()
+    io.save(str(tmp_path / "t.npz"), t)
+    out = io.load(str(tmp_path / "t.npz"))
+    _assert_same(t, out, named="fields")
+    assert out["state"].second.first.shape == ()
+    assert type(out["scalars"][0]) is int and type(out["scalars"][1]) is float
+    assert type(out["scalars"][2]) is bool and type(out["state"].first) is np.float32
+    assert out["state"]._asdict()["first"] == np.float32(0.5)
+
+
+def test_loaded_namedtuples_share_a_class_across_loads(tmp_path):
+    io.save(tmp_path / "a", Pair(1, 2))
+    io.save(tmp_path / "b", [Pair(3.0, 4.0)])
+    a, b = io.load(tmp_path / "a"), io.load(tmp_path / "b")
+    assert type(a) is type(b[0]) and type(a) is not Pair
+
+
+@pytest.mark.parametrize("leaf", [
+    np.float32(1.25), np.float64(-3.5), np.int64(9), np.bool_(True), 4, 0.1, False,
+    np.array(3.0, np.float32), np.arange(24, dtype=np.float64).reshape(2, 3, 4),
+    np.array([[1, 2]], np.int64), np.zeros((3, 0), bool), np.array(["ab", "c"]),
+])
+def test_single_leaf_round_trip(tmp_path, leaf):
+    io.save(tmp_path / "leaf.npz", leaf)
+    _assert_same(leaf, io.load(tmp_path / "leaf.npz"))
+    _assert_same(leaf, io.load(tmp_path / "leaf.npz", like=leaf))
+
+
+def test_optimizer_state_round_trips_and_keeps_training(tmp_path):
+    params = {"w": np.ones((2, 3), np.float32), "b": np.zeros(3, np.float32)}
+    opt = fd.optim.adam(lr=fd.optim.cosine_decay_schedule(1e-2, 10))
+    _, state = opt.update(opt.init(params), params, params)
+    io.save(tmp_path / "opt.npz", state)
+    loaded = io.load(tmp_path / "opt.npz", like=state)
+    _assert_same(state, loaded)
+    expected, _ = opt.update(state, params, params)
+    got, _ = opt.update(loaded, params, params)
+    _assert_same(expected, got)
+
+
+def test_writes_exactly_the_given_path_and_overwrites(tmp_path):
+    target = tmp_path / "params.weights"
+    io.save(target, {"a": np.zeros(2)})
+    io.save(target, {"a": np.ones(3)})
+    assert sorted(os.listdir(tmp_path)) == ["params.weights"]
+    np.testing.assert_array_equal(io.load(target)["a"], np.ones(3))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_overwrite_keeps_permission_bits(tmp_path):
+    target = tmp_path / "p.npz"
+    io.save(target, [1])
+    os.chmod(target, 0o640)
+    io.save(target, [2])
+    assert os.stat(target).st_mode & 0o777 == 0o640
+
+
+_dtypes = st.sampled_from([np.float32, np.float64, np.int64, np.bool_])
+_leaves = st.one_of(
+    _dtypes.flatmap(lambda d: hnp.arrays(d, hnp.array_shapes(min_dims=0, max_dims=3,
+                                                             min_side=0, max_side=3))),
+    st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.booleans())
+_trees = st.recursive(_leaves, lambda kids: st.one_of(
+    st.lists(kids, max_size=3), st.lists(kids, max_size=3).map(tuple),
+    st.dictionaries(st.text(max_size=3), kids, max_size=3),
+    st.tuples(kids, kids).map(lambda p: Pair(*p)), st.none()), max_leaves=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_trees)
+def test_round_trip_property(t):
+    with tempfile.TemporaryDirectory() as d:
+        io.save(Path(d) / "t.npz", t)
+        _assert_same(t, io.load(Path(d) / "t.npz", like=t))
+        _assert_same(t, io.load(Path(d) / "t.npz"), named="fields")
+
+
+# ---------------------------------------------------------------------------- atomic save
+
+def _crash_in_savez(monkeypatch):
+    real = np.savez
+
+    def savez(f, **arrays):  # write a valid-looking prefix, then die
+        real(f, **arrays)
+        f.seek(0)
+        f.truncate(100)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(np, "savez", savez)
+
+
+def _crash_in(name):
+    def patch(monkeypatch):
+        def boom(*args, **kwargs):
+            raise RuntimeError(f"{name} failed")
+        monkeypatch.setattr(os, name, boom)
+    return patch
+
+
+@pytest.mark.parametrize("crash", [_crash_in_savez, _crash_in("replace"), _crash_in("fsync")],
+                         ids=["savez", "replace", "fsync"])
+def test_crash_during_save_leaves_old_file_and_no_temp(tmp_path, monkeypatch, crash):
+    target = tmp_path / "params.npz"
+    io.save(target, {"w": np.arange(4.0)})
+    before = target.read_bytes()
+    crash(monkeypatch)
+    with pytest.raises(RuntimeError):
+        io.save(target, {"w": np.zeros(1000)})
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["params.npz"]
+    assert target.read_bytes() == before
+    np.testing.assert_array_equal(io.load(target)["w"], np.arange(4.0))
+
+
+def test_interrupt_during_save_removes_temp_and_creates_nothing(tmp_path, monkeypatch):
+    def savez(f, **arrays):
+        f.write(b"PK partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", savez)
+    with pytest.raises(KeyboardInterrupt):
+        io.save(tmp_path / "new.npz", [np.ones(3)])
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- refused trees
+
+@pytest.mark.parametrize("bad, match", [
+    ({"a": [np.ones(2), np.array([1, None], dtype=object)]}, r"\['a'\]\[1\].*object"),
+    (Pair(1, {"k": "text"}), r"type str at \.second\['k'\]"),
+    ([2**70], r"neither int64 nor uint64 at \[0\]"),
+    ({("a", 1): np.ones(1)}, r"tuple key"),
+    ([{True: 1.0}], r"bool key.*\[0\]"),
+    ({"x": {"a": 1, 2: 2}}, r"\['x'\] mixes str and int"),
+])
+def test_save_refuses_what_load_could_not_give_back(tmp_path, bad, match):
+    target = tmp_path / "p.npz"
+    io.save(target, [1.0])
+    before = target.read_bytes()
+    with pytest.raises(TypeError, match=match):
+        io.save(target, bad)
+    assert os.listdir(tmp_path) == ["p.npz"] and target.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------- refused files
+
+UNPICKLED: list[str] = []
+
+
+def _record_unpickle() -> str:
+    UNPICKLED.append("unpickled")
+    return "payload"
+
+
+class Trap:
+    """Unpickling this calls _record_unpickle: load must never do it."""
+
+    def __reduce__(self):
+        return (_record_unpickle, ())
+
+
+def _valid(tmp_path: Path) -> Path:
+    path = tmp_path / "valid.npz"
+    io.save(path, {"w": np.arange(1000.0), "b": [np.ones(3, np.float32), 2]})
+    return path
+
+
+def _header(tmp_path: Path) -> np.ndarray:
+    with np.load(_valid(tmp_path)) as f:
+        return f["__funcdl_treedef__"]
+
+
+def _truncated(tmp_path):
+    data = _valid(tmp_path).read_bytes()
+    (tmp_path / "bad.npz").write_bytes(data[: len(data) // 2])
+
+
+def _random_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "bad.npz").write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+
+
+def _empty(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"")
+
+
+def _flipped_byte(tmp_path):
+    data = bytearray(_valid(tmp_path).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside leaf data: the zip CRC check catches it
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+
+
+def _plain_npz(tmp_path):
+    with open(tmp_path / "bad.npz", "wb") as f:
+        np.savez(f, w=np.ones(3))
+
+
+def _npy(tmp_path):
+    with open(tmp_path / "bad.npz", "wb") as f:
+        np.save(f, np.ones(3))
+
+
+def _object_array(tmp_path):
+    with open(tmp_path / "bad.npz", "wb") as f:
+        np.savez(f, __funcdl_treedef__=_header(tmp_path),
+                 leaf_0=np.array([Trap()], dtype=object), leaf_1=np.ones(3, np.float32),
+                 leaf_2=np.array(2), allow_pickle=True)
+
+
+def _future_version(tmp_path):
+    raw = _header(tmp_path).tobytes().replace(b'"version":1', b'"version":99')
+    with open(tmp_path / "bad.npz", "wb") as f:
+        np.savez(f, __funcdl_treedef__=np.frombuffer(raw, np.uint8), leaf_0=np.zeros(1000),
+                 leaf_1=np.ones(3, np.float32), leaf_2=np.array(2))
+
+
+def _bad_json(tmp_path):
+    with open(tmp_path / "bad.npz", "wb") as f:
+        np.savez(f, __funcdl_treedef__=np.frombuffer(b"{not json", np.uint8))
+
+
+def _missing_leaf(tmp_path):
+    with open(tmp_path / "bad.npz", "wb") as f:
+        np.savez(f, __funcdl_treedef__=_header(tmp_path), leaf_0=np.zeros(1000))
+
+
+@pytest.mark.parametrize("make, match", [
+    (_truncated, "truncated or corrupted"),
+    (_random_bytes, "no zip signature"),
+    (_empty, "truncated or corrupted"),
+    (_flipped_byte, "truncated or corrupted"),
+    (_plain_npz, "no '__funcdl_treedef__' entry"),
+    (_npy, "single .npy array"),
+    (_object_array, "entry .leaf_0. is an object"),
+    (_future_version, "version 99"),
+    (_bad_json, "malformed"),
+    (_missing_leaf, "missing entry 'leaf_1'"),
+])
+def test_bad_file_raises_value_error_naming_it(tmp_path, make, match):
+    make(tmp_path)
+    bad = tmp_path / "bad.npz"
+    with pytest.raises(ValueError, match=match) as info:
+        io.load(bad)
+    assert str(bad) in str(info.value)
+    assert UNPICKLED == []
+
+
+def test_missing_file_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        io.load(tmp_path / "nope.npz")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_load_closes_the_file_even_on_error(tmp_path):
+    good = _valid(tmp_path)
+    _truncated(tmp_path)
+    open_before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        io.load(good)
+        with pytest.raises(ValueError):
+            io.load(tmp_path / "bad.npz")
+    assert len(os.listdir("/proc/self/fd")) == open_before
+
+
+# ---------------------------------------------------------------------------- like
+
+def test_like_shape_mismatch_message(tmp_path):
+    path = tmp_path / "params.npz"
+    io.save(path, [{"w": np.zeros((2, 25), np.float32)}])
+    with pytest.raises(ValueError) as info:
+        io.load(path, like=[{"w": np.zeros((2, 30), np.float32)}])
+    assert str(info.value) == (f"io.load: {path}: shape mismatch at [0]['w']: "
+                               f"file has (2, 25), like has (2, 30)")
+
+
+@pytest.mark.parametrize("like, match", [
+    ({"a": [np.zeros(2, np.float64), 1]}, r"dtype mismatch at \['a'\]\[0\]: file has float32, "
+                                          r"like has float64"),
+    ({"a": [np.zeros(2, np.float32), 1], "c": 0}, r"at the root: file has a dict with keys "
+                                                  r"\['a'\], like has a dict with keys"),
+    ({"a": (np.zeros(2, np.float32), 1)}, r"at \['a'\]: file has a list of length 2, "
+                                          r"like has a tuple"),
+    ({"a": [np.zeros(2, np.float32), 1.0]}, r"dtype mismatch at \['a'\]\[1\]: file has int64"),
+    ({"a": [np.zeros(2, np.float32), [1]]}, r"at \['a'\]\[1\]: file has a leaf, like has a list"),
+])
+def test_like_mismatch_names_the_path(tmp_path, like, match):
+    path = tmp_path / "p.npz"
+    io.save(path, {"a": [np.zeros(2, np.float32), 1]})
+    with pytest.raises(ValueError, match=match) as info:
+        io.load(path, like=like)
+    assert str(path) in str(info.value)
+
+
+def test_like_namedtuple_must_match_name_and_fields(tmp_path):
+    class Other(NamedTuple):
+        first: Any
+        second: Any
+
+    path = tmp_path / "p.npz"
+    io.save(path, {"s": Pair(np.ones(2), 3)})
+    assert type(io.load(path, like={"s": Pair(np.zeros(2), 0)})["s"]) is Pair
+    with pytest.raises(ValueError, match=r"at \['s'\]: file has a NamedTuple Pair\(first, "
+                                         r"second\), like has a NamedTuple Other"):
+        io.load(path, like={"s": Other(np.zeros(2), 0)})
+    with pytest.raises(ValueError, match=r"at \['s'\]: file has a NamedTuple Pair"):
+        io.load(path, like={"s": (np.zeros(2), 0)})
+
+
+def test_load_does_not_take_leaves_from_like(tmp_path):
+    path = tmp_path / "p.npz"
+    t = {"w": np.arange(3.0), "n": 5}
+    io.save(path, t)
+    out = io.load(path, like={"w": np.zeros(3), "n": 0})
+    _assert_same(t, out)
+    assert tree.structure(out) == tree.structure(t)

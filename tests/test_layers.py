@@ -1,0 +1,273 @@
+"""Core layers and activations: vjps against finite differences, known forward values,
+float32 preservation, and bad inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import funcdl as fd
+from funcdl import layers as L
+from funcdl import random, tree
+from funcdl.testing import check_layer, check_vjp
+
+# (constructor, in_shape) — every layer of this module, several shapes including batch 1.
+TABLE = [
+    (lambda: L.Dense(5), (None, 3)),
+    (lambda: L.Dense(4), (None, 2, 3)),
+    (lambda: L.Dense(2, use_bias=False), (None, 6)),
+    (lambda: L.Dense(3, w_init=fd.initializers.he_normal(),
+                     b_init=fd.initializers.normal(0.5)), (None, 4)),
+    (L.ReLU, (None, 7)),
+    (lambda: L.LeakyReLU(0.2), (None, 3, 4)),
+    (L.Tanh, (None, 5)),
+    (L.Sigmoid, (None, 5)),
+    (L.Softplus, (None, 5)),
+    (L.GELU, (None, 6)),
+    (lambda: L.GELU(approximate=True), (None, 6)),
+    (L.ELU, (None, 6)),
+    (lambda: L.ELU(0.5), (None, 2, 3)),
+    (L.Softmax, (None, 5)),
+    (lambda: L.Softmax(axis=1), (None, 4, 3)),
+    (L.LogSoftmax, (None, 5)),
+    (lambda: L.LogSoftmax(axis=-2), (None, 4, 3)),
+    (L.Identity, (None, 3)),
+    (L.Flatten, (None, 2, 3, 4)),
+    (lambda: L.Reshape((3, -1)), (None, 6, 2)),
+    (lambda: L.Dropout(0.5), (None, 10)),
+    (lambda: L.Sequential(L.Dense(4), L.Tanh(), L.Dense(2), L.LogSoftmax()), (None, 3)),
+    (lambda: L.Sequential(L.Flatten(), L.Dense(3), L.Sequential(L.ReLU(), L.Dense(1))),
+     (None, 2, 2)),
+    (lambda: L.Sequential(), (None, 3)),
+]
+IDS = [f"{i}-{c().name}" for i, (c, _) in enumerate(TABLE)]
+
+
+@pytest.mark.parametrize(("make", "in_shape"), TABLE, ids=IDS)
+@pytest.mark.parametrize("batch", [1, 4])
+def test_check_layer(make, in_shape, batch):
+    check_layer(make(), in_shape, batch=batch)
+
+
+@pytest.mark.parametrize(("make", "in_shape"), TABLE, ids=IDS)
+def test_vjp_train_mode_float64(make, in_shape, key):
+    layer = make()
+    _, params = layer.init(key, in_shape)
+    x = random.normal(random.key(1), tuple(3 if d is None else d for d in in_shape), np.float64)
+    check_vjp(layer, tree.astype(params, np.float64), x, key=random.key(2), train=True)
+
+
+def test_dense_known_values_and_gradients():
+    layer = L.Dense(2)
+    params = {"w": np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), "b": np.array([0.5, -1.0])}
+    x = np.array([[1.0, 0.0, -1.0], [2.0, 1.0, 0.0]])
+    y, pullback = layer.vjp(params, x)
+    np.testing.assert_allclose(y, [[-3.5, -5.0], [5.5, 7.0]])
+    dy = np.array([[1.0, 0.0], [0.0, 2.0]])
+    grads, dx = pullback(dy)
+    np.testing.assert_allclose(grads["w"], x.T @ dy)
+    np.testing.assert_allclose(grads["b"], [1.0, 2.0])
+    np.testing.assert_allclose(dx, [[1.0, 3.0, 5.0], [4.0, 8.0, 12.0]])
+
+
+@pytest.mark.parametrize(("make", "x", "expected"), [
+    (L.ReLU, [-2.0, 0.0, 3.0], [0.0, 0.0, 3.0]),
+    (lambda: L.LeakyReLU(0.1), [-2.0, 3.0], [-0.2, 3.0]),
+    (L.Sigmoid, [0.0, 2.0, -2.0], [0.5, 1 / (1 + math.exp(-2)), 1 / (1 + math.exp(2))]),
+    (L.Tanh, [0.5], [math.tanh(0.5)]),
+    (L.Softplus, [0.0, 1.0, -30.0], [math.log(2), math.log1p(math.e), math.exp(-30)]),
+    (L.ELU, [-1.0, 2.0], [math.expm1(-1), 2.0]),
+    # GELU(x) = x Φ(x): Φ(1) = 0.841344746..., Φ(-0.5) = 0.308537538...
+    (L.GELU, [1.0, -0.5, 0.0], [0.8413447460685429, -0.5 * 0.3085375387259869, 0.0]),
+    (lambda: L.GELU(approximate=True), [1.0],
+     [0.5 * (1 + math.tanh(math.sqrt(2 / math.pi) * (1 + 0.044715)))]),
+    (L.Softmax, [[0.0, math.log(3.0)]], [[0.25, 0.75]]),
+    (L.LogSoftmax, [[0.0, math.log(3.0)]], [[math.log(0.25), math.log(0.75)]]),
+])
+def test_known_values(make, x, expected):
+    y = make().apply((), np.array(x, np.float64))
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(("make", "x", "dx"), [
+    # derivative at chosen points: a wrong sign or factor in a vjp changes these
+    (L.ReLU, [-1.0, 2.0], [0.0, 1.0]),
+    (lambda: L.LeakyReLU(0.1), [-1.0, 2.0], [0.1, 1.0]),
+    (L.Sigmoid, [0.0], [0.25]),
+    (L.Tanh, [0.0, 1.0], [1.0, 1 - math.tanh(1.0) ** 2]),
+    (L.Softplus, [0.0], [0.5]),
+    (L.ELU, [-1.0, 1.0], [math.exp(-1), 1.0]),
+    (L.GELU, [0.0, 1.0], [0.5, 0.8413447460685429 + math.exp(-0.5) / math.sqrt(2 * math.pi)]),
+])
+def test_known_derivatives(make, x, dx):
+    _, pullback = make().vjp((), np.array(x))
+    np.testing.assert_allclose(pullback(np.ones(len(x)))[1], dx, rtol=1e-12)
+
+
+@pytest.mark.parametrize("v", [1e4, -1e4, 1e30, -1e30, 0.0, 88.0, -88.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [L.Sigmoid, L.Tanh, L.Softplus, L.GELU,
+                                  lambda: L.GELU(approximate=True), L.ELU, L.Softmax,
+                                  L.LogSoftmax, L.ReLU, lambda: L.LeakyReLU(0.01)])
+def test_extreme_inputs_are_finite(make, v, dtype):
+    layer = make()
+    x = np.array([[v, -v, 0.0]], dtype)
+    y, pullback = layer.vjp((), x)
+    _, dx = pullback(np.ones_like(y))
+    assert y.dtype == dtype and dx.dtype == dtype
+    assert np.all(np.isfinite(dx))
+    if layer.name not in ("LogSoftmax(axis=-1)",) and abs(v) < 1e30:
+        assert np.all(np.isfinite(y))
+
+
+def test_limits_at_large_inputs():
+    x = np.array([-1e30, 1e30])
+    np.testing.assert_array_equal(L.Sigmoid().apply((), x), [0.0, 1.0])
+    np.testing.assert_array_equal(L.Softplus().apply((), x), [0.0, 1e30])
+    np.testing.assert_array_equal(L.GELU().apply((), x), [0.0, 1e30])
+    np.testing.assert_array_equal(L.ELU().apply((), x), [-1.0, 1e30])
+    np.testing.assert_allclose(L.Softmax().apply((), np.array([[1e4, 0.0]])), [[1.0, 0.0]])
+
+
+def test_float32_end_to_end(key):
+    model = L.Sequential(L.Dense(8), L.GELU(), L.Dense(8), L.Softplus(), L.Dense(3),
+                         L.Softmax())
+    _, params = model.init(key, (None, 4))
+    assert all(p.dtype == np.float32 for p in tree.leaves(params))
+    x = random.normal(key, (5, 4))
+    y, pullback = model.vjp(params, x)
+    grads, dx = pullback(np.ones_like(y))
+    assert y.dtype == np.float32 and dx.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in tree.leaves(grads))
+
+
+def test_integer_input_is_cast_to_params_dtype(key):
+    _, params = L.Dense(3).init(key, (None, 2))
+    assert L.Dense(3).apply(params, np.array([[1, 2]])).dtype == np.float32
+
+
+def test_dropout_rate_is_fraction_dropped_and_scaled(key):
+    layer = L.Dropout(0.25)
+    x = np.ones((200, 500), np.float32)
+    y = layer.apply((), x, key=key, train=True)
+    dropped = np.mean(y == 0)
+    assert abs(dropped - 0.25) < 0.01
+    np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.75], rtol=1e-6)
+    # same key -> same mask; vjp uses the same mask as apply
+    y2, pullback = layer.vjp((), x, key=key, train=True)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(pullback(np.ones_like(x))[1], y)
+    assert np.array_equal(layer.apply((), x, train=False), x)
+
+
+def test_dropout_train_without_key_explains():
+    with pytest.raises(ValueError, match=r"key=funcdl\.random\.key"):
+        L.Dropout(0.5).apply((), np.ones((2, 2)), train=True)
+
+
+def test_sequential_equals_manual_composition(key):
+    d1, act, d2 = L.Dense(4), L.Tanh(), L.Dense(2)
+    model = L.Sequential(d1, act, d2)
+    _, params = model.init(key, (None, 3))
+    x = random.normal(random.key(5), (6, 3), np.float64)
+    p64 = tree.astype(params, np.float64)
+    h1, pb1 = d1.vjp(p64[0], x)
+    h2, pb2 = act.vjp((), h1)
+    y, pb3 = d2.vjp(p64[2], h2)
+    ys, pbs = model.vjp(p64, x)
+    np.testing.assert_allclose(ys, y)
+    dy = random.normal(random.key(6), y.shape, np.float64)
+    g3, dh2 = pb3(dy)
+    _, dh1 = pb2(dh2)
+    g1, dx = pb1(dh1)
+    (gs1, gs2, gs3), dxs = pbs(dy)
+    np.testing.assert_allclose(gs1["w"], g1["w"])
+    np.testing.assert_allclose(gs3["b"], g3["b"])
+    np.testing.assert_allclose(dxs, dx)
+    assert gs2 == ()
+
+
+def test_sequential_init_shapes_and_key_split(key):
+    model = L.Sequential(L.Dense(3), L.Dense(3))
+    out, (p1, p2) = model.init(key, (None, 3))
+    assert out == (None, 3)
+    assert not np.array_equal(p1["w"], p2["w"])  # one key per child
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+def test_dense_wrong_feature_size_names_layer_and_shapes(key):
+    model = L.Sequential(L.Dense(25), L.ReLU(), L.Dense(25), L.ReLU(), L.Dense(1))
+    _, params = model.init(key, (None, 2))
+    with pytest.raises(ValueError, match=r"Sequential\[0\] Dense\(25\).*\(\.\.\., 2\).*\(50, 3\)"):
+        model.apply(params, np.ones((50, 3), np.float32))
+    bad = (params[0], (), params[0], (), params[4])  # layer 2 gets a (2, 25) kernel
+    with pytest.raises(ValueError, match=r"Sequential\[2\] Dense\(25\)"):
+        model.apply(bad, np.ones((50, 2), np.float32))
+
+
+def test_wrong_rank_and_shape_at_init(key):
+    with pytest.raises(ValueError, match=r"Dense\(3\).*\(None, None\)"):
+        L.Dense(3).init(key, (None, None))
+    with pytest.raises(TypeError, match="in_shape must be a tuple"):
+        L.Dense(3).init(key, 5)
+    with pytest.raises(ValueError, match=r"Reshape\(\(4,\)\).*\(None, 3\)"):
+        L.Reshape((4,)).init(key, (None, 3))
+    with pytest.raises(ValueError, match=r"Sequential\[1\] Dense\(2\)"):
+        L.Sequential(L.Flatten(), L.Dense(2)).init(key, (None, 0))
+
+
+def test_pullback_refuses_broadcastable_cotangent(key):
+    _, params = L.Dense(1).init(key, (None, 2))
+    _, pullback = L.Dense(1).vjp(params, np.ones((5, 2), np.float32))
+    with pytest.raises(ValueError, match=r"Dense\(1\).*\(5, 1\).*\(5,\)"):
+        pullback(np.ones(5, np.float32))
+    _, pullback = L.Sigmoid().vjp((), np.ones((5, 1)))
+    with pytest.raises(ValueError, match=r"Sigmoid\(\).*\(5, 1\).*\(5,\)"):
+        pullback(np.ones(5))
+
+
+def test_sequential_params_count_mismatch(key):
+    model = L.Sequential(L.Dense(2), L.ReLU())
+    with pytest.raises(ValueError, match=r"one entry per layer \(2\).*length 1"):
+        model.apply(({"w": np.ones((2, 2))},), np.ones((1, 2)))
+
+
+def test_uncalled_constructor_is_refused():
+    with pytest.raises(TypeError, match=r"ReLU\(\), not ReLU"):
+        L.Sequential(L.Dense(2), L.ReLU)  # type: ignore[arg-type]
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="Dense"):
+        L.Dense(0)
+    with pytest.raises(ValueError, match="Dropout"):
+        L.Dropout(1.5)
+    with pytest.raises(ValueError, match="Reshape"):
+        L.Reshape((-1, -1))
+
+
+def test_softmax_axis_out_of_range():
+    with pytest.raises(ValueError, match=r"Softmax\(axis=2\).*\(3, 2\)"):
+        L.Softmax(axis=2).apply((), np.ones((3, 2)))
+
+
+def test_custom_layer_composes(key):
+    """A user's own layer from three functions: y = a * x, with its vjp."""
+
+    def init(k, in_shape):
+        return in_shape, {"a": np.float32(2.0) * np.ones(in_shape[-1], np.float32)}
+
+    def apply(params, x, *, key=None, train=False):
+        return params["a"] * x
+
+    def vjp(params, x, *, key=None, train=False):
+        return params["a"] * x, lambda dy: ({"a": (dy * x).sum(axis=0)}, dy * params["a"])
+
+    scale = L.Layer(init, apply, vjp, name="Scale")
+    model = L.Sequential(L.Dense(3), scale, L.Tanh())
+    check_layer(model, (None, 2))
+    _, params = model.init(key, (None, 2))
+    check_vjp(model, params, np.ones((2, 2)))

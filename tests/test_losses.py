@@ -1,0 +1,143 @@
+"""Losses: finite-difference checks, known values against hand computation, PyTorch's
+conventions (clamping, reductions), stability at extreme inputs, and bad inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from funcdl import losses, random
+from funcdl.testing import check_loss
+
+rng = np.random.default_rng(0)
+CASES = [
+    (losses.mse, rng.normal(size=(5, 1)), rng.normal(size=(5, 1))),
+    (losses.mse, rng.normal(size=(1, 3)), rng.normal(size=(1, 3))),
+    (losses.bce, rng.uniform(0.05, 0.95, (6, 2)), rng.uniform(size=(6, 2)) > 0.5),
+    (losses.bce, rng.uniform(0.05, 0.95, (1, 1)), np.ones((1, 1))),
+    (losses.bce_with_logits, 3 * rng.normal(size=(5, 2)), rng.uniform(size=(5, 2))),
+    (losses.huber, 2 * rng.normal(size=(8,)), rng.normal(size=(8,))),
+    (losses.softmax_cross_entropy, rng.normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])),
+    (losses.softmax_cross_entropy, rng.normal(size=(1, 4)), np.array([3])),
+    (losses.softmax_cross_entropy, rng.normal(size=(4, 3)), np.eye(3)[[0, 2, 1, 1]]),
+    (losses.softmax_cross_entropy, rng.normal(size=(2, 3, 4)), rng.integers(0, 4, (2, 3))),
+]
+
+
+@pytest.mark.parametrize(("loss", "pred", "target"), CASES,
+                         ids=[f"{c[0].name}-{c[1].shape}" for c in CASES])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_check_loss(loss, pred, target, reduction):
+    check_loss(loss, pred, target, reduction=reduction)
+    check_loss(loss, pred.astype(np.float32), target, reduction=reduction, rtol=1e-3)
+
+
+def test_huber_delta():
+    check_loss(losses.huber, np.array([0.1, -3.0, 2.5]), np.zeros(3), delta=2.0)
+
+
+def test_known_values_and_gradients():
+    p, t = np.array([[1.0], [3.0]]), np.array([[0.0], [1.0]])
+    value, pullback = losses.mse.vjp(p, t)
+    assert value == pytest.approx((1 + 4) / 2)
+    np.testing.assert_allclose(pullback(1.0), [[1.0], [2.0]])  # 2 (p - t) / n
+    np.testing.assert_allclose(pullback(3.0), [[3.0], [6.0]])
+    assert losses.mse(p, t, reduction="sum") == pytest.approx(5.0)
+
+    p = np.array([0.8, 0.4])
+    t = np.array([1.0, 0.0])
+    assert losses.bce(p, t) == pytest.approx(-(math.log(0.8) + math.log(0.6)) / 2)
+    np.testing.assert_allclose(losses.bce.vjp(p, t)[1](), [-1 / 0.8 / 2, 1 / 0.6 / 2])
+
+    z = np.array([2.0, -1.0])
+    expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-1.0))) / 2
+    assert losses.bce_with_logits(z, t) == pytest.approx(expected)
+    sig = 1 / (1 + np.exp(-z))
+    np.testing.assert_allclose(losses.bce_with_logits.vjp(z, t)[1](), (sig - t) / 2)
+
+    d = np.array([0.5, -3.0])
+    assert losses.huber(d, np.zeros(2)) == pytest.approx((0.125 + 2.5) / 2)
+    np.testing.assert_allclose(losses.huber.vjp(d, np.zeros(2))[1](), [0.25, -0.5])
+
+    logits = np.array([[0.0, math.log(3.0)], [0.0, 0.0]])
+    assert losses.softmax_cross_entropy(logits, np.array([1, 0])) == pytest.approx(
+        -(math.log(0.75) + math.log(0.5)) / 2)
+    np.testing.assert_allclose(
+        losses.softmax_cross_entropy.vjp(logits, np.array([1, 0]))[1](),
+        [[0.125, -0.125], [-0.25, 0.25]])
+
+
+def test_integer_and_onehot_labels_agree():
+    logits = random.normal(random.key(0), (6, 4), np.float64)
+    labels = np.array([0, 3, 2, 1, 1, 0])
+    a, pa = losses.softmax_cross_entropy.vjp(logits, labels)
+    b, pb = losses.softmax_cross_entropy.vjp(logits, np.eye(4)[labels])
+    assert a == pytest.approx(b)
+    np.testing.assert_allclose(pa(), pb())
+
+
+def test_bce_clamps_like_pytorch():
+    # PyTorch clamps each log term at -100, so a certain wrong answer costs 100, not inf.
+    assert losses.bce(np.array([0.0, 1.0]), np.array([1.0, 0.0])) == pytest.approx(100.0)
+    assert losses.bce(np.array([0.0, 1.0]), np.array([0.0, 1.0])) == pytest.approx(0.0)
+    g = losses.bce.vjp(np.array([0.0]), np.array([1.0]))[1]()
+    assert np.isfinite(g).all() and g[0] == pytest.approx(-1e12)
+
+
+@pytest.mark.parametrize("v", [1e4, -1e4, 1e30, -1e30, 0.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stable_at_extreme_logits(v, dtype):
+    z = np.array([[v, -v, 0.0]], dtype)
+    for loss, target in [(losses.bce_with_logits, np.array([[1.0, 0.0, 1.0]])),
+                         (losses.softmax_cross_entropy, np.array([1])),
+                         (losses.mse, np.zeros((1, 3))), (losses.huber, np.zeros((1, 3)))]:
+        if loss is losses.mse and abs(v) > 1e18:
+            continue  # the square of 1e30 is out of float32 range: that is the value
+        value, pullback = loss.vjp(z, target)
+        g = pullback()
+        assert np.isfinite(value) and np.all(np.isfinite(g)) and g.dtype == dtype
+    big = losses.bce_with_logits(np.array([1e30, -1e30]), np.array([0.0, 1.0]))
+    assert big == pytest.approx(1e30)
+
+
+def test_float32_stays_float32():
+    p = np.ones((4, 1), np.float32) * 0.3
+    t = np.ones((4, 1), np.float64)  # a float64 target must not promote the gradient
+    for loss in (losses.mse, losses.bce, losses.bce_with_logits, losses.huber):
+        value, pullback = loss.vjp(p, t)
+        assert isinstance(value, float)
+        assert pullback().dtype == np.float32
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+@pytest.mark.parametrize("loss", [losses.mse, losses.bce, losses.bce_with_logits, losses.huber])
+def test_shape_mismatch_is_refused_not_broadcast(loss):
+    with pytest.raises(ValueError, match=rf"{loss.name}: pred has shape \(50, 1\) but target "
+                                         r"has shape \(50,\).*reshape"):
+        loss(np.full((50, 1), 0.5), np.zeros(50))
+
+
+def test_label_out_of_range():
+    with pytest.raises(ValueError, match=r"softmax_cross_entropy: labels must be in \[0, 3\)"):
+        losses.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\).*-1"):
+        losses.softmax_cross_entropy(np.zeros((2, 3)), np.array([-1, 0]))
+    with pytest.raises(ValueError, match=r"integer labels must have shape \(2,\)"):
+        losses.softmax_cross_entropy(np.zeros((2, 3)), np.array([[0], [1]]))
+
+
+def test_bad_values_and_options():
+    with pytest.raises(ValueError, match="bce: pred must be probabilities"):
+        losses.bce(np.array([1.5]), np.array([1.0]))
+    with pytest.raises(ValueError, match="reduction"):
+        losses.mse(np.ones(2), np.ones(2), reduction="avg")
+    with pytest.raises(TypeError, match="pred must be a float array"):
+        losses.mse(np.ones(2, int), np.ones(2))
+    with pytest.raises(ValueError, match="delta"):
+        losses.huber(np.ones(2), np.ones(2), delta=0)
+    _, pullback = losses.mse.vjp(np.ones(3), np.zeros(3), reduction="none")
+    with pytest.raises(ValueError, match=r"cotangent of shape \(3,\)"):
+        pullback(np.ones(2))

@@ -1,0 +1,687 @@
+"""funcdl.optim: hand-computed steps, schedules, convergence, purity, dtypes, state invariants,
+loud errors, and (where torch is installed) a float64 cross-check against torch.optim."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from funcdl import optim, tree
+
+GT = optim.GradientTransformation
+
+
+def run(opt: GT, params: Any, grads_seq: list[Any]) -> tuple[list[Any], Any]:
+    """Apply ``opt`` for each grads in turn; return the params after every step and the state."""
+    state = opt.init(params)
+    history = []
+    for grads in grads_seq:
+        updates, state = opt.update(state, grads, params)
+        params = optim.apply_updates(params, updates)
+        history.append(params)
+    return history, state
+
+
+def scalar_run(opt: GT, p0: float, gs: list[float]) -> list[float]:
+    """One-leaf problem: the param after each step, as floats."""
+    hist, _ = run(opt, {"p": np.array([p0])}, [{"p": np.array([g])} for g in gs])
+    return [float(h["p"][0]) for h in hist]
+
+
+def close(got: list[float], want: list[float], rtol: float = 1e-12) -> None:
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=0.0)
+
+
+# ---------------------------------------------------------------------------- hand-computed
+
+def test_sgd_plain() -> None:
+    hist, _ = run(optim.sgd(0.1), {"p": np.array([1.0, 2.0])},
+                  [{"p": np.array([0.5, -1.0])}, {"p": np.array([2.0, 0.0])}])
+    np.testing.assert_allclose(hist[0]["p"], [0.95, 2.1], rtol=1e-14)
+    np.testing.assert_allclose(hist[1]["p"], [0.75, 2.1], rtol=1e-14)
+
+
+def test_sgd_momentum() -> None:
+    # b1 = g1 = 0.5 -> p = 1 - 0.1*0.5 = 0.95; b2 = 0.9*0.5 - 1 = -0.55 -> p = 0.95 + 0.055
+    # b3 = 0.9*(-0.55) + 2 = 1.505 -> p = 1.005 - 0.1505
+    close(scalar_run(optim.sgd(0.1, momentum=0.9), 1.0, [0.5, -1.0, 2.0]),
+          [0.95, 1.005, 0.8545])
+
+
+def test_sgd_nesterov() -> None:
+    # b1 = 0.5, step 0.5 + 0.9*0.5 = 0.95 -> p = 1 - 0.095 = 0.905
+    # b2 = 0.45 - 1 = -0.55, step -1 + 0.9*(-0.55) = -1.495 -> p = 0.905 + 0.1495 = 1.0545
+    close(scalar_run(optim.sgd(0.1, momentum=0.9, nesterov=True), 1.0, [0.5, -1.0]),
+          [0.905, 1.0545])
+
+
+def test_sgd_weight_decay() -> None:
+    # g' = g + 0.1 p: 0.5 + 0.1 = 0.6 -> p = 0.94; g' = -1 + 0.094 = -0.906 -> p = 0.94 + 0.0906
+    close(scalar_run(optim.sgd(0.1, weight_decay=0.1), 1.0, [0.5, -1.0]), [0.94, 1.0306])
+    # With momentum: the decayed gradient goes into the buffer (torch order).
+    # b1 = 0.6 -> p = 0.94; g' = -0.906, b2 = 0.54 - 0.906 = -0.366 -> p = 0.94 + 0.0366
+    close(scalar_run(optim.sgd(0.1, momentum=0.9, weight_decay=0.1), 1.0, [0.5, -1.0]),
+          [0.94, 0.9766])
+
+
+def test_adam_three_steps() -> None:
+    lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
+    # Step 1: m = 0.05, v = 0.00025, m̂ = 0.5, v̂ = 0.25 -> p = 1 - 0.1*0.5/(0.5 + eps).
+    p1 = 1.0 - lr * 0.5 / (0.5 + eps)
+    # Step 2, g = -1: m = 0.045 - 0.1 = -0.055, v = 0.00024975 + 0.001 = 0.00124975.
+    m2, v2 = -0.055, 0.00124975
+    p2 = p1 - lr * (m2 / (1 - b1**2)) / (math.sqrt(v2 / (1 - b2**2)) + eps)
+    # Step 3, g = 2: m = -0.0495 + 0.2 = 0.1505, v = 0.00124850025 + 0.004 = 0.00524850025.
+    m3, v3 = 0.1505, 0.00524850025
+    p3 = p2 - lr * (m3 / (1 - b1**3)) / (math.sqrt(v3 / (1 - b2**3)) + eps)
+    close(scalar_run(optim.adam(lr), 1.0, [0.5, -1.0, 2.0]), [p1, p2, p3])
+    assert p1 == pytest.approx(0.9, abs=1e-8) and p2 == pytest.approx(0.93661, abs=1e-5)
+
+
+def test_adam_eps_outside_sqrt_and_bias_corrected() -> None:
+    # A large eps tells sqrt(v̂) + eps from sqrt(v̂ + eps); the first step is g / (|g| + eps)
+    # only with both bias corrections.
+    close(scalar_run(optim.adam(0.1, eps=0.1), 1.0, [0.5]), [1.0 - 0.1 * 0.5 / 0.6])
+
+
+def test_adam_l2_weight_decay() -> None:
+    # torch Adam adds wd·p to the gradient: g' = 0.5 + 0.1 = 0.6, first step 0.1·0.6/0.6.
+    close(scalar_run(optim.adam(0.1, weight_decay=0.1), 1.0, [0.5]),
+          [1.0 - 0.1 * 0.6 / (0.6 + 1e-8)])
+
+
+def test_adamw_decoupled() -> None:
+    lr, wd, eps = 0.1, 0.1, 1e-8
+    p1 = 1.0 * (1 - lr * wd) - lr * 0.5 / (0.5 + eps)  # 0.99 - 0.1 = 0.89
+    m2, v2 = -0.055, 0.00124975
+    p2 = p1 * (1 - lr * wd) - lr * (m2 / (1 - 0.9**2)) / (math.sqrt(v2 / (1 - 0.999**2)) + eps)
+    close(scalar_run(optim.adamw(lr, weight_decay=wd), 1.0, [0.5, -1.0]), [p1, p2])
+    assert p1 == pytest.approx(0.89, abs=1e-8)
+
+
+def test_rmsprop_plain() -> None:
+    # v = 0.01·0.25 = 0.0025, sqrt = 0.05 -> p = 1 - 0.01·0.5/0.05 = 0.9
+    # v = 0.99·0.0025 + 0.01 = 0.012475 -> p = 0.9 + 0.01/sqrt(0.012475)
+    p1 = 1.0 - 0.01 * 0.5 / (0.05 + 1e-8)
+    p2 = p1 + 0.01 * 1.0 / (math.sqrt(0.012475) + 1e-8)
+    close(scalar_run(optim.rmsprop(0.01), 1.0, [0.5, -1.0]), [p1, p2])
+
+
+def test_rmsprop_centered() -> None:
+    # v = 0.0025, m = 0.005 -> var = 0.0025 - 0.000025 = 0.002475
+    # v = 0.012475, m = 0.99·0.005 - 0.01 = -0.00505 -> var = 0.012475 - 0.0000255025
+    p1 = 1.0 - 0.01 * 0.5 / (math.sqrt(0.002475) + 1e-8)
+    p2 = p1 + 0.01 * 1.0 / (math.sqrt(0.012475 - 0.00505**2) + 1e-8)
+    close(scalar_run(optim.rmsprop(0.01, centered=True), 1.0, [0.5, -1.0]), [p1, p2])
+
+
+def test_rmsprop_momentum_and_weight_decay() -> None:
+    d1 = 0.5 / (0.05 + 1e-8)                                # 10
+    d2 = -1.0 / (math.sqrt(0.012475) + 1e-8)
+    b2 = 0.9 * d1 + d2
+    close(scalar_run(optim.rmsprop(0.01, momentum=0.9), 1.0, [0.5, -1.0]),
+          [1.0 - 0.01 * d1, 1.0 - 0.01 * d1 - 0.01 * b2])
+    # g' = 0.5 + 0.5·1 = 1: v = 0.01, sqrt = 0.1 -> p = 1 - 0.01·1/0.1 = 0.9
+    close(scalar_run(optim.rmsprop(0.01, weight_decay=0.5), 1.0, [0.5]),
+          [1.0 - 0.01 / (0.1 + 1e-8)])
+
+
+def test_adagrad() -> None:
+    # s = 0.25 -> p = 1 - 0.1·0.5/0.5 = 0.9; s = 1.25 -> p = 0.9 + 0.1/sqrt(1.25)
+    p1 = 1.0 - 0.1 * 0.5 / (0.5 + 1e-10)
+    close(scalar_run(optim.adagrad(0.1), 1.0, [0.5, -1.0]),
+          [p1, p1 + 0.1 / (math.sqrt(1.25) + 1e-10)])
+    # lr_decay: clr = lr / (1 + t·lr_decay), t = 0, 1, 2.
+    got = scalar_run(optim.adagrad(0.1, lr_decay=0.5), 1.0, [0.5, -1.0, 1.0])
+    p1 = 1.0 - 0.1 * 0.5 / (0.5 + 1e-10)
+    p2 = p1 + (0.1 / 1.5) * 1.0 / (math.sqrt(1.25) + 1e-10)
+    p3 = p2 - (0.1 / 2.0) * 1.0 / (math.sqrt(2.25) + 1e-10)
+    close(got, [p1, p2, p3])
+    # initial accumulator 1 and weight decay 0.5: g' = 1, s = 1 + 1 = 2.
+    close(scalar_run(optim.adagrad(0.1, weight_decay=0.5, initial_accumulator_value=1.0),
+                     1.0, [0.5]), [1.0 - 0.1 / (math.sqrt(2.0) + 1e-10)])
+
+
+def test_clip_by_global_norm() -> None:
+    clip = optim.clip_by_global_norm(1.0)
+    grads = {"a": np.array([3.0]), "b": np.array([[4.0]])}  # global norm 5
+    out, _ = clip.update(clip.init(grads), grads)
+    np.testing.assert_allclose(out["a"], [0.6], rtol=1e-15)
+    np.testing.assert_allclose(out["b"], [[0.8]], rtol=1e-15)
+    assert optim.global_norm(out) == pytest.approx(1.0, rel=1e-15)
+    two = optim.clip_by_global_norm(2.0)
+    out, _ = two.update(two.init(grads), grads)
+    np.testing.assert_allclose(out["a"], [1.2], rtol=1e-15)
+    np.testing.assert_allclose(out["b"], [[1.6]], rtol=1e-15)
+    near = optim.clip_by_global_norm(4.5)  # just below the norm: still clipped
+    out, _ = near.update(near.init(grads), grads)
+    np.testing.assert_allclose(out["a"], [2.7], rtol=1e-15)
+    np.testing.assert_allclose(out["b"], [[3.6]], rtol=1e-15)
+    for limit in (5.0, 10.0):  # at or above the norm: untouched
+        loose = optim.clip_by_global_norm(limit)
+        out, _ = loose.update(loose.init(grads), grads)
+        assert np.array_equal(out["a"], [3.0]) and np.array_equal(out["b"], [[4.0]])
+    zeros = tree.zeros_like(grads)
+    out, _ = clip.update(clip.init(zeros), zeros)  # no 0/0 (warnings are errors)
+    assert all(np.array_equal(x, np.zeros_like(x)) for x in tree.leaves(out))
+
+
+_finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=50, deadline=None)
+@given(hnp.arrays(np.float64, hnp.array_shapes(max_dims=2, max_side=4), elements=_finite),
+       hnp.arrays(np.float64, st.integers(1, 5), elements=_finite),
+       st.floats(1e-3, 1e3))
+def test_clip_by_global_norm_property(a: Any, b: Any, max_norm: float) -> None:
+    grads = {"a": a, "b": b}
+    clip = optim.clip_by_global_norm(max_norm)
+    out, _ = clip.update(clip.init(grads), grads)
+    norm = math.sqrt(float(np.sum(a * a) + np.sum(b * b)))
+    if norm > max_norm:
+        assert optim.global_norm(out) == pytest.approx(max_norm, rel=1e-12)
+    factor = 1.0 if norm <= max_norm else max_norm / norm  # same direction, scaled
+    np.testing.assert_allclose(out["a"], a * factor, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(out["b"], b * factor, rtol=1e-12, atol=1e-300)
+
+
+def test_small_transforms() -> None:
+    grads = {"w": np.array([1.0, -2.0], np.float32)}
+    for opt, want in [(optim.identity(), [1.0, -2.0]), (optim.scale(3.0), [3.0, -6.0]),
+                      (optim.scale_by_learning_rate(0.5), [-0.5, 1.0]),
+                      (optim.scale_by_learning_rate(0.5, flip_sign=False), [0.5, -1.0]),
+                      (optim.scale_by_schedule(lambda c: 2.0), [2.0, -4.0])]:
+        out, _ = opt.update(opt.init(grads), grads)
+        np.testing.assert_array_equal(out["w"], want)
+        assert out["w"].dtype == np.float32
+    wd = optim.add_decayed_weights(0.5)
+    out, _ = wd.update(wd.init(grads), grads, {"w": np.array([2.0, 4.0], np.float32)})
+    np.testing.assert_array_equal(out["w"], [2.0, 0.0])
+
+
+def test_chain_equals_composition_by_hand() -> None:
+    params = {"w": np.array([1.0, -2.0])}
+    grads = {"w": np.array([3.0, 4.0])}
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.scale(-0.5))
+    updates, state = opt.update(opt.init(params), grads, params)
+    np.testing.assert_allclose(updates["w"], [-0.3, -0.4], rtol=1e-15)
+    assert isinstance(state, optim.ChainState) and len(state.states) == 2
+
+
+def test_named_chain_exposes_states_by_name() -> None:
+    opt = optim.named_chain(("adam", optim.scale_by_adam()),
+                            ("lr", optim.scale_by_learning_rate(1e-3)))
+    params = {"w": np.ones(2)}
+    state = opt.init(params)
+    _, state = opt.update(state, {"w": np.ones(2)}, params)
+    assert isinstance(state, optim.NamedChainState)
+    assert int(state.states["adam"].count) == 1
+    assert int(optim.adam().init(params).states["adam"].count) == 0
+
+
+# ---------------------------------------------------------------------------- schedules
+
+def test_constant_and_piecewise_schedules() -> None:
+    assert optim.constant_schedule(0.3)(0) == optim.constant_schedule(0.3)(10**6) == 0.3
+    s = optim.piecewise_constant_schedule(1.0, {4: 0.1, 2: 0.5})
+    assert [s(c) for c in (0, 1, 2, 3, 4, 100)] == pytest.approx([1, 1, 0.5, 0.5, 0.05, 0.05])
+
+
+def test_cosine_decay_schedule() -> None:
+    s = optim.cosine_decay_schedule(2.0, 10)
+    assert [s(0), s(5), s(10), s(20)] == pytest.approx([2.0, 1.0, 0.0, 0.0], abs=1e-15)
+    assert s(2) == pytest.approx(1.0 + math.cos(math.pi * 0.2))
+    a = optim.cosine_decay_schedule(1.0, 10, alpha=0.1)
+    assert [a(0), a(5), a(10)] == pytest.approx([1.0, 0.55, 0.1])
+    e = optim.cosine_decay_schedule(1.0, 10, exponent=2.0)
+    assert e(5) == pytest.approx(0.25)
+
+
+def test_linear_and_polynomial_schedules() -> None:
+    s = optim.linear_schedule(0.0, 1.0, 10)
+    assert [s(0), s(5), s(10), s(15)] == pytest.approx([0.0, 0.5, 1.0, 1.0])
+    b = optim.linear_schedule(1.0, 0.0, 10, transition_begin=5)
+    assert [b(0), b(5), b(10), b(15), b(30)] == pytest.approx([1.0, 1.0, 0.5, 0.0, 0.0])
+    assert optim.linear_schedule(0.3, 1.0, 0)(5) == 0.3  # no transition: constant init
+    q = optim.polynomial_schedule(1.0, 0.0, 2.0, 10)
+    assert q(5) == pytest.approx(0.25)
+
+
+def test_warmup_cosine_decay_schedule() -> None:
+    s = optim.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps=10, decay_steps=110,
+                                           end_value=0.1)
+    got = [s(0), s(5), s(10), s(60), s(110), s(500)]
+    assert got == pytest.approx([0.0, 0.5, 1.0, 0.55, 0.1, 0.1])
+    peak2 = optim.warmup_cosine_decay_schedule(0.5, 2.0, 4, 14, end_value=0.5)
+    assert [peak2(0), peak2(2), peak2(4), peak2(9), peak2(14)] == pytest.approx(
+        [0.5, 1.25, 2.0, 1.25, 0.5])
+    no_warmup = optim.warmup_cosine_decay_schedule(0.0, 1.0, 0, 10)
+    assert [no_warmup(0), no_warmup(5)] == pytest.approx([1.0, 0.5])
+
+
+def test_exponential_decay() -> None:
+    s = optim.exponential_decay(1.0, 10, 0.5)
+    assert [s(0), s(5), s(10), s(20)] == pytest.approx([1.0, 0.5**0.5, 0.5, 0.25])
+    st = optim.exponential_decay(1.0, 10, 0.5, staircase=True)
+    assert [st(9), st(10), st(19), st(20)] == pytest.approx([1.0, 0.5, 0.5, 0.25])
+    begin = optim.exponential_decay(1.0, 10, 0.5, transition_begin=5)
+    assert [begin(0), begin(5), begin(15)] == pytest.approx([1.0, 1.0, 0.5])
+    floor = optim.exponential_decay(1.0, 10, 0.5, end_value=0.3)
+    assert [floor(10), floor(40)] == pytest.approx([0.5, 0.3])
+    ceiling = optim.exponential_decay(1.0, 10, 2.0, end_value=3.0)
+    assert [ceiling(10), ceiling(40)] == pytest.approx([2.0, 3.0])
+
+
+def test_join_schedules() -> None:
+    s = optim.join_schedules(
+        [optim.constant_schedule(1.0), optim.constant_schedule(2.0),
+         optim.linear_schedule(0.0, 1.0, 10)], [3, 5])
+    assert [s(0), s(2), s(3), s(4), s(5), s(10)] == pytest.approx([1, 1, 2, 2, 0.0, 0.5])
+
+
+def test_schedules_return_python_floats() -> None:
+    schedules = [optim.constant_schedule(1), optim.piecewise_constant_schedule(1, {1: 2}),
+                 optim.cosine_decay_schedule(1, 5), optim.linear_schedule(0, 1, 5),
+                 optim.warmup_cosine_decay_schedule(0, 1, 2, 5), optim.exponential_decay(1, 2, 0.5),
+                 optim.join_schedules([optim.constant_schedule(1)] * 2, [2])]
+    for s in schedules:
+        assert all(type(s(c)) is float for c in (0, 3, 7))
+
+
+def test_schedule_is_read_at_every_update() -> None:
+    seen: list[int] = []
+
+    def lr(count: int) -> float:
+        seen.append(count)
+        return 0.1 * (count + 1)
+
+    params = {"w": np.zeros(2)}
+    opt = optim.sgd(lr)
+    state = opt.init(params)
+    steps = []
+    for _ in range(3):
+        updates, state = opt.update(state, {"w": np.ones(2)}, params)
+        steps.append(float(updates["w"][0]))
+    assert seen == [0, 1, 2]
+    assert steps == pytest.approx([-0.1, -0.2, -0.3])
+    assert int(state.states["lr"].count) == 3
+
+    # Adam on a constant gradient steps by lr(t) exactly (m̂ = g, v̂ = g²).
+    sched = optim.piecewise_constant_schedule(0.1, {2: 0.5})
+    opt = optim.adam(sched)
+    state = opt.init(params)
+    steps = []
+    for _ in range(4):
+        updates, state = opt.update(state, {"w": np.ones(2)}, params)
+        steps.append(float(updates["w"][0]))
+    assert steps == pytest.approx([-0.1, -0.1, -0.05, -0.05], rel=1e-7)
+
+
+# ---------------------------------------------------------------------------- convergence
+
+_TARGET = np.array([1.0, -2.0, 0.5])
+_CURV = np.array([1.0, 3.0, 0.5])
+
+
+def _quadratic_grad(p: Any) -> Any:
+    return {"x": _CURV * (p["x"] - _TARGET)}
+
+
+def _rosenbrock_grad(p: Any) -> Any:
+    x, y = p["x"]
+    return {"x": np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])}
+
+
+# (name, optimizer, steps, tolerance): optax's _OPTIMIZERS_UNDER_TEST in miniature.
+QUADRATIC = [
+    ("sgd", optim.sgd(0.1), 500, 1e-8),
+    ("sgd-momentum", optim.sgd(0.05, momentum=0.9), 500, 1e-8),
+    ("sgd-nesterov", optim.sgd(0.05, momentum=0.9, nesterov=True), 500, 1e-8),
+    ("adam", optim.adam(0.05), 500, 1e-5),
+    ("adamw", optim.adamw(0.05, weight_decay=1e-4), 500, 1e-3),
+    ("rmsprop", optim.rmsprop(3e-3), 2000, 2e-2),
+    ("rmsprop-centered", optim.rmsprop(3e-3, centered=True), 2000, 1e-4),
+    ("rmsprop-momentum", optim.rmsprop(1e-3, momentum=0.9), 2000, 1e-4),
+    ("adagrad", optim.adagrad(0.5), 500, 1e-5),
+    ("adagrad-decay", optim.adagrad(1.0, lr_decay=1e-3), 1000, 1e-5),
+    ("adam-cosine", optim.adam(optim.cosine_decay_schedule(0.1, 800)), 800, 1e-5),
+]
+
+
+@pytest.mark.parametrize(("name", "opt", "steps", "tol"), QUADRATIC, ids=[q[0] for q in QUADRATIC])
+def test_minimises_quadratic(name: str, opt: GT, steps: int, tol: float) -> None:
+    params = {"x": np.array([3.0, 3.0, 3.0])}
+    state = opt.init(params)
+    for _ in range(steps):
+        updates, state = opt.update(state, _quadratic_grad(params), params)
+        params = optim.apply_updates(params, updates)
+    assert np.max(np.abs(params["x"] - _TARGET)) < tol, name
+
+
+ROSENBROCK = [
+    ("sgd-momentum", optim.sgd(1e-3, momentum=0.9), 5000, 1e-4),
+    ("sgd-nesterov", optim.sgd(1e-3, momentum=0.9, nesterov=True), 5000, 1e-4),
+    ("adam", optim.adam(1e-2), 5000, 1e-3),
+]
+
+
+@pytest.mark.parametrize(("name", "opt", "steps", "tol"), ROSENBROCK,
+                         ids=[r[0] for r in ROSENBROCK])
+def test_minimises_rosenbrock(name: str, opt: GT, steps: int, tol: float) -> None:
+    params = {"x": np.array([-1.2, 1.0])}
+    state = opt.init(params)
+    for _ in range(steps):
+        updates, state = opt.update(state, _rosenbrock_grad(params), params)
+        params = optim.apply_updates(params, updates)
+    np.testing.assert_allclose(params["x"], [1.0, 1.0], atol=tol, err_msg=name)
+
+
+# ---------------------------------------------------------------------------- invariants
+
+ALIASES: list[tuple[str, Callable[[], GT]]] = [
+    ("sgd", lambda: optim.sgd(0.1)),
+    ("sgd-momentum-wd", lambda: optim.sgd(0.1, momentum=0.9, weight_decay=0.01)),
+    ("sgd-nesterov", lambda: optim.sgd(0.1, momentum=0.9, nesterov=True)),
+    ("sgd-schedule", lambda: optim.sgd(optim.linear_schedule(0.1, 0.0, 10))),
+    ("adam", lambda: optim.adam(1e-2)),
+    ("adam-wd", lambda: optim.adam(1e-2, weight_decay=0.1)),
+    ("adamw", lambda: optim.adamw(1e-2)),
+    ("rmsprop", lambda: optim.rmsprop()),
+    ("rmsprop-all", lambda: optim.rmsprop(centered=True, momentum=0.9, weight_decay=0.1)),
+    ("adagrad", lambda: optim.adagrad()),
+    ("adagrad-all", lambda: optim.adagrad(lr_decay=0.1, weight_decay=0.1,
+                                          initial_accumulator_value=0.5)),
+    ("clip-adam", lambda: optim.chain(optim.clip_by_global_norm(0.5), optim.adam(1e-2))),
+]
+_ALIAS_IDS = [a[0] for a in ALIASES]
+
+
+def _problem(dtype: Any) -> tuple[Any, list[Any]]:
+    rng = np.random.default_rng(0)
+    params = {"w": rng.normal(size=(3, 2)).astype(dtype), "b": rng.normal(size=2).astype(dtype),
+              "s": np.asarray(0.5, dtype=dtype)}
+    grads = [tree.map(lambda x: rng.normal(size=x.shape).astype(dtype), params)
+             for _ in range(3)]
+    return params, grads
+
+
+@pytest.mark.parametrize(("name", "make"), ALIASES, ids=_ALIAS_IDS)
+def test_nothing_passed_in_is_mutated(name: str, make: Callable[[], GT]) -> None:
+    opt = make()
+    params, grads_seq = _problem(np.float64)
+    state = opt.init(params)
+    for grads in grads_seq:
+        before = copy.deepcopy((params, grads, state))
+        updates, new_state = opt.update(state, grads, params)
+        new_params = optim.apply_updates(params, updates)
+        after = (params, grads, state)
+        assert tree.structure(after) == tree.structure(before)
+        for x, y in zip(tree.leaves(after), tree.leaves(before), strict=True):
+            assert np.array_equal(x, y), name
+        for x, y in zip(tree.leaves(new_params), tree.leaves(params), strict=True):
+            assert x is not y
+        params, state = new_params, new_state
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("name", "make"), ALIASES, ids=_ALIAS_IDS)
+def test_dtype_is_kept(name: str, make: Callable[[], GT], dtype: Any) -> None:
+    opt = make()
+    params, grads_seq = _problem(dtype)
+    state = opt.init(params)
+    for grads in grads_seq:
+        updates, state = opt.update(state, grads, params)
+        params = optim.apply_updates(params, updates)
+        for leaf in tree.leaves((updates, params)):
+            assert leaf.dtype == dtype, name
+        for leaf in tree.leaves(state):
+            kind = np.asarray(leaf).dtype
+            assert kind == dtype or kind == np.int64, (name, kind)
+
+
+@pytest.mark.parametrize(("name", "make"), ALIASES, ids=_ALIAS_IDS)
+def test_state_structure_is_kept_and_counts_increment(name: str, make: Callable[[], GT]) -> None:
+    opt = make()
+    params, grads_seq = _problem(np.float64)
+    state = opt.init(params)
+    structure = tree.structure(state)
+    for step, grads in enumerate(grads_seq, start=1):
+        updates, state = opt.update(state, grads, params)
+        params = optim.apply_updates(params, updates)
+        assert tree.structure(state) == structure, name
+        counts = _counts(state)
+        assert all(int(c) == step and np.asarray(c).dtype == np.int64 for c in counts), name
+    if "adam" in name or "schedule" in name or "adagrad-all" in name:
+        assert _counts(state), name
+
+
+def _counts(state: Any) -> list[Any]:
+    """Every ``count`` field in a state, found by walking its NamedTuples."""
+    found = []
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        if "count" in state._fields:
+            found.append(state.count)
+        for field in state:
+            found += _counts(field)
+    elif isinstance(state, (tuple, list)):
+        for x in state:
+            found += _counts(x)
+    elif isinstance(state, dict):
+        for x in state.values():
+            found += _counts(x)
+    return found
+
+
+def test_counts_loaded_as_0d_arrays_still_work() -> None:
+    # funcdl.io may give back counts as 0-d int64 arrays: the result must not change.
+    opt = optim.adam(optim.linear_schedule(0.1, 0.01, 5))
+    params, grads_seq = _problem(np.float32)
+    _, state = opt.update(opt.init(params), grads_seq[0], params)
+
+    def to_array(x: Any) -> Any:
+        return np.asarray(x) if isinstance(x, np.integer) else x
+
+    loaded = tree.map(to_array, state)
+    assert isinstance(loaded.states["adam"].count, np.ndarray)
+    u1, s1 = opt.update(state, grads_seq[1], params)
+    u2, s2 = opt.update(loaded, grads_seq[1], params)
+    for x, y in zip(tree.leaves((u1, s1)), tree.leaves((u2, s2)), strict=True):
+        assert np.array_equal(x, y)
+    assert int(s2.states["adam"].count) == 2 and u2["w"].dtype == np.float32
+
+
+def test_apply_updates_keeps_param_dtype() -> None:
+    params: dict[str, Any] = {"w": np.ones(3, np.float32), "c": np.ones(2, np.float64)}
+    updates = {"w": np.full(3, 0.5, np.float64), "c": np.full(2, 0.5, np.float32)}
+    out = optim.apply_updates(params, updates)
+    assert out["w"].dtype == np.float32 and out["c"].dtype == np.float64
+    np.testing.assert_array_equal(out["w"], [1.5, 1.5, 1.5])
+    assert params["w"][0] == 1.0
+
+
+# ---------------------------------------------------------------------------- errors
+
+TRANSFORMS: list[tuple[str, Callable[[], GT]]] = [
+    ("identity", optim.identity),
+    ("scale", lambda: optim.scale(2.0)),
+    ("scale_by_learning_rate", lambda: optim.scale_by_learning_rate(0.1)),
+    ("scale_by_schedule", lambda: optim.scale_by_schedule(optim.constant_schedule(0.1))),
+    ("add_decayed_weights", lambda: optim.add_decayed_weights(0.1)),
+    ("trace", lambda: optim.trace(0.9)),
+    ("scale_by_adam", optim.scale_by_adam),
+    ("scale_by_rms", optim.scale_by_rms),
+    ("scale_by_adagrad", optim.scale_by_adagrad),
+    ("clip_by_global_norm", lambda: optim.clip_by_global_norm(1.0)),
+    ("chain", lambda: optim.chain(optim.scale_by_adam(), optim.scale(-0.1))),
+    ("named_chain", lambda: optim.named_chain(("a", optim.trace(0.9)))),
+    ("sgd", lambda: optim.sgd(0.1)),
+    ("adam", optim.adam),
+    ("adamw", optim.adamw),
+    ("rmsprop", optim.rmsprop),
+    ("adagrad", optim.adagrad),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), TRANSFORMS, ids=[t[0] for t in TRANSFORMS])
+def test_swapped_update_arguments_raise_type_error(name: str, make: Callable[[], GT]) -> None:
+    opt = make()
+    params, grads_seq = _problem(np.float64)
+    state = opt.init(params)
+    with pytest.raises(TypeError, match=rf"^{name}\.update: the first argument must be the "
+                                        r"optimizer state .*update\(state, grads, params\).*"
+                                        r"got dict"):
+        opt.update(grads_seq[0], state, params)
+
+
+@pytest.mark.parametrize(("name", "make"), ALIASES, ids=_ALIAS_IDS)
+def test_grads_with_another_structure_raise_naming_the_path(
+        name: str, make: Callable[[], GT]) -> None:
+    opt = make()
+    params, grads_seq = _problem(np.float64)
+    state = opt.init(params)
+    nested = {**grads_seq[0], "b": (grads_seq[0]["b"],)}
+    with pytest.raises(ValueError, match=r"\.update: .*mismatch at \['b'\].*grads"):
+        opt.update(state, nested, params)
+    wrong_shape = {**grads_seq[0], "w": np.ones((2, 3))}
+    with pytest.raises(ValueError, match=r"\.update: shape mismatch at \['w'\]: grads has"):
+        opt.update(state, wrong_shape, params)
+    missing = {"w": grads_seq[0]["w"], "b": grads_seq[0]["b"]}
+    with pytest.raises(ValueError, match=r"\.update: tree structure mismatch at the root"):
+        opt.update(state, missing, params)
+
+
+def test_stateful_transforms_check_grads_against_state_without_params() -> None:
+    opt = optim.adam()
+    params = {"w": np.ones(2), "b": np.ones(3)}
+    with pytest.raises(ValueError, match=r"^scale_by_adam\.update: .*\['b'\].*state\.mu"):
+        opt.update(opt.init(params), {"w": np.ones(2), "b": [np.ones(3)]})
+
+
+def test_apply_updates_mismatch_names_the_path() -> None:
+    params = {"w": np.ones(2), "b": [np.ones(3)]}
+    with pytest.raises(ValueError, match=r"^apply_updates: .*\['b'\]"):
+        optim.apply_updates(params, {"w": np.ones(2), "b": np.ones(3)})
+    with pytest.raises(ValueError, match=r"^apply_updates: shape mismatch at \['b'\]\[0\]"):
+        optim.apply_updates(params, {"w": np.ones(2), "b": [np.ones(1)]})
+
+
+def test_weight_decay_without_params_raises() -> None:
+    wd = optim.add_decayed_weights(0.1)
+    with pytest.raises(ValueError, match=r"^add_decayed_weights\.update: needs the params"):
+        wd.update(wd.init(None), {"w": np.ones(2)})
+    opt = optim.sgd(0.1, weight_decay=0.1)
+    params = {"w": np.ones(2)}
+    with pytest.raises(ValueError, match="needs the params"):
+        opt.update(opt.init(params), {"w": np.ones(2)})
+
+
+def test_state_of_another_optimizer_raises() -> None:
+    params = {"w": np.ones(2)}
+    with pytest.raises(ValueError, match=r"^adam\.update: the state's stages"):
+        optim.adam().update(optim.sgd(0.1).init(params), params, params)
+    with pytest.raises(ValueError, match=r"^chain\.update: the state holds 1"):
+        optim.chain(optim.identity(), optim.identity()).update(
+            optim.chain(optim.identity()).init(params), params, params)
+
+
+def test_uncalled_transform_in_chain_raises() -> None:
+    with pytest.raises(TypeError, match="did you forget to call it"):
+        optim.chain(optim.scale_by_adam)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="distinct"):
+        optim.named_chain(("a", optim.identity()), ("a", optim.identity()))
+
+
+BAD_HYPERPARAMETERS: list[tuple[str, Callable[[], Any]]] = [
+    ("sgd", lambda: optim.sgd(-0.1)),
+    ("sgd", lambda: optim.sgd(math.nan)),
+    ("sgd", lambda: optim.sgd(0.1, momentum=-0.5)),
+    ("sgd", lambda: optim.sgd(0.1, nesterov=True)),
+    ("sgd", lambda: optim.sgd(0.1, weight_decay=-1.0)),
+    ("adam", lambda: optim.adam(-1e-3)),
+    ("adam", lambda: optim.adam(b1=1.0)),
+    ("adam", lambda: optim.adam(b1=-0.1)),
+    ("adam", lambda: optim.adam(b2=1.0)),
+    ("adam", lambda: optim.adam(eps=-1.0)),
+    ("adam", lambda: optim.adam(weight_decay=-1.0)),
+    ("adamw", lambda: optim.adamw(weight_decay=-1.0)),
+    ("adamw", lambda: optim.adamw(b2=1.5)),
+    ("rmsprop", lambda: optim.rmsprop(-1.0)),
+    ("rmsprop", lambda: optim.rmsprop(alpha=-0.1)),
+    ("rmsprop", lambda: optim.rmsprop(eps=-1.0)),
+    ("rmsprop", lambda: optim.rmsprop(momentum=-1.0)),
+    ("adagrad", lambda: optim.adagrad(-1.0)),
+    ("adagrad", lambda: optim.adagrad(lr_decay=-1.0)),
+    ("adagrad", lambda: optim.adagrad(initial_accumulator_value=-1.0)),
+    ("adagrad", lambda: optim.adagrad(eps=-1.0)),
+    ("scale_by_adam", lambda: optim.scale_by_adam(b1=1.0)),
+    ("trace", lambda: optim.trace(-0.9)),
+    ("clip_by_global_norm", lambda: optim.clip_by_global_norm(-1.0)),
+    ("cosine_decay_schedule", lambda: optim.cosine_decay_schedule(1.0, 0)),
+    ("piecewise_constant_schedule", lambda: optim.piecewise_constant_schedule(1.0, {5: -1.0})),
+    ("warmup_cosine_decay_schedule", lambda: optim.warmup_cosine_decay_schedule(0, 1, 10, 10)),
+    ("linear_schedule", lambda: optim.linear_schedule(0.0, 1.0, -5)),
+    ("exponential_decay", lambda: optim.exponential_decay(1.0, 10, 0.0)),
+    ("exponential_decay", lambda: optim.exponential_decay(1.0, 10, 0.5, transition_begin=-1)),
+    ("join_schedules", lambda: optim.join_schedules([optim.constant_schedule(1.0)], [5])),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), BAD_HYPERPARAMETERS)
+def test_bad_hyperparameters_raise(name: str, make: Callable[[], Any]) -> None:
+    prefix = "polynomial_schedule" if name == "linear_schedule" else name
+    with pytest.raises(ValueError, match=rf"^{prefix}: "):
+        make()
+
+
+# ---------------------------------------------------------------------------- torch
+
+TORCH_CASES: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = [
+    ("sgd", {"lr": 0.1}, "SGD", {"lr": 0.1}),
+    ("sgd", {"lr": 0.1, "momentum": 0.9}, "SGD", {"lr": 0.1, "momentum": 0.9}),
+    ("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1}, "SGD",
+     {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1}),
+    ("adam", {"lr": 0.05}, "Adam", {"lr": 0.05}),
+    ("adam", {"lr": 0.05, "b1": 0.8, "b2": 0.99, "eps": 1e-3, "weight_decay": 0.1}, "Adam",
+     {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-3, "weight_decay": 0.1}),
+    ("adamw", {"lr": 0.05, "weight_decay": 0.1}, "AdamW", {"lr": 0.05, "weight_decay": 0.1}),
+    ("rmsprop", {"lr": 0.01}, "RMSprop", {"lr": 0.01}),
+    ("rmsprop", {"lr": 0.01, "alpha": 0.9, "centered": True, "momentum": 0.5,
+                 "weight_decay": 0.1}, "RMSprop",
+     {"lr": 0.01, "alpha": 0.9, "centered": True, "momentum": 0.5, "weight_decay": 0.1}),
+    ("adagrad", {"lr": 0.1}, "Adagrad", {"lr": 0.1}),
+    ("adagrad", {"lr": 0.1, "lr_decay": 0.3, "weight_decay": 0.1,
+                 "initial_accumulator_value": 0.2}, "Adagrad",
+     {"lr": 0.1, "lr_decay": 0.3, "weight_decay": 0.1, "initial_accumulator_value": 0.2}),
+]
+
+
+@pytest.mark.parametrize(("alias", "kwargs", "torch_name", "torch_kwargs"), TORCH_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(TORCH_CASES)])
+def test_matches_torch_optim(alias: str, kwargs: dict[str, Any], torch_name: str,
+                             torch_kwargs: dict[str, Any]) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    params = {"w": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}
+    grads_seq = [{k: rng.normal(size=v.shape) for k, v in params.items()} for _ in range(5)]
+
+    tparams = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+               for k, v in params.items()}
+    topt = getattr(torch.optim, torch_name)(list(tparams.values()), **torch_kwargs)
+    opt = getattr(optim, alias)(**kwargs)
+    state = opt.init(params)
+    for grads in grads_seq:
+        updates, state = opt.update(state, grads, params)
+        params = optim.apply_updates(params, updates)
+        for k, tp in tparams.items():
+            tp.grad = torch.tensor(grads[k], dtype=torch.float64)
+        topt.step()
+        for k, tp in tparams.items():
+            np.testing.assert_allclose(params[k], tp.detach().numpy(), rtol=1e-10, atol=1e-14)

@@ -1,0 +1,255 @@
+"""Tests for funcdl.random: explicit keys, split / fold_in, samplers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from funcdl import random
+
+# ------------------------------------------------------------------------------- keys
+
+
+def test_key_is_deterministic_uint64_pair():
+    k = random.key(0)
+    assert isinstance(k, np.ndarray)
+    assert k.dtype == np.uint64 and k.shape == (2,)
+    np.testing.assert_array_equal(k, random.key(0))
+    assert not np.array_equal(random.key(0), random.key(1))
+
+
+def test_key_accepts_128_bit_seeds_and_numpy_ints():
+    assert random.key(2**64 + 5).tolist() == [5, 1]
+    np.testing.assert_array_equal(random.key(np.int64(7)), random.key(7))
+
+
+@pytest.mark.parametrize("seed", [1.0, "0", True, None])
+def test_key_rejects_non_int_seed(seed):
+    with pytest.raises(TypeError, match="seed"):
+        random.key(seed)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**128])
+def test_key_rejects_out_of_range_seed(seed):
+    with pytest.raises(ValueError, match="seed"):
+        random.key(seed)
+
+
+def test_split_gives_distinct_valid_keys():
+    k = random.key(0)
+    a, b = random.split(k)
+    for child in (a, b):
+        assert child.dtype == np.uint64 and child.shape == (2,)
+        assert not np.array_equal(child, k)
+    assert not np.array_equal(a, b)
+
+
+def test_split_num_and_determinism():
+    k = random.key(42)
+    keys = random.split(k, 3)
+    assert len(keys) == 3
+    assert len({tuple(x.tolist()) for x in keys}) == 3
+    again = random.split(random.key(42), 3)
+    for x, y in zip(keys, again, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert len(random.split(k, 1)) == 1
+    # children of different parents differ
+    assert not np.array_equal(random.split(random.key(43), 3)[0], keys[0])
+
+
+def test_split_children_give_different_numbers():
+    k = random.key(3)
+    a, b = random.split(k)
+    xa, xb, xk = (random.normal(x, (8,)) for x in (a, b, k))
+    assert not np.array_equal(xa, xb)
+    assert not np.array_equal(xa, xk)
+    assert not np.array_equal(xb, xk)
+
+
+def test_fold_in_differs_per_data_and_is_deterministic():
+    k = random.key(0)
+    folded = [random.fold_in(k, d) for d in range(5)]
+    for f in folded:
+        assert f.dtype == np.uint64 and f.shape == (2,)
+        assert not np.array_equal(f, k)
+    assert len({tuple(f.tolist()) for f in folded}) == 5
+    np.testing.assert_array_equal(random.fold_in(random.key(0), 3), folded[3])
+    # depends on the key too
+    assert not np.array_equal(random.fold_in(random.key(1), 3), folded[3])
+    # and differs from split's children
+    split_keys = {tuple(x.tolist()) for x in random.split(k, 4)}
+    assert not split_keys & {tuple(f.tolist()) for f in folded}
+
+
+def test_pinned_values():
+    # Same key, same numbers, on every machine: these values were recorded once (NumPy
+    # 2.4, Philox) and must not change. NumPy documents that a Generator stream may change
+    # across NumPy versions; if a NumPy upgrade breaks this test, that is what happened.
+    k = random.key(0)
+    assert random.normal(k, (3,), np.float64).tolist() == [
+        0.15929546600623282, -1.7741885208017214, 1.3265118818830892]
+    assert random.normal(k, (3,)).tolist() == [
+        0.059911035001277924, 0.015559634193778038, -1.1644384860992432]
+    assert random.uniform(k, (3,), dtype=np.float64).tolist() == [
+        0.011546754286331562, 0.24154919656271812, 0.11142585551493822]
+    assert random.permutation(k, 8).tolist() == [5, 0, 6, 1, 7, 2, 4, 3]
+    assert random.bernoulli(k, 0.5, (8,)).tolist() == [
+        True, True, True, False, False, True, False, False]
+    assert [x.tolist() for x in random.split(k)] == [
+        [213000021201967259, 4455796210202625458],
+        [2055444239878205049, 10411612076246414556]]
+    assert random.fold_in(k, 1).tolist() == [14475935840538893038, 8321154236932002834]
+
+
+# --------------------------------------------------------------------------- samplers
+
+def test_normal_shape_and_dtype():
+    k = random.key(1)
+    x = random.normal(k, (2, 3))
+    assert x.shape == (2, 3) and x.dtype == np.float32
+    y = random.normal(k, (4,), np.float64)
+    assert y.shape == (4,) and y.dtype == np.float64
+    assert random.normal(k, 5).shape == (5,)
+    assert random.normal(k).shape == ()
+
+
+def test_uniform_shape_dtype_and_range():
+    k = random.key(2)
+    x = random.uniform(k, (1000,))
+    assert x.shape == (1000,) and x.dtype == np.float32
+    assert x.min() >= 0.0 and x.max() < 1.0
+    y = random.uniform(k, (10_000,), -2.0, 3.0, np.float64)
+    assert y.dtype == np.float64
+    assert y.min() >= -2.0 and y.max() < 3.0
+    assert y.min() < -1.99 and y.max() > 2.99  # fills the interval
+    z = random.uniform(k, (10_000,), -2.0, 3.0)
+    assert z.dtype == np.float32
+    assert z.min() >= -2.0 and z.max() < 3.0
+
+
+def test_uniform_float32_never_reaches_high():
+    x = random.uniform(random.key(0), (200_000,), 1000.0, 1001.0)
+    assert x.max() < 1001.0
+
+
+def test_bernoulli_shape_dtype_extremes():
+    k = random.key(3)
+    b = random.bernoulli(k, 0.5, (4, 5))
+    assert b.shape == (4, 5) and b.dtype == np.bool_
+    assert random.bernoulli(k, 0.0, (1000,)).sum() == 0
+    assert random.bernoulli(k, 1.0, (1000,)).all()
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5])
+def test_bernoulli_rejects_bad_p(p):
+    with pytest.raises(ValueError, match="p"):
+        random.bernoulli(random.key(0), p, (3,))
+
+
+def test_permutation():
+    k = random.key(4)
+    p = random.permutation(k, 50)
+    assert p.dtype == np.int64 and p.shape == (50,)
+    np.testing.assert_array_equal(np.sort(p), np.arange(50))
+    assert not np.array_equal(p, np.arange(50))
+    np.testing.assert_array_equal(random.permutation(random.key(4), 50), p)
+    assert not np.array_equal(random.permutation(random.key(5), 50), p)
+    assert random.permutation(k, 0).shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float16, np.bool_])
+def test_float_samplers_refuse_other_dtypes(dtype):
+    k = random.key(0)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        random.normal(k, (3,), dtype)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        random.uniform(k, (3,), 0.0, 1.0, dtype)
+
+
+_SAMPLERS = {
+    "normal": lambda k: random.normal(k, (16,)),
+    "normal64": lambda k: random.normal(k, (16,), np.float64),
+    "uniform": lambda k: random.uniform(k, (16,)),
+    "uniform_range": lambda k: random.uniform(k, (16,), -3.0, 5.0, np.float64),
+    "bernoulli": lambda k: random.bernoulli(k, 0.5, (64,)),
+    "permutation": lambda k: random.permutation(k, 16),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_SAMPLERS))
+def test_same_key_same_numbers_different_key_different_numbers(name):
+    sample = _SAMPLERS[name]
+    a = sample(random.key(10))
+    np.testing.assert_array_equal(a, sample(random.key(10)))
+    assert not np.array_equal(a, sample(random.key(11)))
+
+
+@pytest.mark.parametrize("name", sorted(_SAMPLERS))
+def test_samplers_do_not_mutate_or_advance_the_key(name):
+    sample = _SAMPLERS[name]
+    k = random.key(7)
+    before = k.copy()
+    first = sample(k)
+    np.testing.assert_array_equal(k, before)
+    np.testing.assert_array_equal(sample(k), first)
+    np.testing.assert_array_equal(k, before)
+
+
+def test_split_and_fold_in_do_not_mutate_the_key():
+    k = random.key(7)
+    before = k.copy()
+    random.split(k, 3)
+    random.fold_in(k, 5)
+    np.testing.assert_array_equal(k, before)
+
+
+_KEY_USERS = {
+    "split": lambda k: random.split(k),
+    "fold_in": lambda k: random.fold_in(k, 1),
+    "normal": lambda k: random.normal(k, (2,)),
+    "uniform": lambda k: random.uniform(k, (2,)),
+    "bernoulli": lambda k: random.bernoulli(k, 0.5, (2,)),
+    "permutation": lambda k: random.permutation(k, 3),
+}
+_BAD_KEYS = {
+    "int": 0,
+    "shape3": np.zeros(3, np.uint64),
+    "shape2x2": np.zeros((2, 2), np.uint64),
+    "int64": np.zeros(2, np.int64),
+    "list": [0, 0],
+}
+
+
+@pytest.mark.parametrize("bad", sorted(_BAD_KEYS))
+@pytest.mark.parametrize("fn", sorted(_KEY_USERS))
+def test_bad_key_raises_type_error_pointing_to_key(fn, bad):
+    with pytest.raises(TypeError, match=r"funcdl\.random\.key"):
+        _KEY_USERS[fn](_BAD_KEYS[bad])
+
+
+# ------------------------------------------------------------------------ statistics
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normal_statistics(dtype):
+    x = random.normal(random.key(123), (100_000,), dtype).astype(np.float64)
+    assert abs(x.mean()) < 0.01
+    assert abs(x.std() - 1.0) < 0.01
+
+
+def test_uniform_statistics():
+    x = random.uniform(random.key(5), (100_000,), -1.0, 3.0, np.float64)
+    assert abs(x.mean() - 1.0) < 0.02
+    assert abs(x.std() - 4.0 / np.sqrt(12.0)) < 0.01
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.8])
+def test_bernoulli_frequency(p):
+    b = random.bernoulli(random.key(9), p, (100_000,))
+    assert abs(b.mean() - p) < 0.01
+
+
+def test_split_keys_give_uncorrelated_streams():
+    a, b = random.split(random.key(11))
+    xa = random.normal(a, (50_000,), np.float64)
+    xb = random.normal(b, (50_000,), np.float64)
+    assert abs(np.corrcoef(xa, xb)[0, 1]) < 0.02

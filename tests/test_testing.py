@@ -1,0 +1,97 @@
+"""funcdl.testing itself: it passes correct vjps and fails wrong ones, naming the entry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from funcdl import layers as L
+from funcdl import losses, random
+from funcdl.layers import Layer
+from funcdl.testing import check_layer, check_loss, check_vjp
+
+
+def _tampered(layer, change):
+    """The layer with its pullback's output passed through ``change(dparams, dx)``."""
+
+    def vjp(params, x, **kw):
+        y, pullback = layer.vjp(params, x, **kw)
+        return y, lambda dy: change(*pullback(dy))
+
+    return Layer(layer.init, layer.apply, vjp, name="Tampered")
+
+
+def _params(layer, in_shape):
+    return layer.init(random.key(0), in_shape)[1]
+
+
+def test_wrong_sign_in_dx_fails():
+    bad = _tampered(L.Tanh(), lambda dp, dx: (dp, -dx))
+    with pytest.raises(AssertionError, match=r"Tampered.*first wrong entry x\["):
+        check_vjp(bad, (), np.linspace(-1, 1, 6).reshape(2, 3))
+
+
+def test_wrong_factor_in_one_weight_entry_is_located():
+    def change(dp, dx):
+        w = dp["w"].copy()
+        w[2, 1] *= 2
+        return {"w": w, "b": dp["b"]}, dx
+
+    bad = _tampered(L.Dense(3), change)
+    x = random.normal(random.key(1), (4, 5), np.float64)
+    params = {k: v.astype(np.float64) for k, v in _params(L.Dense(3), (None, 5)).items()}
+    with pytest.raises(AssertionError, match=r"first wrong entry params\['w'\]\[2, 1\]"):
+        check_vjp(bad, params, x)
+
+
+def test_missing_bias_gradient_fails():
+    bad = _tampered(L.Dense(3), lambda dp, dx: ({"w": dp["w"], "b": 0 * dp["b"]}, dx))
+    with pytest.raises(AssertionError, match=r"params\['b'\]"):
+        check_layer(bad, (None, 2))
+
+
+def test_apply_vjp_mismatch_fails():
+    layer = L.Tanh()
+    bad = Layer(layer.init, lambda p, x, **kw: np.tanh(x) + 1e-3, layer.vjp, name="Off")
+    with pytest.raises(AssertionError, match="apply and vjp"):
+        check_vjp(bad, (), np.ones((2, 2)))
+
+
+def test_wrong_declared_shape_fails():
+    layer = L.Dense(3)
+    bad = Layer(lambda k, s: ((None, 4), layer.init(k, s)[1]), layer.apply, layer.vjp,
+                name="Liar")
+    with pytest.raises(AssertionError, match=r"declared output shape \(None, 4\)"):
+        check_layer(bad, (None, 2))
+
+
+def test_batch_coupling_fails():
+    # subtracting the batch mean couples rows: check_layer must notice
+    def apply(p, x, **kw):
+        return x - x.mean(axis=0)
+
+    def vjp(p, x, **kw):
+        return apply(p, x), lambda dy: ((), dy - dy.mean(axis=0))
+
+    with pytest.raises(AssertionError, match="depends on the other rows"):
+        check_layer(Layer(lambda k, s: (s, ()), apply, vjp, name="Centre"), (None, 3))
+
+
+def test_float64_gradient_for_float32_layer_fails():
+    bad = _tampered(L.Dense(2), lambda dp, dx: (dp, dx.astype(np.float64)))
+    with pytest.raises(AssertionError, match="dx has dtype float64"):
+        check_layer(bad, (None, 2))
+
+
+def test_wrong_loss_gradient_fails():
+    def half(pred, target):
+        value, pullback = losses.mse.vjp(pred, target)
+        return value, lambda g=1.0: 0.5 * pullback(g)
+
+    with pytest.raises(AssertionError, match=r"first wrong entry pred\["):
+        check_loss(losses.Loss("half", half), np.linspace(0, 1, 6), np.zeros(6))
+
+
+def test_correct_layers_pass():
+    check_layer(L.Dense(3), (None, 2))
+    check_loss(losses.mse, np.linspace(0, 1, 6), np.zeros(6))
