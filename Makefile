@@ -22,7 +22,7 @@ demo: $(VENV)/.stamp-demo
 	$(PY) examples/disk.py
 
 test: $(VENV)/.stamp-test
-	$(VENV)/bin/ruff check funcdl tests examples benchmarks
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict funcdl
 	$(PY) -m pytest
 

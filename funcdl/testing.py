@@ -66,14 +66,14 @@ def _entries(size: int, key: random.Key) -> Iterator[int]:
     return iter(np.sort(random.permutation(key, size)[:_MAX_ENTRIES]).tolist())
 
 
-def _fd_check(label: str, f: Callable[[Any], Array], z: Any, grad: Any, u: Array,
+def _fd_check(label: str, f: Callable[[Any], Any], z: Any, grad: Any, u: Any,
               key: random.Key, rtol: float, atol: float, eps: float, ndir: int,
               rename: Callable[[str], str]) -> None:
     """Compare ``grad`` (the vjp of ``f`` at ``z`` against cotangent ``u``) with central
-    differences of ``<u, f(z)>``; ``z`` and ``grad`` are pytrees (named ``params``, ``x``)."""
+    differences of ``<u, f(z)>``; ``z``, ``grad``, ``u`` and ``f(z)`` are pytrees."""
 
     def objective(zz: Any) -> float:
-        return float(np.vdot(u, np.asarray(f(zz), np.float64)))
+        return _dot(u, f(zz))
 
     failure = None
     for k in random.split(key, ndir):
@@ -88,8 +88,10 @@ def _fd_check(label: str, f: Callable[[Any], Array], z: Any, grad: Any, u: Array
         return
     # Tier 2: per entry, to name the wrong leaf and index.
     bad: list[str] = []
-    for (path, zl), gl, ek in zip(tree.leaves_with_path(z), tree.leaves(grad),
-                                  random.split(key, max(len(tree.leaves(z)), 1))):
+    pairs = tree.leaves_with_path(z)
+    td = tree.structure(z)
+    for j, ((path, zl), gl, ek) in enumerate(zip(pairs, tree.leaves(grad),
+                                                 random.split(key, max(len(pairs), 1)))):
         if not _is_float(zl):
             continue
         zl = np.asarray(zl, np.float64)
@@ -97,15 +99,12 @@ def _fd_check(label: str, f: Callable[[Any], Array], z: Any, grad: Any, u: Array
         for flat in _entries(zl.size, ek):
             idx = np.unravel_index(flat, zl.shape)
 
-            def moved(delta: float, path: str = path, idx: Any = idx) -> Any:
-                def bump(p: str, leaf: Any) -> Any:
-                    if p != path:
-                        return leaf
-                    out = np.array(leaf, np.float64, copy=True)
-                    out[idx] += delta
-                    return out
-                pairs = tree.leaves_with_path(z)
-                return tree.unflatten(tree.structure(z), [bump(p, lf) for p, lf in pairs])
+            def moved(delta: float, j: int = j, idx: Any = idx) -> Any:
+                leaves = [leaf for _, leaf in pairs]
+                bumped = np.array(leaves[j], np.float64, copy=True)
+                bumped[idx] += delta
+                leaves[j] = bumped
+                return tree.unflatten(td, leaves)
 
             fd = (objective(moved(eps)) - objective(moved(-eps))) / (2 * eps)
             if not abs(fd - g[flat]) <= atol + rtol * (abs(fd) + abs(g[flat])):
@@ -119,13 +118,25 @@ def _fd_check(label: str, f: Callable[[Any], Array], z: Any, grad: Any, u: Array
         f"{failure[0]:.6g} (finite difference) vs {failure[1]:.6g} (vjp); {detail}")
 
 
+def _input_cotangent(label: str, x: Any, dx: Any) -> Any:
+    """dx with zeros standing in where x is not floating (integer ids have no cotangent)."""
+    if dx is None:
+        return tree.map(lambda xi: np.zeros(np.shape(xi)), x)
+    try:
+        tree.check_same(x, dx, ("x", "dx"), shapes=True)
+    except ValueError as e:
+        raise AssertionError(f"check_vjp({label}): dx does not match x: {e}") from None
+    return tree.map(lambda xi, di: di if _is_float(xi) else np.zeros(np.shape(xi)), x, dx)
+
+
 def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool = False,
               state: Any = None, rtol: float = 1e-5, atol: float = 1e-8, eps: float = 1e-6,
               seed: int = 0, directions: int = 3) -> None:
     """Check ``layer.vjp`` against central finite differences in float64, for params and
     input, on random cotangents; also check that ``apply`` equals the vjp's forward.
 
-    Stateful layers need ``state``. Integer inputs (ids) are not perturbed.
+    ``x`` and the output may be pytrees (tuples for Parallel, FanOut ...). Stateful layers
+    need ``state``. Integer inputs (ids) are not perturbed.
     Raises AssertionError naming the leaf path and index of the first wrong entry.
     """
     label = str(getattr(layer, "name", layer))
@@ -137,37 +148,61 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
     if stateful:
         kw["state"] = _to64(state)
 
-    def f(z: Any) -> Array:
+    def f(z: Any) -> Any:
         out = layer.apply(z[0], z[1], **kw)
-        return np.asarray(out[0] if stateful else out)
+        return out[0] if stateful else out
 
     y = f((p64, x64))
     res = layer.vjp(p64, x64, **kw)
-    y_vjp, pullback = np.asarray(res[0]), res[1]
-    if y_vjp.shape != y.shape or not np.allclose(y_vjp, y, rtol=1e-12, atol=1e-12,
-                                                 equal_nan=True):
-        raise AssertionError(f"check_vjp({label}): apply and vjp(...)[0] disagree "
-                             f"(shapes {y.shape} and {y_vjp.shape})")
-    u = random.normal(random.key(seed), y.shape, np.float64)
+    y_vjp, pullback = res[0], res[1]
+    try:
+        tree.check_same(y, y_vjp, ("apply", "vjp"), shapes=True)
+    except ValueError as e:
+        raise AssertionError(f"check_vjp({label}): apply and vjp(...)[0] disagree: {e}") \
+            from None
+    for a, b in zip(tree.leaves(y), tree.leaves(y_vjp)):
+        if not np.allclose(a, b, rtol=1e-12, atol=1e-12, equal_nan=True):
+            raise AssertionError(f"check_vjp({label}): apply and vjp(...)[0] disagree")
+    u = _directions(random.key(seed), y)
     dparams, dx = pullback(u)
-    tree.check_same(p64, dparams, ("params", "dparams"), shapes=True)
-    if _is_float(x64):
-        if np.shape(dx) != np.shape(x64):
-            raise AssertionError(f"check_vjp({label}): dx has shape {np.shape(dx)}, "
-                                 f"x has {np.shape(x64)}")
-        z, grad = (p64, x64), (dparams, dx)
-    else:
-        z, grad = (p64, x64), (dparams, np.zeros(np.shape(x64)))
+    try:
+        tree.check_same(p64, dparams, ("params", "dparams"), shapes=True)
+    except ValueError as e:
+        raise AssertionError(f"check_vjp({label}): {e}") from None
+    z, grad = (p64, x64), (dparams, _input_cotangent(label, x64, dx))
     _fd_check(label, f, z, grad, u, random.key(seed + 1), rtol, atol, eps, directions,
               lambda p: ("params" if p.startswith("[0]") else "x") + p[3:])
 
 
-def check_layer(layer: Any, in_shape: tuple[int | None, ...], *, key: Any = None,
-                batch: int = 3, train: bool = False, rtol: float = 1e-5,
-                atol: float = 1e-8, x: Any = None) -> None:
-    """Check a layer end to end on a random float32 input of ``in_shape`` (None -> batch):
-    the declared output shape, apply == vjp forward, float32 kept in outputs and gradients,
-    batch rows independent at inference, and the vjp against finite differences."""
+def _is_shape(s: Any) -> bool:
+    return isinstance(s, tuple) and all(d is None or isinstance(d, (int, np.integer))
+                                        for d in s)
+
+
+def _random_input(key: random.Key, in_shape: Any, batch: int) -> Any:
+    """float32 normals of ``in_shape`` (a shape, or a tuple of shapes), None -> batch."""
+    if _is_shape(in_shape):
+        return random.normal(key, tuple(batch if d is None else d for d in in_shape))
+    return tuple(_random_input(k, s, batch)
+                 for k, s in zip(random.split(key, len(in_shape)), in_shape))
+
+
+def _shape_agrees(declared: Any, y: Any, batch: int) -> bool:
+    if _is_shape(declared):
+        return (isinstance(y, np.ndarray) and len(declared) == y.ndim and all(
+            d == s if d is not None else (i > 0 or s == batch)
+            for i, (d, s) in enumerate(zip(declared, y.shape))))
+    return (isinstance(declared, tuple) and isinstance(y, tuple) and len(declared) == len(y)
+            and all(_shape_agrees(d, yi, batch) for d, yi in zip(declared, y)))
+
+
+def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
+                train: bool = False, rtol: float = 1e-5, atol: float = 1e-8,
+                x: Any = None) -> None:
+    """Check a layer end to end on a random float32 input of ``in_shape`` (None -> batch;
+    a tuple of shapes for layers taking a tuple): the declared output shape, apply == vjp
+    forward, float32 kept in outputs and gradients, batch rows independent at inference,
+    and the vjp against finite differences."""
     label = str(getattr(layer, "name", layer))
     k_init, k_x, k_call = random.split(random.key(0) if key is None else key, 3)
     stateful = bool(getattr(layer, "stateful", False))
@@ -177,45 +212,49 @@ def check_layer(layer: Any, in_shape: tuple[int | None, ...], *, key: Any = None
     if stateful:
         kw["state"] = out[2]
     if x is None:
-        shape = tuple(batch if d is None else d for d in in_shape)
-        x = random.normal(k_x, shape, np.float32)
+        x = _random_input(k_x, in_shape, batch)
+    n = np.shape(tree.leaves(x)[0])[0]
 
-    def call(p: Any, xx: Any, **extra: Any) -> Array:
+    def call(p: Any, xx: Any, **extra: Any) -> Any:
         res = layer.apply(p, xx, **{**kw, **extra})
-        return np.asarray(res[0] if stateful else res)
+        return res[0] if stateful else res
 
     y = call(params, x)
-    declared = tuple(np.shape(x)[0] if (i == 0 and d is None) else d
-                     for i, d in enumerate(out_shape))
-    if len(declared) != y.ndim or any(d is not None and d != s for d, s in zip(declared, y.shape)):
+    if not _shape_agrees(out_shape, y, n):
         raise AssertionError(f"check_layer({label}): init declared output shape {out_shape}, "
-                             f"apply gave {y.shape}")
+                             f"apply gave {tree.map(np.shape, y)}")
     res = layer.vjp(params, x, **kw)
-    y_vjp, pullback = np.asarray(res[0]), res[1]
-    if not np.allclose(y_vjp, y, rtol=1e-6, atol=1e-7, equal_nan=True):
-        raise AssertionError(f"check_layer({label}): apply and vjp(...)[0] disagree")
-    x_float = _is_float(x)
-    if x_float and y.dtype != np.asarray(x).dtype:
-        raise AssertionError(f"check_layer({label}): input dtype {np.asarray(x).dtype} gave "
-                             f"output dtype {y.dtype}")
+    pullback = res[1]
+    for a, b in zip(tree.leaves(y), tree.leaves(res[0])):
+        if not np.allclose(a, b, rtol=1e-6, atol=1e-7, equal_nan=True):
+            raise AssertionError(f"check_layer({label}): apply and vjp(...)[0] disagree")
+    x_dtypes = {np.asarray(xi).dtype for xi in tree.leaves(x) if _is_float(xi)}
+    for path, yi in tree.leaves_with_path(y):
+        if x_dtypes and np.asarray(yi).dtype not in x_dtypes:
+            raise AssertionError(f"check_layer({label}): input dtype {sorted(map(str, x_dtypes))}"
+                                 f" gave output{path} of dtype {np.asarray(yi).dtype}")
     for path, leaf in tree.leaves_with_path(params):
         if _is_float(leaf) and np.asarray(leaf).dtype != np.float32:
             raise AssertionError(f"check_layer({label}): init gave params{path} of dtype "
                                  f"{np.asarray(leaf).dtype}, expected float32")
-    dparams, dx = pullback(np.ones_like(y))
+    dparams, dx = pullback(tree.map(np.ones_like, y))
     for path, leaf in tree.leaves_with_path(dparams):
         if _is_float(leaf) and np.asarray(leaf).dtype != np.float32:
             raise AssertionError(f"check_layer({label}): dparams{path} has dtype "
                                  f"{np.asarray(leaf).dtype} for float32 params and input")
-    if x_float and np.asarray(dx).dtype != np.asarray(x).dtype:
-        raise AssertionError(f"check_layer({label}): dx has dtype {np.asarray(dx).dtype}, "
-                             f"x has {np.asarray(x).dtype}")
-    if np.shape(x)[0] > 1:
+    if dx is not None:
+        for (path, xi), di in zip(tree.leaves_with_path(x), tree.leaves(dx)):
+            if _is_float(xi) and np.asarray(di).dtype != np.asarray(xi).dtype:
+                raise AssertionError(f"check_layer({label}): dx{path} has dtype "
+                                     f"{np.asarray(di).dtype}, x{path} has "
+                                     f"{np.asarray(xi).dtype}")
+    if n > 1:
         full = call(params, x, train=False)
-        first = call(params, np.asarray(x)[:1], train=False)
-        if not np.allclose(first, full[:1], rtol=1e-5, atol=1e-6):
-            raise AssertionError(f"check_layer({label}): at inference, row 0 of the output "
-                                 f"depends on the other rows of the batch")
+        first = call(params, tree.map(lambda a: np.asarray(a)[:1], x), train=False)
+        for a, b in zip(tree.leaves(first), tree.leaves(full)):
+            if not np.allclose(a, b[:1], rtol=1e-5, atol=1e-6):
+                raise AssertionError(f"check_layer({label}): at inference, row 0 of the "
+                                     f"output depends on the other rows of the batch")
     check_vjp(layer, params, x, key=k_call, train=train, state=kw.get("state"), rtol=rtol,
               atol=atol)
 

@@ -1,7 +1,8 @@
 """Layers: immutable ``Layer(init, apply, vjp)`` values, and combinators built from them.
 
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
-layers, Dropout), ``activations``, ``combinators``.
+layers, Dropout), ``activations``, ``combinators`` (Sequential, Parallel,
+Residual, Shared), ``routing`` (FanOut, FanInSum, FanInConcat, Slice).
 """
 
 from funcdl.layers.activations import (
@@ -16,26 +17,34 @@ from funcdl.layers.activations import (
     Tanh,
 )
 from funcdl.layers.base import Layer, LayerLike, Pullback, Shape
-from funcdl.layers.combinators import Sequential
+from funcdl.layers.combinators import Parallel, Residual, Sequential, Shared
 from funcdl.layers.core import Dense, Dropout, Flatten, Identity, Reshape
+from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Slice
 
 __all__ = [
     "ELU",
     "GELU",
     "Dense",
     "Dropout",
+    "FanInConcat",
+    "FanInSum",
+    "FanOut",
     "Flatten",
     "Identity",
     "Layer",
     "LayerLike",
     "LeakyReLU",
     "LogSoftmax",
+    "Parallel",
     "Pullback",
     "ReLU",
     "Reshape",
+    "Residual",
     "Sequential",
     "Shape",
+    "Shared",
     "Sigmoid",
+    "Slice",
     "Softmax",
     "Softplus",
     "Tanh",

@@ -1,8 +1,14 @@
 """Combinators: layers built from layers. They only route shapes, params, keys, state and
 cotangents; every vjp comes from the children's.
 
-A combinator is stateful when any child is; its state is a tuple with one entry per child
-(``()`` for a stateless child), and each child sees only its own entry.
+Branching follows stax: ``FanOut(n)`` turns one array into a tuple of ``n``, ``Parallel``
+maps a tuple through one layer per entry, and ``FanInSum`` / ``FanInConcat`` merge a tuple
+back into one array. Where one value feeds several places (FanOut, shared weights), the
+pullback sums the cotangents that come back.
+
+State: a combinator is stateful when any child is. Its state holds one entry per child
+(``()`` for a stateless child) and each child sees only its own entry; a wrapper of a single
+layer (``Residual``, ``Shared``) has that layer's params and state unchanged.
 """
 
 from __future__ import annotations
@@ -10,69 +16,128 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from funcdl import random
+import numpy as np
+
+from funcdl import random, tree
 from funcdl.layers.base import Array, Layer, LayerLike, Shape, located
 
-__all__ = ["Sequential"]
+__all__ = ["Parallel", "Residual", "Sequential", "Shared"]
 
 
-def _keys(key: Any, n: int) -> Sequence[Any]:
-    return (None,) * n if key is None else random.split(key, n)
+# ---------------------------------------------------------------------------- child calls
+# Each combinator is written once in the stateful form, with the three helpers below giving
+# a uniform view of any child (a stateless child's state is ()); `build` then drops the
+# state from the signatures when no child has any.
+
+def is_stateful(layer: Any) -> bool:
+    return bool(getattr(layer, "stateful", False))
 
 
-def _check_children(name: str, layers: Sequence[Any]) -> None:
+def name_of(layer: Any) -> str:
+    return str(getattr(layer, "name", type(layer).__name__))
+
+
+def check_children(name: str, layers: Sequence[Any]) -> None:
     for i, layer in enumerate(layers):
         if not all(hasattr(layer, f) for f in ("init", "apply", "vjp")):
             hint = " (constructors are called: ReLU(), not ReLU)" if callable(layer) else ""
             raise TypeError(f"{name}: argument {i} is not a layer, got {layer!r}{hint}")
 
 
-def _check_params(name: str, params: Any, n: int, what: str = "params") -> None:
-    if not isinstance(params, (tuple, list)) or len(params) != n:
-        got = (f"a {type(params).__name__} of length {len(params)}"
-               if isinstance(params, (tuple, list)) else type(params).__name__)
+def child_init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
+    out = layer.init(key, in_shape)
+    return (out[0], out[1], out[2]) if is_stateful(layer) else (out[0], out[1], ())
+
+
+def child_apply(layer: Any, p: Any, x: Any, s: Any, key: Any, train: bool) -> tuple[Any, Any]:
+    if is_stateful(layer):
+        y, s = layer.apply(p, x, state=s, key=key, train=train)
+        return y, s
+    return layer.apply(p, x, key=key, train=train), s
+
+
+def child_vjp(layer: Any, p: Any, x: Any, s: Any, key: Any,
+              train: bool) -> tuple[Any, Callable[..., Any], Any]:
+    if is_stateful(layer):
+        y, pullback, s = layer.vjp(p, x, state=s, key=key, train=train)
+        return y, pullback, s
+    y, pullback = layer.vjp(p, x, key=key, train=train)
+    return y, pullback, s
+
+
+def keys_for(key: Any, n: int) -> Sequence[Any]:
+    """One key per child, or Nones when no key was given (most models need none)."""
+    return (None,) * n if key is None else random.split(key, n)
+
+
+def entries(name: str, value: Any, n: int, what: str) -> Sequence[Any]:
+    """``value`` as a tuple/list with one entry per child, or a clear error."""
+    if not isinstance(value, (tuple, list)) or len(value) != n:
+        got = (f"a {type(value).__name__} of length {len(value)}"
+               if isinstance(value, (tuple, list)) else type(value).__name__)
         raise ValueError(f"{name}: expected {what} as a tuple with one entry per layer "
                          f"({n}), got {got}")
+    return value
 
 
-def _stateful(layer: Any) -> bool:
-    return bool(getattr(layer, "stateful", False))
+def build(name: str, stateful: bool, init: Callable[..., Any], apply: Callable[..., Any],
+          vjp: Callable[..., Any], empty_state: Any = ()) -> Layer:
+    """A Layer from stateful-form functions; the plain signatures when ``stateful`` is
+    False (then ``empty_state`` stands in for the state the functions expect)."""
+    if stateful:
+        return Layer(init, apply, vjp, stateful=True, name=name)
+
+    def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
+        out_shape, params, _ = init(key, in_shape)
+        return out_shape, params
+
+    def apply0(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        return apply(params, x, state=empty_state, key=key, train=train)[0]
+
+    def vjp0(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        y, pullback, _ = vjp(params, x, state=empty_state, key=key, train=train)
+        return y, pullback
+
+    return Layer(init0, apply0, vjp0, name=name)
 
 
-def _name(layer: Any) -> str:
-    return str(getattr(layer, "name", type(layer).__name__))
-
-
-def Sequential(*layers: LayerLike) -> Layer:
-    """Compose layers left to right: ``y = f_n(... f_1(x))``; params are a tuple, one entry
-    per layer. vjp: run each child's vjp forward, then the pullbacks in reverse order.
-    Keys: one ``random.split`` per call, one key per child."""
-    name = "Sequential(" + ", ".join(_name(l) for l in layers) + ")"
-    _check_children("Sequential", layers)
+def _sequential_init(layers: Sequence[Any], where: list[str]) -> Callable[..., Any]:
+    """Fold the shape through the children, one key each: ``(out_shape, params, state)``."""
     n = len(layers)
-    stateful = any(_stateful(l) for l in layers)
-    where = [f"Sequential[{i}]" for i in range(n)]
-    names = [_name(l) for l in layers]
 
-    def init(key: random.Key, in_shape: Shape) -> Any:
+    def init(key: random.Key, in_shape: Any) -> tuple[Any, Any, Any]:
         params, states = [], []
         shape = in_shape
         for i, (layer, k) in enumerate(zip(layers, random.split(key, n) if n else ())):
             try:
-                out = layer.init(k, shape)
+                shape, p, s = child_init(layer, k, shape)
             except (ValueError, TypeError) as e:
-                raise located(where[i], names[i], e) from e
-            shape, p = out[0], out[1]
+                raise located(where[i], name_of(layer), e) from e
             params.append(p)
-            states.append(out[2] if _stateful(layer) else ())
-        if stateful:
-            return shape, tuple(params), tuple(states)
-        return shape, tuple(params)
+            states.append(s)
+        return shape, tuple(params), tuple(states)
 
-    if not stateful:
+    return init
+
+
+# ---------------------------------------------------------------------------- Sequential
+
+def Sequential(*layers: LayerLike) -> Layer:
+    """Compose layers left to right: ``y = f_n(... f_1(x))``; params are a tuple with one
+    entry per layer. vjp: each child's vjp forward, then the pullbacks in reverse order.
+    Keys: one ``random.split`` per call (only when a key is given), one key per child."""
+    check_children("Sequential", layers)
+    name = "Sequential(" + ", ".join(name_of(l) for l in layers) + ")"
+    n = len(layers)
+    where = [f"Sequential[{i}]" for i in range(n)]
+    names = [name_of(l) for l in layers]
+    init = _sequential_init(layers, where)
+
+    if not any(is_stateful(l) for l in layers):
+        # The hot path of every model: a plain loop, no state bookkeeping.
         def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-            _check_params(name, params, n)
-            for i, (layer, p, k) in enumerate(zip(layers, params, _keys(key, n))):
+            entries(name, params, n, "params")
+            for i, (layer, p, k) in enumerate(zip(layers, params, keys_for(key, n))):
                 try:
                     x = layer.apply(p, x, key=k, train=train)
                 except (ValueError, TypeError) as e:
@@ -80,65 +145,237 @@ def Sequential(*layers: LayerLike) -> Layer:
             return x
 
         def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-            _check_params(name, params, n)
+            entries(name, params, n, "params")
             pullbacks = []
-            for i, (layer, p, k) in enumerate(zip(layers, params, _keys(key, n))):
+            for i, (layer, p, k) in enumerate(zip(layers, params, keys_for(key, n))):
                 try:
                     x, pb = layer.vjp(p, x, key=k, train=train)
                 except (ValueError, TypeError) as e:
                     raise located(where[i], names[i], e) from e
                 pullbacks.append(pb)
-            return x, _reverse(pullbacks)
+            return x, _reverse(pullbacks, where)
 
-        return Layer(init, apply, vjp, name=name)
+        def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
+            out_shape, params, _ = init(key, in_shape)
+            return out_shape, params
+
+        return Layer(init0, apply, vjp, name=name)
 
     def apply_s(params: Any, x: Any, *, state: Any, key: Any = None,
-                train: bool = False) -> tuple[Array, Any]:
-        _check_params(name, params, n)
-        _check_params(name, state, n, "state")
+                train: bool = False) -> tuple[Any, Any]:
+        entries(name, params, n, "params")
+        entries(name, state, n, "state")
         new_state = []
-        for i, (layer, p, s, k) in enumerate(zip(layers, params, state, _keys(key, n))):
+        for i, (layer, p, s, k) in enumerate(zip(layers, params, state, keys_for(key, n))):
             try:
-                if _stateful(layer):
-                    x, s = layer.apply(p, x, state=s, key=k, train=train)
-                else:
-                    x = layer.apply(p, x, key=k, train=train)
+                x, s = child_apply(layer, p, x, s, k, train)
             except (ValueError, TypeError) as e:
                 raise located(where[i], names[i], e) from e
             new_state.append(s)
         return x, tuple(new_state)
 
-    def vjp_s(params: Any, x: Any, *, state: Any, key: Any = None,
-              train: bool = False) -> Any:
-        _check_params(name, params, n)
-        _check_params(name, state, n, "state")
+    def vjp_s(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
+        entries(name, params, n, "params")
+        entries(name, state, n, "state")
         pullbacks, new_state = [], []
-        for i, (layer, p, s, k) in enumerate(zip(layers, params, state, _keys(key, n))):
+        for i, (layer, p, s, k) in enumerate(zip(layers, params, state, keys_for(key, n))):
             try:
-                if _stateful(layer):
-                    x, pb, s = layer.vjp(p, x, state=s, key=k, train=train)
-                else:
-                    x, pb = layer.vjp(p, x, key=k, train=train)
+                x, pb, s = child_vjp(layer, p, x, s, k, train)
             except (ValueError, TypeError) as e:
                 raise located(where[i], names[i], e) from e
             pullbacks.append(pb)
             new_state.append(s)
-        return x, _reverse(pullbacks), tuple(new_state)
+        return x, _reverse(pullbacks, where), tuple(new_state)
 
     return Layer(init, apply_s, vjp_s, stateful=True, name=name)
 
 
-def _reverse(pullbacks: list[Callable[[Array], tuple[Any, Array]]]) -> Callable[..., Any]:
-    """The pullback of a composition: children's pullbacks in reverse order."""
+def _reverse(pullbacks: list[Callable[[Array], tuple[Any, Any]]],
+             where: list[str]) -> Callable[..., Any]:
+    """The pullback of a composition: the children's pullbacks in reverse order."""
     n = len(pullbacks)
 
-    def pullback(dy: Array) -> tuple[tuple[Any, ...], Array]:
+    def pullback(dy: Any) -> tuple[tuple[Any, ...], Any]:
         dparams: list[Any] = [None] * n
         for i in range(n - 1, -1, -1):
             try:
                 dparams[i], dy = pullbacks[i](dy)
             except (ValueError, TypeError) as e:
-                raise located(f"Sequential[{i}]", "pullback", e) from e
+                raise located(where[i], "pullback", e) from e
         return tuple(dparams), dy
 
     return pullback
+
+
+# ---------------------------------------------------------------------------- branching
+
+def Parallel(*layers: LayerLike) -> Layer:
+    """Apply one layer per entry of a tuple: ``(x_1, ..., x_n) -> (f_1(x_1), ..., f_n(x_n))``;
+    in_shape is a tuple of shapes. vjp: each branch's pullback on its own cotangent."""
+    check_children("Parallel", layers)
+    name = "Parallel(" + ", ".join(name_of(l) for l in layers) + ")"
+    n = len(layers)
+    where = [f"Parallel[{i}]" for i in range(n)]
+
+    def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any, Any]:
+        entries(name, in_shapes, n, "in_shape")
+        outs = []
+        for i, (layer, k, shape) in enumerate(zip(layers, keys_for(key, n), in_shapes)):
+            try:
+                outs.append(child_init(layer, k, shape))
+            except (ValueError, TypeError) as e:
+                raise located(where[i], name_of(layer), e) from e
+        return tuple(o[0] for o in outs), tuple(o[1] for o in outs), tuple(o[2] for o in outs)
+
+    def apply(params: Any, xs: Any, *, state: Any, key: Any = None,
+              train: bool = False) -> tuple[Any, Any]:
+        entries(name, params, n, "params")
+        entries(name, xs, n, "inputs")
+        ys, new_state = [], []
+        for i, (layer, p, x, s, k) in enumerate(zip(layers, params, xs, state,
+                                                     keys_for(key, n))):
+            try:
+                y, s = child_apply(layer, p, x, s, k, train)
+            except (ValueError, TypeError) as e:
+                raise located(where[i], name_of(layer), e) from e
+            ys.append(y)
+            new_state.append(s)
+        return tuple(ys), tuple(new_state)
+
+    def vjp(params: Any, xs: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
+        entries(name, params, n, "params")
+        entries(name, xs, n, "inputs")
+        ys, pbs, new_state = [], [], []
+        for i, (layer, p, x, s, k) in enumerate(zip(layers, params, xs, state,
+                                                     keys_for(key, n))):
+            try:
+                y, pb, s = child_vjp(layer, p, x, s, k, train)
+            except (ValueError, TypeError) as e:
+                raise located(where[i], name_of(layer), e) from e
+            ys.append(y)
+            pbs.append(pb)
+            new_state.append(s)
+
+        def pullback(dys: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+            entries(name, dys, n, "cotangents")
+            grads = [pb(dy) for pb, dy in zip(pbs, dys)]
+            return tuple(g[0] for g in grads), tuple(g[1] for g in grads)
+
+        return tuple(ys), pullback, tuple(new_state)
+
+    return build(name, any(is_stateful(l) for l in layers), init, apply, vjp,
+                 empty_state=((),) * n)
+
+
+
+
+def Residual(layer: LayerLike) -> Layer:
+    """``y = x + f(x)``, f's params and state unchanged; vjp: ``dx = dy + f_xᵀ dy``,
+    ``dparams = f_pᵀ dy``."""
+    check_children("Residual", [layer])
+    child = name_of(layer)
+    name = f"Residual({child})"
+
+    def init(key: random.Key, in_shape: Any) -> tuple[Any, Any, Any]:
+        try:
+            out, p, s = child_init(layer, key, in_shape)
+        except (ValueError, TypeError) as e:
+            raise located("Residual", child, e) from e
+        if len(out) != len(in_shape) or any(
+                a is not None and b is not None and a != b for a, b in zip(out, in_shape)):
+            raise ValueError(f"{name}: the branch maps {tuple(in_shape)} to {tuple(out)}; a "
+                             f"residual needs its output shape equal to its input shape")
+        return tuple(in_shape), p, s
+
+    def merged(x: Any, y: Any) -> Any:
+        if y.shape != x.shape:
+            raise ValueError(f"{name}: the branch maps {x.shape} to {y.shape}; a residual "
+                             f"needs equal shapes")
+        return x + y
+
+    def apply(params: Any, x: Any, *, state: Any, key: Any = None,
+              train: bool = False) -> tuple[Any, Any]:
+        try:
+            y, s = child_apply(layer, params, x, state, key, train)
+        except (ValueError, TypeError) as e:
+            raise located("Residual", child, e) from e
+        return merged(x, y), s
+
+    def vjp(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
+        try:
+            y, pb, s = child_vjp(layer, params, x, state, key, train)
+        except (ValueError, TypeError) as e:
+            raise located("Residual", child, e) from e
+
+        def pullback(dy: Any) -> tuple[Any, Any]:
+            dparams, dx = pb(dy)
+            return dparams, dy + dx
+
+        return merged(x, y), pullback, s
+
+    return build(name, is_stateful(layer), init, apply, vjp)
+
+
+def Shared(layer: LayerLike, n: int = 2) -> Layer:
+    """Weight sharing: apply one layer, with one set of params, to each of ``n`` inputs:
+    ``(x_1, ..., x_n) -> (f(x_1), ..., f(x_n))``. Its params are the layer's own; vjp: the
+    gradient is the sum of the per-branch gradients, ``dparams = Σ_i f_pᵀ dy_i``.
+
+    Example (a Siamese pair): ``Sequential(Shared(encoder), FanInConcat(), Dense(1))``.
+    """
+    check_children("Shared", [layer])
+    if is_stateful(layer):
+        raise TypeError(f"Shared: {name_of(layer)} keeps running statistics; sharing it "
+                        f"between branches is not supported (share the layers around it)")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"Shared: n must be a positive int, got {n!r}")
+    child = name_of(layer)
+    name = f"Shared({child}, {n})"
+    where = [f"Shared[{i}]" for i in range(n)]
+
+    def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
+        entries(name, in_shapes, n, "in_shape")
+        outs = []
+        params = None
+        for i, shape in enumerate(in_shapes):
+            try:
+                out, p = layer.init(key, shape)
+            except (ValueError, TypeError) as e:
+                raise located(where[i], child, e) from e
+            if params is None:
+                params = p
+            outs.append(out)
+        return tuple(outs), params
+
+    def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
+        entries(name, xs, n, "inputs")
+        out = []
+        for i, (x, k) in enumerate(zip(xs, keys_for(key, n))):
+            try:
+                out.append(layer.apply(params, x, key=k, train=train))
+            except (ValueError, TypeError) as e:
+                raise located(where[i], child, e) from e
+        return tuple(out)
+
+    def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
+        entries(name, xs, n, "inputs")
+        ys, pbs = [], []
+        for i, (x, k) in enumerate(zip(xs, keys_for(key, n))):
+            try:
+                y, pb = layer.vjp(params, x, key=k, train=train)
+            except (ValueError, TypeError) as e:
+                raise located(where[i], child, e) from e
+            ys.append(y)
+            pbs.append(pb)
+
+        def pullback(dys: Any) -> tuple[Any, tuple[Any, ...]]:
+            entries(name, dys, n, "cotangents")
+            grads = [pb(dy) for pb, dy in zip(pbs, dys)]
+            total = grads[0][0]
+            for g in grads[1:]:
+                total = tree.map(np.add, total, g[0])
+            return total, tuple(g[1] for g in grads)
+
+        return tuple(ys), pullback
+
+    return Layer(init, apply, vjp, name=name)

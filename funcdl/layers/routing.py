@@ -1,0 +1,196 @@
+"""Routing layers without parameters: split one array into a tuple, merge a tuple into one
+array, or take a slice. Used with ``Parallel`` and ``Shared`` to build graphs that are not a
+straight line (stax's FanOut / FanInSum / FanInConcat)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from funcdl import random
+from funcdl.layers.base import Array, Layer, Shape, as_array, check_cotangent, check_in_shape
+
+__all__ = ["FanInConcat", "FanInSum", "FanOut", "Slice"]
+
+
+def _tuple(name: str, xs: Any, n: int | None = None) -> tuple[Array, ...]:
+    if not isinstance(xs, (tuple, list)) or (n is not None and len(xs) != n) or not xs:
+        what = f"a tuple of {n} arrays" if n else "a non-empty tuple of arrays"
+        got = (f"a {type(xs).__name__} of length {len(xs)}" if isinstance(xs, (tuple, list))
+               else type(xs).__name__)
+        raise ValueError(f"{name}: expected {what} (e.g. from FanOut or Parallel), got {got}")
+    return tuple(as_array(name, x) for x in xs)
+
+
+def _shapes(name: str, in_shapes: Any) -> list[Shape]:
+    if not isinstance(in_shapes, (tuple, list)) or not in_shapes or not all(
+            isinstance(s, (tuple, list)) for s in in_shapes):
+        raise TypeError(f"{name}: in_shape must be a tuple of input shapes (one per branch), "
+                        f"got {in_shapes!r}")
+    return [check_in_shape(name, s, min_rank=0) for s in in_shapes]
+
+
+def FanOut(n: int) -> Layer:
+    """``x -> (x, ..., x)``, ``n`` references to one array; vjp: ``dx = Σ_i dy_i``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"FanOut: n must be a positive int, got {n!r}")
+    name = f"FanOut({n})"
+
+    def init(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
+        del key
+        shape = check_in_shape(name, in_shape, min_rank=0)
+        return (shape,) * n, ()
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del params, key, train
+        return (as_array(name, x),) * n
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        xs = apply(params, x)
+        shape = xs[0].shape
+
+        def pullback(dys: Any) -> tuple[Any, Array]:
+            dys = _tuple(name, dys, n)
+            total = check_cotangent(name, dys[0], shape)
+            for dy in dys[1:]:
+                total = total + check_cotangent(name, dy, shape)
+            return (), total
+
+        return xs, pullback
+
+    return Layer(init, apply, vjp, name=name)
+
+
+def FanInSum() -> Layer:
+    """``(x_1, ..., x_n) -> Σ_i x_i`` (all of one shape, never broadcast); vjp: ``dx_i = dy``."""
+    name = "FanInSum()"
+
+    def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
+        del key
+        shapes = _shapes(name, in_shapes)
+        out = list(shapes[0])
+        for s in shapes[1:]:
+            if len(s) != len(out) or any(a is not None and b is not None and a != b
+                                         for a, b in zip(s, out)):
+                raise ValueError(f"{name}: inputs must share one shape, got {tuple(shapes)}")
+            out = [a if a is not None else b for a, b in zip(out, s)]
+        return tuple(out), ()
+
+    def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
+        del params, key, train
+        arrays = _tuple(name, xs)
+        if any(a.shape != arrays[0].shape for a in arrays):
+            raise ValueError(f"{name}: inputs must share one shape, got "
+                             f"{[a.shape for a in arrays]}")
+        total = arrays[0]
+        for a in arrays[1:]:
+            total = total + a
+        return total
+
+    def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
+        y = apply(params, xs)
+        n = len(xs)
+        return y, lambda dy: ((), (check_cotangent(name, dy, y.shape),) * n)
+
+    return Layer(init, apply, vjp, name=name)
+
+
+def FanInConcat(axis: int = -1) -> Layer:
+    """Concatenate a tuple along ``axis`` (batch axis excluded); vjp: ``dy`` split at the
+    same offsets."""
+    axis = int(axis)
+    name = f"FanInConcat(axis={axis})"
+
+    def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
+        del key
+        shapes = _shapes(name, in_shapes)
+        rank = len(shapes[0])
+        if not -rank <= axis < rank or axis % rank == 0:
+            raise ValueError(f"{name}: axis must be a non-batch axis of inputs of rank {rank}")
+        ax = axis % rank
+        for s in shapes:
+            if len(s) != rank or any(i != ax and a is not None and b is not None and a != b
+                                     for i, (a, b) in enumerate(zip(s, shapes[0]))):
+                raise ValueError(f"{name}: inputs must agree on every axis but {axis}, got "
+                                 f"{tuple(shapes)}")
+        sizes = [s[ax] for s in shapes]
+        total = None if None in sizes else sum(sizes)  # type: ignore[arg-type]
+        return tuple(total if i == ax else d for i, d in enumerate(shapes[0])), ()
+
+    def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
+        del params, key, train
+        arrays = _tuple(name, xs)
+        rank = arrays[0].ndim
+        ax = axis % rank if rank else 0
+        if any(a.ndim != rank or a.shape[:ax] + a.shape[ax + 1:]
+               != arrays[0].shape[:ax] + arrays[0].shape[ax + 1:] for a in arrays):
+            raise ValueError(f"{name}: inputs must agree on every axis but {axis}, got "
+                             f"{[a.shape for a in arrays]}")
+        return np.concatenate(arrays, axis=ax)
+
+    def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
+        y = apply(params, xs)
+        ax = axis % y.ndim
+        offsets = np.cumsum([np.shape(x)[ax] for x in xs])[:-1]
+
+        def pullback(dy: Any) -> tuple[Any, tuple[Array, ...]]:
+            dy = check_cotangent(name, dy, y.shape)
+            return (), tuple(np.split(dy, offsets, axis=ax))
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name)
+
+
+def Slice(index: Any) -> Layer:
+    """Basic indexing of the axes after the batch axis: ``y = x[:, index]``
+    (``index`` an int, a slice or a tuple of them, e.g. ``np.s_[:, 0:14]``);
+    vjp: ``dx = 0`` with ``dx[:, index] = dy``."""
+    idx = index if isinstance(index, tuple) else (index,)
+    for i in idx:
+        if not (isinstance(i, (slice, int, np.integer)) or i is Ellipsis) \
+                or isinstance(i, bool):
+            raise TypeError(f"Slice: index entries must be ints, slices or ..., got {i!r} "
+                            f"(use np.s_[...] to write slices)")
+    full = (slice(None), *idx)
+    name = f"Slice({index!r})"
+
+    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        del key
+        shape = check_in_shape(name, in_shape)
+        if None in shape[1:]:
+            raise ValueError(f"{name}: the axes after the batch axis must be known, "
+                             f"got {shape}")
+        probe = np.broadcast_to(np.empty((), np.int8), (1, *shape[1:]))  # type: ignore[arg-type]
+        try:
+            out = probe[full].shape
+        except IndexError as e:
+            raise ValueError(f"{name}: cannot index an input of shape {shape}: {e}") from None
+        return (shape[0], *out[1:]), ()
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del params, key, train
+        xa = as_array(name, x)
+        if xa.ndim == 0:
+            raise ValueError(f"{name}: expected an input with a batch axis, got shape ()")
+        try:
+            y: Array = xa[full]
+        except IndexError as e:
+            raise ValueError(f"{name}: cannot index an input of shape {xa.shape}: {e}") \
+                from None
+        return y
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        y = apply(params, x)
+        x_shape = np.shape(x)
+
+        def pullback(dy: Any) -> tuple[Any, Array]:
+            dy = check_cotangent(name, dy, y.shape)
+            dx = np.zeros(x_shape, dy.dtype)
+            dx[full] = dy
+            return (), dx
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name)

@@ -1,0 +1,156 @@
+"""Combinators and routing layers: vjps against finite differences, equivalence with the
+children composed by hand, weight sharing summing gradients, and bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import funcdl as fd
+from funcdl import layers as L
+from funcdl import random, tree
+from funcdl.testing import check_layer, check_vjp
+
+TABLE = [
+    (lambda: L.Parallel(L.Dense(3), L.Tanh()), ((None, 2), (None, 4))),
+    (lambda: L.Sequential(L.FanOut(3), L.Parallel(L.Dense(2), L.Dense(2), L.Identity()),
+                          L.FanInConcat()), (None, 2)),
+    (lambda: L.Sequential(L.FanOut(2), L.Parallel(L.Dense(4), L.Sigmoid()), L.FanInSum()),
+     (None, 4)),
+    (lambda: L.Residual(L.Sequential(L.Dense(5), L.ReLU(), L.Dense(5))), (None, 5)),
+    (lambda: L.Residual(L.Tanh()), (None, 2, 3)),
+    (lambda: L.Sequential(L.FanOut(2), L.Shared(L.Sequential(L.Dense(3), L.Tanh())),
+                          L.FanInSum()), (None, 4)),
+    (lambda: L.Sequential(L.FanOut(2), L.Parallel(L.Slice(np.s_[0:2]), L.Slice(np.s_[2:])),
+                          L.Shared(L.Dense(3)), L.FanInConcat(), L.Dense(1)), (None, 4)),
+    (lambda: L.Slice(np.s_[:, 1]), (None, 3, 4)),
+    (lambda: L.Slice(1), (None, 3)),
+    (lambda: L.Slice(np.s_[::2, 1:]), (None, 5, 4)),
+    (lambda: L.FanInConcat(axis=1), ((None, 2, 3), (None, 4, 3))),
+    (L.FanInSum, ((None, 3), (None, 3), (None, 3))),
+    (lambda: L.Shared(L.Dense(2), 3), ((None, 4), (None, 4), (None, 4))),
+]
+IDS = [f"{i}-{c().name}" for i, (c, _) in enumerate(TABLE)]
+
+
+@pytest.mark.parametrize(("make", "in_shape"), TABLE, ids=IDS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_check_layer(make, in_shape, batch):
+    check_layer(make(), in_shape, batch=batch)
+
+
+def test_dropout_inside_branches_gets_distinct_keys(key):
+    model = L.Sequential(L.FanOut(2), L.Parallel(L.Dropout(0.5), L.Dropout(0.5)))
+    _, params = model.init(key, (None, 100))
+    a, b = model.apply(params, np.ones((4, 100), np.float32), key=random.key(3), train=True)
+    assert not np.array_equal(a, b)
+    check_vjp(model, params, np.ones((2, 10)), key=random.key(3), train=True)
+
+
+def test_fanout_pullback_sums_cotangents():
+    _, pullback = L.FanOut(3).vjp((), np.zeros((2, 2)))
+    _, dx = pullback((np.ones((2, 2)), 2 * np.ones((2, 2)), 3 * np.ones((2, 2))))
+    np.testing.assert_array_equal(dx, 6 * np.ones((2, 2)))
+
+
+def test_residual_equals_manual(key):
+    f = L.Sequential(L.Dense(3), L.Tanh())
+    res = L.Residual(f)
+    _, params = res.init(key, (None, 3))
+    x = random.normal(random.key(1), (4, 3), np.float64)
+    p64 = tree.astype(params, np.float64)
+    y, pullback = res.vjp(p64, x)
+    fy, fpb = f.vjp(p64, x)
+    np.testing.assert_allclose(y, x + fy)
+    dy = random.normal(random.key(2), (4, 3), np.float64)
+    (dp, dx), (fdp, fdx) = pullback(dy), fpb(dy)
+    np.testing.assert_allclose(dx, dy + fdx)
+    np.testing.assert_allclose(tree.ravel(dp)[0], tree.ravel(fdp)[0])
+
+
+def test_shared_gradient_is_sum_of_per_use_gradients(key):
+    enc = L.Sequential(L.Dense(4), L.Tanh())
+    shared = L.Shared(enc)
+    out, params = shared.init(key, ((None, 3), (None, 3)))
+    assert out == ((None, 4), (None, 4))
+    assert tree.structure(params) == tree.structure(enc.init(key, (None, 3))[1])
+    p64 = tree.astype(params, np.float64)
+    x1 = random.normal(random.key(1), (5, 3), np.float64)
+    x2 = random.normal(random.key(2), (5, 3), np.float64)
+    dy1 = random.normal(random.key(3), (5, 4), np.float64)
+    dy2 = random.normal(random.key(4), (5, 4), np.float64)
+    (y1, _), pullback = shared.vjp(p64, (x1, x2))
+    dparams, (dx1, dx2) = pullback((dy1, dy2))
+    g1, e1 = enc.vjp(p64, x1)[1](dy1)
+    g2, e2 = enc.vjp(p64, x2)[1](dy2)
+    np.testing.assert_allclose(tree.ravel(dparams)[0], tree.ravel(g1)[0] + tree.ravel(g2)[0])
+    np.testing.assert_allclose(dx1, e1)
+    np.testing.assert_allclose(dx2, e2)
+    np.testing.assert_allclose(y1, enc.apply(p64, x1))
+
+
+def test_shared_model_trains_with_value_and_grad(key):
+    # two points -> same side of the disk boundary? one encoder applied to both points
+    model = L.Sequential(L.FanOut(2), L.Parallel(L.Slice(np.s_[0:2]), L.Slice(np.s_[2:4])),
+                         L.Shared(L.Sequential(L.Dense(8), L.ReLU(), L.Dense(1))),
+                         L.FanInConcat(), L.Dense(1))
+    _, params = model.init(key, (None, 4))
+    x = random.uniform(random.key(1), (16, 4), dtype=np.float64)
+    y = np.ones((16, 1))
+    p64 = tree.astype(params, np.float64)
+    value, grads = fd.value_and_grad(model, fd.losses.bce_with_logits)(p64, x, y)
+    assert np.isfinite(value)
+    tree.check_same(p64, grads, shapes=True)
+
+
+def test_parallel_params_and_state_per_child(key):
+    model = L.Parallel(L.Dense(2), L.ReLU(), L.Dense(3))
+    out, params = model.init(key, ((None, 1), (None, 2), (None, 2)))
+    assert out == ((None, 2), (None, 2), (None, 3))
+    assert params[1] == () and set(params[0]) == {"b", "w"}
+
+
+def test_slice_known_values_and_vjp():
+    x = np.arange(12.0).reshape(2, 6)
+    y, pullback = L.Slice(np.s_[1:3]).vjp((), x)
+    np.testing.assert_array_equal(y, [[1, 2], [7, 8]])
+    _, dx = pullback(np.ones((2, 2)))
+    np.testing.assert_array_equal(dx, [[0, 1, 1, 0, 0, 0]] * 2)
+
+
+def test_fan_in_concat_splits_cotangent():
+    xs = (np.ones((2, 1)), np.zeros((2, 3)))
+    y, pullback = L.FanInConcat().vjp((), xs)
+    assert y.shape == (2, 4)
+    _, (d1, d2) = pullback(np.arange(8.0).reshape(2, 4))
+    np.testing.assert_array_equal(d1, [[0], [4]])
+    np.testing.assert_array_equal(d2, [[1, 2, 3], [5, 6, 7]])
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+def test_bad_inputs(key):
+    with pytest.raises(ValueError, match=r"Residual\(Dense\(3\)\).*\(None, 4\) to \(None, 3\)"):
+        L.Residual(L.Dense(3)).init(key, (None, 4))
+    with pytest.raises(ValueError, match=r"FanInSum\(\): inputs must share one shape"):
+        L.FanInSum().init(key, ((None, 3), (None, 4)))
+    with pytest.raises(ValueError, match=r"FanInSum\(\).*\[\(2, 3\), \(2, 4\)\]"):
+        L.FanInSum().apply((), (np.ones((2, 3)), np.ones((2, 4))))
+    with pytest.raises(ValueError, match=r"FanInConcat\(axis=-1\): inputs must agree"):
+        L.FanInConcat().apply((), (np.ones((2, 3)), np.ones((3, 3))))
+    with pytest.raises(ValueError, match=r"Parallel\(Dense\(2\), ReLU\(\)\).*inputs.*length 1"):
+        model = L.Parallel(L.Dense(2), L.ReLU())
+        _, params = model.init(key, ((None, 2), (None, 2)))
+        model.apply(params, (np.ones((1, 2)),))
+    with pytest.raises(ValueError, match=r"Parallel\[0\] Dense\(2\): expected input"):
+        model.apply(params, (np.ones((1, 3)), np.ones((1, 2))))
+    with pytest.raises(ValueError, match=r"Slice\(2\).*\(None, 2\)"):
+        L.Slice(2).init(key, (None, 2))
+    with pytest.raises(TypeError, match="Slice: index entries"):
+        L.Slice([0, 1])
+    with pytest.raises(ValueError, match=r"FanOut\(2\): pullback expected dy of shape"):
+        L.FanOut(2).vjp((), np.ones((2, 2)))[1]((np.ones((2, 2)), np.ones(2)))
+    with pytest.raises(ValueError, match=r"FanInSum\(\): expected a non-empty tuple"):
+        L.FanInSum().apply((), np.ones(3))
+    with pytest.raises(TypeError, match=r"Shared.*not a layer"):
+        L.Shared(L.Dense)  # type: ignore[arg-type]
