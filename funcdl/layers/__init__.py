@@ -2,7 +2,8 @@
 
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
 layers, Dropout), ``activations``, ``combinators`` (Sequential, Parallel,
-Residual, Shared), ``routing`` (FanOut, FanInSum, FanInConcat, Slice).
+Residual, Shared), ``routing`` (FanOut, FanInSum, FanInConcat, Slice), ``norm``
+(BatchNorm, LayerNorm), ``embed`` (Embedding), ``conv``, ``pool``.
 """
 
 from funcdl.layers.activations import (
@@ -19,13 +20,17 @@ from funcdl.layers.activations import (
 from funcdl.layers.base import Layer, LayerLike, Pullback, Shape
 from funcdl.layers.combinators import Parallel, Residual, Sequential, Shared
 from funcdl.layers.core import Dense, Dropout, Flatten, Identity, Reshape
+from funcdl.layers.embed import Embedding
+from funcdl.layers.norm import BatchNorm, LayerNorm
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Slice
 
 __all__ = [
     "ELU",
     "GELU",
+    "BatchNorm",
     "Dense",
     "Dropout",
+    "Embedding",
     "FanInConcat",
     "FanInSum",
     "FanOut",
@@ -33,6 +38,7 @@ __all__ = [
     "Identity",
     "Layer",
     "LayerLike",
+    "LayerNorm",
     "LeakyReLU",
     "LogSoftmax",
     "Parallel",

@@ -86,12 +86,21 @@ def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
 
 def as_array(name: str, x: Any) -> Array:
     """The input as an ndarray; lists are converted, anything non-numeric is refused."""
-    if type(x) is np.ndarray:
+    if type(x) is np.ndarray and x.dtype.kind in "biuf":
         return x
     a = np.asarray(x)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
     return a
+
+
+def need_state(name: str, state: Any) -> Any:
+    """A stateful layer called without ``state=``: say where the state comes from."""
+    if state is None:
+        raise TypeError(f"{name} is stateful (it keeps running statistics): pass state=..., "
+                        f"the third value of init: out_shape, params, state = "
+                        f"layer.init(key, in_shape)")
+    return state
 
 
 def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...]) -> Array:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random, tree
-from funcdl.layers.base import Array, Layer, LayerLike, Shape, located
+from funcdl.layers.base import Array, Layer, LayerLike, Shape, located, need_state
 
 __all__ = ["Parallel", "Residual", "Sequential", "Shared"]
 
@@ -85,7 +85,15 @@ def build(name: str, stateful: bool, init: Callable[..., Any], apply: Callable[.
     """A Layer from stateful-form functions; the plain signatures when ``stateful`` is
     False (then ``empty_state`` stands in for the state the functions expect)."""
     if stateful:
-        return Layer(init, apply, vjp, stateful=True, name=name)
+        def apply_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
+                    train: bool = False) -> Any:
+            return apply(params, x, state=need_state(name, state), key=key, train=train)
+
+        def vjp_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
+                  train: bool = False) -> Any:
+            return vjp(params, x, state=need_state(name, state), key=key, train=train)
+
+        return Layer(init, apply_s, vjp_s, stateful=True, name=name)
 
     def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
         out_shape, params, _ = init(key, in_shape)
@@ -161,10 +169,10 @@ def Sequential(*layers: LayerLike) -> Layer:
 
         return Layer(init0, apply, vjp, name=name)
 
-    def apply_s(params: Any, x: Any, *, state: Any, key: Any = None,
+    def apply_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
                 train: bool = False) -> tuple[Any, Any]:
         entries(name, params, n, "params")
-        entries(name, state, n, "state")
+        entries(name, need_state(name, state), n, "state")
         new_state = []
         for i, (layer, p, s, k) in enumerate(zip(layers, params, state, keys_for(key, n))):
             try:
@@ -174,9 +182,10 @@ def Sequential(*layers: LayerLike) -> Layer:
             new_state.append(s)
         return x, tuple(new_state)
 
-    def vjp_s(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
+    def vjp_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
+              train: bool = False) -> Any:
         entries(name, params, n, "params")
-        entries(name, state, n, "state")
+        entries(name, need_state(name, state), n, "state")
         pullbacks, new_state = [], []
         for i, (layer, p, s, k) in enumerate(zip(layers, params, state, keys_for(key, n))):
             try:

@@ -1,0 +1,96 @@
+"""Embedding: a lookup table from integer ids to vectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from funcdl import initializers, random
+from funcdl.layers.base import Array, Layer, Shape, check_cotangent, check_in_shape
+
+__all__ = ["Embedding"]
+
+
+def _scatter_add_rows(ids: Array, rows: Array, vocab: int, dtype: np.dtype[Any]) -> Array:
+    """``out[i] = Σ_{j: ids[j] = i} rows[j]`` for a (vocab, dim) ``out``; ids are 1-D.
+
+    Sort the ids, then one ``np.add.reduceat`` over each run of equal ids: within 1.5x of the
+    fastest of np.add.at / a flat np.bincount / this on every shape we measured (np.add.at is
+    2-4x slower for thousands of ids; bincount builds a float64 (vocab·dim) array, 5x slower
+    for a large vocabulary and few ids), and it adds in the rows' own dtype.
+    """
+    out = np.zeros((vocab, rows.shape[1]), dtype)
+    if ids.size == 0:
+        return out
+    order = np.argsort(ids, kind="stable")  # stable: each id's rows are added in input order
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
+    if starts.size == ids.size:  # no repeated id: a plain scatter
+        out[ids] = rows
+    else:
+        out[sorted_ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    return out
+
+
+def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = None) -> Layer:
+    """Look up integer ids in a table: ``(...) -> (..., dim)``.
+
+    params: ``{'table': (vocab, dim)}``, by default N(0, 1) as PyTorch's ``nn.Embedding``.
+    forward: ``y[..., :] = table[x[...], :]``;
+    vjp: ``dtable[i] = Σ_{x[...] = i} dy[..., :]`` (repeated ids summed); ``dx`` is ``None``,
+    as integer ids have no cotangent (a Sequential's pullback passes it on as its ``dx``).
+    Ids must be integers in ``[0, vocab)``: floats raise TypeError, others ValueError (never
+    NumPy's wrap-around of negative indices).
+    """
+    for what, v in (("vocab", vocab), ("dim", dim)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+            raise ValueError(f"Embedding: {what} must be a positive int, got {v!r}")
+    vocab, dim = int(vocab), int(dim)
+    name = f"Embedding({vocab}, {dim})"
+    w_init = w_init or initializers.normal(1.0)
+
+    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        shape = check_in_shape(name, in_shape, min_rank=0)
+        return (*shape, dim), {"table": w_init(key, (vocab, dim), np.float32)}
+
+    def check(params: Any, x: Any) -> tuple[Array, Array]:
+        if not isinstance(params, dict) or set(params) != {"table"}:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"{name}: expected params as a dict with key 'table' (from "
+                             f"init), got {got}")
+        table = np.asarray(params["table"])
+        if table.shape != (vocab, dim):
+            raise ValueError(f"{name}: params['table'] has shape {table.shape}, expected "
+                             f"{(vocab, dim)}")
+        ids = np.asarray(x)
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"{name}: expected integer ids, got dtype {ids.dtype} "
+                            f"(cast with x.astype(np.int64) if the values are ids)")
+        if ids.size:
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= vocab:
+                bad = int(np.count_nonzero((ids < 0) | (ids >= vocab)))
+                raise ValueError(f"{name}: ids must be in [0, {vocab}) (vocabulary size "
+                                 f"{vocab}), got ids in [{lo}, {hi}] ({bad} out of range)")
+        return table, ids
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del key, train
+        table, ids = check(params, x)
+        return np.take(table, ids, axis=0)
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        table, ids = check(params, x)
+        y = np.take(table, ids, axis=0)
+
+        def pullback(dy: Array) -> tuple[Any, None]:
+            dy = check_cotangent(name, dy, y.shape)
+            dtype = np.result_type(table.dtype, dy.dtype)
+            dtable = _scatter_add_rows(ids.reshape(-1), dy.reshape(-1, dim), vocab, dtype)
+            return {"table": dtable}, None
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name)

@@ -1,0 +1,329 @@
+"""Normalisation layers: BatchNorm (stateful: running statistics) and LayerNorm.
+
+BatchNorm keeps its running mean and variance in an explicit ``state``, separate from the
+trainable ``params``, passed in and returned, never mutated (the equinox way)::
+
+    out_shape, params, state = bn.init(key, in_shape)
+    y, state = bn.apply(params, x, state=state, train=True)      # batch statistics
+    y, _ = bn.apply(params, x, state=state)                      # running statistics
+
+Every computation stays in the input's floating dtype (float32 in, float32 out): per-channel
+vectors are cast to it once, and scalars are Python numbers, which NumPy 2 never lets
+promote an array.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from funcdl import random
+from funcdl.layers.base import (
+    Array,
+    Layer,
+    Shape,
+    as_array,
+    check_cotangent,
+    check_in_shape,
+)
+
+__all__ = ["BatchNorm", "LayerNorm"]
+
+_MISSING: Any = object()
+
+
+def _label(kind: str, args: list[tuple[str, Any, Any]]) -> str:
+    """``BatchNorm()`` or ``BatchNorm(axis=1)``: only the arguments that differ from defaults."""
+    return kind + "(" + ", ".join(f"{k}={v!r}" for k, v, default in args if v != default) + ")"
+
+
+def _dtype(x: Array, *vectors: Array) -> np.dtype[Any]:
+    """The computation dtype: the input's and the params' floating dtypes, promoted; an
+    integer input counts as the params' dtype (never int64 -> float64 promotion)."""
+    kinds = [v.dtype for v in vectors] + ([x.dtype] if x.dtype.kind == "f" else [])
+    return np.result_type(*kinds)
+
+
+def _channel_vectors(name: str, tree: Any, keys: tuple[str, ...], what: str,
+                     shape: tuple[int, ...] | None = None) -> list[Array]:
+    """``tree[k]`` for each key, each an array of ``shape`` (by default the first's), or a
+    ValueError naming the layer."""
+    if not isinstance(tree, dict) or set(tree) != set(keys):
+        got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
+        raise ValueError(f"{name}: expected {what} as a dict with keys {list(keys)} (from "
+                         f"init), got {got}")
+    out = [np.asarray(tree[k]) for k in keys]
+    shape = out[0].shape if shape is None else shape
+    for k, a in zip(keys, out):
+        if a.shape != shape:
+            raise ValueError(f"{name}: {what}['{k}'] has shape {a.shape}, expected {shape}")
+    return out
+
+
+# ---------------------------------------------------------------------------- BatchNorm
+
+def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer:
+    """Batch normalisation over every axis except the channel ``axis`` ((N, C), NHWC, ...).
+
+    params: ``{'scale': ones(C), 'bias': zeros(C)}``; state: ``{'mean': zeros(C),
+    'var': ones(C)}`` (float32). Stateful: ``apply(params, x, *, state, train=False) ->
+    (y, new_state)`` and ``vjp(...) -> (y, pullback, new_state)``.
+    forward: ``y = scale·x̂ + bias``, ``x̂ = (x - μ)/sqrt(σ² + eps)``, with (μ, σ²) the batch's
+    (biased σ²) when ``train`` else the running ones; in training the state moves as PyTorch's:
+    ``new = (1 - momentum)·old + momentum·batch``, with the unbiased batch variance, in the
+    old state's dtype; inference returns the state object it was given.
+    vjp (train): ``dx = scale/(m·sqrt(σ² + eps))·(m·dy - Σdy - x̂·Σ(dy·x̂))``,
+    ``dscale = Σ dy·x̂``, ``dbias = Σ dy``, sums over the m entries per channel;
+    vjp (inference) is the affine map's: ``dx = dy·scale/sqrt(σ² + eps)``.
+    A call without ``state=`` raises TypeError; training on one value per channel, ValueError
+    (as PyTorch).
+    """
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.floating)) \
+            or not 0.0 <= float(momentum) <= 1.0:
+        raise ValueError(f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) \
+            or not float(eps) > 0.0:
+        raise ValueError(f"BatchNorm: eps must be a number > 0, got {eps!r}")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"BatchNorm: axis must be an int (the channel axis), got {axis!r}")
+    momentum, eps, axis = float(momentum), float(eps), int(axis)
+    name = _label("BatchNorm", [("momentum", momentum, 0.1), ("eps", eps, 1e-5),
+                                ("axis", axis, -1)])
+
+    def resolve(shape: tuple[Any, ...]) -> int:
+        if len(shape) < 2:
+            raise ValueError(f"{name}: expected an input of rank >= 2 (batch axis first, a "
+                             f"channel axis {axis}), got shape {shape}")
+        if not -len(shape) <= axis < len(shape):
+            raise ValueError(f"{name}: channel axis {axis} is out of range for an input of "
+                             f"shape {shape}")
+        ax = axis % len(shape)
+        if ax == 0:
+            raise ValueError(f"{name}: the channel axis {axis} is the batch axis of an input "
+                             f"of shape {shape}; pick the channel axis (e.g. -1 for NHWC)")
+        return ax
+
+    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any, Any]:
+        del key
+        shape = check_in_shape(name, in_shape)
+        c = shape[resolve(shape)]
+        if c is None or c == 0:
+            raise ValueError(f"{name}: the channel axis {axis} of in_shape must be a known "
+                             f"size > 0, got {shape}")
+        params = {"scale": np.ones(c, np.float32), "bias": np.zeros(c, np.float32)}
+        state = {"mean": np.zeros(c, np.float32), "var": np.ones(c, np.float32)}
+        return shape, params, state
+
+    def check(params: Any, x: Any, state: Any) -> tuple[Array, int, list[Array], list[Array]]:
+        if state is _MISSING or state is None:
+            raise TypeError(
+                f"{name} is stateful: pass state= (the third value init returns), e.g. "
+                f"`_, params, state = layer.init(key, in_shape)`, then "
+                f"`y, state = layer.apply(params, x, state=state, train=True)`")
+        x = as_array(name, x)
+        ax = resolve(x.shape)
+        scale, bias = _channel_vectors(name, params, ("scale", "bias"), "params")
+        if scale.ndim != 1:
+            raise ValueError(f"{name}: params['scale'] must be a vector (one entry per "
+                             f"channel), got shape {scale.shape}")
+        if x.shape[ax] != scale.shape[0]:
+            raise ValueError(f"{name}: expected {scale.shape[0]} channels on axis {axis} as "
+                             f"the params were initialised, got an input of shape {x.shape}")
+        running = _channel_vectors(name, state, ("mean", "var"), "state", scale.shape)
+        return x, ax, [scale, bias], running
+
+    def layout(x: Array, ax: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        """Reduction axes, the broadcast shape of a per-channel vector, entries per channel."""
+        red = tuple(i for i in range(x.ndim) if i != ax)
+        bshape = tuple(x.shape[i] if i == ax else 1 for i in range(x.ndim))
+        return red, bshape, math.prod(x.shape[i] for i in red)
+
+    def prepare(params: Any, x: Any, state: Any) -> Any:
+        x, ax, (scale, bias), running = check(params, x, state)
+        dt = _dtype(x, scale, bias)
+        red, bshape, m = layout(x, ax)
+        x = x.astype(dt, copy=False)
+        scale, bias = scale.astype(dt).reshape(bshape), bias.astype(dt).reshape(bshape)
+        return x, red, bshape, m, scale, bias, running
+
+    # apply and vjp share these two forwards, so that apply == vjp(...)[0] bit for bit.
+    def train_forward(x: Array, red: tuple[int, ...], m: int, scale: Array, bias: Array,
+                      running: list[Array], keep: bool) -> tuple[Array, Any, Any, Array]:
+        """``y = (x - μ)·k + bias`` with ``k = scale/sqrt(σ² + eps)``; returns
+        ``(y, new_state, centred x (or None), 1/sqrt(σ² + eps))``."""
+        if m < 2:
+            raise ValueError(f"{name}: Expected more than 1 value per channel when training, "
+                             f"got input of shape {x.shape} ({m} per channel)")
+        mu = x.mean(axis=red, keepdims=True)
+        xc = x - mu
+        sq = np.square(xc)
+        var = sq.mean(axis=red, keepdims=True)  # two passes: no E[x²] - E[x]² cancellation
+        inv_std = 1 / np.sqrt(var + eps)
+        k = scale * inv_std
+        y = np.multiply(xc, k, out=sq if keep else xc)  # reuse a buffer we own
+        y += bias
+        # PyTorch: the running variance estimates the population's, hence m/(m-1).
+        old_mean, old_var = running
+        new_state = {
+            "mean": ((1 - momentum) * old_mean + momentum * mu.reshape(-1))
+            .astype(old_mean.dtype, copy=False),
+            "var": ((1 - momentum) * old_var + momentum * (m / (m - 1)) * var.reshape(-1))
+            .astype(old_var.dtype, copy=False)}
+        return y, new_state, (xc if keep else None), inv_std
+
+    def eval_forward(x: Array, bshape: tuple[int, ...], scale: Array, bias: Array,
+                     running: list[Array]) -> tuple[Array, Array, Array]:
+        """``y = x·k + (bias - μ·k)`` with the running μ, σ²; returns
+        ``(y, μ, 1/sqrt(σ² + eps))``."""
+        mean, var = (r.astype(x.dtype).reshape(bshape) for r in running)
+        inv_std = 1 / np.sqrt(var + eps)
+        k = scale * inv_std
+        y = x * k
+        y += bias - mean * k
+        return y, mean, inv_std
+
+    def apply(params: Any, x: Any, *, state: Any = _MISSING, key: Any = None,
+              train: bool = False) -> tuple[Array, Any]:
+        del key
+        x, red, bshape, m, scale, bias, running = prepare(params, x, state)
+        if train:
+            y, new_state, _, _ = train_forward(x, red, m, scale, bias, running, keep=False)
+            return y, new_state
+        return eval_forward(x, bshape, scale, bias, running)[0], state
+
+    def vjp(params: Any, x: Any, *, state: Any = _MISSING, key: Any = None,
+            train: bool = False) -> tuple[Array, Any, Any]:
+        del key
+        x, red, bshape, m, scale, bias, running = prepare(params, x, state)
+        if not train:
+            y, mean, inv_std = eval_forward(x, bshape, scale, bias, running)
+            k = scale * inv_std
+
+            def eval_pullback(dy: Array) -> tuple[Any, Array]:
+                dy = check_cotangent(name, dy, y.shape)
+                dscale = ((x - mean) * dy).sum(axis=red, keepdims=True) * inv_std
+                return ({"scale": dscale.reshape(-1), "bias": dy.sum(axis=red).reshape(-1)},
+                        dy * k)
+
+            return y, eval_pullback, state
+
+        # Residuals: the centred input xc and inv_std (x̂ = xc·inv_std is never stored: the
+        # per-channel factors absorb it, one full-size product fewer).
+        y, new_state, xc, inv_std = train_forward(x, red, m, scale, bias, running, keep=True)
+        k = scale * inv_std
+
+        def pullback(dy: Array) -> tuple[Any, Array]:
+            dy = check_cotangent(name, dy, y.shape)
+            dbias = dy.sum(axis=red, keepdims=True)
+            s = (dy * xc).sum(axis=red, keepdims=True)           # Σ dy·x̂ = inv_std·s
+            dx = dy - xc * (inv_std * inv_std * s / m)
+            dx -= dbias / m
+            dx *= k
+            return {"scale": (s * inv_std).reshape(-1), "bias": dbias.reshape(-1)}, dx
+
+        return y, pullback, new_state
+
+    return Layer(init, apply, vjp, stateful=True, name=name)
+
+
+# ---------------------------------------------------------------------------- LayerNorm
+
+def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
+    """Layer normalisation of each example over the axes ``axis`` (an int or a tuple; on
+    trailing axes this is PyTorch's ``LayerNorm(normalized_shape)``).
+
+    params: ``{'scale': ones(S), 'bias': zeros(S)}``, S the normalised axes' shape.
+    forward: ``y = scale·x̂ + bias``, ``x̂ = (x - μ)/sqrt(σ² + eps)``, μ and (biased) σ² over
+    the normalised axes of each example;
+    vjp: ``dx = (g - mean(g) - x̂·mean(g·x̂))/sqrt(σ² + eps)`` with ``g = dy·scale``,
+    ``dscale = Σ dy·x̂``, ``dbias = Σ dy`` (means over the normalised axes, sums over the rest).
+    """
+    raw = axis if isinstance(axis, tuple) else (axis,)
+    if not raw or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in raw):
+        raise TypeError(f"LayerNorm: axis must be an int or a non-empty tuple of ints, got "
+                        f"{axis!r}")
+    axes = tuple(int(a) for a in raw)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) \
+            or not float(eps) > 0.0:
+        raise ValueError(f"LayerNorm: eps must be a number > 0, got {eps!r}")
+    eps = float(eps)
+    name = _label("LayerNorm", [("eps", eps, 1e-5),
+                                ("axis", axes if isinstance(axis, tuple) else axes[0], -1)])
+
+    def resolve(shape: tuple[Any, ...]) -> tuple[int, ...]:
+        nd = len(shape)
+        if any(not -nd <= a < nd for a in axes):
+            raise ValueError(f"{name}: axis {axis} is out of range for an input of shape "
+                             f"{shape} (rank {nd})")
+        res = tuple(sorted(a % nd for a in axes))
+        if len(set(res)) != len(res):
+            raise ValueError(f"{name}: axis {axis} names an axis twice for an input of shape "
+                             f"{shape}")
+        if 0 in res:
+            raise ValueError(f"{name}: axis {axis} includes the batch axis of an input of "
+                             f"shape {shape}; LayerNorm normalises each example on its own")
+        return res
+
+    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        del key
+        shape = check_in_shape(name, in_shape)
+        norm_shape = tuple(shape[a] for a in resolve(shape))
+        if any(d is None or d == 0 for d in norm_shape):
+            raise ValueError(f"{name}: the normalised axes {axis} of in_shape must have known "
+                             f"sizes > 0, got {shape}")
+        return shape, {"scale": np.ones(norm_shape, np.float32),
+                       "bias": np.zeros(norm_shape, np.float32)}
+
+    def prepare(params: Any, x: Any) -> Any:
+        x = as_array(name, x)
+        res = resolve(x.shape)
+        scale, bias = _channel_vectors(name, params, ("scale", "bias"), "params")
+        if tuple(x.shape[a] for a in res) != scale.shape:
+            raise ValueError(f"{name}: expected the normalised axes {axis} of the input to "
+                             f"have shape {scale.shape} as the params were initialised, got an "
+                             f"input of shape {x.shape}")
+        dt = _dtype(x, scale, bias)
+        bshape = tuple(x.shape[i] if i in res else 1 for i in range(x.ndim))
+        other = tuple(i for i in range(x.ndim) if i not in res)
+        return (x.astype(dt, copy=False), res, other, scale.astype(dt).reshape(bshape),
+                bias.astype(dt).reshape(bshape))
+
+    def forward(x: Array, res: tuple[int, ...], scale: Array, bias: Array,
+                keep: bool) -> tuple[Array, Array | None, Array]:
+        """``(y, x̂ (or None), 1/sqrt(σ² + eps))``; apply and vjp share it bit for bit."""
+        xc = x - x.mean(axis=res, keepdims=True)
+        inv_std = 1 / np.sqrt(np.square(xc).mean(axis=res, keepdims=True) + eps)
+        xhat = np.multiply(xc, inv_std, out=xc)
+        y = xhat * scale if keep else np.multiply(xhat, scale, out=xhat)
+        y += bias
+        return y, (xhat if keep else None), inv_std
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del key, train
+        x, res, _, scale, bias = prepare(params, x)
+        return forward(x, res, scale, bias, keep=False)[0]
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        x, res, other, scale, bias = prepare(params, x)
+        y, xhat, inv_std = forward(x, res, scale, bias, keep=True)
+        assert xhat is not None
+        shape = tuple(x.shape[a] for a in res)
+
+        def pullback(dy: Array) -> tuple[Any, Array]:
+            dy = check_cotangent(name, dy, y.shape)
+            t = dy * xhat
+            grads = {"scale": t.sum(axis=other).reshape(shape),
+                     "bias": dy.sum(axis=other).reshape(shape)}
+            g = dy * scale
+            t *= scale                                            # g·x̂
+            dx = g - g.mean(axis=res, keepdims=True)
+            dx -= xhat * t.mean(axis=res, keepdims=True)
+            dx *= inv_std
+            return grads, dx
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name)
