@@ -19,15 +19,20 @@ from funcdl.layers.activations import (
 )
 from funcdl.layers.base import Layer, LayerLike, Pullback, Shape
 from funcdl.layers.combinators import Parallel, Residual, Sequential, Shared
+from funcdl.layers.conv import Conv1D, Conv2D
 from funcdl.layers.core import Dense, Dropout, Flatten, Identity, Reshape
 from funcdl.layers.embed import Embedding
 from funcdl.layers.norm import BatchNorm, LayerNorm
+from funcdl.layers.pool import AvgPool2D, GlobalAvgPool, MaxPool2D
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Slice
 
 __all__ = [
     "ELU",
     "GELU",
+    "AvgPool2D",
     "BatchNorm",
+    "Conv1D",
+    "Conv2D",
     "Dense",
     "Dropout",
     "Embedding",
@@ -35,12 +40,14 @@ __all__ = [
     "FanInSum",
     "FanOut",
     "Flatten",
+    "GlobalAvgPool",
     "Identity",
     "Layer",
     "LayerLike",
     "LayerNorm",
     "LeakyReLU",
     "LogSoftmax",
+    "MaxPool2D",
     "Parallel",
     "Pullback",
     "ReLU",

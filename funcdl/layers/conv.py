@@ -1,0 +1,353 @@
+"""Convolutions, NHWC with the batch first: Conv2D, and Conv1D as a 1 x k Conv2D. Also the
+window helpers (arguments, padding, strided windows, fold) that ``pool`` shares.
+
+Forward is im2col and one matrix product: the windows of the padded input, a strided view
+``(N, OH, OW, kh, kw, C)``, are copied once into ``cols (N·OH·OW, kh·kw·C)`` and multiplied
+by the kernel reshaped to ``(kh·kw·C, out)``. The pullback keeps ``cols`` (for
+``dw = colsᵀ dy``) and the kernel (for ``dx``); ``dx`` is col2im: ``dcols = dy wᵀ``, computed
+as one contiguous block per kernel offset, is added back into the padded input by one
+strided slice per offset (kh·kw Python steps, each vectorised over batch and pixels), then
+cropped. No ``np.add.at``, no loop over pixels, rows or the batch.
+
+Padding ``'SAME'`` follows TF/JAX: output ``ceil(in / stride)``, total padding
+``max((out - 1)·stride + (k - 1)·dilation + 1 - in, 0)``, the odd pixel after.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from funcdl import initializers, random
+from funcdl.layers.base import Array, Layer, Shape, as_array, check_cotangent, check_in_shape
+
+__all__ = ["Conv1D", "Conv2D"]
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+Slices = tuple[slice, slice, slice]
+NO_PADS: Pads = ((0, 0), (0, 0))
+# Up to this many input channels, col2im runs channel-major (C, N, H, W): NumPy's inner
+# loops then span an image row instead of C values (measured: 2-3x faster at C = 1..4).
+_FEW_CHANNELS = 4
+
+
+# ---------------------------------------------------------------------------- arguments
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def int_tuple(name: str, what: str, value: Any, n: int) -> tuple[int, ...]:
+    """``value`` (an int, or ``n`` ints) as ``n`` positive ints, or a ValueError."""
+    vals = (value,) * n if _is_int(value) else value
+    if (not isinstance(vals, (tuple, list)) or len(vals) != n
+            or not all(_is_int(v) and v > 0 for v in vals)):
+        many = "a positive int" + (f" or {n} positive ints" if n > 1 else "")
+        raise ValueError(f"{name}: {what} must be {many}, got {value!r}")
+    return tuple(int(v) for v in vals)
+
+
+def _explicit_pads(p: Any, rank: int) -> Pads | None:
+    def ok(v: Any) -> bool:
+        return _is_int(v) and v >= 0
+
+    if ok(p):
+        return ((0, 0), (int(p), int(p))) if rank == 1 else ((int(p),) * 2, (int(p),) * 2)
+    if not isinstance(p, (tuple, list)) or len(p) != 2:
+        return None
+    a, b = p
+    if ok(a) and ok(b):
+        return ((0, 0), (int(a), int(b))) if rank == 1 else ((int(a),) * 2, (int(b),) * 2)
+    if rank == 2 and all(isinstance(q, (tuple, list)) and len(q) == 2 and ok(q[0]) and ok(q[1])
+                         for q in p):
+        return ((int(a[0]), int(a[1])), (int(b[0]), int(b[1])))
+    return None
+
+
+def padding_arg(name: str, padding: Any, rank: int) -> str | Pads:
+    """``'SAME'``, ``'VALID'`` (any case) or explicit pads ``((top, bottom), (left, right))``
+    from an int, a pair or (rank 2) a pair of pairs; for rank 1 a pair is ``(left, right)``."""
+    if isinstance(padding, str):
+        if padding.upper() in ("SAME", "VALID"):
+            return padding.upper()
+    else:
+        pads = _explicit_pads(padding, rank)
+        if pads is not None:
+            return pads
+    forms = ("an int >= 0, a pair (ph, pw) or ((top, bottom), (left, right))" if rank == 2
+             else "an int >= 0 or a pair (left, right)")
+    raise ValueError(f"{name}: padding must be 'SAME', 'VALID', {forms}; got {padding!r}")
+
+
+def call_name(ctor: str, args: tuple[Any, ...], **options: tuple[Any, Any]) -> str:
+    """The constructor call as a name, options shown only when not at their default:
+    ``call_name('Conv2D', (16, 3), stride=(2, 1))`` is ``Conv2D(16, 3, stride=2)``."""
+    parts = [repr(a) for a in args]
+    parts += [f"{k}={v!r}" for k, (v, default) in options.items() if v != default]
+    return f"{ctor}({', '.join(parts)})"
+
+
+# ---------------------------------------------------------------------------- geometry
+
+class Window(NamedTuple):
+    """A 2-D sliding window: size (kh, kw), stride, dilation, padding ('SAME', 'VALID', pads)."""
+
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: str | Pads
+
+
+def _axis(size: int | None, k: int, s: int, d: int,
+          pad: str | tuple[int, int]) -> tuple[int | None, int, int, int]:
+    """``(out, lo, hi, need)`` along one axis: output size (None if ``size`` is), padding
+    before and after, and the least input size that gives one output."""
+    span = (k - 1) * d + 1
+    if pad == "SAME":
+        if size is None:
+            return None, 0, 0, 1
+        out = -(-size // s)
+        total = max((out - 1) * s + span - size, 0)
+        return out, total // 2, total - total // 2, 1
+    lo, hi = (0, 0) if isinstance(pad, str) else pad  # 'VALID'
+    need = max(span - lo - hi, 1)
+    if size is None or size < need:
+        return None, lo, hi, need
+    return (size + lo + hi - span) // s + 1, lo, hi, need
+
+
+def fit(name: str, win: Window, shape: tuple[int | None, ...], rank: int,
+        what: str) -> tuple[int | None, int | None, Pads]:
+    """Output size ``(oh, ow)`` and resolved pads of ``win`` over an input ``shape`` (batch
+    first, channels last, ``rank`` spatial axes; rank 1 is a 1 x L image). A ValueError
+    naming both shapes when the window does not fit; None for unknown sizes."""
+    sizes = (1, shape[1]) if rank == 1 else (shape[1], shape[2])
+    axes = [_axis(n, k, s, d, win.padding if isinstance(win.padding, str) else win.padding[a])
+            for a, (n, k, s, d) in enumerate(zip(sizes, win.size, win.stride, win.dilation))]
+    if any(n is not None and n < ax[3] for n, ax in zip(sizes, axes)):
+        need = tuple(ax[3] for ax in axes)[2 - rank:]
+        span = tuple((k - 1) * d + 1 for k, d in zip(win.size, win.dilation))[2 - rank:]
+        pad = win.padding if isinstance(win.padding, str) or rank == 2 else win.padding[1]
+        expected = "(N, " + ", ".join(f">={n}" for n in need) + ", C)"
+        raise ValueError(f"{name}: the {what} (extent {span}) does not fit the input with "
+                         f"padding {pad!r}: expected an input of shape {expected}, got "
+                         f"shape {tuple(shape)}")
+    (oh, t, b, _), (ow, l, r, _) = axes
+    return oh, ow, ((t, b), (l, r))
+
+
+def geometry(name: str, win: Window, shape: tuple[int, ...], rank: int,
+             what: str) -> tuple[int, int, Pads]:
+    """``fit`` for a concrete input shape: sizes are ints."""
+    oh, ow, pads = fit(name, win, shape, rank, what)
+    if oh is None or ow is None:  # pragma: no cover - fit raises first
+        raise ValueError(f"{name}: cannot fit the {what} to shape {shape}")
+    return oh, ow, pads
+
+
+def pad(x: Array, pads: Pads, value: float = 0.0) -> Array:
+    """NHWC ``x`` padded with ``value`` (``x`` itself when no padding)."""
+    if pads == NO_PADS:
+        return x
+    (t, b), (l, r) = pads
+    n, h, w, c = x.shape
+    xp = np.empty((n, h + t + b, w + l + r, c), x.dtype)
+    xp[:, :t] = value  # borders only: the interior is written once, below
+    xp[:, t + h:] = value
+    xp[:, t:t + h, :l] = value
+    xp[:, t:t + h, l + w:] = value
+    xp[:, t:t + h, l:l + w] = x
+    return xp
+
+
+def crop(xp: Array, pads: Pads, h: int, w: int) -> Array:
+    """The inverse of ``pad``: the ``h x w`` interior (a view)."""
+    (t, _), (l, _) = pads
+    return xp[:, t:t + h, l:l + w]
+
+
+def offsets(win: Window, oh: int, ow: int) -> Iterator[tuple[int, int, Slices]]:
+    """For each kernel offset ``(i, j)`` in row-major order, the index of the
+    ``(N, OH, OW, C)`` slice of the padded input that offset reads in every window."""
+    (kh, kw), (sh, sw), (dh, dw) = win.size, win.stride, win.dilation
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, (slice(None), slice(i * dh, i * dh + (oh - 1) * sh + 1, sh),
+                         slice(j * dw, j * dw + (ow - 1) * sw + 1, sw))
+
+
+def windows(xp: Array, win: Window, oh: int, ow: int) -> Array:
+    """The read-only strided view ``(N, OH, OW, kh, kw, C)`` of the windows of padded ``xp``."""
+    (kh, kw), (sh, sw), (dh, dw) = win.size, win.stride, win.dilation
+    s0, s1, s2, s3 = xp.strides
+    view: Array = as_strided(xp, (xp.shape[0], oh, ow, kh, kw, xp.shape[3]),
+                             (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3), writeable=False)
+    return view
+
+
+def im2col(xp: Array, win: Window, oh: int, ow: int) -> Array:
+    """``cols (N·OH·OW, kh·kw·C)``: one row per output pixel, its window in (kh, kw, C)
+    order, matching a kernel ``(kh, kw, C, out)`` reshaped to ``(kh·kw·C, out)``."""
+    n, c = xp.shape[0], xp.shape[3]
+    kh, kw = win.size
+    if c == 1:
+        # One strided copy per kernel offset, moving whole rows; copying the window view
+        # would move kw values at a time (measured 3x slower for a grey-scale first layer).
+        cols = np.empty((n, oh, ow, kh * kw), xp.dtype)
+        for k, (_, _, sl) in enumerate(offsets(win, oh, ow)):
+            cols[..., k] = xp[sl][..., 0]
+        return cols.reshape(n * oh * ow, kh * kw)
+    out: Array = windows(xp, win, oh, ow).reshape(n * oh * ow, kh * kw * c)
+    return out
+
+
+def fold(out: Array, win: Window, oh: int, ow: int,
+         part: Callable[[int, int, int], Array]) -> Array:
+    """The adjoint of reading windows (col2im): add ``part(k, i, j)``, an ``(N, OH, OW, C)``
+    array for kernel offset ``k = (i, j)``, into ``out`` (the padded input's shape, zeros)
+    at the pixels that offset reads; overlapping windows sum. Returns ``out``."""
+    for k, (i, j, sl) in enumerate(offsets(win, oh, ow)):
+        view = out[sl]
+        np.add(view, part(k, i, j), out=view)
+    return out
+
+
+# ---------------------------------------------------------------------------- convolution
+
+def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
+          w_init: initializers.Initializer | None,
+          b_init: initializers.Initializer | None) -> Layer:
+    """Conv2D (rank 2) and Conv1D (rank 1, run as a 1 x k Conv2D on ``(N, 1, L, C)``)."""
+    kh, kw = win.size
+    kshape = win.size[2 - rank:]  # the kernel's receptive shape: (kh, kw) or (k,)
+    layout = "(N, H, W, " if rank == 2 else "(N, L, "
+    w_init = w_init or initializers.torch_default()
+
+    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        shape = check_in_shape(name, in_shape)
+        if len(shape) != rank + 2:
+            raise ValueError(f"{name}: expected an input shape {layout}C) of rank {rank + 2}, "
+                             f"got {shape} (rank {len(shape)})")
+        c = shape[-1]
+        if c is None or c == 0:
+            raise ValueError(f"{name}: the channel axis of in_shape must be a known size > 0, "
+                             f"got {shape}")
+        oh, ow, _ = fit(name, win, shape, rank, "kernel")
+        k_w, k_b = random.split(key)
+        params = {"w": w_init(k_w, (*kshape, c, out), np.float32)}
+        if use_bias:  # PyTorch's conv bias rule: U(±1/sqrt(fan_in)), fan_in = kh·kw·in
+            bound = 1 / math.sqrt(kh * kw * c)
+            params["b"] = (b_init or initializers.uniform(bound, -bound))(k_b, (out,),
+                                                                          np.float32)
+        return (shape[0], *((oh, ow) if rank == 2 else (ow,)), out), params
+
+    def check(params: Any, x: Any) -> tuple[Array, Array]:
+        w = params["w"]
+        if w.ndim != rank + 2 or w.shape[:rank] != kshape or w.shape[-1] != out:
+            raise ValueError(f"{name}: params['w'] must have shape {(*kshape, 'in', out)}, "
+                             f"got {w.shape}")
+        x = as_array(name, x)
+        if x.ndim != rank + 2 or x.shape[-1] != w.shape[-2]:
+            raise ValueError(f"{name}: expected input {layout}{w.shape[-2]}) as the params "
+                             f"were initialised, got shape {x.shape}")
+        # Integer inputs take the params' dtype (as Dense) rather than promoting to float64.
+        return (x.astype(w.dtype) if x.dtype.kind in "biu" else x), w
+
+    def forward(params: Any, x: Array, w: Array) -> tuple[Array, Array, Pads, int, int]:
+        oh, ow, pads = geometry(name, win, x.shape, rank, "kernel")
+        xp = pad(x if rank == 2 else x[:, None], pads)
+        cols = im2col(xp, win, oh, ow)
+        y = cols @ w.reshape(-1, out)
+        if use_bias:
+            y += params["b"]
+        return y.reshape(x.shape[0], *((oh, ow) if rank == 2 else (ow,)), out), cols, pads, oh, ow
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del key, train
+        x, w = check(params, x)
+        return forward(params, x, w)[0]
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        x, w = check(params, x)
+        y, cols, pads, oh, ow = forward(params, x, w)
+        (t, b), (l, r) = pads
+        n, c = x.shape[0], x.shape[-1]
+        h, wd = (x.shape[1], x.shape[2]) if rank == 2 else (1, x.shape[1])
+        w2 = w.reshape(-1, out)
+        wk = w.reshape(kh * kw, c, out).transpose(0, 2, 1)  # per offset (out, C), a view
+        padded = (n, h + t + b, wd + l + r, c)
+        x_shape, y_shape, w_shape = x.shape, y.shape, w.shape  # shapes only: not x itself
+
+        def pullback(dy: Array) -> tuple[Any, Array]:
+            dy = check_cotangent(name, dy, y_shape)
+            dy2 = dy.reshape(-1, out)
+            grads = {"w": (cols.T @ dy2).reshape(w_shape)}  # BLAS reads cols.T in place
+            if use_bias:  # a matrix-vector product: dy2.sum(axis=0) is ~5x slower here
+                grads["b"] = np.ones(len(dy2), dy2.dtype) @ dy2
+            # dcols = dy wᵀ, laid out one contiguous block per kernel offset, so that each
+            # step of the fold adds whole rows.
+            if c <= _FEW_CHANNELS:
+                dcols = (w2 @ dy2.T).reshape(kh * kw, c, n, oh, ow).transpose(0, 2, 3, 4, 1)
+                buf = np.zeros((c, *padded[:3]), dcols.dtype).transpose(1, 2, 3, 0)
+            else:
+                dcols = np.matmul(dy2, wk).reshape(kh * kw, n, oh, ow, c)
+                buf = np.zeros(padded, dcols.dtype)
+            dx = crop(fold(buf, win, oh, ow, lambda k, i, j: dcols[k]), pads, h, wd)
+            if c <= _FEW_CHANNELS:
+                dx = np.ascontiguousarray(dx)  # back to NHWC memory order
+            return grads, dx.reshape(x_shape)
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name)
+
+
+def Conv2D(out: int, kernel: int | tuple[int, int], stride: int | tuple[int, int] = 1,
+           padding: Any = "SAME", dilation: int | tuple[int, int] = 1, use_bias: bool = True,
+           w_init: initializers.Initializer | None = None,
+           b_init: initializers.Initializer | None = None) -> Layer:
+    """2-D convolution (cross-correlation, as every framework), NHWC:
+    ``(N, H, W, C) -> (N, OH, OW, out)``; params ``{'w': (kh, kw, C, out), 'b': (out,)}``.
+
+    forward: ``y[n,p,q,o] = b[o] + Σ_{i,j,c} xp[n, p·sh + i·dh, q·sw + j·dw, c] w[i,j,c,o]``;
+    vjp: ``dw = colsᵀ dy``, ``db = Σ_{n,p,q} dy``, ``dx = col2im(dy wᵀ)`` (cropped).
+
+    Args:
+      out: output channels. kernel, stride, dilation: an int or a pair (h, w).
+      padding: ``'SAME'``, ``'VALID'``, an int, a pair ``(ph, pw)`` or
+        ``((top, bottom), (left, right))``.
+      use_bias, w_init, b_init: as Dense; the default init is PyTorch's Conv2d
+        (U(±1/sqrt(fan_in)) for w and b, fan_in = kh·kw·C).
+    """
+    name = call_name("Conv2D", (out, kernel), stride=(stride, 1), padding=(padding, "SAME"),
+                     dilation=(dilation, 1), use_bias=(use_bias, True))
+    if not _is_int(out) or out <= 0:
+        raise ValueError(f"{name}: out must be a positive int, got {out!r}")
+    win = Window(int_tuple(name, "kernel", kernel, 2), int_tuple(name, "stride", stride, 2),
+                 int_tuple(name, "dilation", dilation, 2), padding_arg(name, padding, 2))
+    return _conv(name, 2, int(out), win, use_bias, w_init, b_init)
+
+
+def Conv1D(out: int, kernel: int, stride: int = 1, padding: Any = "SAME", dilation: int = 1,
+           use_bias: bool = True, w_init: initializers.Initializer | None = None,
+           b_init: initializers.Initializer | None = None) -> Layer:
+    """1-D convolution, channels last: ``(N, L, C) -> (N, OL, out)``; params
+    ``{'w': (k, C, out), 'b': (out,)}``. Runs as a 1 x k Conv2D on ``(N, 1, L, C)``.
+
+    forward: ``y[n,p,o] = b[o] + Σ_{j,c} xp[n, p·s + j·d, c] w[j,c,o]``;
+    vjp: ``dw = colsᵀ dy``, ``db = Σ_{n,p} dy``, ``dx = col2im(dy wᵀ)`` (cropped).
+    ``padding``: ``'SAME'``, ``'VALID'``, an int or a pair ``(left, right)``.
+    """
+    name = call_name("Conv1D", (out, kernel), stride=(stride, 1), padding=(padding, "SAME"),
+                     dilation=(dilation, 1), use_bias=(use_bias, True))
+    if not _is_int(out) or out <= 0:
+        raise ValueError(f"{name}: out must be a positive int, got {out!r}")
+    win = Window((1, *int_tuple(name, "kernel", kernel, 1)),
+                 (1, *int_tuple(name, "stride", stride, 1)),
+                 (1, *int_tuple(name, "dilation", dilation, 1)), padding_arg(name, padding, 1))
+    return _conv(name, 1, int(out), win, use_bias, w_init, b_init)
