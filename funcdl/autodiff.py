@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from funcdl import debug
+
 __all__ = ["grad", "value_and_grad", "vjp"]
+
+
+def _name(f: Any) -> str:
+    return str(getattr(f, "name", f))
 
 
 def vjp(layer: Any, params: Any, x: Any, **kwargs: Any) -> Any:
@@ -49,6 +55,9 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
                 raise TypeError(f"value_and_grad: unexpected keyword arguments "
                                 f"{sorted(kwargs)} for a stateless model")
             y, pullback = model.vjp(params, x, key=key, train=train)
+        checking = debug.enabled()
+        if checking:
+            debug.verify(_name(model), "forward output", y)
         out, loss_pullback = loss.vjp(y, target)
         if has_aux:
             if not (isinstance(out, tuple) and len(out) == 2):
@@ -57,7 +66,13 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
             value, aux = out
         else:
             value = out
-        dparams, dx = pullback(loss_pullback(1.0))
+        dy = loss_pullback(1.0)
+        if checking:
+            debug.verify(f"{_name(loss)}", "loss value", value)
+            debug.verify(f"{_name(loss)}", "backward pass: dpred", dy)
+        dparams, dx = pullback(dy)
+        if checking:
+            debug.verify(_name(model), "backward pass: dparams", dparams)
         grads = (dparams, dx) if wrt_input else dparams
         if stateful:
             return ((value, aux, new_state) if has_aux else (value, new_state)), grads

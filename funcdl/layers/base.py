@@ -86,11 +86,15 @@ def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
 
 def as_array(name: str, x: Any) -> Array:
     """The input as an ndarray; lists are converted, anything non-numeric is refused."""
-    if type(x) is np.ndarray and x.dtype.kind in "biuf":
+    if type(x) is np.ndarray and (x.dtype.kind in "biu" or x.dtype.char in "fd"):
         return x
     a = np.asarray(x)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    if a.dtype.kind == "f" and a.dtype.char not in "fd":
+        # NumPy has no fast float16 matrix product, and its float16 sums lose precision.
+        raise TypeError(f"{name}: {a.dtype} input is not supported; cast it to float32 "
+                        f"(x.astype(np.float32)) or float64")
     return a
 
 

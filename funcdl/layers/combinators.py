@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl import random, tree
+from funcdl import debug, random, tree
 from funcdl.layers.base import Array, Layer, LayerLike, Shape, located, need_state
 
 __all__ = ["Parallel", "Residual", "Sequential", "Shared"]
@@ -28,6 +28,10 @@ __all__ = ["Parallel", "Residual", "Sequential", "Shared"]
 # Each combinator is written once in the stateful form, with the three helpers below giving
 # a uniform view of any child (a stateless child's state is ()); `build` then drops the
 # state from the signatures when no child has any.
+
+# Errors a combinator re-raises with the child's place prefixed (``Sequential[3] ...``).
+ERRORS = (ValueError, TypeError, FloatingPointError)
+
 
 def is_stateful(layer: Any) -> bool:
     return bool(getattr(layer, "stateful", False))
@@ -119,7 +123,7 @@ def _sequential_init(layers: Sequence[Any], where: list[str]) -> Callable[..., A
         for i, (layer, k) in enumerate(zip(layers, random.split(key, n) if n else ())):
             try:
                 shape, p, s = child_init(layer, k, shape)
-            except (ValueError, TypeError) as e:
+            except ERRORS as e:
                 raise located(where[i], name_of(layer), e) from e
             params.append(p)
             states.append(s)
@@ -148,20 +152,23 @@ def Sequential(*layers: LayerLike) -> Layer:
             for i, (layer, p, k) in enumerate(zip(layers, params, keys_for(key, n))):
                 try:
                     x = layer.apply(p, x, key=k, train=train)
-                except (ValueError, TypeError) as e:
+                except ERRORS as e:
                     raise located(where[i], names[i], e) from e
             return x
 
         def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
             entries(name, params, n, "params")
             pullbacks = []
+            checking = debug.enabled()
             for i, (layer, p, k) in enumerate(zip(layers, params, keys_for(key, n))):
                 try:
                     x, pb = layer.vjp(p, x, key=k, train=train)
-                except (ValueError, TypeError) as e:
+                except ERRORS as e:
                     raise located(where[i], names[i], e) from e
+                if checking:
+                    debug.verify(f"{where[i]} {names[i]}", "forward output", x)
                 pullbacks.append(pb)
-            return x, _reverse(pullbacks, where)
+            return x, _reverse(pullbacks, where, names, checking)
 
         def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
             out_shape, params, _ = init(key, in_shape)
@@ -177,7 +184,7 @@ def Sequential(*layers: LayerLike) -> Layer:
         for i, (layer, p, s, k) in enumerate(zip(layers, params, state, keys_for(key, n))):
             try:
                 x, s = child_apply(layer, p, x, s, k, train)
-            except (ValueError, TypeError) as e:
+            except ERRORS as e:
                 raise located(where[i], names[i], e) from e
             new_state.append(s)
         return x, tuple(new_state)
@@ -187,20 +194,23 @@ def Sequential(*layers: LayerLike) -> Layer:
         entries(name, params, n, "params")
         entries(name, need_state(name, state), n, "state")
         pullbacks, new_state = [], []
+        checking = debug.enabled()
         for i, (layer, p, s, k) in enumerate(zip(layers, params, state, keys_for(key, n))):
             try:
                 x, pb, s = child_vjp(layer, p, x, s, k, train)
-            except (ValueError, TypeError) as e:
+            except ERRORS as e:
                 raise located(where[i], names[i], e) from e
+            if checking:
+                debug.verify(f"{where[i]} {names[i]}", "forward output", x)
             pullbacks.append(pb)
             new_state.append(s)
-        return x, _reverse(pullbacks, where), tuple(new_state)
+        return x, _reverse(pullbacks, where, names, checking), tuple(new_state)
 
     return Layer(init, apply_s, vjp_s, stateful=True, name=name)
 
 
-def _reverse(pullbacks: list[Callable[[Array], tuple[Any, Any]]],
-             where: list[str]) -> Callable[..., Any]:
+def _reverse(pullbacks: list[Callable[[Array], tuple[Any, Any]]], where: list[str],
+             names: list[str], checking: bool) -> Callable[..., Any]:
     """The pullback of a composition: the children's pullbacks in reverse order."""
     n = len(pullbacks)
 
@@ -209,8 +219,11 @@ def _reverse(pullbacks: list[Callable[[Array], tuple[Any, Any]]],
         for i in range(n - 1, -1, -1):
             try:
                 dparams[i], dy = pullbacks[i](dy)
-            except (ValueError, TypeError) as e:
-                raise located(where[i], "pullback", e) from e
+            except ERRORS as e:
+                raise located(where[i], names[i], e) from e
+            if checking:
+                debug.verify(f"{where[i]} {names[i]}", "backward pass: dx", dy)
+                debug.verify(f"{where[i]} {names[i]}", "backward pass: dparams", dparams[i])
         return tuple(dparams), dy
 
     return pullback
@@ -232,7 +245,7 @@ def Parallel(*layers: LayerLike) -> Layer:
         for i, (layer, k, shape) in enumerate(zip(layers, keys_for(key, n), in_shapes)):
             try:
                 outs.append(child_init(layer, k, shape))
-            except (ValueError, TypeError) as e:
+            except ERRORS as e:
                 raise located(where[i], name_of(layer), e) from e
         return tuple(o[0] for o in outs), tuple(o[1] for o in outs), tuple(o[2] for o in outs)
 
@@ -245,7 +258,7 @@ def Parallel(*layers: LayerLike) -> Layer:
                                                      keys_for(key, n))):
             try:
                 y, s = child_apply(layer, p, x, s, k, train)
-            except (ValueError, TypeError) as e:
+            except ERRORS as e:
                 raise located(where[i], name_of(layer), e) from e
             ys.append(y)
             new_state.append(s)
@@ -259,7 +272,7 @@ def Parallel(*layers: LayerLike) -> Layer:
                                                      keys_for(key, n))):
             try:
                 y, pb, s = child_vjp(layer, p, x, s, k, train)
-            except (ValueError, TypeError) as e:
+            except ERRORS as e:
                 raise located(where[i], name_of(layer), e) from e
             ys.append(y)
             pbs.append(pb)
@@ -288,7 +301,7 @@ def Residual(layer: LayerLike) -> Layer:
     def init(key: random.Key, in_shape: Any) -> tuple[Any, Any, Any]:
         try:
             out, p, s = child_init(layer, key, in_shape)
-        except (ValueError, TypeError) as e:
+        except ERRORS as e:
             raise located("Residual", child, e) from e
         if len(out) != len(in_shape) or any(
                 a is not None and b is not None and a != b for a, b in zip(out, in_shape)):
@@ -306,14 +319,14 @@ def Residual(layer: LayerLike) -> Layer:
               train: bool = False) -> tuple[Any, Any]:
         try:
             y, s = child_apply(layer, params, x, state, key, train)
-        except (ValueError, TypeError) as e:
+        except ERRORS as e:
             raise located("Residual", child, e) from e
         return merged(x, y), s
 
     def vjp(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
         try:
             y, pb, s = child_vjp(layer, params, x, state, key, train)
-        except (ValueError, TypeError) as e:
+        except ERRORS as e:
             raise located("Residual", child, e) from e
 
         def pullback(dy: Any) -> tuple[Any, Any]:
@@ -349,7 +362,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
         for i, shape in enumerate(in_shapes):
             try:
                 out, p = layer.init(key, shape)
-            except (ValueError, TypeError) as e:
+            except ERRORS as e:
                 raise located(where[i], child, e) from e
             if params is None:
                 params = p
@@ -362,7 +375,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
         for i, (x, k) in enumerate(zip(xs, keys_for(key, n))):
             try:
                 out.append(layer.apply(params, x, key=k, train=train))
-            except (ValueError, TypeError) as e:
+            except ERRORS as e:
                 raise located(where[i], child, e) from e
         return tuple(out)
 
@@ -372,7 +385,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
         for i, (x, k) in enumerate(zip(xs, keys_for(key, n))):
             try:
                 y, pb = layer.vjp(params, x, key=k, train=train)
-            except (ValueError, TypeError) as e:
+            except ERRORS as e:
                 raise located(where[i], child, e) from e
             ys.append(y)
             pbs.append(pb)

@@ -245,8 +245,11 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
             denom = np.sqrt(v_new) * inv_sqrt_bc2 + eps
             return (m_new * inv_bc1) / denom, m_new, v_new
 
-        out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                               ("grads", "state.mu", "state.nu"), n_out=3)
+        # g² of a float32 gradient beyond ~1e19 overflows: v saturates at inf and the step
+        # of that entry is 0 (documented), rather than a warning.
+        with np.errstate(over="ignore"):
+            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
+                                   ("grads", "state.mu", "state.nu"), n_out=3)
         return out, ScaleByAdamState(next_count(state.count), mu, nu)
 
     return GradientTransformation(init, update)
