@@ -70,7 +70,10 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
         if checking:
             debug.verify(f"{_name(loss)}", "loss value", value)
             debug.verify(f"{_name(loss)}", "backward pass: dpred", dy)
-        dparams, dx = pullback(dy)
+        if wrt_input or not getattr(model, "dx_optional", False):
+            dparams, dx = pullback(dy)
+        else:  # nobody reads dx: let the first layer skip it
+            dparams, dx = pullback(dy, need_dx=False)
         if checking:
             debug.verify(_name(model), "backward pass: dparams", dparams)
         grads = (dparams, dx) if wrt_input else dparams

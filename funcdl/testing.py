@@ -169,6 +169,12 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
         tree.check_same(p64, dparams, ("params", "dparams"), shapes=True)
     except ValueError as e:
         raise AssertionError(f"check_vjp({label}): {e}") from None
+    if getattr(layer, "dx_optional", False):
+        dparams2, dx2 = pullback(u, need_dx=False)
+        if dx2 is not None or not all(np.array_equal(a, b) for a, b in zip(
+                tree.leaves(dparams), tree.leaves(dparams2))):
+            raise AssertionError(f"check_vjp({label}): pullback(dy, need_dx=False) must give "
+                                 f"the same dparams and None for dx")
     z, grad = (p64, x64), (dparams, _input_cotangent(label, x64, dx))
     _fd_check(label, f, z, grad, u, random.key(seed + 1), rtol, atol, eps, directions,
               lambda p: ("params" if p.startswith("[0]") else "x") + p[3:])

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import debug, random, tree
-from funcdl.layers.base import Array, Layer, LayerLike, Shape, located, need_state
+from funcdl.layers.base import Layer, LayerLike, Shape, located, need_state
 
 __all__ = ["Parallel", "Residual", "Sequential", "Shared"]
 
@@ -168,13 +168,13 @@ def Sequential(*layers: LayerLike) -> Layer:
                 if checking:
                     debug.verify(f"{where[i]} {names[i]}", "forward output", x)
                 pullbacks.append(pb)
-            return x, _reverse(pullbacks, where, names, checking)
+            return x, _reverse(pullbacks, where, names, checking, layers, params)
 
         def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
             out_shape, params, _ = init(key, in_shape)
             return out_shape, params
 
-        return Layer(init0, apply, vjp, name=name)
+        return Layer(init0, apply, vjp, name=name, dx_optional=True)
 
     def apply_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
                 train: bool = False) -> tuple[Any, Any]:
@@ -204,27 +204,37 @@ def Sequential(*layers: LayerLike) -> Layer:
                 debug.verify(f"{where[i]} {names[i]}", "forward output", x)
             pullbacks.append(pb)
             new_state.append(s)
-        return x, _reverse(pullbacks, where, names, checking), tuple(new_state)
+        return x, _reverse(pullbacks, where, names, checking, layers, params), tuple(new_state)
 
-    return Layer(init, apply_s, vjp_s, stateful=True, name=name)
+    return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=True)
 
 
-def _reverse(pullbacks: list[Callable[[Array], tuple[Any, Any]]], where: list[str],
-             names: list[str], checking: bool) -> Callable[..., Any]:
-    """The pullback of a composition: the children's pullbacks in reverse order."""
+def _reverse(pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],
+             names: list[str], checking: bool, layers: Sequence[Any],
+             params: Sequence[Any]) -> Callable[..., Any]:
+    """The pullback of a composition: the children's pullbacks in reverse order.
+
+    ``need_dx=False`` (value_and_grad's call when nobody reads the input's cotangent) stops
+    at the first child with parameters and asks it to skip its dx when it can."""
     n = len(pullbacks)
 
-    def pullback(dy: Any) -> tuple[tuple[Any, ...], Any]:
+    def pullback(dy: Any, need_dx: bool = True) -> tuple[tuple[Any, ...], Any]:
         dparams: list[Any] = [None] * n
-        for i in range(n - 1, -1, -1):
+        stop = 0 if need_dx else next((i for i in range(n) if tree.leaves(params[i])), n)
+        for i in range(n - 1, stop - 1, -1):
             try:
-                dparams[i], dy = pullbacks[i](dy)
+                if i == stop and not need_dx and getattr(layers[i], "dx_optional", False):
+                    dparams[i], dy = pullbacks[i](dy, need_dx=False)
+                else:
+                    dparams[i], dy = pullbacks[i](dy)
             except ERRORS as e:
                 raise located(where[i], names[i], e) from e
             if checking:
-                debug.verify(f"{where[i]} {names[i]}", "backward pass: dx", dy)
+                if dy is not None:
+                    debug.verify(f"{where[i]} {names[i]}", "backward pass: dx", dy)
                 debug.verify(f"{where[i]} {names[i]}", "backward pass: dparams", dparams[i])
-        return tuple(dparams), dy
+        dparams[:stop] = params[:stop]  # no leaves: (), {} or None, as given
+        return tuple(dparams), (dy if need_dx else None)
 
     return pullback
 

@@ -283,12 +283,14 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         padded = (n, h + t + b, wd + l + r, c)
         x_shape, y_shape, w_shape = x.shape, y.shape, w.shape  # shapes only: not x itself
 
-        def pullback(dy: Array) -> tuple[Any, Array]:
+        def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
             dy = check_cotangent(name, dy, y_shape)
             dy2 = dy.reshape(-1, out)
             grads = {"w": (cols.T @ dy2).reshape(w_shape)}  # BLAS reads cols.T in place
             if use_bias:  # a matrix-vector product: dy2.sum(axis=0) is ~5x slower here
                 grads["b"] = np.ones(len(dy2), dy2.dtype) @ dy2
+            if not need_dx:
+                return grads, None
             # dcols = dy wᵀ, laid out one contiguous block per kernel offset, so that each
             # step of the fold adds whole rows.
             if c <= _FEW_CHANNELS:
@@ -304,7 +306,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name)
+    return Layer(init, apply, vjp, name=name, dx_optional=True)
 
 
 def Conv2D(out: int, kernel: int | tuple[int, int], stride: int | tuple[int, int] = 1,

@@ -79,17 +79,17 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         y = forward(params, x)
         w = params["w"]
 
-        def pullback(dy: Array) -> tuple[Any, Array]:
+        def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
             dy = check_cotangent(name, dy, y.shape)
             x2, dy2 = x.reshape(-1, w.shape[0]), dy.reshape(-1, w.shape[1])
-            grads = {"w": x2.T @ dy2}
-            if use_bias:
-                grads["b"] = dy2.sum(axis=0)
-            return grads, (dy2 @ w.T).reshape(x.shape)
+            grads = {"w": x2.T @ dy2}  # BLAS reads x2.T in place: no transposed copy
+            if use_bias:  # a matrix-vector product beats dy2.sum(axis=0) on tall arrays
+                grads["b"] = np.ones(len(dy2), dy2.dtype) @ dy2
+            return grads, (dy2 @ w.T).reshape(x.shape) if need_dx else None
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name)
+    return Layer(init, apply, vjp, name=name, dx_optional=True)
 
 
 def _shape_layer(name: str, out_shape: Any) -> Layer:
