@@ -30,6 +30,7 @@ __all__ = [
     "leaves",
     "leaves_with_path",
     "map",
+    "map_multi",
     "ravel",
     "structure",
     "unflatten",
@@ -144,7 +145,7 @@ def map(f: Callable[..., Any], tree: Tree, *rest: Tree) -> Tree:
     if not rest:
         return _map1(f, tree)
     try:
-        return _mapn(f, tree, rest)
+        return _map2(f, tree, rest[0]) if len(rest) == 1 else _mapn(f, tree, rest)
     except _Mismatch:
         # Only on failure: walk again, slowly, to name the first differing path.
         for i, r in enumerate(rest):
@@ -176,6 +177,56 @@ def _map1(f: Callable[[Any], Any], t: Tree) -> Tree:
 
 
 _CONTAINERS = (tuple, list, dict)
+
+
+def _map2(f: Callable[..., Any], a: Tree, b: Tree) -> Tree:
+    # Two trees (params and grads, grads and a moment): the commonest case, kept lean.
+    ta = type(a)
+    if ta is np.ndarray:
+        if type(b) is np.ndarray or not (b is None or isinstance(b, _CONTAINERS)):
+            return f(a, b)
+        raise _Mismatch
+    if ta is dict:
+        if type(b) is not dict or a.keys() != b.keys():
+            raise _Mismatch
+        return {k: _map2(f, v, b[k]) for k, v in a.items()}
+    if ta is tuple or ta is list:
+        if type(b) is not ta or len(a) != len(b):
+            raise _Mismatch
+        out = [_map2(f, x, y) for x, y in zip(a, b)]
+        return tuple(out) if ta is tuple else out
+    return _mapn(f, a, (b,))
+
+
+def map_multi(f: Callable[..., tuple[Any, ...]], n_out: int, tree: Tree,
+              *rest: Tree) -> tuple[Tree, ...]:
+    """As ``map``, for an ``f`` returning ``n_out`` values per leaf: returns ``n_out`` trees
+    of ``tree``'s structure, in one traversal (an optimizer's new moments and update)."""
+    try:
+        out = _mapn(_Boxed(f), tree, rest)
+    except _Mismatch:
+        map(lambda *xs: None, tree, *rest)  # raises the ValueError naming the path
+        raise
+    return tuple(_map1(lambda box, i=i: box.values[i], out) for i in range(n_out))
+
+
+class _Boxed:
+    """Wraps ``f`` so its tuple result is one opaque leaf while the tree is rebuilt."""
+
+    __slots__ = ("f",)
+
+    def __init__(self, f: Callable[..., tuple[Any, ...]]) -> None:
+        self.f = f
+
+    def __call__(self, *xs: Any) -> _Box:
+        return _Box(self.f(*xs))
+
+
+class _Box:
+    __slots__ = ("values",)
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        self.values = values
 
 
 def _mapn(f: Callable[..., Any], t: Tree, rest: tuple[Tree, ...] | list[Tree]) -> Tree:

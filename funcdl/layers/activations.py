@@ -44,21 +44,32 @@ def _elementwise(name: str, f: Callable[[Array], Array],
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del params, key, train
-        return f(as_array(name, x))
+        return f(x if type(x) is np.ndarray and x.dtype.char in "fd" else as_array(name, x))
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del params, key, train
-        x = as_array(name, x)
+        if not (type(x) is np.ndarray and x.dtype.char in "fd"):
+            x = as_array(name, x)
         y = f(x)
-        return y, lambda dy: ((), df(x, y, check_cotangent(name, dy, y.shape)))
+        y_shape = y.shape
+
+        def pullback(dy: Any) -> tuple[Any, Array]:
+            if type(dy) is not np.ndarray or dy.shape != y_shape:
+                dy = check_cotangent(name, dy, y_shape)
+            return (), df(x, y, dy)
+
+        return y, pullback
 
     return Layer(_shapeless_init(name), apply, vjp, name=name)
 
 
 def sigmoid(x: Array) -> Array:
-    """1 / (1 + e^-x) without overflow: e^-|x| is at most 1."""
-    e = np.exp(-np.abs(x))
-    out: Array = np.where(x >= 0, 1, e) / (1 + e)
+    """1 / (1 + e^-x). For x below about -88 (float32) e^-x overflows to inf and the result
+    is the correct 0; the overflow is expected, so it is not reported."""
+    with np.errstate(over="ignore"):
+        e = np.exp(-x)
+    e += 1
+    out: Array = np.reciprocal(e, out=e)
     return out
 
 

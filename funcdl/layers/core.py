@@ -20,6 +20,9 @@ from funcdl.layers.base import (
 __all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def _float_like(x: Array, dtype: np.dtype[Any]) -> Array:
     # Integer and boolean inputs are cast to the params' dtype rather than silently
     # promoting float32 params to float64 (NumPy's int64 @ float32 rule).
@@ -55,8 +58,13 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         return (*shape[:-1], out), params
 
     def check(params: Any, x: Any) -> Array:
-        x = as_array(name, x)
         w = params["w"]
+        # The common case in two attribute reads; anything else takes the slow path that
+        # converts, casts integers, or explains what is wrong.
+        if type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == w.shape[0] \
+                and (x.dtype is _F32 or x.dtype is _F64):
+            return x
+        x = as_array(name, x)
         if x.ndim == 0 or x.shape[-1] != w.shape[0]:
             raise ValueError(f"{name}: expected input (..., {w.shape[0]}) as the params were "
                              f"initialised, got shape {x.shape}")
@@ -64,7 +72,8 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
 
     def forward(params: Any, x: Array) -> Array:
         w = params["w"]
-        y: Array = (x.reshape(-1, w.shape[0]) @ w).reshape(*x.shape[:-1], w.shape[1])
+        y: Array = (x @ w if x.ndim == 2 else
+                    (x.reshape(-1, w.shape[0]) @ w).reshape(*x.shape[:-1], w.shape[1]))
         if use_bias:
             y += params["b"]
         return y
@@ -78,14 +87,20 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         x = check(params, x)
         y = forward(params, x)
         w = params["w"]
+        y_shape = y.shape
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
-            dy = check_cotangent(name, dy, y.shape)
-            x2, dy2 = x.reshape(-1, w.shape[0]), dy.reshape(-1, w.shape[1])
+            if type(dy) is not np.ndarray or dy.shape != y_shape:
+                dy = check_cotangent(name, dy, y_shape)
+            x2, dy2 = (x, dy) if x.ndim == 2 else (x.reshape(-1, w.shape[0]),
+                                                   dy.reshape(-1, w.shape[1]))
             grads = {"w": x2.T @ dy2}  # BLAS reads x2.T in place: no transposed copy
             if use_bias:  # a matrix-vector product beats dy2.sum(axis=0) on tall arrays
                 grads["b"] = np.ones(len(dy2), dy2.dtype) @ dy2
-            return grads, (dy2 @ w.T).reshape(x.shape) if need_dx else None
+            if not need_dx:
+                return grads, None
+            dx = dy2 @ w.T
+            return grads, dx if x.ndim == 2 else dx.reshape(x.shape)
 
         return y, pullback
 

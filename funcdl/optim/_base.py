@@ -111,17 +111,12 @@ def check_lr(name: str, lr: Any) -> ScalarOrSchedule:
     return check_float(name, "lr (a float or a schedule count -> lr)", lr)
 
 
-class _Box:
-    """A leaf holding a tuple of results, so that ``tree.map`` does not descend into it."""
-
-    __slots__ = ("v",)
-
-    def __init__(self, v: tuple[Any, ...]) -> None:
-        self.v = v
-
-
 class _ShapeMismatch(ValueError):
     pass
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return x.shape if type(x) is np.ndarray else np.shape(x)  # type: ignore[no-any-return]
 
 
 def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Sequence[str],
@@ -133,14 +128,16 @@ def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Se
     the first differing path, e.g. ``adam.update: ... at ['w']: grads has ..., state.mu has``.
     """
     def leaf(*xs: Any) -> Any:
-        shape = np.shape(xs[0])
+        shape = _shape(xs[0])
         for x in xs[1:]:
-            if np.shape(x) != shape:
+            if _shape(x) != shape:
                 raise _ShapeMismatch
-        return fn(*xs) if n_out == 1 else _Box(fn(*xs))
+        return fn(*xs)
 
     try:
-        out = tree.map(leaf, *trees)
+        if n_out == 1:
+            return (tree.map(leaf, *trees),)
+        return tree.map_multi(leaf, n_out, *trees)
     except ValueError:
         # Only on failure: walk again to report the first differing path with good names.
         for other, other_name in zip(trees[1:], names[1:], strict=True):
@@ -149,11 +146,6 @@ def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Se
             except ValueError as detail:
                 raise ValueError(f"{name}: {detail}") from None
         raise
-    if n_out == 1:
-        return (out,)
-    td = tree.structure(out)
-    boxes = tree.leaves(out)
-    return tuple(tree.unflatten(td, [b.v[i] for b in boxes]) for i in range(n_out))
 
 
 def like(x: Any, ref: Any) -> Any:
@@ -251,7 +243,9 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
 def apply_updates(params: Tree, updates: Tree) -> Tree:
     """``p + u`` leaf-wise; each result keeps its param's dtype. Nothing is mutated."""
     def add(p: Any, u: Any) -> Any:
-        p = np.asarray(p)
-        return np.asarray(p + u, dtype=p.dtype)
+        out = p + u
+        if type(p) is np.ndarray and type(out) is np.ndarray and out.dtype == p.dtype:
+            return out
+        return np.asarray(out, dtype=np.asarray(p).dtype)
 
     return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]
