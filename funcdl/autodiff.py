@@ -39,6 +39,9 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
       ``((value, new_state), grads)``, or ``((value, aux, new_state), grads)`` with aux.
     """
     stateful = bool(getattr(model, "stateful", False))
+    if not all(hasattr(model, f) for f in ("init", "apply", "vjp")):
+        raise TypeError(f"value_and_grad: the model must be a layer with init, apply and vjp "
+                        f"(see funcdl.layers.Layer), got {model!r}")
     if not hasattr(loss, "vjp"):
         raise TypeError(f"value_and_grad: the loss needs a .vjp(pred, target) method "
                         f"(see funcdl.losses.Loss), got {loss!r}")

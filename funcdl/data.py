@@ -69,7 +69,8 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool 
             raise ValueError(
                 "data.batches: shuffle=True needs a key: pass funcdl.random.key(seed) (a new "
                 "one each epoch, e.g. random.fold_in(key, epoch)), or set shuffle=False")
-        order = random.permutation(key, n)  # checks the key now, not at the first next()
+        # checks the key now, not at the first next()
+        order = random.permutation(random.check_key(key, "data.batches"), n)
     stop = n - n % size if drop_last else n
     return _generate(xs, order, size, stop)
 

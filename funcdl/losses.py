@@ -46,6 +46,8 @@ def _pred(name: str, pred: Any) -> Array:
     p = np.asarray(pred)
     if p.dtype.kind != "f":
         raise TypeError(f"{name}: pred must be a float array, got dtype {p.dtype}")
+    if p.dtype.char not in "fd":
+        raise TypeError(f"{name}: {p.dtype} pred is not supported; cast it to float32")
     return p
 
 
@@ -59,6 +61,15 @@ def _same_shape(name: str, pred: Array, target: Any) -> Array:
     if t.dtype.kind not in "biuf":
         raise TypeError(f"{name}: target must be numeric, got dtype {t.dtype}")
     return t.astype(pred.dtype, copy=False)
+
+
+def _probabilities(name: str, t: Array) -> Array:
+    """Targets of the binary cross-entropies must lie in [0, 1] (PyTorch does not check;
+    a target of 2 would give a finite, meaningless loss)."""
+    if t.size and not (t.min() >= 0 and t.max() <= 1):
+        raise ValueError(f"{name}: target must hold probabilities in [0, 1], got values in "
+                         f"[{t.min()}, {t.max()}]")
+    return t
 
 
 def _reduced(name: str, per: Array, reduction: str, count: int,
@@ -100,7 +111,7 @@ def _bce(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback
     """On probabilities, as PyTorch: ``-(t·max(log p, -100) + (1-t)·max(log(1-p), -100))``;
     ``dp = (p - t) / max(p (1 - p), 1e-12)``."""
     p = _pred("bce", pred)
-    t = _same_shape("bce", p, target)
+    t = _probabilities("bce", _same_shape("bce", p, target))
     if p.size and not (p.min() >= 0 and p.max() <= 1):
         raise ValueError("bce: pred must be probabilities in [0, 1] (use bce_with_logits on "
                          f"logits), got values in [{p.min()}, {p.max()}]")
@@ -119,7 +130,7 @@ def _bce(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback
 def _bce_with_logits(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
     """On logits z: ``max(z, 0) - z t + log(1 + e^-|z|)``; ``dz = σ(z) - t``."""
     z = _pred("bce_with_logits", pred)
-    t = _same_shape("bce_with_logits", z, target)
+    t = _probabilities("bce_with_logits", _same_shape("bce_with_logits", z, target))
     e = np.exp(-np.abs(z))
     per = np.maximum(z, 0) - z * t + np.log1p(e)
     sig = np.where(z >= 0, 1, e) / (1 + e)
@@ -131,7 +142,7 @@ def _huber(pred: Any, target: Any, delta: float = 1.0,
     """``½ d²`` where ``|d| <= delta``, else ``delta (|d| - ½ delta)``, with ``d = p - t``;
     ``dp = clip(d, -delta, delta)``."""
     delta = float(delta)
-    if delta <= 0:
+    if not delta > 0:  # also refuses NaN
         raise ValueError(f"huber: delta must be positive, got {delta}")
     p = _pred("huber", pred)
     d = p - _same_shape("huber", p, target)

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-__all__ = ["Key", "bernoulli", "fold_in", "key", "normal", "permutation", "split", "uniform"]
+__all__ = ["Key", "bernoulli", "check_key", "fold_in", "key", "normal", "permutation", "split",
+           "uniform"]
 
 Key = NDArray[np.uint64]
 _MASK64 = (1 << 64) - 1
@@ -33,14 +34,28 @@ def key(seed: int) -> Key:
     return np.array([seed & _MASK64, seed >> 64], dtype=np.uint64)
 
 
-def _check(k: Any, fn: str) -> Key:
+def check_key(k: Any, where: str) -> Key:
+    """``k`` if it is a key, else a TypeError naming ``where`` (a layer or function)."""
     if not (isinstance(k, np.ndarray) and k.dtype == np.uint64 and k.shape == (2,)):
         got = (f"an array of shape {k.shape} and dtype {k.dtype}" if isinstance(k, np.ndarray)
                else type(k).__name__)
         raise TypeError(
-            f"random.{fn}: expected a key made by funcdl.random.key(seed) (uint64, shape (2,)), "
+            f"{where}: expected a key made by funcdl.random.key(seed) (uint64, shape (2,)), "
             f"got {got}")
     return k
+
+
+def _check(k: Any, fn: str) -> Key:
+    return check_key(k, f"random.{fn}")
+
+
+def _count(n: Any, fn: str, what: str) -> int:
+    """A non-negative integer argument, or a clear error naming ``random.fn``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"random.{fn}: {what} must be an int, got {n!r}")
+    if n < 0:
+        raise ValueError(f"random.{fn}: {what} must be >= 0, got {n}")
+    return int(n)
 
 
 def _gen(k: Key) -> np.random.Generator:
@@ -49,6 +64,7 @@ def _gen(k: Key) -> np.random.Generator:
 
 def split(key: Key, num: int = 2) -> tuple[Key, ...]:
     """``num`` new independent keys derived from ``key``."""
+    num = _count(num, "split", "num")
     bits = _gen(_check(key, "split")).integers(0, _MASK64, size=(num, 2), dtype=np.uint64,
                                                endpoint=True)
     return tuple(bits)
@@ -56,14 +72,17 @@ def split(key: Key, num: int = 2) -> tuple[Key, ...]:
 
 def fold_in(key: Key, data: int) -> Key:
     """A new key that depends on ``key`` and the integer ``data`` (e.g. an epoch number)."""
+    if isinstance(data, bool) or not isinstance(data, (int, np.integer)):
+        raise TypeError(f"random.fold_in: data must be an int, got {data!r}")
     d = int(data) & _MASK64
     # Philox's counter is its other 256-bit input: placing data there gives a stream per value.
     bg = np.random.Philox(key=_check(key, "fold_in"), counter=np.array([d, 1, 0, 0], np.uint64))
     return np.random.Generator(bg).integers(0, _MASK64, size=2, dtype=np.uint64, endpoint=True)
 
 
-def _shape(shape: Any) -> tuple[int, ...]:
-    return (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+def _shape(shape: Any, fn: str = "sample") -> tuple[int, ...]:
+    dims = (shape,) if np.ndim(shape) == 0 else tuple(shape)
+    return tuple(_count(d, fn, "every size in shape") for d in dims)
 
 
 def _float(dtype: DTypeLike, fn: str) -> np.dtype[Any]:
@@ -76,14 +95,16 @@ def _float(dtype: DTypeLike, fn: str) -> np.dtype[Any]:
 def normal(key: Key, shape: Any = (), dtype: DTypeLike = np.float32) -> NDArray[Any]:
     """Standard normal samples of the given shape and dtype."""
     dt = _float(dtype, "normal")
-    return _gen(_check(key, "normal")).standard_normal(_shape(shape), dtype=dt)
+    return _gen(_check(key, "normal")).standard_normal(_shape(shape, "normal"), dtype=dt)
 
 
 def uniform(key: Key, shape: Any = (), low: float = 0.0, high: float = 1.0,
             dtype: DTypeLike = np.float32) -> NDArray[Any]:
     """Uniform samples in ``[low, high)``."""
     dt = _float(dtype, "uniform")
-    u = _gen(_check(key, "uniform")).random(_shape(shape), dtype=dt)
+    if not float(low) <= float(high):
+        raise ValueError(f"random.uniform: needs low <= high, got low={low}, high={high}")
+    u = _gen(_check(key, "uniform")).random(_shape(shape, "uniform"), dtype=dt)
     if low == 0.0 and high == 1.0:
         return u
     out: NDArray[Any] = u * dt.type(high - low) + dt.type(low)
@@ -96,10 +117,12 @@ def bernoulli(key: Key, p: float = 0.5, shape: Any = ()) -> NDArray[np.bool_]:
     """Booleans, each True with probability ``p``."""
     if not 0.0 <= float(p) <= 1.0:
         raise ValueError(f"random.bernoulli: p must be in [0, 1], got {p}")
-    out: NDArray[np.bool_] = uniform(key, shape, dtype=np.float64) < p
+    out: NDArray[np.bool_] = uniform(check_key(key, "random.bernoulli"), shape,
+                                     dtype=np.float64) < p
     return out
 
 
 def permutation(key: Key, n: int) -> NDArray[np.int64]:
     """A random permutation of ``range(n)``."""
-    return _gen(_check(key, "permutation")).permutation(int(n)).astype(np.int64, copy=False)
+    n = _count(n, "permutation", "n")
+    return _gen(_check(key, "permutation")).permutation(n).astype(np.int64, copy=False)

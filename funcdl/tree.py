@@ -207,7 +207,17 @@ def map_multi(f: Callable[..., tuple[Any, ...]], n_out: int, tree: Tree,
     except _Mismatch:
         map(lambda *xs: None, tree, *rest)  # raises the ValueError naming the path
         raise
-    return tuple(_map1(lambda box, i=i: box.values[i], out) for i in range(n_out))
+    return tuple(_map1(_Pick(i), out) for i in range(n_out))
+
+
+class _Pick:
+    __slots__ = ("i",)
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+    def __call__(self, box: _Box) -> Any:
+        return box.values[self.i]
 
 
 class _Boxed:
@@ -326,6 +336,9 @@ def flatten(tree: Tree) -> tuple[list[Any], TreeDef]:
 
 def unflatten(treedef: TreeDef, leaves: Iterable[Any]) -> Tree:
     """Rebuild a tree of structure ``treedef`` from its leaves, in flattening order."""
+    if not isinstance(treedef, TreeDef):
+        raise TypeError(f"unflatten: expected a TreeDef (from tree.flatten or tree.structure), "
+                        f"got {type(treedef).__name__}")
     items = list(leaves)
     if len(items) != treedef.num_leaves:
         raise ValueError(

@@ -211,7 +211,15 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
 
         return y, pullback
 
-    return Layer(_shapeless_init(name), apply, vjp, name=name)
+    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        del key
+        shape = check_in_shape(name, in_shape, min_rank=1)
+        if not -len(shape) <= axis < len(shape):
+            raise ValueError(f"{name}: axis {axis} is out of range for an input of shape "
+                             f"{shape}")
+        return shape, ()
+
+    return Layer(init, apply, vjp, name=name)
 
 
 def Softmax(axis: int = -1) -> Layer:

@@ -92,7 +92,10 @@ def as_array(name: str, x: Any) -> Array:
     """The input as an ndarray; lists are converted, anything non-numeric is refused."""
     if type(x) is np.ndarray and (x.dtype.kind in "biu" or x.dtype.char in "fd"):
         return x
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{name}: the input is not a rectangular numeric array: {e}") from None
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
     if a.dtype.kind == "f" and a.dtype.char not in "fd":
@@ -100,6 +103,18 @@ def as_array(name: str, x: Any) -> Array:
         raise TypeError(f"{name}: {a.dtype} input is not supported; cast it to float32 "
                         f"(x.astype(np.float32)) or float64")
     return a
+
+
+def param_arrays(name: str, params: Any, keys: tuple[str, ...]) -> list[Array]:
+    """``[params[k] for k in keys]`` as arrays, or an error naming the layer and the keys."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{name}: params must be a dict with keys {list(keys)} (as init "
+                        f"returns them), got {type(params).__name__}")
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise ValueError(f"{name}: params lack {missing}; expected keys {list(keys)} (as init "
+                         f"returns them), got {sorted(params)}")
+    return [np.asarray(params[k]) for k in keys]
 
 
 def need_state(name: str, state: Any) -> Any:

@@ -69,6 +69,13 @@ def child_vjp(layer: Any, p: Any, x: Any, s: Any, key: Any,
     return y, pullback, s
 
 
+def _located_call(where: str, child: str, pullback: Callable[..., Any], dy: Any) -> Any:
+    try:
+        return pullback(dy)
+    except ERRORS as e:
+        raise located(where, child, e) from e
+
+
 def keys_for(key: Any, n: int) -> Sequence[Any]:
     """One key per child, or Nones when no key was given (most models need none)."""
     return (None,) * n if key is None else random.split(key, n)
@@ -263,6 +270,7 @@ def Parallel(*layers: LayerLike) -> Layer:
               train: bool = False) -> tuple[Any, Any]:
         entries(name, params, n, "params")
         entries(name, xs, n, "inputs")
+        entries(name, state, n, "state")
         ys, new_state = [], []
         for i, (layer, p, x, s, k) in enumerate(zip(layers, params, xs, state,
                                                      keys_for(key, n))):
@@ -277,6 +285,7 @@ def Parallel(*layers: LayerLike) -> Layer:
     def vjp(params: Any, xs: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
         entries(name, params, n, "params")
         entries(name, xs, n, "inputs")
+        entries(name, state, n, "state")
         ys, pbs, new_state = [], [], []
         for i, (layer, p, x, s, k) in enumerate(zip(layers, params, xs, state,
                                                      keys_for(key, n))):
@@ -290,7 +299,8 @@ def Parallel(*layers: LayerLike) -> Layer:
 
         def pullback(dys: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
             entries(name, dys, n, "cotangents")
-            grads = [pb(dy) for pb, dy in zip(pbs, dys)]
+            grads = [_located_call(where[i], name_of(layers[i]), pb, dy)
+                     for i, (pb, dy) in enumerate(zip(pbs, dys))]
             return tuple(g[0] for g in grads), tuple(g[1] for g in grads)
 
         return tuple(ys), pullback, tuple(new_state)
@@ -340,7 +350,7 @@ def Residual(layer: LayerLike) -> Layer:
             raise located("Residual", child, e) from e
 
         def pullback(dy: Any) -> tuple[Any, Any]:
-            dparams, dx = pb(dy)
+            dparams, dx = _located_call("Residual", child, pb, dy)
             return dparams, dy + dx
 
         return merged(x, y), pullback, s
@@ -376,6 +386,13 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
                 raise located(where[i], child, e) from e
             if params is None:
                 params = p
+            else:
+                try:
+                    tree.check_same(params, p, (f"branch 0 {tuple(in_shapes[0])}",
+                                                f"branch {i} {tuple(shape)}"), shapes=True)
+                except ValueError as e:
+                    raise ValueError(f"{name}: the branches need params of one shape to "
+                                     f"share them: {e}") from None
             outs.append(out)
         return tuple(outs), params
 
@@ -402,7 +419,8 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
 
         def pullback(dys: Any) -> tuple[Any, tuple[Any, ...]]:
             entries(name, dys, n, "cotangents")
-            grads = [pb(dy) for pb, dy in zip(pbs, dys)]
+            grads = [_located_call(where[i], child, pb, dy) for i, (pb, dy) in
+                     enumerate(zip(pbs, dys))]
             total = grads[0][0]
             for g in grads[1:]:
                 total = tree.map(np.add, total, g[0])

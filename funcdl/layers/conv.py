@@ -23,7 +23,15 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from funcdl import initializers, random
-from funcdl.layers.base import Array, Layer, Shape, as_array, check_cotangent, check_in_shape
+from funcdl.layers.base import (
+    Array,
+    Layer,
+    Shape,
+    as_array,
+    check_cotangent,
+    check_in_shape,
+    param_arrays,
+)
 
 __all__ = ["Conv1D", "Conv2D"]
 
@@ -237,7 +245,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
             raise ValueError(f"{name}: the channel axis of in_shape must be a known size > 0, "
                              f"got {shape}")
         oh, ow, _ = fit(name, win, shape, rank, "kernel")
-        k_w, k_b = random.split(key)
+        k_w, k_b = random.split(random.check_key(key, name))
         params = {"w": w_init(k_w, (*kshape, c, out), np.float32)}
         if use_bias:  # PyTorch's conv bias rule: U(±1/sqrt(fan_in)), fan_in = kh·kw·in
             bound = 1 / math.sqrt(kh * kw * c)
@@ -246,7 +254,9 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         return (shape[0], *((oh, ow) if rank == 2 else (ow,)), out), params
 
     def check(params: Any, x: Any) -> tuple[Array, Array]:
-        w = params["w"]
+        w, *b = param_arrays(name, params, ("w", "b") if use_bias else ("w",))
+        if b and b[0].shape != (out,):
+            raise ValueError(f"{name}: params['b'] must have shape ({out},), got {b[0].shape}")
         if w.ndim != rank + 2 or w.shape[:rank] != kshape or w.shape[-1] != out:
             raise ValueError(f"{name}: params['w'] must have shape {(*kshape, 'in', out)}, "
                              f"got {w.shape}")

@@ -15,6 +15,7 @@ from funcdl.layers.base import (
     as_array,
     check_cotangent,
     check_in_shape,
+    param_arrays,
 )
 
 __all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]
@@ -50,16 +51,31 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         if fan_in is None or fan_in == 0:
             raise ValueError(f"{name}: the last axis of in_shape must be a known size > 0, "
                              f"got {shape}")
-        kw, kb = random.split(key)
+        kw, kb = random.split(random.check_key(key, name))
         params = {"w": w_init(kw, (fan_in, out), np.float32)}
         if use_bias:
             bias = b_init or initializers.uniform(1 / math.sqrt(fan_in), -1 / math.sqrt(fan_in))
             params["b"] = bias(kb, (out,), np.float32)
         return (*shape[:-1], out), params
 
-    def check(params: Any, x: Any) -> Array:
-        w = params["w"]
-        # The common case in two attribute reads; anything else takes the slow path that
+    keys = ("w", "b") if use_bias else ("w",)
+
+    def weights(params: Any) -> tuple[Array, Any]:
+        b: Any
+        try:
+            w, b = params["w"], (params["b"] if use_bias else None)
+        except (KeyError, TypeError, IndexError):
+            w, *rest = param_arrays(name, params, keys)
+            b = rest[0] if rest else None
+        if w.ndim != 2 or w.shape[1] != out or (use_bias and b.shape != (out,)):
+            got = f"{w.shape}" + (f" and params['b'] {b.shape}" if use_bias else "")
+            raise ValueError(f"{name}: params['w'] must have shape (in, {out})"
+                             + (f" and params['b'] ({out},)" if use_bias else "")
+                             + f", got params['w'] {got}")
+        return w, b
+
+    def check(w: Array, x: Any) -> Array:
+        # The common case in a few attribute reads; anything else takes the slow path that
         # converts, casts integers, or explains what is wrong.
         if type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == w.shape[0] \
                 and (x.dtype is _F32 or x.dtype is _F64):
@@ -70,23 +86,23 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
                              f"initialised, got shape {x.shape}")
         return _float_like(x, w.dtype)
 
-    def forward(params: Any, x: Array) -> Array:
-        w = params["w"]
+    def forward(w: Array, b: Any, x: Array) -> Array:
         y: Array = (x @ w if x.ndim == 2 else
                     (x.reshape(-1, w.shape[0]) @ w).reshape(*x.shape[:-1], w.shape[1]))
         if use_bias:
-            y += params["b"]
+            y += b
         return y
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
-        return forward(params, check(params, x))
+        w, b = weights(params)
+        return forward(w, b, check(w, x))
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
-        x = check(params, x)
-        y = forward(params, x)
-        w = params["w"]
+        w, b = weights(params)
+        x = check(w, x)
+        y = forward(w, b, x)
         y_shape = y.shape
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
@@ -181,6 +197,8 @@ def Dropout(rate: float) -> Layer:
     forward (train): ``y = x * m / (1 - rate)``, ``m ~ Bernoulli(1 - rate)`` drawn from ``key``;
     vjp: ``dx = dy * m / (1 - rate)``. Inference (``train=False``) is the identity.
     """
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise TypeError(f"Dropout: rate (the fraction dropped) must be a number, got {rate!r}")
     rate = float(rate)
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"Dropout: rate is the fraction dropped, in [0, 1]; got {rate}")
@@ -195,6 +213,7 @@ def Dropout(rate: float) -> Layer:
             raise ValueError(
                 f"{name}: train=True needs a random key; call apply(params, x, train=True, "
                 f"key=funcdl.random.key(seed)) (a new key per step, e.g. from random.split)")
+        random.check_key(key, name)
         dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
         if rate == 1.0:
             return np.zeros(x.shape, dtype)

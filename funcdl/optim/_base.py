@@ -93,6 +93,8 @@ def check_float(name: str, what: str, value: Any, *, low: float = 0.0,
                 high: float | None = None, high_open: bool = False) -> float:
     """``float(value)``, raising ValueError naming ``name`` unless ``low <= value`` and
     ``value <= high`` (``< high`` when ``high_open``). NaN is always rejected."""
+    if isinstance(value, (str, bytes, bool)) or np.ndim(value) != 0:
+        raise TypeError(f"{name}: {what} must be a number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -116,7 +118,7 @@ class _ShapeMismatch(ValueError):
 
 
 def _shape(x: Any) -> tuple[int, ...]:
-    return x.shape if type(x) is np.ndarray else np.shape(x)  # type: ignore[no-any-return]
+    return x.shape if type(x) is np.ndarray else np.shape(x)
 
 
 def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Sequence[str],
@@ -249,3 +251,16 @@ def apply_updates(params: Tree, updates: Tree) -> Tree:
         return np.asarray(out, dtype=np.asarray(p).dtype)
 
     return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]
+
+
+def schedule_value(name: str, schedule: Callable[[int], Any], count: int) -> float:
+    """``schedule(count)`` as a finite Python float, or an error naming the optimizer."""
+    value = schedule(count)
+    if isinstance(value, (str, bytes, bool)) or value is None or np.ndim(value) != 0:
+        got = f"an array of shape {np.shape(value)}" if np.ndim(value) else repr(value)
+        raise TypeError(f"{name}: the schedule must return a number at count {count}, "
+                        f"got {got}")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name}: the schedule returned {v} at count {count}")
+    return v

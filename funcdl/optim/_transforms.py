@@ -23,6 +23,7 @@ from funcdl.optim._base import (
     leafwise,
     like,
     next_count,
+    schedule_value,
     zero_count,
 )
 
@@ -106,7 +107,7 @@ def _scaled_by_schedule(name: str, schedule: Schedule) -> GradientTransformation
                ) -> tuple[Tree, ScaleByScheduleState]:
         check_state(name, state, ScaleByScheduleState)
         # A Python float, so float32 grads stay float32 (NEP 50).
-        step = float(schedule(int(state.count)))
+        step = schedule_value(f"{name}.update", schedule, int(state.count))
         return (_times(name, grads, params, step),
                 ScaleByScheduleState(next_count(state.count)))
 
@@ -143,7 +144,8 @@ def scale_by_learning_rate(lr: ScalarOrSchedule, *, flip_sign: bool = True
     sign = -1.0 if flip_sign else 1.0
     if callable(lr):
         schedule = lr
-        return _scaled_by_schedule(name, lambda count: sign * float(schedule(count)))
+        return _scaled_by_schedule(
+            name, lambda count: sign * schedule_value(f"{name} (lr)", schedule, count))
     return _scaled(name, sign * check_float(name, "lr", lr))
 
 
