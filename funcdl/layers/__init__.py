@@ -1,8 +1,8 @@
 """Layers: immutable ``Layer(init, apply, vjp)`` values, and combinators built from them.
 
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
-layers, Dropout), ``activations``, ``combinators`` (Sequential, Parallel,
-Residual, Shared), ``routing`` (FanOut, FanInSum, FanInConcat, Slice), ``norm``
+layers, Dropout), ``activations``, ``combinators`` (Sequential), ``branching``
+(Parallel, Residual, Shared), ``routing`` (FanOut, FanInSum, FanInConcat, Slice), ``norm``
 (BatchNorm, LayerNorm), ``embed`` (Embedding), ``conv``, ``pool``.
 """
 
@@ -18,7 +18,8 @@ from funcdl.layers.activations import (
     Tanh,
 )
 from funcdl.layers.base import Layer, LayerLike, Pullback, Shape
-from funcdl.layers.combinators import Parallel, Residual, Sequential, Shared
+from funcdl.layers.branching import Parallel, Residual, Shared
+from funcdl.layers.combinators import Sequential
 from funcdl.layers.conv import Conv1D, Conv2D
 from funcdl.layers.core import Dense, Dropout, Flatten, Identity, Reshape
 from funcdl.layers.embed import Embedding

@@ -1,10 +1,8 @@
 """Combinators: layers built from layers. They only route shapes, params, keys, state and
 cotangents; every vjp comes from the children's.
 
-Branching follows stax: ``FanOut(n)`` turns one array into a tuple of ``n``, ``Parallel``
-maps a tuple through one layer per entry, and ``FanInSum`` / ``FanInConcat`` merge a tuple
-back into one array. Where one value feeds several places (FanOut, shared weights), the
-pullback sums the cotangents that come back.
+This module holds Sequential and the helpers every combinator uses (``branching`` builds
+Parallel, Residual and Shared on them).
 
 State: a combinator is stateful when any child is. Its state holds one entry per child
 (``()`` for a stateless child) and each child sees only its own entry; a wrapper of a single
@@ -16,12 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from funcdl import debug, random, tree
 from funcdl.layers.base import Layer, LayerLike, Shape, located, need_state
 
-__all__ = ["Parallel", "Residual", "Sequential", "Shared"]
+__all__ = ["Sequential"]
 
 
 # ---------------------------------------------------------------------------- child calls
@@ -67,13 +63,6 @@ def child_vjp(layer: Any, p: Any, x: Any, s: Any, key: Any,
         return y, pullback, s
     y, pullback = layer.vjp(p, x, key=key, train=train)
     return y, pullback, s
-
-
-def _located_call(where: str, child: str, pullback: Callable[..., Any], dy: Any) -> Any:
-    try:
-        return pullback(dy)
-    except ERRORS as e:
-        raise located(where, child, e) from e
 
 
 def keys_for(key: Any, n: int) -> Sequence[Any]:
@@ -246,186 +235,3 @@ def _reverse(pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],
     return pullback
 
 
-# ---------------------------------------------------------------------------- branching
-
-def Parallel(*layers: LayerLike) -> Layer:
-    """Apply one layer per entry of a tuple: ``(x_1, ..., x_n) -> (f_1(x_1), ..., f_n(x_n))``;
-    in_shape is a tuple of shapes. vjp: each branch's pullback on its own cotangent."""
-    check_children("Parallel", layers)
-    name = "Parallel(" + ", ".join(name_of(l) for l in layers) + ")"
-    n = len(layers)
-    where = [f"Parallel[{i}]" for i in range(n)]
-
-    def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any, Any]:
-        entries(name, in_shapes, n, "in_shape")
-        outs = []
-        for i, (layer, k, shape) in enumerate(zip(layers, keys_for(key, n), in_shapes)):
-            try:
-                outs.append(child_init(layer, k, shape))
-            except ERRORS as e:
-                raise located(where[i], name_of(layer), e) from e
-        return tuple(o[0] for o in outs), tuple(o[1] for o in outs), tuple(o[2] for o in outs)
-
-    def apply(params: Any, xs: Any, *, state: Any, key: Any = None,
-              train: bool = False) -> tuple[Any, Any]:
-        entries(name, params, n, "params")
-        entries(name, xs, n, "inputs")
-        entries(name, state, n, "state")
-        ys, new_state = [], []
-        for i, (layer, p, x, s, k) in enumerate(zip(layers, params, xs, state,
-                                                     keys_for(key, n))):
-            try:
-                y, s = child_apply(layer, p, x, s, k, train)
-            except ERRORS as e:
-                raise located(where[i], name_of(layer), e) from e
-            ys.append(y)
-            new_state.append(s)
-        return tuple(ys), tuple(new_state)
-
-    def vjp(params: Any, xs: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
-        entries(name, params, n, "params")
-        entries(name, xs, n, "inputs")
-        entries(name, state, n, "state")
-        ys, pbs, new_state = [], [], []
-        for i, (layer, p, x, s, k) in enumerate(zip(layers, params, xs, state,
-                                                     keys_for(key, n))):
-            try:
-                y, pb, s = child_vjp(layer, p, x, s, k, train)
-            except ERRORS as e:
-                raise located(where[i], name_of(layer), e) from e
-            ys.append(y)
-            pbs.append(pb)
-            new_state.append(s)
-
-        def pullback(dys: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-            entries(name, dys, n, "cotangents")
-            grads = [_located_call(where[i], name_of(layers[i]), pb, dy)
-                     for i, (pb, dy) in enumerate(zip(pbs, dys))]
-            return tuple(g[0] for g in grads), tuple(g[1] for g in grads)
-
-        return tuple(ys), pullback, tuple(new_state)
-
-    return build(name, any(is_stateful(l) for l in layers), init, apply, vjp,
-                 empty_state=((),) * n)
-
-
-
-
-def Residual(layer: LayerLike) -> Layer:
-    """``y = x + f(x)``, f's params and state unchanged; vjp: ``dx = dy + f_xᵀ dy``,
-    ``dparams = f_pᵀ dy``."""
-    check_children("Residual", [layer])
-    child = name_of(layer)
-    name = f"Residual({child})"
-
-    def init(key: random.Key, in_shape: Any) -> tuple[Any, Any, Any]:
-        try:
-            out, p, s = child_init(layer, key, in_shape)
-        except ERRORS as e:
-            raise located("Residual", child, e) from e
-        if len(out) != len(in_shape) or any(
-                a is not None and b is not None and a != b for a, b in zip(out, in_shape)):
-            raise ValueError(f"{name}: the branch maps {tuple(in_shape)} to {tuple(out)}; a "
-                             f"residual needs its output shape equal to its input shape")
-        return tuple(in_shape), p, s
-
-    def merged(x: Any, y: Any) -> Any:
-        if y.shape != x.shape:
-            raise ValueError(f"{name}: the branch maps {x.shape} to {y.shape}; a residual "
-                             f"needs equal shapes")
-        return x + y
-
-    def apply(params: Any, x: Any, *, state: Any, key: Any = None,
-              train: bool = False) -> tuple[Any, Any]:
-        try:
-            y, s = child_apply(layer, params, x, state, key, train)
-        except ERRORS as e:
-            raise located("Residual", child, e) from e
-        return merged(x, y), s
-
-    def vjp(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
-        try:
-            y, pb, s = child_vjp(layer, params, x, state, key, train)
-        except ERRORS as e:
-            raise located("Residual", child, e) from e
-
-        def pullback(dy: Any) -> tuple[Any, Any]:
-            dparams, dx = _located_call("Residual", child, pb, dy)
-            return dparams, dy + dx
-
-        return merged(x, y), pullback, s
-
-    return build(name, is_stateful(layer), init, apply, vjp)
-
-
-def Shared(layer: LayerLike, n: int = 2) -> Layer:
-    """Weight sharing: apply one layer, with one set of params, to each of ``n`` inputs:
-    ``(x_1, ..., x_n) -> (f(x_1), ..., f(x_n))``. Its params are the layer's own; vjp: the
-    gradient is the sum of the per-branch gradients, ``dparams = Σ_i f_pᵀ dy_i``.
-
-    Example (a Siamese pair): ``Sequential(Shared(encoder), FanInConcat(), Dense(1))``.
-    """
-    check_children("Shared", [layer])
-    if is_stateful(layer):
-        raise TypeError(f"Shared: {name_of(layer)} keeps running statistics; sharing it "
-                        f"between branches is not supported (share the layers around it)")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"Shared: n must be a positive int, got {n!r}")
-    child = name_of(layer)
-    name = f"Shared({child}, {n})"
-    where = [f"Shared[{i}]" for i in range(n)]
-
-    def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
-        entries(name, in_shapes, n, "in_shape")
-        outs = []
-        params = None
-        for i, shape in enumerate(in_shapes):
-            try:
-                out, p = layer.init(key, shape)
-            except ERRORS as e:
-                raise located(where[i], child, e) from e
-            if params is None:
-                params = p
-            else:
-                try:
-                    tree.check_same(params, p, (f"branch 0 {tuple(in_shapes[0])}",
-                                                f"branch {i} {tuple(shape)}"), shapes=True)
-                except ValueError as e:
-                    raise ValueError(f"{name}: the branches need params of one shape to "
-                                     f"share them: {e}") from None
-            outs.append(out)
-        return tuple(outs), params
-
-    def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
-        entries(name, xs, n, "inputs")
-        out = []
-        for i, (x, k) in enumerate(zip(xs, keys_for(key, n))):
-            try:
-                out.append(layer.apply(params, x, key=k, train=train))
-            except ERRORS as e:
-                raise located(where[i], child, e) from e
-        return tuple(out)
-
-    def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
-        entries(name, xs, n, "inputs")
-        ys, pbs = [], []
-        for i, (x, k) in enumerate(zip(xs, keys_for(key, n))):
-            try:
-                y, pb = layer.vjp(params, x, key=k, train=train)
-            except ERRORS as e:
-                raise located(where[i], child, e) from e
-            ys.append(y)
-            pbs.append(pb)
-
-        def pullback(dys: Any) -> tuple[Any, tuple[Any, ...]]:
-            entries(name, dys, n, "cotangents")
-            grads = [_located_call(where[i], child, pb, dy) for i, (pb, dy) in
-                     enumerate(zip(pbs, dys))]
-            total = grads[0][0]
-            for g in grads[1:]:
-                total = tree.map(np.add, total, g[0])
-            return total, tuple(g[1] for g in grads)
-
-        return tuple(ys), pullback
-
-    return Layer(init, apply, vjp, name=name)
