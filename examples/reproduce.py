@@ -58,6 +58,8 @@ import _repro_published  # noqa: E402
 import _repro_report  # noqa: E402
 import _repro_runs  # noqa: E402
 
+from funcdl import sweep  # noqa: E402
+
 # (runs, epochs) per report; the full settings are the reports' where they give them.
 FULL = {"000": (15, 250), "001": (10, 200), "002": (10, 250), "003": (30, 100),
         "004": (1, 1000)}
@@ -114,7 +116,8 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
     return {**result, "cpu_seconds": time.process_time() - start}
 
 
-def run_all(configs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
+def run_all(configs: list[dict[str, Any]], workers: int,
+            scheduler: str | None = None) -> list[dict[str, Any]]:
     """``run_one`` over ``configs`` on ``workers`` processes; results in config order.
 
     Workers are spawned, not forked: each starts a fresh interpreter that imports this module
@@ -122,11 +125,18 @@ def run_all(configs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]
     being on ``sys.path``), so the thread pinning at the top runs before NumPy loads there,
     whatever state the parent's NumPy is in; fork would copy a parent whose OpenBLAS may
     already run several threads (under pytest), which Python 3.12+ warns about."""
+    if scheduler:  # an existing Dask cluster: its workers run the same pure function
+        from distributed import Client
+
+        with Client(scheduler) as client:
+            return sweep.run(run_one, configs, client.get_executor(),  # type: ignore[return-value]
+                             strict=True)
     if workers <= 1:
         return [run_one(c) for c in configs]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        return list(pool.map(run_one, configs))
+        return sweep.run(run_one, configs, pool, progress=False,  # type: ignore[return-value]
+                         strict=True)
 
 
 def group(configs: list[dict[str, Any]], results: list[dict[str, Any]]
@@ -157,13 +167,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=HERE / "output")
     parser.add_argument("--reports", nargs="+", choices=sorted(FULL), default=None,
                         help="reproduce only these reports (default: all five)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run on an existing Dask scheduler (e.g. tcp://host:8786) "
+                             "instead of local processes")
     args = parser.parse_args(argv)
     torch = torch_version()
     configs = make_configs(args.quick, torch is not None, args.reports)
     print(f"{len(configs)} runs on {args.workers} worker process(es)"
           f"{' (quick)' if args.quick else ''}; PyTorch: {torch or 'not installed'}")
     start = time.perf_counter()
-    results = group(configs, run_all(configs, args.workers))
+    results = group(configs, run_all(configs, args.workers, args.scheduler))
     wall = time.perf_counter() - start
     print(f"trained in {wall:.1f} s")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -344,14 +344,15 @@ def unflatten(treedef: TreeDef, leaves: Iterable[Any]) -> Tree:
         raise ValueError(
             f"unflatten: the treedef {treedef!r} holds {treedef.num_leaves} leaves, "
             f"got {len(items)}")
-    it = iter(items)
+    return _build(treedef, iter(items))
 
-    def go(td: TreeDef) -> Tree:
-        if td.kind == "leaf":
-            return next(it)
-        return _rebuild(td.kind, td.meta, [go(c) for c in td.children])
 
-    return go(treedef)
+def _build(td: TreeDef, it: Any) -> Tree:
+    # A module-level function, not a closure over itself: a self-referencing inner function
+    # forms a reference cycle that keeps the leaves alive until the next garbage collection.
+    if td.kind == "leaf":
+        return next(it)
+    return _rebuild(td.kind, td.meta, [_build(c, it) for c in td.children])
 
 
 def check_same(a: Tree, b: Tree, names: tuple[str, str] = ("the first tree", "the second"),

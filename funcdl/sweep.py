@@ -1,0 +1,200 @@
+"""Sweeps: one pure training function mapped over a list of configs, on any executor.
+
+A sweep (seeds, learning rates, architectures) is a list of independent runs, so it needs no
+engine of its own: ``run`` hands the runs to a ``concurrent.futures.Executor``, a local
+process pool by default, or a Dask cluster through ``distributed.Client.get_executor()``,
+and gathers the results in config order. A run that raises becomes a ``Failure`` record in
+its place, with its config and traceback; the other runs go on. Nothing here imports Dask.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = ["Failure", "SweepError", "run"]
+
+C = TypeVar("C")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A run that raised: its place in ``configs``, its config, the error as
+    ``'ZeroDivisionError: division by zero'`` and the formatted traceback (from the worker
+    that ran it)."""
+
+    index: int
+    config: Any
+    error: str
+    traceback: str
+
+    def __str__(self) -> str:
+        return f"run {self.index} {_short(self.config)} failed: {self.error}"
+
+
+class SweepError(RuntimeError):
+    """Raised by ``run(..., strict=True)`` once every run has finished, if any failed.
+    ``results`` holds all the results (``Failure`` records included), ``failures`` the
+    failed ones."""
+
+    def __init__(self, results: list[Any], failures: list[Failure]) -> None:
+        self.results = results
+        self.failures = failures
+        lines = "\n".join(f"  {f}" for f in failures)
+        super().__init__(f"{len(failures)} of {len(results)} runs failed:\n{lines}\n"
+                         f"(each Failure in .failures has its traceback)")
+
+
+def _short(config: Any, width: int = 70) -> str:
+    text = repr(config)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _attempt(train_fn: Callable[[Any], Any], config: Any) -> tuple[bool, Any, float]:
+    """Runs in the worker: ``(True, result, seconds)`` or ``(False, (error, traceback),
+    seconds)``; the traceback is formatted here, where the frames are."""
+    start = time.perf_counter()
+    try:
+        result = train_fn(config)
+    except Exception as err:
+        text = f"{type(err).__name__}: {err}"
+        return False, (text, traceback.format_exc()), time.perf_counter() - start
+    return True, result, time.perf_counter() - start
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _check_executor(executor: Any) -> None:
+    if isinstance(executor, Executor):
+        return
+    hint = (" (a Dask Client: pass client.get_executor())"
+            if hasattr(executor, "get_executor") else "")
+    raise TypeError(f"sweep.run: executor must be a concurrent.futures.Executor, such as "
+                    f"ProcessPoolExecutor(4), ThreadPoolExecutor(4) or "
+                    f"distributed.Client(address).get_executor(); got "
+                    f"{type(executor).__name__}{hint}")
+
+
+def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | None = None,
+        *, progress: bool = True, strict: bool = False) -> list[R | Failure]:
+    """``[train_fn(c) for c in configs]``, the runs spread over ``executor``.
+
+    Args:
+        train_fn: a function of one config, pure in the sense that its result depends on
+            the config alone (seed the keys from it). For a process pool (the default) or
+            a cluster it must be picklable: a function defined at the top level of a
+            module, not a lambda or a nested function.
+        configs: anything picklable, one per run (dicts are the usual choice).
+        executor: any ``concurrent.futures.Executor``; the caller keeps it open and
+            shuts it down. Default: a ``ProcessPoolExecutor`` of spawned workers, one per
+            core (at most one per config), shut down at the end. Spawned, not forked:
+            forking a process whose BLAS (or Dask, or MPI) already runs threads can
+            deadlock, and Python 3.12+ warns about it. Runs whose matrix products are
+            large enough for several BLAS threads are best given one thread per worker
+            (``OPENBLAS_NUM_THREADS=1`` in the environment before the sweep starts).
+        progress: print a line to stderr as each run finishes, and a failed run's
+            traceback.
+        strict: after all runs have finished, raise ``SweepError`` if any failed.
+
+    Returns:
+        One entry per config, in config order: the run's result, or a ``Failure``
+        (``index``, ``config``, ``error``, ``traceback``) for a run that raised or whose
+        worker died; the other runs' results are kept.
+
+    Example::
+
+        from concurrent.futures import ThreadPoolExecutor
+        from funcdl import sweep
+
+        def train(config):                      # at module level for a process pool
+            return config["lr"] * config["seed"]
+
+        configs = [{"lr": lr, "seed": s} for lr in (0.1, 0.01) for s in range(3)]
+        with ThreadPoolExecutor(2) as pool:
+            results = sweep.run(train, configs, pool, progress=False)
+        assert results == [train(c) for c in configs]
+        # on a Dask cluster: sweep.run(train, configs, Client(address).get_executor())
+    """
+    if not callable(train_fn):
+        raise TypeError(f"sweep.run: train_fn must be callable, got {type(train_fn).__name__}")
+    configs = list(configs)
+    if executor is not None:
+        _check_executor(executor)
+    if not configs:
+        return []
+    own = executor is None
+    pool: Executor = (ProcessPoolExecutor(min(_cpus(), len(configs)),
+                                          mp_context=multiprocessing.get_context("spawn"))
+                      if executor is None else executor)
+    if isinstance(pool, ProcessPoolExecutor):
+        try:
+            pickle.dumps(train_fn)
+        except Exception as err:
+            if own:
+                pool.shutdown()
+            raise TypeError(
+                f"sweep.run: train_fn {getattr(train_fn, '__qualname__', train_fn)!r} cannot "
+                f"be sent to worker processes ({err}); define it at the top level of a "
+                f"module, or pass executor=ThreadPoolExecutor(...)") from err
+    try:
+        return _gather(pool, train_fn, configs, progress, strict)
+    finally:
+        if own:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _gather(pool: Executor, train_fn: Callable[[Any], Any], configs: list[Any],
+            progress: bool, strict: bool) -> list[Any]:
+    start = time.perf_counter()
+    futures: dict[Future[Any], int] = {}
+    try:
+        for i, config in enumerate(configs):
+            futures[pool.submit(_attempt, train_fn, config)] = i
+        results: list[Any] = [None] * len(configs)
+        failures: list[Failure] = []
+        for done, future in enumerate(as_completed(futures), 1):
+            i = futures[future]
+            try:
+                ok, value, seconds = future.result()
+            except Exception as err:  # the worker died, or the result did not unpickle
+                tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+                ok, value, seconds = False, (f"{type(err).__name__}: {err}", tb), 0.0
+            if not ok:
+                value = Failure(i, configs[i], *value)
+                failures.append(value)
+            results[i] = value
+            if progress:
+                _report(done, len(configs), len(failures), i, configs[i], value, seconds,
+                        time.perf_counter() - start)
+    except BaseException:  # KeyboardInterrupt included: do not leave queued runs behind
+        for future in futures:
+            future.cancel()
+        raise
+    if strict and failures:
+        raise SweepError(results, sorted(failures, key=lambda f: f.index))
+    return results
+
+
+def _report(done: int, total: int, failed: int, index: int, config: Any, value: Any,
+            seconds: float, elapsed: float) -> None:
+    status = f"FAILED: {value.error}" if isinstance(value, Failure) else "ok"
+    counts = f"{done}/{total} done" + (f", {failed} failed" if failed else "")
+    print(f"sweep: {counts}, {elapsed:.1f} s | run {index} {_short(config, 60)} "
+          f"{seconds:.2f} s {status}", file=sys.stderr, flush=True)
+    if isinstance(value, Failure):
+        print("  " + value.traceback.rstrip().replace("\n", "\n  "), file=sys.stderr,
+              flush=True)

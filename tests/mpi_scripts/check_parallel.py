@@ -1,0 +1,144 @@
+"""Run by tests/test_parallel.py as ``mpiexec -n 2 python -m mpi4py check_parallel.py CASE``.
+
+Each rank checks its own results; rank 0 then prints every rank's report lines (``rank R ok
+CASE``, and for the mismatch case the error each rank raised), gathered so that the ranks'
+output cannot interleave. A failed assertion aborts every rank (``-m mpi4py``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+import funcdl as fd
+from funcdl import layers as L
+from funcdl import parallel
+
+rank, size = parallel.rank_and_size()
+
+
+def model_and_data(dtype: type, n: int) -> tuple:
+    model = L.Sequential(L.Dense(16), L.Tanh(), L.Dense(3))
+    _, params = model.init(fd.random.key(0), (None, 5))
+    params = fd.tree.astype(params, dtype)
+    x = fd.random.normal(fd.random.key(1), (n, 5), dtype=dtype)
+    y = np.asarray(fd.random.permutation(fd.random.key(2), n) % 3)
+    return model, params, x, y
+
+
+def train(step, opt, params, batches):
+    state = opt.init(params)
+    losses = []
+    for xb, yb in batches:
+        loss, grads = step(params, xb, yb)
+        updates, state = opt.update(state, grads, params)
+        params = fd.optim.apply_updates(params, updates)
+        losses.append(loss)
+    return params, losses
+
+
+def equivalence(dtype: type, n: int, batch: int, tol: float) -> None:
+    """Two epochs of K data-parallel steps with global batch ``batch`` against K steps of
+    one process on the same global batches (every rank computes the reference itself)."""
+    model, params, x, y = model_and_data(dtype, n)
+    local = fd.value_and_grad(model, fd.losses.softmax_cross_entropy)
+    opt = fd.optim.adam(1e-2)
+    keys = [fd.random.fold_in(fd.random.key(3), e) for e in range(2)]
+
+    def mine(k):
+        return parallel.batches(k, x, y, batch_size=batch, rank=rank, size=size)
+
+    def whole(k):  # the global batches: every rank's share, concatenated in rank order
+        shares = [list(parallel.batches(k, x, y, batch_size=batch, rank=r, size=size))
+                  for r in range(size)]
+        for parts in zip(*shares):
+            yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    dp_params, dp_losses = train(parallel.data_parallel(local), opt, params,
+                                 (b for k in keys for b in mine(k)))
+    ref_params, ref_losses = train(local, opt, params, (b for k in keys for b in whole(k)))
+    if n % batch == 0 or n % batch >= size:  # no merged remainder: data.batches's batches
+        plain, _ = train(local, opt, params, (b for k in keys for b in
+                                              fd.data.batches(k, x, y, batch_size=batch)))
+        for a, b in zip(fd.tree.leaves(plain), fd.tree.leaves(ref_params)):
+            np.testing.assert_array_equal(a, b)
+    assert len(dp_losses) == len(ref_losses) > 0
+    np.testing.assert_allclose(dp_losses, ref_losses, rtol=tol, atol=tol)
+    for a, b in zip(fd.tree.leaves(dp_params), fd.tree.leaves(ref_params)):
+        assert a.dtype == dtype, a.dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def case_equivalence() -> None:
+    equivalence(np.float32, 96, 24, 1e-5)     # 2 epochs x 4 steps, 12 examples per rank
+    equivalence(np.float64, 96, 24, 1e-12)
+    equivalence(np.float64, 90, 25, 1e-12)    # 13/12 per rank, and a last batch of 15
+    equivalence(np.float64, 51, 25, 1e-12)    # a last batch of 1 joins the one before
+
+
+def case_collectives() -> None:
+    model, _, _, _ = model_and_data(np.float32, 4)
+    _, params = model.init(fd.random.key(10 + rank), (None, 5))   # differs across ranks
+    tree = {"params": params, "opt": fd.optim.adam(1e-3).init(params),
+            "count": np.int64(7 + rank), "key": fd.random.key(2**70 + rank),
+            "lr": 0.1 * (rank + 1), "flag": rank == 0}
+    got = parallel.broadcast(tree)
+    everyone = fd.tree.leaves(parallel.broadcast(tree, root=1))
+    want = fd.tree.leaves(tree) if rank == 0 else None
+    from mpi4py import MPI
+    want = MPI.COMM_WORLD.bcast(want, root=0)
+    for a, b in zip(fd.tree.leaves(got), want):
+        assert type(a) is type(b) and np.array_equal(a, b), (a, b)
+    assert got["key"].dtype == np.uint64 and got["count"].dtype == np.int64
+    one = MPI.COMM_WORLD.bcast(fd.tree.leaves(tree) if rank == 1 else None, root=1)
+    for a, b in zip(everyone, one):
+        assert np.array_equal(a, b)
+    # pmean: the mean, dtypes kept, no result changed by a later call
+    t = {"a": np.full(3, rank, np.float32), "b": [np.float64(rank * 2.0)]}
+    first = parallel.pmean(t)
+    assert first["a"].dtype == np.float32 and np.array_equal(first["a"], [0.5] * 3)
+    assert first["b"][0].dtype == np.float64 and first["b"][0] == 1.0
+    later = [parallel.pmean({"a": np.full(3, 10.0 + i, np.float32), "b": [np.float64(i)]})
+             for i in range(4)]
+    assert np.array_equal(first["a"], [0.5] * 3), "an earlier result was overwritten"
+    assert [float(r["a"][0]) for r in later] == [10.0, 11.0, 12.0, 13.0]
+    for i in range(6):  # results dropped at once: the buffer is reused, not reallocated
+        parallel.pmean({"a": np.full(3, 1.0, np.float32), "b": [np.float64(i)]})
+    assert all(len(p) <= 3 for p in parallel._SHARED.buffers.values())
+
+
+def case_mismatch() -> list[str]:
+    """Each call below must raise the same ValueError on every rank; none may hang."""
+    w = np.zeros((3 + rank, 2), np.float32)
+    calls = {
+        "broadcast-shape": lambda: parallel.broadcast({"b": np.zeros(2), "w": w}),
+        "pmean-structure": lambda: parallel.pmean({"a": np.zeros(2), **({"z": np.zeros(1)}
+                                                                         if rank else {})}),
+        "pmean-dtype": lambda: parallel.pmean([np.zeros(2, (np.float32, np.float64)[rank])]),
+        "broadcast-root": lambda: parallel.broadcast(np.zeros(2), root=rank),
+    }
+    report = []
+    for name, call in calls.items():
+        try:
+            call()
+        except ValueError as err:
+            report.append(f"rank {rank} {name} ValueError: {err}")
+        else:
+            raise AssertionError(f"{name} did not raise")
+    try:
+        parallel.pmean({"n": np.arange(3)})
+    except TypeError as err:
+        report.append(f"rank {rank} pmean-int TypeError: {err}")
+    return report
+
+
+if __name__ == "__main__":
+    from mpi4py import MPI
+
+    assert size == 2, f"run under mpiexec -n 2, got {size} rank(s)"
+    case = sys.argv[1]
+    lines = globals()[f"case_{case}"]() or []
+    every = MPI.COMM_WORLD.gather([*lines, f"rank {rank} ok {case}"], root=0)
+    if rank == 0:
+        print("\n".join(line for report in every for line in report), flush=True)

@@ -1,0 +1,280 @@
+"""funcdl.parallel: one process in this one (no MPI touched), two ranks under mpiexec.
+
+The two-rank checks live in tests/mpi_scripts/check_parallel.py; each test launches
+``mpiexec -n 2`` on it with a timeout, and kills the whole process group if it expires, so
+a rank that hangs fails the test instead of the run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import EXAMPLES, load_example
+
+import funcdl as fd
+from funcdl import data, parallel
+
+SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
+    "mpiexec")
+needs_mpi = pytest.mark.skipif(
+    importlib.util.find_spec("mpi4py") is None or MPIEXEC is None,
+    reason="the mpi extra is not installed (mpi4py and mpiexec): pip install 'funcdl[mpi]'")
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run(args: list[str], timeout: float = 60, env: dict[str, str] | None = None,
+        mpi: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``python args`` (under ``mpiexec -n 2`` when ``mpi``); fail on a hang."""
+    # -m mpi4py: one rank's uncaught error aborts every rank instead of leaving them waiting
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py"] if mpi else [sys.executable]
+    cmd = [*cmd, *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env or ENV, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and every rank it started
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} hung for {timeout} s\nstdout:\n{out}\nstderr:\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result.stdout
+
+
+# ---------------------------------------------------------------------------- two ranks
+
+@needs_mpi
+def test_data_parallel_steps_equal_single_process_steps_float32_and_float64():
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "equivalence"]))
+    assert "rank 0 ok equivalence" in out and "rank 1 ok equivalence" in out
+
+
+@needs_mpi
+def test_broadcast_equalises_params_and_pmean_averages():
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "collectives"]))
+    assert "rank 0 ok collectives" in out and "rank 1 ok collectives" in out
+
+
+@needs_mpi
+def test_a_mismatched_tree_raises_on_every_rank_without_hanging():
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "mismatch"], timeout=30))
+    for r in (0, 1):
+        assert re.search(rf"rank {r} broadcast-shape ValueError: .* at \['w'\]: rank 0 has a "
+                         r"leaf of shape \(3, 2\).*rank 1 has a leaf of shape \(4, 2\)", out)
+        assert re.search(rf"rank {r} pmean-structure ValueError: .*keys \['a', 'z'\]", out)
+        assert re.search(rf"rank {r} pmean-dtype ValueError: .* at \[0\]: .*float64", out)
+        assert re.search(rf"rank {r} broadcast-root ValueError: .*different roots", out)
+        assert re.search(rf"rank {r} pmean-int TypeError: .* at \['n'\] has dtype int64", out)
+        assert f"rank {r} ok mismatch" in out
+
+
+@needs_mpi
+def test_disk_example_on_two_ranks_prints_from_rank_zero_only():
+    out = ok(run([str(EXAMPLES / "disk_data_parallel.py"), "--epochs", "3"]))
+    assert out.count("final: train error") == 1 and "on 2 ranks" in out
+    assert out.count("epoch    1") == 1
+    assert re.search(r"rank 0: [\d.]+ ms per step, \d+% of it in the allreduce", out)
+    assert re.search(r"rank 1: [\d.]+ ms per step, \d+% of it in the allreduce", out)
+
+
+# ---------------------------------------------------------------------------- one process
+
+def test_disk_example_in_one_process_trains_exactly_as_disk_py():
+    ours = load_example("disk_data_parallel").train(epochs=2, verbose=False)
+    theirs = load_example("disk").train(epochs=2, verbose=False)
+    assert ours["size"] == 1 and ours["curve"] == pytest.approx(theirs["curve"], rel=1e-12)
+    for a, b in zip(fd.tree.leaves(ours["params"]), fd.tree.leaves(theirs["params"])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_import_funcdl_never_imports_mpi4py_or_dask():
+    code = """
+        import sys
+        import funcdl
+        from funcdl import parallel, sweep
+        assert "mpi4py" not in sys.modules and "dask" not in sys.modules, "imported"
+        print("clean")
+    """
+    assert ok(run(["-c", textwrap.dedent(code)], mpi=False)).strip() == "clean"
+
+
+def test_one_process_without_mpi4py_is_the_identity_and_a_launcher_without_it_is_an_error():
+    code = """
+        import os, sys
+        sys.modules["mpi4py"] = None  # as if the mpi extra were not installed
+        import numpy as np
+        from funcdl import parallel
+        t = {"w": np.ones(3, np.float32)}
+        assert parallel.pmean(t) is t and parallel.broadcast(t) is t
+        assert parallel.rank_and_size() == (0, 1)
+        vg = lambda p, x, y: (1.5, p)
+        assert parallel.data_parallel(vg)(t, np.ones((4, 1)), None) == (1.5, t)
+        parallel._world.cache_clear()
+        os.environ["PMI_SIZE"] = "2"  # what mpiexec sets in each of 2 ranks
+        for f in (parallel.pmean, parallel.broadcast):
+            try:
+                f(t)
+            except ValueError as err:
+                print(err)
+    """
+    out = ok(run(["-c", textwrap.dedent(code)], mpi=False))
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    for line, fn in zip(lines, ("pmean", "broadcast")):
+        assert line.startswith(f"parallel.{fn}: this process is one of 2 MPI ranks")
+        assert "pip install 'funcdl[mpi]'" in line
+
+
+@needs_mpi
+def test_one_process_with_mpi4py_is_the_identity():
+    code = """
+        import numpy as np
+        from funcdl import parallel
+        t = {"w": np.ones(3, np.float32)}
+        assert parallel.pmean(t) is t and parallel.broadcast(t) is t
+        assert parallel.rank_and_size() == (0, 1)
+        print("ok")
+    """
+    assert ok(run(["-c", textwrap.dedent(code)], mpi=False)).strip() == "ok"
+
+
+class OneRank:
+    """A communicator of one rank that fails if any communication is attempted."""
+
+    def Get_size(self):
+        return 1
+
+    def Get_rank(self):
+        return 0
+
+    def Allreduce(self, *args):
+        raise AssertionError("size 1 must not communicate")
+
+    Allgather = Bcast = Allreduce
+
+
+def test_size_one_communicator_returns_inputs_untouched():
+    t = {"w": np.ones(3, np.float32), "n": [np.int64(3)]}
+    assert parallel.pmean(t, OneRank()) is t
+    assert parallel.broadcast(t, OneRank()) is t
+    assert parallel.rank_and_size(OneRank()) == (0, 1)
+    model = fd.layers.Sequential(fd.layers.Dense(2))
+    _, params = model.init(fd.random.key(0), (None, 3))
+    vg = fd.value_and_grad(model, fd.losses.mse)
+    x, y = np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32)
+    loss, grads = parallel.data_parallel(vg, OneRank())(params, x, y)
+    want_loss, want = vg(params, x, y)
+    assert loss == want_loss
+    for a, b in zip(fd.tree.leaves(grads), fd.tree.leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="root 1 is not a rank"):
+        parallel.broadcast(t, OneRank(), root=1)
+
+
+def test_a_communicator_of_the_wrong_type_is_a_type_error():
+    with pytest.raises(TypeError, match="mpi4py communicator such as MPI"):
+        parallel.pmean({"w": np.ones(2)}, comm=2)
+
+
+def test_data_parallel_docstring_example_runs_in_one_process():
+    code = parallel.data_parallel.__doc__.split("Example::\n")[1]
+    exec(textwrap.dedent(code), {})
+
+
+# ---------------------------------------------------------------------------- batches
+
+def shares(n, batch, size, key=None, **kw):
+    x = np.arange(n)
+    key = fd.random.key(5) if key is None else key
+    return [[b[0] for b in parallel.batches(key, x, batch_size=batch, rank=r, size=size, **kw)]
+            for r in range(size)]
+
+
+@pytest.mark.parametrize("n,batch,size", [(96, 24, 2), (90, 25, 2), (100, 10, 3), (7, 7, 7)])
+def test_batches_split_each_global_batch_of_data_batches(n, batch, size):
+    key = fd.random.key(5)
+    per_rank = shares(n, batch, size, key)
+    globals_ = [b[0] for b in data.batches(key, np.arange(n), batch_size=batch)]
+    steps = list(zip(*per_rank))
+    assert len(steps) == len(globals_) and all(len(p) == len(steps) for p in per_rank)
+    for parts, whole in zip(steps, globals_):
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+        counts = [len(p) for p in parts]
+        assert max(counts) - min(counts) <= 1 and min(counts) >= 1
+
+
+def test_batches_visit_every_example_once_and_reshuffle_per_key():
+    epoch0 = np.concatenate([b for rank in shares(51, 25, 2) for b in rank])
+    assert sorted(epoch0.tolist()) == list(range(51))
+    epoch1 = np.concatenate([b for rank in shares(51, 25, 2, fd.random.key(6)) for b in rank])
+    assert not np.array_equal(epoch0, epoch1)
+
+
+def test_a_last_batch_smaller_than_the_ranks_joins_the_one_before():
+    per_rank = shares(51, 25, 2)            # 25, 25, 1: the 1 joins the second batch
+    assert [len(b) for b in per_rank[0]] == [13, 13] and [len(b) for b in per_rank[1]] == [12, 13]
+    dropped = shares(51, 25, 2, drop_last=True)
+    assert [len(b) for b in dropped[0]] == [13, 13] and [len(b) for b in dropped[1]] == [12, 12]
+
+
+def test_batches_without_shuffle_are_views_in_order():
+    x = np.arange(10)
+    first = next(parallel.batches(None, x, batch_size=4, rank=1, size=2, shuffle=False))
+    np.testing.assert_array_equal(first[0], [2, 3])
+    assert np.shares_memory(first[0], x)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"n": 2, "size": 3}, ValueError, "2 examples cannot be shared by 3 ranks"),
+    ({"batch_size": 2, "size": 3}, ValueError, "use batch_size >= 3"),
+    ({"rank": 2, "size": 2}, ValueError, r"rank 2 is not in \[0, 2\)"),
+    ({"rank": 0.0}, TypeError, "rank must be an int"),
+    ({"size": 0}, ValueError, "size must be >= 1"),
+    ({"key": None}, ValueError, "needs a key"),
+])
+def test_batches_bad_input(kwargs, error, match):
+    args = {"n": 10, "batch_size": 4, "rank": 0, "size": 2, "key": fd.random.key(0), **kwargs}
+    x = np.zeros((args.pop("n"), 2))
+    with pytest.raises(error, match=match):
+        parallel.batches(args.pop("key"), x, x[:, 0], **args)
+
+
+def test_batches_arrays_must_share_their_first_dimension():
+    x = np.zeros((10, 2))
+    with pytest.raises(ValueError, match="share their first dimension"):
+        parallel.batches(fd.random.key(0), x, x[:3], batch_size=4, rank=0, size=2)
+    with pytest.raises(ValueError, match="at least one array"):
+        parallel.batches(fd.random.key(0), batch_size=4, rank=0, size=2)
+
+
+# ---------------------------------------------------------------------------- buffers
+
+def test_a_buffer_is_reused_only_when_no_earlier_result_views_it():
+    reducer = parallel._Reducer()
+    a = reducer.take(5, np.dtype(np.float32))
+    view = a[1:3]
+    del a
+    b = reducer.take(5, np.dtype(np.float32))
+    assert not np.shares_memory(b, view)             # a view of the first is alive
+    del view
+    c = reducer.take(5, np.dtype(np.float32))
+    assert c.__array_interface__["data"] == reducer.buffers[(5, "<f4")][0].__array_interface__[
+        "data"]                                      # the first again, now unused
+    del b, c
+    held = [reducer.take(5, np.dtype(np.float32)) for _ in range(5)]  # all alive at once
+    assert len({h.__array_interface__["data"][0] for h in held}) == 5
+    assert len(reducer.buffers[(5, "<f4")]) == reducer.keep

@@ -1,0 +1,130 @@
+"""funcdl.sweep: the same results in config order on every executor; failures kept in place."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import textwrap
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import funcdl as fd
+from funcdl import sweep
+from funcdl.layers import Dense, ReLU, Sequential
+
+
+def train(config):
+    """A small, complete training run: its result depends on the config alone. At module
+    level so that worker processes (and Dask workers) can import it."""
+    if config["lr"] < 0:
+        raise ValueError(f"lr must be positive, got {config['lr']}")
+    k_data, k_init, k_epochs = fd.random.split(fd.random.key(config["seed"]), 3)
+    x, y = fd.data.disk(k_data, 200)
+    model = Sequential(Dense(8), ReLU(), Dense(1))
+    _, params = model.init(k_init, (None, 2))
+    opt = fd.optim.sgd(config["lr"])
+    state = opt.init(params)
+    vg = fd.value_and_grad(model, fd.losses.bce_with_logits)
+    for epoch in range(3):
+        for xb, yb in fd.data.batches(fd.random.fold_in(k_epochs, epoch), x, y, batch_size=50):
+            loss, grads = vg(params, xb, yb)
+            updates, state = opt.update(state, grads, params)
+            params = fd.optim.apply_updates(params, updates)
+    return {"seed": config["seed"], "loss": loss,
+            "checksum": float(sum(np.sum(p, dtype=np.float64) for p in fd.tree.leaves(params)))}
+
+
+def die(config):
+    if config == "die":
+        os._exit(3)  # the worker process vanishes mid-run
+    return config
+
+
+CONFIGS = [{"seed": s, "lr": lr} for lr in (0.5, 0.05) for s in range(3)]
+BAD = {"seed": 9, "lr": -1.0}
+WITH_BAD = [*CONFIGS[:2], BAD, *CONFIGS[2:]]
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return [train(c) for c in CONFIGS]
+
+
+def check(results, expected, bad_at=2):
+    assert len(results) == len(expected) + 1
+    failure = results[bad_at]
+    assert isinstance(failure, sweep.Failure)
+    assert failure.index == bad_at and failure.config == BAD
+    assert failure.error == "ValueError: lr must be positive, got -1.0"
+    assert "in train" in failure.traceback and "raise ValueError" in failure.traceback
+    assert results[:bad_at] + results[bad_at + 1:] == expected
+
+
+def test_default_executor_is_a_process_pool_with_results_in_order(expected, capsys):
+    results = sweep.run(train, WITH_BAD)
+    check(results, expected)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("sweep: ")]
+    assert len(lines) == len(WITH_BAD)
+    assert lines[-1].startswith(f"sweep: {len(WITH_BAD)}/{len(WITH_BAD)} done, 1 failed")
+    assert re.search(r"run 2 \{'seed': 9, 'lr': -1.0\} [\d.]+ s FAILED: ValueError", err)
+    assert "raise ValueError" in err  # the traceback, printed with the failure
+
+
+def test_thread_pool_gives_the_same_results(expected, capsys):
+    with ThreadPoolExecutor(2) as pool:
+        check(sweep.run(train, WITH_BAD, pool, progress=False), expected)
+    assert capsys.readouterr().err == ""
+
+
+def test_strict_raises_after_all_runs_with_every_result_attached(expected):
+    with ThreadPoolExecutor(2) as pool, pytest.raises(sweep.SweepError) as info:
+        sweep.run(train, WITH_BAD, pool, progress=False, strict=True)
+    assert "1 of 7 runs failed" in str(info.value) and "lr must be positive" in str(info.value)
+    check(info.value.results, expected)
+    assert info.value.failures == [info.value.results[2]]
+
+
+def test_a_dead_worker_fails_its_runs_and_keeps_the_finished_ones():
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = sweep.run(die, ["a", "die", "b"], pool, progress=False)
+    assert results[0] == "a"
+    assert isinstance(results[1], sweep.Failure) and "BrokenProcessPool" in results[1].error
+    assert all(isinstance(r, sweep.Failure) or r == "b" for r in results[2:])
+
+
+def test_empty_configs_give_an_empty_list():
+    assert sweep.run(train, []) == []
+
+
+def test_bad_input():
+    with pytest.raises(TypeError, match=r"concurrent\.futures\.Executor"):
+        sweep.run(train, CONFIGS, executor="local")
+
+    class Client:  # what a Dask Client looks like to run
+        def get_executor(self):
+            return None
+
+    with pytest.raises(TypeError, match=r"pass client\.get_executor\(\)"):
+        sweep.run(train, CONFIGS, executor=Client())
+    with pytest.raises(TypeError, match="train_fn must be callable"):
+        sweep.run("train", CONFIGS)
+    with ProcessPoolExecutor(1) as pool, pytest.raises(TypeError, match="top level"):
+        sweep.run(lambda c: c, CONFIGS, pool)
+
+
+def test_run_docstring_example_runs():
+    code = sweep.run.__doc__.split("Example::\n")[1]
+    exec(textwrap.dedent(code), {})
+
+
+def test_dask_local_cluster_gives_the_same_results(expected):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        results = sweep.run(train, WITH_BAD, client.get_executor(), progress=False)
+    check(results, expected)
