@@ -1,0 +1,216 @@
+"""Data-parallel step time: 1 rank against 2 MPI ranks, BLAS pinned per rank (issue 8).
+
+    .venv/bin/python benchmarks/data_parallel.py [--steps 40] [--rounds 3] [--models mlp,cnn]
+
+Times one SGD step (forward, softmax cross-entropy, backward, the gradient allreduce,
+update; float32) at a fixed global batch in three set-ups, each a fresh process (or two):
+
+* 1 rank x 1 BLAS thread, and 2 ranks x 1 BLAS thread each: the fair comparison, the
+  speed-up of data parallelism alone (target >= 1.7x for the mlp on this 2-core machine);
+* 1 rank x 2 BLAS threads: what a user of the machine would otherwise run.
+
+The BLAS thread count is set in the environment (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS,
+MKL_NUM_THREADS) of each child before it imports NumPy; threadpoolctl, when installed,
+reports what the child actually got. The set-ups take turns ``--rounds`` times, so a slow
+drift of the machine hits each alike, and each round reports the median step. "allreduce"
+is the time inside the data-parallel call beyond the local forward and backward (packing,
+the layout check and the Allreduce, including any wait for the slower rank); "bare pmean"
+is pmean alone after a barrier, on the same gradient tree. The share of the cores that
+other processes used during the measurement is printed: on a shared machine, rerun when
+it is not near 0%. On a virtual machine the host may also slow one vCPU unseen; the
+1 rank x 2 threads row is the control: when it is not clearly faster than 1 x 1, the
+second core was not really there, and neither is a fair 2-rank figure.
+
+Models: mlp 784-512-512-10 ReLU at global batch 256 (669,706 params, 2.68 MB of float32
+gradients); cnn 28x28x1 conv16-pool-conv32-pool-dense10 at global batch 64 (20,490 params).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+SETUPS = [("1 rank x 1 thread", 1, 1), ("2 ranks x 1 thread", 2, 1),
+          ("1 rank x 2 threads", 1, 2)]
+BATCH = {"mlp": 256, "cnn": 64}
+
+
+# ---------------------------------------------------------------------------- child
+
+def worker(model_name: str, steps: int, warmup: int, batch: int) -> None:
+    import numpy as np
+
+    import funcdl as fd
+    from funcdl import layers as L
+    from funcdl import parallel
+
+    rank, size = parallel.rank_and_size()
+    if model_name == "mlp":
+        model = L.Sequential(L.Dense(512), L.ReLU(), L.Dense(512), L.ReLU(), L.Dense(10))
+        x_shape: tuple[int, ...] = (784,)
+    else:
+        model = L.Sequential(L.Conv2D(16, 3, padding="SAME"), L.ReLU(), L.MaxPool2D(2),
+                             L.Conv2D(32, 3, padding="SAME"), L.ReLU(), L.MaxPool2D(2),
+                             L.Flatten(), L.Dense(10))
+        x_shape = (28, 28, 1)
+    _, params = model.init(fd.random.key(0), (None, *x_shape))
+    x = fd.random.normal(fd.random.key(1), (batch, *x_shape))
+    y = np.asarray(fd.random.permutation(fd.random.key(2), batch) % 10)
+    xb, yb = next(parallel.batches(None, x, y, batch_size=batch, rank=rank, size=size,
+                                   shuffle=False))
+    local = fd.value_and_grad(model, fd.losses.softmax_cross_entropy)
+    compute = [0.0]
+
+    def timed(*args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = local(*args)
+        compute[0] = time.perf_counter() - t0
+        return out
+
+    step = parallel.data_parallel(timed)
+    opt = fd.optim.sgd(0.01)
+    state = opt.init(params)
+    rows: list[tuple[float, float, float]] = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        _, grads = step(params, xb, yb)
+        t1 = time.perf_counter()
+        updates, state = opt.update(state, grads, params)
+        params = fd.optim.apply_updates(params, updates)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            rows.append((t2 - t0, compute[0], t1 - t0 - compute[0]))
+    bare = []
+    if size > 1:
+        from mpi4py import MPI
+        for _ in range(max(steps // 2, 5)):
+            MPI.COMM_WORLD.Barrier()
+            t0 = time.perf_counter()
+            parallel.pmean(grads)
+            bare.append(time.perf_counter() - t0)
+    mine = {"step": statistics.median(r[0] for r in rows),
+            "compute": statistics.median(r[1] for r in rows),
+            "allreduce": statistics.median(r[2] for r in rows),
+            "bare": statistics.median(bare) if bare else 0.0}
+    every = [mine]
+    if size > 1:
+        from mpi4py import MPI
+        every = MPI.COMM_WORLD.gather(mine, root=0)
+    if rank == 0:
+        blas = None
+        try:
+            from threadpoolctl import threadpool_info
+            blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        except ImportError:
+            pass
+        n_params = sum(int(np.size(p)) for p in fd.tree.leaves(params))
+        print(json.dumps({"ranks": every, "blas_threads": blas, "params": n_params}))
+
+
+# ---------------------------------------------------------------------------- parent
+
+def launch(ranks: int, threads: int, model: str, steps: int, warmup: int,
+           batch: int) -> dict[str, Any]:
+    env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
+    cmd = [sys.executable, str(HERE), "--worker", model, "--steps", str(steps),
+           "--warmup", str(warmup), "--batch", str(batch)]
+    if ranks > 1:
+        mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
+            shutil.which("mpiexec")
+        if mpiexec is None:
+            raise SystemExit("mpiexec not found: pip install 'funcdl[mpi]'")
+        cmd = [mpiexec, "-n", str(ranks), *cmd]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _busy() -> tuple[float, float, float] | None:
+    """(wall s, busy CPU s of the machine, CPU s of this process and its finished children)
+    from /proc/stat; None where there is none."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    t = os.times()
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle, iowait
+    return time.perf_counter(), busy, t.user + t.system + t.children_user + t.children_system
+
+
+def others_share(a: tuple[float, float, float] | None,
+                 b: tuple[float, float, float] | None) -> str:
+    """The share of all cores that other processes kept busy between two snapshots."""
+    if a is None or b is None:
+        return "unknown"
+    other = max((b[1] - a[1]) - (b[2] - a[2]), 0.0)
+    return f"{other / ((b[0] - a[0]) * (os.cpu_count() or 1)):.0%}"
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Median over rounds of each per-round median (ms); the slowest rank sets the pace of
+    a synchronous step, so each round counts its slowest rank."""
+    return {key: 1e3 * statistics.median(max(r[key] for r in run["ranks"]) for run in runs)
+            for key in ("step", "compute", "allreduce", "bare")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="global batch for every model (default: mlp 256, cnn 64)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.steps, args.warmup, args.batch)
+        return
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# data-parallel step, funcdl, float32 SGD; {os.cpu_count()} cores, load average "
+          f"{load:.2f} at the start")
+    print(f"# command: {Path(sys.executable).name} {' '.join(sys.argv)}")
+    for model in args.models.split(","):
+        before = _busy()
+        batch = args.batch or BATCH[model]
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in SETUPS}
+        for _ in range(args.rounds):
+            for name, ranks, threads in SETUPS:
+                runs[name].append(launch(ranks, threads, model, args.steps, args.warmup,
+                                         batch))
+        first = runs[SETUPS[0][0]][0]
+        print(f"\n## {model}: global batch {batch}, {first['params']:,} params "
+              f"({4 * first['params'] / 1e6:.2f} MB of gradients); median ms per step, "
+              f"median over {args.rounds} rounds of {args.steps} steps; other processes "
+              f"kept {others_share(before, _busy())} of the cores busy meanwhile")
+        print("| set-up | BLAS threads seen | step | local fwd+bwd | allreduce (with wait) | "
+              "bare pmean | speed-up vs 1x1 | speed-up vs 1x2 |")
+        print("|---|---|--:|--:|--:|--:|--:|--:|")
+        stats = {name: summarise(runs[name]) for name, _, _ in SETUPS}
+        one1, two, one2 = (stats[n]["step"] for n, _, _ in SETUPS)
+        for name, _, _ in SETUPS:
+            st = stats[name]
+            print(f"| {name} | {runs[name][0]['blas_threads']} | {st['step']:.2f} | "
+                  f"{st['compute']:.2f} | {st['allreduce']:.2f} | {st['bare']:.2f} | "
+                  f"{one1 / st['step']:.2f}x | {one2 / st['step']:.2f}x |")
+        print(f"\n{model}: 2 ranks x 1 thread are {one1 / two:.2f}x as fast as 1 rank x 1 "
+              f"thread (target 1.7x) and {one2 / two:.2f}x as fast as 1 rank x 2 threads; "
+              f"per-round step ms: " + "; ".join(
+                  f"{n}: " + ", ".join(f"{1e3 * max(r['step'] for r in run['ranks']):.2f}"
+                                       for run in runs[n]) for n, _, _ in SETUPS))
+
+
+if __name__ == "__main__":
+    main()
