@@ -42,6 +42,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-wait", type=float, default=None,
                     help="seconds to wait, before timing each workload, for other processes "
                          "to leave the cores idle (default 60; 0 with --quick)")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's malloc as it is (by default the run calls "
+                         "funcdl.perf.retain_freed_memory() first, for every implementation)")
     ap.add_argument("--out", type=Path, default=None,
                     help="output path without suffix (default benchmarks/results/latest, "
                          "or .../quick with --quick)")
@@ -210,6 +213,14 @@ def main(argv: list[str] | None = None) -> int:
             "first_repeats": 3})
     cfg["max_wait"] = args.max_wait
     notes: list[str] = []
+    if not args.default_malloc:
+        # One process-wide setting, so funcdl, the floor and the peers all run under it.
+        import funcdl.perf
+
+        done = funcdl.perf.retain_freed_memory()
+        notes.append("malloc: funcdl.perf.retain_freed_memory() " +
+                     ("applied to this whole process (all implementations); --default-malloc "
+                      "to measure without it" if done else "unavailable (not glibc)"))
     mods: dict[str, Any] = {}
     for peer in peers.PEERS:
         if args.no_peers:
