@@ -136,9 +136,15 @@ def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Se
                 raise _ShapeMismatch
         return fn(*xs)
 
+    def leaf2(a: Any, b: Any) -> Any:  # the common two-tree case, without *args
+        if (a.shape if type(a) is np.ndarray else np.shape(a)) != \
+                (b.shape if type(b) is np.ndarray else np.shape(b)):
+            raise _ShapeMismatch
+        return fn(a, b)
+
     try:
         if n_out == 1:
-            return (tree.map(leaf, *trees),)
+            return (tree.map(leaf2 if len(trees) == 2 else leaf, *trees),)
         return tree.map_multi(leaf, n_out, *trees)
     except ValueError:
         # Only on failure: walk again to report the first differing path with good names.
@@ -221,13 +227,14 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
         raise ValueError(f"{name}: the names must be distinct, got {names}")
     _check_transforms(name, [t for _, t in pairs])
     stages = [(n, t.init, t.update) for n, t in pairs]
+    name_set = frozenset(names)
 
     def init(params: Tree) -> NamedChainState:
         return NamedChainState({n: f(params) for n, f, _ in stages})
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, NamedChainState]:
         check_state(name, state, NamedChainState)
-        if not isinstance(state.states, dict) or set(state.states) != set(names):
+        if not isinstance(state.states, dict) or state.states.keys() != name_set:
             got = list(state.states) if isinstance(state.states, dict) else state.states
             raise ValueError(
                 f"{name}.update: the state's stages are {got}, expected {names}; pass the "
