@@ -92,10 +92,14 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
     raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def _log_softmax(z: Array) -> Array:
+def _log_softmax(z: Array) -> tuple[Array, Array, Array]:
+    """``(log softmax(z), e, total)`` with ``e = exp(z - max)`` and ``total = Σ e``, so the
+    pullback gets ``softmax = e / total`` without a second exp."""
     s = z - z.max(axis=-1, keepdims=True)
-    out: Array = s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
-    return out
+    e = np.exp(s)
+    total = e.sum(axis=-1, keepdims=True)
+    s -= np.log(total)
+    return s, e, total
 
 
 # ---------------------------------------------------------------------------- losses
@@ -162,7 +166,7 @@ def _softmax_cross_entropy(pred: Any, target: Any,
     if z.ndim == 0:
         raise ValueError(f"{name}: logits need a class axis, got shape {z.shape}")
     labels = np.asarray(target)
-    logp = _log_softmax(z)
+    logp, e, total = _log_softmax(z)
     n_classes = z.shape[-1]
     if labels.dtype.kind in "iu":
         if labels.shape != z.shape[:-1]:
@@ -171,20 +175,25 @@ def _softmax_cross_entropy(pred: Any, target: Any,
         if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
             raise ValueError(f"{name}: labels must be in [0, {n_classes}), got values in "
                              f"[{labels.min()}, {labels.max()}]")
-        idx = labels[..., None].astype(np.intp)
-        per = -np.take_along_axis(logp, idx, axis=-1)[..., 0]
+        # One fancy index over the flattened examples: row r, column labels[r].
+        rows = np.arange(labels.size)
+        cols = labels.reshape(-1)
+        per = -logp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
 
         def grad(c: Any) -> Array:
-            g = np.exp(logp)
-            np.put_along_axis(g, idx, np.take_along_axis(g, idx, axis=-1) - 1, axis=-1)
-            out: Array = g * (c[..., None] if np.ndim(c) else c)
-            return out
+            g = e / total  # softmax, a fresh array
+            g.reshape(-1, n_classes)[rows, cols] -= 1
+            if np.ndim(c):
+                g *= c[..., None]
+            else:
+                g *= c
+            return g
     elif labels.dtype.kind in "fb":
         t = _same_shape(name, z, labels)
         per = -(t * logp).sum(axis=-1)
 
         def grad(c: Any) -> Array:
-            g = np.exp(logp) * t.sum(axis=-1, keepdims=True) - t
+            g = (e / total) * t.sum(axis=-1, keepdims=True) - t
             out: Array = g * (c[..., None] if np.ndim(c) else c)
             return out
     else:
