@@ -44,19 +44,16 @@ def _elementwise(name: str, f: Callable[[Array], Array],
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del params, key, train
-        return f(x if type(x) is np.ndarray and x.dtype.char in "fd" else as_array(name, x))
+        return f(as_array(name, x))
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del params, key, train
-        if not (type(x) is np.ndarray and x.dtype.char in "fd"):
-            x = as_array(name, x)
+        x = as_array(name, x)
         y = f(x)
         y_shape = y.shape
 
         def pullback(dy: Any) -> tuple[Any, Array]:
-            if type(dy) is not np.ndarray or dy.shape != y_shape:
-                dy = check_cotangent(name, dy, y_shape)
-            return (), df(x, y, dy)
+            return (), df(x, y, check_cotangent(name, dy, y_shape))
 
         return y, pullback
 

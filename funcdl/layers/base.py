@@ -126,8 +126,16 @@ def need_state(name: str, state: Any) -> Any:
     return state
 
 
+def cast_ints(x: Array, dtype: np.dtype[Any]) -> Array:
+    """Integer and boolean inputs take the params' dtype, rather than promoting float32
+    params to float64 (NumPy's int64 @ float32 rule)."""
+    return x.astype(dtype) if x.dtype.kind in "biu" else x
+
+
 def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...]) -> Array:
     """A pullback's ``dy`` must have the output's shape: never broadcast silently."""
+    if type(dy) is np.ndarray and dy.shape == y_shape and dy.dtype.kind == "f":
+        return dy  # the common case, in three attribute reads
     arr = as_array(name, dy)
     if arr.shape != y_shape:
         raise ValueError(f"{name}: pullback expected dy of shape {y_shape} (the output's), "

@@ -28,6 +28,7 @@ from funcdl.layers.base import (
     Layer,
     Shape,
     as_array,
+    cast_ints,
     check_cotangent,
     check_in_shape,
     param_arrays,
@@ -264,8 +265,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         if x.ndim != rank + 2 or x.shape[-1] != w.shape[-2]:
             raise ValueError(f"{name}: expected input {layout}{w.shape[-2]}) as the params "
                              f"were initialised, got shape {x.shape}")
-        # Integer inputs take the params' dtype (as Dense) rather than promoting to float64.
-        return (x.astype(w.dtype) if x.dtype.kind in "biu" else x), w
+        return cast_ints(x, w.dtype), w
 
     def forward(params: Any, x: Array, w: Array) -> tuple[Array, Array, Pads, int, int]:
         oh, ow, pads = geometry(name, win, x.shape, rank, "kernel")

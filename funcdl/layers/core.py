@@ -13,6 +13,7 @@ from funcdl.layers.base import (
     Layer,
     Shape,
     as_array,
+    cast_ints,
     check_cotangent,
     check_in_shape,
     param_arrays,
@@ -22,12 +23,6 @@ __all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]
 
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-
-
-def _float_like(x: Array, dtype: np.dtype[Any]) -> Array:
-    # Integer and boolean inputs are cast to the params' dtype rather than silently
-    # promoting float32 params to float64 (NumPy's int64 @ float32 rule).
-    return x.astype(dtype) if x.dtype.kind in "biu" else x
 
 
 def Dense(out: int, w_init: initializers.Initializer | None = None,
@@ -84,7 +79,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         if x.ndim == 0 or x.shape[-1] != w.shape[0]:
             raise ValueError(f"{name}: expected input (..., {w.shape[0]}) as the params were "
                              f"initialised, got shape {x.shape}")
-        return _float_like(x, w.dtype)
+        return cast_ints(x, w.dtype)
 
     def forward(w: Array, b: Any, x: Array) -> Array:
         y: Array = (x @ w if x.ndim == 2 else
@@ -106,8 +101,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         y_shape = y.shape
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
-            if type(dy) is not np.ndarray or dy.shape != y_shape:
-                dy = check_cotangent(name, dy, y_shape)
+            dy = check_cotangent(name, dy, y_shape)
             x2, dy2 = (x, dy) if x.ndim == 2 else (x.reshape(-1, w.shape[0]),
                                                    dy.reshape(-1, w.shape[1]))
             grads = {"w": x2.T @ dy2}  # BLAS reads x2.T in place: no transposed copy
