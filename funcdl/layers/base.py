@@ -149,19 +149,3 @@ def located(where: str, child: str, err: Exception) -> Exception:
     if not msg.startswith(child):
         msg = f"{child}: {msg}"
     return type(err)(f"{where} {msg}")
-
-
-def sum_to_shape(g: Array, shape: tuple[int, ...]) -> Array:
-    """Sum a broadcast cotangent back to ``shape`` (the vjp of NumPy broadcasting)."""
-    if g.shape == shape:
-        return g
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
-    out = g.sum(axis=axes, keepdims=True) if axes else g
-    return out.reshape(shape) if lead else out
-
-
-def no_params() -> tuple[()]:
-    """The params of a parameterless layer."""
-    return ()
