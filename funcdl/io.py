@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import os
-import tempfile
-import zipfile
 import zlib
 from typing import Any
 
@@ -58,6 +55,8 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
             NumPy scalar or Python int / float / bool, or an object-dtype leaf; the message
             names the path. Nothing is written then.
     """
+    import tempfile  # here, not at the top: `import funcdl` stays fast (tempfile pulls
+    # in shutil, random, bz2 and lzma), and only a save needs it
     arrays, header = _encode(tree)
     entries: dict[str, Any] = {TREEDEF_KEY: header, **arrays}
     target = os.path.realpath(os.fspath(path))
@@ -90,6 +89,8 @@ def _encode(t: Tree) -> tuple[dict[str, NDArray[Any]], NDArray[np.uint8]]:
         kinds.append(kind)
     header = {"format": FORMAT, "version": VERSION,
               "treedef": _encode_def(pytree.structure(t)), "leaves": kinds}
+    import json
+
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     return arrays, np.frombuffer(raw, dtype=np.uint8)
 
@@ -198,6 +199,8 @@ def load(path: str | os.PathLike[str], like: Tree = None) -> Tree:
             message names the file and, for a mismatch, the first differing path and both
             values.
     """
+    import zipfile  # a load's own dependency (json too, in _header): see save
+
     name = os.fspath(path)
     with open(name, "rb") as f:  # FileNotFoundError and other OS errors pass through
         try:
@@ -264,6 +267,8 @@ def _entry(data: NpzFile, name: str) -> NDArray[Any]:
 def _header(raw: NDArray[Any]) -> dict[str, Any]:
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise _Corrupt(f"malformed {TREEDEF_KEY!r} entry")
+    import json
+
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
     except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors

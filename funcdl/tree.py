@@ -14,13 +14,20 @@ differing path, written as it would be indexed: ``[1]['w']``, ``.mu[0]``.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
+
+from funcdl._treenodes import (
+    LEAF,
+    NONE,
+    TreeDef,
+    children_of,
+    mismatch_error,
+    rebuild,
+)
 
 __all__ = [
     "TreeDef",
@@ -40,116 +47,24 @@ __all__ = [
 Tree = Any
 
 
-@dataclass(frozen=True)
-class TreeDef:
-    """The shape of a pytree without its leaves; equal structures compare equal.
-
-    ``kind`` is one of ``leaf``, ``none``, ``tuple``, ``list``, ``dict``, ``namedtuple``;
-    ``meta`` holds the sorted dict keys or the NamedTuple class.
-    """
-
-    kind: str
-    meta: Any = None
-    children: tuple[TreeDef, ...] = ()
-
-    @functools.cached_property
-    def num_leaves(self) -> int:
-        if self.kind == "leaf":
-            return 1
-        return sum(c.num_leaves for c in self.children)
-
-    def __repr__(self) -> str:
-        if self.kind == "leaf":
-            return "*"
-        if self.kind == "none":
-            return "None"
-        inner = [repr(c) for c in self.children]
-        if self.kind == "dict":
-            return "{" + ", ".join(f"{k!r}: {c}" for k, c in zip(self.meta, inner)) + "}"
-        if self.kind == "list":
-            return "[" + ", ".join(inner) + "]"
-        if self.kind == "namedtuple":
-            fields = self.meta._fields
-            return f"{self.meta.__name__}(" + ", ".join(
-                f"{f}={c}" for f, c in zip(fields, inner)) + ")"
-        return "(" + ", ".join(inner) + ("," if len(inner) == 1 else "") + ")"
-
-
-_LEAF = TreeDef("leaf")
-_NONE = TreeDef("none")
-
-
-def _is_namedtuple(x: Any) -> bool:
-    return isinstance(x, tuple) and hasattr(type(x), "_fields")
-
-
-def _children(t: Tree) -> tuple[str, Any, list[Any], list[str]] | None:
-    """(kind, meta, children, path steps) of a container node, or None for a leaf."""
-    tp = type(t)
-    if tp is tuple:
-        return "tuple", None, list(t), [f"[{i}]" for i in range(len(t))]
-    if tp is list:
-        return "list", None, list(t), [f"[{i}]" for i in range(len(t))]
-    if isinstance(t, dict):
-        keys = sorted(t)
-        return "dict", tuple(keys), [t[k] for k in keys], [f"[{k!r}]" for k in keys]
-    if t is None:
-        return "none", None, [], []
-    if _is_namedtuple(t):
-        return "namedtuple", tp, list(t), [f".{f}" for f in tp._fields]
-    return None
-
-
-def _rebuild(kind: str, meta: Any, children: Sequence[Any]) -> Tree:
-    if kind == "tuple":
-        return tuple(children)
-    if kind == "list":
-        return list(children)
-    if kind == "dict":
-        return dict(zip(meta, children))
-    if kind == "namedtuple":
-        return meta(*children)
-    return None
-
-
-def _describe(t: Tree) -> str:
-    node = _children(t)
-    if node is None:
-        if isinstance(t, np.ndarray):
-            return f"an array of shape {t.shape} and dtype {t.dtype}"
-        return f"a leaf of type {type(t).__name__}"
-    kind, meta, kids, _ = node
-    if kind == "dict":
-        return f"a dict with keys {list(meta)}"
-    if kind == "namedtuple":
-        return f"a {meta.__name__}"
-    if kind == "none":
-        return "None"
-    return f"a {kind} of length {len(kids)}"
-
-
-def _mismatch(path: str, a: Tree, b: Tree, names: tuple[str, str]) -> ValueError:
-    where = path or "the root"
-    return ValueError(
-        f"tree structure mismatch at {where}: {names[0]} has {_describe(a)}, "
-        f"{names[1]} has {_describe(b)}")
-
-
 # ---------------------------------------------------------------------------- traversal
 
-def map(f: Callable[..., Any], tree: Tree, *rest: Tree) -> Tree:
-    """Apply ``f`` leaf-wise: ``f(leaf, *leaves_of_rest)``; all trees must share a structure.
+def map(f: Callable[..., Any], tree: Tree, *rest: Tree, shapes: bool = False) -> Tree:
+    """Apply ``f`` leaf-wise: ``f(leaf, *leaves_of_rest)``; all trees must share a structure
+    (and, with ``shapes=True``, array leaves their shapes: an optimizer's grads and params).
 
     Example: ``tree.map(lambda p, g: p - 0.1 * g, params, grads)``.
     """
     if not rest:
         return _map1(f, tree)
     try:
-        return _map2(f, tree, rest[0]) if len(rest) == 1 else _mapn(f, tree, rest)
+        if len(rest) == 1:
+            return _map2(f, tree, rest[0], shapes)
+        return _mapn(_same_shapes(f) if shapes else f, tree, rest)
     except _Mismatch:
         # Only on failure: walk again, slowly, to name the first differing path.
         for i, r in enumerate(rest):
-            check_same(tree, r, ("the first tree", f"tree {i + 1}"))
+            check_same(tree, r, ("the first tree", f"tree {i + 1}"), shapes=shapes)
         raise ValueError("tree structure mismatch") from None
 
 
@@ -157,55 +72,84 @@ class _Mismatch(Exception):
     pass
 
 
+_ND = np.ndarray
+
+
 def _map1(f: Callable[[Any], Any], t: Tree) -> Tree:
+    # Array children are handled in the loop, not by a call each: a layer's params are a
+    # dict of arrays, a model's a tuple of those.
     tp = type(t)
-    if tp is tuple:
-        return tuple([_map1(f, c) for c in t])
+    if tp is tuple or tp is list:
+        out = [f(c) if type(c) is _ND else _map1(f, c) for c in t]
+        return tuple(out) if tp is tuple else out
     if tp is dict:
-        return {k: _map1(f, t[k]) for k in sorted(t)}
-    if tp is list:
-        return [_map1(f, c) for c in t]
+        return {k: f(t[k]) if type(t[k]) is _ND else _map1(f, t[k]) for k in sorted(t)}
     if t is None:
         return None
-    if tp is np.ndarray:
+    if tp is _ND:
         return f(t)
-    node = _children(t)
+    node = children_of(t)
     if node is None:
         return f(t)
     kind, meta, kids, _ = node
-    return _rebuild(kind, meta, [_map1(f, c) for c in kids])
+    return rebuild(kind, meta, [_map1(f, c) for c in kids])
 
 
 _CONTAINERS = (tuple, list, dict)
 
 
-def _map2(f: Callable[..., Any], a: Tree, b: Tree) -> Tree:
+def _map2(f: Callable[..., Any], a: Tree, b: Tree, shapes: bool) -> Tree:
     # Two trees (params and grads, grads and a moment): the commonest case, kept lean.
     ta = type(a)
-    if ta is np.ndarray:
-        if type(b) is np.ndarray or not (b is None or isinstance(b, _CONTAINERS)):
-            return f(a, b)
-        raise _Mismatch
     if ta is dict:
-        if type(b) is not dict or a.keys() != b.keys():
+        if type(b) is not dict or len(a) != len(b):
             raise _Mismatch
-        return {k: _map2(f, v, b[k]) for k, v in a.items()}
+        out = {}
+        for k, x in a.items():
+            try:
+                y = b[k]
+            except KeyError:
+                raise _Mismatch from None
+            if type(x) is _ND and type(y) is _ND and not (shapes and x.shape != y.shape):
+                out[k] = f(x, y)
+            else:
+                out[k] = _map2(f, x, y, shapes)
+        return out
     if ta is tuple or ta is list:
         if type(b) is not ta or len(a) != len(b):
             raise _Mismatch
-        out = [_map2(f, x, y) for x, y in zip(a, b)]
-        return tuple(out) if ta is tuple else out
-    return _mapn(f, a, (b,))
+        if not a:  # a parameterless layer's ()
+            return () if ta is tuple else []
+        res = [f(x, y) if type(x) is _ND and type(y) is _ND and not (shapes and x.shape != y.shape)
+               else _map2(f, x, y, shapes) for x, y in zip(a, b)]
+        return tuple(res) if ta is tuple else res
+    if ta is _ND:
+        if type(b) is _ND:
+            if shapes and a.shape != b.shape:
+                raise _Mismatch
+            return f(a, b)
+        if b is None or isinstance(b, _CONTAINERS):
+            raise _Mismatch
+    return _mapn(_same_shapes(f) if shapes else f, a, (b,))
+
+
+def _same_shapes(f: Callable[..., Any]) -> Callable[..., Any]:
+    def leaf(*xs: Any) -> Any:
+        shape = np.shape(xs[0])
+        if any(np.shape(x) != shape for x in xs[1:]):
+            raise _Mismatch
+        return f(*xs)
+    return leaf
 
 
 def map_multi(f: Callable[..., tuple[Any, ...]], n_out: int, tree: Tree,
-              *rest: Tree) -> tuple[Tree, ...]:
+              *rest: Tree, shapes: bool = False) -> tuple[Tree, ...]:
     """As ``map``, for an ``f`` returning ``n_out`` values per leaf: returns ``n_out`` trees
     of ``tree``'s structure, in one traversal (an optimizer's new moments and update)."""
     try:
-        out = _mapn(_Boxed(f), tree, rest)
+        out = _mapn(_Boxed(_same_shapes(f) if shapes else f), tree, rest)
     except _Mismatch:
-        map(lambda *xs: None, tree, *rest)  # raises the ValueError naming the path
+        map(lambda *xs: None, tree, *rest, shapes=shapes)  # raises, naming the path
         raise
     return tuple(_map1(_Pick(i), out) for i in range(n_out))
 
@@ -259,20 +203,20 @@ def _mapn(f: Callable[..., Any], t: Tree, rest: tuple[Tree, ...] | list[Tree]) -
             if type(r) is not np.ndarray and (isinstance(r, _CONTAINERS) or r is None):
                 raise _Mismatch
         return f(t, *rest)
-    node = _children(t)
+    node = children_of(t)
     if node is None:
         for r in rest:
-            if _children(r) is not None:
+            if children_of(r) is not None:
                 raise _Mismatch
         return f(t, *rest)
     kind, meta, kids, _ = node
     others = []
     for r in rest:
-        rnode = _children(r)
+        rnode = children_of(r)
         if rnode is None or rnode[0] != kind or rnode[1] != meta or len(rnode[2]) != len(kids):
             raise _Mismatch
         others.append(rnode[2])
-    return _rebuild(kind, meta, [_mapn(f, c, [o[j] for o in others]) for j, c in enumerate(kids)])
+    return rebuild(kind, meta, [_mapn(f, c, [o[j] for o in others]) for j, c in enumerate(kids)])
 
 
 def leaves(tree: Tree) -> list[Any]:
@@ -294,7 +238,7 @@ def _collect(t: Tree, out: list[Any]) -> None:
         return
     if t is None:
         return
-    node = _children(t)
+    node = children_of(t)
     if node is None:
         out.append(t)
     else:
@@ -307,7 +251,7 @@ def leaves_with_path(tree: Tree) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
 
     def go(t: Tree, path: str) -> None:
-        node = _children(t)
+        node = children_of(t)
         if node is None:
             out.append((path, t))
             return
@@ -320,12 +264,12 @@ def leaves_with_path(tree: Tree) -> list[tuple[str, Any]]:
 
 def structure(tree: Tree) -> TreeDef:
     """The TreeDef of ``tree``."""
-    node = _children(tree)
+    node = children_of(tree)
     if node is None:
-        return _LEAF
+        return LEAF
     kind, meta, kids, _ = node
     if kind == "none":
-        return _NONE
+        return NONE
     return TreeDef(kind, meta, tuple(structure(c) for c in kids))
 
 
@@ -352,7 +296,7 @@ def _build(td: TreeDef, it: Any) -> Tree:
     # forms a reference cycle that keeps the leaves alive until the next garbage collection.
     if td.kind == "leaf":
         return next(it)
-    return _rebuild(td.kind, td.meta, [_build(c, it) for c in td.children])
+    return rebuild(td.kind, td.meta, [_build(c, it) for c in td.children])
 
 
 def check_same(a: Tree, b: Tree, names: tuple[str, str] = ("the first tree", "the second"),
@@ -374,13 +318,13 @@ def check_same(a: Tree, b: Tree, names: tuple[str, str] = ("the first tree", "th
                     f"{names[1]} has {yd}")
 
     def go(x: Tree, y: Tree, path: str) -> None:
-        nx, ny = _children(x), _children(y)
+        nx, ny = children_of(x), children_of(y)
         if nx is None and ny is None:
             leaf(x, y, path)
             return
         if nx is None or ny is None or nx[0] != ny[0] or nx[1] != ny[1] \
                 or len(nx[2]) != len(ny[2]):
-            raise _mismatch(path, x, y, names)
+            raise mismatch_error(path, x, y, names)
         for cx, cy, step in zip(nx[2], ny[2], nx[3]):
             go(cx, cy, path + step)
 

@@ -90,3 +90,53 @@ def test_bad_loss_and_kwargs(key):
         fd.value_and_grad(model, losses.mse)(params, x, y, state=())
     with pytest.raises(ValueError, match=r"mse: pred has shape \(8, 1\) but target"):
         fd.value_and_grad(model, losses.mse)(params, x, y[:, 0])
+
+
+def _spy(calls: list, inner: L.Layer) -> L.Layer:
+    """``inner`` with a pullback that records whether it was asked for dx."""
+    def vjp(params, x, **kw):
+        y, pb = inner.vjp(params, x, **kw)
+
+        def pullback(dy, need_dx=True):
+            calls.append(need_dx)
+            g, dx = pb(dy)
+            return g, (dx if need_dx else None)
+        return y, pullback
+    return L.Layer(inner.init, inner.apply, vjp, name="Spy", dx_optional=True)
+
+
+@pytest.mark.parametrize("front", [
+    [],                                        # the first layer has params
+    [L.Flatten(), L.ReLU()],                   # parameterless layers in front
+    [L.Sequential(L.Identity(), L.Tanh())],    # a nested parameterless Sequential
+])
+def test_value_and_grad_skips_only_the_unneeded_first_dx(key, front):
+    calls: list = []
+    model = L.Sequential(*front, _spy(calls, L.Dense(3)), L.Tanh(), _spy(calls, L.Dense(1)))
+    _, params = model.init(key, (None, 2))
+    params = tree.astype(params, np.float64)
+    x = random.normal(random.key(2), (5, 2), np.float64)
+    y = random.normal(random.key(3), (5, 1), np.float64)
+    _, grads = fd.value_and_grad(model, losses.mse)(params, x, y)
+    assert calls == [True, False]  # the last Dense passes dx on; the first one skips it
+    calls.clear()
+    _, (dparams, dx) = fd.value_and_grad(model, losses.mse, wrt_input=True)(params, x, y)
+    assert calls == [True, True] and dx.shape == x.shape
+    for g, h in zip(tree.leaves(grads), tree.leaves(dparams), strict=True):
+        np.testing.assert_array_equal(g, h)
+    assert grads[:len(front)] == params[:len(front)]  # parameterless entries, as given
+
+
+def test_value_and_grad_skip_with_nested_params_first(key):
+    # The first entry is a nested Sequential's tuple of dicts: found by its leaves.
+    model = L.Sequential(L.Sequential(L.Dense(3), L.Tanh()), L.Dense(1))
+    _, params = model.init(key, (None, 2))
+    params = tree.astype(params, np.float64)
+    x = random.normal(random.key(2), (4, 2), np.float64)
+    y = random.normal(random.key(3), (4, 1), np.float64)
+    _, grads = fd.value_and_grad(model, losses.mse)(params, x, y)
+    _, (ref, _) = fd.value_and_grad(model, losses.mse, wrt_input=True)(params, x, y)
+    assert tree.structure(grads) == tree.structure(params)
+    for g, h in zip(tree.leaves(grads), tree.leaves(ref), strict=True):
+        np.testing.assert_array_equal(g, h)
+    assert np.abs(grads[0][0]["w"]).sum() > 0

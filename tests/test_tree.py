@@ -182,6 +182,59 @@ def test_map_mismatch_in_third_tree():
         tree.map(lambda x, y, z: x, [1, 2], [1, 2], [1, [2]])
 
 
+_A = np.zeros((2, 3))
+
+
+@pytest.mark.parametrize(
+    "a, b, path",
+    [
+        # the array fast paths: a model's params are dicts of arrays inside a tuple
+        (({"w": _A}, ()), ({"w": {"x": _A}}, ()), "[0]['w']"),
+        (({"w": _A}, ()), ({"w": None}, ()), "[0]['w']"),
+        (({"w": _A}, ()), ({"v": _A}, ()), "[0]"),
+        (({"w": _A}, ()), ({"w": _A}, (_A,)), "[1]"),
+        (({"w": _A}, ()), ({"w": _A}, None), "[1]"),
+        ([_A, _A], [_A, [_A]], "[1]"),
+        (_A, [_A], "the root"),
+        ({"w": _A}, {"w": _A, "b": _A}, "the root"),
+    ],
+)
+def test_map_mismatch_with_array_leaves(a, b, path):
+    with pytest.raises(ValueError, match="mismatch") as info:
+        tree.map(lambda x, y: x, a, b)
+    assert f"at {path}" in str(info.value)
+
+
+def test_map_shapes_true_rejects_differing_leaf_shapes_and_names_the_path():
+    a = ({"b": np.zeros(3), "w": np.zeros((2, 3))}, ())
+    b = ({"b": np.zeros(3), "w": np.zeros((3, 2))}, ())
+    assert tree.map(lambda x, y: x.shape, a, b)[0]["w"] == (2, 3)  # shapes not compared
+    with pytest.raises(ValueError, match=r"at \[0\]\['w'\].*\(2, 3\).*\(3, 2\)"):
+        tree.map(lambda x, y: x, a, b, shapes=True)
+    with pytest.raises(ValueError, match=r"at \[0\]\['w'\]"):
+        tree.map_multi(lambda x, y: (x, y), 2, a, b, shapes=True)
+    with pytest.raises(ValueError, match=r"at \[0\]\['w'\]"):
+        tree.map(lambda x, y, z: x, a, a, b, shapes=True)
+    # scalar leaves against arrays of shape () are fine; against (1,) they are not
+    assert tree.map(lambda x, y: x + y, [np.zeros(())], [1.0], shapes=True) == [1.0]
+    with pytest.raises(ValueError, match=r"at \[0\]"):
+        tree.map(lambda x, y: x, [np.zeros(1)], [1.0], shapes=True)
+
+
+def test_map_keeps_containers_and_calls_f_once_per_leaf_pair():
+    a = ({"w": np.ones(2), "b": np.ones(1)}, (), [np.ones(3)], None, {})
+    calls = []
+
+    def f(x, y):
+        calls.append((x.shape, y.shape))
+        return x - y
+
+    out = tree.map(f, a, a)
+    assert type(out) is tuple and out[1] == () and type(out[2]) is list and out[3] is None
+    assert out[4] == {} and sorted(out[0]) == ["b", "w"]
+    assert sorted(calls) == [((1,), (1,)), ((2,), (2,)), ((3,), (3,))]
+
+
 # ------------------------------------------------------------------- flatten / unflatten
 
 def test_flatten_unflatten_round_trip():

@@ -30,6 +30,8 @@ __all__ = [
     "sigmoid",
 ]
 
+_ND = np.ndarray
+
 
 def _shapeless_init(name: str) -> Callable[[random.Key, Shape], tuple[Shape, Any]]:
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
@@ -48,12 +50,15 @@ def _elementwise(name: str, f: Callable[[Array], Array],
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del params, key, train
-        x = as_array(name, x)
+        if not (type(x) is _ND and x.dtype.char in "fd"):
+            x = as_array(name, x)
         y = f(x)
         y_shape = y.shape
 
         def pullback(dy: Any) -> tuple[Any, Array]:
-            return (), df(x, y, check_cotangent(name, dy, y_shape))
+            if not (type(dy) is _ND and dy.shape == y_shape and dy.dtype.kind == "f"):
+                dy = check_cotangent(name, dy, y_shape)
+            return (), df(x, y, dy)
 
         return y, pullback
 

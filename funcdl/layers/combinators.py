@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from funcdl import debug, random, tree
 from funcdl.layers.base import Layer, LayerLike, Shape, located, need_state
 
@@ -152,18 +154,21 @@ def Sequential(*layers: LayerLike) -> Layer:
                     raise located(where[i], names[i], e) from e
             return x
 
+        vjps = [layer.vjp for layer in layers]
+
         def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
             entries(name, params, n, "params")
-            pullbacks = []
+            pullbacks: list[Any] = [None] * n
             checking = debug.enabled()
-            for i, (layer, p, k) in enumerate(zip(layers, params, keys_for(key, n))):
-                try:
-                    x, pb = layer.vjp(p, x, key=k, train=train)
-                except ERRORS as e:
-                    raise located(where[i], names[i], e) from e
-                if checking:
-                    debug.verify(f"{where[i]} {names[i]}", "forward output", x)
-                pullbacks.append(pb)
+            keys = keys_for(key, n)
+            i = 0
+            try:
+                for i in range(n):
+                    x, pullbacks[i] = vjps[i](params[i], x, key=keys[i], train=train)
+                    if checking:
+                        debug.verify(f"{where[i]} {names[i]}", "forward output", x)
+            except ERRORS as e:
+                raise located(where[i], names[i], e) from e
             return x, _reverse(pullbacks, where, names, checking, layers, params)
 
         def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
@@ -216,22 +221,35 @@ def _reverse(pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],
 
     def pullback(dy: Any, need_dx: bool = True) -> tuple[tuple[Any, ...], Any]:
         dparams: list[Any] = [None] * n
-        stop = 0 if need_dx else next((i for i in range(n) if tree.leaves(params[i])), n)
-        for i in range(n - 1, stop - 1, -1):
-            try:
+        stop = 0 if need_dx else _first_with_params(params)
+        i = n - 1
+        try:
+            for i in range(n - 1, stop - 1, -1):
                 if i == stop and not need_dx and getattr(layers[i], "dx_optional", False):
                     dparams[i], dy = pullbacks[i](dy, need_dx=False)
                 else:
                     dparams[i], dy = pullbacks[i](dy)
-            except ERRORS as e:
-                raise located(where[i], names[i], e) from e
-            if checking:
-                if dy is not None:
-                    debug.verify(f"{where[i]} {names[i]}", "backward pass: dx", dy)
-                debug.verify(f"{where[i]} {names[i]}", "backward pass: dparams", dparams[i])
+                if checking:
+                    if dy is not None:
+                        debug.verify(f"{where[i]} {names[i]}", "backward pass: dx", dy)
+                    debug.verify(f"{where[i]} {names[i]}", "backward pass: dparams",
+                                 dparams[i])
+        except ERRORS as e:
+            raise located(where[i], names[i], e) from e
         dparams[:stop] = params[:stop]  # no leaves: (), {} or None, as given
         return tuple(dparams), (dy if need_dx else None)
 
     return pullback
 
 
+def _first_with_params(params: Sequence[Any]) -> int:
+    """The index of the first entry holding a leaf (len(params) if none does)."""
+    for i, p in enumerate(params):
+        # A layer's params are () or a non-empty dict of arrays in the common case.
+        if p is None or (type(p) is tuple and not p):
+            continue
+        if type(p) is dict and p and all(type(v) is np.ndarray for v in p.values()):
+            return i
+        if tree.leaves(p):
+            return i
+    return len(params)

@@ -113,14 +113,6 @@ def check_lr(name: str, lr: Any) -> ScalarOrSchedule:
     return check_float(name, "lr (a float or a schedule count -> lr)", lr)
 
 
-class _ShapeMismatch(ValueError):
-    pass
-
-
-def _shape(x: Any) -> tuple[int, ...]:
-    return x.shape if type(x) is np.ndarray else np.shape(x)
-
-
 def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Sequence[str],
              n_out: int = 1) -> tuple[Tree, ...]:
     """One traversal applying ``fn(*leaves)`` (which returns an ``n_out``-tuple, or a single
@@ -129,23 +121,10 @@ def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Se
     Returns ``n_out`` trees. A mismatch raises ValueError prefixed with ``name`` and naming
     the first differing path, e.g. ``adam.update: ... at ['w']: grads has ..., state.mu has``.
     """
-    def leaf(*xs: Any) -> Any:
-        shape = _shape(xs[0])
-        for x in xs[1:]:
-            if _shape(x) != shape:
-                raise _ShapeMismatch
-        return fn(*xs)
-
-    def leaf2(a: Any, b: Any) -> Any:  # the common two-tree case, without *args
-        if (a.shape if type(a) is np.ndarray else np.shape(a)) != \
-                (b.shape if type(b) is np.ndarray else np.shape(b)):
-            raise _ShapeMismatch
-        return fn(a, b)
-
     try:
         if n_out == 1:
-            return (tree.map(leaf2 if len(trees) == 2 else leaf, *trees),)
-        return tree.map_multi(leaf, n_out, *trees)
+            return (tree.map(fn, *trees, shapes=True),)
+        return tree.map_multi(fn, n_out, *trees, shapes=True)
     except ValueError:
         # Only on failure: walk again to report the first differing path with good names.
         for other, other_name in zip(trees[1:], names[1:], strict=True):

@@ -1,0 +1,109 @@
+"""What a pytree node is: the containers funcdl.tree walks, how to take one apart and put it
+back, and how to describe one in an error message. ``TreeDef`` is re-exported by
+``funcdl.tree``; everything else here is internal to it."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Tree = Any
+
+
+@dataclass(frozen=True)
+class TreeDef:
+    """The shape of a pytree without its leaves; equal structures compare equal.
+
+    ``kind`` is one of ``leaf``, ``none``, ``tuple``, ``list``, ``dict``, ``namedtuple``;
+    ``meta`` holds the sorted dict keys or the NamedTuple class.
+    """
+
+    kind: str
+    meta: Any = None
+    children: tuple[TreeDef, ...] = ()
+
+    @functools.cached_property
+    def num_leaves(self) -> int:
+        if self.kind == "leaf":
+            return 1
+        return sum(c.num_leaves for c in self.children)
+
+    def __repr__(self) -> str:
+        if self.kind == "leaf":
+            return "*"
+        if self.kind == "none":
+            return "None"
+        inner = [repr(c) for c in self.children]
+        if self.kind == "dict":
+            return "{" + ", ".join(f"{k!r}: {c}" for k, c in zip(self.meta, inner)) + "}"
+        if self.kind == "list":
+            return "[" + ", ".join(inner) + "]"
+        if self.kind == "namedtuple":
+            fields = self.meta._fields
+            return f"{self.meta.__name__}(" + ", ".join(
+                f"{f}={c}" for f, c in zip(fields, inner)) + ")"
+        return "(" + ", ".join(inner) + ("," if len(inner) == 1 else "") + ")"
+
+
+LEAF = TreeDef("leaf")
+NONE = TreeDef("none")
+
+
+def is_namedtuple(x: Any) -> bool:
+    return isinstance(x, tuple) and hasattr(type(x), "_fields")
+
+
+def children_of(t: Tree) -> tuple[str, Any, list[Any], list[str]] | None:
+    """(kind, meta, children, path steps) of a container node, or None for a leaf."""
+    tp = type(t)
+    if tp is tuple:
+        return "tuple", None, list(t), [f"[{i}]" for i in range(len(t))]
+    if tp is list:
+        return "list", None, list(t), [f"[{i}]" for i in range(len(t))]
+    if isinstance(t, dict):
+        keys = sorted(t)
+        return "dict", tuple(keys), [t[k] for k in keys], [f"[{k!r}]" for k in keys]
+    if t is None:
+        return "none", None, [], []
+    if is_namedtuple(t):
+        return "namedtuple", tp, list(t), [f".{f}" for f in tp._fields]
+    return None
+
+
+def rebuild(kind: str, meta: Any, children: Sequence[Any]) -> Tree:
+    if kind == "tuple":
+        return tuple(children)
+    if kind == "list":
+        return list(children)
+    if kind == "dict":
+        return dict(zip(meta, children))
+    if kind == "namedtuple":
+        return meta(*children)
+    return None
+
+
+def describe(t: Tree) -> str:
+    node = children_of(t)
+    if node is None:
+        if isinstance(t, np.ndarray):
+            return f"an array of shape {t.shape} and dtype {t.dtype}"
+        return f"a leaf of type {type(t).__name__}"
+    kind, meta, kids, _ = node
+    if kind == "dict":
+        return f"a dict with keys {list(meta)}"
+    if kind == "namedtuple":
+        return f"a {meta.__name__}"
+    if kind == "none":
+        return "None"
+    return f"a {kind} of length {len(kids)}"
+
+
+def mismatch_error(path: str, a: Tree, b: Tree, names: tuple[str, str]) -> ValueError:
+    where = path or "the root"
+    return ValueError(
+        f"tree structure mismatch at {where}: {names[0]} has {describe(a)}, "
+        f"{names[1]} has {describe(b)}")
