@@ -46,6 +46,8 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
         raise TypeError(f"value_and_grad: the loss needs a .vjp(pred, target) method "
                         f"(see funcdl.losses.Loss), got {loss!r}")
 
+    skip_dx = not wrt_input and bool(getattr(model, "dx_optional", False))
+
     def f(params: Any, x: Any, target: Any, *, key: Any = None, train: bool = True,
           **kwargs: Any) -> Any:
         if stateful:
@@ -73,7 +75,7 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
         if checking:
             debug.verify(f"{_name(loss)}", "loss value", value)
             debug.verify(f"{_name(loss)}", "backward pass: dpred", dy)
-        if wrt_input or not getattr(model, "dx_optional", False):
+        if not skip_dx:
             dparams, dx = pullback(dy)
         else:  # nobody reads dx: let the first layer skip it
             dparams, dx = pullback(dy, need_dx=False)

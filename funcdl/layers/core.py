@@ -25,6 +25,7 @@ __all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _ND = np.ndarray
+dot = np.dot
 
 
 @functools.lru_cache(maxsize=64)
@@ -93,8 +94,9 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         return cast_ints(x, w.dtype)
 
     def forward(w: Array, b: Any, x: Array) -> Array:
-        y: Array = (x @ w if x.ndim == 2 else
-                    (x.reshape(-1, w.shape[0]) @ w).reshape(*x.shape[:-1], w.shape[1]))
+        # np.dot: the 2-D product with less per-call overhead than @ (same BLAS call)
+        y: Array = (dot(x, w) if x.ndim == 2 else
+                    dot(x.reshape(-1, w.shape[0]), w).reshape(*x.shape[:-1], w.shape[1]))
         if use_bias:
             y += b
         return y
@@ -116,11 +118,11 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
             if not (type(dy) is _ND and dy.shape == y_shape and dy.dtype.kind == "f"):
                 dy = check_cotangent(name, dy, y_shape)
             x2, dy2 = (x, dy) if flat else (x.reshape(-1, w.shape[0]), dy.reshape(-1, out))
-            dw = x2.T @ dy2  # BLAS reads x2.T in place: no transposed copy
-            grads = {"w": dw, "b": ones(len(dy2), dy2.dtype) @ dy2} if use_bias else {"w": dw}
+            dw = dot(x2.T, dy2)  # BLAS reads x2.T in place: no transposed copy
+            grads = {"w": dw, "b": dot(ones(len(dy2), dy2.dtype), dy2)} if use_bias else {"w": dw}
             if not need_dx:
                 return grads, None
-            dx = dy2 @ w.T
+            dx = dot(dy2, w.T)
             return grads, dx if flat else dx.reshape(x.shape)
 
         return y, pullback

@@ -232,7 +232,8 @@ def apply_updates(params: Tree, updates: Tree) -> Tree:
     """``p + u`` leaf-wise; each result keeps its param's dtype. Nothing is mutated."""
     def add(p: Any, u: Any) -> Any:
         out = p + u
-        if type(p) is np.ndarray and type(out) is np.ndarray and out.dtype == p.dtype:
+        if type(out) is np.ndarray and type(p) is np.ndarray and (out.dtype is p.dtype
+                                                                 or out.dtype == p.dtype):
             return out
         return np.asarray(out, dtype=np.asarray(p).dtype)
 
