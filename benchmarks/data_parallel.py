@@ -47,12 +47,16 @@ BATCH = {"mlp": 256, "cnn": 64}
 
 # ---------------------------------------------------------------------------- child
 
-def worker(model_name: str, steps: int, warmup: int, batch: int) -> None:
+def worker(model_name: str, steps: int, warmup: int, batch: int, retain: bool) -> None:
     import numpy as np
 
     import funcdl as fd
     from funcdl import layers as L
     from funcdl import parallel
+
+    if retain:  # as benchmarks/__main__ does for every implementation (see funcdl.perf)
+        from funcdl.perf import retain_freed_memory
+        retain_freed_memory()
 
     rank, size = parallel.rank_and_size()
     if model_name == "mlp":
@@ -80,7 +84,7 @@ def worker(model_name: str, steps: int, warmup: int, batch: int) -> None:
     step = parallel.data_parallel(timed)
     opt = fd.optim.sgd(0.01)
     state = opt.init(params)
-    rows: list[tuple[float, float, float]] = []
+    rows: list[tuple[float, float, float, float]] = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         _, grads = step(params, xb, yb)
@@ -89,7 +93,7 @@ def worker(model_name: str, steps: int, warmup: int, batch: int) -> None:
         params = fd.optim.apply_updates(params, updates)
         t2 = time.perf_counter()
         if i >= warmup:
-            rows.append((t2 - t0, compute[0], t1 - t0 - compute[0]))
+            rows.append((t2 - t0, compute[0], t1 - t0 - compute[0], t2 - t1))
     bare = []
     if size > 1:
         from mpi4py import MPI
@@ -101,6 +105,7 @@ def worker(model_name: str, steps: int, warmup: int, batch: int) -> None:
     mine = {"step": statistics.median(r[0] for r in rows),
             "compute": statistics.median(r[1] for r in rows),
             "allreduce": statistics.median(r[2] for r in rows),
+            "update": statistics.median(r[3] for r in rows),
             "bare": statistics.median(bare) if bare else 0.0}
     every = [mine]
     if size > 1:
@@ -120,10 +125,11 @@ def worker(model_name: str, steps: int, warmup: int, batch: int) -> None:
 # ---------------------------------------------------------------------------- parent
 
 def launch(ranks: int, threads: int, model: str, steps: int, warmup: int,
-           batch: int) -> dict[str, Any]:
+           batch: int, retain: bool) -> dict[str, Any]:
     env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
     cmd = [sys.executable, str(HERE), "--worker", model, "--steps", str(steps),
-           "--warmup", str(warmup), "--batch", str(batch)]
+           "--warmup", str(warmup), "--batch", str(batch),
+           *([] if retain else ["--default-malloc"])]
     if ranks > 1:
         mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
             shutil.which("mpiexec")
@@ -162,7 +168,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, float]:
     """Median over rounds of each per-round median (ms); the slowest rank sets the pace of
     a synchronous step, so each round counts its slowest rank."""
     return {key: 1e3 * statistics.median(max(r[key] for r in run["ranks"]) for run in runs)
-            for key in ("step", "compute", "allreduce", "bare")}
+            for key in ("step", "compute", "allreduce", "update", "bare")}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,10 +179,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--batch", type=int, default=None,
                         help="global batch for every model (default: mlp 256, cnn 64)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (default: every process calls "
+                             "funcdl.perf.retain_freed_memory(), as python -m benchmarks)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker, args.steps, args.warmup, args.batch)
+        worker(args.worker, args.steps, args.warmup, args.batch, not args.default_malloc)
         return
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# data-parallel step, funcdl, float32 SGD; {os.cpu_count()} cores, load average "
@@ -189,21 +198,22 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.rounds):
             for name, ranks, threads in SETUPS:
                 runs[name].append(launch(ranks, threads, model, args.steps, args.warmup,
-                                         batch))
+                                         batch, not args.default_malloc))
         first = runs[SETUPS[0][0]][0]
         print(f"\n## {model}: global batch {batch}, {first['params']:,} params "
               f"({4 * first['params'] / 1e6:.2f} MB of gradients); median ms per step, "
               f"median over {args.rounds} rounds of {args.steps} steps; other processes "
               f"kept {others_share(before, _busy())} of the cores busy meanwhile")
         print("| set-up | BLAS threads seen | step | local fwd+bwd | allreduce (with wait) | "
-              "bare pmean | speed-up vs 1x1 | speed-up vs 1x2 |")
-        print("|---|---|--:|--:|--:|--:|--:|--:|")
+              "update + apply | bare pmean | speed-up vs 1x1 | speed-up vs 1x2 |")
+        print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
         stats = {name: summarise(runs[name]) for name, _, _ in SETUPS}
         one1, two, one2 = (stats[n]["step"] for n, _, _ in SETUPS)
         for name, _, _ in SETUPS:
             st = stats[name]
             print(f"| {name} | {runs[name][0]['blas_threads']} | {st['step']:.2f} | "
-                  f"{st['compute']:.2f} | {st['allreduce']:.2f} | {st['bare']:.2f} | "
+                  f"{st['compute']:.2f} | {st['allreduce']:.2f} | {st['update']:.2f} | "
+                  f"{st['bare']:.2f} | "
                   f"{one1 / st['step']:.2f}x | {one2 / st['step']:.2f}x |")
         print(f"\n{model}: 2 ranks x 1 thread are {one1 / two:.2f}x as fast as 1 rank x 1 "
               f"thread (target 1.7x) and {one2 / two:.2f}x as fast as 1 rank x 2 threads; "
