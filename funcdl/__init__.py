@@ -17,8 +17,29 @@ How funcdl differs from its models (JAX's stax, optax):
 5. Every layer constructor is called (``ReLU()``); ``Dropout(rate)`` drops ``rate``.
 """
 
-from funcdl import data, initializers, io, layers, losses, optim, random, testing, tree
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from funcdl.autodiff import grad, value_and_grad, vjp
+
+if TYPE_CHECKING:
+    from funcdl import (
+        data,
+        debug,
+        initializers,
+        io,
+        layers,
+        losses,
+        optim,
+        random,
+        testing,
+        tree,
+    )
+    from funcdl import parallel as parallel
+    from funcdl import perf as perf
+    from funcdl import sweep as sweep
 
 __version__ = "0.1.0"
 
@@ -37,3 +58,20 @@ __all__ = [
     "value_and_grad",
     "vjp",
 ]
+
+# Submodules load on first use (``fd.layers``, ``from funcdl import optim``), so that
+# ``import funcdl`` costs little more than ``import numpy``; parallel, sweep and perf are
+# reachable the same way but stay out of ``__all__`` (``import *`` would load them).
+_SUBMODULES = frozenset(
+    {"data", "debug", "initializers", "io", "layers", "losses", "optim", "parallel", "perf",
+     "random", "sweep", "testing", "tree"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"funcdl.{name}")  # also binds funcdl.<name>
+    raise AttributeError(f"module 'funcdl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBMODULES)
