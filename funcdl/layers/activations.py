@@ -15,7 +15,15 @@ import numpy as np
 
 from funcdl import random
 from funcdl._special import erf
-from funcdl.layers.base import Array, Layer, Shape, as_array, check_cotangent, check_in_shape
+from funcdl.layers.base import (
+    Array,
+    Layer,
+    Pointwise,
+    Shape,
+    as_array,
+    check_cotangent,
+    check_in_shape,
+)
 
 __all__ = [
     "ELU",
@@ -62,7 +70,8 @@ def _elementwise(name: str, f: Callable[[Array], Array],
 
         return y, pullback
 
-    return Layer(_shapeless_init(name), apply, vjp, name=name)
+    return Layer(_shapeless_init(name), apply, vjp, name=name,
+                 pointwise=Pointwise(name, f, df))
 
 
 def sigmoid(x: Array) -> Array:

@@ -12,6 +12,7 @@ from funcdl import initializers, random
 from funcdl.layers.base import (
     Array,
     Layer,
+    Pointwise,
     Shape,
     as_array,
     cast_ints,
@@ -108,15 +109,22 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
+        return vjp_then(params, x, None)
+
+    def vjp_then(params: Any, x: Any, act: Pointwise | None) -> Any:
+        # y = act.f(x w + b); the pullback takes dy through act.df first (see Layer).
         w, b = weights(params)
         x = check(w, x)
-        y = forward(w, b, x)
+        h = forward(w, b, x)
+        y = h if act is None else act.f(h)
         y_shape = y.shape
         flat = x.ndim == 2
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
             if not (type(dy) is _ND and dy.shape == y_shape and dy.dtype.kind == "f"):
-                dy = check_cotangent(name, dy, y_shape)
+                dy = check_cotangent(name if act is None else act.name, dy, y_shape)
+            if act is not None:
+                dy = act.df(h, y, dy)
             x2, dy2 = (x, dy) if flat else (x.reshape(-1, w.shape[0]), dy.reshape(-1, out))
             dw = dot(x2.T, dy2)  # BLAS reads x2.T in place: no transposed copy
             grads = {"w": dw, "b": dot(ones(len(dy2), dy2.dtype), dy2)} if use_bias else {"w": dw}
@@ -127,7 +135,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name, dx_optional=True)
+    return Layer(init, apply, vjp, name=name, dx_optional=True, vjp_then=vjp_then)
 
 
 def _shape_layer(name: str, out_shape: Any) -> Layer:
