@@ -685,3 +685,23 @@ def test_matches_torch_optim(alias: str, kwargs: dict[str, Any], torch_name: str
         topt.step()
         for k, tp in tparams.items():
             np.testing.assert_allclose(params[k], tp.detach().numpy(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("lr", [0.01, 1 / 3, optim.cosine_decay_schedule(0.3, 10)])
+def test_sgd_update_is_bitwise_minus_lr_times_g_in_each_leaf_dtype(lr):
+    # The step is applied as a 0-d array of each leaf's dtype: it must give exactly what
+    # NumPy gives for a Python float (the float cast to the leaf's dtype), dtype kept.
+    rng = np.random.default_rng(0)
+    grads = {"a": rng.standard_normal((3, 4)).astype(np.float32),
+             "b": rng.standard_normal(5), "c": np.float32(0.7), "d": 0.25,
+             "e": rng.standard_normal(2).astype(np.float32).reshape(2, 1).T}
+    opt = optim.sgd(lr)
+    state = opt.init(grads)
+    for count in range(3):
+        updates, state = opt.update(state, grads, grads)
+        step = -(lr(count) if callable(lr) else lr)
+        for k, g in grads.items():
+            want = g * step
+            assert np.asarray(updates[k]).dtype == np.asarray(want).dtype, k
+            np.testing.assert_array_equal(updates[k], want)
+        assert updates["a"].dtype == np.float32 and updates["b"].dtype == np.float64

@@ -7,6 +7,7 @@ param, ``t`` the number of updates already applied (``count``), and ``u`` the ou
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -77,19 +78,41 @@ def _init_empty(params: Tree) -> EmptyState:
     return EmptyState()
 
 
-def _times(name: str, grads: Tree, params: Tree, step: float) -> Tree:
-    """``step · g``; when params are given, the same single pass also checks that grads
-    match them, so even a stateless optimizer (plain sgd) rejects mismatched grads."""
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+def _multiplier(step: float) -> Callable[..., Any]:
+    """``g -> step · g``. A float32 or float64 leaf is multiplied by ``step`` held as a 0-d
+    array of its own dtype: the value NumPy's rule for a Python float gives (the float cast
+    to the leaf's dtype), at two thirds of the per-call cost; other leaves by the float."""
+    s32, s64 = np.array(step, _F32), np.array(step, _F64)
+
+    def times(g: Any, p: Any = None) -> Any:
+        if type(g) is np.ndarray:
+            if g.dtype is _F32:
+                return g * s32
+            if g.dtype is _F64:
+                return g * s64
+        return g * step
+
+    return times
+
+
+def _times(name: str, times: Callable[..., Any], grads: Tree, params: Tree) -> Tree:
+    """``step · g`` (``times`` from ``_multiplier``); when params are given, the same single
+    pass also checks that grads match them, so even a stateless optimizer (plain sgd)
+    rejects mismatched grads."""
     if params is None:
-        return tree.map(lambda g: g * step, grads)
-    return leafwise(f"{name}.update", lambda g, p: g * step, (grads, params),
-                    ("grads", "params"))[0]
+        return tree.map(times, grads)
+    return leafwise(f"{name}.update", times, (grads, params), ("grads", "params"))[0]
 
 
 def _scaled(name: str, step: float) -> GradientTransformation:
+    times = _multiplier(step)
+
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         check_state(name, state, EmptyState)
-        return _times(name, grads, params, step), state
+        return _times(name, times, grads, params), state
 
     return GradientTransformation(_init_empty, update)
 
@@ -108,7 +131,7 @@ def _scaled_by_schedule(name: str, schedule: Schedule) -> GradientTransformation
         check_state(name, state, ScaleByScheduleState)
         # A Python float, so float32 grads stay float32 (NEP 50).
         step = schedule_value(f"{name}.update", schedule, int(state.count))
-        return (_times(name, grads, params, step),
+        return (_times(name, _multiplier(step), grads, params),
                 ScaleByScheduleState(next_count(state.count)))
 
     return GradientTransformation(init, update)
