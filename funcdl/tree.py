@@ -120,7 +120,7 @@ def _map2(f: Callable[..., Any], a: Tree, b: Tree, shapes: bool) -> Tree:
             raise _Mismatch
         if not a:  # a parameterless layer's ()
             return () if ta is tuple else []
-        res = []
+        res: list[Any] = []
         for x, y in zip(a, b):
             if type(x) is dict and type(y) is dict and len(x) == len(y):
                 # A model's params: a tuple of per-layer dicts of arrays. The dict branch
