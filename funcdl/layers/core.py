@@ -26,8 +26,8 @@ __all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _ND = np.ndarray
-dot = np.dot
-_SMALL = 1 << 14  # elements of dy below which a product's call overhead dominates
+dot, matmul = np.dot, np.matmul
+_SMALL = 1 << 14  # elements of a product below which its call overhead dominates
 
 
 @functools.lru_cache(maxsize=64)
@@ -128,13 +128,13 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
                 dy = act.df(h, y, dy)
             x2, dy2 = (x, dy) if flat else (x.reshape(-1, w.shape[0]), dy.reshape(-1, out))
             # BLAS reads x2.T and w.T in place (no transposed copies). np.dot costs less per
-            # call than @, but is up to 15% slower with a large transposed operand.
-            mm = dot if dy2.size < _SMALL else np.matmul
-            dw = mm(x2.T, dy2)
+            # call than @, but is up to 15% slower with a large transposed operand; the
+            # choice goes by the size of the product.
+            dw = (dot if w.size < _SMALL else matmul)(x2.T, dy2)
             grads = {"w": dw, "b": dot(ones(len(dy2), dy2.dtype), dy2)} if use_bias else {"w": dw}
             if not need_dx:
                 return grads, None
-            dx = mm(dy2, w.T)
+            dx = (dot if x2.size < _SMALL else matmul)(dy2, w.T)
             return grads, dx if flat else dx.reshape(x.shape)
 
         return y, pullback
