@@ -115,11 +115,18 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
     def vjp_then(params: Any, x: Any, act: Pointwise | None) -> Any:
         # y = act.f(x w + b); the pullback takes dy through act.df first (see Layer).
         w, b = weights(params)
-        x = check(w, x)
-        h = forward(w, b, x)
+        flat = type(x) is _ND and x.ndim == 2 and x.shape[1] == w.shape[0] \
+            and (x.dtype is _F32 or x.dtype is _F64)
+        if flat:  # check() and forward() inlined: the common case of every MLP step
+            h = dot(x, w)
+            if use_bias:
+                h += b
+        else:
+            x = check(w, x)
+            h = forward(w, b, x)
+            flat = x.ndim == 2
         y = h if act is None else act.f(h)
         y_shape = y.shape
-        flat = x.ndim == 2
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
             if not (type(dy) is _ND and dy.shape == y_shape and dy.dtype.kind == "f"):
