@@ -17,7 +17,7 @@ from funcdl.layers.activations import (
     Softplus,
     Tanh,
 )
-from funcdl.layers.base import Layer, LayerLike, Pullback, Shape
+from funcdl.layers.base import Layer, LayerLike, Pointwise, Pullback, Shape
 from funcdl.layers.branching import Parallel, Residual, Shared
 from funcdl.layers.combinators import Sequential
 from funcdl.layers.conv import Conv1D, Conv2D
@@ -50,6 +50,7 @@ __all__ = [
     "LogSoftmax",
     "MaxPool2D",
     "Parallel",
+    "Pointwise",
     "Pullback",
     "ReLU",
     "Reshape",
