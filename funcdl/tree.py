@@ -102,46 +102,19 @@ def _map2(f: Callable[..., Any], a: Tree, b: Tree, shapes: bool) -> Tree:
     # Two trees (params and grads, grads and a moment): the commonest case, kept lean.
     ta = type(a)
     if ta is dict:
-        if type(b) is not dict or len(a) != len(b):
-            raise _Mismatch
-        out = {}
-        for k, x in a.items():
-            try:
-                y = b[k]
-            except KeyError:
-                raise _Mismatch from None
-            if type(x) is _ND and type(y) is _ND and not (shapes and x.shape != y.shape):
-                out[k] = f(x, y)
-            else:
-                out[k] = _map2(f, x, y, shapes)
-        return out
+        return _dict2(f, a, b, shapes)
     if ta is tuple or ta is list:
         if type(b) is not ta or len(a) != len(b):
             raise _Mismatch
         if not a:  # a parameterless layer's ()
             return () if ta is tuple else []
-        res: list[Any] = []
-        for x, y in zip(a, b):
-            if type(x) is dict and type(y) is dict and len(x) == len(y):
-                # A model's params: a tuple of per-layer dicts of arrays. The dict branch
-                # above, inlined: a call per layer is a fifth of an SGD step's traversal.
-                d = {}
-                for k, u in x.items():
-                    try:
-                        v = y[k]
-                    except KeyError:
-                        raise _Mismatch from None
-                    if type(u) is _ND and type(v) is _ND and not (shapes and u.shape != v.shape):
-                        d[k] = f(u, v)
-                    else:
-                        d[k] = _map2(f, u, v, shapes)
-                res.append(d)
-            elif type(x) is _ND and type(y) is _ND and not (shapes and x.shape != y.shape):
-                res.append(f(x, y))
-            elif type(x) is tuple and type(y) is tuple and not x and not y:
-                res.append(())
-            else:
-                res.append(_map2(f, x, y, shapes))
+        # A model's params: per-layer dicts of arrays, and () for a parameterless layer;
+        # each child's kind is told here, saving a call per child.
+        res = [_dict2(f, x, y, shapes) if type(x) is dict
+               else f(x, y) if type(x) is _ND and type(y) is _ND
+               and not (shapes and x.shape != y.shape)
+               else () if type(x) is tuple and type(y) is tuple and not x and not y
+               else _map2(f, x, y, shapes) for x, y in zip(a, b)]
         return tuple(res) if ta is tuple else res
     if ta is _ND:
         if type(b) is _ND:
@@ -151,6 +124,22 @@ def _map2(f: Callable[..., Any], a: Tree, b: Tree, shapes: bool) -> Tree:
         if b is None or isinstance(b, _CONTAINERS):
             raise _Mismatch
     return _mapn(_same_shapes(f) if shapes else f, a, (b,))
+
+
+def _dict2(f: Callable[..., Any], a: dict[Any, Any], b: Tree, shapes: bool) -> Tree:
+    if type(b) is not dict or len(a) != len(b):
+        raise _Mismatch
+    out = {}
+    for k, x in a.items():
+        try:
+            y = b[k]
+        except KeyError:
+            raise _Mismatch from None
+        if type(x) is _ND and type(y) is _ND and not (shapes and x.shape != y.shape):
+            out[k] = f(x, y)
+        else:
+            out[k] = _map2(f, x, y, shapes)
+    return out
 
 
 def _same_shapes(f: Callable[..., Any]) -> Callable[..., Any]:
