@@ -280,8 +280,10 @@ def _first_with_params(params: Sequence[Any]) -> int:
         # A layer's params are () or a non-empty dict of arrays in the common case.
         if p is None or (type(p) is tuple and not p):
             continue
-        if type(p) is dict and p and all(type(v) is np.ndarray for v in p.values()):
-            return i
+        if type(p) is dict:
+            for v in p.values():
+                if type(v) is np.ndarray:
+                    return i
         if tree.leaves(p):
             return i
     return len(params)
