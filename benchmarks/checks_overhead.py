@@ -1,8 +1,9 @@
 """What funcdl's input validation costs in the disk training step (issue 6: under 5%).
 
 The checks are inlined at each layer's boundary, so they cannot be switched off; instead this
-script times the step, then replays every check the step performs, with the same arguments
-and as many times, and reports their share:
+script times the step, then replays every check the step performs (as the code writes them:
+Dense and the activation after it run as one step, see funcdl.layers.combinators._steps),
+with the same arguments and as many times, and reports their share:
 
     python -m benchmarks.checks_overhead
 """
@@ -13,8 +14,8 @@ import timeit
 
 import numpy as np
 
-from funcdl.layers.base import as_array, check_cotangent
 from funcdl.layers.combinators import entries
+from funcdl.losses import _pred, _same_shape
 
 from . import impl_funcdl
 from .workloads import WORKLOADS, data
@@ -29,29 +30,25 @@ def main() -> None:
     h = np.ones((50, 25), np.float32)
     w = params[0]["w"]
 
+    f32 = np.dtype(np.float32)
+
     def checks() -> None:
         # Sequential: params length, once per forward
         entries("Sequential", params, 8, "params")
-        for _ in range(4):  # Dense: params and input in the forward, dy in the pullback
+        for _ in range(4):  # Dense + activation steps: params, input, then dy in the pullback
             ww, b = w, params[0]["b"]
             _ = (ww.ndim != 2 or ww.shape[1] != 25 or b.shape != (25,))
             _ = (type(h) is np.ndarray and h.ndim == 2 and h.shape[1] == 25
-                 and h.dtype is np.dtype(np.float32))
-            check_cotangent("Dense(25)", h, (50, 25))
-        for _ in range(4):  # activations: input dtype and dy shape
-            as_array("ReLU()", h)
-            check_cotangent("ReLU()", h, (50, 25))
-        as_array("mse", y)
-        check_cotangent("mse", y, (50, 1))  # the losses' shape check
+                 and (h.dtype is f32 or h.dtype is f32))
+            _ = type(h) is np.ndarray and h.shape == (50, 25) and h.dtype.kind == "f"
+        _pred("mse", y)  # the loss: pred dtype, target shape and dtype
+        _same_shape("mse", y, y)
         for _ in range(16):  # optimizer and apply_updates: leaf shapes of two trees, inline
-            _ = ((h.shape if type(h) is np.ndarray else np.shape(h))
-                 != (h.shape if type(h) is np.ndarray else np.shape(h)))
+            _ = type(h) is np.ndarray and type(h) is np.ndarray and h.shape != h.shape
 
     def loops() -> None:  # the replay's own scaffolding, subtracted from its time
         for _ in range(4):
-            pass
-        for _ in range(4):
-            pass
+            _ = w, params[0]["b"]  # the params lookup is the layer's work, not a check
         for _ in range(16):
             pass
 
