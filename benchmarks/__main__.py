@@ -116,8 +116,9 @@ def run_workload(w: Workload, mods: dict[str, Any], cfg: dict[str, Any],
     before = timing.cpu_snapshot()
     groups = [{i: steps[i] for i in ("funcdl", "numpy")},
               *({p: steps[p]} for p in peers.PEERS if p in steps)]
+    slices: dict[str, list[float]] = {}
     times = timing.interleaved(groups, cfg["budget"], cfg["rounds"], cfg["warmup"],
-                               cfg["settle"])
+                               cfg["settle"], slices=slices)
     others = timing.others_share(before, timing.cpu_snapshot())
     probe_after = timing.blas_probe()
     if others is not None and others > 0.1:
@@ -134,9 +135,14 @@ def run_workload(w: Workload, mods: dict[str, Any], cfg: dict[str, Any],
         r["page_faults_per_step"] = timing.faults_per_step(steps[impl], n)
     f = impls["funcdl"]["median_us"]
     ratios = {impl: f / r["median_us"] for impl, r in impls.items() if impl != "funcdl"}
+    # funcdl and the floor alternate slice by slice: compare them slice by slice.
+    ratios["numpy"] = timing.paired_ratio(slices["funcdl"], slices["numpy"])
+    ratio_of_medians = f / impls["numpy"]["median_us"]
     log("  " + ", ".join(f"{i} {r['median_us']:,.0f} µs" for i, r in impls.items())
         + " | funcdl/" + ", funcdl/".join(f"{i} {v:.2f}" for i, v in ratios.items()))
-    return {"label": w.label, "impls": impls, "ratios": ratios, "losses": losses,
+    return {"label": w.label, "impls": impls, "ratios": ratios,
+            "numpy_ratio_of_medians": ratio_of_medians, "slices": len(slices["numpy"]),
+            "losses": losses,
             "loss_rel_diff": rel, "others_cpu_share": others,
             "blas_probe_after_gflops": probe_after}
 

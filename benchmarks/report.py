@@ -151,9 +151,12 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {name}: {r['label']} | " + " | ".join(_f(v) for v in med) + " | "
                      + " | ".join(_f(v, "{:.2f}×") for v in rat) + " |")
     lines += ["", "A ratio below 1 means funcdl is faster. funcdl and the floor alternate in "
-              "~10 ms slices (same BLAS pool); each peer runs in its own turns. Quartiles, "
-              "step counts, first-call times (JAX: compilation) and contention checks: the "
-              "JSON file written with this one.", ""]
+              "~10 ms slices (same BLAS pool), and funcdl/NumPy is the median over the slice "
+              "pairs of funcdl's time over the floor's, so that the machine's swings cancel "
+              "(the ratio of the two medians is in the JSON file); each peer runs in its own "
+              "turns, and its ratio is of medians. Quartiles, step counts, first-call times "
+              "(JAX: compilation) and contention checks: the JSON file written with this "
+              "one.", ""]
 
     st = res["startup"]
     lines += ["## Startup, in fresh processes", "",

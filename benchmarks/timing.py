@@ -117,9 +117,12 @@ def wait_quiet(max_wait: float, threshold: float = 0.1,
 
 
 def interleaved(groups: list[dict[str, Callable[[], Any]]], budget: float, rounds: int,
-                warmup: float, settle: float, slice_s: float = 0.01
-                ) -> dict[str, list[float]]:
+                warmup: float, settle: float, slice_s: float = 0.01,
+                slices: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """Per-call times (s) of each step; ``budget`` seconds of timed calls per step.
+    ``slices``, when given, receives each step's median per slice, in order: within a
+    group, slice k of one step and slice k of another ran back to back (see
+    ``paired_ratio``).
 
     The groups take turns, ``rounds`` times. Within a group's turn its steps alternate in
     slices of about ``slice_s`` seconds, so that the machine's swings (see ``blas_probe``)
@@ -148,15 +151,25 @@ def interleaved(groups: list[dict[str, Callable[[], Any]]], budget: float, round
                 per_call[name] = max(min(last, (clock() - t0) / calls), 1e-7)
             left = {n: max(1, round(budget / rounds / per_call[n])) for n in group}
             size = {n: max(1, round(slice_s / per_call[n])) for n in group}
-            while any(left.values()):
+            while all(left.values()):  # slices stay paired: a step that is done stops all
                 for name, step in group.items():
                     out = times[name]
+                    start = len(out)
                     for _ in range(min(size[name], left[name])):
                         t = clock()
                         step()
                         out.append(clock() - t)
                         left[name] -= 1
+                    if slices is not None:
+                        slices.setdefault(name, []).append(statistics.median(out[start:]))
     return times
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """The median over slices of ``a[k] / b[k]``: two steps timed in alternating slices
+    (``interleaved``), compared slice by slice, so that a swing of the machine lasting
+    longer than two slices (tens of ms) cancels out instead of landing on one of them."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def summary(times: list[float]) -> dict[str, float]:
