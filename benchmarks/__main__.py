@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start, load_start = time.perf_counter(), os.getloadavg()
     cfg = ({"budget": 0.04, "rounds": 1, "warmup": 0.02, "settle": 0.12, "import_repeats": 1,
             "first_repeats": 1} if args.quick else
-           {"budget": 0.3, "rounds": 4, "warmup": 0.15, "settle": 0.12, "import_repeats": 5,
+           {"budget": 0.3, "rounds": 4, "warmup": 0.15, "settle": 0.12, "import_repeats": 11,
             "first_repeats": 3})
     cfg["max_wait"] = args.max_wait
     notes: list[str] = []

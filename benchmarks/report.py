@@ -104,6 +104,16 @@ def _lookup(res: dict[str, Any], key: tuple[str, ...]) -> float | None:
         return None
 
 
+def _import_share(res: dict[str, Any]) -> tuple[float, float] | None:
+    """(funcdl's own import seconds, NumPy's), the first being import funcdl - import numpy."""
+    try:
+        imp = res["startup"]["import"]
+        total, numpy = float(imp["funcdl"]["seconds"]), float(imp["numpy"]["seconds"])
+    except (KeyError, TypeError):
+        return None
+    return total - numpy, numpy
+
+
 def check_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for what, key, limit in TARGETS:
@@ -209,7 +219,11 @@ def markdown(res: dict[str, Any]) -> str:
         unit = "×" if "×" in t["target"] else " s"
         fmt = "{:.2f}" + unit if unit == "×" else "{:.3f}" + unit
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-        lines.append(f"| {t['target']} | {_f(t['measured'], fmt)} | {met} |")
+        note = ""
+        own = _import_share(res) if t["target"].startswith("`import funcdl`") else None
+        if own is not None:
+            note = f" (NumPy alone {own[1]:.3f} s, funcdl's own {own[0]:.3f} s)"
+        lines.append(f"| {t['target']} | {_f(t['measured'], fmt)}{note} | {met} |")
 
     lines += ["", "## Agreement: loss of step 1 and step 2 from the same initial weights", "",
               "| workload | " + " | ".join(TITLES[i] for i in IMPLS) + " | max rel. diff |",
