@@ -111,3 +111,38 @@ def test_check_finite_runs_layer_by_layer(key):
     np.testing.assert_array_equal(y, model.apply(params, x))
     with debug.check_finite(), pytest.raises(FloatingPointError, match=r"Sequential\[0\] Spy"):
         model.vjp(params, np.full((3, 1), np.nan, np.float32))
+
+
+TORCH_ACTS = [  # funcdl activation, torch.nn.functional name and keyword arguments
+    (L.ReLU, "relu", {}), (L.Tanh, "tanh", {}), (L.Sigmoid, "sigmoid", {}),
+    (L.Softplus, "softplus", {}), (L.ELU, "elu", {}),
+    (lambda: L.LeakyReLU(0.1), "leaky_relu", {"negative_slope": 0.1}),
+    (L.GELU, "gelu", {}), (lambda: L.GELU(approximate=True), "gelu", {"approximate": "tanh"}),
+]
+
+
+@pytest.mark.parametrize(("act", "torch_name", "kw"), TORCH_ACTS)
+def test_fused_mlp_matches_torch_autograd_float64(act, torch_name, kw):
+    torch = pytest.importorskip("torch")
+    model = L.Sequential(L.Dense(5), act(), L.Dense(3), act(), L.Dense(1))
+    _, params = model.init(random.key(0), (None, 4))
+    params = tree.astype(params, np.float64)
+    x = random.normal(random.key(1), (6, 4), np.float64)
+    y = random.normal(random.key(2), (6, 1), np.float64)
+    value, (grads, dx) = fd.value_and_grad(model, fd.losses.mse, wrt_input=True)(params, x, y)
+
+    fn = getattr(torch.nn.functional, torch_name)
+    tp = [{k: torch.tensor(v, requires_grad=True) for k, v in p.items()} if p else p
+          for p in params]
+    tx = torch.tensor(x, requires_grad=True)
+    h = fn(tx @ tp[0]["w"] + tp[0]["b"], **kw)
+    h = fn(h @ tp[2]["w"] + tp[2]["b"], **kw)
+    out = h @ tp[4]["w"] + tp[4]["b"]
+    loss = torch.nn.functional.mse_loss(out, torch.tensor(y))
+    loss.backward()
+    assert value == pytest.approx(loss.item(), rel=1e-12)
+    for i in (0, 2, 4):
+        for k in ("w", "b"):
+            np.testing.assert_allclose(grads[i][k], tp[i][k].grad.numpy(), rtol=1e-10,
+                                       atol=1e-13)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-13)
