@@ -14,7 +14,8 @@ differing path, written as it would be indexed: ``[1]['w']``, ``.mu[0]``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -156,40 +157,81 @@ def map_multi(f: Callable[..., tuple[Any, ...]], n_out: int, tree: Tree,
     """As ``map``, for an ``f`` returning ``n_out`` values per leaf: returns ``n_out`` trees
     of ``tree``'s structure, in one traversal (an optimizer's new moments and update)."""
     try:
-        out = _mapn(_Boxed(_same_shapes(f) if shapes else f), tree, rest)
+        return _multi(f, n_out, tree, rest, shapes)
     except _Mismatch:
         map(lambda *xs: None, tree, *rest, shapes=shapes)  # raises, naming the path
         raise
-    return tuple(_map1(_Pick(i), out) for i in range(n_out))
 
 
-class _Pick:
-    __slots__ = ("i",)
+def _multi(f: Callable[..., Any], n: int, t: Tree, rest: Sequence[Tree],
+           shapes: bool) -> tuple[Tree, ...]:
+    # n trees at once: each node returns its n versions, and zip(*...) regroups a node's
+    # children by output, so nothing is walked twice. Array children are handled in the
+    # node's loop, without a call each.
+    tp = type(t)
+    if tp is _ND:
+        for r in rest:
+            if type(r) is _ND:
+                if shapes and r.shape != t.shape:
+                    raise _Mismatch
+            elif r is None or isinstance(r, _CONTAINERS) or (shapes and np.shape(r) != t.shape):
+                raise _Mismatch
+        return _outputs(f(t, *rest), n)
+    if tp is tuple or tp is list or tp is dict:
+        if tp is dict:
+            for r in rest:
+                if type(r) is not dict or r.keys() != t.keys():
+                    raise _Mismatch
+            keys = sorted(t)
+            kids: Sequence[Any] = [t[k] for k in keys]
+            others: Sequence[Sequence[Any]] = [[r[k] for k in keys] for r in rest]
+        else:
+            for r in rest:
+                if type(r) is not tp or len(r) != len(t):
+                    raise _Mismatch
+            kids, others = t, rest
+        if not kids:
+            return ((),) * n if tp is tuple else tuple(tp() for _ in range(n))
+        outs = []
+        for c, cs in zip(kids, zip(*others) if others else repeat((), len(kids))):
+            if type(c) is _ND:
+                for x in cs:
+                    if type(x) is not _ND or (shapes and x.shape != c.shape):
+                        break
+                else:
+                    v = f(c, *cs)
+                    outs.append(v if type(v) is tuple and len(v) == n else _outputs(v, n))
+                    continue
+            outs.append(_multi(f, n, c, cs, shapes))
+        cols = zip(*outs)
+        if tp is dict:
+            return tuple(dict(zip(keys, c)) for c in cols)
+        return tuple(cols) if tp is tuple else tuple(list(c) for c in cols)
+    node = children_of(t)
+    if node is None:  # a scalar leaf
+        for r in rest:
+            if r is None or children_of(r) is not None or (shapes and np.shape(r) != np.shape(t)):
+                raise _Mismatch
+        return _outputs(f(t, *rest), n)
+    kind, meta, kids, _ = node  # None, a NamedTuple, a dict subclass
+    others = []
+    for r in rest:
+        rnode = children_of(r)
+        if rnode is None or rnode[0] != kind or rnode[1] != meta or len(rnode[2]) != len(kids):
+            raise _Mismatch
+        others.append(rnode[2])
+    if not kids:
+        return tuple(rebuild(kind, meta, []) for _ in range(n))
+    cols = zip(*[_multi(f, n, c, [o[j] for o in others], shapes) for j, c in enumerate(kids)])
+    return tuple(rebuild(kind, meta, list(c)) for c in cols)
 
-    def __init__(self, i: int) -> None:
-        self.i = i
 
-    def __call__(self, box: _Box) -> Any:
-        return box.values[self.i]
-
-
-class _Boxed:
-    """Wraps ``f`` so its tuple result is one opaque leaf while the tree is rebuilt."""
-
-    __slots__ = ("f",)
-
-    def __init__(self, f: Callable[..., tuple[Any, ...]]) -> None:
-        self.f = f
-
-    def __call__(self, *xs: Any) -> _Box:
-        return _Box(self.f(*xs))
-
-
-class _Box:
-    __slots__ = ("values",)
-
-    def __init__(self, values: tuple[Any, ...]) -> None:
-        self.values = values
+def _outputs(values: Any, n: int) -> tuple[Any, ...]:
+    if not isinstance(values, (tuple, list)) or len(values) != n:
+        got = f"{len(values)} values" if isinstance(values, (tuple, list)) else \
+            type(values).__name__
+        raise ValueError(f"map_multi: f must return a tuple of {n} values per leaf, got {got}")
+    return tuple(values)
 
 
 def _mapn(f: Callable[..., Any], t: Tree, rest: tuple[Tree, ...] | list[Tree]) -> Tree:

@@ -705,3 +705,61 @@ def test_sgd_update_is_bitwise_minus_lr_times_g_in_each_leaf_dtype(lr):
             assert np.asarray(updates[k]).dtype == np.asarray(want).dtype, k
             np.testing.assert_array_equal(updates[k], want)
         assert updates["a"].dtype == np.float32 and updates["b"].dtype == np.float64
+
+
+def _adam_run(params, grads_seq, monkeypatch, fuse_below):
+    from funcdl.optim import _base
+
+    monkeypatch.setattr(_base, "_FUSE_BELOW", fuse_below)
+    opt = optim.adam(1e-2, weight_decay=1e-3)
+    state = opt.init(params)
+    out = []
+    for g in grads_seq:
+        updates, state = opt.update(state, g, params)
+        params = optim.apply_updates(params, updates)
+        out.append((updates, state, params))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_on_leaves_end_to_end_equals_leaf_by_leaf_bitwise(dtype, monkeypatch):
+    # Small trees go through Adam's math once, on their leaves laid end to end (_fused);
+    # it must give exactly the leaf-by-leaf numbers, structures, dtypes and shapes.
+    rng = np.random.default_rng(1)
+    params = ({"w": rng.standard_normal((3, 4)).astype(dtype), "b": np.zeros(4, dtype)}, (),
+              {"w": rng.standard_normal((4, 1)).astype(dtype), "b": np.zeros(1, dtype)},
+              [rng.standard_normal(()).astype(dtype)])
+    grads_seq = [tree.map(lambda p: rng.standard_normal(p.shape).astype(dtype), params)
+                 for _ in range(4)]
+    fused = _adam_run(params, grads_seq, monkeypatch, 1 << 15)
+    plain = _adam_run(params, grads_seq, monkeypatch, 0)
+    for a, b in zip(fused, plain, strict=True):
+        assert tree.structure(a) == tree.structure(b)
+        for x, y in zip(tree.leaves(a), tree.leaves(b), strict=True):
+            assert np.asarray(x).dtype == np.asarray(y).dtype
+            assert np.shape(x) == np.shape(y)
+            np.testing.assert_array_equal(x, y)
+    mu = fused[-1][1].states["adam"].mu
+    assert mu[0]["w"].shape == (3, 4) and mu[1] == () and mu[3][0].shape == ()
+
+
+def test_fused_falls_back_leaf_by_leaf_for_mixed_dtypes_and_large_trees(monkeypatch):
+    from funcdl.optim import _base
+
+    calls = []
+    fn = lambda g, m: (calls.append(g.shape) or g * 2, m + 1)  # noqa: E731
+    mixed = {"a": np.ones(3, np.float32), "b": np.ones(2, np.float64)}
+    out = _base.leafwise("t", fn, (mixed, mixed), ("g", "m"), n_out=2, elementwise=True)
+    assert sorted(calls) == [(2,), (3,)]  # once per leaf
+    assert out[0]["a"].dtype == np.float32 and out[0]["b"].dtype == np.float64
+    calls.clear()
+    same = {"a": np.ones(3, np.float32), "b": np.ones((2, 2), np.float32)}
+    _base.leafwise("t", fn, (same, same), ("g", "m"), n_out=2, elementwise=True)
+    assert calls == [(7,)]  # once, end to end
+    calls.clear()
+    monkeypatch.setattr(_base, "_FUSE_BELOW", 7)  # 7 entries: no longer below the limit
+    _base.leafwise("t", fn, (same, same), ("g", "m"), n_out=2, elementwise=True)
+    assert sorted(calls) == [(2, 2), (3,)]
+    with pytest.raises(ValueError, match=r"t: .*\['b'\].*\(2, 2\).*\(2,\)"):
+        _base.leafwise("t", fn, (same, {"a": same["a"], "b": np.ones(2, np.float32)}),
+                       ("g", "m"), n_out=2, elementwise=True)

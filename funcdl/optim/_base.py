@@ -114,16 +114,22 @@ def check_lr(name: str, lr: Any) -> ScalarOrSchedule:
 
 
 def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Sequence[str],
-             n_out: int = 1) -> tuple[Tree, ...]:
+             n_out: int = 1, elementwise: bool = False) -> tuple[Tree, ...]:
     """One traversal applying ``fn(*leaves)`` (which returns an ``n_out``-tuple, or a single
     value when ``n_out == 1``) over trees that must agree in structure and leaf shapes.
 
     Returns ``n_out`` trees. A mismatch raises ValueError prefixed with ``name`` and naming
     the first differing path, e.g. ``adam.update: ... at ['w']: grads has ..., state.mu has``.
+    ``elementwise=True`` promises that ``fn`` treats every entry alike (Adam, momentum...):
+    then small trees go through ``fn`` once, on their leaves laid end to end (``_fused``).
     """
     try:
         if n_out == 1:
             return (tree.map(fn, *trees, shapes=True),)
+        if elementwise:
+            fused = _fused(fn, n_out, trees)
+            if fused is not None:
+                return fused
         return tree.map_multi(fn, n_out, *trees, shapes=True)
     except ValueError:
         # Only on failure: walk again to report the first differing path with good names.
@@ -135,8 +141,51 @@ def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Se
         raise
 
 
+# Below this many entries in all, one NumPy call per step of the math over every leaf at
+# once (after copying the leaves end to end) beats one call per leaf; above it the copies
+# cost more than the calls they save.
+_FUSE_BELOW = 1 << 15
+
+
+def _fused(fn: Callable[..., Any], n_out: int, trees: Sequence[Tree]) -> tuple[Tree, ...] | None:
+    """``fn`` applied once to each tree's leaves laid end to end, each result cut back into
+    views shaped as ``trees[0]``'s leaves (the same numbers: ``fn`` is elementwise). None,
+    to go leaf by leaf, unless every leaf is a float32 or float64 array of one dtype and
+    there are fewer than ``_FUSE_BELOW`` entries."""
+    rows: list[tuple[Any, ...]] = []
+
+    def collect(*xs: Any) -> tuple[None]:
+        rows.append(xs)
+        return (None,)
+
+    # The leaves in map_multi's order (its checks included), so that the map_multi below
+    # puts each piece back where its leaves came from.
+    tree.map_multi(collect, 1, *trees, shapes=True)
+    if not rows:
+        return None
+    dtype = rows[0][0].dtype if type(rows[0][0]) is np.ndarray else None
+    if dtype is None or dtype.char not in "fd":
+        return None
+    size = 0
+    for row in rows:
+        for x in row:
+            if type(x) is not np.ndarray or x.dtype is not dtype:
+                return None
+        size += row[0].size
+    if size >= _FUSE_BELOW:
+        return None
+    flats = [np.concatenate([row[j].reshape(-1) for row in rows]) for j in range(len(trees))]
+    outs = fn(*flats)
+    bounds = np.cumsum([0] + [row[0].size for row in rows]).tolist()
+    per_leaf = iter(zip(*[[out[lo:hi].reshape(row[0].shape) for lo, hi, row in
+                           zip(bounds, bounds[1:], rows)] for out in outs]))
+    return tree.map_multi(lambda _: next(per_leaf), n_out, trees[0])
+
+
 def like(x: Any, ref: Any) -> Any:
     """``x`` as an array of ``ref``'s dtype: state leaves keep their dtype across updates."""
+    if type(x) is np.ndarray and type(ref) is np.ndarray and x.dtype is ref.dtype:
+        return x  # the common case, without two asarray calls
     return np.asarray(x, dtype=np.asarray(ref).dtype)
 
 
