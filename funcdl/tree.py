@@ -214,12 +214,7 @@ def _multi(f: Callable[..., Any], n: int, t: Tree, rest: Sequence[Tree],
                 raise _Mismatch
         return _outputs(f(t, *rest), n)
     kind, meta, kids, _ = node  # None, a NamedTuple, a dict subclass
-    others = []
-    for r in rest:
-        rnode = children_of(r)
-        if rnode is None or rnode[0] != kind or rnode[1] != meta or len(rnode[2]) != len(kids):
-            raise _Mismatch
-        others.append(rnode[2])
+    others = _same_node(kind, meta, len(kids), rest)
     if not kids:
         return tuple(rebuild(kind, meta, []) for _ in range(n))
     cols = zip(*[_multi(f, n, c, [o[j] for o in others], shapes) for j, c in enumerate(kids)])
@@ -261,13 +256,19 @@ def _mapn(f: Callable[..., Any], t: Tree, rest: tuple[Tree, ...] | list[Tree]) -
                 raise _Mismatch
         return f(t, *rest)
     kind, meta, kids, _ = node
+    others = _same_node(kind, meta, len(kids), rest)
+    return rebuild(kind, meta, [_mapn(f, c, [o[j] for o in others]) for j, c in enumerate(kids)])
+
+
+def _same_node(kind: str, meta: Any, n: int, rest: Sequence[Tree]) -> list[list[Any]]:
+    """The children of each tree in ``rest``, which must be nodes like the one given."""
     others = []
     for r in rest:
         rnode = children_of(r)
-        if rnode is None or rnode[0] != kind or rnode[1] != meta or len(rnode[2]) != len(kids):
+        if rnode is None or rnode[0] != kind or rnode[1] != meta or len(rnode[2]) != n:
             raise _Mismatch
         others.append(rnode[2])
-    return rebuild(kind, meta, [_mapn(f, c, [o[j] for o in others]) for j, c in enumerate(kids)])
+    return others
 
 
 def leaves(tree: Tree) -> list[Any]:
