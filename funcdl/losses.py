@@ -24,6 +24,7 @@ __all__ = ["Loss", "bce", "bce_with_logits", "huber", "mse", "softmax_cross_entr
 
 Array = NDArray[Any]
 Pullback = Callable[..., Array]
+_sum = np.add.reduce  # ndarray.sum without its Python-level wrapper: the same reduction
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +79,9 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
     array) to dpred. The mean's pullback scales by 1/count."""
     if reduction == "mean":
         n = max(count, 1)
-        return float(per.sum()) / n, lambda g=1.0: grad(float(g) / n)
+        return float(_sum(per, axis=None)) / n, lambda g=1.0: grad(float(g) / n)
     if reduction == "sum":
-        return float(per.sum()), lambda g=1.0: grad(float(g))
+        return float(_sum(per, axis=None)), lambda g=1.0: grad(float(g))
     if reduction == "none":
         def pullback(g: Any = None) -> Array:
             c = np.ones_like(per) if g is None else np.asarray(g, per.dtype)

@@ -157,11 +157,14 @@ def Sequential(*layers: LayerLike) -> Layer:
         vjps = [layer.vjp for layer in layers]
         steps = _steps(layers)
 
+        nones = (None,) * n
+
         def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-            entries(name, params, n, "params")
+            if type(params) is not tuple or len(params) != n:
+                entries(name, params, n, "params")
             pullbacks: list[Any] = [None] * n  # None after a fused pair's first layer
             checking = debug.enabled()
-            keys = keys_for(key, n)
+            keys = nones if key is None else keys_for(key, n)
             i = 0
             try:
                 if checking:  # every layer's own output is checked, so nothing is fused

@@ -261,7 +261,8 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
         return NamedChainState({n: f(params) for n, f, _ in stages})
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, NamedChainState]:
-        check_state(name, state, NamedChainState)
+        if type(state) is not NamedChainState:
+            check_state(name, state, NamedChainState)
         if not isinstance(state.states, dict) or state.states.keys() != name_set:
             got = list(state.states) if isinstance(state.states, dict) else state.states
             raise ValueError(

@@ -111,7 +111,8 @@ def _scaled(name: str, step: float) -> GradientTransformation:
     times = _multiplier(step)
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
-        check_state(name, state, EmptyState)
+        if type(state) is not EmptyState:
+            check_state(name, state, EmptyState)
         return _times(name, times, grads, params), state
 
     return GradientTransformation(_init_empty, update)
