@@ -26,7 +26,10 @@ __all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _ND = np.ndarray
-dot, matmul = np.dot, np.matmul
+# np.dot's C function behind its __array_function__ dispatcher (NEP 18): the same product
+# without a Python-level call first; the operands here are always ndarrays.
+dot = getattr(np.dot, "_implementation", np.dot)
+matmul = np.matmul
 _SMALL = 1 << 14  # elements of a product below which its call overhead dominates
 
 
