@@ -25,6 +25,7 @@ __all__ = ["Loss", "bce", "bce_with_logits", "huber", "mse", "softmax_cross_entr
 Array = NDArray[Any]
 Pullback = Callable[..., Array]
 _sum = np.add.reduce  # ndarray.sum without its Python-level wrapper: the same reduction
+# (np.maximum.reduce and np.minimum.reduce stand for .max() and .min() the same way)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +97,9 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
 def _log_softmax(z: Array) -> tuple[Array, Array, Array]:
     """``(log softmax(z), e, total)`` with ``e = exp(z - max)`` and ``total = Σ e``, so the
     pullback gets ``softmax = e / total`` without a second exp."""
-    s = z - z.max(axis=-1, keepdims=True)
+    s = z - np.maximum.reduce(z, axis=-1, keepdims=True)
     e = np.exp(s)
-    total = e.sum(axis=-1, keepdims=True)
+    total = _sum(e, axis=-1, keepdims=True)
     s -= np.log(total)
     return s, e, total
 
@@ -173,9 +174,11 @@ def _softmax_cross_entropy(pred: Any, target: Any,
         if labels.shape != z.shape[:-1]:
             raise ValueError(f"{name}: integer labels must have shape {z.shape[:-1]} for "
                              f"logits of shape {z.shape}, got {labels.shape}")
-        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        lo, hi = ((np.minimum.reduce(labels, axis=None), np.maximum.reduce(labels, axis=None))
+                  if labels.size else (0, -1))
+        if lo < 0 or hi >= n_classes:
             raise ValueError(f"{name}: labels must be in [0, {n_classes}), got values in "
-                             f"[{labels.min()}, {labels.max()}]")
+                             f"[{lo}, {hi}]")
         # One fancy index over the flattened examples: row r, column labels[r].
         rows = np.arange(labels.size)
         cols = labels.reshape(-1)
