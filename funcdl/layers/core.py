@@ -86,30 +86,27 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
                              + f", got params['w'] {got}")
         return w, b
 
-    def check(w: Array, x: Any) -> Array:
+    def affine(params: Any, x: Any) -> tuple[Array, Array, Array]:
+        """``(w, x, x w + b)``, the input checked (converted, cast) as it came."""
+        w, b = weights(params)
         # The common case in a few attribute reads; anything else takes the slow path that
         # converts, casts integers, or explains what is wrong.
-        if type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == w.shape[0] \
-                and (x.dtype is _F32 or x.dtype is _F64):
-            return x
-        x = as_array(name, x)
-        if x.ndim == 0 or x.shape[-1] != w.shape[0]:
-            raise ValueError(f"{name}: expected input (..., {w.shape[0]}) as the params were "
-                             f"initialised, got shape {x.shape}")
-        return cast_ints(x, w.dtype)
-
-    def forward(w: Array, b: Any, x: Array) -> Array:
+        if not (type(x) is _ND and x.ndim == 2 and x.shape[1] == w.shape[0]
+                and (x.dtype is _F32 or x.dtype is _F64)):
+            x = cast_ints(as_array(name, x), w.dtype)
+            if x.ndim == 0 or x.shape[-1] != w.shape[0]:
+                raise ValueError(f"{name}: expected input (..., {w.shape[0]}) as the params "
+                                 f"were initialised, got shape {x.shape}")
         # np.dot: the 2-D product with less per-call overhead than @ (same BLAS call)
-        y: Array = (dot(x, w) if x.ndim == 2 else
+        h: Array = (dot(x, w) if x.ndim == 2 else
                     dot(x.reshape(-1, w.shape[0]), w).reshape(*x.shape[:-1], w.shape[1]))
         if use_bias:
-            y += b
-        return y
+            h += b
+        return w, x, h
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
-        w, b = weights(params)
-        return forward(w, b, check(w, x))
+        return affine(params, x)[2]
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
@@ -117,17 +114,8 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
 
     def vjp_then(params: Any, x: Any, act: Pointwise | None) -> Any:
         # y = act.f(x w + b); the pullback takes dy through act.df first (see Layer).
-        w, b = weights(params)
-        flat = type(x) is _ND and x.ndim == 2 and x.shape[1] == w.shape[0] \
-            and (x.dtype is _F32 or x.dtype is _F64)
-        if flat:  # check() and forward() inlined: the common case of every MLP step
-            h = dot(x, w)
-            if use_bias:
-                h += b
-        else:
-            x = check(w, x)
-            h = forward(w, b, x)
-            flat = x.ndim == 2
+        w, x, h = affine(params, x)
+        flat = x.ndim == 2
         y = h if act is None else act.f(h)
         y_shape = y.shape
 
