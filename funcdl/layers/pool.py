@@ -61,7 +61,10 @@ def _pool_init(name: str, win: Window) -> Any:
     return init
 
 
-def _pool_input(name: str, win: Window, x: Any) -> tuple[Array, int, int, Pads]:
+def _pool_input(name: str, win: Window, x: Any, fill: float
+                ) -> tuple[Array, Array, int, int, Pads, list[Any]]:
+    """``(x, x padded with fill, out height, out width, pads, the window offsets' slices of
+    the padded input)``, the input checked and integers cast to float32."""
     x = as_array(name, x)
     if x.ndim != 4:
         raise ValueError(f"{name}: expected an input (N, H, W, C) of rank 4, got shape "
@@ -69,7 +72,7 @@ def _pool_input(name: str, win: Window, x: Any) -> tuple[Array, int, int, Pads]:
     if x.dtype.kind in "biu":
         x = x.astype(np.float32)
     oh, ow, pads = geometry(name, win, x.shape, 2, "window")
-    return x, oh, ow, pads
+    return x, pad(x, pads, fill), oh, ow, pads, [sl for _, _, sl in offsets(win, oh, ow)]
 
 
 def _tiles(win: Window, pads: Pads) -> bool:
@@ -108,19 +111,15 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del params, key, train
-        x, oh, ow, pads = _pool_input(name, win, x)
-        xp = pad(x, pads, -np.inf)
-        first, *rest = (sl for _, _, sl in offsets(win, oh, ow))
-        y = xp[first].copy()
+        _, xp, _, _, _, (first, *rest) = _pool_input(name, win, x, -np.inf)
+        y: Array = xp[first].copy()
         for sl in rest:
             np.maximum(y, xp[sl], out=y)
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del params, key, train
-        x, oh, ow, pads = _pool_input(name, win, x)
-        xp = pad(x, pads, -np.inf)
-        first, *rest = (sl for _, _, sl in offsets(win, oh, ow))
+        x, xp, oh, ow, pads, (first, *rest) = _pool_input(name, win, x, -np.inf)
         y = xp[first].copy()
         arg = np.zeros(y.shape, arg_dtype)  # the arg-max's offset k = i·kw + j
         better = np.empty(y.shape, bool)
@@ -180,9 +179,7 @@ def AvgPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
         return inv
 
     def forward(x: Any) -> tuple[Array, Array, int, int, Pads, float | Array]:
-        x, oh, ow, pads = _pool_input(name, win, x)
-        xp = pad(x, pads)
-        first, *rest = (sl for _, _, sl in offsets(win, oh, ow))
+        x, xp, oh, ow, pads, (first, *rest) = _pool_input(name, win, x, 0.0)
         y = xp[first].copy()
         for sl in rest:
             np.add(y, xp[sl], out=y)
