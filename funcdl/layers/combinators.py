@@ -261,8 +261,9 @@ def _reverse(pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],
 def _steps(layers: Sequence[Any]) -> list[tuple[int, Any, Any]]:
     """The forward pass as ``(i, vjp_then, pointwise)`` steps: a layer offering ``vjp_then``
     (Dense) followed by a ``pointwise`` activation is one step that runs both, saving a
-    call and a pullback per pair (10% of a small MLP's step); any other layer is
-    ``(i, None, None)``. Same arithmetic either way, so the same numbers."""
+    call and a pullback per pair (disk benchmark step: 1.42x -> 1.37x the NumPy floor);
+    any other layer is ``(i, None, None)``. Same arithmetic either way, so the same
+    numbers."""
     steps: list[tuple[int, Any, Any]] = []
     i = 0
     while i < len(layers):
