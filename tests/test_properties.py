@@ -30,7 +30,9 @@ KEY = random.key(0)
 # tolerances only absorb the differencing error of deep, badly conditioned stacks.
 RTOL, ATOL = 1e-4, 1e-7
 
-SMALL = settings(max_examples=100, deadline=None,
+# derandomize: the same examples on every run, so that CI is red only for a reason that
+# reproduces (the random search found the LayerNorm case above in one of many runs).
+SMALL = settings(max_examples=100, deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -73,7 +75,10 @@ def dense_stacks(draw: Any) -> tuple[L.Layer, int, int]:
         menu = ["dense", "activation", "residual", "dropout", "softmax", "logsoftmax"]
         if prev == "dense":
             menu.append("kink")
-        if w >= 2:
+        # LayerNorm over 2 features maps each row to about (-1, 1): its derivative grows
+        # like 1/|a - b|^3 as the two features meet, and a finite difference there (seen:
+        # BatchNorm then two LayerNorms of width 2) misses by 0.1% with no vjp at fault.
+        if w >= 3:
             menu.append("layernorm")
         if batch >= 2:
             menu.append("batchnorm")
