@@ -21,19 +21,17 @@ so the params stay equal on every rank.
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib
 import itertools
 import os
-import sys
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from funcdl import random
 from funcdl import tree as pytree
+from funcdl._reduce import Reducer, agree, describe, digest, mpi
 from funcdl.random import Key
 
 __all__ = ["batches", "broadcast", "data_parallel", "pmean", "rank_and_size"]
@@ -50,15 +48,11 @@ _LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 # ---------------------------------------------------------------------------- communicators
 
-def _mpi() -> Any:
-    return importlib.import_module("mpi4py.MPI")
-
-
 @functools.cache
 def _world() -> Comm | None:
     """MPI.COMM_WORLD, or None when mpi4py cannot be imported and no launcher started us."""
     try:
-        return _mpi().COMM_WORLD
+        return mpi().COMM_WORLD
     except (ImportError, RuntimeError) as err:  # no mpi4py, or no MPI library for it
         sizes = [os.environ.get(v, "").strip() for v in _LAUNCHER_SIZES]
         launched = max([int(s) for s in sizes if s.isdigit()], default=1)
@@ -91,68 +85,6 @@ def rank_and_size(comm: Comm | None = None) -> tuple[int, int]:
     return (0, 1) if c is None else (int(c.Get_rank()), int(c.Get_size()))
 
 
-# ---------------------------------------------------------------------------- agreement
-
-def _describe(t: Tree) -> list[tuple[str, str]]:
-    """``(path, description)`` of every node in preorder. Two trees first differ at their
-    first differing entry, and up to it their paths agree, so that path names the place."""
-    leaves = iter(pytree.leaves(t))
-    out: list[tuple[str, str]] = []
-
-    def go(td: pytree.TreeDef, path: str) -> None:
-        n, steps = len(td.children), [f"[{i}]" for i in range(len(td.children))]
-        if td.kind == "leaf":
-            a = np.asarray(next(leaves))
-            what = f"a leaf of shape {a.shape} and dtype {a.dtype}"
-        elif td.kind == "dict":
-            what, steps = f"a dict with keys {list(td.meta)}", [f"[{k!r}]" for k in td.meta]
-        elif td.kind == "namedtuple":
-            what, steps = f"a {td.meta.__name__}", [f".{f}" for f in td.meta._fields]
-        else:
-            what = "None" if td.kind == "none" else f"a {td.kind} of length {n}"
-        out.append((path, what))
-        for child, step in zip(td.children, steps):
-            go(child, path + step)
-
-    go(pytree.structure(t), "")
-    return out
-
-
-def _digest(entries: list[tuple[str, str]]) -> int:
-    h = hashlib.blake2b(repr(entries).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little", signed=True)
-
-
-def _agree(comm: Comm, digest: int, t: Tree, fn: str, root: int = 0,
-           weight: int = 0) -> NDArray[np.int64]:
-    """Collective: compare ``(digest, root)`` over ranks, and return every rank's
-    ``weight``. On any difference every rank raises the same ValueError (the descriptions
-    are gathered only then)."""
-    size = comm.Get_size()
-    every = np.empty((size, 3), np.int64)
-    comm.Allgather(np.array([digest, root, weight], np.int64), every)
-    roots = every[:, 1]
-    if (roots != root).any():
-        raise ValueError(f"parallel.{fn}: the ranks passed different roots {roots.tolist()}; "
-                         f"pass the same root on every rank")
-    if not 0 <= root < size:
-        raise ValueError(f"parallel.{fn}: root {root} is not a rank of this {size}-rank "
-                         f"communicator")
-    if (every[:, 0] == every[root, 0]).all():
-        return every[:, 2]
-    other = int(np.flatnonzero(every[:, 0] != every[root, 0])[0])
-    descriptions = comm.allgather(_describe(t))
-    ref, odd = descriptions[root], descriptions[other]
-    i = next((i for i, (a, b) in enumerate(zip(ref, odd)) if a != b), min(len(ref), len(odd)))
-    path = (ref[i] if i < len(ref) else odd[i])[0] or "the root"
-    mine = ref[i][1] if i < len(ref) else "nothing"
-    theirs = odd[i][1] if i < len(odd) else "nothing"
-    raise ValueError(
-        f"parallel.{fn}: the trees differ across ranks at {path}: rank {root} has {mine}, "
-        f"rank {other} has {theirs}. Every rank must pass a tree of the same structure, "
-        f"shapes and dtypes (build it with the same code on every rank)")
-
-
 # ---------------------------------------------------------------------------- broadcast
 
 def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
@@ -170,7 +102,7 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
                              f"single process (only rank 0 exists)")
         return tree
     leaves = pytree.leaves(tree)
-    _agree(c, _digest(_describe(tree)), tree, "broadcast", root)
+    agree(c, digest(describe(tree)), tree, "broadcast", root)
     arrays = [np.asarray(x) for x in leaves]
     for (path, x), a in zip(pytree.leaves_with_path(tree), arrays):  # same dtypes everywhere
         if a.dtype.kind == "O":
@@ -195,105 +127,18 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
 
 # ---------------------------------------------------------------------------- means
 
-def _refcount(items: list[Any], i: int) -> int:
-    return sys.getrefcount(items[i])
-
-
-# The count of an array held by one list and nothing else, measured through the same path.
-_UNUSED = _refcount([np.empty(0)], 0)
-
-
-class _Layout(NamedTuple):
-    digest: int
-    dtype: np.dtype[Any]  # of the buffer: the leaves' promoted dtype, as funcdl.tree.ravel
-    bounds: list[int]
-    leaves: list[tuple[tuple[int, ...], np.dtype[Any]]]  # shapes and dtypes
-    not_float: str | None  # the path and dtype of a leaf that is not floating-point
-
-
-class _Reducer:
-    """Buffers and layouts for means over ranks, kept from call to call.
-
-    A mean packs the leaves into one flat buffer, ``Allreduce``s it in place and returns
-    views of it, so a buffer is handed out again only when no array from an earlier result
-    is alive; NumPy views hold a reference to the array they view, so the buffer's reference
-    count tells. In the usual loop (the last grads still bound during the next step) two
-    buffers alternate: no allocation after the second step, and no result ever changes.
-    """
-
-    def __init__(self, keep: int = 3) -> None:
-        self.keep = keep
-        self.layouts: dict[Any, _Layout] = {}
-        self.buffers: dict[tuple[int, str], list[NDArray[Any]]] = {}
-
-    def layout(self, t: Tree, leaves: list[Any]) -> _Layout:
-        arrays = [np.asarray(x) for x in leaves]
-        key = (pytree.structure(t), tuple((a.shape, a.dtype.str) for a in arrays))
-        found = self.layouts.get(key)
-        if found is None:
-            bounds = np.cumsum([0] + [a.size for a in arrays]).tolist()
-            not_float = next((f"{p or 'the root'} has dtype {a.dtype}" for (p, _), a in
-                              zip(pytree.leaves_with_path(t), arrays)
-                              if a.dtype.kind not in "fc"), None)
-            dtype = pytree.ravel(t)[0].dtype  # once per layout
-            found = _Layout(_digest(_describe(t)), dtype, bounds,
-                            [(a.shape, a.dtype) for a in arrays], not_float)
-            if len(self.layouts) >= 16:  # a sweep over many model shapes: start afresh
-                self.layouts.clear()
-            self.layouts[key] = found
-        return found
-
-    def take(self, n: int, dtype: np.dtype[Any]) -> NDArray[Any]:
-        pool = self.buffers.setdefault((n, dtype.str), [])
-        for i in range(len(pool)):
-            if _refcount(pool, i) <= _UNUSED:
-                return pool[i]
-        buf = np.empty(n, dtype)
-        if len(pool) < self.keep:
-            pool.append(buf)
-        return buf
-
-    def mean(self, comm: Comm, t: Tree, fn: str, weight: int,
-             scalars: tuple[float, ...] = ()) -> tuple[Tree, list[float]]:
-        """Collective: ``Σ_r w_r t_r / Σ_r w_r`` over ranks, and the same for each of
-        ``scalars``. The weights travel with the layout check, so each rank scales its
-        leaves by ``w_r / Σ w`` while packing them, and one Allreduce (a sum) finishes."""
-        leaves = pytree.leaves(t)
-        lay = self.layout(t, leaves)
-        total = int(_agree(comm, lay.digest, t, fn, weight=weight).sum())
-        # Checked after _agree, so that every rank raises alike.
-        if lay.not_float is not None:
-            raise TypeError(f"parallel.{fn}: the leaf at {lay.not_float}; means are taken "
-                            f"over floating-point trees (gradients) only")
-        if total <= 0:
-            raise ValueError(f"parallel.{fn}: no rank had any examples; give every step "
-                             f"at least one example")
-        scale = weight / total
-        n = lay.bounds[-1]
-        buf = self.take(n + len(scalars), lay.dtype)
-        for x, lo, hi in zip(leaves, lay.bounds, lay.bounds[1:]):
-            np.multiply(np.reshape(x, -1), scale, out=buf[lo:hi])
-        buf[n:] = [scale * s for s in scalars]
-        mpi = _mpi()
-        comm.Allreduce(mpi.IN_PLACE, buf, op=mpi.SUM)
-        # Views of buf in t's structure. Not through tree.unflatten: its recursive closure
-        # is a reference cycle that would keep the views, and so buf, alive until the next
-        # garbage collection, defeating the reuse.
-        parts = iter([buf[lo:hi].reshape(shape).astype(dtype, copy=False) for (shape, dtype),
-                      lo, hi in zip(lay.leaves, lay.bounds, lay.bounds[1:])])
-        return pytree.map(lambda _: next(parts), t), buf[n:].tolist()
-
-
-_SHARED = _Reducer()  # bare pmean calls; data_parallel owns its own
+_SHARED = Reducer()  # bare pmean calls; data_parallel owns its own
 
 
 def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
     """The mean of a floating-point tree (gradients) over the ranks, on every rank.
 
-    One ``Allreduce`` of one contiguous buffer laid out by ``funcdl.tree.ravel`` (float32
-    stays float32; mixed float32/float64 leaves travel as float64 and come back in their own
-    dtype). The buffer is reused from call to call while no earlier result holds it. One
-    process: returns ``tree`` itself.
+    The leaves are packed into one contiguous buffer laid out by ``funcdl.tree.ravel``
+    (float32 stays float32; mixed float32/float64 leaves travel as float64 and come back in
+    their own dtype) and summed in one pass: through memory the ranks share when they all
+    run on one machine, else by one ``Allreduce``. The result's leaves are read-only views
+    of that buffer (it may be shared by the ranks), reused from call to call while no
+    earlier result holds it. One process: returns ``tree`` itself.
     """
     c = _resolve(comm, "pmean")
     if c is None:
@@ -329,7 +174,7 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
             loss, grads = step(params, xb, yb)           # equal on every rank
             params = fd.tree.map(lambda p, g: p - 0.1 * g, params, grads)
     """
-    reducer = _Reducer()
+    reducer = Reducer()
 
     def f(params: Any, x: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
         c = _resolve(comm, "data_parallel")

@@ -23,6 +23,7 @@ from conftest import EXAMPLES, load_example
 
 import funcdl as fd
 from funcdl import data, parallel
+from funcdl._reduce import Reducer
 
 SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -57,16 +58,29 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 
 # ---------------------------------------------------------------------------- two ranks
 
-@needs_mpi
-def test_data_parallel_steps_equal_single_process_steps_float32_and_float64():
-    out = ok(run([str(SCRIPTS / "check_parallel.py"), "equivalence"]))
-    assert "rank 0 ok equivalence" in out and "rank 1 ok equivalence" in out
+# Both ways of summing: through the ranks' shared memory (the default on one machine) and
+# one Allreduce (across machines; forced here by the switch).
+PATHS = pytest.mark.parametrize("path", ["shared", "allreduce"])
+
+
+def path_env(path: str) -> dict[str, str]:
+    return {**ENV, "FUNCDL_MPI_SHARED_MEMORY": "1" if path == "shared" else "0"}
 
 
 @needs_mpi
-def test_broadcast_equalises_params_and_pmean_averages():
-    out = ok(run([str(SCRIPTS / "check_parallel.py"), "collectives"]))
-    assert "rank 0 ok collectives" in out and "rank 1 ok collectives" in out
+@PATHS
+def test_data_parallel_steps_equal_single_process_steps_float32_and_float64(path):
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "equivalence"], env=path_env(path)))
+    for r in (0, 1):
+        assert f"rank {r} ok equivalence" in out and f"rank {r} path {path}" in out
+
+
+@needs_mpi
+@PATHS
+def test_broadcast_equalises_params_and_pmean_averages(path):
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "collectives"], env=path_env(path)))
+    for r in (0, 1):
+        assert f"rank {r} ok collectives" in out and f"rank {r} path {path}" in out
 
 
 @needs_mpi
@@ -264,7 +278,7 @@ def test_batches_arrays_must_share_their_first_dimension():
 # ---------------------------------------------------------------------------- buffers
 
 def test_a_buffer_is_reused_only_when_no_earlier_result_views_it():
-    reducer = parallel._Reducer()
+    reducer = Reducer()
     a = reducer.take(5, np.dtype(np.float32))
     view = a[1:3]
     del a

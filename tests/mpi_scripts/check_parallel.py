@@ -70,14 +70,16 @@ def equivalence(dtype: type, n: int, batch: int, tol: float) -> None:
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
-def case_equivalence() -> None:
+def case_equivalence() -> list[str]:
     equivalence(np.float32, 96, 24, 1e-5)     # 2 epochs x 4 steps, 12 examples per rank
     equivalence(np.float64, 96, 24, 1e-12)
     equivalence(np.float64, 90, 25, 1e-12)    # 13/12 per rank, and a last batch of 15
     equivalence(np.float64, 51, 25, 1e-12)    # a last batch of 1 joins the one before
+    parallel.pmean({"w": np.ones(3)})
+    return [f"rank {rank} path {'shared' if parallel._SHARED.windows else 'allreduce'}"]
 
 
-def case_collectives() -> None:
+def case_collectives() -> list[str]:
     model, _, _, _ = model_and_data(np.float32, 4)
     _, params = model.init(fd.random.key(10 + rank), (None, 5))   # differs across ranks
     tree = {"params": params, "opt": fd.optim.adam(1e-3).init(params),
@@ -106,6 +108,51 @@ def case_collectives() -> None:
     for i in range(6):  # results dropped at once: the buffer is reused, not reallocated
         parallel.pmean({"a": np.full(3, 1.0, np.float32), "b": [np.float64(i)]})
     assert all(len(p) <= 3 for p in parallel._SHARED.buffers.values())
+    try:
+        first["a"][0] = 2.0
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a result of pmean is writable (it may be shared by the ranks)")
+    report = which_buffers(first, later)
+    del first, later
+    return report + held_on_one_rank()
+
+
+def which_buffers(first, later) -> list[str]:
+    """Which buffers the results above came from."""
+    windows = list(parallel._SHARED.windows.values())
+    if not windows:  # FUNCDL_MPI_SHARED_MEMORY=0: every mean through a private buffer
+        assert not parallel._SHARED.nodes or all(v[1] is None for v in
+                                                 parallel._SHARED.nodes.values())
+        return [f"rank {rank} path allreduce"]
+    (window,) = windows
+    results = window.results
+    assert not np.shares_memory(first["a"], results[0])  # a float32 leaf of a float64 buffer
+    assert np.shares_memory(first["b"][0], results[0])
+    assert np.shares_memory(later[0]["b"][0], results[1])
+    for r in later[1:]:  # both shared results held: private buffers, no result overwritten
+        assert not any(np.shares_memory(r["b"][0], res) for res in results)
+    return [f"rank {rank} path shared"]
+
+
+def held_on_one_rank() -> list[str]:
+    """Rank 0 keeps a result and rank 1 drops its own: the next mean must not reuse it."""
+    if not parallel._SHARED.windows:
+        return []
+    (window,) = parallel._SHARED.windows.values()
+    results = window.results
+    kept = parallel.pmean({"a": np.full(3, 5.0, np.float32), "b": [np.float64(rank)]})
+    via = [i for i, res in enumerate(results) if np.shares_memory(kept["b"][0], res)]
+    if rank:
+        del kept
+    again = parallel.pmean({"a": np.full(3, 7.0, np.float32), "b": [np.float64(9.0)]})
+    assert float(again["b"][0]) == 9.0
+    if rank == 0:
+        assert float(kept["b"][0]) == 0.5, "a result held on rank 0 only was overwritten"
+        assert not np.shares_memory(again["b"][0], results[via[0]])
+    assert via, "the mean did not go through the shared window"
+    return [f"rank {rank} kept {via}"]
 
 
 def case_mismatch() -> list[str]:
