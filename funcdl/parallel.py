@@ -1,5 +1,5 @@
 """Data-parallel training over MPI (mpi4py): every rank runs the same script on its share of
-each global batch, and the gradients are averaged with one ``Allreduce`` before the update,
+each global batch, and the gradients are averaged in one sum over ranks before the update,
 so the params stay equal on every rank.
 
     mpiexec -n 4 python -m mpi4py train.py      # -m mpi4py: one rank's error stops them all
@@ -153,7 +153,7 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
     The returned function has the same signature. Each rank calls it with its share of the
     global batch; it returns the global batch's loss and grads on every rank: the mean over
     ranks weighted by each rank's example count (``x``'s axis 0), so uneven shards are
-    exact, in one ``Allreduce``. This assumes the loss is a mean over examples (funcdl's
+    exact, in one sum (see ``pmean``). This assumes the loss is a mean over examples (funcdl's
     default reduction). With ``has_aux`` or a stateful model, ``value`` is a tuple: its
     first element (the loss) is averaged and the rest (aux, BatchNorm state) is this rank's;
     average it with ``pmean`` when needed. One process: ``value_and_grad_fn`` itself.
