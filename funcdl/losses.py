@@ -113,6 +113,11 @@ def _mse(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback
     return _reduced("mse", d * d, reduction, d.size, lambda c: (2 * c) * d)
 
 
+# PyTorch's clamp is the float 1e-12 (ATen's `constexpr float EPSILON`) in every dtype, so
+# float64 gradients at p = 0 or 1 agree with its to the last digit only with this value.
+_BCE_EPS = float(np.float32(1e-12))
+
+
 def _bce(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
     """On probabilities, as PyTorch: ``-(t·max(log p, -100) + (1-t)·max(log(1-p), -100))``;
     ``dp = (p - t) / max(p (1 - p), 1e-12)``."""
@@ -127,7 +132,7 @@ def _bce(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback
     per = -(t * log_p + (1 - t) * log_q)
 
     def grad(c: Any) -> Array:
-        out: Array = c * (p - t) / np.maximum(p * (1 - p), 1e-12)
+        out: Array = c * (p - t) / np.maximum(p * (1 - p), _BCE_EPS)
         return out
 
     return _reduced("bce", per, reduction, p.size, grad)

@@ -84,6 +84,8 @@ def test_bce_clamps_like_pytorch():
     assert losses.bce(np.array([0.0, 1.0]), np.array([0.0, 1.0])) == pytest.approx(0.0)
     g = losses.bce.vjp(np.array([0.0]), np.array([1.0]))[1]()
     assert np.isfinite(g).all() and g[0] == pytest.approx(-1e12)
+    # to the last digit: PyTorch divides by its float32 epsilon, 1e-12 rounded to float32
+    assert g[0] == -1 / float(np.float32(1e-12)) and g.dtype == np.float64
 
 
 @pytest.mark.parametrize("v", [1e4, -1e4, 1e30, -1e30, 0.0])
