@@ -29,6 +29,7 @@ Comm = Any
 
 SWITCH = "FUNCDL_MPI_SHARED_MEMORY"  # "0": always Allreduce (read once per communicator)
 _GENERATIONS = 2  # shared results per window: the last grads may stay bound through a step
+_SMALL = 1 << 16  # entries: below, packing copies all leaves first and scales once
 _WINDOWS = 4  # shared windows kept per reducer (per tree layout), the oldest freed first
 
 
@@ -265,9 +266,17 @@ class Reducer:
     @staticmethod
     def pack(leaves: list[Any], lay: Layout, scalars: tuple[float, ...], scale: float,
              buf: NDArray[Any]) -> None:
-        for x, lo, hi in zip(leaves, lay.bounds, lay.bounds[1:]):
-            np.multiply(np.reshape(x, -1), scale, out=buf[lo:hi])
-        buf[lay.bounds[-1]:] = [scale * s for s in scalars]
+        """``buf = scale · (leaves, flattened end to end; then scalars)``."""
+        n = lay.bounds[-1]
+        flat = [x.ravel() if type(x) is np.ndarray else np.ravel(x) for x in leaves]
+        if n < _SMALL and flat:  # two C calls in all (a small model's 6 leaves: 14 -> 3 µs)
+            head = buf[:n]
+            np.concatenate(flat, out=head)
+            np.multiply(head, scale, out=head)
+        else:  # one pass over memory
+            for x, lo, hi in zip(flat, lay.bounds, lay.bounds[1:]):
+                np.multiply(x, scale, out=buf[lo:hi])
+        buf[n:] = [scale * s for s in scalars]
 
 
 def _view(buf: NDArray[Any], lo: int, hi: int, shape: tuple[int, ...],

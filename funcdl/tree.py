@@ -125,6 +125,15 @@ def leaves_with_path(tree: Tree) -> list[tuple[str, Any]]:
 
 def structure(tree: Tree) -> TreeDef:
     """The TreeDef of ``tree``."""
+    # Arrays, tuples, lists and dicts without children_of, which also spells path steps.
+    tp = type(tree)
+    if tp is np.ndarray:
+        return LEAF
+    if tp is tuple or tp is list:
+        return TreeDef(tp.__name__, None, tuple([structure(c) for c in tree]))
+    if tp is dict:
+        keys = tuple(sorted(tree))
+        return TreeDef("dict", keys, tuple([structure(tree[k]) for k in keys]))
     node = children_of(tree)
     if node is None:
         return LEAF

@@ -292,3 +292,20 @@ def test_a_buffer_is_reused_only_when_no_earlier_result_views_it():
     held = [reducer.take(5, np.dtype(np.float32)) for _ in range(5)]  # all alive at once
     assert len({h.__array_interface__["data"][0] for h in held}) == 5
     assert len(reducer.buffers[(5, "<f4")]) == reducer.keep
+
+
+@pytest.mark.parametrize("sizes", [(3, 1, 6), (70_000, 5)])  # below and above _SMALL
+@pytest.mark.parametrize("dtypes", [(np.float32,), (np.float32, np.float64)])
+def test_pack_scales_every_leaf_into_its_place(sizes, dtypes):
+    rng = np.random.default_rng(0)
+    t = {f"x{i}": rng.standard_normal(n).astype(dtypes[i % len(dtypes)]).reshape(n, 1)[::1]
+         for i, n in enumerate(sizes)}
+    t["s"] = np.float64(2.5) if len(dtypes) > 1 else np.float32(2.5)  # a scalar leaf
+    leaves = fd.tree.leaves(t)
+    reducer = Reducer()
+    lay = reducer.layout(t, leaves)
+    buf = np.full(lay.bounds[-1] + 2, np.nan, lay.dtype)
+    Reducer.pack(leaves, lay, (4.0, -1.0), 0.25, buf)
+    want = np.concatenate([np.ravel(x).astype(lay.dtype) for x in leaves] + [[4.0, -1.0]])
+    np.testing.assert_allclose(buf, 0.25 * want, rtol=1e-7 if lay.dtype == np.float32 else 0)
+    assert buf.dtype == (np.float64 if len(dtypes) > 1 else np.float32)
