@@ -220,6 +220,15 @@ def main(argv: list[str] | None = None) -> None:
               f"per-round step ms: " + "; ".join(
                   f"{n}: " + ", ".join(f"{1e3 * max(r['step'] for r in run['ranks']):.2f}"
                                        for run in runs[n]) for n, _, _ in SETUPS))
+        # A synchronous step goes at its slowest rank's pace; unequal cores show here.
+        per_rank = runs[SETUPS[1][0]]
+
+        def ms(i: int, key: str, per_rank: list[dict[str, Any]] = per_rank) -> str:
+            return f"{1e3 * statistics.median(r['ranks'][i][key] for r in per_rank):.2f}"
+
+        print(f"{model}, {SETUPS[1][0]}, each rank's medians over the rounds (ms): " + "; ".join(
+            f"rank {i}: fwd+bwd {ms(i, 'compute')}, allreduce {ms(i, 'allreduce')}, "
+            f"update {ms(i, 'update')}" for i in range(len(per_rank[0]["ranks"]))))
 
 
 if __name__ == "__main__":
