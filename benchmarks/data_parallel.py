@@ -13,9 +13,10 @@ The BLAS thread count is set in the environment (OPENBLAS_NUM_THREADS, OMP_NUM_T
 MKL_NUM_THREADS) of each child before it imports NumPy; threadpoolctl, when installed,
 reports what the child actually got. The set-ups take turns ``--rounds`` times, so a slow
 drift of the machine hits each alike, and each round reports the median step. "allreduce"
-is the time inside the data-parallel call beyond the local forward and backward (packing,
-the layout check and the Allreduce, including any wait for the slower rank); "bare pmean"
-is pmean alone after a barrier, on the same gradient tree. The share of the cores that
+is the time inside the data-parallel call beyond the local forward and backward (the layout
+check, packing and the sum over ranks, through shared memory on one machine, including any
+wait for the slower rank); "bare pmean" is pmean alone after a barrier, on the same gradient
+tree, warm in cache (inside a step the same work takes about twice as long). The share of the cores that
 other processes used during the measurement is printed: on a shared machine, rerun when
 it is not near 0%. On a virtual machine the host may also slow one vCPU unseen; the
 1 rank x 2 threads row is the control: when it is not clearly faster than 1 x 1, the
