@@ -16,11 +16,11 @@ drift of the machine hits each alike, and each round reports the median step. "a
 is the time inside the data-parallel call beyond the local forward and backward (the layout
 check, packing and the sum over ranks, through shared memory on one machine, including any
 wait for the slower rank); "bare pmean" is pmean alone after a barrier, on the same gradient
-tree, warm in cache (inside a step the same work takes about twice as long). The share of the cores that
-other processes used during the measurement is printed: on a shared machine, rerun when
-it is not near 0%. On a virtual machine the host may also slow one vCPU unseen; the
-1 rank x 2 threads row is the control: when it is not clearly faster than 1 x 1, the
-second core was not really there, and neither is a fair 2-rank figure.
+tree, warm in cache (inside a step the same work takes about twice as long). The share of
+the cores that other processes used during the measurement is printed: on a shared
+machine, rerun when it is not near 0%. On a virtual machine the host may also slow one
+vCPU unseen; the 1 rank x 2 threads row is the control: when it is not clearly faster than
+1 x 1, the second core was not really there, and neither is a fair 2-rank figure.
 
 Models: mlp 784-512-512-10 ReLU at global batch 256 (669,706 params, 2.68 MB of float32
 gradients); cnn 28x28x1 conv16-pool-conv32-pool-dense10 at global batch 64 (20,490 params).

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import zlib
 from typing import Any
@@ -51,6 +52,7 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
     an existing file keeps its permission bits.
 
     Raises:
+        FileNotFoundError: the directory of ``path`` does not exist.
         TypeError: a dict key that is not str or int, a leaf that is not a NumPy array,
             NumPy scalar or Python int / float / bool, or an object-dtype leaf; the message
             names the path. Nothing is written then.
@@ -61,6 +63,10 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
     entries: dict[str, Any] = {TREEDEF_KEY: header, **arrays}
     target = os.path.realpath(os.fspath(path))
     directory = os.path.dirname(target)
+    if not os.path.isdir(directory):  # else mkstemp would name its temporary file instead
+        raise FileNotFoundError(errno.ENOENT, f"io.save: no directory {directory!r} to "
+                                f"write {os.path.basename(target)!r} into (create it "
+                                f"first: os.makedirs(path, exist_ok=True))", directory)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)[:64]}.", suffix=".tmp",
                                dir=directory)
     try:

@@ -322,6 +322,12 @@ def test_missing_file_raises_file_not_found(tmp_path):
         io.load(tmp_path / "nope.npz")
 
 
+def test_save_into_a_missing_directory_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no directory '.*sub' to write 'p.npz'"):
+        io.save(tmp_path / "sub" / "p.npz", {"w": np.ones(2)})
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 def test_load_closes_the_file_even_on_error(tmp_path):
     good = _valid(tmp_path)
