@@ -35,10 +35,11 @@ ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
 def run(args: list[str], timeout: float = 60, env: dict[str, str] | None = None,
-        mpi: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``python args`` (under ``mpiexec -n 2`` when ``mpi``); fail on a hang."""
+        mpi: bool = True, ranks: int = 2) -> subprocess.CompletedProcess[str]:
+    """Run ``python args`` (under ``mpiexec -n ranks`` when ``mpi``); fail on a hang."""
     # -m mpi4py: one rank's uncaught error aborts every rank instead of leaving them waiting
-    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py"] if mpi else [sys.executable]
+    cmd = ([MPIEXEC, "-n", str(ranks), sys.executable, "-m", "mpi4py"] if mpi
+           else [sys.executable])
     cmd = [*cmd, *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env or ENV, start_new_session=True)
@@ -81,6 +82,14 @@ def test_broadcast_equalises_params_and_pmean_averages(path):
     out = ok(run([str(SCRIPTS / "check_parallel.py"), "collectives"], env=path_env(path)))
     for r in (0, 1):
         assert f"rank {r} ok collectives" in out and f"rank {r} path {path}" in out
+
+
+@needs_mpi
+@PATHS
+def test_three_ranks_sum_every_slot_and_uneven_parts(path):
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "three"], env=path_env(path), ranks=3))
+    for r in (0, 1, 2):
+        assert f"rank {r} ok three" in out and f"rank {r} path {path}" in out
 
 
 @needs_mpi

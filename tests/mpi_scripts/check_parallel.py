@@ -155,6 +155,18 @@ def held_on_one_rank() -> list[str]:
     return [f"rank {rank} kept {via}"]
 
 
+def case_three() -> list[str]:
+    """Three ranks: sums over more than two slots, parts of uneven length (n % 3 != 0)."""
+    for n in (1, 7, 70_001):  # fewer entries than ranks; small; large (per-leaf packing)
+        t = {"a": np.full(n, float(rank + 1), np.float32), "b": [np.float64(3.0 * rank)]}
+        got = parallel.pmean(t)
+        assert got["a"].dtype == np.float32 and np.array_equal(got["a"], np.full(n, 2.0))
+        assert got["b"][0] == 3.0
+    equivalence(np.float64, 50, 10, 1e-12)   # 4/3/3 examples per rank
+    path = "shared" if parallel._SHARED.windows else "allreduce"
+    return [f"rank {rank} path {path}"]
+
+
 def case_mismatch() -> list[str]:
     """Each call below must raise the same ValueError on every rank; none may hang."""
     w = np.zeros((3 + rank, 2), np.float32)
@@ -183,8 +195,9 @@ def case_mismatch() -> list[str]:
 if __name__ == "__main__":
     from mpi4py import MPI
 
-    assert size == 2, f"run under mpiexec -n 2, got {size} rank(s)"
     case = sys.argv[1]
+    want = 3 if case == "three" else 2
+    assert size == want, f"run case {case} under mpiexec -n {want}, got {size} rank(s)"
     lines = globals()[f"case_{case}"]() or []
     every = MPI.COMM_WORLD.gather([*lines, f"rank {rank} ok {case}"], root=0)
     if rank == 0:
