@@ -16,7 +16,11 @@ drift of the machine hits each alike, and each round reports the median step. "a
 is the time inside the data-parallel call beyond the local forward and backward (the layout
 check, packing and the sum over ranks, through shared memory on one machine, including any
 wait for the slower rank); "bare pmean" is pmean alone after a barrier, on the same gradient
-tree, warm in cache (inside a step the same work takes about twice as long). The share of
+tree, warm in cache (inside a step the same work takes about twice as long); "handoff" is
+the time a rank takes to overwrite as many float32 of shared memory as the model has
+parameters after the other rank has read them, the floor of any sum over cores (each rank
+hands over that much per step: half its packed gradients, half the result), 0.07 ms when
+the cores share a cache well and over 1 ms when they do not. The share of
 the cores that other processes used during the measurement is printed: on a shared
 machine, rerun when it is not near 0%. On a virtual machine the host may also slow one
 vCPU unseen; the 1 rank x 2 threads row is the control: when it is not clearly faster than
@@ -103,11 +107,13 @@ def worker(model_name: str, steps: int, warmup: int, batch: int, retain: bool) -
             t0 = time.perf_counter()
             parallel.pmean(grads)
             bare.append(time.perf_counter() - t0)
+    handoff = handoff_time(int(sum(np.size(g) for g in fd.tree.leaves(grads)))) \
+        if size > 1 else 0.0
     mine = {"step": statistics.median(r[0] for r in rows),
             "compute": statistics.median(r[1] for r in rows),
             "allreduce": statistics.median(r[2] for r in rows),
             "update": statistics.median(r[3] for r in rows),
-            "bare": statistics.median(bare) if bare else 0.0}
+            "bare": statistics.median(bare) if bare else 0.0, "handoff": handoff}
     every = [mine]
     if size > 1:
         from mpi4py import MPI
@@ -121,6 +127,31 @@ def worker(model_name: str, steps: int, warmup: int, batch: int, retain: bool) -
             pass
         n_params = sum(int(np.size(p)) for p in fd.tree.leaves(params))
         print(json.dumps({"ranks": every, "blas_threads": blas, "params": n_params}))
+
+
+def handoff_time(n: int, repeats: int = 60) -> float:
+    """Median seconds for this rank to overwrite n float32 of shared memory that the other
+    ranks have just read: the cache-coherence cost that any sum over cores pays for each
+    byte it hands to another core (a mean of n entries over 2 ranks hands over n per rank:
+    half the packed gradients, half the result)."""
+    import numpy as np
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    win = MPI.Win.Allocate_shared(4 * n, 4, comm=comm)
+    slots = [np.frombuffer(win.Shared_query(r)[0], np.float32, count=n) for r in range(size)]
+    src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.multiply(src, 0.5, out=slots[rank])
+        times.append(time.perf_counter() - t0)
+        win.Fence()
+        np.copyto(dst, slots[(rank + 1) % size])
+        win.Fence()
+    win.Free()
+    return statistics.median(times[repeats // 4:])
 
 
 # ---------------------------------------------------------------------------- parent
@@ -169,7 +200,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, float]:
     """Median over rounds of each per-round median (ms); the slowest rank sets the pace of
     a synchronous step, so each round counts its slowest rank."""
     return {key: 1e3 * statistics.median(max(r[key] for r in run["ranks"]) for run in runs)
-            for key in ("step", "compute", "allreduce", "update", "bare")}
+            for key in ("step", "compute", "allreduce", "update", "bare", "handoff")}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,15 +237,15 @@ def main(argv: list[str] | None = None) -> None:
               f"median over {args.rounds} rounds of {args.steps} steps; other processes "
               f"kept {others_share(before, _busy())} of the cores busy meanwhile")
         print("| set-up | BLAS threads seen | step | local fwd+bwd | allreduce (with wait) | "
-              "update + apply | bare pmean | speed-up vs 1x1 | speed-up vs 1x2 |")
-        print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+              "update + apply | bare pmean | handoff | speed-up vs 1x1 | speed-up vs 1x2 |")
+        print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
         stats = {name: summarise(runs[name]) for name, _, _ in SETUPS}
         one1, two, one2 = (stats[n]["step"] for n, _, _ in SETUPS)
         for name, _, _ in SETUPS:
             st = stats[name]
             print(f"| {name} | {runs[name][0]['blas_threads']} | {st['step']:.2f} | "
                   f"{st['compute']:.2f} | {st['allreduce']:.2f} | {st['update']:.2f} | "
-                  f"{st['bare']:.2f} | "
+                  f"{st['bare']:.2f} | {st['handoff']:.2f} | "
                   f"{one1 / st['step']:.2f}x | {one2 / st['step']:.2f}x |")
         print(f"\n{model}: 2 ranks x 1 thread are {one1 / two:.2f}x as fast as 1 rank x 1 "
               f"thread (target 1.7x) and {one2 / two:.2f}x as fast as 1 rank x 2 threads; "
