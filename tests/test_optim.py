@@ -459,8 +459,9 @@ def test_state_structure_is_kept_and_counts_increment(name: str, make: Callable[
         assert tree.structure(state) == structure, name
         counts = _counts(state)
         assert all(int(c) == step and np.asarray(c).dtype == np.int64 for c in counts), name
-    if "adam" in name or "schedule" in name or "adagrad-all" in name:
-        assert _counts(state), name
+        # Every optimizer's own record has its step count, whatever its stages keep.
+        assert type(state.count) is np.int64 and state.count == step, name
+    assert opt.init(params).count == 0
 
 
 def _counts(state: Any) -> list[Any]:
@@ -685,6 +686,49 @@ def test_matches_torch_optim(alias: str, kwargs: dict[str, Any], torch_name: str
         topt.step()
         for k, tp in tparams.items():
             np.testing.assert_allclose(params[k], tp.detach().numpy(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 3.0, 100.0])
+def test_clip_with_eps_1e_6_matches_torch_clip_grad_norm(max_norm: float) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    grads = {"w": rng.normal(size=(3, 4)), "b": rng.normal(size=4)}  # norm ~3.5
+    tgrads = {k: torch.tensor(v, dtype=torch.float64) for k, v in grads.items()}
+    tparams = [torch.zeros(v.shape, dtype=torch.float64) for v in tgrads.values()]
+    for p, g in zip(tparams, tgrads.values(), strict=True):
+        p.grad = g
+    torch.nn.utils.clip_grad_norm_(tparams, max_norm)
+    for pad, rtol in ((1e-6, 1e-15), (0.0, None)):
+        clip = optim.clip_by_global_norm(max_norm, eps=pad)
+        out, _ = clip.update(clip.init(grads), grads)
+        for (k, _), p in zip(grads.items(), tparams, strict=True):
+            assert p.grad is not None
+            if rtol is not None:
+                np.testing.assert_allclose(out[k], p.grad.numpy(), rtol=rtol, atol=0.0)
+            elif max_norm < 3.0:  # optax's factor: off torch's by ~1e-6 / norm, not more
+                diff = np.max(np.abs(out[k] / p.grad.numpy() - 1.0))
+                assert 1e-8 < diff < 1e-6
+
+
+def test_clip_eps_pads_the_norm() -> None:
+    grads = {"a": np.array([3.0]), "b": np.array([[4.0]])}  # global norm 5
+    clip = optim.clip_by_global_norm(1.0, eps=5.0)  # factor 1 / (5 + 5)
+    out, _ = clip.update(clip.init(grads), grads)
+    np.testing.assert_allclose(out["a"], [0.3], rtol=1e-15)
+    edge = optim.clip_by_global_norm(5.5, eps=1.0)  # norm + eps above max_norm: clipped
+    out, _ = edge.update(edge.init(grads), grads)
+    np.testing.assert_allclose(out["b"], [[4.0 * 5.5 / 6.0]], rtol=1e-15)
+    with pytest.raises(ValueError, match="eps"):
+        optim.clip_by_global_norm(1.0, eps=-1e-6)
+
+
+def test_negative_values_are_refused_from_lr_schedules_only() -> None:
+    grads = {"g": np.array([1.0, -2.0])}
+    flip = optim.scale_by_schedule(lambda c: -2.0)  # a scale may be negative
+    np.testing.assert_array_equal(flip.update(flip.init(grads), grads)[0]["g"], [-2.0, 4.0])
+    ascent = optim.sgd(lambda c: -0.1)  # a learning rate may not (as a float lr may not)
+    with pytest.raises(ValueError, match=r"learning_rate.*returned -0\.1 at count 0"):
+        ascent.update(ascent.init(grads), grads, grads)
 
 
 @pytest.mark.parametrize("lr", [0.01, 1 / 3, optim.cosine_decay_schedule(0.3, 10)])

@@ -17,7 +17,8 @@ Example::
 * A schedule is any callable ``count -> lr``, read at every update; it is accepted wherever
   ``lr`` is.
 * The aliases (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``) follow PyTorch's
-  formulas and are ``named_chain``s: ``state.states['adam'].count``.
+  formulas and are ``named_chain``s: ``state.count`` counts the updates, and
+  ``state.states['adam']`` is a stage's state.
 * Nothing passed in is mutated. Returned updates and states may share arrays with each other
   or with the grads (``identity`` returns them as they are): treat them as read-only, as in JAX.
 * Coefficients are Python floats, so float32 params and grads give float32 updates and state;

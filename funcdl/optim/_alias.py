@@ -1,8 +1,8 @@
 """The usual optimizers as short named chains, with PyTorch's update formulas, so that a run
 matches ``torch.optim`` step for step. ``lr`` is a float or a schedule everywhere.
 
-Each returns a ``named_chain``: ``state.states`` is a dict with one entry per stage, e.g.
-``state.states['adam'].count`` or ``state.states['lr'].count`` (with a schedule).
+Each returns a ``named_chain``: ``state.count`` is the number of updates applied, and
+``state.states`` a dict with one entry per stage, e.g. ``state.states['adam'].mu``.
 Stages with a zero coefficient (weight decay, momentum) are left out.
 """
 

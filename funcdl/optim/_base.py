@@ -3,6 +3,7 @@ helpers every transform shares (state type check, one-pass leaf-wise maps, step 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -59,15 +60,19 @@ class EmptyState(NamedTuple):
 
 
 class ChainState(NamedTuple):
-    """The state of ``chain(t1, t2, ...)``: one entry per transform, in order."""
+    """The state of ``chain(t1, t2, ...)``: one entry per transform, in order, and
+    ``count``, the number of updates applied."""
 
     states: tuple[Any, ...]
+    count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
 
 
 class NamedChainState(NamedTuple):
-    """The state of ``named_chain(("a", t1), ...)``: ``states["a"]`` is ``t1``'s state."""
+    """The state of ``named_chain(("a", t1), ...)`` (and of every alias: ``sgd``, ``adam``...):
+    ``states["a"]`` is ``t1``'s state; ``count``, the number of updates applied."""
 
     states: dict[str, Any]
+    count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -139,6 +144,16 @@ def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Se
             except ValueError as detail:
                 raise ValueError(f"{name}: {detail}") from None
         raise
+    except TypeError:
+        # NumPy refuses in-place float math into integer leaves: name the leaf instead.
+        for t, tree_name in zip(trees, names, strict=True):
+            for path, x in tree.leaves_with_path(t):
+                kind = np.asarray(x).dtype
+                if kind.kind not in "fc":
+                    raise TypeError(f"{name}: {tree_name}{path} has dtype {kind}; optimizers "
+                                    f"work on floating-point arrays (cast with "
+                                    f".astype(np.float32))") from None
+        raise
 
 
 # Below this many entries in all, one NumPy call per step of the math over every leaf at
@@ -202,7 +217,7 @@ def _check_transforms(name: str, transforms: Sequence[Any]) -> None:
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Apply transforms in sequence, each to the previous one's updates.
 
-    State: ``ChainState(states)``, one entry per transform. Example::
+    State: ``ChainState(states, count)``, one entry per transform. Example::
 
         opt = chain(clip_by_global_norm(1.0), scale_by_adam(), scale_by_learning_rate(1e-3))
         state = opt.init(params)
@@ -217,7 +232,7 @@ def make_chain(name: str, transforms: Sequence[GradientTransformation]) -> Gradi
     updates = tuple(t.update for t in transforms)
 
     def init(params: Tree) -> ChainState:
-        return ChainState(tuple(f(params) for f in inits))
+        return ChainState(tuple(f(params) for f in inits), zero_count())
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ChainState]:
         check_state(name, state, ChainState)
@@ -230,14 +245,14 @@ def make_chain(name: str, transforms: Sequence[GradientTransformation]) -> Gradi
         for f, s in zip(updates, state.states, strict=True):
             grads, s = f(s, grads, params)
             new_states.append(s)
-        return grads, ChainState(tuple(new_states))
+        return grads, ChainState(tuple(new_states), next_count(state.count))
 
     return GradientTransformation(init, update)
 
 
 def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:
-    """``chain`` whose state is ``NamedChainState(states)``, a dict keyed by the given names,
-    so a stage's state reads as ``state.states['adam'].count``.
+    """``chain`` whose state is ``NamedChainState(states, count)``, ``states`` a dict keyed by
+    the given names, so a stage's state reads as ``state.states['adam']``.
 
     Example: ``named_chain(('clip', clip_by_global_norm(1.0)), ('adam', scale_by_adam()),
     ('lr', scale_by_learning_rate(1e-3)))``.
@@ -258,7 +273,7 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
     name_set = frozenset(names)
 
     def init(params: Tree) -> NamedChainState:
-        return NamedChainState({n: f(params) for n, f, _ in stages})
+        return NamedChainState({n: f(params) for n, f, _ in stages}, zero_count())
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, NamedChainState]:
         if type(state) is not NamedChainState:
@@ -271,7 +286,7 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
         new_states = {}
         for n, _, f in stages:
             grads, new_states[n] = f(state.states[n], grads, params)
-        return grads, NamedChainState(new_states)
+        return grads, NamedChainState(new_states, next_count(state.count))
 
     return GradientTransformation(init, update)
 
@@ -290,8 +305,10 @@ def apply_updates(params: Tree, updates: Tree) -> Tree:
     return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]
 
 
-def schedule_value(name: str, schedule: Callable[[int], Any], count: int) -> float:
-    """``schedule(count)`` as a finite Python float, or an error naming the optimizer."""
+def schedule_value(name: str, schedule: Callable[[int], Any], count: int,
+                   low: float = -math.inf) -> float:
+    """``schedule(count)`` as a finite Python float ``>= low``, or an error naming the
+    optimizer."""
     value = schedule(count)
     if isinstance(value, (str, bytes, bool)) or value is None or np.ndim(value) != 0:
         got = f"an array of shape {np.shape(value)}" if np.ndim(value) else repr(value)
@@ -300,4 +317,7 @@ def schedule_value(name: str, schedule: Callable[[int], Any], count: int) -> flo
     v = float(value)
     if not np.isfinite(v):
         raise ValueError(f"{name}: the schedule returned {v} at count {count}")
+    if v < low:
+        raise ValueError(f"{name}: the schedule returned {v} at count {count}, below "
+                         f"{low}; a learning rate must be >= {low}")
     return v

@@ -169,7 +169,7 @@ def scale_by_learning_rate(lr: ScalarOrSchedule, *, flip_sign: bool = True
     if callable(lr):
         schedule = lr
         return _scaled_by_schedule(
-            name, lambda count: sign * schedule_value(f"{name} (lr)", schedule, count))
+            name, lambda count: sign * schedule_value(f"{name} (lr)", schedule, count, 0.0))
     return _scaled(name, sign * check_float(name, "lr", lr))
 
 
@@ -195,15 +195,21 @@ def global_norm(tree_: Tree) -> float:
     return math.sqrt(sum(float(np.vdot(x, x).real) for x in tree.leaves(tree_)))
 
 
-def clip_by_global_norm(max_norm: float) -> GradientTransformation:
-    """``u = g · max_norm / ‖g‖`` when the global norm ``‖g‖ > max_norm``, else ``u = g``."""
+def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> GradientTransformation:
+    """``u = g · max_norm / (‖g‖ + eps)`` when that factor is below 1, else ``u = g``.
+
+    ``eps=0`` is optax's ``clip_by_global_norm``; ``eps=1e-6`` is exactly PyTorch's
+    ``torch.nn.utils.clip_grad_norm_`` (whose factor is ``max_norm / (‖g‖ + 1e-6)``, so it
+    differs from optax's by up to ``1e-6 / ‖g‖`` relative).
+    """
     name = "clip_by_global_norm"
     limit = check_float(name, "max_norm", max_norm)
+    pad = check_float(name, "eps", eps)
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         del params
         check_state(name, state, EmptyState)
-        norm = global_norm(grads)
+        norm = global_norm(grads) + pad
         if not norm > limit:  # also a zero norm: nothing to scale, no 0/0
             return grads, state
         factor = limit / norm
