@@ -146,3 +146,59 @@ def test_bad_input():
     for bad in (0, -2, 2.5, True):
         with pytest.raises(ValueError, match="positive int"):
             Embedding(bad, 3)
+
+
+def _slice_embed(index: slice) -> L.Layer:
+    return L.Sequential(L.Slice(index), Embedding(10, 4), L.Flatten())
+
+
+ROUTED = {
+    "slice": lambda: L.Sequential(_slice_embed(np.s_[:2]), L.Dense(1)),
+    "fanout-parallel": lambda: L.Sequential(
+        L.FanOut(2), L.Parallel(_slice_embed(np.s_[:2]), _slice_embed(np.s_[2:])),
+        L.FanInConcat(), L.Dense(1)),
+    "fanout-shared": lambda: L.Sequential(
+        L.FanOut(2), L.Shared(L.Sequential(Embedding(10, 4), L.Flatten())), L.FanInSum(),
+        L.Dense(1)),
+}
+
+
+@pytest.mark.parametrize("name", list(ROUTED))
+def test_routing_layers_before_an_embedding(name):
+    # Nothing flows back into integer ids: the layers before an Embedding get a None
+    # cotangent, pass it on, and the table's gradient is still right.
+    model = ROUTED[name]()
+    _, params = model.init(random.key(0), (None, 3))
+    params = tree.astype(params, np.float64)
+    ids = np.array([[1, 2, 3], [3, 3, 0], [9, 4, 4]])
+    check_vjp(model, params, ids)
+    target = np.array([[1.0], [-1.0], [0.5]])
+    (_, (dparams, dx)) = fd.value_and_grad(model, losses.mse, wrt_input=True)(
+        params, ids, target)
+    assert dx is None
+    grads = fd.value_and_grad(model, losses.mse)(params, ids, target)[1]
+    for a, b in zip(tree.leaves(dparams), tree.leaves(grads), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(np.any(g != 0) for g in tree.leaves(grads))
+
+
+def test_ids_beside_features_give_dx_none_for_the_ids_only():
+    model = L.Sequential(L.Parallel(L.Sequential(Embedding(5, 2), L.Flatten()), L.Dense(3)),
+                         L.FanInConcat(), L.Dense(1))
+    _, params = model.init(random.key(0), ((None, 2), (None, 4)))
+    params = tree.astype(params, np.float64)
+    ids = np.array([[0, 4], [2, 2]])
+    feats = random.normal(random.key(1), (2, 4), np.float64)
+    _, pullback = model.vjp(params, (ids, feats))
+    dy = np.array([[1.0], [-2.0]])
+    dparams, (d_ids, d_feats) = pullback(dy)
+    assert d_ids is None
+    # d_feats = dy · W_out[features part] · W_dense^T, by hand
+    w_out = params[2]["w"][4:]  # the concat puts the 4 embedding entries first
+    np.testing.assert_allclose(d_feats, (dy @ w_out.T) @ params[0][1]["w"].T, rtol=1e-12)
+    # the table's gradient: each id row gets dy_n · W_out[its slot]
+    want = np.zeros((5, 2))
+    for n in range(2):
+        for j in range(2):
+            want[ids[n, j]] += dy[n, 0] * params[2]["w"][2 * j:2 * j + 2, 0]
+    np.testing.assert_allclose(dparams[0][0][0]["table"], want, rtol=1e-12)

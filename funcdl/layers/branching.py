@@ -26,12 +26,16 @@ from funcdl.layers.combinators import (
     is_stateful,
     keys_for,
     name_of,
+    no_flow,
 )
 
 __all__ = ["Parallel", "Residual", "Shared"]
 
 
-def _located_call(where: str, child: str, pullback: Callable[..., Any], dy: Any) -> Any:
+def _located_call(where: str, child: str, pullback: Callable[..., Any], dy: Any,
+                  params: Any) -> Any:
+    if dy is None:
+        return no_flow(params)
     try:
         return pullback(dy)
     except ERRORS as e:
@@ -91,7 +95,7 @@ def Parallel(*layers: LayerLike) -> Layer:
 
         def pullback(dys: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
             entries(name, dys, n, "cotangents")
-            grads = [_located_call(where[i], name_of(layers[i]), pb, dy)
+            grads = [_located_call(where[i], name_of(layers[i]), pb, dy, params[i])
                      for i, (pb, dy) in enumerate(zip(pbs, dys))]
             return tuple(g[0] for g in grads), tuple(g[1] for g in grads)
 
@@ -142,8 +146,8 @@ def Residual(layer: LayerLike) -> Layer:
             raise located("Residual", child, e) from e
 
         def pullback(dy: Any) -> tuple[Any, Any]:
-            dparams, dx = _located_call("Residual", child, pb, dy)
-            return dparams, dy + dx
+            dparams, dx = _located_call("Residual", child, pb, dy, params)
+            return dparams, (dy if dx is None else dx if dy is None else dy + dx)
 
         return merged(x, y), pullback, s
 
@@ -211,7 +215,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
 
         def pullback(dys: Any) -> tuple[Any, tuple[Any, ...]]:
             entries(name, dys, n, "cotangents")
-            grads = [_located_call(where[i], child, pb, dy) for i, (pb, dy) in
+            grads = [_located_call(where[i], child, pb, dy, params) for i, (pb, dy) in
                      enumerate(zip(pbs, dys))]
             total = grads[0][0]
             for g in grads[1:]:

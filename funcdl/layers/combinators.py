@@ -220,6 +220,12 @@ def Sequential(*layers: LayerLike) -> Layer:
     return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=True)
 
 
+def no_flow(params: Any) -> tuple[Any, None]:
+    """A child's pullback when its cotangent is None: nothing flows back (the output came
+    from integer ids, as Embedding's input does), so zero dparams and a None dx."""
+    return tree.zeros_like(params), None
+
+
 def _reverse(pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],
              names: list[str], checking: bool, layers: Sequence[Any],
              params: Sequence[Any]) -> Callable[..., Any]:
@@ -238,6 +244,8 @@ def _reverse(pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],
                 pb = pullbacks[i]
                 if pb is None:  # an activation run by the layer before it (see _steps)
                     dparams[i] = ()
+                elif dy is None:  # below an Embedding: nothing flows back
+                    dparams[i], dy = no_flow(params[i])
                 elif i == stop and not need_dx and getattr(layers[i], "dx_optional", False):
                     dparams[i], dy = pb(dy, need_dx=False)
                 else:

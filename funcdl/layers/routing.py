@@ -50,11 +50,14 @@ def FanOut(n: int) -> Layer:
         xs = apply(params, x)
         shape = xs[0].shape
 
-        def pullback(dys: Any) -> tuple[Any, Array]:
-            dys = _tuple(name, dys, n)
-            total = check_cotangent(name, dys[0], shape)
-            for dy in dys[1:]:
-                total = total + check_cotangent(name, dy, shape)
+        def pullback(dys: Any) -> tuple[Any, Array | None]:
+            if not (isinstance(dys, (tuple, list)) and len(dys) == n):
+                _tuple(name, dys, n)  # raises, saying what was expected
+            flowing = [check_cotangent(name, dy, shape) for dy in dys
+                       if dy is not None]  # None: that branch passes nothing back
+            total = flowing[0] if flowing else None
+            for dy in flowing[1:]:
+                total = total + dy
             return (), total
 
         return xs, pullback
