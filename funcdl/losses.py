@@ -97,7 +97,8 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
 def _log_softmax(z: Array) -> tuple[Array, Array, Array]:
     """``(log softmax(z), e, total)`` with ``e = exp(z - max)`` and ``total = Σ e``, so the
     pullback gets ``softmax = e / total`` without a second exp."""
-    s = z - np.maximum.reduce(z, axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):  # finite logits over the float range apart: -inf, e 0
+        s = z - np.maximum.reduce(z, axis=-1, keepdims=True)
     e = np.exp(s)
     total = _sum(e, axis=-1, keepdims=True)
     s -= np.log(total)
@@ -199,7 +200,9 @@ def _softmax_cross_entropy(pred: Any, target: Any,
             return g
     elif labels.dtype.kind in "fb":
         t = _same_shape(name, z, labels)
-        per = -(t * logp).sum(axis=-1)
+        with np.errstate(invalid="ignore"):  # 0 · -inf, dropped by the where below
+            tlogp = t * logp
+        per = -np.where(t != 0, tlogp, 0).sum(axis=-1)  # 0 · log 0 = 0, as in the limit
 
         def grad(c: Any) -> Array:
             g = (e / total) * t.sum(axis=-1, keepdims=True) - t

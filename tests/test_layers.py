@@ -25,6 +25,7 @@ TABLE = [
     (L.Tanh, (None, 5)),
     (L.Sigmoid, (None, 5)),
     (L.Softplus, (None, 5)),
+    (lambda: L.Softplus(beta=2.0, threshold=1.0), (None, 5)),
     (L.GELU, (None, 6)),
     (lambda: L.GELU(approximate=True), (None, 6)),
     (L.ELU, (None, 6)),
@@ -122,6 +123,35 @@ def test_extreme_inputs_are_finite(make, v, dtype):
         assert np.all(np.isfinite(y))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_of_logits_the_whole_float_range_apart(dtype):
+    big = np.finfo(dtype).max
+    x = np.array([[big, -big, 0.0], [-big, 1.0, big]], dtype)  # x - max overflows to -inf
+    y, pullback = L.Softmax().vjp((), x)  # warnings are errors: none may be raised
+    np.testing.assert_array_equal(y, [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    assert np.all(np.isfinite(pullback(np.ones_like(y))[1]))
+    logp, pullback = L.LogSoftmax().vjp((), x)
+    assert logp[0, 0] == 0.0 and logp[0, 1] == -np.inf and logp[0, 2] == -big
+    np.testing.assert_array_equal(pullback(np.ones_like(logp))[1], [[-2.0, 1.0, 1.0],
+                                                                   [1.0, 1.0, -2.0]])
+
+
+def test_softplus_is_linear_past_its_threshold_as_torch():
+    x = np.array([19.0, 20.0, 20.5, 30.0])
+    y, pullback = L.Softplus().vjp((), x)
+    np.testing.assert_array_equal(y[2:], x[2:])  # past 20: exactly x, and dx exactly dy
+    np.testing.assert_array_equal(pullback(np.full(4, 3.0))[1][2:], [3.0, 3.0])
+    assert y[1] == np.logaddexp(20.0, 0.0) > 20.0  # at the threshold: still the log
+    y2, pullback2 = L.Softplus(beta=2.0, threshold=5.0).vjp((), np.array([0.0, 1.0, 3.0]))
+    np.testing.assert_allclose(y2, [math.log(2) / 2, math.log1p(math.exp(2)) / 2, 3.0],
+                               rtol=1e-15)
+    np.testing.assert_allclose(pullback2(np.ones(3))[1], [0.5, 1 / (1 + math.exp(-2)), 1.0],
+                               rtol=1e-15)
+    assert L.Softplus(beta=2.0).name == "Softplus(beta=2.0, threshold=20.0)"
+    with pytest.raises(ValueError, match="Softplus: beta must be > 0"):
+        L.Softplus(beta=0.0)
+
+
 def test_limits_at_large_inputs():
     x = np.array([-1e30, 1e30])
     np.testing.assert_array_equal(L.Sigmoid().apply((), x), [0.0, 1.0])
@@ -162,9 +192,35 @@ def test_dropout_rate_is_fraction_dropped_and_scaled(key):
     assert np.array_equal(layer.apply((), x, train=False), x)
 
 
-def test_dropout_train_without_key_explains():
-    with pytest.raises(ValueError, match=r"key=funcdl\.random\.key"):
-        L.Dropout(0.5).apply((), np.ones((2, 2)), train=True)
+@pytest.mark.parametrize("rate", [0.0, 0.5, 1.0])
+def test_dropout_train_without_key_explains(rate):
+    # At every rate, so that changing the rate cannot break a script that ran before.
+    for call in (L.Dropout(rate).apply, L.Dropout(rate).vjp):
+        with pytest.raises(ValueError, match=r"key=funcdl\.random\.key"):
+            call((), np.ones((2, 2)), train=True)
+    x = np.ones((2, 2))
+    assert L.Dropout(rate).apply((), x, train=False) is x
+
+
+ACTIVATIONS = [L.ReLU, L.LeakyReLU, L.Tanh, L.Sigmoid, L.Softplus, L.GELU, L.ELU, L.Softmax,
+               L.LogSoftmax, lambda: L.GELU(approximate=True)]
+
+
+@pytest.mark.parametrize("make", ACTIVATIONS)
+def test_integer_inputs_give_float32_not_float64(make):
+    x = np.array([[-2, 0, 3]])
+    y, pullback = make().vjp((), x)
+    assert y.dtype == np.float32 and make().apply((), x).dtype == np.float32
+    assert pullback(np.ones(y.shape, np.float32))[1].dtype == np.float32
+    np.testing.assert_array_equal(y, make().apply((), x.astype(np.float32)))
+
+
+def test_integer_inputs_to_dropout_and_residual_give_float32(key):
+    x = np.array([[1, 2, 3, 4]])
+    assert L.Dropout(0.5).apply((), x, key=key, train=True).dtype == np.float32
+    res = L.Residual(L.Dense(4))
+    _, params = res.init(key, (None, 4))
+    assert res.apply(params, x).dtype == np.float32
 
 
 def test_sequential_equals_manual_composition(key):

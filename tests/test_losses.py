@@ -104,6 +104,21 @@ def test_stable_at_extreme_logits(v, dtype):
     assert big == pytest.approx(1e30)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_of_logits_the_whole_float_range_apart(dtype):
+    big = np.finfo(dtype).max
+    z = np.array([[big, -big, 0.0]], dtype)  # z - max overflows to -inf: no warning, no NaN
+    for target in (np.array([0]), np.eye(3, dtype=dtype)[:1]):  # the likely class: loss 0
+        value, pullback = losses.softmax_cross_entropy.vjp(z, target)
+        assert value == 0.0 and np.array_equal(pullback(), np.zeros((1, 3), dtype))
+    for target in (np.array([1]), np.eye(3, dtype=dtype)[1:2]):  # 2·max away: inf, not NaN
+        value, pullback = losses.softmax_cross_entropy.vjp(z, target)
+        assert value == np.inf
+        np.testing.assert_array_equal(pullback(), [[1.0, -1.0, 0.0]])
+    soft = np.array([[0.5, 0.0, 0.5]], dtype)  # a zero weight on the -inf class counts 0
+    assert losses.softmax_cross_entropy(z, soft) == pytest.approx(0.5 * big)
+
+
 def test_float32_stays_float32():
     p = np.ones((4, 1), np.float32) * 0.3
     t = np.ones((4, 1), np.float64)  # a float64 target must not promote the gradient

@@ -165,6 +165,31 @@ def test_softmaxes_match_torch(log, axis):
     np.testing.assert_allclose(dx, xt.grad.numpy(), **TOL)
 
 
+ACTIVATIONS = [  # funcdl layer, torch.nn.functional call
+    ("softplus", L.Softplus(), lambda x: F.softplus(x)),
+    ("softplus-beta", L.Softplus(beta=2.0, threshold=5.0),
+     lambda x: F.softplus(x, beta=2.0, threshold=5.0)),
+    ("elu", L.ELU(), lambda x: F.elu(x)), ("gelu", L.GELU(), lambda x: F.gelu(x)),
+    ("gelu-tanh", L.GELU(approximate=True), lambda x: F.gelu(x, approximate="tanh")),
+    ("leaky_relu", L.LeakyReLU(), lambda x: F.leaky_relu(x)),
+    ("sigmoid", L.Sigmoid(), torch.sigmoid), ("tanh", L.Tanh(), torch.tanh),
+]
+
+
+@pytest.mark.parametrize("name, layer, reference", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_activations_match_torch_over_a_wide_range(name, layer, reference):
+    # -40..40 crosses Softplus's linear part (x > 20; 2x > 5 for beta 2) and the tails.
+    x = np.concatenate([np.linspace(-40.0, 40.0, 161), [2.5, 2.5 + 1e-9, 20.0, 20.0 + 1e-9]])
+    x = x.reshape(1, -1)
+    _, y, dy, (_, dx) = ours(layer, x)
+    xt = t64(x, True)
+    yt = reference(xt)
+    yt.backward(t64(dy))
+    # atol: in the flat tails (tanh, ELU) dx is 1 - y² or y + alpha, ~1e-17 from torch's.
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-11, atol=1e-15)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-11, atol=1e-15)
+
+
 # ---------------------------------------------------------------------------- losses
 
 def _probs(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

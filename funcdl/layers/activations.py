@@ -48,18 +48,25 @@ def _shapeless_init(name: str) -> Callable[[random.Key, Shape], tuple[Shape, Any
     return init
 
 
+def _floats(name: str, x: Any) -> Array:
+    """The input as an ndarray; integers and booleans as float32 (the default float, as
+    JAX's activations give), not NumPy's float64."""
+    xa = as_array(name, x)
+    return xa.astype(np.float32) if xa.dtype.kind in "biu" else xa
+
+
 def _elementwise(name: str, f: Callable[[Array], Array],
                  df: Callable[[Array, Array, Array], Array]) -> Layer:
     """A parameterless layer ``y = f(x)`` with ``dx = df(x, y, dy)``."""
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del params, key, train
-        return f(as_array(name, x))
+        return f(_floats(name, x))
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del params, key, train
         if not (type(x) is _ND and x.dtype.char in "fd"):
-            x = as_array(name, x)
+            x = _floats(name, x)
         y = f(x)
         y_shape = y.shape
 
@@ -107,10 +114,25 @@ def Sigmoid() -> Layer:
     return _elementwise("Sigmoid()", sigmoid, lambda x, y, dy: dy * (y * (1 - y)))
 
 
-def Softplus() -> Layer:
-    """``y = log(1 + e^x)``; ``dx = dy · σ(x) = dy · (1 - e^-y)``."""
-    return _elementwise("Softplus()", lambda x: np.logaddexp(x, 0),
-                        lambda x, y, dy: dy * -np.expm1(-y))
+def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
+    """As ``torch.nn.Softplus``: ``y = log(1 + e^(βx)) / β``, and ``y = x`` where
+    ``βx > threshold``; ``dx = dy · σ(βx) = dy · (1 - e^(-βy))``, and ``dx = dy`` there.
+
+    The linear part starts where ``e^(-βx)`` is below float32's resolution, so it changes
+    nothing in float32, and makes float64 agree with PyTorch to the last digit
+    (``jax.nn.softplus`` has no threshold: it differs by up to ``e^-20`` there).
+    """
+    b, t = float(beta), float(threshold)
+    if not b > 0:
+        raise ValueError(f"Softplus: beta must be > 0, got {beta!r}")
+    name = "Softplus()" if (b, t) == (1.0, 20.0) else f"Softplus(beta={b}, threshold={t})"
+    if b == 1.0:
+        return _elementwise(
+            name, lambda x: np.where(x > t, x, np.logaddexp(x, 0)),
+            lambda x, y, dy: np.where(x > t, dy, dy * -np.expm1(-y)))
+    return _elementwise(
+        name, lambda x: np.where(b * x > t, x, np.logaddexp(b * x, 0) / b),
+        lambda x, y, dy: np.where(b * x > t, dy, dy * -np.expm1(-b * y)))
 
 
 def ELU(alpha: float = 1.0) -> Layer:
@@ -137,13 +159,13 @@ def GELU(approximate: bool = False) -> Layer:
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del params, key, train
-        x = as_array(name, x)
+        x = _floats(name, x)
         y: Array = x * (0.5 + 0.5 * erf(x * _SQRT_HALF))
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del params, key, train
-        x = as_array(name, x)
+        x = _floats(name, x)
         cdf = 0.5 + 0.5 * erf(x * _SQRT_HALF)
         y = x * cdf
 
@@ -166,13 +188,13 @@ def _gelu_tanh() -> Layer:
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del params, key, train
-        x = as_array(name, x)
+        x = _floats(name, x)
         y: Array = 0.5 * x * (1 + inner(x)[0])
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del params, key, train
-        x = as_array(name, x)
+        x = _floats(name, x)
         t, xc = inner(x)
         y = 0.5 * x * (1 + t)
 
@@ -193,14 +215,15 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
     """
 
     def forward(x: Array) -> Array:
-        z = x - x.max(axis=axis, keepdims=True)
+        with np.errstate(over="ignore"):  # finite x over the float range apart: -inf, e^z 0
+            z = x - x.max(axis=axis, keepdims=True)
         e = np.exp(z)
         s = e.sum(axis=axis, keepdims=True)
         out: Array = z - np.log(s) if log else e / s
         return out
 
     def check(x: Any) -> Array:
-        xa = as_array(name, x)
+        xa = _floats(name, x)
         if not -xa.ndim <= axis < xa.ndim:
             raise ValueError(f"{name}: axis {axis} is out of range for an input of shape "
                              f"{xa.shape}")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random, tree
-from funcdl.layers.base import Layer, LayerLike, located
+from funcdl.layers.base import Layer, LayerLike, cast_ints, located
 from funcdl.layers.combinators import (
     ERRORS,
     build,
@@ -129,7 +129,7 @@ def Residual(layer: LayerLike) -> Layer:
         if y.shape != x.shape:
             raise ValueError(f"{name}: the branch maps {x.shape} to {y.shape}; a residual "
                              f"needs equal shapes")
-        return x + y
+        return cast_ints(x, y.dtype) + y  # int64 ids + float32 must not give float64
 
     def apply(params: Any, x: Any, *, state: Any, key: Any = None,
               train: bool = False) -> tuple[Any, Any]:

@@ -232,6 +232,8 @@ def Dropout(rate: float) -> Layer:
                 f"key=funcdl.random.key(seed)) (a new key per step, e.g. from random.split)")
         random.check_key(key, name)
         dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+        if rate == 0.0:
+            return np.ones((), dtype)  # never multiplied: only the key was checked
         if rate == 1.0:
             return np.zeros(x.shape, dtype)
         keep = random.uniform(key, x.shape, dtype=dtype) >= dtype.type(rate)
@@ -240,17 +242,18 @@ def Dropout(rate: float) -> Layer:
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del params
         xa = as_array(name, x)
-        if not train or rate == 0.0:
+        if not train:
             return xa
-        return xa * scaled_mask(xa, key)
+        mask = scaled_mask(xa, key)  # checks the key even at rate 0, so a rate change
+        return xa if rate == 0.0 else cast_ints(xa, mask.dtype) * mask  # cannot break it
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del params
         x = as_array(name, x)
-        if not train or rate == 0.0:
+        mask = scaled_mask(x, key) if train else None
+        if mask is None or rate == 0.0:
             return x, lambda dy: ((), check_cotangent(name, dy, x.shape))
-        mask = scaled_mask(x, key)
-        y = x * mask
+        y = cast_ints(x, mask.dtype) * mask
         return y, lambda dy: ((), check_cotangent(name, dy, y.shape) * mask)
 
     return Layer(init, apply, vjp, name=name)
