@@ -1,0 +1,357 @@
+"""The catalogue of bad inputs, continued (see test_bad_inputs.py): optimizers, pytrees,
+saving, data, sampling and the rest of the API outside the layers and losses."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _catalogue import F32, KEY, case, has, ones
+
+from funcdl import data, io, optim, random, tree
+
+# ---------------------------------------------------------------------------- optimizers
+
+PARAMS = {"w": ones(3, 2), "b": np.zeros(2, F32)}
+GRADS = {"w": ones(3, 2), "b": ones(2)}
+
+OPTIMIZERS = {
+    "sgd": lambda: optim.sgd(0.1),
+    "sgd-momentum": lambda: optim.sgd(0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": lambda: optim.adam(),
+    "adamw": lambda: optim.adamw(),
+    "rmsprop": lambda: optim.rmsprop(centered=True),
+    "adagrad": lambda: optim.adagrad(),
+    "chain": lambda: optim.chain(optim.clip_by_global_norm(1.0), optim.adam()),
+}
+
+
+def _update(name: str, state: Any = None, grads: Any = GRADS, params: Any = PARAMS) -> Any:
+    opt = OPTIMIZERS[name]()
+    return opt.update(opt.init(PARAMS) if state is None else state, grads, params)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_optimizer_swapped_update_arguments(name):
+    opt = OPTIMIZERS[name]()
+    state = opt.init(PARAMS)
+    label = name.split("-")[0]
+    with pytest.raises(TypeError, match=has(f"{label}.update", "update(state, grads, params)",
+                                            "got dict")):
+        opt.update(GRADS, state, PARAMS)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize(("grads", "parts"), [
+    pytest.param({"w": GRADS["w"]}, ("update", "grads", "keys ['w']", "['b', 'w']"),
+                 id="missing-leaf"),
+    pytest.param({**GRADS, "c": GRADS["b"]}, ("update", "grads", "['b', 'c', 'w']"),
+                 id="extra-leaf"),
+    pytest.param({"w": ones(2, 3), "b": GRADS["b"]}, ("update", "['w']", "(2, 3)", "(3, 2)"),
+                 id="leaf-shape"),
+    pytest.param([GRADS["b"], GRADS["w"]], ("update", "grads", "list of length 2"),
+                 id="list-for-dict"),
+])
+def test_optimizer_grads_differ_from_params(name, grads, parts):
+    with pytest.raises(ValueError, match=has(*parts)):
+        _update(name, grads=grads)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_optimizer_params_differ_from_grads(name):
+    # the lr stage (or weight decay) compares grads with params, leaf by leaf
+    bad = {"w": ones(2, 3), "b": PARAMS["b"]}
+    with pytest.raises(ValueError, match=has("update", "['w']", "(3, 2)", "(2, 3)")):
+        _update(name, params=bad)
+
+
+OPTIM_CASES = [
+    case("state-of-another-optimizer",
+         lambda: _update("adam", state=optim.sgd(0.1).init(PARAMS)), ValueError,
+         "adam.update", "['lr']", "['adam', 'lr']"),
+    case("named-chain-state-to-chain",
+         lambda: _update("chain", state=optim.adam().init(PARAMS)), TypeError,
+         "chain.update", "NamedChainState"),
+    case("adamw-without-params", lambda: _update("adamw", params=None), ValueError,
+         "add_decayed_weights.update", "params=None"),
+    case("adam-lr-negative", lambda: optim.adam(-1.0), ValueError, "adam", "lr", "-1.0"),
+    case("adam-lr-nan", lambda: optim.adam(float("nan")), ValueError, "adam", "lr", "nan"),
+    case("adam-lr-string", lambda: optim.adam("0.1"), TypeError, "adam", "lr", "'0.1'"),
+    case("sgd-lr-none", lambda: optim.sgd(None), TypeError, "sgd", "lr", "None"),
+    case("adam-b1-1", lambda: optim.adam(b1=1.0), ValueError, "adam", "b1", "1.0"),
+    case("adam-b2-negative", lambda: optim.adam(b2=-0.1), ValueError, "adam", "b2", "-0.1"),
+    case("adam-eps-negative", lambda: optim.adam(eps=-1.0), ValueError, "adam", "eps", "-1.0"),
+    case("sgd-momentum-negative", lambda: optim.sgd(0.1, momentum=-0.5), ValueError,
+         "sgd", "momentum", "-0.5"),
+    case("sgd-nesterov-without-momentum", lambda: optim.sgd(0.1, nesterov=True), ValueError,
+         "sgd", "nesterov", "momentum"),
+    case("clip-max-norm-negative", lambda: optim.clip_by_global_norm(-1.0), ValueError,
+         "clip_by_global_norm", "max_norm", "-1.0"),
+    case("chain-uncalled-transform", lambda: optim.chain(optim.adam(), optim.scale_by_adam),
+         TypeError, "chain", "argument 1", "scale_by_adam()"),
+    case("schedule-returns-string",
+         lambda: optim.adam(lambda c: "fast").update(optim.adam(lambda c: "fast").init(PARAMS),
+                                                     GRADS, PARAMS),
+         TypeError, "schedule", "'fast'"),
+    case("schedule-returns-none",
+         lambda: optim.sgd(lambda c: None).update(optim.sgd(lambda c: None).init(PARAMS),
+                                                  GRADS, PARAMS),
+         TypeError, "schedule", "None"),
+    case("schedule-returns-nan",
+         lambda: optim.sgd(lambda c: float("nan")).update(
+             optim.sgd(lambda c: float("nan")).init(PARAMS), GRADS, PARAMS),
+         ValueError, "schedule", "nan"),
+    case("schedule-returns-negative-lr",
+         lambda: optim.sgd(lambda c: c - 0.5).update(
+             optim.sgd(lambda c: c - 0.5).init(PARAMS), GRADS, PARAMS),
+         ValueError, "schedule", "-0.5", "count 0", ">= 0.0"),
+    case("adam-integer-grads",
+         lambda: optim.adam().update(optim.adam().init(PARAMS),
+                                     tree.map(lambda g: np.ones(g.shape, np.int64), GRADS),
+                                     PARAMS),
+         TypeError, "grads", "int64", "floating-point"),
+    case("schedule-returns-array",
+         lambda: optim.sgd(lambda c: np.array([0.1, 0.2])).update(
+             optim.sgd(lambda c: np.array([0.1, 0.2])).init(PARAMS), GRADS, PARAMS),
+         TypeError, "schedule", "(2,)"),
+    case("apply-updates-structure", lambda: optim.apply_updates(PARAMS, {"w": GRADS["w"]}),
+         ValueError, "apply_updates", "['b', 'w']", "['w']"),
+    case("apply-updates-leaf-shape",
+         lambda: optim.apply_updates(PARAMS, {"w": F32(1), "b": GRADS["b"]}), ValueError,
+         "apply_updates", "['w']", "(3, 2)", "()"),
+    case("piecewise-schedule-negative-scale",
+         lambda: optim.piecewise_constant_schedule(1.0, {10: -1.0}), ValueError,
+         "piecewise_constant_schedule", "-1.0"),
+    case("warmup-cosine-decay-shorter-than-warmup",
+         lambda: optim.warmup_cosine_decay_schedule(0.0, 1.0, 10, 5), ValueError,
+         "warmup_cosine_decay_schedule", "warmup_steps=10", "decay_steps=5"),
+    case("linear-schedule-fractional-steps", lambda: optim.linear_schedule(0.0, 1.0, 2.5),
+         ValueError, "transition_steps", "2.5"),
+]
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), OPTIM_CASES)
+def test_optimizers(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+# ---------------------------------------------------------------------------- tree
+
+
+def _unravel() -> Callable[[Any], Any]:
+    return tree.ravel({"a": np.ones(3), "b": np.ones((2, 2))})[1]
+
+
+TREE_CASES = [
+    case("map-list-lengths", lambda: tree.map(np.add, {"a": 1, "b": [1, 2]}, {"a": 1, "b": [1]}),
+         ValueError, "['b']", "list of length 2", "list of length 1"),
+    case("map-dict-keys", lambda: tree.map(np.add, {"a": 1, "b": 2}, {"a": 1, "c": 2}),
+         ValueError, "the root", "['a', 'b']", "['a', 'c']"),
+    case("map-list-vs-tuple", lambda: tree.map(np.add, [1, 2], (1, 2)), ValueError,
+         "list of length 2", "tuple of length 2"),
+    case("map-leaf-vs-container",
+         lambda: tree.map(np.add, {"a": np.ones(2)}, {"a": [np.ones(2)]}), ValueError,
+         "['a']", "shape (2,)", "list of length 1"),
+    case("unflatten-too-few-leaves",
+         lambda: tree.unflatten(tree.structure({"a": 1, "b": (2, 3)}), [1, 2]), ValueError,
+         "unflatten", "3 leaves", "got 2"),
+    case("unflatten-too-many-leaves", lambda: tree.unflatten(tree.structure({"a": 1}), [1, 2]),
+         ValueError, "unflatten", "1 leaves", "got 2"),
+    case("unflatten-not-a-treedef", lambda: tree.unflatten({"a": 1}, [1]), TypeError,
+         "unflatten", "TreeDef"),
+    case("unravel-wrong-size", lambda: _unravel()(np.ones(6)), ValueError,
+         "unravel", "(7,)", "(6,)"),
+    case("unravel-2d-vector", lambda: _unravel()(np.ones((7, 1))), ValueError,
+         "unravel", "(7,)", "(7, 1)"),
+    case("check-same-shapes",
+         lambda: tree.check_same({"a": np.ones(3)}, {"a": np.ones(4)}, shapes=True), ValueError,
+         "['a']", "(3,)", "(4,)"),
+]
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), TREE_CASES)
+def test_tree(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+# ---------------------------------------------------------------------------- io
+
+CKPT = {"w": ones(3, 2), "b": np.zeros(2, F32), "l": [np.int32(3), None, (1.5, True)]}
+
+
+def _saved(tmp: Path) -> Path:
+    path = tmp / "ckpt.npz"
+    io.save(path, CKPT)
+    return path
+
+
+def _truncated(tmp: Path) -> Any:
+    raw = _saved(tmp).read_bytes()
+    (tmp / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    return io.load(tmp / "cut.npz")
+
+
+def _corrupted(tmp: Path) -> Any:
+    raw = bytearray(_saved(tmp).read_bytes())
+    for i in range(100, len(raw) - 100, 7):
+        raw[i] ^= 0xFF
+    (tmp / "bad.npz").write_bytes(bytes(raw))
+    return io.load(tmp / "bad.npz")
+
+
+def _empty(tmp: Path) -> Any:
+    (tmp / "empty.npz").write_bytes(b"")
+    return io.load(tmp / "empty.npz")
+
+
+def _pickled(tmp: Path) -> Any:
+    (tmp / "pickled.npz").write_bytes(pickle.dumps(CKPT))
+    return io.load(tmp / "pickled.npz")
+
+
+def _object_leaf(tmp: Path) -> Any:
+    """A well-formed funcdl archive whose leaf is a pickled object array."""
+    io.save(tmp / "ok.npz", {"a": np.ones(2)})
+    with np.load(tmp / "ok.npz") as z:
+        header = z["__funcdl_treedef__"]
+    np.savez(tmp / "object.npz", __funcdl_treedef__=header,
+             leaf_0=np.array([{"a": 1}, None], dtype=object))
+    return io.load(tmp / "object.npz")
+
+
+def _plain_npz(tmp: Path) -> Any:
+    np.savez(tmp / "plain.npz", a=np.ones(3))
+    return io.load(tmp / "plain.npz")
+
+
+def _npy(tmp: Path) -> Any:
+    np.save(tmp / "single.npy", np.ones(3))
+    return io.load(tmp / "single.npy")
+
+
+IO_CASES = [
+    case("load-truncated", _truncated, ValueError, "io.load", "cut.npz", "truncated"),
+    case("load-corrupted", _corrupted, ValueError, "io.load", "bad.npz", "corrupted"),
+    case("load-empty-file", _empty, ValueError, "io.load", "empty.npz", "not an .npz"),
+    case("load-pickle-file", _pickled, ValueError, "io.load", "pickled.npz", "not an .npz"),
+    case("load-object-array", _object_leaf, ValueError, "io.load", "object.npz", "leaf_0",
+         "object"),
+    case("load-npz-not-from-save", _plain_npz, ValueError, "io.load", "plain.npz",
+         "__funcdl_treedef__"),
+    case("load-single-npy", _npy, ValueError, "io.load", "single.npy", ".npy"),
+    case("load-missing-file", lambda tmp: io.load(tmp / "nope.npz"), FileNotFoundError,
+         "nope.npz"),
+    case("load-like-structure",
+         lambda tmp: io.load(_saved(tmp), like={"w": CKPT["w"], "b": CKPT["b"]}), ValueError,
+         "io.load", "ckpt.npz", "the root", "['b', 'l', 'w']", "['b', 'w']"),
+    case("load-like-list-vs-tuple",
+         lambda tmp: io.load(_saved(tmp), like={**CKPT, "l": [np.int32(3), None, [1.5, True]]}),
+         ValueError, "io.load", "['l'][2]", "tuple of length 2", "list of length 2"),
+    case("load-like-shape",
+         lambda tmp: io.load(_saved(tmp), like={**CKPT, "w": ones(2, 3)}), ValueError,
+         "io.load", "['w']", "(3, 2)", "(2, 3)"),
+    case("load-like-dtype",
+         lambda tmp: io.load(_saved(tmp), like={**CKPT, "w": ones(3, 2, dtype=np.float64)}),
+         ValueError, "io.load", "['w']", "float32", "float64"),
+    case("save-object-array",
+         lambda tmp: io.save(tmp / "x.npz", {"a": np.array([None], dtype=object)}), TypeError,
+         "io.save", "['a']", "object"),
+    case("save-string-leaf", lambda tmp: io.save(tmp / "x.npz", {"a": "hello"}), TypeError,
+         "io.save", "['a']", "str"),
+    case("save-tuple-dict-key", lambda tmp: io.save(tmp / "x.npz", {(1, 2): np.ones(2)}),
+         TypeError, "io.save", "(1, 2)"),
+]
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), IO_CASES)
+def test_io(call, exc, match, tmp_path):
+    with pytest.raises(exc, match=match):
+        call(tmp_path)
+
+
+def test_failed_save_writes_nothing(tmp_path):
+    with pytest.raises(TypeError):
+        io.save(tmp_path / "x.npz", {"a": "hello"})
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- data
+
+X10 = np.ones((10, 2))
+
+DATA_CASES = [
+    case("batches-first-dims-differ", lambda: data.batches(KEY, X10, np.ones((9, 1)), batch_size=4),
+         ValueError, "data.batches", "(10, 2)", "(9, 1)"),
+    case("batches-batch-size-0", lambda: data.batches(KEY, X10, batch_size=0), ValueError,
+         "data.batches", "batch_size", "0"),
+    case("batches-batch-size-negative", lambda: data.batches(KEY, X10, batch_size=-1),
+         ValueError, "data.batches", "batch_size", "-1"),
+    case("batches-batch-size-float", lambda: data.batches(KEY, X10, batch_size=2.0), TypeError,
+         "data.batches", "batch_size", "float"),
+    case("batches-shuffle-without-key", lambda: data.batches(None, X10, batch_size=4),
+         ValueError, "data.batches", "shuffle=True", "key"),
+    case("batches-key-not-a-key", lambda: data.batches(5, X10, batch_size=4), TypeError,
+         "data.batches", "key"),
+    case("batches-rank-0-array", lambda: data.batches(KEY, F32(1), batch_size=4), ValueError,
+         "data.batches", "first dimension", "()"),
+    case("batches-no-arrays", lambda: data.batches(KEY, batch_size=4), ValueError,
+         "data.batches", "at least one array"),
+    case("disk-negative-n", lambda: data.disk(KEY, -1), ValueError, "data.disk", "n", "-1"),
+    case("disk-integer-dtype", lambda: data.disk(KEY, 5, dtype=np.int32), TypeError,
+         "data.disk", "int32"),
+]
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), DATA_CASES)
+def test_data(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+# ---------------------------------------------------------------------------- random
+
+RANDOM_CASES = [
+    case("normal-int-key", lambda: random.normal(0, (2,)), TypeError, "random.normal", "int"),
+    case("normal-int64-array-key", lambda: random.normal(np.array([1, 2]), (2,)), TypeError,
+         "random.normal", "(2,)", "int64"),
+    case("normal-key-shape-3", lambda: random.normal(np.zeros(3, np.uint64), (2,)), TypeError,
+         "random.normal", "(3,)", "uint64"),
+    case("normal-integer-dtype", lambda: random.normal(KEY, (2,), np.int32), TypeError,
+         "random.normal", "int32"),
+    case("normal-float16-dtype", lambda: random.normal(KEY, (2,), np.float16), TypeError,
+         "random.normal", "float16"),
+    case("normal-negative-shape", lambda: random.normal(KEY, (-1,)), ValueError,
+         "random.normal", "-1"),
+    case("uniform-integer-dtype", lambda: random.uniform(KEY, (2,), dtype=np.int32), TypeError,
+         "random.uniform", "int32"),
+    case("uniform-low-above-high", lambda: random.uniform(KEY, (3,), 1.0, 0.0), ValueError,
+         "random.uniform", "1.0", "0.0"),
+    case("key-negative-seed", lambda: random.key(-1), ValueError, "random.key", "-1"),
+    case("key-float-seed", lambda: random.key(1.5), TypeError, "random.key", "float"),
+    case("split-not-a-key", lambda: random.split(3), TypeError, "random.split", "int"),
+    case("split-negative-num", lambda: random.split(KEY, -1), ValueError, "random.split", "-1"),
+    case("split-fractional-num", lambda: random.split(KEY, 2.5), TypeError,
+         "random.split", "2.5"),
+    case("fold-in-not-a-key", lambda: random.fold_in([1, 2], 3), TypeError,
+         "random.fold_in", "list"),
+    case("fold-in-string-data", lambda: random.fold_in(KEY, "a"), TypeError,
+         "random.fold_in", "'a'"),
+    case("bernoulli-p-above-1", lambda: random.bernoulli(KEY, 1.5), ValueError,
+         "random.bernoulli", "1.5"),
+    case("permutation-negative-n", lambda: random.permutation(KEY, -1), ValueError,
+         "random.permutation", "-1"),
+    case("permutation-fractional-n", lambda: random.permutation(KEY, 2.5), TypeError,
+         "random.permutation", "2.5"),
+]
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), RANDOM_CASES)
+def test_random(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
