@@ -140,3 +140,26 @@ def test_value_and_grad_skip_with_nested_params_first(key):
     for g, h in zip(tree.leaves(grads), tree.leaves(ref), strict=True):
         np.testing.assert_array_equal(g, h)
     assert np.abs(grads[0][0]["w"]).sum() > 0
+
+
+def test_grads_take_the_params_containers_and_dtypes(key):
+    # As JAX: list params give list grads; each grad has its param's dtype even when x is
+    # float64 (the output is float64: the caller asked for it).
+    model = L.Sequential(L.Conv2D(2, 3), L.LayerNorm(), L.Flatten(), L.Dense(4), L.ReLU(),
+                         L.Dense(2))
+    _, params = model.init(key, (None, 4, 4, 1))
+    x = random.normal(random.key(1), (3, 4, 4, 1), np.float64)
+    target = np.zeros((3, 2))
+    f = fd.value_and_grad(model, losses.mse)
+    _, grads = f(list(params), x, target)
+    assert type(grads) is list and len(grads) == len(params)
+    for p, g in zip(tree.leaves(params), tree.leaves(grads), strict=True):
+        assert g.dtype == p.dtype == np.float32 and g.shape == p.shape
+    # the same numbers, to float32 rounding, as float32 x gives
+    _, grads32 = f(params, x.astype(np.float32), target)
+    for a, b in zip(tree.leaves(grads), tree.leaves(grads32), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    emb = L.Embedding(5, 2)
+    _, table = emb.init(key, (None, 3))
+    _, pullback = emb.vjp(table, np.array([[1, 2, 2]]))
+    assert pullback(np.ones((1, 3, 2)))[0]["table"].dtype == np.float32

@@ -69,6 +69,20 @@ def pullback(layer: L.Layer, params: Any, x: Any) -> Callable[..., Any]:
 # ---------------------------------------------------------------------------- layers
 
 LAYER_CASES = [
+    # params in the wrong place: a parameterless layer given arrays, direct or fused
+    case("relu-given-params", lambda: L.ReLU().apply({"w": ones(2)}, ones(2, 2)), ValueError,
+         "ReLU()", "no parameters", "dict"),
+    case("pool-given-params", lambda: L.MaxPool2D(2).apply(ones(2), ones(1, 4, 4, 1)),
+         ValueError, "MaxPool2D", "no parameters", "ndarray"),
+    case("fused-activation-given-params",
+         lambda: SEQ.vjp((P_SEQ[0], P_SEQ[2], P_SEQ[2], ()), ones(2, 3)), ValueError,
+         "Sequential[1] ReLU()", "no parameters", "in the order of its layers"),
+    case("dense-extra-param-key",
+         lambda: DENSE.apply({**P_DENSE, "extra": ones(1)}, ones(2, 3)), ValueError,
+         "Dense(25)", "unexpected keys ['extra']", "['w', 'b']"),
+    case("dense-list-param", lambda: DENSE.apply({"w": ones(3, 25).tolist(), "b": P_DENSE["b"]},
+                                                 ones(2, 3)),
+         TypeError, "Dense(25)", "params['w'] must be a NumPy array", "list"),
     # Dense
     case("dense-init-rank-0", lambda: L.Dense(3).init(KEY, ()), ValueError,
          "Dense(3)", "rank", "()"),

@@ -23,6 +23,7 @@ from funcdl.layers.base import (
     as_array,
     check_cotangent,
     check_in_shape,
+    no_params,
 )
 
 __all__ = [
@@ -60,11 +61,13 @@ def _elementwise(name: str, f: Callable[[Array], Array],
     """A parameterless layer ``y = f(x)`` with ``dx = df(x, y, dy)``."""
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         return f(_floats(name, x))
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         if not (type(x) is _ND and x.dtype.char in "fd"):
             x = _floats(name, x)
         y = f(x)
@@ -158,13 +161,15 @@ def GELU(approximate: bool = False) -> Layer:
     name = "GELU()"
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         x = _floats(name, x)
         y: Array = x * (0.5 + 0.5 * erf(x * _SQRT_HALF))
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         x = _floats(name, x)
         cdf = 0.5 + 0.5 * erf(x * _SQRT_HALF)
         y = x * cdf
@@ -187,13 +192,15 @@ def _gelu_tanh() -> Layer:
         return np.tanh(_TANH_C * (xc + 0.044715 * xc * xc * xc)), xc
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         x = _floats(name, x)
         y: Array = 0.5 * x * (1 + inner(x)[0])
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         x = _floats(name, x)
         t, xc = inner(x)
         y = 0.5 * x * (1 + t)
@@ -230,11 +237,13 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
         return xa
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         return forward(check(x))
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         y = forward(check(x))
 
         def pullback(dy: Array) -> tuple[Any, Array]:

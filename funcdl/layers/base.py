@@ -21,6 +21,8 @@ import numpy as np
 from numpy.typing import NDArray
 from typing_extensions import Protocol
 
+from funcdl import tree as pytree
+
 __all__ = ["Layer", "LayerLike", "Pullback", "Shape"]
 
 Array = NDArray[Any]
@@ -128,10 +130,37 @@ def param_arrays(name: str, params: Any, keys: tuple[str, ...]) -> list[Array]:
         raise TypeError(f"{name}: params must be a dict with keys {list(keys)} (as init "
                         f"returns them), got {type(params).__name__}")
     missing = [k for k in keys if k not in params]
-    if missing:
-        raise ValueError(f"{name}: params lack {missing}; expected keys {list(keys)} (as init "
+    extra = [k for k in params if k not in keys]
+    if missing or extra:
+        what = f"lack {missing}" if missing else f"have unexpected keys {sorted(extra)}"
+        raise ValueError(f"{name}: params {what}; expected keys {list(keys)} (as init "
                          f"returns them), got {sorted(params)}")
-    return [np.asarray(params[k]) for k in keys]
+    for k in keys:
+        if not isinstance(params[k], np.ndarray):
+            raise TypeError(f"{name}: params[{k!r}] must be a NumPy array (as init returns "
+                            f"it), got {type(params[k]).__name__}")
+    return [params[k] for k in keys]
+
+
+def in_param_dtypes(grads: dict[str, Array], params: Any) -> dict[str, Array]:
+    """Each gradient in its param's dtype, as JAX gives them: a float64 input must not turn
+    a float32 param's gradient into float64."""
+    for k, g in grads.items():
+        dtype = params[k].dtype
+        if g.dtype is not dtype:
+            grads[k] = g.astype(dtype)
+    return grads
+
+
+def no_params(name: str, params: Any) -> None:
+    """A layer without parameters takes ``params == ()``, as its init returns; arrays there
+    are another layer's params, passed in the wrong place: say so rather than ignore them."""
+    if (type(params) is tuple and not params) or params is None:
+        return
+    if pytree.leaves(params):
+        raise ValueError(f"{name}: this layer has no parameters (its init returns ()), got "
+                         f"{type(params).__name__} params holding arrays; are the params of "
+                         f"a Sequential in the order of its layers?")
 
 
 def need_state(name: str, state: Any) -> Any:

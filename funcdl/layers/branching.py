@@ -93,11 +93,13 @@ def Parallel(*layers: LayerLike) -> Layer:
             pbs.append(pb)
             new_state.append(s)
 
-        def pullback(dys: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        def pullback(dys: Any) -> tuple[Any, tuple[Any, ...]]:
             entries(name, dys, n, "cotangents")
             grads = [_located_call(where[i], name_of(layers[i]), pb, dy, params[i])
                      for i, (pb, dy) in enumerate(zip(pbs, dys))]
-            return tuple(g[0] for g in grads), tuple(g[1] for g in grads)
+            dparams = [g[0] for g in grads]  # in the params' container, list or tuple
+            return (dparams if type(params) is list else tuple(dparams),
+                    tuple(g[1] for g in grads))
 
         return tuple(ys), pullback, tuple(new_state)
 

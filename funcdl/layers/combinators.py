@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import debug, random, tree
-from funcdl.layers.base import Layer, LayerLike, Shape, located, need_state
+from funcdl.layers.base import Layer, LayerLike, Shape, located, need_state, no_params
 
 __all__ = ["Sequential"]
 
@@ -175,7 +175,11 @@ def Sequential(*layers: LayerLike) -> Layer:
                     for i, then, act in steps:
                         if then is None:
                             x, pullbacks[i] = vjps[i](params[i], x, key=keys[i], train=train)
-                        else:
+                        else:  # the activation runs inside; its params must be ()
+                            if not (type(params[i + 1]) is tuple and not params[i + 1]):
+                                i += 1  # an error is the activation's
+                                no_params(names[i], params[i])
+                                i -= 1
                             x, pullbacks[i] = then(params[i], x, act)
             except ERRORS as e:
                 raise located(where[i], names[i], e) from e
@@ -235,7 +239,7 @@ def _reverse(pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],
     at the first child with parameters and asks it to skip its dx when it can."""
     n = len(pullbacks)
 
-    def pullback(dy: Any, need_dx: bool = True) -> tuple[tuple[Any, ...], Any]:
+    def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
         dparams: list[Any] = [None] * n
         stop = 0 if need_dx else _first_with_params(params)
         i = n - 1
@@ -261,7 +265,9 @@ def _reverse(pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],
                           and str(e).startswith(names[i + 1])) else i
             raise located(where[k], names[k], e) from e
         dparams[:stop] = params[:stop]  # no leaves: (), {} or None, as given
-        return tuple(dparams), (dy if need_dx else None)
+        # grads take the params' structure: a list given, a list back (as JAX)
+        grads = dparams if type(params) is list else tuple(dparams)
+        return grads, (dy if need_dx else None)
 
     return pullback
 

@@ -31,6 +31,7 @@ from funcdl.layers.base import (
     cast_ints,
     check_cotangent,
     check_in_shape,
+    in_param_dtypes,
     param_arrays,
 )
 
@@ -299,6 +300,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
             grads = {"w": (cols.T @ dy2).reshape(w_shape)}  # BLAS reads cols.T in place
             if use_bias:  # a matrix-vector product: dy2.sum(axis=0) is ~5x slower here
                 grads["b"] = np.ones(len(dy2), dy2.dtype) @ dy2
+            in_param_dtypes(grads, params)
             if not need_dx:
                 return grads, None
             # dcols = dy wᵀ, laid out one contiguous block per kernel offset, so that each

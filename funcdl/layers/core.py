@@ -18,6 +18,7 @@ from funcdl.layers.base import (
     cast_ints,
     check_cotangent,
     check_in_shape,
+    no_params,
     param_arrays,
 )
 
@@ -73,10 +74,13 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
     keys = ("w", "b") if use_bias else ("w",)
 
     def weights(params: Any) -> tuple[Array, Any]:
-        b: Any
+        b: Any = None
         try:
             w, b = params["w"], (params["b"] if use_bias else None)
         except (KeyError, TypeError, IndexError):
+            w = None
+        if not (type(w) is _ND and (not use_bias or type(b) is _ND)
+                and len(params) == len(keys)):  # else: an error naming what is wrong
             w, *rest = param_arrays(name, params, keys)
             b = rest[0] if rest else None
         if w.ndim != 2 or w.shape[1] != out or (use_bias and b.shape != (out,)):
@@ -115,6 +119,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
     def vjp_then(params: Any, x: Any, act: Pointwise | None) -> Any:
         # y = act.f(x w + b); the pullback takes dy through act.df first (see Layer).
         w, x, h = affine(params, x)
+        b_dtype = params["b"].dtype if use_bias else None
         flat = x.ndim == 2
         y = h if act is None else act.f(h)
         y_shape = y.shape
@@ -129,7 +134,12 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
             # call than @, but is up to 15% slower with a large transposed operand; the
             # choice goes by the size of the product.
             dw = (dot if w.size < _SMALL else matmul)(x2.T, dy2)
-            grads = {"w": dw, "b": dot(ones(len(dy2), dy2.dtype), dy2)} if use_bias else {"w": dw}
+            if dw.dtype is not w.dtype:  # a float64 x: grads still in the params' dtypes
+                dw = dw.astype(w.dtype)
+            grads = {"w": dw}
+            if use_bias:
+                db = dot(ones(len(dy2), dy2.dtype), dy2)
+                grads["b"] = db if db.dtype is b_dtype else db.astype(b_dtype)
             if not need_dx:
                 return grads, None
             dx = (dot if x2.size < _SMALL else matmul)(dy2, w.T)
@@ -149,7 +159,8 @@ def _shape_layer(name: str, out_shape: Any) -> Layer:
         return out_shape(shape), ()
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         x = as_array(name, x)
         y: Array = x.reshape(out_shape(x.shape, check=True))
         return y
@@ -240,7 +251,7 @@ def Dropout(rate: float) -> Layer:
         return keep * dtype.type(1.0 / (1.0 - rate))
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del params
+        no_params(name, params)
         xa = as_array(name, x)
         if not train:
             return xa
@@ -248,7 +259,7 @@ def Dropout(rate: float) -> Layer:
         return xa if rate == 0.0 else cast_ints(xa, mask.dtype) * mask  # cannot break it
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del params
+        no_params(name, params)
         x = as_array(name, x)
         mask = scaled_mask(x, key) if train else None
         if mask is None or rate == 0.0:

@@ -87,8 +87,8 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
 
         def pullback(dy: Array) -> tuple[Any, None]:
             dy = check_cotangent(name, dy, y.shape)
-            dtype = np.result_type(table.dtype, dy.dtype)
-            dtable = _scatter_add_rows(ids.reshape(-1), dy.reshape(-1, dim), vocab, dtype)
+            # in the table's dtype, as JAX gives gradients, whatever dy's
+            dtable = _scatter_add_rows(ids.reshape(-1), dy.reshape(-1, dim), vocab, table.dtype)
             return {"table": dtable}, None
 
         return y, pullback

@@ -27,6 +27,7 @@ from funcdl.layers.base import (
     as_array,
     check_cotangent,
     check_in_shape,
+    in_param_dtypes,
 )
 
 __all__ = ["BatchNorm", "LayerNorm"]
@@ -208,7 +209,8 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
             def eval_pullback(dy: Array) -> tuple[Any, Array]:
                 dy = check_cotangent(name, dy, y.shape)
                 dscale = ((x - mean) * dy).sum(axis=red, keepdims=True) * inv_std
-                return ({"scale": dscale.reshape(-1), "bias": dy.sum(axis=red).reshape(-1)},
+                return (in_param_dtypes({"scale": dscale.reshape(-1),
+                                         "bias": dy.sum(axis=red).reshape(-1)}, params),
                         dy * k)
 
             return y, eval_pullback, state
@@ -225,7 +227,8 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
             dx = dy - xc * (inv_std * inv_std * s / m)
             dx -= dbias / m
             dx *= k
-            return {"scale": (s * inv_std).reshape(-1), "bias": dbias.reshape(-1)}, dx
+            return in_param_dtypes({"scale": (s * inv_std).reshape(-1),
+                                    "bias": dbias.reshape(-1)}, params), dx
 
         return y, pullback, new_state
 
@@ -326,7 +329,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
             dx = g - g.mean(axis=res, keepdims=True)
             dx -= xhat * t.mean(axis=res, keepdims=True)
             dx *= inv_std
-            return grads, dx
+            return in_param_dtypes(grads, params), dx
 
         return y, pullback
 

@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl.layers.base import Array, Layer, Shape, as_array, check_cotangent, check_in_shape
+from funcdl.layers.base import (
+    Array,
+    Layer,
+    Shape,
+    as_array,
+    check_cotangent,
+    check_in_shape,
+    no_params,
+)
 from funcdl.layers.conv import (
     NO_PADS,
     Pads,
@@ -110,7 +118,8 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
     arg_dtype = np.uint8 if kh * kw <= 256 else np.int32
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         _, xp, _, _, _, (first, *rest) = _pool_input(name, win, x, -np.inf)
         y: Array = xp[first].copy()
         for sl in rest:
@@ -118,7 +127,8 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         x, xp, oh, ow, pads, (first, *rest) = _pool_input(name, win, x, -np.inf)
         y = xp[first].copy()
         arg = np.zeros(y.shape, arg_dtype)  # the arg-max's offset k = i·kw + j
@@ -188,11 +198,13 @@ def AvgPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
         return y, x, oh, ow, pads, inv
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         return forward(x)[0]
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         y, xa, oh, ow, pads, inv = forward(x)
         x_shape, tiles = xa.shape, _tiles(win, pads)
         (t, b), (l, r) = pads
@@ -238,7 +250,8 @@ def GlobalAvgPool() -> Layer:
         return a.astype(np.float32) if a.dtype.kind in "biu" else a
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         x = check(x)
         y: Array = x.mean(axis=tuple(range(1, x.ndim - 1)))
         return y

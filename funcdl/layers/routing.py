@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl.layers.base import Array, Layer, Shape, as_array, check_cotangent, check_in_shape
+from funcdl.layers.base import (
+    Array,
+    Layer,
+    Shape,
+    as_array,
+    check_cotangent,
+    check_in_shape,
+    no_params,
+)
 
 __all__ = ["FanInConcat", "FanInSum", "FanOut", "Slice"]
 
@@ -43,7 +51,8 @@ def FanOut(n: int) -> Layer:
         return (shape,) * n, ()
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         return (as_array(name, x),) * n
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
@@ -81,7 +90,8 @@ def FanInSum() -> Layer:
         return tuple(out), ()
 
     def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         arrays = _tuple(name, xs)
         if any(a.shape != arrays[0].shape for a in arrays):
             raise ValueError(f"{name}: inputs must share one shape, got "
@@ -122,7 +132,8 @@ def FanInConcat(axis: int = -1) -> Layer:
         return tuple(total if i == ax else d for i, d in enumerate(shapes[0])), ()
 
     def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         arrays = _tuple(name, xs)
         rank = arrays[0].ndim
         ax = axis % rank if rank else 0
@@ -173,7 +184,8 @@ def Slice(index: Any) -> Layer:
         return (shape[0], *out[1:]), ()
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del params, key, train
+        no_params(name, params)
+        del key, train
         xa = as_array(name, x)
         if xa.ndim == 0:
             raise ValueError(f"{name}: expected an input with a batch axis, got shape ()")
