@@ -16,6 +16,7 @@ Each check raises ``AssertionError``, so it drops into any test::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -66,55 +67,94 @@ def _entries(size: int, key: random.Key) -> Iterator[int]:
     return iter(np.sort(random.permutation(key, size)[:_MAX_ENTRIES]).tolist())
 
 
+_ROUND = 16 * float(np.finfo(np.float64).eps)  # rounding of a float64 sum, with margin
+
+
 def _fd_check(label: str, f: Callable[[Any], Any], z: Any, grad: Any, u: Any,
               key: random.Key, rtol: float, atol: float, eps: float, ndir: int,
               rename: Callable[[str], str]) -> None:
     """Compare ``grad`` (the vjp of ``f`` at ``z`` against cotangent ``u``) with central
-    differences of ``<u, f(z)>``; ``z``, ``grad``, ``u`` and ``f(z)`` are pytrees."""
+    differences of ``<u, f(z)>``; ``z``, ``grad``, ``u`` and ``f(z)`` are pytrees.
 
-    def objective(zz: Any) -> float:
-        return _dot(u, f(zz))
+    A projection ``<grad, v>`` passes when within ``atol + rtol · scale`` of its finite
+    difference, ``scale = ‖grad ∘ v‖₂ + |fd| + |vjp|`` (the 2-norm, so one wrong entry of
+    many is not hidden by the others) plus the finite difference's rounding error."""
+
+    def difference(move: Callable[[float], Any]) -> tuple[float, float]:
+        """The central difference along ``move`` and its rounding error."""
+        hi, lo = f(move(eps)), f(move(-eps))
+        noise = _ROUND * (_abs_dot(u, hi) + _abs_dot(u, lo)) / (2 * eps)
+        return (_dot(u, hi) - _dot(u, lo)) / (2 * eps), noise
+
+    def wrong(fd: float, an: float, spread: float, noise: float) -> bool:
+        return not abs(fd - an) <= atol + rtol * (spread + abs(fd) + abs(an)) + noise
 
     failure = None
     for k in random.split(key, ndir):
         v = _directions(k, z)
-        fd = (objective(_axpy(eps, v, z)) - objective(_axpy(-eps, v, z))) / (2 * eps)
+        fd, noise = difference(functools.partial(_axpy, v=v, z=z))
         an = _dot(grad, v)
-        scale = _abs_dot(grad, v) + abs(fd)
-        if not abs(fd - an) <= atol + rtol * scale:
+        spread = float(np.sqrt(sum(np.sum((np.asarray(g, np.float64) * vi) ** 2)
+                                   for g, vi in zip(tree.leaves(grad), tree.leaves(v)))))
+        if wrong(fd, an, spread, noise):
             failure = (fd, an)
             break
     if failure is None:
         return
-    # Tier 2: per entry, to name the wrong leaf and index.
-    bad: list[str] = []
+    # Tier 2: name the wrong leaf and index: entry by entry in a small leaf; in a large one,
+    # halving the set of entries a random direction moves while the projection still fails.
     pairs = tree.leaves_with_path(z)
     td = tree.structure(z)
+    bad: list[str] = []
     for j, ((path, zl), gl, ek) in enumerate(zip(pairs, tree.leaves(grad),
                                                  random.split(key, max(len(pairs), 1)))):
         if not _is_float(zl):
             continue
         zl = np.asarray(zl, np.float64)
         g = np.asarray(gl, np.float64).reshape(-1)
-        for flat in _entries(zl.size, ek):
+
+        def moved(delta: float, step: Array, j: int = j) -> Any:
+            leaves = [leaf for _, leaf in pairs]
+            leaves[j] = np.asarray(leaves[j], np.float64) + delta * step
+            return tree.unflatten(td, leaves)
+
+        def entry(flat: int, zl: Array = zl, g: Array = g, path: str = path) -> str | None:
+            step = np.zeros(zl.shape)
+            step.flat[flat] = 1.0
+            fd, noise = difference(lambda d: moved(d, step))
+            if not wrong(fd, g[flat], 0.0, noise):
+                return None
             idx = np.unravel_index(flat, zl.shape)
+            where = rename(path) + (f"[{', '.join(str(int(i)) for i in idx)}]"
+                                    if zl.ndim else "")
+            return f"{where}: finite difference {fd:.6g}, vjp {g[flat]:.6g}"
 
-            def moved(delta: float, j: int = j, idx: Any = idx) -> Any:
-                leaves = [leaf for _, leaf in pairs]
-                bumped = np.array(leaves[j], np.float64, copy=True)
-                bumped[idx] += delta
-                leaves[j] = bumped
-                return tree.unflatten(td, leaves)
-
-            fd = (objective(moved(eps)) - objective(moved(-eps))) / (2 * eps)
-            if not abs(fd - g[flat]) <= atol + rtol * (abs(fd) + abs(g[flat])):
-                where = rename(path) + (f"[{', '.join(str(int(i)) for i in idx)}]"
-                                        if zl.ndim else "")
-                bad.append(f"{where}: finite difference {fd:.6g}, vjp {g[flat]:.6g}")
+        if zl.size <= _MAX_ENTRIES:
+            bad += [m for m in map(entry, range(zl.size)) if m is not None]
+            continue
+        candidates = np.arange(zl.size)
+        for k in random.split(ek, 64):
+            if len(candidates) == 1:
+                break
+            half = np.split(candidates, [len(candidates) // 2])
+            failing = None
+            for part in half:
+                flat_step = np.zeros(zl.size)
+                flat_step[part] = np.asarray(random.normal(k, (len(part),), np.float64))
+                step = flat_step.reshape(zl.shape)
+                fd, noise = difference(functools.partial(moved, step=step))
+                terms = g[part] * flat_step[part]
+                if wrong(fd, float(terms.sum()), float(np.sqrt(np.sum(terms ** 2))), noise):
+                    failing = part
+                    break
+            if failing is None:
+                break  # spread over both halves
+            candidates = failing
+        bad += [m for m in map(entry, candidates[:_MAX_ENTRIES].tolist()) if m is not None]
     detail = (f"first wrong entry {bad[0]}" + (f" ({len(bad) - 1} more)" if len(bad) > 1 else "")
               if bad else "no single entry differs beyond tolerance; the error is spread out")
     raise AssertionError(
-        f"check_vjp({label}): the vjp disagrees with finite differences: projected "
+        f"{label}: the vjp disagrees with finite differences: projected "
         f"{failure[0]:.6g} (finite difference) vs {failure[1]:.6g} (vjp); {detail}")
 
 
@@ -164,7 +204,12 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
         if not np.allclose(a, b, rtol=1e-12, atol=1e-12, equal_nan=True):
             raise AssertionError(f"check_vjp({label}): apply and vjp(...)[0] disagree")
     u = _directions(random.key(seed), y)
-    dparams, dx = pullback(u)
+    grads = pullback(u)
+    if not (isinstance(grads, tuple) and len(grads) == 2):
+        raise AssertionError(f"check_vjp({label}): the pullback must return (dparams, dx), "
+                             f"got {type(grads).__name__}"
+                             + (f" of length {len(grads)}" if isinstance(grads, tuple) else ""))
+    dparams, dx = grads
     try:
         tree.check_same(p64, dparams, ("params", "dparams"), shapes=True)
     except ValueError as e:
@@ -176,8 +221,8 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
             raise AssertionError(f"check_vjp({label}): pullback(dy, need_dx=False) must give "
                                  f"the same dparams and None for dx")
     z, grad = (p64, x64), (dparams, _input_cotangent(label, x64, dx))
-    _fd_check(label, f, z, grad, u, random.key(seed + 1), rtol, atol, eps, directions,
-              lambda p: ("params" if p.startswith("[0]") else "x") + p[3:])
+    _fd_check(f"check_vjp({label})", f, z, grad, u, random.key(seed + 1), rtol, atol, eps,
+              directions, lambda p: ("params" if p.startswith("[0]") else "x") + p[3:])
 
 
 def _is_shape(s: Any) -> bool:
@@ -254,12 +299,14 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
                 raise AssertionError(f"check_layer({label}): dx{path} has dtype "
                                      f"{np.asarray(di).dtype}, x{path} has "
                                      f"{np.asarray(xi).dtype}")
-    if n > 1:
+    if n > 1:  # each row alone, and the rows reversed, give the same rows
         full = call(params, x, train=False)
         first = call(params, tree.map(lambda a: np.asarray(a)[:1], x), train=False)
-        for a, b in zip(tree.leaves(first), tree.leaves(full)):
-            if not np.allclose(a, b[:1], rtol=1e-5, atol=1e-6):
-                raise AssertionError(f"check_layer({label}): at inference, row 0 of the "
+        flipped = call(params, tree.map(lambda a: np.asarray(a)[::-1], x), train=False)
+        for a, b, c in zip(tree.leaves(first), tree.leaves(full), tree.leaves(flipped)):
+            if not (np.allclose(a, b[:1], rtol=1e-5, atol=1e-6)
+                    and np.allclose(c, b[::-1], rtol=1e-5, atol=1e-6)):
+                raise AssertionError(f"check_layer({label}): at inference, a row of the "
                                      f"output depends on the other rows of the batch")
     check_vjp(layer, params, x, key=k_call, train=train, state=kw.get("state"), rtol=rtol,
               atol=atol)
@@ -289,5 +336,5 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     u = (np.ones(()) if np.ndim(v64) == 0
          else random.normal(random.key(seed), np.shape(v64), np.float64))
     g = pb64(float(u) if np.ndim(v64) == 0 else u)
-    _fd_check(label, lambda z: np.asarray(loss(z, t64, **kwargs)), p64, g, np.asarray(u),
-              random.key(seed + 1), rtol, atol, eps, 3, lambda p: "pred" + p)
+    _fd_check(f"check_loss({label})", lambda z: np.asarray(loss(z, t64, **kwargs)), p64, g,
+              np.asarray(u), random.key(seed + 1), rtol, atol, eps, 3, lambda p: "pred" + p)

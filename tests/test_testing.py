@@ -77,6 +77,53 @@ def test_batch_coupling_fails():
         check_layer(Layer(lambda k, s: (s, ()), apply, vjp, name="Centre"), (None, 3))
 
 
+def test_coupling_of_later_rows_fails():
+    # a running sum down the batch leaves row 0 alone: rows reversed must show it
+    def vjp(p, x, **kw):
+        return np.cumsum(x, axis=0), lambda dy: ((), np.cumsum(dy[::-1], axis=0)[::-1])
+
+    with pytest.raises(AssertionError, match="depends on the other rows"):
+        check_layer(Layer(lambda k, s: (s, ()), lambda p, x, **kw: np.cumsum(x, axis=0),
+                          vjp, name="Cumsum"), (None, 3))
+
+
+@pytest.mark.parametrize(("shape", "factor"), [((60, 50), 1.1), ((60, 50), 1.01),
+                                               ((256, 128), 2.0)])
+def test_one_wrong_entry_in_a_large_weight_is_caught_and_named(shape, factor):
+    # 3,000 or 32,768 entries: the 2-norm scale keeps one wrong entry visible in the
+    # projection, and halving the moved entries finds it where sampling would miss it.
+    def change(dp, dx):
+        w = dp["w"].copy()
+        w[3, 5] *= factor
+        return {"w": w, "b": dp["b"]}, dx
+
+    dense = L.Dense(shape[1])
+    bad = _tampered(dense, change)
+    params = {k: v.astype(np.float64) for k, v in _params(dense, (None, shape[0])).items()}
+    x = random.normal(random.key(1), (4, shape[0]), np.float64)
+    with pytest.raises(AssertionError, match=r"first wrong entry params\['w'\]\[3, 5\]: "):
+        check_vjp(bad, params, x)
+    check_vjp(dense, params, x)  # and the honest layer passes
+
+
+def test_pullback_of_the_wrong_arity_is_an_assertion():
+    layer = L.Tanh()
+    bad = Layer(layer.init, layer.apply,
+                lambda p, x, **kw: (np.tanh(x), lambda dy: ((), dy, None)), name="Three")
+    with pytest.raises(AssertionError, match=r"must return \(dparams, dx\), got tuple of "
+                                             r"length 3"):
+        check_vjp(bad, (), np.ones((2, 2)))
+
+
+def test_loss_failures_are_labelled_check_loss():
+    def half(pred, target):
+        value, pullback = losses.mse.vjp(pred, target)
+        return value, lambda g=1.0: 0.5 * pullback(g)
+
+    with pytest.raises(AssertionError, match=r"^check_loss\(half\)"):
+        check_loss(losses.Loss("half", half), np.linspace(0, 1, 6), np.zeros(6))
+
+
 def test_float64_gradient_for_float32_layer_fails():
     bad = _tampered(L.Dense(2), lambda dp, dx: (dp, dx.astype(np.float64)))
     with pytest.raises(AssertionError, match="dx has dtype float64"):
