@@ -222,13 +222,20 @@ def astype(tree: Tree, dtype: DTypeLike) -> Tree:
 
 def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
     """Concatenate all leaves into one 1-D vector; ``unravel(vector)`` inverts it, restoring
-    each leaf's shape and dtype. The vector has the leaves' common (promoted) dtype."""
+    each leaf's shape and dtype (casting the vector's entries, so a float64 vector from an
+    optimiser such as SciPy's gives back float32 params; leaves may be views of it).
+
+    The vector's dtype promotes as ``jax.flatten_util.ravel_pytree``'s does: the array
+    leaves' floating dtypes when there are any (integer leaves, such as a step count, and
+    Python scalars do not turn float32 into float64), else all the leaves' dtypes."""
     flat, treedef = flatten(tree)
     arrays = [np.asarray(x) for x in flat]
     shapes = [a.shape for a in arrays]
     dtypes = [a.dtype for a in arrays]
     sizes = [a.size for a in arrays]
-    dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.float32)
+    strong = [a.dtype for a, x in zip(arrays, flat) if type(x) not in (bool, int, float, complex)]
+    floats = [d for d in strong if d.kind in "fc"]
+    dtype = np.result_type(*(floats or strong or dtypes)) if dtypes else np.dtype(np.float32)
     vector = (np.concatenate([a.ravel() for a in arrays]).astype(dtype, copy=False)
               if arrays else np.zeros(0, dtype))
     offsets = np.cumsum([0, *sizes]).tolist()

@@ -331,6 +331,25 @@ def test_ravel_all_float32_gives_float32_vector():
     np.testing.assert_array_equal(out[1], [[2.0, 3.0], [4.0, 5.0]])
 
 
+@pytest.mark.parametrize(("t", "dtype"), [
+    ({"w": np.ones(2, np.float32), "ids": np.arange(3, dtype=np.int32)}, np.float32),
+    ({"w": np.ones(2, np.float32), "count": np.int64(7)}, np.float32),  # an optimizer state
+    ({"w": np.ones(2, np.float32), "lr": 0.5, "n": 3, "flag": True}, np.float32),  # weak
+    ({"w": np.ones(2, np.float32), "s": np.float64(0.5)}, np.float64),  # a NumPy scalar is not
+    ({"w": np.ones(2, np.float32), "b": np.ones(1)}, np.float64),
+    ({"i": np.arange(2, dtype=np.int32), "j": np.arange(2, dtype=np.int64)}, np.int64),
+    ({"lr": 0.5}, np.float64),
+])
+def test_ravel_promotes_as_jax_ravel_pytree(t, dtype):
+    # Integer leaves and Python scalars do not turn float32 into float64.
+    vec, unravel = tree.ravel(t)
+    assert vec.dtype == dtype
+    back = unravel(vec)
+    for (path, a), b in zip(tree.leaves_with_path(t), tree.leaves(back), strict=True):
+        assert np.asarray(b).dtype == np.asarray(a).dtype, path
+        np.testing.assert_array_equal(b, a)
+
+
 def test_ravel_does_not_alias_the_tree():
     t = {"a": np.ones(3)}
     vec, _ = tree.ravel(t)
