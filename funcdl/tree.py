@@ -225,17 +225,15 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
     each leaf's shape and dtype (casting the vector's entries, so a float64 vector from an
     optimiser such as SciPy's gives back float32 params; leaves may be views of it).
 
-    The vector's dtype promotes as ``jax.flatten_util.ravel_pytree``'s does: the array
-    leaves' floating dtypes when there are any (integer leaves, such as a step count, and
-    Python scalars do not turn float32 into float64), else all the leaves' dtypes."""
+    The vector has NumPy's promotion of the leaves' dtypes, so every leaf comes back exact:
+    float32 with an int64 step count gives float64 (``jax.flatten_util.ravel_pytree`` keeps
+    float32 there, and loses integers above 2**24)."""
     flat, treedef = flatten(tree)
     arrays = [np.asarray(x) for x in flat]
     shapes = [a.shape for a in arrays]
     dtypes = [a.dtype for a in arrays]
     sizes = [a.size for a in arrays]
-    strong = [a.dtype for a, x in zip(arrays, flat) if type(x) not in (bool, int, float, complex)]
-    floats = [d for d in strong if d.kind in "fc"]
-    dtype = np.result_type(*(floats or strong or dtypes)) if dtypes else np.dtype(np.float32)
+    dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.float32)
     vector = (np.concatenate([a.ravel() for a in arrays]).astype(dtype, copy=False)
               if arrays else np.zeros(0, dtype))
     offsets = np.cumsum([0, *sizes]).tolist()
