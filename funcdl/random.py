@@ -98,27 +98,66 @@ def normal(key: Key, shape: Any = (), dtype: DTypeLike = np.float32) -> NDArray[
     return _gen(_check(key, "normal")).standard_normal(_shape(shape, "normal"), dtype=dt)
 
 
-def uniform(key: Key, shape: Any = (), low: float = 0.0, high: float = 1.0,
+def uniform(key: Key, shape: Any = (), low: Any = 0.0, high: Any = 1.0,
             dtype: DTypeLike = np.float32) -> NDArray[Any]:
-    """Uniform samples in ``[low, high)``."""
+    """Uniform samples in ``[low, high)``; ``low`` and ``high`` are numbers or arrays that
+    broadcast to ``shape`` (as ``jax.random.uniform``'s ``minval``, ``maxval``)."""
     dt = _float(dtype, "uniform")
+    dims = _shape(shape, "uniform")
+    if np.ndim(low) or np.ndim(high):
+        lo, hi = _bounds(low, high, dims, dt)
+        u = _gen(_check(key, "uniform")).random(dims, dtype=dt)
+        out: NDArray[Any] = u * (hi - lo) + lo
+        np.minimum(out, np.nextafter(hi, lo), out=out)
+        return out
     if not float(low) <= float(high):
         raise ValueError(f"random.uniform: needs low <= high, got low={low}, high={high}")
-    u = _gen(_check(key, "uniform")).random(_shape(shape, "uniform"), dtype=dt)
+    u = _gen(_check(key, "uniform")).random(dims, dtype=dt)
     if low == 0.0 and high == 1.0:
         return u
-    out: NDArray[Any] = u * dt.type(high - low) + dt.type(low)
+    out = u * dt.type(high - low) + dt.type(low)
     # low + u (high - low) can round up to high itself; keep the interval half-open.
     np.minimum(out, np.nextafter(dt.type(high), dt.type(low)), out=out)
     return out
 
 
-def bernoulli(key: Key, p: float = 0.5, shape: Any = ()) -> NDArray[np.bool_]:
-    """Booleans, each True with probability ``p``."""
-    if not 0.0 <= float(p) <= 1.0:
+def _bounds(low: Any, high: Any, shape: tuple[int, ...],
+            dt: np.dtype[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Array bounds of ``uniform``, checked: numeric, ``low <= high``, broadcasting to shape."""
+    try:
+        lo, hi = np.asarray(low, dt), np.asarray(high, dt)
+        fits = np.broadcast_shapes(lo.shape, hi.shape, shape) == shape
+    except (TypeError, ValueError):
+        fits = False
+    if not fits:
+        raise ValueError(f"random.uniform: low and high must be numbers or arrays that "
+                         f"broadcast to shape {shape}, got shapes {np.shape(low)} and "
+                         f"{np.shape(high)}")
+    if not np.all(lo <= hi):
+        raise ValueError("random.uniform: needs low <= high everywhere")
+    return lo, hi
+
+
+def bernoulli(key: Key, p: Any = 0.5, shape: Any = None) -> NDArray[np.bool_]:
+    """Booleans, each True with probability ``p`` (a number, or an array broadcasting to
+    ``shape``); ``shape`` defaults to ``p``'s, as in ``jax.random.bernoulli``."""
+    try:
+        prob = np.asarray(p, np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"random.bernoulli: p must be a number or an array, got {p!r}") \
+            from None
+    if not np.all((prob >= 0.0) & (prob <= 1.0)):
         raise ValueError(f"random.bernoulli: p must be in [0, 1], got {p}")
-    out: NDArray[np.bool_] = uniform(check_key(key, "random.bernoulli"), shape,
-                                     dtype=np.float64) < p
+    dims = prob.shape if shape is None else _shape(shape, "bernoulli")
+    try:
+        fits = np.broadcast_shapes(prob.shape, dims) == dims
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"random.bernoulli: p of shape {prob.shape} does not broadcast to "
+                         f"shape {dims}")
+    out: NDArray[np.bool_] = uniform(check_key(key, "random.bernoulli"), dims,
+                                     dtype=np.float64) < prob
     return out
 
 

@@ -253,3 +253,31 @@ def test_split_keys_give_uncorrelated_streams():
     xa = random.normal(a, (50_000,), np.float64)
     xb = random.normal(b, (50_000,), np.float64)
     assert abs(np.corrcoef(xa, xb)[0, 1]) < 0.02
+
+
+def test_array_bounds_and_probabilities_broadcast_as_jax():
+    k = random.key(3)
+    lo, hi = np.array([0.0, 10.0]), np.array([1.0, 10.5])
+    u = random.uniform(k, (1000, 2), lo, hi)
+    assert u.dtype == np.float32
+    assert np.all((u >= lo) & (u < hi))
+    np.testing.assert_allclose(u.mean(axis=0), [0.5, 10.25], atol=0.03)
+    # the scalar path's numbers are unchanged by the array one
+    np.testing.assert_array_equal(random.uniform(k, (4,), np.array(2.0), np.array(3.0)),
+                                  random.uniform(k, (4,), 2.0, 3.0))
+    b = random.bernoulli(k, np.array([0.0, 1.0, 0.5]))  # shape defaults to p's
+    assert b.shape == (3,) and not b[0] and b[1]
+    many = random.bernoulli(k, np.array([0.1, 0.9]), (5000, 2))
+    np.testing.assert_allclose(many.mean(axis=0), [0.1, 0.9], atol=0.02)
+    assert random.bernoulli(k, 0.5).shape == ()
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda k: random.uniform(k, (2,), np.zeros(3), 1.0), r"broadcast to shape \(2,\)"),
+    (lambda k: random.uniform(k, (2,), np.ones(2), np.zeros(2)), "low <= high"),
+    (lambda k: random.bernoulli(k, np.array([0.5, 1.5])), r"\[0, 1\]"),
+    (lambda k: random.bernoulli(k, np.full(3, 0.5), (2,)), r"shape \(3,\) does not broadcast"),
+])
+def test_bad_array_arguments_are_named(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(random.key(0))
