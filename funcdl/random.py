@@ -74,7 +74,9 @@ def fold_in(key: Key, data: int) -> Key:
     """A new key that depends on ``key`` and the integer ``data`` (e.g. an epoch number)."""
     if isinstance(data, bool) or not isinstance(data, (int, np.integer)):
         raise TypeError(f"random.fold_in: data must be an int, got {data!r}")
-    d = int(data) & _MASK64
+    d = int(data)
+    if not 0 <= d <= _MASK64:  # not wrapped: 2**64 would be 0's stream, -1 2**64 - 1's
+        raise ValueError(f"random.fold_in: data must be in [0, 2**64), got {d}")
     # Philox's counter is its other 256-bit input: placing data there gives a stream per value.
     bg = np.random.Philox(key=_check(key, "fold_in"), counter=np.array([d, 1, 0, 0], np.uint64))
     return np.random.Generator(bg).integers(0, _MASK64, size=2, dtype=np.uint64, endpoint=True)

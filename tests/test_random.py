@@ -281,3 +281,11 @@ def test_array_bounds_and_probabilities_broadcast_as_jax():
 def test_bad_array_arguments_are_named(call, match):
     with pytest.raises(ValueError, match=match):
         call(random.key(0))
+
+
+@pytest.mark.parametrize("data", [-1, 2**64])
+def test_fold_in_refuses_data_it_would_wrap(data):
+    with pytest.raises(ValueError, match=r"fold_in: data must be in \[0, 2\*\*64\)"):
+        random.fold_in(random.key(0), data)
+    assert not np.array_equal(random.fold_in(random.key(0), 2**64 - 1),
+                              random.fold_in(random.key(0), 0))
