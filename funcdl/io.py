@@ -120,6 +120,12 @@ def _check_keys(t: Tree, path: str) -> None:
             _check_keys(v, f"{path}[{k!r}]")
     elif isinstance(t, (list, tuple)):
         fields = getattr(type(t), "_fields", None)
+        if fields:
+            try:  # what load will build: refuse now what it could not
+                _namedtuple(type(t).__name__, tuple(fields))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"io.save: the NamedTuple {type(t).__name__} at "
+                                 f"{_where(path)} cannot be loaded back: {e}") from None
         steps = [f".{f}" for f in fields] if fields else [f"[{i}]" for i in range(len(t))]
         for v, step in zip(t, steps, strict=True):
             _check_keys(v, path + step)

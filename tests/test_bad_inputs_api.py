@@ -3,6 +3,7 @@ saving, data, sampling and the rest of the API outside the layers and losses."""
 
 from __future__ import annotations
 
+import collections
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -235,6 +236,8 @@ def _npy(tmp: Path) -> Any:
     return io.load(tmp / "single.npy")
 
 
+_Renamed = collections.namedtuple("N", ["a", "def"], rename=True)
+
 IO_CASES = [
     case("load-truncated", _truncated, ValueError, "io.load", "cut.npz", "truncated"),
     case("load-corrupted", _corrupted, ValueError, "io.load", "bad.npz", "corrupted"),
@@ -266,6 +269,13 @@ IO_CASES = [
          "io.save", "['a']", "str"),
     case("save-tuple-dict-key", lambda tmp: io.save(tmp / "x.npz", {(1, 2): np.ones(2)}),
          TypeError, "io.save", "(1, 2)"),
+    case("save-namedtuple-load-cannot-rebuild",  # a renamed field: '_1'
+         lambda tmp: io.save(tmp / "x.npz", {"n": _Renamed(1, 2)}), ValueError,
+         "io.save", "NamedTuple N", "['n']", "cannot be loaded back", "'_1'"),
+    case("optimizer-state-loaded-without-like",
+         lambda tmp: (io.save(tmp / "s.npz", optim.adam().init(PARAMS)),
+                      optim.adam().update(io.load(tmp / "s.npz"), GRADS, PARAMS)),
+         TypeError, "adam.update", "not funcdl's own", "like=opt.init(params)"),
 ]
 
 
