@@ -75,7 +75,7 @@ def _map2(f: Callable[..., Any], a: Tree, b: Tree, shapes: bool) -> Tree:
 
 
 def _dict2(f: Callable[..., Any], a: dict[Any, Any], b: Tree, shapes: bool) -> Tree:
-    if type(b) is not dict or len(a) != len(b):
+    if (type(b) is not dict and not isinstance(b, dict)) or len(a) != len(b):
         raise _Mismatch
     out = {}
     for k, x in a.items():
@@ -116,7 +116,7 @@ def _multi(f: Callable[..., Any], n: int, t: Tree, rest: Sequence[Tree],
     if tp is tuple or tp is list or tp is dict:
         if tp is dict:
             for r in rest:
-                if type(r) is not dict or r.keys() != t.keys():
+                if not isinstance(r, dict) or r.keys() != t.keys():
                     raise _Mismatch
             keys = sorted(t)
             kids: Sequence[Any] = [t[k] for k in keys]
@@ -177,7 +177,7 @@ def _mapn(f: Callable[..., Any], t: Tree, rest: tuple[Tree, ...] | list[Tree]) -
         return tuple(out) if tp is tuple else out
     if tp is dict:
         for r in rest:
-            if type(r) is not dict or r.keys() != t.keys():
+            if not isinstance(r, dict) or r.keys() != t.keys():  # OrderedDict too
                 raise _Mismatch
         return {k: _mapn(f, t[k], [r[k] for r in rest]) for k in sorted(t)}
     if tp is np.ndarray:

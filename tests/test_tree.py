@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from typing import Any, NamedTuple
 
 import hypothesis.extra.numpy as hnp
@@ -463,3 +464,12 @@ def test_property_round_trips(t):
     _assert_trees_equal(unravel(vec), t)
     # unravel is a function of the vector, not a replay of the tree
     _assert_trees_equal(unravel(vec * 0), tree.zeros_like(t))
+
+
+def test_a_dict_and_an_ordered_dict_map_together_either_way():
+    # The slow path already treats an OrderedDict as a dict; the fast paths must agree.
+    plain, ordered = {"a": 1, "b": 2}, collections.OrderedDict(b=20, a=10)
+    assert tree.map(lambda x, y: x + y, plain, ordered) == {"a": 11, "b": 22}
+    assert tree.map(lambda x, y: x + y, ordered, plain) == {"a": 11, "b": 22}
+    assert tree.map(lambda x, y, z: x + y + z, plain, ordered, plain) == {"a": 12, "b": 24}
+    assert tree.map_multi(lambda x, y: (x, y), 2, plain, ordered)[1] == {"a": 10, "b": 20}
