@@ -59,6 +59,10 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool 
                          "batch_size=32)")
     size = _count(batch_size, "batch_size", "batches", 1)
     xs = [np.asarray(a) for a in arrays]
+    odd = next((i for i, a in enumerate(xs) if a.ndim == 0 and a.dtype == object), None)
+    if odd is not None:
+        raise TypeError(f"data.batches: argument {odd + 1} is a {type(arrays[odd]).__name__}, "
+                        f"not an array; pass the arrays themselves: batches(key, x, y, ...)")
     if any(a.ndim == 0 for a in xs) or len({a.shape[0] for a in xs}) != 1:
         raise ValueError(f"data.batches: all arrays must share their first dimension, got "
                          f"shapes {', '.join(str(a.shape) for a in xs)}")
@@ -97,7 +101,7 @@ def disk(key: Key, n: int, dtype: DTypeLike = np.float32) -> tuple[NDArray[Any],
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise TypeError(f"data.disk: dtype must be float32 or float64, got {dt}")
-    x = random.uniform(key, (size, 2), dtype=dt)
+    x = random.uniform(random.check_key(key, "data.disk"), (size, 2), dtype=dt)
     d2 = np.square(x.astype(np.float64) - 0.5).sum(axis=1, keepdims=True)
     y = (d2 < RADIUS**2).astype(dt)
     return x, y

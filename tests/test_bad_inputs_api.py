@@ -365,3 +365,10 @@ RANDOM_CASES = [
 def test_random(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_data_names_itself_for_a_missing_key_or_a_dict_of_arrays():
+    with pytest.raises(TypeError, match=r"data\.disk: expected a key"):
+        data.disk(None, 5)
+    with pytest.raises(TypeError, match=r"data\.batches: argument 1 is a dict, not an array"):
+        list(data.batches(random.key(0), {"x": np.ones(3)}, batch_size=2))
