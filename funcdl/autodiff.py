@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from funcdl import debug
 
 __all__ = ["grad", "value_and_grad", "vjp"]
@@ -40,8 +42,10 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
     """
     stateful = bool(getattr(model, "stateful", False))
     if not all(hasattr(model, f) for f in ("init", "apply", "vjp")):
+        hint = (f"; call the constructor: {model.__name__}()" if callable(model)
+                and hasattr(model, "__name__") else "")
         raise TypeError(f"value_and_grad: the model must be a layer with init, apply and vjp "
-                        f"(see funcdl.layers.Layer), got {model!r}")
+                        f"(see funcdl.layers.Layer), got {model!r}{hint}")
     if not hasattr(loss, "vjp"):
         raise TypeError(f"value_and_grad: the loss needs a .vjp(pred, target) method "
                         f"(see funcdl.losses.Loss), got {loss!r}")
@@ -71,6 +75,10 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
             value, aux = out
         else:
             value = out
+        if np.ndim(value) != 0:
+            raise TypeError(f"value_and_grad: the loss must be a scalar, got an array of "
+                            f"shape {np.shape(value)} (reduction='none'?); use 'mean' or "
+                            f"'sum', or reduce it in your own loss")
         dy = loss_pullback(1.0)
         if checking:
             debug.verify(f"{_name(loss)}", "loss value", value)

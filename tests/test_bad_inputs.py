@@ -459,6 +459,13 @@ P_BN_MODEL, S_BN_MODEL = init(BN_MODEL, (None, 3))
 X53, Y51 = ones(5, 3), ones(5, 1)
 
 GRAD_CASES = [
+    case("uncalled-layer-as-model", lambda: fd.value_and_grad(L.ReLU, losses.mse), TypeError,
+         "value_and_grad", "call the constructor: ReLU()"),
+    case("loss-not-reduced",
+         lambda: fd.value_and_grad(MLP, losses.Loss(
+             "per_example", lambda p, t: losses.mse.vjp(p, t, reduction="none")))(
+                 P_MLP, X53, Y51),
+         TypeError, "value_and_grad", "scalar", "(5, 1)", "reduction='none'"),
     case("stateful-model-without-state",
          lambda: fd.value_and_grad(BN_MODEL, losses.mse)(P_BN_MODEL, X53, Y51), TypeError,
          "value_and_grad", "stateful", "state="),
