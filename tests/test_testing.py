@@ -115,15 +115,6 @@ def test_pullback_of_the_wrong_arity_is_an_assertion():
         check_vjp(bad, (), np.ones((2, 2)))
 
 
-def test_loss_failures_are_labelled_check_loss():
-    def half(pred, target):
-        value, pullback = losses.mse.vjp(pred, target)
-        return value, lambda g=1.0: 0.5 * pullback(g)
-
-    with pytest.raises(AssertionError, match=r"^check_loss\(half\)"):
-        check_loss(losses.Loss("half", half), np.linspace(0, 1, 6), np.zeros(6))
-
-
 def test_float64_gradient_for_float32_layer_fails():
     bad = _tampered(L.Dense(2), lambda dp, dx: (dp, dx.astype(np.float64)))
     with pytest.raises(AssertionError, match="dx has dtype float64"):
@@ -135,7 +126,7 @@ def test_wrong_loss_gradient_fails():
         value, pullback = losses.mse.vjp(pred, target)
         return value, lambda g=1.0: 0.5 * pullback(g)
 
-    with pytest.raises(AssertionError, match=r"first wrong entry pred\["):
+    with pytest.raises(AssertionError, match=r"^check_loss\(half\).*first wrong entry pred\["):
         check_loss(losses.Loss("half", half), np.linspace(0, 1, 6), np.zeros(6))
 
 
