@@ -106,38 +106,31 @@ def uniform(key: Key, shape: Any = (), low: Any = 0.0, high: Any = 1.0,
     broadcast to ``shape`` (as ``jax.random.uniform``'s ``minval``, ``maxval``)."""
     dt = _float(dtype, "uniform")
     dims = _shape(shape, "uniform")
-    if np.ndim(low) or np.ndim(high):
-        lo, hi = _bounds(low, high, dims, dt)
-        u = _gen(_check(key, "uniform")).random(dims, dtype=dt)
-        out: NDArray[Any] = u * (hi - lo) + lo
-        np.minimum(out, np.nextafter(hi, lo), out=out)
-        return out
-    if not float(low) <= float(high):
+    try:
+        lo64, hi64 = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    except (TypeError, ValueError):
+        lo64 = hi64 = np.asarray(np.nan)
+    if not _broadcasts(dims, lo64.shape, hi64.shape) or np.isnan(lo64 + hi64).any():
+        raise ValueError(f"random.uniform: low and high must be numbers or arrays that "
+                         f"broadcast to shape {dims}, got {low!r} and {high!r}")
+    if not np.all(lo64 <= hi64):
         raise ValueError(f"random.uniform: needs low <= high, got low={low}, high={high}")
     u = _gen(_check(key, "uniform")).random(dims, dtype=dt)
-    if low == 0.0 and high == 1.0:
+    if not (lo64.ndim or hi64.ndim) and low == 0.0 and high == 1.0:
         return u
-    out = u * dt.type(high - low) + dt.type(low)
+    lo, hi = lo64.astype(dt), hi64.astype(dt)
+    out = np.asarray(u * (hi64 - lo64).astype(dt) + lo)  # the span rounded once; 0-d too
     # low + u (high - low) can round up to high itself; keep the interval half-open.
-    np.minimum(out, np.nextafter(dt.type(high), dt.type(low)), out=out)
+    np.minimum(out, np.nextafter(hi, lo), out=out)
     return out
 
 
-def _bounds(low: Any, high: Any, shape: tuple[int, ...],
-            dt: np.dtype[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
-    """Array bounds of ``uniform``, checked: numeric, ``low <= high``, broadcasting to shape."""
+def _broadcasts(dims: tuple[int, ...], *shapes: tuple[int, ...]) -> bool:
+    """Whether arrays of ``shapes`` broadcast to ``dims`` (and not beyond it)."""
     try:
-        lo, hi = np.asarray(low, dt), np.asarray(high, dt)
-        fits = np.broadcast_shapes(lo.shape, hi.shape, shape) == shape
-    except (TypeError, ValueError):
-        fits = False
-    if not fits:
-        raise ValueError(f"random.uniform: low and high must be numbers or arrays that "
-                         f"broadcast to shape {shape}, got shapes {np.shape(low)} and "
-                         f"{np.shape(high)}")
-    if not np.all(lo <= hi):
-        raise ValueError("random.uniform: needs low <= high everywhere")
-    return lo, hi
+        return np.broadcast_shapes(dims, *shapes) == dims
+    except ValueError:
+        return False
 
 
 def bernoulli(key: Key, p: Any = 0.5, shape: Any = None) -> NDArray[np.bool_]:
@@ -151,11 +144,7 @@ def bernoulli(key: Key, p: Any = 0.5, shape: Any = None) -> NDArray[np.bool_]:
     if not np.all((prob >= 0.0) & (prob <= 1.0)):
         raise ValueError(f"random.bernoulli: p must be in [0, 1], got {p}")
     dims = prob.shape if shape is None else _shape(shape, "bernoulli")
-    try:
-        fits = np.broadcast_shapes(prob.shape, dims) == dims
-    except ValueError:
-        fits = False
-    if not fits:
+    if not _broadcasts(dims, prob.shape):
         raise ValueError(f"random.bernoulli: p of shape {prob.shape} does not broadcast to "
                          f"shape {dims}")
     out: NDArray[np.bool_] = uniform(check_key(key, "random.bernoulli"), dims,

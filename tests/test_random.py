@@ -270,6 +270,8 @@ def test_array_bounds_and_probabilities_broadcast_as_jax():
     many = random.bernoulli(k, np.array([0.1, 0.9]), (5000, 2))
     np.testing.assert_allclose(many.mean(axis=0), [0.1, 0.9], atol=0.02)
     assert random.bernoulli(k, 0.5).shape == ()
+    one = random.uniform(k, (), 0.1, 0.2)  # a single draw with bounds (this raised before)
+    assert np.shape(one) == () and 0.1 <= one < 0.2
 
 
 @pytest.mark.parametrize(("call", "match"), [

@@ -20,7 +20,7 @@ from funcdl.layers.base import (
     Layer,
     Pointwise,
     Shape,
-    as_array,
+    as_floats,
     check_cotangent,
     check_in_shape,
     no_params,
@@ -49,13 +49,6 @@ def _shapeless_init(name: str) -> Callable[[random.Key, Shape], tuple[Shape, Any
     return init
 
 
-def _floats(name: str, x: Any) -> Array:
-    """The input as an ndarray; integers and booleans as float32 (the default float, as
-    JAX's activations give), not NumPy's float64."""
-    xa = as_array(name, x)
-    return xa.astype(np.float32) if xa.dtype.kind in "biu" else xa
-
-
 def _elementwise(name: str, f: Callable[[Array], Array],
                  df: Callable[[Array, Array, Array], Array]) -> Layer:
     """A parameterless layer ``y = f(x)`` with ``dx = df(x, y, dy)``."""
@@ -63,13 +56,13 @@ def _elementwise(name: str, f: Callable[[Array], Array],
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         del key, train
-        return f(_floats(name, x))
+        return f(as_floats(name, x))
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         del key, train
         if not (type(x) is _ND and x.dtype.char in "fd"):
-            x = _floats(name, x)
+            x = as_floats(name, x)
         y = f(x)
         y_shape = y.shape
 
@@ -129,10 +122,6 @@ def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
     if not b > 0:
         raise ValueError(f"Softplus: beta must be > 0, got {beta!r}")
     name = "Softplus()" if (b, t) == (1.0, 20.0) else f"Softplus(beta={b}, threshold={t})"
-    if b == 1.0:
-        return _elementwise(
-            name, lambda x: np.where(x > t, x, np.logaddexp(x, 0)),
-            lambda x, y, dy: np.where(x > t, dy, dy * -np.expm1(-y)))
     return _elementwise(
         name, lambda x: np.where(b * x > t, x, np.logaddexp(b * x, 0) / b),
         lambda x, y, dy: np.where(b * x > t, dy, dy * -np.expm1(-b * y)))
@@ -163,14 +152,14 @@ def GELU(approximate: bool = False) -> Layer:
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         del key, train
-        x = _floats(name, x)
+        x = as_floats(name, x)
         y: Array = x * (0.5 + 0.5 * erf(x * _SQRT_HALF))
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         del key, train
-        x = _floats(name, x)
+        x = as_floats(name, x)
         cdf = 0.5 + 0.5 * erf(x * _SQRT_HALF)
         y = x * cdf
 
@@ -194,14 +183,14 @@ def _gelu_tanh() -> Layer:
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         del key, train
-        x = _floats(name, x)
+        x = as_floats(name, x)
         y: Array = 0.5 * x * (1 + inner(x)[0])
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         del key, train
-        x = _floats(name, x)
+        x = as_floats(name, x)
         t, xc = inner(x)
         y = 0.5 * x * (1 + t)
 
@@ -230,7 +219,7 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
         return out
 
     def check(x: Any) -> Array:
-        xa = _floats(name, x)
+        xa = as_floats(name, x)
         if not -xa.ndim <= axis < xa.ndim:
             raise ValueError(f"{name}: axis {axis} is out of range for an input of shape "
                              f"{xa.shape}")

@@ -25,6 +25,8 @@ from funcdl import tree as pytree
 
 __all__ = ["Layer", "LayerLike", "Pullback", "Shape"]
 
+_F32 = np.dtype(np.float32)
+
 Array = NDArray[Any]
 Params = Any
 Shape = tuple[int | None, ...]
@@ -170,6 +172,12 @@ def need_state(name: str, state: Any) -> Any:
                         f"the third value of init: out_shape, params, state = "
                         f"layer.init(key, in_shape)")
     return state
+
+
+def as_floats(name: str, x: Any) -> Array:
+    """``as_array``, with integers and booleans as float32 (the default float, as JAX's
+    activations give), not NumPy's float64: for layers that have no params to cast to."""
+    return cast_ints(as_array(name, x), _F32)
 
 
 def cast_ints(x: Array, dtype: np.dtype[Any]) -> Array:

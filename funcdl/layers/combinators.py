@@ -165,7 +165,7 @@ def Sequential(*layers: LayerLike) -> Layer:
             pullbacks: list[Any] = [None] * n  # None after a fused pair's first layer
             checking = debug.enabled()
             keys = nones if key is None else keys_for(key, n)
-            i = 0
+            i, then = 0, None
             try:
                 if checking:  # every layer's own output is checked, so nothing is fused
                     for i in range(n):
@@ -175,14 +175,13 @@ def Sequential(*layers: LayerLike) -> Layer:
                     for i, then, act in steps:
                         if then is None:
                             x, pullbacks[i] = vjps[i](params[i], x, key=keys[i], train=train)
-                        else:  # the activation runs inside; its params must be ()
+                        else:  # the activation runs inside: its params must be ()
                             if not (type(params[i + 1]) is tuple and not params[i + 1]):
-                                i += 1  # an error is the activation's
-                                no_params(names[i], params[i])
-                                i -= 1
+                                no_params(names[i + 1], params[i + 1])
                             x, pullbacks[i] = then(params[i], x, act)
             except ERRORS as e:
-                raise located(where[i], names[i], e) from e
+                k = _owner(i, e, then is not None, names)
+                raise located(where[k], names[k], e) from e
             return x, _reverse(pullbacks, where, names, checking, layers, params)
 
         def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
@@ -224,6 +223,12 @@ def Sequential(*layers: LayerLike) -> Layer:
     return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=True)
 
 
+def _owner(i: int, e: Exception, fused: bool, names: list[str]) -> int:
+    """The index of the layer an error belongs to: a fused pair (layer i running the
+    activation i + 1) raises the activation's errors in its name, forward and backward."""
+    return i + 1 if fused and str(e).startswith(names[i + 1]) else i
+
+
 def no_flow(params: Any) -> tuple[Any, None]:
     """A child's pullback when its cotangent is None: nothing flows back (the output came
     from integer ids, as Embedding's input does), so zero dparams and a None dx."""
@@ -260,9 +265,7 @@ def _reverse(pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],
                     debug.verify(f"{where[i]} {names[i]}", "backward pass: dparams",
                                  dparams[i])
         except ERRORS as e:
-            # A fused pair's pullback checks dy in the activation's name: locate it there.
-            k = i + 1 if (i + 1 < n and pullbacks[i + 1] is None
-                          and str(e).startswith(names[i + 1])) else i
+            k = _owner(i, e, i + 1 < n and pullbacks[i + 1] is None, names)
             raise located(where[k], names[k], e) from e
         dparams[:stop] = params[:stop]  # no leaves: (), {} or None, as given
         # grads take the params' structure: a list given, a list back (as JAX)

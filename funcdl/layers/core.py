@@ -18,6 +18,7 @@ from funcdl.layers.base import (
     cast_ints,
     check_cotangent,
     check_in_shape,
+    in_param_dtypes,
     no_params,
     param_arrays,
 )
@@ -119,7 +120,6 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
     def vjp_then(params: Any, x: Any, act: Pointwise | None) -> Any:
         # y = act.f(x w + b); the pullback takes dy through act.df first (see Layer).
         w, x, h = affine(params, x)
-        b_dtype = params["b"].dtype if use_bias else None
         flat = x.ndim == 2
         y = h if act is None else act.f(h)
         y_shape = y.shape
@@ -133,13 +133,10 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
             # BLAS reads x2.T and w.T in place (no transposed copies). np.dot costs less per
             # call than @, but is up to 15% slower with a large transposed operand; the
             # choice goes by the size of the product.
-            dw = (dot if w.size < _SMALL else matmul)(x2.T, dy2)
-            if dw.dtype is not w.dtype:  # a float64 x: grads still in the params' dtypes
-                dw = dw.astype(w.dtype)
-            grads = {"w": dw}
+            grads = {"w": (dot if w.size < _SMALL else matmul)(x2.T, dy2)}
             if use_bias:
-                db = dot(ones(len(dy2), dy2.dtype), dy2)
-                grads["b"] = db if db.dtype is b_dtype else db.astype(b_dtype)
+                grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
+            in_param_dtypes(grads, params)  # a float64 x: grads still in the params' dtypes
             if not need_dx:
                 return grads, None
             dx = (dot if x2.size < _SMALL else matmul)(dy2, w.T)
@@ -236,7 +233,11 @@ def Dropout(rate: float) -> Layer:
         del key
         return check_in_shape(name, in_shape, min_rank=0), ()
 
-    def scaled_mask(x: Array, key: Any) -> Array:
+    def scaled_mask(x: Array, key: Any, train: bool) -> Array | None:
+        """``m / (1 - rate)``, or None when nothing is dropped (inference, rate 0). The key
+        is checked at every rate in training, so changing the rate cannot break a script."""
+        if not train:
+            return None
         if key is None:
             raise ValueError(
                 f"{name}: train=True needs a random key; call apply(params, x, train=True, "
@@ -244,7 +245,7 @@ def Dropout(rate: float) -> Layer:
         random.check_key(key, name)
         dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
         if rate == 0.0:
-            return np.ones((), dtype)  # never multiplied: only the key was checked
+            return None
         if rate == 1.0:
             return np.zeros(x.shape, dtype)
         keep = random.uniform(key, x.shape, dtype=dtype) >= dtype.type(rate)
@@ -253,16 +254,14 @@ def Dropout(rate: float) -> Layer:
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         xa = as_array(name, x)
-        if not train:
-            return xa
-        mask = scaled_mask(xa, key)  # checks the key even at rate 0, so a rate change
-        return xa if rate == 0.0 else cast_ints(xa, mask.dtype) * mask  # cannot break it
+        mask = scaled_mask(xa, key, train)
+        return xa if mask is None else cast_ints(xa, mask.dtype) * mask
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         x = as_array(name, x)
-        mask = scaled_mask(x, key) if train else None
-        if mask is None or rate == 0.0:
+        mask = scaled_mask(x, key, train)
+        if mask is None:
             return x, lambda dy: ((), check_cotangent(name, dy, x.shape))
         y = cast_ints(x, mask.dtype) * mask
         return y, lambda dy: ((), check_cotangent(name, dy, y.shape) * mask)

@@ -22,6 +22,7 @@ from funcdl.layers.base import (
     Layer,
     Shape,
     as_array,
+    as_floats,
     check_cotangent,
     check_in_shape,
     no_params,
@@ -243,11 +244,11 @@ def GlobalAvgPool() -> Layer:
         return (shape[0], shape[-1]), ()
 
     def check(x: Any) -> Array:
-        a = as_array(name, x)
+        a = as_floats(name, x)
         if a.ndim < 3 or 0 in a.shape[1:-1]:
             raise ValueError(f"{name}: expected an input (N, ..., C) of rank >= 3 with "
                              f"pixels, got shape {a.shape}")
-        return a.astype(np.float32) if a.dtype.kind in "biu" else a
+        return a
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
