@@ -45,14 +45,16 @@ from typing import Any
 
 HERE = Path(__file__).resolve()
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-SETUPS = [("1 rank x 1 thread", 1, 1), ("2 ranks x 1 thread", 2, 1),
-          ("1 rank x 2 threads", 1, 2)]
+# (name, ranks, BLAS threads, sharded optimizer)
+SETUPS = [("1 rank x 1 thread", 1, 1, False), ("2 ranks x 1 thread", 2, 1, False),
+          ("2 ranks x 1 thread, sharded", 2, 1, True), ("1 rank x 2 threads", 1, 2, False)]
 BATCH = {"mlp": 256, "cnn": 64}
 
 
 # ---------------------------------------------------------------------------- child
 
-def worker(model_name: str, steps: int, warmup: int, batch: int, retain: bool) -> None:
+def worker(model_name: str, steps: int, warmup: int, batch: int, retain: bool,
+           sharded: bool = False) -> None:
     import numpy as np
 
     import funcdl as fd
@@ -86,11 +88,22 @@ def worker(model_name: str, steps: int, warmup: int, batch: int, retain: bool) -
         compute[0] = time.perf_counter() - t0
         return out
 
+    rows: list[tuple[float, float, float, float]] = []
+    if sharded:  # sum, update and gather fused: all of it counts as "allreduce"
+        zero = parallel.sharded(fd.optim.sgd(0.01))
+        zstate = zero.init(params)
+        for i in range(warmup + steps):
+            t0 = time.perf_counter()
+            _, grads = local(params, xb, yb)
+            t1 = time.perf_counter()
+            params, zstate = zero.step(zstate, grads, params)
+            t2 = time.perf_counter()
+            if i >= warmup:
+                rows.append((t2 - t0, t1 - t0, t2 - t1, 0.0))
     step = parallel.data_parallel(timed)
     opt = fd.optim.sgd(0.01)
     state = opt.init(params)
-    rows: list[tuple[float, float, float, float]] = []
-    for i in range(warmup + steps):
+    for i in range(0 if sharded else warmup + steps):
         t0 = time.perf_counter()
         _, grads = step(params, xb, yb)
         t1 = time.perf_counter()
@@ -157,11 +170,11 @@ def handoff_time(n: int, repeats: int = 60) -> float:
 # ---------------------------------------------------------------------------- parent
 
 def launch(ranks: int, threads: int, model: str, steps: int, warmup: int,
-           batch: int, retain: bool) -> dict[str, Any]:
+           batch: int, retain: bool, sharded: bool = False) -> dict[str, Any]:
     env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
     cmd = [sys.executable, str(HERE), "--worker", model, "--steps", str(steps),
            "--warmup", str(warmup), "--batch", str(batch),
-           *([] if retain else ["--default-malloc"])]
+           *([] if retain else ["--default-malloc"]), *(["--sharded"] if sharded else [])]
     if ranks > 1:
         mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
             shutil.which("mpiexec")
@@ -215,9 +228,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="leave glibc's malloc as it is (default: every process calls "
                              "funcdl.perf.retain_freed_memory(), as python -m benchmarks)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--sharded", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker, args.steps, args.warmup, args.batch, not args.default_malloc)
+        worker(args.worker, args.steps, args.warmup, args.batch, not args.default_malloc,
+               args.sharded)
         return
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# data-parallel step, funcdl, float32 SGD; {os.cpu_count()} cores, load average "
@@ -226,11 +241,11 @@ def main(argv: list[str] | None = None) -> None:
     for model in args.models.split(","):
         before = _busy()
         batch = args.batch or BATCH[model]
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in SETUPS}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in SETUPS}
         for _ in range(args.rounds):
-            for name, ranks, threads in SETUPS:
+            for name, ranks, threads, zero in SETUPS:
                 runs[name].append(launch(ranks, threads, model, args.steps, args.warmup,
-                                         batch, not args.default_malloc))
+                                         batch, not args.default_malloc, zero))
         first = runs[SETUPS[0][0]][0]
         print(f"\n## {model}: global batch {batch}, {first['params']:,} params "
               f"({4 * first['params'] / 1e6:.2f} MB of gradients); median ms per step, "
@@ -239,29 +254,32 @@ def main(argv: list[str] | None = None) -> None:
         print("| set-up | BLAS threads seen | step | local fwd+bwd | allreduce (with wait) | "
               "update + apply | bare pmean | handoff | speed-up vs 1x1 | speed-up vs 1x2 |")
         print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
-        stats = {name: summarise(runs[name]) for name, _, _ in SETUPS}
-        one1, two, one2 = (stats[n]["step"] for n, _, _ in SETUPS)
-        for name, _, _ in SETUPS:
+        names = [name for name, *_ in SETUPS]
+        stats = {name: summarise(runs[name]) for name in names}
+        one1, two, two_sharded, one2 = (stats[n]["step"] for n in names)
+        for name in names:
             st = stats[name]
             print(f"| {name} | {runs[name][0]['blas_threads']} | {st['step']:.2f} | "
                   f"{st['compute']:.2f} | {st['allreduce']:.2f} | {st['update']:.2f} | "
                   f"{st['bare']:.2f} | {st['handoff']:.2f} | "
                   f"{one1 / st['step']:.2f}x | {one2 / st['step']:.2f}x |")
-        print(f"\n{model}: 2 ranks x 1 thread are {one1 / two:.2f}x as fast as 1 rank x 1 "
-              f"thread (target 1.7x) and {one2 / two:.2f}x as fast as 1 rank x 2 threads; "
-              f"per-round step ms: " + "; ".join(
+        print(f"(sharded: parallel.sharded(sgd), its sum, update and gather in one call, all "
+              f"under \"allreduce\")\n\n{model}: 2 ranks x 1 thread are {one1 / two:.2f}x "
+              f"(data_parallel) and {one1 / two_sharded:.2f}x (sharded) as fast as 1 rank x 1 "
+              f"thread (target 1.7x), and {one2 / two:.2f}x / {one2 / two_sharded:.2f}x as "
+              f"fast as 1 rank x 2 threads; per-round step ms: " + "; ".join(
                   f"{n}: " + ", ".join(f"{1e3 * max(r['step'] for r in run['ranks']):.2f}"
-                                       for run in runs[n]) for n, _, _ in SETUPS))
+                                       for run in runs[n]) for n in names))
         # A synchronous step goes at its slowest rank's pace; unequal cores show here.
-        per_rank = runs[SETUPS[1][0]]
+        for name in names[1:3]:
+            per_rank = runs[name]
 
-        def ms(i: int, key: str, per_rank: list[dict[str, Any]] = per_rank) -> str:
-            return f"{1e3 * statistics.median(r['ranks'][i][key] for r in per_rank):.2f}"
+            def ms(i: int, key: str, per_rank: list[dict[str, Any]] = per_rank) -> str:
+                return f"{1e3 * statistics.median(r['ranks'][i][key] for r in per_rank):.2f}"
 
-        print(f"{model}, {SETUPS[1][0]}, each rank's medians over the rounds (ms): " + "; ".join(
-            f"rank {i}: fwd+bwd {ms(i, 'compute')}, allreduce {ms(i, 'allreduce')}, "
-            f"update {ms(i, 'update')}" for i in range(len(per_rank[0]["ranks"]))))
-
+            print(f"{model}, {name}, each rank's medians over the rounds (ms): " + "; ".join(
+                f"rank {i}: fwd+bwd {ms(i, 'compute')}, allreduce {ms(i, 'allreduce')}, "
+                f"update {ms(i, 'update')}" for i in range(len(per_rank[0]["ranks"]))))
 
 if __name__ == "__main__":
     main()

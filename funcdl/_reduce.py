@@ -101,15 +101,15 @@ def agree(comm: Comm, tree_digest: int, t: Tree, fn: str, root: int = 0, weight:
 
 # ---------------------------------------------------------------------------- buffers
 
-def _refcount(items: list[Any], i: int) -> int:
+def refcount(items: list[Any], i: int) -> int:
     return sys.getrefcount(items[i])
 
 
 # The count of an array held by one list and nothing else, measured through the same path.
-_UNUSED = _refcount([np.empty(0)], 0)
+UNUSED = refcount([np.empty(0)], 0)
 
 
-def _shared_memory_free() -> int:
+def shared_memory_free() -> int:
     """Bytes free where MPICH maps shared windows on Linux; a modest guess elsewhere."""
     try:
         st = os.statvfs("/dev/shm")
@@ -174,7 +174,7 @@ class Reducer:
     def take(self, n: int, dtype: np.dtype[Any]) -> NDArray[Any]:
         pool = self.buffers.setdefault((n, dtype.str), [])
         for i in range(len(pool)):
-            if _refcount(pool, i) <= _UNUSED:
+            if refcount(pool, i) <= UNUSED:
                 return pool[i]
         buf = np.empty(n, dtype)
         if len(pool) < self.keep:
@@ -224,10 +224,10 @@ class Reducer:
         # flags: bit 0, a shared window exists or fits; bit 1 + g, shared result g is unused
         if window is not None:
             flags = 1 + sum(2 << g for g in range(_GENERATIONS)
-                            if _refcount(window.results, g) <= _UNUSED)
+                            if refcount(window.results, g) <= UNUSED)
         else:
             need = n * lay.dtype.itemsize * (comm.Get_size() + _GENERATIONS)
-            flags = int(node is not None and 0 < need <= _shared_memory_free() // 4)
+            flags = int(node is not None and 0 < need <= shared_memory_free() // 4)
         every = agree(comm, lay.digest, t, fn, weight=weight, flags=flags)
         # Checked after agree, so that every rank raises alike.
         if lay.not_float is not None:
@@ -259,7 +259,7 @@ class Reducer:
         # Views of buf in t's structure. Not through tree.unflatten: its recursive closure
         # is a reference cycle that would keep the views, and so buf, alive until the next
         # garbage collection, defeating the reuse.
-        parts = iter([_view(buf, lo, hi, shape, dtype) for (shape, dtype), lo, hi in
+        parts = iter([read_only_view(buf, lo, hi, shape, dtype) for (shape, dtype), lo, hi in
                       zip(lay.leaves, lay.bounds, lay.bounds[1:])])
         return pytree.map(lambda _: next(parts), t), buf[lay.bounds[-1]:].tolist()
 
@@ -279,7 +279,7 @@ class Reducer:
         buf[n:] = [scale * s for s in scalars]
 
 
-def _view(buf: NDArray[Any], lo: int, hi: int, shape: tuple[int, ...],
+def read_only_view(buf: NDArray[Any], lo: int, hi: int, shape: tuple[int, ...],
           dtype: np.dtype[Any]) -> NDArray[Any]:
     """A read-only leaf of a result: the buffer may be shared with other ranks."""
     v = buf[lo:hi].reshape(shape).astype(dtype, copy=False)

@@ -1,0 +1,227 @@
+"""The sharded optimizer step behind ``funcdl.parallel.sharded`` (ZeRO stage 1, as in
+DeepSpeed: the flat parameter vector is cut into one contiguous part per rank).
+
+The entries are numbered as ``funcdl.tree.ravel`` lays them out; rank r of k owns entries
+[r·m, (r+1)·m), m = ⌈n/k⌉, which may cut leaves in pieces. A step sums the gradients over
+the ranks only on each rank's own entries (a reduce-scatter), runs the wrapped optimizer
+on those entries alone, with the state of those entries alone, writes the new params there,
+and every rank then reads all the new params (an allgather).
+
+On one machine the ranks share an MPI-3 window: each rank writes its scaled gradients for
+the other ranks' entries into its own slot, and after a fence sums its entries and writes
+its new params into a params buffer of the window that every rank reads in place after a
+second fence. Each rank hands the others n(k-1)/k entries twice per step (gradients, then
+params), where ``data_parallel`` followed by a whole update hands over the packed gradients
+and the mean, and every rank updates every entry. Across machines: ``Reduce_scatter`` then
+``Allgatherv``, the two halves of a ring allreduce (2(k-1)/k · n entries per rank).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from funcdl import tree as pytree
+from funcdl._reduce import (
+    UNUSED,
+    Layout,
+    Reducer,
+    agree,
+    digest,
+    mpi,
+    read_only_view,
+    refcount,
+    shared_memory_free,
+)
+from funcdl.optim import GradientTransformation
+from funcdl.optim._base import Count, check_state, next_count, zero_count
+
+Tree = Any
+Comm = Any
+_GENERATIONS = 2  # params buffers per window (Reducer's results): new params, and the last
+
+
+class ShardedState(NamedTuple):
+    """The state of ``parallel.sharded(opt)`` on one rank: ``inner``, ``opt``'s state for
+    this rank's entries only (a tuple of 1-d pieces of the leaves, in ``tree.ravel``
+    order); ``span``, ``(start, stop, total)`` of those entries in the ravelled params;
+    ``count``, the number of steps taken."""
+
+    inner: Any
+    span: NDArray[np.int64]
+    count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
+
+
+def span(n: int, size: int, rank: int) -> tuple[int, int]:
+    """Rank ``rank``'s entries ``[lo, hi)`` of ``n``: the same cut as Reducer's windows."""
+    m = -(-n // size)
+    return min(rank * m, n), min((rank + 1) * m, n)
+
+
+def pieces(bounds: list[int], lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """``(leaf, start, stop)`` for each leaf overlapping entries ``[lo, hi)``; start and stop
+    count from the leaf's first entry."""
+    return [(i, max(lo, a) - a, min(hi, b) - a)
+            for i, (a, b) in enumerate(itertools.pairwise(bounds)) if max(lo, a) < min(hi, b)]
+
+
+def check_elementwise(name: str, opt: GradientTransformation) -> None:
+    """Raise TypeError unless ``opt`` gives the same updates to a vector as to its parts
+    updated apart (two steps, entries a hundred orders of magnitude apart): a sharded
+    optimizer sees only its rank's entries, so a rule that mixes entries (a global-norm
+    clip, a per-leaf trust ratio) would be silently wrong."""
+    p = np.array([0.5, -1.5, 2.0, 3.0])
+    g = np.array([3e30, -4e30, 1.0, 1e-3])
+
+    def two_steps(lo: int, hi: int) -> NDArray[np.float64]:
+        state = opt.init((p[lo:hi],))
+        for _ in range(2):
+            updates, state = opt.update(state, (g[lo:hi],), (p[lo:hi],))
+        return np.asarray(updates[0], np.float64)
+
+    with np.errstate(all="ignore"):
+        whole = two_steps(0, 4)
+        parts = np.concatenate([two_steps(0, 1), two_steps(1, 4)])
+    if not np.allclose(whole, parts, rtol=1e-9, atol=0.0, equal_nan=True):
+        raise TypeError(
+            f"{name}: the optimizer does not treat entries independently (its update of a "
+            f"vector differs from its updates of the vector's parts: {whole} against "
+            f"{parts}); a sharded optimizer sees only its rank's entries, so it must be "
+            f"elementwise (sgd, adam, adamw, rmsprop, adagrad, schedules, weight decay). "
+            f"Clip by global norm outside: take data_parallel's mean gradients and a plain "
+            f"optimizer instead")
+
+
+class Sharder:
+    """Layouts, buffers and shared windows of one ``parallel.sharded`` optimizer."""
+
+    def __init__(self, name: str, inner: GradientTransformation) -> None:
+        self.name, self.inner = name, inner
+        self.reducer = Reducer()
+
+    def layout(self, t: Tree, what: str) -> tuple[list[Any], Layout]:
+        leaves = pytree.leaves(t)
+        lay = self.reducer.layout(t, leaves)
+        if lay.not_float is not None:
+            raise TypeError(f"{self.name}: the {what} leaf at {lay.not_float}; the sharded "
+                            f"optimizer works on floating-point params and grads only")
+        return leaves, lay
+
+    def init(self, comm: Comm | None, params: Tree) -> ShardedState:
+        leaves, lay = self.layout(params, "params")
+        rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+        n = lay.bounds[-1]
+        lo, hi = span(n, size, rank)
+        flat = [np.ravel(x) for x in leaves]
+        mine = tuple(flat[i][a:b] for i, a, b in pieces(lay.bounds, lo, hi))
+        return ShardedState(self.inner.init(mine), np.array([lo, hi, n], np.int64),
+                            zero_count())
+
+    def step(self, comm: Comm | None, state: Any, grads: Tree, params: Tree,
+             examples: int) -> tuple[Tree, ShardedState]:
+        check_state(self.name, state, ShardedState)
+        g_leaves, lay = self.layout(grads, "grads")
+        p_leaves, p_lay = self.layout(params, "params")
+        rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+        n = lay.bounds[-1]
+        lo, hi = span(n, size, rank)
+        state_ok = [int(v) for v in np.ravel(state.span)] == [lo, hi, n]
+        window, node, scale, common = None, None, 1.0, 0
+        if comm is not None:
+            node = self.reducer.node(comm)
+            window = self.reducer.windows.get((id(comm), n, lay.dtype.str)) if node else None
+            # flags: bit 0, this rank's state fits; bit 1, a shared window exists or fits;
+            # bit 2 + g, params buffer g is unused on this rank
+            if window is not None:
+                flags = 2 + sum(4 << g for g in range(_GENERATIONS)
+                                if refcount(window.results, g) <= UNUSED)
+            else:
+                need = n * lay.dtype.itemsize * (size + _GENERATIONS)
+                flags = 2 * int(node is not None and 0 < need <= shared_memory_free() // 4)
+            both = {"grads": grads, "params": params}
+            every = agree(comm, digest([(str(lay.digest), str(p_lay.digest))]), both,
+                          self.name.removeprefix("parallel."), weight=examples,
+                          flags=flags | int(state_ok))
+            bad = np.flatnonzero((every[:, 3] & 1) == 0).tolist()
+            if bad:
+                raise ValueError(
+                    f"{self.name}: the state of rank(s) {bad} was not made for this "
+                    f"communicator's cut of the params ({size} ranks, {n} entries): call "
+                    f"init(params) on every rank of the communicator you step with")
+            total = int(every[:, 2].sum())
+            if total <= 0:
+                raise ValueError(f"{self.name}: no rank had any examples; give every step "
+                                 f"at least one example")
+            scale = examples / total
+            common = int(np.bitwise_and.reduce(every[:, 3]))
+        elif not state_ok:
+            raise ValueError(f"{self.name}: the state covers entries {state.span.tolist()} "
+                             f"(start, stop, total), but this single process owns all {n}: "
+                             f"call init(params) with the same communicator")
+        if p_lay.digest != lay.digest:
+            try:
+                pytree.check_same(grads, params, ("grads", "params"), shapes=True)
+            except ValueError as err:
+                raise ValueError(f"{self.name}: {err}") from None
+            raise ValueError(f"{self.name}: grads and params differ in their dtypes; give "
+                             f"the grads of these params (funcdl.value_and_grad does)")
+        flat_g = [np.ravel(x) for x in g_leaves]
+        flat_p = [np.ravel(x) for x in p_leaves]
+        mine = pieces(lay.bounds, lo, hi)
+        total_g = self.reducer.take(hi - lo, lay.dtype)
+        if node is not None and common & 2 and window is None:
+            window = self.reducer.open(comm, node, n, lay.dtype)
+            common = (4 << _GENERATIONS) - 1
+        # through the window when a params buffer is free on every rank (else messages)
+        shared = window is not None and common & 2 and (common >> 2) != 0
+        if shared and window is not None:
+            free = common >> 2
+            out = window.results[(free & -free).bit_length() - 1]
+            slot = window.slots[rank]
+            for other in range(size):  # my gradients on the other ranks' entries
+                if other != rank:
+                    for i, a, b in pieces(lay.bounds, *span(n, size, other)):
+                        base = lay.bounds[i]
+                        np.multiply(flat_g[i][a:b], scale, out=slot[base + a:base + b])
+            window.win.Fence()
+            self.own_sum(flat_g, lay, mine, lo, scale, total_g)
+            for other in range(size):
+                if other != rank:
+                    np.add(total_g, window.slots[other][lo:hi], out=total_g)
+        else:
+            out = self.reducer.take(n, lay.dtype)
+            if comm is None:
+                self.own_sum(flat_g, lay, mine, lo, scale, total_g)
+            else:
+                buf = self.reducer.take(n, lay.dtype)
+                Reducer.pack(g_leaves, lay, (), scale, buf)
+                counts = [b - a for a, b in (span(n, size, r) for r in range(size))]
+                comm.Reduce_scatter(buf, total_g, recvcounts=counts, op=mpi().SUM)
+                del buf
+        g_mine = tuple(total_g[lay.bounds[i] + a - lo:lay.bounds[i] + b - lo]
+                       for i, a, b in mine)
+        p_mine = tuple(flat_p[i][a:b] for i, a, b in mine)
+        updates, inner = self.inner.update(state.inner, g_mine, p_mine)
+        for (i, a, b), p, u in zip(mine, p_mine, updates):
+            np.add(p, u, out=out[lay.bounds[i] + a:lay.bounds[i] + b])
+        if shared and window is not None:
+            window.win.Fence()  # every rank's entries written
+        elif comm is not None:
+            counts = [b - a for a, b in (span(n, size, r) for r in range(size))]
+            displs = [span(n, size, r)[0] for r in range(size)]
+            comm.Allgatherv(mpi().IN_PLACE, [out, (counts, displs)])
+        views = iter([read_only_view(out, a, b, shape, dtype) for (shape, dtype), a, b in
+                      zip(p_lay.leaves, p_lay.bounds, p_lay.bounds[1:])])
+        new = pytree.map(lambda _: next(views), params)
+        return new, ShardedState(inner, state.span, next_count(state.count))
+
+    @staticmethod
+    def own_sum(flat_g: list[NDArray[Any]], lay: Layout, mine: list[tuple[int, int, int]],
+                lo: int, scale: float, out: NDArray[Any]) -> None:
+        """``out = scale · (this rank's entries [lo, hi) of the gradients)``."""
+        for i, a, b in mine:
+            base = lay.bounds[i] - lo
+            np.multiply(flat_g[i][a:b], scale, out=out[base + a:base + b])

@@ -1,0 +1,122 @@
+"""Run by tests/test_parallel_sharded.py as
+``mpiexec -n K python -m mpi4py check_sharded.py CASE``: parallel.sharded over K ranks.
+
+Each rank checks its own results; rank 0 prints every rank's report lines (``rank R ok
+CASE``), gathered so that the output cannot interleave. A failed assertion aborts every
+rank (``-m mpi4py``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from check_parallel import model_and_data
+
+import funcdl as fd
+from funcdl import parallel
+
+rank, size = parallel.rank_and_size()
+OPTIMIZERS = {
+    "sgd": lambda: fd.optim.sgd(0.1),
+    "momentum": lambda: fd.optim.sgd(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": lambda: fd.optim.adam(1e-2),
+    "adamw": lambda: fd.optim.adamw(fd.optim.linear_schedule(1e-2, 1e-3, 5),
+                                    weight_decay=0.1),
+}
+
+
+def global_batches(key, x, y, batch):
+    """Every rank's share of each global batch, concatenated in rank order."""
+    shares = [list(parallel.batches(key, x, y, batch_size=batch, rank=r, size=size))
+              for r in range(size)]
+    for parts in zip(*shares):
+        yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def equivalence(dtype: type, n: int, batch: int, tol: float) -> list[str]:
+    """Two epochs of sharded steps against a whole optimizer in one process on the same
+    global batches, for every optimizer; the reference runs on every rank."""
+    model, params, x, y = model_and_data(dtype, n)
+    vg = fd.value_and_grad(model, fd.losses.softmax_cross_entropy)
+    keys = [fd.random.fold_in(fd.random.key(3), e) for e in range(2)]
+    for name, make in OPTIMIZERS.items():
+        opt, zero = make(), parallel.sharded(make())
+        ref, ref_state = params, opt.init(params)
+        for k in keys:
+            for xb, yb in global_batches(k, x, y, batch):
+                _, g = vg(ref, xb, yb)
+                u, ref_state = opt.update(ref_state, g, ref)
+                ref = fd.optim.apply_updates(ref, u)
+        got, state = params, zero.init(params)
+        held = None
+        for k in keys:
+            for xb, yb in parallel.batches(k, x, y, batch_size=batch, rank=rank, size=size):
+                _, g = vg(got, xb, yb)
+                got, state = zero.step(state, g, got, examples=len(xb))
+                if held is None:  # the params after step 1, kept: no later step may touch them
+                    held, copy = got, fd.tree.map(np.copy, got)
+        assert int(state.count) == int(ref_state.count) > 0
+        for a, b in zip(fd.tree.leaves(got), fd.tree.leaves(ref)):
+            assert a.dtype == dtype and not a.flags.writeable, (a.dtype, a.flags)
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=name)
+        for a, b in zip(fd.tree.leaves(held), fd.tree.leaves(copy)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}: held params were overwritten")
+    return []
+
+
+def case_equivalence() -> list[str]:
+    equivalence(np.float32, 96, 24, 1e-5)     # 12 examples per rank
+    equivalence(np.float64, 96, 24, 1e-12)
+    equivalence(np.float64, 90, 25, 1e-12)    # uneven shares, weighted by examples=
+    return [f"rank {rank} path {path_taken()}"]
+
+
+def path_taken() -> str:
+    """Which way the last sharded step of a fresh optimizer went."""
+    zero = parallel.sharded(fd.optim.sgd(0.1))
+    p = {"w": np.full(7, 1.0 + rank)}
+    state = zero.init(p)
+    got, _ = zero.step(state, {"w": np.full(7, float(rank))}, {"w": np.ones(7)})
+    assert np.allclose(got["w"], 1.0 - 0.1 * (size - 1) / 2), got
+    # shared: the new params are views of the window every rank reads
+    base = got["w"].base
+    while isinstance(base, np.ndarray) and base.base is not None and \
+            isinstance(base.base, np.ndarray):
+        base = base.base
+    return "shared" if not (isinstance(base, np.ndarray) and base.flags.owndata) else "messages"
+
+
+def case_mismatch() -> list[str]:
+    """Each call below must raise on every rank; none may hang."""
+    zero = parallel.sharded(fd.optim.sgd(0.1))
+    p = {"w": np.ones((4, 2)), "b": np.zeros(2)}
+    state = zero.init(p)
+    odd = {"w": np.ones((4 + rank, 2)), "b": np.zeros(2)}
+    one = parallel.sharded(fd.optim.sgd(0.1), comm=None)
+    calls = {
+        "shape": lambda: zero.step(zero.init(odd), odd, odd),
+        "state": lambda: zero.step(state if rank else fd.tree.map(np.copy, state)._replace(
+            span=np.array([0, 10, 10])), p, p),
+        "grads-params": lambda: zero.step(state, {"w": np.ones((2, 4)), "b": np.zeros(2)}, p),
+    }
+    report = []
+    for name, call in calls.items():
+        try:
+            call()
+        except ValueError as err:
+            report.append(f"rank {rank} {name} ValueError: {err}")
+        else:
+            raise AssertionError(f"{name} did not raise")
+    got, _ = one.step(state, p, p)  # still usable after the errors
+    assert np.allclose(got["w"], 0.9)
+    return report
+
+
+if __name__ == "__main__":
+    from mpi4py import MPI
+
+    lines = globals()[f"case_{sys.argv[1]}"]() or []
+    every = MPI.COMM_WORLD.gather([*lines, f"rank {rank} ok {sys.argv[1]}"], root=0)
+    if rank == 0:
+        print("\n".join(line for report in every for line in report), flush=True)

@@ -1,0 +1,147 @@
+"""parallel.sharded: one process here (no MPI touched), two and three ranks under mpiexec
+(tests/mpi_scripts/check_sharded.py)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from test_parallel import PATHS, SCRIPTS, OneRank, needs_mpi, ok, path_env, run
+
+import funcdl as fd
+from funcdl import parallel
+
+# ---------------------------------------------------------------------------- ranks
+
+
+@needs_mpi
+@PATHS
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_sharded_steps_equal_a_whole_optimizer_in_one_process(path, ranks):
+    script = str(SCRIPTS / "check_sharded.py")
+    out = ok(run([script, "equivalence"], env=path_env(path), ranks=ranks, timeout=120))
+    want = "shared" if path == "shared" else "messages"
+    for r in range(ranks):
+        assert f"rank {r} ok equivalence" in out and f"rank {r} path {want}" in out
+
+
+@needs_mpi
+def test_sharded_bad_input_raises_on_every_rank_without_hanging():
+    out = ok(run([str(SCRIPTS / "check_sharded.py"), "mismatch"], timeout=60))
+    for r in (0, 1):
+        assert re.search(rf"rank {r} shape ValueError: parallel.sharded: the trees differ "
+                         r"across ranks at \['grads'\]\['w'\]: rank 0 has a leaf of shape "
+                         r"\(4, 2\).*rank 1 has a leaf of shape \(5, 2\)", out)
+        assert re.search(rf"rank {r} state ValueError: .*state of rank\(s\) \[0\] was not "
+                         r"made for", out)
+        assert re.search(rf"rank {r} grads-params ValueError: .*\['w'\]: grads has \(2, 4\), "
+                         r"params has \(4, 2\)", out)
+        assert f"rank {r} ok mismatch" in out
+
+
+# ---------------------------------------------------------------------------- one process
+
+def setup(dtype=np.float32):
+    model = fd.layers.Sequential(fd.layers.Dense(7), fd.layers.Tanh(), fd.layers.Dense(2))
+    _, params = model.init(fd.random.key(0), (None, 3))
+    params = fd.tree.astype(params, dtype)
+    x = fd.random.normal(fd.random.key(1), (16, 3), dtype=dtype)
+    y = fd.random.normal(fd.random.key(2), (16, 2), dtype=dtype)
+    return fd.value_and_grad(model, fd.losses.mse), params, x, y
+
+
+@pytest.mark.parametrize("make", [lambda: fd.optim.sgd(0.1, momentum=0.9),
+                                  lambda: fd.optim.adam(1e-2),
+                                  lambda: fd.optim.adamw(1e-2, weight_decay=0.5),
+                                  lambda: fd.optim.rmsprop(1e-2), lambda: fd.optim.adagrad(0.1)])
+@pytest.mark.parametrize("comm", [None, OneRank()])
+def test_one_process_steps_equal_the_whole_optimizer(make, comm):
+    vg, params, x, y = setup(np.float64)
+    opt, zero = make(), parallel.sharded(make(), comm)
+    ref, ref_state = params, opt.init(params)
+    got, state = params, zero.init(params)
+    for _ in range(4):
+        _, g = vg(ref, x, y)
+        u, ref_state = opt.update(ref_state, g, ref)
+        ref = fd.optim.apply_updates(ref, u)
+        _, g = vg(got, x, y)
+        got, state = zero.step(state, g, got)
+    assert state.span.tolist() == [0, 44, 44] and int(state.count) == 4
+    for a, b in zip(fd.tree.leaves(got), fd.tree.leaves(ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
+
+
+def test_one_sgd_step_is_p_minus_lr_g_in_float32_and_new_arrays():
+    vg, params, x, y = setup()
+    zero = parallel.sharded(fd.optim.sgd(0.25))
+    _, g = vg(params, x, y)
+    got, state = zero.step(zero.init(params), g, params, examples=16)
+    for p, gr, new in zip(fd.tree.leaves(params), fd.tree.leaves(g), fd.tree.leaves(got)):
+        assert new.dtype == np.float32 and new.shape == p.shape and not new.flags.writeable
+        np.testing.assert_array_equal(new, p - np.float32(0.25) * gr)
+        assert not np.shares_memory(new, p) and not np.shares_memory(new, gr)
+    zero.step(state, g, got)   # the first result is not overwritten by the next
+    for p, gr, new in zip(fd.tree.leaves(params), fd.tree.leaves(g), fd.tree.leaves(got)):
+        np.testing.assert_array_equal(new, p - np.float32(0.25) * gr)
+
+
+def test_the_state_holds_only_this_ranks_entries_in_ravel_order():
+    _, params, _, _ = setup()
+    state = parallel.sharded(fd.optim.adam()).init(params)
+    mu = state.inner.states["adam"].mu
+    assert isinstance(mu, tuple) and [m.shape for m in mu] == [(7,), (21,), (2,), (14,)]
+    assert all(m.dtype == np.float32 for m in mu)
+
+
+def test_an_optimizer_that_mixes_entries_is_refused():
+    clipped = fd.optim.chain(fd.optim.clip_by_global_norm(1.0), fd.optim.sgd(0.1))
+    with pytest.raises(TypeError, match=r"does not treat entries independently.*elementwise"):
+        parallel.sharded(clipped)
+    with pytest.raises(TypeError, match="GradientTransformation such as"):
+        parallel.sharded(fd.optim.sgd)
+
+
+@pytest.mark.parametrize("examples,error,match", [
+    (2.0, TypeError, "examples must be an int"),
+    (-1, ValueError, "examples must be >= 0"),
+])
+def test_bad_examples(examples, error, match):
+    vg, params, x, y = setup()
+    zero = parallel.sharded(fd.optim.sgd(0.1))
+    _, g = vg(params, x, y)
+    with pytest.raises(error, match=match):
+        zero.step(zero.init(params), g, params, examples=examples)
+
+
+def test_bad_state_grads_and_params_are_named():
+    vg, params, x, y = setup()
+    zero = parallel.sharded(fd.optim.sgd(0.1))
+    state = zero.init(params)
+    _, g = vg(params, x, y)
+    with pytest.raises(TypeError, match="must be the optimizer state returned by init"):
+        zero.step(g, state, params)
+    other = zero.init({"w": np.ones(5, np.float32)})
+    with pytest.raises(ValueError, match=r"state covers entries \[0, 5, 5\].*all 44"):
+        zero.step(other, g, params)
+    with pytest.raises(ValueError, match=r"sharded: .*\[0\]\['w'\]"):
+        zero.step(state, tuple({"w": gl["w"].T, "b": gl["b"]} if gl else gl for gl in g),
+                  params)
+    with pytest.raises(ValueError, match="differ in their dtypes"):
+        zero.step(state, fd.tree.astype(g, np.float64), params)
+    with pytest.raises(TypeError, match=r"params leaf at .* has dtype int64"):
+        zero.init({"w": np.arange(3)})
+
+
+def test_sharded_docstring_example_runs_in_one_process():
+    model = fd.layers.Sequential(fd.layers.Dense(4), fd.layers.ReLU(), fd.layers.Dense(3))
+    _, params = model.init(fd.random.key(0), (None, 2))
+    x = fd.random.normal(fd.random.key(1), (40, 2))
+    y = np.arange(40) % 3
+    rank, size = parallel.rank_and_size()
+    key = fd.random.key(2)
+    code = parallel.sharded.__doc__.split("Example::\n")[1]
+    scope = {"fd": fd, "parallel": parallel, "params": params, "model": model, "x": x,
+             "y": y, "rank": rank, "size": size, "key": key}
+    exec(__import__("textwrap").dedent(code), scope)
+    assert int(scope["state"].count) == 1
