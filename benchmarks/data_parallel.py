@@ -7,6 +7,8 @@ update; float32) at a fixed global batch in three set-ups, each a fresh process 
 
 * 1 rank x 1 BLAS thread, and 2 ranks x 1 BLAS thread each: the fair comparison, the
   speed-up of data parallelism alone (target >= 1.7x for the mlp on this 2-core machine);
+* 2 ranks x 1 BLAS thread with ``parallel.sharded(sgd)`` (ZeRO stage 1) in place of
+  ``data_parallel`` and a whole update: each rank sums and updates half the entries;
 * 1 rank x 2 BLAS threads: what a user of the machine would otherwise run.
 
 The BLAS thread count is set in the environment (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS,
