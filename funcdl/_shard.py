@@ -29,6 +29,7 @@ from funcdl._reduce import (
     UNUSED,
     Layout,
     Reducer,
+    Window,
     agree,
     digest,
     mpi,
@@ -128,40 +129,8 @@ class Sharder:
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
         n = lay.bounds[-1]
         lo, hi = span(n, size, rank)
-        state_ok = [int(v) for v in np.ravel(state.span)] == [lo, hi, n]
-        window, node, scale, common = None, None, 1.0, 0
-        if comm is not None:
-            node = self.reducer.node(comm)
-            window = self.reducer.windows.get((id(comm), n, lay.dtype.str)) if node else None
-            # flags: bit 0, this rank's state fits; bit 1, a shared window exists or fits;
-            # bit 2 + g, params buffer g is unused on this rank
-            if window is not None:
-                flags = 2 + sum(4 << g for g in range(_GENERATIONS)
-                                if refcount(window.results, g) <= UNUSED)
-            else:
-                need = n * lay.dtype.itemsize * (size + _GENERATIONS)
-                flags = 2 * int(node is not None and 0 < need <= shared_memory_free() // 4)
-            both = {"grads": grads, "params": params}
-            every = agree(comm, digest([(str(lay.digest), str(p_lay.digest))]), both,
-                          self.name.removeprefix("parallel."), weight=examples,
-                          flags=flags | int(state_ok))
-            bad = np.flatnonzero((every[:, 3] & 1) == 0).tolist()
-            if bad:
-                raise ValueError(
-                    f"{self.name}: the state of rank(s) {bad} was not made for this "
-                    f"communicator's cut of the params ({size} ranks, {n} entries): call "
-                    f"init(params) on every rank of the communicator you step with")
-            total = int(every[:, 2].sum())
-            if total <= 0:
-                raise ValueError(f"{self.name}: no rank had any examples; give every step "
-                                 f"at least one example")
-            scale = examples / total
-            common = int(np.bitwise_and.reduce(every[:, 3]))
-        elif not state_ok:
-            raise ValueError(f"{self.name}: the state covers entries {state.span.tolist()} "
-                             f"(start, stop, total), but this single process owns all {n}: "
-                             f"call init(params) with the same communicator")
-        if p_lay.digest != lay.digest:
+        scale, window, out = self.agree(comm, state, grads, params, lay, p_lay, examples)
+        if p_lay.digest != lay.digest:  # after agree: the same on every rank
             try:
                 pytree.check_same(grads, params, ("grads", "params"), shapes=True)
             except ValueError as err:
@@ -169,48 +138,41 @@ class Sharder:
             raise ValueError(f"{self.name}: grads and params differ in their dtypes; give "
                              f"the grads of these params (funcdl.value_and_grad does)")
         flat_g = [np.ravel(x) for x in g_leaves]
-        flat_p = [np.ravel(x) for x in p_leaves]
         mine = pieces(lay.bounds, lo, hi)
         total_g = self.reducer.take(hi - lo, lay.dtype)
-        if node is not None and common & 2 and window is None:
-            window = self.reducer.open(comm, node, n, lay.dtype)
-            common = (4 << _GENERATIONS) - 1
-        # through the window when a params buffer is free on every rank (else messages)
-        shared = window is not None and common & 2 and (common >> 2) != 0
-        if shared and window is not None:
-            free = common >> 2
-            out = window.results[(free & -free).bit_length() - 1]
-            slot = window.slots[rank]
-            for other in range(size):  # my gradients on the other ranks' entries
+        counts = [b - a for a, b in (span(n, size, r) for r in range(size))]
+        if window is not None:  # the others' entries of my gradients into my slot
+            for other in range(size):
                 if other != rank:
                     for i, a, b in pieces(lay.bounds, *span(n, size, other)):
                         base = lay.bounds[i]
-                        np.multiply(flat_g[i][a:b], scale, out=slot[base + a:base + b])
+                        np.multiply(flat_g[i][a:b], scale, out=window.slots[rank][base + a:
+                                                                                  base + b])
             window.win.Fence()
-            self.own_sum(flat_g, lay, mine, lo, scale, total_g)
-            for other in range(size):
-                if other != rank:
-                    np.add(total_g, window.slots[other][lo:hi], out=total_g)
+        if comm is None or window is not None:
+            for i, a, b in mine:
+                base = lay.bounds[i] - lo
+                np.multiply(flat_g[i][a:b], scale, out=total_g[base + a:base + b])
+            if window is not None:
+                for other in range(size):
+                    if other != rank:
+                        np.add(total_g, window.slots[other][lo:hi], out=total_g)
         else:
-            out = self.reducer.take(n, lay.dtype)
-            if comm is None:
-                self.own_sum(flat_g, lay, mine, lo, scale, total_g)
-            else:
-                buf = self.reducer.take(n, lay.dtype)
-                Reducer.pack(g_leaves, lay, (), scale, buf)
-                counts = [b - a for a, b in (span(n, size, r) for r in range(size))]
-                comm.Reduce_scatter(buf, total_g, recvcounts=counts, op=mpi().SUM)
-                del buf
+            buf = self.reducer.take(n, lay.dtype)
+            Reducer.pack(g_leaves, lay, (), scale, buf)
+            comm.Reduce_scatter(buf, total_g, recvcounts=counts, op=mpi().SUM)
+            del buf
+        # the optimizer on my entries, and my entries of the new params into out
+        flat_p = [np.ravel(x) for x in p_leaves]
         g_mine = tuple(total_g[lay.bounds[i] + a - lo:lay.bounds[i] + b - lo]
                        for i, a, b in mine)
         p_mine = tuple(flat_p[i][a:b] for i, a, b in mine)
         updates, inner = self.inner.update(state.inner, g_mine, p_mine)
         for (i, a, b), p, u in zip(mine, p_mine, updates):
             np.add(p, u, out=out[lay.bounds[i] + a:lay.bounds[i] + b])
-        if shared and window is not None:
+        if window is not None:
             window.win.Fence()  # every rank's entries written
         elif comm is not None:
-            counts = [b - a for a, b in (span(n, size, r) for r in range(size))]
             displs = [span(n, size, r)[0] for r in range(size)]
             comm.Allgatherv(mpi().IN_PLACE, [out, (counts, displs)])
         views = iter([read_only_view(out, a, b, shape, dtype) for (shape, dtype), a, b in
@@ -218,10 +180,50 @@ class Sharder:
         new = pytree.map(lambda _: next(views), params)
         return new, ShardedState(inner, state.span, next_count(state.count))
 
-    @staticmethod
-    def own_sum(flat_g: list[NDArray[Any]], lay: Layout, mine: list[tuple[int, int, int]],
-                lo: int, scale: float, out: NDArray[Any]) -> None:
-        """``out = scale · (this rank's entries [lo, hi) of the gradients)``."""
-        for i, a, b in mine:
-            base = lay.bounds[i] - lo
-            np.multiply(flat_g[i][a:b], scale, out=out[base + a:base + b])
+    def agree(self, comm: Comm | None, state: ShardedState, grads: Tree, params: Tree,
+              lay: Layout, p_lay: Layout, examples: int
+              ) -> tuple[float, Window | None, NDArray[Any]]:
+        """Collective: check the trees and states on every rank; return this rank's
+        weight in the mean, the shared window when the step goes through it (else None)
+        and the buffer the new params go into."""
+        n = lay.bounds[-1]
+        rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+        state_ok = [int(v) for v in np.ravel(state.span)] == [*span(n, size, rank), n]
+        if comm is None:
+            if not state_ok:
+                raise ValueError(f"{self.name}: the state covers entries "
+                                 f"{np.ravel(state.span).tolist()} (start, stop, total), but "
+                                 f"this single process owns all {n}: call init(params) with "
+                                 f"the same communicator")
+            return 1.0, None, self.reducer.take(n, lay.dtype)
+        node = self.reducer.node(comm)
+        window = self.reducer.windows.get((id(comm), n, lay.dtype.str)) if node else None
+        # flags: bit 0, this rank's state fits; bit 1, a shared window exists or fits;
+        # bit 2 + g, params buffer g is unused on this rank
+        if window is not None:
+            flags = 2 + sum(4 << g for g in range(_GENERATIONS)
+                            if refcount(window.results, g) <= UNUSED)
+        else:
+            need = n * lay.dtype.itemsize * (size + _GENERATIONS)
+            flags = 2 * int(node is not None and 0 < need <= shared_memory_free() // 4)
+        every = agree(comm, digest([(str(lay.digest), str(p_lay.digest))]),
+                      {"grads": grads, "params": params}, self.name.removeprefix("parallel."),
+                      weight=examples, flags=flags | int(state_ok))
+        bad = np.flatnonzero((every[:, 3] & 1) == 0).tolist()
+        if bad:
+            raise ValueError(
+                f"{self.name}: the state of rank(s) {bad} was not made for this "
+                f"communicator's cut of the params ({size} ranks, {n} entries): call "
+                f"init(params) on every rank of the communicator you step with")
+        total = int(every[:, 2].sum())
+        if total <= 0:
+            raise ValueError(f"{self.name}: no rank had any examples; give every step at "
+                             f"least one example")
+        common = int(np.bitwise_and.reduce(every[:, 3]))
+        if node is not None and common & 2 and window is None:
+            window = self.reducer.open(comm, node, n, lay.dtype)
+            common = (4 << _GENERATIONS) - 1
+        free = common >> 2 if common & 2 else 0  # params buffers unused on every rank
+        if window is None or not free:
+            return examples / total, None, self.reducer.take(n, lay.dtype)
+        return examples / total, window, window.results[(free & -free).bit_length() - 1]
