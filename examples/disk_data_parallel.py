@@ -1,12 +1,17 @@
 """Train the disk classifier data-parallel: each global batch of 50 split over the MPI ranks.
 
     .venv/bin/mpiexec -n 2 .venv/bin/python examples/disk_data_parallel.py [--epochs 200]
+        [--sharded]
 
 The network, data, optimizer and keys are examples/disk.py's. ``parallel.batches`` gives
 each rank its share of every global batch and ``parallel.data_parallel`` averages the
 gradients over the ranks, so the run follows the single-process one up to float32
-rounding. Rank 0 prints the progress and the final errors, and at the end every rank's
-time per step with the share of it spent in the allreduce. Without mpiexec it runs as one
+rounding. With ``--sharded``, ``parallel.sharded(adam)`` (ZeRO stage 1) replaces
+``data_parallel`` and the whole update: each rank sums the gradients, keeps Adam's state
+and updates the params for its half of the entries only; the params are the same up to
+rounding, and the loss printed is rank 0's share's. Rank 0 prints the progress and the
+final errors, and at the end every rank's time per step with the share of it spent in the
+allreduce (or the sharded step). Without mpiexec it runs as one
 process. The disk network is tiny (about 1,400 params, microseconds of compute per step),
 so the allreduce's latency dominates here: see benchmarks/data_parallel.py for a model
 large enough to gain from a second rank.
@@ -39,7 +44,7 @@ from disk import error, make_model
 
 
 def train(epochs: int = 200, seed: int = 0, lr: float = 1e-2, batch_size: int = 50,
-          log_every: int = 25, verbose: bool = True) -> dict[str, Any]:
+          log_every: int = 25, verbose: bool = True, sharded: bool = False) -> dict[str, Any]:
     """disk.py's training with the global batch shared by the ranks; returns params,
     errors, the loss curve and this rank's timings."""
     rank, size = parallel.rank_and_size()
@@ -51,7 +56,8 @@ def train(epochs: int = 200, seed: int = 0, lr: float = 1e-2, batch_size: int = 
     params = parallel.broadcast(params)  # equal already (same key); cheap insurance
     steps = epochs * math.ceil(len(x_train) / batch_size)
     opt = fd.optim.adam(lr=fd.optim.cosine_decay_schedule(lr, steps, alpha=0.01))
-    opt_state = opt.init(params)
+    zero = parallel.sharded(opt)  # used with sharded=True
+    opt_state = zero.init(params) if sharded else opt.init(params)
 
     local = fd.value_and_grad(model, fd.losses.bce_with_logits)
     compute = 0.0  # seconds in the local forward and backward, to split off the allreduce
@@ -73,10 +79,15 @@ def train(epochs: int = 200, seed: int = 0, lr: float = 1e-2, batch_size: int = 
         for xb, yb in parallel.batches(fd.random.fold_in(k_epochs, epoch), x_train, y_train,
                                        batch_size=batch_size, rank=rank, size=size):
             t0 = time.perf_counter()
-            loss, grads = value_and_grad(params, xb, yb)  # the global batch's loss and grads
-            t1 = time.perf_counter()
-            updates, opt_state = opt.update(opt_state, grads, params)
-            params = fd.optim.apply_updates(params, updates)
+            if sharded:  # this rank's loss and grads; the sum over ranks is in zero.step
+                loss, grads = timed(params, xb, yb)
+                params, opt_state = zero.step(opt_state, grads, params, examples=len(xb))
+                t1 = time.perf_counter()
+            else:
+                loss, grads = value_and_grad(params, xb, yb)  # the global batch's
+                t1 = time.perf_counter()
+                updates, opt_state = opt.update(opt_state, grads, params)
+                params = fd.optim.apply_updates(params, updates)
             in_grad += t1 - t0
             in_step += time.perf_counter() - t0
             losses.append(loss)
@@ -93,7 +104,7 @@ def train(epochs: int = 200, seed: int = 0, lr: float = 1e-2, batch_size: int = 
         "seconds": time.perf_counter() - start, "steps": n_steps,
         "step_ms": 1e3 * in_step / steps,
         # the data-parallel call minus the local forward and backward: the allreduce and its
-        # packing (with one process: nothing)
+        # packing, or with sharded=True the sharded step (with one process: nothing)
         "allreduce_ms": 1e3 * (in_grad - compute) / steps if size > 1 else 0.0,
         "train_error": error(model, params, x_train, y_train),
         "test_error": error(model, params, x_test, y_test),
@@ -104,8 +115,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sharded", action="store_true",
+                        help="parallel.sharded(adam) instead of data_parallel")
     args = parser.parse_args(argv)
-    result = train(args.epochs, args.seed)
+    result = train(args.epochs, args.seed, sharded=args.sharded)
     rank, size = result["rank"], result["size"]
     # Every rank's timings on every rank: a mean over ranks of rows only one rank filled in.
     table = np.zeros((size, 2))
@@ -116,8 +129,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{result['test_error']:.2%}, {result['seconds']:.2f} s of training on "
               f"{size} rank{'s' * (size > 1)}, {result['steps']} steps of a global batch of 50")
         for r, (step_ms, allreduce_ms) in enumerate(table):
+            where = "the sharded step" if args.sharded else "the allreduce"
             print(f"rank {r}: {step_ms:.3f} ms per step, {allreduce_ms / step_ms:.0%} of it "
-                  f"in the allreduce ({allreduce_ms:.3f} ms)")
+                  f"in {where} ({allreduce_ms:.3f} ms)")
     return result
 
 

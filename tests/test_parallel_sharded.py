@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import EXAMPLES, load_example
 from test_parallel import PATHS, SCRIPTS, OneRank, needs_mpi, ok, path_env, run
 
 import funcdl as fd
@@ -145,3 +146,26 @@ def test_sharded_docstring_example_runs_in_one_process():
              "y": y, "rank": rank, "size": size, "key": key}
     exec(__import__("textwrap").dedent(code), scope)
     assert int(scope["state"].count) == 1
+
+
+# ---------------------------------------------------------------------------- the example
+
+@needs_mpi
+def test_disk_example_sharded_on_two_ranks_trains_as_data_parallel():
+    script = str(EXAMPLES / "disk_data_parallel.py")
+    sharded = ok(run([script, "--epochs", "3", "--sharded"]))
+    plain = ok(run([script, "--epochs", "3"]))
+    final = [re.search(r"final: train error ([\d.]+)%, test error ([\d.]+)%", o).groups()
+             for o in (sharded, plain)]
+    assert final[0] == final[1]
+    assert re.search(r"rank 1: [\d.]+ ms per step, \d+% of it in the sharded step", sharded)
+
+
+def test_disk_example_sharded_in_one_process_follows_the_whole_optimizer():
+    example = load_example("disk_data_parallel")
+    ours = example.train(epochs=2, verbose=False, sharded=True)
+    theirs = example.train(epochs=2, verbose=False)
+    assert ours["curve"] == pytest.approx(theirs["curve"], rel=1e-5)
+    for a, b in zip(fd.tree.leaves(ours["params"]), fd.tree.leaves(theirs["params"])):
+        assert a.dtype == b.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
