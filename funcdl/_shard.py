@@ -123,7 +123,7 @@ class Sharder:
 
     def step(self, comm: Comm | None, state: Any, grads: Tree, params: Tree,
              examples: int) -> tuple[Tree, ShardedState]:
-        check_state(self.name, state, ShardedState)
+        check_state(self.name, state, ShardedState, "step")
         g_leaves, lay = self.layout(grads, "grads")
         p_leaves, p_lay = self.layout(params, "params")
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())

@@ -120,7 +120,8 @@ def test_bad_state_grads_and_params_are_named():
     zero = parallel.sharded(fd.optim.sgd(0.1))
     state = zero.init(params)
     _, g = vg(params, x, y)
-    with pytest.raises(TypeError, match="must be the optimizer state returned by init"):
+    with pytest.raises(TypeError, match=r"sharded.step: .*state returned by init \(call "
+                                        r"step\(state, grads, params\)\)"):
         zero.step(g, state, params)
     other = zero.init({"w": np.ones(5, np.float32)})
     with pytest.raises(ValueError, match=r"state covers entries \[0, 5, 5\].*all 44"):
@@ -169,3 +170,19 @@ def test_disk_example_sharded_in_one_process_follows_the_whole_optimizer():
     for a, b in zip(fd.tree.leaves(ours["params"]), fd.tree.leaves(theirs["params"])):
         assert a.dtype == b.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_saved_state_loads_with_like_and_steps_on(tmp_path):
+    vg, params, x, y = setup()
+    zero = parallel.sharded(fd.optim.adam(1e-2))
+    _, g = vg(params, x, y)
+    p1, state = zero.step(zero.init(params), g, params)
+    fd.io.save(tmp_path / "s.npz", state)
+    loaded = fd.io.load(tmp_path / "s.npz", like=zero.init(params))
+    want, _ = zero.step(state, g, p1)
+    got, again = zero.step(loaded, g, p1)
+    assert int(again.count) == 2
+    for a, b in zip(fd.tree.leaves(got), fd.tree.leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match=r"sharded.step: .*load the state with .*like="):
+        zero.step(fd.io.load(tmp_path / "s.npz"), g, p1)

@@ -86,17 +86,17 @@ def next_count(count: Count) -> np.int64:
     return np.int64(int(count) + 1)
 
 
-def check_state(name: str, state: Any, cls: type) -> None:
+def check_state(name: str, state: Any, cls: type, method: str = "update") -> None:
     """Fail loudly on a swapped call such as ``update(grads, state)``."""
     if not isinstance(state, cls):
         if type(state).__name__ == cls.__name__:  # a stand-in from io.load without like=
             raise TypeError(
-                f"{name}.update: got a {cls.__name__} that is not funcdl's own (io.load "
+                f"{name}.{method}: got a {cls.__name__} that is not funcdl's own (io.load "
                 f"without like= rebuilds NamedTuples as stand-ins): load the state with "
                 f"funcdl.io.load(path, like=opt.init(params))")
         raise TypeError(
-            f"{name}.update: the first argument must be the optimizer state returned by init "
-            f"(call update(state, grads, params)); got {type(state).__name__}")
+            f"{name}.{method}: the first argument must be the optimizer state returned by "
+            f"init (call {method}(state, grads, params)); got {type(state).__name__}")
 
 
 def check_float(name: str, what: str, value: Any, *, low: float = 0.0,
