@@ -118,6 +118,13 @@ def shared_memory_free() -> int:
     return st.f_bavail * st.f_frsize
 
 
+def span(n: int, size: int, rank: int) -> tuple[int, int]:
+    """Rank ``rank``'s part ``[lo, hi)`` of ``n`` entries: ⌈n/size⌉ each, the last ones
+    shorter or empty."""
+    m = -(-n // size)
+    return min(rank * m, n), min((rank + 1) * m, n)
+
+
 class Layout(NamedTuple):
     digest: int
     dtype: np.dtype[Any]  # of the buffer: the leaves' promoted dtype, as funcdl.tree.ravel
@@ -129,7 +136,9 @@ class Layout(NamedTuple):
 class Window(NamedTuple):
     """A shared window: one slot per rank, and ``_GENERATIONS`` results in rank 0's part.
     Every array is made by its own ``frombuffer``, so views of a result keep a reference
-    to that result array itself, and its reference count tells whether any is alive."""
+    to that result array itself, and its reference count tells whether any is alive.
+    Slots are indexed by rank in the communicator: its shared-memory split keeps the order
+    (all keys equal)."""
     win: Any
     slots: list[NDArray[Any]]
     results: list[NDArray[Any]]
@@ -206,10 +215,44 @@ class Reducer:
         part = win.Shared_query(0)[0]
         results = [np.frombuffer(part, dtype, count=n, offset=(1 + g) * n * item)
                    for g in range(_GENERATIONS)]
-        step = -(-n // size)
-        window = Window(win, slots, results, min(rank * step, n), min((rank + 1) * step, n))
+        window = Window(win, slots, results, *span(n, size, rank))
         self.windows[(id(comm), n, dtype.str)] = window
         return window
+
+    def negotiate(self, comm: Comm, n: int, dtype: np.dtype[Any], tree_digest: int, t: Tree,
+                  fn: str, weight: int, ok: bool = True
+                  ) -> tuple[float, Window | None, NDArray[Any] | None, list[int]]:
+        """Collective, opening every mean and sharded step over ``n`` entries: check that
+        the trees agree (else every rank raises alike, in ``agree``), sum the weights, and
+        pick the way. Returns ``(weight / Σ weights, window, result, ranks not ok)``: the
+        shared window and one of its results unused on every rank, or ``(None, None)`` to
+        go by messages. ``ok=False`` on any rank (its caller's check failed) opens no
+        window; the caller raises, on every rank alike."""
+        node = self.node(comm)
+        window = self.windows.get((id(comm), n, dtype.str)) if node else None
+        # flags: bit 0, ok; bit 1, a shared window exists or fits; bit 2 + g, result g unused
+        if window is not None:
+            flags = 2 + sum(4 << g for g in range(_GENERATIONS)
+                            if refcount(window.results, g) <= UNUSED)
+        else:
+            need = n * dtype.itemsize * (comm.Get_size() + _GENERATIONS)
+            flags = 2 * int(node is not None and 0 < need <= shared_memory_free() // 4)
+        every = agree(comm, tree_digest, t, fn, weight=weight, flags=flags | int(ok))
+        bad = np.flatnonzero((every[:, 3] & 1) == 0).tolist()
+        if bad:
+            return 0.0, None, None, bad
+        total = int(every[:, 2].sum())
+        if total <= 0:
+            raise ValueError(f"parallel.{fn}: no rank had any examples; give every step "
+                             f"at least one example")
+        common = int(np.bitwise_and.reduce(every[:, 3]))
+        if common & 2 and window is None and node is not None:
+            window = self.open(comm, node, n, dtype)
+            common = (4 << _GENERATIONS) - 1
+        free = common >> 2 if common & 2 else 0
+        if window is None or not free:
+            return weight / total, None, None, []
+        return weight / total, window, window.results[(free & -free).bit_length() - 1], []
 
     def mean(self, comm: Comm, t: Tree, fn: str, weight: int,
              scalars: tuple[float, ...] = ()) -> tuple[Tree, list[float]]:
@@ -219,33 +262,13 @@ class Reducer:
         leaves = pytree.leaves(t)
         lay = self.layout(t, leaves)
         n = lay.bounds[-1] + len(scalars)
-        node = self.node(comm)
-        window = self.windows.get((id(comm), n, lay.dtype.str)) if node else None
-        # flags: bit 0, a shared window exists or fits; bit 1 + g, shared result g is unused
-        if window is not None:
-            flags = 1 + sum(2 << g for g in range(_GENERATIONS)
-                            if refcount(window.results, g) <= UNUSED)
-        else:
-            need = n * lay.dtype.itemsize * (comm.Get_size() + _GENERATIONS)
-            flags = int(node is not None and 0 < need <= shared_memory_free() // 4)
-        every = agree(comm, lay.digest, t, fn, weight=weight, flags=flags)
-        # Checked after agree, so that every rank raises alike.
-        if lay.not_float is not None:
+        scale, window, buf, bad = self.negotiate(comm, n, lay.dtype, lay.digest, t, fn,
+                                                 weight, ok=lay.not_float is None)
+        if bad:  # the same dtypes everywhere (agree compared them), so every rank is here
             raise TypeError(f"parallel.{fn}: the leaf at {lay.not_float}; means are taken "
                             f"over floating-point trees (gradients) only")
-        total = int(every[:, 2].sum())
-        if total <= 0:
-            raise ValueError(f"parallel.{fn}: no rank had any examples; give every step "
-                             f"at least one example")
-        common = int(np.bitwise_and.reduce(every[:, 3]))
-        if common & 1 and window is None and node is not None:
-            window = self.open(comm, node, n, lay.dtype)
-            common = (2 << _GENERATIONS) - 1
-        free = common >> 1 if common & 1 else 0
-        scale = weight / total
-        if free and window is not None and node is not None:
-            buf = window.results[(free & -free).bit_length() - 1]
-            self.pack(leaves, lay, scalars, scale, window.slots[node.Get_rank()])
+        if window is not None and buf is not None:
+            self.pack(leaves, lay, scalars, scale, window.slots[comm.Get_rank()])
             window.win.Fence()  # every slot written
             lo, hi = window.lo, window.hi
             np.add(window.slots[0][lo:hi], window.slots[1][lo:hi], out=buf[lo:hi])
@@ -256,12 +279,7 @@ class Reducer:
             buf = self.take(n, lay.dtype)
             self.pack(leaves, lay, scalars, scale, buf)
             comm.Allreduce(mpi().IN_PLACE, buf, op=mpi().SUM)
-        # Views of buf in t's structure. Not through tree.unflatten: its recursive closure
-        # is a reference cycle that would keep the views, and so buf, alive until the next
-        # garbage collection, defeating the reuse.
-        parts = iter([read_only_view(buf, lo, hi, shape, dtype) for (shape, dtype), lo, hi in
-                      zip(lay.leaves, lay.bounds, lay.bounds[1:])])
-        return pytree.map(lambda _: next(parts), t), buf[lay.bounds[-1]:].tolist()
+        return as_tree(buf, lay, t), buf[lay.bounds[-1]:].tolist()
 
     @staticmethod
     def pack(leaves: list[Any], lay: Layout, scalars: tuple[float, ...], scale: float,
@@ -277,6 +295,15 @@ class Reducer:
             for x, lo, hi in zip(flat, lay.bounds, lay.bounds[1:]):
                 np.multiply(x, scale, out=buf[lo:hi])
         buf[n:] = [scale * s for s in scalars]
+
+
+def as_tree(buf: NDArray[Any], lay: Layout, t: Tree) -> Tree:
+    """Read-only views of ``buf``, laid out by ``lay``, in ``t``'s structure. Not through
+    tree.unflatten: its recursive closure is a reference cycle that would keep the views,
+    and so buf, alive until the next garbage collection, defeating the buffers' reuse."""
+    parts = iter([read_only_view(buf, lo, hi, shape, dtype) for (shape, dtype), lo, hi in
+                  zip(lay.leaves, lay.bounds, lay.bounds[1:])])
+    return pytree.map(lambda _: next(parts), t)
 
 
 def read_only_view(buf: NDArray[Any], lo: int, hi: int, shape: tuple[int, ...],

@@ -25,24 +25,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import tree as pytree
-from funcdl._reduce import (
-    UNUSED,
-    Layout,
-    Reducer,
-    Window,
-    agree,
-    digest,
-    mpi,
-    read_only_view,
-    refcount,
-    shared_memory_free,
-)
+from funcdl._reduce import Layout, Reducer, as_tree, digest, mpi, span
 from funcdl.optim import GradientTransformation
 from funcdl.optim._base import Count, check_state, next_count, zero_count
 
 Tree = Any
 Comm = Any
-_GENERATIONS = 2  # params buffers per window (Reducer's results): new params, and the last
 
 
 class ShardedState(NamedTuple):
@@ -54,12 +42,6 @@ class ShardedState(NamedTuple):
     inner: Any
     span: NDArray[np.int64]
     count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
-
-
-def span(n: int, size: int, rank: int) -> tuple[int, int]:
-    """Rank ``rank``'s entries ``[lo, hi)`` of ``n``: the same cut as Reducer's windows."""
-    m = -(-n // size)
-    return min(rank * m, n), min((rank + 1) * m, n)
 
 
 def pieces(bounds: list[int], lo: int, hi: int) -> list[tuple[int, int, int]]:
@@ -103,16 +85,18 @@ class Sharder:
         self.name, self.inner = name, inner
         self.reducer = Reducer()
 
-    def layout(self, t: Tree, what: str) -> tuple[list[Any], Layout]:
+    def layout(self, t: Tree) -> tuple[list[Any], Layout]:
         leaves = pytree.leaves(t)
-        lay = self.reducer.layout(t, leaves)
-        if lay.not_float is not None:
-            raise TypeError(f"{self.name}: the {what} leaf at {lay.not_float}; the sharded "
-                            f"optimizer works on floating-point params and grads only")
-        return leaves, lay
+        return leaves, self.reducer.layout(t, leaves)
+
+    def not_float(self, what: str, lay: Layout) -> TypeError:
+        return TypeError(f"{self.name}: the {what} leaf at {lay.not_float}; the sharded "
+                         f"optimizer works on floating-point params and grads only")
 
     def init(self, comm: Comm | None, params: Tree) -> ShardedState:
-        leaves, lay = self.layout(params, "params")
+        leaves, lay = self.layout(params)
+        if lay.not_float is not None:
+            raise self.not_float("params", lay)
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
         n = lay.bounds[-1]
         lo, hi = span(n, size, rank)
@@ -124,19 +108,41 @@ class Sharder:
     def step(self, comm: Comm | None, state: Any, grads: Tree, params: Tree,
              examples: int) -> tuple[Tree, ShardedState]:
         check_state(self.name, state, ShardedState, "step")
-        g_leaves, lay = self.layout(grads, "grads")
-        p_leaves, p_lay = self.layout(params, "params")
+        g_leaves, lay = self.layout(grads)
+        p_leaves, p_lay = self.layout(params)
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
         n = lay.bounds[-1]
         lo, hi = span(n, size, rank)
-        scale, window, out = self.agree(comm, state, grads, params, lay, p_lay, examples)
-        if p_lay.digest != lay.digest:  # after agree: the same on every rank
+        state_ok = [int(v) for v in np.ravel(state.span)] == [lo, hi, n]
+        floats = lay.not_float is None and p_lay.not_float is None
+        scale, window, out, bad = 1.0, None, None, [] if state_ok else [0]
+        if comm is not None:  # every check below then fails alike on every rank
+            scale, window, out, bad = self.reducer.negotiate(
+                comm, n, lay.dtype, digest([(str(lay.digest), str(p_lay.digest))]),
+                {"grads": grads, "params": params}, self.name.removeprefix("parallel."),
+                examples, ok=state_ok and floats)
+        if not floats:  # agree compared the dtypes: the same on every rank
+            raise self.not_float("grads" if lay.not_float else "params",
+                                 lay if lay.not_float else p_lay)
+        if bad and comm is None:
+            raise ValueError(f"{self.name}: the state covers entries "
+                             f"{np.ravel(state.span).tolist()} (start, stop, total), but "
+                             f"this single process owns all {n}: call init(params) with "
+                             f"the same communicator")
+        if bad:
+            raise ValueError(
+                f"{self.name}: the state of rank(s) {bad} was not made for this "
+                f"communicator's cut of the params ({size} ranks, {n} entries): call "
+                f"init(params) on every rank of the communicator you step with")
+        if p_lay.digest != lay.digest:
             try:
                 pytree.check_same(grads, params, ("grads", "params"), shapes=True)
             except ValueError as err:
                 raise ValueError(f"{self.name}: {err}") from None
             raise ValueError(f"{self.name}: grads and params differ in their dtypes; give "
                              f"the grads of these params (funcdl.value_and_grad does)")
+        if out is None:
+            out = self.reducer.take(n, lay.dtype)
         flat_g = [np.ravel(x) for x in g_leaves]
         mine = pieces(lay.bounds, lo, hi)
         total_g = self.reducer.take(hi - lo, lay.dtype)
@@ -175,55 +181,5 @@ class Sharder:
         elif comm is not None:
             displs = [span(n, size, r)[0] for r in range(size)]
             comm.Allgatherv(mpi().IN_PLACE, [out, (counts, displs)])
-        views = iter([read_only_view(out, a, b, shape, dtype) for (shape, dtype), a, b in
-                      zip(p_lay.leaves, p_lay.bounds, p_lay.bounds[1:])])
-        new = pytree.map(lambda _: next(views), params)
-        return new, ShardedState(inner, state.span, next_count(state.count))
-
-    def agree(self, comm: Comm | None, state: ShardedState, grads: Tree, params: Tree,
-              lay: Layout, p_lay: Layout, examples: int
-              ) -> tuple[float, Window | None, NDArray[Any]]:
-        """Collective: check the trees and states on every rank; return this rank's
-        weight in the mean, the shared window when the step goes through it (else None)
-        and the buffer the new params go into."""
-        n = lay.bounds[-1]
-        rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
-        state_ok = [int(v) for v in np.ravel(state.span)] == [*span(n, size, rank), n]
-        if comm is None:
-            if not state_ok:
-                raise ValueError(f"{self.name}: the state covers entries "
-                                 f"{np.ravel(state.span).tolist()} (start, stop, total), but "
-                                 f"this single process owns all {n}: call init(params) with "
-                                 f"the same communicator")
-            return 1.0, None, self.reducer.take(n, lay.dtype)
-        node = self.reducer.node(comm)
-        window = self.reducer.windows.get((id(comm), n, lay.dtype.str)) if node else None
-        # flags: bit 0, this rank's state fits; bit 1, a shared window exists or fits;
-        # bit 2 + g, params buffer g is unused on this rank
-        if window is not None:
-            flags = 2 + sum(4 << g for g in range(_GENERATIONS)
-                            if refcount(window.results, g) <= UNUSED)
-        else:
-            need = n * lay.dtype.itemsize * (size + _GENERATIONS)
-            flags = 2 * int(node is not None and 0 < need <= shared_memory_free() // 4)
-        every = agree(comm, digest([(str(lay.digest), str(p_lay.digest))]),
-                      {"grads": grads, "params": params}, self.name.removeprefix("parallel."),
-                      weight=examples, flags=flags | int(state_ok))
-        bad = np.flatnonzero((every[:, 3] & 1) == 0).tolist()
-        if bad:
-            raise ValueError(
-                f"{self.name}: the state of rank(s) {bad} was not made for this "
-                f"communicator's cut of the params ({size} ranks, {n} entries): call "
-                f"init(params) on every rank of the communicator you step with")
-        total = int(every[:, 2].sum())
-        if total <= 0:
-            raise ValueError(f"{self.name}: no rank had any examples; give every step at "
-                             f"least one example")
-        common = int(np.bitwise_and.reduce(every[:, 3]))
-        if node is not None and common & 2 and window is None:
-            window = self.reducer.open(comm, node, n, lay.dtype)
-            common = (4 << _GENERATIONS) - 1
-        free = common >> 2 if common & 2 else 0  # params buffers unused on every rank
-        if window is None or not free:
-            return examples / total, None, self.reducer.take(n, lay.dtype)
-        return examples / total, window, window.results[(free & -free).bit_length() - 1]
+        return as_tree(out, p_lay, params), ShardedState(inner, state.span,
+                                                         next_count(state.count))

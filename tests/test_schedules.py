@@ -4,6 +4,7 @@ floats out, and read at every update."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -79,6 +80,18 @@ def test_schedules_return_python_floats() -> None:
         assert all(type(s(c)) is float for c in (0, 3, 7))
 
 
+def constant_gradient_steps(opt: optim.GradientTransformation,
+                            n: int) -> tuple[list[float], Any]:
+    """The first entry of each of ``n`` updates on a gradient of ones, and the last state."""
+    params = {"w": np.zeros(2)}
+    state = opt.init(params)
+    steps = []
+    for _ in range(n):
+        updates, state = opt.update(state, {"w": np.ones(2)}, params)
+        steps.append(float(updates["w"][0]))
+    return steps, state
+
+
 def test_schedule_is_read_at_every_update() -> None:
     seen: list[int] = []
 
@@ -86,25 +99,14 @@ def test_schedule_is_read_at_every_update() -> None:
         seen.append(count)
         return 0.1 * (count + 1)
 
-    params = {"w": np.zeros(2)}
-    opt = optim.sgd(lr)
-    state = opt.init(params)
-    steps = []
-    for _ in range(3):
-        updates, state = opt.update(state, {"w": np.ones(2)}, params)
-        steps.append(float(updates["w"][0]))
+    steps, state = constant_gradient_steps(optim.sgd(lr), 3)
     assert seen == [0, 1, 2]
     assert steps == pytest.approx([-0.1, -0.2, -0.3])
     assert int(state.states["lr"].count) == 3
 
     # Adam on a constant gradient steps by lr(t) exactly (m̂ = g, v̂ = g²).
     sched = optim.piecewise_constant_schedule(0.1, {2: 0.5})
-    opt = optim.adam(sched)
-    state = opt.init(params)
-    steps = []
-    for _ in range(4):
-        updates, state = opt.update(state, {"w": np.ones(2)}, params)
-        steps.append(float(updates["w"][0]))
+    steps, _ = constant_gradient_steps(optim.adam(sched), 4)
     assert steps == pytest.approx([-0.1, -0.1, -0.05, -0.05], rel=1e-7)
 
 

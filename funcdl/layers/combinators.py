@@ -176,8 +176,7 @@ def Sequential(*layers: LayerLike) -> Layer:
                         if then is None:
                             x, pullbacks[i] = vjps[i](params[i], x, key=keys[i], train=train)
                         else:  # the activation runs inside: its params must be ()
-                            if not (type(params[i + 1]) is tuple and not params[i + 1]):
-                                no_params(names[i + 1], params[i + 1])
+                            no_params(names[i + 1], params[i + 1])
                             x, pullbacks[i] = then(params[i], x, act)
             except ERRORS as e:
                 k = _owner(i, e, then is not None, names)

@@ -177,18 +177,20 @@ def case_mismatch() -> list[str]:
         "pmean-dtype": lambda: parallel.pmean([np.zeros(2, (np.float32, np.float64)[rank])]),
         "broadcast-root": lambda: parallel.broadcast(np.zeros(2), root=rank),
     }
+    return [*raised(calls, ValueError),
+            *raised({"pmean-int": lambda: parallel.pmean({"n": np.arange(3)})}, TypeError)]
+
+
+def raised(calls: dict, error: type[Exception]) -> list[str]:
+    """``rank R NAME ERROR: message`` for each call, every one of which must raise."""
     report = []
     for name, call in calls.items():
         try:
             call()
-        except ValueError as err:
-            report.append(f"rank {rank} {name} ValueError: {err}")
+        except error as err:
+            report.append(f"rank {rank} {name} {error.__name__}: {err}")
         else:
             raise AssertionError(f"{name} did not raise")
-    try:
-        parallel.pmean({"n": np.arange(3)})
-    except TypeError as err:
-        report.append(f"rank {rank} pmean-int TypeError: {err}")
     return report
 
 
