@@ -93,8 +93,12 @@ def case_mismatch() -> list[str]:
         "state": lambda: zero.step(state if rank else fd.tree.map(np.copy, state)._replace(
             span=np.array([0, 10, 10])), p, p),
         "grads-params": lambda: zero.step(state, {"w": np.ones((2, 4)), "b": np.zeros(2)}, p),
+        "int-on-one": lambda: zero.step(state, {"w": np.ones((4, 2), (float, int)[rank]),
+                                                "b": np.zeros(2)}, p),
     }
     report = raised(calls, ValueError)
+    ints = {"w": np.ones((4, 2), int), "b": np.zeros(2)}
+    report += raised({"int-on-all": lambda: zero.step(state, ints, p)}, TypeError)
     got, _ = zero.step(state, p, p)  # still usable after the errors
     assert np.allclose(got["w"], 0.9)
     return report
