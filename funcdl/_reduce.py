@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import tree as pytree
+from funcdl._treenodes import children_of as pytree_node
 
 Tree = Any
 Comm = Any
@@ -67,6 +68,45 @@ def describe(t: Tree) -> list[tuple[str, str]]:
 def digest(entries: list[tuple[str, str]]) -> int:
     h = hashlib.blake2b(repr(entries).encode(), digest_size=8).digest()
     return int.from_bytes(h, "little", signed=True)
+
+
+def signature(t: Tree) -> tuple[list[Any], tuple[Any, ...]]:
+    """``(tree.leaves(t), key)`` in one walk: the key, flat and hashable in C, is equal for
+    two trees exactly when their structures, leaf shapes and leaf dtypes are. It lists the
+    nodes in preorder, a container as its type then its length (a dict: its sorted keys),
+    a leaf as its shape (a tuple, never a type) then its dtype, so it reads back one way."""
+    leaves: list[Any] = []
+    key: list[Any] = []
+    _sign(t, leaves, key)
+    return leaves, tuple(key)
+
+
+def _sign(t: Tree, leaves: list[Any], key: list[Any]) -> None:
+    tp = type(t)
+    if tp is np.ndarray:
+        leaves.append(t)
+        key += (t.shape, t.dtype.str)
+    elif tp is tuple or tp is list:
+        key += (tp, len(t))
+        for c in t:
+            _sign(c, leaves, key)
+    elif tp is dict:
+        keys = sorted(t)
+        key += (tp, tuple(keys))
+        for k in keys:
+            _sign(t[k], leaves, key)
+    elif t is None:
+        key.append(None)
+    else:
+        node = pytree_node(t)
+        if node is None:
+            a = np.asarray(t)
+            leaves.append(t)
+            key += (a.shape, a.dtype.str)
+        else:  # a NamedTuple or a dict subclass, as tree.leaves walks them
+            key += (tp, tuple(node[1]) if node[0] == "dict" else len(node[2]))
+            for c in node[2]:
+                _sign(c, leaves, key)
 
 
 def agree(comm: Comm, tree_digest: int, t: Tree, fn: str, root: int = 0, weight: int = 0,
@@ -163,11 +203,12 @@ class Reducer:
         self.nodes: dict[int, tuple[Comm, Comm | None]] = {}  # id(comm): (comm, node comm)
         self.windows: dict[tuple[int, int, str], Window] = {}
 
-    def layout(self, t: Tree, leaves: list[Any]) -> Layout:
-        arrays = [np.asarray(x) for x in leaves]
-        key = (pytree.structure(t), tuple((a.shape, a.dtype.str) for a in arrays))
+    def layout(self, t: Tree) -> tuple[list[Any], Layout]:
+        """``t``'s leaves and its layout, found by one walk and one hash when seen before."""
+        leaves, key = signature(t)
         found = self.layouts.get(key)
         if found is None:
+            arrays = [np.asarray(x) for x in leaves]
             bounds = np.cumsum([0] + [a.size for a in arrays]).tolist()
             not_float = next((f"{p or 'the root'} has dtype {a.dtype}" for (p, _), a in
                               zip(pytree.leaves_with_path(t), arrays)
@@ -178,7 +219,7 @@ class Reducer:
             if len(self.layouts) >= 16:  # a sweep over many model shapes: start afresh
                 self.layouts.clear()
             self.layouts[key] = found
-        return found
+        return leaves, found
 
     def take(self, n: int, dtype: np.dtype[Any]) -> NDArray[Any]:
         pool = self.buffers.setdefault((n, dtype.str), [])
@@ -259,8 +300,7 @@ class Reducer:
         """Collective: ``Σ_r w_r t_r / Σ_r w_r`` over ranks, and the same for each of
         ``scalars``. The weights travel with the layout check, so each rank scales its
         leaves by ``w_r / Σ w`` while packing them, and one sum finishes."""
-        leaves = pytree.leaves(t)
-        lay = self.layout(t, leaves)
+        leaves, lay = self.layout(t)
         n = lay.bounds[-1] + len(scalars)
         scale, window, buf, bad = self.negotiate(comm, n, lay.dtype, lay.digest, t, fn,
                                                  weight, ok=lay.not_float is None)

@@ -44,11 +44,31 @@ class ShardedState(NamedTuple):
     count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
 
 
-def pieces(bounds: list[int], lo: int, hi: int) -> list[tuple[int, int, int]]:
-    """``(leaf, start, stop)`` for each leaf overlapping entries ``[lo, hi)``; start and stop
-    count from the leaf's first entry."""
-    return [(i, max(lo, a) - a, min(hi, b) - a)
+def pieces(bounds: list[int], lo: int, hi: int) -> list[tuple[int, int, int, int]]:
+    """``(leaf, start, stop, at)`` for each leaf overlapping entries ``[lo, hi)``; start and
+    stop count from the leaf's first entry, ``at`` is start's entry in the ravelled tree."""
+    return [(i, max(lo, a) - a, min(hi, b) - a, max(lo, a))
             for i, (a, b) in enumerate(itertools.pairwise(bounds)) if max(lo, a) < min(hi, b)]
+
+
+class Cut(NamedTuple):
+    """One rank's view of the cut of ``n`` entries over ``size`` ranks."""
+
+    lo: int  # this rank owns entries [lo, hi)
+    hi: int
+    mine: list[tuple[int, int, int, int]]  # pieces(bounds, lo, hi)
+    theirs: list[tuple[int, int, int, int]]  # the pieces of every other rank's entries
+    counts: list[int]  # every rank's entry count, and its first entry
+    displs: list[int]
+
+
+def cut(bounds: list[int], size: int, rank: int) -> Cut:
+    n = bounds[-1]
+    spans = [span(n, size, r) for r in range(size)]
+    lo, hi = spans[rank]
+    theirs = [p for r, s in enumerate(spans) if r != rank for p in pieces(bounds, *s)]
+    return Cut(lo, hi, pieces(bounds, lo, hi), theirs, [b - a for a, b in spans],
+               [a for a, _ in spans])
 
 
 def check_elementwise(name: str, opt: GradientTransformation) -> None:
@@ -79,15 +99,24 @@ def check_elementwise(name: str, opt: GradientTransformation) -> None:
 
 
 class Sharder:
-    """Layouts, buffers and shared windows of one ``parallel.sharded`` optimizer."""
+    """Layouts, cuts, buffers and shared windows of one ``parallel.sharded`` optimizer."""
 
     def __init__(self, name: str, inner: GradientTransformation) -> None:
         self.name, self.inner = name, inner
         self.reducer = Reducer()
+        self.cuts: dict[tuple[int, int, int, int], Cut] = {}
 
     def layout(self, t: Tree) -> tuple[list[Any], Layout]:
-        leaves = pytree.leaves(t)
-        return leaves, self.reducer.layout(t, leaves)
+        return self.reducer.layout(t)
+
+    def cut(self, lay: Layout, size: int, rank: int) -> Cut:
+        key = (lay.digest, lay.bounds[-1], size, rank)
+        found = self.cuts.get(key)
+        if found is None:
+            if len(self.cuts) >= 16:
+                self.cuts.clear()
+            found = self.cuts[key] = cut(lay.bounds, size, rank)
+        return found
 
     def not_float(self, what: str, lay: Layout) -> TypeError:
         return TypeError(f"{self.name}: the {what} leaf at {lay.not_float}; the sharded "
@@ -98,12 +127,11 @@ class Sharder:
         if lay.not_float is not None:
             raise self.not_float("params", lay)
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
-        n = lay.bounds[-1]
-        lo, hi = span(n, size, rank)
+        c = self.cut(lay, size, rank)
         flat = [np.ravel(x) for x in leaves]
-        mine = tuple(flat[i][a:b] for i, a, b in pieces(lay.bounds, lo, hi))
-        return ShardedState(self.inner.init(mine), np.array([lo, hi, n], np.int64),
-                            zero_count())
+        mine = tuple(flat[i][a:b] for i, a, b, _ in c.mine)
+        return ShardedState(self.inner.init(mine),
+                            np.array([c.lo, c.hi, lay.bounds[-1]], np.int64), zero_count())
 
     def step(self, comm: Comm | None, state: Any, grads: Tree, params: Tree,
              examples: int) -> tuple[Tree, ShardedState]:
@@ -112,8 +140,9 @@ class Sharder:
         p_leaves, p_lay = self.layout(params)
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
         n = lay.bounds[-1]
-        lo, hi = span(n, size, rank)
-        state_ok = [int(v) for v in np.ravel(state.span)] == [lo, hi, n]
+        c = self.cut(lay, size, rank)
+        lo, hi = c.lo, c.hi
+        state_ok = np.ravel(state.span).tolist() == [lo, hi, n]
         floats = lay.not_float is None and p_lay.not_float is None
         scale, window, out, bad = 1.0, None, None, [] if state_ok else [0]
         if comm is not None:  # every check below then fails alike on every rank
@@ -144,21 +173,15 @@ class Sharder:
         if out is None:
             out = self.reducer.take(n, lay.dtype)
         flat_g = [np.ravel(x) for x in g_leaves]
-        mine = pieces(lay.bounds, lo, hi)
         total_g = self.reducer.take(hi - lo, lay.dtype)
-        counts = [b - a for a, b in (span(n, size, r) for r in range(size))]
         if window is not None:  # the others' entries of my gradients into my slot
-            for other in range(size):
-                if other != rank:
-                    for i, a, b in pieces(lay.bounds, *span(n, size, other)):
-                        base = lay.bounds[i]
-                        np.multiply(flat_g[i][a:b], scale, out=window.slots[rank][base + a:
-                                                                                  base + b])
+            slot = window.slots[rank]
+            for i, a, b, at in c.theirs:
+                np.multiply(flat_g[i][a:b], scale, out=slot[at:at + b - a])
             window.win.Fence()
         if comm is None or window is not None:
-            for i, a, b in mine:
-                base = lay.bounds[i] - lo
-                np.multiply(flat_g[i][a:b], scale, out=total_g[base + a:base + b])
+            for i, a, b, at in c.mine:
+                np.multiply(flat_g[i][a:b], scale, out=total_g[at - lo:at - lo + b - a])
             if window is not None:
                 for other in range(size):
                     if other != rank:
@@ -166,20 +189,17 @@ class Sharder:
         else:
             buf = self.reducer.take(n, lay.dtype)
             Reducer.pack(g_leaves, lay, (), scale, buf)
-            comm.Reduce_scatter(buf, total_g, recvcounts=counts, op=mpi().SUM)
+            comm.Reduce_scatter(buf, total_g, recvcounts=c.counts, op=mpi().SUM)
             del buf
         # the optimizer on my entries, and my entries of the new params into out
-        flat_p = [np.ravel(x) for x in p_leaves]
-        g_mine = tuple(total_g[lay.bounds[i] + a - lo:lay.bounds[i] + b - lo]
-                       for i, a, b in mine)
-        p_mine = tuple(flat_p[i][a:b] for i, a, b in mine)
+        g_mine = tuple(total_g[at - lo:at - lo + b - a] for _, a, b, at in c.mine)
+        p_mine = tuple(np.ravel(p_leaves[i])[a:b] for i, a, b, _ in c.mine)
         updates, inner = self.inner.update(state.inner, g_mine, p_mine)
-        for (i, a, b), p, u in zip(mine, p_mine, updates):
-            np.add(p, u, out=out[lay.bounds[i] + a:lay.bounds[i] + b])
+        for (_, a, b, at), p, u in zip(c.mine, p_mine, updates):
+            np.add(p, u, out=out[at:at + b - a])
         if window is not None:
             window.win.Fence()  # every rank's entries written
         elif comm is not None:
-            displs = [span(n, size, r)[0] for r in range(size)]
-            comm.Allgatherv(mpi().IN_PLACE, [out, (counts, displs)])
+            comm.Allgatherv(mpi().IN_PLACE, [out, (c.counts, c.displs)])
         return as_tree(out, p_lay, params), ShardedState(inner, state.span,
                                                          next_count(state.count))

@@ -23,7 +23,7 @@ from conftest import EXAMPLES, load_example
 
 import funcdl as fd
 from funcdl import data, parallel
-from funcdl._reduce import Reducer
+from funcdl._reduce import Reducer, signature
 
 SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -310,11 +310,35 @@ def test_pack_scales_every_leaf_into_its_place(sizes, dtypes):
     t = {f"x{i}": rng.standard_normal(n).astype(dtypes[i % len(dtypes)]).reshape(n, 1)[::1]
          for i, n in enumerate(sizes)}
     t["s"] = np.float64(2.5) if len(dtypes) > 1 else np.float32(2.5)  # a scalar leaf
-    leaves = fd.tree.leaves(t)
-    reducer = Reducer()
-    lay = reducer.layout(t, leaves)
+    leaves, lay = Reducer().layout(t)
     buf = np.full(lay.bounds[-1] + 2, np.nan, lay.dtype)
     Reducer.pack(leaves, lay, (4.0, -1.0), 0.25, buf)
     want = np.concatenate([np.ravel(x).astype(lay.dtype) for x in leaves] + [[4.0, -1.0]])
     np.testing.assert_allclose(buf, 0.25 * want, rtol=1e-7 if lay.dtype == np.float32 else 0)
     assert buf.dtype == (np.float64 if len(dtypes) > 1 else np.float32)
+
+
+class _Pair(tuple):  # a tuple subclass that is not a NamedTuple: a leaf, as tree.leaves says
+    pass
+
+
+def test_signature_keys_equal_exactly_when_structure_shapes_and_dtypes_are():
+    import copy
+    from collections import OrderedDict, namedtuple
+
+    NT = namedtuple("NT", "a b")
+    z = np.zeros
+    trees = [
+        ((z(2), z(3)),), (z(2), (z(3),)), ((z(2),), z(3)), [z(2), z(3)], (z(2), z(3)),
+        {"a": z(2), "b": z(3)}, {"a": z(2), "c": z(3)}, OrderedDict(a=z(2), b=z(3)),
+        NT(z(2), z(3)), (z(2), z(3), None), (z(3), z(2)), (z(2), z((3, 1))),
+        (z(2), z(3, dtype=np.float32)), (z(2), 1.0), (z(2), np.float32(1.0)), (z(2), 1),
+        (z(2), _Pair((z(3),))), None, (), [], {}, z(5),
+    ]
+    keys = [signature(t)[1] for t in trees]
+    assert len(set(keys)) == len(trees)  # all differ, nested ones included
+    for t in trees:
+        leaves, key = signature(t)
+        assert [id(x) for x in leaves] == [id(x) for x in fd.tree.leaves(t)]
+        assert signature(copy.deepcopy(t))[1] == key  # new leaves, same everything else
+        hash(key)
