@@ -338,8 +338,6 @@ LAYER_CASES = [
     case("shared-pullback-branch-dy-shape",
          lambda: pullback(SHARED, P_SHARED, (ones(1, 2), ones(1, 2)))((ones(1, 3), ones(1, 4))),
          ValueError, "Shared[1] Dense(3)", "(1, 3)", "(1, 4)"),
-    case("shared-stateful-child", lambda: L.Shared(L.BatchNorm()), TypeError,
-         "Shared", "BatchNorm()"),
     # Sequential and nesting
     case("sequential-uncalled-constructor", lambda: L.Sequential(L.Dense(2), L.ReLU), TypeError,
          "Sequential", "argument 1", "ReLU(), not ReLU"),

@@ -374,3 +374,63 @@ def test_layernorm_bad_input():
         LayerNorm(axis=1.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="known sizes"):
         LayerNorm().init(random.key(0), (None, None))
+
+
+# ---------------------------------------------------------------------------- shared
+
+def test_shared_batchnorm_threads_its_state_through_the_branches():
+    # PyTorch's rule for a module called twice: branch 1 normalises with its own batch and
+    # moves the statistics that branch 0 already moved.
+    layer = BatchNorm(momentum=0.3)
+    shared = L.Shared(L.Sequential(L.Dense(3), layer))
+    assert shared.stateful
+    out, params, state = shared.init(random.key(0), ((None, 4), (None, 4)))
+    assert out == ((None, 3), (None, 3))
+    p64, s64 = tree.astype(params, np.float64), tree.astype(state, np.float64)
+    x0, x1 = _normal(1, (6, 4), 2.0, 1.0), _normal(2, (5, 4), 0.5, -1.0)
+    (y0, y1), new = shared.apply(p64, (x0, x1), state=s64, train=True)
+    enc = L.Sequential(L.Dense(3), layer)
+    z0, mid = enc.apply(p64, x0, state=s64, train=True)
+    z1, last = enc.apply(p64, x1, state=mid, train=True)
+    np.testing.assert_allclose(y0, z0)
+    np.testing.assert_allclose(y1, z1)
+    for a, b in zip(tree.leaves(new), tree.leaves(last)):
+        np.testing.assert_allclose(a, b)
+    moved_once = enc.apply(p64, x1, state=s64, train=True)[1]
+    assert not np.allclose(tree.leaves(new)[0], tree.leaves(moved_once)[0])
+    (e0, e1), same = shared.apply(p64, (x0, x1), state=new)
+    np.testing.assert_allclose(e0, enc.apply(p64, x0, state=new)[0])  # running statistics
+    assert all(a is b for a, b in zip(tree.leaves(same), tree.leaves(new)))
+    np.testing.assert_allclose(e1, enc.apply(p64, x1, state=new)[0])
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_shared_batchnorm_vjp_matches_finite_differences(train):
+    shared = L.Shared(L.Sequential(L.Dense(3), BatchNorm(momentum=0.2)), 3)
+    _, params, state = shared.init(random.key(0), ((None, 4),) * 3)
+    state = tree.map(lambda a: a + _normal(9, a.shape, 0.1, 0.5), state)
+    xs = tuple(_normal(10 + i, (5, 4), 1.0 + i, i) for i in range(3))
+    check_vjp(shared, tree.astype(params, np.float64), xs, state=tree.astype(state, np.float64),
+              train=train)
+
+
+def test_shared_batchnorm_matches_torch_module_called_twice(torch):
+    layer = L.Shared(BatchNorm(momentum=0.2))
+    params, state, _ = _bn_setup(BatchNorm(momentum=0.2), (None, 3), 6)
+    bn = torch.nn.BatchNorm1d(3, momentum=0.2, eps=EPS).double()
+    with torch.no_grad():
+        bn.weight.copy_(torch.from_numpy(params["scale"]))
+        bn.bias.copy_(torch.from_numpy(params["bias"]))
+        bn.running_mean.copy_(torch.from_numpy(state["mean"]))
+        bn.running_var.copy_(torch.from_numpy(state["var"]))
+    x0, x1 = _normal(1, (6, 3), 2.0, 1.0), _normal(2, (4, 3), 0.5, -1.0)
+    dy0, dy1 = _normal(3, (6, 3)), _normal(4, (4, 3))
+    t0, t1 = (torch.from_numpy(x).requires_grad_(True) for x in (x0, x1))
+    o0, o1 = bn.train()(t0), bn(t1)
+    ((o0 * torch.from_numpy(dy0)).sum() + (o1 * torch.from_numpy(dy1)).sum()).backward()
+    (y0, y1), pullback, new = layer.vjp(params, (x0, x1), state=state, train=True)
+    grads, (dx0, dx1) = pullback((dy0, dy1))
+    for ours, theirs in [(y0, o0), (y1, o1), (dx0, t0.grad), (dx1, t1.grad),
+                         (grads["scale"], bn.weight.grad), (grads["bias"], bn.bias.grad),
+                         (new["mean"], bn.running_mean), (new["var"], bn.running_var)]:
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-10, atol=1e-12)

@@ -161,55 +161,58 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
     ``(x_1, ..., x_n) -> (f(x_1), ..., f(x_n))``. Its params are the layer's own; vjp: the
     gradient is the sum of the per-branch gradients, ``dparams = Σ_i f_pᵀ dy_i``.
 
+    A stateful layer (BatchNorm) is shared with its state as a PyTorch module called ``n``
+    times: branch i runs on the state branch i - 1 returned, so in training each branch's
+    batch moves the running statistics in turn; the state is the layer's own.
+
     Example (a Siamese pair): ``Sequential(Shared(encoder), FanInConcat(), Dense(1))``.
     """
     check_children("Shared", [layer])
-    if is_stateful(layer):
-        raise TypeError(f"Shared: {name_of(layer)} keeps running statistics; sharing it "
-                        f"between branches is not supported (share the layers around it)")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"Shared: n must be a positive int, got {n!r}")
     child = name_of(layer)
     name = f"Shared({child}, {n})"
     where = [f"Shared[{i}]" for i in range(n)]
 
-    def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
+    def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any, Any]:
         entries(name, in_shapes, n, "in_shape")
-        outs = []
-        params = None
+        outs, first = [], None
         for i, shape in enumerate(in_shapes):
             try:
-                out, p = layer.init(key, shape)
+                out, p, s = child_init(layer, key, shape)
             except ERRORS as e:
                 raise located(where[i], child, e) from e
-            if params is None:
-                params = p
+            if first is None:
+                first = (p, s)
             else:
                 try:
-                    tree.check_same(params, p, (f"branch 0 {tuple(in_shapes[0])}",
-                                                f"branch {i} {tuple(shape)}"), shapes=True)
+                    tree.check_same(first, (p, s), (f"branch 0 {tuple(in_shapes[0])}",
+                                                    f"branch {i} {tuple(shape)}"), shapes=True)
                 except ValueError as e:
                     raise ValueError(f"{name}: the branches need params of one shape to "
                                      f"share them: {e}") from None
             outs.append(out)
-        return tuple(outs), params
+        assert first is not None  # n >= 1
+        return tuple(outs), first[0], first[1]
 
-    def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
+    def apply(params: Any, xs: Any, *, state: Any, key: Any = None,
+              train: bool = False) -> tuple[Any, Any]:
         entries(name, xs, n, "inputs")
         out = []
         for i, (x, k) in enumerate(zip(xs, keys_for(key, n))):
             try:
-                out.append(layer.apply(params, x, key=k, train=train))
+                y, state = child_apply(layer, params, x, state, k, train)
             except ERRORS as e:
                 raise located(where[i], child, e) from e
-        return tuple(out)
+            out.append(y)
+        return tuple(out), state
 
-    def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
+    def vjp(params: Any, xs: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
         entries(name, xs, n, "inputs")
         ys, pbs = [], []
         for i, (x, k) in enumerate(zip(xs, keys_for(key, n))):
             try:
-                y, pb = layer.vjp(params, x, key=k, train=train)
+                y, pb, state = child_vjp(layer, params, x, state, k, train)
             except ERRORS as e:
                 raise located(where[i], child, e) from e
             ys.append(y)
@@ -224,6 +227,6 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
                 total = tree.map(np.add, total, g[0])
             return total, tuple(g[1] for g in grads)
 
-        return tuple(ys), pullback
+        return tuple(ys), pullback, state
 
-    return Layer(init, apply, vjp, name=name)
+    return build(name, is_stateful(layer), init, apply, vjp)
