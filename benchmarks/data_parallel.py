@@ -272,6 +272,17 @@ def main(argv: list[str] | None = None) -> None:
               f"fast as 1 rank x 2 threads; per-round step ms: " + "; ".join(
                   f"{n}: " + ", ".join(f"{1e3 * max(r['step'] for r in run['ranks']):.2f}"
                                        for run in runs[n]) for n in names))
+        # Each round against the same round's 1 x 1, with the handoff the 2-rank runs met:
+        # the VM's state can change between rounds, and it decides the 2-rank figures.
+        def slowest(run: dict[str, Any], key: str) -> float:
+            return max(r[key] for r in run["ranks"])
+
+        print(f"{model}, each round against its own 1 rank x 1 thread: " + "; ".join(
+            f"round {i + 1}: data_parallel {slowest(base, 'step') / slowest(dp, 'step'):.2f}x "
+            f"(handoff {1e3 * slowest(dp, 'handoff'):.2f} ms), sharded "
+            f"{slowest(base, 'step') / slowest(zr, 'step'):.2f}x (handoff "
+            f"{1e3 * slowest(zr, 'handoff'):.2f} ms)" for i, (base, dp, zr) in
+            enumerate(zip(*(runs[n] for n in names[:3])))))
         # A synchronous step goes at its slowest rank's pace; unequal cores show here.
         for name in names[1:3]:
             per_rank = runs[name]
