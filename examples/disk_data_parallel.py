@@ -56,8 +56,8 @@ def train(epochs: int = 200, seed: int = 0, lr: float = 1e-2, batch_size: int = 
     params = parallel.broadcast(params)  # equal already (same key); cheap insurance
     steps = epochs * math.ceil(len(x_train) / batch_size)
     opt = fd.optim.adam(lr=fd.optim.cosine_decay_schedule(lr, steps, alpha=0.01))
-    zero = parallel.sharded(opt)  # used with sharded=True
-    opt_state = zero.init(params) if sharded else opt.init(params)
+    zero = parallel.sharded(opt) if sharded else None
+    opt_state = opt.init(params) if zero is None else zero.init(params)
 
     local = fd.value_and_grad(model, fd.losses.bce_with_logits)
     compute = 0.0  # seconds in the local forward and backward, to split off the allreduce
@@ -79,7 +79,7 @@ def train(epochs: int = 200, seed: int = 0, lr: float = 1e-2, batch_size: int = 
         for xb, yb in parallel.batches(fd.random.fold_in(k_epochs, epoch), x_train, y_train,
                                        batch_size=batch_size, rank=rank, size=size):
             t0 = time.perf_counter()
-            if sharded:  # this rank's loss and grads; the sum over ranks is in zero.step
+            if zero is not None:  # this rank's loss and grads; the sum over ranks is in zero.step
                 loss, grads = timed(params, xb, yb)
                 params, opt_state = zero.step(opt_state, grads, params, examples=len(xb))
                 t1 = time.perf_counter()

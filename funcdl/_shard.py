@@ -104,13 +104,10 @@ class Sharder:
     def __init__(self, name: str, inner: GradientTransformation) -> None:
         self.name, self.inner = name, inner
         self.reducer = Reducer()
-        self.cuts: dict[tuple[int, int, int, int], Cut] = {}
-
-    def layout(self, t: Tree) -> tuple[list[Any], Layout]:
-        return self.reducer.layout(t)
+        self.cuts: dict[tuple[int, int, int], Cut] = {}  # (layout digest, size, rank)
 
     def cut(self, lay: Layout, size: int, rank: int) -> Cut:
-        key = (lay.digest, lay.bounds[-1], size, rank)
+        key = (lay.digest, size, rank)
         found = self.cuts.get(key)
         if found is None:
             if len(self.cuts) >= 16:
@@ -123,7 +120,7 @@ class Sharder:
                          f"optimizer works on floating-point params and grads only")
 
     def init(self, comm: Comm | None, params: Tree) -> ShardedState:
-        leaves, lay = self.layout(params)
+        leaves, lay = self.reducer.layout(params)
         if lay.not_float is not None:
             raise self.not_float("params", lay)
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
@@ -136,8 +133,8 @@ class Sharder:
     def step(self, comm: Comm | None, state: Any, grads: Tree, params: Tree,
              examples: int) -> tuple[Tree, ShardedState]:
         check_state(self.name, state, ShardedState, "step")
-        g_leaves, lay = self.layout(grads)
-        p_leaves, p_lay = self.layout(params)
+        g_leaves, lay = self.reducer.layout(grads)
+        p_leaves, p_lay = self.reducer.layout(params)
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
         n = lay.bounds[-1]
         c = self.cut(lay, size, rank)

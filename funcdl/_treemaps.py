@@ -75,7 +75,7 @@ def _map2(f: Callable[..., Any], a: Tree, b: Tree, shapes: bool) -> Tree:
 
 
 def _dict2(f: Callable[..., Any], a: dict[Any, Any], b: Tree, shapes: bool) -> Tree:
-    if (type(b) is not dict and not isinstance(b, dict)) or len(a) != len(b):
+    if not isinstance(b, dict) or len(a) != len(b):  # OrderedDict too
         raise _Mismatch
     out = {}
     for k, x in a.items():

@@ -68,28 +68,31 @@ def path_env(path: str) -> dict[str, str]:
     return {**ENV, "FUNCDL_MPI_SHARED_MEMORY": "1" if path == "shared" else "0"}
 
 
+def every_rank_ok(out: str, case: str, path: str, ranks: int = 2) -> None:
+    """Every rank of an MPI script printed that ``case`` passed, and which way it summed."""
+    for r in range(ranks):
+        assert f"rank {r} ok {case}" in out and f"rank {r} path {path}" in out
+
+
 @needs_mpi
 @PATHS
 def test_data_parallel_steps_equal_single_process_steps_float32_and_float64(path):
     out = ok(run([str(SCRIPTS / "check_parallel.py"), "equivalence"], env=path_env(path)))
-    for r in (0, 1):
-        assert f"rank {r} ok equivalence" in out and f"rank {r} path {path}" in out
+    every_rank_ok(out, "equivalence", path)
 
 
 @needs_mpi
 @PATHS
 def test_broadcast_equalises_params_and_pmean_averages(path):
     out = ok(run([str(SCRIPTS / "check_parallel.py"), "collectives"], env=path_env(path)))
-    for r in (0, 1):
-        assert f"rank {r} ok collectives" in out and f"rank {r} path {path}" in out
+    every_rank_ok(out, "collectives", path)
 
 
 @needs_mpi
 @PATHS
 def test_three_ranks_sum_every_slot_and_uneven_parts(path):
     out = ok(run([str(SCRIPTS / "check_parallel.py"), "three"], env=path_env(path), ranks=3))
-    for r in (0, 1, 2):
-        assert f"rank {r} ok three" in out and f"rank {r} path {path}" in out
+    every_rank_ok(out, "three", path, ranks=3)
 
 
 @needs_mpi

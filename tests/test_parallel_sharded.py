@@ -8,7 +8,16 @@ import re
 import numpy as np
 import pytest
 from conftest import EXAMPLES, load_example
-from test_parallel import PATHS, SCRIPTS, OneRank, needs_mpi, ok, path_env, run
+from test_parallel import (
+    PATHS,
+    SCRIPTS,
+    OneRank,
+    every_rank_ok,
+    needs_mpi,
+    ok,
+    path_env,
+    run,
+)
 
 import funcdl as fd
 from funcdl import parallel
@@ -22,9 +31,7 @@ from funcdl import parallel
 def test_sharded_steps_equal_a_whole_optimizer_in_one_process(path, ranks):
     script = str(SCRIPTS / "check_sharded.py")
     out = ok(run([script, "equivalence"], env=path_env(path), ranks=ranks, timeout=120))
-    want = "shared" if path == "shared" else "messages"
-    for r in range(ranks):
-        assert f"rank {r} ok equivalence" in out and f"rank {r} path {want}" in out
+    every_rank_ok(out, "equivalence", "shared" if path == "shared" else "messages", ranks)
 
 
 @needs_mpi

@@ -176,24 +176,22 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any, Any]:
         entries(name, in_shapes, n, "in_shape")
-        outs, first = [], None
+        made = []  # (out_shape, params, state) per branch, all from one key
         for i, shape in enumerate(in_shapes):
             try:
-                out, p, s = child_init(layer, key, shape)
+                made.append(child_init(layer, key, shape))
             except ERRORS as e:
                 raise located(where[i], child, e) from e
-            if first is None:
-                first = (p, s)
-            else:
-                try:
-                    tree.check_same(first, (p, s), (f"branch 0 {tuple(in_shapes[0])}",
-                                                    f"branch {i} {tuple(shape)}"), shapes=True)
-                except ValueError as e:
-                    raise ValueError(f"{name}: the branches need params of one shape to "
-                                     f"share them: {e}") from None
-            outs.append(out)
-        assert first is not None  # n >= 1
-        return tuple(outs), first[0], first[1]
+        _, params, state = made[0]
+        for i, (_, p, s) in enumerate(made[1:], 1):
+            try:
+                tree.check_same((params, state), (p, s), (f"branch 0 {tuple(in_shapes[0])}",
+                                                         f"branch {i} {tuple(in_shapes[i])}"),
+                                shapes=True)
+            except ValueError as e:
+                raise ValueError(f"{name}: the branches need params of one shape to share "
+                                 f"them: {e}") from None
+        return tuple(out for out, _, _ in made), params, state
 
     def apply(params: Any, xs: Any, *, state: Any, key: Any = None,
               train: bool = False) -> tuple[Any, Any]:
