@@ -6,9 +6,11 @@ the ranks share, an MPI-3 shared window: each rank writes its scaled leaves into
 slot, then sums its 1/k of all slots into a result that every rank reads in place. Each
 byte is written once and read k times; MPICH's ``Allreduce`` on one machine copies it
 through its shared-memory queues several times (the mlp's 2.68 MB of gradients on two
-ranks: 0.24 ms against 0.54 ms, packing included). Across machines, or when the window
-would be large against the free shared memory, or with FUNCDL_MPI_SHARED_MEMORY=0 in the
-environment, one ``Allreduce`` of a private buffer.
+ranks: 0.24 ms against 0.54 ms, packing included). A window keeps up to 8 sets of slots
+and 8 results and takes them in turn (see ``generations``: the mlp's window is 64 MB of
+/dev/shm), or one set and two results when that is all that fits. Across machines, or when
+even that window would be large against the free shared memory, or with
+FUNCDL_MPI_SHARED_MEMORY=0 in the environment, one ``Allreduce`` of a private buffer.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ Tree = Any
 Comm = Any
 
 SWITCH = "FUNCDL_MPI_SHARED_MEMORY"  # "0": always Allreduce (read once per communicator)
-_GENERATIONS = 2  # shared results per window: the last grads may stay bound through a step
+# Shared results and slot sets per window, taken in turn. A core that writes memory another
+# core still caches waits until that copy is invalidated: when the two cores share no cache
+# (this VM's two vCPUs at times, or two dies of an AMD EPYC), 0.35-0.5 ms per 1.34 MB
+# against 0.06-0.1 when they do. With ~64 MB of buffers in turn the other core's caches have
+# dropped a buffer before it comes back: 0.09-0.15 ms in either state (benchmarks/handoff.py).
+_ROTATE = 64 << 20  # bytes of results (or of slot sets) a window takes in turn
+_MOST = 8  # generations at most; at least 2: the last grads may stay bound through a step
 _SMALL = 1 << 16  # entries: below, packing copies all leaves first and scales once
 _WINDOWS = 4  # shared windows kept per reducer (per tree layout), the oldest freed first
 
@@ -173,14 +181,22 @@ class Layout(NamedTuple):
     not_float: str | None  # the path and dtype of a leaf that is not floating-point
 
 
+def generations(nbytes: int, rotate: bool) -> tuple[int, int]:
+    """``(results, slot sets)`` of a window of ``nbytes`` per buffer: taken in turn when
+    ``rotate``, else two results (the last grads may stay bound through a step), one set."""
+    gens = max(2, min(_MOST, -(-_ROTATE // max(nbytes, 1)))) if rotate else 2
+    return gens, 1 if gens == 2 else gens
+
+
 class Window(NamedTuple):
-    """A shared window: one slot per rank, and ``_GENERATIONS`` results in rank 0's part.
+    """A shared window: one slot per rank (in each of its slot sets, taken in turn) and
+    ``generations`` results in rank 0's part, also taken in turn when free.
     Every array is made by its own ``frombuffer``, so views of a result keep a reference
     to that result array itself, and its reference count tells whether any is alive.
     Slots are indexed by rank in the communicator: its shared-memory split keeps the order
     (all keys equal)."""
     win: Any
-    slots: list[NDArray[Any]]
+    slots: list[NDArray[Any]]  # this turn's set
     results: list[NDArray[Any]]
     lo: int  # this rank sums results[g][lo:hi]
     hi: int
@@ -201,7 +217,8 @@ class Reducer:
         self.layouts: dict[Any, Layout] = {}
         self.buffers: dict[tuple[int, str], list[NDArray[Any]]] = {}
         self.nodes: dict[int, tuple[Comm, Comm | None]] = {}  # id(comm): (comm, node comm)
-        self.windows: dict[tuple[int, int, str], Window] = {}
+        self.windows: dict[tuple[int, int, str], list[Window]] = {}  # one per slot set
+        self.turns: dict[tuple[int, int, str], int] = {}  # steps taken with each window
 
     def layout(self, t: Tree) -> tuple[list[Any], Layout]:
         """``t``'s leaves and its layout, found by one walk and one hash when seen before."""
@@ -245,20 +262,26 @@ class Reducer:
             found = self.nodes[id(comm)] = (comm, node)
         return found[1]
 
-    def open(self, comm: Comm, node: Comm, n: int, dtype: np.dtype[Any]) -> Window:
-        """Collective over ``node``: a shared window for means of ``n`` entries."""
+    def open(self, comm: Comm, node: Comm, n: int, dtype: np.dtype[Any],
+             rotate: bool) -> list[Window]:
+        """Collective over ``node``: a shared window for means of ``n`` entries, as one
+        Window per slot set."""
         if len(self.windows) >= _WINDOWS:
-            self.windows.pop(next(iter(self.windows))).win.Free()
+            old = next(iter(self.windows))
+            self.windows.pop(old)[0].win.Free()
+            self.turns.pop(old, None)
         size, rank, item = node.Get_size(), node.Get_rank(), dtype.itemsize
-        mine = n * (1 + (_GENERATIONS if rank == 0 else 0))
+        gens, sets = generations(n * item, rotate)
+        mine = n * (sets + (gens if rank == 0 else 0))
         win = mpi().Win.Allocate_shared(mine * item, item, comm=node)
-        slots = [np.frombuffer(win.Shared_query(r)[0], dtype, count=n) for r in range(size)]
-        part = win.Shared_query(0)[0]
-        results = [np.frombuffer(part, dtype, count=n, offset=(1 + g) * n * item)
-                   for g in range(_GENERATIONS)]
-        window = Window(win, slots, results, *span(n, size, rank))
-        self.windows[(id(comm), n, dtype.str)] = window
-        return window
+        parts = [win.Shared_query(r)[0] for r in range(size)]
+        results = [np.frombuffer(parts[0], dtype, count=n, offset=(sets + g) * n * item)
+                   for g in range(gens)]
+        windows = [Window(win, [np.frombuffer(p, dtype, count=n, offset=k * n * item)
+                                for p in parts], results, *span(n, size, rank))
+                   for k in range(sets)]
+        self.windows[(id(comm), n, dtype.str)] = windows
+        return windows
 
     def negotiate(self, comm: Comm, n: int, dtype: np.dtype[Any], tree_digest: int, t: Tree,
                   fn: str, weight: int, ok: bool = True
@@ -270,14 +293,21 @@ class Reducer:
         go by messages. ``ok=False`` on any rank (its caller's check failed) opens no
         window; the caller raises, on every rank alike."""
         node = self.node(comm)
-        window = self.windows.get((id(comm), n, dtype.str)) if node else None
-        # flags: bit 0, ok; bit 1, a shared window exists or fits; bit 2 + g, result g unused
-        if window is not None:
-            flags = 2 + sum(4 << g for g in range(_GENERATIONS)
-                            if refcount(window.results, g) <= UNUSED)
+        key = (id(comm), n, dtype.str)
+        sets = self.windows.get(key) if node else None
+        # flags: bit 0, ok; bit 1, a shared window exists or fits; bit 2, one with buffers
+        # taken in turn fits; bit 3 + g, result g unused
+        if sets is not None:
+            results = sets[0].results
+            flags = 2 + sum(8 << g for g in range(len(results))
+                            if refcount(results, g) <= UNUSED)
+        elif node is not None:
+            free, size, item = shared_memory_free() // 4, comm.Get_size(), dtype.itemsize
+            flags = sum(bit for bit, (gens, k) in ((2, generations(n * item, False)),
+                                                   (4, generations(n * item, True)))
+                        if 0 < n * item * (size * k + gens) <= free)
         else:
-            need = n * dtype.itemsize * (comm.Get_size() + _GENERATIONS)
-            flags = 2 * int(node is not None and 0 < need <= shared_memory_free() // 4)
+            flags = 0
         every = agree(comm, tree_digest, t, fn, weight=weight, flags=flags | int(ok))
         bad = np.flatnonzero((every[:, 3] & 1) == 0).tolist()
         if bad:
@@ -287,13 +317,20 @@ class Reducer:
             raise ValueError(f"parallel.{fn}: no rank had any examples; give every step "
                              f"at least one example")
         common = int(np.bitwise_and.reduce(every[:, 3]))
-        if common & 2 and window is None and node is not None:
-            window = self.open(comm, node, n, dtype)
-            common = (4 << _GENERATIONS) - 1
-        free = common >> 2 if common & 2 else 0
-        if window is None or not free:
+        if common & 2 and sets is None and node is not None:
+            sets = self.open(comm, node, n, dtype, rotate=bool(common & 4))
+            common = (8 << len(sets[0].results)) - 1
+        free = common >> 3 if common & 2 else 0
+        if sets is None or not free:
             return weight / total, None, None, []
-        return weight / total, window, window.results[(free & -free).bit_length() - 1], []
+        # the first result free from this turn on, and the next slot set: the same choice
+        # on every rank, as every rank saw the same flags and took the same turns
+        turn, gens = self.turns.get(key, 0), len(sets[0].results)
+        ahead = (free >> turn | free << (gens - turn)) & ((1 << gens) - 1)
+        g = (turn + (ahead & -ahead).bit_length() - 1) % gens
+        self.turns[key] = (g + 1) % gens
+        window = sets[g % len(sets)]
+        return weight / total, window, window.results[g], []
 
     def mean(self, comm: Comm, t: Tree, fn: str, weight: int,
              scalars: tuple[float, ...] = ()) -> tuple[Tree, list[float]]:

@@ -23,7 +23,7 @@ from conftest import EXAMPLES, load_example
 
 import funcdl as fd
 from funcdl import data, parallel
-from funcdl._reduce import Reducer, signature
+from funcdl._reduce import Reducer, generations, signature
 
 SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -93,6 +93,21 @@ def test_broadcast_equalises_params_and_pmean_averages(path):
 def test_three_ranks_sum_every_slot_and_uneven_parts(path):
     out = ok(run([str(SCRIPTS / "check_parallel.py"), "three"], env=path_env(path), ranks=3))
     every_rank_ok(out, "three", path, ranks=3)
+
+
+@needs_mpi
+def test_one_rank_short_of_shared_memory_makes_every_rank_take_fewer_buffers():
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "tight"]))
+    every_rank_ok(out, "tight", "shared")
+
+
+@pytest.mark.parametrize(("nbytes", "rotate", "want"), [
+    (12, True, (8, 8)), (8 << 20, True, (8, 8)), (16 << 20, True, (4, 4)),
+    ((16 << 20) + 1, True, (4, 4)), (22 << 20, True, (3, 3)), (32 << 20, True, (2, 1)),
+    (1 << 30, True, (2, 1)), (12, False, (2, 1)), (16 << 20, False, (2, 1))])
+def test_windows_take_about_64_mb_of_results_in_turn_at_most_8(nbytes, rotate, want):
+    # (results, slot sets): two results and one slot set when nothing is taken in turn
+    assert generations(nbytes, rotate) == want
 
 
 @needs_mpi

@@ -126,13 +126,24 @@ def which_buffers(first, later) -> list[str]:
         assert not parallel._SHARED.nodes or all(v[1] is None for v in
                                                  parallel._SHARED.nodes.values())
         return [f"rank {rank} path allreduce"]
-    (window,) = windows
-    results = window.results
+    (sets,) = windows
+    results = sets[0].results
+    assert len(results) == 8, "a tiny window takes 8 results in turn"
+
+    def where(r: dict) -> int | None:
+        return next((g for g, res in enumerate(results) if np.shares_memory(r["b"][0], res)),
+                    None)
+
     assert not np.shares_memory(first["a"], results[0])  # a float32 leaf of a float64 buffer
-    assert np.shares_memory(first["b"][0], results[0])
-    assert np.shares_memory(later[0]["b"][0], results[1])
-    for r in later[1:]:  # both shared results held: private buffers, no result overwritten
-        assert not any(np.shares_memory(r["b"][0], res) for res in results)
+    assert [where(r) for r in [first, *later]] == [0, 1, 2, 3, 4], "results not in turn"
+    more = [parallel.pmean({"a": np.full(3, 1.0, np.float32), "b": [np.float64(i)]})
+            for i in range(5)]  # every result held from the fourth on: private buffers
+    assert [where(r) for r in more] == [5, 6, 7, None, None]
+    assert [float(r["b"][0]) for r in more] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert float(first["b"][0]) == 1.0 and float(later[3]["b"][0]) == 3.0
+    del more
+    again = parallel.pmean({"a": np.full(3, 1.0, np.float32), "b": [np.float64(0.0)]})
+    assert where(again) == 5, "after the last result, the turn goes on from the first free"
     return [f"rank {rank} path shared"]
 
 
@@ -140,7 +151,7 @@ def held_on_one_rank() -> list[str]:
     """Rank 0 keeps a result and rank 1 drops its own: the next mean must not reuse it."""
     if not parallel._SHARED.windows:
         return []
-    (window,) = parallel._SHARED.windows.values()
+    ((window, *_),) = parallel._SHARED.windows.values()
     results = window.results
     kept = parallel.pmean({"a": np.full(3, 5.0, np.float32), "b": [np.float64(rank)]})
     via = [i for i, res in enumerate(results) if np.shares_memory(kept["b"][0], res)]
@@ -153,6 +164,27 @@ def held_on_one_rank() -> list[str]:
         assert not np.shares_memory(again["b"][0], results[via[0]])
     assert via, "the mean did not go through the shared window"
     return [f"rank {rank} kept {via}"]
+
+
+def case_tight() -> list[str]:
+    """Shared memory too tight on rank 1 for buffers taken in turn: both ranks open the
+    two-result window; too tight for any window: every mean goes by Allreduce."""
+    from funcdl import _reduce
+
+    roomy = _reduce.shared_memory_free
+    # 1000 float32 on 2 ranks: in turn, 8 results and 8 slot sets need 96 kB; else 16 kB
+    _reduce.shared_memory_free = (lambda: 4 * 50_000) if rank else roomy
+    kept = [parallel.pmean({"a": np.full(1000, i + rank, np.float32)}) for i in range(3)]
+    assert [float(r["a"][0]) for r in kept] == [0.5, 1.5, 2.5]
+    ((window, *more),) = parallel._SHARED.windows.values()
+    assert not more and len(window.results) == 2, "rank 1's room was not agreed on"
+    assert [any(np.shares_memory(r["a"], res) for res in window.results) for r in kept] == \
+        [True, True, False]
+    _reduce.shared_memory_free = (lambda: 4 * 10_000) if rank else roomy  # no room at all
+    got = parallel.pmean({"b": np.full(1001, rank, np.float32)})
+    assert float(got["b"][0]) == 0.5 and len(parallel._SHARED.windows) == 1
+    _reduce.shared_memory_free = roomy
+    return [f"rank {rank} path shared"]
 
 
 def case_three() -> list[str]:
