@@ -208,8 +208,9 @@ class Reducer:
     A result is read-only views of a buffer. A buffer (or a shared result) is handed out
     again only when no array from an earlier result is alive on any rank; NumPy views hold
     a reference to the array they view, so its reference count tells. In the usual loop
-    (the last grads still bound during the next step) two buffers alternate: no
-    allocation after the second step, and no result ever changes.
+    (the last grads still bound during the next step) private buffers alternate and a
+    shared window's results are taken in turn: no allocation after the first steps, and
+    no result ever changes.
     """
 
     def __init__(self, keep: int = 3) -> None:
