@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,13 +81,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker(args.blocks, args.compute, args.entries)
         return
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    if not mpiexec.exists():
-        print("skipped: no mpiexec beside this Python (pip install 'funcdl[mpi]')")
+    mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
+        shutil.which("mpiexec")
+    if mpiexec is None:
+        print("skipped: no mpiexec (pip install 'funcdl[mpi]')")
         return
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}
-    subprocess.run([str(mpiexec), "-n", "2", sys.executable, __file__, "--worker",
+    subprocess.run([mpiexec, "-n", "2", sys.executable, __file__, "--worker",
                     "--blocks", str(args.blocks), "--compute", str(args.compute),
                     "--entries", str(args.entries)], env=env, check=True)
 

@@ -189,14 +189,15 @@ def generations(nbytes: int, rotate: bool) -> tuple[int, int]:
 
 
 class Window(NamedTuple):
-    """A shared window: one slot per rank (in each of its slot sets, taken in turn) and
-    ``generations`` results in rank 0's part, also taken in turn when free.
+    """A shared window: slot sets (one slot per rank in each) and results in rank 0's part,
+    as many as ``generations`` says, taken in turn (a result only when free).
     Every array is made by its own ``frombuffer``, so views of a result keep a reference
     to that result array itself, and its reference count tells whether any is alive.
     Slots are indexed by rank in the communicator: its shared-memory split keeps the order
     (all keys equal)."""
     win: Any
-    slots: list[NDArray[Any]]  # this turn's set
+    slots: list[NDArray[Any]]  # this turn's set: one of sets
+    sets: list[list[NDArray[Any]]]
     results: list[NDArray[Any]]
     lo: int  # this rank sums results[g][lo:hi]
     hi: int
@@ -218,7 +219,7 @@ class Reducer:
         self.layouts: dict[Any, Layout] = {}
         self.buffers: dict[tuple[int, str], list[NDArray[Any]]] = {}
         self.nodes: dict[int, tuple[Comm, Comm | None]] = {}  # id(comm): (comm, node comm)
-        self.windows: dict[tuple[int, int, str], list[Window]] = {}  # one per slot set
+        self.windows: dict[tuple[int, int, str], Window] = {}
         self.turns: dict[tuple[int, int, str], int] = {}  # steps taken with each window
 
     def layout(self, t: Tree) -> tuple[list[Any], Layout]:
@@ -264,12 +265,11 @@ class Reducer:
         return found[1]
 
     def open(self, comm: Comm, node: Comm, n: int, dtype: np.dtype[Any],
-             rotate: bool) -> list[Window]:
-        """Collective over ``node``: a shared window for means of ``n`` entries, as one
-        Window per slot set."""
+             rotate: bool) -> Window:
+        """Collective over ``node``: a shared window for means of ``n`` entries."""
         if len(self.windows) >= _WINDOWS:
             old = next(iter(self.windows))
-            self.windows.pop(old)[0].win.Free()
+            self.windows.pop(old).win.Free()
             self.turns.pop(old, None)
         size, rank, item = node.Get_size(), node.Get_rank(), dtype.itemsize
         gens, sets = generations(n * item, rotate)
@@ -278,11 +278,11 @@ class Reducer:
         parts = [win.Shared_query(r)[0] for r in range(size)]
         results = [np.frombuffer(parts[0], dtype, count=n, offset=(sets + g) * n * item)
                    for g in range(gens)]
-        windows = [Window(win, [np.frombuffer(p, dtype, count=n, offset=k * n * item)
-                                for p in parts], results, *span(n, size, rank))
-                   for k in range(sets)]
-        self.windows[(id(comm), n, dtype.str)] = windows
-        return windows
+        slot_sets = [[np.frombuffer(p, dtype, count=n, offset=k * n * item) for p in parts]
+                     for k in range(sets)]
+        window = Window(win, slot_sets[0], slot_sets, results, *span(n, size, rank))
+        self.windows[(id(comm), n, dtype.str)] = window
+        return window
 
     def negotiate(self, comm: Comm, n: int, dtype: np.dtype[Any], tree_digest: int, t: Tree,
                   fn: str, weight: int, ok: bool = True
@@ -295,13 +295,12 @@ class Reducer:
         window; the caller raises, on every rank alike."""
         node = self.node(comm)
         key = (id(comm), n, dtype.str)
-        sets = self.windows.get(key) if node else None
+        window = self.windows.get(key) if node else None
         # flags: bit 0, ok; bit 1, a shared window exists or fits; bit 2, one with buffers
         # taken in turn fits; bit 3 + g, result g unused
-        if sets is not None:
-            results = sets[0].results
-            flags = 2 + sum(8 << g for g in range(len(results))
-                            if refcount(results, g) <= UNUSED)
+        if window is not None:
+            flags = 2 + sum(8 << g for g in range(len(window.results))
+                            if refcount(window.results, g) <= UNUSED)
         elif node is not None:
             free, size, item = shared_memory_free() // 4, comm.Get_size(), dtype.itemsize
             flags = sum(bit for bit, (gens, k) in ((2, generations(n * item, False)),
@@ -318,19 +317,20 @@ class Reducer:
             raise ValueError(f"parallel.{fn}: no rank had any examples; give every step "
                              f"at least one example")
         common = int(np.bitwise_and.reduce(every[:, 3]))
-        if common & 2 and sets is None and node is not None:
-            sets = self.open(comm, node, n, dtype, rotate=bool(common & 4))
-            common = (8 << len(sets[0].results)) - 1
+        if common & 2 and window is None and node is not None:
+            window = self.open(comm, node, n, dtype, rotate=bool(common & 4))
+            common = (8 << len(window.results)) - 1
         free = common >> 3 if common & 2 else 0
-        if sets is None or not free:
+        if window is None or not free:
             return weight / total, None, None, []
         # the first result free from this turn on, and the next slot set: the same choice
         # on every rank, as every rank saw the same flags and took the same turns
-        turn, gens = self.turns.get(key, 0), len(sets[0].results)
+        turn, gens = self.turns.get(key, 0), len(window.results)
         ahead = (free >> turn | free << (gens - turn)) & ((1 << gens) - 1)
         g = (turn + (ahead & -ahead).bit_length() - 1) % gens
         self.turns[key] = (g + 1) % gens
-        window = sets[g % len(sets)]
+        if len(window.sets) > 1:
+            window = window._replace(slots=window.sets[g])
         return weight / total, window, window.results[g], []
 
     def mean(self, comm: Comm, t: Tree, fn: str, weight: int,
@@ -385,7 +385,7 @@ def as_tree(buf: NDArray[Any], lay: Layout, t: Tree) -> Tree:
 
 
 def read_only_view(buf: NDArray[Any], lo: int, hi: int, shape: tuple[int, ...],
-          dtype: np.dtype[Any]) -> NDArray[Any]:
+                   dtype: np.dtype[Any]) -> NDArray[Any]:
     """A read-only leaf of a result: the buffer may be shared with other ranks."""
     v = buf[lo:hi].reshape(shape).astype(dtype, copy=False)
     v.flags.writeable = False

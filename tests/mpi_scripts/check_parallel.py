@@ -126,8 +126,8 @@ def which_buffers(first, later) -> list[str]:
         assert not parallel._SHARED.nodes or all(v[1] is None for v in
                                                  parallel._SHARED.nodes.values())
         return [f"rank {rank} path allreduce"]
-    (sets,) = windows
-    results = sets[0].results
+    (window,) = windows
+    results = window.results
     assert len(results) == 8, "a tiny window takes 8 results in turn"
 
     def where(r: dict) -> int | None:
@@ -151,7 +151,7 @@ def held_on_one_rank() -> list[str]:
     """Rank 0 keeps a result and rank 1 drops its own: the next mean must not reuse it."""
     if not parallel._SHARED.windows:
         return []
-    ((window, *_),) = parallel._SHARED.windows.values()
+    (window,) = parallel._SHARED.windows.values()
     results = window.results
     kept = parallel.pmean({"a": np.full(3, 5.0, np.float32), "b": [np.float64(rank)]})
     via = [i for i, res in enumerate(results) if np.shares_memory(kept["b"][0], res)]
@@ -176,8 +176,8 @@ def case_tight() -> list[str]:
     _reduce.shared_memory_free = (lambda: 4 * 50_000) if rank else roomy
     kept = [parallel.pmean({"a": np.full(1000, i + rank, np.float32)}) for i in range(3)]
     assert [float(r["a"][0]) for r in kept] == [0.5, 1.5, 2.5]
-    ((window, *more),) = parallel._SHARED.windows.values()
-    assert not more and len(window.results) == 2, "rank 1's room was not agreed on"
+    (window,) = parallel._SHARED.windows.values()
+    assert len(window.sets) == 1 and len(window.results) == 2, "rank 1's room not agreed on"
     assert [any(np.shares_memory(r["a"], res) for res in window.results) for r in kept] == \
         [True, True, False]
     _reduce.shared_memory_free = (lambda: 4 * 10_000) if rank else roomy  # no room at all
