@@ -323,6 +323,22 @@ def test_layernorm_matches_torch(torch, shape, normalized):
 
 # ---------------------------------------------------------------------------- bad input
 
+@pytest.mark.parametrize("layer", [BatchNorm(), LayerNorm()], ids=["BatchNorm", "LayerNorm"])
+@pytest.mark.parametrize("train", [True, False])
+def test_norm_grads_keep_float32_params_dtype_under_float64_input(layer, train):
+    # As JAX: each grad has its param's dtype; a float64 input must not make them float64.
+    made = layer.init(random.key(0), (None, 3))
+    params, kw = made[1], ({"state": made[2]} if layer.stateful else {})
+    x = _normal(1, (5, 3), 2.0, 1.0)  # float64
+    y, pullback, *_ = layer.vjp(params, x, train=train, **kw)
+    dparams, dx = pullback(np.ones_like(y))
+    assert y.dtype == dx.dtype == np.float64
+    assert {k: g.dtype for k, g in dparams.items()} == {"scale": np.float32, "bias": np.float32}
+    lists = {k: v.tolist() for k, v in params.items()}  # as every layer: arrays, not lists
+    with pytest.raises(TypeError, match=r"params\['scale'\] must be a NumPy array.*list"):
+        layer.vjp(lists, x, train=train, **kw)
+
+
 def test_batchnorm_bad_input():
     layer = BatchNorm()
     _, params, state = layer.init(random.key(0), (None, 3))
@@ -395,6 +411,11 @@ def test_shared_batchnorm_threads_its_state_through_the_branches():
     np.testing.assert_allclose(y0, z0)
     np.testing.assert_allclose(y1, z1)
     for a, b in zip(tree.leaves(new), tree.leaves(last)):
+        np.testing.assert_allclose(a, b)
+    (v0, v1), _, from_vjp = shared.vjp(p64, (x0, x1), state=s64, train=True)
+    np.testing.assert_allclose(v0, z0)  # the vjp's forward and state follow the same rule
+    np.testing.assert_allclose(v1, z1)
+    for a, b in zip(tree.leaves(from_vjp), tree.leaves(last)):
         np.testing.assert_allclose(a, b)
     moved_once = enc.apply(p64, x1, state=s64, train=True)[1]
     assert not np.allclose(tree.leaves(new)[0], tree.leaves(moved_once)[0])

@@ -28,6 +28,7 @@ from funcdl.layers.base import (
     check_cotangent,
     check_in_shape,
     in_param_dtypes,
+    param_arrays,
 )
 
 __all__ = ["BatchNorm", "LayerNorm"]
@@ -55,7 +56,9 @@ def _channel_vectors(name: str, tree: Any, keys: tuple[str, ...], what: str,
         got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
         raise ValueError(f"{name}: expected {what} as a dict with keys {list(keys)} (from "
                          f"init), got {got}")
-    out = [np.asarray(tree[k]) for k in keys]
+    # params must be arrays, as every layer's (their grads take the params' dtypes)
+    out = (param_arrays(name, tree, keys) if what == "params"
+           else [np.asarray(tree[k]) for k in keys])
     shape = out[0].shape if shape is None else shape
     for k, a in zip(keys, out):
         if a.shape != shape:
