@@ -160,6 +160,8 @@ ROUTED = {
     "fanout-shared": lambda: L.Sequential(
         L.FanOut(2), L.Shared(L.Sequential(Embedding(10, 4), L.Flatten())), L.FanInSum(),
         L.Dense(1)),
+    "residual": lambda: L.Sequential(
+        L.Residual(L.Sequential(Embedding(10, 2), L.Flatten(), L.Dense(3))), L.Dense(1)),
 }
 
 

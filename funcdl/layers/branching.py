@@ -149,7 +149,7 @@ def Residual(layer: LayerLike) -> Layer:
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             dparams, dx = _located_call("Residual", child, pb, dy, params)
-            return dparams, (dy if dx is None else dy + dx)  # a None dy gives a None dx
+            return dparams, (None if dx is None else dy + dx)  # None: x is integer ids
 
         return merged(x, y), pullback, s
 
