@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import debug
+from funcdl.layers.base import not_a_layer
 
 __all__ = ["grad", "value_and_grad", "vjp"]
 
@@ -41,11 +42,10 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
       ``((value, new_state), grads)``, or ``((value, aux, new_state), grads)`` with aux.
     """
     stateful = bool(getattr(model, "stateful", False))
-    if not all(hasattr(model, f) for f in ("init", "apply", "vjp")):
-        hint = (f"; call the constructor: {model.__name__}()" if callable(model)
-                and hasattr(model, "__name__") else "")
+    got = not_a_layer(model)
+    if got is not None:
         raise TypeError(f"value_and_grad: the model must be a layer with init, apply and vjp "
-                        f"(see funcdl.layers.Layer), got {model!r}{hint}")
+                        f"(see funcdl.layers.Layer), got {got}")
     if not hasattr(loss, "vjp"):
         raise TypeError(f"value_and_grad: the loss needs a .vjp(pred, target) method "
                         f"(see funcdl.losses.Loss), got {loss!r}")

@@ -89,6 +89,16 @@ class Pointwise(NamedTuple):
 
 # ---------------------------------------------------------------------------- validation
 
+def not_a_layer(x: Any) -> str | None:
+    """None for a layer (it has init, apply and vjp); else what came, as an error shows it,
+    with the fix for an uncalled constructor (``ReLU`` for ``ReLU()``)."""
+    if all(hasattr(x, f) for f in ("init", "apply", "vjp")):
+        return None
+    name = getattr(x, "__name__", None) if callable(x) else None
+    hint = f"; call the constructor: {name}(), not {name}" if name else ""
+    return f"{x!r}{hint}"
+
+
 def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
                    rank: int | None = None) -> Shape:
     """Validate ``in_shape`` given to ``init``: a tuple of positive ints (or None)."""

@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from funcdl import debug, random, tree
-from funcdl.layers.base import Layer, LayerLike, Shape, located, need_state, no_params
+from funcdl.layers.base import (
+    Layer,
+    LayerLike,
+    Shape,
+    located,
+    need_state,
+    no_params,
+    not_a_layer,
+)
 
 __all__ = ["Sequential"]
 
@@ -41,9 +49,9 @@ def name_of(layer: Any) -> str:
 
 def check_children(name: str, layers: Sequence[Any]) -> None:
     for i, layer in enumerate(layers):
-        if not all(hasattr(layer, f) for f in ("init", "apply", "vjp")):
-            hint = " (constructors are called: ReLU(), not ReLU)" if callable(layer) else ""
-            raise TypeError(f"{name}: argument {i} is not a layer, got {layer!r}{hint}")
+        got = not_a_layer(layer)
+        if got is not None:
+            raise TypeError(f"{name}: argument {i} is not a layer, got {got}")
 
 
 def child_init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
