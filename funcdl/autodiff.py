@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from funcdl import debug
-from funcdl.layers.base import not_a_layer
 
 __all__ = ["grad", "value_and_grad", "vjp"]
 
@@ -42,6 +41,8 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
       ``((value, new_state), grads)``, or ``((value, aux, new_state), grads)`` with aux.
     """
     stateful = bool(getattr(model, "stateful", False))
+    from funcdl.layers.base import not_a_layer  # here: import funcdl loads no layers
+
     got = not_a_layer(model)
     if got is not None:
         raise TypeError(f"value_and_grad: the model must be a layer with init, apply and vjp "
