@@ -1,4 +1,5 @@
-"""The error function ``erf`` and its complement ``erfc``, vectorised on NumPy alone.
+"""The error function ``erf`` and its complement ``erfc``, vectorised on NumPy alone; and
+the max-shifted exponentials behind every softmax (``shifted_exp``).
 
 Both use the rational Chebyshev approximations of W. J. Cody, "Rational Chebyshev
 approximations for the error function", Mathematics of Computation 23 (1969), 631-638,
@@ -215,3 +216,13 @@ def erfc(x: ArrayLike) -> Array:
     26.5); exactly 0 from x = 27.23 on and 2 from x = -5.87 down. Dtypes as for ``erf``.
     """
     return _evaluate(x, complement=True)
+
+
+def shifted_exp(z: Array, axis: int) -> tuple[Array, Array, Array]:
+    """``(s, e, total)``: ``s = z - max(z)`` along ``axis``, ``e = exp(s)``, ``total = Σ e``
+    (keepdims), so softmax is ``e / total`` and log-softmax ``s - log(total)`` with no
+    overflow; a backward pass reuses ``e / total`` instead of a second exp."""
+    with np.errstate(over="ignore"):  # finite z over the float range apart: -inf, e = 0
+        s = z - np.maximum.reduce(z, axis=axis, keepdims=True)
+    e = np.exp(s)
+    return s, e, np.add.reduce(e, axis=axis, keepdims=True)

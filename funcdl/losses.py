@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from funcdl._special import shifted_exp
+
 __all__ = ["Loss", "bce", "bce_with_logits", "huber", "mse", "softmax_cross_entropy"]
 
 Array = NDArray[Any]
@@ -94,17 +96,6 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
     raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def _log_softmax(z: Array) -> tuple[Array, Array, Array]:
-    """``(log softmax(z), e, total)`` with ``e = exp(z - max)`` and ``total = Σ e``, so the
-    pullback gets ``softmax = e / total`` without a second exp."""
-    with np.errstate(over="ignore"):  # finite logits over the float range apart: -inf, e 0
-        s = z - np.maximum.reduce(z, axis=-1, keepdims=True)
-    e = np.exp(s)
-    total = _sum(e, axis=-1, keepdims=True)
-    s -= np.log(total)
-    return s, e, total
-
-
 # ---------------------------------------------------------------------------- losses
 
 def _mse(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
@@ -174,7 +165,8 @@ def _softmax_cross_entropy(pred: Any, target: Any,
     if z.ndim == 0:
         raise ValueError(f"{name}: logits need a class axis, got shape {z.shape}")
     labels = np.asarray(target)
-    logp, e, total = _log_softmax(z)
+    logp, e, total = shifted_exp(z, -1)
+    logp -= np.log(total)
     n_classes = z.shape[-1]
     if labels.dtype.kind in "iu":
         if labels.shape != z.shape[:-1]:

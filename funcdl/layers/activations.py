@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._special import erf
+from funcdl._special import erf, shifted_exp
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -210,13 +210,10 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
     softmax vjp: ``dx = y (dy - Σ dy·y)``; log-softmax vjp: ``dx = dy - e^y Σ dy``.
     """
 
-    def forward(x: Array) -> Array:
-        with np.errstate(over="ignore"):  # finite x over the float range apart: -inf, e^z 0
-            z = x - x.max(axis=axis, keepdims=True)
-        e = np.exp(z)
-        s = e.sum(axis=axis, keepdims=True)
-        out: Array = z - np.log(s) if log else e / s
-        return out
+    def forward(x: Array) -> tuple[Array, Array, Array]:
+        """``(y, e, total)``: the output, and shifted_exp's e and Σ e for the pullback."""
+        s, e, total = shifted_exp(x, axis)
+        return (s - np.log(total) if log else e / total), e, total
 
     def check(x: Any) -> Array:
         xa = as_floats(name, x)
@@ -228,17 +225,17 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         del key, train
-        return forward(check(x))
+        return forward(check(x))[0]
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         del key, train
-        y = forward(check(x))
+        y, e, total = forward(check(x))
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape)
-            if log:
-                return (), dy - np.exp(y) * dy.sum(axis=axis, keepdims=True)
+            if log:  # e^y = e / total: a division, not a second exp
+                return (), dy - e / total * dy.sum(axis=axis, keepdims=True)
             return (), y * (dy - (dy * y).sum(axis=axis, keepdims=True))
 
         return y, pullback
