@@ -122,9 +122,16 @@ def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
     if not b > 0:
         raise ValueError(f"Softplus: beta must be > 0, got {beta!r}")
     name = "Softplus()" if (b, t) == (1.0, 20.0) else f"Softplus(beta={b}, threshold={t})"
-    return _elementwise(
-        name, lambda x: np.where(b * x > t, x, np.logaddexp(b * x, 0) / b),
-        lambda x, y, dy: np.where(b * x > t, dy, dy * -np.expm1(-b * y)))
+    def scaled(x: Array) -> Array:  # βx, with no pass over x at the default β = 1
+        return x if b == 1.0 else b * x
+
+    def f(x: Array) -> Array:
+        bx = scaled(x)
+        soft = np.logaddexp(bx, 0)
+        return np.where(bx > t, x, soft if b == 1.0 else soft / b)
+
+    return _elementwise(name, f, lambda x, y, dy: np.where(scaled(x) > t, dy,
+                                                           dy * -np.expm1(-scaled(y))))
 
 
 def ELU(alpha: float = 1.0) -> Layer:

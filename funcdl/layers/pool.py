@@ -21,7 +21,6 @@ from funcdl.layers.base import (
     Array,
     Layer,
     Shape,
-    as_array,
     as_floats,
     check_cotangent,
     check_in_shape,
@@ -74,12 +73,10 @@ def _pool_input(name: str, win: Window, x: Any, fill: float
                 ) -> tuple[Array, Array, int, int, Pads, list[Any]]:
     """``(x, x padded with fill, out height, out width, pads, the window offsets' slices of
     the padded input)``, the input checked and integers cast to float32."""
-    x = as_array(name, x)
+    x = as_floats(name, x)
     if x.ndim != 4:
         raise ValueError(f"{name}: expected an input (N, H, W, C) of rank 4, got shape "
                          f"{x.shape}")
-    if x.dtype.kind in "biu":
-        x = x.astype(np.float32)
     oh, ow, pads = geometry(name, win, x.shape, 2, "window")
     return x, pad(x, pads, fill), oh, ow, pads, [sl for _, _, sl in offsets(win, oh, ow)]
 
