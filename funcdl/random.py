@@ -108,11 +108,15 @@ def uniform(key: Key, shape: Any = (), low: Any = 0.0, high: Any = 1.0,
     dims = _shape(shape, "uniform")
     try:
         lo64, hi64 = np.asarray(low, np.float64), np.asarray(high, np.float64)
-    except (TypeError, ValueError):
-        lo64 = hi64 = np.asarray(np.nan)
-    if not _broadcasts(dims, lo64.shape, hi64.shape) or np.isnan(lo64 + hi64).any():
-        raise ValueError(f"random.uniform: low and high must be numbers or arrays that "
-                         f"broadcast to shape {dims}, got {low!r} and {high!r}")
+    except (TypeError, ValueError):  # as bernoulli's p
+        raise TypeError(f"random.uniform: low and high must be numbers or arrays, got "
+                        f"{low!r} and {high!r}") from None
+    if not _broadcasts(dims, lo64.shape, hi64.shape):
+        raise ValueError(f"random.uniform: low and high must broadcast to shape {dims}, got "
+                         f"{low!r} and {high!r}")
+    if np.isnan(lo64 + hi64).any():
+        raise ValueError(f"random.uniform: low and high must not be NaN, got {low!r} and "
+                         f"{high!r}")
     if not np.all(lo64 <= hi64):
         raise ValueError(f"random.uniform: needs low <= high, got low={low}, high={high}")
     u = _gen(_check(key, "uniform")).random(dims, dtype=dt)

@@ -285,6 +285,14 @@ def test_bad_array_arguments_are_named(call, match):
         call(random.key(0))
 
 
+def test_uniform_bounds_that_are_not_numbers_are_a_type_error_and_nan_a_value_error():
+    # as bernoulli's p: what is not a number is a TypeError; NaN bounds a ValueError
+    with pytest.raises(TypeError, match=r"random\.uniform: low and high must be numbers"):
+        random.uniform(random.key(0), (2,), "a")
+    with pytest.raises(ValueError, match=r"random\.uniform: low and high must not be NaN"):
+        random.uniform(random.key(0), (2,), 0.0, np.array([1.0, np.nan]))
+
+
 @pytest.mark.parametrize("data", [-1, 2**64])
 def test_fold_in_refuses_data_it_would_wrap(data):
     with pytest.raises(ValueError, match=r"fold_in: data must be in \[0, 2\*\*64\)"):

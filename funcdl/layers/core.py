@@ -10,6 +10,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl.layers.base import (
+    _F32,
     Array,
     Layer,
     Pointwise,
@@ -26,7 +27,7 @@ from funcdl.layers.base import (
 __all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]
 
 
-_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_F64 = np.dtype(np.float64)
 _ND = np.ndarray
 # np.dot's C function behind its __array_function__ dispatcher (NEP 18): the same product
 # without a Python-level call first; the operands here are always ndarrays.
