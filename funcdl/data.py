@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from funcdl import random
+from funcdl._args import int_arg
 from funcdl.random import Key
 
 __all__ = ["RADIUS", "batches", "disk"]
@@ -21,13 +22,6 @@ RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
 """The disk's radius: its area pi * RADIUS**2 is 1/2, so the classes balance in expectation."""
 
 
-def _count(value: Any, name: str, fn: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"data.{fn}: {name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        bound = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"data.{fn}: {name} must be {bound}, got {value}")
-    return int(value)
 
 
 def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool = True,
@@ -57,7 +51,7 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool 
     if not arrays:
         raise ValueError("data.batches: pass at least one array, e.g. batches(key, x, y, "
                          "batch_size=32)")
-    size = _count(batch_size, "batch_size", "batches", 1)
+    size = int_arg(batch_size, "data.batches", "batch_size", 1)
     xs = [np.asarray(a) for a in arrays]
     odd = next((i for i, a in enumerate(xs) if a.ndim == 0 and a.dtype == object), None)
     if odd is not None:
@@ -97,7 +91,7 @@ def disk(key: Key, n: int, dtype: DTypeLike = np.float32) -> tuple[NDArray[Any],
     points. A point is inside when ``(x0 - 0.5)**2 + (x1 - 0.5)**2 < RADIUS**2``, evaluated
     in float64 on the returned (possibly float32) coordinates.
     """
-    size = _count(n, "n", "disk", 0)
+    size = int_arg(n, "data.disk", "n")
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise TypeError(f"data.disk: dtype must be float32 or float64, got {dt}")

@@ -31,6 +31,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from funcdl import random
 from funcdl import tree as pytree
+from funcdl._args import int_arg
 from funcdl._reduce import Reducer, agree, describe, digest, mpi
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl.optim import GradientTransformation
@@ -249,7 +250,7 @@ def sharded(optimizer: GradientTransformation, comm: Comm | None = None) -> Shar
 
     def step(state: ShardedState, grads: Tree, params: Tree,
              examples: int | None = None) -> tuple[Tree, ShardedState]:
-        weight = 1 if examples is None else _int(examples, "examples", 0, "sharded")
+        weight = 1 if examples is None else int_arg(examples, "parallel.sharded", "examples")
         return sharder.step(_resolve(comm, "sharded"), state, grads, params, weight)
 
     return Sharded(init, step)
@@ -257,12 +258,6 @@ def sharded(optimizer: GradientTransformation, comm: Comm | None = None) -> Shar
 
 # ---------------------------------------------------------------------------- data
 
-def _int(value: Any, name: str, minimum: int, fn: str = "batches") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"parallel.{fn}: {name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"parallel.{fn}: {name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, rank: int, size: int,
@@ -280,11 +275,11 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, rank: int, siz
     their counts, so the gradient is unchanged. A last global batch with fewer examples than
     ranks joins the one before it: no rank ever gets an empty batch.
     """
-    size = _int(size, "size", 1)
-    rank = _int(rank, "rank", 0)
+    size = int_arg(size, "parallel.batches", "size", 1)
+    rank = int_arg(rank, "parallel.batches", "rank")
     if rank >= size:
         raise ValueError(f"parallel.batches: rank {rank} is not in [0, {size})")
-    global_batch = _int(batch_size, "batch_size", 1)
+    global_batch = int_arg(batch_size, "parallel.batches", "batch_size", 1)
     if global_batch < size:
         raise ValueError(f"parallel.batches: the global batch_size {global_batch} is smaller "
                          f"than the {size} ranks, and every rank needs at least one example "

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+from funcdl._args import int_arg
+
 __all__ = ["Key", "bernoulli", "check_key", "fold_in", "key", "normal", "permutation", "split",
            "uniform"]
 
@@ -49,22 +51,13 @@ def _check(k: Any, fn: str) -> Key:
     return check_key(k, f"random.{fn}")
 
 
-def _count(n: Any, fn: str, what: str) -> int:
-    """A non-negative integer argument, or a clear error naming ``random.fn``."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"random.{fn}: {what} must be an int, got {n!r}")
-    if n < 0:
-        raise ValueError(f"random.{fn}: {what} must be >= 0, got {n}")
-    return int(n)
-
-
 def _gen(k: Key) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(key=k))
 
 
 def split(key: Key, num: int = 2) -> tuple[Key, ...]:
     """``num`` new independent keys derived from ``key``."""
-    num = _count(num, "split", "num")
+    num = int_arg(num, "random.split", "num")
     bits = _gen(_check(key, "split")).integers(0, _MASK64, size=(num, 2), dtype=np.uint64,
                                                endpoint=True)
     return tuple(bits)
@@ -84,7 +77,7 @@ def fold_in(key: Key, data: int) -> Key:
 
 def _shape(shape: Any, fn: str = "sample") -> tuple[int, ...]:
     dims = (shape,) if np.ndim(shape) == 0 else tuple(shape)
-    return tuple(_count(d, fn, "every size in shape") for d in dims)
+    return tuple(int_arg(d, f"random.{fn}", "every size in shape") for d in dims)
 
 
 def _float(dtype: DTypeLike, fn: str) -> np.dtype[Any]:
@@ -158,5 +151,5 @@ def bernoulli(key: Key, p: Any = 0.5, shape: Any = None) -> NDArray[np.bool_]:
 
 def permutation(key: Key, n: int) -> NDArray[np.int64]:
     """A random permutation of ``range(n)``."""
-    n = _count(n, "permutation", "n")
+    n = int_arg(n, "random.permutation", "n")
     return _gen(_check(key, "permutation")).permutation(n).astype(np.int64, copy=False)

@@ -1,0 +1,19 @@
+"""The integer-argument check that random, data and parallel share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def int_arg(value: Any, where: str, what: str, minimum: int = 0) -> int:
+    """``value`` as an int ``>= minimum``: a TypeError for what is not an int (bools
+    included), a ValueError below ``minimum``; both name ``where`` (``random.split``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: {what} must be an int, got {value!r} "
+                        f"({type(value).__name__})")
+    if value < minimum:
+        word = {0: " (non-negative)", 1: " (positive)"}.get(minimum, "")
+        raise ValueError(f"{where}: {what} must be >= {minimum}{word}, got {value}")
+    return int(value)
