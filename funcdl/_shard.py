@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import tree as pytree
-from funcdl._reduce import Layout, Reducer, as_tree, digest, mpi, span
+from funcdl._reduce import Layout, Reducer, as_tree, digest, mpi, ravel, span
 from funcdl.optim import GradientTransformation
 from funcdl.optim._base import Count, check_state, next_count, zero_count
 
@@ -105,6 +105,7 @@ class Sharder:
         self.name, self.inner = name, inner
         self.reducer = Reducer()
         self.cuts: dict[tuple[int, int, int], Cut] = {}  # (layout digest, size, rank)
+        self.pairs: dict[tuple[int, int], int] = {}  # grads' and params' layout digests
 
     def cut(self, lay: Layout, size: int, rank: int) -> Cut:
         key = (lay.digest, size, rank)
@@ -113,6 +114,16 @@ class Sharder:
             if len(self.cuts) >= 16:
                 self.cuts.clear()
             found = self.cuts[key] = cut(lay.bounds, size, rank)
+        return found
+
+    def pair_digest(self, grads: Layout, params: Layout) -> int:
+        """One digest of both layouts, for the agreement across ranks."""
+        key = (grads.digest, params.digest)
+        found = self.pairs.get(key)
+        if found is None:
+            if len(self.pairs) >= 16:
+                self.pairs.clear()
+            found = self.pairs[key] = digest([(str(key[0]), str(key[1]))])
         return found
 
     def not_float(self, what: str, lay: Layout) -> TypeError:
@@ -125,7 +136,7 @@ class Sharder:
             raise self.not_float("params", lay)
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
         c = self.cut(lay, size, rank)
-        flat = [np.ravel(x) for x in leaves]
+        flat = [ravel(x) for x in leaves]
         mine = tuple(flat[i][a:b] for i, a, b, _ in c.mine)
         return ShardedState(self.inner.init(mine),
                             np.array([c.lo, c.hi, lay.bounds[-1]], np.int64), zero_count())
@@ -144,7 +155,7 @@ class Sharder:
         scale, window, out, bad = 1.0, None, None, [] if state_ok else [0]
         if comm is not None:  # every check below then fails alike on every rank
             scale, window, out, bad = self.reducer.negotiate(
-                comm, n, lay.dtype, digest([(str(lay.digest), str(p_lay.digest))]),
+                comm, n, lay.dtype, self.pair_digest(lay, p_lay),
                 {"grads": grads, "params": params}, self.name.removeprefix("parallel."),
                 examples, ok=state_ok and floats)
         if not floats:  # agree compared the dtypes: the same on every rank
@@ -169,7 +180,7 @@ class Sharder:
                              f"the grads of these params (funcdl.value_and_grad does)")
         if out is None:
             out = self.reducer.take(n, lay.dtype)
-        flat_g = [np.ravel(x) for x in g_leaves]
+        flat_g = [ravel(x) for x in g_leaves]
         total_g = self.reducer.take(hi - lo, lay.dtype)
         if window is not None:  # the others' entries of my gradients into my slot
             slot = window.slots[rank]
@@ -190,7 +201,7 @@ class Sharder:
             del buf
         # the optimizer on my entries, and my entries of the new params into out
         g_mine = tuple(total_g[at - lo:at - lo + b - a] for _, a, b, at in c.mine)
-        p_mine = tuple(np.ravel(p_leaves[i])[a:b] for i, a, b, _ in c.mine)
+        p_mine = tuple(ravel(p_leaves[i])[a:b] for i, a, b, _ in c.mine)
         updates, inner = self.inner.update(state.inner, g_mine, p_mine)
         for (_, a, b, at), p, u in zip(c.mine, p_mine, updates):
             np.add(p, u, out=out[at:at + b - a])
