@@ -99,12 +99,21 @@ def _sign(t: Tree, leaves: list[Any], key: list[Any]) -> None:
     elif tp is tuple or tp is list:
         key += (tp, len(t))
         for c in t:
-            _sign(c, leaves, key)
+            if type(c) is np.ndarray:  # array children here, saving a call each
+                leaves.append(c)
+                key += (c.shape, c.dtype.str)
+            else:
+                _sign(c, leaves, key)
     elif tp is dict:
         keys = sorted(t)
         key += (tp, tuple(keys))
         for k in keys:
-            _sign(t[k], leaves, key)
+            c = t[k]
+            if type(c) is np.ndarray:
+                leaves.append(c)
+                key += (c.shape, c.dtype.str)
+            else:
+                _sign(c, leaves, key)
     elif t is None:
         key.append(None)
     else:
@@ -386,17 +395,20 @@ def ravel(x: Any) -> NDArray[Any]:
 
 
 def as_tree(buf: NDArray[Any], lay: Layout, t: Tree) -> Tree:
-    """Read-only views of ``buf``, laid out by ``lay``, in ``t``'s structure. Not through
-    tree.unflatten: its recursive closure is a reference cycle that would keep the views,
-    and so buf, alive until the next garbage collection, defeating the buffers' reuse."""
-    parts = iter([read_only_view(buf, lo, hi, shape, dtype) for (shape, dtype), lo, hi in
-                  zip(lay.leaves, lay.bounds, lay.bounds[1:])])
-    return pytree.map(lambda _: next(parts), t)
-
-
-def read_only_view(buf: NDArray[Any], lo: int, hi: int, shape: tuple[int, ...],
-                   dtype: np.dtype[Any]) -> NDArray[Any]:
-    """A read-only leaf of a result: the buffer may be shared with other ranks."""
-    v = buf[lo:hi].reshape(shape).astype(dtype, copy=False)
-    v.flags.writeable = False
-    return v
+    """Read-only leaves viewing ``buf`` (it may be shared with other ranks), laid out by
+    ``lay``, in ``t``'s structure. They are views of one read-only view of ``buf``, and
+    NumPy gives a view of a view the base of the first, so each holds ``buf`` itself: its
+    reference count tells whether any is alive. Not through tree.unflatten: its recursive
+    closure is a reference cycle that would keep the views, and so buf, alive until the
+    next garbage collection, defeating the buffers' reuse."""
+    ro = buf.view()
+    ro.flags.writeable = False
+    parts = []
+    for (shape, dtype), lo, hi in zip(lay.leaves, lay.bounds, lay.bounds[1:]):
+        v = ro[lo:hi].reshape(shape)
+        if dtype is not ro.dtype and dtype != ro.dtype:  # a float32 leaf of a float64 buffer
+            v = v.astype(dtype)
+            v.flags.writeable = False
+        parts.append(v)
+    it = iter(parts)
+    return pytree.map(lambda _: next(it), t)
