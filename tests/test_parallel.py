@@ -23,7 +23,7 @@ from conftest import EXAMPLES, load_example
 
 import funcdl as fd
 from funcdl import data, parallel
-from funcdl._reduce import Reducer, generations, signature
+from funcdl._reduce import Reducer, as_tree, generations, signature
 
 SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -319,6 +319,30 @@ def test_a_buffer_is_reused_only_when_no_earlier_result_views_it():
     held = [reducer.take(5, np.dtype(np.float32)) for _ in range(5)]  # all alive at once
     assert len({h.__array_interface__["data"][0] for h in held}) == 5
     assert len(reducer.buffers[(5, "<f4")]) == reducer.keep
+
+
+def test_result_leaves_are_read_only_views_that_keep_their_buffer_taken():
+    reducer = Reducer()
+    t = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float64)}
+    leaves, lay = reducer.layout(t)  # mixed: a float64 buffer
+    buf = reducer.take(lay.bounds[-1], lay.dtype)
+    buf[:] = np.arange(lay.bounds[-1])
+    out = as_tree(buf, lay, t)
+    assert out["b"].dtype == np.float64 and np.shares_memory(out["b"], buf)
+    assert out["w"].dtype == np.float32 and not np.shares_memory(out["w"], buf)  # a copy
+    np.testing.assert_array_equal(out["b"], [0, 1, 2])
+    np.testing.assert_array_equal(out["w"], [[3, 4, 5], [6, 7, 8]])
+    for leaf in out.values():
+        assert not leaf.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            leaf[...] = 1.0
+    assert buf.flags.writeable  # the buffer itself stays writable for the next mean
+    kept, address = out["b"], buf.__array_interface__["data"][0]
+    del out, leaves, buf
+    assert not np.shares_memory(reducer.take(lay.bounds[-1], lay.dtype), kept)  # still held
+    del kept
+    again = reducer.take(lay.bounds[-1], lay.dtype)  # free now: the first buffer again
+    assert again.__array_interface__["data"][0] == address
 
 
 @pytest.mark.parametrize("sizes", [(3, 1, 6), (70_000, 5)])  # below and above _SMALL
