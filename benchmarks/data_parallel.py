@@ -9,7 +9,11 @@ update; float32) at a fixed global batch in three set-ups, each a fresh process 
   speed-up of data parallelism alone (target >= 1.7x for the mlp on this 2-core machine);
 * 2 ranks x 1 BLAS thread with ``parallel.sharded(sgd)`` (ZeRO stage 1) in place of
   ``data_parallel`` and a whole update: each rank sums and updates half the entries;
-* 1 rank x 2 BLAS threads: what a user of the machine would otherwise run.
+* 1 rank x 2 BLAS threads: what a user of the machine would otherwise run;
+* 2 ranks x 1 BLAS thread that exchange nothing: each computes its share and updates with
+  its own gradients, a barrier per step: the ceiling of any data-parallel step on this
+  machine (what two busy cores and half-size GEMMs leave), so the figures above can be
+  read against it.
 
 The BLAS thread count is set in the environment (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS,
 MKL_NUM_THREADS) of each child before it imports NumPy; threadpoolctl, when installed,
@@ -47,16 +51,17 @@ from typing import Any
 
 HERE = Path(__file__).resolve()
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-# (name, ranks, BLAS threads, sharded optimizer)
-SETUPS = [("1 rank x 1 thread", 1, 1, False), ("2 ranks x 1 thread", 2, 1, False),
-          ("2 ranks x 1 thread, sharded", 2, 1, True), ("1 rank x 2 threads", 1, 2, False)]
+# (name, ranks, BLAS threads, mode: "mean" through data_parallel, "sharded", or "none")
+SETUPS = [("1 rank x 1 thread", 1, 1, "mean"), ("2 ranks x 1 thread", 2, 1, "mean"),
+          ("2 ranks x 1 thread, sharded", 2, 1, "sharded"), ("1 rank x 2 threads", 1, 2, "mean"),
+          ("2 ranks x 1 thread, no exchange", 2, 1, "none")]
 BATCH = {"mlp": 256, "cnn": 64}
 
 
 # ---------------------------------------------------------------------------- child
 
 def worker(model_name: str, steps: int, warmup: int, batch: int, retain: bool,
-           sharded: bool = False) -> None:
+           mode: str = "mean") -> None:
     import numpy as np
 
     import funcdl as fd
@@ -91,7 +96,7 @@ def worker(model_name: str, steps: int, warmup: int, batch: int, retain: bool,
         return out
 
     rows: list[tuple[float, float, float, float]] = []
-    if sharded:  # sum, update and gather fused: all of it counts as "allreduce"
+    if mode == "sharded":  # sum, update and gather fused: all of it counts as "allreduce"
         zero = parallel.sharded(fd.optim.sgd(0.01))
         zstate = zero.init(params)
         for i in range(warmup + steps):
@@ -102,10 +107,17 @@ def worker(model_name: str, steps: int, warmup: int, batch: int, retain: bool,
             t2 = time.perf_counter()
             if i >= warmup:
                 rows.append((t2 - t0, t1 - t0, t2 - t1, 0.0))
-    step = parallel.data_parallel(timed)
+    def lockstep(*args: Any) -> Any:  # no exchange: a barrier, counted as "allreduce"
+        out = timed(*args)
+        if size > 1:
+            from mpi4py import MPI
+            MPI.COMM_WORLD.Barrier()
+        return out
+
+    step = lockstep if mode == "none" else parallel.data_parallel(timed)
     opt = fd.optim.sgd(0.01)
     state = opt.init(params)
-    for i in range(0 if sharded else warmup + steps):
+    for i in range(0 if mode == "sharded" else warmup + steps):
         t0 = time.perf_counter()
         _, grads = step(params, xb, yb)
         t1 = time.perf_counter()
@@ -115,7 +127,7 @@ def worker(model_name: str, steps: int, warmup: int, batch: int, retain: bool,
         if i >= warmup:
             rows.append((t2 - t0, compute[0], t1 - t0 - compute[0], t2 - t1))
     bare = []
-    if size > 1:
+    if size > 1 and mode != "none":
         from mpi4py import MPI
         for _ in range(max(steps // 2, 5)):
             MPI.COMM_WORLD.Barrier()
@@ -123,7 +135,7 @@ def worker(model_name: str, steps: int, warmup: int, batch: int, retain: bool,
             parallel.pmean(grads)
             bare.append(time.perf_counter() - t0)
     handoff = handoff_time(int(sum(np.size(g) for g in fd.tree.leaves(grads)))) \
-        if size > 1 else 0.0
+        if size > 1 and mode != "none" else 0.0
     mine = {"step": statistics.median(r[0] for r in rows),
             "compute": statistics.median(r[1] for r in rows),
             "allreduce": statistics.median(r[2] for r in rows),
@@ -172,11 +184,11 @@ def handoff_time(n: int, repeats: int = 60) -> float:
 # ---------------------------------------------------------------------------- parent
 
 def launch(ranks: int, threads: int, model: str, steps: int, warmup: int,
-           batch: int, retain: bool, sharded: bool = False) -> dict[str, Any]:
+           batch: int, retain: bool, mode: str = "mean") -> dict[str, Any]:
     env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
     cmd = [sys.executable, str(HERE), "--worker", model, "--steps", str(steps),
            "--warmup", str(warmup), "--batch", str(batch),
-           *([] if retain else ["--default-malloc"]), *(["--sharded"] if sharded else [])]
+           *([] if retain else ["--default-malloc"]), "--mode", mode]
     if ranks > 1:
         mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
             shutil.which("mpiexec")
@@ -230,11 +242,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="leave glibc's malloc as it is (default: every process calls "
                              "funcdl.perf.retain_freed_memory(), as python -m benchmarks)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--sharded", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="mean", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker, args.steps, args.warmup, args.batch, not args.default_malloc,
-               args.sharded)
+               args.mode)
         return
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# data-parallel step, funcdl, float32 SGD; {os.cpu_count()} cores, load average "
@@ -245,9 +257,9 @@ def main(argv: list[str] | None = None) -> None:
         batch = args.batch or BATCH[model]
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in SETUPS}
         for _ in range(args.rounds):
-            for name, ranks, threads, zero in SETUPS:
+            for name, ranks, threads, mode in SETUPS:
                 runs[name].append(launch(ranks, threads, model, args.steps, args.warmup,
-                                         batch, not args.default_malloc, zero))
+                                         batch, not args.default_malloc, mode))
         first = runs[SETUPS[0][0]][0]
         print(f"\n## {model}: global batch {batch}, {first['params']:,} params "
               f"({4 * first['params'] / 1e6:.2f} MB of gradients); median ms per step, "
@@ -258,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
         names = [name for name, *_ in SETUPS]
         stats = {name: summarise(runs[name]) for name in names}
-        one1, two, two_sharded, one2 = (stats[n]["step"] for n in names)
+        one1, two, two_sharded, one2, ceiling = (stats[n]["step"] for n in names)
         for name in names:
             st = stats[name]
             print(f"| {name} | {runs[name][0]['blas_threads']} | {st['step']:.2f} | "
@@ -266,9 +278,10 @@ def main(argv: list[str] | None = None) -> None:
                   f"{st['bare']:.2f} | {st['handoff']:.2f} | "
                   f"{one1 / st['step']:.2f}x | {one2 / st['step']:.2f}x |")
         print(f"(sharded: parallel.sharded(sgd), its sum, update and gather in one call, all "
-              f"under \"allreduce\")\n\n{model}: 2 ranks x 1 thread are {one1 / two:.2f}x "
-              f"(data_parallel) and {one1 / two_sharded:.2f}x (sharded) as fast as 1 rank x 1 "
-              f"thread (target 1.7x), and {one2 / two:.2f}x / {one2 / two_sharded:.2f}x as "
+              f"under \"allreduce\"; no exchange: a barrier there)\n\n{model}: 2 ranks x 1 "
+              f"thread are {one1 / two:.2f}x (data_parallel) and {one1 / two_sharded:.2f}x "
+              f"(sharded) as fast as 1 rank x 1 thread (target 1.7x; {one1 / ceiling:.2f}x "
+              f"exchanging nothing), and {one2 / two:.2f}x / {one2 / two_sharded:.2f}x as "
               f"fast as 1 rank x 2 threads; per-round step ms: " + "; ".join(
                   f"{n}: " + ", ".join(f"{1e3 * max(r['step'] for r in run['ranks']):.2f}"
                                        for run in runs[n]) for n in names))
@@ -281,8 +294,9 @@ def main(argv: list[str] | None = None) -> None:
             f"round {i + 1}: data_parallel {slowest(base, 'step') / slowest(dp, 'step'):.2f}x "
             f"(handoff {1e3 * slowest(dp, 'handoff'):.2f} ms), sharded "
             f"{slowest(base, 'step') / slowest(zr, 'step'):.2f}x (handoff "
-            f"{1e3 * slowest(zr, 'handoff'):.2f} ms)" for i, (base, dp, zr) in
-            enumerate(zip(*(runs[n] for n in names[:3])))))
+            f"{1e3 * slowest(zr, 'handoff'):.2f} ms), no exchange "
+            f"{slowest(base, 'step') / slowest(none, 'step'):.2f}x" for i, (base, dp, zr, none)
+            in enumerate(zip(*(runs[n] for n in (names[0], names[1], names[2], names[4]))))))
         # A synchronous step goes at its slowest rank's pace; unequal cores show here.
         for name in names[1:3]:
             per_rank = runs[name]
