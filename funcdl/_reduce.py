@@ -398,9 +398,8 @@ def as_tree(buf: NDArray[Any], lay: Layout, t: Tree) -> Tree:
     """Read-only leaves viewing ``buf`` (it may be shared with other ranks), laid out by
     ``lay``, in ``t``'s structure. They are views of one read-only view of ``buf``, and
     NumPy gives a view of a view the base of the first, so each holds ``buf`` itself: its
-    reference count tells whether any is alive. Not through tree.unflatten: its recursive
-    closure is a reference cycle that would keep the views, and so buf, alive until the
-    next garbage collection, defeating the buffers' reuse."""
+    reference count tells whether any is alive. Built by tree.map over ``t``, with no
+    treedef (the mlp's 6 leaves: 3 µs, where tree.structure then unflatten take 15)."""
     ro = buf.view()
     ro.flags.writeable = False
     parts = []
