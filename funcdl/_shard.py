@@ -150,7 +150,7 @@ class Sharder:
         n = lay.bounds[-1]
         c = self.cut(lay, size, rank)
         lo, hi = c.lo, c.hi
-        state_ok = np.ravel(state.span).tolist() == [lo, hi, n]
+        state_ok = ravel(state.span).tolist() == [lo, hi, n]
         floats = lay.not_float is None and p_lay.not_float is None
         scale, window, out, bad = 1.0, None, None, [] if state_ok else [0]
         if comm is not None:  # every check below then fails alike on every rank
