@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/data_parallel.py [--steps 40] [--rounds 3] [--models mlp,cnn]
 
 Times one SGD step (forward, softmax cross-entropy, backward, the gradient allreduce,
-update; float32) at a fixed global batch in three set-ups, each a fresh process (or two):
+update; float32) at a fixed global batch in five set-ups, each a fresh process (or two):
 
 * 1 rank x 1 BLAS thread, and 2 ranks x 1 BLAS thread each: the fair comparison, the
   speed-up of data parallelism alone (target >= 1.7x for the mlp on this 2-core machine);
