@@ -22,8 +22,6 @@ RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
 """The disk's radius: its area pi * RADIUS**2 is 1/2, so the classes balance in expectation."""
 
 
-
-
 def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool = True,
             drop_last: bool = False) -> Iterator[tuple[NDArray[Any], ...]]:
     """Minibatches of ``arrays`` along axis 0, as tuples with one entry per array.
@@ -48,29 +46,42 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool 
         shuffle: visit the examples in a random order given by ``key``.
         drop_last: skip the last batch when it is smaller than ``batch_size``.
     """
-    if not arrays:
-        raise ValueError("data.batches: pass at least one array, e.g. batches(key, x, y, "
-                         "batch_size=32)")
     size = int_arg(batch_size, "data.batches", "batch_size", 1)
+    xs = examples("data.batches", arrays, "batches(key, x, y, batch_size=32)")
+    order = shuffled("data.batches", key, len(xs[0]), shuffle,
+                     " (a new one each epoch, e.g. random.fold_in(key, epoch))")
+    n = len(xs[0])
+    stop = n - n % size if drop_last else n
+    return _generate(xs, order, size, stop)
+
+
+def examples(where: str, arrays: tuple[ArrayLike, ...], call: str) -> list[NDArray[Any]]:
+    """The arrays of a batches call as ndarrays sharing their first dimension (the
+    examples), or an error naming ``where`` and showing ``call``."""
+    if not arrays:
+        raise ValueError(f"{where}: pass at least one array, e.g. {call}")
     xs = [np.asarray(a) for a in arrays]
     odd = next((i for i, a in enumerate(xs) if a.ndim == 0 and a.dtype == object), None)
     if odd is not None:
-        raise TypeError(f"data.batches: argument {odd + 1} is a {type(arrays[odd]).__name__}, "
-                        f"not an array; pass the arrays themselves: batches(key, x, y, ...)")
+        raise TypeError(f"{where}: argument {odd + 1} is a {type(arrays[odd]).__name__}, "
+                        f"not an array; pass the arrays themselves: {call}")
     if any(a.ndim == 0 for a in xs) or len({a.shape[0] for a in xs}) != 1:
-        raise ValueError(f"data.batches: all arrays must share their first dimension, got "
+        raise ValueError(f"{where}: all arrays must share their first dimension, got "
                          f"shapes {', '.join(str(a.shape) for a in xs)}")
-    n = xs[0].shape[0]
-    order: NDArray[np.int64] | None = None
-    if shuffle:
-        if key is None:
-            raise ValueError(
-                "data.batches: shuffle=True needs a key: pass funcdl.random.key(seed) (a new "
-                "one each epoch, e.g. random.fold_in(key, epoch)), or set shuffle=False")
-        # checks the key now, not at the first next()
-        order = random.permutation(random.check_key(key, "data.batches"), n)
-    stop = n - n % size if drop_last else n
-    return _generate(xs, order, size, stop)
+    return xs
+
+
+def shuffled(where: str, key: Key | None, n: int, shuffle: bool,
+             which: str) -> NDArray[np.int64] | None:
+    """The order of an epoch's ``n`` examples: ``random.permutation(key, n)``, or None (in
+    order) without ``shuffle``; ``which`` says which key a shuffle needs."""
+    if not shuffle:
+        return None
+    if key is None:
+        raise ValueError(f"{where}: shuffle=True needs a key{which}: pass "
+                         f"funcdl.random.key(seed), or set shuffle=False")
+    # checks the key now, not at the first next()
+    return random.permutation(random.check_key(key, where), n)
 
 
 def _generate(xs: list[NDArray[Any]], order: NDArray[np.int64] | None, size: int,

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from funcdl import random
+from funcdl import data
 from funcdl import tree as pytree
 from funcdl._args import int_arg
 from funcdl._reduce import Reducer, agree, describe, digest, mpi
@@ -260,8 +260,6 @@ def sharded(optimizer: GradientTransformation, comm: Comm | None = None) -> Shar
 
 # ---------------------------------------------------------------------------- data
 
-
-
 def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, rank: int, size: int,
             shuffle: bool = True,
             drop_last: bool = False) -> Iterator[tuple[NDArray[Any], ...]]:
@@ -286,23 +284,13 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, rank: int, siz
         raise ValueError(f"parallel.batches: the global batch_size {global_batch} is smaller "
                          f"than the {size} ranks, and every rank needs at least one example "
                          f"per step: use batch_size >= {size}, or fewer ranks")
-    if not arrays:
-        raise ValueError("parallel.batches: pass at least one array, e.g. "
-                         "batches(key, x, y, batch_size=256, rank=rank, size=size)")
-    xs = [np.asarray(a) for a in arrays]
-    if any(a.ndim == 0 for a in xs) or len({a.shape[0] for a in xs}) != 1:
-        raise ValueError(f"parallel.batches: all arrays must share their first dimension, "
-                         f"got shapes {', '.join(str(a.shape) for a in xs)}")
-    n = xs[0].shape[0]
+    xs = data.examples("parallel.batches", arrays,
+                       "batches(key, x, y, batch_size=256, rank=rank, size=size)")
+    n = len(xs[0])
     if n < size:
         raise ValueError(f"parallel.batches: {n} examples cannot be shared by {size} ranks "
                          f"(each needs at least one): use more data or fewer ranks")
-    order: NDArray[np.int64] | None = None
-    if shuffle:
-        if key is None:
-            raise ValueError("parallel.batches: shuffle=True needs a key (the same on every "
-                             "rank): funcdl.random.key(seed), or set shuffle=False")
-        order = random.permutation(key, n)
+    order = data.shuffled("parallel.batches", key, n, shuffle, " (the same on every rank)")
     stop = n - n % global_batch if drop_last else n
     starts = [*range(0, stop, global_batch), stop]
     if len(starts) > 2 and starts[-1] - starts[-2] < size:

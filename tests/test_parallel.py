@@ -285,7 +285,8 @@ def test_batches_without_shuffle_are_views_in_order():
     ({"rank": 2, "size": 2}, ValueError, r"rank 2 is not in \[0, 2\)"),
     ({"rank": 0.0}, TypeError, "rank must be an int"),
     ({"size": 0}, ValueError, "size must be >= 1"),
-    ({"key": None}, ValueError, "needs a key"),
+    ({"key": None}, ValueError, r"needs a key \(the same on every rank\)"),
+    ({"key": "seed"}, TypeError, "parallel.batches"),  # the key checked at the call
 ])
 def test_batches_bad_input(kwargs, error, match):
     args = {"n": 10, "batch_size": 4, "rank": 0, "size": 2, "key": fd.random.key(0), **kwargs}
@@ -300,6 +301,8 @@ def test_batches_arrays_must_share_their_first_dimension():
         parallel.batches(fd.random.key(0), x, x[:3], batch_size=4, rank=0, size=2)
     with pytest.raises(ValueError, match="at least one array"):
         parallel.batches(fd.random.key(0), batch_size=4, rank=0, size=2)
+    with pytest.raises(TypeError, match="argument 2 is a dict, not an array"):
+        parallel.batches(fd.random.key(0), x, {"y": x}, batch_size=4, rank=0, size=2)
 
 
 # ---------------------------------------------------------------------------- buffers
