@@ -130,6 +130,7 @@ def _fd_check(label: str, f: Callable[[Any], Any], z: Any, grad: Any, u: Any,
         if zl.size <= _MAX_ENTRIES:
             bad += [m for m in map(entry, range(zl.size)) if m is not None]
             continue
+
         def fails(part: Array, k: random.Key, zl: Array = zl, g: Array = g) -> bool:
             """The projection on a random direction moving only the entries ``part``."""
             flat_step = np.zeros(zl.size)

@@ -122,6 +122,7 @@ def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
     if not b > 0:
         raise ValueError(f"Softplus: beta must be > 0, got {beta!r}")
     name = "Softplus()" if (b, t) == (1.0, 20.0) else f"Softplus(beta={b}, threshold={t})"
+
     def scaled(x: Array) -> Array:  # βx, with no pass over x at the default β = 1
         return x if b == 1.0 else b * x
 

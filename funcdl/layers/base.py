@@ -159,7 +159,7 @@ def in_param_dtypes(grads: dict[str, Array], params: Any) -> dict[str, Array]:
     a float32 param's gradient into float64."""
     for k, g in grads.items():
         dtype = params[k].dtype
-        if g.dtype is not dtype:
+        if g.dtype != dtype:  # equal dtypes need no copy, identical objects or not
             grads[k] = g.astype(dtype)
     return grads
 
