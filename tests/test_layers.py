@@ -111,6 +111,25 @@ ACTIVATIONS = [L.ReLU, L.LeakyReLU, L.Tanh, L.Sigmoid, L.Softplus, L.GELU, L.ELU
                L.LogSoftmax, lambda: L.GELU(approximate=True)]
 
 
+ELEMENTWISE = [m for m in ACTIVATIONS if m not in (L.Softmax, L.LogSoftmax)]
+
+
+@pytest.mark.parametrize("x", [np.float32(-0.7), np.array(-0.7, np.float32), np.array(1.3), 1.3],
+                         ids=["np.float32", "0-d float32", "0-d float64", "python float"])
+@pytest.mark.parametrize("make", ELEMENTWISE)
+def test_elementwise_activations_take_a_scalar(make, x):
+    # Sigmoid wrote its result into NumPy's scalar from exp, which a 0-d input gives.
+    layer = make()
+    one = np.reshape(np.asarray(x), (1,))
+    y, pullback = layer.vjp((), x)
+    _, dx = pullback(np.ones_like(y) * 3)
+    y1, pullback1 = layer.vjp((), one)
+    np.testing.assert_allclose(np.reshape(y, (1,)), y1, rtol=1e-6)
+    np.testing.assert_allclose(np.reshape(dx, (1,)), pullback1(np.full(1, 3.0))[1], rtol=1e-6)
+    np.testing.assert_allclose(layer.apply((), x), y)
+    assert np.shape(y) == () and np.shape(dx) == ()
+
+
 @pytest.mark.parametrize("v", [1e4, -1e4, 1e30, -1e30, 0.0, 88.0, -88.0])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("make", ACTIVATIONS)

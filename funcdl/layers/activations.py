@@ -83,7 +83,8 @@ def sigmoid(x: Array) -> Array:
     with np.errstate(over="ignore"):
         e = np.exp(-x)
     e += 1
-    out: Array = np.reciprocal(e, out=e)
+    # A 0-d input gives a NumPy scalar here, which has no buffer to write into.
+    out: Array = np.reciprocal(e, out=e) if type(e) is np.ndarray else np.reciprocal(e)
     return out
 
 
