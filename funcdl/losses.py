@@ -191,6 +191,10 @@ def _softmax_cross_entropy(pred: Any, target: Any,
                 g *= c
             return g
     elif labels.dtype.kind in "fb":
+        if labels.shape == z.shape[:-1]:  # one value per example: meant as class labels
+            raise ValueError(f"{name}: a target of shape {labels.shape} holds class labels, "
+                             f"which must be integers, got dtype {labels.dtype}; pass "
+                             f"target.astype(int), or probabilities of shape {z.shape}")
         t = _same_shape(name, z, labels)
         with np.errstate(invalid="ignore"):  # 0 · -inf, dropped by the where below
             tlogp = t * logp
