@@ -15,7 +15,7 @@ import pickle
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -131,6 +131,11 @@ def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | N
     """
     if not callable(train_fn):
         raise TypeError(f"sweep.run: train_fn must be callable, got {type(train_fn).__name__}")
+    if isinstance(configs, (Mapping, str, bytes)) or not isinstance(configs, Iterable):
+        # a dict would sweep over its keys, a string over its characters
+        what = "a dict (one config?)" if isinstance(configs, Mapping) else type(configs).__name__
+        raise TypeError(f"sweep.run: configs must be a list (or other iterable) of configs, "
+                        f"one per run, got {what}; pass [config] for one run")
     configs = list(configs)
     if executor is not None:
         _check_executor(executor)

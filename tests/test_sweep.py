@@ -114,6 +114,13 @@ def test_bad_input():
         sweep.run("train", CONFIGS)
     with ProcessPoolExecutor(1) as pool, pytest.raises(TypeError, match="top level"):
         sweep.run(lambda c: c, CONFIGS, pool)
+    # one config where a list of them belongs: a dict would be swept over its keys
+    with pytest.raises(TypeError, match=r"configs must be a list.*a dict.*\[config\]"):
+        sweep.run(train, CONFIGS[0], executor=ThreadPoolExecutor(1))
+    with pytest.raises(TypeError, match=r"configs must be a list.*got str"):
+        sweep.run(train, "lr=0.1", executor=ThreadPoolExecutor(1))
+    with pytest.raises(TypeError, match=r"sweep\.run: configs must be a list.*got NoneType"):
+        sweep.run(train, None)
 
 
 def test_run_docstring_example_runs():
