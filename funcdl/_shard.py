@@ -161,6 +161,9 @@ class Sharder:
         if not floats:  # agree compared the dtypes: the same on every rank
             raise self.not_float("grads" if lay.not_float else "params",
                                  lay if lay.not_float else p_lay)
+        if comm is None and examples <= 0:  # as negotiate finds over ranks
+            raise ValueError(f"{self.name}: no rank had any examples; give every step at "
+                             f"least one example")
         if bad and comm is None:
             raise ValueError(f"{self.name}: the state covers entries "
                              f"{np.ravel(state.span).tolist()} (start, stop, total), but "

@@ -178,6 +178,9 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
             loss, grads = step(params, xb, yb)           # equal on every rank
             params = fd.tree.map(lambda p, g: p - 0.1 * g, params, grads)
     """
+    if not callable(value_and_grad_fn):
+        raise TypeError(f"parallel.data_parallel: value_and_grad_fn must be callable, such as "
+                        f"fd.value_and_grad(model, loss), got {type(value_and_grad_fn).__name__}")
     reducer = Reducer()
 
     def f(params: Any, x: Any, target: Any, *args: Any, **kwargs: Any) -> Any:

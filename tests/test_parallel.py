@@ -231,6 +231,12 @@ def test_a_communicator_of_the_wrong_type_is_a_type_error():
         parallel.pmean({"w": np.ones(2)}, comm=2)
 
 
+def test_data_parallel_refuses_what_it_cannot_call_when_wrapping():
+    with pytest.raises(TypeError, match=r"data_parallel: value_and_grad_fn must be callable.*"
+                                        r"got Layer"):
+        parallel.data_parallel(fd.layers.Sequential(fd.layers.Dense(1)))
+
+
 def test_data_parallel_docstring_example_runs_in_one_process():
     code = parallel.data_parallel.__doc__.split("Example::\n")[1]
     exec(textwrap.dedent(code), {})

@@ -117,6 +117,7 @@ def test_an_optimizer_that_mixes_entries_is_refused():
 @pytest.mark.parametrize("examples,error,match", [
     (2.0, TypeError, "examples must be an int"),
     (-1, ValueError, "examples must be >= 0"),
+    (0, ValueError, "no rank had any examples"),  # as over MPI ranks, not a silent full step
 ])
 def test_bad_examples(examples, error, match):
     vg, params, x, y = setup()
