@@ -59,9 +59,14 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
     """
     import tempfile  # here, not at the top: `import funcdl` stays fast (tempfile pulls
     # in shutil, random, bz2 and lzma), and only a save needs it
+    name = _path("io.save", path)
     arrays, header = _encode(tree)
     entries: dict[str, Any] = {TREEDEF_KEY: header, **arrays}
-    target = os.path.realpath(os.fspath(path))
+    target = os.path.realpath(name)
+    if os.path.isdir(target):  # else the rename would name the temporary file
+        raise IsADirectoryError(errno.EISDIR, f"io.save: {name!r} is a directory; give a "
+                                f"file name in it, e.g. {os.path.join(name, 'params.npz')!r}",
+                                name)
     directory = os.path.dirname(target)
     if not os.path.isdir(directory):  # else mkstemp would name its temporary file instead
         raise FileNotFoundError(errno.ENOENT, f"io.save: no directory {directory!r} to "
@@ -81,6 +86,19 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+
+
+def _path(where: str, path: Any) -> str:
+    """``path`` as a str, or a TypeError / ValueError naming ``where``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{where}: path must be a str or os.PathLike such as pathlib.Path, "
+                        f"got {type(path).__name__}")
+    name = os.fspath(path)
+    if not isinstance(name, str):  # a PathLike of bytes
+        raise TypeError(f"{where}: path must name a file as text, got bytes {name!r}")
+    if not name:
+        raise ValueError(f"{where}: the path is empty; give a file name such as 'params.npz'")
+    return name
 
 
 def _encode(t: Tree) -> tuple[dict[str, NDArray[Any]], NDArray[np.uint8]]:
@@ -213,7 +231,7 @@ def load(path: str | os.PathLike[str], like: Tree = None) -> Tree:
     """
     import zipfile  # a load's own dependency (json too, in _header): see save
 
-    name = os.fspath(path)
+    name = _path("io.load", path)
     with open(name, "rb") as f:  # FileNotFoundError and other OS errors pass through
         try:
             td, leaves = _read(f)

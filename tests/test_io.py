@@ -195,6 +195,30 @@ def test_interrupt_during_save_removes_temp_and_creates_nothing(tmp_path, monkey
     assert os.listdir(tmp_path) == []
 
 
+
+@pytest.mark.parametrize("path, error, match", [
+    ("", ValueError, r"io\.(save|load): the path is empty"),
+    (None, TypeError, r"io\.(save|load): path must be a str or os\.PathLike.*got NoneType"),
+    (3, TypeError, r"path must be a str or os\.PathLike.*got int"),
+    (b"p.npz", TypeError, r"got bytes"),
+])
+@pytest.mark.parametrize("call", ["save", "load"])
+def test_a_bad_path_is_named_before_anything_is_written(tmp_path, monkeypatch, path, error,
+                                                        match, call):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match=match):
+        io.save(path, [1.0]) if call == "save" else io.load(path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_saving_onto_a_directory_names_it_not_the_temporary_file(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"io\.save: '.*d' is a directory; give a "
+                                                 r"file name in it, e\.g\. '.*params\.npz'"):
+        io.save(tmp_path / "d", [1.0])
+    assert os.listdir(tmp_path) == ["d"] and os.listdir(tmp_path / "d") == []
+
+
 # ---------------------------------------------------------------------------- refused trees
 
 @pytest.mark.parametrize("bad, match", [
