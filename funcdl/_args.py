@@ -1,4 +1,4 @@
-"""The integer-argument check that random, data and parallel share."""
+"""The integer- and flag-argument checks that random, data and parallel share."""
 
 from __future__ import annotations
 
@@ -17,3 +17,12 @@ def int_arg(value: Any, where: str, what: str, minimum: int = 0) -> int:
         word = {0: " (non-negative)", 1: " (positive)"}.get(minimum, "")
         raise ValueError(f"{where}: {what} must be >= {minimum}{word}, got {value}")
     return int(value)
+
+
+def bool_arg(value: Any, where: str, what: str) -> bool:
+    """``value`` as a bool, or a TypeError naming ``where``: a flag such as ``shuffle='no'``
+    would otherwise count as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: {what} must be True or False, got {value!r} "
+                        f"({type(value).__name__})")
+    return bool(value)

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from funcdl import random
-from funcdl._args import int_arg
+from funcdl._args import bool_arg, int_arg
 from funcdl.random import Key
 
 __all__ = ["RADIUS", "batches", "disk"]
@@ -47,6 +47,7 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool 
         drop_last: skip the last batch when it is smaller than ``batch_size``.
     """
     size = int_arg(batch_size, "data.batches", "batch_size", 1)
+    drop_last = bool_arg(drop_last, "data.batches", "drop_last")
     xs = examples("data.batches", arrays, "batches(key, x, y, batch_size=32)")
     order = shuffled("data.batches", key, len(xs[0]), shuffle,
                      " (a new one each epoch, e.g. random.fold_in(key, epoch))")
@@ -60,7 +61,11 @@ def examples(where: str, arrays: tuple[ArrayLike, ...], call: str) -> list[NDArr
     examples), or an error naming ``where`` and showing ``call``."""
     if not arrays:
         raise ValueError(f"{where}: pass at least one array, e.g. {call}")
-    xs = [np.asarray(a) for a in arrays]
+    try:
+        xs = [np.asarray(a) for a in arrays]
+    except ValueError as err:  # a ragged nested list
+        raise ValueError(f"{where}: an argument is not a rectangular array ({err}); pass "
+                         f"arrays, e.g. {call}") from None
     odd = next((i for i, a in enumerate(xs) if a.ndim == 0 and a.dtype == object), None)
     if odd is not None:
         raise TypeError(f"{where}: argument {odd + 1} is a {type(arrays[odd]).__name__}, "
@@ -75,7 +80,7 @@ def shuffled(where: str, key: Key | None, n: int, shuffle: bool,
              which: str) -> NDArray[np.int64] | None:
     """The order of an epoch's ``n`` examples: ``random.permutation(key, n)``, or None (in
     order) without ``shuffle``; ``which`` says which key a shuffle needs."""
-    if not shuffle:
+    if not bool_arg(shuffle, where, "shuffle"):
         return None
     if key is None:
         raise ValueError(f"{where}: shuffle=True needs a key{which}: pass "
@@ -103,7 +108,7 @@ def disk(key: Key, n: int, dtype: DTypeLike = np.float32) -> tuple[NDArray[Any],
     in float64 on the returned (possibly float32) coordinates.
     """
     size = int_arg(n, "data.disk", "n")
-    dt = np.dtype(dtype)
+    dt = np.dtype(np.float32 if dtype is None else dtype)  # None: the default, as in JAX
     if dt not in (np.float32, np.float64):
         raise TypeError(f"data.disk: dtype must be float32 or float64, got {dt}")
     x = random.uniform(random.check_key(key, "data.disk"), (size, 2), dtype=dt)

@@ -31,7 +31,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from funcdl import data
 from funcdl import tree as pytree
-from funcdl._args import int_arg
+from funcdl._args import bool_arg, int_arg
 from funcdl._reduce import Reducer, agree, describe, digest, mpi
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl.optim import GradientTransformation
@@ -294,7 +294,7 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, rank: int, siz
         raise ValueError(f"parallel.batches: {n} examples cannot be shared by {size} ranks "
                          f"(each needs at least one): use more data or fewer ranks")
     order = data.shuffled("parallel.batches", key, n, shuffle, " (the same on every rank)")
-    stop = n - n % global_batch if drop_last else n
+    stop = n - n % global_batch if bool_arg(drop_last, "parallel.batches", "drop_last") else n
     starts = [*range(0, stop, global_batch), stop]
     if len(starts) > 2 and starts[-1] - starts[-2] < size:
         del starts[-2]  # the small remainder joins the previous global batch

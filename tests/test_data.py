@@ -114,6 +114,11 @@ def test_key_none_with_shuffle_says_how_to_pass_one():
     ((np.zeros(4),), {"batch_size": 2.0}, TypeError, "batch_size must be an int"),
     ((np.zeros(4),), {"batch_size": True}, TypeError, "batch_size must be an int"),
     ((np.array(3.0),), {"batch_size": 1}, ValueError, r"shapes \(\)"),
+    (([[1, 2], [3]],), {"batch_size": 1}, ValueError, "not a rectangular array"),
+    ((np.zeros(4),), {"batch_size": 2, "shuffle": "no"}, TypeError,
+     r"shuffle must be True or False, got 'no'"),  # a truthy string would shuffle
+    ((np.zeros(4),), {"batch_size": 2, "drop_last": None}, TypeError,
+     "drop_last must be True or False"),
 ])
 def test_bad_arguments_raise_at_the_call(key, arrays, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -184,3 +189,9 @@ def test_disk_is_deterministic_in_the_key(key):
 def test_disk_bad_arguments(key, n, dtype, error, match):
     with pytest.raises(error, match=match):
         data.disk(key, n, dtype=dtype)
+
+
+def test_disk_dtype_none_is_the_float32_default(key):
+    x, y = data.disk(key, 5, dtype=None)
+    assert x.dtype == y.dtype == np.float32
+    np.testing.assert_array_equal(x, data.disk(key, 5)[0])

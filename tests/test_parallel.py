@@ -293,6 +293,8 @@ def test_batches_without_shuffle_are_views_in_order():
     ({"size": 0}, ValueError, "size must be >= 1"),
     ({"key": None}, ValueError, r"needs a key \(the same on every rank\)"),
     ({"key": "seed"}, TypeError, "parallel.batches"),  # the key checked at the call
+    ({"shuffle": "no"}, TypeError, "parallel.batches: shuffle must be True or False"),
+    ({"drop_last": "yes"}, TypeError, "parallel.batches: drop_last must be True or False"),
 ])
 def test_batches_bad_input(kwargs, error, match):
     args = {"n": 10, "batch_size": 4, "rank": 0, "size": 2, "key": fd.random.key(0), **kwargs}
