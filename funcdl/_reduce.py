@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 from funcdl import tree as pytree
 from funcdl._treenodes import children_of as pytree_node
+from funcdl._treenodes import sorted_keys
 
 Tree = Any
 Comm = Any
@@ -105,7 +106,7 @@ def _sign(t: Tree, leaves: list[Any], key: list[Any]) -> None:
             else:
                 _sign(c, leaves, key)
     elif tp is dict:
-        keys = sorted(t)
+        keys = sorted_keys(t)
         key += (tp, tuple(keys))
         for k in keys:
             c = t[k]
@@ -245,7 +246,9 @@ class Reducer:
             not_float = next((f"{p or 'the root'} has dtype {a.dtype}" for (p, _), a in
                               zip(pytree.leaves_with_path(t), arrays)
                               if a.dtype.kind not in "fc"), None)
-            dtype = pytree.ravel(t)[0].dtype  # once per layout
+            # tree.ravel's dtype (refusing strings would skip the agreement on this rank)
+            dtype = (np.result_type(*[a.dtype for a in arrays]) if arrays and all(
+                a.dtype.kind in "biufc" for a in arrays) else np.dtype(np.float32))
             found = Layout(digest(describe(t)), dtype, bounds,
                            [(a.shape, a.dtype) for a in arrays], not_float)
             if len(self.layouts) >= 16:  # a sweep over many model shapes: start afresh

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._treenodes import children_of, rebuild
+from funcdl._treenodes import children_of, rebuild, sorted_keys
 
 Tree = Any
 
@@ -31,7 +31,7 @@ def _map1(f: Callable[[Any], Any], t: Tree) -> Tree:
         out = [f(c) if type(c) is _ND else _map1(f, c) for c in t]
         return tuple(out) if tp is tuple else out
     if tp is dict:
-        return {k: f(t[k]) if type(t[k]) is _ND else _map1(f, t[k]) for k in sorted(t)}
+        return {k: f(t[k]) if type(t[k]) is _ND else _map1(f, t[k]) for k in sorted_keys(t)}
     if t is None:
         return None
     if tp is _ND:
@@ -118,7 +118,7 @@ def _multi(f: Callable[..., Any], n: int, t: Tree, rest: Sequence[Tree],
             for r in rest:
                 if not isinstance(r, dict) or r.keys() != t.keys():
                     raise _Mismatch
-            keys = sorted(t)
+            keys = sorted_keys(t)
             kids: Sequence[Any] = [t[k] for k in keys]
             others: Sequence[Sequence[Any]] = [[r[k] for k in keys] for r in rest]
         else:
@@ -179,7 +179,7 @@ def _mapn(f: Callable[..., Any], t: Tree, rest: tuple[Tree, ...] | list[Tree]) -
         for r in rest:
             if not isinstance(r, dict) or r.keys() != t.keys():  # OrderedDict too
                 raise _Mismatch
-        return {k: _mapn(f, t[k], [r[k] for r in rest]) for k in sorted(t)}
+        return {k: _mapn(f, t[k], [r[k] for r in rest]) for k in sorted_keys(t)}
     if tp is np.ndarray:
         for r in rest:
             if type(r) is not np.ndarray and (isinstance(r, _CONTAINERS) or r is None):

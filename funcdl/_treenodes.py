@@ -57,6 +57,18 @@ def is_namedtuple(x: Any) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
+def sorted_keys(d: Any) -> list[Any]:
+    """A dict's keys in the order trees visit them (sorted, as JAX does), or a TypeError
+    naming the keys that cannot be ordered (``{1: .., 'a': ..}``)."""
+    try:
+        return sorted(d)
+    except TypeError:
+        kinds = ", ".join(sorted({type(k).__name__ for k in d}))
+        raise TypeError(f"funcdl.tree: a dict's keys must be sortable against each other (a "
+                        f"tree visits them in sorted order, as JAX does), got keys of types "
+                        f"{kinds}: {list(d)!r}; use keys of one type, e.g. all str") from None
+
+
 def children_of(t: Tree) -> tuple[str, Any, list[Any], list[str]] | None:
     """(kind, meta, children, path steps) of a container node, or None for a leaf."""
     tp = type(t)
@@ -65,7 +77,7 @@ def children_of(t: Tree) -> tuple[str, Any, list[Any], list[str]] | None:
     if tp is list:
         return "list", None, list(t), [f"[{i}]" for i in range(len(t))]
     if isinstance(t, dict):
-        keys = sorted(t)
+        keys = sorted_keys(t)
         return "dict", tuple(keys), [t[k] for k in keys], [f"[{k!r}]" for k in keys]
     if t is None:
         return "none", None, [], []

@@ -28,6 +28,7 @@ from funcdl._treenodes import (
     children_of,
     mismatch_error,
     rebuild,
+    sorted_keys,
 )
 
 __all__ = [
@@ -65,8 +66,12 @@ def map(f: Callable[..., Any], tree: Tree, *rest: Tree, shapes: bool = False) ->
     except _Mismatch:
         # Only on failure: walk again, slowly, to name the first differing path.
         for i, r in enumerate(rest):
-            check_same(tree, r, ("the first tree", f"tree {i + 1}"), shapes=shapes)
+            check_same(tree, r, ("the first tree", f"the {_ORDINALS[i]} tree" if i < 8
+                                 else f"tree number {i + 2}"), shapes=shapes)
         raise ValueError("tree structure mismatch") from None
+
+
+_ORDINALS = ("second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth")
 
 
 def map_multi(f: Callable[..., tuple[Any, ...]], n_out: int, tree: Tree,
@@ -94,7 +99,7 @@ def _collect(t: Tree, out: list[Any]) -> None:
             _collect(c, out)
         return
     if tp is dict:
-        for k in sorted(t):
+        for k in sorted_keys(t):
             _collect(t[k], out)
         return
     if t is None:
@@ -132,7 +137,7 @@ def structure(tree: Tree) -> TreeDef:
     if tp is tuple or tp is list:
         return TreeDef(tp.__name__, None, tuple([structure(c) for c in tree]))
     if tp is dict:
-        keys = tuple(sorted(tree))
+        keys = tuple(sorted_keys(tree))
         return TreeDef("dict", keys, tuple([structure(tree[k]) for k in keys]))
     node = children_of(tree)
     if node is None:
@@ -225,11 +230,19 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
     each leaf's shape and dtype (casting the vector's entries, so a float64 vector from an
     optimiser such as SciPy's gives back float32 params; leaves may be views of it).
 
-    The vector has NumPy's promotion of the leaves' dtypes, so every leaf comes back exact:
+    The vector has NumPy's promotion of the leaves' dtypes, so float leaves come back exact:
     float32 with an int64 step count gives float64 (``jax.flatten_util.ravel_pytree`` keeps
-    float32 there, and loses integers above 2**24)."""
+    float32 there, and loses integers above 2**24); integers next to floats come back exact
+    up to 2**53. Complex leaves make the vector complex; real leaves come back from its
+    real part. Leaves must be numbers (bool, int, float, complex): a TypeError names any
+    other leaf's path."""
     flat, treedef = flatten(tree)
     arrays = [np.asarray(x) for x in flat]
+    odd = next((i for i, a in enumerate(arrays) if a.dtype.kind not in "biufc"), None)
+    if odd is not None:
+        path = leaves_with_path(tree)[odd][0] or "the root"
+        raise TypeError(f"tree.ravel: the leaf at {path} has dtype {arrays[odd].dtype}; a "
+                        f"ravelled tree holds numbers only (bool, int, float, complex)")
     shapes = [a.shape for a in arrays]
     dtypes = [a.dtype for a in arrays]
     sizes = [a.size for a in arrays]
@@ -243,8 +256,24 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
         v = np.asarray(v)
         if v.shape != (total,):
             raise ValueError(f"unravel: expected a vector of shape ({total},), got {v.shape}")
-        parts = [v[offsets[i]:offsets[i + 1]].reshape(shapes[i]).astype(dtypes[i], copy=False)
-                 for i in range(len(shapes))]
+        if v.dtype.kind == "c":  # real leaves take the real part: the cast would warn
+            parts = [_from_complex(v[offsets[i]:offsets[i + 1]], dtypes[i]).reshape(shapes[i])
+                     for i in range(len(shapes))]
+        else:
+            parts = [v[offsets[i]:offsets[i + 1]].reshape(shapes[i]).astype(dtypes[i],
+                                                                               copy=False)
+                     for i in range(len(shapes))]
         return unflatten(treedef, parts)
 
     return vector, unravel
+
+
+def _from_complex(part: NDArray[Any], dtype: np.dtype[Any]) -> NDArray[Any]:
+    """A complex part of an unravelled vector in ``dtype``: a real leaf takes the real part,
+    and a non-zero imaginary part there is an error, not silently dropped."""
+    if dtype.kind == "c":
+        return part.astype(dtype, copy=False)
+    if np.any(part.imag):
+        raise ValueError(f"unravel: entries of a {dtype} leaf have non-zero imaginary parts; "
+                         f"a real leaf takes a real value")
+    return part.real.astype(dtype, copy=False)

@@ -473,3 +473,38 @@ def test_a_dict_and_an_ordered_dict_map_together_either_way():
     assert tree.map(lambda x, y: x + y, ordered, plain) == {"a": 11, "b": 22}
     assert tree.map(lambda x, y, z: x + y + z, plain, ordered, plain) == {"a": 12, "b": 24}
     assert tree.map_multi(lambda x, y: (x, y), 2, plain, ordered)[1] == {"a": 10, "b": 20}
+
+
+def test_map_mismatch_names_the_trees_by_position():
+    with pytest.raises(ValueError, match=r"the first tree has a list of length 2, the second "
+                                         r"tree has a list of length 1"):
+        tree.map(lambda a, b: a, [1, 2], [1])
+    with pytest.raises(ValueError, match=r"the first tree has .* the third tree has"):
+        tree.map(lambda a, b, c: a, {"a": 1}, {"a": 1}, {"b": 1})
+
+
+@pytest.mark.parametrize("call", [tree.leaves, tree.structure, tree.flatten, tree.ravel,
+                                  lambda t: tree.map(lambda x: x, t),
+                                  lambda t: tree.map(lambda *x: x[0], t, t, t)])
+def test_dict_keys_that_cannot_be_ordered_are_named(call):
+    with pytest.raises(TypeError, match=r"keys must be sortable.*int, str: \[1, 'a'\]"):
+        call({"x": {1: 1.0, "a": 2.0}})
+
+
+@pytest.mark.parametrize("t, path", [(["abc", np.ones(2)], r"\[0\]"),
+                                     ({"x": [np.ones(1), np.array([object()])]}, r"\['x'\]\[1\]")])
+def test_ravel_refuses_leaves_that_are_not_numbers(t, path):
+    with pytest.raises(TypeError, match=rf"tree\.ravel: the leaf at {path} has dtype"):
+        tree.ravel(t)
+
+
+def test_unravel_of_a_complex_vector_gives_real_leaves_their_real_part():
+    t = {"a": np.array([1 + 2j, 3j], np.complex64), "b": np.array([1.5, -2.0], np.float32)}
+    v, unravel = tree.ravel(t)
+    assert v.dtype == np.complex64
+    back = unravel(v)  # no ComplexWarning (an error under the test settings)
+    assert back["b"].dtype == np.float32
+    np.testing.assert_array_equal(back["b"], t["b"])
+    np.testing.assert_array_equal(back["a"], t["a"])
+    with pytest.raises(ValueError, match="float32 leaf have non-zero imaginary parts"):
+        unravel(v * 1j)
