@@ -150,6 +150,9 @@ def _check_keys(t: Tree, path: str) -> None:
 
 
 def _leaf_array(leaf: Any, path: str) -> tuple[str, NDArray[Any]]:
+    if isinstance(leaf, np.ma.MaskedArray):  # the mask would be dropped without a word
+        raise TypeError(f"io.save: the leaf at {_where(path)} is a masked array, which "
+                        f"would lose its mask; save its .data and .mask as two leaves")
     if isinstance(leaf, np.ndarray):
         kind = "array"
     elif isinstance(leaf, np.generic):  # before float: np.float64 subclasses float

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+from funcdl._args import int_arg
 from funcdl._treemaps import _map1, _map2, _mapn, _Mismatch, _multi, _same_shapes
 from funcdl._treenodes import (
     LEAF,
@@ -78,6 +79,8 @@ def map_multi(f: Callable[..., tuple[Any, ...]], n_out: int, tree: Tree,
               *rest: Tree, shapes: bool = False) -> tuple[Tree, ...]:
     """As ``map``, for an ``f`` returning ``n_out`` values per leaf: returns ``n_out`` trees
     of ``tree``'s structure, in one traversal (an optimizer's new moments and update)."""
+    if type(n_out) is not int or n_out < 1:
+        n_out = int_arg(n_out, "tree.map_multi", "n_out", 1)
     try:
         return _multi(f, n_out, tree, rest, shapes)
     except _Mismatch:
@@ -158,6 +161,9 @@ def unflatten(treedef: TreeDef, leaves: Iterable[Any]) -> Tree:
     if not isinstance(treedef, TreeDef):
         raise TypeError(f"unflatten: expected a TreeDef (from tree.flatten or tree.structure), "
                         f"got {type(treedef).__name__}")
+    if not isinstance(leaves, Iterable):
+        raise TypeError(f"unflatten: leaves must be a list of the tree's leaves in flattening "
+                        f"order, got {type(leaves).__name__}")
     items = list(leaves)
     if len(items) != treedef.num_leaves:
         raise ValueError(
@@ -216,7 +222,11 @@ def zeros_like(tree: Tree) -> Tree:
 def astype(tree: Tree, dtype: DTypeLike) -> Tree:
     """Cast every floating-point leaf to ``dtype`` (integer and boolean leaves are kept),
     as PyTorch's ``module.double()``: ``params64 = tree.astype(params, np.float64)``."""
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"tree.astype: {dtype!r} is not a NumPy dtype; pass one such as "
+                        f"np.float64") from None
 
     def cast(x: Any) -> Any:
         a = np.asarray(x)

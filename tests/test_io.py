@@ -228,6 +228,7 @@ def test_saving_onto_a_directory_names_it_not_the_temporary_file(tmp_path):
     ({("a", 1): np.ones(1)}, r"tuple key"),
     ([{True: 1.0}], r"bool key.*\[0\]"),
     ({"x": {"a": 1, 2: 2}}, r"\['x'\] mixes str and int"),
+    ({"m": np.ma.masked_array([1.0, 2.0], mask=[0, 1])}, r"\['m'\] is a masked array"),
 ])
 def test_save_refuses_what_load_could_not_give_back(tmp_path, bad, match):
     target = tmp_path / "p.npz"

@@ -508,3 +508,14 @@ def test_unravel_of_a_complex_vector_gives_real_leaves_their_real_part():
     np.testing.assert_array_equal(back["a"], t["a"])
     with pytest.raises(ValueError, match="float32 leaf have non-zero imaginary parts"):
         unravel(v * 1j)
+
+
+def test_bad_arguments_of_map_multi_unflatten_and_astype_are_named():
+    with pytest.raises(TypeError, match=r"tree\.map_multi: n_out must be an int, got 2\.0"):
+        tree.map_multi(lambda x: (x, x), 2.0, [1.0])
+    with pytest.raises(ValueError, match=r"tree\.map_multi: n_out must be >= 1"):
+        tree.map_multi(lambda x: (x, x), 0, [1.0])
+    with pytest.raises(TypeError, match=r"unflatten: leaves must be a list.*got NoneType"):
+        tree.unflatten(tree.structure([1.0]), None)
+    with pytest.raises(TypeError, match=r"tree\.astype: 'floaty' is not a NumPy dtype"):
+        tree.astype([1.0], "floaty")
