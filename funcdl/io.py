@@ -3,7 +3,8 @@
 ``save(path, tree)`` writes every leaf as an array (``leaf_0``, ``leaf_1``, ... in flattening
 order) and the tree structure as JSON (a uint8 array under ``__funcdl_treedef__``, with a
 format version). ``load(path)`` rebuilds the tree; ``load(path, like=params)`` rebuilds it
-with ``like``'s own container classes and checks structure, shapes and dtypes first.
+with ``like``'s own NamedTuple classes and checks structure, shapes and dtypes first
+(a dict subclass such as OrderedDict comes back a dict, as ``funcdl.tree`` rebuilds it).
 
 What survives a round trip: dict (str or int keys), list, tuple, None, NamedTuple
 (class name and field names; without ``like`` it comes back as a ``collections.namedtuple``
@@ -222,7 +223,7 @@ def load(path: str | os.PathLike[str], like: Tree = None) -> Tree:
     Without ``like``, containers are rebuilt from the file (a NamedTuple as a
     ``collections.namedtuple`` of the stored name and fields). With ``like``, the file must
     have ``like``'s structure (NamedTuples matched by class name and fields) and every leaf
-    ``like``'s shape and dtype; the result uses ``like``'s container classes. Leaves come
+    ``like``'s shape and dtype; the result uses ``like``'s NamedTuple classes. Leaves come
     back as they were saved (array, NumPy scalar or Python scalar), never taken from ``like``.
 
     Raises:
