@@ -9,12 +9,17 @@ Fans follow the kernel layouts of funcdl's layers, ``(..., in, out)``: for a sha
 ``fan_out = out * prod(receptive)`` (Dense ``(in, out)``, Conv2D ``(kh, kw, in, out)``).
 A 1-D shape ``(n,)`` has ``fan_in = fan_out = n``.
 
+``init`` takes its shape as ``funcdl.random``'s samplers do (an int ``n`` is ``(n,)``);
+``dtype=None`` is float32. Settings are checked when the factory is called, and every error
+names the initializer that was called (``initializers.he_normal: ...``).
+
 Normal variants draw from a plain (untruncated) normal, as PyTorch's ``nn.init`` does.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -45,131 +50,223 @@ __all__ = [
 
 Initializer = Callable[..., NDArray[Any]]
 
+# A bound on |z| from NumPy's standard_normal: its ziggurat's tail returns r + E / r with
+# r = 3.654 and E = -log1p(-U) <= 24 ln 2 (float32) or 53 ln 2 (float64), so |z| <= 8.2 or
+# 13.7; |mean| + 16 std within a dtype's range cannot overflow.
+_Z_MAX = 16.0
 
-def fans(shape: tuple[int, ...]) -> tuple[int, int]:
-    """``(fan_in, fan_out)`` of a kernel shape ``(*receptive, in, out)``."""
-    if len(shape) == 0:
+
+def _real(value: Any, where: str, what: str, minimum: float | None = None,
+          strict: bool = False) -> float:
+    """``value`` as a finite float: a TypeError naming ``where`` for what is not a real
+    number (bools, None, strings, arrays), a ValueError for NaN, infinities and values
+    below ``minimum`` (or equal to it when ``strict``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        got = (f"an array of shape {value.shape} and dtype {value.dtype}"
+               if isinstance(value, np.ndarray) else f"{value!r} ({type(value).__name__})")
+        raise TypeError(f"{where}: {what} must be a real number, got {got}; initializers "
+                        f"are factories, called first with their settings: "
+                        f"{where}(...)(key, shape, dtype)")
+    try:
+        x = float(value)
+    except OverflowError:  # an int beyond float64
+        x = math.inf
+    if not math.isfinite(x):
+        raise ValueError(f"{where}: {what} must be finite, got {value!r}")
+    if minimum is not None and (x < minimum or (strict and x == minimum)):
+        raise ValueError(f"{where}: {what} must be {'>' if strict else '>='} {minimum}, got "
+                         f"{value!r}")
+    return x
+
+
+def _one_of(value: Any, allowed: tuple[str, ...], where: str, what: str) -> str:
+    """``value`` if it is one of the strings ``allowed``, else a TypeError or ValueError."""
+    if not isinstance(value, str):
+        raise TypeError(f"{where}: {what} must be a str, one of {', '.join(allowed)}; got "
+                        f"{value!r} ({type(value).__name__})")
+    if value not in allowed:
+        raise ValueError(f"{where}: {what} must be {', '.join(allowed[:-1])} or "
+                         f"{allowed[-1]}, got {value!r}")
+    return value
+
+
+def _numeric(dtype: DTypeLike, where: str) -> np.dtype[Any]:
+    """``dtype`` as a NumPy bool or number dtype (None is float32), else a TypeError."""
+    if dtype is None:
+        return np.dtype(np.float32)
+    try:
+        dt: np.dtype[Any] | None = np.dtype(dtype)
+    except (TypeError, ValueError):
+        dt = None
+    if dt is None or dt.kind not in "biufc":
+        raise TypeError(f"{where}: dtype must be a NumPy number or bool dtype (float32 by "
+                        f"default), got {dtype!r}")
+    return dt
+
+
+def fans(shape: Any) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a kernel shape ``(*receptive, in, out)`` (an int ``n`` is
+    ``(n,)``; a 1-D shape ``(n,)`` gives ``(n, n)``, a 0-D one ``(1, 1)``)."""
+    return _fans(random._shape(shape, "initializers.fans"))
+
+
+def _fans(dims: tuple[int, ...]) -> tuple[int, int]:
+    if len(dims) == 0:
         return 1, 1
-    if len(shape) == 1:
-        return shape[0], shape[0]
-    receptive = math.prod(shape[:-2])
-    return shape[-2] * receptive, shape[-1] * receptive
+    if len(dims) == 1:
+        return dims[0], dims[0]
+    receptive = math.prod(dims[:-2])
+    return dims[-2] * receptive, dims[-1] * receptive
 
 
 def zeros() -> Initializer:
-    """All zeros."""
-    def init(key: random.Key, shape: tuple[int, ...],
-             dtype: DTypeLike = np.float32) -> NDArray[Any]:
+    """All zeros (of any number or bool dtype; the key is not read)."""
+    def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
         del key
-        return np.zeros(shape, dtype)
+        where = "initializers.zeros"
+        return np.zeros(random._shape(shape, where), _numeric(dtype, where))
     return init
 
 
 def ones() -> Initializer:
-    """All ones."""
-    def init(key: random.Key, shape: tuple[int, ...],
-             dtype: DTypeLike = np.float32) -> NDArray[Any]:
+    """All ones (of any number or bool dtype; the key is not read)."""
+    def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
         del key
-        return np.ones(shape, dtype)
+        where = "initializers.ones"
+        return np.ones(random._shape(shape, where), _numeric(dtype, where))
     return init
 
 
 def normal(std: float = 1e-2, mean: float = 0.0) -> Initializer:
-    """N(mean, std²) (JAX's default std 1e-2)."""
-    def init(key: random.Key, shape: tuple[int, ...],
-             dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        z = random.normal(key, shape, dtype)
-        out: NDArray[Any] = (z * z.dtype.type(std) + z.dtype.type(mean)).astype(z.dtype)
-        return out
+    """N(mean, std²) (JAX's default std 1e-2); ``std >= 0`` and ``mean`` finite."""
+    where = "initializers.normal"
+    return _normal(_real(std, where, "std", minimum=0.0), _real(mean, where, "mean"), where)
+
+
+def _normal(std: float, mean: float, where: str) -> Initializer:
+    """``mean + std z`` in the sample dtype, whose range must hold every possible sample."""
+    def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
+        dt = random._float(dtype, where)
+        if abs(mean) + _Z_MAX * std > random._MAX[dt]:
+            raise ValueError(f"{where}: mean={mean:g} and std={std:g} give samples beyond "
+                             f"{dt}'s range (needs |mean| + {_Z_MAX:g} std <= "
+                             f"{random._MAX[dt]:.4g}); pass dtype=np.float64 or a smaller std")
+        z = random._normal(key, shape, dt, where)
+        np.multiply(z, dt.type(std), out=z)  # in place: a 0-d result stays an array
+        np.add(z, dt.type(mean), out=z)
+        return z
     return init
 
 
 def uniform(scale: float = 1e-2, low: float | None = None) -> Initializer:
-    """U[0, scale), as JAX's ``uniform(scale)``; ``low=-scale`` gives U[-scale, scale)."""
-    lo = 0.0 if low is None else float(low)
+    """U[0, scale), as JAX's ``uniform(scale)``; ``low=-scale`` gives U[-scale, scale).
+    ``low`` (0 by default) and ``scale`` are finite, ``low <= scale``."""
+    where = "initializers.uniform"
+    hi = _real(scale, where, "scale")
+    lo = 0.0 if low is None else _real(low, where, "low")
+    if not lo <= hi:
+        raise ValueError(f"{where}: samples lie in [low, scale), so needs low <= scale, got "
+                         f"low={lo:g} (0 unless given) and scale={hi:g}")
 
-    def init(key: random.Key, shape: tuple[int, ...],
-             dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        return random.uniform(key, shape, lo, float(scale), dtype)
+    def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
+        return random._uniform(key, shape, lo, hi, dtype, where)
     return init
 
 
-def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
-    """Variance ``scale / n`` with n the fan_in, fan_out or their mean (``mode``), from a
-    ``normal`` or ``uniform`` distribution with that variance (as JAX's, untruncated)."""
-    if mode not in ("fan_in", "fan_out", "fan_avg"):
-        raise ValueError(f"variance_scaling: mode must be fan_in, fan_out or fan_avg, got {mode!r}")
-    if distribution not in ("normal", "uniform"):
-        raise ValueError(
-            f"variance_scaling: distribution must be normal or uniform, got {distribution!r}")
+_MODES = ("fan_in", "fan_out", "fan_avg")
 
-    def init(key: random.Key, shape: tuple[int, ...],
-             dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        fan_in, fan_out = fans(tuple(shape))
+
+def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
+    """Variance ``scale / n`` (``scale > 0``) with n the fan_in, fan_out or their mean
+    (``mode``), from a ``normal`` or ``uniform`` distribution with that variance (as JAX's,
+    untruncated)."""
+    return _variance_scaling(scale, mode, distribution, "initializers.variance_scaling")
+
+
+def _variance_scaling(scale: float, mode: str, distribution: str, where: str) -> Initializer:
+    """``variance_scaling``, its errors naming ``where`` (glorot_uniform, he_normal, ...)."""
+    s = _real(scale, where, "scale", minimum=0.0, strict=True)
+    _one_of(mode, _MODES, where, "mode")
+    _one_of(distribution, ("normal", "uniform"), where, "distribution")
+
+    def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
+        dims = random._shape(shape, where)
+        fan_in, fan_out = _fans(dims)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
-        var = scale / max(n, 1)
+        var = s / max(n, 1)
         if distribution == "normal":
-            return normal(math.sqrt(var))(key, shape, dtype)
+            return _normal(math.sqrt(var), 0.0, where)(key, dims, dtype)
         bound = math.sqrt(3.0 * var)
-        return random.uniform(key, shape, -bound, bound, dtype)
+        return random._uniform(key, dims, -bound, bound, dtype, where)
     return init
 
 
 def glorot_uniform() -> Initializer:
     """Xavier uniform: U(±sqrt(6 / (fan_in + fan_out)))."""
-    return variance_scaling(1.0, "fan_avg", "uniform")
+    return _variance_scaling(1.0, "fan_avg", "uniform", "initializers.glorot_uniform")
 
 
 def glorot_normal() -> Initializer:
     """Xavier normal: N(0, 2 / (fan_in + fan_out))."""
-    return variance_scaling(1.0, "fan_avg", "normal")
+    return _variance_scaling(1.0, "fan_avg", "normal", "initializers.glorot_normal")
+
+
+def xavier_uniform() -> Initializer:
+    """PyTorch's name for ``glorot_uniform``."""
+    return _variance_scaling(1.0, "fan_avg", "uniform", "initializers.xavier_uniform")
+
+
+def xavier_normal() -> Initializer:
+    """PyTorch's name for ``glorot_normal``."""
+    return _variance_scaling(1.0, "fan_avg", "normal", "initializers.xavier_normal")
 
 
 def he_uniform() -> Initializer:
     """Kaiming uniform (ReLU gain): U(±sqrt(6 / fan_in))."""
-    return variance_scaling(2.0, "fan_in", "uniform")
+    return _variance_scaling(2.0, "fan_in", "uniform", "initializers.he_uniform")
 
 
 def he_normal() -> Initializer:
     """Kaiming normal (ReLU gain): N(0, 2 / fan_in)."""
-    return variance_scaling(2.0, "fan_in", "normal")
+    return _variance_scaling(2.0, "fan_in", "normal", "initializers.he_normal")
 
 
 def lecun_normal() -> Initializer:
     """LeCun normal: N(0, 1 / fan_in)."""
-    return variance_scaling(1.0, "fan_in", "normal")
+    return _variance_scaling(1.0, "fan_in", "normal", "initializers.lecun_normal")
 
 
 def lecun_uniform() -> Initializer:
     """LeCun uniform: U(±sqrt(3 / fan_in))."""
-    return variance_scaling(1.0, "fan_in", "uniform")
+    return _variance_scaling(1.0, "fan_in", "uniform", "initializers.lecun_uniform")
 
 
 def torch_default() -> Initializer:
     """PyTorch's ``nn.Linear``/``nn.Conv*`` weight init, kaiming_uniform(a=sqrt(5)):
     U(±1 / sqrt(fan_in)). (Its bias rule has the same bound with the layer's fan_in; Dense
     and Conv apply it when ``b_init`` is left as None.)"""
-    return variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+    return _variance_scaling(1.0 / 3.0, "fan_in", "uniform", "initializers.torch_default")
 
 
 def orthogonal(scale: float = 1.0) -> Initializer:
     """A (semi-)orthogonal matrix over ``(prod(shape[:-1]), shape[-1])``, from the QR of a
     normal matrix with the signs of R's diagonal folded in (uniform over orthogonal
-    matrices), times ``scale``."""
-    def init(key: random.Key, shape: tuple[int, ...],
-             dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        if len(shape) < 2:
-            raise ValueError(f"orthogonal: needs a shape of rank >= 2, got {tuple(shape)}")
-        rows, cols = math.prod(shape[:-1]), shape[-1]
-        a = random.normal(key, (max(rows, cols), min(rows, cols)), np.float64)
+    matrices), times ``scale``; float32 or float64, a shape of rank >= 2."""
+    where = "initializers.orthogonal"
+    s = _real(scale, where, "scale")
+
+    def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
+        dims, dt = random._shape(shape, where), random._float(dtype, where)
+        if len(dims) < 2:
+            raise ValueError(f"{where}: needs a shape of rank >= 2, got {dims}")
+        if abs(s) > random._MAX[dt]:  # |q_ij| <= 1: this bounds every entry
+            raise ValueError(f"{where}: scale={s:g} is beyond {dt}'s range; pass "
+                             f"dtype=np.float64 or a smaller scale")
+        rows, cols = math.prod(dims[:-1]), dims[-1]
+        a = random._normal(key, (max(rows, cols), min(rows, cols)), np.float64, where)
         q, r = np.linalg.qr(a)
         q = q * np.sign(np.diag(r))
         if rows < cols:
             q = q.T
-        return (scale * q).reshape(shape).astype(dtype)
+        return (s * q).reshape(dims).astype(dt)
     return init
-
-
-# PyTorch's names for the same schemes.
-xavier_uniform = glorot_uniform
-xavier_normal = glorot_normal

@@ -12,6 +12,7 @@ versions; within one NumPy version the stream is identical across machines.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -75,51 +76,147 @@ def fold_in(key: Key, data: int) -> Key:
     return np.random.Generator(bg).integers(0, _MASK64, size=2, dtype=np.uint64, endpoint=True)
 
 
-def _shape(shape: Any, fn: str = "sample") -> tuple[int, ...]:
-    dims = (shape,) if np.ndim(shape) == 0 else tuple(shape)
-    return tuple(int_arg(d, f"random.{fn}", "every size in shape") for d in dims)
+_F32 = np.dtype(np.float32)
+# The largest finite value of each sample dtype: bounds beyond it cannot be cast to it.
+_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float32, np.float64)}
 
 
-def _float(dtype: DTypeLike, fn: str) -> np.dtype[Any]:
-    dt = np.dtype(dtype)
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"random.{fn}: dtype must be float32 or float64, got {dt}")
+def _shape(shape: Any, where: str) -> tuple[int, ...]:
+    """``shape`` as a tuple of non-negative ints (an int ``n`` is ``(n,)``, as in NumPy); a
+    TypeError or ValueError naming ``where`` for anything else (floats, bools, -1)."""
+    if isinstance(shape, (int, np.integer)):  # a bool too: int_arg refuses it below
+        dims: tuple[Any, ...] = (shape,)
+    else:
+        try:
+            dims = tuple(shape)
+        except TypeError:
+            raise TypeError(f"{where}: shape must be an int or a tuple of ints, got {shape!r} "
+                            f"({type(shape).__name__})") from None
+    if all(type(d) is int and d >= 0 for d in dims):  # the common call: nothing to convert
+        return dims
+    return tuple(int_arg(d, where, f"every size in shape {shape!r}") for d in dims)
+
+
+def _float(dtype: DTypeLike, where: str) -> np.dtype[Any]:
+    """``dtype`` as float32 or float64 (None is float32, funcdl's default, as in JAX: NumPy
+    would read it as float64); a TypeError naming ``where`` for anything else."""
+    if dtype is None:
+        return _F32
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in _MAX:
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {dt}")
     return dt
 
 
+def _reals(value: Any) -> NDArray[np.float64] | None:
+    """``value``, a real number or an array-like of them, as float64; None for what is not
+    (None, bools, strings, complex, ragged lists), which ``np.asarray(value, np.float64)``
+    would turn into NaN, 1.0 or a number."""
+    if isinstance(value, float):  # the common call
+        return np.asarray(value, np.float64)
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return np.asarray(float(value), np.float64)
+        except OverflowError:  # beyond float64: infinite, which the finiteness check refuses
+            return np.asarray(math.inf if value > 0 else -math.inf, np.float64)
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        return None
+    if arr.dtype.kind not in "iuf":
+        return None
+    if arr.dtype.itemsize > 8:  # a longdouble beyond float64 becomes inf, refused later
+        with np.errstate(over="ignore"):
+            return arr.astype(np.float64)
+    return arr.astype(np.float64, copy=False)
+
+
 def normal(key: Key, shape: Any = (), dtype: DTypeLike = np.float32) -> NDArray[Any]:
-    """Standard normal samples of the given shape and dtype."""
-    dt = _float(dtype, "normal")
-    return _gen(_check(key, "normal")).standard_normal(_shape(shape, "normal"), dtype=dt)
+    """Standard normal samples of the given shape and dtype (float32 or float64)."""
+    return _normal(key, shape, dtype, "random.normal")
+
+
+def _normal(key: Key, shape: Any, dtype: DTypeLike, where: str) -> NDArray[Any]:
+    """``normal``, its errors naming ``where`` (an initializer calls it with its own name)."""
+    dt = _float(dtype, where)
+    return _gen(check_key(key, where)).standard_normal(_shape(shape, where), dtype=dt)
 
 
 def uniform(key: Key, shape: Any = (), low: Any = 0.0, high: Any = 1.0,
             dtype: DTypeLike = np.float32) -> NDArray[Any]:
     """Uniform samples in ``[low, high)``; ``low`` and ``high`` are numbers or arrays that
-    broadcast to ``shape`` (as ``jax.random.uniform``'s ``minval``, ``maxval``)."""
-    dt = _float(dtype, "uniform")
-    dims = _shape(shape, "uniform")
-    try:
-        lo64, hi64 = np.asarray(low, np.float64), np.asarray(high, np.float64)
-    except (TypeError, ValueError):  # as bernoulli's p
-        raise TypeError(f"random.uniform: low and high must be numbers or arrays, got "
-                        f"{low!r} and {high!r}") from None
+    broadcast to ``shape`` (as ``jax.random.uniform``'s ``minval``, ``maxval``). They must be
+    finite, within the range of ``dtype`` (float32 or float64), and ``low <= high``."""
+    return _uniform(key, shape, low, high, dtype, "random.uniform")
+
+
+def _uniform(key: Key, shape: Any, low: Any, high: Any, dtype: DTypeLike,
+             where: str) -> NDArray[Any]:
+    """``uniform``, its errors naming ``where``: ``low + u (high - low)`` with ``u`` in
+    [0, 1) and the span rounded once to ``dtype``, clamped below ``high``."""
+    dt = _float(dtype, where)
+    dims = _shape(shape, where)
+    lo64, hi64 = _reals(low), _reals(high)
+    if lo64 is None or hi64 is None:  # as bernoulli's p
+        raise TypeError(f"{where}: low and high must be numbers or arrays of numbers, got "
+                        f"{low!r} and {high!r}")
     if not _broadcasts(dims, lo64.shape, hi64.shape):
-        raise ValueError(f"random.uniform: low and high must broadcast to shape {dims}, got "
+        raise ValueError(f"{where}: low and high must broadcast to shape {dims}, got "
                          f"{low!r} and {high!r}")
-    if np.isnan(lo64 + hi64).any():
-        raise ValueError(f"random.uniform: low and high must not be NaN, got {low!r} and "
-                         f"{high!r}")
-    if not np.all(lo64 <= hi64):
-        raise ValueError(f"random.uniform: needs low <= high, got low={low}, high={high}")
-    u = _gen(_check(key, "uniform")).random(dims, dtype=dt)
+    big = _largest_bound(lo64, hi64, low, high, dt, where)
+    u = _gen(check_key(key, where)).random(dims, dtype=dt)
     if not (lo64.ndim or hi64.ndim) and low == 0.0 and high == 1.0:
         return u
     lo, hi = lo64.astype(dt), hi64.astype(dt)
-    out = np.asarray(u * (hi64 - lo64).astype(dt) + lo)  # the span rounded once; 0-d too
+    # The plain formula, and its numbers, wherever the span fits dt: always when
+    # |high - low| <= 2 big <= max; for float32, the float64 span says (finite here).
+    if big <= _MAX[dt] / 2 or (dt == _F32 and np.all(hi64 - lo64 <= _MAX[dt])):
+        out = np.asarray(u * (hi64 - lo64).astype(dt) + lo)  # the span rounded once; 0-d too
+    else:
+        out = _wide(u, lo64, hi64, dt)
+        np.maximum(out, lo, out=out)
     # low + u (high - low) can round up to high itself; keep the interval half-open.
     np.minimum(out, np.nextafter(hi, lo), out=out)
     return out
+
+
+def _largest_bound(lo64: NDArray[np.float64], hi64: NDArray[np.float64], low: Any,
+                   high: Any, dt: np.dtype[Any], where: str) -> float:
+    """``max |bound|``, after checking that the bounds are finite, fit ``dt`` and are
+    ordered (a ValueError naming ``where`` otherwise)."""
+    if lo64.ndim == 0 and hi64.ndim == 0:  # the common call: Python floats, no reductions
+        a, b = abs(float(lo64)), abs(float(hi64))
+        fits, ordered = a <= _MAX[dt] and b <= _MAX[dt], float(lo64) <= float(hi64)
+    else:
+        a, b = float(np.abs(lo64).max(initial=0.0)), float(np.abs(hi64).max(initial=0.0))
+        fits, ordered = a <= _MAX[dt] and b <= _MAX[dt], bool((lo64 <= hi64).all())
+    if not fits:  # NaN fails too
+        got = f"got low={low!r}, high={high!r}"
+        if np.isnan(lo64).any() or np.isnan(hi64).any():
+            raise ValueError(f"{where}: low and high must not be NaN, {got}")
+        if not (np.isfinite(lo64).all() and np.isfinite(hi64).all()):
+            raise ValueError(f"{where}: low and high must be finite, {got}")
+        raise ValueError(f"{where}: low and high must lie within {dt}'s range "
+                         f"[-{_MAX[dt]:.8g}, {_MAX[dt]:.8g}] for {dt} samples, {got}; pass "
+                         f"dtype=np.float64 for wider bounds")
+    if not ordered:
+        raise ValueError(f"{where}: needs low <= high, got low={low}, high={high}")
+    return max(a, b)
+
+
+def _wide(u: NDArray[Any], lo64: NDArray[np.float64], hi64: NDArray[np.float64],
+          dt: np.dtype[Any]) -> NDArray[Any]:
+    """``low + u (high - low)`` for bounds whose span may overflow ``dt``: in float64 for
+    float32 samples (bounds within float32's range have a finite float64 span), and as
+    ``(low - u low) + u high`` for float64, whose two terms have opposite signs whenever
+    the span overflows, so that the sum cannot."""
+    if dt == _F32:
+        return np.asarray((lo64 + u.astype(np.float64) * (hi64 - lo64)).astype(dt))
+    with np.errstate(over="ignore"):  # same-sign bounds at the max may round past it: clamped
+        return np.asarray(lo64 - u * lo64 + u * hi64)
 
 
 def _broadcasts(dims: tuple[int, ...], *shapes: tuple[int, ...]) -> bool:
@@ -132,21 +229,20 @@ def _broadcasts(dims: tuple[int, ...], *shapes: tuple[int, ...]) -> bool:
 
 def bernoulli(key: Key, p: Any = 0.5, shape: Any = None) -> NDArray[np.bool_]:
     """Booleans, each True with probability ``p`` (a number, or an array broadcasting to
-    ``shape``); ``shape`` defaults to ``p``'s, as in ``jax.random.bernoulli``."""
-    try:
-        prob = np.asarray(p, np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"random.bernoulli: p must be a number or an array, got {p!r}") \
-            from None
+    ``shape``); ``shape`` defaults to ``p``'s, as in ``jax.random.bernoulli``. A 0-d
+    result is a 0-d array, as ``normal``'s and ``uniform``'s are."""
+    prob = _reals(p)
+    if prob is None:  # None, a bool, a string: not a probability
+        raise TypeError(f"random.bernoulli: p must be a number or an array of numbers, got "
+                        f"{p!r}")
     if not np.all((prob >= 0.0) & (prob <= 1.0)):
         raise ValueError(f"random.bernoulli: p must be in [0, 1], got {p}")
-    dims = prob.shape if shape is None else _shape(shape, "bernoulli")
+    dims = prob.shape if shape is None else _shape(shape, "random.bernoulli")
     if not _broadcasts(dims, prob.shape):
         raise ValueError(f"random.bernoulli: p of shape {prob.shape} does not broadcast to "
                          f"shape {dims}")
-    out: NDArray[np.bool_] = uniform(check_key(key, "random.bernoulli"), dims,
-                                     dtype=np.float64) < prob
-    return out
+    u = _gen(check_key(key, "random.bernoulli")).random(dims, dtype=np.float64)
+    return np.asarray(u < prob)  # u < p has probability p; a 0-d comparison gives np.bool_
 
 
 def permutation(key: Key, n: int) -> NDArray[np.int64]:

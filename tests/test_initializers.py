@@ -239,3 +239,124 @@ def test_orthogonal_signs_are_symmetric(shape):
 def test_orthogonal_rejects_rank_below_2(shape):
     with pytest.raises(ValueError, match="orthogonal"):
         init.orthogonal()(random.key(0), shape)
+
+
+# ------------------------------------------------------------------ checked arguments
+
+def _name(name):
+    """The prefix of an initializer's errors."""
+    return rf"initializers\.{name}:"
+
+
+def test_ordinary_values_are_pinned():
+    k = random.key(0)
+    assert init.glorot_uniform()(k, (2, 2)).tolist() == [
+        [-1.1396450996398926, -1.1964613199234009], [0.27422094345092773, -0.6330726146697998]]
+    assert init.he_normal()(k, (2, 2), np.float64).tolist() == [
+        [0.15929546600623282, -1.7741885208017214], [1.3265118818830892, 1.2048090979493156]]
+    assert init.uniform(0.5, -0.5)(k, (3,)).tolist() == [
+        -0.4652581214904785, -0.4884532690048218, 0.11195021867752075]
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.bool_, np.float16])
+def test_orthogonal_refuses_what_the_other_random_initializers_refuse(dtype):
+    # int32 gave zeros, bool True
+    for f in (init.orthogonal(), init.glorot_uniform()):
+        with pytest.raises(TypeError, match=r"dtype must be float32 or float64"):
+            f(random.key(0), (3, 3), dtype)
+
+
+@pytest.mark.parametrize("name", _RANDOM)
+def test_errors_name_the_initializer_that_was_called(name):
+    f, k = _FACTORIES[name](), random.key(0)  # xavier_* too, not glorot_*
+    with pytest.raises(TypeError, match=_name(name) + " dtype must be float32 or float64"):
+        f(k, (3, 4), np.float16)
+    with pytest.raises(TypeError, match=_name(name) + " expected a key"):
+        f(0, (3, 4))
+
+
+@pytest.mark.parametrize("name", sorted(_FACTORIES))
+def test_every_initializer_takes_shapes_and_dtypes_alike(name):
+    f, k = _FACTORIES[name](), random.key(0)
+    if name == "orthogonal":
+        with pytest.raises(ValueError, match=_name(name) + " needs a shape of rank >= 2"):
+            f(k, 3)
+    else:  # an int is a 1-tuple, as in funcdl.random
+        np.testing.assert_array_equal(f(k, 3), f(k, (3,)))
+        assert type(f(k, ())) is np.ndarray and f(k, ()).shape == ()
+    assert f(k, (3, 4), None).dtype == np.float32  # None is funcdl's default, not float64
+    for shape, error in [((-1, 3), ValueError), ((3.0, 4), TypeError), ((True, 2), TypeError),
+                         (3.0, TypeError), ("ab", TypeError)]:
+        with pytest.raises(error, match=_name(name) + " .*shape"):
+            f(k, shape)
+    with pytest.raises(TypeError, match=_name(name) + " dtype must be"):
+        f(k, (3, 4), "floaty")
+
+
+def test_fans_take_an_int_and_keep_the_documented_low_rank_rule():
+    assert init.fans(3) == init.fans((3,)) == (3, 3)
+    assert init.fans(()) == (1, 1)
+    with pytest.raises(ValueError, match=_name("fans")):
+        init.fans((-1, 3))
+
+
+def test_zeros_and_ones_keep_integer_dtypes_and_refuse_non_numbers():
+    assert init.zeros()(random.key(0), (2,), np.int32).dtype == np.int32
+    with pytest.raises(TypeError, match=_name("ones") + " dtype must be a NumPy number"):
+        init.ones()(random.key(0), (2,), "U5")
+
+
+_BAD_SETTINGS = [
+    (lambda: init.normal(None), TypeError, "normal", "std must be a real number"),
+    (lambda: init.normal(random.key(0), (2,)), TypeError, "normal", "factories"),
+    (lambda: init.normal(True), TypeError, "normal", "std"),
+    (lambda: init.normal("0.1"), TypeError, "normal", "std"),
+    (lambda: init.normal(-1.0), ValueError, "normal", "std must be >= 0"),
+    (lambda: init.normal(np.nan), ValueError, "normal", "std must be finite"),
+    (lambda: init.normal(0.1, mean=np.inf), ValueError, "normal", "mean must be finite"),
+    (lambda: init.normal(0.1, mean=None), TypeError, "normal", "mean"),
+    (lambda: init.uniform(np.inf), ValueError, "uniform", "scale must be finite"),
+    (lambda: init.uniform("a"), TypeError, "uniform", "scale must be a real number"),
+    (lambda: init.uniform(False), TypeError, "uniform", "scale"),
+    (lambda: init.uniform(-1.0), ValueError, "uniform", "low <= scale"),
+    (lambda: init.uniform(0.1, low=0.2), ValueError, "uniform", "low <= scale"),
+    (lambda: init.uniform(0.1, low=-np.inf), ValueError, "uniform", "low must be finite"),
+    (lambda: init.orthogonal("a"), TypeError, "orthogonal", "scale"),
+    (lambda: init.orthogonal(np.nan), ValueError, "orthogonal", "scale must be finite"),
+    (lambda: init.variance_scaling(-1.0, "fan_in", "normal"), ValueError, "variance_scaling",
+     "scale must be > 0"),
+    (lambda: init.variance_scaling(0, "fan_in", "normal"), ValueError, "variance_scaling",
+     "scale must be > 0"),
+    (lambda: init.variance_scaling("2", "fan_in", "normal"), TypeError, "variance_scaling",
+     "scale must be a real number"),
+    (lambda: init.variance_scaling(True, "fan_in", "normal"), TypeError, "variance_scaling",
+     "scale"),
+    (lambda: init.variance_scaling(np.inf, "fan_in", "normal"), ValueError,
+     "variance_scaling", "scale must be finite"),
+    (lambda: init.variance_scaling(1.0, None, "normal"), TypeError, "variance_scaling",
+     "mode must be a str"),
+    (lambda: init.variance_scaling(1.0, np.array(["fan_in", "x"]), "normal"), TypeError,
+     "variance_scaling", "mode"),
+    (lambda: init.variance_scaling(1.0, "fan_in", 3), TypeError, "variance_scaling",
+     "distribution"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(_BAD_SETTINGS)))
+def test_settings_are_checked_when_the_factory_is_called(case):
+    make, error, name, match = _BAD_SETTINGS[case]
+    with pytest.raises(error, match=_name(name) + ".*" + match):
+        make()  # the factory alone: its init is never reached
+
+
+def test_settings_that_overflow_the_sample_dtype_are_refused_not_warned():
+    k = random.key(0)
+    cases = [(init.normal(1e39), "normal"), (init.normal(0.0, mean=-1e39), "normal"),
+             (init.uniform(1e39), "uniform"), (init.orthogonal(1e39), "orthogonal"),
+             (init.variance_scaling(1e300, "fan_in", "normal"), "variance_scaling"),
+             (init.variance_scaling(1e300, "fan_in", "uniform"), "variance_scaling")]
+    for f, name in cases:
+        with pytest.raises(ValueError, match=_name(name) + ".*float32's range"):
+            f(k, (2, 2))
+        assert np.all(np.isfinite(f(k, (2, 2), np.float64)))  # float64 holds them
+    assert np.all(np.isfinite(init.normal(1e37)(k, (1000,))))  # 16 std fit: no overflow

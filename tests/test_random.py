@@ -94,6 +94,10 @@ def test_pinned_values():
         0.011546754286331562, 0.24154919656271812, 0.11142585551493822]
     assert random.uniform(k, (3,), 2.0, 3.0).tolist() == [  # bounded: low + u (high - low)
         2.0347418785095215, 2.0115466117858887, 2.611950159072876]
+    assert random.uniform(k, (3,), -2.0, 3.0).tolist() == [
+        -1.8262906074523926, -1.9422663450241089, 1.059751033782959]
+    assert random.uniform(k, (3,), -2.0, 3.0, np.float64).tolist() == [
+        -1.942266228568342, -0.7922540171864094, -1.442870722425309]
     assert random.permutation(k, 8).tolist() == [5, 0, 6, 1, 7, 2, 4, 3]
     assert random.bernoulli(k, 0.5, (8,)).tolist() == [
         True, True, True, False, False, True, False, False]
@@ -298,3 +302,78 @@ def test_fold_in_refuses_data_it_would_wrap(data):
         random.fold_in(random.key(0), data)
     assert not np.array_equal(random.fold_in(random.key(0), 2**64 - 1),
                               random.fold_in(random.key(0), 0))
+
+
+# ------------------------------------------------------------- bounds, shapes, dtypes
+
+_F32MAX, _F64MAX = float(np.finfo(np.float32).max), float(np.finfo(np.float64).max)
+
+
+@pytest.mark.parametrize(("low", "high", "dtype"), [
+    (-3e38, 3e38, np.float32), (-_F32MAX, _F32MAX, np.float32), (-1e308, 1e308, np.float64),
+    (-_F64MAX, _F64MAX, np.float64), (1e308, _F64MAX, np.float64)])
+def test_uniform_wide_finite_bounds_give_spread_samples_in_range(low, high, dtype):
+    # high - low overflows the dtype: this warned and returned copies of one number
+    x = random.uniform(random.key(0), (1000,), low, high, dtype)
+    assert x.dtype == dtype and np.all(np.isfinite(x))
+    assert np.all(x >= dtype(low)) and np.all(x < dtype(high))
+    quarter = low + (high / 4 - low / 4)  # a quarter of the way up, without overflow
+    assert x.min() < quarter and x.max() > high - (high / 4 - low / 4)
+
+
+def test_uniform_refuses_bounds_beyond_the_sample_dtype():
+    with pytest.raises(ValueError, match=r"random\.uniform: .*float32's range.*float64"):
+        random.uniform(random.key(0), (3,), -1e39, 0.0)
+    assert random.uniform(random.key(0), (3,), -1e39, 0.0, np.float64).min() >= -1e39
+
+
+@pytest.mark.parametrize(("low", "high"), [
+    (0.0, np.inf), (-np.inf, 0.0), (np.inf, np.inf), (-np.inf, np.inf), (0, 10**400),
+    (0.0, np.array([1.0, np.inf]))])
+def test_uniform_refuses_infinite_bounds(low, high):
+    with pytest.raises(ValueError, match=r"random\.uniform: low and high must be finite, got"):
+        random.uniform(random.key(0), (2,), low, high, np.float64)
+
+
+@pytest.mark.parametrize(("low", "high"), [(None, 1.0), (True, 2.0), (0.0, "1"),
+                                           (0.0, [1.0, None])])
+def test_uniform_refuses_bounds_that_are_not_numbers(low, high):
+    with pytest.raises(TypeError, match=r"random\.uniform: low and high must be numbers"):
+        random.uniform(random.key(0), (2,), low, high)
+
+
+def test_bernoulli_0d_is_an_array_like_the_other_samplers():
+    b = random.bernoulli(random.key(0), 0.5)
+    assert type(b) is np.ndarray and b.shape == () and b.dtype == np.bool_
+    assert type(random.normal(random.key(0))) is np.ndarray
+
+
+@pytest.mark.parametrize("p", [None, True, np.array([True, False]), "0.5", [0.5, None]])
+def test_bernoulli_p_that_is_not_a_number_is_a_type_error(p):
+    with pytest.raises(TypeError, match=r"random\.bernoulli: p must be a number"):
+        random.bernoulli(random.key(0), p, (2,))
+
+
+def test_dtype_none_is_float32_as_in_jax():
+    k = random.key(0)
+    assert random.normal(k, (2,), None).dtype == np.float32
+    assert random.uniform(k, (2,), -1.0, 1.0, None).dtype == np.float32
+
+
+@pytest.mark.parametrize(("shape", "error"), [
+    (3.0, TypeError), ((3.0, 4), TypeError), (True, TypeError), ((2, True), TypeError),
+    ("ab", TypeError), ([1, [2]], TypeError), ((-1, 3), ValueError)])
+@pytest.mark.parametrize("fn", ["normal", "uniform", "bernoulli"])
+def test_bad_shapes_are_named(fn, shape, error):
+    call = {"normal": lambda s: random.normal(random.key(0), s),
+            "uniform": lambda s: random.uniform(random.key(0), s),
+            "bernoulli": lambda s: random.bernoulli(random.key(0), 0.5, s)}[fn]
+    with pytest.raises(error, match=rf"random\.{fn}: .*shape"):
+        call(shape)
+
+
+@pytest.mark.parametrize("dtype", ["floaty", 3.5, "U5"])
+def test_bad_dtypes_are_named(dtype):
+    for fn in (random.normal, lambda k, s, d: random.uniform(k, s, 0.0, 1.0, d)):
+        with pytest.raises(TypeError, match=r"random\.(normal|uniform): dtype must be float32"):
+            fn(random.key(0), (2,), dtype)
