@@ -76,11 +76,21 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
             value, aux = out
         else:
             value = out
+        if isinstance(value, (tuple, list)):  # np.ndim fails on (value, array): say why
+            hint = ("the value in (value, aux) must be a scalar" if has_aux
+                    else "for a loss returning (value, aux), pass has_aux=True")
+            raise TypeError(f"value_and_grad: the loss {_name(loss)} returned a "
+                            f"{type(value).__name__} of length {len(value)} where a scalar "
+                            f"belongs; {hint}")
         if np.ndim(value) != 0:
             raise TypeError(f"value_and_grad: the loss must be a scalar, got an array of "
                             f"shape {np.shape(value)} (reduction='none'?); use 'mean' or "
                             f"'sum', or reduce it in your own loss")
         dy = loss_pullback(1.0)
+        if dy is None:  # the model's pullback would read None as "nothing flows back"
+            raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} "
+                            f"returned None; it must return dpred, an array of pred's shape "
+                            f"(a missing return?)")
         if checking:
             debug.verify(f"{_name(loss)}", "loss value", value)
             debug.verify(f"{_name(loss)}", "backward pass: dpred", dy)

@@ -5,7 +5,10 @@ Two tiers, in float64 (autograd's and JAX's randomised check, then what they lac
 1. a random projection: for a random cotangent ``u`` and direction ``v``, compare the
    central difference ``(<u, f(z + εv)> - <u, f(z - εv)>) / 2ε`` with ``<pullback(u), v>``;
 2. on failure only, entry by entry, so the message names the leaf path and index that is
-   wrong, with the expected (finite difference) and the got (vjp) values.
+   wrong, with the expected (finite difference) and the got (vjp) values. It follows the
+   ``v`` that failed: each leaf's share of that projection says which leaves to search, and
+   a large leaf is halved, keeping the half that carries the discrepancy, down to 8
+   entries (a few dozen evaluations, not one per entry).
 
 Each check raises ``AssertionError``, so it drops into any test::
 
@@ -17,6 +20,7 @@ Each check raises ``AssertionError``, so it drops into any test::
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -24,11 +28,40 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import random, tree
+from funcdl._args import int_arg
+from funcdl.layers.base import not_a_layer
 
 __all__ = ["check_layer", "check_loss", "check_vjp"]
 
 Array = NDArray[Any]
 _MAX_ENTRIES = 400  # per leaf, in tier 2; a larger leaf is searched by halving
+_BLOCK = 8  # halving stops at this many entries, then checks each
+
+
+def _settings(where: str, rtol: Any, atol: Any, eps: Any = 1.0) -> tuple[float, float, float]:
+    """The tolerances and step as floats, or a TypeError / ValueError naming ``where``: a
+    negative or nan tolerance would fail every entry, a zero step divide by zero."""
+    out = []
+    for what, value, low in (("rtol", rtol, ">= 0"), ("atol", atol, ">= 0"),
+                             ("eps", eps, "> 0 (the finite-difference step, e.g. 1e-6)")):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                             np.floating)):
+            raise TypeError(f"{where}: {what} must be a real number, got {value!r} "
+                            f"({type(value).__name__})")
+        x = float(value)
+        if not (math.isfinite(x) and (x > 0 if what == "eps" else x >= 0)):
+            raise ValueError(f"{where}: {what} must be a finite number {low}, got {value!r}")
+        out.append(x)
+    return out[0], out[1], out[2]
+
+
+def _layer(where: str, layer: Any) -> str:
+    """The layer's name, or a TypeError saying what came (``ReLU`` for ``ReLU()``)."""
+    got = not_a_layer(layer)
+    if got is not None:
+        raise TypeError(f"{where}: expected a layer with init, apply and vjp (see "
+                        f"funcdl.layers.Layer), got {got}")
+    return str(getattr(layer, "name", layer))
 
 
 def _is_float(x: Any) -> bool:
@@ -70,6 +103,12 @@ def _axpy(a: float, v: Any, z: Any) -> Any:
 _ROUND = 16 * float(np.finfo(np.float64).eps)  # rounding of a float64 sum, with margin
 
 
+def _gap(fd: float, an: float) -> float:
+    """``|fd - an|``, nan counting as the largest: tier 2 follows the larger gap."""
+    d = abs(fd - an)
+    return math.inf if math.isnan(d) else d
+
+
 def _fd_check(label: str, f: Callable[[Any], Any], z: Any, grad: Any, u: Any,
               key: random.Key, rtol: float, atol: float, eps: float, ndir: int,
               rename: Callable[[str], str]) -> None:
@@ -89,74 +128,82 @@ def _fd_check(label: str, f: Callable[[Any], Any], z: Any, grad: Any, u: Any,
     def wrong(fd: float, an: float, spread: float, noise: float) -> bool:
         return not abs(fd - an) <= atol + rtol * (spread + abs(fd) + abs(an)) + noise
 
-    failure = None
     for k in random.split(key, ndir):
         v = _directions(k, z)
         fd, noise = difference(functools.partial(_axpy, v=v, z=z))
         an = _dot(grad, v)
         if wrong(fd, an, _norm_prod(grad, v), noise):
-            failure = (fd, an)
             break
-    if failure is None:
+    else:
         return
-    # Tier 2: name the wrong leaf and index: entry by entry in a small leaf; in a large one,
-    # halving the set of entries a random direction moves while the projection still fails.
+    # Tier 2 re-uses the direction v that failed: a fresh one may miss an entry that v
+    # moved far (one wrong entry of 20,000 shows only where v is large there).
     pairs = tree.leaves_with_path(z)
     td = tree.structure(z)
-    bad: list[str] = []
-    for j, ((path, zl), gl, ek) in enumerate(zip(pairs, tree.leaves(grad),
-                                                 random.split(key, max(len(pairs), 1)))):
-        if not _is_float(zl):
-            continue
-        zl = np.asarray(zl, np.float64)
-        g = np.asarray(gl, np.float64).reshape(-1)
+    flat = [(np.asarray(gl, np.float64).reshape(-1), np.asarray(vl).reshape(-1))
+            for gl, vl in zip(tree.leaves(grad), tree.leaves(v))]
 
-        def moved(delta: float, step: Array, j: int = j) -> Any:
+    def moving(j: int, part: slice, values: Any) -> tuple[float, float]:
+        """The central difference moving only ``part`` of leaf j (flat), by ``values``."""
+        step = np.zeros(flat[j][1].size)
+        step[part] = values
+
+        def move(delta: float) -> Any:
             leaves = [leaf for _, leaf in pairs]
-            leaves[j] = np.asarray(leaves[j], np.float64) + delta * step
+            leaves[j] = np.asarray(leaves[j], np.float64) + delta * step.reshape(
+                np.shape(leaves[j]))
             return tree.unflatten(td, leaves)
 
-        def entry(flat: int, zl: Array = zl, g: Array = g, path: str = path) -> str | None:
-            step = np.zeros(zl.shape)
-            step.flat[flat] = 1.0
-            fd, noise = difference(lambda d: moved(d, step))
-            if not wrong(fd, g[flat], 0.0, noise):
-                return None
-            idx = np.unravel_index(flat, zl.shape)
-            where = rename(path) + (f"[{', '.join(str(int(i)) for i in idx)}]"
-                                    if zl.ndim else "")
-            return f"{where}: finite difference {fd:.6g}, vjp {g[flat]:.6g}"
+        return difference(move)
 
-        if zl.size <= _MAX_ENTRIES:
-            bad += [m for m in map(entry, range(zl.size)) if m is not None]
-            continue
+    def along(j: int, lo: int, hi: int) -> tuple[float, float, float, float]:
+        """``(fd, vjp, spread, noise)`` of the projection on entries ``lo:hi`` of leaf j."""
+        g, vj = flat[j][0][lo:hi], flat[j][1][lo:hi]
+        fd, noise = moving(j, slice(lo, hi), vj)
+        return fd, float(g @ vj), float(np.linalg.norm(g * vj)), noise
 
-        def fails(part: Array, k: random.Key, zl: Array = zl, g: Array = g) -> bool:
-            """The projection on a random direction moving only the entries ``part``."""
-            flat_step = np.zeros(zl.size)
-            flat_step[part] = np.asarray(random.normal(k, (len(part),), np.float64))
-            fd, noise = difference(functools.partial(moved, step=flat_step.reshape(zl.shape)))
-            gp, step = g[part], flat_step[part]
-            return wrong(fd, _dot(gp, step), _norm_prod(gp, step), noise)
+    def entry(j: int, i: int) -> str | None:
+        """The message for entry i of leaf j (flat index), None if it is right."""
+        fd, noise = moving(j, slice(i, i + 1), 1.0)
+        got, shape = flat[j][0][i], np.shape(pairs[j][1])
+        if not wrong(fd, got, 0.0, noise):
+            return None
+        idx = f"[{', '.join(str(int(a)) for a in np.unravel_index(i, shape))}]" if shape else ""
+        return f"{rename(pairs[j][0])}{idx}: finite difference {fd:.6g}, vjp {got:.6g}"
 
-        keys = random.split(ek, 65)
-        candidates = np.arange(zl.size)
-        if not fails(candidates, keys[0]):
-            continue  # this leaf's gradient is right
-        for k in keys[1:]:
-            if len(candidates) == 1:
-                break
-            halves = np.split(candidates, [len(candidates) // 2])
-            failing = next((part for part in halves if fails(part, k)), None)
-            if failing is None:
-                break  # spread over both halves
-            candidates = failing
-        bad += [m for m in map(entry, candidates[:_MAX_ENTRIES].tolist()) if m is not None]
-    detail = (f"first wrong entry {bad[0]}" + (f" ({len(bad) - 1} more)" if len(bad) > 1 else "")
-              if bad else "no single entry differs beyond tolerance; the error is spread out")
+    # Each leaf's share of the failing projection: the leaves where it fails are searched
+    # (all of them, largest discrepancy first, if the error only shows in the total).
+    shares = []
+    for j, (_, zl) in enumerate(pairs):
+        if _is_float(zl) and flat[j][1].size:
+            fdj, anj, spread, noise = along(j, 0, flat[j][1].size)
+            shares.append((j, wrong(fdj, anj, spread, noise), _gap(fdj, anj)))
+    failing = [j for j, bad_leaf, _ in shares if bad_leaf]
+    search = failing or [j for j, _, _ in sorted(shares, key=lambda s: -s[2])]
+    bad: list[str] = []
+    for j in search:
+        size = flat[j][1].size
+        if size <= _MAX_ENTRIES:
+            candidates = range(size)
+        else:  # halve, keeping the half that carries more of the discrepancy; one wrong
+            lo, hi = 0, size  # entry keeps its share at every level while the rest's
+            while hi - lo > _BLOCK:  # shrinks to finite-difference noise
+                mid = (lo + hi) // 2
+                d_lo, d_hi = (_gap(a, b) for a, b, _, _ in (along(j, lo, mid),
+                                                            along(j, mid, hi)))
+                lo, hi = (lo, mid) if d_lo >= d_hi else (mid, hi)
+            candidates = range(lo, hi)
+        bad += [m for m in (entry(j, i) for i in candidates) if m is not None]
+    if bad:
+        detail = f"first wrong entry {bad[0]}" + (f" ({len(bad) - 1} more)" if len(bad) > 1
+                                                  else "")
+    else:
+        where = ", ".join(rename(pairs[j][0]) for j in failing)
+        detail = ("no single entry differs beyond tolerance; the error is spread out"
+                  + (f" (over {where})" if where else ""))
     raise AssertionError(
         f"{label}: the vjp disagrees with finite differences: projected "
-        f"{failure[0]:.6g} (finite difference) vs {failure[1]:.6g} (vjp); {detail}")
+        f"{fd:.6g} (finite difference) vs {an:.6g} (vjp); {detail}")
 
 
 def _input_cotangent(label: str, x: Any, dx: Any) -> Any:
@@ -180,7 +227,10 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
     need ``state``. Integer inputs (ids) are not perturbed.
     Raises AssertionError naming the leaf path and index of the first wrong entry.
     """
-    label = str(getattr(layer, "name", layer))
+    label = _layer("check_vjp", layer)
+    rtol, atol, eps = _settings(f"check_vjp({label})", rtol, atol, eps)
+    directions = int_arg(directions, f"check_vjp({label})", "directions", 1)
+    seed = int_arg(seed, f"check_vjp({label})", "seed")
     stateful = bool(getattr(layer, "stateful", False))
     if stateful and state is None:
         raise ValueError(f"check_vjp({label}): a stateful layer needs state=...")
@@ -255,7 +305,8 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     a tuple of shapes for layers taking a tuple): the declared output shape, apply == vjp
     forward, float32 kept in outputs and gradients, batch rows independent at inference,
     and the vjp against finite differences."""
-    label = str(getattr(layer, "name", layer))
+    label = _layer("check_layer", layer)
+    rtol, atol, _ = _settings(f"check_layer({label})", rtol, atol)
     k_init, k_x, k_call = random.split(random.key(0) if key is None else key, 3)
     stateful = bool(getattr(layer, "stateful", False))
     out = layer.init(k_init, in_shape)
@@ -318,7 +369,12 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     """Check a loss: ``loss(pred, target)`` equals ``loss.vjp(...)[0]``, the gradient keeps
     pred's dtype, and ``pullback(1.0)`` matches finite differences in float64 (tier 2 names
     the entry of ``pred`` that is wrong). ``kwargs`` go to the loss (e.g. ``delta=``)."""
+    if not (callable(loss) and hasattr(loss, "vjp")):
+        raise TypeError(f"check_loss: the loss must be callable and have a "
+                        f".vjp(pred, target) method (see funcdl.losses.Loss), got {loss!r}")
     label = str(getattr(loss, "name", loss))
+    rtol, atol, eps = _settings(f"check_loss({label})", rtol, atol, eps)
+    seed = int_arg(seed, f"check_loss({label})", "seed")
     pred = np.asarray(pred)
     value = loss(pred, target, **kwargs)
     value2, pullback = loss.vjp(pred, target, **kwargs)

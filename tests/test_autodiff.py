@@ -163,3 +163,50 @@ def test_grads_take_the_params_containers_and_dtypes(key):
     _, table = emb.init(key, (None, 3))
     _, pullback = emb.vjp(table, np.array([[1, 2, 2]]))
     assert pullback(np.ones((1, 3, 2)))[0]["table"].dtype == np.float32
+
+
+# ---------------------------------------------------------------------------- bad losses
+
+def _dense_and_data(key):
+    model = L.Sequential(L.Dense(2))
+    _, params = model.init(key, (None, 3))
+    return model, params, np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32)
+
+
+def test_a_loss_pullback_returning_none_is_refused_not_zero_grads(key):
+    # A forgotten `return` in a user's loss: Sequential reads a None cotangent between its
+    # children as "nothing flows back" (below an Embedding), which gave all-zero grads.
+    def forgetful(pred, target):
+        value, pullback = losses.mse.vjp(pred, target)
+
+        def pull(g):
+            pullback(g)  # no return
+
+        return value, pull
+
+    model, params, x, y = _dense_and_data(key)
+    with pytest.raises(TypeError, match=r"value_and_grad: the pullback of the loss mine "
+                                        r"returned None.*missing return"):
+        fd.grad(model, losses.Loss("mine", forgetful))(params, x, y)
+    # an Embedding's None dx inside the chain is still fine
+    emb = L.Sequential(L.Embedding(5, 2), L.Dense(2))
+    _, p_emb = emb.init(key, (None,))
+    grads = fd.grad(emb, losses.mse)(p_emb, np.array([1, 2, 3, 4]), y)
+    assert np.abs(grads[0]["table"]).sum() > 0
+
+
+@pytest.mark.parametrize("aux", [np.arange(3.0), np.ones((2, 2)), 0.5, {"acc": 1.0}])
+def test_a_loss_returning_value_and_aux_needs_has_aux(key, aux):
+    # As JAX: say has_aux=True, not NumPy's "inhomogeneous shape" (array aux) or
+    # "an array of shape (2,) (reduction='none'?)" (scalar aux).
+    def with_aux(pred, target):
+        value, pullback = losses.mse.vjp(pred, target)
+        return (value, aux), pullback
+
+    model, params, x, y = _dense_and_data(key)
+    with pytest.raises(TypeError, match=r"value_and_grad: the loss aux returned a tuple of "
+                                        r"length 2.*pass has_aux=True"):
+        fd.value_and_grad(model, losses.Loss("aux", with_aux))(params, x, y)
+    (_, got), _ = fd.value_and_grad(model, losses.Loss("aux", with_aux), has_aux=True)(
+        params, x, y)
+    assert got is aux

@@ -3,6 +3,8 @@ children composed by hand, weight sharing summing gradients, and bad inputs."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -154,3 +156,71 @@ def test_bad_inputs(key):
         L.FanInSum().apply((), np.ones(3))
     with pytest.raises(TypeError, match=r"Shared.*not a layer"):
         L.Shared(L.Dense)  # type: ignore[arg-type]
+
+
+def _pullback_of(model, key, in_shape, x):
+    out = model.init(key, in_shape)
+    if model.stateful:
+        return model.vjp(out[1], x, state=out[2], train=True)[1]
+    return model.vjp(out[1], x)[1]
+
+
+X23 = np.ones((2, 3), np.float32)
+
+
+@pytest.mark.parametrize(("make", "in_shape", "x"), [
+    (lambda: L.Sequential(L.Dense(2)), (None, 3), X23),
+    (lambda: L.Sequential(L.Dense(2), L.BatchNorm()), (None, 3), X23),
+    (lambda: L.Sequential(L.Embedding(5, 2), L.Dense(2)), (None,), np.array([1, 2])),
+    (lambda: L.Residual(L.Dense(3)), (None, 3), X23),
+    (lambda: L.Parallel(L.Dense(2), L.Tanh()), ((None, 3), (None, 3)), (X23, X23)),
+    (lambda: L.Shared(L.Dense(2)), ((None, 3), (None, 3)), (X23, X23)),
+    (lambda: L.FanOut(2), (None, 3), X23),
+    (lambda: L.Dense(2), (None, 3), X23),
+], ids=["sequential", "stateful", "embedding", "residual", "parallel", "shared", "fanout",
+        "dense"])
+def test_a_none_cotangent_from_outside_is_refused(make, in_shape, x, key):
+    # Only a child's dx inside a combinator may be None (nothing flows back from ids); a
+    # top-level pullback(None) gave all-zero grads where a layer's own raised.
+    model = make()
+    pullback = _pullback_of(model, key, in_shape, x)
+    with pytest.raises(TypeError, match=rf"^{re.escape(model.name)}: pullback expected dy.*"
+                                        r"got None"):
+        pullback(None)
+
+
+def test_constructor_arguments_are_refused_at_construction(key):
+    with pytest.raises(ValueError, match=r"Slice: a slice step cannot be zero, got "
+                                         r"slice\(None, None, 0\)"):
+        L.Slice(slice(None, None, 0))
+    with pytest.raises(ValueError, match="step cannot be zero"):
+        L.Slice((0, np.s_[::0]))
+    with pytest.raises(TypeError, match=r"Slice: slice bounds.*'a'"):
+        L.Slice(slice("a", None))
+    with pytest.raises(TypeError, match=r"FanInConcat: axis must be an int.*'a'"):
+        L.FanInConcat(axis="a")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"FanInConcat: axis must be an int.*1.5"):
+        L.FanInConcat(axis=1.5)  # type: ignore[arg-type]  # int() truncated it to 1
+    with pytest.raises(TypeError, match=r"Shared: n must be an int"):
+        L.Shared(L.Dense(2), n=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"FanOut: n must be >= 1"):
+        L.FanOut(0)
+
+
+def test_numpy_integer_arguments_are_accepted(key):
+    # as Dense, Conv2D and Embedding take them
+    shared = L.Shared(L.Dense(2), n=np.int64(3))
+    out, _ = shared.init(key, ((None, 3),) * 3)
+    assert shared.name == "Shared(Dense(2), 3)" and out == ((None, 2),) * 3
+    assert L.FanOut(np.int32(2)).init(key, (None, 3))[0] == ((None, 3), (None, 3))
+    assert L.FanInConcat(axis=np.int64(-1)).init(key, ((None, 2), (None, 3)))[0] == (None, 5)
+
+
+@pytest.mark.parametrize("make", [lambda: L.Parallel(L.Dense(2), L.Dense(2)),
+                                  lambda: L.Shared(L.Dense(2))], ids=["parallel", "shared"])
+def test_one_shape_for_a_tuple_of_branches_names_the_combinator(make, key):
+    # (None, 3) is a tuple of two entries: the first branch reported "in_shape ... None"
+    model = make()
+    with pytest.raises(TypeError, match=rf"^{re.escape(model.name)}: in_shape must be a "
+                                        r"tuple of shapes, one per branch.*got \(None, 3\)"):
+        model.init(key, (None, 3))

@@ -157,6 +157,27 @@ def test_softmax_of_logits_the_whole_float_range_apart(dtype):
                                                                    [1.0, 1.0, -2.0]])
 
 
+def test_norm_statistics_that_overflow_give_torchs_zeros_without_a_warning(key):
+    # σ² of values ~1e29 (1e30 in LayerNorm) overflows float32: NumPy warned "overflow
+    # encountered in square" (an error here); PyTorch returns x̂ = 0 silently, so y = bias.
+    x = np.array([[1e30, -1e30, 0.0]], np.float32)
+    ln = L.LayerNorm()
+    _, p_ln = ln.init(key, (None, 3))
+    y, pullback = ln.vjp(p_ln, x)
+    np.testing.assert_array_equal(ln.apply(p_ln, x), np.zeros((1, 3)))
+    np.testing.assert_array_equal(y, np.zeros((1, 3)))
+    assert np.all(np.isfinite(pullback(np.ones_like(y))[1]))
+    bn = L.BatchNorm()
+    _, p_bn, s_bn = bn.init(key, (None, 4))
+    x = (random.normal(random.key(1), (3, 4)) * 1e29).astype(np.float32)
+    y, state = bn.apply(p_bn, x, state=s_bn, train=True)
+    np.testing.assert_array_equal(y, np.zeros((3, 4)))
+    assert np.all(state["var"] == np.inf)  # as torch's running_var
+    y, pullback, _ = bn.vjp(p_bn, x, state=s_bn, train=True)
+    np.testing.assert_array_equal(y, np.zeros((3, 4)))
+    assert np.all(np.isfinite(pullback(np.ones_like(y))[1]))
+
+
 def test_softplus_is_linear_past_its_threshold_as_torch():
     x = np.array([19.0, 20.0, 20.5, 30.0])
     y, pullback = L.Softplus().vjp((), x)

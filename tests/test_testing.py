@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,70 @@ def test_wrong_loss_gradient_fails():
 def test_correct_layers_pass():
     check_layer(L.Dense(3), (None, 2))
     check_loss(losses.mse, np.linspace(0, 1, 6), np.zeros(6))
+
+
+def _scale_layer(n, wrong, factor):
+    """``y = x ∘ w`` over ``n`` features, with entry ``wrong`` of dw multiplied by
+    ``factor``: a user's layer with one wrong gradient entry in a large leaf."""
+
+    def vjp(p, x, **kw):
+        def pullback(dy):
+            dw = (dy * x).sum(0)
+            dw[wrong] *= factor
+            return {"w": dw.astype(x.dtype)}, (dy * p["w"]).astype(x.dtype)
+
+        return x * p["w"], pullback
+
+    return Layer(lambda k, s: (s, {"w": np.linspace(0.5, 1.5, n).astype(np.float32)}),
+                 lambda p, x, **kw: x * p["w"], vjp, name="Scale")
+
+
+def test_one_wrong_entry_of_20000_is_named_with_its_path_and_index():
+    # The projection that failed moved entry 1234 far; a fresh random direction on the
+    # leaf did not, so tier 2 skipped it and blamed a spread-out error. It re-uses it now.
+    with pytest.raises(AssertionError, match=r"first wrong entry params\['w'\]\[1234\]: "
+                                             r"finite difference -0.25\d+, vjp -0.28\d+$"):
+        check_layer(_scale_layer(20000, 1234, 1.1), (None, 20000))
+    check_layer(_scale_layer(20000, 1234, 1.0), (None, 20000))
+
+
+@pytest.mark.parametrize(("directions", "error", "says"), [
+    (0, ValueError, ">= 1"), (-1, ValueError, ">= 1"), (1.5, TypeError, "an int"),
+    (True, TypeError, "an int")])
+def test_directions_must_be_a_positive_int(directions, error, says):
+    # 0 checked nothing (a wrong layer passed); -1 blamed random.split
+    bad = _tampered(L.Tanh(), lambda dp, dx: (dp, -dx))
+    with pytest.raises(error, match=rf"check_vjp\(Tampered\): directions must .*{says}"):
+        check_vjp(bad, (), np.ones((2, 2)), directions=directions)
+
+
+def test_an_uncalled_constructor_or_a_plain_function_is_refused():
+    with pytest.raises(TypeError, match=r"check_layer: expected a layer.*call the "
+                                        r"constructor: ReLU\(\), not ReLU"):
+        check_layer(L.ReLU, (None, 3))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"check_vjp: expected a layer.*ReLU\(\)"):
+        check_vjp(L.ReLU, (), np.ones((2, 2)))
+    with pytest.raises(TypeError, match=r"check_loss: the loss must .*\.vjp\(pred, target\)"):
+        check_loss(lambda a, b: 0.0, np.ones(3), np.ones(3))
+
+
+@pytest.mark.parametrize(("setting", "error", "says"), [
+    ({"eps": 0.0}, ValueError, "eps must be a finite number > 0"),
+    ({"eps": -1e-6}, ValueError, "eps must be a finite number > 0"),
+    ({"rtol": "a"}, TypeError, "rtol must be a real number, got 'a'"),
+    ({"rtol": -1.0}, ValueError, "rtol must be a finite number >= 0, got -1.0"),
+    ({"rtol": float("nan")}, ValueError, "rtol must be a finite number >= 0, got nan"),
+    ({"atol": float("inf")}, ValueError, "atol must be a finite number >= 0, got inf"),
+    ({"atol": None}, TypeError, "atol must be a real number, got None"),
+])
+def test_tolerances_and_step_are_validated(setting, error, says):
+    # eps=0 divided by zero; rtol=-1 and rtol=nan failed correct layers, blaming an entry
+    x = np.linspace(-1, 1, 6).reshape(2, 3)
+    with pytest.raises(error, match=rf"^check_vjp\(Tanh\(\)\): {re.escape(says)}"):
+        check_vjp(L.Tanh(), (), x, **setting)
+    with pytest.raises(error, match=rf"^check_loss\(mse\): {re.escape(says)}"):
+        check_loss(losses.mse, x, np.zeros_like(x), **setting)
+    if "eps" not in setting:
+        with pytest.raises(error, match=rf"^check_layer\(Tanh\(\)\): {re.escape(says)}"):
+            check_layer(L.Tanh(), (None, 3), **setting)
+    check_vjp(L.Tanh(), (), x, rtol=0, atol=1e-6, eps=np.float64(1e-6))  # rtol 0 is fine

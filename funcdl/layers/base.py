@@ -196,10 +196,20 @@ def cast_ints(x: Array, dtype: np.dtype[Any]) -> Array:
     return x.astype(dtype) if x.dtype.kind in "biu" else x
 
 
+def none_cotangent(name: str) -> TypeError:
+    """The error for ``pullback(None)`` called from outside. Combinators pass None between
+    their children (nothing flows back from integer ids) but never into a pullback: a None
+    from the caller is a mistake, and read as "nothing flows back" it gives zero gradients."""
+    return TypeError(f"{name}: pullback expected dy, the cotangent of the output (an array "
+                     f"of its shape), got None; did a loss's pullback miss a return?")
+
+
 def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...]) -> Array:
     """A pullback's ``dy`` must have the output's shape: never broadcast silently."""
     if type(dy) is np.ndarray and dy.shape == y_shape and dy.dtype.kind == "f":
         return dy  # the common case, in three attribute reads
+    if dy is None:
+        raise none_cotangent(name)
     arr = as_array(name, dy)
     if arr.shape != y_shape:
         raise ValueError(f"{name}: pullback expected dy of shape {y_shape} (the output's), "

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from funcdl import random, tree
-from funcdl.layers.base import Layer, LayerLike, cast_ints, located
+from funcdl._args import int_arg
+from funcdl.layers.base import Layer, LayerLike, cast_ints, located, none_cotangent
 from funcdl.layers.combinators import (
     ERRORS,
     build,
@@ -32,9 +33,21 @@ from funcdl.layers.combinators import (
 __all__ = ["Parallel", "Residual", "Shared"]
 
 
+def _branch_shapes(name: str, in_shapes: Any, n: int) -> Any:
+    """``in_shapes`` as one shape per branch; a single shape such as ``(None, 3)`` is a
+    tuple of the right length too, so say what its entries should be rather than let the
+    first branch report ``in_shape None``."""
+    entries(name, in_shapes, n, "in_shape")
+    for s in in_shapes:
+        if not isinstance(s, (tuple, list)):
+            raise TypeError(f"{name}: in_shape must be a tuple of shapes, one per branch "
+                            f"(e.g. {((None, 3),) * n}), got {tuple(in_shapes)!r}")
+    return in_shapes
+
+
 def _located_call(where: str, child: str, pullback: Callable[..., Any], dy: Any,
                   params: Any) -> Any:
-    if dy is None:
+    if dy is None:  # one entry of the cotangents: that branch's output came from ids
         return no_flow(params)
     try:
         return pullback(dy)
@@ -53,7 +66,7 @@ def Parallel(*layers: LayerLike) -> Layer:
     where = [f"Parallel[{i}]" for i in range(n)]
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any, Any]:
-        entries(name, in_shapes, n, "in_shape")
+        _branch_shapes(name, in_shapes, n)
         outs = []
         for i, (layer, k, shape) in enumerate(zip(layers, keys_for(key, n), in_shapes)):
             try:
@@ -94,6 +107,8 @@ def Parallel(*layers: LayerLike) -> Layer:
             new_state.append(s)
 
         def pullback(dys: Any) -> tuple[Any, tuple[Any, ...]]:
+            if dys is None:
+                raise none_cotangent(name)
             entries(name, dys, n, "cotangents")
             grads = [_located_call(where[i], name_of(layers[i]), pb, dy, params[i])
                      for i, (pb, dy) in enumerate(zip(pbs, dys))]
@@ -148,6 +163,8 @@ def Residual(layer: LayerLike) -> Layer:
             raise located("Residual", child, e) from e
 
         def pullback(dy: Any) -> tuple[Any, Any]:
+            if dy is None:  # from outside: a parent passes None to no child's pullback
+                raise none_cotangent(name)
             dparams, dx = _located_call("Residual", child, pb, dy, params)
             return dparams, (None if dx is None else dy + dx)  # None: x is integer ids
 
@@ -168,14 +185,13 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
     Example (a Siamese pair): ``Sequential(Shared(encoder), FanInConcat(), Dense(1))``.
     """
     check_children("Shared", [layer])
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"Shared: n must be a positive int, got {n!r}")
+    n = int_arg(n, "Shared", "n", 1)
     child = name_of(layer)
     name = f"Shared({child}, {n})"
     where = [f"Shared[{i}]" for i in range(n)]
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any, Any]:
-        entries(name, in_shapes, n, "in_shape")
+        _branch_shapes(name, in_shapes, n)
         made = []  # (out_shape, params, state) per branch, all from one key
         for i, shape in enumerate(in_shapes):
             try:
@@ -217,6 +233,8 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
             pbs.append(pb)
 
         def pullback(dys: Any) -> tuple[Any, tuple[Any, ...]]:
+            if dys is None:
+                raise none_cotangent(name)
             entries(name, dys, n, "cotangents")
             grads = [_located_call(where[i], child, pb, dy, params) for i, (pb, dy) in
                      enumerate(zip(pbs, dys))]

@@ -24,6 +24,7 @@ from funcdl.layers.base import (
     located,
     need_state,
     no_params,
+    none_cotangent,
     not_a_layer,
 )
 
@@ -189,7 +190,7 @@ def Sequential(*layers: LayerLike) -> Layer:
             except ERRORS as e:
                 k = _owner(i, e, then is not None, names)
                 raise located(where[k], names[k], e) from e
-            return x, _reverse(pullbacks, where, names, checking, layers, params)
+            return x, _reverse(name, pullbacks, where, names, checking, layers, params)
 
         def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
             out_shape, params, _ = init(key, in_shape)
@@ -225,7 +226,8 @@ def Sequential(*layers: LayerLike) -> Layer:
                 debug.verify(f"{where[i]} {names[i]}", "forward output", x)
             pullbacks.append(pb)
             new_state.append(s)
-        return x, _reverse(pullbacks, where, names, checking, layers, params), tuple(new_state)
+        return (x, _reverse(name, pullbacks, where, names, checking, layers, params),
+                tuple(new_state))
 
     return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=True)
 
@@ -242,16 +244,20 @@ def no_flow(params: Any) -> tuple[Any, None]:
     return tree.zeros_like(params), None
 
 
-def _reverse(pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],
+def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],
              names: list[str], checking: bool, layers: Sequence[Any],
              params: Sequence[Any]) -> Callable[..., Any]:
     """The pullback of a composition: the children's pullbacks in reverse order.
 
-    ``need_dx=False`` (value_and_grad's call when nobody reads the input's cotangent) stops
-    at the first child with parameters and asks it to skip its dx when it can."""
+    A child's dx may be None (nothing flows back from integer ids); the ``dy`` given from
+    outside may not. ``need_dx=False`` (value_and_grad's call when nobody reads the input's
+    cotangent) stops at the first child with parameters and asks it to skip its dx when it
+    can."""
     n = len(pullbacks)
 
     def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
+        if dy is None:
+            raise none_cotangent(name)
         dparams: list[Any] = [None] * n
         stop = 0 if need_dx else _first_with_params(params)
         i = n - 1

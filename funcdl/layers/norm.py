@@ -10,6 +10,11 @@ trainable ``params``, passed in and returned, never mutated (the equinox way)::
 Every computation stays in the input's floating dtype (float32 in, float32 out): per-channel
 vectors are cast to it once, and scalars are Python numbers, which NumPy 2 never lets
 promote an array.
+
+The statistics of huge finite values (|x - μ| beyond ~1e19 in float32) overflow to σ² = inf;
+x̂ is then 0 (nan where the mean itself overflowed), as PyTorch returns it, silently. So
+each forward computes them under a fresh ``np.errstate`` (about 1 µs; an instance cannot be
+entered twice, so none is shared) rather than rescaling the input in an extra pass.
 """
 
 from __future__ import annotations
@@ -164,13 +169,14 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
         if m < 2:
             raise ValueError(f"{name}: Expected more than 1 value per channel when training, "
                              f"got input of shape {x.shape} ({m} per channel)")
-        mu = x.mean(axis=red, keepdims=True)
-        xc = x - mu
-        sq = np.square(xc)
-        var = sq.mean(axis=red, keepdims=True)  # two passes: no E[x²] - E[x]² cancellation
-        inv_std = 1 / np.sqrt(var + eps)
-        k = scale * inv_std
-        y = np.multiply(xc, k, out=sq if keep else xc)  # reuse a buffer we own
+        with np.errstate(over="ignore", invalid="ignore"):
+            mu = x.mean(axis=red, keepdims=True)
+            xc = x - mu
+            sq = np.square(xc)
+            var = sq.mean(axis=red, keepdims=True)  # two passes: no E[x²] - E[x]² cancelling
+            inv_std = 1 / np.sqrt(var + eps)
+            k = scale * inv_std
+            y = np.multiply(xc, k, out=sq if keep else xc)  # reuse a buffer we own
         y += bias
         # PyTorch: the running variance estimates the population's, hence m/(m-1).
         old_mean, old_var = running
@@ -303,9 +309,10 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
     def forward(x: Array, res: tuple[int, ...], scale: Array, bias: Array,
                 keep: bool) -> tuple[Array, Array | None, Array]:
         """``(y, x̂ (or None), 1/sqrt(σ² + eps))``; apply and vjp share it bit for bit."""
-        xc = x - x.mean(axis=res, keepdims=True)
-        inv_std = 1 / np.sqrt(np.square(xc).mean(axis=res, keepdims=True) + eps)
-        xhat = np.multiply(xc, inv_std, out=xc)
+        with np.errstate(over="ignore", invalid="ignore"):
+            xc = x - x.mean(axis=res, keepdims=True)
+            inv_std = 1 / np.sqrt(np.square(xc).mean(axis=res, keepdims=True) + eps)
+            xhat = np.multiply(xc, inv_std, out=xc)
         y = xhat * scale if keep else np.multiply(xhat, scale, out=xhat)
         y += bias
         return y, (xhat if keep else None), inv_std

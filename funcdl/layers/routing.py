@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
+from funcdl._args import int_arg
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -17,6 +18,7 @@ from funcdl.layers.base import (
     check_cotangent,
     check_in_shape,
     no_params,
+    none_cotangent,
 )
 
 __all__ = ["FanInConcat", "FanInSum", "FanOut", "Slice"]
@@ -41,8 +43,7 @@ def _shapes(name: str, in_shapes: Any) -> list[Shape]:
 
 def FanOut(n: int) -> Layer:
     """``x -> (x, ..., x)``, ``n`` references to one array; vjp: ``dx = Σ_i dy_i``."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"FanOut: n must be a positive int, got {n!r}")
+    n = int_arg(n, "FanOut", "n", 1)
     name = f"FanOut({n})"
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
@@ -61,6 +62,8 @@ def FanOut(n: int) -> Layer:
 
         def pullback(dys: Any) -> tuple[Any, Array | None]:
             if not (isinstance(dys, (tuple, list)) and len(dys) == n):
+                if dys is None:
+                    raise none_cotangent(name)
                 _tuple(name, dys, n)  # raises, saying what was expected
             flowing = [check_cotangent(name, dy, shape) for dy in dys
                        if dy is not None]  # None: that branch passes nothing back
@@ -112,6 +115,9 @@ def FanInSum() -> Layer:
 def FanInConcat(axis: int = -1) -> Layer:
     """Concatenate a tuple along ``axis`` (batch axis excluded); vjp: ``dy`` split at the
     same offsets."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"FanInConcat: axis must be an int (a non-batch axis, e.g. -1), got "
+                        f"{axis!r} ({type(axis).__name__})")
     axis = int(axis)
     name = f"FanInConcat(axis={axis})"
 
@@ -167,6 +173,15 @@ def Slice(index: Any) -> Layer:
                 or isinstance(i, bool):
             raise TypeError(f"Slice: index entries must be ints, slices or ..., got {i!r} "
                             f"(use np.s_[...] to write slices)")
+        if isinstance(i, slice):  # refused here, not by NumPy at the first init or apply
+            for part in (i.start, i.stop, i.step):
+                if part is not None and (isinstance(part, bool)
+                                         or not isinstance(part, (int, np.integer))):
+                    raise TypeError(f"Slice: slice bounds and steps must be ints or None, "
+                                    f"got {i!r}")
+            if i.step == 0:
+                raise ValueError(f"Slice: a slice step cannot be zero, got {i!r}; use a "
+                                 f"step of 1 (the default) or more, or negative to reverse")
     full = (slice(None), *idx)
     name = f"Slice({index!r})"
 
