@@ -393,3 +393,41 @@ def test_fused_falls_back_leaf_by_leaf_for_mixed_dtypes_and_large_trees(monkeypa
     with pytest.raises(ValueError, match=r"t: .*\['b'\].*\(2, 2\).*\(2,\)"):
         _base.leafwise("t", fn, (same, {"a": same["a"], "b": np.ones(2, np.float32)}),
                        ("g", "m"), n_out=2, elementwise=True)
+
+
+def test_clip_by_global_norm_of_inf_grads_gives_nan_and_zeros_without_warnings() -> None:
+    # As optax and torch.nn.utils.clip_grad_norm_: the factor is max_norm / inf = 0, so the
+    # inf entry becomes inf·0 = NaN and the rest 0. It warned (an error under pytest).
+    clip = optim.clip_by_global_norm(1.0)
+    out, _ = clip.update(clip.init(None), {"w": np.array([np.inf, 1.0], np.float32),
+                                           "b": np.array([2.0], np.float32)})
+    np.testing.assert_array_equal(out["w"], [np.nan, 0.0])
+    np.testing.assert_array_equal(out["b"], [0.0])
+    assert out["w"].dtype == np.float32
+
+
+def test_global_norm_does_not_overflow_in_float32_or_wrap_in_integers() -> None:
+    # [3e19, 4e19] has norm 5e19, but its float32 sum of squares overflows: clipping gave
+    # [0, 0] instead of [0.6, 0.8].
+    big = {"w": np.array([3e19, 4e19], np.float32)}
+    assert optim.global_norm(big) == pytest.approx(5e19, rel=1e-6)
+    clip = optim.clip_by_global_norm(1.0)
+    out, _ = clip.update(clip.init(big), big)
+    np.testing.assert_allclose(out["w"], [0.6, 0.8], rtol=1e-6)
+    assert out["w"].dtype == np.float32
+    assert optim.global_norm({"w": np.array([2**32, 0])}) == 2.0**32  # int64 vdot wrapped to 0
+    assert optim.global_norm({"h": np.array([300.0], np.float16)}) == 300.0  # not inf
+    assert optim.global_norm({"c": np.array([3j, 4.0])}) == 5.0
+    assert optim.global_norm([np.float32(3.0), 4.0]) == 5.0
+
+
+@pytest.mark.parametrize("leaf", [np.array(["a"]), np.array([True, True]),
+                                  np.array([1.0], dtype=object), "abc"])
+def test_global_norm_refuses_non_numeric_leaves_naming_them(leaf: Any) -> None:
+    # np.array(['a']) gave "data type must provide an itemsize"; bool arrays a wrong norm.
+    kind = np.asarray(leaf).dtype
+    with pytest.raises(TypeError, match=rf"^global_norm: tree\['w'\] has dtype {kind}; "):
+        optim.global_norm({"b": np.ones(2), "w": leaf})
+    clip = optim.clip_by_global_norm(1.0)
+    with pytest.raises(TypeError, match=r"^clip_by_global_norm\.update: grads\['w'\] has"):
+        clip.update(clip.init(None), {"w": leaf})

@@ -334,3 +334,128 @@ def test_bad_hyperparameters_raise(name: str, make: Callable[[], Any]) -> None:
         make()
 
 
+
+
+def test_flags_must_be_bools() -> None:
+    # A truthy string is not a yes: sgd(nesterov='no') turned Nesterov on.
+    for make, what in [(lambda: optim.sgd(0.1, momentum=0.9, nesterov="no"), "sgd: nesterov"),
+                       (lambda: optim.rmsprop(centered=1), "rmsprop: centered"),
+                       (lambda: optim.trace(0.9, nesterov="yes"), "trace: nesterov"),
+                       (lambda: optim.scale_by_rms(centered="no"), "scale_by_rms: centered"),
+                       (lambda: optim.scale_by_learning_rate(0.1, flip_sign=0),
+                        "scale_by_learning_rate: flip_sign")]:
+        with pytest.raises(TypeError, match=rf"^{what} must be True or False, got"):
+            make()
+    assert optim.sgd(0.1, momentum=0.9, nesterov=np.bool_(True)) is not None
+
+
+# ---------------------------------------------------------------------------- params dtypes
+
+_NO_STATE = ("sgd", "sgd-schedule")  # plain sgd: no state in the params' dtype
+STATEFUL: list[tuple[str, Callable[[], GT]]] = [
+    ("trace", lambda: optim.trace(0.9)), ("scale_by_adam", optim.scale_by_adam),
+    ("scale_by_rms", optim.scale_by_rms), ("scale_by_adagrad", optim.scale_by_adagrad)]
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_])
+@pytest.mark.parametrize(("name", "make"), ALIASES + STATEFUL,
+                         ids=_ALIAS_IDS + [s[0] for s in STATEFUL])
+def test_integer_and_bool_params_are_refused_at_init(name: str, make: Callable[[], GT],
+                                                     dtype: Any) -> None:
+    # apply_updates keeps each param's dtype: sgd(0.1) turned the int params [1, 2] into
+    # [0, 1], and rmsprop into [-999999, -999998], silently.
+    params = {"b": np.ones(2, np.float32), "w": np.array([1, 2]).astype(dtype)}
+    with pytest.raises(TypeError, match=rf"^\w+\.init: params\['w'\] has dtype "
+                                        rf"{np.dtype(dtype)}; optimizers work on floating"):
+        make().init(params)
+    with pytest.raises(TypeError, match=r"params\[1\] has dtype int64"):
+        make().init([np.ones(2), 3])  # a Python int leaf too
+
+
+@pytest.mark.parametrize(("name", "make"), [a for a in ALIASES if "adam" not in a[0]],
+                         ids=[a[0] for a in ALIASES if "adam" not in a[0]])
+def test_integer_grads_on_float_params_step_as_their_float_values(
+        name: str, make: Callable[[], GT]) -> None:
+    params, grads_seq = _problem(np.float32)
+    as_int = [tree.map(lambda g: np.round(4 * g).astype(np.int64), g) for g in grads_seq]
+    opt = make()
+    s_int = s_float = opt.init(params)
+    for g in as_int:
+        u_int, s_int = opt.update(s_int, g, params)
+        u_float, s_float = opt.update(s_float, tree.map(lambda x: x.astype(np.float32), g),
+                                      params)
+        for x, y in zip(tree.leaves((u_int, s_int)), tree.leaves((u_float, s_float)),
+                        strict=True):
+            # wd·p + an int g is summed in float64 (then rounded); centered rmsprop's v - m²
+            # magnifies that last bit
+            np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-6)
+        want = np.float64 if name in _NO_STATE else np.float32  # as float64 grads, below
+        assert u_int["w"].dtype == want, name
+
+
+def test_adam_refuses_integer_grads_naming_the_leaf() -> None:
+    opt = optim.adam()
+    params = {"w": np.ones(2, np.float32)}
+    with pytest.raises(TypeError, match=r"^scale_by_adam\.update: grads\['w'\] has dtype int64"):
+        opt.update(opt.init(params), {"w": np.array([1, 2])}, params)
+
+
+@pytest.mark.parametrize(("name", "make"), ALIASES, ids=_ALIAS_IDS)
+def test_float64_grads_on_float32_params_give_float32_steps_where_there_is_state(
+        name: str, make: Callable[[], GT]) -> None:
+    # Adam and momentum gave float32 updates, nesterov, rmsprop and adagrad float64 ones.
+    params, grads_seq = _problem(np.float32)
+    opt = make()
+    state = opt.init(params)
+    for grads in grads_seq:
+        updates, state = opt.update(state, tree.map(lambda g: g.astype(np.float64), grads),
+                                    params)
+        # plain sgd keeps nothing in params' dtype: its update is -lr·g, g's dtype
+        # (apply_updates still casts it to each param's dtype).
+        want = np.float64 if name in _NO_STATE else np.float32
+        assert all(np.asarray(u).dtype == want for u in tree.leaves(updates)), name
+        params = optim.apply_updates(params, updates)
+        assert all(p.dtype == np.float32 for p in tree.leaves(params))
+
+
+@pytest.mark.parametrize("make", [optim.adam, optim.adamw, optim.rmsprop, optim.adagrad,
+                                  optim.scale_by_adam, optim.scale_by_rms,
+                                  optim.scale_by_adagrad])
+def test_eps_that_is_zero_in_float16_is_refused_at_init(make: Callable[..., GT]) -> None:
+    # 1e-8 is 0 in float16: a zero gradient entry then gave 0/0 = NaN (and a warning).
+    params = {"w": np.ones(3, np.float16)}
+    with pytest.raises(ValueError, match=r"\.init: eps=1e-\d+ is 0 in float16 \(params\['w'\]\)"):
+        make().init(params)
+    opt = make(eps=1e-4)
+    updates, _ = opt.update(opt.init(params), {"w": np.array([0, 1, -1], np.float16)}, params)
+    assert np.all(np.isfinite(updates["w"])) and updates["w"].dtype == np.float16
+
+
+# ---------------------------------------------------------------------------- inf and NaN
+
+NONFINITE_CASES = [
+    *ALIASES,
+    ("sgd-lr-0", lambda: optim.sgd(0.0)),
+    ("sgd-warmup-from-0", lambda: optim.sgd(optim.linear_schedule(0.0, 0.1, 5))),
+    ("sgd-lr-above-1", lambda: optim.sgd(10.0)),
+    ("adam-eps-0", lambda: optim.adam(eps=0.0)), ("rmsprop-eps-0", lambda: optim.rmsprop(eps=0.0)),
+    ("adagrad-eps-0", lambda: optim.adagrad(eps=0.0))]
+
+
+@pytest.mark.parametrize(("name", "make"), NONFINITE_CASES, ids=[c[0] for c in NONFINITE_CASES])
+def test_inf_nan_and_huge_gradients_give_inf_or_nan_without_warnings(
+        name: str, make: Callable[[], GT]) -> None:
+    # As optax and torch: the bad entries come back inf or NaN, and NumPy does not warn
+    # (a RuntimeWarning is an error here). adam/rmsprop/adagrad warned on an inf entry,
+    # rmsprop/adagrad on 1e30 float32 (g² overflows), sgd at lr 0 (inf·0).
+    params, grads_seq = _problem(np.float32)
+    opt = make()
+    state = opt.init(params)
+    for bad in (np.inf, -np.inf, np.nan, 1e30, -3e38, 0.0):
+        grads = {**grads_seq[0], "w": grads_seq[0]["w"].copy()}
+        grads["w"][0, 0] = bad
+        grads["w"][1] = 0.0
+        updates, state = opt.update(state, grads, params)
+        assert updates["w"].dtype == np.float32
+        if not math.isfinite(bad):
+            assert not np.isfinite(updates["w"][0, 0]), (name, bad)

@@ -1,5 +1,6 @@
 """funcdl.optim schedules: each against its formula at and around its boundaries, Python
-floats out, and read at every update."""
+floats out, and read at every update; bad arguments (and schedule constructors passed
+uncalled) refused when the schedule or optimizer is made, naming it."""
 
 from __future__ import annotations
 
@@ -110,3 +111,142 @@ def test_schedule_is_read_at_every_update() -> None:
     assert steps == pytest.approx([-0.1, -0.1, -0.05, -0.05], rel=1e-7)
 
 
+
+
+# ---------------------------------------------------------------------------- bad arguments
+
+BAD_SCHEDULE_ARGUMENTS: list[tuple[str, Any, type]] = [
+    # bare errors from int() / float() / .items() / sorting, or ZeroDivisionError later
+    ("cosine_decay_schedule", lambda: optim.cosine_decay_schedule(1.0, None), TypeError),
+    ("cosine_decay_schedule", lambda: optim.cosine_decay_schedule(1.0, math.inf), ValueError),
+    ("cosine_decay_schedule", lambda: optim.cosine_decay_schedule(1.0, math.nan), ValueError),
+    ("cosine_decay_schedule", lambda: optim.cosine_decay_schedule(1.0, "10"), TypeError),
+    ("cosine_decay_schedule", lambda: optim.cosine_decay_schedule(1.0, 10, exponent=-1.0),
+     ValueError),
+    ("cosine_decay_schedule", lambda: optim.cosine_decay_schedule(1.0, 10, exponent=0.0),
+     ValueError),
+    ("cosine_decay_schedule", lambda: optim.cosine_decay_schedule(1.0, 10, alpha="x"), TypeError),
+    ("polynomial_schedule", lambda: optim.polynomial_schedule(1.0, 0.0, -1.0, 10), ValueError),
+    ("polynomial_schedule", lambda: optim.linear_schedule("a", 1.0, 10), TypeError),
+    ("polynomial_schedule", lambda: optim.linear_schedule(0.0, math.inf, 10), ValueError),
+    ("constant_schedule", lambda: optim.constant_schedule("x"), TypeError),
+    ("constant_schedule", lambda: optim.constant_schedule(None), TypeError),
+    ("constant_schedule", lambda: optim.constant_schedule(np.array([1.0, 2.0])), TypeError),
+    ("constant_schedule", lambda: optim.constant_schedule(math.nan), ValueError),
+    ("piecewise_constant_schedule", lambda: optim.piecewise_constant_schedule(1.0, [(5, 0.1)]),
+     TypeError),
+    ("piecewise_constant_schedule", lambda: optim.piecewise_constant_schedule(1.0, {"5": 0.1}),
+     TypeError),
+    ("piecewise_constant_schedule",
+     lambda: optim.piecewise_constant_schedule(1.0, {"5": 0.1, 3: 0.5}), TypeError),
+    ("piecewise_constant_schedule", lambda: optim.piecewise_constant_schedule(1.0, {-5: 0.1}),
+     ValueError),
+    ("piecewise_constant_schedule", lambda: optim.piecewise_constant_schedule(1.0, {5: "x"}),
+     TypeError),
+    ("piecewise_constant_schedule", lambda: optim.piecewise_constant_schedule(1.0, {5: math.inf}),
+     ValueError),
+    ("join_schedules", lambda: optim.join_schedules(
+        [optim.constant_schedule(1.0), optim.constant_schedule(2.0)], ["a"]), TypeError),
+    ("join_schedules", lambda: optim.join_schedules(
+        [optim.constant_schedule(1.0), optim.constant_schedule(2.0)], [-3]), ValueError),
+    ("join_schedules", lambda: optim.join_schedules(
+        [optim.constant_schedule(1.0), optim.constant_schedule(2.0)], [2.7]), ValueError),
+    ("join_schedules", lambda: optim.join_schedules([optim.constant_schedule(1.0)] * 3, [10, 5]),
+     ValueError),
+    ("join_schedules", lambda: optim.join_schedules([optim.constant_schedule(1.0)] * 3, [5, 5]),
+     ValueError),
+    ("join_schedules", lambda: optim.join_schedules(optim.constant_schedule(1.0), [5]), TypeError),
+    ("warmup_cosine_decay_schedule",
+     lambda: optim.warmup_cosine_decay_schedule(0.0, 1.0, 5, 15, exponent=-2.0), ValueError),
+    ("warmup_cosine_decay_schedule",
+     lambda: optim.warmup_cosine_decay_schedule(0.0, None, 5, 15), TypeError),
+    ("exponential_decay", lambda: optim.exponential_decay(1.0, 10, 0.5, staircase="yes"),
+     TypeError),
+    ("exponential_decay", lambda: optim.exponential_decay(1.0, 10, math.nan), ValueError),
+    ("exponential_decay", lambda: optim.exponential_decay(1.0, 10, 0.5, end_value="0"),
+     TypeError),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "error"), BAD_SCHEDULE_ARGUMENTS,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(BAD_SCHEDULE_ARGUMENTS)])
+def test_bad_schedule_arguments_are_refused_at_construction_naming_the_schedule(
+        name: str, make: Any, error: type) -> None:
+    with pytest.raises(error, match=rf"^{name}: "):
+        make()
+
+
+def test_exponential_decay_overflow_gives_inf() -> None:
+    # rate ** p past the float range raised OverflowError; optax gives inf.
+    assert optim.exponential_decay(1.0, 1, 10.0)(10**6) == math.inf
+    assert optim.exponential_decay(-2.0, 1, 10.0)(10**6) == -math.inf
+    assert optim.exponential_decay(0.0, 1, 10.0)(10**6) == 0.0
+    assert optim.exponential_decay(1.0, 1, 10.0, end_value=5.0)(10**6) == 5.0  # the ceiling
+    assert optim.exponential_decay(1.0, 1, 0.1)(10**6) == 0.0  # underflow was already fine
+    # As a learning rate, inf is refused at that update, naming the count.
+    opt = optim.sgd(optim.exponential_decay(1.0, 1, 10.0))
+    params = {"w": np.ones(2)}
+    state = opt.init(params)
+    state = state._replace(states={"lr": state.states["lr"]._replace(count=np.int64(10**6))})
+    with pytest.raises(ValueError, match=r"^scale_by_learning_rate \(lr\): the schedule "
+                                        r"returned inf at count 1000000"):
+        opt.update(state, params, params)
+
+
+def test_decays_with_positive_exponents_reach_their_end_values() -> None:
+    assert optim.cosine_decay_schedule(1.0, 10, exponent=0.5)(10) == 0.0
+    assert optim.cosine_decay_schedule(1.0, 10, alpha=0.2, exponent=3.0)(15) == pytest.approx(0.2)
+    assert optim.polynomial_schedule(1.0, 0.25, 0.5, 10)(12) == 0.25
+
+
+def test_warmup_cosine_from_a_zero_peak_still_reaches_end_value() -> None:
+    # optax takes alpha = end/peak, 0 for peak 0: the schedule stayed at 0 for good.
+    s = optim.warmup_cosine_decay_schedule(0.0, 0.0, 5, 15, end_value=0.1)
+    assert [s(0), s(5), s(10), s(15), s(100)] == pytest.approx([0.0, 0.0, 0.05, 0.1, 0.1])
+
+
+def test_boundaries_are_ints_and_numpy_ints_and_integral_floats() -> None:
+    s = optim.piecewise_constant_schedule(1.0, {np.int64(2): 0.5, 4.0: 0.5})
+    assert [s(1), s(2), s(4)] == [1.0, 0.5, 0.25]
+    j = optim.join_schedules([optim.constant_schedule(1.0), optim.constant_schedule(2.0)],
+                             np.array([3]))
+    assert [j(2), j(3)] == [1.0, 2.0]
+    assert optim.cosine_decay_schedule(1.0, np.int64(10), exponent=np.float32(2.0))(0) == 1.0
+
+
+# ---------------------------------------------------------------------------- as arguments
+
+@pytest.mark.parametrize("alias", ["sgd", "adam", "adamw", "rmsprop", "adagrad"])
+def test_an_uncalled_schedule_constructor_is_refused_at_construction(alias: str) -> None:
+    # constant_schedule is callable too: it was accepted, and the first update failed
+    # inside float() ("float() argument must be ... not 'function'").
+    make = getattr(optim, alias)
+    for factory in (optim.constant_schedule, optim.cosine_decay_schedule,
+                    optim.warmup_cosine_decay_schedule, optim.join_schedules):
+        with pytest.raises(TypeError, match=rf"^{alias}: lr is the schedule constructor "
+                                            rf"{factory.__name__} itself; call it"):
+            make(lr=factory)
+    with pytest.raises(TypeError, match=rf"^{alias}: lr must take one argument, the count"):
+        make(lr=lambda: 0.1)
+    make(lr=optim.constant_schedule(0.1))  # called: fine
+    make(lr=lambda count, *rest: 0.1)
+
+
+def test_schedules_elsewhere_are_checked_the_same_way() -> None:
+    with pytest.raises(TypeError, match=r"^scale_by_schedule: the schedule is the schedule "
+                                        r"constructor linear_schedule itself"):
+        optim.scale_by_schedule(optim.linear_schedule)
+    with pytest.raises(TypeError, match=r"^scale_by_learning_rate: lr is the schedule"):
+        optim.scale_by_learning_rate(optim.constant_schedule)
+    with pytest.raises(TypeError, match=r"^join_schedules: schedules\[1\] is the schedule "
+                                        r"constructor constant_schedule"):
+        optim.join_schedules([optim.constant_schedule(1.0), optim.constant_schedule], [3])
+    # A schedule whose value is itself a function: named, not float()'s bare TypeError.
+    opt = optim.sgd(lambda count: optim.constant_schedule(0.1))
+    params = {"w": np.ones(2)}
+    with pytest.raises(TypeError, match=r"the schedule must return a number at count 0, got "
+                                        r"<function.*not a function"):
+        opt.update(opt.init(params), params, params)
+    lagged = optim.adagrad(lambda count: "0.1", lr_decay=0.5)
+    with pytest.raises(TypeError, match=r"^adagrad \(lr\): the schedule must return a number"):
+        lagged.update(lagged.init(params), params, params)

@@ -23,11 +23,26 @@ Example::
   or with the grads (``identity`` returns them as they are): treat them as read-only, as in JAX.
 * Coefficients are Python floats, so float32 params and grads give float32 updates and state;
   state leaves keep the dtype ``init`` gave them; ``apply_updates`` keeps each param's dtype.
+  Params must be floating point: ``init`` refuses integer and bool ones, which that would
+  truncate. A stage with state steps in the state's dtype (float64 grads on float32 params
+  give float32 updates); plain ``sgd``, which keeps none, in the grads'.
+* inf and NaN gradients give inf and NaN steps, as in optax and torch, without NumPy warnings.
+* Schedules and hyperparameters are checked when made (a schedule constructor passed
+  uncalled, ``sgd(lr=constant_schedule)``, is refused there), params at ``init``.
 
-Modules: ``_base`` (records, ``chain``, ``apply_updates``), ``_transforms``, ``_schedules``,
-``_alias``.
+Modules: ``_base`` (records, ``chain``, ``apply_updates``), ``_checks`` (argument checks),
+``_transforms`` (stateless ones, momentum, clipping), ``_adaptive`` (Adam, RMSprop, Adagrad),
+``_schedules``, ``_alias``.
 """
 
+from funcdl.optim._adaptive import (
+    ScaleByAdagradState,
+    ScaleByAdamState,
+    ScaleByRmsState,
+    scale_by_adagrad,
+    scale_by_adam,
+    scale_by_rms,
+)
 from funcdl.optim._alias import adagrad, adam, adamw, rmsprop, sgd
 from funcdl.optim._base import (
     ChainState,
@@ -54,9 +69,6 @@ from funcdl.optim._schedules import (
     warmup_cosine_decay_schedule,
 )
 from funcdl.optim._transforms import (
-    ScaleByAdagradState,
-    ScaleByAdamState,
-    ScaleByRmsState,
     ScaleByScheduleState,
     TraceState,
     add_decayed_weights,
@@ -64,10 +76,7 @@ from funcdl.optim._transforms import (
     global_norm,
     identity,
     scale,
-    scale_by_adagrad,
-    scale_by_adam,
     scale_by_learning_rate,
-    scale_by_rms,
     scale_by_schedule,
     trace,
 )

@@ -3,32 +3,41 @@ matches ``torch.optim`` step for step. ``lr`` is a float or a schedule everywher
 
 Each returns a ``named_chain``: ``state.count`` is the number of updates applied, and
 ``state.states`` a dict with one entry per stage, e.g. ``state.states['adam'].mu``.
-Stages with a zero coefficient (weight decay, momentum) are left out.
+Stages with a zero coefficient (weight decay, momentum) are left out. Each ``init`` refuses
+integer and bool params, which ``apply_updates`` would truncate, naming the alias.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from funcdl.optim._base import (
-    GradientTransformation,
-    ScalarOrSchedule,
+from funcdl.optim._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
+from funcdl.optim._base import GradientTransformation, ScalarOrSchedule, Tree, make_named_chain
+from funcdl.optim._checks import (
+    check_bool,
     check_float,
+    check_float_params,
     check_lr,
-    make_named_chain,
+    schedule_value,
 )
-from funcdl.optim._transforms import (
-    add_decayed_weights,
-    scale_by_adagrad,
-    scale_by_adam,
-    scale_by_learning_rate,
-    scale_by_rms,
-    trace,
-)
+from funcdl.optim._transforms import add_decayed_weights, scale_by_learning_rate, trace
 
 __all__ = ["adagrad", "adam", "adamw", "rmsprop", "sgd"]
 
 _Stages = list[tuple[str, GradientTransformation]]
+
+
+def _alias(name: str, stages: _Stages, eps: float | None = None) -> GradientTransformation:
+    """``named_chain(*stages)`` whose ``init`` first checks the params (at init, which sees
+    them once, rather than at every update): a plain sgd has no stage that would."""
+    opt = make_named_chain(name, stages)
+    init_stages = opt.init
+
+    def init(params: Tree) -> Any:
+        check_float_params(f"{name}.init", params, eps)
+        return init_stages(params)
+
+    return GradientTransformation(init, opt.update)
 
 
 def _weight_decay(stages: _Stages, weight_decay: float) -> None:
@@ -48,6 +57,7 @@ def sgd(lr: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False,
     lr = check_lr(name, lr)
     momentum = check_float(name, "momentum", momentum)
     weight_decay = check_float(name, "weight_decay", weight_decay)
+    nesterov = check_bool(name, "nesterov", nesterov)
     if nesterov and momentum == 0.0:
         raise ValueError(f"{name}: nesterov=True requires momentum > 0")
     stages: _Stages = []
@@ -55,7 +65,7 @@ def sgd(lr: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False,
     if momentum != 0.0:
         stages.append(("momentum", trace(momentum, nesterov)))
     stages.append(("lr", scale_by_learning_rate(lr)))
-    return make_named_chain(name, stages)
+    return _alias(name, stages)
 
 
 def _check_adam(name: str, lr: Any, b1: float, b2: float, eps: float, weight_decay: float
@@ -79,7 +89,7 @@ def adam(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: f
     stages: _Stages = []
     _weight_decay(stages, weight_decay)
     stages += [("adam", scale_by_adam(b1, b2, eps)), ("lr", scale_by_learning_rate(lr))]
-    return make_named_chain("adam", stages)
+    return _alias("adam", stages, eps)
 
 
 def adamw(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
@@ -93,7 +103,7 @@ def adamw(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: 
     stages: _Stages = [("adam", scale_by_adam(b1, b2, eps))]
     _weight_decay(stages, weight_decay)
     stages.append(("lr", scale_by_learning_rate(lr)))
-    return make_named_chain("adamw", stages)
+    return _alias("adamw", stages, eps)
 
 
 def rmsprop(lr: ScalarOrSchedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
@@ -111,13 +121,14 @@ def rmsprop(lr: ScalarOrSchedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
     eps = check_float(name, "eps", eps)
     weight_decay = check_float(name, "weight_decay", weight_decay)
     momentum = check_float(name, "momentum", momentum)
+    centered = check_bool(name, "centered", centered)
     stages: _Stages = []
     _weight_decay(stages, weight_decay)
     stages.append(("rms", scale_by_rms(alpha, eps, centered)))
     if momentum != 0.0:
         stages.append(("momentum", trace(momentum)))
     stages.append(("lr", scale_by_learning_rate(lr)))
-    return make_named_chain(name, stages)
+    return _alias(name, stages, eps)
 
 
 def adagrad(lr: ScalarOrSchedule = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
@@ -138,11 +149,11 @@ def adagrad(lr: ScalarOrSchedule = 1e-2, lr_decay: float = 0.0, weight_decay: fl
         base = lr
 
         def decayed(count: int) -> float:
-            rate = float(base(count)) if callable(base) else base
+            rate = schedule_value(f"{name} (lr)", base, count, 0.0) if callable(base) else base
             return rate / (1.0 + count * decay)
 
         lr = decayed
     stages: _Stages = []
     _weight_decay(stages, weight_decay)
     stages += [("adagrad", scale_by_adagrad(init_acc, eps)), ("lr", scale_by_learning_rate(lr))]
-    return make_named_chain(name, stages)
+    return _alias(name, stages, eps)

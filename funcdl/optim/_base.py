@@ -1,9 +1,9 @@
 """The optimizer record, its states, ``chain`` / ``named_chain``, ``apply_updates``, and the
-helpers every transform shares (state type check, one-pass leaf-wise maps, step counts)."""
+helpers every transform shares (state type check, one-pass leaf-wise maps, step counts).
+Argument checks: ``_checks``."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -99,30 +99,6 @@ def check_state(name: str, state: Any, cls: type, method: str = "update") -> Non
             f"init (call {method}(state, grads, params)); got {type(state).__name__}")
 
 
-def check_float(name: str, what: str, value: Any, *, low: float = 0.0,
-                high: float | None = None, high_open: bool = False) -> float:
-    """``float(value)``, raising ValueError naming ``name`` unless ``low <= value`` and
-    ``value <= high`` (``< high`` when ``high_open``). NaN is always rejected."""
-    if isinstance(value, (str, bytes, bool)) or np.ndim(value) != 0:
-        raise TypeError(f"{name}: {what} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: {what} must be a number, got {value!r}") from None
-    ok = low <= v and (high is None or (v < high if high_open else v <= high))
-    if not ok:
-        bound = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name}: {what} must be {bound}, got {value!r}")
-    return v
-
-
-def check_lr(name: str, lr: Any) -> ScalarOrSchedule:
-    """A learning rate: a float >= 0, or a schedule (any callable ``count -> lr``)."""
-    if callable(lr):
-        return lr  # type: ignore[no-any-return]
-    return check_float(name, "lr (a float or a schedule count -> lr)", lr)
-
-
 def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Sequence[str],
              n_out: int = 1, elementwise: bool = False) -> tuple[Tree, ...]:
     """One traversal applying ``fn(*leaves)`` (which returns an ``n_out``-tuple, or a single
@@ -207,6 +183,17 @@ def like(x: Any, ref: Any) -> Any:
     if type(x) is np.ndarray and type(ref) is np.ndarray and x.dtype is ref.dtype:
         return x  # the common case, without two asarray calls
     return np.asarray(x, dtype=np.asarray(ref).dtype)
+
+
+def cast_like(x: Any, ref: Any) -> Any:
+    """``x`` in ``ref``'s dtype where an in-place step into ``ref`` would have cast it (same
+    kind), else ``x`` as it is: the fallback of the steps that write into an array of the
+    state's dtype, taken when ``ref`` is a NumPy scalar (a 0-d state), or ``x`` complex on
+    real params. A 0-d result stays a NumPy scalar."""
+    kind = np.result_type(ref)
+    if np.can_cast(np.result_type(x), kind, "same_kind"):
+        return np.asarray(x, dtype=kind)[()]
+    return x
 
 
 # ---------------------------------------------------------------------------- combining
@@ -309,20 +296,3 @@ def apply_updates(params: Tree, updates: Tree) -> Tree:
 
     return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]
 
-
-def schedule_value(name: str, schedule: Callable[[int], Any], count: int,
-                   low: float = -math.inf) -> float:
-    """``schedule(count)`` as a finite Python float ``>= low``, or an error naming the
-    optimizer."""
-    value = schedule(count)
-    if isinstance(value, (str, bytes, bool)) or value is None or np.ndim(value) != 0:
-        got = f"an array of shape {np.shape(value)}" if np.ndim(value) else repr(value)
-        raise TypeError(f"{name}: the schedule must return a number at count {count}, "
-                        f"got {got}")
-    v = float(value)
-    if not np.isfinite(v):
-        raise ValueError(f"{name}: the schedule returned {v} at count {count}")
-    if v < low:
-        raise ValueError(f"{name}: the schedule returned {v} at count {count}, below "
-                         f"{low}; a learning rate must be >= {low}")
-    return v

@@ -1,12 +1,27 @@
 """Schedules: callables ``count -> value`` (a Python float), where ``count`` is the number of
-updates already applied (0 at the first update). Arguments and semantics follow optax."""
+updates already applied (0 at the first update). Arguments and semantics follow optax; the
+arguments are checked when the schedule is made (optax checks few), so that a bad one is
+named there rather than at some later update: values must be finite numbers, step counts
+ints >= 0, boundaries increasing, and exponents positive (a negative one divides by zero at
+the end of the decay)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 
 from funcdl.optim._base import Schedule
+from funcdl.optim._checks import (
+    check_bool,
+    check_float,
+    check_schedule,
+    schedule_factory,
+    schedule_value,
+)
 
 __all__ = [
     "constant_schedule",
@@ -20,16 +35,39 @@ __all__ = [
 ]
 
 
-def _steps(name: str, what: str, value: int, *, positive: bool = False) -> int:
-    if isinstance(value, bool) or int(value) != value or value < (1 if positive else 0):
-        kind = "a positive int" if positive else "an int >= 0"
+def _steps(name: str, what: str, value: Any, *, positive: bool = False) -> int:
+    """A count of steps: an int (or an integral float) >= 0, or > 0 when ``positive``."""
+    kind = "a positive int" if positive else "an int >= 0"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: {what} must be {kind}, got {value!r}")
+    if not math.isfinite(value) or int(value) != value or value < (1 if positive else 0):
         raise ValueError(f"{name}: {what} must be {kind}, got {value!r}")
     return int(value)
 
 
+def _value(name: str, what: str, value: Any, low: float = -math.inf) -> float:
+    """A finite Python float >= ``low``."""
+    v = check_float(name, what, value, low=low)
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: {what} must be finite, got {value!r}")
+    return v
+
+
+def _exponent(name: str, what: str, value: Any) -> float:
+    """An exponent of ``frac^what`` with ``frac`` falling to 0 at the end: must be > 0 (a
+    negative one divides by zero there, and 0 leaves the schedule at its initial value)."""
+    v = _value(name, what, value)
+    if not v > 0.0:
+        raise ValueError(f"{name}: {what} must be > 0 (the decay raises a fraction that "
+                         f"reaches 0 at its end to this power), got {value!r}")
+    return v
+
+
+@schedule_factory
 def constant_schedule(value: float) -> Schedule:
     """``value`` at every count."""
-    v = float(value)
+    v = _value("constant_schedule", "value", value)
 
     def schedule(count: int) -> float:
         del count
@@ -38,14 +76,16 @@ def constant_schedule(value: float) -> Schedule:
     return schedule
 
 
+@schedule_factory
 def polynomial_schedule(init_value: float, end_value: float, power: float,
                         transition_steps: int, transition_begin: int = 0) -> Schedule:
     """``(init - end) · (1 - min(max(t - begin, 0), T) / T)^power + end``; constant
-    ``init_value`` when ``transition_steps == 0``."""
+    ``init_value`` when ``transition_steps == 0``. ``power > 0``."""
     name = "polynomial_schedule"
     steps = _steps(name, "transition_steps", transition_steps)
     begin = _steps(name, "transition_begin", transition_begin)
-    i, e, pw = float(init_value), float(end_value), float(power)
+    i, e = _value(name, "init_value", init_value), _value(name, "end_value", end_value)
+    pw = _exponent(name, "power", power)
     if steps == 0:
         return constant_schedule(i)
 
@@ -56,6 +96,7 @@ def polynomial_schedule(init_value: float, end_value: float, power: float,
     return schedule
 
 
+@schedule_factory
 def linear_schedule(init_value: float, end_value: float, transition_steps: int,
                     transition_begin: int = 0) -> Schedule:
     """``init + (end - init) · min(max(t - begin, 0), T) / T`` (warmup, or linear decay);
@@ -63,16 +104,22 @@ def linear_schedule(init_value: float, end_value: float, transition_steps: int,
     return polynomial_schedule(init_value, end_value, 1.0, transition_steps, transition_begin)
 
 
+@schedule_factory
 def piecewise_constant_schedule(init_value: float,
                                 boundaries_and_scales: Mapping[int, float] | None = None
                                 ) -> Schedule:
-    """``init_value · Π {scale : boundary <= t}`` (step decay)."""
-    items = sorted((boundaries_and_scales or {}).items())
-    if any(not float(s) >= 0.0 for _, s in items):
-        raise ValueError("piecewise_constant_schedule: the scales must be non-negative, "
-                         f"got {dict(items)}")
-    v0 = float(init_value)
-    pairs = [(b, float(s)) for b, s in items]
+    """``init_value · Π {scale : boundary <= t}`` (step decay), e.g. ``{1000: 0.1}``; the
+    dict's order does not matter. Boundaries are ints >= 0, scales finite and >= 0."""
+    name = "piecewise_constant_schedule"
+    v0 = _value(name, "init_value", init_value)
+    given = {} if boundaries_and_scales is None else boundaries_and_scales
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{name}: boundaries_and_scales must be a dict {{boundary: scale}} "
+                        f"such as {{1000: 0.1}}, got {type(given).__name__} (for a list of "
+                        f"(boundary, scale) pairs pass dict(pairs))")
+    pairs = sorted((_steps(name, f"a boundary (a key of {given!r})", b),
+                    _value(name, f"the scale at boundary {b!r}", s, low=0.0))
+                   for b, s in given.items())
 
     def schedule(count: int) -> float:
         v = v0
@@ -84,20 +131,33 @@ def piecewise_constant_schedule(init_value: float,
     return schedule
 
 
+@schedule_factory
 def cosine_decay_schedule(init_value: float, decay_steps: int, alpha: float = 0.0,
                           exponent: float = 1.0) -> Schedule:
-    """``init · ((1 - alpha) · (½(1 + cos(π · min(t, T) / T)))^exponent + alpha)``."""
-    steps = _steps("cosine_decay_schedule", "decay_steps", decay_steps, positive=True)
-    i, a, ex = float(init_value), float(alpha), float(exponent)
+    """``init · ((1 - alpha) · (½(1 + cos(π · min(t, T) / T)))^exponent + alpha)``;
+    ``exponent > 0``."""
+    name = "cosine_decay_schedule"
+    steps = _steps(name, "decay_steps", decay_steps, positive=True)
+    i, a = _value(name, "init_value", init_value), _value(name, "alpha", alpha)
+    return _cosine(i, a, steps, _exponent(name, "exponent", exponent))
 
+
+def _cosine(init: float, alpha: float, steps: int, exponent: float,
+            end_from_zero: float = 0.0) -> Schedule:
+    """optax's ``init · ((1 - alpha) · c^exponent + alpha)``, ``c = ½(1 + cos(π·min(t, T)/T))``;
+    from ``init = 0``, ``end_from_zero · (1 - c^exponent)``: there the warmup schedule's
+    ``alpha = end_value / peak_value`` is undefined, and optax's stays at 0 for good."""
     def schedule(count: int) -> float:
         c = min(count, steps)
         cosine = 0.5 * (1.0 + math.cos(math.pi * c / steps))
-        return float(i * ((1.0 - a) * cosine**ex + a))
+        if init == 0.0:
+            return float(end_from_zero * (1.0 - cosine**exponent))
+        return float(init * ((1.0 - alpha) * cosine**exponent + alpha))
 
     return schedule
 
 
+@schedule_factory
 def warmup_cosine_decay_schedule(init_value: float, peak_value: float, warmup_steps: int,
                                  decay_steps: int, end_value: float = 0.0,
                                  exponent: float = 1.0) -> Schedule:
@@ -109,14 +169,14 @@ def warmup_cosine_decay_schedule(init_value: float, peak_value: float, warmup_st
     if total <= warm:
         raise ValueError(f"{name}: decay_steps is the total length including the warmup, so "
                          f"it must exceed warmup_steps={warm}; got decay_steps={total}")
-    peak = float(peak_value)
-    alpha = 0.0 if peak == 0.0 else float(end_value) / peak
-    return join_schedules(
-        [linear_schedule(init_value, peak, warm),
-         cosine_decay_schedule(peak, total - warm, alpha=alpha, exponent=exponent)],
-        [warm])
+    init, peak = _value(name, "init_value", init_value), _value(name, "peak_value", peak_value)
+    end = _value(name, "end_value", end_value)
+    alpha = 0.0 if peak == 0.0 else end / peak
+    decay = _cosine(peak, alpha, total - warm, _exponent(name, "exponent", exponent), end)
+    return join_schedules([linear_schedule(init, peak, warm), decay], [warm])
 
 
+@schedule_factory
 def exponential_decay(init_value: float, transition_steps: int, decay_rate: float,
                       transition_begin: int = 0, staircase: bool = False,
                       end_value: float | None = None) -> Schedule:
@@ -126,14 +186,14 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
     name = "exponential_decay"
     steps = _steps(name, "transition_steps", transition_steps)
     begin = _steps(name, "transition_begin", transition_begin)
-    rate = float(decay_rate)
+    rate = _value(name, "decay_rate", decay_rate)
     if not rate > 0.0:
         raise ValueError(f"{name}: decay_rate must be > 0, got {decay_rate!r}")
-    i = float(init_value)
+    i = _value(name, "init_value", init_value)
     if steps == 0:
         return constant_schedule(i)
-    end = None if end_value is None else float(end_value)
-    stair = bool(staircase)
+    end = None if end_value is None else _value(name, "end_value", end_value)
+    stair = check_bool(name, "staircase", staircase)
 
     def schedule(count: int) -> float:
         elapsed = count - begin
@@ -141,7 +201,10 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
             v = i
         else:
             p = elapsed / steps
-            v = i * rate ** (math.floor(p) if stair else p)
+            try:
+                v = i * rate ** (math.floor(p) if stair else p)
+            except OverflowError:  # a rate > 1 long after the start: inf, as optax gives
+                v = math.copysign(math.inf, i) if i else 0.0
         if end is not None:
             v = max(v, end) if rate < 1.0 else min(v, end)
         return float(v)
@@ -149,24 +212,31 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
     return schedule
 
 
+@schedule_factory
 def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     """``schedules[k](t - boundaries[k-1])`` for the last ``k`` with ``boundaries[k-1] <= t``
-    (``schedules[0](t)`` before the first boundary)."""
-    scheds = list(schedules)
-    bounds = [int(b) for b in boundaries]
-    if len(scheds) != len(bounds) + 1:
-        raise ValueError(f"join_schedules: need one more schedule than boundaries, got "
-                         f"{len(scheds)} schedules and {len(bounds)} boundaries")
-    for s in scheds:
-        if not callable(s):
-            raise TypeError(f"join_schedules: schedules must be callables count -> value, "
-                            f"got {type(s).__name__}")
+    (``schedules[0](t)`` before the first boundary). The boundaries are ints >= 0 in
+    increasing order (optax accepts any order; then a later schedule would be cut short or
+    never reached, silently)."""
+    name = "join_schedules"
+    try:
+        scheds, given = list(schedules), list(boundaries)
+    except TypeError:
+        raise TypeError(f"{name}: schedules and boundaries must be lists, got "
+                        f"{type(schedules).__name__} and {type(boundaries).__name__}") from None
+    if len(scheds) != len(given) + 1:
+        raise ValueError(f"{name}: need one more schedule than boundaries, got "
+                         f"{len(scheds)} schedules and {len(given)} boundaries")
+    bounds = [_steps(name, f"boundaries[{k}]", b) for k, b in enumerate(given)]
+    if any(b <= a for a, b in itertools.pairwise(bounds)):
+        raise ValueError(f"{name}: the boundaries must be increasing, got {bounds}")
+    scheds = [check_schedule(name, f"schedules[{k}]", s) for k, s in enumerate(scheds)]
     pairs = list(zip(bounds, scheds[1:], strict=True))
 
     def schedule(count: int) -> float:
         for boundary, s in reversed(pairs):  # the last boundary passed wins, as in optax
             if count >= boundary:
-                return float(s(count - boundary))
-        return float(scheds[0](count))
+                return schedule_value(name, s, count - boundary)
+        return schedule_value(name, scheds[0], count)
 
     return schedule

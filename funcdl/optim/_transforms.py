@@ -19,19 +19,22 @@ from funcdl.optim._base import (
     GradientTransformation,
     ScalarOrSchedule,
     Schedule,
-    check_float,
+    cast_like,
     check_state,
     leafwise,
     like,
     next_count,
-    schedule_value,
     zero_count,
+)
+from funcdl.optim._checks import (
+    check_bool,
+    check_float,
+    check_float_params,
+    check_schedule,
+    schedule_value,
 )
 
 __all__ = [
-    "ScaleByAdagradState",
-    "ScaleByAdamState",
-    "ScaleByRmsState",
     "ScaleByScheduleState",
     "TraceState",
     "add_decayed_weights",
@@ -39,10 +42,7 @@ __all__ = [
     "global_norm",
     "identity",
     "scale",
-    "scale_by_adagrad",
-    "scale_by_adam",
     "scale_by_learning_rate",
-    "scale_by_rms",
     "scale_by_schedule",
     "trace",
 ]
@@ -56,21 +56,6 @@ class ScaleByScheduleState(NamedTuple):
 
 class TraceState(NamedTuple):
     trace: Tree
-
-
-class ScaleByAdamState(NamedTuple):
-    count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
-    mu: Tree
-    nu: Tree
-
-
-class ScaleByRmsState(NamedTuple):
-    nu: Tree  # running mean of g² (torch: square_avg)
-    mu: Tree  # running mean of g when centered (torch: grad_avg), else None
-
-
-class ScaleByAdagradState(NamedTuple):
-    sum_of_squares: Tree
 
 
 def _init_empty(params: Tree) -> EmptyState:
@@ -98,30 +83,41 @@ def _multiplier(step: float) -> Callable[..., Any]:
     return times
 
 
-def _times(name: str, times: Callable[..., Any], grads: Tree, params: Tree) -> Tree:
+def _times(name: str, times: Callable[..., Any], grads: Tree, params: Tree,
+           quiet: bool = False) -> Tree:
     """``step · g`` (``times`` from ``_multiplier``); when params are given, the same single
     pass also checks that grads match them, so even a stateless optimizer (plain sgd)
-    rejects mismatched grads."""
+    rejects mismatched grads. ``quiet``: NumPy's warnings off, for a step that can turn a
+    finite or infinite g into inf or NaN (``_may_warn``)."""
+    if quiet:
+        with np.errstate(all="ignore"):
+            return _times(name, times, grads, params)
     if params is None:
         return tree.map(times, grads)
     return leafwise(f"{name}.update", times, (grads, params), ("grads", "params"))[0]
 
 
+def _may_warn(step: float) -> bool:
+    """Whether ``step · g`` can warn: a step of 0 makes an infinite g NaN (inf·0, e.g. at
+    count 0 of a warmup from 0), one above 1 can overflow. Such NaN and inf are returned as
+    optax and PyTorch return them, silently; a step in (0, 1] needs no context manager."""
+    return not 0.0 < abs(step) <= 1.0
+
+
 def _scaled(name: str, step: float) -> GradientTransformation:
     times = _multiplier(step)
+    quiet = _may_warn(step)
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         if type(state) is not EmptyState:
             check_state(name, state, EmptyState)
-        return _times(name, times, grads, params), state
+        return _times(name, times, grads, params, quiet), state
 
     return GradientTransformation(_init_empty, update)
 
 
 def _scaled_by_schedule(name: str, schedule: Schedule) -> GradientTransformation:
-    if not callable(schedule):
-        raise TypeError(f"{name}: the schedule must be a callable count -> value, "
-                        f"got {type(schedule).__name__}")
+    schedule = check_schedule(name, "the schedule", schedule)
 
     def init(params: Tree) -> ScaleByScheduleState:
         del params
@@ -132,7 +128,7 @@ def _scaled_by_schedule(name: str, schedule: Schedule) -> GradientTransformation
         check_state(name, state, ScaleByScheduleState)
         # A Python float, so float32 grads stay float32 (NEP 50).
         step = schedule_value(f"{name}.update", schedule, int(state.count))
-        return (_times(name, _multiplier(step), grads, params),
+        return (_times(name, _multiplier(step), grads, params, _may_warn(step)),
                 ScaleByScheduleState(next_count(state.count)))
 
     return GradientTransformation(init, update)
@@ -165,9 +161,9 @@ def scale_by_learning_rate(lr: ScalarOrSchedule, *, flip_sign: bool = True
     """``u = -lr · g`` (``+lr · g`` when ``flip_sign=False``); ``lr`` a float or a schedule,
     read at every update (then the state is ``ScaleByScheduleState(count)``)."""
     name = "scale_by_learning_rate"
-    sign = -1.0 if flip_sign else 1.0
+    sign = -1.0 if check_bool(name, "flip_sign", flip_sign) else 1.0
     if callable(lr):
-        schedule = lr
+        schedule = check_schedule(name, "lr", lr)
         return _scaled_by_schedule(
             name, lambda count: sign * schedule_value(f"{name} (lr)", schedule, count, 0.0))
     return _scaled(name, sign * check_float(name, "lr", lr))
@@ -191,8 +187,52 @@ def add_decayed_weights(weight_decay: float = 0.0) -> GradientTransformation:
 
 
 def global_norm(tree_: Tree) -> float:
-    """``sqrt(Σ_leaves Σ x²)``, as a Python float."""
-    return math.sqrt(sum(float(np.vdot(x, x).real) for x in tree.leaves(tree_)))
+    """``sqrt(Σ_leaves Σ |x|²)``, as a Python float. A float32 leaf is summed in float32
+    (BLAS), and again in float64 should that overflow; integer and float16 leaves in
+    float64. A non-numeric leaf (bool, str, object) raises TypeError naming it."""
+    return _global_norm("global_norm", "tree", tree_)
+
+
+def _global_norm(name: str, what: str, tree_: Tree) -> float:
+    total = 0.0
+    try:
+        for x in tree.leaves(tree_):
+            if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64):
+                s = float(np.vdot(x, x))  # BLAS, in the leaf's dtype: the common case
+                if s == math.inf and x.dtype is _F32:
+                    # A float32 sum of squares overflows past ~1.8e19 (then clipping
+                    # [3e19, 4e19] scaled it by max_norm/inf = 0): sum again in float64.
+                    s = _sum_of_squares(x)
+            else:
+                s = _sum_of_squares(x)
+            total += s
+    except _NotNumeric:
+        for path, x in tree.leaves_with_path(tree_):
+            kind = np.asarray(x).dtype
+            if kind.kind not in "iufc":
+                raise TypeError(f"{name}: {what}{path} has dtype {kind}; the global norm "
+                                f"needs numeric arrays (floating-point, as gradients "
+                                f"are)") from None
+        raise
+    return math.sqrt(total)
+
+
+class _NotNumeric(Exception):
+    pass
+
+
+def _sum_of_squares(x: Any) -> float:
+    """``Σ |x|²`` in float64 (complex128), where neither overflow nor integer wrap-around
+    happens; ``_NotNumeric`` for a leaf with no norm (bool would sum as a logical or)."""
+    a = np.asarray(x)
+    kind = a.dtype.kind
+    if kind in "iuf":
+        a = a.astype(np.float64)
+    elif kind == "c":
+        a = a.astype(np.complex128)
+    else:
+        raise _NotNumeric
+    return float(np.vdot(a, a).real)
 
 
 def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> GradientTransformation:
@@ -209,10 +249,13 @@ def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> GradientTransforma
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         del params
         check_state(name, state, EmptyState)
-        norm = global_norm(grads) + pad
+        norm = _global_norm(f"{name}.update", "grads", grads) + pad
         if not norm > limit:  # also a zero norm: nothing to scale, no 0/0
             return grads, state
         factor = limit / norm
+        if norm == math.inf:  # factor 0: inf entries become NaN, silently, as in optax/torch
+            with np.errstate(invalid="ignore"):
+                return tree.map(lambda g: g * factor, grads), state
         return tree.map(lambda g: g * factor, grads), state
 
     return GradientTransformation(_init_empty, update)
@@ -228,9 +271,10 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
     """
     name = "trace"
     d = check_float(name, "decay", decay)
-    nest = bool(nesterov)
+    nest = check_bool(name, "nesterov", nesterov)
 
     def init(params: Tree) -> TraceState:
+        check_float_params(f"{name}.init", params)
         return TraceState(tree.zeros_like(params))
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, TraceState]:
@@ -239,129 +283,21 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
 
         def leaf(g: Any, m: Any) -> tuple[Any, Any]:
             m_new = like(g + d * m, m)
-            return (g + d * m_new if nest else m_new), m_new
+            if not nest:
+                return m_new, m_new
+            # g + d·m_new, summed into d·m_new so that it keeps the state's dtype (float64
+            # grads on float32 params give float32 steps, as without nesterov).
+            u = m_new * d
+            try:
+                return np.add(u, g, u), m_new
+            except TypeError:  # u a NumPy scalar (a 0-d state), or g complex on real params
+                return cast_like(u + g, u), m_new
 
-        out, new_trace = leafwise(f"{name}.update", leaf, (grads, state.trace),
-                                  ("grads", "state.trace"), n_out=2)
+        # inf and NaN gradients give inf and NaN steps, as in torch, without warnings
+        # (inf - inf in the trace): one context manager per update, not per leaf.
+        with np.errstate(all="ignore"):
+            out, new_trace = leafwise(f"{name}.update", leaf, (grads, state.trace),
+                                      ("grads", "state.trace"), n_out=2)
         return out, TraceState(new_trace)
-
-    return GradientTransformation(init, update)
-
-
-def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
-                  ) -> GradientTransformation:
-    """Adam's direction, bias-corrected, ``eps`` outside the square root (as torch):
-    ``m = b1·m + (1-b1)·g``; ``v = b2·v + (1-b2)·g²``;
-    ``u = (m / (1-b1^(t+1))) / (sqrt(v / (1-b2^(t+1))) + eps)``.
-
-    State ``ScaleByAdamState(count, mu, nu)``.
-    """
-    name = "scale_by_adam"
-    b1 = check_float(name, "b1", b1, high=1.0, high_open=True)
-    b2 = check_float(name, "b2", b2, high=1.0, high_open=True)
-    eps = check_float(name, "eps", eps)
-
-    def init(params: Tree) -> ScaleByAdamState:
-        return ScaleByAdamState(zero_count(), tree.zeros_like(params), tree.zeros_like(params))
-
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByAdamState]:
-        del params
-        check_state(name, state, ScaleByAdamState)
-        t = int(state.count) + 1
-        inv_bc1 = 1.0 / (1.0 - b1**t)
-        inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - b2**t)
-
-        def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
-            # In place on arrays made here only: 10 NumPy calls per leaf instead of 14.
-            m_new = like(m * b1, m)
-            m_new += (1.0 - b1) * g
-            g2 = np.square(g)
-            g2 *= 1.0 - b2
-            v_new = like(v * b2, v)
-            v_new += g2
-            denom = np.sqrt(v_new)
-            denom *= inv_sqrt_bc2
-            denom += eps
-            u = m_new * inv_bc1
-            u /= denom
-            return u, m_new, v_new
-
-        # g² of a float32 gradient beyond ~1e19 overflows: v saturates at inf and the step
-        # of that entry is 0 (documented), rather than a warning. Elementwise: a small
-        # model's leaves go through these 12 NumPy calls once, end to end (see leafwise).
-        with np.errstate(over="ignore"):
-            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                                   ("grads", "state.mu", "state.nu"), n_out=3, elementwise=True)
-        return out, ScaleByAdamState(next_count(state.count), mu, nu)
-
-    return GradientTransformation(init, update)
-
-
-def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
-                 ) -> GradientTransformation:
-    """torch RMSprop's direction, ``eps`` outside the square root:
-    ``v = α·v + (1-α)·g²``; ``u = g / (sqrt(v) + eps)``, or when ``centered``
-    (``m = α·m + (1-α)·g``) ``u = g / (sqrt(v - m²) + eps)``.
-
-    State ``ScaleByRmsState(nu, mu)``; ``mu`` is None unless ``centered``.
-    """
-    name = "scale_by_rms"
-    a = check_float(name, "alpha", alpha)
-    eps = check_float(name, "eps", eps)
-    ctr = bool(centered)
-
-    def init(params: Tree) -> ScaleByRmsState:
-        return ScaleByRmsState(tree.zeros_like(params), tree.zeros_like(params) if ctr else None)
-
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByRmsState]:
-        del params
-        check_state(name, state, ScaleByRmsState)
-
-        if not ctr:
-            def leaf(g: Any, v: Any) -> tuple[Any, Any]:
-                v_new = like(a * v + (1.0 - a) * (g * g), v)
-                return g / (np.sqrt(v_new) + eps), v_new
-
-            out, nu = leafwise(f"{name}.update", leaf, (grads, state.nu),
-                               ("grads", "state.nu"), n_out=2)
-            return out, ScaleByRmsState(nu, None)
-
-        def leaf_centered(g: Any, v: Any, m: Any) -> tuple[Any, Any, Any]:
-            v_new = like(a * v + (1.0 - a) * (g * g), v)
-            m_new = like(a * m + (1.0 - a) * g, m)
-            # v - m² >= 0 in exact arithmetic; clamp the rounding so sqrt never sees -0.0001ulp.
-            var = np.maximum(v_new - m_new * m_new, 0.0)
-            return g / (np.sqrt(var) + eps), v_new, m_new
-
-        out, nu, mu = leafwise(f"{name}.update", leaf_centered, (grads, state.nu, state.mu),
-                               ("grads", "state.nu", "state.mu"), n_out=3)
-        return out, ScaleByRmsState(nu, mu)
-
-    return GradientTransformation(init, update)
-
-
-def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10
-                     ) -> GradientTransformation:
-    """torch Adagrad's direction: ``s = s + g²``; ``u = g / (sqrt(s) + eps)``, ``s`` starting
-    at ``initial_accumulator_value``. State ``ScaleByAdagradState(sum_of_squares)``."""
-    name = "scale_by_adagrad"
-    init_acc = check_float(name, "initial_accumulator_value", initial_accumulator_value)
-    eps = check_float(name, "eps", eps)
-
-    def init(params: Tree) -> ScaleByAdagradState:
-        return ScaleByAdagradState(tree.map(lambda p: np.full_like(p, init_acc), params))
-
-    def update(state: Any, grads: Tree, params: Tree = None
-               ) -> tuple[Tree, ScaleByAdagradState]:
-        del params
-        check_state(name, state, ScaleByAdagradState)
-
-        def leaf(g: Any, s: Any) -> tuple[Any, Any]:
-            s_new = like(s + g * g, s)
-            return g / (np.sqrt(s_new) + eps), s_new
-
-        out, sums = leafwise(f"{name}.update", leaf, (grads, state.sum_of_squares),
-                             ("grads", "state.sum_of_squares"), n_out=2)
-        return out, ScaleByAdagradState(sums)
 
     return GradientTransformation(init, update)

@@ -1,0 +1,125 @@
+"""Argument checks shared by the transforms, aliases and schedules: each raises TypeError or
+ValueError naming the function, what it expected and what came. They run at construction or
+at ``init``; ``schedule_value`` is the one read at every update (once, not per leaf)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from funcdl import tree
+from funcdl.optim._base import ScalarOrSchedule, Schedule
+
+Tree = Any
+
+
+def check_float(name: str, what: str, value: Any, *, low: float = 0.0,
+                high: float | None = None, high_open: bool = False) -> float:
+    """``float(value)``, raising ValueError naming ``name`` unless ``low <= value`` and
+    ``value <= high`` (``< high`` when ``high_open``). NaN is always rejected."""
+    if isinstance(value, (str, bytes, bool)) or np.ndim(value) != 0:
+        raise TypeError(f"{name}: {what} must be a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: {what} must be a number, got {value!r}") from None
+    ok = low <= v and (high is None or (v < high if high_open else v <= high))
+    if not ok:
+        bound = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
+        if low == -math.inf and high is None:  # only NaN fails
+            bound = "a number, not NaN"
+        raise ValueError(f"{name}: {what} must be {bound}, got {value!r}")
+    return v
+
+
+def check_bool(name: str, what: str, value: Any) -> bool:
+    """``value`` if it is a bool (or NumPy bool): a truthy string such as ``'no'`` is refused
+    rather than read as True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: {what} must be True or False, got {value!r}")
+    return bool(value)
+
+
+# The schedule constructors (constant_schedule...), registered by _schedules: passed where a
+# schedule belongs without being called, they are callables too, and would fail only at the
+# first update, inside float().
+SCHEDULE_FACTORIES: set[Callable[..., Any]] = set()
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def schedule_factory(fn: _F) -> _F:
+    SCHEDULE_FACTORIES.add(fn)
+    return fn
+
+
+def check_schedule(name: str, what: str, fn: Any) -> Schedule:
+    """``fn`` if it can be called as ``fn(count)``; a schedule constructor passed uncalled,
+    a non-callable, or a callable taking no argument raise TypeError naming ``name``."""
+    if not callable(fn):
+        raise TypeError(f"{name}: {what} must be a callable count -> value, "
+                        f"got {type(fn).__name__}")
+    if fn in SCHEDULE_FACTORIES:
+        raise TypeError(f"{name}: {what} is the schedule constructor {fn.__name__} itself; "
+                        f"call it to make the schedule, e.g. {fn.__name__}(...)")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: trust them
+        return fn  # type: ignore[no-any-return]
+    try:
+        signature.bind(0)
+    except TypeError:
+        raise TypeError(f"{name}: {what} must take one argument, the count of updates "
+                        f"already applied; {getattr(fn, '__name__', fn)!r} has the "
+                        f"signature {signature}") from None
+    return fn  # type: ignore[no-any-return]
+
+
+def check_lr(name: str, lr: Any) -> ScalarOrSchedule:
+    """A learning rate: a float >= 0, or a schedule (any callable ``count -> lr``)."""
+    if callable(lr):
+        return check_schedule(name, "lr", lr)
+    return check_float(name, "lr (a float or a schedule count -> lr)", lr)
+
+
+def check_float_params(name: str, params: Tree, eps: float | None = None) -> None:
+    """At ``init``: every param leaf must be a floating-point (or complex) array or number.
+    An integer or bool param would come back from ``apply_updates`` silently truncated (an
+    update of -0.1 turns 1 into 0). With ``eps``: ``eps > 0`` must not round to 0 in a
+    param's dtype (1e-8 does in float16), or a zero gradient entry divides 0 by 0."""
+    for path, x in tree.leaves_with_path(params):
+        kind = x.dtype if isinstance(x, (np.ndarray, np.generic)) else np.asarray(x).dtype
+        if kind.kind not in "fc":
+            raise TypeError(f"{name}: params{path} has dtype {kind}; optimizers work on "
+                            f"floating-point arrays (apply_updates keeps each param's dtype, "
+                            f"so an integer one would be truncated at every update); cast "
+                            f"it with .astype(np.float32)")
+        if eps and kind.kind == "f" and np.asarray(eps, kind) == 0.0:
+            raise ValueError(f"{name}: eps={eps} is 0 in {kind} (params{path}), so a zero "
+                             f"gradient entry would give 0/0 = NaN; pass a larger eps (1e-4 "
+                             f"is usual for float16) or keep float32 params")
+
+
+def schedule_value(name: str, schedule: Callable[[int], Any], count: int,
+                   low: float = -math.inf) -> float:
+    """``schedule(count)`` as a finite Python float ``>= low``, or an error naming the
+    optimizer."""
+    value = schedule(count)
+    try:
+        if isinstance(value, (str, bytes, bool)) or value is None or np.ndim(value) != 0:
+            raise TypeError
+        v = float(value)
+    except (TypeError, ValueError):
+        got = f"an array of shape {np.shape(value)}" if np.ndim(value) else repr(value)
+        hint = " (a schedule returns the value itself, not a function)" if callable(value) else ""
+        raise TypeError(f"{name}: the schedule must return a number at count {count}, "
+                        f"got {got}{hint}") from None
+    if not np.isfinite(v):
+        raise ValueError(f"{name}: the schedule returned {v} at count {count}")
+    if v < low:
+        raise ValueError(f"{name}: the schedule returned {v} at count {count}, below "
+                         f"{low}; a learning rate must be >= {low}")
+    return v
