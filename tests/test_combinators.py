@@ -112,6 +112,26 @@ def test_parallel_params_and_state_per_child(key):
     assert params[1] == () and set(params[0]) == {"b", "w"}
 
 
+def test_a_residual_state_holds_one_entry_for_its_one_child(key):
+    # DESIGN: a combinator's state holds one entry per child; its params are the child's
+    model = L.Residual(L.BatchNorm())
+    _, params, state = model.init(key, (None, 3))
+    _, bn_params, bn_state = L.BatchNorm().init(key, (None, 3))
+    assert set(params) == set(bn_params)
+    assert type(state) is tuple and len(state) == 1 and set(state[0]) == {"mean", "var"}
+    x = np.arange(12.0).reshape(4, 3)
+    y, new_state = model.apply(params, x, state=state, train=True)
+    y_bn, bn_new = L.BatchNorm().apply(bn_params, x, state=bn_state, train=True)
+    np.testing.assert_allclose(y, x + y_bn)
+    assert len(new_state) == 1
+    np.testing.assert_allclose(new_state[0]["var"], bn_new["var"])
+    _, _, vjp_state = model.vjp(params, x, state=state, train=True)
+    np.testing.assert_allclose(vjp_state[0]["mean"], bn_new["mean"])
+    with pytest.raises(ValueError, match=r"Residual\(BatchNorm\(\)\): expected state as a "
+                                         r"tuple with one entry"):
+        model.apply(params, x, state=bn_state)  # the child's state unwrapped
+
+
 def test_slice_known_values_and_vjp():
     x = np.arange(12.0).reshape(2, 6)
     y, pullback = L.Slice(np.s_[1:3]).vjp((), x)

@@ -125,8 +125,9 @@ def Parallel(*layers: LayerLike) -> Layer:
 
 
 def Residual(layer: LayerLike) -> Layer:
-    """``y = x + f(x)``, f's params and state unchanged; vjp: ``dx = dy + f_xᵀ dy``,
-    ``dparams = f_pᵀ dy``."""
+    """``y = x + f(x)``; vjp: ``dx = dy + f_xᵀ dy``, ``dparams = f_pᵀ dy``. Its params are
+    f's own; its state, as every combinator's, holds one entry per child: ``(f's state,)``
+    when f is stateful (a BatchNorm in the branch)."""
     check_children("Residual", [layer])
     child = name_of(layer)
     name = f"Residual({child})"
@@ -140,7 +141,7 @@ def Residual(layer: LayerLike) -> Layer:
                 a is not None and b is not None and a != b for a, b in zip(out, in_shape)):
             raise ValueError(f"{name}: the branch maps {tuple(in_shape)} to {tuple(out)}; a "
                              f"residual needs its output shape equal to its input shape")
-        return tuple(in_shape), p, s
+        return tuple(in_shape), p, (s,)
 
     def merged(x: Any, y: Any) -> Any:
         if y.shape != x.shape:
@@ -150,15 +151,17 @@ def Residual(layer: LayerLike) -> Layer:
 
     def apply(params: Any, x: Any, *, state: Any, key: Any = None,
               train: bool = False) -> tuple[Any, Any]:
+        (s,) = entries(name, state, 1, "state")
         try:
-            y, s = child_apply(layer, params, x, state, key, train)
+            y, s = child_apply(layer, params, x, s, key, train)
         except ERRORS as e:
             raise located("Residual", child, e) from e
-        return merged(x, y), s
+        return merged(x, y), (s,)
 
     def vjp(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
+        (s,) = entries(name, state, 1, "state")
         try:
-            y, pb, s = child_vjp(layer, params, x, state, key, train)
+            y, pb, s = child_vjp(layer, params, x, s, key, train)
         except ERRORS as e:
             raise located("Residual", child, e) from e
 
@@ -168,9 +171,9 @@ def Residual(layer: LayerLike) -> Layer:
             dparams, dx = _located_call("Residual", child, pb, dy, params)
             return dparams, (None if dx is None else dy + dx)  # None: x is integer ids
 
-        return merged(x, y), pullback, s
+        return merged(x, y), pullback, (s,)
 
-    return build(name, is_stateful(layer), init, apply, vjp)
+    return build(name, is_stateful(layer), init, apply, vjp, empty_state=((),))
 
 
 def Shared(layer: LayerLike, n: int = 2) -> Layer:

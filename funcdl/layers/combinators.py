@@ -5,8 +5,9 @@ This module holds Sequential and the helpers every combinator uses (``branching`
 Parallel, Residual and Shared on them).
 
 State: a combinator is stateful when any child is. Its state holds one entry per child
-(``()`` for a stateless child) and each child sees only its own entry; a wrapper of a single
-layer (``Residual``, ``Shared``) has that layer's params and state unchanged.
+(``()`` for a stateless child) and each child sees only its own entry: Residual's is
+``(its layer's state,)``. A wrapper of a single layer (Residual, Shared) has that layer's
+params unchanged; Shared's state is its layer's own, as the layer runs once per branch.
 """
 
 from __future__ import annotations
