@@ -210,8 +210,25 @@ def _softmax_cross_entropy(pred: Any, target: Any,
     return _reduced(name, per, reduction, per.size, grad)
 
 
-mse = Loss("mse", _mse)
-bce = Loss("bce", _bce)
-bce_with_logits = Loss("bce_with_logits", _bce_with_logits)
-huber = Loss("huber", _huber)
-softmax_cross_entropy = Loss("softmax_cross_entropy", _softmax_cross_entropy)
+def _no_overflow_warning(f: Callable[..., tuple[Any, Pullback]]
+                        ) -> Callable[..., tuple[Any, Pullback]]:
+    """``f`` and its pullback under ``np.errstate(over="ignore")``: a difference, square or
+    sum of huge finite values rounds to inf, which is the float answer (PyTorch returns it
+    too), not a reason to warn."""
+    def vjp(pred: Any, target: Any, **kwargs: Any) -> tuple[Any, Pullback]:
+        with np.errstate(over="ignore"):
+            value, pullback = f(pred, target, **kwargs)
+
+        def quiet(*args: Any, **kw: Any) -> Array:
+            with np.errstate(over="ignore"):
+                return pullback(*args, **kw)
+        return value, quiet
+    return vjp
+
+
+mse = Loss("mse", _no_overflow_warning(_mse))
+bce = Loss("bce", _no_overflow_warning(_bce))
+bce_with_logits = Loss("bce_with_logits", _no_overflow_warning(_bce_with_logits))
+huber = Loss("huber", _no_overflow_warning(_huber))
+softmax_cross_entropy = Loss("softmax_cross_entropy",
+                             _no_overflow_warning(_softmax_cross_entropy))

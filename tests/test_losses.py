@@ -105,6 +105,19 @@ def test_stable_at_extreme_logits(v, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loss", [losses.mse, losses.huber, losses.bce_with_logits])
+def test_huge_finite_inputs_give_inf_without_a_warning(loss, dtype):
+    # a difference, square or sum beyond the dtype's range is inf, as in PyTorch; warnings
+    # are errors here, and DESIGN.md promises none at any input
+    big = np.finfo(dtype).max
+    pred = np.array([-big, big, big / 2], dtype)
+    target = np.array([1.0, 0.0, 1.0], dtype) if loss is losses.bce_with_logits else -pred
+    value, pullback = loss.vjp(pred, target)
+    assert value == np.inf
+    assert not np.isnan(pullback()).any() and not np.isnan(pullback(g=0.5)).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cross_entropy_of_logits_the_whole_float_range_apart(dtype):
     big = np.finfo(dtype).max
     z = np.array([[big, -big, 0.0]], dtype)  # z - max overflows to -inf: no warning, no NaN
