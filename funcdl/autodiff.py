@@ -48,8 +48,10 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
         raise TypeError(f"value_and_grad: the model must be a layer with init, apply and vjp "
                         f"(see funcdl.layers.Layer), got {got}")
     if not hasattr(loss, "vjp"):
-        raise TypeError(f"value_and_grad: the loss needs a .vjp(pred, target) method "
-                        f"(see funcdl.losses.Loss), got {loss!r}")
+        raise TypeError(f"value_and_grad: the loss needs a .vjp(pred, target) method, got "
+                        f"{loss!r}; build your own as funcdl.losses.Loss(name, vjp), vjp "
+                        f"returning (value, pullback), or ((value, aux), pullback) with "
+                        f"has_aux=True, e.g. from a funcdl loss's own vjp")
 
     skip_dx = not wrt_input and bool(getattr(model, "dx_optional", False))
 

@@ -62,6 +62,17 @@ def test_has_aux(key):
     assert aux == acc
 
 
+def test_a_plain_function_as_loss_is_told_how_to_become_one(key):
+    model = _model_and_data(key)[0]
+
+    def mse_with_accuracy(pred, target):  # no vjp: nothing to differentiate
+        return losses.mse(pred, target), 1.0
+
+    with pytest.raises(TypeError, match=r"needs a \.vjp\(pred, target\) method.*"
+                                        r"losses\.Loss\(name, vjp\).*has_aux=True"):
+        fd.value_and_grad(model, mse_with_accuracy, has_aux=True)
+
+
 def test_key_reaches_dropout(key):
     model = L.Sequential(L.Dense(50), L.Dropout(0.5), L.Dense(1))
     _, params = model.init(key, (None, 2))
