@@ -210,11 +210,21 @@ def _input_cotangent(label: str, x: Any, dx: Any) -> Any:
     """dx with zeros standing in where x is not floating (integer ids have no cotangent)."""
     if dx is None:
         return tree.map(lambda xi: np.zeros(np.shape(xi)), x)
+    dx = _none_as_zeros(x, dx)  # a tuple input's integer parts: None (Parallel(Embedding..))
     try:
         tree.check_same(x, dx, ("x", "dx"), shapes=True)
     except ValueError as e:
         raise AssertionError(f"check_vjp({label}): dx does not match x: {e}") from None
     return tree.map(lambda xi, di: di if _is_float(xi) else np.zeros(np.shape(xi)), x, dx)
+
+
+def _none_as_zeros(x: Any, dx: Any) -> Any:
+    """``dx`` with each None entry of a tuple or list replaced by zeros of ``x``'s entry."""
+    if isinstance(dx, (tuple, list)) and isinstance(x, (tuple, list)) and len(x) == len(dx):
+        parts = [tree.map(lambda xi: np.zeros(np.shape(xi)), xi) if di is None
+                 else _none_as_zeros(xi, di) for xi, di in zip(x, dx)]
+        return type(dx)(parts) if type(dx) in (tuple, list) else dx
+    return dx
 
 
 def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool = False,

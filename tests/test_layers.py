@@ -365,3 +365,30 @@ def test_custom_layer_composes(key):
     check_layer(model, (None, 2))
     _, params = model.init(key, (None, 2))
     check_vjp(model, params, np.ones((2, 2)))
+
+
+@pytest.mark.parametrize("make", [L.Softmax, L.LogSoftmax])
+def test_softmaxes_over_an_empty_axis_give_an_empty_result(make):
+    # a max over no entries has no identity: NumPy raised from inside, PyTorch returns empty
+    x = np.zeros((2, 0), np.float32)
+    y, pullback = make().vjp((), x)
+    assert y.shape == (2, 0) and y.dtype == np.float32
+    assert make().apply((), x).shape == (2, 0)
+    assert pullback(np.zeros((2, 0), np.float32))[1].shape == (2, 0)
+
+
+def test_softplus_with_beta_takes_the_whole_float_range_without_a_warning():
+    x = np.array([[3e38, -3e38, 1.0]], np.float32)  # beta * x overflows: the linear part
+    y, pullback = L.Softplus(beta=2.0).vjp((), x)
+    np.testing.assert_allclose(y, [[3e38, 0.0, np.log1p(np.exp(2.0)) / 2]], rtol=1e-6)
+    np.testing.assert_allclose(pullback(np.ones_like(y))[1], [[1.0, 0.0, 1 / (1 + np.exp(-2))]],
+                               rtol=1e-6)
+
+
+def test_reshape_with_minus_one_of_an_unknown_size_declares_none():
+    out, _ = L.Reshape((-1, 2)).init(random.key(0), (None, None, 4))
+    assert out == (None, None, 2)
+    # the next layer then says what it needs, not that -1 is not a size
+    with pytest.raises(ValueError, match=r"Dense\(3\): the last axis of in_shape must be a "
+                                         r"known size > 0, got \(None, None\)"):
+        L.Sequential(L.Reshape((-1,)), L.Dense(3)).init(random.key(0), (None, None))

@@ -202,3 +202,11 @@ def test_tolerances_and_step_are_validated(setting, error, says):
         with pytest.raises(error, match=rf"^check_layer\(Tanh\(\)\): {re.escape(says)}"):
             check_layer(L.Tanh(), (None, 3), **setting)
     check_vjp(L.Tanh(), (), x, rtol=0, atol=1e-6, eps=np.float64(1e-6))  # rtol 0 is fine
+
+
+def test_check_vjp_takes_a_tuple_input_with_integer_ids_beside_floats():
+    # the pullback's dx is (None, array): nothing flows back into the ids
+    model = L.Parallel(L.Embedding(3, 2), L.Tanh())
+    _, params = model.init(random.key(0), ((None, 2), (None, 2)))
+    x = (np.array([[0, 1], [2, 0]]), np.linspace(-1, 1, 4).reshape(2, 2))
+    check_vjp(model, params, x)

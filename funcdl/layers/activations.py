@@ -128,12 +128,17 @@ def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
         return x if b == 1.0 else b * x
 
     def f(x: Array) -> Array:
-        bx = scaled(x)
+        with np.errstate(over="ignore"):  # βx beyond the range is inf: the linear part
+            bx = scaled(x)
         soft = np.logaddexp(bx, 0)
         return np.where(bx > t, x, soft if b == 1.0 else soft / b)
 
-    return _elementwise(name, f, lambda x, y, dy: np.where(scaled(x) > t, dy,
-                                                           dy * -np.expm1(-scaled(y))))
+    def df(x: Array, y: Array, dy: Array) -> Array:
+        with np.errstate(over="ignore"):
+            return np.where(scaled(x) > t, dy, dy * -np.expm1(-scaled(y)))
+
+    return _elementwise(name, f, df if b != 1.0 else
+                        lambda x, y, dy: np.where(x > t, dy, dy * -np.expm1(-y)))
 
 
 def ELU(alpha: float = 1.0) -> Layer:
@@ -221,6 +226,8 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
 
     def forward(x: Array) -> tuple[Array, Array, Array]:
         """``(y, e, total)``: the output, and shifted_exp's e and Σ e for the pullback."""
+        if x.shape[axis] == 0:  # nothing to normalise, and a max over it has no identity
+            return x.copy(), x, np.ones_like(x.sum(axis=axis, keepdims=True))
         s, e, total = shifted_exp(x, axis)
         return (s - np.log(total) if log else e / total), e, total
 

@@ -205,8 +205,8 @@ def Reshape(shape: tuple[int, ...]) -> Layer:
         if len(s) < 1:
             raise ValueError(f"{name}: expected an input with a batch axis, got shape {s}")
         rest = s[1:]
-        if None in rest:
-            return (s[0], *target)
+        if None in rest:  # the size of -1 is unknown too
+            return (s[0], *(None if d == -1 else d for d in target))
         size = math.prod(rest)  # type: ignore[arg-type]
         known = math.prod(d for d in target if d != -1)
         if (-1 in target and size % known) or (-1 not in target and size != known):
