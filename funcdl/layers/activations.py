@@ -125,20 +125,18 @@ def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
     name = "Softplus()" if (b, t) == (1.0, 20.0) else f"Softplus(beta={b}, threshold={t})"
 
     def scaled(x: Array) -> Array:  # βx, with no pass over x at the default β = 1
-        return x if b == 1.0 else b * x
+        if b == 1.0:
+            return x
+        with np.errstate(over="ignore"):  # βx beyond the range is inf: the linear part
+            return b * x
 
     def f(x: Array) -> Array:
-        with np.errstate(over="ignore"):  # βx beyond the range is inf: the linear part
-            bx = scaled(x)
+        bx = scaled(x)
         soft = np.logaddexp(bx, 0)
         return np.where(bx > t, x, soft if b == 1.0 else soft / b)
 
-    def df(x: Array, y: Array, dy: Array) -> Array:
-        with np.errstate(over="ignore"):
-            return np.where(scaled(x) > t, dy, dy * -np.expm1(-scaled(y)))
-
-    return _elementwise(name, f, df if b != 1.0 else
-                        lambda x, y, dy: np.where(x > t, dy, dy * -np.expm1(-y)))
+    return _elementwise(name, f, lambda x, y, dy: np.where(scaled(x) > t, dy,
+                                                           dy * -np.expm1(-scaled(y))))
 
 
 def ELU(alpha: float = 1.0) -> Layer:
