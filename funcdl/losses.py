@@ -13,6 +13,7 @@ Every loss is stable at any finite input: no overflow warning, no NaN.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,11 +81,12 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
              grad: Callable[[Any], Array]) -> tuple[Any, Pullback]:
     """Reduce per-element losses; ``grad(c)`` maps a per-element cotangent ``c`` (scalar or
     array) to dpred. The mean's pullback scales by 1/count."""
-    if reduction == "mean":
-        n = max(count, 1)
-        return float(_sum(per, axis=None)) / n, lambda g=1.0: grad(float(g) / n)
-    if reduction == "sum":
-        return float(_sum(per, axis=None)), lambda g=1.0: grad(float(g))
+    if reduction in ("mean", "sum"):
+        n = max(count, 1) if reduction == "mean" else 1
+        value = float(_sum(per, axis=None)) / n  # under the caller's errstate, if it overflows
+        if math.isfinite(value):  # so is every term: each loss's dpred is then in range
+            return value, lambda g=1.0: grad(float(g) / n)
+        return value, _quiet(lambda g=1.0: grad(float(g) / n))
     if reduction == "none":
         def pullback(g: Any = None) -> Array:
             c = np.ones_like(per) if g is None else np.asarray(g, per.dtype)
@@ -92,8 +94,16 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
                 raise ValueError(f"{name}: pullback expected a cotangent of shape "
                                  f"{per.shape} (reduction='none'), got {c.shape}")
             return grad(c)
-        return per, pullback
+        return per, _quiet(pullback)
     raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _quiet(pullback: Pullback) -> Pullback:
+    """``pullback`` under ``np.errstate(over="ignore")``: its dpred of huge values is inf."""
+    def quiet(*args: Any, **kwargs: Any) -> Array:
+        with np.errstate(over="ignore"):
+            return pullback(*args, **kwargs)
+    return quiet
 
 
 # ---------------------------------------------------------------------------- losses
@@ -101,8 +111,10 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
 def _mse(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
     """``mean((p - t)²)``; ``dp = 2 (p - t) / n``."""
     p = _pred("mse", pred)
-    d = p - _same_shape("mse", p, target)
-    return _reduced("mse", d * d, reduction, d.size, lambda c: (2 * c) * d)
+    t = _same_shape("mse", p, target)
+    with np.errstate(over="ignore"):  # huge finite values: d, d² or Σ is inf, as in PyTorch
+        d = p - t
+        return _reduced("mse", d * d, reduction, d.size, lambda c: (2 * c) * d)
 
 
 # PyTorch's clamp is the float 1e-12 (ATen's `constexpr float EPSILON`) in every dtype, so
@@ -135,9 +147,10 @@ def _bce_with_logits(pred: Any, target: Any, reduction: str = "mean") -> tuple[A
     z = _pred("bce_with_logits", pred)
     t = _probabilities("bce_with_logits", _same_shape("bce_with_logits", z, target))
     e = np.exp(-np.abs(z))
-    per = np.maximum(z, 0) - z * t + np.log1p(e)
     sig = np.where(z >= 0, 1, e) / (1 + e)
-    return _reduced("bce_with_logits", per, reduction, z.size, lambda c: c * (sig - t))
+    with np.errstate(over="ignore"):  # z near the dtype's maximum: the loss is inf
+        per = np.maximum(z, 0) - z * t + np.log1p(e)
+        return _reduced("bce_with_logits", per, reduction, z.size, lambda c: c * (sig - t))
 
 
 def _huber(pred: Any, target: Any, delta: float = 1.0,
@@ -148,11 +161,13 @@ def _huber(pred: Any, target: Any, delta: float = 1.0,
     if not delta > 0:  # also refuses NaN
         raise ValueError(f"huber: delta must be positive, got {delta}")
     p = _pred("huber", pred)
-    d = p - _same_shape("huber", p, target)
-    a = np.abs(d)
-    dc = np.clip(d, -delta, delta)  # equals d on the quadratic branch; never squares 1e30
-    per = np.where(a <= delta, 0.5 * dc * dc, delta * (a - 0.5 * delta))
-    return _reduced("huber", per, reduction, d.size, lambda c: c * dc)
+    t = _same_shape("huber", p, target)
+    with np.errstate(over="ignore"):  # huge finite values: d is inf, as in PyTorch
+        d = p - t
+        a = np.abs(d)
+        dc = np.clip(d, -delta, delta)  # equals d on the quadratic branch; never squares 1e30
+        per = np.where(a <= delta, 0.5 * dc * dc, delta * (a - 0.5 * delta))
+        return _reduced("huber", per, reduction, d.size, lambda c: c * dc)
 
 
 def _softmax_cross_entropy(pred: Any, target: Any,
@@ -210,25 +225,8 @@ def _softmax_cross_entropy(pred: Any, target: Any,
     return _reduced(name, per, reduction, per.size, grad)
 
 
-def _no_overflow_warning(f: Callable[..., tuple[Any, Pullback]]
-                        ) -> Callable[..., tuple[Any, Pullback]]:
-    """``f`` and its pullback under ``np.errstate(over="ignore")``: a difference, square or
-    sum of huge finite values rounds to inf, which is the float answer (PyTorch returns it
-    too), not a reason to warn."""
-    def vjp(pred: Any, target: Any, **kwargs: Any) -> tuple[Any, Pullback]:
-        with np.errstate(over="ignore"):
-            value, pullback = f(pred, target, **kwargs)
-
-        def quiet(*args: Any, **kw: Any) -> Array:
-            with np.errstate(over="ignore"):
-                return pullback(*args, **kw)
-        return value, quiet
-    return vjp
-
-
-mse = Loss("mse", _no_overflow_warning(_mse))
-bce = Loss("bce", _no_overflow_warning(_bce))
-bce_with_logits = Loss("bce_with_logits", _no_overflow_warning(_bce_with_logits))
-huber = Loss("huber", _no_overflow_warning(_huber))
-softmax_cross_entropy = Loss("softmax_cross_entropy",
-                             _no_overflow_warning(_softmax_cross_entropy))
+mse = Loss("mse", _mse)
+bce = Loss("bce", _bce)
+bce_with_logits = Loss("bce_with_logits", _bce_with_logits)
+huber = Loss("huber", _huber)
+softmax_cross_entropy = Loss("softmax_cross_entropy", _softmax_cross_entropy)
