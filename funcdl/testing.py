@@ -308,6 +308,16 @@ def _shape_agrees(declared: Any, y: Any, batch: int) -> bool:
             and all(_shape_agrees(d, yi, batch) for d, yi in zip(declared, y)))
 
 
+def _returned(label: str, what: str, got: Any, n: int) -> Any:
+    """``got`` if it is the n-tuple a layer's ``what`` returns, else an AssertionError."""
+    if isinstance(got, tuple) and len(got) == n:
+        return got
+    form = {"init": ("(out_shape, params)", "(out_shape, params, state)"),
+            "vjp": ("(y, pullback)", "(y, pullback, new_state)")}.get(what, ("(dparams, dx)",) * 2)
+    raise AssertionError(f"check_layer({label}): {what} must return {form[n == 3]}, got "
+                         f"{type(got).__name__}")
+
+
 def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
                 train: bool = False, rtol: float = 1e-5, atol: float = 1e-8,
                 x: Any = None) -> None:
@@ -319,7 +329,8 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     rtol, atol, _ = _settings(f"check_layer({label})", rtol, atol)
     k_init, k_x, k_call = random.split(random.key(0) if key is None else key, 3)
     stateful = bool(getattr(layer, "stateful", False))
-    out = layer.init(k_init, in_shape)
+    n_out = 3 if stateful else 2
+    out = _returned(label, "init", layer.init(k_init, in_shape), n_out)
     out_shape, params = out[0], out[1]
     kw: dict[str, Any] = {"key": k_call, "train": train}
     if stateful:
@@ -336,7 +347,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     if not _shape_agrees(out_shape, y, n):
         raise AssertionError(f"check_layer({label}): init declared output shape {out_shape}, "
                              f"apply gave {tree.map(np.shape, y)}")
-    res = layer.vjp(params, x, **kw)
+    res = _returned(label, "vjp", layer.vjp(params, x, **kw), n_out)
     pullback = res[1]
     for a, b in zip(tree.leaves(y), tree.leaves(res[0])):
         if not np.allclose(a, b, rtol=1e-6, atol=1e-7, equal_nan=True):
@@ -350,7 +361,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
         if _is_float(leaf) and np.asarray(leaf).dtype != np.float32:
             raise AssertionError(f"check_layer({label}): init gave params{path} of dtype "
                                  f"{np.asarray(leaf).dtype}, expected float32")
-    dparams, dx = pullback(tree.map(np.ones_like, y))
+    dparams, dx = _returned(label, "the pullback", pullback(tree.map(np.ones_like, y)), 2)
     for path, leaf in tree.leaves_with_path(dparams):
         if _is_float(leaf) and np.asarray(leaf).dtype != np.float32:
             raise AssertionError(f"check_layer({label}): dparams{path} has dtype "

@@ -210,3 +210,30 @@ def test_check_vjp_takes_a_tuple_input_with_integer_ids_beside_floats():
     _, params = model.init(random.key(0), ((None, 2), (None, 2)))
     x = (np.array([[0, 1], [2, 0]]), np.linspace(-1, 1, 4).reshape(2, 2))
     check_vjp(model, params, x)
+
+
+def _scale_init(key, in_shape):
+    return in_shape, {"w": np.ones(in_shape[-1:], np.float32)}
+
+
+def test_check_layer_names_a_user_layer_returning_the_wrong_structure():
+    def forgot_dparams(params, x, **kw):  # the pullback returns dx alone
+        return x * params["w"], lambda dy: dy * params["w"]
+
+    layer = Layer(_scale_init, lambda params, x, **kw: x * params["w"], forgot_dparams)
+    with pytest.raises(AssertionError, match=r"check_layer\(Layer\): the pullback must return "
+                                             r"\(dparams, dx\), got ndarray"):
+        check_layer(layer, (None, 3))
+    params_only = Layer(lambda key, s: {"w": np.ones(3)}, layer.apply, layer.vjp)
+    with pytest.raises(AssertionError, match=r"init must return \(out_shape, params\), got dict"):
+        check_layer(params_only, (None, 3))
+
+
+def test_a_layer_of_things_that_are_not_functions_is_refused():
+    with pytest.raises(TypeError, match=r"Layer: apply must be a function, got int"):
+        Layer(_scale_init, 3, lambda p, x: x)
+    params_only = Layer(lambda key, s: {"w": np.ones(3)}, lambda p, x, **kw: x,
+                        lambda p, x, **kw: (x, lambda dy: ((), dy)))
+    with pytest.raises(TypeError, match=r"Sequential\[0\] Layer: init must return "
+                                        r"\(out_shape, params\), got dict"):
+        L.Sequential(params_only).init(random.key(0), (None, 3))

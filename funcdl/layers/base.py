@@ -75,6 +75,14 @@ class Layer:
     pointwise: Pointwise | None = None
     vjp_then: Callable[..., Any] | None = None
 
+    def __post_init__(self) -> None:
+        odd = next((f for f in ("init", "apply", "vjp") if not callable(getattr(self, f))), None)
+        if odd is not None:
+            raise TypeError(f"Layer: {odd} must be a function, got "
+                            f"{type(getattr(self, odd)).__name__}; Layer(init, apply, vjp) "
+                            f"takes init(key, in_shape), apply(params, x, **kw) and "
+                            f"vjp(params, x, **kw)")
+
     def __repr__(self) -> str:
         return self.name
 

@@ -57,8 +57,13 @@ def check_children(name: str, layers: Sequence[Any]) -> None:
 
 
 def child_init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
-    out = layer.init(key, in_shape)
-    return (out[0], out[1], out[2]) if is_stateful(layer) else (out[0], out[1], ())
+    out, stateful = layer.init(key, in_shape), is_stateful(layer)
+    if not (isinstance(out, tuple) and len(out) == 2 + stateful):  # a user's own Layer
+        want = "(out_shape, params, state)" if stateful else "(out_shape, params)"
+        raise TypeError(f"{name_of(layer)}: init must return {want}, got "
+                        f"{type(out).__name__}" + (f" of length {len(out)}"
+                                                   if isinstance(out, tuple) else ""))
+    return (out[0], out[1], out[2]) if stateful else (out[0], out[1], ())
 
 
 def child_apply(layer: Any, p: Any, x: Any, s: Any, key: Any, train: bool) -> tuple[Any, Any]:
