@@ -31,8 +31,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from funcdl import data
 from funcdl import tree as pytree
+from funcdl._agree import agree, describe, digest
 from funcdl._args import bool_arg, int_arg
-from funcdl._reduce import Reducer, agree, describe, digest, mpi
+from funcdl._reduce import Reducer, mpi
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl.optim import GradientTransformation
 from funcdl.random import Key

@@ -19,9 +19,7 @@ Each check raises ``AssertionError``, so it drops into any test::
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,13 +27,12 @@ from numpy.typing import NDArray
 
 from funcdl import random, tree
 from funcdl._args import int_arg
+from funcdl._finite_diff import directions_like, fd_check, is_float, to64
 from funcdl.layers.base import not_a_layer
 
 __all__ = ["check_layer", "check_loss", "check_vjp"]
 
 Array = NDArray[Any]
-_MAX_ENTRIES = 400  # per leaf, in tier 2; a larger leaf is searched by halving
-_BLOCK = 8  # halving stops at this many entries, then checks each
 
 
 def _settings(where: str, rtol: Any, atol: Any, eps: Any = 1.0) -> tuple[float, float, float]:
@@ -64,148 +61,6 @@ def _layer(where: str, layer: Any) -> str:
     return str(getattr(layer, "name", layer))
 
 
-def _is_float(x: Any) -> bool:
-    return np.asarray(x).dtype.kind == "f"
-
-
-def _to64(t: Any) -> Any:
-    return tree.astype(t, np.float64)
-
-
-def _dot(a: Any, b: Any) -> float:
-    return float(sum(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64))
-                     for x, y in zip(tree.leaves(a), tree.leaves(b))))
-
-
-def _abs_dot(a: Any, b: Any) -> float:
-    return float(sum(np.abs(np.asarray(x, np.float64) * np.asarray(y, np.float64)).sum()
-                     for x, y in zip(tree.leaves(a), tree.leaves(b))))
-
-
-def _norm_prod(a: Any, b: Any) -> float:
-    """``‖a ∘ b‖₂`` over the leaves: the spread a projection's tolerance scales with."""
-    return float(np.sqrt(sum(np.sum((np.asarray(x, np.float64) * np.asarray(y, np.float64))
-                                    ** 2) for x, y in zip(tree.leaves(a), tree.leaves(b)))))
-
-
-def _directions(key: random.Key, z: Any) -> Any:
-    leaves, td = tree.flatten(z)
-    keys = random.split(key, max(len(leaves), 1))
-    return tree.unflatten(td, [
-        random.normal(k, np.shape(x), np.float64) if _is_float(x) else np.zeros(np.shape(x))
-        for k, x in zip(keys, leaves)])
-
-
-def _axpy(a: float, v: Any, z: Any) -> Any:
-    return tree.map(lambda vi, zi: zi + a * vi if _is_float(zi) else zi, v, z)
-
-
-_ROUND = 16 * float(np.finfo(np.float64).eps)  # rounding of a float64 sum, with margin
-
-
-def _gap(fd: float, an: float) -> float:
-    """``|fd - an|``, nan counting as the largest: tier 2 follows the larger gap."""
-    d = abs(fd - an)
-    return math.inf if math.isnan(d) else d
-
-
-def _fd_check(label: str, f: Callable[[Any], Any], z: Any, grad: Any, u: Any,
-              key: random.Key, rtol: float, atol: float, eps: float, ndir: int,
-              rename: Callable[[str], str]) -> None:
-    """Compare ``grad`` (the vjp of ``f`` at ``z`` against cotangent ``u``) with central
-    differences of ``<u, f(z)>``; ``z``, ``grad``, ``u`` and ``f(z)`` are pytrees.
-
-    A projection ``<grad, v>`` passes when within ``atol + rtol · scale`` of its finite
-    difference, ``scale = ‖grad ∘ v‖₂ + |fd| + |vjp|`` (the 2-norm, so one wrong entry of
-    many is not hidden by the others) plus the finite difference's rounding error."""
-
-    def difference(move: Callable[[float], Any]) -> tuple[float, float]:
-        """The central difference along ``move`` and its rounding error."""
-        hi, lo = f(move(eps)), f(move(-eps))
-        noise = _ROUND * (_abs_dot(u, hi) + _abs_dot(u, lo)) / (2 * eps)
-        return (_dot(u, hi) - _dot(u, lo)) / (2 * eps), noise
-
-    def wrong(fd: float, an: float, spread: float, noise: float) -> bool:
-        return not abs(fd - an) <= atol + rtol * (spread + abs(fd) + abs(an)) + noise
-
-    for k in random.split(key, ndir):
-        v = _directions(k, z)
-        fd, noise = difference(functools.partial(_axpy, v=v, z=z))
-        an = _dot(grad, v)
-        if wrong(fd, an, _norm_prod(grad, v), noise):
-            break
-    else:
-        return
-    # Tier 2 re-uses the direction v that failed: a fresh one may miss an entry that v
-    # moved far (one wrong entry of 20,000 shows only where v is large there).
-    pairs = tree.leaves_with_path(z)
-    td = tree.structure(z)
-    flat = [(np.asarray(gl, np.float64).reshape(-1), np.asarray(vl).reshape(-1))
-            for gl, vl in zip(tree.leaves(grad), tree.leaves(v))]
-
-    def moving(j: int, part: slice, values: Any) -> tuple[float, float]:
-        """The central difference moving only ``part`` of leaf j (flat), by ``values``."""
-        step = np.zeros(flat[j][1].size)
-        step[part] = values
-
-        def move(delta: float) -> Any:
-            leaves = [leaf for _, leaf in pairs]
-            leaves[j] = np.asarray(leaves[j], np.float64) + delta * step.reshape(
-                np.shape(leaves[j]))
-            return tree.unflatten(td, leaves)
-
-        return difference(move)
-
-    def along(j: int, lo: int, hi: int) -> tuple[float, float, float, float]:
-        """``(fd, vjp, spread, noise)`` of the projection on entries ``lo:hi`` of leaf j."""
-        g, vj = flat[j][0][lo:hi], flat[j][1][lo:hi]
-        fd, noise = moving(j, slice(lo, hi), vj)
-        return fd, float(g @ vj), float(np.linalg.norm(g * vj)), noise
-
-    def entry(j: int, i: int) -> str | None:
-        """The message for entry i of leaf j (flat index), None if it is right."""
-        fd, noise = moving(j, slice(i, i + 1), 1.0)
-        got, shape = flat[j][0][i], np.shape(pairs[j][1])
-        if not wrong(fd, got, 0.0, noise):
-            return None
-        idx = f"[{', '.join(str(int(a)) for a in np.unravel_index(i, shape))}]" if shape else ""
-        return f"{rename(pairs[j][0])}{idx}: finite difference {fd:.6g}, vjp {got:.6g}"
-
-    # Each leaf's share of the failing projection: the leaves where it fails are searched
-    # (all of them, largest discrepancy first, if the error only shows in the total).
-    shares = []
-    for j, (_, zl) in enumerate(pairs):
-        if _is_float(zl) and flat[j][1].size:
-            fdj, anj, spread, noise = along(j, 0, flat[j][1].size)
-            shares.append((j, wrong(fdj, anj, spread, noise), _gap(fdj, anj)))
-    failing = [j for j, bad_leaf, _ in shares if bad_leaf]
-    search = failing or [j for j, _, _ in sorted(shares, key=lambda s: -s[2])]
-    bad: list[str] = []
-    for j in search:
-        size = flat[j][1].size
-        if size <= _MAX_ENTRIES:
-            candidates = range(size)
-        else:  # halve, keeping the half that carries more of the discrepancy; one wrong
-            lo, hi = 0, size  # entry keeps its share at every level while the rest's
-            while hi - lo > _BLOCK:  # shrinks to finite-difference noise
-                mid = (lo + hi) // 2
-                d_lo, d_hi = (_gap(a, b) for a, b, _, _ in (along(j, lo, mid),
-                                                            along(j, mid, hi)))
-                lo, hi = (lo, mid) if d_lo >= d_hi else (mid, hi)
-            candidates = range(lo, hi)
-        bad += [m for m in (entry(j, i) for i in candidates) if m is not None]
-    if bad:
-        detail = f"first wrong entry {bad[0]}" + (f" ({len(bad) - 1} more)" if len(bad) > 1
-                                                  else "")
-    else:
-        where = ", ".join(rename(pairs[j][0]) for j in failing)
-        detail = ("no single entry differs beyond tolerance; the error is spread out"
-                  + (f" (over {where})" if where else ""))
-    raise AssertionError(
-        f"{label}: the vjp disagrees with finite differences: projected "
-        f"{fd:.6g} (finite difference) vs {an:.6g} (vjp); {detail}")
-
-
 def _input_cotangent(label: str, x: Any, dx: Any) -> Any:
     """dx with zeros standing in where x is not floating (integer ids have no cotangent)."""
     if dx is None:
@@ -215,7 +70,7 @@ def _input_cotangent(label: str, x: Any, dx: Any) -> Any:
         tree.check_same(x, dx, ("x", "dx"), shapes=True)
     except ValueError as e:
         raise AssertionError(f"check_vjp({label}): dx does not match x: {e}") from None
-    return tree.map(lambda xi, di: di if _is_float(xi) else np.zeros(np.shape(xi)), x, dx)
+    return tree.map(lambda xi, di: di if is_float(xi) else np.zeros(np.shape(xi)), x, dx)
 
 
 def _none_as_zeros(x: Any, dx: Any) -> Any:
@@ -244,10 +99,10 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
     stateful = bool(getattr(layer, "stateful", False))
     if stateful and state is None:
         raise ValueError(f"check_vjp({label}): a stateful layer needs state=...")
-    p64, x64 = _to64(params), _to64(x)
+    p64, x64 = to64(params), to64(x)
     kw: dict[str, Any] = {"key": key, "train": train}
     if stateful:
-        kw["state"] = _to64(state)
+        kw["state"] = to64(state)
 
     def f(z: Any) -> Any:
         out = layer.apply(z[0], z[1], **kw)
@@ -264,7 +119,7 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
     for a, b in zip(tree.leaves(y), tree.leaves(y_vjp)):
         if not np.allclose(a, b, rtol=1e-12, atol=1e-12, equal_nan=True):
             raise AssertionError(f"check_vjp({label}): apply and vjp(...)[0] disagree")
-    u = _directions(random.key(seed), y)
+    u = directions_like(random.key(seed), y)
     grads = pullback(u)
     if not (isinstance(grads, tuple) and len(grads) == 2):
         raise AssertionError(f"check_vjp({label}): the pullback must return (dparams, dx), "
@@ -282,7 +137,7 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
             raise AssertionError(f"check_vjp({label}): pullback(dy, need_dx=False) must give "
                                  f"the same dparams and None for dx")
     z, grad = (p64, x64), (dparams, _input_cotangent(label, x64, dx))
-    _fd_check(f"check_vjp({label})", f, z, grad, u, random.key(seed + 1), rtol, atol, eps,
+    fd_check(f"check_vjp({label})", f, z, grad, u, random.key(seed + 1), rtol, atol, eps,
               directions, lambda p: ("params" if p.startswith("[0]") else "x") + p[3:])
 
 
@@ -352,23 +207,23 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     for a, b in zip(tree.leaves(y), tree.leaves(res[0])):
         if not np.allclose(a, b, rtol=1e-6, atol=1e-7, equal_nan=True):
             raise AssertionError(f"check_layer({label}): apply and vjp(...)[0] disagree")
-    x_dtypes = {np.asarray(xi).dtype for xi in tree.leaves(x) if _is_float(xi)}
+    x_dtypes = {np.asarray(xi).dtype for xi in tree.leaves(x) if is_float(xi)}
     for path, yi in tree.leaves_with_path(y):
         if x_dtypes and np.asarray(yi).dtype not in x_dtypes:
             raise AssertionError(f"check_layer({label}): input dtype {sorted(map(str, x_dtypes))}"
                                  f" gave output{path} of dtype {np.asarray(yi).dtype}")
     for path, leaf in tree.leaves_with_path(params):
-        if _is_float(leaf) and np.asarray(leaf).dtype != np.float32:
+        if is_float(leaf) and np.asarray(leaf).dtype != np.float32:
             raise AssertionError(f"check_layer({label}): init gave params{path} of dtype "
                                  f"{np.asarray(leaf).dtype}, expected float32")
     dparams, dx = _returned(label, "the pullback", pullback(tree.map(np.ones_like, y)), 2)
     for path, leaf in tree.leaves_with_path(dparams):
-        if _is_float(leaf) and np.asarray(leaf).dtype != np.float32:
+        if is_float(leaf) and np.asarray(leaf).dtype != np.float32:
             raise AssertionError(f"check_layer({label}): dparams{path} has dtype "
                                  f"{np.asarray(leaf).dtype} for float32 params and input")
     if dx is not None:
         for (path, xi), di in zip(tree.leaves_with_path(x), tree.leaves(dx)):
-            if _is_float(xi) and np.asarray(di).dtype != np.asarray(xi).dtype:
+            if is_float(xi) and np.asarray(di).dtype != np.asarray(xi).dtype:
                 raise AssertionError(f"check_layer({label}): dx{path} has dtype "
                                      f"{np.asarray(di).dtype}, x{path} has "
                                      f"{np.asarray(xi).dtype}")
@@ -409,10 +264,10 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
                              f"and dtype {np.asarray(dpred).dtype}; pred has {pred.shape}, "
                              f"{pred.dtype}")
     p64 = pred.astype(np.float64)
-    t64 = _to64(target)
+    t64 = to64(target)
     v64, pb64 = loss.vjp(p64, t64, **kwargs)
     u = (np.ones(()) if np.ndim(v64) == 0
          else random.normal(random.key(seed), np.shape(v64), np.float64))
     g = pb64(float(u) if np.ndim(v64) == 0 else u)
-    _fd_check(f"check_loss({label})", lambda z: np.asarray(loss(z, t64, **kwargs)), p64, g,
+    fd_check(f"check_loss({label})", lambda z: np.asarray(loss(z, t64, **kwargs)), p64, g,
               np.asarray(u), random.key(seed + 1), rtol, atol, eps, 3, lambda p: "pred" + p)

@@ -23,7 +23,8 @@ from conftest import EXAMPLES, load_example
 
 import funcdl as fd
 from funcdl import data, parallel
-from funcdl._reduce import Reducer, as_tree, generations, signature
+from funcdl._agree import signature
+from funcdl._reduce import Reducer, as_tree, generations
 
 SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(

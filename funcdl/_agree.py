@@ -1,0 +1,130 @@
+"""The agreement that opens every collective of ``funcdl.parallel``: a digest of each
+rank's tree (structure, shapes, dtypes) compared over ranks with one ``Allgather`` of a few
+ints, so that a mismatch raises the same ValueError on every rank, naming the first
+differing path, instead of hanging or summing garbage; and the cheap per-call signature of
+a tree that finds its layout again without hashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from funcdl import tree as pytree
+from funcdl._treenodes import children_of as pytree_node
+from funcdl._treenodes import sorted_keys
+
+Tree = Any
+Comm = Any
+
+
+def describe(t: Tree) -> list[tuple[str, str]]:
+    """``(path, description)`` of every node in preorder. Two trees first differ at their
+    first differing entry, and up to it their paths agree, so that path names the place."""
+    leaves = iter(pytree.leaves(t))
+    out: list[tuple[str, str]] = []
+
+    def go(td: pytree.TreeDef, path: str) -> None:
+        n, steps = len(td.children), [f"[{i}]" for i in range(len(td.children))]
+        if td.kind == "leaf":
+            a = np.asarray(next(leaves))
+            what = f"a leaf of shape {a.shape} and dtype {a.dtype}"
+        elif td.kind == "dict":
+            what, steps = f"a dict with keys {list(td.meta)}", [f"[{k!r}]" for k in td.meta]
+        elif td.kind == "namedtuple":
+            what, steps = f"a {td.meta.__name__}", [f".{f}" for f in td.meta._fields]
+        else:
+            what = "None" if td.kind == "none" else f"a {td.kind} of length {n}"
+        out.append((path, what))
+        for child, step in zip(td.children, steps):
+            go(child, path + step)
+
+    go(pytree.structure(t), "")
+    return out
+
+
+def digest(entries: list[tuple[str, str]]) -> int:
+    h = hashlib.blake2b(repr(entries).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little", signed=True)
+
+
+def signature(t: Tree) -> tuple[list[Any], tuple[Any, ...]]:
+    """``(tree.leaves(t), key)`` in one walk: the key, flat and hashable in C, is equal for
+    two trees exactly when their structures, leaf shapes and leaf dtypes are. It lists the
+    nodes in preorder, a container as its type then its length (a dict: its sorted keys),
+    a leaf as its shape (a tuple, never a type) then its dtype, so it reads back one way."""
+    leaves: list[Any] = []
+    key: list[Any] = []
+    _sign(t, leaves, key)
+    return leaves, tuple(key)
+
+
+def _sign(t: Tree, leaves: list[Any], key: list[Any]) -> None:
+    tp = type(t)
+    if tp is np.ndarray:
+        leaves.append(t)
+        key += (t.shape, t.dtype.str)
+    elif tp is tuple or tp is list:
+        key += (tp, len(t))
+        for c in t:
+            if type(c) is np.ndarray:  # array children here, saving a call each
+                leaves.append(c)
+                key += (c.shape, c.dtype.str)
+            else:
+                _sign(c, leaves, key)
+    elif tp is dict:
+        keys = sorted_keys(t)
+        key += (tp, tuple(keys))
+        for k in keys:
+            c = t[k]
+            if type(c) is np.ndarray:
+                leaves.append(c)
+                key += (c.shape, c.dtype.str)
+            else:
+                _sign(c, leaves, key)
+    elif t is None:
+        key.append(None)
+    else:
+        node = pytree_node(t)
+        if node is None:
+            a = np.asarray(t)
+            leaves.append(t)
+            key += (a.shape, a.dtype.str)
+        else:  # a NamedTuple or a dict subclass, as tree.leaves walks them
+            key += (tp, tuple(node[1]) if node[0] == "dict" else len(node[2]))
+            for c in node[2]:
+                _sign(c, leaves, key)
+
+
+def agree(comm: Comm, tree_digest: int, t: Tree, fn: str, root: int = 0, weight: int = 0,
+          flags: int = 0) -> list[list[int]]:
+    """Collective: compare ``(digest, root)`` over ranks; return every rank's
+    ``[digest, root, weight, flags]`` as rows. On any difference every rank raises the same
+    ValueError (the descriptions are gathered only then)."""
+    size = comm.Get_size()
+    gathered = np.empty((size, 4), np.int64)
+    comm.Allgather(np.array([tree_digest, root, weight, flags], np.int64), gathered)
+    every: list[list[int]] = gathered.tolist()  # a few Python ints: faster than NumPy here
+    roots = [row[1] for row in every]
+    if any(r != root for r in roots):
+        raise ValueError(f"parallel.{fn}: the ranks passed different roots {roots}; "
+                         f"pass the same root on every rank")
+    if not 0 <= root < size:
+        raise ValueError(f"parallel.{fn}: root {root} is not a rank of this {size}-rank "
+                         f"communicator")
+    digests = [row[0] for row in every]
+    if digests.count(digests[root]) == size:
+        return every
+    other = next(r for r, d in enumerate(digests) if d != digests[root])
+    descriptions = comm.allgather(describe(t))
+    ref, odd = descriptions[root], descriptions[other]
+    i = next((i for i, (a, b) in enumerate(zip(ref, odd)) if a != b), min(len(ref), len(odd)))
+    path = (ref[i] if i < len(ref) else odd[i])[0] or "the root"
+    mine = ref[i][1] if i < len(ref) else "nothing"
+    theirs = odd[i][1] if i < len(odd) else "nothing"
+    raise ValueError(
+        f"parallel.{fn}: the trees differ across ranks at {path}: rank {root} has {mine}, "
+        f"rank {other} has {theirs}. Every rank must pass a tree of the same structure, "
+        f"shapes and dtypes (build it with the same code on every rank)")

@@ -1,0 +1,163 @@
+"""The central-difference check behind ``funcdl.testing``, in float64: a random projection
+(tier 1), then, on failure, the search for the wrong entry (tier 2): each leaf's share of
+the failing projection says which leaves to search, and a large leaf is halved, keeping the
+half that carries the discrepancy, down to a few entries checked one by one.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from funcdl import random, tree
+
+Array = NDArray[Any]
+_MAX_ENTRIES = 400  # per leaf, in tier 2; a larger leaf is searched by halving
+_BLOCK = 8  # halving stops at this many entries, then checks each
+
+
+def is_float(x: Any) -> bool:
+    return np.asarray(x).dtype.kind == "f"
+
+
+def to64(t: Any) -> Any:
+    return tree.astype(t, np.float64)
+
+
+def _dot(a: Any, b: Any) -> float:
+    return float(sum(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64))
+                     for x, y in zip(tree.leaves(a), tree.leaves(b))))
+
+
+def _abs_dot(a: Any, b: Any) -> float:
+    return float(sum(np.abs(np.asarray(x, np.float64) * np.asarray(y, np.float64)).sum()
+                     for x, y in zip(tree.leaves(a), tree.leaves(b))))
+
+
+def _norm_prod(a: Any, b: Any) -> float:
+    """``‖a ∘ b‖₂`` over the leaves: the spread a projection's tolerance scales with."""
+    return float(np.sqrt(sum(np.sum((np.asarray(x, np.float64) * np.asarray(y, np.float64))
+                                    ** 2) for x, y in zip(tree.leaves(a), tree.leaves(b)))))
+
+
+def directions_like(key: random.Key, z: Any) -> Any:
+    leaves, td = tree.flatten(z)
+    keys = random.split(key, max(len(leaves), 1))
+    return tree.unflatten(td, [
+        random.normal(k, np.shape(x), np.float64) if is_float(x) else np.zeros(np.shape(x))
+        for k, x in zip(keys, leaves)])
+
+
+def _axpy(a: float, v: Any, z: Any) -> Any:
+    return tree.map(lambda vi, zi: zi + a * vi if is_float(zi) else zi, v, z)
+
+
+_ROUND = 16 * float(np.finfo(np.float64).eps)  # rounding of a float64 sum, with margin
+
+
+def _gap(fd: float, an: float) -> float:
+    """``|fd - an|``, nan counting as the largest: tier 2 follows the larger gap."""
+    d = abs(fd - an)
+    return math.inf if math.isnan(d) else d
+
+
+def fd_check(label: str, f: Callable[[Any], Any], z: Any, grad: Any, u: Any,
+              key: random.Key, rtol: float, atol: float, eps: float, ndir: int,
+              rename: Callable[[str], str]) -> None:
+    """Compare ``grad`` (the vjp of ``f`` at ``z`` against cotangent ``u``) with central
+    differences of ``<u, f(z)>``; ``z``, ``grad``, ``u`` and ``f(z)`` are pytrees.
+
+    A projection ``<grad, v>`` passes when within ``atol + rtol · scale`` of its finite
+    difference, ``scale = ‖grad ∘ v‖₂ + |fd| + |vjp|`` (the 2-norm, so one wrong entry of
+    many is not hidden by the others) plus the finite difference's rounding error."""
+
+    def difference(move: Callable[[float], Any]) -> tuple[float, float]:
+        """The central difference along ``move`` and its rounding error."""
+        hi, lo = f(move(eps)), f(move(-eps))
+        noise = _ROUND * (_abs_dot(u, hi) + _abs_dot(u, lo)) / (2 * eps)
+        return (_dot(u, hi) - _dot(u, lo)) / (2 * eps), noise
+
+    def wrong(fd: float, an: float, spread: float, noise: float) -> bool:
+        return not abs(fd - an) <= atol + rtol * (spread + abs(fd) + abs(an)) + noise
+
+    for k in random.split(key, ndir):
+        v = directions_like(k, z)
+        fd, noise = difference(functools.partial(_axpy, v=v, z=z))
+        an = _dot(grad, v)
+        if wrong(fd, an, _norm_prod(grad, v), noise):
+            break
+    else:
+        return
+    # Tier 2 re-uses the direction v that failed: a fresh one may miss an entry that v
+    # moved far (one wrong entry of 20,000 shows only where v is large there).
+    pairs = tree.leaves_with_path(z)
+    td = tree.structure(z)
+    flat = [(np.asarray(gl, np.float64).reshape(-1), np.asarray(vl).reshape(-1))
+            for gl, vl in zip(tree.leaves(grad), tree.leaves(v))]
+
+    def moving(j: int, part: slice, values: Any) -> tuple[float, float]:
+        """The central difference moving only ``part`` of leaf j (flat), by ``values``."""
+        step = np.zeros(flat[j][1].size)
+        step[part] = values
+
+        def move(delta: float) -> Any:
+            leaves = [leaf for _, leaf in pairs]
+            leaves[j] = np.asarray(leaves[j], np.float64) + delta * step.reshape(
+                np.shape(leaves[j]))
+            return tree.unflatten(td, leaves)
+
+        return difference(move)
+
+    def along(j: int, lo: int, hi: int) -> tuple[float, float, float, float]:
+        """``(fd, vjp, spread, noise)`` of the projection on entries ``lo:hi`` of leaf j."""
+        g, vj = flat[j][0][lo:hi], flat[j][1][lo:hi]
+        fd, noise = moving(j, slice(lo, hi), vj)
+        return fd, float(g @ vj), float(np.linalg.norm(g * vj)), noise
+
+    def entry(j: int, i: int) -> str | None:
+        """The message for entry i of leaf j (flat index), None if it is right."""
+        fd, noise = moving(j, slice(i, i + 1), 1.0)
+        got, shape = flat[j][0][i], np.shape(pairs[j][1])
+        if not wrong(fd, got, 0.0, noise):
+            return None
+        idx = f"[{', '.join(str(int(a)) for a in np.unravel_index(i, shape))}]" if shape else ""
+        return f"{rename(pairs[j][0])}{idx}: finite difference {fd:.6g}, vjp {got:.6g}"
+
+    # Each leaf's share of the failing projection: the leaves where it fails are searched
+    # (all of them, largest discrepancy first, if the error only shows in the total).
+    shares = []
+    for j, (_, zl) in enumerate(pairs):
+        if is_float(zl) and flat[j][1].size:
+            fdj, anj, spread, noise = along(j, 0, flat[j][1].size)
+            shares.append((j, wrong(fdj, anj, spread, noise), _gap(fdj, anj)))
+    failing = [j for j, bad_leaf, _ in shares if bad_leaf]
+    search = failing or [j for j, _, _ in sorted(shares, key=lambda s: -s[2])]
+    bad: list[str] = []
+    for j in search:
+        size = flat[j][1].size
+        if size <= _MAX_ENTRIES:
+            candidates = range(size)
+        else:  # halve, keeping the half that carries more of the discrepancy; one wrong
+            lo, hi = 0, size  # entry keeps its share at every level while the rest's
+            while hi - lo > _BLOCK:  # shrinks to finite-difference noise
+                mid = (lo + hi) // 2
+                d_lo, d_hi = (_gap(a, b) for a, b, _, _ in (along(j, lo, mid),
+                                                            along(j, mid, hi)))
+                lo, hi = (lo, mid) if d_lo >= d_hi else (mid, hi)
+            candidates = range(lo, hi)
+        bad += [m for m in (entry(j, i) for i in candidates) if m is not None]
+    if bad:
+        detail = f"first wrong entry {bad[0]}" + (f" ({len(bad) - 1} more)" if len(bad) > 1
+                                                  else "")
+    else:
+        where = ", ".join(rename(pairs[j][0]) for j in failing)
+        detail = ("no single entry differs beyond tolerance; the error is spread out"
+                  + (f" (over {where})" if where else ""))
+    raise AssertionError(
+        f"{label}: the vjp disagrees with finite differences: projected "
+        f"{fd:.6g} (finite difference) vs {an:.6g} (vjp); {detail}")
