@@ -128,7 +128,13 @@ def run_all(configs: list[dict[str, Any]], workers: int,
     if scheduler:  # an existing Dask cluster: its workers run the same pure function
         from distributed import Client
 
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout=10)
+        except OSError as err:  # an address nobody answers at: say so, not a traceback
+            raise SystemExit(f"reproduce.py: no Dask scheduler answers at {scheduler} ({err}); "
+                             f"start one with `dask-scheduler` and workers with `dask-worker "
+                             f"{scheduler}`, or leave out --scheduler to run here") from None
+        with client:
             return sweep.run(run_one, configs, client.get_executor(),  # type: ignore[return-value]
                              strict=True)
     if workers <= 1:

@@ -82,6 +82,18 @@ def test_results_come_back_in_config_order_and_runs_are_pure(repro):
     assert sum(len(runs) for report in grouped.values() for runs in report.values()) == 3
 
 
+def test_a_scheduler_nobody_answers_at_is_said_plainly(repro, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+
+    def unreachable(address, timeout):  # as Client does after its timeout, without the wait
+        raise OSError(f"Timed out trying to connect to {address} after {timeout} s")
+
+    monkeypatch.setattr(distributed, "Client", unreachable)
+    with pytest.raises(SystemExit, match=r"no Dask scheduler answers at tcp://127\.0\.0\.1:1 "
+                                         r".*dask-scheduler.*leave out --scheduler"):
+        repro.run_all([{"report": "000"}], workers=1, scheduler="tcp://127.0.0.1:1")
+
+
 def test_report_004_gradients_match_finite_differences(repro):
     runs = repro._repro_runs
     r = runs.gradient_check_004(seed=4, n_train=20)
