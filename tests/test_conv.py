@@ -418,3 +418,16 @@ def test_pullback_refuses_wrong_cotangent_shape(key):
         with pytest.raises(ValueError, match=re.escape(layer.name) + rf".*{re.escape(str(y.shape))}"
                                              r".*\(2, 7\)"):
             pullback(np.ones((2, 7), np.float32))
+
+
+def test_max_pool_sends_dy_of_an_all_minus_inf_window_to_its_first_real_cell():
+    # padding is -inf too; PyTorch starts each window at its first real cell, so dy of a
+    # window of -inf only still reaches the input (it went to padding, and was lost)
+    x = np.full((1, 2, 2, 1), -np.inf)
+    y, pullback = MaxPool2D(3, stride=1, padding=1).vjp((), x)
+    assert np.all(y == -np.inf)
+    dx = pullback(np.ones_like(y))[1]
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[4.0, 0.0], [0.0, 0.0]])
+    x[0, 1, 1, 0] = 2.0  # a real maximum still takes its windows' dy
+    dx = MaxPool2D(3, stride=1, padding=1).vjp((), x)[1](np.ones((1, 2, 2, 1)))[1]
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[0.0, 0.0], [0.0, 4.0]])

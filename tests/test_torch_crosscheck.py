@@ -128,6 +128,21 @@ def test_pools_match_torch(window, stride, padding, hw, kind):
     np.testing.assert_allclose(dx, xt.grad.numpy().transpose(0, 2, 3, 1), **TOL)
 
 
+@pytest.mark.parametrize("window, stride, padding, hw", POOLS)
+def test_max_pool_over_minus_inf_matches_torch(window, stride, padding, hw):
+    # masked inputs: windows of -inf only send dy to their first real cell, never to padding
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, *hw, 3))
+    x[rng.random(x.shape) < 0.7] = -np.inf
+    y, pullback = L.MaxPool2D(window, stride, padding=padding).vjp((), x)
+    dy = rng.standard_normal(y.shape)
+    xt = t64(x.transpose(0, 3, 1, 2), grad=True)
+    yt = F.max_pool2d(xt, window, stride or window, padding)
+    yt.backward(t64(dy.transpose(0, 3, 1, 2)))
+    np.testing.assert_array_equal(y, yt.detach().numpy().transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(pullback(dy)[1], xt.grad.numpy().transpose(0, 2, 3, 1), **TOL)
+
+
 def test_global_avg_pool_matches_torch():
     x = np.random.default_rng(3).standard_normal((2, 5, 4, 3))
     _, y, dy, (_, dx) = ours(L.GlobalAvgPool(), x)

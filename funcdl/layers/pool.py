@@ -136,6 +136,8 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
             # k grows, so max(arg, better·k) sets arg = k exactly where this offset wins
             np.maximum(arg, np.multiply(better, k, dtype=arg_dtype), out=arg)
             np.maximum(y, xp[sl], out=y)
+        if pads != NO_PADS and (y == -np.inf).any():
+            arg = _first_real_where_all_neg_inf(y, arg, win, pads, oh, ow)
         tiles, xp_shape, x_shape, x_dtype = _tiles(win, pads), xp.shape, x.shape, x.dtype
 
         def pullback(dy: Array) -> tuple[Any, Array]:
@@ -153,6 +155,19 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
         return y, pullback
 
     return Layer(_pool_init(name, win), apply, vjp, name=name)
+
+
+def _first_real_where_all_neg_inf(y: Array, arg: Array, win: Window, pads: Pads, oh: int,
+                                  ow: int) -> Array:
+    """``arg`` with each window whose every cell is -inf pointing at its first real cell,
+    not at padding (which is -inf too), so that its dy reaches the input as in PyTorch,
+    whose kernel starts each window at its first real cell."""
+    (top, _), (left, _) = pads
+    (sh, sw), kw = win.stride, win.size[1]
+    i0 = np.maximum(0, top - np.arange(oh) * sh)  # first real row and column of each window
+    j0 = np.maximum(0, left - np.arange(ow) * sw)
+    k0 = (i0[:, None] * kw + j0[None, :]).astype(arg.dtype)
+    return np.where(y == -np.inf, k0[None, :, :, None], arg)
 
 
 def _real_counts(out: int, size: int, k: int, s: int, lo: int) -> Array:
