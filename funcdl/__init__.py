@@ -74,4 +74,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _SUBMODULES)
+    # the public names, not this module's own imports and helpers (Any, importlib, ...)
+    return sorted({*__all__, *_SUBMODULES, "__version__"})

@@ -369,7 +369,52 @@ LAYER_CASES = [
     case("sequential-stateful-state-wrong-structure",
          lambda: SEQ_BN.apply(P_SEQ_BN, ones(3, 3), state=(S_SEQ_BN[1], (), ())), ValueError,
          "Sequential[1] BatchNorm()", "['mean', 'var']", "tuple"),
+    # flags: a truthy string ('no') must not count as True
+    case("dense-use-bias-string", lambda: L.Dense(2, use_bias="no"), TypeError,
+         "Dense(2)", "use_bias must be True or False", "'no'"),
+    case("conv-use-bias-string", lambda: L.Conv2D(2, 3, use_bias="False"), TypeError,
+         "Conv2D", "use_bias must be True or False"),
+    case("avgpool-count-include-pad-string", lambda: L.AvgPool2D(2, count_include_pad="no"),
+         TypeError, "AvgPool2D", "count_include_pad must be True or False"),
+    case("dropout-train-string",
+         lambda: L.Dropout(0.5).apply((), ones(2, 3), key=KEY, train="no"), TypeError,
+         "Dropout(0.5)", "train must be True or False", "'no'"),
+    case("batchnorm-train-string",
+         lambda: L.BatchNorm().apply(*init(L.BatchNorm(), (None, 3))[:1], ones(2, 3),
+                                     state=init(L.BatchNorm(), (None, 3))[1], train="yes"),
+         TypeError, "BatchNorm()", "train must be True or False"),
+    # initializers: a number, a string, an uncalled factory, a wrong shape or dtype
+    case("dense-b-init-number", lambda: L.Dense(2, b_init=0.0), TypeError,
+         "Dense(2)", "b_init must be an init function", "initializers.zeros()", "0.0"),
+    case("dense-w-init-uncalled-factory",
+         lambda: L.Dense(2, w_init=fd.initializers.glorot_uniform), TypeError,
+         "Dense(2)", "is the factory; call it: w_init=initializers.glorot_uniform()"),
+    case("conv-w-init-string", lambda: L.Conv2D(2, 3, w_init="glorot"), TypeError,
+         "Conv2D(2, 3)", "w_init must be an init function"),
+    case("embedding-w-init-uncalled-factory",
+         lambda: L.Embedding(3, 2, w_init=fd.initializers.normal), TypeError,
+         "Embedding(3, 2)", "w_init=initializers.normal()"),
+    case("dense-w-init-wrong-shape",
+         lambda: L.Dense(2, w_init=lambda k, s, d: np.zeros((3, 3), d)).init(KEY, (None, 4)),
+         ValueError, "Dense(2)", "w_init gave an array of shape (3, 3)", "(4, 2) float32"),
+    case("dense-w-init-float64",
+         lambda: L.Dense(2, w_init=lambda k, s, d: np.zeros(s)).init(KEY, (None, 4)),
+         ValueError, "Dense(2)", "dtype float64", "(4, 2) float32"),
+    # argument types that int() would quietly truncate or misread
+    case("reshape-float-size", lambda: L.Reshape((3.7, 4)), TypeError,
+         "Reshape", "must be an int", "3.7"),
+    case("reshape-string", lambda: L.Reshape("34"), TypeError,
+         "Reshape: shape must be a tuple of ints", "'34'"),
+    case("softmax-float-axis", lambda: L.Softmax(1.5), TypeError,
+         "Softmax: axis must be an int", "1.5"),
+    case("log-softmax-bool-axis", lambda: L.LogSoftmax(True), TypeError,
+         "LogSoftmax: axis must be an int", "True"),
 ]
+
+
+def test_reshape_takes_an_int_for_a_one_axis_shape():
+    assert L.Reshape(12).init(KEY, (None, 3, 4))[0] == (None, 12)
+    assert L.Softmax(np.int64(0)).name == "Softmax(axis=0)"
 
 
 @pytest.mark.parametrize(("call", "exc", "match"), LAYER_CASES)

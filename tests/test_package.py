@@ -25,6 +25,8 @@ def test_scale_out_modules_and_dir():
     for name in ("parallel", "sweep", "perf"):
         assert getattr(fd, name).__name__ == f"funcdl.{name}"
     assert {"layers", "optim", "parallel", "value_and_grad"} <= set(dir(fd))
+    # the public names only, not the module's own imports and helpers
+    assert not {"Any", "TYPE_CHECKING", "importlib", "annotations", "_SUBMODULES"} & set(dir(fd))
     with pytest.raises(AttributeError, match="no attribute 'Dense'"):
         fd.Dense  # noqa: B018  (layers live in fd.layers)
 

@@ -267,9 +267,18 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
 
 def Softmax(axis: int = -1) -> Layer:
     """``y = e^x / Σ e^x`` along ``axis``."""
-    return _normalised(f"Softmax(axis={axis})", int(axis), log=False)
+    return _normalised(f"Softmax(axis={_axis('Softmax', axis)})", int(axis), log=False)
 
 
 def LogSoftmax(axis: int = -1) -> Layer:
     """``y = x - log Σ e^x`` along ``axis``."""
-    return _normalised(f"LogSoftmax(axis={axis})", int(axis), log=True)
+    return _normalised(f"LogSoftmax(axis={_axis('LogSoftmax', axis)})", int(axis), log=True)
+
+
+def _axis(name: str, axis: Any) -> int:
+    """``axis`` as an int (negative counts from the end), or a TypeError naming ``name``:
+    ``int(1.5)`` would quietly normalise over axis 1."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{name}: axis must be an int (e.g. -1, the last axis), got "
+                        f"{axis!r} ({type(axis).__name__})")
+    return int(axis)

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from typing_extensions import Protocol
 
+from funcdl import initializers
 from funcdl import tree as pytree
 
 __all__ = ["Layer", "LayerLike", "Pullback", "Shape"]
@@ -105,6 +106,35 @@ def not_a_layer(x: Any) -> str | None:
     name = getattr(x, "__name__", None) if callable(x) else None
     hint = f"; call the constructor: {name}(), not {name}" if name else ""
     return f"{x!r}{hint}"
+
+
+def initializer_arg(name: str, what: str, init: Any) -> Any:
+    """A layer's ``w_init``/``b_init`` argument: None (the layer's default) or an init
+    function ``init(key, shape, dtype)``; a TypeError for a number, a string, or a factory
+    of ``funcdl.initializers`` left uncalled (``glorot_uniform`` for ``glorot_uniform()``)."""
+    if init is None:
+        return None
+    factory = getattr(init, "__name__", "")
+    if getattr(initializers, factory, None) is init and factory != "fans":
+        raise TypeError(f"{name}: {what}=initializers.{factory} is the factory; call it: "
+                        f"{what}=initializers.{factory}()")
+    if not callable(init):
+        raise TypeError(f"{name}: {what} must be an init function (key, shape, dtype) -> "
+                        f"array, such as funcdl.initializers.zeros(), got {init!r}")
+    return init
+
+
+def drawn(name: str, what: str, init: Any, key: Any, shape: tuple[int, ...],
+          dtype: Any = np.float32) -> Array:
+    """``init(key, shape, dtype)``, checked: an array of that shape and dtype, else a
+    ValueError naming the layer (a user's init returning the wrong shape or float64)."""
+    a = init(key, shape, dtype)
+    if not (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == dtype):
+        got = (f"an array of shape {a.shape} and dtype {a.dtype}" if isinstance(a, np.ndarray)
+               else type(a).__name__)
+        raise ValueError(f"{name}: {what} gave {got}; it must return an array of the shape "
+                         f"and dtype asked for, {shape} {np.dtype(dtype)}")
+    return a
 
 
 def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,

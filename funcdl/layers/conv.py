@@ -23,6 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from funcdl import initializers, random
+from funcdl._args import bool_arg
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -31,7 +32,9 @@ from funcdl.layers.base import (
     cast_ints,
     check_cotangent,
     check_in_shape,
+    drawn,
     in_param_dtypes,
+    initializer_arg,
     param_arrays,
 )
 
@@ -235,7 +238,9 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
     kh, kw = win.size
     kshape = win.size[2 - rank:]  # the kernel's receptive shape: (kh, kw) or (k,)
     layout = "(N, H, W, " if rank == 2 else "(N, L, "
-    w_init = w_init or initializers.torch_default()
+    use_bias = bool_arg(use_bias, name, "use_bias")
+    w_init = initializer_arg(name, "w_init", w_init) or initializers.torch_default()
+    b_init = initializer_arg(name, "b_init", b_init)
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         shape = check_in_shape(name, in_shape)
@@ -248,11 +253,11 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
                              f"got {shape}")
         oh, ow, _ = fit(name, win, shape, rank, "kernel")
         k_w, k_b = random.split(random.check_key(key, name))
-        params = {"w": w_init(k_w, (*kshape, c, out), np.float32)}
+        params = {"w": drawn(name, "w_init", w_init, k_w, (*kshape, c, out))}
         if use_bias:  # PyTorch's conv bias rule: U(±1/sqrt(fan_in)), fan_in = kh·kw·in
             bound = 1 / math.sqrt(kh * kw * c)
-            params["b"] = (b_init or initializers.uniform(bound, -bound))(k_b, (out,),
-                                                                          np.float32)
+            params["b"] = drawn(name, "b_init", b_init or initializers.uniform(bound, -bound),
+                                k_b, (out,))
         return (shape[0], *((oh, ow) if rank == 2 else (ow,)), out), params
 
     def check(params: Any, x: Any) -> tuple[Array, Array]:

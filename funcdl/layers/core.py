@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers, random
+from funcdl._args import bool_arg, int_arg
 from funcdl.layers.base import (
     _F32,
     Array,
@@ -19,7 +20,9 @@ from funcdl.layers.base import (
     cast_ints,
     check_cotangent,
     check_in_shape,
+    drawn,
     in_param_dtypes,
+    initializer_arg,
     no_params,
     param_arrays,
 )
@@ -58,7 +61,9 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         raise ValueError(f"Dense: out must be a positive int, got {out!r}")
     out = int(out)
     name = f"Dense({out})"
-    w_init = w_init or initializers.torch_default()
+    use_bias = bool_arg(use_bias, name, "use_bias")
+    w_init = initializer_arg(name, "w_init", w_init) or initializers.torch_default()
+    b_init = initializer_arg(name, "b_init", b_init)
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         shape = check_in_shape(name, in_shape)
@@ -67,10 +72,10 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
             raise ValueError(f"{name}: the last axis of in_shape must be a known size > 0, "
                              f"got {shape}")
         kw, kb = random.split(random.check_key(key, name))
-        params = {"w": w_init(kw, (fan_in, out), np.float32)}
+        params = {"w": drawn(name, "w_init", w_init, kw, (fan_in, out))}
         if use_bias:
             bias = b_init or initializers.uniform(1 / math.sqrt(fan_in), -1 / math.sqrt(fan_in))
-            params["b"] = bias(kb, (out,), np.float32)
+            params["b"] = drawn(name, "b_init", bias, kb, (out,))
         return (*shape[:-1], out), params
 
     keys = ("w", "b") if use_bias else ("w",)
@@ -195,8 +200,15 @@ def Flatten() -> Layer:
 
 def Reshape(shape: tuple[int, ...]) -> Layer:
     """Reshape every axis after the batch axis: ``(n, *rest) -> (n, *shape)``; ``shape`` may
-    hold one -1 (as Keras' Reshape; the batch axis is never part of ``shape``)."""
-    target = tuple(int(d) for d in shape)
+    hold one -1 (as Keras' Reshape; the batch axis is never part of ``shape``); an int
+    ``n`` is ``(n,)``."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"Reshape: shape must be a tuple of ints (one may be -1), got "
+                        f"{shape!r}")
+    target = tuple(int_arg(d, "Reshape", f"every size in shape {tuple(shape)!r}", -1)
+                   for d in shape)
     name = f"Reshape({target})"
     if sum(d == -1 for d in target) > 1 or any(d < -1 or d == 0 for d in target):
         raise ValueError(f"{name}: shape must hold positive sizes and at most one -1")
@@ -237,6 +249,8 @@ def Dropout(rate: float) -> Layer:
     def scaled_mask(x: Array, key: Any, train: bool) -> Array | None:
         """``m / (1 - rate)``, or None when nothing is dropped (inference, rate 0). The key
         is checked at every rate in training, so changing the rate cannot break a script."""
+        if train is not True and train is not False:  # train='no' would count as True
+            train = bool_arg(train, name, "train")
         if not train:
             return None
         if key is None:

@@ -7,7 +7,15 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers, random
-from funcdl.layers.base import Array, Layer, Shape, check_cotangent, check_in_shape
+from funcdl.layers.base import (
+    Array,
+    Layer,
+    Shape,
+    check_cotangent,
+    check_in_shape,
+    drawn,
+    initializer_arg,
+)
 
 __all__ = ["Embedding"]
 
@@ -48,11 +56,11 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
             raise ValueError(f"Embedding: {what} must be a positive int, got {v!r}")
     vocab, dim = int(vocab), int(dim)
     name = f"Embedding({vocab}, {dim})"
-    w_init = w_init or initializers.normal(1.0)
+    w_init = initializer_arg(name, "w_init", w_init) or initializers.normal(1.0)
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         shape = check_in_shape(name, in_shape, min_rank=0)
-        return (*shape, dim), {"table": w_init(key, (vocab, dim), np.float32)}
+        return (*shape, dim), {"table": drawn(name, "w_init", w_init, key, (vocab, dim))}
 
     def check(params: Any, x: Any) -> tuple[Array, Array]:
         if not isinstance(params, dict) or set(params) != {"table"}:

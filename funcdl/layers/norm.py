@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
+from funcdl._args import bool_arg
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -202,6 +203,8 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
               train: bool = False) -> tuple[Array, Any]:
         del key
         x, red, bshape, m, scale, bias, running = prepare(params, x, state)
+        if train is not True and train is not False:  # train='no' would count as True
+            train = bool_arg(train, name, "train")
         if train:
             y, new_state, _, _ = train_forward(x, red, m, scale, bias, running, keep=False)
             return y, new_state
@@ -211,6 +214,8 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
             train: bool = False) -> tuple[Array, Any, Any]:
         del key
         x, red, bshape, m, scale, bias, running = prepare(params, x, state)
+        if train is not True and train is not False:
+            train = bool_arg(train, name, "train")
         if not train:
             y, mean, inv_std = eval_forward(x, bshape, scale, bias, running)
             k = scale * inv_std

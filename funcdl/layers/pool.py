@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
+from funcdl._args import bool_arg
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -189,6 +190,7 @@ def AvgPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
     """
     name = call_name("AvgPool2D", (window,), stride=(stride, None),
                      padding=(padding, "VALID"), count_include_pad=(count_include_pad, True))
+    count_include_pad = bool_arg(count_include_pad, name, "count_include_pad")
     win = _window(name, window, stride, padding)
     kh, kw = win.size
 
