@@ -12,6 +12,7 @@ installed. Needs scikit-learn (``pip install funcdl[examples]``).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ import numpy as np
 
 import funcdl as fd
 from funcdl import layers as L
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
+from _cli import description, make_out_dir, out_dir, positive_int, seed
 
 
 def load(key: Any) -> tuple[np.ndarray, ...]:
@@ -107,15 +111,20 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray, path: Path) -> b
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "output")
+    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=description(__doc__))
+    parser.add_argument("--epochs", type=positive_int, default=30,
+                        help="passes over the training images (default: %(default)s)")
+    parser.add_argument("--seed", type=seed, default=0,
+                        help="seed of the key that draws the train/test split, the initial "
+                             "params, the batches and dropout (default: %(default)s)")
+    parser.add_argument("--out", type=out_dir, default=Path(__file__).parent / "output",
+                        metavar="DIR", help="folder for digits_confusion.png, created when "
+                                            "missing (default: %(default)s)")
     args = parser.parse_args(argv)
+    make_out_dir(parser, args.out)  # before training: a bad --out costs nothing
     result = train(args.epochs, args.seed)
     print(f"final: test accuracy {result['test_accuracy']:.2%} (train "
           f"{result['train_accuracy']:.2%}), {result['seconds']:.1f} s of training")
-    args.out.mkdir(parents=True, exist_ok=True)
     if plot_confusion(result["labels"], result["predictions"], args.out / "digits_confusion.png"):
         print(f"wrote {args.out / 'digits_confusion.png'}")
     return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ import numpy as np
 
 import funcdl as fd
 from funcdl import layers as L
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
+from _cli import description, make_out_dir, out_dir, positive_int, seed
 
 RADIUS = 1 / math.sqrt(2 * math.pi)
 
@@ -110,15 +114,20 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "output")
+    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=description(__doc__))
+    parser.add_argument("--epochs", type=positive_int, default=200,
+                        help="passes over the 1000 training points (default: %(default)s)")
+    parser.add_argument("--seed", type=seed, default=0,
+                        help="seed of the key that draws the data, the initial params and the "
+                             "batches (default: %(default)s)")
+    parser.add_argument("--out", type=out_dir, default=Path(__file__).parent / "output",
+                        metavar="DIR", help="folder for disk_params.npz and disk.png, created "
+                                            "when missing (default: %(default)s)")
     args = parser.parse_args(argv)
+    make_out_dir(parser, args.out)  # before training: a bad --out costs nothing
     result = train(args.epochs, args.seed)
     print(f"final: train error {result['train_error']:.2%}, test error "
           f"{result['test_error']:.2%}, {result['seconds']:.2f} s of training")
-    args.out.mkdir(parents=True, exist_ok=True)
     fd.io.save(args.out / "disk_params.npz", result["params"])
     print(f"saved params to {args.out / 'disk_params.npz'}")
     if plot(result, args.out / "disk.png"):

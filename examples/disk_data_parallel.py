@@ -40,6 +40,7 @@ import funcdl as fd
 from funcdl import parallel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import description, positive_int, seed
 from disk import error, make_model
 
 
@@ -112,9 +113,12 @@ def train(epochs: int = 200, seed: int = 0, lr: float = 1e-2, batch_size: int = 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=description(__doc__))
+    parser.add_argument("--epochs", type=positive_int, default=200,
+                        help="passes over the 1000 training points (default: %(default)s)")
+    parser.add_argument("--seed", type=seed, default=0,
+                        help="seed of the key that draws the data, the initial params and the "
+                             "batches, the same on every rank (default: %(default)s)")
     parser.add_argument("--sharded", action="store_true",
                         help="parallel.sharded(adam) instead of data_parallel")
     args = parser.parse_args(argv)

@@ -57,6 +57,7 @@ import _repro_plots  # noqa: E402
 import _repro_published  # noqa: E402
 import _repro_report  # noqa: E402
 import _repro_runs  # noqa: E402
+from _cli import description, make_out_dir, out_dir, positive_int  # noqa: E402
 
 from funcdl import sweep  # noqa: E402
 
@@ -165,18 +166,24 @@ def torch_version() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=description(__doc__))
     parser.add_argument("--quick", action="store_true",
                         help="a few epochs and runs: a smoke test of every table and figure")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0))
-                        if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    parser.add_argument("--out", type=Path, default=HERE / "output")
+    parser.add_argument("--workers", type=positive_int, default=len(os.sched_getaffinity(0))
+                        if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                        help="processes that train the runs, 1 to train in this one; "
+                             "unused with --scheduler (default: %(default)s, the cores this "
+                             "process may use)")
+    parser.add_argument("--out", type=out_dir, default=HERE / "output", metavar="DIR",
+                        help="folder for REPORT.md and the figures, created when missing "
+                             "(default: %(default)s)")
     parser.add_argument("--reports", nargs="+", choices=sorted(FULL), default=None,
                         help="reproduce only these reports (default: all five)")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="run on an existing Dask scheduler (e.g. tcp://host:8786) "
                              "instead of local processes")
     args = parser.parse_args(argv)
+    make_out_dir(parser, args.out)  # before the runs: a bad --out costs nothing
     torch = torch_version()
     configs = make_configs(args.quick, torch is not None, args.reports)
     print(f"{len(configs)} runs on {args.workers} worker process(es)"
@@ -185,7 +192,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = group(configs, run_all(configs, args.workers, args.scheduler))
     wall = time.perf_counter() - start
     print(f"trained in {wall:.1f} s")
-    args.out.mkdir(parents=True, exist_ok=True)
     figures = _repro_plots.draw_all(results, args.out)
     if not figures:
         print("matplotlib is not installed: no figures (pip install funcdl[examples])")

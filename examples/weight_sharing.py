@@ -19,6 +19,7 @@ each of its encoder's weights sees twice the points.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ import numpy as np
 
 import funcdl as fd
 from funcdl import layers as L
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
+from _cli import description, make_out_dir, out_dir, positive_int
 
 
 def encoder() -> Any:
@@ -106,11 +110,16 @@ def plot(results: list[list[dict[str, Any]]], path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=150)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "output")
+    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=description(__doc__))
+    parser.add_argument("--epochs", type=positive_int, default=150,
+                        help="passes over the 1000 training pairs (default: %(default)s)")
+    parser.add_argument("--runs", type=positive_int, default=3,
+                        help="runs of each model, with seeds 0 to RUNS-1 (default: %(default)s)")
+    parser.add_argument("--out", type=out_dir, default=Path(__file__).parent / "output",
+                        metavar="DIR", help="folder for weight_sharing.png, created when "
+                                            "missing (default: %(default)s)")
     args = parser.parse_args(argv)
+    make_out_dir(parser, args.out)  # before training: a bad --out costs nothing
     results = [[train(shared, args.epochs, seed, verbose=False) for seed in range(args.runs)]
                for shared in (True, False)]
     print(f"{'model':10s} {'params':>7s} {'train error':>16s} {'test error':>16s} "
@@ -121,7 +130,6 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
         print(f"{'shared' if runs[0]['shared'] else 'unshared':10s} {runs[0]['n_params']:7d} "
               f"{tr.mean():8.2%} ± {tr.std():5.2%} {te.mean():8.2%} ± {te.std():5.2%} "
               f"{np.mean([r['seconds'] for r in runs]):8.1f}s")
-    args.out.mkdir(parents=True, exist_ok=True)
     if plot(results, args.out / "weight_sharing.png"):
         print(f"wrote {args.out / 'weight_sharing.png'}")
     return results

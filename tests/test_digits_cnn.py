@@ -39,3 +39,31 @@ def test_main_writes_confusion_matrix(digits, tmp_path, capsys):
     assert "final: test accuracy" in capsys.readouterr().out
     pytest.importorskip("matplotlib")
     assert (tmp_path / "digits_confusion.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--epochs", "0"], "argument --epochs: expected a positive integer (1 or more), got 0"),
+    (["--seed", "-1"], "argument --seed: expected a seed: an integer in [0, 2**128), got -1"),
+])
+def test_bad_arguments_are_refused_while_parsing(digits, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        digits.main(argv)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""
+    assert captured.err.startswith("usage: ") and f"error: {message}" in captured.err
+
+
+def test_an_out_that_is_a_file_is_refused_before_training(digits, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        digits.main(["--epochs", "1", "--out", str(tmp_path / "afile")])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""
+    assert "error: argument --out: expected a folder for the outputs" in captured.err
+
+
+def test_help_shows_the_defaults(digits, capsys):
+    with pytest.raises(SystemExit):
+        digits.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 30)" in text and "(default: 0)" in text and "--out DIR" in text

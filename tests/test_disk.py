@@ -43,3 +43,42 @@ def test_main_prints_saves_and_plots(disk, tmp_path, capsys):
         np.testing.assert_array_equal(a, b)
     pytest.importorskip("matplotlib")
     assert (tmp_path / "disk.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--epochs", "0"], "argument --epochs: expected a positive integer (1 or more), got 0"),
+    (["--epochs", "-1"], "argument --epochs: expected a positive integer (1 or more), got -1"),
+    (["--epochs", "2.5"], "argument --epochs: expected a positive integer (1 or more), got '2.5'"),
+    (["--seed", "-5"], "argument --seed: expected a seed: an integer in [0, 2**128), got -5"),
+    (["--seed", str(2**128)], "argument --seed: expected a seed: an integer in [0, 2**128)"),
+])
+def test_bad_arguments_are_refused_while_parsing(disk, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        disk.main(argv)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""  # nothing trained
+    assert captured.err.startswith("usage: disk.py ") and f"error: {message}" in captured.err
+
+
+def test_an_out_that_is_a_file_is_refused_before_training(disk, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for out, message in [(afile, "expected a folder for the outputs, got"),
+                         (afile / "sub", "cannot create the folder")]:
+        with pytest.raises(SystemExit) as exit_info:
+            disk.main(["--epochs", "1", "--out", str(out)])
+        captured = capsys.readouterr()
+        assert exit_info.value.code == 2 and captured.out == ""  # refused before training
+        assert f"error: argument --out: {message}" in captured.err
+        assert len(captured.err.strip().splitlines()) == 2  # the usage line and one message
+    assert afile.read_text() == "not a folder"
+
+
+def test_help_describes_every_option_with_its_default(disk, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        disk.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0
+    assert "Train the disk classifier, the task of the five reference reports" in text
+    assert "(default: 200)" in text and "(default: 0)" in text
+    assert "created when missing (default: " in text

@@ -396,3 +396,23 @@ def test_signature_keys_equal_exactly_when_structure_shapes_and_dtypes_are():
         assert [id(x) for x in leaves] == [id(x) for x in fd.tree.leaves(t)]
         assert signature(copy.deepcopy(t))[1] == key  # new leaves, same everything else
         hash(key)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--epochs", "0"], "argument --epochs: expected a positive integer (1 or more), got 0"),
+    (["--epochs", "-1"], "argument --epochs: expected a positive integer (1 or more), got -1"),
+    (["--seed", "-5"], "argument --seed: expected a seed: an integer in [0, 2**128), got -5"),
+])
+def test_disk_example_refuses_bad_arguments_while_parsing(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        load_example("disk_data_parallel").main(argv)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""
+    assert captured.err.startswith("usage: ") and f"error: {message}" in captured.err
+
+
+def test_disk_example_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        load_example("disk_data_parallel").main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 200)" in text and "(default: 0)" in text

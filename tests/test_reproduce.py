@@ -129,3 +129,38 @@ def test_report_004_check_catches_a_wrong_gradient(repro):
     wrong = L.Layer(good.init, good.apply, wrong_vjp, name="doubled")
     with pytest.raises(AssertionError, match="finite differences"):
         fd.testing.check_vjp(wrong, params, x)
+
+
+# Each case also asks for the quickest run, so that the old code, which did not refuse these
+# until after the runs, failed in seconds rather than after the full reproduction.
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--workers", "0"], "argument --workers: expected a positive integer (1 or more), got 0"),
+    (["--workers", "-3"], "argument --workers: expected a positive integer (1 or more), got -3"),
+    (["--workers", "two"],
+     "argument --workers: expected a positive integer (1 or more), got 'two'"),
+])
+def test_bad_arguments_are_refused_while_parsing(repro, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        repro.main(["--quick", "--reports", "004", "--out", str(tmp_path), *argv])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""  # no run started
+    assert captured.err.startswith("usage: ") and f"error: {message}" in captured.err
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_runs(repro, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        repro.main(["--quick", "--reports", "004", "--workers", "1",
+                    "--out", str(tmp_path / "afile")])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""
+    assert "error: argument --out: expected a folder for the outputs" in captured.err
+
+
+def test_help_has_the_whole_description_and_the_defaults(repro, capsys):
+    with pytest.raises(SystemExit):
+        repro.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("Reproduce the five reference reports (../shared/seeds/) with funcdl, side by side "
+            "with their published numbers, in one command.") in text
+    assert "the cores this process may use" in text and "--out DIR" in text

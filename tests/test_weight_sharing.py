@@ -27,3 +27,36 @@ def test_main_runs_and_reports(tmp_path, capsys):
     assert all(0.0 <= runs[0]["test_error"] <= 1.0 for runs in results)
     pytest.importorskip("matplotlib")
     assert (tmp_path / "weight_sharing.png").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--runs", "0"], "argument --runs: expected a positive integer (1 or more), got 0"),
+    (["--runs", "-2"], "argument --runs: expected a positive integer (1 or more), got -2"),
+    (["--epochs", "0"], "argument --epochs: expected a positive integer (1 or more), got 0"),
+    (["--epochs", "three"],
+     "argument --epochs: expected a positive integer (1 or more), got 'three'"),
+])
+def test_bad_arguments_are_refused_while_parsing(capsys, argv, message):
+    ws = load_example("weight_sharing")
+    with pytest.raises(SystemExit) as exit_info:
+        ws.main([*argv, "--epochs", "1"] if "--runs" in argv else argv)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""  # not even the table's header
+    assert captured.err.startswith("usage: ") and f"error: {message}" in captured.err
+
+
+def test_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    ws = load_example("weight_sharing")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        ws.main(["--epochs", "1", "--runs", "1", "--out", str(tmp_path / "afile")])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""
+    assert "error: argument --out: expected a folder for the outputs" in captured.err
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        load_example("weight_sharing").main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 150)" in text and "(default: 3)" in text and "--out DIR" in text
