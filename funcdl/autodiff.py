@@ -57,6 +57,13 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
 
     def f(params: Any, x: Any, target: Any, *, key: Any = None, train: bool = True,
           **kwargs: Any) -> Any:
+        if debug.enabled():  # the one read the unchecked path pays
+            with debug.quiet():  # NumPy's warnings must not pre-empt the check's error
+                return step(params, x, target, key, train, kwargs, True)
+        return step(params, x, target, key, train, kwargs, False)
+
+    def step(params: Any, x: Any, target: Any, key: Any, train: bool, kwargs: dict[str, Any],
+             checking: bool) -> Any:
         if stateful:
             if "state" not in kwargs:
                 raise TypeError(f"value_and_grad: the model {getattr(model, 'name', model)} "
@@ -67,9 +74,10 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
                 raise TypeError(f"value_and_grad: unexpected keyword arguments "
                                 f"{sorted(kwargs)} for a stateless model")
             y, pullback = model.vjp(params, x, key=key, train=train)
-        checking = debug.enabled()
         if checking:
             debug.verify(_name(model), "forward output", y)
+            if stateful:
+                debug.verify(_name(model), "new state", new_state)
         out, loss_pullback = loss.vjp(y, target)
         if has_aux:
             if not (isinstance(out, tuple) and len(out) == 2):
@@ -102,6 +110,8 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
             dparams, dx = pullback(dy, need_dx=False)
         if checking:
             debug.verify(_name(model), "backward pass: dparams", dparams)
+            if dx is not None:  # None: nothing flows back to integer ids, or dx skipped
+                debug.verify(_name(model), "backward pass: dx", dx)
         grads = (dparams, dx) if wrt_input else dparams
         if stateful:
             return ((value, aux, new_state) if has_aux else (value, new_state)), grads

@@ -3,34 +3,50 @@
     with funcdl.debug.check_finite():
         loss, grads = value_and_grad(params, x, y)   # raises at the first NaN or inf
 
-Inside the block, every ``Sequential`` checks each child's output after its forward and
-its ``dx``/``dparams`` after its pullback, and ``value_and_grad`` checks the loss and its
-gradient; the first non-finite value raises ``FloatingPointError`` naming the layer (its
-place, e.g. ``Sequential[3] Dense(25)``) and the pass (forward or backward). Outside the
-block the cost is one context-variable read per ``Sequential`` call. The flag lives in a
-``contextvars.ContextVar``, so it is local to the thread (and asyncio task) that set it.
+Inside the block, every ``Sequential`` checks each child's output (and a stateful child's
+new state) after its forward, in ``apply`` as in ``vjp``, and its ``dx``/``dparams`` after
+its pullback; ``value_and_grad`` checks the model's output, the loss and its gradient, the
+new state and ``dx``. The first non-finite value raises ``FloatingPointError`` naming the
+layer once (its place, e.g. ``Sequential[3] Dense(25)``, nested as the other errors are)
+and the pass (forward or backward). NumPy's own warnings (``invalid value encountered``)
+are silenced while checking, so they cannot pre-empt that error under ``-W error``.
+Outside the block the cost is one context-variable read per ``Sequential`` or
+``value_and_grad`` call.
+
+The flag lives in a ``contextvars.ContextVar``, so it is local to the thread (and asyncio
+task) that set it: a new thread or a ``concurrent.futures`` worker starts with it off, even
+when started inside the block (enter ``check_finite`` there too). A generator that yields
+inside the block leaves the flag on in the code driving it, until the generator resumes
+past the block or is closed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 
 from funcdl import tree
+from funcdl._args import bool_arg
 
 __all__ = ["check_finite", "enabled", "verify"]
 
 _ON: ContextVar[bool] = ContextVar("funcdl_check_finite", default=False)
 
 
+def check_finite(enabled: bool = True) -> AbstractContextManager[None]:
+    """Within the block, raise ``FloatingPointError`` at the first non-finite value;
+    ``check_finite(False)`` turns the checks off inside an enclosing block. Usable as a
+    decorator too."""
+    return _scope(bool_arg(enabled, "funcdl.debug.check_finite", "enabled"))
+
+
 @contextmanager
-def check_finite(enabled: bool = True) -> Iterator[None]:
-    """Within the block, raise ``FloatingPointError`` at the first non-finite value."""
-    token = _ON.set(enabled)
+def _scope(on: bool) -> Iterator[None]:
+    token = _ON.set(on)
     try:
         yield
     finally:
@@ -42,11 +58,23 @@ def enabled() -> bool:
     return _ON.get()
 
 
+def quiet() -> np.errstate:
+    """The NumPy error state for a checked computation: a NaN or inf is not warned about
+    where NumPy makes it (a warning would pre-empt, under ``-W error``, the named error the
+    check raises just after). Used only while the checks are on."""
+    return np.errstate(invalid="ignore", over="ignore", divide="ignore")
+
+
 def verify(where: str, what: str, value: Any) -> None:
-    """Raise ``FloatingPointError`` if any floating leaf of ``value`` holds a NaN or inf."""
+    """Raise ``FloatingPointError`` if any floating leaf of ``value`` holds a NaN or inf.
+
+    The check the library runs inside ``check_finite``; it checks whenever called, so it
+    serves for a user's own values too (the message says whether the checks are on)."""
     for path, leaf in tree.leaves_with_path(value):
         a = np.asarray(leaf)
         if a.dtype.kind in "fc" and not np.isfinite(a).all():
             bad = "NaN" if np.isnan(a).any() else "inf"
+            why = ("; funcdl.debug.check_finite is on" if _ON.get()
+                   else " (funcdl.debug.verify)")
             raise FloatingPointError(f"{where}: {bad} in the {what}{path} "
-                                     f"(shape {a.shape}); funcdl.debug.check_finite is on")
+                                     f"(shape {a.shape}){why}")

@@ -158,10 +158,13 @@ def Sequential(*layers: LayerLike) -> Layer:
     names = [name_of(l) for l in layers]
     init = _sequential_init(layers, where)
 
+    nones = (None,) * n  # stands for the states of stateless children, and for keys
     if not any(is_stateful(l) for l in layers):
         # The hot path of every model: a plain loop, no state bookkeeping.
         def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
             entries(name, params, n, "params")
+            if debug.enabled():  # the one read the unchecked path pays
+                return _checked(layers, where, names, params, x, nones, key, train, False)[0]
             for i, (layer, p, k) in enumerate(zip(layers, params, keys_for(key, n))):
                 try:
                     x = layer.apply(p, x, key=k, train=train)
@@ -172,31 +175,26 @@ def Sequential(*layers: LayerLike) -> Layer:
         vjps = [layer.vjp for layer in layers]
         steps = _steps(layers)
 
-        nones = (None,) * n
-
         def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
             if type(params) is not tuple or len(params) != n:
                 entries(name, params, n, "params")
+            if debug.enabled():  # every layer's own output is checked, so nothing is fused
+                x, pbs, _ = _checked(layers, where, names, params, x, nones, key, train, True)
+                return x, _reverse(name, pbs, where, names, True, layers, params)
             pullbacks: list[Any] = [None] * n  # None after a fused pair's first layer
-            checking = debug.enabled()
             keys = nones if key is None else keys_for(key, n)
             i, then = 0, None
             try:
-                if checking:  # every layer's own output is checked, so nothing is fused
-                    for i in range(n):
+                for i, then, act in steps:
+                    if then is None:
                         x, pullbacks[i] = vjps[i](params[i], x, key=keys[i], train=train)
-                        debug.verify(f"{where[i]} {names[i]}", "forward output", x)
-                else:
-                    for i, then, act in steps:
-                        if then is None:
-                            x, pullbacks[i] = vjps[i](params[i], x, key=keys[i], train=train)
-                        else:  # the activation runs inside: its params must be ()
-                            no_params(names[i + 1], params[i + 1])
-                            x, pullbacks[i] = then(params[i], x, act)
+                    else:  # the activation runs inside: its params must be ()
+                        no_params(names[i + 1], params[i + 1])
+                        x, pullbacks[i] = then(params[i], x, act)
             except ERRORS as e:
                 k = _owner(i, e, then is not None, names)
                 raise located(where[k], names[k], e) from e
-            return x, _reverse(name, pullbacks, where, names, checking, layers, params)
+            return x, _reverse(name, pullbacks, where, names, False, layers, params)
 
         def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
             out_shape, params, _ = init(key, in_shape)
@@ -208,6 +206,10 @@ def Sequential(*layers: LayerLike) -> Layer:
                 train: bool = False) -> tuple[Any, Any]:
         entries(name, params, n, "params")
         entries(name, need_state(name, state), n, "state")
+        if debug.enabled():
+            x, _, checked_state = _checked(layers, where, names, params, x, state, key, train,
+                                           False)
+            return x, checked_state
         new_state = []
         for i, (layer, p, s, k) in enumerate(zip(layers, params, state, keys_for(key, n))):
             try:
@@ -221,21 +223,48 @@ def Sequential(*layers: LayerLike) -> Layer:
               train: bool = False) -> Any:
         entries(name, params, n, "params")
         entries(name, need_state(name, state), n, "state")
+        if debug.enabled():
+            x, pbs, checked_state = _checked(layers, where, names, params, x, state, key,
+                                             train, True)
+            return x, _reverse(name, pbs, where, names, True, layers, params), checked_state
         pullbacks, new_state = [], []
-        checking = debug.enabled()
         for i, (layer, p, s, k) in enumerate(zip(layers, params, state, keys_for(key, n))):
             try:
                 x, pb, s = child_vjp(layer, p, x, s, k, train)
             except ERRORS as e:
                 raise located(where[i], names[i], e) from e
-            if checking:
-                debug.verify(f"{where[i]} {names[i]}", "forward output", x)
             pullbacks.append(pb)
             new_state.append(s)
-        return (x, _reverse(name, pullbacks, where, names, checking, layers, params),
+        return (x, _reverse(name, pullbacks, where, names, False, layers, params),
                 tuple(new_state))
 
     return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=True)
+
+
+def _checked(layers: Sequence[Any], where: list[str], names: list[str], params: Any, x: Any,
+             states: Any, key: Any, train: bool, vjp: bool) -> tuple[Any, list[Any], Any]:
+    """The forward of a Sequential while ``debug.check_finite`` is on, for apply and vjp:
+    ``(y, pullbacks or [], new_state)``. Child by child, unfused, under ``debug.quiet``;
+    each output and stateful child's new state is verified inside the ``try``, in the
+    child's own name, so ``located`` adds the place once (``Sequential[3] Dense(25): NaN
+    ...``), as for any other error of that child."""
+    pullbacks, new_state = [], []
+    with debug.quiet():
+        for i, (layer, p, s, k) in enumerate(zip(layers, params, states,
+                                                 keys_for(key, len(layers)))):
+            try:
+                if vjp:
+                    x, pb, s = child_vjp(layer, p, x, s, k, train)
+                    pullbacks.append(pb)
+                else:
+                    x, s = child_apply(layer, p, x, s, k, train)
+                debug.verify(names[i], "forward output", x)
+                if is_stateful(layer):
+                    debug.verify(names[i], "new state", s)
+            except ERRORS as e:
+                raise located(where[i], names[i], e) from e
+            new_state.append(s)
+    return x, pullbacks, tuple(new_state)
 
 
 def _owner(i: int, e: Exception, fused: bool, names: list[str]) -> int:
@@ -278,11 +307,10 @@ def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: 
                     dparams[i], dy = pb(dy, need_dx=False)
                 else:
                     dparams[i], dy = pb(dy)
-                if checking:
+                if checking:  # in the child's name: `located` below adds the place
                     if dy is not None:
-                        debug.verify(f"{where[i]} {names[i]}", "backward pass: dx", dy)
-                    debug.verify(f"{where[i]} {names[i]}", "backward pass: dparams",
-                                 dparams[i])
+                        debug.verify(names[i], "backward pass: dx", dy)
+                    debug.verify(names[i], "backward pass: dparams", dparams[i])
         except ERRORS as e:
             k = _owner(i, e, i + 1 < n and pullbacks[i + 1] is None, names)
             raise located(where[k], names[k], e) from e
@@ -291,7 +319,14 @@ def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: 
         grads = dparams if type(params) is list else tuple(dparams)
         return grads, (dy if need_dx else None)
 
-    return pullback
+    if not checking:
+        return pullback
+
+    def checked_pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
+        with debug.quiet():  # NumPy's warnings must not pre-empt the check's error
+            return pullback(dy, need_dx)
+
+    return checked_pullback
 
 
 def _steps(layers: Sequence[Any]) -> list[tuple[int, Any, Any]]:
