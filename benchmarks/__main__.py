@@ -33,7 +33,8 @@ def log(msg: str) -> None:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[2])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks",
+                                 description=" ".join(__doc__.split("\n\n")[1].split()))
     ap.add_argument("--quick", action="store_true",
                     help="few repetitions: a smoke test (< 20 s without peers)")
     ap.add_argument("--only", default=",".join(NAMES),

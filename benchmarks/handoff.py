@@ -72,7 +72,7 @@ def worker(blocks: int, compute: int, n: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--compute", type=int, default=8)
     parser.add_argument("--entries", type=int, default=335_000)

@@ -67,7 +67,7 @@ def worker(steps: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -133,7 +133,7 @@ def run_all(configs: list[dict[str, Any]], workers: int,
             client = Client(scheduler, timeout=10)
         except OSError as err:  # an address nobody answers at: say so, not a traceback
             raise SystemExit(f"reproduce.py: no Dask scheduler answers at {scheduler} ({err}); "
-                             f"start one with `dask-scheduler` and workers with `dask-worker "
+                             f"start one with `dask scheduler` and workers with `dask worker "
                              f"{scheduler}`, or leave out --scheduler to run here") from None
         with client:
             return sweep.run(run_one, configs, client.get_executor(),  # type: ignore[return-value]

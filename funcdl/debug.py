@@ -69,7 +69,8 @@ def verify(where: str, what: str, value: Any) -> None:
     """Raise ``FloatingPointError`` if any floating leaf of ``value`` holds a NaN or inf.
 
     The check the library runs inside ``check_finite``; it checks whenever called, so it
-    serves for a user's own values too (the message says whether the checks are on)."""
+    serves for a user's own values too (inside the block the message ends "; funcdl.debug.
+    check_finite is on", outside it "(funcdl.debug.verify)")."""
     for path, leaf in tree.leaves_with_path(value):
         a = np.asarray(leaf)
         if a.dtype.kind in "fc" and not np.isfinite(a).all():

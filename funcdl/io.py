@@ -54,9 +54,11 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
 
     Raises:
         FileNotFoundError: the directory of ``path`` does not exist.
+        IsADirectoryError: ``path`` is a directory.
         TypeError: a dict key that is not str or int, a leaf that is not a NumPy array,
-            NumPy scalar or Python int / float / bool, or an object-dtype leaf; the message
-            names the path. Nothing is written then.
+            NumPy scalar or Python int / float / bool, an object-dtype leaf, or a masked
+            array (its mask would be lost); the message names the path. Nothing is written
+            then. Also a ``path`` that is not a str or PathLike (ValueError: an empty one).
     """
     import tempfile  # here, not at the top: `import funcdl` stays fast (tempfile pulls
     # in shutil, random, bz2 and lzma), and only a save needs it

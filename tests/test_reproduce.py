@@ -90,7 +90,7 @@ def test_a_scheduler_nobody_answers_at_is_said_plainly(repro, monkeypatch):
 
     monkeypatch.setattr(distributed, "Client", unreachable)
     with pytest.raises(SystemExit, match=r"no Dask scheduler answers at tcp://127\.0\.0\.1:1 "
-                                         r".*dask-scheduler.*leave out --scheduler"):
+                                         r".*`dask scheduler`.*leave out --scheduler"):
         repro.run_all([{"report": "000"}], workers=1, scheduler="tcp://127.0.0.1:1")
 
 

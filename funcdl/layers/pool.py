@@ -106,7 +106,8 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
     vjp: ``dx[n, p·sh + i*, q·sw + j*, c] += dy[n,p,q,c]`` at each window's arg-max ``(i*, j*)``.
 
     Ties: the first maximum in row-major window order (smallest i, then smallest j) takes
-    all of ``dy``; the others get 0 (as PyTorch's CPU kernel: checked against torch 2.13).
+    all of ``dy``; the others get 0. Padding never does: a window that is all -inf sends its
+    ``dy`` to its first real cell (both as PyTorch's CPU kernel: checked against torch 2.13).
     ``stride`` defaults to the window (PyTorch, Keras). ``padding``: ``'VALID'``, ``'SAME'``,
     an int, a pair or ((top, bottom), (left, right)), narrower than the window.
     """
