@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import debug
+from funcdl._args import bool_arg
 
 __all__ = ["grad", "value_and_grad", "vjp"]
 
@@ -41,6 +42,8 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
       ``((value, new_state), grads)``, or ``((value, aux, new_state), grads)`` with aux.
     """
     stateful = bool(getattr(model, "stateful", False))
+    has_aux = bool_arg(has_aux, "value_and_grad", "has_aux")  # 'no' would count as True
+    wrt_input = bool_arg(wrt_input, "value_and_grad", "wrt_input")
     from funcdl.layers.base import not_a_layer  # here: import funcdl loads no layers
 
     got = not_a_layer(model)
@@ -125,7 +128,7 @@ def grad(model: Any, loss: Any, *, has_aux: bool = False,
     """As ``value_and_grad`` without the value: returns ``grads``; ``(grads, aux)`` with
     ``has_aux``; ``(grads, new_state)`` for a stateful model (``(grads, aux, new_state)``)."""
     vg = value_and_grad(model, loss, has_aux=has_aux, wrt_input=wrt_input)
-    stateful = bool(getattr(model, "stateful", False))
+    stateful, has_aux = bool(getattr(model, "stateful", False)), bool(has_aux)
 
     def g(params: Any, x: Any, target: Any, **kwargs: Any) -> Any:
         out, grads = vg(params, x, target, **kwargs)

@@ -506,6 +506,10 @@ P_BN_MODEL, S_BN_MODEL = init(BN_MODEL, (None, 3))
 X53, Y51 = ones(5, 3), ones(5, 1)
 
 GRAD_CASES = [
+    case("has-aux-string", lambda: fd.value_and_grad(MLP, losses.mse, has_aux="no"), TypeError,
+         "value_and_grad", "has_aux must be True or False", "'no'"),
+    case("wrt-input-int", lambda: fd.grad(MLP, losses.mse, wrt_input=1), TypeError,
+         "value_and_grad", "wrt_input must be True or False"),
     case("uncalled-layer-as-model", lambda: fd.value_and_grad(L.ReLU, losses.mse), TypeError,
          "value_and_grad", "call the constructor: ReLU()"),
     case("loss-not-reduced",
