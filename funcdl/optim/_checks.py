@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from funcdl import tree
+from funcdl._args import bool_arg
 from funcdl.optim._base import ScalarOrSchedule, Schedule
 
 Tree = Any
@@ -38,10 +39,8 @@ def check_float(name: str, what: str, value: Any, *, low: float = 0.0,
 
 def check_bool(name: str, what: str, value: Any) -> bool:
     """``value`` if it is a bool (or NumPy bool): a truthy string such as ``'no'`` is refused
-    rather than read as True."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: {what} must be True or False, got {value!r}")
-    return bool(value)
+    rather than read as True (the check layers and data use, in the optimizers' order)."""
+    return bool_arg(value, name, what)
 
 
 # The schedule constructors (constant_schedule...), registered by _schedules: passed where a
