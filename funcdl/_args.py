@@ -7,9 +7,18 @@ from typing import Any
 import numpy as np
 
 
+def number(value: Any) -> Any:
+    """A 0-d NumPy array of numbers as its Python number (``np.array(3)`` -> ``3``), as a
+    user computing a setting with NumPy may pass it; anything else unchanged."""
+    if type(value) is np.ndarray and value.ndim == 0 and value.dtype.kind in "iuf":
+        return value.item()
+    return value
+
+
 def int_arg(value: Any, where: str, what: str, minimum: int = 0) -> int:
     """``value`` as an int ``>= minimum``: a TypeError for what is not an int (bools
     included), a ValueError below ``minimum``; both name ``where`` (``random.split``)."""
+    value = number(value)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{where}: {what} must be an int, got {value!r} "
                         f"({type(value).__name__})")

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from funcdl import random
+from funcdl._args import number
 
 __all__ = [
     "Initializer",
@@ -61,6 +62,7 @@ def _real(value: Any, where: str, what: str, minimum: float | None = None,
     """``value`` as a finite float: a TypeError naming ``where`` for what is not a real
     number (bools, None, strings, arrays), a ValueError for NaN, infinities and values
     below ``minimum`` (or equal to it when ``strict``)."""
+    value = number(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         got = (f"an array of shape {value.shape} and dtype {value.dtype}"
                if isinstance(value, np.ndarray) else f"{value!r} ({type(value).__name__})")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from funcdl._args import int_arg
+from funcdl._args import int_arg, number
 
 __all__ = ["Key", "bernoulli", "check_key", "fold_in", "key", "normal", "permutation", "split",
            "uniform"]
@@ -84,6 +84,7 @@ _MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float32, np.float64)}
 def _shape(shape: Any, where: str) -> tuple[int, ...]:
     """``shape`` as a tuple of non-negative ints (an int ``n`` is ``(n,)``, as in NumPy); a
     TypeError or ValueError naming ``where`` for anything else (floats, bools, -1)."""
+    shape = number(shape)  # np.array(3): a 0-d array of one size
     if isinstance(shape, (int, np.integer)):  # a bool too: int_arg refuses it below
         dims: tuple[Any, ...] = (shape,)
     else:

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import random, tree
-from funcdl._args import int_arg
+from funcdl._args import int_arg, number
 from funcdl._finite_diff import directions_like, fd_check, is_float, to64
 from funcdl.layers.base import not_a_layer
 
@@ -41,6 +41,7 @@ def _settings(where: str, rtol: Any, atol: Any, eps: Any = 1.0) -> tuple[float, 
     out = []
     for what, value, low in (("rtol", rtol, ">= 0"), ("atol", atol, ">= 0"),
                              ("eps", eps, "> 0 (the finite-difference step, e.g. 1e-6)")):
+        value = number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
                                                              np.floating)):
             raise TypeError(f"{where}: {what} must be a real number, got {value!r} "

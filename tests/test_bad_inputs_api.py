@@ -370,3 +370,27 @@ RANDOM_CASES = [
 def test_random(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("make", [lambda: optim.adam(lr=float("inf")),
+                                  lambda: optim.sgd(0.1, momentum=float("inf")),
+                                  lambda: optim.adam(eps=float("inf"))])
+def test_optimizer_settings_must_be_finite(make):
+    with pytest.raises(ValueError, match="must be finite, got inf"):
+        make()
+
+
+def test_optimizer_settings_take_numpy_numbers_but_not_numpy_bools():
+    with pytest.raises(TypeError, match=r"sgd: lr .* must be a number, got np.True_"):
+        optim.sgd(np.True_)
+    optim.sgd(np.float32(0.1))
+    optim.sgd(np.array(0.1))
+    optim.clip_by_global_norm(float("inf"))  # no clipping: allowed, as in torch
+
+
+def test_zero_d_arrays_serve_as_numbers_where_a_number_is_asked():
+    # a setting computed with NumPy comes as a 0-d array
+    assert random.normal(KEY, np.array(3)).shape == (3,)
+    assert optim.cosine_decay_schedule(0.1, np.array(10))(5) == pytest.approx(0.05)
+    batch = next(data.batches(None, np.ones((4, 2)), batch_size=np.array(2), shuffle=False))
+    assert batch[0].shape == (2, 2)

@@ -392,3 +392,13 @@ def test_reshape_with_minus_one_of_an_unknown_size_declares_none():
     with pytest.raises(ValueError, match=r"Dense\(3\): the last axis of in_shape must be a "
                                          r"known size > 0, got \(None, None\)"):
         L.Sequential(L.Reshape((-1,)), L.Dense(3)).init(random.key(0), (None, None))
+
+
+def test_a_nan_from_finite_inputs_to_layer_norm_is_not_silenced():
+    # the mean itself overflows: x̂ is NaN, and NumPy's warning says so (only overflow of
+    # the variance, which gives x̂ = 0 as in PyTorch, is silenced)
+    x = np.array([[3e38, 3e38, 3e38, -1.0]], np.float32)
+    layer = L.LayerNorm()
+    _, params = layer.init(random.key(0), (None, 4))
+    with pytest.warns(RuntimeWarning, match="invalid value"):
+        layer.apply(params, x)

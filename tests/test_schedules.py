@@ -199,10 +199,16 @@ def test_decays_with_positive_exponents_reach_their_end_values() -> None:
     assert optim.polynomial_schedule(1.0, 0.25, 0.5, 10)(12) == 0.25
 
 
-def test_warmup_cosine_from_a_zero_peak_still_reaches_end_value() -> None:
-    # optax takes alpha = end/peak, 0 for peak 0: the schedule stayed at 0 for good.
+def test_warmup_cosine_from_a_zero_peak_stays_at_zero_as_optax() -> None:
+    # optax takes alpha = end/peak, 0 for peak 0: the schedule stays at 0 for good
     s = optim.warmup_cosine_decay_schedule(0.0, 0.0, 5, 15, end_value=0.1)
-    assert [s(0), s(5), s(10), s(15), s(100)] == pytest.approx([0.0, 0.0, 0.05, 0.1, 0.1])
+    assert [s(0), s(5), s(10), s(15), s(100)] == [0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_a_joined_exponential_decay_may_grow_to_inf_as_optax() -> None:
+    s = optim.join_schedules([optim.constant_schedule(1.0),
+                              optim.exponential_decay(1.0, 1, 10.0)], [2])
+    assert s(1) == 1.0 and s(10**6) == float("inf")
 
 
 def test_boundaries_are_ints_and_numpy_ints_and_integral_floats() -> None:

@@ -108,6 +108,10 @@ def not_a_layer(x: Any) -> str | None:
     return f"{x!r}{hint}"
 
 
+# the factories of funcdl.initializers that need no settings (variance_scaling does)
+_NO_SETTINGS = frozenset(n for n in initializers.__all__ if n != "variance_scaling")
+
+
 def initializer_arg(name: str, what: str, init: Any) -> Any:
     """A layer's ``w_init``/``b_init`` argument: None (the layer's default) or an init
     function ``init(key, shape, dtype)``; a TypeError for a number, a string, or a factory
@@ -116,8 +120,10 @@ def initializer_arg(name: str, what: str, init: Any) -> Any:
         return None
     factory = getattr(init, "__name__", "")
     if getattr(initializers, factory, None) is init and factory != "fans":
-        raise TypeError(f"{name}: {what}=initializers.{factory} is the factory; call it: "
-                        f"{what}=initializers.{factory}()")
+        how = ": " if factory in _NO_SETTINGS else " with its settings, e.g. "
+        args = "" if factory in _NO_SETTINGS else "1.0, 'fan_in', 'normal'"
+        raise TypeError(f"{name}: {what}=initializers.{factory} is the factory; call it"
+                        f"{how}{what}=initializers.{factory}({args})")
     if not callable(init):
         raise TypeError(f"{name}: {what} must be an init function (key, shape, dtype) -> "
                         f"array, such as funcdl.initializers.zeros(), got {init!r}")

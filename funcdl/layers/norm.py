@@ -11,10 +11,12 @@ Every computation stays in the input's floating dtype (float32 in, float32 out):
 vectors are cast to it once, and scalars are Python numbers, which NumPy 2 never lets
 promote an array.
 
-The statistics of huge finite values (|x - μ| beyond ~1e19 in float32) overflow to σ² = inf;
-x̂ is then 0 (nan where the mean itself overflowed), as PyTorch returns it, silently. So
-each forward computes them under a fresh ``np.errstate`` (about 1 µs; an instance cannot be
-entered twice, so none is shared) rather than rescaling the input in an extra pass.
+The statistics of huge finite values (|x - μ| beyond ~1e19 in float32) overflow to σ² = inf
+and x̂ is then 0, as PyTorch returns it; so each forward computes them under a fresh
+``np.errstate(over="ignore")`` (about 1 µs; an instance cannot be entered twice, so none is
+shared) rather than rescaling the input in an extra pass. Where the mean itself overflows
+(values near the dtype's maximum) x̂ is NaN and NumPy's "invalid value" warning stands:
+a NaN from finite inputs is never silent.
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
         if m < 2:
             raise ValueError(f"{name}: Expected more than 1 value per channel when training, "
                              f"got input of shape {x.shape} ({m} per channel)")
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore"):
             mu = x.mean(axis=red, keepdims=True)
             xc = x - mu
             sq = np.square(xc)
@@ -314,7 +316,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
     def forward(x: Array, res: tuple[int, ...], scale: Array, bias: Array,
                 keep: bool) -> tuple[Array, Array | None, Array]:
         """``(y, x̂ (or None), 1/sqrt(σ² + eps))``; apply and vjp share it bit for bit."""
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore"):
             xc = x - x.mean(axis=res, keepdims=True)
             inv_std = 1 / np.sqrt(np.square(xc).mean(axis=res, keepdims=True) + eps)
             xhat = np.multiply(xc, inv_std, out=xc)

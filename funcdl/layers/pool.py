@@ -138,7 +138,8 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
             # k grows, so max(arg, better·k) sets arg = k exactly where this offset wins
             np.maximum(arg, np.multiply(better, k, dtype=arg_dtype), out=arg)
             np.maximum(y, xp[sl], out=y)
-        if pads != NO_PADS and (y == -np.inf).any():
+        # fmin: one pass, no temporary (as (y == -inf).any() needs), and NaN ignored
+        if pads != NO_PADS and y.size and np.fmin.reduce(y, axis=None) == -np.inf:
             arg = _first_real_where_all_neg_inf(y, arg, win, pads, oh, ow)
         tiles, xp_shape, x_shape, x_dtype = _tiles(win, pads), xp.shape, x.shape, x.dtype
 

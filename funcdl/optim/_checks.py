@@ -19,15 +19,19 @@ Tree = Any
 
 
 def check_float(name: str, what: str, value: Any, *, low: float = 0.0,
-                high: float | None = None, high_open: bool = False) -> float:
+                high: float | None = None, high_open: bool = False,
+                finite: bool = True) -> float:
     """``float(value)``, raising ValueError naming ``name`` unless ``low <= value`` and
-    ``value <= high`` (``< high`` when ``high_open``). NaN is always rejected."""
-    if isinstance(value, (str, bytes, bool)) or np.ndim(value) != 0:
+    ``value <= high`` (``< high`` when ``high_open``), and finite unless ``finite=False``
+    (``max_norm=inf``: no clipping). NaN is always rejected."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or np.ndim(value) != 0:
         raise TypeError(f"{name}: {what} must be a number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name}: {what} must be a number, got {value!r}") from None
+    if finite and math.isinf(v):
+        raise ValueError(f"{name}: {what} must be finite, got {value!r}")
     ok = low <= v and (high is None or (v < high if high_open else v <= high))
     if not ok:
         bound = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from funcdl._args import number
 from funcdl.optim._base import Schedule
 from funcdl.optim._checks import (
     check_bool,
     check_float,
     check_schedule,
     schedule_factory,
-    schedule_value,
 )
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
 def _steps(name: str, what: str, value: Any, *, positive: bool = False) -> int:
     """A count of steps: an int (or an integral float) >= 0, or > 0 when ``positive``."""
     kind = "a positive int" if positive else "an int >= 0"
+    value = number(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(
             value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: {what} must be {kind}, got {value!r}")
@@ -142,16 +143,13 @@ def cosine_decay_schedule(init_value: float, decay_steps: int, alpha: float = 0.
     return _cosine(i, a, steps, _exponent(name, "exponent", exponent))
 
 
-def _cosine(init: float, alpha: float, steps: int, exponent: float,
-            end_from_zero: float = 0.0) -> Schedule:
-    """optax's ``init · ((1 - alpha) · c^exponent + alpha)``, ``c = ½(1 + cos(π·min(t, T)/T))``;
-    from ``init = 0``, ``end_from_zero · (1 - c^exponent)``: there the warmup schedule's
-    ``alpha = end_value / peak_value`` is undefined, and optax's stays at 0 for good."""
+def _cosine(init: float, alpha: float, steps: int, exponent: float) -> Schedule:
+    """optax's ``init · ((1 - alpha) · c^exponent + alpha)``, ``c = ½(1 + cos(π·min(t, T)/T))``
+    (from ``init = 0`` it stays 0, as optax's: the warmup schedule's ``alpha = end / peak``
+    is then 0)."""
     def schedule(count: int) -> float:
         c = min(count, steps)
         cosine = 0.5 * (1.0 + math.cos(math.pi * c / steps))
-        if init == 0.0:
-            return float(end_from_zero * (1.0 - cosine**exponent))
         return float(init * ((1.0 - alpha) * cosine**exponent + alpha))
 
     return schedule
@@ -172,7 +170,7 @@ def warmup_cosine_decay_schedule(init_value: float, peak_value: float, warmup_st
     init, peak = _value(name, "init_value", init_value), _value(name, "peak_value", peak_value)
     end = _value(name, "end_value", end_value)
     alpha = 0.0 if peak == 0.0 else end / peak
-    decay = _cosine(peak, alpha, total - warm, _exponent(name, "exponent", exponent), end)
+    decay = _cosine(peak, alpha, total - warm, _exponent(name, "exponent", exponent))
     return join_schedules([linear_schedule(init, peak, warm), decay], [warm])
 
 
@@ -235,8 +233,8 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
 
     def schedule(count: int) -> float:
         for boundary, s in reversed(pairs):  # the last boundary passed wins, as in optax
-            if count >= boundary:
-                return schedule_value(name, s, count - boundary)
-        return schedule_value(name, scheds[0], count)
+            if count >= boundary:  # the optimizer checks the value it reads, once
+                return float(s(count - boundary))
+        return float(scheds[0](count))
 
     return schedule

@@ -243,7 +243,7 @@ def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> GradientTransforma
     differs from optax's by up to ``1e-6 / ‖g‖`` relative).
     """
     name = "clip_by_global_norm"
-    limit = check_float(name, "max_norm", max_norm)
+    limit = check_float(name, "max_norm", max_norm, finite=False)
     pad = check_float(name, "eps", eps)
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
