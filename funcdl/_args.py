@@ -15,14 +15,15 @@ def number(value: Any) -> Any:
     return value
 
 
-def int_arg(value: Any, where: str, what: str, minimum: int = 0) -> int:
-    """``value`` as an int ``>= minimum``: a TypeError for what is not an int (bools
-    included), a ValueError below ``minimum``; both name ``where`` (``random.split``)."""
+def int_arg(value: Any, where: str, what: str, minimum: int | None = 0) -> int:
+    """``value`` as an int ``>= minimum`` (any int when None: an axis): a TypeError for what
+    is not an int (bools included), a ValueError below ``minimum``; both name ``where``
+    (``random.split``)."""
     value = number(value)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{where}: {what} must be an int, got {value!r} "
                         f"({type(value).__name__})")
-    if value < minimum:
+    if minimum is not None and value < minimum:
         word = {0: " (non-negative)", 1: " (positive)"}.get(minimum, "")
         raise ValueError(f"{where}: {what} must be >= {minimum}{word}, got {value}")
     return int(value)

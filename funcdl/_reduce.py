@@ -129,9 +129,8 @@ class Reducer:
         if found is None:
             arrays = [np.asarray(x) for x in leaves]
             bounds = np.cumsum([0] + [a.size for a in arrays]).tolist()
-            not_float = next((f"{p or 'the root'} has dtype {a.dtype}" for (p, _), a in
-                              zip(pytree.leaves_with_path(t), arrays)
-                              if a.dtype.kind not in "fc"), None)
+            odd = pytree.odd_leaf(t, "fc")
+            not_float = None if odd is None else f"{odd[0] or 'the root'} has dtype {odd[1]}"
             # tree.ravel's dtype (refusing strings would skip the agreement on this rank)
             dtype = (np.result_type(*[a.dtype for a in arrays]) if arrays and all(
                 a.dtype.kind in "biufc" for a in arrays) else np.dtype(np.float32))

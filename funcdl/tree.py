@@ -115,6 +115,17 @@ def _collect(t: Tree, out: list[Any]) -> None:
             _collect(c, out)
 
 
+def odd_leaf(tree: Tree, kinds: str) -> tuple[str, np.dtype[Any]] | None:
+    """The path (``''`` for a bare leaf) and dtype of the first leaf whose dtype kind is not
+    in ``kinds`` (``"fc"``: floating point; ``"biufc"``: numbers), or None: the one walk
+    behind every "the leaf at ... has dtype ..." error."""
+    for path, x in leaves_with_path(tree):
+        dtype = x.dtype if isinstance(x, (np.ndarray, np.generic)) else np.asarray(x).dtype
+        if dtype.kind not in kinds:
+            return path, dtype
+    return None
+
+
 def leaves_with_path(tree: Tree) -> list[tuple[str, Any]]:
     """``(path, leaf)`` pairs in flattening order; the root leaf has path ``''``."""
     out: list[tuple[str, Any]] = []
@@ -248,10 +259,9 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
     other leaf's path."""
     flat, treedef = flatten(tree)
     arrays = [np.asarray(x) for x in flat]
-    odd = next((i for i, a in enumerate(arrays) if a.dtype.kind not in "biufc"), None)
-    if odd is not None:
-        path = leaves_with_path(tree)[odd][0] or "the root"
-        raise TypeError(f"tree.ravel: the leaf at {path} has dtype {arrays[odd].dtype}; a "
+    if any(a.dtype.kind not in "biufc" for a in arrays):
+        path, dtype = odd_leaf(tree, "biufc")  # type: ignore[misc]
+        raise TypeError(f"tree.ravel: the leaf at {path or 'the root'} has dtype {dtype}; a "
                         f"ravelled tree holds numbers only (bool, int, float, complex)")
     shapes = [a.shape for a in arrays]
     dtypes = [a.dtype for a in arrays]

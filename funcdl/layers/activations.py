@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
+from funcdl._args import int_arg
 from funcdl._special import erf, shifted_exp
 from funcdl.layers.base import (
     Array,
@@ -267,18 +268,12 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
 
 def Softmax(axis: int = -1) -> Layer:
     """``y = e^x / Σ e^x`` along ``axis``."""
-    return _normalised(f"Softmax(axis={_axis('Softmax', axis)})", int(axis), log=False)
+    a = int_arg(axis, "Softmax", "axis", None)  # int(1.5) would normalise over axis 1
+    return _normalised(f"Softmax(axis={a})", a, log=False)
 
 
 def LogSoftmax(axis: int = -1) -> Layer:
     """``y = x - log Σ e^x`` along ``axis``."""
-    return _normalised(f"LogSoftmax(axis={_axis('LogSoftmax', axis)})", int(axis), log=True)
+    a = int_arg(axis, "LogSoftmax", "axis", None)
+    return _normalised(f"LogSoftmax(axis={a})", a, log=True)
 
-
-def _axis(name: str, axis: Any) -> int:
-    """``axis`` as an int (negative counts from the end), or a TypeError naming ``name``:
-    ``int(1.5)`` would quietly normalise over axis 1."""
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"{name}: axis must be an int (e.g. -1, the last axis), got "
-                        f"{axis!r} ({type(axis).__name__})")
-    return int(axis)

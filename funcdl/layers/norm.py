@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg
+from funcdl._args import bool_arg, int_arg
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -98,9 +98,8 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) \
             or not float(eps) > 0.0:
         raise ValueError(f"BatchNorm: eps must be a number > 0, got {eps!r}")
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"BatchNorm: axis must be an int (the channel axis), got {axis!r}")
-    momentum, eps, axis = float(momentum), float(eps), int(axis)
+    axis = int_arg(axis, "BatchNorm", "axis", None)
+    momentum, eps = float(momentum), float(eps)
     name = _label("BatchNorm", [("momentum", momentum, 0.1), ("eps", eps, 1e-5),
                                 ("axis", axis, -1)])
 

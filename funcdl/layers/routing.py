@@ -115,10 +115,7 @@ def FanInSum() -> Layer:
 def FanInConcat(axis: int = -1) -> Layer:
     """Concatenate a tuple along ``axis`` (batch axis excluded); vjp: ``dy`` split at the
     same offsets."""
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"FanInConcat: axis must be an int (a non-batch axis, e.g. -1), got "
-                        f"{axis!r} ({type(axis).__name__})")
-    axis = int(axis)
+    axis = int_arg(axis, "FanInConcat", "axis", None)
     name = f"FanInConcat(axis={axis})"
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
+from funcdl._args import bool_arg
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -22,7 +23,7 @@ from funcdl.optim._base import (
     next_count,
     zero_count,
 )
-from funcdl.optim._checks import check_bool, check_float, check_float_params
+from funcdl.optim._checks import check_float, check_float_params
 
 __all__ = [
     "ScaleByAdagradState",
@@ -125,7 +126,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
     name = "scale_by_rms"
     a = check_float(name, "alpha", alpha)
     eps = check_float(name, "eps", eps)
-    ctr = check_bool(name, "centered", centered)
+    ctr = bool_arg(centered, name, "centered")
 
     def init(params: Tree) -> ScaleByRmsState:
         check_float_params(f"{name}.init", params, eps)

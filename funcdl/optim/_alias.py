@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from funcdl._args import bool_arg
 from funcdl.optim._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
 from funcdl.optim._base import GradientTransformation, ScalarOrSchedule, Tree, make_named_chain
 from funcdl.optim._checks import (
-    check_bool,
     check_float,
     check_float_params,
     check_lr,
@@ -57,7 +57,7 @@ def sgd(lr: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False,
     lr = check_lr(name, lr)
     momentum = check_float(name, "momentum", momentum)
     weight_decay = check_float(name, "weight_decay", weight_decay)
-    nesterov = check_bool(name, "nesterov", nesterov)
+    nesterov = bool_arg(nesterov, name, "nesterov")
     if nesterov and momentum == 0.0:
         raise ValueError(f"{name}: nesterov=True requires momentum > 0")
     stages: _Stages = []
@@ -121,7 +121,7 @@ def rmsprop(lr: ScalarOrSchedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
     eps = check_float(name, "eps", eps)
     weight_decay = check_float(name, "weight_decay", weight_decay)
     momentum = check_float(name, "momentum", momentum)
-    centered = check_bool(name, "centered", centered)
+    centered = bool_arg(centered, name, "centered")
     stages: _Stages = []
     _weight_decay(stages, weight_decay)
     stages.append(("rms", scale_by_rms(alpha, eps, centered)))

@@ -128,12 +128,11 @@ def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Se
     except TypeError:
         # NumPy refuses in-place float math into integer leaves: name the leaf instead.
         for t, tree_name in zip(trees, names, strict=True):
-            for path, x in tree.leaves_with_path(t):
-                kind = np.asarray(x).dtype
-                if kind.kind not in "fc":
-                    raise TypeError(f"{name}: {tree_name}{path} has dtype {kind}; optimizers "
-                                    f"work on floating-point arrays (cast with "
-                                    f".astype(np.float32))") from None
+            odd = tree.odd_leaf(t, "fc")
+            if odd is not None:
+                raise TypeError(f"{name}: {tree_name}{odd[0]} has dtype {odd[1]}; "
+                                f"optimizers work on floating-point arrays (cast with "
+                                f".astype(np.float32))") from None
         raise
 
 

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import bool_arg
 from funcdl.optim._base import ScalarOrSchedule, Schedule
 
 Tree = Any
@@ -40,11 +39,6 @@ def check_float(name: str, what: str, value: Any, *, low: float = 0.0,
         raise ValueError(f"{name}: {what} must be {bound}, got {value!r}")
     return v
 
-
-def check_bool(name: str, what: str, value: Any) -> bool:
-    """``value`` if it is a bool (or NumPy bool): a truthy string such as ``'no'`` is refused
-    rather than read as True (the check layers and data use, in the optimizers' order)."""
-    return bool_arg(value, name, what)
 
 
 # The schedule constructors (constant_schedule...), registered by _schedules: passed where a
@@ -93,14 +87,15 @@ def check_float_params(name: str, params: Tree, eps: float | None = None) -> Non
     An integer or bool param would come back from ``apply_updates`` silently truncated (an
     update of -0.1 turns 1 into 0). With ``eps``: ``eps > 0`` must not round to 0 in a
     param's dtype (1e-8 does in float16), or a zero gradient entry divides 0 by 0."""
-    for path, x in tree.leaves_with_path(params):
-        kind = x.dtype if isinstance(x, (np.ndarray, np.generic)) else np.asarray(x).dtype
-        if kind.kind not in "fc":
-            raise TypeError(f"{name}: params{path} has dtype {kind}; optimizers work on "
-                            f"floating-point arrays (apply_updates keeps each param's dtype, "
-                            f"so an integer one would be truncated at every update); cast "
-                            f"it with .astype(np.float32)")
-        if eps and kind.kind == "f" and np.asarray(eps, kind) == 0.0:
+    odd = tree.odd_leaf(params, "fc")
+    if odd is not None:
+        raise TypeError(f"{name}: params{odd[0]} has dtype {odd[1]}; optimizers work on "
+                        f"floating-point arrays (apply_updates keeps each param's dtype, so "
+                        f"an integer one would be truncated at every update); cast it with "
+                        f".astype(np.float32)")
+    for path, x in tree.leaves_with_path(params) if eps else ():
+        kind = np.asarray(x).dtype
+        if kind.kind == "f" and np.asarray(eps, kind) == 0.0:
             raise ValueError(f"{name}: eps={eps} is 0 in {kind} (params{path}), so a zero "
                              f"gradient entry would give 0/0 = NaN; pass a larger eps (1e-4 "
                              f"is usual for float16) or keep float32 params")

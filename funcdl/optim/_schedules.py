@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import number
+from funcdl._args import bool_arg, number
 from funcdl.optim._base import Schedule
 from funcdl.optim._checks import (
-    check_bool,
     check_float,
     check_schedule,
     schedule_factory,
@@ -191,7 +190,7 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
     if steps == 0:
         return constant_schedule(i)
     end = None if end_value is None else _value(name, "end_value", end_value)
-    stair = check_bool(name, "staircase", staircase)
+    stair = bool_arg(staircase, name, "staircase")
 
     def schedule(count: int) -> float:
         elapsed = count - begin

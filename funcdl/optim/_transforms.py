@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
+from funcdl._args import bool_arg
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -27,7 +28,6 @@ from funcdl.optim._base import (
     zero_count,
 )
 from funcdl.optim._checks import (
-    check_bool,
     check_float,
     check_float_params,
     check_schedule,
@@ -161,7 +161,7 @@ def scale_by_learning_rate(lr: ScalarOrSchedule, *, flip_sign: bool = True
     """``u = -lr · g`` (``+lr · g`` when ``flip_sign=False``); ``lr`` a float or a schedule,
     read at every update (then the state is ``ScaleByScheduleState(count)``)."""
     name = "scale_by_learning_rate"
-    sign = -1.0 if check_bool(name, "flip_sign", flip_sign) else 1.0
+    sign = -1.0 if bool_arg(flip_sign, name, "flip_sign") else 1.0
     if callable(lr):
         schedule = check_schedule(name, "lr", lr)
         return _scaled_by_schedule(
@@ -195,43 +195,28 @@ def global_norm(tree_: Tree) -> float:
 
 def _global_norm(name: str, what: str, tree_: Tree) -> float:
     total = 0.0
-    try:
-        for x in tree.leaves(tree_):
-            if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64):
-                s = float(np.vdot(x, x))  # BLAS, in the leaf's dtype: the common case
-                if s == math.inf and x.dtype is _F32:
-                    # A float32 sum of squares overflows past ~1.8e19 (then clipping
-                    # [3e19, 4e19] scaled it by max_norm/inf = 0): sum again in float64.
-                    s = _sum_of_squares(x)
-            else:
+    for x in tree.leaves(tree_):
+        if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64):
+            s = float(np.vdot(x, x))  # BLAS, in the leaf's dtype: the common case
+            if s == math.inf and x.dtype is _F32:
+                # A float32 sum of squares overflows past ~1.8e19 (then clipping
+                # [3e19, 4e19] scaled it by max_norm/inf = 0): sum again in float64.
                 s = _sum_of_squares(x)
-            total += s
-    except _NotNumeric:
-        for path, x in tree.leaves_with_path(tree_):
-            kind = np.asarray(x).dtype
-            if kind.kind not in "iufc":
-                raise TypeError(f"{name}: {what}{path} has dtype {kind}; the global norm "
-                                f"needs numeric arrays (floating-point, as gradients "
-                                f"are)") from None
-        raise
+        elif np.asarray(x).dtype.kind in "iufc":  # not bool: it would sum as a logical or
+            s = _sum_of_squares(x)
+        else:
+            path, dtype = tree.odd_leaf(tree_, "iufc")  # type: ignore[misc]
+            raise TypeError(f"{name}: {what}{path} has dtype {dtype}; the global norm needs "
+                            f"numeric arrays (floating-point, as gradients are)")
+        total += s
     return math.sqrt(total)
-
-
-class _NotNumeric(Exception):
-    pass
 
 
 def _sum_of_squares(x: Any) -> float:
     """``Σ |x|²`` in float64 (complex128), where neither overflow nor integer wrap-around
-    happens; ``_NotNumeric`` for a leaf with no norm (bool would sum as a logical or)."""
+    happens."""
     a = np.asarray(x)
-    kind = a.dtype.kind
-    if kind in "iuf":
-        a = a.astype(np.float64)
-    elif kind == "c":
-        a = a.astype(np.complex128)
-    else:
-        raise _NotNumeric
+    a = a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
     return float(np.vdot(a, a).real)
 
 
@@ -271,7 +256,7 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
     """
     name = "trace"
     d = check_float(name, "decay", decay)
-    nest = check_bool(name, "nesterov", nesterov)
+    nest = bool_arg(nesterov, name, "nesterov")
 
     def init(params: Tree) -> TraceState:
         check_float_params(f"{name}.init", params)
