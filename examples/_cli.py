@@ -61,3 +61,25 @@ def make_out_dir(parser: argparse.ArgumentParser, path: Path) -> Path:
         parser.error(f"argument --out: cannot create the folder {str(path)!r} "
                      f"({err.strerror or err}); pass a folder you can write to")
     return path
+
+
+def parser(script: str, doc: str | None) -> argparse.ArgumentParser:
+    """An example's parser: the script's name in its messages (``disk.py: error: ...``, also
+    when ``main`` is called from pytest) and its docstring's first paragraph as the help."""
+    return argparse.ArgumentParser(prog=Path(script).name, description=description(doc))
+
+
+def add_out(parser: argparse.ArgumentParser, default: Path, files: str) -> None:
+    """The ``--out DIR`` option of a script that writes ``files``."""
+    parser.add_argument("--out", type=out_dir, default=default, metavar="DIR",
+                        help=f"folder for {files}, created when missing (default: "
+                             f"%(default)s)")
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments, with the ``--out`` folder (when the script has one) made at once:
+    before any training, so that a bad --out costs nothing."""
+    args = parser.parse_args(argv)
+    if getattr(args, "out", None) is not None:
+        make_out_dir(parser, args.out)
+    return args

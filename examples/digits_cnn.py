@@ -11,7 +11,6 @@ installed. Needs scikit-learn (``pip install funcdl[examples]``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,8 @@ import funcdl as fd
 from funcdl import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
-from _cli import description, make_out_dir, out_dir, positive_int, seed
+import _cli
+from _cli import positive_int, seed
 
 
 def load(key: Any) -> tuple[np.ndarray, ...]:
@@ -111,17 +111,14 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray, path: Path) -> b
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=description(__doc__))
+    parser = _cli.parser(__file__, __doc__)
     parser.add_argument("--epochs", type=positive_int, default=30,
                         help="passes over the training images (default: %(default)s)")
     parser.add_argument("--seed", type=seed, default=0,
                         help="seed of the key that draws the train/test split, the initial "
                              "params, the batches and dropout (default: %(default)s)")
-    parser.add_argument("--out", type=out_dir, default=Path(__file__).parent / "output",
-                        metavar="DIR", help="folder for digits_confusion.png, created when "
-                                            "missing (default: %(default)s)")
-    args = parser.parse_args(argv)
-    make_out_dir(parser, args.out)  # before training: a bad --out costs nothing
+    _cli.add_out(parser, Path(__file__).parent / "output", "digits_confusion.png")
+    args = _cli.parse(parser, argv)
     result = train(args.epochs, args.seed)
     print(f"final: test accuracy {result['test_accuracy']:.2%} (train "
           f"{result['train_accuracy']:.2%}), {result['seconds']:.1f} s of training")

@@ -12,7 +12,6 @@ the loss curve.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -25,7 +24,8 @@ import funcdl as fd
 from funcdl import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
-from _cli import description, make_out_dir, out_dir, positive_int, seed
+import _cli
+from _cli import positive_int, seed
 
 RADIUS = 1 / math.sqrt(2 * math.pi)
 
@@ -114,17 +114,14 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=description(__doc__))
+    parser = _cli.parser(__file__, __doc__)
     parser.add_argument("--epochs", type=positive_int, default=200,
                         help="passes over the 1000 training points (default: %(default)s)")
     parser.add_argument("--seed", type=seed, default=0,
                         help="seed of the key that draws the data, the initial params and the "
                              "batches (default: %(default)s)")
-    parser.add_argument("--out", type=out_dir, default=Path(__file__).parent / "output",
-                        metavar="DIR", help="folder for disk_params.npz and disk.png, created "
-                                            "when missing (default: %(default)s)")
-    args = parser.parse_args(argv)
-    make_out_dir(parser, args.out)  # before training: a bad --out costs nothing
+    _cli.add_out(parser, Path(__file__).parent / "output", "disk_params.npz and disk.png")
+    args = _cli.parse(parser, argv)
     result = train(args.epochs, args.seed)
     print(f"final: train error {result['train_error']:.2%}, test error "
           f"{result['test_error']:.2%}, {result['seconds']:.2f} s of training")

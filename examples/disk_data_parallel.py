@@ -27,7 +27,6 @@ if any(int(os.environ.get(v, "1") or 1) > 1 for v in ("PMI_SIZE", "OMPI_COMM_WOR
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
 
-import argparse
 import math
 import sys
 import time
@@ -40,7 +39,8 @@ import funcdl as fd
 from funcdl import parallel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import description, positive_int, seed
+import _cli
+from _cli import positive_int, seed
 from disk import error, make_model
 
 
@@ -113,7 +113,7 @@ def train(epochs: int = 200, seed: int = 0, lr: float = 1e-2, batch_size: int = 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=description(__doc__))
+    parser = _cli.parser(__file__, __doc__)
     parser.add_argument("--epochs", type=positive_int, default=200,
                         help="passes over the 1000 training points (default: %(default)s)")
     parser.add_argument("--seed", type=seed, default=0,

@@ -41,7 +41,6 @@ if _pinned_process():
                  "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
         os.environ[_var] = "1"
 
-import argparse  # noqa: E402
 import importlib.metadata  # noqa: E402
 import importlib.util  # noqa: E402
 import time  # noqa: E402
@@ -53,11 +52,12 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # the helper modules next to this script
     sys.path.insert(0, str(HERE))
 
+import _cli  # noqa: E402
 import _repro_plots  # noqa: E402
 import _repro_published  # noqa: E402
 import _repro_report  # noqa: E402
 import _repro_runs  # noqa: E402
-from _cli import description, make_out_dir, out_dir, positive_int  # noqa: E402
+from _cli import positive_int  # noqa: E402
 
 from funcdl import sweep  # noqa: E402
 
@@ -166,7 +166,7 @@ def torch_version() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=description(__doc__))
+    parser = _cli.parser(__file__, __doc__)
     parser.add_argument("--quick", action="store_true",
                         help="a few epochs and runs: a smoke test of every table and figure")
     parser.add_argument("--workers", type=positive_int, default=len(os.sched_getaffinity(0))
@@ -174,16 +174,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="processes that train the runs, 1 to train in this one; "
                              "unused with --scheduler (default: %(default)s, the cores this "
                              "process may use)")
-    parser.add_argument("--out", type=out_dir, default=HERE / "output", metavar="DIR",
-                        help="folder for REPORT.md and the figures, created when missing "
-                             "(default: %(default)s)")
+    _cli.add_out(parser, HERE / "output", "REPORT.md and the figures")
     parser.add_argument("--reports", nargs="+", choices=sorted(FULL), default=None,
                         help="reproduce only these reports (default: all five)")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="run on an existing Dask scheduler (e.g. tcp://host:8786) "
                              "instead of local processes")
-    args = parser.parse_args(argv)
-    make_out_dir(parser, args.out)  # before the runs: a bad --out costs nothing
+    args = _cli.parse(parser, argv)
     torch = torch_version()
     configs = make_configs(args.quick, torch is not None, args.reports)
     print(f"{len(configs)} runs on {args.workers} worker process(es)"

@@ -18,7 +18,6 @@ each of its encoder's weights sees twice the points.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,8 @@ import funcdl as fd
 from funcdl import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
-from _cli import description, make_out_dir, out_dir, positive_int
+import _cli
+from _cli import positive_int
 
 
 def encoder() -> Any:
@@ -110,16 +110,13 @@ def plot(results: list[list[dict[str, Any]]], path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
-    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=description(__doc__))
+    parser = _cli.parser(__file__, __doc__)
     parser.add_argument("--epochs", type=positive_int, default=150,
                         help="passes over the 1000 training pairs (default: %(default)s)")
     parser.add_argument("--runs", type=positive_int, default=3,
                         help="runs of each model, with seeds 0 to RUNS-1 (default: %(default)s)")
-    parser.add_argument("--out", type=out_dir, default=Path(__file__).parent / "output",
-                        metavar="DIR", help="folder for weight_sharing.png, created when "
-                                            "missing (default: %(default)s)")
-    args = parser.parse_args(argv)
-    make_out_dir(parser, args.out)  # before training: a bad --out costs nothing
+    _cli.add_out(parser, Path(__file__).parent / "output", "weight_sharing.png")
+    args = _cli.parse(parser, argv)
     results = [[train(shared, args.epochs, seed, verbose=False) for seed in range(args.runs)]
                for shared in (True, False)]
     print(f"{'model':10s} {'params':>7s} {'train error':>16s} {'test error':>16s} "

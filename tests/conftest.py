@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,3 +31,13 @@ def load_example(name: str) -> ModuleType:
 @pytest.fixture
 def key() -> np.ndarray:
     return random.key(0)
+
+
+def refused(main: Callable[[list[str]], Any], argv: list[str], capsys: Any) -> str:
+    """An example's ``main(argv)`` refused while parsing: exit status 2, nothing on stdout
+    (nothing ran); returns what argparse wrote on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""
+    return str(captured.err)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import load_example
+from conftest import load_example, refused
 
 import funcdl as fd
 
@@ -46,20 +46,14 @@ def test_main_writes_confusion_matrix(digits, tmp_path, capsys):
     (["--seed", "-1"], "argument --seed: expected a seed: an integer in [0, 2**128), got -1"),
 ])
 def test_bad_arguments_are_refused_while_parsing(digits, capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_info:
-        digits.main(argv)
-    captured = capsys.readouterr()
-    assert exit_info.value.code == 2 and captured.out == ""
-    assert captured.err.startswith("usage: ") and f"error: {message}" in captured.err
+    err = refused(digits.main, argv, capsys)
+    assert err.startswith("usage: ") and f"error: {message}" in err
 
 
 def test_an_out_that_is_a_file_is_refused_before_training(digits, tmp_path, capsys):
     (tmp_path / "afile").write_text("")
-    with pytest.raises(SystemExit) as exit_info:
-        digits.main(["--epochs", "1", "--out", str(tmp_path / "afile")])
-    captured = capsys.readouterr()
-    assert exit_info.value.code == 2 and captured.out == ""
-    assert "error: argument --out: expected a folder for the outputs" in captured.err
+    err = refused(digits.main, ["--epochs", "1", "--out", str(tmp_path / "afile")], capsys)
+    assert "error: argument --out: expected a folder for the outputs" in err
 
 
 def test_help_shows_the_defaults(digits, capsys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import load_example
+from conftest import load_example, refused
 
 import funcdl as fd
 
@@ -53,11 +53,8 @@ def test_main_prints_saves_and_plots(disk, tmp_path, capsys):
     (["--seed", str(2**128)], "argument --seed: expected a seed: an integer in [0, 2**128)"),
 ])
 def test_bad_arguments_are_refused_while_parsing(disk, capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_info:
-        disk.main(argv)
-    captured = capsys.readouterr()
-    assert exit_info.value.code == 2 and captured.out == ""  # nothing trained
-    assert captured.err.startswith("usage: disk.py ") and f"error: {message}" in captured.err
+    err = refused(disk.main, argv, capsys)  # nothing trained
+    assert err.startswith("usage: disk.py ") and f"error: {message}" in err
 
 
 def test_an_out_that_is_a_file_is_refused_before_training(disk, tmp_path, capsys):
@@ -65,12 +62,10 @@ def test_an_out_that_is_a_file_is_refused_before_training(disk, tmp_path, capsys
     afile.write_text("not a folder")
     for out, message in [(afile, "expected a folder for the outputs, got"),
                          (afile / "sub", "cannot create the folder")]:
-        with pytest.raises(SystemExit) as exit_info:
-            disk.main(["--epochs", "1", "--out", str(out)])
-        captured = capsys.readouterr()
-        assert exit_info.value.code == 2 and captured.out == ""  # refused before training
-        assert f"error: argument --out: {message}" in captured.err
-        assert len(captured.err.strip().splitlines()) == 2  # the usage line and one message
+        # refused before training
+        err = refused(disk.main, ["--epochs", "1", "--out", str(out)], capsys)
+        assert f"error: argument --out: {message}" in err
+        assert len(err.strip().splitlines()) == 2  # the usage line and one message
     assert afile.read_text() == "not a folder"
 
 

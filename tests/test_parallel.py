@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, load_example
+from conftest import EXAMPLES, load_example, refused
 
 import funcdl as fd
 from funcdl import data, parallel
@@ -404,11 +404,8 @@ def test_signature_keys_equal_exactly_when_structure_shapes_and_dtypes_are():
     (["--seed", "-5"], "argument --seed: expected a seed: an integer in [0, 2**128), got -5"),
 ])
 def test_disk_example_refuses_bad_arguments_while_parsing(capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_info:
-        load_example("disk_data_parallel").main(argv)
-    captured = capsys.readouterr()
-    assert exit_info.value.code == 2 and captured.out == ""
-    assert captured.err.startswith("usage: ") and f"error: {message}" in captured.err
+    err = refused(load_example("disk_data_parallel").main, argv, capsys)
+    assert err.startswith("usage: ") and f"error: {message}" in err
 
 
 def test_disk_example_help_shows_the_defaults(capsys):

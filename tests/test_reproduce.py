@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import load_example
+from conftest import load_example, refused
 
 import funcdl as fd
 from funcdl import layers as L
@@ -140,21 +140,17 @@ def test_report_004_check_catches_a_wrong_gradient(repro):
      "argument --workers: expected a positive integer (1 or more), got 'two'"),
 ])
 def test_bad_arguments_are_refused_while_parsing(repro, tmp_path, capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_info:
-        repro.main(["--quick", "--reports", "004", "--out", str(tmp_path), *argv])
-    captured = capsys.readouterr()
-    assert exit_info.value.code == 2 and captured.out == ""  # no run started
-    assert captured.err.startswith("usage: ") and f"error: {message}" in captured.err
+    # no run started
+    err = refused(repro.main, ["--quick", "--reports", "004", "--out", str(tmp_path), *argv],
+                  capsys)
+    assert err.startswith("usage: ") and f"error: {message}" in err
 
 
 def test_an_out_that_is_a_file_is_refused_before_the_runs(repro, tmp_path, capsys):
     (tmp_path / "afile").write_text("")
-    with pytest.raises(SystemExit) as exit_info:
-        repro.main(["--quick", "--reports", "004", "--workers", "1",
-                    "--out", str(tmp_path / "afile")])
-    captured = capsys.readouterr()
-    assert exit_info.value.code == 2 and captured.out == ""
-    assert "error: argument --out: expected a folder for the outputs" in captured.err
+    err = refused(repro.main, ["--quick", "--reports", "004", "--workers", "1",
+                               "--out", str(tmp_path / "afile")], capsys)
+    assert "error: argument --out: expected a folder for the outputs" in err
 
 
 def test_help_has_the_whole_description_and_the_defaults(repro, capsys):

@@ -4,7 +4,7 @@ the script reports both models."""
 from __future__ import annotations
 
 import pytest
-from conftest import load_example
+from conftest import load_example, refused
 
 import funcdl as fd
 
@@ -38,21 +38,17 @@ def test_main_runs_and_reports(tmp_path, capsys):
 ])
 def test_bad_arguments_are_refused_while_parsing(capsys, argv, message):
     ws = load_example("weight_sharing")
-    with pytest.raises(SystemExit) as exit_info:
-        ws.main([*argv, "--epochs", "1"] if "--runs" in argv else argv)
-    captured = capsys.readouterr()
-    assert exit_info.value.code == 2 and captured.out == ""  # not even the table's header
-    assert captured.err.startswith("usage: ") and f"error: {message}" in captured.err
+    # not even the table's header
+    err = refused(ws.main, [*argv, "--epochs", "1"] if "--runs" in argv else argv, capsys)
+    assert err.startswith("usage: ") and f"error: {message}" in err
 
 
 def test_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
     ws = load_example("weight_sharing")
     (tmp_path / "afile").write_text("")
-    with pytest.raises(SystemExit) as exit_info:
-        ws.main(["--epochs", "1", "--runs", "1", "--out", str(tmp_path / "afile")])
-    captured = capsys.readouterr()
-    assert exit_info.value.code == 2 and captured.out == ""
-    assert "error: argument --out: expected a folder for the outputs" in captured.err
+    err = refused(ws.main, ["--epochs", "1", "--runs", "1", "--out", str(tmp_path / "afile")],
+                  capsys)
+    assert "error: argument --out: expected a folder for the outputs" in err
 
 
 def test_help_shows_the_defaults(capsys):
