@@ -130,6 +130,9 @@ def test_a_residual_state_holds_one_entry_for_its_one_child(key):
     with pytest.raises(ValueError, match=r"Residual\(BatchNorm\(\)\): expected state as a "
                                          r"tuple with one entry"):
         model.apply(params, x, state=bn_state)  # the child's state unwrapped
+    # the vjp through the wrapped state, in training (batch statistics) and inference
+    for train in (True, False):
+        check_vjp(model, params, x + np.sin(x), state=state, train=train)
 
 
 def test_slice_known_values_and_vjp():
