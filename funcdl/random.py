@@ -48,10 +48,6 @@ def check_key(k: Any, where: str) -> Key:
     return k
 
 
-def _check(k: Any, fn: str) -> Key:
-    return check_key(k, f"random.{fn}")
-
-
 def _gen(k: Key) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(key=k))
 
@@ -59,7 +55,7 @@ def _gen(k: Key) -> np.random.Generator:
 def split(key: Key, num: int = 2) -> tuple[Key, ...]:
     """``num`` new independent keys derived from ``key``."""
     num = int_arg(num, "random.split", "num")
-    bits = _gen(_check(key, "split")).integers(0, _MASK64, size=(num, 2), dtype=np.uint64,
+    bits = _gen(check_key(key, "random.split")).integers(0, _MASK64, size=(num, 2), dtype=np.uint64,
                                                endpoint=True)
     return tuple(bits)
 
@@ -72,7 +68,8 @@ def fold_in(key: Key, data: int) -> Key:
     if not 0 <= d <= _MASK64:  # not wrapped: 2**64 would be 0's stream, -1 2**64 - 1's
         raise ValueError(f"random.fold_in: data must be in [0, 2**64), got {d}")
     # Philox's counter is its other 256-bit input: placing data there gives a stream per value.
-    bg = np.random.Philox(key=_check(key, "fold_in"), counter=np.array([d, 1, 0, 0], np.uint64))
+    bg = np.random.Philox(key=check_key(key, "random.fold_in"),
+                          counter=np.array([d, 1, 0, 0], np.uint64))
     return np.random.Generator(bg).integers(0, _MASK64, size=2, dtype=np.uint64, endpoint=True)
 
 
@@ -249,4 +246,4 @@ def bernoulli(key: Key, p: Any = 0.5, shape: Any = None) -> NDArray[np.bool_]:
 def permutation(key: Key, n: int) -> NDArray[np.int64]:
     """A random permutation of ``range(n)``."""
     n = int_arg(n, "random.permutation", "n")
-    return _gen(_check(key, "permutation")).permutation(n).astype(np.int64, copy=False)
+    return _gen(check_key(key, "random.permutation")).permutation(n).astype(np.int64, copy=False)
