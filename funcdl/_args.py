@@ -1,10 +1,11 @@
-"""The integer- and flag-argument checks that random, data and parallel share."""
+"""The argument checks shared across funcdl: ints, flags, shapes and float dtypes."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 
 def number(value: Any) -> Any:
@@ -36,3 +37,39 @@ def bool_arg(value: Any, where: str, what: str) -> bool:
         raise TypeError(f"{where}: {what} must be True or False, got {value!r} "
                         f"({type(value).__name__})")
     return bool(value)
+
+
+F32 = np.dtype(np.float32)
+# The largest finite value of each sample dtype: bounds beyond it cannot be cast to it.
+FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float32, np.float64)}
+
+
+def shape_arg(shape: Any, where: str) -> tuple[int, ...]:
+    """``shape`` as a tuple of non-negative ints (an int ``n`` is ``(n,)``, as in NumPy); a
+    TypeError or ValueError naming ``where`` for anything else (floats, bools, -1)."""
+    shape = number(shape)  # np.array(3): a 0-d array of one size
+    if isinstance(shape, (int, np.integer)):  # a bool too: int_arg refuses it below
+        dims: tuple[Any, ...] = (shape,)
+    else:
+        try:
+            dims = tuple(shape)
+        except TypeError:
+            raise TypeError(f"{where}: shape must be an int or a tuple of ints, got {shape!r} "
+                            f"({type(shape).__name__})") from None
+    if all(type(d) is int and d >= 0 for d in dims):  # the common call: nothing to convert
+        return dims
+    return tuple(int_arg(d, where, f"every size in shape {shape!r}") for d in dims)
+
+
+def float_dtype_arg(dtype: DTypeLike, where: str) -> np.dtype[Any]:
+    """``dtype`` as float32 or float64 (None is float32, funcdl's default, as in JAX: NumPy
+    would read it as float64); a TypeError naming ``where`` for anything else."""
+    if dtype is None:
+        return F32
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_MAX:
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {dt}")
+    return dt

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from funcdl import random
-from funcdl._args import number
+from funcdl._args import FLOAT_MAX, float_dtype_arg, number, shape_arg
 
 __all__ = [
     "Initializer",
@@ -109,7 +109,7 @@ def _numeric(dtype: DTypeLike, where: str) -> np.dtype[Any]:
 def fans(shape: Any) -> tuple[int, int]:
     """``(fan_in, fan_out)`` of a kernel shape ``(*receptive, in, out)`` (an int ``n`` is
     ``(n,)``; a 1-D shape ``(n,)`` gives ``(n, n)``, a 0-D one ``(1, 1)``)."""
-    return _fans(random._shape(shape, "initializers.fans"))
+    return _fans(shape_arg(shape, "initializers.fans"))
 
 
 def _fans(dims: tuple[int, ...]) -> tuple[int, int]:
@@ -126,7 +126,7 @@ def zeros() -> Initializer:
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
         del key
         where = "initializers.zeros"
-        return np.zeros(random._shape(shape, where), _numeric(dtype, where))
+        return np.zeros(shape_arg(shape, where), _numeric(dtype, where))
     return init
 
 
@@ -135,7 +135,7 @@ def ones() -> Initializer:
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
         del key
         where = "initializers.ones"
-        return np.ones(random._shape(shape, where), _numeric(dtype, where))
+        return np.ones(shape_arg(shape, where), _numeric(dtype, where))
     return init
 
 
@@ -148,11 +148,11 @@ def normal(std: float = 1e-2, mean: float = 0.0) -> Initializer:
 def _normal(std: float, mean: float, where: str) -> Initializer:
     """``mean + std z`` in the sample dtype, whose range must hold every possible sample."""
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        dt = random._float(dtype, where)
-        if abs(mean) + _Z_MAX * std > random._MAX[dt]:
+        dt = float_dtype_arg(dtype, where)
+        if abs(mean) + _Z_MAX * std > FLOAT_MAX[dt]:
             raise ValueError(f"{where}: mean={mean:g} and std={std:g} give samples beyond "
                              f"{dt}'s range (needs |mean| + {_Z_MAX:g} std <= "
-                             f"{random._MAX[dt]:.4g}); pass dtype=np.float64 or a smaller std")
+                             f"{FLOAT_MAX[dt]:.4g}); pass dtype=np.float64 or a smaller std")
         z = random._normal(key, shape, dt, where)
         np.multiply(z, dt.type(std), out=z)  # in place: a 0-d result stays an array
         np.add(z, dt.type(mean), out=z)
@@ -192,7 +192,7 @@ def _variance_scaling(scale: float, mode: str, distribution: str, where: str) ->
     _one_of(distribution, ("normal", "uniform"), where, "distribution")
 
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        dims = random._shape(shape, where)
+        dims = shape_arg(shape, where)
         fan_in, fan_out = _fans(dims)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
         var = s / max(n, 1)
@@ -258,10 +258,10 @@ def orthogonal(scale: float = 1.0) -> Initializer:
     s = _real(scale, where, "scale")
 
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        dims, dt = random._shape(shape, where), random._float(dtype, where)
+        dims, dt = shape_arg(shape, where), float_dtype_arg(dtype, where)
         if len(dims) < 2:
             raise ValueError(f"{where}: needs a shape of rank >= 2, got {dims}")
-        if abs(s) > random._MAX[dt]:  # |q_ij| <= 1: this bounds every entry
+        if abs(s) > FLOAT_MAX[dt]:  # |q_ij| <= 1: this bounds every entry
             raise ValueError(f"{where}: scale={s:g} is beyond {dt}'s range; pass "
                              f"dtype=np.float64 or a smaller scale")
         rows, cols = math.prod(dims[:-1]), dims[-1]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from funcdl._args import int_arg, number
+from funcdl._args import F32, FLOAT_MAX, float_dtype_arg, int_arg, shape_arg
 
 __all__ = ["Key", "bernoulli", "check_key", "fold_in", "key", "normal", "permutation", "split",
            "uniform"]
@@ -73,42 +73,6 @@ def fold_in(key: Key, data: int) -> Key:
     return np.random.Generator(bg).integers(0, _MASK64, size=2, dtype=np.uint64, endpoint=True)
 
 
-_F32 = np.dtype(np.float32)
-# The largest finite value of each sample dtype: bounds beyond it cannot be cast to it.
-_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float32, np.float64)}
-
-
-def _shape(shape: Any, where: str) -> tuple[int, ...]:
-    """``shape`` as a tuple of non-negative ints (an int ``n`` is ``(n,)``, as in NumPy); a
-    TypeError or ValueError naming ``where`` for anything else (floats, bools, -1)."""
-    shape = number(shape)  # np.array(3): a 0-d array of one size
-    if isinstance(shape, (int, np.integer)):  # a bool too: int_arg refuses it below
-        dims: tuple[Any, ...] = (shape,)
-    else:
-        try:
-            dims = tuple(shape)
-        except TypeError:
-            raise TypeError(f"{where}: shape must be an int or a tuple of ints, got {shape!r} "
-                            f"({type(shape).__name__})") from None
-    if all(type(d) is int and d >= 0 for d in dims):  # the common call: nothing to convert
-        return dims
-    return tuple(int_arg(d, where, f"every size in shape {shape!r}") for d in dims)
-
-
-def _float(dtype: DTypeLike, where: str) -> np.dtype[Any]:
-    """``dtype`` as float32 or float64 (None is float32, funcdl's default, as in JAX: NumPy
-    would read it as float64); a TypeError naming ``where`` for anything else."""
-    if dtype is None:
-        return _F32
-    try:
-        dt = np.dtype(dtype)
-    except (TypeError, ValueError):
-        raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in _MAX:
-        raise TypeError(f"{where}: dtype must be float32 or float64, got {dt}")
-    return dt
-
-
 def _reals(value: Any) -> NDArray[np.float64] | None:
     """``value``, a real number or an array-like of them, as float64; None for what is not
     (None, bools, strings, complex, ragged lists), which ``np.asarray(value, np.float64)``
@@ -139,8 +103,8 @@ def normal(key: Key, shape: Any = (), dtype: DTypeLike = np.float32) -> NDArray[
 
 def _normal(key: Key, shape: Any, dtype: DTypeLike, where: str) -> NDArray[Any]:
     """``normal``, its errors naming ``where`` (an initializer calls it with its own name)."""
-    dt = _float(dtype, where)
-    return _gen(check_key(key, where)).standard_normal(_shape(shape, where), dtype=dt)
+    dt = float_dtype_arg(dtype, where)
+    return _gen(check_key(key, where)).standard_normal(shape_arg(shape, where), dtype=dt)
 
 
 def uniform(key: Key, shape: Any = (), low: Any = 0.0, high: Any = 1.0,
@@ -155,8 +119,8 @@ def _uniform(key: Key, shape: Any, low: Any, high: Any, dtype: DTypeLike,
              where: str) -> NDArray[Any]:
     """``uniform``, its errors naming ``where``: ``low + u (high - low)`` with ``u`` in
     [0, 1) and the span rounded once to ``dtype``, clamped below ``high``."""
-    dt = _float(dtype, where)
-    dims = _shape(shape, where)
+    dt = float_dtype_arg(dtype, where)
+    dims = shape_arg(shape, where)
     lo64, hi64 = _reals(low), _reals(high)
     if lo64 is None or hi64 is None:  # as bernoulli's p
         raise TypeError(f"{where}: low and high must be numbers or arrays of numbers, got "
@@ -171,7 +135,7 @@ def _uniform(key: Key, shape: Any, low: Any, high: Any, dtype: DTypeLike,
     lo, hi = lo64.astype(dt), hi64.astype(dt)
     # The plain formula, and its numbers, wherever the span fits dt: always when
     # |high - low| <= 2 big <= max; for float32, the float64 span says (finite here).
-    if big <= _MAX[dt] / 2 or (dt == _F32 and np.all(hi64 - lo64 <= _MAX[dt])):
+    if big <= FLOAT_MAX[dt] / 2 or (dt == F32 and np.all(hi64 - lo64 <= FLOAT_MAX[dt])):
         out = np.asarray(u * (hi64 - lo64).astype(dt) + lo)  # the span rounded once; 0-d too
     else:
         out = _wide(u, lo64, hi64, dt)
@@ -187,18 +151,19 @@ def _largest_bound(lo64: NDArray[np.float64], hi64: NDArray[np.float64], low: An
     ordered (a ValueError naming ``where`` otherwise)."""
     if lo64.ndim == 0 and hi64.ndim == 0:  # the common call: Python floats, no reductions
         a, b = abs(float(lo64)), abs(float(hi64))
-        fits, ordered = a <= _MAX[dt] and b <= _MAX[dt], float(lo64) <= float(hi64)
+        fits, ordered = a <= FLOAT_MAX[dt] and b <= FLOAT_MAX[dt], float(lo64) <= float(hi64)
     else:
         a, b = float(np.abs(lo64).max(initial=0.0)), float(np.abs(hi64).max(initial=0.0))
-        fits, ordered = a <= _MAX[dt] and b <= _MAX[dt], bool((lo64 <= hi64).all())
+        fits, ordered = a <= FLOAT_MAX[dt] and b <= FLOAT_MAX[dt], bool((lo64 <= hi64).all())
     if not fits:  # NaN fails too
         got = f"got low={low!r}, high={high!r}"
         if np.isnan(lo64).any() or np.isnan(hi64).any():
             raise ValueError(f"{where}: low and high must not be NaN, {got}")
         if not (np.isfinite(lo64).all() and np.isfinite(hi64).all()):
             raise ValueError(f"{where}: low and high must be finite, {got}")
+        top = FLOAT_MAX[dt]
         raise ValueError(f"{where}: low and high must lie within {dt}'s range "
-                         f"[-{_MAX[dt]:.8g}, {_MAX[dt]:.8g}] for {dt} samples, {got}; pass "
+                         f"[-{top:.8g}, {top:.8g}] for {dt} samples, {got}; pass "
                          f"dtype=np.float64 for wider bounds")
     if not ordered:
         raise ValueError(f"{where}: needs low <= high, got low={low}, high={high}")
@@ -211,7 +176,7 @@ def _wide(u: NDArray[Any], lo64: NDArray[np.float64], hi64: NDArray[np.float64],
     float32 samples (bounds within float32's range have a finite float64 span), and as
     ``(low - u low) + u high`` for float64, whose two terms have opposite signs whenever
     the span overflows, so that the sum cannot."""
-    if dt == _F32:
+    if dt == F32:
         return np.asarray((lo64 + u.astype(np.float64) * (hi64 - lo64)).astype(dt))
     with np.errstate(over="ignore"):  # same-sign bounds at the max may round past it: clamped
         return np.asarray(lo64 - u * lo64 + u * hi64)
@@ -235,7 +200,7 @@ def bernoulli(key: Key, p: Any = 0.5, shape: Any = None) -> NDArray[np.bool_]:
                         f"{p!r}")
     if not np.all((prob >= 0.0) & (prob <= 1.0)):
         raise ValueError(f"random.bernoulli: p must be in [0, 1], got {p}")
-    dims = prob.shape if shape is None else _shape(shape, "random.bernoulli")
+    dims = prob.shape if shape is None else shape_arg(shape, "random.bernoulli")
     if not _broadcasts(dims, prob.shape):
         raise ValueError(f"random.bernoulli: p of shape {prob.shape} does not broadcast to "
                          f"shape {dims}")
