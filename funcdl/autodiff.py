@@ -24,6 +24,42 @@ def _name(f: Any) -> str:
     return str(getattr(f, "name", f))
 
 
+def _unpack(loss: Any, got: Any) -> tuple[Any, Any]:
+    """A loss vjp's ``(value, pullback)``, or a TypeError saying what came instead."""
+    if isinstance(got, (tuple, list)) and len(got) == 2:
+        return got[0], got[1]
+    hint = (" (value, pullback, aux): pass has_aux=True" if isinstance(got, tuple)
+            and len(got) == 3 else "")
+    raise TypeError(f"value_and_grad: the vjp of the loss {_name(loss)} must return "
+                    f"(value, pullback), got {_what(got)}{hint}")
+
+
+def _what(got: Any) -> str:
+    return (f"a {type(got).__name__} of length {len(got)}" if isinstance(got, (tuple, list))
+            else f"a {type(got).__name__}")
+
+
+def _split_aux(loss: Any, got: Any, pred: Any, target: Any) -> tuple[Any, Any, Any]:
+    """``(value, aux, pullback)`` of a loss with aux. Its vjp returns ``((value, aux),
+    pullback)``, as a ``Loss`` built for it; or ``(value, pullback, aux)``, as
+    ``jax.vjp(..., has_aux=True)``; or ``(value, pullback)``, the aux then coming from
+    calling the loss, which returns ``(value, aux)``."""
+    if isinstance(got, tuple) and len(got) == 3:
+        return got[0], got[2], got[1]
+    out, pullback = _unpack(loss, got)
+    if isinstance(out, tuple) and len(out) == 2:
+        return out[0], out[1], pullback
+    if not isinstance(out, (tuple, list)) and np.ndim(out) == 0 and callable(loss):
+        called = loss(pred, target)
+        if isinstance(called, tuple) and len(called) == 2:
+            return out, called[1], pullback
+        out = called
+    raise TypeError(f"value_and_grad(has_aux=True): the loss {_name(loss)} must return "
+                    f"(value, aux), got {_what(out)}; return the pair from the loss (its "
+                    f"vjp then returns ((value, aux), pullback) or (value, pullback)), or "
+                    f"pass has_aux=False")
+
+
 def vjp(layer: Any, params: Any, x: Any, **kwargs: Any) -> Any:
     """``(y, pullback)`` of ``layer`` at ``(params, x)``; ``pullback(dy) -> (dparams, dx)``.
     A stateful layer needs ``state=`` and returns ``(y, pullback, new_state)``."""
@@ -36,7 +72,9 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
 
     - ``loss(pred, target)`` must have ``loss.vjp(pred, target) -> (value, pullback)``; with
       ``has_aux=True`` the loss returns ``(value, aux)`` and ``f`` returns
-      ``((value, aux), grads)``, as ``jax.value_and_grad`` does.
+      ``((value, aux), grads)``, as ``jax.value_and_grad`` does. Its vjp then returns
+      ``((value, aux), pullback)``, ``(value, pullback, aux)`` (``jax.vjp``'s order) or
+      ``(value, pullback)``, the aux then taken from ``loss(pred, target)``.
     - ``wrt_input=True``: ``grads`` is ``(dparams, dx)``.
     - a stateful model (BatchNorm inside): ``f(params, x, target, *, state, ...)`` returns
       ``((value, new_state), grads)``, or ``((value, aux, new_state), grads)`` with aux.
@@ -81,14 +119,12 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
             debug.verify(_name(model), "forward output", y)
             if stateful:
                 debug.verify(_name(model), "new state", new_state)
-        out, loss_pullback = loss.vjp(y, target)
         if has_aux:
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError("value_and_grad(has_aux=True): the loss must return "
-                                f"(value, aux), got {type(out).__name__}")
-            value, aux = out
+            value, aux, loss_pullback = _split_aux(loss, loss.vjp(y, target), y, target)
         else:
-            value = out
+            got = loss.vjp(y, target)
+            value, loss_pullback = got if type(got) is tuple and len(got) == 2 else \
+                _unpack(loss, got)
         if isinstance(value, (tuple, list)):  # np.ndim fails on (value, array): say why
             hint = ("the value in (value, aux) must be a scalar" if has_aux
                     else "for a loss returning (value, aux), pass has_aux=True")

@@ -33,13 +33,16 @@ _sum = np.add.reduce  # ndarray.sum without its Python-level wrapper: the same r
 
 @dataclass(frozen=True, slots=True)
 class Loss:
-    """A loss: ``vjp(pred, target, **kw) -> (value, pullback)``; calling it gives the value."""
+    """A loss: ``vjp(pred, target, **kw) -> (value, pullback)``; calling it gives the value.
+    A loss with aux (for ``value_and_grad(..., has_aux=True)``): vjp returns ``((value,
+    aux), pullback)`` or ``(value, pullback, aux)``; calling it gives ``(value, aux)``."""
 
     name: str
-    vjp: Callable[..., tuple[Any, Pullback]]
+    vjp: Callable[..., Any]
 
     def __call__(self, pred: Any, target: Any, **kwargs: Any) -> Any:
-        return self.vjp(pred, target, **kwargs)[0]
+        got = self.vjp(pred, target, **kwargs)
+        return (got[0], got[2]) if len(got) == 3 else got[0]
 
     def __repr__(self) -> str:
         return f"funcdl.losses.{self.name}"

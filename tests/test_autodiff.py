@@ -62,6 +62,57 @@ def test_has_aux(key):
     assert aux == acc
 
 
+def _accuracy(pred, target):
+    return float(np.mean((pred > 0.5) == (target > 0.5)))
+
+
+class _CallGivesAux:
+    """A user's own loss read literally from the contract: calling it gives (value, aux),
+    its vjp (value, pullback) as every loss's does."""
+
+    def __call__(self, pred, target):
+        return losses.mse(pred, target), _accuracy(pred, target)
+
+    def vjp(self, pred, target):
+        return losses.mse.vjp(pred, target)
+
+
+def _jax_order(pred, target):  # as jax.vjp(f, x, has_aux=True): (value, pullback, aux)
+    value, pullback = losses.mse.vjp(pred, target)
+    return value, pullback, _accuracy(pred, target)
+
+
+@pytest.mark.parametrize("loss", [_CallGivesAux(), losses.Loss("jax_order", _jax_order)],
+                         ids=["aux-from-the-call", "vjp-value-pullback-aux"])
+def test_has_aux_takes_every_way_a_loss_can_give_its_aux(key, loss):
+    model, params, x, y = _model_and_data(key)
+    (value, acc), grads = fd.value_and_grad(model, loss, has_aux=True)(params, x, y)
+    plain_value, plain_grads = fd.value_and_grad(model, losses.mse)(params, x, y)
+    assert value == plain_value and acc == _accuracy(model.apply(params, x), y)
+    np.testing.assert_array_equal(tree.ravel(grads)[0], tree.ravel(plain_grads)[0])
+    assert loss(model.apply(params, x), y) == (value, acc)  # the call gives (value, aux)
+    stateful = L.Sequential(L.Dense(3), L.BatchNorm(), L.Dense(1), L.Sigmoid())
+    _, p, st = stateful.init(key, (None, 2))
+    (value_s, acc_s, new_st), _ = fd.value_and_grad(stateful, loss, has_aux=True)(
+        p, x.astype(np.float32), y.astype(np.float32), state=st)
+    assert np.ndim(value_s) == 0 and 0 <= acc_s <= 1 and fd.tree.structure(new_st) == \
+        fd.tree.structure(st)
+
+
+def test_a_loss_vjp_of_the_wrong_form_is_named(key):
+    model, params, x, y = _model_and_data(key)
+    with pytest.raises(TypeError, match=r"vjp of the loss jax_order must return \(value, "
+                                        r"pullback\), got a tuple of length 3.*has_aux=True"):
+        fd.value_and_grad(model, losses.Loss("jax_order", _jax_order))(params, x, y)
+    bare = losses.Loss("bare", lambda pred, target: 0.5)
+    with pytest.raises(TypeError, match=r"vjp of the loss bare must return \(value, "
+                                        r"pullback\), got a float"):
+        fd.value_and_grad(model, bare)(params, x, y)
+    with pytest.raises(TypeError, match=r"has_aux=True\): the loss mse must "
+                                        r"return \(value, aux\), got a float"):
+        fd.value_and_grad(model, losses.mse, has_aux=True)(params, x, y)
+
+
 def test_a_plain_function_as_loss_is_told_how_to_become_one(key):
     model = _model_and_data(key)[0]
 
