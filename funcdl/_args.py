@@ -1,8 +1,11 @@
-"""The argument checks shared across funcdl: ints, flags, shapes and float dtypes."""
+"""The argument checks shared across funcdl: ints, real numbers, flags, shapes and float
+dtypes."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import numbers
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -28,6 +31,36 @@ def int_arg(value: Any, where: str, what: str, minimum: int | None = 0) -> int:
         word = {0: " (non-negative)", 1: " (positive)"}.get(minimum, "")
         raise ValueError(f"{where}: {what} must be >= {minimum}{word}, got {value}")
     return int(value)
+
+
+def real_arg(value: Any, where: str, what: str, *, low: float = -math.inf,
+             high: float = math.inf, open_low: bool = False, open_high: bool = False,
+             finite: bool = True, hint: str = "") -> float:
+    """``value`` as a Python float in ``[low, high]`` (ends left out when open), finite
+    unless ``finite=False`` (``max_norm=inf``: no clipping), never NaN: a TypeError naming
+    ``where`` for what is not a real number (bools, None, strings, arrays of several
+    entries; ``hint`` appended), a ValueError for what is out of range."""
+    value = number(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        got = (f"an array of shape {value.shape} and dtype {value.dtype}"
+               if isinstance(value, np.ndarray) else f"{value!r} ({type(value).__name__})")
+        raise TypeError(f"{where}: {what} must be a real number, got {got}{hint}")
+    try:
+        x = float(value)
+    except OverflowError:  # an int beyond float64
+        x = math.inf if cast(int, value) > 0 else -math.inf
+    if ((low < x if open_low else low <= x) and (x < high if open_high else x <= high)
+            and (not finite or math.isfinite(x))):  # NaN fails every comparison
+        return x
+    if low > -math.inf and high < math.inf:
+        bound = f" in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    elif low > -math.inf or high < math.inf:
+        bound = (f" {'>' if open_low else '>='} {low:g}" if low > -math.inf
+                 else f" {'<' if open_high else '<='} {high:g}")
+    else:
+        bound = "" if finite else ", not NaN"
+    raise ValueError(f"{where}: {what} must be a {'finite ' if finite else ''}number{bound}, "
+                     f"got {value!r}")
 
 
 def bool_arg(value: Any, where: str, what: str) -> bool:

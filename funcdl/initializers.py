@@ -19,7 +19,6 @@ Normal variants draw from a plain (untruncated) normal, as PyTorch's ``nn.init``
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from funcdl import random
-from funcdl._args import FLOAT_MAX, float_dtype_arg, number, shape_arg
+from funcdl._args import FLOAT_MAX, float_dtype_arg, real_arg, shape_arg
 
 __all__ = [
     "Initializer",
@@ -57,28 +56,10 @@ Initializer = Callable[..., NDArray[Any]]
 _Z_MAX = 16.0
 
 
-def _real(value: Any, where: str, what: str, minimum: float | None = None,
-          strict: bool = False) -> float:
-    """``value`` as a finite float: a TypeError naming ``where`` for what is not a real
-    number (bools, None, strings, arrays), a ValueError for NaN, infinities and values
-    below ``minimum`` (or equal to it when ``strict``)."""
-    value = number(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        got = (f"an array of shape {value.shape} and dtype {value.dtype}"
-               if isinstance(value, np.ndarray) else f"{value!r} ({type(value).__name__})")
-        raise TypeError(f"{where}: {what} must be a real number, got {got}; initializers "
-                        f"are factories, called first with their settings: "
-                        f"{where}(...)(key, shape, dtype)")
-    try:
-        x = float(value)
-    except OverflowError:  # an int beyond float64
-        x = math.inf
-    if not math.isfinite(x):
-        raise ValueError(f"{where}: {what} must be finite, got {value!r}")
-    if minimum is not None and (x < minimum or (strict and x == minimum)):
-        raise ValueError(f"{where}: {what} must be {'>' if strict else '>='} {minimum}, got "
-                         f"{value!r}")
-    return x
+def _real(value: Any, where: str, what: str, **bounds: Any) -> float:
+    """``_args.real_arg``, its TypeError saying how initializers are called."""
+    return real_arg(value, where, what, hint=f"; initializers are factories, called first "
+                    f"with their settings: {where}(...)(key, shape, dtype)", **bounds)
 
 
 def _one_of(value: Any, allowed: tuple[str, ...], where: str, what: str) -> str:
@@ -142,7 +123,7 @@ def ones() -> Initializer:
 def normal(std: float = 1e-2, mean: float = 0.0) -> Initializer:
     """N(mean, std²) (JAX's default std 1e-2); ``std >= 0`` and ``mean`` finite."""
     where = "initializers.normal"
-    return _normal(_real(std, where, "std", minimum=0.0), _real(mean, where, "mean"), where)
+    return _normal(_real(std, where, "std", low=0.0), _real(mean, where, "mean"), where)
 
 
 def _normal(std: float, mean: float, where: str) -> Initializer:
@@ -187,7 +168,7 @@ def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
 
 def _variance_scaling(scale: float, mode: str, distribution: str, where: str) -> Initializer:
     """``variance_scaling``, its errors naming ``where`` (glorot_uniform, he_normal, ...)."""
-    s = _real(scale, where, "scale", minimum=0.0, strict=True)
+    s = _real(scale, where, "scale", low=0.0, open_low=True)
     _one_of(mode, _MODES, where, "mode")
     _one_of(distribution, ("normal", "uniform"), where, "distribution")
 

@@ -19,14 +19,13 @@ Each check raises ``AssertionError``, so it drops into any test::
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import random, tree
-from funcdl._args import int_arg, number
+from funcdl._args import int_arg, real_arg
 from funcdl._finite_diff import directions_like, fd_check, is_float, to64
 from funcdl.layers.base import not_a_layer
 
@@ -38,19 +37,8 @@ Array = NDArray[Any]
 def _settings(where: str, rtol: Any, atol: Any, eps: Any = 1.0) -> tuple[float, float, float]:
     """The tolerances and step as floats, or a TypeError / ValueError naming ``where``: a
     negative or nan tolerance would fail every entry, a zero step divide by zero."""
-    out = []
-    for what, value, low in (("rtol", rtol, ">= 0"), ("atol", atol, ">= 0"),
-                             ("eps", eps, "> 0 (the finite-difference step, e.g. 1e-6)")):
-        value = number(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
-                                                             np.floating)):
-            raise TypeError(f"{where}: {what} must be a real number, got {value!r} "
-                            f"({type(value).__name__})")
-        x = float(value)
-        if not (math.isfinite(x) and (x > 0 if what == "eps" else x >= 0)):
-            raise ValueError(f"{where}: {what} must be a finite number {low}, got {value!r}")
-        out.append(x)
-    return out[0], out[1], out[2]
+    return (real_arg(rtol, where, "rtol", low=0.0), real_arg(atol, where, "atol", low=0.0),
+            real_arg(eps, where, "eps", low=0.0, open_low=True))
 
 
 def _layer(where: str, layer: Any) -> str:

@@ -4,6 +4,8 @@ a PyTorch cross-check in float64 when torch is installed, and bad inputs."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -365,6 +367,24 @@ def test_batchnorm_bad_input():
         BatchNorm(momentum=1.5)
     with pytest.raises(ValueError, match="eps"):
         BatchNorm(eps=0.0)
+
+
+@pytest.mark.parametrize(("make", "error", "says"), [
+    (lambda: BatchNorm(momentum="0.1"), TypeError,
+     "BatchNorm: momentum must be a real number, got '0.1' (str)"),
+    (lambda: BatchNorm(momentum=True), TypeError, "momentum must be a real number"),
+    (lambda: BatchNorm(momentum=np.nan), ValueError,
+     "momentum must be a finite number in [0, 1], got nan"),
+    (lambda: BatchNorm(eps=np.inf), ValueError, "BatchNorm: eps must be a finite number > 0"),
+    (lambda: LayerNorm(eps=-1e-5), ValueError, "LayerNorm: eps must be a finite number > 0"),
+    (lambda: LayerNorm(eps=None), TypeError, "LayerNorm: eps must be a real number, got None"),
+])
+def test_settings_are_real_numbers_in_range(make, error, says):
+    # a string was a ValueError, and eps=inf normalised every input to 0
+    with pytest.raises(error, match=re.escape(says)):
+        make()
+    assert BatchNorm(momentum=np.array(0.5), eps=np.float32(0.5)).name == \
+        "BatchNorm(momentum=0.5, eps=0.5)"  # NumPy numbers taken, as Python's
 
 
 def test_batchnorm_in_sequential_names_the_child():

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers, random
-from funcdl._args import bool_arg, int_arg
+from funcdl._args import bool_arg, int_arg, real_arg
 from funcdl.layers.base import (
     _F32,
     Array,
@@ -235,11 +235,7 @@ def Dropout(rate: float) -> Layer:
     forward (train): ``y = x * m / (1 - rate)``, ``m ~ Bernoulli(1 - rate)`` drawn from ``key``;
     vjp: ``dx = dy * m / (1 - rate)``. Inference (``train=False``) is the identity.
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
-        raise TypeError(f"Dropout: rate (the fraction dropped) must be a number, got {rate!r}")
-    rate = float(rate)
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"Dropout: rate is the fraction dropped, in [0, 1]; got {rate}")
+    rate = real_arg(rate, "Dropout", "rate (the fraction dropped)", low=0.0, high=1.0)
     name = f"Dropout({rate})"
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:

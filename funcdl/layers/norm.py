@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, int_arg
+from funcdl._args import bool_arg, int_arg, real_arg
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -92,14 +92,9 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
     A call without ``state=`` raises TypeError; training on one value per channel, ValueError
     (as PyTorch).
     """
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.floating)) \
-            or not 0.0 <= float(momentum) <= 1.0:
-        raise ValueError(f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) \
-            or not float(eps) > 0.0:
-        raise ValueError(f"BatchNorm: eps must be a number > 0, got {eps!r}")
+    momentum = real_arg(momentum, "BatchNorm", "momentum", low=0.0, high=1.0)
+    eps = real_arg(eps, "BatchNorm", "eps", low=0.0, open_low=True)
     axis = int_arg(axis, "BatchNorm", "axis", None)
-    momentum, eps = float(momentum), float(eps)
     name = _label("BatchNorm", [("momentum", momentum, 0.1), ("eps", eps, 1e-5),
                                 ("axis", axis, -1)])
 
@@ -267,10 +262,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
         raise TypeError(f"LayerNorm: axis must be an int or a non-empty tuple of ints, got "
                         f"{axis!r}")
     axes = tuple(int(a) for a in raw)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) \
-            or not float(eps) > 0.0:
-        raise ValueError(f"LayerNorm: eps must be a number > 0, got {eps!r}")
-    eps = float(eps)
+    eps = real_arg(eps, "LayerNorm", "eps", low=0.0, open_low=True)
     name = _label("LayerNorm", [("eps", eps, 1e-5),
                                 ("axis", axes if isinstance(axis, tuple) else axes[0], -1)])
 

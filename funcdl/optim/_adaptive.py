@@ -61,8 +61,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
     State ``ScaleByAdamState(count, mu, nu)``.
     """
     name = "scale_by_adam"
-    b1 = check_float(name, "b1", b1, high=1.0, high_open=True)
-    b2 = check_float(name, "b2", b2, high=1.0, high_open=True)
+    b1 = check_float(name, "b1", b1, high=1.0, open_high=True)
+    b2 = check_float(name, "b2", b2, high=1.0, open_high=True)
     eps = check_float(name, "eps", eps)
 
     def init(params: Tree) -> ScaleByAdamState:

@@ -71,8 +71,8 @@ def sgd(lr: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False,
 def _check_adam(name: str, lr: Any, b1: float, b2: float, eps: float, weight_decay: float
                 ) -> tuple[ScalarOrSchedule, float, float, float, float]:
     return (check_lr(name, lr),
-            check_float(name, "b1", b1, high=1.0, high_open=True),
-            check_float(name, "b2", b2, high=1.0, high_open=True),
+            check_float(name, "b1", b1, high=1.0, open_high=True),
+            check_float(name, "b2", b2, high=1.0, open_high=True),
             check_float(name, "eps", eps),
             check_float(name, "weight_decay", weight_decay))
 

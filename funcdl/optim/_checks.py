@@ -12,32 +12,17 @@ from typing import Any, TypeVar
 import numpy as np
 
 from funcdl import tree
+from funcdl._args import real_arg
 from funcdl.optim._base import ScalarOrSchedule, Schedule
 
 Tree = Any
 
 
 def check_float(name: str, what: str, value: Any, *, low: float = 0.0,
-                high: float | None = None, high_open: bool = False,
-                finite: bool = True) -> float:
-    """``float(value)``, raising ValueError naming ``name`` unless ``low <= value`` and
-    ``value <= high`` (``< high`` when ``high_open``), and finite unless ``finite=False``
-    (``max_norm=inf``: no clipping). NaN is always rejected."""
-    if isinstance(value, (str, bytes, bool, np.bool_)) or np.ndim(value) != 0:
-        raise TypeError(f"{name}: {what} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: {what} must be a number, got {value!r}") from None
-    if finite and math.isinf(v):
-        raise ValueError(f"{name}: {what} must be finite, got {value!r}")
-    ok = low <= v and (high is None or (v < high if high_open else v <= high))
-    if not ok:
-        bound = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
-        if low == -math.inf and high is None:  # only NaN fails
-            bound = "a number, not NaN"
-        raise ValueError(f"{name}: {what} must be {bound}, got {value!r}")
-    return v
+                high: float = math.inf, open_high: bool = False, finite: bool = True) -> float:
+    """``_args.real_arg`` with an optimizer setting's lower bound, 0 unless said (rates,
+    decays, eps); ``finite=False`` admits inf (``max_norm=inf``: no clipping)."""
+    return real_arg(value, name, what, low=low, high=high, open_high=open_high, finite=finite)
 
 
 

@@ -48,10 +48,7 @@ def _steps(name: str, what: str, value: Any, *, positive: bool = False) -> int:
 
 def _value(name: str, what: str, value: Any, low: float = -math.inf) -> float:
     """A finite Python float >= ``low``."""
-    v = check_float(name, what, value, low=low)
-    if not math.isfinite(v):
-        raise ValueError(f"{name}: {what} must be finite, got {value!r}")
-    return v
+    return check_float(name, what, value, low=low)
 
 
 def _exponent(name: str, what: str, value: Any) -> float:
