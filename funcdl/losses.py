@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from funcdl._args import real_arg
 from funcdl._special import shifted_exp
 
 __all__ = ["Loss", "bce", "bce_with_logits", "huber", "mse", "softmax_cross_entropy"]
@@ -160,9 +161,7 @@ def _huber(pred: Any, target: Any, delta: float = 1.0,
            reduction: str = "mean") -> tuple[Any, Pullback]:
     """``½ d²`` where ``|d| <= delta``, else ``delta (|d| - ½ delta)``, with ``d = p - t``;
     ``dp = clip(d, -delta, delta)``."""
-    delta = float(delta)
-    if not delta > 0:  # also refuses NaN
-        raise ValueError(f"huber: delta must be positive, got {delta}")
+    delta = real_arg(delta, "huber", "delta", low=0.0, open_low=True, finite=False)
     p = _pred("huber", pred)
     t = _same_shape("huber", p, target)
     with np.errstate(over="ignore"):  # huge finite values: d is inf, as in PyTorch

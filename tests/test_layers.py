@@ -4,6 +4,7 @@ float32 preservation, and bad inputs."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -190,8 +191,22 @@ def test_softplus_is_linear_past_its_threshold_as_torch():
     np.testing.assert_allclose(pullback2(np.ones(3))[1], [0.5, 1 / (1 + math.exp(-2)), 1.0],
                                rtol=1e-15)
     assert L.Softplus(beta=2.0).name == "Softplus(beta=2.0, threshold=20.0)"
-    with pytest.raises(ValueError, match="Softplus: beta must be > 0"):
+    with pytest.raises(ValueError, match="Softplus: beta must be a finite number > 0"):
         L.Softplus(beta=0.0)
+
+
+@pytest.mark.parametrize(("make", "error", "says"), [
+    (lambda: L.LeakyReLU("0.1"), TypeError, "LeakyReLU: alpha must be a real number, got '0.1'"),
+    (lambda: L.LeakyReLU(np.nan), ValueError, "LeakyReLU: alpha must be a finite number"),
+    (lambda: L.ELU(None), TypeError, "ELU: alpha must be a real number, got None"),
+    (lambda: L.Softplus(threshold=np.nan), ValueError, "Softplus: threshold must be a finite"),
+])
+def test_activation_settings_are_real_numbers(make, error, says):
+    # float() took '0.1' as 0.1, NaN as a slope that turned every negative input into NaN,
+    # and None with a bare "float() argument must be" naming no layer
+    with pytest.raises(error, match=f"^{re.escape(says)}"):
+        make()
+    assert L.LeakyReLU(np.float32(0.5)).name == "LeakyReLU(0.5)"
 
 
 def test_limits_at_large_inputs():

@@ -36,6 +36,10 @@ def test_check_loss(loss, pred, target, reduction):
 
 def test_huber_delta():
     check_loss(losses.huber, np.array([0.1, -3.0, 2.5]), np.zeros(3), delta=2.0)
+    with pytest.raises(TypeError, match="huber: delta must be a real number, got '1'"):
+        losses.huber(np.ones(2), np.zeros(2), delta="1")  # float('1') took it
+    with pytest.raises(ValueError, match="huber: delta must be a number > 0, got 0"):
+        losses.huber(np.ones(2), np.zeros(2), delta=0)
 
 
 def test_known_values_and_gradients():

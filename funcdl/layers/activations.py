@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import int_arg
+from funcdl._args import int_arg, real_arg
 from funcdl._special import erf, shifted_exp
 from funcdl.layers.base import (
     Array,
@@ -97,7 +97,7 @@ def ReLU() -> Layer:
 
 def LeakyReLU(alpha: float = 0.01) -> Layer:
     """``y = x if x > 0 else alpha·x``; ``dx = dy if x > 0 else alpha·dy``."""
-    a = float(alpha)
+    a = real_arg(alpha, "LeakyReLU", "alpha")
     return _elementwise(f"LeakyReLU({a})", lambda x: np.where(x > 0, x, a * x),
                         lambda x, y, dy: np.where(x > 0, dy, a * dy))
 
@@ -120,9 +120,8 @@ def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
     nothing in float32, and makes float64 agree with PyTorch to the last digit
     (``jax.nn.softplus`` has no threshold: it differs by up to ``e^-20`` there).
     """
-    b, t = float(beta), float(threshold)
-    if not b > 0:
-        raise ValueError(f"Softplus: beta must be > 0, got {beta!r}")
+    b = real_arg(beta, "Softplus", "beta", low=0.0, open_low=True)
+    t = real_arg(threshold, "Softplus", "threshold")
     name = "Softplus()" if (b, t) == (1.0, 20.0) else f"Softplus(beta={b}, threshold={t})"
 
     def scaled(x: Array) -> Array:  # βx, with no pass over x at the default β = 1
@@ -142,7 +141,7 @@ def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
 
 def ELU(alpha: float = 1.0) -> Layer:
     """``y = x if x > 0 else alpha (e^x - 1)``; ``dx = dy if x > 0 else dy (y + alpha)``."""
-    a = float(alpha)
+    a = real_arg(alpha, "ELU", "alpha")
     return _elementwise(
         f"ELU({a})",
         lambda x: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))),
