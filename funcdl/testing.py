@@ -41,6 +41,27 @@ def _settings(where: str, rtol: Any, atol: Any, eps: Any = 1.0) -> tuple[float, 
             real_arg(eps, where, "eps", low=0.0, open_low=True))
 
 
+def _same_forward(where: str, y: Any, y_vjp: Any, rtol: float, atol: float) -> None:
+    """Raise AssertionError unless apply's output ``y`` and the vjp's forward ``y_vjp`` have
+    the same structure, shapes and dtypes (training runs on the vjp: a float64 forward
+    there would upcast silently) and agree in value, naming the first entry that differs."""
+    try:
+        tree.check_same(y, y_vjp, ("apply", "vjp"), shapes=True)
+    except ValueError as e:
+        raise AssertionError(f"{where}: apply and vjp(...)[0] disagree: {e}") from None
+    for (path, a), b in zip(tree.leaves_with_path(y), tree.leaves(y_vjp)):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.dtype != b.dtype:
+            raise AssertionError(f"{where}: apply gave output{path} of dtype {a.dtype}, "
+                                 f"vjp(...)[0] of dtype {b.dtype}")
+        off = ~np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+        if off.any():
+            i = tuple(int(v) for v in np.argwhere(off)[0])
+            raise AssertionError(f"{where}: apply and vjp(...)[0] disagree in "
+                                 f"{int(off.sum())} of {a.size} entries, first at "
+                                 f"output{path}{list(i)}: apply {a[i]!r}, vjp {b[i]!r}")
+
+
 def _layer(where: str, layer: Any) -> str:
     """The layer's name, or a TypeError saying what came (``ReLU`` for ``ReLU()``)."""
     got = not_a_layer(layer)
@@ -100,14 +121,7 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
     y = f((p64, x64))
     res = layer.vjp(p64, x64, **kw)
     y_vjp, pullback = res[0], res[1]
-    try:
-        tree.check_same(y, y_vjp, ("apply", "vjp"), shapes=True)
-    except ValueError as e:
-        raise AssertionError(f"check_vjp({label}): apply and vjp(...)[0] disagree: {e}") \
-            from None
-    for a, b in zip(tree.leaves(y), tree.leaves(y_vjp)):
-        if not np.allclose(a, b, rtol=1e-12, atol=1e-12, equal_nan=True):
-            raise AssertionError(f"check_vjp({label}): apply and vjp(...)[0] disagree")
+    _same_forward(f"check_vjp({label})", y, y_vjp, 1e-12, 1e-12)
     u = directions_like(random.key(seed), y)
     grads = pullback(u)
     if not (isinstance(grads, tuple) and len(grads) == 2):
@@ -193,9 +207,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
                              f"apply gave {tree.map(np.shape, y)}")
     res = _returned(label, "vjp", layer.vjp(params, x, **kw), n_out)
     pullback = res[1]
-    for a, b in zip(tree.leaves(y), tree.leaves(res[0])):
-        if not np.allclose(a, b, rtol=1e-6, atol=1e-7, equal_nan=True):
-            raise AssertionError(f"check_layer({label}): apply and vjp(...)[0] disagree")
+    _same_forward(f"check_layer({label})", y, res[0], 1e-6, 1e-7)
     x_dtypes = {np.asarray(xi).dtype for xi in tree.leaves(x) if is_float(xi)}
     for path, yi in tree.leaves_with_path(y):
         if x_dtypes and np.asarray(yi).dtype not in x_dtypes:

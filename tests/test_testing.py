@@ -55,8 +55,27 @@ def test_missing_bias_gradient_fails():
 def test_apply_vjp_mismatch_fails():
     layer = L.Tanh()
     bad = Layer(layer.init, lambda p, x, **kw: np.tanh(x) + 1e-3, layer.vjp, name="Off")
-    with pytest.raises(AssertionError, match="apply and vjp"):
+    with pytest.raises(AssertionError, match=r"apply and vjp\(\.\.\.\)\[0\] disagree in 4 of "
+                                             r"4 entries, first at output\[0, 0\]"):
         check_vjp(bad, (), np.ones((2, 2)))
+    one = Layer(layer.init, layer.apply, lambda p, x, **kw: (
+        np.where(np.arange(x.size).reshape(x.shape) == 4, 0.0, np.tanh(x)),
+        lambda dy: ((), dy * (1 - np.tanh(x) ** 2))), name="OneOff")
+    with pytest.raises(AssertionError, match=r"check_layer\(OneOff\): apply and vjp.*1 of 6 "
+                                             r"entries, first at output\[1, 1\]"):
+        check_layer(one, (None, 3), x=np.full((2, 3), 0.5, np.float32))
+
+
+def test_a_vjp_forward_in_another_dtype_than_apply_fails():
+    # training runs on the vjp: a float64 forward there upcasts silently what apply keeps
+    layer = L.Tanh()
+    up = Layer(layer.init, layer.apply,
+               lambda p, x, **kw: (np.tanh(x.astype(np.float64)),
+                                   lambda dy: ((), (dy * (1 - np.tanh(x) ** 2)).astype(x.dtype))),
+               name="Upcast")
+    with pytest.raises(AssertionError, match=r"check_layer\(Upcast\): apply gave output of "
+                                             r"dtype float32, vjp\(\.\.\.\)\[0\] of dtype float64"):
+        check_layer(up, (None, 3))
 
 
 def test_wrong_declared_shape_fails():
