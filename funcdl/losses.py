@@ -175,7 +175,7 @@ def _huber(pred: Any, target: Any, delta: float = 1.0,
 def _softmax_cross_entropy(pred: Any, target: Any,
                            reduction: str = "mean") -> tuple[Any, Pullback]:
     """Logits ``z`` of shape (..., C) against integer labels (...) or probabilities / one-hot
-    (..., C): ``-Σ_c t_c log softmax(z)_c``, averaged over examples;
+    (..., C), floats or ints: ``-Σ_c t_c log softmax(z)_c``, averaged over examples;
     ``dz = softmax(z) Σ_c t_c - t``."""
     name = "softmax_cross_entropy"
     z = _pred(name, pred)
@@ -185,7 +185,7 @@ def _softmax_cross_entropy(pred: Any, target: Any,
     logp, e, total = shifted_exp(z, -1)
     logp -= np.log(total)
     n_classes = z.shape[-1]
-    if labels.dtype.kind in "iu":
+    if labels.dtype.kind in "iu" and labels.shape != z.shape:  # (an int one-hot: below)
         if labels.shape != z.shape[:-1]:
             raise ValueError(f"{name}: integer labels must have shape {z.shape[:-1]} for "
                              f"logits of shape {z.shape}, got {labels.shape}")
@@ -207,7 +207,7 @@ def _softmax_cross_entropy(pred: Any, target: Any,
             else:
                 g *= c
             return g
-    elif labels.dtype.kind in "fb":
+    elif labels.dtype.kind in "fbiu":  # probabilities, or one-hot (torch's one_hot: int64)
         if labels.shape == z.shape[:-1]:  # one value per example: meant as class labels
             raise ValueError(f"{name}: a target of shape {labels.shape} holds class labels, "
                              f"which must be integers, got dtype {labels.dtype}; pass "

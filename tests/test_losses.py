@@ -80,6 +80,14 @@ def test_integer_and_onehot_labels_agree():
     b, pb = losses.softmax_cross_entropy.vjp(logits, np.eye(4)[labels])
     assert a == pytest.approx(b)
     np.testing.assert_allclose(pa(), pb())
+    # an integer one-hot, as torch.nn.functional.one_hot gives (int64): one-hot, not labels
+    c, pc = losses.softmax_cross_entropy.vjp(logits, np.eye(4, dtype=np.int64)[labels])
+    assert c == pytest.approx(a, rel=1e-15)
+    np.testing.assert_allclose(pc(), pa(), rtol=1e-15)
+    assert pc().dtype == np.float64
+    f32 = logits.astype(np.float32)
+    assert losses.softmax_cross_entropy.vjp(f32, np.eye(4, dtype=np.uint8)[labels])[1]().dtype \
+        == np.float32
 
 
 def test_bce_clamps_like_pytorch():
