@@ -29,6 +29,7 @@ LN_TABLE = [
     (LayerNorm, (None, 3, 5)),
     (lambda: LayerNorm(axis=(-2, -1)), (None, 3, 4)),
     (lambda: LayerNorm(eps=1e-3, axis=1), (None, 4, 3)),
+    (lambda: LayerNorm(axis=(1, 3)), (None, 2, 3, 2)),  # not one run of axes: NumPy's sums
 ]
 
 
@@ -367,6 +368,22 @@ def test_batchnorm_bad_input():
         BatchNorm(momentum=1.5)
     with pytest.raises(ValueError, match="eps"):
         BatchNorm(eps=0.0)
+
+
+@pytest.mark.parametrize("shape", [(256, 32), (64, 28, 28, 16)])
+def test_float32_batch_statistics_of_shifted_data_keep_float32_accuracy(shape):
+    # NumPy's float32 sum over leading axes adds slice by slice: on (64, 28, 28, 16) values
+    # near 1e4 the mean came out 0.01 off and y by 2.5 of its standard deviations; BLAS's
+    # blocked sums leave only the rounding of x itself (1e4 to float32: ~0.01 of y's scale)
+    x = (_normal(0, shape, 0.1, 1e4)).astype(np.float32)
+    layer = BatchNorm()
+    _, params, state = layer.init(random.key(1), (None, *shape[1:]))
+    y32, s32 = layer.apply(params, x, state=state, train=True)
+    y64, s64 = layer.apply(tree.astype(params, np.float64), x.astype(np.float64),
+                           state=state, train=True)
+    assert y32.dtype == s32["mean"].dtype == np.float32
+    np.testing.assert_allclose(y32, y64, atol=0.03)
+    np.testing.assert_allclose(s32["mean"], s64["mean"], atol=3e-4)
 
 
 @pytest.mark.parametrize(("make", "error", "says"), [

@@ -32,9 +32,11 @@ from funcdl.layers.base import (
     cast_ints,
     check_cotangent,
     check_in_shape,
+    dot,
     drawn,
     in_param_dtypes,
     initializer_arg,
+    ones,
     param_arrays,
 )
 
@@ -304,7 +306,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
             dy2 = dy.reshape(-1, out)
             grads = {"w": (cols.T @ dy2).reshape(w_shape)}  # BLAS reads cols.T in place
             if use_bias:  # a matrix-vector product: dy2.sum(axis=0) is ~5x slower here
-                grads["b"] = np.ones(len(dy2), dy2.dtype) @ dy2
+                grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
             in_param_dtypes(grads, params)
             if not need_dx:
                 return grads, None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -20,10 +19,12 @@ from funcdl.layers.base import (
     cast_ints,
     check_cotangent,
     check_in_shape,
+    dot,
     drawn,
     in_param_dtypes,
     initializer_arg,
     no_params,
+    ones,
     param_arrays,
 )
 
@@ -32,20 +33,8 @@ __all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]
 
 _F64 = np.dtype(np.float64)
 _ND = np.ndarray
-# np.dot's C function behind its __array_function__ dispatcher (NEP 18): the same product
-# without a Python-level call first; the operands here are always ndarrays.
-dot = getattr(np.dot, "_implementation", np.dot)
 matmul = np.matmul
 _SMALL = 1 << 14  # elements of a product below which its call overhead dominates
-
-
-@functools.lru_cache(maxsize=64)
-def ones(n: int, dtype: np.dtype[Any]) -> Array:
-    """A read-only vector of ``n`` ones: ``ones @ dy`` sums a batch in one BLAS call, which
-    beats ``dy.sum(axis=0)`` on tall arrays; cached because every Dense step needs one."""
-    v = np.ones(n, dtype)
-    v.flags.writeable = False
-    return v
 
 
 def Dense(out: int, w_init: initializers.Initializer | None = None,

@@ -21,7 +21,7 @@ a NaN from finite inputs is never silent.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from funcdl.layers.base import (
     Layer,
     Shape,
     as_array,
+    block_sum,
     check_cotangent,
     check_in_shape,
     in_param_dtypes,
@@ -144,33 +145,34 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
                                 f"statistics), got dtype {r.dtype}")
         return x, ax, [scale, bias], running
 
-    def layout(x: Array, ax: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-        """Reduction axes, the broadcast shape of a per-channel vector, entries per channel."""
-        red = tuple(i for i in range(x.ndim) if i != ax)
-        bshape = tuple(x.shape[i] if i == ax else 1 for i in range(x.ndim))
-        return red, bshape, math.prod(x.shape[i] for i in red)
-
     def prepare(params: Any, x: Any, state: Any) -> Any:
+        """The input and per-channel vectors in the computation dtype, the vectors' broadcast
+        shape, the entries per channel m, and the per-channel sum ``total(a)``."""
         x, ax, (scale, bias), running = check(params, x, state)
         dt = _dtype(x, scale, bias)
-        red, bshape, m = layout(x, ax)
+        bshape = tuple(x.shape[i] if i == ax else 1 for i in range(x.ndim))
+
+        def total(a: Array) -> Array:
+            return block_sum(a, ax, ax + 1).reshape(bshape)
+
         x = x.astype(dt, copy=False)
         scale, bias = scale.astype(dt).reshape(bshape), bias.astype(dt).reshape(bshape)
-        return x, red, bshape, m, scale, bias, running
+        return x, total, bshape, x.size // x.shape[ax], scale, bias, running
 
     # apply and vjp share these two forwards, so that apply == vjp(...)[0] bit for bit.
-    def train_forward(x: Array, red: tuple[int, ...], m: int, scale: Array, bias: Array,
-                      running: list[Array], keep: bool) -> tuple[Array, Any, Any, Array]:
+    def train_forward(x: Array, total: Callable[[Array], Array], m: int, scale: Array,
+                      bias: Array, running: list[Array],
+                      keep: bool) -> tuple[Array, Any, Any, Array]:
         """``y = (x - μ)·k + bias`` with ``k = scale/sqrt(σ² + eps)``; returns
         ``(y, new_state, centred x (or None), 1/sqrt(σ² + eps))``."""
         if m < 2:
             raise ValueError(f"{name}: Expected more than 1 value per channel when training, "
                              f"got input of shape {x.shape} ({m} per channel)")
         with np.errstate(over="ignore"):
-            mu = x.mean(axis=red, keepdims=True)
+            mu = total(x) / m
             xc = x - mu
             sq = np.square(xc)
-            var = sq.mean(axis=red, keepdims=True)  # two passes: no E[x²] - E[x]² cancelling
+            var = total(sq) / m  # two passes: no E[x²] - E[x]² cancelling
             inv_std = 1 / np.sqrt(var + eps)
             k = scale * inv_std
             y = np.multiply(xc, k, out=sq if keep else xc)  # reuse a buffer we own
@@ -198,18 +200,18 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
     def apply(params: Any, x: Any, *, state: Any = _MISSING, key: Any = None,
               train: bool = False) -> tuple[Array, Any]:
         del key
-        x, red, bshape, m, scale, bias, running = prepare(params, x, state)
+        x, total, bshape, m, scale, bias, running = prepare(params, x, state)
         if train is not True and train is not False:  # train='no' would count as True
             train = bool_arg(train, name, "train")
         if train:
-            y, new_state, _, _ = train_forward(x, red, m, scale, bias, running, keep=False)
+            y, new_state, _, _ = train_forward(x, total, m, scale, bias, running, keep=False)
             return y, new_state
         return eval_forward(x, bshape, scale, bias, running)[0], state
 
     def vjp(params: Any, x: Any, *, state: Any = _MISSING, key: Any = None,
             train: bool = False) -> tuple[Array, Any, Any]:
         del key
-        x, red, bshape, m, scale, bias, running = prepare(params, x, state)
+        x, total, bshape, m, scale, bias, running = prepare(params, x, state)
         if train is not True and train is not False:
             train = bool_arg(train, name, "train")
         if not train:
@@ -218,22 +220,22 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
 
             def eval_pullback(dy: Array) -> tuple[Any, Array]:
                 dy = check_cotangent(name, dy, y.shape)
-                dscale = ((x - mean) * dy).sum(axis=red, keepdims=True) * inv_std
+                dscale = total((x - mean) * dy) * inv_std
                 return (in_param_dtypes({"scale": dscale.reshape(-1),
-                                         "bias": dy.sum(axis=red).reshape(-1)}, params),
+                                         "bias": total(dy).reshape(-1)}, params),
                         dy * k)
 
             return y, eval_pullback, state
 
         # Residuals: the centred input xc and inv_std (x̂ = xc·inv_std is never stored: the
         # per-channel factors absorb it, one full-size product fewer).
-        y, new_state, xc, inv_std = train_forward(x, red, m, scale, bias, running, keep=True)
+        y, new_state, xc, inv_std = train_forward(x, total, m, scale, bias, running, keep=True)
         k = scale * inv_std
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape)
-            dbias = dy.sum(axis=red, keepdims=True)
-            s = (dy * xc).sum(axis=red, keepdims=True)           # Σ dy·x̂ = inv_std·s
+            dbias = total(dy)
+            s = total(dy * xc)                                   # Σ dy·x̂ = inv_std·s
             dx = dy - xc * (inv_std * inv_std * s / m)
             dx -= dbias / m
             dx *= k
@@ -326,12 +328,16 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
         y, xhat, inv_std = forward(x, res, scale, bias, keep=True)
         assert xhat is not None
         shape = tuple(x.shape[a] for a in res)
+        block = res == tuple(range(res[0], res[0] + len(res)))  # trailing axes, or any run
+
+        def total(a: Array) -> Array:  # Σ over the examples' axes, in params' shape
+            return (block_sum(a, res[0], res[0] + len(res)) if block
+                    else a.sum(axis=other).reshape(shape))
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape)
             t = dy * xhat
-            grads = {"scale": t.sum(axis=other).reshape(shape),
-                     "bias": dy.sum(axis=other).reshape(shape)}
+            grads = {"scale": total(t), "bias": total(dy)}
             g = dy * scale
             t *= scale                                            # g·x̂
             dx = g - g.mean(axis=res, keepdims=True)
