@@ -403,10 +403,21 @@ def test_pool_and_global_pool_wrong_rank(key):
     (lambda: Conv2D(0, 3), "out"),
     (lambda: Conv1D(4, 0), r"Conv1D.*kernel"),
     (lambda: MaxPool2D(0), r"MaxPool2D\(0\).*window"),
-    (lambda: Conv2D(4, 2.5), "kernel"),
 ])
 def test_bad_constructor_arguments(make, match):
     with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda: Conv2D(4, 2.5), r"Conv2D\(4, 2.5\): kernel must be a positive int or 2 positive"),
+    (lambda: Conv2D(4, "3"), "kernel"),
+    (lambda: Conv2D(2.0, 3), r"Conv2D\(2.0, 3\): out must be an int, got 2.0"),
+    (lambda: Conv1D(4, 3, stride=(1, 1)), r"Conv1D.*stride must be a positive int, got \(1, 1\)"),
+    (lambda: MaxPool2D((2, 2.0)), "window"),
+])
+def test_constructor_arguments_of_the_wrong_type(make, match):  # as torch: TypeError
+    with pytest.raises(TypeError, match=match):
         make()
 
 

@@ -143,9 +143,12 @@ def test_bad_input():
     _, pullback = layer.vjp(params, np.array([0, 1]))
     with pytest.raises(ValueError, match=r"pullback expected dy of shape \(2, 3\)"):
         pullback(np.ones((2, 4), np.float32))
-    for bad in (0, -2, 2.5, True):
-        with pytest.raises(ValueError, match="positive int"):
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match=r"Embedding: vocab must be >= 1"):
             Embedding(bad, 3)
+    for bad in (2.5, True):
+        with pytest.raises(TypeError, match=r"Embedding: dim must be an int"):
+            Embedding(3, bad)
 
 
 def _slice_embed(index: slice) -> L.Layer:

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from funcdl import initializers, random
-from funcdl._args import bool_arg
+from funcdl._args import bool_arg, int_arg
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -57,11 +57,13 @@ def _is_int(v: Any) -> bool:
 
 
 def int_tuple(name: str, what: str, value: Any, n: int) -> tuple[int, ...]:
-    """``value`` (an int, or ``n`` ints) as ``n`` positive ints, or a ValueError."""
+    """``value`` (an int, or ``n`` ints) as ``n`` positive ints: a TypeError for what is not
+    that many ints (2.5, '3', a pair for a 1-D window), a ValueError for ints below 1."""
     vals = (value,) * n if _is_int(value) else value
-    if (not isinstance(vals, (tuple, list)) or len(vals) != n
-            or not all(_is_int(v) and v > 0 for v in vals)):
-        many = "a positive int" + (f" or {n} positive ints" if n > 1 else "")
+    many = "a positive int" + (f" or {n} positive ints" if n > 1 else "")
+    if not (isinstance(vals, (tuple, list)) and len(vals) == n and all(map(_is_int, vals))):
+        raise TypeError(f"{name}: {what} must be {many}, got {value!r}")
+    if not all(v > 0 for v in vals):
         raise ValueError(f"{name}: {what} must be {many}, got {value!r}")
     return tuple(int(v) for v in vals)
 
@@ -347,11 +349,10 @@ def Conv2D(out: int, kernel: int | tuple[int, int], stride: int | tuple[int, int
     """
     name = call_name("Conv2D", (out, kernel), stride=(stride, 1), padding=(padding, "SAME"),
                      dilation=(dilation, 1), use_bias=(use_bias, True))
-    if not _is_int(out) or out <= 0:
-        raise ValueError(f"{name}: out must be a positive int, got {out!r}")
+    out = int_arg(out, name, "out", minimum=1)
     win = Window(int_tuple(name, "kernel", kernel, 2), int_tuple(name, "stride", stride, 2),
                  int_tuple(name, "dilation", dilation, 2), padding_arg(name, padding, 2))
-    return _conv(name, 2, int(out), win, use_bias, w_init, b_init)
+    return _conv(name, 2, out, win, use_bias, w_init, b_init)
 
 
 def Conv1D(out: int, kernel: int, stride: int = 1, padding: Any = "SAME", dilation: int = 1,
@@ -366,9 +367,8 @@ def Conv1D(out: int, kernel: int, stride: int = 1, padding: Any = "SAME", dilati
     """
     name = call_name("Conv1D", (out, kernel), stride=(stride, 1), padding=(padding, "SAME"),
                      dilation=(dilation, 1), use_bias=(use_bias, True))
-    if not _is_int(out) or out <= 0:
-        raise ValueError(f"{name}: out must be a positive int, got {out!r}")
+    out = int_arg(out, name, "out", minimum=1)
     win = Window((1, *int_tuple(name, "kernel", kernel, 1)),
                  (1, *int_tuple(name, "stride", stride, 1)),
                  (1, *int_tuple(name, "dilation", dilation, 1)), padding_arg(name, padding, 1))
-    return _conv(name, 1, int(out), win, use_bias, w_init, b_init)
+    return _conv(name, 1, out, win, use_bias, w_init, b_init)

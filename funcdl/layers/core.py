@@ -46,9 +46,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
     vjp: ``dw = xᵀ dy``, ``db = Σ_batch dy``, ``dx = dy wᵀ``.
     Default init is PyTorch's ``nn.Linear``: w, b ~ U(±1/sqrt(in)).
     """
-    if isinstance(out, bool) or not isinstance(out, (int, np.integer)) or out <= 0:
-        raise ValueError(f"Dense: out must be a positive int, got {out!r}")
-    out = int(out)
+    out = int_arg(out, "Dense", "out", minimum=1)
     name = f"Dense({out})"
     use_bias = bool_arg(use_bias, name, "use_bias")
     w_init = initializer_arg(name, "w_init", w_init) or initializers.torch_default()

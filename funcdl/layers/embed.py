@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers, random
+from funcdl._args import int_arg
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -51,10 +52,8 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
     Ids must be integers in ``[0, vocab)``: floats raise TypeError, others ValueError (never
     NumPy's wrap-around of negative indices).
     """
-    for what, v in (("vocab", vocab), ("dim", dim)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f"Embedding: {what} must be a positive int, got {v!r}")
-    vocab, dim = int(vocab), int(dim)
+    vocab, dim = (int_arg(v, "Embedding", what, minimum=1)
+                  for what, v in (("vocab", vocab), ("dim", dim)))
     name = f"Embedding({vocab}, {dim})"
     w_init = initializer_arg(name, "w_init", w_init) or initializers.normal(1.0)
 
