@@ -439,9 +439,10 @@ def test_shared_batchnorm_threads_its_state_through_the_branches():
     assert shared.stateful
     out, params, state = shared.init(random.key(0), ((None, 4), (None, 4)))
     assert out == ((None, 3), (None, 3))
-    p64, s64 = tree.astype(params, np.float64), tree.astype(state, np.float64)
+    assert isinstance(state, tuple) and len(state) == 1  # one entry per child, as Residual's
+    p64, (s64,) = tree.astype(params, np.float64), tree.astype(state, np.float64)
     x0, x1 = _normal(1, (6, 4), 2.0, 1.0), _normal(2, (5, 4), 0.5, -1.0)
-    (y0, y1), new = shared.apply(p64, (x0, x1), state=s64, train=True)
+    (y0, y1), (new,) = shared.apply(p64, (x0, x1), state=(s64,), train=True)
     enc = L.Sequential(L.Dense(3), layer)
     z0, mid = enc.apply(p64, x0, state=s64, train=True)
     z1, last = enc.apply(p64, x1, state=mid, train=True)
@@ -449,14 +450,17 @@ def test_shared_batchnorm_threads_its_state_through_the_branches():
     np.testing.assert_allclose(y1, z1)
     for a, b in zip(tree.leaves(new), tree.leaves(last)):
         np.testing.assert_allclose(a, b)
-    (v0, v1), _, from_vjp = shared.vjp(p64, (x0, x1), state=s64, train=True)
+    (v0, v1), _, (from_vjp,) = shared.vjp(p64, (x0, x1), state=(s64,), train=True)
     np.testing.assert_allclose(v0, z0)  # the vjp's forward and state follow the same rule
     np.testing.assert_allclose(v1, z1)
     for a, b in zip(tree.leaves(from_vjp), tree.leaves(last)):
         np.testing.assert_allclose(a, b)
     moved_once = enc.apply(p64, x1, state=s64, train=True)[1]
     assert not np.allclose(tree.leaves(new)[0], tree.leaves(moved_once)[0])
-    (e0, e1), same = shared.apply(p64, (x0, x1), state=new)
+    with pytest.raises(ValueError, match=r"Shared\(.*expected state as a tuple with one entry "
+                                         r"per layer \(1\), got a tuple of length 2"):
+        shared.apply(p64, (x0, x1), state=new)  # the layer's own state, unwrapped
+    (e0, e1), (same,) = shared.apply(p64, (x0, x1), state=(new,))
     np.testing.assert_allclose(e0, enc.apply(p64, x0, state=new)[0])  # running statistics
     assert all(a is b for a, b in zip(tree.leaves(same), tree.leaves(new)))
     np.testing.assert_allclose(e1, enc.apply(p64, x1, state=new)[0])
@@ -486,7 +490,7 @@ def test_shared_batchnorm_matches_torch_module_called_twice(torch):
     t0, t1 = (torch.from_numpy(x).requires_grad_(True) for x in (x0, x1))
     o0, o1 = bn.train()(t0), bn(t1)
     ((o0 * torch.from_numpy(dy0)).sum() + (o1 * torch.from_numpy(dy1)).sum()).backward()
-    (y0, y1), pullback, new = layer.vjp(params, (x0, x1), state=state, train=True)
+    (y0, y1), pullback, (new,) = layer.vjp(params, (x0, x1), state=(state,), train=True)
     grads, (dx0, dx1) = pullback((dy0, dy1))
     for ours, theirs in [(y0, o0), (y1, o1), (dx0, t0.grad), (dx1, t1.grad),
                          (grads["scale"], bn.weight.grad), (grads["bias"], bn.bias.grad),

@@ -183,7 +183,8 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
 
     A stateful layer (BatchNorm) is shared with its state as a PyTorch module called ``n``
     times: branch i runs on the state branch i - 1 returned, so in training each branch's
-    batch moves the running statistics in turn; the state is the layer's own.
+    batch moves the running statistics in turn. Its state, as every combinator's, holds one
+    entry per child: ``(the layer's state,)``.
 
     Example (a Siamese pair): ``Sequential(Shared(encoder), FanInConcat(), Dense(1))``.
     """
@@ -210,11 +211,12 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
             except ValueError as e:
                 raise ValueError(f"{name}: the branches need params of one shape to share "
                                  f"them: {e}") from None
-        return tuple(out for out, _, _ in made), params, state
+        return tuple(out for out, _, _ in made), params, (state,)
 
     def apply(params: Any, xs: Any, *, state: Any, key: Any = None,
               train: bool = False) -> tuple[Any, Any]:
         entries(name, xs, n, "inputs")
+        (state,) = entries(name, state, 1, "state")
         out = []
         for i, (x, k) in enumerate(zip(xs, keys_for(key, n))):
             try:
@@ -222,10 +224,11 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
             except ERRORS as e:
                 raise located(where[i], child, e) from e
             out.append(y)
-        return tuple(out), state
+        return tuple(out), (state,)
 
     def vjp(params: Any, xs: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
         entries(name, xs, n, "inputs")
+        (state,) = entries(name, state, 1, "state")
         ys, pbs = [], []
         for i, (x, k) in enumerate(zip(xs, keys_for(key, n))):
             try:
@@ -246,6 +249,6 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
                 total = tree.map(np.add, total, g[0])
             return total, tuple(g[1] for g in grads)
 
-        return tuple(ys), pullback, state
+        return tuple(ys), pullback, (state,)
 
-    return build(name, is_stateful(layer), init, apply, vjp)
+    return build(name, is_stateful(layer), init, apply, vjp, empty_state=((),))
