@@ -110,11 +110,6 @@ OPTIM_CASES = [
          lambda: optim.sgd(lambda c: c - 0.5).update(
              optim.sgd(lambda c: c - 0.5).init(PARAMS), GRADS, PARAMS),
          ValueError, "schedule", "-0.5", "count 0", ">= 0.0"),
-    case("adam-integer-grads",
-         lambda: optim.adam().update(optim.adam().init(PARAMS),
-                                     tree.map(lambda g: np.ones(g.shape, np.int64), GRADS),
-                                     PARAMS),
-         TypeError, "grads", "int64", "floating-point"),
     case("schedule-returns-array",
          lambda: optim.sgd(lambda c: np.array([0.1, 0.2])).update(
              optim.sgd(lambda c: np.array([0.1, 0.2])).init(PARAMS), GRADS, PARAMS),

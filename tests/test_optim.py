@@ -406,6 +406,21 @@ def test_clip_by_global_norm_of_inf_grads_gives_nan_and_zeros_without_warnings()
     assert out["w"].dtype == np.float32
 
 
+@pytest.mark.parametrize(("opt", "expected"), [
+    (optim.adam(0.1), -0.1),                    # first step: -lr·g/|g|
+    (optim.rmsprop(0.1, alpha=0.99), -1.0),     # -lr·g/sqrt(0.01·g²)
+])
+def test_second_moments_of_huge_float32_gradients_stay_finite_as_torchs(opt, expected) -> None:
+    # torch's addcmul forms (1 - b2)·g, then ·g: finite up to ~6e20 in float32 where g²
+    # overflowed first, saturated the second moment at inf and gave a step of 0
+    p = {"w": np.zeros(2, np.float32)}
+    g = {"w": np.array([1e20, -1.5e20], np.float32)}
+    updates, state = opt.update(opt.init(p), g, p)
+    assert updates["w"].dtype == np.float32
+    assert all(np.isfinite(leaf).all() for leaf in tree.leaves(state))
+    np.testing.assert_allclose(updates["w"], [expected, -expected], rtol=1e-5)
+
+
 def test_global_norm_does_not_overflow_in_float32_or_wrap_in_integers() -> None:
     # [3e19, 4e19] has norm 5e19, but its float32 sum of squares overflows: clipping gave
     # [0, 0] instead of [0.6, 0.8].

@@ -80,8 +80,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
             # In place on arrays made here only: 10 NumPy calls per leaf instead of 14.
             m_new = like(m * b1, m)
             m_new += (1.0 - b1) * g
-            g2 = np.square(g)
-            g2 *= 1.0 - b2
+            g2 = (1.0 - b2) * g  # then ·g: torch's addcmul order, finite for larger g
+            g2 *= g
             v_new = like(v * b2, v)
             v_new += g2
             denom = np.sqrt(v_new)
@@ -91,9 +91,10 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
             u /= denom
             return u, m_new, v_new
 
-        # g² of a float32 gradient beyond ~1e19 overflows: v saturates at inf and the step
-        # of that entry is 0 (documented), rather than a warning; an inf gradient gives a
-        # NaN step (inf/inf), and eps=0 a NaN one for g=0 (0/0), silently, as in torch.
+        # (1-b2)·g² of a float32 gradient beyond ~6e20 (b2 = 0.999) overflows, as in torch:
+        # v saturates at inf and the step of that entry is 0 (documented), rather than a
+        # warning; an inf gradient gives a NaN step (inf/inf), and eps=0 a NaN one for g=0
+        # (0/0), silently, as in torch.
         # Elementwise: a small model's leaves go through these 12 NumPy calls once, end to
         # end (see leafwise).
         with np.errstate(all="ignore"):
@@ -138,7 +139,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
 
         if not ctr:
             def leaf(g: Any, v: Any) -> tuple[Any, Any]:
-                v_new = like(a * v + (1.0 - a) * (g * g), v)
+                v_new = like(a * v + (1.0 - a) * g * g, v)
                 return _divide(g, np.sqrt(v_new), eps), v_new
 
             with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
@@ -147,7 +148,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
             return out, ScaleByRmsState(nu, None)
 
         def leaf_centered(g: Any, v: Any, m: Any) -> tuple[Any, Any, Any]:
-            v_new = like(a * v + (1.0 - a) * (g * g), v)
+            v_new = like(a * v + (1.0 - a) * g * g, v)
             m_new = like(a * m + (1.0 - a) * g, m)
             # v - m² >= 0 in exact arithmetic; clamp the rounding so sqrt never sees -0.0001ulp.
             var = np.maximum(v_new - m_new * m_new, 0.0)
