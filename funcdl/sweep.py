@@ -61,11 +61,13 @@ def _short(config: Any, width: int = 70) -> str:
 
 def _attempt(train_fn: Callable[[Any], Any], config: Any) -> tuple[bool, Any, float]:
     """Runs in the worker: ``(True, result, seconds)`` or ``(False, (error, traceback),
-    seconds)``; the traceback is formatted here, where the frames are."""
+    seconds)``; the traceback is formatted here, where the frames are. A run's SystemExit
+    (``sys.exit``, or argparse refusing the config) fails that run alone; KeyboardInterrupt
+    stops the sweep."""
     start = time.perf_counter()
     try:
         result = train_fn(config)
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         text = f"{type(err).__name__}: {err}"
         return False, (text, traceback.format_exc()), time.perf_counter() - start
     return True, result, time.perf_counter() - start

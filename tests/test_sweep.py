@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import sys
 import textwrap
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -40,6 +41,8 @@ def train(config):
 def die(config):
     if config == "die":
         os._exit(3)  # the worker process vanishes mid-run
+    if config == "exit":
+        sys.exit(f"no run for {config}")  # a script's own way out: fails this run only
     return config
 
 
@@ -94,6 +97,17 @@ def test_a_dead_worker_fails_its_runs_and_keeps_the_finished_ones():
     assert results[0] == "a"
     assert isinstance(results[1], sweep.Failure) and "BrokenProcessPool" in results[1].error
     assert all(isinstance(r, sweep.Failure) or r == "b" for r in results[2:])
+
+
+@pytest.mark.parametrize("pool", [lambda: ThreadPoolExecutor(2), lambda: ProcessPoolExecutor(
+    1, mp_context=multiprocessing.get_context("spawn"))], ids=["threads", "processes"])
+def test_a_run_calling_sys_exit_fails_alone(pool):
+    # it escaped as SystemExit and cancelled the whole sweep
+    with pool() as executor:
+        results = sweep.run(die, ["a", "exit", "b"], executor, progress=False)
+    assert results[0] == "a" and results[2] == "b"
+    assert isinstance(results[1], sweep.Failure)
+    assert results[1].error == "SystemExit: no run for exit"
 
 
 def test_empty_configs_give_an_empty_list():
