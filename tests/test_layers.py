@@ -209,6 +209,33 @@ def test_activation_settings_are_real_numbers(make, error, says):
     assert L.LeakyReLU(np.float32(0.5)).name == "LeakyReLU(0.5)"
 
 
+@pytest.mark.parametrize(("layer", "f", "df"), [
+    (L.LeakyReLU(0.01), lambda x: np.where(x > 0, x, 0.01 * x),
+     lambda x: np.where(x > 0, 1.0, 0.01)),
+    (L.LeakyReLU(2.5), lambda x: np.where(x > 0, x, 2.5 * x), lambda x: np.where(x > 0, 1.0, 2.5)),
+    (L.LeakyReLU(-0.5), lambda x: np.where(x > 0, x, -0.5 * x),
+     lambda x: np.where(x > 0, 1.0, -0.5)),
+    (L.ELU(0.7), lambda x: np.where(x > 0, x, 0.7 * np.expm1(x)),
+     lambda x: np.where(x > 0, 1.0, 0.7 * np.exp(x))),
+    (L.ELU(1.8), lambda x: np.where(x > 0, x, 1.8 * np.expm1(x)),
+     lambda x: np.where(x > 0, 1.0, 1.8 * np.exp(x))),
+    (L.Softplus(beta=2.0, threshold=3.0),
+     lambda x: np.where(2 * x > 3, x, np.logaddexp(2 * x, 0) / 2),
+     lambda x: np.where(2 * x > 3, 1.0, 1 / (1 + np.exp(-2 * x)))),
+    (L.Softplus(threshold=-1.0), lambda x: np.where(x > -1, x, np.logaddexp(x, 0)),
+     lambda x: np.where(x > -1, 1.0, 1 / (1 + np.exp(-x)))),
+], ids=["leaky-0.01", "leaky-2.5", "leaky-neg", "elu-0.7", "elu-1.8", "softplus-b2-t3",
+        "softplus-t-neg"])
+def test_branch_picking_activations_match_their_piecewise_definition(layer, f, df):
+    # max/min on the usual settings, np.where on the rest: both branches, every setting
+    x = np.concatenate([np.linspace(-4, 4, 81), [-0.0, 0.0, 1e-30, -1e-30, 40.0, -40.0]])
+    y, pullback = layer.vjp((), x)
+    np.testing.assert_allclose(y, f(x), rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(pullback(np.full_like(x, 3.0))[1], 3 * df(x), rtol=1e-14)
+    check_vjp(layer, (), np.linspace(-3.05, 3.05, 12).reshape(3, 4))  # off the kinks
+    assert layer.apply((), x.astype(np.float32)).dtype == np.float32
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_elu_gradient_keeps_its_digits_far_below_zero(dtype):
     # dy·(y + alpha) cancelled: 3% off at x = -13.7 in float32, exactly 0 below -17
