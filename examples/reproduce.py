@@ -127,7 +127,14 @@ def run_all(configs: list[dict[str, Any]], workers: int,
     whatever state the parent's NumPy is in; fork would copy a parent whose OpenBLAS may
     already run several threads (under pytest), which Python 3.12+ warns about."""
     if scheduler:  # an existing Dask cluster: its workers run the same pure function
+        import cloudpickle  # type: ignore[import-untyped]  # Dask's pickler
         from distributed import Client
+
+        # The cluster's processes need not have this folder on their path: ship the code of
+        # run_one and the runs module with each task (a script's __main__ goes so already).
+        for module in {_repro_runs, sys.modules[run_one.__module__]}:
+            if module.__name__ != "__main__":
+                cloudpickle.register_pickle_by_value(module)
 
         try:
             client = Client(scheduler, timeout=10)
@@ -183,7 +190,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _cli.parse(parser, argv)
     torch = torch_version()
     configs = make_configs(args.quick, torch is not None, args.reports)
-    print(f"{len(configs)} runs on {args.workers} worker process(es)"
+    where = (f"the Dask scheduler at {args.scheduler}" if args.scheduler
+             else f"{args.workers} worker process(es)")
+    print(f"{len(configs)} runs on {where}"
           f"{' (quick)' if args.quick else ''}; PyTorch: {torch or 'not installed'}")
     start = time.perf_counter()
     results = group(configs, run_all(configs, args.workers, args.scheduler))

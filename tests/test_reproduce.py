@@ -4,6 +4,9 @@ are pure functions of their configs, and report 004's gradient check is a real c
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -92,6 +95,44 @@ def test_a_scheduler_nobody_answers_at_is_said_plainly(repro, monkeypatch):
     with pytest.raises(SystemExit, match=r"no Dask scheduler answers at tcp://127\.0\.0\.1:1 "
                                          r".*`dask scheduler`.*leave out --scheduler"):
         repro.run_all([{"report": "000"}], workers=1, scheduler="tcp://127.0.0.1:1")
+
+
+def test_a_dask_cluster_started_elsewhere_runs_the_sweep(tmp_path):
+    # A cluster started as the docs say, in another folder with no PYTHONPATH: its processes
+    # cannot import the examples' modules, and every run failed with ModuleNotFoundError.
+    pytest.importorskip("distributed")
+    dask = os.path.join(os.path.dirname(sys.executable), "dask")
+    if not os.path.exists(dask):
+        pytest.skip("the dask command is not installed beside this Python")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"cwd": tmp_path, "env": env, "stdout": subprocess.DEVNULL,
+             "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], **quiet)]
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "reproduce.py")
+
+    def table(*flags: str) -> list[str]:  # the script as a user runs it, from elsewhere
+        out = subprocess.run([sys.executable, script, "--quick", "--reports", "003",
+                              "--out", str(tmp_path / flags[-1].replace("/", "_")), *flags],
+                             cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=240)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return [line for line in out.stdout.splitlines() if "test error" in line]
+
+    try:
+        procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1",
+                                       "--nthreads", "1", "--no-dashboard"], **quiet))
+        remote = table("--scheduler", address)
+        assert len(remote) == 2 and remote == table("--workers", "1")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
 
 
 def test_report_004_gradients_match_finite_differences(repro):
