@@ -99,6 +99,15 @@ def test_a_dead_worker_fails_its_runs_and_keeps_the_finished_ones():
     assert all(isinstance(r, sweep.Failure) or r == "b" for r in results[2:])
 
 
+def test_a_broken_pool_tells_each_run_one_short_traceback():
+    # every future re-raised the pool's one exception, adding frames each time: the 100th
+    # run's traceback was 44 KB
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = sweep.run(die, ["die", *"abcdefghijklmnopqrstuvwxyz"], pool, progress=False)
+    tracebacks = {r.traceback for r in results if isinstance(r, sweep.Failure)}
+    assert len(tracebacks) == 1 and len(tracebacks.pop()) < 3000
+
+
 @pytest.mark.parametrize("pool", [lambda: ThreadPoolExecutor(2), lambda: ProcessPoolExecutor(
     1, mp_context=multiprocessing.get_context("spawn"))], ids=["threads", "processes"])
 def test_a_run_calling_sys_exit_fails_alone(pool):
