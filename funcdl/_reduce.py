@@ -40,7 +40,8 @@ SWITCH = "FUNCDL_MPI_SHARED_MEMORY"  # "0": always Allreduce (read once per comm
 _ROTATE = 64 << 20  # bytes of results (or of slot sets) a window takes in turn
 _MOST = 8  # generations at most; at least 2: the last grads may stay bound through a step
 _SMALL = 1 << 16  # entries: below, packing copies all leaves first and scales once
-_WINDOWS = 4  # shared windows kept per reducer (per tree layout), the oldest freed first
+_WINDOWS = 4  # shared windows kept per reducer (per tree layout); the oldest is freed for a
+# new one only when no rank holds any of its results (else the new layout goes by Allreduce)
 
 
 def mpi() -> Any:
@@ -165,6 +166,13 @@ class Reducer:
             found = self.nodes[id(comm)] = (comm, node)
         return found[1]
 
+    def oldest_unused(self) -> bool:
+        """Whether no array from the oldest window's results is alive on this rank: only
+        then may ``open`` free it (a kept result would change, or its memory vanish). The
+        ranks agree on it in ``negotiate``, as every rank must free it or none."""
+        oldest = next(iter(self.windows.values()))
+        return all(refcount(oldest.results, g) <= UNUSED for g in range(len(oldest.results)))
+
     def open(self, comm: Comm, node: Comm, n: int, dtype: np.dtype[Any],
              rotate: bool) -> Window:
         """Collective over ``node``: a shared window for means of ``n`` entries."""
@@ -202,7 +210,7 @@ class Reducer:
         if window is not None:
             flags = 2 + sum(8 << g for g in range(len(window.results))
                             if refcount(window.results, g) <= UNUSED)
-        elif node is not None:
+        elif node is not None and (len(self.windows) < _WINDOWS or self.oldest_unused()):
             free, size, item = shared_memory_free() // 4, comm.Get_size(), dtype.itemsize
             flags = sum(bit for bit, (gens, k) in ((2, generations(n * item, False)),
                                                    (4, generations(n * item, True)))

@@ -112,6 +112,13 @@ def test_windows_take_about_64_mb_of_results_in_turn_at_most_8(nbytes, rotate, w
 
 
 @needs_mpi
+@PATHS
+def test_kept_results_outlive_more_layouts_than_windows(path):
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "windows"], env=path_env(path)))
+    every_rank_ok(out, "windows", path)
+
+
+@needs_mpi
 def test_a_mismatched_tree_raises_on_every_rank_without_hanging():
     out = ok(run([str(SCRIPTS / "check_parallel.py"), "mismatch"], timeout=30))
     for r in (0, 1):

@@ -202,6 +202,26 @@ def case_three() -> list[str]:
     return [f"rank {rank} path {path}"]
 
 
+def case_windows() -> list[str]:
+    """Results kept while means of more layouts than the reducer keeps windows for go by:
+    the oldest window was freed under them (its results turned to zeros, or a crash). A
+    result held on rank 0 only must keep it too: every rank frees a window, or none."""
+    from funcdl import _reduce
+
+    kept = parallel.pmean({"curve": np.full(5, 1.0 + rank)})
+    held = parallel.pmean({"curve": np.full(7, 2.0 + rank)})
+    if rank:
+        del held
+    for n in range(2, 2 + 2 * _reduce._WINDOWS):  # more layouts than windows
+        assert float(parallel.pmean({"m": np.full(n + 10, float(rank))})["m"][0]) == 0.5
+    assert np.array_equal(kept["curve"], np.full(5, 1.5)), "a kept result changed"
+    if rank == 0:
+        assert np.array_equal(held["curve"], np.full(7, 2.5)), "a result kept on rank 0 changed"
+    assert len(parallel._SHARED.windows) <= _reduce._WINDOWS
+    del kept
+    return [f"rank {rank} path {'shared' if parallel._SHARED.windows else 'allreduce'}"]
+
+
 def case_mismatch() -> list[str]:
     """Each call below must raise the same ValueError on every rank; none may hang."""
     w = np.zeros((3 + rank, 2), np.float32)
