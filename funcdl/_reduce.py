@@ -243,10 +243,11 @@ class Reducer:
         return weight / total, window, window.results[g], []
 
     def mean(self, comm: Comm, t: Tree, fn: str, weight: int,
-             scalars: tuple[float, ...] = ()) -> tuple[Tree, list[float]]:
-        """Collective: ``Σ_r w_r t_r / Σ_r w_r`` over ranks, and the same for each of
-        ``scalars``. The weights travel with the layout check, so each rank scales its
-        leaves by ``w_r / Σ w`` while packing them, and one sum finishes."""
+             scalars: tuple[float, ...] = ()) -> tuple[Tree, list[float], float]:
+        """Collective: ``Σ_r w_r t_r / Σ_r w_r`` over ranks, the same for each of
+        ``scalars``, and this rank's share ``w_r / Σ w``. The weights travel with the layout
+        check, so each rank scales its leaves by its share while packing them, and one sum
+        finishes."""
         leaves, lay = self.layout(t)
         n = lay.bounds[-1] + len(scalars)
         scale, window, buf, bad = self.negotiate(comm, n, lay.dtype, lay.digest, t, fn,
@@ -266,7 +267,7 @@ class Reducer:
             buf = self.take(n, lay.dtype)
             self.pack(leaves, lay, scalars, scale, buf)
             comm.Allreduce(mpi().IN_PLACE, buf, op=mpi().SUM)
-        return as_tree(buf, lay, t), buf[lay.bounds[-1]:].tolist()
+        return as_tree(buf, lay, t), buf[lay.bounds[-1]:].tolist(), scale
 
     @staticmethod
     def pack(leaves: list[Any], lay: Layout, scalars: tuple[float, ...], scale: float,

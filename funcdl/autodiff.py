@@ -156,6 +156,7 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
             return ((value, aux, new_state) if has_aux else (value, new_state)), grads
         return ((value, aux) if has_aux else value), grads
 
+    f.wrt_input = wrt_input  # type: ignore[attr-defined]  # read by parallel.data_parallel
     return f
 
 

@@ -148,8 +148,7 @@ def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
     c = _resolve(comm, "pmean")
     if c is None:
         return tree
-    out, _ = _SHARED.mean(c, tree, "pmean", 1)
-    return out
+    return _SHARED.mean(c, tree, "pmean", 1)[0]
 
 
 def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
@@ -161,7 +160,10 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
     exact, in one sum (see ``pmean``). This assumes the loss is a mean over examples (funcdl's
     default reduction). With ``has_aux`` or a stateful model, ``value`` is a tuple: its
     first element (the loss) is averaged and the rest (aux, BatchNorm state) is this rank's;
-    average it with ``pmean`` when needed. One process: ``value_and_grad_fn`` itself.
+    average it with ``pmean`` when needed. From ``value_and_grad(..., wrt_input=True)`` the
+    grads are ``(dparams, dx)``: dparams averaged, dx this rank's own rows, times its share
+    ``n_r / N`` (the global loss's gradient at them). One process: ``value_and_grad_fn``
+    itself.
 
     Example::
 
@@ -183,6 +185,7 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
         raise TypeError(f"parallel.data_parallel: value_and_grad_fn must be callable, such as "
                         f"fd.value_and_grad(model, loss), got {type(value_and_grad_fn).__name__}")
     reducer = Reducer()
+    split_dx = bool(getattr(value_and_grad_fn, "wrt_input", False))
 
     def f(params: Any, x: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
         c = _resolve(comm, "data_parallel")
@@ -194,8 +197,14 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
         if not first or np.ndim(first[0]) == 0:
             raise TypeError("parallel.data_parallel: cannot count the examples of x: pass "
                             "the batch with examples on axis 0 of its (first) array")
-        grads, (mean_loss,) = reducer.mean(c, grads, "data_parallel",
-                                           int(np.shape(first[0])[0]), (float(loss),))
+        n = int(np.shape(first[0])[0])
+        if split_dx:  # (dparams, dx): dx holds this rank's examples, not a sum over ranks
+            dparams, (mean_loss,), share = reducer.mean(c, grads[0], "data_parallel", n,
+                                                        (float(loss),))
+            grads = (dparams, pytree.map(lambda d: d * share, grads[1]))
+        else:
+            grads, (mean_loss,), _ = reducer.mean(c, grads, "data_parallel", n,
+                                                  (float(loss),))
         if isinstance(value, tuple):
             return (mean_loss, *value[1:]), grads
         return mean_loss, grads

@@ -113,6 +113,14 @@ def test_windows_take_about_64_mb_of_results_in_turn_at_most_8(nbytes, rotate, w
 
 @needs_mpi
 @PATHS
+def test_data_parallel_wrt_input_gives_each_rank_its_rows_of_dx(path):
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "wrt_input"], env=path_env(path)))
+    for r in (0, 1):
+        assert f"rank {r} ok wrt_input" in out
+
+
+@needs_mpi
+@PATHS
 def test_kept_results_outlive_more_layouts_than_windows(path):
     out = ok(run([str(SCRIPTS / "check_parallel.py"), "windows"], env=path_env(path)))
     every_rank_ok(out, "windows", path)

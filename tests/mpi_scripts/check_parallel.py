@@ -202,6 +202,27 @@ def case_three() -> list[str]:
     return [f"rank {rank} path {path}"]
 
 
+def case_wrt_input() -> list[str]:
+    """value_and_grad(..., wrt_input=True) made data-parallel: dparams averaged, dx this
+    rank's own rows of the global batch's dx (it was averaged over ranks, rows of different
+    examples; on uneven shards every rank raised a mismatch)."""
+    for dtype, tol, n in ((np.float64, 1e-12, 8), (np.float64, 1e-12, 7), (np.float32, 1e-6, 9)):
+        model, params, x, y = model_and_data(dtype, n)
+        vg = fd.value_and_grad(model, fd.losses.softmax_cross_entropy, wrt_input=True)
+        loss, (dparams, dx) = vg(params, x, y)
+        xb, yb = next(parallel.batches(None, x, y, batch_size=n, rank=rank, size=size,
+                                       shuffle=False))
+        lo = sum(len(next(parallel.batches(None, x, batch_size=n, rank=r, size=size,
+                                           shuffle=False))[0]) for r in range(rank))
+        dp_loss, (dp_dparams, dp_dx) = parallel.data_parallel(vg)(params, xb, yb)
+        np.testing.assert_allclose(dp_loss, loss, rtol=tol)
+        for a, b in zip(fd.tree.leaves(dp_dparams), fd.tree.leaves(dparams)):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+        assert dp_dx.dtype == dtype and dp_dx.shape == xb.shape
+        np.testing.assert_allclose(dp_dx, dx[lo:lo + len(xb)], rtol=tol, atol=tol)
+    return []
+
+
 def case_windows() -> list[str]:
     """Results kept while means of more layouts than the reducer keeps windows for go by:
     the oldest window was freed under them (its results turned to zeros, or a crash). A
