@@ -286,7 +286,11 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, rank: int, siz
     steps. When ``size`` does not divide a global batch, the shares differ by at most one
     example (the first ranks take the extra ones); ``data_parallel`` weights the ranks by
     their counts, so the gradient is unchanged. A last global batch with fewer examples than
-    ranks joins the one before it: no rank ever gets an empty batch.
+    ranks joins the one before it: no rank ever gets an empty batch. It may get one example:
+    a BatchNorm in training refuses that (as in PyTorch), on that rank alone, and the others
+    wait for it in the next sum (launch with ``python -m mpi4py`` so that an error stops
+    every rank); with BatchNorm, pass ``drop_last=True`` or leave at least ``2·size``
+    examples in the last batch.
     """
     size = int_arg(size, "parallel.batches", "size", 1)
     rank = int_arg(rank, "parallel.batches", "rank")
