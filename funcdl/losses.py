@@ -151,7 +151,7 @@ def _bce_with_logits(pred: Any, target: Any, reduction: str = "mean") -> tuple[A
     z = _pred("bce_with_logits", pred)
     t = _probabilities("bce_with_logits", _same_shape("bce_with_logits", z, target))
     e = np.exp(-np.abs(z))
-    sig = np.where(z >= 0, 1, e) / (1 + e)
+    sig = np.maximum(e, z >= 0) / (1 + e)  # σ(z): 1 or e^z over 1 + e^-|z| (e <= 1)
     with np.errstate(over="ignore"):  # z near the dtype's maximum: the loss is inf
         per = np.maximum(z, 0) - z * t + np.log1p(e)
         return _reduced("bce_with_logits", per, reduction, z.size, lambda c: c * (sig - t))
@@ -168,7 +168,11 @@ def _huber(pred: Any, target: Any, delta: float = 1.0,
         d = p - t
         a = np.abs(d)
         dc = np.clip(d, -delta, delta)  # equals d on the quadratic branch; never squares 1e30
-        per = np.where(a <= delta, 0.5 * dc * dc, delta * (a - 0.5 * delta))
+        # ½ dc² + delta (|d| - |dc|): ½ d² there, delta (|d| - ½ delta) beyond (no np.where,
+        # ~10 elementwise passes on an unpredictable mask)
+        per = 0.5 * dc * dc
+        if math.isfinite(delta):  # inf: the quadratic branch everywhere, and inf · 0 = NaN
+            per += delta * (a - np.abs(dc))
         return _reduced("huber", per, reduction, d.size, lambda c: c * dc)
 
 

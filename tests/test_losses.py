@@ -40,6 +40,10 @@ def test_huber_delta():
         losses.huber(np.ones(2), np.zeros(2), delta="1")  # float('1') took it
     with pytest.raises(ValueError, match="huber: delta must be a number > 0, got 0"):
         losses.huber(np.ones(2), np.zeros(2), delta=0)
+    d = np.array([0.5, -3.0, 40.0])
+    assert losses.huber(d, np.zeros(3), delta=np.inf) == losses.mse(d, np.zeros(3)) / 2
+    np.testing.assert_array_equal(losses.huber(d, np.zeros(3), delta=2.0, reduction="none"),
+                                  [0.125, 4.0, 78.0])  # ½ d², then 2 (|d| - 1), exactly
 
 
 def test_known_values_and_gradients():
