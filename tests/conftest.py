@@ -41,3 +41,15 @@ def refused(main: Callable[[list[str]], Any], argv: list[str], capsys: Any) -> s
     captured = capsys.readouterr()
     assert exit_info.value.code == 2 and captured.out == ""
     return str(captured.err)
+
+
+@pytest.fixture(params=["im2col", "offsets"])
+def conv_path(request: Any, monkeypatch: Any) -> str:
+    """Both ways a convolution runs: one product of the im2col buffer (small buffers; with
+    few channels, the channel-major fold), and one kernel offset at a time (large ones),
+    forced here on every size."""
+    if request.param == "offsets":
+        from funcdl.layers import conv
+        monkeypatch.setattr(conv, "_COLS_BYTES", 0)
+        monkeypatch.setattr(conv, "_FEW_CHANNELS", 0)
+    return str(request.param)

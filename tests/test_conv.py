@@ -55,7 +55,7 @@ IDS = [f"{i}-{make().name}" for i, (make, _) in enumerate(TABLE)]
 
 @pytest.mark.parametrize(("make", "in_shape"), TABLE, ids=IDS)
 @pytest.mark.parametrize("batch", [1, 3])
-def test_check_layer(make, in_shape, batch):
+def test_check_layer(make, in_shape, batch, conv_path):
     check_layer(make(), in_shape, batch=batch)
 
 
@@ -160,7 +160,8 @@ CONV_CASES = [  # kernel, stride, padding, dilation, explicit pads for the refer
 
 @pytest.mark.parametrize(("kernel", "stride", "padding", "dilation", "pads"), CONV_CASES)
 @pytest.mark.parametrize("channels", [1, 3, 6])
-def test_conv2d_matches_naive_loops(kernel, stride, padding, dilation, pads, channels):
+def test_conv2d_matches_naive_loops(kernel, stride, padding, dilation, pads, channels,
+                                    conv_path):
     if pads is None:
         pads = tuple(same_pads(n, k, s, d) for n, k, s, d in zip((7, 6), kernel, stride, dilation))
     x = random.normal(random.key(1), (2, 7, 6, channels), np.float64)
@@ -171,7 +172,7 @@ def test_conv2d_matches_naive_loops(kernel, stride, padding, dilation, pads, cha
 @pytest.mark.parametrize(("kernel", "stride", "padding", "dilation", "pads"), [
     (3, 1, "SAME", 1, (1, 1)), (3, 2, "SAME", 1, (1, 1)), (2, 2, "SAME", 1, (0, 1)),
     (3, 2, "VALID", 2, (0, 0)), (2, 1, 3, 1, (3, 3)), (3, 3, (0, 2), 1, (0, 2))])
-def test_conv1d_matches_naive_loops(kernel, stride, padding, dilation, pads):
+def test_conv1d_matches_naive_loops(kernel, stride, padding, dilation, pads, conv_path):
     x = random.normal(random.key(1), (3, 7, 2), np.float64)
     layer = Conv1D(3, kernel, stride=stride, padding=padding, dilation=dilation)
     compare_conv(layer, x, (1, stride), ((0, 0), pads), (1, dilation), one_d=True)
@@ -322,7 +323,7 @@ def test_init_shapes_unknown_sizes_and_pytorch_bounds(key):
     lambda: MaxPool2D(3, stride=2, padding="SAME"), lambda: MaxPool2D(2), lambda: AvgPool2D(2),
     lambda: AvgPool2D(3, 2, "SAME", count_include_pad=False), GlobalAvgPool])
 @pytest.mark.parametrize("channels", [1, 6])
-def test_float32_in_float32_out(make, channels, key):
+def test_float32_in_float32_out(make, channels, key, conv_path):
     layer = make()
     in_shape = (None, 9, channels) if "Conv1D" in layer.name else (None, 9, 7, channels)
     _, params = layer.init(key, in_shape)

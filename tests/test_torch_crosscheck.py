@@ -53,11 +53,12 @@ CONV2D = [  # kernel, stride, padding (ours), dilation, (h, w, c), out
     ((3, 3), (1, 2), "VALID", (2, 1), (9, 8, 2), 3),
     ((2, 3), (1, 1), ((1, 0), (2, 1)), (1, 2), (6, 7, 3), 2),
     ((1, 1), (2, 2), 1, (1, 1), (5, 5, 4), 3),
+    ((3, 3), (2, 1), "SAME", (1, 2), (7, 9, 6), 5),     # more channels than the few
 ]
 
 
 @pytest.mark.parametrize("kernel, stride, padding, dilation, hwc, out", CONV2D)
-def test_conv2d_matches_torch(kernel, stride, padding, dilation, hwc, out):
+def test_conv2d_matches_torch(kernel, stride, padding, dilation, hwc, out, conv_path):
     layer = L.Conv2D(out, kernel, stride=stride, padding=padding, dilation=dilation)
     x = np.random.default_rng(0).standard_normal((2, *hwc))
     params, y, dy, (dp, dx) = ours(layer, x)
@@ -83,7 +84,7 @@ def test_conv2d_matches_torch(kernel, stride, padding, dilation, hwc, out):
 
 @pytest.mark.parametrize("kernel, stride, padding, dilation", [
     (3, 1, "SAME", 1), (4, 2, "SAME", 1), (3, 2, "VALID", 2), (2, 1, (2, 1), 1)])
-def test_conv1d_matches_torch(kernel, stride, padding, dilation):
+def test_conv1d_matches_torch(kernel, stride, padding, dilation, conv_path):
     layer = L.Conv1D(3, kernel, stride=stride, padding=padding, dilation=dilation)
     x = np.random.default_rng(1).standard_normal((2, 9, 2))
     params, y, dy, (dp, dx) = ours(layer, x)
