@@ -4,6 +4,7 @@ are pure functions of their configs, and report 004's gradient check is a real c
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def test_a_dask_cluster_started_elsewhere_runs_the_sweep(tmp_path):
         port = s.getsockname()[1]
     address = f"tcp://127.0.0.1:{port}"
     quiet = {"cwd": tmp_path, "env": env, "stdout": subprocess.DEVNULL,
-             "stderr": subprocess.DEVNULL}
+             "stderr": subprocess.DEVNULL, "start_new_session": True}  # killed as a group
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                "--no-dashboard"], **quiet)]
     script = os.path.join(os.path.dirname(__file__), "..", "examples", "reproduce.py")
@@ -128,9 +129,9 @@ def test_a_dask_cluster_started_elsewhere_runs_the_sweep(tmp_path):
                                        "--nthreads", "1", "--no-dashboard"], **quiet))
         remote = table("--scheduler", address)
         assert len(remote) == 2 and remote == table("--workers", "1")
-    finally:
-        for p in procs:
-            p.terminate()
+    finally:  # the worker's nanny starts the worker process: end both, and the scheduler
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             p.wait(timeout=30)
 
