@@ -149,11 +149,6 @@ def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
     """
     c = _resolve(comm, "pmean")
     if c is None:
-        odd = pytree.odd_leaf(tree, "fc")
-        if odd is not None:  # as the ranks would refuse it: a script fails alike on 1 and n
-            raise TypeError(f"parallel.pmean: the leaf at {odd[0] or 'the root'} has dtype "
-                            f"{odd[1]}; means are taken over floating-point trees "
-                            f"(gradients) only")
         return tree
     return _SHARED.mean(c, tree, "pmean", 1)[0]
 

@@ -226,12 +226,8 @@ class OneRank:
 
 def test_size_one_communicator_returns_inputs_untouched():
     t = {"w": np.ones(3, np.float32), "n": [np.int64(3)]}
-    grads = {"w": t["w"], "b": [np.float64(3.0)]}
-    assert parallel.pmean(grads, OneRank()) is grads
+    assert parallel.pmean(t, OneRank()) is t
     assert parallel.broadcast(t, OneRank()) is t
-    with pytest.raises(TypeError, match=r"parallel\.pmean: the leaf at \['n'\]\[0\] has dtype "
-                                        r"int64; means are taken over floating-point"):
-        parallel.pmean(t, OneRank())  # as two ranks refuse it: a script fails alike on both
     assert parallel.rank_and_size(OneRank()) == (0, 1)
     model = fd.layers.Sequential(fd.layers.Dense(2))
     _, params = model.init(fd.random.key(0), (None, 3))
