@@ -58,6 +58,11 @@ def refcount(items: list[Any], i: int) -> int:
 UNUSED = refcount([np.empty(0)], 0)
 
 
+def unused(window: Any) -> list[bool]:
+    """For each result of a window: whether no array from it is alive on this rank."""
+    return [refcount(window.results, g) <= UNUSED for g in range(len(window.results))]
+
+
 def shared_memory_free() -> int:
     """Bytes free where MPICH maps shared windows on Linux; a modest guess elsewhere."""
     try:
@@ -170,8 +175,7 @@ class Reducer:
         """Whether no array from the oldest window's results is alive on this rank: only
         then may ``open`` free it (a kept result would change, or its memory vanish). The
         ranks agree on it in ``negotiate``, as every rank must free it or none."""
-        oldest = next(iter(self.windows.values()))
-        return all(refcount(oldest.results, g) <= UNUSED for g in range(len(oldest.results)))
+        return all(unused(next(iter(self.windows.values()))))
 
     def open(self, comm: Comm, node: Comm, n: int, dtype: np.dtype[Any],
              rotate: bool) -> Window:
@@ -208,8 +212,7 @@ class Reducer:
         # flags: bit 0, ok; bit 1, a shared window exists or fits; bit 2, one with buffers
         # taken in turn fits; bit 3 + g, result g unused
         if window is not None:
-            flags = 2 + sum(8 << g for g in range(len(window.results))
-                            if refcount(window.results, g) <= UNUSED)
+            flags = 2 + sum(8 << g for g, free in enumerate(unused(window)) if free)
         elif node is not None and (len(self.windows) < _WINDOWS or self.oldest_unused()):
             free, size, item = shared_memory_free() // 4, comm.Get_size(), dtype.itemsize
             flags = sum(bit for bit, (gens, k) in ((2, generations(n * item, False)),

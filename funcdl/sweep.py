@@ -175,15 +175,15 @@ def _gather(pool: Executor, train_fn: Callable[[Any], Any], configs: list[Any],
         failures: list[Failure] = []
         # A broken pool raises one exception object for all its futures, each raise adding
         # frames to it: format it once (100 runs gave 2.2 MB of traceback, growing as n²).
-        told: dict[int, tuple[BaseException, str]] = {}
+        told: dict[BaseException, str] = {}  # keyed by the object: hashed by identity
         for done, future in enumerate(as_completed(futures), 1):
             i = futures[future]
             try:
                 ok, value, seconds = future.result()
             except Exception as err:  # the worker died, or the result did not unpickle
-                if id(err) not in told:  # the exception kept alive with its id
-                    told[id(err)] = (err, "".join(traceback.format_exception(err)))
-                ok, value, seconds = False, (f"{type(err).__name__}: {err}", told[id(err)][1]), 0.0
+                if err not in told:
+                    told[err] = "".join(traceback.format_exception(err))
+                ok, value, seconds = False, (f"{type(err).__name__}: {err}", told[err]), 0.0
             if not ok:
                 value = Failure(i, configs[i], *value)
                 failures.append(value)
