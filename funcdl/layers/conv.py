@@ -50,9 +50,11 @@ NO_PADS: Pads = ((0, 0), (0, 0))
 _FEW_CHANNELS = 4
 # Above this many bytes of im2col buffer (and more channels than the above), a convolution
 # goes one kernel offset at a time: a product of each (N, OH, OW, C) slice of the padded
-# input with that offset's (C, out) kernel, summed. The buffer no longer fits the caches
-# there: (64, 28, 28, 16) -> 16, 3x3: forward 8.4 -> 3.3 ms, dw 8.0 -> 5.0 ms; at 7 MB and
-# below, one product of the buffer stays ahead (1.6 against 2.0 ms for (64, 14, 14, 16)).
+# input with that offset's (C, out) kernel, summed, with no buffer overflowing the caches.
+# benchmarks/layer_micro.py, one thread, vjp + pullback, im2col against by offset:
+# (64, 28, 28, 16) -> 16, 3x3 (a 28 MiB buffer) 23.2-23.4 against 15.1-16.3 ms; at 6.9 MiB
+# ((64, 14, 14, 16) -> 32) within the noise, 5.8-7.6 against 6.1-6.2; at 3.4 MiB ((64, 7, 7,
+# 32) -> 64) the one product ahead, 4.4 against 5.0.
 _COLS_BYTES = 8 << 20
 
 
