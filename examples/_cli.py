@@ -69,6 +69,16 @@ def parser(script: str, doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=Path(script).name, description=description(doc))
 
 
+def add_epochs_and_seed(parser: argparse.ArgumentParser, epochs: int, epoch: str,
+                        draws: str) -> None:
+    """``--epochs`` (default ``epochs``, each a pass over ``epoch``) and ``--seed`` (of the
+    key that draws ``draws``)."""
+    parser.add_argument("--epochs", type=positive_int, default=epochs,
+                        help=f"passes over {epoch} (default: %(default)s)")
+    parser.add_argument("--seed", type=seed, default=0,
+                        help=f"seed of the key that draws {draws} (default: %(default)s)")
+
+
 def add_out(parser: argparse.ArgumentParser, default: Path, files: str) -> None:
     """The ``--out DIR`` option of a script that writes ``files``."""
     parser.add_argument("--out", type=out_dir, default=default, metavar="DIR",

@@ -23,7 +23,6 @@ from funcdl import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
 import _cli
-from _cli import positive_int, seed
 
 
 def load(key: Any) -> tuple[np.ndarray, ...]:
@@ -112,11 +111,8 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray, path: Path) -> b
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = _cli.parser(__file__, __doc__)
-    parser.add_argument("--epochs", type=positive_int, default=30,
-                        help="passes over the training images (default: %(default)s)")
-    parser.add_argument("--seed", type=seed, default=0,
-                        help="seed of the key that draws the train/test split, the initial "
-                             "params, the batches and dropout (default: %(default)s)")
+    _cli.add_epochs_and_seed(parser, 30, "the training images", "the train/test split, the "
+                             "initial params, the batches and dropout")
     _cli.add_out(parser, Path(__file__).parent / "output", "digits_confusion.png")
     args = _cli.parse(parser, argv)
     result = train(args.epochs, args.seed)

@@ -25,7 +25,6 @@ from funcdl import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
 import _cli
-from _cli import positive_int, seed
 
 RADIUS = 1 / math.sqrt(2 * math.pi)
 
@@ -115,11 +114,8 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = _cli.parser(__file__, __doc__)
-    parser.add_argument("--epochs", type=positive_int, default=200,
-                        help="passes over the 1000 training points (default: %(default)s)")
-    parser.add_argument("--seed", type=seed, default=0,
-                        help="seed of the key that draws the data, the initial params and the "
-                             "batches (default: %(default)s)")
+    _cli.add_epochs_and_seed(parser, 200, "the 1000 training points",
+                             "the data, the initial params and the batches")
     _cli.add_out(parser, Path(__file__).parent / "output", "disk_params.npz and disk.png")
     args = _cli.parse(parser, argv)
     result = train(args.epochs, args.seed)

@@ -40,7 +40,6 @@ from funcdl import parallel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _cli
-from _cli import positive_int, seed
 from disk import error, make_model
 
 
@@ -114,11 +113,8 @@ def train(epochs: int = 200, seed: int = 0, lr: float = 1e-2, batch_size: int = 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = _cli.parser(__file__, __doc__)
-    parser.add_argument("--epochs", type=positive_int, default=200,
-                        help="passes over the 1000 training points (default: %(default)s)")
-    parser.add_argument("--seed", type=seed, default=0,
-                        help="seed of the key that draws the data, the initial params and the "
-                             "batches, the same on every rank (default: %(default)s)")
+    _cli.add_epochs_and_seed(parser, 200, "the 1000 training points", "the data, the "
+                             "initial params and the batches, the same on every rank")
     parser.add_argument("--sharded", action="store_true",
                         help="parallel.sharded(adam) instead of data_parallel")
     args = parser.parse_args(argv)
