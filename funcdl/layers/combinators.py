@@ -5,9 +5,9 @@ This module holds Sequential and the helpers every combinator uses (``branching`
 Parallel, Residual and Shared on them).
 
 State: a combinator is stateful when any child is. Its state holds one entry per child
-(``()`` for a stateless child) and each child sees only its own entry: Residual's is
-``(its layer's state,)``. A wrapper of a single layer (Residual, Shared) has that layer's
-params unchanged; Shared's state is its layer's own, as the layer runs once per branch.
+(``()`` for a stateless child) and each child sees only its own entry: Residual's and
+Shared's are ``(its layer's state,)`` (Shared's layer runs once per branch on it, in turn).
+A wrapper of a single layer (Residual, Shared) has that layer's params unchanged.
 """
 
 from __future__ import annotations
