@@ -1,5 +1,6 @@
-"""The error function ``erf`` and its complement ``erfc``, vectorised on NumPy alone; and
-the max-shifted exponentials behind every softmax (``shifted_exp``).
+"""The error function ``erf`` and its complement ``erfc``, vectorised on NumPy alone; the
+normal CDF behind GELU (``normal_cdf``, with a fast float32 form); and the max-shifted
+exponentials behind every softmax (``shifted_exp``).
 
 Both use the rational Chebyshev approximations of W. J. Cody, "Rational Chebyshev
 approximations for the error function", Mathematics of Computation 23 (1969), 631-638,
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["erf", "erfc"]
+__all__ = ["erf", "erfc", "normal_cdf"]
 
 Array = NDArray[Any]
 _F = np.float64
@@ -216,6 +217,70 @@ def erfc(x: ArrayLike) -> Array:
     26.5); exactly 0 from x = 27.23 on and 2 from x = -5.87 down. Dtypes as for ``erf``.
     """
     return _evaluate(x, complement=True)
+
+
+# Φ in float32 arithmetic: erf(u) ≈ u P(u²) / Q(u²) on |u| <= 4, degrees 6 and 5. Fitted
+# for this module by Lawson-weighted linearised least squares (Loeb's iteration) on 8000
+# points against ``erf`` above: the largest relative error in float64 is 2.0e-9, far below
+# float32's 6e-8, so what remains is the rounding of the float32 evaluation. erf(u) is 1
+# within float32's last bit from u = 3.9 on. P is halved here: Φ = 1/2 + u P(u²) / Q(u²).
+_CDF_NUM = tuple(np.float32(c / 2) for c in (
+    -1.3202302677899011e-08, 4.684793535058714e-06, 0.00037960926898711144,
+    0.0038496052522303936, 0.05431689923895098, 0.1852030256933125, 1.1283791693784626))
+_CDF_DEN = tuple(np.float32(c) for c in (
+    6.311072719049739e-05, 0.0013075691155562173, 0.015462078713739743,
+    0.11395834739194571, 0.4974653219076454, 1.0))
+_CDF_EDGE = np.float32(3.9)
+_CDF_HALF, _CDF_ONE, _CDF_ZERO = np.float32(0.5), np.float32(1.0), np.float32(0.0)
+_SQRT_HALF_32 = np.float32(0.70710678118654752)
+_SQRT_HALF_64 = np.float64(0.70710678118654752)
+
+
+def _poly(t: Array, coeffs: tuple[Any, ...]) -> Array:
+    """Σ c_i t^i by Horner's rule, highest power first (a fresh array)."""
+    p: Array = np.multiply(t, coeffs[0])
+    p += coeffs[1]
+    for c in coeffs[2:]:
+        p *= t
+        p += c
+    return p
+
+
+def _normal_cdf32(x: Array, out: Array) -> None:
+    """Write Φ of the 1-d float32 ``x`` into ``out``."""
+    u = np.multiply(x, _SQRT_HALF_32)
+    np.clip(u, -_CDF_EDGE, _CDF_EDGE, out=u)  # NaN stays NaN; ±inf land on the edge
+    z = np.multiply(u, u)
+    p = _poly(z, _CDF_NUM)
+    p /= _poly(z, _CDF_DEN)
+    p *= u
+    p += _CDF_HALF
+    # At the edge erf rounds to ±1 in float32, but the evaluation may stop one ulp short.
+    np.clip(p, _CDF_ZERO, _CDF_ONE, out=out)
+    np.copyto(out, _CDF_ZERO, where=u <= -_CDF_EDGE)
+    np.copyto(out, _CDF_ONE, where=u >= _CDF_EDGE)
+
+
+def normal_cdf(x: Array) -> Array:
+    """The standard normal CDF Φ(x) = (1 + erf(x/√2)) / 2, elementwise, in x's dtype.
+
+    float32 has its own rational approximation in float32 arithmetic, within 4e-7 of Φ
+    (5x faster than ``erf`` in float64); other floating dtypes go through ``erf``, within
+    1e-16. Φ is exactly 0 for float32 x <= -5.52 and exactly 1 for x >= 5.52. As
+    PyTorch's and JAX's GELU, Φ is 1/2 + erf/2, so in the far negative tail it has
+    absolute, not relative, accuracy.
+    """
+    if x.dtype != np.float32:
+        cdf: Array = erf(x * _SQRT_HALF_64).astype(x.dtype, copy=False)
+        cdf *= 0.5
+        cdf += 0.5
+        return cdf
+    flat = x.reshape(-1)
+    out = np.empty(flat.shape, np.float32)
+    for start in range(0, flat.size, _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        _normal_cdf32(flat[sl], out[sl])
+    return out.reshape(x.shape)
 
 
 def shifted_exp(z: Array, axis: int) -> tuple[Array, Array, Array]:

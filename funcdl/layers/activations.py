@@ -15,7 +15,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import int_arg, real_arg
-from funcdl._special import erf, shifted_exp
+from funcdl._special import normal_cdf, shifted_exp
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -179,14 +179,14 @@ def ELU(alpha: float = 1.0) -> Layer:
         lambda x, y, dy: np.where(x > 0, dy, dy * (a * np.exp(np.minimum(x, 0)))))
 
 
-_SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _TANH_C = math.sqrt(2 / math.pi)
 
 
 def GELU(approximate: bool = False) -> Layer:
     """Gaussian error linear unit, ``y = x Φ(x)`` (PyTorch's default, exact erf);
-    ``dx = dy (Φ(x) + x φ(x))``. ``approximate=True`` uses the tanh form
+    ``dx = dy (Φ(x) + x φ(x))``. Φ is ``funcdl._special.normal_cdf``: within 4e-7 in
+    float32, 1e-16 in float64. ``approximate=True`` uses the tanh form
     ``Φ(x) ≈ (1 + tanh(√(2/π)(x + 0.044715 x³))) / 2`` (JAX's default, PyTorch's 'tanh')."""
     if approximate:
         return _gelu_tanh()
@@ -196,14 +196,15 @@ def GELU(approximate: bool = False) -> Layer:
         no_params(name, params)
         del key, train
         x = as_floats(name, x)
-        y: Array = x * (0.5 + 0.5 * erf(x * _SQRT_HALF))
+        y = normal_cdf(x)
+        y *= x
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         del key, train
         x = as_floats(name, x)
-        cdf = 0.5 + 0.5 * erf(x * _SQRT_HALF)
+        cdf = normal_cdf(x)
         y = x * cdf
 
         def pullback(dy: Array) -> tuple[Any, Array]:
