@@ -219,15 +219,17 @@ def test_activation_settings_are_real_numbers(make, error, says):
      lambda x: np.where(x > 0, 1.0, 0.7 * np.exp(x))),
     (L.ELU(1.8), lambda x: np.where(x > 0, x, 1.8 * np.expm1(x)),
      lambda x: np.where(x > 0, 1.0, 1.8 * np.exp(x))),
+    (L.ELU(-0.5), lambda x: np.where(x > 0, x, -0.5 * np.expm1(x)),
+     lambda x: np.where(x > 0, 1.0, -0.5 * np.exp(x))),
     (L.Softplus(beta=2.0, threshold=3.0),
      lambda x: np.where(2 * x > 3, x, np.logaddexp(2 * x, 0) / 2),
      lambda x: np.where(2 * x > 3, 1.0, 1 / (1 + np.exp(-2 * x)))),
     (L.Softplus(threshold=-1.0), lambda x: np.where(x > -1, x, np.logaddexp(x, 0)),
      lambda x: np.where(x > -1, 1.0, 1 / (1 + np.exp(-x)))),
-], ids=["leaky-0.01", "leaky-2.5", "leaky-neg", "elu-0.7", "elu-1.8", "softplus-b2-t3",
+], ids=["leaky-0.01", "leaky-2.5", "leaky-neg", "elu-0.7", "elu-1.8", "elu-neg", "softplus-b2-t3",
         "softplus-t-neg"])
 def test_branch_picking_activations_match_their_piecewise_definition(layer, f, df):
-    # max/min on the usual settings, np.where on the rest: both branches, every setting
+    # max/min on the usual settings, sums of masked terms on the rest: every branch
     x = np.concatenate([np.linspace(-4, 4, 81), [-0.0, 0.0, 1e-30, -1e-30, 40.0, -40.0]])
     y, pullback = layer.vjp((), x)
     np.testing.assert_allclose(y, f(x), rtol=1e-14, atol=1e-300)

@@ -107,9 +107,13 @@ def LeakyReLU(alpha: float = 0.01) -> Layer:
         def df(x: Array, y: Array, dy: Array) -> Array:
             out: Array = dy * np.maximum(x > 0, dy.dtype.type(a))
             return out
-    else:
+    else:  # the slope as a·[x <= 0] + [x > 0], exactly a or 1 (a NaN x takes a, as torch)
         def df(x: Array, y: Array, dy: Array) -> Array:
-            return np.where(x > 0, dy, a * dy)
+            up = x > 0
+            slope = np.multiply(~up, dy.dtype.type(a))
+            slope += up
+            slope *= dy
+            return slope
     return _elementwise(f"LeakyReLU({a})", lambda x: pick(x, a * x), df)
 
 
@@ -173,10 +177,23 @@ def ELU(alpha: float = 1.0) -> Layer:
         return _elementwise(
             f"ELU({a})", lambda x: np.maximum(x, a * np.expm1(np.minimum(x, 0))),
             lambda x, y, dy: dy * np.maximum(x > 0, a * np.exp(np.minimum(x, 0))))
-    return _elementwise(
-        f"ELU({a})",
-        lambda x: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))),
-        lambda x, y, dy: np.where(x > 0, dy, dy * (a * np.exp(np.minimum(x, 0)))))
+
+    def f(x: Array) -> Array:  # a·(e^min(x,0) - 1) + max(x, 0): one term is exactly 0
+        y = np.expm1(np.minimum(x, 0))
+        y *= a
+        y += np.maximum(x, 0)
+        return y
+
+    def df(x: Array, y: Array, dy: Array) -> Array:  # a·e^x·[x <= 0] + [x > 0], likewise
+        up = x > 0
+        slope = np.exp(np.minimum(x, 0))
+        slope *= a
+        slope *= ~up
+        slope += up
+        slope *= dy
+        return slope
+
+    return _elementwise(f"ELU({a})", f, df)
 
 
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
