@@ -110,7 +110,7 @@ def LeakyReLU(alpha: float = 0.01) -> Layer:
     else:  # the slope as a·[x <= 0] + [x > 0], exactly a or 1 (a NaN x takes a, as torch)
         def df(x: Array, y: Array, dy: Array) -> Array:
             up = x > 0
-            slope = np.multiply(~up, dy.dtype.type(a))
+            slope: Array = np.multiply(~up, dy.dtype.type(a))
             slope += up
             slope *= dy
             return slope
