@@ -204,7 +204,8 @@ class Reducer:
         the trees agree (else every rank raises alike, in ``agree``), sum the weights, and
         pick the way. Returns ``(weight / Σ weights, window, result, ranks not ok)``: the
         shared window and one of its results unused on every rank, or ``(None, None)`` to
-        go by messages. ``ok=False`` on any rank (its caller's check failed) opens no
+        go by messages. ``weight`` -1 stands for no count (equal weights), on every
+        rank or on none. ``ok=False`` on any rank (its caller's check failed) opens no
         window; the caller raises, on every rank alike."""
         node = self.node(comm)
         key = (id(comm), n, dtype.str)
@@ -224,7 +225,15 @@ class Reducer:
         bad = [r for r, row in enumerate(every) if not row[3] & 1]
         if bad:
             return 0.0, None, None, bad
-        total = sum(row[2] for row in every)
+        weights = [row[2] for row in every]
+        if min(weights) < 0 <= max(weights):  # -1: no count given; a mix would weigh 1:n
+            raise ValueError(
+                f"parallel.{fn}: the ranks {[r for r, w in enumerate(weights) if w < 0]} "
+                f"gave no example count, the others did ({weights}); give examples= on "
+                f"every rank or on none")
+        if weight < 0:  # on every rank: equal weights
+            weight, weights = 1, [1] * len(weights)
+        total = sum(weights)
         if total <= 0:
             raise ValueError(f"parallel.{fn}: no rank had any examples; give every step "
                              f"at least one example")

@@ -162,7 +162,7 @@ class Sharder:
         if not floats:  # agree compared the dtypes: the same on every rank
             raise self.not_float("grads" if lay.not_float else "params",
                                  lay if lay.not_float else p_lay)
-        if comm is None and examples <= 0:  # as negotiate finds over ranks
+        if comm is None and examples == 0:  # as negotiate finds over ranks (-1: no count)
             raise ValueError(f"{self.name}: no rank had any examples; give every step at "
                              f"least one example")
         if bad and comm is None:

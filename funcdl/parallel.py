@@ -267,7 +267,7 @@ def sharded(optimizer: GradientTransformation, comm: Comm | None = None) -> Shar
 
     def step(state: ShardedState, grads: Tree, params: Tree,
              examples: int | None = None) -> tuple[Tree, ShardedState]:
-        weight = 1 if examples is None else int_arg(examples, "parallel.sharded", "examples")
+        weight = -1 if examples is None else int_arg(examples, "parallel.sharded", "examples")
         return sharder.step(_resolve(comm, "sharded"), state, grads, params, weight)
 
     return Sharded(init, step)

@@ -87,6 +87,8 @@ def case_mismatch() -> list[str]:
         "grads-params": lambda: zero.step(state, {"w": np.ones((2, 4)), "b": np.zeros(2)}, p),
         "int-on-one": lambda: zero.step(state, {"w": np.ones((4, 2), (float, int)[rank]),
                                                 "b": np.zeros(2)}, p),
+        # weights 1 : 4 if None counted as one example
+        "count-on-one": lambda: zero.step(state, p, p, examples=(None, 4)[rank]),
     }
     report = raised(calls, ValueError)
     ints = {"w": np.ones((4, 2), int), "b": np.zeros(2)}
