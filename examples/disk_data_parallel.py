@@ -19,6 +19,8 @@ large enough to gain from a second rank.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 
 # One BLAS thread per rank when a launcher started several ranks (the ranks fill the cores);
@@ -117,7 +119,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "initial params and the batches, the same on every rank")
     parser.add_argument("--sharded", action="store_true",
                         help="parallel.sharded(adam) instead of data_parallel")
-    args = parser.parse_args(argv)
+    if parallel.rank_and_size()[0] == 0:
+        args = parser.parse_args(argv)
+    else:  # a bad option: one usage message from rank 0, not one per rank
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            args = parser.parse_args(argv)
     result = train(args.epochs, args.seed, sharded=args.sharded)
     rank, size = result["rank"], result["size"]
     # Every rank's timings on every rank: a mean over ranks of rows only one rank filled in.

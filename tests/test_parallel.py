@@ -148,6 +148,14 @@ def test_disk_example_on_two_ranks_prints_from_rank_zero_only():
     assert re.search(r"rank 1: [\d.]+ ms per step, \d+% of it in the allreduce", out)
 
 
+@needs_mpi
+def test_disk_example_bad_option_under_mpiexec_prints_one_usage_message():
+    got = run([str(EXAMPLES / "disk_data_parallel.py"), "--epochs", "0"])
+    assert got.returncode != 0 and got.stdout == ""
+    assert got.stderr.count("usage:") == 1, got.stderr
+    assert got.stderr.count("error: argument --epochs: expected a positive integer") == 1
+
+
 # ---------------------------------------------------------------------------- one process
 
 def test_disk_example_in_one_process_trains_exactly_as_disk_py():
