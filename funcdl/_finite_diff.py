@@ -126,7 +126,8 @@ def fd_check(label: str, f: Callable[[Any], Any], z: Any, grad: Any, u: Any,
         if not wrong(fd, got, 0.0, noise):
             return None
         idx = f"[{', '.join(str(int(a)) for a in np.unravel_index(i, shape))}]" if shape else ""
-        return f"{rename(pairs[j][0])}{idx}: finite difference {fd:.6g}, vjp {got:.6g}"
+        return (f"{rename(pairs[j][0])}{idx}: expected {fd:.6g} (finite difference), got "
+                f"{got:.6g} (vjp)")
 
     # Each leaf's share of the failing projection: the leaves where it fails are searched
     # (all of them, largest discrepancy first, if the error only shows in the total).
@@ -159,5 +160,5 @@ def fd_check(label: str, f: Callable[[Any], Any], z: Any, grad: Any, u: Any,
         detail = ("no single entry differs beyond tolerance; the error is spread out"
                   + (f" (over {where})" if where else ""))
     raise AssertionError(
-        f"{label}: the vjp disagrees with finite differences: projected "
-        f"{fd:.6g} (finite difference) vs {an:.6g} (vjp); {detail}")
+        f"{label}: the vjp disagrees with finite differences: projected on a random "
+        f"cotangent, expected {fd:.6g} (finite difference), got {an:.6g} (vjp); {detail}")
