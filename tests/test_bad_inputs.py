@@ -369,8 +369,16 @@ LAYER_CASES = [
          lambda: SEQ_BN.apply(P_SEQ_BN, ones(3, 3), state=S_SEQ_BN[:2]), ValueError,
          SEQ_BN_NAME, "state", "(3)", "length 2"),
     case("sequential-stateful-state-wrong-structure",
-         lambda: SEQ_BN.apply(P_SEQ_BN, ones(3, 3), state=(S_SEQ_BN[1], (), ())), ValueError,
+         lambda: SEQ_BN.apply(P_SEQ_BN, ones(3, 3), state=((), (), ())), ValueError,
          "Sequential[1] BatchNorm()", "['mean', 'var']", "tuple"),
+    # a stateless child's entry holding another's state: it came back in the new state
+    case("sequential-stateless-child-given-a-state",
+         lambda: SEQ_BN.apply(P_SEQ_BN, ones(3, 3), state=(S_SEQ_BN[1], S_SEQ_BN[1], ())),
+         ValueError, "Sequential[0] Dense(4)", "expected () as the state entry",
+         "a dict with keys ['mean', 'var']"),
+    case("sequential-stateless-child-given-a-state-vjp",
+         lambda: SEQ_BN.vjp(P_SEQ_BN, ones(3, 3), state=((), S_SEQ_BN[1], None)),
+         ValueError, "Sequential[2] ReLU()", "expected () as the state entry", "got None"),
     # flags: a truthy string ('no') must not count as True
     case("dense-use-bias-string", lambda: L.Dense(2, use_bias="no"), TypeError,
          "Dense(2)", "use_bias must be True or False", "'no'"),

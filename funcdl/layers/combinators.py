@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import debug, random, tree
+from funcdl._treenodes import describe
 from funcdl.layers.base import (
     Layer,
     LayerLike,
@@ -66,10 +67,21 @@ def child_init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
     return (out[0], out[1], out[2]) if stateful else (out[0], out[1], ())
 
 
+def no_state(layer: Any, s: Any) -> tuple[()]:
+    """A stateless child's state entry, which must be ``()`` as init made it: another
+    child's state passed here would otherwise be echoed into the new state unnoticed."""
+    if type(s) is not tuple or s:
+        raise ValueError(f"{name_of(layer)}: expected () as the state entry of this "
+                         f"stateless layer, got {describe(s)}; pass the state init returned, one "
+                         f"entry per layer in order")
+    return ()
+
+
 def child_apply(layer: Any, p: Any, x: Any, s: Any, key: Any, train: bool) -> tuple[Any, Any]:
     if is_stateful(layer):
         y, s = layer.apply(p, x, state=s, key=key, train=train)
         return y, s
+    s = no_state(layer, s)
     return layer.apply(p, x, key=key, train=train), s
 
 
@@ -78,6 +90,7 @@ def child_vjp(layer: Any, p: Any, x: Any, s: Any, key: Any,
     if is_stateful(layer):
         y, pullback, s = layer.vjp(p, x, state=s, key=key, train=train)
         return y, pullback, s
+    s = no_state(layer, s)
     y, pullback = layer.vjp(p, x, key=key, train=train)
     return y, pullback, s
 
