@@ -176,7 +176,8 @@ def test_one_wrong_entry_of_20000_is_named_with_its_path_and_index():
     # The projection that failed moved entry 1234 far; a fresh random direction on the
     # leaf did not, so tier 2 skipped it and blamed a spread-out error. It re-uses it now.
     with pytest.raises(AssertionError, match=r"first wrong entry params\['w'\]\[1234\]: "
-                                             r"expected -0.25\d+ \(finite difference\), got -0.28\d+ \(vjp\)$"):
+                                             r"expected -0.25\d+ \(finite difference\), "
+                                             r"got -0.28\d+ \(vjp\)$"):
         check_layer(_scale_layer(20000, 1234, 1.1), (None, 20000))
     check_layer(_scale_layer(20000, 1234, 1.0), (None, 20000))
 
