@@ -171,13 +171,13 @@ def Sequential(*layers: LayerLike) -> Layer:
     names = [name_of(l) for l in layers]
     init = _sequential_init(layers, where)
 
-    nones = (None,) * n  # stands for the states of stateless children, and for keys
+    nones, empty = (None,) * n, ((),) * n  # no keys; the states of stateless children
     if not any(is_stateful(l) for l in layers):
         # The hot path of every model: a plain loop, no state bookkeeping.
         def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
             entries(name, params, n, "params")
             if debug.enabled():  # the one read the unchecked path pays
-                return _checked(layers, where, names, params, x, nones, key, train, False)[0]
+                return _checked(layers, where, names, params, x, empty, key, train, False)[0]
             for i, (layer, p, k) in enumerate(zip(layers, params, keys_for(key, n))):
                 try:
                     x = layer.apply(p, x, key=k, train=train)
@@ -192,7 +192,7 @@ def Sequential(*layers: LayerLike) -> Layer:
             if type(params) is not tuple or len(params) != n:
                 entries(name, params, n, "params")
             if debug.enabled():  # every layer's own output is checked, so nothing is fused
-                x, pbs, _ = _checked(layers, where, names, params, x, nones, key, train, True)
+                x, pbs, _ = _checked(layers, where, names, params, x, empty, key, train, True)
                 return x, _reverse(name, pbs, where, names, True, layers, params)
             pullbacks: list[Any] = [None] * n  # None after a fused pair's first layer
             keys = nones if key is None else keys_for(key, n)
