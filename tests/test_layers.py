@@ -3,6 +3,7 @@ float32 preservation, and bad inputs."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
@@ -471,3 +472,113 @@ def test_a_nan_from_finite_inputs_to_layer_norm_is_not_silenced():
     _, params = layer.init(random.key(0), (None, 4))
     with pytest.warns(RuntimeWarning, match="invalid value"):
         layer.apply(params, x)
+
+
+
+# ---------------------------------------------------------------------------- pools, by offset
+# MaxPool2D and AvgPool2D copy each window offset's slice pixel by pixel into a contiguous
+# buffer (funcdl.layers._pooling) and scatter the shares back by classes of disjoint
+# offsets: every geometry (padding, stride below, at and above the window) against windows
+# looped over by hand, with ties and -inf, in float32 and float64.
+
+POOL_GEOMETRIES = [  # window, stride, padding
+    (2, None, "VALID"), (3, 2, "SAME"), (3, 2, "VALID"), (2, 1, "SAME"), ((2, 3), (1, 2), 1),
+    ((3, 2), (2, 1), ((2, 0), (0, 1))), (2, 3, "VALID"), (1, 1, "VALID"), (3, 1, 1),
+    ((1, 3), (2, 3), ((0, 0), (1, 1))), (2, None, "SAME"),
+]
+
+
+def _pool_by_hand(x, window, stride, padding, kind):
+    """y and dx for dy = 1, 2, 3, ... by loops over windows: the first arg-max in row-major
+    order wins; padding never does (a window of -inf sends dy to its first real cell)."""
+    from funcdl.layers.conv import geometry
+    from funcdl.layers.pool import _window
+
+    win = _window("test", window, stride, padding)
+    oh, ow, ((t, _), (l, _)) = geometry("test", win, x.shape, 2, "window")
+    (kh, kw), (sh, sw) = win.size, win.stride
+    n, h, w, c = x.shape
+    y = np.zeros((n, oh, ow, c))
+    dy = np.arange(1.0, y.size + 1).reshape(y.shape)
+    dx = np.zeros(x.shape)
+    for p, q, b, ch in itertools.product(range(oh), range(ow), range(n), range(c)):
+        cells = [(p * sh + i - t, q * sw + j - l) for i in range(kh) for j in range(kw)]
+        real = [(r, s) for r, s in cells if 0 <= r < h and 0 <= s < w]
+        vals = [x[b, r, s, ch] for r, s in real]
+        if kind == "max":
+            best = real[int(np.argmax(vals))]
+            y[b, p, q, ch] = max(vals)
+            dx[b, best[0], best[1], ch] += dy[b, p, q, ch]
+            continue
+        m = kh * kw if kind == "avg" else len(real)
+        y[b, p, q, ch] = sum(vals) / m
+        for r, s in real:
+            dx[b, r, s, ch] += dy[b, p, q, ch] / m
+    return y, dy, dx
+
+
+@pytest.mark.parametrize(("window", "stride", "padding"), POOL_GEOMETRIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("data", ["normal", "ties", "-inf"])
+@pytest.mark.parametrize("kind", ["max", "avg", "avg-exclude-pad"])
+def test_pools_by_offset_match_windows_by_hand(window, stride, padding, dtype, data, kind):
+    if kind != "max" and data == "-inf":
+        return  # a mean over -inf is -inf or NaN: nothing to route
+    rng = np.random.default_rng(7)
+    x = (rng.integers(0, 3, (2, 7, 8, 3)) if data == "ties"
+         else rng.standard_normal((2, 7, 8, 3))).astype(dtype)
+    if data == "-inf":
+        x[rng.random(x.shape) < 0.7] = -np.inf
+    layer = (L.MaxPool2D(window, stride, padding) if kind == "max" else
+             L.AvgPool2D(window, stride, padding, count_include_pad=kind == "avg"))
+    y_ref, dy, dx_ref = _pool_by_hand(x.astype(np.float64), window, stride, padding, kind)
+    y, pullback = layer.vjp((), x)
+    _, dx = pullback(dy.astype(dtype))
+    assert y.dtype == dx.dtype == dtype
+    np.testing.assert_array_equal(layer.apply((), x), y)
+    tol = {"rtol": 1e-6, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-14, "atol": 0}
+    if kind == "max":  # exact: values are copied, and each x gets dy sums of whole numbers
+        np.testing.assert_array_equal(y, y_ref.astype(dtype))
+        np.testing.assert_array_equal(dx, dx_ref.astype(dtype))
+    else:
+        np.testing.assert_allclose(y, y_ref, **tol)
+        np.testing.assert_allclose(dx, dx_ref, **tol)
+
+
+@pytest.mark.parametrize(("window", "stride", "padding"), POOL_GEOMETRIES)
+@pytest.mark.parametrize("make", [L.MaxPool2D, L.AvgPool2D,
+                                  lambda *a: L.AvgPool2D(*a, count_include_pad=False)])
+def test_pools_by_offset_vjp_float64(window, stride, padding, make):
+    # distinct values: each window's maximum is unique, so finite differences see it
+    x = np.random.default_rng(8).permutation(2 * 7 * 8 * 3).reshape(2, 7, 8, 3) / 9.0
+    check_vjp(make(window, stride, padding), (), x)
+
+
+def test_maxpool_gradient_goes_to_the_first_maximum_with_its_sign_and_size():
+    # a window of four equal maxima and one of a single maximum; dy = -3 and 5
+    x = np.array([[7.0, 7.0, 1.0, 2.0], [7.0, 7.0, 9.0, 0.0]]).reshape(1, 2, 4, 1)
+    y, pullback = L.MaxPool2D(2).vjp((), x)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[7.0, 9.0]])
+    _, dx = pullback(np.array([-3.0, 5.0]).reshape(1, 1, 2, 1))
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[-3, 0, 0, 0], [0, 0, 5, 0]])
+
+
+def test_maxpool_non_contiguous_and_integer_inputs():
+    x = np.random.default_rng(9).standard_normal((3, 6, 8, 4))
+    layer = L.MaxPool2D(3, 2, "SAME")
+    y, pullback = layer.vjp((), x[:, :, ::-1].transpose(0, 2, 1, 3))  # a strided view
+    y_ref, pullback_ref = layer.vjp((), np.ascontiguousarray(x[:, :, ::-1].transpose(0, 2, 1, 3)))
+    np.testing.assert_array_equal(y, y_ref)
+    dy = np.ones_like(y)
+    np.testing.assert_array_equal(pullback(dy)[1], pullback_ref(dy)[1])
+    ints = np.arange(2 * 4 * 4 * 1).reshape(2, 4, 4, 1)
+    assert layer.apply((), ints).dtype == np.float32
+    assert L.AvgPool2D(2).vjp((), ints)[1](np.ones((2, 2, 2, 1), np.float32))[1].dtype == \
+        np.float32
+
+
+def test_pools_of_empty_batches_and_channels():
+    for shape in ((0, 4, 4, 2), (2, 4, 4, 0)):
+        for layer in (L.MaxPool2D(3, 2, "SAME"), L.AvgPool2D(2)):
+            y, pullback = layer.vjp((), np.zeros(shape, np.float32))
+            assert pullback(np.zeros_like(y))[1].shape == shape
