@@ -496,3 +496,95 @@ def test_shared_batchnorm_matches_torch_module_called_twice(torch):
                          (grads["scale"], bn.weight.grad), (grads["bias"], bn.bias.grad),
                          (new["mean"], bn.running_mean), (new["var"], bn.running_var)]:
         np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- short rows
+# LayerNorm over trailing axes runs as (rows, S) with BLAS row sums and expanded per-row
+# factors; BatchNorm's per-channel products run on rows tiled to 1024 values
+# (funcdl.layers._normstats). Checked against float64 formulas, finite differences, the
+# general path (LayerNorm over a non-trailing axis) and NumPy's broadcast, bit for bit.
+
+def test_chan_is_numpy_broadcast_bit_for_bit():
+    from funcdl.layers._normstats import chan
+    rng = np.random.default_rng(0)
+    for shape in [(64, 7, 5, 16), (3, 5), (1000, 3), (7, 1), (2, 0, 4)]:
+        a = rng.standard_normal(shape).astype(np.float32)
+        v = rng.standard_normal(shape[-1:]).astype(np.float32).reshape(
+            (1,) * (len(shape) - 1) + shape[-1:])
+        for ufunc in (np.add, np.subtract, np.multiply):
+            got = chan(ufunc, a, v)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, ufunc(a, v))
+            out = np.empty_like(a)
+            assert chan(ufunc, a, v, out=out) is out
+            np.testing.assert_array_equal(out, ufunc(a, v))
+        np.testing.assert_array_equal(chan(np.multiply, a, v.astype(np.float64)), a * v.astype(
+            np.float64))
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 4, 6), (9, 7), (2, 3, 2, 130)])
+def test_layernorm_rows_path_by_hand_and_against_general_path(shape):
+    layer = LayerNorm()
+    s = shape[-1:]
+    params = {"scale": _normal(1, s, 0.5, 1.0), "bias": _normal(2, s)}
+    x, dy = _normal(3, shape, 2.0, 0.5), _normal(4, shape)
+    y, pullback = layer.vjp(params, x)
+    grads, dx = pullback(dy)
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    inv = 1 / np.sqrt(var + EPS)
+    xhat = (x - mu) * inv
+    np.testing.assert_allclose(y, xhat * params["scale"] + params["bias"], rtol=1e-13, atol=1e-14)
+    g = dy * params["scale"]
+    expected = inv * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-13)
+    red = tuple(range(len(shape) - 1))
+    np.testing.assert_allclose(grads["scale"], (dy * xhat).sum(red), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(grads["bias"], dy.sum(red), rtol=1e-12, atol=1e-13)
+    # the same normalisation over axis 1 of the transposed input takes the general path
+    t = (0, len(shape) - 1, *range(1, len(shape) - 1))
+    other = LayerNorm(axis=1)
+    y1, pullback1 = other.vjp(params, x.transpose(t))
+    np.testing.assert_allclose(y1, y.transpose(t), rtol=1e-13, atol=1e-14)
+    g1, dx1 = pullback1(dy.transpose(t))
+    np.testing.assert_allclose(dx1, dx.transpose(t), rtol=1e-12, atol=1e-13)
+    tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13), g1, grads)
+    check_vjp(layer, params, x)
+
+
+@pytest.mark.parametrize("make", [LayerNorm, BatchNorm])
+@pytest.mark.parametrize("train", [True, False])
+def test_short_rows_float32_against_float64(make, train):
+    layer = make()
+    shape = (64, 7, 7, 16)  # 3136 rows of 16: the tiled rows and a remainder
+    x = _normal(5, shape, 3.0, 100.0).astype(np.float32)
+    dy = _normal(6, shape).astype(np.float32)
+    init = layer.init(random.key(0), (None, *shape[1:]))
+    params = {"scale": _normal(7, (16,), 0.5, 1.0).astype(np.float32),
+              "bias": _normal(8, (16,)).astype(np.float32)}
+    kw = {"state": {"mean": _normal(9, (16,), 1.0, 100.0).astype(np.float32),
+                    "var": np.full(16, 9.0, np.float32)}, "train": train} if len(init) == 3 else {}
+    out32 = layer.vjp(params, x, **kw)
+    out64 = layer.vjp(tree.astype(params, np.float64), x.astype(np.float64),
+                      **({**kw, "state": tree.astype(kw["state"], np.float64)} if kw else {}))
+    (g32, dx32), (g64, dx64) = out32[1](dy), out64[1](dy.astype(np.float64))
+    assert out32[0].dtype == dx32.dtype == g32["scale"].dtype == np.float32
+    np.testing.assert_allclose(out32[0], out64[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx32, dx64, rtol=1e-3, atol=1e-4)
+    for k in ("scale", "bias"):
+        np.testing.assert_allclose(g32[k], g64[k], rtol=1e-3, atol=1e-2)
+    if len(init) == 3:
+        np.testing.assert_array_equal(layer.apply(params, x, **kw)[0], out32[0])
+    else:
+        np.testing.assert_array_equal(layer.apply(params, x), out32[0])
+
+
+def test_batchnorm_non_contiguous_input_matches_contiguous():
+    layer = BatchNorm()
+    params, state, x = _bn_setup(layer, (None, 4, 6, 5), 3)
+    view = np.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+    for train in (True, False):
+        y, pullback, _ = layer.vjp(params, x, state=state, train=train)
+        y2, pullback2, _ = layer.vjp(params, view, state=state, train=train)
+        np.testing.assert_array_equal(y, y2)
+        dy = _normal(11, y.shape)
+        tree.map(np.testing.assert_array_equal, pullback(dy), pullback2(dy))

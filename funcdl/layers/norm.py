@@ -28,6 +28,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, int_arg, real_arg
+from funcdl.layers._normstats import chan, per_row, row_sums
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -170,13 +171,13 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
                              f"got input of shape {x.shape} ({m} per channel)")
         with np.errstate(over="ignore"):
             mu = total(x) / m
-            xc = x - mu
+            xc = chan(np.subtract, x, mu)
             sq = np.square(xc)
             var = total(sq) / m  # two passes: no E[x²] - E[x]² cancelling
             inv_std = 1 / np.sqrt(var + eps)
             k = scale * inv_std
-            y = np.multiply(xc, k, out=sq if keep else xc)  # reuse a buffer we own
-        y += bias
+            y = chan(np.multiply, xc, k, out=sq if keep else xc)  # reuse a buffer we own
+        chan(np.add, y, bias, out=y)
         # PyTorch: the running variance estimates the population's, hence m/(m-1).
         old_mean, old_var = running
         new_state = {
@@ -193,8 +194,8 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
         mean, var = (r.astype(x.dtype).reshape(bshape) for r in running)
         inv_std = 1 / np.sqrt(var + eps)
         k = scale * inv_std
-        y = x * k
-        y += bias - mean * k
+        y = chan(np.multiply, x, k)
+        chan(np.add, y, bias - mean * k, out=y)
         return y, mean, inv_std
 
     def apply(params: Any, x: Any, *, state: Any = _MISSING, key: Any = None,
@@ -220,10 +221,10 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
 
             def eval_pullback(dy: Array) -> tuple[Any, Array]:
                 dy = check_cotangent(name, dy, y.shape)
-                dscale = total((x - mean) * dy) * inv_std
+                dscale = total(np.multiply(chan(np.subtract, x, mean), dy)) * inv_std
                 return (in_param_dtypes({"scale": dscale.reshape(-1),
                                          "bias": total(dy).reshape(-1)}, params),
-                        dy * k)
+                        chan(np.multiply, dy, k))
 
             return y, eval_pullback, state
 
@@ -236,9 +237,9 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
             dy = check_cotangent(name, dy, y.shape)
             dbias = total(dy)
             s = total(dy * xc)                                   # Σ dy·x̂ = inv_std·s
-            dx = dy - xc * (inv_std * inv_std * s / m)
-            dx -= dbias / m
-            dx *= k
+            dx = np.subtract(dy, chan(np.multiply, xc, inv_std * inv_std * s / m))
+            chan(np.subtract, dx, dbias / m, out=dx)
+            chan(np.multiply, dx, k, out=dx)
             return in_param_dtypes({"scale": (s * inv_std).reshape(-1),
                                     "bias": dbias.reshape(-1)}, params), dx
 
@@ -248,6 +249,11 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
 
 
 # ---------------------------------------------------------------------------- LayerNorm
+
+def _trailing(x: Array, res: tuple[int, ...]) -> bool:
+    """The normalised axes ``res`` are x's last ones: x runs as (rows, S)."""
+    return res == tuple(range(x.ndim - len(res), x.ndim))
+
 
 def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
     """Layer normalisation of each example over the axes ``axis`` (an int or a tuple; on
@@ -308,14 +314,28 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
 
     def forward(x: Array, res: tuple[int, ...], scale: Array, bias: Array,
                 keep: bool) -> tuple[Array, Array | None, Array]:
-        """``(y, x̂ (or None), 1/sqrt(σ² + eps))``; apply and vjp share it bit for bit."""
+        """``(y, x̂ (or None), 1/sqrt(σ² + eps))``; apply and vjp share it bit for bit.
+        Trailing normalised axes of S values run as ``(rows, S)``: statistics by BLAS row
+        sums, per-row and per-column factors expanded to whole rows (``_normstats``)."""
+        if not _trailing(x, res):
+            with np.errstate(over="ignore"):
+                xc = x - x.mean(axis=res, keepdims=True)
+                inv_std = 1 / np.sqrt(np.square(xc).mean(axis=res, keepdims=True) + eps)
+                xhat = np.multiply(xc, inv_std, out=xc)
+            y = xhat * scale if keep else np.multiply(xhat, scale, out=xhat)
+            y += bias
+            return y, (xhat if keep else None), inv_std
+        s = scale.size
+        x2 = x.reshape(-1, s)
         with np.errstate(over="ignore"):
-            xc = x - x.mean(axis=res, keepdims=True)
-            inv_std = 1 / np.sqrt(np.square(xc).mean(axis=res, keepdims=True) + eps)
-            xhat = np.multiply(xc, inv_std, out=xc)
-        y = xhat * scale if keep else np.multiply(xhat, scale, out=xhat)
-        y += bias
-        return y, (xhat if keep else None), inv_std
+            xc = x2 - per_row(row_sums(x2) / s, s)
+            sq = np.square(xc)
+            inv_std = 1 / np.sqrt(row_sums(sq) / s + eps)
+            xhat = np.multiply(xc, per_row(inv_std, s), out=xc)
+        y = chan(np.multiply, xhat, scale.reshape(s), out=sq if keep else xhat)
+        chan(np.add, y, bias.reshape(s), out=y)
+        return (y.reshape(x.shape), (xhat if keep else None),
+                inv_std.reshape(*x.shape[:x.ndim - len(res)], *(1,) * len(res)))
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
@@ -327,6 +347,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
         x, res, other, scale, bias = prepare(params, x)
         y, xhat, inv_std = forward(x, res, scale, bias, keep=True)
         assert xhat is not None
+        trailing = _trailing(x, res)
         shape = tuple(x.shape[a] for a in res)
         block = res == tuple(range(res[0], res[0] + len(res)))  # trailing axes, or any run
 
@@ -336,6 +357,8 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape)
+            if trailing:  # x̂ as (rows, S)
+                return rows_pullback(dy.reshape(xhat.shape))
             t = dy * xhat
             grads = {"scale": total(t), "bias": total(dy)}
             g = dy * scale
@@ -344,6 +367,24 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
             dx -= xhat * t.mean(axis=res, keepdims=True)
             dx *= inv_std
             return in_param_dtypes(grads, params), dx
+
+        def rows_pullback(dy: Array) -> tuple[Any, Array]:
+            """The same on (rows, S), with ``dx = inv·g - a - x̂·b`` for the per-row
+            ``a = inv·mean(g)`` and ``b = inv·mean(g·x̂)``."""
+            s, inv = xhat.shape[1], inv_std.reshape(-1)
+            t = dy * xhat
+            grads = {"scale": block_sum(t, 1, 2).reshape(shape),
+                     "bias": block_sum(dy, 1, 2).reshape(shape)}
+            g = chan(np.multiply, dy, scale.reshape(s))
+            chan(np.multiply, t, scale.reshape(s), out=t)         # g·x̂
+            a, b = row_sums(g), row_sums(t)
+            a *= inv / s
+            b *= inv / s
+            dx = np.multiply(g, per_row(inv, s), out=g)
+            t = np.multiply(xhat, per_row(b, s), out=t)
+            t += per_row(a, s)
+            dx -= t
+            return in_param_dtypes(grads, params), dx.reshape(y.shape)
 
         return y, pullback
 
