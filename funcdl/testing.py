@@ -149,10 +149,15 @@ def _is_shape(s: Any) -> bool:
                                         for d in s)
 
 
-def _random_input(key: random.Key, in_shape: Any, batch: int) -> Any:
-    """float32 normals of ``in_shape`` (a shape, or a tuple of shapes), None -> batch."""
+def _random_input(key: random.Key, in_shape: Any, batch: int, ids: int | None = None) -> Any:
+    """float32 normals of ``in_shape`` (a shape, or a tuple of shapes), None -> batch; or,
+    for a layer reading ids in ``[0, ids)``, int64 ids drawn uniformly."""
     if _is_shape(in_shape):
-        return random.normal(key, tuple(batch if d is None else d for d in in_shape))
+        shape = tuple(batch if d is None else d for d in in_shape)
+        if ids is not None:
+            u = random.uniform(key, shape, 0.0, float(ids), np.float64)
+            return np.minimum(u.astype(np.int64), ids - 1)
+        return random.normal(key, shape)
     return tuple(_random_input(k, s, batch)
                  for k, s in zip(random.split(key, len(in_shape)), in_shape))
 
@@ -180,7 +185,8 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
                 train: bool = False, rtol: float = 1e-5, atol: float = 1e-8,
                 x: Any = None) -> None:
     """Check a layer end to end on a random float32 input of ``in_shape`` (None -> batch;
-    a tuple of shapes for layers taking a tuple): the declared output shape, apply == vjp
+    a tuple of shapes for layers taking a tuple; integer ids for a layer with ``ids``, as
+    Embedding, or ``x=`` given): the declared output shape, apply == vjp
     forward, float32 kept in outputs and gradients, batch rows independent at inference,
     and the vjp against finite differences."""
     label = _layer("check_layer", layer)
@@ -194,7 +200,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     if stateful:
         kw["state"] = out[2]
     if x is None:
-        x = _random_input(k_x, in_shape, batch)
+        x = _random_input(k_x, in_shape, batch, getattr(layer, "ids", None))
     n = np.shape(tree.leaves(x)[0])[0]
 
     def call(p: Any, xx: Any, **extra: Any) -> Any:

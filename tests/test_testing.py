@@ -257,3 +257,21 @@ def test_a_layer_of_things_that_are_not_functions_is_refused():
     with pytest.raises(TypeError, match=r"Sequential\[0\] Layer: init must return "
                                         r"\(out_shape, params\), got dict"):
         L.Sequential(params_only).init(random.key(0), (None, 3))
+
+
+def test_check_layer_draws_ids_for_a_layer_reading_them():
+    # Embedding refuses floats: check_layer draws ids in [0, vocab) for it, and for a
+    # Sequential starting with one; a wrong table gradient is still caught
+    emb = L.Embedding(10, 3)
+    assert emb.ids == 10 and L.Sequential(emb, L.Tanh()).ids == 10 and L.Tanh().ids is None
+    check_layer(emb, (None, 4))
+    check_layer(L.Sequential(L.Embedding(7, 3), L.Flatten(), L.Dense(2)), (None, 5))
+    check_layer(L.Sequential(L.Embedding(1, 2), L.BatchNorm()), (None, 4), train=True)
+
+    def doubled(params, x, **kw):
+        y, pb = emb.vjp(params, x, **kw)
+        return y, lambda dy: ({"table": 2 * pb(dy)[0]["table"]}, None)
+
+    wrong = Layer(emb.init, emb.apply, doubled, name="Doubled", ids=10)
+    with pytest.raises(AssertionError, match=r"first wrong entry params\['table'\]\["):
+        check_layer(wrong, (None, 4))

@@ -60,6 +60,8 @@ class Layer:
     ``dx_optional`` marks layers whose pullback accepts ``pullback(dy, need_dx=False)`` and
     then skips the input cotangent (returning None for it): ``value_and_grad`` uses it on
     the first layer, whose dx nobody reads (for a 784-512 Dense, 12% of an MLP step).
+    ``ids = n`` marks layers that read integer ids in ``[0, n)`` (Embedding, and a
+    Sequential starting with one): ``testing.check_layer`` draws such ids as its input.
 
     Two optional fields let ``Sequential`` run a layer and the elementwise activation after
     it as one step (one call and one pullback instead of two; the same arithmetic):
@@ -77,6 +79,7 @@ class Layer:
     dx_optional: bool = False
     pointwise: Pointwise | None = None
     vjp_then: Callable[..., Any] | None = None
+    ids: int | None = None
 
     def __post_init__(self) -> None:
         odd = next((f for f in ("init", "apply", "vjp") if not callable(getattr(self, f))), None)

@@ -172,6 +172,7 @@ def Sequential(*layers: LayerLike) -> Layer:
     init = _sequential_init(layers, where)
 
     nones, empty = (None,) * n, ((),) * n  # no keys; the states of stateless children
+    ids = getattr(layers[0], "ids", None) if layers else None  # check_layer's input
     if not any(is_stateful(l) for l in layers):
         # The hot path of every model: a plain loop, no state bookkeeping.
         def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
@@ -213,7 +214,7 @@ def Sequential(*layers: LayerLike) -> Layer:
             out_shape, params, _ = init(key, in_shape)
             return out_shape, params
 
-        return Layer(init0, apply, vjp, name=name, dx_optional=True)
+        return Layer(init0, apply, vjp, name=name, dx_optional=True, ids=ids)
 
     def apply_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
                 train: bool = False) -> tuple[Any, Any]:
@@ -251,7 +252,8 @@ def Sequential(*layers: LayerLike) -> Layer:
         return (x, _reverse(name, pullbacks, where, names, False, layers, params),
                 tuple(new_state))
 
-    return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=True)
+    return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=True,
+                 ids=ids)
 
 
 def _checked(layers: Sequence[Any], where: list[str], names: list[str], params: Any, x: Any,

@@ -100,4 +100,4 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name)
+    return Layer(init, apply, vjp, name=name, ids=vocab)
