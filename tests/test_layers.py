@@ -273,6 +273,23 @@ def test_gelu_float32_within_its_bound_of_float64():
     np.testing.assert_allclose(dx32, dx64, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize(("beta", "threshold"), [(1.0, 20.0), (1.0, 18.0), (2.0, 20.0),
+                                               (1.0, 5.0)])
+def test_softplus_float32_across_its_threshold(beta, threshold):
+    # float32 skips the threshold's masks at beta 1, threshold >= 17.5, where they change no
+    # bit: y = x and dx = dy past it, and the float64 values rounded elsewhere
+    x = np.linspace(-30, 30, 6001).astype(np.float32).astype(np.float64)  # exact in both
+    layer = L.Softplus(beta=beta, threshold=threshold)
+    y64, pb64 = layer.vjp((), x)
+    y32, pb32 = layer.vjp((), x.astype(np.float32))
+    dx32 = pb32(np.full(x.shape, 3.0, np.float32))[1]
+    np.testing.assert_allclose(y32, y64, rtol=1e-6, atol=1e-30)  # a few float32 ulp
+    np.testing.assert_allclose(dx32, pb64(np.full(x.shape, 3.0))[1], rtol=1e-6, atol=1e-30)
+    past = beta * x > threshold
+    np.testing.assert_array_equal(y32[past], x.astype(np.float32)[past])
+    np.testing.assert_array_equal(dx32[past], 3.0)
+
+
 def test_float32_end_to_end(key):
     model = L.Sequential(L.Dense(8), L.GELU(), L.Dense(8), L.Softplus(), L.Dense(3),
                          L.Softmax())

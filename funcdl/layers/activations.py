@@ -145,14 +145,25 @@ def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
         with np.errstate(over="ignore"):  # βx beyond the range is inf: the linear part
             return b * x
 
+    def plain(x: Array) -> bool:
+        # float32 past x = 17.5: x + e^-x rounds to x and σ(x) to 1, so the threshold (at
+        # the default β = 1) changes no bit, and its masks can be skipped
+        return b == 1.0 and t >= 17.5 and x.dtype == np.float32
+
     def f(x: Array) -> Array:
         # max(x, 0) + log(1 + e^-|βx|)/β, the log term zeroed past the threshold (y = x
         # there, as max(x, 0) is x when t >= 0); np.logaddexp is a scalar loop, 12x slower
         bx = scaled(x)
-        soft = np.log1p(np.exp(-np.abs(bx)))
+        soft = np.abs(bx)
+        if type(soft) is np.ndarray:  # in place; a 0-d input gives a NumPy scalar here
+            np.negative(soft, out=soft)
+            np.log1p(np.exp(soft, out=soft), out=soft)
+        else:
+            soft = np.log1p(np.exp(-soft))
         if t < 0:  # the linear part reaches below 0
             return np.where(bx > t, x, soft / b + np.maximum(x, 0))
-        soft *= bx <= t
+        if not plain(x):
+            soft *= bx <= t
         if b != 1.0:
             soft /= b
         soft += np.maximum(x, 0)
@@ -162,6 +173,9 @@ def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
         slope = -np.expm1(-scaled(y))  # σ(βx), in [0, 1): max with [βx > t] is 1 there
         if t < 0:
             return np.where(scaled(x) > t, dy, dy * slope)
+        if plain(x):
+            slope *= dy
+            return slope
         return dy * np.maximum(slope, scaled(x) > t)
 
     return _elementwise(name, f, df)
