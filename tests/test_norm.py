@@ -501,11 +501,11 @@ def test_shared_batchnorm_matches_torch_module_called_twice(torch):
 # ---------------------------------------------------------------------------- short rows
 # LayerNorm over trailing axes runs as (rows, S) with BLAS row sums and expanded per-row
 # factors; BatchNorm's per-channel products run on rows tiled to 1024 values
-# (funcdl.layers._normstats). Checked against float64 formulas, finite differences, the
-# general path (LayerNorm over a non-trailing axis) and NumPy's broadcast, bit for bit.
+# (funcdl.layers.base.chan, per_row). Checked against float64 formulas, finite differences,
+# the general path (LayerNorm over a non-trailing axis) and NumPy's broadcast, bit for bit.
 
 def test_chan_is_numpy_broadcast_bit_for_bit():
-    from funcdl.layers._normstats import chan
+    from funcdl.layers.base import chan
     rng = np.random.default_rng(0)
     for shape in [(64, 7, 5, 16), (3, 5), (1000, 3), (7, 1), (2, 0, 4)]:
         a = rng.standard_normal(shape).astype(np.float32)

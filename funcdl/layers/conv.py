@@ -30,6 +30,7 @@ from funcdl.layers.base import (
     Shape,
     as_array,
     cast_ints,
+    chan,
     check_cotangent,
     check_in_shape,
     dot,
@@ -303,8 +304,8 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         else:
             cols = im2col(xp, win, oh, ow)
             y = cols @ w.reshape(-1, out)
-        if use_bias:
-            y += params["b"]
+        if use_bias:  # a few channels per pixel: tiled rows, see chan
+            chan(np.add, y, params["b"], out=y)
         shape = (n, *((oh, ow) if rank == 2 else (ow,)), out)
         return y.reshape(shape), cols, xp, pads, oh, ow
 

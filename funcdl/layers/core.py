@@ -17,6 +17,7 @@ from funcdl.layers.base import (
     Shape,
     as_array,
     cast_ints,
+    chan,
     check_cotangent,
     check_in_shape,
     dot,
@@ -98,8 +99,8 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         # np.dot: the 2-D product with less per-call overhead than @ (same BLAS call)
         h: Array = (dot(x, w) if x.ndim == 2 else
                     dot(x.reshape(-1, w.shape[0]), w).reshape(*x.shape[:-1], w.shape[1]))
-        if use_bias:
-            h += b
+        if use_bias:  # few outputs (10 logits): tiled rows, see chan
+            chan(np.add, h, b, out=h)
         return w, x, h
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:

@@ -28,17 +28,18 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, int_arg, real_arg
-from funcdl.layers._normstats import chan, per_row, row_sums
 from funcdl.layers.base import (
     Array,
     Layer,
     Shape,
     as_array,
     block_sum,
+    chan,
     check_cotangent,
     check_in_shape,
     in_param_dtypes,
     param_arrays,
+    per_row,
 )
 
 __all__ = ["BatchNorm", "LayerNorm"]
@@ -316,7 +317,8 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
                 keep: bool) -> tuple[Array, Array | None, Array]:
         """``(y, x̂ (or None), 1/sqrt(σ² + eps))``; apply and vjp share it bit for bit.
         Trailing normalised axes of S values run as ``(rows, S)``: statistics by BLAS row
-        sums, per-row and per-column factors expanded to whole rows (``_normstats``)."""
+        sums, per-row and per-column factors expanded to whole rows (``base.chan``,
+        ``base.per_row``)."""
         if not _trailing(x, res):
             with np.errstate(over="ignore"):
                 xc = x - x.mean(axis=res, keepdims=True)
@@ -328,9 +330,9 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
         s = scale.size
         x2 = x.reshape(-1, s)
         with np.errstate(over="ignore"):
-            xc = x2 - per_row(row_sums(x2) / s, s)
+            xc = x2 - per_row(block_sum(x2, 0, 1) / s, s)
             sq = np.square(xc)
-            inv_std = 1 / np.sqrt(row_sums(sq) / s + eps)
+            inv_std = 1 / np.sqrt(block_sum(sq, 0, 1) / s + eps)
             xhat = np.multiply(xc, per_row(inv_std, s), out=xc)
         y = chan(np.multiply, xhat, scale.reshape(s), out=sq if keep else xhat)
         chan(np.add, y, bias.reshape(s), out=y)
@@ -377,7 +379,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
                      "bias": block_sum(dy, 1, 2).reshape(shape)}
             g = chan(np.multiply, dy, scale.reshape(s))
             chan(np.multiply, t, scale.reshape(s), out=t)         # g·x̂
-            a, b = row_sums(g), row_sums(t)
+            a, b = block_sum(g, 0, 1), block_sum(t, 0, 1)
             a *= inv / s
             b *= inv / s
             dx = np.multiply(g, per_row(inv, s), out=g)
