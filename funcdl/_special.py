@@ -74,18 +74,20 @@ _EXP_TABLE = np.exp(-((np.arange(16 * 28 + 1) / 16.0) ** 2))
 _CHUNK = 32768
 
 
-def _rational(t: Array, num: tuple[Array, ...], den: tuple[Array, ...]) -> Array:
-    """P(t) / Q(t) by Horner's rule, Q monic (a fresh array is returned)."""
-    p = np.multiply(t, num[0])
-    p += num[1]
-    for c in num[2:]:
+def _poly(t: Array, coeffs: tuple[Any, ...]) -> Array:
+    """Σ c_i t^i by Horner's rule, highest power first (a fresh array)."""
+    p: Array = np.multiply(t, coeffs[0])
+    p += coeffs[1]
+    for c in coeffs[2:]:
         p *= t
         p += c
-    q = np.add(t, den[0])
-    for c in den[1:]:
-        q *= t
-        q += c
-    p /= q
+    return p
+
+
+def _rational(t: Array, num: tuple[Array, ...], den: tuple[Array, ...]) -> Array:
+    """P(t) / Q(t) by Horner's rule, Q monic (a fresh array is returned)."""
+    p = _poly(t, num)
+    p /= _poly(t, (_ONE, *den))  # t·1 is exact: the same digits as starting from t
     return p
 
 
@@ -236,16 +238,6 @@ _SQRT_HALF_32 = np.float32(0.70710678118654752)
 _SQRT_HALF_64 = np.float64(0.70710678118654752)
 
 
-def _poly(t: Array, coeffs: tuple[Any, ...]) -> Array:
-    """Σ c_i t^i by Horner's rule, highest power first (a fresh array)."""
-    p: Array = np.multiply(t, coeffs[0])
-    p += coeffs[1]
-    for c in coeffs[2:]:
-        p *= t
-        p += c
-    return p
-
-
 def _normal_cdf32(x: Array, out: Array) -> None:
     """Write Φ of the 1-d float32 ``x`` into ``out``."""
     u = np.multiply(x, _SQRT_HALF_32)
@@ -264,8 +256,9 @@ def _normal_cdf32(x: Array, out: Array) -> None:
 def normal_cdf(x: Array) -> Array:
     """The standard normal CDF Φ(x) = (1 + erf(x/√2)) / 2, elementwise, in x's dtype.
 
-    float32 has its own rational approximation in float32 arithmetic, within 4e-7 of Φ
-    (5x faster than ``erf`` in float64); other floating dtypes go through ``erf``, within
+    float32 has its own rational approximation in float32 arithmetic, within 3e-7 of Φ
+    (GELU on 800k float32 entries: 2.7 ms, where through ``erf`` it took 9.8 ms;
+    ``benchmarks/layer_micro.py``); other floating dtypes go through ``erf``, within
     1e-16. Φ is exactly 0 for float32 x <= -5.52 and exactly 1 for x >= 5.52. As
     PyTorch's and JAX's GELU, Φ is 1/2 + erf/2, so in the far negative tail it has
     absolute, not relative, accuracy.
