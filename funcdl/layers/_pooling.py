@@ -69,9 +69,11 @@ def scatter(x_shape: tuple[int, ...], dtype: Any, win: Window, pads: Pads,
     shares over the padding dropped, pixels no window reads 0."""
     (kh, kw), (sh, sw), ((t, _), (l, _)) = win.size, win.stride, pads
     n, h, w, c = x_shape
-    # Every pixel is written exactly once when the offsets' classes cover the image.
+    # Every pixel is written exactly once when the offsets' classes cover the image; they
+    # are all the pairs (a, b), so the pixels written are the rows of some a times the
+    # columns of some b.
     dx = np.empty(x_shape, dtype)
-    written = np.zeros((h, w), bool)
+    rows_hit, cols_hit = np.zeros(h, bool), np.zeros(w, bool)
     dxp = _pixels(dx) if dx.size else dx
     for a in range(min(sh, kh)):
         for b in range(min(sw, kw)):
@@ -95,8 +97,8 @@ def scatter(x_shape: tuple[int, ...], dtype: Any, win: Window, pads: Pads,
                 if dx.size:
                     dxp[:, rows, cols] = _pixels(acc.astype(dtype, copy=False))[:, u0:u1,
                                                                                  v0:v1]
-                written[rows, cols] = True
-    if not written.all():  # a VALID margin, or gaps between windows (stride > window)
-        dx[:, ~written.any(axis=1)] = 0
-        dx[:, :, ~written.any(axis=0)] = 0
+                rows_hit[rows], cols_hit[cols] = True, True
+    # a VALID margin, or gaps between windows (stride > window)
+    dx[:, ~rows_hit] = 0
+    dx[:, :, ~cols_hit] = 0
     return dx
