@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -49,8 +48,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _mpi import blas_env, mpiexec
+
 HERE = Path(__file__).resolve()
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
 # (name, ranks, BLAS threads, mode: "mean" through data_parallel, "sharded", or "none")
 SETUPS = [("1 rank x 1 thread", 1, 1, "mean"), ("2 ranks x 1 thread", 2, 1, "mean"),
           ("2 ranks x 1 thread, sharded", 2, 1, "sharded"), ("1 rank x 2 threads", 1, 2, "mean"),
@@ -185,16 +186,15 @@ def handoff_time(n: int, repeats: int = 60) -> float:
 
 def launch(ranks: int, threads: int, model: str, steps: int, warmup: int,
            batch: int, retain: bool, mode: str = "mean") -> dict[str, Any]:
-    env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
+    env = blas_env(threads)
     cmd = [sys.executable, str(HERE), "--worker", model, "--steps", str(steps),
            "--warmup", str(warmup), "--batch", str(batch),
            *([] if retain else ["--default-malloc"]), "--mode", mode]
     if ranks > 1:
-        mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
-            shutil.which("mpiexec")
-        if mpiexec is None:
+        launcher = mpiexec()
+        if launcher is None:
             raise SystemExit("mpiexec not found: pip install 'funcdl[mpi]'")
-        cmd = [mpiexec, "-n", str(ranks), *cmd]
+        cmd = [launcher, "-n", str(ranks), *cmd]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr}")

@@ -17,11 +17,10 @@ enough buffers in turn, the other core's caches have dropped a buffer before it 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
+
+from _mpi import blas_env, mpiexec
 
 TURNS = (1, 2, 4, 8, 16)
 
@@ -81,16 +80,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker(args.blocks, args.compute, args.entries)
         return
-    mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
-        shutil.which("mpiexec")
-    if mpiexec is None:
+    launcher = mpiexec()
+    if launcher is None:
         print("skipped: no mpiexec (pip install 'funcdl[mpi]')")
         return
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1"}
-    subprocess.run([mpiexec, "-n", "2", sys.executable, __file__, "--worker",
+    subprocess.run([launcher, "-n", "2", sys.executable, __file__, "--worker",
                     "--blocks", str(args.blocks), "--compute", str(args.compute),
-                    "--entries", str(args.entries)], env=env, check=True)
+                    "--entries", str(args.entries)], env=blas_env(1), check=True)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ why ``data_parallel`` is as fast as ``sharded`` on a small model (docs/scale-out
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+from _mpi import blas_env, mpiexec
 
 
 def worker(steps: int) -> None:
@@ -75,14 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker(args.steps)
         return
-    mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
-        shutil.which("mpiexec")
-    if mpiexec is None:
+    launcher = mpiexec()
+    if launcher is None:
         raise SystemExit("mpiexec not found: pip install 'funcdl[mpi]'")
-    env = {**os.environ, **{v: "1" for v in THREAD_VARS}}
     print(f"# command: {Path(sys.executable).name} {' '.join(sys.argv)}", flush=True)
-    subprocess.run([mpiexec, "-n", str(args.ranks), sys.executable, str(Path(__file__)),
-                    "--worker", "--steps", str(args.steps)], env=env, check=True)
+    subprocess.run([launcher, "-n", str(args.ranks), sys.executable, str(Path(__file__)),
+                    "--worker", "--steps", str(args.steps)], env=blas_env(1), check=True)
 
 
 if __name__ == "__main__":
