@@ -131,7 +131,7 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
             raise TypeError(f"value_and_grad: the loss {_name(loss)} returned a "
                             f"{type(value).__name__} of length {len(value)} where a scalar "
                             f"belongs; {hint}")
-        if np.ndim(value) != 0:
+        if type(value) is not float and np.ndim(value) != 0:  # funcdl's losses give floats
             raise TypeError(f"value_and_grad: the loss must be a scalar, got an array of "
                             f"shape {np.shape(value)} (reduction='none'?); use 'mean' or "
                             f"'sum', or reduce it in your own loss")

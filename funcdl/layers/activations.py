@@ -57,7 +57,7 @@ def _elementwise(name: str, f: Callable[[Array], Array],
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         del key, train
-        return f(as_floats(name, x))
+        return f(x if type(x) is _ND and x.dtype.char in "fd" else as_floats(name, x))
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)

@@ -141,6 +141,10 @@ def block_sum(a: Array, lo: int, hi: int) -> Array:
 # 340 µs and ``x - mean[:, None]`` 470 µs, where ``x * x`` takes 80 µs.
 _WIDE = 1024  # the width of a tiled row
 _SHORT = 128  # rows at least this wide broadcast well as they are
+# Below this many elements the tiling's own calls (np.tile, two ufuncs, reshapes: ~5 µs)
+# cost more than the broadcast saves (benchmarks' disk step, Dense(25) on 50 rows: the
+# bias add took 7 µs tiled, 1.3 µs broadcast; the tiled path wins from ~16k elements).
+TILE_FROM = 1 << 14
 
 
 def chan(ufunc: np.ufunc, a: Array, v: Array, out: Array | None = None) -> Array:
@@ -150,8 +154,9 @@ def chan(ufunc: np.ufunc, a: Array, v: Array, out: Array | None = None) -> Array
     viewed as rows of ``reps·C`` values against ``v`` tiled ``reps`` times (~100 µs above),
     every element going through the same single operation."""
     c = a.shape[-1] if a.ndim else 0
-    if (c == 0 or c >= _SHORT or v.size != c or v.shape[-1:] != (c,) or a.ndim < 2
-            or not a.flags.c_contiguous or (out is not None and not out.flags.c_contiguous)):
+    if (a.size < TILE_FROM or c < 2 or c >= _SHORT or v.size != c or v.shape[-1:] != (c,)
+            or a.ndim < 2 or not a.flags.c_contiguous
+            or (out is not None and not out.flags.c_contiguous)):
         res: Array = ufunc(a, v, out=out)
         return res
     rows, reps = a.size // c, _WIDE // c
