@@ -524,7 +524,7 @@ POOL_GEOMETRIES = [  # window, stride, padding
 def _pool_by_hand(x, window, stride, padding, kind):
     """y and dx for dy = 1, 2, 3, ... by loops over windows: the first arg-max in row-major
     order wins; padding never does (a window of -inf sends dy to its first real cell)."""
-    from funcdl.layers.conv import geometry
+    from funcdl.layers._windows import geometry
     from funcdl.layers.pool import _window
 
     win = _window("test", window, stride, padding)

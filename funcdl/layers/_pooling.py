@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from funcdl.layers._windows import Pads, Window
 from funcdl.layers.base import Array
-from funcdl.layers.conv import Pads, Window
 
 __all__ = ["gather", "scatter"]
 

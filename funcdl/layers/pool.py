@@ -20,6 +20,16 @@ import numpy as np
 from funcdl import random
 from funcdl._args import bool_arg
 from funcdl.layers._pooling import gather, scatter
+from funcdl.layers._windows import (
+    NO_PADS,
+    Pads,
+    Window,
+    call_name,
+    fit,
+    geometry,
+    int_tuple,
+    padding_arg,
+)
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -29,16 +39,6 @@ from funcdl.layers.base import (
     check_in_shape,
     no_params,
     ones,
-)
-from funcdl.layers.conv import (
-    NO_PADS,
-    Pads,
-    Window,
-    call_name,
-    fit,
-    geometry,
-    int_tuple,
-    padding_arg,
 )
 
 __all__ = ["AvgPool2D", "GlobalAvgPool", "MaxPool2D"]
