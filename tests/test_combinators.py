@@ -152,6 +152,88 @@ def test_fan_in_concat_splits_cotangent():
     np.testing.assert_array_equal(d2, [[1, 2, 3], [5, 6, 7]])
 
 
+def test_a_stateful_sequential_under_check_finite_returns_the_new_state(key):
+    # the checked forward (child by child) must hand back the children's new states
+    model = L.Sequential(L.Dense(3), L.BatchNorm())
+    _, params, state = model.init(key, (None, 2))
+    x = random.normal(random.key(1), (5, 2), np.float64)
+    _, expected = model.apply(params, x, state=state, train=True)
+    assert not np.allclose(expected[1]["mean"], state[1]["mean"])
+    with fd.debug.check_finite():
+        _, new_state = model.apply(params, x, state=state, train=True)
+        _, _, vjp_state = model.vjp(params, x, state=state, train=True)
+    for got in (new_state, vjp_state):
+        assert got[0] == ()
+        np.testing.assert_array_equal(tree.ravel(got)[0], tree.ravel(expected)[0])
+
+
+def test_a_layer_below_an_embedding_gets_zero_grads_of_its_own_params(key):
+    # nothing flows back from the ids: the Slice below the Embedding gets (), its own params
+    model = L.Sequential(L.Slice(np.s_[1:]), L.Embedding(5, 2), L.Flatten(), L.Dense(1))
+    _, params = model.init(key, (None, 3))
+    y, pullback = model.vjp(params, np.array([[0, 1, 4], [3, 2, 2]]))
+    grads, dx = pullback(np.ones_like(y))
+    assert dx is None and grads[0] == ()
+    tree.check_same(params, grads, shapes=True)
+
+
+def test_a_branch_whose_cotangent_is_none_gets_zero_grads(key):
+    # a None entry (that branch's output came from ids, see FanOut): zero grads of that
+    # branch's own params and a None dx; the other branch's grads as its layer's own
+    xs = (random.normal(random.key(1), (2, 4), np.float64),
+          random.normal(random.key(2), (2, 1), np.float64))
+    model = L.Parallel(L.Dense(2), L.Dense(3))
+    _, params = model.init(key, ((None, 4), (None, 1)))
+    params = tree.astype(params, np.float64)
+    dy = random.normal(random.key(3), (2, 2), np.float64)
+    grads, (dx0, dx1) = model.vjp(params, xs)[1]((dy, None))
+    tree.check_same(params, grads, shapes=True)
+    assert dx1 is None and not any(g.any() for g in tree.leaves(grads[1]))
+    g0, e0 = L.Dense(2).vjp(params[0], xs[0])[1](dy)
+    np.testing.assert_array_equal(tree.ravel(grads[0])[0], tree.ravel(g0)[0])
+    np.testing.assert_array_equal(dx0, e0)
+    shared = L.Shared(L.Dense(2))  # the sum over branches takes nothing from the None one
+    grads, (dx0, dx1) = shared.vjp(params[0], (xs[0], 2 * xs[0]))[1]((dy, None))
+    assert dx1 is None
+    np.testing.assert_array_equal(tree.ravel(grads)[0], tree.ravel(g0)[0])
+    np.testing.assert_array_equal(dx0, e0)
+
+
+def test_parallel_grads_come_in_the_params_container(key):
+    model = L.Parallel(L.Dense(2), L.Tanh())
+    _, params = model.init(key, ((None, 3), (None, 2)))
+    xs = (np.ones((2, 3), np.float32), np.ones((2, 2), np.float32))
+    for given in (params, list(params)):
+        ys, pullback = model.vjp(given, xs)
+        grads, _ = pullback(tuple(np.ones_like(y) for y in ys))
+        assert type(grads) is type(given) and grads[1] == ()
+
+
+def test_a_stateful_parallel_returns_each_branch_new_state(key):
+    model = L.Parallel(L.BatchNorm(), L.Dense(2))
+    _, params, state = model.init(key, ((None, 3), (None, 3)))
+    x = np.arange(12.0).reshape(4, 3) ** 2
+    _, bn_new = L.BatchNorm().apply(params[0], x, state=state[0], train=True)
+    assert not np.allclose(bn_new["mean"], state[0]["mean"])
+    _, new_state = model.apply(params, (x, x), state=state, train=True)
+    _, _, vjp_state = model.vjp(params, (x, x), state=state, train=True)
+    for got in (new_state, vjp_state):
+        assert len(got) == 2 and got[1] == ()
+        np.testing.assert_array_equal(tree.ravel(got[0])[0], tree.ravel(bn_new)[0])
+
+
+def test_shared_dropout_draws_one_mask_per_branch(key):
+    # as a PyTorch module called twice: each branch its own key, in apply and vjp alike
+    shared = L.Shared(L.Dropout(0.5))
+    x = np.ones((4, 50))
+    a, b = shared.apply((), (x, x), key=random.key(3), train=True)
+    assert not np.array_equal(a, b)
+    (ya, yb), _ = shared.vjp((), (x, x), key=random.key(3), train=True)
+    np.testing.assert_array_equal(ya, a)
+    np.testing.assert_array_equal(yb, b)
+    check_vjp(shared, (), (x[:2, :10], 2 * x[:2, :10]), key=random.key(3), train=True)
+
+
 # ---------------------------------------------------------------------------- bad inputs
 
 def test_bad_inputs(key):

@@ -443,3 +443,49 @@ def test_max_pool_sends_dy_of_an_all_minus_inf_window_to_its_first_real_cell():
     x[0, 1, 1, 0] = 2.0  # a real maximum still takes its windows' dy
     dx = MaxPool2D(3, stride=1, padding=1).vjp((), x)[1](np.ones((1, 2, 2, 1)))[1]
     np.testing.assert_array_equal(dx[0, :, :, 0], [[0.0, 0.0], [0.0, 4.0]])
+
+
+def test_max_pool_all_minus_inf_windows_step_each_axis_by_its_own_stride():
+    # stride (1, 2), padding 2: window (p, q) spans rows p - 2..p and columns 2q - 2..2q, so
+    # its first real cell is (max(0, p - 2), max(0, 2q - 2)), each axis by its own stride;
+    # dy[p, q] = 4p + q + 1, summed over the windows whose first real cell is each pixel
+    x = np.full((1, 3, 5, 1), -np.inf)
+    dy = np.arange(1.0, 21.0).reshape(1, 5, 4, 1)
+    expected = np.array([[33, 0, 21, 0, 24], [27, 0, 15, 0, 16], [35, 0, 19, 0, 20]])
+    y, pullback = MaxPool2D(3, stride=(1, 2), padding=2).vjp((), x)
+    assert y.shape == dy.shape and np.all(y == -np.inf)
+    np.testing.assert_array_equal(pullback(dy)[1][0, :, :, 0], expected)
+    # the same geometry transposed: rows by stride 2, columns by stride 1
+    y, pullback = MaxPool2D(3, stride=(2, 1), padding=2).vjp((), x.transpose(0, 2, 1, 3))
+    dx = pullback(dy.transpose(0, 2, 1, 3))[1]
+    np.testing.assert_array_equal(dx[0, :, :, 0], expected.T)
+
+
+# ---------------------------------------------------------------------------- dx in memory
+
+@pytest.mark.parametrize("channels", [1, 3, 6])
+def test_conv_dx_comes_back_channels_last(channels, conv_path):
+    # with few channels col2im runs channel-major, (C, N, H, W) in memory; dx must be back
+    # in NHWC order (channels innermost), as x and every other layer's dx
+    layer = Conv2D(2, 3)
+    _, params = layer.init(random.key(0), (None, 5, 4, channels))
+    x = random.normal(random.key(1), (2, 5, 4, channels))
+    y, pullback = layer.vjp(params, x)
+    dx = pullback(np.ones_like(y))[1]
+    assert dx.shape == x.shape and dx.strides[-1] == dx.itemsize
+    assert list(dx.strides) == sorted(dx.strides, reverse=True)
+
+
+@pytest.mark.parametrize("make", [GlobalAvgPool, lambda: AvgPool2D(2), lambda: MaxPool2D(2)])
+def test_pool_dx_is_an_array_of_its_own(make):
+    # a caller may add into dx in place: no read-only broadcast view, no memory shared
+    x = random.normal(random.key(0), (2, 4, 4, 3), np.float64)
+    y, pullback = make().vjp((), x)
+    dy = random.normal(random.key(1), y.shape, np.float64)
+    dx = pullback(dy)[1]
+    assert dx.flags.writeable and dx.flags.c_contiguous and not np.shares_memory(dx, dy)
+    before = dx.copy()
+    dx[0, 0, 0] += 1.0
+    np.testing.assert_array_equal(dx[0, 0, 0], before[0, 0, 0] + 1.0)
+    np.testing.assert_array_equal(dx[:, 1:], before[:, 1:])
+    np.testing.assert_array_equal(dx[1], before[1])
