@@ -12,8 +12,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from funcdl import random
+
+# Every property test draws the same examples on every run (hypothesis is pinned), so CI is
+# red only for a reason that reproduces: drawn afresh, the conv-stack test once met a
+# MaxPool window whose top two values were 3.7e-6 apart, where finite differences cross the
+# max's switch point. No example database either: a failure kept in .hypothesis/ must not
+# change what the next run checks.
+settings.register_profile("funcdl", derandomize=True, database=None)
+settings.load_profile("funcdl")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
