@@ -69,6 +69,26 @@ def test_dtable_matches_add_at(n, vocab, dim):
     np.testing.assert_allclose(grads["table"], expected, rtol=1e-12, atol=1e-12)
 
 
+def test_dtable_rows_depend_only_on_their_own_ids_cotangents():
+    # each id's rows reach its sum in input order (a stable sort), so interleaving the
+    # other ids differently leaves every bit of its row of the gradient as it was
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 4, 400)
+    dy = (rng.standard_normal((400, 3)) * np.exp(3 * rng.standard_normal((400, 1)))).astype(
+        np.float32)
+    ids2 = ids[rng.permutation(400)]
+    dy2 = np.empty_like(dy)
+    for i in range(4):
+        dy2[ids2 == i] = dy[ids == i]
+    layer, params = Embedding(4, 3), {"table": TABLE}
+    g1 = layer.vjp(params, ids)[1](dy)[0]["table"]
+    g2 = layer.vjp(params, ids2)[1](dy2)[0]["table"]
+    np.testing.assert_array_equal(g1, g2)
+    expected = np.zeros((4, 3), np.float32)
+    np.add.at(expected, ids, dy)
+    np.testing.assert_allclose(g1, expected, rtol=1e-5, atol=1e-3)
+
+
 @pytest.mark.parametrize("shape", [(6,), (3, 4), (2, 2, 3)])
 def test_check_vjp_and_check_layer(shape):
     layer = Embedding(5, 3)

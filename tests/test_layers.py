@@ -97,6 +97,7 @@ def test_known_values(make, x, expected):
 @pytest.mark.parametrize(("make", "x", "dx"), [
     # derivative at chosen points: a wrong sign or factor in a vjp changes these
     (L.ReLU, [-1.0, 2.0], [0.0, 1.0]),
+    (L.ReLU, [0.0, -0.0], [0.0, 0.0]),  # 0 at the kink, as PyTorch (not dy)
     (lambda: L.LeakyReLU(0.1), [-1.0, 2.0], [0.1, 1.0]),
     (L.Sigmoid, [0.0], [0.25]),
     (L.Tanh, [0.0, 1.0], [1.0, 1 - math.tanh(1.0) ** 2]),
@@ -227,8 +228,11 @@ def test_activation_settings_are_real_numbers(make, error, says):
      lambda x: np.where(2 * x > 3, 1.0, 1 / (1 + np.exp(-2 * x)))),
     (L.Softplus(threshold=-1.0), lambda x: np.where(x > -1, x, np.logaddexp(x, 0)),
      lambda x: np.where(x > -1, 1.0, 1 / (1 + np.exp(-x)))),
+    (L.Softplus(beta=2.0, threshold=-1.0),
+     lambda x: np.where(2 * x > -1, x, np.logaddexp(2 * x, 0) / 2),
+     lambda x: np.where(2 * x > -1, 1.0, 1 / (1 + np.exp(-2 * x)))),
 ], ids=["leaky-0.01", "leaky-2.5", "leaky-neg", "elu-0.7", "elu-1.8", "elu-neg", "softplus-b2-t3",
-        "softplus-t-neg"])
+        "softplus-t-neg", "softplus-b2-t-neg"])
 def test_branch_picking_activations_match_their_piecewise_definition(layer, f, df):
     # max/min on the usual settings, sums of masked terms on the rest: every branch
     x = np.concatenate([np.linspace(-4, 4, 81), [-0.0, 0.0, 1e-30, -1e-30, 40.0, -40.0]])
@@ -271,6 +275,17 @@ def test_gelu_float32_within_its_bound_of_float64():
     dx32, dx64 = pb32(np.ones(4001, np.float32))[1], pb64(np.ones(4001))[1]
     assert dx32.dtype == np.float32
     np.testing.assert_allclose(dx32, dx64, rtol=0, atol=1e-6)
+
+
+def test_gelu_gradient_in_its_tails_is_the_formula_unclipped():
+    # x is clipped to ±40 only so that x² cannot overflow, where φ(x) is 0 already: at
+    # every |x| below that, dx = dy (Φ(x) + x φ(x)) to the last digits, however small
+    from funcdl._special import normal_cdf
+    x = np.array([-36.0, -30.0, -21.0, -12.0, -6.5, -4.5, 4.5, 6.5, 12.0, 21.0, 36.0])
+    _, pullback = L.GELU().vjp((), x)
+    phi = np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+    np.testing.assert_allclose(pullback(np.full_like(x, -2.0))[1],
+                               -2.0 * (normal_cdf(x) + x * phi), rtol=1e-13, atol=0)
 
 
 @pytest.mark.parametrize(("beta", "threshold"), [(1.0, 20.0), (1.0, 18.0), (2.0, 20.0),
@@ -323,6 +338,34 @@ def test_dense_grads_take_each_params_dtype(key, x64, dy64, b64):
     np.testing.assert_array_equal(grads["b"], [4, 4, 4])
 
 
+def test_dense_default_init_is_torchs_linear(key):
+    # w and b ~ U(-1/sqrt(in), 1/sqrt(in)), as torch.nn.Linear: here ±0.25
+    _, params = L.Dense(2000).init(key, (None, 16))
+    for p in (params["w"], params["b"]):
+        assert p.dtype == np.float32
+        assert -0.25 <= p.min() < -0.24 and 0.24 < p.max() < 0.25
+        assert abs(p.mean()) < 0.02 and abs(p.var() - 0.25**2 / 3) < 0.002
+
+
+def test_dense_adds_its_bias_on_outputs_of_many_rows(key):
+    # from base.TILE_FROM output entries the bias goes through base.chan's tiled rows
+    from funcdl.layers.base import TILE_FROM
+    layer = L.Dense(10)
+    _, params = layer.init(key, (None, 6))
+    params = tree.astype(params, np.float64)
+    x = random.normal(random.key(3), (TILE_FROM // 10 + 7, 6), np.float64)
+    expected = x @ params["w"] + params["b"]
+    assert expected.size >= TILE_FROM
+    np.testing.assert_allclose(layer.apply(params, x), expected, rtol=1e-12, atol=1e-12)
+    y, pullback = layer.vjp(params, x)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    dy = random.normal(random.key(4), y.shape, np.float64)
+    grads, dx = pullback(dy)
+    np.testing.assert_allclose(grads["b"], dy.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(dx, dy @ params["w"].T, rtol=1e-12, atol=1e-12)
+    check_vjp(layer, params, x)
+
+
 def test_dropout_rate_is_fraction_dropped_and_scaled(key):
     layer = L.Dropout(0.25)
     x = np.ones((200, 500), np.float32)
@@ -335,6 +378,28 @@ def test_dropout_rate_is_fraction_dropped_and_scaled(key):
     np.testing.assert_array_equal(y, y2)
     np.testing.assert_array_equal(pullback(np.ones_like(x))[1], y)
     assert np.array_equal(layer.apply((), x, train=False), x)
+
+
+def test_dropout_of_rate_one_drops_everything_in_training(key):
+    x = random.normal(random.key(1), (3, 4), np.float64)
+    layer = L.Dropout(1.0)
+    y, pullback = layer.vjp((), x, key=key, train=True)
+    np.testing.assert_array_equal(y, np.zeros((3, 4)))
+    np.testing.assert_array_equal(layer.apply((), x, key=key, train=True), np.zeros((3, 4)))
+    np.testing.assert_array_equal(pullback(np.ones((3, 4)))[1], np.zeros((3, 4)))
+    assert y.dtype == np.float64
+
+
+def test_dropout_scales_float64_inputs_in_float64(key):
+    # the kept entries are scaled by 1/(1 - rate) in the input's dtype, not float32's
+    x = np.ones((50, 40))
+    y, pullback = L.Dropout(0.3).vjp((), x, key=key, train=True)
+    assert y.dtype == np.float64
+    kept = y != 0
+    assert 0 < kept.mean() < 1
+    np.testing.assert_array_equal(y[kept], 1 / (1 - 0.3))
+    np.testing.assert_array_equal(L.Dropout(0.3).apply((), x, key=key, train=True), y)
+    np.testing.assert_array_equal(pullback(np.full_like(x, -2.0))[1], -2.0 * y)
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.5, 1.0])

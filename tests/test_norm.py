@@ -161,6 +161,18 @@ def test_running_statistics_over_several_steps():
     tree.map(np.testing.assert_array_equal, state_vjp, state_apply)
 
 
+def test_running_statistics_keep_the_states_dtype_under_float64_input():
+    # computed in float64 (the input's), moved in the old state's float32, as documented
+    layer = BatchNorm(momentum=0.25)
+    _, params, state = layer.init(random.key(0), (None, 3))
+    x = _normal(1, (5, 3), 2.0, 1.0)
+    for new in (layer.apply(params, x, state=state, train=True)[1],
+                layer.vjp(params, x, state=state, train=True)[2]):
+        assert {k: v.dtype for k, v in new.items()} == {"mean": np.float32, "var": np.float32}
+        np.testing.assert_allclose(new["mean"], 0.25 * x.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(new["var"], 0.75 + 0.25 * x.var(0, ddof=1), rtol=1e-6)
+
+
 def test_train_gradients_by_hand():
     layer = BatchNorm()
     params, state, x = _bn_setup(layer, (None, 3), 4)
