@@ -272,3 +272,24 @@ def test_a_loss_returning_value_and_aux_needs_has_aux(key, aux):
     (_, got), _ = fd.value_and_grad(model, losses.Loss("aux", with_aux), has_aux=True)(
         params, x, y)
     assert got is aux
+
+
+def test_grad_of_a_stateful_model_returns_what_value_and_grad_does_but_the_value(key):
+    # (grads, new_state), and (grads, aux, new_state) with has_aux
+    model = L.Sequential(L.Dense(3), L.BatchNorm(), L.Dense(1), L.Sigmoid())
+    _, params, state = model.init(key, (None, 2))
+    x, y = fd.data.disk(random.key(1), 8)
+    loss = losses.Loss("jax_order", _jax_order)
+    for has_aux, extra in ((False, 1), (True, 2)):
+        out, grads = fd.value_and_grad(model, loss if has_aux else losses.mse,
+                                       has_aux=has_aux)(params, x, y, state=state)
+        got = fd.grad(model, loss if has_aux else losses.mse, has_aux=has_aux)(
+            params, x, y, state=state)
+        assert isinstance(got, tuple) and len(got) == 1 + extra
+        for a, b in zip(tree.leaves(got[0]), tree.leaves(grads), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert tree.structure(got[-1]) == tree.structure(state)  # the new state, last
+        for a, b in zip(tree.leaves(got[-1]), tree.leaves(out[-1]), strict=True):
+            np.testing.assert_array_equal(a, b)
+        if has_aux:
+            assert 0.0 <= got[1] == out[1] <= 1.0  # the aux, between

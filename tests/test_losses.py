@@ -187,3 +187,54 @@ def test_bad_values_and_options():
     _, pullback = losses.mse.vjp(np.ones(3), np.zeros(3), reduction="none")
     with pytest.raises(ValueError, match=r"cotangent of shape \(3,\)"):
         pullback(np.ones(2))
+
+
+# ---------------------------------------------------------------------------- pullbacks
+
+@pytest.mark.parametrize(("loss", "want"), [(losses.mse, [np.inf, 1.0]),
+                                            (losses.huber, [0.5, 0.5])])
+def test_a_mean_that_overflowed_still_scales_each_gradient_by_one_over_n(loss, want):
+    # the value is inf (the first d is), and the pullback takes another path then: each
+    # gradient must still be divided by n = 2 (mse: 2 d / 2; huber: clip(d, -1, 1) / 2)
+    big = np.finfo(np.float64).max
+    value, pullback = loss.vjp(np.array([big, 1.0]), np.array([-big, 0.0]))
+    assert value == np.inf
+    np.testing.assert_array_equal(pullback(), want)
+    np.testing.assert_array_equal(pullback(3.0), 3 * np.array(want))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_a_gradient_past_the_float_range_is_inf_without_a_warning(reduction):
+    # 2 d overflows float32 where d does not: inf, silently, as the value (warnings are
+    # errors here)
+    pred = np.array([0.75 * np.finfo(np.float32).max, 1.0], np.float32)
+    value, pullback = losses.mse.vjp(pred, np.zeros(2, np.float32), reduction=reduction)
+    assert np.max(value) == np.inf
+    g = pullback() if reduction == "sum" else pullback(np.ones(2, np.float32))
+    np.testing.assert_array_equal(g, [np.inf, 2.0])
+    assert g.dtype == np.float32
+
+
+def test_the_pullback_of_reduction_none_defaults_to_a_cotangent_of_ones():
+    p, t = np.array([[1.0, -2.0], [0.5, 3.0]]), np.array([[0.0, 1.0], [1.0, 0.0]])
+    for loss in (losses.mse, losses.bce_with_logits, losses.huber):
+        _, pullback = loss.vjp(p, t, reduction="none")
+        np.testing.assert_array_equal(pullback(), pullback(np.ones((2, 2))))
+        assert np.all(pullback() != 0)
+    for target in (np.array([1, 0]), np.eye(2)[[1, 0]]):
+        _, pullback = losses.softmax_cross_entropy.vjp(p, target, reduction="none")
+        np.testing.assert_array_equal(pullback(), pullback(np.ones(2)))
+        assert np.all(pullback() != 0)
+
+
+def test_cross_entropy_of_targets_that_do_not_sum_to_one():
+    # dz = softmax(z) Σ_c t_c - t: one-hot and label-smoothed targets sum to 1, which hides
+    # the factor Σ_c t_c. softmax([0, log 3]) = [1/4, 3/4]; t = [1, 1] sums to 2.
+    z, t = np.array([[0.0, math.log(3.0)]]), np.array([[1.0, 1.0]])
+    value, pullback = losses.softmax_cross_entropy.vjp(z, t)
+    assert value == pytest.approx(-(math.log(0.25) + math.log(0.75)))
+    np.testing.assert_allclose(pullback(), [[2 * 0.25 - 1, 2 * 0.75 - 1]], rtol=1e-15)
+    soft = random.uniform(random.key(1), (4, 3), 0.0, 1.0, np.float64)  # rows sum to ~1.5
+    for reduction in ("mean", "sum", "none"):
+        check_loss(losses.softmax_cross_entropy, random.normal(random.key(2), (4, 3), np.float64),
+                   soft, reduction=reduction)

@@ -446,3 +446,68 @@ def test_global_norm_refuses_non_numeric_leaves_naming_them(leaf: Any) -> None:
     clip = optim.clip_by_global_norm(1.0)
     with pytest.raises(TypeError, match=r"^clip_by_global_norm\.update: grads\['w'\] has"):
         clip.update(clip.init(None), {"w": leaf})
+
+
+def test_scale_by_learning_rate_of_a_schedule_keeps_the_sign_asked_for() -> None:
+    grads = {"w": np.array([1.0, -2.0])}
+    for flip, sign in ((True, -1.0), (False, 1.0)):
+        opt = optim.scale_by_learning_rate(lambda c: 0.5 * (c + 1), flip_sign=flip)
+        state = opt.init(grads)
+        for count in range(3):  # read at counts 0, 1, 2
+            out, state = opt.update(state, grads)
+            np.testing.assert_array_equal(out["w"], sign * 0.5 * (count + 1) * grads["w"])
+
+
+def test_clip_by_global_norm_to_zero() -> None:
+    # max_norm=0 zeroes every gradient; a zero gradient (norm 0, not above 0) is returned
+    # as it is, with no 0/0
+    clip = optim.clip_by_global_norm(0.0)
+    for g in (np.array([3.0, -4.0]), np.zeros(2)):
+        out, _ = clip.update(clip.init({"g": g}), {"g": g})
+        np.testing.assert_array_equal(out["g"], [0.0, 0.0])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: optim.sgd(0.1, momentum=0.9, nesterov=True), lambda: optim.rmsprop(0.01),
+    lambda: optim.rmsprop(0.01, centered=True, momentum=0.5), lambda: optim.adagrad(0.1),
+    lambda: optim.adam(0.1)], ids=["nesterov", "rmsprop", "rmsprop-centered", "adagrad", "adam"])
+def test_a_0d_param_steps_as_a_one_entry_array(make: Any) -> None:
+    # 0-d leaves make NumPy scalars inside a step, which cannot be written in place: they
+    # take their own code path, which must give the hand-checked one-entry steps above.
+    gs = [0.5, -1.0, 2.0]
+    want = scalar_run(make(), 1.0, gs)
+    hist, _ = run(make(), {"p": np.array(1.0)}, [{"p": np.array(g)} for g in gs])
+    assert all(np.shape(h["p"]) == () for h in hist)
+    close([float(h["p"]) for h in hist], want, rtol=1e-15)
+
+
+def test_centered_rmsprop_clamps_a_variance_that_rounds_below_zero() -> None:
+    # A constant gradient gives v - m² = α^t (1 - α^t) g² exactly, which rounds below 0
+    # after ~50 steps at α = 0.5 and g = 1e-3: its sqrt would be NaN; clamped at 0 the step
+    # is the finite g / eps.
+    opt = optim.rmsprop(1e-9, alpha=0.5, centered=True)
+    params = {"w": np.zeros(1)}
+    state = opt.init(params)
+    for _ in range(60):
+        updates, state = opt.update(state, {"w": np.array([1e-3])}, params)
+        assert np.isfinite(updates["w"]).all()
+
+
+def test_adagrad_lr_decay_divides_a_schedule_read_at_the_same_count() -> None:
+    # torch: clr = lr / (1 + t·lr_decay), t the updates applied; lr may be a schedule, read
+    # at that t too: 0.1, 0.2, 0.3 divided by 1, 1.5, 2. s = 1, 2, 3 (g = 1).
+    got = scalar_run(optim.adagrad(lambda c: 0.1 * (c + 1), lr_decay=0.5), 1.0, [1.0] * 3)
+    p1 = 1.0 - 0.1 / (1.0 + 1e-10)
+    p2 = p1 - (0.2 / 1.5) / (math.sqrt(2.0) + 1e-10)
+    p3 = p2 - (0.3 / 2.0) / (math.sqrt(3.0) + 1e-10)
+    close(got, [p1, p2, p3])
+
+
+def test_adagrad_starts_its_sum_at_the_initial_accumulator_value() -> None:
+    # s = 0.75 + 0.25 = 1 -> p = 1 - 0.1·0.5/1; s = 1 + 1 = 2 -> p += 0.1·1/sqrt(2)
+    p1 = 1.0 - 0.1 * 0.5 / (1.0 + 1e-10)
+    close(scalar_run(optim.adagrad(0.1, initial_accumulator_value=0.75), 1.0, [0.5, -1.0]),
+          [p1, p1 + 0.1 / (math.sqrt(2.0) + 1e-10)])
+    state = optim.scale_by_adagrad(0.75).init({"w": np.zeros((2, 1), np.float32)})
+    assert state.sum_of_squares["w"].dtype == np.float32
+    np.testing.assert_array_equal(state.sum_of_squares["w"], [[0.75], [0.75]])

@@ -256,3 +256,17 @@ def test_schedules_elsewhere_are_checked_the_same_way() -> None:
     lagged = optim.adagrad(lambda count: "0.1", lr_decay=0.5)
     with pytest.raises(TypeError, match=r"^adagrad \(lr\): the schedule must return a number"):
         lagged.update(lagged.init(params), params, params)
+
+
+def test_exponential_decay_end_value_is_a_ceiling_from_a_rate_of_one_as_optax() -> None:
+    # optax clips with maximum when decay_rate < 1, else with minimum: at a rate of exactly
+    # 1 end_value is a ceiling, from count 0 on
+    flat = optim.exponential_decay(1.0, 10, 1.0, end_value=0.5)
+    assert [flat(0), flat(5), flat(50)] == [0.5, 0.5, 0.5]
+    assert optim.exponential_decay(1.0, 10, 1.0, end_value=2.0)(50) == 1.0
+
+
+def test_schedules_without_transition_steps_stay_at_their_initial_value_as_optax() -> None:
+    for s in (optim.exponential_decay(0.3, 0, 0.5), optim.exponential_decay(0.3, 0, 2.0, 1),
+              optim.polynomial_schedule(0.3, 1.0, 2.0, 0, 3)):
+        assert [s(0), s(1), s(10**6)] == [0.3, 0.3, 0.3]

@@ -519,3 +519,20 @@ def test_bad_arguments_of_map_multi_unflatten_and_astype_are_named():
         tree.unflatten(tree.structure([1.0]), None)
     with pytest.raises(TypeError, match=r"tree\.astype: 'floaty' is not a NumPy dtype"):
         tree.astype([1.0], "floaty")
+
+
+def test_unravel_refuses_an_imaginary_part_in_a_single_entry_of_a_real_leaf():
+    t = {"a": np.array([1 + 2j]), "b": np.array([1.5, -2.0, 0.5])}
+    v, unravel = tree.ravel(t)
+    v = v.copy()
+    v[3] += 1e-3j  # the last entry of b only
+    with pytest.raises(ValueError, match="float64 leaf have non-zero imaginary parts"):
+        unravel(v)
+
+
+def test_astype_keeps_complex_leaves():
+    # only floating-point leaves are cast: a complex one would lose its imaginary part
+    t = {"c": np.array([1 + 2j]), "w": np.ones(1, np.float32)}
+    out = tree.astype(t, np.float64)
+    assert out["c"].dtype == np.complex128 and out["c"][0] == 1 + 2j
+    assert out["w"].dtype == np.float64
