@@ -57,13 +57,12 @@ def _elementwise(name: str, f: Callable[[Array], Array],
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         del key, train
-        return f(x if type(x) is _ND and x.dtype.char in "fd" else as_floats(name, x))
+        return f(as_floats(name, x))
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         del key, train
-        if not (type(x) is _ND and x.dtype.char in "fd"):
-            x = as_floats(name, x)
+        x = as_floats(name, x)
         y = f(x)
         y_shape = y.shape
 

@@ -153,11 +153,14 @@ def chan(ufunc: np.ufunc, a: Array, v: Array, out: Array | None = None) -> Array
     when ``v`` runs along ``a``'s last axis only and that axis is short: ``a`` is then
     viewed as rows of ``reps·C`` values against ``v`` tiled ``reps`` times (~100 µs above),
     every element going through the same single operation."""
+    res: Array
+    if a.size < TILE_FROM:  # the common small case first, in one comparison
+        res = ufunc(a, v, out=out)
+        return res
     c = a.shape[-1] if a.ndim else 0
-    if (a.size < TILE_FROM or c < 2 or c >= _SHORT or v.size != c or v.shape[-1:] != (c,)
-            or a.ndim < 2 or not a.flags.c_contiguous
-            or (out is not None and not out.flags.c_contiguous)):
-        res: Array = ufunc(a, v, out=out)
+    if (c < 2 or c >= _SHORT or v.size != c or v.shape[-1:] != (c,) or a.ndim < 2
+            or not a.flags.c_contiguous or (out is not None and not out.flags.c_contiguous)):
+        res = ufunc(a, v, out=out)
         return res
     rows, reps = a.size // c, _WIDE // c
     cut = rows - rows % reps
@@ -288,7 +291,9 @@ def in_param_dtypes(grads: dict[str, Array], params: Any) -> dict[str, Array]:
     a float32 param's gradient into float64."""
     for k, g in grads.items():
         dtype = params[k].dtype
-        if g.dtype != dtype:  # equal dtypes need no copy, identical objects or not
+        # identity first: the common case costs no dtype comparison; equal dtypes that are
+        # other objects need no copy either
+        if g.dtype is not dtype and g.dtype != dtype:
             grads[k] = g.astype(dtype)
     return grads
 
@@ -316,6 +321,8 @@ def need_state(name: str, state: Any) -> Any:
 def as_floats(name: str, x: Any) -> Array:
     """``as_array``, with integers and booleans as float32 (the default float, as JAX's
     activations give), not NumPy's float64: for layers that have no params to cast to."""
+    if type(x) is np.ndarray and x.dtype.char in "fd":  # the common case, as it came
+        return x
     return cast_ints(as_array(name, x), _F32)
 
 

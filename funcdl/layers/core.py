@@ -11,7 +11,6 @@ from funcdl import initializers, random
 from funcdl._args import bool_arg, int_arg, real_arg
 from funcdl.layers.base import (
     _F32,
-    TILE_FROM,
     Array,
     Layer,
     Pointwise,
@@ -101,10 +100,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         h: Array = (dot(x, w) if x.ndim == 2 else
                     dot(x.reshape(-1, w.shape[0]), w).reshape(*x.shape[:-1], w.shape[1]))
         if use_bias:  # many rows of few outputs (10 logits): tiled rows, see chan
-            if h.size < TILE_FROM:  # the common small case without chan's call
-                h += b
-            else:
-                chan(np.add, h, b, out=h)
+            chan(np.add, h, b, out=h)
         return w, x, h
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
@@ -131,12 +127,10 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
             # BLAS reads x2.T and w.T in place (no transposed copies). np.dot costs less per
             # call than @, but is up to 15% slower with a large transposed operand; the
             # choice goes by the size of the product.
-            dw = (dot if w.size < _SMALL else matmul)(x2.T, dy2)
-            grads = {"w": dw, "b": dot(ones(len(dy2), dy2.dtype), dy2)} if use_bias \
-                else {"w": dw}
-            if dw.dtype is not w.dtype or dy2.dtype is not w.dtype or (
-                    use_bias and params["b"].dtype is not w.dtype):
-                in_param_dtypes(grads, params)  # a float64 x: grads in the params' dtypes
+            grads = {"w": (dot if w.size < _SMALL else matmul)(x2.T, dy2)}
+            if use_bias:
+                grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
+            in_param_dtypes(grads, params)  # a float64 x: grads still in the params' dtypes
             if not need_dx:
                 return grads, None
             dx = (dot if x2.size < _SMALL else matmul)(dy2, w.T)
