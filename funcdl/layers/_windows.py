@@ -85,6 +85,16 @@ class Window(NamedTuple):
     padding: str | Pads
 
 
+def window_arg(name: str, what: str, size: Any, stride: Any, dilation: Any, padding: Any,
+               rank: int) -> Window:
+    """A layer's window arguments, each an int or ``rank`` ints, as a ``Window``; rank 1 is
+    a 1 x k window (Conv1D). TypeError / ValueError naming ``name`` for bad ones."""
+    lead = (1,) * (2 - rank)
+    kernel, steps, spread = (lead + int_tuple(name, w, v, rank) for w, v in
+                             ((what, size), ("stride", stride), ("dilation", dilation)))
+    return Window(kernel, steps, spread, padding_arg(name, padding, rank))
+
+
 def _axis(size: int | None, k: int, s: int, d: int,
           pad: str | tuple[int, int]) -> tuple[int | None, int, int, int]:
     """``(out, lo, hi, need)`` along one axis: output size (None if ``size`` is), padding

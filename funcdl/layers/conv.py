@@ -28,8 +28,7 @@ from funcdl.layers._windows import (
     call_name,
     fit,
     geometry,
-    int_tuple,
-    padding_arg,
+    window_arg,
 )
 from funcdl.layers.base import (
     Array,
@@ -276,8 +275,7 @@ def Conv2D(out: int, kernel: int | tuple[int, int], stride: int | tuple[int, int
     name = call_name("Conv2D", (out, kernel), stride=(stride, 1), padding=(padding, "SAME"),
                      dilation=(dilation, 1), use_bias=(use_bias, True))
     out = int_arg(out, name, "out", minimum=1)
-    win = Window(int_tuple(name, "kernel", kernel, 2), int_tuple(name, "stride", stride, 2),
-                 int_tuple(name, "dilation", dilation, 2), padding_arg(name, padding, 2))
+    win = window_arg(name, "kernel", kernel, stride, dilation, padding, 2)
     return _conv(name, 2, out, win, use_bias, w_init, b_init)
 
 
@@ -294,7 +292,5 @@ def Conv1D(out: int, kernel: int, stride: int = 1, padding: Any = "SAME", dilati
     name = call_name("Conv1D", (out, kernel), stride=(stride, 1), padding=(padding, "SAME"),
                      dilation=(dilation, 1), use_bias=(use_bias, True))
     out = int_arg(out, name, "out", minimum=1)
-    win = Window((1, *int_tuple(name, "kernel", kernel, 1)),
-                 (1, *int_tuple(name, "stride", stride, 1)),
-                 (1, *int_tuple(name, "dilation", dilation, 1)), padding_arg(name, padding, 1))
+    win = window_arg(name, "kernel", kernel, stride, dilation, padding, 1)
     return _conv(name, 1, out, win, use_bias, w_init, b_init)

@@ -27,8 +27,7 @@ from funcdl.layers._windows import (
     call_name,
     fit,
     geometry,
-    int_tuple,
-    padding_arg,
+    window_arg,
 )
 from funcdl.layers.base import (
     Array,
@@ -45,16 +44,16 @@ __all__ = ["AvgPool2D", "GlobalAvgPool", "MaxPool2D"]
 
 
 def _window(name: str, window: Any, stride: Any, padding: Any) -> Window:
-    size = int_tuple(name, "window", window, 2)
-    steps = size if stride is None else int_tuple(name, "stride", stride, 2)
-    pads = padding_arg(name, padding, 2)
+    win = window_arg(name, "window", window, window if stride is None else stride, 1,
+                     padding, 2)
+    size, pads = win.size, win.padding
     # A pad as wide as the window would make windows of padding only (no maximum, no
     # pixel to average); PyTorch refuses those too. SAME never makes one.
     if not isinstance(pads, str) and any(p >= k for (lo, hi), k in zip(pads, size)
                                          for p in (lo, hi)):
         raise ValueError(f"{name}: padding must be smaller than the window {size} on each "
                          f"side, got {pads}")
-    return Window(size, steps, (1, 1), pads)
+    return win
 
 
 def _pool_init(name: str, win: Window) -> Any:
