@@ -15,18 +15,15 @@ forward under ``no_grad``, and forward + backward (input and parameter gradients
 from __future__ import annotations
 
 import os
-import timeit
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from layer_micro import IMAGE, ROWS, best_us  # this folder: the script's own
 
 from funcdl import layers as L
 from funcdl import random
 from funcdl.perf import retain_freed_memory
-
-IMAGE = (64, 28, 28, 16)  # an NHWC activation of 800k float32
-ROWS = (256, 512)
 
 # (label, layer, input shape, train) for funcdl; the torch twin is built from the label.
 CASES: list[tuple[str, Any, tuple[int, ...], bool]] = [
@@ -40,11 +37,6 @@ CASES: list[tuple[str, Any, tuple[int, ...], bool]] = [
     ("BatchNorm() train", L.BatchNorm(), ROWS, True),
     ("BatchNorm() eval", L.BatchNorm(), ROWS, False),
 ]
-
-
-def best_us(f: Callable[[], Any], number: int = 5, repeat: int = 9) -> float:
-    f()  # warm up
-    return min(timeit.repeat(f, number=number, repeat=repeat)) / number * 1e6
 
 
 def bench_funcdl(label: str, layer: Any, shape: tuple[int, ...], train: bool) -> None:

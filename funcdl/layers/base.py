@@ -137,13 +137,15 @@ def block_sum(a: Array, lo: int, hi: int) -> Array:
 # Broadcasts along short rows. NumPy runs an elementwise op as an inner loop over the last
 # axis; when an operand is broadcast along the other axes (a per-channel vector against
 # NHWC, a per-row statistic against (rows, C)) that loop covers only C values, and for
-# small C its per-call overhead dominates: on (64·28·28, 16) float32, ``x * scale`` takes
-# 340 µs and ``x - mean[:, None]`` 470 µs, where ``x * x`` takes 80 µs.
+# small C its per-call overhead dominates. benchmarks/broadcast_micro.py, (50176, 16)
+# float32, one thread: ``a + v`` 322 µs, tiled by chan 146, ``a + a`` 66 (no broadcast);
+# ``a - m[:, None]`` 361, ``a - per_row(m, 16)`` 237.
 _WIDE = 1024  # the width of a tiled row
 _SHORT = 128  # rows at least this wide broadcast well as they are
-# Below this many elements the tiling's own calls (np.tile, two ufuncs, reshapes: ~5 µs)
-# cost more than the broadcast saves (benchmarks' disk step, Dense(25) on 50 rows: the
-# bias add took 7 µs tiled, 1.3 µs broadcast; the tiled path wins from ~16k elements).
+# Below this many elements the tiling's own calls (np.tile, two ufuncs, reshapes) cost more
+# than the broadcast saves: the same script, at 4 to 25 channels, has chan ahead from 16k to
+# 40k elements, and behind by up to 6 µs on small arrays (Dense(25) on 50 rows, the disk
+# benchmark's, took 7 µs tiled against 1.3 broadcast).
 TILE_FROM = 1 << 14
 
 
@@ -151,8 +153,8 @@ def chan(ufunc: np.ufunc, a: Array, v: Array, out: Array | None = None) -> Array
     """``ufunc(a, v, out=out)`` for ``v`` broadcast against ``a`` (e.g. of shape
     ``(1, ..., 1, C)``: a bias, a per-channel scale), bitwise as NumPy's broadcast; fast
     when ``v`` runs along ``a``'s last axis only and that axis is short: ``a`` is then
-    viewed as rows of ``reps·C`` values against ``v`` tiled ``reps`` times (~100 µs above),
-    every element going through the same single operation."""
+    viewed as rows of ``reps·C`` values against ``v`` tiled ``reps`` times, every element
+    going through the same single operation."""
     res: Array
     if a.size < TILE_FROM:  # the common small case first, in one comparison
         res = ufunc(a, v, out=out)
@@ -176,8 +178,8 @@ def chan(ufunc: np.ufunc, a: Array, v: Array, out: Array | None = None) -> Array
 
 def per_row(v: Array, width: int) -> Array:
     """``v`` (one value per row) as an operand against ``(rows, width)``: expanded to
-    ``(rows, width)`` when the rows are short (``np.repeat``, ~110 µs above), else the
-    broadcast ``v[:, None]``."""
+    ``(rows, width)`` when the rows are short (``np.repeat``; benchmarks/broadcast_micro.py),
+    else the broadcast ``v[:, None]``."""
     if width >= _SHORT:
         return v[:, None]
     out: Array = np.repeat(v, width).reshape(-1, width)

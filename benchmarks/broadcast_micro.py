@@ -1,0 +1,53 @@
+"""Micro-benchmark of the broadcasts behind the norms and the bias adds (not a test).
+
+``funcdl.layers.base.chan`` applies a per-channel vector along the short last axis of an
+array by tiling it into rows of ~1024 values, and ``per_row`` expands a per-row statistic
+to whole rows; below ``base.TILE_FROM`` elements (or for one channel) chan is NumPy's
+broadcast as it is. For float32 arrays of ``rows x C``, µs, best of several repeats:
+NumPy's broadcast ``a + v`` (in place), ``chan`` and, as the floor, ``a + a`` (no broadcast,
+into a buffer); then a
+per-row statistic against ``(rows, C)``: ``a - m[:, None]`` against ``a - per_row(m, C)``.
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/broadcast_micro.py
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from layer_micro import best_us  # this folder: the script's own
+
+from funcdl.layers.base import TILE_FROM, chan, per_row
+from funcdl.perf import retain_freed_memory
+
+CHANNELS = (1, 4, 10, 16, 25, 32, 64)
+ROWS = (50, 1000, 4000, 16000, 50176)  # 50176 = 64·28·28, an NHWC batch's pixels
+
+
+def line(rng: np.random.Generator, c: int, rows: int) -> str:
+    a = rng.standard_normal((rows, c)).astype(np.float32)
+    v = rng.standard_normal(c).astype(np.float32)
+    m = rng.standard_normal(rows).astype(np.float32)
+    n = max(5, 200_000 // a.size)
+    plain = best_us(lambda: np.add(a, v, out=a), number=n)
+    tiled = best_us(lambda: chan(np.add, a, v, out=a), number=n)
+    twice = np.empty_like(a)
+    floor = best_us(lambda: np.add(a, a, out=twice), number=n)
+    rowwise = best_us(lambda: a - m[:, None], number=n)
+    expanded = best_us(lambda: a - per_row(m, c), number=n)
+    return (f"  {c:>3} {rows:>6} {a.size:>9} {plain:>9.2f} {tiled:>9.2f} {floor:>9.2f} "
+            f"{rowwise:>15.2f} {expanded:>12.2f}")
+
+
+def main() -> None:
+    retain_freed_memory()
+    rng = np.random.default_rng(0)
+    print(f"numpy {np.__version__}; µs, float32; chan tiles from {TILE_FROM} elements")
+    print(f"  {'C':>3} {'rows':>6} {'elements':>9} {'a + v':>9} {'chan':>9} {'a + a':>9} "
+          f"{'a - m[:, None]':>15} {'a - per_row':>12}")
+    for c in CHANNELS:
+        for rows in ROWS:
+            print(line(rng, c, rows))
+
+
+if __name__ == "__main__":
+    main()
