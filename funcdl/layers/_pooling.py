@@ -3,9 +3,10 @@
 A pool reads, for each window offset ``k = (i, j)`` (row-major), the ``(N, OH, OW, C)``
 slice ``xp[:, p·sh + i, q·sw + j]`` of the padded input. A NumPy op on that strided slice
 runs its inner loop over the C channels of one pixel only (16 values for C = 16), and the
-per-loop overhead dominates: ~85 µs per op on (64, 28, 28, 16) float32. Here each pixel is
-viewed as one opaque item of C values, so one copy moves the slice into a contiguous buffer
-(~55 µs), and every op after it (max, comparison, sum) runs on contiguous memory (~15 µs).
+per-loop overhead dominates. Here each pixel is viewed as one opaque item of C values, so
+one copy moves the slice into a contiguous buffer, and every op after it (max, comparison,
+sum) runs on contiguous memory (the whole-layer effect, measured by
+``benchmarks/pool_norm_micro.py``, is in ``pool``'s docstring).
 Padding is never materialised: the rows and columns of a slice that fall outside the image
 get the fill value. The adjoint ``scatter`` adds each offset's ``(N, OH, OW, C)`` share back:
 offsets whose pixels are disjoint (``i`` and ``i + sh`` overlap, ``i`` and ``i + 1`` do not)
