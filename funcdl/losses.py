@@ -73,8 +73,8 @@ def _same_shape(name: str, pred: Array, target: Any) -> Array:
 
 
 def _probabilities(name: str, t: Array) -> Array:
-    """Targets of the binary cross-entropies must lie in [0, 1] (PyTorch does not check;
-    a target of 2 would give a finite, meaningless loss)."""
+    """Probability targets of the cross-entropies must lie in [0, 1] (PyTorch does not
+    check; a target of 2, or -1, would give a finite, meaningless loss)."""
     if t.size and not (t.min() >= 0 and t.max() <= 1):
         raise ValueError(f"{name}: target must hold probabilities in [0, 1], got values in "
                          f"[{t.min()}, {t.max()}]")
@@ -86,11 +86,18 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
     """Reduce per-element losses; ``grad(c)`` maps a per-element cotangent ``c`` (scalar or
     array) to dpred. The mean's pullback scales by 1/count."""
     if reduction in ("mean", "sum"):
-        n = max(count, 1) if reduction == "mean" else 1
+        if reduction == "mean" and count == 0:  # NumPy and PyTorch: NaN and a warning
+            raise ValueError(f"{name}: reduction='mean' over an empty batch (losses of "
+                             f"shape {per.shape}) is undefined; skip empty batches, or pass "
+                             f"reduction='sum'")
+        n = count if reduction == "mean" else 1
+
+        def pullback(g: Any = 1.0) -> Array:
+            return grad((g if type(g) is float else _scalar(name, reduction, g)) / n)
+
         value = float(_sum(per, axis=None)) / n  # under the caller's errstate, if it overflows
-        if math.isfinite(value):  # so is every term: each loss's dpred is then in range
-            return value, lambda g=1.0: grad(float(g) / n)
-        return value, _quiet(lambda g=1.0: grad(float(g) / n))
+        # a finite value means finite terms: each loss's dpred is then in range
+        return value, (pullback if math.isfinite(value) else _quiet(pullback))
     if reduction == "none":
         def pullback(g: Any = None) -> Array:
             c = np.ones_like(per) if g is None else np.asarray(g, per.dtype)
@@ -100,6 +107,19 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
             return grad(c)
         return per, _quiet(pullback)
     raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _scalar(name: str, reduction: str, g: Any) -> float:
+    """The cotangent of a reduced loss: one real number (None stands for 1, as for 'none')."""
+    if g is None:
+        return 1.0
+    c = np.asarray(g)
+    if c.ndim or c.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: pullback expected a scalar cotangent (reduction="
+                        f"{reduction!r} gives one number), got {type(g).__name__} of shape "
+                        f"{c.shape} and dtype {c.dtype}; pass reduction='none' for "
+                        f"per-element cotangents")
+    return float(c)
 
 
 def _quiet(pullback: Pullback) -> Pullback:
@@ -216,7 +236,7 @@ def _softmax_cross_entropy(pred: Any, target: Any,
             raise ValueError(f"{name}: a target of shape {labels.shape} holds class labels, "
                              f"which must be integers, got dtype {labels.dtype}; pass "
                              f"target.astype(int), or probabilities of shape {z.shape}")
-        t = _same_shape(name, z, labels)
+        t = _probabilities(name, _same_shape(name, z, labels))
         with np.errstate(invalid="ignore"):  # 0 · -inf, dropped by the where below
             tlogp = t * logp
         per = -np.where(t != 0, tlogp, 0).sum(axis=-1)  # 0 · log 0 = 0, as in the limit

@@ -126,7 +126,17 @@ OPTIM_CASES = [
          lambda: optim.warmup_cosine_decay_schedule(0.0, 1.0, 10, 5), ValueError,
          "warmup_cosine_decay_schedule", "warmup_steps=10", "decay_steps=5"),
     case("linear-schedule-fractional-steps", lambda: optim.linear_schedule(0.0, 1.0, 2.5),
-         ValueError, "transition_steps", "2.5"),
+         ValueError, "linear_schedule", "transition_steps", "2.5"),
+    case("linear-schedule-negative-begin",
+         lambda: optim.linear_schedule(0.0, 1.0, 5, transition_begin=-1), ValueError,
+         "linear_schedule", "transition_begin", "-1"),
+    case("rmsprop-alpha-above-one", lambda: optim.rmsprop(0.1, alpha=1.5), ValueError,
+         "rmsprop", "alpha", "[0, 1]", "1.5"),
+    case("scale-by-rms-alpha-above-one", lambda: optim.scale_by_rms(alpha=1.01), ValueError,
+         "scale_by_rms", "alpha", "[0, 1]"),
+    case("apply-updates-integer-param",
+         lambda: optim.apply_updates({"n": np.ones(3, np.int64)}, {"n": np.full(3, 0.6)}),
+         TypeError, "apply_updates", "params['n']", "int64", "astype"),
 ]
 
 

@@ -189,6 +189,40 @@ def test_bad_values_and_options():
         pullback(np.ones(2))
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize(("loss", "pred", "target"), CASES,
+                         ids=[f"{c[0].name}-{c[1].shape}" for c in CASES])
+def test_the_pullback_of_a_reduced_loss_takes_one_number(loss, pred, target, reduction):
+    _, pullback = loss.vjp(pred, target, reduction=reduction)
+    np.testing.assert_array_equal(pullback(None), pullback())  # None: 1, as for 'none'
+    np.testing.assert_allclose(pullback(np.float32(-2.0)), -2 * pullback(), rtol=1e-15)
+    for bad, what in [(np.ones(3), r"shape \(3,\)"), (np.ones(1), r"shape \(1,\)"),
+                      (True, "dtype bool"), ("1", "str")]:
+        with pytest.raises(TypeError, match=rf"{loss.name}: pullback expected a scalar "
+                                            rf"cotangent \(reduction='{reduction}'.*{what}"):
+            pullback(bad)
+
+
+@pytest.mark.parametrize("loss", [losses.mse, losses.bce, losses.bce_with_logits, losses.huber,
+                                  losses.softmax_cross_entropy])
+def test_the_mean_over_an_empty_batch_is_refused(loss):
+    # NumPy and PyTorch give NaN (and a warning); 0 would hide an empty batch
+    pred, target = np.zeros((0, 3)), np.zeros((0, 3))
+    with pytest.raises(ValueError, match=rf"{loss.name}: reduction='mean' over an empty batch"):
+        loss(pred, target)
+    assert loss(pred, target, reduction="sum") == 0.0
+    _, pullback = loss.vjp(pred, target, reduction="sum")
+    assert pullback().shape == (0, 3)
+
+
+@pytest.mark.parametrize("target", [-np.eye(3)[[0, 1, 2]], np.full((3, 3), 1.5)])
+def test_cross_entropy_refuses_targets_that_are_not_probabilities(target):
+    # a negative target gives a negative loss, silently (PyTorch does not check)
+    with pytest.raises(ValueError, match=r"softmax_cross_entropy: target must hold "
+                                         r"probabilities in \[0, 1\]"):
+        losses.softmax_cross_entropy(np.zeros((3, 3)), target)
+
+
 # ---------------------------------------------------------------------------- pullbacks
 
 @pytest.mark.parametrize(("loss", "want"), [(losses.mse, [np.inf, 1.0]),

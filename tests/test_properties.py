@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -357,6 +358,10 @@ def _values(dtype: Any, low: float, high: float, specials: list[float]) -> Any:
 
 def _assert_finite_value_and_gradient(loss: Any, pred: np.ndarray, target: Any,
                                       reduction: str, **kw: Any) -> None:
+    if reduction == "mean" and np.size(target) == 0:  # no examples: no mean (NumPy: NaN)
+        with pytest.raises(ValueError, match="reduction='mean' over an empty batch"):
+            loss.vjp(pred, target, reduction=reduction, **kw)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any overflow / invalid-value warning fails
         value, pullback = loss.vjp(pred, target, reduction=reduction, **kw)

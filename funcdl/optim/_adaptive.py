@@ -125,7 +125,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
     State ``ScaleByRmsState(nu, mu)``; ``mu`` is None unless ``centered``.
     """
     name = "scale_by_rms"
-    a = check_float(name, "alpha", alpha)
+    a = check_float(name, "alpha", alpha, high=1.0)
     eps = check_float(name, "eps", eps)
     ctr = bool_arg(centered, name, "centered")
 

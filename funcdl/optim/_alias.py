@@ -117,7 +117,7 @@ def rmsprop(lr: ScalarOrSchedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
     """
     name = "rmsprop"
     lr = check_lr(name, lr)
-    alpha = check_float(name, "alpha", alpha)
+    alpha = check_float(name, "alpha", alpha, high=1.0)  # > 1: v goes negative, then NaN
     eps = check_float(name, "eps", eps)
     weight_decay = check_float(name, "weight_decay", weight_decay)
     momentum = check_float(name, "momentum", momentum)

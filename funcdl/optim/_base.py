@@ -285,13 +285,18 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
 # ---------------------------------------------------------------------------- applying
 
 def apply_updates(params: Tree, updates: Tree) -> Tree:
-    """``p + u`` leaf-wise; each result keeps its param's dtype. Nothing is mutated."""
+    """``p + u`` leaf-wise; each result keeps its param's dtype. Nothing is mutated.
+    An integer or bool param with a float update is refused (a cast back would truncate:
+    optax's silent 1 + 0.6 = 1)."""
     def add(p: Any, u: Any) -> Any:
         out = p + u
         if type(out) is np.ndarray and type(p) is np.ndarray and (out.dtype is p.dtype
                                                                  or out.dtype == p.dtype):
             return out
-        return np.asarray(out, dtype=np.asarray(p).dtype)
+        kind = np.asarray(p).dtype
+        if kind.kind in "biu" and np.asarray(out).dtype.kind in "fc":
+            raise TypeError("an integer param")  # leafwise names the leaf and the fix
+        return np.asarray(out, dtype=kind)
 
     return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]
 

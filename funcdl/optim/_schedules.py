@@ -78,7 +78,12 @@ def polynomial_schedule(init_value: float, end_value: float, power: float,
                         transition_steps: int, transition_begin: int = 0) -> Schedule:
     """``(init - end) · (1 - min(max(t - begin, 0), T) / T)^power + end``; constant
     ``init_value`` when ``transition_steps == 0``. ``power > 0``."""
-    name = "polynomial_schedule"
+    return _polynomial("polynomial_schedule", init_value, end_value, power, transition_steps,
+                       transition_begin)
+
+
+def _polynomial(name: str, init_value: float, end_value: float, power: float,
+                transition_steps: int, transition_begin: int) -> Schedule:
     steps = _steps(name, "transition_steps", transition_steps)
     begin = _steps(name, "transition_begin", transition_begin)
     i, e = _value(name, "init_value", init_value), _value(name, "end_value", end_value)
@@ -98,7 +103,8 @@ def linear_schedule(init_value: float, end_value: float, transition_steps: int,
                     transition_begin: int = 0) -> Schedule:
     """``init + (end - init) · min(max(t - begin, 0), T) / T`` (warmup, or linear decay);
     constant ``init_value`` when ``transition_steps == 0``."""
-    return polynomial_schedule(init_value, end_value, 1.0, transition_steps, transition_begin)
+    return _polynomial("linear_schedule", init_value, end_value, 1.0, transition_steps,
+                       transition_begin)
 
 
 @schedule_factory
