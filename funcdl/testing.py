@@ -119,6 +119,11 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
         return out[0] if stateful else out
 
     y = f((p64, x64))
+    for path, yi in tree.leaves_with_path(y):  # else the differences carry float32 rounding
+        if is_float(yi) and np.asarray(yi).dtype != np.float64:
+            raise AssertionError(f"check_vjp({label}): float64 params and input gave "
+                                 f"output{path} of dtype {np.asarray(yi).dtype}; a layer "
+                                 f"must compute in its input's dtype")
     res = layer.vjp(p64, x64, **kw)
     y_vjp, pullback = res[0], res[1]
     _same_forward(f"check_vjp({label})", y, y_vjp, 1e-12, 1e-12)

@@ -419,6 +419,37 @@ LAYER_CASES = [
          "Softmax: axis must be an int", "1.5"),
     case("log-softmax-bool-axis", lambda: L.LogSoftmax(True), TypeError,
          "LogSoftmax: axis must be an int", "True"),
+    # integer params would take integer gradients: 0.4 truncated to 0
+    case("dense-int-w", lambda: DENSE.vjp({"w": P_DENSE["w"].astype(int), "b": P_DENSE["b"]},
+                                          ones(2, 3)),
+         TypeError, "Dense(25)", "params['w'] has dtype int64", "astype(np.float32)"),
+    case("dense-int-b", lambda: DENSE.apply({"w": P_DENSE["w"], "b": np.ones(25, int)},
+                                            ones(2, 3)),
+         TypeError, "Dense(25)", "params['b'] has dtype int64"),
+    case("dense-float16-w", lambda: DENSE.apply({"w": P_DENSE["w"].astype(np.float16),
+                                                 "b": P_DENSE["b"]}, ones(2, 3)),
+         TypeError, "Dense(25)", "params['w'] has dtype float16"),
+    case("conv-int-w", lambda: CONV.apply({**P_CONV, "w": P_CONV["w"].astype(np.int32)},
+                                          ones(1, 8, 8, 3)),
+         TypeError, CONV_NAME, "params['w'] has dtype int32"),
+    case("layernorm-int-scale", lambda: LN.apply({**P_LN, "scale": np.ones(4, int)}, ones(2, 4)),
+         TypeError, "LayerNorm()", "params['scale'] has dtype int64"),
+    case("batchnorm-bool-bias", lambda: BN.apply({**P_BN, "bias": np.ones(4, bool)}, ones(2, 4),
+                                                 state=S_BN),
+         TypeError, "BatchNorm()", "params['bias'] has dtype bool"),
+    case("embedding-int-table", lambda: EMB.apply({"table": np.ones((10, 3), int)},
+                                                  np.array([[1, 2]])),
+         TypeError, "Embedding(10, 3)", "params['table'] has dtype int64"),
+    # scale and bias disagree: the one the input disagrees with is named
+    case("layernorm-odd-scale", lambda: LN.apply({"scale": np.ones(5, F32), "bias": P_LN["bias"]},
+                                                 ones(2, 4)),
+         ValueError, "LayerNorm()", "params['scale'] has shape (5,), expected (4,)"),
+    case("layernorm-odd-bias", lambda: LN.apply({"scale": P_LN["scale"], "bias": np.ones(5, F32)},
+                                                ones(2, 4)),
+         ValueError, "LayerNorm()", "params['bias'] has shape (5,), expected (4,)"),
+    case("batchnorm-odd-scale", lambda: BN.apply({"scale": np.ones(3, F32), "bias": P_BN["bias"]},
+                                                 ones(2, 4), state=S_BN, train=True),
+         ValueError, "BatchNorm()", "params['scale'] has shape (3,), expected (4,)"),
 ]
 
 
@@ -546,6 +577,15 @@ GRAD_CASES = [
     case("input-feature-count",
          lambda: fd.value_and_grad(MLP, losses.mse)(P_MLP, ones(5, 4), Y51), ValueError,
          "Sequential[0] Dense(4)", "(..., 3)", "(5, 4)"),
+    case("vjp-of-none", lambda: fd.vjp(None, (), ones(2, 3)), TypeError,
+         "vjp: expected a layer", "None"),
+    case("vjp-of-uncalled-constructor", lambda: fd.vjp(L.ReLU, (), ones(2, 3)), TypeError,
+         "vjp: expected a layer", "call the constructor: ReLU()"),
+    case("dropout-key-in-value-and-grad",
+         lambda: fd.value_and_grad(L.Sequential(L.Dense(1), L.Dropout(0.5)), losses.mse)(
+             init(L.Sequential(L.Dense(1), L.Dropout(0.5)), (None, 3)), X53, Y51),
+         ValueError, "Sequential[1] Dropout(0.5)", "needs a random key",
+         "f(params, x, target, key=...)"),
     case("has-aux-loss-returns-scalar",
          lambda: fd.value_and_grad(MLP, losses.mse, has_aux=True)(P_MLP, X53, Y51), TypeError,
          "has_aux", "(value, aux)"),
@@ -556,3 +596,18 @@ GRAD_CASES = [
 def test_value_and_grad(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_the_constructor_hint_is_given_only_for_a_constructor():
+    def block():  # a plain function: calling it would not help
+        return L.Dense(3)
+
+    def Block():  # named as a constructor: the hint applies
+        return L.Dense(3)
+
+    for fn in (lambda p, x: x, block):
+        with pytest.raises(TypeError, match="value_and_grad: the model must be a layer") as e:
+            fd.value_and_grad(fn, losses.mse)
+        assert "call the constructor" not in str(e.value)
+    with pytest.raises(TypeError, match=r"call the constructor: Block\(\), not Block"):
+        fd.value_and_grad(Block, losses.mse)

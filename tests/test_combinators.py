@@ -329,3 +329,85 @@ def test_one_shape_for_a_tuple_of_branches_names_the_combinator(make, key):
     with pytest.raises(TypeError, match=rf"^{re.escape(model.name)}: in_shape must be a "
                                         r"tuple of shapes, one per branch.*got \(None, 3\)"):
         model.init(key, (None, 3))
+
+
+# ---------------------------------------------------------------------------- a user's layer
+# NumPy unpacks a batch of 2 like a pair: a user's vjp returning only y, or a pullback
+# returning only dx, would be taken apart row by row without these checks.
+
+def _scale_init(key, in_shape):
+    return in_shape, {"a": np.ones(in_shape[-1], np.float32)}
+
+
+def _scale_apply(p, x, **kw):
+    return x * p["a"]
+
+
+def _user(pullback):
+    return L.Layer(_scale_init, _scale_apply, lambda p, x, **kw: (x * p["a"], pullback(p, x)))
+
+
+USER_FAULTS = [
+    ("vjp-returns-y", L.Layer(_scale_init, _scale_apply, lambda p, x, **kw: x * p["a"]),
+     TypeError, r"Sequential\[1\] Layer: vjp must return \(y, pullback\).*an array of shape "
+                r"\(2, 3\)"),
+    ("pullback-returns-dx", _user(lambda p, x: lambda dy: dy * p["a"]), TypeError,
+     r"Sequential\[1\] Layer: the pullback must return \(dparams, dx\).*array of shape \(2, 3\)"),
+    ("dparams-empty", _user(lambda p, x: lambda dy: ((), dy * p["a"])), ValueError,
+     r"Sequential\[1\] Layer: the pullback's dparams must have the structure and shapes of "
+     r"the params.*dict with keys \['a'\]"),
+    ("dparams-shape", _user(lambda p, x: lambda dy: ({"a": dy * x}, dy * p["a"])), ValueError,
+     r"Sequential\[1\] Layer: the pullback's dparams.*\(3,\).*\(2, 3\)"),
+    ("dx-shape", _user(lambda p, x: lambda dy: ({"a": (dy * x).sum(0)}, dy[:, :2])), ValueError,
+     r"Sequential\[1\] Layer: the pullback returned dx of shape \(2, 2\); it must have the "
+     r"input's, \(2, 3\)"),
+]
+
+
+@pytest.mark.parametrize(("layer", "error", "says"), [c[1:] for c in USER_FAULTS],
+                         ids=[c[0] for c in USER_FAULTS])
+def test_a_user_layers_malformed_returns_fail_in_its_name(layer, error, says, key):
+    model = L.Sequential(L.Dense(3), layer)
+    _, params = model.init(key, (None, 3))
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(error, match=says):
+        _, pullback = model.vjp(params, x)
+        pullback(np.ones((2, 3), np.float32))
+    with pytest.raises(error, match=says.replace(r"Sequential\[1\] ", "")):
+        _, pullback = fd.vjp(layer, params[1], x)
+        pullback(np.ones((2, 3), np.float32))
+    with pytest.raises(error, match=says):
+        fd.value_and_grad(model, fd.losses.mse)(params, x, x)
+
+
+def test_a_user_init_returning_only_a_shape_is_refused(key):
+    layer = L.Layer(lambda k, s: (None, 3), _scale_apply, lambda p, x, **kw: (x, None))
+    with pytest.raises(TypeError, match=r"Sequential\[0\] Layer: init must return "
+                                        r"\(out_shape, params\), out_shape a tuple, got a "
+                                        r"tuple of length 2 whose first entry is None"):
+        L.Sequential(layer).init(key, (None, 3))
+
+
+def test_a_well_formed_user_layer_composes_unchanged(key):
+    def vjp(p, x, **kw):
+        return x * p["a"], lambda dy: ({"a": (dy * x).sum(0)}, dy * p["a"])
+
+    calls = []
+
+    def vjp_skipping(p, x, **kw):  # dx_optional: value_and_grad's need_dx reaches it
+        y, pb = vjp(p, x)
+
+        def pullback(dy, need_dx=True):
+            calls.append(need_dx)
+            g, dx = pb(dy)
+            return g, (dx if need_dx else None)
+        return y, pullback
+
+    user = L.Layer(_scale_init, _scale_apply, vjp, name="Scale")
+    check_layer(L.Sequential(L.Dense(3), user, L.Tanh()), (None, 2))
+    skipping = L.Layer(_scale_init, _scale_apply, vjp_skipping, name="Scale", dx_optional=True)
+    model = L.Sequential(skipping, L.Dense(1))
+    _, params = model.init(key, (None, 2))
+    x = random.normal(random.key(1), (4, 2))
+    _, grads = fd.value_and_grad(model, fd.losses.mse)(params, x, np.zeros((4, 1), "f"))
+    assert calls == [False] and np.all(grads[0]["a"] != 0)

@@ -12,7 +12,7 @@ import pytest
 
 import funcdl as fd
 from funcdl import layers as L
-from funcdl import losses, random
+from funcdl import losses, random, tree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -223,6 +223,40 @@ def test_bool_and_int_inputs_are_cast_to_params_dtype(key):
         y, pullback = L.Dense(2).vjp(params, x)
         assert y.dtype == np.float32
         assert pullback(np.ones_like(y))[1].dtype == np.float32
+
+
+# one layer of each family, its input shape; Embedding reads ids
+COTANGENT_DTYPE = [
+    (lambda: L.Dense(3), (2, 4)), (L.ReLU, (2, 4)), (L.GELU, (2, 4)), (L.Softmax, (2, 4)),
+    (L.Tanh, (2, 4)), (lambda: L.Conv2D(3, 3), (2, 5, 5, 2)), (lambda: L.Conv1D(3, 2), (2, 5, 2)),
+    (lambda: L.MaxPool2D(2), (2, 4, 4, 3)), (lambda: L.AvgPool2D(2), (2, 4, 4, 3)),
+    (L.GlobalAvgPool, (2, 4, 4, 3)), (L.LayerNorm, (2, 4)), (L.BatchNorm, (3, 4)),
+    (lambda: L.Embedding(5, 3), (2, 3)), (L.Flatten, (2, 2, 3)), (L.Identity, (2, 4)),
+    (lambda: L.Reshape((4, 1)), (2, 4)), (lambda: L.Dropout(0.5), (2, 4)),
+    (lambda: L.Sequential(L.Dense(3), L.ReLU(), L.Dense(2)), (2, 4)),
+    (lambda: L.Sequential(L.FanOut(2), L.FanInSum()), (2, 4)),
+    (lambda: L.Residual(L.Dense(4)), (2, 4)),
+]
+
+
+@pytest.mark.parametrize(("make", "shape"), COTANGENT_DTYPE,
+                         ids=[m().name for m, _ in COTANGENT_DTYPE])
+def test_a_float64_cotangent_gives_a_float32_layer_float32_gradients(make, shape, key):
+    # np.ones(y.shape) is float64: taken in the output's dtype, as PyTorch's engine does,
+    # the same numbers as a float32 dy, never a float64 dx
+    layer = make()
+    out = layer.init(key, (None, *shape[1:]))
+    kw = {"train": True, "key": random.key(1)}
+    if layer.stateful:
+        kw["state"] = out[2]
+    x = (np.arange(6).reshape(shape) % 5 if "Embedding" in layer.name
+         else random.normal(random.key(2), shape))
+    y, pullback = layer.vjp(out[1], x, **kw)[:2]
+    dy = random.normal(random.key(3), y.shape, np.float64)
+    got, want = pullback(dy), pullback(dy.astype(np.float32))
+    for a, b in zip(tree.leaves(got), tree.leaves(want), strict=True):
+        assert a.dtype == np.float32, (a.dtype, layer.name)
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("g", [1e4, -1e4, 1e30, -1e30, 0.0])

@@ -255,7 +255,7 @@ def test_a_layer_of_things_that_are_not_functions_is_refused():
     params_only = Layer(lambda key, s: {"w": np.ones(3)}, lambda p, x, **kw: x,
                         lambda p, x, **kw: (x, lambda dy: ((), dy)))
     with pytest.raises(TypeError, match=r"Sequential\[0\] Layer: init must return "
-                                        r"\(out_shape, params\), got dict"):
+                                        r"\(out_shape, params\).*got a dict"):
         L.Sequential(params_only).init(random.key(0), (None, 3))
 
 
@@ -471,3 +471,23 @@ def test_an_absolute_error_a_few_times_atol_is_caught_with_rtol_zero():
     with pytest.raises(AssertionError, match=r"^check_loss\(off\).*first wrong entry pred\[0\]"):
         check_loss(loss, pred, np.zeros(2), rtol=0, atol=1e-6)
     check_loss(loss, pred, np.zeros(2), rtol=0, atol=1e-5)
+
+
+def test_check_vjp_names_a_layer_that_does_not_compute_in_float64():
+    # an output cast to float32 would show as a gradient error (float32 rounding in the
+    # differences), far from its cause
+    def apply(p, x, **kw):
+        return (x @ p["w"]).astype(np.float32)
+
+    def vjp(p, x, **kw):
+        return apply(p, x), lambda dy: ({"w": x.T @ dy}, dy @ p["w"].T)
+
+    layer = Layer(lambda k, s: ((*s[:-1], 2), {"w": np.ones((s[-1], 2), np.float32)}),
+                  apply, vjp, name="ToFloat32")
+    _, params = layer.init(random.key(0), (None, 4))
+    with pytest.raises(AssertionError, match=r"check_vjp\(ToFloat32\): float64 params and "
+                                             r"input gave output of dtype float32"):
+        check_vjp(layer, params, np.ones((3, 4)))
+    with pytest.raises(AssertionError, match=r"float64 params and input gave output of dtype "
+                                             r"float32"):
+        check_layer(layer, (None, 4))

@@ -64,11 +64,11 @@ def _elementwise(name: str, f: Callable[[Array], Array],
         del key, train
         x = as_floats(name, x)
         y = f(x)
-        y_shape = y.shape
+        y_shape, y_dtype = y.shape, y.dtype
 
         def pullback(dy: Any) -> tuple[Any, Array]:
-            if not (type(dy) is _ND and dy.shape == y_shape and dy.dtype.kind == "f"):
-                dy = check_cotangent(name, dy, y_shape)
+            if not (type(dy) is _ND and dy.shape == y_shape and dy.dtype is y_dtype):
+                dy = check_cotangent(name, dy, y_shape, y_dtype)
             return (), df(x, y, dy)
 
         return y, pullback
@@ -239,7 +239,7 @@ def GELU(approximate: bool = False) -> Layer:
         y = x * cdf
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape)
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
             xc = np.clip(x, -40, 40)  # φ(40) underflows to 0; squaring 1e30 would overflow
             return (), dy * (cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * xc * xc)))
 
@@ -270,7 +270,7 @@ def _gelu_tanh() -> Layer:
         y = 0.5 * x * (1 + t)
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape)
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
             du = _TANH_C * (1 + 3 * 0.044715 * xc * xc)
             return (), dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
 
@@ -313,7 +313,7 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
         y, e, total = forward(check(x))
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape)
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
             if log:  # e^y = e / total: a division, not a second exp, on Σdy's few entries
                 g = dy.sum(axis=axis, keepdims=True)
                 g /= total

@@ -194,7 +194,10 @@ def not_a_layer(x: Any) -> str | None:
     if all(hasattr(x, f) for f in ("init", "apply", "vjp")):
         return None
     name = getattr(x, "__name__", None) if callable(x) else None
-    hint = f"; call the constructor: {name}(), not {name}" if name else ""
+    # a layer constructor (funcdl's, or a user's named like one), not any function
+    maker = name and (getattr(x, "__module__", "").startswith("funcdl.layers")
+                      or name[0].isupper())
+    hint = f"; call the constructor: {name}(), not {name}" if maker else ""
     return f"{x!r}{hint}"
 
 
@@ -285,7 +288,17 @@ def param_arrays(name: str, params: Any, keys: tuple[str, ...]) -> list[Array]:
         if not isinstance(params[k], np.ndarray):
             raise TypeError(f"{name}: params[{k!r}] must be a NumPy array (as init returns "
                             f"it), got {type(params[k]).__name__}")
+        float_param(name, k, params[k])
     return [params[k] for k in keys]
+
+
+def float_param(name: str, k: str, a: Array) -> None:
+    """Params are float32 or float64: an integer one would take integer gradients (0.4
+    truncated to 0) and promote the output."""
+    if a.dtype.char not in "fd":
+        raise TypeError(f"{name}: params[{k!r}] has dtype {a.dtype}; params are float32 or "
+                        f"float64 arrays (as init returns them): cast with "
+                        f".astype(np.float32)")
 
 
 def in_param_dtypes(grads: dict[str, Array], params: Any) -> dict[str, Array]:
@@ -342,9 +355,12 @@ def none_cotangent(name: str) -> TypeError:
                      f"of its shape), got None; did a loss's pullback miss a return?")
 
 
-def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...]) -> Array:
-    """A pullback's ``dy`` must have the output's shape: never broadcast silently."""
-    if type(dy) is np.ndarray and dy.shape == y_shape and dy.dtype.kind == "f":
+def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...],
+                    y_dtype: np.dtype[Any]) -> Array:
+    """A pullback's ``dy`` must have the output's shape: never broadcast silently. It is
+    taken in a float output's dtype, as PyTorch's engine casts a gradient to its tensor's:
+    ``np.ones(y.shape)`` (float64) must not turn a float32 layer's dx into float64."""
+    if type(dy) is np.ndarray and dy.shape == y_shape and dy.dtype is y_dtype:
         return dy  # the common case, in three attribute reads
     if dy is None:
         raise none_cotangent(name)
@@ -352,6 +368,8 @@ def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...]) -> Array:
     if arr.shape != y_shape:
         raise ValueError(f"{name}: pullback expected dy of shape {y_shape} (the output's), "
                          f"got {arr.shape}")
+    if y_dtype.kind == "f" and arr.dtype != y_dtype:
+        return arr.astype(y_dtype)
     return arr
 
 

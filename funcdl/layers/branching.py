@@ -15,7 +15,14 @@ import numpy as np
 
 from funcdl import random, tree
 from funcdl._args import int_arg
-from funcdl.layers.base import Layer, LayerLike, cast_ints, located, none_cotangent
+from funcdl.layers.base import (
+    Layer,
+    LayerLike,
+    cast_ints,
+    check_cotangent,
+    located,
+    none_cotangent,
+)
 from funcdl.layers.combinators import (
     ERRORS,
     build,
@@ -60,7 +67,7 @@ def _located_call(where: str, child: str, pullback: Callable[..., Any], dy: Any,
 def Parallel(*layers: LayerLike) -> Layer:
     """Apply one layer per entry of a tuple: ``(x_1, ..., x_n) -> (f_1(x_1), ..., f_n(x_n))``;
     in_shape is a tuple of shapes. vjp: each branch's pullback on its own cotangent."""
-    check_children("Parallel", layers)
+    layers = check_children("Parallel", layers)
     name = "Parallel(" + ", ".join(name_of(l) for l in layers) + ")"
     n = len(layers)
     where = [f"Parallel[{i}]" for i in range(n)]
@@ -128,7 +135,7 @@ def Residual(layer: LayerLike) -> Layer:
     """``y = x + f(x)``; vjp: ``dx = dy + f_xᵀ dy``, ``dparams = f_pᵀ dy``. Its params are
     f's own; its state, as every combinator's, holds one entry per child: ``(f's state,)``
     when f is stateful (a BatchNorm in the branch)."""
-    check_children("Residual", [layer])
+    (layer,) = check_children("Residual", [layer])
     child = name_of(layer)
     name = f"Residual({child})"
 
@@ -165,13 +172,15 @@ def Residual(layer: LayerLike) -> Layer:
         except ERRORS as e:
             raise located("Residual", child, e) from e
 
+        z = merged(x, y)
+
         def pullback(dy: Any) -> tuple[Any, Any]:
-            if dy is None:  # from outside: a parent passes None to no child's pullback
-                raise none_cotangent(name)
+            # None from outside is refused: a parent passes None to no child's pullback
+            dy = check_cotangent(name, dy, z.shape, z.dtype)
             dparams, dx = _located_call("Residual", child, pb, dy, params)
             return dparams, (None if dx is None else dy + dx)  # None: x is integer ids
 
-        return merged(x, y), pullback, (s,)
+        return z, pullback, (s,)
 
     return build(name, is_stateful(layer), init, apply, vjp, empty_state=((),))
 
@@ -188,7 +197,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
 
     Example (a Siamese pair): ``Sequential(Shared(encoder), FanInConcat(), Dense(1))``.
     """
-    check_children("Shared", [layer])
+    (layer,) = check_children("Shared", [layer])
     n = int_arg(n, "Shared", "n", 1)
     child = name_of(layer)
     name = f"Shared({child}, {n})"

@@ -19,6 +19,7 @@ import numpy as np
 
 from funcdl import debug, random, tree
 from funcdl._treenodes import describe
+from funcdl.layers._guard import guarded
 from funcdl.layers.base import (
     Layer,
     LayerLike,
@@ -50,20 +51,24 @@ def name_of(layer: Any) -> str:
     return str(getattr(layer, "name", type(layer).__name__))
 
 
-def check_children(name: str, layers: Sequence[Any]) -> None:
+def check_children(name: str, layers: Sequence[Any]) -> tuple[Any, ...]:
+    """The children, each a layer, a user's own with its returns checked (``_guard``)."""
     for i, layer in enumerate(layers):
         got = not_a_layer(layer)
         if got is not None:
             raise TypeError(f"{name}: argument {i} is not a layer, got {got}")
+    return tuple(guarded(layer) for layer in layers)
 
 
 def child_init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
     out, stateful = layer.init(key, in_shape), is_stateful(layer)
-    if not (isinstance(out, tuple) and len(out) == 2 + stateful):  # a user's own Layer
+    if not (isinstance(out, tuple) and len(out) == 2 + stateful  # a user's own Layer
+            and isinstance(out[0], (tuple, list))):  # (None, 3) is a shape, not the pair
         want = "(out_shape, params, state)" if stateful else "(out_shape, params)"
-        raise TypeError(f"{name_of(layer)}: init must return {want}, got "
-                        f"{type(out).__name__}" + (f" of length {len(out)}"
-                                                   if isinstance(out, tuple) else ""))
+        raise TypeError(f"{name_of(layer)}: init must return {want}, out_shape a tuple, "
+                        f"got {describe(out)}"
+                        + (f" whose first entry is {describe(out[0])}"
+                           if isinstance(out, tuple) and len(out) == 2 + stateful else ""))
     return (out[0], out[1], out[2]) if stateful else (out[0], out[1], ())
 
 
@@ -164,7 +169,7 @@ def Sequential(*layers: LayerLike) -> Layer:
     """Compose layers left to right: ``y = f_n(... f_1(x))``; params are a tuple with one
     entry per layer. vjp: each child's vjp forward, then the pullbacks in reverse order.
     Keys: one ``random.split`` per call (only when a key is given), one key per child."""
-    check_children("Sequential", layers)
+    layers = check_children("Sequential", layers)
     name = "Sequential(" + ", ".join(name_of(l) for l in layers) + ")"
     n = len(layers)
     where = [f"Sequential[{i}]" for i in range(n)]

@@ -217,9 +217,10 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         wk = w.reshape(kh * kw, c, out).transpose(0, 2, 1)  # per offset (out, C), a view
         padded = (n, h + t + b, wd + l + r, c)
         x_shape, y_shape, w_shape = x.shape, y.shape, w.shape  # shapes only: not x itself
+        y_dtype = y.dtype
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
-            dy = check_cotangent(name, dy, y_shape)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             dy2 = dy.reshape(-1, out)
             if cols is not None:
                 grads = {"w": (cols.T @ dy2).reshape(w_shape)}  # BLAS reads cols.T in place

@@ -74,8 +74,9 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
             w, b = params["w"], (params["b"] if use_bias else None)
         except (KeyError, TypeError, IndexError):
             w = None
-        if not (type(w) is _ND and (not use_bias or type(b) is _ND)
-                and len(params) == len(keys)):  # else: an error naming what is wrong
+        if not (type(w) is _ND and w.dtype.char in "fd" and len(params) == len(keys)
+                and (not use_bias or (type(b) is _ND and b.dtype.char in "fd"))):
+            # else: an error naming what is wrong
             w, *rest = param_arrays(name, params, keys)
             b = rest[0] if rest else None
         if w.ndim != 2 or w.shape[1] != out or (use_bias and b.shape != (out,)):
@@ -116,11 +117,11 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         w, x, h = affine(params, x)
         flat = x.ndim == 2
         y = h if act is None else act.f(h)
-        y_shape = y.shape
+        y_shape, y_dtype = y.shape, y.dtype
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
-            if not (type(dy) is _ND and dy.shape == y_shape and dy.dtype.kind == "f"):
-                dy = check_cotangent(name if act is None else act.name, dy, y_shape)
+            if not (type(dy) is _ND and dy.shape == y_shape and dy.dtype is y_dtype):
+                dy = check_cotangent(name if act is None else act.name, dy, y_shape, y_dtype)
             if act is not None:
                 dy = act.df(h, y, dy)
             x2, dy2 = (x, dy) if flat else (x.reshape(-1, w.shape[0]), dy.reshape(-1, out))
@@ -161,7 +162,7 @@ def _shape_layer(name: str, out_shape: Any) -> Layer:
         x_shape = np.shape(x)
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            return (), check_cotangent(name, dy, y.shape).reshape(x_shape)
+            return (), check_cotangent(name, dy, y.shape, y.dtype).reshape(x_shape)
 
         return y, pullback
 
@@ -239,8 +240,10 @@ def Dropout(rate: float) -> Layer:
             return None
         if key is None:
             raise ValueError(
-                f"{name}: train=True needs a random key; call apply(params, x, train=True, "
-                f"key=funcdl.random.key(seed)) (a new key per step, e.g. from random.split)")
+                f"{name}: train=True needs a random key: pass key= to the call that runs "
+                f"it, apply(params, x, train=True, key=funcdl.random.key(seed)), vjp, or "
+                f"the function from value_and_grad, f(params, x, target, key=...); a new "
+                f"key per step, e.g. from funcdl.random.split")
         random.check_key(key, name)
         dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
         if rate == 0.0:
@@ -261,8 +264,8 @@ def Dropout(rate: float) -> Layer:
         x = as_array(name, x)
         mask = scaled_mask(x, key, train)
         if mask is None:
-            return x, lambda dy: ((), check_cotangent(name, dy, x.shape))
+            return x, lambda dy: ((), check_cotangent(name, dy, x.shape, x.dtype))
         y = cast_ints(x, mask.dtype) * mask
-        return y, lambda dy: ((), check_cotangent(name, dy, y.shape) * mask)
+        return y, lambda dy: ((), check_cotangent(name, dy, y.shape, y.dtype) * mask)
 
     return Layer(init, apply, vjp, name=name)

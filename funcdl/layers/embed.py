@@ -15,6 +15,7 @@ from funcdl.layers.base import (
     check_cotangent,
     check_in_shape,
     drawn,
+    float_param,
     initializer_arg,
 )
 
@@ -67,6 +68,7 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
             raise ValueError(f"{name}: expected params as a dict with key 'table' (from "
                              f"init), got {got}")
         table = np.asarray(params["table"])
+        float_param(name, "table", table)
         if table.shape != (vocab, dim):
             raise ValueError(f"{name}: params['table'] has shape {table.shape}, expected "
                              f"{(vocab, dim)}")
@@ -93,7 +95,7 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
         y = np.take(table, ids, axis=0)
 
         def pullback(dy: Array) -> tuple[Any, None]:
-            dy = check_cotangent(name, dy, y.shape)
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
             # in the table's dtype, as JAX gives gradients, whatever dy's
             dtable = _scatter_add_rows(ids.reshape(-1), dy.reshape(-1, dim), vocab, table.dtype)
             return {"table": dtable}, None

@@ -60,9 +60,11 @@ def _dtype(x: Array, *vectors: Array) -> np.dtype[Any]:
 
 
 def _channel_vectors(name: str, tree: Any, keys: tuple[str, ...], what: str,
-                     shape: tuple[int, ...] | None = None) -> list[Array]:
-    """``tree[k]`` for each key, each an array of ``shape`` (by default the first's), or a
-    ValueError naming the layer."""
+                     shape: tuple[int, ...] | None = None,
+                     fits: tuple[int, ...] | None = None) -> list[Array]:
+    """``tree[k]`` for each key, each an array of ``shape``, or a ValueError naming the
+    layer. Without ``shape``: the first's, unless the arrays disagree and one has the shape
+    ``fits`` the input (then the others are the odd ones)."""
     if not isinstance(tree, dict) or set(tree) != set(keys):
         got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
         raise ValueError(f"{name}: expected {what} as a dict with keys {list(keys)} (from "
@@ -70,7 +72,9 @@ def _channel_vectors(name: str, tree: Any, keys: tuple[str, ...], what: str,
     # params must be arrays, as every layer's (their grads take the params' dtypes)
     out = (param_arrays(name, tree, keys) if what == "params"
            else [np.asarray(tree[k]) for k in keys])
-    shape = out[0].shape if shape is None else shape
+    if shape is None:
+        shapes = [a.shape for a in out]
+        shape = fits if fits in shapes and len(set(shapes)) > 1 else shapes[0]
     for k, a in zip(keys, out):
         if a.shape != shape:
             raise ValueError(f"{name}: {what}['{k}'] has shape {a.shape}, expected {shape}")
@@ -133,7 +137,8 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
                 f"`y, state = layer.apply(params, x, state=state, train=True)`")
         x = as_array(name, x)
         ax = resolve(x.shape)
-        scale, bias = _channel_vectors(name, params, ("scale", "bias"), "params")
+        scale, bias = _channel_vectors(name, params, ("scale", "bias"), "params",
+                                       fits=(x.shape[ax],))
         if scale.ndim != 1:
             raise ValueError(f"{name}: params['scale'] must be a vector (one entry per "
                              f"channel), got shape {scale.shape}")
@@ -221,7 +226,7 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
             k = scale * inv_std
 
             def eval_pullback(dy: Array) -> tuple[Any, Array]:
-                dy = check_cotangent(name, dy, y.shape)
+                dy = check_cotangent(name, dy, y.shape, y.dtype)
                 dscale = total(np.multiply(chan(np.subtract, x, mean), dy)) * inv_std
                 return (in_param_dtypes({"scale": dscale.reshape(-1),
                                          "bias": total(dy).reshape(-1)}, params),
@@ -235,7 +240,7 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
         k = scale * inv_std
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape)
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
             dbias = total(dy)
             s = total(dy * xc)                                   # Σ dy·x̂ = inv_std·s
             dx = np.subtract(dy, chan(np.multiply, xc, inv_std * inv_std * s / m))
@@ -302,7 +307,8 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
     def prepare(params: Any, x: Any) -> Any:
         x = as_array(name, x)
         res = resolve(x.shape)
-        scale, bias = _channel_vectors(name, params, ("scale", "bias"), "params")
+        scale, bias = _channel_vectors(name, params, ("scale", "bias"), "params",
+                                       fits=tuple(x.shape[a] for a in res))
         if tuple(x.shape[a] for a in res) != scale.shape:
             raise ValueError(f"{name}: expected the normalised axes {axis} of the input to "
                              f"have shape {scale.shape} as the params were initialised, got an "
@@ -358,7 +364,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
                     else a.sum(axis=other).reshape(shape))
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape)
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
             if trailing:  # x̂ as (rows, S)
                 return rows_pullback(dy.reshape(xhat.shape))
             t = dy * xhat

@@ -133,7 +133,7 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
         x_shape, x_dtype = xa.shape, xa.dtype
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape)
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
             dtype = np.result_type(dy.dtype, x_dtype)
             wins = _winners(better)
 
@@ -231,7 +231,7 @@ def AvgPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
         x_shape = xa.shape
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape)
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
             g = dy * inv  # every offset's share
             return (), scatter(x_shape, g.dtype, win, pads, lambda k: g)
 
@@ -281,7 +281,7 @@ def GlobalAvgPool() -> Layer:
         inv = 1.0 / math.prod(x_shape[1:-1])
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape)
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
             g = (dy * inv).reshape(dy.shape[0], *([1] * (len(x_shape) - 2)), dy.shape[1])
             dx: Array = np.broadcast_to(g, x_shape).copy()
             return (), dx

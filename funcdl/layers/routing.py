@@ -58,14 +58,14 @@ def FanOut(n: int) -> Layer:
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         xs = apply(params, x)
-        shape = xs[0].shape
+        shape, dtype = xs[0].shape, xs[0].dtype
 
         def pullback(dys: Any) -> tuple[Any, Array | None]:
             if not (isinstance(dys, (tuple, list)) and len(dys) == n):
                 if dys is None:
                     raise none_cotangent(name)
                 _tuple(name, dys, n)  # raises, saying what was expected
-            flowing = [check_cotangent(name, dy, shape) for dy in dys
+            flowing = [check_cotangent(name, dy, shape, dtype) for dy in dys
                        if dy is not None]  # None: that branch passes nothing back
             total = flowing[0] if flowing else None
             for dy in flowing[1:]:
@@ -107,7 +107,7 @@ def FanInSum() -> Layer:
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
         y = apply(params, xs)
         n = len(xs)
-        return y, lambda dy: ((), (check_cotangent(name, dy, y.shape),) * n)
+        return y, lambda dy: ((), (check_cotangent(name, dy, y.shape, y.dtype),) * n)
 
     return Layer(init, apply, vjp, name=name)
 
@@ -152,7 +152,7 @@ def FanInConcat(axis: int = -1) -> Layer:
         offsets = np.cumsum([np.shape(x)[ax] for x in xs])[:-1]
 
         def pullback(dy: Any) -> tuple[Any, tuple[Array, ...]]:
-            dy = check_cotangent(name, dy, y.shape)
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
             return (), tuple(np.split(dy, offsets, axis=ax))
 
         return y, pullback
@@ -213,7 +213,7 @@ def Slice(index: Any) -> Layer:
         x_shape = np.shape(x)
 
         def pullback(dy: Any) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape)
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
             dx = np.zeros(x_shape, dy.dtype)
             dx[full] = dy
             return (), dx

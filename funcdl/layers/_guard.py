@@ -1,0 +1,70 @@
+"""The checks a combinator puts around a user's own layer (``Layer(init, apply, vjp)`` with
+functions defined outside funcdl), so that a malformed return fails in that layer's name
+instead of being taken apart wrongly further on.
+
+NumPy unpacks an array like a tuple: a vjp returning only ``y`` of batch 2 would read as
+``(y[0], y[1])``, and a pullback returning only ``dx`` as ``(dx[0], dx[1])``; a dx of the
+wrong shape would be blamed on the layer before. funcdl's own layers are not wrapped: their
+returns are tested, and the checks would cost every step of every model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from funcdl import tree
+from funcdl._treenodes import describe
+from funcdl.layers.base import Layer
+
+
+def foreign(layer: Any) -> bool:
+    """Whether any of ``layer``'s functions was written outside funcdl."""
+    return not all(getattr(getattr(layer, f, None), "__module__", "").startswith("funcdl.")
+                   for f in ("init", "apply", "vjp"))
+
+
+def guarded(layer: Any) -> Any:
+    """``layer`` itself, or for a user's own layer the same layer with its vjp's and its
+    pullbacks' returns checked: ``(y, pullback)`` (``(y, pullback, new_state)`` when
+    stateful), a pullback returning ``(dparams, dx)`` with dparams shaped as the params
+    and dx as the input."""
+    if not isinstance(layer, Layer) or not foreign(layer):
+        return layer
+    return dataclasses.replace(layer, vjp=_checked_vjp(layer.name, layer.vjp, layer.stateful))
+
+
+def _checked_vjp(name: str, vjp: Callable[..., Any], stateful: bool) -> Callable[..., Any]:
+    want = "(y, pullback, new_state)" if stateful else "(y, pullback)"
+
+    def checked(params: Any, x: Any, **kwargs: Any) -> Any:
+        out = vjp(params, x, **kwargs)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2 + stateful
+                and callable(out[1])):
+            raise TypeError(f"{name}: vjp must return {want}, pullback a function dy -> "
+                            f"(dparams, dx); got {describe(out)}")
+        x_shape = x.shape if isinstance(x, np.ndarray) else None
+
+        def pullback(dy: Any, **kw: Any) -> tuple[Any, Any]:  # need_dx, if dx_optional
+            back = out[1](dy, **kw)
+            if not (isinstance(back, (tuple, list)) and len(back) == 2):
+                raise TypeError(f"{name}: the pullback must return (dparams, dx), dparams "
+                                f"shaped as the params (() when there are none); got "
+                                f"{describe(back)}")
+            dparams, dx = back
+            try:
+                tree.check_same(params, dparams, ("params", "dparams"), shapes=True)
+            except ValueError as e:
+                raise ValueError(f"{name}: the pullback's dparams must have the structure "
+                                 f"and shapes of the params: {e}") from None
+            if x_shape is not None and dx is not None and np.shape(dx) != x_shape:
+                raise ValueError(f"{name}: the pullback returned dx of shape "
+                                 f"{np.shape(dx)}; it must have the input's, {x_shape}")
+            return dparams, dx
+
+        return (out[0], pullback, *out[2:])
+
+    return checked
