@@ -98,6 +98,17 @@ def _sign(t: Tree, leaves: list[Any], key: list[Any]) -> None:
                 _sign(c, leaves, key)
 
 
+# The root a rank passes when its ``root`` is not an int: the agreement then fails on every
+# rank alike, where raising on that rank alone would leave the others waiting in the Bcast.
+NOT_AN_INT = -(2 ** 62)
+
+
+def root_arg(root: Any) -> int:
+    """``root`` as an int, or NOT_AN_INT for a float, a bool, None, a string..."""
+    ok = isinstance(root, (int, np.integer)) and not isinstance(root, (bool, np.bool_))
+    return int(root) if ok and abs(int(root)) < 2 ** 62 else NOT_AN_INT
+
+
 def agree(comm: Comm, tree_digest: int, t: Tree, fn: str, root: int = 0, weight: int = 0,
           flags: int = 0) -> list[list[int]]:
     """Collective: compare ``(digest, root)`` over ranks; return every rank's
@@ -108,6 +119,11 @@ def agree(comm: Comm, tree_digest: int, t: Tree, fn: str, root: int = 0, weight:
     comm.Allgather(np.array([tree_digest, root, weight, flags], np.int64), gathered)
     every: list[list[int]] = gathered.tolist()  # a few Python ints: faster than NumPy here
     roots = [row[1] for row in every]
+    if NOT_AN_INT in roots:
+        bad = [r for r, x in enumerate(roots) if x == NOT_AN_INT]
+        raise TypeError(f"parallel.{fn}: root must be an int, the rank that holds the tree; "
+                        f"rank(s) {bad} passed something else. Pass the same int root on "
+                        f"every rank")
     if any(r != root for r in roots):
         raise ValueError(f"parallel.{fn}: the ranks passed different roots {roots}; "
                          f"pass the same root on every rank")

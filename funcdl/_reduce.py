@@ -229,7 +229,8 @@ class Reducer:
         if min(weights) < 0 <= max(weights):  # -1: no count given; a mix would weigh 1:n
             raise ValueError(
                 f"parallel.{fn}: the ranks {[r for r, w in enumerate(weights) if w < 0]} "
-                f"gave no example count, the others did ({weights}); give examples= on "
+                f"gave no example count, the others did "
+                f"({[w if w >= 0 else None for w in weights]}); give examples= on "
                 f"every rank or on none")
         if weight < 0:  # on every rank: equal weights
             weight, weights = 1, [1] * len(weights)

@@ -165,6 +165,15 @@ class Sharder:
         if comm is None and examples == 0:  # as negotiate finds over ranks (-1: no count)
             raise ValueError(f"{self.name}: no rank had any examples; give every step at "
                              f"least one example")
+        # before the state: grads that do not fit the params make any state look wrong, and
+        # the pair's digest went into the agreement, so this fails on every rank alike
+        if p_lay.digest != lay.digest:
+            try:
+                pytree.check_same(grads, params, ("grads", "params"), shapes=True)
+            except ValueError as err:
+                raise ValueError(f"{self.name}: {err}") from None
+            raise ValueError(f"{self.name}: grads and params differ in their dtypes; give "
+                             f"the grads of these params (funcdl.value_and_grad does)")
         if bad and comm is None:
             raise ValueError(f"{self.name}: the state covers entries "
                              f"{np.ravel(state.span).tolist()} (start, stop, total), but "
@@ -175,13 +184,6 @@ class Sharder:
                 f"{self.name}: the state of rank(s) {bad} was not made for this "
                 f"communicator's cut of the params ({size} ranks, {n} entries): call "
                 f"init(params) on every rank of the communicator you step with")
-        if p_lay.digest != lay.digest:
-            try:
-                pytree.check_same(grads, params, ("grads", "params"), shapes=True)
-            except ValueError as err:
-                raise ValueError(f"{self.name}: {err}") from None
-            raise ValueError(f"{self.name}: grads and params differ in their dtypes; give "
-                             f"the grads of these params (funcdl.value_and_grad does)")
         if out is None:
             out = self.reducer.take(n, lay.dtype)
         flat_g = [ravel(x) for x in g_leaves]

@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from funcdl import data
 from funcdl import tree as pytree
-from funcdl._agree import agree, describe, digest
+from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._args import bool_arg, int_arg
 from funcdl._reduce import Reducer, mpi
 from funcdl._shard import ShardedState, Sharder, check_elementwise
@@ -103,12 +103,16 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
     the first differing path. One process: returns ``tree``.
     """
     c = _resolve(comm, "broadcast")
+    if root_arg(root) == NOT_AN_INT and c is None:
+        raise TypeError(f"parallel.broadcast: root must be an int, the rank that holds the "
+                        f"tree, got {root!r}")
     if c is None:
         if root != 0:
             raise ValueError(f"parallel.broadcast: root {root} is not a rank of a "
                              f"single process (only rank 0 exists)")
         return tree
     leaves = pytree.leaves(tree)
+    root = root_arg(root)  # one that is not an int fails the agreement on every rank
     agree(c, digest(describe(tree)), tree, "broadcast", root)
     arrays = [np.asarray(x) for x in leaves]
     for (path, x), a in zip(pytree.leaves_with_path(tree), arrays):  # same dtypes everywhere
@@ -145,10 +149,15 @@ def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
     their own dtype) and summed in one pass: through memory the ranks share when they all
     run on one machine, else by one ``Allreduce``. The result's leaves are read-only views
     of that buffer (it may be shared by the ranks), reused from call to call while no
-    earlier result holds it. One process: returns ``tree`` itself.
+    earlier result holds it. One process: returns ``tree`` itself, after the check of its
+    leaves that the ranks make (floating-point only), so a script fails alike on 1 and N.
     """
     c = _resolve(comm, "pmean")
     if c is None:
+        lay = _SHARED.layout(tree)[1]
+        if lay.not_float is not None:
+            raise TypeError(f"parallel.pmean: the leaf at {lay.not_float}; means are taken "
+                            f"over floating-point trees (gradients) only")
         return tree
     return _SHARED.mean(c, tree, "pmean", 1)[0]
 
@@ -164,8 +173,8 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
     first element (the loss) is averaged and the rest (aux, BatchNorm state) is this rank's;
     average it with ``pmean`` when needed. From ``value_and_grad(..., wrt_input=True)`` the
     grads are ``(dparams, dx)``: dparams averaged, dx this rank's own rows, times its share
-    ``n_r / N`` (the global loss's gradient at them). One process: ``value_and_grad_fn``
-    itself.
+    ``n_r / N`` (the global loss's gradient at them). One process: ``value_and_grad_fn``'s
+    own values, after the same check of ``x`` as over ranks (examples on axis 0).
 
     Example::
 
@@ -186,19 +195,21 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
     if not callable(value_and_grad_fn):
         raise TypeError(f"parallel.data_parallel: value_and_grad_fn must be callable, such as "
                         f"fd.value_and_grad(model, loss), got {type(value_and_grad_fn).__name__}")
+    if comm is not None:  # now, not at the first step
+        _resolve(comm, "data_parallel")
     reducer = Reducer()
     split_dx = bool(getattr(value_and_grad_fn, "wrt_input", False))
 
     def f(params: Any, x: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
         c = _resolve(comm, "data_parallel")
+        first = pytree.leaves(x)[:1]  # on one process too: a script fails alike on 1 and N
+        if not first or np.ndim(first[0]) == 0:
+            raise TypeError("parallel.data_parallel: cannot count the examples of x: pass "
+                            "the batch with examples on axis 0 of its (first) array")
         value, grads = value_and_grad_fn(params, x, target, *args, **kwargs)
         if c is None:
             return value, grads
         loss = value[0] if isinstance(value, tuple) else value
-        first = pytree.leaves(x)[:1]
-        if not first or np.ndim(first[0]) == 0:
-            raise TypeError("parallel.data_parallel: cannot count the examples of x: pass "
-                            "the batch with examples on axis 0 of its (first) array")
         n = int(np.shape(first[0])[0])
         if split_dx:  # (dparams, dx): dx holds this rank's examples, not a sum over ranks
             dparams, (mean_loss,), share = reducer.mean(c, grads[0], "data_parallel", n,

@@ -148,20 +148,42 @@ def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | N
                                           mp_context=multiprocessing.get_context("spawn"))
                       if executor is None else executor)
     if isinstance(pool, ProcessPoolExecutor):
+        why = _unimportable(train_fn)
         try:
             pickle.dumps(train_fn)
         except Exception as err:
+            why = str(err)
+        if why is not None:
             if own:
                 pool.shutdown()
             raise TypeError(
                 f"sweep.run: train_fn {getattr(train_fn, '__qualname__', train_fn)!r} cannot "
-                f"be sent to worker processes ({err}); define it at the top level of a "
-                f"module, or pass executor=ThreadPoolExecutor(...)") from err
+                f"be sent to worker processes ({why}); define it at the top level of a "
+                f"module file, or pass executor=ThreadPoolExecutor(...)")
     try:
         return _gather(pool, train_fn, configs, progress, strict)
     finally:
         if own:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _unimportable(train_fn: Any) -> str | None:
+    """Why a spawned worker could not find ``train_fn``, as far as can be told here: a
+    function pickles by name, and a spawned worker finds ``__main__``'s names by running
+    its file, which an interactive session or ``python -c`` does not have."""
+    main = sys.modules.get("__main__")
+    if getattr(train_fn, "__module__", None) == "__main__" and not getattr(main, "__file__",
+                                                                           None):
+        return ("it is defined in an interactive session or `python -c`, which a spawned "
+                "worker cannot import")
+    return None
+
+
+# A worker that could not unpickle train_fn breaks the whole pool: say what usually causes it.
+_BROKEN_HINT = ("\n(if every run failed this way, the workers could not import train_fn: "
+                "a function that a script defines under `if __name__ == '__main__':` is "
+                "unknown to a spawned worker; define it at the top level of the script or of "
+                "a module)")
 
 
 def _gather(pool: Executor, train_fn: Callable[[Any], Any], configs: list[Any],
@@ -182,7 +204,8 @@ def _gather(pool: Executor, train_fn: Callable[[Any], Any], configs: list[Any],
                 ok, value, seconds = future.result()
             except Exception as err:  # the worker died, or the result did not unpickle
                 if err not in told:
-                    told[err] = "".join(traceback.format_exception(err))
+                    told[err] = "".join(traceback.format_exception(err)) + (
+                        _BROKEN_HINT if type(err).__name__ == "BrokenProcessPool" else "")
                 ok, value, seconds = False, (f"{type(err).__name__}: {err}", told[err]), 0.0
             if not ok:
                 value = Failure(i, configs[i], *value)

@@ -136,6 +136,8 @@ def test_a_mismatched_tree_raises_on_every_rank_without_hanging():
         assert re.search(rf"rank {r} pmean-dtype ValueError: .* at \[0\]: .*float64", out)
         assert re.search(rf"rank {r} broadcast-root ValueError: .*different roots", out)
         assert re.search(rf"rank {r} pmean-int TypeError: .* at \['n'\] has dtype int64", out)
+        assert re.search(rf"rank {r} broadcast-float-root TypeError: parallel.broadcast: root "
+                         r"must be an int.*rank\(s\) \[1\] passed something else", out)
         assert f"rank {r} ok mismatch" in out
 
 
@@ -234,7 +236,7 @@ class OneRank:
 
 def test_size_one_communicator_returns_inputs_untouched():
     t = {"w": np.ones(3, np.float32), "n": [np.int64(3)]}
-    assert parallel.pmean(t, OneRank()) is t
+    assert parallel.pmean(t["w"], OneRank()) is t["w"]
     assert parallel.broadcast(t, OneRank()) is t
     assert parallel.rank_and_size(OneRank()) == (0, 1)
     model = fd.layers.Sequential(fd.layers.Dense(2))
@@ -248,6 +250,22 @@ def test_size_one_communicator_returns_inputs_untouched():
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="root 1 is not a rank"):
         parallel.broadcast(t, OneRank(), root=1)
+
+
+def test_one_process_refuses_what_the_ranks_refuse():
+    # a script that runs in one process must not fail only under mpiexec
+    with pytest.raises(TypeError, match=r"parallel.pmean: the leaf at \['n'\]\[0\] has dtype "
+                                        r"int64; means are taken over floating-point trees"):
+        parallel.pmean({"w": np.ones(3, np.float32), "n": [np.int64(3)]}, OneRank())
+    vg = parallel.data_parallel(lambda p, x, y: (0.0, p), OneRank())
+    with pytest.raises(TypeError, match="data_parallel: cannot count the examples of x"):
+        vg({"w": np.ones(2)}, np.float32(1.0), 0.0)
+    for root in (0.0, None, "0", True):
+        with pytest.raises(TypeError, match=r"parallel.broadcast: root must be an int.*got "
+                                            + re.escape(repr(root))):
+            parallel.broadcast({"w": np.ones(2)}, OneRank(), root=root)
+    with pytest.raises(TypeError, match="comm must be an mpi4py communicator"):
+        parallel.data_parallel(lambda p, x, y: (0.0, p), comm="x")  # when wrapping
 
 
 def test_a_communicator_of_the_wrong_type_is_a_type_error():

@@ -45,12 +45,14 @@ def test_sharded_bad_input_raises_on_every_rank_without_hanging():
                          r"made for", out)
         assert re.search(rf"rank {r} grads-params ValueError: .*\['w'\]: grads has \(2, 4\), "
                          r"params has \(4, 2\)", out)
+        assert re.search(rf"rank {r} grads-params-size ValueError: .*\['w'\]: grads has "
+                         r"\(3, 1\), params has \(4, 2\)", out)
         assert re.search(rf"rank {r} int-on-one ValueError: .*differ across ranks at "
                          r"\['grads'\]\['w'\]: rank 0 has .*float64, rank 1 has .*int64", out)
         assert re.search(rf"rank {r} int-on-all TypeError: .*grads leaf at \['w'\] has "
                          r"dtype int64", out)
         assert re.search(rf"rank {r} count-on-one ValueError: parallel.sharded: the ranks "
-                         r"\[0\] gave no example count, the others did \(\[-1, 4\]\); give "
+                         r"\[0\] gave no example count, the others did \(\[None, 4\]\); give "
                          r"examples= on every rank or on none", out)
         assert f"rank {r} ok mismatch" in out
 

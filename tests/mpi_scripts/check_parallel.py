@@ -254,7 +254,10 @@ def case_mismatch() -> list[str]:
         "broadcast-root": lambda: parallel.broadcast(np.zeros(2), root=rank),
     }
     return [*raised(calls, ValueError),
-            *raised({"pmean-int": lambda: parallel.pmean({"n": np.arange(3)})}, TypeError)]
+            *raised({"pmean-int": lambda: parallel.pmean({"n": np.arange(3)}),
+                     # a float root on one rank: every rank raises, none waits in the Bcast
+                     "broadcast-float-root": lambda: parallel.broadcast(
+                         np.zeros(2), root=(0, 0.0)[rank])}, TypeError)]
 
 
 def raised(calls: dict, error: type[Exception]) -> list[str]:

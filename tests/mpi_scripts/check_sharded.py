@@ -85,6 +85,9 @@ def case_mismatch() -> list[str]:
         "state": lambda: zero.step(state if rank else fd.tree.map(np.copy, state)._replace(
             span=np.array([0, 10, 10])), p, p),
         "grads-params": lambda: zero.step(state, {"w": np.ones((2, 4)), "b": np.zeros(2)}, p),
+        # another entry count: the state (made for p) fits neither, but the grads are at fault
+        "grads-params-size": lambda: zero.step(state, {"w": np.ones((3, 1)), "b": np.zeros(2)},
+                                               p),
         "int-on-one": lambda: zero.step(state, {"w": np.ones((4, 2), (float, int)[rank]),
                                                 "b": np.zeros(2)}, p),
         # weights 1 : 4 if None counted as one example
