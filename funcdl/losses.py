@@ -8,6 +8,7 @@ Reductions follow PyTorch: ``'mean'`` averages over every element (for the cross
 over every example), ``'sum'`` adds, ``'none'`` returns the per-element (per-example)
 losses, whose pullback takes a cotangent of that shape. ``pred`` and ``target`` must have
 the same shape (a (50, 1) prediction against a (50,) target is refused, never broadcast).
+The mean over an empty batch is refused (NumPy and PyTorch give NaN); its sum is 0.
 Every loss is stable at any finite input: no overflow warning, no NaN.
 """
 
