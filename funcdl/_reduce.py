@@ -87,6 +87,12 @@ class Layout(NamedTuple):
     not_float: str | None  # the path and dtype of a leaf that is not floating-point
 
 
+def not_float(fn: str, lay: Layout) -> TypeError:
+    """The error for a mean of a tree with a leaf that is not floating-point."""
+    return TypeError(f"parallel.{fn}: the leaf at {lay.not_float}; means are taken over "
+                     f"floating-point trees (gradients) only")
+
+
 def generations(nbytes: int, rotate: bool) -> tuple[int, int]:
     """``(results, slot sets)`` of a window of ``nbytes`` per buffer: taken in turn when
     ``rotate``, else two results (the last grads may stay bound through a step), one set."""
@@ -266,8 +272,7 @@ class Reducer:
         scale, window, buf, bad = self.negotiate(comm, n, lay.dtype, lay.digest, t, fn,
                                                  weight, ok=lay.not_float is None)
         if bad:  # the same dtypes everywhere (agree compared them), so every rank is here
-            raise TypeError(f"parallel.{fn}: the leaf at {lay.not_float}; means are taken "
-                            f"over floating-point trees (gradients) only")
+            raise not_float(fn, lay)
         if window is not None and buf is not None:
             self.pack(leaves, lay, scalars, scale, window.slots[comm.Get_rank()])
             window.win.Fence()  # every slot written

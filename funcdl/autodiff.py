@@ -64,12 +64,9 @@ def vjp(layer: Any, params: Any, x: Any, **kwargs: Any) -> Any:
     """``(y, pullback)`` of ``layer`` at ``(params, x)``; ``pullback(dy) -> (dparams, dx)``.
     A stateful layer needs ``state=`` and returns ``(y, pullback, new_state)``."""
     from funcdl.layers._guard import guarded  # here: import funcdl loads no layers
-    from funcdl.layers.base import not_a_layer
+    from funcdl.layers.base import layer_arg
 
-    got = not_a_layer(layer)
-    if got is not None:
-        raise TypeError(f"vjp: expected a layer with init, apply and vjp (see "
-                        f"funcdl.layers.Layer), got {got}")
+    layer_arg("vjp", layer)
     return guarded(layer).vjp(params, x, **kwargs)
 
 
@@ -90,12 +87,9 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
     has_aux = bool_arg(has_aux, "value_and_grad", "has_aux")  # 'no' would count as True
     wrt_input = bool_arg(wrt_input, "value_and_grad", "wrt_input")
     from funcdl.layers._guard import guarded  # here: import funcdl loads no layers
-    from funcdl.layers.base import not_a_layer
+    from funcdl.layers.base import layer_arg
 
-    got = not_a_layer(model)
-    if got is not None:
-        raise TypeError(f"value_and_grad: the model must be a layer with init, apply and vjp "
-                        f"(see funcdl.layers.Layer), got {got}")
+    layer_arg("value_and_grad", model, "the model must be a layer")
     model = guarded(model)
     if not hasattr(loss, "vjp"):
         raise TypeError(f"value_and_grad: the loss needs a .vjp(pred, target) method, got "

@@ -35,7 +35,7 @@ from funcdl import data
 from funcdl import tree as pytree
 from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._args import bool_arg, int_arg
-from funcdl._reduce import Reducer, mpi
+from funcdl._reduce import Reducer, mpi, not_float
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl.optim import GradientTransformation
 from funcdl.random import Key
@@ -103,16 +103,17 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
     the first differing path. One process: returns ``tree``.
     """
     c = _resolve(comm, "broadcast")
-    if root_arg(root) == NOT_AN_INT and c is None:
-        raise TypeError(f"parallel.broadcast: root must be an int, the rank that holds the "
-                        f"tree, got {root!r}")
+    r = root_arg(root)  # one that is not an int fails the agreement on every rank
     if c is None:
-        if root != 0:
+        if r == NOT_AN_INT:
+            raise TypeError(f"parallel.broadcast: root must be an int, the rank that holds "
+                            f"the tree, got {root!r}")
+        if r != 0:
             raise ValueError(f"parallel.broadcast: root {root} is not a rank of a "
                              f"single process (only rank 0 exists)")
         return tree
+    root = r
     leaves = pytree.leaves(tree)
-    root = root_arg(root)  # one that is not an int fails the agreement on every rank
     agree(c, digest(describe(tree)), tree, "broadcast", root)
     arrays = [np.asarray(x) for x in leaves]
     for (path, x), a in zip(pytree.leaves_with_path(tree), arrays):  # same dtypes everywhere
@@ -156,8 +157,7 @@ def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
     if c is None:
         lay = _SHARED.layout(tree)[1]
         if lay.not_float is not None:
-            raise TypeError(f"parallel.pmean: the leaf at {lay.not_float}; means are taken "
-                            f"over floating-point trees (gradients) only")
+            raise not_float("pmean", lay)
         return tree
     return _SHARED.mean(c, tree, "pmean", 1)[0]
 

@@ -17,6 +17,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -149,10 +150,11 @@ def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | N
                       if executor is None else executor)
     if isinstance(pool, ProcessPoolExecutor):
         why = _unimportable(train_fn)
-        try:
-            pickle.dumps(train_fn)
-        except Exception as err:
-            why = str(err)
+        if why is None:
+            try:
+                pickle.dumps(train_fn)
+            except Exception as err:
+                why = str(err)
         if why is not None:
             if own:
                 pool.shutdown()
@@ -205,7 +207,7 @@ def _gather(pool: Executor, train_fn: Callable[[Any], Any], configs: list[Any],
             except Exception as err:  # the worker died, or the result did not unpickle
                 if err not in told:
                     told[err] = "".join(traceback.format_exception(err)) + (
-                        _BROKEN_HINT if type(err).__name__ == "BrokenProcessPool" else "")
+                        _BROKEN_HINT if isinstance(err, BrokenProcessPool) else "")
                 ok, value, seconds = False, (f"{type(err).__name__}: {err}", told[err]), 0.0
             if not ok:
                 value = Failure(i, configs[i], *value)

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from funcdl import random, tree
 from funcdl._args import int_arg, real_arg
 from funcdl._finite_diff import directions_like, fd_check, is_float, to64
-from funcdl.layers.base import not_a_layer
+from funcdl.layers.base import layer_arg
 
 __all__ = ["check_layer", "check_loss", "check_vjp"]
 
@@ -64,10 +64,7 @@ def _same_forward(where: str, y: Any, y_vjp: Any, rtol: float, atol: float) -> N
 
 def _layer(where: str, layer: Any) -> str:
     """The layer's name, or a TypeError saying what came (``ReLU`` for ``ReLU()``)."""
-    got = not_a_layer(layer)
-    if got is not None:
-        raise TypeError(f"{where}: expected a layer with init, apply and vjp (see "
-                        f"funcdl.layers.Layer), got {got}")
+    layer_arg(where, layer)
     return str(getattr(layer, "name", layer))
 
 

@@ -121,13 +121,6 @@ def test_a_run_calling_sys_exit_fails_alone(pool):
     assert results[1].error == "SystemExit: no run for exit"
 
 
-def _script(tmp_path, body: str) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "sweep_script.py"
-    path.write_text(textwrap.dedent(body))
-    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
-
-
 def test_a_train_fn_that_spawned_workers_cannot_import_is_explained(tmp_path):
     # python -c: no file for a spawned worker to import train from; each run failed with
     # BrokenProcessPool, the cause only in the workers' stderr
@@ -142,12 +135,15 @@ def test_a_train_fn_that_spawned_workers_cannot_import_is_explained(tmp_path):
     assert "sweep.run: train_fn 'train' cannot be sent to worker processes (it is defined in " \
            "an interactive session or `python -c`" in got.stdout, got
     # defined under the main guard: the file runs in the worker without it
-    got = _script(tmp_path, """
+    script = tmp_path / "sweep_script.py"
+    script.write_text(textwrap.dedent("""
         from funcdl import sweep
         if __name__ == "__main__":
             def train(c): return c
             print(sweep.run(train, [1, 2], progress=False)[0].traceback)
-        """)
+        """))
+    got = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
     assert "BrokenProcessPool" in got.stdout and "the workers could not import train_fn" \
            in got.stdout and "if __name__ == '__main__':" in got.stdout, got
 

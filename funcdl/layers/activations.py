@@ -40,8 +40,6 @@ __all__ = [
     "sigmoid",
 ]
 
-_ND = np.ndarray
-
 
 def _shapeless_init(name: str) -> Callable[[random.Key, Shape], tuple[Shape, Any]]:
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
@@ -67,9 +65,7 @@ def _elementwise(name: str, f: Callable[[Array], Array],
         y_shape, y_dtype = y.shape, y.dtype
 
         def pullback(dy: Any) -> tuple[Any, Array]:
-            if not (type(dy) is _ND and dy.shape == y_shape and dy.dtype is y_dtype):
-                dy = check_cotangent(name, dy, y_shape, y_dtype)
-            return (), df(x, y, dy)
+            return (), df(x, y, check_cotangent(name, dy, y_shape, y_dtype))
 
         return y, pullback
 

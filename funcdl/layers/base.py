@@ -201,6 +201,14 @@ def not_a_layer(x: Any) -> str | None:
     return f"{x!r}{hint}"
 
 
+def layer_arg(where: str, x: Any, what: str = "expected a layer") -> None:
+    """A TypeError unless ``x`` is a layer, saying what came (``not_a_layer``)."""
+    got = not_a_layer(x)
+    if got is not None:
+        raise TypeError(f"{where}: {what} with init, apply and vjp (see funcdl.layers.Layer), "
+                        f"got {got}")
+
+
 # the factories of funcdl.initializers that need no settings (variance_scaling does)
 _NO_SETTINGS = frozenset(n for n in initializers.__all__ if n != "variance_scaling")
 

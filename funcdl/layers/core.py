@@ -120,8 +120,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         y_shape, y_dtype = y.shape, y.dtype
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
-            if not (type(dy) is _ND and dy.shape == y_shape and dy.dtype is y_dtype):
-                dy = check_cotangent(name if act is None else act.name, dy, y_shape, y_dtype)
+            dy = check_cotangent(name if act is None else act.name, dy, y_shape, y_dtype)
             if act is not None:
                 dy = act.df(h, y, dy)
             x2, dy2 = (x, dy) if flat else (x.reshape(-1, w.shape[0]), dy.reshape(-1, out))

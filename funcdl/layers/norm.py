@@ -307,9 +307,9 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
     def prepare(params: Any, x: Any) -> Any:
         x = as_array(name, x)
         res = resolve(x.shape)
-        scale, bias = _channel_vectors(name, params, ("scale", "bias"), "params",
-                                       fits=tuple(x.shape[a] for a in res))
-        if tuple(x.shape[a] for a in res) != scale.shape:
+        normed = tuple(x.shape[a] for a in res)
+        scale, bias = _channel_vectors(name, params, ("scale", "bias"), "params", fits=normed)
+        if normed != scale.shape:
             raise ValueError(f"{name}: expected the normalised axes {axis} of the input to "
                              f"have shape {scale.shape} as the params were initialised, got an "
                              f"input of shape {x.shape}")

@@ -293,10 +293,10 @@ def apply_updates(params: Tree, updates: Tree) -> Tree:
         if type(out) is np.ndarray and type(p) is np.ndarray and (out.dtype is p.dtype
                                                                  or out.dtype == p.dtype):
             return out
-        kind = np.asarray(p).dtype
-        if kind.kind in "biu" and np.asarray(out).dtype.kind in "fc":
+        dtype = np.asarray(p).dtype
+        if dtype.kind in "biu" and np.asarray(out).dtype.kind in "fc":
             raise TypeError("an integer param")  # leafwise names the leaf and the fix
-        return np.asarray(out, dtype=kind)
+        return np.asarray(out, dtype=dtype)
 
     return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]
 
