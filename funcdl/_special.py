@@ -260,9 +260,8 @@ def normal_cdf(x: Array) -> Array:
     (GELU apply on (64, 28, 28, 16): 2.7 ms, where through ``erf`` it took 9.8 ms;
     ``benchmarks/layer_micro.py`` at commit ef57d8a and its parent); other floating dtypes
     go through ``erf``, within 1e-16. Φ is exactly 0 for float32 x <= -5.52 and exactly 1
-    for x >= 5.52. As
-    PyTorch's and JAX's GELU, Φ is 1/2 + erf/2, so in the far negative tail it has
-    absolute, not relative, accuracy.
+    for x >= 5.52. As PyTorch's and JAX's GELU, Φ is 1/2 + erf/2, so in the far negative
+    tail it has absolute, not relative, accuracy.
     """
     if x.dtype != np.float32:
         cdf: Array = erf(x * _SQRT_HALF_64).astype(x.dtype, copy=False)
