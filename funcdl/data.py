@@ -48,7 +48,7 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool 
     """
     size = int_arg(batch_size, "data.batches", "batch_size", 1)
     drop_last = bool_arg(drop_last, "data.batches", "drop_last")
-    xs = examples("data.batches", arrays, "batches(key, x, y, batch_size=32)")
+    xs = examples("data.batches", key, arrays, "batches(key, x, y, batch_size=32)")
     order = shuffled("data.batches", key, len(xs[0]), shuffle,
                      " (a new one each epoch, e.g. random.fold_in(key, epoch))")
     n = len(xs[0])
@@ -56,10 +56,17 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool 
     return _generate(xs, order, size, stop)
 
 
-def examples(where: str, arrays: tuple[ArrayLike, ...], call: str) -> list[NDArray[Any]]:
+def examples(where: str, key: Any, arrays: tuple[ArrayLike, ...],
+             call: str) -> list[NDArray[Any]]:
     """The arrays of a batches call as ndarrays sharing their first dimension (the
     examples), or an error naming ``where`` and showing ``call``."""
     if not arrays:
+        try:
+            if key is not None:
+                random.check_key(key, where)
+        except TypeError as err:  # the usual slip: the data passed in the key's place
+            raise TypeError(f"{err}, and no arrays: pass the key (or None) first, then the "
+                            f"arrays: {call}") from None
         raise ValueError(f"{where}: pass at least one array, e.g. {call}")
     try:
         xs = [np.asarray(a) for a in arrays]

@@ -314,7 +314,7 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, rank: int, siz
         raise ValueError(f"parallel.batches: the global batch_size {global_batch} is smaller "
                          f"than the {size} ranks, and every rank needs at least one example "
                          f"per step: use batch_size >= {size}, or fewer ranks")
-    xs = data.examples("parallel.batches", arrays,
+    xs = data.examples("parallel.batches", key, arrays,
                        "batches(key, x, y, batch_size=256, rank=rank, size=size)")
     n = len(xs[0])
     if n < size:

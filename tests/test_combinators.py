@@ -380,6 +380,19 @@ def test_a_user_layers_malformed_returns_fail_in_its_name(layer, error, says, ke
         fd.value_and_grad(model, fd.losses.mse)(params, x, x)
 
 
+def test_a_user_layer_made_by_exec_composes(key):
+    # exec'd functions have __module__ None; the check for a user's layer must take it
+    scope: dict[str, object] = {}
+    exec("def init(key, s):\n    return s, ()\n"
+         "def vjp(p, x, **kw):\n    return 2 * x, lambda dy: ((), 2 * dy)", scope)
+    double = L.Layer(scope["init"], lambda p, x, **kw: 2 * x, scope["vjp"])
+    model = L.Sequential(L.Dense(3), double)
+    _, params = model.init(key, (None, 2))
+    x = np.ones((4, 2))
+    np.testing.assert_array_equal(model.apply(params, x), 2 * L.Dense(3).apply(params[0], x))
+    check_layer(model, (None, 2))
+
+
 def test_a_user_init_returning_only_a_shape_is_refused(key):
     layer = L.Layer(lambda k, s: (None, 3), _scale_apply, lambda p, x, **kw: (x, None))
     with pytest.raises(TypeError, match=r"Sequential\[0\] Layer: init must return "

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from funcdl import data, random
+from funcdl import data, parallel, random
 
 # ---------------------------------------------------------------------------- batches
 
@@ -128,6 +128,17 @@ def test_bad_arguments_raise_at_the_call(key, arrays, kwargs, error, match):
 def test_bad_key_raises_type_error():
     with pytest.raises(TypeError, match=r"random\.key"):
         data.batches(np.array([1, 2]), np.zeros(4), batch_size=2)
+
+
+@pytest.mark.parametrize("batches", [
+    lambda x: data.batches(x, batch_size=4),
+    lambda x: parallel.batches(x, batch_size=4, rank=0, size=1),
+])
+def test_data_in_the_keys_place_is_named_as_such(batches):
+    # the one array is taken for the key: the error must not say no array was passed
+    with pytest.raises(TypeError, match=r"got an array of shape \(10, 2\) and dtype float32, "
+                                        r"and no arrays: pass the key \(or None\) first"):
+        batches(np.ones((10, 2), np.float32))
 
 
 def test_numpy_integer_batch_size(key):

@@ -23,8 +23,9 @@ from funcdl.layers.base import Layer
 
 def foreign(layer: Any) -> bool:
     """Whether any of ``layer``'s functions was written outside funcdl."""
-    return not all(getattr(getattr(layer, f, None), "__module__", "").startswith("funcdl.")
-                   for f in ("init", "apply", "vjp"))
+    # (a function made by exec has __module__ None)
+    return not all((getattr(getattr(layer, f, None), "__module__", None) or "")
+                   .startswith("funcdl.") for f in ("init", "apply", "vjp"))
 
 
 def guarded(layer: Any) -> Any:

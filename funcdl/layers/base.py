@@ -195,7 +195,7 @@ def not_a_layer(x: Any) -> str | None:
         return None
     name = getattr(x, "__name__", None) if callable(x) else None
     # a layer constructor (funcdl's, or a user's named like one), not any function
-    maker = name and (getattr(x, "__module__", "").startswith("funcdl.layers")
+    maker = name and ((getattr(x, "__module__", None) or "").startswith("funcdl.layers")
                       or name[0].isupper())
     hint = f"; call the constructor: {name}(), not {name}" if maker else ""
     return f"{x!r}{hint}"
