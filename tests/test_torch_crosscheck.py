@@ -168,6 +168,21 @@ def test_dense_matches_torch_linear_on_a_3d_input():
     np.testing.assert_allclose(dp["b"], bt.grad.numpy(), **TOL)
 
 
+def test_repeat_matches_one_torch_module_called_three_times():
+    x = np.random.default_rng(5).standard_normal((4, 5))
+    params, y, dy, (dp, dx) = ours(L.Repeat(L.Sequential(L.Dense(5), L.Tanh()), 3), x)
+    dense = params[0]
+    xt, wt, bt = t64(x, True), t64(dense["w"].T, True), t64(dense["b"], True)
+    yt = xt
+    for _ in range(3):  # one module, called three times: its grads accumulate
+        yt = torch.tanh(F.linear(yt, wt, bt))
+    yt.backward(t64(dy))
+    np.testing.assert_allclose(y, yt.detach().numpy(), **TOL)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), **TOL)
+    np.testing.assert_allclose(dp[0]["w"], wt.grad.numpy().T, **TOL)
+    np.testing.assert_allclose(dp[0]["b"], bt.grad.numpy(), **TOL)
+
+
 @pytest.mark.parametrize("log", [False, True])
 @pytest.mark.parametrize("axis", [-1, 1])
 def test_softmaxes_match_torch(log, axis):

@@ -2,7 +2,7 @@
 
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
 layers, Dropout), ``activations``, ``combinators`` (Sequential), ``branching``
-(Parallel, Residual, Shared), ``routing`` (FanOut, FanInSum, FanInConcat, Slice), ``norm``
+(Parallel, Residual, Shared, Repeat), ``routing`` (FanOut, FanInSum, FanInConcat, Slice), ``norm``
 (BatchNorm, LayerNorm), ``embed`` (Embedding), ``conv``, ``pool``.
 """
 
@@ -18,7 +18,7 @@ from funcdl.layers.activations import (
     Tanh,
 )
 from funcdl.layers.base import Layer, LayerLike, Pointwise, Pullback, Shape
-from funcdl.layers.branching import Parallel, Residual, Shared
+from funcdl.layers.branching import Parallel, Repeat, Residual, Shared
 from funcdl.layers.combinators import Sequential
 from funcdl.layers.conv import Conv1D, Conv2D
 from funcdl.layers.core import Dense, Dropout, Flatten, Identity, Reshape
@@ -53,6 +53,7 @@ __all__ = [
     "Pointwise",
     "Pullback",
     "ReLU",
+    "Repeat",
     "Reshape",
     "Residual",
     "Sequential",

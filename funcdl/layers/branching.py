@@ -1,4 +1,5 @@
-"""Branching combinators: Parallel, Residual and Shared (weight sharing).
+"""Branching combinators: Parallel, Residual, and weight sharing: Shared (one layer on
+several branches) and Repeat (one layer several times in series).
 
 Branching follows stax: ``FanOut(n)`` turns one array into a tuple of ``n``, ``Parallel``
 maps a tuple through one layer per entry, and ``FanInSum`` / ``FanInConcat`` merge a tuple
@@ -37,7 +38,7 @@ from funcdl.layers.combinators import (
     no_flow,
 )
 
-__all__ = ["Parallel", "Residual", "Shared"]
+__all__ = ["Parallel", "Repeat", "Residual", "Shared"]
 
 
 def _branch_shapes(name: str, in_shapes: Any, n: int) -> Any:
@@ -259,5 +260,67 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
             return total, tuple(g[1] for g in grads)
 
         return tuple(ys), pullback, (state,)
+
+    return build(name, is_stateful(layer), init, apply, vjp, empty_state=((),))
+
+
+def Repeat(layer: LayerLike, n: int) -> Layer:
+    """Weight sharing in series: one layer, with one set of params, applied ``n`` times,
+    ``x -> f(f(...f(x)))`` (a block tied across depth, as ALBERT's). The layer must map its
+    input shape to itself. vjp: the applications' pullbacks in reverse order, and the
+    gradient is the sum of theirs, ``dparams = Σ_i f_pᵀ(x_i) dy_i``.
+
+    A stateful layer (BatchNorm) carries its state from one application to the next, as a
+    PyTorch module called ``n`` times; dropout draws a new mask at each (one key each).
+
+    Example (three tied residual blocks): ``Repeat(Residual(Sequential(Dense(64), ReLU(),
+    Dense(64))), 3)``.
+    """
+    (layer,) = check_children("Repeat", [layer])
+    n = int_arg(n, "Repeat", "n", 1)
+    child = name_of(layer)
+    name = f"Repeat({child}, {n})"
+    where = [f"Repeat[{i}]" for i in range(n)]
+
+    def init(key: random.Key, in_shape: Any) -> tuple[Any, Any, Any]:
+        try:
+            out_shape, params, state = child_init(layer, key, in_shape)
+        except ERRORS as e:
+            raise located(where[0], child, e) from e
+        if tuple(out_shape) != tuple(in_shape):
+            raise ValueError(f"{name}: the layer maps in_shape {tuple(in_shape)} to "
+                             f"{tuple(out_shape)}; to apply it again it must keep the shape")
+        return tuple(in_shape), params, (state,)
+
+    def apply(params: Any, x: Any, *, state: Any, key: Any = None,
+              train: bool = False) -> tuple[Any, Any]:
+        (state,) = entries(name, state, 1, "state")
+        for i, k in enumerate(keys_for(key, n)):
+            try:
+                x, state = child_apply(layer, params, x, state, k, train)
+            except ERRORS as e:
+                raise located(where[i], child, e) from e
+        return x, (state,)
+
+    def vjp(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
+        (state,) = entries(name, state, 1, "state")
+        pbs = []
+        for i, k in enumerate(keys_for(key, n)):
+            try:
+                x, pb, state = child_vjp(layer, params, x, state, k, train)
+            except ERRORS as e:
+                raise located(where[i], child, e) from e
+            pbs.append(pb)
+
+        def pullback(dy: Any) -> tuple[Any, Any]:
+            if dy is None:
+                raise none_cotangent(name)
+            total = None
+            for i in reversed(range(n)):
+                g, dy = _located_call(where[i], child, pbs[i], dy, params)
+                total = g if total is None else tree.map(np.add, total, g)
+            return total, dy
+
+        return x, pullback, (state,)
 
     return build(name, is_stateful(layer), init, apply, vjp, empty_state=((),))
