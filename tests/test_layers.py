@@ -264,6 +264,17 @@ def test_limits_at_large_inputs():
     np.testing.assert_allclose(L.Softmax().apply((), np.array([[1e4, 0.0]])), [[1.0, 0.0]])
 
 
+@pytest.mark.parametrize("approximate", [False, True])
+def test_gelu_at_infinite_inputs_is_quiet(approximate):
+    # inf·0 inside (x Φ(x) at -inf, x φ(x) at +inf): NaN as PyTorch's, with no warning
+    # (warnings are errors here), where the values have limits they are exact
+    x = np.array([-np.inf, np.inf, -3e38, 3e38], np.float32)
+    y, pullback = L.GELU(approximate=approximate).vjp((), x)
+    np.testing.assert_array_equal(y, np.array([np.nan, np.inf, 0.0, 3e38], np.float32))
+    np.testing.assert_array_equal(L.GELU(approximate=approximate).apply((), x), y)
+    np.testing.assert_array_equal(pullback(np.ones(4, np.float32))[1], [np.nan, np.nan, 0, 1])
+
+
 def test_gelu_float32_within_its_bound_of_float64():
     # float32 has its own Φ (funcdl._special.normal_cdf): within 3e-7 of the float64 one
     x = np.linspace(-8, 8, 4001)

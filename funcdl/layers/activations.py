@@ -210,6 +210,12 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _TANH_C = math.sqrt(2 / math.pi)
 
 
+def _INF_TIMES_0() -> Any:
+    """GELU at an infinite input multiplies inf by 0 (x Φ(x) at -inf, x φ(x) at +inf): NaN,
+    as PyTorch gives, and without NumPy's warning, as the other activations' NaNs come."""
+    return np.errstate(invalid="ignore")
+
+
 def GELU(approximate: bool = False) -> Layer:
     """Gaussian error linear unit, ``y = x Φ(x)`` (PyTorch's default, exact erf);
     ``dx = dy (Φ(x) + x φ(x))``. Φ is ``funcdl._special.normal_cdf``: within 3e-7 in
@@ -224,7 +230,8 @@ def GELU(approximate: bool = False) -> Layer:
         del key, train
         x = as_floats(name, x)
         y = normal_cdf(x)
-        y *= x
+        with _INF_TIMES_0():
+            y *= x
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
@@ -232,12 +239,14 @@ def GELU(approximate: bool = False) -> Layer:
         del key, train
         x = as_floats(name, x)
         cdf = normal_cdf(x)
-        y = x * cdf
+        with _INF_TIMES_0():
+            y = x * cdf
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
             xc = np.clip(x, -40, 40)  # φ(40) underflows to 0; squaring 1e30 would overflow
-            return (), dy * (cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * xc * xc)))
+            with _INF_TIMES_0():
+                return (), dy * (cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * xc * xc)))
 
         return y, pullback
 
@@ -255,7 +264,8 @@ def _gelu_tanh() -> Layer:
         no_params(name, params)
         del key, train
         x = as_floats(name, x)
-        y: Array = 0.5 * x * (1 + inner(x)[0])
+        with _INF_TIMES_0():
+            y: Array = 0.5 * x * (1 + inner(x)[0])
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
@@ -263,12 +273,14 @@ def _gelu_tanh() -> Layer:
         del key, train
         x = as_floats(name, x)
         t, xc = inner(x)
-        y = 0.5 * x * (1 + t)
+        with _INF_TIMES_0():
+            y = 0.5 * x * (1 + t)
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
             du = _TANH_C * (1 + 3 * 0.044715 * xc * xc)
-            return (), dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+            with _INF_TIMES_0():
+                return (), dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
 
         return y, pullback
 
