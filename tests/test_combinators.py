@@ -424,3 +424,18 @@ def test_a_well_formed_user_layer_composes_unchanged(key):
     x = random.normal(random.key(1), (4, 2))
     _, grads = fd.value_and_grad(model, fd.losses.mse)(params, x, np.zeros((4, 1), "f"))
     assert calls == [False] and np.all(grads[0]["a"] != 0)
+
+
+@pytest.mark.parametrize("model", [
+    L.Residual(L.Identity()),
+    L.Sequential(L.FanOut(2), L.FanInSum()),
+    L.Sequential(L.FanOut(2), L.Parallel(L.Identity(), L.ReLU()), L.FanInSum()),
+])
+@pytest.mark.parametrize(("x", "doubled"), [(np.uint8([[200, 1]]), [[400, 2]]),
+                                            (np.array([[True, False]]), [[2, 0]])])
+def test_combinators_that_add_take_integer_and_bool_inputs_as_float32(model, x, doubled):
+    # as the activations do: uint8 must not wrap (200 + 200 = 144), bools must not or
+    _, params = model.init(random.key(0), (None, 2))
+    y = model.apply(params, x)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, doubled)

@@ -19,6 +19,7 @@ from funcdl._args import int_arg
 from funcdl.layers.base import (
     Layer,
     LayerLike,
+    as_floats,
     cast_ints,
     check_cotangent,
     located,
@@ -155,7 +156,10 @@ def Residual(layer: LayerLike) -> Layer:
         if y.shape != x.shape:
             raise ValueError(f"{name}: the branch maps {x.shape} to {y.shape}; a residual "
                              f"needs equal shapes")
-        return cast_ints(x, y.dtype) + y  # int64 ids + float32 must not give float64
+        # int64 ids + float32 must not give float64; ids through Identity() are summed as
+        # float32, as the activations take them (uint8 would wrap, bools would or)
+        y = as_floats(name, y)
+        return cast_ints(x, y.dtype) + y
 
     def apply(params: Any, x: Any, *, state: Any, key: Any = None,
               train: bool = False) -> tuple[Any, Any]:

@@ -15,6 +15,7 @@ from funcdl.layers.base import (
     Layer,
     Shape,
     as_array,
+    as_floats,
     check_cotangent,
     check_in_shape,
     no_params,
@@ -78,7 +79,9 @@ def FanOut(n: int) -> Layer:
 
 
 def FanInSum() -> Layer:
-    """``(x_1, ..., x_n) -> Σ_i x_i`` (all of one shape, never broadcast); vjp: ``dx_i = dy``."""
+    """``(x_1, ..., x_n) -> Σ_i x_i`` (all of one shape, never broadcast); vjp: ``dx_i = dy``.
+    Integer and boolean entries are summed as float32, as the activations take them (uint8
+    would wrap, bools would or)."""
     name = "FanInSum()"
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
@@ -99,9 +102,9 @@ def FanInSum() -> Layer:
         if any(a.shape != arrays[0].shape for a in arrays):
             raise ValueError(f"{name}: inputs must share one shape, got "
                              f"{[a.shape for a in arrays]}")
-        total = arrays[0]
+        total = as_floats(name, arrays[0])
         for a in arrays[1:]:
-            total = total + a
+            total = total + as_floats(name, a)
         return total
 
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
