@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+import funcdl as fd
+from funcdl import layers as L
 from funcdl import optim, tree
 
 GT = optim.GradientTransformation
@@ -369,6 +371,16 @@ def test_integer_and_bool_params_are_refused_at_init(name: str, make: Callable[[
         make().init(params)
     with pytest.raises(TypeError, match=r"params\[1\] has dtype int64"):
         make().init([np.ones(2), 3])  # a Python int leaf too
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_init_given_a_layers_init_output_says_to_unpack_it(stateful: bool) -> None:
+    # (out_shape, params): the shape's ints were blamed as int params, with astype advice
+    model = L.Sequential(L.Dense(3), *([L.BatchNorm()] if stateful else []))
+    made = model.init(fd.random.key(0), (None, 4))
+    with pytest.raises(TypeError, match=r"^adam\.init: params is a tuple that starts with "
+                                        r"the shape \(None, 3\).*_, params = model\.init"):
+        fd.optim.adam(1e-3).init(made)
 
 
 @pytest.mark.parametrize(("name", "make"), ALIASES, ids=_ALIAS_IDS)

@@ -73,6 +73,11 @@ def check_float_params(name: str, params: Tree, eps: float | None = None) -> Non
     update of -0.1 turns 1 into 0). With ``eps``: ``eps > 0`` must not round to 0 in a
     param's dtype (1e-8 does in float16), or a zero gradient entry divides 0 by 0."""
     odd = tree.odd_leaf(params, "fc")
+    if odd is not None and _init_output(params):
+        raise TypeError(f"{name}: params is a tuple that starts with the shape "
+                        f"{params[0]!r}, as a layer's init returns (out_shape, params) or "
+                        f"(out_shape, params, state); pass the params alone: "
+                        f"_, params = model.init(key, in_shape)")
     if odd is not None:
         raise TypeError(f"{name}: params{odd[0]} has dtype {odd[1]}; optimizers work on "
                         f"floating-point arrays (apply_updates keeps each param's dtype, so "
@@ -84,6 +89,13 @@ def check_float_params(name: str, params: Tree, eps: float | None = None) -> Non
             raise ValueError(f"{name}: eps={eps} is 0 in {kind} (params{path}), so a zero "
                              f"gradient entry would give 0/0 = NaN; pass a larger eps (1e-4 "
                              f"is usual for float16) or keep float32 params")
+
+
+def _init_output(params: Tree) -> bool:
+    """Whether ``params`` looks like what init returns: ``(out_shape, params)`` (or with a
+    state after them), out_shape a tuple of None and ints."""
+    return (type(params) is tuple and len(params) in (2, 3) and type(params[0]) is tuple
+            and all(d is None or type(d) is int for d in params[0]))
 
 
 def schedule_value(name: str, schedule: Callable[[int], Any], count: int,
