@@ -15,6 +15,10 @@ update; float32) at a fixed global batch in five set-ups, each a fresh process (
   machine (what two busy cores and half-size GEMMs leave), so the figures above can be
   read against it.
 
+The peer, when this Python has PyTorch (``benchmarks/_ddp.py``): PyTorch's
+``DistributedDataParallel`` over gloo on 2 processes x 1 thread, against PyTorch on 1
+process x 1 thread and x 2 threads, in the same rounds (``--no-peers`` skips it).
+
 The BLAS thread count is set in the environment (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS,
 MKL_NUM_THREADS) of each child before it imports NumPy; threadpoolctl, when installed,
 reports what the child actually got. The set-ups take turns ``--rounds`` times, so a slow
@@ -48,6 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _ddp
 from _mpi import blas_env, mpiexec
 
 HERE = Path(__file__).resolve()
@@ -241,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc as it is (default: every process calls "
                              "funcdl.perf.retain_freed_memory(), as python -m benchmarks)")
+    parser.add_argument("--no-peers", action="store_true", help="skip PyTorch's DDP")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="mean", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -252,14 +258,23 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# data-parallel step, funcdl, float32 SGD; {os.cpu_count()} cores, load average "
           f"{load:.2f} at the start")
     print(f"# command: {Path(sys.executable).name} {' '.join(sys.argv)}")
+    torch = None if args.no_peers else _ddp.available()
+    print(f"# peer: PyTorch {torch} DDP (gloo)" if torch else
+          "# peer: none (--no-peers)" if args.no_peers else
+          "# peer: PyTorch DDP skipped, torch is not installed in this Python")
+    peers = _ddp.SETUPS if torch else []
     for model in args.models.split(","):
         before = _busy()
         batch = args.batch or BATCH[model]
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in SETUPS}
+        peer_runs: dict[str, list[float]] = {name: [] for name, *_ in peers}
         for _ in range(args.rounds):
             for name, ranks, threads, mode in SETUPS:
                 runs[name].append(launch(ranks, threads, model, args.steps, args.warmup,
                                          batch, not args.default_malloc, mode))
+            for name, ranks, threads in peers:
+                peer_runs[name].append(_ddp.launch(ranks, threads, model, args.steps,
+                                                   args.warmup, batch)["step"])
         first = runs[SETUPS[0][0]][0]
         print(f"\n## {model}: global batch {batch}, {first['params']:,} params "
               f"({4 * first['params'] / 1e6:.2f} MB of gradients); median ms per step, "
@@ -307,6 +322,28 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{model}, {name}, each rank's medians over the rounds (ms): " + "; ".join(
                 f"rank {i}: fwd+bwd {ms(i, 'compute')}, allreduce {ms(i, 'allreduce')}, "
                 f"update {ms(i, 'update')}" for i in range(len(per_rank[0]["ranks"]))))
+        if peers:
+            report_peer(model, peer_runs, one1, two_sharded)
+
+
+def report_peer(model: str, peer_runs: dict[str, list[float]], one1: float,
+                sharded: float) -> None:
+    """PyTorch's rows, and its DDP speed-up beside funcdl's (step ms are medians over the
+    rounds of each round's slowest rank, as funcdl's)."""
+    step = {name: 1e3 * statistics.median(steps) for name, steps in peer_runs.items()}
+    base, ddp, two_threads = step.values()
+    print("\n| peer set-up | step | speed-up vs its 1x1 | funcdl 2 ranks, sharded, vs it |")
+    print("|---|--:|--:|--:|")
+    for name, ms in step.items():
+        print(f"| {name} | {ms:.2f} | {base / ms:.2f}x | {ms / sharded:.2f}x |")
+    print(f"{model}: PyTorch's DDP on 2 processes x 1 thread is {base / ddp:.2f}x as fast as "
+          f"PyTorch on 1 x 1 (funcdl: data parallelism {one1 / sharded:.2f}x, sharded); "
+          f"funcdl's sharded step is {ddp / sharded:.2f}x as fast as DDP's and "
+          f"{two_threads / sharded:.2f}x as fast as PyTorch on 1 process x 2 threads; "
+          f"per-round PyTorch step ms: " + "; ".join(
+              f"{name}: " + ", ".join(f"{1e3 * s:.2f}" for s in steps)
+              for name, steps in peer_runs.items()))
+
 
 if __name__ == "__main__":
     main()
