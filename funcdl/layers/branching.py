@@ -64,6 +64,15 @@ def _located_call(where: str, child: str, pullback: Callable[..., Any], dy: Any,
         raise located(where, child, e) from e
 
 
+def _tied(kind: str, layer: LayerLike, n: Any) -> tuple[Layer, int, str, str, list[str]]:
+    """A weight-sharing combinator's checked layer and count, its child's name, its own
+    name ``Kind(child, n)``, and the places of the uses, ``Kind[i]``."""
+    (checked,) = check_children(kind, [layer])
+    n = int_arg(n, kind, "n", 1)
+    child = name_of(checked)
+    return checked, n, child, f"{kind}({child}, {n})", [f"{kind}[{i}]" for i in range(n)]
+
+
 # ---------------------------------------------------------------------------- branching
 
 def Parallel(*layers: LayerLike) -> Layer:
@@ -202,11 +211,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
 
     Example (a Siamese pair): ``Sequential(Shared(encoder), FanInConcat(), Dense(1))``.
     """
-    (layer,) = check_children("Shared", [layer])
-    n = int_arg(n, "Shared", "n", 1)
-    child = name_of(layer)
-    name = f"Shared({child}, {n})"
-    where = [f"Shared[{i}]" for i in range(n)]
+    layer, n, child, name, where = _tied("Shared", layer, n)
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any, Any]:
         _branch_shapes(name, in_shapes, n)
@@ -280,11 +285,7 @@ def Repeat(layer: LayerLike, n: int) -> Layer:
     Example (three tied residual blocks): ``Repeat(Residual(Sequential(Dense(64), ReLU(),
     Dense(64))), 3)``.
     """
-    (layer,) = check_children("Repeat", [layer])
-    n = int_arg(n, "Repeat", "n", 1)
-    child = name_of(layer)
-    name = f"Repeat({child}, {n})"
-    where = [f"Repeat[{i}]" for i in range(n)]
+    layer, n, child, name, where = _tied("Repeat", layer, n)
 
     def init(key: random.Key, in_shape: Any) -> tuple[Any, Any, Any]:
         try:
