@@ -210,7 +210,7 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _TANH_C = math.sqrt(2 / math.pi)
 
 
-def _INF_TIMES_0() -> Any:
+def _inf_times_zero() -> Any:
     """GELU at an infinite input multiplies inf by 0 (x Φ(x) at -inf, x φ(x) at +inf): NaN,
     as PyTorch gives, and without NumPy's warning, as the other activations' NaNs come."""
     return np.errstate(invalid="ignore")
@@ -230,7 +230,7 @@ def GELU(approximate: bool = False) -> Layer:
         del key, train
         x = as_floats(name, x)
         y = normal_cdf(x)
-        with _INF_TIMES_0():
+        with _inf_times_zero():
             y *= x
         return y
 
@@ -239,13 +239,13 @@ def GELU(approximate: bool = False) -> Layer:
         del key, train
         x = as_floats(name, x)
         cdf = normal_cdf(x)
-        with _INF_TIMES_0():
+        with _inf_times_zero():
             y = x * cdf
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
             xc = np.clip(x, -40, 40)  # φ(40) underflows to 0; squaring 1e30 would overflow
-            with _INF_TIMES_0():
+            with _inf_times_zero():
                 return (), dy * (cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * xc * xc)))
 
         return y, pullback
@@ -264,7 +264,7 @@ def _gelu_tanh() -> Layer:
         no_params(name, params)
         del key, train
         x = as_floats(name, x)
-        with _INF_TIMES_0():
+        with _inf_times_zero():
             y: Array = 0.5 * x * (1 + inner(x)[0])
         return y
 
@@ -273,13 +273,13 @@ def _gelu_tanh() -> Layer:
         del key, train
         x = as_floats(name, x)
         t, xc = inner(x)
-        with _INF_TIMES_0():
+        with _inf_times_zero():
             y = 0.5 * x * (1 + t)
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
             du = _TANH_C * (1 + 3 * 0.044715 * xc * xc)
-            with _INF_TIMES_0():
+            with _inf_times_zero():
                 return (), dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
 
         return y, pullback

@@ -130,18 +130,16 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
         # fmin: one pass, no temporary (as (y == -inf).any() needs), and NaN ignored
         if pads != NO_PADS and y.size and np.fmin.reduce(y, axis=None) == -np.inf:
             _first_real_where_all_neg_inf(y, better, win, pads)
-        x_shape, x_dtype = xa.shape, xa.dtype
+        x_shape, dtype = xa.shape, y.dtype
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
-            dtype = np.result_type(dy.dtype, x_dtype)
+            dy = check_cotangent(name, dy, y.shape, dtype)  # in y's (x's) float dtype
             wins = _winners(better)
 
             def share(k: int) -> Array:  # dy at the windows whose arg-max is offset k
                 # a float mask: NumPy's masked copies (np.where, copyto(where=)) and
                 # products with a bool run 3-40x slower on random masks
-                return (dy.astype(dtype, copy=False) if wins is None
-                        else np.multiply(dy, wins[k].astype(dtype), dtype=dtype))
+                return dy if wins is None else np.multiply(dy, wins[k].astype(dtype))
 
             return (), scatter(x_shape, dtype, win, pads, share)
 
