@@ -33,17 +33,23 @@ def test_wrong_sign_in_dx_fails():
         check_vjp(bad, (), np.linspace(-1, 1, 6).reshape(2, 3))
 
 
-def test_wrong_factor_in_one_weight_entry_is_located():
+def _dense64():
+    dense = L.Dense(3)
+    params = {k: v.astype(np.float64) for k, v in _params(dense, (None, 5)).items()}
+    return dense, params, random.normal(random.key(1), (4, 5), np.float64)
+
+
+@pytest.mark.parametrize("factor", [2.0, 1.001])
+def test_wrong_factor_in_one_weight_entry_is_located(factor):
+    # 1e-3 relative too: each entry is judged against its own scale, not a looser one
     def change(dp, dx):
         w = dp["w"].copy()
-        w[2, 1] *= 2
+        w[2, 1] *= factor
         return {"w": w, "b": dp["b"]}, dx
 
-    bad = _tampered(L.Dense(3), change)
-    x = random.normal(random.key(1), (4, 5), np.float64)
-    params = {k: v.astype(np.float64) for k, v in _params(L.Dense(3), (None, 5)).items()}
-    with pytest.raises(AssertionError, match=r"first wrong entry params\['w'\]\[2, 1\]"):
-        check_vjp(bad, params, x)
+    dense, params, x = _dense64()
+    with pytest.raises(AssertionError, match=r"first wrong entry params\['w'\]\[2, 1\]: "):
+        check_vjp(_tampered(dense, change), params, x)
 
 
 def test_missing_bias_gradient_fails():
@@ -136,10 +142,15 @@ def test_pullback_of_the_wrong_arity_is_an_assertion():
         check_vjp(bad, (), np.ones((2, 2)))
 
 
-def test_float64_gradient_for_float32_layer_fails():
-    bad = _tampered(L.Dense(2), lambda dp, dx: (dp, dx.astype(np.float64)))
-    with pytest.raises(AssertionError, match="dx has dtype float64"):
-        check_layer(bad, (None, 2))
+@pytest.mark.parametrize(("change", "says"), [
+    (lambda dp, dx: (dp, dx.astype(np.float64)), r"^check_layer\(Tampered\): .*dx has dtype "
+                                                 r"float64"),
+    (lambda dp, dx: (tree.astype(dp, np.float64), dx),
+     r"^check_layer\(Tampered\): dparams\['b'\] has dtype float64 for float32 params"),
+], ids=["dx", "dparams"])
+def test_float64_gradient_for_float32_layer_fails(change, says):
+    with pytest.raises(AssertionError, match=says):
+        check_layer(_tampered(L.Dense(2), change), (None, 2))
 
 
 def test_wrong_loss_gradient_fails():
@@ -280,12 +291,6 @@ def test_check_layer_draws_ids_for_a_layer_reading_them():
 # ---------------------------------------------------------------------------- the checker
 # Each test below fails if the checker turns blind (or loses its diagnosis) in one way.
 
-def _dense64():
-    dense = L.Dense(3)
-    params = {k: v.astype(np.float64) for k, v in _params(dense, (None, 5)).items()}
-    return dense, params, random.normal(random.key(1), (4, 5), np.float64)
-
-
 def test_the_first_of_several_wrong_entries_of_a_small_leaf_is_named_and_the_rest_counted():
     # A leaf of up to 400 entries is checked entry by entry: [0, 1] comes first even though
     # [4, 2] is further off.
@@ -298,18 +303,6 @@ def test_the_first_of_several_wrong_entries_of_a_small_leaf_is_named_and_the_res
     dense, params, x = _dense64()
     with pytest.raises(AssertionError, match=r"first wrong entry params\['w'\]\[0, 1\]: .* "
                                              r"\(1 more\)$"):
-        check_vjp(_tampered(dense, change), params, x)
-
-
-def test_a_small_relative_error_in_one_entry_is_named():
-    # 1e-3 relative: each entry is judged against its own scale, not a looser one
-    def change(dp, dx):
-        w = dp["w"].copy()
-        w[2, 1] *= 1.001
-        return {"w": w, "b": dp["b"]}, dx
-
-    dense, params, x = _dense64()
-    with pytest.raises(AssertionError, match=r"first wrong entry params\['w'\]\[2, 1\]: "):
         check_vjp(_tampered(dense, change), params, x)
 
 
@@ -451,13 +444,6 @@ def test_check_layer_fails_float64_params_from_init():
     with pytest.raises(AssertionError, match=r"^check_layer\(Init64\): init gave params\['w'\] "
                                              r"of dtype float64, expected float32"):
         check_layer(wide, (None, 3))
-
-
-def test_check_layer_fails_float64_dparams_for_float32_params():
-    bad = _tampered(L.Dense(2), lambda dp, dx: (tree.astype(dp, np.float64), dx))
-    with pytest.raises(AssertionError, match=r"^check_layer\(Tampered\): dparams\['b'\] has "
-                                             r"dtype float64 for float32 params"):
-        check_layer(bad, (None, 2))
 
 
 def test_an_absolute_error_a_few_times_atol_is_caught_with_rtol_zero():
