@@ -45,18 +45,15 @@ def worker(model_name: str, steps: int, warmup: int, batch: int, threads: int) -
     import torch.distributed as dist
     from torch import nn
 
+    sys.path.insert(0, str(HERE.parents[1]))  # the benchmarks package: python -m benchmarks's
+    from benchmarks.peers import _torch_module
+    from benchmarks.workloads import WORKLOADS
+
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if model_name == "mlp":
-        model: nn.Module = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512),
-                                         nn.ReLU(), nn.Linear(512, 10))
-        x = torch.randn(batch, 784)
-    else:
-        model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
-        x = torch.randn(batch, 1, 28, 28)
+    model: nn.Module = _torch_module(WORKLOADS[model_name])  # the same module as that peer's
+    x = torch.randn(batch, *((784,) if model_name == "mlp" else (1, 28, 28)))  # NCHW
     y = torch.randperm(batch) % 10
     share = batch // size
     xb, yb = x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share]

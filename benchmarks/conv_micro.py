@@ -11,12 +11,13 @@ torch's equivalent is timed when it is importable (skipped otherwise).
 
 from __future__ import annotations
 
+import functools
 import os
-import timeit
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from layer_micro import best_us as _best_us  # this folder: the script's own
 
 from funcdl import random
 from funcdl.layers import Sequential
@@ -26,9 +27,7 @@ from funcdl.layers.pool import MaxPool2D
 BATCH, SHAPE = 64, (28, 28, 1)
 
 
-def best_us(f: Callable[[], Any], number: int = 10, repeat: int = 7) -> float:
-    f()  # warm up
-    return min(timeit.repeat(f, number=number, repeat=repeat)) / number * 1e6
+best_us = functools.partial(_best_us, number=10, repeat=7)
 
 
 def forward_backward(layer: Any, params: Any, x: np.ndarray) -> Callable[[], Any]:

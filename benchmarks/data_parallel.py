@@ -267,14 +267,14 @@ def main(argv: list[str] | None = None) -> None:
         before = _busy()
         batch = args.batch or BATCH[model]
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in SETUPS}
-        peer_runs: dict[str, list[float]] = {name: [] for name, *_ in peers}
+        peer_runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in peers}
         for _ in range(args.rounds):
             for name, ranks, threads, mode in SETUPS:
                 runs[name].append(launch(ranks, threads, model, args.steps, args.warmup,
                                          batch, not args.default_malloc, mode))
             for name, ranks, threads in peers:
                 peer_runs[name].append(_ddp.launch(ranks, threads, model, args.steps,
-                                                   args.warmup, batch)["step"])
+                                                   args.warmup, batch))
         first = runs[SETUPS[0][0]][0]
         print(f"\n## {model}: global batch {batch}, {first['params']:,} params "
               f"({4 * first['params'] / 1e6:.2f} MB of gradients); median ms per step, "
@@ -326,23 +326,26 @@ def main(argv: list[str] | None = None) -> None:
             report_peer(model, peer_runs, one1, two_sharded)
 
 
-def report_peer(model: str, peer_runs: dict[str, list[float]], one1: float,
+def report_peer(model: str, peer_runs: dict[str, list[dict[str, Any]]], one1: float,
                 sharded: float) -> None:
     """PyTorch's rows, and its DDP speed-up beside funcdl's (step ms are medians over the
     rounds of each round's slowest rank, as funcdl's)."""
-    step = {name: 1e3 * statistics.median(steps) for name, steps in peer_runs.items()}
+    step = {name: 1e3 * statistics.median(r["step"] for r in runs)
+            for name, runs in peer_runs.items()}
     base, ddp, two_threads = step.values()
-    print("\n| peer set-up | step | speed-up vs its 1x1 | funcdl 2 ranks, sharded, vs it |")
-    print("|---|--:|--:|--:|")
+    print("\n| peer set-up | torch threads seen | step | speed-up vs its 1x1 | funcdl 2 ranks, "
+          "sharded, vs it |")
+    print("|---|---|--:|--:|--:|")
     for name, ms in step.items():
-        print(f"| {name} | {ms:.2f} | {base / ms:.2f}x | {ms / sharded:.2f}x |")
+        print(f"| {name} | {peer_runs[name][0]['threads']} | {ms:.2f} | {base / ms:.2f}x | "
+              f"{ms / sharded:.2f}x |")
     print(f"{model}: PyTorch's DDP on 2 processes x 1 thread is {base / ddp:.2f}x as fast as "
           f"PyTorch on 1 x 1 (funcdl: data parallelism {one1 / sharded:.2f}x, sharded); "
           f"funcdl's sharded step is {ddp / sharded:.2f}x as fast as DDP's and "
           f"{two_threads / sharded:.2f}x as fast as PyTorch on 1 process x 2 threads; "
           f"per-round PyTorch step ms: " + "; ".join(
-              f"{name}: " + ", ".join(f"{1e3 * s:.2f}" for s in steps)
-              for name, steps in peer_runs.items()))
+              f"{name}: " + ", ".join(f"{1e3 * r['step']:.2f}" for r in runs)
+              for name, runs in peer_runs.items()))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def bench_funcdl(label: str, layer: Any, shape: tuple[int, ...], train: bool) ->
           f"pullback {back:7.0f}  vjp+pullback {both:7.0f}")
 
 
-def bench_torch(torch: Any, label: str, shape: tuple[int, ...], train: bool) -> None:
+def bench_torch(torch: Any, label: str, shape: tuple[int, ...]) -> None:
     F = torch.nn.functional
     c = shape[-1]
     nchw = (shape[0], shape[3], shape[1], shape[2]) if len(shape) == 4 else shape
@@ -103,7 +103,7 @@ def main() -> None:
     for label, layer, shape, train in CASES:
         bench_funcdl(label, layer, shape, train)
         if torch is not None:
-            bench_torch(torch, label, shape, train)
+            bench_torch(torch, label, shape)
 
 
 if __name__ == "__main__":
