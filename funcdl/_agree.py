@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import tree as pytree
+from funcdl._args import is_int
 from funcdl._treenodes import children_of as pytree_node
 from funcdl._treenodes import sorted_keys
 
@@ -105,8 +106,7 @@ NOT_AN_INT = -(2 ** 62)
 
 def root_arg(root: Any) -> int:
     """``root`` as an int, or NOT_AN_INT for a float, a bool, None, a string..."""
-    ok = isinstance(root, (int, np.integer)) and not isinstance(root, (bool, np.bool_))
-    return int(root) if ok and abs(int(root)) < 2 ** 62 else NOT_AN_INT
+    return int(root) if is_int(root) and abs(int(root)) < 2 ** 62 else NOT_AN_INT
 
 
 def agree(comm: Comm, tree_digest: int, t: Tree, fn: str, root: int = 0, weight: int = 0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -19,12 +19,17 @@ def number(value: Any) -> Any:
     return value
 
 
+def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
+    """Whether ``value`` is a Python or NumPy integer, bools (and np.bool_) not counted."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def int_arg(value: Any, where: str, what: str, minimum: int | None = 0) -> int:
     """``value`` as an int ``>= minimum`` (any int when None: an axis): a TypeError for what
     is not an int (bools included), a ValueError below ``minimum``; both name ``where``
     (``random.split``)."""
     value = number(value)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise TypeError(f"{where}: {what} must be an int, got {value!r} "
                         f"({type(value).__name__})")
     if minimum is not None and value < minimum:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import numpy as np
+from funcdl._args import is_int
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 NO_PADS: Pads = ((0, 0), (0, 0))
@@ -18,16 +18,12 @@ NO_PADS: Pads = ((0, 0), (0, 0))
 
 # ---------------------------------------------------------------------------- arguments
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 def int_tuple(name: str, what: str, value: Any, n: int) -> tuple[int, ...]:
     """``value`` (an int, or ``n`` ints) as ``n`` positive ints: a TypeError for what is not
     that many ints (2.5, '3', a pair for a 1-D window), a ValueError for ints below 1."""
-    vals = (value,) * n if _is_int(value) else value
+    vals = (value,) * n if is_int(value) else value
     many = "a positive int" + (f" or {n} positive ints" if n > 1 else "")
-    if not (isinstance(vals, (tuple, list)) and len(vals) == n and all(map(_is_int, vals))):
+    if not (isinstance(vals, (tuple, list)) and len(vals) == n and all(map(is_int, vals))):
         raise TypeError(f"{name}: {what} must be {many}, got {value!r}")
     if not all(v > 0 for v in vals):
         raise ValueError(f"{name}: {what} must be {many}, got {value!r}")
@@ -36,7 +32,7 @@ def int_tuple(name: str, what: str, value: Any, n: int) -> tuple[int, ...]:
 
 def _explicit_pads(p: Any, rank: int) -> Pads | None:
     def ok(v: Any) -> bool:
-        return _is_int(v) and v >= 0
+        return is_int(v) and bool(v >= 0)
 
     if ok(p):
         return ((0, 0), (int(p), int(p))) if rank == 1 else ((int(p),) * 2, (int(p),) * 2)

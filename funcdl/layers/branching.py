@@ -73,6 +73,14 @@ def _tied(kind: str, layer: LayerLike, n: Any) -> tuple[Layer, int, str, str, li
     return checked, n, child, f"{kind}({child}, {n})", [f"{kind}[{i}]" for i in range(n)]
 
 
+def _summed(grads: list[Any]) -> Any:
+    """The gradient of params used in several places: the sum of each use's, leaf by leaf."""
+    total = grads[0]
+    for g in grads[1:]:
+        total = tree.map(np.add, total, g)
+    return total
+
+
 # ---------------------------------------------------------------------------- branching
 
 def Parallel(*layers: LayerLike) -> Layer:
@@ -263,10 +271,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
             entries(name, dys, n, "cotangents")
             grads = [_located_call(where[i], child, pb, dy, params) for i, (pb, dy) in
                      enumerate(zip(pbs, dys))]
-            total = grads[0][0]
-            for g in grads[1:]:
-                total = tree.map(np.add, total, g[0])
-            return total, tuple(g[1] for g in grads)
+            return _summed([g for g, _ in grads]), tuple(dx for _, dx in grads)
 
         return tuple(ys), pullback, (state,)
 
@@ -320,11 +325,11 @@ def Repeat(layer: LayerLike, n: int) -> Layer:
         def pullback(dy: Any) -> tuple[Any, Any]:
             if dy is None:
                 raise none_cotangent(name)
-            total = None
+            grads = []
             for i in reversed(range(n)):
                 g, dy = _located_call(where[i], child, pbs[i], dy, params)
-                total = g if total is None else tree.map(np.add, total, g)
-            return total, dy
+                grads.append(g)
+            return _summed(grads), dy
 
         return x, pullback, (state,)
 

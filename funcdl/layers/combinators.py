@@ -24,11 +24,11 @@ from funcdl.layers.base import (
     Layer,
     LayerLike,
     Shape,
+    layer_arg,
     located,
     need_state,
     no_params,
     none_cotangent,
-    not_a_layer,
 )
 
 __all__ = ["Sequential"]
@@ -54,9 +54,7 @@ def name_of(layer: Any) -> str:
 def check_children(name: str, layers: Sequence[Any]) -> tuple[Any, ...]:
     """The children, each a layer, a user's own with its returns checked (``_guard``)."""
     for i, layer in enumerate(layers):
-        got = not_a_layer(layer)
-        if got is not None:
-            raise TypeError(f"{name}: argument {i} is not a layer, got {got}")
+        layer_arg(name, layer, f"argument {i} is not a layer: expected one")
     return tuple(guarded(layer) for layer in layers)
 
 

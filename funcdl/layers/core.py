@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers, random
-from funcdl._args import bool_arg, int_arg, real_arg
+from funcdl._args import bool_arg, int_arg, is_int, real_arg
 from funcdl.layers.base import (
     _F32,
     Array,
@@ -190,8 +190,8 @@ def Reshape(shape: tuple[int, ...]) -> Layer:
     """Reshape every axis after the batch axis: ``(n, *rest) -> (n, *shape)``; ``shape`` may
     hold one -1 (as Keras' Reshape; the batch axis is never part of ``shape``); an int
     ``n`` is ``(n,)``."""
-    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
-        shape = (shape,)
+    if is_int(shape):
+        shape = (int(shape),)
     if not isinstance(shape, (tuple, list)):
         raise TypeError(f"Reshape: shape must be a tuple of ints (one may be -1), got "
                         f"{shape!r}")
