@@ -53,7 +53,8 @@ def worker(model_name: str, steps: int, warmup: int, batch: int, threads: int) -
     torch.manual_seed(0)
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     model: nn.Module = _torch_module(WORKLOADS[model_name])  # the same module as that peer's
-    x = torch.randn(batch, *((784,) if model_name == "mlp" else (1, 28, 28)))  # NCHW
+    shape = WORKLOADS[model_name].x_shape  # one example, NHWC for images: torch takes NCHW
+    x = torch.randn(batch, *(shape if len(shape) == 1 else (shape[-1], *shape[:-1])))
     y = torch.randperm(batch) % 10
     share = batch // size
     xb, yb = x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share]

@@ -36,9 +36,8 @@ def test_equals_n_copies_in_sequence_with_grads_summed(key):
     (g, dx), (g3, dx3) = pb(dy), pb3(dy)
     np.testing.assert_array_equal(dx, dx3)
     summed = tree.map(lambda a, b, c: a + b + c, *g3)
-    tree.check_same(g, summed, ("Repeat", "sum"), shapes=True)
-    for a, b in zip(tree.leaves(g), tree.leaves(summed), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-14, atol=0)
+    tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14, atol=0), g, summed,
+             shapes=True)
 
 
 def test_known_gradient_of_a_matrix_applied_twice():
@@ -64,9 +63,7 @@ def test_a_stateful_layer_carries_its_state_through_the_applications(key):
     _, tp, ts = tied.init(key, (None, 3))
     y, (t_state,) = tied.apply(tp, x, state=ts, train=True)
     np.testing.assert_array_equal(y, y2)
-    tree.check_same(t_state, s2, ("Repeat's state", "by hand"), shapes=True)
-    for a, b in zip(tree.leaves(t_state), tree.leaves(s2), strict=True):
-        np.testing.assert_array_equal(a, b)
+    tree.map(np.testing.assert_array_equal, t_state, s2, shapes=True)
     check_layer(tied, (None, 3))
 
 

@@ -186,15 +186,15 @@ def _local_cluster(distributed: Any) -> Any:
     connect timeout is raised, and one failed start is tried again."""
     import dask
 
-    for attempt in (1, 2):
-        try:
-            with dask.config.set({"distributed.comm.timeouts.connect": "120s"}):
-                return distributed.LocalCluster(n_workers=2, threads_per_worker=1,
-                                                processes=True, dashboard_address=None)
-        except (RuntimeError, TimeoutError, OSError):
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    def start() -> Any:
+        with dask.config.set({"distributed.comm.timeouts.connect": "120s"}):
+            return distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+                                            processes=True, dashboard_address=None)
+
+    try:
+        return start()
+    except (RuntimeError, TimeoutError, OSError):
+        return start()
 
 
 def test_dask_local_cluster_gives_the_same_results(expected):
