@@ -181,15 +181,19 @@ def test_run_docstring_example_runs():
 
 
 def _local_cluster(distributed: Any) -> Any:
-    """Two worker processes. On a loaded machine (a full suite beside other runs) a worker
-    has been seen not to come up in Dask's default 30 s ("Cluster failed to start"): the
-    connect timeout is raised, and one failed start is tried again."""
+    """Two worker processes. The scheduler's HTTP server (its /health and /metrics routes)
+    binds port 8787 even with ``dashboard_address=None``, which only leaves out the
+    dashboard's pages: with another cluster up (a second suite running beside this one),
+    Dask warns that the port is in use, and under -W error the cluster fails to start.
+    ``":0"`` takes a free port. On a loaded machine a worker has been seen not to come up in
+    Dask's default 30 s: the connect timeout is raised, and one failed start is tried
+    again."""
     import dask
 
     def start() -> Any:
         with dask.config.set({"distributed.comm.timeouts.connect": "120s"}):
             return distributed.LocalCluster(n_workers=2, threads_per_worker=1,
-                                            processes=True, dashboard_address=None)
+                                            processes=True, dashboard_address=":0")
 
     try:
         return start()
