@@ -440,3 +440,17 @@ def test_combinators_that_add_take_integer_and_bool_inputs_as_float32(model, x, 
     y = model.apply(params, x)
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y, doubled)
+
+
+@pytest.mark.parametrize("ids", [np.int64, np.uint8, np.bool_])
+def test_fan_in_concat_takes_ids_beside_floats_in_the_floats_dtype(ids):
+    # as Residual and FanInSum: int64 ids beside float32 features must not give float64
+    layer = L.FanInConcat()
+    xs = (np.array([[1, 0]], ids), np.array([[0.5]], np.float32))
+    y = layer.apply((), xs)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, [[1, 0, 0.5]])
+    y, pullback = layer.vjp((), xs)
+    assert [d.dtype for d in pullback(np.ones_like(y))[1]] == [np.float32, np.float32]
+    only_ids = layer.apply((), (xs[0], xs[0]))  # nothing to take a dtype from: kept as is
+    assert only_ids.dtype == np.dtype(ids)

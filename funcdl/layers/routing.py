@@ -16,6 +16,7 @@ from funcdl.layers.base import (
     Shape,
     as_array,
     as_floats,
+    cast_ints,
     check_cotangent,
     check_in_shape,
     no_params,
@@ -117,7 +118,8 @@ def FanInSum() -> Layer:
 
 def FanInConcat(axis: int = -1) -> Layer:
     """Concatenate a tuple along ``axis`` (batch axis excluded); vjp: ``dy`` split at the
-    same offsets."""
+    same offsets. Integer and boolean entries beside floating ones take the floats' dtype
+    (int64 ids beside float32 features give float32, not NumPy's float64)."""
     axis = int_arg(axis, "FanInConcat", "axis", None)
     name = f"FanInConcat(axis={axis})"
 
@@ -147,6 +149,10 @@ def FanInConcat(axis: int = -1) -> Layer:
                != arrays[0].shape[:ax] + arrays[0].shape[ax + 1:] for a in arrays):
             raise ValueError(f"{name}: inputs must agree on every axis but {axis}, got "
                              f"{[a.shape for a in arrays]}")
+        floats = [a.dtype for a in arrays if a.dtype.kind == "f"]
+        if floats and len(floats) < len(arrays):
+            dtype = np.result_type(*floats)
+            arrays = tuple(cast_ints(a, dtype) for a in arrays)
         return np.concatenate(arrays, axis=ax)
 
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
