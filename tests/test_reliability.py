@@ -225,7 +225,8 @@ def test_bool_and_int_inputs_are_cast_to_params_dtype(key):
         assert pullback(np.ones_like(y))[1].dtype == np.float32
 
 
-# one layer of each family, its input shape; Embedding reads ids
+# every layer kind and its input shape (a tuple of shapes: a tuple of inputs); Embedding
+# reads ids
 COTANGENT_DTYPE = [
     (lambda: L.Dense(3), (2, 4)), (L.ReLU, (2, 4)), (L.GELU, (2, 4)), (L.Softmax, (2, 4)),
     (L.Tanh, (2, 4)), (lambda: L.Conv2D(3, 3), (2, 5, 5, 2)), (lambda: L.Conv1D(3, 2), (2, 5, 2)),
@@ -236,6 +237,12 @@ COTANGENT_DTYPE = [
     (lambda: L.Sequential(L.Dense(3), L.ReLU(), L.Dense(2)), (2, 4)),
     (lambda: L.Sequential(L.FanOut(2), L.FanInSum()), (2, 4)),
     (lambda: L.Residual(L.Dense(4)), (2, 4)),
+    (L.Sigmoid, (2, 4)), (L.Softplus, (2, 4)), (L.ELU, (2, 4)), (lambda: L.LeakyReLU(0.2), (2, 4)),
+    (L.LogSoftmax, (2, 4)), (lambda: L.Slice(np.s_[1:3]), (2, 4)),
+    (lambda: L.Repeat(L.Dense(4), 2), (2, 4)),
+    (L.FanInConcat, ((2, 4), (2, 3))), (L.FanInSum, ((2, 4), (2, 4))),
+    (lambda: L.Sequential(L.Parallel(L.Dense(3), L.Tanh()), L.FanInConcat()), ((2, 4), (2, 4))),
+    (lambda: L.Sequential(L.Shared(L.Dense(3)), L.FanInSum()), ((2, 4), (2, 4))),
 ]
 
 
@@ -245,11 +252,13 @@ def test_a_float64_cotangent_gives_a_float32_layer_float32_gradients(make, shape
     # np.ones(y.shape) is float64: taken in the output's dtype, as PyTorch's engine does,
     # the same numbers as a float32 dy, never a float64 dx
     layer = make()
-    out = layer.init(key, (None, *shape[1:]))
+    many = isinstance(shape[0], tuple)
+    out = layer.init(key, tuple((None, *s[1:]) for s in shape) if many else (None, *shape[1:]))
     kw = {"train": True, "key": random.key(1)}
     if layer.stateful:
         kw["state"] = out[2]
     x = (np.arange(6).reshape(shape) % 5 if "Embedding" in layer.name
+         else tuple(random.normal(random.key(i), s) for i, s in enumerate(shape)) if many
          else random.normal(random.key(2), shape))
     y, pullback = layer.vjp(out[1], x, **kw)[:2]
     dy = random.normal(random.key(3), y.shape, np.float64)
