@@ -164,7 +164,7 @@ def test_a_stateful_sequential_under_check_finite_returns_the_new_state(key):
         _, _, vjp_state = model.vjp(params, x, state=state, train=True)
     for got in (new_state, vjp_state):
         assert got[0] == ()
-        np.testing.assert_array_equal(tree.ravel(got)[0], tree.ravel(expected)[0])
+        tree.map(np.testing.assert_array_equal, got, expected, shapes=True)
 
 
 def test_a_layer_below_an_embedding_gets_no_cotangent_and_the_grads_keep_their_structure(key):
@@ -191,12 +191,12 @@ def test_a_branch_whose_cotangent_is_none_gets_zero_grads(key):
     tree.check_same(params, grads, shapes=True)
     assert dx1 is None and not any(g.any() for g in tree.leaves(grads[1]))
     g0, e0 = L.Dense(2).vjp(params[0], xs[0])[1](dy)
-    np.testing.assert_array_equal(tree.ravel(grads[0])[0], tree.ravel(g0)[0])
+    tree.map(np.testing.assert_array_equal, grads[0], g0, shapes=True)
     np.testing.assert_array_equal(dx0, e0)
     shared = L.Shared(L.Dense(2))  # the sum over branches takes nothing from the None one
     grads, (dx0, dx1) = shared.vjp(params[0], (xs[0], 2 * xs[0]))[1]((dy, None))
     assert dx1 is None
-    np.testing.assert_array_equal(tree.ravel(grads)[0], tree.ravel(g0)[0])
+    tree.map(np.testing.assert_array_equal, grads, g0, shapes=True)
     np.testing.assert_array_equal(dx0, e0)
 
 
@@ -220,7 +220,7 @@ def test_a_stateful_parallel_returns_each_branch_new_state(key):
     _, _, vjp_state = model.vjp(params, (x, x), state=state, train=True)
     for got in (new_state, vjp_state):
         assert len(got) == 2 and got[1] == ()
-        np.testing.assert_array_equal(tree.ravel(got[0])[0], tree.ravel(bn_new)[0])
+        tree.map(np.testing.assert_array_equal, got[0], bn_new, shapes=True)
 
 
 def test_shared_dropout_draws_one_mask_per_branch(key):

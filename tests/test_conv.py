@@ -466,7 +466,9 @@ def test_max_pool_all_minus_inf_windows_step_each_axis_by_its_own_stride():
 @pytest.mark.parametrize("channels", [1, 3, 6])
 def test_conv_dx_comes_back_channels_last(channels, conv_path):
     # with few channels col2im runs channel-major, (C, N, H, W) in memory; dx must be back
-    # in NHWC order (channels innermost), as x and every other layer's dx
+    # in NHWC order (channels innermost), as x and every other layer's dx. Only the im2col
+    # path with 1 or 3 channels goes channel-major; the other cases check the same layout
+    # on the paths that never leave NHWC
     layer = Conv2D(2, 3)
     _, params = layer.init(random.key(0), (None, 5, 4, channels))
     x = random.normal(random.key(1), (2, 5, 4, channels))

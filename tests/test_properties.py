@@ -31,9 +31,8 @@ KEY = random.key(0)
 # tolerances only absorb the differencing error of deep, badly conditioned stacks.
 RTOL, ATOL = 1e-4, 1e-7
 
-# derandomize: the same examples on every run, so that CI is red only for a reason that
-# reproduces (the random search found the LayerNorm case above in one of many runs).
-SMALL = settings(max_examples=100, deadline=None, derandomize=True,
+# (derandomized with no example database, as every test here: tests/conftest.py)
+SMALL = settings(max_examples=100, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

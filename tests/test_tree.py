@@ -449,7 +449,7 @@ _trees = st.recursive(
 )
 
 
-@settings(max_examples=60, deadline=None, database=None,
+@settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(_trees)
 def test_property_round_trips(t):
