@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from importlib.util import find_spec
 from pathlib import Path
@@ -94,20 +95,36 @@ def free_port() -> int:
 
 
 def launch(ranks: int, threads: int, model: str, steps: int, warmup: int,
-           batch: int) -> dict[str, Any]:
-    """One set-up in fresh processes; ``{"step": s, "threads": n}`` from rank 0."""
+           batch: int, timeout: float = 600.0) -> dict[str, Any]:
+    """One set-up in fresh processes; ``{"step": s, "threads": n}`` from rank 0. When one
+    process fails (or the time runs out) the others are killed: a rank left waiting in
+    gloo's rendezvous for one that died would hang until the timeout."""
     env = {**blas_env(threads), "WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(free_port())}
     cmd = [sys.executable, str(HERE), model, str(steps), str(warmup), str(batch), str(threads)]
-    procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for r in range(ranks)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outs):
-        if p.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{err}")
-    result: dict[str, Any] = json.loads(outs[0][0].strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as tmp:  # files, not pipes: nobody reads while polling
+        logs = [(Path(tmp, f"{r}.out"), Path(tmp, f"{r}.err")) for r in range(ranks)]
+        procs = []
+        for r, (out, err) in enumerate(logs):
+            with out.open("w") as o, err.open("w") as e:
+                procs.append(subprocess.Popen(cmd, env={**env, "RANK": str(r)}, stdout=o,
+                                              stderr=e, text=True))
+        deadline = time.monotonic() + timeout
+        try:
+            while any(p.poll() is None for p in procs) and time.monotonic() < deadline \
+                    and not any(p.returncode for p in procs):
+                time.sleep(0.05)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        for p, (_, err) in zip(procs, logs):
+            if p.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed (exit {p.returncode}, after "
+                                 f"{timeout:.0f} s at most):\n{err.read_text()}")
+        result: dict[str, Any] = json.loads(logs[0][0].read_text().strip().splitlines()[-1])
     return result
-
 
 if __name__ == "__main__":
     name, n_steps, n_warmup, n_batch, n_threads = sys.argv[1:6]

@@ -332,7 +332,7 @@ def report_peer(model: str, peer_runs: dict[str, list[dict[str, Any]]], one1: fl
     rounds of each round's slowest rank, as funcdl's)."""
     step = {name: 1e3 * statistics.median(r["step"] for r in runs)
             for name, runs in peer_runs.items()}
-    base, ddp, two_threads = step.values()
+    base, ddp, two_threads = (step[name] for name, *_ in _ddp.SETUPS)
     print("\n| peer set-up | torch threads seen | step | speed-up vs its 1x1 | funcdl 2 ranks, "
           "sharded, vs it |")
     print("|---|---|--:|--:|--:|")
@@ -340,7 +340,7 @@ def report_peer(model: str, peer_runs: dict[str, list[dict[str, Any]]], one1: fl
         print(f"| {name} | {peer_runs[name][0]['threads']} | {ms:.2f} | {base / ms:.2f}x | "
               f"{ms / sharded:.2f}x |")
     print(f"{model}: PyTorch's DDP on 2 processes x 1 thread is {base / ddp:.2f}x as fast as "
-          f"PyTorch on 1 x 1 (funcdl: data parallelism {one1 / sharded:.2f}x, sharded); "
+          f"PyTorch on 1 x 1 (funcdl's sharded step: {one1 / sharded:.2f}x its own 1 x 1); "
           f"funcdl's sharded step is {ddp / sharded:.2f}x as fast as DDP's and "
           f"{two_threads / sharded:.2f}x as fast as PyTorch on 1 process x 2 threads; "
           f"per-round PyTorch step ms: " + "; ".join(
