@@ -137,15 +137,16 @@ def block_sum(a: Array, lo: int, hi: int) -> Array:
 # Broadcasts along short rows. NumPy runs an elementwise op as an inner loop over the last
 # axis; when an operand is broadcast along the other axes (a per-channel vector against
 # NHWC, a per-row statistic against (rows, C)) that loop covers only C values, and for
-# small C its per-call overhead dominates. benchmarks/broadcast_micro.py, (50176, 16)
-# float32, one thread: ``a + v`` 322 µs, tiled by chan 146, ``a + a`` 66 (no broadcast);
-# ``a - m[:, None]`` 361, ``a - per_row(m, 16)`` 237.
+# small C its per-call overhead dominates. benchmarks/broadcast_micro.py (its output in
+# benchmarks/results/broadcast_micro.md), (50176, 16) float32, one thread: ``a + v`` 348 µs,
+# tiled by chan 133, ``a + a`` 68 (no broadcast); ``a - m[:, None]`` 286, ``per_row`` 222.
 _WIDE = 1024  # the width of a tiled row
 _SHORT = 128  # rows at least this wide broadcast well as they are
 # Below this many elements the tiling's own calls (np.tile, two ufuncs, reshapes) cost more
-# than the broadcast saves: the same script, at 4 to 25 channels, has chan ahead from 16k to
-# 40k elements, and behind by up to 6 µs on small arrays (Dense(25) on 50 rows, the disk
-# benchmark's, took 7 µs tiled against 1.3 broadcast).
+# than the broadcast saves: Dense(25) on 50 rows, the disk benchmark's, took 7 µs tiled
+# (commit 7f684f7) against 1.3 broadcast (the same output). Above it the same output has
+# chan ahead at every size for 4 to 16 channels; for 25 to 64 only from 4000 rows, 1-3 µs
+# behind at 1000 rows (25k-64k elements).
 TILE_FROM = 1 << 14
 
 
