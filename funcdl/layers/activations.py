@@ -49,8 +49,10 @@ def _shapeless_init(name: str) -> Callable[[random.Key, Shape], tuple[Shape, Any
 
 
 def _elementwise(name: str, f: Callable[[Array], Array],
-                 df: Callable[[Array, Array, Array], Array]) -> Layer:
-    """A parameterless layer ``y = f(x)`` with ``dx = df(x, y, dy)``."""
+                 df: Callable[[Array, Array, Array], Array],
+                 commutes_with_max: bool = False) -> Layer:
+    """A parameterless layer ``y = f(x)`` with ``dx = df(x, y, dy)`` (``commutes_with_max``:
+    see ``Pointwise``)."""
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
@@ -70,7 +72,7 @@ def _elementwise(name: str, f: Callable[[Array], Array],
         return y, pullback
 
     return Layer(_shapeless_init(name), apply, vjp, name=name,
-                 pointwise=Pointwise(name, f, df))
+                 pointwise=Pointwise(name, f, df, commutes_with_max))
 
 
 def sigmoid(x: Array) -> Array:
@@ -85,9 +87,12 @@ def sigmoid(x: Array) -> Array:
 
 
 def ReLU() -> Layer:
-    """``y = max(x, 0)``; ``dx = dy · [x > 0]`` (0 at x = 0, as PyTorch)."""
+    """``y = max(x, 0)``; ``dx = dy · [x > 0]`` (0 at x = 0, as PyTorch).
+
+    In a Sequential, a ReLU right before a MaxPool2D runs after it, on a quarter of the
+    values for a 2 x 2 pool (the same numbers; see ``Pointwise.commutes_with_max``)."""
     return _elementwise("ReLU()", lambda x: np.maximum(x, 0),
-                        lambda x, y, dy: dy * (x > 0))
+                        lambda x, y, dy: dy * (x > 0), commutes_with_max=True)
 
 
 def LeakyReLU(alpha: float = 0.01) -> Layer:

@@ -68,7 +68,10 @@ class Layer:
     ``pointwise = Pointwise(name, f, df)`` on an activation ``y = f(x)``,
     ``dx = df(x, y, dy)``; ``vjp_then(params, x, pointwise) -> (y, pullback)`` on the layer
     before it, computing ``f(layer(x))`` with a pullback that applies ``df`` first and
-    returns the layer's ``(dparams, dx)``.
+    returns the layer's ``(dparams, dx)``. A third, ``selects_max``, marks a layer whose
+    output is the maximum of some of its input's entries (MaxPool2D); an activation before
+    it whose ``Pointwise`` has ``commutes_with_max`` (ReLU) then runs after it, through its
+    ``vjp_then``, on fewer values: ``max(f(x)) = f(max(x))``, the same numbers.
     """
 
     init: Callable[..., Any]
@@ -80,6 +83,7 @@ class Layer:
     pointwise: Pointwise | None = None
     vjp_then: Callable[..., Any] | None = None
     ids: int | None = None
+    selects_max: bool = False
 
     def __post_init__(self) -> None:
         odd = next((f for f in ("init", "apply", "vjp") if not callable(getattr(self, f))), None)
@@ -94,11 +98,20 @@ class Layer:
 
 
 class Pointwise(NamedTuple):
-    """An elementwise map and its vjp rule: ``y = f(x)``, ``dx = df(x, y, dy)``."""
+    """An elementwise map and its vjp rule: ``y = f(x)``, ``dx = df(x, y, dy)``.
+
+    ``commutes_with_max``: ``f`` is non-decreasing and ``f' = 0`` wherever ``f`` maps two
+    inputs to one value (ReLU; not LeakyReLU, whose ``a·x`` can round two inputs to one
+    value where the slope is ``a``). Then ``max_i f(x_i) = f(max_i x_i)``, and routing
+    ``dy`` through ``df`` at the maximum gives the same ``dx`` as routing it to the first
+    maximum of ``f(x)``: either the same entry, or ``f' = 0`` there and ``dx`` is 0. (Not
+    for NaN inputs: a NaN in a window leaves its maximum NaN either way, but the cells
+    before it compare differently.)"""
 
     name: str
     f: Callable[[Array], Array]
     df: Callable[[Array, Array, Array], Array]
+    commutes_with_max: bool = False
 
 
 # ---------------------------------------------------------------------------- sums

@@ -24,6 +24,7 @@ from funcdl.layers.base import (
     Layer,
     LayerLike,
     Shape,
+    check_cotangent,
     layer_arg,
     located,
     need_state,
@@ -205,7 +206,7 @@ def Sequential(*layers: LayerLike) -> Layer:
                 for i, then, act in steps:
                     if then is None:
                         x, pullbacks[i] = vjps[i](params[i], x, key=keys[i], train=train)
-                    else:  # the activation runs inside: its params must be ()
+                    else:  # a parameterless second layer (activation or pool) runs inside
                         no_params(names[i + 1], params[i + 1])
                         x, pullbacks[i] = then(params[i], x, act)
             except ERRORS as e:
@@ -351,20 +352,50 @@ def _steps(layers: Sequence[Any]) -> list[tuple[int, Any, Any]]:
     """The forward pass as ``(i, vjp_then, pointwise)`` steps: a layer offering ``vjp_then``
     (Dense) followed by a ``pointwise`` activation is one step that runs both, saving a
     call and a pullback per pair (disk benchmark step: 1.42x -> 1.37x the NumPy floor);
-    any other layer is ``(i, None, None)``. Same arithmetic either way, so the same
-    numbers."""
+    an activation that ``commutes_with_max`` (ReLU) before a layer that ``selects_max``
+    (MaxPool2D) is one step that runs the pool first, then the activation on its output
+    (benchmarks' cnn step, both ReLUs before 2 x 2 pools: 12.1-12.9 -> 9.7-11.2 ms); any
+    other layer is ``(i, None, None)``. The same arithmetic either way, so the same numbers
+    (see ``Pointwise.commutes_with_max`` for the swap)."""
     steps: list[tuple[int, Any, Any]] = []
-    i = 0
-    while i < len(layers):
+    n, i = len(layers), 0
+    while i < n:
+        act = getattr(layers[i], "pointwise", None)
+        if act is not None and act.commutes_with_max and _selects_max(layers, i + 1):
+            steps.append((i, _swapped(layers[i + 1]), act))
+            i += 2
+            continue
         then = getattr(layers[i], "vjp_then", None)
-        act = getattr(layers[i + 1], "pointwise", None) if i + 1 < len(layers) else None
-        if then is not None and act is not None:
+        act = getattr(layers[i + 1], "pointwise", None) if i + 1 < n else None
+        # an activation that can run after a pool behind it is left for that step
+        if (then is not None and act is not None
+                and not (act.commutes_with_max and _selects_max(layers, i + 2))):
             steps.append((i, then, act))
             i += 2
         else:
             steps.append((i, None, None))
             i += 1
     return steps
+
+
+def _selects_max(layers: Sequence[Any], i: int) -> bool:
+    return (i < len(layers) and getattr(layers[i], "selects_max", False)
+            and getattr(layers[i], "vjp_then", None) is not None)
+
+
+def _swapped(pool: Any) -> Callable[..., Any]:
+    """The step ``(activation i, pool i + 1)`` run as ``act.f(pool(x))``: ``then(params_i,
+    x, act)`` as a fused pair's; the pool's params are checked by the caller. Its
+    cotangent is the pool's output's, so it is checked in the pool's name."""
+    then, name = pool.vjp_then, pool.name
+
+    def run(params: Any, x: Any, act: Any) -> tuple[Any, Callable[..., Any]]:
+        no_params(act.name, params)
+        z, pull = then((), x, act)
+        z_shape, z_dtype = z.shape, z.dtype
+        return z, lambda dz: pull(check_cotangent(name, dz, z_shape, z_dtype))
+
+    return run
 
 
 def _first_with_params(params: Sequence[Any]) -> int:

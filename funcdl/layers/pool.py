@@ -32,6 +32,7 @@ from funcdl.layers._windows import (
 from funcdl.layers.base import (
     Array,
     Layer,
+    Pointwise,
     Shape,
     as_floats,
     check_cotangent,
@@ -145,7 +146,22 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
 
         return y, pullback
 
-    return Layer(_pool_init(name, win), apply, vjp, name=name)
+    def vjp_then(params: Any, x: Any, act: Pointwise | None) -> Any:
+        # z = act.f(pool(x)), dz through act.df first; Sequential also runs a ReLU before
+        # the pool this way (see Layer.selects_max)
+        y, pull = vjp(params, x)
+        if act is None:
+            return y, pull
+        z = act.f(y)
+        z_shape, z_dtype = z.shape, z.dtype
+
+        def pullback(dz: Array) -> Any:
+            return pull(act.df(y, z, check_cotangent(act.name, dz, z_shape, z_dtype)))
+
+        return z, pullback
+
+    return Layer(_pool_init(name, win), apply, vjp, name=name, vjp_then=vjp_then,
+                 selects_max=True)
 
 
 def _winners(better: list[Array]) -> list[Array] | None:

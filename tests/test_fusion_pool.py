@@ -1,0 +1,165 @@
+"""Sequential runs a ReLU right before a MaxPool2D after the pool (Pointwise.commutes_with_max
+and Layer.selects_max): the same numbers, structures and error locations as layer by layer,
+ties and -inf included, and the ReLU really sees the pooled shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from funcdl import layers as L
+from funcdl import random, tree
+from funcdl.layers.base import Layer, Pointwise
+from funcdl.layers.combinators import _steps
+from funcdl.testing import check_vjp
+
+POOLS = [lambda: L.MaxPool2D(2), lambda: L.MaxPool2D(3, 2, "SAME"), lambda: L.MaxPool2D(2, 1),
+         lambda: L.MaxPool2D((2, 3), (1, 2), padding=((1, 0), (0, 1)))]
+
+
+def _opaque(layer: Layer) -> Layer:
+    """``layer`` without its fusion fields: Sequential then runs it on its own."""
+    return Layer(layer.init, layer.apply, layer.vjp, name=layer.name,
+                 dx_optional=layer.dx_optional)
+
+
+def _models(pool, dtype, conv=True):
+    make = [lambda: L.Conv2D(3, 2), L.ReLU, pool] if conv else [L.ReLU, pool]
+    fused = L.Sequential(*[m() for m in make], L.Flatten(), L.Dense(2))
+    plain = L.Sequential(*[_opaque(m()) for m in make], L.Flatten(), L.Dense(2))
+    _, params = fused.init(random.key(0), (None, 5, 6, 2))
+    return fused, plain, tree.astype(params, dtype)
+
+
+def _tied(dtype, shape=(3, 5, 6, 2)):
+    """Values on a coarse grid, most of them <= 0: ties of equal maxima and of zeros after
+    the ReLU in most windows; a few -inf (a window may hold nothing else)."""
+    rng = np.random.default_rng(5)
+    x = np.round(rng.standard_normal(shape) * 2 - 1).astype(dtype) / 2
+    x[rng.random(shape) < 0.1] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_after_the_pool_equals_layer_by_layer_bitwise(pool, dtype):
+    fused, plain, params = _models(pool, dtype, conv=False)
+    x = _tied(dtype)
+    y1, pb1 = fused.vjp(params, x)
+    y2, pb2 = plain.vjp(params, x)
+    np.testing.assert_array_equal(y1, y2)
+    dy = random.normal(random.key(2), y1.shape, dtype)
+    (g1, dx1), (g2, dx2) = pb1(dy), pb2(dy)
+    assert tree.structure(g1) == tree.structure(g2) == tree.structure(params)
+    assert g1[0] == () and g1[1] == ()
+    for a, b in zip(tree.leaves(g1), tree.leaves(g2), strict=True):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+    assert dx1.dtype == dtype
+    np.testing.assert_array_equal(dx1, dx2)
+    assert (dx1 != 0).any() and (x[dx1 != 0] > 0).all()  # dy reaches positive winners only
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_conv_relu_pool_equals_layer_by_layer_with_ties(pool):
+    fused, plain, params = _models(pool, np.float32)
+    # an integer-valued input and kernel: many exact ties of the convolution's outputs
+    params = tree.map(np.round, tree.map(lambda p: p * 4, params))
+    x = np.round(_tied(np.float32) * 2)
+    x[~np.isfinite(x)] = 0
+    (y1, pb1), (y2, pb2) = fused.vjp(params, x), plain.vjp(params, x)
+    np.testing.assert_array_equal(y1, y2)
+    dy = np.ones_like(y1)
+    for (a, b) in zip(tree.leaves(pb1(dy)), tree.leaves(pb2(dy)), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_swapped_pair_vjp_matches_finite_differences(pool):
+    fused, _, params = _models(pool, np.float64)
+    x = random.normal(random.key(1), (2, 5, 6, 2), np.float64)
+    check_vjp(fused, params, x)
+
+
+def test_the_activation_runs_on_the_pooled_values():
+    seen = []
+
+    def spy(commutes):
+        relu = L.ReLU()
+        pw = relu.pointwise
+        assert pw is not None
+
+        def f(x):
+            seen.append(x.shape)
+            return pw.f(x)
+
+        return Layer(relu.init, relu.apply, relu.vjp, name="Spy",
+                     pointwise=Pointwise("Spy", f, pw.df, commutes))
+
+    x = np.ones((2, 6, 4, 3), np.float32)
+    for commutes in (True, False):
+        L.Sequential(spy(commutes), L.MaxPool2D(2)).vjp(((), ()), x)
+    assert seen == [(2, 3, 2, 3)]  # without the flag the spy's f is not called by a step
+
+
+def test_which_pairs_are_swapped():
+    layers = [L.Dense(3), L.ReLU(), L.MaxPool2D(2), L.LeakyReLU(0.1), L.MaxPool2D(2),
+              L.MaxPool2D(2), L.ReLU(), L.Tanh(), L.MaxPool2D(2), L.ReLU(), L.AvgPool2D(2),
+              L.ReLU(), L.Dense(1), L.ReLU()]
+
+    def kind(i, then):
+        return None if then is None else "fused" if then is layers[i].vjp_then else "swapped"
+
+    got = [(i, kind(i, then), act and act.name) for i, then, act in _steps(layers)]
+    assert got == [(0, None, None),  # the ReLU goes with the pool behind it, not the Dense
+                   (1, "swapped", "ReLU()"), (3, None, None), (4, None, None),
+                   (5, "fused", "ReLU()"),  # MaxPool then ReLU: the usual order
+                   (7, None, None), (8, "fused", "ReLU()"), (10, None, None),
+                   (11, None, None), (12, "fused", "ReLU()")]
+
+
+def test_errors_keep_their_layer():
+    model = L.Sequential(L.Conv2D(2, 3), L.ReLU(), L.MaxPool2D(2))
+    _, params = model.init(random.key(0), (None, 4, 4, 1))
+    x = np.ones((2, 4, 4, 1), np.float32)
+    _, pb = model.vjp(params, x)
+    with pytest.raises(ValueError, match=r"Sequential\[2\] MaxPool2D\(2\).*\(2, 2, 2, 2\)"):
+        pb(np.ones((2, 2, 2, 3), np.float32))
+    bad = (params[0], {"w": np.ones(1)}, ())
+    with pytest.raises(ValueError, match=r"Sequential\[1\] ReLU\(\)"):
+        model.vjp(bad, x)
+    with pytest.raises(ValueError, match=r"Sequential\[2\] MaxPool2D\(2\)"):
+        model.vjp((params[0], (), {"w": np.ones(1)}), x)
+    flat = L.Sequential(L.ReLU(), L.MaxPool2D(2))
+    with pytest.raises(ValueError, match=r"Sequential\[1\] MaxPool2D\(2\).*rank 4"):
+        flat.vjp(((), ()), np.ones((2, 4, 4), np.float32))
+
+
+@pytest.mark.parametrize("window, stride, pad", [(2, 2, 0), (3, 2, 1)])
+def test_cnn_with_swapped_pairs_matches_torch_float64(window, stride, pad):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    model = L.Sequential(L.Conv2D(3, 3), L.ReLU(), L.MaxPool2D(window, stride, pad),
+                         L.Conv2D(2, 2, padding="VALID"), L.ReLU(), L.MaxPool2D(2))
+    _, params = model.init(random.key(0), (None, 9, 8, 2))
+    params = tree.astype(params, np.float64)
+    x = random.normal(random.key(1), (2, 9, 8, 2), np.float64)
+    y, pb = model.vjp(params, x)
+    dy = random.normal(random.key(2), y.shape, np.float64)
+    grads, dx = pb(dy)
+
+    def t(a, grad=False):
+        return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=grad)
+
+    w1, b1 = t(params[0]["w"].transpose(3, 2, 0, 1), True), t(params[0]["b"], True)
+    w2, b2 = t(params[3]["w"].transpose(3, 2, 0, 1), True), t(params[3]["b"], True)
+    xt = t(x.transpose(0, 3, 1, 2), True)
+    h = F.max_pool2d(F.relu(F.conv2d(xt, w1, b1, padding=1)), window, stride, pad)
+    yt = F.max_pool2d(F.relu(F.conv2d(h, w2, b2)), 2)
+    yt.backward(t(dy.transpose(0, 3, 1, 2)))
+    tol = {"rtol": 1e-10, "atol": 1e-12}
+    np.testing.assert_allclose(y, yt.detach().numpy().transpose(0, 2, 3, 1), **tol)
+    np.testing.assert_allclose(dx, xt.grad.numpy().transpose(0, 2, 3, 1), **tol)
+    for g, (w, b) in ((grads[0], (w1, b1)), (grads[3], (w2, b2))):
+        np.testing.assert_allclose(g["w"], w.grad.numpy().transpose(2, 3, 1, 0), **tol)
+        np.testing.assert_allclose(g["b"], b.grad.numpy(), **tol)
