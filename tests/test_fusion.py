@@ -59,7 +59,7 @@ def test_fused_pair_vjp_matches_finite_differences(act):
 
 
 def test_fusion_only_where_a_dense_precedes_a_pointwise_layer():
-    from funcdl.layers.combinators import _steps
+    from funcdl.layers._fusion import steps as _steps
 
     layers = [L.Dense(3), L.ReLU(), L.ReLU(), L.Dense(2), L.Dropout(0.5), L.Dense(1),
               L.Softmax(), L.Dense(1, use_bias=False), L.Tanh(), L.Dense(1)]

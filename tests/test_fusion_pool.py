@@ -1,6 +1,7 @@
 """Sequential runs a ReLU right before a MaxPool2D after the pool (Pointwise.commutes_with_max
-and Layer.selects_max): the same numbers, structures and error locations as layer by layer,
-ties and -inf included, and the ReLU really sees the pooled shape."""
+and Layer.selects_max), in vjp and apply, with or without stateful children (whose models
+fuse Dense + activation too): the same numbers, structures and error locations as layer by
+layer, ties and -inf included, and the ReLU really sees the pooled shape."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 
 from funcdl import layers as L
 from funcdl import random, tree
+from funcdl.layers._fusion import steps as _steps
 from funcdl.layers.base import Layer, Pointwise
-from funcdl.layers.combinators import _steps
 from funcdl.testing import check_vjp
 
 POOLS = [lambda: L.MaxPool2D(2), lambda: L.MaxPool2D(3, 2, "SAME"), lambda: L.MaxPool2D(2, 1),
@@ -102,6 +103,23 @@ def test_the_activation_runs_on_the_pooled_values():
     assert seen == [(2, 3, 2, 3)]  # without the flag the spy's f is not called by a step
 
 
+def test_apply_runs_the_pool_first():
+    seen = []
+    relu = L.ReLU()
+
+    def apply(params, x, **kw):
+        seen.append(x.shape)
+        return relu.apply(params, x, **kw)
+
+    spy = Layer(relu.init, apply, relu.vjp, name="Spy", pointwise=relu.pointwise)
+    x = _tied(np.float32, (2, 6, 4, 3))
+    model = L.Sequential(spy, L.MaxPool2D(2))
+    y = model.apply(((), ()), x)
+    assert seen == [(2, 3, 2, 3)]
+    np.testing.assert_array_equal(y, L.MaxPool2D(2).apply((), np.maximum(x, 0)))
+    np.testing.assert_array_equal(y, model.vjp(((), ()), x)[0])
+
+
 def test_which_pairs_are_swapped():
     layers = [L.Dense(3), L.ReLU(), L.MaxPool2D(2), L.LeakyReLU(0.1), L.MaxPool2D(2),
               L.MaxPool2D(2), L.ReLU(), L.Tanh(), L.MaxPool2D(2), L.ReLU(), L.AvgPool2D(2),
@@ -163,3 +181,46 @@ def test_cnn_with_swapped_pairs_matches_torch_float64(window, stride, pad):
     for g, (w, b) in ((grads[0], (w1, b1)), (grads[3], (w2, b2))):
         np.testing.assert_allclose(g["w"], w.grad.numpy().transpose(2, 3, 1, 0), **tol)
         np.testing.assert_allclose(g["b"], b.grad.numpy(), **tol)
+
+
+def _stateful_layers():
+    return [L.Conv2D(3, 2), L.BatchNorm(), L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(4),
+            L.ReLU(), L.Dense(2)]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_stateful_models_fuse_and_swap_bitwise(train):
+    fused = L.Sequential(*_stateful_layers())
+    plain = L.Sequential(*[l if l.stateful else _opaque(l) for l in _stateful_layers()])
+    kinds = [(i, then is not None) for i, then, _ in _steps(_stateful_layers())]
+    assert kinds == [(0, False), (1, False), (2, True), (4, False), (5, True), (7, False)]
+    _, params, state = fused.init(random.key(0), (None, 5, 6, 2))
+    x = _tied(np.float32)
+    x[~np.isfinite(x)] = -3
+    y1, s1 = fused.apply(params, x, state=state, train=train)
+    y2, s2 = plain.apply(params, x, state=state, train=train)
+    (z1, pb1, t1), (z2, pb2, t2) = (m.vjp(params, x, state=state, train=train)
+                                    for m in (fused, plain))
+    for a, b in ((y1, y2), (z1, z2), (y1, z1)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in ((s1, s2), (t1, t2), (s1, t1)):
+        assert tree.structure(a) == tree.structure(b) == tree.structure(state)
+        for u, v in zip(tree.leaves(a), tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(u, v)
+    dy = random.normal(random.key(2), z1.shape, np.float32)
+    for a, b in zip(tree.leaves(pb1(dy)), tree.leaves(pb2(dy)), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_stateful_models_name_the_layer_of_a_bad_state_entry():
+    model = L.Sequential(*_stateful_layers())
+    _, params, state = model.init(random.key(0), (None, 4, 4, 1))
+    x = np.ones((2, 4, 4, 1), np.float32)
+    for i, name in ((2, r"ReLU\(\)"), (3, r"MaxPool2D\(2\)"), (6, r"ReLU\(\)")):
+        bad = (*state[:i], {"n": 1}, *state[i + 1:])
+        for run in (model.vjp, model.apply):
+            with pytest.raises(ValueError, match=rf"Sequential\[{i}\] {name}: expected \(\)"):
+                run(params, x, state=bad)
+    bad = (*params[:3], {"w": np.ones(1)}, *params[4:])
+    with pytest.raises(ValueError, match=r"Sequential\[3\] MaxPool2D\(2\)"):
+        model.vjp(bad, x, state=state)

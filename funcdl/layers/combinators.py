@@ -19,12 +19,12 @@ import numpy as np
 
 from funcdl import debug, random, tree
 from funcdl._treenodes import describe
+from funcdl.layers import _fusion
 from funcdl.layers._guard import guarded
 from funcdl.layers.base import (
     Layer,
     LayerLike,
     Shape,
-    check_cotangent,
     layer_arg,
     located,
     need_state,
@@ -176,6 +176,8 @@ def Sequential(*layers: LayerLike) -> Layer:
     init = _sequential_init(layers, where)
 
     nones, empty = (None,) * n, ((),) * n  # no keys; the states of stateless children
+    steps = _fusion.steps(layers)
+    order = _fusion.order(layers, steps)
     ids = getattr(layers[0], "ids", None) if layers else None  # check_layer's input
     if not any(is_stateful(l) for l in layers):
         # The hot path of every model: a plain loop, no state bookkeeping.
@@ -183,15 +185,15 @@ def Sequential(*layers: LayerLike) -> Layer:
             entries(name, params, n, "params")
             if debug.enabled():  # the one read the unchecked path pays
                 return _checked(layers, where, names, params, x, empty, key, train, False)[0]
-            for i, (layer, p, k) in enumerate(zip(layers, params, keys_for(key, n))):
+            keys = nones if key is None else keys_for(key, n)
+            for i in order:
                 try:
-                    x = layer.apply(p, x, key=k, train=train)
+                    x = applies[i](params[i], x, key=keys[i], train=train)
                 except ERRORS as e:
                     raise located(where[i], names[i], e) from e
             return x
 
-        vjps = [layer.vjp for layer in layers]
-        steps = _steps(layers)
+        applies, vjps = [layer.apply for layer in layers], [layer.vjp for layer in layers]
 
         def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
             if type(params) is not tuple or len(params) != n:
@@ -210,7 +212,7 @@ def Sequential(*layers: LayerLike) -> Layer:
                         no_params(names[i + 1], params[i + 1])
                         x, pullbacks[i] = then(params[i], x, act)
             except ERRORS as e:
-                k = _owner(i, e, then is not None, names)
+                k = _fusion.owner(i, e, then is not None, names)
                 raise located(where[k], names[k], e) from e
             return x, _reverse(name, pullbacks, where, names, False, layers, params)
 
@@ -228,13 +230,13 @@ def Sequential(*layers: LayerLike) -> Layer:
             x, _, checked_state = _checked(layers, where, names, params, x, state, key, train,
                                            False)
             return x, checked_state
-        new_state = []
-        for i, (layer, p, s, k) in enumerate(zip(layers, params, state, keys_for(key, n))):
+        new_state: list[Any] = [()] * n
+        keys = keys_for(key, n)
+        for i in order:
             try:
-                x, s = child_apply(layer, p, x, s, k, train)
+                x, new_state[i] = child_apply(layers[i], params[i], x, state[i], keys[i], train)
             except ERRORS as e:
                 raise located(where[i], names[i], e) from e
-            new_state.append(s)
         return x, tuple(new_state)
 
     def vjp_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
@@ -245,14 +247,23 @@ def Sequential(*layers: LayerLike) -> Layer:
             x, pbs, checked_state = _checked(layers, where, names, params, x, state, key,
                                              train, True)
             return x, _reverse(name, pbs, where, names, True, layers, params), checked_state
-        pullbacks, new_state = [], []
-        for i, (layer, p, s, k) in enumerate(zip(layers, params, state, keys_for(key, n))):
-            try:
-                x, pb, s = child_vjp(layer, p, x, s, k, train)
-            except ERRORS as e:
-                raise located(where[i], names[i], e) from e
-            pullbacks.append(pb)
-            new_state.append(s)
+        pullbacks: list[Any] = [None] * n  # None after a fused pair's first layer
+        new_state: list[Any] = [()] * n
+        keys = keys_for(key, n)
+        i, then = 0, None
+        try:
+            for i, then, act in steps:
+                if then is None:
+                    x, pullbacks[i], new_state[i] = child_vjp(layers[i], params[i], x,
+                                                              state[i], keys[i], train)
+                else:  # two stateless layers, the second parameterless, as one step
+                    no_state(layers[i], state[i])
+                    no_state(layers[i + 1], state[i + 1])
+                    no_params(names[i + 1], params[i + 1])
+                    x, pullbacks[i] = then(params[i], x, act)
+        except ERRORS as e:
+            k = _fusion.owner(i, e, then is not None, names)
+            raise located(where[k], names[k], e) from e
         return (x, _reverse(name, pullbacks, where, names, False, layers, params),
                 tuple(new_state))
 
@@ -286,12 +297,6 @@ def _checked(layers: Sequence[Any], where: list[str], names: list[str], params: 
     return x, pullbacks, tuple(new_state)
 
 
-def _owner(i: int, e: Exception, fused: bool, names: list[str]) -> int:
-    """The index of the layer an error belongs to: a fused pair (layer i running the
-    activation i + 1) raises the activation's errors in its name, forward and backward."""
-    return i + 1 if fused and str(e).startswith(names[i + 1]) else i
-
-
 def no_flow(params: Any) -> tuple[Any, None]:
     """A child's pullback when its cotangent is None: nothing flows back (the output came
     from integer ids, as Embedding's input does), so zero dparams and a None dx."""
@@ -318,7 +323,7 @@ def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: 
         try:
             for i in range(n - 1, stop - 1, -1):
                 pb = pullbacks[i]
-                if pb is None:  # an activation run by the layer before it (see _steps)
+                if pb is None:  # the second layer of a fused step (see _fusion)
                     dparams[i] = ()
                 elif dy is None:  # below an Embedding: nothing flows back
                     dparams[i], dy = no_flow(params[i])
@@ -331,7 +336,7 @@ def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: 
                         debug.verify(names[i], "backward pass: dx", dy)
                     debug.verify(names[i], "backward pass: dparams", dparams[i])
         except ERRORS as e:
-            k = _owner(i, e, i + 1 < n and pullbacks[i + 1] is None, names)
+            k = _fusion.owner(i, e, i + 1 < n and pullbacks[i + 1] is None, names)
             raise located(where[k], names[k], e) from e
         dparams[:stop] = params[:stop]  # no leaves: (), {} or None, as given
         # grads take the params' structure: a list given, a list back (as JAX)
@@ -346,56 +351,6 @@ def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: 
             return pullback(dy, need_dx)
 
     return checked_pullback
-
-
-def _steps(layers: Sequence[Any]) -> list[tuple[int, Any, Any]]:
-    """The forward pass as ``(i, vjp_then, pointwise)`` steps: a layer offering ``vjp_then``
-    (Dense) followed by a ``pointwise`` activation is one step that runs both, saving a
-    call and a pullback per pair (disk benchmark step: 1.42x -> 1.37x the NumPy floor);
-    an activation that ``commutes_with_max`` (ReLU) before a layer that ``selects_max``
-    (MaxPool2D) is one step that runs the pool first, then the activation on its output
-    (benchmarks' cnn step, both ReLUs before 2 x 2 pools: 12.1-12.9 -> 9.7-11.2 ms); any
-    other layer is ``(i, None, None)``. The same arithmetic either way, so the same numbers
-    (see ``Pointwise.commutes_with_max`` for the swap)."""
-    steps: list[tuple[int, Any, Any]] = []
-    n, i = len(layers), 0
-    while i < n:
-        act = getattr(layers[i], "pointwise", None)
-        if act is not None and act.commutes_with_max and _selects_max(layers, i + 1):
-            steps.append((i, _swapped(layers[i + 1]), act))
-            i += 2
-            continue
-        then = getattr(layers[i], "vjp_then", None)
-        act = getattr(layers[i + 1], "pointwise", None) if i + 1 < n else None
-        # an activation that can run after a pool behind it is left for that step
-        if (then is not None and act is not None
-                and not (act.commutes_with_max and _selects_max(layers, i + 2))):
-            steps.append((i, then, act))
-            i += 2
-        else:
-            steps.append((i, None, None))
-            i += 1
-    return steps
-
-
-def _selects_max(layers: Sequence[Any], i: int) -> bool:
-    return (i < len(layers) and getattr(layers[i], "selects_max", False)
-            and getattr(layers[i], "vjp_then", None) is not None)
-
-
-def _swapped(pool: Any) -> Callable[..., Any]:
-    """The step ``(activation i, pool i + 1)`` run as ``act.f(pool(x))``: ``then(params_i,
-    x, act)`` as a fused pair's; the pool's params are checked by the caller. Its
-    cotangent is the pool's output's, so it is checked in the pool's name."""
-    then, name = pool.vjp_then, pool.name
-
-    def run(params: Any, x: Any, act: Any) -> tuple[Any, Callable[..., Any]]:
-        no_params(act.name, params)
-        z, pull = then((), x, act)
-        z_shape, z_dtype = z.shape, z.dtype
-        return z, lambda dz: pull(check_cotangent(name, dz, z_shape, z_dtype))
-
-    return run
 
 
 def _first_with_params(params: Sequence[Any]) -> int:
