@@ -1,6 +1,6 @@
 """Where funcdl's training step spends its time, against the hand-written NumPy floor.
 
-    python -m benchmarks.profile_step disk mlp [--steps 2000] [--top 25]
+    python -m benchmarks.profile_step disk mlp [--steps 2000] [--top 25] [--default-malloc]
 
 For each workload:
 1. phases, median µs without a profiler: funcdl's ``model.vjp`` (forward), ``loss.vjp`` and
@@ -208,7 +208,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("workloads", nargs="*", default=["disk", "mlp"], choices=list(WORKLOADS))
     ap.add_argument("--steps", type=int, default=0, help="steps per timing (default: by size)")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's malloc as it is (by default, as `python -m benchmarks` "
+                         "does, funcdl.perf.retain_freed_memory() is called first)")
     args = ap.parse_args(argv)
+    if not args.default_malloc:  # else the figures are not the benchmark's: the cnn step
+        # pays ~3,200 page faults (mapping freed activations anew); this script's whole cnn
+        # step took 22.9 ms without it, 10.5 with it (2026-12-05, one-off runs, not kept)
+        print("malloc: funcdl.perf.retain_freed_memory() " +
+              ("applied, as in `python -m benchmarks`" if fd.perf.retain_freed_memory()
+               else "unavailable (not glibc)"))
     for _ in range(5):
         timing.blas_probe()
         time.sleep(0.2)
