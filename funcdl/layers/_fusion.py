@@ -62,7 +62,7 @@ def order(layers: Sequence[Any], steps: list[tuple[int, Any, Any]]) -> list[int]
     pair's pool before its activation (the same output, fewer values to activate)."""
     out: list[int] = []
     for i, then, act in steps:
-        swapped = then is not None and act is getattr(layers[i], "pointwise", None)
+        swapped = then is not None and then is not getattr(layers[i], "vjp_then", None)
         out += [i] if then is None else [i + 1, i] if swapped else [i, i + 1]
     return out
 
