@@ -61,7 +61,7 @@ def order(layers: Sequence[Any], steps: list[tuple[int, Any, Any]]) -> list[int]
     """The children's indices in the order ``apply`` runs them: ``steps``'s, a swapped
     pair's pool before its activation (the same output, fewer values to activate)."""
     out: list[int] = []
-    for i, then, act in steps:
+    for i, then, _ in steps:
         swapped = then is not None and then is not getattr(layers[i], "vjp_then", None)
         out += [i] if then is None else [i + 1, i] if swapped else [i, i + 1]
     return out
