@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from funcdl import layers as L
 from funcdl import random, tree
@@ -224,3 +226,29 @@ def test_stateful_models_name_the_layer_of_a_bad_state_entry():
     bad = (*params[:3], {"w": np.ones(1)}, *params[4:])
     with pytest.raises(ValueError, match=r"Sequential\[3\] MaxPool2D\(2\)"):
         model.vjp(bad, x, state=state)
+
+
+VOCAB = {  # shape-keeping spatial layers: every neighbour pair Sequential might fuse or swap
+    "conv": lambda: L.Conv2D(3, 3), "dense": lambda: L.Dense(3), "relu": L.ReLU,
+    "leaky": lambda: L.LeakyReLU(0.2), "tanh": L.Tanh, "bn": L.BatchNorm,
+    "max2": lambda: L.MaxPool2D(2, 1, "SAME"), "max3": lambda: L.MaxPool2D(3, 1, "SAME"),
+    "avg": lambda: L.AvgPool2D(2, 1, "SAME"),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(sorted(VOCAB)), min_size=1, max_size=7), st.booleans())
+def test_any_stack_runs_as_layer_by_layer(names, train):
+    fused = L.Sequential(*[VOCAB[k]() for k in names])
+    plain = L.Sequential(*[l if l.stateful else _opaque(l) for l in (VOCAB[k]() for k in names)])
+    out = fused.init(random.key(0), (None, 4, 5, 3))
+    params, kw = out[1], ({"state": out[2]} if fused.stateful else {})
+    x = _tied(np.float32, (2, 4, 5, 3))
+    x[~np.isfinite(x)] = -2
+    y1, *r1 = fused.vjp(params, x, train=train, **kw)
+    y2, *r2 = plain.vjp(params, x, train=train, **kw)
+    a1, a2 = fused.apply(params, x, train=train, **kw), plain.apply(params, x, train=train, **kw)
+    dy = np.round(random.normal(random.key(2), y1.shape, np.float32) * 4) / 4
+    for a, b in ((y1, y2), (a1, a2), (r1[1:], r2[1:]), (r1[0](dy), r2[0](dy))):
+        for u, v in zip(tree.leaves(a), tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(u, v)
