@@ -45,9 +45,12 @@ def _tied(dtype, shape=(3, 5, 6, 2)):
 
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_relu_after_the_pool_equals_layer_by_layer_bitwise(pool, dtype):
+@pytest.mark.parametrize("nan", [False, True])
+def test_relu_after_the_pool_equals_layer_by_layer_bitwise(pool, dtype, nan):
     fused, plain, params = _models(pool, dtype, conv=False)
     x = _tied(dtype)
+    if nan:  # a NaN is its window's maximum (PyTorch's rule), before the ReLU or after
+        x[np.random.default_rng(6).random(x.shape) < 0.1] = np.nan
     y1, pb1 = fused.vjp(params, x)
     y2, pb2 = plain.vjp(params, x)
     np.testing.assert_array_equal(y1, y2)

@@ -144,6 +144,24 @@ def test_max_pool_over_minus_inf_matches_torch(window, stride, padding, hw):
     np.testing.assert_allclose(pullback(dy)[1], xt.grad.numpy().transpose(0, 2, 3, 1), **TOL)
 
 
+@pytest.mark.parametrize("window, stride, padding, hw", POOLS)
+def test_max_pool_over_nan_matches_torch(window, stride, padding, hw):
+    # a NaN is its window's maximum, the last one where several: dy goes to it
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, *hw, 3))
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[rng.random(x.shape) < 0.2] = -np.inf
+    y, pullback = L.MaxPool2D(window, stride, padding=padding).vjp((), x)
+    dy = rng.standard_normal(y.shape)
+    xt = t64(x.transpose(0, 3, 1, 2), grad=True)
+    yt = F.max_pool2d(xt, window, stride or window, padding)
+    yt.backward(t64(dy.transpose(0, 3, 1, 2)))
+    assert np.isnan(y).any()
+    np.testing.assert_array_equal(y, yt.detach().numpy().transpose(0, 2, 3, 1))
+    # overlapping windows sum their shares in another order than torch: the last bit
+    np.testing.assert_allclose(pullback(dy)[1], xt.grad.numpy().transpose(0, 2, 3, 1), **TOL)
+
+
 def test_global_avg_pool_matches_torch():
     x = np.random.default_rng(3).standard_normal((2, 5, 4, 3))
     _, y, dy, (_, dx) = ours(L.GlobalAvgPool(), x)

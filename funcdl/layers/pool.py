@@ -100,7 +100,8 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
 
     Ties: the first maximum in row-major window order (smallest i, then smallest j) takes
     all of ``dy``; the others get 0. Padding never does: a window that is all -inf sends its
-    ``dy`` to its first real cell (both as PyTorch's CPU kernel: checked against torch 2.13).
+    ``dy`` to its first real cell. A NaN is the maximum of its window, the last NaN if
+    several (all three as PyTorch's CPU kernel: checked against torch 2.13).
     ``stride`` defaults to the window (PyTorch, Keras). ``padding``: ``'VALID'``, ``'SAME'``,
     an int, a pair or ((top, bottom), (left, right)), narrower than the window.
     """
@@ -128,7 +129,9 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
             np.maximum(y, xk, out=y)
 
         y, xa, pads = _reduce(name, win, x, -np.inf, step)
-        # fmin: one pass, no temporary (as (y == -inf).any() needs), and NaN ignored
+        # one pass each, no temporary: maximum keeps a NaN, fmin ignores it
+        if y.size and np.isnan(np.maximum.reduce(y, axis=None)):
+            _nan_wins(better, xa, win, pads, y.shape)
         if pads != NO_PADS and y.size and np.fmin.reduce(y, axis=None) == -np.inf:
             _first_real_where_all_neg_inf(y, better, win, pads)
         x_shape, dtype = xa.shape, y.dtype
@@ -176,6 +179,22 @@ def _winners(better: list[Array]) -> list[Array] | None:
         done = done | b
     wins.append(~done)
     return wins[::-1]
+
+
+def _nan_wins(better: list[Array], x: Array, win: Window, pads: Pads,
+              shape: tuple[int, ...]) -> None:
+    """Redo the ``better`` masks (in place) by PyTorch's rule for NaN: a NaN beats every
+    value before it, a later NaN an earlier one, and nothing after a NaN beats it (``x_k >
+    running max`` or ``x_k`` is NaN, the running max NaN from the first NaN on). Only for
+    inputs with a NaN in some window: a pass more per offset."""
+    kw = win.size[1]
+    run = gather(np.empty(shape, x.dtype), x, win, pads, 0, 0, -np.inf)
+    scratch = np.empty_like(run)
+    for k, b in enumerate(better, 1):
+        xk = gather(scratch, x, win, pads, k // kw, k % kw, -np.inf)
+        np.greater(xk, run, out=b)
+        b |= np.isnan(xk)
+        np.maximum(run, xk, out=run)
 
 
 def _first_real_where_all_neg_inf(y: Array, better: list[Array], win: Window,
