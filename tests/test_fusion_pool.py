@@ -1,7 +1,9 @@
 """Sequential runs a ReLU right before a MaxPool2D after the pool (Pointwise.commutes_with_max
 and Layer.selects_max), in vjp and apply, with or without stateful children (whose models
 fuse Dense + activation too): the same numbers, structures and error locations as layer by
-layer, ties and -inf included, and the ReLU really sees the pooled shape."""
+layer, ties, -inf and NaN included, and the ReLU really sees the pooled shape. "The same"
+is np.testing.assert_array_equal's: a zero gradient may be -0.0 one way and 0.0 the other
+where pool windows overlap (dy·0 summed into zeros), nothing else differs."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from funcdl import layers as L
 from funcdl import random, tree
+from funcdl.layers import _fusion
 from funcdl.layers._fusion import steps as _steps
 from funcdl.layers.base import Layer, Pointwise
 from funcdl.testing import check_vjp
@@ -46,7 +49,7 @@ def _tied(dtype, shape=(3, 5, 6, 2)):
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("nan", [False, True])
-def test_relu_after_the_pool_equals_layer_by_layer_bitwise(pool, dtype, nan):
+def test_relu_after_the_pool_equals_layer_by_layer(pool, dtype, nan):
     fused, plain, params = _models(pool, dtype, conv=False)
     x = _tied(dtype)
     if nan:  # a NaN is its window's maximum (PyTorch's rule), before the ReLU or after
@@ -194,7 +197,7 @@ def _stateful_layers():
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_stateful_models_fuse_and_swap_bitwise(train):
+def test_stateful_models_fuse_and_swap_as_layer_by_layer(train):
     fused = L.Sequential(*_stateful_layers())
     plain = L.Sequential(*[l if l.stateful else _opaque(l) for l in _stateful_layers()])
     kinds = [(i, then is not None) for i, then, _ in _steps(_stateful_layers())]
@@ -255,3 +258,104 @@ def test_any_stack_runs_as_layer_by_layer(names, train):
     for a, b in ((y1, y2), (a1, a2), (r1[1:], r2[1:]), (r1[0](dy), r2[0](dy))):
         for u, v in zip(tree.leaves(a), tree.leaves(b), strict=True):
             np.testing.assert_array_equal(u, v)
+
+
+def test_errors_name_the_layer_that_sees_the_input_first():
+    # layer by layer the ReLU sees a bad input first; the swapped pair asks it first too
+    model = L.Sequential(L.ReLU(), L.MaxPool2D(2))
+    x16 = np.ones((2, 4, 4, 1), np.float16)
+    for run in (model.apply, model.vjp):
+        with pytest.raises(TypeError, match=r"Sequential\[0\] ReLU\(\): float16"):
+            run(((), ()), x16)
+        with pytest.raises(ValueError, match=r"Sequential\[0\] ReLU\(\): this layer has no"):
+            run(({"w": 1}, {"w": 1}), np.ones((2, 4, 4, 1), np.float32))
+    with pytest.raises(ValueError, match=r"Sequential\[1\] MaxPool2D\(2\).*rank 4"):
+        model.apply(((), ()), np.ones((2, 4, 4), np.float32))  # the ReLU takes any rank
+    stateful = L.Sequential(*_stateful_layers())
+    _, params, state = stateful.init(random.key(0), (None, 4, 4, 1))
+    x = np.ones((2, 4, 4, 1), np.float32)
+    bad_state = (*state[:2], {"n": 1}, {"n": 1}, *state[4:])
+    bad_relu = (*params[:2], {"w": 1}, *params[3:])
+    for run in (stateful.apply, stateful.vjp):
+        with pytest.raises(ValueError, match=r"Sequential\[2\] ReLU\(\): expected \(\)"):
+            run(params, x, state=bad_state)
+        with pytest.raises(ValueError, match=r"Sequential\[2\] ReLU\(\): this layer has no"):
+            run(bad_relu, x, state=(*state[:3], {"n": 1}, *state[4:]))
+
+
+def _torch_rule(x, window, stride, pad):
+    """MaxPool2D as PyTorch's CPU kernel, cell by cell: each window's real cells in
+    row-major order from a maximum of -inf at its first real cell; a cell wins when it is
+    greater than the maximum so far or NaN. Returns y and dx for dy = 1 at every output."""
+    (kh, kw), (sh, sw), (ph, pw) = (((a, a) if isinstance(a, int) else a)
+                                    for a in (window, stride, pad))
+    n, h, w, c = x.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    y, dx = np.empty((n, oh, ow, c)), np.zeros_like(x)
+    for b, p, q, ch in np.ndindex(n, oh, ow, c):
+        cells = [(i, j) for i in range(p * sh - ph, p * sh - ph + kh)
+                 for j in range(q * sw - pw, q * sw - pw + kw) if 0 <= i < h and 0 <= j < w]
+        best, at = -np.inf, cells[0]
+        for i, j in cells:
+            v = x[b, i, j, ch]
+            if v > best or np.isnan(v):
+                best, at = v, (i, j)
+        y[b, p, q, ch] = best
+        dx[(b, *at, ch)] += 1
+    return y, dx
+
+
+@pytest.mark.parametrize(("window", "stride", "pad", "hw"), [
+    (2, 2, 0, (6, 8)), (3, 2, 1, (7, 6)), ((3, 2), (1, 2), (1, 0), (5, 7)), (2, 1, 1, (4, 5))])
+@pytest.mark.parametrize("seed", range(3))
+def test_max_pool_picks_winners_as_pytorch(window, stride, pad, hw, seed):
+    # ties, NaN (the last NaN wins), and windows of -inf only, padded ones included
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.standard_normal((2, *hw, 2)))
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[rng.random(x.shape) < 0.5] = -np.inf
+    y, pullback = L.MaxPool2D(window, stride, pad).vjp((), x)
+    ref_y, ref_dx = _torch_rule(x, window, stride, pad)
+    np.testing.assert_array_equal(y, ref_y)
+    np.testing.assert_array_equal(pullback(np.ones_like(y))[1], ref_dx)
+
+
+@pytest.mark.parametrize("act", [L.ELU, lambda: L.ELU(2.0), L.Softplus, L.Sigmoid, L.Tanh,
+                                 lambda: L.LeakyReLU(3.0)])
+def test_pool_then_any_activation_fuses_as_layer_by_layer(act):
+    fused = L.Sequential(L.MaxPool2D(2), act())
+    plain = L.Sequential(_opaque(L.MaxPool2D(2)), _opaque(act()))
+    assert [then is not None for _, then, _ in _steps([L.MaxPool2D(2), act()])] == [True]
+    x = -np.abs(random.normal(random.key(0), (2, 4, 4, 3), np.float64)) * 3  # maxima < 0
+    (y1, pb1), (y2, pb2) = fused.vjp(((), ()), x), plain.vjp(((), ()), x)
+    np.testing.assert_array_equal(y1, y2)
+    dy = random.normal(random.key(1), y1.shape, np.float64)
+    np.testing.assert_array_equal(pb1(dy)[1], pb2(dy)[1])
+    with pytest.raises(ValueError, match=r"Sequential\[1\] .*pullback expected dy"):
+        pb1(np.ones((2, 2, 2, 1)))  # would broadcast
+
+
+def test_a_pointwise_without_the_flag_runs_where_it_stands():
+    relu = L.ReLU()
+    pw = relu.pointwise
+    assert pw is not None
+    mine = Layer(relu.init, relu.apply, relu.vjp, name="Mine",
+                 pointwise=Pointwise("Mine", pw.f, pw.df))
+    assert not mine.pointwise.commutes_with_max
+    assert [then for _, then, _ in _steps([mine, L.MaxPool2D(2)])] == [None, None]
+    assert _fusion.order([mine, L.MaxPool2D(2)], _steps([mine, L.MaxPool2D(2)])) == [0, 1]
+
+
+def test_stateful_apply_runs_the_pool_first():
+    seen = []
+    relu = L.ReLU()
+
+    def apply(params, x, **kw):
+        seen.append(x.shape)
+        return relu.apply(params, x, **kw)
+
+    spy = Layer(relu.init, apply, relu.vjp, name="Spy", pointwise=relu.pointwise)
+    model = L.Sequential(L.BatchNorm(), spy, L.MaxPool2D(2))
+    _, params, state = model.init(random.key(0), (None, 6, 4, 3))
+    model.apply(params, np.ones((2, 6, 4, 3), np.float32), state=state)
+    assert seen == [(2, 3, 2, 3)]

@@ -12,7 +12,7 @@ from typing import Any
 
 from funcdl.layers.base import check_cotangent, no_params
 
-__all__ = ["order", "owner", "steps"]
+__all__ = ["order", "owner", "steps", "swaps"]
 
 
 def _stateful(layer: Any) -> bool:
@@ -26,7 +26,8 @@ def steps(layers: Sequence[Any]) -> list[tuple[int, Any, Any]]:
     an activation that ``commutes_with_max`` (ReLU) before a layer that ``selects_max``
     (MaxPool2D) is one step that runs the pool first, then the activation on its output
     (the benchmarks' cnn, both ReLUs before 2 x 2 pools: 0.70x -> 0.58x the NumPy floor's
-    step, ``benchmarks/results/latest.md`` at 23aa846 and efc1e06); any other layer is
+    step, in ``benchmarks/results/latest.md`` as committed in ba40861 and f88b5f0, the runs
+    at 23aa846 and efc1e06); any other layer is
     ``(i, None, None)``. Stateful layers are never fused. The same arithmetic either way, so
     the same numbers (see ``Pointwise.commutes_with_max`` for the swap)."""
     out: list[tuple[int, Any, Any]] = []
@@ -65,6 +66,14 @@ def order(layers: Sequence[Any], steps: list[tuple[int, Any, Any]]) -> list[int]
         swapped = then is not None and then is not getattr(layers[i], "vjp_then", None)
         out += [i] if then is None else [i + 1, i] if swapped else [i, i + 1]
     return out
+
+
+def swaps(layers: Sequence[Any], steps: list[tuple[int, Any, Any]]) -> dict[int, int]:
+    """``{pool's index: activation's index}`` for each swapped pair: when the pair fails,
+    the activation, which sees the input first layer by layer, is asked first whose the
+    error is (``Sequential``'s error paths run it on the pair's input)."""
+    return {i + 1: i for i, then, _ in steps
+            if then is not None and then is not getattr(layers[i], "vjp_then", None)}
 
 
 def _swapped(pool: Any) -> Callable[..., Any]:

@@ -104,9 +104,10 @@ class Pointwise(NamedTuple):
     inputs to one value (ReLU; not LeakyReLU, whose ``a·x`` can round two inputs to one
     value where the slope is ``a``). Then ``max_i f(x_i) = f(max_i x_i)``, and routing
     ``dy`` through ``df`` at the maximum gives the same ``dx`` as routing it to the first
-    maximum of ``f(x)``: either the same entry, or ``f' = 0`` there and ``dx`` is 0. NaN
-    inputs too, when ``f`` keeps NaN where it was (ReLU's ``np.maximum`` does): MaxPool2D
-    takes a window's last NaN as its maximum either way, and ``df`` is 0 there."""
+    maximum of ``f(x)``: either the same entry, or ``f' = 0`` there and ``dx`` is 0 (its
+    sign may differ where windows overlap). NaN inputs too, when ``f`` keeps NaN where it
+    was (ReLU's ``np.maximum`` does): MaxPool2D takes a window's last NaN as its maximum
+    either way, and ``df`` is 0 there."""
 
     name: str
     f: Callable[[Array], Array]

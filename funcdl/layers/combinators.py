@@ -177,7 +177,7 @@ def Sequential(*layers: LayerLike) -> Layer:
 
     nones, empty = (None,) * n, ((),) * n  # no keys; the states of stateless children
     steps = _fusion.steps(layers)
-    order = _fusion.order(layers, steps)
+    order, act_of = _fusion.order(layers, steps), _fusion.swaps(layers, steps)
     ids = getattr(layers[0], "ids", None) if layers else None  # check_layer's input
     if not any(is_stateful(l) for l in layers):
         # The hot path of every model: a plain loop, no state bookkeeping.
@@ -190,7 +190,8 @@ def Sequential(*layers: LayerLike) -> Layer:
                 try:
                     x = applies[i](params[i], x, key=keys[i], train=train)
                 except ERRORS as e:
-                    raise located(where[i], names[i], e) from e
+                    k, err = _blame(layers, act_of.get(i), i, e, params, x, empty, train)
+                    raise located(where[k], names[k], err) from err
             return x
 
         applies, vjps = [layer.apply for layer in layers], [layer.vjp for layer in layers]
@@ -212,8 +213,10 @@ def Sequential(*layers: LayerLike) -> Layer:
                         no_params(names[i + 1], params[i + 1])
                         x, pullbacks[i] = then(params[i], x, act)
             except ERRORS as e:
-                k = _fusion.owner(i, e, then is not None, names)
-                raise located(where[k], names[k], e) from e
+                k, err = _blame(layers, i if act_of.get(i + 1) == i else None,
+                              _fusion.owner(i, e, then is not None, names), e, params, x,
+                              empty, train)
+                raise located(where[k], names[k], err) from err
             return x, _reverse(name, pullbacks, where, names, False, layers, params)
 
         def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
@@ -236,7 +239,8 @@ def Sequential(*layers: LayerLike) -> Layer:
             try:
                 x, new_state[i] = child_apply(layers[i], params[i], x, state[i], keys[i], train)
             except ERRORS as e:
-                raise located(where[i], names[i], e) from e
+                k, err = _blame(layers, act_of.get(i), i, e, params, x, state, train)
+                raise located(where[k], names[k], err) from err
         return x, tuple(new_state)
 
     def vjp_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
@@ -262,13 +266,29 @@ def Sequential(*layers: LayerLike) -> Layer:
                     no_params(names[i + 1], params[i + 1])
                     x, pullbacks[i] = then(params[i], x, act)
         except ERRORS as e:
-            k = _fusion.owner(i, e, then is not None, names)
-            raise located(where[k], names[k], e) from e
+            k, err = _blame(layers, i if act_of.get(i + 1) == i else None,
+                          _fusion.owner(i, e, then is not None, names), e, params, x, state,
+                          train)
+            raise located(where[k], names[k], err) from err
         return (x, _reverse(name, pullbacks, where, names, False, layers, params),
                 tuple(new_state))
 
     return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=True,
                  ids=ids)
+
+
+def _blame(layers: Sequence[Any], act: int | None, k: int, e: Exception, params: Any, x: Any,
+           states: Any, train: bool) -> tuple[int, Exception]:
+    """``(index, error)`` to report for error ``e`` of child ``k``: when it came from a
+    swapped pair (activation index ``act``, whose pool ran first on ``x``), the
+    activation's own error on ``x`` if it has one, as layer by layer (a float16 input is
+    the ReLU's to refuse, not the pool's). Runs only on the way out of a failure."""
+    if act is not None:
+        try:
+            child_apply(layers[act], params[act], x, states[act], None, train)
+        except ERRORS as first:
+            return act, first
+    return k, e
 
 
 def _checked(layers: Sequence[Any], where: list[str], names: list[str], params: Any, x: Any,
