@@ -2,10 +2,10 @@
 
 ``funcdl.layers.base.chan`` applies a per-channel vector along the short last axis of an
 array by tiling it into rows of ~1024 values, and ``per_row`` expands a per-row statistic
-to whole rows; below ``base.TILE_FROM`` elements (or for one channel) chan is NumPy's
-broadcast as it is. For float32 arrays of ``rows x C``, µs, best of several repeats:
-NumPy's broadcast ``a + v`` (in place), ``chan`` and, as the floor, ``a + a`` (no broadcast,
-into a buffer); then a
+to whole rows; below ``base.TILE_FROM`` elements or ``base.TILE_ROWS`` rows (or for one
+channel) chan is NumPy's broadcast as it is. For float32 arrays of ``rows x C``, µs, best of
+several repeats: NumPy's broadcast ``a + v`` (in place), ``chan`` and, as the floor,
+``a + a`` (no broadcast, into a buffer); then a
 per-row statistic against ``(rows, C)``: ``a - m[:, None]`` against ``a - per_row(m, C)``.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/broadcast_micro.py
@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 from layer_micro import best_us  # this folder: the script's own
 
-from funcdl.layers.base import TILE_FROM, chan, per_row
+from funcdl.layers.base import TILE_FROM, TILE_ROWS, chan, per_row
 from funcdl.perf import retain_freed_memory
 
 CHANNELS = (1, 4, 10, 16, 25, 32, 64)
-ROWS = (50, 1000, 4000, 16000, 50176)  # 50176 = 64·28·28, an NHWC batch's pixels
+ROWS = (50, 1000, 1500, 2000, 2500, 3000, 4000, 16000, 50176)  # 50176 = 64·28·28: NHWC pixels
 
 
 def line(rng: np.random.Generator, c: int, rows: int) -> str:
@@ -41,7 +41,8 @@ def line(rng: np.random.Generator, c: int, rows: int) -> str:
 def main() -> None:
     retain_freed_memory()
     rng = np.random.default_rng(0)
-    print(f"numpy {np.__version__}; µs, float32; chan tiles from {TILE_FROM} elements")
+    print(f"numpy {np.__version__}; µs, float32; chan tiles from {TILE_FROM} elements in "
+          f"{TILE_ROWS} rows")
     print(f"  {'C':>3} {'rows':>6} {'elements':>9} {'a + v':>9} {'chan':>9} {'a + a':>9} "
           f"{'a - m[:, None]':>15} {'a - per_row':>12}")
     for c in CHANNELS:

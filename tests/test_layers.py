@@ -360,12 +360,13 @@ def test_dense_default_init_is_torchs_linear(key):
 
 
 def test_dense_adds_its_bias_on_outputs_of_many_rows(key):
-    # from base.TILE_FROM output entries the bias goes through base.chan's tiled rows
+    # from base.TILE_FROM output entries in 2048 rows the bias goes through base.chan's
+    # tiled rows
     from funcdl.layers.base import TILE_FROM
     layer = L.Dense(10)
     _, params = layer.init(key, (None, 6))
     params = tree.astype(params, np.float64)
-    x = random.normal(random.key(3), (TILE_FROM // 10 + 7, 6), np.float64)
+    x = random.normal(random.key(3), (max(TILE_FROM // 10, 2048) + 7, 6), np.float64)
     expected = x @ params["w"] + params["b"]
     assert expected.size >= TILE_FROM
     np.testing.assert_allclose(layer.apply(params, x), expected, rtol=1e-12, atol=1e-12)

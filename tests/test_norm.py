@@ -519,10 +519,10 @@ def test_shared_batchnorm_matches_torch_module_called_twice(torch):
 def test_chan_is_numpy_broadcast_bit_for_bit():
     from funcdl.layers.base import chan
     rng = np.random.default_rng(0)
-    # tiled whole (64, 7, 5, 16) or with leftover rows (6001, 3), (1100, 25); below
-    # base.TILE_FROM elements or one channel: NumPy's broadcast as it is
-    for shape in [(64, 7, 5, 16), (6001, 3), (1100, 25), (3, 5), (1000, 3), (7, 1), (2, 0, 4),
-                  (20000, 1)]:
+    # tiled whole (64, 7, 5, 16) or with leftover rows (6001, 3), (2100, 25); below
+    # base.TILE_FROM elements or 2048 rows, or one channel: NumPy's broadcast as it is
+    for shape in [(64, 7, 5, 16), (6001, 3), (2100, 25), (3, 5), (1000, 3), (1100, 25),
+                  (7, 1), (2, 0, 4), (20000, 1)]:
         a = rng.standard_normal(shape).astype(np.float32)
         v = rng.standard_normal(shape[-1:]).astype(np.float32).reshape(
             (1,) * (len(shape) - 1) + shape[-1:])

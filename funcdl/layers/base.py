@@ -158,10 +158,13 @@ _WIDE = 1024  # the width of a tiled row
 _SHORT = 128  # rows at least this wide broadcast well as they are
 # Below this many elements the tiling's own calls (np.tile, two ufuncs, reshapes) cost more
 # than the broadcast saves: Dense(25) on 50 rows, the disk benchmark's, took 7 µs tiled
-# (commit 7f684f7) against 1.3 broadcast (the same output). Above it the same output has
-# chan ahead at every size for 4 to 16 channels; for 25 to 64 only from 4000 rows, 1-3 µs
-# behind at 1000 rows (25k-64k elements).
+# (commit 7f684f7) against 1.3 broadcast (the same output).
 TILE_FROM = 1 << 14
+# And at least this many rows: below them NumPy's broadcast is ahead at 25 to 64 channels
+# (1.1-1.6x at 1000-1500 rows), above them chan is at 10 to 64 (benchmarks/results/
+# broadcast_micro.md, the run before this threshold, at c20b010: the crossover at 1500-2500
+# rows).
+TILE_ROWS = 2048
 
 
 def chan(ufunc: np.ufunc, a: Array, v: Array, out: Array | None = None) -> Array:
@@ -175,7 +178,8 @@ def chan(ufunc: np.ufunc, a: Array, v: Array, out: Array | None = None) -> Array
         res = ufunc(a, v, out=out)
         return res
     c = a.shape[-1] if a.ndim else 0
-    if (c < 2 or c >= _SHORT or v.size != c or v.shape[-1:] != (c,) or a.ndim < 2
+    if (c < 2 or c >= _SHORT or a.size < TILE_ROWS * c or v.size != c
+            or v.shape[-1:] != (c,) or a.ndim < 2
             or not a.flags.c_contiguous or (out is not None and not out.flags.c_contiguous)):
         res = ufunc(a, v, out=out)
         return res
