@@ -166,7 +166,9 @@ def _sequential_init(layers: Sequence[Any], where: list[str]) -> Callable[..., A
 
 def Sequential(*layers: LayerLike) -> Layer:
     """Compose layers left to right: ``y = f_n(... f_1(x))``; params are a tuple with one
-    entry per layer. vjp: each child's vjp forward, then the pullbacks in reverse order.
+    entry per layer. vjp: each child's vjp forward, then the pullbacks in reverse order;
+    some neighbours run as one step (Dense + activation; ReLU after MaxPool2D: ``_fusion``),
+    with the numbers of running them one by one, which ``debug.check_finite`` does.
     Keys: one ``random.split`` per call (only when a key is given), one key per child."""
     layers = check_children("Sequential", layers)
     name = "Sequential(" + ", ".join(name_of(l) for l in layers) + ")"
