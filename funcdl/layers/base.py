@@ -160,10 +160,10 @@ _SHORT = 128  # rows at least this wide broadcast well as they are
 # than the broadcast saves: Dense(25) on 50 rows, the disk benchmark's, took 7 µs tiled
 # (commit 7f684f7) against 1.3 broadcast (the same output).
 TILE_FROM = 1 << 14
-# And at least this many rows: below them NumPy's broadcast is ahead at 25 to 64 channels
-# (1.1-1.6x at 1000-1500 rows), above them chan is at 10 to 64 (benchmarks/results/
-# broadcast_micro.md, the run before this threshold, at c20b010: the crossover at 1500-2500
-# rows).
+# And at least this many rows: below them NumPy's broadcast was ahead at 25 to 64 channels
+# (chan 1.1-1.3x its time at 1000-2000 rows), above them chan at 10 to 64 (benchmarks/
+# results/broadcast_micro.md, the run before this threshold, at c20b010: the crossover at
+# 1500-2500 rows).
 TILE_ROWS = 2048
 
 
