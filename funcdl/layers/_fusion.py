@@ -14,12 +14,14 @@ from funcdl.layers.base import check_cotangent, no_params
 
 __all__ = ["order", "owner", "steps", "swaps"]
 
+Steps = list[tuple[int, Any, Any]]
+
 
 def _stateful(layer: Any) -> bool:
     return bool(getattr(layer, "stateful", False))
 
 
-def steps(layers: Sequence[Any]) -> list[tuple[int, Any, Any]]:
+def steps(layers: Sequence[Any]) -> Steps:
     """The forward pass as ``(i, vjp_then, pointwise)`` steps: a layer offering ``vjp_then``
     (Dense) followed by a ``pointwise`` activation is one step that runs both, saving a
     call and a pullback per pair (disk benchmark step: 1.42x -> 1.37x the NumPy floor);
@@ -30,7 +32,7 @@ def steps(layers: Sequence[Any]) -> list[tuple[int, Any, Any]]:
     at 23aa846 and efc1e06); any other layer is
     ``(i, None, None)``. Stateful layers are never fused. The same arithmetic either way, so
     the same numbers (see ``Pointwise.commutes_with_max`` for the swap)."""
-    out: list[tuple[int, Any, Any]] = []
+    out: Steps = []
     n, i = len(layers), 0
     while i < n:
         act = getattr(layers[i], "pointwise", None)
@@ -58,22 +60,23 @@ def _selects_max(layers: Sequence[Any], i: int) -> bool:
             and getattr(layers[i], "vjp_then", None) is not None and not _stateful(layers[i]))
 
 
-def order(layers: Sequence[Any], steps: list[tuple[int, Any, Any]]) -> list[int]:
+def swaps(layers: Sequence[Any], steps: Steps) -> dict[int, int]:
+    """``{pool's index: activation's index}`` for each swapped pair (a fused step whose
+    function is not the first layer's own ``vjp_then``). ``act_of.get(i + 1)`` is then
+    the activation of a failed step ``i`` when it is swapped, and None otherwise: the
+    activation, which sees the input first layer by layer, is asked first whose the error
+    is (``Sequential``'s error paths run it on the pair's input)."""
+    return {i + 1: i for i, then, _ in steps
+            if then is not None and then is not getattr(layers[i], "vjp_then", None)}
+
+
+def order(steps: Steps, act_of: dict[int, int]) -> list[int]:
     """The children's indices in the order ``apply`` runs them: ``steps``'s, a swapped
     pair's pool before its activation (the same output, fewer values to activate)."""
     out: list[int] = []
     for i, then, _ in steps:
-        swapped = then is not None and then is not getattr(layers[i], "vjp_then", None)
-        out += [i] if then is None else [i + 1, i] if swapped else [i, i + 1]
+        out += [i] if then is None else [i + 1, i] if i + 1 in act_of else [i, i + 1]
     return out
-
-
-def swaps(layers: Sequence[Any], steps: list[tuple[int, Any, Any]]) -> dict[int, int]:
-    """``{pool's index: activation's index}`` for each swapped pair: when the pair fails,
-    the activation, which sees the input first layer by layer, is asked first whose the
-    error is (``Sequential``'s error paths run it on the pair's input)."""
-    return {i + 1: i for i, then, _ in steps
-            if then is not None and then is not getattr(layers[i], "vjp_then", None)}
 
 
 def _swapped(pool: Any) -> Callable[..., Any]:

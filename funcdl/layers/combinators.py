@@ -179,7 +179,8 @@ def Sequential(*layers: LayerLike) -> Layer:
 
     nones, empty = (None,) * n, ((),) * n  # no keys; the states of stateless children
     steps = _fusion.steps(layers)
-    order, act_of = _fusion.order(layers, steps), _fusion.swaps(layers, steps)
+    act_of = _fusion.swaps(layers, steps)
+    order = _fusion.order(steps, act_of)
     ids = getattr(layers[0], "ids", None) if layers else None  # check_layer's input
     if not any(is_stateful(l) for l in layers):
         # The hot path of every model: a plain loop, no state bookkeeping.
@@ -215,9 +216,9 @@ def Sequential(*layers: LayerLike) -> Layer:
                         no_params(names[i + 1], params[i + 1])
                         x, pullbacks[i] = then(params[i], x, act)
             except ERRORS as e:
-                k, err = _blame(layers, i if act_of.get(i + 1) == i else None,
-                              _fusion.owner(i, e, then is not None, names), e, params, x,
-                              empty, train)
+                k, err = _blame(layers, act_of.get(i + 1),
+                                _fusion.owner(i, e, then is not None, names), e, params, x,
+                                empty, train)
                 raise located(where[k], names[k], err) from err
             return x, _reverse(name, pullbacks, where, names, False, layers, params)
 
@@ -268,9 +269,9 @@ def Sequential(*layers: LayerLike) -> Layer:
                     no_params(names[i + 1], params[i + 1])
                     x, pullbacks[i] = then(params[i], x, act)
         except ERRORS as e:
-            k, err = _blame(layers, i if act_of.get(i + 1) == i else None,
-                          _fusion.owner(i, e, then is not None, names), e, params, x, state,
-                          train)
+            k, err = _blame(layers, act_of.get(i + 1),
+                            _fusion.owner(i, e, then is not None, names), e, params, x,
+                            state, train)
             raise located(where[k], names[k], err) from err
         return (x, _reverse(name, pullbacks, where, names, False, layers, params),
                 tuple(new_state))

@@ -130,8 +130,8 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
 
         y, xa, pads = _reduce(name, win, x, -np.inf, step)
         # one pass each, no temporary: maximum keeps a NaN, fmin ignores it
-        if y.size and np.isnan(np.maximum.reduce(y, axis=None)):
-            _nan_wins(better, xa, win, pads, y.shape)
+        if y.size and np.isnan(np.maximum.reduce(y, axis=None)):  # redo better, NaN-aware
+            _reduce(name, win, xa, -np.inf, lambda y, xk, k: _nan_step(better[k - 1], y, xk))
         if pads != NO_PADS and y.size and np.fmin.reduce(y, axis=None) == -np.inf:
             _first_real_where_all_neg_inf(y, better, win, pads)
         x_shape, dtype = xa.shape, y.dtype
@@ -181,20 +181,14 @@ def _winners(better: list[Array]) -> list[Array] | None:
     return wins[::-1]
 
 
-def _nan_wins(better: list[Array], x: Array, win: Window, pads: Pads,
-              shape: tuple[int, ...]) -> None:
-    """Redo the ``better`` masks (in place) by PyTorch's rule for NaN: a NaN beats every
-    value before it, a later NaN an earlier one, and nothing after a NaN beats it (``x_k >
-    running max`` or ``x_k`` is NaN, the running max NaN from the first NaN on). Only for
-    inputs with a NaN in some window: a pass more per offset."""
-    kw = win.size[1]
-    run = gather(np.empty(shape, x.dtype), x, win, pads, 0, 0, -np.inf)
-    scratch = np.empty_like(run)
-    for k, b in enumerate(better, 1):
-        xk = gather(scratch, x, win, pads, k // kw, k % kw, -np.inf)
-        np.greater(xk, run, out=b)
-        b |= np.isnan(xk)
-        np.maximum(run, xk, out=run)
+def _nan_step(better: Array, run: Array, xk: Array) -> None:
+    """One offset of MaxPool2D's forward by PyTorch's rule for NaN, ``better`` redone in
+    place: a NaN beats every value before it, a later NaN an earlier one, and nothing after
+    a NaN beats it (``x_k > running max`` or ``x_k`` is NaN, the running max NaN from the
+    first NaN on). Only for inputs with a NaN in some window: a pass more per offset."""
+    np.greater(xk, run, out=better)
+    better |= np.isnan(xk)
+    np.maximum(run, xk, out=run)
 
 
 def _first_real_where_all_neg_inf(y: Array, better: list[Array], win: Window,
