@@ -5,8 +5,11 @@ When every rank runs on one machine (the usual ``mpiexec -n k``), a mean goes th
 the ranks share, an MPI-3 shared window: each rank writes its scaled leaves into its own
 slot, then sums its 1/k of all slots into a result that every rank reads in place. Each
 byte is written once and read k times; MPICH's ``Allreduce`` on one machine copies it
-through its shared-memory queues several times (the mlp's 2.68 MB of gradients on two
-ranks: 0.24 ms against 0.54 ms, packing included). A window keeps up to 8 sets of slots
+through its shared-memory queues several times. Alone and warm the two cost about the same
+(the mlp's 2.68 MB of gradients on two ranks, benchmarks/results/data_parallel.md: 0.54-0.59
+ms through the window, 0.50 ms by ``Allreduce``); inside the sharded step, after the
+forward and backward, 0.82-1.03 ms against 1.94 ms by messages (docs/scale-out.md). A
+window keeps up to 8 sets of slots
 and 8 results and takes them in turn (see ``generations``: the mlp's window is 64 MB of
 /dev/shm), or one set and two results when that is all that fits. Across machines, or when
 even that window would be large against the free shared memory, or with

@@ -24,7 +24,8 @@ def _stateful(layer: Any) -> bool:
 def steps(layers: Sequence[Any]) -> Steps:
     """The forward pass as ``(i, vjp_then, pointwise)`` steps: a layer offering ``vjp_then``
     (Dense) followed by a ``pointwise`` activation is one step that runs both, saving a
-    call and a pullback per pair (disk benchmark step: 1.42x -> 1.37x the NumPy floor);
+    call and a pullback per pair (disk benchmark step: 1.42x -> 1.37x the NumPy floor, a
+    one-off run not kept);
     an activation that ``commutes_with_max`` (ReLU) before a layer that ``selects_max``
     (MaxPool2D) is one step that runs the pool first, then the activation on its output
     (the benchmarks' cnn, both ReLUs before 2 x 2 pools: 0.70x -> 0.58x the NumPy floor's

@@ -100,8 +100,9 @@ def LeakyReLU(alpha: float = 0.01) -> Layer:
 
     Written with max/min, not ``np.where``: NumPy's where on an unpredictable mask costs
     about ten elementwise passes, as in ELU and Softplus below, which keep it only for
-    settings the max cannot express (``benchmarks/layer_micro.py``, (64, 28, 28, 16) float32,
-    NumPy 2.4: LeakyReLU apply 3.0 ms with where, 0.24 ms without; commit ffa9748)."""
+    settings the max cannot express ((64, 28, 28, 16) float32, NumPy 2.4: LeakyReLU apply
+    3.0 ms with where, 0.24 ms without, a one-off timing not kept, in commit ffa9748's
+    message; ``benchmarks/layer_micro.py`` times every activation now)."""
     a = real_arg(alpha, "LeakyReLU", "alpha")
     pick = np.maximum if a <= 1 else np.minimum  # x or a·x: the larger one when a <= 1
     if 0 <= a <= 1:  # the slope as max(a, [x > 0]): exactly a or 1

@@ -152,13 +152,15 @@ def block_sum(a: Array, lo: int, hi: int) -> Array:
 # axis; when an operand is broadcast along the other axes (a per-channel vector against
 # NHWC, a per-row statistic against (rows, C)) that loop covers only C values, and for
 # small C its per-call overhead dominates. benchmarks/broadcast_micro.py (its output in
-# benchmarks/results/broadcast_micro.md), (50176, 16) float32, one thread: ``a + v`` 348 µs,
-# tiled by chan 133, ``a + a`` 68 (no broadcast); ``a - m[:, None]`` 286, ``per_row`` 222.
+# benchmarks/results/broadcast_micro.md, the run at 752d2fb), (50176, 16) float32, one
+# thread: ``a + v`` 348 µs, tiled by chan 133, ``a + a`` 68 (no broadcast); ``a - m[:,
+# None]`` 286, ``per_row`` 222.
 _WIDE = 1024  # the width of a tiled row
 _SHORT = 128  # rows at least this wide broadcast well as they are
 # Below this many elements the tiling's own calls (np.tile, two ufuncs, reshapes) cost more
-# than the broadcast saves: Dense(25) on 50 rows, the disk benchmark's, took 7 µs tiled
-# (commit 7f684f7) against 1.3 broadcast (the same output).
+# than the broadcast saves: Dense(25) on 50 rows, the disk benchmark's, took 7 µs tiled (a
+# one-off timing in commit 7f684f7's message, not kept) against 1.3 broadcast
+# (broadcast_micro.md: ``a + v`` at 50 rows of 25, 1.28-1.29 µs in its three runs).
 TILE_FROM = 1 << 14
 # And at least this many rows: below them NumPy's broadcast was ahead at 25 to 64 channels
 # (chan 1.1-1.3x its time at 1000-2000 rows), above them chan at 10 to 64 (benchmarks/
