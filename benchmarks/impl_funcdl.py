@@ -13,7 +13,7 @@ from funcdl import layers as L
 
 from .workloads import LR, Workload
 
-__all__ = ["Unavailable", "init", "make_step", "model"]
+__all__ = ["Unavailable", "init", "make_step", "model", "parts"]
 
 
 class Unavailable(Exception):
@@ -35,21 +35,28 @@ def _spatial() -> tuple[Any, Any]:
 
 def model(w: Workload) -> tuple[Any, Any]:
     """``(layer, loss)`` for workload ``w``."""
+    children, loss = parts(w)
+    return L.Sequential(*children), loss
+
+
+def parts(w: Workload) -> tuple[list[Any], Any]:
+    """``(the model's layers in order, loss)`` for workload ``w`` (``benchmarks.fusion_ab``
+    rebuilds the Sequential from them)."""
     ce = fd.losses.softmax_cross_entropy
     if w.name == "disk":
-        return L.Sequential(L.Dense(25), L.ReLU(), L.Dense(25), L.ReLU(), L.Dense(25),
-                            L.ReLU(), L.Dense(1), L.Sigmoid()), fd.losses.mse
+        return [L.Dense(25), L.ReLU(), L.Dense(25), L.ReLU(), L.Dense(25), L.ReLU(),
+                L.Dense(1), L.Sigmoid()], fd.losses.mse
     if w.name == "mlp":
-        return L.Sequential(L.Dense(512), L.ReLU(), L.Dense(512), L.ReLU(), L.Dense(10)), ce
+        return [L.Dense(512), L.ReLU(), L.Dense(512), L.ReLU(), L.Dense(10)], ce
     if w.name == "cnn":
         Conv2D, MaxPool2D = _spatial()
-        return L.Sequential(Conv2D(16, 3, padding="SAME"), L.ReLU(), MaxPool2D(2),
-                            Conv2D(32, 3, padding="SAME"), L.ReLU(), MaxPool2D(2),
-                            L.Flatten(), L.Dense(10)), ce
+        return [Conv2D(16, 3, padding="SAME"), L.ReLU(), MaxPool2D(2),
+                Conv2D(32, 3, padding="SAME"), L.ReLU(), MaxPool2D(2), L.Flatten(),
+                L.Dense(10)], ce
     if w.name == "resmlp":
         blocks = [L.Residual(L.Sequential(L.Dense(256), L.ReLU(), L.Dense(256)))
                   for _ in range(4)]
-        return L.Sequential(L.Dense(256), *blocks, L.Dense(10)), ce
+        return [L.Dense(256), *blocks, L.Dense(10)], ce
     raise ValueError(f"unknown workload {w.name!r}")
 
 

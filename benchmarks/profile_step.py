@@ -30,7 +30,7 @@ import numpy as np
 import funcdl as fd
 
 from . import floor, impl_funcdl, timing
-from .workloads import LR, WORKLOADS, Workload, copy_pairs, data, layer_params
+from .workloads import LR, WORKLOADS, Workload, chosen, copy_pairs, data, layer_params
 
 
 def median_us(*fs: Callable[[], Any], steps: int) -> list[float]:
@@ -205,7 +205,8 @@ def profile(w: Workload, steps: int, top: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.profile_step")
-    ap.add_argument("workloads", nargs="*", default=["disk", "mlp"], choices=list(WORKLOADS))
+    ap.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                    help=f"of {', '.join(WORKLOADS)} (default: disk mlp)")
     ap.add_argument("--steps", type=int, default=0, help="steps per timing (default: by size)")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--default-malloc", action="store_true",
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         timing.blas_probe()
         time.sleep(0.2)
     before = timing.cpu_snapshot()
-    for name in args.workloads:
+    for name in chosen(ap, args.workloads, ["disk", "mlp"]):
         timing.wait_quiet(120.0, log=print)
         w = WORKLOADS[name]
         steps = args.steps or (3000 if name == "disk" else 300)

@@ -9,12 +9,14 @@ in funcdl's layouts: Dense ``w (in, out)``, Conv2D ``w (kh, kw, C, out)``, NHWC 
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["LR", "NAMES", "WORKLOADS", "Workload", "data", "layer_params", "random_params"]
+__all__ = ["LR", "NAMES", "WORKLOADS", "Workload", "chosen", "data", "layer_params",
+           "random_params"]
 
 LR = 0.01
 Pairs = list[tuple[np.ndarray, np.ndarray]]
@@ -43,6 +45,15 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              (64,), 10, ((64, 256), *_RES, (256, 10))),
 )}
 NAMES = tuple(WORKLOADS)
+
+
+def chosen(ap: argparse.ArgumentParser, given: list[str], default: list[str]) -> list[str]:
+    """A script's positional workload names, ``default`` when none: checked here, as
+    argparse (3.11) refuses the empty list of ``nargs="*"`` with ``choices``."""
+    bad = [g for g in given if g not in WORKLOADS]
+    if bad:
+        ap.error(f"unknown workload(s) {bad}; choose from {list(NAMES)}")
+    return given or default
 
 
 def data(w: Workload, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
