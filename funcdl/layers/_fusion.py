@@ -24,15 +24,14 @@ def _stateful(layer: Any) -> bool:
 def steps(layers: Sequence[Any]) -> Steps:
     """The forward pass as ``(i, vjp_then, pointwise)`` steps: a layer offering ``vjp_then``
     (Dense) followed by a ``pointwise`` activation is one step that runs both, saving a
-    call and a pullback per pair (disk benchmark step: 1.42x -> 1.37x the NumPy floor, a
-    one-off run not kept);
-    an activation that ``commutes_with_max`` (ReLU) before a layer that ``selects_max``
-    (MaxPool2D) is one step that runs the pool first, then the activation on its output
-    (the benchmarks' cnn, both ReLUs before 2 x 2 pools: 0.70x -> 0.58x the NumPy floor's
-    step, in ``benchmarks/results/latest.md`` as committed in ba40861 and f88b5f0, the runs
-    at 23aa846 and efc1e06); any other layer is
-    ``(i, None, None)``. Stateful layers are never fused. The same arithmetic either way, so
-    the same numbers (see ``Pointwise.commutes_with_max`` for the swap)."""
+    call and a pullback per pair; an activation that ``commutes_with_max`` (ReLU) before a
+    layer that ``selects_max`` (MaxPool2D) is one step that runs the pool first, then the
+    activation on its output. ``python -m benchmarks.fusion_ab`` (its output in
+    benchmarks/results/fusion_ab.md): the disk step fused takes 0.92-0.96x its time layer by
+    layer, the mlp's 0.99-1.01x, the cnn's (both ReLUs before 2 x 2 pools) 0.86-0.88x. Any
+    other layer is ``(i, None, None)``. Stateful layers are never fused. The same
+    arithmetic either way, so the same numbers (see ``Pointwise.commutes_with_max`` for
+    the swap)."""
     out: Steps = []
     n, i = len(layers), 0
     while i < n:
