@@ -14,7 +14,11 @@ per-row statistic against ``(rows, C)``: ``a - m[:, None]`` against ``a - per_ro
 from __future__ import annotations
 
 import numpy as np
-from layer_micro import best_us  # this folder: the script's own
+
+try:  # run as a script: this folder is on the path
+    from layer_micro import best_us
+except ModuleNotFoundError:  # python -m benchmarks.broadcast_micro
+    from benchmarks.layer_micro import best_us
 
 from funcdl.layers.base import TILE_FROM, TILE_ROWS, chan, per_row
 from funcdl.perf import retain_freed_memory

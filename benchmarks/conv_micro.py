@@ -17,7 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from layer_micro import best_us as _best_us  # this folder: the script's own
+
+try:  # run as a script: this folder is on the path
+    from layer_micro import best_us as _best_us
+except ModuleNotFoundError:  # python -m benchmarks.conv_micro
+    from benchmarks.layer_micro import best_us as _best_us
 
 from funcdl import random
 from funcdl.layers import Sequential

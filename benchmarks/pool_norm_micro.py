@@ -19,7 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from layer_micro import IMAGE, ROWS, best_us  # this folder: the script's own
+
+try:  # run as a script: this folder is on the path
+    from layer_micro import IMAGE, ROWS, best_us
+except ModuleNotFoundError:  # python -m benchmarks.pool_norm_micro
+    from benchmarks.layer_micro import IMAGE, ROWS, best_us
 
 from funcdl import layers as L
 from funcdl import random
