@@ -286,10 +286,8 @@ def test_grad_of_a_stateful_model_returns_what_value_and_grad_does_but_the_value
         got = fd.grad(model, loss if has_aux else losses.mse, has_aux=has_aux)(
             params, x, y, state=state)
         assert isinstance(got, tuple) and len(got) == 1 + extra
-        for a, b in zip(tree.leaves(got[0]), tree.leaves(grads), strict=True):
-            np.testing.assert_array_equal(a, b)
+        tree.map(np.testing.assert_array_equal, got[0], grads, shapes=True)
         assert tree.structure(got[-1]) == tree.structure(state)  # the new state, last
-        for a, b in zip(tree.leaves(got[-1]), tree.leaves(out[-1]), strict=True):
-            np.testing.assert_array_equal(a, b)
+        tree.map(np.testing.assert_array_equal, got[-1], out[-1], shapes=True)
         if has_aux:
             assert 0.0 <= got[1] == out[1] <= 1.0  # the aux, between

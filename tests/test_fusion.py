@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _fused import opaque
 
 import funcdl as fd
 from funcdl import debug, random, tree
@@ -16,15 +17,9 @@ ACTS = [L.ReLU, L.Tanh, L.Sigmoid, L.Softplus, L.ELU, lambda: L.LeakyReLU(0.1),
         lambda: L.GELU(approximate=True)]
 
 
-def _opaque(layer: Layer) -> Layer:
-    """``layer`` without its fusion fields: Sequential then runs it on its own."""
-    return Layer(layer.init, layer.apply, layer.vjp, name=layer.name,
-                 dx_optional=layer.dx_optional)
-
-
 def _pair(act, dtype, in_shape=(None, 3)):
     fused = L.Sequential(L.Dense(4), act(), L.Dense(2), act())
-    plain = L.Sequential(*[_opaque(l) for l in (L.Dense(4), act(), L.Dense(2), act())])
+    plain = L.Sequential(*[opaque(l) for l in (L.Dense(4), act(), L.Dense(2), act())])
     _, params = fused.init(random.key(0), in_shape)
     params = tree.astype(params, dtype)
     x = random.normal(random.key(1), (5, *in_shape[1:]), dtype)
@@ -71,7 +66,7 @@ def test_fusion_only_where_a_dense_precedes_a_pointwise_layer():
 def test_fused_model_trains_and_dropout_keys_are_unchanged(key):
     # keys are split per layer as before, so Dropout after a fused pair draws the same mask
     model = L.Sequential(L.Dense(8), L.ReLU(), L.Dropout(0.5), L.Dense(1), L.Sigmoid())
-    plain = L.Sequential(*[_opaque(l) for l in (L.Dense(8), L.ReLU(), L.Dropout(0.5),
+    plain = L.Sequential(*[opaque(l) for l in (L.Dense(8), L.ReLU(), L.Dropout(0.5),
                                                 L.Dense(1), L.Sigmoid())])
     _, params = model.init(key, (None, 2))
     x, y = fd.data.disk(random.key(3), 32)

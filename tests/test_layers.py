@@ -359,17 +359,20 @@ def test_dense_default_init_is_torchs_linear(key):
         assert abs(p.mean()) < 0.02 and abs(p.var() - 0.25**2 / 3) < 0.002
 
 
-def test_dense_adds_its_bias_on_outputs_of_many_rows(key):
-    # from base.TILE_FROM output entries in 2048 rows the bias goes through base.chan's
+def test_dense_adds_its_bias_on_outputs_of_many_rows(key, monkeypatch):
+    # from base.TILE_FROM output entries in TILE_ROWS rows the bias goes through base.chan's
     # tiled rows
-    from funcdl.layers.base import TILE_FROM
+    from funcdl.layers.base import TILE_FROM, TILE_ROWS
     layer = L.Dense(10)
     _, params = layer.init(key, (None, 6))
     params = tree.astype(params, np.float64)
-    x = random.normal(random.key(3), (max(TILE_FROM // 10, 2048) + 7, 6), np.float64)
+    x = random.normal(random.key(3), (max(TILE_FROM // 10, TILE_ROWS) + 7, 6), np.float64)
     expected = x @ params["w"] + params["b"]
     assert expected.size >= TILE_FROM
+    tiles, real_tile = [], np.tile  # chan calls np.tile only when it tiles
+    monkeypatch.setattr(np, "tile", lambda *a: tiles.append(a) or real_tile(*a))
     np.testing.assert_allclose(layer.apply(params, x), expected, rtol=1e-12, atol=1e-12)
+    assert tiles
     y, pullback = layer.vjp(params, x)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
     dy = random.normal(random.key(4), y.shape, np.float64)
@@ -615,9 +618,11 @@ def _pads_by_hand(size, k, s, padding, axis):
 
 
 def _pool_by_hand(x, window, stride, padding, kind):
-    """y and dx for dy = 1, 2, 3, ... by loops over windows: the first arg-max in row-major
-    order wins; padding never does (a window of -inf sends dy to its first real cell).
-    The output size and padding are worked out here, not taken from funcdl."""
+    """y and dx for dy = 1, 2, 3, ... by loops over windows, as PyTorch's CPU kernel: from a
+    maximum of -inf at the first real cell, a cell wins when it is greater than the maximum
+    so far or NaN (the first maximum wins ties, the last NaN any window holding one; a window
+    of -inf sends dy to its first real cell, padding never wins). The output size and
+    padding are worked out here, not taken from funcdl."""
     kh, kw = (window, window) if isinstance(window, int) else window
     stride = (kh, kw) if stride is None else stride
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
@@ -633,9 +638,12 @@ def _pool_by_hand(x, window, stride, padding, kind):
         real = [(r, s) for r, s in cells if 0 <= r < h and 0 <= s < w]
         vals = [x[b, r, s, ch] for r, s in real]
         if kind == "max":
-            best = real[int(np.argmax(vals))]
-            y[b, p, q, ch] = max(vals)
-            dx[b, best[0], best[1], ch] += dy[b, p, q, ch]
+            top, at = -np.inf, real[0]
+            for v, cell in zip(vals, real):
+                if v > top or np.isnan(v):
+                    top, at = v, cell
+            y[b, p, q, ch] = top
+            dx[b, at[0], at[1], ch] += dy[b, p, q, ch]
             continue
         m = kh * kw if kind == "avg" else len(real)
         y[b, p, q, ch] = sum(vals) / m
@@ -646,12 +654,16 @@ def _pool_by_hand(x, window, stride, padding, kind):
 
 @pytest.mark.parametrize(("window", "stride", "padding"), POOL_GEOMETRIES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(("kind", "data"), [  # -inf for max only: a mean of it has no route
-    ("max", "-inf"), *itertools.product(["max", "avg", "avg-exclude-pad"], ["normal", "ties"])])
+@pytest.mark.parametrize(("kind", "data"), [  # -inf, NaN for max only: a mean has no route
+    ("max", "-inf"), ("max", "nan"),
+    *itertools.product(["max", "avg", "avg-exclude-pad"], ["normal", "ties"])])
 def test_pools_by_offset_match_windows_by_hand(window, stride, padding, dtype, data, kind):
     rng = np.random.default_rng(7)
-    x = (rng.integers(0, 3, (2, 7, 8, 3)) if data == "ties"
+    x = (rng.integers(0, 3, (2, 7, 8, 3)) if data in ("ties", "nan")
          else rng.standard_normal((2, 7, 8, 3))).astype(dtype)
+    if data == "nan":  # ties, NaN (the last NaN wins) and windows of -inf only
+        x[rng.random(x.shape) < 0.3] = np.nan
+        x[rng.random(x.shape) < 0.5] = -np.inf
     if data == "-inf":
         x[rng.random(x.shape) < 0.7] = -np.inf
     layer = (L.MaxPool2D(window, stride, padding) if kind == "max" else

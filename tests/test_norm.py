@@ -516,13 +516,21 @@ def test_shared_batchnorm_matches_torch_module_called_twice(torch):
 # (funcdl.layers.base.chan, per_row). Checked against float64 formulas, finite differences,
 # the general path (LayerNorm over a non-trailing axis) and NumPy's broadcast, bit for bit.
 
-def test_chan_is_numpy_broadcast_bit_for_bit():
+def test_chan_is_numpy_broadcast_bit_for_bit(monkeypatch):
     from funcdl.layers.base import chan
     rng = np.random.default_rng(0)
+    tiles, real_tile = [], np.tile  # chan calls np.tile only when it tiles
+
+    def tile(*args):
+        tiles.append(args)
+        return real_tile(*args)
+
+    monkeypatch.setattr(np, "tile", tile)
     # tiled whole (64, 7, 5, 16) or with leftover rows (6001, 3), (2100, 25); below
-    # base.TILE_FROM elements or 2048 rows, or one channel: NumPy's broadcast as it is
-    for shape in [(64, 7, 5, 16), (6001, 3), (2100, 25), (3, 5), (1000, 3), (1100, 25),
-                  (7, 1), (2, 0, 4), (20000, 1)]:
+    # base.TILE_FROM elements or TILE_ROWS rows, or one channel: NumPy's broadcast as it is
+    tiled = [(64, 7, 5, 16), (6001, 3), (2100, 25)]
+    for shape in [*tiled, (3, 5), (1000, 3), (1100, 25), (7, 1), (2, 0, 4), (20000, 1)]:
+        tiles.clear()
         a = rng.standard_normal(shape).astype(np.float32)
         v = rng.standard_normal(shape[-1:]).astype(np.float32).reshape(
             (1,) * (len(shape) - 1) + shape[-1:])
@@ -535,6 +543,7 @@ def test_chan_is_numpy_broadcast_bit_for_bit():
             np.testing.assert_array_equal(out, ufunc(a, v))
         np.testing.assert_array_equal(chan(np.multiply, a, v.astype(np.float64)), a * v.astype(
             np.float64))
+        assert bool(tiles) == (shape in tiled), shape
 
 
 @pytest.mark.parametrize("shape", [(5, 3, 4, 6), (9, 7), (2, 3, 2, 130)])

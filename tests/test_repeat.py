@@ -10,7 +10,7 @@ import pytest
 import funcdl as fd
 from funcdl import layers as L
 from funcdl import random, tree
-from funcdl.testing import check_layer
+from funcdl.testing import check_layer, check_vjp
 
 
 @pytest.mark.parametrize(("make", "in_shape"), [
@@ -65,6 +65,7 @@ def test_a_stateful_layer_carries_its_state_through_the_applications(key):
     np.testing.assert_array_equal(y, y2)
     tree.map(np.testing.assert_array_equal, t_state, s2, shapes=True)
     check_layer(tied, (None, 3))
+    check_layer(tied, (None, 3), train=True, batch=5)  # batch statistics, state carried
 
 
 def test_dropout_draws_a_mask_per_application(key):
@@ -73,6 +74,10 @@ def test_dropout_draws_a_mask_per_application(key):
     k1, k2 = random.split(key, 2)
     by_hand = drop.apply((), drop.apply((), x, key=k1, train=True), key=k2, train=True)
     np.testing.assert_array_equal(L.Repeat(drop, 2).apply((), x, key=key, train=True), by_hand)
+    model = L.Repeat(L.Sequential(L.Dense(4), L.Dropout(0.5)), 2)
+    _, params = model.init(key, (None, 4))
+    check_vjp(model, tree.astype(params, np.float64), random.normal(random.key(3), (6, 4)),
+              key=key, train=True)
 
 
 def test_trains_under_value_and_grad(key):

@@ -72,13 +72,16 @@ def test_apply_vjp_mismatch_fails():
         check_layer(one, (None, 3), x=np.full((2, 3), 0.5, np.float32))
 
 
+def _tanh64_vjp(p, x, **kw):
+    """Tanh's vjp with its forward in float64 whatever x's dtype (dx back in x's)."""
+    return np.tanh(x.astype(np.float64)), lambda dy: ((), (dy * (1 - np.tanh(x) ** 2)).astype(
+        x.dtype))
+
+
 def test_a_vjp_forward_in_another_dtype_than_apply_fails():
     # training runs on the vjp: a float64 forward there upcasts silently what apply keeps
     layer = L.Tanh()
-    up = Layer(layer.init, layer.apply,
-               lambda p, x, **kw: (np.tanh(x.astype(np.float64)),
-                                   lambda dy: ((), (dy * (1 - np.tanh(x) ** 2)).astype(x.dtype))),
-               name="Upcast")
+    up = Layer(layer.init, layer.apply, _tanh64_vjp, name="Upcast")
     with pytest.raises(AssertionError, match=r"check_layer\(Upcast\): apply gave output of "
                                              r"dtype float32, vjp\(\.\.\.\)\[0\] of dtype float64"):
         check_layer(up, (None, 3))
@@ -423,9 +426,7 @@ def test_check_layer_notices_a_vjp_forward_off_by_one_part_in_ten_thousand():
 
 def test_check_layer_fails_float32_input_giving_a_float64_output():
     tanh = L.Tanh()
-    up = Layer(tanh.init, lambda p, x, **kw: np.tanh(x.astype(np.float64)),
-               lambda p, x, **kw: (np.tanh(x.astype(np.float64)),
-                                   lambda dy: ((), (dy * (1 - np.tanh(x) ** 2)).astype(x.dtype))),
+    up = Layer(tanh.init, lambda p, x, **kw: np.tanh(x.astype(np.float64)), _tanh64_vjp,
                name="Up64")
     with pytest.raises(AssertionError, match=r"^check_layer\(Up64\): input dtype \['float32'\] "
                                              r"gave output of dtype float64"):

@@ -129,37 +129,47 @@ def test_pools_match_torch(window, stride, padding, hw, kind):
     np.testing.assert_allclose(dx, xt.grad.numpy().transpose(0, 2, 3, 1), **TOL)
 
 
+@pytest.mark.parametrize(("seed", "nan", "inf"), [(3, 0.0, 0.7), (4, 0.3, 0.2)],
+                         ids=["-inf", "nan"])
 @pytest.mark.parametrize("window, stride, padding, hw", POOLS)
-def test_max_pool_over_minus_inf_matches_torch(window, stride, padding, hw):
-    # masked inputs: windows of -inf only send dy to their first real cell, never to padding
-    rng = np.random.default_rng(3)
+def test_max_pool_over_minus_inf_and_nan_matches_torch(window, stride, padding, hw, seed, nan,
+                                                       inf):
+    # windows of -inf only send dy to their first real cell, never to padding; a NaN is its
+    # window's maximum, the last one where several: dy goes to it
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((2, *hw, 3))
-    x[rng.random(x.shape) < 0.7] = -np.inf
+    if nan:
+        x[rng.random(x.shape) < nan] = np.nan
+    x[rng.random(x.shape) < inf] = -np.inf
     y, pullback = L.MaxPool2D(window, stride, padding=padding).vjp((), x)
     dy = rng.standard_normal(y.shape)
     xt = t64(x.transpose(0, 3, 1, 2), grad=True)
     yt = F.max_pool2d(xt, window, stride or window, padding)
     yt.backward(t64(dy.transpose(0, 3, 1, 2)))
-    np.testing.assert_array_equal(y, yt.detach().numpy().transpose(0, 2, 3, 1))
-    np.testing.assert_allclose(pullback(dy)[1], xt.grad.numpy().transpose(0, 2, 3, 1), **TOL)
-
-
-@pytest.mark.parametrize("window, stride, padding, hw", POOLS)
-def test_max_pool_over_nan_matches_torch(window, stride, padding, hw):
-    # a NaN is its window's maximum, the last one where several: dy goes to it
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal((2, *hw, 3))
-    x[rng.random(x.shape) < 0.3] = np.nan
-    x[rng.random(x.shape) < 0.2] = -np.inf
-    y, pullback = L.MaxPool2D(window, stride, padding=padding).vjp((), x)
-    dy = rng.standard_normal(y.shape)
-    xt = t64(x.transpose(0, 3, 1, 2), grad=True)
-    yt = F.max_pool2d(xt, window, stride or window, padding)
-    yt.backward(t64(dy.transpose(0, 3, 1, 2)))
-    assert np.isnan(y).any()
+    assert not nan or np.isnan(y).any()
     np.testing.assert_array_equal(y, yt.detach().numpy().transpose(0, 2, 3, 1))
     # overlapping windows sum their shares in another order than torch: the last bit
     np.testing.assert_allclose(pullback(dy)[1], xt.grad.numpy().transpose(0, 2, 3, 1), **TOL)
+
+
+@pytest.mark.parametrize("window, stride, pad", [(2, 2, 0), (3, 2, 1)])
+def test_cnn_with_relu_run_after_the_pool_matches_torch(window, stride, pad):
+    # Sequential runs each ReLU before a MaxPool2D after it (layers/_fusion.py)
+    model = L.Sequential(L.Conv2D(3, 3), L.ReLU(), L.MaxPool2D(window, stride, pad),
+                         L.Conv2D(2, 2, padding="VALID"), L.ReLU(), L.MaxPool2D(2))
+    x = np.random.default_rng(5).standard_normal((2, 9, 8, 2))
+    params, y, dy, (grads, dx) = ours(model, x)
+    w1, b1 = t64(params[0]["w"].transpose(3, 2, 0, 1), True), t64(params[0]["b"], True)
+    w2, b2 = t64(params[3]["w"].transpose(3, 2, 0, 1), True), t64(params[3]["b"], True)
+    xt = t64(x.transpose(0, 3, 1, 2), grad=True)
+    h = F.max_pool2d(F.relu(F.conv2d(xt, w1, b1, padding=1)), window, stride, pad)
+    yt = F.max_pool2d(F.relu(F.conv2d(h, w2, b2)), 2)
+    yt.backward(t64(dy.transpose(0, 3, 1, 2)))
+    np.testing.assert_allclose(y, yt.detach().numpy().transpose(0, 2, 3, 1), **TOL)
+    np.testing.assert_allclose(dx, xt.grad.numpy().transpose(0, 2, 3, 1), **TOL)
+    for g, (w, b) in ((grads[0], (w1, b1)), (grads[3], (w2, b2))):
+        np.testing.assert_allclose(g["w"], w.grad.numpy().transpose(2, 3, 1, 0), **TOL)
+        np.testing.assert_allclose(g["b"], b.grad.numpy(), **TOL)
 
 
 def test_global_avg_pool_matches_torch():
