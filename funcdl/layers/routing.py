@@ -123,13 +123,19 @@ def FanInConcat(axis: int = -1) -> Layer:
     axis = int_arg(axis, "FanInConcat", "axis", None)
     name = f"FanInConcat(axis={axis})"
 
+    def concat_axis(rank: int, shapes: Any) -> int:
+        # apply checks too: np.concatenate would wrap axis=2 of rank-2 inputs onto the batch
+        if not -rank <= axis < rank or axis % rank == 0:
+            raise ValueError(f"{name}: axis {axis} is not a non-batch axis of inputs of rank "
+                             f"{rank}, got {tuple(tuple(s) for s in shapes)}; the batch axis "
+                             f"is axis 0")
+        return axis % rank
+
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
         del key
         shapes = _shapes(name, in_shapes)
         rank = len(shapes[0])
-        if not -rank <= axis < rank or axis % rank == 0:
-            raise ValueError(f"{name}: axis must be a non-batch axis of inputs of rank {rank}")
-        ax = axis % rank
+        ax = concat_axis(rank, shapes)
         for s in shapes:
             if len(s) != rank or any(i != ax and a is not None and b is not None and a != b
                                      for i, (a, b) in enumerate(zip(s, shapes[0]))):
@@ -144,7 +150,7 @@ def FanInConcat(axis: int = -1) -> Layer:
         del key, train
         arrays = _tuple(name, xs)
         rank = arrays[0].ndim
-        ax = axis % rank if rank else 0
+        ax = concat_axis(rank, [a.shape for a in arrays])
         if any(a.ndim != rank or a.shape[:ax] + a.shape[ax + 1:]
                != arrays[0].shape[:ax] + arrays[0].shape[ax + 1:] for a in arrays):
             raise ValueError(f"{name}: inputs must agree on every axis but {axis}, got "
