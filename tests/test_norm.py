@@ -398,6 +398,46 @@ def test_float32_batch_statistics_of_shifted_data_keep_float32_accuracy(shape):
     np.testing.assert_allclose(s32["mean"], s64["mean"], atol=3e-4)
 
 
+@pytest.mark.parametrize("value", [123.456, 12345.678, 65881.3, -9.87e6])
+@pytest.mark.parametrize("width", [3, 7, 100])
+def test_constant_rows_and_channels_normalise_to_zero(value, width):
+    # x̂ is 0 for constant data, as PyTorch's Welford moments give; the two-pass float32 mean
+    # is an ulp off there, which is more than sqrt(eps) from ~1e3 on: x̂ was ±0.3-1
+    x = np.full((5, width), value, np.float32)
+    ln, bn = LayerNorm(), BatchNorm()
+    _, p = ln.init(random.key(0), (None, width))
+    bias = _normal(4, (width,)).astype(np.float32)
+    y_rows = ln.apply({"scale": p["scale"], "bias": bias}, x)  # the (rows, S) path
+    y_axes = LayerNorm(axis=(1, 2)).apply({"scale": np.ones((5, width), np.float32),
+                                           "bias": np.zeros((5, width), np.float32)},
+                                          x[None, :, :, None])  # the general path
+    _, bp, bs = bn.init(random.key(0), (None, 5))
+    y_bn, state = bn.apply(bp, np.ascontiguousarray(x.T), state=bs, train=True)
+    np.testing.assert_array_equal(y_rows, np.broadcast_to(bias, x.shape))
+    np.testing.assert_array_equal(y_axes, 0)
+    np.testing.assert_array_equal(y_bn, 0)
+    np.testing.assert_array_equal(state["mean"], np.float32(0.1) * np.float32(value))
+    assert y_rows.dtype == y_axes.dtype == y_bn.dtype == np.float32
+
+
+@pytest.mark.parametrize("make", [LayerNorm, BatchNorm])
+def test_offset_data_refines_the_mean_and_keeps_the_vjp(make):
+    # |μ| > 64 σ takes the refining pass; its vjp is the same function's
+    layer = make()
+    x = 1e4 + _normal(5, (6, 4), 1.0)
+    if layer.stateful:
+        _, params, state = layer.init(random.key(0), (None, 4))
+        check_vjp(layer, tree.astype(params, np.float64), x, state=state, train=True)
+    else:
+        _, params = layer.init(random.key(0), (None, 4))
+        check_vjp(layer, tree.astype(params, np.float64), x)
+    y32 = (layer.apply(params, x.astype(np.float32), state=state, train=True)[0]
+           if layer.stateful else layer.apply(params, x.astype(np.float32)))
+    y64 = (layer.apply(params, x, state=state, train=True)[0]
+           if layer.stateful else layer.apply(params, x))
+    np.testing.assert_allclose(y32, y64, atol=0.02)  # x's own rounding: 1e4 ± 5e-4
+
+
 @pytest.mark.parametrize(("make", "error", "says"), [
     (lambda: BatchNorm(momentum="0.1"), TypeError,
      "BatchNorm: momentum must be a real number, got '0.1' (str)"),

@@ -52,6 +52,26 @@ def _label(kind: str, args: list[tuple[str, Any, Any]]) -> str:
     return kind + "(" + ", ".join(f"{k}={v!r}" for k, v, default in args if v != default) + ")"
 
 
+def _moments(x: Array, mean_of: Callable[[Array], Array],
+             minus: Callable[..., Array], eps: float) -> tuple[Array, Array, Array, Array]:
+    """``(μ, x - μ, (x - μ)², 1/sqrt(σ² + eps))`` by two passes. Where |μ| exceeds 64 σ, one
+    more pass adds the mean of x - μ to μ (the corrected two-pass algorithm): otherwise a
+    float32 μ one ulp off, as a row constant at 1e4 gives, exceeds sqrt(eps) and x̂ comes
+    out near ±1 instead of 0 (PyTorch's Welford moments give 0). Call under an errstate
+    that ignores overflow."""
+    mu = mean_of(x)
+    xc = minus(x, mu)
+    sq = np.square(xc)
+    inv_std = 1 / np.sqrt(mean_of(sq) + eps)
+    if np.maximum.reduce(np.abs(mu) * inv_std, axis=None, initial=0) > 64:  # False for NaN
+        corr = mean_of(xc)
+        mu = mu + corr
+        minus(xc, corr, out=xc)
+        np.square(xc, out=sq)
+        inv_std = 1 / np.sqrt(mean_of(sq) + eps)
+    return mu, xc, sq, inv_std
+
+
 def _dtype(x: Array, *vectors: Array) -> np.dtype[Any]:
     """The computation dtype: the input's and the params' floating dtypes, promoted; an
     integer input counts as the params' dtype (never int64 -> float64 promotion)."""
@@ -175,12 +195,11 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
         if m < 2:
             raise ValueError(f"{name}: Expected more than 1 value per channel when training, "
                              f"got input of shape {x.shape} ({m} per channel)")
-        with np.errstate(over="ignore"):
-            mu = total(x) / m
-            xc = chan(np.subtract, x, mu)
-            sq = np.square(xc)
-            var = total(sq) / m  # two passes: no E[x²] - E[x]² cancelling
-            inv_std = 1 / np.sqrt(var + eps)
+        with np.errstate(over="ignore"):  # two passes: no E[x²] - E[x]² cancelling
+            mu, xc, sq, inv_std = _moments(x, lambda a: total(a) / m,
+                                           lambda a, b, out=None: chan(np.subtract, a, b, out=out),
+                                           eps)
+            var = total(sq) / m
             k = scale * inv_std
             y = chan(np.multiply, xc, k, out=sq if keep else xc)  # reuse a buffer we own
         chan(np.add, y, bias, out=y)
@@ -327,8 +346,8 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
         ``base.per_row``)."""
         if not _trailing(x, res):
             with np.errstate(over="ignore"):
-                xc = x - x.mean(axis=res, keepdims=True)
-                inv_std = 1 / np.sqrt(np.square(xc).mean(axis=res, keepdims=True) + eps)
+                _, xc, _, inv_std = _moments(x, lambda a: a.mean(axis=res, keepdims=True),
+                                             np.subtract, eps)
                 xhat = np.multiply(xc, inv_std, out=xc)
             y = xhat * scale if keep else np.multiply(xhat, scale, out=xhat)
             y += bias
@@ -336,9 +355,9 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
         s = scale.size
         x2 = x.reshape(-1, s)
         with np.errstate(over="ignore"):
-            xc = x2 - per_row(block_sum(x2, 0, 1) / s, s)
-            sq = np.square(xc)
-            inv_std = 1 / np.sqrt(block_sum(sq, 0, 1) / s + eps)
+            _, xc, sq, inv_std = _moments(x2, lambda a: block_sum(a, 0, 1) / s,
+                                          lambda a, b, out=None: np.subtract(
+                                              a, per_row(b, s), out=out), eps)
             xhat = np.multiply(xc, per_row(inv_std, s), out=xc)
         y = chan(np.multiply, xhat, scale.reshape(s), out=sq if keep else xhat)
         chan(np.add, y, bias.reshape(s), out=y)
