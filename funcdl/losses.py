@@ -63,13 +63,14 @@ def _pred(name: str, pred: Any) -> Array:
 
 def _same_shape(name: str, pred: Array, target: Any) -> Array:
     t = np.asarray(target)
+    if t.dtype.kind not in "biuf":  # before the shape: None or a str has shape ()
+        raise TypeError(f"{name}: target must be a numeric array, got "
+                        f"{type(target).__name__} (dtype {t.dtype})")
     if t.shape != pred.shape:
         hint = (f"; reshape the target, e.g. target.reshape{pred.shape}"
                 if t.size == pred.size else "")
         raise ValueError(f"{name}: pred has shape {pred.shape} but target has shape "
                          f"{t.shape}{hint}")
-    if t.dtype.kind not in "biuf":
-        raise TypeError(f"{name}: target must be numeric, got dtype {t.dtype}")
     return t.astype(pred.dtype, copy=False)
 
 
@@ -80,6 +81,21 @@ def _probabilities(name: str, t: Array) -> Array:
         raise ValueError(f"{name}: target must hold probabilities in [0, 1], got values in "
                          f"[{t.min()}, {t.max()}]")
     return t
+
+
+def _one_hot(name: str, labels: Array, shape: tuple[int, ...]) -> None:
+    """An integer or boolean target of the logits' shape must be one-hot: (N,) logits with
+    (N,) labels in {0, 1}, a binary task, would otherwise be one example of N classes with
+    several right answers, and train without a word."""
+    if labels.size and not (np.minimum.reduce(labels, axis=None) >= 0
+                            and np.maximum.reduce(labels, axis=None) <= 1
+                            and (_sum(labels, axis=-1, dtype=np.int64) == 1).all()):
+        hint = ("; for binary labels, one logit per example, use bce_with_logits"
+                if len(shape) == 1 else "")
+        raise ValueError(f"{name}: an integer target of the logits' shape {shape} is read as "
+                         f"one-hot, but not every row along the last axis holds a single 1 "
+                         f"and zeros; pass integer labels of shape {shape[:-1]}, or float "
+                         f"probabilities{hint}")
 
 
 def _reduced(name: str, per: Array, reduction: str, count: int,
@@ -96,7 +112,10 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
         def pullback(g: Any = 1.0) -> Array:
             return grad((g if type(g) is float else _scalar(name, reduction, g)) / n)
 
-        value = float(_sum(per, axis=None)) / n  # under the caller's errstate, if it overflows
+        with np.errstate(over="ignore"):  # a float32 Σ of huge finite terms, 3e38 + 3e38
+            value = float(_sum(per, axis=None)) / n
+            if not math.isfinite(value) and n > 1:  # ... whose mean fits: in float64
+                value = float(_sum(np.divide(per, n, dtype=np.float64), axis=None))
         # a finite value means finite terms: each loss's dpred is then in range
         return value, (pullback if math.isfinite(value) else _quiet(pullback))
     if reduction == "none":
@@ -237,6 +256,8 @@ def _softmax_cross_entropy(pred: Any, target: Any,
             raise ValueError(f"{name}: a target of shape {labels.shape} holds class labels, "
                              f"which must be integers, got dtype {labels.dtype}; pass "
                              f"target.astype(int), or probabilities of shape {z.shape}")
+        if labels.dtype.kind != "f":
+            _one_hot(name, labels, z.shape)
         t = _probabilities(name, _same_shape(name, z, labels))
         with np.errstate(invalid="ignore"):  # 0 · -inf, dropped by the where below
             tlogp = t * logp

@@ -4,6 +4,7 @@ conventions (clamping, reductions), stability at extreme inputs, and bad inputs.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -129,7 +130,10 @@ def test_huge_finite_inputs_give_inf_without_a_warning(loss, dtype):
     pred = np.array([-big, big, big / 2], dtype)
     target = np.array([1.0, 0.0, 1.0], dtype) if loss is losses.bce_with_logits else -pred
     value, pullback = loss.vjp(pred, target)
-    assert value == np.inf
+    if loss is losses.bce_with_logits:  # terms max, max, 0: their mean is in range
+        assert value == pytest.approx(float(big) / 3 * 2, rel=1e-6)
+    else:  # d = p - t is inf
+        assert value == np.inf
     assert not np.isnan(pullback()).any() and not np.isnan(pullback(g=0.5)).any()
 
 
@@ -272,3 +276,50 @@ def test_cross_entropy_of_targets_that_do_not_sum_to_one():
     for reduction in ("mean", "sum", "none"):
         check_loss(losses.softmax_cross_entropy, random.normal(random.key(2), (4, 3), np.float64),
                    soft, reduction=reduction)
+
+
+# ---------------------------------------------------------------------------- review, s15
+
+@pytest.mark.parametrize(("logits_shape", "target", "says"), [
+    ((4,), np.array([0, 1, 1, 0]), "bce_with_logits"),  # binary labels against one logit each
+    ((2, 3), np.array([[1, 1, 1], [0, 0, 0]]), "integer labels of shape (2,)"),
+    ((2, 3), np.array([[0, 2, 0], [1, 0, 0]]), "a single 1"),
+    ((2, 2), np.array([[True, True], [False, True]]), "one-hot"),
+])
+def test_an_integer_target_of_the_logits_shape_must_be_one_hot(logits_shape, target, says):
+    # it was read as a multi-hot target: (4,) logits, one example of 4 classes, trained on
+    # without a word
+    with pytest.raises(ValueError, match=re.escape(says)):
+        losses.softmax_cross_entropy(np.zeros(logits_shape, np.float32), target)
+    unbatched = losses.softmax_cross_entropy(np.array([1.0, 2.0, 3.0]), np.array([0, 0, 1]))
+    assert unbatched == pytest.approx(np.log(np.exp([1.0, 2.0, 3.0]).sum()) - 3.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["sce-labels", "sce-one-hot", "huber", "bce_with_logits"])
+def test_a_mean_within_range_is_finite_when_the_sum_is_not(case, dtype):
+    # two terms of ~max each: their sum overflows the dtype, their mean does not (and no
+    # "overflow in reduce" warning: warnings are errors here)
+    big = np.finfo(dtype).max * 0.9
+    if case.startswith("sce"):
+        z = np.array([[0.0, -big], [-big, 0.0]], dtype)
+        t = np.array([1, 0]) if case == "sce-labels" else np.eye(2, dtype=dtype)[[1, 0]]
+        value, pullback = losses.softmax_cross_entropy.vjp(z, t)
+    elif case == "huber":
+        value, pullback = losses.huber.vjp(np.array([0.0, big], dtype), np.array([big, 0.0], dtype))
+    else:
+        value, pullback = losses.bce_with_logits.vjp(np.array([-big, big], dtype),
+                                                     np.array([1.0, 0.0], dtype))
+    assert value == pytest.approx(float(big), rel=1e-6)
+    assert np.isfinite(pullback()).all()
+    total = losses.huber(np.array([0.0, big], dtype), np.array([big, 0.0], dtype),
+                         reduction="sum")
+    assert total == np.inf  # a sum past the range stays inf, as PyTorch's
+
+
+@pytest.mark.parametrize("target", [None, "abc", {"a": 1}])
+@pytest.mark.parametrize("loss", [losses.mse, losses.bce, losses.bce_with_logits, losses.huber])
+def test_a_target_that_is_not_numeric_is_named_as_such(loss, target):
+    with pytest.raises(TypeError, match=rf"{loss.name}: target must be a numeric array, got "
+                                        rf"{type(target).__name__}"):
+        loss(np.full((2, 1), 0.5, np.float32), target)
