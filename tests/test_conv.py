@@ -492,3 +492,16 @@ def test_pool_dx_is_an_array_of_its_own(make):
     again = pullback(dy)[1]
     assert not np.shares_memory(dx, again)
     np.testing.assert_array_equal(again, before)
+
+
+@pytest.mark.parametrize("make", [MaxPool2D, AvgPool2D])
+def test_pools_default_to_a_2x2_window_of_stride_2(make):
+    # DESIGN.md lists the pools without arguments; Keras' pool_size is (2, 2) by default
+    x = random.normal(random.key(3), (2, 6, 5, 3), np.float64)
+    layer, explicit = make(), make((2, 2), (2, 2), "VALID")
+    assert layer.name == f"{make.__name__}(2)"
+    assert layer.init(random.key(0), (None, 6, 5, 3))[0] == (None, 3, 2, 3)
+    np.testing.assert_array_equal(layer.apply((), x), explicit.apply((), x))
+    y, pullback = layer.vjp((), x)
+    np.testing.assert_array_equal(pullback(np.ones_like(y))[1],
+                                  explicit.vjp((), x)[1](np.ones_like(y))[1])

@@ -91,7 +91,7 @@ def _reduce(name: str, win: Window, x: Any, fill: float, step: Any) -> Any:
     return y, x, pads
 
 
-def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+def MaxPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None,
               padding: Any = "VALID") -> Layer:
     """Max over each window, NHWC: ``(N, H, W, C) -> (N, OH, OW, C)``.
 
@@ -102,8 +102,9 @@ def MaxPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
     all of ``dy``; the others get 0. Padding never does: a window that is all -inf sends its
     ``dy`` to its first real cell. A NaN is the maximum of its window, the last NaN if
     several (all three as PyTorch's CPU kernel: checked against torch 2.13).
-    ``stride`` defaults to the window (PyTorch, Keras). ``padding``: ``'VALID'``, ``'SAME'``,
-    an int, a pair or ((top, bottom), (left, right)), narrower than the window.
+    ``window`` defaults to 2 x 2 (Keras' ``pool_size``), ``stride`` to the window (PyTorch,
+    Keras). ``padding``: ``'VALID'``, ``'SAME'``, an int, a pair or ((top, bottom), (left,
+    right)), narrower than the window.
     """
     name = call_name("MaxPool2D", (window,), stride=(stride, None),
                      padding=(padding, "VALID"))
@@ -215,7 +216,7 @@ def _real_counts(out: int, size: int, k: int, s: int, lo: int) -> Array:
     return counts
 
 
-def AvgPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+def AvgPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None,
               padding: Any = "VALID", count_include_pad: bool = True) -> Layer:
     """Mean over each window, NHWC: ``(N, H, W, C) -> (N, OH, OW, C)``.
 
@@ -223,7 +224,8 @@ def AvgPool2D(window: int | tuple[int, int], stride: int | tuple[int, int] | Non
     vjp: ``dx[n, p·sh + i, q·sw + j, c] += dy[n,p,q,c] / m[p,q]`` for every ``(i, j)``.
 
     ``m = kh·kw`` with ``count_include_pad=True`` (PyTorch's default; padding counts as
-    zeros), else the number of real pixels in the window. ``stride`` defaults to the window.
+    zeros), else the number of real pixels in the window. ``window`` defaults to 2 x 2
+    (Keras' ``pool_size``), ``stride`` to the window.
     """
     name = call_name("AvgPool2D", (window,), stride=(stride, None),
                      padding=(padding, "VALID"), count_include_pad=(count_include_pad, True))
