@@ -719,3 +719,18 @@ def test_pools_of_empty_batches_and_channels():
         for layer in (L.MaxPool2D(3, 2, "SAME"), L.AvgPool2D(2)):
             y, pullback = layer.vjp((), np.zeros(shape, np.float32))
             assert pullback(np.zeros_like(y))[1].shape == shape
+
+
+def test_dropout_drops_the_same_entries_whatever_the_input_dtype():
+    # the draws are float32 whatever x holds (they were in x's dtype: a float64 rerun, or
+    # check_vjp's, dropped other entries), and a big-endian input (np.load of a '>f4' file)
+    # trains like a native one
+    key = random.key(7)
+    x32 = np.ones((4, 64), np.float32)
+    layer = L.Dropout(0.5)
+    want = layer.apply((), x32, key=key, train=True)
+    assert 0 < np.count_nonzero(want) < want.size
+    for x in (x32.astype(np.float64), x32.astype(">f4"), np.ones((4, 64), np.int64)):
+        y = layer.apply((), x, key=key, train=True)
+        np.testing.assert_array_equal(y != 0, want != 0)
+        assert y.dtype == (np.float64 if x.dtype == np.float64 else np.float32)

@@ -244,12 +244,14 @@ def Dropout(rate: float) -> Layer:
                 f"the function from value_and_grad, f(params, x, target, key=...); a new "
                 f"key per step, e.g. from funcdl.random.split")
         random.check_key(key, name)
-        dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+        dtype = np.dtype(x.dtype.char if x.dtype.kind == "f" else np.float32)  # native order
         if rate == 0.0:
             return None
         if rate == 1.0:
             return np.zeros(x.shape, dtype)
-        keep = random.uniform(key, x.shape, dtype=dtype) >= dtype.type(rate)
+        # float32 draws whatever x's dtype, as JAX's bernoulli: a float64 rerun of a float32
+        # experiment (check_vjp's, say) drops the same entries
+        keep = random.uniform(key, x.shape, dtype=np.float32) >= np.float32(rate)
         return keep * dtype.type(1.0 / (1.0 - rate))
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
