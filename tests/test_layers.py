@@ -734,3 +734,34 @@ def test_dropout_drops_the_same_entries_whatever_the_input_dtype():
         y = layer.apply((), x, key=key, train=True)
         np.testing.assert_array_equal(y != 0, want != 0)
         assert y.dtype == (np.float64 if x.dtype == np.float64 else np.float32)
+
+
+@pytest.mark.parametrize(("make", "in_shape", "kw"), [
+    (lambda: L.Dense(3), (None, 4), {}),
+    (lambda: L.Conv2D(2, 3), (None, 5, 5, 2), {}),
+    (lambda: L.Conv1D(2, 3), (None, 6, 2), {}),
+    (lambda: L.LayerNorm(), (None, 4), {}),
+    (lambda: L.LayerNorm(axis=1), (None, 4, 3), {}),
+    (lambda: L.BatchNorm(), (None, 4), {"train": True}),
+    (lambda: L.BatchNorm(), (None, 4), {"train": False}),
+    (lambda: L.Sequential(L.Dense(4), L.Tanh(), L.Dense(2)), (None, 4), {}),
+])
+def test_dx_takes_the_inputs_dtype_under_float64_params(make, in_shape, kw):
+    # JAX gives an input's cotangent the input's dtype (and dparams the params'): a float32
+    # x under float64 params took a float64 dx, where the dparams were cast back
+    layer = make()
+    got = layer.init(random.key(0), in_shape)
+    params = tree.astype(got[1], np.float64)
+    if layer.stateful:
+        kw = {**kw, "state": got[2]}
+    x64 = random.normal(random.key(1), tuple(3 if d is None else d for d in in_shape),
+                        np.float64)
+    out = layer.vjp(params, x64.astype(np.float32), **kw)
+    y, pullback = out[0], out[1]
+    assert y.dtype == np.float64  # the forward promotes, as NumPy and JAX do
+    dy = random.normal(random.key(2), y.shape, np.float64)
+    dparams, dx = pullback(dy)
+    assert dx.dtype == np.float32
+    assert {a.dtype for a in tree.leaves(dparams)} == {np.dtype(np.float64)}
+    want = layer.vjp(params, x64.astype(np.float32).astype(np.float64), **kw)[1](dy)[1]
+    np.testing.assert_array_equal(dx, want.astype(np.float32))

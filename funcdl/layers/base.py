@@ -342,6 +342,15 @@ def in_param_dtypes(grads: dict[str, Array], params: Any) -> dict[str, Array]:
     return grads
 
 
+def in_input_dtype(dx: Array, dtype: Any) -> Array:
+    """``dx`` in its input's floating dtype (``dtype``, None for a list), as JAX gives an
+    input's cotangent: float64 params must not turn a float32 input's dx into float64."""
+    if (dtype is None or dx.dtype is dtype or dtype.kind != "f"
+            or dx.dtype.itemsize == dtype.itemsize):  # the same, or one in another byte order
+        return dx
+    return dx.astype(dtype.char)
+
+
 def no_params(name: str, params: Any) -> None:
     """A layer without parameters takes ``params == ()``, as its init returns; arrays there
     are another layer's params, passed in the wrong place: say so rather than ignore them."""

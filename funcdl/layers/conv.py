@@ -41,6 +41,7 @@ from funcdl.layers.base import (
     check_in_shape,
     dot,
     drawn,
+    in_input_dtype,
     in_param_dtypes,
     initializer_arg,
     ones,
@@ -217,6 +218,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         wk = w.reshape(kh * kw, c, out).transpose(0, 2, 1)  # per offset (out, C), a view
         padded = (n, h + t + b, wd + l + r, c)
         x_shape, y_shape, w_shape = x.shape, y.shape, w.shape  # shapes only: not x itself
+        x_dtype = x.dtype
         y_dtype = y.dtype
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
@@ -249,7 +251,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
                           pads, h, wd)
             if c <= _FEW_CHANNELS:
                 dx = np.ascontiguousarray(dx)  # back to NHWC memory order
-            return grads, dx.reshape(x_shape)
+            return grads, in_input_dtype(dx, x_dtype).reshape(x_shape)
 
         return y, pullback
 

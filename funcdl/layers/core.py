@@ -22,6 +22,7 @@ from funcdl.layers.base import (
     check_in_shape,
     dot,
     drawn,
+    in_input_dtype,
     in_param_dtypes,
     initializer_arg,
     no_params,
@@ -133,7 +134,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
             in_param_dtypes(grads, params)  # a float64 x: grads still in the params' dtypes
             if not need_dx:
                 return grads, None
-            dx = (dot if x2.size < _SMALL else matmul)(dy2, w.T)
+            dx = in_input_dtype((dot if x2.size < _SMALL else matmul)(dy2, w.T), x.dtype)
             return grads, dx if flat else dx.reshape(x.shape)
 
         return y, pullback
@@ -252,7 +253,8 @@ def Dropout(rate: float) -> Layer:
         # float32 draws whatever x's dtype, as JAX's bernoulli: a float64 rerun of a float32
         # experiment (check_vjp's, say) drops the same entries
         keep = random.uniform(key, x.shape, dtype=np.float32) >= np.float32(rate)
-        return keep * dtype.type(1.0 / (1.0 - rate))
+        scaled: Array = keep * np.asarray(1.0 / (1.0 - rate), dtype)
+        return scaled
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)

@@ -37,6 +37,7 @@ from funcdl.layers.base import (
     chan,
     check_cotangent,
     check_in_shape,
+    in_input_dtype,
     in_param_dtypes,
     param_arrays,
     per_row,
@@ -237,6 +238,7 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
     def vjp(params: Any, x: Any, *, state: Any = _MISSING, key: Any = None,
             train: bool = False) -> tuple[Array, Any, Any]:
         del key
+        x_dtype = getattr(x, "dtype", None)
         x, total, bshape, m, scale, bias, running = prepare(params, x, state)
         if train is not True and train is not False:
             train = bool_arg(train, name, "train")
@@ -249,7 +251,7 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
                 dscale = total(np.multiply(chan(np.subtract, x, mean), dy)) * inv_std
                 return (in_param_dtypes({"scale": dscale.reshape(-1),
                                          "bias": total(dy).reshape(-1)}, params),
-                        chan(np.multiply, dy, k))
+                        in_input_dtype(chan(np.multiply, dy, k), x_dtype))
 
             return y, eval_pullback, state
 
@@ -265,8 +267,9 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
             dx = np.subtract(dy, chan(np.multiply, xc, inv_std * inv_std * s / m))
             chan(np.subtract, dx, dbias / m, out=dx)
             chan(np.multiply, dx, k, out=dx)
-            return in_param_dtypes({"scale": (s * inv_std).reshape(-1),
-                                    "bias": dbias.reshape(-1)}, params), dx
+            return (in_param_dtypes({"scale": (s * inv_std).reshape(-1),
+                                     "bias": dbias.reshape(-1)}, params),
+                    in_input_dtype(dx, x_dtype))
 
         return y, pullback, new_state
 
@@ -371,6 +374,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
+        x_dtype = getattr(x, "dtype", None)
         x, res, other, scale, bias = prepare(params, x)
         y, xhat, inv_std = forward(x, res, scale, bias, keep=True)
         assert xhat is not None
@@ -393,7 +397,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
             dx = g - g.mean(axis=res, keepdims=True)
             dx -= xhat * t.mean(axis=res, keepdims=True)
             dx *= inv_std
-            return in_param_dtypes(grads, params), dx
+            return in_param_dtypes(grads, params), in_input_dtype(dx, x_dtype)
 
         def rows_pullback(dy: Array) -> tuple[Any, Array]:
             """The same on (rows, S), with ``dx = inv·g - a - x̂·b`` for the per-row
@@ -411,7 +415,8 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
             t = np.multiply(xhat, per_row(b, s), out=t)
             t += per_row(a, s)
             dx -= t
-            return in_param_dtypes(grads, params), dx.reshape(y.shape)
+            return (in_param_dtypes(grads, params),
+                    in_input_dtype(dx, x_dtype).reshape(y.shape))
 
         return y, pullback
 
