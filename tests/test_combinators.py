@@ -455,3 +455,15 @@ def test_fan_in_concat_takes_ids_beside_floats_in_the_floats_dtype(ids):
     assert [d.dtype for d in pullback(np.ones_like(y))[1]] == [np.float32, np.float32]
     only_ids = layer.apply((), (xs[0], xs[0]))  # nothing to take a dtype from: kept as is
     assert only_ids.dtype == np.dtype(ids)
+
+
+def test_residual_takes_a_list_as_every_layer_does():
+    # merged() read x.shape of the list: AttributeError
+    layer = L.Residual(L.Dense(2))
+    _, params = layer.init(random.key(0), (None, 2))
+    rows = [[1.0, 2.0], [3.0, -1.0]]
+    want = layer.apply(params, np.array(rows))
+    np.testing.assert_array_equal(layer.apply(params, rows), want)
+    y, pullback = layer.vjp(params, rows)
+    np.testing.assert_array_equal(y, want)
+    assert pullback(np.ones((2, 2)))[1].shape == (2, 2)

@@ -19,6 +19,7 @@ from funcdl._args import int_arg
 from funcdl.layers.base import (
     Layer,
     LayerLike,
+    as_array,
     as_floats,
     cast_ints,
     check_cotangent,
@@ -170,6 +171,7 @@ def Residual(layer: LayerLike) -> Layer:
         return tuple(in_shape), p, (s,)
 
     def merged(x: Any, y: Any) -> Any:
+        x = as_array(name, x)  # a list, as every layer takes one
         if y.shape != x.shape:
             raise ValueError(f"{name}: the branch maps {x.shape} to {y.shape}; a residual "
                              f"needs equal shapes")
