@@ -1,8 +1,8 @@
 """Micro-benchmark of the broadcasts behind the norms and the bias adds (not a test).
 
-``funcdl.layers.base.chan`` applies a per-channel vector along the short last axis of an
+``funcdl.layers._sums.chan`` applies a per-channel vector along the short last axis of an
 array by tiling it into rows of ~1024 values, and ``per_row`` expands a per-row statistic
-to whole rows; below ``base.TILE_FROM`` elements or ``base.TILE_ROWS`` rows (or for one
+to whole rows; below ``_sums.TILE_FROM`` elements or ``_sums.TILE_ROWS`` rows (or for one
 channel) chan is NumPy's broadcast as it is. For float32 arrays of ``rows x C``, µs, best of
 several repeats: NumPy's broadcast ``a + v`` (in place), ``chan`` and, as the floor,
 ``a + a`` (no broadcast, into a buffer); then a
@@ -20,7 +20,7 @@ try:  # run as a script: this folder is on the path
 except ModuleNotFoundError:  # python -m benchmarks.broadcast_micro
     from benchmarks.layer_micro import best_us
 
-from funcdl.layers.base import TILE_FROM, TILE_ROWS, chan, per_row
+from funcdl.layers._sums import TILE_FROM, TILE_ROWS, chan, per_row
 from funcdl.perf import retain_freed_memory
 
 CHANNELS = (1, 4, 10, 16, 25, 32, 64)

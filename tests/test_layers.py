@@ -362,7 +362,7 @@ def test_dense_default_init_is_torchs_linear(key):
 def test_dense_adds_its_bias_on_outputs_of_many_rows(key, monkeypatch):
     # from base.TILE_FROM output entries in TILE_ROWS rows the bias goes through base.chan's
     # tiled rows
-    from funcdl.layers.base import TILE_FROM, TILE_ROWS
+    from funcdl.layers._sums import TILE_FROM, TILE_ROWS
     layer = L.Dense(10)
     _, params = layer.init(key, (None, 6))
     params = tree.astype(params, np.float64)
@@ -765,3 +765,32 @@ def test_dx_takes_the_inputs_dtype_under_float64_params(make, in_shape, kw):
     assert {a.dtype for a in tree.leaves(dparams)} == {np.dtype(np.float64)}
     want = layer.vjp(params, x64.astype(np.float32).astype(np.float64), **kw)[1](dy)[1]
     np.testing.assert_array_equal(dx, want.astype(np.float32))
+
+
+def test_a_users_layer_need_not_take_key_or_train():
+    # combinators pass key= and train= to every child: apply(params, x) raised Python's bare
+    # "unexpected keyword argument 'key'"
+    def init(key, in_shape):
+        return in_shape, {"a": np.float32(3.0) * np.ones(in_shape[-1], np.float32)}
+
+    def apply(params, x):
+        return params["a"] * x
+
+    def vjp(params, x, *, train=False):  # takes one of the two: only key is dropped
+        assert train is True
+        return params["a"] * x, lambda dy: ({"a": (dy * x).sum(axis=0)}, params["a"] * dy)
+
+    scale = L.Layer(init, apply, vjp, name="Scale")
+    model = L.Sequential(L.Dense(2), scale, L.Dropout(0.5))
+    _, params = model.init(random.key(0), (None, 3))
+    x = random.normal(random.key(1), (4, 3), np.float32)
+    y = model.apply(params, x, key=random.key(2), train=False)
+    np.testing.assert_allclose(y, 3 * L.Dense(2).apply(params[0], x), rtol=1e-6)
+    loss, grads = fd.value_and_grad(model, fd.losses.mse)(params, x, np.zeros((4, 2)),
+                                                         key=random.key(2))
+    assert grads[1]["a"].shape == (2,) and np.isfinite(loss)
+    def takes_all(params, x, **kw):
+        return x
+
+    assert L.Layer(init, takes_all, vjp).apply is takes_all  # kept as given
+    assert scale.apply is not apply and scale.apply.__name__ == "apply"  # wrapped

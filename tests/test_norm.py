@@ -557,7 +557,7 @@ def test_shared_batchnorm_matches_torch_module_called_twice(torch):
 # the general path (LayerNorm over a non-trailing axis) and NumPy's broadcast, bit for bit.
 
 def test_chan_is_numpy_broadcast_bit_for_bit(monkeypatch):
-    from funcdl.layers.base import chan
+    from funcdl.layers._sums import chan
     rng = np.random.default_rng(0)
     tiles, real_tile = [], np.tile  # chan calls np.tile only when it tiles
 

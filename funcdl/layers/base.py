@@ -14,7 +14,7 @@ Stateful layers (``layer.stateful``) take and return an explicit ``state`` as we
 from __future__ import annotations
 
 import functools
-import math
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -92,9 +92,31 @@ class Layer:
                             f"{type(getattr(self, odd)).__name__}; Layer(init, apply, vjp) "
                             f"takes init(key, in_shape), apply(params, x, **kw) and "
                             f"vjp(params, x, **kw)")
+        for f in ("apply", "vjp"):  # a user's apply(params, x) need not take key=, train=
+            object.__setattr__(self, f, _lenient(getattr(self, f)))
 
     def __repr__(self) -> str:
         return self.name
+
+
+def _lenient(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, or where its code takes neither ``key`` nor ``train`` nor ``**kw``, ``fn``
+    called without them: combinators pass both to every child, and a deterministic layer
+    written as ``apply(params, x)`` could not use them anyway (stax asks for ``**kwargs``)."""
+    code = getattr(fn, "__code__", None)
+    if code is None or code.co_flags & inspect.CO_VARKEYWORDS:
+        return fn
+    names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+    drop = tuple(k for k in ("key", "train") if k not in names)
+    if not drop:
+        return fn
+
+    @functools.wraps(fn)
+    def without(*args: Any, **kwargs: Any) -> Any:
+        for k in drop:
+            kwargs.pop(k, None)
+        return fn(*args, **kwargs)
+    return without
 
 
 class Pointwise(NamedTuple):
@@ -113,98 +135,6 @@ class Pointwise(NamedTuple):
     f: Callable[[Array], Array]
     df: Callable[[Array, Array, Array], Array]
     commutes_with_max: bool = False
-
-
-# ---------------------------------------------------------------------------- sums
-
-# np.dot's C function behind its __array_function__ dispatcher (NEP 18): the same product
-# without a Python-level call first; the operands here are always ndarrays.
-dot = getattr(np.dot, "_implementation", np.dot)
-
-
-@functools.lru_cache(maxsize=64)
-def ones(n: int, dtype: np.dtype[Any]) -> Array:
-    """A read-only vector of ``n`` ones: ``ones @ dy`` sums a batch in one BLAS call, which
-    beats ``dy.sum(axis=0)`` on tall arrays; cached because every Dense step needs one."""
-    v = np.ones(n, dtype)
-    v.flags.writeable = False
-    return v
-
-
-def block_sum(a: Array, lo: int, hi: int) -> Array:
-    """Σ of ``a`` over every axis outside ``[lo, hi)``, a fresh array of shape
-    ``a.shape[lo:hi]``: two matrix-vector products at most (``a`` as (pre, kept, post)).
-    NumPy's ``a.sum(axis=...)`` over leading axes adds one slice at a time: on a
-    (64, 28, 28, 16) float32 batch of values near 1e4, 20x slower than BLAS and its mean
-    off by 0.14, where BLAS's blocked sum is off by one ulp."""
-    pre, kept = math.prod(a.shape[:lo]), math.prod(a.shape[lo:hi])
-    post = math.prod(a.shape[hi:])
-    flat = a.reshape(pre * kept, post)
-    rows = flat.reshape(pre, kept) if post == 1 else dot(flat, ones(post, a.dtype)).reshape(
-        pre, kept)
-    # one row is the sum already, fresh from the product (a view of ``a`` when post == 1)
-    fresh = pre == 1 and post > 1
-    out: Array = (rows if fresh else dot(ones(pre, a.dtype), rows)).reshape(a.shape[lo:hi])
-    return out
-
-
-# Broadcasts along short rows. NumPy runs an elementwise op as an inner loop over the last
-# axis; when an operand is broadcast along the other axes (a per-channel vector against
-# NHWC, a per-row statistic against (rows, C)) that loop covers only C values, and for
-# small C its per-call overhead dominates. benchmarks/broadcast_micro.py (its output in
-# benchmarks/results/broadcast_micro.md, the run at 752d2fb), (50176, 16) float32, one
-# thread: ``a + v`` 348 µs, tiled by chan 133, ``a + a`` 68 (no broadcast); ``a - m[:,
-# None]`` 286, ``per_row`` 222.
-_WIDE = 1024  # the width of a tiled row
-_SHORT = 128  # rows at least this wide broadcast well as they are
-# Below this many elements the tiling's own calls (np.tile, two ufuncs, reshapes) cost more
-# than the broadcast saves: Dense(25) on 50 rows, the disk benchmark's, took 7 µs tiled (a
-# one-off timing in commit 7f684f7's message, not kept) against 1.3 broadcast
-# (broadcast_micro.md: ``a + v`` at 50 rows of 25, 1.28-1.29 µs in its three runs).
-TILE_FROM = 1 << 14
-# And at least this many rows: below them NumPy's broadcast was ahead at 25 to 64 channels
-# (chan 1.1-1.3x its time at 1000-2000 rows), above them chan at 10 to 64 (benchmarks/
-# results/broadcast_micro.md, the run before this threshold, at c20b010: the crossover at
-# 1500-2500 rows).
-TILE_ROWS = 2048
-
-
-def chan(ufunc: np.ufunc, a: Array, v: Array, out: Array | None = None) -> Array:
-    """``ufunc(a, v, out=out)`` for ``v`` broadcast against ``a`` (e.g. of shape
-    ``(1, ..., 1, C)``: a bias, a per-channel scale), bitwise as NumPy's broadcast; fast
-    when ``v`` runs along ``a``'s last axis only and that axis is short: ``a`` is then
-    viewed as rows of ``reps·C`` values against ``v`` tiled ``reps`` times, every element
-    going through the same single operation."""
-    res: Array
-    if a.size < TILE_FROM:  # the common small case first, in one comparison
-        res = ufunc(a, v, out=out)
-        return res
-    c = a.shape[-1] if a.ndim else 0
-    if (c < 2 or c >= _SHORT or a.size < TILE_ROWS * c or v.size != c
-            or v.shape[-1:] != (c,) or a.ndim < 2
-            or not a.flags.c_contiguous or (out is not None and not out.flags.c_contiguous)):
-        res = ufunc(a, v, out=out)
-        return res
-    rows, reps = a.size // c, _WIDE // c
-    cut = rows - rows % reps
-    o = np.empty(a.shape, np.result_type(a, v)) if out is None else out
-    a2, o2, v1 = a.reshape(rows, c), o.reshape(rows, c), v.reshape(c)
-    if cut:
-        wide = (-1, reps * c)
-        ufunc(a2[:cut].reshape(wide), np.tile(v1, reps), out=o2[:cut].reshape(wide))
-    if cut < rows:
-        ufunc(a2[cut:], v1, out=o2[cut:])
-    return o
-
-
-def per_row(v: Array, width: int) -> Array:
-    """``v`` (one value per row) as an operand against ``(rows, width)``: expanded to
-    ``(rows, width)`` when the rows are short (``np.repeat``; benchmarks/broadcast_micro.py),
-    else the broadcast ``v[:, None]``."""
-    if width >= _SHORT:
-        return v[:, None]
-    out: Array = np.repeat(v, width).reshape(-1, width)
-    return out
 
 
 # ---------------------------------------------------------------------------- validation

@@ -21,6 +21,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from funcdl import initializers, random
 from funcdl._args import bool_arg, int_arg
+from funcdl.layers._sums import chan, dot, ones
 from funcdl.layers._windows import (
     NO_PADS,
     Pads,
@@ -36,15 +37,12 @@ from funcdl.layers.base import (
     Shape,
     as_array,
     cast_ints,
-    chan,
     check_cotangent,
     check_in_shape,
-    dot,
     drawn,
     in_input_dtype,
     in_param_dtypes,
     initializer_arg,
-    ones,
     param_arrays,
 )
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import bool_arg, int_arg, is_int, real_arg
+from funcdl.layers._sums import chan, dot, ones
 from funcdl.layers.base import (
     _F32,
     Array,
@@ -17,16 +18,13 @@ from funcdl.layers.base import (
     Shape,
     as_array,
     cast_ints,
-    chan,
     check_cotangent,
     check_in_shape,
-    dot,
     drawn,
     in_input_dtype,
     in_param_dtypes,
     initializer_arg,
     no_params,
-    ones,
     param_arrays,
 )
 

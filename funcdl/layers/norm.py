@@ -28,19 +28,17 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, int_arg, real_arg
+from funcdl.layers._sums import block_sum, chan, per_row
 from funcdl.layers.base import (
     Array,
     Layer,
     Shape,
     as_array,
-    block_sum,
-    chan,
     check_cotangent,
     check_in_shape,
     in_input_dtype,
     in_param_dtypes,
     param_arrays,
-    per_row,
 )
 
 __all__ = ["BatchNorm", "LayerNorm"]
@@ -345,8 +343,8 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
                 keep: bool) -> tuple[Array, Array | None, Array]:
         """``(y, x̂ (or None), 1/sqrt(σ² + eps))``; apply and vjp share it bit for bit.
         Trailing normalised axes of S values run as ``(rows, S)``: statistics by BLAS row
-        sums, per-row and per-column factors expanded to whole rows (``base.chan``,
-        ``base.per_row``)."""
+        sums, per-row and per-column factors expanded to whole rows (``_sums.chan``,
+        ``_sums.per_row``)."""
         if not _trailing(x, res):
             with np.errstate(over="ignore"):
                 _, xc, _, inv_std = _moments(x, lambda a: a.mean(axis=res, keepdims=True),

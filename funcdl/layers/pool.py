@@ -20,6 +20,7 @@ import numpy as np
 from funcdl import random
 from funcdl._args import bool_arg
 from funcdl.layers._pooling import gather, scatter
+from funcdl.layers._sums import ones
 from funcdl.layers._windows import (
     NO_PADS,
     Pads,
@@ -38,7 +39,6 @@ from funcdl.layers.base import (
     check_cotangent,
     check_in_shape,
     no_params,
-    ones,
 )
 
 __all__ = ["AvgPool2D", "GlobalAvgPool", "MaxPool2D"]
