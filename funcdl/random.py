@@ -18,23 +18,33 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from funcdl._args import F32, FLOAT_MAX, float_dtype_arg, int_arg, shape_arg
+from funcdl._args import F32, FLOAT_MAX, float_dtype_arg, int_arg, is_int, number, shape_arg
 
 __all__ = ["Key", "bernoulli", "check_key", "fold_in", "key", "normal", "permutation", "split",
            "uniform"]
 
 Key = NDArray[np.uint64]
 _MASK64 = (1 << 64) - 1
+_INT64_MIN = -(1 << 63)
 
 
 def key(seed: int) -> Key:
-    """A key from a non-negative integer seed (up to 128 bits)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"random.key: seed must be an int, got {type(seed).__name__}")
-    seed = int(seed)
-    if not 0 <= seed < 1 << 128:
-        raise ValueError(f"random.key: seed must be in [0, 2**128), got {seed}")
-    return np.array([seed & _MASK64, seed >> 64], dtype=np.uint64)
+    """A key from an integer seed: a Python or NumPy int, or a 0-d integer array.
+
+    A seed in ``[0, 2**128)`` is the 128-bit Philox key itself, ``[seed mod 2**64,
+    seed // 2**64]``. A negative seed in ``[-2**63, 0)`` (int64's) is read as its 64-bit
+    two's complement, ``seed + 2**64``, as JAX with 64-bit ints reads ``PRNGKey(-1)``:
+    ``key(-1) == key(2**64 - 1)``, and ``np.int64(s)`` gives the key of its ``np.uint64``
+    bits. Other ints are a ValueError; floats, bools and arrays of several entries a
+    TypeError.
+    """
+    s = int_arg(seed, "random.key", "seed", minimum=None)
+    if not _INT64_MIN <= s < 1 << 128:
+        raise ValueError(f"random.key: seed must be in [-2**63, 2**128) (a negative seed is "
+                         f"read as its 64-bit two's complement, seed + 2**64), got {s}")
+    if s < 0:
+        s += 1 << 64
+    return np.array([s & _MASK64, s >> 64], dtype=np.uint64)
 
 
 def check_key(k: Any, where: str) -> Key:
@@ -61,10 +71,9 @@ def split(key: Key, num: int = 2) -> tuple[Key, ...]:
 
 
 def fold_in(key: Key, data: int) -> Key:
-    """A new key that depends on ``key`` and the integer ``data`` (e.g. an epoch number)."""
-    if isinstance(data, bool) or not isinstance(data, (int, np.integer)):
-        raise TypeError(f"random.fold_in: data must be an int, got {data!r}")
-    d = int(data)
+    """A new key that depends on ``key`` and the integer ``data`` in ``[0, 2**64)`` (e.g. an
+    epoch number; a Python or NumPy int, or a 0-d integer array)."""
+    d = int_arg(data, "random.fold_in", "data", minimum=None)
     if not 0 <= d <= _MASK64:  # not wrapped: 2**64 would be 0's stream, -1 2**64 - 1's
         raise ValueError(f"random.fold_in: data must be in [0, 2**64), got {d}")
     # Philox's counter is its other 256-bit input: placing data there gives a stream per value.
@@ -208,7 +217,35 @@ def bernoulli(key: Key, p: Any = 0.5, shape: Any = None) -> NDArray[np.bool_]:
     return np.asarray(u < prob)  # u < p has probability p; a 0-d comparison gives np.bool_
 
 
-def permutation(key: Key, n: int) -> NDArray[np.int64]:
-    """A random permutation of ``range(n)``."""
-    n = int_arg(n, "random.permutation", "n")
+def permutation(key: Key, n: Any, axis: int = 0) -> NDArray[Any]:
+    """A random permutation of ``range(n)`` (int64) for an int ``n``. For an array ``n`` of
+    rank >= 1, a copy of it shuffled along ``axis``: ``np.take(n, permutation(key,
+    n.shape[axis]), axis)``, ``n[permutation(key, len(n))]`` for axis 0, as
+    ``jax.random.permutation(key, x, axis)`` (whose ``independent`` option is not offered).
+    A list is refused: pass ``np.asarray`` of it."""
+    where = "random.permutation"
+    if isinstance(n, np.ndarray) and n.ndim > 0:
+        ax = _axis(axis, n.ndim, where)
+        return np.take(n, _permutation(key, n.shape[ax]), axis=ax)
+    size = number(n)  # a 0-d integer array is a size, as in JAX
+    if not is_int(size):
+        got = (f"a 0-d array of dtype {size.dtype}" if isinstance(size, np.ndarray)
+               else f"{size!r} ({type(size).__name__})")
+        hint = "; pass np.asarray(it) to shuffle it" if isinstance(size, (list, tuple)) else ""
+        raise TypeError(f"{where}: n must be an int or an array of rank >= 1 to shuffle, got "
+                        f"{got}{hint}")
+    _axis(axis, 1, where)  # range(n) has one axis
+    return _permutation(key, int_arg(size, where, "n"))
+
+
+def _permutation(key: Key, n: int) -> NDArray[np.int64]:
     return _gen(check_key(key, "random.permutation")).permutation(n).astype(np.int64, copy=False)
+
+
+def _axis(axis: Any, ndim: int, where: str) -> int:
+    """``axis`` of an array of rank ``ndim`` as a non-negative int, a negative one counting
+    from the end; a TypeError or ValueError naming ``where``."""
+    ax = int_arg(axis, where, "axis", minimum=None)
+    if not -ndim <= ax < ndim:
+        raise ValueError(f"{where}: axis {ax} is out of bounds for an array of rank {ndim}")
+    return ax % ndim
