@@ -310,6 +310,9 @@ LAYER_CASES = [
     # Parallel
     case("parallel-init-shape-count", lambda: PAR.init(KEY, ((None, 2),)), ValueError,
          "Parallel(Dense(2), Dense(3))", "(2)", "length 1"),
+    case("parallel-apply-key-not-a-key",  # it named random.split, which nobody called
+         lambda: PAR.apply(P_PAR, (ones(1, 2), ones(1, 2)), key=3), TypeError,
+         "Parallel(Dense(2), Dense(3))", "funcdl.random.key(seed)", "int"),
     case("parallel-apply-not-a-tuple", lambda: PAR.apply(P_PAR, ones(1, 2)), ValueError,
          "Parallel(Dense(2), Dense(3))", "inputs", "ndarray"),
     case("parallel-apply-input-count", lambda: PAR.apply(P_PAR, (ones(1, 2),)), ValueError,

@@ -95,7 +95,7 @@ def Parallel(*layers: LayerLike) -> Layer:
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any, Any]:
         _branch_shapes(name, in_shapes, n)
         outs = []
-        for i, (layer, k, shape) in enumerate(zip(layers, keys_for(key, n), in_shapes)):
+        for i, (layer, k, shape) in enumerate(zip(layers, keys_for(key, n, name), in_shapes)):
             try:
                 outs.append(child_init(layer, k, shape))
             except ERRORS as e:
@@ -109,7 +109,7 @@ def Parallel(*layers: LayerLike) -> Layer:
         entries(name, state, n, "state")
         ys, new_state = [], []
         for i, (layer, p, x, s, k) in enumerate(zip(layers, params, xs, state,
-                                                     keys_for(key, n))):
+                                                     keys_for(key, n, name))):
             try:
                 y, s = child_apply(layer, p, x, s, k, train)
             except ERRORS as e:
@@ -124,7 +124,7 @@ def Parallel(*layers: LayerLike) -> Layer:
         entries(name, state, n, "state")
         ys, pbs, new_state = [], [], []
         for i, (layer, p, x, s, k) in enumerate(zip(layers, params, xs, state,
-                                                     keys_for(key, n))):
+                                                     keys_for(key, n, name))):
             try:
                 y, pb, s = child_vjp(layer, p, x, s, k, train)
             except ERRORS as e:
@@ -247,7 +247,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
         entries(name, xs, n, "inputs")
         (state,) = entries(name, state, 1, "state")
         out = []
-        for i, (x, k) in enumerate(zip(xs, keys_for(key, n))):
+        for i, (x, k) in enumerate(zip(xs, keys_for(key, n, name))):
             try:
                 y, state = child_apply(layer, params, x, state, k, train)
             except ERRORS as e:
@@ -259,7 +259,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
         entries(name, xs, n, "inputs")
         (state,) = entries(name, state, 1, "state")
         ys, pbs = [], []
-        for i, (x, k) in enumerate(zip(xs, keys_for(key, n))):
+        for i, (x, k) in enumerate(zip(xs, keys_for(key, n, name))):
             try:
                 y, pb, state = child_vjp(layer, params, x, state, k, train)
             except ERRORS as e:
@@ -307,7 +307,7 @@ def Repeat(layer: LayerLike, n: int) -> Layer:
     def apply(params: Any, x: Any, *, state: Any, key: Any = None,
               train: bool = False) -> tuple[Any, Any]:
         (state,) = entries(name, state, 1, "state")
-        for i, k in enumerate(keys_for(key, n)):
+        for i, k in enumerate(keys_for(key, n, name)):
             try:
                 x, state = child_apply(layer, params, x, state, k, train)
             except ERRORS as e:
@@ -317,7 +317,7 @@ def Repeat(layer: LayerLike, n: int) -> Layer:
     def vjp(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
         (state,) = entries(name, state, 1, "state")
         pbs = []
-        for i, k in enumerate(keys_for(key, n)):
+        for i, k in enumerate(keys_for(key, n, name)):
             try:
                 x, pb, state = child_vjp(layer, params, x, state, k, train)
             except ERRORS as e:

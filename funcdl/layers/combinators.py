@@ -99,9 +99,10 @@ def child_vjp(layer: Any, p: Any, x: Any, s: Any, key: Any,
     return y, pullback, s
 
 
-def keys_for(key: Any, n: int) -> Sequence[Any]:
-    """One key per child, or Nones when no key was given (most models need none)."""
-    return (None,) * n if key is None else random.split(key, n)
+def keys_for(key: Any, n: int, name: str) -> Sequence[Any]:
+    """One key per child, or Nones when no key was given (most models need none); a bad key
+    is named as the combinator's, not as random.split's."""
+    return (None,) * n if key is None else random.split(random.check_key(key, name), n)
 
 
 def entries(name: str, value: Any, n: int, what: str) -> Sequence[Any]:
@@ -188,7 +189,7 @@ def Sequential(*layers: LayerLike) -> Layer:
             entries(name, params, n, "params")
             if debug.enabled():  # the one read the unchecked path pays
                 return _checked(layers, where, names, params, x, empty, key, train, False)[0]
-            keys = nones if key is None else keys_for(key, n)
+            keys = nones if key is None else keys_for(key, n, name)
             for i in order:
                 try:
                     x = applies[i](params[i], x, key=keys[i], train=train)
@@ -206,7 +207,7 @@ def Sequential(*layers: LayerLike) -> Layer:
                 x, pbs, _ = _checked(layers, where, names, params, x, empty, key, train, True)
                 return x, _reverse(name, pbs, where, names, True, layers, params)
             pullbacks: list[Any] = [None] * n  # None after a fused pair's first layer
-            keys = nones if key is None else keys_for(key, n)
+            keys = nones if key is None else keys_for(key, n, name)
             i, then = 0, None
             try:
                 for i, then, act in steps:
@@ -237,7 +238,7 @@ def Sequential(*layers: LayerLike) -> Layer:
                                            False)
             return x, checked_state
         new_state: list[Any] = [()] * n
-        keys = keys_for(key, n)
+        keys = keys_for(key, n, name)
         for i in order:
             try:
                 x, new_state[i] = child_apply(layers[i], params[i], x, state[i], keys[i], train)
@@ -256,7 +257,7 @@ def Sequential(*layers: LayerLike) -> Layer:
             return x, _reverse(name, pbs, where, names, True, layers, params), checked_state
         pullbacks: list[Any] = [None] * n  # None after a fused pair's first layer
         new_state: list[Any] = [()] * n
-        keys = keys_for(key, n)
+        keys = keys_for(key, n, name)
         i, then = 0, None
         try:
             for i, then, act in steps:
@@ -304,7 +305,7 @@ def _checked(layers: Sequence[Any], where: list[str], names: list[str], params: 
     pullbacks, new_state = [], []
     with debug.quiet():
         for i, (layer, p, s, k) in enumerate(zip(layers, params, states,
-                                                 keys_for(key, len(layers)))):
+                                                 keys_for(key, len(layers), "Sequential"))):
             try:
                 if vjp:
                     x, pb, s = child_vjp(layer, p, x, s, k, train)
