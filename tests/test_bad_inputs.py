@@ -310,6 +310,10 @@ LAYER_CASES = [
     # Parallel
     case("parallel-init-shape-count", lambda: PAR.init(KEY, ((None, 2),)), ValueError,
          "Parallel(Dense(2), Dense(3))", "(2)", "length 1"),
+    case("batchnorm-eval-negative-running-var",  # sqrt(var + eps) was NaN, with a warning
+         lambda: BN.apply(P_BN, ones(2, 4), state={**S_BN, "var": np.array([1, -2, 1, 1],
+                                                                            np.float32)}),
+         ValueError, "BatchNorm()", "negative variance", "-2"),
     case("parallel-apply-key-not-a-key",  # it named random.split, which nobody called
          lambda: PAR.apply(P_PAR, (ones(1, 2), ones(1, 2)), key=3), TypeError,
          "Parallel(Dense(2), Dense(3))", "funcdl.random.key(seed)", "int"),

@@ -215,6 +215,11 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
                      running: list[Array]) -> tuple[Array, Array, Array]:
         """``y = x·k + (bias - μ·k)`` with the running μ, σ²; returns
         ``(y, μ, 1/sqrt(σ² + eps))``."""
+        if np.minimum.reduce(running[1], axis=None, initial=np.inf) < -eps:
+            raise ValueError(f"{name}: state['var'] holds a negative variance "
+                             f"({np.minimum.reduce(running[1], axis=None)}); running "
+                             f"variances come from training (init gives ones): check the "
+                             f"state passed, or a checkpoint it was loaded from")
         mean, var = (r.astype(x.dtype).reshape(bshape) for r in running)
         inv_std = 1 / np.sqrt(var + eps)
         k = scale * inv_std
