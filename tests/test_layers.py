@@ -794,3 +794,14 @@ def test_a_users_layer_need_not_take_key_or_train():
 
     assert L.Layer(init, takes_all, vjp).apply is takes_all  # kept as given
     assert scale.apply is not apply and scale.apply.__name__ == "apply"  # wrapped
+
+
+@pytest.mark.parametrize("alpha", [2.0, -3.0])
+def test_leaky_relu_steeper_than_one_is_silent_where_x_is_picked(alpha):
+    # a·x of 3e38 overflows although y = x there: no overflow warning (warnings are errors
+    # here), and y = a·x = ±inf where that is the answer, as PyTorch gives it
+    x = np.array([3e38, -3e38, 1.0, -1.0], np.float32)
+    y = L.LeakyReLU(alpha).apply((), x)
+    np.testing.assert_array_equal(y, np.array([3e38, -np.inf * np.sign(alpha), 1.0, -alpha],
+                                              np.float32))
+    assert y.dtype == np.float32

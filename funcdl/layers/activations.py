@@ -116,7 +116,14 @@ def LeakyReLU(alpha: float = 0.01) -> Layer:
             slope += up
             slope *= dy
             return slope
-    return _elementwise(f"LeakyReLU({a})", lambda x: pick(x, a * x), df)
+    if abs(a) <= 1:
+        return _elementwise(f"LeakyReLU({a})", lambda x: pick(x, a * x), df)
+
+    def f(x: Array) -> Array:
+        with np.errstate(over="ignore"):  # a·x overflows for huge x even where x is picked
+            out: Array = pick(x, a * x)
+        return out
+    return _elementwise(f"LeakyReLU({a})", f, df)
 
 
 def Tanh() -> Layer:
