@@ -462,7 +462,7 @@ def test_residual_takes_a_list_as_every_layer_does():
     layer = L.Residual(L.Dense(2))
     _, params = layer.init(random.key(0), (None, 2))
     rows = [[1.0, 2.0], [3.0, -1.0]]
-    want = layer.apply(params, np.array(rows))
+    want = layer.apply(params, np.array(rows, np.float32))  # Python floats: float32
     np.testing.assert_array_equal(layer.apply(params, rows), want)
     y, pullback = layer.vjp(params, rows)
     np.testing.assert_array_equal(y, want)

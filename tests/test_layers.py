@@ -805,3 +805,18 @@ def test_leaky_relu_steeper_than_one_is_silent_where_x_is_picked(alpha):
     np.testing.assert_array_equal(y, np.array([3e38, -np.inf * np.sign(alpha), 1.0, -alpha],
                                               np.float32))
     assert y.dtype == np.float32
+
+
+@pytest.mark.parametrize("make", [lambda: L.Dense(2), lambda: L.ReLU(), lambda: L.LayerNorm(),
+                                  lambda: L.Sequential(L.Dense(3), L.Tanh(), L.Dense(2))])
+def test_python_floats_are_float32_as_jaxs_weak_floats(make):
+    # np.asarray of a list is float64: the whole forward and dx of a float32 network were
+    # float64, silently; a float64 ndarray still asks for float64 (NumPy's promotion)
+    layer = make()
+    _, params = layer.init(random.key(0), (None, 3))
+    rows = [[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]]
+    y, pullback = layer.vjp(params, rows)
+    assert y.dtype == layer.apply(params, rows).dtype == np.float32
+    assert pullback(np.ones_like(y))[1].dtype == np.float32
+    np.testing.assert_array_equal(y, layer.apply(params, np.array(rows, np.float32)))
+    assert layer.apply(params, np.array(rows)).dtype == np.float64

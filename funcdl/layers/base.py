@@ -225,6 +225,10 @@ def as_array(name: str, x: Any) -> Array:
         raise ValueError(f"{name}: the input is not a rectangular numeric array: {e}") from None
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    if a.dtype.char == "d" and not isinstance(x, (np.ndarray, np.generic)):
+        # Python floats (a list) take funcdl's default float, as JAX's weakly typed ones do,
+        # rather than turning a float32 network's forward and dx into float64
+        return a.astype(_F32)
     if a.dtype.kind == "f" and a.dtype.char not in "fd":
         # NumPy has no fast float16 matrix product, and its float16 sums lose precision.
         raise TypeError(f"{name}: {a.dtype} input is not supported; cast it to float32 "
