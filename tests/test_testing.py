@@ -478,3 +478,14 @@ def test_check_vjp_names_a_layer_that_does_not_compute_in_float64():
     with pytest.raises(AssertionError, match=r"float64 params and input gave output of dtype "
                                              r"float32"):
         check_layer(layer, (None, 4))
+
+
+def test_a_right_gradient_of_high_curvature_passes():
+    # bce at p = 1 - 3.7e-5: 1/(1 - p) has a third derivative of ~4e13, and the central
+    # difference at eps = 1e-6 is off by 3e-4 of the gradient; its Richardson extrapolation
+    # confirms a failure before it is reported
+    check_loss(losses.bce, np.array([[0.999963]]), np.array([[0.23681051]]))
+    wrong = losses.Loss("bce_off", lambda p, t: (losses.bce.vjp(p, t)[0],
+                                                 lambda g=1.0: losses.bce.vjp(p, t)[1](g) * 1.001))
+    with pytest.raises(AssertionError, match="bce_off"):
+        check_loss(wrong, np.array([[0.999963]]), np.array([[0.23681051]]))
