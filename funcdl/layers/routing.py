@@ -176,9 +176,10 @@ def FanInConcat(axis: int = -1) -> Layer:
 
 
 def Slice(index: Any) -> Layer:
-    """Basic indexing of the axes after the batch axis: ``y = x[:, index]``
-    (``index`` an int, a slice or a tuple of them, e.g. ``np.s_[:, 0:14]``);
-    vjp: ``dx = 0`` with ``dx[:, index] = dy``."""
+    """Basic indexing of the axes after the batch axis: ``y = x[:, index]`` (``index`` an
+    int, a slice or a tuple of them: ``np.s_[0:14]``, the first 14 features; on (N, H, W)
+    images ``np.s_[:, 0:14]``, their first 14 columns); vjp: ``dx = 0`` with
+    ``dx[:, index] = dy``."""
     idx = index if isinstance(index, tuple) else (index,)
     for i in idx:
         if not (isinstance(i, (slice, int, np.integer)) or i is Ellipsis) \
