@@ -441,7 +441,7 @@ def test_global_norm_does_not_overflow_in_float32_or_wrap_in_integers() -> None:
 def test_global_norm_refuses_non_numeric_leaves_naming_them(leaf: Any) -> None:
     # np.array(['a']) gave "data type must provide an itemsize"; bool arrays a wrong norm.
     kind = np.asarray(leaf).dtype
-    with pytest.raises(TypeError, match=rf"^global_norm: tree\['w'\] has dtype {kind}; "):
+    with pytest.raises(TypeError, match=rf"^global_norm: updates\['w'\] has dtype {kind}; "):
         optim.global_norm({"b": np.ones(2), "w": leaf})
     clip = optim.clip_by_global_norm(1.0)
     with pytest.raises(TypeError, match=r"^clip_by_global_norm\.update: grads\['w'\] has"):

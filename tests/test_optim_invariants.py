@@ -384,26 +384,6 @@ def test_init_given_a_layers_init_output_says_to_unpack_it(stateful: bool) -> No
 
 
 @pytest.mark.parametrize(("name", "make"), ALIASES, ids=_ALIAS_IDS)
-def test_integer_grads_on_float_params_step_as_their_float_values(
-        name: str, make: Callable[[], GT]) -> None:
-    params, grads_seq = _problem(np.float32)
-    as_int = [tree.map(lambda g: np.round(4 * g).astype(np.int64), g) for g in grads_seq]
-    opt = make()
-    s_int = s_float = opt.init(params)
-    for g in as_int:
-        u_int, s_int = opt.update(s_int, g, params)
-        u_float, s_float = opt.update(s_float, tree.map(lambda x: x.astype(np.float32), g),
-                                      params)
-        for x, y in zip(tree.leaves((u_int, s_int)), tree.leaves((u_float, s_float)),
-                        strict=True):
-            # wd·p + an int g is summed in float64 (then rounded); centered rmsprop's v - m²
-            # magnifies that last bit
-            np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-6)
-        want = np.float64 if name in _NO_STATE else np.float32  # as float64 grads, below
-        assert u_int["w"].dtype == want, name
-
-
-@pytest.mark.parametrize(("name", "make"), ALIASES, ids=_ALIAS_IDS)
 def test_float64_grads_on_float32_params_give_float32_steps_where_there_is_state(
         name: str, make: Callable[[], GT]) -> None:
     # Adam and momentum gave float32 updates, nesterov, rmsprop and adagrad float64 ones.

@@ -188,7 +188,7 @@ def test_exponential_decay_overflow_gives_inf() -> None:
     params = {"w": np.ones(2)}
     state = opt.init(params)
     state = state._replace(states={"lr": state.states["lr"]._replace(count=np.int64(10**6))})
-    with pytest.raises(ValueError, match=r"^scale_by_learning_rate \(lr\): the schedule "
+    with pytest.raises(ValueError, match=r"^scale_by_learning_rate \(learning_rate\): the schedule "
                                         r"returned inf at count 1000000"):
         opt.update(state, params, params)
 
@@ -239,11 +239,15 @@ def test_an_uncalled_schedule_constructor_is_refused_at_construction(alias: str)
 
 
 def test_schedules_elsewhere_are_checked_the_same_way() -> None:
-    with pytest.raises(TypeError, match=r"^scale_by_schedule: the schedule is the schedule "
+    with pytest.raises(TypeError, match=r"^scale_by_schedule: step_size_fn is the schedule "
                                         r"constructor linear_schedule itself"):
         optim.scale_by_schedule(optim.linear_schedule)
-    with pytest.raises(TypeError, match=r"^scale_by_learning_rate: lr is the schedule"):
+    with pytest.raises(TypeError, match=r"^scale_by_learning_rate: learning_rate is the "
+                                        r"schedule"):
         optim.scale_by_learning_rate(optim.constant_schedule)
+    with pytest.raises(TypeError, match=r"^add_decayed_weights: weight_decay is the schedule "
+                                        r"constructor cosine_decay_schedule"):
+        optim.add_decayed_weights(optim.cosine_decay_schedule)
     with pytest.raises(TypeError, match=r"^join_schedules: schedules\[1\] is the schedule "
                                         r"constructor constant_schedule"):
         optim.join_schedules([optim.constant_schedule(1.0), optim.constant_schedule], [3])

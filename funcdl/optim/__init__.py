@@ -15,7 +15,10 @@ Example::
   ``count`` is the number of updates already applied, an int64 NumPy scalar that survives
   ``funcdl.io`` save / load.
 * A schedule is any callable ``count -> lr``, read at every update; it is accepted wherever
-  ``lr`` is.
+  ``lr`` is, and by ``add_decayed_weights`` for its ``weight_decay`` (as optax).
+* The transforms take optax's keywords (``scale(step_size)``, ``scale_by_schedule(
+  step_size_fn)``, ``scale_by_learning_rate(learning_rate)``, ``scale_by_rms(decay)``...);
+  the aliases take DESIGN.md's (``lr``, and torch's ``alpha`` for ``rmsprop``).
 * The aliases (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``) follow PyTorch's
   formulas and are ``named_chain``s: ``state.count`` counts the updates, and
   ``state.states['adam']`` is a stage's state.
@@ -23,9 +26,12 @@ Example::
   or with the grads (``identity`` returns them as they are): treat them as read-only, as in JAX.
 * Coefficients are Python floats, so float32 params and grads give float32 updates and state;
   state leaves keep the dtype ``init`` gave them; ``apply_updates`` keeps each param's dtype.
-  Params must be floating point: ``init`` refuses integer and bool ones, which that would
-  truncate. A stage with state steps in the state's dtype (float64 grads on float32 params
-  give float32 updates); plain ``sgd``, which keeps none, in the grads'.
+  Params must be real floating point: ``init`` refuses integer and bool ones, which that
+  would truncate, and complex ones. Grads must be real floating point too (float16, float32
+  or float64): ``update`` refuses complex, integer and bool ones with a TypeError naming
+  the leaf, and ``apply_updates`` such updates. A stage with state steps in the state's
+  dtype (float64 grads on float32 params give float32 updates); plain ``sgd``, which keeps
+  none, in the grads'.
 * inf and NaN gradients give inf and NaN steps, as in optax and torch, without NumPy warnings.
 * Schedules and hyperparameters are checked when made (a schedule constructor passed
   uncalled, ``sgd(lr=constant_schedule)``, is refused there), params at ``init``.

@@ -1,8 +1,9 @@
 """The adaptive directions: Adam, RMSprop and Adagrad, each scaling the update entrywise by
 running statistics of past gradients, ``eps`` outside the square root as in torch. Notation
-as in ``_transforms``. Each ``init`` refuses integer params (and an ``eps`` that rounds to 0
-in the params' dtype); each ``update`` returns inf and NaN steps for inf and NaN gradients
-silently, as torch does, with NumPy's warnings off for the whole update."""
+as in ``_transforms``. Each ``init`` refuses params that are not real floating point (and an
+``eps`` that rounds to 0 in the params' dtype), each ``update`` such grads; each ``update``
+returns inf and NaN steps for inf and NaN gradients silently, as torch does, with NumPy's
+warnings off for the whole update."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from funcdl.optim._base import (
     leafwise,
     like,
     next_count,
+    real_grad,
     zero_count,
 )
 from funcdl.optim._checks import check_float, check_float_params
@@ -77,6 +79,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
         inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - b2**t)
 
         def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
+            real_grad(g)
             # In place on arrays made here only: 10 NumPy calls per leaf instead of 14.
             m_new = like(m * b1, m)
             m_new += (1.0 - b1) * g
@@ -112,20 +115,24 @@ def _divide(g: Any, root: Any, eps: float) -> Any:
     root += eps
     try:
         return np.divide(g, root, root)  # out given positionally: the keyword costs 50 ns
-    except TypeError:  # root a NumPy scalar (a 0-d state), or g complex on real params
+    except TypeError:  # root a NumPy scalar (a 0-d state)
         return cast_like(g / root, root)
 
 
-def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
+def scale_by_rms(decay: float = 0.99, eps: float = 1e-8, centered: bool = False
                  ) -> GradientTransformation:
     """torch RMSprop's direction, ``eps`` outside the square root:
-    ``v = α·v + (1-α)·g²``; ``u = g / (sqrt(v) + eps)``, or when ``centered``
-    (``m = α·m + (1-α)·g``) ``u = g / (sqrt(v - m²) + eps)``.
+    ``v = decay·v + (1-decay)·g²``; ``u = g / (sqrt(v) + eps)``, or when ``centered``
+    (``m = decay·m + (1-decay)·g``) ``u = g / (sqrt(v - m²) + eps)``.
+
+    ``decay`` is torch's ``alpha`` (``rmsprop``'s). Unlike optax's ``scale_by_rms``, whose
+    keywords these are, ``eps`` is outside the square root and the default ``decay`` is
+    torch's 0.99 (optax: ``sqrt(v + eps)``, 0.9); optax has no ``centered`` here.
 
     State ``ScaleByRmsState(nu, mu)``; ``mu`` is None unless ``centered``.
     """
     name = "scale_by_rms"
-    a = check_float(name, "alpha", alpha, high=1.0)
+    a = check_float(name, "decay", decay, high=1.0)
     eps = check_float(name, "eps", eps)
     ctr = bool_arg(centered, name, "centered")
 
@@ -139,6 +146,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
 
         if not ctr:
             def leaf(g: Any, v: Any) -> tuple[Any, Any]:
+                real_grad(g)
                 v_new = like(a * v + (1.0 - a) * g * g, v)
                 return _divide(g, np.sqrt(v_new), eps), v_new
 
@@ -148,6 +156,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
             return out, ScaleByRmsState(nu, None)
 
         def leaf_centered(g: Any, v: Any, m: Any) -> tuple[Any, Any, Any]:
+            real_grad(g)
             v_new = like(a * v + (1.0 - a) * g * g, v)
             m_new = like(a * m + (1.0 - a) * g, m)
             # v - m² >= 0 in exact arithmetic; clamp the rounding so sqrt never sees -0.0001ulp.
@@ -166,7 +175,10 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
 def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10
                      ) -> GradientTransformation:
     """torch Adagrad's direction: ``s = s + g²``; ``u = g / (sqrt(s) + eps)``, ``s`` starting
-    at ``initial_accumulator_value``. State ``ScaleByAdagradState(sum_of_squares)``."""
+    at ``initial_accumulator_value``. State ``ScaleByAdagradState(sum_of_squares)``.
+
+    optax's nearest is ``scale_by_rss``, with these keywords but ``eps`` inside the square
+    root and defaults 0.1 and 1e-7 (these are torch's)."""
     name = "scale_by_adagrad"
     init_acc = check_float(name, "initial_accumulator_value", initial_accumulator_value)
     eps = check_float(name, "eps", eps)
@@ -181,6 +193,7 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10
         check_state(name, state, ScaleByAdagradState)
 
         def leaf(g: Any, s: Any) -> tuple[Any, Any]:
+            real_grad(g)
             s_new = like(s + g * g, s)
             return _divide(g, np.sqrt(s_new), eps), s_new
 

@@ -4,7 +4,10 @@ matches ``torch.optim`` step for step. ``lr`` is a float or a schedule everywher
 Each returns a ``named_chain``: ``state.count`` is the number of updates applied, and
 ``state.states`` a dict with one entry per stage, e.g. ``state.states['adam'].mu``.
 Stages with a zero coefficient (weight decay, momentum) are left out. Each ``init`` refuses
-integer and bool params, which ``apply_updates`` would truncate, naming the alias.
+integer and bool params, which ``apply_updates`` would truncate, and complex ones, naming the
+alias; each ``update`` refuses grads that are not real floating point, naming the stage that
+reads them first (``scale_by_adam`` for ``adam``, ``scale_by_learning_rate`` for plain
+``sgd``).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ Tree = Any
 Count = np.integer[Any] | NDArray[np.integer[Any]]
 Schedule = Callable[[int], float]
 ScalarOrSchedule = float | Schedule
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)  # `x.dtype is F32`: the cheapest test
 
 
 class TransformInit(Protocol):
@@ -126,14 +127,52 @@ def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Se
                 raise ValueError(f"{name}: {detail}") from None
         raise
     except TypeError:
-        # NumPy refuses in-place float math into integer leaves: name the leaf instead.
+        # A leaf that is not real floating point: refused by real_grad (complex, integer,
+        # bool) or by NumPy (object, str). Only now walk again, to name it.
         for t, tree_name in zip(trees, names, strict=True):
-            odd = tree.odd_leaf(t, "fc")
-            if odd is not None:
-                raise TypeError(f"{name}: {tree_name}{odd[0]} has dtype {odd[1]}; "
-                                f"optimizers work on floating-point arrays (cast with "
-                                f".astype(np.float32))") from None
+            odd = tree.odd_leaf(t, "f")
+            if odd is None:
+                continue
+            if tree_name in ("grads", "updates"):
+                raise dtype_error(name, tree_name, *odd, _dtype_at(trees, odd[0])) from None
+            raise TypeError(f"{name}: {tree_name}{odd[0]} has dtype {odd[1]}; optimizers "
+                            f"work on real floating-point arrays (cast with "
+                            f".astype(np.float32))") from None
         raise
+
+
+def real_grad(g: Any) -> None:
+    """Refuse (with a bare TypeError, which ``leafwise`` turns into one naming the leaf) a
+    grad or update leaf that is not a real floating-point array or number: NumPy would make
+    complex steps (then drop their imaginary part in ``apply_updates``) and float64 steps
+    from integer grads. A float32 or float64 array passes on two identity tests."""
+    if type(g) is np.ndarray and (g.dtype is F32 or g.dtype is F64):
+        return
+    dtype = g.dtype if isinstance(g, (np.ndarray, np.generic)) else np.asarray(g).dtype
+    if dtype.kind != "f":
+        raise TypeError("a grad that is not real floating point")
+
+
+def dtype_error(name: str, what: str, path: str, dtype: np.dtype[Any],
+                ref: np.dtype[Any] | None = None) -> TypeError:
+    """The error for ``what`` (``grads`` or ``updates``) at ``path`` of ``dtype``, not real
+    floating point; ``ref`` is the dtype to cast to (the params'), when known."""
+    real = ".real" if dtype.kind == "c" else ""
+    target = "" if ref is None else f", {ref}"
+    return TypeError(
+        f"{name}: {what}{path} has dtype {dtype}; optimizers take real floating-point "
+        f"{what} (float16, float32 or float64), as the params are: cast the {what} to the "
+        f"params' dtype{target} ({what}{path}{real}.astype(np.{ref or 'float32'}))")
+
+
+def _dtype_at(trees: Sequence[Tree], path: str) -> np.dtype[Any] | None:
+    """The dtype of the first real floating-point leaf at ``path`` in ``trees`` (the params'
+    or the state's, which init made like them), for ``dtype_error``'s advice."""
+    for t in trees:
+        x = dict(tree.leaves_with_path(t)).get(path)
+        if x is not None and np.asarray(x).dtype.kind == "f":
+            return np.asarray(x).dtype
+    return None
 
 
 # Below this many entries in all, one NumPy call per step of the math over every leaf at
@@ -187,8 +226,8 @@ def like(x: Any, ref: Any) -> Any:
 def cast_like(x: Any, ref: Any) -> Any:
     """``x`` in ``ref``'s dtype where an in-place step into ``ref`` would have cast it (same
     kind), else ``x`` as it is: the fallback of the steps that write into an array of the
-    state's dtype, taken when ``ref`` is a NumPy scalar (a 0-d state), or ``x`` complex on
-    real params. A 0-d result stays a NumPy scalar."""
+    state's dtype, taken when ``ref`` is a NumPy scalar (a 0-d state). A 0-d result stays a
+    NumPy scalar."""
     kind = np.result_type(ref)
     if np.can_cast(np.result_type(x), kind, "same_kind"):
         return np.asarray(x, dtype=kind)[()]
@@ -286,17 +325,17 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
 
 def apply_updates(params: Tree, updates: Tree) -> Tree:
     """``p + u`` leaf-wise; each result keeps its param's dtype. Nothing is mutated.
-    An integer or bool param with a float update is refused (a cast back would truncate:
-    optax's silent 1 + 0.6 = 1)."""
+    Params and updates must be real floating point: an integer or bool param is refused (a
+    cast back would truncate: optax's silent 1 + 0.6 = 1), and so are complex, integer and
+    bool updates (a complex one would lose its imaginary part)."""
     def add(p: Any, u: Any) -> Any:
-        out = p + u
-        if type(out) is np.ndarray and type(p) is np.ndarray and (out.dtype is p.dtype
-                                                                 or out.dtype == p.dtype):
-            return out
+        if (type(p) is np.ndarray and type(u) is np.ndarray and u.dtype is p.dtype
+                and (p.dtype is F32 or p.dtype is F64)):
+            return p + u  # the common case: updates in the params' own dtype
         dtype = np.asarray(p).dtype
-        if dtype.kind in "biu" and np.asarray(out).dtype.kind in "fc":
-            raise TypeError("an integer param")  # leafwise names the leaf and the fix
-        return np.asarray(out, dtype=dtype)
+        if dtype.kind != "f":
+            raise TypeError("a param that is not real floating point")  # leafwise names it
+        real_grad(u)
+        return np.asarray(p + u, dtype=dtype)
 
     return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]
-

@@ -68,16 +68,22 @@ def check_lr(name: str, lr: Any) -> ScalarOrSchedule:
 
 
 def check_float_params(name: str, params: Tree, eps: float | None = None) -> None:
-    """At ``init``: every param leaf must be a floating-point (or complex) array or number.
-    An integer or bool param would come back from ``apply_updates`` silently truncated (an
-    update of -0.1 turns 1 into 0). With ``eps``: ``eps > 0`` must not round to 0 in a
-    param's dtype (1e-8 does in float16), or a zero gradient entry divides 0 by 0."""
-    odd = tree.odd_leaf(params, "fc")
+    """At ``init``: every param leaf must be a real floating-point array or number. An
+    integer or bool param would come back from ``apply_updates`` silently truncated (an
+    update of -0.1 turns 1 into 0); a complex one would need complex grads, which the
+    updates refuse. With ``eps``: ``eps > 0`` must not round to 0 in a param's dtype (1e-8
+    does in float16), or a zero gradient entry divides 0 by 0."""
+    odd = tree.odd_leaf(params, "f")
     if odd is not None and _init_output(params):
         raise TypeError(f"{name}: params is a tuple that starts with the shape "
                         f"{params[0]!r}, as a layer's init returns (out_shape, params) or "
                         f"(out_shape, params, state); pass the params alone: "
                         f"_, params = model.init(key, in_shape)")
+    if odd is not None and odd[1].kind == "c":
+        raise TypeError(f"{name}: params{odd[0]} has dtype {odd[1]}; optimizers work on "
+                        f"real floating-point arrays (float16, float32 or float64), and "
+                        f"their updates refuse complex grads; keep the real and imaginary "
+                        f"parts as two real params")
     if odd is not None:
         raise TypeError(f"{name}: params{odd[0]} has dtype {odd[1]}; optimizers work on "
                         f"floating-point arrays (apply_updates keeps each param's dtype, so "

@@ -15,6 +15,8 @@ import numpy as np
 from funcdl import tree
 from funcdl._args import bool_arg
 from funcdl.optim._base import (
+    F32,
+    F64,
     Count,
     EmptyState,
     GradientTransformation,
@@ -22,9 +24,11 @@ from funcdl.optim._base import (
     Schedule,
     cast_like,
     check_state,
+    dtype_error,
     leafwise,
     like,
     next_count,
+    real_grad,
     zero_count,
 )
 from funcdl.optim._checks import (
@@ -63,21 +67,20 @@ def _init_empty(params: Tree) -> EmptyState:
     return EmptyState()
 
 
-_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-
-
 def _multiplier(step: float) -> Callable[..., Any]:
     """``g -> step · g``. A float32 or float64 leaf is multiplied by ``step`` held as a 0-d
     array of its own dtype: the value NumPy's rule for a Python float gives (the float cast
-    to the leaf's dtype), at two thirds of the per-call cost; other leaves by the float."""
-    s32, s64 = np.array(step, _F32), np.array(step, _F64)
+    to the leaf's dtype), at two thirds of the per-call cost; other leaves by the float,
+    once ``real_grad`` has let them through (float16, NumPy and Python floats)."""
+    s32, s64 = np.array(step, F32), np.array(step, F64)
 
     def times(g: Any, p: Any = None) -> Any:
         if type(g) is np.ndarray:
-            if g.dtype is _F32:
+            if g.dtype is F32:
                 return g * s32
-            if g.dtype is _F64:
+            if g.dtype is F64:
                 return g * s64
+        real_grad(g)  # only off the fast path: the dtype tests above are the check
         return g * step
 
     return times
@@ -93,7 +96,7 @@ def _times(name: str, times: Callable[..., Any], grads: Tree, params: Tree,
         with np.errstate(all="ignore"):
             return _times(name, times, grads, params)
     if params is None:
-        return tree.map(times, grads)
+        return leafwise(f"{name}.update", times, (grads,), ("grads",))[0]
     return leafwise(f"{name}.update", times, (grads, params), ("grads", "params"))[0]
 
 
@@ -116,8 +119,8 @@ def _scaled(name: str, step: float) -> GradientTransformation:
     return GradientTransformation(_init_empty, update)
 
 
-def _scaled_by_schedule(name: str, schedule: Schedule) -> GradientTransformation:
-    schedule = check_schedule(name, "the schedule", schedule)
+def _scaled_by_schedule(name: str, schedule: Schedule, what: str) -> GradientTransformation:
+    schedule = check_schedule(name, what, schedule)
 
     def init(params: Tree) -> ScaleByScheduleState:
         del params
@@ -146,68 +149,101 @@ def identity() -> GradientTransformation:
     return GradientTransformation(_init_empty, update)
 
 
-def scale(step: float) -> GradientTransformation:
-    """``u = step · g``."""
-    return _scaled("scale", check_float("scale", "step", step, low=-math.inf))
+def scale(step_size: float) -> GradientTransformation:
+    """``u = step_size · g`` (optax's ``scale``)."""
+    return _scaled("scale", check_float("scale", "step_size", step_size, low=-math.inf))
 
 
-def scale_by_schedule(schedule: Schedule) -> GradientTransformation:
-    """``u = schedule(t) · g``; state ``ScaleByScheduleState(count)``."""
-    return _scaled_by_schedule("scale_by_schedule", schedule)
+def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
+    """``u = step_size_fn(t) · g``; state ``ScaleByScheduleState(count)``."""
+    return _scaled_by_schedule("scale_by_schedule", step_size_fn, "step_size_fn")
 
 
-def scale_by_learning_rate(lr: ScalarOrSchedule, *, flip_sign: bool = True
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool = True
                            ) -> GradientTransformation:
-    """``u = -lr · g`` (``+lr · g`` when ``flip_sign=False``); ``lr`` a float or a schedule,
-    read at every update (then the state is ``ScaleByScheduleState(count)``)."""
-    name = "scale_by_learning_rate"
+    """``u = -learning_rate · g`` (``+learning_rate · g`` when ``flip_sign=False``);
+    ``learning_rate`` a float >= 0 or a schedule, read at every update (then the state is
+    ``ScaleByScheduleState(count)``)."""
+    name, what = "scale_by_learning_rate", "learning_rate"
     sign = -1.0 if bool_arg(flip_sign, name, "flip_sign") else 1.0
-    if callable(lr):
-        schedule = check_schedule(name, "lr", lr)
+    if callable(learning_rate):
+        schedule = check_schedule(name, what, learning_rate)
         return _scaled_by_schedule(
-            name, lambda count: sign * schedule_value(f"{name} (lr)", schedule, count, 0.0))
-    return _scaled(name, sign * check_float(name, "lr", lr))
+            name, lambda count: sign * schedule_value(f"{name} ({what})", schedule, count, 0.0),
+            what)
+    return _scaled(name, sign * check_float(name, what, learning_rate))
 
 
-def add_decayed_weights(weight_decay: float = 0.0) -> GradientTransformation:
-    """``u = g + weight_decay · p``; needs ``params``."""
+def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0) -> GradientTransformation:
+    """``u = g + wd · p``, ``wd`` being ``weight_decay``, or ``weight_decay(t)`` for a schedule
+    (read at every update, as optax; then the state is ``ScaleByScheduleState(count)``, else
+    ``EmptyState``). Needs ``params``."""
     name = "add_decayed_weights"
-    wd = check_float(name, "weight_decay", weight_decay, low=-math.inf)
+    if not callable(weight_decay):
+        wd = check_float(name, "weight_decay", weight_decay, low=-math.inf)
 
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
-        check_state(name, state, EmptyState)
-        if params is None:
-            raise ValueError(f"{name}.update: needs the params; call "
-                             f"update(state, grads, params), got params=None")
-        (out,) = leafwise(f"{name}.update", lambda g, p: g + wd * p, (grads, params),
-                          ("grads", "params"))
-        return out, state
+        def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
+            check_state(name, state, EmptyState)
+            return _decayed(name, wd, grads, params), state
 
-    return GradientTransformation(_init_empty, update)
+        return GradientTransformation(_init_empty, update)
+
+    schedule = check_schedule(name, "weight_decay", weight_decay)
+
+    def init(params: Tree) -> ScaleByScheduleState:
+        del params
+        return ScaleByScheduleState(zero_count())
+
+    def update_scheduled(state: Any, grads: Tree, params: Tree = None
+                         ) -> tuple[Tree, ScaleByScheduleState]:
+        check_state(name, state, ScaleByScheduleState)
+        # A Python float, so float32 grads and params stay float32 (NEP 50).
+        wd = schedule_value(f"{name}.update", schedule, int(state.count))
+        return _decayed(name, wd, grads, params), ScaleByScheduleState(next_count(state.count))
+
+    return GradientTransformation(init, update_scheduled)
 
 
-def global_norm(tree_: Tree) -> float:
+def _decayed(name: str, wd: float, grads: Tree, params: Tree) -> Tree:
+    if params is None:
+        raise ValueError(f"{name}.update: needs the params; call "
+                         f"update(state, grads, params), got params=None")
+
+    def leaf(g: Any, p: Any) -> Any:
+        real_grad(g)
+        return g + wd * p
+
+    return leafwise(f"{name}.update", leaf, (grads, params), ("grads", "params"))[0]
+
+
+def global_norm(updates: Tree) -> float:
     """``sqrt(Σ_leaves Σ |x|²)``, as a Python float. A float32 leaf is summed in float32
-    (BLAS), and again in float64 should that overflow; integer and float16 leaves in
-    float64. A non-numeric leaf (bool, str, object) raises TypeError naming it."""
-    return _global_norm("global_norm", "tree", tree_)
+    (BLAS), and again in float64 should that overflow; integer, float16 and complex leaves
+    in float64 (complex128). A non-numeric leaf (bool, str, object) raises TypeError naming
+    it."""
+    return _global_norm("global_norm", updates)
 
 
-def _global_norm(name: str, what: str, tree_: Tree) -> float:
+def _global_norm(name: str, updates: Tree, grads: bool = False) -> float:
+    """``global_norm``; with ``grads``, of the grads of ``name``'s update, which must be
+    real floating point, as every transform's (``real_grad``)."""
+    kinds = "f" if grads else "iufc"  # not bool: it would sum as a logical or
     total = 0.0
-    for x in tree.leaves(tree_):
-        if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64):
+    for x in tree.leaves(updates):
+        if type(x) is np.ndarray and (x.dtype is F32 or x.dtype is F64):
             s = float(np.vdot(x, x))  # BLAS, in the leaf's dtype: the common case
-            if s == math.inf and x.dtype is _F32:
+            if s == math.inf and x.dtype is F32:
                 # A float32 sum of squares overflows past ~1.8e19 (then clipping
                 # [3e19, 4e19] scaled it by max_norm/inf = 0): sum again in float64.
                 s = _sum_of_squares(x)
-        elif np.asarray(x).dtype.kind in "iufc":  # not bool: it would sum as a logical or
+        elif np.asarray(x).dtype.kind in kinds:
             s = _sum_of_squares(x)
         else:
-            path, dtype = tree.odd_leaf(tree_, "iufc")  # type: ignore[misc]
-            raise TypeError(f"{name}: {what}{path} has dtype {dtype}; the global norm needs "
-                            f"numeric arrays (floating-point, as gradients are)")
+            path, dtype = tree.odd_leaf(updates, kinds)  # type: ignore[misc]
+            if grads:
+                raise dtype_error(name, "grads", path, dtype)
+            raise TypeError(f"{name}: updates{path} has dtype {dtype}; the global norm "
+                            f"needs numeric arrays (floating-point, as gradients are)")
         total += s
     return math.sqrt(total)
 
@@ -234,7 +270,7 @@ def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> GradientTransforma
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         del params
         check_state(name, state, EmptyState)
-        norm = _global_norm(f"{name}.update", "grads", grads) + pad
+        norm = _global_norm(f"{name}.update", grads, grads=True) + pad
         if not norm > limit:  # also a zero norm: nothing to scale, no 0/0
             return grads, state
         factor = limit / norm
@@ -267,6 +303,7 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
         check_state(name, state, TraceState)
 
         def leaf(g: Any, m: Any) -> tuple[Any, Any]:
+            real_grad(g)
             m_new = like(g + d * m, m)
             if not nest:
                 return m_new, m_new
@@ -275,7 +312,7 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
             u = m_new * d
             try:
                 return np.add(u, g, u), m_new
-            except TypeError:  # u a NumPy scalar (a 0-d state), or g complex on real params
+            except TypeError:  # u a NumPy scalar (a 0-d state)
                 return cast_like(u + g, u), m_new
 
         # inf and NaN gradients give inf and NaN steps, as in torch, without warnings
