@@ -29,6 +29,7 @@ if any(int(os.environ.get(v, "1") or 1) > 1 for v in ("PMI_SIZE", "OMPI_COMM_WOR
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
 
+import functools
 import math
 import sys
 import time
@@ -64,6 +65,7 @@ def train(epochs: int = 200, seed: int = 0, lr: float = 1e-2, batch_size: int = 
     local = fd.value_and_grad(model, fd.losses.bce_with_logits)
     compute = 0.0  # seconds in the local forward and backward, to split off the allreduce
 
+    @functools.wraps(local)  # keeps its wrt_input attribute, which data_parallel reads
     def timed(*args: Any, **kwargs: Any) -> Any:
         nonlocal compute
         t0 = time.perf_counter()

@@ -162,7 +162,8 @@ def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
     return _SHARED.mean(c, tree, "pmean", 1)[0]
 
 
-def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
+def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
+                  wrt_input: bool | None = None) -> F:
     """Make ``value_and_grad_fn(params, x, target, ...) -> (value, grads)`` data-parallel.
 
     The returned function has the same signature. Each rank calls it with its share of the
@@ -173,8 +174,11 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
     first element (the loss) is averaged and the rest (aux, BatchNorm state) is this rank's;
     average it with ``pmean`` when needed. From ``value_and_grad(..., wrt_input=True)`` the
     grads are ``(dparams, dx)``: dparams averaged, dx this rank's own rows, times its share
-    ``n_r / N`` (the global loss's gradient at them). One process: ``value_and_grad_fn``'s
-    own values, after the same check of ``x`` as over ranks (examples on axis 0).
+    ``n_r / N`` (the global loss's gradient at them). ``wrt_input`` says which: by default
+    it is read from ``value_and_grad_fn`` (funcdl's value_and_grad records it), and a
+    function that hides it (a wrapper, a lambda) whose grads end in an entry shaped like
+    ``x`` is refused until ``wrt_input=`` says. One process: ``value_and_grad_fn``'s own
+    values, after the same checks as over ranks.
 
     Example::
 
@@ -198,7 +202,8 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
     if comm is not None:  # now, not at the first step
         _resolve(comm, "data_parallel")
     reducer = Reducer()
-    split_dx = bool(getattr(value_and_grad_fn, "wrt_input", False))
+    split_dx = (getattr(value_and_grad_fn, "wrt_input", None) if wrt_input is None
+                else bool_arg(wrt_input, "parallel.data_parallel", "wrt_input"))
 
     def f(params: Any, x: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
         c = _resolve(comm, "data_parallel")
@@ -207,6 +212,14 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
             raise TypeError("parallel.data_parallel: cannot count the examples of x: pass "
                             "the batch with examples on axis 0 of its (first) array")
         value, grads = value_and_grad_fn(params, x, target, *args, **kwargs)
+        if split_dx is None and _ends_like(grads, x):  # on one process too
+            raise ValueError(
+                "parallel.data_parallel: the grads are a pair whose second entry is shaped "
+                "like x, as value_and_grad(..., wrt_input=True) gives (dparams, dx), but "
+                "value_and_grad_fn does not say whether it is (a wrapper or lambda hides "
+                "funcdl's wrt_input attribute; functools.wraps keeps it): pass "
+                "data_parallel(fn, wrt_input=True), so that dx stays this rank's own, or "
+                "wrt_input=False to average the pair as params' grads")
         if c is None:
             return value, grads
         loss = value[0] if isinstance(value, tuple) else value
@@ -223,6 +236,17 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None) -> F:
         return mean_loss, grads
 
     return cast(F, functools.update_wrapper(f, value_and_grad_fn))
+
+
+def _ends_like(grads: Any, x: Any) -> bool:
+    """Whether ``grads`` is a pair whose second entry has ``x``'s structure and shapes."""
+    if not (isinstance(grads, tuple) and len(grads) == 2):
+        return False
+    try:
+        pytree.check_same(grads[1], x, ("dx", "x"), shapes=True)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- sharded

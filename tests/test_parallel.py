@@ -7,6 +7,7 @@ a rank that hangs fails the test instead of the run.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -23,6 +24,7 @@ from conftest import EXAMPLES, load_example, refused
 
 import funcdl as fd
 from funcdl import data, parallel
+from funcdl import layers as L
 from funcdl._agree import signature
 from funcdl._reduce import Reducer, as_tree, generations
 
@@ -454,3 +456,23 @@ def test_disk_example_help_shows_the_defaults(capsys):
         load_example("disk_data_parallel").main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: 200)" in text and "(default: 0)" in text
+
+
+def test_data_parallel_asks_a_wrapper_whether_its_grads_hold_dx():
+    # a wrapper hides value_and_grad's wrt_input attribute, and over ranks dx was then
+    # averaged as if it were params' grads: rows of different examples, silently
+    model = L.Sequential(L.Dense(3), L.Tanh(), L.Dense(1))
+    _, params = model.init(fd.random.key(0), (None, 2))
+    x, y = fd.data.disk(fd.random.key(1), 6)
+    vg = fd.value_and_grad(model, fd.losses.mse, wrt_input=True)
+    with pytest.raises(ValueError, match=r"data_parallel.*wrt_input=True"):
+        parallel.data_parallel(lambda *a, **k: vg(*a, **k))(params, x, y)
+    want = vg(params, x, y)
+    for fn in (parallel.data_parallel(lambda *a, **k: vg(*a, **k), wrt_input=True),
+               parallel.data_parallel(functools.wraps(vg)(lambda *a, **k: vg(*a, **k)))):
+        got = fn(params, x, y)
+        fd.tree.map(np.testing.assert_array_equal, got[1], want[1])
+    plain = fd.value_and_grad(model, fd.losses.mse)  # (dparams) alone: nothing to ask
+    parallel.data_parallel(lambda *a, **k: plain(*a, **k))(params, x, y)
+    with pytest.raises(TypeError, match="wrt_input must be True or False"):
+        parallel.data_parallel(vg, wrt_input="yes")

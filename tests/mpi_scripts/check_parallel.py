@@ -7,6 +7,7 @@ output cannot interleave. A failed assertion aborts every rank (``-m mpi4py``).
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import numpy as np
@@ -214,12 +215,22 @@ def case_wrt_input() -> list[str]:
                                        shuffle=False))
         lo = sum(len(next(parallel.batches(None, x, batch_size=n, rank=r, size=size,
                                            shuffle=False))[0]) for r in range(rank))
-        dp_loss, (dp_dparams, dp_dx) = parallel.data_parallel(vg)(params, xb, yb)
-        np.testing.assert_allclose(dp_loss, loss, rtol=tol)
-        for a, b in zip(fd.tree.leaves(dp_dparams), fd.tree.leaves(dparams)):
-            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
-        assert dp_dx.dtype == dtype and dp_dx.shape == xb.shape
-        np.testing.assert_allclose(dp_dx, dx[lo:lo + len(xb)], rtol=tol, atol=tol)
+        # a wrapper hides vg's wrt_input attribute: it was averaged as params' grads then
+        wrapped = functools.partial(lambda f, *a, **k: f(*a, **k), vg)
+        for step in (parallel.data_parallel(vg),
+                     parallel.data_parallel(wrapped, wrt_input=True)):
+            dp_loss, (dp_dparams, dp_dx) = step(params, xb, yb)
+            np.testing.assert_allclose(dp_loss, loss, rtol=tol)
+            for a, b in zip(fd.tree.leaves(dp_dparams), fd.tree.leaves(dparams)):
+                np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+            assert dp_dx.dtype == dtype and dp_dx.shape == xb.shape
+            np.testing.assert_allclose(dp_dx, dx[lo:lo + len(xb)], rtol=tol, atol=tol)
+        try:
+            parallel.data_parallel(wrapped)(params, xb, yb)
+        except ValueError as e:
+            assert "wrt_input=True" in str(e), e
+        else:
+            raise AssertionError("a wrapped wrt_input function was averaged as params' grads")
     return []
 
 
