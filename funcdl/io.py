@@ -75,8 +75,12 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
         raise FileNotFoundError(errno.ENOENT, f"io.save: no directory {directory!r} to "
                                 f"write {os.path.basename(target)!r} into (create it "
                                 f"first: os.makedirs(path, exist_ok=True))", directory)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)[:64]}.", suffix=".tmp",
-                               dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)[:64]}.",
+                                   suffix=".tmp", dir=directory)
+    except OSError as e:  # it named its temporary file, which the caller never asked for
+        raise type(e)(e.errno, f"io.save: cannot write {name!r}: {e.strerror} (the file is "
+                               f"written beside it first, then renamed)", name) from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **entries)

@@ -111,15 +111,12 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
         if r != 0:
             raise ValueError(f"parallel.broadcast: root {root} is not a rank of a "
                              f"single process (only rank 0 exists)")
+        _numeric_leaves(tree)  # as over ranks: a script fails alike on 1 and N
         return tree
     root = r
     leaves = pytree.leaves(tree)
     agree(c, digest(describe(tree)), tree, "broadcast", root)
-    arrays = [np.asarray(x) for x in leaves]
-    for (path, x), a in zip(pytree.leaves_with_path(tree), arrays):  # same dtypes everywhere
-        if a.dtype.kind == "O":
-            raise TypeError(f"parallel.broadcast: the leaf at {path or 'the root'} is a "
-                            f"{type(x).__name__}; only arrays and numbers can be broadcast")
+    arrays = _numeric_leaves(tree)  # same dtypes everywhere: fails alike on every rank
     bounds = np.cumsum([0] + [a.nbytes for a in arrays]).tolist()
     buf = np.empty(bounds[-1], np.uint8)
     if c.Get_rank() == root:
@@ -135,6 +132,16 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
     out = [v if isinstance(x, np.ndarray) else v[()] if isinstance(x, np.generic) else v.item()
            for x, v in zip(leaves, out)]
     return pytree.unflatten(pytree.structure(tree), out)
+
+
+def _numeric_leaves(tree: Tree) -> list[NDArray[Any]]:
+    """The leaves as arrays; a TypeError naming the first that is not a number or array."""
+    arrays = [np.asarray(x) for x in pytree.leaves(tree)]
+    for (path, x), a in zip(pytree.leaves_with_path(tree), arrays):
+        if a.dtype.kind == "O":
+            raise TypeError(f"parallel.broadcast: the leaf at {path or 'the root'} is of type "
+                            f"{type(x).__name__}; only arrays and numbers can be broadcast")
+    return arrays
 
 
 # ---------------------------------------------------------------------------- means

@@ -416,3 +416,17 @@ def test_load_does_not_take_leaves_from_like(tmp_path):
     out = io.load(path, like={"w": np.zeros(3), "n": 0})
     _assert_same(t, out)
     assert tree.structure(out) == tree.structure(t)
+
+
+def test_save_into_a_directory_it_cannot_write_names_the_path_given(tmp_path, monkeypatch):
+    # mkstemp's PermissionError named the hidden temporary file, '.params.npz.x1y2.tmp'
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".params.npz.abc.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    target = tmp_path / "params.npz"
+    with pytest.raises(PermissionError, match=r"io.save: cannot write .*params\.npz'.*"
+                                              r"Permission denied") as got:
+        io.save(target, {"w": np.ones(2)})
+    assert ".tmp" not in str(got.value) and got.value.filename == str(target)
+    assert not target.exists()

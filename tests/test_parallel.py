@@ -476,3 +476,12 @@ def test_data_parallel_asks_a_wrapper_whether_its_grads_hold_dx():
     parallel.data_parallel(lambda *a, **k: plain(*a, **k))(params, x, y)
     with pytest.raises(TypeError, match="wrt_input must be True or False"):
         parallel.data_parallel(vg, wrt_input="yes")
+
+
+def test_broadcast_refuses_a_leaf_that_is_not_a_number_on_one_process_too():
+    # over ranks it raised and on one process it returned the tree: a script must fail
+    # alike on 1 and N
+    with pytest.raises(TypeError, match=r"broadcast: the leaf at \['a'\] is of type object"):
+        parallel.broadcast({"a": object(), "b": np.ones(2)})
+    tree = {"a": np.ones(2), "s": "text", "n": 3}
+    assert parallel.broadcast(tree) is tree
