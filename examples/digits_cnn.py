@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{result['train_accuracy']:.2%}), {result['seconds']:.1f} s of training")
     if plot_confusion(result["labels"], result["predictions"], args.out / "digits_confusion.png"):
         print(f"wrote {args.out / 'digits_confusion.png'}")
+    else:
+        print("matplotlib is not installed: no figure (pip install funcdl[examples])")
     return result
 
 

@@ -1,7 +1,9 @@
 """Train the disk classifier data-parallel: each global batch of 50 split over the MPI ranks.
 
-    .venv/bin/mpiexec -n 2 .venv/bin/python examples/disk_data_parallel.py [--epochs 200]
-        [--sharded]
+    .venv/bin/mpiexec -n 2 .venv/bin/python -m mpi4py examples/disk_data_parallel.py
+        [--epochs 200] [--sharded]
+
+(``-m mpi4py``: one rank's error aborts them all, rather than leaving the others waiting.)
 
 The network, data, optimizer and keys are examples/disk.py's. ``parallel.batches`` gives
 each rank its share of every global batch and ``parallel.data_parallel`` averages the

@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
               f"{np.mean([r['seconds'] for r in runs]):8.1f}s")
     if plot(results, args.out / "weight_sharing.png"):
         print(f"wrote {args.out / 'weight_sharing.png'}")
+    else:
+        print("matplotlib is not installed: no figure (pip install funcdl[examples])")
     return results
 
 

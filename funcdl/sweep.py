@@ -21,6 +21,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from funcdl._args import bool_arg
+
 __all__ = ["Failure", "SweepError", "run"]
 
 C = TypeVar("C")
@@ -139,6 +141,8 @@ def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | N
         what = "a dict (one config?)" if isinstance(configs, Mapping) else type(configs).__name__
         raise TypeError(f"sweep.run: configs must be a list (or other iterable) of configs, "
                         f"one per run, got {what}; pass [config] for one run")
+    progress = bool_arg(progress, "sweep.run", "progress")  # "no" would count as True
+    strict = bool_arg(strict, "sweep.run", "strict")
     configs = list(configs)
     if executor is not None:
         _check_executor(executor)

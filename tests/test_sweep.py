@@ -206,3 +206,10 @@ def test_dask_local_cluster_gives_the_same_results(expected):
     with _local_cluster(distributed) as cluster, distributed.Client(cluster) as client:
         results = sweep.run(train, WITH_BAD, client.get_executor(), progress=False)
     check(results, expected)
+
+
+@pytest.mark.parametrize("flag", ["strict", "progress"])
+def test_flags_are_true_or_false(flag):
+    # strict="no" raised SweepError on the first failure, progress="no" printed progress
+    with pytest.raises(TypeError, match=rf"sweep.run: {flag} must be True or False, got 'no'"):
+        sweep.run(str, [1], **{flag: "no"})
