@@ -467,3 +467,17 @@ def test_residual_takes_a_list_as_every_layer_does():
     y, pullback = layer.vjp(params, rows)
     np.testing.assert_array_equal(y, want)
     assert pullback(np.ones((2, 2)))[1].shape == (2, 2)
+
+
+@pytest.mark.parametrize("layer", [L.FanInSum(), L.FanInConcat()])
+def test_merges_give_each_input_its_own_dtype_back(layer):
+    # dx_i was dy, in the promoted output's dtype, for a float32 input beside a float64 one
+    xs = (np.ones((2, 3), np.float32), np.full((2, 3), 2.0))
+    y, pullback = layer.vjp((), xs)
+    assert y.dtype == np.float64
+    dy = np.arange(y.size, dtype=np.float64).reshape(y.shape) / 7
+    _, (d32, d64) = pullback(dy)
+    assert (d32.dtype, d64.dtype) == (np.float32, np.float64)
+    want = (dy, dy) if y.shape == (2, 3) else (dy[:, :3], dy[:, 3:])
+    np.testing.assert_array_equal(d32, want[0].astype(np.float32))
+    np.testing.assert_array_equal(d64, want[1])

@@ -23,6 +23,7 @@ from funcdl.layers.base import (
     as_floats,
     cast_ints,
     check_cotangent,
+    in_input_dtype,
     located,
     none_cotangent,
 )
@@ -197,12 +198,15 @@ def Residual(layer: LayerLike) -> Layer:
             raise located("Residual", child, e) from e
 
         z = merged(x, y)
+        x_dtype = getattr(x, "dtype", None)
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             # None from outside is refused: a parent passes None to no child's pullback
             dy = check_cotangent(name, dy, z.shape, z.dtype)
             dparams, dx = _located_call("Residual", child, pb, dy, params)
-            return dparams, (None if dx is None else dy + dx)  # None: x is integer ids
+            # None: x is integer ids; dy is in the output's dtype, float64 under float64
+            # params, and dx in x's
+            return dparams, (None if dx is None else in_input_dtype(dy + dx, x_dtype))
 
         return z, pullback, (s,)
 

@@ -19,6 +19,7 @@ from funcdl.layers.base import (
     cast_ints,
     check_cotangent,
     check_in_shape,
+    in_input_dtype,
     no_params,
     none_cotangent,
 )
@@ -110,8 +111,13 @@ def FanInSum() -> Layer:
 
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
         y = apply(params, xs)
-        n = len(xs)
-        return y, lambda dy: ((), (check_cotangent(name, dy, y.shape, y.dtype),) * n)
+        dtypes = [getattr(x, "dtype", None) for x in xs]  # each dx in its input's dtype
+
+        def pullback(dy: Any) -> tuple[Any, tuple[Array, ...]]:
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            return (), tuple(in_input_dtype(dy, d) for d in dtypes)
+
+        return y, pullback
 
     return Layer(init, apply, vjp, name=name)
 
@@ -165,10 +171,12 @@ def FanInConcat(axis: int = -1) -> Layer:
         y = apply(params, xs)
         ax = axis % y.ndim
         offsets = np.cumsum([np.shape(x)[ax] for x in xs])[:-1]
+        dtypes = [getattr(x, "dtype", None) for x in xs]
 
         def pullback(dy: Any) -> tuple[Any, tuple[Array, ...]]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
-            return (), tuple(np.split(dy, offsets, axis=ax))
+            return (), tuple(in_input_dtype(d, t)
+                             for d, t in zip(np.split(dy, offsets, axis=ax), dtypes))
 
         return y, pullback
 
