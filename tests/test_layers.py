@@ -3,6 +3,7 @@ float32 preservation, and bad inputs."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -822,3 +823,27 @@ def test_python_floats_are_float32_as_jaxs_weak_floats(make):
     assert pullback(np.ones_like(y))[1].dtype == np.float32
     np.testing.assert_array_equal(y, layer.apply(params, np.array(rows, np.float32)))
     assert layer.apply(params, np.array(rows)).dtype == np.float64
+
+
+def test_a_users_partial_or_callable_object_need_not_take_key_or_train():
+    def scale_apply(params, x, s):
+        return x * s
+
+    class Scale:
+        def __call__(self, params, x):
+            return 2.0 * x
+
+    init = lambda key, shape: (shape, ())  # noqa: E731
+    vjp = lambda params, x, **kw: (2.0 * x, lambda dy: ((), 2.0 * dy))  # noqa: E731
+    x = np.ones((2, 3), np.float32)
+    for apply in (functools.partial(scale_apply, s=2.0), Scale()):
+        model = L.Sequential(L.Layer(init, apply, vjp, name="Scale2"), L.Tanh())
+        np.testing.assert_array_equal(model.apply(((), ()), x), np.tanh(2 * x))
+
+    # a flag under another name would be dropped, and the layer run in inference: refused
+    def my_dropout(params, x, rng=None, training=False):
+        return x
+
+    with pytest.raises(TypeError, match=r"Sequential\[0\] MyDrop: .*unexpected keyword "
+                                        r"argument 'key'"):
+        L.Sequential(L.Layer(init, my_dropout, vjp, name="MyDrop")).apply(((),), x, train=True)

@@ -100,15 +100,27 @@ class Layer:
 
 
 def _lenient(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn``, or where its code takes neither ``key`` nor ``train`` nor ``**kw``, ``fn``
-    called without them: combinators pass both to every child, and a deterministic layer
-    written as ``apply(params, x)`` could not use them anyway (stax asks for ``**kwargs``)."""
+    """``fn``, or, where it takes just ``(params, x)`` plus perhaps one of ``key``, ``train``
+    (no ``**kw``), ``fn`` called without the keywords it lacks: combinators pass both to
+    every child, and a deterministic layer written as ``apply(params, x)`` could not use
+    them anyway (stax asks for ``**kwargs``). A function with other parameters is left as
+    it is, so that ``apply(params, x, rng=None, training=False)`` still fails loudly rather
+    than run in inference with its flag dropped."""
     code = getattr(fn, "__code__", None)
-    if code is None or code.co_flags & inspect.CO_VARKEYWORDS:
+    if code is not None and code.co_flags & inspect.CO_VARKEYWORDS:
+        return fn  # the common case, funcdl's own layers, without inspect's cost
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: as it is
         return fn
-    names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
-    drop = tuple(k for k in ("key", "train") if k not in names)
-    if not drop:
+    ps = list(sig.parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in ps):
+        return fn
+    named = [p.name for p in ps if p.kind is not p.VAR_POSITIONAL]
+    drop = tuple(k for k in ("key", "train") if k not in named)
+    bound = getattr(fn, "keywords", None) if isinstance(fn, functools.partial) else None
+    if not drop or [n for n in named[2:] if n not in ("key", "train", "state")
+                    and n not in (bound or ())]:
         return fn
 
     @functools.wraps(fn)
