@@ -47,11 +47,11 @@ def _split_aux(loss: Any, got: Any, pred: Any, target: Any) -> tuple[Any, Any, A
     if isinstance(got, tuple) and len(got) == 3:
         return got[0], got[2], got[1]
     out, pullback = _unpack(loss, got)
-    if isinstance(out, tuple) and len(out) == 2:
+    if isinstance(out, (tuple, list)) and len(out) == 2:  # a list too, as JAX takes it
         return out[0], out[1], pullback
     if not isinstance(out, (tuple, list)) and np.ndim(out) == 0 and callable(loss):
         called = loss(pred, target)
-        if isinstance(called, tuple) and len(called) == 2:
+        if isinstance(called, (tuple, list)) and len(called) == 2:
             return out, called[1], pullback
         out = called
     raise TypeError(f"value_and_grad(has_aux=True): the loss {_name(loss)} must return "

@@ -291,3 +291,18 @@ def test_grad_of_a_stateful_model_returns_what_value_and_grad_does_but_the_value
         tree.map(np.testing.assert_array_equal, got[-1], out[-1], shapes=True)
         if has_aux:
             assert 0.0 <= got[1] == out[1] <= 1.0  # the aux, between
+
+
+def test_has_aux_takes_the_pair_as_a_list_as_jax_does(key):
+    # jax.value_and_grad(f, has_aux=True) takes f returning [value, aux]; it was refused
+    model, params, x, y = _model_and_data(key)
+
+    def listed(pred, target):
+        value, pullback = losses.mse.vjp(pred, target)
+        return [value, _accuracy(pred, target)], pullback
+
+    (value, acc), grads = fd.value_and_grad(model, losses.Loss("listed", listed),
+                                            has_aux=True)(params, x, y)
+    plain_value, plain_grads = fd.value_and_grad(model, losses.mse)(params, x, y)
+    assert value == plain_value and acc == _accuracy(model.apply(params, x), y)
+    np.testing.assert_array_equal(tree.ravel(grads)[0], tree.ravel(plain_grads)[0])
