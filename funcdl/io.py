@@ -9,7 +9,7 @@ with ``like``'s own NamedTuple classes and checks structure, shapes and dtypes f
 What survives a round trip: dict (str or int keys), list, tuple, None, NamedTuple
 (class name and field names; without ``like`` it comes back as a ``collections.namedtuple``
 of that name), NumPy arrays (values, shape, dtype), NumPy scalars, and Python
-int / float / bool (returned as Python scalars). Object arrays are refused: files are
+int / float / bool / complex (returned as Python scalars). Object arrays are refused: files are
 read with ``allow_pickle=False`` only.
 """
 
@@ -56,8 +56,8 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
         FileNotFoundError: the directory of ``path`` does not exist.
         IsADirectoryError: ``path`` is a directory.
         TypeError: a dict key that is not str or int, a leaf that is not a NumPy array,
-            NumPy scalar or Python int / float / bool, an object-dtype leaf, or a masked
-            array (its mask would be lost); the message names the path. Nothing is written
+            NumPy scalar or Python int / float / bool / complex, an object-dtype leaf, or a
+            masked array (its mask would be lost); the message names the path. Nothing is written
             then. Also a ``path`` that is not a str or PathLike (ValueError: an empty one).
     """
     import tempfile  # here, not at the top: `import funcdl` stays fast (tempfile pulls
@@ -170,10 +170,13 @@ def _leaf_array(leaf: Any, path: str) -> tuple[str, NDArray[Any]]:
         kind = "int"
     elif isinstance(leaf, float):
         kind = "float"
+    elif isinstance(leaf, complex):  # as np.complex128 is
+        kind = "complex"
     else:
         raise TypeError(
             f"io.save: unsupported leaf of type {type(leaf).__name__} at {_where(path)}; "
-            f"funcdl.io saves NumPy arrays, NumPy scalars and Python int / float / bool")
+            f"funcdl.io saves NumPy arrays, NumPy scalars and Python int / float / bool / "
+            f"complex")
     a = np.asarray(leaf)
     if a.dtype.hasobject:
         what = ("a Python int that fits neither int64 nor uint64" if kind == "int"
@@ -364,15 +367,15 @@ def _decode_def(node: Any) -> TreeDef:
 def _leaf_value(kind: Any, a: NDArray[Any], i: int) -> Any:
     if kind == "array":
         return a
-    if kind not in ("numpy", "int", "float", "bool") or a.ndim != 0:
+    if kind not in ("numpy", "int", "float", "bool", "complex") or a.ndim != 0:
         raise _Corrupt(f"malformed treedef: leaf_{i} has kind {kind!r} and shape {a.shape}")
     x = a[()]
     if kind == "numpy":
         return x
-    expected = {"int": "iu", "float": "f", "bool": "b"}[kind]
+    expected = {"int": "iu", "float": "f", "bool": "b", "complex": "c"}[kind]
     if a.dtype.kind not in expected:
         raise _Corrupt(f"malformed treedef: leaf_{i} is a Python {kind} stored as {a.dtype}")
-    return {"int": int, "float": float, "bool": bool}[kind](x)
+    return {"int": int, "float": float, "bool": bool, "complex": complex}[kind](x)
 
 
 # ---------------------------------------------------------------------------- like

@@ -88,7 +88,7 @@ def test_loaded_namedtuples_share_a_class_across_loads(tmp_path):
 
 
 @pytest.mark.parametrize("leaf", [
-    np.float32(1.25), np.float64(-3.5), np.int64(9), np.bool_(True), 4, 0.1, False,
+    np.float32(1.25), np.float64(-3.5), np.int64(9), np.bool_(True), 4, 0.1, False, 1 - 2j,
     np.array(3.0, np.float32), np.arange(24, dtype=np.float64).reshape(2, 3, 4),
     np.array([[1, 2]], np.int64), np.zeros((3, 0), bool), np.array(["ab", "c"]),
 ])
