@@ -83,19 +83,21 @@ def _probabilities(name: str, t: Array) -> Array:
     return t
 
 
-def _one_hot(name: str, labels: Array, shape: tuple[int, ...]) -> None:
-    """An integer or boolean target of the logits' shape must be one-hot: (N,) logits with
-    (N,) labels in {0, 1}, a binary task, would otherwise be one example of N classes with
-    several right answers, and train without a word."""
-    if labels.size and not (np.minimum.reduce(labels, axis=None) >= 0
-                            and np.maximum.reduce(labels, axis=None) <= 1
-                            and (_sum(labels, axis=-1, dtype=np.int64) == 1).all()):
+def _one_hot(name: str, t: Array, shape: tuple[int, ...]) -> Array:
+    """``t`` (an integer or boolean target of the logits' shape, cast to their dtype) if it is
+    one-hot: (N,) logits with (N,) labels in {0, 1}, a binary task, would otherwise be one
+    example of N classes with several right answers, and train without a word. Entries
+    >= 0 whose rows sum to 1 are 0s and one 1, so no [0, 1] check is needed after this."""
+    rows = t.reshape(-1, shape[-1]) if t.size else t
+    if t.size and not (np.minimum.reduce(t, axis=None) >= 0
+                       and (rows @ np.ones(shape[-1], t.dtype) == 1).all()):
         hint = ("; for binary labels, one logit per example, use bce_with_logits"
                 if len(shape) == 1 else "")
         raise ValueError(f"{name}: an integer target of the logits' shape {shape} is read as "
                          f"one-hot, but not every row along the last axis holds a single 1 "
                          f"and zeros; pass integer labels of shape {shape[:-1]}, or float "
                          f"probabilities{hint}")
+    return t
 
 
 def _reduced(name: str, per: Array, reduction: str, count: int,
@@ -256,9 +258,8 @@ def _softmax_cross_entropy(pred: Any, target: Any,
             raise ValueError(f"{name}: a target of shape {labels.shape} holds class labels, "
                              f"which must be integers, got dtype {labels.dtype}; pass "
                              f"target.astype(int), or probabilities of shape {z.shape}")
-        if labels.dtype.kind != "f":
-            _one_hot(name, labels, z.shape)
-        t = _probabilities(name, _same_shape(name, z, labels))
+        t = _same_shape(name, z, labels)
+        t = _one_hot(name, t, z.shape) if labels.dtype.kind != "f" else _probabilities(name, t)
         with np.errstate(invalid="ignore"):  # 0 · -inf, dropped by the where below
             tlogp = t * logp
         per = -np.where(t != 0, tlogp, 0).sum(axis=-1)  # 0 · log 0 = 0, as in the limit

@@ -301,8 +301,15 @@ def test_has_aux_takes_the_pair_as_a_list_as_jax_does(key):
         value, pullback = losses.mse.vjp(pred, target)
         return [value, _accuracy(pred, target)], pullback
 
-    (value, acc), grads = fd.value_and_grad(model, losses.Loss("listed", listed),
-                                            has_aux=True)(params, x, y)
+    class CallGivesList:  # the pair from the call, the vjp giving (value, pullback)
+        def __call__(self, pred, target):
+            return [losses.mse(pred, target), _accuracy(pred, target)]
+
+        def vjp(self, pred, target):
+            return losses.mse.vjp(pred, target)
+
     plain_value, plain_grads = fd.value_and_grad(model, losses.mse)(params, x, y)
-    assert value == plain_value and acc == _accuracy(model.apply(params, x), y)
-    np.testing.assert_array_equal(tree.ravel(grads)[0], tree.ravel(plain_grads)[0])
+    for loss in (losses.Loss("listed", listed), CallGivesList()):
+        (value, acc), grads = fd.value_and_grad(model, loss, has_aux=True)(params, x, y)
+        assert value == plain_value and acc == _accuracy(model.apply(params, x), y)
+        np.testing.assert_array_equal(tree.ravel(grads)[0], tree.ravel(plain_grads)[0])

@@ -313,7 +313,15 @@ LAYER_CASES = [
     case("batchnorm-eval-negative-running-var",  # sqrt(var + eps) was NaN, with a warning
          lambda: BN.apply(P_BN, ones(2, 4), state={**S_BN, "var": np.array([1, -2, 1, 1],
                                                                             np.float32)}),
-         ValueError, "BatchNorm()", "negative variance", "-2"),
+         ValueError, "BatchNorm()", "negative or NaN", "-2"),
+    case("batchnorm-eval-running-var-at-minus-eps",  # var + eps = 0: a divide by zero, inf
+         lambda: BN.apply(P_BN, ones(2, 4), state={**S_BN, "var": np.array([1, -1e-5, 1, 1],
+                                                                            np.float32)}),
+         ValueError, "BatchNorm()", "negative or NaN"),
+    case("batchnorm-eval-running-var-nan",
+         lambda: BN.apply(P_BN, ones(2, 4), state={**S_BN, "var": np.array([1, np.nan, 1, 1],
+                                                                            np.float32)}),
+         ValueError, "BatchNorm()", "negative or NaN"),
     case("parallel-apply-key-not-a-key",  # it named random.split, which nobody called
          lambda: PAR.apply(P_PAR, (ones(1, 2), ones(1, 2)), key=3), TypeError,
          "Parallel(Dense(2), Dense(3))", "funcdl.random.key(seed)", "int"),

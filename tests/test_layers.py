@@ -823,6 +823,13 @@ def test_python_floats_are_float32_as_jaxs_weak_floats(make):
     assert pullback(np.ones_like(y))[1].dtype == np.float32
     np.testing.assert_array_equal(y, layer.apply(params, np.array(rows, np.float32)))
     assert layer.apply(params, np.array(rows)).dtype == np.float64
+    if params:  # under float64 params they are float64, exact, as JAX's take the other's
+        p64 = tree.astype(params, np.float64)
+        y64, pullback64 = layer.vjp(p64, rows)
+        np.testing.assert_array_equal(y64, layer.apply(p64, np.array(rows)))
+        assert pullback64(np.ones_like(y64))[1].dtype == np.float64
+    # float64 arrays in a list ask for float64, as an array of them does
+    assert layer.apply(params, [np.array(r) for r in rows]).dtype == np.float64
 
 
 def test_a_users_partial_or_callable_object_need_not_take_key_or_train():

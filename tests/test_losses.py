@@ -285,6 +285,7 @@ def test_cross_entropy_of_targets_that_do_not_sum_to_one():
     ((2, 3), np.array([[1, 1, 1], [0, 0, 0]]), "integer labels of shape (2,)"),
     ((2, 3), np.array([[0, 2, 0], [1, 0, 0]]), "a single 1"),
     ((2, 2), np.array([[True, True], [False, True]]), "one-hot"),
+    ((2, 3), np.array([[-1, 1, 1], [0, 1, 0]]), "a single 1"),  # sums to 1, not one-hot
 ])
 def test_an_integer_target_of_the_logits_shape_must_be_one_hot(logits_shape, target, says):
     # it was read as a multi-hot target: (4,) logits, one example of 4 classes, trained on

@@ -398,7 +398,7 @@ def test_float32_batch_statistics_of_shifted_data_keep_float32_accuracy(shape):
     np.testing.assert_allclose(s32["mean"], s64["mean"], atol=3e-4)
 
 
-@pytest.mark.parametrize("value", [123.456, 12345.678, 65881.3, -9.87e6])
+@pytest.mark.parametrize("value", [1.7, 5.3, 12.9, 123.456, 12345.678, 65881.3, -9.87e6])
 @pytest.mark.parametrize("width", [3, 7, 100])
 def test_constant_rows_and_channels_normalise_to_zero(value, width):
     # x̂ is 0 for constant data, as PyTorch's Welford moments give; the two-pass float32 mean
@@ -652,3 +652,25 @@ def test_batchnorm_non_contiguous_input_matches_contiguous():
         np.testing.assert_array_equal(y, y2)
         dy = _normal(11, y.shape)
         tree.map(np.testing.assert_array_equal, pullback(dy), pullback2(dy))
+
+
+def test_a_nan_row_leaves_the_other_rows_refined():
+    # np.maximum.reduce over the rows' |mu|/sigma was NaN with one NaN row, and the whole
+    # batch skipped the refinement: rows constant at 12345.678 gave x-hat 0.3, not 0
+    x = np.full((3, 7), 12345.678, np.float32)
+    x[2, 0] = np.nan
+    _, p = LayerNorm().init(random.key(0), (None, 7))
+    with np.errstate(invalid="ignore"):
+        y = LayerNorm().apply(p, x)
+    np.testing.assert_array_equal(y[:2], 0)
+    assert np.isnan(y[2]).all()
+
+
+def test_rows_near_1e4_refine_to_float64s_accuracy():
+    # distinct values around 1e4 with sigma 0.05: mu is not representable, and x-hat stays
+    # within float32 rounding of the float64 result (x's own rounding: 1e4 +- 5e-4)
+    x64 = 1e4 + np.random.default_rng(0).standard_normal((64, 16)) * 0.05
+    x = x64.astype(np.float32)
+    _, p = LayerNorm().init(random.key(0), (None, 16))
+    np.testing.assert_allclose(LayerNorm().apply(p, x), LayerNorm().apply(p, x.astype(np.float64)),
+                               atol=2e-5)

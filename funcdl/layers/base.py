@@ -107,8 +107,9 @@ def _lenient(fn: Callable[..., Any]) -> Callable[..., Any]:
     it is, so that ``apply(params, x, rng=None, training=False)`` still fails loudly rather
     than run in inference with its flag dropped."""
     code = getattr(fn, "__code__", None)
-    if code is not None and code.co_flags & inspect.CO_VARKEYWORDS:
-        return fn  # the common case, funcdl's own layers, without inspect's cost
+    if code is not None and (code.co_flags & inspect.CO_VARKEYWORDS or {"key", "train"} <= set(
+            code.co_varnames[:code.co_argcount + code.co_kwonlyargcount])):
+        return fn  # funcdl's own layers take both: no inspect.signature (~10 µs) for them
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin without a signature: as it is
@@ -227,8 +228,12 @@ def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
     return tuple(None if d is None else int(d) for d in shape)
 
 
-def as_array(name: str, x: Any) -> Array:
-    """The input as an ndarray; lists are converted, anything non-numeric is refused."""
+def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32) -> Array:
+    """The input as an ndarray; lists are converted, anything non-numeric is refused.
+    Python floats (a list of them) take the dtype ``weak``, the layer's params' (float32
+    for a layer without params), as JAX's weakly typed floats take the other operand's,
+    rather than NumPy's float64, which would turn a float32 network's forward and dx
+    into float64."""
     if type(x) is np.ndarray and (x.dtype.kind in "biu" or x.dtype.char in "fd"):
         return x
     try:
@@ -237,15 +242,29 @@ def as_array(name: str, x: Any) -> Array:
         raise ValueError(f"{name}: the input is not a rectangular numeric array: {e}") from None
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
-    if a.dtype.char == "d" and not isinstance(x, (np.ndarray, np.generic)):
-        # Python floats (a list) take funcdl's default float, as JAX's weakly typed ones do,
-        # rather than turning a float32 network's forward and dx into float64
-        return a.astype(_F32)
+    if a.dtype.char == "d" and _python_floats(x):
+        return a.astype(weak)
     if a.dtype.kind == "f" and a.dtype.char not in "fd":
         # NumPy has no fast float16 matrix product, and its float16 sums lose precision.
         raise TypeError(f"{name}: {a.dtype} input is not supported; cast it to float32 "
                         f"(x.astype(np.float32)) or float64")
     return a
+
+
+def _python_floats(x: Any) -> bool:
+    """Whether ``x`` is a Python float, or (nested) lists or tuples starting with one: not
+    NumPy's float64 (a subclass of float) nor a list of float64 arrays, which ask for it."""
+    while isinstance(x, (list, tuple)) and x:
+        x = x[0]
+    return type(x) is float or type(x) is int
+
+
+def weak_dtype(params: Any, key: str) -> np.dtype[Any]:
+    """The dtype Python-float inputs take in a layer whose ``params[key]`` sets it: that
+    array's floating dtype, else float32 (bad params are refused afterwards, by name)."""
+    p = params.get(key) if isinstance(params, dict) else None
+    dtype = getattr(p, "dtype", None)
+    return dtype if dtype is not None and dtype.char in "fd" else _F32
 
 
 def param_arrays(name: str, params: Any, keys: tuple[str, ...]) -> list[Array]:

@@ -169,7 +169,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         if w.ndim != rank + 2 or w.shape[:rank] != kshape or w.shape[-1] != out:
             raise ValueError(f"{name}: params['w'] must have shape {(*kshape, 'in', out)}, "
                              f"got {w.shape}")
-        x = as_array(name, x)
+        x = as_array(name, x, w.dtype)
         if x.ndim != rank + 2 or x.shape[-1] != w.shape[-2]:
             raise ValueError(f"{name}: expected input {layout}{w.shape[-2]}) as the params "
                              f"were initialised, got shape {x.shape}")

@@ -92,7 +92,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         # converts, casts integers, or explains what is wrong.
         if not (type(x) is _ND and x.ndim == 2 and x.shape[1] == w.shape[0]
                 and (x.dtype is _F32 or x.dtype is _F64)):
-            x = cast_ints(as_array(name, x), w.dtype)
+            x = cast_ints(as_array(name, x, w.dtype), w.dtype)
             if x.ndim == 0 or x.shape[-1] != w.shape[0]:
                 raise ValueError(f"{name}: expected input (..., {w.shape[0]}) as the params "
                                  f"were initialised, got shape {x.shape}")

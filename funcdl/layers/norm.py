@@ -39,6 +39,7 @@ from funcdl.layers.base import (
     in_input_dtype,
     in_param_dtypes,
     param_arrays,
+    weak_dtype,
 )
 
 __all__ = ["BatchNorm", "LayerNorm"]
@@ -52,8 +53,9 @@ def _label(kind: str, args: list[tuple[str, Any, Any]]) -> str:
 
 
 def _moments(x: Array, mean_of: Callable[[Array], Array],
-             minus: Callable[..., Array], eps: float) -> tuple[Array, Array, Array, Array]:
-    """``(μ, x - μ, (x - μ)², 1/sqrt(σ² + eps))`` by two passes. Where |μ| exceeds 64 σ, one
+             minus: Callable[..., Array],
+             eps: float) -> tuple[Array, Array, Array, Array, Array]:
+    """``(μ, x - μ, (x - μ)², σ², 1/sqrt(σ² + eps))`` by two passes. Where |μ| exceeds 64 σ, one
     more pass adds the mean of x - μ to μ (the corrected two-pass algorithm): otherwise a
     float32 μ one ulp off, as a row constant at 1e4 gives, exceeds sqrt(eps) and x̂ comes
     out near ±1 instead of 0 (PyTorch's Welford moments give 0). Call under an errstate
@@ -61,14 +63,16 @@ def _moments(x: Array, mean_of: Callable[[Array], Array],
     mu = mean_of(x)
     xc = minus(x, mu)
     sq = np.square(xc)
-    inv_std = 1 / np.sqrt(mean_of(sq) + eps)
-    if np.maximum.reduce(np.abs(mu) * inv_std, axis=None, initial=0) > 64:  # False for NaN
+    var = mean_of(sq)
+    inv_std = 1 / np.sqrt(var + eps)
+    if np.fmax.reduce(np.abs(mu) * inv_std, axis=None, initial=0) > 64:  # NaN rows skipped
         corr = mean_of(xc)
         mu = mu + corr
         minus(xc, corr, out=xc)
         np.square(xc, out=sq)
-        inv_std = 1 / np.sqrt(mean_of(sq) + eps)
-    return mu, xc, sq, inv_std
+        var = mean_of(sq)
+        inv_std = 1 / np.sqrt(var + eps)
+    return mu, xc, sq, var, inv_std
 
 
 def _dtype(x: Array, *vectors: Array) -> np.dtype[Any]:
@@ -154,7 +158,7 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
                 f"{name} is stateful: pass state= (the third value init returns), e.g. "
                 f"`_, params, state = layer.init(key, in_shape)`, then "
                 f"`y, state = layer.apply(params, x, state=state, train=True)`")
-        x = as_array(name, x)
+        x = as_array(name, x, weak_dtype(params, "scale"))
         ax = resolve(x.shape)
         scale, bias = _channel_vectors(name, params, ("scale", "bias"), "params",
                                        fits=(x.shape[ax],))
@@ -195,10 +199,9 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
             raise ValueError(f"{name}: Expected more than 1 value per channel when training, "
                              f"got input of shape {x.shape} ({m} per channel)")
         with np.errstate(over="ignore"):  # two passes: no E[x²] - E[x]² cancelling
-            mu, xc, sq, inv_std = _moments(x, lambda a: total(a) / m,
-                                           lambda a, b, out=None: chan(np.subtract, a, b, out=out),
-                                           eps)
-            var = total(sq) / m
+            mu, xc, sq, var, inv_std = _moments(
+                x, lambda a: total(a) / m,
+                lambda a, b, out=None: chan(np.subtract, a, b, out=out), eps)
             k = scale * inv_std
             y = chan(np.multiply, xc, k, out=sq if keep else xc)  # reuse a buffer we own
         chan(np.add, y, bias, out=y)
@@ -215,13 +218,14 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
                      running: list[Array]) -> tuple[Array, Array, Array]:
         """``y = x·k + (bias - μ·k)`` with the running μ, σ²; returns
         ``(y, μ, 1/sqrt(σ² + eps))``."""
-        if np.minimum.reduce(running[1], axis=None, initial=np.inf) < -eps:
-            raise ValueError(f"{name}: state['var'] holds a negative variance "
-                             f"({np.minimum.reduce(running[1], axis=None)}); running "
+        mean, var = (r.astype(x.dtype).reshape(bshape) for r in running)
+        var_eps = var + eps
+        if not np.minimum.reduce(var_eps, axis=None, initial=np.inf) > 0:  # NaN too
+            raise ValueError(f"{name}: state['var'] holds a variance that is negative or "
+                             f"NaN ({np.minimum.reduce(running[1], axis=None)}); running "
                              f"variances come from training (init gives ones): check the "
                              f"state passed, or a checkpoint it was loaded from")
-        mean, var = (r.astype(x.dtype).reshape(bshape) for r in running)
-        inv_std = 1 / np.sqrt(var + eps)
+        inv_std = 1 / np.sqrt(var_eps)
         k = scale * inv_std
         y = chan(np.multiply, x, k)
         chan(np.add, y, bias - mean * k, out=y)
@@ -330,7 +334,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
                        "bias": np.zeros(norm_shape, np.float32)}
 
     def prepare(params: Any, x: Any) -> Any:
-        x = as_array(name, x)
+        x = as_array(name, x, weak_dtype(params, "scale"))
         res = resolve(x.shape)
         normed = tuple(x.shape[a] for a in res)
         scale, bias = _channel_vectors(name, params, ("scale", "bias"), "params", fits=normed)
@@ -352,7 +356,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
         ``_sums.per_row``)."""
         if not _trailing(x, res):
             with np.errstate(over="ignore"):
-                _, xc, _, inv_std = _moments(x, lambda a: a.mean(axis=res, keepdims=True),
+                _, xc, _, _, inv_std = _moments(x, lambda a: a.mean(axis=res, keepdims=True),
                                              np.subtract, eps)
                 xhat = np.multiply(xc, inv_std, out=xc)
             y = xhat * scale if keep else np.multiply(xhat, scale, out=xhat)
@@ -361,7 +365,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
         s = scale.size
         x2 = x.reshape(-1, s)
         with np.errstate(over="ignore"):
-            _, xc, sq, inv_std = _moments(x2, lambda a: block_sum(a, 0, 1) / s,
+            _, xc, sq, _, inv_std = _moments(x2, lambda a: block_sum(a, 0, 1) / s,
                                           lambda a, b, out=None: np.subtract(
                                               a, per_row(b, s), out=out), eps)
             xhat = np.multiply(xc, per_row(inv_std, s), out=xc)
