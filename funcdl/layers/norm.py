@@ -28,6 +28,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, int_arg, real_arg
+from funcdl.layers._norm_stats import channel_vectors, compute_dtype, moments, trailing
 from funcdl.layers._sums import block_sum, chan, per_row
 from funcdl.layers.base import (
     Array,
@@ -38,7 +39,6 @@ from funcdl.layers.base import (
     check_in_shape,
     in_input_dtype,
     in_param_dtypes,
-    param_arrays,
     weak_dtype,
 )
 
@@ -50,58 +50,6 @@ _MISSING: Any = object()
 def _label(kind: str, args: list[tuple[str, Any, Any]]) -> str:
     """``BatchNorm()`` or ``BatchNorm(axis=1)``: only the arguments that differ from defaults."""
     return kind + "(" + ", ".join(f"{k}={v!r}" for k, v, default in args if v != default) + ")"
-
-
-def _moments(x: Array, mean_of: Callable[[Array], Array],
-             minus: Callable[..., Array],
-             eps: float) -> tuple[Array, Array, Array, Array, Array]:
-    """``(μ, x - μ, (x - μ)², σ², 1/sqrt(σ² + eps))`` by two passes. Where |μ| exceeds 64 σ, one
-    more pass adds the mean of x - μ to μ (the corrected two-pass algorithm): otherwise a
-    float32 μ one ulp off, as a row constant at 1e4 gives, exceeds sqrt(eps) and x̂ comes
-    out near ±1 instead of 0 (PyTorch's Welford moments give 0). Call under an errstate
-    that ignores overflow."""
-    mu = mean_of(x)
-    xc = minus(x, mu)
-    sq = np.square(xc)
-    var = mean_of(sq)
-    inv_std = 1 / np.sqrt(var + eps)
-    if np.fmax.reduce(np.abs(mu) * inv_std, axis=None, initial=0) > 64:  # NaN rows skipped
-        corr = mean_of(xc)
-        mu = mu + corr
-        minus(xc, corr, out=xc)
-        np.square(xc, out=sq)
-        var = mean_of(sq)
-        inv_std = 1 / np.sqrt(var + eps)
-    return mu, xc, sq, var, inv_std
-
-
-def _dtype(x: Array, *vectors: Array) -> np.dtype[Any]:
-    """The computation dtype: the input's and the params' floating dtypes, promoted; an
-    integer input counts as the params' dtype (never int64 -> float64 promotion)."""
-    kinds = [v.dtype for v in vectors] + ([x.dtype] if x.dtype.kind == "f" else [])
-    return np.result_type(*kinds)
-
-
-def _channel_vectors(name: str, tree: Any, keys: tuple[str, ...], what: str,
-                     shape: tuple[int, ...] | None = None,
-                     fits: tuple[int, ...] | None = None) -> list[Array]:
-    """``tree[k]`` for each key, each an array of ``shape``, or a ValueError naming the
-    layer. Without ``shape``: the first's, unless the arrays disagree and one has the shape
-    ``fits`` the input (then the others are the odd ones)."""
-    if not isinstance(tree, dict) or set(tree) != set(keys):
-        got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
-        raise ValueError(f"{name}: expected {what} as a dict with keys {list(keys)} (from "
-                         f"init), got {got}")
-    # params must be arrays, as every layer's (their grads take the params' dtypes)
-    out = (param_arrays(name, tree, keys) if what == "params"
-           else [np.asarray(tree[k]) for k in keys])
-    if shape is None:
-        shapes = [a.shape for a in out]
-        shape = fits if fits in shapes and len(set(shapes)) > 1 else shapes[0]
-    for k, a in zip(keys, out):
-        if a.shape != shape:
-            raise ValueError(f"{name}: {what}['{k}'] has shape {a.shape}, expected {shape}")
-    return out
 
 
 # ---------------------------------------------------------------------------- BatchNorm
@@ -160,15 +108,15 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
                 f"`y, state = layer.apply(params, x, state=state, train=True)`")
         x = as_array(name, x, weak_dtype(params, "scale"))
         ax = resolve(x.shape)
-        scale, bias = _channel_vectors(name, params, ("scale", "bias"), "params",
-                                       fits=(x.shape[ax],))
+        scale, bias = channel_vectors(name, params, ("scale", "bias"), "params",
+                                      fits=(x.shape[ax],))
         if scale.ndim != 1:
             raise ValueError(f"{name}: params['scale'] must be a vector (one entry per "
                              f"channel), got shape {scale.shape}")
         if x.shape[ax] != scale.shape[0]:
             raise ValueError(f"{name}: expected {scale.shape[0]} channels on axis {axis} as "
                              f"the params were initialised, got an input of shape {x.shape}")
-        running = _channel_vectors(name, state, ("mean", "var"), "state", scale.shape)
+        running = channel_vectors(name, state, ("mean", "var"), "state", scale.shape)
         for key_, r in zip(("mean", "var"), running):
             if r.dtype.kind != "f":
                 raise TypeError(f"{name}: state['{key_}'] must be a float array (running "
@@ -179,7 +127,7 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
         """The input and per-channel vectors in the computation dtype, the vectors' broadcast
         shape, the entries per channel m, and the per-channel sum ``total(a)``."""
         x, ax, (scale, bias), running = check(params, x, state)
-        dt = _dtype(x, scale, bias)
+        dt = compute_dtype(x, scale, bias)
         bshape = tuple(x.shape[i] if i == ax else 1 for i in range(x.ndim))
 
         def total(a: Array) -> Array:
@@ -199,7 +147,7 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
             raise ValueError(f"{name}: Expected more than 1 value per channel when training, "
                              f"got input of shape {x.shape} ({m} per channel)")
         with np.errstate(over="ignore"):  # two passes: no E[x²] - E[x]² cancelling
-            mu, xc, sq, var, inv_std = _moments(
+            mu, xc, sq, var, inv_std = moments(
                 x, lambda a: total(a) / m,
                 lambda a, b, out=None: chan(np.subtract, a, b, out=out), eps)
             k = scale * inv_std
@@ -285,11 +233,6 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
 
 # ---------------------------------------------------------------------------- LayerNorm
 
-def _trailing(x: Array, res: tuple[int, ...]) -> bool:
-    """The normalised axes ``res`` are x's last ones: x runs as (rows, S)."""
-    return res == tuple(range(x.ndim - len(res), x.ndim))
-
-
 def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
     """Layer normalisation of each example over the axes ``axis`` (an int or a tuple; on
     trailing axes this is PyTorch's ``LayerNorm(normalized_shape)``).
@@ -337,12 +280,12 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
         x = as_array(name, x, weak_dtype(params, "scale"))
         res = resolve(x.shape)
         normed = tuple(x.shape[a] for a in res)
-        scale, bias = _channel_vectors(name, params, ("scale", "bias"), "params", fits=normed)
+        scale, bias = channel_vectors(name, params, ("scale", "bias"), "params", fits=normed)
         if normed != scale.shape:
             raise ValueError(f"{name}: expected the normalised axes {axis} of the input to "
                              f"have shape {scale.shape} as the params were initialised, got an "
                              f"input of shape {x.shape}")
-        dt = _dtype(x, scale, bias)
+        dt = compute_dtype(x, scale, bias)
         bshape = tuple(x.shape[i] if i in res else 1 for i in range(x.ndim))
         other = tuple(i for i in range(x.ndim) if i not in res)
         return (x.astype(dt, copy=False), res, other, scale.astype(dt).reshape(bshape),
@@ -354,10 +297,10 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
         Trailing normalised axes of S values run as ``(rows, S)``: statistics by BLAS row
         sums, per-row and per-column factors expanded to whole rows (``_sums.chan``,
         ``_sums.per_row``)."""
-        if not _trailing(x, res):
+        if not trailing(x, res):
             with np.errstate(over="ignore"):
-                _, xc, _, _, inv_std = _moments(x, lambda a: a.mean(axis=res, keepdims=True),
-                                             np.subtract, eps)
+                _, xc, _, _, inv_std = moments(x, lambda a: a.mean(axis=res, keepdims=True),
+                                               np.subtract, eps)
                 xhat = np.multiply(xc, inv_std, out=xc)
             y = xhat * scale if keep else np.multiply(xhat, scale, out=xhat)
             y += bias
@@ -365,9 +308,9 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
         s = scale.size
         x2 = x.reshape(-1, s)
         with np.errstate(over="ignore"):
-            _, xc, sq, _, inv_std = _moments(x2, lambda a: block_sum(a, 0, 1) / s,
-                                          lambda a, b, out=None: np.subtract(
-                                              a, per_row(b, s), out=out), eps)
+            _, xc, sq, _, inv_std = moments(x2, lambda a: block_sum(a, 0, 1) / s,
+                                            lambda a, b, out=None: np.subtract(
+                                                a, per_row(b, s), out=out), eps)
             xhat = np.multiply(xc, per_row(inv_std, s), out=xc)
         y = chan(np.multiply, xhat, scale.reshape(s), out=sq if keep else xhat)
         chan(np.add, y, bias.reshape(s), out=y)
@@ -385,7 +328,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
         x, res, other, scale, bias = prepare(params, x)
         y, xhat, inv_std = forward(x, res, scale, bias, keep=True)
         assert xhat is not None
-        trailing = _trailing(x, res)
+        rows = trailing(x, res)
         shape = tuple(x.shape[a] for a in res)
         block = res == tuple(range(res[0], res[0] + len(res)))  # trailing axes, or any run
 
@@ -395,7 +338,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
-            if trailing:  # x̂ as (rows, S)
+            if rows:  # x̂ as (rows, S)
                 return rows_pullback(dy.reshape(xhat.shape))
             t = dy * xhat
             grads = {"scale": total(t), "bias": total(dy)}
