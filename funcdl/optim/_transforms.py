@@ -119,7 +119,10 @@ def _scaled(name: str, step: float) -> GradientTransformation:
     return GradientTransformation(_init_empty, update)
 
 
-def _scaled_by_schedule(name: str, schedule: Schedule, what: str) -> GradientTransformation:
+def _scheduled(name: str, schedule: Schedule, what: str,
+               step: Callable[[float, Tree, Tree], Tree]) -> GradientTransformation:
+    """A transform whose ``what`` is ``schedule(count)``: ``step(value, grads, params)``
+    gives the updates; the state is ``ScaleByScheduleState(count)``."""
     schedule = check_schedule(name, what, schedule)
 
     def init(params: Tree) -> ScaleByScheduleState:
@@ -129,12 +132,16 @@ def _scaled_by_schedule(name: str, schedule: Schedule, what: str) -> GradientTra
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByScheduleState]:
         check_state(name, state, ScaleByScheduleState)
-        # A Python float, so float32 grads stay float32 (NEP 50).
-        step = schedule_value(f"{name}.update", schedule, int(state.count))
-        return (_times(name, _multiplier(step), grads, params, _may_warn(step)),
-                ScaleByScheduleState(next_count(state.count)))
+        # A Python float, so float32 grads and params stay float32 (NEP 50).
+        value = schedule_value(f"{name}.update", schedule, int(state.count))
+        return step(value, grads, params), ScaleByScheduleState(next_count(state.count))
 
     return GradientTransformation(init, update)
+
+
+def _scaled_by_schedule(name: str, schedule: Schedule, what: str) -> GradientTransformation:
+    return _scheduled(name, schedule, what, lambda v, grads, params: _times(
+        name, _multiplier(v), grads, params, _may_warn(v)))
 
 
 # ---------------------------------------------------------------------------- stateless
@@ -188,20 +195,8 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0) -> GradientTransfo
 
         return GradientTransformation(_init_empty, update)
 
-    schedule = check_schedule(name, "weight_decay", weight_decay)
-
-    def init(params: Tree) -> ScaleByScheduleState:
-        del params
-        return ScaleByScheduleState(zero_count())
-
-    def update_scheduled(state: Any, grads: Tree, params: Tree = None
-                         ) -> tuple[Tree, ScaleByScheduleState]:
-        check_state(name, state, ScaleByScheduleState)
-        # A Python float, so float32 grads and params stay float32 (NEP 50).
-        wd = schedule_value(f"{name}.update", schedule, int(state.count))
-        return _decayed(name, wd, grads, params), ScaleByScheduleState(next_count(state.count))
-
-    return GradientTransformation(init, update_scheduled)
+    return _scheduled(name, weight_decay, "weight_decay",
+                      lambda wd, grads, params: _decayed(name, wd, grads, params))
 
 
 def _decayed(name: str, wd: float, grads: Tree, params: Tree) -> Tree:
