@@ -854,3 +854,13 @@ def test_a_users_partial_or_callable_object_need_not_take_key_or_train():
     with pytest.raises(TypeError, match=r"Sequential\[0\] MyDrop: .*unexpected keyword "
                                         r"argument 'key'"):
         L.Sequential(L.Layer(init, my_dropout, vjp, name="MyDrop")).apply(((),), x, train=True)
+
+
+def test_a_big_endian_input_gets_a_native_float32_dx():
+    # np.load of a '>f4' file: dx in the input's dtype, in native byte order
+    layer = L.Dense(2)
+    _, params = layer.init(random.key(0), (None, 3))
+    x = random.normal(random.key(1), (4, 3)).astype(">f4")
+    y, pullback = layer.vjp(tree.astype(params, np.float64), x)
+    dx = pullback(np.ones_like(y))[1]
+    assert dx.dtype == np.dtype("=f4") and dx.dtype.isnative
