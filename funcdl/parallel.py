@@ -80,10 +80,15 @@ def _resolve(comm: Comm | None, fn: str) -> Comm | None:
             raise ValueError(f"parallel.{fn}: {err}") from err.__cause__
         if comm is None:
             return None
-    elif not all(hasattr(comm, m) for m in ("Get_size", "Get_rank", "Allreduce", "Allgather")):
+    elif not callable(getattr(comm, "Get_size", None)):
         raise TypeError(f"parallel.{fn}: comm must be an mpi4py communicator such as "
                         f"MPI.COMM_WORLD (or None for it), got {type(comm).__name__}")
-    return comm if comm.Get_size() > 1 else None
+    if comm.Get_size() <= 1:
+        return None  # the size is all a one-rank communicator is asked: no other call
+    if not all(hasattr(comm, m) for m in ("Get_rank", "Allreduce", "Allgather")):
+        raise TypeError(f"parallel.{fn}: comm must be an mpi4py communicator such as "
+                        f"MPI.COMM_WORLD (or None for it), got {type(comm).__name__}")
+    return comm
 
 
 def rank_and_size(comm: Comm | None = None) -> tuple[int, int]:

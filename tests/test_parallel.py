@@ -485,3 +485,21 @@ def test_broadcast_refuses_a_leaf_that_is_not_a_number_on_one_process_too():
         parallel.broadcast({"a": object(), "b": np.ones(2)})
     tree = {"a": np.ones(2), "s": "text", "n": 3}
     assert parallel.broadcast(tree) is tree
+
+
+def test_a_one_rank_communicator_is_asked_its_size_only():
+    # "size 1 never touches MPI": a stub with nothing but Get_size (and calls that raise) is
+    # enough; it was refused for lacking Allgather
+    class SizeOnly:
+        def Get_size(self):
+            return 1
+
+        def Allreduce(self, *args, **kwargs):
+            raise AssertionError("MPI touched at size 1")
+
+    tree = {"w": np.ones(3, np.float32)}
+    assert parallel.pmean(tree, SizeOnly()) is tree
+    assert parallel.broadcast(tree, SizeOnly()) is tree
+    assert parallel.rank_and_size(SizeOnly()) == (0, 1)
+    vg = parallel.data_parallel(lambda p, x, y: (0.5, p), SizeOnly())
+    assert vg(tree, np.ones((2, 3)), None) == (0.5, tree)
