@@ -274,8 +274,15 @@ def _softmax_cross_entropy(pred: Any, target: Any,
     return _reduced(name, per, reduction, per.size, grad)
 
 
-mse = Loss("mse", _mse)
-bce = Loss("bce", _bce)
-bce_with_logits = Loss("bce_with_logits", _bce_with_logits)
-huber = Loss("huber", _huber)
-softmax_cross_entropy = Loss("softmax_cross_entropy", _softmax_cross_entropy)
+def _public(name: str, fn: Callable[..., Any]) -> Loss:
+    """The loss ``name``, its function named ``losses.name`` (Python's own errors, as for an
+    unknown keyword, name the function: ``losses.mse() got an unexpected keyword ...``)."""
+    fn.__name__, fn.__qualname__ = name, f"losses.{name}"
+    return Loss(name, fn)
+
+
+mse = _public("mse", _mse)
+bce = _public("bce", _bce)
+bce_with_logits = _public("bce_with_logits", _bce_with_logits)
+huber = _public("huber", _huber)
+softmax_cross_entropy = _public("softmax_cross_entropy", _softmax_cross_entropy)

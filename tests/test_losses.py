@@ -324,3 +324,12 @@ def test_a_target_that_is_not_numeric_is_named_as_such(loss, target):
     with pytest.raises(TypeError, match=rf"{loss.name}: target must be a numeric array, got "
                                         rf"{type(target).__name__}"):
         loss(np.full((2, 1), 0.5, np.float32), target)
+
+
+@pytest.mark.parametrize("loss", [losses.mse, losses.bce, losses.bce_with_logits, losses.huber,
+                                  losses.softmax_cross_entropy])
+def test_an_unknown_keyword_names_the_loss(loss):
+    # Python's message named the private function: "_mse() got an unexpected keyword"
+    with pytest.raises(TypeError, match=rf"^losses\.{loss.name}\(\) got an unexpected "
+                                        rf"keyword argument 'reduce'"):
+        loss(np.full((2, 2), 0.5), np.zeros((2, 2)), reduce="sum")
