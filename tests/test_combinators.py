@@ -481,3 +481,14 @@ def test_merges_give_each_input_its_own_dtype_back(layer):
     want = (dy, dy) if y.shape == (2, 3) else (dy[:, :3], dy[:, 3:])
     np.testing.assert_array_equal(d32, want[0].astype(np.float32))
     np.testing.assert_array_equal(d64, want[1])
+
+
+def test_a_stray_keyword_names_the_layer_it_reached():
+    # Python's own message named funcdl's closure: "Sequential.<locals>.apply() got ..."
+    model = L.Sequential(L.Dense(2), L.ReLU())
+    _, params = model.init(random.key(0), (None, 3))
+    with pytest.raises(TypeError, match=r"^Sequential\(Dense\(2\), ReLU\(\)\)\.apply\(\) got an "
+                                        r"unexpected keyword argument 'state'"):
+        model.apply(params, np.ones((2, 3)), state=())
+    with pytest.raises(TypeError, match=r"^Dense\(2\)\.vjp\(\) got an unexpected keyword"):
+        L.Dense(2).vjp(params[0], np.ones((2, 3)), state=())

@@ -92,8 +92,15 @@ class Layer:
                             f"{type(getattr(self, odd)).__name__}; Layer(init, apply, vjp) "
                             f"takes init(key, in_shape), apply(params, x, **kw) and "
                             f"vjp(params, x, **kw)")
-        for f in ("apply", "vjp"):  # a user's apply(params, x) need not take key=, train=
-            object.__setattr__(self, f, _lenient(getattr(self, f)))
+        for f in ("init", "apply", "vjp"):
+            fn = getattr(self, f)
+            if (str(getattr(fn, "__module__", "")).startswith("funcdl.")  # exec'd: None
+                    and "<locals>" in str(getattr(fn, "__qualname__", ""))):
+                # Python's own errors name the function (a stray state= or keyword): name
+                # funcdl's closures after their layer, not "Sequential.<locals>.apply"
+                fn.__qualname__ = f"{self.name}.{f}"
+            elif f != "init":  # a user's apply(params, x) need not take key=, train=
+                object.__setattr__(self, f, _lenient(fn))
 
     def __repr__(self) -> str:
         return self.name
