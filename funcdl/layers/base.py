@@ -54,6 +54,8 @@ class LayerLike(Protocol):
 @dataclass(frozen=True, slots=True)
 class Layer:
     """A layer: ``Layer(init, apply, vjp)`` builds a user's own, composable like any other.
+    Its ``apply(params, x)`` and ``vjp(params, x)`` may leave out ``key=`` and ``train=``,
+    which combinators pass to every child: they are then not passed.
 
     ``name`` appears in error messages (``Sequential[3] Dense(25): ...``); ``stateful`` marks
     layers that thread running statistics (BatchNorm) through an explicit ``state``;
