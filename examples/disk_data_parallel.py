@@ -123,9 +123,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "initial params and the batches, the same on every rank")
     parser.add_argument("--sharded", action="store_true",
                         help="parallel.sharded(adam) instead of data_parallel")
-    if parallel.rank_and_size()[0] == 0:
+    # Options are read before MPI starts, so that a bad one ends every rank before MPI_Init
+    # (after it, MPICH left its shared-memory segment in /dev/shm); the launcher's rank in
+    # the environment only chooses who prints the usage message: one rank, not every one.
+    launcher_rank = next((os.environ[v] for v in ("PMI_RANK", "OMPI_COMM_WORLD_RANK",
+                                                  "PMIX_RANK") if v in os.environ), "0")
+    if launcher_rank.strip() in ("", "0"):
         args = parser.parse_args(argv)
-    else:  # a bad option: one usage message from rank 0, not one per rank
+    else:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             args = parser.parse_args(argv)
     result = train(args.epochs, args.seed, sharded=args.sharded)
