@@ -183,6 +183,36 @@ def Sequential(*layers: LayerLike) -> Layer:
     act_of = _fusion.swaps(layers, steps)
     order = _fusion.order(steps, act_of)
     ids = getattr(layers[0], "ids", None) if layers else None  # check_layer's input
+    vjps = [layer.vjp for layer in layers]
+
+    def forward(params: Any, x: Any, states: Any, keys: Sequence[Any],
+                train: bool) -> tuple[Any, list[Any], list[Any]]:
+        """vjp's forward over ``steps``: ``(y, pullbacks, new states)``; a pullback is None
+        after a fused pair's first layer. ``states`` None: a stateless model, whose hot path
+        calls each child's own vjp (no state bookkeeping)."""
+        pullbacks: list[Any] = [None] * n
+        new_state: list[Any] = [()] * n
+        i, then = 0, None
+        try:
+            for i, then, act in steps:
+                if then is not None:  # two stateless layers, the second parameterless
+                    if states is not None:
+                        no_state(layers[i], states[i])
+                        no_state(layers[i + 1], states[i + 1])
+                    no_params(names[i + 1], params[i + 1])
+                    x, pullbacks[i] = then(params[i], x, act)
+                elif states is None:
+                    x, pullbacks[i] = vjps[i](params[i], x, key=keys[i], train=train)
+                else:
+                    x, pullbacks[i], new_state[i] = child_vjp(layers[i], params[i], x,
+                                                              states[i], keys[i], train)
+        except ERRORS as e:
+            k, err = _blame(layers, act_of.get(i + 1),
+                            _fusion.owner(i, e, then is not None, names), e, params, x,
+                            empty if states is None else states, train)
+            raise located(where[k], names[k], err) from err
+        return x, pullbacks, new_state
+
     if not any(is_stateful(l) for l in layers):
         # The hot path of every model: a plain loop, no state bookkeeping.
         def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
@@ -198,7 +228,7 @@ def Sequential(*layers: LayerLike) -> Layer:
                     raise located(where[k], names[k], err) from err
             return x
 
-        applies, vjps = [layer.apply for layer in layers], [layer.vjp for layer in layers]
+        applies = [layer.apply for layer in layers]
 
         def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
             if type(params) is not tuple or len(params) != n:
@@ -206,21 +236,8 @@ def Sequential(*layers: LayerLike) -> Layer:
             if debug.enabled():  # every layer's own output is checked, so nothing is fused
                 x, pbs, _ = _checked(layers, where, names, params, x, empty, key, train, True)
                 return x, _reverse(name, pbs, where, names, True, layers, params)
-            pullbacks: list[Any] = [None] * n  # None after a fused pair's first layer
             keys = nones if key is None else keys_for(key, n, name)
-            i, then = 0, None
-            try:
-                for i, then, act in steps:
-                    if then is None:
-                        x, pullbacks[i] = vjps[i](params[i], x, key=keys[i], train=train)
-                    else:  # a parameterless second layer (activation or pool) runs inside
-                        no_params(names[i + 1], params[i + 1])
-                        x, pullbacks[i] = then(params[i], x, act)
-            except ERRORS as e:
-                k, err = _blame(layers, act_of.get(i + 1),
-                                _fusion.owner(i, e, then is not None, names), e, params, x,
-                                empty, train)
-                raise located(where[k], names[k], err) from err
+            x, pullbacks, _ = forward(params, x, None, keys, train)
             return x, _reverse(name, pullbacks, where, names, False, layers, params)
 
         def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
@@ -255,25 +272,7 @@ def Sequential(*layers: LayerLike) -> Layer:
             x, pbs, checked_state = _checked(layers, where, names, params, x, state, key,
                                              train, True)
             return x, _reverse(name, pbs, where, names, True, layers, params), checked_state
-        pullbacks: list[Any] = [None] * n  # None after a fused pair's first layer
-        new_state: list[Any] = [()] * n
-        keys = keys_for(key, n, name)
-        i, then = 0, None
-        try:
-            for i, then, act in steps:
-                if then is None:
-                    x, pullbacks[i], new_state[i] = child_vjp(layers[i], params[i], x,
-                                                              state[i], keys[i], train)
-                else:  # two stateless layers, the second parameterless, as one step
-                    no_state(layers[i], state[i])
-                    no_state(layers[i + 1], state[i + 1])
-                    no_params(names[i + 1], params[i + 1])
-                    x, pullbacks[i] = then(params[i], x, act)
-        except ERRORS as e:
-            k, err = _blame(layers, act_of.get(i + 1),
-                            _fusion.owner(i, e, then is not None, names), e, params, x,
-                            state, train)
-            raise located(where[k], names[k], err) from err
+        x, pullbacks, new_state = forward(params, x, state, keys_for(key, n, name), train)
         return (x, _reverse(name, pullbacks, where, names, False, layers, params),
                 tuple(new_state))
 
