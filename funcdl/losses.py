@@ -88,9 +88,8 @@ def _one_hot(name: str, t: Array, shape: tuple[int, ...]) -> Array:
     one-hot: (N,) logits with (N,) labels in {0, 1}, a binary task, would otherwise be one
     example of N classes with several right answers, and train without a word. Entries
     >= 0 whose rows sum to 1 are 0s and one 1, so no [0, 1] check is needed after this."""
-    rows = t.reshape(-1, shape[-1]) if t.size else t
-    if t.size and not (np.minimum.reduce(t, axis=None) >= 0
-                       and (rows @ np.ones(shape[-1], t.dtype) == 1).all()):
+    if t.size and not (np.minimum.reduce(t, axis=None) >= 0 and (
+            t.reshape(-1, shape[-1]) @ np.ones(shape[-1], t.dtype) == 1).all()):
         hint = ("; for binary labels, one logit per example, use bce_with_logits"
                 if len(shape) == 1 else "")
         raise ValueError(f"{name}: an integer target of the logits' shape {shape} is read as "
@@ -114,7 +113,9 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
         def pullback(g: Any = 1.0) -> Array:
             return grad((g if type(g) is float else _scalar(name, reduction, g)) / n)
 
-        with np.errstate(over="ignore"):  # a float32 Σ of huge finite terms, 3e38 + 3e38
+        # every loss's sum, and only its sum, under this errstate: a float32 Σ of huge
+        # finite terms, 3e38 + 3e38
+        with np.errstate(over="ignore"):
             value = float(_sum(per, axis=None)) / n
             if not math.isfinite(value) and n > 1:  # ... whose mean fits: in float64
                 value = float(_sum(np.divide(per, n, dtype=np.float64), axis=None))
@@ -158,9 +159,10 @@ def _mse(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback
     """``mean((p - t)²)``; ``dp = 2 (p - t) / n``."""
     p = _pred("mse", pred)
     t = _same_shape("mse", p, target)
-    with np.errstate(over="ignore"):  # huge finite values: d, d² or Σ is inf, as in PyTorch
+    with np.errstate(over="ignore"):  # huge finite values: d or d² is inf, as in PyTorch
         d = p - t
-        return _reduced("mse", d * d, reduction, d.size, lambda c: (2 * c) * d)
+        per = d * d
+    return _reduced("mse", per, reduction, d.size, lambda c: (2 * c) * d)
 
 
 # PyTorch's clamp is the float 1e-12 (ATen's `constexpr float EPSILON`) in every dtype, so
@@ -196,7 +198,7 @@ def _bce_with_logits(pred: Any, target: Any, reduction: str = "mean") -> tuple[A
     sig = np.maximum(e, z >= 0) / (1 + e)  # σ(z): 1 or e^z over 1 + e^-|z| (e <= 1)
     with np.errstate(over="ignore"):  # z near the dtype's maximum: the loss is inf
         per = np.maximum(z, 0) - z * t + np.log1p(e)
-        return _reduced("bce_with_logits", per, reduction, z.size, lambda c: c * (sig - t))
+    return _reduced("bce_with_logits", per, reduction, z.size, lambda c: c * (sig - t))
 
 
 def _huber(pred: Any, target: Any, delta: float = 1.0,
@@ -215,7 +217,7 @@ def _huber(pred: Any, target: Any, delta: float = 1.0,
         per = 0.5 * dc * dc
         if math.isfinite(delta):  # inf: the quadratic branch everywhere, and inf · 0 = NaN
             per += delta * (a - np.abs(dc))
-        return _reduced("huber", per, reduction, d.size, lambda c: c * dc)
+    return _reduced("huber", per, reduction, d.size, lambda c: c * dc)
 
 
 def _softmax_cross_entropy(pred: Any, target: Any,
