@@ -80,15 +80,12 @@ def _resolve(comm: Comm | None, fn: str) -> Comm | None:
             raise ValueError(f"parallel.{fn}: {err}") from err.__cause__
         if comm is None:
             return None
-    elif not callable(getattr(comm, "Get_size", None)):
+    # the size is all a one-rank communicator is asked: no other call, no other method
+    elif not callable(getattr(comm, "Get_size", None)) or (comm.Get_size() > 1 and not all(
+            hasattr(comm, m) for m in ("Get_rank", "Allreduce", "Allgather"))):
         raise TypeError(f"parallel.{fn}: comm must be an mpi4py communicator such as "
                         f"MPI.COMM_WORLD (or None for it), got {type(comm).__name__}")
-    if comm.Get_size() <= 1:
-        return None  # the size is all a one-rank communicator is asked: no other call
-    if not all(hasattr(comm, m) for m in ("Get_rank", "Allreduce", "Allgather")):
-        raise TypeError(f"parallel.{fn}: comm must be an mpi4py communicator such as "
-                        f"MPI.COMM_WORLD (or None for it), got {type(comm).__name__}")
-    return comm
+    return comm if comm.Get_size() > 1 else None
 
 
 def rank_and_size(comm: Comm | None = None) -> tuple[int, int]:
@@ -141,8 +138,9 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
 
 def _numeric_leaves(tree: Tree) -> list[NDArray[Any]]:
     """The leaves as arrays; a TypeError naming the first that is not a number or array."""
-    arrays = [np.asarray(x) for x in pytree.leaves(tree)]
-    for (path, x), a in zip(pytree.leaves_with_path(tree), arrays):
+    pairs = pytree.leaves_with_path(tree)
+    arrays = [np.asarray(x) for _, x in pairs]
+    for (path, x), a in zip(pairs, arrays):
         if a.dtype.kind == "O":
             raise TypeError(f"parallel.broadcast: the leaf at {path or 'the root'} is of type "
                             f"{type(x).__name__}; only arrays and numbers can be broadcast")
@@ -217,21 +215,26 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
     split_dx = (getattr(value_and_grad_fn, "wrt_input", None) if wrt_input is None
                 else bool_arg(wrt_input, "parallel.data_parallel", "wrt_input"))
 
+    unasked = split_dx is None  # whether the grads' form is still to be looked at, once
+
     def f(params: Any, x: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal unasked
         c = _resolve(comm, "data_parallel")
         first = pytree.leaves(x)[:1]  # on one process too: a script fails alike on 1 and N
         if not first or np.ndim(first[0]) == 0:
             raise TypeError("parallel.data_parallel: cannot count the examples of x: pass "
                             "the batch with examples on axis 0 of its (first) array")
         value, grads = value_and_grad_fn(params, x, target, *args, **kwargs)
-        if split_dx is None and _ends_like(grads, x):  # on one process too
-            raise ValueError(
-                "parallel.data_parallel: the grads are a pair whose second entry is shaped "
-                "like x, as value_and_grad(..., wrt_input=True) gives (dparams, dx), but "
-                "value_and_grad_fn does not say whether it is (a wrapper or lambda hides "
-                "funcdl's wrt_input attribute; functools.wraps keeps it): pass "
-                "data_parallel(fn, wrt_input=True), so that dx stays this rank's own, or "
-                "wrt_input=False to average the pair as params' grads")
+        if unasked:  # the first call's grads tell, on one process too
+            unasked = _ends_like(grads, x)  # refused then, and at every call after it
+            if unasked:
+                raise ValueError(
+                    "parallel.data_parallel: the grads are a pair whose second entry is "
+                    "shaped like x, as value_and_grad(..., wrt_input=True) gives (dparams, "
+                    "dx), but value_and_grad_fn does not say whether it is (a wrapper or "
+                    "lambda hides funcdl's wrt_input attribute; functools.wraps keeps it): "
+                    "pass data_parallel(fn, wrt_input=True), so that dx stays this rank's "
+                    "own, or wrt_input=False to average the pair as params' grads")
         if c is None:
             return value, grads
         loss = value[0] if isinstance(value, tuple) else value
