@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import funcdl as fd
 from funcdl import layers as L
 from funcdl.layers.base import Layer
 from funcdl.perf import retain_freed_memory
 
 from . import impl_funcdl
 from .profile_step import median_us
-from .workloads import LR, WORKLOADS, chosen, data
+from .workloads import WORKLOADS, chosen, data
 
 
 def _opaque(layer: Any) -> Any:
@@ -30,20 +29,6 @@ def _opaque(layer: Any) -> Any:
         return layer
     return Layer(layer.init, layer.apply, layer.vjp, stateful=layer.stateful, name=layer.name,
                  dx_optional=layer.dx_optional, ids=layer.ids)
-
-
-def _step(layer: Any, loss: Any, params: Any, x: Any, y: Any) -> Any:
-    loss_and_grad = fd.value_and_grad(layer, loss)
-    opt = fd.optim.sgd(LR)
-    state = [opt.init(params), params]
-
-    def step() -> float:
-        value, grads = loss_and_grad(state[1], x, y)
-        updates, state[0] = opt.update(state[0], grads, state[1])
-        state[1] = fd.optim.apply_updates(state[1], updates)
-        return float(value)
-
-    return step
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         children, loss = impl_funcdl.parts(w)
         model, plain = L.Sequential(*children), L.Sequential(*map(_opaque, children))
         params, (x, y) = impl_funcdl.init(w), data(w)
-        a, b = _step(model, loss, params, x, y), _step(plain, loss, params, x, y)
+        a, b = (impl_funcdl.step_of(m, loss, params, x, y) for m in (model, plain))
         assert a() == b(), "the fused and layer-by-layer steps must give the same loss"
         steps = args.steps or (3000 if name == "disk" else 300)
         for r in range(args.rounds):

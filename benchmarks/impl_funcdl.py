@@ -13,7 +13,7 @@ from funcdl import layers as L
 
 from .workloads import LR, Workload
 
-__all__ = ["Unavailable", "init", "make_step", "model", "parts"]
+__all__ = ["Unavailable", "init", "make_step", "model", "parts", "step_of"]
 
 
 class Unavailable(Exception):
@@ -71,7 +71,13 @@ def make_step(w: Workload, params: Any, x: np.ndarray, y: np.ndarray
               ) -> Callable[[], float]:
     """``step()``: one full training step from the current params; returns the loss before
     the update. The params live in the closure, replaced (never mutated) at each step."""
-    layer, loss = model(w)
+    return step_of(*model(w), params, x, y)
+
+
+def step_of(layer: Any, loss: Any, params: Any, x: np.ndarray, y: np.ndarray
+            ) -> Callable[[], float]:
+    """``make_step``'s step for a given ``layer`` and ``loss`` (``benchmarks.fusion_ab``
+    times one model built two ways)."""
     loss_and_grad = fd.value_and_grad(layer, loss)
     opt = fd.optim.sgd(LR)
     state = opt.init(params)
