@@ -1,0 +1,44 @@
+"""Helpers shared by the funcdl.parallel tests: run a script in a subprocess, under
+``mpiexec`` or not, with a timeout that kills the whole process group on a hang."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
+    "mpiexec")
+needs_mpi = pytest.mark.skipif(
+    importlib.util.find_spec("mpi4py") is None or MPIEXEC is None,
+    reason="the mpi extra is not installed (mpi4py and mpiexec): pip install 'funcdl[mpi]'")
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run(args: list[str], timeout: float = 60, env: dict[str, str] | None = None,
+        mpi: bool = True, ranks: int = 2) -> subprocess.CompletedProcess[str]:
+    """Run ``python args`` (under ``mpiexec -n ranks`` when ``mpi``); fail on a hang."""
+    # -m mpi4py: one rank's uncaught error aborts every rank instead of leaving them waiting
+    cmd = ([MPIEXEC, "-n", str(ranks), sys.executable, "-m", "mpi4py"] if mpi
+           else [sys.executable])
+    cmd = [*cmd, *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env or ENV, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and every rank it started
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} hung for {timeout} s\nstdout:\n{out}\nstderr:\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result.stdout

@@ -1,0 +1,207 @@
+"""funcdl.parallel over ranks: two (and three) ranks under mpiexec, and the summing
+machinery they run on (reused buffers, shared-memory windows, packing, tree signatures).
+
+The multi-rank checks live in tests/mpi_scripts/check_parallel.py; each test launches
+``mpiexec -n 2`` on it with a timeout, and kills the whole process group if it expires, so
+a rank that hangs fails the test instead of the run. One process: test_parallel.py.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _parallel_util import ENV, needs_mpi, ok, run
+from conftest import EXAMPLES
+
+import funcdl as fd
+from funcdl._agree import signature
+from funcdl._reduce import Reducer, as_tree, generations
+
+SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
+
+
+# ---------------------------------------------------------------------------- two ranks
+
+# Both ways of summing: through the ranks' shared memory (the default on one machine) and
+# one Allreduce (across machines; forced here by the switch).
+PATHS = pytest.mark.parametrize("path", ["shared", "allreduce"])
+
+
+def path_env(path: str) -> dict[str, str]:
+    return {**ENV, "FUNCDL_MPI_SHARED_MEMORY": "1" if path == "shared" else "0"}
+
+
+def every_rank_ok(out: str, case: str, path: str, ranks: int = 2) -> None:
+    """Every rank of an MPI script printed that ``case`` passed, and which way it summed."""
+    for r in range(ranks):
+        assert f"rank {r} ok {case}" in out and f"rank {r} path {path}" in out
+
+
+@needs_mpi
+@PATHS
+def test_data_parallel_steps_equal_single_process_steps_float32_and_float64(path):
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "equivalence"], env=path_env(path)))
+    every_rank_ok(out, "equivalence", path)
+
+
+@needs_mpi
+@PATHS
+def test_broadcast_equalises_params_and_pmean_averages(path):
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "collectives"], env=path_env(path)))
+    every_rank_ok(out, "collectives", path)
+
+
+@needs_mpi
+@PATHS
+def test_three_ranks_sum_every_slot_and_uneven_parts(path):
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "three"], env=path_env(path), ranks=3))
+    every_rank_ok(out, "three", path, ranks=3)
+
+
+@needs_mpi
+def test_one_rank_short_of_shared_memory_makes_every_rank_take_fewer_buffers():
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "tight"]))
+    every_rank_ok(out, "tight", "shared")
+
+
+@pytest.mark.parametrize(("nbytes", "rotate", "want"), [
+    (12, True, (8, 8)), (8 << 20, True, (8, 8)), (16 << 20, True, (4, 4)),
+    ((16 << 20) + 1, True, (4, 4)), (22 << 20, True, (3, 3)), (32 << 20, True, (2, 1)),
+    (1 << 30, True, (2, 1)), (12, False, (2, 1)), (16 << 20, False, (2, 1))])
+def test_windows_take_about_64_mb_of_results_in_turn_at_most_8(nbytes, rotate, want):
+    # (results, slot sets): two results and one slot set when nothing is taken in turn
+    assert generations(nbytes, rotate) == want
+
+
+@needs_mpi
+@PATHS
+def test_data_parallel_wrt_input_gives_each_rank_its_rows_of_dx(path):
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "wrt_input"], env=path_env(path)))
+    for r in (0, 1):
+        assert f"rank {r} ok wrt_input" in out
+
+
+@needs_mpi
+@PATHS
+def test_kept_results_outlive_more_layouts_than_windows(path):
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "windows"], env=path_env(path)))
+    every_rank_ok(out, "windows", path)
+
+
+@needs_mpi
+def test_a_mismatched_tree_raises_on_every_rank_without_hanging():
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "mismatch"], timeout=30))
+    for r in (0, 1):
+        assert re.search(rf"rank {r} broadcast-shape ValueError: .* at \['w'\]: rank 0 has a "
+                         r"leaf of shape \(3, 2\).*rank 1 has a leaf of shape \(4, 2\)", out)
+        assert re.search(rf"rank {r} pmean-structure ValueError: .*keys \['a', 'z'\]", out)
+        assert re.search(rf"rank {r} pmean-dtype ValueError: .* at \[0\]: .*float64", out)
+        assert re.search(rf"rank {r} broadcast-root ValueError: .*different roots", out)
+        assert re.search(rf"rank {r} pmean-int TypeError: .* at \['n'\] has dtype int64", out)
+        assert re.search(rf"rank {r} broadcast-float-root TypeError: parallel.broadcast: root "
+                         r"must be an int.*rank\(s\) \[1\] passed something else", out)
+        assert f"rank {r} ok mismatch" in out
+
+
+@needs_mpi
+def test_disk_example_on_two_ranks_prints_from_rank_zero_only():
+    out = ok(run([str(EXAMPLES / "disk_data_parallel.py"), "--epochs", "3"]))
+    assert out.count("final: train error") == 1 and "on 2 ranks" in out
+    assert out.count("epoch    1") == 1
+    assert re.search(r"rank 0: [\d.]+ ms per step, \d+% of it in the allreduce", out)
+    assert re.search(r"rank 1: [\d.]+ ms per step, \d+% of it in the allreduce", out)
+
+
+@needs_mpi
+def test_disk_example_bad_option_under_mpiexec_prints_one_usage_message():
+    got = run([str(EXAMPLES / "disk_data_parallel.py"), "--epochs", "0"])
+    assert got.returncode != 0 and got.stdout == ""
+    assert got.stderr.count("usage:") == 1, got.stderr
+    assert got.stderr.count("error: argument --epochs: expected a positive integer") == 1
+
+
+# ---------------------------------------------------------------------------- buffers
+
+def test_a_buffer_is_reused_only_when_no_earlier_result_views_it():
+    reducer = Reducer()
+    a = reducer.take(5, np.dtype(np.float32))
+    view = a[1:3]
+    del a
+    b = reducer.take(5, np.dtype(np.float32))
+    assert not np.shares_memory(b, view)             # a view of the first is alive
+    del view
+    c = reducer.take(5, np.dtype(np.float32))
+    assert c.__array_interface__["data"] == reducer.buffers[(5, "<f4")][0].__array_interface__[
+        "data"]                                      # the first again, now unused
+    del b, c
+    held = [reducer.take(5, np.dtype(np.float32)) for _ in range(5)]  # all alive at once
+    assert len({h.__array_interface__["data"][0] for h in held}) == 5
+    assert len(reducer.buffers[(5, "<f4")]) == reducer.keep
+
+
+def test_result_leaves_are_read_only_views_that_keep_their_buffer_taken():
+    reducer = Reducer()
+    t = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float64)}
+    leaves, lay = reducer.layout(t)  # mixed: a float64 buffer
+    buf = reducer.take(lay.bounds[-1], lay.dtype)
+    buf[:] = np.arange(lay.bounds[-1])
+    out = as_tree(buf, lay, t)
+    assert out["b"].dtype == np.float64 and np.shares_memory(out["b"], buf)
+    assert out["w"].dtype == np.float32 and not np.shares_memory(out["w"], buf)  # a copy
+    np.testing.assert_array_equal(out["b"], [0, 1, 2])
+    np.testing.assert_array_equal(out["w"], [[3, 4, 5], [6, 7, 8]])
+    for leaf in out.values():
+        assert not leaf.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            leaf[...] = 1.0
+    assert buf.flags.writeable  # the buffer itself stays writable for the next mean
+    kept, address = out["b"], buf.__array_interface__["data"][0]
+    del out, leaves, buf
+    assert not np.shares_memory(reducer.take(lay.bounds[-1], lay.dtype), kept)  # still held
+    del kept
+    again = reducer.take(lay.bounds[-1], lay.dtype)  # free now: the first buffer again
+    assert again.__array_interface__["data"][0] == address
+
+
+@pytest.mark.parametrize("sizes", [(3, 1, 6), (70_000, 5)])  # below and above _SMALL
+@pytest.mark.parametrize("dtypes", [(np.float32,), (np.float32, np.float64)])
+def test_pack_scales_every_leaf_into_its_place(sizes, dtypes):
+    rng = np.random.default_rng(0)
+    t = {f"x{i}": rng.standard_normal(n).astype(dtypes[i % len(dtypes)]).reshape(n, 1)[::1]
+         for i, n in enumerate(sizes)}
+    t["s"] = np.float64(2.5) if len(dtypes) > 1 else np.float32(2.5)  # a scalar leaf
+    leaves, lay = Reducer().layout(t)
+    buf = np.full(lay.bounds[-1] + 2, np.nan, lay.dtype)
+    Reducer.pack(leaves, lay, (4.0, -1.0), 0.25, buf)
+    want = np.concatenate([np.ravel(x).astype(lay.dtype) for x in leaves] + [[4.0, -1.0]])
+    np.testing.assert_allclose(buf, 0.25 * want, rtol=1e-7 if lay.dtype == np.float32 else 0)
+    assert buf.dtype == (np.float64 if len(dtypes) > 1 else np.float32)
+
+
+class _Pair(tuple):  # a tuple subclass that is not a NamedTuple: a leaf, as tree.leaves says
+    pass
+
+
+def test_signature_keys_equal_exactly_when_structure_shapes_and_dtypes_are():
+    import copy
+    from collections import OrderedDict, namedtuple
+
+    NT = namedtuple("NT", "a b")
+    z = np.zeros
+    trees = [
+        ((z(2), z(3)),), (z(2), (z(3),)), ((z(2),), z(3)), [z(2), z(3)], (z(2), z(3)),
+        {"a": z(2), "b": z(3)}, {"a": z(2), "c": z(3)}, OrderedDict(a=z(2), b=z(3)),
+        NT(z(2), z(3)), (z(2), z(3), None), (z(3), z(2)), (z(2), z((3, 1))),
+        (z(2), z(3, dtype=np.float32)), (z(2), 1.0), (z(2), np.float32(1.0)), (z(2), 1),
+        (z(2), _Pair((z(3),))), None, (), [], {}, z(5),
+    ]
+    keys = [signature(t)[1] for t in trees]
+    assert len(set(keys)) == len(trees)  # all differ, nested ones included
+    for t in trees:
+        leaves, key = signature(t)
+        assert [id(x) for x in leaves] == [id(x) for x in fd.tree.leaves(t)]
+        assert signature(copy.deepcopy(t))[1] == key  # new leaves, same everything else
+        hash(key)
