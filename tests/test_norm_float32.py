@@ -107,7 +107,7 @@ def test_offset_data_refines_the_mean_and_keeps_the_vjp(make):
 # ---------------------------------------------------------------------------- short rows
 # LayerNorm over trailing axes runs as (rows, S) with BLAS row sums and expanded per-row
 # factors; BatchNorm's per-channel products run on rows tiled to 1024 values
-# (funcdl.layers.base.chan, per_row). Checked against float64 formulas, finite differences,
+# (funcdl.layers._sums.chan, per_row). Checked against float64 formulas, finite differences,
 # the general path (LayerNorm over a non-trailing axis) and NumPy's broadcast, bit for bit.
 
 def test_chan_is_numpy_broadcast_bit_for_bit(monkeypatch):
