@@ -5,22 +5,22 @@ place in a Sequential, the function, the expected and the actual shape or value)
 Cases are tables of ``(call, exception, parts)``: ``parts`` must all appear in the message,
 in any order (see ``has``). A case marked ``xfail(strict=True)`` is a known defect: the
 test states the behaviour we want, and its reason says what happens now. Fixing the library
-turns it into an XPASS, which fails the run until the mark is removed. Layers, losses and
-value_and_grad here; optimizers, pytrees, saving, data and the rest in test_bad_inputs_api.py.
+turns it into an XPASS, which fails the run until the mark is removed. Each layer on its own
+here (shapes, dtypes, constructor arguments, flags, initializers and params); combinators
+(FanIn*, Parallel, Residual, Shared, Sequential) in test_bad_inputs_combinators.py; losses
+and value_and_grad in test_bad_inputs_losses.py; optimizers, pytrees, saving, data and the
+rest in test_bad_inputs_api.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 import pytest
 from _catalogue import F32, KEY, case, init, ones
+from _layers_util import BN, P_BN, P_SEQ, S_BN, SEQ, pullback
 
 import funcdl as fd
 from funcdl import layers as L
-from funcdl import losses
 
 # ---------------------------------------------------------------------------- fixtures
 # Built once at import; every case below only reads them.
@@ -35,35 +35,10 @@ P_CONV_SAME = init(CONV_SAME, (None, 8, 8, 3))
 CONV1 = L.Conv1D(4, 5, padding="VALID")
 CONV1_NAME = "Conv1D(4, 5, padding='VALID')"
 P_CONV1 = init(CONV1, (None, 8, 3))
-BN = L.BatchNorm()
-P_BN, S_BN = init(BN, (None, 4))
 LN = L.LayerNorm()
 P_LN = init(LN, (None, 4))
 EMB = L.Embedding(10, 3)
 P_EMB = init(EMB, (None, 5))
-PAR = L.Parallel(L.Dense(2), L.Dense(3))
-P_PAR = init(PAR, ((None, 2), (None, 4)))
-PAR_BN = L.Parallel(L.BatchNorm(), L.Tanh())
-P_PAR_BN, S_PAR_BN = init(PAR_BN, ((None, 3), (None, 3)))
-RES = L.Residual(L.Sequential(L.Dense(4), L.ReLU()))
-P_RES = init(RES, (None, 4))
-RES_D = L.Residual(L.Dense(3))
-P_RES_D = init(RES_D, (None, 3))
-SHARED = L.Shared(L.Dense(3))
-P_SHARED = init(SHARED, ((None, 2), (None, 2)))
-SEQ = L.Sequential(L.Dense(50), L.ReLU(), L.Dense(25), L.Tanh())
-P_SEQ = init(SEQ, (None, 3))
-SEQ_FLAT = L.Sequential(L.Flatten(), L.ReLU(), L.Dense(25))
-P_SEQ_FLAT = init(SEQ_FLAT, (None, 4))
-NESTED = L.Sequential(L.Dense(8), L.Sequential(L.Dense(6), L.ReLU(), L.Dense(4)), L.Dense(2))
-P_NESTED = init(NESTED, (None, 3))
-SEQ_BN = L.Sequential(L.Dense(4), L.BatchNorm(), L.ReLU())
-P_SEQ_BN, S_SEQ_BN = init(SEQ_BN, (None, 3))
-SEQ_BN_NAME = "Sequential(Dense(4), BatchNorm(), ReLU())"
-
-
-def pullback(layer: L.Layer, params: Any, x: Any) -> Callable[..., Any]:
-    return layer.vjp(params, x)[1]
 
 
 # ---------------------------------------------------------------------------- layers
@@ -218,6 +193,20 @@ LAYER_CASES = [
     case("batchnorm-apply-float16",
          lambda: BN.apply(P_BN, ones(3, 4, dtype=np.float16), state=S_BN), TypeError,
          "BatchNorm()", "float16"),
+
+    case("batchnorm-eval-negative-running-var",  # sqrt(var + eps) was NaN, with a warning
+         lambda: BN.apply(P_BN, ones(2, 4), state={**S_BN, "var": np.array([1, -2, 1, 1],
+                                                                            np.float32)}),
+         ValueError, "BatchNorm()", "negative or NaN", "-2"),
+    case("batchnorm-eval-running-var-at-minus-eps",  # var + eps = 0: a divide by zero, inf
+         lambda: BN.apply(P_BN, ones(2, 4), state={**S_BN, "var": np.array([1, -1e-5, 1, 1],
+                                                                            np.float32)}),
+         ValueError, "BatchNorm()", "negative or NaN"),
+    case("batchnorm-eval-running-var-nan",
+         lambda: BN.apply(P_BN, ones(2, 4), state={**S_BN, "var": np.array([1, np.nan, 1, 1],
+                                                                            np.float32)}),
+         ValueError, "BatchNorm()", "negative or NaN"),
+
     # LayerNorm
     case("layernorm-init-axis-0", lambda: L.LayerNorm(axis=0).init(KEY, (None, 4)), ValueError,
          "LayerNorm(axis=0)", "batch axis", "(None, 4)"),
@@ -275,134 +264,7 @@ LAYER_CASES = [
     case("slice-apply-index-out-of-range", lambda: L.Slice(5).apply((), ones(2, 3)), ValueError,
          "Slice(5)", "(2, 3)"),
     case("slice-ctor-index-type", lambda: L.Slice("a"), TypeError, "Slice", "'a'"),
-    # FanInSum, FanInConcat
-    case("faninsum-init-shapes-differ",
-         lambda: L.FanInSum().init(KEY, ((None, 3), (None, 4))), ValueError,
-         "FanInSum()", "(None, 3)", "(None, 4)"),
-    case("faninsum-init-one-shape", lambda: L.FanInSum().init(KEY, (None, 3)), TypeError,
-         "FanInSum()", "(None, 3)"),
-    case("faninsum-apply-shapes-differ",
-         lambda: L.FanInSum().apply((), (ones(2, 3), ones(2, 4))), ValueError,
-         "FanInSum()", "(2, 3)", "(2, 4)"),
-    case("faninsum-apply-not-a-tuple", lambda: L.FanInSum().apply((), ones(2, 3)), ValueError,
-         "FanInSum()", "tuple", "ndarray"),
-    case("faninconcat-init-axis-0",
-         lambda: L.FanInConcat(axis=0).init(KEY, ((None, 3), (None, 4))), ValueError,
-         "FanInConcat(axis=0)", "axis"),
-    case("faninconcat-init-other-axes-differ",
-         lambda: L.FanInConcat().init(KEY, ((None, 3, 2), (None, 4, 3))), ValueError,
-         "FanInConcat(axis=-1)", "(None, 3, 2)", "(None, 4, 3)"),
-    case("faninconcat-apply-batch-differs",
-         lambda: L.FanInConcat().apply((), (ones(2, 3), ones(3, 4))), ValueError,
-         "FanInConcat(axis=-1)", "(2, 3)", "(3, 4)"),
-    case("faninconcat-apply-axis-past-rank",  # np.concatenate would wrap 2 onto the batch
-         lambda: L.FanInConcat(axis=2).apply((), (ones(2, 3), ones(2, 3))), ValueError,
-         "FanInConcat(axis=2)", "axis 2", "rank 2", "(2, 3)"),
-    case("faninconcat-vjp-batch-axis",
-         lambda: L.FanInConcat(axis=-2).vjp((), (ones(2, 3), ones(2, 3))), ValueError,
-         "FanInConcat(axis=-2)", "axis -2", "rank 2"),
-    case("faninconcat-apply-rank-1",
-         lambda: L.FanInConcat().apply((), (ones(2), ones(2))), ValueError,
-         "FanInConcat(axis=-1)", "rank 1", "(2,)"),
-    case("faninconcat-apply-ranks-differ",
-         lambda: L.FanInConcat().apply((), (ones(2, 3), ones(2, 3, 1))), ValueError,
-         "FanInConcat(axis=-1)", "(2, 3)", "(2, 3, 1)"),
-    # Parallel
-    case("parallel-init-shape-count", lambda: PAR.init(KEY, ((None, 2),)), ValueError,
-         "Parallel(Dense(2), Dense(3))", "(2)", "length 1"),
-    case("batchnorm-eval-negative-running-var",  # sqrt(var + eps) was NaN, with a warning
-         lambda: BN.apply(P_BN, ones(2, 4), state={**S_BN, "var": np.array([1, -2, 1, 1],
-                                                                            np.float32)}),
-         ValueError, "BatchNorm()", "negative or NaN", "-2"),
-    case("batchnorm-eval-running-var-at-minus-eps",  # var + eps = 0: a divide by zero, inf
-         lambda: BN.apply(P_BN, ones(2, 4), state={**S_BN, "var": np.array([1, -1e-5, 1, 1],
-                                                                            np.float32)}),
-         ValueError, "BatchNorm()", "negative or NaN"),
-    case("batchnorm-eval-running-var-nan",
-         lambda: BN.apply(P_BN, ones(2, 4), state={**S_BN, "var": np.array([1, np.nan, 1, 1],
-                                                                            np.float32)}),
-         ValueError, "BatchNorm()", "negative or NaN"),
-    case("parallel-apply-key-not-a-key",  # it named random.split, which nobody called
-         lambda: PAR.apply(P_PAR, (ones(1, 2), ones(1, 2)), key=3), TypeError,
-         "Parallel(Dense(2), Dense(3))", "funcdl.random.key(seed)", "int"),
-    case("parallel-apply-not-a-tuple", lambda: PAR.apply(P_PAR, ones(1, 2)), ValueError,
-         "Parallel(Dense(2), Dense(3))", "inputs", "ndarray"),
-    case("parallel-apply-input-count", lambda: PAR.apply(P_PAR, (ones(1, 2),)), ValueError,
-         "Parallel(Dense(2), Dense(3))", "inputs", "length 1"),
-    case("parallel-apply-feature-count", lambda: PAR.apply(P_PAR, (ones(1, 2), ones(1, 5))),
-         ValueError, "Parallel[1] Dense(3)", "(..., 4)", "(1, 5)"),
-    case("parallel-pullback-cotangent-count",
-         lambda: pullback(PAR, P_PAR, (ones(1, 2), ones(1, 4)))((ones(1, 2),)), ValueError,
-         "Parallel(Dense(2), Dense(3))", "cotangents", "length 1"),
-    case("parallel-pullback-branch-dy-shape",
-         lambda: pullback(PAR, P_PAR, (ones(1, 2), ones(1, 4)))((ones(1, 2), ones(1, 4))),
-         ValueError, "Parallel[1] Dense(3)", "(1, 3)", "(1, 4)"),
-    case("parallel-stateful-short-state",
-         lambda: PAR_BN.apply(P_PAR_BN, (ones(2, 3), ones(2, 3)), state=(S_PAR_BN[0],)),
-         ValueError, "Parallel(BatchNorm(), Tanh())", "state", "length 1"),
-    case("parallel-stateful-without-state",
-         lambda: PAR_BN.apply(P_PAR_BN, (ones(2, 3), ones(2, 3))), TypeError,
-         "Parallel(BatchNorm(), Tanh())", "state="),
-    # Residual
-    case("residual-init-branch-changes-shape", lambda: L.Residual(L.Dense(5)).init(KEY, (None, 4)),
-         ValueError, "Residual(Dense(5))", "(None, 4)", "(None, 5)"),
-    case("residual-apply-feature-count", lambda: RES.apply(P_RES, ones(2, 5)), ValueError,
-         "Residual", "Sequential[0] Dense(4)", "(..., 4)", "(2, 5)"),
-    case("residual-stateful-state-wrong-structure",
-         lambda: L.Residual(L.BatchNorm()).apply(P_BN, ones(2, 4), state=()), ValueError,
-         "Residual", "BatchNorm()", "tuple"),
-    case("residual-pullback-dy-shape",
-         lambda: pullback(RES_D, P_RES_D, ones(2, 3))(ones(2, 4)), ValueError,
-         "Residual", "Dense(3)", "(2, 3)", "(2, 4)"),
-    # Shared
-    case("shared-init-shape-count", lambda: SHARED.init(KEY, ((None, 2),)), ValueError,
-         "Shared(Dense(3), 2)", "length 1"),
-    case("shared-init-shapes-differ", lambda: SHARED.init(KEY, ((None, 2), (None, 4))),
-         ValueError, "Shared(Dense(3), 2)", "(None, 2)", "(None, 4)"),
-    case("shared-apply-feature-count", lambda: SHARED.apply(P_SHARED, (ones(1, 2), ones(1, 4))),
-         ValueError, "Shared[1] Dense(3)", "(..., 2)", "(1, 4)"),
-    case("shared-pullback-branch-dy-shape",
-         lambda: pullback(SHARED, P_SHARED, (ones(1, 2), ones(1, 2)))((ones(1, 3), ones(1, 4))),
-         ValueError, "Shared[1] Dense(3)", "(1, 3)", "(1, 4)"),
-    # Sequential and nesting
-    case("sequential-uncalled-constructor", lambda: L.Sequential(L.Dense(2), L.ReLU), TypeError,
-         "Sequential", "argument 1", "ReLU(), not ReLU"),
-    case("sequential-params-count", lambda: SEQ.apply(P_SEQ[:2], ones(5, 3)), ValueError,
-         "Sequential(Dense(50), ReLU(), Dense(25), Tanh())", "(4)", "length 2"),
-    case("sequential-params-not-a-tuple", lambda: SEQ.apply({"w": ones(3, 50)}, ones(5, 3)),
-         ValueError, "Sequential(Dense(50), ReLU(), Dense(25), Tanh())", "dict"),
-    case("sequential-apply-feature-count-at-2", lambda: SEQ_FLAT.apply(P_SEQ_FLAT, ones(50, 3)),
-         ValueError, "Sequential[2] Dense(25)", "(..., 4)", "(50, 3)"),
-    case("sequential-pullback-dy-shape",
-         lambda: pullback(SEQ, P_SEQ, ones(4, 3))(ones(4, 24)), ValueError,
-         "Sequential[3] Tanh()", "(4, 25)", "(4, 24)"),
-    case("sequential-nested-apply",
-         lambda: NESTED.apply((P_NESTED[0], (P_NESTED[1][0], (),
-                                             {"w": ones(5, 4), "b": P_NESTED[1][2]["b"]}),
-                               P_NESTED[2]), ones(2, 3)),
-         ValueError, "Sequential[1] Sequential(Dense(6), ReLU(), Dense(4))",
-         "Sequential[2] Dense(4)", "(..., 5)", "(2, 6)"),
-    case("sequential-nested-init",
-         lambda: L.Sequential(L.Dense(8), L.Sequential(L.Dense(6), L.Conv2D(3, 3)))
-         .init(KEY, (None, 3)), ValueError,
-         "Sequential[1] Sequential(Dense(6), Conv2D(3, 3))", "Sequential[1] Conv2D(3, 3)",
-         "(None, 6)"),
-    case("sequential-stateful-without-state", lambda: SEQ_BN.apply(P_SEQ_BN, ones(3, 3)),
-         TypeError, SEQ_BN_NAME, "state="),
-    case("sequential-stateful-state-count",
-         lambda: SEQ_BN.apply(P_SEQ_BN, ones(3, 3), state=S_SEQ_BN[:2]), ValueError,
-         SEQ_BN_NAME, "state", "(3)", "length 2"),
-    case("sequential-stateful-state-wrong-structure",
-         lambda: SEQ_BN.apply(P_SEQ_BN, ones(3, 3), state=((), (), ())), ValueError,
-         "Sequential[1] BatchNorm()", "['mean', 'var']", "tuple"),
-    # a stateless child's entry holding another's state: it came back in the new state
-    case("sequential-stateless-child-given-a-state",
-         lambda: SEQ_BN.apply(P_SEQ_BN, ones(3, 3), state=(S_SEQ_BN[1], S_SEQ_BN[1], ())),
-         ValueError, "Sequential[0] Dense(4)", "expected () as the state entry",
-         "a dict with keys ['mean', 'var']"),
-    case("sequential-stateless-child-given-a-state-vjp",
-         lambda: SEQ_BN.vjp(P_SEQ_BN, ones(3, 3), state=((), S_SEQ_BN[1], None)),
-         ValueError, "Sequential[2] ReLU()", "expected () as the state entry", "got None"),
+
     # flags: a truthy string ('no') must not count as True
     case("dense-use-bias-string", lambda: L.Dense(2, use_bias="no"), TypeError,
          "Dense(2)", "use_bias must be True or False", "'no'"),
@@ -487,151 +349,3 @@ def test_layers(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
 
-
-# ---------------------------------------------------------------------------- losses
-
-Z43 = np.zeros((4, 3))
-
-LOSS_CASES = [
-    case("mse-shape-mismatch", lambda: losses.mse(np.zeros((50, 1)), np.zeros(50)), ValueError,
-         "mse", "(50, 1)", "(50,)"),
-    case("mse-trailing-size-mismatch", lambda: losses.mse(np.zeros((50, 3)), np.zeros((50, 2))),
-         ValueError, "mse", "(50, 3)", "(50, 2)"),
-    case("mse-integer-pred", lambda: losses.mse(np.zeros(5, np.int64), np.zeros(5)), TypeError,
-         "mse", "int64"),
-    case("mse-string-target", lambda: losses.mse(np.zeros(5), np.array(["a"] * 5)), TypeError,
-         "mse", "<U1"),
-    case("mse-bad-reduction", lambda: losses.mse(np.zeros(5), np.zeros(5), reduction="avg"),
-         ValueError, "mse", "'avg'"),
-    case("mse-none-reduction-cotangent-shape",
-         lambda: losses.mse.vjp(np.zeros(5), np.zeros(5), reduction="none")[1](np.ones(4)),
-         ValueError, "mse", "(5,)", "(4,)"),
-    case("mse-float16-pred",
-         lambda: losses.mse(np.zeros(5, np.float16), np.zeros(5, np.float16)), TypeError,
-         "mse", "float16"),
-    case("huber-delta-0", lambda: losses.huber(np.zeros(5), np.zeros(5), delta=0), ValueError,
-         "huber", "delta"),
-    case("huber-delta-nan",
-         lambda: losses.huber(np.zeros(5), np.zeros(5), delta=float("nan")), ValueError,
-         "huber", "delta", "nan"),
-    case("bce-probability-above-1", lambda: losses.bce(np.array([0.5, 1.5]), np.array([0., 1.])),
-         ValueError, "bce", "[0, 1]", "1.5"),
-    case("bce-probability-below-0", lambda: losses.bce(np.array([-0.1, 0.5]), np.array([0., 1.])),
-         ValueError, "bce", "[0, 1]", "-0.1"),
-    case("bce-probability-nan", lambda: losses.bce(np.array([np.nan, 0.5]), np.array([0., 1.])),
-         ValueError, "bce", "nan"),
-    case("bce-target-outside-0-1", lambda: losses.bce(np.array([0.5, 0.5]), np.array([0., 2.])),
-         ValueError, "bce", "target", "2.0"),
-    case("bce-with-logits-target-outside-0-1",
-         lambda: losses.bce_with_logits(np.array([0.5, 0.5]), np.array([0., 2.])), ValueError,
-         "bce_with_logits", "target", "2.0"),
-    case("bce-with-logits-shape-mismatch",
-         lambda: losses.bce_with_logits(np.zeros((4, 1)), np.zeros(4)), ValueError,
-         "bce_with_logits", "(4, 1)", "(4,)"),
-    case("cross-entropy-label-equal-to-classes",
-         lambda: losses.softmax_cross_entropy(Z43, np.array([0, 1, 2, 3])), ValueError,
-         "softmax_cross_entropy", "[0, 3)", "3]"),
-    case("cross-entropy-negative-label",
-         lambda: losses.softmax_cross_entropy(Z43, np.array([0, 1, 2, -1])), ValueError,
-         "softmax_cross_entropy", "[0, 3)", "[-1, 2]"),
-    case("cross-entropy-label-shape",
-         lambda: losses.softmax_cross_entropy(Z43, np.array([[0], [1], [2], [1]])), ValueError,
-         "softmax_cross_entropy", "(4,)", "(4, 1)"),
-    case("cross-entropy-float-labels-as-ids",
-         lambda: losses.softmax_cross_entropy(Z43, np.array([0.0, 1.0, 2.0, 1.0])), ValueError,
-         "softmax_cross_entropy", "(4,)", "must be integers", "float64", "astype(int)",
-         "probabilities of shape (4, 3)"),
-    case("cross-entropy-bool-labels-as-ids",
-         lambda: losses.softmax_cross_entropy(Z43, np.array([True, False, True, False])),
-         ValueError, "softmax_cross_entropy", "must be integers", "bool"),
-    case("cross-entropy-string-labels",
-         lambda: losses.softmax_cross_entropy(Z43, np.array(["a"] * 4)), TypeError,
-         "softmax_cross_entropy", "<U1"),
-    case("cross-entropy-one-hot-class-count",
-         lambda: losses.softmax_cross_entropy(Z43, np.zeros((4, 2))), ValueError,
-         "softmax_cross_entropy", "(4, 3)", "(4, 2)"),
-    case("cross-entropy-logits-rank-0",
-         lambda: losses.softmax_cross_entropy(np.float64(1.0), np.array(0)), ValueError,
-         "softmax_cross_entropy", "class axis", "()"),
-]
-
-
-@pytest.mark.parametrize(("call", "exc", "match"), LOSS_CASES)
-def test_losses(call, exc, match):
-    with pytest.raises(exc, match=match):
-        call()
-
-
-# ---------------------------------------------------------------------------- value_and_grad
-
-MLP = L.Sequential(L.Dense(4), L.ReLU(), L.Dense(1))
-P_MLP = init(MLP, (None, 3))
-BN_MODEL = L.Sequential(L.Dense(4), L.BatchNorm(), L.Dense(1))
-P_BN_MODEL, S_BN_MODEL = init(BN_MODEL, (None, 3))
-X53, Y51 = ones(5, 3), ones(5, 1)
-
-GRAD_CASES = [
-    case("has-aux-string", lambda: fd.value_and_grad(MLP, losses.mse, has_aux="no"), TypeError,
-         "value_and_grad", "has_aux must be True or False", "'no'"),
-    case("wrt-input-int", lambda: fd.grad(MLP, losses.mse, wrt_input=1), TypeError,
-         "value_and_grad", "wrt_input must be True or False"),
-    case("uncalled-layer-as-model", lambda: fd.value_and_grad(L.ReLU, losses.mse), TypeError,
-         "value_and_grad", "call the constructor: ReLU()"),
-    case("loss-not-reduced",
-         lambda: fd.value_and_grad(MLP, losses.Loss(
-             "per_example", lambda p, t: losses.mse.vjp(p, t, reduction="none")))(
-                 P_MLP, X53, Y51),
-         TypeError, "value_and_grad", "scalar", "(5, 1)", "reduction='none'"),
-    case("stateful-model-without-state",
-         lambda: fd.value_and_grad(BN_MODEL, losses.mse)(P_BN_MODEL, X53, Y51), TypeError,
-         "value_and_grad", "stateful", "state="),
-    case("stateful-model-state-none",
-         lambda: fd.value_and_grad(BN_MODEL, losses.mse)(P_BN_MODEL, X53, Y51, state=None),
-         TypeError, "Sequential(Dense(4), BatchNorm(), Dense(1))", "state="),
-    case("loss-without-vjp", lambda: fd.value_and_grad(MLP, lambda p, t: 0.0), TypeError,
-         "value_and_grad", ".vjp"),
-    case("model-without-vjp",
-         lambda: fd.value_and_grad(lambda p, x: x, losses.mse)(P_MLP, X53, Y51), TypeError,
-         "value_and_grad", "vjp"),
-    case("state-for-a-stateless-model",
-         lambda: fd.value_and_grad(MLP, losses.mse)(P_MLP, X53, Y51, state=()), TypeError,
-         "value_and_grad", "['state']"),
-    case("target-shape", lambda: fd.value_and_grad(MLP, losses.mse)(P_MLP, X53, np.ones(5)),
-         ValueError, "mse", "(5, 1)", "(5,)"),
-    case("input-feature-count",
-         lambda: fd.value_and_grad(MLP, losses.mse)(P_MLP, ones(5, 4), Y51), ValueError,
-         "Sequential[0] Dense(4)", "(..., 3)", "(5, 4)"),
-    case("vjp-of-none", lambda: fd.vjp(None, (), ones(2, 3)), TypeError,
-         "vjp: expected a layer", "None"),
-    case("vjp-of-uncalled-constructor", lambda: fd.vjp(L.ReLU, (), ones(2, 3)), TypeError,
-         "vjp: expected a layer", "call the constructor: ReLU()"),
-    case("dropout-key-in-value-and-grad",
-         lambda: fd.value_and_grad(L.Sequential(L.Dense(1), L.Dropout(0.5)), losses.mse)(
-             init(L.Sequential(L.Dense(1), L.Dropout(0.5)), (None, 3)), X53, Y51),
-         ValueError, "Sequential[1] Dropout(0.5)", "needs a random key",
-         "f(params, x, target, key=...)"),
-    case("has-aux-loss-returns-scalar",
-         lambda: fd.value_and_grad(MLP, losses.mse, has_aux=True)(P_MLP, X53, Y51), TypeError,
-         "has_aux", "(value, aux)"),
-]
-
-
-@pytest.mark.parametrize(("call", "exc", "match"), GRAD_CASES)
-def test_value_and_grad(call, exc, match):
-    with pytest.raises(exc, match=match):
-        call()
-
-
-def test_the_constructor_hint_is_given_only_for_a_constructor():
-    def block():  # a plain function: calling it would not help
-        return L.Dense(3)
-
-    def Block():  # named as a constructor: the hint applies
-        return L.Dense(3)
-
-    for fn in (lambda p, x: x, block):
-        with pytest.raises(TypeError, match="value_and_grad: the model must be a layer") as e:
-            fd.value_and_grad(fn, losses.mse)
-        assert "call the constructor" not in str(e.value)
-    with pytest.raises(TypeError, match=r"call the constructor: Block\(\), not Block"):
-        fd.value_and_grad(Block, losses.mse)

@@ -1,0 +1,109 @@
+"""Layers given bad inputs: wrong shapes, ranks, cotangents, params and constructor
+arguments fail naming the layer and the shapes; statistics that overflow in the norms are
+quiet zeros as PyTorch's, a NaN from the mean itself is not silenced, and a Reshape to -1
+of an unknown size declares None."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from funcdl import layers as L
+from funcdl import random
+
+
+def test_dense_wrong_feature_size_names_layer_and_shapes(key):
+    model = L.Sequential(L.Dense(25), L.ReLU(), L.Dense(25), L.ReLU(), L.Dense(1))
+    _, params = model.init(key, (None, 2))
+    with pytest.raises(ValueError, match=r"Sequential\[0\] Dense\(25\).*\(\.\.\., 2\).*\(50, 3\)"):
+        model.apply(params, np.ones((50, 3), np.float32))
+    bad = (params[0], (), params[0], (), params[4])  # layer 2 gets a (2, 25) kernel
+    with pytest.raises(ValueError, match=r"Sequential\[2\] Dense\(25\)"):
+        model.apply(bad, np.ones((50, 2), np.float32))
+
+
+def test_wrong_rank_and_shape_at_init(key):
+    with pytest.raises(ValueError, match=r"Dense\(3\).*\(None, None\)"):
+        L.Dense(3).init(key, (None, None))
+    with pytest.raises(TypeError, match="in_shape must be a tuple"):
+        L.Dense(3).init(key, 5)
+    with pytest.raises(ValueError, match=r"Reshape\(\(4,\)\).*\(None, 3\)"):
+        L.Reshape((4,)).init(key, (None, 3))
+    with pytest.raises(ValueError, match=r"Sequential\[1\] Dense\(2\)"):
+        L.Sequential(L.Flatten(), L.Dense(2)).init(key, (None, 0))
+
+
+def test_pullback_refuses_broadcastable_cotangent(key):
+    _, params = L.Dense(1).init(key, (None, 2))
+    _, pullback = L.Dense(1).vjp(params, np.ones((5, 2), np.float32))
+    with pytest.raises(ValueError, match=r"Dense\(1\).*\(5, 1\).*\(5,\)"):
+        pullback(np.ones(5, np.float32))
+    _, pullback = L.Sigmoid().vjp((), np.ones((5, 1)))
+    with pytest.raises(ValueError, match=r"Sigmoid\(\).*\(5, 1\).*\(5,\)"):
+        pullback(np.ones(5))
+
+
+def test_sequential_params_count_mismatch(key):
+    model = L.Sequential(L.Dense(2), L.ReLU())
+    with pytest.raises(ValueError, match=r"one entry per layer \(2\).*length 1"):
+        model.apply(({"w": np.ones((2, 2))},), np.ones((1, 2)))
+
+
+def test_uncalled_constructor_is_refused():
+    with pytest.raises(TypeError, match=r"ReLU\(\), not ReLU"):
+        L.Sequential(L.Dense(2), L.ReLU)  # type: ignore[arg-type]
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="Dense"):
+        L.Dense(0)
+    with pytest.raises(ValueError, match="Dropout"):
+        L.Dropout(1.5)
+    with pytest.raises(ValueError, match="Reshape"):
+        L.Reshape((-1, -1))
+
+
+def test_softmax_axis_out_of_range():
+    with pytest.raises(ValueError, match=r"Softmax\(axis=2\).*\(3, 2\)"):
+        L.Softmax(axis=2).apply((), np.ones((3, 2)))
+
+
+def test_reshape_with_minus_one_of_an_unknown_size_declares_none():
+    out, _ = L.Reshape((-1, 2)).init(random.key(0), (None, None, 4))
+    assert out == (None, None, 2)
+    # the next layer then says what it needs, not that -1 is not a size
+    with pytest.raises(ValueError, match=r"Dense\(3\): the last axis of in_shape must be a "
+                                         r"known size > 0, got \(None, None\)"):
+        L.Sequential(L.Reshape((-1,)), L.Dense(3)).init(random.key(0), (None, None))
+
+
+def test_a_nan_from_finite_inputs_to_layer_norm_is_not_silenced():
+    # the mean itself overflows: x̂ is NaN, and NumPy's warning says so (only overflow of
+    # the variance, which gives x̂ = 0 as in PyTorch, is silenced)
+    x = np.array([[3e38, 3e38, 3e38, -1.0]], np.float32)
+    layer = L.LayerNorm()
+    _, params = layer.init(random.key(0), (None, 4))
+    with pytest.warns(RuntimeWarning, match="invalid value"):
+        layer.apply(params, x)
+
+
+def test_norm_statistics_that_overflow_give_torchs_zeros_without_a_warning(key):
+    # σ² of values ~1e29 (1e30 in LayerNorm) overflows float32: NumPy warned "overflow
+    # encountered in square" (an error here); PyTorch returns x̂ = 0 silently, so y = bias.
+    x = np.array([[1e30, -1e30, 0.0]], np.float32)
+    ln = L.LayerNorm()
+    _, p_ln = ln.init(key, (None, 3))
+    y, pullback = ln.vjp(p_ln, x)
+    np.testing.assert_array_equal(ln.apply(p_ln, x), np.zeros((1, 3)))
+    np.testing.assert_array_equal(y, np.zeros((1, 3)))
+    assert np.all(np.isfinite(pullback(np.ones_like(y))[1]))
+    bn = L.BatchNorm()
+    _, p_bn, s_bn = bn.init(key, (None, 4))
+    x = (random.normal(random.key(1), (3, 4)) * 1e29).astype(np.float32)
+    y, state = bn.apply(p_bn, x, state=s_bn, train=True)
+    np.testing.assert_array_equal(y, np.zeros((3, 4)))
+    assert np.all(state["var"] == np.inf)  # as torch's running_var
+    y, pullback, _ = bn.vjp(p_bn, x, state=s_bn, train=True)
+    np.testing.assert_array_equal(y, np.zeros((3, 4)))
+    assert np.all(np.isfinite(pullback(np.ones_like(y))[1]))
+
