@@ -1,4 +1,6 @@
-"""Tests for funcdl.io: round trips, atomic writes, refusing bad files, checks against like."""
+"""Tests for funcdl.io: round trips keep every tree and leaf type, save refuses what load
+could not give back, and load checks against ``like``. Writing files (the exact path,
+permissions, atomic on a crash, bad paths) and refusing bad files: test_io_files.py."""
 
 from __future__ import annotations
 
@@ -110,23 +112,6 @@ def test_optimizer_state_round_trips_and_keeps_training(tmp_path):
     _assert_same(expected, got)
 
 
-def test_writes_exactly_the_given_path_and_overwrites(tmp_path):
-    target = tmp_path / "params.weights"
-    io.save(target, {"a": np.zeros(2)})
-    io.save(target, {"a": np.ones(3)})
-    assert sorted(os.listdir(tmp_path)) == ["params.weights"]
-    np.testing.assert_array_equal(io.load(target)["a"], np.ones(3))
-
-
-@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
-def test_overwrite_keeps_permission_bits(tmp_path):
-    target = tmp_path / "p.npz"
-    io.save(target, [1])
-    os.chmod(target, 0o640)
-    io.save(target, [2])
-    assert os.stat(target).st_mode & 0o777 == 0o640
-
-
 _dtypes = st.sampled_from([np.float32, np.float64, np.int64, np.bool_])
 _leaves = st.one_of(
     _dtypes.flatmap(lambda d: hnp.arrays(d, hnp.array_shapes(min_dims=0, max_dims=3,
@@ -147,78 +132,6 @@ def test_round_trip_property(t):
         _assert_same(t, io.load(Path(d) / "t.npz"), named="fields")
 
 
-# ---------------------------------------------------------------------------- atomic save
-
-def _crash_in_savez(monkeypatch):
-    real = np.savez
-
-    def savez(f, **arrays):  # write a valid-looking prefix, then die
-        real(f, **arrays)
-        f.seek(0)
-        f.truncate(100)
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(np, "savez", savez)
-
-
-def _crash_in(name):
-    def patch(monkeypatch):
-        def boom(*args, **kwargs):
-            raise RuntimeError(f"{name} failed")
-        monkeypatch.setattr(os, name, boom)
-    return patch
-
-
-@pytest.mark.parametrize("crash", [_crash_in_savez, _crash_in("replace"), _crash_in("fsync")],
-                         ids=["savez", "replace", "fsync"])
-def test_crash_during_save_leaves_old_file_and_no_temp(tmp_path, monkeypatch, crash):
-    target = tmp_path / "params.npz"
-    io.save(target, {"w": np.arange(4.0)})
-    before = target.read_bytes()
-    crash(monkeypatch)
-    with pytest.raises(RuntimeError):
-        io.save(target, {"w": np.zeros(1000)})
-    monkeypatch.undo()
-    assert os.listdir(tmp_path) == ["params.npz"]
-    assert target.read_bytes() == before
-    np.testing.assert_array_equal(io.load(target)["w"], np.arange(4.0))
-
-
-def test_interrupt_during_save_removes_temp_and_creates_nothing(tmp_path, monkeypatch):
-    def savez(f, **arrays):
-        f.write(b"PK partial")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(np, "savez", savez)
-    with pytest.raises(KeyboardInterrupt):
-        io.save(tmp_path / "new.npz", [np.ones(3)])
-    assert os.listdir(tmp_path) == []
-
-
-
-@pytest.mark.parametrize("path, error, match", [
-    ("", ValueError, r"io\.(save|load): the path is empty"),
-    (None, TypeError, r"io\.(save|load): path must be a str or os\.PathLike.*got NoneType"),
-    (3, TypeError, r"path must be a str or os\.PathLike.*got int"),
-    (b"p.npz", TypeError, r"got bytes"),
-])
-@pytest.mark.parametrize("call", ["save", "load"])
-def test_a_bad_path_is_named_before_anything_is_written(tmp_path, monkeypatch, path, error,
-                                                        match, call):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(error, match=match):
-        io.save(path, [1.0]) if call == "save" else io.load(path)
-    assert os.listdir(tmp_path) == []
-
-
-def test_saving_onto_a_directory_names_it_not_the_temporary_file(tmp_path):
-    (tmp_path / "d").mkdir()
-    with pytest.raises(IsADirectoryError, match=r"io\.save: '.*d' is a directory; give a "
-                                                 r"file name in it, e\.g\. '.*params\.npz'"):
-        io.save(tmp_path / "d", [1.0])
-    assert os.listdir(tmp_path) == ["d"] and os.listdir(tmp_path / "d") == []
-
-
 # ---------------------------------------------------------------------------- refused trees
 
 @pytest.mark.parametrize("bad, match", [
@@ -237,132 +150,6 @@ def test_save_refuses_what_load_could_not_give_back(tmp_path, bad, match):
     with pytest.raises(TypeError, match=match):
         io.save(target, bad)
     assert os.listdir(tmp_path) == ["p.npz"] and target.read_bytes() == before
-
-
-# ---------------------------------------------------------------------------- refused files
-
-UNPICKLED: list[str] = []
-
-
-def _record_unpickle() -> str:
-    UNPICKLED.append("unpickled")
-    return "payload"
-
-
-class Trap:
-    """Unpickling this calls _record_unpickle: load must never do it."""
-
-    def __reduce__(self):
-        return (_record_unpickle, ())
-
-
-def _valid(tmp_path: Path) -> Path:
-    path = tmp_path / "valid.npz"
-    io.save(path, {"w": np.arange(1000.0), "b": [np.ones(3, np.float32), 2]})
-    return path
-
-
-def _header(tmp_path: Path) -> np.ndarray:
-    with np.load(_valid(tmp_path)) as f:
-        return f["__funcdl_treedef__"]
-
-
-def _truncated(tmp_path):
-    data = _valid(tmp_path).read_bytes()
-    (tmp_path / "bad.npz").write_bytes(data[: len(data) // 2])
-
-
-def _random_bytes(tmp_path):
-    rng = np.random.default_rng(0)
-    (tmp_path / "bad.npz").write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
-
-
-def _empty(tmp_path):
-    (tmp_path / "bad.npz").write_bytes(b"")
-
-
-def _flipped_byte(tmp_path):
-    data = bytearray(_valid(tmp_path).read_bytes())
-    data[len(data) // 2] ^= 0xFF  # inside leaf data: the zip CRC check catches it
-    (tmp_path / "bad.npz").write_bytes(bytes(data))
-
-
-def _plain_npz(tmp_path):
-    with open(tmp_path / "bad.npz", "wb") as f:
-        np.savez(f, w=np.ones(3))
-
-
-def _npy(tmp_path):
-    with open(tmp_path / "bad.npz", "wb") as f:
-        np.save(f, np.ones(3))
-
-
-def _object_array(tmp_path):
-    with open(tmp_path / "bad.npz", "wb") as f:
-        np.savez(f, __funcdl_treedef__=_header(tmp_path),
-                 leaf_0=np.array([Trap()], dtype=object), leaf_1=np.ones(3, np.float32),
-                 leaf_2=np.array(2), allow_pickle=True)
-
-
-def _future_version(tmp_path):
-    raw = _header(tmp_path).tobytes().replace(b'"version":1', b'"version":99')
-    with open(tmp_path / "bad.npz", "wb") as f:
-        np.savez(f, __funcdl_treedef__=np.frombuffer(raw, np.uint8), leaf_0=np.zeros(1000),
-                 leaf_1=np.ones(3, np.float32), leaf_2=np.array(2))
-
-
-def _bad_json(tmp_path):
-    with open(tmp_path / "bad.npz", "wb") as f:
-        np.savez(f, __funcdl_treedef__=np.frombuffer(b"{not json", np.uint8))
-
-
-def _missing_leaf(tmp_path):
-    with open(tmp_path / "bad.npz", "wb") as f:
-        np.savez(f, __funcdl_treedef__=_header(tmp_path), leaf_0=np.zeros(1000))
-
-
-@pytest.mark.parametrize("make, match", [
-    (_truncated, "truncated or corrupted"),
-    (_random_bytes, "no zip signature"),
-    (_empty, "truncated or corrupted"),
-    (_flipped_byte, "truncated or corrupted"),
-    (_plain_npz, "no '__funcdl_treedef__' entry"),
-    (_npy, "single .npy array"),
-    (_object_array, "entry .leaf_0. is an object"),
-    (_future_version, "version 99"),
-    (_bad_json, "malformed"),
-    (_missing_leaf, "missing entry 'leaf_1'"),
-])
-def test_bad_file_raises_value_error_naming_it(tmp_path, make, match):
-    make(tmp_path)
-    bad = tmp_path / "bad.npz"
-    with pytest.raises(ValueError, match=match) as info:
-        io.load(bad)
-    assert str(bad) in str(info.value)
-    assert UNPICKLED == []
-
-
-def test_missing_file_raises_file_not_found(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        io.load(tmp_path / "nope.npz")
-
-
-def test_save_into_a_missing_directory_names_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no directory '.*sub' to write 'p.npz'"):
-        io.save(tmp_path / "sub" / "p.npz", {"w": np.ones(2)})
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
-def test_load_closes_the_file_even_on_error(tmp_path):
-    good = _valid(tmp_path)
-    _truncated(tmp_path)
-    open_before = len(os.listdir("/proc/self/fd"))
-    for _ in range(5):
-        io.load(good)
-        with pytest.raises(ValueError):
-            io.load(tmp_path / "bad.npz")
-    assert len(os.listdir("/proc/self/fd")) == open_before
 
 
 # ---------------------------------------------------------------------------- like
@@ -416,17 +203,3 @@ def test_load_does_not_take_leaves_from_like(tmp_path):
     out = io.load(path, like={"w": np.zeros(3), "n": 0})
     _assert_same(t, out)
     assert tree.structure(out) == tree.structure(t)
-
-
-def test_save_into_a_directory_it_cannot_write_names_the_path_given(tmp_path, monkeypatch):
-    # mkstemp's PermissionError named the hidden temporary file, '.params.npz.x1y2.tmp'
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(tmp_path / ".params.npz.abc.tmp"))
-
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    target = tmp_path / "params.npz"
-    with pytest.raises(PermissionError, match=r"io.save: cannot write .*params\.npz'.*"
-                                              r"Permission denied") as got:
-        io.save(target, {"w": np.ones(2)})
-    assert ".tmp" not in str(got.value) and got.value.filename == str(target)
-    assert not target.exists()
