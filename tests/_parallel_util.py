@@ -1,5 +1,6 @@
-"""Helpers shared by the funcdl.parallel tests: run a script in a subprocess, under
-``mpiexec`` or not, with a timeout that kills the whole process group on a hang."""
+"""Helpers shared by the funcdl.parallel tests (one process, two ranks, sharded): run a
+script in a subprocess, under ``mpiexec`` or not, with a timeout that kills the whole process
+group on a hang; what every rank of an MPI script reports; a one-rank communicator."""
 
 from __future__ import annotations
 
@@ -42,3 +43,36 @@ def run(args: list[str], timeout: float = 60, env: dict[str, str] | None = None,
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     return result.stdout
+
+
+SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
+
+
+# Both ways of summing: through the ranks' shared memory (the default on one machine) and
+# one Allreduce (across machines; forced here by the switch).
+PATHS = pytest.mark.parametrize("path", ["shared", "allreduce"])
+
+
+def path_env(path: str) -> dict[str, str]:
+    return {**ENV, "FUNCDL_MPI_SHARED_MEMORY": "1" if path == "shared" else "0"}
+
+
+def every_rank_ok(out: str, case: str, path: str, ranks: int = 2) -> None:
+    """Every rank of an MPI script printed that ``case`` passed, and which way it summed."""
+    for r in range(ranks):
+        assert f"rank {r} ok {case}" in out and f"rank {r} path {path}" in out
+
+
+class OneRank:
+    """A communicator of one rank that fails if any communication is attempted."""
+
+    def Get_size(self):
+        return 1
+
+    def Get_rank(self):
+        return 0
+
+    def Allreduce(self, *args):
+        raise AssertionError("size 1 must not communicate")
+
+    Allgather = Bcast = Allreduce

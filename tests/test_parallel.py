@@ -14,7 +14,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from _parallel_util import needs_mpi, ok, run
+from _parallel_util import OneRank, needs_mpi, ok, run
 from conftest import load_example, refused
 
 import funcdl as fd
@@ -80,21 +80,6 @@ def test_one_process_with_mpi4py_is_the_identity():
         print("ok")
     """
     assert ok(run(["-c", textwrap.dedent(code)], mpi=False)).strip() == "ok"
-
-
-class OneRank:
-    """A communicator of one rank that fails if any communication is attempted."""
-
-    def Get_size(self):
-        return 1
-
-    def Get_rank(self):
-        return 0
-
-    def Allreduce(self, *args):
-        raise AssertionError("size 1 must not communicate")
-
-    Allgather = Bcast = Allreduce
 
 
 def test_size_one_communicator_returns_inputs_untouched():

@@ -9,36 +9,17 @@ a rank that hangs fails the test instead of the run. One process: test_parallel.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
-from _parallel_util import ENV, needs_mpi, ok, run
+from _parallel_util import PATHS, SCRIPTS, every_rank_ok, needs_mpi, ok, path_env, run
 from conftest import EXAMPLES
 
 import funcdl as fd
 from funcdl._agree import signature
 from funcdl._reduce import Reducer, as_tree, generations
 
-SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
-
-
 # ---------------------------------------------------------------------------- two ranks
-
-# Both ways of summing: through the ranks' shared memory (the default on one machine) and
-# one Allreduce (across machines; forced here by the switch).
-PATHS = pytest.mark.parametrize("path", ["shared", "allreduce"])
-
-
-def path_env(path: str) -> dict[str, str]:
-    return {**ENV, "FUNCDL_MPI_SHARED_MEMORY": "1" if path == "shared" else "0"}
-
-
-def every_rank_ok(out: str, case: str, path: str, ranks: int = 2) -> None:
-    """Every rank of an MPI script printed that ``case`` passed, and which way it summed."""
-    for r in range(ranks):
-        assert f"rank {r} ok {case}" in out and f"rank {r} path {path}" in out
-
 
 @needs_mpi
 @PATHS

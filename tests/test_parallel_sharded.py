@@ -7,8 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, load_example
-from test_parallel import (
+from _parallel_util import (
     PATHS,
     SCRIPTS,
     OneRank,
@@ -18,6 +17,7 @@ from test_parallel import (
     path_env,
     run,
 )
+from conftest import EXAMPLES, load_example
 
 import funcdl as fd
 from funcdl import parallel
