@@ -53,9 +53,15 @@ def channel_vectors(name: str, tree: Any, keys: tuple[str, ...], what: str,
         got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
         raise ValueError(f"{name}: expected {what} as a dict with keys {list(keys)} (from "
                          f"init), got {got}")
-    # params must be arrays, as every layer's (their grads take the params' dtypes)
-    out = (param_arrays(name, tree, keys) if what == "params"
-           else [np.asarray(tree[k]) for k in keys])
+    # params must be arrays, as every layer's (their grads take the params' dtypes); so
+    # must the state: a list would move in NumPy's float64, float16 lose the moving average
+    out = param_arrays(name, tree, keys) if what == "params" else [tree[k] for k in keys]
+    for i, (k, a) in enumerate(zip(keys, out if what != "params" else ())):
+        if not (isinstance(a, np.ndarray) and a.dtype.char in "fd"):
+            got = f"dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise TypeError(f"{name}: {what}['{k}'] must be a float32 or float64 array "
+                            f"(running statistics, as init returns them), got {got}")
+        out[i] = a if type(a) is np.ndarray else np.asarray(a)  # a subclass: as params
     if shape is None:
         shapes = [a.shape for a in out]
         shape = fits if fits in shapes and len(set(shapes)) > 1 else shapes[0]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import int_arg, real_arg
+from funcdl._args import bool_arg, int_arg, real_arg
 from funcdl._special import normal_cdf, shifted_exp
 from funcdl.layers.base import (
     Array,
@@ -234,7 +234,7 @@ def GELU(approximate: bool = False) -> Layer:
     ``dx = dy (Φ(x) + x φ(x))``. Φ is ``funcdl._special.normal_cdf``: within 3e-7 in
     float32, 1e-16 in float64. ``approximate=True`` uses the tanh form
     ``Φ(x) ≈ (1 + tanh(√(2/π)(x + 0.044715 x³))) / 2`` (JAX's default, PyTorch's 'tanh')."""
-    if approximate:
+    if bool_arg(approximate, "GELU", "approximate"):  # GELU('tanh') would count as True
         return _gelu_tanh()
     name = "GELU()"
 

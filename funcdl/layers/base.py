@@ -29,6 +29,7 @@ from funcdl import tree as pytree
 __all__ = ["Layer", "LayerLike", "Pullback", "Shape"]
 
 _F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
 
 Array = NDArray[Any]
 Params = Any
@@ -227,7 +228,8 @@ def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
             f"got {in_shape!r}")
     shape = tuple(in_shape)
     for d in shape:
-        if d is not None and (not isinstance(d, (int, np.integer)) or d < 0):
+        if d is not None and (not isinstance(d, (int, np.integer)) or isinstance(d, bool)
+                              or d < 0):  # True would be read as a size of 1
             raise ValueError(f"{name}: in_shape entries must be ints >= 0 or None, "
                              f"got {shape}")
     if rank is not None and len(shape) != rank:
@@ -244,7 +246,7 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32) -> Array:
     for a layer without params), as JAX's weakly typed floats take the other operand's,
     rather than NumPy's float64, which would turn a float32 network's forward and dx
     into float64."""
-    if type(x) is np.ndarray and (x.dtype.kind in "biu" or x.dtype.char in "fd"):
+    if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64 or x.dtype.kind in "biu"):
         return x
     try:
         a = np.asarray(x)
@@ -258,6 +260,9 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32) -> Array:
         # NumPy has no fast float16 matrix product, and its float16 sums lose precision.
         raise TypeError(f"{name}: {a.dtype} input is not supported; cast it to float32 "
                         f"(x.astype(np.float32)) or float64")
+    if not a.dtype.isnative:  # big-endian data from a file: NumPy's own order, as JAX takes
+        # it (its float32 would leave the float32 paths, and its products leave BLAS)
+        return a.astype(a.dtype.newbyteorder("="))
     return a
 
 
@@ -293,7 +298,11 @@ def param_arrays(name: str, params: Any, keys: tuple[str, ...]) -> list[Array]:
             raise TypeError(f"{name}: params[{k!r}] must be a NumPy array (as init returns "
                             f"it), got {type(params[k]).__name__}")
         float_param(name, k, params[k])
-    return [params[k] for k in keys]
+    # a subclass (np.memmap, a masked array) as its plain data, as np.asarray reads it and
+    # as inputs are read: its own operators would leak it into outputs or fail in NumPy's
+    # words (a masked kernel's matmul)
+    return [params[k] if type(params[k]) is np.ndarray else np.asarray(params[k])
+            for k in keys]
 
 
 def float_param(name: str, k: str, a: Array) -> None:
@@ -349,7 +358,7 @@ def need_state(name: str, state: Any) -> Any:
 def as_floats(name: str, x: Any) -> Array:
     """``as_array``, with integers and booleans as float32 (the default float, as JAX's
     activations give), not NumPy's float64: for layers that have no params to cast to."""
-    if type(x) is np.ndarray and x.dtype.char in "fd":  # the common case, as it came
+    if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64):  # the common case
         return x
     return cast_ints(as_array(name, x), _F32)
 
@@ -391,4 +400,10 @@ def located(where: str, child: str, err: Exception) -> Exception:
     msg = str(err)
     if not msg.startswith(child):
         msg = f"{child}: {msg}"
-    return type(err)(f"{where} {msg}")
+    try:
+        return type(err)(f"{where} {msg}")
+    except Exception:  # a class with a constructor of its own (NumPy's UFuncTypeError):
+        # the first of the builtin classes it derives from, which take a message
+        kind = next((t for t in (TypeError, ValueError, ArithmeticError) if isinstance(err, t)),
+                    ValueError)
+        return kind(f"{where} {msg}")

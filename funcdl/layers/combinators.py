@@ -144,14 +144,15 @@ def build(name: str, stateful: bool, init: Callable[..., Any], apply: Callable[.
     return Layer(init0, apply0, vjp0, name=name)
 
 
-def _sequential_init(layers: Sequence[Any], where: list[str]) -> Callable[..., Any]:
+def _sequential_init(name: str, layers: Sequence[Any], where: list[str]) -> Callable[..., Any]:
     """Fold the shape through the children, one key each: ``(out_shape, params, state)``."""
     n = len(layers)
 
     def init(key: random.Key, in_shape: Any) -> tuple[Any, Any, Any]:
         params, states = [], []
         shape = in_shape
-        for i, (layer, k) in enumerate(zip(layers, random.split(key, n) if n else ())):
+        keys = random.split(random.check_key(key, name), n) if n else ()
+        for i, (layer, k) in enumerate(zip(layers, keys)):
             try:
                 shape, p, s = child_init(layer, k, shape)
             except ERRORS as e:
@@ -176,7 +177,7 @@ def Sequential(*layers: LayerLike) -> Layer:
     n = len(layers)
     where = [f"Sequential[{i}]" for i in range(n)]
     names = [name_of(l) for l in layers]
-    init = _sequential_init(layers, where)
+    init = _sequential_init(name, layers, where)
 
     nones, empty = (None,) * n, ((),) * n  # no keys; the states of stateless children
     steps = _fusion.steps(layers)

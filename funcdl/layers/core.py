@@ -140,12 +140,13 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
     return Layer(init, apply, vjp, name=name, dx_optional=True, vjp_then=vjp_then)
 
 
-def _shape_layer(name: str, out_shape: Any) -> Layer:
-    """A layer that only reshapes: ``y = reshape(x)``, ``dx = reshape(dy, x.shape)``."""
+def _shape_layer(name: str, out_shape: Any, min_rank: int = 1) -> Layer:
+    """A layer that only reshapes: ``y = reshape(x)``, ``dx = reshape(dy, x.shape)``;
+    ``min_rank``: the least rank its init takes (its apply checks through ``out_shape``)."""
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
-        shape = check_in_shape(name, in_shape)
+        shape = check_in_shape(name, in_shape, min_rank=min_rank)
         return out_shape(shape), ()
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
@@ -169,7 +170,7 @@ def _shape_layer(name: str, out_shape: Any) -> Layer:
 
 def Identity() -> Layer:
     """``y = x``; ``dx = dy``."""
-    return _shape_layer("Identity()", lambda s, check=False: tuple(s))
+    return _shape_layer("Identity()", lambda s, check=False: tuple(s), min_rank=0)  # as apply
 
 
 def Flatten() -> Layer:

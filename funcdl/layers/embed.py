@@ -60,6 +60,7 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         shape = check_in_shape(name, in_shape, min_rank=0)
+        key = random.check_key(key, name)  # else named after the initializer that reads it
         return (*shape, dim), {"table": drawn(name, "w_init", w_init, key, (vocab, dim))}
 
     def check(params: Any, x: Any) -> tuple[Array, Array]:
@@ -67,8 +68,12 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
             got = sorted(params) if isinstance(params, dict) else type(params).__name__
             raise ValueError(f"{name}: expected params as a dict with key 'table' (from "
                              f"init), got {got}")
-        table = np.asarray(params["table"])
+        table = params["table"]
+        if not isinstance(table, np.ndarray):  # a list: NumPy's float64, not the params' dtype
+            raise TypeError(f"{name}: params['table'] must be a NumPy array (as init returns "
+                            f"it), got {type(table).__name__}")
         float_param(name, "table", table)
+        table = table if type(table) is np.ndarray else np.asarray(table)  # as param_arrays
         if table.shape != (vocab, dim):
             raise ValueError(f"{name}: params['table'] has shape {table.shape}, expected "
                              f"{(vocab, dim)}")

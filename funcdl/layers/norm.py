@@ -117,10 +117,6 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
             raise ValueError(f"{name}: expected {scale.shape[0]} channels on axis {axis} as "
                              f"the params were initialised, got an input of shape {x.shape}")
         running = channel_vectors(name, state, ("mean", "var"), "state", scale.shape)
-        for key_, r in zip(("mean", "var"), running):
-            if r.dtype.kind != "f":
-                raise TypeError(f"{name}: state['{key_}'] must be a float array (running "
-                                f"statistics), got dtype {r.dtype}")
         return x, ax, [scale, bias], running
 
     def prepare(params: Any, x: Any, state: Any) -> Any:
