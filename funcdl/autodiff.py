@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,44 @@ def _split_aux(loss: Any, got: Any, pred: Any, target: Any) -> tuple[Any, Any, A
                     f"pass has_aux=False")
 
 
+def _scalar_value(loss: Any, value: Any, has_aux: bool) -> None:
+    """A TypeError unless the loss ``value`` is one real number (funcdl's losses give a
+    Python float, which skips this)."""
+    if isinstance(value, (tuple, list)):  # np.ndim fails on (value, array): say why
+        hint = ("the value in (value, aux) must be a scalar" if has_aux
+                else "for a loss returning (value, aux), pass has_aux=True")
+        raise TypeError(f"value_and_grad: the loss {_name(loss)} returned a "
+                        f"{type(value).__name__} of length {len(value)} where a scalar "
+                        f"belongs; {hint}")
+    if np.ndim(value) != 0:
+        raise TypeError(f"value_and_grad: the loss must be a scalar, got an array of "
+                        f"shape {np.shape(value)} (reduction='none'?); use 'mean' or "
+                        f"'sum', or reduce it in your own loss")
+    if np.asarray(value).dtype.kind not in "iuf":
+        raise TypeError(f"value_and_grad: the loss {_name(loss)} returned {value!r} "
+                        f"({type(value).__name__}) where its value belongs; it must be a "
+                        f"real number")
+
+
+def _pullback_error(loss: Any, pullback: Any, has_aux: bool) -> None:
+    """After a TypeError calling the loss's pullback: raise one naming the loss if the
+    pullback is at fault (not a function, or not taking the cotangent); else return."""
+    order = (" (with has_aux, the vjp returns ((value, aux), pullback) or (value, "
+             "pullback, aux), in that order)" if has_aux else "")
+    if not callable(pullback):
+        raise TypeError(f"value_and_grad: the vjp of the loss {_name(loss)} returned a "
+                        f"{type(pullback).__name__} where its pullback belongs, a function "
+                        f"g -> dpred{order}") from None
+    try:
+        inspect.signature(pullback).bind(1.0)
+    except TypeError:
+        raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} must take "
+                        f"one argument, the cotangent g of the loss value (1.0), and return "
+                        f"dpred; its signature is {inspect.signature(pullback)}") from None
+    except ValueError:  # no signature to read (a builtin): the original error stands
+        return
+
+
 def vjp(layer: Any, params: Any, x: Any, **kwargs: Any) -> Any:
     """``(y, pullback)`` of ``layer`` at ``(params, x)``; ``pullback(dy) -> (dparams, dx)``.
     A stateful layer needs ``state=`` and returns ``(y, pullback, new_state)``."""
@@ -91,7 +130,7 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
 
     layer_arg("value_and_grad", model, "the model must be a layer")
     model = guarded(model)
-    if not hasattr(loss, "vjp"):
+    if not callable(getattr(loss, "vjp", None)):  # the class Loss has a vjp, not callable
         raise TypeError(f"value_and_grad: the loss needs a .vjp(pred, target) method, got "
                         f"{loss!r}; build your own as funcdl.losses.Loss(name, vjp), vjp "
                         f"returning (value, pullback), or ((value, aux), pullback) with "
@@ -101,6 +140,8 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
 
     def f(params: Any, x: Any, target: Any, *, key: Any = None, train: bool = True,
           **kwargs: Any) -> Any:
+        if train is not True and train is not False:  # 'no' would count as True
+            train = bool_arg(train, "value_and_grad", "train")
         if debug.enabled():  # the one read the unchecked path pays
             with debug.quiet():  # NumPy's warnings must not pre-empt the check's error
                 return step(params, x, target, key, train, kwargs, True)
@@ -128,17 +169,13 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
             got = loss.vjp(y, target)
             value, loss_pullback = got if type(got) is tuple and len(got) == 2 else \
                 _unpack(loss, got)
-        if isinstance(value, (tuple, list)):  # np.ndim fails on (value, array): say why
-            hint = ("the value in (value, aux) must be a scalar" if has_aux
-                    else "for a loss returning (value, aux), pass has_aux=True")
-            raise TypeError(f"value_and_grad: the loss {_name(loss)} returned a "
-                            f"{type(value).__name__} of length {len(value)} where a scalar "
-                            f"belongs; {hint}")
-        if type(value) is not float and np.ndim(value) != 0:  # funcdl's losses give floats
-            raise TypeError(f"value_and_grad: the loss must be a scalar, got an array of "
-                            f"shape {np.shape(value)} (reduction='none'?); use 'mean' or "
-                            f"'sum', or reduce it in your own loss")
-        dy = loss_pullback(1.0)
+        if type(value) is not float:  # funcdl's losses give floats
+            _scalar_value(loss, value, has_aux)
+        try:
+            dy = loss_pullback(1.0)
+        except TypeError:
+            _pullback_error(loss, loss_pullback, has_aux)
+            raise
         if dy is None:  # the model's pullback would read None as "nothing flows back"
             raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} "
                             f"returned None; it must return dpred, an array of pred's shape "

@@ -42,8 +42,14 @@ class Loss:
     name: str
     vjp: Callable[..., Any]
 
-    def __call__(self, pred: Any, target: Any, **kwargs: Any) -> Any:
-        got = self.vjp(pred, target, **kwargs)
+    def __post_init__(self) -> None:
+        if not (isinstance(self.name, str) and callable(self.vjp)):
+            raise TypeError(f"Loss({self.name!r}, ...): expected a name (a str) and a vjp, a "
+                            f"function (pred, target) -> (value, pullback); got "
+                            f"{type(self.name).__name__} and {type(self.vjp).__name__}")
+
+    def __call__(self, pred: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+        got = self.vjp(pred, target, *args, **kwargs)
         return (got[0], got[2]) if len(got) == 3 else got[0]
 
     def __repr__(self) -> str:
@@ -71,7 +77,10 @@ def _same_shape(name: str, pred: Array, target: Any) -> Array:
                 if t.size == pred.size else "")
         raise ValueError(f"{name}: pred has shape {pred.shape} but target has shape "
                          f"{t.shape}{hint}")
-    return t.astype(pred.dtype, copy=False)
+    if t.dtype is pred.dtype:
+        return t
+    with np.errstate(over="ignore"):  # float64 1e300 in float32 is inf, as PyTorch casts it
+        return t.astype(pred.dtype, copy=False)
 
 
 def _probabilities(name: str, t: Array) -> Array:
@@ -102,7 +111,11 @@ def _one_hot(name: str, t: Array, shape: tuple[int, ...]) -> Array:
 def _reduced(name: str, per: Array, reduction: str, count: int,
              grad: Callable[[Any], Array]) -> tuple[Any, Pullback]:
     """Reduce per-element losses; ``grad(c)`` maps a per-element cotangent ``c`` (scalar or
-    array) to dpred. The mean's pullback scales by 1/count."""
+    array) to dpred. The mean's pullback scales by 1/count. The pullback is named for the
+    loss, so that Python's own errors (``pullback(g, 2.0)``) name it too."""
+    if not isinstance(reduction, str):  # `in` below would compare an array elementwise
+        raise TypeError(f"{name}: reduction must be 'mean', 'sum' or 'none', got "
+                        f"{type(reduction).__name__} {reduction!r}")
     if reduction in ("mean", "sum"):
         if reduction == "mean" and count == 0:  # NumPy and PyTorch: NaN and a warning
             raise ValueError(f"{name}: reduction='mean' over an empty batch (losses of "
@@ -112,6 +125,8 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
 
         def pullback(g: Any = 1.0) -> Array:
             return grad((g if type(g) is float else _scalar(name, reduction, g)) / n)
+
+        pullback.__qualname__ = f"losses.{name}: pullback"
 
         # every loss's sum, and only its sum, under this errstate: a float32 Σ of huge
         # finite terms, 3e38 + 3e38
@@ -123,11 +138,18 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
         return value, (pullback if math.isfinite(value) else _quiet(pullback))
     if reduction == "none":
         def pullback(g: Any = None) -> Array:
-            c = np.ones_like(per) if g is None else np.asarray(g, per.dtype)
+            c = np.ones_like(per) if g is None else np.asarray(g)
             if c.shape != per.shape:
                 raise ValueError(f"{name}: pullback expected a cotangent of shape "
                                  f"{per.shape} (reduction='none'), got {c.shape}")
+            if c.dtype is not per.dtype:
+                if c.dtype.kind not in "iuf":  # complex would lose its imaginary part
+                    raise TypeError(f"{name}: pullback expected a real cotangent of shape "
+                                    f"{per.shape} (reduction='none'), got dtype {c.dtype}")
+                c = c.astype(per.dtype)
             return grad(c)
+
+        pullback.__qualname__ = f"losses.{name}: pullback"
         return per, _quiet(pullback)
     raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
@@ -227,8 +249,9 @@ def _softmax_cross_entropy(pred: Any, target: Any,
     ``dz = softmax(z) Σ_c t_c - t``."""
     name = "softmax_cross_entropy"
     z = _pred(name, pred)
-    if z.ndim == 0:
-        raise ValueError(f"{name}: logits need a class axis, got shape {z.shape}")
+    if z.ndim == 0 or z.shape[-1] == 0:
+        raise ValueError(f"{name}: logits need a class axis of at least one class, got "
+                         f"shape {z.shape}")
     labels = np.asarray(target)
     logp, e, total = shifted_exp(z, -1)
     logp -= np.log(total)

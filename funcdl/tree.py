@@ -14,7 +14,7 @@ differing path, written as it would be indexed: ``[1]['w']``, ``.mu[0]``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -58,9 +58,9 @@ def map(f: Callable[..., Any], tree: Tree, *rest: Tree, shapes: bool = False) ->
 
     Example: ``tree.map(lambda p, g: p - 0.1 * g, params, grads)``.
     """
-    if not rest:
-        return _map1(f, tree)
     try:
+        if not rest:
+            return _map1(f, tree)
         if len(rest) == 1:
             return _map2(f, tree, rest[0], shapes)
         return _mapn(_same_shapes(f) if shapes else f, tree, rest)
@@ -70,6 +70,16 @@ def map(f: Callable[..., Any], tree: Tree, *rest: Tree, shapes: bool = False) ->
             check_same(tree, r, ("the first tree", f"the {_ORDINALS[i]} tree" if i < 8
                                  else f"tree number {i + 2}"), shapes=shapes)
         raise ValueError("tree structure mismatch") from None
+    except TypeError:
+        _check_callable("tree.map", f)  # only on failure: the check costs nothing else
+        raise
+
+
+def _check_callable(where: str, f: Any) -> None:
+    if not callable(f):
+        raise TypeError(f"{where}: f must be a function of the leaves, got "
+                        f"{type(f).__name__} (the function comes first: {where}(f, tree))"
+                        ) from None
 
 
 _ORDINALS = ("second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth")
@@ -85,6 +95,9 @@ def map_multi(f: Callable[..., tuple[Any, ...]], n_out: int, tree: Tree,
         return _multi(f, n_out, tree, rest, shapes)
     except _Mismatch:
         map(lambda *xs: None, tree, *rest, shapes=shapes)  # raises, naming the path
+        raise
+    except TypeError:
+        _check_callable("tree.map_multi", f)
         raise
 
 
@@ -172,9 +185,13 @@ def unflatten(treedef: TreeDef, leaves: Iterable[Any]) -> Tree:
     if not isinstance(treedef, TreeDef):
         raise TypeError(f"unflatten: expected a TreeDef (from tree.flatten or tree.structure), "
                         f"got {type(treedef).__name__}")
-    if not isinstance(leaves, Iterable):
+    if type(leaves) is not list and (
+            not isinstance(leaves, Iterable) or isinstance(leaves, (str, bytes, Mapping))
+            or (isinstance(leaves, np.ndarray) and leaves.ndim == 0)):
+        # (a str, a dict or a 0-d array would iterate over characters, keys, or not at all)
+        got = "a 0-d array" if isinstance(leaves, np.ndarray) else type(leaves).__name__
         raise TypeError(f"unflatten: leaves must be a list of the tree's leaves in flattening "
-                        f"order, got {type(leaves).__name__}")
+                        f"order, got {got}")
     items = list(leaves)
     if len(items) != treedef.num_leaves:
         raise ValueError(
@@ -226,8 +243,23 @@ def check_same(a: Tree, b: Tree, names: tuple[str, str] = ("the first tree", "th
 # ---------------------------------------------------------------------------- helpers
 
 def zeros_like(tree: Tree) -> Tree:
-    """A tree of zero arrays with the shapes and dtypes of ``tree``'s leaves."""
-    return _map1(np.zeros_like, tree)
+    """A tree of zero arrays with the shapes and dtypes of ``tree``'s leaves, which must be
+    numbers (bool, int, float, complex): a TypeError names any other leaf's path."""
+    try:
+        return _map1(_zero, tree)
+    except TypeError:
+        odd = odd_leaf(tree, "biufc")
+        if odd is None:
+            raise
+        raise TypeError(f"tree.zeros_like: the leaf at {odd[0] or 'the root'} has dtype "
+                        f"{odd[1]}; zeros are numbers (bool, int, float, complex)") from None
+
+
+def _zero(x: Any) -> Any:
+    z = np.zeros_like(x)
+    if z.dtype.kind not in "biufc":  # a str leaf would give '', an object one 0
+        raise TypeError("a leaf that is not a number")  # zeros_like names it
+    return z
 
 
 def astype(tree: Tree, dtype: DTypeLike) -> Tree:
@@ -256,7 +288,9 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
     float32 there, and loses integers above 2**24); integers next to floats come back exact
     up to 2**53. Complex leaves make the vector complex; real leaves come back from its
     real part. Leaves must be numbers (bool, int, float, complex): a TypeError names any
-    other leaf's path."""
+    other leaf's path. So must the vector's entries; an integer leaf takes its entries
+    truncated (as JAX casts them), and a ValueError names it if one is NaN, inf or beyond
+    its range."""
     flat, treedef = flatten(tree)
     arrays = [np.asarray(x) for x in flat]
     if any(a.dtype.kind not in "biufc" for a in arrays):
@@ -271,12 +305,24 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
               if arrays else np.zeros(0, dtype))
     offsets = np.cumsum([0, *sizes]).tolist()
     total = offsets[-1]
+    uniform = all(d == dtype for d in dtypes)  # then a vector of `dtype` needs no cast
+    ints = any(d.kind in "iu" for d in dtypes)
 
     def unravel(v: NDArray[Any]) -> Tree:
         v = np.asarray(v)
         if v.shape != (total,):
             raise ValueError(f"unravel: expected a vector of shape ({total},), got {v.shape}")
-        if v.dtype.kind == "c":  # real leaves take the real part: the cast would warn
+        kind = v.dtype.kind
+        if kind not in "biufc":  # '1.5' would be parsed, None would fail in int()
+            raise TypeError(f"unravel: expected a vector of numbers (bool, int, float, "
+                            f"complex), got dtype {v.dtype}")
+        if uniform and v.dtype == dtype:  # views, no cast
+            parts = [v[offsets[i]:offsets[i + 1]].reshape(shapes[i])
+                     for i in range(len(shapes))]
+            return unflatten(treedef, parts)
+        if ints and kind in "fc":  # NaN, inf, 1e300 would cast to garbage ints
+            _check_ints(v, offsets, dtypes, treedef)
+        if kind == "c":  # real leaves take the real part: the cast would warn
             parts = [_from_complex(v[offsets[i]:offsets[i + 1]], dtypes[i]).reshape(shapes[i])
                      for i in range(len(shapes))]
         else:
@@ -286,6 +332,25 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
         return unflatten(treedef, parts)
 
     return vector, unravel
+
+
+def _check_ints(v: NDArray[Any], offsets: list[int], dtypes: list[np.dtype[Any]],
+                treedef: TreeDef) -> None:
+    """A ValueError unless the entries of ``v`` bound for integer leaves fit them once
+    truncated (as the cast truncates, as JAX's): NaN, inf or 1e300 would cast to garbage."""
+    for i, d in enumerate(dtypes):
+        if d.kind not in "iu":
+            continue
+        part = v[offsets[i]:offsets[i + 1]].real.astype(np.float64)  # float16 too
+        info = np.iinfo(d)
+        # the bounds as floats are exact powers of two: [min, max + 1)
+        fits = (part >= float(info.min)) & (part < float(info.max) + 1.0)
+        if not fits.all():
+            path = leaves_with_path(unflatten(treedef, range(treedef.num_leaves)))[i][0]
+            bad = part[~fits][0]
+            raise ValueError(f"unravel: the {d} leaf at {path or 'the root'} takes entries "
+                             f"{offsets[i]}..{offsets[i + 1] - 1} of the vector, which must "
+                             f"be finite and within {d}'s range; got {bad}")
 
 
 def _from_complex(part: NDArray[Any], dtype: np.dtype[Any]) -> NDArray[Any]:

@@ -21,8 +21,9 @@ from funcdl.optim._base import (
     check_state,
     leafwise,
     like,
-    next_count,
+    read_count,
     real_grad,
+    transform,
     zero_count,
 )
 from funcdl.optim._checks import check_float, check_float_params
@@ -74,7 +75,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByAdamState]:
         del params
         check_state(name, state, ScaleByAdamState)
-        t = int(state.count) + 1
+        t = read_count(f"{name}.update", state.count) + 1
         inv_bc1 = 1.0 / (1.0 - b1**t)
         inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - b2**t)
 
@@ -103,9 +104,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
         with np.errstate(all="ignore"):
             out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
                                    ("grads", "state.mu", "state.nu"), n_out=3, elementwise=True)
-        return out, ScaleByAdamState(next_count(state.count), mu, nu)
+        return out, ScaleByAdamState(np.int64(t), mu, nu)
 
-    return GradientTransformation(init, update)
+    return transform(name, init, update)
 
 
 def _divide(g: Any, root: Any, eps: float) -> Any:
@@ -169,7 +170,7 @@ def scale_by_rms(decay: float = 0.99, eps: float = 1e-8, centered: bool = False
                                    ("grads", "state.nu", "state.mu"), n_out=3)
         return out, ScaleByRmsState(nu, mu)
 
-    return GradientTransformation(init, update)
+    return transform(name, init, update)
 
 
 def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10
@@ -202,4 +203,4 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10
                                  ("grads", "state.sum_of_squares"), n_out=2)
         return out, ScaleByAdagradState(sums)
 
-    return GradientTransformation(init, update)
+    return transform(name, init, update)

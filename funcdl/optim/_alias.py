@@ -16,7 +16,13 @@ from typing import Any
 
 from funcdl._args import bool_arg
 from funcdl.optim._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
-from funcdl.optim._base import GradientTransformation, ScalarOrSchedule, Tree, make_named_chain
+from funcdl.optim._base import (
+    GradientTransformation,
+    ScalarOrSchedule,
+    Tree,
+    make_named_chain,
+    transform,
+)
 from funcdl.optim._checks import (
     check_float,
     check_float_params,
@@ -40,7 +46,7 @@ def _alias(name: str, stages: _Stages, eps: float | None = None) -> GradientTran
         check_float_params(f"{name}.init", params, eps)
         return init_stages(params)
 
-    return GradientTransformation(init, opt.update)
+    return transform(name, init, opt.update)
 
 
 def _weight_decay(stages: _Stages, weight_decay: float) -> None:

@@ -87,6 +87,41 @@ def next_count(count: Count) -> np.int64:
     return np.int64(int(count) + 1)
 
 
+def read_count(name: str, count: Any) -> int:
+    """The state's ``count`` as an int >= 0, or an error naming ``name``: a state built or
+    edited by hand may hold anything there (None, '3', 2.5, -1: Adam's bias correction
+    would divide by zero)."""
+    if type(count) is np.int64:  # the common case: what zero_count and next_count make
+        c = int(count)
+    elif (isinstance(count, (int, np.integer)) and not isinstance(count, bool)) or (
+            type(count) is np.ndarray and count.shape == () and count.dtype.kind in "iu"):
+        c = int(count)  # a Python int, another NumPy integer, funcdl.io's 0-d array
+    else:
+        raise TypeError(f"{name}: the state's count (the number of updates applied) must be "
+                        f"an int >= 0, got {count!r} ({type(count).__name__}); pass the "
+                        f"state made by this optimizer's init")
+    if c < 0:
+        raise ValueError(f"{name}: the state's count (the number of updates applied) must be "
+                         f">= 0, got {c}; pass the state made by this optimizer's init")
+    return c
+
+
+def empty_init() -> Callable[[Tree], EmptyState]:
+    """A fresh ``init`` for a transform that keeps no state (one each, for ``transform``)."""
+    def init(params: Tree) -> EmptyState:
+        del params
+        return EmptyState()
+    return init
+
+
+def transform(name: str, init: Any, update: Any) -> GradientTransformation:
+    """``GradientTransformation(init, update)``, its functions renamed ``name.init`` and
+    ``name.update`` (functions made for this transform alone), so that Python's own errors
+    name the optimizer: ``adam.update() missing 1 required positional argument: 'grads'``."""
+    init.__qualname__, update.__qualname__ = f"{name}.init", f"{name}.update"
+    return GradientTransformation(init, update)
+
+
 def check_state(name: str, state: Any, cls: type, method: str = "update") -> None:
     """Fail loudly on a swapped call such as ``update(grads, state)``."""
     if not isinstance(state, cls):
@@ -266,18 +301,20 @@ def make_chain(name: str, transforms: Sequence[GradientTransformation]) -> Gradi
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ChainState]:
         check_state(name, state, ChainState)
-        if len(state.states) != len(updates):
+        if type(state.states) is not tuple or len(state.states) != len(updates):
+            got = (f"{len(state.states)} transform states" if type(state.states) is tuple
+                   else f"{type(state.states).__name__} for its transform states")
             raise ValueError(
-                f"{name}.update: the state holds {len(state.states)} transform states but the "
-                f"chain has {len(updates)} transforms; pass the state made by this "
-                f"optimizer's init")
+                f"{name}.update: the state holds {got} but the chain has {len(updates)} "
+                f"transforms; pass the state made by this optimizer's init")
+        count = read_count(f"{name}.update", state.count)
         new_states = []
         for f, s in zip(updates, state.states, strict=True):
             grads, s = f(s, grads, params)
             new_states.append(s)
-        return grads, ChainState(tuple(new_states), next_count(state.count))
+        return grads, ChainState(tuple(new_states), np.int64(count + 1))
 
-    return GradientTransformation(init, update)
+    return transform(name, init, update)
 
 
 def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:
@@ -313,12 +350,13 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
             raise ValueError(
                 f"{name}.update: the state's stages are {got}, expected {names}; pass the "
                 f"state made by this optimizer's init")
+        count = read_count(f"{name}.update", state.count)
         new_states = {}
         for n, _, f in stages:
             grads, new_states[n] = f(state.states[n], grads, params)
-        return grads, NamedChainState(new_states, next_count(state.count))
+        return grads, NamedChainState(new_states, np.int64(count + 1))
 
-    return GradientTransformation(init, update)
+    return transform(name, init, update)
 
 
 # ---------------------------------------------------------------------------- applying

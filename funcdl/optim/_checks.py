@@ -104,20 +104,27 @@ def _init_output(params: Tree) -> bool:
             and all(d is None or type(d) is int for d in params[0]))
 
 
-def schedule_value(name: str, schedule: Callable[[int], Any], count: int,
-                   low: float = -math.inf) -> float:
-    """``schedule(count)`` as a finite Python float ``>= low``, or an error naming the
-    optimizer."""
-    value = schedule(count)
+def schedule_float(name: str, value: Any, count: int) -> float:
+    """A schedule's ``value`` at ``count`` as a Python float (inf and NaN included, and an
+    int beyond the float range as inf), or a TypeError naming ``name``."""
     try:
         if isinstance(value, (str, bytes, bool)) or value is None or np.ndim(value) != 0:
             raise TypeError
-        v = float(value)
+        return float(value)
+    except OverflowError:  # an int past float64's range
+        return math.inf if value > 0 else -math.inf
     except (TypeError, ValueError):
         got = f"an array of shape {np.shape(value)}" if np.ndim(value) else repr(value)
         hint = " (a schedule returns the value itself, not a function)" if callable(value) else ""
         raise TypeError(f"{name}: the schedule must return a number at count {count}, "
                         f"got {got}{hint}") from None
+
+
+def schedule_value(name: str, schedule: Callable[[int], Any], count: int,
+                   low: float = -math.inf) -> float:
+    """``schedule(count)`` as a finite Python float ``>= low``, or an error naming the
+    optimizer."""
+    v = schedule_float(name, schedule(count), count)
     if not np.isfinite(v):
         raise ValueError(f"{name}: the schedule returned {v} at count {count}")
     if v < low:

@@ -20,6 +20,7 @@ from funcdl.optim._checks import (
     check_float,
     check_schedule,
     schedule_factory,
+    schedule_float,
 )
 
 __all__ = [
@@ -41,9 +42,20 @@ def _steps(name: str, what: str, value: Any, *, positive: bool = False) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(
             value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: {what} must be {kind}, got {value!r}")
-    if not math.isfinite(value) or int(value) != value or value < (1 if positive else 0):
+    if not isinstance(value, (int, np.integer)) and (
+            not math.isfinite(value) or int(value) != value):
         raise ValueError(f"{name}: {what} must be {kind}, got {value!r}")
+    if value < (1 if positive else 0):
+        raise ValueError(f"{name}: {what} must be {kind}, got {value!r}")
+    if value > _MAX_STEPS:  # beyond any count (an int64), and past float arithmetic
+        digits = len(str(value)) if isinstance(value, int) else 0
+        got = f"an int of {digits} digits" if digits > 30 else repr(value)
+        raise ValueError(f"{name}: {what} must be {kind} below 2**63 (a step count is an "
+                         f"int64), got {got}")
     return int(value)
+
+
+_MAX_STEPS = 2**63 - 1
 
 
 def _value(name: str, what: str, value: Any, low: float = -math.inf) -> float:
@@ -236,7 +248,7 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     def schedule(count: int) -> float:
         for boundary, s in reversed(pairs):  # the last boundary passed wins, as in optax
             if count >= boundary:  # the optimizer checks the value it reads, once
-                return float(s(count - boundary))
-        return float(scheds[0](count))
+                return schedule_float(name, s(count - boundary), count - boundary)
+        return schedule_float(name, scheds[0](count), count)
 
     return schedule

@@ -25,10 +25,12 @@ from funcdl.optim._base import (
     cast_like,
     check_state,
     dtype_error,
+    empty_init,
     leafwise,
     like,
-    next_count,
+    read_count,
     real_grad,
+    transform,
     zero_count,
 )
 from funcdl.optim._checks import (
@@ -60,11 +62,6 @@ class ScaleByScheduleState(NamedTuple):
 
 class TraceState(NamedTuple):
     trace: Tree
-
-
-def _init_empty(params: Tree) -> EmptyState:
-    del params
-    return EmptyState()
 
 
 def _multiplier(step: float) -> Callable[..., Any]:
@@ -116,7 +113,7 @@ def _scaled(name: str, step: float) -> GradientTransformation:
             check_state(name, state, EmptyState)
         return _times(name, times, grads, params, quiet), state
 
-    return GradientTransformation(_init_empty, update)
+    return transform(name, empty_init(), update)
 
 
 def _scheduled(name: str, schedule: Schedule, what: str,
@@ -132,11 +129,12 @@ def _scheduled(name: str, schedule: Schedule, what: str,
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByScheduleState]:
         check_state(name, state, ScaleByScheduleState)
+        count = read_count(f"{name}.update", state.count)
         # A Python float, so float32 grads and params stay float32 (NEP 50).
-        value = schedule_value(f"{name}.update", schedule, int(state.count))
-        return step(value, grads, params), ScaleByScheduleState(next_count(state.count))
+        value = schedule_value(f"{name}.update", schedule, count)
+        return step(value, grads, params), ScaleByScheduleState(np.int64(count + 1))
 
-    return GradientTransformation(init, update)
+    return transform(name, init, update)
 
 
 def _scaled_by_schedule(name: str, schedule: Schedule, what: str) -> GradientTransformation:
@@ -153,7 +151,7 @@ def identity() -> GradientTransformation:
         check_state("identity", state, EmptyState)
         return grads, state
 
-    return GradientTransformation(_init_empty, update)
+    return transform("identity", empty_init(), update)
 
 
 def scale(step_size: float) -> GradientTransformation:
@@ -193,7 +191,7 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0) -> GradientTransfo
             check_state(name, state, EmptyState)
             return _decayed(name, wd, grads, params), state
 
-        return GradientTransformation(_init_empty, update)
+        return transform(name, empty_init(), update)
 
     return _scheduled(name, weight_decay, "weight_decay",
                       lambda wd, grads, params: _decayed(name, wd, grads, params))
@@ -274,7 +272,7 @@ def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> GradientTransforma
                 return tree.map(lambda g: g * factor, grads), state
         return tree.map(lambda g: g * factor, grads), state
 
-    return GradientTransformation(_init_empty, update)
+    return transform(name, empty_init(), update)
 
 
 # ---------------------------------------------------------------------------- stateful
@@ -317,4 +315,4 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
                                       ("grads", "state.trace"), n_out=2)
         return out, TraceState(new_trace)
 
-    return GradientTransformation(init, update)
+    return transform(name, init, update)
