@@ -193,6 +193,17 @@ def test_clip_by_global_norm_of_inf_grads_gives_nan_and_zeros_without_warnings()
     assert out["w"].dtype == np.float32
 
 
+@pytest.mark.parametrize("max_norm", [1.0, np.inf])
+def test_clip_by_global_norm_of_nan_grads_makes_every_entry_nan(max_norm: float) -> None:
+    # As optax (its factor max_norm / NaN) and torch's clip_grad_norm_ (clamp(NaN) is NaN):
+    # a NaN anywhere reaches every entry, so no step mixes clipped and unclipped leaves.
+    clip = optim.clip_by_global_norm(max_norm)
+    out, _ = clip.update(clip.init(None), {"w": np.array([np.nan, 1.0], np.float32),
+                                           "b": np.array([2.0], np.float32)})
+    assert np.isnan(out["w"]).all() and np.isnan(out["b"]).all()
+    assert out["w"].dtype == out["b"].dtype == np.float32
+
+
 @pytest.mark.parametrize(("opt", "expected"), [
     (optim.adam(0.1), -0.1),                    # first step: -lr·g/|g|
     (optim.rmsprop(0.1, alpha=0.99), -1.0),     # -lr·g/sqrt(0.01·g²)

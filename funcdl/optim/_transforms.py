@@ -264,9 +264,9 @@ def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> GradientTransforma
         del params
         check_state(name, state, EmptyState)
         norm = _global_norm(f"{name}.update", grads, grads=True) + pad
-        if not norm > limit:  # also a zero norm: nothing to scale, no 0/0
+        if norm <= limit:  # also a zero norm: nothing to scale, no 0/0
             return grads, state
-        factor = limit / norm
+        factor = limit / norm  # a NaN norm: every entry NaN, as optax's and torch's
         if norm == math.inf:  # factor 0: inf entries become NaN, silently, as in optax/torch
             with np.errstate(invalid="ignore"):
                 return tree.map(lambda g: g * factor, grads), state
