@@ -252,8 +252,12 @@ def test_add_decayed_weights_schedule_is_checked() -> None:
     wd = optim.add_decayed_weights(optim.constant_schedule(0.1))
     with pytest.raises(ValueError, match=r"^add_decayed_weights\.update: needs the params"):
         wd.update(wd.init(params), params)
-    with pytest.raises(TypeError, match=r"^add_decayed_weights\.update: the first argument"):
+    with pytest.raises(TypeError, match=r"^add_decayed_weights\.update: got the state of "
+                                        r"another optimizer or transform \(EmptyState\) "
+                                        r"where add_decayed_weights's ScaleByScheduleState"):
         wd.update(optim.EmptyState(), params, params)
+    with pytest.raises(TypeError, match=r"^add_decayed_weights\.update: the first argument"):
+        wd.update(params, params, params)  # swapped: the message says the order
     with pytest.raises(TypeError, match=r"^add_decayed_weights: weight_decay must be a real "
                                         r"number"):
         optim.add_decayed_weights("0.1")  # type: ignore[arg-type]

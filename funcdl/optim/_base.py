@@ -130,6 +130,11 @@ def check_state(name: str, state: Any, cls: type, method: str = "update") -> Non
                 f"{name}.{method}: got a {cls.__name__} that is not funcdl's own (io.load "
                 f"without like= rebuilds NamedTuples as stand-ins): load the state with "
                 f"funcdl.io.load(path, like=opt.init(params))")
+        if type(state).__module__.startswith("funcdl.optim"):  # not swapped: another's
+            raise TypeError(
+                f"{name}.{method}: got the state of another optimizer or transform "
+                f"({type(state).__name__}) where {name}'s {cls.__name__} belongs; pass the "
+                f"state made by this optimizer's init")
         raise TypeError(
             f"{name}.{method}: the first argument must be the optimizer state returned by "
             f"init (call {method}(state, grads, params)); got {type(state).__name__}")
