@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any, TypeGuard, cast
 
 import numpy as np
@@ -82,21 +83,59 @@ F32 = np.dtype(np.float32)
 FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float32, np.float64)}
 
 
-def shape_arg(shape: Any, where: str) -> tuple[int, ...]:
+# NumPy's bound on every dimension and on an array's size in bytes: "array is too big"
+INTP_MAX = int(np.iinfo(np.intp).max)
+
+
+def shape_arg(shape: Any, where: str, itemsize: int = 8) -> tuple[int, ...]:
     """``shape`` as a tuple of non-negative ints (an int ``n`` is ``(n,)``, as in NumPy); a
-    TypeError or ValueError naming ``where`` for anything else (floats, bools, -1)."""
+    TypeError or ValueError naming ``where`` for anything else (floats, bools, -1, a dict or
+    a set), and a ValueError for a shape no array of ``itemsize``-byte entries can have,
+    which NumPy refuses in words that name nobody."""
+    if type(shape) is tuple and all(type(d) is int and 0 <= d <= INTP_MAX for d in shape):
+        dims: tuple[int, ...] = shape  # the common call: nothing to convert
+    else:
+        dims = _shape(shape, where)
+    if math.prod(dims) > INTP_MAX // itemsize:
+        raise ValueError(f"{where}: shape {dims} has more entries than an array can hold "
+                         f"({INTP_MAX // itemsize:.3g} at most)")
+    if len(dims) > 32:  # NumPy's largest rank: 32 before NumPy 2, 64 since; ask it (size 0)
+        try:
+            np.empty((0,) * len(dims))
+        except ValueError:
+            raise ValueError(f"{where}: shape of rank {len(dims)} is beyond the largest rank "
+                             f"NumPy {np.__version__} supports") from None
+    return dims
+
+
+def _shape(shape: Any, where: str) -> tuple[int, ...]:
+    """``shape_arg`` for what is not a tuple of in-range Python ints."""
     shape = number(shape)  # np.array(3): a 0-d array of one size
     if isinstance(shape, (int, np.integer)):  # a bool too: int_arg refuses it below
-        dims: tuple[Any, ...] = (shape,)
+        raw: tuple[Any, ...] = (shape,)
     else:
-        try:
-            dims = tuple(shape)
-        except TypeError:
+        try:  # a dict, a set or an iterator has no order of sizes, and NumPy refuses them
+            if not isinstance(shape, (Sequence, np.ndarray)):
+                raise TypeError
+            raw = tuple(shape)
+        except TypeError:  # not a sequence, or a 0-d array that number() left alone
             raise TypeError(f"{where}: shape must be an int or a tuple of ints, got {shape!r} "
                             f"({type(shape).__name__})") from None
-    if all(type(d) is int and d >= 0 for d in dims):  # the common call: nothing to convert
-        return dims
-    return tuple(int_arg(d, where, f"every size in shape {shape!r}") for d in dims)
+    dims = tuple(int_arg(d, where, f"every size in shape {shape!r}") for d in raw)
+    if any(d > INTP_MAX for d in dims):
+        raise ValueError(f"{where}: shape {dims} has a size beyond {INTP_MAX}, the largest "
+                         f"an array can have")
+    return dims
+
+
+def count_arg(value: Any, where: str, what: str, itemsize: int) -> int:
+    """``int_arg(value, where, what)`` for the length of an array of ``itemsize``-byte
+    entries (split's keys, permutation's indices): a ValueError past what one can hold."""
+    n = int_arg(value, where, what)
+    if n > INTP_MAX // itemsize:
+        raise ValueError(f"{where}: {what}={n} is more than an array can hold "
+                         f"({INTP_MAX // itemsize:.3g} at most)")
+    return n
 
 
 def float_dtype_arg(dtype: DTypeLike, where: str) -> np.dtype[Any]:

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from funcdl import random
-from funcdl._args import bool_arg, int_arg
+from funcdl._args import bool_arg, count_arg, float_dtype_arg, int_arg
 from funcdl.random import Key
 
 __all__ = ["RADIUS", "batches", "disk"]
@@ -114,10 +114,8 @@ def disk(key: Key, n: int, dtype: DTypeLike = np.float32) -> tuple[NDArray[Any],
     points. A point is inside when ``(x0 - 0.5)**2 + (x1 - 0.5)**2 < RADIUS**2``, evaluated
     in float64 on the returned (possibly float32) coordinates.
     """
-    size = int_arg(n, "data.disk", "n")
-    dt = np.dtype(np.float32 if dtype is None else dtype)  # None: the default, as in JAX
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"data.disk: dtype must be float32 or float64, got {dt}")
+    size = count_arg(n, "data.disk", "n", 16)  # 16 bytes a point (two float64s)
+    dt = float_dtype_arg(dtype, "data.disk")  # None: the default, as in JAX
     x = random.uniform(random.check_key(key, "data.disk"), (size, 2), dtype=dt)
     d2 = np.square(x.astype(np.float64) - 0.5).sum(axis=1, keepdims=True)
     y = (d2 < RADIUS**2).astype(dt)

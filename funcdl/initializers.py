@@ -11,7 +11,9 @@ A 1-D shape ``(n,)`` has ``fan_in = fan_out = n``.
 
 ``init`` takes its shape as ``funcdl.random``'s samplers do (an int ``n`` is ``(n,)``);
 ``dtype=None`` is float32. Settings are checked when the factory is called, and every error
-names the initializer that was called (``initializers.he_normal: ...``).
+names the initializer that was called (``initializers.he_normal: ...``), Python's own
+argument errors included (``initializers.he_normal(...)() missing 1 required positional
+argument: 'shape'``).
 
 Normal variants draw from a plain (untruncated) normal, as PyTorch's ``nn.init`` does.
 """
@@ -87,6 +89,13 @@ def _numeric(dtype: DTypeLike, where: str) -> np.dtype[Any]:
     return dt
 
 
+def _named(init: Initializer, where: str) -> Initializer:
+    """``init`` under the call that made it, for Python's own errors (a missing shape, an
+    unknown keyword), which would otherwise name ``_variance_scaling.<locals>.init``."""
+    init.__qualname__ = f"{where}(...)"
+    return init
+
+
 def fans(shape: Any) -> tuple[int, int]:
     """``(fan_in, fan_out)`` of a kernel shape ``(*receptive, in, out)`` (an int ``n`` is
     ``(n,)``; a 1-D shape ``(n,)`` gives ``(n, n)``, a 0-D one ``(1, 1)``)."""
@@ -103,21 +112,24 @@ def _fans(dims: tuple[int, ...]) -> tuple[int, int]:
 
 
 def zeros() -> Initializer:
-    """All zeros (of any number or bool dtype; the key is not read)."""
-    def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        del key
-        where = "initializers.zeros"
-        return np.zeros(shape_arg(shape, where), _numeric(dtype, where))
-    return init
+    """All zeros (of any number or bool dtype; the key is not read, and may be None)."""
+    return _constant(np.zeros, "initializers.zeros")
 
 
 def ones() -> Initializer:
-    """All ones (of any number or bool dtype; the key is not read)."""
+    """All ones (of any number or bool dtype; the key is not read, and may be None)."""
+    return _constant(np.ones, "initializers.ones")
+
+
+def _constant(fill: Callable[..., NDArray[Any]], where: str) -> Initializer:
+    """``fill(shape, dtype)``; the key is checked only so that a swapped call
+    ``init(shape, key)`` is refused instead of read as a shape ``(key[0], key[1])``."""
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        del key
-        where = "initializers.ones"
-        return np.ones(shape_arg(shape, where), _numeric(dtype, where))
-    return init
+        if key is not None:  # unread, as JAX's
+            random.check_key(key, where)
+        dt = _numeric(dtype, where)
+        return fill(shape_arg(shape, where, dt.itemsize), dt)
+    return _named(init, where)
 
 
 def normal(std: float = 1e-2, mean: float = 0.0) -> Initializer:
@@ -138,7 +150,7 @@ def _normal(std: float, mean: float, where: str) -> Initializer:
         np.multiply(z, dt.type(std), out=z)  # in place: a 0-d result stays an array
         np.add(z, dt.type(mean), out=z)
         return z
-    return init
+    return _named(init, where)
 
 
 def uniform(scale: float = 1e-2, low: float | None = None) -> Initializer:
@@ -153,7 +165,7 @@ def uniform(scale: float = 1e-2, low: float | None = None) -> Initializer:
 
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
         return random._uniform(key, shape, lo, hi, dtype, where)
-    return init
+    return _named(init, where)
 
 
 _MODES = ("fan_in", "fan_out", "fan_avg")
@@ -181,7 +193,7 @@ def _variance_scaling(scale: float, mode: str, distribution: str, where: str) ->
             return _normal(math.sqrt(var), 0.0, where)(key, dims, dtype)
         bound = math.sqrt(3.0 * var)
         return random._uniform(key, dims, -bound, bound, dtype, where)
-    return init
+    return _named(init, where)
 
 
 def glorot_uniform() -> Initializer:
@@ -252,4 +264,4 @@ def orthogonal(scale: float = 1.0) -> Initializer:
         if rows < cols:
             q = q.T
         return (s * q).reshape(dims).astype(dt)
-    return init
+    return _named(init, where)

@@ -18,7 +18,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from funcdl._args import F32, FLOAT_MAX, float_dtype_arg, int_arg, is_int, number, shape_arg
+from funcdl._args import (
+    F32,
+    FLOAT_MAX,
+    count_arg,
+    float_dtype_arg,
+    int_arg,
+    is_int,
+    number,
+    shape_arg,
+)
 
 __all__ = ["Key", "bernoulli", "check_key", "fold_in", "key", "normal", "permutation", "split",
            "uniform"]
@@ -64,7 +73,7 @@ def _gen(k: Key) -> np.random.Generator:
 
 def split(key: Key, num: int = 2) -> tuple[Key, ...]:
     """``num`` new independent keys derived from ``key``."""
-    num = int_arg(num, "random.split", "num")
+    num = count_arg(num, "random.split", "num", 16)  # 16 bytes a key
     bits = _gen(check_key(key, "random.split")).integers(0, _MASK64, size=(num, 2), dtype=np.uint64,
                                                endpoint=True)
     return tuple(bits)
@@ -235,7 +244,7 @@ def permutation(key: Key, n: Any, axis: int = 0) -> NDArray[Any]:
         raise TypeError(f"{where}: n must be an int or an array of rank >= 1 to shuffle, got "
                         f"{got}{hint}")
     _axis(axis, 1, where)  # range(n) has one axis
-    return _permutation(key, int_arg(size, where, "n"))
+    return _permutation(key, count_arg(size, where, "n", 8))
 
 
 def _permutation(key: Key, n: int) -> NDArray[np.int64]:
