@@ -1,4 +1,5 @@
-"""The agreement that opens every collective of ``funcdl.parallel``: a digest of each
+"""What opens every collective of ``funcdl.parallel``: the communicator, resolved and
+checked (``resolve``: None for a single process); then the agreement, a digest of each
 rank's tree (structure, shapes, dtypes) compared over ranks with one ``Allgather`` of a few
 ints, so that a mismatch raises the same ValueError on every rank, naming the first
 differing path, instead of hanging or summing garbage; and the cheap per-call signature of
@@ -7,7 +8,10 @@ a tree that finds its layout again without hashing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
+import os
 from typing import Any
 
 import numpy as np
@@ -20,6 +24,70 @@ from funcdl._treenodes import sorted_keys
 Tree = Any
 Comm = Any
 
+
+# ---------------------------------------------------------------------------- communicators
+
+# Set by MPI launchers (MPICH/Intel MPI/Slurm PMI, Open MPI, MVAPICH) in every rank.
+_LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+@functools.cache
+def world() -> Comm | None:
+    """MPI.COMM_WORLD, or None when mpi4py cannot be imported and no launcher started us."""
+    try:
+        return importlib.import_module("mpi4py.MPI").COMM_WORLD
+    except (ImportError, RuntimeError) as err:  # no mpi4py, or no MPI library for it
+        sizes = [os.environ.get(v, "").strip() for v in _LAUNCHER_SIZES]
+        launched = max([int(s) for s in sizes if s.isdigit()], default=1)
+        if launched > 1:
+            raise ValueError(
+                f"this process is one of {launched} MPI ranks, but mpi4py cannot be imported "
+                f"({err}), so the ranks cannot communicate: pip install 'funcdl[mpi]' (mpi4py "
+                f"and an MPI runtime), or run a single process without mpiexec") from err
+        return None
+
+
+def resolve(comm: Comm | None, fn: str) -> Comm | None:
+    """The communicator to talk over, or None when this process is the only rank."""
+    if comm is None:
+        try:
+            comm = world()
+        except ValueError as err:
+            raise ValueError(f"parallel.{fn}: {err}") from err.__cause__
+        return comm if comm is not None and comm.Get_size() > 1 else None
+    # the size is all a one-rank communicator is asked: no other call, no other method
+    if isinstance(comm, type) or not callable(getattr(comm, "Get_size", None)):
+        raise _not_a_comm(fn, comm)
+    size = _size(comm, fn)
+    if size > 1 and not all(hasattr(comm, m) for m in ("Get_rank", "Allreduce", "Allgather")):
+        raise _not_a_comm(fn, comm)
+    return comm if size > 1 else None
+
+
+def _not_a_comm(fn: str, comm: Any) -> TypeError:
+    got = f"the class {comm.__name__}" if isinstance(comm, type) else type(comm).__name__
+    return TypeError(f"parallel.{fn}: comm must be an mpi4py communicator such as "
+                     f"MPI.COMM_WORLD (or None for it), got {got}")
+
+
+def _size(comm: Comm, fn: str) -> int:
+    """``comm.Get_size()``, an int >= 1, or an error naming ``fn``: MPI.COMM_NULL or a freed
+    communicator raises in mpi4py (MPI's error stack: its first line is kept), and a
+    stand-in may answer anything."""
+    try:
+        size = comm.Get_size()
+    except Exception as err:
+        first = (str(err).splitlines() or [""])[0]
+        raise ValueError(f"parallel.{fn}: comm.Get_size() failed, so comm cannot be used (is "
+                         f"it MPI.COMM_NULL, or freed?): {type(err).__name__}: {first}") from err
+    if not is_int(size) or size < 1:
+        raise TypeError(f"parallel.{fn}: comm.Get_size() gave {size!r}, not a rank count "
+                        f"(an int >= 1): comm must be an mpi4py communicator such as "
+                        f"MPI.COMM_WORLD")
+    return int(size)
+
+
+# ---------------------------------------------------------------------------- agreement
 
 def describe(t: Tree) -> list[tuple[str, str]]:
     """``(path, description)`` of every node in preorder. Two trees first differ at their

@@ -15,10 +15,10 @@ read with ``allow_pickle=False`` only.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
 import os
+import stat
 import zlib
 from typing import Any
 
@@ -27,19 +27,20 @@ from numpy.lib.npyio import NpzFile
 from numpy.typing import NDArray
 
 from funcdl import tree as pytree
+from funcdl._io_format import (
+    TREEDEF_KEY,
+    Corrupt,
+    decode_header,
+    encode_header,
+    leaf_value,
+    namedtuple,
+    read_entry,
+)
 from funcdl.tree import TreeDef
 
 __all__ = ["load", "save"]
 
 Tree = Any
-TREEDEF_KEY = "__funcdl_treedef__"
-FORMAT = "funcdl.io"
-VERSION = 1
-_STEPS = ("leaf", "none", "tuple", "list", "dict", "namedtuple")
-
-
-class _Corrupt(ValueError):
-    """A file that is not a well-formed funcdl archive (re-raised naming the path)."""
 
 
 # ---------------------------------------------------------------------------- save
@@ -54,11 +55,12 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
 
     Raises:
         FileNotFoundError: the directory of ``path`` does not exist.
-        IsADirectoryError: ``path`` is a directory.
+        IsADirectoryError: ``path`` is a directory, or ends in a path separator.
         TypeError: a dict key that is not str or int, a leaf that is not a NumPy array,
             NumPy scalar or Python int / float / bool / complex, an object-dtype leaf, or a
             masked array (its mask would be lost); the message names the path. Nothing is written
-            then. Also a ``path`` that is not a str or PathLike (ValueError: an empty one).
+            then. Also a ``path`` that is not a str or PathLike (ValueError: an empty one, or
+            one naming a device, FIFO or socket, which the rename would replace).
     """
     import tempfile  # here, not at the top: `import funcdl` stays fast (tempfile pulls
     # in shutil, random, bz2 and lzma), and only a save needs it
@@ -66,10 +68,18 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
     arrays, header = _encode(tree)
     entries: dict[str, Any] = {TREEDEF_KEY: header, **arrays}
     target = os.path.realpath(name)
-    if os.path.isdir(target):  # else the rename would name the temporary file
+    mode = _stat(target)
+    if mode is not None and stat.S_ISDIR(mode):  # else the rename would name the temporary
         raise IsADirectoryError(errno.EISDIR, f"io.save: {name!r} is a directory; give a "
                                 f"file name in it, e.g. {os.path.join(name, 'params.npz')!r}",
                                 name)
+    if name.endswith((os.sep, os.altsep or os.sep)):  # realpath dropped it: 'p.npz/'
+        raise IsADirectoryError(errno.EISDIR, f"io.save: {name!r} ends in a separator, so it "
+                                f"names a directory; give a file name", name)
+    if mode is not None and not stat.S_ISREG(mode):  # the rename would replace /dev/null
+        raise ValueError(f"io.save: {name!r} is a {_kind(mode)}, not a regular file; save "
+                         f"writes a file beside it and renames it over the path, which would "
+                         f"replace the {_kind(mode)}: give a regular file's path")
     directory = os.path.dirname(target)
     if not os.path.isdir(directory):  # else mkstemp would name its temporary file instead
         raise FileNotFoundError(errno.ENOENT, f"io.save: no directory {directory!r} to "
@@ -79,8 +89,8 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)[:64]}.",
                                    suffix=".tmp", dir=directory)
     except OSError as e:  # it named its temporary file, which the caller never asked for
-        raise type(e)(e.errno, f"io.save: cannot write {name!r}: {e.strerror} (the file is "
-                               f"written beside it first, then renamed)", name) from None
+        raise _named(e, "io.save: cannot write", name, " (the file is written beside it "
+                     "first, then renamed)") from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **entries)
@@ -88,9 +98,11 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, _mode_for(target))
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:  # the rename: a name too long
+            raise _named(e, "io.save: cannot write", name) from None
         raise
     _fsync_dir(directory)
 
@@ -105,7 +117,27 @@ def _path(where: str, path: Any) -> str:
         raise TypeError(f"{where}: path must name a file as text, got bytes {name!r}")
     if not name:
         raise ValueError(f"{where}: the path is empty; give a file name such as 'params.npz'")
+    if "\0" in name:
+        raise ValueError(f"{where}: the path {name!r} holds a NUL character, which no file "
+                         f"name can")
     return name
+
+
+def _named(e: OSError, what: str, name: str, hint: str = "") -> OSError:
+    """``e`` again, of its own class, saying ``what`` for ``name`` (not a temporary)."""
+    return type(e)(e.errno, f"{what} {name!r}: {e.strerror}{hint}", name)
+
+
+def _stat(path: str) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return os.stat(path).st_mode
+    return None
+
+
+def _kind(mode: int) -> str:
+    kinds = [(stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+             (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket")]
+    return next((word for test, word in kinds if test(mode)), "special file")
 
 
 def _encode(t: Tree) -> tuple[dict[str, NDArray[Any]], NDArray[np.uint8]]:
@@ -118,12 +150,7 @@ def _encode(t: Tree) -> tuple[dict[str, NDArray[Any]], NDArray[np.uint8]]:
         kind, a = _leaf_array(leaf, path)
         arrays[f"leaf_{i}"] = a
         kinds.append(kind)
-    header = {"format": FORMAT, "version": VERSION,
-              "treedef": _encode_def(pytree.structure(t)), "leaves": kinds}
-    import json
-
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    return arrays, np.frombuffer(raw, dtype=np.uint8)
+    return arrays, encode_header(pytree.structure(t), kinds)
 
 
 def _where(path: str) -> str:
@@ -147,7 +174,7 @@ def _check_keys(t: Tree, path: str) -> None:
         fields = getattr(type(t), "_fields", None)
         if fields:
             try:  # what load will build: refuse now what it could not
-                _namedtuple(type(t).__name__, tuple(fields))
+                namedtuple(type(t).__name__, tuple(fields))
             except (TypeError, ValueError) as e:
                 raise ValueError(f"io.save: the NamedTuple {type(t).__name__} at "
                                  f"{_where(path)} cannot be loaded back: {e}") from None
@@ -184,18 +211,6 @@ def _leaf_array(leaf: Any, path: str) -> tuple[str, NDArray[Any]]:
         raise TypeError(f"io.save: {what} at {_where(path)} (dtype {a.dtype}) cannot be "
                         f"saved without pickle; convert it to a numeric dtype")
     return kind, a
-
-
-def _encode_def(td: TreeDef) -> dict[str, Any]:
-    node: dict[str, Any] = {"type": td.kind}
-    if td.kind == "dict":
-        node["keys"] = list(td.meta)
-    elif td.kind == "namedtuple":
-        node["name"] = td.meta.__name__
-        node["fields"] = list(td.meta._fields)
-    if td.kind not in ("leaf", "none"):
-        node["children"] = [_encode_def(c) for c in td.children]
-    return node
 
 
 def _mode_for(target: str) -> int:
@@ -236,26 +251,43 @@ def load(path: str | os.PathLike[str], like: Tree = None) -> Tree:
     back as they were saved (array, NumPy scalar or Python scalar), never taken from ``like``.
 
     Raises:
-        FileNotFoundError: no file at ``path``.
+        FileNotFoundError: no file at ``path`` (IsADirectoryError: a directory; other
+            OSErrors as the system gives them), named after ``io.load``.
         ValueError: a file that is not a complete funcdl archive (truncated, corrupted, not a
-            zip, no treedef entry, an object array inside), or a mismatch with ``like``; the
-            message names the file and, for a mismatch, the first differing path and both
-            values.
+            zip, no treedef entry, an object array inside), not a regular file (a FIFO or a
+            device, which could block), or a mismatch with ``like``; the message names the
+            file and, for a mismatch, the first differing path and both values.
     """
-    import zipfile  # a load's own dependency (json too, in _header): see save
+    import zipfile  # a load's own dependency (json too, in _io_format): see save
 
     name = _path("io.load", path)
-    with open(name, "rb") as f:  # FileNotFoundError and other OS errors pass through
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:  # non-blocking: opening a FIFO with no writer would wait forever
+        fd = os.open(name, flags)
+    except OSError as e:
+        raise _named(e, "io.load: cannot read", name) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, f"io.load: {name!r} is a directory; give "
+                                    f"the path of a file written by io.save", name)
+        raise ValueError(f"io.load: {name!r} is a {_kind(mode)}, not a regular file; "
+                         f"load reads files written by io.save")
+    with os.fdopen(fd, "rb") as f:
         try:
             td, leaves = _read(f)
-        except _Corrupt as e:
+        except Corrupt as e:
             raise ValueError(f"io.load: {name}: {e}") from None
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error,
                 NotImplementedError, RuntimeError) as e:  # the last two: zip features, depth
             raise ValueError(f"io.load: {name}: {_explain(e)}") from e
     if like is None:
         return pytree.unflatten(td, leaves)
-    like_def = pytree.structure(like)
+    try:
+        like_def = pytree.structure(like)
+    except TypeError as e:  # a dict whose keys cannot be sorted
+        raise TypeError(f"io.load: {name}: like: {e}") from None
     try:
         _compare(td, like_def, "")
         out = pytree.unflatten(like_def, leaves)
@@ -272,110 +304,22 @@ def _explain(e: BaseException) -> str:
 def _read(f: Any) -> tuple[TreeDef, list[Any]]:
     magic = f.read(6)
     if magic.startswith(b"\x93NUMPY"):
-        raise _Corrupt("a single .npy array, not an .npz archive written by funcdl.io.save")
+        raise Corrupt("a single .npy array, not an .npz archive written by funcdl.io.save")
     if not magic.startswith(b"PK"):
-        raise _Corrupt("not an .npz archive (no zip signature): truncated or corrupted file, "
-                       "or not written by funcdl.io.save")
+        raise Corrupt("not an .npz archive (no zip signature): truncated or corrupted file, "
+                      "or not written by funcdl.io.save")
     f.seek(0)
     data = np.load(f, allow_pickle=False)
     if not isinstance(data, NpzFile):  # np.load chose by the same magic bytes
-        raise _Corrupt("not an .npz archive")
+        raise Corrupt("not an .npz archive")
     with data:
         if TREEDEF_KEY not in data.files:
-            raise _Corrupt(f"no {TREEDEF_KEY!r} entry: not written by funcdl.io.save "
-                           f"(entries: {sorted(data.files)[:8]})")
-        header = _header(_entry(data, TREEDEF_KEY))
-        kinds = header["leaves"]
-        td = _decode_def(header["treedef"])
-        if not isinstance(kinds, list) or len(kinds) != td.num_leaves:
-            raise _Corrupt("malformed treedef: leaf list does not match the structure")
-        leaves = []
-        for i, kind in enumerate(kinds):
-            if f"leaf_{i}" not in data.files:
-                raise _Corrupt(f"missing entry 'leaf_{i}'")
-            leaves.append(_leaf_value(kind, _entry(data, f"leaf_{i}"), i))
+            raise Corrupt(f"no {TREEDEF_KEY!r} entry: not written by funcdl.io.save "
+                          f"(entries: {sorted(data.files)[:8]})")
+        td, kinds = decode_header(read_entry(data, TREEDEF_KEY))
+        leaves = [leaf_value(kind, read_entry(data, f"leaf_{i}"), i)
+                  for i, kind in enumerate(kinds)]
     return td, leaves
-
-
-def _entry(data: NpzFile, name: str) -> NDArray[Any]:
-    try:
-        return data[name]
-    except ValueError as e:
-        if "allow_pickle" not in str(e):
-            raise
-        raise _Corrupt(f"entry {name!r} is an object (pickled) array, which funcdl.io never "
-                       f"loads") from None
-
-
-def _header(raw: NDArray[Any]) -> dict[str, Any]:
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise _Corrupt(f"malformed {TREEDEF_KEY!r} entry")
-    import json
-
-    try:
-        header = json.loads(raw.tobytes().decode("utf-8"))
-    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise _Corrupt(f"malformed {TREEDEF_KEY!r} entry ({e})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise _Corrupt(f"malformed {TREEDEF_KEY!r} entry (no format tag)")
-    version = header.get("version")
-    if type(version) is not int or not 1 <= version <= VERSION:
-        raise _Corrupt(f"format version {version!r}; this funcdl reads versions 1 to "
-                       f"{VERSION} (was the file written by a newer funcdl?)")
-    if "treedef" not in header or "leaves" not in header:
-        raise _Corrupt(f"malformed {TREEDEF_KEY!r} entry (no treedef)")
-    return header
-
-
-_NAMEDTUPLES: dict[tuple[str, tuple[str, ...]], type] = {}
-
-
-def _namedtuple(name: str, fields: tuple[str, ...]) -> type:
-    # One class per (name, fields), so trees loaded from several files share a structure.
-    cls = _NAMEDTUPLES.get((name, fields))
-    if cls is None:
-        cls = _NAMEDTUPLES[(name, fields)] = collections.namedtuple(name, fields)
-    return cls
-
-
-def _decode_def(node: Any) -> TreeDef:
-    if not isinstance(node, dict) or node.get("type") not in _STEPS:
-        raise _Corrupt("malformed treedef: unknown node")
-    kind = node["type"]
-    if kind in ("leaf", "none"):
-        return TreeDef(kind)
-    children = node.get("children")
-    if not isinstance(children, list):
-        raise _Corrupt(f"malformed treedef: {kind} node without children")
-    kids = tuple(_decode_def(c) for c in children)
-    meta: Any = None
-    if kind == "dict":
-        keys = node.get("keys")
-        if not isinstance(keys, list) or len(keys) != len(kids) \
-                or any(type(k) not in (str, int) for k in keys) or len(set(keys)) != len(keys):
-            raise _Corrupt("malformed treedef: bad dict keys")
-        meta = tuple(keys)
-    elif kind == "namedtuple":
-        name, fields = node.get("name"), node.get("fields")
-        if not isinstance(name, str) or not isinstance(fields, list) \
-                or len(fields) != len(kids) or not all(isinstance(f, str) for f in fields):
-            raise _Corrupt("malformed treedef: bad NamedTuple record")
-        meta = _namedtuple(name, tuple(fields))  # ValueError on invalid identifiers
-    return TreeDef(kind, meta, kids)
-
-
-def _leaf_value(kind: Any, a: NDArray[Any], i: int) -> Any:
-    if kind == "array":
-        return a
-    if kind not in ("numpy", "int", "float", "bool", "complex") or a.ndim != 0:
-        raise _Corrupt(f"malformed treedef: leaf_{i} has kind {kind!r} and shape {a.shape}")
-    x = a[()]
-    if kind == "numpy":
-        return x
-    expected = {"int": "iu", "float": "f", "bool": "b", "complex": "c"}[kind]
-    if a.dtype.kind not in expected:
-        raise _Corrupt(f"malformed treedef: leaf_{i} is a Python {kind} stored as {a.dtype}")
-    return {"int": int, "float": float, "bool": bool, "complex": complex}[kind](x)
 
 
 # ---------------------------------------------------------------------------- like

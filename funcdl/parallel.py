@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -34,8 +33,10 @@ from numpy.typing import ArrayLike, NDArray
 from funcdl import data
 from funcdl import tree as pytree
 from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
+from funcdl._agree import resolve as _resolve
+from funcdl._agree import world as _world  # noqa: F401  (parallel._world.cache_clear())
 from funcdl._args import bool_arg, int_arg
-from funcdl._reduce import Reducer, mpi, not_float
+from funcdl._reduce import Reducer, not_float
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl.optim import GradientTransformation
 from funcdl.random import Key
@@ -49,44 +50,7 @@ Comm = Any
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Set by MPI launchers (MPICH/Intel MPI/Slurm PMI, Open MPI, MVAPICH) in every rank.
-_LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
 # ---------------------------------------------------------------------------- communicators
-
-@functools.cache
-def _world() -> Comm | None:
-    """MPI.COMM_WORLD, or None when mpi4py cannot be imported and no launcher started us."""
-    try:
-        return mpi().COMM_WORLD
-    except (ImportError, RuntimeError) as err:  # no mpi4py, or no MPI library for it
-        sizes = [os.environ.get(v, "").strip() for v in _LAUNCHER_SIZES]
-        launched = max([int(s) for s in sizes if s.isdigit()], default=1)
-        if launched > 1:
-            raise ValueError(
-                f"this process is one of {launched} MPI ranks, but mpi4py cannot be imported "
-                f"({err}), so the ranks cannot communicate: pip install 'funcdl[mpi]' (mpi4py "
-                f"and an MPI runtime), or run a single process without mpiexec") from err
-        return None
-
-
-def _resolve(comm: Comm | None, fn: str) -> Comm | None:
-    """The communicator to talk over, or None when this process is the only rank."""
-    if comm is None:
-        try:
-            comm = _world()
-        except ValueError as err:
-            raise ValueError(f"parallel.{fn}: {err}") from err.__cause__
-        if comm is None:
-            return None
-    # the size is all a one-rank communicator is asked: no other call, no other method
-    elif not callable(getattr(comm, "Get_size", None)) or (comm.Get_size() > 1 and not all(
-            hasattr(comm, m) for m in ("Get_rank", "Allreduce", "Allgather"))):
-        raise TypeError(f"parallel.{fn}: comm must be an mpi4py communicator such as "
-                        f"MPI.COMM_WORLD (or None for it), got {type(comm).__name__}")
-    return comm if comm.Get_size() > 1 else None
-
 
 def rank_and_size(comm: Comm | None = None) -> tuple[int, int]:
     """``(rank, size)`` of this process in ``comm``; ``(0, 1)`` for a single process."""
@@ -188,7 +152,8 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
     it is read from ``value_and_grad_fn`` (funcdl's value_and_grad records it), and a
     function that hides it (a wrapper, a lambda) whose grads end in an entry shaped like
     ``x`` is refused until ``wrt_input=`` says. One process: ``value_and_grad_fn``'s own
-    values, after the same checks as over ranks.
+    values, after the same checks as over ranks ((value, grads) with a real loss at every
+    call; floating-point grads at the first).
 
     Example::
 
@@ -216,15 +181,21 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
                 else bool_arg(wrt_input, "parallel.data_parallel", "wrt_input"))
 
     unasked = split_dx is None  # whether the grads' form is still to be looked at, once
+    looked = False  # whether one process has looked at the grads' leaves
 
     def f(params: Any, x: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
-        nonlocal unasked
+        nonlocal unasked, looked
         c = _resolve(comm, "data_parallel")
         first = pytree.leaves(x)[:1]  # on one process too: a script fails alike on 1 and N
         if not first or np.ndim(first[0]) == 0:
             raise TypeError("parallel.data_parallel: cannot count the examples of x: pass "
                             "the batch with examples on axis 0 of its (first) array")
-        value, grads = value_and_grad_fn(params, x, target, *args, **kwargs)
+        res = value_and_grad_fn(params, x, target, *args, **kwargs)
+        if not (isinstance(res, (tuple, list)) and len(res) == 2):
+            raise TypeError(f"parallel.data_parallel: value_and_grad_fn must return (value, "
+                            f"grads), as fd.value_and_grad's function does; got "
+                            f"{_form(res)}")
+        value, grads = res
         if unasked:  # the first call's grads tell, on one process too
             unasked = _ends_like(grads, x)  # refused then, and at every call after it
             if unasked:
@@ -235,9 +206,22 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
                     "lambda hides funcdl's wrt_input attribute; functools.wraps keeps it): "
                     "pass data_parallel(fn, wrt_input=True), so that dx stays this rank's "
                     "own, or wrt_input=False to average the pair as params' grads")
+        loss = value[0] if isinstance(value, tuple) and value else value
+        if not (isinstance(loss, float) or _real_scalar(loss)):  # over ranks: float(loss)
+            raise TypeError(f"parallel.data_parallel: the value from value_and_grad_fn must be "
+                            f"the loss, a real number (with has_aux or state: the first entry "
+                            f"of a tuple); got {_form(loss)}")
+        if split_dx and not (isinstance(grads, tuple) and len(grads) == 2):
+            raise ValueError(f"parallel.data_parallel: wrt_input=True, but the grads are "
+                             f"{_form(grads)}, not the pair (dparams, dx)")
         if c is None:
+            if not looked:  # the ranks' mean checks the leaves at every step; here, at the
+                # first (each step would cost a fifth of a small model's step, ~5 us)
+                lay = reducer.layout(grads[0] if split_dx else grads)[1]
+                if lay.not_float is not None:
+                    raise not_float("data_parallel", lay)
+                looked = True
             return value, grads
-        loss = value[0] if isinstance(value, tuple) else value
         n = int(np.shape(first[0])[0])
         if split_dx:  # (dparams, dx): dx holds this rank's examples, not a sum over ranks
             dparams, (mean_loss,), share = reducer.mean(c, grads[0], "data_parallel", n,
@@ -251,6 +235,21 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
         return mean_loss, grads
 
     return cast(F, functools.update_wrapper(f, value_and_grad_fn))
+
+
+def _real_scalar(v: Any) -> bool:
+    return (isinstance(v, (int, np.generic, np.ndarray)) and np.ndim(v) == 0
+            and np.asarray(v).dtype.kind in "iuf")
+
+
+def _form(v: Any) -> str:
+    """What came, briefly: ``a tuple of length 3``, ``str 'a'``, ``dict``."""
+    if isinstance(v, (tuple, list)):
+        return f"a {type(v).__name__} of length {len(v)}"
+    if isinstance(v, np.ndarray):
+        return f"an array of shape {v.shape} and dtype {v.dtype}"
+    return f"{type(v).__name__} {v!r:.40}" if isinstance(v, (str, int, float)) \
+        else type(v).__name__
 
 
 def _ends_like(grads: Any, x: Any) -> bool:
@@ -318,6 +317,9 @@ def sharded(optimizer: GradientTransformation, comm: Comm | None = None) -> Shar
     def step(state: ShardedState, grads: Tree, params: Tree,
              examples: int | None = None) -> tuple[Tree, ShardedState]:
         weight = -1 if examples is None else int_arg(examples, "parallel.sharded", "examples")
+        if weight >= 2**62:  # it travels as an int64 with the agreement over ranks
+            raise ValueError(f"parallel.sharded: examples={weight} is no example count of a "
+                             f"batch; give this rank's number of examples, len(x)")
         return sharder.step(_resolve(comm, "sharded"), state, grads, params, weight)
 
     return Sharded(init, step)

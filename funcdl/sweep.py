@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -58,7 +58,10 @@ class SweepError(RuntimeError):
 
 
 def _short(config: Any, width: int = 70) -> str:
-    text = repr(config)
+    try:
+        text = repr(config)
+    except Exception:  # a config's own broken __repr__ must not lose the sweep's results
+        text = f"<{type(config).__name__} object>"
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
@@ -136,9 +139,12 @@ def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | N
     """
     if not callable(train_fn):
         raise TypeError(f"sweep.run: train_fn must be callable, got {type(train_fn).__name__}")
-    if isinstance(configs, (Mapping, str, bytes)) or not isinstance(configs, Iterable):
-        # a dict would sweep over its keys, a string over its characters
-        what = "a dict (one config?)" if isinstance(configs, Mapping) else type(configs).__name__
+    zero_d = getattr(configs, "ndim", None) == 0  # a 0-d array: iterable, but over nothing
+    if zero_d or isinstance(configs, (Mapping, str, bytes, bytearray, memoryview)) \
+            or not isinstance(configs, Iterable):
+        # a dict would sweep over its keys, a string over its characters (bytes: their ints)
+        what = ("a dict (one config?)" if isinstance(configs, Mapping) else
+                f"a 0-d {type(configs).__name__}" if zero_d else type(configs).__name__)
         raise TypeError(f"sweep.run: configs must be a list (or other iterable) of configs, "
                         f"one per run, got {what}; pass [config] for one run")
     progress = bool_arg(progress, "sweep.run", "progress")  # "no" would count as True
@@ -198,7 +204,7 @@ def _gather(pool: Executor, train_fn: Callable[[Any], Any], configs: list[Any],
     futures: dict[Future[Any], int] = {}
     try:
         for i, config in enumerate(configs):
-            futures[pool.submit(_attempt, train_fn, config)] = i
+            futures[_submit(pool, train_fn, config)] = i
         results: list[Any] = [None] * len(configs)
         failures: list[Failure] = []
         # A broken pool raises one exception object for all its futures, each raise adding
@@ -227,6 +233,20 @@ def _gather(pool: Executor, train_fn: Callable[[Any], Any], configs: list[Any],
     if strict and failures:
         raise SweepError(results, sorted(failures, key=lambda f: f.index))
     return results
+
+
+def _submit(pool: Executor, train_fn: Callable[[Any], Any], config: Any) -> Future[Any]:
+    """One run handed to ``pool``; a pool that cannot take it is named, not its internals."""
+    try:
+        return pool.submit(_attempt, train_fn, config)
+    except NotImplementedError:  # concurrent.futures.Executor's own submit, not overridden
+        raise TypeError(f"sweep.run: the executor {type(pool).__name__} does not implement "
+                        f"submit(); pass a working one such as ThreadPoolExecutor(4)") from None
+    except RuntimeError as err:  # "cannot schedule new futures after shutdown"
+        if isinstance(err, BrokenExecutor):  # a worker died: as from a run, not a misuse
+            raise
+        raise ValueError(f"sweep.run: the executor refused the run ({err}): pass an executor "
+                         f"that is open, e.g. create it in a `with` around sweep.run") from err
 
 
 def _report(done: int, total: int, failed: int, index: int, config: Any, value: Any,

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import random, tree
-from funcdl._args import int_arg, real_arg
+from funcdl._args import bool_arg, int_arg, real_arg
 from funcdl._finite_diff import directions_like, fd_check, is_float, to64
 from funcdl.layers.base import layer_arg
 
@@ -68,6 +68,30 @@ def _layer(where: str, layer: Any) -> str:
     return str(getattr(layer, "name", layer))
 
 
+def _finite(where: str, what: str, t: Any) -> None:
+    """A ValueError naming the first entry of ``t`` that is NaN or inf: there a finite
+    difference is NaN, and the check would blame the vjp for the input."""
+    for path, leaf in tree.leaves_with_path(t):
+        a = np.asarray(leaf)
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            i = tuple(int(v) for v in np.argwhere(~np.isfinite(a))[0])
+            raise ValueError(f"{where}: {what}{path}{list(i) if i else ''} is {a[i]}; finite "
+                             f"differences need finite values: check at a finite point")
+
+
+def _as_input(x: Any) -> Any:
+    """``x`` as a layer reads it: nested lists of numbers as an array, and a list of arrays
+    as the tuple that Parallel and the FanIn layers take (their dx is a tuple)."""
+    if isinstance(x, list) and all(isinstance(v, (int, float)) for v in tree.leaves(x) or [x]):
+        return np.asarray(x)
+    return tuple(_as_input(v) for v in x) if type(x) in (list, tuple) else x
+
+
+def _as_shape(s: Any) -> Any:
+    """``in_shape`` with its lists as tuples, as the layers read it: ``[None, 4]``."""
+    return tuple(_as_shape(d) for d in s) if isinstance(s, (list, tuple)) else s
+
+
 def _input_cotangent(label: str, x: Any, dx: Any) -> Any:
     """dx with zeros standing in where x is not floating (integer ids have no cotangent)."""
     if dx is None:
@@ -100,12 +124,19 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
     Raises AssertionError naming the leaf path and index of the first wrong entry.
     """
     label = _layer("check_vjp", layer)
-    rtol, atol, eps = _settings(f"check_vjp({label})", rtol, atol, eps)
-    directions = int_arg(directions, f"check_vjp({label})", "directions", 1)
-    seed = int_arg(seed, f"check_vjp({label})", "seed")
+    where = f"check_vjp({label})"
+    rtol, atol, eps = _settings(where, rtol, atol, eps)
+    directions = int_arg(directions, where, "directions", 1)
+    seed = int_arg(seed, where, "seed")
+    train = bool_arg(train, where, "train")
     stateful = bool(getattr(layer, "stateful", False))
     if stateful and state is None:
-        raise ValueError(f"check_vjp({label}): a stateful layer needs state=...")
+        raise ValueError(f"{where}: a stateful layer needs state=...")
+    if not stateful and state is not None:  # as the layer's own apply refuses it
+        raise TypeError(f"{where}: state= given, but the layer is not stateful; drop it")
+    x = _as_input(x)
+    _finite(where, "params", params)
+    _finite(where, "x", x)
     p64, x64 = to64(params), to64(x)
     kw: dict[str, Any] = {"key": key, "train": train}
     if stateful:
@@ -137,7 +168,7 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
         raise AssertionError(f"check_vjp({label}): {e}") from None
     if getattr(layer, "dx_optional", False):
         dparams2, dx2 = pullback(u, need_dx=False)
-        if dx2 is not None or not all(np.array_equal(a, b) for a, b in zip(
+        if dx2 is not None or not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(
                 tree.leaves(dparams), tree.leaves(dparams2))):
             raise AssertionError(f"check_vjp({label}): pullback(dy, need_dx=False) must give "
                                  f"the same dparams and None for dx")
@@ -192,8 +223,13 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     forward, float32 kept in outputs and gradients, batch rows independent at inference,
     and the vjp against finite differences."""
     label = _layer("check_layer", layer)
-    rtol, atol, _ = _settings(f"check_layer({label})", rtol, atol)
-    k_init, k_x, k_call = random.split(random.key(0) if key is None else key, 3)
+    where = f"check_layer({label})"
+    rtol, atol, _ = _settings(where, rtol, atol)
+    batch = int_arg(batch, where, "batch")
+    train = bool_arg(train, where, "train")
+    in_shape = _as_shape(in_shape)
+    k_init, k_x, k_call = random.split(random.key(0) if key is None
+                                       else random.check_key(key, where), 3)
     stateful = bool(getattr(layer, "stateful", False))
     n_out = 3 if stateful else 2
     out = _returned(label, "init", layer.init(k_init, in_shape), n_out)
@@ -203,7 +239,13 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
         kw["state"] = out[2]
     if x is None:
         x = _random_input(k_x, in_shape, batch, getattr(layer, "ids", None))
-    n = np.shape(tree.leaves(x)[0])[0]
+    x = _as_input(x)
+    first = tree.leaves(x)[:1]
+    if not first or np.ndim(first[0]) == 0:
+        raise TypeError(f"{where}: x must hold the batch on axis 0 of its (first) array, got "
+                        f"{type(x).__name__} of shape {np.shape(first[0]) if first else None}")
+    _finite(where, "x", x)
+    n = np.shape(first[0])[0]
 
     def call(p: Any, xx: Any, **extra: Any) -> Any:
         res = layer.apply(p, xx, **{**kw, **extra})
@@ -253,30 +295,63 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
                eps: float = 1e-6, seed: int = 0, **kwargs: Any) -> None:
     """Check a loss: ``loss(pred, target)`` equals ``loss.vjp(...)[0]``, the gradient keeps
     pred's dtype, and ``pullback(1.0)`` matches finite differences in float64 (tier 2 names
-    the entry of ``pred`` that is wrong). ``kwargs`` go to the loss (e.g. ``delta=``)."""
-    if not (callable(loss) and hasattr(loss, "vjp")):
+    the entry of ``pred`` that is wrong). ``kwargs`` go to the loss (e.g. ``delta=``). A loss
+    with aux (``Loss``'s two forms) is checked on its value."""
+    if isinstance(loss, type) or not (callable(loss) and hasattr(loss, "vjp")):
+        got = f"the class {loss.__name__}" if isinstance(loss, type) else repr(loss)
         raise TypeError(f"check_loss: the loss must be callable and have a "
-                        f".vjp(pred, target) method (see funcdl.losses.Loss), got {loss!r}")
+                        f".vjp(pred, target) method (see funcdl.losses.Loss), got {got}")
     label = str(getattr(loss, "name", loss))
-    rtol, atol, eps = _settings(f"check_loss({label})", rtol, atol, eps)
-    seed = int_arg(seed, f"check_loss({label})", "seed")
+    where = f"check_loss({label})"
+    rtol, atol, eps = _settings(where, rtol, atol, eps)
+    seed = int_arg(seed, where, "seed")
     pred = np.asarray(pred)
-    value = loss(pred, target, **kwargs)
-    value2, pullback = loss.vjp(pred, target, **kwargs)
-    if not np.allclose(value, value2, rtol=1e-12, atol=0):
-        raise AssertionError(f"check_loss({label}): loss() gave {value}, vjp gave {value2}")
+    _finite(where, "pred", pred)
+    _finite(where, "target", target)
+    value2, pullback = _loss_vjp(where, loss.vjp(pred, target, **kwargs))
+    value = _loss_value(where, "loss()", loss(pred, target, **kwargs))
+    if np.shape(value) != np.shape(value2) or not np.allclose(value, value2, rtol=1e-12, atol=0,
+                                                              equal_nan=True):
+        raise AssertionError(f"{where}: loss() gave {value}, vjp gave {value2}")
     if not np.all(np.isfinite(value)):
-        raise AssertionError(f"check_loss({label}): non-finite value {value}")
+        raise AssertionError(f"{where}: non-finite value {value}")
     dpred = pullback(1.0) if np.ndim(value) == 0 else pullback(np.ones(np.shape(value)))
-    if np.shape(dpred) != pred.shape or np.asarray(dpred).dtype != pred.dtype:
-        raise AssertionError(f"check_loss({label}): the gradient has shape {np.shape(dpred)} "
-                             f"and dtype {np.asarray(dpred).dtype}; pred has {pred.shape}, "
+    if not isinstance(dpred, np.ndarray) or dpred.shape != pred.shape \
+            or dpred.dtype != pred.dtype:
+        got = (f"shape {dpred.shape} and dtype {dpred.dtype}" if isinstance(dpred, np.ndarray)
+               else f"a {type(dpred).__name__}")
+        raise AssertionError(f"{where}: the gradient has {got}; pred has {pred.shape}, "
                              f"{pred.dtype}")
     p64 = pred.astype(np.float64)
     t64 = to64(target)
-    v64, pb64 = loss.vjp(p64, t64, **kwargs)
+    v64, pb64 = _loss_vjp(where, loss.vjp(p64, t64, **kwargs))
     u = (np.ones(()) if np.ndim(v64) == 0
          else random.normal(random.key(seed), np.shape(v64), np.float64))
     g = pb64(float(u) if np.ndim(v64) == 0 else u)
-    fd_check(f"check_loss({label})", lambda z: np.asarray(loss(z, t64, **kwargs)), p64, g,
-              np.asarray(u), random.key(seed + 1), rtol, atol, eps, 3, lambda p: "pred" + p)
+    fd_check(where, lambda z: np.asarray(_loss_value(where, "loss()", loss(z, t64, **kwargs))),
+             p64, g, np.asarray(u), random.key(seed + 1), rtol, atol, eps, 3,
+             lambda p: "pred" + p)
+
+
+def _loss_value(where: str, what: str, value: Any) -> Any:
+    """A loss's value, the first entry of ``(value, aux)``; an AssertionError unless it is
+    a real number or array."""
+    if isinstance(value, tuple) and value:
+        value = value[0]
+    if not (isinstance(value, (int, float, np.ndarray, np.generic))
+            and np.asarray(value).dtype.kind in "biuf"):
+        raise AssertionError(f"{where}: {what} must give a real number (or an array of them, "
+                             f"or (value, aux)), got {value!r:.80}")
+    return value
+
+
+def _loss_vjp(where: str, got: Any) -> tuple[Any, Any]:
+    """``(value, pullback)`` of what loss.vjp returned, in either of ``Loss``'s forms with
+    aux, ``((value, aux), pullback)`` and ``(value, pullback, aux)``."""
+    if not (isinstance(got, tuple) and len(got) in (2, 3) and callable(got[1])):
+        form = f"a tuple of length {len(got)}" if isinstance(got, tuple) else type(got).__name__
+        raise AssertionError(f"{where}: loss.vjp must return (value, pullback), with pullback "
+                             f"a function of the cotangent, got {form}"
+                             + (f" whose second entry is a {type(got[1]).__name__}"
+                                if isinstance(got, tuple) and len(got) in (2, 3) else ""))
+    return _loss_value(where, "loss.vjp", got[0]), got[1]

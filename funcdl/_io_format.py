@@ -1,0 +1,198 @@
+"""The inside of a ``funcdl.io`` archive: the treedef header (JSON as a uint8 array under
+``__funcdl_treedef__``, with a format version), encoded and decoded, and the reading of one
+``.npy`` entry, checked against what the zip member holds before NumPy allocates for it.
+
+Everything read is checked, as a file may be truncated, corrupted or written by hand: any
+defect is a ``Corrupt`` (a ValueError that ``io.load`` re-raises naming the file).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+from numpy.lib.npyio import NpzFile
+from numpy.typing import NDArray
+
+from funcdl.tree import TreeDef
+
+TREEDEF_KEY = "__funcdl_treedef__"
+FORMAT = "funcdl.io"
+VERSION = 1
+_STEPS = ("leaf", "none", "tuple", "list", "dict", "namedtuple")
+_KINDS = ("array", "numpy", "int", "float", "bool", "complex")
+
+
+class Corrupt(ValueError):
+    """A file that is not a well-formed funcdl archive (re-raised naming the path)."""
+
+
+_NAMEDTUPLES: dict[tuple[str, tuple[str, ...]], type] = {}
+
+
+def namedtuple(name: str, fields: tuple[str, ...]) -> type:
+    # One class per (name, fields), so trees loaded from several files share a structure.
+    cls = _NAMEDTUPLES.get((name, fields))
+    if cls is None:
+        cls = _NAMEDTUPLES[(name, fields)] = collections.namedtuple(name, fields)
+    return cls
+
+
+# ---------------------------------------------------------------------------- header
+
+def encode_header(td: TreeDef, kinds: list[str]) -> NDArray[np.uint8]:
+    import json  # here and below, not at the top: only a save or a load needs it
+
+    header = {"format": FORMAT, "version": VERSION, "treedef": _encode_def(td),
+              "leaves": kinds}
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    return np.frombuffer(raw, dtype=np.uint8)
+
+
+def _encode_def(td: TreeDef) -> dict[str, Any]:
+    node: dict[str, Any] = {"type": td.kind}
+    if td.kind == "dict":
+        node["keys"] = list(td.meta)
+    elif td.kind == "namedtuple":
+        node["name"] = td.meta.__name__
+        node["fields"] = list(td.meta._fields)
+    if td.kind not in ("leaf", "none"):
+        node["children"] = [_encode_def(c) for c in td.children]
+    return node
+
+
+def decode_header(raw: Any) -> tuple[TreeDef, list[str]]:
+    """The treedef and the leaf kinds of a header entry, or a Corrupt saying what is wrong."""
+    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 1:
+        raise Corrupt(f"malformed {TREEDEF_KEY!r} entry")
+    import json
+
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except RecursionError:
+        raise Corrupt(f"malformed {TREEDEF_KEY!r} entry (nested too deeply)") from None
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise Corrupt(f"malformed {TREEDEF_KEY!r} entry ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise Corrupt(f"malformed {TREEDEF_KEY!r} entry (no format tag)")
+    version = header.get("version")
+    if type(version) is not int or not 1 <= version <= VERSION:
+        raise Corrupt(f"format version {version!r}; this funcdl reads versions 1 to "
+                      f"{VERSION} (was the file written by a newer funcdl?)")
+    if "treedef" not in header or "leaves" not in header:
+        raise Corrupt(f"malformed {TREEDEF_KEY!r} entry (no treedef)")
+    try:
+        td = _decode_def(header["treedef"])
+    except RecursionError:
+        raise Corrupt("malformed treedef: nested too deeply") from None
+    kinds = header["leaves"]
+    if not isinstance(kinds, list) or len(kinds) != td.num_leaves:
+        raise Corrupt("malformed treedef: leaf list does not match the structure")
+    return td, kinds
+
+
+def _decode_def(node: Any) -> TreeDef:
+    if not isinstance(node, dict) or node.get("type") not in _STEPS:
+        raise Corrupt("malformed treedef: unknown node")
+    kind = node["type"]
+    if kind in ("leaf", "none"):
+        return TreeDef(kind)
+    children = node.get("children")
+    if not isinstance(children, list):
+        raise Corrupt(f"malformed treedef: {kind} node without children")
+    kids = tuple(_decode_def(c) for c in children)
+    meta: Any = None
+    if kind == "dict":
+        keys = node.get("keys")
+        if not _sorted_keys(keys, len(kids)):
+            raise Corrupt("malformed treedef: bad dict keys (save writes them sorted, "
+                          "distinct, and all str or all int)")
+        meta = tuple(keys or ())
+    elif kind == "namedtuple":
+        name, fields = node.get("name"), node.get("fields")
+        if not isinstance(name, str) or not isinstance(fields, list) \
+                or len(fields) != len(kids) or not all(isinstance(f, str) for f in fields):
+            raise Corrupt("malformed treedef: bad NamedTuple record")
+        try:
+            meta = namedtuple(name, tuple(fields))
+        except ValueError as e:  # not identifiers, keywords, repeated or _-led fields
+            raise Corrupt(f"malformed treedef: NamedTuple {name[:40]!r}: {e}") from None
+    return TreeDef(kind, meta, kids)
+
+
+def _sorted_keys(keys: Any, n: int) -> bool:
+    """Whether ``keys`` are n dict keys as save writes them: else the tree could not be
+    walked (str mixed with int), or its leaves would not be in the file's order."""
+    if not isinstance(keys, list) or len(keys) != n:
+        return False
+    types = {type(k) for k in keys}
+    return (types <= {str} or types <= {int}) and all(
+        a < b for a, b in itertools.pairwise(keys))
+
+
+# ---------------------------------------------------------------------------- entries
+
+def read_entry(data: NpzFile, name: str) -> NDArray[Any]:
+    """Entry ``name`` of an open archive, after checking that it is a .npy array, not an
+    object (pickled) one, and that its member holds the bytes its header declares: a
+    tampered shape would have NumPy allocate terabytes before it found out."""
+    import zipfile
+
+    zf = data.zip
+    for member in (f"{name}.npy", name):  # as NpzFile finds it: with .npy, or without
+        with contextlib.suppress(KeyError):
+            info = zf.getinfo(member) if zf is not None else None
+            break
+    else:
+        raise Corrupt(f"missing entry {name!r}")
+    if zf is None or info is None:  # closed: not while load holds it open
+        raise Corrupt("not an open .npz archive")
+    with zf.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+        except ValueError:
+            raise Corrupt(f"entry {name!r} is not a .npy array") from None
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is not None:  # (3, 0): utf-8 field names, read by NumPy's own check only
+            try:
+                shape, _, dtype = read(f)
+            except ValueError as e:
+                raise Corrupt(f"entry {name!r} has a malformed .npy header ({e})") from None
+            if dtype.hasobject:
+                raise Corrupt(f"entry {name!r} is an object (pickled) array, which funcdl.io "
+                              f"never loads")
+            held = info.file_size - f.tell()
+            if info.compress_type == zipfile.ZIP_STORED:  # read up to compress_size only
+                held = min(held, info.compress_size - f.tell())
+            if min(shape, default=0) < 0:
+                raise Corrupt(f"entry {name!r} declares shape {shape}: corrupted file")
+            need = math.prod(shape) * dtype.itemsize
+            if need > held:
+                raise Corrupt(f"entry {name!r} declares shape {shape} of {dtype} ({need} "
+                              f"bytes) but holds {max(held, 0)}: truncated or corrupted file")
+    try:
+        return data[member]
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise
+        raise Corrupt(f"entry {name!r} is an object (pickled) array, which funcdl.io never "
+                      f"loads") from None
+
+
+def leaf_value(kind: Any, a: NDArray[Any], i: int) -> Any:
+    if kind == "array":
+        return a
+    if kind not in _KINDS or a.ndim != 0:
+        raise Corrupt(f"malformed treedef: leaf_{i} has kind {kind!r} and shape {a.shape}")
+    x = a[()]
+    if kind == "numpy":
+        return x
+    expected = {"int": "iu", "float": "f", "bool": "b", "complex": "c"}[kind]
+    if a.dtype.kind not in expected:
+        raise Corrupt(f"malformed treedef: leaf_{i} is a Python {kind} stored as {a.dtype}")
+    return {"int": int, "float": float, "bool": bool, "complex": complex}[kind](x)
