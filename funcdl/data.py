@@ -77,7 +77,12 @@ def examples(where: str, key: Any, arrays: tuple[ArrayLike, ...],
     if odd is not None:
         raise TypeError(f"{where}: argument {odd + 1} is a {type(arrays[odd]).__name__}, "
                         f"not an array; pass the arrays themselves: {call}")
-    if any(a.ndim == 0 for a in xs) or len({a.shape[0] for a in xs}) != 1:
+    scalar = next((i for i, a in enumerate(xs) if a.ndim == 0), None)
+    if scalar is not None:  # no axis of examples to batch along
+        raise ValueError(f"{where}: argument {scalar + 1} is 0-d (one value, {xs[scalar]!r:.40}); "
+                         f"every array needs its examples on axis 0, e.g. shape (n,) or "
+                         f"(n, features)")
+    if len({a.shape[0] for a in xs}) != 1:
         raise ValueError(f"{where}: all arrays must share their first dimension, got "
                          f"shapes {', '.join(str(a.shape) for a in xs)}")
     return xs

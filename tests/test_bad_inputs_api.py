@@ -314,7 +314,7 @@ DATA_CASES = [
     case("batches-key-not-a-key", lambda: data.batches(5, X10, batch_size=4), TypeError,
          "data.batches", "key"),
     case("batches-rank-0-array", lambda: data.batches(KEY, F32(1), batch_size=4), ValueError,
-         "data.batches", "first dimension", "()"),
+         "data.batches", "argument 1 is 0-d", "axis 0"),
     case("batches-no-arrays", lambda: data.batches(KEY, batch_size=4), ValueError,
          "data.batches", "at least one array"),
     case("disk-negative-n", lambda: data.disk(KEY, -1), ValueError, "data.disk", "n", "-1"),

@@ -113,7 +113,8 @@ def test_key_none_with_shuffle_says_how_to_pass_one():
     ((np.zeros(4),), {"batch_size": -3}, ValueError, "positive"),
     ((np.zeros(4),), {"batch_size": 2.0}, TypeError, "batch_size must be an int"),
     ((np.zeros(4),), {"batch_size": True}, TypeError, "batch_size must be an int"),
-    ((np.array(3.0),), {"batch_size": 1}, ValueError, r"shapes \(\)"),
+    ((np.array(3.0),), {"batch_size": 1}, ValueError, r"argument 1 is 0-d .*axis 0"),
+    ((np.ones(3), 2.0), {"batch_size": 1}, ValueError, r"argument 2 is 0-d .*axis 0"),
     (([[1, 2], [3]],), {"batch_size": 1}, ValueError, "not a rectangular array"),
     ((np.zeros(4),), {"batch_size": 2, "shuffle": "no"}, TypeError,
      r"shuffle must be True or False, got 'no'"),  # a truthy string would shuffle
