@@ -93,7 +93,11 @@ GRAD_PERTURBATIONS: list[tuple[str, Any, str | None]] = [  # (id, grads, kind of
 ]
 COUNTS = [("none", None, False), ("str", "3", False), ("float", 2.5, False),
           ("negative", -1, False), ("array", np.array([1, 2]), False),
-          ("python-int", 0, True), ("0d-array", np.array(0), True), ("int32", np.int32(0), True)]
+          ("python-int", 0, True), ("0d-array", np.array(0), True), ("int32", np.int32(0), True),
+          ("nan", np.nan, False), ("inf", np.inf, False), ("negative-float", -1.0, False),
+          # a whole float is a count: torch keeps its step as a float tensor
+          ("float-whole", 0.0, True), ("0d-float64", np.array(0.0), True),
+          ("float32", np.float32(0), True)]
 
 
 def _optimizer_cases() -> list[Any]:

@@ -4,6 +4,7 @@ Argument checks: ``_checks``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -90,12 +91,17 @@ def next_count(count: Count) -> np.int64:
 def read_count(name: str, count: Any) -> int:
     """The state's ``count`` as an int >= 0, or an error naming ``name``: a state built or
     edited by hand may hold anything there (None, '3', 2.5, -1: Adam's bias correction
-    would divide by zero)."""
+    would divide by zero). A whole float is a count (PyTorch keeps its ``step`` as a float
+    tensor, and a state mapped through ``np.asarray(a, np.float64)`` holds one)."""
     if type(count) is np.int64:  # the common case: what zero_count and next_count make
         c = int(count)
     elif (isinstance(count, (int, np.integer)) and not isinstance(count, bool)) or (
             type(count) is np.ndarray and count.shape == () and count.dtype.kind in "iu"):
         c = int(count)  # a Python int, another NumPy integer, funcdl.io's 0-d array
+    elif (isinstance(count, (float, np.floating)) or (type(count) is np.ndarray and count.shape
+                                                      == () and count.dtype.kind == "f")) \
+            and math.isfinite(count) and float(count).is_integer():
+        c = int(count)
     else:
         raise TypeError(f"{name}: the state's count (the number of updates applied) must be "
                         f"an int >= 0, got {count!r} ({type(count).__name__}); pass the "
