@@ -114,7 +114,7 @@ def _shape(shape: Any, where: str) -> tuple[int, ...]:
     if isinstance(shape, (int, np.integer)):  # a bool too: int_arg refuses it below
         raw: tuple[Any, ...] = (shape,)
     else:
-        try:  # a dict, a set or an iterator has no order of sizes, and NumPy refuses them
+        try:  # a dict or a set has no order of sizes; NumPy refuses them, and iterators
             if not isinstance(shape, (Sequence, np.ndarray)):
                 raise TypeError
             raw = tuple(shape)

@@ -68,23 +68,38 @@ def _layer(where: str, layer: Any) -> str:
     return str(getattr(layer, "name", layer))
 
 
-def _finite(where: str, what: str, t: Any) -> None:
-    """A ValueError naming the first entry of ``t`` that is NaN or inf: there a finite
-    difference is NaN, and the check would blame the vjp for the input."""
-    for path, leaf in tree.leaves_with_path(t):
-        a = np.asarray(leaf)
-        if a.dtype.kind in "fc" and not np.isfinite(a).all():
-            i = tuple(int(v) for v in np.argwhere(~np.isfinite(a))[0])
-            raise ValueError(f"{where}: {what}{path}{list(i) if i else ''} is {a[i]}; finite "
-                             f"differences need finite values: check at a finite point")
+def _nonfinite(**trees: Any) -> str:
+    """Where the first NaN or inf entry of the named trees is (``'x[0, 3] is -inf'``), or
+    ''. A check may hold there (a mask of -inf before a Softmax, NaN read as missing), so it
+    is not refused; but a failure there is more likely the finite differences' than the
+    vjp's, and its message says so."""
+    for what, t in trees.items():
+        for path, leaf in tree.leaves_with_path(t):
+            a = np.asarray(leaf)
+            if a.dtype.kind in "fc" and not np.isfinite(a).all():
+                i = tuple(int(v) for v in np.argwhere(~np.isfinite(a))[0])
+                return f"{what}{path}{list(i) if i else ''} is {a[i]}"
+    return ""
+
+
+def _fd_check(where: str, *args: Any, **inputs: Any) -> None:
+    """``fd_check(where, *args)``; on failure, a hint if an input holds NaN or inf."""
+    try:
+        fd_check(where, *args)
+    except AssertionError as e:
+        odd = _nonfinite(**inputs)
+        if not odd:
+            raise
+        raise AssertionError(f"{e}\n(note: {odd}; finite differences through a non-finite "
+                             f"value are NaN: check at a finite point)") from None
 
 
 def _as_input(x: Any) -> Any:
-    """``x`` as a layer reads it: nested lists of numbers as an array, and a list of arrays
-    as the tuple that Parallel and the FanIn layers take (their dx is a tuple)."""
+    """``x`` as a layer reads it: a nested list of numbers as an array; a list of arrays
+    stays a list (a pytree, whose dx a layer returns as a list too)."""
     if isinstance(x, list) and all(isinstance(v, (int, float)) for v in tree.leaves(x) or [x]):
         return np.asarray(x)
-    return tuple(_as_input(v) for v in x) if type(x) in (list, tuple) else x
+    return type(x)(_as_input(v) for v in x) if type(x) in (list, tuple) else x
 
 
 def _as_shape(s: Any) -> Any:
@@ -132,11 +147,10 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
     stateful = bool(getattr(layer, "stateful", False))
     if stateful and state is None:
         raise ValueError(f"{where}: a stateful layer needs state=...")
-    if not stateful and state is not None:  # as the layer's own apply refuses it
+    if not stateful and state is not None and not (isinstance(state, tuple) and not state):
+        # () is a stateless child's entry in its combinator's state; anything else is not
         raise TypeError(f"{where}: state= given, but the layer is not stateful; drop it")
     x = _as_input(x)
-    _finite(where, "params", params)
-    _finite(where, "x", x)
     p64, x64 = to64(params), to64(x)
     kw: dict[str, Any] = {"key": key, "train": train}
     if stateful:
@@ -173,8 +187,9 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
             raise AssertionError(f"check_vjp({label}): pullback(dy, need_dx=False) must give "
                                  f"the same dparams and None for dx")
     z, grad = (p64, x64), (dparams, _input_cotangent(label, x64, dx))
-    fd_check(f"check_vjp({label})", f, z, grad, u, random.key(seed + 1), rtol, atol, eps,
-              directions, lambda p: ("params" if p.startswith("[0]") else "x") + p[3:])
+    _fd_check(f"check_vjp({label})", f, z, grad, u, random.key(seed + 1), rtol, atol, eps,
+              directions, lambda p: ("params" if p.startswith("[0]") else "x") + p[3:],
+              params=params, x=x)
 
 
 def _is_shape(s: Any) -> bool:
@@ -244,7 +259,6 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     if not first or np.ndim(first[0]) == 0:
         raise TypeError(f"{where}: x must hold the batch on axis 0 of its (first) array, got "
                         f"{type(x).__name__} of shape {np.shape(first[0]) if first else None}")
-    _finite(where, "x", x)
     n = np.shape(first[0])[0]
 
     def call(p: Any, xx: Any, **extra: Any) -> Any:
@@ -283,8 +297,8 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
         first = call(params, tree.map(lambda a: np.asarray(a)[:1], x), train=False)
         flipped = call(params, tree.map(lambda a: np.asarray(a)[::-1], x), train=False)
         for a, b, c in zip(tree.leaves(first), tree.leaves(full), tree.leaves(flipped)):
-            if not (np.allclose(a, b[:1], rtol=1e-5, atol=1e-6)
-                    and np.allclose(c, b[::-1], rtol=1e-5, atol=1e-6)):
+            if not (np.allclose(a, b[:1], rtol=1e-5, atol=1e-6, equal_nan=True)
+                    and np.allclose(c, b[::-1], rtol=1e-5, atol=1e-6, equal_nan=True)):
                 raise AssertionError(f"check_layer({label}): at inference, a row of the "
                                      f"output depends on the other rows of the batch")
     check_vjp(layer, params, x, key=k_call, train=train, state=kw.get("state"), rtol=rtol,
@@ -306,8 +320,6 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     rtol, atol, eps = _settings(where, rtol, atol, eps)
     seed = int_arg(seed, where, "seed")
     pred = np.asarray(pred)
-    _finite(where, "pred", pred)
-    _finite(where, "target", target)
     value2, pullback = _loss_vjp(where, loss.vjp(pred, target, **kwargs))
     value = _loss_value(where, "loss()", loss(pred, target, **kwargs))
     if np.shape(value) != np.shape(value2) or not np.allclose(value, value2, rtol=1e-12, atol=0,
@@ -316,6 +328,8 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     if not np.all(np.isfinite(value)):
         raise AssertionError(f"{where}: non-finite value {value}")
     dpred = pullback(1.0) if np.ndim(value) == 0 else pullback(np.ones(np.shape(value)))
+    if isinstance(dpred, np.generic):  # a 0-d pred's gradient, as NumPy's scalar arithmetic
+        dpred = np.asarray(dpred)  # gives it
     if not isinstance(dpred, np.ndarray) or dpred.shape != pred.shape \
             or dpred.dtype != pred.dtype:
         got = (f"shape {dpred.shape} and dtype {dpred.dtype}" if isinstance(dpred, np.ndarray)
@@ -328,9 +342,9 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     u = (np.ones(()) if np.ndim(v64) == 0
          else random.normal(random.key(seed), np.shape(v64), np.float64))
     g = pb64(float(u) if np.ndim(v64) == 0 else u)
-    fd_check(where, lambda z: np.asarray(_loss_value(where, "loss()", loss(z, t64, **kwargs))),
-             p64, g, np.asarray(u), random.key(seed + 1), rtol, atol, eps, 3,
-             lambda p: "pred" + p)
+    _fd_check(where, lambda z: np.asarray(_loss_value(where, "loss()", loss(z, t64, **kwargs))),
+              p64, g, np.asarray(u), random.key(seed + 1), rtol, atol, eps, 3,
+              lambda p: "pred" + p, pred=pred, target=target)
 
 
 def _loss_value(where: str, what: str, value: Any) -> Any:
@@ -348,7 +362,7 @@ def _loss_value(where: str, what: str, value: Any) -> Any:
 def _loss_vjp(where: str, got: Any) -> tuple[Any, Any]:
     """``(value, pullback)`` of what loss.vjp returned, in either of ``Loss``'s forms with
     aux, ``((value, aux), pullback)`` and ``(value, pullback, aux)``."""
-    if not (isinstance(got, tuple) and len(got) in (2, 3) and callable(got[1])):
+    if not (isinstance(got, (tuple, list)) and len(got) in (2, 3) and callable(got[1])):
         form = f"a tuple of length {len(got)}" if isinstance(got, tuple) else type(got).__name__
         raise AssertionError(f"{where}: loss.vjp must return (value, pullback), with pullback "
                              f"a function of the cotangent, got {form}"

@@ -341,9 +341,10 @@ def _check_ints(v: NDArray[Any], offsets: list[int], dtypes: list[np.dtype[Any]]
     for i, d in enumerate(dtypes):
         if d.kind not in "iu":
             continue
-        part = v[offsets[i]:offsets[i + 1]].real.astype(np.float64)  # float16 too
+        part = np.trunc(v[offsets[i]:offsets[i + 1]].real.astype(np.float64))  # float16 too
         info = np.iinfo(d)
-        # the bounds as floats are exact powers of two: [min, max + 1)
+        # truncated first (-0.3 fits uint8 as 0); the bounds as floats are exact powers of
+        # two: [min, max + 1)
         fits = (part >= float(info.min)) & (part < float(info.max) + 1.0)
         if not fits.all():
             path = leaves_with_path(unflatten(treedef, range(treedef.num_leaves)))[i][0]

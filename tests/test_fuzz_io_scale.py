@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import warnings
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -31,6 +32,9 @@ DENSE, BN = L.Dense(3), L.BatchNorm()
 DP = DENSE.init(K, (None, 4))[1]
 _, BP, BS = BN.init(K, (None, 4))
 PASS, OK = "pass", "ok"  # must pass (the valid input's equivalent); may pass (see below)
+# NaN or inf in an input is no misuse (a -inf mask before a Softmax checks fine): the check
+# passes, or fails as an AssertionError that points at the non-finite entry
+NONFINITE = "nonfinite"
 
 
 def _id(v: Any, n: int) -> str:
@@ -42,6 +46,16 @@ def _id(v: Any, n: int) -> str:
 
 def _check(call: Any, names: Any, ok: Any) -> None:
     """A checker's misuse named, never an AssertionError; or, ``ok``, the check passes."""
+    if ok == NONFINITE:  # passes, fails pointing at the entry, or the layer or loss
+        try:  # itself refuses it (integer labels that are NaN); NumPy's word on inf·0 in
+            with warnings.catch_warnings():  # the layer's own product is the layer's
+                warnings.simplefilter("ignore", RuntimeWarning)
+                call()
+        except AssertionError as e:
+            assert str(e).startswith("check_") and "non-finite value" in str(e), str(e)
+        except (ValueError, TypeError) as e:
+            assert names[1] in str(e), str(e)
+        return
     outcome(call, (names,), errors=() if ok == PASS else (ValueError, TypeError),
             same=ok and _passed)
 
@@ -57,8 +71,8 @@ def _perturb_array(a: Any) -> list[tuple[str, Any, Any]]:
     return [("rank+1", a[None], OK), ("last+1", np.concatenate([a, a[..., :1]], -1), OK),
             ("none", None, None), ("str", a.astype(str), None),
             ("complex", a.astype(np.complex64), None), ("object", a.astype(object), None),
-            ("nan", np.where(a == a.flat[0], np.nan, a), None),
-            ("inf", np.where(a == a.flat[0], np.inf, a), None), ("list", a.tolist(), PASS)]
+            ("nan", np.where(a == a.flat[0], np.nan, a), NONFINITE),
+            ("inf", np.where(a == a.flat[0], np.inf, a), NONFINITE), ("list", a.tolist(), PASS)]
 
 
 SETTINGS = [("rtol", v) for v in (-1.0, math.nan, math.inf, "1e-3", None, True)] + \
@@ -84,7 +98,7 @@ def _vjp_cases() -> list[Any]:
                              ("empty", ()), ("none", None),
                              ("int", {k: v.astype(int) for k, v in p.items()}),
                              ("nan", {**p, first: p[first] * np.nan})]:
-                cases.append((f"params-{pid}", bad, x, kw, None))
+                cases.append((f"params-{pid}", bad, x, kw, NONFINITE if pid == "nan" else None))
         cases += [(f"{k}={v!r}", p, x, {**kw, k: v}, None) for k, v in SETTINGS]
         cases += [(f"train={v!r}", p, x, {**kw, "train": v}, None) for v in ("yes", None, 1)]
         cases += [("unknown-kw", p, x, {**kw, "foo": 1}, None)]
@@ -119,16 +133,23 @@ S = (None, 4)
     (S, {"key": np.zeros(2)}, None), (S, {"train": "no"}, None),
     (S, {"x": np.ones((2, 5), np.float32)}, None), (S, {"x": np.ones((2, 4)).tolist()}, PASS),
     (S, {"x": np.float32(1)}, None), (S, {"x": "abc"}, None), (S, {"rtol": -1.0}, None),
-    (S, {"x": np.full((2, 4), np.nan, np.float32)}, None), (S, {"atol": "x"}, None),
+    (S, {"x": np.full((2, 4), np.nan, np.float32)}, NONFINITE), (S, {"atol": "x"}, None),
     (S, {"eps": 1e-3}, None),
 ], ids=lambda v: _id(v, 40))
 def test_check_layer_misuse_is_named_never_an_assertion(in_shape, kw, ok):
     _check(lambda: testing.check_layer(DENSE, in_shape, **kw), ("check_layer", "Dense(3)"), ok)
 
 
-def test_check_layer_of_a_tuple_input_given_as_a_list_checks_it_as_the_tuple():
+@pytest.mark.parametrize("layer", [L.FanInSum(), L.FanInConcat(), L.Parallel(L.Dense(2),
+                                                                             L.Identity())],
+                         ids=["fan-in-sum", "fan-in-concat", "parallel"])
+def test_check_layer_of_a_list_input_checks_a_list_dx(layer):
+    # a list is a pytree container: the merges return dx as a list for it, as JAX's vjp
     x = [np.ones((2, 4), np.float32), np.zeros((2, 4), np.float32)]
-    assert testing.check_layer(L.FanInSum(), ((None, 4), (None, 4)), x=x) is None
+    assert testing.check_layer(layer, ((None, 4), (None, 4)), x=x) is None
+    _, params = layer.init(K, ((None, 4), (None, 4)))
+    dx = layer.vjp(params, x)[1](layer.apply(params, x))[1]
+    assert type(dx) is list and len(dx) == 2
 
 
 Z = random.normal(K, (4, 3))

@@ -273,3 +273,11 @@ def test_leaky_relu_steeper_than_one_is_silent_where_x_is_picked(alpha):
                                               np.float32))
     assert y.dtype == np.float32
 
+
+
+def test_gelu_takes_pytorchs_spellings_of_approximate():
+    x = np.linspace(-4, 4, 9, dtype=np.float32)
+    np.testing.assert_array_equal(L.GELU("tanh").apply((), x), L.GELU(True).apply((), x))
+    np.testing.assert_array_equal(L.GELU("none").apply((), x), L.GELU().apply((), x))
+    with pytest.raises(TypeError, match=r"GELU: approximate must be True or False, got 'no'"):
+        L.GELU("no")  # type: ignore[arg-type]

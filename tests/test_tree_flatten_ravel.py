@@ -296,3 +296,12 @@ def test_astype_keeps_complex_leaves():
     out = tree.astype(t, np.float64)
     assert out["c"].dtype == np.complex128 and out["c"][0] == 1 + 2j
     assert out["w"].dtype == np.float64
+
+
+def test_unravel_truncates_into_an_integer_leaf_before_its_range_is_checked():
+    _, unravel = tree.ravel({"a": np.array([1, 2], np.uint8), "b": np.array([1], np.int8)})
+    out = unravel(np.array([-0.3, 255.9, -128.5]))  # 0, 255, -128 once truncated: they fit
+    np.testing.assert_array_equal(out["a"], [0, 255])
+    np.testing.assert_array_equal(out["b"], [-128])
+    with pytest.raises(ValueError, match=r"the uint8 leaf at \['a'\]"):
+        unravel(np.array([-1.0, 0.0, 0.0]))

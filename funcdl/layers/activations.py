@@ -233,8 +233,11 @@ def GELU(approximate: bool = False) -> Layer:
     """Gaussian error linear unit, ``y = x Φ(x)`` (PyTorch's default, exact erf);
     ``dx = dy (Φ(x) + x φ(x))``. Φ is ``funcdl._special.normal_cdf``: within 3e-7 in
     float32, 1e-16 in float64. ``approximate=True`` uses the tanh form
-    ``Φ(x) ≈ (1 + tanh(√(2/π)(x + 0.044715 x³))) / 2`` (JAX's default, PyTorch's 'tanh')."""
-    if bool_arg(approximate, "GELU", "approximate"):  # GELU('tanh') would count as True
+    ``Φ(x) ≈ (1 + tanh(√(2/π)(x + 0.044715 x³))) / 2`` (JAX's default, PyTorch's 'tanh');
+    PyTorch's spellings ``approximate='tanh'`` and ``'none'`` are read as True and False."""
+    spelled = {"tanh": True, "none": False}.get(approximate) if isinstance(approximate, str) \
+        else None  # other strings are refused: GELU('no') would count as True
+    if spelled if spelled is not None else bool_arg(approximate, "GELU", "approximate"):
         return _gelu_tanh()
     name = "GELU()"
 

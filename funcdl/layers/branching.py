@@ -134,22 +134,21 @@ def Parallel(*layers: LayerLike) -> Layer:
             pbs.append(pb)
             new_state.append(s)
 
-        def pullback(dys: Any) -> tuple[Any, tuple[Any, ...]]:
+        def pullback(dys: Any) -> tuple[Any, Any]:
             if dys is None:
                 raise none_cotangent(name)
             entries(name, dys, n, "cotangents")
             grads = [_located_call(where[i], name_of(layers[i]), pb, dy, params[i])
                      for i, (pb, dy) in enumerate(zip(pbs, dys))]
-            dparams = [g[0] for g in grads]  # in the params' container, list or tuple
+            dparams, dxs = [g[0] for g in grads], [g[1] for g in grads]
+            # each in its primal's container, list or tuple, as a pytree's cotangent is
             return (dparams if type(params) is list else tuple(dparams),
-                    tuple(g[1] for g in grads))
+                    dxs if type(xs) is list else tuple(dxs))
 
         return tuple(ys), pullback, tuple(new_state)
 
     return build(name, any(is_stateful(l) for l in layers), init, apply, vjp,
                  empty_state=((),) * n)
-
-
 
 
 def Residual(layer: LayerLike) -> Layer:
@@ -271,7 +270,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
             ys.append(y)
             pbs.append(pb)
 
-        def pullback(dys: Any) -> tuple[Any, tuple[Any, ...]]:
+        def pullback(dys: Any) -> tuple[Any, Any]:
             if dys is None:
                 raise none_cotangent(name)
             entries(name, dys, n, "cotangents")

@@ -112,10 +112,11 @@ def FanInSum() -> Layer:
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
         y = apply(params, xs)
         dtypes = [getattr(x, "dtype", None) for x in xs]  # each dx in its input's dtype
+        like_xs = list if type(xs) is list else tuple  # dx in x's container, as a pytree
 
-        def pullback(dy: Any) -> tuple[Any, tuple[Array, ...]]:
+        def pullback(dy: Any) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
-            return (), tuple(in_input_dtype(dy, d) for d in dtypes)
+            return (), like_xs(tuple(in_input_dtype(dy, d) for d in dtypes))
 
         return y, pullback
 
@@ -172,11 +173,12 @@ def FanInConcat(axis: int = -1) -> Layer:
         ax = axis % y.ndim
         offsets = np.cumsum([np.shape(x)[ax] for x in xs])[:-1]
         dtypes = [getattr(x, "dtype", None) for x in xs]
+        like_xs = list if type(xs) is list else tuple
 
-        def pullback(dy: Any) -> tuple[Any, tuple[Array, ...]]:
+        def pullback(dy: Any) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
-            return (), tuple(in_input_dtype(d, t)
-                             for d, t in zip(np.split(dy, offsets, axis=ax), dtypes))
+            return (), like_xs(tuple(in_input_dtype(d, t)
+                                     for d, t in zip(np.split(dy, offsets, axis=ax), dtypes)))
 
         return y, pullback
 
