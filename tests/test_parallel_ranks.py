@@ -21,25 +21,20 @@ from funcdl._reduce import Reducer, as_tree, generations
 
 # ---------------------------------------------------------------------------- two ranks
 
-@needs_mpi
-@PATHS
-def test_data_parallel_steps_equal_single_process_steps_float32_and_float64(path):
-    out = ok(run([str(SCRIPTS / "check_parallel.py"), "equivalence"], env=path_env(path)))
-    every_rank_ok(out, "equivalence", path)
+# What each case of tests/mpi_scripts/check_parallel.py checks, on every rank, both ways of
+# summing: K data-parallel steps equal K single-process steps (float32 and float64, uneven
+# shares); broadcast equalises params and pmean averages; three ranks sum every slot of
+# uneven parts; wrt_input leaves each rank its rows of dx; results kept alive outlive more
+# layouts than there are windows.
+CASES = [("equivalence", 2), ("collectives", 2), ("three", 3), ("wrt_input", 2), ("windows", 2)]
 
 
 @needs_mpi
 @PATHS
-def test_broadcast_equalises_params_and_pmean_averages(path):
-    out = ok(run([str(SCRIPTS / "check_parallel.py"), "collectives"], env=path_env(path)))
-    every_rank_ok(out, "collectives", path)
-
-
-@needs_mpi
-@PATHS
-def test_three_ranks_sum_every_slot_and_uneven_parts(path):
-    out = ok(run([str(SCRIPTS / "check_parallel.py"), "three"], env=path_env(path), ranks=3))
-    every_rank_ok(out, "three", path, ranks=3)
+@pytest.mark.parametrize(("case", "ranks"), CASES, ids=[c for c, _ in CASES])
+def test_every_rank_passes_the_case(case, ranks, path):
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), case], env=path_env(path), ranks=ranks))
+    every_rank_ok(out, case, path, ranks=ranks)
 
 
 @needs_mpi
@@ -55,20 +50,6 @@ def test_one_rank_short_of_shared_memory_makes_every_rank_take_fewer_buffers():
 def test_windows_take_about_64_mb_of_results_in_turn_at_most_8(nbytes, rotate, want):
     # (results, slot sets): two results and one slot set when nothing is taken in turn
     assert generations(nbytes, rotate) == want
-
-
-@needs_mpi
-@PATHS
-def test_data_parallel_wrt_input_gives_each_rank_its_rows_of_dx(path):
-    out = ok(run([str(SCRIPTS / "check_parallel.py"), "wrt_input"], env=path_env(path)))
-    every_rank_ok(out, "wrt_input", path)
-
-
-@needs_mpi
-@PATHS
-def test_kept_results_outlive_more_layouts_than_windows(path):
-    out = ok(run([str(SCRIPTS / "check_parallel.py"), "windows"], env=path_env(path)))
-    every_rank_ok(out, "windows", path)
 
 
 @needs_mpi
