@@ -274,3 +274,11 @@ def test_schedules_without_transition_steps_stay_at_their_initial_value_as_optax
     for s in (optim.exponential_decay(0.3, 0, 0.5), optim.exponential_decay(0.3, 0, 2.0, 1),
               optim.polynomial_schedule(0.3, 1.0, 2.0, 0, 3)):
         assert [s(0), s(1), s(10**6)] == [0.3, 0.3, 0.3]
+
+
+def test_a_schedule_returning_an_int_past_float_range_is_named_as_such():
+    params = {"w": np.ones(2)}
+    opt = optim.sgd(lambda count: 10**400)
+    with pytest.raises(ValueError, match=r"the schedule returned an int beyond float64's "
+                                         r"range at count 0"):
+        opt.update(opt.init(params), params, params)

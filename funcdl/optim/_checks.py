@@ -124,9 +124,11 @@ def schedule_value(name: str, schedule: Callable[[int], Any], count: int,
                    low: float = -math.inf) -> float:
     """``schedule(count)`` as a finite Python float ``>= low``, or an error naming the
     optimizer."""
-    v = schedule_float(name, schedule(count), count)
-    if not np.isfinite(v):
-        raise ValueError(f"{name}: the schedule returned {v} at count {count}")
+    value = schedule(count)
+    v = schedule_float(name, value, count)
+    if not np.isfinite(v):  # an int past float64's range reads as inf: say which it was
+        got = "an int beyond float64's range" if isinstance(value, int) else v
+        raise ValueError(f"{name}: the schedule returned {got} at count {count}")
     if v < low:
         raise ValueError(f"{name}: the schedule returned {v} at count {count}, below "
                          f"{low}; a learning rate must be >= {low}")
