@@ -194,13 +194,23 @@ def params_checks(c: Case) -> Iterator[tuple[str, str | None]]:
         if c.own and label.startswith("[0]"):  # the user's layer checks its params, or not
             kind = ANY
         yield f"params {label}", verdict(c, lambda b=b: run(c, b, c.x, state, c.kw), kind,
-                                         lambda canon=canon: run(c, canon, c.x, state, c.kw))
+                                         lambda b=b, canon=canon: mirrored(
+                                             run(c, canon, c.x, state, c.kw), b, canon))
     if state is not NO_STATE:
         for label, b, kind, canon in tree_variants(state, "param"):
             if label.endswith(":masked") and not c.kw.get("train"):
                 kind = CLOSE  # inference returns the state object it was given (the contract)
             yield f"state {label}", verdict(c, lambda b=b: run(c, params, c.x, b, c.kw), kind,
                                             lambda canon=canon: run(c, params, c.x, canon, c.kw))
+
+
+def mirrored(result: tuple[Any, ...], given: Any, canon: Any) -> tuple[Any, ...]:
+    """``run``'s result at ``canon`` params, its dparams as they come back for the params
+    ``given`` instead: params without leaves (None, [], {} for ()) come back as given, as
+    a pytree's cotangent takes the primal's structure."""
+    if given is canon or leaves(canon) or not isinstance(result[-1], tuple):
+        return result
+    return (*result[:-1], (given, *result[-1][1:]))
 
 
 def cotangent_checks(c: Case) -> Iterator[tuple[str, str | None]]:

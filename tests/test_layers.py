@@ -307,3 +307,36 @@ def test_a_big_endian_input_gets_a_native_float32_dx():
     dx = pullback(np.ones_like(y))[1]
     assert dx.dtype == np.dtype("=f4") and dx.dtype.isnative
 
+
+
+_X4 = np.arange(32, dtype=np.float32).reshape(2, 4, 4, 1) % 5 - 2
+_X2 = _X4.reshape(2, 16)
+
+
+@pytest.mark.parametrize(("layer", "x"), [
+    (L.ReLU(), _X2), (L.GELU(), _X2), (L.Softmax(), _X2), (L.Flatten(), _X4),
+    (L.Identity(), _X2), (L.Reshape((-1,)), _X4), (L.Dropout(0.5), _X2), (L.MaxPool2D(), _X4),
+    (L.AvgPool2D(), _X4), (L.GlobalAvgPool(), _X4), (L.FanOut(2), _X2),
+    (L.FanInSum(), (_X2, _X2)), (L.FanInConcat(), (_X2, _X2)), (L.Slice(np.s_[0:3]), _X2)],
+    ids=lambda v: getattr(v, "name", ""))
+@pytest.mark.parametrize("given", [(), None, [], {}], ids=["()", "None", "[]", "{}"])
+def test_a_layer_without_params_gives_dparams_back_as_its_params_came(layer, x, given):
+    # a pytree's cotangent has the primal's structure (JAX's vjp of None is None)
+    y, pullback = layer.vjp(given, x)
+    dparams, _ = pullback(tree.map(np.ones_like, y))
+    assert dparams == given and type(dparams) is type(given)
+
+
+def test_sequential_grads_keep_the_structure_of_params_given_with_none_entries(key):
+    # fused pairs too: Dense + ReLU, and ReLU before MaxPool (run as the pool first)
+    model = L.Sequential(L.Conv2D(2, 3), L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(2),
+                         L.ReLU(), L.Dense(1))
+    _, params = model.init(key, (None, 4, 4, 1))
+    given = (params[0], None, {}, [], params[4], None, params[6])
+    f = fd.value_and_grad(model, fd.losses.mse)
+    _, grads = f(given, _X4, np.zeros((2, 1), np.float32))
+    assert tree.structure(grads) == tree.structure(given)
+    _, plain = f(params, _X4, np.zeros((2, 1), np.float32))
+    for a, b in zip(tree.leaves(grads), tree.leaves(plain), strict=True):
+        np.testing.assert_array_equal(a, b)
+    check_vjp(L.ReLU(), None, random.normal(key, (3, 4), np.float64))  # away from the kink

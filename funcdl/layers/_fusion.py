@@ -89,7 +89,8 @@ def _swapped(pool: Any) -> Callable[..., Any]:
         no_params(act.name, params)
         z, pull = then((), x, act)
         z_shape, z_dtype = z.shape, z.dtype
-        return z, lambda dz: pull(check_cotangent(name, dz, z_shape, z_dtype))
+        # dparams: the activation's own entry, as given (no leaves: (), {} or None)
+        return z, lambda dz: (params, pull(check_cotangent(name, dz, z_shape, z_dtype))[1])
 
     return run
 

@@ -67,7 +67,7 @@ def _elementwise(name: str, f: Callable[[Array], Array],
         y_shape, y_dtype = y.shape, y.dtype
 
         def pullback(dy: Any) -> tuple[Any, Array]:
-            return (), df(x, y, check_cotangent(name, dy, y_shape, y_dtype))
+            return params, df(x, y, check_cotangent(name, dy, y_shape, y_dtype))
 
         return y, pullback
 
@@ -262,7 +262,7 @@ def GELU(approximate: bool = False) -> Layer:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
             xc = np.clip(x, -40, 40)  # φ(40) underflows to 0; squaring 1e30 would overflow
             with _inf_times_zero():
-                return (), dy * (cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * xc * xc)))
+                return params, dy * (cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * xc * xc)))
 
         return y, pullback
 
@@ -296,7 +296,7 @@ def _gelu_tanh() -> Layer:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
             du = _TANH_C * (1 + 3 * 0.044715 * xc * xc)
             with _inf_times_zero():
-                return (), dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+                return params, dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
 
         return y, pullback
 
@@ -342,8 +342,8 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
                 g = dy.sum(axis=axis, keepdims=True)
                 g /= total
                 dx = e * g
-                return (), np.subtract(dy, dx, out=dx)
-            return (), y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+                return params, np.subtract(dy, dx, out=dx)
+            return params, y * (dy - (dy * y).sum(axis=axis, keepdims=True))
 
         return y, pullback
 

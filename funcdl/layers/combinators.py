@@ -348,7 +348,7 @@ def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: 
             for i in range(n - 1, stop - 1, -1):
                 pb = pullbacks[i]
                 if pb is None:  # the second layer of a fused step (see _fusion)
-                    dparams[i] = ()
+                    dparams[i] = params[i]  # no leaves: (), {} or None, as given
                 elif dy is None:  # below an Embedding: nothing flows back
                     dparams[i], dy = no_flow(params[i])
                 elif i == stop and not need_dx and getattr(layers[i], "dx_optional", False):

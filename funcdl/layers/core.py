@@ -161,7 +161,7 @@ def _shape_layer(name: str, out_shape: Any, min_rank: int = 1) -> Layer:
         x_shape = np.shape(x)
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            return (), check_cotangent(name, dy, y.shape, y.dtype).reshape(x_shape)
+            return params, check_cotangent(name, dy, y.shape, y.dtype).reshape(x_shape)
 
         return y, pullback
 
@@ -266,8 +266,8 @@ def Dropout(rate: float) -> Layer:
         x = as_array(name, x)
         mask = scaled_mask(x, key, train)
         if mask is None:
-            return x, lambda dy: ((), check_cotangent(name, dy, x.shape, x.dtype))
+            return x, lambda dy: (params, check_cotangent(name, dy, x.shape, x.dtype))
         y = cast_ints(x, mask.dtype) * mask
-        return y, lambda dy: ((), check_cotangent(name, dy, y.shape, y.dtype) * mask)
+        return y, lambda dy: (params, check_cotangent(name, dy, y.shape, y.dtype) * mask)
 
     return Layer(init, apply, vjp, name=name)

@@ -146,7 +146,7 @@ def MaxPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] |
                 # products with a bool run 3-40x slower on random masks
                 return dy if wins is None else np.multiply(dy, wins[k].astype(dtype))
 
-            return (), scatter(x_shape, dtype, win, pads, share)
+            return params, scatter(x_shape, dtype, win, pads, share)
 
         return y, pullback
 
@@ -262,7 +262,7 @@ def AvgPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] |
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
             g = dy * inv  # every offset's share
-            return (), scatter(x_shape, g.dtype, win, pads, lambda k: g)
+            return params, scatter(x_shape, g.dtype, win, pads, lambda k: g)
 
         return y, pullback
 
@@ -313,7 +313,7 @@ def GlobalAvgPool() -> Layer:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
             g = (dy * inv).reshape(dy.shape[0], *([1] * (len(x_shape) - 2)), dy.shape[1])
             dx: Array = np.broadcast_to(g, x_shape).copy()
-            return (), dx
+            return params, dx
 
         return y, pullback
 

@@ -73,7 +73,7 @@ def FanOut(n: int) -> Layer:
             total = flowing[0] if flowing else None
             for dy in flowing[1:]:
                 total = total + dy
-            return (), total
+            return params, total
 
         return xs, pullback
 
@@ -116,7 +116,7 @@ def FanInSum() -> Layer:
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
-            return (), like_xs(tuple(in_input_dtype(dy, d) for d in dtypes))
+            return params, like_xs(tuple(in_input_dtype(dy, d) for d in dtypes))
 
         return y, pullback
 
@@ -177,7 +177,7 @@ def FanInConcat(axis: int = -1) -> Layer:
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
-            return (), like_xs(tuple(in_input_dtype(d, t)
+            return params, like_xs(tuple(in_input_dtype(d, t)
                                      for d, t in zip(np.split(dy, offsets, axis=ax), dtypes)))
 
         return y, pullback
@@ -242,7 +242,7 @@ def Slice(index: Any) -> Layer:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
             dx = np.zeros(x_shape, dy.dtype)
             dx[full] = dy
-            return (), dx
+            return params, dx
 
         return y, pullback
 
