@@ -12,6 +12,7 @@ import collections
 import contextlib
 import itertools
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -156,32 +157,53 @@ def read_entry(data: NpzFile, name: str) -> NDArray[Any]:
             version = np.lib.format.read_magic(f)
         except ValueError:
             raise Corrupt(f"entry {name!r} is not a .npy array") from None
+        # (3, 0) frames its header as (2, 0) does (it allows utf-8 field names, which no
+        # array funcdl writes has)
         read = {(1, 0): np.lib.format.read_array_header_1_0,
-                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if read is not None:  # (3, 0): utf-8 field names, read by NumPy's own check only
-            try:
-                shape, _, dtype = read(f)
-            except ValueError as e:
-                raise Corrupt(f"entry {name!r} has a malformed .npy header ({e})") from None
-            if dtype.hasobject:
-                raise Corrupt(f"entry {name!r} is an object (pickled) array, which funcdl.io "
-                              f"never loads")
-            held = info.file_size - f.tell()
-            if info.compress_type == zipfile.ZIP_STORED:  # read up to compress_size only
-                held = min(held, info.compress_size - f.tell())
-            if min(shape, default=0) < 0:
-                raise Corrupt(f"entry {name!r} declares shape {shape}: corrupted file")
-            need = math.prod(shape) * dtype.itemsize
-            if need > held:
-                raise Corrupt(f"entry {name!r} declares shape {shape} of {dtype} ({need} "
-                              f"bytes) but holds {max(held, 0)}: truncated or corrupted file")
+                (2, 0): np.lib.format.read_array_header_2_0,
+                (3, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise Corrupt(f"entry {name!r} has .npy format version {version}, which funcdl.io "
+                          f"does not read")
+        try:
+            shape, _, dtype = read(f)
+        except ValueError as e:
+            raise Corrupt(f"entry {name!r} has a malformed .npy header ({e})") from None
+        if dtype.hasobject:
+            raise Corrupt(f"entry {name!r} is an object (pickled) array, which funcdl.io "
+                          f"never loads")
+        # the member's sizes come from the archive's directory, which a forged file sets
+        # at will: bound them by the archive's own size (deflate expands at most ~1032x)
+        archive = _archive_size(zf)
+        held = info.file_size - f.tell()
+        if info.compress_type == zipfile.ZIP_STORED:  # read up to compress_size only
+            held = min(held, info.compress_size - f.tell(), archive - info.header_offset)
+        else:
+            held = min(held, 1032 * min(info.compress_size, archive))
+        if min(shape, default=0) < 0:
+            raise Corrupt(f"entry {name!r} declares shape {shape}: corrupted file")
+        need = math.prod(shape) * dtype.itemsize
+        if need > held:
+            raise Corrupt(f"entry {name!r} declares shape {shape} of {dtype} ({need} "
+                          f"bytes) but holds {max(held, 0)}: truncated or corrupted file")
     try:
         return data[member]
+    except MemoryError:  # what the bounds above let through: still the file's fault
+        raise Corrupt(f"entry {name!r} declares more data than memory holds: truncated or "
+                      f"corrupted file") from None
     except ValueError as e:
         if "allow_pickle" not in str(e):
             raise
         raise Corrupt(f"entry {name!r} is an object (pickled) array, which funcdl.io never "
                       f"loads") from None
+
+
+def _archive_size(zf: Any) -> int:
+    """The size in bytes of the file under an open ZipFile (no bound if it cannot tell)."""
+    try:
+        return int(os.fstat(zf.fp.fileno()).st_size)
+    except (AttributeError, OSError, ValueError):
+        return 1 << 62
 
 
 def leaf_value(kind: Any, a: NDArray[Any], i: int) -> Any:

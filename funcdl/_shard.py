@@ -28,7 +28,7 @@ from funcdl import tree as pytree
 from funcdl._agree import digest
 from funcdl._reduce import Layout, Reducer, as_tree, mpi, ravel, span
 from funcdl.optim import GradientTransformation
-from funcdl.optim._base import Count, check_state, next_count, zero_count
+from funcdl.optim._base import Count, check_state, read_count, zero_count
 
 Tree = Any
 Comm = Any
@@ -151,7 +151,13 @@ class Sharder:
         n = lay.bounds[-1]
         c = self.cut(lay, size, rank)
         lo, hi = c.lo, c.hi
-        state_ok = ravel(state.span).tolist() == [lo, hi, n]
+        try:  # a bad count fails on every rank alike, through the agreement's ok below
+            count, count_error = read_count(self.name, state.count), None
+        except (TypeError, ValueError) as err:
+            count, count_error = 0, err
+        if count_error is not None and comm is None:
+            raise count_error
+        state_ok = ravel(state.span).tolist() == [lo, hi, n] and count_error is None
         floats = lay.not_float is None and p_lay.not_float is None
         scale, window, out, bad = 1.0, None, None, [] if state_ok else [0]
         if comm is not None:  # every check below then fails alike on every rank
@@ -182,8 +188,9 @@ class Sharder:
         if bad:
             raise ValueError(
                 f"{self.name}: the state of rank(s) {bad} was not made for this "
-                f"communicator's cut of the params ({size} ranks, {n} entries): call "
-                f"init(params) on every rank of the communicator you step with")
+                f"communicator's cut of the params ({size} ranks, {n} entries), or holds no "
+                f"valid count: call init(params) on every rank of the communicator you "
+                f"step with")
         if out is None:
             out = self.reducer.take(n, lay.dtype)
         flat_g = [ravel(x) for x in g_leaves]
@@ -216,4 +223,4 @@ class Sharder:
         elif comm is not None:
             comm.Allgatherv(mpi().IN_PLACE, [out, (c.counts, c.displs)])
         return as_tree(out, p_lay, params), ShardedState(inner, state.span,
-                                                         next_count(state.count))
+                                                         np.int64(count + 1))

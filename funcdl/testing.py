@@ -97,7 +97,8 @@ def _fd_check(where: str, *args: Any, **inputs: Any) -> None:
 def _as_input(x: Any) -> Any:
     """``x`` as a layer reads it: a nested list of numbers as an array; a list of arrays
     stays a list (a pytree, whose dx a layer returns as a list too)."""
-    if isinstance(x, list) and all(isinstance(v, (int, float)) for v in tree.leaves(x) or [x]):
+    if isinstance(x, list) and all(isinstance(v, (int, float, np.generic))
+                                   for v in tree.leaves(x) or [x]):
         return np.asarray(x)
     return type(x)(_as_input(v) for v in x) if type(x) in (list, tuple) else x
 
@@ -176,6 +177,8 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
                              f"got {type(grads).__name__}"
                              + (f" of length {len(grads)}" if isinstance(grads, tuple) else ""))
     dparams, dx = grads
+    if isinstance(x64, list) and isinstance(dx, np.ndarray):  # a list of rows, which the
+        x64 = np.asarray(x64)  # layer read as one array: its dx is the array's
     try:
         tree.check_same(p64, dparams, ("params", "dparams"), shapes=True)
     except ValueError as e:

@@ -95,6 +95,7 @@ COUNTS = [("none", None, False), ("str", "3", False), ("float", 2.5, False),
           ("negative", -1, False), ("array", np.array([1, 2]), False),
           ("python-int", 0, True), ("0d-array", np.array(0), True), ("int32", np.int32(0), True),
           ("nan", np.nan, False), ("inf", np.inf, False), ("negative-float", -1.0, False),
+          ("huge-float", 1e30, False), ("int64-max", np.int64(2**63 - 1), False),
           # a whole float is a count: torch keeps its step as a float tensor
           ("float-whole", 0.0, True), ("0d-float64", np.array(0.0), True),
           ("float32", np.float32(0), True)]

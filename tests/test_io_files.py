@@ -6,8 +6,11 @@ ValueError naming them. Round trips and ``like``: test_io.py."""
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -243,3 +246,42 @@ def test_load_closes_the_file_even_on_error(tmp_path):
         with pytest.raises(ValueError):
             io.load(tmp_path / "bad.npz")
     assert len(os.listdir("/proc/self/fd")) == open_before
+
+
+def _rewritten(tmp_path: Any, leaf: bytes) -> Path:
+    """A saved archive whose ``leaf_0.npy`` member is ``leaf`` instead; returns its path."""
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    io.save(good, {"w": np.zeros(4)})
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(bad, "w") as z:
+        for n in zin.namelist():
+            z.writestr(n, leaf if n.startswith("leaf_0") else zin.read(n))
+    return bad
+
+
+def _npy_header(version: int, shape: tuple[int, ...]) -> bytes:
+    text = repr({"descr": "<f8", "fortran_order": False, "shape": shape}).encode()
+    text += b" " * ((64 - (12 + len(text) + 1) % 64) % 64) + b"\n"
+    return b"\x93NUMPY" + bytes([version, 0]) + struct.pack("<I", len(text)) + text
+
+
+def test_a_version_3_entry_declaring_terabytes_is_refused_before_numpy_allocates(tmp_path):
+    bad = _rewritten(tmp_path, _npy_header(3, (10**6, 10**6)) + b"\0" * 64)
+    with pytest.raises(ValueError, match=r"entry 'leaf_0' declares shape \(1000000, 1000000\)"):
+        io.load(bad)
+
+
+def test_forged_member_sizes_are_bounded_by_the_archive_size(tmp_path):
+    # the zip directory claims 3.8 GB for a 64-byte member: the archive is a few hundred bytes
+    n = 480_000_000
+    header = _npy_header(2, (n,))
+    bad = _rewritten(tmp_path, header + b"\0" * 64)
+    raw = bytearray(bad.read_bytes())
+    i = raw.find(b"PK\x01\x02")
+    while i >= 0:  # each central directory record: sizes at +20 and +24, name at +46
+        name_len = struct.unpack_from("<H", raw, i + 28)[0]
+        if raw[i + 46:i + 46 + name_len].startswith(b"leaf_0"):
+            struct.pack_into("<II", raw, i + 20, len(header) + 8 * n, len(header) + 8 * n)
+        i = raw.find(b"PK\x01\x02", i + 4)
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"entry 'leaf_0' declares shape \(480000000,\)"):
+        io.load(bad)

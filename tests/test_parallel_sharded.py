@@ -150,6 +150,9 @@ def test_bad_state_grads_and_params_are_named():
         zero.step(state, fd.tree.astype(g, np.float64), params)
     with pytest.raises(TypeError, match=r"params leaf at .* has dtype int64"):
         zero.init({"w": np.arange(3)})
+    for count, error in ((1e30, ValueError), (-1, ValueError), ("3", TypeError)):
+        with pytest.raises(error, match=r"parallel.sharded: the state's count"):
+            zero.step(state._replace(count=count), g, params)
 
 
 def test_sharded_docstring_example_runs_in_one_process():

@@ -98,3 +98,11 @@ def test_check_vjp_takes_the_empty_state_of_a_stateless_child():
     testing.check_vjp(layer, tree.astype(params, np.float64), x, state=())
     with pytest.raises(TypeError, match=r"state= given, but the layer is not stateful"):
         testing.check_vjp(layer, params, x, state={"mean": np.zeros(2)})
+
+
+def test_check_vjp_reads_a_list_of_rows_or_of_numpy_scalars_as_the_layer_does():
+    testing.check_vjp(L.ReLU(), (), [np.float32(1.0), np.float32(-2.0)])
+    layer = L.Dense(2)
+    params = tree.astype(layer.init(KEY, (None, 3))[1], np.float64)
+    row = np.array([0.5, -1.0, 2.0])
+    testing.check_vjp(layer, params, [row, 2 * row])  # Dense reads it as a (2, 3) array

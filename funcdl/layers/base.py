@@ -246,7 +246,8 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32) -> Array:
     for a layer without params), as JAX's weakly typed floats take the other operand's,
     rather than NumPy's float64, which would turn a float32 network's forward and dx
     into float64."""
-    if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64 or x.dtype.kind in "biu"):
+    if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64 or x.dtype.kind in "biu"
+                                  or _native_float(x.dtype)):
         return x
     try:
         a = np.asarray(x)
@@ -264,6 +265,12 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32) -> Array:
         # it (its float32 would leave the float32 paths, and its products leave BLAS)
         return a.astype(a.dtype.newbyteorder("="))
     return a
+
+
+def _native_float(dtype: np.dtype[Any]) -> bool:
+    """float32 or float64 in this machine's byte order, but not NumPy's own dtype object (an
+    array that came through pickle, as from a process pool, holds an equal copy)."""
+    return dtype.char in "fd" and dtype.isnative
 
 
 def _python_floats(x: Any) -> bool:
@@ -358,7 +365,8 @@ def need_state(name: str, state: Any) -> Any:
 def as_floats(name: str, x: Any) -> Array:
     """``as_array``, with integers and booleans as float32 (the default float, as JAX's
     activations give), not NumPy's float64: for layers that have no params to cast to."""
-    if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64):  # the common case
+    if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64  # the common case
+                                  or _native_float(x.dtype)):
         return x
     return cast_ints(as_array(name, x), _F32)
 

@@ -106,10 +106,14 @@ def read_count(name: str, count: Any) -> int:
         raise TypeError(f"{name}: the state's count (the number of updates applied) must be "
                         f"an int >= 0, got {count!r} ({type(count).__name__}); pass the "
                         f"state made by this optimizer's init")
-    if c < 0:
+    if not 0 <= c < _COUNT_END:  # the next count is an int64 too
         raise ValueError(f"{name}: the state's count (the number of updates applied) must be "
-                         f">= 0, got {c}; pass the state made by this optimizer's init")
+                         f"in [0, 2**63 - 1), got {c}; pass the state made by this "
+                         f"optimizer's init")
     return c
+
+
+_COUNT_END = 2**63 - 1
 
 
 def empty_init() -> Callable[[Tree], EmptyState]:
