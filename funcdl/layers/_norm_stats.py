@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from funcdl.layers.base import Array, param_arrays
+from funcdl.layers._params import param_arrays
+from funcdl.layers.base import Array
 
 __all__ = ["channel_vectors", "compute_dtype", "moments", "trailing"]
 

@@ -23,7 +23,6 @@ import numpy as np
 from numpy.typing import NDArray
 from typing_extensions import Protocol
 
-from funcdl import initializers
 from funcdl import tree as pytree
 
 __all__ = ["Layer", "LayerLike", "Pullback", "Shape"]
@@ -184,41 +183,6 @@ def layer_arg(where: str, x: Any, what: str = "expected a layer") -> None:
                         f"got {got}")
 
 
-# the factories of funcdl.initializers that need no settings (variance_scaling does)
-_NO_SETTINGS = frozenset(n for n in initializers.__all__ if n != "variance_scaling")
-
-
-def initializer_arg(name: str, what: str, init: Any) -> Any:
-    """A layer's ``w_init``/``b_init`` argument: None (the layer's default) or an init
-    function ``init(key, shape, dtype)``; a TypeError for a number, a string, or a factory
-    of ``funcdl.initializers`` left uncalled (``glorot_uniform`` for ``glorot_uniform()``)."""
-    if init is None:
-        return None
-    factory = getattr(init, "__name__", "")
-    if getattr(initializers, factory, None) is init and factory != "fans":
-        how = ": " if factory in _NO_SETTINGS else " with its settings, e.g. "
-        args = "" if factory in _NO_SETTINGS else "1.0, 'fan_in', 'normal'"
-        raise TypeError(f"{name}: {what}=initializers.{factory} is the factory; call it"
-                        f"{how}{what}=initializers.{factory}({args})")
-    if not callable(init):
-        raise TypeError(f"{name}: {what} must be an init function (key, shape, dtype) -> "
-                        f"array, such as funcdl.initializers.zeros(), got {init!r}")
-    return init
-
-
-def drawn(name: str, what: str, init: Any, key: Any, shape: tuple[int, ...],
-          dtype: Any = np.float32) -> Array:
-    """``init(key, shape, dtype)``, checked: an array of that shape and dtype, else a
-    ValueError naming the layer (a user's init returning the wrong shape or float64)."""
-    a = init(key, shape, dtype)
-    if not (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == dtype):
-        got = (f"an array of shape {a.shape} and dtype {a.dtype}" if isinstance(a, np.ndarray)
-               else type(a).__name__)
-        raise ValueError(f"{name}: {what} gave {got}; it must return an array of the shape "
-                         f"and dtype asked for, {shape} {np.dtype(dtype)}")
-    return a
-
-
 def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
                    rank: int | None = None) -> Shape:
     """Validate ``in_shape`` given to ``init``: a tuple of positive ints (or None)."""
@@ -279,58 +243,6 @@ def _python_floats(x: Any) -> bool:
     while isinstance(x, (list, tuple)) and x:
         x = x[0]
     return type(x) is float or type(x) is int
-
-
-def weak_dtype(params: Any, key: str) -> np.dtype[Any]:
-    """The dtype Python-float inputs take in a layer whose ``params[key]`` sets it: that
-    array's floating dtype, else float32 (bad params are refused afterwards, by name)."""
-    p = params.get(key) if isinstance(params, dict) else None
-    dtype = getattr(p, "dtype", None)
-    return dtype if dtype is not None and dtype.char in "fd" else _F32
-
-
-def param_arrays(name: str, params: Any, keys: tuple[str, ...]) -> list[Array]:
-    """``[params[k] for k in keys]`` as arrays, or an error naming the layer and the keys."""
-    if not isinstance(params, dict):
-        raise TypeError(f"{name}: params must be a dict with keys {list(keys)} (as init "
-                        f"returns them), got {type(params).__name__}")
-    missing = [k for k in keys if k not in params]
-    extra = [k for k in params if k not in keys]
-    if missing or extra:
-        what = f"lack {missing}" if missing else f"have unexpected keys {sorted(extra)}"
-        raise ValueError(f"{name}: params {what}; expected keys {list(keys)} (as init "
-                         f"returns them), got {sorted(params)}")
-    for k in keys:
-        if not isinstance(params[k], np.ndarray):
-            raise TypeError(f"{name}: params[{k!r}] must be a NumPy array (as init returns "
-                            f"it), got {type(params[k]).__name__}")
-        float_param(name, k, params[k])
-    # a subclass (np.memmap, a masked array) as its plain data, as np.asarray reads it and
-    # as inputs are read: its own operators would leak it into outputs or fail in NumPy's
-    # words (a masked kernel's matmul)
-    return [params[k] if type(params[k]) is np.ndarray else np.asarray(params[k])
-            for k in keys]
-
-
-def float_param(name: str, k: str, a: Array) -> None:
-    """Params are float32 or float64: an integer one would take integer gradients (0.4
-    truncated to 0) and promote the output."""
-    if a.dtype.char not in "fd":
-        raise TypeError(f"{name}: params[{k!r}] has dtype {a.dtype}; params are float32 or "
-                        f"float64 arrays (as init returns them): cast with "
-                        f".astype(np.float32)")
-
-
-def in_param_dtypes(grads: dict[str, Array], params: Any) -> dict[str, Array]:
-    """Each gradient in its param's dtype, as JAX gives them: a float64 input must not turn
-    a float32 param's gradient into float64."""
-    for k, g in grads.items():
-        dtype = params[k].dtype
-        # identity first: the common case costs no dtype comparison; equal dtypes that are
-        # other objects need no copy either
-        if g.dtype is not dtype and g.dtype != dtype:
-            grads[k] = g.astype(dtype)
-    return grads
 
 
 def in_input_dtype(dx: Array, dtype: Any) -> Array:

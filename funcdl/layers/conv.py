@@ -21,6 +21,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from funcdl import initializers, random
 from funcdl._args import bool_arg, int_arg
+from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import chan, dot, ones
 from funcdl.layers._windows import (
     NO_PADS,
@@ -39,11 +40,7 @@ from funcdl.layers.base import (
     cast_ints,
     check_cotangent,
     check_in_shape,
-    drawn,
     in_input_dtype,
-    in_param_dtypes,
-    initializer_arg,
-    param_arrays,
 )
 
 __all__ = ["Conv1D", "Conv2D"]

@@ -9,6 +9,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import bool_arg, int_arg, is_int, real_arg
+from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import chan, dot, ones
 from funcdl.layers.base import (
     _F32,
@@ -20,12 +21,8 @@ from funcdl.layers.base import (
     cast_ints,
     check_cotangent,
     check_in_shape,
-    drawn,
     in_input_dtype,
-    in_param_dtypes,
-    initializer_arg,
     no_params,
-    param_arrays,
 )
 
 __all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]

@@ -8,16 +8,8 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import int_arg
-from funcdl.layers.base import (
-    Array,
-    Layer,
-    Shape,
-    check_cotangent,
-    check_in_shape,
-    drawn,
-    float_param,
-    initializer_arg,
-)
+from funcdl.layers._params import drawn, float_param, initializer_arg
+from funcdl.layers.base import Array, Layer, Shape, check_cotangent, check_in_shape
 
 __all__ = ["Embedding"]
 

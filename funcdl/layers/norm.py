@@ -29,6 +29,7 @@ import numpy as np
 from funcdl import random
 from funcdl._args import bool_arg, int_arg, real_arg
 from funcdl.layers._norm_stats import channel_vectors, compute_dtype, moments, trailing
+from funcdl.layers._params import in_param_dtypes, weak_dtype
 from funcdl.layers._sums import block_sum, chan, per_row
 from funcdl.layers.base import (
     Array,
@@ -38,8 +39,6 @@ from funcdl.layers.base import (
     check_cotangent,
     check_in_shape,
     in_input_dtype,
-    in_param_dtypes,
-    weak_dtype,
 )
 
 __all__ = ["BatchNorm", "LayerNorm"]
