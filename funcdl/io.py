@@ -261,8 +261,11 @@ def load(path: str | os.PathLike[str], like: Tree = None) -> Tree:
     import zipfile  # a load's own dependency (json too, in _io_format): see save
 
     name = _path("io.load", path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    try:  # non-blocking: opening a FIFO with no writer would wait forever
+    # non-blocking: opening a FIFO with no writer would wait forever; and a terminal's path
+    # must not become this process's controlling terminal
+    flags = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+             | getattr(os, "O_BINARY", 0))
+    try:
         fd = os.open(name, flags)
     except OSError as e:
         raise _named(e, "io.load: cannot read", name) from None
