@@ -28,7 +28,7 @@ from funcdl import tree as pytree
 from funcdl._agree import digest
 from funcdl._reduce import Layout, Reducer, as_tree, mpi, ravel, span
 from funcdl.optim import GradientTransformation
-from funcdl.optim._base import Count, check_state, read_count, zero_count
+from funcdl.optim._base import Count, check_state, next_count, read_count, zero_count
 
 Tree = Any
 Comm = Any
@@ -223,4 +223,4 @@ class Sharder:
         elif comm is not None:
             comm.Allgatherv(mpi().IN_PLACE, [out, (c.counts, c.displs)])
         return as_tree(out, p_lay, params), ShardedState(inner, state.span,
-                                                         np.int64(count + 1))
+                                                         next_count(count))

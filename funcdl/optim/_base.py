@@ -84,8 +84,9 @@ def zero_count() -> np.int64:
     return np.int64(0)
 
 
-def next_count(count: Count) -> np.int64:
-    return np.int64(int(count) + 1)
+def next_count(count: int) -> np.int64:
+    """The count after ``count`` (one ``read_count`` gave), as the states hold it."""
+    return np.int64(count + 1)
 
 
 def read_count(name: str, count: Any) -> int:
@@ -327,7 +328,7 @@ def make_chain(name: str, transforms: Sequence[GradientTransformation]) -> Gradi
         for f, s in zip(updates, state.states, strict=True):
             grads, s = f(s, grads, params)
             new_states.append(s)
-        return grads, ChainState(tuple(new_states), np.int64(count + 1))
+        return grads, ChainState(tuple(new_states), next_count(count))
 
     return transform(name, init, update)
 
@@ -369,7 +370,7 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
         new_states = {}
         for n, _, f in stages:
             grads, new_states[n] = f(state.states[n], grads, params)
-        return grads, NamedChainState(new_states, np.int64(count + 1))
+        return grads, NamedChainState(new_states, next_count(count))
 
     return transform(name, init, update)
 

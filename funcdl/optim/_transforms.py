@@ -28,6 +28,7 @@ from funcdl.optim._base import (
     empty_init,
     leafwise,
     like,
+    next_count,
     read_count,
     real_grad,
     transform,
@@ -132,7 +133,7 @@ def _scheduled(name: str, schedule: Schedule, what: str,
         count = read_count(f"{name}.update", state.count)
         # A Python float, so float32 grads and params stay float32 (NEP 50).
         value = schedule_value(f"{name}.update", schedule, count)
-        return step(value, grads, params), ScaleByScheduleState(np.int64(count + 1))
+        return step(value, grads, params), ScaleByScheduleState(next_count(count))
 
     return transform(name, init, update)
 
