@@ -31,11 +31,16 @@ Comm = Any
 _LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
+def mpi() -> Any:
+    """mpi4py's MPI module, imported at the first collective (``import funcdl`` never does)."""
+    return importlib.import_module("mpi4py.MPI")
+
+
 @functools.cache
 def world() -> Comm | None:
     """MPI.COMM_WORLD, or None when mpi4py cannot be imported and no launcher started us."""
     try:
-        return importlib.import_module("mpi4py.MPI").COMM_WORLD
+        return mpi().COMM_WORLD
     except (ImportError, RuntimeError) as err:  # no mpi4py, or no MPI library for it
         sizes = [os.environ.get(v, "").strip() for v in _LAUNCHER_SIZES]
         launched = max([int(s) for s in sizes if s.isdigit()], default=1)

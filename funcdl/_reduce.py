@@ -19,7 +19,6 @@ FUNCDL_MPI_SHARED_MEMORY=0 in the environment, one ``Allreduce`` of a private bu
 from __future__ import annotations
 
 import functools
-import importlib
 import operator
 import os
 import sys
@@ -29,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import tree as pytree
-from funcdl._agree import agree, describe, digest, signature
+from funcdl._agree import agree, describe, digest, mpi, signature
 
 Tree = Any
 Comm = Any
@@ -45,10 +44,6 @@ _MOST = 8  # generations at most; at least 2: the last grads may stay bound thro
 _SMALL = 1 << 16  # entries: below, packing copies all leaves first and scales once
 _WINDOWS = 4  # shared windows kept per reducer (per tree layout); the oldest is freed for a
 # new one only when no rank holds any of its results (else the new layout goes by Allreduce)
-
-
-def mpi() -> Any:
-    return importlib.import_module("mpi4py.MPI")
 
 
 # ---------------------------------------------------------------------------- buffers

@@ -25,8 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import tree as pytree
-from funcdl._agree import digest
-from funcdl._reduce import Layout, Reducer, as_tree, mpi, ravel, span
+from funcdl._agree import digest, mpi
+from funcdl._reduce import Layout, Reducer, as_tree, ravel, span
 from funcdl.optim import GradientTransformation
 from funcdl.optim._base import Count, check_state, next_count, read_count, zero_count
 
