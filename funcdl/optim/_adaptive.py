@@ -21,6 +21,7 @@ from funcdl.optim._base import (
     check_state,
     leafwise,
     like,
+    next_count,
     read_count,
     real_grad,
     transform,
@@ -75,7 +76,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByAdamState]:
         del params
         check_state(name, state, ScaleByAdamState)
-        t = read_count(f"{name}.update", state.count) + 1
+        count = read_count(f"{name}.update", state.count)
+        t = count + 1  # this update's step, 1 at the first
         inv_bc1 = 1.0 / (1.0 - b1**t)
         inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - b2**t)
 
@@ -104,7 +106,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
         with np.errstate(all="ignore"):
             out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
                                    ("grads", "state.mu", "state.nu"), n_out=3, elementwise=True)
-        return out, ScaleByAdamState(np.int64(t), mu, nu)
+        return out, ScaleByAdamState(next_count(count), mu, nu)
 
     return transform(name, init, update)
 

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree
+from funcdl._args import is_int, number
 
 __all__ = [
     "ChainState",
@@ -95,26 +96,23 @@ def read_count(name: str, count: Any) -> int:
     would divide by zero). A whole float is a count (PyTorch keeps its ``step`` as a float
     tensor, and a state mapped through ``np.asarray(a, np.float64)`` holds one)."""
     if type(count) is np.int64:  # the common case: what zero_count and next_count make
-        c = int(count)
-    elif (isinstance(count, (int, np.integer)) and not isinstance(count, bool)) or (
-            type(count) is np.ndarray and count.shape == () and count.dtype.kind in "iu"):
-        c = int(count)  # a Python int, another NumPy integer, funcdl.io's 0-d array
-    elif (isinstance(count, (float, np.floating)) or (type(count) is np.ndarray and count.shape
-                                                      == () and count.dtype.kind == "f")) \
-            and math.isfinite(count) and float(count).is_integer():
-        c = int(count)
-    else:
-        raise TypeError(f"{name}: the state's count (the number of updates applied) must be "
-                        f"an int >= 0, got {count!r} ({type(count).__name__}); pass the "
-                        f"state made by this optimizer's init")
-    if not 0 <= c < _COUNT_END:  # the next count is an int64 too
+        c: Any = int(count)
+    else:  # a Python int, another NumPy integer, funcdl.io's 0-d array, a whole float
+        c = number(count)
+        if isinstance(c, (float, np.floating)) and math.isfinite(c) and float(c).is_integer():
+            c = int(c)
+        if not is_int(c):
+            raise TypeError(f"{name}: the state's count (the number of updates applied) must "
+                            f"be an int >= 0, got {count!r} ({type(count).__name__}); pass "
+                            f"the state made by this optimizer's init")
+    if not 0 <= c < COUNT_END:  # the next count is an int64 too
         raise ValueError(f"{name}: the state's count (the number of updates applied) must be "
                          f"in [0, 2**63 - 1), got {c}; pass the state made by this "
                          f"optimizer's init")
-    return c
+    return int(c)
 
 
-_COUNT_END = 2**63 - 1
+COUNT_END = 2**63 - 1  # counts stay below it, so that the next one is an int64 too
 
 
 def empty_init() -> Callable[[Tree], EmptyState]:

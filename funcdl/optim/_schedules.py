@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import bool_arg, number
-from funcdl.optim._base import Schedule
+from funcdl.optim._base import COUNT_END, Schedule
 from funcdl.optim._checks import (
     check_float,
     check_schedule,
@@ -47,15 +47,13 @@ def _steps(name: str, what: str, value: Any, *, positive: bool = False) -> int:
         raise ValueError(f"{name}: {what} must be {kind}, got {value!r}")
     if value < (1 if positive else 0):
         raise ValueError(f"{name}: {what} must be {kind}, got {value!r}")
-    if value > _MAX_STEPS:  # beyond any count (an int64), and past float arithmetic
+    if value > COUNT_END:  # beyond any count (an int64), and past float arithmetic
         digits = len(str(value)) if isinstance(value, int) else 0
         got = f"an int of {digits} digits" if digits > 30 else repr(value)
         raise ValueError(f"{name}: {what} must be {kind} below 2**63 (a step count is an "
                          f"int64), got {got}")
     return int(value)
 
-
-_MAX_STEPS = 2**63 - 1
 
 
 def _value(name: str, what: str, value: Any, low: float = -math.inf) -> float:
@@ -247,7 +245,7 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
 
     def schedule(count: int) -> float:
         for boundary, s in reversed(pairs):  # the last boundary passed wins, as in optax
-            if count >= boundary:  # the optimizer checks the value it reads, once
+            if count >= boundary:  # its value read as a number here, to name the schedule
                 return schedule_float(name, s(count - boundary), count - boundary)
         return schedule_float(name, scheds[0](count), count)
 

@@ -93,9 +93,9 @@ def _times(name: str, times: Callable[..., Any], grads: Tree, params: Tree,
     if quiet:
         with np.errstate(all="ignore"):
             return _times(name, times, grads, params)
-    if params is None:
-        return leafwise(f"{name}.update", times, (grads,), ("grads",))[0]
-    return leafwise(f"{name}.update", times, (grads, params), ("grads", "params"))[0]
+    trees, names = ((grads,), ("grads",)) if params is None else ((grads, params),
+                                                                   ("grads", "params"))
+    return leafwise(f"{name}.update", times, trees, names)[0]
 
 
 def _may_warn(step: float) -> bool:
@@ -118,9 +118,13 @@ def _scaled(name: str, step: float) -> GradientTransformation:
 
 
 def _scheduled(name: str, schedule: Schedule, what: str,
-               step: Callable[[float, Tree, Tree], Tree]) -> GradientTransformation:
-    """A transform whose ``what`` is ``schedule(count)``: ``step(value, grads, params)``
-    gives the updates; the state is ``ScaleByScheduleState(count)``."""
+               step: Callable[[float, Tree, Tree], Tree],
+               low: float = -math.inf, where: str = "") -> GradientTransformation:
+    """A transform whose ``what`` is ``schedule(count)`` (a finite float ``>= low``, checked
+    once per update, its errors naming ``where``, by default ``name.update``):
+    ``step(value, grads, params)`` gives the updates; the state is
+    ``ScaleByScheduleState(count)``."""
+    where = where or f"{name}.update"
     schedule = check_schedule(name, what, schedule)
 
     def init(params: Tree) -> ScaleByScheduleState:
@@ -132,15 +136,16 @@ def _scheduled(name: str, schedule: Schedule, what: str,
         check_state(name, state, ScaleByScheduleState)
         count = read_count(f"{name}.update", state.count)
         # A Python float, so float32 grads and params stay float32 (NEP 50).
-        value = schedule_value(f"{name}.update", schedule, count)
+        value = schedule_value(where, schedule, count, low)
         return step(value, grads, params), ScaleByScheduleState(next_count(count))
 
     return transform(name, init, update)
 
 
-def _scaled_by_schedule(name: str, schedule: Schedule, what: str) -> GradientTransformation:
+def _scaled_by_schedule(name: str, schedule: Schedule, what: str, sign: float = 1.0,
+                        low: float = -math.inf, where: str = "") -> GradientTransformation:
     return _scheduled(name, schedule, what, lambda v, grads, params: _times(
-        name, _multiplier(v), grads, params, _may_warn(v)))
+        name, _multiplier(sign * v), grads, params, _may_warn(sign * v)), low, where)
 
 
 # ---------------------------------------------------------------------------- stateless
@@ -172,11 +177,8 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool =
     ``ScaleByScheduleState(count)``)."""
     name, what = "scale_by_learning_rate", "learning_rate"
     sign = -1.0 if bool_arg(flip_sign, name, "flip_sign") else 1.0
-    if callable(learning_rate):
-        schedule = check_schedule(name, what, learning_rate)
-        return _scaled_by_schedule(
-            name, lambda count: sign * schedule_value(f"{name} ({what})", schedule, count, 0.0),
-            what)
+    if callable(learning_rate):  # the schedule gives the rate, >= 0; the sign is ours
+        return _scaled_by_schedule(name, learning_rate, what, sign, 0.0, f"{name} ({what})")
     return _scaled(name, sign * check_float(name, what, learning_rate))
 
 
