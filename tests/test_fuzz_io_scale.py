@@ -141,8 +141,9 @@ def test_check_layer_misuse_is_named_never_an_assertion(in_shape, kw, ok):
 
 
 @pytest.mark.parametrize("layer", [L.FanInSum(), L.FanInConcat(), L.Parallel(L.Dense(2),
-                                                                             L.Identity())],
-                         ids=["fan-in-sum", "fan-in-concat", "parallel"])
+                                                                             L.Identity()),
+                                   L.Shared(L.Dense(2))],
+                         ids=["fan-in-sum", "fan-in-concat", "parallel", "shared"])
 def test_check_layer_of_a_list_input_checks_a_list_dx(layer):
     # a list is a pytree container: the merges return dx as a list for it, as JAX's vjp
     x = [np.ones((2, 4), np.float32), np.zeros((2, 4), np.float32)]

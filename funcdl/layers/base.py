@@ -289,6 +289,12 @@ def cast_ints(x: Array, dtype: np.dtype[Any]) -> Array:
     return x.astype(dtype) if x.dtype.kind in "biu" else x
 
 
+def like(primal: Any, items: Any) -> list[Any] | tuple[Any, ...]:
+    """``items`` in ``primal``'s container, a list for a list and else a tuple: a pytree's
+    cotangent (dx, dparams) has its primal's structure, as JAX gives it."""
+    return list(items) if type(primal) is list else tuple(items)
+
+
 def none_cotangent(name: str) -> TypeError:
     """The error for ``pullback(None)`` called from outside. Combinators pass None between
     their children (nothing flows back from integer ids) but never into a pullback: a None

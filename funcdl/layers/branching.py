@@ -24,6 +24,7 @@ from funcdl.layers.base import (
     cast_ints,
     check_cotangent,
     in_input_dtype,
+    like,
     located,
     none_cotangent,
 )
@@ -140,10 +141,7 @@ def Parallel(*layers: LayerLike) -> Layer:
             entries(name, dys, n, "cotangents")
             grads = [_located_call(where[i], name_of(layers[i]), pb, dy, params[i])
                      for i, (pb, dy) in enumerate(zip(pbs, dys))]
-            dparams, dxs = [g[0] for g in grads], [g[1] for g in grads]
-            # each in its primal's container, list or tuple, as a pytree's cotangent is
-            return (dparams if type(params) is list else tuple(dparams),
-                    dxs if type(xs) is list else tuple(dxs))
+            return like(params, [g[0] for g in grads]), like(xs, [g[1] for g in grads])
 
         return tuple(ys), pullback, tuple(new_state)
 
@@ -276,7 +274,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
             entries(name, dys, n, "cotangents")
             grads = [_located_call(where[i], child, pb, dy, params) for i, (pb, dy) in
                      enumerate(zip(pbs, dys))]
-            return _summed([g for g, _ in grads]), tuple(dx for _, dx in grads)
+            return _summed([g for g, _ in grads]), like(xs, [dx for _, dx in grads])
 
         return tuple(ys), pullback, (state,)
 

@@ -26,6 +26,7 @@ from funcdl.layers.base import (
     LayerLike,
     Shape,
     layer_arg,
+    like,
     located,
     need_state,
     no_params,
@@ -363,9 +364,7 @@ def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: 
             k = _fusion.owner(i, e, i + 1 < n and pullbacks[i + 1] is None, names)
             raise located(where[k], names[k], e) from e
         dparams[:stop] = params[:stop]  # no leaves: (), {} or None, as given
-        # grads take the params' structure: a list given, a list back (as JAX)
-        grads = dparams if type(params) is list else tuple(dparams)
-        return grads, (dy if need_dx else None)
+        return like(params, dparams), (dy if need_dx else None)
 
     if not checking:
         return pullback

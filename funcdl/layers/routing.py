@@ -20,6 +20,7 @@ from funcdl.layers.base import (
     check_cotangent,
     check_in_shape,
     in_input_dtype,
+    like,
     no_params,
     none_cotangent,
 )
@@ -112,11 +113,10 @@ def FanInSum() -> Layer:
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
         y = apply(params, xs)
         dtypes = [getattr(x, "dtype", None) for x in xs]  # each dx in its input's dtype
-        like_xs = list if type(xs) is list else tuple  # dx in x's container, as a pytree
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
-            return params, like_xs(tuple(in_input_dtype(dy, d) for d in dtypes))
+            return params, like(xs, [in_input_dtype(dy, d) for d in dtypes])
 
         return y, pullback
 
@@ -173,12 +173,11 @@ def FanInConcat(axis: int = -1) -> Layer:
         ax = axis % y.ndim
         offsets = np.cumsum([np.shape(x)[ax] for x in xs])[:-1]
         dtypes = [getattr(x, "dtype", None) for x in xs]
-        like_xs = list if type(xs) is list else tuple
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
-            return params, like_xs(tuple(in_input_dtype(d, t)
-                                     for d, t in zip(np.split(dy, offsets, axis=ax), dtypes)))
+            return params, like(xs, [in_input_dtype(d, t)
+                                     for d, t in zip(np.split(dy, offsets, axis=ax), dtypes)])
 
         return y, pullback
 
