@@ -78,7 +78,7 @@ def bool_arg(value: Any, where: str, what: str) -> bool:
     return bool(value)
 
 
-F32 = np.dtype(np.float32)
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 # The largest finite value of each sample dtype: bounds beyond it cannot be cast to it.
 FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float32, np.float64)}
 

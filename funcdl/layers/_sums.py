@@ -1,7 +1,6 @@
 """Sums and per-channel broadcasts for the layers' hot paths: BLAS where it beats NumPy's
 reductions (``block_sum``, ``ones @ dy``), and ``chan`` / ``per_row``, which apply a vector
-along a short last axis as whole rows (benchmarks/broadcast_micro.py). Re-exported by
-``funcdl.layers.base``."""
+along a short last axis as whole rows (benchmarks/broadcast_micro.py)."""
 
 from __future__ import annotations
 

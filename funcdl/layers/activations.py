@@ -235,9 +235,9 @@ def GELU(approximate: bool = False) -> Layer:
     float32, 1e-16 in float64. ``approximate=True`` uses the tanh form
     ``Φ(x) ≈ (1 + tanh(√(2/π)(x + 0.044715 x³))) / 2`` (JAX's default, PyTorch's 'tanh');
     PyTorch's spellings ``approximate='tanh'`` and ``'none'`` are read as True and False."""
-    spelled = {"tanh": True, "none": False}.get(approximate) if isinstance(approximate, str) \
-        else None  # other strings are refused: GELU('no') would count as True
-    if spelled if spelled is not None else bool_arg(approximate, "GELU", "approximate"):
+    if isinstance(approximate, str) and approximate in ("tanh", "none"):
+        approximate = approximate == "tanh"
+    if bool_arg(approximate, "GELU", "approximate"):
         return _gelu_tanh()
     name = "GELU()"
 

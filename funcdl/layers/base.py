@@ -24,11 +24,11 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree as pytree
+from funcdl._args import F32, F64
 
 __all__ = ["Layer", "LayerLike", "Pullback", "Shape"]
 
-_F32 = np.dtype(np.float32)
-_F64 = np.dtype(np.float64)
+_F32, _F64 = F32, F64  # `x.dtype is _F32`: the cheapest test
 
 Array = NDArray[Any]
 Params = Any

@@ -13,6 +13,7 @@ from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param
 from funcdl.layers._sums import chan, dot, ones
 from funcdl.layers.base import (
     _F32,
+    _F64,
     Array,
     Layer,
     Pointwise,
@@ -28,7 +29,6 @@ from funcdl.layers.base import (
 __all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]
 
 
-_F64 = np.dtype(np.float64)
 _ND = np.ndarray
 matmul = np.matmul
 _SMALL = 1 << 14  # elements of a product below which its call overhead dominates
@@ -241,7 +241,7 @@ def Dropout(rate: float) -> Layer:
                 f"the function from value_and_grad, f(params, x, target, key=...); a new "
                 f"key per step, e.g. from funcdl.random.split")
         random.check_key(key, name)
-        dtype = np.dtype(x.dtype.char if x.dtype.kind == "f" else np.float32)  # native order
+        dtype = x.dtype if x.dtype.kind == "f" else _F32  # as_array gave native order
         if rate == 0.0:
             return None
         if rate == 1.0:

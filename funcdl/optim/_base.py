@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree
-from funcdl._args import is_int, number
+from funcdl._args import F32, F64, is_int, number
 
 __all__ = [
     "ChainState",
@@ -35,7 +35,6 @@ Tree = Any
 Count = np.integer[Any] | NDArray[np.integer[Any]]
 Schedule = Callable[[int], float]
 ScalarOrSchedule = float | Schedule
-F32, F64 = np.dtype(np.float32), np.dtype(np.float64)  # `x.dtype is F32`: the cheapest test
 
 
 class TransformInit(Protocol):

@@ -13,10 +13,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import bool_arg
+from funcdl._args import F32, F64, bool_arg
 from funcdl.optim._base import (
-    F32,
-    F64,
     Count,
     EmptyState,
     GradientTransformation,
