@@ -12,7 +12,6 @@ import collections
 import contextlib
 import itertools
 import math
-import os
 from typing import Any
 
 import numpy as np
@@ -137,21 +136,21 @@ def _sorted_keys(keys: Any, n: int) -> bool:
 
 # ---------------------------------------------------------------------------- entries
 
-def read_entry(data: NpzFile, name: str) -> NDArray[Any]:
-    """Entry ``name`` of an open archive, after checking that it is a .npy array, not an
-    object (pickled) one, and that its member holds the bytes its header declares: a
-    tampered shape would have NumPy allocate terabytes before it found out."""
+def read_entry(data: NpzFile, name: str, archive: int) -> NDArray[Any]:
+    """Entry ``name`` of an archive ``archive`` bytes long, open, after checking that it is
+    a .npy array, not an object (pickled) one, and that its member holds the bytes its
+    header declares: a tampered shape would have NumPy allocate terabytes before it found
+    out."""
     import zipfile
 
     zf = data.zip
+    assert zf is not None  # open: read_entry runs inside io.load's `with data:`
     for member in (f"{name}.npy", name):  # as NpzFile finds it: with .npy, or without
         with contextlib.suppress(KeyError):
-            info = zf.getinfo(member) if zf is not None else None
+            info = zf.getinfo(member)
             break
     else:
         raise Corrupt(f"missing entry {name!r}")
-    if zf is None or info is None:  # closed: not while load holds it open
-        raise Corrupt("not an open .npz archive")
     with zf.open(info) as f:
         try:
             version = np.lib.format.read_magic(f)
@@ -174,7 +173,6 @@ def read_entry(data: NpzFile, name: str) -> NDArray[Any]:
                           f"never loads")
         # the member's sizes come from the archive's directory, which a forged file sets
         # at will: bound them by the archive's own size (deflate expands at most ~1032x)
-        archive = _archive_size(zf)
         held = info.file_size - f.tell()
         if info.compress_type == zipfile.ZIP_STORED:  # read up to compress_size only
             held = min(held, info.compress_size - f.tell(), archive - info.header_offset)
@@ -196,14 +194,6 @@ def read_entry(data: NpzFile, name: str) -> NDArray[Any]:
             raise
         raise Corrupt(f"entry {name!r} is an object (pickled) array, which funcdl.io never "
                       f"loads") from None
-
-
-def _archive_size(zf: Any) -> int:
-    """The size in bytes of the file under an open ZipFile (no bound if it cannot tell)."""
-    try:
-        return int(os.fstat(zf.fp.fileno()).st_size)
-    except (AttributeError, OSError, ValueError):
-        return 1 << 62
 
 
 def leaf_value(kind: Any, a: NDArray[Any], i: int) -> Any:

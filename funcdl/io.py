@@ -96,7 +96,7 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
             np.savez(f, **entries)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _mode_for(target))
+        os.chmod(tmp, _mode_for(mode))
         os.replace(tmp, target)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -213,11 +213,12 @@ def _leaf_array(leaf: Any, path: str) -> tuple[str, NDArray[Any]]:
     return kind, a
 
 
-def _mode_for(target: str) -> int:
-    """The existing file's permission bits, else 0o666 minus the umask (read without
-    changing it, which os.umask cannot do), else 0o600 as mkstemp made it."""
-    with contextlib.suppress(OSError):
-        return os.stat(target).st_mode & 0o7777
+def _mode_for(mode: int | None) -> int:
+    """The existing file's permission bits (``mode``, None for no file), else 0o666 minus
+    the umask (read without changing it, which os.umask cannot do), else 0o600 as mkstemp
+    made it."""
+    if mode is not None:
+        return mode & 0o7777
     with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
         for line in f:
             if line.startswith("Umask:"):
@@ -311,6 +312,7 @@ def _read(f: Any) -> tuple[TreeDef, list[Any]]:
     if not magic.startswith(b"PK"):
         raise Corrupt("not an .npz archive (no zip signature): truncated or corrupted file, "
                       "or not written by funcdl.io.save")
+    size = f.seek(0, os.SEEK_END)  # the archive's bytes, which bound what a member holds
     f.seek(0)
     data = np.load(f, allow_pickle=False)
     if not isinstance(data, NpzFile):  # np.load chose by the same magic bytes
@@ -319,8 +321,8 @@ def _read(f: Any) -> tuple[TreeDef, list[Any]]:
         if TREEDEF_KEY not in data.files:
             raise Corrupt(f"no {TREEDEF_KEY!r} entry: not written by funcdl.io.save "
                           f"(entries: {sorted(data.files)[:8]})")
-        td, kinds = decode_header(read_entry(data, TREEDEF_KEY))
-        leaves = [leaf_value(kind, read_entry(data, f"leaf_{i}"), i)
+        td, kinds = decode_header(read_entry(data, TREEDEF_KEY, size))
+        leaves = [leaf_value(kind, read_entry(data, f"leaf_{i}", size), i)
                   for i, kind in enumerate(kinds)]
     return td, leaves
 

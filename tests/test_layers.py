@@ -120,7 +120,7 @@ def test_dense_default_init_is_torchs_linear(key):
 
 
 def test_dense_adds_its_bias_on_outputs_of_many_rows(key, monkeypatch):
-    # from base.TILE_FROM output entries in TILE_ROWS rows the bias goes through base.chan's
+    # from _sums.TILE_FROM output entries in TILE_ROWS rows the bias goes through _sums.chan's
     # tiled rows
     from funcdl.layers._sums import TILE_FROM, TILE_ROWS
     layer = L.Dense(10)

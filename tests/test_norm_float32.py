@@ -121,7 +121,7 @@ def test_chan_is_numpy_broadcast_bit_for_bit(monkeypatch):
 
     monkeypatch.setattr(np, "tile", tile)
     # tiled whole (64, 7, 5, 16) or with leftover rows (6001, 3), (2100, 25); below
-    # base.TILE_FROM elements or TILE_ROWS rows, or one channel: NumPy's broadcast as it is
+    # _sums.TILE_FROM elements or TILE_ROWS rows, or one channel: NumPy's broadcast as it is
     tiled = [(64, 7, 5, 16), (6001, 3), (2100, 25)]
     for shape in [*tiled, (3, 5), (1000, 3), (1100, 25), (7, 1), (2, 0, 4), (20000, 1)]:
         tiles.clear()
