@@ -12,6 +12,7 @@ its own. The two steps alternate in ~20 ms batches in one process (``profile_ste
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from funcdl import layers as L
@@ -27,8 +28,7 @@ def _opaque(layer: Any) -> Any:
     """``layer`` as a plain ``Layer(init, apply, vjp)``: Sequential runs it on its own."""
     if not isinstance(layer, Layer):
         return layer
-    return Layer(layer.init, layer.apply, layer.vjp, stateful=layer.stateful, name=layer.name,
-                 dx_optional=layer.dx_optional, ids=layer.ids)
+    return dataclasses.replace(layer, pointwise=None, vjp_then=None, selects_max=False)
 
 
 def main(argv: list[str] | None = None) -> None:
