@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl.layers._params import param_arrays
+from funcdl.layers._params import param_arrays, plain
 from funcdl.layers.base import Array
 
 __all__ = ["channel_vectors", "compute_dtype", "moments", "trailing"]
@@ -62,7 +62,7 @@ def channel_vectors(name: str, tree: Any, keys: tuple[str, ...], what: str,
             got = f"dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
             raise TypeError(f"{name}: {what}['{k}'] must be a float32 or float64 array "
                             f"(running statistics, as init returns them), got {got}")
-        out[i] = a if type(a) is np.ndarray else np.asarray(a)  # a subclass: as params
+        out[i] = plain(a)
     if shape is None:
         shapes = [a.shape for a in out]
         shape = fits if fits in shapes and len(set(shapes)) > 1 else shapes[0]

@@ -70,11 +70,14 @@ def param_arrays(name: str, params: Any, keys: tuple[str, ...]) -> list[Array]:
             raise TypeError(f"{name}: params[{k!r}] must be a NumPy array (as init returns "
                             f"it), got {type(params[k]).__name__}")
         float_param(name, k, params[k])
-    # a subclass (np.memmap, a masked array) as its plain data, as np.asarray reads it and
-    # as inputs are read: its own operators would leak it into outputs or fail in NumPy's
-    # words (a masked kernel's matmul)
-    return [params[k] if type(params[k]) is np.ndarray else np.asarray(params[k])
-            for k in keys]
+    return [plain(params[k]) for k in keys]
+
+
+def plain(a: Array) -> Array:
+    """``a`` itself, or a subclass's (np.memmap, a masked array) plain data, as np.asarray
+    reads it and as inputs are read: its own operators would leak it into outputs or fail
+    in NumPy's words (a masked kernel's matmul)."""
+    return a if type(a) is np.ndarray else np.asarray(a)
 
 
 def float_param(name: str, k: str, a: Array) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import int_arg
-from funcdl.layers._params import drawn, float_param, initializer_arg
+from funcdl.layers._params import drawn, initializer_arg, param_arrays
 from funcdl.layers.base import Array, Layer, Shape, check_cotangent, check_in_shape
 
 __all__ = ["Embedding"]
@@ -60,12 +60,7 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
             got = sorted(params) if isinstance(params, dict) else type(params).__name__
             raise ValueError(f"{name}: expected params as a dict with key 'table' (from "
                              f"init), got {got}")
-        table = params["table"]
-        if not isinstance(table, np.ndarray):  # a list: NumPy's float64, not the params' dtype
-            raise TypeError(f"{name}: params['table'] must be a NumPy array (as init returns "
-                            f"it), got {type(table).__name__}")
-        float_param(name, "table", table)
-        table = table if type(table) is np.ndarray else np.asarray(table)  # as param_arrays
+        (table,) = param_arrays(name, params, ("table",))
         if table.shape != (vocab, dim):
             raise ValueError(f"{name}: params['table'] has shape {table.shape}, expected "
                              f"{(vocab, dim)}")
