@@ -65,17 +65,26 @@ def quiet() -> np.errstate:
     return np.errstate(invalid="ignore", over="ignore", divide="ignore")
 
 
+def first_nonfinite(value: Any) -> tuple[str, Any] | None:
+    """``(path, array)`` of the first floating leaf of ``value`` holding a NaN or inf, or
+    None."""
+    for path, leaf in tree.leaves_with_path(value):
+        a = np.asarray(leaf)
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            return path, a
+    return None
+
+
 def verify(where: str, what: str, value: Any) -> None:
     """Raise ``FloatingPointError`` if any floating leaf of ``value`` holds a NaN or inf.
 
     The check the library runs inside ``check_finite``; it checks whenever called, so it
     serves for a user's own values too (inside the block the message ends "; funcdl.debug.
     check_finite is on", outside it "(funcdl.debug.verify)")."""
-    for path, leaf in tree.leaves_with_path(value):
-        a = np.asarray(leaf)
-        if a.dtype.kind in "fc" and not np.isfinite(a).all():
-            bad = "NaN" if np.isnan(a).any() else "inf"
-            why = ("; funcdl.debug.check_finite is on" if _ON.get()
-                   else " (funcdl.debug.verify)")
-            raise FloatingPointError(f"{where}: {bad} in the {what}{path} "
-                                     f"(shape {a.shape}){why}")
+    found = first_nonfinite(value)
+    if found is not None:
+        path, a = found
+        bad = "NaN" if np.isnan(a).any() else "inf"
+        why = "; funcdl.debug.check_finite is on" if _ON.get() else " (funcdl.debug.verify)"
+        raise FloatingPointError(f"{where}: {bad} in the {what}{path} "
+                                 f"(shape {a.shape}){why}")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl import random, tree
+from funcdl import debug, random, tree
 from funcdl._args import bool_arg, int_arg, real_arg
 from funcdl._finite_diff import directions_like, fd_check, is_float, to64
 from funcdl.layers.base import layer_arg
@@ -74,11 +74,11 @@ def _nonfinite(**trees: Any) -> str:
     is not refused; but a failure there is more likely the finite differences' than the
     vjp's, and its message says so."""
     for what, t in trees.items():
-        for path, leaf in tree.leaves_with_path(t):
-            a = np.asarray(leaf)
-            if a.dtype.kind in "fc" and not np.isfinite(a).all():
-                i = tuple(int(v) for v in np.argwhere(~np.isfinite(a))[0])
-                return f"{what}{path}{list(i) if i else ''} is {a[i]}"
+        found = debug.first_nonfinite(t)
+        if found is not None:
+            path, a = found
+            i = tuple(int(v) for v in np.argwhere(~np.isfinite(a))[0])
+            return f"{what}{path}{list(i) if i else ''} is {a[i]}"
     return ""
 
 
