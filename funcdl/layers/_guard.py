@@ -18,14 +18,12 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._treenodes import describe
-from funcdl.layers.base import Layer
+from funcdl.layers.base import Layer, ours
 
 
 def foreign(layer: Any) -> bool:
     """Whether any of ``layer``'s functions was written outside funcdl."""
-    # (a function made by exec has __module__ None)
-    return not all((getattr(getattr(layer, f, None), "__module__", None) or "")
-                   .startswith("funcdl.") for f in ("init", "apply", "vjp"))
+    return not all(ours(getattr(layer, f, None)) for f in ("init", "apply", "vjp"))
 
 
 def guarded(layer: Any) -> Any:

@@ -96,8 +96,7 @@ class Layer:
                             f"vjp(params, x, **kw)")
         for f in ("init", "apply", "vjp"):
             fn = getattr(self, f)
-            if (str(getattr(fn, "__module__", "")).startswith("funcdl.")  # exec'd: None
-                    and "<locals>" in str(getattr(fn, "__qualname__", ""))):
+            if ours(fn) and "<locals>" in str(getattr(fn, "__qualname__", "")):
                 # Python's own errors name the function (a stray state= or keyword): name
                 # funcdl's closures after their layer, not "Sequential.<locals>.apply"
                 fn.__qualname__ = f"{self.name}.{f}"
@@ -106,6 +105,11 @@ class Layer:
 
     def __repr__(self) -> str:
         return self.name
+
+
+def ours(fn: Any) -> bool:
+    """Whether ``fn`` was written in funcdl (a function made by exec has __module__ None)."""
+    return (getattr(fn, "__module__", None) or "").startswith("funcdl.")
 
 
 def _lenient(fn: Callable[..., Any]) -> Callable[..., Any]:
