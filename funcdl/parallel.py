@@ -77,12 +77,12 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
         if r != 0:
             raise ValueError(f"parallel.broadcast: root {root} is not a rank of a "
                              f"single process (only rank 0 exists)")
-        _numeric_leaves(tree)  # as over ranks: a script fails alike on 1 and N
+        _numeric_leaves(tree, pytree.leaves(tree))  # as over ranks: fails alike on 1 and N
         return tree
     root = r
-    leaves = pytree.leaves(tree)
+    leaves, td = pytree.flatten(tree)
     agree(c, digest(describe(tree)), tree, "broadcast", root)
-    arrays = _numeric_leaves(tree)  # same dtypes everywhere: fails alike on every rank
+    arrays = _numeric_leaves(tree, leaves)  # same dtypes everywhere: fails on every rank
     bounds = np.cumsum([0] + [a.nbytes for a in arrays]).tolist()
     buf = np.empty(bounds[-1], np.uint8)
     if c.Get_rank() == root:
@@ -97,17 +97,17 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
     # each leaf as it was: an array, a NumPy scalar or a Python number
     out = [v if isinstance(x, np.ndarray) else v[()] if isinstance(x, np.generic) else v.item()
            for x, v in zip(leaves, out)]
-    return pytree.unflatten(pytree.structure(tree), out)
+    return pytree.unflatten(td, out)
 
 
-def _numeric_leaves(tree: Tree) -> list[NDArray[Any]]:
-    """The leaves as arrays; a TypeError naming the first that is not a number or array."""
-    pairs = pytree.leaves_with_path(tree)
-    arrays = [np.asarray(x) for _, x in pairs]
-    for (path, x), a in zip(pairs, arrays):
-        if a.dtype.kind == "O":
-            raise TypeError(f"parallel.broadcast: the leaf at {path or 'the root'} is of type "
-                            f"{type(x).__name__}; only arrays and numbers can be broadcast")
+def _numeric_leaves(tree: Tree, leaves: list[Any]) -> list[NDArray[Any]]:
+    """``tree``'s ``leaves`` as arrays; a TypeError naming the first that is an object."""
+    arrays = [np.asarray(x) for x in leaves]
+    if any(a.dtype.kind == "O" for a in arrays):
+        path, _ = pytree.odd_leaf(tree, "biufcmMSUV") or ("", None)  # all kinds but "O"
+        x = next(x for x, a in zip(leaves, arrays) if a.dtype.kind == "O")
+        raise TypeError(f"parallel.broadcast: the leaf at {path or 'the root'} is of type "
+                        f"{type(x).__name__}; only arrays and numbers can be broadcast")
     return arrays
 
 
