@@ -38,6 +38,7 @@ from funcdl._agree import world as _world  # noqa: F401  (parallel._world.cache_
 from funcdl._args import bool_arg, int_arg
 from funcdl._reduce import Reducer, not_float
 from funcdl._shard import ShardedState, Sharder, check_elementwise
+from funcdl._treenodes import describe as describe_value
 from funcdl.optim import GradientTransformation
 from funcdl.random import Key
 
@@ -194,7 +195,7 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
         if not (isinstance(res, (tuple, list)) and len(res) == 2):
             raise TypeError(f"parallel.data_parallel: value_and_grad_fn must return (value, "
                             f"grads), as fd.value_and_grad's function does; got "
-                            f"{_form(res)}")
+                            f"{describe_value(res)}")
         value, grads = res
         if unasked:  # the first call's grads tell, on one process too
             unasked = _ends_like(grads, x)  # refused then, and at every call after it
@@ -210,10 +211,10 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
         if not (isinstance(loss, float) or _real_scalar(loss)):  # over ranks: float(loss)
             raise TypeError(f"parallel.data_parallel: the value from value_and_grad_fn must be "
                             f"the loss, a real number (with has_aux or state: the first entry "
-                            f"of a tuple); got {_form(loss)}")
+                            f"of a tuple); got {describe_value(loss)}")
         if split_dx and not (isinstance(grads, tuple) and len(grads) == 2):
             raise ValueError(f"parallel.data_parallel: wrt_input=True, but the grads are "
-                             f"{_form(grads)}, not the pair (dparams, dx)")
+                             f"{describe_value(grads)}, not the pair (dparams, dx)")
         if c is None:
             if not looked:  # the ranks' mean checks the leaves at every step; here, at the
                 # first (each step would cost a fifth of a small model's step, ~5 us)
@@ -240,16 +241,6 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
 def _real_scalar(v: Any) -> bool:
     return (isinstance(v, (int, np.generic, np.ndarray)) and np.ndim(v) == 0
             and np.asarray(v).dtype.kind in "iuf")
-
-
-def _form(v: Any) -> str:
-    """What came, briefly: ``a tuple of length 3``, ``str 'a'``, ``dict``."""
-    if isinstance(v, (tuple, list)):
-        return f"a {type(v).__name__} of length {len(v)}"
-    if isinstance(v, np.ndarray):
-        return f"an array of shape {v.shape} and dtype {v.dtype}"
-    return f"{type(v).__name__} {v!r:.40}" if isinstance(v, (str, int, float)) \
-        else type(v).__name__
 
 
 def _ends_like(grads: Any, x: Any) -> bool:
