@@ -73,9 +73,15 @@ def _gen(k: Key) -> np.random.Generator:
 
 def split(key: Key, num: int = 2) -> tuple[Key, ...]:
     """``num`` new independent keys derived from ``key``."""
-    num = count_arg(num, "random.split", "num", 16)  # 16 bytes a key
-    bits = _gen(check_key(key, "random.split")).integers(0, _MASK64, size=(num, 2), dtype=np.uint64,
-                                               endpoint=True)
+    return split_for(key, num, "random.split")
+
+
+def split_for(key: Key, num: int, where: str) -> tuple[Key, ...]:
+    """``split(key, num)``, its bad key or num named after ``where`` (the layer that split
+    it), not random.split."""
+    num = count_arg(num, where, "num", 16)  # 16 bytes a key
+    bits = _gen(check_key(key, where)).integers(0, _MASK64, size=(num, 2), dtype=np.uint64,
+                                                endpoint=True)
     return tuple(bits)
 
 

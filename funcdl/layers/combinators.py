@@ -103,7 +103,7 @@ def child_vjp(layer: Any, p: Any, x: Any, s: Any, key: Any,
 def keys_for(key: Any, n: int, name: str) -> Sequence[Any]:
     """One key per child, or Nones when no key was given (most models need none); a bad key
     is named as the combinator's, not as random.split's."""
-    return (None,) * n if key is None else random.split(random.check_key(key, name), n)
+    return (None,) * n if key is None else random.split_for(key, n, name)
 
 
 def entries(name: str, value: Any, n: int, what: str) -> Sequence[Any]:
@@ -152,7 +152,7 @@ def _sequential_init(name: str, layers: Sequence[Any], where: list[str]) -> Call
     def init(key: random.Key, in_shape: Any) -> tuple[Any, Any, Any]:
         params, states = [], []
         shape = in_shape
-        keys = random.split(random.check_key(key, name), n) if n else ()
+        keys = random.split_for(key, n, name) if n else ()
         for i, (layer, k) in enumerate(zip(layers, keys)):
             try:
                 shape, p, s = child_init(layer, k, shape)

@@ -151,7 +151,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
             raise ValueError(f"{name}: the channel axis of in_shape must be a known size > 0, "
                              f"got {shape}")
         oh, ow, _ = fit(name, win, shape, rank, "kernel")
-        k_w, k_b = random.split(random.check_key(key, name))
+        k_w, k_b = random.split_for(key, 2, name)
         params = {"w": drawn(name, "w_init", w_init, k_w, (*kshape, c, out))}
         if use_bias:  # PyTorch's conv bias rule: U(±1/sqrt(fan_in)), fan_in = kh·kw·in
             bound = 1 / math.sqrt(kh * kw * c)

@@ -55,7 +55,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         if fan_in is None or fan_in == 0:
             raise ValueError(f"{name}: the last axis of in_shape must be a known size > 0, "
                              f"got {shape}")
-        kw, kb = random.split(random.check_key(key, name))
+        kw, kb = random.split_for(key, 2, name)
         params = {"w": drawn(name, "w_init", w_init, kw, (fan_in, out))}
         if use_bias:
             bias = b_init or initializers.uniform(1 / math.sqrt(fan_in), -1 / math.sqrt(fan_in))
