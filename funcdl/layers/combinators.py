@@ -180,7 +180,7 @@ def Sequential(*layers: LayerLike) -> Layer:
     names = [name_of(l) for l in layers]
     init = _sequential_init(name, layers, where)
 
-    nones, empty = (None,) * n, ((),) * n  # no keys; the states of stateless children
+    empty = ((),) * n  # the states of stateless children
     steps = _fusion.steps(layers)
     act_of = _fusion.swaps(layers, steps)
     order = _fusion.order(steps, act_of)
@@ -215,22 +215,33 @@ def Sequential(*layers: LayerLike) -> Layer:
             raise located(where[k], names[k], err) from err
         return x, pullbacks, new_state
 
+    applies = [layer.apply for layer in layers]
+
+    def run(params: Any, x: Any, states: Any, keys: Sequence[Any],
+            train: bool) -> tuple[Any, list[Any]]:
+        """apply's loop over ``order``: ``(y, new states)``; ``states`` None as in
+        ``forward``."""
+        new_state: list[Any] = [()] * n
+        for i in order:
+            try:
+                if states is None:
+                    x = applies[i](params[i], x, key=keys[i], train=train)
+                else:
+                    x, new_state[i] = child_apply(layers[i], params[i], x, states[i], keys[i],
+                                                  train)
+            except ERRORS as e:
+                k, err = _blame(layers, act_of.get(i), i, e, params, x,
+                                empty if states is None else states, train)
+                raise located(where[k], names[k], err) from err
+        return x, new_state
+
     if not any(is_stateful(l) for l in layers):
         # The hot path of every model: a plain loop, no state bookkeeping.
         def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
             entries(name, params, n, "params")
             if debug.enabled():  # the one read the unchecked path pays
                 return _checked(layers, where, names, params, x, empty, key, train, False)[0]
-            keys = nones if key is None else keys_for(key, n, name)
-            for i in order:
-                try:
-                    x = applies[i](params[i], x, key=keys[i], train=train)
-                except ERRORS as e:
-                    k, err = _blame(layers, act_of.get(i), i, e, params, x, empty, train)
-                    raise located(where[k], names[k], err) from err
-            return x
-
-        applies = [layer.apply for layer in layers]
+            return run(params, x, None, keys_for(key, n, name), train)[0]
 
         def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
             if type(params) is not tuple or len(params) != n:
@@ -238,8 +249,7 @@ def Sequential(*layers: LayerLike) -> Layer:
             if debug.enabled():  # every layer's own output is checked, so nothing is fused
                 x, pbs, _ = _checked(layers, where, names, params, x, empty, key, train, True)
                 return x, _reverse(name, pbs, where, names, True, layers, params)
-            keys = nones if key is None else keys_for(key, n, name)
-            x, pullbacks, _ = forward(params, x, None, keys, train)
+            x, pullbacks, _ = forward(params, x, None, keys_for(key, n, name), train)
             return x, _reverse(name, pullbacks, where, names, False, layers, params)
 
         def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
@@ -256,14 +266,7 @@ def Sequential(*layers: LayerLike) -> Layer:
             x, _, checked_state = _checked(layers, where, names, params, x, state, key, train,
                                            False)
             return x, checked_state
-        new_state: list[Any] = [()] * n
-        keys = keys_for(key, n, name)
-        for i in order:
-            try:
-                x, new_state[i] = child_apply(layers[i], params[i], x, state[i], keys[i], train)
-            except ERRORS as e:
-                k, err = _blame(layers, act_of.get(i), i, e, params, x, state, train)
-                raise located(where[k], names[k], err) from err
+        x, new_state = run(params, x, state, keys_for(key, n, name), train)
         return x, tuple(new_state)
 
     def vjp_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
