@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import itertools
 import math
 from typing import Any
@@ -140,7 +141,8 @@ def read_entry(data: NpzFile, name: str, archive: int) -> NDArray[Any]:
     """Entry ``name`` of an archive ``archive`` bytes long, open, after checking that it is
     a .npy array, not an object (pickled) one, and that its member holds the bytes its
     header declares: a tampered shape would have NumPy allocate terabytes before it found
-    out."""
+    out. The data is read right after the header it was checked by (not through
+    ``data[name]``, which would parse the header again)."""
     import zipfile
 
     zf = data.zip
@@ -165,7 +167,7 @@ def read_entry(data: NpzFile, name: str, archive: int) -> NDArray[Any]:
             raise Corrupt(f"entry {name!r} has .npy format version {version}, which funcdl.io "
                           f"does not read")
         try:
-            shape, _, dtype = read(f)
+            shape, fortran, dtype = read(f)
         except ValueError as e:
             raise Corrupt(f"entry {name!r} has a malformed .npy header ({e})") from None
         if dtype.hasobject:
@@ -180,20 +182,23 @@ def read_entry(data: NpzFile, name: str, archive: int) -> NDArray[Any]:
             held = min(held, 1032 * min(info.compress_size, archive))
         if min(shape, default=0) < 0:
             raise Corrupt(f"entry {name!r} declares shape {shape}: corrupted file")
-        need = math.prod(shape) * dtype.itemsize
+        count = math.prod(shape)
+        need = count * dtype.itemsize
         if need > held:
             raise Corrupt(f"entry {name!r} declares shape {shape} of {dtype} ({need} "
                           f"bytes) but holds {max(held, 0)}: truncated or corrupted file")
-    try:
-        return data[member]
-    except MemoryError:  # what the bounds above let through: still the file's fault
-        raise Corrupt(f"entry {name!r} declares more data than memory holds: truncated or "
-                      f"corrupted file") from None
-    except ValueError as e:
-        if "allow_pickle" not in str(e):
-            raise
-        raise Corrupt(f"entry {name!r} is an object (pickled) array, which funcdl.io never "
-                      f"loads") from None
+        try:
+            raw = bytearray(need)
+        except MemoryError:  # what the bounds above let through: still the file's fault
+            raise Corrupt(f"entry {name!r} declares more data than memory holds: truncated "
+                          f"or corrupted file") from None
+        assert isinstance(f, io.BufferedIOBase)  # a ZipExtFile, which typeshed calls IO
+        got = f.readinto(raw) if need else 0
+        if got != need:
+            raise Corrupt(f"entry {name!r} holds {got} of its {need} bytes: truncated or "
+                          f"corrupted file")
+    flat = np.frombuffer(raw, dtype, count)  # writable, as np.load's arrays: raw is ours
+    return flat.reshape(shape, order="F" if fortran else "C")
 
 
 def leaf_value(kind: Any, a: NDArray[Any], i: int) -> Any:

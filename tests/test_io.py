@@ -100,6 +100,20 @@ def test_single_leaf_round_trip(tmp_path, leaf):
     _assert_same(leaf, io.load(tmp_path / "leaf.npz", like=leaf))
 
 
+def test_loaded_arrays_keep_layout_and_byte_order_and_are_writable(tmp_path):
+    # load reads each entry's data itself, right after the header it checked
+    t = [np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+         np.arange(6, dtype=">f4").reshape(2, 3), np.arange(5, dtype=np.int16)[::2]]
+    io.save(tmp_path / "t.npz", t)
+    out = io.load(tmp_path / "t.npz")
+    assert out[0].flags.f_contiguous and not out[0].flags.c_contiguous
+    assert out[1].dtype == np.dtype(">f4")
+    for a, b in zip(t, out, strict=True):
+        np.testing.assert_array_equal(a, b)
+        b[...] = 0  # writable, as np.load's arrays; the saved tree is untouched
+    assert t[0][2, 3] == 11.0
+
+
 def test_optimizer_state_round_trips_and_keeps_training(tmp_path):
     params = {"w": np.ones((2, 3), np.float32), "b": np.zeros(3, np.float32)}
     opt = fd.optim.adam(lr=fd.optim.cosine_decay_schedule(1e-2, 10))
