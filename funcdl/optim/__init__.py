@@ -38,6 +38,7 @@ Example::
 
 Modules: ``_base`` (records, ``chain``, ``apply_updates``), ``_checks`` (argument checks),
 ``_transforms`` (stateless ones, momentum, clipping), ``_adaptive`` (Adam, RMSprop, Adagrad),
+``_masked`` (a transform on some leaves only),
 ``_schedules``, ``_alias``.
 """
 
@@ -64,6 +65,7 @@ from funcdl.optim._base import (
     chain,
     named_chain,
 )
+from funcdl.optim._masked import MaskedState, masked
 from funcdl.optim._schedules import (
     constant_schedule,
     cosine_decay_schedule,
@@ -92,6 +94,7 @@ __all__ = [
     "Count",
     "EmptyState",
     "GradientTransformation",
+    "MaskedState",
     "NamedChainState",
     "ScalarOrSchedule",
     "ScaleByAdagradState",
@@ -116,6 +119,7 @@ __all__ = [
     "identity",
     "join_schedules",
     "linear_schedule",
+    "masked",
     "named_chain",
     "piecewise_constant_schedule",
     "polynomial_schedule",

@@ -7,6 +7,7 @@ warnings off for the whole update."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, NamedTuple
 
@@ -41,6 +42,16 @@ __all__ = [
 Tree = Any
 
 
+def _float_dtype(name: str, what: str, dtype: Any) -> np.dtype[Any]:
+    dt: np.dtype[Any] | None = None
+    with contextlib.suppress(TypeError, ValueError):
+        dt = np.dtype(dtype)
+    if dt is None or dt.kind != "f" or isinstance(dtype, (bool, int, float)):
+        raise TypeError(f"{name}: {what} must be None or a NumPy float dtype (np.float16, "
+                        f"np.float32, np.float64), got {dtype!r}")
+    return dt
+
+
 class ScaleByAdamState(NamedTuple):
     count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
     mu: Tree
@@ -56,22 +67,31 @@ class ScaleByAdagradState(NamedTuple):
     sum_of_squares: Tree
 
 
-def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                  eps_root: float = 0.0, mu_dtype: Any = None, *, nesterov: bool = False
                   ) -> GradientTransformation:
-    """Adam's direction, bias-corrected, ``eps`` outside the square root (as torch):
-    ``m = b1·m + (1-b1)·g``; ``v = b2·v + (1-b2)·g²``;
-    ``u = (m / (1-b1^(t+1))) / (sqrt(v / (1-b2^(t+1))) + eps)``.
+    """Adam's direction, bias-corrected, ``eps`` outside the square root (as torch and optax):
+    ``m = b1·m + (1-b1)·g``; ``v = b2·v + (1-b2)·g²``; ``t`` the updates already applied;
+    ``u = m̂ / (sqrt(v̂ + eps_root) + eps)``, ``m̂ = m / (1-b1^(t+1))``, ``v̂ = v / (1-b2^(t+1))``.
 
+    As optax: ``nesterov=True`` is NAdam's look-ahead, ``m̂ = b1·m / (1-b1^(t+2)) +
+    (1-b1)·g / (1-b1^(t+1))``; ``mu_dtype`` stores ``m`` in that float dtype (e.g.
+    ``np.float16`` to halve its memory; None: the params'), the update keeping ``v``'s.
     State ``ScaleByAdamState(count, mu, nu)``.
     """
     name = "scale_by_adam"
     b1 = check_float(name, "b1", b1, high=1.0, open_high=True)
     b2 = check_float(name, "b2", b2, high=1.0, open_high=True)
     eps = check_float(name, "eps", eps)
+    eps_root = check_float(name, "eps_root", eps_root)
+    nesterov = bool_arg(nesterov, name, "nesterov")
+    mu_dt = None if mu_dtype is None else _float_dtype(name, "mu_dtype", mu_dtype)
 
     def init(params: Tree) -> ScaleByAdamState:
         check_float_params(f"{name}.init", params, eps)
-        return ScaleByAdamState(zero_count(), tree.zeros_like(params), tree.zeros_like(params))
+        mu = (tree.zeros_like(params) if mu_dt is None
+              else tree.map(lambda p: np.zeros(np.shape(p), mu_dt), params))
+        return ScaleByAdamState(zero_count(), mu, tree.zeros_like(params))
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByAdamState]:
         del params
@@ -79,7 +99,10 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
         count = read_count(f"{name}.update", state.count)
         t = count + 1  # this update's step, 1 at the first
         inv_bc1 = 1.0 / (1.0 - b1**t)
+        inv_bc2 = 1.0 / (1.0 - b2**t)
         inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - b2**t)
+        # NAdam's look-ahead: m̂ = b1·m / (1-b1^(t+1)) + (1-b1)·g / (1-b1^t)
+        ahead, now = b1 / (1.0 - b1 ** (t + 1)), (1.0 - b1) * inv_bc1
 
         def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
             real_grad(g)
@@ -90,10 +113,20 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
             g2 *= g
             v_new = like(v * b2, v)
             v_new += g2
-            denom = np.sqrt(v_new)
-            denom *= inv_sqrt_bc2
+            if eps_root == 0.0:
+                denom = np.sqrt(v_new)
+                denom *= inv_sqrt_bc2
+            else:
+                denom = v_new * inv_bc2
+                denom += eps_root
+                denom = np.sqrt(denom, out=denom)
             denom += eps
-            u = m_new * inv_bc1
+            m_hat = m_new if mu_dt is None else like(m_new, v_new)  # u in v's dtype
+            if nesterov:
+                u = m_hat * ahead
+                u += now * g
+            else:
+                u = m_hat * inv_bc1
             u /= denom
             return u, m_new, v_new
 

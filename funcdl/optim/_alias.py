@@ -29,6 +29,7 @@ from funcdl.optim._checks import (
     check_lr,
     schedule_value,
 )
+from funcdl.optim._masked import make_masked
 from funcdl.optim._transforms import add_decayed_weights, scale_by_learning_rate, trace
 
 __all__ = ["adagrad", "adam", "adamw", "rmsprop", "sgd"]
@@ -49,9 +50,12 @@ def _alias(name: str, stages: _Stages, eps: float | None = None) -> GradientTran
     return transform(name, init, opt.update)
 
 
-def _weight_decay(stages: _Stages, weight_decay: float) -> None:
+def _weight_decay(stages: _Stages, weight_decay: float, mask: Any = None,
+                  name: str = "") -> None:
     if weight_decay != 0.0:
-        stages.append(("weight_decay", add_decayed_weights(weight_decay)))
+        decay = add_decayed_weights(weight_decay)
+        stages.append(("weight_decay", decay if mask is None
+                       else make_masked(name, decay, mask)))
 
 
 def sgd(lr: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False,
@@ -102,15 +106,18 @@ def adam(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: f
 
 
 def adamw(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-          weight_decay: float = 1e-2) -> GradientTransformation:
+          weight_decay: float = 1e-2, mask: Any = None) -> GradientTransformation:
     """AdamW, as ``torch.optim.AdamW`` (decoupled weight decay):
-    ``p ← p - lr · (m̂ / (sqrt(v̂) + eps) + wd·p)``.
+    ``p ← p - lr · (m̂ / (sqrt(v̂) + eps) + wd·p)``. ``mask`` (as optax's): a tree of bools,
+    or a function of the params returning one, True where weights decay (torch: the param
+    groups with a ``weight_decay``); e.g. ``lambda p: tree.map(lambda x: x.ndim > 1, p)``
+    leaves biases and norm scales alone.
 
-    Stages: ``adam``, ``weight_decay``, ``lr``.
+    Stages: ``adam``, ``weight_decay`` (a ``masked`` one with a mask), ``lr``.
     """
     lr, b1, b2, eps, weight_decay = _check_adam("adamw", lr, b1, b2, eps, weight_decay)
     stages: _Stages = [("adam", scale_by_adam(b1, b2, eps))]
-    _weight_decay(stages, weight_decay)
+    _weight_decay(stages, weight_decay, mask, "adamw")
     stages.append(("lr", scale_by_learning_rate(lr)))
     return _alias("adamw", stages, eps)
 

@@ -38,6 +38,7 @@ from funcdl.optim._checks import (
     check_schedule,
     schedule_value,
 )
+from funcdl.optim._masked import make_masked
 
 __all__ = [
     "ScaleByScheduleState",
@@ -180,11 +181,16 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool =
     return _scaled(name, sign * check_float(name, what, learning_rate))
 
 
-def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0) -> GradientTransformation:
+def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Any = None
+                        ) -> GradientTransformation:
     """``u = g + wd · p``, ``wd`` being ``weight_decay``, or ``weight_decay(t)`` for a schedule
     (read at every update, as optax; then the state is ``ScaleByScheduleState(count)``, else
-    ``EmptyState``). Needs ``params``."""
+    ``EmptyState``). Needs ``params``. ``mask`` (a tree of bools, or a function of the
+    params returning one): decay only where True, as optax; then the state is
+    ``MaskedState`` around the one above (see ``masked``)."""
     name = "add_decayed_weights"
+    if mask is not None:
+        return make_masked(name, add_decayed_weights(weight_decay), mask)
     if not callable(weight_decay):
         wd = check_float(name, "weight_decay", weight_decay, low=-math.inf)
 

@@ -1,0 +1,96 @@
+"""optax's ``masked``: a transform applied to some leaves only, the updates of the others
+passing through unchanged; the usual use is weight decay on the weights but not on the
+biases and norm scales. Notation as in ``_transforms``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from funcdl import tree
+from funcdl.optim._base import GradientTransformation, check_state, transform
+
+__all__ = ["MaskedState", "masked"]
+
+Tree = Any
+
+
+class MaskedState(NamedTuple):
+    inner_state: Any  # the inner transform's state, over the masked-in leaves only
+
+
+def masked(inner: GradientTransformation, mask: Tree | Callable[[Tree], Tree]
+           ) -> GradientTransformation:
+    """``inner`` on the leaves where ``mask`` is True; ``u = g`` on the others, and
+    ``inner`` (its state included) sees them as None, as optax's ``masked``.
+
+    ``mask``: a tree of bools with the params' structure, or a function returning one from
+    the params (at ``init``) or the grads (at ``update``), e.g. ``lambda p: tree.map(lambda
+    x: x.ndim > 1, p)`` for the weight matrices and kernels only. State
+    ``MaskedState(inner_state)``.
+    """
+    if not isinstance(inner, GradientTransformation):
+        raise TypeError(f"masked: inner must be a GradientTransformation (e.g. "
+                        f"optim.add_decayed_weights(1e-2)), got {type(inner).__name__}")
+    return make_masked("masked", inner, mask)
+
+
+def make_masked(name: str, inner: GradientTransformation,
+                mask: Tree | Callable[[Tree], Tree]) -> GradientTransformation:
+    """``masked(inner, mask)``, its errors naming ``name`` (``adamw``'s mask is adamw's). A
+    mask that is not a function is checked here, once."""
+    if not callable(mask):
+        _check_flags(name, mask)
+
+    def flags(where: str, t: Tree, what: str) -> tuple[list[Any], Any, list[bool]]:
+        """``t``'s leaves, its treedef and the mask's flags, one per leaf."""
+        m = mask(t) if callable(mask) else mask
+        leaves, td = tree.flatten(t)
+        marks, mtd = tree.flatten(m)
+        if mtd != td:
+            try:
+                tree.check_same(t, m, (what, "the mask"))
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+            raise ValueError(f"{where}: the mask must have the structure of the {what}, "
+                             f"got {mtd}")
+        if callable(mask):
+            _check_flags(where, m)
+        return leaves, td, [bool(flag) for flag in marks]
+
+    def picked(leaves: list[Any], td: Any, keep: list[bool]) -> Tree:
+        return tree.unflatten(td, [x if k else None for x, k in zip(leaves, keep)])
+
+    def init(params: Tree) -> MaskedState:
+        leaves, td, keep = flags(f"{name}.init", params, "params")
+        return MaskedState(inner.init(picked(leaves, td, keep)))
+
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, MaskedState]:
+        check_state(name, state, MaskedState)
+        g, td, keep = flags(f"{name}.update", grads, "grads")
+        p = None
+        if params is not None:
+            p_leaves, p_td = tree.flatten(params)
+            if p_td != td:
+                try:
+                    tree.check_same(grads, params, ("grads", "params"))
+                except ValueError as e:
+                    raise ValueError(f"{name}.update: {e}") from None
+            p = picked(p_leaves, td, keep)
+        u, inner_state = inner.update(state.inner_state, picked(g, td, keep), p)
+        done = iter(tree.leaves(u))
+        return tree.unflatten(td, [next(done) if k else x for x, k in zip(g, keep)]), \
+            MaskedState(inner_state)
+
+    return transform(name, init, update)
+
+
+def _check_flags(where: str, m: Tree) -> None:
+    for path, flag in tree.leaves_with_path(m):
+        if not isinstance(flag, (bool, np.bool_)) and not (
+                isinstance(flag, np.ndarray) and flag.shape == () and flag.dtype == bool):
+            raise TypeError(f"{where}: the mask must hold a bool per leaf (True: apply the "
+                            f"transform), got {type(flag).__name__} at mask{path}; or pass a "
+                            f"function of the params that returns such a tree")

@@ -1,0 +1,257 @@
+"""optax's extras: ``masked`` and the masks of ``add_decayed_weights`` and ``adamw``, and
+``scale_by_adam``'s ``eps_root``, ``nesterov`` and ``mu_dtype``: against a NumPy reference
+written here (float64), and against optax and torch when they are installed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import funcdl as fd
+from funcdl import optim, tree
+
+
+def _params(dtype=np.float64):
+    rng = np.random.default_rng(0)
+    return {"w": rng.standard_normal((3, 4)).astype(dtype),
+            "b": rng.standard_normal(4).astype(dtype),
+            "norm": {"scale": rng.standard_normal(4).astype(dtype),
+                     "k": rng.standard_normal((2, 2)).astype(dtype)}}
+
+
+def _grads(params, seed):
+    rng = np.random.default_rng(seed)
+    return tree.map(lambda p: rng.standard_normal(p.shape).astype(p.dtype), params)
+
+
+def _matrices(p):
+    return tree.map(lambda x: x.ndim > 1, p)
+
+
+# ---------------------------------------------------------------------------- scale_by_adam
+
+def _adam_reference(grads, b1, b2, eps, eps_root, nesterov):
+    """optax's scale_by_adam, written out for one array."""
+    m = v = np.zeros_like(grads[0])
+    out = []
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat = (b1 * m / (1 - b1 ** (t + 1)) + (1 - b1) * g / (1 - b1**t) if nesterov
+                 else m / (1 - b1**t))
+        out.append(m_hat / (np.sqrt(v / (1 - b2**t) + eps_root) + eps))
+    return out
+
+
+@pytest.mark.parametrize("kw", [{}, {"eps_root": 1e-3}, {"nesterov": True},
+                                {"nesterov": True, "eps_root": 1e-2, "b1": 0.7, "b2": 0.9}])
+def test_scale_by_adam_options_follow_optax_formulas(kw):
+    settings = {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "eps_root": 0.0, "nesterov": False, **kw}
+    # small gradients, so that eps_root is felt
+    grads = [np.random.default_rng(s).standard_normal(5) * 0.05 for s in range(8)]
+    expected = _adam_reference(grads, **settings)
+    opt = optim.scale_by_adam(**kw)
+    state = opt.init(np.zeros(5))
+    for g, want in zip(grads, expected, strict=True):
+        u, state = opt.update(state, g)
+        np.testing.assert_allclose(u, want, rtol=1e-12)
+
+
+def test_nesterov_and_eps_root_change_the_step():
+    g = np.array([0.01, -0.02, 0.5])
+    plain = optim.scale_by_adam()
+    u0, _ = plain.update(plain.init(g), g)
+    for other in (optim.scale_by_adam(nesterov=True), optim.scale_by_adam(eps_root=1e-4)):
+        u, _ = other.update(other.init(g), g)
+        assert not np.allclose(u, u0, rtol=1e-6)
+
+
+def test_scale_by_adam_against_optax():
+    optax = pytest.importorskip("optax")
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    params = _params()
+    for kw in ({"eps_root": 1e-6}, {"nesterov": True, "b1": 0.8}):
+        ours, theirs = optim.scale_by_adam(**kw), optax.scale_by_adam(**kw)
+        s_ours, s_theirs = ours.init(params), theirs.init(params)
+        for k in range(6):
+            g = _grads(params, k)
+            u, s_ours = ours.update(s_ours, g)
+            v, s_theirs = theirs.update(g, s_theirs)
+            for a, b in zip(tree.leaves(u), jax.tree_util.tree_leaves(v), strict=True):
+                np.testing.assert_allclose(a, np.asarray(b), rtol=1e-12)
+
+
+def test_mu_dtype_stores_the_first_moment_in_it_and_keeps_the_update_dtype():
+    params = _params(np.float32)
+    opt = optim.scale_by_adam(mu_dtype=np.float16)
+    state = opt.init(params)
+    assert {x.dtype for x in tree.leaves(state.mu)} == {np.dtype(np.float16)}
+    u, state = opt.update(state, _grads(params, 1))
+    assert {x.dtype for x in tree.leaves(state.mu)} == {np.dtype(np.float16)}
+    assert {x.dtype for x in tree.leaves(state.nu) + tree.leaves(u)} == {np.dtype(np.float32)}
+    full, _ = optim.scale_by_adam().update(optim.scale_by_adam().init(params),
+                                           _grads(params, 1))
+    for a, b in zip(tree.leaves(u), tree.leaves(full), strict=True):  # float16's precision
+        np.testing.assert_allclose(a, b, rtol=2e-3)
+
+
+@pytest.mark.parametrize("bad", ["x", int, np.int32, 3, 2.0])
+def test_mu_dtype_must_be_a_float_dtype(bad):
+    with pytest.raises(TypeError, match=r"scale_by_adam: mu_dtype must be None or a NumPy "):
+        optim.scale_by_adam(mu_dtype=bad)
+
+
+def test_bad_adam_options_are_named():
+    with pytest.raises(ValueError, match=r"scale_by_adam.*eps_root"):
+        optim.scale_by_adam(eps_root=-1.0)
+    with pytest.raises(TypeError, match=r"scale_by_adam.*nesterov"):
+        optim.scale_by_adam(nesterov="yes")
+
+
+# ---------------------------------------------------------------------------- masked
+
+def test_masked_applies_the_inner_transform_where_true_and_passes_the_rest():
+    params = _params()
+    mask = {"w": True, "b": False, "norm": {"scale": False, "k": True}}
+    opt = optim.masked(optim.scale(-2.0), mask)
+    g = _grads(params, 3)
+    u, _ = opt.update(opt.init(params), g)
+    for path, x in tree.leaves_with_path(u):
+        want = dict(tree.leaves_with_path(g))[path]
+        keep = dict(tree.leaves_with_path(mask))[path]
+        np.testing.assert_array_equal(x, -2.0 * want if keep else want)
+    assert u["b"] is g["b"]  # passed through, as optax
+
+
+def test_masked_inner_state_covers_the_masked_in_leaves_only():
+    params = _params()
+    opt = optim.masked(optim.trace(0.9), _matrices)
+    state = opt.init(params)
+    assert isinstance(state, optim.MaskedState)
+    assert state.inner_state.trace["b"] is None and state.inner_state.trace["w"].shape == (3, 4)
+    g1, g2 = _grads(params, 1), _grads(params, 2)
+    _, state = opt.update(state, g1)
+    u, state = opt.update(state, g2)
+    np.testing.assert_allclose(u["w"], g2["w"] + 0.9 * g1["w"], rtol=1e-15)
+    np.testing.assert_array_equal(u["norm"]["scale"], g2["norm"]["scale"])
+
+
+def test_masked_state_round_trips_through_io(tmp_path):
+    params = _params(np.float32)
+    opt = optim.masked(optim.trace(0.5), _matrices)
+    _, state = opt.update(opt.init(params), _grads(params, 0))
+    fd.io.save(tmp_path / "s.npz", state)
+    loaded = fd.io.load(tmp_path / "s.npz", like=state)
+    np.testing.assert_array_equal(loaded.inner_state.trace["w"], state.inner_state.trace["w"])
+
+
+def test_add_decayed_weights_with_a_mask_decays_only_there():
+    params = _params()
+    g = _grads(params, 4)
+    opt = optim.add_decayed_weights(0.5, mask=_matrices)
+    u, _ = opt.update(opt.init(params), g, params)
+    np.testing.assert_allclose(u["w"], g["w"] + 0.5 * params["w"], rtol=1e-15)
+    np.testing.assert_allclose(u["norm"]["k"], g["norm"]["k"] + 0.5 * params["norm"]["k"])
+    np.testing.assert_array_equal(u["b"], g["b"])
+
+
+def test_adamw_mask_decays_the_masked_in_leaves_as_adamw_and_the_rest_as_adam():
+    params = _params()
+    runs = {"masked": optim.adamw(0.1, weight_decay=0.3, mask=_matrices),
+            "decayed": optim.adamw(0.1, weight_decay=0.3), "none": optim.adam(0.1)}
+    ps = dict.fromkeys(runs, params)
+    states = {k: opt.init(params) for k, opt in runs.items()}
+    for step in range(5):
+        g = _grads(params, step)
+        for k, opt in runs.items():
+            u, states[k] = opt.update(states[k], g, ps[k])
+            ps[k] = optim.apply_updates(ps[k], u)
+    mask = _matrices(params)
+    for (path, got), keep in zip(tree.leaves_with_path(ps["masked"]), tree.leaves(mask),
+                                 strict=True):
+        want = dict(tree.leaves_with_path(ps["decayed" if keep else "none"]))[path]
+        np.testing.assert_array_equal(got, want)
+    assert not np.allclose(ps["decayed"]["b"], ps["none"]["b"])  # the decay is felt
+
+
+def test_adamw_mask_against_torch_param_groups():
+    torch = pytest.importorskip("torch")
+    params = _params()
+    names = ["w", "b"]
+    opt = optim.adamw(0.05, weight_decay=0.2, mask={"w": True, "b": False})
+    p = {k: params[k] for k in names}
+    state = opt.init(p)
+    tp = {k: torch.tensor(params[k], requires_grad=True) for k in names}
+    topt = torch.optim.AdamW([{"params": [tp["w"]]},
+                              {"params": [tp["b"]], "weight_decay": 0.0}],
+                             lr=0.05, weight_decay=0.2)
+    for step in range(6):
+        g = {k: v for k, v in _grads(params, step).items() if k in names}
+        u, state = opt.update(state, g, p)
+        p = optim.apply_updates(p, u)
+        for k in names:
+            tp[k].grad = torch.tensor(g[k])
+        topt.step()
+    for k in names:
+        np.testing.assert_allclose(p[k], tp[k].detach().numpy(), rtol=1e-12)
+
+
+def test_adamw_mask_against_optax():
+    optax = pytest.importorskip("optax")
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    params = _params()
+    ours = optim.adamw(0.1, weight_decay=0.3, mask=_matrices)
+    theirs = optax.adamw(0.1, weight_decay=0.3,
+                         mask=lambda p: jax.tree_util.tree_map(lambda x: x.ndim > 1, p))
+    s_ours, s_theirs, p_ours, p_theirs = ours.init(params), theirs.init(params), params, params
+    for step in range(6):
+        g = _grads(params, step)
+        u, s_ours = ours.update(s_ours, g, p_ours)
+        p_ours = optim.apply_updates(p_ours, u)
+        v, s_theirs = theirs.update(g, s_theirs, p_theirs)
+        p_theirs = optax.apply_updates(p_theirs, v)
+    for a, b in zip(tree.leaves(p_ours), jax.tree_util.tree_leaves(p_theirs), strict=True):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------- bad masks
+
+def test_a_mask_of_another_structure_names_the_path():
+    params = _params()
+    with pytest.raises(ValueError, match=r"masked.init: .*params has a dict with keys "
+                                         r"\['b', 'norm', 'w'\], the mask has"):
+        optim.masked(optim.scale(2.0), {"w": True, "b": False}).init(params)
+    opt = optim.masked(optim.scale(2.0), _matrices(params))
+    state = opt.init(params)
+    with pytest.raises(ValueError, match=r"masked.update: .*at \['norm'\]: grads has an "
+                                         r"array .*, the mask has a dict"):
+        opt.update(state, {**params, "norm": params["w"]})
+    with pytest.raises(ValueError, match=r"masked.update: .*at \['norm'\]: grads has a "
+                                         r"dict .*, params has an array"):
+        opt.update(state, params, {**params, "norm": params["w"]})
+
+
+def test_a_mask_leaf_must_be_a_bool():
+    params = {"w": np.ones((2, 2)), "b": np.ones(2)}
+    with pytest.raises(TypeError, match=r"adamw: the mask must hold a bool per leaf "
+                                        r".*got int at mask\['w'\]"):
+        optim.adamw(mask={"w": 1, "b": False})  # a tree is checked when made
+    with pytest.raises(TypeError, match=r"add_decayed_weights: the mask .*got str at mask"):
+        optim.add_decayed_weights(0.1, mask="yes")
+    by_fn = optim.masked(optim.scale(2.0), lambda p: tree.map(lambda x: x.size, p))
+    with pytest.raises(TypeError, match=r"masked.init: the mask .*got int at mask\['b'\]"):
+        by_fn.init(params)  # a function's tree when called
+    ok = optim.masked(optim.scale(2.0), {"w": np.bool_(True), "b": np.array(False)})
+    u, _ = ok.update(ok.init(params), params)
+    np.testing.assert_array_equal(u["w"], 2.0)
+
+
+def test_masked_refuses_a_non_transform_and_a_swapped_call():
+    with pytest.raises(TypeError, match="masked: inner must be a GradientTransformation"):
+        optim.masked(optim.scale, {"w": True})
+    opt = optim.masked(optim.scale(2.0), {"w": True})
+    state = opt.init({"w": np.ones(2)})
+    with pytest.raises(TypeError, match=r"masked\.update: the first argument"):
+        opt.update({"w": np.ones(2)}, state)
