@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, TypeGuard, cast
 
 import numpy as np
-from numpy.typing import DTypeLike
+from numpy.typing import DTypeLike, NDArray
 
 
 def number(value: Any) -> Any:
@@ -23,6 +23,17 @@ def number(value: Any) -> Any:
 def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
     """Whether ``value`` is a Python or NumPy integer, bools (and np.bool_) not counted."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def array_arg(x: Any, where: str, what: str) -> NDArray[Any]:
+    """``np.asarray(x)``, or a ValueError naming ``where`` and ``what`` for a ragged list,
+    which NumPy refuses in words that name neither."""
+    if type(x) is np.ndarray:
+        return x
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{where}: {what} is not a rectangular array: {e}") from None
 
 
 def int_arg(value: Any, where: str, what: str, minimum: int | None = 0) -> int:

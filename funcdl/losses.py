@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl._args import real_arg
+from funcdl._args import array_arg, real_arg
 from funcdl._special import shifted_exp
 
 __all__ = ["Loss", "bce", "bce_with_logits", "huber", "mse", "softmax_cross_entropy"]
@@ -59,7 +59,7 @@ class Loss:
 # ---------------------------------------------------------------------------- helpers
 
 def _pred(name: str, pred: Any) -> Array:
-    p = np.asarray(pred)
+    p = array_arg(pred, name, "pred")
     if p.dtype.kind != "f":
         raise TypeError(f"{name}: pred must be a float array, got dtype {p.dtype}")
     if p.dtype.char not in "fd":
@@ -68,7 +68,7 @@ def _pred(name: str, pred: Any) -> Array:
 
 
 def _same_shape(name: str, pred: Array, target: Any) -> Array:
-    t = np.asarray(target)
+    t = array_arg(target, name, "target")
     if t.dtype.kind not in "biuf":  # before the shape: None or a str has shape ()
         raise TypeError(f"{name}: target must be a numeric array, got "
                         f"{type(target).__name__} (dtype {t.dtype})")
@@ -138,7 +138,7 @@ def _reduced(name: str, per: Array, reduction: str, count: int,
         return value, (pullback if math.isfinite(value) else _quiet(pullback))
     if reduction == "none":
         def pullback(g: Any = None) -> Array:
-            c = np.ones_like(per) if g is None else np.asarray(g)
+            c = np.ones_like(per) if g is None else array_arg(g, name, "the cotangent")
             if c.shape != per.shape:
                 raise ValueError(f"{name}: pullback expected a cotangent of shape "
                                  f"{per.shape} (reduction='none'), got {c.shape}")
@@ -158,7 +158,7 @@ def _scalar(name: str, reduction: str, g: Any) -> float:
     """The cotangent of a reduced loss: one real number (None stands for 1, as for 'none')."""
     if g is None:
         return 1.0
-    c = np.asarray(g)
+    c = array_arg(g, name, "the cotangent")
     if c.ndim or c.dtype.kind not in "iuf":
         raise TypeError(f"{name}: pullback expected a scalar cotangent (reduction="
                         f"{reduction!r} gives one number), got {type(g).__name__} of shape "
@@ -252,7 +252,7 @@ def _softmax_cross_entropy(pred: Any, target: Any,
     if z.ndim == 0 or z.shape[-1] == 0:
         raise ValueError(f"{name}: logits need a class axis of at least one class, got "
                          f"shape {z.shape}")
-    labels = np.asarray(target)
+    labels = array_arg(target, name, "target")
     logp, e, total = shifted_exp(z, -1)
     logp -= np.log(total)
     n_classes = z.shape[-1]

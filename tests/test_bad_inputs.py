@@ -227,6 +227,8 @@ LAYER_CASES = [
          "Embedding(10, 3)", "[0, 10)", "[10, 10]"),
     case("embedding-negative-id", lambda: EMB.apply(P_EMB, np.array([[-1, 3]])), ValueError,
          "Embedding(10, 3)", "[0, 10)", "[-1, 3]"),
+    case("embedding-ragged-ids", lambda: EMB.vjp(P_EMB, [[0, 1], [2]]), ValueError,
+         "Embedding(10, 3)", "the input is not a rectangular array"),
     case("embedding-table-shape", lambda: EMB.apply({"table": ones(9, 3)}, np.array([[1]])),
          ValueError, "Embedding(10, 3)", "(9, 3)", "(10, 3)"),
     # Dropout

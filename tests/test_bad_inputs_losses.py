@@ -76,6 +76,17 @@ LOSS_CASES = [
     case("cross-entropy-logits-rank-0",
          lambda: losses.softmax_cross_entropy(np.float64(1.0), np.array(0)), ValueError,
          "softmax_cross_entropy", "class axis", "()"),
+    *[case(f"{f.name}-ragged-{what}", lambda f=f, a=a: f(*a), ValueError, f.name,
+           f"{what} is not a rectangular array")
+      for f in (losses.mse, losses.bce, losses.bce_with_logits, losses.huber,
+                losses.softmax_cross_entropy)
+      for what, a in (("pred", ([[0.5], [0.5, 0.5]], np.ones((2, 2)))),
+                      ("target", (np.full((2, 2), 0.5), [[1.0], [0.0, 1.0]])))],
+    case("mse-ragged-cotangent",
+         lambda: losses.mse.vjp(Z43, Z43, reduction="none")[1]([[1.0], [1.0, 2.0]]),
+         ValueError, "mse", "the cotangent is not a rectangular array"),
+    case("mse-ragged-scalar-cotangent", lambda: losses.mse.vjp(Z43, Z43)[1]([[1.0], [1, 2]]),
+         ValueError, "mse", "the cotangent is not a rectangular array"),
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers, random
-from funcdl._args import int_arg
+from funcdl._args import array_arg, int_arg
 from funcdl.layers._params import drawn, initializer_arg, param_arrays
 from funcdl.layers.base import Array, Layer, Shape, check_cotangent, check_in_shape
 
@@ -64,7 +64,7 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
         if table.shape != (vocab, dim):
             raise ValueError(f"{name}: params['table'] has shape {table.shape}, expected "
                              f"{(vocab, dim)}")
-        ids = np.asarray(x)
+        ids = array_arg(x, name, "the input")
         if ids.dtype.kind not in "iu":
             raise TypeError(f"{name}: expected integer ids, got dtype {ids.dtype} "
                             f"(cast with x.astype(np.int64) if the values are ids)")
