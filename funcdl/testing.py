@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import debug, random, tree
-from funcdl._args import bool_arg, int_arg, real_arg
+from funcdl._args import array_arg, bool_arg, int_arg, real_arg
 from funcdl._finite_diff import directions_like, fd_check, is_float, to64
 from funcdl.layers.base import layer_arg
 
@@ -94,13 +94,13 @@ def _fd_check(where: str, *args: Any, **inputs: Any) -> None:
                              f"value are NaN: check at a finite point)") from None
 
 
-def _as_input(x: Any) -> Any:
+def _as_input(where: str, x: Any) -> Any:
     """``x`` as a layer reads it: a nested list of numbers as an array; a list of arrays
     stays a list (a pytree, whose dx a layer returns as a list too)."""
     if isinstance(x, list) and all(isinstance(v, (int, float, np.generic))
                                    for v in tree.leaves(x) or [x]):
-        return np.asarray(x)
-    return type(x)(_as_input(v) for v in x) if type(x) in (list, tuple) else x
+        return array_arg(x, where, "x")
+    return type(x)(_as_input(where, v) for v in x) if type(x) in (list, tuple) else x
 
 
 def _as_shape(s: Any) -> Any:
@@ -151,7 +151,7 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
     if not stateful and state is not None and not (isinstance(state, tuple) and not state):
         # () is a stateless child's entry in its combinator's state; anything else is not
         raise TypeError(f"{where}: state= given, but the layer is not stateful; drop it")
-    x = _as_input(x)
+    x = _as_input(where, x)
     p64, x64 = to64(params), to64(x)
     kw: dict[str, Any] = {"key": key, "train": train}
     if stateful:
@@ -257,7 +257,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
         kw["state"] = out[2]
     if x is None:
         x = _random_input(k_x, in_shape, batch, getattr(layer, "ids", None))
-    x = _as_input(x)
+    x = _as_input(where, x)
     first = tree.leaves(x)[:1]
     if not first or np.ndim(first[0]) == 0:
         raise TypeError(f"{where}: x must hold the batch on axis 0 of its (first) array, got "
@@ -322,7 +322,7 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     where = f"check_loss({label})"
     rtol, atol, eps = _settings(where, rtol, atol, eps)
     seed = int_arg(seed, where, "seed")
-    pred = np.asarray(pred)
+    pred = array_arg(pred, where, "pred")
     value2, pullback = _loss_vjp(where, loss.vjp(pred, target, **kwargs))
     value = _loss_value(where, "loss()", loss(pred, target, **kwargs))
     if np.shape(value) != np.shape(value2) or not np.allclose(value, value2, rtol=1e-12, atol=0,

@@ -106,3 +106,12 @@ def test_check_vjp_reads_a_list_of_rows_or_of_numpy_scalars_as_the_layer_does():
     params = tree.astype(layer.init(KEY, (None, 3))[1], np.float64)
     row = np.array([0.5, -1.0, 2.0])
     testing.check_vjp(layer, params, [row, 2 * row])  # Dense reads it as a (2, 3) array
+
+
+def test_a_ragged_list_is_named_by_the_checker_not_by_numpy():
+    dense = L.Dense(2)
+    _, params = dense.init(KEY, (None, 2))
+    with pytest.raises(ValueError, match=r"check_vjp\(Dense\(2\)\): x is not a rectangular"):
+        testing.check_vjp(dense, params, [[0.0, 1.0], [2.0]])
+    with pytest.raises(ValueError, match=r"check_loss\(mse\): pred is not a rectangular"):
+        testing.check_loss(losses.mse, [[0.5], [0.5, 0.5]], np.ones((2, 2)))
