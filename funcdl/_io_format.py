@@ -26,6 +26,9 @@ FORMAT = "funcdl.io"
 VERSION = 1
 _STEPS = ("leaf", "none", "tuple", "list", "dict", "namedtuple")
 _KINDS = ("array", "numpy", "int", "float", "bool", "complex")
+# Containers nest at most this deep in a file: save, load and funcdl.tree walk trees
+# recursively, a few Python frames a level, under Python's recursion limit (1000 frames).
+MAX_DEPTH = 100
 
 
 class Corrupt(ValueError):
@@ -44,6 +47,21 @@ def namedtuple(name: str, fields: tuple[str, ...]) -> type:
 
 
 # ---------------------------------------------------------------------------- header
+
+def depth(t: Any) -> int:
+    """How deep ``t``'s containers nest (a leaf: 0), walked without recursion, and only
+    ``MAX_DEPTH + 1`` deep at most."""
+    deepest, todo = 0, [(t, 0)]
+    while todo:
+        node, d = todo.pop()
+        if d > deepest:
+            deepest = d
+            if d > MAX_DEPTH:  # a tree that contains itself ends here too
+                break
+        if isinstance(node, (list, tuple, dict)):  # (keys unsorted: save names odd ones)
+            todo += [(c, d + 1) for c in (node.values() if isinstance(node, dict) else node)]
+    return deepest
+
 
 def encode_header(td: TreeDef, kinds: list[str]) -> NDArray[np.uint8]:
     import json  # here and below, not at the top: only a save or a load needs it
@@ -96,16 +114,19 @@ def decode_header(raw: Any) -> tuple[TreeDef, list[str]]:
     return td, kinds
 
 
-def _decode_def(node: Any) -> TreeDef:
+def _decode_def(node: Any, level: int = 0) -> TreeDef:
     if not isinstance(node, dict) or node.get("type") not in _STEPS:
         raise Corrupt("malformed treedef: unknown node")
     kind = node["type"]
     if kind in ("leaf", "none"):
         return TreeDef(kind)
+    if level == MAX_DEPTH:
+        raise Corrupt(f"malformed treedef: containers nested more than {MAX_DEPTH} deep, "
+                      f"which io.save never writes")
     children = node.get("children")
     if not isinstance(children, list):
         raise Corrupt(f"malformed treedef: {kind} node without children")
-    kids = tuple(_decode_def(c) for c in children)
+    kids = tuple(_decode_def(c, level + 1) for c in children)
     meta: Any = None
     if kind == "dict":
         keys = node.get("keys")

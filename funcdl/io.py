@@ -28,9 +28,11 @@ from numpy.typing import NDArray
 
 from funcdl import tree as pytree
 from funcdl._io_format import (
+    MAX_DEPTH,
     TREEDEF_KEY,
     Corrupt,
     decode_header,
+    depth,
     encode_header,
     leaf_value,
     namedtuple,
@@ -60,7 +62,8 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
             NumPy scalar or Python int / float / bool / complex, an object-dtype leaf, or a
             masked array (its mask would be lost); the message names the path. Nothing is written
             then. Also a ``path`` that is not a str or PathLike (ValueError: an empty one, or
-            one naming a device, FIFO or socket, which the rename would replace).
+            one naming a device, FIFO or socket, which the rename would replace; or a tree
+            whose containers nest more than 100 deep).
     """
     import tempfile  # here, not at the top: `import funcdl` stays fast (tempfile pulls
     # in shutil, random, bz2 and lzma), and only a save needs it
@@ -143,6 +146,10 @@ def _kind(mode: int) -> str:
 def _encode(t: Tree) -> tuple[dict[str, NDArray[Any]], NDArray[np.uint8]]:
     """The leaf arrays and the JSON header, after refusing anything load could not give
     back."""
+    if depth(t) > MAX_DEPTH:
+        raise ValueError(f"io.save: the tree's containers nest more than {MAX_DEPTH} deep; "
+                         f"io files hold at most {MAX_DEPTH} levels (flatten the nesting, "
+                         f"e.g. into a dict with path-like keys)")
     _check_keys(t, "")
     arrays: dict[str, NDArray[Any]] = {}
     kinds: list[str] = []

@@ -132,12 +132,12 @@ def test_save_refuses_a_dict_key_it_could_not_load_back(tmp_path, key):
     assert os.listdir(tmp_path) == (["k.npz"] if good else [])
 
 
-def test_accepted_a_tree_that_contains_itself_recurses_as_funcdl_tree_does(tmp_path):
-    # Accepted: no pytree contains itself; walking one ends in RecursionError in funcdl.tree
-    # and jax.tree_util alike (test_fuzz_api_optim.py), and io.save walks it the same way.
+def test_a_tree_that_contains_itself_is_refused_as_too_deep(tmp_path):
+    # No pytree contains itself; walking one ends in RecursionError in funcdl.tree and
+    # jax.tree_util alike (test_fuzz_api_optim.py), but io.save measures the depth first.
     loop: list[Any] = [1.0]
     loop.append(loop)
-    with pytest.raises(RecursionError):
+    with pytest.raises(ValueError, match=r"io\.save: the tree's containers nest more than"):
         io.save(tmp_path / "l.npz", loop)
     assert os.listdir(tmp_path) == []
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from funcdl import io
+from funcdl import io, tree
 
 # ---------------------------------------------------------------------------- writing
 
@@ -204,7 +204,18 @@ def _missing_leaf(tmp_path):
         np.savez(f, __funcdl_treedef__=_header(tmp_path), leaf_0=np.zeros(1000))
 
 
+def _too_deep(tmp_path):  # a forged header: io.save never writes one 101 deep
+    node = '{"type":"leaf"}'
+    for _ in range(101):
+        node = '{"type":"list","children":[' + node + ']}'
+    raw = ('{"format":"funcdl.io","version":1,"treedef":' + node + ',"leaves":["array"]}')
+    with open(tmp_path / "bad.npz", "wb") as f:
+        np.savez(f, __funcdl_treedef__=np.frombuffer(raw.encode(), np.uint8),
+                 leaf_0=np.zeros(1))
+
+
 @pytest.mark.parametrize("make, match", [
+    (_too_deep, "nested more than 100 deep"),
     (_truncated, "truncated or corrupted"),
     (_random_bytes, "no zip signature"),
     (_empty, "truncated or corrupted"),
@@ -223,6 +234,24 @@ def test_bad_file_raises_value_error_naming_it(tmp_path, make, match):
         io.load(bad)
     assert str(bad) in str(info.value)
     assert UNPICKLED == []
+
+
+def _nested(levels: int) -> Any:
+    t: Any = np.ones(2, np.float32)
+    for _ in range(levels):
+        t = [t]
+    return t
+
+
+def test_a_tree_100_deep_round_trips_and_a_deeper_one_is_refused(tmp_path):
+    deep = _nested(100)
+    io.save(tmp_path / "deep.npz", deep)
+    assert tree.structure(io.load(tmp_path / "deep.npz", like=deep)) == tree.structure(deep)
+    for levels in (101, 5000):  # 5000: before any recursion could fail
+        with pytest.raises(ValueError, match=r"io.save: the tree's containers nest more "
+                                             r"than 100 deep"):
+            io.save(tmp_path / "deeper.npz", _nested(levels))
+    assert not (tmp_path / "deeper.npz").exists()
 
 
 def test_missing_file_raises_file_not_found(tmp_path):
