@@ -238,9 +238,22 @@ def lecun_uniform() -> Initializer:
 
 def torch_default() -> Initializer:
     """PyTorch's ``nn.Linear``/``nn.Conv*`` weight init, kaiming_uniform(a=sqrt(5)):
-    U(±1 / sqrt(fan_in)). (Its bias rule has the same bound with the layer's fan_in; Dense
-    and Conv apply it when ``b_init`` is left as None.)"""
-    return _variance_scaling(1.0 / 3.0, "fan_in", "uniform", "initializers.torch_default")
+    U(±1 / sqrt(fan_in)), for a shape of rank >= 2, as torch's. (Its bias rule has the
+    same bound with the layer's fan_in, which a bias's own shape does not carry: Dense and
+    Conv apply it when ``b_init`` is left as None.)"""
+    where = "initializers.torch_default"
+    weights = _variance_scaling(1.0 / 3.0, "fan_in", "uniform", where)
+
+    def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
+        dims = shape_arg(shape, where)
+        if len(dims) < 2:  # torch: "Fan in and fan out can not be computed ..."
+            raise ValueError(f"{where}: needs a weight shape of rank >= 2 (..., fan_in, "
+                             f"out), got {dims}; for PyTorch's bias, U(±1/sqrt(fan_in)) "
+                             f"with the layer's fan_in, leave b_init=None in Dense and "
+                             f"Conv, or pass initializers.uniform(b, low=-b) with "
+                             f"b = 1/sqrt(fan_in)")
+        return weights(key, dims, dtype)
+    return _named(init, where)
 
 
 def orthogonal(scale: float = 1.0) -> Initializer:

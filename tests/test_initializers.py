@@ -55,10 +55,18 @@ def test_random_factories_deterministic_per_key(name):
     assert not np.array_equal(a, f(random.key(2), (6, 4)))
 
 
-@pytest.mark.parametrize("name", sorted(set(_RANDOM) - {"orthogonal"}))
+@pytest.mark.parametrize("name", sorted(set(_RANDOM) - {"orthogonal", "torch_default"}))
 def test_1d_shape_for_non_orthogonal(name):
     w = _FACTORIES[name]()(random.key(0), (10,))
     assert w.shape == (10,) and w.dtype == np.float32
+
+
+def test_torch_default_refuses_a_bias_shape_whose_bound_it_cannot_know():
+    # torch's bias bound is 1/sqrt(the layer's fan_in); a (40,) shape would give 1/sqrt(40)
+    for shape in ((40,), 40, ()):
+        with pytest.raises(ValueError, match=r"torch_default: needs a weight shape of rank "
+                                             r">= 2 .*leave b_init=None"):
+            init.torch_default()(random.key(0), shape)
 
 
 def test_zeros_and_ones_values():
@@ -279,8 +287,8 @@ def test_errors_name_the_initializer_that_was_called(name):
 @pytest.mark.parametrize("name", sorted(_FACTORIES))
 def test_every_initializer_takes_shapes_and_dtypes_alike(name):
     f, k = _FACTORIES[name](), random.key(0)
-    if name == "orthogonal":
-        with pytest.raises(ValueError, match=_name(name) + " needs a shape of rank >= 2"):
+    if name in ("orthogonal", "torch_default"):
+        with pytest.raises(ValueError, match=_name(name) + " needs a .*shape of rank >= 2"):
             f(k, 3)
     else:  # an int is a 1-tuple, as in funcdl.random
         np.testing.assert_array_equal(f(k, 3), f(k, (3,)))
