@@ -130,6 +130,26 @@ def test_avgpool_count_include_pad():
     np.testing.assert_allclose(pullback(np.ones_like(y))[1][0, 0, 0, 0], 1 / 4 + 2 / 6 + 1 / 9)
 
 
+def test_avgpool_same_counts_real_pixels_by_default_as_tf_and_stax():
+    x = np.ones((1, 3, 3, 1))  # SAME, window 2, stride 2: pads one row and column below
+    np.testing.assert_allclose(AvgPool2D(2, 2, "SAME").apply((), x), np.ones((1, 2, 2, 1)))
+    np.testing.assert_allclose(AvgPool2D(2, 2, "same", count_include_pad=True).apply((), x),
+                               [[[[1], [0.5]], [[0.5], [0.25]]]])
+    assert "count_include_pad" not in AvgPool2D(2, 2, "SAME").name
+
+
+def test_avgpool_same_against_jax_stax():
+    pytest.importorskip("jax")
+    from jax.example_libraries import stax
+
+    x = random.normal(random.key(2), (2, 7, 5, 3), np.float64)
+    for window, strides in (((2, 2), (2, 2)), ((3, 2), (2, 1))):
+        _, apply_fn = stax.AvgPool(window, strides, "SAME")
+        want = np.asarray(apply_fn((), x.astype(np.float32)))
+        got = AvgPool2D(window, strides, "SAME").apply((), x.astype(np.float32))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_global_avg_pool_known_values():
     x = np.arange(24.0).reshape(2, 3, 2, 2)
     y, pullback = GlobalAvgPool().vjp((), x)

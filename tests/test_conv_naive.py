@@ -158,9 +158,12 @@ POOL_CASES = [  # window, stride, padding, pads for the reference
 @pytest.mark.parametrize(("window", "stride", "padding", "pads"), POOL_CASES)
 @pytest.mark.parametrize(("make", "kind", "include"), [
     (MaxPool2D, "max", True),
-    (AvgPool2D, "avg", True),
+    (AvgPool2D, "avg", None),  # the default: padding counts as zeros but for 'SAME'
+    (lambda *a, **k: AvgPool2D(*a, **k, count_include_pad=True), "avg", True),
     (lambda *a, **k: AvgPool2D(*a, **k, count_include_pad=False), "avg", False)])
 def test_pools_match_naive_loops(window, stride, padding, pads, make, kind, include):
+    if include is None:  # as PyTorch's padding=int; as TF, Keras and JAX's stax for 'SAME'
+        include = padding != "SAME"
     x = random.normal(random.key(4), (2, 7, 5, 3), np.float64)
     steps = window if stride is None else stride
     if pads is None:

@@ -277,7 +277,8 @@ CTORS = [
     ("MaxPool2D", L.MaxPool2D, {"window": 2}, f(2, 4, 4, 2),
      {"window": (*WIN, 5), "stride": WIN[1:], "padding": (*PAD, 2)}),
     ("AvgPool2D", L.AvgPool2D, {"window": 2}, f(2, 4, 4, 2),
-     {"window": WIN, "stride": WIN[1:], "padding": (*PAD, 2), "count_include_pad": FLAG}),
+     {"window": WIN, "stride": WIN[1:], "padding": (*PAD, 2),
+      "count_include_pad": tuple(v for v in FLAG if v is not None)}),  # None: by padding
     ("BatchNorm", L.BatchNorm, {"axis": -1}, f(4, 3),
      {"momentum": (*NUM, -0.1, 1.5), "eps": (*NUM, 0, -1), "axis": (*INT, 0, 2, -3)}),
     ("LayerNorm", L.LayerNorm, {"axis": -1}, f(2, 3),

@@ -217,20 +217,23 @@ def _real_counts(out: int, size: int, k: int, s: int, lo: int) -> Array:
 
 
 def AvgPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None,
-              padding: Any = "VALID", count_include_pad: bool = True) -> Layer:
+              padding: Any = "VALID", count_include_pad: bool | None = None) -> Layer:
     """Mean over each window, NHWC: ``(N, H, W, C) -> (N, OH, OW, C)``.
 
     forward: ``y[n,p,q,c] = Σ_{i,j} xp[n, p·sh + i, q·sw + j, c] / m[p,q]`` (xp: zero-padded);
     vjp: ``dx[n, p·sh + i, q·sw + j, c] += dy[n,p,q,c] / m[p,q]`` for every ``(i, j)``.
 
-    ``m = kh·kw`` with ``count_include_pad=True`` (PyTorch's default; padding counts as
-    zeros), else the number of real pixels in the window. ``window`` defaults to 2 x 2
-    (Keras' ``pool_size``), ``stride`` to the window.
+    ``m = kh·kw`` (padding counts as zeros) with ``count_include_pad=True``, and by default
+    for explicit padding, as PyTorch's ``padding=int``; else the number of real pixels in
+    the window: with False, and by default for ``'SAME'``, as TF, Keras and JAX's stax
+    (Flax's ``avg_pool`` counts the padding). ``window`` defaults to 2 x 2 (Keras'
+    ``pool_size``), ``stride`` to the window.
     """
     name = call_name("AvgPool2D", (window,), stride=(stride, None),
-                     padding=(padding, "VALID"), count_include_pad=(count_include_pad, True))
-    count_include_pad = bool_arg(count_include_pad, name, "count_include_pad")
+                     padding=(padding, "VALID"), count_include_pad=(count_include_pad, None))
     win = _window(name, window, stride, padding)
+    count_include_pad = (win.padding != "SAME" if count_include_pad is None
+                         else bool_arg(count_include_pad, name, "count_include_pad"))
     kh, kw = win.size
 
     def scale(x: Array, oh: int, ow: int, pads: Pads) -> float | Array:
