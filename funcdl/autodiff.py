@@ -163,23 +163,7 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
             debug.verify(_name(model), "forward output", y)
             if stateful:
                 debug.verify(_name(model), "new state", new_state)
-        if has_aux:
-            value, aux, loss_pullback = _split_aux(loss, loss.vjp(y, target), y, target)
-        else:
-            got = loss.vjp(y, target)
-            value, loss_pullback = got if type(got) is tuple and len(got) == 2 else \
-                _unpack(loss, got)
-        if type(value) is not float:  # funcdl's losses give floats
-            _scalar_value(loss, value, has_aux)
-        try:
-            dy = loss_pullback(1.0)
-        except TypeError:
-            _pullback_error(loss, loss_pullback, has_aux)
-            raise
-        if dy is None:  # the model's pullback would read None as "nothing flows back"
-            raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} "
-                            f"returned None; it must return dpred, an array of pred's shape "
-                            f"(a missing return?)")
+        value, aux, dy = _loss_step(loss, y, target, has_aux)
         if checking:
             debug.verify(f"{_name(loss)}", "loss value", value)
             debug.verify(f"{_name(loss)}", "backward pass: dpred", dy)
@@ -198,6 +182,30 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
 
     f.wrt_input = wrt_input  # type: ignore[attr-defined]  # read by parallel.data_parallel
     return f
+
+
+def _loss_step(loss: Any, y: Any, target: Any, has_aux: bool) -> tuple[Any, Any, Any]:
+    """``(value, aux, dpred)`` of the loss at the model's output (aux None without
+    ``has_aux``), with errors naming what the loss returned that it should not."""
+    aux = None
+    if has_aux:
+        value, aux, loss_pullback = _split_aux(loss, loss.vjp(y, target), y, target)
+    else:
+        got = loss.vjp(y, target)
+        value, loss_pullback = got if type(got) is tuple and len(got) == 2 else \
+            _unpack(loss, got)
+    if type(value) is not float:  # funcdl's losses give floats
+        _scalar_value(loss, value, has_aux)
+    try:
+        dy = loss_pullback(1.0)
+    except TypeError:
+        _pullback_error(loss, loss_pullback, has_aux)
+        raise
+    if dy is None:  # the model's pullback would read None as "nothing flows back"
+        raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} returned "
+                        f"None; it must return dpred, an array of pred's shape (a missing "
+                        f"return?)")
+    return value, aux, dy
 
 
 def grad(model: Any, loss: Any, *, has_aux: bool = False,
