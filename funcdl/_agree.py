@@ -12,6 +12,7 @@ import functools
 import hashlib
 import importlib
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,9 @@ Comm = Any
 
 # Set by MPI launchers (MPICH/Intel MPI/Slurm PMI, Open MPI, MVAPICH) in every rank.
 _LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+# Any of these in the environment: a launcher may have started us (PMI and PMIx: MPICH's
+# and Intel MPI's hydra, MS-MPI, Slurm's srun; Open MPI; MVAPICH; Cray's ALPS).
+_LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "MV2_", "HYDRA_", "ALPS_APP_PE")
 
 
 def mpi() -> Any:
@@ -38,7 +42,12 @@ def mpi() -> Any:
 
 @functools.cache
 def world() -> Comm | None:
-    """MPI.COMM_WORLD, or None when mpi4py cannot be imported and no launcher started us."""
+    """MPI.COMM_WORLD; or None, one process: when no launcher's variable is set and the
+    script has not imported mpi4py.MPI itself (then MPI is never started), or when mpi4py
+    cannot be imported and no launcher started us."""
+    if "mpi4py.MPI" not in sys.modules and not any(
+            k.startswith(_LAUNCHER_PREFIXES) for k in os.environ):
+        return None
     try:
         return mpi().COMM_WORLD
     except (ImportError, RuntimeError) as err:  # no mpi4py, or no MPI library for it

@@ -6,10 +6,13 @@ so the params stay equal on every rank.
 
 * ``comm=None`` means ``MPI.COMM_WORLD`` when mpi4py is installed, and a single process
   otherwise. With one process every function here returns its input (``batches`` gives the
-  whole batch) and communicates nothing: the world's size is all it asks of MPI (with
-  mpi4py installed, that first call imports it, which initialises MPI, as any mpi4py script
-  does; a launcher's rank count in the environment is not trusted instead, as launchers
-  differ). ``import funcdl`` and ``from funcdl import parallel`` never import mpi4py.
+  whole batch) and communicates nothing. A process that no launcher started (none of the
+  ``PMI_*``, ``PMIX_*``, ``OMPI_*``, ``MV2_*``, ``HYDRA_*`` variables that mpiexec, mpirun
+  and srun set) and whose script has not imported ``mpi4py.MPI`` is one process without
+  asking MPI: a plain ``python train.py`` never starts MPI. Otherwise the world's size is
+  all it asks of MPI. (Under a launcher that sets none of these, import ``mpi4py.MPI``
+  before the first call.) ``import funcdl`` and ``from funcdl import parallel`` never
+  import mpi4py.
 * ``broadcast``, ``pmean`` and ``data_parallel``'s function are collectives: every rank calls
   them, in the same order. Each first compares an 8-byte digest of the tree's structure,
   shapes and dtypes across ranks, so a rank whose tree differs makes every rank raise the

@@ -14,7 +14,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from _parallel_util import OneRank, needs_mpi, ok, run
+from _parallel_util import ENV, OneRank, needs_mpi, ok, run
 from conftest import load_example, refused
 
 import funcdl as fd
@@ -80,6 +80,27 @@ def test_one_process_with_mpi4py_is_the_identity():
         print("ok")
     """
     assert ok(run(["-c", textwrap.dedent(code)], mpi=False)).strip() == "ok"
+
+
+@needs_mpi
+def test_a_process_no_launcher_started_never_starts_mpi():
+    # DESIGN: size 1 never touches MPI; with mpi4py installed, and without importing it
+    code = """
+        import os, sys
+        import numpy as np
+        from funcdl import parallel
+        t = {"w": np.ones(3, np.float32)}
+        assert parallel.pmean(t) is t and parallel.broadcast(t) is t
+        assert parallel.rank_and_size() == (0, 1)
+        print("mpi4py" in sys.modules)
+        parallel._world.cache_clear()
+        os.environ["PMI_RANK"] = "0"  # as mpiexec -n 1 would: now MPI is asked
+        assert parallel.pmean(t) is t
+        print("mpi4py.MPI" in sys.modules)
+    """
+    env = {k: v for k, v in ENV.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_"))}
+    out = ok(run(["-c", textwrap.dedent(code)], mpi=False, env=env)).split()
+    assert out == ["False", "True"]
 
 
 def test_size_one_communicator_returns_inputs_untouched():
