@@ -142,9 +142,11 @@ def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
 
 def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
                   wrt_input: bool | None = None) -> F:
-    """Make ``value_and_grad_fn(params, x, target, ...) -> (value, grads)`` data-parallel.
+    """Make ``value_and_grad_fn(params, x, ...) -> (value, grads)`` data-parallel.
 
-    The returned function has the same signature. Each rank calls it with its share of the
+    The returned function has the same signature (``(params, x, target, *, key, train)``
+    for funcdl's value_and_grad; ``x`` may be a pytree, e.g. a batch ``(x, y)``, whose
+    first leaf counts the examples). Each rank calls it with its share of the
     global batch; it returns the global batch's loss and grads on every rank: the mean over
     ranks weighted by each rank's example count (``x``'s axis 0), so uneven shards are
     exact, in one sum (see ``pmean``). This assumes the loss is a mean over examples (funcdl's
@@ -187,14 +189,14 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
     unasked = split_dx is None  # whether the grads' form is still to be looked at, once
     looked = False  # whether one process has looked at the grads' leaves
 
-    def f(params: Any, x: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+    def f(params: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
         nonlocal unasked, looked
         c = _resolve(comm, "data_parallel")
         first = pytree.leaves(x)[:1]  # on one process too: a script fails alike on 1 and N
         if not first or np.ndim(first[0]) == 0:
             raise TypeError("parallel.data_parallel: cannot count the examples of x: pass "
                             "the batch with examples on axis 0 of its (first) array")
-        res = value_and_grad_fn(params, x, target, *args, **kwargs)
+        res = value_and_grad_fn(params, x, *args, **kwargs)
         if not (isinstance(res, (tuple, list)) and len(res) == 2):
             raise TypeError(f"parallel.data_parallel: value_and_grad_fn must return (value, "
                             f"grads), as fd.value_and_grad's function does; got "

@@ -74,7 +74,23 @@ def equivalence(dtype: type, n: int, batch: int, tol: float) -> None:
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
+def batch_form() -> None:
+    """A function of ``(params, batch)``, as JAX scripts write steps, is made data-parallel
+    alike: the examples are counted on the batch's first leaf (uneven shares: 13 and 12)."""
+    model, params, x, y = model_and_data(np.float64, 50)
+    local = fd.value_and_grad(model, fd.losses.softmax_cross_entropy)
+    three, two = parallel.data_parallel(local), parallel.data_parallel(
+        lambda p, batch: local(p, *batch))
+    for xb, yb in parallel.batches(fd.random.key(4), x, y, batch_size=25, rank=rank,
+                                   size=size):
+        (loss3, grads3), (loss2, grads2) = three(params, xb, yb), two(params, (xb, yb))
+        assert loss3 == loss2, (loss3, loss2)
+        for a, b in zip(fd.tree.leaves(grads3), fd.tree.leaves(grads2), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def case_equivalence() -> list[str]:
+    batch_form()
     equivalence(np.float32, 96, 24, 1e-5)     # 2 epochs x 4 steps, 12 examples per rank
     equivalence(np.float64, 96, 24, 1e-12)
     equivalence(np.float64, 90, 25, 1e-12)    # 13/12 per rank, and a last batch of 15
