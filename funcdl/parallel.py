@@ -26,27 +26,25 @@ so the params stay equal on every rank.
 from __future__ import annotations
 
 import functools
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
-from funcdl import data
 from funcdl import tree as pytree
 from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._agree import resolve as _resolve
 from funcdl._agree import world as _world  # noqa: F401  (parallel._world.cache_clear())
 from funcdl._args import bool_arg, int_arg
+from funcdl._partition import batches, shard
 from funcdl._reduce import Reducer, not_float
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl._treenodes import describe as describe_value
 from funcdl.optim import GradientTransformation
-from funcdl.random import Key
 
 __all__ = ["Sharded", "ShardedState", "batches", "broadcast", "data_parallel", "pmean",
-           "rank_and_size", "sharded"]
+           "rank_and_size", "shard", "sharded"]
 
 Tree = Any
 Comm = Any
@@ -319,60 +317,3 @@ def sharded(optimizer: GradientTransformation, comm: Comm | None = None) -> Shar
         return sharder.step(_resolve(comm, "sharded"), state, grads, params, weight)
 
     return Sharded(init, step)
-
-
-# ---------------------------------------------------------------------------- data
-
-def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, rank: int, size: int,
-            shuffle: bool = True,
-            drop_last: bool = False) -> Iterator[tuple[NDArray[Any], ...]]:
-    """This rank's share of each global batch of ``funcdl.data.batches``.
-
-    The global batches (``batch_size`` examples, ``>= size``) are those of
-    ``data.batches(key, *arrays, batch_size=batch_size)``, same key (the same on every rank,
-    a new one per epoch), same order, same ``shuffle`` and ``drop_last``. Each is split into
-    ``size`` contiguous shares, rank ``r`` taking the ``r``-th, so every example lands on
-    exactly one rank per epoch and K data-parallel steps see the data of K single-process
-    steps. When ``size`` does not divide a global batch, the shares differ by at most one
-    example (the first ranks take the extra ones); ``data_parallel`` weights the ranks by
-    their counts, so the gradient is unchanged. A last global batch with fewer examples than
-    ranks joins the one before it: no rank ever gets an empty batch. It may get one example:
-    a BatchNorm in training refuses that (as in PyTorch), on that rank alone, and the others
-    wait for it in the next sum (launch with ``python -m mpi4py`` so that an error stops
-    every rank); with BatchNorm, pass ``drop_last=True`` or leave at least ``2·size``
-    examples in the last batch.
-    """
-    size = int_arg(size, "parallel.batches", "size", 1)
-    rank = int_arg(rank, "parallel.batches", "rank")
-    if rank >= size:
-        raise ValueError(f"parallel.batches: rank {rank} is not in [0, {size})")
-    global_batch = int_arg(batch_size, "parallel.batches", "batch_size", 1)
-    if global_batch < size:
-        raise ValueError(f"parallel.batches: the global batch_size {global_batch} is smaller "
-                         f"than the {size} ranks, and every rank needs at least one example "
-                         f"per step: use batch_size >= {size}, or fewer ranks")
-    xs = data.examples("parallel.batches", key, arrays,
-                       "batches(key, x, y, batch_size=256, rank=rank, size=size)")
-    n = len(xs[0])
-    if n < size:
-        raise ValueError(f"parallel.batches: {n} examples cannot be shared by {size} ranks "
-                         f"(each needs at least one): use more data or fewer ranks")
-    order = data.shuffled("parallel.batches", key, n, shuffle, " (the same on every rank)")
-    stop = n - n % global_batch if bool_arg(drop_last, "parallel.batches", "drop_last") else n
-    starts = [*range(0, stop, global_batch), stop]
-    if len(starts) > 2 and starts[-1] - starts[-2] < size:
-        del starts[-2]  # the small remainder joins the previous global batch
-    return _shares(xs, order, starts, rank, size)
-
-
-def _shares(xs: list[NDArray[Any]], order: NDArray[np.int64] | None, starts: list[int],
-            rank: int, size: int) -> Iterator[tuple[NDArray[Any], ...]]:
-    for start, stop in itertools.pairwise(starts):
-        base, extra = divmod(stop - start, size)
-        lo = start + rank * base + min(rank, extra)
-        hi = lo + base + (rank < extra)
-        if order is None:
-            yield tuple(a[lo:hi] for a in xs)
-        else:
-            rows = order[lo:hi]
-            yield tuple(a[rows] for a in xs)

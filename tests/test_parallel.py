@@ -224,6 +224,40 @@ def test_batches_arrays_must_share_their_first_dimension():
         parallel.batches(fd.random.key(0), x, {"y": x}, batch_size=4, rank=0, size=2)
 
 
+@pytest.mark.parametrize("n,size", [(10, 2), (11, 3), (6, 6)])
+def test_shard_gives_each_example_to_one_rank_in_data_batches_order(n, size):
+    x, y = np.arange(n), np.arange(n) * 10
+    key = fd.random.key(7)
+    parts = [parallel.shard(key, x, y, rank=r, size=size) for r in range(size)]
+    (whole,) = data.batches(key, x, batch_size=n)
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), whole[0])
+    for px, py in parts:
+        np.testing.assert_array_equal(py, px * 10)  # the arrays stay aligned
+    counts = [len(p[0]) for p in parts]
+    assert max(counts) - min(counts) <= 1 and min(counts) >= 1
+    other = np.concatenate([parallel.shard(fd.random.key(8), x, rank=r, size=size)[0]
+                            for r in range(size)])
+    assert sorted(other.tolist()) == list(range(n)) and not np.array_equal(other, whole[0])
+
+
+def test_shard_without_shuffle_keeps_the_order():
+    (part,) = parallel.shard(None, np.arange(7), rank=1, size=2, shuffle=False)
+    np.testing.assert_array_equal(part, [4, 5, 6])
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"n": 2, "size": 3}, ValueError, "parallel.shard: 2 examples cannot be shared by 3"),
+    ({"rank": 2, "size": 2}, ValueError, r"parallel.shard: rank 2 is not in \[0, 2\)"),
+    ({"size": 0}, ValueError, "size must be >= 1"),
+    ({"key": None}, ValueError, r"parallel.shard.*needs a key \(the same on every rank\)"),
+])
+def test_shard_bad_input(kwargs, error, match):
+    args = {"n": 10, "rank": 0, "size": 2, "key": fd.random.key(0), **kwargs}
+    x = np.zeros((args.pop("n"), 2))
+    with pytest.raises(error, match=match):
+        parallel.shard(args.pop("key"), x, **args)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--epochs", "0"], "argument --epochs: expected a positive integer (1 or more), got 0"),
     (["--epochs", "-1"], "argument --epochs: expected a positive integer (1 or more), got -1"),
