@@ -55,7 +55,8 @@ def main() -> None:
     print(f"numpy {np.__version__}, OPENBLAS_NUM_THREADS="
           f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}; µs, float32")
     for layer in (L.ReLU(), L.LeakyReLU(), L.LeakyReLU(2.0), L.ELU(), L.Softplus(), L.GELU(),
-                  L.Sigmoid(), L.Tanh(), L.GlobalAvgPool(), L.BatchNorm(), L.LayerNorm()):
+                  L.SiLU(), L.Sigmoid(), L.Tanh(), L.GlobalAvgPool(), L.BatchNorm(),
+                  L.LayerNorm()):
         row(layer, IMAGE)
     for layer in (L.Softmax(), L.LogSoftmax(), L.BatchNorm(), L.LayerNorm()):
         row(layer, ROWS)

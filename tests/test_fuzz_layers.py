@@ -30,8 +30,9 @@ F32 = np.float32
 REFUSE, CONVERT, CLOSE, ANY, FIT = "refuse", "convert", "close", "any", "fit"
 INF, HUGE = "inf", "huge"  # ANY, and NumPy's word on the NaN or overflow accepted (verdict)
 MOVERS = ("Identity", "Flatten", "Reshape", "Slice", "FanOut", "Dropout")
-SILENT = (*MOVERS, "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "GELU", "ELU", "Softmax",
-          "LogSoftmax", "MaxPool2D", "AvgPool2D", "GlobalAvgPool", "FanInSum", "FanInConcat")
+SILENT = (*MOVERS, "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "GELU", "SiLU", "ELU",
+          "Softmax", "LogSoftmax", "MaxPool2D", "AvgPool2D", "GlobalAvgPool", "FanInSum",
+          "FanInConcat")
 NO_STATE: Any = object()
 NUMPY_WORDS = ("could not be broadcast", "operands could not", "matmul: Input operand",
                "index out of bounds", "object arrays are not supported", "ufunc",
@@ -83,8 +84,8 @@ CASES = [
     case(L.Dense(3), f(2, 4)), case(L.Dense(1, use_bias=False), f(2, 4)),
     *(case(a, f(2, 3)) for a in (L.ReLU(), L.LeakyReLU(0.2), L.Tanh(), L.Sigmoid(),
                                  L.Softplus(), L.Softplus(beta=2), L.GELU(),
-                                 L.GELU(approximate=True), L.ELU(), L.ELU(2.0), L.Softmax(),
-                                 L.Identity())),
+                                 L.GELU(approximate=True), L.SiLU(), L.ELU(), L.ELU(2.0),
+                                 L.Softmax(), L.Identity())),
     case(L.LogSoftmax(axis=1), f(2, 3, 2)), case(L.Flatten(), f(2, 3, 2)),
     case(L.Reshape((3, 2)), f(2, 6)), case(L.Reshape(-1), f(2, 3, 2)),
     case(L.Dropout(0.5), f(2, 3), **TRAIN), case(L.Dropout(0.5), f(2, 3)),

@@ -32,6 +32,7 @@ TABLE = [
     (lambda: L.Softplus(beta=2.0, threshold=1.0), (None, 5)),
     (L.GELU, (None, 6)),
     (lambda: L.GELU(approximate=True), (None, 6)),
+    (L.SiLU, (None, 6)),
     (L.ELU, (None, 6)),
     (lambda: L.ELU(0.5), (None, 2, 3)),
     (L.Softmax, (None, 5)),

@@ -26,6 +26,8 @@ from funcdl.testing import check_vjp
     (L.GELU, [1.0, -0.5, 0.0], [0.8413447460685429, -0.5 * 0.3085375387259869, 0.0]),
     (lambda: L.GELU(approximate=True), [1.0],
      [0.5 * (1 + math.tanh(math.sqrt(2 / math.pi) * (1 + 0.044715)))]),
+    # SiLU(x) = x σ(x): σ(1) = 0.7310585786..., σ(-2) = 0.1192029220...
+    (L.SiLU, [1.0, -2.0, 0.0], [0.7310585786300049, -2 * 0.11920292202211755, 0.0]),
     (L.Softmax, [[0.0, math.log(3.0)]], [[0.25, 0.75]]),
     (L.LogSoftmax, [[0.0, math.log(3.0)]], [[math.log(0.25), math.log(0.75)]]),
 ])
@@ -44,6 +46,8 @@ def test_known_values(make, x, expected):
     (L.Softplus, [0.0], [0.5]),
     (L.ELU, [-1.0, 1.0], [math.exp(-1), 1.0]),
     (L.GELU, [0.0, 1.0], [0.5, 0.8413447460685429 + math.exp(-0.5) / math.sqrt(2 * math.pi)]),
+    # SiLU' = σ (1 + x (1 - σ)): 0.5 at 0; at 1, 0.7310585786 (1 + 0.2689414214)
+    (L.SiLU, [0.0, 1.0], [0.5, 0.7310585786300049 * (1 + 0.2689414213699951)]),
 ])
 def test_known_derivatives(make, x, dx):
     _, pullback = make().vjp((), np.array(x))

@@ -49,7 +49,8 @@ def assert_float32_throughout(model: Any, params: Any, x: np.ndarray, **kw: Any)
 
 ACTIVATIONS: dict[str, Callable[[], L.Layer]] = {
     "tanh": L.Tanh, "sigmoid": L.Sigmoid, "softplus": L.Softplus, "gelu": L.GELU,
-    "gelu-tanh": lambda: L.GELU(approximate=True), "elu": L.ELU, "identity": L.Identity,
+    "gelu-tanh": lambda: L.GELU(approximate=True), "silu": L.SiLU, "elu": L.ELU,
+    "identity": L.Identity,
 }
 # Kinks (ReLU at 0) are only drawn right after a Dense, whose outputs are never exactly 0;
 # after a normalisation or a softmax of width 1 the input to a kink can be exactly 0, where

@@ -228,7 +228,8 @@ def test_bool_and_int_inputs_are_cast_to_params_dtype(key):
 # every layer kind and its input shape (a tuple of shapes: a tuple of inputs); Embedding
 # reads ids
 COTANGENT_DTYPE = [
-    (lambda: L.Dense(3), (2, 4)), (L.ReLU, (2, 4)), (L.GELU, (2, 4)), (L.Softmax, (2, 4)),
+    (lambda: L.Dense(3), (2, 4)), (L.ReLU, (2, 4)), (L.GELU, (2, 4)), (L.SiLU, (2, 4)),
+    (L.Softmax, (2, 4)),
     (L.Tanh, (2, 4)), (lambda: L.Conv2D(3, 3), (2, 5, 5, 2)), (lambda: L.Conv1D(3, 2), (2, 5, 2)),
     (lambda: L.MaxPool2D(2), (2, 4, 4, 3)), (lambda: L.AvgPool2D(2), (2, 4, 4, 3)),
     (L.GlobalAvgPool, (2, 4, 4, 3)), (L.LayerNorm, (2, 4)), (L.BatchNorm, (3, 4)),

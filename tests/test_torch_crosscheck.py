@@ -230,6 +230,7 @@ ACTIVATIONS = [  # funcdl layer, torch.nn.functional call
      lambda x: F.softplus(x, beta=2.0, threshold=5.0)),
     ("elu", L.ELU(), lambda x: F.elu(x)), ("gelu", L.GELU(), lambda x: F.gelu(x)),
     ("gelu-tanh", L.GELU(approximate=True), lambda x: F.gelu(x, approximate="tanh")),
+    ("silu", L.SiLU(), lambda x: F.silu(x)),
     ("leaky_relu", L.LeakyReLU(), lambda x: F.leaky_relu(x)),
     ("sigmoid", L.Sigmoid(), torch.sigmoid), ("tanh", L.Tanh(), torch.tanh),
 ]

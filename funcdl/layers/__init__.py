@@ -1,14 +1,14 @@
 """Layers: immutable ``Layer(init, apply, vjp)`` values, and combinators built from them.
 
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
-layers, Dropout), ``activations``, ``combinators`` (Sequential), ``branching``
-(Parallel, Residual, Shared, Repeat), ``routing`` (FanOut, FanInSum, FanInConcat, Slice), ``norm``
-(BatchNorm, LayerNorm), ``embed`` (Embedding), ``conv``, ``pool``.
+layers, Dropout), ``activations``, ``gated`` (GELU, SiLU), ``combinators`` (Sequential),
+``branching`` (Parallel, Residual, Shared, Repeat), ``routing`` (FanOut, FanInSum,
+FanInConcat, Slice), ``norm`` (BatchNorm, LayerNorm), ``embed`` (Embedding), ``conv``,
+``pool``.
 """
 
 from funcdl.layers.activations import (
     ELU,
-    GELU,
     LeakyReLU,
     LogSoftmax,
     ReLU,
@@ -23,6 +23,7 @@ from funcdl.layers.combinators import Sequential
 from funcdl.layers.conv import Conv1D, Conv2D
 from funcdl.layers.core import Dense, Dropout, Flatten, Identity, Reshape
 from funcdl.layers.embed import Embedding
+from funcdl.layers.gated import GELU, SiLU
 from funcdl.layers.norm import BatchNorm, LayerNorm
 from funcdl.layers.pool import AvgPool2D, GlobalAvgPool, MaxPool2D
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Slice
@@ -59,6 +60,7 @@ __all__ = [
     "Sequential",
     "Shape",
     "Shared",
+    "SiLU",
     "Sigmoid",
     "Slice",
     "Softmax",

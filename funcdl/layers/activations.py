@@ -7,15 +7,14 @@ forms are stable at any finite input: no overflow warning, no NaN.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, int_arg, real_arg
-from funcdl._special import normal_cdf, shifted_exp
+from funcdl._args import int_arg, real_arg
+from funcdl._special import shifted_exp
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -29,7 +28,6 @@ from funcdl.layers.base import (
 
 __all__ = [
     "ELU",
-    "GELU",
     "LeakyReLU",
     "LogSoftmax",
     "ReLU",
@@ -217,90 +215,6 @@ def ELU(alpha: float = 1.0) -> Layer:
         return slope
 
     return _elementwise(f"ELU({a})", f, df)
-
-
-_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
-_TANH_C = math.sqrt(2 / math.pi)
-
-
-def _inf_times_zero() -> Any:
-    """GELU at an infinite input multiplies inf by 0 (x Φ(x) at -inf, x φ(x) at +inf): NaN,
-    as PyTorch gives, and without NumPy's warning, as the other activations' NaNs come."""
-    return np.errstate(invalid="ignore")
-
-
-def GELU(approximate: bool = False) -> Layer:
-    """Gaussian error linear unit, ``y = x Φ(x)`` (PyTorch's default, exact erf);
-    ``dx = dy (Φ(x) + x φ(x))``. Φ is ``funcdl._special.normal_cdf``: within 3e-7 in
-    float32, 1e-16 in float64. ``approximate=True`` uses the tanh form
-    ``Φ(x) ≈ (1 + tanh(√(2/π)(x + 0.044715 x³))) / 2`` (JAX's default, PyTorch's 'tanh');
-    PyTorch's spellings ``approximate='tanh'`` and ``'none'`` are read as True and False."""
-    if isinstance(approximate, str) and approximate in ("tanh", "none"):
-        approximate = approximate == "tanh"
-    if bool_arg(approximate, "GELU", "approximate"):
-        return _gelu_tanh()
-    name = "GELU()"
-
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        no_params(name, params)
-        del key, train
-        x = as_floats(name, x)
-        y = normal_cdf(x)
-        with _inf_times_zero():
-            y *= x
-        return y
-
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        no_params(name, params)
-        del key, train
-        x = as_floats(name, x)
-        cdf = normal_cdf(x)
-        with _inf_times_zero():
-            y = x * cdf
-
-        def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
-            xc = np.clip(x, -40, 40)  # φ(40) underflows to 0; squaring 1e30 would overflow
-            with _inf_times_zero():
-                return params, dy * (cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * xc * xc)))
-
-        return y, pullback
-
-    return Layer(_shapeless_init(name), apply, vjp, name=name)
-
-
-def _gelu_tanh() -> Layer:
-    name = "GELU(approximate=True)"
-
-    def inner(x: Array) -> tuple[Array, Array]:
-        xc = np.clip(x, -10, 10)  # tanh is ±1 to the last bit beyond; x³ would overflow
-        return np.tanh(_TANH_C * (xc + 0.044715 * xc * xc * xc)), xc
-
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        no_params(name, params)
-        del key, train
-        x = as_floats(name, x)
-        with _inf_times_zero():
-            y: Array = 0.5 * x * (1 + inner(x)[0])
-        return y
-
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        no_params(name, params)
-        del key, train
-        x = as_floats(name, x)
-        t, xc = inner(x)
-        with _inf_times_zero():
-            y = 0.5 * x * (1 + t)
-
-        def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
-            du = _TANH_C * (1 + 3 * 0.044715 * xc * xc)
-            with _inf_times_zero():
-                return params, dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
-
-        return y, pullback
-
-    return Layer(_shapeless_init(name), apply, vjp, name=name)
 
 
 def _normalised(name: str, axis: int, log: bool) -> Layer:

@@ -1,0 +1,138 @@
+"""Gated activations, ``y = x · g(x)`` with a smooth gate ``g``: GELU (``g = Φ``, the normal
+CDF, exact or by tanh) and SiLU (``g = σ``, the logistic). Their vjp ``dx = dy (g + x g')``
+keeps the gate from the forward. At an infinite input ``x · g(x)`` is inf · 0: NaN, as
+PyTorch and JAX give, without NumPy's warning."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from funcdl._args import bool_arg
+from funcdl._special import normal_cdf
+from funcdl.layers.activations import _shapeless_init, sigmoid
+from funcdl.layers.base import Array, Layer, as_floats, check_cotangent, no_params
+
+__all__ = ["GELU", "SiLU"]
+
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+_TANH_C = math.sqrt(2 / math.pi)
+
+
+def _inf_times_zero() -> Any:
+    """GELU at an infinite input multiplies inf by 0 (x Φ(x) at -inf, x φ(x) at +inf): NaN,
+    as PyTorch gives, and without NumPy's warning, as the other activations' NaNs come."""
+    return np.errstate(invalid="ignore")
+
+
+def GELU(approximate: bool = False) -> Layer:
+    """Gaussian error linear unit, ``y = x Φ(x)`` (PyTorch's default, exact erf);
+    ``dx = dy (Φ(x) + x φ(x))``. Φ is ``funcdl._special.normal_cdf``: within 3e-7 in
+    float32, 1e-16 in float64. ``approximate=True`` uses the tanh form
+    ``Φ(x) ≈ (1 + tanh(√(2/π)(x + 0.044715 x³))) / 2`` (JAX's default, PyTorch's 'tanh');
+    PyTorch's spellings ``approximate='tanh'`` and ``'none'`` are read as True and False."""
+    if isinstance(approximate, str) and approximate in ("tanh", "none"):
+        approximate = approximate == "tanh"
+    if bool_arg(approximate, "GELU", "approximate"):
+        return _gelu_tanh()
+    name = "GELU()"
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        no_params(name, params)
+        del key, train
+        x = as_floats(name, x)
+        y = normal_cdf(x)
+        with _inf_times_zero():
+            y *= x
+        return y
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        no_params(name, params)
+        del key, train
+        x = as_floats(name, x)
+        cdf = normal_cdf(x)
+        with _inf_times_zero():
+            y = x * cdf
+
+        def pullback(dy: Array) -> tuple[Any, Array]:
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            xc = np.clip(x, -40, 40)  # φ(40) underflows to 0; squaring 1e30 would overflow
+            with _inf_times_zero():
+                return params, dy * (cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * xc * xc)))
+
+        return y, pullback
+
+    return Layer(_shapeless_init(name), apply, vjp, name=name)
+
+
+def _gelu_tanh() -> Layer:
+    name = "GELU(approximate=True)"
+
+    def inner(x: Array) -> tuple[Array, Array]:
+        xc = np.clip(x, -10, 10)  # tanh is ±1 to the last bit beyond; x³ would overflow
+        return np.tanh(_TANH_C * (xc + 0.044715 * xc * xc * xc)), xc
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        no_params(name, params)
+        del key, train
+        x = as_floats(name, x)
+        with _inf_times_zero():
+            y: Array = 0.5 * x * (1 + inner(x)[0])
+        return y
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        no_params(name, params)
+        del key, train
+        x = as_floats(name, x)
+        t, xc = inner(x)
+        with _inf_times_zero():
+            y = 0.5 * x * (1 + t)
+
+        def pullback(dy: Array) -> tuple[Any, Array]:
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            du = _TANH_C * (1 + 3 * 0.044715 * xc * xc)
+            with _inf_times_zero():
+                return params, dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+
+        return y, pullback
+
+    return Layer(_shapeless_init(name), apply, vjp, name=name)
+
+
+def SiLU() -> Layer:
+    """Sigmoid linear unit (swish), as ``torch.nn.SiLU`` and ``jax.nn.silu``: ``y = x σ(x)``;
+    ``dx = dy · (σ + y (1 - σ))``, which is ``dy · σ (1 + x (1 - σ))``, σ kept from the
+    forward."""
+    name = "SiLU()"
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        no_params(name, params)
+        del key, train
+        x = as_floats(name, x)
+        y = sigmoid(x)
+        with _inf_times_zero():
+            y *= x
+        return y
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        no_params(name, params)
+        del key, train
+        x = as_floats(name, x)
+        gate = sigmoid(x)
+        with _inf_times_zero():
+            y = x * gate
+
+        def pullback(dy: Array) -> tuple[Any, Array]:
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            with _inf_times_zero():
+                g = 1 - gate
+                g *= y
+                g += gate
+                g *= dy
+            return params, g
+
+        return y, pullback
+
+    return Layer(_shapeless_init(name), apply, vjp, name=name)
