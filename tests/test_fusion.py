@@ -14,7 +14,7 @@ from funcdl.layers.base import Layer
 from funcdl.testing import check_vjp
 
 ACTS = [L.ReLU, L.Tanh, L.Sigmoid, L.Softplus, L.ELU, lambda: L.LeakyReLU(0.1),
-        lambda: L.GELU(approximate=True)]
+        lambda: L.GELU(approximate=True), L.SiLU]
 
 
 def _pair(act, dtype, in_shape=(None, 3)):
@@ -113,6 +113,7 @@ TORCH_ACTS = [  # funcdl activation, torch.nn.functional name and keyword argume
     (L.Softplus, "softplus", {}), (L.ELU, "elu", {}),
     (lambda: L.LeakyReLU(0.1), "leaky_relu", {"negative_slope": 0.1}),
     (L.GELU, "gelu", {}), (lambda: L.GELU(approximate=True), "gelu", {"approximate": "tanh"}),
+    (L.SiLU, "silu", {}),
 ]
 
 
