@@ -6,6 +6,7 @@ PyTorch and JAX give, without NumPy's warning."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,44 @@ _TANH_C = math.sqrt(2 / math.pi)
 
 
 def _inf_times_zero() -> Any:
-    """GELU at an infinite input multiplies inf by 0 (x Φ(x) at -inf, x φ(x) at +inf): NaN,
-    as PyTorch gives, and without NumPy's warning, as the other activations' NaNs come."""
+    """x · g(x) at an infinite input multiplies inf by 0 (GELU at -inf, its slope at +inf):
+    NaN, as PyTorch gives, and without NumPy's warning, as the other activations' NaNs come."""
     return np.errstate(invalid="ignore")
+
+
+def _gated(name: str, gate: Callable[[Array], tuple[Array, Any]],
+           slope: Callable[[Array, Array, Array, Any], Array]) -> Layer:
+    """The layer ``y = x · g`` with ``g, res = gate(x)`` (``g`` a new array, ``res`` what the
+    slope needs besides); vjp: ``dx = dy · slope(x, y, g, res)``, the slope being
+    ``g + x g'(x)``, a new array."""
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        no_params(name, params)
+        del key, train
+        x = as_floats(name, x)
+        y = gate(x)[0]
+        with _inf_times_zero():
+            y *= x
+        return y
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        no_params(name, params)
+        del key, train
+        x = as_floats(name, x)
+        g, res = gate(x)
+        with _inf_times_zero():
+            y = x * g
+
+        def pullback(dy: Array) -> tuple[Any, Array]:
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            with _inf_times_zero():
+                d = slope(x, y, g, res)
+                d *= dy
+            return params, d
+
+        return y, pullback
+
+    return Layer(_shapeless_init(name), apply, vjp, name=name)
 
 
 def GELU(approximate: bool = False) -> Layer:
@@ -36,103 +72,39 @@ def GELU(approximate: bool = False) -> Layer:
     if isinstance(approximate, str) and approximate in ("tanh", "none"):
         approximate = approximate == "tanh"
     if bool_arg(approximate, "GELU", "approximate"):
-        return _gelu_tanh()
-    name = "GELU()"
-
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        no_params(name, params)
-        del key, train
-        x = as_floats(name, x)
-        y = normal_cdf(x)
-        with _inf_times_zero():
-            y *= x
-        return y
-
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        no_params(name, params)
-        del key, train
-        x = as_floats(name, x)
-        cdf = normal_cdf(x)
-        with _inf_times_zero():
-            y = x * cdf
-
-        def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
-            xc = np.clip(x, -40, 40)  # φ(40) underflows to 0; squaring 1e30 would overflow
-            with _inf_times_zero():
-                return params, dy * (cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * xc * xc)))
-
-        return y, pullback
-
-    return Layer(_shapeless_init(name), apply, vjp, name=name)
+        return _gated("GELU(approximate=True)", _tanh_gate, _tanh_slope)
+    return _gated("GELU()", lambda x: (normal_cdf(x), None), _exact_slope)
 
 
-def _gelu_tanh() -> Layer:
-    name = "GELU(approximate=True)"
+def _exact_slope(x: Array, y: Array, cdf: Array, res: None) -> Array:
+    xc = np.clip(x, -40, 40)  # φ(40) underflows to 0; squaring 1e30 would overflow
+    out: Array = cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * xc * xc))
+    return out
 
-    def inner(x: Array) -> tuple[Array, Array]:
-        xc = np.clip(x, -10, 10)  # tanh is ±1 to the last bit beyond; x³ would overflow
-        return np.tanh(_TANH_C * (xc + 0.044715 * xc * xc * xc)), xc
 
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        no_params(name, params)
-        del key, train
-        x = as_floats(name, x)
-        with _inf_times_zero():
-            y: Array = 0.5 * x * (1 + inner(x)[0])
-        return y
+def _tanh_gate(x: Array) -> tuple[Array, tuple[Array, Array]]:
+    """``(1 + t) / 2``, t = tanh(√(2/π)(x + 0.044715 x³)), and ``(t, x clipped)``."""
+    xc = np.clip(x, -10, 10)  # tanh is ±1 to the last bit beyond; x³ would overflow
+    t = np.tanh(_TANH_C * (xc + 0.044715 * xc * xc * xc))
+    return 0.5 * (1 + t), (t, xc)
 
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        no_params(name, params)
-        del key, train
-        x = as_floats(name, x)
-        t, xc = inner(x)
-        with _inf_times_zero():
-            y = 0.5 * x * (1 + t)
 
-        def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
-            du = _TANH_C * (1 + 3 * 0.044715 * xc * xc)
-            with _inf_times_zero():
-                return params, dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
-
-        return y, pullback
-
-    return Layer(_shapeless_init(name), apply, vjp, name=name)
+def _tanh_slope(x: Array, y: Array, g: Array, res: tuple[Array, Array]) -> Array:
+    t, xc = res
+    du = _TANH_C * (1 + 3 * 0.044715 * xc * xc)
+    out: Array = g + 0.5 * x * (1 - t * t) * du
+    return out
 
 
 def SiLU() -> Layer:
     """Sigmoid linear unit (swish), as ``torch.nn.SiLU`` and ``jax.nn.silu``: ``y = x σ(x)``;
     ``dx = dy · (σ + y (1 - σ))``, which is ``dy · σ (1 + x (1 - σ))``, σ kept from the
     forward."""
-    name = "SiLU()"
 
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        no_params(name, params)
-        del key, train
-        x = as_floats(name, x)
-        y = sigmoid(x)
-        with _inf_times_zero():
-            y *= x
-        return y
+    def slope(x: Array, y: Array, sig: Array, res: None) -> Array:
+        d = 1 - sig
+        d *= y
+        d += sig
+        return d
 
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        no_params(name, params)
-        del key, train
-        x = as_floats(name, x)
-        gate = sigmoid(x)
-        with _inf_times_zero():
-            y = x * gate
-
-        def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
-            with _inf_times_zero():
-                g = 1 - gate
-                g *= y
-                g += gate
-                g *= dy
-            return params, g
-
-        return y, pullback
-
-    return Layer(_shapeless_init(name), apply, vjp, name=name)
+    return _gated("SiLU()", lambda x: (sigmoid(x), None), slope)
