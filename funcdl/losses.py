@@ -242,12 +242,14 @@ def _huber(pred: Any, target: Any, delta: float = 1.0,
     return _reduced("huber", per, reduction, d.size, lambda c: c * dc)
 
 
-def _softmax_cross_entropy(pred: Any, target: Any,
-                           reduction: str = "mean") -> tuple[Any, Pullback]:
+def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
+                           label_smoothing: float = 0.0) -> tuple[Any, Pullback]:
     """Logits ``z`` of shape (..., C) against integer labels (...) or probabilities / one-hot
     (..., C), floats or ints: ``-Σ_c t_c log softmax(z)_c``, averaged over examples;
-    ``dz = softmax(z) Σ_c t_c - t``."""
+    ``dz = softmax(z) Σ_c t_c - t``. ``label_smoothing`` ε, as torch's: the target is
+    ``(1 - ε) t + ε / C`` (t one-hot for labels)."""
     name = "softmax_cross_entropy"
+    smooth = real_arg(label_smoothing, name, "label_smoothing", low=0.0, high=1.0)
     z = _pred(name, pred)
     if z.ndim == 0 or z.shape[-1] == 0:
         raise ValueError(f"{name}: logits need a class axis of at least one class, got "
@@ -269,10 +271,15 @@ def _softmax_cross_entropy(pred: Any, target: Any,
         rows = np.arange(labels.size)
         cols = labels.reshape(-1)
         per = -logp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
+        if smooth:  # (1 - ε)·(-log p_label) + ε·(-mean_c log p_c)
+            per *= 1 - smooth
+            per -= (smooth / n_classes) * _sum(logp, axis=-1)
 
         def grad(c: Any) -> Array:
             g = e / total  # softmax, a fresh array
-            g.reshape(-1, n_classes)[rows, cols] -= 1
+            g.reshape(-1, n_classes)[rows, cols] -= 1 - smooth
+            if smooth:
+                g -= smooth / n_classes
             if np.ndim(c):
                 g *= c[..., None]
             else:
@@ -285,6 +292,8 @@ def _softmax_cross_entropy(pred: Any, target: Any,
                              f"target.astype(int), or probabilities of shape {z.shape}")
         t = _same_shape(name, z, labels)
         t = _one_hot(name, t, z.shape) if labels.dtype.kind != "f" else _probabilities(name, t)
+        if smooth:
+            t = (1 - smooth) * t + smooth / n_classes
         with np.errstate(invalid="ignore"):  # 0 · -inf, dropped by the where below
             tlogp = t * logp
         per = -np.where(t != 0, tlogp, 0).sum(axis=-1)  # 0 · log 0 = 0, as in the limit
