@@ -74,29 +74,41 @@ def cut(bounds: list[int], size: int, rank: int) -> Cut:
 
 def check_elementwise(name: str, opt: GradientTransformation) -> None:
     """Raise TypeError unless ``opt`` gives the same updates to a vector as to its parts
-    updated apart (two steps, entries a hundred orders of magnitude apart): a sharded
-    optimizer sees only its rank's entries, so a rule that mixes entries (a global-norm
-    clip, a per-leaf trust ratio) would be silently wrong."""
+    updated apart (two steps, entries a hundred orders of magnitude apart), and to a matrix
+    as to the same entries flat: a sharded optimizer sees only its rank's entries, as flat
+    pieces of the leaves, so a rule that mixes entries (a global-norm clip, a per-leaf trust
+    ratio) or reads the params' shapes or structure (a weight-decay mask) would be silently
+    wrong, or fail on the pieces."""
     p = np.array([0.5, -1.5, 2.0, 3.0])
     g = np.array([3e30, -4e30, 1.0, 1e-3])
 
-    def two_steps(lo: int, hi: int) -> NDArray[np.float64]:
-        state = opt.init((p[lo:hi],))
+    def two_steps(ps: NDArray[np.float64], gs: NDArray[np.float64]) -> NDArray[np.float64]:
+        state = opt.init((ps,))
         for _ in range(2):
-            updates, state = opt.update(state, (g[lo:hi],), (p[lo:hi],))
-        return np.asarray(updates[0], np.float64)
+            updates, state = opt.update(state, (gs,), (ps,))
+        return np.asarray(updates[0], np.float64).reshape(-1)
 
     with np.errstate(all="ignore"):
-        whole = two_steps(0, 4)
-        parts = np.concatenate([two_steps(0, 1), two_steps(1, 4)])
-    if not np.allclose(whole, parts, rtol=1e-9, atol=0.0, equal_nan=True):
-        raise TypeError(
-            f"{name}: the optimizer does not treat entries independently (its update of a "
-            f"vector differs from its updates of the vector's parts: {whole} against "
-            f"{parts}); a sharded optimizer sees only its rank's entries, so it must be "
-            f"elementwise (sgd, adam, adamw, rmsprop, adagrad, schedules, weight decay). "
-            f"Clip by global norm outside: take data_parallel's mean gradients and a plain "
-            f"optimizer instead")
+        try:
+            whole = two_steps(p, g)
+            parts = np.concatenate([two_steps(p[:1], g[:1]), two_steps(p[1:], g[1:])])
+            matrix = two_steps(p.reshape(2, 2), g.reshape(2, 2))
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"{name}: the optimizer cannot run on the flat pieces of the params that a "
+                f"sharded optimizer gives it ({type(e).__name__}: {e}); one that reads the "
+                f"params' structure (a mask) needs the whole tree: take data_parallel's "
+                f"mean gradients and a plain optimizer instead") from None
+    for other, how in ((parts, "its updates of the vector's parts"),
+                       (matrix, "its update of the same entries as a 2 x 2 matrix")):
+        if not np.allclose(whole, other, rtol=1e-9, atol=0.0, equal_nan=True):
+            raise TypeError(
+                f"{name}: the optimizer does not treat entries independently of each other "
+                f"and of the leaves' shapes (its update of a vector, {whole}, differs from "
+                f"{how}, {other}); a sharded optimizer sees only its rank's entries, as flat "
+                f"pieces, so it must be elementwise (sgd, adam, adamw without a mask, "
+                f"rmsprop, adagrad, schedules, weight decay). Clip by global norm, or mask, "
+                f"outside: take data_parallel's mean gradients and a plain optimizer instead")
 
 
 class Sharder:

@@ -119,6 +119,19 @@ def test_an_optimizer_that_mixes_entries_is_refused():
         parallel.sharded(fd.optim.sgd)
 
 
+def test_an_optimizer_that_reads_the_params_structure_is_refused():
+    # the sharded optimizer hands its optimizer flat pieces of the leaves: a mask by ndim
+    # would never decay anything there, and a mask tree cannot match them
+    by_ndim = fd.optim.adamw(0.1, mask=lambda p: fd.tree.map(lambda x: x.ndim > 1, p))
+    with pytest.raises(TypeError, match=r"independently of each other and of the leaves' "
+                                        r"shapes .* as a 2 x 2 matrix"):
+        parallel.sharded(by_ndim)
+    with pytest.raises(TypeError, match=r"cannot run on the flat pieces .*adamw.init: tree "
+                                        r"structure mismatch"):
+        parallel.sharded(fd.optim.adamw(0.1, mask={"w": True, "b": False}))
+    parallel.sharded(fd.optim.adamw(0.1))  # without a mask, elementwise
+
+
 @pytest.mark.parametrize("examples,error,match", [
     (2.0, TypeError, "examples must be an int"),
     (-1, ValueError, "examples must be >= 0"),
