@@ -30,9 +30,20 @@ Comm = Any
 
 # Set by MPI launchers (MPICH/Intel MPI/Slurm PMI, Open MPI, MVAPICH) in every rank.
 _LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-# Any of these in the environment: a launcher may have started us (PMI and PMIx: MPICH's
-# and Intel MPI's hydra, MS-MPI, Slurm's srun; Open MPI; MVAPICH; Cray's ALPS).
-_LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "MV2_", "HYDRA_", "ALPS_APP_PE")
+# Any of these in the environment: a launcher or a batch system may have started us (PMI
+# and PMIx: MPICH's and Intel MPI's hydra, MS-MPI, Flux; Open MPI; MVAPICH; Intel MPI;
+# Slurm, whose PMI-1 library reads SLURM_PROCID alone; Cray's ALPS and PALS; IBM's jsrun;
+# LSF; PBS). Asking MPI when no launcher started us costs only MPI's start-up, so the
+# list is broad: a job that is one process under Slurm or PBS asks MPI, as before.
+_LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "MV2_", "HYDRA_", "I_MPI_", "MPI_LOCAL",
+                      "SLURM_", "ALPS_", "PALS_", "FLUX_", "JSM_", "LSB_", "PBS_")
+
+
+def launched() -> bool:
+    """Whether a launcher or a batch system may have started this process (one of their
+    variables is set), or ``FUNCDL_MPI=1`` asks for MPI regardless."""
+    return (os.environ.get("FUNCDL_MPI") == "1"
+            or any(k.startswith(_LAUNCHER_PREFIXES) for k in os.environ))
 
 
 def mpi() -> Any:
@@ -42,20 +53,20 @@ def mpi() -> Any:
 
 @functools.cache
 def world() -> Comm | None:
-    """MPI.COMM_WORLD; or None, one process: when no launcher's variable is set and the
-    script has not imported mpi4py.MPI itself (then MPI is never started), or when mpi4py
+    """MPI.COMM_WORLD; or None, one process: when no launcher's or batch system's variable
+    is set and the script has not imported mpi4py.MPI itself (then MPI is never started;
+    ``FUNCDL_MPI=1`` in the environment makes it ask MPI all the same), or when mpi4py
     cannot be imported and no launcher started us."""
-    if "mpi4py.MPI" not in sys.modules and not any(
-            k.startswith(_LAUNCHER_PREFIXES) for k in os.environ):
+    if "mpi4py.MPI" not in sys.modules and not launched():
         return None
     try:
         return mpi().COMM_WORLD
     except (ImportError, RuntimeError) as err:  # no mpi4py, or no MPI library for it
         sizes = [os.environ.get(v, "").strip() for v in _LAUNCHER_SIZES]
-        launched = max([int(s) for s in sizes if s.isdigit()], default=1)
-        if launched > 1:
+        ranks = max([int(s) for s in sizes if s.isdigit()], default=1)
+        if ranks > 1:
             raise ValueError(
-                f"this process is one of {launched} MPI ranks, but mpi4py cannot be imported "
+                f"this process is one of {ranks} MPI ranks, but mpi4py cannot be imported "
                 f"({err}), so the ranks cannot communicate: pip install 'funcdl[mpi]' (mpi4py "
                 f"and an MPI runtime), or run a single process without mpiexec") from err
         return None

@@ -6,13 +6,14 @@ so the params stay equal on every rank.
 
 * ``comm=None`` means ``MPI.COMM_WORLD`` when mpi4py is installed, and a single process
   otherwise. With one process every function here returns its input (``batches`` gives the
-  whole batch) and communicates nothing. A process that no launcher started (none of the
-  ``PMI_*``, ``PMIX_*``, ``OMPI_*``, ``MV2_*``, ``HYDRA_*`` variables that mpiexec, mpirun
-  and srun set) and whose script has not imported ``mpi4py.MPI`` is one process without
-  asking MPI: a plain ``python train.py`` never starts MPI. Otherwise the world's size is
-  all it asks of MPI. (Under a launcher that sets none of these, import ``mpi4py.MPI``
-  before the first call.) ``import funcdl`` and ``from funcdl import parallel`` never
-  import mpi4py.
+  whole batch) and communicates nothing. A process that no launcher or batch system
+  started (none of the ``PMI_*``, ``PMIX_*``, ``OMPI_*``, ``MV2_*``, ``HYDRA_*``,
+  ``I_MPI_*``, ``SLURM_*``, ``ALPS_*``, ``PALS_*``, ``FLUX_*``, ``JSM_*``, ``LSB_*``,
+  ``PBS_*`` variables) and whose script has not imported ``mpi4py.MPI`` is one process
+  without asking MPI: a plain ``python train.py`` never starts MPI. Otherwise the world's
+  size is all it asks of MPI. Under a launcher that sets none of these, set
+  ``FUNCDL_MPI=1`` or import ``mpi4py.MPI`` before the first call. ``import funcdl`` and
+  ``from funcdl import parallel`` never import mpi4py.
 * ``broadcast``, ``pmean`` and ``data_parallel``'s function are collectives: every rank calls
   them, in the same order. Each first compares an 8-byte digest of the tree's structure,
   shapes and dtypes across ranks, so a rank whose tree differs makes every rank raise the

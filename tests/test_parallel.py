@@ -9,6 +9,7 @@ packing, tree signatures): test_parallel_ranks.py.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import textwrap
 
@@ -18,7 +19,7 @@ from _parallel_util import ENV, OneRank, needs_mpi, ok, run
 from conftest import load_example, refused
 
 import funcdl as fd
-from funcdl import data, parallel
+from funcdl import _agree, data, parallel
 from funcdl import layers as L
 
 # ---------------------------------------------------------------------------- one process
@@ -94,13 +95,31 @@ def test_a_process_no_launcher_started_never_starts_mpi():
         assert parallel.rank_and_size() == (0, 1)
         print("mpi4py" in sys.modules)
         parallel._world.cache_clear()
-        os.environ["PMI_RANK"] = "0"  # as mpiexec -n 1 would: now MPI is asked
+        os.environ["FUNCDL_MPI"] = "1"  # asks MPI, as under an unknown launcher
         assert parallel.pmean(t) is t
         print("mpi4py.MPI" in sys.modules)
     """
-    env = {k: v for k, v in ENV.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_"))}
+    env = {k: v for k, v in ENV.items()
+           if not k.startswith((*_agree._LAUNCHER_PREFIXES, "FUNCDL_MPI"))}
     out = ok(run(["-c", textwrap.dedent(code)], mpi=False, env=env)).split()
     assert out == ["False", "True"]
+
+
+@pytest.mark.parametrize("name, launched", [
+    ("PMI_RANK", True), ("OMPI_COMM_WORLD_SIZE", True), ("PMIX_RANK", True),
+    ("SLURM_PROCID", True),  # srun with Slurm's own PMI-1 library sets no PMI_ variable
+    ("PALS_RANKID", True), ("ALPS_APP_PE", True), ("FLUX_JOB_ID", True),
+    ("HOME_MPI", False), ("FUNCDL_MPI_SHARED_MEMORY", False)])
+def test_which_variables_mean_a_launcher_may_have_started_us(monkeypatch, name, launched):
+    for k in list(os.environ):
+        if k.startswith((*_agree._LAUNCHER_PREFIXES, "FUNCDL_MPI")):
+            monkeypatch.delenv(k)
+    assert not _agree.launched()
+    monkeypatch.setenv(name, "1")
+    assert _agree.launched() is launched
+    monkeypatch.delenv(name)
+    monkeypatch.setenv("FUNCDL_MPI", "1")
+    assert _agree.launched()
 
 
 def test_size_one_communicator_returns_inputs_untouched():
