@@ -29,6 +29,7 @@ _KINDS = ("array", "numpy", "int", "float", "bool", "complex")
 # Containers nest at most this deep in a file: save, load and funcdl.tree walk trees
 # recursively, a few Python frames a level, under Python's recursion limit (1000 frames).
 MAX_DEPTH = 100
+_PIECE = 1 << 18  # load reads an entry's data 256 KiB at a time, as NumPy's read_array
 
 
 class Corrupt(ValueError):
@@ -49,17 +50,18 @@ def namedtuple(name: str, fields: tuple[str, ...]) -> type:
 # ---------------------------------------------------------------------------- header
 
 def depth(t: Any) -> int:
-    """How deep ``t``'s containers nest (a leaf: 0), walked without recursion, and only
-    ``MAX_DEPTH + 1`` deep at most."""
+    """How many containers nest on ``t``'s deepest path (a leaf: 0; ``[[]]``: 2), walked
+    without recursion, and only ``MAX_DEPTH + 1`` deep at most."""
     deepest, todo = 0, [(t, 0)]
     while todo:
         node, d = todo.pop()
+        if isinstance(node, (list, tuple, dict)):  # (keys unsorted: save names odd ones)
+            d += 1  # the containers on the way down, this one included
+            todo += [(c, d) for c in (node.values() if isinstance(node, dict) else node)]
         if d > deepest:
             deepest = d
             if d > MAX_DEPTH:  # a tree that contains itself ends here too
                 break
-        if isinstance(node, (list, tuple, dict)):  # (keys unsorted: save names odd ones)
-            todo += [(c, d + 1) for c in (node.values() if isinstance(node, dict) else node)]
     return deepest
 
 
@@ -205,20 +207,29 @@ def read_entry(data: NpzFile, name: str, archive: int) -> NDArray[Any]:
             raise Corrupt(f"entry {name!r} declares shape {shape}: corrupted file")
         count = math.prod(shape)
         need = count * dtype.itemsize
-        if need > held:
+        # exactly the rest of the member: a header whose shape lost a digit would read a
+        # prefix of the data, and the zip's CRC is checked only on reaching the member's end
+        if need > held or need != info.file_size - f.tell():
             raise Corrupt(f"entry {name!r} declares shape {shape} of {dtype} ({need} "
-                          f"bytes) but holds {max(held, 0)}: truncated or corrupted file")
+                          f"bytes) but holds {max(min(held, info.file_size - f.tell()), 0)}: "
+                          f"truncated or corrupted file")
         try:
-            raw = bytearray(need)
+            raw = np.empty(need, np.uint8)  # not zero-filled, as bytearray(need) would be
         except MemoryError:  # what the bounds above let through: still the file's fault
             raise Corrupt(f"entry {name!r} declares more data than memory holds: truncated "
                           f"or corrupted file") from None
         assert isinstance(f, io.BufferedIOBase)  # a ZipExtFile, which typeshed calls IO
-        got = f.readinto(raw) if need else 0
-        if got != need:
+        view, got = raw.data, 0
+        while got < need:  # in pieces: ZipExtFile.readinto reads all it is asked into a copy
+            n = f.readinto(view[got:got + _PIECE])
+            if not n:
+                break
+            got += n
+        if got != need or f.read(1):  # the read at the end checks the CRC
             raise Corrupt(f"entry {name!r} holds {got} of its {need} bytes: truncated or "
                           f"corrupted file")
-    flat = np.frombuffer(raw, dtype, count)  # writable, as np.load's arrays: raw is ours
+    # writable, as np.load's arrays (raw is ours); no bytes to view for an itemsize of 0
+    flat = raw.view(dtype) if dtype.itemsize else np.empty(count, dtype)
     return flat.reshape(shape, order="F" if fortran else "C")
 
 

@@ -247,11 +247,38 @@ def test_a_tree_100_deep_round_trips_and_a_deeper_one_is_refused(tmp_path):
     deep = _nested(100)
     io.save(tmp_path / "deep.npz", deep)
     assert tree.structure(io.load(tmp_path / "deep.npz", like=deep)) == tree.structure(deep)
-    for levels in (101, 5000):  # 5000: before any recursion could fail
+    empty: Any = []  # 100 containers, the innermost empty: what load rebuilds
+    for _ in range(99):
+        empty = [empty]
+    io.save(tmp_path / "empty.npz", empty)
+    assert tree.structure(io.load(tmp_path / "empty.npz")) == tree.structure(empty)
+    for deeper in (_nested(101), [empty], [{"a": empty}], _nested(5000)):  # 5000: before
         with pytest.raises(ValueError, match=r"io.save: the tree's containers nest more "
-                                             r"than 100 deep"):
-            io.save(tmp_path / "deeper.npz", _nested(levels))
+                                             r"than 100 deep"):  # any recursion could fail
+            io.save(tmp_path / "deeper.npz", deeper)
     assert not (tmp_path / "deeper.npz").exists()
+
+
+def test_a_header_that_lost_a_digit_is_refused_not_read_short(tmp_path):
+    # the zip's CRC is checked only at the member's end: a (4000,) read of 5000 floats
+    # would stop before it
+    io.save(tmp_path / "a.npz", {"w": np.arange(5000, dtype=np.float32)})
+    data = (tmp_path / "a.npz").read_bytes()
+    assert data.count(b"(5000,)") == 1
+    (tmp_path / "a.npz").write_bytes(data.replace(b"(5000,)", b"(4000,)"))
+    with pytest.raises(ValueError, match=r"declares shape \(4000,\) of float32 \(16000 "
+                                         r"bytes\) but holds 20000"):
+        io.load(tmp_path / "a.npz")
+
+
+def test_large_and_zero_itemsize_entries_round_trip(tmp_path):
+    big = np.arange(300_000, dtype=np.float32) * 0.5  # read in several 256 KiB pieces
+    t = {"big": big, "void": np.zeros(4, "V0"), "empty": np.zeros((0, 3))}
+    io.save(tmp_path / "t.npz", t)
+    out = io.load(tmp_path / "t.npz", like=t)
+    np.testing.assert_array_equal(out["big"], big)
+    assert out["void"].shape == (4,) and out["void"].dtype == np.dtype("V0")
+    assert out["empty"].shape == (0, 3)
 
 
 def test_missing_file_raises_file_not_found(tmp_path):
