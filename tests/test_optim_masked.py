@@ -96,6 +96,27 @@ def test_mu_dtype_stores_the_first_moment_in_it_and_keeps_the_update_dtype():
         np.testing.assert_allclose(a, b, rtol=2e-3)
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_mu_dtype_steps_with_m_in_the_steps_dtype(nesterov):
+    # m is stored as float16 but read in float32 for the step: m·b1 of a 5e4 gradient,
+    # scaled by NAdam's 1/(1-b1^(t+1)), overflowed float16 to an inf step
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    g = np.array([5e4, -3e4, 1e-3], np.float32)
+    opt = optim.scale_by_adam(mu_dtype=np.float16, nesterov=nesterov)
+    state = opt.init(np.ones(3, np.float32))
+    m, v = np.zeros(3, np.float16), np.zeros(3, np.float32)
+    for t in range(1, 4):
+        u, state = opt.update(state, g)
+        m32 = m.astype(np.float32) * b1 + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat = (b1 * m32 / (1 - b1 ** (t + 1)) + (1 - b1) * g / (1 - b1**t) if nesterov
+                 else m32 / (1 - b1**t))
+        np.testing.assert_allclose(u, m_hat / (np.sqrt(v / (1 - b2**t)) + eps), rtol=1e-5)
+        m = m32.astype(np.float16)
+        assert u.dtype == np.float32 and state.mu.dtype == np.float16
+        np.testing.assert_array_equal(state.mu, m)
+
+
 @pytest.mark.parametrize("bad", ["x", int, np.int32, 3, 2.0])
 def test_mu_dtype_must_be_a_float_dtype(bad):
     with pytest.raises(TypeError, match=r"scale_by_adam: mu_dtype must be None or a NumPy "):

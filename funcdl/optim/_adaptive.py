@@ -106,7 +106,6 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
 
         def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
             real_grad(g)
-            m_new = like(m * b1, m)
             v_new = like(v * b2, v)
             # One scratch array of v's dtype (the step's), made here and written in place:
             # (1-b1)·g, then (1-b2)·g², then the denominator, then the step. Three new
@@ -114,7 +113,13 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
             # of a large leaf is fresh pages (on the mlp's params, 6.5-7.0 -> 4.7-4.8 ms a
             # call, a one-off timing at 2026-12-05; the same with retain_freed_memory()).
             s = np.multiply(g, 1.0 - b1, out=np.empty(np.shape(v_new), v_new.dtype))
-            m_new += s
+            if mu_dt is None:
+                m_new = m_step = like(m * b1, m)
+                m_new += s
+            else:  # as optax, the step reads the new m before it is stored as mu_dtype
+                m_step = np.multiply(m, b1, dtype=v_new.dtype)
+                m_step += s
+                m_new = like(m_step, m)
             np.multiply(g, 1.0 - b2, out=s)  # then ·g: torch's addcmul order
             s *= g
             v_new += s
@@ -127,11 +132,11 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                 np.sqrt(s, out=s)
             s += eps
             if nesterov:
-                u = m_new * ahead
+                u = m_step * ahead
                 u += now * g
                 np.divide(u, s, out=s)
             else:
-                np.divide(m_new, s, out=s)
+                np.divide(m_step, s, out=s)
                 s *= inv_bc1
             return (s if s.ndim else s[()]), m_new, v_new
 
