@@ -145,6 +145,44 @@ def test_masked_applies_the_inner_transform_where_true_and_passes_the_rest():
     assert u["b"] is g["b"]  # passed through, as optax
 
 
+def test_a_mask_may_be_a_prefix_of_the_params_as_in_optax():
+    params = _params()
+    g = _grads(params, 5)
+    prefix = {"w": True, "b": False, "norm": True}  # True for the whole 'norm' subtree
+    full = {"w": True, "b": False, "norm": {"scale": True, "k": True}}
+    for mask in (prefix, lambda p: prefix, True):
+        opt = optim.add_decayed_weights(0.5, mask=mask)
+        u, _ = opt.update(opt.init(params), g, params)
+        want = full if mask is not True else tree.map(lambda _: True, params)
+        for (path, got), keep in zip(tree.leaves_with_path(u), tree.leaves(want), strict=True):
+            p, d = dict(tree.leaves_with_path(params))[path], dict(tree.leaves_with_path(g))[path]
+            np.testing.assert_array_equal(got, d + 0.5 * p if keep else d)
+    with pytest.raises(ValueError, match=r"add_decayed_weights.init: tree structure mismatch "
+                                         r"at \['norm'\]: params has a dict .*the mask has a "
+                                         r"list"):
+        optim.add_decayed_weights(0.5, mask={"w": True, "b": False, "norm": [True]}).init(
+            params)
+
+
+def test_a_prefix_mask_against_optax():
+    optax = pytest.importorskip("optax")
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    params = _params()
+    prefix = {"w": True, "b": False, "norm": True}
+    ours = optim.adamw(0.1, weight_decay=0.3, mask=prefix)
+    theirs = optax.adamw(0.1, weight_decay=0.3, mask=prefix)
+    s_ours, s_theirs, p_ours, p_theirs = ours.init(params), theirs.init(params), params, params
+    for step in range(4):
+        g = _grads(params, step)
+        u, s_ours = ours.update(s_ours, g, p_ours)
+        p_ours = optim.apply_updates(p_ours, u)
+        v, s_theirs = theirs.update(g, s_theirs, p_theirs)
+        p_theirs = optax.apply_updates(p_theirs, v)
+    for a, b in zip(tree.leaves(p_ours), jax.tree_util.tree_leaves(p_theirs), strict=True):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-12)
+
+
 def test_masked_inner_state_covers_the_masked_in_leaves_only():
     params = _params()
     opt = optim.masked(optim.trace(0.9), _matrices)

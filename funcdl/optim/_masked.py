@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
+from funcdl._treenodes import children_of, mismatch_error
 from funcdl.optim._base import GradientTransformation, check_state, transform
 
 __all__ = ["MaskedState", "masked"]
@@ -26,10 +27,10 @@ def masked(inner: GradientTransformation, mask: Tree | Callable[[Tree], Tree]
     """``inner`` on the leaves where ``mask`` is True; ``u = g`` on the others, and
     ``inner`` (its state included) sees them as None, as optax's ``masked``.
 
-    ``mask``: a tree of bools with the params' structure, or a function returning one from
-    the params (at ``init``) or the grads (at ``update``), e.g. ``lambda p: tree.map(lambda
-    x: x.ndim > 1, p)`` for the weight matrices and kernels only. State
-    ``MaskedState(inner_state)``.
+    ``mask``: a tree of bools with the params' structure, or a prefix of it (a bool for a
+    whole subtree, as optax's), or a function returning one from the params (at ``init``)
+    or the grads (at ``update``), e.g. ``lambda p: tree.map(lambda x: x.ndim > 1, p)`` for
+    the weight matrices and kernels only. State ``MaskedState(inner_state)``.
     """
     if not isinstance(inner, GradientTransformation):
         raise TypeError(f"masked: inner must be a GradientTransformation (e.g. "
@@ -48,17 +49,12 @@ def make_masked(name: str, inner: GradientTransformation,
         """``t``'s leaves, its treedef and the mask's flags, one per leaf."""
         m = mask(t) if callable(mask) else mask
         leaves, td = tree.flatten(t)
-        marks, mtd = tree.flatten(m)
-        if mtd != td:
-            try:
-                tree.check_same(t, m, (what, "the mask"))
-            except ValueError as e:
-                raise ValueError(f"{where}: {e}") from None
-            raise ValueError(f"{where}: the mask must have the structure of the {what}, "
-                             f"got {mtd}")
-        if callable(mask):
-            _check_flags(where, m)
-        return leaves, td, [bool(flag) for flag in marks]
+        keep: list[bool] = []
+        try:
+            _spread(t, m, what, "", keep)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{where}: {e}") from None
+        return leaves, td, keep
 
     def picked(leaves: list[Any], td: Any, keep: list[bool]) -> Tree:
         return tree.unflatten(td, [x if k else None for x, k in zip(leaves, keep)])
@@ -87,10 +83,34 @@ def make_masked(name: str, inner: GradientTransformation,
     return transform(name, init, update)
 
 
+def _is_flag(m: Any) -> bool:
+    return isinstance(m, (bool, np.bool_)) or (
+        isinstance(m, np.ndarray) and m.shape == () and m.dtype == bool)
+
+
+def _not_a_flag(m: Any, path: str) -> TypeError:
+    return TypeError(f"the mask must hold a bool per leaf (True: apply the transform), got "
+                     f"{type(m).__name__} at mask{path}; or pass a function of the params "
+                     f"that returns such a tree")
+
+
 def _check_flags(where: str, m: Tree) -> None:
     for path, flag in tree.leaves_with_path(m):
-        if not isinstance(flag, (bool, np.bool_)) and not (
-                isinstance(flag, np.ndarray) and flag.shape == () and flag.dtype == bool):
-            raise TypeError(f"{where}: the mask must hold a bool per leaf (True: apply the "
-                            f"transform), got {type(flag).__name__} at mask{path}; or pass a "
-                            f"function of the params that returns such a tree")
+        if not _is_flag(flag):
+            raise TypeError(f"{where}: {_not_a_flag(flag, path)}")
+
+
+def _spread(t: Tree, m: Tree, what: str, path: str, keep: list[bool]) -> None:
+    """Append to ``keep`` one flag per leaf of ``t``, in ``t``'s order: the mask has ``t``'s
+    structure, or a prefix of it, a bool standing for every leaf of the subtree it stands
+    at (as optax's masks: ``{'dense': True, 'norm': False}`` over nested params)."""
+    if _is_flag(m):
+        keep += [bool(m)] * len(tree.leaves(t))
+        return
+    node, marks = children_of(t), children_of(m)
+    if marks is None:
+        raise _not_a_flag(m, path)
+    if node is None or node[:2] != marks[:2] or len(node[2]) != len(marks[2]):
+        raise mismatch_error(path, t, m, (what, "the mask"))
+    for child, mark, step in zip(node[2], marks[2], node[3]):
+        _spread(child, mark, what, path + step, keep)
