@@ -272,8 +272,10 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
         cols = labels.reshape(-1)
         per = -logp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
         if smooth:  # (1 - ε)·(-log p_label) + ε·(-mean_c log p_c)
-            per *= 1 - smooth
-            per -= (smooth / n_classes) * _sum(logp, axis=-1)
+            uniform = _sum(logp, axis=-1)
+            uniform *= -smooth / n_classes
+            # ε = 1: no label term (an infinite -log p_label times 0 would be NaN)
+            per = per * (1 - smooth) + uniform if smooth < 1 else uniform
 
         def grad(c: Any) -> Array:
             g = e / total  # softmax, a fresh array

@@ -44,6 +44,15 @@ def test_smoothing_changes_the_loss_and_zero_is_the_default():
     assert losses.softmax_cross_entropy(Z, LABELS, label_smoothing=0.2) != plain
 
 
+def test_full_smoothing_ignores_an_impossible_label_without_a_warning():
+    z = np.array([[0.0, -np.inf, 1.0]])  # class 1 masked out, and labelled: -log p = inf
+    assert losses.softmax_cross_entropy(z, np.array([1])) == np.inf
+    assert losses.softmax_cross_entropy(z, np.array([1]), label_smoothing=0.5) == np.inf
+    value = losses.softmax_cross_entropy(z, np.array([1]), label_smoothing=1.0)
+    assert value == np.inf  # the uniform target still weighs the masked class (torch: NaN,
+    # from inf · 0 in its label term, which ε = 1 drops)
+
+
 def test_float32_stays_float32():
     z = Z.astype(np.float32)
     for target in (LABELS, PROBS.astype(np.float32)):
