@@ -195,12 +195,7 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
         if not first or np.ndim(first[0]) == 0:
             raise TypeError("parallel.data_parallel: cannot count the examples of x: pass "
                             "the batch with examples on axis 0 of its (first) array")
-        res = value_and_grad_fn(params, x, *args, **kwargs)
-        if not (isinstance(res, (tuple, list)) and len(res) == 2):
-            raise TypeError(f"parallel.data_parallel: value_and_grad_fn must return (value, "
-                            f"grads), as fd.value_and_grad's function does; got "
-                            f"{describe_value(res)}")
-        value, grads = res
+        value, loss, grads = _result(value_and_grad_fn(params, x, *args, **kwargs), split_dx)
         if unasked:  # the first call's grads tell, on one process too
             unasked = _ends_like(grads, x)  # refused then, and at every call after it
             if unasked:
@@ -211,14 +206,6 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
                     "lambda hides funcdl's wrt_input attribute; functools.wraps keeps it): "
                     "pass data_parallel(fn, wrt_input=True), so that dx stays this rank's "
                     "own, or wrt_input=False to average the pair as params' grads")
-        loss = value[0] if isinstance(value, tuple) and value else value
-        if not (isinstance(loss, float) or _real_scalar(loss)):  # over ranks: float(loss)
-            raise TypeError(f"parallel.data_parallel: the value from value_and_grad_fn must be "
-                            f"the loss, a real number (with has_aux or state: the first entry "
-                            f"of a tuple); got {describe_value(loss)}")
-        if split_dx and not (isinstance(grads, tuple) and len(grads) == 2):
-            raise ValueError(f"parallel.data_parallel: wrt_input=True, but the grads are "
-                             f"{describe_value(grads)}, not the pair (dparams, dx)")
         if c is None:
             if not looked:  # the ranks' mean checks the leaves at every step; here, at the
                 # first (each step would cost a fifth of a small model's step, ~5 us)
@@ -240,6 +227,25 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
         return mean_loss, grads
 
     return cast(F, functools.update_wrapper(f, value_and_grad_fn))
+
+
+def _result(res: Any, split_dx: bool | None) -> tuple[Any, Any, Any]:
+    """``(value, loss, grads)`` from what value_and_grad_fn returned, the loss being the
+    value or its first entry; or the error that says what came instead."""
+    if not (isinstance(res, (tuple, list)) and len(res) == 2):
+        raise TypeError(f"parallel.data_parallel: value_and_grad_fn must return (value, "
+                        f"grads), as fd.value_and_grad's function does; got "
+                        f"{describe_value(res)}")
+    value, grads = res
+    loss = value[0] if isinstance(value, tuple) and value else value
+    if not (isinstance(loss, float) or _real_scalar(loss)):  # over ranks: float(loss)
+        raise TypeError(f"parallel.data_parallel: the value from value_and_grad_fn must be "
+                        f"the loss, a real number (with has_aux or state: the first entry of "
+                        f"a tuple); got {describe_value(loss)}")
+    if split_dx and not (isinstance(grads, tuple) and len(grads) == 2):
+        raise ValueError(f"parallel.data_parallel: wrt_input=True, but the grads are "
+                         f"{describe_value(grads)}, not the pair (dparams, dx)")
+    return value, loss, grads
 
 
 def _real_scalar(v: Any) -> bool:
