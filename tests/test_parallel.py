@@ -71,38 +71,25 @@ def test_one_process_without_mpi4py_is_the_identity_and_a_launcher_without_it_is
 
 
 @needs_mpi
-def test_one_process_with_mpi4py_is_the_identity():
-    code = """
-        import numpy as np
-        from funcdl import parallel
-        t = {"w": np.ones(3, np.float32)}
-        assert parallel.pmean(t) is t and parallel.broadcast(t) is t
-        assert parallel.rank_and_size() == (0, 1)
-        print("ok")
-    """
-    assert ok(run(["-c", textwrap.dedent(code)], mpi=False)).strip() == "ok"
-
-
-@needs_mpi
-def test_a_process_no_launcher_started_never_starts_mpi():
-    # DESIGN: size 1 never touches MPI; with mpi4py installed, and without importing it
+def test_one_process_is_the_identity_and_starts_mpi_only_when_asked():
+    # DESIGN: size 1 never touches MPI; with mpi4py installed, and without importing it.
+    # Then with MPI asked (as under a launcher), its world of one is the identity too.
     code = """
         import os, sys
         import numpy as np
         from funcdl import parallel
         t = {"w": np.ones(3, np.float32)}
-        assert parallel.pmean(t) is t and parallel.broadcast(t) is t
-        assert parallel.rank_and_size() == (0, 1)
-        print("mpi4py" in sys.modules)
-        parallel._world.cache_clear()
-        os.environ["FUNCDL_MPI"] = "1"  # asks MPI, as under an unknown launcher
-        assert parallel.pmean(t) is t
-        print("mpi4py.MPI" in sys.modules)
+        for asked in (False, True):
+            assert parallel.pmean(t) is t and parallel.broadcast(t) is t
+            assert parallel.rank_and_size() == (0, 1)
+            print("mpi4py" in sys.modules, "mpi4py.MPI" in sys.modules)
+            parallel._world.cache_clear()
+            os.environ["FUNCDL_MPI"] = "1"  # asks MPI, as under an unknown launcher
     """
     env = {k: v for k, v in ENV.items()
            if not k.startswith((*_agree._LAUNCHER_PREFIXES, "FUNCDL_MPI"))}
     out = ok(run(["-c", textwrap.dedent(code)], mpi=False, env=env)).split()
-    assert out == ["False", "True"]
+    assert out == ["False", "False", "True", "True"]
 
 
 @pytest.mark.parametrize("name, launched", [
