@@ -246,8 +246,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     batch = int_arg(batch, where, "batch")
     train = bool_arg(train, where, "train")
     in_shape = _as_shape(in_shape)
-    k_init, k_x, k_call = random.split(random.key(0) if key is None
-                                       else random.check_key(key, where), 3)
+    k_init, k_x, k_call = random.split_for(random.key(0) if key is None else key, 3, where)
     stateful = bool(getattr(layer, "stateful", False))
     n_out = 3 if stateful else 2
     out = _returned(label, "init", layer.init(k_init, in_shape), n_out)

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree as pytree
-from funcdl._args import F32, F64
+from funcdl._args import F32, F64, is_int
 
 __all__ = ["Layer", "LayerLike", "Pullback", "Shape"]
 
@@ -122,8 +122,8 @@ def _lenient(fn: Callable[..., Any]) -> Callable[..., Any]:
     code = getattr(fn, "__code__", None)
     if code is not None and (code.co_flags & inspect.CO_VARKEYWORDS or {"key", "train"} <= set(
             code.co_varnames[:code.co_argcount + code.co_kwonlyargcount])):
-        return fn  # funcdl's own layers take both: no inspect.signature for them (Dense()
-        # took 29 µs with it, 7.6 without; one-off timeit runs, not kept)
+        return fn  # a user's function taking both: no inspect.signature (funcdl's own
+        # closures do not come here: Layer.__post_init__ keeps them as they are)
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin without a signature: as it is
@@ -196,8 +196,7 @@ def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
             f"got {in_shape!r}")
     shape = tuple(in_shape)
     for d in shape:
-        if d is not None and (not isinstance(d, (int, np.integer)) or isinstance(d, bool)
-                              or d < 0):  # True would be read as a size of 1
+        if d is not None and (not is_int(d) or d < 0):  # is_int: True is no size of 1
             raise ValueError(f"{name}: in_shape entries must be ints >= 0 or None, "
                              f"got {shape}")
     if rank is not None and len(shape) != rank:
