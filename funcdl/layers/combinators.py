@@ -180,7 +180,7 @@ def Sequential(*layers: LayerLike) -> Layer:
     names = [name_of(l) for l in layers]
     init = _sequential_init(name, layers, where)
 
-    empty = ((),) * n  # the states of stateless children
+    nones, empty = (None,) * n, ((),) * n  # no keys; the states of stateless children
     steps = _fusion.steps(layers)
     act_of = _fusion.swaps(layers, steps)
     order = _fusion.order(steps, act_of)
@@ -191,9 +191,9 @@ def Sequential(*layers: LayerLike) -> Layer:
                 train: bool) -> tuple[Any, list[Any], list[Any]]:
         """vjp's forward over ``steps``: ``(y, pullbacks, new states)``; a pullback is None
         after a fused pair's first layer. ``states`` None: a stateless model, whose hot path
-        calls each child's own vjp (no state bookkeeping)."""
+        calls each child's own vjp (no state bookkeeping; new states ``[]``)."""
         pullbacks: list[Any] = [None] * n
-        new_state: list[Any] = [()] * n
+        new_state: list[Any] = [] if states is None else [()] * n
         i, then = 0, None
         try:
             for i, then, act in steps:
@@ -221,7 +221,7 @@ def Sequential(*layers: LayerLike) -> Layer:
             train: bool) -> tuple[Any, list[Any]]:
         """apply's loop over ``order``: ``(y, new states)``; ``states`` None as in
         ``forward``."""
-        new_state: list[Any] = [()] * n
+        new_state: list[Any] = [] if states is None else [()] * n
         for i in order:
             try:
                 if states is None:
@@ -241,7 +241,8 @@ def Sequential(*layers: LayerLike) -> Layer:
             entries(name, params, n, "params")
             if debug.enabled():  # the one read the unchecked path pays
                 return _checked(layers, where, names, params, x, empty, key, train, False)[0]
-            return run(params, x, None, keys_for(key, n, name), train)[0]
+            keys = nones if key is None else keys_for(key, n, name)
+            return run(params, x, None, keys, train)[0]
 
         def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
             if type(params) is not tuple or len(params) != n:
@@ -249,7 +250,8 @@ def Sequential(*layers: LayerLike) -> Layer:
             if debug.enabled():  # every layer's own output is checked, so nothing is fused
                 x, pbs, _ = _checked(layers, where, names, params, x, empty, key, train, True)
                 return x, _reverse(name, pbs, where, names, True, layers, params)
-            x, pullbacks, _ = forward(params, x, None, keys_for(key, n, name), train)
+            keys = nones if key is None else keys_for(key, n, name)
+            x, pullbacks, _ = forward(params, x, None, keys, train)
             return x, _reverse(name, pullbacks, where, names, False, layers, params)
 
         def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
