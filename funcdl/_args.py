@@ -149,6 +149,19 @@ def count_arg(value: Any, where: str, what: str, itemsize: int) -> int:
     return n
 
 
+def dtype_arg(dtype: Any, where: str, what: str, kinds: str, wanted: str) -> np.dtype[Any]:
+    """``np.dtype(dtype)`` when its kind is one of ``kinds``, else a TypeError naming
+    ``where`` and ``what`` and saying ``wanted`` (the caller reads None first: NumPy would
+    take it as float64)."""
+    try:
+        dt: np.dtype[Any] | None = np.dtype(dtype)
+    except (TypeError, ValueError):
+        dt = None
+    if dt is None or dt.kind not in kinds:
+        raise TypeError(f"{where}: {what} must be {wanted}, got {dtype!r}")
+    return dt
+
+
 def float_dtype_arg(dtype: DTypeLike, where: str) -> np.dtype[Any]:
     """``dtype`` as float32 or float64 (None is float32, funcdl's default, as in JAX: NumPy
     would read it as float64); a TypeError naming ``where`` for anything else."""

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from funcdl import random
-from funcdl._args import FLOAT_MAX, float_dtype_arg, real_arg, shape_arg
+from funcdl._args import FLOAT_MAX, dtype_arg, float_dtype_arg, real_arg, shape_arg
 
 __all__ = [
     "Initializer",
@@ -79,14 +79,8 @@ def _numeric(dtype: DTypeLike, where: str) -> np.dtype[Any]:
     """``dtype`` as a NumPy bool or number dtype (None is float32), else a TypeError."""
     if dtype is None:
         return np.dtype(np.float32)
-    try:
-        dt: np.dtype[Any] | None = np.dtype(dtype)
-    except (TypeError, ValueError):
-        dt = None
-    if dt is None or dt.kind not in "biufc":
-        raise TypeError(f"{where}: dtype must be a NumPy number or bool dtype (float32 by "
-                        f"default), got {dtype!r}")
-    return dt
+    return dtype_arg(dtype, where, "dtype", "biufc",
+                     "a NumPy number or bool dtype (float32 by default)")
 
 
 def _named(init: Initializer, where: str) -> Initializer:

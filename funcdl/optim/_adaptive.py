@@ -7,14 +7,13 @@ warnings off for the whole update."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import bool_arg
+from funcdl._args import bool_arg, dtype_arg
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -40,16 +39,6 @@ __all__ = [
 ]
 
 Tree = Any
-
-
-def _float_dtype(name: str, what: str, dtype: Any) -> np.dtype[Any]:
-    dt: np.dtype[Any] | None = None
-    with contextlib.suppress(TypeError, ValueError):
-        dt = np.dtype(dtype)
-    if dt is None or dt.kind != "f" or isinstance(dtype, (bool, int, float)):
-        raise TypeError(f"{name}: {what} must be None or a NumPy float dtype (np.float16, "
-                        f"np.float32, np.float64), got {dtype!r}")
-    return dt
 
 
 class ScaleByAdamState(NamedTuple):
@@ -85,7 +74,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     eps = check_float(name, "eps", eps)
     eps_root = check_float(name, "eps_root", eps_root)
     nesterov = bool_arg(nesterov, name, "nesterov")
-    mu_dt = None if mu_dtype is None else _float_dtype(name, "mu_dtype", mu_dtype)
+    mu_dt = None if mu_dtype is None else dtype_arg(
+        mu_dtype, name, "mu_dtype", "f", "None or a NumPy float dtype (np.float16, "
+        "np.float32, np.float64)")
 
     def init(params: Tree) -> ScaleByAdamState:
         check_float_params(f"{name}.init", params, eps)
