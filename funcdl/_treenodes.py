@@ -69,7 +69,10 @@ def sorted_keys(d: Any) -> list[Any]:
                         f"{kinds}: {list(d)!r}; use keys of one type, e.g. all str") from None
 
 
-def children_of(t: Tree) -> tuple[str, Any, list[Any], list[str]] | None:
+Node = tuple[str, Any, list[Any], list[str]]  # (kind, meta, children, path steps)
+
+
+def children_of(t: Tree) -> Node | None:
     """(kind, meta, children, path steps) of a container node, or None for a leaf."""
     tp = type(t)
     if tp is tuple:
@@ -84,6 +87,13 @@ def children_of(t: Tree) -> tuple[str, Any, list[Any], list[str]] | None:
     if is_namedtuple(t):
         return "namedtuple", tp, list(t), [f".{f}" for f in tp._fields]
     return None
+
+
+def same_node(x: Node | None, y: Node | None) -> bool:
+    """Whether two ``children_of`` results are nodes of one kind, meta (dict keys,
+    NamedTuple class) and number of children."""
+    return (x is not None and y is not None and x[:2] == y[:2]
+            and len(x[2]) == len(y[2]))
 
 
 def rebuild(kind: str, meta: Any, children: Sequence[Any]) -> Tree:

@@ -29,6 +29,7 @@ from funcdl._treenodes import (
     children_of,
     mismatch_error,
     rebuild,
+    same_node,
     sorted_keys,
 )
 
@@ -231,9 +232,9 @@ def check_same(a: Tree, b: Tree, names: tuple[str, str] = ("the first tree", "th
         if nx is None and ny is None:
             leaf(x, y, path)
             return
-        if nx is None or ny is None or nx[0] != ny[0] or nx[1] != ny[1] \
-                or len(nx[2]) != len(ny[2]):
+        if not same_node(nx, ny):
             raise mismatch_error(path, x, y, names)
+        assert nx is not None and ny is not None  # same_node: both are nodes
         for cx, cy, step in zip(nx[2], ny[2], nx[3]):
             go(cx, cy, path + step)
 

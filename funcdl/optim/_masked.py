@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl._treenodes import children_of, mismatch_error
+from funcdl._treenodes import children_of, mismatch_error, same_node
 from funcdl.optim._base import GradientTransformation, check_state, transform
 
 __all__ = ["MaskedState", "masked"]
@@ -48,13 +48,13 @@ def make_masked(name: str, inner: GradientTransformation,
     def flags(where: str, t: Tree, what: str) -> tuple[list[Any], Any, list[bool]]:
         """``t``'s leaves, its treedef and the mask's flags, one per leaf."""
         m = mask(t) if callable(mask) else mask
-        leaves, td = tree.flatten(t)
+        leaves: list[Any] = []
         keep: list[bool] = []
         try:
-            _spread(t, m, what, "", keep)
+            _spread(t, m, what, "", leaves, keep)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}: {e}") from None
-        return leaves, td, keep
+        return leaves, tree.structure(t), keep
 
     def picked(leaves: list[Any], td: Any, keep: list[bool]) -> Tree:
         return tree.unflatten(td, [x if k else None for x, k in zip(leaves, keep)])
@@ -69,7 +69,7 @@ def make_masked(name: str, inner: GradientTransformation,
         p = None
         if params is not None:
             p_leaves, p_td = tree.flatten(params)
-            if p_td != td:
+            if p_td != td:  # check_same then raises: the structures differ
                 try:
                     tree.check_same(grads, params, ("grads", "params"))
                 except ValueError as e:
@@ -100,17 +100,22 @@ def _check_flags(where: str, m: Tree) -> None:
             raise TypeError(f"{where}: {_not_a_flag(flag, path)}")
 
 
-def _spread(t: Tree, m: Tree, what: str, path: str, keep: list[bool]) -> None:
-    """Append to ``keep`` one flag per leaf of ``t``, in ``t``'s order: the mask has ``t``'s
-    structure, or a prefix of it, a bool standing for every leaf of the subtree it stands
-    at (as optax's masks: ``{'dense': True, 'norm': False}`` over nested params)."""
+def _spread(t: Tree, m: Tree, what: str, path: str, leaves: list[Any],
+            keep: list[bool]) -> None:
+    """Append ``t``'s leaves to ``leaves`` and one flag per leaf to ``keep``, in ``t``'s
+    order: the mask has ``t``'s structure, or a prefix of it, a bool standing for every leaf
+    of the subtree it stands at (as optax's masks: ``{'dense': True, 'norm': False}`` over
+    nested params)."""
     if _is_flag(m):
-        keep += [bool(m)] * len(tree.leaves(t))
+        sub = tree.leaves(t)
+        leaves += sub
+        keep += [bool(m)] * len(sub)
         return
     node, marks = children_of(t), children_of(m)
     if marks is None:
         raise _not_a_flag(m, path)
-    if node is None or node[:2] != marks[:2] or len(node[2]) != len(marks[2]):
+    if not same_node(node, marks):
         raise mismatch_error(path, t, m, (what, "the mask"))
+    assert node is not None  # same_node: both are nodes
     for child, mark, step in zip(node[2], marks[2], node[3]):
-        _spread(child, mark, what, path + step, keep)
+        _spread(child, mark, what, path + step, leaves, keep)
