@@ -49,22 +49,6 @@ def namedtuple(name: str, fields: tuple[str, ...]) -> type:
 
 # ---------------------------------------------------------------------------- header
 
-def depth(t: Any) -> int:
-    """How many containers nest on ``t``'s deepest path (a leaf: 0; ``[[]]``: 2), walked
-    without recursion, and only ``MAX_DEPTH + 1`` deep at most."""
-    deepest, todo = 0, [(t, 0)]
-    while todo:
-        node, d = todo.pop()
-        if isinstance(node, (list, tuple, dict)):  # (keys unsorted: save names odd ones)
-            d += 1  # the containers on the way down, this one included
-            todo += [(c, d) for c in (node.values() if isinstance(node, dict) else node)]
-        if d > deepest:
-            deepest = d
-            if d > MAX_DEPTH:  # a tree that contains itself ends here too
-                break
-    return deepest
-
-
 def encode_header(td: TreeDef, kinds: list[str]) -> NDArray[np.uint8]:
     import json  # here and below, not at the top: only a save or a load needs it
 
@@ -106,10 +90,7 @@ def decode_header(raw: Any) -> tuple[TreeDef, list[str]]:
                       f"{VERSION} (was the file written by a newer funcdl?)")
     if "treedef" not in header or "leaves" not in header:
         raise Corrupt(f"malformed {TREEDEF_KEY!r} entry (no treedef)")
-    try:
-        td = _decode_def(header["treedef"])
-    except RecursionError:
-        raise Corrupt("malformed treedef: nested too deeply") from None
+    td = _decode_def(header["treedef"])  # at most MAX_DEPTH deep: no recursion limit
     kinds = header["leaves"]
     if not isinstance(kinds, list) or len(kinds) != td.num_leaves:
         raise Corrupt("malformed treedef: leaf list does not match the structure")
@@ -211,8 +192,7 @@ def read_entry(data: NpzFile, name: str, archive: int) -> NDArray[Any]:
         # prefix of the data, and the zip's CRC is checked only on reaching the member's end
         if need > held or need != info.file_size - f.tell():
             raise Corrupt(f"entry {name!r} declares shape {shape} of {dtype} ({need} "
-                          f"bytes) but holds {max(min(held, info.file_size - f.tell()), 0)}: "
-                          f"truncated or corrupted file")
+                          f"bytes) but holds {max(held, 0)}: truncated or corrupted file")
         try:
             raw = np.empty(need, np.uint8)  # not zero-filled, as bytearray(need) would be
         except MemoryError:  # what the bounds above let through: still the file's fault

@@ -32,7 +32,6 @@ from funcdl._io_format import (
     TREEDEF_KEY,
     Corrupt,
     decode_header,
-    depth,
     encode_header,
     leaf_value,
     namedtuple,
@@ -146,11 +145,7 @@ def _kind(mode: int) -> str:
 def _encode(t: Tree) -> tuple[dict[str, NDArray[Any]], NDArray[np.uint8]]:
     """The leaf arrays and the JSON header, after refusing anything load could not give
     back."""
-    if depth(t) > MAX_DEPTH:
-        raise ValueError(f"io.save: the tree's containers nest more than {MAX_DEPTH} deep; "
-                         f"io files hold at most {MAX_DEPTH} levels (flatten the nesting, "
-                         f"e.g. into a dict with path-like keys)")
-    _check_keys(t, "")
+    _check_keys(t, "", 0)
     arrays: dict[str, NDArray[Any]] = {}
     kinds: list[str] = []
     for i, (path, leaf) in enumerate(pytree.leaves_with_path(t)):
@@ -164,8 +159,15 @@ def _where(path: str) -> str:
     return path or "the root"
 
 
-def _check_keys(t: Tree, path: str) -> None:
-    # pytree.structure sorts dict keys; check them here so the error names a path.
+def _check_keys(t: Tree, path: str, level: int) -> None:
+    """Refuse what load could not rebuild, naming its path: dict keys that are not str or
+    int, or mixed (pytree.structure sorts them), NamedTuples load cannot remake, and
+    containers nested more than MAX_DEPTH deep (``level``: the containers above ``t``; a
+    tree that contains itself ends here too, before any recursion limit)."""
+    if isinstance(t, (dict, list, tuple)) and level == MAX_DEPTH:
+        raise ValueError(f"io.save: the tree's containers nest more than {MAX_DEPTH} deep; "
+                         f"io files hold at most {MAX_DEPTH} levels (flatten the nesting, "
+                         f"e.g. into a dict with path-like keys)")
     if isinstance(t, dict):
         bad = [k for k in t if type(k) not in (str, int)]
         if bad:
@@ -176,7 +178,7 @@ def _check_keys(t: Tree, path: str) -> None:
             raise TypeError(f"io.save: the dict at {_where(path)} mixes str and int keys, "
                             f"which cannot be sorted")
         for k, v in t.items():
-            _check_keys(v, f"{path}[{k!r}]")
+            _check_keys(v, f"{path}[{k!r}]", level + 1)
     elif isinstance(t, (list, tuple)):
         fields = getattr(type(t), "_fields", None)
         if fields:
@@ -187,7 +189,7 @@ def _check_keys(t: Tree, path: str) -> None:
                                  f"{_where(path)} cannot be loaded back: {e}") from None
         steps = [f".{f}" for f in fields] if fields else [f"[{i}]" for i in range(len(t))]
         for v, step in zip(t, steps, strict=True):
-            _check_keys(v, path + step)
+            _check_keys(v, path + step, level + 1)
 
 
 def _leaf_array(leaf: Any, path: str) -> tuple[str, NDArray[Any]]:
@@ -291,7 +293,8 @@ def load(path: str | os.PathLike[str], like: Tree = None) -> Tree:
         except Corrupt as e:
             raise ValueError(f"io.load: {name}: {e}") from None
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error,
-                NotImplementedError, RuntimeError) as e:  # the last two: zip features, depth
+                NotImplementedError, RuntimeError) as e:  # the last two: zip features, and
+            # a recursion limit met when load is called from deep in the caller's stack
             raise ValueError(f"io.load: {name}: {_explain(e)}") from e
     if like is None:
         return pytree.unflatten(td, leaves)
