@@ -20,6 +20,14 @@ def number(value: Any) -> Any:
     return value
 
 
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, but an int of over 30 digits as its length:
+    Python refuses to print one of more than 4,300 digits."""
+    if isinstance(value, int) and abs(value).bit_length() > 100:
+        return f"an int of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
+    return repr(value)
+
+
 def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
     """Whether ``value`` is a Python or NumPy integer, bools (and np.bool_) not counted."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -138,3 +138,17 @@ def test_eps_that_is_zero_in_float16_is_refused_at_init(make: Callable[..., GT])
     opt = make(eps=1e-4)
     updates, _ = opt.update(opt.init(params), {"w": np.array([0, 1, -1], np.float16)}, params)
     assert np.all(np.isfinite(updates["w"])) and updates["w"].dtype == np.float16
+
+
+def test_a_count_or_step_too_long_to_print_is_named_by_its_length() -> None:
+    # Python refuses to print an int of over 4,300 digits: the messages said so instead
+    opt = optim.sgd(0.1)
+    state = opt.init({"w": np.ones(2)})
+    with pytest.raises(ValueError, match=r"sgd\.update: the state's count .*got an int of "
+                                         r"about 5001 digits"):
+        opt.update(state._replace(count=10**5000), {"w": np.ones(2)})
+    with pytest.raises(ValueError, match=r"piecewise_constant_schedule: .*below 2\*\*63 .*"
+                                         r"got an int of about 5001 digits"):
+        optim.piecewise_constant_schedule(1.0, {10**5000: 0.1})
+    with pytest.raises(ValueError, match=r"below 2\*\*63 .*got 9223372036854775808$"):
+        optim.piecewise_constant_schedule(1.0, {2**63: 0.1})  # a short one is printed

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree
-from funcdl._args import F32, F64, is_int, number
+from funcdl._args import F32, F64, is_int, number, shown
 
 __all__ = [
     "ChainState",
@@ -106,7 +106,7 @@ def read_count(name: str, count: Any) -> int:
                             f"the state made by this optimizer's init")
     if not 0 <= c < COUNT_END:  # the next count is an int64 too
         raise ValueError(f"{name}: the state's count (the number of updates applied) must be "
-                         f"in [0, 2**63 - 1), got {c}; pass the state made by this "
+                         f"in [0, 2**63 - 1), got {shown(c)}; pass the state made by this "
                          f"optimizer's init")
     return int(c)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import bool_arg, number
+from funcdl._args import bool_arg, number, shown
 from funcdl.optim._base import COUNT_END, Schedule
 from funcdl.optim._checks import (
     check_float,
@@ -48,10 +48,8 @@ def _steps(name: str, what: str, value: Any, *, positive: bool = False) -> int:
     if value < (1 if positive else 0):
         raise ValueError(f"{name}: {what} must be {kind}, got {value!r}")
     if value > COUNT_END:  # beyond any count (an int64), and past float arithmetic
-        digits = len(str(value)) if isinstance(value, int) else 0
-        got = f"an int of {digits} digits" if digits > 30 else repr(value)
         raise ValueError(f"{name}: {what} must be {kind} below 2**63 (a step count is an "
-                         f"int64), got {got}")
+                         f"int64), got {shown(value)}")
     return int(value)
 
 
@@ -130,8 +128,8 @@ def piecewise_constant_schedule(init_value: float,
         raise TypeError(f"{name}: boundaries_and_scales must be a dict {{boundary: scale}} "
                         f"such as {{1000: 0.1}}, got {type(given).__name__} (for a list of "
                         f"(boundary, scale) pairs pass dict(pairs))")
-    pairs = sorted((_steps(name, f"a boundary (a key of {given!r})", b),
-                    _value(name, f"the scale at boundary {b!r}", s, low=0.0))
+    pairs = sorted((_steps(name, "a boundary (a key of boundaries_and_scales)", b),
+                    _value(name, f"the scale at boundary {shown(b)}", s, low=0.0))
                    for b, s in given.items())
 
     def schedule(count: int) -> float:
