@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from funcdl import random
-from funcdl._args import bool_arg, count_arg, float_dtype_arg, int_arg
+from funcdl._args import array_arg, bool_arg, count_arg, float_dtype_arg, int_arg
 from funcdl.random import Key
 
 __all__ = ["RADIUS", "batches", "disk"]
@@ -69,10 +69,9 @@ def examples(where: str, key: Any, arrays: tuple[ArrayLike, ...],
                             f"arrays: {call}") from None
         raise ValueError(f"{where}: pass at least one array, e.g. {call}")
     try:
-        xs = [np.asarray(a) for a in arrays]
+        xs = [array_arg(a, where, f"argument {i + 1}") for i, a in enumerate(arrays)]
     except ValueError as err:  # a ragged nested list
-        raise ValueError(f"{where}: an argument is not a rectangular array ({err}); pass "
-                         f"arrays, e.g. {call}") from None
+        raise ValueError(f"{err} (pass arrays, e.g. {call})") from None
     odd = next((i for i, a in enumerate(xs) if a.ndim == 0 and a.dtype == object), None)
     if odd is not None:
         raise TypeError(f"{where}: argument {odd + 1} is a {type(arrays[odd]).__name__}, "

@@ -116,6 +116,8 @@ def test_key_none_with_shuffle_says_how_to_pass_one():
     ((np.array(3.0),), {"batch_size": 1}, ValueError, r"argument 1 is 0-d .*axis 0"),
     ((np.ones(3), 2.0), {"batch_size": 1}, ValueError, r"argument 2 is 0-d .*axis 0"),
     (([[1, 2], [3]],), {"batch_size": 1}, ValueError, "not a rectangular array"),
+    ((np.ones(2), [[1, 2], [3]]), {"batch_size": 1}, ValueError,
+     r"data\.batches: argument 2 is not a rectangular array.*\(pass arrays, e\.g\."),
     ((np.zeros(4),), {"batch_size": 2, "shuffle": "no"}, TypeError,
      r"shuffle must be True or False, got 'no'"),  # a truthy string would shuffle
     ((np.zeros(4),), {"batch_size": 2, "drop_last": None}, TypeError,
