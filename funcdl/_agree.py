@@ -56,7 +56,8 @@ def world() -> Comm | None:
     """MPI.COMM_WORLD; or None, one process: when no launcher's or batch system's variable
     is set and the script has not imported mpi4py.MPI itself (then MPI is never started;
     ``FUNCDL_MPI=1`` in the environment makes it ask MPI all the same), or when mpi4py
-    cannot be imported and no launcher started us."""
+    cannot be imported and no launcher's variable reports more than one rank (else a
+    ValueError: the ranks could not talk)."""
     if "mpi4py.MPI" not in sys.modules and not launched():
         return None
     try:

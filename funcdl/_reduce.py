@@ -7,9 +7,9 @@ slot, then sums its 1/k of all slots into a result that every rank reads in plac
 byte is written once and read k times; MPICH's ``Allreduce`` on one machine copies it
 through its shared-memory queues several times. Alone and warm the two cost about the same
 (the mlp's 2.68 MB of gradients on two ranks, benchmarks/results/data_parallel.md's bare
-pmean: 0.51-0.68 ms through the window, 0.50 ms by ``Allreduce`` in the
+pmean: 0.47-0.68 ms through the window, 0.50 ms by ``Allreduce`` in the
 FUNCDL_MPI_SHARED_MEMORY=0 run at ba40861); inside the sharded step, after the forward and
-backward, 0.80-1.03 ms against 1.94 ms by messages (the same files; docs/scale-out.md). A
+backward, 0.67-1.03 ms against 1.94 ms by messages (the same files; docs/scale-out.md). A
 window keeps up to 8 sets of slots
 and 8 results and takes them in turn (see ``generations``: the mlp's window is 64 MB of
 /dev/shm), or one set and two results when that is all that fits. Across machines, or when

@@ -4,7 +4,7 @@ so the params stay equal on every rank.
 
     mpiexec -n 4 python -m mpi4py train.py      # -m mpi4py: one rank's error stops them all
 
-* ``comm=None`` means ``MPI.COMM_WORLD`` when mpi4py is installed, and a single process
+* ``comm=None`` means ``MPI.COMM_WORLD`` when MPI is asked (below), and a single process
   otherwise. With one process every function here returns its input (``batches`` gives the
   whole batch) and communicates nothing. A process that no launcher or batch system
   started (none of the ``PMI_*``, ``PMIX_*``, ``OMPI_*``, ``MV2_*``, ``HYDRA_*``,
@@ -292,9 +292,10 @@ def sharded(optimizer: GradientTransformation, comm: Comm | None = None) -> Shar
       does. The new params are read-only views of buffers the ranks may share, kept as
       long as any array from them is alive.
 
-    ``optimizer`` must treat each entry on its own (sgd, adam, adamw, rmsprop, adagrad,
-    schedules, weight decay); one that mixes entries, such as ``clip_by_global_norm``, is
-    refused with a TypeError. One process: the same step, no MPI.
+    ``optimizer`` must treat each entry on its own, whatever the leaves' shapes (sgd, adam,
+    adamw without a mask, rmsprop, adagrad, schedules, weight decay); one that mixes
+    entries, such as ``clip_by_global_norm``, or reads the params' structure, such as a
+    ``mask``, is refused with a TypeError. One process: the same step, no MPI.
 
     Example::
 
