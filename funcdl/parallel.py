@@ -36,7 +36,6 @@ from numpy.typing import NDArray
 from funcdl import tree as pytree
 from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._agree import resolve as _resolve
-from funcdl._agree import world as _world  # noqa: F401  (parallel._world.cache_clear())
 from funcdl._args import bool_arg, int_arg
 from funcdl._partition import batches, shard
 from funcdl._reduce import Reducer, not_float

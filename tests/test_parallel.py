@@ -48,13 +48,16 @@ def test_one_process_without_mpi4py_is_the_identity_and_a_launcher_without_it_is
         import os, sys
         sys.modules["mpi4py"] = None  # as if the mpi extra were not installed
         import numpy as np
-        from funcdl import parallel
+        from funcdl import _agree, parallel
         t = {"w": np.ones(3, np.float32)}
         assert parallel.pmean(t) is t and parallel.broadcast(t) is t
         assert parallel.rank_and_size() == (0, 1)
         vg = lambda p, x, y: (1.5, p)
         assert parallel.data_parallel(vg)(t, np.ones((4, 1)), None) == (1.5, t)
-        parallel._world.cache_clear()
+        _agree.world.cache_clear()
+        os.environ["FUNCDL_MPI"] = "1"  # MPI asked, but no mpi4py and no launcher's ranks
+        assert parallel.pmean(t) is t and parallel.rank_and_size() == (0, 1)
+        _agree.world.cache_clear()
         os.environ["PMI_SIZE"] = "2"  # what mpiexec sets in each of 2 ranks
         for f in (parallel.pmean, parallel.broadcast):
             try:
@@ -77,13 +80,13 @@ def test_one_process_is_the_identity_and_starts_mpi_only_when_asked():
     code = """
         import os, sys
         import numpy as np
-        from funcdl import parallel
+        from funcdl import _agree, parallel
         t = {"w": np.ones(3, np.float32)}
         for asked in (False, True):
             assert parallel.pmean(t) is t and parallel.broadcast(t) is t
             assert parallel.rank_and_size() == (0, 1)
             print("mpi4py" in sys.modules, "mpi4py.MPI" in sys.modules)
-            parallel._world.cache_clear()
+            _agree.world.cache_clear()
             os.environ["FUNCDL_MPI"] = "1"  # asks MPI, as under an unknown launcher
     """
     env = {k: v for k, v in ENV.items()
