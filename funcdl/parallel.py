@@ -105,9 +105,9 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
 def _numeric_leaves(tree: Tree, leaves: list[Any]) -> list[NDArray[Any]]:
     """``tree``'s ``leaves`` as arrays; a TypeError naming the first that is an object."""
     arrays = [np.asarray(x) for x in leaves]
-    if any(a.dtype.kind == "O" for a in arrays):
-        path, _ = pytree.odd_leaf(tree, "biufcmMSUV") or ("", None)  # all kinds but "O"
-        x = next(x for x, a in zip(leaves, arrays) if a.dtype.kind == "O")
+    if any(a.dtype.kind == "O" for a in arrays):  # the one walk with paths, on failure only
+        path, x = next((p, x) for (p, x), a in zip(pytree.leaves_with_path(tree), arrays)
+                       if a.dtype.kind == "O")
         raise TypeError(f"parallel.broadcast: the leaf at {path or 'the root'} is of type "
                         f"{type(x).__name__}; only arrays and numbers can be broadcast")
     return arrays
