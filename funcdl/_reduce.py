@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import tree as pytree
-from funcdl._agree import agree, describe, digest, mpi, signature
+from funcdl._agree import NOT_AN_INT, agree, describe, digest, mpi, signature
 
 Tree = Any
 Comm = Any
@@ -210,8 +210,9 @@ class Reducer:
         pick the way. Returns ``(weight / Σ weights, window, result, ranks not ok)``: the
         shared window and one of its results unused on every rank, or ``(None, None)`` to
         go by messages. ``weight`` -1 stands for no count (equal weights), on every
-        rank or on none. ``ok=False`` on any rank (its caller's check failed) opens no
-        window; the caller raises, on every rank alike."""
+        rank or on none; NOT_AN_INT for a bad count, which every rank raises. ``ok=False``
+        on any rank (its caller's check failed) opens no window; the caller raises, on
+        every rank alike."""
         node = self.node(comm)
         key = (id(comm), n, dtype.str)
         window = self.windows.get(key) if node else None
@@ -227,10 +228,15 @@ class Reducer:
         else:
             flags = 0
         every = agree(comm, tree_digest, t, fn, weight=weight, flags=flags | int(ok))
+        weights = [row[2] for row in every]
+        if NOT_AN_INT in weights:  # that rank's caller raises its own, more precise error
+            raise ValueError(
+                f"parallel.{fn}: rank(s) {[r for r, w in enumerate(weights) if w == NOT_AN_INT]}"
+                f" gave an examples= that is no example count; give each rank's number of "
+                f"examples, len(x), as an int")
         bad = [r for r, row in enumerate(every) if not row[3] & 1]
         if bad:
             return 0.0, None, None, bad
-        weights = [row[2] for row in every]
         if min(weights) < 0 <= max(weights):  # -1: no count given; a mix would weigh 1:n
             raise ValueError(
                 f"parallel.{fn}: the ranks {[r for r, w in enumerate(weights) if w < 0]} "

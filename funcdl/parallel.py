@@ -317,10 +317,23 @@ def sharded(optimizer: GradientTransformation, comm: Comm | None = None) -> Shar
 
     def step(state: ShardedState, grads: Tree, params: Tree,
              examples: int | None = None) -> tuple[Tree, ShardedState]:
-        weight = -1 if examples is None else int_arg(examples, "parallel.sharded", "examples")
-        if weight >= 2**62:  # it travels as an int64 with the agreement over ranks
-            raise ValueError(f"parallel.sharded: examples={weight} is no example count of a "
-                             f"batch; give this rank's number of examples, len(x)")
-        return sharder.step(_resolve(comm, "sharded"), state, grads, params, weight)
+        try:
+            weight = -1 if examples is None else int_arg(examples, "parallel.sharded",
+                                                         "examples")
+            if weight >= 2**62:  # it travels as an int64 with the agreement over ranks
+                raise ValueError(f"parallel.sharded: examples={weight} is no example count "
+                                 f"of a batch; give this rank's number of examples, len(x)")
+            error = None
+        except (TypeError, ValueError) as err:
+            weight, error = NOT_AN_INT, err
+        c = _resolve(comm, "sharded")
+        if error is None:
+            return sharder.step(c, state, grads, params, weight)
+        if c is not None:  # into the agreement, so that the other ranks raise too
+            try:
+                sharder.step(c, state, grads, params, weight)
+            except (TypeError, ValueError):
+                pass
+        raise error
 
     return Sharded(init, step)

@@ -55,6 +55,13 @@ def test_sharded_bad_input_raises_on_every_rank_without_hanging():
                          r"\[0\] gave no example count, the others did \(\[None, 4\]\); give "
                          r"examples= on every rank or on none", out)
         assert f"rank {r} ok mismatch" in out
+    for name, own in (("negative-count", r"ValueError: parallel.sharded: examples must be >= 0"),
+                      ("float-count", r"TypeError: parallel.sharded: examples must be an int"),
+                      ("huge-count", r"ValueError: parallel.sharded: examples=4611686018427387904 "
+                                     r"is no example count")):
+        assert re.search(rf"rank 1 {name} {own}", out), name
+        assert re.search(rf"rank 0 {name} ValueError: parallel.sharded: rank\(s\) \[1\] gave "
+                         r"an examples= that is no example count", out), name
 
 
 # ---------------------------------------------------------------------------- one process

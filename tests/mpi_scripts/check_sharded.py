@@ -96,6 +96,14 @@ def case_mismatch() -> list[str]:
     report = raised(calls, ValueError)
     ints = {"w": np.ones((4, 2), int), "b": np.zeros(2)}
     report += raised({"int-on-all": lambda: zero.step(state, ints, p)}, TypeError)
+    # a count that is no count, on one rank: that rank's own error, the agreement's elsewhere
+    for name, bad in (("negative-count", -1), ("float-count", 2.0), ("huge-count", 2**62)):
+        try:
+            zero.step(state, p, p, examples=(4, bad)[rank])
+        except (TypeError, ValueError) as err:
+            report.append(f"rank {rank} {name} {type(err).__name__}: {err}")
+        else:
+            raise AssertionError(f"{name} did not raise")
     got, _ = zero.step(state, p, p)  # still usable after the errors
     assert np.allclose(got["w"], 0.9)
     return report
