@@ -281,6 +281,8 @@ def test_a_mask_leaf_must_be_a_bool():
     with pytest.raises(TypeError, match=r"adamw: the mask must hold a bool per leaf "
                                         r".*got int at mask\['w'\]"):
         optim.adamw(mask={"w": 1, "b": False})  # a tree is checked when made
+    with pytest.raises(TypeError, match=r"adamw: the mask .*got int at mask\['w'\]"):
+        optim.adamw(weight_decay=0.0, mask={"w": 1})  # even where nothing decays
     with pytest.raises(TypeError, match=r"add_decayed_weights: the mask .*got str at mask"):
         optim.add_decayed_weights(0.1, mask="yes")
     by_fn = optim.masked(optim.scale(2.0), lambda p: tree.map(lambda x: x.size, p))

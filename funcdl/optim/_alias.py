@@ -52,10 +52,11 @@ def _alias(name: str, stages: _Stages, eps: float | None = None) -> GradientTran
 
 def _weight_decay(stages: _Stages, weight_decay: float, mask: Any = None,
                   name: str = "") -> None:
+    decay = add_decayed_weights(weight_decay)
+    if mask is not None:  # checked even where the stage is left out (weight_decay=0)
+        decay = make_masked(name, decay, mask)
     if weight_decay != 0.0:
-        decay = add_decayed_weights(weight_decay)
-        stages.append(("weight_decay", decay if mask is None
-                       else make_masked(name, decay, mask)))
+        stages.append(("weight_decay", decay))
 
 
 def sgd(lr: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False,
