@@ -122,10 +122,11 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                 s += eps_root
                 np.sqrt(s, out=s)
             s += eps
-            if nesterov:
-                u = m_step * ahead
-                u += now * g
+            if nesterov:  # now · (m·ahead/now + g): one new array, not two
+                u = m_step * (ahead / now)
+                u += g
                 np.divide(u, s, out=s)
+                s *= now
             else:
                 np.divide(m_step, s, out=s)
                 s *= inv_bc1
