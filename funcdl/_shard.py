@@ -156,20 +156,20 @@ class Sharder:
 
     def step(self, comm: Comm | None, state: Any, grads: Tree, params: Tree,
              examples: int) -> tuple[Tree, ShardedState]:
-        check_state(self.name, state, ShardedState, "step")
         g_leaves, lay = self.reducer.layout(grads)
         p_leaves, p_lay = self.reducer.layout(params)
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
         n = lay.bounds[-1]
         c = self.cut(lay, size, rank)
         lo, hi = c.lo, c.hi
-        try:  # a bad count fails on every rank alike, through the agreement's ok below
-            count, count_error = read_count(self.name, state.count), None
+        try:  # a bad state fails on every rank alike, through the agreement's ok below
+            check_state(self.name, state, ShardedState, "step")
+            count, state_error = read_count(self.name, state.count), None
         except (TypeError, ValueError) as err:
-            count, count_error = 0, err
-        if count_error is not None and comm is None:
-            raise count_error
-        state_ok = ravel(state.span).tolist() == [lo, hi, n] and count_error is None
+            count, state_error = 0, err
+        if state_error is not None and comm is None:
+            raise state_error
+        state_ok = state_error is None and ravel(state.span).tolist() == [lo, hi, n]
         floats = lay.not_float is None and p_lay.not_float is None
         scale, window, out, bad = 1.0, None, None, [] if state_ok else [0]
         if comm is not None:  # every check below then fails alike on every rank
@@ -197,6 +197,8 @@ class Sharder:
                              f"{np.ravel(state.span).tolist()} (start, stop, total), but "
                              f"this single process owns all {n}: call init(params) with "
                              f"the same communicator")
+        if state_error is not None:  # this rank's own, more precise; the others' below
+            raise state_error
         if bad:
             raise ValueError(
                 f"{self.name}: the state of rank(s) {bad} was not made for this "

@@ -62,6 +62,10 @@ def test_sharded_bad_input_raises_on_every_rank_without_hanging():
         assert re.search(rf"rank 1 {name} {own}", out), name
         assert re.search(rf"rank 0 {name} ValueError: parallel.sharded: rank\(s\) \[1\] gave "
                          r"an examples= that is no example count", out), name
+    assert re.search(r"rank 1 whole-state-on-one TypeError: parallel.sharded.step: got the "
+                     r"state of another optimizer", out)
+    assert re.search(r"rank 0 whole-state-on-one ValueError: parallel.sharded: the state of "
+                     r"rank\(s\) \[1\] was not made for", out)
 
 
 # ---------------------------------------------------------------------------- one process

@@ -97,9 +97,15 @@ def case_mismatch() -> list[str]:
     ints = {"w": np.ones((4, 2), int), "b": np.zeros(2)}
     report += raised({"int-on-all": lambda: zero.step(state, ints, p)}, TypeError)
     # a count that is no count, on one rank: that rank's own error, the agreement's elsewhere
-    for name, bad in (("negative-count", -1), ("float-count", 2.0), ("huge-count", 2**62)):
+    calls = {name: lambda bad=bad: zero.step(state, p, p, examples=(4, bad)[rank])
+             for name, bad in (("negative-count", -1), ("float-count", 2.0),
+                               ("huge-count", 2**62))}
+    # the whole optimizer's state on one rank: that rank's TypeError, the agreement's elsewhere
+    whole = fd.optim.sgd(0.1).init(p)
+    calls["whole-state-on-one"] = lambda: zero.step((state, whole)[rank], p, p)
+    for name, call in calls.items():
         try:
-            zero.step(state, p, p, examples=(4, bad)[rank])
+            call()
         except (TypeError, ValueError) as err:
             report.append(f"rank {rank} {name} {type(err).__name__}: {err}")
         else:
