@@ -1,0 +1,203 @@
+"""funcdl.debug: check_finite names the layer and the pass where a NaN or inf first
+appears, is scoped (threads, generators), and verify says whether it is on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import funcdl as fd
+from funcdl import layers as L
+from funcdl import losses
+
+
+def _model(key):
+    model = L.Sequential(L.Dense(4), L.ReLU(), L.Dense(3), L.Tanh(), L.Dense(1))
+    _, params = model.init(key, (None, 2))
+    return model, params
+
+
+def test_check_finite_names_layer_and_forward_pass(key):
+    model, params = _model(key)
+    bad = (params[0], (), {"w": params[2]["w"], "b": params[2]["b"] * np.nan}, (), params[4])
+    x, y = np.ones((5, 2), np.float32), np.ones((5, 1), np.float32)
+    f = fd.value_and_grad(model, losses.mse)
+    value, _ = f(bad, x, y)  # off: NaN flows through silently, as in NumPy
+    assert np.isnan(value)
+    with fd.debug.check_finite(), pytest.raises(
+            FloatingPointError, match=r"Sequential\[2\] Dense\(3\): NaN in the forward output"):
+        f(bad, x, y)
+
+
+def test_check_finite_names_backward_pass(key):
+    # a layer whose forward is fine but whose vjp returns NaN
+    tanh = L.Tanh()
+    broken = L.Layer(tanh.init, tanh.apply,
+                     lambda p, x, **kw: (np.tanh(x), lambda dy: ((), dy * np.nan)),
+                     name="Broken")
+    model = L.Sequential(L.Dense(3), broken, L.Dense(1))
+    _, params = model.init(key, (None, 2))
+    x, y = np.ones((5, 2), np.float32), np.ones((5, 1), np.float32)
+    f = fd.value_and_grad(model, losses.mse)
+    with fd.debug.check_finite(), pytest.raises(
+            FloatingPointError, match=r"Sequential\[1\] Broken: NaN in the backward pass: dx"):
+        f(params, x, y)
+    assert not fd.debug.enabled()
+    healthy = L.Sequential(L.Dense(3), L.Tanh(), L.Dense(1))
+    with fd.debug.check_finite():
+        f2 = fd.value_and_grad(healthy, losses.mse)
+        f2(healthy.init(key, (None, 2))[1], x, y)
+
+
+def test_check_finite_is_scoped(key):
+    with fd.debug.check_finite():
+        assert fd.debug.enabled()
+        with fd.debug.check_finite(False):
+            assert not fd.debug.enabled()
+        assert fd.debug.enabled()
+    assert not fd.debug.enabled()
+
+
+# ---------------------------------------------------------------- check_finite, one fix each
+_ON = "; funcdl.debug.check_finite is on"
+
+
+def _nan_x(shape=(2, 3)):
+    x = np.ones(shape, np.float32)
+    x[0, 0] = np.nan
+    return x
+
+
+def test_check_finite_checks_apply_stateless_and_stateful(key):
+    model = L.Sequential(L.Dense(4), L.ReLU(), L.Dense(2))
+    _, params = model.init(key, (None, 3))
+    assert np.isnan(model.apply(params, _nan_x())).any()  # off: NaN flows through
+    with fd.debug.check_finite(), pytest.raises(FloatingPointError) as e:
+        model.apply(params, _nan_x())
+    assert str(e.value) == f"Sequential[0] Dense(4): NaN in the forward output (shape (2, 4)){_ON}"
+    bn = L.Sequential(L.Dense(3), L.BatchNorm())
+    _, params, state = bn.init(key, (None, 3))
+    with fd.debug.check_finite(), pytest.raises(
+            FloatingPointError, match=r"^Sequential\[0\] Dense\(3\): NaN in the forward output"):
+        bn.apply(params, _nan_x(), state=state)
+    # train=True: the output uses the batch's statistics, only the new running var is NaN
+    bad = (state[0], {**state[1], "var": np.array([np.nan, 1, 1], np.float32)})
+    y, _ = bn.apply(params, np.ones((2, 3), np.float32), state=bad, train=True)
+    assert np.isfinite(y).all()
+    with fd.debug.check_finite(), pytest.raises(
+            FloatingPointError, match=r"^Sequential\[1\] BatchNorm\(\): NaN in the new state"):
+        bn.apply(params, np.ones((2, 3), np.float32), state=bad, train=True)
+
+
+def _broken(name="Broken"):
+    """Identity whose pullback returns a NaN dx."""
+    return L.Layer(lambda k, s: (s, ()), lambda p, x, **kw: x,
+                   lambda p, x, **kw: (x, lambda dy: ((), dy * np.nan)), name=name)
+
+
+def test_check_finite_names_each_place_once(key):
+    nested = L.Sequential(L.Dense(4), L.Sequential(L.Dense(3), L.Dense(2)))
+    _, params = nested.init(key, (None, 3))
+    params[1][1]["w"][0, 0] = np.nan
+    x, y = np.ones((2, 3), np.float32), np.ones((2, 2), np.float32)
+    with fd.debug.check_finite(), pytest.raises(FloatingPointError) as e:
+        fd.value_and_grad(nested, losses.mse)(params, x, y)
+    assert str(e.value) == ("Sequential[1] Sequential(Dense(3), Dense(2)): Sequential[1] "
+                            f"Dense(2): NaN in the forward output (shape (2, 2)){_ON}")
+    # the same places as any other error of that layer (checks off): a wrong weight shape
+    params[1][1]["w"] = np.ones((5, 2), np.float32)
+    with pytest.raises(ValueError, match=r"^Sequential\[1\] Sequential\(Dense\(3\), Dense\(2\)"
+                                         r"\): Sequential\[1\] Dense\(2\): expected input"):
+        nested.apply(params, x)
+    model = L.Sequential(L.Dense(3), L.Residual(L.Sequential(L.Dense(3), _broken())))
+    _, params = model.init(key, (None, 3))
+    with fd.debug.check_finite(), pytest.raises(FloatingPointError) as e:
+        fd.value_and_grad(model, losses.mse)(params, x, np.ones((2, 3), np.float32))
+    assert str(e.value) == ("Sequential[1] Residual(Sequential(Dense(3), Broken)): Residual "
+                            "Sequential(Dense(3), Broken): Sequential[1] Broken: NaN in the "
+                            f"backward pass: dx (shape (2, 3)){_ON}")
+
+
+def test_check_finite_error_is_not_preempted_by_numpy_warnings(key):
+    # pytest turns warnings into errors: "invalid value encountered in dot" would win
+    x, y = np.ones((2, 3), np.float32), np.ones((2, 2), np.float32)
+    model = L.Sequential(L.Dense(4), L.ReLU(), L.Dense(2))
+    _, params = model.init(key, (None, 3))
+    params[2]["w"][0, 0], params[2]["w"][1, 0] = np.inf, -np.inf
+    dense = L.Dense(2)
+    _, dparams = dense.init(key, (None, 3))
+    dparams["w"][0, 0], dparams["w"][1, 0] = np.inf, -np.inf
+    cases = [lambda: fd.value_and_grad(model, losses.mse)(params, x, y),
+             lambda: model.apply(params, x),
+             lambda: fd.value_and_grad(dense, losses.mse)(dparams, x, y)]
+    for run in cases:
+        with fd.debug.check_finite(), pytest.raises(FloatingPointError, match="NaN in the "
+                                                                             "forward output"):
+            run()
+    # the backward: an inf cotangent meets weights of both signs in dy @ w.T
+    healthy = L.Sequential(L.Dense(2))
+    _, hp = healthy.init(key, (None, 3))
+    with fd.debug.check_finite():
+        out, pullback = healthy.vjp(hp, x)
+        with pytest.raises(FloatingPointError, match=r"Sequential\[0\] Dense\(2\): NaN in the "
+                                                     r"backward pass: dx"):
+            pullback(np.full_like(out, np.inf))
+
+
+def test_value_and_grad_checks_dx_and_new_state(key):
+    x, y = np.ones((2, 3), np.float32), np.ones((2, 3), np.float32)
+    f = fd.value_and_grad(_broken(), losses.mse, wrt_input=True)
+    assert np.isnan(f((), x, y)[1][1]).all()  # off: returned silently
+    with fd.debug.check_finite(), pytest.raises(
+            FloatingPointError, match=r"^Broken: NaN in the backward pass: dx \(shape"):
+        f((), x, y)
+    bn = L.BatchNorm()
+    _, params, state = bn.init(key, (None, 3))
+    bad = {**state, "var": np.array([np.nan, 1, 1], np.float32)}
+    g = fd.value_and_grad(bn, losses.mse)
+    (value, new_state), _ = g(params, x + np.arange(3, dtype=np.float32), y, state=bad)
+    assert np.isfinite(value) and np.isnan(new_state["var"][0])
+    with fd.debug.check_finite(), pytest.raises(
+            FloatingPointError, match=r"^BatchNorm\(\): NaN in the new state\['var'\]"):
+        g(params, x, y, state=bad)
+
+
+@pytest.mark.parametrize("flag", ["no", 0, 1, None, "False"])
+def test_check_finite_wants_a_bool(flag):
+    with pytest.raises(TypeError, match=r"funcdl.debug.check_finite: enabled must be True or "
+                                        r"False, got"):
+        fd.debug.check_finite(flag)
+    assert not fd.debug.enabled()
+    with fd.debug.check_finite(np.bool_(True)):
+        assert fd.debug.enabled() is True
+
+
+def test_verify_says_whether_check_finite_is_on():
+    with pytest.raises(FloatingPointError) as e:
+        fd.debug.verify("mine", "value", [1.0, np.inf])
+    assert str(e.value) == "mine: inf in the value[1] (shape ()) (funcdl.debug.verify)"
+    with fd.debug.check_finite(), pytest.raises(FloatingPointError) as e:
+        fd.debug.verify("mine", "value", np.array([np.nan]))
+    assert str(e.value) == f"mine: NaN in the value (shape (1,)){_ON}"
+
+
+def test_check_finite_context_behaviour_is_documented():
+    import threading
+
+    doc = " ".join((fd.debug.__doc__ or "").split())
+    assert "new thread" in doc and "generator" in doc and "closed" in doc
+    seen = []
+    with fd.debug.check_finite():
+        t = threading.Thread(target=lambda: seen.append(fd.debug.enabled()))
+        t.start()
+        t.join()
+
+    def gen():
+        with fd.debug.check_finite():
+            yield
+
+    g = gen()
+    next(g)
+    assert seen == [False] and fd.debug.enabled()  # on for the caller while suspended
+    g.close()
+    assert not fd.debug.enabled()
