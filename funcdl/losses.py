@@ -96,15 +96,24 @@ def _one_hot(name: str, t: Array, shape: tuple[int, ...]) -> Array:
     """``t`` (an integer or boolean target of the logits' shape, cast to their dtype) if it is
     one-hot: (N,) logits with (N,) labels in {0, 1}, a binary task, would otherwise be one
     example of N classes with several right answers, and train without a word. Entries
-    >= 0 whose rows sum to 1 are 0s and one 1, so no [0, 1] check is needed after this."""
+    >= 0 whose rows sum to 1 are 0s and one 1, so no [0, 1] check is needed after this.
+    1-D logits, or one class, are refused whatever the data (as torch refuses every integer
+    target of the logits' shape): a batch of binary labels holding a single 1, or all 1s,
+    would pass that check."""
+    if len(shape) == 1 or shape[-1] == 1:
+        why = ("is one example's one-hot or one binary label per example"
+               if len(shape) == 1 else "is all 1s with one class, a loss of 0 whatever the "
+               "logits")
+        raise ValueError(f"{name}: an integer target of the logits' shape {shape} {why}: "
+                         f"refused as ambiguous; for binary labels, one logit per example, "
+                         f"use bce_with_logits; for one example of {shape[-1]} classes, pass "
+                         f"its label as an int, or float probabilities")
     if t.size and not (np.minimum.reduce(t, axis=None) >= 0 and (
             t.reshape(-1, shape[-1]) @ np.ones(shape[-1], t.dtype) == 1).all()):
-        hint = ("; for binary labels, one logit per example, use bce_with_logits"
-                if len(shape) == 1 else "")
         raise ValueError(f"{name}: an integer target of the logits' shape {shape} is read as "
                          f"one-hot, but not every row along the last axis holds a single 1 "
                          f"and zeros; pass integer labels of shape {shape[:-1]}, or float "
-                         f"probabilities{hint}")
+                         f"probabilities")
     return t
 
 
@@ -245,7 +254,8 @@ def _huber(pred: Any, target: Any, delta: float = 1.0,
 def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
                            label_smoothing: float = 0.0) -> tuple[Any, Pullback]:
     """Logits ``z`` of shape (..., C) against integer labels (...) or probabilities / one-hot
-    (..., C), floats or ints: ``-Σ_c t_c log softmax(z)_c``, averaged over examples;
+    (..., C), floats or ints (an int one-hot needs batched logits of C >= 2: see
+    ``_one_hot``): ``-Σ_c t_c log softmax(z)_c``, averaged over examples;
     ``dz = softmax(z) Σ_c t_c - t``. ``label_smoothing`` ε, as torch's: the target is
     ``(1 - ε) t + ε / C`` (t one-hot for labels)."""
     name = "softmax_cross_entropy"

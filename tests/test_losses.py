@@ -286,14 +286,21 @@ def test_cross_entropy_of_targets_that_do_not_sum_to_one():
     ((2, 3), np.array([[0, 2, 0], [1, 0, 0]]), "a single 1"),
     ((2, 2), np.array([[True, True], [False, True]]), "one-hot"),
     ((2, 3), np.array([[-1, 1, 1], [0, 1, 0]]), "a single 1"),  # sums to 1, not one-hot
+    # binary labels with a single 1, or all 1s against one class, pass a one-hot check: it
+    # read them as one example of 4 classes, and as a loss of 0 with zero grads
+    ((4,), np.array([0, 0, 1, 0]), "bce_with_logits"),
+    ((4, 1), np.ones((4, 1), int), "is all 1s with one class"),
+    ((3,), np.array([0, 0, 1]), "for one example of 3 classes, pass its label as an int"),
 ])
 def test_an_integer_target_of_the_logits_shape_must_be_one_hot(logits_shape, target, says):
     # it was read as a multi-hot target: (4,) logits, one example of 4 classes, trained on
     # without a word
     with pytest.raises(ValueError, match=re.escape(says)):
         losses.softmax_cross_entropy(np.zeros(logits_shape, np.float32), target)
-    unbatched = losses.softmax_cross_entropy(np.array([1.0, 2.0, 3.0]), np.array([0, 0, 1]))
-    assert unbatched == pytest.approx(np.log(np.exp([1.0, 2.0, 3.0]).sum()) - 3.0)
+    z = np.array([1.0, 2.0, 3.0])  # one example, unbatched: its label, or its probabilities
+    for t in (2, np.array(2), np.array([0.0, 0.0, 1.0])):
+        assert losses.softmax_cross_entropy(z, t) == pytest.approx(
+            np.log(np.exp(z).sum()) - 3.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
