@@ -341,3 +341,32 @@ def test_sequential_grads_keep_the_structure_of_params_given_with_none_entries(k
     for a, b in zip(tree.leaves(grads), tree.leaves(plain), strict=True):
         np.testing.assert_array_equal(a, b)
     check_vjp(L.ReLU(), None, random.normal(key, (3, 4), np.float64))  # away from the kink
+
+
+# ---------------------------------------------------------------------------- kept outputs
+
+@pytest.mark.parametrize("make", [
+    L.Tanh, L.Sigmoid, L.Softplus, L.Softmax, L.LogSoftmax, L.SiLU, L.GELU, L.ReLU, L.ELU,
+    lambda: L.LeakyReLU(0.1),
+    lambda: L.Sequential(L.Dense(5), L.Tanh()),                 # Dense and Tanh as one step
+    lambda: L.Sequential(L.ReLU(), L.MaxPool2D((2, 2))),        # ReLU after the pool
+], ids=lambda m: getattr(m, "__name__", "fused"))
+def test_an_output_the_pullback_reads_is_read_only(make):
+    # y -= t between vjp and the pullback changed the grads silently (Tanh's dx = dy (1-y²)
+    # read the edited y); torch raises there, and JAX's arrays cannot change
+    layer = make()
+    shape = (2, 4, 4, 3) if "MaxPool" in layer.name else (3, 4)
+    _, params = layer.init(random.key(0), shape)
+    x = random.normal(random.key(1), shape)
+    y, pullback = layer.vjp(params, x)
+    assert not y.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        y -= 1.0
+    dy = np.ones_like(y)
+    want = pullback(dy)
+    edited = y - 1.0  # a copy, as the caller now has to make
+    assert np.all(edited == y - 1.0)
+    tree.map(np.testing.assert_array_equal, pullback(dy), want)
+    out = layer.apply(params, x)  # apply keeps nothing: its output is the caller's
+    assert out.flags.writeable
+    np.testing.assert_array_equal(out, y)

@@ -23,6 +23,7 @@ from funcdl.layers.base import (
     as_floats,
     check_cotangent,
     check_in_shape,
+    kept,
     no_params,
 )
 
@@ -61,7 +62,7 @@ def _elementwise(name: str, f: Callable[[Array], Array],
         no_params(name, params)
         del key, train
         x = as_floats(name, x)
-        y = f(x)
+        y = kept(f(x))
         y_shape, y_dtype = y.shape, y.dtype
 
         def pullback(dy: Any) -> tuple[Any, Array]:
@@ -249,6 +250,7 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
         no_params(name, params)
         del key, train
         y, e, total = forward(check(x))
+        kept(y)
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)

@@ -257,6 +257,15 @@ def in_input_dtype(dx: Array, dtype: Any) -> Array:
     return dx.astype(dtype.char)
 
 
+def kept(y: Any) -> Any:
+    """``y``, an output the pullback reads (an activation's), made read-only: an in-place
+    edit by the caller between ``vjp`` and the pullback (``y -= target``) would change the
+    gradients silently, where PyTorch raises and JAX's arrays cannot change."""
+    if type(y) is np.ndarray:
+        y.flags.writeable = False
+    return y
+
+
 def no_params(name: str, params: Any) -> None:
     """A layer without parameters takes ``params == ()``, as its init returns; arrays there
     are another layer's params, passed in the wrong place: say so rather than ignore them."""

@@ -23,6 +23,7 @@ from funcdl.layers.base import (
     check_cotangent,
     check_in_shape,
     in_input_dtype,
+    kept,
     no_params,
 )
 
@@ -112,7 +113,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         # y = act.f(x w + b); the pullback takes dy through act.df first (see Layer).
         w, x, h = affine(params, x)
         flat = x.ndim == 2
-        y = h if act is None else act.f(h)
+        y = h if act is None else kept(act.f(h))  # the pullback reads y
         y_shape, y_dtype = y.shape, y.dtype
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:

@@ -14,7 +14,7 @@ import numpy as np
 from funcdl._args import bool_arg
 from funcdl._special import normal_cdf
 from funcdl.layers.activations import _shapeless_init, sigmoid
-from funcdl.layers.base import Array, Layer, as_floats, check_cotangent, no_params
+from funcdl.layers.base import Array, Layer, as_floats, check_cotangent, kept, no_params
 
 __all__ = ["GELU", "SiLU"]
 
@@ -49,7 +49,7 @@ def _gated(name: str, gate: Callable[[Array], tuple[Array, Any]],
         x = as_floats(name, x)
         g, res = gate(x)
         with _inf_times_zero():
-            y = x * g
+            y = kept(x * g)
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)

@@ -38,6 +38,7 @@ from funcdl.layers.base import (
     as_floats,
     check_cotangent,
     check_in_shape,
+    kept,
     no_params,
 )
 
@@ -156,7 +157,7 @@ def MaxPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] |
         y, pull = vjp(params, x)
         if act is None:
             return y, pull
-        z = act.f(y)
+        z = kept(act.f(y))
         z_shape, z_dtype = z.shape, z.dtype
 
         def pullback(dz: Array) -> Any:
