@@ -281,7 +281,9 @@ def shifted_exp(z: Array, axis: int) -> tuple[Array, Array, Array]:
     """``(s, e, total)``: ``s = z - max(z)`` along ``axis``, ``e = exp(s)``, ``total = Σ e``
     (keepdims), so softmax is ``e / total`` and log-softmax ``s - log(total)`` with no
     overflow; a backward pass reuses ``e / total`` instead of a second exp."""
-    with np.errstate(over="ignore"):  # finite z over the float range apart: -inf, e = 0
+    # finite z over the float range apart: -inf, e = 0; an infinite z (a row masked with
+    # -inf everywhere): inf - inf, NaN, as PyTorch gives it, without NumPy's warning
+    with np.errstate(over="ignore", invalid="ignore"):
         s = z - np.maximum.reduce(z, axis=axis, keepdims=True)
     e = np.exp(s)
     return s, e, np.add.reduce(e, axis=axis, keepdims=True)

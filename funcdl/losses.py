@@ -190,7 +190,9 @@ def _mse(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback
     """``mean((p - t)²)``; ``dp = 2 (p - t) / n``."""
     p = _pred("mse", pred)
     t = _same_shape("mse", p, target)
-    with np.errstate(over="ignore"):  # huge finite values: d or d² is inf, as in PyTorch
+    # huge finite values: d or d² is inf; inf - inf of infinite ones: NaN; both silent, as
+    # in PyTorch
+    with np.errstate(over="ignore", invalid="ignore"):
         d = p - t
         per = d * d
     return _reduced("mse", per, reduction, d.size, lambda c: (2 * c) * d)
@@ -222,13 +224,20 @@ def _bce(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback
 
 
 def _bce_with_logits(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
-    """On logits z: ``max(z, 0) - z t + log(1 + e^-|z|)``; ``dz = σ(z) - t``."""
+    """On logits z: ``max(z, 0) - z t + log(1 + e^-|z|)``, computed as
+    ``max(z, 0)(1 - t) - min(z, 0) t + log(1 + e^-|z|)``; ``dz = σ(z) - t``."""
     z = _pred("bce_with_logits", pred)
     t = _probabilities("bce_with_logits", _same_shape("bce_with_logits", z, target))
     e = np.exp(-np.abs(z))
     sig = np.maximum(e, z >= 0) / (1 + e)  # σ(z): 1 or e^z over 1 + e^-|z| (e <= 1)
-    with np.errstate(over="ignore"):  # z near the dtype's maximum: the loss is inf
-        per = np.maximum(z, 0) - z * t + np.log1p(e)
+    # one of the two products is 0, so nothing cancels: max(z, 0) - z t lost the digits
+    # of z (1 - t) for t near 1 (float32, z = 20, t = 0.999: 3.6e-5 off), and gave
+    # inf - inf at z = inf. z near the dtype's maximum: the loss is inf; an infinite z
+    # against t of exactly 1 (or 0 at -inf): inf · 0, NaN, as PyTorch, without the warning
+    with np.errstate(over="ignore", invalid="ignore"):
+        per = np.maximum(z, 0) * (1 - t)
+        per -= np.minimum(z, 0) * t
+        per += np.log1p(e)
     return _reduced("bce_with_logits", per, reduction, z.size, lambda c: c * (sig - t))
 
 
@@ -239,7 +248,10 @@ def _huber(pred: Any, target: Any, delta: float = 1.0,
     delta = real_arg(delta, "huber", "delta", low=0.0, open_low=True, finite=False)
     p = _pred("huber", pred)
     t = _same_shape("huber", p, target)
-    with np.errstate(over="ignore"):  # huge finite values: d is inf, as in PyTorch
+    if not delta <= float(np.finfo(p.dtype).max):  # float32's inf: clips nothing, as inf
+        delta = math.inf
+    # huge finite values: d is inf, as in PyTorch; inf - inf of infinite ones: NaN, silent
+    with np.errstate(over="ignore", invalid="ignore"):
         d = p - t
         a = np.abs(d)
         dc = np.clip(d, -delta, delta)  # equals d on the quadratic branch; never squares 1e30
@@ -282,8 +294,9 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
         cols = labels.reshape(-1)
         per = -logp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
         if smooth:  # (1 - ε)·(-log p_label) + ε·(-mean_c log p_c)
-            uniform = _sum(logp, axis=-1)
-            uniform *= -smooth / n_classes
+            # scaled before the sum: the sum of log p over the classes overflows float32
+            # where the logits are ~1e38 apart, the mean does not
+            uniform = _sum(logp * (-smooth / n_classes), axis=-1)
             # ε = 1: no label term (an infinite -log p_label times 0 would be NaN)
             per = per * (1 - smooth) + uniform if smooth < 1 else uniform
 

@@ -370,3 +370,13 @@ def test_an_output_the_pullback_reads_is_read_only(make):
     out = layer.apply(params, x)  # apply keeps nothing: its output is the caller's
     assert out.flags.writeable
     np.testing.assert_array_equal(out, y)
+
+
+def test_infinite_inputs_give_torchs_values_without_warnings():
+    # a row masked with -inf everywhere: inf - inf in the shift, NaN as torch, silently
+    masked = np.full((1, 3), -np.inf, np.float32)
+    for layer in (L.Softmax(), L.LogSoftmax()):
+        assert np.isnan(layer.apply((), masked)).all()
+    # 0 · inf in max(x, 0·x) made LeakyReLU(0) NaN at +inf; torch gives inf
+    x = np.array([np.inf, 1.0, -2.0], np.float32)
+    np.testing.assert_array_equal(L.LeakyReLU(0.0).apply((), x), [np.inf, 1.0, 0.0])

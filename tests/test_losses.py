@@ -340,3 +340,38 @@ def test_an_unknown_keyword_names_the_loss(loss):
     with pytest.raises(TypeError, match=rf"^losses\.{loss.name}\(\) got an unexpected "
                                         rf"keyword argument 'reduce'"):
         loss(np.full((2, 2), 0.5), np.zeros((2, 2)), reduce="sum")
+
+
+# ---------------------------------------------------------------------------- edges, s33
+
+def test_bce_with_logits_keeps_its_digits_for_targets_near_one():
+    # max(z, 0) - z t cancelled for z > 0: float32, z = 20, t = 0.999 was 3.6e-5 off, and
+    # t = 0.99999 at z = 1e4 gave 0.1006 for 0.1001
+    z = np.array([20.0, 1e4, -20.0, 3.0], np.float32)
+    for t in (0.999, 0.99999, 1e-6):
+        tt = np.full(4, t, np.float32)
+        z64, t64 = z.astype(np.float64), tt.astype(np.float64)
+        exact = np.maximum(z64, 0) - z64 * t64 + np.log1p(np.exp(-np.abs(z64)))
+        got = losses.bce_with_logits(z, tt, reduction="none")
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, exact, rtol=2e-6)
+
+
+def test_huber_delta_beyond_float32_is_the_quadratic_everywhere():
+    # 1e39 passed the finite check but is inf in float32: inf · 0 made the loss NaN
+    p, t = np.array([0.5, 2.0], np.float32), np.zeros(2, np.float32)
+    for delta in (1e39, 1e300, np.inf):
+        assert losses.huber(p, t, delta=delta) == pytest.approx(0.5 * (0.25 + 4.0) / 2)
+    assert losses.huber(p.astype(np.float64), t.astype(np.float64),
+                        delta=1e39) == pytest.approx(0.5 * (0.25 + 4.0) / 2)
+
+
+def test_label_smoothing_over_logits_far_apart_stays_finite():
+    # Σ_c log p_c overflowed float32 before it was scaled by ε/C (labels; the one-hot
+    # target's path scaled first)
+    z = np.array([[1e38, -1e38, -1e38, -1e38]], np.float32)
+    by_label = losses.softmax_cross_entropy(z, np.array([0]), label_smoothing=0.1)
+    by_prob = losses.softmax_cross_entropy(z, np.eye(4, dtype=np.float32)[[0]],
+                                           label_smoothing=0.1)
+    assert np.isfinite(by_label) and by_label == pytest.approx(by_prob, rel=1e-6)
+    assert by_label == pytest.approx(0.1 * 3 / 4 * 2e38, rel=1e-6)

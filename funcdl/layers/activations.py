@@ -115,6 +115,8 @@ def LeakyReLU(alpha: float = 0.01) -> Layer:
             slope += up
             slope *= dy
             return slope
+    if a == 0:  # max(x, 0·x) is NaN at x = inf (0·inf), where x is picked
+        return _elementwise(f"LeakyReLU({a})", lambda x: np.maximum(x, 0), df)
     if abs(a) <= 1:
         return _elementwise(f"LeakyReLU({a})", lambda x: pick(x, a * x), df)
 
