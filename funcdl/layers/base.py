@@ -7,7 +7,9 @@ A layer is an immutable record of three pure functions::
     y, pullback       = layer.vjp(params, x, *, key=None, train=False)
     dparams, dx       = pullback(dy)                     # dparams has the structure of params
 
-Stateful layers (``layer.stateful``) take and return an explicit ``state`` as well; see
+The pullback reads what ``vjp`` kept: ``x``, and an activation's ``y``, which ``vjp``
+returns read-only (``kept``); write to neither before the pullback runs. Stateful layers
+(``layer.stateful``) take and return an explicit ``state`` as well; see
 ``funcdl.layers.norm``.
 """
 
