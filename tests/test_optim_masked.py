@@ -57,6 +57,19 @@ def test_scale_by_adam_options_follow_optax_formulas(kw):
         np.testing.assert_allclose(u, want, rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype,big", [(np.float32, 3e37), (np.float64, 1e307)])
+def test_nesterov_step_of_a_saturated_entry_is_zero_not_nan(dtype, big):
+    # v saturates at inf and the step is m̂ / inf = 0, as without nesterov; computed as
+    # now·(m·ahead/now + g), m·ahead/now overflowed too (ahead/now ~ 1000 at b1 = 0.999)
+    # and the step was inf/inf = NaN
+    for nesterov in (False, True):
+        opt = optim.scale_by_adam(b1=0.999, nesterov=nesterov)
+        state = opt.init(np.zeros(2, dtype))
+        for _ in range(50):
+            u, state = opt.update(state, np.array([big, 1.0], dtype))
+        assert u.dtype == dtype and u[0] == 0.0 and np.isfinite(u[1]), (nesterov, u)
+
+
 def test_nesterov_and_eps_root_change_the_step():
     g = np.array([0.01, -0.02, 0.5])
     plain = optim.scale_by_adam()

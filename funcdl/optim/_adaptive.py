@@ -114,6 +114,11 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
             np.multiply(g, 1.0 - b2, out=s)  # then ·g: torch's addcmul order
             s *= g
             v_new += s
+            if nesterov:  # ahead·m + now·g, with now·g in s before s holds the denominator
+                # (not now·(m·ahead/now + g): m·ahead/now overflows for b1 near 1)
+                u = m_step * ahead
+                np.multiply(g, now, out=s)
+                u += s
             if eps_root == 0.0:
                 np.sqrt(v_new, out=s)
                 s *= inv_sqrt_bc2
@@ -122,11 +127,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                 s += eps_root
                 np.sqrt(s, out=s)
             s += eps
-            if nesterov:  # now · (m·ahead/now + g): one new array, not two
-                u = m_step * (ahead / now)
-                u += g
+            if nesterov:
                 np.divide(u, s, out=s)
-                s *= now
             else:
                 np.divide(m_step, s, out=s)
                 s *= inv_bc1
