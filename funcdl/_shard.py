@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import tree as pytree
-from funcdl._agree import digest, mpi
+from funcdl._agree import digest, mpi, signature
 from funcdl._reduce import Layout, Reducer, as_tree, ravel, span
 from funcdl.optim import GradientTransformation
 from funcdl.optim._base import Count, check_state, next_count, read_count, zero_count
@@ -119,6 +119,7 @@ class Sharder:
         self.reducer = Reducer()
         self.cuts: dict[tuple[int, int, int], Cut] = {}  # (layout digest, size, rank)
         self.pairs: dict[tuple[int, int], int] = {}  # grads' and params' layout digests
+        self.inners: dict[tuple[int, int, int], set[Any]] = {}  # cut: inner states' keys
 
     def cut(self, lay: Layout, size: int, rank: int) -> Cut:
         key = (lay.digest, size, rank)
@@ -138,6 +139,24 @@ class Sharder:
                 self.pairs.clear()
             found = self.pairs[key] = digest([(str(key[0]), str(key[1]))])
         return found
+
+    def check_inner(self, inner: Any, lay: Layout, size: int, rank: int,
+                    pieces: tuple[NDArray[Any], ...]) -> None:
+        """Raise what the wrapped optimizer's update would for an inner state unlike the one
+        its init makes for this rank's ``pieces``: that update runs between the sum and the
+        gather, where one rank's error would leave the others waiting. One built otherwise
+        that the update takes (tried on zero gradients) passes, and is remembered."""
+        known = self.inners.get((lay.digest, size, rank))
+        if known is None:
+            if len(self.inners) >= 16:
+                self.inners.clear()
+            known = self.inners[lay.digest, size, rank] = set()
+        key = signature(inner)[1]
+        if key in known:
+            return
+        if key != signature(self.inner.init(pieces))[1]:
+            self.inner.update(inner, tuple(np.zeros_like(p) for p in pieces), pieces)
+        known.add(key)
 
     def not_float(self, what: str, lay: Layout) -> TypeError:
         return TypeError(f"{self.name}: the {what} leaf at {lay.not_float}; the sharded "
@@ -165,6 +184,9 @@ class Sharder:
         try:  # a bad state fails on every rank alike, through the agreement's ok below
             check_state(self.name, state, ShardedState, "step")
             count, state_error = read_count(self.name, state.count), None
+            if comm is not None and p_lay.digest == lay.digest:  # (else: raised below)
+                self.check_inner(state.inner, lay, size, rank,
+                                 tuple(ravel(p_leaves[i])[a:b] for i, a, b, _ in c.mine))
         except (TypeError, ValueError) as err:
             count, state_error = 0, err
         if state_error is not None and comm is None:
@@ -173,10 +195,15 @@ class Sharder:
         floats = lay.not_float is None and p_lay.not_float is None
         scale, window, out, bad = 1.0, None, None, [] if state_ok else [0]
         if comm is not None:  # every check below then fails alike on every rank
-            scale, window, out, bad = self.reducer.negotiate(
-                comm, n, lay.dtype, self.pair_digest(lay, p_lay),
-                {"grads": grads, "params": params}, self.name.removeprefix("parallel."),
-                examples, ok=state_ok and floats)
+            try:
+                scale, window, out, bad = self.reducer.negotiate(
+                    comm, n, lay.dtype, self.pair_digest(lay, p_lay),
+                    {"grads": grads, "params": params}, self.name.removeprefix("parallel."),
+                    examples, ok=state_ok and floats)
+            except (TypeError, ValueError):  # another rank's fault: this rank's own first
+                if state_error is not None:
+                    raise state_error from None
+                raise
         if not floats:  # agree compared the dtypes: the same on every rank
             raise self.not_float("grads" if lay.not_float else "params",
                                  lay if lay.not_float else p_lay)
@@ -202,9 +229,9 @@ class Sharder:
         if bad:
             raise ValueError(
                 f"{self.name}: the state of rank(s) {bad} was not made for this "
-                f"communicator's cut of the params ({size} ranks, {n} entries), or holds no "
-                f"valid count: call init(params) on every rank of the communicator you "
-                f"step with")
+                f"communicator's cut of the params ({size} ranks, {n} entries) by this "
+                f"optimizer's init, or holds no valid count: call init(params) on every "
+                f"rank of the communicator you step with")
         if out is None:
             out = self.reducer.take(n, lay.dtype)
         flat_g = [ravel(x) for x in g_leaves]

@@ -66,6 +66,16 @@ def test_sharded_bad_input_raises_on_every_rank_without_hanging():
                      r"state of another optimizer", out)
     assert re.search(r"rank 0 whole-state-on-one ValueError: parallel.sharded: the state of "
                      r"rank\(s\) \[1\] was not made for", out)
+    assert re.search(r"rank 1 other-inner-on-one ValueError: sgd.update: the state's stages "
+                     r"are \['lr'\], expected \['momentum', 'lr'\]", out)
+    assert re.search(r"rank 1 small-inner-on-one ValueError: trace.update: shape mismatch", out)
+    for name in ("other-inner-on-one", "small-inner-on-one"):
+        assert re.search(rf"rank 0 {name} ValueError: parallel.sharded: the state of "
+                         r"rank\(s\) \[1\] was not made for", out), name
+    assert re.search(r"rank 0 state-and-count TypeError: parallel.sharded.step: got the "
+                     r"state of another optimizer", out)
+    assert re.search(r"rank 1 state-and-count TypeError: parallel.sharded: examples must be "
+                     r"an int, got 2.5", out)
 
 
 # ---------------------------------------------------------------------------- one process

@@ -103,6 +103,17 @@ def case_mismatch() -> list[str]:
     # the whole optimizer's state on one rank: that rank's TypeError, the agreement's elsewhere
     whole = fd.optim.sgd(0.1).init(p)
     calls["whole-state-on-one"] = lambda: zero.step((state, whole)[rank], p, p)
+    # a ShardedState whose inner part is another optimizer's, or made for other params: the
+    # inner update raised on that rank between the sum and the gather, the other waited
+    mom = parallel.sharded(fd.optim.sgd(0.1, momentum=0.9))
+    m_state = mom.init(p)
+    other_inner = m_state._replace(inner=zero.init(p).inner)
+    small_inner = m_state._replace(inner=mom.init({"w": np.ones(3)}).inner)
+    calls["other-inner-on-one"] = lambda: mom.step((m_state, other_inner)[rank], p, p)
+    calls["small-inner-on-one"] = lambda: mom.step((m_state, small_inner)[rank], p, p)
+    # rank 0's own bad state, rank 1's bad count: each rank names its own fault first
+    calls["state-and-count"] = lambda: zero.step((whole, state)[rank], p, p,
+                                                 examples=(4, 2.5)[rank])
     for name, call in calls.items():
         try:
             call()
