@@ -100,14 +100,16 @@ def _one_hot(name: str, t: Array, shape: tuple[int, ...]) -> Array:
     1-D logits, or one class, are refused whatever the data (as torch refuses every integer
     target of the logits' shape): a batch of binary labels holding a single 1, or all 1s,
     would pass that check."""
-    if len(shape) == 1 or shape[-1] == 1:
-        why = ("is one example's one-hot or one binary label per example"
-               if len(shape) == 1 else "is all 1s with one class, a loss of 0 whatever the "
-               "logits")
-        raise ValueError(f"{name}: an integer target of the logits' shape {shape} {why}: "
-                         f"refused as ambiguous; for binary labels, one logit per example, "
-                         f"use bce_with_logits; for one example of {shape[-1]} classes, pass "
-                         f"its label as an int, or float probabilities")
+    if len(shape) == 1:
+        raise ValueError(f"{name}: an integer target of the logits' shape {shape} is refused "
+                         f"with 1-D logits, where binary labels could pass for a one-hot: "
+                         f"for one example of {shape[-1]} classes pass its label as an int, "
+                         f"or float probabilities; for binary labels, one logit per example, "
+                         f"use bce_with_logits")
+    if shape[-1] == 1:
+        raise ValueError(f"{name}: an integer target of the logits' shape {shape} is refused "
+                         f"with one class, where the loss is 0 whatever the logits: for "
+                         f"binary labels, one logit per example, use bce_with_logits")
     if t.size and not (np.minimum.reduce(t, axis=None) >= 0 and (
             t.reshape(-1, shape[-1]) @ np.ones(shape[-1], t.dtype) == 1).all()):
         raise ValueError(f"{name}: an integer target of the logits' shape {shape} is read as "

@@ -289,8 +289,10 @@ def test_cross_entropy_of_targets_that_do_not_sum_to_one():
     # binary labels with a single 1, or all 1s against one class, pass a one-hot check: it
     # read them as one example of 4 classes, and as a loss of 0 with zero grads
     ((4,), np.array([0, 0, 1, 0]), "bce_with_logits"),
-    ((4, 1), np.ones((4, 1), int), "is all 1s with one class"),
-    ((3,), np.array([0, 0, 1]), "for one example of 3 classes, pass its label as an int"),
+    ((4, 1), np.ones((4, 1), int), "is refused with one class"),
+    ((3, 1), np.array([[0], [1], [0]]), "is refused with one class"),
+    ((3,), np.array([0, 0, 1]), "for one example of 3 classes pass its label as an int"),
+    ((3,), np.array([4, 0, 7]), "is refused with 1-D logits"),
 ])
 def test_an_integer_target_of_the_logits_shape_must_be_one_hot(logits_shape, target, says):
     # it was read as a multi-hot target: (4,) logits, one example of 4 classes, trained on

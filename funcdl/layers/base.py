@@ -260,9 +260,10 @@ def in_input_dtype(dx: Array, dtype: Any) -> Array:
 
 
 def kept(y: Any) -> Any:
-    """``y``, an output the pullback reads (an activation's), made read-only: an in-place
-    edit by the caller between ``vjp`` and the pullback (``y -= target``) would change the
-    gradients silently, where PyTorch raises and JAX's arrays cannot change."""
+    """``y``, an activation's output, made read-only: an in-place edit by the caller between
+    ``vjp`` and the pullback (``y -= target``) would change the gradients silently where
+    the pullback reads ``y`` (Tanh, Sigmoid, Softplus, Softmax, SiLU, a fused Dense's),
+    where PyTorch raises and JAX's arrays cannot change. Every activation's, for one rule."""
     if type(y) is np.ndarray:
         y.flags.writeable = False
     return y
