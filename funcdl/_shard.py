@@ -25,7 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import tree as pytree
-from funcdl._agree import digest, mpi, signature
+from funcdl._agree import NOT_AN_INT, digest, mpi, signature
+from funcdl._args import int_arg, shown
 from funcdl._reduce import Layout, Reducer, as_tree, ravel, span
 from funcdl.optim import GradientTransformation
 from funcdl.optim._base import Count, check_state, next_count, read_count, zero_count
@@ -158,6 +159,17 @@ class Sharder:
             self.inner.update(inner, tuple(np.zeros_like(p) for p in pieces), pieces)
         known.add(key)
 
+    def weight(self, examples: Any) -> int:
+        """``examples`` as the weight the agreement carries: -1 for None, else an int in
+        [0, 2**62)."""
+        if examples is None:
+            return -1
+        weight = int_arg(examples, self.name, "examples")
+        if weight >= 2**62:  # it travels as an int64 with the agreement over ranks
+            raise ValueError(f"{self.name}: examples={shown(weight)} is no example count of "
+                             f"a batch; give this rank's number of examples, len(x)")
+        return weight
+
     def not_float(self, what: str, lay: Layout) -> TypeError:
         return TypeError(f"{self.name}: the {what} leaf at {lay.not_float}; the sharded "
                          f"optimizer works on floating-point params and grads only")
@@ -174,21 +186,26 @@ class Sharder:
                             np.array([c.lo, c.hi, lay.bounds[-1]], np.int64), zero_count())
 
     def step(self, comm: Comm | None, state: Any, grads: Tree, params: Tree,
-             examples: int) -> tuple[Tree, ShardedState]:
+             examples: Any) -> tuple[Tree, ShardedState]:
         g_leaves, lay = self.reducer.layout(grads)
         p_leaves, p_lay = self.reducer.layout(params)
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
         n = lay.bounds[-1]
         c = self.cut(lay, size, rank)
         lo, hi = c.lo, c.hi
+        same = p_lay.digest == lay.digest  # (else: raised below, on every rank)
+        p_mine = tuple(ravel(p_leaves[i])[a:b] for i, a, b, _ in c.mine) if same else ()
         try:  # a bad state fails on every rank alike, through the agreement's ok below
             check_state(self.name, state, ShardedState, "step")
             count, state_error = read_count(self.name, state.count), None
-            if comm is not None and p_lay.digest == lay.digest:  # (else: raised below)
-                self.check_inner(state.inner, lay, size, rank,
-                                 tuple(ravel(p_leaves[i])[a:b] for i, a, b, _ in c.mine))
+            if comm is not None and same:
+                self.check_inner(state.inner, lay, size, rank, p_mine)
         except (TypeError, ValueError) as err:
             count, state_error = 0, err
+        try:  # a bad count goes into the agreement as NOT_AN_INT: every rank raises
+            examples = self.weight(examples)
+        except (TypeError, ValueError) as err:
+            examples, state_error = NOT_AN_INT, err
         if state_error is not None and comm is None:
             raise state_error
         state_ok = state_error is None and ravel(state.span).tolist() == [lo, hi, n]
@@ -255,7 +272,6 @@ class Sharder:
             del buf
         # the optimizer on my entries, and my entries of the new params into out
         g_mine = tuple(total_g[at - lo:at - lo + b - a] for _, a, b, at in c.mine)
-        p_mine = tuple(ravel(p_leaves[i])[a:b] for i, a, b, _ in c.mine)
         updates, inner = self.inner.update(state.inner, g_mine, p_mine)
         for (_, a, b, at), p, u in zip(c.mine, p_mine, updates):
             np.add(p, u, out=out[at:at + b - a])

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 from funcdl import tree as pytree
 from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._agree import resolve as _resolve
-from funcdl._args import bool_arg, int_arg
+from funcdl._args import bool_arg
 from funcdl._partition import batches, shard
 from funcdl._reduce import Reducer, not_float
 from funcdl._shard import ShardedState, Sharder, check_elementwise
@@ -317,23 +317,6 @@ def sharded(optimizer: GradientTransformation, comm: Comm | None = None) -> Shar
 
     def step(state: ShardedState, grads: Tree, params: Tree,
              examples: int | None = None) -> tuple[Tree, ShardedState]:
-        try:
-            weight = -1 if examples is None else int_arg(examples, "parallel.sharded",
-                                                         "examples")
-            if weight >= 2**62:  # it travels as an int64 with the agreement over ranks
-                raise ValueError(f"parallel.sharded: examples={weight} is no example count "
-                                 f"of a batch; give this rank's number of examples, len(x)")
-            error = None
-        except (TypeError, ValueError) as err:
-            weight, error = NOT_AN_INT, err
-        c = _resolve(comm, "sharded")
-        if error is None:
-            return sharder.step(c, state, grads, params, weight)
-        if c is not None:  # into the agreement, so that the other ranks raise too
-            try:
-                sharder.step(c, state, grads, params, weight)
-            except (TypeError, ValueError):
-                pass
-        raise error
+        return sharder.step(_resolve(comm, "sharded"), state, grads, params, examples)
 
     return Sharded(init, step)
