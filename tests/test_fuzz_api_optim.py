@@ -190,7 +190,7 @@ RETURNS = [("nan", np.nan, None), ("inf", np.inf, None), ("-inf", -np.inf, None)
 def _schedule_cases() -> list[Any]:
     out = []
     for sid, (make, low) in SITES.items():
-        names = (sid.split("-")[0], *LR, "schedule")
+        names = (sid.split("-")[0], LR, "schedule")
 
         def run(v: Any, make: Any = make) -> Any:  # two updates: counts 0 and 1
             opt = make(lambda count: v)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_fuzz_api import params
 
 from funcdl import initializers as I
 from funcdl import random
@@ -66,11 +67,6 @@ def verdict(call: Callable[[], Any], names: tuple[str, ...], same: Any) -> None:
     for a, b in zip(g, w):
         assert type(a) is np.ndarray or np.isscalar(a), type(a)
         np.testing.assert_array_equal(a, b, strict=True)
-
-
-def params(cases: list[Case]) -> Any:
-    return pytest.mark.parametrize(("call", "names", "same"),
-                                   [pytest.param(c, n, s, id=i) for i, c, n, s in cases])
 
 
 # ------------------------------------------------------------------- perturbation tables
@@ -166,10 +162,11 @@ def _sampler_cases() -> list[Case]:
         out += [(i, c, (f"{where}: shape",) if i.split("-shape-")[-1] in HUGE else n, s)
                 for i, c, n, s in _perturb(where, lambda s, f=f: f(K, s), (2, 3), shapes,
                                            SAME_SHAPES, "shape")]
-        if where != "initializers.orthogonal":  # which needs rank >= 2
+        if where not in ("initializers.orthogonal", "initializers.torch_default"):  # rank >= 2
             out += _perturb(where, lambda s, f=f: f(K, s), (6,), {}, SAME_INT_SHAPES, "int")
         for dims in [(0, 3), (3, 0), (2, 0, 3), (0,), (), (1,), (1, 1), (4, 1, 1, 2)]:
-            refused = where == "initializers.orthogonal" and len(dims) < 2
+            refused = where in ("initializers.orthogonal", "initializers.torch_default") \
+                and len(dims) < 2
             dt = bool if where == "random.bernoulli" else np.float32
             out.append((f"{where}-edge-shape-{dims}", lambda f=f, s=dims: f(K, s), _named(where),
                         None if refused else Like(dims, dt)))

@@ -20,6 +20,7 @@ from test_fuzz_data_random import (
     SAME_KEYS,
     Case,
     _perturb,
+    _readonly,
     params,
     verdict,
 )
@@ -67,7 +68,7 @@ def _batches_cases() -> list[Case]:
     arrays_same: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {  # bad, its valid twin
         "lists": ((X.tolist(), Y.tolist()), (X.astype(np.float64), Y)),
         "tuple-rows": ((tuple(map(tuple, X.tolist())), Y), (X.astype(np.float64), Y)),
-        "readonly": ((_ro(X), Y), (X, Y)), "strided": ((np.repeat(X, 2, 0)[::2], Y), (X, Y)),
+        "readonly": ((_readonly(X), Y), (X, Y)), "strided": ((np.repeat(X, 2, 0)[::2], Y), (X, Y)),
         "big-endian": ((X.astype(">f4"), Y), (X.astype(">f4"), Y)),
         "fortran": ((np.asfortranarray(X), Y), (X, Y)), "one-array": ((X,), (X,)),
         "objects": ((np.array(list("abcdefg"), object),), (np.array(list("abcdefg"), object),)),
@@ -91,12 +92,6 @@ def _batches_cases() -> list[Case]:
         ("data.batches-unknown-keyword", lambda: run(seed=1), BATCHES, None),
         ("data.batches-no-batch-size", lambda: list(data.batches(K, X)), BATCHES, None)]
     return out
-
-
-def _ro(a: np.ndarray) -> np.ndarray:
-    a = a.copy()
-    a.flags.writeable = False
-    return a
 
 
 def _disk_cases() -> list[Case]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _optim_util import run
 
 import funcdl as fd
 from funcdl import optim, tree
@@ -213,13 +214,8 @@ def test_adamw_mask_decays_the_masked_in_leaves_as_adamw_and_the_rest_as_adam():
     params = _params()
     runs = {"masked": optim.adamw(0.1, weight_decay=0.3, mask=_matrices),
             "decayed": optim.adamw(0.1, weight_decay=0.3), "none": optim.adam(0.1)}
-    ps = dict.fromkeys(runs, params)
-    states = {k: opt.init(params) for k, opt in runs.items()}
-    for step in range(5):
-        g = _grads(params, step)
-        for k, opt in runs.items():
-            u, states[k] = opt.update(states[k], g, ps[k])
-            ps[k] = optim.apply_updates(ps[k], u)
+    grads_seq = [_grads(params, step) for step in range(5)]
+    ps = {k: run(opt, params, grads_seq)[0][-1] for k, opt in runs.items()}
     mask = _matrices(params)
     for (path, got), keep in zip(tree.leaves_with_path(ps["masked"]), tree.leaves(mask),
                                  strict=True):
