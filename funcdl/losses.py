@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl._args import array_arg, real_arg
+from funcdl._args import F32, F64, FLOAT_MAX, array_arg, real_arg
 from funcdl._special import shifted_exp
 
 __all__ = ["Loss", "bce", "bce_with_logits", "huber", "mse", "softmax_cross_entropy"]
@@ -250,7 +250,7 @@ def _huber(pred: Any, target: Any, delta: float = 1.0,
     delta = real_arg(delta, "huber", "delta", low=0.0, open_low=True, finite=False)
     p = _pred("huber", pred)
     t = _same_shape("huber", p, target)
-    if not delta <= float(np.finfo(p.dtype).max):  # float32's inf: clips nothing, as inf
+    if not delta <= FLOAT_MAX[F32 if p.dtype.char == "f" else F64]:  # clips nothing, as inf
         delta = math.inf
     # huge finite values: d is inf, as in PyTorch; inf - inf of infinite ones: NaN, silent
     with np.errstate(over="ignore", invalid="ignore"):

@@ -164,16 +164,16 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
     y = f((p64, x64))
     for path, yi in tree.leaves_with_path(y):  # else the differences carry float32 rounding
         if is_float(yi) and np.asarray(yi).dtype != np.float64:
-            raise AssertionError(f"check_vjp({label}): float64 params and input gave "
+            raise AssertionError(f"{where}: float64 params and input gave "
                                  f"output{path} of dtype {np.asarray(yi).dtype}; a layer "
                                  f"must compute in its input's dtype")
     res = layer.vjp(p64, x64, **kw)
     y_vjp, pullback = res[0], res[1]
-    _same_forward(f"check_vjp({label})", y, y_vjp, 1e-12, 1e-12)
+    _same_forward(where, y, y_vjp, 1e-12, 1e-12)
     u = directions_like(random.key(seed), y)
     grads = pullback(u)
     if not (isinstance(grads, tuple) and len(grads) == 2):
-        raise AssertionError(f"check_vjp({label}): the pullback must return (dparams, dx), "
+        raise AssertionError(f"{where}: the pullback must return (dparams, dx), "
                              f"got {type(grads).__name__}"
                              + (f" of length {len(grads)}" if isinstance(grads, tuple) else ""))
     dparams, dx = grads
@@ -182,15 +182,15 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
     try:
         tree.check_same(p64, dparams, ("params", "dparams"), shapes=True)
     except ValueError as e:
-        raise AssertionError(f"check_vjp({label}): {e}") from None
+        raise AssertionError(f"{where}: {e}") from None
     if getattr(layer, "dx_optional", False):
         dparams2, dx2 = pullback(u, need_dx=False)
         if dx2 is not None or not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(
                 tree.leaves(dparams), tree.leaves(dparams2))):
-            raise AssertionError(f"check_vjp({label}): pullback(dy, need_dx=False) must give "
+            raise AssertionError(f"{where}: pullback(dy, need_dx=False) must give "
                                  f"the same dparams and None for dx")
     z, grad = (p64, x64), (dparams, _input_cotangent(label, x64, dx))
-    _fd_check(f"check_vjp({label})", f, z, grad, u, random.key(seed + 1), rtol, atol, eps,
+    _fd_check(where, f, z, grad, u, random.key(seed + 1), rtol, atol, eps,
               directions, lambda p: ("params" if p.startswith("[0]") else "x") + p[3:],
               params=params, x=x)
 

@@ -56,13 +56,17 @@ def channel_vectors(name: str, tree: Any, keys: tuple[str, ...], what: str,
                          f"init), got {got}")
     # params must be arrays, as every layer's (their grads take the params' dtypes); so
     # must the state: a list would move in NumPy's float64, float16 lose the moving average
-    out = param_arrays(name, tree, keys) if what == "params" else [tree[k] for k in keys]
-    for i, (k, a) in enumerate(zip(keys, out if what != "params" else ())):
-        if not (isinstance(a, np.ndarray) and a.dtype.char in "fd"):
-            got = f"dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
-            raise TypeError(f"{name}: {what}['{k}'] must be a float32 or float64 array "
-                            f"(running statistics, as init returns them), got {got}")
-        out[i] = plain(a)
+    if what == "params":
+        out = param_arrays(name, tree, keys)
+    else:
+        out = []
+        for k in keys:
+            a = tree[k]
+            if not (isinstance(a, np.ndarray) and a.dtype.char in "fd"):
+                got = f"dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
+                raise TypeError(f"{name}: {what}['{k}'] must be a float32 or float64 array "
+                                f"(running statistics, as init returns them), got {got}")
+            out.append(plain(a))
     if shape is None:
         shapes = [a.shape for a in out]
         shape = fits if fits in shapes and len(set(shapes)) > 1 else shapes[0]
