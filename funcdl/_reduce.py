@@ -5,10 +5,11 @@ When every rank runs on one machine (the usual ``mpiexec -n k``), a mean goes th
 the ranks share, an MPI-3 shared window: each rank writes its scaled leaves into its own
 slot, then sums its 1/k of all slots into a result that every rank reads in place. Each
 byte is written once and read k times; MPICH's ``Allreduce`` on one machine copies it
-through its shared-memory queues several times. Alone and warm the two cost about the same
-(the mlp's 2.68 MB of gradients on two ranks, benchmarks/results/data_parallel.md's bare
-pmean: 0.43-0.68 ms through the window, 0.50 ms by ``Allreduce`` in the
-FUNCDL_MPI_SHARED_MEMORY=0 run at ba40861); inside the sharded step, after the forward and
+through its shared-memory queues several times. Alone and warm the two can cost about the
+same (the mlp's 2.68 MB of gradients on two ranks, benchmarks/results/data_parallel.md's
+bare pmean: 0.43-0.68 ms through the window in every run but cbc3abe's (0.74), and by
+``Allreduce`` in the FUNCDL_MPI_SHARED_MEMORY=0 run at ba40861 0.50 ms in one row, 1.73 ms
+in the other, with the slow handoff); inside the sharded step, after the forward and
 backward, 0.67-1.03 ms against 1.94 ms by messages (the same files; docs/scale-out.md). A
 window keeps up to 8 sets of slots
 and 8 results and takes them in turn (see ``generations``: the mlp's window is 64 MB of

@@ -8,8 +8,8 @@ so the params stay equal on every rank.
   otherwise. With one process every function here returns its input (``batches`` gives the
   whole batch) and communicates nothing. A process that no launcher or batch system
   started (none of the ``PMI_*``, ``PMIX_*``, ``OMPI_*``, ``MV2_*``, ``HYDRA_*``,
-  ``I_MPI_*``, ``SLURM_*``, ``ALPS_*``, ``PALS_*``, ``FLUX_*``, ``JSM_*``, ``LSB_*``,
-  ``PBS_*`` variables) and whose script has not imported ``mpi4py.MPI`` is one process
+  ``I_MPI_*``, ``MPI_LOCAL*``, ``SLURM_*``, ``ALPS_*``, ``PALS_*``, ``FLUX_*``, ``JSM_*``,
+  ``LSB_*``, ``PBS_*`` variables) and whose script has not imported ``mpi4py.MPI`` is one process
   without asking MPI: a plain ``python train.py`` never starts MPI. Otherwise the world's
   size is all it asks of MPI. Under a launcher that sets none of these, set
   ``FUNCDL_MPI=1`` or import ``mpi4py.MPI`` before the first call. ``import funcdl`` and

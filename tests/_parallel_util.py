@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from funcdl import _agree
+
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
     "mpiexec")
 needs_mpi = pytest.mark.skipif(
@@ -51,6 +53,12 @@ SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
 # Both ways of summing: through the ranks' shared memory (the default on one machine) and
 # one Allreduce (across machines; forced here by the switch).
 PATHS = pytest.mark.parametrize("path", ["shared", "allreduce"])
+
+
+def asks_mpi(name: str) -> bool:
+    """Whether the environment variable ``name`` makes funcdl ask MPI (a launcher's, or
+    FUNCDL_MPI*): what a test of the one-process path removes."""
+    return name.startswith((*_agree._LAUNCHER_PREFIXES, "FUNCDL_MPI"))
 
 
 def path_env(path: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from _parallel_util import ENV, OneRank, needs_mpi, ok, run
+from _parallel_util import ENV, OneRank, asks_mpi, needs_mpi, ok, run
 from conftest import load_example, refused
 
 import funcdl as fd
@@ -89,8 +89,7 @@ def test_one_process_is_the_identity_and_starts_mpi_only_when_asked():
             _agree.world.cache_clear()
             os.environ["FUNCDL_MPI"] = "1"  # asks MPI, as under an unknown launcher
     """
-    env = {k: v for k, v in ENV.items()
-           if not k.startswith((*_agree._LAUNCHER_PREFIXES, "FUNCDL_MPI"))}
+    env = {k: v for k, v in ENV.items() if not asks_mpi(k)}
     out = ok(run(["-c", textwrap.dedent(code)], mpi=False, env=env)).split()
     assert out == ["False", "False", "True", "True"]
 
@@ -102,7 +101,7 @@ def test_one_process_is_the_identity_and_starts_mpi_only_when_asked():
     ("HOME_MPI", False), ("FUNCDL_MPI_SHARED_MEMORY", False)])
 def test_which_variables_mean_a_launcher_may_have_started_us(monkeypatch, name, launched):
     for k in list(os.environ):
-        if k.startswith((*_agree._LAUNCHER_PREFIXES, "FUNCDL_MPI")):
+        if asks_mpi(k):
             monkeypatch.delenv(k)
     assert not _agree.launched()
     monkeypatch.setenv(name, "1")
