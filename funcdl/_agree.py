@@ -195,12 +195,13 @@ def _sign(t: Tree, leaves: list[Any], key: list[Any]) -> None:
 
 # The root a rank passes when its ``root`` is not an int: the agreement then fails on every
 # rank alike, where raising on that rank alone would leave the others waiting in the Bcast.
-NOT_AN_INT = -(2 ** 62)
+INT_BOUND = 2 ** 62  # the ints an agreement carries lie within ±INT_BOUND (int64, spared)
+NOT_AN_INT = -INT_BOUND
 
 
 def root_arg(root: Any) -> int:
     """``root`` as an int, or NOT_AN_INT for a float, a bool, None, a string..."""
-    return int(root) if is_int(root) and abs(int(root)) < 2 ** 62 else NOT_AN_INT
+    return int(root) if is_int(root) and abs(int(root)) < INT_BOUND else NOT_AN_INT
 
 
 def agree(comm: Comm, tree_digest: int, t: Tree, fn: str, root: int = 0, weight: int = 0,

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl import tree as pytree
-from funcdl._agree import NOT_AN_INT, digest, mpi, signature
+from funcdl._agree import INT_BOUND, NOT_AN_INT, digest, mpi, signature
 from funcdl._args import int_arg, shown
 from funcdl._reduce import Layout, Reducer, as_tree, ravel, span
 from funcdl.optim import GradientTransformation
@@ -161,11 +161,11 @@ class Sharder:
 
     def weight(self, examples: Any) -> int:
         """``examples`` as the weight the agreement carries: -1 for None, else an int in
-        [0, 2**62)."""
+        [0, INT_BOUND)."""
         if examples is None:
             return -1
         weight = int_arg(examples, self.name, "examples")
-        if weight >= 2**62:  # it travels as an int64 with the agreement over ranks
+        if weight >= INT_BOUND:  # it travels as an int64 with the agreement over ranks
             raise ValueError(f"{self.name}: examples={shown(weight)} is no example count of "
                              f"a batch; give this rank's number of examples, len(x)")
         return weight
