@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._treenodes import children_of, rebuild, sorted_keys
+from funcdl._treenodes import Node, children_of, rebuild, same_node, sorted_keys
 
 Tree = Any
 
@@ -150,7 +150,7 @@ def _multi(f: Callable[..., Any], n: int, t: Tree, rest: Sequence[Tree],
                 raise _Mismatch
         return _outputs(f(t, *rest), n)
     kind, meta, kids, _ = node  # None, a NamedTuple, a dict subclass
-    others = _same_node(kind, meta, len(kids), rest)
+    others = _same_node(node, rest)
     if not kids:
         return tuple(rebuild(kind, meta, []) for _ in range(n))
     cols = zip(*[_multi(f, n, c, [o[j] for o in others], shapes) for j, c in enumerate(kids)])
@@ -192,16 +192,16 @@ def _mapn(f: Callable[..., Any], t: Tree, rest: tuple[Tree, ...] | list[Tree]) -
                 raise _Mismatch
         return f(t, *rest)
     kind, meta, kids, _ = node
-    others = _same_node(kind, meta, len(kids), rest)
+    others = _same_node(node, rest)
     return rebuild(kind, meta, [_mapn(f, c, [o[j] for o in others]) for j, c in enumerate(kids)])
 
 
-def _same_node(kind: str, meta: Any, n: int, rest: Sequence[Tree]) -> list[list[Any]]:
-    """The children of each tree in ``rest``, which must be nodes like the one given."""
+def _same_node(node: Node, rest: Sequence[Tree]) -> list[list[Any]]:
+    """The children of each tree in ``rest``, which must be nodes like ``node``."""
     others = []
     for r in rest:
         rnode = children_of(r)
-        if rnode is None or rnode[0] != kind or rnode[1] != meta or len(rnode[2]) != n:
+        if rnode is None or not same_node(node, rnode):
             raise _Mismatch
         others.append(rnode[2])
     return others

@@ -306,7 +306,6 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
               if arrays else np.zeros(0, dtype))
     offsets = np.cumsum([0, *sizes]).tolist()
     total = offsets[-1]
-    uniform = all(d == dtype for d in dtypes)  # then a vector of `dtype` needs no cast
     ints = any(d.kind in "iu" for d in dtypes)
 
     def unravel(v: NDArray[Any]) -> Tree:
@@ -317,10 +316,6 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
         if kind not in "biufc":  # '1.5' would be parsed, None would fail in int()
             raise TypeError(f"unravel: expected a vector of numbers (bool, int, float, "
                             f"complex), got dtype {v.dtype}")
-        if uniform and v.dtype == dtype:  # views, no cast
-            parts = [v[offsets[i]:offsets[i + 1]].reshape(shapes[i])
-                     for i in range(len(shapes))]
-            return unflatten(treedef, parts)
         if ints and kind in "fc":  # NaN, inf, 1e300 would cast to garbage ints
             _check_ints(v, offsets, dtypes, treedef)
         if kind == "c":  # real leaves take the real part: the cast would warn

@@ -41,44 +41,44 @@ def masked(inner: GradientTransformation, mask: Tree | Callable[[Tree], Tree]
 def make_masked(name: str, inner: GradientTransformation,
                 mask: Tree | Callable[[Tree], Tree]) -> GradientTransformation:
     """``masked(inner, mask)``, its errors naming ``name`` (``adamw``'s mask is adamw's). A
-    mask that is not a function is checked here, once."""
+    mask that is not a function has its flags checked here, once; its fit to each tree is
+    checked at every call (by _spread, which walks the tree but builds no leaf list)."""
     if not callable(mask):
         _check_flags(name, mask)
 
-    def flags(where: str, t: Tree, what: str) -> tuple[list[Any], Any, list[bool]]:
-        """``t``'s leaves, its treedef and the mask's flags, one per leaf."""
+    def flags(where: str, t: Tree, what: str) -> list[bool]:
+        """The mask's flags, one per leaf of ``t``, in ``t``'s order."""
         m = mask(t) if callable(mask) else mask
-        leaves: list[Any] = []
         keep: list[bool] = []
         try:
-            _spread(t, m, what, "", leaves, keep)
+            _spread(t, m, what, "", keep)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}: {e}") from None
-        return leaves, tree.structure(t), keep
-
-    def picked(leaves: list[Any], td: Any, keep: list[bool]) -> Tree:
-        return tree.unflatten(td, [x if k else None for x, k in zip(leaves, keep)])
+        return keep
 
     def init(params: Tree) -> MaskedState:
-        leaves, td, keep = flags(f"{name}.init", params, "params")
-        return MaskedState(inner.init(picked(leaves, td, keep)))
+        k = iter(flags(f"{name}.init", params, "params"))
+        return MaskedState(inner.init(tree.map(lambda x: x if next(k) else None, params)))
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, MaskedState]:
         check_state(name, state, MaskedState)
-        g, td, keep = flags(f"{name}.update", grads, "grads")
+        keep = flags(f"{name}.update", grads, "grads")
+        k = iter(keep)
+        g = tree.map(lambda x: x if next(k) else None, grads)
         p = None
         if params is not None:
-            p_leaves, p_td = tree.flatten(params)
-            if p_td != td:  # check_same then raises: the structures differ
+            k = iter(keep)
+            try:
+                p = tree.map(lambda x, y: y if next(k) else None, grads, params)
+            except ValueError:
                 try:
                     tree.check_same(grads, params, ("grads", "params"))
                 except ValueError as e:
                     raise ValueError(f"{name}.update: {e}") from None
-            p = picked(p_leaves, td, keep)
-        u, inner_state = inner.update(state.inner_state, picked(g, td, keep), p)
-        done = iter(tree.leaves(u))
-        return tree.unflatten(td, [next(done) if k else x for x, k in zip(g, keep)]), \
-            MaskedState(inner_state)
+                raise
+        u, inner_state = inner.update(state.inner_state, g, p)
+        done, k = iter(tree.leaves(u)), iter(keep)
+        return tree.map(lambda x: next(done) if next(k) else x, grads), MaskedState(inner_state)
 
     return transform(name, init, update)
 
@@ -100,16 +100,12 @@ def _check_flags(where: str, m: Tree) -> None:
             raise TypeError(f"{where}: {_not_a_flag(flag, path)}")
 
 
-def _spread(t: Tree, m: Tree, what: str, path: str, leaves: list[Any],
-            keep: list[bool]) -> None:
-    """Append ``t``'s leaves to ``leaves`` and one flag per leaf to ``keep``, in ``t``'s
-    order: the mask has ``t``'s structure, or a prefix of it, a bool standing for every leaf
-    of the subtree it stands at (as optax's masks: ``{'dense': True, 'norm': False}`` over
-    nested params)."""
+def _spread(t: Tree, m: Tree, what: str, path: str, keep: list[bool]) -> None:
+    """Append one flag per leaf of ``t`` to ``keep``, in ``t``'s order: the mask has ``t``'s
+    structure, or a prefix of it, a bool standing for every leaf of the subtree it stands at
+    (as optax's masks: ``{'dense': True, 'norm': False}`` over nested params)."""
     if _is_flag(m):
-        sub = tree.leaves(t)
-        leaves += sub
-        keep += [bool(m)] * len(sub)
+        keep += [bool(m)] * len(tree.leaves(t))
         return
     node, marks = children_of(t), children_of(m)
     if marks is None:
@@ -118,4 +114,4 @@ def _spread(t: Tree, m: Tree, what: str, path: str, leaves: list[Any],
         raise mismatch_error(path, t, m, (what, "the mask"))
     assert node is not None  # same_node: both are nodes
     for child, mark, step in zip(node[2], marks[2], node[3]):
-        _spread(child, mark, what, path + step, leaves, keep)
+        _spread(child, mark, what, path + step, keep)
