@@ -22,10 +22,14 @@ def number(value: Any) -> Any:
 
 def shown(value: Any) -> str:
     """``repr(value)`` for an error message, but an int of over 30 digits as its length:
-    Python refuses to print one of more than 4,300 digits."""
+    Python refuses to print one of more than 4,300 digits (in a tuple too, which is then
+    named by its type)."""
     if isinstance(value, int) and abs(value).bit_length() > 100:
         return f"an int of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
-    return repr(value)
+    try:
+        return repr(value)
+    except ValueError:  # a container holding such an int
+        return f"a {type(value).__name__} holding an int too long to print"
 
 
 def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
@@ -50,11 +54,12 @@ def int_arg(value: Any, where: str, what: str, minimum: int | None = 0) -> int:
     (``random.split``)."""
     value = number(value)
     if not is_int(value):
-        raise TypeError(f"{where}: {what} must be an int, got {value!r} "
+        raise TypeError(f"{where}: {what} must be an int, got {shown(value)} "
                         f"({type(value).__name__})")
     if minimum is not None and value < minimum:
         word = {0: " (non-negative)", 1: " (positive)"}.get(minimum, "")
-        raise ValueError(f"{where}: {what} must be >= {minimum}{word}, got {value}")
+        raise ValueError(f"{where}: {what} must be >= {minimum}{word}, got "
+                         f"{shown(int(value))}")
     return int(value)
 
 
@@ -85,7 +90,7 @@ def real_arg(value: Any, where: str, what: str, *, low: float = -math.inf,
     else:
         bound = "" if finite else ", not NaN"
     raise ValueError(f"{where}: {what} must be a {'finite ' if finite else ''}number{bound}, "
-                     f"got {value!r}")
+                     f"got {shown(value)}")
 
 
 def bool_arg(value: Any, where: str, what: str) -> bool:
@@ -140,10 +145,12 @@ def _shape(shape: Any, where: str) -> tuple[int, ...]:
         except TypeError:  # not a sequence, or a 0-d array that number() left alone
             raise TypeError(f"{where}: shape must be an int or a tuple of ints, got {shape!r} "
                             f"({type(shape).__name__})") from None
-    dims = tuple(int_arg(d, where, f"every size in shape {shape!r}") for d in raw)
-    if any(d > INTP_MAX for d in dims):
-        raise ValueError(f"{where}: shape {dims} has a size beyond {INTP_MAX}, the largest "
-                         f"an array can have")
+    what = f"every size in shape {shown(shape)}"  # once, not per size
+    dims = tuple(int_arg(d, where, what) for d in raw)
+    big = next((d for d in dims if d > INTP_MAX), None)
+    if big is not None:
+        raise ValueError(f"{where}: shape {shown(dims)} has a size of {shown(big)}, beyond "
+                         f"{INTP_MAX}, the largest an array can have")
     return dims
 
 
@@ -152,7 +159,7 @@ def count_arg(value: Any, where: str, what: str, itemsize: int) -> int:
     entries (split's keys, permutation's indices): a ValueError past what one can hold."""
     n = int_arg(value, where, what)
     if n > INTP_MAX // itemsize:
-        raise ValueError(f"{where}: {what}={n} is more than an array can hold "
+        raise ValueError(f"{where}: {what}={shown(n)} is more than an array can hold "
                          f"({INTP_MAX // itemsize:.3g} at most)")
     return n
 

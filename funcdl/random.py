@@ -27,6 +27,7 @@ from funcdl._args import (
     is_int,
     number,
     shape_arg,
+    shown,
 )
 
 __all__ = ["Key", "bernoulli", "check_key", "fold_in", "key", "normal", "permutation", "split",
@@ -90,7 +91,7 @@ def fold_in(key: Key, data: int) -> Key:
     epoch number; a Python or NumPy int, or a 0-d integer array)."""
     d = int_arg(data, "random.fold_in", "data", minimum=None)
     if not 0 <= d <= _MASK64:  # not wrapped: 2**64 would be 0's stream, -1 2**64 - 1's
-        raise ValueError(f"random.fold_in: data must be in [0, 2**64), got {d}")
+        raise ValueError(f"random.fold_in: data must be in [0, 2**64), got {shown(d)}")
     # Philox's counter is its other 256-bit input: placing data there gives a stream per value.
     bg = np.random.Philox(key=check_key(key, "random.fold_in"),
                           counter=np.array([d, 1, 0, 0], np.uint64))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from _catalogue import F32, KEY, case, has, ones
 
+import funcdl as fd
 from funcdl import data, io, optim, random, tree
 
 # ---------------------------------------------------------------------------- optimizers
@@ -400,3 +402,23 @@ def test_zero_d_arrays_serve_as_numbers_where_a_number_is_asked():
     assert optim.cosine_decay_schedule(0.1, np.array(10))(5) == pytest.approx(0.05)
     batch = next(data.batches(None, np.ones((4, 2)), batch_size=np.array(2), shuffle=False))
     assert batch[0].shape == (2, 2)
+
+
+HUGE = 10**5000  # Python refuses to print an int of more than 4,300 digits
+
+
+@pytest.mark.parametrize("call, where", [
+    (lambda: fd.optim.linear_schedule(0.1, 0, -HUGE), "linear_schedule"),
+    (lambda: fd.random.split(fd.random.key(0), -HUGE), "random.split"),
+    (lambda: fd.random.split(fd.random.key(0), HUGE), "random.split"),
+    (lambda: fd.random.permutation(fd.random.key(0), HUGE), "random.permutation"),
+    (lambda: fd.random.normal(fd.random.key(0), (HUGE,)), "random.normal"),
+    (lambda: fd.random.normal(fd.random.key(0), (2, -HUGE)), "random.normal"),
+    (lambda: fd.random.fold_in(fd.random.key(0), HUGE), "random.fold_in"),
+    (lambda: fd.optim.sgd(HUGE), "sgd"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_an_int_too_long_to_print_is_named_by_its_length(call, where):
+    # each message printed the int, and Python's own ValueError ("Exceeds the limit (4300
+    # digits) for integer string conversion") came out instead of funcdl's
+    with pytest.raises(ValueError, match=rf"^{re.escape(where)}: .*an int of about 5001 digits"):
+        call()

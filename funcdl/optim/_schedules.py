@@ -44,9 +44,9 @@ def _steps(name: str, what: str, value: Any, *, positive: bool = False) -> int:
         raise TypeError(f"{name}: {what} must be {kind}, got {value!r}")
     if not isinstance(value, (int, np.integer)) and (
             not math.isfinite(value) or int(value) != value):
-        raise ValueError(f"{name}: {what} must be {kind}, got {value!r}")
+        raise ValueError(f"{name}: {what} must be {kind}, got {shown(value)}")
     if value < (1 if positive else 0):
-        raise ValueError(f"{name}: {what} must be {kind}, got {value!r}")
+        raise ValueError(f"{name}: {what} must be {kind}, got {shown(value)}")
     if value > COUNT_END:  # beyond any count (an int64), and past float arithmetic
         raise ValueError(f"{name}: {what} must be {kind} below 2**63 (a step count is an "
                          f"int64), got {shown(value)}")
