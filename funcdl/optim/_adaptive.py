@@ -139,10 +139,12 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         # warning; an inf gradient gives a NaN step (inf/inf), and eps=0 a NaN one for g=0
         # (0/0), silently, as in torch.
         # Elementwise: a small model's leaves go through these 12 NumPy calls once, end to
-        # end (see leafwise).
+        # end (see leafwise); not with mu_dtype, whose mu's dtype differs from the others'
+        # and which the fused path would walk the trees only to turn down.
         with np.errstate(all="ignore"):
             out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                                   ("grads", "state.mu", "state.nu"), n_out=3, elementwise=True)
+                                   ("grads", "state.mu", "state.nu"), n_out=3,
+                                   elementwise=mu_dt is None)
         return out, ScaleByAdamState(next_count(count), mu, nu)
 
     return transform(name, init, update)
