@@ -24,7 +24,8 @@ import functools
 import operator
 import os
 import sys
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -115,6 +116,20 @@ class Window(NamedTuple):
     hi: int
 
 
+T = TypeVar("T")
+
+
+def memo(table: dict[Any, T], key: Any, make: Callable[[], T]) -> T:
+    """``table[key]``, made by ``make()`` when missing; a table of 16 entries starts afresh
+    (a sweep over many model shapes would otherwise grow it without end)."""
+    found = table.get(key)
+    if found is None:
+        if len(table) >= 16:
+            table.clear()
+        found = table[key] = make()
+    return found
+
+
 class Reducer:
     """Layouts, private buffers and shared windows for means over ranks.
 
@@ -137,21 +152,21 @@ class Reducer:
     def layout(self, t: Tree) -> tuple[list[Any], Layout]:
         """``t``'s leaves and its layout, found by one walk and one hash when seen before."""
         leaves, key = signature(t)
-        found = self.layouts.get(key)
-        if found is None:
-            arrays = [np.asarray(x) for x in leaves]
-            bounds = np.cumsum([0] + [a.size for a in arrays]).tolist()
-            odd = pytree.odd_leaf(t, "fc")
-            not_float = None if odd is None else f"{odd[0] or 'the root'} has dtype {odd[1]}"
-            # tree.ravel's dtype (refusing strings would skip the agreement on this rank)
-            dtype = (np.result_type(*[a.dtype for a in arrays]) if arrays and all(
-                a.dtype.kind in "biufc" for a in arrays) else np.dtype(np.float32))
-            found = Layout(digest(describe(t)), dtype, bounds,
-                           [(a.shape, a.dtype) for a in arrays], not_float)
-            if len(self.layouts) >= 16:  # a sweep over many model shapes: start afresh
-                self.layouts.clear()
-            self.layouts[key] = found
-        return leaves, found
+        return leaves, memo(self.layouts, key, lambda: self.new_layout(t, leaves))
+
+    @staticmethod
+    def new_layout(t: Tree, leaves: list[Any]) -> Layout:
+        """``t``'s layout from its ``leaves``: the entries' bounds, the dtype ravel gives,
+        the digest the ranks compare and the first leaf that is not a float."""
+        arrays = [np.asarray(x) for x in leaves]
+        bounds = np.cumsum([0] + [a.size for a in arrays]).tolist()
+        odd = pytree.odd_leaf(t, "fc")
+        not_float = None if odd is None else f"{odd[0] or 'the root'} has dtype {odd[1]}"
+        # tree.ravel's dtype (refusing strings would skip the agreement on this rank)
+        dtype = (np.result_type(*[a.dtype for a in arrays]) if arrays and all(
+            a.dtype.kind in "biufc" for a in arrays) else np.dtype(np.float32))
+        return Layout(digest(describe(t)), dtype, bounds,
+                      [(a.shape, a.dtype) for a in arrays], not_float)
 
     def take(self, n: int, dtype: np.dtype[Any]) -> NDArray[Any]:
         pool = self.buffers.setdefault((n, dtype.str), [])

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from funcdl import tree as pytree
 from funcdl._agree import INT_BOUND, NOT_AN_INT, digest, mpi, signature
 from funcdl._args import int_arg, shown
-from funcdl._reduce import Layout, Reducer, as_tree, ravel, span
+from funcdl._reduce import Layout, Reducer, as_tree, memo, ravel, span
 from funcdl.optim import GradientTransformation
 from funcdl.optim._base import Count, check_state, next_count, read_count, zero_count
 
@@ -123,23 +123,12 @@ class Sharder:
         self.inners: dict[tuple[int, int, int], set[Any]] = {}  # cut: inner states' keys
 
     def cut(self, lay: Layout, size: int, rank: int) -> Cut:
-        key = (lay.digest, size, rank)
-        found = self.cuts.get(key)
-        if found is None:
-            if len(self.cuts) >= 16:
-                self.cuts.clear()
-            found = self.cuts[key] = cut(lay.bounds, size, rank)
-        return found
+        return memo(self.cuts, (lay.digest, size, rank), lambda: cut(lay.bounds, size, rank))
 
     def pair_digest(self, grads: Layout, params: Layout) -> int:
         """One digest of both layouts, for the agreement across ranks."""
-        key = (grads.digest, params.digest)
-        found = self.pairs.get(key)
-        if found is None:
-            if len(self.pairs) >= 16:
-                self.pairs.clear()
-            found = self.pairs[key] = digest([(str(key[0]), str(key[1]))])
-        return found
+        return memo(self.pairs, (grads.digest, params.digest),
+                    lambda: digest([(str(grads.digest), str(params.digest))]))
 
     def check_inner(self, inner: Any, lay: Layout, size: int, rank: int,
                     pieces: tuple[NDArray[Any], ...]) -> None:
@@ -147,11 +136,7 @@ class Sharder:
         its init makes for this rank's ``pieces``: that update runs between the sum and the
         gather, where one rank's error would leave the others waiting. One built otherwise
         that the update takes (tried on zero gradients) passes, and is remembered."""
-        known = self.inners.get((lay.digest, size, rank))
-        if known is None:
-            if len(self.inners) >= 16:
-                self.inners.clear()
-            known = self.inners[lay.digest, size, rank] = set()
+        known = memo(self.inners, (lay.digest, size, rank), set)
         key = signature(inner)[1]
         if key in known:
             return
