@@ -382,3 +382,4 @@ def test_infinite_inputs_give_torchs_values_without_warnings():
     # 0 · inf in max(x, 0·x) made LeakyReLU(0) NaN at +inf; torch gives inf
     x = np.array([np.inf, 1.0, -2.0], np.float32)
     np.testing.assert_array_equal(L.LeakyReLU(0.0).apply((), x), [np.inf, 1.0, 0.0])
+    check_vjp(L.LeakyReLU(0.0), (), random.normal(random.key(4), (3, 5), np.float64))
