@@ -78,7 +78,8 @@ def _dict2(f: Callable[..., Any], a: dict[Any, Any], b: Tree, shapes: bool) -> T
     if not isinstance(b, dict) or len(a) != len(b):  # OrderedDict too
         raise _Mismatch
     out = {}
-    for k, x in a.items():
+    for k in sorted_keys(a):  # the order a one-tree map and flatten visit, as in JAX
+        x = a[k]
         try:
             y = b[k]
         except KeyError:

@@ -210,6 +210,24 @@ def test_add_decayed_weights_with_a_mask_decays_only_there():
     np.testing.assert_array_equal(u["b"], g["b"])
 
 
+@pytest.mark.parametrize("make", [
+    lambda m: optim.masked(optim.add_decayed_weights(0.5), m),
+    lambda m: optim.add_decayed_weights(0.5, mask=m)])
+def test_a_mask_fits_a_models_own_grads_whose_dicts_are_unsorted(make):
+    # Dense's params and grads are {'w', 'b'}: the flags (in sorted order) must meet the
+    # same leaves when grads and params are walked together.
+    model = fd.layers.Sequential(fd.layers.Dense(4), fd.layers.ReLU(), fd.layers.Dense(1))
+    _, params = model.init(fd.random.key(0), (None, 3))
+    x, t = np.ones((5, 3), np.float32), np.ones((5, 1), np.float32)
+    _, grads = fd.value_and_grad(model, fd.losses.mse)(params, x, t)
+    assert list(grads[0]) == ["w", "b"]  # the case at stake
+    opt = make(_matrices)
+    u, _ = opt.update(opt.init(params), grads, params)
+    for i in (0, 2):
+        np.testing.assert_allclose(u[i]["w"], grads[i]["w"] + 0.5 * params[i]["w"], rtol=1e-6)
+        np.testing.assert_array_equal(u[i]["b"], grads[i]["b"])
+
+
 def test_adamw_mask_decays_the_masked_in_leaves_as_adamw_and_the_rest_as_adam():
     params = _params()
     runs = {"masked": optim.adamw(0.1, weight_decay=0.3, mask=_matrices),

@@ -28,6 +28,23 @@ def test_map_dict_visits_keys_sorted_and_keeps_keys():
     assert type(out) is dict
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_map_of_several_trees_visits_keys_sorted_as_one_tree_does(n):
+    # A transform that pairs a one-tree map's order with a many-tree map's (optim.masked)
+    # needs both sorted: a layer's params come as {'w', 'b'}, unsorted.
+    seen = []
+
+    def f(x, *rest):
+        seen.append(x)
+        return x
+
+    t = [{"w": 1, "b": 2}, {"z": 3, "a": {"y": 4, "c": 5}}]
+    out = tree.map(f, t, *[t] * (n - 1))
+    assert seen == tree.leaves(t) == [2, 1, 5, 4, 3]
+    assert [list(d) for d in out] == [["b", "w"], ["a", "z"]]
+    assert list(out[1]["a"]) == ["c", "y"]
+
+
 def test_leaves_dict_sorted_order():
     t = {"w": np.ones(2), "b": np.zeros(3)}
     leaves = tree.leaves(t)
