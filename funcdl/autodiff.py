@@ -127,14 +127,17 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
     wrt_input = bool_arg(wrt_input, "value_and_grad", "wrt_input")
     from funcdl.layers._guard import guarded  # here: import funcdl loads no layers
     from funcdl.layers.base import layer_arg
+    from funcdl.losses import bound
 
     layer_arg("value_and_grad", model, "the model must be a layer")
-    model = guarded(model)
+    model, loss = guarded(model), bound(loss)
     if not callable(getattr(loss, "vjp", None)):  # the class Loss has a vjp, not callable
         raise TypeError(f"value_and_grad: the loss needs a .vjp(pred, target) method, got "
-                        f"{loss!r}; build your own as funcdl.losses.Loss(name, vjp), vjp "
-                        f"returning (value, pullback), or ((value, aux), pullback) with "
-                        f"has_aux=True, e.g. from a funcdl loss's own vjp")
+                        f"{loss!r}; bind a funcdl loss's options with functools.partial "
+                        f"(partial(fd.losses.huber, delta=0.5)), or build your own as "
+                        f"funcdl.losses.Loss(name, vjp), vjp returning (value, pullback), or "
+                        f"((value, aux), pullback) with has_aux=True, e.g. from a funcdl "
+                        f"loss's own vjp")
 
     skip_dx = not wrt_input and bool(getattr(model, "dx_optional", False))
 
@@ -157,7 +160,10 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
         else:
             if kwargs:
                 raise TypeError(f"value_and_grad: unexpected keyword arguments "
-                                f"{sorted(kwargs)} for a stateless model")
+                                f"{sorted(kwargs)} for a stateless model: f takes key= and "
+                                f"train= (and state= for a stateful one); bind a loss's "
+                                f"options to the loss, value_and_grad(model, "
+                                f"functools.partial(fd.losses.huber, delta=0.5))")
             y, pullback = model.vjp(params, x, key=key, train=train)
         if checking:
             debug.verify(_name(model), "forward output", y)

@@ -14,6 +14,7 @@ Every loss is stable at any finite input: no overflow warning, no NaN.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,17 @@ class Loss:
 
     def __repr__(self) -> str:
         return f"funcdl.losses.{self.name}"
+
+
+def bound(loss: Any) -> Any:
+    """``functools.partial(fd.losses.huber, delta=0.5)``, a loss with its options bound as a
+    JAX user binds them, as a ``Loss`` whose vjp binds the same; any other value as it
+    came (``value_and_grad`` and ``check_loss`` need the vjp, which a partial hides)."""
+    if not (isinstance(loss, functools.partial) and callable(getattr(loss.func, "vjp", None))):
+        return loss
+    shown = ", ".join([*map(repr, loss.args), *(f"{k}={v!r}" for k, v in loss.keywords.items())])
+    return Loss(f"{getattr(loss.func, 'name', loss.func)}({shown})",
+                functools.partial(loss.func.vjp, *loss.args, **loss.keywords))
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -28,6 +28,7 @@ from funcdl import debug, random, tree
 from funcdl._args import array_arg, bool_arg, int_arg, real_arg
 from funcdl._finite_diff import directions_like, fd_check, is_float, to64
 from funcdl.layers.base import layer_arg
+from funcdl.losses import bound
 
 __all__ = ["check_layer", "check_loss", "check_vjp"]
 
@@ -312,7 +313,9 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     """Check a loss: ``loss(pred, target)`` equals ``loss.vjp(...)[0]``, the gradient keeps
     pred's dtype, and ``pullback(1.0)`` matches finite differences in float64 (tier 2 names
     the entry of ``pred`` that is wrong). ``kwargs`` go to the loss (e.g. ``delta=``). A loss
-    with aux (``Loss``'s two forms) is checked on its value."""
+    with aux (``Loss``'s two forms) is checked on its value; a ``functools.partial`` of a
+    loss with its options bound, as that loss with them."""
+    loss = bound(loss)
     if isinstance(loss, type) or not (callable(loss) and hasattr(loss, "vjp")):
         got = f"the class {loss.__name__}" if isinstance(loss, type) else repr(loss)
         raise TypeError(f"check_loss: the loss must be callable and have a "

@@ -313,3 +313,39 @@ def test_has_aux_takes_the_pair_as_a_list_as_jax_does(key):
         (value, acc), grads = fd.value_and_grad(model, loss, has_aux=True)(params, x, y)
         assert value == plain_value and acc == _accuracy(model.apply(params, x), y)
         np.testing.assert_array_equal(tree.ravel(grads)[0], tree.ravel(plain_grads)[0])
+
+
+# ------------------------------------------------------- a loss's options, bound by partial
+
+@pytest.mark.parametrize("loss, kw", [
+    (losses.huber, {"delta": 0.25}),
+    (losses.huber, {"delta": 0.25, "reduction": "sum"}),
+    (losses.mse, {"reduction": "sum"}),
+])
+def test_a_partial_of_a_loss_trains_with_its_options(loss, kw):
+    import functools
+
+    model, params, x, y = _model_and_data(random.key(3))
+    y = y * 5.0  # residuals beyond delta: huber's options change the value and the grads
+    bound = functools.partial(loss, **kw)
+    value, grads = fd.value_and_grad(model, bound)(params, x, y)
+    by_hand = losses.Loss("by hand", lambda p, t: loss.vjp(p, t, **kw))
+    want_value, want = fd.value_and_grad(model, by_hand)(params, x, y)
+    default_value, _ = fd.value_and_grad(model, loss)(params, x, y)
+    assert value == want_value == loss(model.apply(params, x), y, **kw)
+    assert value != default_value  # the options reached the loss
+    for a, b in zip(tree.leaves(grads), tree.leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fd.grad(model, bound)(params, x, y)[0]["w"], want[0]["w"])
+    fd.testing.check_loss(bound, np.linspace(-2, 2, 6).reshape(3, 2), np.zeros((3, 2)))
+
+
+def test_loss_options_passed_to_f_say_to_bind_them_and_a_partial_of_no_loss_is_refused():
+    import functools
+
+    model, params, x, y = _model_and_data(random.key(3))
+    with pytest.raises(TypeError, match=r"\['delta'\].*functools.partial\(fd.losses.huber"):
+        fd.value_and_grad(model, losses.huber)(params, x, y, delta=0.5)
+    with pytest.raises(TypeError, match=r"needs a .vjp.*functools.partial"):
+        fd.value_and_grad(model, functools.partial(np.subtract, 1.0))
+    assert "huber(delta=0.5)" in repr(losses.bound(functools.partial(losses.huber, delta=0.5)))
