@@ -63,9 +63,10 @@ def bound(loss: Any) -> Any:
     came (``value_and_grad`` and ``check_loss`` need the vjp, which a partial hides)."""
     if not (isinstance(loss, functools.partial) and callable(getattr(loss.func, "vjp", None))):
         return loss
+    func: Any = loss.func
     shown = ", ".join([*map(repr, loss.args), *(f"{k}={v!r}" for k, v in loss.keywords.items())])
-    return Loss(f"{getattr(loss.func, 'name', loss.func)}({shown})",
-                functools.partial(loss.func.vjp, *loss.args, **loss.keywords))
+    return Loss(f"{getattr(func, 'name', func)}({shown})",
+                functools.partial(func.vjp, *loss.args, **loss.keywords))
 
 
 # ---------------------------------------------------------------------------- helpers
