@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from funcdl import random
-from funcdl._args import array_arg, bool_arg, count_arg, float_dtype_arg, int_arg
+from funcdl._args import array_arg, bool_arg, count_arg, float_dtype_arg, int_arg, real_arg
 from funcdl.random import Key
 
 __all__ = ["RADIUS", "batches", "disk"]
@@ -109,18 +109,26 @@ def _generate(xs: list[NDArray[Any]], order: NDArray[np.int64] | None, size: int
         yield tuple(a[start:start + size] for a in xs)
 
 
-def disk(key: Key, n: int, dtype: DTypeLike = np.float32) -> tuple[NDArray[Any], NDArray[Any]]:
-    """``n`` points uniform in the unit square, labelled 1 inside the disk of centre
-    (0.5, 0.5) and radius ``RADIUS = 1/sqrt(2*pi)`` (area 1/2), 0 outside.
+def disk(key: Key, n: int, dtype: DTypeLike = np.float32, *, center: Any = (0.5, 0.5),
+         radius: float = RADIUS) -> tuple[NDArray[Any], NDArray[Any]]:
+    """``n`` points uniform in the unit square, labelled 1 inside the disk of ``center``
+    (0.5, 0.5) and ``radius`` ``RADIUS = 1/sqrt(2*pi)`` (area 1/2), 0 outside; another
+    ``center`` or ``radius`` gives another set.
 
     Returns ``(x, y)``: ``x`` of shape ``(n, 2)`` in ``[0, 1)``, ``y`` of shape ``(n, 1)``
     holding 0.0 or 1.0, both of ``dtype`` (float32 or float64). The same key gives the same
-    points. A point is inside when ``(x0 - 0.5)**2 + (x1 - 0.5)**2 < RADIUS**2``, evaluated
+    points. A point is inside when ``(x0 - c0)**2 + (x1 - c1)**2 < radius**2``, evaluated
     in float64 on the returned (possibly float32) coordinates.
     """
     size = count_arg(n, "data.disk", "n", 16)  # 16 bytes a point (two float64s)
     dt = float_dtype_arg(dtype, "data.disk")  # None: the default, as in JAX
+    r = real_arg(radius, "data.disk", "radius", low=0.0, open_low=True)
+    c = np.asarray(center, dtype=object) if not isinstance(center, np.ndarray) else center
+    if c.shape != (2,):
+        raise ValueError(f"data.disk: center must be 2 coordinates (x0, x1), got "
+                         f"{center!r} of shape {c.shape}")
+    c0, c1 = (real_arg(v, "data.disk", f"center[{i}]") for i, v in enumerate(c))
     x = random.uniform(random.check_key(key, "data.disk"), (size, 2), dtype=dt)
-    d2 = np.square(x.astype(np.float64) - 0.5).sum(axis=1, keepdims=True)
-    y = (d2 < RADIUS**2).astype(dt)
+    d2 = np.square(x.astype(np.float64) - np.array([c0, c1])).sum(axis=1, keepdims=True)
+    y = (d2 < r * r).astype(dt)
     return x, y

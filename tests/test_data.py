@@ -205,6 +205,31 @@ def test_disk_bad_arguments(key, n, dtype, error, match):
         data.disk(key, n, dtype=dtype)
 
 
+@pytest.mark.parametrize("center, radius", [((0.5, 0.5), 0.25), ((0.0, 1.0), 0.6),
+                                            (np.array([0.3, 0.7]), 0.1)])
+def test_disk_of_another_center_and_radius(key, center, radius):
+    x, y = data.disk(key, 4000, center=center, radius=radius)
+    inside = np.square(x.astype(np.float64) - np.asarray(center)).sum(1) < radius**2
+    np.testing.assert_array_equal(y[:, 0], inside)
+    np.testing.assert_array_equal(x, data.disk(key, 4000)[0])  # the same points
+    # the fraction inside is the disk's area within the unit square
+    area = np.pi * radius**2 / (4 if center[0] == 0.0 else 1)
+    assert abs(y.mean() - area) < 4 * np.sqrt(area * (1 - area) / 4000)
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    ({"radius": 0}, ValueError, "radius must be a finite number > 0"),
+    ({"radius": np.nan}, ValueError, "radius"),
+    ({"radius": "1"}, TypeError, "radius must be a real number"),
+    ({"center": (0.5,)}, ValueError, r"center must be 2 coordinates .* shape \(1,\)"),
+    ({"center": (0.5, None)}, TypeError, r"center\[1\] must be a real number"),
+    ({"center": (0.5, np.inf)}, ValueError, r"center\[1\] must be a finite"),
+])
+def test_disk_bad_center_and_radius(key, kw, error, match):
+    with pytest.raises(error, match=match):
+        data.disk(key, 4, **kw)
+
+
 def test_disk_dtype_none_is_the_float32_default(key):
     x, y = data.disk(key, 5, dtype=None)
     assert x.dtype == y.dtype == np.float32
