@@ -37,11 +37,23 @@ def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def several_arrays(x: Any, where: str, what: str, hint: str = "") -> None:
+    """A TypeError for a tuple holding arrays (a FanOut's or Parallel's output, a pytree
+    node), which ``np.asarray`` would stack into one array with a new leading axis, silently.
+    A list of arrays stays a list of rows, as NumPy reads it."""
+    if isinstance(x, tuple) and any(isinstance(v, np.ndarray) for v in x):
+        shapes = [np.shape(v) for v in x]
+        raise TypeError(f"{where}: {what} must be one array, got a tuple of {len(x)} "
+                        f"(shapes {shapes}){hint}; np.stack or np.concatenate them into one "
+                        f"if that is what is meant")
+
+
 def array_arg(x: Any, where: str, what: str) -> NDArray[Any]:
     """``np.asarray(x)``, or a ValueError naming ``where`` and ``what`` for a ragged list,
-    which NumPy refuses in words that name neither."""
+    which NumPy refuses in words that name neither, and a TypeError for several arrays."""
     if type(x) is np.ndarray:
         return x
+    several_arrays(x, where, what)
     try:
         return np.asarray(x)
     except (ValueError, TypeError) as e:

@@ -170,3 +170,17 @@ def test_the_constructor_hint_is_given_only_for_a_constructor():
     with pytest.raises(TypeError, match=r"call the constructor: Block\(\), not Block"):
         fd.value_and_grad(Block, losses.mse)
 
+
+
+@pytest.mark.parametrize("loss", [losses.mse, losses.huber, losses.bce, losses.bce_with_logits,
+                                  losses.softmax_cross_entropy])
+@pytest.mark.parametrize("where", ["pred", "target"])
+def test_a_tuple_of_arrays_is_refused_not_stacked(loss, where):
+    # a two-output model's (y1, y2) against a stacked target gave a value, silently
+    x = np.full((3, 2), 0.5, np.float32)
+    pred, target = ((x, x), np.stack([x, x])) if where == "pred" else (np.stack([x, x]), (x, x))
+    with pytest.raises(TypeError, match=rf"{loss.name}: {where} must be one array, got a "
+                                        rf"tuple of 2 \(shapes \[\(3, 2\), \(3, 2\)\]\)"):
+        loss(pred, target)
+    with pytest.raises(TypeError, match="must be one array"):
+        loss.vjp(pred, target)

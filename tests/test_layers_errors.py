@@ -5,6 +5,8 @@ of an unknown size declares None."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,45 @@ def test_norm_statistics_that_overflow_give_torchs_zeros_without_a_warning(key):
     np.testing.assert_array_equal(y, np.zeros((3, 4)))
     assert np.all(np.isfinite(pullback(np.ones_like(y))[1]))
 
+
+
+# ------------------------------------------- several arrays where one is read: never stacked
+
+_ONE_INPUT = [lambda: L.Dense(2), lambda: L.ReLU(), lambda: L.Softmax(), lambda: L.LayerNorm(),
+              lambda: L.Flatten(), lambda: L.Identity(), lambda: L.Conv2D(2, 3),
+              lambda: L.MaxPool2D(2), lambda: L.GlobalAvgPool(), lambda: L.Dropout(0.5)]
+
+
+@pytest.mark.parametrize("make", _ONE_INPUT)
+def test_a_tuple_of_arrays_is_refused_by_a_layer_reading_one(make):
+    # np.asarray would stack a FanOut's (x, x) into one array: Flatten then merged the
+    # batch axis with the branches', Dense gave a (2, 3, 2) output, silently
+    layer = make()
+    _, params = layer.init(random.key(0), (None, 4, 4, 2))[:2]
+    x = np.ones((3, 4, 4, 2), np.float32)
+    for call in (layer.apply, layer.vjp):
+        with pytest.raises(TypeError, match=rf"{re.escape(layer.name)}: the input must be one "
+                                            rf"array, got a tuple of 2 .*FanInSum\(\)"):
+            call(params, (x, x))
+
+
+def test_a_users_layer_returning_two_arrays_stops_at_the_next_layer():
+    def init(key, shape):
+        return (shape, shape), ()
+
+    def apply(params, x, **kw):
+        return x, 2 * x
+
+    def vjp(params, x, **kw):
+        return apply(params, x), lambda dy: ((), dy[0] + 2 * dy[1])
+
+    model = L.Sequential(L.Layer(init, apply, vjp), L.Flatten())
+    with pytest.raises(TypeError, match=r"Sequential\[1\] Flatten\(\): the input must be one"):
+        model.apply(((), ()), np.ones((3, 4), np.float32))
+
+
+def test_a_list_of_rows_is_still_a_batch():
+    layer = L.Dense(2)
+    _, params = layer.init(random.key(0), (None, 3))
+    rows = [np.array([0.5, -1.0, 2.0], np.float32), np.array([1.0, 0.0, 3.0], np.float32)]
+    np.testing.assert_array_equal(layer.apply(params, rows), layer.apply(params, np.stack(rows)))

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree as pytree
-from funcdl._args import F32, F64, is_int
+from funcdl._args import F32, F64, is_int, several_arrays
 
 __all__ = ["Layer", "LayerLike", "Pullback", "Shape"]
 
@@ -218,6 +218,8 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32) -> Array:
     if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64 or x.dtype.kind in "biu"
                                   or _native_float(x.dtype)):
         return x
+    several_arrays(x, name, "the input", ": a layer after FanOut or Parallel needs their "
+                   "branches joined first, by FanInSum() or FanInConcat()")
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as e:
