@@ -151,3 +151,24 @@ def test_a_list_of_rows_is_still_a_batch():
     _, params = layer.init(random.key(0), (None, 3))
     rows = [np.array([0.5, -1.0, 2.0], np.float32), np.array([1.0, 0.0, 3.0], np.float32)]
     np.testing.assert_array_equal(layer.apply(params, rows), layer.apply(params, np.stack(rows)))
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: L.Dense(2), (2, 4)), (lambda: L.Conv2D(2, 3), (2, 5, 5, 1)),
+    (lambda: L.Sequential(L.Dense(3), L.ReLU(), L.Dense(2)), (2, 4))])
+def test_a_gradient_beyond_float32_is_inf_in_the_params_dtype_without_a_warning(make, shape):
+    # a finite float64 input on float32 params: the float64 gradient exceeds float32's range,
+    # and its cast gave NumPy's overflow warning (an error under pytest)
+    layer = make()
+    _, params = layer.init(random.key(0), (None, *shape[1:]))
+    y, pullback = layer.vjp(params, np.full(shape, 1e300))
+    dparams, _ = pullback(np.ones_like(y))
+    w = dparams["w"] if isinstance(dparams, dict) else dparams[-1]["w"]  # relu(x W1)ᵀ dy
+    assert w.dtype == np.float32 and np.isinf(w).any()
+    # and dx beyond a float32 input's range, under float64 params
+    p64 = {"w": params["w"].astype(np.float64) * 1e300, "b": params["b"].astype(np.float64)} \
+        if isinstance(params, dict) else None
+    if p64 is not None:
+        y, pullback = layer.vjp(p64, np.ones(shape, np.float32))
+        dx = pullback(np.ones_like(y))[1]
+        assert dx.dtype == np.float32 and np.isinf(dx).any()

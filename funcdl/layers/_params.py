@@ -97,5 +97,6 @@ def in_param_dtypes(grads: dict[str, Array], params: Any) -> dict[str, Array]:
         # identity first: the common case costs no dtype comparison; equal dtypes that are
         # other objects need no copy either
         if g.dtype is not dtype and g.dtype != dtype:
-            grads[k] = g.astype(dtype)
+            with np.errstate(over="ignore"):  # beyond float32: inf, as JAX's cast gives
+                grads[k] = g.astype(dtype)
     return grads
