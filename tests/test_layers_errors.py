@@ -172,3 +172,32 @@ def test_a_gradient_beyond_float32_is_inf_in_the_params_dtype_without_a_warning(
         y, pullback = layer.vjp(p64, np.ones(shape, np.float32))
         dx = pullback(np.ones_like(y))[1]
         assert dx.dtype == np.float32 and np.isinf(dx).any()
+
+
+def _init(key, shape):
+    return shape, ()
+
+
+def _apply(params, x, **kw):
+    return x
+
+
+def _vjp(params, x, **kw):
+    return x, lambda dy: ((), dy)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"stateful": "no"}, r"Layer: stateful must be True or False, got 'no'"),
+    ({"dx_optional": 1}, r"Layer: dx_optional must be True or False"),
+    ({"name": None}, r"Layer: name must be a str"),
+    ({"name": "Mine", "pointwise": 3}, r"Layer Mine: pointwise must be None or a Pointwise"),
+    ({"vjp_then": "f"}, r"Layer: vjp_then must be None or a function"),
+    ({"ids": 0}, r"Layer: ids must be None or an int >= 1"),
+])
+def test_a_users_layer_fields_are_checked_when_built(kw, match):
+    # stateful='no' counted as True; pointwise=3 failed inside Sequential with an
+    # AttributeError; name=None broke repr
+    with pytest.raises(TypeError, match=match):
+        L.Layer(_init, _apply, _vjp, **kw)
+    flagged = L.Layer(_init, _apply, _vjp, dx_optional=np.True_)
+    assert flagged.dx_optional is True and flagged.stateful is False

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree as pytree
-from funcdl._args import F32, F64, is_int, several_arrays
+from funcdl._args import F32, F64, bool_arg, is_int, several_arrays
 
 __all__ = ["Layer", "LayerLike", "Pullback", "Shape"]
 
@@ -96,6 +96,7 @@ class Layer:
                             f"{type(getattr(self, odd)).__name__}; Layer(init, apply, vjp) "
                             f"takes init(key, in_shape), apply(params, x, **kw) and "
                             f"vjp(params, x, **kw)")
+        self._check_fields()
         for f in ("init", "apply", "vjp"):
             fn = getattr(self, f)
             if ours(fn) and "<locals>" in str(getattr(fn, "__qualname__", "")):
@@ -104,6 +105,26 @@ class Layer:
                 fn.__qualname__ = f"{self.name}.{f}"
             elif f != "init":  # a user's apply(params, x) need not take key=, train=
                 object.__setattr__(self, f, _lenient(fn))
+
+    def _check_fields(self) -> None:
+        """The optional fields' types: a user's ``stateful='no'`` would count as True, a
+        ``pointwise=3`` fail deep in Sequential, a ``name=None`` in every error message."""
+        if not isinstance(self.name, str):
+            raise TypeError(f"Layer: name must be a str (it names the layer in errors), got "
+                            f"{self.name!r} ({type(self.name).__name__})")
+        where = "Layer" if self.name == "Layer" else f"Layer {self.name}"
+        for flag in ("stateful", "dx_optional", "selects_max"):
+            object.__setattr__(self, flag, bool_arg(getattr(self, flag), where, flag))
+        odd = ("pointwise", "a Pointwise(name, f, df)") if not (
+            self.pointwise is None or isinstance(self.pointwise, Pointwise)) else (
+            "vjp_then", "a function (params, x, pointwise) -> (y, pullback)") if not (
+            self.vjp_then is None or callable(self.vjp_then)) else (
+            "ids", "an int >= 1 (the id count)") if not (self.ids is None or (
+                is_int(self.ids) and self.ids >= 1)) else None
+        if odd is not None:
+            got = getattr(self, odd[0])
+            raise TypeError(f"{where}: {odd[0]} must be None or {odd[1]}, got "
+                            f"{got!r} ({type(got).__name__})")
 
     def __repr__(self) -> str:
         return self.name
