@@ -51,6 +51,12 @@ class Loss:
 
     def __call__(self, pred: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
         got = self.vjp(pred, target, *args, **kwargs)
+        if not (isinstance(got, (tuple, list)) and len(got) in (2, 3) and callable(got[1])):
+            shown = (f"a {type(got).__name__} of length {len(got)}"
+                     if isinstance(got, (tuple, list)) else type(got).__name__)
+            raise TypeError(f"{self.name}: its vjp must return (value, pullback), or with aux "
+                            f"((value, aux), pullback) or (value, pullback, aux), pullback a "
+                            f"function; got {shown}")
         return (got[0], got[2]) if len(got) == 3 else got[0]
 
     def __repr__(self) -> str:

@@ -184,3 +184,15 @@ def test_a_tuple_of_arrays_is_refused_not_stacked(loss, where):
         loss(pred, target)
     with pytest.raises(TypeError, match="must be one array"):
         loss.vjp(pred, target)
+
+
+@pytest.mark.parametrize("vjp, got", [(lambda p, t: 3.0, "got float"),
+                                      (lambda p, t: np.array([1.0, 2.0, 3.0]), "got ndarray"),
+                                      (lambda p, t: (1.0, 2.0), "got a tuple of length 2")])
+def test_calling_a_users_loss_whose_vjp_returns_no_pullback_names_it(vjp, got):
+    # a 3-entry array read as (value, pullback, aux) gave (1.0, 3.0), silently; a float
+    # gave "object of type 'float' has no len()"
+    x = np.ones((2, 2))
+    with pytest.raises(TypeError, match=rf"mine: its vjp must return \(value, pullback\).*{got}"):
+        losses.Loss("mine", vjp)(x, x)
+    assert losses.Loss("ok", lambda p, t: [2.0, lambda g: g])(x, x) == 2.0
