@@ -120,6 +120,7 @@ def disk(key: Key, n: int, dtype: DTypeLike = np.float32, *, center: Any = (0.5,
     points. A point is inside when ``(x0 - c0)**2 + (x1 - c1)**2 < radius**2``, evaluated
     in float64 on the returned (possibly float32) coordinates.
     """
+    key = random.check_key(key, "data.disk")  # first: disk(n, key) is named as a bad key
     size = count_arg(n, "data.disk", "n", 16)  # 16 bytes a point (two float64s)
     dt = float_dtype_arg(dtype, "data.disk")  # None: the default, as in JAX
     r = real_arg(radius, "data.disk", "radius", low=0.0, open_low=True)
@@ -128,7 +129,7 @@ def disk(key: Key, n: int, dtype: DTypeLike = np.float32, *, center: Any = (0.5,
         raise ValueError(f"data.disk: center must be 2 coordinates (x0, x1), got "
                          f"{center!r} of shape {c.shape}")
     c0, c1 = (real_arg(v, "data.disk", f"center[{i}]") for i, v in enumerate(c))
-    x = random.uniform(random.check_key(key, "data.disk"), (size, 2), dtype=dt)
+    x = random.uniform(key, (size, 2), dtype=dt)
     d2 = np.square(x.astype(np.float64) - np.array([c0, c1])).sum(axis=1, keepdims=True)
     y = (d2 < r * r).astype(dt)
     return x, y

@@ -230,6 +230,12 @@ def test_disk_bad_center_and_radius(key, kw, error, match):
         data.disk(key, 4, **kw)
 
 
+def test_disk_with_key_and_n_swapped_names_the_key(key):
+    # n was checked first: "n must be an int, got array([0, 0], dtype=uint64)"
+    with pytest.raises(TypeError, match=r"data.disk: expected a key .*got int"):
+        data.disk(5, key)
+
+
 def test_disk_dtype_none_is_the_float32_default(key):
     x, y = data.disk(key, 5, dtype=None)
     assert x.dtype == y.dtype == np.float32

@@ -283,5 +283,8 @@ def test_gelu_takes_pytorchs_spellings_of_approximate():
     x = np.linspace(-4, 4, 9, dtype=np.float32)
     np.testing.assert_array_equal(L.GELU("tanh").apply((), x), L.GELU(True).apply((), x))
     np.testing.assert_array_equal(L.GELU("none").apply((), x), L.GELU().apply((), x))
-    with pytest.raises(TypeError, match=r"GELU: approximate must be True or False, got 'no'"):
+    with pytest.raises(TypeError, match=r"GELU: approximate must be True, False, 'tanh' or "
+                                        r"'none' \(PyTorch's spellings\), got 'no'"):
         L.GELU("no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"GELU: approximate must be True or False, got 1"):
+        L.GELU(1)  # type: ignore[arg-type]

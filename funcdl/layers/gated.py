@@ -69,7 +69,10 @@ def GELU(approximate: bool = False) -> Layer:
     float32, 1e-16 in float64. ``approximate=True`` uses the tanh form
     ``Φ(x) ≈ (1 + tanh(√(2/π)(x + 0.044715 x³))) / 2`` (JAX's default, PyTorch's 'tanh');
     PyTorch's spellings ``approximate='tanh'`` and ``'none'`` are read as True and False."""
-    if isinstance(approximate, str) and approximate in ("tanh", "none"):
+    if isinstance(approximate, str):
+        if approximate not in ("tanh", "none"):
+            raise TypeError(f"GELU: approximate must be True, False, 'tanh' or 'none' "
+                            f"(PyTorch's spellings), got {approximate!r}")
         approximate = approximate == "tanh"
     if bool_arg(approximate, "GELU", "approximate"):
         return _gated("GELU(approximate=True)", _tanh_gate, _tanh_slope)
