@@ -126,11 +126,15 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
     has_aux = bool_arg(has_aux, "value_and_grad", "has_aux")  # 'no' would count as True
     wrt_input = bool_arg(wrt_input, "value_and_grad", "wrt_input")
     from funcdl.layers._guard import guarded  # here: import funcdl loads no layers
-    from funcdl.layers.base import layer_arg
+    from funcdl.layers.base import Layer, layer_arg
     from funcdl.losses import bound
 
     layer_arg("value_and_grad", model, "the model must be a layer")
     model, loss = guarded(model), bound(loss)
+    if isinstance(loss, Layer):  # it has a vjp too, and would fail on the target as params
+        raise TypeError(f"value_and_grad: the loss is a layer, {loss.name}; pass the model "
+                        f"first and a loss second, a function of (pred, target) with a .vjp, "
+                        f"as fd.losses.mse")
     if not callable(getattr(loss, "vjp", None)):  # the class Loss has a vjp, not callable
         raise TypeError(f"value_and_grad: the loss needs a .vjp(pred, target) method, got "
                         f"{loss!r}; bind a funcdl loss's options with functools.partial "
@@ -207,6 +211,10 @@ def _loss_step(loss: Any, y: Any, target: Any, has_aux: bool) -> tuple[Any, Any,
     except TypeError:
         _pullback_error(loss, loss_pullback, has_aux)
         raise
+    if type(dy) is tuple and type(y) is np.ndarray:  # the model would stack or refuse it
+        raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} returned a "
+                        f"tuple of {len(dy)}; it must return dpred alone, an array of pred's "
+                        f"shape {y.shape} (targets get no gradient)")
     if dy is None:  # the model's pullback would read None as "nothing flows back"
         raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} returned "
                         f"None; it must return dpred, an array of pred's shape (a missing "

@@ -349,3 +349,15 @@ def test_loss_options_passed_to_f_say_to_bind_them_and_a_partial_of_no_loss_is_r
     with pytest.raises(TypeError, match=r"needs a .vjp.*functools.partial"):
         fd.value_and_grad(model, functools.partial(np.subtract, 1.0))
     assert "huber(delta=0.5)" in repr(losses.bound(functools.partial(losses.huber, delta=0.5)))
+
+
+def test_a_layer_passed_as_the_loss_and_a_loss_pullback_returning_a_pair_are_named():
+    model, params, x, y = _model_and_data(random.key(3))
+    # a Layer has a vjp too: it failed on the target as its params ("params must be a dict")
+    with pytest.raises(TypeError, match=r"the loss is a layer, Dense\(2\); pass the model"):
+        fd.value_and_grad(model, L.Dense(2))
+    # (dpred, dtarget) was blamed on the model's first layer as its "input"
+    pair = losses.Loss("pair", lambda p, t: (0.0, lambda g: (p - t, None)))
+    with pytest.raises(TypeError, match=r"loss pair returned a tuple of 2; it must return "
+                                        r"dpred alone, an array of pred's shape \(8, 1\)"):
+        fd.value_and_grad(model, pair)(params, x, y)
