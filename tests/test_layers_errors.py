@@ -201,3 +201,29 @@ def test_a_users_layer_fields_are_checked_when_built(kw, match):
         L.Layer(_init, _apply, _vjp, **kw)
     flagged = L.Layer(_init, _apply, _vjp, dx_optional=np.True_)
     assert flagged.dx_optional is True and flagged.stateful is False
+
+
+@pytest.mark.parametrize("bad", ["f", "df"])
+def test_a_users_pointwise_of_the_wrong_shape_is_named_in_a_fused_step(bad):
+    # its dx went into Dense's pullback, and NumPy's "shapes not aligned" blamed the Dense
+    from funcdl.layers.base import Pointwise
+
+    def softsign(x):
+        return x / (1 + np.abs(x))
+
+    def df(x, y, dy):
+        return dy / (1 + np.abs(x)) ** 2
+
+    act = Pointwise("Softsign", (lambda x: softsign(x)[:, :1]) if bad == "f" else softsign,
+                    (lambda x, y, dy: dy[:, :1]) if bad == "df" else df)
+    layer = L.Layer(_init, lambda p, x: softsign(x),
+                    lambda p, x: (softsign(x), lambda dy: ((), df(x, None, dy))),
+                    name="Softsign", pointwise=act)
+    model = L.Sequential(L.Dense(3), layer)
+    _, params = model.init(random.key(0), (None, 4))
+    x = np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match=rf"Sequential\[1\] Softsign: its Pointwise {bad} "
+                                         rf"returned .* of shape \(3, 1\); an elementwise map "
+                                         rf"keeps the shape, \(3, 3\)"):
+        _, pullback = model.vjp(params, x)
+        pullback(np.ones((3, 3), np.float32))

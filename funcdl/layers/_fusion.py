@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from funcdl.layers._guard import checked_pointwise
 from funcdl.layers.base import check_cotangent, no_params
 
 __all__ = ["order", "owner", "steps", "swaps"]
@@ -35,14 +36,14 @@ def steps(layers: Sequence[Any]) -> Steps:
     out: Steps = []
     n, i = len(layers), 0
     while i < n:
-        act = getattr(layers[i], "pointwise", None)
+        act = checked_pointwise(getattr(layers[i], "pointwise", None))
         if (act is not None and act.commutes_with_max and _selects_max(layers, i + 1)
                 and not _stateful(layers[i])):
             out.append((i, _swapped(layers[i + 1]), act))
             i += 2
             continue
         then = getattr(layers[i], "vjp_then", None)
-        act = getattr(layers[i + 1], "pointwise", None) if i + 1 < n else None
+        act = checked_pointwise(getattr(layers[i + 1], "pointwise", None) if i + 1 < n else None)
         # an activation that can run after a pool behind it is left for that step
         if (then is not None and act is not None and not _stateful(layers[i])
                 and not _stateful(layers[i + 1])

@@ -18,7 +18,7 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._treenodes import describe
-from funcdl.layers.base import Layer, ours
+from funcdl.layers.base import Layer, Pointwise, ours
 
 
 def foreign(layer: Any) -> bool:
@@ -67,3 +67,21 @@ def _checked_vjp(name: str, vjp: Callable[..., Any], stateful: bool) -> Callable
         return (out[0], pullback, *out[2:])
 
     return checked
+
+
+def checked_pointwise(act: Any) -> Any:
+    """``act``, or a user's own ``Pointwise`` with the shapes of its ``f`` and ``df`` checked:
+    in a fused step a wrong dx goes straight into the layer before's pullback, where NumPy's
+    error would blame that layer."""
+    if act is None or (ours(act.f) and ours(act.df)):
+        return act
+
+    def same(what: str, got: Any, want: tuple[int, ...]) -> Any:
+        if np.shape(got) != want:
+            raise ValueError(f"{act.name}: its Pointwise {what} of shape {np.shape(got)}; an "
+                             f"elementwise map keeps the shape, {want}")
+        return got
+
+    return Pointwise(act.name, lambda x: same("f returned y", act.f(x), x.shape),
+                     lambda x, y, dy: same("df returned dx", act.df(x, y, dy), x.shape),
+                     act.commutes_with_max)
