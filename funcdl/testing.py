@@ -347,8 +347,17 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     u = (np.ones(()) if np.ndim(v64) == 0
          else random.normal(random.key(seed), np.shape(v64), np.float64))
     g = pb64(float(u) if np.ndim(v64) == 0 else u)
-    _fd_check(where, lambda z: np.asarray(_loss_value(where, "loss()", loss(z, t64, **kwargs))),
-              p64, g, np.asarray(u), random.key(seed + 1), rtol, atol, eps, 3,
+
+    def moved(z: Any) -> Any:
+        try:
+            return np.asarray(_loss_value(where, "loss()", loss(z, t64, **kwargs)))
+        except ValueError as e:  # it took pred itself: a step crossed the domain's edge
+            raise ValueError(f"{where}: the finite-difference steps (up to eps={eps:g} along "
+                             f"random directions) took pred out of the loss's domain: {e}; "
+                             f"check at a pred a few eps inside it (bce: in [3 eps, "
+                             f"1 - 3 eps]), or pass a smaller eps") from None
+
+    _fd_check(where, moved, p64, g, np.asarray(u), random.key(seed + 1), rtol, atol, eps, 3,
               lambda p: "pred" + p, pred=pred, target=target)
 
 

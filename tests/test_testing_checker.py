@@ -212,3 +212,13 @@ def test_a_right_gradient_of_high_curvature_passes():
                                                  lambda g=1.0: losses.bce.vjp(p, t)[1](g) * 1.001))
     with pytest.raises(AssertionError, match="bce_off"):
         check_loss(wrong, np.array([[0.999963]]), np.array([[0.23681051]]))
+
+
+def test_check_loss_at_the_edge_of_the_losss_domain_says_the_steps_crossed_it():
+    # bce refused the finite-difference step's -1.5e-06 as if the caller had passed it
+    pred, target = np.array([[0.0, 0.5]], np.float32), np.array([[1.0, 0.0]], np.float32)
+    with pytest.raises(ValueError, match=r"check_loss\(bce\): the finite-difference steps "
+                                         r"\(up to eps=1e-06 .*took pred out of the loss's "
+                                         r"domain: bce: pred must be probabilities"):
+        check_loss(losses.bce, pred, target)
+    check_loss(losses.bce, pred + np.float32(1e-5), target)  # inside it: passes
