@@ -119,6 +119,9 @@ CASES = [
     case(L.Shared(L.Dense(2)), (f(2, 3), f(2, 3)), "Shared"),
     case(L.Shared(L.BatchNorm()), (f(4, 3), f(4, 3)), "Shared", **TRAIN),
     case(L.Repeat(L.Dense(3), 2), f(2, 3), "Repeat"),
+    case(L.Tied(L.Sequential(L.Dense(3), L.Tanh(), L.Dense(3)), [0, 2]), f(2, 3), "Tied"),
+    case(L.Tied(L.Sequential(L.Dense(3), L.BatchNorm(), L.Dense(3)), [(0, "w"), (2, "w")]),
+         f(4, 3), "Tied", **TRAIN),
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's)
 MADE = {c.layer.name.split("(")[0] for c in CASES} | {"Layer"}

@@ -2,7 +2,7 @@
 
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
 layers, Dropout), ``activations``, ``gated`` (GELU, SiLU), ``combinators`` (Sequential),
-``branching`` (Parallel, Residual, Shared, Repeat), ``routing`` (FanOut, FanInSum,
+``branching`` (Parallel, Residual, Shared, Repeat), ``tied`` (Tied), ``routing`` (FanOut, FanInSum,
 FanInConcat, Slice), ``norm`` (BatchNorm, LayerNorm), ``embed`` (Embedding), ``conv``,
 ``pool``.
 """
@@ -27,6 +27,7 @@ from funcdl.layers.gated import GELU, SiLU
 from funcdl.layers.norm import BatchNorm, LayerNorm
 from funcdl.layers.pool import AvgPool2D, GlobalAvgPool, MaxPool2D
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Slice
+from funcdl.layers.tied import Tied
 
 __all__ = [
     "ELU",
@@ -66,4 +67,5 @@ __all__ = [
     "Softmax",
     "Softplus",
     "Tanh",
+    "Tied",
 ]
