@@ -126,3 +126,9 @@ def test_places_of_other_shapes_and_untied_params_are_refused():
     _, untied = _chain().init(random.key(0), (None, 4))
     with pytest.raises(ValueError, match=r"the params at \[2\] must be None, tied to \[0\]"):
         tied.apply(untied, X)
+
+
+def test_a_tied_model_reading_ids_says_so_to_check_layer():
+    model = L.Tied(L.Sequential(L.Embedding(5, 3), L.Dense(3), L.Tanh(), L.Dense(3)), [1, 3])
+    assert model.ids == 5
+    check_layer(model, (None, 4))  # draws ids in [0, 5), not floats

@@ -167,4 +167,5 @@ def Tied(model: LayerLike, *ties: Sequence[Any]) -> Layer:
         return y, pullback, new_state
 
     made = build(name, is_stateful(model), init, apply, vjp)
-    return dataclasses.replace(made, dx_optional=bool(getattr(model, "dx_optional", False)))
+    return dataclasses.replace(made, dx_optional=bool(getattr(model, "dx_optional", False)),
+                               ids=getattr(model, "ids", None))
