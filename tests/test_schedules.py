@@ -282,3 +282,22 @@ def test_a_schedule_returning_an_int_past_float_range_is_named_as_such():
     with pytest.raises(ValueError, match=r"the schedule returned an int beyond float64's "
                                          r"range at count 0"):
         opt.update(opt.init(params), params, params)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: optim.constant_schedule(0.1), lambda: optim.cosine_decay_schedule(1.0, 4, 0.1),
+    lambda: optim.linear_schedule(0.0, 1.0, 3, 1),
+    lambda: optim.piecewise_constant_schedule(1.0, {2: 0.5, 4: 0.1}),
+    lambda: optim.warmup_cosine_decay_schedule(0.0, 1.0, 2, 6),
+    lambda: optim.exponential_decay(1.0, 2, 0.5, staircase=True),
+    lambda: optim.polynomial_schedule(1.0, 0.0, 2.0, 4),
+    lambda: optim.join_schedules([optim.constant_schedule(1.0),
+                                  optim.linear_schedule(1.0, 0.0, 2)], [3])])
+def test_a_schedule_over_an_array_of_counts_gives_each_counts_value(make):
+    # schedule(np.arange(n)), to plot it, as optax's: it failed on "truth value ambiguous"
+    schedule = make()
+    counts = np.arange(8).reshape(2, 4)
+    values = schedule(counts)
+    assert values.shape == (2, 4) and values.dtype == np.float64
+    np.testing.assert_array_equal(values, [[schedule(int(c)) for c in row] for row in counts])
+    assert type(schedule(3)) is float and type(schedule(np.array(3))) is float

@@ -1,9 +1,9 @@
 """Schedules: callables ``count -> value`` (a Python float), where ``count`` is the number of
-updates already applied (0 at the first update). Arguments and semantics follow optax; the
-arguments are checked when the schedule is made (optax checks few), so that a bad one is
-named there rather than at some later update: values must be finite numbers, step counts
-ints >= 0, boundaries increasing, and exponents positive (a negative one divides by zero at
-the end of the decay)."""
+updates already applied (0 at the first update); an array of counts gives an array of
+values. Arguments and semantics follow optax; the arguments are checked when the schedule
+is made (optax checks few), so that a bad one is named there rather than at some later
+update: values must be finite numbers, step counts ints >= 0, boundaries increasing, and
+exponents positive (a negative one divides by zero at the end of the decay)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,18 @@ __all__ = [
     "polynomial_schedule",
     "warmup_cosine_decay_schedule",
 ]
+
+
+def _over_counts(f: Any) -> Schedule:
+    """``f``, also over an array of counts, as optax's: ``schedule(np.arange(n))`` (to plot
+    it) gives one float64 value per count; a single count goes straight to ``f``."""
+    def schedule(count: Any) -> Any:
+        if type(count) is not np.ndarray or count.ndim == 0:
+            return f(count)
+        values = [f(c) for c in count.ravel().tolist()]
+        return np.array(values, np.float64).reshape(count.shape)
+
+    return schedule
 
 
 def _steps(name: str, what: str, value: Any, *, positive: bool = False) -> int:
@@ -74,6 +86,7 @@ def constant_schedule(value: float) -> Schedule:
     """``value`` at every count."""
     v = _value("constant_schedule", "value", value)
 
+    @_over_counts
     def schedule(count: int) -> float:
         del count
         return v
@@ -99,6 +112,7 @@ def _polynomial(name: str, init_value: float, end_value: float, power: float,
     if steps == 0:
         return constant_schedule(i)
 
+    @_over_counts
     def schedule(count: int) -> float:
         c = min(max(count - begin, 0), steps)
         return float((i - e) * (1.0 - c / steps) ** pw + e)
@@ -132,6 +146,7 @@ def piecewise_constant_schedule(init_value: float,
                     _value(name, f"the scale at boundary {shown(b)}", s, low=0.0))
                    for b, s in given.items())
 
+    @_over_counts
     def schedule(count: int) -> float:
         v = v0
         for boundary, s in pairs:
@@ -157,6 +172,7 @@ def _cosine(init: float, alpha: float, steps: int, exponent: float) -> Schedule:
     """optax's ``init · ((1 - alpha) · c^exponent + alpha)``, ``c = ½(1 + cos(π·min(t, T)/T))``
     (from ``init = 0`` it stays 0, as optax's: the warmup schedule's ``alpha = end / peak``
     is then 0)."""
+    @_over_counts
     def schedule(count: int) -> float:
         c = min(count, steps)
         cosine = 0.5 * (1.0 + math.cos(math.pi * c / steps))
@@ -203,6 +219,7 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
     end = None if end_value is None else _value(name, "end_value", end_value)
     stair = bool_arg(staircase, name, "staircase")
 
+    @_over_counts
     def schedule(count: int) -> float:
         elapsed = count - begin
         if elapsed <= 0:
@@ -241,6 +258,7 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     scheds = [check_schedule(name, f"schedules[{k}]", s) for k, s in enumerate(scheds)]
     pairs = list(zip(bounds, scheds[1:], strict=True))
 
+    @_over_counts
     def schedule(count: int) -> float:
         for boundary, s in reversed(pairs):  # the last boundary passed wins, as in optax
             if count >= boundary:  # its value read as a number here, to name the schedule
