@@ -80,10 +80,9 @@ def _dict2(f: Callable[..., Any], a: dict[Any, Any], b: Tree, shapes: bool) -> T
     out = {}
     for k in sorted_keys(a):  # the order a one-tree map and flatten visit, as in JAX
         x = a[k]
-        try:
-            y = b[k]
-        except KeyError:
-            raise _Mismatch from None
+        y = b.get(k, _Mismatch)  # not b[k]: a defaultdict would add the key
+        if y is _Mismatch:
+            raise _Mismatch
         if type(x) is _ND and type(y) is _ND and not (shapes and x.shape != y.shape):
             out[k] = f(x, y)
         else:

@@ -260,3 +260,17 @@ def test_map_mismatch_names_the_trees_by_position():
 def test_dict_keys_that_cannot_be_ordered_are_named(call):
     with pytest.raises(TypeError, match=r"keys must be sortable.*int, str: \[1, 'a'\]"):
         call({"x": {1: 1.0, "a": 2.0}})
+
+
+def test_a_defaultdict_of_other_keys_is_a_mismatch_and_is_left_as_it_came():
+    # the two-tree walk read b[k]: a defaultdict made up the missing key, added it to the
+    # caller's dict, and the map went on with it
+    import collections
+
+    a = {"w": np.ones(2), "b": np.ones(2)}
+    b = collections.defaultdict(lambda: np.zeros(2), {"w": np.ones(2), "c": np.ones(2)})
+    with pytest.raises(ValueError, match=r"mismatch at the root"):
+        tree.map(np.add, a, b)
+    assert sorted(b) == ["c", "w"]
+    ok = collections.defaultdict(list, {"w": np.ones(2), "b": np.zeros(2)})
+    assert tree.map(np.add, a, ok)["b"].tolist() == [1.0, 1.0]
