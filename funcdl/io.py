@@ -177,8 +177,8 @@ def _check_keys(t: Tree, path: str, level: int) -> None:
         if len({type(k) for k in t}) > 1:
             raise TypeError(f"io.save: the dict at {_where(path)} mixes str and int keys, "
                             f"which cannot be sorted")
-        for k, v in t.items():
-            _check_keys(v, f"{path}[{k!r}]", level + 1)
+        for k in sorted(t):  # the first bad path in the order trees go, as other errors
+            _check_keys(t[k], f"{path}[{k!r}]", level + 1)
     elif isinstance(t, (list, tuple)):
         fields = getattr(type(t), "_fields", None)
         if fields:

@@ -155,6 +155,7 @@ def test_round_trip_property(t):
     ({("a", 1): np.ones(1)}, r"tuple key"),
     ([{True: 1.0}], r"bool key.*\[0\]"),
     ({"x": {"a": 1, 2: 2}}, r"\['x'\] mixes str and int"),
+    ({"z": {1.5: 1.0}, "a": {2.5: 1.0}}, r"float key 2.5 at \['a'\]"),  # sorted, as trees go
     ({"m": np.ma.masked_array([1.0, 2.0], mask=[0, 1])}, r"\['m'\] is a masked array"),
 ])
 def test_save_refuses_what_load_could_not_give_back(tmp_path, bad, match):
