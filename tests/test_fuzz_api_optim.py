@@ -236,7 +236,8 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
             ("end_value", "none"),  # exponential_decay's default: no bound
             ("mask", "none"), ("mu_dtype", "none"),  # no mask; mu in the params' dtype
             ("mask", "bool"),  # a prefix of every tree: the whole tree, as optax's
-            *[(a, "bool") for a in ("centered", "nesterov", "flip_sign", "staircase")],  # flags
+            *[(a, "bool") for a in ("centered", "nesterov", "flip_sign", "staircase",
+                                    "eps_in_sqrt")],  # flags
             *[(a, "negative") for a in ("value", "init_value", "end_value", "peak_value",
                                         "alpha")]}  # schedules serve more than rates
 

@@ -211,7 +211,8 @@ def test_rmsprop_keeps_torchs_alpha_on_top_of_scale_by_rms_decay() -> None:
     p = {"w": np.array([1.0, 2.0])}
     g = {"w": np.array([0.3, -0.4])}
     by_alias = optim.rmsprop(0.1, alpha=0.9)
-    by_hand = optim.chain(optim.scale_by_rms(decay=0.9), optim.scale_by_learning_rate(0.1))
+    by_hand = optim.chain(optim.scale_by_rms(decay=0.9, eps_in_sqrt=False),
+                          optim.scale_by_learning_rate(0.1))
     u1, _ = by_alias.update(by_alias.init(p), g, p)
     u2, _ = by_hand.update(by_hand.init(p), g, p)
     np.testing.assert_array_equal(u1["w"], u2["w"])
@@ -261,3 +262,43 @@ def test_add_decayed_weights_schedule_is_checked() -> None:
     with pytest.raises(TypeError, match=r"^add_decayed_weights: weight_decay must be a real "
                                         r"number"):
         optim.add_decayed_weights("0.1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kw", [{}, {"decay": 0.8, "eps": 1e-3, "initial_scale": 0.5},
+                                {"eps": 1e-3, "eps_in_sqrt": False},
+                                {"decay": 0.8, "eps": 1e-3, "centered": True}])
+def test_scale_by_rms_follows_optax_formula(kw: dict[str, Any]) -> None:
+    # optax's: eps inside the root by default, decay 0.9, nu from initial_scale; it was
+    # torch's (eps outside, 0.99) under optax's name
+    rng = np.random.default_rng(0)
+    p = {"w": rng.normal(size=(3, 2))}
+    opt = optim.scale_by_rms(**kw)
+    state = opt.init(p)
+    decay, eps = kw.get("decay", 0.9), kw.get("eps", 1e-8)
+    v, m = np.full((3, 2), kw.get("initial_scale", 0.0)), np.zeros((3, 2))
+    for _ in range(3):
+        g = rng.normal(size=(3, 2))
+        u, state = opt.update(state, {"w": g})
+        v, m = decay * v + (1 - decay) * g * g, decay * m + (1 - decay) * g
+        var = v - m * m if kw.get("centered") else v
+        want = g / (np.sqrt(var) + eps) if kw.get("eps_in_sqrt") is False \
+            else g / np.sqrt(var + eps)
+        np.testing.assert_allclose(u["w"], want, rtol=1e-13)
+
+
+@pytest.mark.parametrize("kw", [{}, {"decay": 0.8, "eps": 1e-3, "initial_scale": 0.5},
+                                {"eps": 1e-3, "eps_in_sqrt": False}])
+def test_scale_by_rms_against_optax(kw: dict[str, Any]) -> None:
+    optax = pytest.importorskip("optax")
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    rng = np.random.default_rng(1)
+    p = {"w": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}
+    ours, theirs = optim.scale_by_rms(**kw), optax.scale_by_rms(**kw)
+    s1, s2 = ours.init(p), theirs.init(p)
+    for _ in range(20):
+        g = {"w": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}
+        u1, s1 = ours.update(s1, g)
+        u2, s2 = theirs.update(g, s2)
+        for k in p:
+            np.testing.assert_allclose(u1[k], np.asarray(u2[k]), rtol=1e-12)

@@ -161,26 +161,29 @@ def _divide(g: Any, root: Any, eps: float) -> Any:
         return cast_like(g / root, root)
 
 
-def scale_by_rms(decay: float = 0.99, eps: float = 1e-8, centered: bool = False
-                 ) -> GradientTransformation:
-    """torch RMSprop's direction, ``eps`` outside the square root:
-    ``v = decay·v + (1-decay)·g²``; ``u = g / (sqrt(v) + eps)``, or when ``centered``
-    (``m = decay·m + (1-decay)·g``) ``u = g / (sqrt(v - m²) + eps)``.
-
-    ``decay`` is torch's ``alpha`` (``rmsprop``'s). Unlike optax's ``scale_by_rms``, whose
-    keywords these are, ``eps`` is outside the square root and the default ``decay`` is
-    torch's 0.99 (optax: ``sqrt(v + eps)``, 0.9); optax has no ``centered`` here.
+def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0,
+                 eps_in_sqrt: bool = True, centered: bool = False) -> GradientTransformation:
+    """optax's ``scale_by_rms``: ``v = decay·v + (1-decay)·g²`` from ``v = initial_scale``;
+    ``u = g / sqrt(v + eps)``, or ``g / (sqrt(v) + eps)`` with ``eps_in_sqrt=False`` (torch
+    RMSprop's direction: ``rmsprop`` takes that, with torch's ``alpha`` as ``decay``).
+    ``centered`` (funcdl's; optax's ``scale_by_stddev``, torch's ``centered``): with
+    ``m = decay·m + (1-decay)·g``, ``v - m²`` in place of ``v``.
 
     State ``ScaleByRmsState(nu, mu)``; ``mu`` is None unless ``centered``.
     """
     name = "scale_by_rms"
     a = check_float(name, "decay", decay, high=1.0)
     eps = check_float(name, "eps", eps)
+    start = check_float(name, "initial_scale", initial_scale)
+    inside = bool_arg(eps_in_sqrt, name, "eps_in_sqrt")
     ctr = bool_arg(centered, name, "centered")
+    add_in, add_out = (eps, 0.0) if inside else (0.0, eps)
 
     def init(params: Tree) -> ScaleByRmsState:
         check_float_params(f"{name}.init", params, eps)
-        return ScaleByRmsState(tree.zeros_like(params), tree.zeros_like(params) if ctr else None)
+        nu = tree.map(lambda p: np.full_like(p, start), params) if start else \
+            tree.zeros_like(params)
+        return ScaleByRmsState(nu, tree.zeros_like(params) if ctr else None)
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByRmsState]:
         del params
@@ -190,7 +193,7 @@ def scale_by_rms(decay: float = 0.99, eps: float = 1e-8, centered: bool = False
             def leaf(g: Any, v: Any) -> tuple[Any, Any]:
                 real_grad(g)
                 v_new = like(a * v + (1.0 - a) * g * g, v)
-                return _divide(g, np.sqrt(v_new), eps), v_new
+                return _divide(g, np.sqrt(v_new + add_in if add_in else v_new), add_out), v_new
 
             with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
                 out, nu = leafwise(f"{name}.update", leaf, (grads, state.nu),
@@ -203,7 +206,7 @@ def scale_by_rms(decay: float = 0.99, eps: float = 1e-8, centered: bool = False
             m_new = like(a * m + (1.0 - a) * g, m)
             # v - m² >= 0 in exact arithmetic; clamp the rounding so sqrt never sees -0.0001ulp.
             var = np.maximum(v_new - m_new * m_new, 0.0)
-            return _divide(g, np.sqrt(var), eps), v_new, m_new
+            return _divide(g, np.sqrt(var + add_in if add_in else var), add_out), v_new, m_new
 
         with np.errstate(all="ignore"):
             out, nu, mu = leafwise(f"{name}.update", leaf_centered,

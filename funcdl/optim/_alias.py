@@ -141,7 +141,7 @@ def rmsprop(lr: ScalarOrSchedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
     centered = bool_arg(centered, name, "centered")
     stages: _Stages = []
     _weight_decay(stages, weight_decay)
-    stages.append(("rms", scale_by_rms(alpha, eps, centered)))
+    stages.append(("rms", scale_by_rms(alpha, eps, eps_in_sqrt=False, centered=centered)))
     if momentum != 0.0:
         stages.append(("momentum", trace(momentum)))
     stages.append(("lr", scale_by_learning_rate(lr)))
