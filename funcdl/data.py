@@ -31,7 +31,8 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool 
     ``shuffle`` (so the same key gives the same batches) and ``0, 1, ..., n-1`` otherwise
     (``key`` is then ignored and may be None). Each array is gathered once per call, and the
     batches are slices of that copy; with ``shuffle=False`` they are views of the inputs.
-    Argument errors are raised at the call, not at the first ``next``.
+    Argument errors are raised at the call, not at the first ``next``. The iterator serves
+    one epoch: call ``batches`` again (with a new key) for the next.
 
     A new epoch order needs a new key, e.g. one folded from the epoch number::
 
@@ -60,13 +61,13 @@ def examples(where: str, key: Any, arrays: tuple[ArrayLike, ...],
              call: str) -> list[NDArray[Any]]:
     """The arrays of a batches call as ndarrays sharing their first dimension (the
     examples), or an error naming ``where`` and showing ``call``."""
+    try:  # a key even with shuffle=False: batches(x, y, ...) would batch y alone, silently
+        if key is not None:
+            random.check_key(key, where)
+    except TypeError as err:  # the usual slip: the data passed in the key's place
+        raise TypeError(f"{err}{'' if arrays else ', and no arrays'}: pass the key (or None, "
+                        f"with shuffle=False) first, then the arrays: {call}") from None
     if not arrays:
-        try:
-            if key is not None:
-                random.check_key(key, where)
-        except TypeError as err:  # the usual slip: the data passed in the key's place
-            raise TypeError(f"{err}, and no arrays: pass the key (or None) first, then the "
-                            f"arrays: {call}") from None
         raise ValueError(f"{where}: pass at least one array, e.g. {call}")
     try:
         xs = [array_arg(a, where, f"argument {i + 1}") for i, a in enumerate(arrays)]

@@ -140,8 +140,24 @@ def test_bad_key_raises_type_error():
 def test_data_in_the_keys_place_is_named_as_such(batches):
     # the one array is taken for the key: the error must not say no array was passed
     with pytest.raises(TypeError, match=r"got an array of shape \(10, 2\) and dtype float32, "
-                                        r"and no arrays: pass the key \(or None\) first"):
+                                        r"and no arrays: pass the key \(or None, with "
+                                        r"shuffle=False\) first"):
         batches(np.ones((10, 2), np.float32))
+
+
+@pytest.mark.parametrize("batches", [
+    lambda *a: data.batches(*a, batch_size=4, shuffle=False),
+    lambda *a: parallel.batches(*a, batch_size=4, rank=0, size=1, shuffle=False),
+])
+def test_without_shuffle_the_key_is_still_checked(batches):
+    # batches(x, y, shuffle=False) took x for the ignored key and batched y alone
+    x, y = np.ones((10, 2), np.float32), np.arange(10)
+    with pytest.raises(TypeError, match=r"got an array of shape \(10, 2\) and dtype float32: "
+                                        r"pass the key \(or None, with shuffle=False\) first"):
+        batches(x, y)
+    with pytest.raises(TypeError, match=r"got int"):
+        batches(0, x, y)
+    assert len(list(batches(None, x, y))) == 3
 
 
 def test_numpy_integer_batch_size(key):
