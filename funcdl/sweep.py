@@ -65,15 +65,29 @@ def _short(config: Any, width: int = 70) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def _attempt(train_fn: Callable[[Any], Any], config: Any) -> tuple[bool, Any, float]:
+_STARTED: Any = None  # in a worker of run's own pool: one flag per run, set as it starts
+
+
+def _hello(flags: Any) -> None:
+    """The initializer of run's own pool's workers."""
+    global _STARTED
+    _STARTED = flags
+
+
+def _attempt(train_fn: Callable[[Any], Any], config: Any, index: int = -1
+             ) -> tuple[bool, Any, float]:
     """Runs in the worker: ``(True, result, seconds)`` or ``(False, (error, traceback),
     seconds)``; the traceback is formatted here, where the frames are. A run's SystemExit
-    (``sys.exit``, or argparse refusing the config) fails that run alone; KeyboardInterrupt
-    stops the sweep."""
+    (``sys.exit``, or argparse refusing the config), or any other BaseException (asyncio's
+    CancelledError), fails that run alone; KeyboardInterrupt stops the sweep."""
+    if _STARTED is not None and index >= 0:
+        _STARTED[index] = 1  # so that a worker's death is laid on the runs it had started
     start = time.perf_counter()
     try:
         result = train_fn(config)
-    except (Exception, SystemExit) as err:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:
         text = f"{type(err).__name__}: {err}"
         return False, (text, traceback.format_exc()), time.perf_counter() - start
     return True, result, time.perf_counter() - start
@@ -121,7 +135,11 @@ def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | N
     Returns:
         One entry per config, in config order: the run's result, or a ``Failure``
         (``index``, ``config``, ``error``, ``traceback``) for a run that raised or whose
-        worker died; the other runs' results are kept.
+        worker died; the other runs' results are kept. On the default pool a worker's
+        death fails its own run alone: the runs its pool took down with it run again (see
+        ``_own_pools``); a pool you pass is broken for good by it, and the runs it had not
+        finished fail with ``BrokenProcessPool``. KeyboardInterrupt stops the sweep (the
+        default pool's workers at once).
 
     Example::
 
@@ -154,29 +172,80 @@ def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | N
         _check_executor(executor)
     if not configs:
         return []
-    own = executor is None
-    pool: Executor = (ProcessPoolExecutor(min(_cpus(), len(configs)),
-                                          mp_context=multiprocessing.get_context("spawn"))
-                      if executor is None else executor)
-    if isinstance(pool, ProcessPoolExecutor):
-        why = _unimportable(train_fn)
-        if why is None:
-            try:
-                pickle.dumps(train_fn)
-            except Exception as err:
-                why = str(err)
-        if why is not None:
-            if own:
-                pool.shutdown()
-            raise TypeError(
-                f"sweep.run: train_fn {getattr(train_fn, '__qualname__', train_fn)!r} cannot "
-                f"be sent to worker processes ({why}); define it at the top level of a "
-                f"module file, or pass executor=ThreadPoolExecutor(...)")
-    try:
-        return _gather(pool, train_fn, configs, progress, strict)
-    finally:
-        if own:
-            pool.shutdown(wait=True, cancel_futures=True)
+    if isinstance(executor, ProcessPoolExecutor) or executor is None:
+        _check_sendable(train_fn, executor)
+    tally = _Tally(configs, progress)
+    if executor is not None:
+        _gather([(executor, i) for i in range(len(configs))], train_fn, tally)
+    else:
+        _own_pools(train_fn, tally)
+    if strict and tally.failures:
+        raise SweepError(tally.results, sorted(tally.failures, key=lambda f: f.index))
+    return tally.results
+
+
+def _check_sendable(train_fn: Any, pool: ProcessPoolExecutor | None) -> None:
+    """A TypeError, before any run, for a ``train_fn`` that worker processes cannot get."""
+    context = getattr(pool, "_mp_context", None) if pool is not None else None
+    forked = (context.get_start_method() if context is not None else
+              "spawn" if pool is None else multiprocessing.get_start_method()) == "fork"
+    why = None if forked else _unimportable(train_fn)  # a fork has __main__'s names
+    if why is None:
+        try:
+            pickle.dumps(train_fn)
+        except Exception as err:
+            why = str(err)
+    if why is not None:
+        raise TypeError(
+            f"sweep.run: train_fn {getattr(train_fn, '__qualname__', train_fn)!r} cannot "
+            f"be sent to worker processes ({why}); define it at the top level of a "
+            f"module file, or pass executor=ThreadPoolExecutor(...)")
+
+
+def _own_pools(train_fn: Callable[[Any], Any], tally: _Tally) -> None:
+    """The runs on pools of spawned workers made here. A worker that dies (os._exit, a
+    crash in native code, the out-of-memory killer) breaks its pool, and the pool fails
+    every run it has not finished: those that had not started are run again on a new pool,
+    and those that had (the dead one and its neighbours) each alone on a pool of its own,
+    so that only the run whose worker dies alone fails."""
+    context = multiprocessing.get_context("spawn")
+    flags = context.RawArray("b", len(tally.configs))  # set by each run as it starts
+
+    def pool(workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=_hello,
+                                   initargs=(flags,))
+
+    pending = list(range(len(tally.configs)))
+    while pending:
+        shared = pool(min(_cpus(), len(pending)))
+        pools = [shared]
+        try:
+            broken = _gather([(shared, i) for i in pending], train_fn, tally, retry=True)
+            started = [i for i in broken if flags[i]]
+            if broken and not started:  # died before any run began: train_fn not imported
+                assert tally.broken is not None
+                for i in broken:
+                    tally.record(i, False, tally.error(tally.broken, False), 0.0)
+                return
+            pools += [pool(1) for _ in started]
+            _gather(list(zip(pools[1:], started)), train_fn, tally, alone=True)
+            pending = [i for i in broken if not flags[i]]
+        except BaseException:  # KeyboardInterrupt: stop the workers, not wait for them
+            for p in pools:
+                _stop(p)
+            raise
+        for p in pools:
+            p.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut ``pool`` down now: its queued runs cancelled and its workers terminated (a
+    worker that caught the interrupt would take the next queued run)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # CPython's own
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        if proc.is_alive():
+            proc.terminate()
 
 
 def _unimportable(train_fn: Any) -> str | None:
@@ -191,6 +260,10 @@ def _unimportable(train_fn: Any) -> str | None:
     return None
 
 
+# A run whose worker died alone, in a pool of its own: it was that run's doing.
+_ALONE = ("\n(the worker died while running this run alone, in a pool of its own: the run "
+          "ended its process (os._exit), crashed in native code, or was killed, e.g. by "
+          "the out-of-memory killer; the other runs were run again)")
 # A worker that could not unpickle train_fn breaks the whole pool: say what usually causes it.
 _BROKEN_HINT = ("\n(if every run failed this way, the workers could not import train_fn: "
                 "a function that a script defines under `if __name__ == '__main__':` is "
@@ -198,47 +271,70 @@ _BROKEN_HINT = ("\n(if every run failed this way, the workers could not import t
                 "a module)")
 
 
-def _gather(pool: Executor, train_fn: Callable[[Any], Any], configs: list[Any],
-            progress: bool, strict: bool) -> list[Any]:
-    start = time.perf_counter()
-    futures: dict[Future[Any], int] = {}
-    try:
-        for i, config in enumerate(configs):
-            futures[_submit(pool, train_fn, config)] = i
-        results: list[Any] = [None] * len(configs)
-        failures: list[Failure] = []
+class _Tally:
+    """The results as they come (in config order), the failures, and the progress lines."""
+
+    def __init__(self, configs: list[Any], progress: bool) -> None:
+        self.configs, self.progress = configs, progress
+        self.results: list[Any] = [None] * len(configs)
+        self.failures: list[Failure] = []
+        self.done, self.start = 0, time.perf_counter()
         # A broken pool raises one exception object for all its futures, each raise adding
         # frames to it: format it once (100 runs gave 2.2 MB of traceback, growing as n²).
-        told: dict[BaseException, str] = {}  # keyed by the object: hashed by identity
-        for done, future in enumerate(as_completed(futures), 1):
+        self.told: dict[BaseException, str] = {}  # keyed by the object: hashed by identity
+        self.broken: BaseException | None = None  # a dead worker's pool's error, to retry
+
+    def record(self, i: int, ok: bool, value: Any, seconds: float) -> None:
+        if not ok:
+            value = Failure(i, self.configs[i], *value)
+            self.failures.append(value)
+        self.results[i] = value
+        self.done += 1
+        if self.progress:
+            _report(self.done, len(self.configs), len(self.failures), i, self.configs[i],
+                    value, seconds, time.perf_counter() - self.start)
+
+    def error(self, err: BaseException, alone: bool) -> tuple[str, str]:
+        if err not in self.told:
+            self.told[err] = "".join(traceback.format_exception(err)) + (
+                (_ALONE if alone else _BROKEN_HINT) if isinstance(err, BrokenProcessPool)
+                else "")
+        return f"{type(err).__name__}: {err}", self.told[err]
+
+
+def _gather(jobs: list[tuple[Executor, int]], train_fn: Callable[[Any], Any], tally: _Tally,
+            retry: bool = False, alone: bool = False) -> list[int]:
+    """Run ``configs[i]`` on its pool for each ``(pool, i)`` and record the results; with
+    ``retry``, a run that a dead worker's pool failed is not recorded but returned (the
+    error kept as ``tally.broken``); ``alone``: each run had a pool of its own."""
+    futures: dict[Future[Any], int] = {}
+    broken: list[int] = []
+    try:
+        for pool, i in jobs:
+            futures[_submit(pool, train_fn, tally.configs[i], i)] = i
+        for future in as_completed(futures):
             i = futures[future]
             try:
                 ok, value, seconds = future.result()
             except Exception as err:  # the worker died, or the result did not unpickle
-                if err not in told:
-                    told[err] = "".join(traceback.format_exception(err)) + (
-                        _BROKEN_HINT if isinstance(err, BrokenProcessPool) else "")
-                ok, value, seconds = False, (f"{type(err).__name__}: {err}", told[err]), 0.0
-            if not ok:
-                value = Failure(i, configs[i], *value)
-                failures.append(value)
-            results[i] = value
-            if progress:
-                _report(done, len(configs), len(failures), i, configs[i], value, seconds,
-                        time.perf_counter() - start)
+                if retry and isinstance(err, BrokenProcessPool):
+                    broken.append(i)
+                    tally.broken = err
+                    continue
+                ok, value, seconds = False, tally.error(err, alone), 0.0
+            tally.record(i, ok, value, seconds)
     except BaseException:  # KeyboardInterrupt included: do not leave queued runs behind
         for future in futures:
             future.cancel()
         raise
-    if strict and failures:
-        raise SweepError(results, sorted(failures, key=lambda f: f.index))
-    return results
+    return sorted(broken)
 
 
-def _submit(pool: Executor, train_fn: Callable[[Any], Any], config: Any) -> Future[Any]:
+def _submit(pool: Executor, train_fn: Callable[[Any], Any], config: Any,
+            index: int) -> Future[Any]:
     """One run handed to ``pool``; a pool that cannot take it is named, not its internals."""
     try:
-        return pool.submit(_attempt, train_fn, config)
+        return pool.submit(_attempt, train_fn, config, index)
     except NotImplementedError:  # concurrent.futures.Executor's own submit, not overridden
         raise TypeError(f"sweep.run: the executor {type(pool).__name__} does not implement "
                         f"submit(); pass a working one such as ThreadPoolExecutor(4)") from None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -45,6 +47,13 @@ def die(config):
         os._exit(3)  # the worker process vanishes mid-run
     if config == "exit":
         sys.exit(f"no run for {config}")  # a script's own way out: fails this run only
+    if config == "cancel":  # a BaseException other than SystemExit and KeyboardInterrupt
+        import asyncio
+
+        async def cancelled():
+            raise asyncio.CancelledError("cancelled inside the run")
+
+        asyncio.run(cancelled())
     return config
 
 
@@ -112,13 +121,73 @@ def test_a_broken_pool_tells_each_run_one_short_traceback():
 
 @pytest.mark.parametrize("pool", [lambda: ThreadPoolExecutor(2), lambda: ProcessPoolExecutor(
     1, mp_context=multiprocessing.get_context("spawn"))], ids=["threads", "processes"])
-def test_a_run_calling_sys_exit_fails_alone(pool):
-    # it escaped as SystemExit and cancelled the whole sweep
+@pytest.mark.parametrize("how, error", [("exit", "SystemExit: no run for exit"),
+                                        ("cancel", "CancelledError: cancelled inside the run")])
+def test_a_run_calling_sys_exit_or_raising_a_base_exception_fails_alone(pool, how, error):
+    # SystemExit escaped and cancelled the whole sweep; so did asyncio's CancelledError
     with pool() as executor:
-        results = sweep.run(die, ["a", "exit", "b"], executor, progress=False)
+        results = sweep.run(die, ["a", how, "b"], executor, progress=False)
     assert results[0] == "a" and results[2] == "b"
     assert isinstance(results[1], sweep.Failure)
-    assert results[1].error == "SystemExit: no run for exit"
+    assert results[1].error == error
+
+
+def test_a_dead_worker_of_the_default_pool_fails_its_own_run_alone():
+    # the pool's death failed every run not yet finished, each with the same error and no
+    # word of which run it was; now the others run again, those that had started alone
+    configs = ["a", "b", "die", "c", "d", "e", "f"]
+    results = sweep.run(die, configs, progress=False)
+    assert [r for r in results if not isinstance(r, sweep.Failure)] == \
+        ["a", "b", "c", "d", "e", "f"]
+    failure = results[2]
+    assert isinstance(failure, sweep.Failure) and "BrokenProcessPool" in failure.error
+    assert "the worker died while running this run alone" in failure.traceback
+
+
+def test_an_interrupt_stops_the_default_pools_workers_at_once(tmp_path):
+    # a worker caught the interrupt and took the next queued run, which the shutdown waited
+    # for (10 s here); a second Ctrl-C left the interpreter hanging at exit
+    (tmp_path / "slow_runs.py").write_text(textwrap.dedent("""
+        import time
+        def slow(c):
+            time.sleep(60)
+            return c
+        """))
+    script = tmp_path / "interrupted.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        import slow_runs
+        from funcdl import sweep
+        if __name__ == "__main__":
+            try:
+                sweep.run(slow_runs.slow, list(range(6)), progress=False)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+        """))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        time.sleep(3)  # the workers are in their first runs
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: every process
+        out, err = proc.communicate(timeout=30)  # not 60 s of queued runs
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert out.strip() == "interrupted", err
+
+
+def test_a_forked_pool_of_the_users_runs_a_function_of_python_c():
+    # refused as if spawned ("a spawned worker cannot import"), though a fork has it
+    got = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from funcdl import sweep
+        def train(c): return 2 * c
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+            print(sweep.run(train, [1, 2, 3], pool, progress=False))
+        """)], capture_output=True, text=True, timeout=120)
+    assert got.stdout.strip() == "[2, 4, 6]", got
 
 
 def test_a_train_fn_that_spawned_workers_cannot_import_is_explained(tmp_path):
