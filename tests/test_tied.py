@@ -107,6 +107,7 @@ def test_tied_against_torch_reusing_one_module():
     ([[0]], TypeError, r"each tie is a list of two or more paths"),
     ([], TypeError, r"give at least one tie"),
     ([[0, 2.0]], TypeError, r"a path is an index or key"),
+    ([[2, -1]], ValueError, r"a path's indices count from 0, got -1"),
     ([[0, 5]], ValueError, r"the params have nothing at \[5\]"),
     ([[0, 1]], ValueError, r"^Tied\(Sequential.*\): tied params must be alike: tree structure "
                            r"mismatch at the root: \[0\] has a dict .*\[1\] has a tuple"),

@@ -39,6 +39,8 @@ def _path(name: str, p: Any) -> Path:
         if isinstance(s, bool) or not isinstance(s, (int, np.integer, str)):
             raise TypeError(f"{name}: a path is an index or key, or a tuple of them (e.g. 2 "
                             f"or (1, 'w')), got {p!r}")
+        if not isinstance(s, str) and s < 0:  # -1 and 2 may be one place: say it once
+            raise ValueError(f"{name}: a path's indices count from 0, got {p!r}")
     return tuple(int(s) if isinstance(s, np.integer) else s for s in steps)
 
 
