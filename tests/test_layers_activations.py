@@ -288,3 +288,11 @@ def test_gelu_takes_pytorchs_spellings_of_approximate():
         L.GELU("no")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"GELU: approximate must be True or False, got 1"):
         L.GELU(1)  # type: ignore[arg-type]
+
+
+def test_leaky_relus_default_slope_is_001_as_torch_and_jax():
+    # only a torch cross-check (skipped without torch) read the default
+    x = np.array([-2.0, 3.0])
+    y, pullback = L.LeakyReLU().vjp((), x)
+    np.testing.assert_array_equal(y, [-0.02, 3.0])
+    np.testing.assert_array_equal(pullback(np.ones(2))[1], [0.01, 1.0])

@@ -201,3 +201,17 @@ def test_named_chain_exposes_states_by_name() -> None:
     assert isinstance(state, optim.NamedChainState)
     assert int(state.states["adam"].count) == 1
     assert int(optim.adam().init(params).states["adam"].count) == 0
+
+
+@pytest.mark.parametrize("make, first_step", [
+    # torch.optim's defaults: Adam/AdamW lr 1e-3, betas (0.9, 0.999), eps 1e-8, AdamW's
+    # weight_decay 1e-2; RMSprop lr 1e-2, alpha 0.99, eps 1e-8; Adagrad lr 1e-2, eps 1e-10.
+    # From p = 2, g = 0.5: each first step by hand.
+    (optim.adam, 2.0 - 1e-3 * 0.5 / (0.5 + 1e-8)),
+    (optim.adamw, 2.0 * (1 - 1e-3 * 1e-2) - 1e-3 * 0.5 / (0.5 + 1e-8)),
+    (optim.rmsprop, 2.0 - 1e-2 * 0.5 / (math.sqrt(0.01 * 0.25) + 1e-8)),
+    (optim.adagrad, 2.0 - 1e-2 * 0.5 / (0.5 + 1e-10)),
+])
+def test_the_aliases_defaults_are_torchs(make, first_step) -> None:
+    # every test passed its hyperparameters: adamw's default weight_decay could change
+    close(scalar_run(make(), 2.0, [0.5]), [first_step])

@@ -243,3 +243,24 @@ def test_a_saved_state_loads_with_like_and_steps_on(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(TypeError, match=r"sharded.step: .*load the state with .*like="):
         zero.step(fd.io.load(tmp_path / "s.npz"), g, p1)
+
+
+@pytest.mark.parametrize("n, size", [(10, 3), (10, 4), (3, 4), (0, 2), (7, 1), (12, 3)])
+def test_the_cut_tiles_the_entries_in_ceil_n_over_size_parts(n, size):
+    # rank r owns [r·m, (r+1)·m), m = ⌈n/size⌉, the last ones shorter or empty; one rank's
+    # cut is the pieces of the leaves it covers
+    from funcdl._reduce import span
+    from funcdl._shard import cut
+
+    m = -(-n // size)
+    spans = [span(n, size, r) for r in range(size)]
+    assert spans == [(min(r * m, n), min((r + 1) * m, n)) for r in range(size)]
+    assert spans[0][0] == 0 and spans[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    bounds = [0, n // 3, n // 3 + 1, n] if n >= 3 else [0, n]
+    for r in range(size):
+        c = cut(bounds, size, r)
+        assert (c.lo, c.hi) == spans[r] and c.counts == [b - a for a, b in spans]
+        assert c.displs == [a for a, _ in spans]
+        assert sum(b - a for _, a, b, _ in c.mine) == c.hi - c.lo
+        assert sum(b - a for _, a, b, _ in c.theirs) == n - (c.hi - c.lo)

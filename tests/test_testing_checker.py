@@ -222,3 +222,19 @@ def test_check_loss_at_the_edge_of_the_losss_domain_says_the_steps_crossed_it():
                                          r"domain: bce: pred must be probabilities"):
         check_loss(losses.bce, pred, target)
     check_loss(losses.bce, pred + np.float32(1e-5), target)  # inside it: passes
+
+
+@pytest.mark.parametrize("shape_of", ["tuple", "missing"])
+def test_check_vjp_fails_dparams_not_shaped_as_the_params(shape_of):
+    # dparams as a tuple for dict params (or with a leaf left out) passed the projection
+    # when the structure was not compared
+    def vjp(p, x, **kw):
+        def pullback(dy):
+            da, db = (dy * x).sum(0), dy.sum(0)
+            return ((da, db) if shape_of == "tuple" else {"a": da}), dy * p["a"]
+        return x * p["a"] + p["b"], pullback
+
+    params = {"a": np.array([0.5, -1.0]), "b": np.array([0.1, 0.2])}
+    layer = Layer(lambda k, s: (s, params), lambda p, x, **kw: vjp(p, x)[0], vjp)
+    with pytest.raises(AssertionError, match=r"structure mismatch"):
+        check_vjp(layer, params, np.ones((3, 2)))

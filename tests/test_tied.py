@@ -133,3 +133,29 @@ def test_a_tied_model_reading_ids_says_so_to_check_layer():
     model = L.Tied(L.Sequential(L.Embedding(5, 3), L.Dense(3), L.Tanh(), L.Dense(3)), [1, 3])
     assert model.ids == 5
     check_layer(model, (None, 4))  # draws ids in [0, 5), not floats
+
+
+def test_three_places_and_two_ties_each_sum_their_gradients():
+    # every test had one tie of two places: a sum of the first two places alone, or of the
+    # first tie alone, passed
+    model = L.Tied(L.Sequential(*body_layers()), [0, 2, 4], [(6, "w"), (8, "w")])
+    params = tree.astype(model.init(random.key(0), (None, 4))[1], np.float64)
+    assert params[2] is None and params[4] is None and params[8]["w"] is None
+    y, pullback = model.vjp(params, X)
+    dy = np.random.default_rng(2).normal(size=y.shape)
+    grads, _ = pullback(dy)
+    full = list(params)
+    full[2] = full[4] = params[0]
+    full[8] = {"w": params[6]["w"], "b": params[8]["b"]}
+    untied, _ = L.Sequential(*body_layers()).vjp(tuple(full), X)[1](dy)
+    for k in ("w", "b"):
+        np.testing.assert_allclose(grads[0][k], untied[0][k] + untied[2][k] + untied[4][k],
+                                   rtol=1e-12)
+    np.testing.assert_allclose(grads[6]["w"], untied[6]["w"] + untied[8]["w"], rtol=1e-12)
+    np.testing.assert_array_equal(grads[8]["b"], untied[8]["b"])
+    check_vjp(model, params, X)
+
+
+def body_layers():
+    return [L.Dense(4), L.Tanh(), L.Dense(4), L.Tanh(), L.Dense(4), L.Tanh(), L.Dense(4),
+            L.Tanh(), L.Dense(4)]
