@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -256,7 +257,7 @@ def test_the_cut_tiles_the_entries_in_ceil_n_over_size_parts(n, size):
     spans = [span(n, size, r) for r in range(size)]
     assert spans == [(min(r * m, n), min((r + 1) * m, n)) for r in range(size)]
     assert spans[0][0] == 0 and spans[-1][1] == n
-    assert all(a[1] == b[0] for a, b in zip(spans[:-1], spans[1:], strict=True))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     bounds = [0, n // 3, n // 3 + 1, n] if n >= 3 else [0, n]
     for r in range(size):
         c = cut(bounds, size, r)
