@@ -7,7 +7,7 @@ slot, then sums its 1/k of all slots into a result that every rank reads in plac
 byte is written once and read k times; MPICH's ``Allreduce`` on one machine copies it
 through its shared-memory queues several times. Alone and warm the two can cost about the
 same (the mlp's 2.68 MB of gradients on two ranks, benchmarks/results/data_parallel.md's
-bare pmean: 0.43-0.68 ms through the window in every run but cbc3abe's (0.74), and by
+bare pmean: 0.41-0.68 ms through the window in every run but cbc3abe's (0.74), and by
 ``Allreduce`` in the FUNCDL_MPI_SHARED_MEMORY=0 run at ba40861 0.50 ms in one row, 1.73 ms
 in the other, with the slow handoff); inside the sharded step, after the forward and
 backward, 0.67-1.03 ms against 1.94 ms by messages (the same files; docs/scale-out.md). A
