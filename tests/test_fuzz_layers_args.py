@@ -262,7 +262,8 @@ CTORS = [
      {"out": POS, "use_bias": FLAG, "w_init": INIT, "b_init": INIT}),
     ("LeakyReLU", L.LeakyReLU, {"alpha": 0.2}, f(2, 3), {"alpha": NUM}),
     ("Softplus", L.Softplus, {"beta": 2}, f(2, 3),
-     {"beta": (*NUM, 0, -1), "threshold": NUM}),
+     {"beta": (*NUM, 0, -1),  # threshold=inf is JAX's softplus (no linear part)
+      "threshold": tuple(v for v in NUM if not (isinstance(v, float) and v == np.inf))}),
     ("ELU", L.ELU, {"alpha": 1.0}, f(2, 3), {"alpha": NUM}),
     ("GELU", L.GELU, {"approximate": False}, f(2, 3), {"approximate": FLAG}),
     ("Softmax", L.Softmax, {"axis": 1}, f(2, 3), {"axis": (*INT, 2, -3)}),

@@ -124,7 +124,8 @@ def test_softplus_is_linear_past_its_threshold_as_torch():
     (lambda: L.LeakyReLU("0.1"), TypeError, "LeakyReLU: alpha must be a real number, got '0.1'"),
     (lambda: L.LeakyReLU(np.nan), ValueError, "LeakyReLU: alpha must be a finite number"),
     (lambda: L.ELU(None), TypeError, "ELU: alpha must be a real number, got None"),
-    (lambda: L.Softplus(threshold=np.nan), ValueError, "Softplus: threshold must be a finite"),
+    (lambda: L.Softplus(threshold=np.nan), ValueError, "Softplus: threshold must be a number, "
+                                                       "not NaN"),
 ])
 def test_activation_settings_are_real_numbers(make, error, says):
     # float() took '0.1' as 0.1, NaN as a slope that turned every negative input into NaN,
@@ -296,3 +297,14 @@ def test_leaky_relus_default_slope_is_001_as_torch_and_jax():
     y, pullback = L.LeakyReLU().vjp((), x)
     np.testing.assert_array_equal(y, [-0.02, 3.0])
     np.testing.assert_array_equal(pullback(np.ones(2))[1], [0.01, 1.0])
+
+
+def test_softplus_without_a_threshold_is_jaxs():
+    # threshold=inf was refused; PyTorch's threshold 20 makes y = x exactly past it
+    x = np.array([30.0, -3.0])
+    y, pullback = L.Softplus(threshold=np.inf).vjp((), x)
+    np.testing.assert_allclose(y, [30.0 + math.exp(-30.0), math.log1p(math.exp(-3.0))],
+                               rtol=1e-15)
+    assert y[0] != 30.0 and L.Softplus().apply((), x)[0] == 30.0
+    np.testing.assert_allclose(pullback(np.ones(2))[1], 1 / (1 + np.exp(-x)), rtol=1e-14)
+    check_vjp(L.Softplus(threshold=np.inf), (), np.linspace(-30.0, 30.0, 13))

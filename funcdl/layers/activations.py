@@ -143,10 +143,11 @@ def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
 
     The linear part starts where ``e^(-βx)`` is below float32's resolution, so it changes
     nothing in float32, and makes float64 agree with PyTorch to the last digit
-    (``jax.nn.softplus`` has no threshold: it differs by up to ``e^-20`` there).
+    (``jax.nn.softplus`` has no threshold: it differs by up to ``e^-20`` there;
+    ``threshold=inf`` gives its numbers).
     """
     b = real_arg(beta, "Softplus", "beta", low=0.0, open_low=True)
-    t = real_arg(threshold, "Softplus", "threshold")
+    t = real_arg(threshold, "Softplus", "threshold", finite=False)  # inf: none, as JAX
     name = "Softplus()" if (b, t) == (1.0, 20.0) else f"Softplus(beta={b}, threshold={t})"
 
     def scaled(x: Array) -> Array:  # βx, with no pass over x at the default β = 1
