@@ -227,3 +227,14 @@ def test_a_users_pointwise_of_the_wrong_shape_is_named_in_a_fused_step(bad):
                                          rf"keeps the shape, \(3, 3\)"):
         _, pullback = model.vjp(params, x)
         pullback(np.ones((3, 3), np.float32))
+
+
+def test_a_stax_batch_of_minus_one_and_a_stax_initializer_are_named():
+    with pytest.raises(ValueError, match=r"got \(-1, 4\) \(stax's -1 for an unknown batch is "
+                                         r"None here\)"):
+        L.Dense(3).init(random.key(0), (-1, 4))
+    # an init(key, shape) failed with Python's bare "takes 2 positional arguments"
+    dense = L.Dense(4, w_init=lambda k, s: np.zeros(s, np.float32))
+    with pytest.raises(TypeError, match=r"Dense\(4\): w_init\(key, shape, dtype\) failed: "
+                                        r"TypeError: .*takes 2 positional arguments"):
+        dense.init(random.key(0), (None, 3))

@@ -302,3 +302,19 @@ def test_scale_by_rms_against_optax(kw: dict[str, Any]) -> None:
         u2, s2 = theirs.update(g, s2)
         for k in p:
             np.testing.assert_allclose(u1[k], np.asarray(u2[k]), rtol=1e-12)
+
+
+def test_another_librarys_transform_in_a_chain_is_named_as_such() -> None:
+    class Foreign:  # optax's GradientTransformation has init and update too
+        def init(self, params: Any) -> Any:
+            return ()
+
+        def update(self, grads: Any, state: Any, params: Any = None) -> Any:
+            return grads, state
+
+    with pytest.raises(TypeError, match=r"chain: argument 0 must be a funcdl "
+                                        r"GradientTransformation, got test_optim_review's "
+                                        r"Foreign \(funcdl.optim has its own"):
+        optim.chain(Foreign(), optim.sgd(0.1))
+    with pytest.raises(TypeError, match=r"argument 1 .*got function \(did you forget to call"):
+        optim.chain(optim.sgd(0.1), optim.scale_by_adam)

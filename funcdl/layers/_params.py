@@ -36,8 +36,16 @@ def initializer_arg(name: str, what: str, init: Any) -> Any:
 def drawn(name: str, what: str, init: Any, key: Any, shape: tuple[int, ...],
           dtype: Any = np.float32) -> Array:
     """``init(key, shape, dtype)``, checked: an array of that shape and dtype, else a
-    ValueError naming the layer (a user's init returning the wrong shape or float64)."""
-    a = init(key, shape, dtype)
+    ValueError naming the layer (a user's init returning the wrong shape or float64); an
+    init that fails (a stax-style ``init(key, shape)``, JAX's initializers, which read
+    funcdl's keys as bad PRNG keys) is named too."""
+    try:
+        a = init(key, shape, dtype)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{name}: {what}(key, shape, dtype) failed: {type(err).__name__}: "
+                        f"{err}; it must take a funcdl.random key, the shape {shape} and the "
+                        f"dtype {np.dtype(dtype)}, as funcdl.initializers' functions do"
+                        ) from err
     if not (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == dtype):
         got = (f"an array of shape {a.shape} and dtype {a.dtype}" if isinstance(a, np.ndarray)
                else type(a).__name__)

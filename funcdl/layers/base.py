@@ -220,8 +220,9 @@ def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
     shape = tuple(in_shape)
     for d in shape:
         if d is not None and (not is_int(d) or d < 0):  # is_int: True is no size of 1
+            hint = " (stax's -1 for an unknown batch is None here)" if d == -1 else ""
             raise ValueError(f"{name}: in_shape entries must be ints >= 0 or None, "
-                             f"got {shape}")
+                             f"got {shape}{hint}")
     if rank is not None and len(shape) != rank:
         raise ValueError(f"{name}: expected an input shape of rank {rank}, got {shape} "
                          f"(rank {len(shape)})")

@@ -287,9 +287,13 @@ def cast_like(x: Any, ref: Any) -> Any:
 def _check_transforms(name: str, transforms: Sequence[Any]) -> None:
     for i, t in enumerate(transforms):
         if not isinstance(t, GradientTransformation):
-            raise TypeError(
-                f"{name}: argument {i} must be a GradientTransformation, got "
-                f"{type(t).__name__} (did you forget to call it, e.g. scale_by_adam()?)")
+            lib = (type(t).__module__ or "").split(".")[0]
+            got = (f"{lib}'s {type(t).__name__} (funcdl.optim has its own: optax's update "
+                   f"takes (grads, state), funcdl's (state, grads))"
+                   if hasattr(t, "init") and hasattr(t, "update") else
+                   f"{type(t).__name__} (did you forget to call it, e.g. scale_by_adam()?)")
+            raise TypeError(f"{name}: argument {i} must be a funcdl GradientTransformation, "
+                            f"got {got}")
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
