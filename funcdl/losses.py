@@ -322,7 +322,9 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
             per = per * (1 - smooth) + uniform if smooth < 1 else uniform
 
         def grad(c: Any) -> Array:
-            g = e / total  # softmax, a fresh array
+            # softmax, a fresh C-ordered array: of permuted logits' layout the reshape below
+            # would be a copy, and the subtraction lost
+            g = np.divide(e, total, order="C")
             g.reshape(-1, n_classes)[rows, cols] -= 1 - smooth
             if smooth:
                 g -= smooth / n_classes
