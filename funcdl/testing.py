@@ -341,6 +341,19 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
                else f"a {type(dpred).__name__}")
         raise AssertionError(f"{where}: the gradient has {got}; pred has {pred.shape}, "
                              f"{pred.dtype}")
+    if pred.ndim >= 2:  # the same numbers in another memory layout: the same gradient
+        other = np.asfortranarray(pred) if pred.flags.c_contiguous else \
+            np.ascontiguousarray(pred)
+        _, pb2 = _loss_vjp(where, loss.vjp(other, target, **kwargs))
+        dother = pb2(1.0) if np.ndim(value) == 0 else pb2(np.ones(np.shape(value)))
+        if not np.allclose(dother, dpred, rtol=1e-6, atol=0, equal_nan=True):
+            worst = tuple(int(i) for i in np.unravel_index(
+                np.argmax(np.abs(np.asarray(dother) - dpred)), pred.shape))
+            order = "Fortran" if pred.flags.c_contiguous else "C"
+            raise AssertionError(f"{where}: the gradient depends on pred's memory layout: at "
+                                 f"{worst} {dpred[worst]} for pred as given, "
+                                 f"{np.asarray(dother)[worst]} for a copy in {order} order "
+                                 f"(a reshape that copies, then a write into the copy?)")
     p64 = pred.astype(np.float64)
     t64 = to64(target)
     v64, pb64 = _loss_vjp(where, loss.vjp(p64, t64, **kwargs))

@@ -238,3 +238,20 @@ def test_check_vjp_fails_dparams_not_shaped_as_the_params(shape_of):
     layer = Layer(lambda k, s: (s, params), lambda p, x, **kw: vjp(p, x)[0], vjp)
     with pytest.raises(AssertionError, match=r"structure mismatch"):
         check_vjp(layer, params, np.ones((3, 2)))
+
+
+def test_check_loss_fails_a_gradient_that_depends_on_preds_memory_layout():
+    # softmax_cross_entropy's own bug of this kind (reshape of a Fortran-ordered array
+    # copies; the write went into the copy) passed every check
+    def vjp(p, t):
+        def pullback(g=1.0):
+            d = p * 1.0  # keeps p's layout, as e / total did
+            d.reshape(-1)[0] -= 1.0  # a copy unless d is C-ordered
+            return d * g
+        return float(np.sum(p * p) / 2 - p.reshape(-1)[0]), pullback
+
+    bad = losses.Loss("layout", vjp)
+    pred = np.random.default_rng(0).normal(size=(3, 4))
+    with pytest.raises(AssertionError, match=r"check_loss\(layout\): the gradient depends on "
+                                             r"pred's memory layout: at \(0, 0\)"):
+        check_loss(bad, pred, np.zeros((3, 4)))
