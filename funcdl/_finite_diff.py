@@ -29,6 +29,33 @@ def to64(t: Any) -> Any:
     return tree.astype(t, np.float64)
 
 
+def relaid(t: Any) -> Any:
+    """``t`` with each array of rank >= 2 copied into the other memory layout (Fortran order
+    for a C-ordered one, else C): the same numbers, which must give the same gradients."""
+    return tree.map(lambda a: a if not isinstance(a, np.ndarray) or a.ndim < 2 else
+                    np.asfortranarray(a) if a.flags.c_contiguous else np.ascontiguousarray(a), t)
+
+
+def layout_error(where: str, what: str, given: Any, other: Any) -> AssertionError | None:
+    """An AssertionError naming the first entry where ``other`` (the gradient ``what`` of
+    the ``relaid`` input) differs from ``given``'s beyond the rounding of another summation
+    order (1e-4 of the leaf's largest entry in float32, 1e-10 in float64); else None."""
+    for (path, a), b in zip(tree.leaves_with_path(given), tree.leaves(other)):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape or a.dtype.kind != "f" or not a.size:
+            continue
+        r = 1e-4 if a.dtype.itemsize <= 4 else 1e-10
+        with np.errstate(invalid="ignore"):
+            scale = float(np.nanmax(np.abs(np.where(np.isinf(a), np.nan, a)), initial=0.0))
+        if not np.allclose(a, b, rtol=r, atol=r * scale, equal_nan=True):
+            at = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(a - b)), a.shape))
+            return AssertionError(
+                f"{where}: the gradient depends on the input's memory layout: {what}{path} "
+                f"at {at} is {a[at]} for the input as given, {b[at]} for a copy in the other "
+                f"order (C or Fortran; a reshape that copies, then a write into the copy?)")
+    return None
+
+
 def _dot(a: Any, b: Any) -> float:
     return float(sum(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64))
                      for x, y in zip(tree.leaves(a), tree.leaves(b))))

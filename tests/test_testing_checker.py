@@ -253,5 +253,20 @@ def test_check_loss_fails_a_gradient_that_depends_on_preds_memory_layout():
     bad = losses.Loss("layout", vjp)
     pred = np.random.default_rng(0).normal(size=(3, 4))
     with pytest.raises(AssertionError, match=r"check_loss\(layout\): the gradient depends on "
-                                             r"pred's memory layout: at \(0, 0\)"):
+                                             r"the input's memory layout: dpred at \(0, 0\)"):
         check_loss(bad, pred, np.zeros((3, 4)))
+
+
+def test_check_layer_fails_a_dx_that_depends_on_the_inputs_memory_layout():
+    def vjp(p, x, **kw):
+        def pullback(dy):
+            dx = np.empty_like(x)  # x's layout
+            dx[...] = 2.0 * dy
+            dx.reshape(-1)[0] += 1.0  # a wrong entry, lost when dx is not C-ordered
+            return (), dx
+        return 2.0 * x, pullback
+
+    layer = Layer(lambda k, s: (s, ()), lambda p, x, **kw: 2.0 * x, vjp, name="Doubling")
+    with pytest.raises(AssertionError, match=r"check_layer\(Doubling\): the gradient depends "
+                                             r"on the input's memory layout"):
+        check_layer(layer, (None, 3, 2))
