@@ -215,3 +215,29 @@ def test_named_chain_exposes_states_by_name() -> None:
 def test_the_aliases_defaults_are_torchs(make, first_step) -> None:
     # every test passed its hyperparameters: adamw's default weight_decay could change
     close(scalar_run(make(), 2.0, [0.5]), [first_step])
+
+
+def test_clip_is_torchs_clip_grad_value_entry_by_entry() -> None:
+    g = {"w": np.array([[-3.0, 0.5], [2.0, -0.25]], np.float32), "b": np.array([1.5, -1.5])}
+    opt = optim.clip(1.0)
+    u, _ = opt.update(opt.init(g), g)
+    np.testing.assert_array_equal(u["w"], [[-1.0, 0.5], [1.0, -0.25]])
+    np.testing.assert_array_equal(u["b"], [1.0, -1.0])
+    assert u["w"].dtype == np.float32
+    u, _ = optim.clip(np.inf).update(optim.clip(np.inf).init(g), g)
+    np.testing.assert_array_equal(u["w"], g["w"])
+    with pytest.raises(ValueError, match=r"clip: max_delta must be a number >= 0"):
+        optim.clip(-1.0)
+
+
+def test_set_to_zero_under_a_mask_freezes_params_weight_decay_and_momentum_included() -> None:
+    # masked(adamw) leaves the frozen ones its raw gradient (optax's masked), and zeroed
+    # grads still decay: only a zero update after the optimizer keeps them where they were
+    p = {"w": np.array([1.0, -2.0]), "b": np.array([0.5])}
+    g = {"w": np.array([0.3, 0.1]), "b": np.array([-0.2])}
+    opt = optim.chain(optim.adamw(0.1, weight_decay=0.1),
+                      optim.masked(optim.set_to_zero(), {"w": True, "b": False}))
+    hist, _ = run(opt, p, [g] * 5)
+    np.testing.assert_array_equal(hist[-1]["w"], p["w"])
+    plain, _ = run(optim.adamw(0.1, weight_decay=0.1), p, [g] * 5)
+    np.testing.assert_array_equal(hist[-1]["b"], plain[-1]["b"])

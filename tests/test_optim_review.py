@@ -165,6 +165,8 @@ OPTAX = {
     "scale_by_learning_rate": ["learning_rate", "flip_sign"],
     "add_decayed_weights": ["weight_decay", "mask"],
     "clip_by_global_norm": ["max_norm"],
+    "clip": ["max_delta"],
+    "set_to_zero": [],
     "global_norm": ["updates"],
     "trace": ["decay", "nesterov", "accumulator_dtype"],
     "scale_by_adam": ["b1", "b2", "eps", "eps_root", "mu_dtype", "nesterov"],
