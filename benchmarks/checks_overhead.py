@@ -15,7 +15,7 @@ import timeit
 import numpy as np
 
 from funcdl.layers.combinators import entries
-from funcdl.losses import _pred, _same_shape
+from funcdl.losses._base import _pred, _same_shape
 
 from . import impl_funcdl
 from .workloads import WORKLOADS, data

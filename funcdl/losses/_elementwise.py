@@ -1,0 +1,89 @@
+"""The elementwise losses: mse, bce (on probabilities), bce_with_logits and huber."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from funcdl._args import F32, F64, FLOAT_MAX, real_arg
+from funcdl.losses._base import Array, Pullback, _pred, _probabilities, _reduced, _same_shape
+
+# ---------------------------------------------------------------------------- losses
+
+def _mse(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
+    """``mean((p - t)²)``; ``dp = 2 (p - t) / n``."""
+    p = _pred("mse", pred)
+    t = _same_shape("mse", p, target)
+    # huge finite values: d or d² is inf; inf - inf of infinite ones: NaN; both silent, as
+    # in PyTorch
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = p - t
+        per = d * d
+    return _reduced("mse", per, reduction, d.size, lambda c: (2 * c) * d)
+
+
+# PyTorch's clamp is the float 1e-12 (ATen's `constexpr float EPSILON`) in every dtype, so
+# float64 gradients at p = 0 or 1 agree with its to the last digit only with this value.
+_BCE_EPS = float(np.float32(1e-12))
+
+
+def _bce(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
+    """On probabilities, as PyTorch: ``-(t·max(log p, -100) + (1-t)·max(log(1-p), -100))``;
+    ``dp = (p - t) / max(p (1 - p), 1e-12)``."""
+    p = _pred("bce", pred)
+    t = _probabilities("bce", _same_shape("bce", p, target))
+    if p.size and not (p.min() >= 0 and p.max() <= 1):
+        raise ValueError("bce: pred must be probabilities in [0, 1] (use bce_with_logits on "
+                         f"logits), got values in [{p.min()}, {p.max()}]")
+    with np.errstate(divide="ignore"):  # log(0) = -inf, clamped to -100 below
+        log_p = np.maximum(np.log(p), -100)
+        log_q = np.maximum(np.log1p(-p), -100)
+    per = -(t * log_p + (1 - t) * log_q)
+
+    def grad(c: Any) -> Array:
+        out: Array = c * (p - t) / np.maximum(p * (1 - p), _BCE_EPS)
+        return out
+
+    return _reduced("bce", per, reduction, p.size, grad)
+
+
+def _bce_with_logits(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
+    """On logits z: ``max(z, 0) - z t + log(1 + e^-|z|)``, computed as
+    ``max(z, 0)(1 - t) - min(z, 0) t + log(1 + e^-|z|)``; ``dz = σ(z) - t``."""
+    z = _pred("bce_with_logits", pred)
+    t = _probabilities("bce_with_logits", _same_shape("bce_with_logits", z, target))
+    e = np.exp(-np.abs(z))
+    sig = np.maximum(e, z >= 0) / (1 + e)  # σ(z): 1 or e^z over 1 + e^-|z| (e <= 1)
+    # one of the two products is 0, so nothing cancels: max(z, 0) - z t lost the digits
+    # of z (1 - t) for t near 1 (float32, z = 20, t = 0.999: 3.6e-5 off), and gave
+    # inf - inf at z = inf. z near the dtype's maximum: the loss is inf; an infinite z
+    # against t of exactly 1 (or 0 at -inf): inf · 0, NaN, as PyTorch, without the warning
+    with np.errstate(over="ignore", invalid="ignore"):
+        per = np.maximum(z, 0) * (1 - t)
+        per -= np.minimum(z, 0) * t
+        per += np.log1p(e)
+    return _reduced("bce_with_logits", per, reduction, z.size, lambda c: c * (sig - t))
+
+
+def _huber(pred: Any, target: Any, delta: float = 1.0,
+           reduction: str = "mean") -> tuple[Any, Pullback]:
+    """``½ d²`` where ``|d| <= delta``, else ``delta (|d| - ½ delta)``, with ``d = p - t``;
+    ``dp = clip(d, -delta, delta)``."""
+    delta = real_arg(delta, "huber", "delta", low=0.0, open_low=True, finite=False)
+    p = _pred("huber", pred)
+    t = _same_shape("huber", p, target)
+    if not delta <= FLOAT_MAX[F32 if p.dtype.char == "f" else F64]:  # clips nothing, as inf
+        delta = math.inf
+    # huge finite values: d is inf, as in PyTorch; inf - inf of infinite ones: NaN, silent
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = p - t
+        a = np.abs(d)
+        dc = np.clip(d, -delta, delta)  # equals d on the quadratic branch; never squares 1e30
+        # ½ dc² + delta (|d| - |dc|): ½ d² there, delta (|d| - ½ delta) beyond (no np.where,
+        # ~10 elementwise passes on an unpredictable mask)
+        per = 0.5 * dc * dc
+        if math.isfinite(delta):  # inf: the quadratic branch everywhere, and inf · 0 = NaN
+            per += delta * (a - np.abs(dc))
+    return _reduced("huber", per, reduction, d.size, lambda c: c * dc)
