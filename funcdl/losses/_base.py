@@ -124,7 +124,7 @@ def _one_hot(name: str, t: Array, shape: tuple[int, ...]) -> Array:
     return t
 
 
-def _reduced(name: str, per: Array, reduction: str, count: int,
+def _reduced(name: str, per: Array, reduction: str, count: float,
              grad: Callable[[Any], Array]) -> tuple[Any, Pullback]:
     """Reduce per-element losses; ``grad(c)`` maps a per-element cotangent ``c`` (scalar or
     array) to dpred. The mean's pullback scales by 1/count. The pullback is named for the

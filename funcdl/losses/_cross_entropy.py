@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import array_arg, real_arg
+from funcdl._args import array_arg, int_arg, real_arg
 from funcdl._special import shifted_exp
 from funcdl.losses._base import (
     Array,
@@ -21,12 +21,18 @@ from funcdl.losses._base import (
 
 
 def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
-                           label_smoothing: float = 0.0) -> tuple[Any, Pullback]:
+                           label_smoothing: float = 0.0, weight: Any = None,
+                           ignore_index: Any = None) -> tuple[Any, Pullback]:
     """Logits ``z`` of shape (..., C) against integer labels (...) or probabilities / one-hot
     (..., C), floats or ints (an int one-hot needs batched logits of C >= 2: see
     ``_one_hot``): ``-Σ_c t_c log softmax(z)_c``, averaged over examples;
     ``dz = softmax(z) Σ_c t_c - t``. ``label_smoothing`` ε, as torch's: the target is
-    ``(1 - ε) t + ε / C`` (t one-hot for labels)."""
+    ``(1 - ε) t + ε / C`` (t one-hot for labels).
+
+    As torch's ``CrossEntropyLoss``: ``weight`` (C,) weighs class c's term by ``w_c``
+    (``-Σ_c w_c t_c log p_c``), and the mean over labels divides by ``Σ w_label`` (over
+    examples for probabilities); ``ignore_index``: examples of that label count for
+    nothing, in the sum and in the mean's divisor (labels only)."""
     name = "softmax_cross_entropy"
     smooth = real_arg(label_smoothing, name, "label_smoothing", low=0.0, high=1.0)
     z = _pred(name, pred)
@@ -34,59 +40,123 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
         raise ValueError(f"{name}: logits need a class axis of at least one class, got "
                          f"shape {z.shape}")
     labels = array_arg(target, name, "target")
+    n_classes = z.shape[-1]
+    w = _class_weights(name, weight, n_classes, z.dtype)
+    ignore = None if ignore_index is None else int_arg(ignore_index, name, "ignore_index",
+                                                       minimum=None)
     logp, e, total = shifted_exp(z, -1)
     logp -= np.log(total)
-    n_classes = z.shape[-1]
     if labels.dtype.kind in "iu" and labels.shape != z.shape:  # (an int one-hot: below)
-        if labels.shape != z.shape[:-1]:
-            raise ValueError(f"{name}: integer labels must have shape {z.shape[:-1]} for "
-                             f"logits of shape {z.shape}, got {labels.shape}")
-        lo, hi = ((np.minimum.reduce(labels, axis=None), np.maximum.reduce(labels, axis=None))
-                  if labels.size else (0, -1))
-        if lo < 0 or hi >= n_classes:
-            raise ValueError(f"{name}: labels must be in [0, {n_classes}), got values in "
-                             f"[{lo}, {hi}]")
-        # One fancy index over the flattened examples: row r, column labels[r].
-        rows = np.arange(labels.size)
-        cols = labels.reshape(-1)
-        per = -logp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
-        if smooth:  # (1 - ε)·(-log p_label) + ε·(-mean_c log p_c)
-            # scaled before the sum: the sum of log p over the classes overflows float32
-            # where the logits are ~1e38 apart, the mean does not
-            uniform = _sum(logp * (-smooth / n_classes), axis=-1)
-            # ε = 1: no label term (an infinite -log p_label times 0 would be NaN)
-            per = per * (1 - smooth) + uniform if smooth < 1 else uniform
+        return _of_labels(name, z, labels, logp, e, total, smooth, w, ignore, reduction)
+    if labels.dtype.kind not in "fbiu":
+        raise TypeError(f"{name}: target must be integer labels or float probabilities, "
+                        f"got dtype {labels.dtype}")
+    # probabilities, or one-hot (torch's one_hot: int64)
+    if labels.shape == z.shape[:-1]:  # one value per example: meant as class labels
+        raise ValueError(f"{name}: a target of shape {labels.shape} holds class labels, "
+                         f"which must be integers, got dtype {labels.dtype}; pass "
+                         f"target.astype(int), or probabilities of shape {z.shape}")
+    if ignore is not None:
+        raise ValueError(f"{name}: ignore_index={ignore} applies to integer labels; a "
+                         f"target of probabilities has none to ignore (give its rows 0)")
+    t = _same_shape(name, z, labels)
+    t = _one_hot(name, t, z.shape) if labels.dtype.kind != "f" else _probabilities(name, t)
+    if smooth:
+        t = (1 - smooth) * t + smooth / n_classes
+    if w is not None:
+        t = t * w  # -Σ_c w_c t_c log p_c: the weighted target in the same formulas
+    with np.errstate(invalid="ignore"):  # 0 · -inf, dropped by the where below
+        tlogp = t * logp
+    per = -np.where(t != 0, tlogp, 0).sum(axis=-1)  # 0 · log 0 = 0, as in the limit
 
-        def grad(c: Any) -> Array:
-            # softmax, a fresh C-ordered array: of permuted logits' layout the reshape below
-            # would be a copy, and the subtraction lost
-            g = np.divide(e, total, order="C")
+    def grad(c: Any) -> Array:
+        g = (e / total) * t.sum(axis=-1, keepdims=True) - t
+        out: Array = g * (c[..., None] if np.ndim(c) else c)
+        return out
+
+    return _reduced(name, per, reduction, per.size, grad)
+
+
+def _class_weights(name: str, weight: Any, n_classes: int, dtype: Any) -> Array | None:
+    """``weight`` as C finite weights >= 0 in the logits' dtype, or None."""
+    if weight is None:
+        return None
+    w = array_arg(weight, name, "weight")
+    if w.dtype.kind not in "biuf" or w.shape != (n_classes,):
+        raise ValueError(f"{name}: weight must hold one real number per class, shape "
+                         f"({n_classes},), got shape {w.shape} and dtype {w.dtype}")
+    if w.size and not (np.isfinite(w).all() and w.min() >= 0):
+        raise ValueError(f"{name}: class weights must be finite and >= 0, got values in "
+                         f"[{w.min()}, {w.max()}]")
+    return w.astype(dtype)
+
+
+def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total: Array,
+               smooth: float, w: Array | None, ignore: int | None,
+               reduction: str) -> tuple[Any, Pullback]:
+    """The cross-entropy against integer labels: ``per = (1-ε) w_y (-log p_y) + (ε/C)
+    Σ_c w_c (-log p_c)`` (w = 1 without weights), 0 for an ignored example;
+    ``dz = (1-ε) w_y (p - e_y) + (ε/C)(W p - w)``, ``W = Σ_c w_c``."""
+    n_classes = z.shape[-1]
+    if labels.shape != z.shape[:-1]:
+        raise ValueError(f"{name}: integer labels must have shape {z.shape[:-1]} for "
+                         f"logits of shape {z.shape}, got {labels.shape}")
+    keep = None if ignore is None else labels != ignore
+    if keep is not None and keep.all():
+        keep = None
+    kept = labels if keep is None else labels[keep]
+    lo, hi = ((np.minimum.reduce(kept, axis=None), np.maximum.reduce(kept, axis=None))
+              if kept.size else (0, -1))
+    if lo < 0 or hi >= n_classes:
+        also = "" if ignore is None else f" (or the ignore_index, {ignore})"
+        raise ValueError(f"{name}: labels must be in [0, {n_classes}){also}, got values in "
+                         f"[{lo}, {hi}]")
+    # One fancy index over the flattened examples: row r, column labels[r] (an ignored
+    # example's: 0, its loss then dropped).
+    rows = np.arange(labels.size)
+    cols = labels.reshape(-1) if keep is None else np.where(keep, labels, 0).reshape(-1)
+    per = -logp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
+    wy = None if w is None else w[cols].reshape(labels.shape)
+    if wy is not None:
+        per = per * wy
+    if smooth:  # (1 - ε)·(-log p_label) + ε·(-mean_c log p_c)
+        # scaled before the sum: the sum of log p over the classes overflows float32
+        # where the logits are ~1e38 apart, the mean does not
+        scaled = -smooth / n_classes if w is None else w * (-smooth / n_classes)
+        uniform = _sum(logp * scaled, axis=-1)
+        # ε = 1: no label term (an infinite -log p_label times 0 would be NaN)
+        per = per * (1 - smooth) + uniform if smooth < 1 else uniform
+    if keep is not None:
+        per = np.where(keep, per, 0)
+    if wy is None:
+        count: float = per.size if keep is None else int(np.count_nonzero(keep))
+    else:
+        count = float(_sum(wy if keep is None else np.where(keep, wy, 0), axis=None))
+    if isinstance(reduction, str) and reduction == "mean" and count == 0 and per.size:
+        raise ValueError(f"{name}: reduction='mean' divides by the weight of the examples "
+                         f"not ignored, which is 0 here; skip such batches, or pass "
+                         f"reduction='sum'")
+
+    def grad(c: Any) -> Array:
+        # softmax, a fresh C-ordered array: of permuted logits' layout the reshape below
+        # would be a copy, and the subtraction lost
+        g = np.divide(e, total, order="C")
+        if wy is None:
             g.reshape(-1, n_classes)[rows, cols] -= 1 - smooth
             if smooth:
                 g -= smooth / n_classes
-            if np.ndim(c):
-                g *= c[..., None]
-            else:
-                g *= c
-            return g
-    elif labels.dtype.kind in "fbiu":  # probabilities, or one-hot (torch's one_hot: int64)
-        if labels.shape == z.shape[:-1]:  # one value per example: meant as class labels
-            raise ValueError(f"{name}: a target of shape {labels.shape} holds class labels, "
-                             f"which must be integers, got dtype {labels.dtype}; pass "
-                             f"target.astype(int), or probabilities of shape {z.shape}")
-        t = _same_shape(name, z, labels)
-        t = _one_hot(name, t, z.shape) if labels.dtype.kind != "f" else _probabilities(name, t)
-        if smooth:
-            t = (1 - smooth) * t + smooth / n_classes
-        with np.errstate(invalid="ignore"):  # 0 · -inf, dropped by the where below
-            tlogp = t * logp
-        per = -np.where(t != 0, tlogp, 0).sum(axis=-1)  # 0 · log 0 = 0, as in the limit
+        else:
+            assert w is not None
+            g *= ((1 - smooth) * wy + (smooth / n_classes) * _sum(w))[..., None]
+            g.reshape(-1, n_classes)[rows, cols] -= (1 - smooth) * wy.reshape(-1)
+            if smooth:
+                g -= (smooth / n_classes) * w
+        if keep is not None:
+            g *= keep[..., None]
+        if np.ndim(c):
+            g *= c[..., None]
+        else:
+            g *= c
+        return g
 
-        def grad(c: Any) -> Array:
-            g = (e / total) * t.sum(axis=-1, keepdims=True) - t
-            out: Array = g * (c[..., None] if np.ndim(c) else c)
-            return out
-    else:
-        raise TypeError(f"{name}: target must be integer labels or float probabilities, "
-                        f"got dtype {labels.dtype}")
-    return _reduced(name, per, reduction, per.size, grad)
+    return _reduced(name, per, reduction, count, grad)

@@ -1,0 +1,113 @@
+"""softmax_cross_entropy's class weights and ignore_index, as torch's CrossEntropyLoss: by
+hand, by finite differences, against torch where it is installed, and their bad inputs."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from funcdl import losses, testing
+
+CE = losses.softmax_cross_entropy
+RNG = np.random.default_rng(0)
+Z = RNG.normal(size=(4, 3)) * 2
+Y = np.array([0, 2, 1, 2])
+W = np.array([0.5, 2.0, 1.5])
+
+
+def _logp(z):
+    s = z - z.max(-1, keepdims=True)
+    return s - np.log(np.exp(s).sum(-1, keepdims=True))
+
+
+def test_weights_by_hand_mean_divides_by_the_labels_weights():
+    logp = _logp(Z)
+    terms = -W[Y] * logp[np.arange(4), Y]
+    assert CE(Z, Y, weight=W) == pytest.approx(terms.sum() / W[Y].sum(), rel=1e-13)
+    assert CE(Z, Y, weight=W, reduction="sum") == pytest.approx(terms.sum(), rel=1e-13)
+    np.testing.assert_allclose(CE(Z, Y, weight=W, reduction="none"), terms, rtol=1e-13)
+    # dz = w_y (p - e_y) / Σ w_y
+    p = np.exp(logp)
+    want = W[Y][:, None] * (p - np.eye(3)[Y]) / W[Y].sum()
+    np.testing.assert_allclose(CE.vjp(Z, Y, weight=W)[1](), want, rtol=1e-12)
+
+
+def test_ignored_examples_count_for_nothing():
+    y = np.array([0, -100, 1, -100])
+    logp = _logp(Z)
+    value, pullback = CE.vjp(Z, y, ignore_index=-100)
+    assert value == pytest.approx(-(logp[0, 0] + logp[2, 1]) / 2, rel=1e-13)
+    g = pullback()
+    assert not g[[1, 3]].any()
+    np.testing.assert_allclose(g[[0, 2]], (np.exp(logp)[[0, 2]] - np.eye(3)[[0, 1]]) / 2,
+                               rtol=1e-12)
+    # a label equal to ignore_index is not checked against the classes; others are
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\) \(or the ignore_index, "
+                                         r"-100\), got values in \[-1, 1\]"):
+        CE(Z, np.array([0, -100, 1, -1]), ignore_index=-100)
+
+
+def test_smoothing_weights_each_class_term_as_torch():
+    eps, logp = 0.2, _logp(Z)
+    per = (1 - eps) * -W[Y] * logp[np.arange(4), Y] + eps / 3 * -(W * logp).sum(-1)
+    assert CE(Z, Y, weight=W, label_smoothing=eps) == pytest.approx(per.sum() / W[Y].sum(),
+                                                                     rel=1e-13)
+
+
+@pytest.mark.parametrize("kw", [{"weight": W}, {"ignore_index": 2},
+                                {"weight": W, "ignore_index": 1, "label_smoothing": 0.1}])
+def test_weighted_and_ignoring_losses_pass_check_loss(kw):
+    testing.check_loss(losses.Loss("ce", lambda p, t: CE.vjp(p, t, **kw)), Z, Y)
+    probs = RNG.dirichlet(np.ones(3), 4)
+    if "ignore_index" not in kw:
+        testing.check_loss(losses.Loss("ce", lambda p, t: CE.vjp(p, t, **kw)), Z, probs)
+
+
+def test_float32_stays_float32_with_weights():
+    z = Z.astype(np.float32)
+    value, pullback = CE.vjp(z, Y, weight=W, ignore_index=1)
+    assert pullback().dtype == np.float32 and isinstance(value, float)
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    ({"weight": np.ones(2)}, ValueError, r"weight must hold one real number per class, "
+                                         r"shape \(3,\), got shape \(2,\)"),
+    ({"weight": np.array([1.0, -1.0, 1.0])}, ValueError, r"class weights must be finite and >= 0"),
+    ({"weight": np.array([1.0, np.nan, 1.0])}, ValueError, r"class weights must be finite"),
+    ({"ignore_index": 1.5}, TypeError, r"ignore_index must be an int"),
+])
+def test_bad_weights_and_ignore_index_are_named(kw, error, match):
+    with pytest.raises(error, match=rf"softmax_cross_entropy: {match}"):
+        CE(Z, Y, **kw)
+
+
+def test_ignore_index_with_probabilities_and_everything_ignored_are_refused():
+    with pytest.raises(ValueError, match=r"ignore_index=0 applies to integer labels"):
+        CE(Z, RNG.dirichlet(np.ones(3), 4), ignore_index=0)
+    with pytest.raises(ValueError, match=r"divides by the weight of the examples not "
+                                         r"ignored, which is 0"):
+        CE(Z, np.full(4, 5), ignore_index=5)
+    assert CE(Z, np.full(4, 5), ignore_index=5, reduction="sum") == 0.0
+
+
+def test_against_torch_cross_entropy():
+    torch = pytest.importorskip("torch")
+    z = RNG.normal(size=(2, 3, 5)) * 3  # (N, d, C); torch takes (N, C, d)
+    y = RNG.integers(0, 5, (2, 3))
+    y[0, 1] = 7
+    w = RNG.uniform(0.2, 2.0, 5)
+    for use_w, smooth, reduction in itertools.product([False, True], [0.0, 0.2],
+                                                      ["mean", "sum", "none"]):
+        kw = {"ignore_index": 7, "label_smoothing": smooth, "reduction": reduction}
+        value, pullback = CE.vjp(z, y, weight=w if use_w else None, **kw)
+        zt = torch.tensor(np.moveaxis(z, -1, 1), requires_grad=True)
+        lt = torch.nn.functional.cross_entropy(
+            zt, torch.tensor(y), weight=torch.tensor(w) if use_w else None, **kw)
+        cot = RNG.normal(size=tuple(lt.shape))
+        lt.backward(torch.tensor(cot) if reduction == "none" else None)
+        g = pullback(cot) if reduction == "none" else pullback()
+        np.testing.assert_allclose(value, lt.detach().numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(g, np.moveaxis(zt.grad.numpy(), 1, -1), rtol=1e-11,
+                                   atol=1e-15)
