@@ -1,5 +1,6 @@
-"""softmax_cross_entropy's class weights and ignore_index, as torch's CrossEntropyLoss: by
-hand, by finite differences, against torch where it is installed, and their bad inputs."""
+"""softmax_cross_entropy's class weights and ignore_index, as torch's CrossEntropyLoss, and
+bce_with_logits's weight and pos_weight, as its BCEWithLogitsLoss: by hand, by finite
+differences, against torch where it is installed, and their bad inputs."""
 
 from __future__ import annotations
 
@@ -111,3 +112,54 @@ def test_against_torch_cross_entropy():
         np.testing.assert_allclose(value, lt.detach().numpy(), rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(g, np.moveaxis(zt.grad.numpy(), 1, -1), rtol=1e-11,
                                    atol=1e-15)
+
+
+# ---------------------------------------------------------------- bce_with_logits's weights
+
+BCE = losses.bce_with_logits
+ZB = RNG.normal(size=(5, 3)) * 3
+TB = RNG.uniform(size=(5, 3))
+PW = np.array([0.5, 2.0, 4.0])
+
+
+def test_pos_weight_weighs_the_positive_term_by_hand():
+    log_sig, log_one_minus = -np.logaddexp(0, -ZB), -np.logaddexp(0, ZB)
+    per = -(PW * TB * log_sig + (1 - TB) * log_one_minus)
+    np.testing.assert_allclose(BCE(ZB, TB, pos_weight=PW, reduction="none"), per, rtol=1e-12)
+    sig = 1 / (1 + np.exp(-ZB))
+    np.testing.assert_allclose(BCE.vjp(ZB, TB, pos_weight=PW)[1](),
+                               (sig * (PW * TB + 1 - TB) - PW * TB) / ZB.size, rtol=1e-12)
+    w = RNG.uniform(0.1, 2.0, (5, 3))
+    assert BCE(ZB, TB, weight=w) == pytest.approx(
+        (w * BCE(ZB, TB, reduction="none")).mean(), rel=1e-13)
+    testing.check_loss(losses.Loss("bce", lambda p, t: BCE.vjp(p, t, pos_weight=PW,
+                                                               weight=w)), ZB, TB)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"pos_weight": np.ones(4)}, r"pos_weight must be real numbers that broadcast to pred's "
+                                 r"shape \(5, 3\) \(e.g. one per class, shape \(3,\)\), got "
+                                 r"shape \(4,\)"),
+    ({"weight": np.ones((2, 5, 3))}, r"weight must be real numbers that broadcast"),
+    ({"pos_weight": -PW}, r"pos_weight must be finite and >= 0"),
+])
+def test_bad_bce_weights_are_named(kw, match):
+    with pytest.raises(ValueError, match=rf"bce_with_logits: {match}"):
+        BCE(ZB, TB, **kw)
+
+
+def test_bce_weights_against_torch():
+    torch = pytest.importorskip("torch")
+    w = RNG.uniform(0.1, 2.0, 3)
+    for pw, wt, reduction in itertools.product([None, PW], [None, w], ["mean", "sum", "none"]):
+        value, pullback = BCE.vjp(ZB, TB, reduction=reduction, pos_weight=pw, weight=wt)
+        zt = torch.tensor(ZB, requires_grad=True)
+        lt = torch.nn.functional.binary_cross_entropy_with_logits(
+            zt, torch.tensor(TB), reduction=reduction,
+            pos_weight=None if pw is None else torch.tensor(pw),
+            weight=None if wt is None else torch.tensor(wt))
+        cot = RNG.normal(size=tuple(lt.shape))
+        lt.backward(torch.tensor(cot) if reduction == "none" else None)
+        g = pullback(cot) if reduction == "none" else pullback()
+        np.testing.assert_allclose(value, lt.detach().numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(g, zt.grad.numpy(), rtol=1e-11, atol=1e-15)

@@ -21,7 +21,7 @@ from funcdl.losses._base import (
 
 
 def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
-                           label_smoothing: float = 0.0, weight: Any = None,
+                           label_smoothing: float = 0.0, *, weight: Any = None,
                            ignore_index: Any = None) -> tuple[Any, Pullback]:
     """Logits ``z`` of shape (..., C) against integer labels (...) or probabilities / one-hot
     (..., C), floats or ints (an int one-hot needs batched logits of C >= 2: see

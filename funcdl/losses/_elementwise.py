@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import F32, F64, FLOAT_MAX, real_arg
+from funcdl._args import F32, F64, FLOAT_MAX, array_arg, real_arg
 from funcdl.losses._base import Array, Pullback, _pred, _probabilities, _reduced, _same_shape
 
 # ---------------------------------------------------------------------------- losses
@@ -49,22 +49,56 @@ def _bce(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback
     return _reduced("bce", per, reduction, p.size, grad)
 
 
-def _bce_with_logits(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
+def _bce_with_logits(pred: Any, target: Any, reduction: str = "mean", *, weight: Any = None,
+                     pos_weight: Any = None) -> tuple[Any, Pullback]:
     """On logits z: ``max(z, 0) - z t + log(1 + e^-|z|)``, computed as
-    ``max(z, 0)(1 - t) - min(z, 0) t + log(1 + e^-|z|)``; ``dz = σ(z) - t``."""
-    z = _pred("bce_with_logits", pred)
-    t = _probabilities("bce_with_logits", _same_shape("bce_with_logits", z, target))
+    ``max(z, 0)(1 - t) - min(z, 0) t + log(1 + e^-|z|)``; ``dz = σ(z) - t``.
+
+    As torch's ``BCEWithLogitsLoss``: ``pos_weight`` a (broadcast) weight of the positive
+    term, ``-(a t log σ(z) + (1 - t) log(1 - σ(z)))`` (``dz = σ(z)(a t + 1 - t) - a t``);
+    ``weight`` a (broadcast) weight of each element's loss; the mean is over elements."""
+    name = "bce_with_logits"
+    z = _pred(name, pred)
+    t = _probabilities(name, _same_shape(name, z, target))
+    a = _broadcast_weight(name, "pos_weight", pos_weight, z)
+    w = _broadcast_weight(name, "weight", weight, z)
     e = np.exp(-np.abs(z))
     sig = np.maximum(e, z >= 0) / (1 + e)  # σ(z): 1 or e^z over 1 + e^-|z| (e <= 1)
     # one of the two products is 0, so nothing cancels: max(z, 0) - z t lost the digits
     # of z (1 - t) for t near 1 (float32, z = 20, t = 0.999: 3.6e-5 off), and gave
     # inf - inf at z = inf. z near the dtype's maximum: the loss is inf; an infinite z
     # against t of exactly 1 (or 0 at -inf): inf · 0, NaN, as PyTorch, without the warning
+    at = t if a is None else a * t
     with np.errstate(over="ignore", invalid="ignore"):
         per = np.maximum(z, 0) * (1 - t)
-        per -= np.minimum(z, 0) * t
-        per += np.log1p(e)
-    return _reduced("bce_with_logits", per, reduction, z.size, lambda c: c * (sig - t))
+        per -= np.minimum(z, 0) * at
+        per += np.log1p(e) if a is None else np.log1p(e) * (at + (1 - t))
+        if w is not None:
+            per *= w
+    slope = sig - t if a is None else sig * (at + (1 - t)) - at
+    if w is not None:
+        slope = slope * w
+    return _reduced(name, per, reduction, z.size, lambda c: c * slope)
+
+
+def _broadcast_weight(name: str, what: str, value: Any, z: Array) -> Array | None:
+    """``value`` as finite weights >= 0 in ``z``'s dtype that broadcast to ``z``'s shape
+    (a per-class (C,) vector, say), or None."""
+    if value is None:
+        return None
+    v = array_arg(value, name, what)
+    try:
+        fits = v.dtype.kind in "biuf" and np.broadcast_shapes(v.shape, z.shape) == z.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{name}: {what} must be real numbers that broadcast to pred's shape "
+                         f"{z.shape} (e.g. one per class, shape {z.shape[-1:]}), got shape "
+                         f"{v.shape} and dtype {v.dtype}")
+    if v.size and not (np.isfinite(v).all() and v.min() >= 0):
+        raise ValueError(f"{name}: {what} must be finite and >= 0, got values in "
+                         f"[{v.min()}, {v.max()}]")
+    return v.astype(z.dtype)
 
 
 def _huber(pred: Any, target: Any, delta: float = 1.0,
