@@ -227,3 +227,37 @@ def test_ids_beside_features_give_dx_none_for_the_ids_only():
         for j in range(2):
             want[ids[n, j]] += dy[n, 0] * params[2]["w"][2 * j:2 * j + 2, 0]
     np.testing.assert_allclose(dparams[0][0][0]["table"], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("padding_idx, row", [(2, 2), (-1, 5)])
+def test_padding_idx_row_starts_at_zero_and_gets_no_gradient(padding_idx, row):
+    emb = Embedding(6, 3, padding_idx=padding_idx)
+    _, params = emb.init(random.key(0), (None, 4))
+    assert not params["table"][row].any() and params["table"][(row + 1) % 6].any()
+    ids = np.array([[row, 0, row, 1], [1, row, 3, 4]])
+    y, pullback = emb.vjp(tree.astype(params, np.float64), ids)
+    dtable = pullback(np.ones_like(y))[0]["table"]
+    assert not dtable[row].any()
+    np.testing.assert_array_equal(dtable[1], [2.0, 2.0, 2.0])  # the others summed as before
+    # where the padding id does not occur the vjp is the table's gradient
+    check_vjp(emb, tree.astype(params, np.float64), np.array([[0, 1], [3, 4]]))
+
+
+def test_padding_idx_against_torch():
+    torch = pytest.importorskip("torch")
+    emb = Embedding(6, 3, padding_idx=2)
+    table = emb.init(random.key(0), (None, 4))[1]["table"].astype(np.float64)
+    ref = torch.nn.Embedding(6, 3, padding_idx=2).double()
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(table))
+    ids = np.array([[2, 0, 2, 5], [1, 2, 3, 2]])
+    dy = np.random.default_rng(0).normal(size=(2, 4, 3))
+    ref(torch.from_numpy(ids)).backward(torch.from_numpy(dy))
+    _, pullback = emb.vjp({"table": table}, ids)
+    np.testing.assert_array_equal(pullback(dy)[0]["table"], ref.weight.grad.numpy())
+
+
+@pytest.mark.parametrize("bad, error", [(6, ValueError), (-7, ValueError), (1.5, TypeError)])
+def test_bad_padding_idx_is_named(bad, error):
+    with pytest.raises(error, match=r"Embedding: padding_idx must be"):
+        Embedding(6, 3, padding_idx=bad)

@@ -35,7 +35,8 @@ def _scatter_add_rows(ids: Array, rows: Array, vocab: int, dtype: np.dtype[Any])
     return out
 
 
-def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = None) -> Layer:
+def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = None,
+              padding_idx: int | None = None) -> Layer:
     """Look up integer ids in a table: ``(...) -> (..., dim)``.
 
     params: ``{'table': (vocab, dim)}``, by default N(0, 1) as PyTorch's ``nn.Embedding``.
@@ -43,17 +44,31 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
     vjp: ``dtable[i] = Σ_{x[...] = i} dy[..., :]`` (repeated ids summed); ``dx`` is ``None``,
     as integer ids have no cotangent (a Sequential's pullback passes it on as its ``dx``).
     Ids must be integers in ``[0, vocab)``: floats raise TypeError, others ValueError (never
-    NumPy's wrap-around of negative indices).
+    NumPy's wrap-around of negative indices). ``padding_idx``, as PyTorch's: that row starts
+    at zero and gets no gradient (``dtable[padding_idx] = 0``, a stop-gradient, so a finite
+    difference check reports that row where the padding id occurs); negative counts from
+    the end.
     """
     vocab, dim = (int_arg(v, "Embedding", what, minimum=1)
                   for what, v in (("vocab", vocab), ("dim", dim)))
-    name = f"Embedding({vocab}, {dim})"
+    pad = None
+    if padding_idx is not None:
+        pad = int_arg(padding_idx, "Embedding", "padding_idx", minimum=None)
+        if not -vocab <= pad < vocab:
+            raise ValueError(f"Embedding: padding_idx must be an id in [-{vocab}, {vocab}) "
+                             f"(vocabulary size {vocab}), got {pad}")
+        pad %= vocab
+    name = f"Embedding({vocab}, {dim}" + ("" if pad is None else f", padding_idx={pad}") + ")"
     w_init = initializer_arg(name, "w_init", w_init) or initializers.normal(1.0)
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         shape = check_in_shape(name, in_shape, min_rank=0)
         key = random.check_key(key, name)  # else named after the initializer that reads it
-        return (*shape, dim), {"table": drawn(name, "w_init", w_init, key, (vocab, dim))}
+        table = drawn(name, "w_init", w_init, key, (vocab, dim))
+        if pad is not None:
+            table = table.copy()  # the initializer's own array may be shared
+            table[pad] = 0
+        return (*shape, dim), {"table": table}
 
     def check(params: Any, x: Any) -> tuple[Array, Array]:
         if not isinstance(params, dict) or set(params) != {"table"}:
@@ -90,6 +105,8 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
             dy = check_cotangent(name, dy, y.shape, y.dtype)
             # in the table's dtype, as JAX gives gradients, whatever dy's
             dtable = _scatter_add_rows(ids.reshape(-1), dy.reshape(-1, dim), vocab, table.dtype)
+            if pad is not None:
+                dtable[pad] = 0
             return {"table": dtable}, None
 
         return y, pullback
