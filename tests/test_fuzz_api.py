@@ -78,6 +78,8 @@ SETUPS = {  # id: (loss, pred, target, kwargs)
     "bce": (losses.bce, PROB, T01, {}),
     "bce_with_logits": (losses.bce_with_logits, Z, PROB, {}),
     "huber": (losses.huber, Z, 2 * T01, {"delta": 0.5}),
+    "l1": (losses.l1, Z, 2 * T01, {}),
+    "smooth_l1": (losses.smooth_l1, Z, 2 * T01, {"beta": 0.5}),
     "sce-labels": (SCE, Z, LABELS, {}),
     "sce-rank3-labels": (SCE, Z.reshape(2, 2, 3), LABELS.reshape(2, 2), {}),
     "sce-one-hot": (SCE, Z, ONE_HOT, {}),
@@ -155,7 +157,7 @@ def _loss_cases() -> list[Any]:
              None)]
     # a wider target beyond pred's range: cast to float32 it is inf, silently (PyTorch's
     # answer), or refused; finite inputs must not warn
-    for name in ("mse", "huber"):
+    for name in ("mse", "huber", "l1", "smooth_l1"):
         loss = getattr(losses, name)
         out.append((f"{name}-target-beyond-float32",
                     lambda lo=loss: lo(Z, np.full(Z.shape, 1e300)), (name,), ANY))

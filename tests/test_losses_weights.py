@@ -163,3 +163,43 @@ def test_bce_weights_against_torch():
         g = pullback(cot) if reduction == "none" else pullback()
         np.testing.assert_allclose(value, lt.detach().numpy(), rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(g, zt.grad.numpy(), rtol=1e-11, atol=1e-15)
+
+
+# ---------------------------------------------------------------- l1 and smooth_l1 (torch's)
+
+P1, T1 = RNG.normal(size=(4, 5)) * 2, RNG.normal(size=(4, 5))
+
+
+def test_l1_and_smooth_l1_by_hand():
+    d = P1 - T1
+    assert losses.l1(P1, T1) == pytest.approx(np.abs(d).mean(), rel=1e-13)
+    np.testing.assert_array_equal(losses.l1.vjp(P1, T1, reduction="sum")[1](), np.sign(d))
+    for beta in (0.5, 2.0):
+        per = np.where(np.abs(d) < beta, 0.5 * d * d / beta, np.abs(d) - 0.5 * beta)
+        assert losses.smooth_l1(P1, T1, beta=beta) == pytest.approx(per.mean(), rel=1e-13)
+        np.testing.assert_allclose(losses.smooth_l1.vjp(P1, T1, reduction="sum", beta=beta)[1](),
+                                   np.clip(d / beta, -1, 1), rtol=1e-13)
+        # huber with delta = beta, divided by beta: not huber itself, as a port might think
+        assert losses.smooth_l1(P1, T1, beta=beta) == pytest.approx(
+            losses.huber(P1, T1, delta=beta) / beta, rel=1e-13)
+    assert losses.smooth_l1(P1, T1, beta=0.0) == losses.l1(P1, T1)
+    testing.check_loss(losses.smooth_l1, P1, T1 + 0.3)
+    testing.check_loss(losses.l1, P1, T1 + 0.3)
+    with pytest.raises(ValueError, match=r"smooth_l1: beta must be a finite number >= 0"):
+        losses.smooth_l1(P1, T1, beta=-1.0)
+
+
+def test_l1_and_smooth_l1_against_torch():
+    torch = pytest.importorskip("torch")
+    cases = [(losses.l1, {}, torch.nn.functional.l1_loss)] + [
+        (losses.smooth_l1, {"beta": b}, torch.nn.functional.smooth_l1_loss)
+        for b in (0.0, 0.5, 3.0)]
+    for (loss, kw, ref), reduction in itertools.product(cases, ["mean", "sum", "none"]):
+        value, pullback = loss.vjp(P1, T1, reduction=reduction, **kw)
+        pt = torch.tensor(P1, requires_grad=True)
+        lt = ref(pt, torch.tensor(T1), reduction=reduction, **kw)
+        cot = RNG.normal(size=tuple(lt.shape))
+        lt.backward(torch.tensor(cot) if reduction == "none" else None)
+        g = pullback(cot) if reduction == "none" else pullback()
+        np.testing.assert_allclose(value, lt.detach().numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(g, pt.grad.numpy(), rtol=1e-12, atol=1e-15)

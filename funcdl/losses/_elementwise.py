@@ -121,3 +121,33 @@ def _huber(pred: Any, target: Any, delta: float = 1.0,
         if math.isfinite(delta):  # inf: the quadratic branch everywhere, and inf · 0 = NaN
             per += delta * (a - np.abs(dc))
     return _reduced("huber", per, reduction, d.size, lambda c: c * dc)
+
+
+def _l1(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
+    """PyTorch's ``L1Loss``: ``|p - t|``; ``dp = sign(p - t)`` (0 where ``p = t``)."""
+    p = _pred("l1", pred)
+    t = _same_shape("l1", p, target)
+    with np.errstate(over="ignore", invalid="ignore"):  # as mse's: inf, or NaN of inf - inf
+        d = p - t
+        per = np.abs(d)
+    sign = np.sign(d)
+    return _reduced("l1", per, reduction, d.size, lambda c: c * sign)
+
+
+def _smooth_l1(pred: Any, target: Any, reduction: str = "mean",
+               beta: float = 1.0) -> tuple[Any, Pullback]:
+    """PyTorch's ``SmoothL1Loss``: ``½ d² / beta`` where ``|d| < beta``, else
+    ``|d| - ½ beta``, with ``d = p - t`` (huber with ``delta = beta``, divided by beta);
+    ``dp = clip(d / beta, -1, 1)``; ``beta = 0`` is ``l1``."""
+    beta = real_arg(beta, "smooth_l1", "beta", low=0.0)
+    if beta == 0.0:
+        return _l1(pred, target, reduction)
+    p = _pred("smooth_l1", pred)
+    t = _same_shape("smooth_l1", p, target)
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = p - t
+        dc = np.clip(d, -beta, beta)
+        # (½ dc² + beta (|d| - |dc|)) / beta, as huber's, never squaring a large d
+        per = (0.5 * dc * dc + beta * (np.abs(d) - np.abs(dc))) / beta
+        slope = dc / beta
+    return _reduced("smooth_l1", per, reduction, d.size, lambda c: c * slope)
