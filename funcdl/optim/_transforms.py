@@ -161,39 +161,34 @@ def identity() -> GradientTransformation:
     return transform("identity", empty_init(), update)
 
 
+def _elementwise(name: str, fn: Callable[[Any], Any]) -> GradientTransformation:
+    """A transform without state: ``u = fn(g)``, leaf by leaf, on real grads."""
+    def leaf(g: Any) -> Any:
+        real_grad(g)
+        return fn(g)
+
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
+        del params
+        check_state(name, state, EmptyState)
+        (out,) = leafwise(f"{name}.update", leaf, (grads,), ("grads",))
+        return out, state
+
+    return transform(name, empty_init(), update)
+
+
 def set_to_zero() -> GradientTransformation:
     """``u = 0`` (optax's ``set_to_zero``). Under ``masked``, params that never move
     (PyTorch's ``requires_grad=False``), weight decay and momentum included:
     ``chain(adamw(1e-3), masked(set_to_zero(), frozen))``."""
-    def zero(g: Any) -> Any:
-        real_grad(g)
-        return np.zeros_like(g)
-
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
-        del params
-        check_state("set_to_zero", state, EmptyState)
-        (out,) = leafwise("set_to_zero.update", zero, (grads,), ("grads",))
-        return out, state
-
-    return transform("set_to_zero", empty_init(), update)
+    return _elementwise("set_to_zero", np.zeros_like)
 
 
 def clip(max_delta: float) -> GradientTransformation:
     """``u = clip(g, -max_delta, max_delta)``, entry by entry (optax's ``clip``; PyTorch's
     ``clip_grad_value_``); ``max_delta=inf`` clips nothing."""
     limit = check_float("clip", "max_delta", max_delta, finite=False)
-
-    def clipped(g: Any) -> Any:
-        real_grad(g)
-        return np.clip(g, -limit, limit)  # a Python float: float32 stays float32
-
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
-        del params
-        check_state("clip", state, EmptyState)
-        (out,) = leafwise("clip.update", clipped, (grads,), ("grads",))
-        return out, state
-
-    return transform("clip", empty_init(), update)
+    # a Python float bound: float32 stays float32
+    return _elementwise("clip", lambda g: np.clip(g, -limit, limit))
 
 
 def scale(step_size: float) -> GradientTransformation:
