@@ -80,7 +80,7 @@ def _attempt(train_fn: Callable[[Any], Any], config: Any, index: int = -1
     seconds)``; the traceback is formatted here, where the frames are. A run's SystemExit
     (``sys.exit``, or argparse refusing the config), or any other BaseException (asyncio's
     CancelledError), fails that run alone; KeyboardInterrupt stops the sweep."""
-    if _STARTED is not None and index >= 0:
+    if index >= 0:  # given by run's own pools only: never by a sweep inside a run
         _STARTED[index] = 1  # so that a worker's death is laid on the runs it had started
     start = time.perf_counter()
     try:
@@ -205,31 +205,35 @@ def _check_sendable(train_fn: Any, pool: ProcessPoolExecutor | None) -> None:
 def _own_pools(train_fn: Callable[[Any], Any], tally: _Tally) -> None:
     """The runs on pools of spawned workers made here. A worker that dies (os._exit, a
     crash in native code, the out-of-memory killer) breaks its pool, and the pool fails
-    every run it has not finished: those that had not started are run again on a new pool,
-    and those that had (the dead one and its neighbours) each alone on a pool of its own,
-    so that only the run whose worker dies alone fails."""
+    every run it has not finished. Those that had started (the dead one and its neighbours;
+    each run sets a flag as it starts) then run each alone on a pool of its own, and the
+    others again on a new pool, so that only a run whose worker dies alone fails. A worker
+    that dies before any run starts (a config that does not unpickle there, or train_fn
+    itself) puts the first such run alone; two in a row, and the rest fail with it."""
     context = multiprocessing.get_context("spawn")
-    flags = context.RawArray("b", len(tally.configs))  # set by each run as it starts
+    tally.flags = flags = context.RawArray("b", len(tally.configs))
 
     def pool(workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=context, initializer=_hello,
                                    initargs=(flags,))
 
-    pending = list(range(len(tally.configs)))
+    pending, unstarted = list(range(len(tally.configs))), 0
     while pending:
         shared = pool(min(_cpus(), len(pending)))
         pools = [shared]
         try:
             broken = _gather([(shared, i) for i in pending], train_fn, tally, retry=True)
             started = [i for i in broken if flags[i]]
-            if broken and not started:  # died before any run began: train_fn not imported
+            alone = started or broken[:1]
+            pools += [pool(1) for _ in alone]
+            _gather(list(zip(pools[1:], alone)), train_fn, tally, alone=True)
+            pending = [i for i in broken if i not in alone]
+            unstarted = 0 if started else unstarted + sum(not flags[i] for i in alone)
+            if unstarted >= 2:  # not one config: train_fn, most likely, for every run
                 assert tally.broken is not None
-                for i in broken:
-                    tally.record(i, False, tally.error(tally.broken, False), 0.0)
-                return
-            pools += [pool(1) for _ in started]
-            _gather(list(zip(pools[1:], started)), train_fn, tally, alone=True)
-            pending = [i for i in broken if not flags[i]]
+                for i in pending:
+                    tally.record(i, False, tally.error(tally.broken, i, alone=False), 0.0)
+                pending = []
         except BaseException:  # KeyboardInterrupt: stop the workers, not wait for them
             for p in pools:
                 _stop(p)
@@ -264,6 +268,11 @@ def _unimportable(train_fn: Any) -> str | None:
 _ALONE = ("\n(the worker died while running this run alone, in a pool of its own: the run "
           "ended its process (os._exit), crashed in native code, or was killed, e.g. by "
           "the out-of-memory killer; the other runs were run again)")
+_UNSTARTED = ("\n(the worker died before this run started, alone in a pool of its own: its "
+              "config, or train_fn, could not be unpickled there. If every run failed this "
+              "way, the workers could not import train_fn: a function that a script defines "
+              "under `if __name__ == '__main__':` is unknown to a spawned worker; define it "
+              "at the top level of the script or of a module)")
 # A worker that could not unpickle train_fn breaks the whole pool: say what usually causes it.
 _BROKEN_HINT = ("\n(if every run failed this way, the workers could not import train_fn: "
                 "a function that a script defines under `if __name__ == '__main__':` is "
@@ -281,8 +290,9 @@ class _Tally:
         self.done, self.start = 0, time.perf_counter()
         # A broken pool raises one exception object for all its futures, each raise adding
         # frames to it: format it once (100 runs gave 2.2 MB of traceback, growing as n²).
-        self.told: dict[BaseException, str] = {}  # keyed by the object: hashed by identity
+        self.told: dict[tuple[BaseException, str], str] = {}  # the object hashes by identity
         self.broken: BaseException | None = None  # a dead worker's pool's error, to retry
+        self.flags: Any = None  # run's own pools: a byte per run, set as the run starts
 
     def record(self, i: int, ok: bool, value: Any, seconds: float) -> None:
         if not ok:
@@ -294,12 +304,13 @@ class _Tally:
             _report(self.done, len(self.configs), len(self.failures), i, self.configs[i],
                     value, seconds, time.perf_counter() - self.start)
 
-    def error(self, err: BaseException, alone: bool) -> tuple[str, str]:
-        if err not in self.told:
-            self.told[err] = "".join(traceback.format_exception(err)) + (
-                (_ALONE if alone else _BROKEN_HINT) if isinstance(err, BrokenProcessPool)
-                else "")
-        return f"{type(err).__name__}: {err}", self.told[err]
+    def error(self, err: BaseException, i: int, alone: bool) -> tuple[str, str]:
+        """``(error, traceback)`` of run ``i`` failed by ``err`` in the main process."""
+        hint = "" if not isinstance(err, BrokenProcessPool) else _BROKEN_HINT if not alone \
+            else _ALONE if self.flags[i] else _UNSTARTED
+        if (err, hint) not in self.told:
+            self.told[err, hint] = "".join(traceback.format_exception(err)) + hint
+        return f"{type(err).__name__}: {err}", self.told[err, hint]
 
 
 def _gather(jobs: list[tuple[Executor, int]], train_fn: Callable[[Any], Any], tally: _Tally,
@@ -310,8 +321,9 @@ def _gather(jobs: list[tuple[Executor, int]], train_fn: Callable[[Any], Any], ta
     futures: dict[Future[Any], int] = {}
     broken: list[int] = []
     try:
-        for pool, i in jobs:
-            futures[_submit(pool, train_fn, tally.configs[i], i)] = i
+        for pool, i in jobs:  # the index marks the run's start: run's own pools only
+            futures[_submit(pool, train_fn, tally.configs[i],
+                            i if tally.flags is not None else -1)] = i
         for future in as_completed(futures):
             i = futures[future]
             try:
@@ -321,7 +333,7 @@ def _gather(jobs: list[tuple[Executor, int]], train_fn: Callable[[Any], Any], ta
                     broken.append(i)
                     tally.broken = err
                     continue
-                ok, value, seconds = False, tally.error(err, alone), 0.0
+                ok, value, seconds = False, tally.error(err, i, alone), 0.0
             tally.record(i, ok, value, seconds)
     except BaseException:  # KeyboardInterrupt included: do not leave queued runs behind
         for future in futures:

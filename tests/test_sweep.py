@@ -57,6 +57,27 @@ def die(config):
     return config
 
 
+def plus_one(config):
+    return config + 1
+
+
+def nested(config):
+    """A run that runs a sweep of its own, on threads."""
+    with ThreadPoolExecutor(2) as pool:
+        return sweep.run(plus_one, list(range(config, config + 4)), pool, progress=False)
+
+
+def _refuse():
+    raise RuntimeError("this config does not unpickle in a worker")
+
+
+class Unpicklable:
+    """A config that pickles in the main process and fails to unpickle in a worker."""
+
+    def __reduce__(self):
+        return (_refuse, ())
+
+
 CONFIGS = [{"seed": s, "lr": lr} for lr in (0.5, 0.05) for s in range(3)]
 BAD = {"seed": 9, "lr": -1.0}
 WITH_BAD = [*CONFIGS[:2], BAD, *CONFIGS[2:]]
@@ -142,6 +163,21 @@ def test_a_dead_worker_of_the_default_pool_fails_its_own_run_alone():
     failure = results[2]
     assert isinstance(failure, sweep.Failure) and "BrokenProcessPool" in failure.error
     assert "the worker died while running this run alone" in failure.traceback
+
+
+def test_a_sweep_inside_a_run_of_the_default_pool_is_left_alone():
+    # the outer pool's start flags leaked into the inner sweep's runs: IndexError failures
+    assert sweep.run(nested, [0, 10], progress=False) == [[1, 2, 3, 4], [11, 12, 13, 14]]
+
+
+def test_a_config_that_does_not_unpickle_in_the_worker_fails_alone():
+    # its worker died before any run started, and every pending run was failed with a
+    # hint about train_fn
+    configs = ["a", "b", Unpicklable(), "c", "d", "e"]
+    results = sweep.run(die, configs, progress=False)
+    assert [r for r in results if not isinstance(r, sweep.Failure)] == ["a", "b", "c", "d", "e"]
+    assert isinstance(results[2], sweep.Failure)
+    assert "the worker died before this run started" in results[2].traceback
 
 
 def test_an_interrupt_stops_the_default_pools_workers_at_once(tmp_path):
