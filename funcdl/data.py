@@ -131,6 +131,7 @@ def disk(key: Key, n: int, dtype: DTypeLike = np.float32, *, center: Any = (0.5,
                          f"{center!r} of shape {c.shape}")
     c0, c1 = (real_arg(v, "data.disk", f"center[{i}]") for i, v in enumerate(c))
     x = random.uniform(key, (size, 2), dtype=dt)
-    d2 = np.square(x.astype(np.float64) - np.array([c0, c1])).sum(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):  # a centre ~1e300 away: inf, every point outside
+        d2 = np.square(x.astype(np.float64) - np.array([c0, c1])).sum(axis=1, keepdims=True)
     y = (d2 < r * r).astype(dt)
     return x, y

@@ -247,7 +247,8 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     a tuple of shapes for layers taking a tuple; integer ids for a layer with ``ids``, as
     Embedding, or ``x=`` given): the declared output shape, apply == vjp
     forward, float32 kept in outputs and gradients, batch rows independent at inference,
-    and the vjp against finite differences."""
+    the same gradients for x in the other memory layout (C or Fortran order), and the vjp
+    against finite differences."""
     label = _layer("check_layer", layer)
     where = f"check_layer({label})"
     rtol, atol, _ = _settings(where, rtol, atol)
@@ -326,7 +327,8 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
 def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: float = 1e-8,
                eps: float = 1e-6, seed: int = 0, **kwargs: Any) -> None:
     """Check a loss: ``loss(pred, target)`` equals ``loss.vjp(...)[0]``, the gradient keeps
-    pred's dtype, and ``pullback(1.0)`` matches finite differences in float64 (tier 2 names
+    pred's dtype and does not change with pred's memory layout (C or Fortran order), and
+    ``pullback(1.0)`` matches finite differences in float64 (tier 2 names
     the entry of ``pred`` that is wrong). ``kwargs`` go to the loss (e.g. ``delta=``). A loss
     with aux (``Loss``'s two forms) is checked on its value; a ``functools.partial`` of a
     loss with its options bound, as that loss with them."""

@@ -256,3 +256,8 @@ def test_disk_dtype_none_is_the_float32_default(key):
     x, y = data.disk(key, 5, dtype=None)
     assert x.dtype == y.dtype == np.float32
     np.testing.assert_array_equal(x, data.disk(key, 5)[0])
+
+
+def test_a_centre_far_out_labels_every_point_outside_without_a_warning(key):
+    _, y = data.disk(key, 50, center=(1e300, 0.0))
+    assert not y.any()

@@ -73,10 +73,12 @@ def test_float32_stays_float32_with_weights():
 
 
 @pytest.mark.parametrize("kw, error, match", [
-    ({"weight": np.ones(2)}, ValueError, r"weight must hold one real number per class, "
-                                         r"shape \(3,\), got shape \(2,\)"),
-    ({"weight": np.array([1.0, -1.0, 1.0])}, ValueError, r"class weights must be finite and >= 0"),
-    ({"weight": np.array([1.0, np.nan, 1.0])}, ValueError, r"class weights must be finite"),
+    ({"weight": np.ones(2)}, ValueError, r"weight must broadcast to shape \(3,\) \(one per "
+                                         r"class, shape \(3,\), say\), got shape \(2,\)"),
+    ({"weight": np.array([1.0, -1.0, 1.0])}, ValueError, r"weight must be finite, >= 0"),
+    ({"weight": np.array([1.0, np.nan, 1.0])}, ValueError, r"weight must be finite"),
+    ({"weight": np.array(["a", "b", "c"])}, TypeError, r"weight must hold real numbers, got "
+                                                       r"dtype <U1"),
     ({"ignore_index": 1.5}, TypeError, r"ignore_index must be an int"),
 ])
 def test_bad_weights_and_ignore_index_are_named(kw, error, match):
@@ -85,7 +87,9 @@ def test_bad_weights_and_ignore_index_are_named(kw, error, match):
 
 
 def test_ignore_index_with_probabilities_and_everything_ignored_are_refused():
-    with pytest.raises(ValueError, match=r"ignore_index=0 applies to integer labels"):
+    with pytest.raises(ValueError, match=r"ignore_index=0 applies to integer labels of "
+                                         r"shape \(4,\); a target of probabilities or "
+                                         r"one-hot rows"):
         CE(Z, RNG.dirichlet(np.ones(3), 4), ignore_index=0)
     with pytest.raises(ValueError, match=r"divides by the weight of the examples not "
                                          r"ignored, which is 0"):
@@ -137,11 +141,10 @@ def test_pos_weight_weighs_the_positive_term_by_hand():
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"pos_weight": np.ones(4)}, r"pos_weight must be real numbers that broadcast to pred's "
-                                 r"shape \(5, 3\) \(e.g. one per class, shape \(3,\)\), got "
-                                 r"shape \(4,\)"),
-    ({"weight": np.ones((2, 5, 3))}, r"weight must be real numbers that broadcast"),
-    ({"pos_weight": -PW}, r"pos_weight must be finite and >= 0"),
+    ({"pos_weight": np.ones(4)}, r"pos_weight must broadcast to shape \(5, 3\) \(one per "
+                                 r"class, shape \(3,\), say\), got shape \(4,\)"),
+    ({"weight": np.ones((2, 5, 3))}, r"weight must broadcast"),
+    ({"pos_weight": -PW}, r"pos_weight must be finite, >= 0"),
 ])
 def test_bad_bce_weights_are_named(kw, match):
     with pytest.raises(ValueError, match=rf"bce_with_logits: {match}"):
@@ -203,3 +206,25 @@ def test_l1_and_smooth_l1_against_torch():
         g = pullback(cot) if reduction == "none" else pullback()
         np.testing.assert_allclose(value, lt.detach().numpy(), rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(g, pt.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_weights_at_the_edges_of_float32_stay_quiet_and_right():
+    # float32 weights of 1e37 summed past float32's range: the loss was 0 and dz 0, with an
+    # overflow warning; weights beyond float32 were cast to inf with one
+    f32 = np.float32
+    z = RNG.normal(size=(100, 3)).astype(f32)
+    y = np.arange(100) % 3
+    big = f32([1e37] * 3)  # uniform weights cancel in the mean
+    assert CE(z, y, weight=big) == pytest.approx(CE(z, y), rel=1e-6)
+    np.testing.assert_allclose(CE.vjp(z, y, weight=big)[1](), CE.vjp(z, y)[1](), atol=1e-7)
+    with pytest.raises(ValueError, match=r"within float32's range"):
+        CE(z, y, weight=[1e300, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"pos_weight must be finite, >= 0 and within "
+                                         r"float32's range"):
+        BCE(np.zeros(2, f32), np.ones(2, f32), pos_weight=1e300)
+    # an infinite loss from finite, huge inputs: no warning (pytest turns them into errors)
+    value, pullback = BCE.vjp(f32([-1e38]), f32([1]), pos_weight=f32(3e38), weight=f32(3e38))
+    assert value == np.inf and pullback(1.0).dtype == f32
+    value, pullback = CE.vjp(f32([[3e38, -3e38, 0]]), [1], label_smoothing=0.5,
+                             weight=f32([3e38] * 3))
+    assert value == np.inf and pullback().dtype == f32

@@ -241,3 +241,11 @@ def test_set_to_zero_under_a_mask_freezes_params_weight_decay_and_momentum_inclu
     np.testing.assert_array_equal(hist[-1]["w"], p["w"])
     plain, _ = run(optim.adamw(0.1, weight_decay=0.1), p, [g] * 5)
     np.testing.assert_array_equal(hist[-1]["b"], plain[-1]["b"])
+
+
+def test_settings_past_float32s_range_are_inf_there_without_a_warning() -> None:
+    g = {"w": np.array([3.0, -3.0], np.float32)}
+    u, _ = optim.clip(1e39).update(optim.clip(1e39).init(g), g)
+    np.testing.assert_array_equal(u["w"], g["w"])  # clips nothing, as inf
+    state = optim.scale_by_rms(initial_scale=1e39).init(g)
+    assert np.isinf(state.nu["w"]).all() and state.nu["w"].dtype == np.float32

@@ -320,3 +320,10 @@ def test_another_librarys_transform_in_a_chain_is_named_as_such() -> None:
         optim.chain(Foreign(), optim.sgd(0.1))
     with pytest.raises(TypeError, match=r"argument 1 .*got function \(did you forget to call"):
         optim.chain(optim.sgd(0.1), optim.scale_by_adam)
+
+
+def test_scale_by_rms_refuses_optaxs_fifth_argument_positionally() -> None:
+    # optax's scale_by_rms(0.9, 1e-8, 0.0, True, True) asks for bias correction; funcdl's
+    # fifth parameter, centered, would take it silently
+    with pytest.raises(TypeError, match=r"positional arguments but 5 were given"):
+        optim.scale_by_rms(0.9, 1e-8, 0.0, True, True)  # type: ignore[misc]

@@ -301,3 +301,10 @@ def test_a_schedule_over_an_array_of_counts_gives_each_counts_value(make):
     assert values.shape == (2, 4) and values.dtype == np.float64
     np.testing.assert_array_equal(values, [[schedule(int(c)) for c in row] for row in counts])
     assert type(schedule(3)) is float and type(schedule(np.array(3))) is float
+
+
+def test_a_schedule_over_a_list_or_another_librarys_array_of_counts() -> None:
+    schedule = optim.linear_schedule(0.0, 1.0, 10)
+    np.testing.assert_array_equal(schedule([0, 5, 20]), [0.0, 0.5, 1.0])
+    jnp = pytest.importorskip("jax.numpy")
+    np.testing.assert_allclose(schedule(jnp.arange(3)), [0.0, 0.1, 0.2], rtol=1e-15)

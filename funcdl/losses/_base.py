@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl._args import array_arg
+from funcdl._args import FLOAT_MAX, array_arg
 
 Array = NDArray[Any]
 Pullback = Callable[..., Array]
@@ -168,6 +168,27 @@ def _reduced(name: str, per: Array, reduction: str, count: float,
         pullback.__qualname__ = f"losses.{name}: pullback"
         return per, _quiet(pullback)
     raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _weights(name: str, what: str, value: Any, shape: tuple[int, ...],
+             dtype: Any) -> Array:
+    """``value`` as finite weights >= 0 in ``dtype`` (within its range) that broadcast to
+    ``shape`` without changing it: a TypeError for non-numbers, else a ValueError."""
+    v = array_arg(value, name, what)
+    if v.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: {what} must hold real numbers, got dtype {v.dtype}")
+    try:
+        fits = np.broadcast_shapes(v.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{name}: {what} must broadcast to shape {shape} (one per class, "
+                         f"shape {shape[-1:]}, say), got shape {v.shape}")
+    top = FLOAT_MAX[np.dtype(dtype)]
+    if v.size and not (np.isfinite(v).all() and v.min() >= 0 and v.max() <= top):
+        raise ValueError(f"{name}: {what} must be finite, >= 0 and within {np.dtype(dtype)}'s "
+                         f"range, got values in [{v.min()}, {v.max()}]")
+    return v.astype(dtype)
 
 
 def _scalar(name: str, reduction: str, g: Any) -> float:

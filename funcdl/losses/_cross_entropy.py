@@ -17,6 +17,7 @@ from funcdl.losses._base import (
     _reduced,
     _same_shape,
     _sum,
+    _weights,
 )
 
 
@@ -57,8 +58,9 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
                          f"which must be integers, got dtype {labels.dtype}; pass "
                          f"target.astype(int), or probabilities of shape {z.shape}")
     if ignore is not None:
-        raise ValueError(f"{name}: ignore_index={ignore} applies to integer labels; a "
-                         f"target of probabilities has none to ignore (give its rows 0)")
+        raise ValueError(f"{name}: ignore_index={ignore} applies to integer labels of "
+                         f"shape {z.shape[:-1]}; a target of probabilities or one-hot rows "
+                         f"has none to ignore (give those rows 0)")
     t = _same_shape(name, z, labels)
     t = _one_hot(name, t, z.shape) if labels.dtype.kind != "f" else _probabilities(name, t)
     if smooth:
@@ -81,14 +83,7 @@ def _class_weights(name: str, weight: Any, n_classes: int, dtype: Any) -> Array 
     """``weight`` as C finite weights >= 0 in the logits' dtype, or None."""
     if weight is None:
         return None
-    w = array_arg(weight, name, "weight")
-    if w.dtype.kind not in "biuf" or w.shape != (n_classes,):
-        raise ValueError(f"{name}: weight must hold one real number per class, shape "
-                         f"({n_classes},), got shape {w.shape} and dtype {w.dtype}")
-    if w.size and not (np.isfinite(w).all() and w.min() >= 0):
-        raise ValueError(f"{name}: class weights must be finite and >= 0, got values in "
-                         f"[{w.min()}, {w.max()}]")
-    return w.astype(dtype)
+    return _weights(name, "weight", weight, (n_classes,), dtype)
 
 
 def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total: Array,
@@ -117,21 +112,25 @@ def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total:
     cols = labels.reshape(-1) if keep is None else np.where(keep, labels, 0).reshape(-1)
     per = -logp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
     wy = None if w is None else w[cols].reshape(labels.shape)
-    if wy is not None:
-        per = per * wy
-    if smooth:  # (1 - ε)·(-log p_label) + ε·(-mean_c log p_c)
-        # scaled before the sum: the sum of log p over the classes overflows float32
-        # where the logits are ~1e38 apart, the mean does not
-        scaled = -smooth / n_classes if w is None else w * (-smooth / n_classes)
-        uniform = _sum(logp * scaled, axis=-1)
-        # ε = 1: no label term (an infinite -log p_label times 0 would be NaN)
-        per = per * (1 - smooth) + uniform if smooth < 1 else uniform
+    # huge weights times huge -log p: inf, the loss's value, as PyTorch's, without a warning
+    with np.errstate(over="ignore"):
+        if wy is not None:
+            per = per * wy
+        if smooth:  # (1 - ε)·(-log p_label) + ε·(-mean_c log p_c)
+            # scaled before the sum: the sum of log p over the classes overflows float32
+            # where the logits are ~1e38 apart, the mean does not
+            scaled = -smooth / n_classes if w is None else w * (-smooth / n_classes)
+            uniform = _sum(logp * scaled, axis=-1)
+            # ε = 1: no label term (an infinite -log p_label times 0 would be NaN)
+            per = per * (1 - smooth) + uniform if smooth < 1 else uniform
     if keep is not None:
         per = np.where(keep, per, 0)
     if wy is None:
         count: float = per.size if keep is None else int(np.count_nonzero(keep))
     else:
-        count = float(_sum(wy if keep is None else np.where(keep, wy, 0), axis=None))
+        # in float64: float32 weights of 1e37 sum past float32's range (a NaN loss, then 0)
+        count = float(_sum(wy if keep is None else np.where(keep, wy, 0), axis=None,
+                           dtype=np.float64))
     if isinstance(reduction, str) and reduction == "mean" and count == 0 and per.size:
         raise ValueError(f"{name}: reduction='mean' divides by the weight of the examples "
                          f"not ignored, which is 0 here; skip such batches, or pass "
@@ -147,10 +146,13 @@ def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total:
                 g -= smooth / n_classes
         else:
             assert w is not None
-            g *= ((1 - smooth) * wy + (smooth / n_classes) * _sum(w))[..., None]
-            g.reshape(-1, n_classes)[rows, cols] -= (1 - smooth) * wy.reshape(-1)
-            if smooth:
-                g -= (smooth / n_classes) * w
+            total_w = float(_sum(w, dtype=np.float64))  # Σ_c w_c, past float32's range too
+            # weights near the dtype's maximum make an infinite loss: its dz is inf or NaN
+            with np.errstate(over="ignore", invalid="ignore"):
+                g *= ((1 - smooth) * wy + (smooth / n_classes) * total_w)[..., None]
+                g.reshape(-1, n_classes)[rows, cols] -= (1 - smooth) * wy.reshape(-1)
+                if smooth:
+                    g -= (smooth / n_classes) * w
         if keep is not None:
             g *= keep[..., None]
         if np.ndim(c):

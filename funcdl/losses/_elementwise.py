@@ -7,8 +7,16 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import F32, F64, FLOAT_MAX, array_arg, real_arg
-from funcdl.losses._base import Array, Pullback, _pred, _probabilities, _reduced, _same_shape
+from funcdl._args import F32, F64, FLOAT_MAX, real_arg
+from funcdl.losses._base import (
+    Array,
+    Pullback,
+    _pred,
+    _probabilities,
+    _reduced,
+    _same_shape,
+    _weights,
+)
 
 # ---------------------------------------------------------------------------- losses
 
@@ -60,8 +68,9 @@ def _bce_with_logits(pred: Any, target: Any, reduction: str = "mean", *, weight:
     name = "bce_with_logits"
     z = _pred(name, pred)
     t = _probabilities(name, _same_shape(name, z, target))
-    a = _broadcast_weight(name, "pos_weight", pos_weight, z)
-    w = _broadcast_weight(name, "weight", weight, z)
+    a = None if pos_weight is None else _weights(name, "pos_weight", pos_weight, z.shape,
+                                                 z.dtype)
+    w = None if weight is None else _weights(name, "weight", weight, z.shape, z.dtype)
     e = np.exp(-np.abs(z))
     sig = np.maximum(e, z >= 0) / (1 + e)  # σ(z): 1 or e^z over 1 + e^-|z| (e <= 1)
     # one of the two products is 0, so nothing cancels: max(z, 0) - z t lost the digits
@@ -75,30 +84,10 @@ def _bce_with_logits(pred: Any, target: Any, reduction: str = "mean", *, weight:
         per += np.log1p(e) if a is None else np.log1p(e) * (at + (1 - t))
         if w is not None:
             per *= w
-    slope = sig - t if a is None else sig * (at + (1 - t)) - at
-    if w is not None:
-        slope = slope * w
+        slope = sig - t if a is None else sig * (at + (1 - t)) - at
+        if w is not None:
+            slope = slope * w
     return _reduced(name, per, reduction, z.size, lambda c: c * slope)
-
-
-def _broadcast_weight(name: str, what: str, value: Any, z: Array) -> Array | None:
-    """``value`` as finite weights >= 0 in ``z``'s dtype that broadcast to ``z``'s shape
-    (a per-class (C,) vector, say), or None."""
-    if value is None:
-        return None
-    v = array_arg(value, name, what)
-    try:
-        fits = v.dtype.kind in "biuf" and np.broadcast_shapes(v.shape, z.shape) == z.shape
-    except ValueError:
-        fits = False
-    if not fits:
-        raise ValueError(f"{name}: {what} must be real numbers that broadcast to pred's shape "
-                         f"{z.shape} (e.g. one per class, shape {z.shape[-1:]}), got shape "
-                         f"{v.shape} and dtype {v.dtype}")
-    if v.size and not (np.isfinite(v).all() and v.min() >= 0):
-        raise ValueError(f"{name}: {what} must be finite and >= 0, got values in "
-                         f"[{v.min()}, {v.max()}]")
-    return v.astype(z.dtype)
 
 
 def _huber(pred: Any, target: Any, delta: float = 1.0,

@@ -162,11 +162,12 @@ def _divide(g: Any, root: Any, eps: float) -> Any:
 
 
 def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0,
-                 eps_in_sqrt: bool = True, centered: bool = False) -> GradientTransformation:
+                 eps_in_sqrt: bool = True, *, centered: bool = False) -> GradientTransformation:
     """optax's ``scale_by_rms``: ``v = decay·v + (1-decay)·g²`` from ``v = initial_scale``;
     ``u = g / sqrt(v + eps)``, or ``g / (sqrt(v) + eps)`` with ``eps_in_sqrt=False`` (torch
     RMSprop's direction: ``rmsprop`` takes that, with torch's ``alpha`` as ``decay``).
-    ``centered`` (funcdl's; optax's ``scale_by_stddev``, torch's ``centered``): with
+    ``centered`` (funcdl's, keyword-only: optax's fifth argument is ``bias_correction``,
+    which funcdl has not; optax's ``scale_by_stddev``, torch's ``centered``): with
     ``m = decay·m + (1-decay)·g``, ``v - m²`` in place of ``v``.
 
     State ``ScaleByRmsState(nu, mu)``; ``mu`` is None unless ``centered``.
@@ -181,8 +182,9 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
 
     def init(params: Tree) -> ScaleByRmsState:
         check_float_params(f"{name}.init", params, eps)
-        nu = tree.map(lambda p: np.full_like(p, start), params) if start else \
-            tree.zeros_like(params)
+        with np.errstate(over="ignore"):  # past float32's range: inf, in float32 params
+            nu = tree.map(lambda p: np.full_like(p, start), params) if start else \
+                tree.zeros_like(params)
         return ScaleByRmsState(nu, tree.zeros_like(params) if ctr else None)
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByRmsState]:

@@ -39,10 +39,11 @@ def _over_counts(f: Any) -> Schedule:
     """``f``, also over an array of counts, as optax's: ``schedule(np.arange(n))`` (to plot
     it) gives one float64 value per count; a single count goes straight to ``f``."""
     def schedule(count: Any) -> Any:
-        if type(count) is not np.ndarray or count.ndim == 0:
+        if type(count) is int or np.ndim(count) == 0:  # an optimizer's: an int, at once
             return f(count)
-        values = [f(c) for c in count.ravel().tolist()]
-        return np.array(values, np.float64).reshape(count.shape)
+        counts = np.asarray(count)  # a list, a NumPy or JAX array of counts
+        values = [f(c) for c in counts.ravel().tolist()]
+        return np.array(values, np.float64).reshape(counts.shape)
 
     return schedule
 

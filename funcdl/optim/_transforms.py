@@ -187,8 +187,12 @@ def clip(max_delta: float) -> GradientTransformation:
     """``u = clip(g, -max_delta, max_delta)``, entry by entry (optax's ``clip``; PyTorch's
     ``clip_grad_value_``); ``max_delta=inf`` clips nothing."""
     limit = check_float("clip", "max_delta", max_delta, finite=False)
-    # a Python float bound: float32 stays float32
-    return _elementwise("clip", lambda g: np.clip(g, -limit, limit))
+
+    def clipped(g: Any) -> Any:
+        with np.errstate(over="ignore"):  # a bound past float32's range is inf there
+            return np.clip(g, -limit, limit)  # a Python float: float32 stays float32
+
+    return _elementwise("clip", clipped)
 
 
 def scale(step_size: float) -> GradientTransformation:
