@@ -112,6 +112,8 @@ def test_tied_against_torch_reusing_one_module():
     ([[0, 1]], ValueError, r"^Tied\(Sequential.*\): tied params must be alike: tree structure "
                            r"mismatch at the root: \[0\] has a dict .*\[1\] has a tuple"),
     ([[0, (0, "w")]], ValueError, r"the tie paths \[0\] and \[0\]\['w'\] overlap"),
+    ([[(0, "w", 3), (2, "w", 3)]], ValueError, r"the tie path \[0\]\['w'\]\[3\] goes past a "
+                                               r"leaf at \[0\]\['w'\]"),
 ])
 def test_bad_ties_are_named(ties, error, match):
     with pytest.raises(error, match=match):

@@ -51,6 +51,9 @@ def _shown(path: Path) -> str:
 def _get(name: str, t: Any, path: Path, what: str) -> Any:
     """The subtree at ``path`` (None where a tied copy was taken out), or a ValueError."""
     for i, s in enumerate(path):
+        if not isinstance(t, (tuple, list, dict)):  # an array's rows are not a subtree
+            raise ValueError(f"{name}: the tie path {_shown(path)} goes past a leaf at "
+                             f"{_shown(path[:i])}; a path ends at a leaf or above it")
         try:
             t = t[s]
         except (IndexError, KeyError, TypeError):
