@@ -77,12 +77,16 @@ def _map2(f: Callable[..., Any], a: Tree, b: Tree, shapes: bool) -> Tree:
 def _dict2(f: Callable[..., Any], a: dict[Any, Any], b: Tree, shapes: bool) -> Tree:
     if not isinstance(b, dict) or len(a) != len(b):  # OrderedDict too
         raise _Mismatch
+    try:  # the order a one-tree map and flatten visit, as in JAX
+        keys = sorted(a)
+    except TypeError:
+        keys = sorted_keys(a)  # raises, naming the keys that cannot be ordered
     out = {}
-    for k in sorted_keys(a):  # the order a one-tree map and flatten visit, as in JAX
+    for k in keys:
         x = a[k]
-        y = b.get(k, _Mismatch)  # not b[k]: a defaultdict would add the key
-        if y is _Mismatch:
+        if k not in b:  # not b[k] alone: a defaultdict would add the key
             raise _Mismatch
+        y = b[k]
         if type(x) is _ND and type(y) is _ND and not (shapes and x.shape != y.shape):
             out[k] = f(x, y)
         else:
