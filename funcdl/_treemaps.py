@@ -78,7 +78,11 @@ def _dict2(f: Callable[..., Any], a: dict[Any, Any], b: Tree, shapes: bool) -> T
     if not isinstance(b, dict) or len(a) != len(b):  # OrderedDict too
         raise _Mismatch
     try:  # the order a one-tree map and flatten visit, as in JAX
-        keys = sorted(a)
+        if len(a) == 2:  # a layer's {'w', 'b'}: one comparison, not a sort
+            k0, k1 = a
+            keys: Any = (k0, k1) if k0 < k1 else (k1, k0)
+        else:
+            keys = sorted(a)
     except TypeError:
         keys = sorted_keys(a)  # raises, naming the keys that cannot be ordered
     out = {}
