@@ -28,6 +28,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, int_arg, real_arg
+from funcdl.layers._affine import fixed_affine
 from funcdl.layers._norm_stats import channel_vectors, compute_dtype, moments, trailing
 from funcdl.layers._params import in_param_dtypes, weak_dtype
 from funcdl.layers._sums import block_sum, chan, per_row
@@ -53,7 +54,8 @@ def _label(kind: str, args: list[tuple[str, Any, Any]]) -> str:
 
 # ---------------------------------------------------------------------------- BatchNorm
 
-def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer:
+def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1,
+              affine: bool = True) -> Layer:
     """Batch normalisation over every axis except the channel ``axis`` ((N, C), NHWC, ...).
 
     params: ``{'scale': ones(C), 'bias': zeros(C)}``; state: ``{'mean': zeros(C),
@@ -67,13 +69,14 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
     ``dscale = Σ dy·x̂``, ``dbias = Σ dy``, sums over the m entries per channel;
     vjp (inference) is the affine map's: ``dx = dy·scale/sqrt(σ² + eps)``.
     A call without ``state=`` raises TypeError; training on one value per channel, ValueError
-    (as PyTorch).
+    (as PyTorch). ``affine=False``, as PyTorch's: no params (``()``), ``y = x̂``.
     """
     momentum = real_arg(momentum, "BatchNorm", "momentum", low=0.0, high=1.0)
     eps = real_arg(eps, "BatchNorm", "eps", low=0.0, open_low=True)
     axis = int_arg(axis, "BatchNorm", "axis", None)
+    affine = bool_arg(affine, "BatchNorm", "affine")
     name = _label("BatchNorm", [("momentum", momentum, 0.1), ("eps", eps, 1e-5),
-                                ("axis", axis, -1)])
+                                ("axis", axis, -1), ("affine", affine, True)])
 
     def resolve(shape: tuple[Any, ...]) -> int:
         if len(shape) < 2:
@@ -223,12 +226,14 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1) -> Layer
 
         return y, pullback, new_state
 
-    return Layer(init, apply, vjp, stateful=True, name=name)
+    layer = Layer(init, apply, vjp, stateful=True, name=name)
+    return layer if affine else fixed_affine(layer, lambda shape: (shape[resolve(shape)],))
 
 
 # ---------------------------------------------------------------------------- LayerNorm
 
-def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
+def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
+              elementwise_affine: bool = True) -> Layer:
     """Layer normalisation of each example over the axes ``axis`` (an int or a tuple; on
     trailing axes this is PyTorch's ``LayerNorm(normalized_shape)``).
 
@@ -237,6 +242,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
     the normalised axes of each example;
     vjp: ``dx = (g - mean(g) - x̂·mean(g·x̂))/sqrt(σ² + eps)`` with ``g = dy·scale``,
     ``dscale = Σ dy·x̂``, ``dbias = Σ dy`` (means over the normalised axes, sums over the rest).
+    ``elementwise_affine=False``, as PyTorch's: no params (``()``), ``y = x̂``.
     """
     raw = axis if isinstance(axis, tuple) else (axis,)
     if not raw or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in raw):
@@ -244,8 +250,10 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
                         f"{axis!r}")
     axes = tuple(int(a) for a in raw)
     eps = real_arg(eps, "LayerNorm", "eps", low=0.0, open_low=True)
+    affine = bool_arg(elementwise_affine, "LayerNorm", "elementwise_affine")
     name = _label("LayerNorm", [("eps", eps, 1e-5),
-                                ("axis", axes if isinstance(axis, tuple) else axes[0], -1)])
+                                ("axis", axes if isinstance(axis, tuple) else axes[0], -1),
+                                ("elementwise_affine", affine, True)])
 
     def resolve(shape: tuple[Any, ...]) -> tuple[int, ...]:
         nd = len(shape)
@@ -365,4 +373,6 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1) -> Layer:
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name)
+    layer = Layer(init, apply, vjp, name=name)
+    return layer if affine else fixed_affine(
+        layer, lambda shape: tuple(shape[a] for a in resolve(shape)))
