@@ -8,6 +8,7 @@ import pytest
 
 from funcdl import layers as L
 from funcdl import random
+from funcdl.testing import check_vjp
 
 
 def test_dropout_rate_is_fraction_dropped_and_scaled(key):
@@ -78,3 +79,32 @@ def test_dropout_drops_the_same_entries_whatever_the_input_dtype():
         np.testing.assert_array_equal(y != 0, want != 0)
         assert y.dtype == (np.float64 if x.dtype == np.float64 else np.float32)
 
+
+
+def test_broadcast_dims_drop_whole_channels_as_dropout2d():
+    # Flax's broadcast_dims: one draw per (example, channel) on NHWC is PyTorch's Dropout2d
+    layer = L.Dropout(0.5, broadcast_dims=(1, 2))
+    assert layer.name == "Dropout(0.5, broadcast_dims=(1, 2))"
+    x = np.ones((64, 4, 4, 8), np.float32)
+    key = random.key(3)
+    y, pullback = layer.vjp((), x, key=key, train=True)
+    assert y.shape == x.shape and y.dtype == np.float32
+    per_pixel = y.reshape(64, 16, 8)
+    assert (per_pixel == per_pixel[:, :1, :]).all()  # a channel all kept or all dropped
+    assert set(np.unique(y)) == {0.0, 2.0} and 0.4 < (per_pixel[:, 0] == 0).mean() < 0.6
+    np.testing.assert_array_equal(layer.apply((), x, key=key, train=True), y)
+    np.testing.assert_array_equal(pullback(np.ones_like(x))[1], y)
+    check_vjp(layer, (), np.linspace(-1, 1, 2 * 3 * 3 * 4).reshape(2, 3, 3, 4), key=key,
+              train=True)
+    np.testing.assert_array_equal(layer.apply((), x), x)  # inference: the identity
+
+
+@pytest.mark.parametrize("dims, error, match", [
+    ((5,), ValueError, r"broadcast_dims \(5,\) are out of range for an input of shape"),
+    ("a", TypeError, r"broadcast_dims must be a tuple of axes"),
+    ((1.5,), TypeError, r"broadcast_dims must be an int"),
+])
+def test_bad_broadcast_dims_are_named(dims, error, match):
+    with pytest.raises(error, match=match):
+        L.Dropout(0.5, broadcast_dims=dims).apply((), np.ones((2, 3, 3, 4)),
+                                                  key=random.key(0), train=True)

@@ -215,14 +215,27 @@ def Reshape(shape: tuple[int, ...]) -> Layer:
     return _shape_layer(name, out_shape)
 
 
-def Dropout(rate: float) -> Layer:
+def Dropout(rate: float, broadcast_dims: tuple[int, ...] = ()) -> Layer:
     """Zero a fraction ``rate`` of the entries in training and scale the rest by 1/(1-rate).
 
     forward (train): ``y = x * m / (1 - rate)``, ``m ~ Bernoulli(1 - rate)`` drawn from ``key``;
     vjp: ``dx = dy * m / (1 - rate)``. Inference (``train=False``) is the identity.
+    ``broadcast_dims`` (Flax's): axes along which one draw is shared, so whole slices drop;
+    ``(1, 2)`` on NHWC drops whole channels per example, PyTorch's ``Dropout2d``.
     """
     rate = real_arg(rate, "Dropout", "rate (the fraction dropped)", low=0.0, high=1.0)
-    name = f"Dropout({rate})"
+    if not isinstance(broadcast_dims, (tuple, list)):
+        raise TypeError(f"Dropout: broadcast_dims must be a tuple of axes, e.g. (1, 2), got "
+                        f"{broadcast_dims!r}")
+    shared = tuple(int_arg(a, "Dropout", "broadcast_dims", None) for a in broadcast_dims)
+    name = f"Dropout({rate})" if not shared else f"Dropout({rate}, broadcast_dims={shared})"
+
+    def mask_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not -len(shape) <= a < len(shape) for a in shared):
+            raise ValueError(f"{name}: broadcast_dims {shared} are out of range for an input "
+                             f"of shape {shape}")
+        drop = {a % len(shape) for a in shared}
+        return tuple(1 if i in drop else d for i, d in enumerate(shape))
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
@@ -245,11 +258,12 @@ def Dropout(rate: float) -> Layer:
         dtype = x.dtype if x.dtype.kind == "f" else _F32  # as_array gave native order
         if rate == 0.0:
             return None
+        shape = mask_shape(x.shape) if shared else x.shape
         if rate == 1.0:
-            return np.zeros(x.shape, dtype)
+            return np.zeros(shape, dtype)
         # float32 draws whatever x's dtype, as JAX's bernoulli: a float64 rerun of a float32
         # experiment (check_vjp's, say) drops the same entries
-        keep = random.uniform(key, x.shape, dtype=np.float32) >= np.float32(rate)
+        keep = random.uniform(key, shape, dtype=np.float32) >= np.float32(rate)
         scaled: Array = keep * np.asarray(1.0 / (1.0 - rate), dtype)
         return scaled
 
