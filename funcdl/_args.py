@@ -194,10 +194,7 @@ def float_dtype_arg(dtype: DTypeLike, where: str) -> np.dtype[Any]:
     would read it as float64); a TypeError naming ``where`` for anything else."""
     if dtype is None:
         return F32
-    try:
-        dt = np.dtype(dtype)
-    except (TypeError, ValueError):
-        raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in FLOAT_MAX:
+    dt = dtype_arg(dtype, where, "dtype", "f", "float32 or float64")
+    if dt not in FLOAT_MAX:  # float16, longdouble
         raise TypeError(f"{where}: dtype must be float32 or float64, got {dt}")
     return dt
