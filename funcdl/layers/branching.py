@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from funcdl import random, tree
 from funcdl._args import int_arg
 from funcdl.layers.base import (
@@ -40,6 +38,7 @@ from funcdl.layers.combinators import (
     keys_for,
     name_of,
     no_flow,
+    summed,
 )
 
 __all__ = ["Parallel", "Repeat", "Residual", "Shared"]
@@ -74,14 +73,6 @@ def _tied(kind: str, layer: LayerLike, n: Any) -> tuple[Layer, int, str, str, li
     n = int_arg(n, kind, "n", 1)
     child = name_of(checked)
     return checked, n, child, f"{kind}({child}, {n})", [f"{kind}[{i}]" for i in range(n)]
-
-
-def _summed(grads: list[Any]) -> Any:
-    """The gradient of params used in several places: the sum of each use's, leaf by leaf."""
-    total = grads[0]
-    for g in grads[1:]:
-        total = tree.map(np.add, total, g)
-    return total
 
 
 # ---------------------------------------------------------------------------- branching
@@ -274,7 +265,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
             entries(name, dys, n, "cotangents")
             grads = [_located_call(where[i], child, pb, dy, params) for i, (pb, dy) in
                      enumerate(zip(pbs, dys))]
-            return _summed([g for g, _ in grads]), like(xs, [dx for _, dx in grads])
+            return summed([g for g, _ in grads]), like(xs, [dx for _, dx in grads])
 
         return tuple(ys), pullback, (state,)
 
@@ -332,7 +323,7 @@ def Repeat(layer: LayerLike, n: int) -> Layer:
             for i in reversed(range(n)):
                 g, dy = _located_call(where[i], child, pbs[i], dy, params)
                 grads.append(g)
-            return _summed(grads), dy
+            return summed(grads), dy
 
         return x, pullback, (state,)
 

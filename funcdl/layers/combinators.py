@@ -106,6 +106,15 @@ def keys_for(key: Any, n: int, name: str) -> Sequence[Any]:
     return (None,) * n if key is None else random.split_for(key, n, name)
 
 
+def summed(grads: Sequence[Any]) -> Any:
+    """The gradient of params used in several places (Shared, Repeat, Tied): the sum of
+    each use's, leaf by leaf."""
+    total = grads[0]
+    for g in grads[1:]:
+        total = tree.map(np.add, total, g)
+    return total
+
+
 def entries(name: str, value: Any, n: int, what: str) -> Sequence[Any]:
     """``value`` as a tuple/list with one entry per child, or a clear error."""
     if not isinstance(value, (tuple, list)) or len(value) != n:

@@ -8,7 +8,6 @@ other. Its vjp comes from the model's: ``dp = Σ_k dp_k`` over the places ``k``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ from funcdl.layers.combinators import (
     child_vjp,
     is_stateful,
     name_of,
+    summed,
 )
 
 __all__ = ["Tied"]
@@ -163,8 +163,7 @@ def Tied(model: LayerLike, *ties: Sequence[Any]) -> Layer:
                 raise located("Tied", child, e) from e
             for g in groups:
                 places = [_get(name, grads, p, "gradients") for p in g]
-                grads = _put(grads, g[0], tree.map(lambda *d: functools.reduce(np.add, d),
-                                                   *places))
+                grads = _put(grads, g[0], summed(places))
                 for p in g[1:]:
                     grads = _put(grads, p, None)
             return grads, dx
