@@ -171,9 +171,12 @@ def _reduced(name: str, per: Array, reduction: str, count: float,
 
 
 def _weights(name: str, what: str, value: Any, shape: tuple[int, ...],
-             dtype: Any) -> Array:
+             dtype: Any) -> Array | None:
     """``value`` as finite weights >= 0 in ``dtype`` (within its range) that broadcast to
-    ``shape`` without changing it: a TypeError for non-numbers, else a ValueError."""
+    ``shape`` without changing it, None for None: a TypeError for non-numbers, else a
+    ValueError."""
+    if value is None:
+        return None
     v = array_arg(value, name, what)
     if v.dtype.kind not in "biuf":
         raise TypeError(f"{name}: {what} must hold real numbers, got dtype {v.dtype}")

@@ -42,7 +42,7 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
                          f"shape {z.shape}")
     labels = array_arg(target, name, "target")
     n_classes = z.shape[-1]
-    w = _class_weights(name, weight, n_classes, z.dtype)
+    w = _weights(name, "weight", weight, (n_classes,), z.dtype)
     ignore = None if ignore_index is None else int_arg(ignore_index, name, "ignore_index",
                                                        minimum=None)
     logp, e, total = shifted_exp(z, -1)
@@ -77,13 +77,6 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
         return out
 
     return _reduced(name, per, reduction, per.size, grad)
-
-
-def _class_weights(name: str, weight: Any, n_classes: int, dtype: Any) -> Array | None:
-    """``weight`` as C finite weights >= 0 in the logits' dtype, or None."""
-    if weight is None:
-        return None
-    return _weights(name, "weight", weight, (n_classes,), dtype)
 
 
 def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total: Array,

@@ -68,9 +68,8 @@ def _bce_with_logits(pred: Any, target: Any, reduction: str = "mean", *, weight:
     name = "bce_with_logits"
     z = _pred(name, pred)
     t = _probabilities(name, _same_shape(name, z, target))
-    a = None if pos_weight is None else _weights(name, "pos_weight", pos_weight, z.shape,
-                                                 z.dtype)
-    w = None if weight is None else _weights(name, "weight", weight, z.shape, z.dtype)
+    a = _weights(name, "pos_weight", pos_weight, z.shape, z.dtype)
+    w = _weights(name, "weight", weight, z.shape, z.dtype)
     e = np.exp(-np.abs(z))
     sig = np.maximum(e, z >= 0) / (1 + e)  # σ(z): 1 or e^z over 1 + e^-|z| (e <= 1)
     # one of the two products is 0, so nothing cancels: max(z, 0) - z t lost the digits
