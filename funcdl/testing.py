@@ -36,6 +36,7 @@ from funcdl._finite_diff import (
 )
 from funcdl.layers.base import layer_arg
 from funcdl.losses import bound
+from funcdl.losses._base import vjp_form
 
 __all__ = ["check_layer", "check_loss", "check_vjp"]
 
@@ -399,10 +400,8 @@ def _loss_value(where: str, what: str, value: Any) -> Any:
 def _loss_vjp(where: str, got: Any) -> tuple[Any, Any]:
     """``(value, pullback)`` of what loss.vjp returned, in either of ``Loss``'s forms with
     aux, ``((value, aux), pullback)`` and ``(value, pullback, aux)``."""
-    if not (isinstance(got, (tuple, list)) and len(got) in (2, 3) and callable(got[1])):
-        form = f"a tuple of length {len(got)}" if isinstance(got, tuple) else type(got).__name__
+    bad = vjp_form(got)
+    if bad is not None:
         raise AssertionError(f"{where}: loss.vjp must return (value, pullback), with pullback "
-                             f"a function of the cotangent, got {form}"
-                             + (f" whose second entry is a {type(got[1]).__name__}"
-                                if isinstance(got, tuple) and len(got) in (2, 3) else ""))
+                             f"a function of the cotangent, got {bad}")
     return _loss_value(where, "loss.vjp", got[0]), got[1]

@@ -37,16 +37,27 @@ class Loss:
 
     def __call__(self, pred: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
         got = self.vjp(pred, target, *args, **kwargs)
-        if not (isinstance(got, (tuple, list)) and len(got) in (2, 3) and callable(got[1])):
-            shown = (f"a {type(got).__name__} of length {len(got)}"
-                     if isinstance(got, (tuple, list)) else type(got).__name__)
+        bad = vjp_form(got)
+        if bad is not None:
             raise TypeError(f"{self.name}: its vjp must return (value, pullback), or with aux "
                             f"((value, aux), pullback) or (value, pullback, aux), pullback a "
-                            f"function; got {shown}")
+                            f"function; got {bad}")
         return (got[0], got[2]) if len(got) == 3 else got[0]
 
     def __repr__(self) -> str:
         return f"funcdl.losses.{self.name}"
+
+
+def vjp_form(got: Any) -> str | None:
+    """None when a loss vjp's return has one of ``Loss``'s forms, ``(value, pullback)``,
+    ``((value, aux), pullback)`` or ``(value, pullback, aux)``; else what came, for the
+    error of its caller (``Loss.__call__``, ``testing.check_loss``)."""
+    if isinstance(got, (tuple, list)) and len(got) in (2, 3) and callable(got[1]):
+        return None
+    if not isinstance(got, (tuple, list)):
+        return type(got).__name__
+    second = f" whose second entry is a {type(got[1]).__name__}" if len(got) in (2, 3) else ""
+    return f"a {type(got).__name__} of length {len(got)}{second}"
 
 
 def bound(loss: Any) -> Any:
