@@ -245,7 +245,11 @@ def _own_pools(train_fn: Callable[[Any], Any], tally: _Tally) -> None:
 def _stop(pool: ProcessPoolExecutor) -> None:
     """Shut ``pool`` down now: its queued runs cancelled and its workers terminated (a
     worker that caught the interrupt would take the next queued run)."""
-    workers = list((getattr(pool, "_processes", None) or {}).values())  # CPython's own
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14's public way
+    if terminate is not None:
+        terminate()
+        return
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # before 3.14
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in workers:
         if proc.is_alive():
