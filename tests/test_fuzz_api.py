@@ -85,8 +85,9 @@ SETUPS = {  # id: (loss, pred, target, kwargs)
     "sce-one-hot": (SCE, Z, ONE_HOT, {}),
     "sce-int-one-hot": (SCE, Z, ONE_HOT.astype(np.int64), {}),
     "sce-probabilities": (SCE, Z, SOFT, {}),
+    "nll-labels": (losses.nll, Z - np.log(np.exp(Z).sum(-1, keepdims=True)), LABELS, {}),
 }
-LABELLED = ("sce-labels", "sce-rank3-labels")
+LABELLED = ("sce-labels", "sce-rank3-labels", "nll-labels")
 
 
 def _more_columns(a: np.ndarray) -> np.ndarray:

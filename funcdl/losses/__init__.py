@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from funcdl.losses._base import Loss, _public
 from funcdl.losses._base import bound as bound  # for autodiff and testing
-from funcdl.losses._cross_entropy import _softmax_cross_entropy
+from funcdl.losses._cross_entropy import _nll, _softmax_cross_entropy
 from funcdl.losses._elementwise import _bce, _bce_with_logits, _huber, _l1, _mse, _smooth_l1
 
-__all__ = ["Loss", "bce", "bce_with_logits", "huber", "l1", "mse", "smooth_l1",
-           "softmax_cross_entropy"]
+__all__ = ["Loss", "bce", "bce_with_logits", "huber", "l1", "mse", "nll",
+           "smooth_l1", "softmax_cross_entropy"]
 
 mse = _public("mse", _mse)
 bce = _public("bce", _bce)
@@ -29,3 +29,4 @@ huber = _public("huber", _huber)
 softmax_cross_entropy = _public("softmax_cross_entropy", _softmax_cross_entropy)
 l1 = _public("l1", _l1)
 smooth_l1 = _public("smooth_l1", _smooth_l1)
+nll = _public("nll", _nll)

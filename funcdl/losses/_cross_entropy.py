@@ -1,8 +1,9 @@
-"""The softmax cross-entropy, on integer labels or on probabilities."""
+"""The softmax cross-entropy, on integer labels or on probabilities, and the negative
+log-likelihood of log-probabilities."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -40,11 +41,8 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
     if z.ndim == 0 or z.shape[-1] == 0:
         raise ValueError(f"{name}: logits need a class axis of at least one class, got "
                          f"shape {z.shape}")
-    labels = array_arg(target, name, "target")
     n_classes = z.shape[-1]
-    w = _weights(name, "weight", weight, (n_classes,), z.dtype)
-    ignore = None if ignore_index is None else int_arg(ignore_index, name, "ignore_index",
-                                                       minimum=None)
+    labels, w, ignore = _label_args(name, target, z.shape, z.dtype, weight, ignore_index)
     logp, e, total = shifted_exp(z, -1)
     logp -= np.log(total)
     if labels.dtype.kind in "iu" and labels.shape != z.shape:  # (an int one-hot: below)
@@ -79,16 +77,27 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
     return _reduced(name, per, reduction, per.size, grad)
 
 
-def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total: Array,
-               smooth: float, w: Array | None, ignore: int | None,
-               reduction: str) -> tuple[Any, Pullback]:
-    """The cross-entropy against integer labels: ``per = (1-ε) w_y (-log p_y) + (ε/C)
-    Σ_c w_c (-log p_c)`` (w = 1 without weights), 0 for an ignored example;
-    ``dz = (1-ε) w_y (p - e_y) + (ε/C)(W p - w)``, ``W = Σ_c w_c``."""
-    n_classes = z.shape[-1]
-    if labels.shape != z.shape[:-1]:
-        raise ValueError(f"{name}: integer labels must have shape {z.shape[:-1]} for "
-                         f"logits of shape {z.shape}, got {labels.shape}")
+class _Picked(NamedTuple):
+    """Integer labels (...) against (..., C) scores, as both label losses index them: row r
+    of the flattened examples, column ``cols[r]`` (an ignored example's: 0, its term then
+    dropped by ``keep``); ``wy`` its class weight; ``divisor`` the mean's."""
+
+    keep: Array | None  # the examples not ignored (None: all of them)
+    rows: Array
+    cols: Array
+    wy: Array | None
+    divisor: float
+
+
+def _pick(name: str, what: str, shape: tuple[int, ...], labels: Array, w: Array | None,
+          ignore: int | None, reduction: str) -> _Picked:
+    """Check ``labels`` against ``what`` (logits, ...) of ``shape`` and index them (see
+    ``_Picked``); the mean over labels divides by ``Σ w_y`` over the kept ones (their count
+    without weights)."""
+    n_classes = shape[-1]
+    if labels.shape != shape[:-1]:
+        raise ValueError(f"{name}: integer labels must have shape {shape[:-1]} for "
+                         f"{what} of shape {shape}, got {labels.shape}")
     keep = None if ignore is None else labels != ignore
     if keep is not None and keep.all():
         keep = None
@@ -99,12 +108,40 @@ def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total:
         also = "" if ignore is None else f" (or the ignore_index, {ignore})"
         raise ValueError(f"{name}: labels must be in [0, {n_classes}){also}, got values in "
                          f"[{lo}, {hi}]")
-    # One fancy index over the flattened examples: row r, column labels[r] (an ignored
-    # example's: 0, its loss then dropped).
     rows = np.arange(labels.size)
     cols = labels.reshape(-1) if keep is None else np.where(keep, labels, 0).reshape(-1)
-    per = -logp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
     wy = None if w is None else w[cols].reshape(labels.shape)
+    if wy is None:
+        count: float = labels.size if keep is None else int(np.count_nonzero(keep))
+    else:
+        # in float64: float32 weights of 1e37 sum past float32's range (a NaN loss, then 0)
+        count = float(_sum(wy if keep is None else np.where(keep, wy, 0), axis=None,
+                           dtype=np.float64))
+    if isinstance(reduction, str) and reduction == "mean" and count == 0 and labels.size:
+        raise ValueError(f"{name}: reduction='mean' divides by the weight of the examples "
+                         f"not ignored, which is 0 here; skip such batches, or pass "
+                         f"reduction='sum'")
+    return _Picked(keep, rows, cols, wy, count)
+
+
+def _label_args(name: str, target: Any, shape: tuple[int, ...], dtype: Any, weight: Any,
+                ignore_index: Any) -> tuple[Array, Array | None, int | None]:
+    labels = array_arg(target, name, "target")
+    w = _weights(name, "weight", weight, shape[-1:], dtype)
+    ignore = None if ignore_index is None else int_arg(ignore_index, name, "ignore_index",
+                                                       minimum=None)
+    return labels, w, ignore
+
+
+def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total: Array,
+               smooth: float, w: Array | None, ignore: int | None,
+               reduction: str) -> tuple[Any, Pullback]:
+    """The cross-entropy against integer labels: ``per = (1-ε) w_y (-log p_y) + (ε/C)
+    Σ_c w_c (-log p_c)`` (w = 1 without weights), 0 for an ignored example;
+    ``dz = (1-ε) w_y (p - e_y) + (ε/C)(W p - w)``, ``W = Σ_c w_c``."""
+    n_classes = z.shape[-1]
+    keep, rows, cols, wy, count = _pick(name, "logits", z.shape, labels, w, ignore, reduction)
+    per = -logp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
     # huge weights times huge -log p: inf, the loss's value, as PyTorch's, without a warning
     with np.errstate(over="ignore"):
         if wy is not None:
@@ -118,16 +155,6 @@ def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total:
             per = per * (1 - smooth) + uniform if smooth < 1 else uniform
     if keep is not None:
         per = np.where(keep, per, 0)
-    if wy is None:
-        count: float = per.size if keep is None else int(np.count_nonzero(keep))
-    else:
-        # in float64: float32 weights of 1e37 sum past float32's range (a NaN loss, then 0)
-        count = float(_sum(wy if keep is None else np.where(keep, wy, 0), axis=None,
-                           dtype=np.float64))
-    if isinstance(reduction, str) and reduction == "mean" and count == 0 and per.size:
-        raise ValueError(f"{name}: reduction='mean' divides by the weight of the examples "
-                         f"not ignored, which is 0 here; skip such batches, or pass "
-                         f"reduction='sum'")
 
     def grad(c: Any) -> Array:
         # softmax, a fresh C-ordered array: of permuted logits' layout the reshape below
@@ -153,5 +180,43 @@ def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total:
         else:
             g *= c
         return g
+
+    return _reduced(name, per, reduction, count, grad)
+
+
+def _nll(pred: Any, target: Any, reduction: str = "mean", *, weight: Any = None,
+         ignore_index: Any = None) -> tuple[Any, Pullback]:
+    """PyTorch's ``nll_loss``, classes last: log-probabilities ``lp`` (..., C), a
+    ``LogSoftmax``'s output, against integer labels (...): ``per = -w_y lp_y`` (w = 1 without
+    weights), 0 for an ignored example, the mean dividing by ``Σ w_y`` over the kept ones;
+    ``dlp = -w_y c e_y`` (c the cotangent of ``per``). ``LogSoftmax`` then ``nll`` is
+    ``softmax_cross_entropy`` in two steps."""
+    name = "nll"
+    lp = _pred(name, pred)
+    if lp.ndim == 0 or lp.shape[-1] == 0:
+        raise ValueError(f"{name}: log-probabilities need a class axis of at least one "
+                         f"class, got shape {lp.shape}")
+    labels, w, ignore = _label_args(name, target, lp.shape, lp.dtype, weight, ignore_index)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{name}: target must be integer class labels of shape "
+                        f"{lp.shape[:-1]}, got dtype {labels.dtype}; for probabilities "
+                        f"use softmax_cross_entropy on the logits")
+    n_classes = lp.shape[-1]
+    keep, rows, cols, wy, count = _pick(name, "log-probabilities", lp.shape, labels, w,
+                                        ignore, reduction)
+    per = -lp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
+    if wy is not None:
+        with np.errstate(over="ignore"):  # huge weights times huge -lp: inf, as PyTorch
+            per = per * wy
+    if keep is not None:
+        per = np.where(keep, per, 0)
+    coef = np.full(labels.shape, -1, lp.dtype) if wy is None else -wy
+    if keep is not None:
+        coef = coef * keep
+
+    def grad(c: Any) -> Array:
+        g = np.zeros((labels.size, n_classes), lp.dtype)
+        g[rows, cols] = (coef * c).reshape(-1)
+        return g.reshape(lp.shape)
 
     return _reduced(name, per, reduction, count, grad)
