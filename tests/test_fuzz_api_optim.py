@@ -237,7 +237,7 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
             ("mask", "none"), ("mu_dtype", "none"),  # no mask; mu in the params' dtype
             ("mask", "bool"),  # a prefix of every tree: the whole tree, as optax's
             *[(a, "bool") for a in ("centered", "nesterov", "flip_sign", "staircase",
-                                    "eps_in_sqrt")],  # flags
+                                    "eps_in_sqrt", "bias_correction")],  # flags
             *[(a, "negative") for a in ("value", "init_value", "end_value", "peak_value",
                                         "alpha")]}  # schedules serve more than rates
 

@@ -268,7 +268,12 @@ def test_add_decayed_weights_schedule_is_checked() -> None:
 
 @pytest.mark.parametrize("kw", [{}, {"decay": 0.8, "eps": 1e-3, "initial_scale": 0.5},
                                 {"eps": 1e-3, "eps_in_sqrt": False},
-                                {"decay": 0.8, "eps": 1e-3, "centered": True}])
+                                {"decay": 0.8, "eps": 1e-3, "centered": True},
+                                {"decay": 0.8, "eps": 1e-3, "bias_correction": True},
+                                {"decay": 0.7, "eps": 1e-3, "eps_in_sqrt": False,
+                                 "initial_scale": 0.5, "bias_correction": True},
+                                {"decay": 0.8, "eps": 1e-3, "centered": True,
+                                 "bias_correction": True}])
 def test_scale_by_rms_follows_optax_formula(kw: dict[str, Any]) -> None:
     # optax's: eps inside the root by default, decay 0.9, nu from initial_scale; it was
     # torch's (eps outside, 0.99) under optax's name
@@ -278,25 +283,35 @@ def test_scale_by_rms_follows_optax_formula(kw: dict[str, Any]) -> None:
     state = opt.init(p)
     decay, eps = kw.get("decay", 0.9), kw.get("eps", 1e-8)
     v, m = np.full((3, 2), kw.get("initial_scale", 0.0)), np.zeros((3, 2))
-    for _ in range(3):
+    for t in range(1, 4):
         g = rng.normal(size=(3, 2))
         u, state = opt.update(state, {"w": g})
-        v, m = decay * v + (1 - decay) * g * g, decay * m + (1 - decay) * g
-        var = v - m * m if kw.get("centered") else v
+        v, m = decay * v + (1 - decay) * (g * g), decay * m + (1 - decay) * g
+        bc = 1 - decay**t if kw.get("bias_correction") else 1.0  # optax corrects both
+        # centered: clamped at 0, as funcdl documents (optax's may go a rounding below)
+        var = np.maximum(v / bc - (m / bc) ** 2, 0) if kw.get("centered") else v / bc
         want = g / (np.sqrt(var) + eps) if kw.get("eps_in_sqrt") is False \
             else g / np.sqrt(var + eps)
         np.testing.assert_allclose(u["w"], want, rtol=1e-13)
 
 
 @pytest.mark.parametrize("kw", [{}, {"decay": 0.8, "eps": 1e-3, "initial_scale": 0.5},
-                                {"eps": 1e-3, "eps_in_sqrt": False}])
+                                {"eps": 1e-3, "eps_in_sqrt": False},
+                                {"decay": 0.8, "eps": 1e-3, "bias_correction": True},
+                                {"eps": 1e-3, "eps_in_sqrt": False, "bias_correction": True,
+                                 "initial_scale": 0.5},
+                                {"decay": 0.8, "eps": 1e-3, "centered": True},
+                                {"decay": 0.8, "eps": 1e-3, "centered": True,
+                                 "bias_correction": True, "eps_in_sqrt": False}])
 def test_scale_by_rms_against_optax(kw: dict[str, Any]) -> None:
     optax = pytest.importorskip("optax")
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
     rng = np.random.default_rng(1)
     p = {"w": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}
-    ours, theirs = optim.scale_by_rms(**kw), optax.scale_by_rms(**kw)
+    ours = optim.scale_by_rms(**kw)
+    kw = dict(kw)
+    theirs = (optax.scale_by_stddev if kw.pop("centered", False) else optax.scale_by_rms)(**kw)
     s1, s2 = ours.init(p), theirs.init(p)
     for _ in range(20):
         g = {"w": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}
@@ -322,8 +337,27 @@ def test_another_librarys_transform_in_a_chain_is_named_as_such() -> None:
         optim.chain(optim.sgd(0.1), optim.scale_by_adam)
 
 
-def test_scale_by_rms_refuses_optaxs_fifth_argument_positionally() -> None:
-    # optax's scale_by_rms(0.9, 1e-8, 0.0, True, True) asks for bias correction; funcdl's
-    # fifth parameter, centered, would take it silently
-    with pytest.raises(TypeError, match=r"positional arguments but 5 were given"):
-        optim.scale_by_rms(0.9, 1e-8, 0.0, True, True)  # type: ignore[misc]
+def test_scale_by_rms_bias_correction_is_optaxs_fifth_argument_and_adams_denominator(
+) -> None:
+    # optax's scale_by_rms(0.9, 1e-8, 0.0, True, True) asks for bias correction, and so does
+    # funcdl's (centered is keyword-only); with eps outside the root it is Adam's denominator,
+    # as optax's docstring says: scale_by_adam(b1=0, b2=decay)
+    rng = np.random.default_rng(2)
+    p = {"w": rng.normal(size=(4, 3)).astype(np.float32)}
+    rms = optim.scale_by_rms(0.95, 1e-8, 0.0, False, True)
+    adam = optim.scale_by_adam(b1=0.0, b2=0.95, eps=1e-8)
+    s1, s2 = rms.init(p), adam.init(p)
+    assert isinstance(s1, optim.ScaleByRmsWithCountState) and s1.count == 0 and s1.mu is None
+    for t in range(1, 6):
+        g = {"w": rng.normal(size=(4, 3)).astype(np.float32)}
+        (u1, s1), (u2, s2) = rms.update(s1, g), adam.update(s2, g)
+        np.testing.assert_allclose(u1["w"], u2["w"], rtol=2e-6)
+        assert u1["w"].dtype == s1.nu["w"].dtype == np.float32 and s1.count == t
+    # at the first step the corrected v is g² exactly: the step is sign(g)·|g|/(|g| + eps)
+    u, _ = rms.update(rms.init(p), p)
+    np.testing.assert_allclose(u["w"], p["w"] / (np.abs(p["w"]) + 1e-8), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"^scale_by_rms: bias_correction divides by "
+                                         r"1 - decay\^t, 0 for decay=1"):
+        optim.scale_by_rms(1.0, bias_correction=True)
+    with pytest.raises(TypeError, match=r"scale_by_rms\.update: got the state of another "):
+        rms.update(optim.scale_by_rms().init(p), p)  # the uncorrected state has no count

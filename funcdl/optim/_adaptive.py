@@ -33,6 +33,7 @@ __all__ = [
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByRmsState",
+    "ScaleByRmsWithCountState",
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_rms",
@@ -50,6 +51,12 @@ class ScaleByAdamState(NamedTuple):
 class ScaleByRmsState(NamedTuple):
     nu: Tree  # running mean of g² (torch: square_avg)
     mu: Tree  # running mean of g when centered (torch: grad_avg), else None
+
+
+class ScaleByRmsWithCountState(NamedTuple):  # scale_by_rms(bias_correction=True)'s
+    count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    nu: Tree
+    mu: Tree
 
 
 class ScaleByAdagradState(NamedTuple):
@@ -162,58 +169,79 @@ def _divide(g: Any, root: Any, eps: float) -> Any:
 
 
 def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0,
-                 eps_in_sqrt: bool = True, *, centered: bool = False) -> GradientTransformation:
+                 eps_in_sqrt: bool = True, bias_correction: bool = False, *,
+                 centered: bool = False) -> GradientTransformation:
     """optax's ``scale_by_rms``: ``v = decay·v + (1-decay)·g²`` from ``v = initial_scale``;
     ``u = g / sqrt(v + eps)``, or ``g / (sqrt(v) + eps)`` with ``eps_in_sqrt=False`` (torch
     RMSprop's direction: ``rmsprop`` takes that, with torch's ``alpha`` as ``decay``).
-    ``centered`` (funcdl's, keyword-only: optax's fifth argument is ``bias_correction``,
-    which funcdl has not; optax's ``scale_by_stddev``, torch's ``centered``): with
-    ``m = decay·m + (1-decay)·g``, ``v - m²`` in place of ``v``.
+    ``bias_correction``: ``v / (1 - decay^t)`` in place of ``v`` at step t = 1, 2, ...
+    (with ``eps_in_sqrt=False``, Adam's denominator: ``scale_by_adam(b1=0)``'s direction).
+    ``centered`` (funcdl's, keyword-only; optax's ``scale_by_stddev``, torch's
+    ``centered``): with ``m = decay·m + (1-decay)·g``, ``v - m²`` in place of ``v`` (each
+    corrected by ``1 - decay^t`` under ``bias_correction``).
 
-    State ``ScaleByRmsState(nu, mu)``; ``mu`` is None unless ``centered``.
+    State ``ScaleByRmsState(nu, mu)``, or ``ScaleByRmsWithCountState(count, nu, mu)`` with
+    ``bias_correction``; ``mu`` is None unless ``centered``.
     """
     name = "scale_by_rms"
     a = check_float(name, "decay", decay, high=1.0)
     eps = check_float(name, "eps", eps)
     start = check_float(name, "initial_scale", initial_scale)
     inside = bool_arg(eps_in_sqrt, name, "eps_in_sqrt")
+    corrected = bool_arg(bias_correction, name, "bias_correction")
     ctr = bool_arg(centered, name, "centered")
+    if corrected and a == 1.0:
+        raise ValueError(f"{name}: bias_correction divides by 1 - decay^t, 0 for decay=1; "
+                         f"pass decay < 1, or bias_correction=False")
     add_in, add_out = (eps, 0.0) if inside else (0.0, eps)
+    kind: Any = ScaleByRmsWithCountState if corrected else ScaleByRmsState
 
-    def init(params: Tree) -> ScaleByRmsState:
+    def init(params: Tree) -> Any:
         check_float_params(f"{name}.init", params, eps)
         with np.errstate(over="ignore"):  # past float32's range: inf, in float32 params
             nu = tree.map(lambda p: np.full_like(p, start), params) if start else \
                 tree.zeros_like(params)
-        return ScaleByRmsState(nu, tree.zeros_like(params) if ctr else None)
+        mu = tree.zeros_like(params) if ctr else None
+        return ScaleByRmsWithCountState(zero_count(), nu, mu) if corrected else \
+            ScaleByRmsState(nu, mu)
 
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByRmsState]:
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, Any]:
         del params
-        check_state(name, state, ScaleByRmsState)
+        check_state(name, state, kind)
+        count = read_count(f"{name}.update", state.count) if corrected else 0
+        # 1 - decay^t, divided by as optax does: v̂ - m̂² cancels, and the last bit matters
+        bc = 1.0 - a ** (count + 1) if corrected else 1.0
 
         if not ctr:
             def leaf(g: Any, v: Any) -> tuple[Any, Any]:
                 real_grad(g)
                 v_new = like(a * v + (1.0 - a) * g * g, v)
-                return _divide(g, np.sqrt(v_new + add_in if add_in else v_new), add_out), v_new
+                v_hat = v_new if bc == 1.0 else v_new / bc
+                return _divide(g, np.sqrt(v_hat + add_in if add_in else v_hat), add_out), \
+                    v_new
 
             with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
                 out, nu = leafwise(f"{name}.update", leaf, (grads, state.nu),
                                    ("grads", "state.nu"), n_out=2)
-            return out, ScaleByRmsState(nu, None)
+            mu = None
+        else:
+            def leaf_centered(g: Any, v: Any, m: Any) -> tuple[Any, Any, Any]:
+                real_grad(g)
+                v_new = like(a * v + (1.0 - a) * (g * g), v)  # optax's rounding: v - m² cancels
+                m_new = like(a * m + (1.0 - a) * g, m)
+                v_hat, m_hat = (v_new, m_new) if bc == 1.0 else (v_new / bc, m_new / bc)
+                # v̂ - m̂² >= 0 in exact arithmetic; clamp the rounding so sqrt never sees
+                # -0.0001ulp
+                var = np.maximum(v_hat - m_hat * m_hat, 0.0)
+                return _divide(g, np.sqrt(var + add_in if add_in else var), add_out), \
+                    v_new, m_new
 
-        def leaf_centered(g: Any, v: Any, m: Any) -> tuple[Any, Any, Any]:
-            real_grad(g)
-            v_new = like(a * v + (1.0 - a) * g * g, v)
-            m_new = like(a * m + (1.0 - a) * g, m)
-            # v - m² >= 0 in exact arithmetic; clamp the rounding so sqrt never sees -0.0001ulp.
-            var = np.maximum(v_new - m_new * m_new, 0.0)
-            return _divide(g, np.sqrt(var + add_in if add_in else var), add_out), v_new, m_new
-
-        with np.errstate(all="ignore"):
-            out, nu, mu = leafwise(f"{name}.update", leaf_centered,
-                                   (grads, state.nu, state.mu),
-                                   ("grads", "state.nu", "state.mu"), n_out=3)
+            with np.errstate(all="ignore"):
+                out, nu, mu = leafwise(f"{name}.update", leaf_centered,
+                                       (grads, state.nu, state.mu),
+                                       ("grads", "state.nu", "state.mu"), n_out=3)
+        if corrected:
+            return out, ScaleByRmsWithCountState(next_count(count), nu, mu)
         return out, ScaleByRmsState(nu, mu)
 
     return transform(name, init, update)
