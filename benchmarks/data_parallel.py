@@ -54,6 +54,7 @@ from typing import Any
 
 import _ddp
 from _mpi import blas_env, mpiexec
+from report import cpu_model
 
 HERE = Path(__file__).resolve()
 
@@ -255,8 +256,8 @@ def main(argv: list[str] | None = None) -> None:
                args.mode)
         return
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# data-parallel step, funcdl, float32 SGD; {os.cpu_count()} cores, load average "
-          f"{load:.2f} at the start")
+    print(f"# data-parallel step, funcdl, float32 SGD; {os.cpu_count()} cores of "
+          f"{cpu_model()}, load average {load:.2f} at the start")
     print(f"# command: {Path(sys.executable).name} {' '.join(sys.argv)}")
     torch = None if args.no_peers else _ddp.available()
     print(f"# peer: PyTorch {torch} DDP (gloo)" if torch else

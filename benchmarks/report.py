@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IMPLS", "TARGETS", "check_targets", "machine", "markdown", "write"]
+__all__ = ["IMPLS", "TARGETS", "check_targets", "cpu_model", "machine", "markdown", "write"]
 
 IMPLS = ("funcdl", "numpy", "torch", "jax")
 TITLES = {"funcdl": "funcdl", "numpy": "NumPy floor", "torch": "PyTorch eager",
@@ -40,14 +40,27 @@ def _blas() -> str:
         return "unknown"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name and, on Linux, its L2 and L3 sizes: a VM's host can change from
+    one session to the next under the same model name ("Intel(R) Xeon(R) Processor"), and
+    the caches tell two hosts apart."""
+    model = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                model = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    caches = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, size = ((index / f).read_text().strip() for f in ("level", "size"))
+        except OSError:
+            continue
+        if level in ("2", "3"):
+            caches.append(f"L{level} {size}")
+    return f"{model} ({', '.join(caches)})" if caches else model
 
 
 def _git() -> str:
@@ -67,7 +80,7 @@ def machine(peers: dict[str, Any]) -> dict[str, Any]:
     import funcdl
 
     info: dict[str, Any] = {
-        "cpu": _cpu_model(), "cores": os.cpu_count(),
+        "cpu": cpu_model(), "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "python": platform.python_version(), "numpy": np.__version__, "blas": _blas(),
