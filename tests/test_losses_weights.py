@@ -190,6 +190,12 @@ def test_l1_and_smooth_l1_by_hand():
     testing.check_loss(losses.l1, P1, T1 + 0.3)
     with pytest.raises(ValueError, match=r"smooth_l1: beta must be a finite number >= 0"):
         losses.smooth_l1(P1, T1, beta=-1.0)
+    # a beta that is 0 in float32 (below ~7e-46) is l1 there, as torch's 0: it was 0/0,
+    # a NaN loss and gradient, silently
+    p32, t32 = P1.astype(np.float32), T1.astype(np.float32)
+    value, pullback = losses.smooth_l1.vjp(p32, t32, beta=1e-46)
+    assert value == losses.l1(p32, t32)
+    np.testing.assert_array_equal(pullback(), losses.l1.vjp(p32, t32)[1]())
 
 
 def test_l1_and_smooth_l1_against_torch():
@@ -228,3 +234,17 @@ def test_weights_at_the_edges_of_float32_stay_quiet_and_right():
     value, pullback = CE.vjp(f32([[3e38, -3e38, 0]]), [1], label_smoothing=0.5,
                              weight=f32([3e38] * 3))
     assert value == np.inf and pullback().dtype == f32
+
+
+def test_float32_weights_with_float64_predictions_give_no_warning():
+    # the range check compared float64's maximum with a float32 max, cast to float32 (NEP
+    # 50): an overflow warning, an error under pytest, and check_loss re-runs in float64
+    w32 = W.astype(np.float32)
+    assert CE(Z, Y, weight=w32) == pytest.approx(CE(Z, Y, weight=W), rel=1e-7)
+    lp = Z - np.log(np.exp(Z).sum(-1, keepdims=True))
+    assert losses.nll(lp, Y, weight=w32) == pytest.approx(losses.nll(lp, Y, weight=W),
+                                                          rel=1e-7)
+    t = (RNG.random((4, 3)) > 0.5).astype(np.float32)
+    for kw in ({"weight": w32}, {"pos_weight": w32}):
+        losses.bce_with_logits(Z, t.astype(np.float64), **kw)
+        testing.check_loss(losses.bce_with_logits, Z.astype(np.float32), t, **kw)

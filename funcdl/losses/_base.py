@@ -199,7 +199,9 @@ def _weights(name: str, what: str, value: Any, shape: tuple[int, ...],
         raise ValueError(f"{name}: {what} must broadcast to shape {shape} (one per class, "
                          f"shape {shape[-1:]}, say), got shape {v.shape}")
     top = FLOAT_MAX[np.dtype(dtype)]
-    if v.size and not (np.isfinite(v).all() and v.min() >= 0 and v.max() <= top):
+    # float(...): a Python float top beside a float32 max is cast to float32 (NEP 50), and
+    # float64's maximum overflows there with a warning
+    if v.size and not (np.isfinite(v).all() and v.min() >= 0 and float(v.max()) <= top):
         raise ValueError(f"{name}: {what} must be finite, >= 0 and within {np.dtype(dtype)}'s "
                          f"range, got values in [{v.min()}, {v.max()}]")
     return v.astype(dtype)

@@ -126,11 +126,12 @@ def _smooth_l1(pred: Any, target: Any, reduction: str = "mean",
                beta: float = 1.0) -> tuple[Any, Pullback]:
     """PyTorch's ``SmoothL1Loss``: ``½ d² / beta`` where ``|d| < beta``, else
     ``|d| - ½ beta``, with ``d = p - t`` (huber with ``delta = beta``, divided by beta);
-    ``dp = clip(d / beta, -1, 1)``; ``beta = 0`` is ``l1``."""
+    ``dp = clip(d / beta, -1, 1)``; ``beta = 0`` (or a beta that is 0 in pred's dtype) is
+    ``l1``."""
     beta = real_arg(beta, "smooth_l1", "beta", low=0.0)
-    if beta == 0.0:
-        return _l1(pred, target, reduction)
     p = _pred("smooth_l1", pred)
+    if p.dtype.type(beta) == 0:  # 0, or so small that it is 0 in pred's dtype: 0/0 below
+        return _l1(pred, target, reduction)
     t = _same_shape("smooth_l1", p, target)
     with np.errstate(over="ignore", invalid="ignore"):
         d = p - t
