@@ -56,6 +56,34 @@ def layout_error(where: str, what: str, given: Any, other: Any) -> AssertionErro
     return None
 
 
+def precision_error(where: str, what: str, got32: Any, want64: Any,
+                    cotangent: Any) -> AssertionError | None:
+    """An AssertionError naming the first float32 leaf of ``got32`` (a gradient computed in
+    float32) farther from ``want64`` (the same, in float64 from the same numbers) than
+    float32's rounding explains: 1e-4 of the leaf's norm, 1e-6 of the whole gradient's and
+    1e-4 of the ``cotangent``'s (a gradient that is 0 but for rounding, as a BatchNorm's
+    over equal rows, is noise in both); else None. The finite differences run in float64
+    only: a float32-only path (a float32 special function, a fast branch) with a wrong
+    factor would pass them."""
+    pairs = [(path, np.asarray(a), np.asarray(b, np.float64))
+             for (path, a), b in zip(tree.leaves_with_path(got32), tree.leaves(want64))]
+    pairs = [(path, a, b) for path, a, b in pairs if a.dtype == np.float32
+             and a.shape == b.shape and a.size and np.isfinite(a).all()
+             and np.isfinite(b).all()]
+    total = math.sqrt(sum(float(np.vdot(b, b)) for _, _, b in pairs))
+    floor = 1e-6 * total + 1e-4 * math.sqrt(_abs_dot(cotangent, cotangent))
+    for path, a, b in pairs:
+        gap = float(np.linalg.norm((a - b).ravel()))
+        if gap > 1e-4 * float(np.linalg.norm(b.ravel())) + floor:
+            at = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(a - b)), a.shape))
+            return AssertionError(
+                f"{where}: the float32 gradient {what}{path} is off the float64 one (the same "
+                f"numbers, computed in float64) by {gap:.3g} in norm, of "
+                f"{np.linalg.norm(b.ravel()):.3g}; at {at}: {a[at]} in float32, {b[at]} in "
+                f"float64 (a float32-only code path with a wrong factor?)")
+    return None
+
+
 def _dot(a: Any, b: Any) -> float:
     return float(sum(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64))
                      for x, y in zip(tree.leaves(a), tree.leaves(b))))

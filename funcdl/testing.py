@@ -26,11 +26,20 @@ from numpy.typing import NDArray
 
 from funcdl import debug, random, tree
 from funcdl._args import array_arg, bool_arg, int_arg, real_arg
+from funcdl._check_io import (
+    as_input,
+    as_shape,
+    random_input,
+    returned,
+    same_forward,
+    shape_agrees,
+)
 from funcdl._finite_diff import (
     directions_like,
     fd_check,
     is_float,
     layout_error,
+    precision_error,
     relaid,
     to64,
 )
@@ -48,27 +57,6 @@ def _settings(where: str, rtol: Any, atol: Any, eps: Any = 1.0) -> tuple[float, 
     negative or nan tolerance would fail every entry, a zero step divide by zero."""
     return (real_arg(rtol, where, "rtol", low=0.0), real_arg(atol, where, "atol", low=0.0),
             real_arg(eps, where, "eps", low=0.0, open_low=True))
-
-
-def _same_forward(where: str, y: Any, y_vjp: Any, rtol: float, atol: float) -> None:
-    """Raise AssertionError unless apply's output ``y`` and the vjp's forward ``y_vjp`` have
-    the same structure, shapes and dtypes (training runs on the vjp: a float64 forward
-    there would upcast silently) and agree in value, naming the first entry that differs."""
-    try:
-        tree.check_same(y, y_vjp, ("apply", "vjp"), shapes=True)
-    except ValueError as e:
-        raise AssertionError(f"{where}: apply and vjp(...)[0] disagree: {e}") from None
-    for (path, a), b in zip(tree.leaves_with_path(y), tree.leaves(y_vjp)):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.dtype != b.dtype:
-            raise AssertionError(f"{where}: apply gave output{path} of dtype {a.dtype}, "
-                                 f"vjp(...)[0] of dtype {b.dtype}")
-        off = ~np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
-        if off.any():
-            i = tuple(int(v) for v in np.argwhere(off)[0])
-            raise AssertionError(f"{where}: apply and vjp(...)[0] disagree in "
-                                 f"{int(off.sum())} of {a.size} entries, first at "
-                                 f"output{path}{list(i)}: apply {a[i]!r}, vjp {b[i]!r}")
 
 
 def _layer(where: str, layer: Any) -> str:
@@ -101,20 +89,6 @@ def _fd_check(where: str, *args: Any, **inputs: Any) -> None:
             raise
         raise AssertionError(f"{e}\n(note: {odd}; finite differences through a non-finite "
                              f"value are NaN: check at a finite point)") from None
-
-
-def _as_input(where: str, x: Any) -> Any:
-    """``x`` as a layer reads it: a nested list of numbers as an array; a list of arrays
-    stays a list (a pytree, whose dx a layer returns as a list too)."""
-    if isinstance(x, list) and all(isinstance(v, (int, float, np.generic))
-                                   for v in tree.leaves(x) or [x]):
-        return array_arg(x, where, "x")
-    return type(x)(_as_input(where, v) for v in x) if type(x) in (list, tuple) else x
-
-
-def _as_shape(s: Any) -> Any:
-    """``in_shape`` with its lists as tuples, as the layers read it: ``[None, 4]``."""
-    return tuple(_as_shape(d) for d in s) if isinstance(s, (list, tuple)) else s
 
 
 def _input_cotangent(label: str, x: Any, dx: Any) -> Any:
@@ -160,7 +134,7 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
     if not stateful and state is not None and not (isinstance(state, tuple) and not state):
         # () is a stateless child's entry in its combinator's state; anything else is not
         raise TypeError(f"{where}: state= given, but the layer is not stateful; drop it")
-    x = _as_input(where, x)
+    x = as_input(where, x)
     p64, x64 = to64(params), to64(x)
     kw: dict[str, Any] = {"key": key, "train": train}
     if stateful:
@@ -178,7 +152,7 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
                                  f"must compute in its input's dtype")
     res = layer.vjp(p64, x64, **kw)
     y_vjp, pullback = res[0], res[1]
-    _same_forward(where, y, y_vjp, 1e-12, 1e-12)
+    same_forward(where, y, y_vjp, 1e-12, 1e-12)
     u = directions_like(random.key(seed), y)
     grads = pullback(u)
     if not (isinstance(grads, tuple) and len(grads) == 2):
@@ -204,43 +178,6 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
               params=params, x=x)
 
 
-def _is_shape(s: Any) -> bool:
-    return isinstance(s, tuple) and all(d is None or isinstance(d, (int, np.integer))
-                                        for d in s)
-
-
-def _random_input(key: random.Key, in_shape: Any, batch: int, ids: int | None = None) -> Any:
-    """float32 normals of ``in_shape`` (a shape, or a tuple of shapes), None -> batch; or,
-    for a layer reading ids in ``[0, ids)``, int64 ids drawn uniformly."""
-    if _is_shape(in_shape):
-        shape = tuple(batch if d is None else d for d in in_shape)
-        if ids is not None:
-            u = random.uniform(key, shape, 0.0, float(ids), np.float64)
-            return np.minimum(u.astype(np.int64), ids - 1)
-        return random.normal(key, shape)
-    return tuple(_random_input(k, s, batch)
-                 for k, s in zip(random.split(key, len(in_shape)), in_shape))
-
-
-def _shape_agrees(declared: Any, y: Any, batch: int) -> bool:
-    if _is_shape(declared):
-        return (isinstance(y, np.ndarray) and len(declared) == y.ndim and all(
-            d == s if d is not None else (i > 0 or s == batch)
-            for i, (d, s) in enumerate(zip(declared, y.shape))))
-    return (isinstance(declared, tuple) and isinstance(y, tuple) and len(declared) == len(y)
-            and all(_shape_agrees(d, yi, batch) for d, yi in zip(declared, y)))
-
-
-def _returned(label: str, what: str, got: Any, n: int) -> Any:
-    """``got`` if it is the n-tuple a layer's ``what`` returns, else an AssertionError."""
-    if isinstance(got, tuple) and len(got) == n:
-        return got
-    form = {"init": ("(out_shape, params)", "(out_shape, params, state)"),
-            "vjp": ("(y, pullback)", "(y, pullback, new_state)")}.get(what, ("(dparams, dx)",) * 2)
-    raise AssertionError(f"check_layer({label}): {what} must return {form[n == 3]}, got "
-                         f"{type(got).__name__}")
-
-
 def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
                 train: bool = False, rtol: float = 1e-5, atol: float = 1e-8,
                 x: Any = None) -> None:
@@ -255,18 +192,18 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     rtol, atol, _ = _settings(where, rtol, atol)
     batch = int_arg(batch, where, "batch")
     train = bool_arg(train, where, "train")
-    in_shape = _as_shape(in_shape)
+    in_shape = as_shape(in_shape)
     k_init, k_x, k_call = random.split_for(random.key(0) if key is None else key, 3, where)
     stateful = bool(getattr(layer, "stateful", False))
     n_out = 3 if stateful else 2
-    out = _returned(label, "init", layer.init(k_init, in_shape), n_out)
+    out = returned(label, "init", layer.init(k_init, in_shape), n_out)
     out_shape, params = out[0], out[1]
     kw: dict[str, Any] = {"key": k_call, "train": train}
     if stateful:
         kw["state"] = out[2]
     if x is None:
-        x = _random_input(k_x, in_shape, batch, getattr(layer, "ids", None))
-    x = _as_input(where, x)
+        x = random_input(k_x, in_shape, batch, getattr(layer, "ids", None))
+    x = as_input(where, x)
     first = tree.leaves(x)[:1]
     if not first or np.ndim(first[0]) == 0:
         raise TypeError(f"{where}: x must hold the batch on axis 0 of its (first) array, got "
@@ -278,12 +215,12 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
         return res[0] if stateful else res
 
     y = call(params, x)
-    if not _shape_agrees(out_shape, y, n):
+    if not shape_agrees(out_shape, y, n):
         raise AssertionError(f"check_layer({label}): init declared output shape {out_shape}, "
                              f"apply gave {tree.map(np.shape, y)}")
-    res = _returned(label, "vjp", layer.vjp(params, x, **kw), n_out)
+    res = returned(label, "vjp", layer.vjp(params, x, **kw), n_out)
     pullback = res[1]
-    _same_forward(f"check_layer({label})", y, res[0], 1e-6, 1e-7)
+    same_forward(f"check_layer({label})", y, res[0], 1e-6, 1e-7)
     x_dtypes = {np.asarray(xi).dtype for xi in tree.leaves(x) if is_float(xi)}
     for path, yi in tree.leaves_with_path(y):
         if x_dtypes and np.asarray(yi).dtype not in x_dtypes:
@@ -293,7 +230,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
         if is_float(leaf) and np.asarray(leaf).dtype != np.float32:
             raise AssertionError(f"check_layer({label}): init gave params{path} of dtype "
                                  f"{np.asarray(leaf).dtype}, expected float32")
-    dparams, dx = _returned(label, "the pullback", pullback(tree.map(np.ones_like, y)), 2)
+    dparams, dx = returned(label, "the pullback", pullback(tree.map(np.ones_like, y)), 2)
     for path, leaf in tree.leaves_with_path(dparams):
         if is_float(leaf) and np.asarray(leaf).dtype != np.float32:
             raise AssertionError(f"check_layer({label}): dparams{path} has dtype "
@@ -317,8 +254,12 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     # of ones can give a gradient of rounding noise alone, as LayerNorm's dx)
     dy = tree.map(lambda a: random.normal(k_call, np.shape(a), np.asarray(a).dtype)
                   if is_float(a) else np.ones_like(a), y)
-    again = _returned(label, "vjp", layer.vjp(params, relaid(x), **kw), n_out)[1](dy)
-    err = layout_error(f"check_layer({label})", "(dparams, dx)", res[1](dy), again)
+    given = res[1](dy)
+    again = returned(label, "vjp", layer.vjp(params, relaid(x), **kw), n_out)[1](dy)
+    err = layout_error(where, "(dparams, dx)", given, again)
+    kw64 = {**kw, "state": to64(kw["state"])} if stateful else kw
+    in64 = returned(label, "vjp", layer.vjp(to64(params), to64(x), **kw64), n_out)[1](to64(dy))
+    err = err or precision_error(where, "(dparams, dx)", given, in64, dy)
     if err is not None:
         raise err
     check_vjp(layer, params, x, key=k_call, train=train, state=kw.get("state"), rtol=rtol,
@@ -368,6 +309,10 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     p64 = pred.astype(np.float64)
     t64 = to64(target)
     v64, pb64 = _loss_vjp(where, loss.vjp(p64, t64, **kwargs))
+    ones = np.ones(np.shape(v64))
+    err = precision_error(where, "dpred", dpred, pb64(1.0 if ones.ndim == 0 else ones), ones)
+    if err is not None:
+        raise err
     u = (np.ones(()) if np.ndim(v64) == 0
          else random.normal(random.key(seed), np.shape(v64), np.float64))
     g = pb64(float(u) if np.ndim(v64) == 0 else u)

@@ -270,3 +270,43 @@ def test_check_layer_fails_a_dx_that_depends_on_the_inputs_memory_layout():
     with pytest.raises(AssertionError, match=r"check_layer\(Doubling\): the gradient depends "
                                              r"on the input's memory layout"):
         check_layer(layer, (None, 3, 2))
+
+
+# ---------------------------------------------------------------------------- float32 paths
+
+def _float32_only(factor: float) -> Layer:
+    """``a * x`` whose pullback is off by ``factor`` for float32 input only: the finite
+    differences, in float64, never run that path."""
+    def init(key, s):
+        return s, {"a": np.linspace(0.5, 1.5, s[-1]).astype(np.float32)}
+
+    def apply(p, x, *, key=None, train=False):
+        return p["a"] * x
+
+    def vjp(p, x, *, key=None, train=False):
+        def pullback(dy):
+            da = (dy * x).sum(0)
+            return {"a": da * factor if x.dtype == np.float32 else da}, dy * p["a"]
+        return p["a"] * x, pullback
+
+    return Layer(init, apply, vjp, name="Float32Only")
+
+
+def test_a_wrong_float32_only_gradient_is_caught_by_check_layer_and_check_loss():
+    check_layer(_float32_only(1.0), (None, 4))  # right in both dtypes: passes
+    for factor in (2.0, -1.0, 1.001):
+        with pytest.raises(AssertionError, match=r"check_layer\(Float32Only\): the float32 "
+                                                 r"gradient \(dparams, dx\)\[0\]\['a'\] is off "
+                                                 r"the float64 one"):
+            check_layer(_float32_only(factor), (None, 4))
+
+    def vjp(pred, target):
+        d = pred - target
+        value, k = float((d * d).mean()), (2.0 if pred.dtype == np.float32 else 1.0)
+        return value, lambda g=1.0: k * g * 2 * d / d.size
+
+    pred = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+    check_loss(losses.mse, pred, np.zeros_like(pred))
+    with pytest.raises(AssertionError, match=r"check_loss\(doubled\): the float32 gradient "
+                                             r"dpred is off the float64 one"):
+        check_loss(losses.Loss("doubled", vjp), pred, np.zeros_like(pred))

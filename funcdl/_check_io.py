@@ -1,0 +1,84 @@
+"""What ``funcdl.testing``'s checks feed a layer and read back: inputs drawn for an
+``in_shape`` or given, the shapes a layer declares, the tuples its functions return, and
+apply's forward against the vjp's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from funcdl import random, tree
+from funcdl._args import array_arg
+
+
+def same_forward(where: str, y: Any, y_vjp: Any, rtol: float, atol: float) -> None:
+    """Raise AssertionError unless apply's output ``y`` and the vjp's forward ``y_vjp`` have
+    the same structure, shapes and dtypes (training runs on the vjp: a float64 forward
+    there would upcast silently) and agree in value, naming the first entry that differs."""
+    try:
+        tree.check_same(y, y_vjp, ("apply", "vjp"), shapes=True)
+    except ValueError as e:
+        raise AssertionError(f"{where}: apply and vjp(...)[0] disagree: {e}") from None
+    for (path, a), b in zip(tree.leaves_with_path(y), tree.leaves(y_vjp)):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.dtype != b.dtype:
+            raise AssertionError(f"{where}: apply gave output{path} of dtype {a.dtype}, "
+                                 f"vjp(...)[0] of dtype {b.dtype}")
+        off = ~np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+        if off.any():
+            i = tuple(int(v) for v in np.argwhere(off)[0])
+            raise AssertionError(f"{where}: apply and vjp(...)[0] disagree in "
+                                 f"{int(off.sum())} of {a.size} entries, first at "
+                                 f"output{path}{list(i)}: apply {a[i]!r}, vjp {b[i]!r}")
+
+
+def as_input(where: str, x: Any) -> Any:
+    """``x`` as a layer reads it: a nested list of numbers as an array; a list of arrays
+    stays a list (a pytree, whose dx a layer returns as a list too)."""
+    if isinstance(x, list) and all(isinstance(v, (int, float, np.generic))
+                                   for v in tree.leaves(x) or [x]):
+        return array_arg(x, where, "x")
+    return type(x)(as_input(where, v) for v in x) if type(x) in (list, tuple) else x
+
+
+def as_shape(s: Any) -> Any:
+    """``in_shape`` with its lists as tuples, as the layers read it: ``[None, 4]``."""
+    return tuple(as_shape(d) for d in s) if isinstance(s, (list, tuple)) else s
+
+
+def is_shape(s: Any) -> bool:
+    return isinstance(s, tuple) and all(d is None or isinstance(d, (int, np.integer))
+                                        for d in s)
+
+
+def random_input(key: random.Key, in_shape: Any, batch: int, ids: int | None = None) -> Any:
+    """float32 normals of ``in_shape`` (a shape, or a tuple of shapes), None -> batch; or,
+    for a layer reading ids in ``[0, ids)``, int64 ids drawn uniformly."""
+    if is_shape(in_shape):
+        shape = tuple(batch if d is None else d for d in in_shape)
+        if ids is not None:
+            u = random.uniform(key, shape, 0.0, float(ids), np.float64)
+            return np.minimum(u.astype(np.int64), ids - 1)
+        return random.normal(key, shape)
+    return tuple(random_input(k, s, batch)
+                 for k, s in zip(random.split(key, len(in_shape)), in_shape))
+
+
+def shape_agrees(declared: Any, y: Any, batch: int) -> bool:
+    if is_shape(declared):
+        return (isinstance(y, np.ndarray) and len(declared) == y.ndim and all(
+            d == s if d is not None else (i > 0 or s == batch)
+            for i, (d, s) in enumerate(zip(declared, y.shape))))
+    return (isinstance(declared, tuple) and isinstance(y, tuple) and len(declared) == len(y)
+            and all(shape_agrees(d, yi, batch) for d, yi in zip(declared, y)))
+
+
+def returned(label: str, what: str, got: Any, n: int) -> Any:
+    """``got`` if it is the n-tuple a layer's ``what`` returns, else an AssertionError."""
+    if isinstance(got, tuple) and len(got) == n:
+        return got
+    form = {"init": ("(out_shape, params)", "(out_shape, params, state)"),
+            "vjp": ("(y, pullback)", "(y, pullback, new_state)")}.get(what, ("(dparams, dx)",) * 2)
+    raise AssertionError(f"check_layer({label}): {what} must return {form[n == 3]}, got "
+                         f"{type(got).__name__}")
