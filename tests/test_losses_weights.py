@@ -248,3 +248,16 @@ def test_float32_weights_with_float64_predictions_give_no_warning():
     for kw in ({"weight": w32}, {"pos_weight": w32}):
         losses.bce_with_logits(Z, t.astype(np.float64), **kw)
         testing.check_loss(losses.bce_with_logits, Z.astype(np.float32), t, **kw)
+
+
+def test_a_class_of_weight_zero_counts_for_nothing_even_at_an_infinite_log_p():
+    # logits 6e38 apart overflow float32's -log p to inf; 0 · inf was NaN, with a warning
+    z = np.array([[3e38, -3e38], [1.0, 2.0]], np.float32)
+    w = np.array([1.0, 0.0], np.float32)
+    y = np.array([1, 0])
+    per = CE(z, y, weight=w, reduction="none")
+    assert per[0] == 0 and np.isfinite(per).all()
+    lp = np.array([[-np.inf, 0.0], [-1.0, -0.5]], np.float32)
+    assert losses.nll(lp, np.array([0, 1]), weight=w[::-1].copy(), reduction="sum") == 0.5
+    smoothed = CE(z, y, weight=w, label_smoothing=0.1, reduction="none")
+    assert smoothed[0] == 0 and np.isfinite(smoothed).all()

@@ -124,6 +124,14 @@ def _pick(name: str, what: str, shape: tuple[int, ...], labels: Array, w: Array 
     return _Picked(keep, rows, cols, wy, count)
 
 
+def _weighed(terms: Array, w: Array) -> Array:
+    """``terms · w``, 0 where ``w`` is 0: a class of weight 0 counts for nothing, even where
+    its -log p is infinite (logits ~3e38 apart in float32), which 0 · inf would make NaN."""
+    with np.errstate(invalid="ignore"):
+        out: Array = np.where(w != 0, terms * w, 0)
+    return out
+
+
 def _label_args(name: str, target: Any, shape: tuple[int, ...], dtype: Any, weight: Any,
                 ignore_index: Any) -> tuple[Array, Array | None, int | None]:
     labels = array_arg(target, name, "target")
@@ -145,12 +153,12 @@ def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total:
     # huge weights times huge -log p: inf, the loss's value, as PyTorch's, without a warning
     with np.errstate(over="ignore"):
         if wy is not None:
-            per = per * wy
+            per = _weighed(per, wy)
         if smooth:  # (1 - ε)·(-log p_label) + ε·(-mean_c log p_c)
             # scaled before the sum: the sum of log p over the classes overflows float32
             # where the logits are ~1e38 apart, the mean does not
             scaled = -smooth / n_classes if w is None else w * (-smooth / n_classes)
-            uniform = _sum(logp * scaled, axis=-1)
+            uniform = _sum(logp * scaled if w is None else _weighed(logp, scaled), axis=-1)
             # ε = 1: no label term (an infinite -log p_label times 0 would be NaN)
             per = per * (1 - smooth) + uniform if smooth < 1 else uniform
     if keep is not None:
@@ -207,7 +215,7 @@ def _nll(pred: Any, target: Any, reduction: str = "mean", *, weight: Any = None,
     per = -lp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
     if wy is not None:
         with np.errstate(over="ignore"):  # huge weights times huge -lp: inf, as PyTorch
-            per = per * wy
+            per = _weighed(per, wy)
     if keep is not None:
         per = np.where(keep, per, 0)
     coef = np.full(labels.shape, -1, lp.dtype) if wy is None else -wy
