@@ -224,6 +224,18 @@ LAYER_CASES = [
                                                                             np.float32)}),
          ValueError, "BatchNorm()", "negative or NaN"),
 
+    case("batchnorm-count-negative", lambda: L.BatchNorm(momentum=None).apply(
+        init(BN, (None, 3))[0], ones(4, 3), train=True, state={
+            "mean": ones(3), "var": ones(3), "count": np.int64(-1)}),
+         ValueError, "BatchNorm(momentum=None)", "state['count']", "-1"),
+    # GroupNorm
+    case("groupnorm-init-c-not-divisible", lambda: L.GroupNorm(4).init(KEY, (None, 5, 6)),
+         ValueError, "GroupNorm(4)", "C = 6", "num_groups = 4"),
+    case("groupnorm-apply-c-not-divisible", lambda: L.GroupNorm(4, affine=False).apply(
+        (), ones(2, 6)), ValueError, "GroupNorm(4, affine=False)", "C = 6", "num_groups = 4"),
+    case("groupnorm-apply-channels", lambda: L.GroupNorm(2).apply(
+        init(L.GroupNorm(2), (None, 4)), ones(2, 6)), ValueError, "GroupNorm(2)",
+         "4 channels", "(2, 6)"),
     # LayerNorm
     case("layernorm-init-axis-0", lambda: L.LayerNorm(axis=0).init(KEY, (None, 4)), ValueError,
          "LayerNorm(axis=0)", "batch axis", "(None, 4)"),

@@ -32,7 +32,7 @@ INF, HUGE = "inf", "huge"  # ANY, and NumPy's word on the NaN or overflow accept
 MOVERS = ("Identity", "Flatten", "Reshape", "Slice", "FanOut", "Dropout")
 SILENT = (*MOVERS, "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "GELU", "SiLU", "ELU",
           "Softmax", "LogSoftmax", "MaxPool2D", "AvgPool2D", "GlobalAvgPool", "FanInSum",
-          "FanInConcat")
+          "FanInConcat", "MaxPool1D", "AvgPool1D")
 NO_STATE: Any = object()
 NUMPY_WORDS = ("could not be broadcast", "operands could not", "matmul: Input operand",
                "index out of bounds", "object arrays are not supported", "ufunc",
@@ -96,11 +96,21 @@ CASES = [
     case(L.MaxPool2D(), f(2, 4, 4, 2)), case(L.MaxPool2D(3, 2, "SAME"), f(2, 5, 5, 1)),
     case(L.AvgPool2D(), f(2, 4, 4, 2)), case(L.GlobalAvgPool(), f(2, 3, 3, 2)),
     case(L.AvgPool2D(2, padding=1, count_include_pad=False), f(2, 4, 4, 2)),
+    case(L.MaxPool2D(3, 2, 1, dilation=2, ceil_mode=True), f(2, 6, 6, 2)),
+    case(L.AvgPool2D(3, 2, 1, ceil_mode=True), f(2, 6, 6, 2)),
+    case(L.MaxPool1D(), f(2, 6, 3)),
+    case(L.MaxPool1D(3, 2, 1, dilation=2, ceil_mode=True), f(2, 7, 2)),
+    case(L.AvgPool1D(), f(2, 6, 3)), case(L.AvgPool1D(3, 2, "SAME"), f(2, 7, 2)),
     case(L.BatchNorm(), f(4, 3), **TRAIN), case(L.BatchNorm(axis=1), f(2, 3, 2, 2)),
     case(L.BatchNorm(axis=1), f(2, 3, 2, 2), **TRAIN), case(L.LayerNorm(), f(2, 3)),
     case(L.LayerNorm(axis=(1, 2)), f(2, 3, 2)), case(L.LayerNorm(axis=1), f(2, 3, 2)),
+    case(L.GroupNorm(2), f(2, 3, 4)), case(L.GroupNorm(3, affine=False), f(2, 2, 3)),
+    case(L.GroupNorm(1), f(2, 3)),
+    case(L.BatchNorm(track_running_stats=False), f(4, 3)),
+    case(L.BatchNorm(track_running_stats=False, affine=False, axis=1), f(2, 3, 2, 2)),
     case(L.Embedding(5, 3), ids(2, 4)),
     case(L.Sequential(L.Dense(3), L.ReLU(), L.Dense(2)), f(2, 4), SEQ),
+    case(L.Sequential(L.Dense(4), L.GroupNorm(2), L.ReLU()), f(2, 3), SEQ),
     case(L.Sequential(L.Conv2D(2, 3), L.ReLU(), L.MaxPool2D(), L.Flatten(), L.Dense(2)),
          f(2, 4, 4, 1), SEQ),
     case(L.Sequential(L.Dense(3), L.BatchNorm(), L.Dropout(0.5)), f(4, 2), SEQ, **TRAIN),

@@ -2,9 +2,9 @@
 
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
 layers, Dropout), ``activations``, ``gated`` (GELU, SiLU), ``combinators`` (Sequential),
-``branching`` (Parallel, Residual, Shared, Repeat), ``tied`` (Tied), ``routing`` (FanOut, FanInSum,
-FanInConcat, Slice), ``norm`` (BatchNorm, LayerNorm), ``embed`` (Embedding), ``conv``,
-``pool``.
+``branching`` (Parallel, Residual, Shared, Repeat), ``tied`` (Tied), ``routing`` (FanOut,
+FanInSum, FanInConcat, Slice), ``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm),
+``embed`` (Embedding), ``conv``, ``pool``, ``pool1d``.
 """
 
 from funcdl.layers.activations import (
@@ -24,14 +24,17 @@ from funcdl.layers.conv import Conv1D, Conv2D
 from funcdl.layers.core import Dense, Dropout, Flatten, Identity, Reshape
 from funcdl.layers.embed import Embedding
 from funcdl.layers.gated import GELU, SiLU
+from funcdl.layers.groupnorm import GroupNorm
 from funcdl.layers.norm import BatchNorm, LayerNorm
 from funcdl.layers.pool import AvgPool2D, GlobalAvgPool, MaxPool2D
+from funcdl.layers.pool1d import AvgPool1D, MaxPool1D
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Slice
 from funcdl.layers.tied import Tied
 
 __all__ = [
     "ELU",
     "GELU",
+    "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
     "Conv1D",
@@ -44,12 +47,14 @@ __all__ = [
     "FanOut",
     "Flatten",
     "GlobalAvgPool",
+    "GroupNorm",
     "Identity",
     "Layer",
     "LayerLike",
     "LayerNorm",
     "LeakyReLU",
     "LogSoftmax",
+    "MaxPool1D",
     "MaxPool2D",
     "Parallel",
     "Pointwise",

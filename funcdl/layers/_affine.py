@@ -1,7 +1,15 @@
 """A norm layer with its affine map held at the identity, PyTorch's ``affine=False``
-(BatchNorm) and ``elementwise_affine=False`` (LayerNorm): no params, the normalisation
-alone. The layer runs with ``scale = 1`` and ``bias = 0`` and its pullback drops their
-gradients, so ``y = x̂`` and ``dx`` is the normalisation's."""
+(BatchNorm, GroupNorm) and ``elementwise_affine=False`` (LayerNorm): no params, the
+normalisation alone, ``y = x̂`` and ``dx`` the normalisation's.
+
+The wrapped layer is built knowing it (its constructor's flag, threaded to its forward and
+pullback): it skips the products by ``scale = 1`` and the sums of ``bias = 0`` where they
+cost a pass, and its pullback makes no ``dscale``/``dbias`` (PyTorch's ``affine=False``
+computes none either), returning ``()`` for them. The wrapper gives it that ``scale`` and
+``bias`` only for the checks and the computation dtype it shares with the affine layer
+(vectors of C values), and turns its params into ``()`` (dparams: the empty params given).
+The numbers are the affine layer's at ``scale = 1``, ``bias = 0`` (x·1 and x + 0 are
+exact; a -0.0 output stays -0.0 where adding 0 would make it 0.0)."""
 
 from __future__ import annotations
 
@@ -11,19 +19,19 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl.layers.base import Array, Layer, no_params
+from funcdl.layers.base import Array, Layer, as_array, no_params
 
 __all__ = ["fixed_affine"]
 
 
 def fixed_affine(layer: Layer, shape_of: Callable[[tuple[int, ...]], tuple[int, ...]]
                  ) -> Layer:
-    """``layer`` (params ``{'scale', 'bias'}`` of shape ``shape_of(x.shape)``) with params
-    ``()``; state, if any, as the layer's."""
+    """``layer`` (params ``{'scale', 'bias'}`` of shape ``shape_of(x.shape)``, built with
+    its affine flag False) with params ``()``; state, if any, as the layer's."""
     name = layer.name
 
     def consts(x: Any) -> dict[str, Array]:
-        a = x if type(x) is np.ndarray else np.asarray(x)
+        a = x if type(x) is np.ndarray else as_array(name, x)  # a ragged list: named
         # float32 for what the params would have made float32 (a list of Python floats)
         dt = a.dtype if type(x) is np.ndarray and a.dtype.char in "fd" else np.float32
         shape = shape_of(a.shape)
@@ -41,8 +49,8 @@ def fixed_affine(layer: Layer, shape_of: Callable[[tuple[int, ...]], tuple[int, 
         no_params(name, params)
         y, pullback, *state = layer.vjp(consts(x), x, **kw)
 
-        def pull(dy: Any) -> tuple[Any, Any]:
-            return (), pullback(dy)[1]
+        def pull(dy: Any) -> tuple[Any, Any]:  # dparams: the empty params as given (None, [])
+            return params, pullback(dy)[1]
 
         return (y, pull, *state)
 

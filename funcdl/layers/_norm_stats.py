@@ -1,6 +1,7 @@
-"""The statistics behind BatchNorm and LayerNorm: their moments by two passes, refined
-where the mean dwarfs the spread; the computation dtype; the per-channel vectors of
-params and state, checked; whether normalised axes are the trailing ones."""
+"""The statistics behind BatchNorm, LayerNorm and GroupNorm: their moments by two passes,
+refined where the mean dwarfs the spread; the computation dtype; the per-channel vectors
+of params and state, checked; whether normalised axes are the trailing ones; BatchNorm's
+running statistics (fresh, read, moved); the layers' names."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 from funcdl.layers._params import param_arrays, plain
 from funcdl.layers.base import Array
 
-__all__ = ["channel_vectors", "compute_dtype", "moments", "trailing"]
+__all__ = ["channel_axis", "channel_vectors", "compute_dtype", "example_axes", "fresh_state",
+           "label", "moments", "moved", "running_stats", "trailing"]
 
 
 def moments(x: Array, mean_of: Callable[[Array], Array], minus: Callable[..., Array],
@@ -50,10 +52,7 @@ def channel_vectors(name: str, tree: Any, keys: tuple[str, ...], what: str,
     """``tree[k]`` for each key, each an array of ``shape``, or a ValueError naming the
     layer. Without ``shape``: the first's, unless the arrays disagree and one has the shape
     ``fits`` the input (then the others are the odd ones)."""
-    if not isinstance(tree, dict) or set(tree) != set(keys):
-        got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
-        raise ValueError(f"{name}: expected {what} as a dict with keys {list(keys)} (from "
-                         f"init), got {got}")
+    _keyed(name, tree, keys, what)
     # params must be arrays, as every layer's (their grads take the params' dtypes); so
     # must the state: a list would move in NumPy's float64, float16 lose the moving average
     if what == "params":
@@ -76,6 +75,119 @@ def channel_vectors(name: str, tree: Any, keys: tuple[str, ...], what: str,
     return out
 
 
+def _keyed(name: str, tree: Any, keys: tuple[str, ...], what: str) -> None:
+    """A ValueError naming the layer unless ``tree`` is a dict of exactly ``keys``."""
+    if not isinstance(tree, dict) or set(tree) != set(keys):
+        got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
+        raise ValueError(f"{name}: expected {what} as a dict with keys {list(keys)} (from "
+                         f"init), got {got}")
+
+
+def channel_axis(name: str, axis: int, shape: tuple[Any, ...]) -> int:
+    """BatchNorm's channel ``axis`` of an input of ``shape``, as an index >= 1."""
+    if len(shape) < 2:
+        raise ValueError(f"{name}: expected an input of rank >= 2 (batch axis first, a "
+                         f"channel axis {axis}), got shape {shape}")
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(f"{name}: channel axis {axis} is out of range for an input of "
+                         f"shape {shape}")
+    ax = axis % len(shape)
+    if ax == 0:
+        raise ValueError(f"{name}: the channel axis {axis} is the batch axis of an input "
+                         f"of shape {shape}; pick the channel axis (e.g. -1 for NHWC)")
+    return ax
+
+
+def example_axes(name: str, axis: Any, axes: tuple[int, ...],
+                 shape: tuple[Any, ...]) -> tuple[int, ...]:
+    """LayerNorm's normalised ``axes`` (given as ``axis``) of an input of ``shape``, sorted
+    indices >= 1."""
+    nd = len(shape)
+    if any(not -nd <= a < nd for a in axes):
+        raise ValueError(f"{name}: axis {axis} is out of range for an input of shape "
+                         f"{shape} (rank {nd})")
+    res = tuple(sorted(a % nd for a in axes))
+    if len(set(res)) != len(res):
+        raise ValueError(f"{name}: axis {axis} names an axis twice for an input of shape "
+                         f"{shape}")
+    if 0 in res:
+        raise ValueError(f"{name}: axis {axis} includes the batch axis of an input of "
+                         f"shape {shape}; LayerNorm normalises each example on its own")
+    return res
+
+
 def trailing(x: Array, res: tuple[int, ...]) -> bool:
     """The normalised axes ``res`` are x's last ones: x runs as (rows, S)."""
     return res == tuple(range(x.ndim - len(res), x.ndim))
+
+
+def label(kind: str, args: list[tuple[str, Any, Any]], lead: str = "") -> str:
+    """``BatchNorm()`` or ``BatchNorm(axis=1)``: only the arguments that differ from their
+    defaults, after ``lead`` (the required ones: ``GroupNorm(4, eps=0.001)``)."""
+    shown = [lead] if lead else []
+    shown += [f"{k}={v!r}" for k, v, default in args if v != default]
+    return kind + "(" + ", ".join(shown) + ")"
+
+
+# ---------------------------------------------------------------------------- running state
+# BatchNorm's state: {'mean': (C,), 'var': (C,)} float32; with momentum=None (the cumulative
+# average) also 'count', the training batches seen, a 0-d int64 array (PyTorch's
+# num_batches_tracked). The default layout stays two vectors: checkpoints hold it.
+
+_COUNT_END = 2**63 - 1  # the next count must be an int64 too
+
+
+def fresh_state(c: int, counted: bool) -> dict[str, Array]:
+    """The running statistics before training: mean 0, variance 1, count 0 when counted."""
+    state = {"mean": np.zeros(c, np.float32), "var": np.ones(c, np.float32)}
+    if counted:
+        state["count"] = np.zeros((), np.int64)
+    return state
+
+
+def running_stats(name: str, state: Any, shape: tuple[int, ...],
+                  counted: bool) -> tuple[list[Array], int]:
+    """``([mean, var], count)`` of a BatchNorm state, checked (count 0 when not counted);
+    errors name the layer."""
+    keys = ("mean", "var", "count") if counted else ("mean", "var")
+    _keyed(name, state, keys, "state")
+    vectors = channel_vectors(name, state if not counted else
+                              {"mean": state["mean"], "var": state["var"]},
+                              ("mean", "var"), "state", shape)
+    return vectors, (_count(name, state["count"]) if counted else 0)
+
+
+def _count(name: str, count: Any) -> int:
+    """``state['count']`` as an int in [0, 2**63 - 1): a 0-d integer array (or NumPy or
+    Python integer); a whole float too, as a state mapped through float64 holds it."""
+    c = count.item() if isinstance(count, np.generic) or (
+        isinstance(count, np.ndarray) and count.shape == ()) else count
+    if type(c) is float and c.is_integer():
+        c = int(c)
+    if type(c) is not int:
+        got = (f"an array of shape {count.shape} and dtype {count.dtype}"
+               if isinstance(count, np.ndarray) else f"{count!r} ({type(count).__name__})")
+        raise TypeError(f"{name}: state['count'] must be the number of training batches "
+                        f"seen, an int (a 0-d int64 array, as init gives it), got {got}")
+    if not 0 <= c < _COUNT_END:
+        raise ValueError(f"{name}: state['count'] (the number of training batches seen) must "
+                         f"be in [0, 2**63 - 1), got {c}; pass the state init gave, or one "
+                         f"training returned")
+    return c
+
+
+def moved(running: list[Array], count: int, mu: Array, var: Array, m: int,
+          momentum: float | None) -> dict[str, Array]:
+    """The state after a training batch of ``m`` values per channel with mean ``mu`` and
+    biased variance ``var``, as PyTorch moves it: ``new = (1 - f)·old + f·batch`` with
+    ``f = momentum``, or ``f = 1/(count + 1)`` without one (then the running statistics are
+    the plain mean over the batches seen, and the count moves on); the running variance
+    estimates the population's, hence ``m/(m - 1)``. Each in the old state's dtype."""
+    old_mean, old_var = running
+    f = momentum if momentum is not None else 1 / (count + 1)
+    new = {"mean": ((1 - f) * old_mean + f * mu.reshape(-1)).astype(old_mean.dtype, copy=False),
+           "var": ((1 - f) * old_var + f * (m / (m - 1)) * var.reshape(-1))
+           .astype(old_var.dtype, copy=False)}
+    if momentum is None:
+        new["count"] = np.asarray(count + 1, np.int64)
+    return new

@@ -4,6 +4,11 @@ pads of a window over an input shape (``fit``, ``geometry``).
 
 Padding ``'SAME'`` follows TF/JAX: output ``ceil(in / stride)``, total padding
 ``max((out - 1)·stride + (k - 1)·dilation + 1 - in, 0)``, the odd pixel after.
+Explicit pads ``(lo, hi)`` (``'VALID'`` is ``(0, 0)``) give ``floor((in + lo + hi - span) /
+stride) + 1`` outputs (``span = (k - 1)·dilation + 1``), or with ``Window.ceil`` (the
+pools' ``ceil_mode``) PyTorch's ``ceil(...) + 1``, less one when the last window would
+start at or past ``in + lo`` (in the bottom/right padding): windows may then run past the
+padded edge.
 """
 
 from __future__ import annotations
@@ -73,26 +78,29 @@ def call_name(ctor: str, args: tuple[Any, ...], **options: tuple[Any, Any]) -> s
 # ---------------------------------------------------------------------------- geometry
 
 class Window(NamedTuple):
-    """A 2-D sliding window: size (kh, kw), stride, dilation, padding ('SAME', 'VALID', pads)."""
+    """A 2-D sliding window: size (kh, kw), stride, dilation, padding ('SAME', 'VALID', pads),
+    and ``ceil``: PyTorch's ``ceil_mode`` output size ('VALID' or pads; see above)."""
 
     size: tuple[int, ...]
     stride: tuple[int, ...]
     dilation: tuple[int, ...]
     padding: str | Pads
+    ceil: bool = False
 
 
 def window_arg(name: str, what: str, size: Any, stride: Any, dilation: Any, padding: Any,
-               rank: int) -> Window:
+               rank: int, ceil: bool = False) -> Window:
     """A layer's window arguments, each an int or ``rank`` ints, as a ``Window``; rank 1 is
-    a 1 x k window (Conv1D). TypeError / ValueError naming ``name`` for bad ones."""
+    a 1 x k window (Conv1D, the 1-D pools). TypeError / ValueError naming ``name`` for bad
+    ones. ``ceil``: ``Window.ceil``, which the caller checks against the padding."""
     lead = (1,) * (2 - rank)
     kernel, steps, spread = (lead + int_tuple(name, w, v, rank) for w, v in
                              ((what, size), ("stride", stride), ("dilation", dilation)))
-    return Window(kernel, steps, spread, padding_arg(name, padding, rank))
+    return Window(kernel, steps, spread, padding_arg(name, padding, rank), ceil)
 
 
-def _axis(size: int | None, k: int, s: int, d: int,
-          pad: str | tuple[int, int]) -> tuple[int | None, int, int, int]:
+def _axis(size: int | None, k: int, s: int, d: int, pad: str | tuple[int, int],
+          ceil: bool = False) -> tuple[int | None, int, int, int]:
     """``(out, lo, hi, need)`` along one axis: output size (None if ``size`` is), padding
     before and after, and the least input size that gives one output."""
     span = (k - 1) * d + 1
@@ -103,10 +111,17 @@ def _axis(size: int | None, k: int, s: int, d: int,
         total = max((out - 1) * s + span - size, 0)
         return out, total // 2, total - total // 2, 1
     lo, hi = (0, 0) if isinstance(pad, str) else pad  # 'VALID'
-    need = max(span - lo - hi, 1)
+    # ceil: ceil((size + lo + hi - span) / s) >= 0 from size = span - lo - hi - s + 1 on,
+    # and one window starts in the image from size 1 on
+    need = max(span - lo - hi - (s - 1 if ceil else 0), 1)
     if size is None or size < need:
         return None, lo, hi, need
-    return (size + lo + hi - span) // s + 1, lo, hi, need
+    if not ceil:
+        return (size + lo + hi - span) // s + 1, lo, hi, need
+    out = -(-(size + lo + hi - span) // s) + 1
+    if (out - 1) * s >= size + lo:  # PyTorch's rule: the last window starts in the image
+        out -= 1
+    return out, lo, hi, need
 
 
 def fit(name: str, win: Window, shape: tuple[int | None, ...], rank: int,
@@ -115,15 +130,17 @@ def fit(name: str, win: Window, shape: tuple[int | None, ...], rank: int,
     first, channels last, ``rank`` spatial axes; rank 1 is a 1 x L image). A ValueError
     naming both shapes when the window does not fit; None for unknown sizes."""
     sizes = (1, shape[1]) if rank == 1 else (shape[1], shape[2])
-    axes = [_axis(n, k, s, d, win.padding if isinstance(win.padding, str) else win.padding[a])
+    axes = [_axis(n, k, s, d, win.padding if isinstance(win.padding, str) else win.padding[a],
+                  win.ceil)
             for a, (n, k, s, d) in enumerate(zip(sizes, win.size, win.stride, win.dilation))]
     if any(n is not None and n < ax[3] for n, ax in zip(sizes, axes)):
         need = tuple(ax[3] for ax in axes)[2 - rank:]
         span = tuple((k - 1) * d + 1 for k, d in zip(win.size, win.dilation))[2 - rank:]
         pad = win.padding if isinstance(win.padding, str) or rank == 2 else win.padding[1]
         expected = "(N, " + ", ".join(f">={n}" for n in need) + ", C)"
+        mode = ", ceil_mode=True" if win.ceil else ""
         raise ValueError(f"{name}: the {what} (extent {span}) does not fit the input with "
-                         f"padding {pad!r}: expected an input of shape {expected}, got "
+                         f"padding {pad!r}{mode}: expected an input of shape {expected}, got "
                          f"shape {tuple(shape)}")
     (oh, t, b, _), (ow, l, r, _) = axes
     return oh, ow, ((t, b), (l, r))

@@ -1,4 +1,5 @@
-"""Normalisation layers: BatchNorm (stateful: running statistics) and LayerNorm.
+"""Normalisation layers: BatchNorm (stateful: running statistics) and LayerNorm (GroupNorm
+is in groupnorm.py).
 
 BatchNorm keeps its running mean and variance in an explicit ``state``, separate from the
 trainable ``params``, passed in and returned, never mutated (the equinox way)::
@@ -22,14 +23,25 @@ a NaN from finite inputs is never silent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, int_arg, real_arg
 from funcdl.layers._affine import fixed_affine
-from funcdl.layers._norm_stats import channel_vectors, compute_dtype, moments, trailing
+from funcdl.layers._norm_stats import (
+    channel_axis,
+    channel_vectors,
+    compute_dtype,
+    example_axes,
+    fresh_state,
+    label,
+    moments,
+    moved,
+    running_stats,
+    trailing,
+)
 from funcdl.layers._params import in_param_dtypes, weak_dtype
 from funcdl.layers._sums import block_sum, chan, per_row
 from funcdl.layers.base import (
@@ -47,15 +59,10 @@ __all__ = ["BatchNorm", "LayerNorm"]
 _MISSING: Any = object()
 
 
-def _label(kind: str, args: list[tuple[str, Any, Any]]) -> str:
-    """``BatchNorm()`` or ``BatchNorm(axis=1)``: only the arguments that differ from defaults."""
-    return kind + "(" + ", ".join(f"{k}={v!r}" for k, v, default in args if v != default) + ")"
-
-
 # ---------------------------------------------------------------------------- BatchNorm
 
-def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1,
-              affine: bool = True) -> Layer:
+def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
+              affine: bool = True, track_running_stats: bool = True) -> Layer:
     """Batch normalisation over every axis except the channel ``axis`` ((N, C), NHWC, ...).
 
     params: ``{'scale': ones(C), 'bias': zeros(C)}``; state: ``{'mean': zeros(C),
@@ -70,46 +77,40 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1,
     vjp (inference) is the affine map's: ``dx = dy·scale/sqrt(σ² + eps)``.
     A call without ``state=`` raises TypeError; training on one value per channel, ValueError
     (as PyTorch). ``affine=False``, as PyTorch's: no params (``()``), ``y = x̂``.
+    ``momentum=None``, as PyTorch's: the running statistics are the plain (cumulative) mean
+    of the batches' (``f = 1/n`` for the n-th batch in place of momentum); the state holds
+    the batches seen as well: ``{'mean', 'var', 'count'}``, count a 0-d int64 array (0).
+    ``track_running_stats=False``, as PyTorch's: batch statistics in training and in
+    inference alike, no running statistics: a stateless layer (``stateful`` False, plain
+    ``init``/``apply``/``vjp`` signatures, ``train`` ignored).
     """
-    momentum = real_arg(momentum, "BatchNorm", "momentum", low=0.0, high=1.0)
+    if momentum is not None:
+        momentum = real_arg(momentum, "BatchNorm", "momentum", low=0.0, high=1.0,
+                            hint=", or None (a cumulative average)")
     eps = real_arg(eps, "BatchNorm", "eps", low=0.0, open_low=True)
     axis = int_arg(axis, "BatchNorm", "axis", None)
     affine = bool_arg(affine, "BatchNorm", "affine")
-    name = _label("BatchNorm", [("momentum", momentum, 0.1), ("eps", eps, 1e-5),
-                                ("axis", axis, -1), ("affine", affine, True)])
+    track = bool_arg(track_running_stats, "BatchNorm", "track_running_stats")
+    name = label("BatchNorm", [("momentum", momentum, 0.1), ("eps", eps, 1e-5),
+                               ("axis", axis, -1), ("affine", affine, True),
+                               ("track_running_stats", track, True)])
+    counted = momentum is None
 
-    def resolve(shape: tuple[Any, ...]) -> int:
-        if len(shape) < 2:
-            raise ValueError(f"{name}: expected an input of rank >= 2 (batch axis first, a "
-                             f"channel axis {axis}), got shape {shape}")
-        if not -len(shape) <= axis < len(shape):
-            raise ValueError(f"{name}: channel axis {axis} is out of range for an input of "
-                             f"shape {shape}")
-        ax = axis % len(shape)
-        if ax == 0:
-            raise ValueError(f"{name}: the channel axis {axis} is the batch axis of an input "
-                             f"of shape {shape}; pick the channel axis (e.g. -1 for NHWC)")
-        return ax
-
-    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any, Any]:
+    def init(key: random.Key, in_shape: Shape) -> tuple[Any, ...]:
         del key
         shape = check_in_shape(name, in_shape)
-        c = shape[resolve(shape)]
+        c = shape[channel_axis(name, axis, shape)]
         if c is None or c == 0:
             raise ValueError(f"{name}: the channel axis {axis} of in_shape must be a known "
                              f"size > 0, got {shape}")
         params = {"scale": np.ones(c, np.float32), "bias": np.zeros(c, np.float32)}
-        state = {"mean": np.zeros(c, np.float32), "var": np.ones(c, np.float32)}
-        return shape, params, state
+        return (shape, params, fresh_state(c, counted)) if track else (shape, params)
 
-    def check(params: Any, x: Any, state: Any) -> tuple[Array, int, list[Array], list[Array]]:
-        if state is _MISSING or state is None:
-            raise TypeError(
-                f"{name} is stateful: pass state= (the third value init returns), e.g. "
-                f"`_, params, state = layer.init(key, in_shape)`, then "
-                f"`y, state = layer.apply(params, x, state=state, train=True)`")
+    def prepare(params: Any, x: Any) -> Any:
+        """The input and per-channel vectors in the computation dtype, the vectors' broadcast
+        shape, the per-channel sum ``total(a)``, and the entries per channel m."""
         x = as_array(name, x, weak_dtype(params, "scale"))
-        ax = resolve(x.shape)
+        ax = channel_axis(name, axis, x.shape)
         scale, bias = channel_vectors(name, params, ("scale", "bias"), "params",
                                       fits=(x.shape[ax],))
         if scale.ndim != 1:
@@ -118,13 +119,6 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1,
         if x.shape[ax] != scale.shape[0]:
             raise ValueError(f"{name}: expected {scale.shape[0]} channels on axis {axis} as "
                              f"the params were initialised, got an input of shape {x.shape}")
-        running = channel_vectors(name, state, ("mean", "var"), "state", scale.shape)
-        return x, ax, [scale, bias], running
-
-    def prepare(params: Any, x: Any, state: Any) -> Any:
-        """The input and per-channel vectors in the computation dtype, the vectors' broadcast
-        shape, the entries per channel m, and the per-channel sum ``total(a)``."""
-        x, ax, (scale, bias), running = check(params, x, state)
         dt = compute_dtype(x, scale, bias)
         bshape = tuple(x.shape[i] if i == ax else 1 for i in range(x.ndim))
 
@@ -133,14 +127,21 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1,
 
         x = x.astype(dt, copy=False)
         scale, bias = scale.astype(dt).reshape(bshape), bias.astype(dt).reshape(bshape)
-        return x, total, bshape, x.size // x.shape[ax], scale, bias, running
+        # (C = 0 comes only without params: refused further on, by m or the state's shape)
+        return x, total, bshape, x.size // max(x.shape[ax], 1), scale, bias
+
+    def given(state: Any) -> None:
+        if state is _MISSING or state is None:
+            raise TypeError(
+                f"{name} is stateful: pass state= (the third value init returns), e.g. "
+                f"`_, params, state = layer.init(key, in_shape)`, then "
+                f"`y, state = layer.apply(params, x, state=state, train=True)`")
 
     # apply and vjp share these two forwards, so that apply == vjp(...)[0] bit for bit.
     def train_forward(x: Array, total: Callable[[Array], Array], m: int, scale: Array,
-                      bias: Array, running: list[Array],
-                      keep: bool) -> tuple[Array, Any, Any, Array]:
+                      bias: Array, keep: bool) -> tuple[Array, Array, Array, Any, Array]:
         """``y = (x - μ)·k + bias`` with ``k = scale/sqrt(σ² + eps)``; returns
-        ``(y, new_state, centred x (or None), 1/sqrt(σ² + eps))``."""
+        ``(y, μ, σ², centred x (or None), 1/sqrt(σ² + eps))``."""
         if m < 2:
             raise ValueError(f"{name}: Expected more than 1 value per channel when training, "
                              f"got input of shape {x.shape} ({m} per channel)")
@@ -150,15 +151,9 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1,
                 lambda a, b, out=None: chan(np.subtract, a, b, out=out), eps)
             k = scale * inv_std
             y = chan(np.multiply, xc, k, out=sq if keep else xc)  # reuse a buffer we own
-        chan(np.add, y, bias, out=y)
-        # PyTorch: the running variance estimates the population's, hence m/(m-1).
-        old_mean, old_var = running
-        new_state = {
-            "mean": ((1 - momentum) * old_mean + momentum * mu.reshape(-1))
-            .astype(old_mean.dtype, copy=False),
-            "var": ((1 - momentum) * old_var + momentum * (m / (m - 1)) * var.reshape(-1))
-            .astype(old_var.dtype, copy=False)}
-        return y, new_state, (xc if keep else None), inv_std
+        if affine:  # else bias is 0: no pass adding it
+            chan(np.add, y, bias, out=y)
+        return y, mu, var, (xc if keep else None), inv_std
 
     def eval_forward(x: Array, bshape: tuple[int, ...], scale: Array, bias: Array,
                      running: list[Array]) -> tuple[Array, Array, Array]:
@@ -177,40 +172,12 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1,
         chan(np.add, y, bias - mean * k, out=y)
         return y, mean, inv_std
 
-    def apply(params: Any, x: Any, *, state: Any = _MISSING, key: Any = None,
-              train: bool = False) -> tuple[Array, Any]:
-        del key
-        x, total, bshape, m, scale, bias, running = prepare(params, x, state)
-        if train is not True and train is not False:  # train='no' would count as True
-            train = bool_arg(train, name, "train")
-        if train:
-            y, new_state, _, _ = train_forward(x, total, m, scale, bias, running, keep=False)
-            return y, new_state
-        return eval_forward(x, bshape, scale, bias, running)[0], state
-
-    def vjp(params: Any, x: Any, *, state: Any = _MISSING, key: Any = None,
-            train: bool = False) -> tuple[Array, Any, Any]:
-        del key
-        x_dtype = getattr(x, "dtype", None)
-        x, total, bshape, m, scale, bias, running = prepare(params, x, state)
-        if train is not True and train is not False:
-            train = bool_arg(train, name, "train")
-        if not train:
-            y, mean, inv_std = eval_forward(x, bshape, scale, bias, running)
-            k = scale * inv_std
-
-            def eval_pullback(dy: Array) -> tuple[Any, Array]:
-                dy = check_cotangent(name, dy, y.shape, y.dtype)
-                dscale = total(np.multiply(chan(np.subtract, x, mean), dy)) * inv_std
-                return (in_param_dtypes({"scale": dscale.reshape(-1),
-                                         "bias": total(dy).reshape(-1)}, params),
-                        in_input_dtype(chan(np.multiply, dy, k), x_dtype))
-
-            return y, eval_pullback, state
-
+    def train_vjp(params: Any, x_dtype: Any, x: Array, total: Callable[[Array], Array],
+                  m: int, scale: Array, bias: Array) -> tuple[Array, Any, Array, Array]:
+        """``(y, pullback, μ, σ²)`` on the batch statistics."""
         # Residuals: the centred input xc and inv_std (x̂ = xc·inv_std is never stored: the
         # per-channel factors absorb it, one full-size product fewer).
-        y, new_state, xc, inv_std = train_forward(x, total, m, scale, bias, running, keep=True)
+        y, mu, var, xc, inv_std = train_forward(x, total, m, scale, bias, keep=True)
         k = scale * inv_std
 
         def pullback(dy: Array) -> tuple[Any, Array]:
@@ -220,14 +187,71 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, axis: int = -1,
             dx = np.subtract(dy, chan(np.multiply, xc, inv_std * inv_std * s / m))
             chan(np.subtract, dx, dbias / m, out=dx)
             chan(np.multiply, dx, k, out=dx)
+            if not affine:  # fixed_affine drops the params' grads: none made
+                return (), in_input_dtype(dx, x_dtype)
             return (in_param_dtypes({"scale": (s * inv_std).reshape(-1),
                                      "bias": dbias.reshape(-1)}, params),
                     in_input_dtype(dx, x_dtype))
 
-        return y, pullback, new_state
+        return y, pullback, mu, var
 
-    layer = Layer(init, apply, vjp, stateful=True, name=name)
-    return layer if affine else fixed_affine(layer, lambda shape: (shape[resolve(shape)],))
+    def train_flag(train: Any) -> bool:
+        if train is not True and train is not False:  # train='no' would count as True
+            train = bool_arg(train, name, "train")
+        return bool(train)
+
+    def apply(params: Any, x: Any, *, state: Any = _MISSING, key: Any = None,
+              train: bool = False) -> tuple[Array, Any]:
+        del key
+        given(state)
+        x, total, bshape, m, scale, bias = prepare(params, x)
+        running, count = running_stats(name, state, (scale.size,), counted)
+        if train_flag(train):
+            y, mu, var, _, _ = train_forward(x, total, m, scale, bias, keep=False)
+            return y, moved(running, count, mu, var, m, momentum)
+        return eval_forward(x, bshape, scale, bias, running)[0], state
+
+    def vjp(params: Any, x: Any, *, state: Any = _MISSING, key: Any = None,
+            train: bool = False) -> tuple[Array, Any, Any]:
+        del key
+        given(state)
+        x_dtype = getattr(x, "dtype", None)
+        x, total, bshape, m, scale, bias = prepare(params, x)
+        running, count = running_stats(name, state, (scale.size,), counted)
+        if train_flag(train):
+            y, pullback, mu, var = train_vjp(params, x_dtype, x, total, m, scale, bias)
+            return y, pullback, moved(running, count, mu, var, m, momentum)
+        y, mean, inv_std = eval_forward(x, bshape, scale, bias, running)
+        k = scale * inv_std
+
+        def eval_pullback(dy: Array) -> tuple[Any, Array]:
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dx = in_input_dtype(chan(np.multiply, dy, k), x_dtype)
+            if not affine:  # no Σ (x - μ)·dy nor Σ dy for grads fixed_affine would drop
+                return (), dx
+            dscale = total(np.multiply(chan(np.subtract, x, mean), dy)) * inv_std
+            return (in_param_dtypes({"scale": dscale.reshape(-1),
+                                     "bias": total(dy).reshape(-1)}, params), dx)
+
+        return y, eval_pullback, state
+
+    # track_running_stats=False: the training path at every call, no state.
+    def batch_apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del key, train
+        x, total, _, m, scale, bias = prepare(params, x)
+        y: Array = train_forward(x, total, m, scale, bias, keep=False)[0]
+        return y
+
+    def batch_vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        x_dtype = getattr(x, "dtype", None)
+        x, total, _, m, scale, bias = prepare(params, x)
+        return train_vjp(params, x_dtype, x, total, m, scale, bias)[:2]
+
+    layer = (Layer(init, apply, vjp, stateful=True, name=name) if track
+             else Layer(init, batch_apply, batch_vjp, name=name))
+    return layer if affine else fixed_affine(
+        layer, lambda shape: (shape[channel_axis(name, axis, shape)],))
 
 
 # ---------------------------------------------------------------------------- LayerNorm
@@ -251,28 +275,14 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
     axes = tuple(int(a) for a in raw)
     eps = real_arg(eps, "LayerNorm", "eps", low=0.0, open_low=True)
     affine = bool_arg(elementwise_affine, "LayerNorm", "elementwise_affine")
-    name = _label("LayerNorm", [("eps", eps, 1e-5),
-                                ("axis", axes if isinstance(axis, tuple) else axes[0], -1),
-                                ("elementwise_affine", affine, True)])
-
-    def resolve(shape: tuple[Any, ...]) -> tuple[int, ...]:
-        nd = len(shape)
-        if any(not -nd <= a < nd for a in axes):
-            raise ValueError(f"{name}: axis {axis} is out of range for an input of shape "
-                             f"{shape} (rank {nd})")
-        res = tuple(sorted(a % nd for a in axes))
-        if len(set(res)) != len(res):
-            raise ValueError(f"{name}: axis {axis} names an axis twice for an input of shape "
-                             f"{shape}")
-        if 0 in res:
-            raise ValueError(f"{name}: axis {axis} includes the batch axis of an input of "
-                             f"shape {shape}; LayerNorm normalises each example on its own")
-        return res
+    name = label("LayerNorm", [("eps", eps, 1e-5),
+                               ("axis", axes if isinstance(axis, tuple) else axes[0], -1),
+                               ("elementwise_affine", affine, True)])
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
         shape = check_in_shape(name, in_shape)
-        norm_shape = tuple(shape[a] for a in resolve(shape))
+        norm_shape = tuple(shape[a] for a in example_axes(name, axis, axes, shape))
         if any(d is None or d == 0 for d in norm_shape):
             raise ValueError(f"{name}: the normalised axes {axis} of in_shape must have known "
                              f"sizes > 0, got {shape}")
@@ -281,7 +291,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
 
     def prepare(params: Any, x: Any) -> Any:
         x = as_array(name, x, weak_dtype(params, "scale"))
-        res = resolve(x.shape)
+        res = example_axes(name, axis, axes, x.shape)
         normed = tuple(x.shape[a] for a in res)
         scale, bias = channel_vectors(name, params, ("scale", "bias"), "params", fits=normed)
         if normed != scale.shape:
@@ -302,11 +312,15 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
         ``_sums.per_row``)."""
         if not trailing(x, res):
             with np.errstate(over="ignore"):
-                _, xc, _, _, inv_std = moments(x, lambda a: a.mean(axis=res, keepdims=True),
-                                               np.subtract, eps)
+                _, xc, sq, _, inv_std = moments(x, lambda a: a.mean(axis=res, keepdims=True),
+                                                np.subtract, eps)
                 xhat = np.multiply(xc, inv_std, out=xc)
-            y = xhat * scale if keep else np.multiply(xhat, scale, out=xhat)
-            y += bias
+            y = sq if keep else xhat  # kept, x̂ is the pullback's: y goes in sq
+            if affine:
+                np.multiply(xhat, scale, out=y)
+                y += bias
+            elif keep:  # y = x̂, a copy: the caller may write to y
+                np.copyto(y, xhat)
             return y, (xhat if keep else None), inv_std
         s = scale.size
         x2 = x.reshape(-1, s)
@@ -315,8 +329,12 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
                                             lambda a, b, out=None: np.subtract(
                                                 a, per_row(b, s), out=out), eps)
             xhat = np.multiply(xc, per_row(inv_std, s), out=xc)
-        y = chan(np.multiply, xhat, scale.reshape(s), out=sq if keep else xhat)
-        chan(np.add, y, bias.reshape(s), out=y)
+        y = sq if keep else xhat
+        if affine:
+            chan(np.multiply, xhat, scale.reshape(s), out=y)
+            chan(np.add, y, bias.reshape(s), out=y)
+        elif keep:
+            np.copyto(y, xhat)
         return (y.reshape(x.shape), (xhat if keep else None),
                 inv_std.reshape(*x.shape[:x.ndim - len(res)], *(1,) * len(res)))
 
@@ -344,35 +362,38 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
             if rows:  # x̂ as (rows, S)
                 return rows_pullback(dy.reshape(xhat.shape))
             t = dy * xhat
-            grads = {"scale": total(t), "bias": total(dy)}
-            g = dy * scale
-            t *= scale                                            # g·x̂
+            g, grads = dy, cast(Any, ())  # without affine: scale is 1, and no grads made
+            if affine:
+                grads = in_param_dtypes({"scale": total(t), "bias": total(dy)}, params)
+                g = dy * scale
+                t *= scale                                        # g·x̂
             dx = g - g.mean(axis=res, keepdims=True)
             dx -= xhat * t.mean(axis=res, keepdims=True)
             dx *= inv_std
-            return in_param_dtypes(grads, params), in_input_dtype(dx, x_dtype)
+            return grads, in_input_dtype(dx, x_dtype)
 
         def rows_pullback(dy: Array) -> tuple[Any, Array]:
             """The same on (rows, S), with ``dx = inv·g - a - x̂·b`` for the per-row
             ``a = inv·mean(g)`` and ``b = inv·mean(g·x̂)``."""
             s, inv = xhat.shape[1], inv_std.reshape(-1)
             t = dy * xhat
-            grads = {"scale": block_sum(t, 1, 2).reshape(shape),
-                     "bias": block_sum(dy, 1, 2).reshape(shape)}
-            g = chan(np.multiply, dy, scale.reshape(s))
-            chan(np.multiply, t, scale.reshape(s), out=t)         # g·x̂
+            g, grads = dy, cast(Any, ())
+            if affine:
+                grads = in_param_dtypes({"scale": block_sum(t, 1, 2).reshape(shape),
+                                         "bias": block_sum(dy, 1, 2).reshape(shape)}, params)
+                g = chan(np.multiply, dy, scale.reshape(s))
+                chan(np.multiply, t, scale.reshape(s), out=t)     # g·x̂
             a, b = block_sum(g, 0, 1), block_sum(t, 0, 1)
             a *= inv / s
             b *= inv / s
-            dx = np.multiply(g, per_row(inv, s), out=g)
+            dx = np.multiply(g, per_row(inv, s), out=g if affine else None)  # never into dy
             t = np.multiply(xhat, per_row(b, s), out=t)
             t += per_row(a, s)
             dx -= t
-            return (in_param_dtypes(grads, params),
-                    in_input_dtype(dx, x_dtype).reshape(y.shape))
+            return grads, in_input_dtype(dx, x_dtype).reshape(y.shape)
 
         return y, pullback
 
     layer = Layer(init, apply, vjp, name=name)
     return layer if affine else fixed_affine(
-        layer, lambda shape: tuple(shape[a] for a in resolve(shape)))
+        layer, lambda shape: tuple(shape[a] for a in example_axes(name, axis, axes, shape)))

@@ -7,7 +7,15 @@ each offset's share back with its adjoint ``_pooling.scatter``. On (64, 28, 28, 
 (``benchmarks/pool_norm_micro.py``) this made MaxPool2D(2) 1.3x faster to apply and its vjp
 forward 2x, MaxPool2D(3, 2, 'SAME') 1.5x and 2.2x, than reducing strided slices in place.
 
-Integer inputs are pooled as float32.
+Integer inputs are pooled as float32. MaxPool1D and AvgPool1D (``pool1d``) run as a 1 x k
+pool on ``(N, 1, L, C)``, the way Conv1D runs as a 1 x k Conv2D.
+
+``ceil_mode=True`` (PyTorch's) sizes the output by ``ceil`` instead of ``floor``, dropping a
+last window that would start in the bottom/right padding; the last window may then run
+past the padded edge, and its cells there count for nothing (MaxPool ignores them,
+AvgPool's divisor leaves them out: PyTorch's rules).
+It takes ``'VALID'`` (the same as padding 0) or explicit padding; ``'SAME'`` already
+sizes the output by ``ceil(in / stride)``, so ``ceil_mode`` with it is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg
-from funcdl.layers._pooling import gather, scatter
+from funcdl.layers._pooling import check_windows, counts, gather, scatter
 from funcdl.layers._sums import ones
 from funcdl.layers._windows import (
     NO_PADS,
@@ -44,46 +52,62 @@ from funcdl.layers.base import (
 
 __all__ = ["AvgPool2D", "GlobalAvgPool", "MaxPool2D"]
 
+_LAYOUT = {1: "(N, L, C)", 2: "(N, H, W, C)"}  # by rank: the 1-D pools are in pool1d
 
-def _window(name: str, window: Any, stride: Any, padding: Any) -> Window:
-    win = window_arg(name, "window", window, window if stride is None else stride, 1,
-                     padding, 2)
-    size, pads = win.size, win.padding
-    # A pad as wide as the window would make windows of padding only (no maximum, no
-    # pixel to average); PyTorch refuses those too. SAME never makes one.
-    if not isinstance(pads, str) and any(p >= k for (lo, hi), k in zip(pads, size)
+
+def _window(name: str, rank: int, window: Any, stride: Any, padding: Any, dilation: Any,
+            ceil_mode: Any) -> Window:
+    """The pool's window, checked; ``rank`` 1 is a 1 x k window (MaxPool1D, AvgPool1D)."""
+    win = window_arg(name, "window", window, window if stride is None else stride, dilation,
+                     padding, rank, bool_arg(ceil_mode, name, "ceil_mode"))
+    pads, span = win.padding, tuple((k - 1) * d + 1 for k, d in zip(win.size, win.dilation))
+    if win.ceil and pads == "SAME":
+        raise ValueError(f"{name}: ceil_mode=True needs padding 'VALID' or explicit padding, "
+                         f"got padding 'SAME' (which already gives ceil(in / stride) outputs); "
+                         f"drop ceil_mode or pass padding='VALID' or an int")
+    # A pad as wide as the window (its extent, dilated) would make windows of padding
+    # only (no maximum, no pixel to average); PyTorch refuses those too (at half the
+    # extent). SAME never makes one; a dilated window still can: check_windows.
+    if not isinstance(pads, str) and any(p >= k for (lo, hi), k in zip(pads, span)
                                          for p in (lo, hi)):
-        raise ValueError(f"{name}: padding must be smaller than the window {size} on each "
-                         f"side, got {pads}")
+        what = ("window" if win.dilation == (1, 1) else "window's extent (k - 1)·dilation + 1")
+        got = pads if rank == 2 else pads[1]
+        raise ValueError(f"{name}: padding must be smaller than the {what} "
+                         f"{span[2 - rank:]} on each side, got {got}")
     return win
 
 
-def _pool_init(name: str, win: Window) -> Any:
+def _pool_init(name: str, win: Window, rank: int) -> Any:
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
         shape = check_in_shape(name, in_shape)
-        if len(shape) != 4:
-            raise ValueError(f"{name}: expected an input shape (N, H, W, C) of rank 4, got "
-                             f"{shape} (rank {len(shape)})")
-        oh, ow, _ = fit(name, win, shape, 2, "window")
-        return (shape[0], oh, ow, shape[3]), ()
+        if len(shape) != rank + 2:
+            raise ValueError(f"{name}: expected an input shape {_LAYOUT[rank]} of rank "
+                             f"{rank + 2}, got {shape} (rank {len(shape)})")
+        oh, ow, pads = fit(name, win, shape, rank, "window")
+        check_windows(name, win, shape, (oh, ow), pads)
+        return (shape[0], *((oh, ow) if rank == 2 else (ow,)), shape[-1]), ()
     return init
 
 
-def _pool_input(name: str, win: Window, x: Any) -> tuple[Array, int, int, Pads]:
-    """``(x, out height, out width, pads)``, the input checked and integers cast to float32."""
+def _pool_input(name: str, win: Window, rank: int, x: Any) -> tuple[Array, int, int, Pads]:
+    """``(x, out height, out width, pads)``, the input checked, integers cast to float32,
+    and a 1-D input ``(N, L, C)`` viewed as ``(N, 1, L, C)``."""
     x = as_floats(name, x)
-    if x.ndim != 4:
-        raise ValueError(f"{name}: expected an input (N, H, W, C) of rank 4, got shape "
-                         f"{x.shape}")
-    oh, ow, pads = geometry(name, win, x.shape, 2, "window")
-    return x, oh, ow, pads
+    if x.ndim != rank + 2:
+        raise ValueError(f"{name}: expected an input {_LAYOUT[rank]} of rank {rank + 2}, got "
+                         f"shape {x.shape}")
+    oh, ow, pads = geometry(name, win, x.shape, rank, "window")
+    if win.dilation != (1, 1):
+        check_windows(name, win, x.shape, (oh, ow), pads)
+    return (x if rank == 2 else x[:, None]), oh, ow, pads
 
 
-def _reduce(name: str, win: Window, x: Any, fill: float, step: Any) -> Any:
+def _reduce(name: str, win: Window, rank: int, x: Any, fill: float, step: Any) -> Any:
     """``y`` = the first offset's slice of the padded input, then ``step(y, x_k, k)`` for
-    each further offset ``k`` in row-major order; returns ``(y, x, pads)``."""
-    x, oh, ow, pads = _pool_input(name, win, x)
+    each further offset ``k`` in row-major order; returns ``(y, x, pads)``, ``y`` and ``x``
+    as ``(N, OH, OW, C)`` and ``(N, H, W, C)`` (``OH = H = 1`` for rank 1)."""
+    x, oh, ow, pads = _pool_input(name, win, rank, x)
     kh, kw = win.size
     y = gather(np.empty((x.shape[0], oh, ow, x.shape[3]), x.dtype), x, win, pads, 0, 0, fill)
     scratch = np.empty_like(y)  # one buffer for every further offset's slice
@@ -93,11 +117,14 @@ def _reduce(name: str, win: Window, x: Any, fill: float, step: Any) -> Any:
 
 
 def MaxPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None,
-              padding: Any = "VALID") -> Layer:
+              padding: Any = "VALID", *, dilation: int | tuple[int, int] = 1,
+              ceil_mode: bool = False) -> Layer:
     """Max over each window, NHWC: ``(N, H, W, C) -> (N, OH, OW, C)``.
 
-    forward: ``y[n,p,q,c] = max_{i,j} xp[n, p·sh + i, q·sw + j, c]`` (xp: x padded with -inf);
-    vjp: ``dx[n, p·sh + i*, q·sw + j*, c] += dy[n,p,q,c]`` at each window's arg-max ``(i*, j*)``.
+    forward: ``y[n,p,q,c] = max_{i,j} xp[n, p·sh + i·dh, q·sw + j·dw, c]`` (xp: x padded
+    with -inf, and -inf past the padding);
+    vjp: ``dx[n, p·sh + i*·dh, q·sw + j*·dw, c] += dy[n,p,q,c]`` at each window's arg-max
+    ``(i*, j*)`` (shifted back by the top/left padding).
 
     Ties: the first maximum in row-major window order (smallest i, then smallest j) takes
     all of ``dy``; the others get 0. Padding never does: a window that is all -inf sends its
@@ -105,18 +132,28 @@ def MaxPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] |
     several (all three as PyTorch's CPU kernel: checked against torch 2.13).
     ``window`` defaults to 2 x 2 (Keras' ``pool_size``), ``stride`` to the window (PyTorch,
     Keras). ``padding``: ``'VALID'``, ``'SAME'``, an int, a pair or ((top, bottom), (left,
-    right)), narrower than the window.
+    right)), narrower than the window's extent ``(k - 1)·dilation + 1``. ``dilation``
+    (an int or a pair): PyTorch's, the window's cells that far apart; a dilated window
+    that reads padding only is refused. ``ceil_mode``: PyTorch's output size (see the
+    module docstring); not with ``'SAME'``.
     """
     name = call_name("MaxPool2D", (window,), stride=(stride, None),
-                     padding=(padding, "VALID"))
-    win = _window(name, window, stride, padding)
+                     padding=(padding, "VALID"), dilation=(dilation, 1),
+                     ceil_mode=(ceil_mode, False))
+    return max_pool(name, 2, window, stride, padding, dilation, ceil_mode)
+
+
+def max_pool(name: str, rank: int, window: Any, stride: Any, padding: Any, dilation: Any,
+             ceil_mode: Any) -> Layer:
+    """MaxPool2D (rank 2) and MaxPool1D (rank 1, run as a 1 x k pool on ``(N, 1, L, C)``)."""
+    win = _window(name, rank, window, stride, padding, dilation, ceil_mode)
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         del key, train
-        y: Array = _reduce(name, win, x, -np.inf,
+        y: Array = _reduce(name, win, rank, x, -np.inf,
                            lambda y, xk, k: np.maximum(y, xk, out=y))[0]
-        return y
+        return y if rank == 2 else y[:, 0]
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
@@ -130,16 +167,19 @@ def MaxPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] |
             better.append(np.greater(xk, y))
             np.maximum(y, xk, out=y)
 
-        y, xa, pads = _reduce(name, win, x, -np.inf, step)
+        y, xa, pads = _reduce(name, win, rank, x, -np.inf, step)
         # one pass each, no temporary: maximum keeps a NaN, fmin ignores it
         if y.size and np.isnan(np.maximum.reduce(y, axis=None)):  # redo better, NaN-aware
-            _reduce(name, win, xa, -np.inf, lambda y, xk, k: _nan_step(better[k - 1], y, xk))
+            _reduce(name, win, 2, xa, -np.inf,  # xa is (N, H, W, C) for either rank
+                    lambda y, xk, k: _nan_step(better[k - 1], y, xk))
         if pads != NO_PADS and y.size and np.fmin.reduce(y, axis=None) == -np.inf:
             _first_real_where_all_neg_inf(y, better, win, pads)
         x_shape, dtype = xa.shape, y.dtype
+        out = y if rank == 2 else y[:, 0]
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, dtype)  # in y's (x's) float dtype
+            dy = check_cotangent(name, dy, out.shape, dtype)  # in y's (x's) float dtype
+            dy = dy if rank == 2 else dy[:, None]
             wins = _winners(better)
 
             def share(k: int) -> Array:  # dy at the windows whose arg-max is offset k
@@ -147,9 +187,10 @@ def MaxPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] |
                 # products with a bool run 3-40x slower on random masks
                 return dy if wins is None else np.multiply(dy, wins[k].astype(dtype))
 
-            return params, scatter(x_shape, dtype, win, pads, share)
+            dx = scatter(x_shape, dtype, win, pads, share)
+            return params, dx if rank == 2 else dx[:, 0]
 
-        return y, pullback
+        return out, pullback
 
     def vjp_then(params: Any, x: Any, act: Pointwise | None) -> Any:
         # z = act.f(pool(x)), dz through act.df first; Sequential also runs a ReLU before
@@ -165,7 +206,7 @@ def MaxPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] |
 
         return z, pullback
 
-    return Layer(_pool_init(name, win), apply, vjp, name=name, vjp_then=vjp_then,
+    return Layer(_pool_init(name, win, rank), apply, vjp, name=name, vjp_then=vjp_then,
                  selects_max=True)
 
 
@@ -200,25 +241,20 @@ def _first_real_where_all_neg_inf(y: Array, better: list[Array], win: Window,
     its dy then reaches the input as in PyTorch, whose kernel starts each window at its
     first real cell."""
     (top, _), (left, _) = pads
-    (sh, sw), kw = win.stride, win.size[1]
+    (sh, sw), (dh, dw), kw = win.stride, win.dilation, win.size[1]
     oh, ow = y.shape[1:3]
-    i0 = np.maximum(0, top - np.arange(oh) * sh)  # first real row and column of each window
-    j0 = np.maximum(0, left - np.arange(ow) * sw)
+    # each window's first offset on a real row and column (a dilated window steps by d)
+    i0 = (np.maximum(0, top - np.arange(oh) * sh) + dh - 1) // dh
+    j0 = (np.maximum(0, left - np.arange(ow) * sw) + dw - 1) // dw
     k0 = i0[:, None] * kw + j0[None, :]
     neg = y == -np.inf
     for k, b in enumerate(better, 1):
         np.copyto(b, (k0 == k)[None, :, :, None], where=neg)
 
 
-def _real_counts(out: int, size: int, k: int, s: int, lo: int) -> Array:
-    """Per output position along one axis, how many of the window's pixels are real."""
-    start = np.arange(out) * s - lo
-    counts: Array = np.clip(start + k, 0, size) - np.clip(start, 0, size)
-    return counts
-
-
 def AvgPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None,
-              padding: Any = "VALID", count_include_pad: bool | None = None) -> Layer:
+              padding: Any = "VALID", count_include_pad: bool | None = None, *,
+              ceil_mode: bool = False) -> Layer:
     """Mean over each window, NHWC: ``(N, H, W, C) -> (N, OH, OW, C)``.
 
     forward: ``y[n,p,q,c] = Σ_{i,j} xp[n, p·sh + i, q·sw + j, c] / m[p,q]`` (xp: zero-padded);
@@ -228,29 +264,41 @@ def AvgPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] |
     for explicit padding, as PyTorch's ``padding=int``; else the number of real pixels in
     the window: with False, and by default for ``'SAME'``, as TF, Keras and JAX's stax
     (Flax's ``avg_pool`` counts the padding). ``window`` defaults to 2 x 2 (Keras'
-    ``pool_size``), ``stride`` to the window.
+    ``pool_size``), ``stride`` to the window. ``ceil_mode``: PyTorch's output size (see the
+    module docstring; not with ``'SAME'``); a last window running past the padded edge
+    divides by its cells inside it (``count_include_pad=True``: input and padding) or by its
+    real pixels (False), as PyTorch (``'VALID'`` is padding 0: its real pixels either way).
     """
     name = call_name("AvgPool2D", (window,), stride=(stride, None),
-                     padding=(padding, "VALID"), count_include_pad=(count_include_pad, None))
-    win = _window(name, window, stride, padding)
+                     padding=(padding, "VALID"), count_include_pad=(count_include_pad, None),
+                     ceil_mode=(ceil_mode, False))
+    return avg_pool(name, 2, window, stride, padding, count_include_pad, ceil_mode)
+
+
+def avg_pool(name: str, rank: int, window: Any, stride: Any, padding: Any,
+             count_include_pad: Any, ceil_mode: Any) -> Layer:
+    """AvgPool2D (rank 2) and AvgPool1D (rank 1, run as a 1 x k pool on ``(N, 1, L, C)``)."""
+    win = _window(name, rank, window, stride, padding, 1, ceil_mode)
     count_include_pad = (win.padding != "SAME" if count_include_pad is None
                          else bool_arg(count_include_pad, name, "count_include_pad"))
     kh, kw = win.size
 
     def scale(x: Array, oh: int, ow: int, pads: Pads) -> float | Array:
         """``1 / m``: a Python float (keeps x's dtype) or an (1, OH, OW, 1) array of it."""
-        if count_include_pad or pads == NO_PADS:
+        past = win.ceil and any((o - 1) * s + k > n + lo + hi for o, n, k, s, (lo, hi) in
+                                zip((oh, ow), x.shape[1:3], win.size, win.stride, pads))
+        if not past and (count_include_pad or pads == NO_PADS):
             return 1.0 / (kh * kw)
-        m = np.outer(_real_counts(oh, x.shape[1], kh, win.stride[0], pads[0][0]),
-                     _real_counts(ow, x.shape[2], kw, win.stride[1], pads[1][0]))
+        m = np.outer(*(counts(o, n, k, s, pad, count_include_pad) for o, n, k, s, pad in
+                       zip((oh, ow), x.shape[1:3], win.size, win.stride, pads)))
         inv: Array = (1.0 / m).astype(x.dtype)[None, :, :, None]
         return inv
 
     def forward(x: Any) -> tuple[Array, Array, Pads, float | Array]:
-        y, xa, pads = _reduce(name, win, x, 0.0, lambda y, xk, k: np.add(y, xk, out=y))
+        y, xa, pads = _reduce(name, win, rank, x, 0.0, lambda y, xk, k: np.add(y, xk, out=y))
         inv = scale(xa, y.shape[1], y.shape[2], pads)
         y *= inv
-        return y, xa, pads, inv
+        return (y if rank == 2 else y[:, 0]), xa, pads, inv
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
@@ -265,12 +313,13 @@ def AvgPool2D(window: int | tuple[int, int] = 2, stride: int | tuple[int, int] |
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
-            g = dy * inv  # every offset's share
-            return params, scatter(x_shape, g.dtype, win, pads, lambda k: g)
+            g = (dy if rank == 2 else dy[:, None]) * inv  # every offset's share
+            dx = scatter(x_shape, g.dtype, win, pads, lambda k: g)
+            return params, dx if rank == 2 else dx[:, 0]
 
         return y, pullback
 
-    return Layer(_pool_init(name, win), apply, vjp, name=name)
+    return Layer(_pool_init(name, win, rank), apply, vjp, name=name)
 
 
 def GlobalAvgPool() -> Layer:
