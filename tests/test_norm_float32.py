@@ -228,3 +228,19 @@ def test_rows_near_1e4_refine_to_float64s_accuracy():
     _, p = LayerNorm().init(random.key(0), (None, 16))
     np.testing.assert_allclose(LayerNorm().apply(p, x), LayerNorm().apply(p, x.astype(np.float64)),
                                atol=2e-5)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_inference_keeps_its_digits_far_from_zero_mean(affine):
+    # x·k + (bias - μ·k) cancelled: 2e-2 relative error in float32 at μ = 1e6, σ = 1 (a
+    # numerics probe; PyTorch's CPU kernel 8e-3); (x - μ)·k + bias keeps ~1e-7
+    rng = np.random.default_rng(0)
+    x = (1e6 + rng.standard_normal((64, 8))).astype(np.float32)
+    bn = BatchNorm(affine=affine)
+    _, params, _ = bn.init(None, (None, 8))
+    run = {"mean": x.mean(0, dtype=np.float64).astype(np.float32),
+           "var": x.var(0, dtype=np.float64).astype(np.float32)}
+    want = (x.astype(np.float64) - run["mean"]) / np.sqrt(run["var"].astype(np.float64) + 1e-5)
+    for y in (bn.apply(params, x, state=run)[0], bn.vjp(params, x, state=run)[0]):
+        assert y.dtype == np.float32
+        assert np.abs(y - want).max() / np.abs(want).max() < 1e-6
