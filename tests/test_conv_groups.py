@@ -274,7 +274,7 @@ def test_names_show_groups_when_not_one():
     (lambda: Conv2D(4, 3, groups="2"), TypeError, r"Conv2D.*groups must be an int"),
     (lambda: Conv2D(4, 3, groups=None), TypeError, r"Conv2D.*groups must be an int"),
     (lambda: Conv2D(4, 3, groups=np.array([1, 2])), TypeError,
-     r"Conv2D\(4, 3, groups=\[1, 2\]\): groups must be an int"),
+     r"Conv2D\(4, 3, groups=array\(\[1, 2\]\)\): groups must be an int"),
     (lambda: Conv2D(6, 3, groups=4), ValueError,
      r"Conv2D\(6, 3, groups=4\): out \(6\) must be divisible by groups \(4\)"),
     (lambda: Conv1D(3, 3, groups=2), ValueError, r"Conv1D\(3, 3, groups=2\): out \(3\)"),

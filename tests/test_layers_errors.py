@@ -238,3 +238,14 @@ def test_a_stax_batch_of_minus_one_and_a_stax_initializer_are_named():
     with pytest.raises(TypeError, match=r"Dense\(4\): w_init\(key, shape, dtype\) failed: "
                                         r"TypeError: .*takes 2 positional arguments"):
         dense.init(random.key(0), (None, 3))
+
+
+def test_window_layers_name_array_and_bool_options_as_given():
+    # call_name compared an option with its default by ==: an array raised NumPy's "truth
+    # value is ambiguous" before the layer could name it, and True (== 1) was hidden
+    with pytest.raises(TypeError, match=r"^Conv2D\(4, 3, stride=array\(\[1, 2\]\)\): stride "):
+        L.Conv2D(4, 3, stride=np.array([1, 2]))
+    with pytest.raises(TypeError, match=r"^MaxPool2D\(2, stride=array\(\[1, 2\]\)\): stride "):
+        L.MaxPool2D(2, stride=np.array([1, 2]))
+    with pytest.raises(TypeError, match=r"^Conv2D\(4, 3, dilation=True\): dilation "):
+        L.Conv2D(4, 3, dilation=True)

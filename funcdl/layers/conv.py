@@ -314,11 +314,9 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
 
 def _named(ctor: str, out: Any, kernel: Any, stride: Any, padding: Any, dilation: Any,
            use_bias: Any, groups: Any) -> str:
-    """The constructor call as the layer's name, options shown when not at their default
-    (an array ``groups``, to be refused by that name, as a list: call_name compares it)."""
+    """The constructor call as the layer's name, options shown when not at their default."""
     return call_name(ctor, (out, kernel), stride=(stride, 1), padding=(padding, "SAME"),
-                     dilation=(dilation, 1), use_bias=(use_bias, True),
-                     groups=(groups.tolist() if isinstance(groups, np.ndarray) else groups, 1))
+                     dilation=(dilation, 1), use_bias=(use_bias, True), groups=(groups, 1))
 
 
 def Conv2D(out: int, kernel: int | tuple[int, int], stride: int | tuple[int, int] = 1,
