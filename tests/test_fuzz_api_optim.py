@@ -48,13 +48,29 @@ OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, sta
     "scale_by_adam": (optim.scale_by_adam, ()),
     "scale_by_rms": (lambda: optim.scale_by_rms(centered=True), ()),
     "scale_by_adagrad": (optim.scale_by_adagrad, ()),
+    "adamax": (lambda: optim.adamax(weight_decay=1e-3), (WD, "scale_by_adamax", LR)),
+    "nadam": (lambda: optim.nadam(weight_decay=1e-3, decoupled_weight_decay=True),
+              ("scale_by_nadam", WD, LR)),
+    "radam": (optim.radam, ("scale_by_radam", LR)),
+    "lion": (lambda: optim.lion(1e-3), ("scale_by_lion", WD, LR)),
+    "lamb": (lambda: optim.lamb(1e-3, weight_decay=1e-2), (ADAM, WD, "scale_by_trust_ratio", LR)),
+    "scale_by_adamax": (optim.scale_by_adamax, ()),
+    "scale_by_radam": (lambda: optim.scale_by_radam(nesterov=True), ()),
+    "scale_by_nadam": (optim.scale_by_nadam, ()),
+    "scale_by_lion": (optim.scale_by_lion, ()),
+    "scale_by_trust_ratio": (lambda: optim.scale_by_trust_ratio(0.1, 0.5, 1e-3), ()),
+    "apply_every": (lambda: optim.apply_every(2), ()),
+    "multi_steps": (lambda: optim.multi_steps(optim.adam(), 2), (ADAM, LR)),
+    "ema": (lambda: optim.ema(0.9), ()),
 }
 # Stateless transforms that read no params take any tree of grads (optax's do too); identity
 # also passes any dtype through, as it passes everything.
 ANY_TREE = ("identity", "clip_by_global_norm")
 # Keeping per-param state (or being an alias), init refuses params that are not floats.
 INIT_CHECKS = ("sgd", "sgd-momentum", "sgd-schedule", "adam", "adamw", "rmsprop", "adagrad",
-               "chain", "trace", "scale_by_adam", "scale_by_rms", "scale_by_adagrad")
+               "chain", "trace", "scale_by_adam", "scale_by_rms", "scale_by_adagrad",
+               "adamax", "nadam", "radam", "lion", "lamb", "scale_by_adamax", "scale_by_radam",
+               "scale_by_nadam", "scale_by_lion", "apply_every", "multi_steps", "ema")
 
 
 INIT: Any = object()  # _run's default state: init's
@@ -176,6 +192,8 @@ SITES: dict[str, tuple[Callable[[Any], Any], float]] = {  # id: (make, lowest va
     "scale_by_schedule": (optim.scale_by_schedule, -np.inf),
     "add_decayed_weights": (optim.add_decayed_weights, -np.inf),
     "join_schedules": (lambda s: optim.sgd(optim.join_schedules([lambda c: 0.1, s], [1])), 0.0),
+    "adamax": (optim.adamax, 0.0), "nadam": (optim.nadam, 0.0), "radam": (optim.radam, 0.0),
+    "lion": (optim.lion, 0.0), "lamb": (optim.lamb, 0.0),
 }
 RETURNS = [("nan", np.nan, None), ("inf", np.inf, None), ("-inf", -np.inf, None),
            ("negative", -0.1, "low"), ("shape-1", np.array([0.1]), None),
@@ -225,6 +243,18 @@ CTORS: dict[Callable[..., Any], dict[str, Any]] = {  # each with the arguments i
     optim.exponential_decay: {"init_value": 1.0, "transition_steps": 5, "decay_rate": 0.5},
     optim.join_schedules: {"schedules": [optim.constant_schedule(1.0), lambda c: 0.5],
                            "boundaries": [5]},
+    optim.scale_by_adamax: {}, optim.scale_by_radam: {}, optim.scale_by_nadam: {},
+    optim.scale_by_lion: {}, optim.scale_by_trust_ratio: {}, optim.apply_every: {},
+    optim.multi_steps: {"opt": optim.sgd(0.1), "every_k_schedule": 1},
+    optim.ema: {"decay": 0.9}, optim.adamax: {}, optim.nadam: {}, optim.radam: {},
+    optim.lion: {"lr": 1e-3}, optim.lamb: {"lr": 1e-3, "weight_decay": 1e-2},
+    optim.linear_onecycle_schedule: {"transition_steps": 10, "peak_value": 1.0},
+    optim.cosine_onecycle_schedule: {"transition_steps": 10, "peak_value": 1.0},
+    optim.warmup_exponential_decay_schedule: {"init_value": 0.0, "peak_value": 1.0,
+                                              "warmup_steps": 2, "transition_steps": 5,
+                                              "decay_rate": 0.5},
+    optim.sgdr_schedule: {"cosine_kwargs": [{"init_value": 0.0, "peak_value": 1.0,
+                                             "warmup_steps": 2, "decay_steps": 10}]},
 }
 SETTINGS = [("none", None), ("str", "0.1"), ("array", np.array([0.1, 0.2])), ("nan", np.nan),
             ("inf", np.inf), ("negative", -1.0), ("bool", True), ("complex", 1j),
@@ -235,9 +265,12 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
             ("boundaries_and_scales", "none"), ("boundaries_and_scales", "dict"),  # no steps
             ("end_value", "none"),  # exponential_decay's default: no bound
             ("mask", "none"), ("mu_dtype", "none"),  # no mask; mu in the params' dtype
+            ("accumulator_dtype", "none"),  # ema's: the params' dtype
             ("mask", "bool"),  # a prefix of every tree: the whole tree, as optax's
             *[(a, "bool") for a in ("centered", "nesterov", "flip_sign", "staircase",
-                                    "eps_in_sqrt", "bias_correction")],  # flags
+                                    "eps_in_sqrt", "bias_correction", "debias",
+                                    "use_grad_mean", "decoupled_weight_decay",
+                                    "eps_before_correction")],  # flags
             *[(a, "negative") for a in ("value", "init_value", "end_value", "peak_value",
                                         "alpha")]}  # schedules serve more than rates
 

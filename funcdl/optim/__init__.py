@@ -19,9 +19,10 @@ Example::
 * The transforms take optax's keywords (``scale(step_size)``, ``scale_by_schedule(
   step_size_fn)``, ``scale_by_learning_rate(learning_rate)``, ``scale_by_rms(decay)``...);
   the aliases take DESIGN.md's (``lr``, and torch's ``alpha`` for ``rmsprop``).
-* The aliases (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``) follow PyTorch's
-  formulas and are ``named_chain``s: ``state.count`` counts the updates, and
-  ``state.states['adam']`` is a stage's state.
+* The aliases (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``, ``adamax``, ``nadam``,
+  ``radam``) follow PyTorch's formulas, ``lion`` and ``lamb`` optax's; all are
+  ``named_chain``s: ``state.count`` counts the updates, and ``state.states['adam']`` is a
+  stage's state.
 * Nothing passed in is mutated. Returned updates and states may share arrays with each other
   or with the grads (``identity`` returns them as they are): treat them as read-only, as in JAX.
 * Coefficients are Python floats, so float32 params and grads give float32 updates and state;
@@ -39,7 +40,10 @@ Example::
 Modules: ``_base`` (records, ``chain``, ``apply_updates``), ``_checks`` (argument checks),
 ``_transforms`` (stateless ones, momentum, clipping), ``_adaptive`` (Adam, RMSprop, Adagrad),
 ``_masked`` (a transform on some leaves only),
-``_schedules``, ``_alias``.
+``_schedules``, ``_alias``; ``_more_adaptive`` (Adamax, RAdam, torch's NAdam),
+``_more_transforms`` (Lion, the trust ratio), ``_wrappers`` (``apply_every``,
+``multi_steps``, ``ema``), ``_more_schedules`` (one-cycle, SGDR...), ``_more_alias``
+(``adamax``, ``nadam``, ``radam`` as torch's; ``lion``, ``lamb`` as optax's).
 """
 
 from funcdl.optim._adaptive import (
@@ -67,6 +71,21 @@ from funcdl.optim._base import (
     named_chain,
 )
 from funcdl.optim._masked import MaskedState, masked
+from funcdl.optim._more_adaptive import (
+    ScaleByAdamaxState,
+    ScaleByNadamState,
+    scale_by_adamax,
+    scale_by_nadam,
+    scale_by_radam,
+)
+from funcdl.optim._more_alias import adamax, lamb, lion, nadam, radam
+from funcdl.optim._more_schedules import (
+    cosine_onecycle_schedule,
+    linear_onecycle_schedule,
+    sgdr_schedule,
+    warmup_exponential_decay_schedule,
+)
+from funcdl.optim._more_transforms import ScaleByLionState, scale_by_lion, scale_by_trust_ratio
 from funcdl.optim._schedules import (
     constant_schedule,
     cosine_decay_schedule,
@@ -91,17 +110,31 @@ from funcdl.optim._transforms import (
     set_to_zero,
     trace,
 )
+from funcdl.optim._wrappers import (
+    ApplyEveryState,
+    EmaState,
+    MultiStepsState,
+    apply_every,
+    ema,
+    multi_steps,
+)
 
 __all__ = [
+    "ApplyEveryState",
     "ChainState",
     "Count",
+    "EmaState",
     "EmptyState",
     "GradientTransformation",
     "MaskedState",
+    "MultiStepsState",
     "NamedChainState",
     "ScalarOrSchedule",
     "ScaleByAdagradState",
     "ScaleByAdamState",
+    "ScaleByAdamaxState",
+    "ScaleByLionState",
+    "ScaleByNadamState",
     "ScaleByRmsState",
     "ScaleByRmsWithCountState",
     "ScaleByScheduleState",
@@ -111,32 +144,49 @@ __all__ = [
     "TransformUpdate",
     "adagrad",
     "adam",
+    "adamax",
     "adamw",
     "add_decayed_weights",
+    "apply_every",
     "apply_updates",
     "chain",
     "clip",
     "clip_by_global_norm",
     "constant_schedule",
     "cosine_decay_schedule",
+    "cosine_onecycle_schedule",
+    "ema",
     "exponential_decay",
     "global_norm",
     "identity",
     "join_schedules",
+    "lamb",
+    "linear_onecycle_schedule",
     "linear_schedule",
+    "lion",
     "masked",
+    "multi_steps",
+    "nadam",
     "named_chain",
     "piecewise_constant_schedule",
     "polynomial_schedule",
+    "radam",
     "rmsprop",
     "scale",
     "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_adamax",
     "scale_by_learning_rate",
+    "scale_by_lion",
+    "scale_by_nadam",
+    "scale_by_radam",
     "scale_by_rms",
     "scale_by_schedule",
+    "scale_by_trust_ratio",
     "set_to_zero",
     "sgd",
+    "sgdr_schedule",
     "trace",
     "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
 ]

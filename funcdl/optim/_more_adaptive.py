@@ -1,0 +1,231 @@
+"""More Adam-like directions: Adamax (optax's and torch's), Rectified Adam (optax's, with
+torch's ``eps`` as an option) and torch's NAdam (optax's NAdam is ``scale_by_adam(
+nesterov=True)``). Notation as in ``_transforms``; ``t = count + 1`` is the step being
+taken, 1 at the first update. As in ``_adaptive``: each ``init`` refuses params that are
+not real floating point (and an ``eps`` that rounds to 0 in their dtype), each ``update``
+such grads; inf and NaN gradients give inf and NaN steps silently; the state keeps the
+params' dtype, and the step is in the state's dtype."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from funcdl import tree
+from funcdl._args import bool_arg, number
+from funcdl.optim._adaptive import ScaleByAdamState
+from funcdl.optim._base import (
+    Count,
+    GradientTransformation,
+    check_state,
+    leafwise,
+    like,
+    next_count,
+    read_count,
+    real_grad,
+    transform,
+    zero_count,
+)
+from funcdl.optim._checks import check_float, check_float_params
+
+__all__ = [
+    "ScaleByAdamaxState",
+    "ScaleByNadamState",
+    "scale_by_adamax",
+    "scale_by_nadam",
+    "scale_by_radam",
+]
+
+Tree = Any
+
+
+class ScaleByAdamaxState(NamedTuple):
+    count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    mu: Tree  # running mean of g
+    nu: Tree  # decaying maximum of |g| + eps (torch: exp_inf)
+
+
+class ScaleByNadamState(NamedTuple):
+    count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    mu_product: Any  # Π_{i<=t} μ_i, a float64 NumPy scalar (torch: mu_product)
+    mu: Tree
+    nu: Tree
+
+
+def _betas(name: str, b1: Any, b2: Any, b2_high_open: bool = True) -> tuple[float, float]:
+    # b1 = 1 would divide by 1 - b1^t = 0 in the bias correction
+    return (check_float(name, "b1", b1, high=1.0, open_high=True),
+            check_float(name, "b2", b2, high=1.0, open_high=b2_high_open))
+
+
+def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+                    ) -> GradientTransformation:
+    """optax's ``scale_by_adamax``, torch Adamax's direction: ``m = b1·m + (1-b1)·g``;
+    ``v = max(b2·v, |g| + eps)``; ``u = m / ((1 - b1^t)·v)``. ``v`` needs no bias
+    correction (a maximum, not a mean), so ``b2 = 1`` is allowed (a running maximum).
+    State ``ScaleByAdamaxState(count, mu, nu)``.
+    """
+    name = "scale_by_adamax"
+    b1, b2 = _betas(name, b1, b2, b2_high_open=False)
+    eps = check_float(name, "eps", eps)
+
+    def init(params: Tree) -> ScaleByAdamaxState:
+        check_float_params(f"{name}.init", params, eps)
+        return ScaleByAdamaxState(zero_count(), tree.zeros_like(params),
+                                  tree.zeros_like(params))
+
+    def update(state: Any, grads: Tree, params: Tree = None
+               ) -> tuple[Tree, ScaleByAdamaxState]:
+        del params
+        check_state(name, state, ScaleByAdamaxState)
+        count = read_count(f"{name}.update", state.count)
+        inv_bc1 = 1.0 / (1.0 - b1 ** (count + 1))
+
+        def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
+            real_grad(g)
+            m_new = like(b1 * m + (1.0 - b1) * g, m)
+            # np.maximum passes NaN on, as torch.maximum: a NaN entry stays NaN in v
+            v_new = like(np.maximum(b2 * v, np.abs(g) + eps), v)
+            return like(m_new * inv_bc1 / v_new, v_new), m_new, v_new
+
+        # inf - inf and 0/0 (eps = 0, g = 0) give NaN steps silently, as in torch
+        with np.errstate(all="ignore"):
+            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
+                                   ("grads", "state.mu", "state.nu"), n_out=3,
+                                   elementwise=True)
+        return out, ScaleByAdamaxState(next_count(count), mu, nu)
+
+    return transform(name, init, update)
+
+
+def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                   eps_root: float = 0.0, threshold: float = 5.0, *, nesterov: bool = False,
+                   eps_before_correction: bool = False) -> GradientTransformation:
+    """optax's ``scale_by_radam`` (Rectified Adam): Adam's moments ``m``, ``v``;
+    ``ρ∞ = 2/(1-b2) - 1``, ``ρ = ρ∞ - 2t·b2^t / (1-b2^t)``; when ``ρ >= threshold``,
+    ``u = r·m̂ / (sqrt(v̂ + eps_root) + eps)``, ``r = sqrt((ρ-4)(ρ-2)ρ∞ / ((ρ∞-4)(ρ∞-2)ρ))``,
+    else ``u = m̂`` (momentum alone, while v̂'s variance is intractable); ``m̂ = m/(1-b1^t)``,
+    ``v̂ = v/(1-b2^t)``; ``nesterov``: ``m̂`` as in ``scale_by_adam(nesterov=True)``.
+
+    ``eps_before_correction`` (funcdl's, keyword-only) is torch.optim.RAdam's denominator,
+    ``(sqrt(v) + eps) / sqrt(1-b2^t)``: ``eps / sqrt(1-b2^t)`` in place of ``eps`` (up to
+    ~30x eps at b2 = 0.999 early on; the ``radam`` alias takes it). torch also rectifies
+    at ``ρ > 5`` where optax (and this) at ``ρ >= threshold``: the same but for ρ exactly 5.
+    ``threshold >= 4`` (below, ``r`` is the root of a negative number for ``2 < ρ < 4``).
+    State ``ScaleByAdamState(count, mu, nu)``, Adam's own: its moments are the same.
+    """
+    name = "scale_by_radam"
+    b1, b2 = _betas(name, b1, b2)
+    eps = check_float(name, "eps", eps)
+    eps_root = check_float(name, "eps_root", eps_root)
+    threshold = check_float(name, "threshold", threshold, low=4.0)
+    nest = bool_arg(nesterov, name, "nesterov")
+    torch_eps = bool_arg(eps_before_correction, name, "eps_before_correction")
+    rho_inf = 2.0 / (1.0 - b2) - 1.0
+
+    def init(params: Tree) -> ScaleByAdamState:
+        check_float_params(f"{name}.init", params, eps)
+        return ScaleByAdamState(zero_count(), tree.zeros_like(params), tree.zeros_like(params))
+
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByAdamState]:
+        del params
+        check_state(name, state, ScaleByAdamState)
+        count = read_count(f"{name}.update", state.count)
+        t = count + 1
+        b2t = b2**t
+        bc1, bc2 = 1.0 - b1**t, 1.0 - b2t
+        rho = rho_inf - 2.0 * t * b2t / bc2
+        rect = rho >= threshold  # then rho_inf > rho >= 4: r is real
+        r = math.sqrt((rho - 4.0) * (rho - 2.0) * rho_inf
+                      / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)) if rect else 1.0
+        eps_t = eps / math.sqrt(bc2) if torch_eps else eps
+        # m̂'s coefficients, r folded in: r·m̂ = r·m/bc1, or r·(ahead·m + now·g) (nesterov)
+        ahead, now = r * b1 / (1.0 - b1 ** (t + 1)), r * (1.0 - b1) / bc1
+        inv_bc2 = 1.0 / bc2
+
+        def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
+            real_grad(g)
+            m_new = like(b1 * m + (1.0 - b1) * g, m)
+            v_new = like(b2 * v + (1.0 - b2) * (g * g), v)
+            step = m_new * ahead + g * now if nest else m_new * (r / bc1)
+            if not rect:
+                return like(step, v_new), m_new, v_new
+            root = v_new * inv_bc2  # a new array: the in-place steps below write into it
+            if eps_root:
+                root += eps_root
+            root = np.sqrt(root)
+            root += eps_t
+            return like(step / root, v_new), m_new, v_new
+
+        with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
+            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
+                                   ("grads", "state.mu", "state.nu"), n_out=3,
+                                   elementwise=True)
+        return out, ScaleByAdamState(next_count(count), mu, nu)
+
+    return transform(name, init, update)
+
+
+def _read_product(name: str, value: Any) -> float:
+    """The state's ``mu_product`` as a float in [0, 1], or an error naming ``name``."""
+    v = number(value)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (float, int, np.floating,
+                                                             np.integer)):
+        raise TypeError(f"{name}: the state's mu_product must be a float in [0, 1], got "
+                        f"{value!r} ({type(value).__name__}); pass the state made by this "
+                        f"optimizer's init")
+    if not 0.0 <= float(v) <= 1.0:
+        raise ValueError(f"{name}: the state's mu_product must be a float in [0, 1], got "
+                         f"{float(v)!r}; pass the state made by this optimizer's init")
+    return float(v)
+
+
+def scale_by_nadam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                   momentum_decay: float = 4e-3) -> GradientTransformation:
+    """torch.optim.NAdam's direction (Dozat's NAdam with a momentum schedule; optax's NAdam
+    is ``scale_by_adam(nesterov=True)``, which has none): ``μ_t = b1·(1 - ½·0.96^(t·ψ))``,
+    ``ψ = momentum_decay``, ``Π_t = μ_1···μ_t``; Adam's ``m``, ``v``;
+    ``u = ((1-μ_t)/(1-Π_t)·g + μ_{t+1}/(1-Π_t·μ_{t+1})·m) / (sqrt(v/(1-b2^t)) + eps)``.
+    State ``ScaleByNadamState(count, mu_product, mu, nu)``, ``mu_product = Π_t`` (a float64
+    scalar whatever the params' dtype: a float32 product drifts by ~1e-7 a step).
+    """
+    name = "scale_by_nadam"
+    b1, b2 = _betas(name, b1, b2)
+    eps = check_float(name, "eps", eps)
+    psi = check_float(name, "momentum_decay", momentum_decay)
+
+    def init(params: Tree) -> ScaleByNadamState:
+        check_float_params(f"{name}.init", params, eps)
+        return ScaleByNadamState(zero_count(), np.float64(1.0), tree.zeros_like(params),
+                                 tree.zeros_like(params))
+
+    def update(state: Any, grads: Tree, params: Tree = None
+               ) -> tuple[Tree, ScaleByNadamState]:
+        del params
+        check_state(name, state, ScaleByNadamState)
+        count = read_count(f"{name}.update", state.count)
+        product = _read_product(f"{name}.update", state.mu_product)
+        t = count + 1
+        mu_t = b1 * (1.0 - 0.5 * 0.96 ** (t * psi))
+        mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
+        product *= mu_t
+        c_g = (1.0 - mu_t) / (1.0 - product)
+        c_m = mu_next / (1.0 - product * mu_next)
+        inv_bc2 = 1.0 / (1.0 - b2**t)
+
+        def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
+            real_grad(g)
+            m_new = like(b1 * m + (1.0 - b1) * g, m)
+            v_new = like(b2 * v + (1.0 - b2) * (g * g), v)
+            denom = np.sqrt(v_new * inv_bc2) + eps
+            return like((c_g * g + c_m * m_new) / denom, v_new), m_new, v_new
+
+        with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
+            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
+                                   ("grads", "state.mu", "state.nu"), n_out=3,
+                                   elementwise=True)
+        return out, ScaleByNadamState(next_count(count), np.float64(product), mu, nu)
+
+    return transform(name, init, update)

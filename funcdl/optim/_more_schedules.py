@@ -1,0 +1,158 @@
+"""More of optax's schedules: the one-cycle policy (linear and cosine), linear warmup then
+exponential decay, and SGDR's warm restarts. Conventions as in ``_schedules``: ``count`` is
+the number of updates already applied, an array of counts gives an array of values, and the
+arguments are checked when the schedule is made, errors naming it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from funcdl._args import bool_arg, real_arg
+from funcdl.optim._base import Schedule
+from funcdl.optim._checks import check_float, schedule_factory
+from funcdl.optim._schedules import (
+    _over_counts,
+    _steps,
+    _value,
+    exponential_decay,
+    join_schedules,
+    linear_schedule,
+    warmup_cosine_decay_schedule,
+)
+
+__all__ = [
+    "cosine_onecycle_schedule",
+    "linear_onecycle_schedule",
+    "sgdr_schedule",
+    "warmup_exponential_decay_schedule",
+]
+
+
+def _interpolated(name: str, cosine: bool, init: float,
+                  boundaries_and_scales: list[tuple[int, float]]) -> Schedule:
+    """optax's ``piecewise_interpolate_schedule``: ``v_0 = init``, ``v_{i+1} = v_i·s_i`` at
+    the boundaries ``0 = b_0 <= b_1 <= ...`` (given in order); from ``b_i`` to ``b_{i+1}``
+    the value goes from ``v_i`` to ``v_{i+1}``, linearly or along a half cosine, at
+    ``pct = (t - b_i) / (b_{i+1} - b_i)``; past the last boundary it stays at the last value.
+    A phase of length 0 is skipped (optax's dict of boundaries would keep only the last of
+    two equal ones: a one-cycle of fewer than ~4 steps differs)."""
+    bounds = [0] + [b for b, _ in boundaries_and_scales]
+    values = [init]
+    for _, s in boundaries_and_scales:
+        values.append(values[-1] * s)
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{name}: the values reached are {values}, not all finite; pass a "
+                         f"div_factor and final_div_factor that keep them finite")
+    phases = list(zip(bounds, bounds[1:], values, values[1:]))
+
+    @_over_counts
+    def schedule(count: int) -> float:
+        for lo, hi, a, b in phases:  # two or three phases
+            if lo <= count < hi:
+                pct = (count - lo) / (hi - lo)
+                if cosine:
+                    return float(b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1.0))
+                return float((b - a) * pct + a)
+        return values[-1] if count >= bounds[-1] else 0.0  # 0 before count 0, as optax
+
+    return schedule
+
+
+def _onecycle_args(name: str, transition_steps: int, peak_value: float, pct_start: float,
+                   div_factor: float, final_div_factor: float
+                   ) -> tuple[int, float, float, float, float]:
+    return (_steps(name, "transition_steps", transition_steps, positive=True),
+            _value(name, "peak_value", peak_value),
+            check_float(name, "pct_start", pct_start, high=1.0),
+            real_arg(div_factor, name, "div_factor", low=0.0, open_low=True),
+            real_arg(final_div_factor, name, "final_div_factor", low=0.0, open_low=True))
+
+
+@schedule_factory
+def linear_onecycle_schedule(transition_steps: int, peak_value: float, pct_start: float = 0.3,
+                             pct_final: float = 0.85, div_factor: float = 25.0,
+                             final_div_factor: float = 1e4) -> Schedule:
+    """optax's: with ``T = transition_steps`` and ``v = peak_value / div_factor``, linear
+    from ``v`` to ``peak_value`` over ``[0, ⌊pct_start·T⌋)``, back to ``v`` by
+    ``⌊pct_final·T⌋``, then to ``v / final_div_factor`` at ``T``, and constant after.
+    ``0 <= pct_start <= pct_final <= 1``; the factors are > 0."""
+    name = "linear_onecycle_schedule"
+    steps, peak, start, div, final = _onecycle_args(name, transition_steps, peak_value,
+                                                    pct_start, div_factor, final_div_factor)
+    end = check_float(name, "pct_final", pct_final, high=1.0)
+    if end < start:
+        raise ValueError(f"{name}: pct_final (the end of the fall back to the initial value) "
+                         f"must be >= pct_start={start}, got {end}")
+    return _interpolated(name, False, peak / div, [(int(start * steps), div),
+                                                   (int(end * steps), 1.0 / div),
+                                                   (steps, 1.0 / final)])
+
+
+@schedule_factory
+def cosine_onecycle_schedule(transition_steps: int, peak_value: float, pct_start: float = 0.3,
+                             div_factor: float = 25.0, final_div_factor: float = 1e4
+                             ) -> Schedule:
+    """optax's (PyTorch's ``OneCycleLR`` with ``anneal_strategy='cos'``): with ``T =
+    transition_steps`` and ``v = peak_value / div_factor``, a half cosine from ``v`` up to
+    ``peak_value`` over ``[0, ⌊pct_start·T⌋)``, then down to ``v / final_div_factor`` at
+    ``T``, and constant after. ``0 <= pct_start <= 1``; the factors are > 0."""
+    name = "cosine_onecycle_schedule"
+    steps, peak, start, div, final = _onecycle_args(name, transition_steps, peak_value,
+                                                    pct_start, div_factor, final_div_factor)
+    return _interpolated(name, True, peak / div, [(int(start * steps), div),
+                                                  (steps, 1.0 / (div * final))])
+
+
+@schedule_factory
+def warmup_exponential_decay_schedule(init_value: float, peak_value: float, warmup_steps: int,
+                                      transition_steps: int, decay_rate: float,
+                                      transition_begin: int = 0, staircase: bool = False,
+                                      end_value: float | None = None) -> Schedule:
+    """optax's: linear warmup from ``init_value`` to ``peak_value`` over ``warmup_steps``,
+    then ``exponential_decay(peak_value, transition_steps, decay_rate, transition_begin,
+    staircase, end_value)`` counted from the end of the warmup."""
+    name = "warmup_exponential_decay_schedule"
+    warm = _steps(name, "warmup_steps", warmup_steps)
+    steps = _steps(name, "transition_steps", transition_steps)
+    begin = _steps(name, "transition_begin", transition_begin)
+    init, peak = _value(name, "init_value", init_value), _value(name, "peak_value", peak_value)
+    rate = _value(name, "decay_rate", decay_rate)
+    if not rate > 0.0:
+        raise ValueError(f"{name}: decay_rate must be > 0, got {decay_rate!r}")
+    stair = bool_arg(staircase, name, "staircase")
+    end = None if end_value is None else _value(name, "end_value", end_value)
+    return join_schedules([linear_schedule(init, peak, warm),
+                           exponential_decay(peak, steps, rate, begin, stair, end)], [warm])
+
+
+@schedule_factory
+def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Schedule:
+    """optax's SGD with warm restarts: one ``warmup_cosine_decay_schedule(**kwargs)`` per
+    entry of ``cosine_kwargs``, each lasting its ``decay_steps`` and starting from count 0
+    again, e.g. ``[dict(init_value=0.0, peak_value=0.1, warmup_steps=10, decay_steps=100)]
+    * 3``. The last one holds its end value after it."""
+    name = "sgdr_schedule"
+    try:
+        cycles = list(cosine_kwargs)
+    except TypeError:
+        raise TypeError(f"{name}: cosine_kwargs must be a list of dicts of "
+                        f"warmup_cosine_decay_schedule's arguments, got "
+                        f"{type(cosine_kwargs).__name__}") from None
+    if not cycles:
+        raise ValueError(f"{name}: cosine_kwargs must hold at least one cycle (a dict of "
+                         f"warmup_cosine_decay_schedule's arguments), got none")
+    schedules, boundaries, step = [], [], 0
+    for i, kw in enumerate(cycles):
+        if not isinstance(kw, Mapping):
+            raise TypeError(f"{name}: cosine_kwargs[{i}] must be a dict of "
+                            f"warmup_cosine_decay_schedule's arguments, got "
+                            f"{type(kw).__name__}")
+        try:
+            schedules.append(warmup_cosine_decay_schedule(**kw))
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{name}: cosine_kwargs[{i}]: {e}") from None
+        step += _steps(name, f"cosine_kwargs[{i}]['decay_steps']", kw["decay_steps"])
+        boundaries.append(step)
+    return join_schedules(schedules, boundaries[:-1])

@@ -1,0 +1,203 @@
+"""Accumulating and averaging transforms, as optax's: ``apply_every`` (sum k updates, emit
+the sum every k-th), ``multi_steps`` (optax's ``MultiSteps`` as a function: run an optimizer
+on the mean of k gradients, every k-th step) and ``ema`` (an exponential moving average of
+the updates). Notation as in ``_transforms``. Each ``update`` refuses grads that are not
+real floating point and returns inf and NaN steps silently."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from funcdl import tree
+from funcdl._args import bool_arg, dtype_arg
+from funcdl.optim._base import (
+    Count,
+    GradientTransformation,
+    check_state,
+    leafwise,
+    like,
+    next_count,
+    read_count,
+    real_grad,
+    transform,
+    zero_count,
+)
+from funcdl.optim._checks import check_float, check_float_params, check_schedule
+from funcdl.optim._schedules import _steps
+
+__all__ = ["ApplyEveryState", "EmaState", "MultiStepsState", "apply_every", "ema",
+           "multi_steps"]
+
+Tree = Any
+
+
+class ApplyEveryState(NamedTuple):
+    count: Count  # type: ignore[assignment]  # updates since the last emitted one, mod k
+    grad_acc: Tree  # the sum of the updates since then
+
+
+class MultiStepsState(NamedTuple):
+    mini_step: Count  # gradients accumulated since the last inner update
+    gradient_step: Count  # inner updates applied
+    inner_opt_state: Any
+    acc_grads: Tree  # their mean (their sum with use_grad_mean=False)
+
+
+class EmaState(NamedTuple):
+    count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    ema: Tree
+
+
+def apply_every(k: int = 1) -> GradientTransformation:
+    """optax's ``apply_every``: ``a = g`` at a count that is a multiple of ``k``, else
+    ``a = a + g``; ``u = a`` at every k-th update (count = k-1 mod k), else ``u = 0``.
+
+    In a chain, the stages before it still step at every update (use ``multi_steps`` to
+    average the gradients before a whole optimizer). State ``ApplyEveryState(count,
+    grad_acc)``, ``count`` kept mod ``k`` (as optax), ``grad_acc`` in the params' dtype.
+    """
+    name = "apply_every"
+    k = _steps(name, "k", k, positive=True)
+
+    def init(params: Tree) -> ApplyEveryState:
+        check_float_params(f"{name}.init", params)
+        return ApplyEveryState(zero_count(), tree.zeros_like(params))
+
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ApplyEveryState]:
+        del params
+        check_state(name, state, ApplyEveryState)
+        c = read_count(f"{name}.update", state.count) % k
+        emit = c == k - 1
+
+        def leaf(g: Any, a: Any) -> tuple[Any, Any]:
+            real_grad(g)
+            # a copy of g: the state outlives this update, and the caller may refill g
+            acc = like(a + g, a) if c else np.array(g, np.result_type(a))
+            # zeros, not 0·acc: an inf in the sum would make optax's NaN
+            return (acc if emit else np.zeros_like(acc)), acc
+
+        with np.errstate(all="ignore"):  # inf - inf in the sum: NaN, silently
+            out, acc = leafwise(f"{name}.update", leaf, (grads, state.grad_acc),
+                                ("grads", "state.grad_acc"), n_out=2, elementwise=True)
+        return out, ApplyEveryState(np.int64((c + 1) % k), acc)
+
+    return transform(name, init, update)
+
+
+def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[int], int],
+                use_grad_mean: bool = True) -> GradientTransformation:
+    """optax's ``MultiSteps(opt, every_k_schedule, use_grad_mean)`` as a transform: gradient
+    accumulation. ``k = every_k_schedule`` (an int >= 1, or a function of the number of
+    inner updates applied that returns one); the first k-1 of every k updates return zeros
+    and only accumulate ``a = a + (g - a)/(n + 1)`` (``n`` gradients so far: their mean, by
+    Welford's update as optax; their sum ``a + g`` with ``use_grad_mean=False``); the k-th
+    returns ``opt``'s update of ``a`` (with the params) and starts again from ``a = 0``.
+    ``opt``'s state moves only at those updates.
+
+    Should the schedule's k fall below the gradients already taken, the next update is an
+    inner one (optax's would drop them and start over). State ``MultiStepsState(
+    mini_step, gradient_step, inner_opt_state, acc_grads)``, ``acc_grads`` in the params'
+    dtype (optax's default is float32).
+
+    Example (a batch of 4 × 32 in place of 128)::
+
+        opt = multi_steps(adam(1e-3), every_k_schedule=4)
+    """
+    name = "multi_steps"
+    if not isinstance(opt, GradientTransformation):
+        raise TypeError(f"{name}: opt must be a funcdl GradientTransformation (e.g. "
+                        f"optim.adam(1e-3)), got {type(opt).__name__}")
+    mean = bool_arg(use_grad_mean, name, "use_grad_mean")
+    if callable(every_k_schedule):
+        schedule = check_schedule(name, "every_k_schedule", every_k_schedule)
+
+        def every_k(step: int) -> int:
+            return _steps(f"{name}.update", f"every_k_schedule({step}) (the gradients to "
+                          f"accumulate)", schedule(step), positive=True)
+    else:
+        fixed = _steps(name, "every_k_schedule (the gradients to accumulate, or a function "
+                       "returning it)", every_k_schedule, positive=True)
+
+        def every_k(step: int) -> int:
+            del step
+            return fixed
+
+    def init(params: Tree) -> MultiStepsState:
+        check_float_params(f"{name}.init", params)
+        return MultiStepsState(zero_count(), zero_count(), opt.init(params),
+                               tree.zeros_like(params))
+
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, MultiStepsState]:
+        check_state(name, state, MultiStepsState)
+        n = read_count(f"{name}.update", state.mini_step)
+        step = read_count(f"{name}.update", state.gradient_step)
+        emit = n + 1 >= every_k(step)
+
+        def leaf(g: Any, a: Any) -> Any:
+            real_grad(g)
+            if n == 0:  # a = 0: a + (g - a)/1 = a + g = g, copied (the state outlives g)
+                return np.array(g, np.result_type(a))
+            return like(a + (g - a) / (n + 1) if mean else a + g, a)
+
+        with np.errstate(all="ignore"):  # inf - inf: NaN, silently
+            (acc,) = leafwise(f"{name}.update", leaf, (grads, state.acc_grads),
+                              ("grads", "state.acc_grads"))
+        if not emit:
+            return (tree.zeros_like(acc),
+                    MultiStepsState(next_count(n), np.int64(step), state.inner_opt_state,
+                                    acc))
+        updates, inner = opt.update(state.inner_opt_state, acc, params)
+        return updates, MultiStepsState(zero_count(), next_count(step), inner,
+                                        tree.zeros_like(acc))
+
+    return transform(name, init, update)
+
+
+def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None
+        ) -> GradientTransformation:
+    """optax's ``ema``: ``e = (1-decay)·g + decay·e`` from ``e = 0``; ``u = e / (1 - decay^t)``
+    (``u = e`` with ``debias=False``). Unlike ``trace``, the gradient enters weighted by
+    ``1 - decay``. ``accumulator_dtype`` stores ``e`` in that float dtype (None: the
+    params'); the step is then in the dtype ``g`` and ``e`` promote to (as optax), else in
+    ``e``'s. State ``EmaState(count, ema)``.
+    """
+    name = "ema"
+    d = check_float(name, "decay", decay, high=1.0)
+    debias = bool_arg(debias, name, "debias")
+    if debias and d == 1.0:
+        raise ValueError(f"{name}: debias divides by 1 - decay^t, 0 for decay=1; pass "
+                         f"decay < 1, or debias=False")
+    acc_dt = None if accumulator_dtype is None else dtype_arg(
+        accumulator_dtype, name, "accumulator_dtype", "f", "None or a NumPy float dtype "
+        "(np.float16, np.float32, np.float64)")
+
+    def init(params: Tree) -> EmaState:
+        check_float_params(f"{name}.init", params)
+        e = (tree.zeros_like(params) if acc_dt is None
+             else tree.map(lambda p: np.zeros(np.shape(p), acc_dt), params))
+        return EmaState(zero_count(), e)
+
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmaState]:
+        del params
+        check_state(name, state, EmaState)
+        count = read_count(f"{name}.update", state.count)
+        bc = 1.0 - d ** (count + 1) if debias else 1.0
+
+        def leaf(g: Any, e: Any) -> tuple[Any, Any]:
+            real_grad(g)
+            stored = e
+            if acc_dt is not None:  # as optax: the arithmetic in g's and e's promoted dtype
+                e = np.asarray(e, np.result_type(g, e))
+            new = (1.0 - d) * g + d * e
+            u = new / bc if bc != 1.0 else new
+            return (u if acc_dt is not None else like(u, stored)), like(new, stored)
+
+        with np.errstate(all="ignore"):  # inf - inf: NaN, silently
+            out, e = leafwise(f"{name}.update", leaf, (grads, state.ema), ("grads", "state.ema"),
+                              n_out=2, elementwise=acc_dt is None)
+        return out, EmaState(next_count(count), e)
+
+    return transform(name, init, update)
