@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import bool_arg, dtype_arg
+from funcdl._args import bool_arg
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -27,7 +27,7 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._checks import check_float, check_float_params
+from funcdl.optim._checks import check_float, check_float_params, moment_dtype_arg, zeros_in
 
 __all__ = [
     "ScaleByAdagradState",
@@ -81,14 +81,11 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     eps = check_float(name, "eps", eps)
     eps_root = check_float(name, "eps_root", eps_root)
     nesterov = bool_arg(nesterov, name, "nesterov")
-    mu_dt = None if mu_dtype is None else dtype_arg(
-        mu_dtype, name, "mu_dtype", "f", "None or a NumPy float dtype (np.float16, "
-        "np.float32, np.float64)")
+    mu_dt = moment_dtype_arg(name, "mu_dtype", mu_dtype)
 
     def init(params: Tree) -> ScaleByAdamState:
         check_float_params(f"{name}.init", params, eps)
-        mu = (tree.zeros_like(params) if mu_dt is None
-              else tree.map(lambda p: np.zeros(np.shape(p), mu_dt), params))
+        mu = zeros_in(params, mu_dt)
         return ScaleByAdamState(zero_count(), mu, tree.zeros_like(params))
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByAdamState]:

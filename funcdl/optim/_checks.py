@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import real_arg
+from funcdl._args import dtype_arg, real_arg
 from funcdl.optim._base import ScalarOrSchedule, Schedule
 
 Tree = Any
@@ -65,6 +65,21 @@ def check_lr(name: str, lr: Any) -> ScalarOrSchedule:
     if callable(lr):
         return check_schedule(name, "lr", lr)
     return check_float(name, "lr (a float or a schedule count -> lr)", lr)
+
+
+def moment_dtype_arg(name: str, what: str, value: Any) -> np.dtype[Any] | None:
+    """A running moment's storage dtype (optax's ``mu_dtype``, ``accumulator_dtype``): None,
+    the params' own, or a NumPy float dtype."""
+    return None if value is None else dtype_arg(
+        value, name, what, "f", "None or a NumPy float dtype (np.float16, np.float32, "
+        "np.float64)")
+
+
+def zeros_in(params: Tree, dtype: Any) -> Tree:
+    """Zeros shaped as ``params``, in ``dtype`` (None: each leaf's own)."""
+    if dtype is None:
+        return tree.zeros_like(params)
+    return tree.map(lambda p: np.zeros(np.shape(p), dtype), params)
 
 
 def check_float_params(name: str, params: Tree, eps: float | None = None) -> None:

@@ -9,8 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from funcdl import tree
-from funcdl._args import F32, F64, dtype_arg
+from funcdl._args import F32, F64
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -25,7 +24,7 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._checks import check_float, check_float_params
+from funcdl.optim._checks import check_float, check_float_params, moment_dtype_arg, zeros_in
 
 __all__ = ["ScaleByLionState", "scale_by_lion", "scale_by_trust_ratio"]
 
@@ -49,14 +48,11 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None
     name = "scale_by_lion"
     b1 = check_float(name, "b1", b1, high=1.0)
     b2 = check_float(name, "b2", b2, high=1.0)
-    mu_dt = None if mu_dtype is None else dtype_arg(
-        mu_dtype, name, "mu_dtype", "f", "None or a NumPy float dtype (np.float16, "
-        "np.float32, np.float64)")
+    mu_dt = moment_dtype_arg(name, "mu_dtype", mu_dtype)
 
     def init(params: Tree) -> ScaleByLionState:
         check_float_params(f"{name}.init", params)
-        mu = (tree.zeros_like(params) if mu_dt is None
-              else tree.map(lambda p: np.zeros(np.shape(p), mu_dt), params))
+        mu = zeros_in(params, mu_dt)
         return ScaleByLionState(zero_count(), mu)
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByLionState]:

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import bool_arg, dtype_arg
+from funcdl._args import bool_arg
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -25,7 +25,13 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._checks import check_float, check_float_params, check_schedule
+from funcdl.optim._checks import (
+    check_float,
+    check_float_params,
+    check_schedule,
+    moment_dtype_arg,
+    zeros_in,
+)
 from funcdl.optim._schedules import _steps
 
 __all__ = ["ApplyEveryState", "EmaState", "MultiStepsState", "apply_every", "ema",
@@ -170,14 +176,11 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None
     if debias and d == 1.0:
         raise ValueError(f"{name}: debias divides by 1 - decay^t, 0 for decay=1; pass "
                          f"decay < 1, or debias=False")
-    acc_dt = None if accumulator_dtype is None else dtype_arg(
-        accumulator_dtype, name, "accumulator_dtype", "f", "None or a NumPy float dtype "
-        "(np.float16, np.float32, np.float64)")
+    acc_dt = moment_dtype_arg(name, "accumulator_dtype", accumulator_dtype)
 
     def init(params: Tree) -> EmaState:
         check_float_params(f"{name}.init", params)
-        e = (tree.zeros_like(params) if acc_dt is None
-             else tree.map(lambda p: np.zeros(np.shape(p), acc_dt), params))
+        e = zeros_in(params, acc_dt)
         return EmaState(zero_count(), e)
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmaState]:
