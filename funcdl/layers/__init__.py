@@ -4,7 +4,7 @@ Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dens
 layers, Dropout), ``activations``, ``gated`` (GELU, SiLU), ``combinators`` (Sequential),
 ``branching`` (Parallel, Residual, Shared, Repeat), ``tied`` (Tied), ``routing`` (FanOut,
 FanInSum, FanInConcat, Slice), ``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm),
-``embed`` (Embedding), ``conv``, ``pool``, ``pool1d``.
+``embed`` (Embedding), ``attention`` (MultiHeadAttention), ``conv``, ``pool``, ``pool1d``.
 """
 
 from funcdl.layers.activations import (
@@ -17,6 +17,7 @@ from funcdl.layers.activations import (
     Softplus,
     Tanh,
 )
+from funcdl.layers.attention import MultiHeadAttention
 from funcdl.layers.base import Layer, LayerLike, Pointwise, Pullback, Shape
 from funcdl.layers.branching import Parallel, Repeat, Residual, Shared
 from funcdl.layers.combinators import Sequential
@@ -56,6 +57,7 @@ __all__ = [
     "LogSoftmax",
     "MaxPool1D",
     "MaxPool2D",
+    "MultiHeadAttention",
     "Parallel",
     "Pointwise",
     "Pullback",

@@ -1,0 +1,125 @@
+"""What MultiHeadAttention checks: its input forms (one array, ``(q, kv)``, ``(q, k, v)``)
+and their shapes, at ``init`` (where sizes may be None) and at ``apply``, and its params.
+Every error names the layer, the entries by role and their shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from funcdl.layers._params import param_arrays
+from funcdl.layers.base import Array, Shape, as_array, cast_ints, check_in_shape
+
+__all__ = ["ROLES", "agree", "checked_params", "in_shapes", "inputs", "several", "shown"]
+
+# the entries of each input form, by count: self-, cross- and general attention
+ROLES = {1: ("x",), 2: ("q", "kv"), 3: ("q", "k", "v")}
+FORMS = "one array x (N, T, E), or a tuple (q, kv) or (q, k, v) of (N, T, E) arrays"
+
+
+def several(xs: Any) -> bool:
+    """Whether ``xs`` is a tuple of inputs: a tuple, or a list of arrays (as Parallel and
+    FanInSum read a list); a nested list of numbers is one array, as NumPy reads it."""
+    return isinstance(xs, tuple) or (isinstance(xs, list) and bool(xs) and all(
+        isinstance(e, np.ndarray) for e in xs))
+
+
+def shown(shapes: Sequence[Any]) -> str:
+    """``q (2, 3, 4), kv (2, 5, 4)``: each entry's shape after its role."""
+    return ", ".join(f"{r} {tuple(s)}" for r, s in zip(ROLES[len(shapes)], shapes))
+
+
+def in_shapes(name: str, in_shape: Any) -> list[Shape]:
+    """``init``'s in_shape as one shape per entry: a shape, or a tuple of 2 or 3 shapes."""
+    if isinstance(in_shape, (tuple, list)) and any(isinstance(s, (tuple, list))
+                                                   for s in in_shape):
+        if len(in_shape) not in (2, 3):
+            raise ValueError(f"{name}: in_shape must be one shape (N, T, E), or a tuple of two "
+                             f"(q, kv) or three (q, k, v) shapes, got {len(in_shape)} entries: "
+                             f"{tuple(in_shape)!r}")
+        return [check_in_shape(name, s, min_rank=0) for s in in_shape]
+    return [check_in_shape(name, in_shape, min_rank=0)]
+
+
+def agree(name: str, shapes: Sequence[Shape], heads: int,
+          causal: bool) -> tuple[int | None, int | None, int]:
+    """The output shape ``(N, Tq, E)`` of inputs of ``shapes`` (None: unknown, at init),
+    or a ValueError: each of rank 3; one E, known, > 0 and split by ``heads``; one batch
+    size; k and v of one length; as many queries as keys when ``causal``."""
+    roles = ROLES[len(shapes)]
+    for r, s in zip(roles, shapes):
+        if len(s) != 3:
+            hint = (" (a list of arrays is read as (q, kv) or (q, k, v); np.stack rows into "
+                    "one array)" if len(shapes) > 1 and len(s) == 2 else "")
+            raise ValueError(f"{name}: expected {r} of rank 3, (N, T, E) with the batch first "
+                             f"and the embedding last, got shape {tuple(s)}{hint}")
+    sizes = {s[2] for s in shapes if s[2] is not None}
+    if len(sizes) > 1:
+        raise ValueError(f"{name}: the inputs must share one embedding size E (the last "
+                         f"axis), got {shown(shapes)}; keys and values of another size "
+                         f"(PyTorch's kdim, vdim) are not supported: project them to E "
+                         f"first, e.g. with Dense(E)")
+    e = shapes[0][2]
+    if e is None or e == 0:
+        raise ValueError(f"{name}: the embedding size E (the last axis) must be a known size "
+                         f"> 0, got {shown(shapes)}")
+    divides(name, e, heads, f"the last axis of {shown(shapes)}")
+    batches = {s[0] for s in shapes if s[0] is not None}
+    if len(batches) > 1:
+        raise ValueError(f"{name}: the inputs must share one batch size (axis 0), got "
+                         f"{shown(shapes)}")
+    tq, tk = shapes[0][1], shapes[min(1, len(shapes) - 1)][1]
+    if len(shapes) == 3 and None not in (tk, shapes[2][1]) and tk != shapes[2][1]:
+        raise ValueError(f"{name}: k and v must have one length (axis 1), a value for each "
+                         f"key, got {shown(shapes)}")
+    if causal and None not in (tq, tk) and tq != tk:
+        raise ValueError(f"{name}: causal=True needs as many queries as keys (query i sees "
+                         f"keys j <= i), got Tq = {tq} and Tk = {tk}: "
+                         f"{shown(shapes)}; cross-attention between sequences of other "
+                         f"lengths takes causal=False")
+    batch = next(iter(batches)) if batches else None
+    return (batch, shapes[0][1], e)
+
+
+def divides(name: str, e: int, heads: int, where: str) -> None:
+    """A ValueError unless ``heads`` divides ``e``, suggesting the head counts that would."""
+    if e % heads:
+        fits = [h for h in range(1, e + 1) if e % h == 0]
+        near = [*[h for h in fits if h < heads][-1:], *[h for h in fits if h > heads][:1]]
+        raise ValueError(f"{name}: the embedding size E = {e} ({where}) does not split into "
+                         f"num_heads = {heads} heads of equal size; num_heads must divide E "
+                         f"(num_heads={' or '.join(map(str, near))} would)")
+
+
+def inputs(name: str, xs: Any, dtype: np.dtype[Any]) -> list[Array]:
+    """The input as its entries (1, 2 or 3), arrays with integers cast to ``dtype`` (the
+    params'), which Python floats take too; shapes not checked yet."""
+    if type(xs) is np.ndarray and xs.dtype.char in "fd" and xs.dtype.isnative:
+        return [xs]  # the common case: one float array
+    if not several(xs):
+        return [cast_ints(as_array(name, xs, dtype), dtype)]
+    if len(xs) not in (2, 3):
+        raise ValueError(f"{name}: expected {FORMS}, got a {type(xs).__name__} of "
+                         f"{len(xs)} entries")
+    return [cast_ints(as_array(name, x, dtype), dtype) for x in xs]
+
+
+def checked_params(name: str, params: Any, keys: tuple[str, ...],
+                   heads: int) -> dict[str, Array]:
+    """The params as a dict of float arrays: ``w_*`` of shape (E, E) and ``b_*`` (E,), one E
+    that ``heads`` splits; else an error naming the layer and what came."""
+    if not (type(params) is dict and len(params) == len(keys) and all(
+            type(params.get(k)) is np.ndarray and params[k].dtype.char in "fd" for k in keys)):
+        params = dict(zip(keys, param_arrays(name, params, keys)))
+    w = params["w_q"]
+    e = w.shape[0] if w.ndim else 0
+    if e == 0 or any(params[k].shape != ((e, e) if k[0] == "w" else (e,)) for k in keys):
+        got = ", ".join(f"{k} {params[k].shape}" for k in keys)
+        want = "w_q, w_k, w_v, w_o of shape (E, E)" + (
+            " and b_q, b_k, b_v, b_o of shape (E,)" if len(keys) > 4 else "")
+        raise ValueError(f"{name}: params must hold {want}, one E > 0 (as init returns "
+                         f"them), got {got}")
+    divides(name, e, heads, "the size of the params")
+    return dict(params)

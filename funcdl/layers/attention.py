@@ -1,0 +1,260 @@
+"""MultiHeadAttention: PyTorch's ``nn.MultiheadAttention(batch_first=True)``, Flax's
+``MultiHeadDotProductAttention``, on sequences (N, T, E), embedding last.
+
+The input takes the forms of funcdl's tuple-taking layers (FanInSum, Parallel): one array
+``x`` (self-attention, q = k = v = x), a tuple ``(q, kv)`` (cross-attention, k = v = kv) or
+``(q, k, v)``; a list of arrays reads as the tuple, and dx comes back in the input's form.
+From torch: ``w_q = in_proj_weight[:E].T`` (w_k, w_v the next rows), ``w_o =
+out_proj.weight.T``. From Flax: ``w_q = query.kernel.reshape(E, E)`` (its (E, H, D)),
+``w_o = out.kernel.reshape(E, E)`` (its (H, D, E)); Flax's dropout shares one mask across
+the batch and heads by default (``broadcast_dropout``), torch's and this one draw each
+weight's alone.
+
+All heads run together: each step is one BLAS product over the whole batch, on (N, H, T, D)
+views of the projections (strides, no copies), and the products of the heads write straight
+into (N, T, H, D) buffers through ``out=``, so that concatenating the heads costs nothing
+((32, 4, 64, 64) @ (.., 64, 32) float32: 0.32 ms into such a view against 0.95 ms for the
+product and a transposed copy; a one-off timing, not kept). An entry that plays several
+roles (x, or kv) is projected by one product with its roles' weights side by side, and its
+gradients come back through one product too. The scale 1/sqrt(D) is folded into w_q and
+b_q, an (E, E) product rather than one over every score.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from funcdl import initializers, random
+from funcdl._args import bool_arg, int_arg, real_arg
+from funcdl.layers._attention import agree, checked_params, in_shapes, inputs, several, shown
+from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, weak_dtype
+from funcdl.layers._sums import chan, dot, ones
+from funcdl.layers._windows import call_name
+from funcdl.layers.base import (
+    Array,
+    Layer,
+    Shape,
+    check_cotangent,
+    in_input_dtype,
+    like,
+)
+
+__all__ = ["MultiHeadAttention"]
+
+matmul = np.matmul
+_W, _B = ("w_q", "w_k", "w_v"), ("b_q", "b_k", "b_v")
+# the roles (0 q, 1 k, 2 v) each entry of an input form plays, by the form's entry count
+_PLAYS = {1: ((0, 1, 2),), 2: ((0,), (1, 2)), 3: ((0,), (1,), (2,))}
+
+
+@functools.lru_cache(maxsize=32)
+def _later(t: int) -> Array:
+    """The (T, T) mask of the keys after each query, j > i, which causal attention hides;
+    read-only, as it is cached."""
+    m = np.triu(np.ones((t, t), bool), 1)
+    m.flags.writeable = False
+    return m
+
+
+class _Kept(NamedTuple):
+    """What the pullback reads, all in the computation dtype."""
+
+    entries: list[Array]     # each input entry as rows (N·T, E)
+    w_in: list[Array]        # each entry's projection: its roles' (E, E) weights side by side
+    heads: list[Array]       # the scaled queries, the keys, the values: (N, H, T, D) views
+    weights: Array           # softmax(q kᵀ / sqrt(D)), (N, H, Tq, Tk), 0 at masked keys
+    dropped: Array           # weights · keep, or weights itself without dropout
+    keep: Array | None       # the dropout mask, scaled by 1/(1 - rate)
+    context: Array           # dropped @ v with the heads side by side, (N·Tq, E)
+    w_o: Array
+
+
+def _softmax_rows(s: Array) -> None:
+    """Softmax along the last axis, in place, shifted by each row's max (no overflow); a
+    row holding +inf gives NaN, as PyTorch's, without NumPy's warning."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        s -= np.maximum.reduce(s, axis=-1, keepdims=True)
+    np.exp(s, out=s)
+    # row sums as a product with ones: BLAS's matrix-vector product, 4x NumPy's reduction
+    # over rows of 64 ((32, 4, 64, 64) float32; a one-off timing, not kept)
+    s /= matmul(s, ones(s.shape[-1], s.dtype))[..., None]
+
+
+def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float = 0.0,
+                       use_bias: bool = True,
+                       w_init: initializers.Initializer | None = None,
+                       b_init: initializers.Initializer | None = None) -> Layer:
+    """Multi-head scaled dot-product attention, ``(N, Tq, E)`` out; inputs ``x``,
+    ``(q, kv)`` or ``(q, k, v)`` of shapes (N, Tq, E), (N, Tk, E), (N, Tk, E).
+
+    params: ``{'w_q', 'w_k', 'w_v', 'w_o': (E, E), 'b_q', 'b_k', 'b_v', 'b_o': (E,)}`` (no
+    biases when ``use_bias=False``); torch's ``in_proj_weight`` is ``[w_q | w_k | w_v]ᵀ``,
+    ``out_proj.weight`` is ``w_oᵀ``. Default init as torch's: w_q, w_k, w_v ~ U(±sqrt(6/4E))
+    (xavier_uniform over the stacked (3E, E)), w_o ~ U(±1/sqrt(E)) (nn.Linear's), biases 0;
+    ``w_init``/``b_init`` replace them for all four weights / biases.
+    forward, per head h of D = E/H: ``Q = q w_q + b_q`` (K, V alike), ``S = Q_h K_hᵀ/sqrt(D)``
+    (``S_ij = -inf`` for j > i when ``causal``), ``P = softmax_j(S)``, ``C_h = (P ⊙ M) V_h``
+    with ``M`` the dropout mask (``train=True`` and ``dropout > 0`` only; ``rate`` dropped,
+    the rest scaled by 1/(1 - rate), as torch's), ``y = [C_1 … C_H] w_o + b_o``;
+    vjp: ``dw_o = Cᵀ dy``, ``dC = dy w_oᵀ``, ``dV_h = (P⊙M)ᵀ dC_h``,
+    ``dP = M ⊙ dC_h V_hᵀ``, ``dS = P ⊙ (dP - Σ_j P⊙dP)``, ``dQ_h = dS K_h/sqrt(D)``,
+    ``dK_h = dSᵀ Q_h/sqrt(D)``, ``dw_q = qᵀ dQ``, ``dq = dQ w_qᵀ`` (k, v alike; an entry in
+    several roles sums its cotangents).
+    """
+    where = "MultiHeadAttention"
+    heads = int_arg(num_heads, where, "num_heads", 1)
+    causal = bool_arg(causal, where, "causal")
+    rate = real_arg(dropout, where, "dropout (the fraction of attention weights dropped)",
+                    low=0.0, high=1.0)
+    use_bias = bool_arg(use_bias, where, "use_bias")
+    name = call_name(where, (heads,), causal=(causal, False), dropout=(rate, 0.0),
+                     use_bias=(use_bias, True))
+    w_init = initializer_arg(name, "w_init", w_init)
+    b_init = initializer_arg(name, "b_init", b_init)
+    keys = ("w_q", "w_k", "w_v", "w_o") + (("b_q", "b_k", "b_v", "b_o") if use_bias else ())
+
+    def init(key: random.Key, in_shape: Any) -> tuple[Shape, Any]:
+        out = agree(name, in_shapes(name, in_shape), heads, causal)
+        e = out[2]
+        draws = random.split_for(key, 8, name)
+        bound = math.sqrt(6.0 / (e + 3 * e))  # fan_in E, fan_out 3E: the stacked in_proj
+        w_in = w_init or initializers.uniform(bound, low=-bound)
+        params = {k: drawn(name, "w_init", w_in, draws[i], (e, e)) for i, k in enumerate(_W)}
+        params["w_o"] = drawn(name, "w_init", w_init or initializers.torch_default(),
+                              draws[3], (e, e))
+        if use_bias:
+            b = b_init or initializers.zeros()
+            for i, k in enumerate((*_B, "b_o")):
+                params[k] = drawn(name, "b_init", b, draws[4 + i], (e,))
+        return out, params
+
+    def dropping(key: Any, train: Any) -> bool:
+        """Whether this call drops weights; a call in training that would needs a key."""
+        if train is not True and train is not False:  # train='no' would count as True
+            train = bool_arg(train, name, "train")
+        if not (train and rate > 0.0):
+            return False
+        if key is None:
+            raise ValueError(
+                f"{name}: train=True with dropout={rate} needs a random key: pass key= to "
+                f"the call that runs it, apply(params, x, train=True, "
+                f"key=funcdl.random.key(seed)), vjp, or the function from value_and_grad, "
+                f"f(params, x, target, key=...); a new key per step, e.g. from "
+                f"funcdl.random.split")
+        random.check_key(key, name)
+        return True
+
+    def forward(params: Any, xs: Any, key: Any, train: Any) -> tuple[Array, _Kept]:
+        p = checked_params(name, params, keys, heads)
+        e = p["w_q"].shape[0]
+        given = inputs(name, xs, weak_dtype(p, "w_q"))
+        if all(x.ndim == 3 for x in given) and any(x.shape[2] != e for x in given):
+            raise ValueError(f"{name}: expected inputs (N, T, {e}), the embedding size the "
+                             f"params were initialised for, got "
+                             + shown([x.shape for x in given]))
+        agree(name, [x.shape for x in given], heads, causal)
+        n, tq = given[0].shape[:2]
+        drop = dropping(key, train)
+        dt = np.result_type(*(x.dtype for x in given), *(a.dtype for a in p.values()))
+        d, scale = e // heads, 1.0 / math.sqrt(e // heads)
+        w_roles = [p["w_q"].astype(dt, copy=False) * scale, p["w_k"].astype(dt, copy=False),
+                   p["w_v"].astype(dt, copy=False)]
+        b_roles = [p["b_q"].astype(dt, copy=False) * scale, p["b_k"].astype(dt, copy=False),
+                   p["b_v"].astype(dt, copy=False)] if use_bias else []
+        entries, w_in, views = [], [], [np.empty(0)] * 3
+        for x, roles in zip(given, _PLAYS[len(given)]):
+            rows = x.astype(dt, copy=False).reshape(-1, e)
+            w = w_roles[roles[0]] if len(roles) == 1 else np.concatenate(
+                [w_roles[r] for r in roles], axis=1)
+            h = dot(rows, w)
+            if use_bias:
+                chan(np.add, h, b_roles[roles[0]] if len(roles) == 1 else np.concatenate(
+                    [b_roles[r] for r in roles]), out=h)
+            h5 = h.reshape(x.shape[0], x.shape[1], len(roles), heads, d)
+            for i, r in enumerate(roles):
+                views[r] = h5[:, :, i].transpose(0, 2, 1, 3)
+            entries.append(rows)
+            w_in.append(w)
+        qh, kh, vh = views
+        scores = matmul(qh, kh.swapaxes(-1, -2))                # (N, H, Tq, Tk)
+        if causal:
+            np.copyto(scores, -np.inf, where=_later(tq))
+        if scores.shape[-1]:  # no keys: nothing to normalise, and the context is 0
+            _softmax_rows(scores)
+        keep = None
+        if drop:
+            # float32 draws whatever the dtype, as Dropout's: a float64 rerun drops the same
+            keep = (np.zeros(scores.shape, dt) if rate == 1.0 else
+                    (random.uniform(key, scores.shape, dtype=np.float32) >= np.float32(rate))
+                    * np.asarray(1.0 / (1.0 - rate), dt))
+        dropped = scores if keep is None else scores * keep
+        context = np.empty((n, tq, heads, d), dt)
+        matmul(dropped, vh, out=context.transpose(0, 2, 1, 3))
+        c2 = context.reshape(-1, e)
+        w_o = p["w_o"].astype(dt, copy=False)
+        y = dot(c2, w_o)
+        if use_bias:
+            chan(np.add, y, p["b_o"].astype(dt, copy=False), out=y)
+        return y.reshape(n, tq, e), _Kept(entries, w_in, [qh, kh, vh], scores, dropped, keep,
+                                          c2, w_o)
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        return forward(params, x, key, train)[0]
+
+    def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
+        y, kept = forward(params, xs, key, train)
+        n, tq, e = y.shape
+        d, scale = e // heads, 1.0 / math.sqrt(e // heads)
+        dtypes = [getattr(x, "dtype", None) for x in (xs if several(xs) else [xs])]
+
+        def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
+            dy2 = check_cotangent(name, dy, y.shape, y.dtype).reshape(-1, e)
+            dt = y.dtype
+            grads = {"w_o": matmul(kept.context.T, dy2)}
+            if use_bias:
+                grads["b_o"] = dot(ones(len(dy2), dt), dy2)
+            dc2 = dot(dy2, kept.w_o.T)                       # dC, (N·Tq, E)
+            dc = dc2.reshape(n, tq, heads, d).transpose(0, 2, 1, 3)
+            # the softmax vjp's row term Σ_j P⊙dP = Σ_j (P⊙M)⊙d(P⊙M) = Σ_d dC⊙C, per
+            # query and head: a sum over D on (N, Tq, E), not over Tk on the scores
+            prod = dc2 * kept.context
+            row = matmul(prod.reshape(n, tq, heads, d), ones(d, dt))
+            qh, kh, vh = kept.heads
+            ds = matmul(dc, vh.swapaxes(-1, -2))              # d(P⊙M)
+            if kept.keep is not None:
+                ds *= kept.keep                               # dP
+            ds -= row.transpose(0, 2, 1)[..., None]
+            ds *= kept.weights                                # dS, over the scaled scores
+            products = (lambda out: matmul(ds, kh, out=out),
+                        lambda out: matmul(ds.swapaxes(-1, -2), qh, out=out),
+                        lambda out: matmul(kept.dropped.swapaxes(-1, -2), dc, out=out))
+            dxs = []
+            for rows, w_in, roles in zip(kept.entries, kept.w_in, _PLAYS[len(kept.entries)]):
+                t = kept.heads[roles[0]].shape[2]
+                g = np.empty((n, t, len(roles), heads, d), dt)
+                for i, r in enumerate(roles):
+                    products[r](g[:, :, i].transpose(0, 2, 1, 3))
+                g2 = g.reshape(-1, len(roles) * e)
+                gw = matmul(rows.T, g2)
+                gb = dot(ones(len(g2), dt), g2) if use_bias else None
+                for i, r in enumerate(roles):
+                    # the product ran on w_q·scale: d(w_q) = scale · d(w_q·scale)
+                    cols = slice(i * e, (i + 1) * e)
+                    grads[_W[r]] = gw[:, cols] * scale if r == 0 else gw[:, cols].copy()
+                    if gb is not None:
+                        grads[_B[r]] = gb[cols] * scale if r == 0 else gb[cols].copy()
+                if need_dx:
+                    dxs.append(dot(g2, w_in.T).reshape(n, t, e))
+            grads = in_param_dtypes({k: grads[k] for k in keys}, params)
+            if not need_dx:
+                return grads, None
+            dx = [in_input_dtype(g, t) for g, t in zip(dxs, dtypes)]
+            return grads, (like(xs, dx) if several(xs) else dx[0])
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name, dx_optional=True)
