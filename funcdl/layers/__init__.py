@@ -4,7 +4,8 @@ Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dens
 layers, Dropout), ``activations``, ``gated`` (GELU, SiLU), ``combinators`` (Sequential),
 ``branching`` (Parallel, Residual, Shared, Repeat), ``tied`` (Tied), ``routing`` (FanOut,
 FanInSum, FanInConcat, Slice), ``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm),
-``embed`` (Embedding), ``attention`` (MultiHeadAttention), ``conv``, ``pool``, ``pool1d``.
+``embed`` (Embedding), ``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM,
+GRU), ``conv``, ``pool``, ``pool1d``.
 """
 
 from funcdl.layers.activations import (
@@ -29,12 +30,15 @@ from funcdl.layers.groupnorm import GroupNorm
 from funcdl.layers.norm import BatchNorm, LayerNorm
 from funcdl.layers.pool import AvgPool2D, GlobalAvgPool, MaxPool2D
 from funcdl.layers.pool1d import AvgPool1D, MaxPool1D
+from funcdl.layers.recurrent import GRU, LSTM, SimpleRNN
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Slice
 from funcdl.layers.tied import Tied
 
 __all__ = [
     "ELU",
     "GELU",
+    "GRU",
+    "LSTM",
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
@@ -70,6 +74,7 @@ __all__ = [
     "Shared",
     "SiLU",
     "Sigmoid",
+    "SimpleRNN",
     "Slice",
     "Softmax",
     "Softplus",
