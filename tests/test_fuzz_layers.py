@@ -32,7 +32,7 @@ INF, HUGE = "inf", "huge"  # ANY, and NumPy's word on the NaN or overflow accept
 MOVERS = ("Identity", "Flatten", "Reshape", "Slice", "FanOut", "Dropout")
 SILENT = (*MOVERS, "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "GELU", "SiLU", "ELU",
           "Softmax", "LogSoftmax", "MaxPool2D", "AvgPool2D", "GlobalAvgPool", "FanInSum",
-          "FanInConcat", "MaxPool1D", "AvgPool1D")
+          "FanInConcat", "MaxPool1D", "AvgPool1D", "Upsample")
 NO_STATE: Any = object()
 NUMPY_WORDS = ("could not be broadcast", "operands could not", "matmul: Input operand",
                "index out of bounds", "object arrays are not supported", "ufunc",
@@ -93,6 +93,13 @@ CASES = [
     case(L.Conv2D(2, (2, 3), stride=2, padding="VALID"), f(2, 5, 6, 2)),
     case(L.Conv2D(3, 2, padding=((1, 0), (0, 1)), use_bias=False), f(1, 3, 3, 5)),
     case(L.Conv1D(2, 3), f(2, 6, 3)), case(L.Conv1D(2, 2, stride=2, padding="VALID"), f(2, 5, 1)),
+    case(L.ConvTranspose2D(2, 3), f(2, 3, 3, 3)),
+    case(L.ConvTranspose2D(3, 4, stride=2, padding=1), f(2, 3, 2, 2)),
+    case(L.ConvTranspose2D(2, (2, 3), stride=(2, 1), padding=(0, 1), output_padding=(1, 0),
+                           dilation=(1, 2), use_bias=False), f(1, 2, 3, 1)),
+    case(L.ConvTranspose2D(2, 3, stride=2, padding="SAME"), f(2, 3, 3, 2)),
+    case(L.Upsample(2), f(2, 2, 3, 2)), case(L.Upsample((1, 3), "bilinear"), f(2, 3, 2, 2)),
+    case(L.Upsample(2, "bilinear", align_corners=True), f(2, 2, 2, 3)),
     case(L.MaxPool2D(), f(2, 4, 4, 2)), case(L.MaxPool2D(3, 2, "SAME"), f(2, 5, 5, 1)),
     case(L.AvgPool2D(), f(2, 4, 4, 2)), case(L.GlobalAvgPool(), f(2, 3, 3, 2)),
     case(L.AvgPool2D(2, padding=1, count_include_pad=False), f(2, 4, 4, 2)),

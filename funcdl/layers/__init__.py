@@ -5,7 +5,8 @@ layers, Dropout), ``activations``, ``gated`` (GELU, SiLU), ``combinators`` (Sequ
 ``branching`` (Parallel, Residual, Shared, Repeat), ``tied`` (Tied), ``routing`` (FanOut,
 FanInSum, FanInConcat, Slice), ``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm),
 ``embed`` (Embedding), ``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM,
-GRU), ``conv``, ``pool``, ``pool1d``.
+GRU), ``conv``, ``conv_transpose`` (ConvTranspose2D), ``upsample`` (Upsample), ``pool``,
+``pool1d``.
 """
 
 from funcdl.layers.activations import (
@@ -23,6 +24,7 @@ from funcdl.layers.base import Layer, LayerLike, Pointwise, Pullback, Shape
 from funcdl.layers.branching import Parallel, Repeat, Residual, Shared
 from funcdl.layers.combinators import Sequential
 from funcdl.layers.conv import Conv1D, Conv2D
+from funcdl.layers.conv_transpose import ConvTranspose2D
 from funcdl.layers.core import Dense, Dropout, Flatten, Identity, Reshape
 from funcdl.layers.embed import Embedding
 from funcdl.layers.gated import GELU, SiLU
@@ -33,6 +35,7 @@ from funcdl.layers.pool1d import AvgPool1D, MaxPool1D
 from funcdl.layers.recurrent import GRU, LSTM, SimpleRNN
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Slice
 from funcdl.layers.tied import Tied
+from funcdl.layers.upsample import Upsample
 
 __all__ = [
     "ELU",
@@ -44,6 +47,7 @@ __all__ = [
     "BatchNorm",
     "Conv1D",
     "Conv2D",
+    "ConvTranspose2D",
     "Dense",
     "Dropout",
     "Embedding",
@@ -80,4 +84,5 @@ __all__ = [
     "Softplus",
     "Tanh",
     "Tied",
+    "Upsample",
 ]

@@ -1,0 +1,185 @@
+"""Upsample: PyTorch's ``nn.Upsample`` / ``F.interpolate`` by integer scale factors, NHWC:
+``(N, H, W, C) -> (N, sh·H, sw·W, C)``, in ``'nearest'`` or ``'bilinear'`` mode.
+
+Nearest (torch's ``'nearest'``, which for an integer scale is also its
+``'nearest-exact'``): output row ``o`` reads input row ``o // s``. The forward is one
+broadcast copy, the vjp a sum over each ``sh x sw`` block (a reshape and one reduction).
+
+Bilinear, torch's source coordinate of output row ``o`` (and likewise columns):
+``align_corners=False``: ``src = max((o + 1/2)/s - 1/2, 0)``, the pixel centres aligned;
+``align_corners=True``: ``src = o·(H - 1)/(sH - 1)`` (0 when ``sH = 1``), the corner
+pixels aligned. Row ``o`` is then ``(1 - λ)·x[h0] + λ·x[h1]`` with ``h0 = floor(src)``,
+``h1 = min(h0 + 1, H - 1)``, ``λ = src - h0``. Each axis' interpolation is a dense matrix
+``A (sH, H)`` of those weights (two per row), applied by one matrix product per axis
+(``y = A_h x A_wᵀ`` over the spatial axes); the vjp is the transposes', exactly:
+``dx = A_hᵀ dy A_w``. The two passes do ``H`` and ``W`` multiply-adds per value where
+the taps need two each, but run in BLAS: at (32, 16, 16, 64) x 2, 1.8 ms against 16 ms for gathering
+the taps with NumPy (one thread; a one-off timing). The price is at non-finite values:
+the products meet an inf or NaN with the matrix's zeros (0·inf = NaN), so one such input
+value makes its image's whole channel non-finite (NaN; inf at an inf's own taps), where
+torch's are its neighbours only, and NumPy warns "invalid value encountered in matmul" for
+an inf. Likewise in the pullback for a non-finite dy.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from funcdl import random
+from funcdl._args import bool_arg, is_int
+from funcdl.layers._windows import call_name
+from funcdl.layers.base import (
+    Array,
+    Layer,
+    Shape,
+    as_floats,
+    check_cotangent,
+    check_in_shape,
+    no_params,
+)
+
+__all__ = ["Upsample"]
+
+_MODES = ("nearest", "bilinear")
+
+
+def _scale(name: str, value: Any) -> tuple[int, int]:
+    """``scale_factor``: a positive int or a pair of them."""
+    vals = (value, value) if is_int(value) else value
+    if not (isinstance(vals, (tuple, list)) and len(vals) == 2 and all(map(is_int, vals))):
+        hint = ""
+        if isinstance(value, float) and value.is_integer():
+            hint = f" (for torch's scale_factor={value!r}, pass {int(value)})"
+        elif isinstance(value, float):
+            hint = " (integer scale factors only)"
+        raise TypeError(f"{name}: scale_factor must be a positive int or a pair (sh, sw) of "
+                        f"them, got {value!r}{hint}")
+    if any(v < 1 for v in vals):
+        raise ValueError(f"{name}: scale_factor must be a positive int or a pair (sh, sw) of "
+                         f"them, got {value!r}")
+    return int(vals[0]), int(vals[1])
+
+
+@functools.lru_cache(maxsize=64)
+def _matrix(size: int, s: int, align_corners: bool, dtype: str) -> Array:
+    """The bilinear weights along one axis, ``(s·size, size)``: row ``o`` holds ``1 - λ``
+    at ``h0`` and ``λ`` at ``h1`` (their sum where ``h0 = h1``); read-only, as cached."""
+    n_out = size * s
+    o = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        src = o * ((size - 1) / (n_out - 1)) if n_out > 1 else np.zeros(n_out)
+    else:  # torch clamps a source before the first centre to it
+        src = np.maximum((o + 0.5) / s - 0.5, 0.0)
+    h0 = np.minimum(src.astype(np.intp), size - 1)  # floor: src >= 0
+    h1 = np.minimum(h0 + 1, size - 1)
+    lam = np.clip(src - h0, 0.0, 1.0)
+    a = np.zeros((n_out, size))
+    rows = np.arange(n_out)
+    a[rows, h0] = 1.0 - lam
+    a[rows, h1] += lam  # each (row, h1) once: plain fancy-index addition is exact here
+    out = a.astype(dtype)
+    out.setflags(write=False)
+    return out
+
+
+def Upsample(scale_factor: int | tuple[int, int], mode: str = "nearest",
+             align_corners: bool = False) -> Layer:
+    """Upsampling by integer factors, PyTorch's ``nn.Upsample(scale_factor=...)``, NHWC:
+    ``(N, H, W, C) -> (N, sh·H, sw·W, C)``; no params.
+
+    nearest: forward ``y[n, p, q, c] = x[n, p // sh, q // sw, c]``;
+    vjp ``dx[n, h, w, c] = Σ_{i<sh, j<sw} dy[n, h·sh + i, w·sw + j, c]``.
+    bilinear: forward ``y = A_h x A_wᵀ`` over (H, W), vjp ``dx = A_hᵀ dy A_w``, with
+    ``A (s·H, H)`` torch's interpolation weights (the module docstring).
+
+    Args:
+      scale_factor: a positive int or a pair (sh, sw).
+      mode: ``'nearest'`` or ``'bilinear'``.
+      align_corners: torch's, for ``'bilinear'`` only (True with ``'nearest'`` is refused,
+        as torch refuses it).
+    Integer inputs are upsampled as float32.
+    """
+    name = call_name("Upsample", (scale_factor,), mode=(mode, "nearest"),
+                     align_corners=(align_corners, False))
+    sh, sw = _scale(name, scale_factor)
+    if not isinstance(mode, str):
+        raise TypeError(f"{name}: mode must be a str, 'nearest' or 'bilinear', got {mode!r} "
+                        f"({type(mode).__name__})")
+    if mode not in _MODES:
+        raise ValueError(f"{name}: mode must be 'nearest' or 'bilinear', got {mode!r}")
+    align = bool_arg(align_corners, name, "align_corners")
+    if align and mode == "nearest":
+        raise ValueError(f"{name}: align_corners=True needs mode='bilinear' (torch refuses it "
+                         f"for 'nearest', whose source pixel does not depend on it); drop "
+                         f"align_corners or pass mode='bilinear'")
+
+    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        del key
+        shape = check_in_shape(name, in_shape)
+        if len(shape) != 4:
+            raise ValueError(f"{name}: expected an input shape (N, H, W, C) of rank 4, got "
+                             f"{shape} (rank {len(shape)})")
+        n, h, w, c = shape
+        empty(h, w, shape)
+        return (n, None if h is None else h * sh, None if w is None else w * sw, c), ()
+
+    def empty(h: int | None, w: int | None, shape: tuple[int | None, ...]) -> None:
+        if h == 0 or w == 0:
+            raise ValueError(f"{name}: expected an input (N, H, W, C) with H, W >= 1 (torch's "
+                             f"rule: nothing to interpolate from), got shape {shape}")
+
+    def check(params: Any, x: Any) -> Array:
+        no_params(name, params)
+        a = as_floats(name, x)
+        if a.ndim != 4:
+            raise ValueError(f"{name}: expected an input (N, H, W, C) of rank 4, got shape "
+                             f"{a.shape}")
+        empty(a.shape[1], a.shape[2], a.shape)
+        return a
+
+    def forward(x: Array) -> Array:
+        n, h, w, c = x.shape
+        if mode == "nearest":
+            y = np.empty((n, h, sh, w, sw, c), x.dtype)
+            np.copyto(y, x[:, :, None, :, None, :])
+            return y.reshape(n, h * sh, w * sw, c)
+        t = x
+        if sh > 1 or align:  # s = 1 without align_corners: the identity
+            t = np.matmul(_matrix(h, sh, align, x.dtype.char), x.reshape(n, h, w * c))
+        if sw > 1 or align:
+            t = np.matmul(_matrix(w, sw, align, x.dtype.char), t.reshape(n * h * sh, w, c))
+        return (t.copy() if t is x else t).reshape(n, h * sh, w * sw, c)
+
+    def backward(dy: Array, x_shape: tuple[int, ...]) -> Array:
+        n, h, w, c = x_shape
+        if mode == "nearest":
+            dx: Array = dy.reshape(n, h, sh, w, sw, c).sum(axis=(2, 4))
+            return dx
+        t = dy
+        if sw > 1 or align:
+            t = np.matmul(_matrix(w, sw, align, dy.dtype.char).T, dy.reshape(n * h * sh,
+                                                                             w * sw, c))
+        if sh > 1 or align:
+            t = np.matmul(_matrix(h, sh, align, dy.dtype.char).T, t.reshape(n, h * sh, w * c))
+        return (t.copy() if t is dy else t).reshape(x_shape)
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del key, train
+        return forward(check(params, x))
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        x = check(params, x)
+        y = forward(x)
+        x_shape, y_shape, y_dtype = x.shape, y.shape, y.dtype  # shapes only: not x itself
+
+        def pullback(dy: Array) -> tuple[Any, Array]:
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
+            return params, backward(dy, x_shape)  # a pytree cotangent: as given
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name)
