@@ -29,7 +29,7 @@ KEY = random.key(0)
 F32 = np.float32
 REFUSE, CONVERT, CLOSE, ANY, FIT = "refuse", "convert", "close", "any", "fit"
 INF, HUGE = "inf", "huge"  # ANY, and NumPy's word on the NaN or overflow accepted (verdict)
-MOVERS = ("Identity", "Flatten", "Reshape", "Slice", "FanOut", "Dropout")
+MOVERS = ("Identity", "Flatten", "Reshape", "Slice", "FanOut", "Dropout", "Select")
 SILENT = (*MOVERS, "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "GELU", "SiLU", "ELU",
           "Softmax", "LogSoftmax", "MaxPool2D", "AvgPool2D", "GlobalAvgPool", "FanInSum",
           "FanInConcat", "MaxPool1D", "AvgPool1D", "Upsample")
@@ -144,6 +144,9 @@ CASES = [
     case(L.Parallel(L.BatchNorm(), L.ReLU()), (f(4, 3), f(4, 2)), "Parallel", **TRAIN),
     case(L.FanOut(2), f(2, 3)), case(L.FanInSum(), (f(2, 3), f(2, 3))),
     case(L.FanInConcat(), (f(2, 3), f(2, 2))),
+    case(L.Select(1), (f(2, 3), f(2, 2))), case(L.FanOut(2), (f(2, 3), f(2, 2))),
+    case(L.Sequential(L.FanOut(2), L.Parallel(L.Select(0), L.MultiHeadAttention(2)),
+                      L.FanInSum()), (f(2, 3, 4), f(2, 5, 4)), SEQ),
     case(L.FanInConcat(axis=1), (f(2, 2, 3), f(2, 1, 3))),
     case(L.Residual(L.Dense(3)), f(2, 3), "Residual"),
     case(L.Residual(L.Sequential(L.Dense(3), L.BatchNorm())), f(4, 3), "Residual", **TRAIN),

@@ -321,6 +321,7 @@ CTORS = [
      {"num_heads": (*POS, 3), "causal": FLAG, "dropout": (*NUM, -0.1, 1.5), "use_bias": FLAG,
       "w_init": INIT, "b_init": INIT}),
     ("FanOut", L.FanOut, {"n": 2}, f(2, 3), {"n": POS}),
+    ("Select", L.Select, {"index": 0}, (f(2, 3), f(2, 2)), {"index": (*INT, 2, -3)}),
     ("FanInConcat", L.FanInConcat, {"axis": -1}, (f(2, 3), f(2, 2)), {"axis": (*INT, 0, 2)}),
     ("Slice", L.Slice, {"index": np.s_[0:2]}, f(2, 4),
      {"index": (None, "a", 1.5, True, [0, 1], np.array([0, 1]), np.s_[0:1.5], np.s_[::0],

@@ -3,7 +3,7 @@
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
 layers, Dropout), ``activations``, ``gated`` (GELU, SiLU), ``combinators`` (Sequential),
 ``branching`` (Parallel, Residual, Shared, Repeat), ``tied`` (Tied), ``routing`` (FanOut,
-FanInSum, FanInConcat, Slice), ``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm),
+FanInSum, FanInConcat, Select, Slice), ``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm),
 ``embed`` (Embedding), ``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM,
 GRU), ``conv``, ``conv_transpose`` (ConvTranspose2D), ``upsample`` (Upsample), ``pool``,
 ``pool1d``.
@@ -33,7 +33,7 @@ from funcdl.layers.norm import BatchNorm, LayerNorm
 from funcdl.layers.pool import AvgPool2D, GlobalAvgPool, MaxPool2D
 from funcdl.layers.pool1d import AvgPool1D, MaxPool1D
 from funcdl.layers.recurrent import GRU, LSTM, SimpleRNN
-from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Slice
+from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select, Slice
 from funcdl.layers.tied import Tied
 from funcdl.layers.upsample import Upsample
 
@@ -73,6 +73,7 @@ __all__ = [
     "Repeat",
     "Reshape",
     "Residual",
+    "Select",
     "Sequential",
     "Shape",
     "Shared",

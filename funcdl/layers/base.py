@@ -241,7 +241,8 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32) -> Array:
                                   or _native_float(x.dtype)):
         return x
     several_arrays(x, name, "the input", ": a layer after FanOut or Parallel needs their "
-                   "branches joined first, by FanInSum() or FanInConcat()")
+                   "branches joined first, by FanInSum() or FanInConcat(), or one taken by "
+                   "Select(i)")
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as e:

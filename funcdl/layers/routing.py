@@ -25,7 +25,7 @@ from funcdl.layers.base import (
     none_cotangent,
 )
 
-__all__ = ["FanInConcat", "FanInSum", "FanOut", "Slice"]
+__all__ = ["FanInConcat", "FanInSum", "FanOut", "Select", "Slice"]
 
 
 def _tuple(name: str, xs: Any, n: int | None = None) -> tuple[Array, ...]:
@@ -46,37 +46,93 @@ def _shapes(name: str, in_shapes: Any) -> list[Shape]:
 
 
 def FanOut(n: int) -> Layer:
-    """``x -> (x, ..., x)``, ``n`` references to one array; vjp: ``dx = Σ_i dy_i``."""
+    """``x -> (x, ..., x)``, ``n`` references to one array, or to one tuple of arrays (a
+    tuple input is copied whole: ``(q, kv) -> ((q, kv), (q, kv))``, as for ``q + f(q, kv)``
+    with ``Parallel(Select(0), f)``); vjp: ``dx = Σ_i dy_i``, entry by entry for a tuple."""
     n = int_arg(n, "FanOut", "n", 1)
     name = f"FanOut({n})"
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
         del key
+        if isinstance(in_shape, (tuple, list)) and in_shape and all(
+                isinstance(s, (tuple, list)) for s in in_shape):
+            return (tuple(_shapes(name, in_shape)),) * n, ()
         shape = check_in_shape(name, in_shape, min_rank=0)
         return (shape,) * n, ()
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         del key, train
+        if isinstance(x, (tuple, list)) and x and all(
+                isinstance(v, (np.ndarray, tuple, list)) for v in x) and any(
+                isinstance(v, np.ndarray) for v in x):
+            return (_tuple(name, x),) * n  # a tuple, as Parallel gives; dx in x's container
         return (as_array(name, x),) * n
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         xs = apply(params, x)
-        shape, dtype = xs[0].shape, xs[0].dtype
+        many = isinstance(xs[0], (tuple, list))
+        entries = xs[0] if many else (xs[0],)
+        shapes, dtypes = [e.shape for e in entries], [e.dtype for e in entries]
 
-        def pullback(dys: Any) -> tuple[Any, Array | None]:
+        def pullback(dys: Any) -> tuple[Any, Any]:
             if not (isinstance(dys, (tuple, list)) and len(dys) == n):
                 if dys is None:
                     raise none_cotangent(name)
                 _tuple(name, dys, n)  # raises, saying what was expected
-            flowing = [check_cotangent(name, dy, shape, dtype) for dy in dys
-                       if dy is not None]  # None: that branch passes nothing back
-            total = flowing[0] if flowing else None
-            for dy in flowing[1:]:
-                total = total + dy
-            return params, total
+            totals: list[Any] = [None] * len(entries)
+            for dy in dys:  # None: that branch, or that entry, passes nothing back
+                if dy is None:
+                    continue
+                if many and not (isinstance(dy, (tuple, list)) and len(dy) == len(entries)):
+                    raise ValueError(f"{name}: pullback expected each branch's cotangent "
+                                     f"as a tuple of {len(entries)} entries, as its input "
+                                     f"(shapes {shapes}), got {type(dy).__name__}")
+                for j, d in enumerate(dy if many else (dy,)):
+                    if d is not None:
+                        d = check_cotangent(name, d, shapes[j], dtypes[j])
+                        totals[j] = d if totals[j] is None else totals[j] + d
+            return params, (like(x, totals) if many else totals[0])
 
         return xs, pullback
+
+    return Layer(init, apply, vjp, name=name)
+
+
+def Select(index: int) -> Layer:
+    """``(x_0, ..., x_{k-1}) -> x_index``, one entry of a tuple (JAX's ``xs[index]``); vjp:
+    ``dx_index = dy``, nothing (None) for the others. With ``FanOut`` on a tuple, the
+    residual of a cross-attention: ``Sequential(FanOut(2), Parallel(Select(0),
+    MultiHeadAttention(h)), FanInSum())`` is ``q + attention(q, kv)`` on ``(q, kv)``."""
+    index = int_arg(index, "Select", "index", None)
+    name = f"Select({index})"
+
+    def entry(k: int) -> int:
+        if not -k <= index < k:
+            raise ValueError(f"{name}: index {index} is out of range for a tuple of {k} "
+                             f"entries")
+        return index % k
+
+    def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
+        del key
+        shapes = _shapes(name, in_shapes)
+        return shapes[entry(len(shapes))], ()
+
+    def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
+        no_params(name, params)
+        del key, train
+        arrays = _tuple(name, xs)
+        return arrays[entry(len(arrays))]
+
+    def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
+        y = apply(params, xs)
+        i, k = entry(len(xs)), len(xs)
+
+        def pullback(dy: Any) -> tuple[Any, Any]:
+            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            return params, like(xs, [dy if j == i else None for j in range(k)])
+
+        return y, pullback
 
     return Layer(init, apply, vjp, name=name)
 
