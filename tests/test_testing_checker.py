@@ -310,3 +310,39 @@ def test_a_wrong_float32_only_gradient_is_caught_by_check_layer_and_check_loss()
     with pytest.raises(AssertionError, match=r"check_loss\(doubled\): the float32 gradient "
                                              r"dpred is off the float64 one"):
         check_loss(losses.Loss("doubled", vjp), pred, np.zeros_like(pred))
+
+
+def test_a_layer_mixing_the_rows_by_design_is_checked_with_independent_rows_false():
+    # BatchNorm(track_running_stats=False) normalises with the batch's statistics at
+    # inference too: one row alone is refused, as PyTorch refuses it; check_layer said only
+    # the layer's own error, and could not check such a model at a batch above 1
+    model = L.Sequential(L.Dense(6), L.BatchNorm(track_running_stats=False))
+    with pytest.raises(AssertionError, match=r"refused one row of the batch .*Expected more "
+                                             r"than 1 value per channel.*pass "
+                                             r"independent_rows=False"):
+        check_layer(model, (None, 4))
+    check_layer(model, (None, 4), independent_rows=False)
+    check_layer(model, (None, 4), independent_rows=False, train=True)
+
+    def centred(on_first_row: bool) -> Layer:
+        """x minus the batch's mean (rows mixed, but in no order), or minus its first row
+        (then the order of the rows matters: reversing them does not reverse the output)."""
+        def apply(p, x, *, key=None, train=False):
+            return x - (x[:1] if on_first_row else x.mean(0))
+
+        def vjp(p, x, *, key=None, train=False):
+            def pullback(dy):
+                if not on_first_row:
+                    return (), dy - dy.mean(0)
+                dx = dy.copy()
+                dx[0] -= dy.sum(0)
+                return (), dx
+            return apply(p, x), pullback
+        return Layer(lambda key, s: (s, ()), apply, vjp, name="Centred")
+
+    with pytest.raises(AssertionError, match=r"a row of the output depends on the other rows "
+                                             r"of the batch \(pass independent_rows=False"):
+        check_layer(centred(False), (None, 3))
+    check_layer(centred(False), (None, 3), independent_rows=False)
+    with pytest.raises(AssertionError, match=r"a row of the output depends on the other rows"):
+        check_layer(centred(True), (None, 3), independent_rows=False)  # reversal still checked
