@@ -1,6 +1,8 @@
 """Weight tying at any places of a model: one parameter subtree used at several paths of its
 params (a layer reused further on, weights tied across an encoder and a decoder of one
-shape), its gradients summed, as a PyTorch module called at several places of a forward.
+shape), its gradients summed, as a PyTorch module's parameters called at several places of
+a forward (not its buffers: a BatchNorm's running statistics stay one per place, where
+``Shared`` and ``Repeat`` move one set through every use, as PyTorch's).
 ``Shared`` (branches) and ``Repeat`` (in series) cover the two regular cases; ``Tied`` any
 other. Its vjp comes from the model's: ``dp = Σ_k dp_k`` over the places ``k``.
 """
