@@ -307,3 +307,12 @@ def test_embedding_lstm_dense_learns_to_remember_the_first_token():
     assert values[0] > 0.6 and values[-1] < 0.05, values
     assert all(p.dtype == np.float32 for p in fd.tree.leaves(params))
     assert (model.apply(params, x).argmax(-1) == labels).mean() == 1.0
+
+
+def test_token_ids_without_an_embedding_are_named():
+    # a probe fed (N, T) ids straight to an LSTM: the message said only the rank
+    lstm = L.LSTM(4)
+    _, params = lstm.init(fd.random.key(0), (None, 5, 8))
+    with pytest.raises(ValueError, match=r"^LSTM\(4\): expected input \(N, T, 8\) of rank 3 "
+                                         r".*integer token ids \(N, T\) need an Embedding"):
+        lstm.apply(params, np.arange(15).reshape(3, 5))

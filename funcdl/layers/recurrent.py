@@ -169,7 +169,9 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
             raise ValueError(f"{name}: expected input (N, T, {c}) of rank 3 (batch, time "
                              f"steps, channels last), got shape {x.shape} (rank {x.ndim})"
                              + ("; a single sequence needs a batch axis: x[None]"
-                                if x.ndim == 2 and x.shape[-1] == c else ""))
+                                if x.ndim == 2 and x.shape[-1] == c else
+                                "; integer token ids (N, T) need an Embedding first"
+                                if x.ndim == 2 and x.dtype.kind in "iu" else ""))
         if x.shape[2] != c:
             raise ValueError(f"{name}: expected input (N, T, {c}), channels last as the "
                              f"params were initialised (params['w_ih'] {ps[0].shape}), got "
