@@ -1,6 +1,7 @@
 """Grouped Conv2D and Conv1D against PyTorch's ``conv2d``/``conv1d`` with ``groups``, in
 float64: forward, dw, db and dx over strides, dilations, every padding form, depthwise and
-channel multipliers, on both ways a convolution runs. Skipped where torch is not installed.
+channel multipliers, on both ways a convolution runs, and one input channel per group on its
+own NHWC path (proved taken). Skipped where torch is not installed.
 
 funcdl is NHWC with an HWIO kernel whose I axis is ``C // groups`` (JAX's
 ``feature_group_count``); torch is NCHW with OIHW, ``I = C // groups`` as well, so the kernel
@@ -17,6 +18,7 @@ import pytest
 
 import funcdl as fd
 from funcdl import layers as L
+from funcdl.layers import _grouped, conv
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -106,6 +108,33 @@ def test_grouped_conv1d_matches_torch(kernel, stride, padding, dilation, c, out,
     np.testing.assert_allclose(dx, xt.grad.numpy().transpose(0, 2, 1), **TOL)
     np.testing.assert_allclose(dp["w"], wt.grad.numpy().transpose(2, 1, 0), **TOL)
     np.testing.assert_allclose(dp["b"], bt.grad.numpy(), **TOL)
+
+
+DEPTHWISE_2D = [  # Cg = 1, as CONV2D: Og = 1, 2, 3, 3, 2, 6
+    ((3, 3), (1, 1), "SAME", (1, 1), (7, 6, 4), 4, 4),
+    ((3, 3), (2, 2), 1, (1, 1), (7, 6, 3), 6, 3),
+    ((3, 2), (1, 1), "VALID", (2, 2), (7, 6, 2), 6, 2),
+    ((2, 2), (2, 1), "SAME", (2, 2), (7, 6, 3), 9, 3),
+    ((2, 3), (1, 2), ((1, 0), (0, 2)), (2, 1), (7, 6, 5), 10, 5),
+    ((3, 3), (1, 1), 2, (1, 1), (7, 6, 2), 12, 2),
+]
+DEPTHWISE_1D = [(3, 1, "SAME", 1, 4, 4, 4), (3, 2, 2, 1, 3, 9, 3), (2, 1, "VALID", 2, 2, 4, 2)]
+
+
+@pytest.mark.parametrize("nhwc", [True, False], ids=["nhwc", "dispatched"])
+@pytest.mark.parametrize("case", DEPTHWISE_2D + DEPTHWISE_1D)
+def test_depthwise_matches_torch(case, nhwc, monkeypatch):
+    # nhwc: every multiplier on the NHWC path, proved taken (group-major refuses)
+    def refuse(*args: Any) -> None:
+        raise AssertionError("Cg = 1 went group-major")
+
+    if nhwc:
+        monkeypatch.setattr(conv, "_NHWC_OG", 1 << 30)
+        monkeypatch.setattr(_grouped, "to_groups", refuse)
+        monkeypatch.setattr(_grouped, "by_group", refuse)
+    two_d = isinstance(case[4], tuple)
+    (test_grouped_conv2d_matches_torch if two_d else test_grouped_conv1d_matches_torch)(
+        *case, "nhwc")
 
 
 def test_default_init_bounds_match_torch_conv2d():

@@ -20,6 +20,31 @@ Outputs and cotangents cross between NHWC and group-major by one transposing cop
 (``y``, ``dy``, ``dx``: the size of an input or output, a ninth of ``cols`` for a 3 x 3
 kernel). Strided BLAS views of NHWC arrays instead measured slower, up to 4x at Cg = Og = 1:
 BLAS then reads and writes rows of ``Og`` values ``out`` apart.
+
+With one input channel per group (``Cg = 1``: depthwise, ``Og`` the channel multiplier)
+those products have ``K = kh·kw`` and ``Og`` columns, and most of the time went into the
+group-major im2col (rows of kh·kw values, 36 bytes for 3 x 3; a probe's profile put 75% of
+the forward there). Up to ``Og = 2`` (conv.py's ``_NHWC_OG``) or when the im2col buffer is
+past its limit, conv.py runs that case in NHWC instead, on the padded input ``xr`` with each
+channel repeated Og times (``repeat_into``: output channel ``o`` reads input ``o // Og``):
+
+- forward ``y = Σ_k xr[sl_k] · w_k``, ``w_k = w[k, 0, :]`` (out,): per kernel offset one
+  broadcast product into a buffer, added in place (``depthwise``);
+- ``dw[k, 0, o] = Σ_{n,p,q} xr[sl_k][..., o] · dy[..., o]``: per offset one product, its
+  rows summed by one matrix-vector product with ones (``depthwise_dw``);
+- ``dx``: conv.py's fold of ``dy · w_k`` into the padded NHWC buffer at ``out`` channels,
+  each group's Og channels summed (``merge``), cropped.
+
+One-off timings, one thread (OPENBLAS_NUM_THREADS=1; torch.set_num_threads(1)), float32,
+min of 5 x 3 calls, a 2-core Xeon otherwise near idle (load average 0.5-0.8), group-major
+before -> NHWC after (torch 2.13 CPU), over 3-4 runs: Conv2D(32, 3, padding=1, groups=32)
+on (32, 28, 28, 32) apply 20-22 -> 6.6-8.2 ms (0.9-2.7), vjp + pullback 39-44 -> 24-28
+(4.6-7.0); Conv2D(64, 3, groups=32), Og = 2: 25-30 -> 14-18 (11-13), 52-58 -> 44-53
+(25-32); Conv1D(64, 7, groups=64) on (32, 256, 64): 7.6-8.5 -> 2.7-3.3 (0.6-0.7), 15-17 ->
+7.9-9.1 (5.0-5.9). Cg > 1 and groups=1 unchanged within the noise (groups=8 on the first
+input 12-16 / 34-37 ms before, 9-16 / 30-37 after; groups=1 6.5-6.7 / 26-31, 6.1-6.8 /
+26-30). The rest of the gap to torch is NumPy's one pass over the output per operation: two
+per kernel offset, in each step.
 """
 
 from __future__ import annotations
@@ -31,9 +56,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from funcdl._args import int_arg
+from funcdl.layers._sums import dot, ones
 
 Array = NDArray[Any]
 Slices = tuple[slice, slice, slice]
+# repeat_into: up to this many channel repeats, one strided copy each; then one broadcast.
+_FEW_REPEATS = 4
+# _taps: a tap is tiled along a row up to this many values (256 KiB in float32) per offset.
+# One-off, one thread, apply / vjp + pullback untiled against tiled: the depthwise 3 x 3 of
+# the module docstring 10.9 / 37.2 against 7.8 / 33.0 ms, the Conv1D 4.1 / 10.8 against
+# 2.7 / 8.5.
+_TILE = 1 << 16
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -75,8 +108,8 @@ def to_groups(x: Array, groups: int) -> Array:
     (a copy)."""
     n, h, w, c = x.shape
     xg = np.empty((groups, n, h, w, c // groups), x.dtype)
-    np.copyto(xg, x.reshape(n, h, w, groups, -1).transpose(3, 0, 1, 2, 4))
-    return xg.reshape(groups * n, h, w, -1)
+    np.copyto(xg, x.reshape(n, h, w, groups, c // groups).transpose(3, 0, 1, 2, 4))
+    return xg.reshape(groups * n, h, w, c // groups)
 
 
 def from_groups(a: Array, groups: int) -> Array:
@@ -110,8 +143,9 @@ def to_nhwc(yg: Array) -> Array:
 
 def by_group(a2: Array, groups: int) -> Array:
     """``(M, G·n)`` as ``(G, M, n)`` (a copy, contiguous for BLAS)."""
-    out: Array = to_groups(a2.reshape(len(a2), 1, 1, -1), groups)
-    return out.reshape(groups, len(a2), -1)
+    m, c = a2.shape
+    out: Array = to_groups(a2.reshape(m, 1, 1, c), groups)
+    return out.reshape(groups, m, c // groups)
 
 
 def forward_cols(cols: Array, w: Array, groups: int) -> Array:
@@ -176,3 +210,87 @@ def dx_parts(dy_g: Array, w: Array, shape: tuple[int, int, int, int]
         return part.reshape(shape)
 
     return at
+
+
+# ---------------------------------------------------------------------------- Cg = 1
+
+def repeat_into(dst: Array, x: Array, og: int) -> None:
+    """``dst (..., C·Og) = np.repeat(x, og, -1)`` for ``x (..., C)``: output channel ``o``
+    reads input channel ``o // Og``, as grouping with ``Cg = 1`` does. Up to 4 copies, one
+    per ``r < Og`` into every Og-th channel (no loop over pixels); more repeats by one
+    broadcast. One-off, (32, 28, 28, 32) float32: Og = 2 0.9 ms against np.repeat's 2.6
+    (np.repeat moves one value at a time); (32, 28, 28, 8) Og = 16: 1.3 ms, loop 9.4."""
+    if og <= _FEW_REPEATS:
+        for r in range(og):
+            dst[..., r::og] = x
+    else:
+        np.copyto(dst.reshape(*x.shape, og), x[..., None])
+
+
+def _taps(w: Array, width: int) -> Array:
+    """The kernel ``(kh, kw, 1, out)`` as one operand per offset, broadcast against
+    ``(N, OH, width, out)``: ``(width, out)``, each tap tiled along the row, when that is
+    small (``_TILE``), else ``(out,)``. NumPy then merges the row and channel axes of every
+    operand (a slice at stride 1, dy, the buffers) into one inner loop of ``width·out``
+    values instead of ``out``."""
+    wk = w.reshape(-1, w.shape[-1])
+    if width == 1 or width * wk.shape[1] > _TILE:
+        return wk
+    tiled: Array = np.repeat(wk[:, None, :], width, axis=1)
+    return tiled
+
+
+def depthwise(xr: Array, slices: Sequence[Slices], w: Array) -> Array:
+    """``y (N, OH, OW, out) = Σ_k xr[sl_k] · w[k, 0, :]`` for ``Cg = 1``, with ``xr`` the
+    padded NHWC input, channels repeated (``repeat_into``): per offset one broadcast product
+    into a buffer, added in place."""
+    shape = xr[slices[0]].shape
+    wk = _taps(w, shape[2])
+    y = np.empty(shape, np.result_type(xr, w))
+    part = np.empty_like(y) if len(slices) > 1 else y
+    for k, sl in enumerate(slices):
+        np.multiply(xr[sl], wk[k], out=y if k == 0 else part)
+        if k:
+            np.add(y, part, out=y)
+    return y
+
+
+def depthwise_dw(xr: Array, slices: Sequence[Slices], dy: Array,
+                 w_shape: tuple[int, ...]) -> Array:
+    """``dw[k, 0, o] = Σ_{n,p,q} xr[sl_k][n,p,q,o] · dy[n,p,q,o]`` (``dy (N, OH, OW, out)``):
+    per offset one product, its rows summed by one matrix-vector product with ones (BLAS:
+    NumPy's sum over leading axes adds one row at a time, see _sums.block_sum)."""
+    out = dy.shape[-1]
+    prod = np.empty(dy.shape, np.result_type(xr, dy))
+    rows = prod.reshape(-1, out)
+    dw = np.empty((len(slices), out), prod.dtype)
+    one = ones(len(rows), prod.dtype)
+    for k, sl in enumerate(slices):
+        np.multiply(xr[sl], dy, out=prod)
+        dot(one, rows, out=dw[k])
+    return dw.reshape(w_shape)
+
+
+def depthwise_dx_parts(dy: Array, w: Array) -> Callable[[int, int, int], Array]:
+    """For conv.fold: offset ``k``'s share of ``dx`` before ``merge``, ``dy · w[k, 0, :]``
+    (``dy (N, OH, OW, out)``); one buffer serves every offset, as ``dx_parts``."""
+    wk = _taps(w, dy.shape[2])
+    part = np.empty(dy.shape, np.result_type(dy, w))
+
+    def at(k: int, i: int, j: int) -> Array:
+        del i, j
+        np.multiply(dy, wk[k], out=part)
+        return part
+
+    return at
+
+
+def merge(a: Array, og: int) -> Array:
+    """Contiguous ``(..., C·Og)`` summed over each run of ``Og`` channels, ``(..., C)``: the
+    adjoint of ``repeat_into``, one matrix-vector product (``a.reshape(..., C, Og).sum(-1)``
+    took 12 ms against 0.7 at (32, 30, 30, 64), Og = 2: a reduction loop per value)."""
+    if og == 1:
+        return a
+    out: Array = dot(a.reshape(-1, og), ones(og, a.dtype)).reshape(*a.shape[:-1],
+                                                                  a.shape[-1] // og)
+    return out

@@ -8,7 +8,9 @@ by the kernel reshaped to ``(kh·kw·C, out)``. The pullback keeps ``cols`` (for
 as one contiguous block per kernel offset, is added back into the padded input by one
 strided slice per offset (kh·kw Python steps, each vectorised over batch and pixels), then
 cropped. No ``np.add.at``, no loop over pixels, rows or the batch. ``groups > 1`` runs the
-same steps as batched products over a group axis (``_grouped``); ``groups=1`` runs as above.
+same steps as batched products over a group axis (``_grouped``), or with one input channel
+per group (depthwise; ``_NHWC_OG``) as per-offset broadcast products in NHWC; ``groups=1``
+runs as above.
 """
 
 from __future__ import annotations
@@ -66,22 +68,33 @@ _COLS_BYTES = 8 << 20
 # 27.6 MiB, (64, 28, 28, 16) -> 16 [2, 16]: 31.7, 59.7 against 43.9, 88.0; 55 MiB,
 # (64, 28, 28, 32) -> 64 [2, 32]: 116, 293 against 140, 232.
 _GROUPED_COLS = 4
+# One input channel per group (Cg = 1) with up to this many outputs per group (Og), or an
+# im2col buffer past the above, runs as broadcast products in NHWC (_grouped.depthwise):
+# its elementwise passes grow with out = C·Og, the group-major im2col's copy does not. One
+# thread, apply / vjp + pullback in ms, group-major against NHWC (one-off, idle machine):
+# Og = 1, (32, 28, 28, 32), 3 x 3: 20-22 / 39-44 against 7-8 / 24-28; Og = 2: 25-30 / 52-58
+# against 14-18 / 44-53; (32, 28, 28, 16) -> 32: 10 / 18-20 against 8 / 21-23; Og = 3,
+# -> 48: 10-11 / 21-22 against 12-13 / 36-39; Og = 8, (32, 28, 28, 8) -> 64: 7 / 17-20
+# against 16-20 / 48-59. By offset (past _GROUPED_COLS): (32, 28, 28, 32) -> 96, 5 x 5 (Og
+# = 3) 189 / 235 against 63 / 167; (64, 28, 28, 32) -> 256 (Og = 8) 355 / 480 against 179 / 474.
+_NHWC_OG = 2
 
 
 # ---------------------------------------------------------------------------- windows
 
-def pad(x: Array, pads: Pads, value: float = 0.0) -> Array:
-    """NHWC ``x`` padded with ``value`` (``x`` itself when no padding)."""
-    if pads == NO_PADS:
+def pad(x: Array, pads: Pads, value: float = 0.0, repeat: int = 1) -> Array:
+    """NHWC ``x`` padded with ``value`` (``x`` itself when no padding), its channels
+    ``repeat`` times each in the copy when ``repeat > 1`` (``np.repeat(x, repeat, -1)``)."""
+    if pads == NO_PADS and repeat == 1:
         return x
     (t, b), (l, r) = pads
     n, h, w, c = x.shape
-    xp = np.empty((n, h + t + b, w + l + r, c), x.dtype)
+    xp = np.empty((n, h + t + b, w + l + r, c * repeat), x.dtype)
     xp[:, :t] = value  # borders only: the interior is written once, below
     xp[:, t + h:] = value
     xp[:, t:t + h, :l] = value
     xp[:, t:t + h, l + w:] = value
-    xp[:, t:t + h, l:l + w] = x
+    _grouped.repeat_into(xp[:, t:t + h, l:l + w], x, repeat)
     return xp
 
 
@@ -187,16 +200,21 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         return cast_ints(x, w.dtype), w
 
     def forward(params: Any, x: Array,
-                w: Array) -> tuple[Array, Array | None, Array, Pads, int, int]:
-        """``(y, cols or None, padded x, pads, OH, OW)``: cols is None when the offsets went
-        one at a time (``_COLS_BYTES``); padded x and cols are group-major if groups > 1."""
+                w: Array) -> tuple[Array, Array | None, Array, Pads, int, int, bool]:
+        """``(y, cols or None, padded x, pads, OH, OW, nhwc)``: cols is None when the offsets
+        went one at a time (``_COLS_BYTES``) or ``nhwc``; padded x and cols are group-major
+        if groups > 1, but for ``nhwc`` (Cg = 1, ``_NHWC_OG``) x is NHWC, channels repeated."""
         oh, ow, pads = geometry(name, win, x.shape, rank, "kernel")
         x4 = x if rank == 2 else x[:, None]
         n, c = x4.shape[0], x4.shape[3]
         cols: Array | None = None
         limit = _COLS_BYTES if groups == 1 else _GROUPED_COLS * _COLS_BYTES
         big = c > _FEW_CHANNELS and n * oh * ow * kh * kw * c * x4.itemsize > limit
-        if groups > 1:  # group-major, (G·N, Hp, Wp, C/G): see _grouped
+        nhwc = groups > 1 and w.shape[-2] == 1 and (out // groups <= _NHWC_OG or big)
+        if nhwc:  # broadcast products on the input, each channel repeated Og times
+            xp = pad(x4, pads, repeat=out // groups)
+            y = _grouped.depthwise(xp, [sl for *_, sl in offsets(win, oh, ow)], w)
+        elif groups > 1:  # group-major, (G·N, Hp, Wp, C/G): see _grouped
             xp = pad(_grouped.to_groups(x4, groups), pads)
             if big:
                 y = _grouped.forward_offsets(xp, [sl for *_, sl in offsets(win, oh, ow)], w,
@@ -220,7 +238,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         if use_bias:  # a few channels per pixel: tiled rows, see chan
             chan(np.add, y, params["b"], out=y)
         shape = (n, *((oh, ow) if rank == 2 else (ow,)), out)
-        return y.reshape(shape), cols, xp, pads, oh, ow
+        return y.reshape(shape), cols, xp, pads, oh, ow, nhwc
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
@@ -230,7 +248,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
         x, w = check(params, x)
-        y, cols, xp, pads, oh, ow = forward(params, x, w)
+        y, cols, xp, pads, oh, ow, _ = forward(params, x, w)
         if cols is not None:
             del xp  # cols holds what dw needs
         (t, b), (l, r) = pads
@@ -278,33 +296,42 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         return y, pullback
 
     def grouped_vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        """vjp for groups > 1: the pullback's products on group-major arrays (_grouped)."""
+        """vjp for groups > 1: the pullback's products on group-major arrays, or with one
+        input channel per group broadcasts on the repeated NHWC input (_grouped)."""
         del key, train
         x, w = check(params, x)
-        y, cols, xp, pads, oh, ow = forward(params, x, w)
+        y, cols, xp, pads, oh, ow, nhwc = forward(params, x, w)
         if cols is not None:
             del xp
         (t, b), (l, r) = pads
-        gn, cg = groups * x.shape[0], x.shape[-1] // groups
+        n, cg = x.shape[0], x.shape[-1] // groups
         h, wd = (x.shape[1], x.shape[2]) if rank == 2 else (1, x.shape[1])
+        padded = (h + t + b, wd + l + r)
+        slices = [sl for *_, sl in offsets(win, oh, ow)]
         x_shape, y_shape, w_shape = x.shape, y.shape, w.shape  # shapes only: not x itself
         x_dtype, y_dtype = x.dtype, y.dtype
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
-            dy2 = dy.reshape(-1, out)
-            dy_g = _grouped.by_group(dy2, groups)
-            grads = {"w": _grouped.dw_cols(cols, dy_g, w_shape) if cols is not None else
-                     _grouped.dw_offsets(xp, [sl for *_, sl in offsets(win, oh, ow)], dy_g,
-                                         w_shape)}
+            dy2, dy4 = dy.reshape(-1, out), dy.reshape(n, oh, ow, out)
+            dy_g = None if nhwc else _grouped.by_group(dy2, groups)
+            grads = {"w": _grouped.depthwise_dw(xp, slices, dy4, w_shape) if dy_g is None else
+                     _grouped.dw_cols(cols, dy_g, w_shape) if cols is not None else
+                     _grouped.dw_offsets(xp, slices, dy_g, w_shape)}
             if use_bias:
                 grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
             in_param_dtypes(grads, params)
             if not need_dx:
                 return grads, None
-            buf = np.zeros((gn, h + t + b, wd + l + r, cg), np.result_type(dy_g, w))
-            parts = _grouped.dx_parts(dy_g, w, (gn, oh, ow, cg))
-            dx = _grouped.from_groups(crop(fold(buf, win, oh, ow, parts), pads, h, wd), groups)
+            if dy_g is None:  # the fold at out channels, then each group's Og summed
+                buf = np.zeros((n, *padded, out), np.result_type(dy, w))
+                fold(buf, win, oh, ow, _grouped.depthwise_dx_parts(dy4, w))
+                dx = crop(_grouped.merge(buf, out // groups), pads, h, wd)
+            else:
+                buf = np.zeros((groups * n, *padded, cg), np.result_type(dy_g, w))
+                parts = _grouped.dx_parts(dy_g, w, (groups * n, oh, ow, cg))
+                dx = _grouped.from_groups(crop(fold(buf, win, oh, ow, parts), pads, h, wd),
+                                          groups)
             return grads, in_input_dtype(dx, x_dtype).reshape(x_shape)
 
         return y, pullback
