@@ -11,6 +11,7 @@ import itertools
 
 import numpy as np
 import pytest
+from _torch_util import same_pads
 
 from funcdl import random, tree
 from funcdl.layers import Sequential, _grouped, conv
@@ -73,12 +74,6 @@ def run(layer, x, seed=3):
 
 def close(got, expected):
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
-
-
-def same_pads(size, k, s, d=1):
-    out = -(-size // s)
-    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-    return total // 2, total - total // 2
 
 
 # ---------------------------------------------------------------------------- vjps

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _torch_util import same_pads, t64
 
 import funcdl as fd
 from funcdl import layers as L
@@ -23,16 +24,6 @@ from funcdl.layers import _grouped, conv
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 TOL = {"rtol": 1e-10, "atol": 1e-12}
-
-
-def t64(a: Any, grad: bool = False) -> Any:
-    return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=grad)
-
-
-def same_pads(n: int, k: int, s: int, d: int) -> tuple[int, int]:
-    out = -(-n // s)
-    total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
-    return total // 2, total - total // 2
 
 
 def ours(layer: Any, x: np.ndarray) -> tuple[Any, Any, Any, Any, Any]:

@@ -8,6 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
+from _torch_util import same_pads
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -16,12 +17,6 @@ from funcdl.layers.conv import Conv1D, Conv2D
 from funcdl.layers.pool import AvgPool2D, MaxPool2D
 
 # ---------------------------------------------------------------------------- naive references
-
-def same_pads(size, k, s, d=1):
-    out = -(-size // s)
-    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-    return total // 2, total - total // 2
-
 
 def naive_conv(x, w, b, stride, pads, dilation):
     """y, and the pullback (dw, db, dx) of y, by loops over output pixels and taps."""

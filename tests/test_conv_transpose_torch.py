@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _torch_util import t64
 
 from funcdl import random, tree
 from funcdl.layers.conv_transpose import ConvTranspose2D
@@ -23,10 +24,6 @@ from funcdl.layers.conv_transpose import ConvTranspose2D
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 TOL = {"rtol": 1e-10, "atol": 1e-12}
-
-
-def t64(a: Any, grad: bool = False) -> Any:
-    return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=grad)
 
 
 def nchw(a: np.ndarray) -> np.ndarray:

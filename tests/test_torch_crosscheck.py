@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _torch_util import same_pads, t64
 
 import funcdl as fd
 from funcdl import layers as L
@@ -22,16 +23,6 @@ from funcdl import losses
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 TOL = {"rtol": 1e-10, "atol": 1e-12}
-
-
-def t64(a: Any, grad: bool = False) -> Any:
-    return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=grad)
-
-
-def same_pads(n: int, k: int, s: int, d: int) -> tuple[int, int]:
-    out = -(-n // s)
-    total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
-    return total // 2, total - total // 2
 
 
 def ours(layer: L.Layer, x: np.ndarray, seed: int = 0) -> tuple[Any, Any, Any, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _torch_util import t64
 
 import funcdl as fd
 from funcdl import layers as L
@@ -27,10 +28,6 @@ K = 6
 TOL = {"rtol": 1e-9, "atol": 1e-12}
 Array = np.ndarray
 Layout = tuple[Callable[[Array], Array], Callable[[Array], Array]]  # funcdl -> torch, back
-
-
-def t64(a: Any) -> Any:
-    return torch.tensor(np.asarray(a), dtype=torch.float64)
 
 
 def _same(a: Array) -> Array:

@@ -5,10 +5,9 @@ where torch is not installed. funcdl is NHWC, torch NCHW."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
+from _torch_util import t64
 
 from funcdl.layers.upsample import Upsample
 
@@ -18,10 +17,6 @@ TOL = {"rtol": 1e-10, "atol": 1e-12}
 
 SCALES = (1, 2, 3, 4, (2, 3), (1, 5), (7, 1))
 SIZES = ((1, 1), (1, 4), (3, 2), (5, 6), (8, 3))
-
-
-def t64(a: Any, grad: bool = False) -> Any:
-    return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=grad)
 
 
 @pytest.mark.parametrize("mode, align", [("nearest", None), ("bilinear", False),
