@@ -32,7 +32,8 @@ INF, HUGE = "inf", "huge"  # ANY, and NumPy's word on the NaN or overflow accept
 MOVERS = ("Identity", "Flatten", "Reshape", "Slice", "FanOut", "Dropout", "Select")
 SILENT = (*MOVERS, "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "GELU", "SiLU", "ELU",
           "Softmax", "LogSoftmax", "MaxPool2D", "AvgPool2D", "GlobalAvgPool", "FanInSum",
-          "FanInConcat", "MaxPool1D", "AvgPool1D", "Upsample")
+          "FanInConcat", "MaxPool1D", "AvgPool1D", "Upsample", "Hardtanh", "Hardsigmoid",
+          "Hardswish", "Mish", "SELU", "CELU", "Softsign", "LogSigmoid")
 NO_STATE: Any = object()
 NUMPY_WORDS = ("could not be broadcast", "operands could not", "matmul: Input operand",
                "index out of bounds", "object arrays are not supported", "ufunc",
@@ -86,6 +87,11 @@ CASES = [
                                  L.Softplus(), L.Softplus(beta=2), L.GELU(),
                                  L.GELU(approximate=True), L.SiLU(), L.ELU(), L.ELU(2.0),
                                  L.Softmax(), L.Identity())),
+    *(case(a, f(2, 3)) for a in (L.ReLU6(), L.Hardtanh(), L.Hardtanh(-2.0, 0.5),
+                                 L.Hardsigmoid(), L.Hardswish(), L.Mish(), L.SELU(), L.CELU(),
+                                 L.CELU(0.5), L.Softsign(), L.LogSigmoid())),
+    case(L.PReLU(), f(2, 3)), case(L.PReLU(3, init=0.1), f(2, 4, 3)),
+    case(L.RMSNorm(), f(2, 3)), case(L.RMSNorm(eps=1e-3, elementwise_affine=False), f(2, 3, 2)),
     case(L.LogSoftmax(axis=1), f(2, 3, 2)), case(L.Flatten(), f(2, 3, 2)),
     case(L.Reshape((3, 2)), f(2, 6)), case(L.Reshape(-1), f(2, 3, 2)),
     case(L.Dropout(0.5), f(2, 3), **TRAIN), case(L.Dropout(0.5), f(2, 3)),

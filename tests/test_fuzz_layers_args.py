@@ -265,6 +265,14 @@ CTORS = [
      {"beta": (*NUM, 0, -1),  # threshold=inf is JAX's softplus (no linear part)
       "threshold": tuple(v for v in NUM if not (isinstance(v, float) and v == np.inf))}),
     ("ELU", L.ELU, {"alpha": 1.0}, f(2, 3), {"alpha": NUM}),
+    ("Hardtanh", L.Hardtanh, {"min_val": -1.0, "max_val": 1.0}, f(2, 3),
+     {"min_val": (*(v for v in NUM if v is not np.inf), 2.0),  # ±inf: no bound, as torch
+      "max_val": (*(v for v in NUM if v is not np.inf), -2.0)}),
+    ("CELU", L.CELU, {"alpha": 1.0}, f(2, 3), {"alpha": (*NUM, 0)}),
+    ("PReLU", L.PReLU, {"num_parameters": 3, "init": 0.25}, f(2, 3),
+     {"num_parameters": (*POS, 2, 4), "init": NUM}),
+    ("RMSNorm", L.RMSNorm, {"eps": 1e-5}, f(2, 3),
+     {"eps": (*NUM[1:], 0, -1), "elementwise_affine": FLAG}),
     ("GELU", L.GELU, {"approximate": False}, f(2, 3), {"approximate": FLAG}),
     ("Softmax", L.Softmax, {"axis": 1}, f(2, 3), {"axis": (*INT, 2, -3)}),
     ("LogSoftmax", L.LogSoftmax, {"axis": -1}, f(2, 3), {"axis": INT}),

@@ -1,12 +1,13 @@
 """Layers: immutable ``Layer(init, apply, vjp)`` values, and combinators built from them.
 
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
-layers, Dropout), ``activations``, ``gated`` (GELU, SiLU), ``combinators`` (Sequential),
-``branching`` (Parallel, Residual, Shared, Repeat), ``tied`` (Tied), ``routing`` (FanOut,
-FanInSum, FanInConcat, Select, Slice), ``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm),
-``embed`` (Embedding), ``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM,
-GRU), ``conv``, ``conv_transpose`` (ConvTranspose2D), ``upsample`` (Upsample), ``pool``,
-``pool1d``.
+layers, Dropout), ``activations``, ``activations_extra`` (ReLU6, Hardtanh, Hardsigmoid,
+Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU),
+``combinators`` (Sequential), ``branching`` (Parallel, Residual, Shared, Repeat), ``tied``
+(Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select, Slice), ``norm`` (BatchNorm,
+LayerNorm), ``groupnorm`` (GroupNorm), ``rmsnorm`` (RMSNorm), ``embed`` (Embedding),
+``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``conv``,
+``conv_transpose`` (ConvTranspose2D), ``upsample`` (Upsample), ``pool``, ``pool1d``.
 """
 
 from funcdl.layers.activations import (
@@ -18,6 +19,18 @@ from funcdl.layers.activations import (
     Softmax,
     Softplus,
     Tanh,
+)
+from funcdl.layers.activations_extra import (
+    CELU,
+    SELU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LogSigmoid,
+    Mish,
+    PReLU,
+    ReLU6,
+    Softsign,
 )
 from funcdl.layers.attention import MultiHeadAttention
 from funcdl.layers.base import Layer, LayerLike, Pointwise, Pullback, Shape
@@ -33,15 +46,18 @@ from funcdl.layers.norm import BatchNorm, LayerNorm
 from funcdl.layers.pool import AvgPool2D, GlobalAvgPool, MaxPool2D
 from funcdl.layers.pool1d import AvgPool1D, MaxPool1D
 from funcdl.layers.recurrent import GRU, LSTM, SimpleRNN
+from funcdl.layers.rmsnorm import RMSNorm
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select, Slice
 from funcdl.layers.tied import Tied
 from funcdl.layers.upsample import Upsample
 
 __all__ = [
+    "CELU",
     "ELU",
     "GELU",
     "GRU",
     "LSTM",
+    "SELU",
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
@@ -57,19 +73,27 @@ __all__ = [
     "Flatten",
     "GlobalAvgPool",
     "GroupNorm",
+    "Hardsigmoid",
+    "Hardswish",
+    "Hardtanh",
     "Identity",
     "Layer",
     "LayerLike",
     "LayerNorm",
     "LeakyReLU",
+    "LogSigmoid",
     "LogSoftmax",
     "MaxPool1D",
     "MaxPool2D",
+    "Mish",
     "MultiHeadAttention",
+    "PReLU",
     "Parallel",
     "Pointwise",
     "Pullback",
+    "RMSNorm",
     "ReLU",
+    "ReLU6",
     "Repeat",
     "Reshape",
     "Residual",
@@ -83,6 +107,7 @@ __all__ = [
     "Slice",
     "Softmax",
     "Softplus",
+    "Softsign",
     "Tanh",
     "Tied",
     "Upsample",
