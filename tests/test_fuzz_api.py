@@ -86,6 +86,12 @@ SETUPS = {  # id: (loss, pred, target, kwargs)
     "sce-int-one-hot": (SCE, Z, ONE_HOT.astype(np.int64), {}),
     "sce-probabilities": (SCE, Z, SOFT, {}),
     "nll-labels": (losses.nll, Z - np.log(np.exp(Z).sum(-1, keepdims=True)), LABELS, {}),
+    "kl_div": (losses.kl_div, Z - np.log(np.exp(Z).sum(-1, keepdims=True)), SOFT, {}),
+    "kl_div-log-target": (losses.kl_div, Z - np.log(np.exp(Z).sum(-1, keepdims=True)),
+                          np.log(SOFT), {"log_target": True}),
+    "gaussian_nll": (losses.gaussian_nll, Z, T01, {"var": PROB}),
+    "poisson_nll": (losses.poisson_nll, Z, 2 * T01, {}),
+    "poisson_nll-rates": (losses.poisson_nll, PROB, 2 * T01, {"log_input": False, "full": True}),
 }
 LABELLED = ("sce-labels", "sce-rank3-labels", "nll-labels")
 

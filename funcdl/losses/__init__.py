@@ -9,6 +9,12 @@ over every example), ``'sum'`` adds, ``'none'`` returns the per-element (per-exa
 losses, whose pullback takes a cotangent of that shape. ``pred`` and ``target`` must have
 the same shape (a (50, 1) prediction against a (50,) target is refused, never broadcast).
 The mean over an empty batch is refused (NumPy and PyTorch give NaN); its sum is 0.
+``kl_div`` also takes ``reduction='batchmean'`` (the sum over the batch size, as torch's).
+``gaussian_nll`` takes ``pred=(mean, var)``, a two-output model's, its pullback then
+returning ``(dmean, dvar)``; or the mean, with ``var`` (no gradient) the third argument.
+``margin_ranking`` and ``cosine_embedding`` take ``pred=(x1, x2)``, ``triplet_margin``
+``pred=(anchor, positive, negative)`` and no target (None); their pullbacks return one
+gradient per input, a tuple.
 Every loss is stable at any finite input: no overflow warning, no NaN.
 """
 
@@ -18,9 +24,12 @@ from funcdl.losses._base import Loss, _public
 from funcdl.losses._base import bound as bound  # for autodiff and testing
 from funcdl.losses._cross_entropy import _nll, _softmax_cross_entropy
 from funcdl.losses._elementwise import _bce, _bce_with_logits, _huber, _l1, _mse, _smooth_l1
+from funcdl.losses._more import _gaussian_nll, _kl_div, _poisson_nll
+from funcdl.losses._pairs import _cosine_embedding, _margin_ranking, _triplet_margin
 
-__all__ = ["Loss", "bce", "bce_with_logits", "huber", "l1", "mse", "nll",
-           "smooth_l1", "softmax_cross_entropy"]
+__all__ = ["Loss", "bce", "bce_with_logits", "cosine_embedding", "gaussian_nll", "huber",
+           "kl_div", "l1", "margin_ranking", "mse", "nll", "poisson_nll", "smooth_l1",
+           "softmax_cross_entropy", "triplet_margin"]
 
 mse = _public("mse", _mse)
 bce = _public("bce", _bce)
@@ -30,3 +39,9 @@ softmax_cross_entropy = _public("softmax_cross_entropy", _softmax_cross_entropy)
 l1 = _public("l1", _l1)
 smooth_l1 = _public("smooth_l1", _smooth_l1)
 nll = _public("nll", _nll)
+kl_div = _public("kl_div", _kl_div)
+gaussian_nll = _public("gaussian_nll", _gaussian_nll)
+poisson_nll = _public("poisson_nll", _poisson_nll)
+margin_ranking = _public("margin_ranking", _margin_ranking)
+cosine_embedding = _public("cosine_embedding", _cosine_embedding)
+triplet_margin = _public("triplet_margin", _triplet_margin)

@@ -1,0 +1,211 @@
+"""PyTorch's distribution losses: kl_div (on log-probabilities), gaussian_nll (a mean and a
+variance, the variance an input or a second model output) and poisson_nll."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from funcdl._args import array_arg, bool_arg, real_arg
+from funcdl.losses._base import Array, Pullback, _pred, _reduced, _same_shape, _sum
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _nonnegative(name: str, what: str, a: Array, hint: str) -> Array:
+    """``a`` if none of its entries is negative (a log of one would be NaN, as in torch)."""
+    if a.size and not np.minimum.reduce(a, axis=None) >= 0:
+        raise ValueError(f"{name}: {what} must be >= 0, got values in "
+                         f"[{np.minimum.reduce(a, axis=None)}, "
+                         f"{np.maximum.reduce(a, axis=None)}]{hint}")
+    return a
+
+
+def _nonpositive(name: str, what: str, a: Array, hint: str) -> None:
+    if a.size and not np.maximum.reduce(a, axis=None) <= 0:
+        raise ValueError(f"{name}: {what} must be <= 0{hint}, got values in "
+                         f"[{np.minimum.reduce(a, axis=None)}, "
+                         f"{np.maximum.reduce(a, axis=None)}]")
+
+
+def _eps(name: str, eps: Any, dtype: Any) -> float:
+    """``eps`` > 0, and not 0 in ``dtype`` (it keeps a log and a division off 0)."""
+    e = real_arg(eps, name, "eps", low=0.0, open_low=True)
+    if np.dtype(dtype).type(e) == 0:
+        raise ValueError(f"{name}: eps={e:g} is 0 in {np.dtype(dtype)}; pass a larger eps")
+    return e
+
+
+# ---------------------------------------------------------------------------- kl_div
+
+def _kl_div(pred: Any, target: Any, reduction: str = "mean",
+            log_target: bool = False) -> tuple[Any, Pullback]:
+    """torch's ``kl_div``: log-probabilities ``p <= 0`` against probabilities ``t >= 0``,
+    ``t (log t - p)`` (0 where ``t = 0``, as torch's xlogy); ``log_target=True``: ``t <= 0``
+    are log-probabilities, ``e^t (t - p)``. ``dp = -t`` (``-e^t``). ``reduction='batchmean'``
+    (this loss only) divides the sum by the batch size, ``pred.shape[0]``, the true KL
+    divergence per example; ``'mean'``, as torch's, divides by every element."""
+    name = "kl_div"
+    log_target = bool_arg(log_target, name, "log_target")
+    p = _pred(name, pred)
+    t = _same_shape(name, p, target)
+    if not isinstance(reduction, str) or reduction not in ("mean", "sum", "none",
+                                                             "batchmean"):
+        raise (ValueError if isinstance(reduction, str) else TypeError)(
+            f"{name}: reduction must be 'mean', 'batchmean', 'sum' or 'none', got "
+            f"{type(reduction).__name__} {reduction!r}")
+    # log-probabilities > 0 (torch takes them) make terms of either sign, whose inf + -inf
+    # sum is NaN; <= 0, no term is -inf
+    _nonpositive(name, "pred", p, " (log-probabilities, a LogSoftmax's output)")
+    if log_target:
+        _nonpositive(name, "target", t, " (log-probabilities, as log_target=True says)")
+    # huge finite values: inf, as torch; the where drops 0 · inf and log 0 of t = 0 terms
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if log_target:
+            e = np.exp(t)
+            d = t - p
+            per = np.where((e == 0) | (d == 0), 0, e * d)
+            slope = -e
+        else:
+            t = _nonnegative(name, "target", t, " (probabilities; for log-probabilities "
+                             "pass log_target=True)")
+            per = np.where(t > 0, t * (np.log(t) - p), 0)
+            slope = -t
+    per = per.astype(p.dtype, copy=False)
+    count: float = per.size
+    if reduction == "batchmean":
+        count = p.shape[0] if p.ndim else 1
+        if count == 0:
+            raise ValueError(f"{name}: reduction='batchmean' over an empty batch (shape "
+                             f"{p.shape}) is undefined; skip empty batches, or pass "
+                             f"reduction='sum'")
+        reduction = "mean"
+    return _reduced(name, per, reduction, count, lambda c: c * slope)
+
+
+# ---------------------------------------------------------------------------- poisson_nll
+
+def _poisson_nll(pred: Any, target: Any, reduction: str = "mean", log_input: bool = True,
+                 full: bool = False, eps: float = 1e-8) -> tuple[Any, Pullback]:
+    """torch's ``poisson_nll_loss`` of counts ``t >= 0``: ``log_input=True``, log-rates
+    ``p``: ``e^p - t p``, ``dp = e^p - t``; ``log_input=False``, rates ``p >= 0``:
+    ``p - t log(p + eps)`` (0 · log: 0), ``dp = 1 - t / (p + eps)``. ``full`` adds
+    Stirling's ``t log t - t + ½ log(2π t)`` where ``t > 1`` (no gradient)."""
+    name = "poisson_nll"
+    log_input = bool_arg(log_input, name, "log_input")
+    full = bool_arg(full, name, "full")
+    p = _pred(name, pred)
+    e_ = _eps(name, eps, p.dtype)
+    t = _nonnegative(name, "target", _same_shape(name, p, target), " (counts)")
+    if not log_input:
+        p = _nonnegative(name, "pred", p, " (rates; for log-rates pass log_input=True)")
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values: inf, as torch
+        if log_input:
+            e = np.exp(p)
+            slope = e - t
+            log_rate = p
+        else:
+            q = p + p.dtype.type(e_)
+            slope = 1 - t / q
+            log_rate = np.log(q)
+        # -t log_rate, 0 where t = 0 (0 · log 0); with full, where t > 1, t (log t -
+        # log_rate) - t + ½ log(2π t): one product, so no -inf meets Stirling's +inf
+        if full:
+            big = t > 1
+            ts = np.where(big, t, 1)
+            log_t = np.log(ts)
+            part = np.where(big, ts * (log_t - log_rate) - ts + 0.5 * (_LOG_2PI + log_t),
+                            np.where(t > 0, -t * log_rate, 0))
+        else:
+            part = np.where(t > 0, -t * log_rate, 0)
+        per = (e if log_input else p) + part
+        if log_input and not np.isfinite(per).all():  # e^p = inf beside -inf: inf, not NaN
+            per = np.where(np.isinf(e), e, per)
+    per = per.astype(p.dtype, copy=False)
+    return _reduced(name, per, reduction, per.size, lambda c: c * slope)
+
+
+# ---------------------------------------------------------------------------- gaussian_nll
+
+def _var_arg(name: str, var: Any, shape: tuple[int, ...], dtype: Any,
+             learned: bool) -> tuple[Array, Array, tuple[int, ...]]:
+    """``var`` (as given, in ``dtype``), its view broadcasting against pred of ``shape``
+    and the axes summed for its gradient. torch's shapes: pred's; pred's without the last
+    axis (one variance per example); pred's with one axis of size 1; or (data only) a
+    scalar."""
+    if learned:
+        v = _pred(name, var)
+        if v.dtype != dtype:
+            raise TypeError(f"{name}: the mean and the variance of pred = (mean, var) must "
+                            f"have one dtype, got {np.dtype(dtype)} and {v.dtype}")
+    else:
+        v = array_arg(var, name, "var")
+        if v.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: var must be a real array, got {type(var).__name__} "
+                            f"(dtype {v.dtype})")
+        with np.errstate(over="ignore"):  # float64 1e300 in float32: inf, as the target
+            v = v.astype(dtype, copy=False)
+    b = v
+    if v.shape != shape:
+        if len(shape) and v.shape == shape[:-1]:
+            b = v[..., None]
+        elif not (v.ndim == len(shape) and sum(a != s for a, s in zip(v.shape, shape)) == 1
+                  and all(a == s or a == 1 for a, s in zip(v.shape, shape))) and not (
+                      v.ndim == 0 and not learned):
+            raise ValueError(f"{name}: var must have the mean's shape {shape}, or that "
+                             f"without its last axis {shape[:-1]}, or one axis of size 1; "
+                             f"got {v.shape}")
+    axes = tuple(i for i, (a, s) in enumerate(zip(b.shape, shape)) if a != s) if b.ndim \
+        else tuple(range(len(shape)))
+    return v, _nonnegative(name, "var", b, ""), axes
+
+
+def _gaussian_nll(pred: Any, target: Any, var: Any = None, reduction: str = "mean",
+                  full: bool = False, eps: float = 1e-6) -> tuple[Any, Pullback]:
+    """torch's ``gaussian_nll_loss``: ``½ (log v + (m - t)² / v)`` (``+ ½ log 2π`` when
+    ``full``), ``v = max(var, eps)``; ``dm = (m - t) / v``, ``dvar = ½ (1/v - (m - t)² / v²)``
+    (through the clamp as if it were not there, as torch's ``no_grad`` clamp).
+
+    ``pred`` is a tuple ``(mean, var)``, a two-output model's (``Parallel``'s) output, and the
+    pullback returns ``(dmean, dvar)``; or ``pred`` is the mean and ``var`` a third
+    argument, data with no gradient (also a scalar), the pullback returning ``dmean``."""
+    name = "gaussian_nll"
+    learned = isinstance(pred, tuple)  # a list is array-like: rows, as np.asarray reads it
+    if learned:
+        if var is not None or len(pred) != 2:
+            hint = ("; the third argument is var: pass reduction= by keyword"
+                    if isinstance(var, str) else "")
+            raise TypeError(f"{name}: pred must be the mean (with var as the third "
+                            f"argument) or a pair (mean, var) without one; got a "
+                            f"{type(pred).__name__} of length {len(pred)}"
+                            f"{' and var' if var is not None else ''}{hint}")
+        pred, var = pred
+    elif var is None:
+        raise TypeError(f"{name}: the variance is missing: pass pred=(mean, var), a "
+                        f"two-output model's, or the mean and var as the third argument")
+    full = bool_arg(full, name, "full")
+    m = _pred(name, pred)
+    t = _same_shape(name, m, target)
+    e_ = _eps(name, eps, m.dtype)
+    v_in, v, axes = _var_arg(name, var, m.shape, m.dtype, learned)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values: inf, as torch
+        vc = np.maximum(v, m.dtype.type(e_))
+        d = m - t
+        r = d / vc
+        per = 0.5 * (np.log(vc) + d * r)
+        if full:
+            per += 0.5 * _LOG_2PI
+    if not learned:
+        return _reduced(name, per, reduction, per.size, lambda c: c * r)
+
+    def grad(c: Any) -> tuple[Array, Array]:
+        with np.errstate(over="ignore", invalid="ignore"):
+            dm = c * r
+            dv = (c * 0.5) * (1 / vc - r * r)
+        if axes:
+            dv = _sum(dv, axis=axes, keepdims=True)
+        return dm, dv.reshape(v_in.shape).astype(m.dtype, copy=False)
+
+    return _reduced(name, per, reduction, per.size, grad)  # type: ignore[arg-type]
