@@ -252,7 +252,9 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
             try:
                 first = call(params, tree.map(lambda a: np.asarray(a)[:1], x), train=False)
             except ValueError as e:
-                raise AssertionError(
+                if np.ndim(tree.leaves(x)[0]) < 2:  # no axis beside the batch: a misuse
+                    raise
+                raise ValueError(
                     f"{where}: at inference the layer refused one row of the batch ({e}); "
                     f"for a layer whose inference mixes the batch's rows by design, pass "
                     f"independent_rows=False") from None
