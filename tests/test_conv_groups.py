@@ -1,80 +1,21 @@
 """Grouped convolution (``groups``, PyTorch's; JAX's ``feature_group_count``) in Conv2D and
 Conv1D: vjps against finite differences, forward and pullback against a nested-loop NumPy
 reference and against ``groups`` ungrouped Conv2Ds on channel slices (float64, both ways a
-convolution runs), PyTorch's default init, float32 kept, names, and bad inputs; one input
-channel per group (depthwise, any multiplier) proved to run its own NHWC path. The torch
-cross-check is in test_conv_groups_torch.py."""
+convolution runs), PyTorch's default init, float32 kept, names, and bad inputs;
+the torch cross-check is in test_conv_groups_torch.py, one input channel per group's own
+NHWC path in test_conv_depthwise.py."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
+from _conv_util import close, naive_grouped, run, sliced
 from _torch_util import same_pads
 
 from funcdl import random, tree
-from funcdl.layers import Sequential, _grouped, conv
+from funcdl.layers import Sequential
 from funcdl.layers.conv import Conv1D, Conv2D
 from funcdl.testing import check_layer, check_vjp
-
-# ---------------------------------------------------------------------------- references
-
-
-def naive_grouped(x, w, b, stride, pads, dilation, groups):
-    """y and its pullback (dw, db, dx) by loops over output pixels, taps and output
-    channels, each reading the input channels of its group: ``o // (out // groups)``."""
-    (sh, sw), (dh, dw_) = stride, dilation
-    kh, kw, cg, out = w.shape
-    og = out // groups
-    xp = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    oh = (xp.shape[1] - (kh - 1) * dh - 1) // sh + 1
-    ow = (xp.shape[2] - (kw - 1) * dw_ - 1) // sw + 1
-    taps = list(itertools.product(range(oh), range(ow), range(kh), range(kw), range(out)))
-    y = np.zeros((x.shape[0], oh, ow, out)) + b
-    for p, q, i, j, o in taps:
-        c0 = (o // og) * cg
-        y[:, p, q, o] += xp[:, p * sh + i * dh, q * sw + j * dw_, c0:c0 + cg] @ w[i, j, :, o]
-
-    def pullback(dy):
-        dxp, dwt = np.zeros_like(xp), np.zeros_like(w)
-        for p, q, i, j, o in taps:
-            c0 = (o // og) * cg
-            r, s = p * sh + i * dh, q * sw + j * dw_
-            dxp[:, r, s, c0:c0 + cg] += dy[:, p, q, o, None] * w[i, j, :, o]
-            dwt[i, j, :, o] += dy[:, p, q, o] @ xp[:, r, s, c0:c0 + cg]
-        (t, _), (l, _) = pads
-        return dwt, dy.sum(axis=(0, 1, 2)), dxp[:, t:t + x.shape[1], l:l + x.shape[2]]
-
-    return y, pullback
-
-
-def sliced(layer_kw, out, groups, params, x, dy):
-    """``groups`` ungrouped Conv2Ds, group g on input channels and outputs of its slice:
-    y, dw, db, dx concatenated over the channel axis."""
-    cg, og = x.shape[-1] // groups, out // groups
-    ys, dws, dbs, dxs = [], [], [], []
-    for g in range(groups):
-        i, o = slice(g * cg, (g + 1) * cg), slice(g * og, (g + 1) * og)
-        p = {"w": params["w"][..., o], "b": params["b"][o]}
-        y, pullback = Conv2D(og, **layer_kw).vjp(p, np.ascontiguousarray(x[..., i]))
-        grads, dx = pullback(np.ascontiguousarray(dy[..., o]))
-        ys.append(y), dws.append(grads["w"]), dbs.append(grads["b"]), dxs.append(dx)
-    return tuple(np.concatenate(a, axis=-1) for a in (ys, dws, dbs, dxs))
-
-
-def run(layer, x, seed=3):
-    """float64 params of ``layer`` at ``x``, y, a random dy, and (dparams, dx)."""
-    _, params = layer.init(random.key(0), (None, *x.shape[1:]))
-    params = tree.astype(params, np.float64)
-    y, pullback = layer.vjp(params, x)
-    dy = random.normal(random.key(seed), y.shape, np.float64)
-    return params, y, dy, pullback(dy)
-
-
-def close(got, expected):
-    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
-
 
 # ---------------------------------------------------------------------------- vjps
 
@@ -340,97 +281,3 @@ def test_kernel_of_the_wrong_shape_for_groups(key):
     with pytest.raises(ValueError, match=r"Conv2D\(8, 3, groups=2\): params\['w'\].*"
                                          r"got \(2, 3, 2, 8\)"):
         layer.apply({"w": params["w"][:2], "b": params["b"]}, np.ones((2, 5, 5, 4)))
-
-
-# ---------------------------------------------------------------------------- Cg = 1
-
-
-@pytest.fixture(params=["tiled", "plain", "dispatched"])
-def depthwise_path(request, monkeypatch):
-    """One input channel per group: 'tiled' and 'plain' run every multiplier on the NHWC
-    path, proved taken (the group-major layout refuses), 'plain' without the taps' row
-    tiling and with the broadcast repeat; 'dispatched' as the layer picks (Og > 2 group-major
-    while the im2col buffer is small)."""
-    def refuse(*args):
-        raise AssertionError("Cg = 1 went group-major")
-
-    if request.param != "dispatched":
-        monkeypatch.setattr(conv, "_NHWC_OG", 1 << 30)
-        monkeypatch.setattr(_grouped, "to_groups", refuse)
-        monkeypatch.setattr(_grouped, "by_group", refuse)
-    if request.param == "plain":
-        monkeypatch.setattr(_grouped, "_TILE", 0)
-        monkeypatch.setattr(_grouped, "_FEW_REPEATS", 0)
-
-
-DEPTHWISE = [  # layer (Cg = 1, Og = out / C), x's shape; the reference's stride, pads, dilation
-    (lambda: Conv2D(4, 3, groups=4), (2, 7, 6, 4), 1, ((1, 1), (1, 1)), 1),  # SAME, Og 1
-    (lambda: Conv2D(6, 3, stride=2, padding=1, groups=3), (2, 7, 6, 3), 2,   # Og 2, int pad
-     ((1, 1), (1, 1)), 1),
-    (lambda: Conv2D(6, (3, 2), padding="VALID", dilation=2, groups=2), (2, 7, 6, 2), 1,
-     ((0, 0), (0, 0)), 2),                                                    # Og 3
-    (lambda: Conv2D(9, 2, stride=(2, 1), dilation=2, groups=3), (2, 7, 6, 3), (2, 1),
-     ((1, 1), (1, 1)), 2),                                                    # SAME, Og 3
-    (lambda: Conv2D(10, (2, 3), stride=(1, 2), padding=((1, 0), (0, 2)), dilation=(2, 1),
-                    groups=5), (2, 7, 6, 5), (1, 2), ((1, 0), (0, 2)), (2, 1)),
-    (lambda: Conv2D(12, 3, padding=2, use_bias=False, groups=2), (2, 7, 6, 2), 1,
-     ((2, 2), (2, 2)), 1),                                                    # Og 6
-    (lambda: Conv1D(4, 3, groups=4), (3, 9, 4), 1, (1, 1), 1),
-    (lambda: Conv1D(9, 3, stride=2, padding=2, groups=3), (3, 9, 3), 2, (2, 2), 1),
-    (lambda: Conv1D(4, 2, padding="VALID", dilation=2, groups=2), (3, 9, 2), 1, (0, 0), 2),
-]
-
-
-@pytest.mark.parametrize(("make", "shape", "stride", "pads", "dilation"), DEPTHWISE)
-def test_depthwise_matches_nested_loops(make, shape, stride, pads, dilation, depthwise_path):
-    layer = make()
-    x = random.normal(random.key(5), shape, np.float64)
-    params, y, dy, (grads, dx) = run(layer, x)
-    if len(shape) == 3:  # Conv1D: the reference's 1 x k Conv2D on (N, 1, L, C)
-        x4, w4, dy4, pads = x[:, None], params["w"][None], dy[:, None], ((0, 0), pads)
-        stride, dilation = (1, stride), (1, dilation)
-    else:
-        x4, w4, dy4 = x, params["w"], dy
-        stride, dilation = (v if isinstance(v, tuple) else (v, v) for v in (stride, dilation))
-    y_ref, pullback_ref = naive_grouped(x4, w4, params.get("b", 0.0), stride, pads,
-                                        dilation, shape[-1])
-    close(y, y_ref.reshape(y.shape))
-    dw, db, dx_ref = pullback_ref(dy4)
-    close(grads["w"], dw.reshape(params["w"].shape))
-    close(dx, dx_ref.reshape(x.shape))
-    assert sorted(grads) == sorted(params)
-    if "b" in grads:
-        close(grads["b"], db)
-    grads_only, none = layer.vjp(params, x)[1](dy, need_dx=False)
-    assert none is None and all(np.array_equal(grads_only[k], grads[k]) for k in grads)
-
-
-@pytest.mark.parametrize(("make", "shape"), [case[:2] for case in DEPTHWISE])
-def test_depthwise_check_layer(make, shape, depthwise_path):
-    check_layer(make(), (None, *shape[1:]), batch=2)
-
-
-def test_multiplier_maps_output_o_to_input_o_over_og(depthwise_path):
-    # Og = 2, a kernel of ones: outputs 2c and 2c + 1 are the window sums of input c (not
-    # c and c + C, the tiled order); dx of c gathers dy's channels 2c and 2c + 1
-    x = np.ones((1, 4, 5, 3)) * np.array([1.0, 10.0, 100.0])
-    y, pb = Conv2D(6, 3, use_bias=False, groups=3).vjp({"w": np.ones((3, 3, 1, 6))}, x)
-    count = np.array([[4, 6, 6, 6, 4], [6, 9, 9, 9, 6], [6, 9, 9, 9, 6], [4, 6, 6, 6, 4]])
-    np.testing.assert_array_equal(y[0], count[..., None] * np.repeat([1.0, 10.0, 100.0], 2))
-    _, dx = pb(np.ones_like(y) * np.array([1.0, 2.0, 4.0, 8.0, 16.0, 32.0]))
-    np.testing.assert_array_equal(dx[0], count[..., None] * [3.0, 12.0, 48.0])
-
-
-@pytest.mark.parametrize(("og", "big", "path"), [(1, False, "depthwise"), (2, False, "depthwise"),
-                                                 (3, False, "to_groups"), (3, True, "depthwise")])
-def test_cg_1_runs_nhwc_up_to_og_2_or_past_the_buffer(og, big, path, key, monkeypatch):
-    seen = set()
-    for fn in ("depthwise", "to_groups"):
-        f = getattr(_grouped, fn)
-        monkeypatch.setattr(_grouped, fn, lambda *a, f=f, fn=fn: seen.add(fn) or f(*a))
-    if big:  # an im2col buffer past the limit: group-major would go one offset at a time
-        monkeypatch.setattr(conv, "_COLS_BYTES", 0)
-    layer = Conv2D(6 * og, 3, groups=6)
-    _, params = layer.init(key, (None, 5, 5, 6))
-    layer.vjp(params, np.ones((2, 5, 5, 6), np.float32))[1](np.ones((2, 5, 5, 6 * og)))
-    assert seen == {path}
