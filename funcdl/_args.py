@@ -114,6 +114,23 @@ def bool_arg(value: Any, where: str, what: str) -> bool:
     return bool(value)
 
 
+def train_arg(train: Any, where: str) -> bool:
+    """``train`` as a bool (``train='no'`` would count as true); True and False pass as they
+    are, the commonest call paying one identity test."""
+    return train if train is True or train is False else bool_arg(train, where, "train")
+
+
+def call_name(ctor: str, args: tuple[Any, ...], **options: tuple[Any, Any]) -> str:
+    """The constructor call as a name, options shown only when not at their default:
+    ``call_name('Conv2D', (16, 3), stride=(2, 1))`` is ``Conv2D(16, 3, stride=2)``."""
+    parts = [repr(a) for a in args]
+    # the default's type too: True == 1 would hide dilation=True, and an array compares
+    # entrywise (a bare NumPy error for stride=np.array([1, 2]), named by its constructor)
+    parts += [f"{k}={v!r}" for k, (v, default) in options.items()
+              if not (type(v) is type(default) and v == default)]
+    return f"{ctor}({', '.join(parts)})"
+
+
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 # The largest finite value of each sample dtype: bounds beyond it cannot be cast to it.
 FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float32, np.float64)}

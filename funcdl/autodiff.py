@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import debug
-from funcdl._args import bool_arg
+from funcdl._args import bool_arg, train_arg
 
 __all__ = ["grad", "value_and_grad", "vjp"]
 
@@ -147,8 +147,7 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
 
     def f(params: Any, x: Any, target: Any, *, key: Any = None, train: bool = True,
           **kwargs: Any) -> Any:
-        if train is not True and train is not False:  # 'no' would count as True
-            train = bool_arg(train, "value_and_grad", "train")
+        train = train_arg(train, "value_and_grad")
         if debug.enabled():  # the one read the unchecked path pays
             with debug.quiet():  # NumPy's warnings must not pre-empt the check's error
                 return step(params, x, target, key, train, kwargs, True)

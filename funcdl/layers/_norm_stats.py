@@ -14,7 +14,7 @@ from funcdl.layers._params import param_arrays, plain
 from funcdl.layers.base import Array
 
 __all__ = ["channel_axis", "channel_vectors", "compute_dtype", "example_axes", "fresh_state",
-           "label", "moments", "moved", "running_stats", "trailing"]
+           "moments", "moved", "running_stats", "trailing"]
 
 
 def moments(x: Array, mean_of: Callable[[Array], Array], minus: Callable[..., Array],
@@ -119,14 +119,6 @@ def example_axes(name: str, axis: Any, axes: tuple[int, ...],
 def trailing(x: Array, res: tuple[int, ...]) -> bool:
     """The normalised axes ``res`` are x's last ones: x runs as (rows, S)."""
     return res == tuple(range(x.ndim - len(res), x.ndim))
-
-
-def label(kind: str, args: list[tuple[str, Any, Any]], lead: str = "") -> str:
-    """``BatchNorm()`` or ``BatchNorm(axis=1)``: only the arguments that differ from their
-    defaults, after ``lead`` (the required ones: ``GroupNorm(4, eps=0.001)``)."""
-    shown = [lead] if lead else []
-    shown += [f"{k}={v!r}" for k, v, default in args if v != default]
-    return kind + "(" + ", ".join(shown) + ")"
 
 
 # ---------------------------------------------------------------------------- running state

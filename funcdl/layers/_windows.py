@@ -67,17 +67,6 @@ def padding_arg(name: str, padding: Any, rank: int) -> str | Pads:
     raise ValueError(f"{name}: padding must be 'SAME', 'VALID', {forms}; got {padding!r}")
 
 
-def call_name(ctor: str, args: tuple[Any, ...], **options: tuple[Any, Any]) -> str:
-    """The constructor call as a name, options shown only when not at their default:
-    ``call_name('Conv2D', (16, 3), stride=(2, 1))`` is ``Conv2D(16, 3, stride=2)``."""
-    parts = [repr(a) for a in args]
-    # the default's type too: True == 1 would hide dilation=True, and an array compares
-    # entrywise (a bare NumPy error for stride=np.array([1, 2]), named by its constructor)
-    parts += [f"{k}={v!r}" for k, (v, default) in options.items()
-              if not (type(v) is type(default) and v == default)]
-    return f"{ctor}({', '.join(parts)})"
-
-
 # ---------------------------------------------------------------------------- geometry
 
 class Window(NamedTuple):

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import int_arg, real_arg
+from funcdl._args import call_name, int_arg, real_arg
+from funcdl.layers._norm_stats import compute_dtype
 from funcdl.layers._params import in_param_dtypes, param_arrays, weak_dtype
 from funcdl.layers._sums import block_sum
 from funcdl.layers.activations import _elementwise, sigmoid
@@ -81,7 +82,7 @@ def Hardtanh(min_val: float = -1.0, max_val: float = 1.0) -> Layer:
     if lo > hi:
         raise ValueError(f"Hardtanh: min_val must be <= max_val, got min_val={lo}, "
                          f"max_val={hi}; swap them")
-    name = "Hardtanh()" if (lo, hi) == (-1.0, 1.0) else f"Hardtanh(min_val={lo}, max_val={hi})"
+    name = call_name("Hardtanh", (), min_val=(lo, -1.0), max_val=(hi, 1.0))
     return _clipped(name, lo, hi)
 
 
@@ -199,7 +200,7 @@ def CELU(alpha: float = 1.0) -> Layer:
     if a == 0:
         raise ValueError("CELU: alpha must be non-zero (it divides x), got 0.0; "
                          "1.0 is PyTorch's default")
-    return _elu("CELU()" if a == 1.0 else f"CELU({a})", a, 1.0, 1 / a)
+    return _elu(call_name("CELU", () if a == 1.0 else (a,)), a, 1.0, 1 / a)
 
 
 def Softsign() -> Layer:
@@ -247,7 +248,7 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
     ``da = Σ dy·min(x, 0)`` over every axis but the channel's."""
     c = int_arg(num_parameters, "PReLU", "num_parameters", 1)
     a0 = real_arg(init, "PReLU", "init")
-    name = "PReLU()" if (c, a0) == (1, 0.25) else f"PReLU(num_parameters={c}, init={a0})"
+    name = call_name("PReLU", (), num_parameters=(c, 1), init=(a0, 0.25))
 
     def shape_ok(shape: tuple[Any, ...]) -> bool:
         return c == 1 or (len(shape) >= 1 and shape[-1] in (c, None))
@@ -271,24 +272,27 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
             raise ValueError(f"{name}: params['a'] has shape {a.shape}, expected ({c},)")
         if not shape_ok(x.shape):
             raise wrong(x.shape)
-        dt = np.result_type(a.dtype, *([x.dtype] if x.dtype.kind == "f" else []))
+        dt = compute_dtype(x, a)
         return x.astype(dt, copy=False), a.astype(dt, copy=False)
 
-    def forward(x: Array, a: Array) -> Array:
+    def forward(x: Array, a: Array) -> tuple[Array, Array]:
+        """``(y, min(x, 0))``: the pullback's da reads the negative part too."""
+        neg = np.minimum(x, 0)
         with _quiet():  # a·x overflows for |a| > 1; a = 0 at -inf is 0·inf, NaN as PyTorch
-            y = np.minimum(x, 0) * (a if c > 1 else a[0])
+            y = neg * (a if c > 1 else a[0])
         y += np.maximum(x, 0)
-        return y
+        return y, neg
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
-        return forward(*prepare(params, x))
+        return forward(*prepare(params, x))[0]
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
         x_dtype = getattr(x, "dtype", None)
         xs, a = prepare(params, x)
-        y = kept(forward(xs, a))
+        y, neg = forward(xs, a)
+        y = kept(y)
 
         def pullback(dy: Any) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
@@ -297,7 +301,7 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
             slope += up
             slope *= dy
             with _quiet():
-                t = np.minimum(xs, 0) * dy
+                t = neg * dy
             da = (block_sum(t, t.ndim - 1, t.ndim) if c > 1 else np.atleast_1d(t.sum()))
             return (in_param_dtypes({"a": da}, params), in_input_dtype(slope, x_dtype))
 

@@ -29,11 +29,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import initializers, random
-from funcdl._args import bool_arg, int_arg, real_arg
+from funcdl._args import bool_arg, call_name, int_arg, real_arg, train_arg
 from funcdl.layers._attention import agree, checked_params, in_shapes, inputs, several, shown
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, weak_dtype
 from funcdl.layers._sums import chan, dot, ones
-from funcdl.layers._windows import call_name
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -134,8 +133,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
 
     def dropping(key: Any, train: Any) -> bool:
         """Whether this call drops weights; a call in training that would needs a key."""
-        if train is not True and train is not False:  # train='no' would count as True
-            train = bool_arg(train, name, "train")
+        train = train_arg(train, name)
         if not (train and rate > 0.0):
             return False
         if key is None:

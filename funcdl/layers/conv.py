@@ -23,7 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from funcdl import initializers, random
-from funcdl._args import bool_arg, int_arg
+from funcdl._args import bool_arg, call_name, int_arg
 from funcdl.layers import _grouped
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import chan, dot, ones
@@ -31,7 +31,6 @@ from funcdl.layers._windows import (
     NO_PADS,
     Pads,
     Window,
-    call_name,
     fit,
     geometry,
     window_arg,

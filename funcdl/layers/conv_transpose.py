@@ -43,10 +43,10 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers, random
-from funcdl._args import bool_arg, int_arg, is_int
+from funcdl._args import bool_arg, call_name, int_arg, is_int
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import chan, dot, ones
-from funcdl.layers._windows import NO_PADS, Pads, Window, call_name, int_tuple
+from funcdl.layers._windows import NO_PADS, Pads, Window, int_tuple
 from funcdl.layers.base import (
     Array,
     Layer,

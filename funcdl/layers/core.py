@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers, random
-from funcdl._args import bool_arg, int_arg, is_int, real_arg
+from funcdl._args import bool_arg, int_arg, is_int, real_arg, train_arg
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import chan, dot, ones
 from funcdl.layers.base import (
@@ -244,8 +244,7 @@ def Dropout(rate: float, broadcast_dims: tuple[int, ...] = ()) -> Layer:
     def scaled_mask(x: Array, key: Any, train: bool) -> Array | None:
         """``m / (1 - rate)``, or None when nothing is dropped (inference, rate 0). The key
         is checked at every rate in training, so changing the rate cannot break a script."""
-        if train is not True and train is not False:  # train='no' would count as True
-            train = bool_arg(train, name, "train")
+        train = train_arg(train, name)
         if not train:
             return None
         if key is None:

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, int_arg, real_arg
+from funcdl._args import bool_arg, call_name, int_arg, real_arg
 from funcdl.layers._affine import fixed_affine
-from funcdl.layers._norm_stats import channel_vectors, compute_dtype, label, moments
+from funcdl.layers._norm_stats import channel_vectors, compute_dtype, moments
 from funcdl.layers._params import in_param_dtypes, weak_dtype
 from funcdl.layers._sums import block_sum, chan, dot, ones
 from funcdl.layers.base import (
@@ -55,7 +55,7 @@ def GroupNorm(num_groups: int, eps: float = 1e-5, affine: bool = True) -> Layer:
     groups = int_arg(num_groups, "GroupNorm", "num_groups", 1)
     eps = real_arg(eps, "GroupNorm", "eps", low=0.0, open_low=True)
     affine = bool_arg(affine, "GroupNorm", "affine")
-    name = label("GroupNorm", [("eps", eps, 1e-5), ("affine", affine, True)], lead=str(groups))
+    name = call_name("GroupNorm", (groups,), eps=(eps, 1e-5), affine=(affine, True))
 
     def channels(shape: tuple[Any, ...]) -> int:
         """C of an input (or ``in_shape``) of ``shape``: known, > 0, G groups' worth."""

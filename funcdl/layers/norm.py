@@ -28,7 +28,7 @@ from typing import Any, cast
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, int_arg, real_arg
+from funcdl._args import bool_arg, call_name, int_arg, real_arg, train_arg
 from funcdl.layers._affine import fixed_affine
 from funcdl.layers._norm_stats import (
     channel_axis,
@@ -36,7 +36,6 @@ from funcdl.layers._norm_stats import (
     compute_dtype,
     example_axes,
     fresh_state,
-    label,
     moments,
     moved,
     running_stats,
@@ -91,9 +90,8 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
     axis = int_arg(axis, "BatchNorm", "axis", None)
     affine = bool_arg(affine, "BatchNorm", "affine")
     track = bool_arg(track_running_stats, "BatchNorm", "track_running_stats")
-    name = label("BatchNorm", [("momentum", momentum, 0.1), ("eps", eps, 1e-5),
-                               ("axis", axis, -1), ("affine", affine, True),
-                               ("track_running_stats", track, True)])
+    name = call_name("BatchNorm", (), momentum=(momentum, 0.1), eps=(eps, 1e-5),
+                     axis=(axis, -1), affine=(affine, True), track_running_stats=(track, True))
     counted = momentum is None
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Any, ...]:
@@ -199,18 +197,13 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
 
         return y, pullback, mu, var
 
-    def train_flag(train: Any) -> bool:
-        if train is not True and train is not False:  # train='no' would count as True
-            train = bool_arg(train, name, "train")
-        return bool(train)
-
     def apply(params: Any, x: Any, *, state: Any = _MISSING, key: Any = None,
               train: bool = False) -> tuple[Array, Any]:
         del key
         given(state)
         x, total, bshape, m, scale, bias = prepare(params, x)
         running, count = running_stats(name, state, (scale.size,), counted)
-        if train_flag(train):
+        if train_arg(train, name):
             y, mu, var, _, _ = train_forward(x, total, m, scale, bias, keep=False)
             return y, moved(running, count, mu, var, m, momentum)
         return eval_forward(x, bshape, scale, bias, running)[0], state
@@ -222,7 +215,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         x_dtype = getattr(x, "dtype", None)
         x, total, bshape, m, scale, bias = prepare(params, x)
         running, count = running_stats(name, state, (scale.size,), counted)
-        if train_flag(train):
+        if train_arg(train, name):
             y, pullback, mu, var = train_vjp(params, x_dtype, x, total, m, scale, bias)
             return y, pullback, moved(running, count, mu, var, m, momentum)
         y, mean, inv_std = eval_forward(x, bshape, scale, bias, running)
@@ -279,9 +272,9 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
     axes = tuple(int(a) for a in raw)
     eps = real_arg(eps, "LayerNorm", "eps", low=0.0, open_low=True)
     affine = bool_arg(elementwise_affine, "LayerNorm", "elementwise_affine")
-    name = label("LayerNorm", [("eps", eps, 1e-5),
-                               ("axis", axes if isinstance(axis, tuple) else axes[0], -1),
-                               ("elementwise_affine", affine, True)])
+    name = call_name("LayerNorm", (), eps=(eps, 1e-5),
+                     axis=(axes if isinstance(axis, tuple) else axes[0], -1),
+                     elementwise_affine=(affine, True))
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key

@@ -26,14 +26,13 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg
+from funcdl._args import bool_arg, call_name
 from funcdl.layers._pooling import check_windows, counts, gather, scatter
 from funcdl.layers._sums import ones
 from funcdl.layers._windows import (
     NO_PADS,
     Pads,
     Window,
-    call_name,
     fit,
     geometry,
     window_arg,

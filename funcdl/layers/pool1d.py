@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from funcdl.layers._windows import call_name
+from funcdl._args import call_name
 from funcdl.layers.base import Layer
 from funcdl.layers.pool import avg_pool, max_pool
 

@@ -26,11 +26,10 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers, random
-from funcdl._args import F32, F64, bool_arg, int_arg
+from funcdl._args import F32, F64, bool_arg, call_name, int_arg
 from funcdl.layers import _recurrent
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import dot, ones
-from funcdl.layers._windows import call_name
 from funcdl.layers.base import (
     Array,
     Layer,

@@ -13,8 +13,8 @@ from typing import Any, cast
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, real_arg
-from funcdl.layers._norm_stats import channel_vectors, compute_dtype, label
+from funcdl._args import bool_arg, call_name, real_arg
+from funcdl.layers._norm_stats import channel_vectors, compute_dtype
 from funcdl.layers._params import in_param_dtypes, weak_dtype
 from funcdl.layers._sums import block_sum, chan, per_row
 from funcdl.layers.base import (
@@ -46,7 +46,7 @@ def RMSNorm(eps: float | None = None, elementwise_affine: bool = True) -> Layer:
     e = None if eps is None else real_arg(eps, "RMSNorm", "eps", low=0.0, open_low=True,
                                           hint=", or None (PyTorch's default)")
     affine = bool_arg(elementwise_affine, "RMSNorm", "elementwise_affine")
-    name = label("RMSNorm", [("eps", e, None), ("elementwise_affine", affine, True)])
+    name = call_name("RMSNorm", (), eps=(e, None), elementwise_affine=(affine, True))
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key

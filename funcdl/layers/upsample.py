@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, is_int
-from funcdl.layers._windows import call_name
+from funcdl._args import bool_arg, call_name, is_int
 from funcdl.layers.base import (
     Array,
     Layer,
