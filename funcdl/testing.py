@@ -283,7 +283,8 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
 def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: float = 1e-8,
                eps: float = 1e-6, seed: int = 0, **kwargs: Any) -> None:
     """Check a loss: ``loss(pred, target)`` equals ``loss.vjp(...)[0]``, the gradient keeps
-    pred's dtype and does not change with pred's memory layout (C or Fortran order), and
+    pred's dtype (``pred`` one array, or a tuple of arrays with a tuple of gradients) and
+    does not change with pred's memory layout (C or Fortran order), and
     ``pullback(1.0)`` matches finite differences in float64 (tier 2 names
     the entry of ``pred`` that is wrong). ``kwargs`` go to the loss (e.g. ``delta=``). A loss
     with aux (``Loss``'s two forms) is checked on its value; a ``functools.partial`` of a
@@ -297,7 +298,10 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     where = f"check_loss({label})"
     rtol, atol, eps = _settings(where, rtol, atol, eps)
     seed = int_arg(seed, where, "seed")
-    pred = array_arg(pred, where, "pred")
+    # one array, or a tuple of them for a loss of several inputs (margin_ranking's (x1, x2),
+    # gaussian_nll's (mean, var)): its gradient is then a tuple too
+    pred = (tuple(array_arg(p, where, f"pred[{i}]") for i, p in enumerate(pred))
+            if type(pred) is tuple else array_arg(pred, where, "pred"))
     value2, pullback = _loss_vjp(where, loss.vjp(pred, target, **kwargs))
     value = _loss_value(where, "loss()", loss(pred, target, **kwargs))
     if np.shape(value) != np.shape(value2) or not np.allclose(value, value2, rtol=1e-12, atol=0,
@@ -305,26 +309,16 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
         raise AssertionError(f"{where}: loss() gave {value}, vjp gave {value2}")
     if not np.all(np.isfinite(value)):
         raise AssertionError(f"{where}: non-finite value {value}")
-    dpred = pullback(1.0) if np.ndim(value) == 0 else pullback(np.ones(np.shape(value)))
-    if isinstance(dpred, np.generic):  # a 0-d pred's gradient, as NumPy's scalar arithmetic
-        dpred = np.asarray(dpred)  # gives it
-    if not isinstance(dpred, np.ndarray) or dpred.shape != pred.shape \
-            or dpred.dtype != pred.dtype:
-        got = (f"shape {dpred.shape} and dtype {dpred.dtype}" if isinstance(dpred, np.ndarray)
-               else f"a {type(dpred).__name__}")
-        raise AssertionError(f"{where}: the gradient has {got}; pred has {pred.shape}, "
-                             f"{pred.dtype}")
-    if pred.ndim >= 2:  # the same numbers in another memory layout: the same gradient
+    dpred = _gradient(where, pred, _at_ones(pullback, value))
+    if any(np.ndim(p) >= 2 for p in tree.leaves(pred)):  # another memory layout: the same
         _, pb2 = _loss_vjp(where, loss.vjp(relaid(pred), target, **kwargs))
-        err = layout_error(where, "dpred", dpred,
-                           pb2(1.0) if np.ndim(value) == 0 else pb2(np.ones(np.shape(value))))
+        err = layout_error(where, "dpred", dpred, _at_ones(pb2, value))
         if err is not None:
             raise err
-    p64 = pred.astype(np.float64)
+    p64 = to64(pred)
     t64 = to64(target)
     v64, pb64 = _loss_vjp(where, loss.vjp(p64, t64, **kwargs))
-    ones = np.ones(np.shape(v64))
-    err = precision_error(where, "dpred", dpred, pb64(1.0 if ones.ndim == 0 else ones), ones)
+    err = precision_error(where, "dpred", dpred, _at_ones(pb64, v64), np.ones(np.shape(v64)))
     if err is not None:
         raise err
     u = (np.ones(()) if np.ndim(v64) == 0
@@ -342,6 +336,32 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
 
     _fd_check(where, moved, p64, g, np.asarray(u), random.key(seed + 1), rtol, atol, eps, 3,
               lambda p: "pred" + p, pred=pred, target=target)
+
+
+def _at_ones(pullback: Any, value: Any) -> Any:
+    """A loss's pullback at a cotangent of ones: 1.0 for a reduced value, else ones of its
+    shape."""
+    return pullback(1.0) if np.ndim(value) == 0 else pullback(np.ones(np.shape(value)))
+
+
+def _gradient(where: str, pred: Any, dpred: Any) -> Any:
+    """``dpred`` if it is shaped and typed as ``pred`` (a tuple for a tuple), a 0-d
+    gradient as NumPy's scalar arithmetic gives it read as an array; else an
+    AssertionError."""
+    if type(pred) is tuple:
+        if not (isinstance(dpred, tuple) and len(dpred) == len(pred)):
+            raise AssertionError(f"{where}: the gradient of a pred of {len(pred)} arrays must "
+                                 f"be a tuple of {len(pred)}, got {type(dpred).__name__}")
+        return tuple(_gradient(where, p, d) for p, d in zip(pred, dpred))
+    if isinstance(dpred, np.generic):
+        dpred = np.asarray(dpred)
+    if not isinstance(dpred, np.ndarray) or dpred.shape != pred.shape \
+            or dpred.dtype != pred.dtype:
+        got = (f"shape {dpred.shape} and dtype {dpred.dtype}" if isinstance(dpred, np.ndarray)
+               else f"a {type(dpred).__name__}")
+        raise AssertionError(f"{where}: the gradient has {got}; pred has {pred.shape}, "
+                             f"{pred.dtype}")
+    return dpred
 
 
 def _loss_value(where: str, what: str, value: Any) -> Any:

@@ -346,3 +346,28 @@ def test_a_layer_mixing_the_rows_by_design_is_checked_with_independent_rows_fals
     check_layer(centred(False), (None, 3), independent_rows=False)
     with pytest.raises(AssertionError, match=r"a row of the output depends on the other rows"):
         check_layer(centred(True), (None, 3), independent_rows=False)  # reversal still checked
+
+
+def test_check_loss_takes_a_tuple_pred_and_names_a_wrong_gradient_of_one_input():
+    # losses of several inputs (margin_ranking's (x1, x2), gaussian_nll's (mean, var)) were
+    # refused by check_loss ("pred must be one array"), checked by a test's own differences
+    r = np.random.default_rng(0)
+    x1, x2, y = r.normal(size=(5, 3)), r.normal(size=(5, 3)), np.array([1, -1, 1, 1, -1])
+    check_loss(losses.cosine_embedding, (x1, x2), y)
+    check_loss(losses.cosine_embedding, (x1.astype(np.float32), x2.astype(np.float32)), y)
+
+    def flipped(pred, target):
+        value, pullback = losses.cosine_embedding.vjp(pred, target)
+        return value, lambda g=1.0: (lambda d: (d[0], -d[1]))(pullback(g))
+
+    with pytest.raises(AssertionError, match=r"check_loss\(flipped\): the vjp disagrees with "
+                                             r"finite differences.*pred\[1\]"):
+        check_loss(losses.Loss("flipped", flipped), (x1, x2), y)
+
+    def untupled(pred, target):
+        value, pullback = losses.cosine_embedding.vjp(pred, target)
+        return value, lambda g=1.0: pullback(g)[0]
+
+    with pytest.raises(AssertionError, match=r"the gradient of a pred of 2 arrays must be a "
+                                             r"tuple of 2"):
+        check_loss(losses.Loss("untupled", untupled), (x1, x2), y)
