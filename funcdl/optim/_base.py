@@ -284,7 +284,10 @@ def cast_like(x: Any, ref: Any) -> Any:
 
 # ---------------------------------------------------------------------------- combining
 
-def _check_transforms(name: str, transforms: Sequence[Any]) -> None:
+def _check_transforms(name: str, transforms: Sequence[Any],
+                      what: Sequence[str] = ()) -> None:
+    """Each of ``transforms`` a funcdl GradientTransformation, else a TypeError naming it
+    (``what[i]``, or its position) and, for another library's, the two argument orders."""
     for i, t in enumerate(transforms):
         if not isinstance(t, GradientTransformation):
             lib = (type(t).__module__ or "").split(".")[0]
@@ -292,8 +295,8 @@ def _check_transforms(name: str, transforms: Sequence[Any]) -> None:
                    f"takes (grads, state), funcdl's (state, grads))"
                    if hasattr(t, "init") and hasattr(t, "update") else
                    f"{type(t).__name__} (did you forget to call it, e.g. scale_by_adam()?)")
-            raise TypeError(f"{name}: argument {i} must be a funcdl GradientTransformation, "
-                            f"got {got}")
+            raise TypeError(f"{name}: {what[i] if what else f'argument {i}'} must be a funcdl "
+                            f"GradientTransformation, got {got}")
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:

@@ -16,6 +16,7 @@ from funcdl._args import bool_arg
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
+    _check_transforms,
     check_state,
     leafwise,
     like,
@@ -113,9 +114,7 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
         opt = multi_steps(adam(1e-3), every_k_schedule=4)
     """
     name = "multi_steps"
-    if not isinstance(opt, GradientTransformation):
-        raise TypeError(f"{name}: opt must be a funcdl GradientTransformation (e.g. "
-                        f"optim.adam(1e-3)), got {type(opt).__name__}")
+    _check_transforms(name, [opt], ["opt"])
     mean = bool_arg(use_grad_mean, name, "use_grad_mean")
     if callable(every_k_schedule):
         schedule = check_schedule(name, "every_k_schedule", every_k_schedule)
