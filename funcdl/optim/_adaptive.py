@@ -27,7 +27,13 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._checks import check_float, check_float_params, moment_dtype_arg, zeros_in
+from funcdl.optim._checks import (
+    check_betas,
+    check_float,
+    check_float_params,
+    moment_dtype_arg,
+    zeros_in,
+)
 
 __all__ = [
     "ScaleByAdagradState",
@@ -76,8 +82,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     State ``ScaleByAdamState(count, mu, nu)``.
     """
     name = "scale_by_adam"
-    b1 = check_float(name, "b1", b1, high=1.0, open_high=True)
-    b2 = check_float(name, "b2", b2, high=1.0, open_high=True)
+    b1, b2 = check_betas(name, b1, b2)
     eps = check_float(name, "eps", eps)
     eps_root = check_float(name, "eps_root", eps_root)
     nesterov = bool_arg(nesterov, name, "nesterov")

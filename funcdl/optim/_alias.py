@@ -24,6 +24,7 @@ from funcdl.optim._base import (
     transform,
 )
 from funcdl.optim._checks import (
+    check_betas,
     check_float,
     check_float_params,
     check_lr,
@@ -82,12 +83,17 @@ def sgd(lr: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False,
     return _alias(name, stages)
 
 
-def _check_adam(name: str, lr: Any, b1: float, b2: float, eps: float, weight_decay: float
+def _checked(name: str, lr: Any, b1: float, b2: float, eps: float, b2_high_open: bool = True
+             ) -> tuple[ScalarOrSchedule, float, float, float]:
+    """An Adam-like alias's lr, b1, b2 and eps, checked here so that their errors name it."""
+    return (check_lr(name, lr), *check_betas(name, b1, b2, b2_high_open),
+            check_float(name, "eps", eps))
+
+
+def _check_adam(name: str, lr: Any, b1: float, b2: float, eps: float, weight_decay: float,
+                b2_high_open: bool = True
                 ) -> tuple[ScalarOrSchedule, float, float, float, float]:
-    return (check_lr(name, lr),
-            check_float(name, "b1", b1, high=1.0, open_high=True),
-            check_float(name, "b2", b2, high=1.0, open_high=True),
-            check_float(name, "eps", eps),
+    return (*_checked(name, lr, b1, b2, eps, b2_high_open),
             check_float(name, "weight_decay", weight_decay))
 
 

@@ -60,11 +60,24 @@ def check_schedule(name: str, what: str, fn: Any) -> Schedule:
     return fn  # type: ignore[no-any-return]
 
 
+def check_float_or_schedule(name: str, what: str, value: Any,
+                            short: str) -> ScalarOrSchedule:
+    """A float >= 0, or a schedule (any callable ``count -> short``): a rate, a decay."""
+    if callable(value):
+        return check_schedule(name, what, value)
+    return check_float(name, f"{what} (a float or a schedule count -> {short})", value)
+
+
 def check_lr(name: str, lr: Any) -> ScalarOrSchedule:
     """A learning rate: a float >= 0, or a schedule (any callable ``count -> lr``)."""
-    if callable(lr):
-        return check_schedule(name, "lr", lr)
-    return check_float(name, "lr (a float or a schedule count -> lr)", lr)
+    return check_float_or_schedule(name, "lr", lr, "lr")
+
+
+def check_betas(name: str, b1: Any, b2: Any, b2_high_open: bool = True) -> tuple[float, float]:
+    """Adam's decays: b1 in [0, 1) (1 would divide by 1 - b1^t = 0 in the bias correction),
+    b2 in [0, 1), or [0, 1] where nothing divides by 1 - b2^t (Adamax's running max)."""
+    return (check_float(name, "b1", b1, high=1.0, open_high=True),
+            check_float(name, "b2", b2, high=1.0, open_high=b2_high_open))
 
 
 def moment_dtype_arg(name: str, what: str, value: Any) -> np.dtype[Any] | None:

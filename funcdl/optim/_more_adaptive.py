@@ -28,7 +28,7 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._checks import check_float, check_float_params
+from funcdl.optim._checks import check_betas, check_float, check_float_params
 
 __all__ = [
     "ScaleByAdamaxState",
@@ -54,12 +54,6 @@ class ScaleByNadamState(NamedTuple):
     nu: Tree
 
 
-def _betas(name: str, b1: Any, b2: Any, b2_high_open: bool = True) -> tuple[float, float]:
-    # b1 = 1 would divide by 1 - b1^t = 0 in the bias correction
-    return (check_float(name, "b1", b1, high=1.0, open_high=True),
-            check_float(name, "b2", b2, high=1.0, open_high=b2_high_open))
-
-
 def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
                     ) -> GradientTransformation:
     """optax's ``scale_by_adamax``, torch Adamax's direction: ``m = b1·m + (1-b1)·g``;
@@ -68,7 +62,7 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
     State ``ScaleByAdamaxState(count, mu, nu)``.
     """
     name = "scale_by_adamax"
-    b1, b2 = _betas(name, b1, b2, b2_high_open=False)
+    b1, b2 = check_betas(name, b1, b2, b2_high_open=False)
     eps = check_float(name, "eps", eps)
 
     def init(params: Tree) -> ScaleByAdamaxState:
@@ -117,7 +111,7 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     State ``ScaleByAdamState(count, mu, nu)``, Adam's own: its moments are the same.
     """
     name = "scale_by_radam"
-    b1, b2 = _betas(name, b1, b2)
+    b1, b2 = check_betas(name, b1, b2)
     eps = check_float(name, "eps", eps)
     eps_root = check_float(name, "eps_root", eps_root)
     threshold = check_float(name, "threshold", threshold, low=4.0)
@@ -192,7 +186,7 @@ def scale_by_nadam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     scalar whatever the params' dtype: a float32 product drifts by ~1e-7 a step).
     """
     name = "scale_by_nadam"
-    b1, b2 = _betas(name, b1, b2)
+    b1, b2 = check_betas(name, b1, b2)
     eps = check_float(name, "eps", eps)
     psi = check_float(name, "momentum_decay", momentum_decay)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from funcdl._args import bool_arg
 from funcdl.optim._adaptive import scale_by_adam
-from funcdl.optim._alias import _alias, _Stages, _weight_decay
+from funcdl.optim._alias import _alias, _check_adam, _checked, _Stages, _weight_decay
 from funcdl.optim._base import GradientTransformation, ScalarOrSchedule
-from funcdl.optim._checks import check_float, check_lr, check_schedule
+from funcdl.optim._checks import check_float, check_float_or_schedule, check_lr
 from funcdl.optim._more_adaptive import scale_by_adamax, scale_by_nadam, scale_by_radam
 from funcdl.optim._more_transforms import scale_by_lion, scale_by_trust_ratio
 from funcdl.optim._transforms import scale_by_learning_rate
@@ -34,21 +34,6 @@ def _torch_decay(name: str, stages: _Stages, direction: tuple[str, GradientTrans
         _weight_decay(stages, weight_decay)
 
 
-def _checked(name: str, lr: Any, b1: float, b2: float, eps: float, b2_high_open: bool = True
-             ) -> tuple[ScalarOrSchedule, float, float, float]:
-    """lr, b1, b2 and eps checked here, so that their errors name the alias."""
-    return (check_lr(name, lr), check_float(name, "b1", b1, high=1.0, open_high=True),
-            check_float(name, "b2", b2, high=1.0, open_high=b2_high_open),
-            check_float(name, "eps", eps))
-
-
-def _optax_decay(name: str, weight_decay: Any) -> ScalarOrSchedule:
-    """optax's weight decay: a float >= 0, or a schedule ``count -> wd``."""
-    if callable(weight_decay):
-        return check_schedule(name, "weight_decay", weight_decay)
-    return check_float(name, "weight_decay (a float or a schedule count -> wd)", weight_decay)
-
-
 def adamax(lr: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
            weight_decay: float = 0.0) -> GradientTransformation:
     """Adamax, as ``torch.optim.Adamax`` (optax's ``adamax`` too, which has no weight decay):
@@ -58,8 +43,7 @@ def adamax(lr: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0.999, eps:
     Stages: ``weight_decay``, ``adamax``, ``lr``.
     """
     name = "adamax"
-    lr, b1, b2, eps = _checked(name, lr, b1, b2, eps, b2_high_open=False)
-    wd = check_float(name, "weight_decay", weight_decay)
+    lr, b1, b2, eps, wd = _check_adam(name, lr, b1, b2, eps, weight_decay, b2_high_open=False)
     stages: _Stages = []
     _weight_decay(stages, wd)
     stages += [("adamax", scale_by_adamax(b1, b2, eps)), ("lr", scale_by_learning_rate(lr))]
@@ -82,8 +66,7 @@ def nadam(lr: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0.999, eps: 
     Stages: ``weight_decay`` (L2), ``nadam``, ``weight_decay`` (decoupled), ``lr``.
     """
     name = "nadam"
-    lr, b1, b2, eps = _checked(name, lr, b1, b2, eps)
-    wd = check_float(name, "weight_decay", weight_decay)
+    lr, b1, b2, eps, wd = _check_adam(name, lr, b1, b2, eps, weight_decay)
     psi = check_float(name, "momentum_decay", momentum_decay)
     stages: _Stages = []
     _torch_decay(name, stages, ("nadam", scale_by_nadam(b1, b2, eps, psi)), wd,
@@ -106,8 +89,7 @@ def radam(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: 
     Stages: ``weight_decay`` (L2), ``radam``, ``weight_decay`` (decoupled), ``lr``.
     """
     name = "radam"
-    lr, b1, b2, eps = _checked(name, lr, b1, b2, eps)
-    wd = check_float(name, "weight_decay", weight_decay)
+    lr, b1, b2, eps, wd = _check_adam(name, lr, b1, b2, eps, weight_decay)
     direction = scale_by_radam(b1, b2, eps, eps_before_correction=True)
     stages: _Stages = []
     _torch_decay(name, stages, ("radam", direction), wd, decoupled_weight_decay)
@@ -127,7 +109,7 @@ def lion(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99, mu_dtype: Any 
     lr = check_lr(name, lr)
     b1 = check_float(name, "b1", b1, high=1.0)
     b2 = check_float(name, "b2", b2, high=1.0)
-    wd = _optax_decay(name, weight_decay)
+    wd = check_float_or_schedule(name, "weight_decay", weight_decay, "wd")
     stages: _Stages = [("lion", scale_by_lion(b1, b2, mu_dtype))]
     _weight_decay(stages, wd, mask, name)  # type: ignore[arg-type]  # a schedule, as optax
     stages.append(("lr", scale_by_learning_rate(lr)))
@@ -148,7 +130,7 @@ def lamb(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 
     name = "lamb"
     lr, b1, b2, eps = _checked(name, lr, b1, b2, eps)
     eps_root = check_float(name, "eps_root", eps_root)
-    wd = _optax_decay(name, weight_decay)
+    wd = check_float_or_schedule(name, "weight_decay", weight_decay, "wd")
     stages: _Stages = [("adam", scale_by_adam(b1, b2, eps, eps_root))]
     _weight_decay(stages, wd, mask, name)  # type: ignore[arg-type]  # a schedule, as optax
     stages += [("trust_ratio", scale_by_trust_ratio()), ("lr", scale_by_learning_rate(lr))]
