@@ -47,7 +47,7 @@ except ModuleNotFoundError:  # python -m benchmarks.layer_micro_new
     from benchmarks import report, timing
 
 from funcdl import layers as L
-from funcdl import random
+from funcdl import random, tree
 from funcdl.perf import retain_freed_memory
 
 RESULT = Path(__file__).resolve().parent / "results" / "layer_micro_new.md"
@@ -131,21 +131,13 @@ def funcdl_steps(case: Case) -> tuple[dict[str, Callable[[], Any]], np.ndarray, 
     y, pullback = layer.vjp(params, x)
     dy = random.normal(random.key(2), y.shape, np.float32)
     grads, dx = pullback(dy)
-    leaves = [a for a in (np.asarray(v) for v in _leaves(grads)) if a.size]
+    leaves = [a for a in (np.asarray(v) for v in tree.leaves(grads)) if a.size]
     odd = [f"{what} is {a.dtype}" for what, a in (("y", y), ("dx", dx),
                                                    *(("a gradient", g) for g in leaves))
            if a.dtype != np.float32]
     steps = {"funcdl apply": lambda: layer.apply(params, x),
              "funcdl vjp": lambda: layer.vjp(params, x)[1](dy)}
     return steps, x, dy, odd
-
-
-def _leaves(tree: Any) -> list[Any]:
-    if isinstance(tree, dict):
-        return [v for k in tree for v in _leaves(tree[k])]
-    if isinstance(tree, list | tuple):
-        return [v for t in tree for v in _leaves(t)]
-    return [] if tree is None else [tree]
 
 
 def torch_steps(torch: Any, case: Case, x: np.ndarray, dy: np.ndarray

@@ -92,12 +92,10 @@ def _cosine_embedding(pred: Any, target: Any, reduction: str = "mean",
     per = np.where(y == 1, 1 - cs, np.maximum(cs - m, 0))
     # the loss's slope in cos: -1 where y = 1, 1 on the hinge's active side, else 0
     k = np.where(y == 1, -1, (cs - m >= 0).astype(x1.dtype))[..., None]
-    g1 = k * (u2 / w - cos * u1 / m1) / r1
-    g2 = k * (u1 / w - cos * u2 / m2) / r2
 
-    def grad(c: Any) -> tuple[Array, Array]:
-        cc = c[..., None] if np.ndim(c) else c
-        return cc * g1, cc * g2
+    def grad(c: Any) -> tuple[Array, Array]:  # here, not in the forward: loss() needs none
+        kc = k * (c[..., None] if np.ndim(c) else c)
+        return (kc * (u2 / w - cos * u1 / m1) / r1, kc * (u1 / w - cos * u2 / m2) / r2)
 
     return _reduced(name, per, reduction, per.size, grad)  # type: ignore[arg-type]
 
