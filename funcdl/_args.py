@@ -120,6 +120,14 @@ def train_arg(train: Any, where: str) -> bool:
     return train if train is True or train is False else bool_arg(train, where, "train")
 
 
+def nearest_divisors(n: int, k: int) -> str:
+    """The divisors of ``n`` nearest ``k``, below and above (``'3 or 6'``), for the error of
+    a count that must divide ``n`` (heads of an embedding, groups of channels)."""
+    fits = [d for d in range(1, n + 1) if n % d == 0]
+    return " or ".join(map(str, [*[d for d in fits if d < k][-1:],
+                                 *[d for d in fits if d > k][:1]]))
+
+
 def call_name(ctor: str, args: tuple[Any, ...], **options: tuple[Any, Any]) -> str:
     """The constructor call as a name, options shown only when not at their default:
     ``call_name('Conv2D', (16, 3), stride=(2, 1))`` is ``Conv2D(16, 3, stride=2)``."""

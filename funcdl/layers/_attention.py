@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from funcdl._args import nearest_divisors
 from funcdl.layers._params import param_arrays
 from funcdl.layers.base import Array, Shape, as_array, cast_ints, check_in_shape
 
@@ -86,11 +87,9 @@ def agree(name: str, shapes: Sequence[Shape], heads: int,
 def divides(name: str, e: int, heads: int, where: str) -> None:
     """A ValueError unless ``heads`` divides ``e``, suggesting the head counts that would."""
     if e % heads:
-        fits = [h for h in range(1, e + 1) if e % h == 0]
-        near = [*[h for h in fits if h < heads][-1:], *[h for h in fits if h > heads][:1]]
         raise ValueError(f"{name}: the embedding size E = {e} ({where}) does not split into "
                          f"num_heads = {heads} heads of equal size; num_heads must divide E "
-                         f"(num_heads={' or '.join(map(str, near))} would)")
+                         f"(num_heads={nearest_divisors(e, heads)} would)")
 
 
 def inputs(name: str, xs: Any, dtype: np.dtype[Any]) -> list[Array]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, call_name, int_arg, real_arg
+from funcdl._args import bool_arg, call_name, int_arg, nearest_divisors, real_arg
 from funcdl.layers._affine import fixed_affine
 from funcdl.layers._norm_stats import channel_vectors, compute_dtype, moments
 from funcdl.layers._params import in_param_dtypes, weak_dtype
@@ -67,12 +67,10 @@ def GroupNorm(num_groups: int, eps: float = 1e-5, affine: bool = True) -> Layer:
             raise ValueError(f"{name}: the channel axis (the last) must be a known size > 0, "
                              f"got shape {shape}")
         if c % groups:
-            fits = [d for d in range(1, c + 1) if c % d == 0]  # the divisors nearest G
-            near = [max(d for d in fits if d < groups), *[d for d in fits if d > groups][:1]]
             raise ValueError(f"{name}: C = {c} channels (the last axis of shape {shape}) do "
                              f"not split into num_groups = {groups} groups of equal size; "
                              f"num_groups must divide C (num_groups="
-                             f"{' or '.join(map(str, near))} would)")
+                             f"{nearest_divisors(c, groups)} would)")
         return int(c)
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
