@@ -247,7 +247,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     if n > 1:  # each row alone, and the rows reversed, give the same rows
         full = call(params, x, train=False)
         flipped = call(params, tree.map(lambda a: np.asarray(a)[::-1], x), train=False)
-        first = None  # one row alone: not compared for a layer mixing the rows by design
+        first: Any = None  # one row alone: not compared for a layer mixing the rows by design
         if bool_arg(independent_rows, where, "independent_rows"):
             try:
                 first = call(params, tree.map(lambda a: np.asarray(a)[:1], x), train=False)
