@@ -247,10 +247,10 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     if n > 1:  # each row alone, and the rows reversed, give the same rows
         full = call(params, x, train=False)
         flipped = call(params, tree.map(lambda a: np.asarray(a)[::-1], x), train=False)
-        first: Any = None  # one row alone: not compared for a layer mixing the rows by design
+        one_row: Any = None  # one row alone: not compared for a layer mixing rows by design
         if bool_arg(independent_rows, where, "independent_rows"):
             try:
-                first = call(params, tree.map(lambda a: np.asarray(a)[:1], x), train=False)
+                one_row = call(params, tree.map(lambda a: np.asarray(a)[:1], x), train=False)
             except ValueError as e:
                 if np.ndim(tree.leaves(x)[0]) < 2:  # no axis beside the batch: a misuse
                     raise
@@ -258,7 +258,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
                     f"{where}: at inference the layer refused one row of the batch ({e}); "
                     f"for a layer whose inference mixes the batch's rows by design, pass "
                     f"independent_rows=False") from None
-        alone = [None] * len(tree.leaves(full)) if first is None else tree.leaves(first)
+        alone = [None] * len(tree.leaves(full)) if one_row is None else tree.leaves(one_row)
         for a, b, c in zip(alone, tree.leaves(full), tree.leaves(flipped)):
             if not ((a is None or np.allclose(a, b[:1], rtol=1e-5, atol=1e-6, equal_nan=True))
                     and np.allclose(c, b[::-1], rtol=1e-5, atol=1e-6, equal_nan=True)):
