@@ -73,11 +73,15 @@ LABELS = np.array([0, 2, 1, 2])
 ONE_HOT = np.eye(3, dtype=np.float32)[LABELS]
 SOFT = np.array([[0.2, 0.3, 0.5]] * 4, np.float32)
 SCE = losses.softmax_cross_entropy
+CTC_Z = np.random.default_rng(5).normal(size=(4, 5, 3)).astype(np.float32)  # (N, T, C)
+CTC_LP = CTC_Z - np.log(np.exp(CTC_Z).sum(-1, keepdims=True))
+CTC_LABELS = np.array([[1, 2], [2, 2], [1, 1], [2, 1]])  # (N, S), 0 the blank
 SETUPS = {  # id: (loss, pred, target, kwargs)
     "mse": (losses.mse, Z, T01, {}),
     "bce": (losses.bce, PROB, T01, {}),
     "bce_with_logits": (losses.bce_with_logits, Z, PROB, {}),
     "huber": (losses.huber, Z, 2 * T01, {"delta": 0.5}),
+    "ctc": (losses.ctc, CTC_LP, CTC_LABELS, {}),
     "l1": (losses.l1, Z, 2 * T01, {}),
     "smooth_l1": (losses.smooth_l1, Z, 2 * T01, {"beta": 0.5}),
     "sce-labels": (SCE, Z, LABELS, {}),
@@ -93,7 +97,7 @@ SETUPS = {  # id: (loss, pred, target, kwargs)
     "poisson_nll": (losses.poisson_nll, Z, 2 * T01, {}),
     "poisson_nll-rates": (losses.poisson_nll, PROB, 2 * T01, {"log_input": False, "full": True}),
 }
-LABELLED = ("sce-labels", "sce-rank3-labels", "nll-labels")
+LABELLED = ("sce-labels", "sce-rank3-labels", "nll-labels", "ctc")
 
 
 def _more_columns(a: np.ndarray) -> np.ndarray:
@@ -184,6 +188,8 @@ def _target_same(sid: str, run: Any, pred: Any, t: Any, cast: Any) -> Any:
     ints = np.asarray(t).dtype.kind in "iu"
     if sid.startswith("sce") and ints and np.shape(t) == pred.shape[:-1]:
         return ANY  # integer labels, in range: a valid target too
+    if sid == "ctc" and ints and np.ndim(t) == 2 and len(t) == len(pred):
+        return ANY  # (N, S + 1) labels: a longer target, a valid problem too
     if cast is None or (sid in LABELLED and not ints):  # labels: integers only
         return None
     dtype = np.int64 if sid in LABELLED else pred.dtype

@@ -15,6 +15,9 @@ returning ``(dmean, dvar)``; or the mean, with ``var`` (no gradient) the third a
 ``margin_ranking`` and ``cosine_embedding`` take ``pred=(x1, x2)``, ``triplet_margin``
 ``pred=(anchor, positive, negative)`` and no target (None); their pullbacks return one
 gradient per input, a tuple.
+``ctc`` takes (N, T, C) log-probabilities against padded (N, S) integer labels, with
+``input_lengths=`` / ``target_lengths=`` (N,), or ``target=(labels, input_lengths,
+target_lengths)``; its pullback returns dpred of pred's shape.
 Every loss is stable at any finite input: no overflow warning, no NaN.
 """
 
@@ -23,12 +26,13 @@ from __future__ import annotations
 from funcdl.losses._base import Loss, _public
 from funcdl.losses._base import bound as bound  # for autodiff and testing
 from funcdl.losses._cross_entropy import _nll, _softmax_cross_entropy
+from funcdl.losses._ctc import _ctc
 from funcdl.losses._elementwise import _bce, _bce_with_logits, _huber, _l1, _mse, _smooth_l1
 from funcdl.losses._more import _gaussian_nll, _kl_div, _poisson_nll
 from funcdl.losses._pairs import _cosine_embedding, _margin_ranking, _triplet_margin
 
-__all__ = ["Loss", "bce", "bce_with_logits", "cosine_embedding", "gaussian_nll", "huber",
-           "kl_div", "l1", "margin_ranking", "mse", "nll", "poisson_nll", "smooth_l1",
+__all__ = ["Loss", "bce", "bce_with_logits", "cosine_embedding", "ctc", "gaussian_nll",
+           "huber", "kl_div", "l1", "margin_ranking", "mse", "nll", "poisson_nll", "smooth_l1",
            "softmax_cross_entropy", "triplet_margin"]
 
 mse = _public("mse", _mse)
@@ -45,3 +49,4 @@ poisson_nll = _public("poisson_nll", _poisson_nll)
 margin_ranking = _public("margin_ranking", _margin_ranking)
 cosine_embedding = _public("cosine_embedding", _cosine_embedding)
 triplet_margin = _public("triplet_margin", _triplet_margin)
+ctc = _public("ctc", _ctc)
