@@ -163,6 +163,14 @@ CASES = [
     case(L.Tied(L.Sequential(L.Dense(3), L.Tanh(), L.Dense(3)), [0, 2]), f(2, 3), "Tied"),
     case(L.Tied(L.Sequential(L.Dense(3), L.BatchNorm(), L.Dense(3)), [(0, "w"), (2, "w")]),
          f(4, 3), "Tied", **TRAIN),
+    case(L.Pad2D(1), f(2, 3, 3, 2)), case(L.Pad2D(((1, 0), (2, 1)), "reflect"), f(2, 3, 3, 2)),
+    case(L.Pad2D((1, 2), "replicate"), f(2, 2, 3, 1)), case(L.Pad2D(1, "circular"), f(2, 2, 2, 3)),
+    case(L.Pad2D(((-1, 1), (0, -1)), value=0.5), f(2, 3, 3, 2)),
+    case(L.Pad1D((1, 2)), f(2, 3, 2)), case(L.Pad1D(2, "reflect"), f(2, 3, 2)),
+    case(L.PixelShuffle(2), f(2, 2, 3, 8)), case(L.PixelUnshuffle(2), f(2, 4, 2, 3)),
+    case(L.Remat(L.Sequential(L.Dense(3), L.ReLU(), L.Dense(2))), f(2, 4), "Remat"),
+    case(L.Remat(L.Sequential(L.Dense(3), L.BatchNorm(), L.Dropout(0.5))), f(4, 2), "Remat",
+         **TRAIN),
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's)
 MADE = {c.layer.name.split("(")[0] for c in CASES} | {"Layer"}

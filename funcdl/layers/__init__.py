@@ -7,7 +7,8 @@ Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU
 (Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select, Slice), ``norm`` (BatchNorm,
 LayerNorm), ``groupnorm`` (GroupNorm), ``rmsnorm`` (RMSNorm), ``embed`` (Embedding),
 ``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``conv``,
-``conv_transpose`` (ConvTranspose2D), ``upsample`` (Upsample), ``pool``, ``pool1d``.
+``conv_transpose`` (ConvTranspose2D), ``upsample`` (Upsample), ``pool``, ``pool1d``, ``pad``
+(Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle), ``remat`` (Remat).
 """
 
 from funcdl.layers.activations import (
@@ -43,9 +44,12 @@ from funcdl.layers.embed import Embedding
 from funcdl.layers.gated import GELU, SiLU
 from funcdl.layers.groupnorm import GroupNorm
 from funcdl.layers.norm import BatchNorm, LayerNorm
+from funcdl.layers.pad import Pad1D, Pad2D
+from funcdl.layers.pixel_shuffle import PixelShuffle, PixelUnshuffle
 from funcdl.layers.pool import AvgPool2D, GlobalAvgPool, MaxPool2D
 from funcdl.layers.pool1d import AvgPool1D, MaxPool1D
 from funcdl.layers.recurrent import GRU, LSTM, SimpleRNN
+from funcdl.layers.remat import Remat
 from funcdl.layers.rmsnorm import RMSNorm
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select, Slice
 from funcdl.layers.tied import Tied
@@ -88,12 +92,17 @@ __all__ = [
     "Mish",
     "MultiHeadAttention",
     "PReLU",
+    "Pad1D",
+    "Pad2D",
     "Parallel",
+    "PixelShuffle",
+    "PixelUnshuffle",
     "Pointwise",
     "Pullback",
     "RMSNorm",
     "ReLU",
     "ReLU6",
+    "Remat",
     "Repeat",
     "Reshape",
     "Residual",
