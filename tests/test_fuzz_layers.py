@@ -171,6 +171,10 @@ CASES = [
     case(L.Remat(L.Sequential(L.Dense(3), L.ReLU(), L.Dense(2))), f(2, 4), "Remat"),
     case(L.Remat(L.Sequential(L.Dense(3), L.BatchNorm(), L.Dropout(0.5))), f(4, 2), "Remat",
          **TRAIN),
+    case(L.AdaptiveAvgPool2D((2, 3)), f(2, 5, 4, 2)),
+    case(L.AdaptiveMaxPool2D((3, None)), f(2, 5, 4, 2)),
+    case(L.AdaptiveAvgPool1D(3), f(2, 7, 2)), case(L.AdaptiveMaxPool1D(2), f(2, 5, 3)),
+    case(L.InstanceNorm(), f(2, 3, 4)), case(L.InstanceNorm(affine=True), f(2, 2, 3, 2)),
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's)
 MADE = {c.layer.name.split("(")[0] for c in CASES} | {"Layer"}

@@ -4,11 +4,13 @@ Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dens
 layers, Dropout), ``activations``, ``activations_extra`` (ReLU6, Hardtanh, Hardsigmoid,
 Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU),
 ``combinators`` (Sequential), ``branching`` (Parallel, Residual, Shared, Repeat), ``tied``
-(Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select, Slice), ``norm`` (BatchNorm,
-LayerNorm), ``groupnorm`` (GroupNorm), ``rmsnorm`` (RMSNorm), ``embed`` (Embedding),
-``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``conv``,
-``conv_transpose`` (ConvTranspose2D), ``upsample`` (Upsample), ``pool``, ``pool1d``, ``pad``
-(Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle), ``remat`` (Remat).
+(Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select, Slice), ``remat`` (Remat),
+``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm), ``instancenorm``
+(InstanceNorm), ``rmsnorm`` (RMSNorm), ``embed`` (Embedding), ``attention``
+(MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``conv``, ``conv_transpose``
+(ConvTranspose2D), ``upsample`` (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle``
+(PixelShuffle, PixelUnshuffle), ``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive
+pools).
 """
 
 from funcdl.layers.activations import (
@@ -33,6 +35,12 @@ from funcdl.layers.activations_extra import (
     ReLU6,
     Softsign,
 )
+from funcdl.layers.adaptive_pool import (
+    AdaptiveAvgPool1D,
+    AdaptiveAvgPool2D,
+    AdaptiveMaxPool1D,
+    AdaptiveMaxPool2D,
+)
 from funcdl.layers.attention import MultiHeadAttention
 from funcdl.layers.base import Layer, LayerLike, Pointwise, Pullback, Shape
 from funcdl.layers.branching import Parallel, Repeat, Residual, Shared
@@ -43,6 +51,7 @@ from funcdl.layers.core import Dense, Dropout, Flatten, Identity, Reshape
 from funcdl.layers.embed import Embedding
 from funcdl.layers.gated import GELU, SiLU
 from funcdl.layers.groupnorm import GroupNorm
+from funcdl.layers.instancenorm import InstanceNorm
 from funcdl.layers.norm import BatchNorm, LayerNorm
 from funcdl.layers.pad import Pad1D, Pad2D
 from funcdl.layers.pixel_shuffle import PixelShuffle, PixelUnshuffle
@@ -62,6 +71,10 @@ __all__ = [
     "GRU",
     "LSTM",
     "SELU",
+    "AdaptiveAvgPool1D",
+    "AdaptiveAvgPool2D",
+    "AdaptiveMaxPool1D",
+    "AdaptiveMaxPool2D",
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
@@ -81,6 +94,7 @@ __all__ = [
     "Hardswish",
     "Hardtanh",
     "Identity",
+    "InstanceNorm",
     "Layer",
     "LayerLike",
     "LayerNorm",

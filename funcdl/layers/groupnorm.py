@@ -3,7 +3,8 @@
 The C channels split into ``num_groups`` contiguous groups of C/G; each example's group is
 normalised over its channels and every spatial axis, then scaled and shifted per channel.
 No running statistics, so no state: training and inference compute alike. G = 1 is
-LayerNorm over (..., C) with per-channel params; G = C is instance normalisation.
+LayerNorm over (..., C) with per-channel params; G = C is instance normalisation
+(InstanceNorm, in instancenorm.py, builds it with C read at ``init``: ``group_norm``).
 
 The input runs as (N, S, C), S the spatial sizes' product. A statistic sums over s by one
 BLAS product per example (``ones(S) @ x[n]``: 2-9x NumPy's sum over a middle axis on
@@ -37,7 +38,7 @@ from funcdl.layers.base import (
     in_input_dtype,
 )
 
-__all__ = ["GroupNorm"]
+__all__ = ["GroupNorm", "group_norm", "instance_spatial"]
 
 
 def GroupNorm(num_groups: int, eps: float = 1e-5, affine: bool = True) -> Layer:
@@ -56,9 +57,17 @@ def GroupNorm(num_groups: int, eps: float = 1e-5, affine: bool = True) -> Layer:
     eps = real_arg(eps, "GroupNorm", "eps", low=0.0, open_low=True)
     affine = bool_arg(affine, "GroupNorm", "affine")
     name = call_name("GroupNorm", (groups,), eps=(eps, 1e-5), affine=(affine, True))
+    return group_norm(name, groups, eps, affine)
+
+
+def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer:
+    """GroupNorm's layer, its arguments checked; ``groups`` None is one group per channel
+    (InstanceNorm: C groups, C known at ``init``), which also needs a spatial axis."""
 
     def channels(shape: tuple[Any, ...]) -> int:
         """C of an input (or ``in_shape``) of ``shape``: known, > 0, G groups' worth."""
+        if groups is None:
+            instance_spatial(name, shape)
         if len(shape) < 2:
             raise ValueError(f"{name}: expected an input of rank >= 2, batch first and "
                              f"channels last ((N, C) or (N, ..., C)), got shape {shape}")
@@ -66,7 +75,7 @@ def GroupNorm(num_groups: int, eps: float = 1e-5, affine: bool = True) -> Layer:
         if c is None or c == 0:
             raise ValueError(f"{name}: the channel axis (the last) must be a known size > 0, "
                              f"got shape {shape}")
-        if c % groups:
+        if groups is not None and c % groups:
             raise ValueError(f"{name}: C = {c} channels (the last axis of shape {shape}) do "
                              f"not split into num_groups = {groups} groups of equal size; "
                              f"num_groups must divide C (num_groups="
@@ -83,7 +92,7 @@ def GroupNorm(num_groups: int, eps: float = 1e-5, affine: bool = True) -> Layer:
         """The input and as (N, S, C), scale and bias, in the computation dtype, and m,
         the values per group (at least 1: an empty S has nothing to divide)."""
         x = as_array(name, x, weak_dtype(params, "scale"))
-        if x.ndim < 2:  # the rank's error, before the params' shapes are compared with C
+        if x.ndim < (2 if groups is not None else 3):  # the rank's error before the C check
             channels(x.shape)
         scale, bias = channel_vectors(name, params, ("scale", "bias"), "params",
                                       fits=x.shape[-1:])
@@ -98,7 +107,7 @@ def GroupNorm(num_groups: int, eps: float = 1e-5, affine: bool = True) -> Layer:
         x = x.astype(dt, copy=False)
         s = math.prod(x.shape[1:-1])
         return (x, x.reshape(x.shape[0], s, c), scale.astype(dt), bias.astype(dt),
-                max(s * (c // groups), 1))
+                max(s * (1 if groups is None else c // groups), 1))
 
     def sums(a: Array) -> Array:
         """Σ over s of (N, S, C): a fresh (N, C). (NumPy's matmul loops over tiny products
@@ -112,6 +121,8 @@ def GroupNorm(num_groups: int, eps: float = 1e-5, affine: bool = True) -> Layer:
         group sums by BLAS: NumPy's sum over rows of C/G = 16 values took 7x as long, and
         where S is 1 the (N, C) sums are as large as the input."""
         n, c = p.shape
+        if groups is None:  # a group per channel: its sums are the group sums
+            return (p / m).reshape(n, 1, c)
         cg = c // groups
         g = dot(p.reshape(n * groups, cg), ones(cg, p.dtype)).reshape(n, groups) / m
         out: Array = np.repeat(g, cg, axis=1).reshape(n, 1, c)
@@ -168,3 +179,21 @@ def GroupNorm(num_groups: int, eps: float = 1e-5, affine: bool = True) -> Layer:
 
     layer = Layer(init, apply, vjp, name=name)
     return layer if affine else fixed_affine(layer, lambda shape: (channels(shape),))
+
+
+def instance_spatial(name: str, shape: tuple[Any, ...]) -> None:
+    """InstanceNorm's input (or ``in_shape``) must have a spatial axis, and more than one
+    spatial element where the sizes are known (PyTorch's rule: over one, every output is
+    the bias, whatever the input)."""
+    if len(shape) < 3:
+        raise ValueError(f"{name}: expected an input (N, ..., C) with a spatial axis between "
+                         f"the batch and the channels (rank >= 3), got shape {shape}; "
+                         f"PyTorch's F.instance_norm refuses one too (its InstanceNorm1d "
+                         f"reads a 2-D input as one unbatched (C, L) example): pass one "
+                         f"example of L positions as x[None], of shape (1, L, C), or "
+                         f"normalise (N, C) features with LayerNorm")
+    sizes = shape[1:-1]
+    if None not in sizes and math.prod(sizes) == 1:
+        raise ValueError(f"{name}: expected more than 1 spatial element per channel, got "
+                         f"shape {shape} (PyTorch refuses it too: each channel's one value "
+                         f"normalises to 0, whatever it is)")
