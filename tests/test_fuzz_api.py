@@ -76,6 +76,7 @@ SCE = losses.softmax_cross_entropy
 CTC_Z = np.random.default_rng(5).normal(size=(4, 5, 3)).astype(np.float32)  # (N, T, C)
 CTC_LP = CTC_Z - np.log(np.exp(CTC_Z).sum(-1, keepdims=True))
 CTC_LABELS = np.array([[1, 2], [2, 2], [1, 1], [2, 1]])  # (N, S), 0 the blank
+MULTILABEL = np.array([[2, 0, -1], [1, -1, -1], [-1, 0, 0], [0, 1, 2]])  # -1: the padding
 SETUPS = {  # id: (loss, pred, target, kwargs)
     "mse": (losses.mse, Z, T01, {}),
     "bce": (losses.bce, PROB, T01, {}),
@@ -96,8 +97,20 @@ SETUPS = {  # id: (loss, pred, target, kwargs)
     "gaussian_nll": (losses.gaussian_nll, Z, T01, {"var": PROB}),
     "poisson_nll": (losses.poisson_nll, Z, 2 * T01, {}),
     "poisson_nll-rates": (losses.poisson_nll, PROB, 2 * T01, {"log_input": False, "full": True}),
+    "sigmoid_focal": (losses.sigmoid_focal, Z, PROB, {}),
+    "sigmoid_focal-options": (losses.sigmoid_focal, Z, T01, {"alpha": None, "gamma": 0.5}),
+    "log_cosh": (losses.log_cosh, Z, T01, {}),
+    "hinge_embedding": (losses.hinge_embedding, Z, 2 * T01 - 1, {"margin": 0.5}),
+    "soft_margin": (losses.soft_margin, Z, 2 * T01 - 1, {}),
+    "multi_margin": (losses.multi_margin, Z, LABELS, {}),
+    "multi_margin-options": (losses.multi_margin, Z, LABELS,
+                             {"p": 2, "margin": 0.5, "weight": np.array([1.0, 2.0, 0.5])}),
+    "multilabel_soft_margin": (losses.multilabel_soft_margin, Z, T01,
+                               {"weight": np.array([1.0, 2.0, 0.5])}),
+    "multilabel_margin": (losses.multilabel_margin, Z, MULTILABEL, {}),
 }
-LABELLED = ("sce-labels", "sce-rank3-labels", "nll-labels", "ctc")
+LABELLED = ("sce-labels", "sce-rank3-labels", "nll-labels", "ctc", "multi_margin",
+            "multi_margin-options", "multilabel_margin")
 
 
 def _more_columns(a: np.ndarray) -> np.ndarray:

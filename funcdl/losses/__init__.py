@@ -18,6 +18,9 @@ gradient per input, a tuple.
 ``ctc`` takes (N, T, C) log-probabilities against padded (N, S) integer labels, with
 ``input_lengths=`` / ``target_lengths=`` (N,), or ``target=(labels, input_lengths,
 target_lengths)``; its pullback returns dpred of pred's shape.
+``hinge_embedding`` and ``soft_margin`` take targets ±1; ``multi_margin`` and
+``multilabel_margin`` integer targets (labels; class lists padded with -1), averaged over
+examples; ``sigmoid_focal`` is torchvision's ``sigmoid_focal_loss`` with funcdl's 'mean'.
 Every loss is stable at any finite input: no overflow warning, no NaN.
 """
 
@@ -28,12 +31,22 @@ from funcdl.losses._base import bound as bound  # for autodiff and testing
 from funcdl.losses._cross_entropy import _nll, _softmax_cross_entropy
 from funcdl.losses._ctc import _ctc
 from funcdl.losses._elementwise import _bce, _bce_with_logits, _huber, _l1, _mse, _smooth_l1
+from funcdl.losses._focal import _log_cosh, _sigmoid_focal
+from funcdl.losses._margins import (
+    _hinge_embedding,
+    _multi_margin,
+    _multilabel_margin,
+    _multilabel_soft_margin,
+    _soft_margin,
+)
 from funcdl.losses._more import _gaussian_nll, _kl_div, _poisson_nll
 from funcdl.losses._pairs import _cosine_embedding, _margin_ranking, _triplet_margin
 
 __all__ = ["Loss", "bce", "bce_with_logits", "cosine_embedding", "ctc", "gaussian_nll",
-           "huber", "kl_div", "l1", "margin_ranking", "mse", "nll", "poisson_nll", "smooth_l1",
-           "softmax_cross_entropy", "triplet_margin"]
+           "hinge_embedding", "huber", "kl_div", "l1", "log_cosh", "margin_ranking", "mse",
+           "multi_margin", "multilabel_margin", "multilabel_soft_margin", "nll", "poisson_nll",
+           "sigmoid_focal", "smooth_l1", "soft_margin", "softmax_cross_entropy",
+           "triplet_margin"]
 
 mse = _public("mse", _mse)
 bce = _public("bce", _bce)
@@ -50,3 +63,10 @@ margin_ranking = _public("margin_ranking", _margin_ranking)
 cosine_embedding = _public("cosine_embedding", _cosine_embedding)
 triplet_margin = _public("triplet_margin", _triplet_margin)
 ctc = _public("ctc", _ctc)
+sigmoid_focal = _public("sigmoid_focal", _sigmoid_focal)
+log_cosh = _public("log_cosh", _log_cosh)
+hinge_embedding = _public("hinge_embedding", _hinge_embedding)
+soft_margin = _public("soft_margin", _soft_margin)
+multi_margin = _public("multi_margin", _multi_margin)
+multilabel_soft_margin = _public("multilabel_soft_margin", _multilabel_soft_margin)
+multilabel_margin = _public("multilabel_margin", _multilabel_margin)

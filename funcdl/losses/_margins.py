@@ -1,0 +1,218 @@
+"""PyTorch's margin losses of classification: hinge_embedding and soft_margin (targets ±1),
+multi_margin (scores against integer labels), multilabel_soft_margin (0/1 targets per
+class) and multilabel_margin (per example, its class indices, padded with -1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from funcdl._args import array_arg, is_int, number, real_arg, shown
+from funcdl.losses._base import (
+    Array,
+    Pullback,
+    _pred,
+    _probabilities,
+    _reduced,
+    _same_shape,
+    _sum,
+    _weights,
+)
+from funcdl.losses._cross_entropy import _pick, _weighed
+from funcdl.losses._elementwise import _bce_with_logits
+
+
+def _signs(name: str, pred: Array, target: Any) -> Array:
+    """The target as 1s and -1s of pred's shape and dtype. torch takes any value and gives
+    the others a loss with no meaning (hinge_embedding adds both branches for a 0; soft_margin
+    of a 0 is log 2 whatever pred, with no gradient), so 0/1 labels would train silently
+    wrong: refused."""
+    t = _same_shape(name, pred, target)
+    if t.size and not (np.abs(t) == 1).all():
+        bad = np.unique(t[np.abs(t) != 1])[:5]
+        raise ValueError(f"{name}: target must hold 1 or -1 (torch's convention; it gives "
+                         f"any other value a meaningless loss), got values such as {bad}; "
+                         f"for 0/1 labels pass 2 * target - 1")
+    return t
+
+
+def _classes(name: str, x: Array, what: str) -> int:
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"{name}: pred needs a class axis, last, of at least one class "
+                         f"({what}), got shape {x.shape}")
+    return int(x.shape[-1])
+
+
+def _int_target(name: str, target: Any, want: str) -> Array:
+    y = array_arg(target, name, "target")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{name}: target must be integer {want}, got {type(target).__name__} "
+                        f"of dtype {y.dtype}; pass target.astype(int)")
+    return y
+
+
+# ---------------------------------------------------------------------------- ±1 targets
+
+def _hinge_embedding(pred: Any, target: Any, margin: float = 1.0,
+                     reduction: str = "mean") -> tuple[Any, Pullback]:
+    """torch's ``HingeEmbeddingLoss``, y = ±1 of pred's shape: ``x`` where y = 1,
+    ``max(0, margin - x)`` where y = -1; ``dx = 1`` where y = 1, ``-1`` where y = -1 and
+    ``margin - x >= 0`` (torch's clamp passes the gradient at the kink), else 0."""
+    name = "hinge_embedding"
+    m = real_arg(margin, name, "margin")  # torch takes a negative margin too
+    x = _pred(name, pred)
+    y = _signs(name, x, target)
+    pos = y == 1
+    with np.errstate(over="ignore"):  # a margin or x near the dtype's maximum: inf, as torch
+        gap = m - x
+    per = np.where(pos, x, np.maximum(gap, 0))
+    slope = pos.astype(x.dtype)  # 1 where y = 1, -1 on the hinge's active side (>= 0)
+    slope -= ~pos & (gap >= 0)
+    return _reduced(name, per, reduction, per.size, lambda c: c * slope)
+
+
+def _soft_margin(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
+    """torch's ``SoftMarginLoss``, y = ±1 of pred's shape: ``log(1 + e^v)``, ``v = -y x``,
+    computed as ``max(v, 0) + log(1 + e^-|v|)`` (torch's ``log1p(exp(v))`` is inf from
+    v ~ 710 on, its gradient NaN); ``dx = -y σ(v)``."""
+    name = "soft_margin"
+    x = _pred(name, pred)
+    y = _signs(name, x, target)
+    v = -y * x  # exact: y is ±1
+    e = np.exp(-np.abs(v))
+    per = np.maximum(v, 0) + np.log1p(e)
+    slope = -y * (np.maximum(e, v >= 0) / (1 + e))  # σ(v): 1 or e^v over 1 + e^-|v|
+    return _reduced(name, per, reduction, per.size, lambda c: c * slope)
+
+
+# ---------------------------------------------------------------------------- multi_margin
+
+def _power(name: str, p: Any) -> int:
+    p = number(p)
+    if isinstance(p, float) and p in (1.0, 2.0):
+        p = int(p)
+    if not is_int(p):
+        raise TypeError(f"{name}: p must be the int 1 or 2, got {shown(p)} "
+                        f"({type(p).__name__})")
+    if p not in (1, 2):
+        raise ValueError(f"{name}: p must be 1 (the hinge) or 2 (its square), as torch "
+                         f"supports, got {shown(int(p))}")
+    return int(p)
+
+
+def _multi_margin(pred: Any, target: Any, p: int = 1, margin: float = 1.0,
+                  weight: Any = None, reduction: str = "mean") -> tuple[Any, Pullback]:
+    """torch's ``MultiMarginLoss``, classes last: scores x (..., C) against integer labels y
+    (...): ``per = w_y Σ_{i≠y} max(0, margin - x_y + x_i)^p / C`` (w = 1 without ``weight``;
+    torch weighs the powered term, and its mean is over examples whatever the weights);
+    with ``z_i = margin - x_y + x_i``, ``dx_i = w_y (1 or 2 z_i) / C`` where ``z_i > 0``
+    (0 at the kink, as torch), and ``dx_y = -Σ_{i≠y} dx_i``."""
+    name = "multi_margin"
+    power = _power(name, p)
+    m = real_arg(margin, name, "margin")  # torch takes a negative margin too
+    x = _pred(name, pred)
+    n_classes = _classes(name, x, "the scores")
+    labels = _int_target(name, target, f"class labels of shape {x.shape[:-1]}")
+    w = _weights(name, "weight", weight, x.shape[-1:], x.dtype)
+    # no weights to _pick: its weighted mean divides by Σ w_y, torch's here by the count
+    _, rows, cols, _, _ = _pick(name, "scores", x.shape, labels, None, None, reduction)
+    xs = x.reshape(-1, n_classes)
+    # huge scores: inf, as torch; inf - inf is NaN, which fails z > 0 as in torch's loop
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (m - xs[rows, cols])[:, None] + xs
+        act = z > 0
+        act[rows, cols] = False  # the label's own term is not in the sum
+        h = np.where(act, z, 0)
+        per = _sum(h * h if power == 2 else h, axis=-1) / n_classes
+        if w is not None:
+            wy = w[cols]
+            per = _weighed(per, wy)  # a class of weight 0: 0, even beside an inf term
+    per = per.reshape(labels.shape)
+    coef = (2 * h if power == 2 else act.astype(x.dtype)) / n_classes
+    if w is not None:
+        coef *= wy[:, None]
+
+    def grad(c: Any) -> Array:
+        with np.errstate(over="ignore", invalid="ignore"):
+            g = coef * (c.reshape(-1, 1) if np.ndim(c) else c)
+            g[rows, cols] = -_sum(g, axis=-1)
+        out: Array = g.reshape(x.shape)
+        return out
+
+    return _reduced(name, per, reduction, per.size, grad)
+
+
+# ---------------------------------------------------------------------------- multilabel
+
+def _multilabel_soft_margin(pred: Any, target: Any, weight: Any = None,
+                            reduction: str = "mean") -> tuple[Any, Pullback]:
+    """torch's ``MultiLabelSoftMarginLoss``, classes last: logits x (..., C) against targets
+    t in [0, 1] of their shape: ``per = Σ_c w_c bce_with_logits(x_c, t_c) / C`` (w = 1
+    without ``weight``, which broadcasts to x), one value per example;
+    ``dx = w (σ(x) - t) / C``."""
+    name = "multilabel_soft_margin"
+    x = _pred(name, pred)
+    n_classes = _classes(name, x, "one logit per label")
+    t = _probabilities(name, _same_shape(name, x, target))
+    w = _weights(name, "weight", weight, x.shape, x.dtype)
+    terms, term_pullback = _bce_with_logits(x, t, "none", weight=w)
+    per = _sum(terms, axis=-1) / n_classes
+
+    def grad(c: Any) -> Array:
+        each = np.broadcast_to(np.asarray(c / n_classes, x.dtype)[..., None], x.shape)
+        out: Array = term_pullback(each)
+        return out
+
+    return _reduced(name, per, reduction, per.size, grad)
+
+
+def _multilabel_margin(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
+    """torch's ``MultiLabelMarginLoss``, classes last: scores x (..., C) against integer
+    targets of their shape, each row its example's classes followed by -1 (what follows the
+    first -1 is ignored): ``per = Σ_j Σ_{i ∉ J} max(0, 1 - x_j + x_i) / C``, j over the row's
+    listed classes (a class listed twice counts twice, as in torch), J their set;
+    ``dx_i = (number of j with 1 - x_j + x_i > 0) / C`` for i ∉ J and ``dx_j -= (number of
+    i with it > 0) / C`` (0 at the kink, as torch)."""
+    name = "multilabel_margin"
+    x = _pred(name, pred)
+    n_classes = _classes(name, x, "the scores")
+    y = _int_target(name, target, f"class indices padded with -1, of pred's shape {x.shape}")
+    if y.shape != x.shape:
+        raise ValueError(f"{name}: target must have pred's shape {x.shape} (per example, its "
+                         f"classes, then -1s), got {y.shape}")
+    if y.size and not (np.minimum.reduce(y, axis=None) >= -1
+                       and np.maximum.reduce(y, axis=None) < n_classes):
+        raise ValueError(f"{name}: target must hold class indices in [0, {n_classes}) or "
+                         f"the padding -1 (torch refuses others, even after the first -1), "
+                         f"got values in [{np.minimum.reduce(y, axis=None)}, "
+                         f"{np.maximum.reduce(y, axis=None)}]")
+    ys = y.reshape(-1, n_classes)
+    n = ys.shape[0]
+    listed = np.logical_and.accumulate(ys >= 0, axis=-1)  # the entries before the first -1
+    # only as many target positions as the longest list: (n, k, C) pairs, not (n, C, C)
+    k = int(np.maximum.reduce(_sum(listed, axis=-1), axis=None)) if n else 0
+    listed = listed[:, :k]
+    js = np.where(listed, ys[:, :k], 0)
+    flat = (np.arange(n)[:, None] * n_classes + js)  # index of (row, class) in x.ravel()
+    is_target = np.bincount(flat[listed], minlength=n * n_classes).reshape(n, n_classes) > 0
+    xs = x.reshape(n, n_classes)
+    # huge scores: inf, as torch; inf - inf is NaN, which fails z > 0 as in torch's loop
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (1 - np.take_along_axis(xs, js, axis=-1))[:, :, None] + xs[:, None, :]
+        act = (z > 0) & listed[:, :, None] & ~is_target[:, None, :]
+        per = _sum(_sum(np.where(act, z, 0), axis=-1), axis=-1) / n_classes
+    per = per.reshape(y.shape[:-1])
+    a = act.astype(x.dtype) / n_classes
+
+    def grad(c: Any) -> Array:
+        ac = a * c.reshape(-1, 1, 1) if np.ndim(c) else a * c
+        g = _sum(ac, axis=1)  # each non-target class i, once per j it is active against
+        # each listed class j, minus once per active i; a repeated j adds up (bincount)
+        down = np.bincount(flat.reshape(-1), _sum(ac, axis=-1).reshape(-1),
+                           minlength=n * n_classes)
+        g -= down.reshape(n, n_classes).astype(x.dtype, copy=False)
+        out: Array = g.reshape(x.shape)
+        return out
+
+    return _reduced(name, per, reduction, per.size, grad)
