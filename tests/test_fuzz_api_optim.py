@@ -4,6 +4,7 @@ and its ``ANY`` are test_fuzz_api.py's. An alias may name the stage that met the
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from fractions import Fraction
@@ -19,6 +20,13 @@ P = {"w": np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2),
      "b": np.array([0.5, -0.5], np.float32)}
 G = {"w": np.full((3, 2), 0.25, np.float32), "b": np.array([1.0, -2.0], np.float32)}
 LR, WD, ADAM = "scale_by_learning_rate", "add_decayed_weights", "scale_by_adam"
+
+
+def _valued(opt: Any) -> Any:
+    """reduce_on_plateau with its loss bound, so that update(state, grads, params) runs it."""
+    return optim.GradientTransformation(opt.init, functools.partial(opt.update, value=1.0))
+
+
 OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, stages it names)
     "sgd": (lambda: optim.sgd(0.1), (LR,)),
     "sgd-momentum": (lambda: optim.sgd(0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
@@ -62,6 +70,20 @@ OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, sta
     "apply_every": (lambda: optim.apply_every(2), ()),
     "multi_steps": (lambda: optim.multi_steps(optim.adam(), 2), (ADAM, LR)),
     "ema": (lambda: optim.ema(0.9), ()),
+    "adadelta": (lambda: optim.adadelta(weight_decay=1e-3),
+                 (WD, "scale_by_adadelta", LR)),
+    "rprop": (optim.rprop, ("scale_by_rprop", "scale")),
+    "adabelief": (lambda: optim.adabelief(1e-3), ("scale_by_belief", LR)),
+    "yogi": (lambda: optim.yogi(1e-3), ("scale_by_yogi", LR)),
+    "scale_by_adadelta": (optim.scale_by_adadelta, ()),
+    "scale_by_rprop": (lambda: optim.scale_by_rprop(0.01), ()),
+    "scale_by_belief": (lambda: optim.scale_by_belief(nesterov=True), ()),
+    "scale_by_yogi": (optim.scale_by_yogi, ()),
+    "inject_hyperparams": (lambda: optim.inject_hyperparams(optim.adam)(lr=1e-3), (ADAM, LR)),
+    "inject_hyperparams-schedule": (
+        lambda: optim.inject_hyperparams(optim.sgd)(lr=optim.linear_schedule(0.1, 0.0, 10),
+                                                    momentum=0.9), ("trace", LR)),
+    "reduce_on_plateau": (lambda: _valued(optim.reduce_on_plateau(patience=1)), ()),
 }
 # Stateless transforms that read no params take any tree of grads (optax's do too); identity
 # also passes any dtype through, as it passes everything.
@@ -70,7 +92,10 @@ ANY_TREE = ("identity", "clip_by_global_norm")
 INIT_CHECKS = ("sgd", "sgd-momentum", "sgd-schedule", "adam", "adamw", "rmsprop", "adagrad",
                "chain", "trace", "scale_by_adam", "scale_by_rms", "scale_by_adagrad",
                "adamax", "nadam", "radam", "lion", "lamb", "scale_by_adamax", "scale_by_radam",
-               "scale_by_nadam", "scale_by_lion", "apply_every", "multi_steps", "ema")
+               "scale_by_nadam", "scale_by_lion", "apply_every", "multi_steps", "ema",
+               "adadelta", "rprop", "adabelief", "yogi", "scale_by_adadelta", "scale_by_rprop",
+               "scale_by_belief", "scale_by_yogi", "inject_hyperparams",
+               "inject_hyperparams-schedule", "reduce_on_plateau")
 
 
 INIT: Any = object()  # _run's default state: init's
@@ -187,6 +212,9 @@ def test_accepted_complex_params_are_refused_by_the_step_not_by_weight_decay():
 SITES: dict[str, tuple[Callable[[Any], Any], float]] = {  # id: (make, lowest value allowed)
     "sgd": (optim.sgd, 0.0), "adam": (optim.adam, 0.0), "adamw": (optim.adamw, 0.0),
     "rmsprop": (optim.rmsprop, 0.0), "adagrad": (optim.adagrad, 0.0),
+    "adadelta": (optim.adadelta, 0.0), "adabelief": (optim.adabelief, 0.0),
+    "yogi": (optim.yogi, 0.0),
+    "inject_hyperparams": (lambda s: optim.inject_hyperparams(optim.sgd)(lr=s), 0.0),
     "adagrad-lr_decay": (lambda s: optim.adagrad(s, lr_decay=0.1), 0.0),
     "scale_by_learning_rate": (optim.scale_by_learning_rate, 0.0),
     "scale_by_schedule": (optim.scale_by_schedule, -np.inf),
@@ -255,12 +283,16 @@ CTORS: dict[Callable[..., Any], dict[str, Any]] = {  # each with the arguments i
                                               "decay_rate": 0.5},
     optim.sgdr_schedule: {"cosine_kwargs": [{"init_value": 0.0, "peak_value": 1.0,
                                              "warmup_steps": 2, "decay_steps": 10}]},
+    optim.adadelta: {}, optim.rprop: {}, optim.adabelief: {"lr": 1e-3}, optim.yogi: {"lr": 1e-3},
+    optim.scale_by_adadelta: {}, optim.scale_by_rprop: {"learning_rate": 0.01},
+    optim.scale_by_belief: {}, optim.scale_by_yogi: {},
 }
 SETTINGS = [("none", None), ("str", "0.1"), ("array", np.array([0.1, 0.2])), ("nan", np.nan),
             ("inf", np.inf), ("negative", -1.0), ("bool", True), ("complex", 1j),
             ("list", [0.1]), ("huge-int", 10**400), ("dict", {})]
 # Accepted: (argument, setting) pairs that are valid, each with its reason.
 ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as torch's inf
+            ("max_step_size", "inf"), ("max_step_size", "huge-int"),  # rprop: no cap
             ("step_size", "negative"), ("weight_decay", "negative"),  # optax allows them
             ("boundaries_and_scales", "none"), ("boundaries_and_scales", "dict"),  # no steps
             ("end_value", "none"),  # exponential_decay's default: no bound

@@ -20,7 +20,8 @@ Example::
   step_size_fn)``, ``scale_by_learning_rate(learning_rate)``, ``scale_by_rms(decay)``...);
   the aliases take DESIGN.md's (``lr``, and torch's ``alpha`` for ``rmsprop``).
 * The aliases (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``, ``adamax``, ``nadam``,
-  ``radam``) follow PyTorch's formulas, ``lion`` and ``lamb`` optax's; all are
+  ``radam``, ``adadelta``, ``rprop``) follow PyTorch's formulas, ``lion``, ``lamb``,
+  ``adabelief`` and ``yogi`` optax's; all are
   ``named_chain``s: ``state.count`` counts the updates, and ``state.states['adam']`` is a
   stage's state.
 * Nothing passed in is mutated. Returned updates and states may share arrays with each other
@@ -43,7 +44,11 @@ Modules: ``_base`` (records, ``chain``, ``apply_updates``), ``_checks`` (argumen
 ``_schedules``, ``_alias``; ``_more_adaptive`` (Adamax, RAdam, torch's NAdam),
 ``_more_transforms`` (Lion, the trust ratio), ``_wrappers`` (``apply_every``,
 ``multi_steps``, ``ema``), ``_more_schedules`` (one-cycle, SGDR...), ``_more_alias``
-(``adamax``, ``nadam``, ``radam`` as torch's; ``lion``, ``lamb`` as optax's).
+(``adamax``, ``nadam``, ``radam`` as torch's; ``lion``, ``lamb`` as optax's),
+``_more_adaptive2`` (Adadelta, Rprop, AdaBelief, Yogi), ``_more_alias2`` (``adadelta``,
+``rprop`` as torch's; ``adabelief``, ``yogi`` as optax's), ``_inject``
+(``inject_hyperparams``), ``_plateau`` (``reduce_on_plateau``), ``_keywords`` (``value=``
+forwarded by chains).
 """
 
 from funcdl.optim._adaptive import (
@@ -70,6 +75,7 @@ from funcdl.optim._base import (
     chain,
     named_chain,
 )
+from funcdl.optim._inject import InjectHyperparamsState, inject_hyperparams
 from funcdl.optim._masked import MaskedState, masked
 from funcdl.optim._more_adaptive import (
     ScaleByAdamaxState,
@@ -78,7 +84,17 @@ from funcdl.optim._more_adaptive import (
     scale_by_nadam,
     scale_by_radam,
 )
+from funcdl.optim._more_adaptive2 import (
+    ScaleByAdaDeltaState,
+    ScaleByBeliefState,
+    ScaleByRpropState,
+    scale_by_adadelta,
+    scale_by_belief,
+    scale_by_rprop,
+    scale_by_yogi,
+)
 from funcdl.optim._more_alias import adamax, lamb, lion, nadam, radam
+from funcdl.optim._more_alias2 import adabelief, adadelta, rprop, yogi
 from funcdl.optim._more_schedules import (
     cosine_onecycle_schedule,
     linear_onecycle_schedule,
@@ -86,6 +102,7 @@ from funcdl.optim._more_schedules import (
     warmup_exponential_decay_schedule,
 )
 from funcdl.optim._more_transforms import ScaleByLionState, scale_by_lion, scale_by_trust_ratio
+from funcdl.optim._plateau import ReduceLROnPlateauState, reduce_on_plateau
 from funcdl.optim._schedules import (
     constant_schedule,
     cosine_decay_schedule,
@@ -126,22 +143,29 @@ __all__ = [
     "EmaState",
     "EmptyState",
     "GradientTransformation",
+    "InjectHyperparamsState",
     "MaskedState",
     "MultiStepsState",
     "NamedChainState",
+    "ReduceLROnPlateauState",
     "ScalarOrSchedule",
+    "ScaleByAdaDeltaState",
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByBeliefState",
     "ScaleByLionState",
     "ScaleByNadamState",
     "ScaleByRmsState",
     "ScaleByRmsWithCountState",
+    "ScaleByRpropState",
     "ScaleByScheduleState",
     "Schedule",
     "TraceState",
     "TransformInit",
     "TransformUpdate",
+    "adabelief",
+    "adadelta",
     "adagrad",
     "adam",
     "adamax",
@@ -159,6 +183,7 @@ __all__ = [
     "exponential_decay",
     "global_norm",
     "identity",
+    "inject_hyperparams",
     "join_schedules",
     "lamb",
     "linear_onecycle_schedule",
@@ -171,22 +196,29 @@ __all__ = [
     "piecewise_constant_schedule",
     "polynomial_schedule",
     "radam",
+    "reduce_on_plateau",
     "rmsprop",
+    "rprop",
     "scale",
+    "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_belief",
     "scale_by_learning_rate",
     "scale_by_lion",
     "scale_by_nadam",
     "scale_by_radam",
     "scale_by_rms",
+    "scale_by_rprop",
     "scale_by_schedule",
     "scale_by_trust_ratio",
+    "scale_by_yogi",
     "set_to_zero",
     "sgd",
     "sgdr_schedule",
     "trace",
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
+    "yogi",
 ]

@@ -14,6 +14,7 @@ from typing_extensions import Protocol
 
 from funcdl import tree
 from funcdl._args import F32, F64, is_int, number, shown
+from funcdl.optim._keywords import check_extra, extra_keywords, forwarded, show_keywords
 
 __all__ = [
     "ChainState",
@@ -315,11 +316,13 @@ def make_chain(name: str, transforms: Sequence[GradientTransformation]) -> Gradi
     _check_transforms(name, transforms)
     inits = tuple(t.init for t in transforms)
     updates = tuple(t.update for t in transforms)
+    takes = tuple(extra_keywords(f) for f in updates)
 
     def init(params: Tree) -> ChainState:
         return ChainState(tuple(f(params) for f in inits), zero_count())
 
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ChainState]:
+    def update(state: Any, grads: Tree, params: Tree = None, **extra: Any
+               ) -> tuple[Tree, ChainState]:
         check_state(name, state, ChainState)
         if type(state.states) is not tuple or len(state.states) != len(updates):
             got = (f"{len(state.states)} transform states" if type(state.states) is tuple
@@ -328,13 +331,16 @@ def make_chain(name: str, transforms: Sequence[GradientTransformation]) -> Gradi
                 f"{name}.update: the state holds {got} but the chain has {len(updates)} "
                 f"transforms; pass the state made by this optimizer's init")
         count = read_count(f"{name}.update", state.count)
+        if extra:
+            check_extra(name, extra, takes)
         new_states = []
-        for f, s in zip(updates, state.states, strict=True):
-            grads, s = f(s, grads, params)
+        for f, s, keys in zip(updates, state.states, takes, strict=True):
+            grads, s = f(s, grads, params, **forwarded(extra, keys)) if extra else \
+                f(s, grads, params)
             new_states.append(s)
         return grads, ChainState(tuple(new_states), next_count(count))
 
-    return transform(name, init, update)
+    return transform(name, init, show_keywords(update, takes))
 
 
 def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:
@@ -357,12 +363,14 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
         raise ValueError(f"{name}: the names must be distinct, got {names}")
     _check_transforms(name, [t for _, t in pairs])
     stages = [(n, t.init, t.update) for n, t in pairs]
+    takes = tuple(extra_keywords(t.update) for _, t in pairs)
     name_set = frozenset(names)
 
     def init(params: Tree) -> NamedChainState:
         return NamedChainState({n: f(params) for n, f, _ in stages}, zero_count())
 
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, NamedChainState]:
+    def update(state: Any, grads: Tree, params: Tree = None, **extra: Any
+               ) -> tuple[Tree, NamedChainState]:
         if type(state) is not NamedChainState:
             check_state(name, state, NamedChainState)
         if not isinstance(state.states, dict) or state.states.keys() != name_set:
@@ -371,12 +379,16 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
                 f"{name}.update: the state's stages are {got}, expected {names}; pass the "
                 f"state made by this optimizer's init")
         count = read_count(f"{name}.update", state.count)
+        if extra:
+            check_extra(name, extra, takes)
         new_states = {}
-        for n, _, f in stages:
-            grads, new_states[n] = f(state.states[n], grads, params)
+        for (n, _, f), keys in zip(stages, takes, strict=True):
+            grads, new_states[n] = f(state.states[n], grads, params,
+                                     **forwarded(extra, keys)) if extra else \
+                f(state.states[n], grads, params)
         return grads, NamedChainState(new_states, next_count(count))
 
-    return transform(name, init, update)
+    return transform(name, init, show_keywords(update, takes))
 
 
 # ---------------------------------------------------------------------------- applying

@@ -1,0 +1,213 @@
+"""optax's ``inject_hyperparams``: a transform's numeric hyperparameters moved into its
+state, where a run can read and change them (the learning rate mid-run, by hand or from a
+schedule), and where ``funcdl.io`` saves them with the rest."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from funcdl import tree
+from funcdl._args import shown
+from funcdl.optim._base import (
+    Count,
+    GradientTransformation,
+    _check_transforms,
+    check_state,
+    next_count,
+    read_count,
+    transform,
+    zero_count,
+)
+from funcdl.optim._checks import (
+    check_float_params,
+    check_schedule,
+    moment_dtype_arg,
+    schedule_value,
+)
+from funcdl.optim._keywords import check_extra, extra_keywords, forwarded, show_keywords
+
+__all__ = ["InjectHyperparamsState", "inject_hyperparams"]
+
+Tree = Any
+
+
+class InjectHyperparamsState(NamedTuple):
+    count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    hyperparams: dict[str, Any]  # name -> a 0-d array: the values of the last update
+    inner_state: Any
+
+
+def _is_numeric(value: Any) -> bool:
+    """An int, float or 0-d real array (not a bool): a hyperparameter kept in the state."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return True
+    return isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf"
+
+
+def _python(name: str, key: str, value: Any) -> Any:
+    """A stored hyperparameter as the Python int or float handed to the factory."""
+    if not _is_numeric(value):
+        raise TypeError(f"{name}: state.hyperparams[{key!r}] must be a real number (a 0-d "
+                        f"array as init made it, or a Python float), got "
+                        f"{shown(value)} ({type(value).__name__})")
+    v = np.asarray(value)
+    return int(v) if v.dtype.kind in "iu" else float(v)
+
+
+def _stored(value: Any, dtype: np.dtype[Any]) -> Any:
+    """A hyperparameter's value as the state keeps it: a 0-d int64 array for an int, else
+    a 0-d array of ``dtype``."""
+    if isinstance(value, (int, np.integer)):
+        return np.asarray(value, np.int64)
+    with np.errstate(over="ignore"):  # past float32's range: inf, as a float32 param's
+        return np.asarray(value, dtype)
+
+
+def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
+                       static_args: str | Iterable[str] = (),
+                       hyperparam_dtype: Any = None) -> Callable[..., GradientTransformation]:
+    """optax's ``inject_hyperparams``: ``inject_hyperparams(adam)(lr=1e-3)`` is ``adam``
+    whose numeric arguments live in ``state.hyperparams`` (a dict of 0-d arrays).
+
+    Each argument of the call is, by kind: a number (an int, float or 0-d array) kept in
+    ``state.hyperparams`` and read back at every update, so replacing it in the state
+    (``state._replace(hyperparams={**state.hyperparams, 'lr': np.asarray(1e-4)})``)
+    changes it from the next update on; a callable (a schedule ``count -> value``),
+    evaluated at every update from the count (the value used by the last update shows in
+    ``state.hyperparams``; changing it there has no effect); anything else (bools, None,
+    tuples, strings, dtypes) and the names in ``static_args`` (a callable that is no
+    schedule, such as a mask function) passed as they are. ``inner_factory(**values)`` is
+    rebuilt from the current values when they change, its state carried on.
+
+    Floats are kept in ``hyperparam_dtype`` (None: the params' widest float dtype, as
+    optax), ints as int64. An argument whose stage a zero value leaves out (``sgd``'s
+    ``momentum``, a ``weight_decay``) must not change from 0 mid-run: the inner state has
+    no such stage. State ``InjectHyperparamsState(count, hyperparams, inner_state)``.
+    Keyword arguments of the update (``value=``) go to the inner transform.
+    """
+    if isinstance(inner_factory, GradientTransformation):
+        raise TypeError("inject_hyperparams: inner_factory must be the function that makes "
+                        "the transform (optim.adam), not a transform (optim.adam())")
+    if not callable(inner_factory):
+        raise TypeError(f"inject_hyperparams: inner_factory must be a function returning a "
+                        f"GradientTransformation (e.g. optim.adam), got "
+                        f"{type(inner_factory).__name__}")
+    label = getattr(inner_factory, "__name__", type(inner_factory).__name__)
+    name = f"inject_hyperparams({label})"
+    statics = {static_args} if isinstance(static_args, str) else set(static_args)
+    signature = inspect.signature(inner_factory)
+    if not statics <= signature.parameters.keys():
+        raise ValueError(f"inject_hyperparams: static_args must name parameters of "
+                         f"{label}, got {sorted(statics - signature.parameters.keys())}; "
+                         f"its parameters are {list(signature.parameters)}")
+    dtype = moment_dtype_arg("inject_hyperparams", "hyperparam_dtype", hyperparam_dtype)
+
+    def wrapped(*args: Any, **kwargs: Any) -> GradientTransformation:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{name}: {e}") from None
+        bound.apply_defaults()
+        schedules, numbers, fixed = {}, {}, {}
+        for key, value in bound.arguments.items():
+            if (key in statics or isinstance(value, type) or (not callable(value)
+                    and not _is_numeric(value))):
+                fixed[key] = value
+            elif callable(value):
+                schedules[key] = check_schedule(name, key, value)
+            else:
+                numbers[key] = value
+        order = tuple(bound.arguments)
+        # The last values built from and their transform, as one tuple (threads share it)
+        memo: list[tuple[Any, GradientTransformation]] = []
+
+        def build(values: dict[str, Any]) -> GradientTransformation:
+            """``inner_factory`` with ``values``, made again only when they change."""
+            key = tuple(values.items())
+            if memo and memo[0][0] == key:
+                return memo[0][1]
+            call = inspect.BoundArguments(
+                signature, {k: fixed[k] if k in fixed else values[k] for k in order})
+            made = inner_factory(*call.args, **call.kwargs)
+            _check_transforms(name, [made], [f"{label}(...)"])
+            memo[:] = [(key, made)]
+            return made
+
+        def at(count: int, current: dict[str, Any]) -> dict[str, Any]:
+            """The Python values of this update: the state's numbers, the schedules'."""
+            values = {k: _python(f"{name}.update", k, current[k]) for k in numbers}
+            for k, f in schedules.items():
+                values[k] = schedule_value(f"{name} ({k})", f, count)
+            return values
+
+        first = build({**{k: _python(name, k, v) for k, v in numbers.items()},
+                       **{k: schedule_value(f"{name} ({k})", f, 0)
+                          for k, f in schedules.items()}})
+        takes = (extra_keywords(first.update),)
+        keys = frozenset(numbers) | frozenset(schedules)
+
+        def init(params: Tree) -> InjectHyperparamsState:
+            check_float_params(f"{name}.init", params)
+            kind = dtype or _widest(params)
+            hyper = {k: _stored(v, kind) for k, v in numbers.items()}
+            hyper.update({k: _stored(schedule_value(f"{name} ({k})", f, 0), kind)
+                          for k, f in schedules.items()})
+            inner = build(at(0, hyper))
+            return InjectHyperparamsState(zero_count(), hyper, inner.init(params))
+
+        def update(state: Any, grads: Tree, params: Tree = None, **extra: Any
+                   ) -> tuple[Tree, InjectHyperparamsState]:
+            where = f"{name}.update"
+            check_state(name, state, InjectHyperparamsState)
+            count = read_count(where, state.count)
+            hyper = state.hyperparams
+            if not isinstance(hyper, dict) or hyper.keys() != keys:
+                got = sorted(hyper) if isinstance(hyper, dict) else type(hyper).__name__
+                raise ValueError(f"{where}: state.hyperparams must be a dict with the keys "
+                                 f"{sorted(keys)}, got {got}; replace values, not keys")
+            if extra:
+                check_extra(name, extra, takes)
+            values = at(count, hyper)
+            fresh = not memo or memo[0][0] != tuple(values.items())
+            try:
+                inner = build(values)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{where}: the hyperparams at count {count}: {e}") from None
+            try:
+                updates, inner_state = inner.update(state.inner_state, grads, params,
+                                                    **forwarded(extra, takes[0]))
+            except ValueError as e:
+                if not fresh:
+                    raise
+                raise ValueError(f"{e} (built from the hyperparams {values}: a value "
+                                 f"that adds or removes a stage, as a momentum or weight "
+                                 f"decay changed from 0, needs a new init)") from None
+            new = {k: _stored(values[k], _dtype_of(hyper[k], dtype, params)) for k in hyper}
+            return updates, InjectHyperparamsState(next_count(count), new, inner_state)
+
+        return transform(name, init, show_keywords(update, takes))
+
+    wrapped.__name__ = wrapped.__qualname__ = name
+    wrapped.__doc__ = inner_factory.__doc__
+    return wrapped
+
+
+def _widest(params: Tree) -> np.dtype[Any]:
+    """The params' widest float dtype (float64 when they have none), as optax's default."""
+    kinds = [np.asarray(x).dtype for x in tree.leaves(params)]
+    floats = [k for k in kinds if k.kind == "f"]
+    return max(floats, key=lambda d: d.itemsize) if floats else np.dtype(np.float64)
+
+
+def _dtype_of(value: Any, dtype: np.dtype[Any] | None, params: Tree) -> np.dtype[Any]:
+    """The float dtype a hyperparameter is stored in after an update: its own if a NumPy
+    float (as init stored it), else ``hyperparam_dtype``, else the params' widest."""
+    if isinstance(value, (np.ndarray, np.floating)) and value.dtype.kind == "f":
+        return value.dtype
+    return dtype or _widest(params)

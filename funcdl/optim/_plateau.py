@@ -1,0 +1,156 @@
+"""optax.contrib's ``reduce_on_plateau``: a transform scaling the updates by a factor that
+drops when the loss stops improving (torch's ``ReduceLROnPlateau``, as a transform). Its
+update takes the loss as ``value=``; ``chain`` and ``named_chain`` forward it (see
+``_keywords``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from funcdl import tree
+from funcdl._args import number
+from funcdl.optim._base import GradientTransformation, check_state, read_count, transform
+from funcdl.optim._checks import check_float, check_float_params
+from funcdl.optim._schedules import _steps
+from funcdl.optim._transforms import _may_warn, _multiplier, _times
+
+__all__ = ["ReduceLROnPlateauState", "reduce_on_plateau"]
+
+Tree = Any
+
+
+class ReduceLROnPlateauState(NamedTuple):
+    """optax's fields, in its order; every one a NumPy scalar."""
+
+    scale: Any  # the factor on the updates, in the params' lowest float dtype
+    best_value: Any  # the best mean loss so far (inf at first), in their highest
+    plateau_count: Any  # int64: accumulations since the best one, at most patience
+    cooldown_count: Any  # int64: accumulations still to skip after a reduction
+    count: Any  # int64: losses in the accumulation under way (< accumulation_size)
+    avg_value: Any  # their mean, in the params' highest float dtype
+
+
+def _float_dtypes(params: Tree) -> tuple[np.dtype[Any], np.dtype[Any]]:
+    """The lowest and highest float dtypes among the params' leaves (float64 for none),
+    as optax's: the scale must not promote a float32 update, the loss is kept finely."""
+    kinds = sorted({np.asarray(x).dtype for x in tree.leaves(params)}, key=lambda d: d.itemsize)
+    if not kinds:
+        return np.dtype(np.float64), np.dtype(np.float64)
+    return kinds[0], kinds[-1]
+
+
+def _loss(name: str, value: Any) -> float:
+    """The loss as a Python float (NaN and inf allowed: they never count as improvements,
+    as in optax), or an error naming ``name``."""
+    if value is None:
+        raise TypeError(f"{name}: needs the loss: call update(state, grads, params, "
+                        f"value=loss) (chain(...).update forwards value= to it)")
+    v = number(value)
+    if isinstance(v, np.ndarray) and v.size == 1 and v.dtype.kind in "iuf":
+        v = v.reshape(())[()]
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                             np.floating)):
+        got = (f"an array of shape {v.shape}" if isinstance(v, np.ndarray)
+               else f"{value!r} ({type(value).__name__})")
+        raise TypeError(f"{name}: value (the loss) must be a real number, got {got}; pass "
+                        f"the scalar loss, e.g. value=float(loss)")
+    try:
+        return float(v)
+    except OverflowError:  # an int past float64's range
+        return math.inf if v > 0 else -math.inf
+
+
+def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-4,
+                      atol: float = 0.0, cooldown: int = 0, accumulation_size: int = 1,
+                      min_scale: float = 0.0) -> GradientTransformation:
+    """optax.contrib's ``reduce_on_plateau``: ``u = scale·g``, ``scale`` starting at 1.
+
+    ``update(state, grads, params, value=loss)``. Losses are averaged over
+    ``accumulation_size`` updates; at the end of each accumulation, with ``a`` its mean and
+    ``b`` the best one so far: an improvement is ``a < (1 - rtol)·b - atol`` (then ``b = a``
+    and the plateau count resets, else it grows by 1); during a cooldown the plateau count
+    stays 0 and the cooldown shrinks by 1; otherwise, when the plateau count reaches
+    ``patience``, ``scale = max(scale·factor, min_scale)``, the count resets and a cooldown
+    of ``cooldown`` accumulations starts. The new scale applies to this update already.
+
+    torch's ``ReduceLROnPlateau(mode='min', threshold_mode='rel', threshold=rtol)`` is the
+    same with its ``patience`` one less (it reduces after more than ``patience`` bad
+    epochs, this after ``patience``), its lr = lr0·scale from the next step on, and
+    ``min_lr = lr0·min_scale``. State ``ReduceLROnPlateauState(scale, best_value,
+    plateau_count, cooldown_count, count, avg_value)``.
+
+    Example: ``chain(adam(1e-3), reduce_on_plateau(patience=5))``, updated with
+    ``opt.update(state, grads, params, value=loss)``.
+    """
+    name = "reduce_on_plateau"
+    factor = check_float(name, "factor (the scale's multiplier at a plateau)", factor,
+                         low=0.0, high=1.0, open_high=True)
+    if factor == 0.0:
+        raise ValueError(f"{name}: factor must be in (0, 1), got 0.0; 0.1 divides the "
+                         f"scale by 10 at each plateau")
+    patience = _steps(name, "patience", patience, positive=True)
+    rtol = check_float(name, "rtol", rtol, high=1.0)
+    atol = check_float(name, "atol", atol)
+    if rtol == 0.0 and atol == 0.0:
+        raise ValueError(f"{name}: rtol and atol are both 0, so that any decrease, however "
+                         f"small, counts as an improvement; pass rtol=1e-4 (torch's "
+                         f"threshold) or an atol > 0")
+    cooldown = _steps(name, "cooldown", cooldown)
+    accumulation_size = _steps(name, "accumulation_size", accumulation_size, positive=True)
+    min_scale = check_float(name, "min_scale", min_scale, high=1.0)
+    keep = 1.0 - rtol
+
+    def init(params: Tree) -> ReduceLROnPlateauState:
+        check_float_params(f"{name}.init", params)
+        low, high = _float_dtypes(params)
+        zero = np.int64(0)
+        return ReduceLROnPlateauState(low.type(1.0), high.type(np.inf), zero, zero, zero,
+                                      high.type(0.0))
+
+    def update(state: Any, grads: Tree, params: Tree = None, *, value: Any = None
+               ) -> tuple[Tree, ReduceLROnPlateauState]:
+        where = f"{name}.update"
+        check_state(name, state, ReduceLROnPlateauState)
+        loss = _loss(where, value)
+        s, best, avg = (_read_float(where, f, getattr(state, f))
+                        for f in ("scale", "best_value", "avg_value"))
+        plateau = read_count(where, state.plateau_count)
+        cool = read_count(where, state.cooldown_count)
+        n = read_count(where, state.count) + 1
+        with np.errstate(all="ignore"):  # inf and NaN losses: never an improvement
+            # the running mean in the state's dtype, as optax's: (n-1)·a + loss, over n
+            avg = (avg * (n - 1) + avg.dtype.type(loss)) / n
+            improved = bool(avg < keep * best - atol)  # 0·inf = NaN for rtol=1, as optax
+        if n >= accumulation_size:
+            if improved:
+                best = avg.astype(best.dtype)
+            bad = 0 if improved else plateau + 1
+            if cool > 0:  # a cooldown: bad accumulations are not counted
+                plateau, cool = 0, cool - 1
+            elif bad >= patience:
+                plateau, cool = 0, cooldown
+                s = np.maximum(s * factor, min_scale).astype(s.dtype)
+            else:
+                plateau, cool = bad, 0
+            n, avg = 0, avg.dtype.type(0.0)
+        new = ReduceLROnPlateauState(s, best, np.int64(plateau), np.int64(cool),
+                                     np.int64(n), avg)
+        step = float(s)
+        return _times(name, _multiplier(step), grads, params, _may_warn(step)), new
+
+    return transform(name, init, update)
+
+
+def _read_float(name: str, field: str, value: Any) -> Any:
+    """A float field of the state as a NumPy float scalar of its own dtype, or an error."""
+    v = value[()] if isinstance(value, np.ndarray) and value.ndim == 0 else value
+    if isinstance(v, float) and not isinstance(v, np.floating):
+        v = np.float64(v)
+    if not isinstance(v, np.floating):
+        raise TypeError(f"{name}: the state's {field} must be a float, got {value!r} "
+                        f"({type(value).__name__}); pass the state made by this "
+                        f"optimizer's init")
+    return v
