@@ -209,6 +209,18 @@ def test_focal_precise_for_confident_predictions():
         assert (want > 0).all()
 
 
+def test_focal_gradient_precise_for_confident_predictions():
+    # the slope p - t formed as (1 - t) p - t q: σ(z) - 1 is 0 from z ~ 37, and 1e-3 off at 30
+    z = np.array([10.0, 30.0, 40.0, 100.0])
+    q = np.exp(-z) / (1 + np.exp(-z))  # 1 - σ(z)
+    ce = np.log1p(np.exp(-z))
+    for g in (0.0, 0.5, 2.0):
+        want = -q * q**g - (g * ce * q**g * (1 - q) if g else 0.0)  # d/dz of ce q^g, t = 1
+        for sign, t in ((1, np.ones(4)), (-1, np.zeros(4))):
+            _, pullback = FOCAL.vjp(sign * z, t, reduction="sum", gamma=g, alpha=-1)
+            np.testing.assert_allclose(pullback(), sign * want, rtol=1e-13)
+
+
 def test_focal_down_weighs_easy_examples():
     easy, hard = FOCAL(np.array([4.0]), np.array([1.0])), FOCAL(np.array([-4.0]),
                                                                 np.array([1.0]))

@@ -12,9 +12,9 @@ The mean along an axis is one BLAS product by the ``(m, n)`` 0/1 matrix of the b
 cells, then a division by their sizes; its vjp the product by the transpose. (Prefix sums
 differenced at the bins' ends give the same map, but NumPy's cumsum along a middle axis
 runs one short row at a time: on (960, 30, 64) float32, 6.1 ms against the product's 0.4,
-and a reshape-sum where m divides n 1.5 ms against 0.6.) An inf or NaN, which the product
-would spread to every bin as 0·inf, is summed bin by bin instead. The max is a loop over
-the m bins, each one reduction of its whole ``(A, size, B)`` slab.
+and a reshape-sum where m divides n 1.5 ms against 0.6, one-off timings.) An inf or NaN,
+which the product would spread to every bin as 0·inf, is summed bin by bin instead. The
+max is a loop over the m bins, each one reduction of its whole ``(A, size, B)`` slab.
 """
 
 from __future__ import annotations
@@ -126,8 +126,8 @@ def max_along(x: Array, m: int, arg: bool = True) -> tuple[Array, Array | None]:
     # A loop over the m output bins: they overlap and differ in size, so no one strided
     # view holds them, and m is small (an adaptive pool's output side, 1 to ~7 in the
     # networks that use one); each step reduces a whole (A, size, B) slab at once.
-    # Measured on (960, 30, 64) float32 slabs of 5: np.argmax along the middle axis runs
-    # one short row at a time (1.75 ms a slab), while the max over the ranks of the cells
+    # One-off timings on (960, 30, 64) float32 slabs of 5: np.argmax along the middle axis
+    # runs one short row at a time (1.75 ms a slab), while the max over the ranks of the cells
     # equal to the maximum (first = size - that) is three whole-slab passes (0.5 ms).
     for i, (s, e) in enumerate(zip(start, end)):
         seg = x[:, s:e]

@@ -38,7 +38,7 @@ from funcdl.layers.base import (
     in_input_dtype,
 )
 
-__all__ = ["GroupNorm", "group_norm", "instance_spatial"]
+__all__ = ["GroupNorm", "group_norm"]
 
 
 def GroupNorm(num_groups: int, eps: float = 1e-5, affine: bool = True) -> Layer:
@@ -67,7 +67,7 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
     def channels(shape: tuple[Any, ...]) -> int:
         """C of an input (or ``in_shape``) of ``shape``: known, > 0, G groups' worth."""
         if groups is None:
-            instance_spatial(name, shape)
+            _instance_spatial(name, shape)
         if len(shape) < 2:
             raise ValueError(f"{name}: expected an input of rank >= 2, batch first and "
                              f"channels last ((N, C) or (N, ..., C)), got shape {shape}")
@@ -121,7 +121,7 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
         group sums by BLAS: NumPy's sum over rows of C/G = 16 values took 7x as long, and
         where S is 1 the (N, C) sums are as large as the input."""
         n, c = p.shape
-        if groups is None:  # a group per channel: its sums are the group sums
+        if groups is None or groups == c:  # a group per channel: its sums are the group sums
             return (p / m).reshape(n, 1, c)
         cg = c // groups
         g = dot(p.reshape(n * groups, cg), ones(cg, p.dtype)).reshape(n, groups) / m
@@ -181,7 +181,7 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
     return layer if affine else fixed_affine(layer, lambda shape: (channels(shape),))
 
 
-def instance_spatial(name: str, shape: tuple[Any, ...]) -> None:
+def _instance_spatial(name: str, shape: tuple[Any, ...]) -> None:
     """InstanceNorm's input (or ``in_shape``) must have a spatial axis, and more than one
     spatial element where the sizes are known (PyTorch's rule: over one, every output is
     the bias, whatever the input)."""

@@ -159,33 +159,34 @@ def _layer(name: str, kind: str, pads: Pads, mode: Any, value: Any) -> Layer:
     widths = ((0, 0), *pads, (0, 0))
     crops = any(p < 0 for pair in pads for p in pair)
 
-    def forward(x: Array) -> Array:
-        if not crops:
-            kw: dict[str, Any] = {"constant_values": fill} if mode == "constant" else {}
-            y: Array = np.pad(x, widths, _NP_MODE[mode], **kw)  # type: ignore[call-overload]
-            return x.copy() if y is x else y  # never the caller's input itself
-        out_shape = list(x.shape)
+    def kept(x_shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """Constant mode: the part of x that stays (``src``) and where it lands in y
+        (``dst``), cropping where padding is negative."""
         src: list[slice] = [slice(None)] * rank
         dst: list[slice] = [slice(None)] * rank
         for ax, (lo, hi) in zip(axes, pads):
-            n = x.shape[ax]
-            out_shape[ax] = n + lo + hi
-            src[ax] = slice(max(-lo, 0), n - max(-hi, 0))
+            src[ax] = slice(max(-lo, 0), x_shape[ax] - max(-hi, 0))
             dst[ax] = slice(max(lo, 0), max(lo, 0) + src[ax].stop - src[ax].start)
+        return tuple(src), tuple(dst)
+
+    def forward(x: Array) -> Array:
+        if not crops:  # np.pad returns a new array, even at zero widths
+            kw: dict[str, Any] = {"constant_values": fill} if mode == "constant" else {}
+            y: Array = np.pad(x, widths, _NP_MODE[mode], **kw)  # type: ignore[call-overload]
+            return y
+        out_shape = list(x.shape)
+        for ax, (lo, hi) in zip(axes, pads):
+            out_shape[ax] = x.shape[ax] + lo + hi
+        src, dst = kept(x.shape)
         y = np.full(out_shape, fill, x.dtype)
-        y[tuple(dst)] = x[tuple(src)]
+        y[dst] = x[src]
         return y
 
     def backward(dy: Array, x_shape: tuple[int, ...]) -> Array:
         if mode == "constant":
+            src, dst = kept(x_shape)
             dx = np.zeros(x_shape, dy.dtype)
-            src: list[slice] = [slice(None)] * rank
-            dst: list[slice] = [slice(None)] * rank
-            for ax, (lo, hi) in zip(axes, pads):
-                n = x_shape[ax]
-                src[ax] = slice(max(-lo, 0), n - max(-hi, 0))
-                dst[ax] = slice(max(lo, 0), max(lo, 0) + src[ax].stop - src[ax].start)
-            dx[tuple(src)] = dy[tuple(dst)]
+            dx[src] = dy[dst]
             return dx
         dx = dy
         for ax, (lo, hi) in reversed(tuple(zip(axes, pads))):

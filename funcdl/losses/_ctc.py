@@ -154,14 +154,19 @@ def _beta(em: Array, skip: Array, il: Array, tl: Array) -> Array:
 def _posterior(em: Array, alpha: Array, skip: Array, ext: Array, il: Array, tl: Array,
                logp: Array, finite: Array, n_cls: int, zero_infinity: bool) -> Array:
     """``dlp`` (N, T, C) for a cotangent of 1 on each example's loss: ``-Σ_{s: l'_s = c}
-    exp(α_t(s) + β_t(s) - log p)`` by a batched matmul with the one-hot of l'."""
+    exp(α_t(s) + β_t(s) - log p)``, one bincount over the flat (n, t, l'_s) indices (a
+    product with the one-hot of l' costs N·T·S'·C: 58 ms against 1 ms at C = 1000, a
+    one-off timing)."""
     beta = _beta(em, skip, il, tl)
     shift = np.where(finite, logp, 0.0)  # an infinite loss's rows are replaced below
     gamma = alpha[:, :, 2:] + beta
     gamma -= shift[:, None, None]
     np.exp(gamma, out=gamma)
-    one_hot = (ext[:, :, None] == np.arange(n_cls)).astype(_WORK)
-    out: Array = -(gamma @ one_hot)
+    n, t_max = gamma.shape[:2]
+    rows = (np.arange(n)[:, None, None] * t_max + np.arange(t_max)[None, :, None]) * n_cls
+    out: Array = np.bincount((rows + ext[:, None, :]).ravel(), gamma.ravel(),
+                             minlength=n * t_max * n_cls).reshape(n, t_max, n_cls)
+    np.negative(out, out=out)
     if not finite.all():
         bad = ~finite[:, None] & (np.arange(em.shape[1]) < il[:, None])  # (N, T)
         out[bad] = 0.0 if zero_infinity else np.nan

@@ -62,7 +62,7 @@ def _sigmoid_focal(pred: Any, target: Any, alpha: Any = 0.25, gamma: float = 2.0
         ce += np.log1p(e)
         focus = miss**g  # in [0, 1]; 0**0 is 1
         per = ce * focus
-        slope = (p - t) * focus
+        slope = ((1 - t) * p - t * q) * focus  # p - t, without its cancellation at p ≈ t
         if g:
             # p (1 - p) / (1 - p_t) <= max(p, 1 - p) <= 1, and ce times it is bounded
             # (-p log p for a hard target): no overflow where ce is huge; where 1 - p_t is
