@@ -175,6 +175,17 @@ CASES = [
     case(L.AdaptiveMaxPool2D((3, None)), f(2, 5, 4, 2)),
     case(L.AdaptiveAvgPool1D(3), f(2, 7, 2)), case(L.AdaptiveMaxPool1D(2), f(2, 5, 3)),
     case(L.InstanceNorm(), f(2, 3, 4)), case(L.InstanceNorm(affine=True), f(2, 2, 3, 2)),
+    case(L.TransformerEncoderLayer(4, 2, 6, dropout=0.0), f(2, 3, 4)),
+    case(L.TransformerEncoderLayer(4, 2, 6, activation="gelu", norm_first=True, causal=True),
+         f(2, 3, 4), **TRAIN),
+    case(L.TransformerDecoderLayer(4, 2, 6, dropout=0.0), (f(2, 3, 4), f(2, 5, 4))),
+    case(L.TransformerDecoderLayer(4, 2, 6, norm_first=True), (f(2, 3, 4), f(2, 5, 4)),
+         **TRAIN),
+    case(L.Bidirectional(L.LSTM(3)), f(2, 4, 3)),
+    case(L.Bidirectional(L.SimpleRNN(2), None), f(2, 3, 2)),
+    case(L.Bidirectional(L.GRU(2, return_sequences=False), "sum",
+                         backward_layer=L.GRU(2, return_sequences=False, reverse=True)),
+         f(2, 3, 2)),
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's)
 MADE = {c.layer.name.split("(")[0] for c in CASES} | {"Layer"}

@@ -7,7 +7,8 @@ Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU
 (Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select, Slice), ``remat`` (Remat),
 ``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm), ``instancenorm``
 (InstanceNorm), ``rmsnorm`` (RMSNorm), ``embed`` (Embedding), ``attention``
-(MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``conv``, ``conv_transpose``
+(MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``blocks``
+(TransformerEncoderLayer, TransformerDecoderLayer, Bidirectional), ``conv``, ``conv_transpose``
 (ConvTranspose2D), ``upsample`` (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle``
 (PixelShuffle, PixelUnshuffle), ``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive
 pools).
@@ -43,6 +44,7 @@ from funcdl.layers.adaptive_pool import (
 )
 from funcdl.layers.attention import MultiHeadAttention
 from funcdl.layers.base import Layer, LayerLike, Pointwise, Pullback, Shape
+from funcdl.layers.blocks import Bidirectional, TransformerDecoderLayer, TransformerEncoderLayer
 from funcdl.layers.branching import Parallel, Repeat, Residual, Shared
 from funcdl.layers.combinators import Sequential
 from funcdl.layers.conv import Conv1D, Conv2D
@@ -78,6 +80,7 @@ __all__ = [
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
+    "Bidirectional",
     "Conv1D",
     "Conv2D",
     "ConvTranspose2D",
@@ -133,5 +136,7 @@ __all__ = [
     "Softsign",
     "Tanh",
     "Tied",
+    "TransformerDecoderLayer",
+    "TransformerEncoderLayer",
     "Upsample",
 ]

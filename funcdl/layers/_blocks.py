@@ -1,0 +1,122 @@
+"""What the building blocks of ``blocks`` share: a composition that carries its own
+parameter layout, and the wrapper that gives it a name and named params.
+
+A part is ``(layer, skeleton)``: the skeleton mirrors the layer's params tree, a name
+(``'self_attn'``) where a named child's whole params sit, ``()`` where a child has none.
+The block's params are the flat dict ``{name: child params}``, the nested tuples of the
+Sequential/Parallel composition built from it on each call (``fill``) and its gradients
+read back into a dict (``collect``): a pytree rearrangement, no arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from funcdl import random
+from funcdl._treenodes import describe
+from funcdl.layers.base import Layer, LayerLike, located
+from funcdl.layers.branching import Parallel, Residual
+from funcdl.layers.combinators import ERRORS, Sequential
+
+Part = tuple[Any, Any]
+
+
+def named(layer: LayerLike, key: str) -> Part:
+    return layer, key
+
+
+def bare(layer: LayerLike) -> Part:
+    return layer, ()
+
+
+def seq(*parts: Part | None) -> Part:
+    """Sequential of the parts given, None ones left out (a dropout at rate 0)."""
+    kept = [p for p in parts if p is not None]
+    return Sequential(*(p[0] for p in kept)), tuple(p[1] for p in kept)
+
+
+def par(*parts: Part) -> Part:
+    return Parallel(*(p[0] for p in parts)), tuple(p[1] for p in parts)
+
+
+def res(part: Part) -> Part:
+    return Residual(part[0]), part[1]  # Residual's params are its child's own
+
+
+def fill(skeleton: Any, params: dict[str, Any]) -> Any:
+    if isinstance(skeleton, str):
+        return params[skeleton]
+    return tuple(fill(s, params) for s in skeleton)
+
+
+def collect(skeleton: Any, tree: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(skeleton, str):
+        out[skeleton] = tree
+    else:
+        for s, t in zip(skeleton, tree):
+            collect(s, t, out)
+    return out
+
+
+def keys_of(skeleton: Any) -> list[str]:
+    if isinstance(skeleton, str):
+        return [skeleton]
+    return [k for s in skeleton for k in keys_of(s)]
+
+
+def _relabelled(name: str, e: Exception) -> Exception:
+    """An inner error with the block's name first: ``TransformerEncoderLayer(8, 2):
+    Sequential[2] ...``, the inner place kept (it says which child failed)."""
+    return e if str(e).startswith(name) else located(f"{name}:", "", e)
+
+
+def block(name: str, part: Part, check_shape: Callable[[Any], Any]) -> Layer:
+    """A stateless Layer named ``name`` running ``part``'s layer, its params the dict of the
+    skeleton's names; ``check_shape(in_shape)`` refuses a wrong in_shape in the block's
+    words and gives the shape to pass on."""
+    inner, skeleton = part
+    keys = keys_of(skeleton)
+
+    def packed(params: Any) -> Any:
+        if not isinstance(params, dict) or set(params) != set(keys):
+            raise ValueError(f"{name}: expected params as a dict with keys {sorted(keys)}, as "
+                             f"init returns them, got {describe(params)}")
+        return fill(skeleton, params)
+
+    def unpacked(grads: Any) -> dict[str, Any]:
+        got = collect(skeleton, grads, {})
+        return {k: got[k] for k in keys}
+
+    def init(key: random.Key, in_shape: Any) -> tuple[Any, Any]:
+        shape = check_shape(in_shape)
+        try:
+            out, params = inner.init(key, shape)
+        except ERRORS as e:
+            raise _relabelled(name, e) from e
+        return out, unpacked(params)
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        p = packed(params)
+        try:
+            return inner.apply(p, x, key=key, train=train)
+        except ERRORS as e:
+            raise _relabelled(name, e) from e
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        p = packed(params)
+        try:
+            y, pb = inner.vjp(p, x, key=key, train=train)
+        except ERRORS as e:
+            raise _relabelled(name, e) from e
+
+        def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
+            try:
+                grads, dx = pb(dy, need_dx=need_dx)
+            except ERRORS as e:
+                raise _relabelled(name, e) from e
+            return unpacked(grads), dx
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name, dx_optional=True)

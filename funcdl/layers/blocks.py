@@ -1,0 +1,289 @@
+"""One-line building blocks composed of funcdl's layers, as PyTorch and Keras give them:
+TransformerEncoderLayer, TransformerDecoderLayer (``torch.nn``'s, ``batch_first=True``) and
+Bidirectional (Keras', over a recurrent layer; ``torch.nn.LSTM(bidirectional=True)``).
+
+Each is a composition of existing layers (MultiHeadAttention, Dense, LayerNorm, Dropout,
+Residual, FanOut, Parallel, Select, FanInSum, FanInConcat), so its vjp is theirs, chained:
+nothing here differentiates by hand but Bidirectional's time flip (``dx = flip(dx')``).
+Params are a dict named as torch's submodules, each entry the child layer's own params
+(``_blocks``). From a torch state_dict ``sd`` (E = d_model):
+
+- ``'self_attn'``, ``'multihead_attn'`` (MultiHeadAttention): ``w_q, w_k, w_v =
+  sd['self_attn.in_proj_weight'][:E].T, [E:2E].T, [2E:].T``, ``b_q, b_k, b_v`` the thirds of
+  ``in_proj_bias``, ``w_o = out_proj.weight.T``, ``b_o = out_proj.bias``;
+- ``'linear1'``, ``'linear2'`` (Dense): ``w = weight.T``, ``b = bias``;
+- ``'norm1'``, ``'norm2'``, ``'norm3'`` (LayerNorm): ``scale = weight``, ``bias = bias``;
+- Bidirectional ``'forward'``, ``'backward'`` (the recurrent layers'): ``w_ih =
+  weight_ih_l0.T``, ``w_hh = weight_hh_l0.T``, ``b_ih``, ``b_hh`` as they are; the backward
+  ones from the ``*_l0_reverse`` entries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from funcdl import random
+from funcdl._args import bool_arg, call_name, int_arg, nearest_divisors, real_arg
+from funcdl.layers._blocks import Part, bare, block, named, par, res, seq
+from funcdl.layers.activations import ReLU
+from funcdl.layers.attention import MultiHeadAttention
+from funcdl.layers.base import Layer, LayerLike, as_array, check_in_shape, layer_arg, located
+from funcdl.layers.combinators import ERRORS, is_stateful, name_of
+from funcdl.layers.core import Dense, Dropout, Identity
+from funcdl.layers.gated import GELU
+from funcdl.layers.norm import LayerNorm
+from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select
+
+__all__ = ["Bidirectional", "TransformerDecoderLayer", "TransformerEncoderLayer"]
+
+
+class _Shown(str):
+    """A layer's name shown bare in a block's name: ``activation=GELU(approximate=True)``."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _options(kind: str, d_model: Any, nhead: Any, dim_feedforward: Any, dropout: Any,
+             activation: Any, layer_norm_eps: Any, norm_first: Any, extra: dict[str, Any],
+             bias: Any, batch_first: Any) -> tuple[str, int, int, int, float, Any, float, bool]:
+    """The checked options and the block's name; options torch has and funcdl does not
+    support cheaply are refused here, saying what to do instead."""
+    d = int_arg(d_model, kind, "d_model", 1)
+    h = int_arg(nhead, kind, "nhead", 1)
+    where = f"{kind}({d}, {h})"
+    ff = int_arg(dim_feedforward, where, "dim_feedforward", 1)
+    rate = real_arg(dropout, where, "dropout (the fraction dropped)", low=0.0, high=1.0)
+    eps = real_arg(layer_norm_eps, where, "layer_norm_eps", low=0.0, open_low=True)
+    first = bool_arg(norm_first, where, "norm_first")
+    flags = {k: bool_arg(v, where, k) for k, v in extra.items()}
+    if isinstance(activation, str):
+        if activation not in ("relu", "gelu"):
+            raise ValueError(f"{where}: activation must be 'relu' or 'gelu' (torch's "
+                             f"strings) or a funcdl layer such as GELU(approximate=True), "
+                             f"got {activation!r}")
+        act: Any = activation
+    else:
+        layer_arg(where, activation, "activation must be 'relu', 'gelu' or a layer: expected "
+                  "one")
+        act = _Shown(name_of(activation))
+    name = call_name(kind, (d, h), dim_feedforward=(ff, 2048), dropout=(rate, 0.1),
+                     activation=(act, "relu"), layer_norm_eps=(eps, 1e-5),
+                     norm_first=(first, False),
+                     **{k: (v, kind.endswith("DecoderLayer")) for k, v in flags.items()})
+    if d % h:
+        raise ValueError(f"{name}: d_model {d} is not divisible by nhead {h}: each head takes "
+                         f"d_model / nhead channels; use nhead {nearest_divisors(d, h)}")
+    if not bool_arg(bias, name, "bias"):
+        raise ValueError(f"{name}: bias=False is not supported (funcdl's LayerNorm has no "
+                         f"bias-free form); leave bias=True")
+    if not bool_arg(batch_first, name, "batch_first"):
+        raise ValueError(f"{name}: batch_first=False is not supported: funcdl's sequences are "
+                         f"(N, T, E), batch first; transpose a (T, N, E) input with "
+                         f"x.transpose(1, 0, 2)")
+    activation_layer = (activation if not isinstance(activation, str) else
+                        ReLU() if activation == "relu" else GELU())
+    return name, d, h, ff, rate, activation_layer, eps, first
+
+
+def _drop(rate: float) -> Part | None:
+    """A Dropout, or nothing at rate 0: then training needs no key, as MultiHeadAttention's
+    dropout=0 needs none (the params' dict is the same either way)."""
+    return bare(Dropout(rate)) if rate else None
+
+
+def _feedforward(d: int, ff: int, act: Any, rate: float) -> Part:
+    """torch's ``_ff_block`` with its dropout after: ``drop(linear2(drop(act(linear1(x)))))``."""
+    return seq(named(Dense(ff), "linear1"), bare(act), _drop(rate),
+               named(Dense(d), "linear2"), _drop(rate))
+
+
+def _sequence_shape(name: str, d: int, in_shape: Any, what: str = "in_shape") -> Any:
+    """``in_shape`` as (N, T, d_model), an unknown last axis taken as d_model."""
+    shape = check_in_shape(name, in_shape)
+    if len(shape) != 3 or shape[2] not in (None, d):
+        raise ValueError(f"{name}: expected {what} (N, T, {d}) (batch, time, d_model), got "
+                         f"{shape}" + ("; token ids (N, T) need an Embedding(vocab, "
+                                       f"{d}) first" if len(shape) == 2 else ""))
+    return (shape[0], shape[1], d)
+
+
+def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 2048,
+                            dropout: float = 0.1, activation: str | LayerLike = "relu",
+                            layer_norm_eps: float = 1e-5, norm_first: bool = False, *,
+                            causal: bool = False, bias: bool = True,
+                            batch_first: bool = True) -> Layer:
+    """``torch.nn.TransformerEncoderLayer(..., batch_first=True)``: ``(N, T, E) -> (N, T, E)``.
+
+    params: ``{'self_attn', 'linear1', 'linear2', 'norm1', 'norm2'}``, the
+    MultiHeadAttention's, the two Dense's and the two LayerNorm's params (module docstring:
+    from a torch state_dict).
+    forward (post-norm): ``x = norm1(x + drop(sa(x)))``, ``y = norm2(x + ff(x))``;
+    ``norm_first=True`` (pre-norm): ``x = x + drop(sa(norm1(x)))``, ``y = x + ff(norm2(x))``;
+    with ``ff(x) = drop(linear2(drop(act(linear1(x)))))`` and sa's attention weights dropped
+    too, all at ``dropout``, as torch's (``dropout=0``: training needs no key).
+    ``causal=True`` hides the keys after each query, torch's ``is_causal=True`` with its
+    ``-inf``-above-the-diagonal ``src_mask``.
+    vjp: the composition's, each child's vjp chained.
+    Refused: ``bias=False``, ``batch_first=False``; activation 'relu', 'gelu' (exact erf,
+    torch's) or a funcdl layer.
+    """
+    name, d, h, ff, rate, act, eps, first = _options(
+        "TransformerEncoderLayer", d_model, nhead, dim_feedforward, dropout, activation,
+        layer_norm_eps, norm_first, {"causal": causal}, bias, batch_first)
+    sa = seq(named(MultiHeadAttention(h, causal=causal, dropout=rate), "self_attn"),
+             _drop(rate))
+    feed = _feedforward(d, ff, act, rate)
+    norm1, norm2 = named(LayerNorm(eps), "norm1"), named(LayerNorm(eps), "norm2")
+    part = (seq(res(seq(norm1, sa)), res(seq(norm2, feed))) if first else
+            seq(res(sa), norm1, res(feed), norm2))
+    return block(name, part, lambda s: _sequence_shape(name, d, s))
+
+
+def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 2048,
+                            dropout: float = 0.1, activation: str | LayerLike = "relu",
+                            layer_norm_eps: float = 1e-5, norm_first: bool = False, *,
+                            causal: bool = True, bias: bool = True,
+                            batch_first: bool = True) -> Layer:
+    """``torch.nn.TransformerDecoderLayer(..., batch_first=True)`` called with
+    ``tgt_is_causal=True`` and its causal ``tgt_mask``: ``(tgt, memory) -> (N, T, E)``, tgt
+    (N, T, E) and memory (N, S, E); dx is ``(dtgt, dmemory)``.
+
+    params: ``{'self_attn', 'multihead_attn', 'linear1', 'linear2', 'norm1', 'norm2',
+    'norm3'}`` (module docstring: from a torch state_dict).
+    forward (post-norm): ``x = norm1(tgt + drop(sa(tgt)))``, ``x = norm2(x + drop(mha(x,
+    memory)))``, ``y = norm3(x + ff(x))``; ``norm_first=True``: ``x = tgt +
+    drop(sa(norm1(tgt)))``, ``x = x + drop(mha(norm2(x), memory))``, ``y = x + ff(norm3(x))``;
+    ``ff`` and the dropouts as in TransformerEncoderLayer. ``causal=False`` lets tgt's
+    queries see every tgt position (torch's call without ``tgt_mask``); memory is never
+    masked. vjp: the composition's; memory's cotangent is the cross-attention's.
+    Refused as in TransformerEncoderLayer.
+    """
+    name, d, h, ff, rate, act, eps, first = _options(
+        "TransformerDecoderLayer", d_model, nhead, dim_feedforward, dropout, activation,
+        layer_norm_eps, norm_first, {"causal": causal}, bias, batch_first)
+    sa = seq(named(MultiHeadAttention(h, causal=causal, dropout=rate), "self_attn"),
+             _drop(rate))
+    cross = seq(named(MultiHeadAttention(h, dropout=rate), "multihead_attn"),
+                _drop(rate))
+    feed = _feedforward(d, ff, act, rate)
+    n1, n2, n3 = (named(LayerNorm(eps), f"norm{i}") for i in (1, 2, 3))
+    keep = bare(Identity())  # memory, passed on as it is
+    # (x, memory) -> (x, memory), (x, memory) -> x + cross(...): FanOut copies the pair,
+    # Select(0) takes x back out of one copy, FanInSum adds the residual
+    if first:
+        part = seq(par(res(seq(n1, sa)), keep), bare(FanOut(2)),
+                   par(bare(Select(0)), seq(par(n2, keep), cross)), bare(FanInSum()),
+                   res(seq(n3, feed)))
+    else:
+        part = seq(par(seq(res(sa), n1), keep), bare(FanOut(2)),
+                   par(bare(Select(0)), cross), bare(FanInSum()), n2, res(feed), n3)
+
+    def shapes(in_shape: Any) -> Any:
+        if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
+                and all(isinstance(s, (tuple, list)) for s in in_shape)):
+            raise ValueError(f"{name}: expected in_shape a pair of shapes (tgt, memory), "
+                             f"((N, T, {d}), (N, S, {d})), got {in_shape!r}")
+        return (_sequence_shape(name, d, in_shape[0], "tgt's shape"),
+                _sequence_shape(name, d, in_shape[1], "memory's shape"))
+
+    return block(name, part, shapes)
+
+
+# ---------------------------------------------------------------------------- Bidirectional
+
+_MERGES = {"concat": FanInConcat, "sum": FanInSum}
+
+
+def _flipped(layer: Any) -> Layer:
+    """``layer`` run backward in time: ``y = flip(f(flip(x)))``, the output flipped back when
+    it keeps the time axis (a sequence), as it is otherwise (the last step's state, which
+    is then that of step 0); vjp: ``dx = flip(f_xᵀ flip(dy))``, ``dparams = f_pᵀ flip(dy)``.
+    Flips are views (axis 1, reversed strides): the recurrent layers copy to time-major
+    anyway."""
+    child = name_of(layer)
+    name = f"reversed {child}"
+
+    def flip(x: Any) -> Any:
+        x = as_array(name, x)
+        if x.ndim < 3:
+            raise ValueError(f"{name}: expected an input (N, T, C) with a time axis, got "
+                             f"shape {x.shape}")
+        return x[:, ::-1]
+
+    def call(fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except ERRORS as e:
+            raise located(name, child, e) from e
+
+    def init(key: random.Key, in_shape: Any) -> Any:
+        return call(layer.init, key, in_shape)
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        xf = flip(x)
+        y = call(layer.apply, params, xf, key=key, train=train)
+        return y[:, ::-1] if np.ndim(y) == xf.ndim else y
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        xf = flip(x)
+        y, pb = call(layer.vjp, params, xf, key=key, train=train)
+        seq_out = np.ndim(y) == xf.ndim
+
+        def pullback(dy: Any) -> tuple[Any, Any]:
+            dy = as_array(name, dy)
+            grads, dx = call(pb, dy[:, ::-1] if seq_out and dy.ndim == xf.ndim else dy)
+            return grads, (None if dx is None else dx[:, ::-1])
+
+        return (y[:, ::-1] if seq_out else y), pullback
+
+    return Layer(init, apply, vjp, name=name)
+
+
+def Bidirectional(layer: LayerLike, merge: str | None = "concat", *,
+                  backward_layer: LayerLike | None = None) -> Layer:
+    """Keras' ``Bidirectional`` over a recurrent layer, ``(N, T, C) -> (N, T, 2H)`` (or
+    ``(N, 2H)`` when the layer has ``return_sequences=False``): torch's
+    ``nn.LSTM(..., bidirectional=True, batch_first=True)`` output (its ``h_n`` of both
+    directions, concatenated, without sequences).
+
+    ``layer`` runs forward; the backward direction is, by default, the same constructor
+    value run on the input reversed in time (its output reversed back), with params of its
+    own: ``Bidirectional(LSTM(32))`` as in Keras. ``backward_layer`` (Keras' name) replaces
+    it by a layer that itself runs backward and answers in the input's time order, such as
+    ``LSTM(32, reverse=True)``: the same numbers. A ``layer`` built with ``reverse=True`` is
+    refused (its default twin would run forward).
+    params: ``{'forward': layer's params, 'backward': the backward layer's}``.
+    forward: ``y = merge(f(x), b(x))``, merge ``'concat'`` ``[f, b]`` on the last axis (torch's
+    order), ``'sum'`` ``f + b``, None the pair ``(f, b)``; vjp: the composition's
+    (FanOut, Parallel, the merge), ``dx = f_xᵀ dy_f + b_xᵀ dy_b``.
+    """
+    layer_arg("Bidirectional", layer, "expected a recurrent layer, as Bidirectional(LSTM(32)); "
+              "a layer is a value")
+    child = name_of(layer)
+    if merge is not None and (not isinstance(merge, str) or merge not in _MERGES):
+        raise ValueError(f"Bidirectional({child}): merge must be 'concat', 'sum' or None (the "
+                         f"pair), got {merge!r}")
+    if backward_layer is None:
+        if "reverse=True" in child.split("(", 1)[-1] and child.startswith(
+                ("LSTM(", "GRU(", "SimpleRNN(")):
+            raise ValueError(f"Bidirectional({child}): the layer runs backward already "
+                             f"(reverse=True); pass the forward layer, or both: "
+                             f"Bidirectional(forward, backward_layer={child})")
+        back: Any = _flipped(layer)
+    else:
+        layer_arg("Bidirectional", backward_layer, "backward_layer: expected a layer")
+        back = backward_layer
+    name = call_name("Bidirectional", (_Shown(child),), merge=(merge, "concat"),
+                     backward_layer=(None if backward_layer is None else
+                                     _Shown(name_of(backward_layer)), None))
+    for what, lay in (("layer", layer), ("backward_layer", back)):
+        if is_stateful(lay):
+            raise TypeError(f"{name}: {what} {name_of(lay)} is stateful; Bidirectional takes "
+                            f"stateless (recurrent) layers")
+    parts = [bare(FanOut(2)), par(named(layer, "forward"), named(back, "backward"))]
+    if merge is not None:
+        parts.append(bare(_MERGES[merge]()))
+    return block(name, seq(*parts), lambda s: s)
