@@ -30,6 +30,7 @@ from funcdl._args import int_arg, shown
 from funcdl._reduce import Layout, Reducer, as_tree, memo, ravel, span
 from funcdl.optim import GradientTransformation
 from funcdl.optim._base import Count, check_state, next_count, read_count, zero_count
+from funcdl.optim._keywords import extra_keywords
 
 Tree = Any
 Comm = Any
@@ -80,6 +81,14 @@ def check_elementwise(name: str, opt: GradientTransformation) -> None:
     pieces of the leaves, so a rule that mixes entries (a global-norm clip, a per-leaf trust
     ratio) or reads the params' shapes or structure (a weight-decay mask) would be silently
     wrong, or fail on the pieces."""
+    takes = extra_keywords(opt.update)
+    if takes:
+        raise TypeError(
+            f"{name}: the optimizer's update takes {', '.join(f'{k}=' for k in sorted(takes))} "
+            f"(reduce_on_plateau's value=, the loss), which a sharded step does not pass: "
+            f"every rank would have to scale by the same loss; take data_parallel's mean "
+            f"gradients and a plain optimizer instead, with the loss averaged by "
+            f"parallel.pmean")
     p = np.array([0.5, -1.5, 2.0, 3.0])
     g = np.array([3e30, -4e30, 1.0, 1e-3])
 

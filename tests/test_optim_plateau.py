@@ -92,6 +92,32 @@ def test_chain_and_named_chain_forward_value_to_the_stage_that_takes_it() -> Non
         assert "value" in inspect.signature(opt.update).parameters
 
 
+def test_masked_and_multi_steps_forward_value_to_the_transform_they_wrap() -> None:
+    # masked: the scale reaches the masked leaf only ('b' keeps sgd's step); multi_steps:
+    # the loss reaches the inner chain at its k-th updates, as optax's MultiSteps
+    opt = optim.chain(optim.sgd(1.0), optim.masked(reduce_on_plateau(0.5, patience=2),
+                                                   {"w": True, "b": False}))
+    state, got = opt.init(P), []
+    for loss in [3.0, 3.0, 3.0]:
+        u, state = opt.update(state, G, P, value=loss)
+        got.append((float(u["w"][0] / G["w"][0]), float(u["b"] / G["b"])))
+    assert got == [(-1.0, -1.0), (-1.0, -1.0), (-0.5, -1.0)]
+    assert "value" in inspect.signature(opt.update).parameters
+    multi = optim.multi_steps(optim.chain(optim.sgd(1.0), reduce_on_plateau(0.5, patience=1)),
+                              2)
+    state, got = multi.init(P), []
+    for loss in [3.0] * 6:
+        u, state = multi.update(state, G, P, value=loss)
+        got.append(float(u["b"] / G["b"]))
+    assert got == [0.0, -1.0, 0.0, -0.5, 0.0, -0.25]
+    for wrapper in (optim.masked(optim.sgd(1.0), {"w": True, "b": False}),
+                    optim.multi_steps(optim.sgd(1.0), 2)):
+        name = wrapper.update.__qualname__.split(".")[0]
+        with pytest.raises(TypeError, match=r"got an unexpected keyword argument 'value'"):
+            wrapper.update(wrapper.init(P), G, P, value=1.0)
+        assert "value" not in inspect.signature(wrapper.update).parameters, name
+
+
 def test_a_keyword_no_stage_takes_is_refused_naming_it() -> None:
     opt = optim.chain(optim.sgd(1.0), reduce_on_plateau())
     state = opt.init(P)

@@ -144,6 +144,15 @@ def test_an_optimizer_that_mixes_entries_is_refused():
         parallel.sharded(fd.optim.sgd)
 
 
+def test_an_optimizer_that_needs_the_loss_is_refused_saying_so():
+    # reduce_on_plateau is elementwise, but its value= would have to reach every rank alike
+    opt = fd.optim.chain(fd.optim.adam(1e-2), fd.optim.reduce_on_plateau())
+    with pytest.raises(TypeError, match=r"update takes value= \(reduce_on_plateau's value=, "
+                                        r"the loss\), which a sharded step does not pass"):
+        parallel.sharded(opt)
+    parallel.sharded(fd.optim.multi_steps(fd.optim.adam(1e-2), 2))  # takes no keyword
+
+
 def test_an_optimizer_that_reads_the_params_structure_is_refused():
     # the sharded optimizer hands its optimizer flat pieces of the leaves: a mask by ndim
     # would never decay anything there, and a mask tree cannot match them

@@ -12,6 +12,7 @@ import numpy as np
 from funcdl import tree
 from funcdl._treenodes import children_of, mismatch_error, same_node
 from funcdl.optim._base import GradientTransformation, check_state, transform
+from funcdl.optim._keywords import check_extra, extra_keywords, show_keywords
 
 __all__ = ["MaskedState", "masked"]
 
@@ -60,8 +61,13 @@ def make_masked(name: str, inner: GradientTransformation,
         k = iter(flags(f"{name}.init", params, "params"))
         return MaskedState(inner.init(tree.map(lambda x: x if next(k) else None, params)))
 
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, MaskedState]:
+    takes = (extra_keywords(inner.update),)
+
+    def update(state: Any, grads: Tree, params: Tree = None, **extra: Any
+               ) -> tuple[Tree, MaskedState]:
         check_state(name, state, MaskedState)
+        if extra:
+            check_extra(name, extra, takes)
         keep = flags(f"{name}.update", grads, "grads")
         k = iter(keep)
         g = tree.map(lambda x: x if next(k) else None, grads)
@@ -76,11 +82,11 @@ def make_masked(name: str, inner: GradientTransformation,
                 except ValueError as e:
                     raise ValueError(f"{name}.update: {e}") from None
                 raise
-        u, inner_state = inner.update(state.inner_state, g, p)
+        u, inner_state = inner.update(state.inner_state, g, p, **extra)
         done, k = iter(tree.leaves(u)), iter(keep)
         return tree.map(lambda x: next(done) if next(k) else x, grads), MaskedState(inner_state)
 
-    return transform(name, init, update)
+    return transform(name, init, show_keywords(update, takes))
 
 
 def _is_flag(m: Any) -> bool:

@@ -33,6 +33,7 @@ from funcdl.optim._checks import (
     moment_dtype_arg,
     zeros_in,
 )
+from funcdl.optim._keywords import check_extra, extra_keywords, show_keywords
 from funcdl.optim._schedules import _steps
 
 __all__ = ["ApplyEveryState", "EmaState", "MultiStepsState", "apply_every", "ema",
@@ -135,8 +136,13 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
         return MultiStepsState(zero_count(), zero_count(), opt.init(params),
                                tree.zeros_like(params))
 
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, MultiStepsState]:
+    takes = (extra_keywords(opt.update),)
+
+    def update(state: Any, grads: Tree, params: Tree = None, **extra: Any
+               ) -> tuple[Tree, MultiStepsState]:
         check_state(name, state, MultiStepsState)
+        if extra:  # passed to opt at the k-th update, as optax's MultiSteps does
+            check_extra(name, extra, takes)
         n = read_count(f"{name}.update", state.mini_step)
         step = read_count(f"{name}.update", state.gradient_step)
         emit = n + 1 >= every_k(step)
@@ -154,11 +160,11 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
             return (tree.zeros_like(acc),
                     MultiStepsState(next_count(n), np.int64(step), state.inner_opt_state,
                                     acc))
-        updates, inner = opt.update(state.inner_opt_state, acc, params)
+        updates, inner = opt.update(state.inner_opt_state, acc, params, **extra)
         return updates, MultiStepsState(zero_count(), next_count(step), inner,
                                         tree.zeros_like(acc))
 
-    return transform(name, init, update)
+    return transform(name, init, show_keywords(update, takes))
 
 
 def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None
