@@ -18,12 +18,21 @@ the child's vjp fused with a neighbour's in the forward pass, keeping its activa
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from funcdl import random
 from funcdl.layers._guard import guarded
-from funcdl.layers.base import Layer, LayerLike, layer_arg, located, need_state
-from funcdl.layers.combinators import ERRORS, is_stateful, name_of
+from funcdl.layers.base import Layer, LayerLike, layer_arg, located
+from funcdl.layers.combinators import (
+    ERRORS,
+    build,
+    child_apply,
+    child_init,
+    child_vjp,
+    is_stateful,
+    name_of,
+)
 
 __all__ = ["Remat"]
 
@@ -45,8 +54,6 @@ def Remat(layer: LayerLike) -> Layer:
               "ReLU())); a layer is a value")
     layer = guarded(layer)
     child = name_of(layer)
-    name = f"Remat({child})"
-    stateful = is_stateful(layer)
     dx_optional = bool(getattr(layer, "dx_optional", False))
 
     def call(fn: Any, *args: Any, **kw: Any) -> Any:
@@ -56,49 +63,24 @@ def Remat(layer: LayerLike) -> Layer:
             raise located("Remat", child, e) from e
 
     def init(key: random.Key, in_shape: Any) -> Any:
-        return call(layer.init, key, in_shape)
+        return call(child_init, layer, key, in_shape)
 
-    def recompute(params: Any, x: Any, kw: dict[str, Any]) -> Any:
-        """The child's pullback, from its vjp run again on the kept arguments."""
-        return call(layer.vjp, params, x, **kw)[1]
+    def apply(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
+        return call(child_apply, layer, params, x, state, key, train)
 
-    def backward(params: Any, x: Any, kw: dict[str, Any], dy: Any, need_dx: bool) -> Any:
-        pullback = recompute(params, x, kw)
-        if not need_dx and dx_optional:
-            return call(pullback, dy, need_dx=False)
-        dparams, dx = call(pullback, dy)
-        return dparams, (dx if need_dx else None)
-
-    if stateful:
-        def apply_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
-                    train: bool = False) -> Any:
-            return call(layer.apply, params, x, state=need_state(name, state), key=key,
-                        train=train)
-
-        def vjp_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
-                  train: bool = False) -> Any:
-            kw = {"state": need_state(name, state), "key": key, "train": train}
-            y, new_state = call(layer.apply, params, x, **kw)
-
-            def pullback_s(dy: Any, need_dx: bool = True) -> Any:
-                return backward(params, x, kw, dy, need_dx)
-
-            return y, pullback_s, new_state
-
-        return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=dx_optional,
-                     ids=getattr(layer, "ids", None))
-
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        return call(layer.apply, params, x, key=key, train=train)
-
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        kw = {"key": key, "train": train}
-        y = call(layer.apply, params, x, **kw)
+    def vjp(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
+        y, new_state = call(child_apply, layer, params, x, state, key, train)
 
         def pullback(dy: Any, need_dx: bool = True) -> Any:
-            return backward(params, x, kw, dy, need_dx)
+            # the child's vjp again on the kept arguments, then its pullback
+            pull = call(child_vjp, layer, params, x, state, key, train)[1]
+            if need_dx:
+                return call(pull, dy)
+            if dx_optional:
+                return call(pull, dy, need_dx=False)
+            return call(pull, dy)[0], None
 
-        return y, pullback
+        return y, pullback, new_state
 
-    return Layer(init, apply, vjp, name=name, dx_optional=dx_optional,
-                 ids=getattr(layer, "ids", None))
+    made = build(f"Remat({child})", is_stateful(layer), init, apply, vjp)
+    return dataclasses.replace(made, dx_optional=dx_optional, ids=getattr(layer, "ids", None))
