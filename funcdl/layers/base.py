@@ -362,6 +362,30 @@ def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...],
     return arr
 
 
+def linear_map(name: str, init: Callable[..., Any], check: Callable[[Any, Any], Array],
+               forward: Callable[[Array], Array],
+               backward: Callable[[Array, tuple[int, ...]], Array]) -> Layer:
+    """A layer without params, linear in x (padding, upsampling, a permutation of entries):
+    ``y = forward(check(params, x))``; its pullback ``dx = backward(dy, x.shape)`` keeps
+    the shapes only, never x."""
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del key, train
+        return forward(check(params, x))
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        xa = check(params, x)
+        y = forward(xa)
+        x_shape, y_shape, y_dtype = xa.shape, y.shape, y.dtype
+
+        def pullback(dy: Any) -> tuple[Any, Array]:
+            return params, backward(check_cotangent(name, dy, y_shape, y_dtype), x_shape)
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name)
+
+
 def located(where: str, child: str, err: Exception) -> Exception:
     """Re-raise a child's error prefixed with its place in the parent: ``Sequential[3] ...``."""
     msg = str(err)

@@ -24,6 +24,7 @@ from funcdl.layers.base import (
     check_in_shape,
     in_input_dtype,
     kept,
+    linear_map,
     no_params,
 )
 
@@ -147,23 +148,15 @@ def _shape_layer(name: str, out_shape: Any, min_rank: int = 1) -> Layer:
         shape = check_in_shape(name, in_shape, min_rank=min_rank)
         return out_shape(shape), ()
 
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+    def check(params: Any, x: Any) -> Array:
         no_params(name, params)
-        del key, train
-        x = as_array(name, x)
+        return as_array(name, x)
+
+    def forward(x: Array) -> Array:
         y: Array = x.reshape(out_shape(x.shape, check=True))
         return y
 
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        y = apply(params, x)
-        x_shape = np.shape(x)
-
-        def pullback(dy: Array) -> tuple[Any, Array]:
-            return params, check_cotangent(name, dy, y.shape, y.dtype).reshape(x_shape)
-
-        return y, pullback
-
-    return Layer(init, apply, vjp, name=name)
+    return linear_map(name, init, check, forward, lambda dy, x_shape: dy.reshape(x_shape))
 
 
 def Identity() -> Layer:

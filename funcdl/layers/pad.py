@@ -29,8 +29,8 @@ from funcdl.layers.base import (
     Layer,
     Shape,
     as_floats,
-    check_cotangent,
     check_in_shape,
+    linear_map,
     no_params,
 )
 
@@ -194,23 +194,7 @@ def _layer(name: str, kind: str, pads: Pads, mode: Any, value: Any) -> Layer:
                 dx = _adjoint(mode, dx, ax, x_shape[ax], lo, hi)
         return dy.copy() if dx is dy else dx
 
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del key, train
-        return forward(check(params, x))
-
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del key, train
-        xa = check(params, x)
-        y = forward(xa)
-        x_shape, y_shape, y_dtype = xa.shape, y.shape, y.dtype  # shapes only: not x
-
-        def pullback(dy: Any) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y_shape, y_dtype)
-            return params, backward(dy, x_shape)
-
-        return y, pullback
-
-    return Layer(init, apply, vjp, name=name)
+    return linear_map(name, init, check, forward, backward)
 
 
 def Pad2D(padding: Any, mode: str = "constant", value: float = 0.0) -> Layer:

@@ -23,8 +23,8 @@ from funcdl.layers.base import (
     Layer,
     Shape,
     as_floats,
-    check_cotangent,
     check_in_shape,
+    linear_map,
     no_params,
 )
 
@@ -95,22 +95,8 @@ def _layer(name: str, r: int, up: bool) -> Layer:
         check_dims(a.shape)
         return a
 
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del key, train
-        return forward(check(params, x), r)
-
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del key, train
-        y = forward(check(params, x), r)
-        y_shape, y_dtype = y.shape, y.dtype  # a permutation: nothing else to keep
-
-        def pullback(dy: Any) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y_shape, y_dtype)
-            return params, backward(dy, r)
-
-        return y, pullback
-
-    return Layer(init, apply, vjp, name=name)
+    return linear_map(name, init, check, lambda x: forward(x, r),
+                      lambda dy, x_shape: backward(dy, r))
 
 
 def PixelShuffle(upscale_factor: int) -> Layer:

@@ -35,8 +35,8 @@ from funcdl.layers.base import (
     Layer,
     Shape,
     as_floats,
-    check_cotangent,
     check_in_shape,
+    linear_map,
     no_params,
 )
 
@@ -165,20 +165,4 @@ def Upsample(scale_factor: int | tuple[int, int], mode: str = "nearest",
             t = np.matmul(_matrix(h, sh, align, dy.dtype.char).T, t.reshape(n, h * sh, w * c))
         return (t.copy() if t is dy else t).reshape(x_shape)
 
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del key, train
-        return forward(check(params, x))
-
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del key, train
-        x = check(params, x)
-        y = forward(x)
-        x_shape, y_shape, y_dtype = x.shape, y.shape, y.dtype  # shapes only: not x itself
-
-        def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y_shape, y_dtype)
-            return params, backward(dy, x_shape)  # a pytree cotangent: as given
-
-        return y, pullback
-
-    return Layer(init, apply, vjp, name=name)
+    return linear_map(name, init, check, forward, backward)
