@@ -186,6 +186,14 @@ CASES = [
     case(L.Bidirectional(L.GRU(2, return_sequences=False), "sum",
                          backward_layer=L.GRU(2, return_sequences=False, reverse=True)),
          f(2, 3, 2)),
+    case(L.WeightNorm(L.Dense(3)), f(2, 4), "WeightNorm"),
+    case(L.WeightNorm(L.Conv2D(2, 3)), f(2, 4, 4, 3), "WeightNorm"),
+    case(L.SpectralNorm(L.Dense(3)), f(2, 4), "SpectralNorm"),
+    case(L.SpectralNorm(L.Dense(3)), f(2, 4), "SpectralNorm", **TRAIN),
+    case(L.SpectralNorm(L.Conv2D(2, 3), n_power_iterations=2), f(2, 4, 4, 3), "SpectralNorm",
+         **TRAIN),
+    case(L.Sequential(L.WeightNorm(L.Dense(3)), L.ReLU(), L.SpectralNorm(L.Dense(2))), f(2, 4),
+         SEQ, **TRAIN),
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's)
 MADE = {c.layer.name.split("(")[0] for c in CASES} | {"Layer"}

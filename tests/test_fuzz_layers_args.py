@@ -379,6 +379,12 @@ CTORS = [
     ("Bidirectional", L.Bidirectional, {"layer": L.LSTM(3)}, f(2, 4, 3),
      {"layer": (L.LSTM, None, 3, "lstm", L.LSTM(3, reverse=True), L.BatchNorm()),
       "merge": (3, "mul", "Concat", True), "backward_layer": (L.LSTM, 3, "lstm")}),
+    ("WeightNorm", L.WeightNorm, {"layer": L.Dense(3)}, f(2, 3),
+     {"layer": (L.ReLU, None, 3, "dense", L.ReLU()), "name": (None, 3, "b2", "kernel"),
+      "dim": (*INT[1:], 2, -3)}),
+    ("SpectralNorm", L.SpectralNorm, {"layer": L.Dense(3)}, f(2, 3),
+     {"layer": (L.ReLU, None, 3, L.ReLU(), L.BatchNorm()), "name": (None, 3, "kernel"),
+      "n_power_iterations": POS, "eps": (*NUM, 0, -1), "dim": (*INT, 2, -3)}),
     ("Layer", lambda fn: L.Layer(fn, fn, fn), {"fn": lambda *a, **k: None}, f(2, 3),
      {"fn": (None, 3, "init")}),
 ]

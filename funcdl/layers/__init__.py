@@ -5,6 +5,7 @@ layers, Dropout), ``activations``, ``activations_extra`` (ReLU6, Hardtanh, Hards
 Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU),
 ``combinators`` (Sequential), ``branching`` (Parallel, Residual, Shared, Repeat), ``tied``
 (Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select, Slice), ``remat`` (Remat),
+``parametrize`` (WeightNorm, SpectralNorm),
 ``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm), ``instancenorm``
 (InstanceNorm), ``rmsnorm`` (RMSNorm), ``embed`` (Embedding), ``attention``
 (MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``blocks``
@@ -56,6 +57,7 @@ from funcdl.layers.groupnorm import GroupNorm
 from funcdl.layers.instancenorm import InstanceNorm
 from funcdl.layers.norm import BatchNorm, LayerNorm
 from funcdl.layers.pad import Pad1D, Pad2D
+from funcdl.layers.parametrize import SpectralNorm, WeightNorm
 from funcdl.layers.pixel_shuffle import PixelShuffle, PixelUnshuffle
 from funcdl.layers.pool import AvgPool2D, GlobalAvgPool, MaxPool2D
 from funcdl.layers.pool1d import AvgPool1D, MaxPool1D
@@ -134,9 +136,11 @@ __all__ = [
     "Softmax",
     "Softplus",
     "Softsign",
+    "SpectralNorm",
     "Tanh",
     "Tied",
     "TransformerDecoderLayer",
     "TransformerEncoderLayer",
     "Upsample",
+    "WeightNorm",
 ]
