@@ -1,4 +1,6 @@
-"""Minibatches and the disk data set, both deterministic in an explicit key.
+"""Minibatches, a train/test split and small synthetic data sets, deterministic in an
+explicit key: the disk, and scikit-learn's moons, circles and blobs and CS231n's spirals
+(in ``funcdl._datasets``); ``one_hot`` and ``moments`` for the labels and features.
 
 Nothing here keeps state between calls: a new epoch order comes from a new key.
 """
@@ -13,10 +15,31 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from funcdl import random
-from funcdl._args import array_arg, bool_arg, count_arg, float_dtype_arg, int_arg, real_arg
+from funcdl._args import (
+    array_arg,
+    bool_arg,
+    count_arg,
+    float_dtype_arg,
+    int_arg,
+    is_int,
+    number,
+    real_arg,
+    shown,
+)
+from funcdl._datasets import (
+    blobs,
+    circles,
+    moments,
+    moons,
+    one_hot,
+    real,
+    spirals,
+    stratified_test_counts,
+)
 from funcdl.random import Key
 
-__all__ = ["RADIUS", "batches", "disk"]
+__all__ = ["RADIUS", "batches", "blobs", "circles", "disk", "moments", "moons", "one_hot",
+           "spirals", "train_test_split"]
 
 RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
 """The disk's radius: its area pi * RADIUS**2 is 1/2, so the classes balance in expectation."""
@@ -135,3 +158,92 @@ def disk(key: Key, n: int, dtype: DTypeLike = np.float32, *, center: Any = (0.5,
         d2 = np.square(x.astype(np.float64) - np.array([c0, c1])).sum(axis=1, keepdims=True)
     y = (d2 < r * r).astype(dt)
     return x, y
+
+
+def train_test_split(key: Key, *arrays: ArrayLike, test_size: float | int = 0.25,
+                     stratify: ArrayLike | None = None) -> tuple[NDArray[Any], ...]:
+    """``arrays`` split along axis 0 into a train and a test part, as scikit-learn's
+    ``train_test_split``: returns ``(a_train, a_test, b_train, b_test, ...)``.
+
+    Every array is indexed by the same two index arrays, drawn from ``key``. Sizes: a
+    fraction ``test_size`` in (0, 1) gives ``n_test = ceil(test_size * n)``, an int
+    ``test_size`` in [1, n) that many; the train part gets the other ``n - n_test``
+    (scikit-learn's rule). Without ``stratify`` the test part is the first ``n_test`` of
+    ``random.permutation(key, n)``, the train part the rest, in that order.
+
+    ``stratify`` (labels of shape ``(n,)``, or rows ``(n, ...)``: a class per distinct row)
+    keeps the class proportions: class ``c`` of ``n_c`` members gives
+    ``floor(n_test n_c / n)`` to the test part, and the test places left go one each to the
+    classes of the largest remainders ``n_test n_c mod n`` (ties to the class that sorts
+    first; scikit-learn breaks them at random). The members chosen within a class are the
+    first in the permutation's order, and both parts keep that order. As in scikit-learn,
+    every class needs 2 members and each part at least one place per class.
+    """
+    where = "data.train_test_split"
+    call = "train_test_split(key, x, y, test_size=0.25)"
+    random.check_key(key, where)
+    xs = examples(where, key, arrays, call)
+    n = len(xs[0])
+    n_test = _test_count(test_size, n, where)
+    order = random.permutation(key, n)
+    if stratify is None:
+        test, train = order[:n_test], order[n_test:]
+    else:
+        test_mask = _stratified(stratify, n, n_test, order, where)[order]
+        test, train = order[test_mask], order[~test_mask]
+    return tuple(part for a in xs for part in (a[train], a[test]))
+
+
+def _test_count(test_size: Any, n: int, where: str) -> int:
+    """The test part's size: ``ceil(test_size n)`` for a fraction, the int itself."""
+    size = number(test_size)
+    if n < 2:
+        raise ValueError(f"{where}: needs at least 2 examples (one to train on, one to test), "
+                         f"got {n}")
+    if is_int(size):
+        if not 1 <= size < n:
+            raise ValueError(f"{where}: an int test_size is a number of test examples in "
+                             f"[1, {n}) for {n} examples, got {shown(size)}; pass a fraction such "
+                             f"as test_size=0.25 or an int in range")
+        return int(size)
+    frac = real(size, where, "test_size", "; pass a fraction such as test_size=0.25, or an "
+                "int number of test examples", low=0.0, high=1.0, open_low=True, open_high=True)
+    n_test = math.ceil(frac * n)
+    if n_test >= n:
+        raise ValueError(f"{where}: test_size={frac} of {n} examples leaves none to train on "
+                         f"(ceil({frac} * {n}) = {n_test}); pass a smaller test_size")
+    return n_test
+
+
+def _stratified(stratify: Any, n: int, n_test: int, order: NDArray[np.int64],
+                where: str) -> NDArray[np.bool_]:
+    """Which examples are in the test part (a mask over the examples), the classes'
+    shares by largest remainders and the members of each the first in ``order``."""
+    s = array_arg(stratify, where, "stratify")
+    if s.ndim == 0 or len(s) != n:
+        raise ValueError(f"{where}: stratify must hold one label per example, shape ({n},), "
+                         f"got shape {s.shape}; pass stratify=y")
+    try:
+        _, cls, counts = np.unique(s.reshape(n, -1) if s.ndim > 1 else s,
+                                   axis=0 if s.ndim > 1 else None, return_inverse=True,
+                                   return_counts=True)
+    except TypeError:  # labels that do not sort (mixed types, objects)
+        raise TypeError(f"{where}: stratify's labels must be sortable (ints or strings), "
+                        f"got dtype {s.dtype}; pass stratify=y with integer labels") from None
+    cls = cls.reshape(n)
+    k = len(counts)
+    if counts.min() < 2:
+        raise ValueError(f"{where}: stratify has a class of only {counts.min()} member, which "
+                         f"cannot be in both parts; every class needs 2 or more: merge or "
+                         f"drop the rare classes, or pass stratify=None")
+    if min(n_test, n - n_test) < k:
+        raise ValueError(f"{where}: the test part ({n_test}) and the train part "
+                         f"({n - n_test}) must each have at least one place per class "
+                         f"({k} classes); pass a test_size between {k} and {n - k} examples")
+    take = stratified_test_counts(counts, n_test)
+    # rank of each example within its class in permutation order
+    by_class = order[np.argsort(cls[order], kind="stable")]
+    first = np.cumsum(counts) - counts
+    rank = np.empty(n, np.int64)
+    rank[by_class] = np.arange(n) - np.repeat(first, counts)
+    return np.asarray(rank < take[cls])
