@@ -15,7 +15,8 @@ names the initializer that was called (``initializers.he_normal: ...``), Python'
 argument errors included (``initializers.he_normal(...)() missing 1 required positional
 argument: 'shape'``).
 
-Normal variants draw from a plain (untruncated) normal, as PyTorch's ``nn.init`` does.
+Normal variants draw from a plain (untruncated) normal, as PyTorch's ``nn.init`` does;
+``truncated_normal`` and ``variance_scaling(..., "truncated_normal")`` are JAX's truncated ones.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from numpy.typing import DTypeLike, NDArray
 
 from funcdl import random
 from funcdl._args import FLOAT_MAX, dtype_arg, float_dtype_arg, real_arg, shape_arg
+from funcdl._truncnorm import _truncated_normal
 
 __all__ = [
     "Initializer",
+    "constant",
+    "delta_orthogonal",
     "fans",
     "glorot_normal",
     "glorot_uniform",
@@ -43,6 +47,7 @@ __all__ = [
     "ones",
     "orthogonal",
     "torch_default",
+    "truncated_normal",
     "uniform",
     "variance_scaling",
     "xavier_normal",
@@ -162,13 +167,70 @@ def uniform(scale: float = 1e-2, low: float | None = None) -> Initializer:
     return _named(init, where)
 
 
+def constant(value: float) -> Initializer:
+    """Every entry ``value`` (a finite real number), in any number or bool dtype that holds
+    it exactly up to float rounding: an integer dtype needs a whole number in its range,
+    bool 0 or 1, a float dtype a value within its range. The key is not read (None is
+    fine). JAX's ``constant(value, dtype)`` also takes an array value and a factory dtype;
+    here the dtype is the init's, as for every initializer, and an array is refused."""
+    where = "initializers.constant"
+    v = _real(value, where, "value")
+    whole = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    exact: Any = int(value) if whole else v  # an int64 past 2**53 keeps its digits
+
+    def fill(dims: tuple[int, ...], dt: np.dtype[Any]) -> NDArray[Any]:
+        if dt.kind in "iub":
+            info = (0, 1) if dt.kind == "b" else (np.iinfo(dt).min, np.iinfo(dt).max)
+            if v != math.floor(v) or not info[0] <= exact <= info[1]:
+                raise ValueError(f"{where}: value={value!r} is not a {dt} value (whole, in "
+                                 f"[{info[0]}, {info[1]}]); pass a float dtype or round it")
+        elif dt.kind == "f" and abs(v) > float(np.finfo(dt).max):
+            raise ValueError(f"{where}: value={value!r} is beyond {dt}'s range; pass "
+                             f"dtype=np.float64")
+        return np.full(dims, exact, dt)
+    return _constant(fill, where)
+
+
+def truncated_normal(stddev: float = 1e-2, lower: float = -2.0,
+                     upper: float = 2.0) -> Initializer:
+    """``stddev * z`` with ``z`` a standard normal truncated to ``[lower, upper]``, as JAX's
+    ``truncated_normal(stddev, lower=, upper=)``: ``stddev`` is the untruncated normal's
+    (the samples' std is smaller: 0.88 stddev for ±2) and the bounds count in its units, so
+    samples lie in ``[stddev * lower, stddev * upper]``. PyTorch's ``trunc_normal_(w, mean=0,
+    std=s, a=A, b=B)`` takes absolute bounds: it is ``truncated_normal(s, A / s, B / s)``.
+    ``stddev >= 0``; the bounds finite, ``lower < upper``."""
+    where = "initializers.truncated_normal"
+    s = _real(stddev, where, "stddev", low=0.0)
+    lo, hi = _real(lower, where, "lower"), _real(upper, where, "upper")
+    if not lo < hi:
+        raise ValueError(f"{where}: needs lower < upper, got lower={lo:g}, upper={hi:g}")
+    return _truncated(s, lo, hi, where)
+
+
+def _truncated(s: float, lo: float, hi: float, where: str) -> Initializer:
+    """``s z``, ``z`` standard normal on ``[lo, hi]``, in the sample dtype."""
+    def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
+        dt = float_dtype_arg(dtype, where)
+        if s * max(abs(lo), abs(hi)) > FLOAT_MAX[dt]:
+            raise ValueError(f"{where}: stddev={s:g} with bounds [{lo:g}, {hi:g}] gives "
+                             f"samples beyond {dt}'s range; pass dtype=np.float64")
+        z = _truncated_normal(key, lo, hi, shape_arg(shape, where), np.float64, where)
+        return np.asarray((s * z).astype(dt))  # scaled in float64: one rounding to dt
+    return _named(init, where)
+
+
 _MODES = ("fan_in", "fan_out", "fan_avg")
+# The std of a standard normal truncated to [-2, 2], sqrt(1 - 4 phi(2) / erf(sqrt 2)): JAX
+# divides by it so that variance_scaling's truncated samples have variance scale / n.
+_TRUNCATED_STD = 0.87962566103423978
 
 
 def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
     """Variance ``scale / n`` (``scale > 0``) with n the fan_in, fan_out or their mean
     (``mode``), from a ``normal`` or ``uniform`` distribution with that variance (as JAX's,
-    untruncated)."""
+    untruncated) or JAX's ``truncated_normal``: a normal of std ``sqrt(scale / n) /
+    0.8796...`` truncated at ±2 of that std, whose variance is ``scale / n``. (JAX's
+    in_axis, out_axis, batch_axis and dtype options are not offered.)"""
     return _variance_scaling(scale, mode, distribution, "initializers.variance_scaling")
 
 
@@ -176,7 +238,7 @@ def _variance_scaling(scale: float, mode: str, distribution: str, where: str) ->
     """``variance_scaling``, its errors naming ``where`` (glorot_uniform, he_normal, ...)."""
     s = _real(scale, where, "scale", low=0.0, open_low=True)
     _one_of(mode, _MODES, where, "mode")
-    _one_of(distribution, ("normal", "uniform"), where, "distribution")
+    _one_of(distribution, ("normal", "truncated_normal", "uniform"), where, "distribution")
 
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
         dims = shape_arg(shape, where)
@@ -185,6 +247,9 @@ def _variance_scaling(scale: float, mode: str, distribution: str, where: str) ->
         var = s / max(n, 1)
         if distribution == "normal":
             return _normal(math.sqrt(var), 0.0, where)(key, dims, dtype)
+        if distribution == "truncated_normal":
+            return _truncated(math.sqrt(var) / _TRUNCATED_STD, -2.0, 2.0, where)(key, dims,
+                                                                                  dtype)
         bound = math.sqrt(3.0 * var)
         return random._uniform(key, dims, -bound, bound, dtype, where)
     return _named(init, where)
@@ -255,8 +320,11 @@ def orthogonal(scale: float = 1.0) -> Initializer:
     normal matrix with the signs of R's diagonal folded in (uniform over orthogonal
     matrices), times ``scale``; float32 or float64, a shape of rank >= 2."""
     where = "initializers.orthogonal"
-    s = _real(scale, where, "scale")
+    return _orthogonal(_real(scale, where, "scale"), where)
 
+
+def _orthogonal(s: float, where: str) -> Initializer:
+    """``orthogonal(s)``, its errors naming ``where``."""
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
         dims, dt = shape_arg(shape, where), float_dtype_arg(dtype, where)
         if len(dims) < 2:
@@ -271,4 +339,26 @@ def orthogonal(scale: float = 1.0) -> Initializer:
         if rows < cols:
             q = q.T
         return (s * q).reshape(dims).astype(dt)
+    return _named(init, where)
+
+
+def delta_orthogonal(scale: float = 1.0) -> Initializer:
+    """JAX's delta-orthogonal conv kernel (Xiao et al. 2018): for a shape ``(*spatial, in,
+    out)`` with 1 to 3 spatial axes and ``in <= out``, zeros but at the centre tap
+    ``(k - 1) // 2`` of each spatial axis, which holds ``orthogonal(scale)`` of ``(in,
+    out)``, so the conv is an isometry at init. (JAX's column_axis is not offered.)"""
+    where = "initializers.delta_orthogonal"
+    ortho = _orthogonal(_real(scale, where, "scale"), where)
+
+    def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
+        dims, dt = shape_arg(shape, where), float_dtype_arg(dtype, where)
+        if len(dims) not in (3, 4, 5):
+            raise ValueError(f"{where}: needs a conv kernel shape (*spatial, in, out) of rank "
+                             f"3, 4 or 5, got {dims}; for a dense (in, out) use orthogonal")
+        if dims[-2] > dims[-1]:
+            raise ValueError(f"{where}: needs in <= out (the centre tap's rows are "
+                             f"orthonormal), got in={dims[-2]}, out={dims[-1]} in {dims}")
+        w = np.zeros(dims, dt)
+        w[tuple((k - 1) // 2 for k in dims[:-2])] = ortho(key, dims[-2:], dt)
+        return w
     return _named(init, where)

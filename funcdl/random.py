@@ -6,13 +6,16 @@ does not depend on the platform). Every sampler takes a key first and never adva
 anything: calling it twice with one key gives the same numbers. Use ``split`` to get
 independent keys, ``fold_in`` to derive a key from data (an epoch, a rank).
 
+Samplers: ``normal``, ``uniform``, ``bernoulli``, ``permutation`` here; ``randint``,
+``choice``, ``categorical``, ``gumbel``, ``exponential`` (in ``_sampling``) and
+``truncated_normal`` (in ``_truncnorm``), with ``jax.random``'s arguments.
+
 NumPy documents that a ``Generator``'s output for one seed may change between NumPy
 versions; within one NumPy version the stream is identical across machines.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -29,11 +32,14 @@ from funcdl._args import (
     shape_arg,
     shown,
 )
+from funcdl._keys import Key, _axis, _broadcasts, _gen, _reals, check_key
+from funcdl._sampling import categorical, choice, exponential, gumbel, randint
+from funcdl._truncnorm import truncated_normal
 
-__all__ = ["Key", "bernoulli", "check_key", "fold_in", "key", "normal", "permutation", "split",
+__all__ = ["Key", "bernoulli", "categorical", "check_key", "choice", "exponential", "fold_in",
+           "gumbel", "key", "normal", "permutation", "randint", "split", "truncated_normal",
            "uniform"]
 
-Key = NDArray[np.uint64]
 _MASK64 = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)
 
@@ -55,21 +61,6 @@ def key(seed: int) -> Key:
     if s < 0:
         s += 1 << 64
     return np.array([s & _MASK64, s >> 64], dtype=np.uint64)
-
-
-def check_key(k: Any, where: str) -> Key:
-    """``k`` if it is a key, else a TypeError naming ``where`` (a layer or function)."""
-    if not (isinstance(k, np.ndarray) and k.dtype == np.uint64 and k.shape == (2,)):
-        got = (f"an array of shape {k.shape} and dtype {k.dtype}" if isinstance(k, np.ndarray)
-               else type(k).__name__)
-        raise TypeError(
-            f"{where}: expected a key made by funcdl.random.key(seed) (uint64, shape (2,)), "
-            f"got {got}")
-    return k
-
-
-def _gen(k: Key) -> np.random.Generator:
-    return np.random.Generator(np.random.Philox(key=k))
 
 
 def split(key: Key, num: int = 2) -> tuple[Key, ...]:
@@ -96,29 +87,6 @@ def fold_in(key: Key, data: int) -> Key:
     bg = np.random.Philox(key=check_key(key, "random.fold_in"),
                           counter=np.array([d, 1, 0, 0], np.uint64))
     return np.random.Generator(bg).integers(0, _MASK64, size=2, dtype=np.uint64, endpoint=True)
-
-
-def _reals(value: Any) -> NDArray[np.float64] | None:
-    """``value``, a real number or an array-like of them, as float64; None for what is not
-    (None, bools, strings, complex, ragged lists), which ``np.asarray(value, np.float64)``
-    would turn into NaN, 1.0 or a number."""
-    if isinstance(value, float):  # the common call
-        return np.asarray(value, np.float64)
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return np.asarray(float(value), np.float64)
-        except OverflowError:  # beyond float64: infinite, which the finiteness check refuses
-            return np.asarray(math.inf if value > 0 else -math.inf, np.float64)
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError):
-        return None
-    if arr.dtype.kind not in "iuf":
-        return None
-    if arr.dtype.itemsize > 8:  # a longdouble beyond float64 becomes inf, refused later
-        with np.errstate(over="ignore"):
-            return arr.astype(np.float64)
-    return arr.astype(np.float64, copy=False)
 
 
 def normal(key: Key, shape: Any = (), dtype: DTypeLike = np.float32) -> NDArray[Any]:
@@ -207,14 +175,6 @@ def _wide(u: NDArray[Any], lo64: NDArray[np.float64], hi64: NDArray[np.float64],
         return np.asarray(lo64 - u * lo64 + u * hi64)
 
 
-def _broadcasts(dims: tuple[int, ...], *shapes: tuple[int, ...]) -> bool:
-    """Whether arrays of ``shapes`` broadcast to ``dims`` (and not beyond it)."""
-    try:
-        return np.broadcast_shapes(dims, *shapes) == dims
-    except ValueError:
-        return False
-
-
 def bernoulli(key: Key, p: Any = 0.5, shape: Any = None) -> NDArray[np.bool_]:
     """Booleans, each True with probability ``p`` (a number, or an array broadcasting to
     ``shape``); ``shape`` defaults to ``p``'s, as in ``jax.random.bernoulli``. A 0-d
@@ -256,12 +216,3 @@ def permutation(key: Key, n: Any, axis: int = 0) -> NDArray[Any]:
 
 def _permutation(key: Key, n: int) -> NDArray[np.int64]:
     return _gen(check_key(key, "random.permutation")).permutation(n).astype(np.int64, copy=False)
-
-
-def _axis(axis: Any, ndim: int, where: str) -> int:
-    """``axis`` of an array of rank ``ndim`` as a non-negative int, a negative one counting
-    from the end; a TypeError or ValueError naming ``where``."""
-    ax = int_arg(axis, where, "axis", minimum=None)
-    if not -ndim <= ax < ndim:
-        raise ValueError(f"{where}: axis {ax} is out of bounds for an array of rank {ndim}")
-    return ax % ndim

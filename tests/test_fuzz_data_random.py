@@ -137,6 +137,12 @@ SAMPLERS: dict[str, Callable[..., Any]] = {  # where: f(key, shape, dtype), all 
     "random.normal": lambda k, s=(2, 3), d=np.float32: random.normal(k, s, d),
     "random.uniform": lambda k, s=(2, 3), d=np.float32: random.uniform(k, s, -1.5, 2.0, d),
     "random.bernoulli": lambda k, s=(2, 3), d=None: random.bernoulli(k, 0.25, s),
+    "random.gumbel": lambda k, s=(2, 3), d=np.float32: random.gumbel(k, s, d),
+    "random.exponential": lambda k, s=(2, 3), d=np.float32: random.exponential(k, s, d),
+    "random.truncated_normal":
+        lambda k, s=(2, 3), d=np.float32: random.truncated_normal(k, -1.0, 2.0, s, d),
+    "initializers.truncated_normal":
+        lambda k, s=(2, 3), d=np.float32: I.truncated_normal(0.5, -1.0, 3.0)(k, s, d),
     "initializers.zeros": lambda k, s=(2, 3), d=np.float32: I.zeros()(k, s, d),
     "initializers.ones": lambda k, s=(2, 3), d=np.float32: I.ones()(k, s, d),
     "initializers.normal": lambda k, s=(2, 3), d=np.float32: I.normal(0.5, 1.0)(k, s, d),
@@ -158,7 +164,8 @@ def _sampler_cases() -> list[Case]:
         bad_keys = {i: k for i, k in BAD_KEYS.items() if not (where in KEYLESS and k is None)}
         out += _perturb(where, f, K, bad_keys, SAME_KEYS, "key")
         shapes = {i: s for i, s in BAD_SHAPES.items()
-                  if not (where == "random.bernoulli" and s is None)}  # None: p's shape
+                  if not (where in ("random.bernoulli", "random.truncated_normal")
+                          and s is None)}  # None: p's shape, the bounds' shape
         out += [(i, c, (f"{where}: shape",) if i.split("-shape-")[-1] in HUGE else n, s)
                 for i, c, n, s in _perturb(where, lambda s, f=f: f(K, s), (2, 3), shapes,
                                            SAME_SHAPES, "shape")]
@@ -195,7 +202,8 @@ def test_samplers_and_initializers(call, names, same):
 FACTORIES = [n for n in I.__all__ if n not in ("Initializer", "fans")]
 SETTINGS = {  # factory: valid settings, in order (whole numbers: each has an int twin)
     "normal": (2.0, 1.0), "uniform": (2.0, -1.0), "variance_scaling": (2.0, "fan_in", "uniform"),
-    "orthogonal": (2.0,)}
+    "orthogonal": (2.0,), "truncated_normal": (2.0, -1.0, 3.0), "constant": (2.0,),
+    "delta_orthogonal": (2.0,)}
 SAME_NUMBERS = {"int": int, "numpy-float32": np.float32, "0d-array": np.array,
                 "fraction": lambda v: Fraction(int(v))}
 
@@ -211,10 +219,11 @@ def _initializer_cases() -> list[Case]:
                 return fac(*valid[:pos], x, *valid[pos + 1:])(K, (3, 4), np.float64)
             if isinstance(v, str):
                 bad = {"upper": v.upper(), "none": None, "bytes": v.encode(), "list": [v],
-                       "typo": v + "s", "array": np.array(v), "jax-default": "truncated_normal"}
+                       "typo": v + "s", "array": np.array(v), "keras-name": "untruncated_normal"}
                 out += _perturb(where, make, v, bad, {"numpy-str": np.str_(v)}, f"arg{pos}")
                 continue
-            bad = {**NUMBERS_BAD, **({"negative": -2.0} if pos == 0 and name != "orthogonal"
+            signed = ("orthogonal", "constant", "delta_orthogonal")  # a sign flip, a value
+            bad = {**NUMBERS_BAD, **({"negative": -2.0} if pos == 0 and name not in signed
                                      else {}),  # a mean, a low or a sign flip may be negative
                    **({"zero": 0.0} if name == "variance_scaling" else {})}
             if name == "uniform" and pos == 1:  # low above scale; None is the default 0

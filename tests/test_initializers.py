@@ -27,8 +27,10 @@ _FACTORIES = {
     "orthogonal": init.orthogonal,
     "torch_default": init.torch_default,
     "variance_scaling": lambda: init.variance_scaling(2.0, "fan_out", "normal"),
+    "truncated_normal": init.truncated_normal,
+    "constant": lambda: init.constant(0.5),
 }
-_RANDOM = sorted(set(_FACTORIES) - {"zeros", "ones"})
+_RANDOM = sorted(set(_FACTORIES) - {"zeros", "ones", "constant"})
 
 DENSE = (400, 300)
 CONV = (3, 3, 64, 128)
@@ -189,7 +191,7 @@ def test_variance_scaling_variance(mode, distribution):
 
 @pytest.mark.parametrize(
     ("mode", "distribution"),
-    [("fan_sum", "normal"), ("FAN_IN", "normal"), ("fan_in", "truncated_normal"),
+    [("fan_sum", "normal"), ("FAN_IN", "normal"), ("fan_in", "untruncated_normal"),
      ("fan_in", "gaussian")],
 )
 def test_variance_scaling_rejects_bad_arguments(mode, distribution):
