@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl import optim
+from funcdl import optim, tree
 
 GT = optim.GradientTransformation
 
@@ -30,3 +30,24 @@ def scalar_run(opt: GT, p0: float, gs: list[float]) -> list[float]:
 
 def close(got: list[float], want: list[float], rtol: float = 1e-12) -> None:
     np.testing.assert_allclose(got, want, rtol=rtol, atol=0.0)
+
+
+def problem(dtype: Any, steps: int = 4, positive: bool = False) -> tuple[Any, list[Any]]:
+    """Params {'w' (3, 2), 'b' (2,), 's' 0-d} of ``dtype`` (``positive``: |normal|) and
+    ``steps`` grads like them, from a fixed seed."""
+    rng = np.random.default_rng(0)
+    mag = np.abs if positive else (lambda a: a)
+    params = {"w": mag(rng.normal(size=(3, 2))).astype(dtype),
+              "b": mag(rng.normal(size=2)).astype(dtype), "s": np.asarray(0.5, dtype)}
+    return params, [tree.map(lambda x: rng.normal(size=x.shape).astype(dtype), params)
+                    for _ in range(steps)]
+
+
+def resume(opt: GT, params: Any, grads_seq: list[Any], state: Any = None) -> tuple[Any, Any]:
+    """Apply ``opt`` for each grads in turn from ``state`` (None: ``opt.init(params)``);
+    the last params and state."""
+    state = opt.init(params) if state is None else state
+    for grads in grads_seq:
+        updates, state = opt.update(state, grads, params)
+        params = optim.apply_updates(params, updates)
+    return params, state

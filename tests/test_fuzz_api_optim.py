@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_fuzz_api import ANY, params, verdict
 
-from funcdl import optim, tree
+from funcdl import optim, random, tree
 
 P = {"w": np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2),
      "b": np.array([0.5, -0.5], np.float32)}
@@ -25,6 +25,15 @@ LR, WD, ADAM = "scale_by_learning_rate", "add_decayed_weights", "scale_by_adam"
 def _valued(opt: Any) -> Any:
     """reduce_on_plateau with its loss bound, so that update(state, grads, params) runs it."""
     return optim.GradientTransformation(opt.init, functools.partial(opt.update, value=1.0))
+
+
+def _synced(opt: Any) -> Any:
+    """lookahead on bare params: each call wraps them as LookaheadParams.init_synced."""
+    def wrap(p: Any) -> Any:
+        return None if p is None else optim.LookaheadParams.init_synced(p)
+    return optim.GradientTransformation(
+        lambda *a: opt.init(*map(wrap, a)),
+        lambda s, *a: opt.update(s, *a[:1], *map(wrap, a[1:])))
 
 
 OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, stages it names)
@@ -84,10 +93,25 @@ OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, sta
         lambda: optim.inject_hyperparams(optim.sgd)(lr=optim.linear_schedule(0.1, 0.0, 10),
                                                     momentum=0.9), ("trace", LR)),
     "reduce_on_plateau": (lambda: _valued(optim.reduce_on_plateau(patience=1)), ()),
+    "sgd-dampening": (lambda: optim.sgd(0.1, momentum=0.9, weight_decay=1e-3, dampening=0.5),
+                      ("trace", WD, LR)),
+    "adafactor": (lambda: optim.adafactor(1e-2, 2, momentum=0.9, weight_decay_rate=1e-3),
+                  ("scale_by_factored_rms", "clip_by_block_rms", LR, "scale_by_param_block_rms",
+                   "ema", WD, "scale")),
+    "scale_by_factored_rms": (lambda: optim.scale_by_factored_rms(min_dim_size_to_factor=2),
+                              ()),
+    "clip_by_block_rms": (lambda: optim.clip_by_block_rms(1.0), ()),
+    "scale_by_param_block_rms": (optim.scale_by_param_block_rms, ()),
+    "lookahead": (lambda: _synced(optim.lookahead(optim.adam(), 2, 0.5, reset_state=True)),
+                  (ADAM, LR)),
+    "adaptive_grad_clip": (lambda: optim.adaptive_grad_clip(0.1), ()),
+    "zero_nans": (optim.zero_nans, ()),
+    "keep_params_nonnegative": (optim.keep_params_nonnegative, ()),
+    "add_noise": (lambda: optim.add_noise(0.1, 0.55, random.key(0)), ()),
 }
 # Stateless transforms that read no params take any tree of grads (optax's do too); identity
 # also passes any dtype through, as it passes everything.
-ANY_TREE = ("identity", "clip_by_global_norm")
+ANY_TREE = ("identity", "clip_by_global_norm", "clip_by_block_rms")
 # Keeping per-param state (or being an alias), init refuses params that are not floats.
 INIT_CHECKS = ("sgd", "sgd-momentum", "sgd-schedule", "adam", "adamw", "rmsprop", "adagrad",
                "chain", "trace", "scale_by_adam", "scale_by_rms", "scale_by_adagrad",
@@ -95,7 +119,8 @@ INIT_CHECKS = ("sgd", "sgd-momentum", "sgd-schedule", "adam", "adamw", "rmsprop"
                "scale_by_nadam", "scale_by_lion", "apply_every", "multi_steps", "ema",
                "adadelta", "rprop", "adabelief", "yogi", "scale_by_adadelta", "scale_by_rprop",
                "scale_by_belief", "scale_by_yogi", "inject_hyperparams",
-               "inject_hyperparams-schedule", "reduce_on_plateau")
+               "inject_hyperparams-schedule", "reduce_on_plateau", "sgd-dampening",
+               "adafactor", "scale_by_factored_rms", "lookahead", "zero_nans", "add_noise")
 
 
 INIT: Any = object()  # _run's default state: init's
@@ -222,6 +247,8 @@ SITES: dict[str, tuple[Callable[[Any], Any], float]] = {  # id: (make, lowest va
     "join_schedules": (lambda s: optim.sgd(optim.join_schedules([lambda c: 0.1, s], [1])), 0.0),
     "adamax": (optim.adamax, 0.0), "nadam": (optim.nadam, 0.0), "radam": (optim.radam, 0.0),
     "lion": (optim.lion, 0.0), "lamb": (optim.lamb, 0.0),
+    "adafactor": (optim.adafactor, 0.0),
+    "adafactor-weight_decay_rate": (lambda s: optim.adafactor(weight_decay_rate=s), -np.inf),
 }
 RETURNS = [("nan", np.nan, None), ("inf", np.inf, None), ("-inf", -np.inf, None),
            ("negative", -0.1, "low"), ("shape-1", np.array([0.1]), None),
@@ -286,6 +313,12 @@ CTORS: dict[Callable[..., Any], dict[str, Any]] = {  # each with the arguments i
     optim.adadelta: {}, optim.rprop: {}, optim.adabelief: {"lr": 1e-3}, optim.yogi: {"lr": 1e-3},
     optim.scale_by_adadelta: {}, optim.scale_by_rprop: {"learning_rate": 0.01},
     optim.scale_by_belief: {}, optim.scale_by_yogi: {},
+    optim.adafactor: {}, optim.scale_by_factored_rms: {},
+    optim.clip_by_block_rms: {"threshold": 1.0}, optim.scale_by_param_block_rms: {},
+    optim.lookahead: {"fast_optimizer": optim.sgd(0.1), "sync_period": 2, "slow_step_size": 0.5},
+    optim.adaptive_grad_clip: {"clipping": 0.1}, optim.zero_nans: {},
+    optim.keep_params_nonnegative: {},
+    optim.add_noise: {"eta": 0.1, "gamma": 0.55, "key": random.key(0)},
 }
 SETTINGS = [("none", None), ("str", "0.1"), ("array", np.array([0.1, 0.2])), ("nan", np.nan),
             ("inf", np.inf), ("negative", -1.0), ("bool", True), ("complex", 1j),
@@ -304,7 +337,22 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
                                     "use_grad_mean", "decoupled_weight_decay",
                                     "eps_before_correction")],  # flags
             *[(a, "negative") for a in ("value", "init_value", "end_value", "peak_value",
-                                        "alpha")]}  # schedules serve more than rates
+                                        "alpha")],  # schedules serve more than rates
+            ("dampening", "none"),  # sgd: torch's 0, the plain trace stage
+            # adafactor: each None leaves its stage out (optax's); dtype_momentum None: the
+            # params' dtype; axis None: optax's unit-wise norms by rank
+            *[(a, "none") for a in ("learning_rate", "clipping_threshold", "momentum",
+                                    "weight_decay_rate", "weight_decay_mask",
+                                    "dtype_momentum", "axis")],
+            ("weight_decay_rate", "negative"),  # optax allows it, as weight_decay
+            ("step_offset", "negative"), ("decay_offset", "negative"),  # count - offset
+            ("clipping_threshold", "inf"), ("clipping_threshold", "huge-int"),  # no clipping
+            ("threshold", "inf"), ("threshold", "huge-int"),
+            ("min_dim_size_to_factor", "huge-int"),  # nothing factored
+            *[(a, "bool") for a in ("factored", "multiply_by_parameter_scale",
+                                    "reset_state")],
+            ("weight_decay_mask", "bool"),  # as mask: a prefix of every tree
+            ("weight_decay_mask", "dict")}  # adafactor: no decay by default, nothing to fit
 
 
 def _settings_cases() -> list[Any]:

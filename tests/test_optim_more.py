@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _optim_util import close, scalar_run
+from _optim_util import close, problem, resume, scalar_run
 
 import funcdl as fd
 from funcdl import optim, tree
@@ -264,25 +264,9 @@ FIRST = {"adamax": "add_decayed_weights", "nadam": "scale_by_nadam",
          "radam": "add_decayed_weights", "lion": "scale_by_lion", "lamb": "scale_by_adam"}
 
 
-def _problem(dtype: Any, steps: int = 4) -> tuple[Any, list[Any]]:
-    rng = np.random.default_rng(0)
-    params = {"w": rng.normal(size=(3, 2)).astype(dtype), "b": rng.normal(size=2).astype(dtype),
-              "s": np.asarray(0.5, dtype)}
-    return params, [tree.map(lambda x: rng.normal(size=x.shape).astype(dtype), params)
-                    for _ in range(steps)]
-
-
-def _run(opt: GT, params: Any, grads_seq: list[Any], state: Any = None) -> tuple[Any, Any]:
-    state = opt.init(params) if state is None else state
-    for grads in grads_seq:
-        updates, state = opt.update(state, grads, params)
-        params = optim.apply_updates(params, updates)
-    return params, state
-
-
 @pytest.mark.parametrize(("name", "make"), MAKERS, ids=_IDS)
 def test_float32_stays_float32_and_nothing_is_mutated(name: str, make: Callable[[], GT]) -> None:
-    params, grads_seq = _problem(np.float32)
+    params, grads_seq = problem(np.float32)
     opt = make()
     state = opt.init(params)
     for grads in grads_seq:
@@ -307,13 +291,13 @@ def test_float32_stays_float32_and_nothing_is_mutated(name: str, make: Callable[
 @pytest.mark.parametrize(("name", "make"), MAKERS, ids=_IDS)
 def test_state_saved_and_loaded_mid_run_continues_the_same(name: str, make: Callable[[], GT],
                                                            tmp_path: Any) -> None:
-    params, grads_seq = _problem(np.float32, steps=5)
-    want, _ = _run(make(), params, grads_seq)
-    mid, state = _run(make(), params, grads_seq[:3])
+    params, grads_seq = problem(np.float32, steps=5)
+    want, _ = resume(make(), params, grads_seq)
+    mid, state = resume(make(), params, grads_seq[:3])
     fd.io.save(tmp_path / "state.npz", state)
     loaded = fd.io.load(tmp_path / "state.npz", like=make().init(params))
     assert tree.structure(loaded) == tree.structure(state)
-    got, _ = _run(make(), mid, grads_seq[3:], state=loaded)
+    got, _ = resume(make(), mid, grads_seq[3:], state=loaded)
     for x, y in zip(tree.leaves(got), tree.leaves(want), strict=True):
         np.testing.assert_array_equal(x, y)
 
@@ -321,7 +305,7 @@ def test_state_saved_and_loaded_mid_run_continues_the_same(name: str, make: Call
 @pytest.mark.parametrize(("name", "make"), MAKERS, ids=_IDS)
 def test_inf_and_nan_gradients_give_inf_or_nan_steps_without_warnings(
         name: str, make: Callable[[], GT]) -> None:
-    params, grads_seq = _problem(np.float32)
+    params, grads_seq = problem(np.float32)
     opt = make()
     state = opt.init(params)
     with warnings.catch_warnings():
@@ -350,7 +334,7 @@ def test_a_0d_param_and_its_state_keep_their_shape(name: str, make: Callable[[],
 
 
 def test_radam_takes_adams_state_whose_moments_are_its_own() -> None:
-    params, grads_seq = _problem(np.float64)
+    params, grads_seq = problem(np.float64)
     adam, radam = optim.scale_by_adam(), optim.scale_by_radam()
     _, from_adam = adam.update(adam.init(params), grads_seq[0])
     _, own = radam.update(radam.init(params), grads_seq[0])
@@ -362,7 +346,7 @@ def test_radam_takes_adams_state_whose_moments_are_its_own() -> None:
 @pytest.mark.parametrize(("name", "make"), MAKERS, ids=_IDS)
 def test_wrong_states_and_grads_are_refused_naming_the_optimizer(
         name: str, make: Callable[[], GT]) -> None:
-    params, grads_seq = _problem(np.float64)
+    params, grads_seq = problem(np.float64)
     opt = make()
     state = opt.init(params)
     with pytest.raises(TypeError, match=rf"^{name}\.update: the first argument must be the "

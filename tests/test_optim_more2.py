@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _optim_util import close
+from _optim_util import close, problem, resume
 
 import funcdl as fd
 from funcdl import optim, tree
@@ -186,22 +186,6 @@ FIRST = {"adadelta": "add_decayed_weights", "rprop": "scale_by_rprop",
          "adabelief": "scale_by_belief", "yogi": "scale_by_yogi"}
 
 
-def _problem(dtype: Any, steps: int = 4) -> tuple[Any, list[Any]]:
-    rng = np.random.default_rng(0)
-    params = {"w": rng.normal(size=(3, 2)).astype(dtype), "b": rng.normal(size=2).astype(dtype),
-              "s": np.asarray(0.5, dtype)}
-    return params, [tree.map(lambda x: rng.normal(size=x.shape).astype(dtype), params)
-                    for _ in range(steps)]
-
-
-def _run(opt: GT, params: Any, grads_seq: list[Any], state: Any = None) -> tuple[Any, Any]:
-    state = opt.init(params) if state is None else state
-    for grads in grads_seq:
-        updates, state = opt.update(state, grads, params)
-        params = optim.apply_updates(params, updates)
-    return params, state
-
-
 def _stage(state: Any) -> Any:
     """The state of an alias's direction stage (the only one with fields), or ``state``."""
     if not isinstance(state, optim.NamedChainState):
@@ -213,7 +197,7 @@ def _stage(state: Any) -> Any:
 @pytest.mark.parametrize(("name", "make", "kind"), MAKERS, ids=_IDS)
 def test_state_types_float32_kept_and_nothing_mutated(name: str, make: Callable[[], GT],
                                                       kind: type) -> None:
-    params, grads_seq = _problem(np.float32)
+    params, grads_seq = problem(np.float32)
     opt = make()
     state = opt.init(params)
     assert type(_stage(state)) is kind
@@ -233,13 +217,13 @@ def test_state_types_float32_kept_and_nothing_mutated(name: str, make: Callable[
 @pytest.mark.parametrize(("name", "make", "kind"), MAKERS, ids=_IDS)
 def test_state_saved_and_loaded_mid_run_continues_the_same(
         name: str, make: Callable[[], GT], kind: type, tmp_path: Any) -> None:
-    params, grads_seq = _problem(np.float32, steps=5)
-    want, _ = _run(make(), params, grads_seq)
-    mid, state = _run(make(), params, grads_seq[:3])
+    params, grads_seq = problem(np.float32, steps=5)
+    want, _ = resume(make(), params, grads_seq)
+    mid, state = resume(make(), params, grads_seq[:3])
     fd.io.save(tmp_path / "state.npz", state)
     loaded = fd.io.load(tmp_path / "state.npz", like=make().init(params))
     assert type(_stage(loaded)) is kind
-    got, _ = _run(make(), mid, grads_seq[3:], state=loaded)
+    got, _ = resume(make(), mid, grads_seq[3:], state=loaded)
     for x, y in zip(tree.leaves(got), tree.leaves(want), strict=True):
         np.testing.assert_array_equal(x, y)
 
@@ -247,9 +231,9 @@ def test_state_saved_and_loaded_mid_run_continues_the_same(
 @pytest.mark.parametrize(("name", "make", "kind"), MAKERS, ids=_IDS)
 def test_runs_are_deterministic_and_0d_params_keep_their_shape(
         name: str, make: Callable[[], GT], kind: type) -> None:
-    params, grads_seq = _problem(np.float64)
-    a, sa = _run(make(), params, grads_seq)
-    b, sb = _run(make(), params, grads_seq)
+    params, grads_seq = problem(np.float64)
+    a, sa = resume(make(), params, grads_seq)
+    b, sb = resume(make(), params, grads_seq)
     for x, y in zip(tree.leaves((a, sa)), tree.leaves((b, sb)), strict=True):
         np.testing.assert_array_equal(x, y)
     assert np.shape(a["s"]) == ()
@@ -259,7 +243,7 @@ def test_runs_are_deterministic_and_0d_params_keep_their_shape(
 @pytest.mark.parametrize(("name", "make", "kind"), MAKERS, ids=_IDS)
 def test_inf_and_nan_gradients_give_non_finite_steps_without_warnings(
         name: str, make: Callable[[], GT], kind: type) -> None:
-    params, grads_seq = _problem(np.float32)
+    params, grads_seq = problem(np.float32)
     opt = make()
     state = opt.init(params)
     with warnings.catch_warnings():
@@ -274,7 +258,7 @@ def test_inf_and_nan_gradients_give_non_finite_steps_without_warnings(
 @pytest.mark.parametrize(("name", "make", "kind"), MAKERS, ids=_IDS)
 def test_wrong_states_and_grads_are_refused_naming_the_optimizer(
         name: str, make: Callable[[], GT], kind: type) -> None:
-    params, grads_seq = _problem(np.float64)
+    params, grads_seq = problem(np.float64)
     opt = make()
     state = opt.init(params)
     with pytest.raises(TypeError, match=rf"^{name}\.update: the first argument must be the "

@@ -21,7 +21,7 @@ Example::
   the aliases take DESIGN.md's (``lr``, and torch's ``alpha`` for ``rmsprop``).
 * The aliases (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``, ``adamax``, ``nadam``,
   ``radam``, ``adadelta``, ``rprop``) follow PyTorch's formulas, ``lion``, ``lamb``,
-  ``adabelief`` and ``yogi`` optax's; all are
+  ``adabelief``, ``yogi`` and ``adafactor`` optax's; all are
   ``named_chain``s: ``state.count`` counts the updates, and ``state.states['adam']`` is a
   stage's state.
 * Nothing passed in is mutated. Returned updates and states may share arrays with each other
@@ -47,7 +47,12 @@ Modules: ``_base`` (records, ``chain``, ``apply_updates``), ``_checks`` (argumen
 (``adamax``, ``nadam``, ``radam`` as torch's; ``lion``, ``lamb`` as optax's),
 ``_more_adaptive2`` (Adadelta, Rprop, AdaBelief, Yogi), ``_more_alias2`` (``adadelta``,
 ``rprop`` as torch's; ``adabelief``, ``yogi`` as optax's), ``_inject``
-(``inject_hyperparams``), ``_plateau`` (``reduce_on_plateau``), ``_keywords`` (``value=``
+(``inject_hyperparams``), ``_plateau`` (``reduce_on_plateau``), ``_factored`` (Adafactor:
+``scale_by_factored_rms``, ``clip_by_block_rms``, ``scale_by_param_block_rms``,
+``adafactor``), ``_lookahead`` (``lookahead`` on ``LookaheadParams(fast, slow)``),
+``_clipping_more`` (``adaptive_grad_clip``, ``zero_nans``, ``keep_params_nonnegative``,
+``add_noise`` with a funcdl.random key), ``_dampening`` (torch SGD's dampened momentum, for
+``sgd(dampening=)``), ``_keywords`` (``value=``
 forwarded by chains).
 """
 
@@ -75,7 +80,23 @@ from funcdl.optim._base import (
     chain,
     named_chain,
 )
+from funcdl.optim._clipping_more import (
+    AddNoiseState,
+    ZeroNansState,
+    adaptive_grad_clip,
+    add_noise,
+    keep_params_nonnegative,
+    zero_nans,
+)
+from funcdl.optim._factored import (
+    FactoredState,
+    adafactor,
+    clip_by_block_rms,
+    scale_by_factored_rms,
+    scale_by_param_block_rms,
+)
 from funcdl.optim._inject import InjectHyperparamsState, inject_hyperparams
+from funcdl.optim._lookahead import LookaheadParams, LookaheadState, lookahead
 from funcdl.optim._masked import MaskedState, masked
 from funcdl.optim._more_adaptive import (
     ScaleByAdamaxState,
@@ -137,13 +158,17 @@ from funcdl.optim._wrappers import (
 )
 
 __all__ = [
+    "AddNoiseState",
     "ApplyEveryState",
     "ChainState",
     "Count",
     "EmaState",
     "EmptyState",
+    "FactoredState",
     "GradientTransformation",
     "InjectHyperparamsState",
+    "LookaheadParams",
+    "LookaheadState",
     "MaskedState",
     "MultiStepsState",
     "NamedChainState",
@@ -164,17 +189,22 @@ __all__ = [
     "TraceState",
     "TransformInit",
     "TransformUpdate",
+    "ZeroNansState",
     "adabelief",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
     "adamw",
+    "adaptive_grad_clip",
     "add_decayed_weights",
+    "add_noise",
     "apply_every",
     "apply_updates",
     "chain",
     "clip",
+    "clip_by_block_rms",
     "clip_by_global_norm",
     "constant_schedule",
     "cosine_decay_schedule",
@@ -185,10 +215,12 @@ __all__ = [
     "identity",
     "inject_hyperparams",
     "join_schedules",
+    "keep_params_nonnegative",
     "lamb",
     "linear_onecycle_schedule",
     "linear_schedule",
     "lion",
+    "lookahead",
     "masked",
     "multi_steps",
     "nadam",
@@ -205,9 +237,11 @@ __all__ = [
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_belief",
+    "scale_by_factored_rms",
     "scale_by_learning_rate",
     "scale_by_lion",
     "scale_by_nadam",
+    "scale_by_param_block_rms",
     "scale_by_radam",
     "scale_by_rms",
     "scale_by_rprop",
@@ -221,4 +255,5 @@ __all__ = [
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
     "yogi",
+    "zero_nans",
 ]

@@ -30,6 +30,7 @@ from funcdl.optim._checks import (
     check_lr,
     schedule_value,
 )
+from funcdl.optim._dampening import dampened_trace
 from funcdl.optim._masked import make_masked
 from funcdl.optim._transforms import add_decayed_weights, scale_by_learning_rate, trace
 
@@ -61,10 +62,15 @@ def _weight_decay(stages: _Stages, weight_decay: float, mask: Any = None,
 
 
 def sgd(lr: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False,
-        weight_decay: float = 0.0) -> GradientTransformation:
-    """Stochastic gradient descent, as ``torch.optim.SGD`` (zero dampening):
-    ``g ← g + wd·p``; ``b ← momentum·b + g``; ``g ← g + momentum·b`` if nesterov else ``b``;
-    ``p ← p - lr·g``.
+        weight_decay: float = 0.0, dampening: float | None = None) -> GradientTransformation:
+    """Stochastic gradient descent, as ``torch.optim.SGD``:
+    ``g ← g + wd·p``; ``b ← momentum·b + (1 - dampening)·g`` (``b ← g`` at the first
+    update); ``g ← g + momentum·b`` if nesterov else ``b``; ``p ← p - lr·g``.
+
+    ``dampening=None`` is torch's default 0 and keeps the plain ``trace`` stage (and
+    ``inject_hyperparams(sgd)``'s hyperparams as they were); a number, 0 included, makes the
+    momentum stage a dampened one with a ``DampenedTraceState(count, trace)`` state (the
+    first update must be told apart), so that an injected ``dampening`` can change mid-run.
 
     Stages: ``weight_decay``, ``momentum`` (a ``trace``), ``lr``.
     """
@@ -73,12 +79,17 @@ def sgd(lr: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False,
     momentum = check_float(name, "momentum", momentum)
     weight_decay = check_float(name, "weight_decay", weight_decay)
     nesterov = bool_arg(nesterov, name, "nesterov")
+    damp = None if dampening is None else check_float(name, "dampening", dampening, high=1.0)
     if nesterov and momentum == 0.0:
         raise ValueError(f"{name}: nesterov=True requires momentum > 0")
+    if nesterov and damp:
+        raise ValueError(f"{name}: nesterov=True requires dampening=0 (torch's rule), got "
+                         f"dampening={damp}")
     stages: _Stages = []
     _weight_decay(stages, weight_decay)
     if momentum != 0.0:
-        stages.append(("momentum", trace(momentum, nesterov)))
+        stages.append(("momentum", trace(momentum, nesterov) if damp is None or nesterov
+                       else dampened_trace(momentum, damp)))
     stages.append(("lr", scale_by_learning_rate(lr)))
     return _alias(name, stages)
 
