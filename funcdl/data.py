@@ -80,16 +80,18 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool 
     return _generate(xs, order, size, stop)
 
 
-def examples(where: str, key: Any, arrays: tuple[ArrayLike, ...],
-             call: str) -> list[NDArray[Any]]:
+def examples(where: str, key: Any, arrays: tuple[ArrayLike, ...], call: str,
+             none_ok: bool = True) -> list[NDArray[Any]]:
     """The arrays of a batches call as ndarrays sharing their first dimension (the
-    examples), or an error naming ``where`` and showing ``call``."""
+    examples), or an error naming ``where`` and showing ``call``; the key may be None
+    (no shuffle) where ``none_ok``."""
     try:  # a key even with shuffle=False: batches(x, y, ...) would batch y alone, silently
-        if key is not None:
+        if key is not None or not none_ok:
             random.check_key(key, where)
     except TypeError as err:  # the usual slip: the data passed in the key's place
-        raise TypeError(f"{err}{'' if arrays else ', and no arrays'}: pass the key (or None, "
-                        f"with shuffle=False) first, then the arrays: {call}") from None
+        alt = " (or None, with shuffle=False)" if none_ok else ""
+        raise TypeError(f"{err}{'' if arrays else ', and no arrays'}: pass the key{alt} "
+                        f"first, then the arrays: {call}") from None
     if not arrays:
         raise ValueError(f"{where}: pass at least one array, e.g. {call}")
     try:
@@ -181,8 +183,7 @@ def train_test_split(key: Key, *arrays: ArrayLike, test_size: float | int = 0.25
     """
     where = "data.train_test_split"
     call = "train_test_split(key, x, y, test_size=0.25)"
-    random.check_key(key, where)
-    xs = examples(where, key, arrays, call)
+    xs = examples(where, key, arrays, call, none_ok=False)
     n = len(xs[0])
     n_test = _test_count(test_size, n, where)
     order = random.permutation(key, n)

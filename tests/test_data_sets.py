@@ -341,3 +341,10 @@ def test_moons_example_learns(capsys):
     result = load_example("moons").main(["--epochs", "60", "--seed", "1"])
     assert result["test_error"] < 0.05  # its time is reported, never tested
     assert "final: train error" in capsys.readouterr().out
+
+
+def test_split_with_the_data_in_the_keys_place_says_to_pass_the_key_first():
+    for args in [(np.arange(10), np.arange(10)), (None, np.arange(10))]:
+        with pytest.raises(TypeError, match=r"data\.train_test_split: expected a key .*: pass "
+                                            r"the key first, then the arrays"):
+            data.train_test_split(*args)

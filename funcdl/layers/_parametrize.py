@@ -4,15 +4,13 @@ power iteration, and the child calls with errors placed in the wrapper."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from funcdl._args import int_arg
 from funcdl.layers._params import float_param
-from funcdl.layers.base import Array, located
-from funcdl.layers.combinators import ERRORS
+from funcdl.layers.base import Array
 
 _LAYOUTS = ("the output axis: -1 for Dense's (in, out) w and Conv2D's (kh, kw, in, out) "
             "kernel, torch's dim=0")
@@ -40,14 +38,6 @@ def options(name: str, dim: int | None, default_dim: int | None = -1,
                                             "dim": (dim, default_dim)}.items()
              if not (type(v) is type(d) and v == d)]
     return "".join(f", {s}" for s in shown)
-
-
-def child_call(where: str, child: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-    """``fn(*args, **kw)``, a child's error re-raised prefixed with the wrapper's place."""
-    try:
-        return fn(*args, **kw)
-    except ERRORS as e:
-        raise located(where, child, e) from e
 
 
 def weight_of(me: str, params: Any, pname: str, child: str) -> Array:

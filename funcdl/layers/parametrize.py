@@ -17,7 +17,6 @@ the one the bare layer draws from that key.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,6 @@ from funcdl.layers._parametrize import (
     as_matrix,
     axis_of,
     check_uv,
-    child_call,
     dim_arg,
     g_shape,
     mat_vec,
@@ -45,6 +43,7 @@ from funcdl.layers._parametrize import (
     weight_of,
 )
 from funcdl.layers._params import in_param_dtypes
+from funcdl.layers._wrap import child_call, like_child, pulled
 from funcdl.layers.base import Layer, LayerLike, layer_arg, need_state
 from funcdl.layers.combinators import (
     build,
@@ -58,20 +57,6 @@ from funcdl.layers.combinators import (
 __all__ = ["SpectralNorm", "WeightNorm"]
 
 _INIT_ITERATIONS = 15  # torch's power iterations at registration, from the random u, v
-
-
-def _finish(made: Layer, layer: Any) -> Layer:
-    return dataclasses.replace(made, dx_optional=bool(getattr(layer, "dx_optional", False)),
-                               ids=getattr(layer, "ids", None))
-
-
-def _pull(child_pb: Any, dy: Any, need_dx: bool, dx_optional: bool) -> tuple[Any, Any]:
-    """The child's ``(dparams, dx)``, asking it to skip dx when nobody reads it."""
-    if not need_dx and dx_optional:
-        out: tuple[Any, Any] = child_pb(dy, need_dx=False)
-        return out
-    dparams, dx = child_pb(dy)
-    return dparams, (dx if need_dx else None)
 
 
 # ---------------------------------------------------------------------------- WeightNorm
@@ -147,7 +132,7 @@ def WeightNorm(layer: LayerLike, name: str = "w", dim: int | None = -1) -> Layer
         axes = reduced(ax, w.ndim)
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
-            dparams, dx = child_call("WeightNorm", child, _pull, child_pb, dy, need_dx,
+            dparams, dx = child_call("WeightNorm", child, pulled, child_pb, dy, need_dx,
                                      dx_optional)
             grads = {k: d for k, d in dparams.items() if k != pname}
             dw = dparams[pname]
@@ -157,7 +142,7 @@ def WeightNorm(layer: LayerLike, name: str = "w", dim: int | None = -1) -> Layer
 
         return y, pullback, new_state
 
-    return _finish(build(me, is_stateful(layer), init, apply, vjp), layer)
+    return like_child(build(me, is_stateful(layer), init, apply, vjp), layer)
 
 
 # ---------------------------------------------------------------------------- SpectralNorm
@@ -249,7 +234,7 @@ def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
                                  train=train)
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
-            dparams, dx = child_call("SpectralNorm", child, _pull, child_pb, dy, need_dx,
+            dparams, dx = child_call("SpectralNorm", child, pulled, child_pb, dy, need_dx,
                                      dx_optional)
             grads = dict(dparams)
             d_sn = grads[pname]
@@ -259,4 +244,4 @@ def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
 
         return y, pullback, new_state
 
-    return _finish(Layer(init, apply, vjp, stateful=True, name=me), layer)
+    return like_child(Layer(init, apply, vjp, stateful=True, name=me), layer)

@@ -18,14 +18,13 @@ the child's vjp fused with a neighbour's in the forward pass, keeping its activa
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from funcdl import random
 from funcdl.layers._guard import guarded
-from funcdl.layers.base import Layer, LayerLike, layer_arg, located
+from funcdl.layers._wrap import child_call, like_child, pulled
+from funcdl.layers.base import Layer, LayerLike, layer_arg
 from funcdl.layers.combinators import (
-    ERRORS,
     build,
     child_apply,
     child_init,
@@ -56,11 +55,8 @@ def Remat(layer: LayerLike) -> Layer:
     child = name_of(layer)
     dx_optional = bool(getattr(layer, "dx_optional", False))
 
-    def call(fn: Any, *args: Any, **kw: Any) -> Any:
-        try:
-            return fn(*args, **kw)
-        except ERRORS as e:
-            raise located("Remat", child, e) from e
+    def call(fn: Any, *args: Any) -> Any:
+        return child_call("Remat", child, fn, *args)
 
     def init(key: random.Key, in_shape: Any) -> Any:
         return call(child_init, layer, key, in_shape)
@@ -74,13 +70,8 @@ def Remat(layer: LayerLike) -> Layer:
         def pullback(dy: Any, need_dx: bool = True) -> Any:
             # the child's vjp again on the kept arguments, then its pullback
             pull = call(child_vjp, layer, params, x, state, key, train)[1]
-            if need_dx:
-                return call(pull, dy)
-            if dx_optional:
-                return call(pull, dy, need_dx=False)
-            return call(pull, dy)[0], None
+            return call(pulled, pull, dy, need_dx, dx_optional)
 
         return y, pullback, new_state
 
-    made = build(f"Remat({child})", is_stateful(layer), init, apply, vjp)
-    return dataclasses.replace(made, dx_optional=dx_optional, ids=getattr(layer, "ids", None))
+    return like_child(build(f"Remat({child})", is_stateful(layer), init, apply, vjp), layer)

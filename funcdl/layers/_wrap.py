@@ -1,0 +1,39 @@
+"""What the wrappers of one child layer share (Remat, WeightNorm, SpectralNorm, the reversed
+twin of Bidirectional): calling the child with its errors placed, its pullback with or
+without dx, and the fields a wrapper takes over from it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from funcdl.layers.base import Layer, located
+from funcdl.layers.combinators import ERRORS
+
+__all__ = ["child_call", "like_child", "pulled"]
+
+
+def child_call(where: str, child: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """``fn(*args, **kw)``, a child's error re-raised prefixed with the wrapper's place."""
+    try:
+        return fn(*args, **kw)
+    except ERRORS as e:
+        raise located(where, child, e) from e
+
+
+def pulled(child_pb: Any, dy: Any, need_dx: bool, dx_optional: bool) -> tuple[Any, Any]:
+    """The child's ``(dparams, dx)``, asking it to skip dx when nobody reads it (dx None
+    then, whether or not the child can skip it)."""
+    if not need_dx and dx_optional:
+        out: tuple[Any, Any] = child_pb(dy, need_dx=False)
+        return out
+    dparams, dx = child_pb(dy)
+    return dparams, (dx if need_dx else None)
+
+
+def like_child(made: Layer, layer: Any) -> Layer:
+    """``made`` with the child's ``dx_optional`` and ``ids`` (what value_and_grad and
+    check_layer read), none of its fusion fields."""
+    return dataclasses.replace(made, dx_optional=bool(getattr(layer, "dx_optional", False)),
+                               ids=getattr(layer, "ids", None))
