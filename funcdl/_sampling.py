@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from funcdl._args import count_arg, dtype_arg, float_dtype_arg, is_int, number, shape_arg
+from funcdl._args import (
+    bool_arg,
+    count_arg,
+    dtype_arg,
+    float_dtype_arg,
+    is_int,
+    number,
+    shape_arg,
+)
 from funcdl._keys import Key, _axis, _broadcasts, _gen, _reals, check_key
 
 __all__ = ["categorical", "choice", "exponential", "gumbel", "randint"]
@@ -119,8 +127,7 @@ def choice(key: Key, a: Any, shape: Any = (), replace: bool = True, p: Any = Non
     of ``p`` > 0) and draws in order, each pick removing its candidate (with ``p``: Gumbel
     top-k, i.e. successive draws proportional to ``p``)."""
     where = "random.choice"
-    if not isinstance(replace, (bool, np.bool_)):
-        raise TypeError(f"{where}: replace must be True or False, got {replace!r}")
+    replace = bool_arg(replace, where, "replace")
     dims = shape_arg(shape, where)
     if isinstance(a, np.ndarray) and a.ndim > 0:
         ax = _axis(axis, a.ndim, where)

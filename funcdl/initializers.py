@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from funcdl import random
-from funcdl._args import FLOAT_MAX, dtype_arg, float_dtype_arg, real_arg, shape_arg
+from funcdl._args import FLOAT_MAX, dtype_arg, float_dtype_arg, is_int, real_arg, shape_arg
 from funcdl._truncnorm import _truncated_normal
 
 __all__ = [
@@ -175,7 +175,7 @@ def constant(value: float) -> Initializer:
     here the dtype is the init's, as for every initializer, and an array is refused."""
     where = "initializers.constant"
     v = _real(value, where, "value")
-    whole = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    whole = is_int(value)
     exact: Any = int(value) if whole else v  # an int64 past 2**53 keeps its digits
 
     def fill(dims: tuple[int, ...], dt: np.dtype[Any]) -> NDArray[Any]:

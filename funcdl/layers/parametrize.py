@@ -103,7 +103,7 @@ def WeightNorm(layer: LayerLike, name: str = "w", dim: int | None = -1) -> Layer
     def weight(params: Any) -> tuple[dict[str, Any], Any, Any, Any, Any, int | None]:
         """``(other params, w, v̂, ||v||, g, axis)``, the params checked."""
         rest = rest_of(me, params, own)
-        if pname in rest and pname not in own:
+        if pname in rest:
             raise ValueError(f"{me}: params hold {pname!r}, which WeightNorm computes from "
                              f"'g' and 'v'; expected the params WeightNorm's init returns "
                              f"(the child's without {pname!r}, with 'g' and 'v')")

@@ -95,6 +95,17 @@ def zeros_in(params: Tree, dtype: Any) -> Tree:
     return tree.map(lambda p: np.zeros(np.shape(p), dtype), params)
 
 
+def float_dtypes(params: Tree) -> tuple[np.dtype[Any], np.dtype[Any]]:
+    """The narrowest and widest float dtypes among the params' leaves (float64 for none),
+    as optax picks them: a scale that must not promote a float32 update, a loss or
+    hyperparameter kept finely."""
+    kinds = sorted({d for d in (np.asarray(x).dtype for x in tree.leaves(params))
+                    if d.kind == "f"}, key=lambda d: d.itemsize)
+    if not kinds:
+        return np.dtype(np.float64), np.dtype(np.float64)
+    return kinds[0], kinds[-1]
+
+
 def check_float_params(name: str, params: Tree, eps: float | None = None) -> None:
     """At ``init``: every param leaf must be a real floating-point array or number. An
     integer or bool param would come back from ``apply_updates`` silently truncated (an

@@ -10,7 +10,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from funcdl import tree
 from funcdl._args import shown
 from funcdl.optim._base import (
     Count,
@@ -25,6 +24,7 @@ from funcdl.optim._base import (
 from funcdl.optim._checks import (
     check_float_params,
     check_schedule,
+    float_dtypes,
     moment_dtype_arg,
     schedule_value,
 )
@@ -154,7 +154,7 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
 
         def init(params: Tree) -> InjectHyperparamsState:
             check_float_params(f"{name}.init", params)
-            kind = dtype or _widest(params)
+            kind = dtype or float_dtypes(params)[1]
             hyper = {k: _stored(v, kind) for k, v in numbers.items()}
             hyper.update({k: _stored(schedule_value(f"{name} ({k})", f, 0), kind)
                           for k, f in schedules.items()})
@@ -198,16 +198,9 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
     return wrapped
 
 
-def _widest(params: Tree) -> np.dtype[Any]:
-    """The params' widest float dtype (float64 when they have none), as optax's default."""
-    kinds = [np.asarray(x).dtype for x in tree.leaves(params)]
-    floats = [k for k in kinds if k.kind == "f"]
-    return max(floats, key=lambda d: d.itemsize) if floats else np.dtype(np.float64)
-
-
 def _dtype_of(value: Any, dtype: np.dtype[Any] | None, params: Tree) -> np.dtype[Any]:
     """The float dtype a hyperparameter is stored in after an update: its own if a NumPy
     float (as init stored it), else ``hyperparam_dtype``, else the params' widest."""
     if isinstance(value, (np.ndarray, np.floating)) and value.dtype.kind == "f":
         return value.dtype
-    return dtype or _widest(params)
+    return dtype or float_dtypes(params)[1]

@@ -10,10 +10,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from funcdl import tree
 from funcdl._args import number
 from funcdl.optim._base import GradientTransformation, check_state, read_count, transform
-from funcdl.optim._checks import check_float, check_float_params
+from funcdl.optim._checks import check_float, check_float_params, float_dtypes
 from funcdl.optim._schedules import _steps
 from funcdl.optim._transforms import _may_warn, _multiplier, _times
 
@@ -31,15 +30,6 @@ class ReduceLROnPlateauState(NamedTuple):
     cooldown_count: Any  # int64: accumulations still to skip after a reduction
     count: Any  # int64: losses in the accumulation under way (< accumulation_size)
     avg_value: Any  # their mean, in the params' highest float dtype
-
-
-def _float_dtypes(params: Tree) -> tuple[np.dtype[Any], np.dtype[Any]]:
-    """The lowest and highest float dtypes among the params' leaves (float64 for none),
-    as optax's: the scale must not promote a float32 update, the loss is kept finely."""
-    kinds = sorted({np.asarray(x).dtype for x in tree.leaves(params)}, key=lambda d: d.itemsize)
-    if not kinds:
-        return np.dtype(np.float64), np.dtype(np.float64)
-    return kinds[0], kinds[-1]
 
 
 def _loss(name: str, value: Any) -> float:
@@ -105,7 +95,7 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
 
     def init(params: Tree) -> ReduceLROnPlateauState:
         check_float_params(f"{name}.init", params)
-        low, high = _float_dtypes(params)
+        low, high = float_dtypes(params)
         zero = np.int64(0)
         return ReduceLROnPlateauState(low.type(1.0), high.type(np.inf), zero, zero, zero,
                                       high.type(0.0))
