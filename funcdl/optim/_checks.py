@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
 from funcdl import tree
 from funcdl._args import dtype_arg, real_arg
-from funcdl.optim._base import ScalarOrSchedule, Schedule
+from funcdl.optim._base import ScalarOrSchedule, Schedule, dtype_error, real_grad
 
 Tree = Any
 
@@ -172,3 +172,45 @@ def schedule_value(name: str, schedule: Callable[[int], Any], count: int,
         raise ValueError(f"{name}: the schedule returned {v} at count {count}, below "
                          f"{low}; a learning rate must be >= {low}")
     return v
+
+
+def needs_params(name: str, params: Tree) -> None:
+    """A transform that reads the params refuses ``update(state, grads)`` without them."""
+    if params is None:
+        raise ValueError(f"{name}.update: needs the params; call "
+                         f"update(state, grads, params), got params=None")
+
+
+def walk(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Sequence[str],
+         n_out: int) -> tuple[Tree, ...]:
+    """``fn(path, *leaves)`` over trees of one structure (leaf shapes free: a state leaf may
+    be a leaf's statistics), returning ``n_out`` trees; a structure mismatch is a
+    ValueError naming ``name`` and the first differing path."""
+    for other, other_name in zip(trees[1:], names[1:], strict=True):
+        try:
+            tree.check_same(trees[0], other, (names[0], other_name))
+        except ValueError as detail:
+            raise ValueError(f"{name}: {detail}") from None
+    leaves_with_path = tree.leaves_with_path(trees[0])
+    _, treedef = tree.flatten(trees[0])
+    columns = [tree.leaves(t) for t in trees]
+    outs = [fn(path, *xs) for (path, _), *xs in zip(leaves_with_path, *columns, strict=True)]
+    return tuple(tree.unflatten(treedef, [o[i] for o in outs]) for i in range(n_out))
+
+
+def real_param(p: Any) -> Any:
+    """``p`` as an array if it is real floating point, else a bare TypeError, which
+    ``leafwise`` turns into one naming the leaf (a complex or integer param read by a step)."""
+    a = np.asarray(p)
+    if a.dtype.kind != "f":
+        raise TypeError("a param that is not real floating point")
+    return a
+
+
+def real_leaf(name: str, what: str, path: str, g: Any) -> Any:
+    """``g`` as an array, or ``dtype_error`` naming ``name``, ``what`` and ``path``."""
+    try:
+        real_grad(g)
+    except TypeError:
+        raise dtype_error(name, what, path, np.asarray(g).dtype) from None
+    return np.asarray(g)

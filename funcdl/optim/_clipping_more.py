@@ -23,8 +23,14 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._checks import check_float, check_float_params
-from funcdl.optim._factored import real_leaf, real_param, walk
+from funcdl.optim._checks import (
+    check_float,
+    check_float_params,
+    needs_params,
+    real_leaf,
+    real_param,
+    walk,
+)
 
 __all__ = [
     "AddNoiseState",
@@ -48,12 +54,6 @@ class ZeroNansState(NamedTuple):
 class AddNoiseState(NamedTuple):
     count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
     rng_key: Any  # the funcdl.random key the next update splits
-
-
-def _needs_params(name: str, params: Tree) -> None:
-    if params is None:
-        raise ValueError(f"{name}.update: needs the params; call "
-                         f"update(state, grads, params), got params=None")
 
 
 # ---------------------------------------------------------------------------- AGC
@@ -96,7 +96,7 @@ def adaptive_grad_clip(clipping: float, eps: float = 1e-3,
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         where = f"{name}.update"
         check_state(name, state, EmptyState)
-        _needs_params(name, params)
+        needs_params(name, params)
         leafwise(where, lambda g, p: None, (grads, params), ("grads", "params"))
 
         def leaf(path: str, g: Any, p: Any) -> Any:
@@ -167,7 +167,7 @@ def keep_params_nonnegative() -> GradientTransformation:
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         check_state(name, state, EmptyState)
-        _needs_params(name, params)
+        needs_params(name, params)
         with np.errstate(all="ignore"):
             return leafwise(f"{name}.update", leaf, (grads, params),
                             ("grads", "params"))[0], state

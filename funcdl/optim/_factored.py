@@ -6,7 +6,7 @@ Notation as in ``_transforms``; ``t = count + 1`` is the step being taken."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,7 +20,6 @@ from funcdl.optim._base import (
     GradientTransformation,
     ScalarOrSchedule,
     check_state,
-    dtype_error,
     empty_init,
     leafwise,
     next_count,
@@ -35,7 +34,11 @@ from funcdl.optim._checks import (
     check_float_params,
     check_schedule,
     moment_dtype_arg,
+    needs_params,
+    real_leaf,
+    real_param,
     schedule_float,
+    walk,
 )
 from funcdl.optim._masked import make_masked
 from funcdl.optim._transforms import add_decayed_weights, scale, scale_by_learning_rate
@@ -92,41 +95,6 @@ def _layout(shape: tuple[int, ...], dims: tuple[int, int] | None
         return (1,), (1,), shape
     d1, d0 = dims
     return _drop(shape, d0), _drop(shape, d1), (1,)
-
-
-def walk(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Sequence[str],
-         n_out: int) -> tuple[Tree, ...]:
-    """``fn(path, *leaves)`` over trees of one structure (leaf shapes free: a state leaf may
-    be a leaf's statistics), returning ``n_out`` trees; a structure mismatch is a
-    ValueError naming ``name`` and the first differing path."""
-    for other, other_name in zip(trees[1:], names[1:], strict=True):
-        try:
-            tree.check_same(trees[0], other, (names[0], other_name))
-        except ValueError as detail:
-            raise ValueError(f"{name}: {detail}") from None
-    leaves_with_path = tree.leaves_with_path(trees[0])
-    _, treedef = tree.flatten(trees[0])
-    columns = [tree.leaves(t) for t in trees]
-    outs = [fn(path, *xs) for (path, _), *xs in zip(leaves_with_path, *columns, strict=True)]
-    return tuple(tree.unflatten(treedef, [o[i] for o in outs]) for i in range(n_out))
-
-
-def real_param(p: Any) -> Any:
-    """``p`` as an array if it is real floating point, else a bare TypeError, which
-    ``leafwise`` turns into one naming the leaf (a complex or integer param read by a step)."""
-    a = np.asarray(p)
-    if a.dtype.kind != "f":
-        raise TypeError("a param that is not real floating point")
-    return a
-
-
-def real_leaf(name: str, what: str, path: str, g: Any) -> Any:
-    """``g`` as an array, or ``dtype_error`` naming ``name``, ``what`` and ``path``."""
-    try:
-        real_grad(g)
-    except TypeError:
-        raise dtype_error(name, what, path, np.asarray(g).dtype) from None
-    return np.asarray(g)
 
 
 def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
@@ -245,9 +213,7 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         check_state(name, state, EmptyState)
-        if params is None:
-            raise ValueError(f"{name}.update: needs the params; call "
-                             f"update(state, grads, params), got params=None")
+        needs_params(name, params)
         with np.errstate(all="ignore"):
             return leafwise(f"{name}.update", leaf, (grads, params),
                             ("grads", "params"))[0], state

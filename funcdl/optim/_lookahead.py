@@ -32,8 +32,11 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._checks import check_float, check_float_params
-from funcdl.optim._factored import real_param
+from funcdl.optim._checks import (
+    check_float,
+    check_float_params,
+    real_param,
+)
 from funcdl.optim._keywords import check_extra, extra_keywords, show_keywords
 from funcdl.optim._schedules import _steps
 

@@ -36,6 +36,7 @@ from funcdl.optim._checks import (
     check_float,
     check_float_params,
     check_schedule,
+    needs_params,
     schedule_value,
 )
 from funcdl.optim._masked import make_masked
@@ -241,9 +242,7 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Any = None
 
 
 def _decayed(name: str, wd: float, grads: Tree, params: Tree) -> Tree:
-    if params is None:
-        raise ValueError(f"{name}.update: needs the params; call "
-                         f"update(state, grads, params), got params=None")
+    needs_params(name, params)
 
     def leaf(g: Any, p: Any) -> Any:
         real_grad(g)
