@@ -52,12 +52,14 @@ def _alias(name: str, stages: _Stages, eps: float | None = None) -> GradientTran
     return transform(name, init, opt.update)
 
 
-def _weight_decay(stages: _Stages, weight_decay: float, mask: Any = None,
-                  name: str = "") -> None:
-    decay = add_decayed_weights(weight_decay)
-    if mask is not None:  # checked even where the stage is left out (weight_decay=0)
+def _weight_decay(stages: _Stages, weight_decay: ScalarOrSchedule | None, mask: Any = None,
+                  name: str = "", keep_zero: bool = False) -> None:
+    """Append the (masked) weight-decay stage, left out at 0 (``keep_zero``: only at None,
+    as optax's adafactor); a mask is checked even where the stage is left out."""
+    decay = add_decayed_weights(0.0 if weight_decay is None else weight_decay)
+    if mask is not None:
         decay = make_masked(name, decay, mask)
-    if weight_decay != 0.0:
+    if weight_decay is not None and (keep_zero or weight_decay != 0.0):
         stages.append(("weight_decay", decay))
 
 

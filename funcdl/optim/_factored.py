@@ -13,7 +13,7 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._args import bool_arg, int_arg
-from funcdl.optim._alias import _alias, _Stages
+from funcdl.optim._alias import _alias, _Stages, _weight_decay
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -40,8 +40,7 @@ from funcdl.optim._checks import (
     schedule_float,
     walk,
 )
-from funcdl.optim._masked import make_masked
-from funcdl.optim._transforms import add_decayed_weights, scale, scale_by_learning_rate
+from funcdl.optim._transforms import scale, scale_by_learning_rate
 from funcdl.optim._wrappers import ema
 
 __all__ = ["FactoredState", "adafactor", "clip_by_block_rms", "scale_by_factored_rms",
@@ -269,10 +268,6 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
         stages.append(("param_scale", scale_by_param_block_rms()))
     if mom is not None:
         stages.append(("momentum", ema(mom, debias=False, accumulator_dtype=mom_dt)))
-    decay = add_decayed_weights(0.0 if wd is None else wd)
-    if weight_decay_mask is not None:  # checked even where the stage is left out
-        decay = make_masked(name, decay, weight_decay_mask)
-    if wd is not None:
-        stages.append(("weight_decay", decay))
+    _weight_decay(stages, wd, weight_decay_mask, name, keep_zero=True)
     stages.append(("flip", scale(-1.0)))
     return _alias(name, stages)

@@ -111,7 +111,7 @@ def lion(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99, mu_dtype: Any 
     b2 = check_float(name, "b2", b2, high=1.0)
     wd = check_float_or_schedule(name, "weight_decay", weight_decay, "wd")
     stages: _Stages = [("lion", scale_by_lion(b1, b2, mu_dtype))]
-    _weight_decay(stages, wd, mask, name)  # type: ignore[arg-type]  # a schedule, as optax
+    _weight_decay(stages, wd, mask, name)  # a schedule, as optax
     stages.append(("lr", scale_by_learning_rate(lr)))
     return _alias(name, stages)
 
@@ -132,6 +132,6 @@ def lamb(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 
     eps_root = check_float(name, "eps_root", eps_root)
     wd = check_float_or_schedule(name, "weight_decay", weight_decay, "wd")
     stages: _Stages = [("adam", scale_by_adam(b1, b2, eps, eps_root))]
-    _weight_decay(stages, wd, mask, name)  # type: ignore[arg-type]  # a schedule, as optax
+    _weight_decay(stages, wd, mask, name)  # a schedule, as optax
     stages += [("trust_ratio", scale_by_trust_ratio()), ("lr", scale_by_learning_rate(lr))]
     return _alias(name, stages, eps)
