@@ -384,7 +384,7 @@ CTORS = [
       "dim": (*INT[1:], 2, -3)}),
     ("SpectralNorm", L.SpectralNorm, {"layer": L.Dense(3)}, f(2, 3),
      {"layer": (L.ReLU, None, 3, L.ReLU(), L.BatchNorm()), "name": (None, 3, "kernel"),
-      "n_power_iterations": POS, "eps": (*NUM, 0, -1), "dim": (*INT, 2, -3)}),
+      "n_power_iterations": POS, "eps": (*NUM, 0, -1), "dim": (*INT[1:], 2, -3)}),
     ("Layer", lambda fn: L.Layer(fn, fn, fn), {"fn": lambda *a, **k: None}, f(2, 3),
      {"fn": (None, 3, "init")}),
 ]

@@ -13,7 +13,7 @@ import pytest
 
 import funcdl as fd
 from funcdl import random
-from funcdl.layers import BatchNorm, Conv2D, Dense, ReLU, Sequential, Tanh
+from funcdl.layers import BatchNorm, Conv2D, ConvTranspose2D, Dense, ReLU, Sequential, Tanh
 from funcdl.layers.parametrize import SpectralNorm, WeightNorm
 from funcdl.testing import check_layer, check_vjp
 
@@ -356,7 +356,7 @@ def test_bad_arguments_named():
     raises(ValueError, lambda: SpectralNorm(Conv2D(2, 3), dim=-5).init(KEY, (None, 4, 4, 1)),
            "SpectralNorm(Conv2D(2, 3), dim=-5)", "expected an int in [-4, 4)")
     raises(TypeError, lambda: WeightNorm(Dense(3), dim=1.5), "WeightNorm", "dim", "1.5")
-    raises(TypeError, lambda: SpectralNorm(Dense(3), dim=None), "SpectralNorm", "dim")
+    raises(TypeError, lambda: SpectralNorm(Dense(3), dim=1.5), "SpectralNorm", "dim", "1.5")
     raises(ValueError, lambda: SpectralNorm(Dense(3), n_power_iterations=0), "SpectralNorm",
            "n_power_iterations must be >= 1", "got 0", "use 1")
     raises(TypeError, lambda: SpectralNorm(Dense(3), n_power_iterations=1.5), "SpectralNorm",
@@ -392,3 +392,14 @@ def test_bad_params_and_state_named():
     raises(TypeError, lambda: sn.apply(ps, x, state=s, train="yes"), "SpectralNorm", "train")
     raises(ValueError, lambda: sn.apply({**ps, "w": np.zeros_like(ps["w"])}, x, state=s),
            "SpectralNorm(Dense(3))", "is 0")
+
+
+def test_spectral_norm_defaults_to_the_childs_output_axis_as_torch():
+    # torch's spectral_norm takes dim=1 for a ConvTranspose (its out channels); funcdl's
+    # ConvTranspose2D kernel is (kh, kw, out, C): the default is its axis -2
+    for layer, out in [(Dense(3), 3), (Conv2D(2, 3), 2), (ConvTranspose2D(5, 3), 5)]:
+        shape = (None, 4) if layer.name.startswith("Dense") else (None, 4, 4, 2)
+        _, _, state = SpectralNorm(layer).init(KEY, shape)
+        assert state["u"].shape == (out,), layer.name
+    assert SpectralNorm(ConvTranspose2D(5, 3)).name == "SpectralNorm(ConvTranspose2D(5, 3))"
+    assert SpectralNorm(ConvTranspose2D(5, 3), dim=-1).name.endswith("dim=-1)")

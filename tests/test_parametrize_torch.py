@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from funcdl import random  # noqa: E402
-from funcdl.layers import Conv2D, Dense  # noqa: E402
+from funcdl.layers import Conv2D, ConvTranspose2D, Dense  # noqa: E402
 from funcdl.layers.parametrize import SpectralNorm, WeightNorm  # noqa: E402
 
 KEY = random.key(0)
@@ -122,3 +122,28 @@ def test_spectral_norm_vs_torch(conv):
         np.testing.assert_allclose(grads["b"], n(m.bias.grad), **TOL)
         np.testing.assert_allclose(dx, n(xt.grad).transpose(*NHWC) if conv else n(xt.grad),
                                    **TOL)
+
+
+def test_spectral_norm_of_a_transposed_conv_defaults_to_torchs_dim_1():
+    # torch: dim=1 (the out channels of ConvTranspose2d's (C, out, kh, kw)); funcdl's kernel
+    # is (kh, kw, out, C), and SpectralNorm's default picks its axis -2
+
+    layer = SpectralNorm(ConvTranspose2D(5, 3, stride=2))
+    _, p, s = layer.init(KEY, (None, 4, 4, 2))
+    p = {k: a.astype(np.float64) for k, a in p.items()}
+    s = {k: a.astype(np.float64) for k, a in s.items()}
+    m = torch.nn.ConvTranspose2d(2, 5, 3, stride=2).double()
+    with torch.no_grad():
+        m.weight.copy_(t(p["w"].transpose(3, 2, 0, 1)))  # (kh, kw, out, C) -> (C, out, kh, kw)
+        m.bias.copy_(t(p["b"]))
+    P.spectral_norm(m)
+    par = m.parametrizations.weight
+    with torch.no_grad():
+        par[0]._u.copy_(t(s["u"]))
+        par[0]._v.copy_(t(s["v"].reshape(3, 3, 2).transpose(2, 0, 1).ravel()))
+    for step in range(3):
+        x = rand(2, 4, 4, 2, seed=step)
+        y, s = layer.apply(p, x, state=s, train=True)
+        y_t = m(t(x.transpose(0, 3, 1, 2)))
+        np.testing.assert_allclose(y, n(y_t).transpose(*NHWC), **TOL)
+        np.testing.assert_allclose(s["u"], n(par[0]._u), **TOL)

@@ -7,7 +7,7 @@ The output axis ``dim``: torch's ``dim=0`` is the output axis of its layouts, Li
 kernel ``(kh, kw, in, out)`` have it last, so ``dim=-1`` (the default) is torch's default
 for both. ConvTranspose2D's kernel ``(kh, kw, out, C)`` is torch's ``(C, out, kh, kw)``
 transposed: torch's weight_norm ``dim=0`` is ``dim=-1`` here, and spectral_norm's default
-for it (``dim=1``) is ``dim=-2``.
+for it (``dim=1``) is ``dim=-2``, which SpectralNorm's default ``dim=None`` picks.
 
 Each wrapper passes the child's other params through unchanged, keeps its output shape, its
 ``dx_optional`` and ``ids``, and drops the fusion fields (the child's ``vjp_then`` would
@@ -148,7 +148,7 @@ def WeightNorm(layer: LayerLike, name: str = "w", dim: int | None = -1) -> Layer
 # ---------------------------------------------------------------------------- SpectralNorm
 
 def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
-                 eps: float = 1e-12, dim: int = -1) -> Layer:
+                 eps: float = 1e-12, dim: int | None = None) -> Layer:
     """Spectral normalisation (torch's ``spectral_norm``): ``layer``'s param ``name`` ``W``
     is used as ``W/σ``, ``σ = uᵀ W v`` the largest singular value of ``W`` as a matrix
     ``(out, rest)`` (the output axis ``dim`` first), estimated by power iteration.
@@ -162,7 +162,9 @@ def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
     (Conv2D: ``(kh, kw, in)``, torch's ``(in, kh, kw)`` reordered).
     forward: ``y = layer(params with name: W/σ)``;
     vjp (u, v constants, as torch): ``dW = dW_sn/σ - (⟨dW_sn, W⟩/σ²)·u vᵀ``.
-    The child must be stateless; its other params pass through unchanged.
+    The child must be stateless; its other params pass through unchanged. ``dim=None``
+    (the default) is the child's output axis, torch's default: -1 (Dense, Conv2D), or -2
+    for a ConvTranspose2D, whose kernel is ``(kh, kw, out, C)`` (torch's ``dim=1`` there).
     """
     layer_arg("SpectralNorm", layer, "expected a layer with a weight, as "
               "SpectralNorm(Dense(64))")
@@ -172,10 +174,11 @@ def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
         raise ValueError(f"SpectralNorm: n_power_iterations must be >= 1 (as torch's), got "
                          f"{n_iter}; use 1, the default (each training call refines u, v)")
     eps = real_arg(eps, "SpectralNorm", "eps", low=0.0, open_low=True)
-    dim_ = dim_arg("SpectralNorm", dim, allow_none=False)
     layer = guarded(layer)
     child = name_of(layer)
-    shown = options(pname, dim_, n_power_iterations=(n_iter, 1), eps=(eps, 1e-12))
+    out_axis = -2 if child.startswith("ConvTranspose") else -1
+    dim_ = out_axis if dim is None else dim_arg("SpectralNorm", dim, allow_none=False)
+    shown = options(pname, dim_, out_axis, n_power_iterations=(n_iter, 1), eps=(eps, 1e-12))
     me = f"SpectralNorm({child}{shown})"
     if is_stateful(layer):
         raise TypeError(f"{me}: expected a stateless layer, got the stateful {child}; "
