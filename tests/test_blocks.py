@@ -328,6 +328,10 @@ def test_bad_inputs_name_the_block() -> None:
     _, p = dec.init(KEY, ((None, 4, 8), (None, 3, 8)))
     with pytest.raises(ValueError, match=r"^TransformerDecoderLayer\(8, 2, dim_f.*tuple"):
         dec.apply(p, np.ones((2, 4, 8), np.float32))
+    with pytest.raises(ValueError, match=r"^TransformerDecoderLayer\(8, 2, dim_f\w*=16\): "
+                                         r"expected memory \(the input\) \(N, T, 8\) .*got "
+                                         r"\(2, 3, 6\)"):
+        dec.vjp(p, (np.ones((2, 4, 8), np.float32), np.ones((2, 3, 6), np.float32)))
     bi = Bidirectional(L.GRU(3))
     _, p = bi.init(KEY, (None, 4, 2))
     with pytest.raises(ValueError, match=r"^Bidirectional\(GRU\(3\)\): .*GRU\(3\): "

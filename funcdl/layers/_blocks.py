@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from funcdl import random
 from funcdl._treenodes import describe
 from funcdl.layers.base import Layer, LayerLike, located
@@ -71,10 +73,20 @@ def _relabelled(name: str, e: Exception) -> Exception:
     return e if str(e).startswith(name) else located(f"{name}:", "", e)
 
 
-def block(name: str, part: Part, check_shape: Callable[[Any], Any]) -> Layer:
+def _shapes_of(x: Any) -> Any:
+    """The shape of an array input, or the shapes of a tuple of arrays; None otherwise (the
+    inner layers then say what they expected)."""
+    if isinstance(x, np.ndarray):
+        return x.shape
+    if isinstance(x, (tuple, list)) and x and all(isinstance(a, np.ndarray) for a in x):
+        return tuple(a.shape for a in x)
+    return None
+
+
+def block(name: str, part: Part, check_shape: Callable[[Any, str], Any]) -> Layer:
     """A stateless Layer named ``name`` running ``part``'s layer, its params the dict of the
-    skeleton's names; ``check_shape(in_shape)`` refuses a wrong in_shape in the block's
-    words and gives the shape to pass on."""
+    skeleton's names; ``check_shape(shape, what)`` refuses a wrong in_shape (at init) or
+    input (at apply and vjp) in the block's words and gives the shape to pass on."""
     inner, skeleton = part
     keys = keys_of(skeleton)
 
@@ -89,15 +101,21 @@ def block(name: str, part: Part, check_shape: Callable[[Any], Any]) -> Layer:
         return {k: got[k] for k in keys}
 
     def init(key: random.Key, in_shape: Any) -> tuple[Any, Any]:
-        shape = check_shape(in_shape)
+        shape = check_shape(in_shape, "in_shape")
         try:
             out, params = inner.init(key, shape)
         except ERRORS as e:
             raise _relabelled(name, e) from e
         return out, unpacked(params)
 
+    def checked(x: Any) -> None:
+        shapes = _shapes_of(x)
+        if shapes is not None:
+            check_shape(shapes, "the input")
+
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         p = packed(params)
+        checked(x)
         try:
             return inner.apply(p, x, key=key, train=train)
         except ERRORS as e:
@@ -105,6 +123,7 @@ def block(name: str, part: Part, check_shape: Callable[[Any], Any]) -> Layer:
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         p = packed(params)
+        checked(x)
         try:
             y, pb = inner.vjp(p, x, key=key, train=train)
         except ERRORS as e:

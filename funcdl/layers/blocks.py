@@ -140,7 +140,7 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     norm1, norm2 = named(LayerNorm(eps), "norm1"), named(LayerNorm(eps), "norm2")
     part = (seq(res(seq(norm1, sa)), res(seq(norm2, feed))) if first else
             seq(res(sa), norm1, res(feed), norm2))
-    return block(name, part, lambda s: _sequence_shape(name, d, s))
+    return block(name, part, lambda s, what: _sequence_shape(name, d, s, what))
 
 
 def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 2048,
@@ -182,13 +182,15 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
         part = seq(par(seq(res(sa), n1), keep), bare(FanOut(2)),
                    par(bare(Select(0)), cross), bare(FanInSum()), n2, res(feed), n3)
 
-    def shapes(in_shape: Any) -> Any:
+    def shapes(in_shape: Any, what: str) -> Any:
         if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
                 and all(isinstance(s, (tuple, list)) for s in in_shape)):
-            raise ValueError(f"{name}: expected in_shape a pair of shapes (tgt, memory), "
-                             f"((N, T, {d}), (N, S, {d})), got {in_shape!r}")
-        return (_sequence_shape(name, d, in_shape[0], "tgt's shape"),
-                _sequence_shape(name, d, in_shape[1], "memory's shape"))
+            got = (f"an array of shape {in_shape}" if what == "the input" else
+                   repr(in_shape))
+            raise ValueError(f"{name}: expected {what} as a tuple (tgt, memory), of shapes "
+                             f"((N, T, {d}), (N, S, {d})), got {got}")
+        return (_sequence_shape(name, d, in_shape[0], f"tgt ({what})"),
+                _sequence_shape(name, d, in_shape[1], f"memory ({what})"))
 
     return block(name, part, shapes)
 
@@ -284,4 +286,4 @@ def Bidirectional(layer: LayerLike, merge: str | None = "concat", *,
     parts = [bare(FanOut(2)), par(named(layer, "forward"), named(back, "backward"))]
     if merge is not None:
         parts.append(bare(_MERGES[merge]()))
-    return block(name, seq(*parts), lambda s: s)
+    return block(name, seq(*parts), lambda s, what: s)
