@@ -12,6 +12,7 @@ import pytest
 import test_initializers as base
 
 from funcdl import initializers as init
+from funcdl import layers as L
 from funcdl import random
 
 K = random.key(0)
@@ -217,3 +218,12 @@ def test_truncated_normal_refuses_float32_overflow():
 def test_new_names_are_exported():
     for name in ("truncated_normal", "constant", "delta_orthogonal"):
         assert name in init.__all__
+
+
+def test_a_layer_names_funcdls_own_initializers_refusal_without_the_signature_hint():
+    # delta_orthogonal was called rightly (key, shape, dtype): its refusal is the whole story
+
+    with pytest.raises(ValueError, match=r"^Conv2D\(4, 3\): w_init: initializers\."
+                                         r"delta_orthogonal: needs in <= out") as e:
+        L.Conv2D(4, 3, w_init=init.delta_orthogonal()).init(random.key(0), (None, 5, 5, 8))
+    assert "it must take a funcdl.random key" not in str(e.value)

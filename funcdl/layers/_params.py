@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers
-from funcdl.layers.base import _F32, Array
+from funcdl.layers.base import _F32, Array, ours
 
 # the factories of funcdl.initializers that need no settings (variance_scaling does)
 _NO_SETTINGS = frozenset(n for n in initializers.__all__ if n != "variance_scaling")
@@ -42,6 +42,8 @@ def drawn(name: str, what: str, init: Any, key: Any, shape: tuple[int, ...],
     try:
         a = init(key, shape, dtype)
     except (TypeError, ValueError) as err:
+        if ours(init):  # funcdl's own initializer, called rightly: its refusal says why
+            raise type(err)(f"{name}: {what}: {err}") from err
         raise type(err)(f"{name}: {what}(key, shape, dtype) failed: {type(err).__name__}: "
                         f"{err}; it must take a funcdl.random key, the shape {shape} and the "
                         f"dtype {np.dtype(dtype)}, as funcdl.initializers' functions do"
