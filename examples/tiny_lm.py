@@ -1,0 +1,210 @@
+"""A character-level causal transformer that learns to write balanced brackets.
+
+The corpus: 3000 random Dyck words over two kinds of brackets, ``([])[]``, ``[(())]``, up
+to 12 characters long, each between ``;`` marks (the start and the end), drawn from the
+seed's key. The model: token Embedding plus a learned position table (``Positions``, a small
+custom Layer), two pre-norm causal TransformerEncoderLayers (d_model 32, 4 heads),
+a final LayerNorm and a Dense to the 5 logits; softmax cross-entropy on every next
+character, AdamW with a linear warmup and cosine decay, batch 64. Then it completes 300
+prompts, ``;`` followed by the first 0 to L-1 characters of a held-out word, sampling each
+next character with `random.categorical` at temperature 0.8 until it writes ``;``, and
+prints some completions and the fraction that are balanced (a random string of brackets
+almost never is).
+
+    python examples/tiny_lm.py [--epochs 10] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import funcdl as fd
+from funcdl import layers as L
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
+import _cli
+
+CHARS = ";([)]"  # id 0 marks a word's start and end; opening i+1 is closed by i+3
+MAX_HALF = 6  # words of 2 to 12 characters
+T = 2 * MAX_HALF + 1  # the model reads ';' and 12 characters, and predicts the next 13
+
+
+def dyck_words(key: Any, n: int) -> np.ndarray:
+    """``n`` random balanced words as (n, T + 1) int64 ids: ``;``, the word, then ``;``
+    to the end. Built one position at a time for all words at once: a word must open at
+    depth 0, must close when its depth equals the characters left, else opens or closes
+    with probability 1/2; a closing bracket matches the kind on top of its stack."""
+    k_half, k_coin, k_kind = fd.random.split(key, 3)
+    length = 2 * fd.random.randint(k_half, (n,), 1, MAX_HALF + 1)
+    coin = fd.random.bernoulli(k_coin, 0.5, (n, 2 * MAX_HALF))
+    kind = fd.random.randint(k_kind, (n, 2 * MAX_HALF), 0, 2)
+    seq = np.zeros((n, T + 1), np.int64)
+    stack = np.zeros((n, MAX_HALF), np.int64)
+    depth = np.zeros(n, np.int64)
+    rows = np.arange(n)
+    for s in range(2 * MAX_HALF):
+        left = length - s
+        opens = (left > 0) & ((depth == 0) | ((depth < left) & coin[:, s]))
+        closes = (left > 0) & ~opens
+        stack[rows[opens], depth[opens]] = kind[opens, s]
+        depth += opens
+        depth -= closes
+        top = stack[rows, np.minimum(depth, MAX_HALF - 1)]
+        seq[:, s + 1] = np.where(opens, 1 + kind[:, s], np.where(closes, 3 + top, 0))
+    return seq
+
+
+def balanced(word: str) -> bool:
+    """Whether ``word`` is a non-empty balanced string of ``()`` and ``[]`` only."""
+    stack: list[str] = []
+    for c in word:
+        if c in "([":
+            stack.append(")]"["([".index(c)])
+        elif c not in ")]" or not stack or stack.pop() != c:
+            return False
+    return bool(word) and not stack
+
+
+def Positions(max_len: int) -> L.Layer:
+    """A learned position table added to a sequence: ``(N, T, d) -> (N, T, d)``, T <= max_len.
+
+    params: ``{'table': (max_len, d)}``, N(0, 1) as Embedding's; forward:
+    ``y[n, t] = x[n, t] + table[t]``; vjp: ``dx = dy``, ``dtable[t] = Σ_n dy[n, t]`` (0 for
+    t >= T)."""
+    name = f"Positions({max_len})"
+
+    def init(key: Any, in_shape: Any) -> tuple[Any, Any]:
+        return tuple(in_shape), {"table": fd.random.normal(key, (max_len, in_shape[-1]))}
+
+    def check(params: Any, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        xs, table = np.asarray(x), np.asarray(params["table"])
+        if xs.ndim != 3 or xs.shape[1] > max_len or xs.shape[2] != table.shape[1]:
+            raise ValueError(f"{name}: expected x of shape (N, T, {table.shape[1]}) with "
+                             f"T <= {max_len}, got {xs.shape}; build Positions(T) for longer "
+                             f"sequences")
+        return xs, table[:xs.shape[1]]
+
+    def apply(params: Any, x: Any) -> np.ndarray:
+        xs, rows = check(params, x)
+        y: np.ndarray = xs + rows
+        return y
+
+    def vjp(params: Any, x: Any) -> Any:
+        xs, rows = check(params, x)
+
+        def pullback(dy: np.ndarray) -> tuple[Any, np.ndarray]:
+            dtable = np.zeros((max_len, rows.shape[1]), rows.dtype)
+            dtable[:len(rows)] = dy.sum(axis=0)
+            return {"table": dtable}, dy
+
+        return xs + rows, pullback
+
+    return L.Layer(init, apply, vjp, name=name)
+
+
+def make_model(d: int = 32, heads: int = 4, blocks: int = 2) -> Any:
+    return L.Sequential(
+        L.Embedding(len(CHARS), d), Positions(T),
+        *[L.TransformerEncoderLayer(d, heads, 2 * d, dropout=0.0, causal=True,
+                                    norm_first=True) for _ in range(blocks)],
+        L.LayerNorm(), L.Dense(len(CHARS)))
+
+
+def complete(model: Any, params: Any, key: Any, prompts: np.ndarray, lengths: np.ndarray,
+             temperature: float = 0.8) -> list[str]:
+    """Continue each prompt (``prompts[i, :lengths[i]]``, ids) to position T, one character
+    at a time for all prompts at once, each drawn from ``softmax(logits / temperature)``;
+    returns the words: the characters after the first ``;`` up to the next (or the end)."""
+    # past its prompt a row holds ';' until drawn: the logits at t - 1 of a causal model
+    # read positions <= t - 1 only, but nothing of a held-out word may be left to peek at
+    seq = np.where(np.arange(prompts.shape[1]) < lengths[:, None], prompts, 0)
+    for t in range(1, T + 1):
+        logits = model.apply(params, seq[:, :T])[:, t - 1] / np.float32(temperature)
+        drawn = fd.random.categorical(fd.random.fold_in(key, t), logits)
+        seq[:, t] = np.where(t < lengths, seq[:, t], drawn)
+    words = []
+    for row in seq:
+        text = "".join(CHARS[i] for i in row[1:])
+        words.append(text.split(";")[0] if ";" in text else text + "…")  # … : unfinished
+    return words
+
+
+def train(epochs: int = 10, seed: int = 0, lr: float = 3e-3, batch_size: int = 64,
+          n_train: int = 3000, n_prompts: int = 300, log_every: int = 2,
+          verbose: bool = True) -> dict[str, Any]:
+    """Train from ``random.key(seed)``; returns params, losses, completions and validity."""
+    k_train, k_test, k_init, k_epochs, k_prompt, k_sample = fd.random.split(
+        fd.random.key(seed), 6)
+    words = dyck_words(k_train, n_train)
+    held_out = dyck_words(k_test, n_prompts)
+    x_train, y_train = words[:, :-1], words[:, 1:]
+    model = make_model()
+    _, params = model.init(k_init, (None, T))
+    # prompts: ';' and the first 0 to L-1 characters of each held-out word of length L;
+    # completed by the untrained model too, for the chance level
+    word_len = (held_out[:, 1:] != 0).sum(axis=1)
+    lengths = 1 + fd.random.randint(k_prompt, (n_prompts,), 0, word_len)
+    untrained = complete(model, params, k_sample, held_out, lengths)
+    steps = epochs * math.ceil(n_train / batch_size)
+    opt = fd.optim.adamw(fd.optim.warmup_cosine_decay_schedule(0.0, lr, steps // 10, steps,
+                                                               end_value=lr / 20),
+                         weight_decay=1e-2)
+    opt_state = opt.init(params)
+    value_and_grad = fd.value_and_grad(model, fd.losses.softmax_cross_entropy)
+
+    def test_loss() -> float:
+        return float(fd.losses.softmax_cross_entropy(model.apply(params, held_out[:, :-1]),
+                                                     held_out[:, 1:]))
+
+    curve = []
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        total = 0.0
+        for xb, yb in fd.data.batches(fd.random.fold_in(k_epochs, epoch), x_train, y_train,
+                                      batch_size=batch_size):
+            loss, grads = value_and_grad(params, xb, yb)
+            updates, opt_state = opt.update(opt_state, grads, params)
+            params = fd.optim.apply_updates(params, updates)
+            total += loss * len(xb)
+        curve.append(total / n_train)
+        if verbose and (epoch % log_every == 0 or epoch == 1):
+            print(f"epoch {epoch:4d}  loss {curve[-1]:.4f}  test loss {test_loss():.4f}  "
+                  f"{time.perf_counter() - start:5.2f} s")
+    seconds = time.perf_counter() - start
+
+    samples = complete(model, params, k_sample, held_out, lengths)
+    prompts = ["".join(CHARS[i] for i in row[1:n]) for row, n in zip(held_out, lengths)]
+    return {
+        "model": model, "params": params, "curve": curve, "seconds": seconds,
+        "test_loss": test_loss(), "prompts": prompts, "samples": samples,
+        "valid": float(np.mean([balanced(w) for w in samples])),
+        "distinct": len(set(samples)),
+        "valid_untrained": float(np.mean([balanced(w) for w in untrained])),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = _cli.parser(__file__, __doc__)
+    _cli.add_epochs_and_seed(parser, 10, "the 3000 training words",
+                             "the words, the initial params, the batches and the samples")
+    args = _cli.parse(parser, argv)
+    result = train(args.epochs, args.seed)
+    print("prompt -> completion:")
+    for prompt, word in list(zip(result["prompts"], result["samples"]))[:8]:
+        print(f"  {prompt or '(empty)':>12s} -> {word:14s} "
+              f"{'balanced' if balanced(word) else 'NOT balanced'}")
+    print(f"final: {result['valid']:.1%} of {len(result['samples'])} completions balanced "
+          f"({result['distinct']} distinct), test loss {result['test_loss']:.3f} per "
+          f"character (uniform: {math.log(len(CHARS)):.3f}); untrained: "
+          f"{result['valid_untrained']:.1%} balanced; {result['seconds']:.2f} s of training")
+    return result
+
+
+if __name__ == "__main__":
+    main()
