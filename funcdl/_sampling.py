@@ -65,6 +65,11 @@ def randint(key: Key, shape: Any, minval: Any, maxval: Any,
     all of int64. Unlike JAX, which returns ``minval`` for an empty range, ``minval >=
     maxval`` (after clipping) is a ValueError, and float bounds are a TypeError."""
     where = "random.randint"
+    # torch's randint(low, high, size) order: said where the bounds then fail
+    swapped = ((f"; the order is randint(key, shape, minval, maxval), JAX's: for torch's "
+                f"randint(low, high, size) pass randint(key, {maxval!r}, {shape!r}, "
+                f"{minval!r})") if isinstance(maxval, tuple) and not isinstance(shape, tuple)
+               else "")
     dt = np.dtype(np.int64) if dtype is None else dtype_arg(
         dtype, where, "dtype", "iu", "an integer dtype such as np.int64 or np.uint8")
     dims = shape_arg(shape, where, dt.itemsize)
@@ -73,7 +78,7 @@ def randint(key: Key, shape: Any, minval: Any, maxval: Any,
     top, hi_above, hi_below = _int_bound(maxval, "maxval", info, dt, where)
     if not _broadcasts(dims, lo.shape, top.shape):
         raise ValueError(f"{where}: minval and maxval must broadcast to shape {dims}, got "
-                         f"shapes {lo.shape} and {top.shape}")
+                         f"shapes {lo.shape} and {top.shape}{swapped}")
     if lo_above.any() or hi_below.any() or (top == info.min).any():
         raise ValueError(f"{where}: [minval, maxval) holds no {dt} value ({dt} spans "
                          f"[{info.min}, {info.max}]); pass bounds within it or a wider dtype")
@@ -82,7 +87,7 @@ def randint(key: Key, shape: Any, minval: Any, maxval: Any,
     hi = np.where(hi_above, dt.type(info.max), top - dt.type(1)).astype(dt, copy=False)
     if not (lo <= hi).all():
         raise ValueError(f"{where}: needs minval < maxval, got minval={minval!r}, "
-                         f"maxval={maxval!r}")
+                         f"maxval={maxval!r}{swapped}")
     g = _gen(check_key(key, where))
     return np.asarray(g.integers(lo, hi, size=dims, dtype=dt, endpoint=True))
 
