@@ -86,10 +86,7 @@ def _adaptive(name: str, rank: int, output_size: Any, is_max: bool) -> Layer:
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
-        shape = check_in_shape(name, in_shape)
-        if len(shape) != rank + 2:
-            raise ValueError(f"{name}: expected an input shape {_LAYOUT[rank]} of rank "
-                             f"{rank + 2}, got {shape} (rank {len(shape)})")
+        shape = check_in_shape(name, in_shape, rank=rank + 2, layout=_LAYOUT[rank])
         if 0 in shape[1:-1]:
             raise ValueError(f"{name}: cannot pool an empty side, got in_shape {shape} "
                              f"(expected {_LAYOUT[rank]} with sides >= 1)")

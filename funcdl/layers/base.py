@@ -211,8 +211,9 @@ def layer_arg(where: str, x: Any, what: str = "expected a layer") -> None:
 
 
 def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
-                   rank: int | None = None) -> Shape:
-    """Validate ``in_shape`` given to ``init``: a tuple of positive ints (or None)."""
+                   rank: int | None = None, layout: str = "") -> Shape:
+    """Validate ``in_shape`` given to ``init``: a tuple of positive ints (or None), of rank
+    ``rank`` when given (named with ``layout``, e.g. '(N, H, W, C)', in the error)."""
     if isinstance(in_shape, (int, np.integer)) or not isinstance(in_shape, (tuple, list)):
         raise TypeError(
             f"{name}: in_shape must be a tuple with the batch axis first, e.g. (None, 2), "
@@ -224,8 +225,8 @@ def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
             raise ValueError(f"{name}: in_shape entries must be ints >= 0 or None, "
                              f"got {shape}{hint}")
     if rank is not None and len(shape) != rank:
-        raise ValueError(f"{name}: expected an input shape of rank {rank}, got {shape} "
-                         f"(rank {len(shape)})")
+        raise ValueError(f"{name}: expected an input shape {layout}{' ' if layout else ''}of "
+                         f"rank {rank}, got {shape} (rank {len(shape)})")
     if len(shape) < min_rank:
         raise ValueError(f"{name}: expected an input shape of rank >= {min_rank}, got {shape}")
     return tuple(None if d is None else int(d) for d in shape)

@@ -163,10 +163,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
     b_init = initializer_arg(name, "b_init", b_init)
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
-        shape = check_in_shape(name, in_shape)
-        if len(shape) != rank + 2:
-            raise ValueError(f"{name}: expected an input shape {layout}C) of rank {rank + 2}, "
-                             f"got {shape} (rank {len(shape)})")
+        shape = check_in_shape(name, in_shape, rank=rank + 2, layout=f"{layout}C)")
         c = shape[-1]
         if c is None or c == 0:
             raise ValueError(f"{name}: the channel axis of in_shape must be a known size > 0, "

@@ -197,10 +197,7 @@ def ConvTranspose2D(out: int, kernel: int | tuple[int, int], stride: int | tuple
     kh, kw = size
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
-        shape = check_in_shape(name, in_shape)
-        if len(shape) != 4:
-            raise ValueError(f"{name}: expected an input shape (N, H, W, C) of rank 4, got "
-                             f"{shape} (rank {len(shape)})")
+        shape = check_in_shape(name, in_shape, rank=4, layout="(N, H, W, C)")
         c = shape[-1]
         if c is None or c == 0:
             raise ValueError(f"{name}: the channel axis of in_shape must be a known size > 0, "

@@ -136,10 +136,7 @@ def _layer(name: str, kind: str, pads: Pads, mode: Any, value: Any) -> Layer:
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
-        shape = check_in_shape(name, in_shape)
-        if len(shape) != rank:
-            raise ValueError(f"{name}: expected an input shape ({', '.join(kind)}) of rank "
-                             f"{rank}, got {shape} (rank {len(shape)})")
+        shape = check_in_shape(name, in_shape, rank=rank, layout=f"({', '.join(kind)})")
         check_sizes(shape)
         out = list(shape)
         for ax, (lo, hi) in zip(axes, pads):

@@ -79,10 +79,7 @@ def _window(name: str, rank: int, window: Any, stride: Any, padding: Any, dilati
 def _pool_init(name: str, win: Window, rank: int) -> Any:
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
-        shape = check_in_shape(name, in_shape)
-        if len(shape) != rank + 2:
-            raise ValueError(f"{name}: expected an input shape {_LAYOUT[rank]} of rank "
-                             f"{rank + 2}, got {shape} (rank {len(shape)})")
+        shape = check_in_shape(name, in_shape, rank=rank + 2, layout=_LAYOUT[rank])
         oh, ow, pads = fit(name, win, shape, rank, "window")
         check_windows(name, win, shape, (oh, ow), pads)
         return (shape[0], *((oh, ow) if rank == 2 else (ow,)), shape[-1]), ()
