@@ -13,7 +13,8 @@ from funcdl._args import nearest_divisors
 from funcdl.layers._params import param_arrays
 from funcdl.layers.base import Array, Shape, as_array, cast_ints, check_in_shape
 
-__all__ = ["ROLES", "agree", "checked_params", "in_shapes", "inputs", "several", "shown"]
+__all__ = ["ROLES", "agree", "checked_params", "in_shapes", "inputs", "mask_arg", "mask_shape",
+           "several", "shown", "split_mask"]
 
 # the entries of each input form, by count: self-, cross- and general attention
 ROLES = {1: ("x",), 2: ("q", "kv"), 3: ("q", "k", "v")}
@@ -122,3 +123,63 @@ def checked_params(name: str, params: Any, keys: tuple[str, ...],
                          f"them), got {got}")
     divides(name, e, heads, "the size of the params")
     return dict(params)
+
+
+# ---------------------------------------------------------------------------- masks
+
+MASKS = ("a boolean key_padding_mask (N, Tk), True at padding (torch's), or a boolean "
+         "attention mask (N, Tq, Tk), True where query i may not see key j (torch's bool "
+         "attn_mask; a (Tq, Tk) one goes as mask[None], (1, Tq, Tk))")
+
+
+def split_mask(name: str, xs: Any) -> tuple[Any, Any]:
+    """A masked layer's input as (the input form without the mask, the mask): the mask is
+    the last entry of ``(x, mask)``, ``(q, kv, mask)`` or ``(q, k, v, mask)``."""
+    if not (isinstance(xs, (tuple, list)) and 2 <= len(xs) <= 4):
+        got = (f"a {type(xs).__name__} of {len(xs)} entries" if isinstance(xs, (tuple, list))
+               else f"{type(xs).__name__}" + (f" of shape {xs.shape}"
+                                              if isinstance(xs, np.ndarray) else ""))
+        raise ValueError(f"{name}: masked=True takes the mask as the input's last entry, "
+                         f"(x, mask), (q, kv, mask) or (q, k, v, mask), got {got}; without "
+                         f"a mask, build the layer with masked=False")
+    rest = tuple(xs[:-1])
+    return (rest[0] if len(rest) == 1 else rest), xs[-1]
+
+
+def mask_shape(name: str, shape: Any, out: tuple[Any, Any, Any], tk: Any) -> None:
+    """A ValueError unless ``shape`` (None: unknown) is a mask's for queries ``out`` =
+    (N, Tq, E) and ``tk`` keys: (N, Tk), or (N or 1, Tq, Tk)."""
+    n, tq = out[0], out[1]
+
+    def fits(a: Any, b: Any) -> bool:
+        return a is None or b is None or a == b
+
+    shape = tuple(shape)
+    if len(shape) == 2 and fits(shape[0], n) and fits(shape[1], tk):
+        return
+    if len(shape) == 3 and (shape[0] == 1 or fits(shape[0], n)) and fits(shape[1], tq) and \
+            fits(shape[2], tk):
+        return
+    hint = ("; a 2-D mask is a key_padding_mask (N, Tk): pass a (Tq, Tk) attention mask as "
+            "mask[None]" if len(shape) == 2 else "")
+    raise ValueError(f"{name}: expected the mask as {MASKS}, with N = {n}, Tq = {tq}, "
+                     f"Tk = {tk}, got shape {shape}{hint}")
+
+
+def mask_arg(name: str, mask: Any, out: tuple[int, int, int], tk: int) -> Array:
+    """The boolean mask as a view broadcasting to the scores (N, H, Tq, Tk), True where a
+    score is hidden; a TypeError for a mask not boolean, a ValueError for a wrong shape."""
+    if not isinstance(mask, np.ndarray):
+        try:
+            mask = np.asarray(mask)
+        except (ValueError, TypeError) as e:
+            raise TypeError(f"{name}: expected the mask as {MASKS}, got {type(mask).__name__}"
+                            f": {e}") from None
+    if mask.dtype != np.bool_:
+        raise TypeError(f"{name}: the mask must be boolean, {MASKS}; got dtype {mask.dtype}. "
+                        f"torch's float masks are additive (-inf hides) and are not "
+                        f"supported: pass np.isneginf(mask), or a 0/1 padding array "
+                        f"as mask.astype(bool)")
+    mask_shape(name, mask.shape, out, tk)
+    hidden: Array = mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
+    return hidden

@@ -30,7 +30,17 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg, real_arg, train_arg
-from funcdl.layers._attention import agree, checked_params, in_shapes, inputs, several, shown
+from funcdl.layers._attention import (
+    agree,
+    checked_params,
+    in_shapes,
+    inputs,
+    mask_arg,
+    mask_shape,
+    several,
+    shown,
+    split_mask,
+)
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, weak_dtype
 from funcdl.layers._sums import chan, dot, ones
 from funcdl.layers.base import (
@@ -38,6 +48,7 @@ from funcdl.layers.base import (
     Layer,
     Shape,
     check_cotangent,
+    check_in_shape,
     in_input_dtype,
     like,
 )
@@ -84,7 +95,7 @@ def _softmax_rows(s: Array) -> None:
 
 
 def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float = 0.0,
-                       use_bias: bool = True,
+                       use_bias: bool = True, masked: bool = False,
                        w_init: initializers.Initializer | None = None,
                        b_init: initializers.Initializer | None = None) -> Layer:
     """Multi-head scaled dot-product attention, ``(N, Tq, E)`` out; inputs ``x``,
@@ -103,6 +114,14 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     ``dP = M ⊙ dC_h V_hᵀ``, ``dS = P ⊙ (dP - Σ_j P⊙dP)``, ``dQ_h = dS K_h/sqrt(D)``,
     ``dK_h = dSᵀ Q_h/sqrt(D)``, ``dw_q = qᵀ dQ``, ``dq = dQ w_qᵀ`` (k, v alike; an entry in
     several roles sums its cotangents).
+    ``masked=True``: the input carries a boolean mask as its last entry, ``(x, mask)``,
+    ``(q, kv, mask)`` or ``(q, k, v, mask)``; by rank, a ``key_padding_mask`` (N, Tk), True
+    at padded keys (torch's), or an attention mask (N, Tq, Tk) or (1, Tq, Tk), True where
+    query i may not see key j (torch's bool ``attn_mask``; pass a (Tq, Tk) one as
+    ``mask[None]``: a 2-D mask is always key padding). ``S_ij = -inf`` where hidden, with
+    ``causal`` too (both apply, as torch's); hidden keys get weight 0 and no gradient. A
+    query whose keys are all hidden gives NaN (0/0), as torch's math path: its row of y,
+    and every gradient it reaches, is NaN. The mask's cotangent is None.
     """
     where = "MultiHeadAttention"
     heads = int_arg(num_heads, where, "num_heads", 1)
@@ -110,14 +129,27 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     rate = real_arg(dropout, where, "dropout (the fraction of attention weights dropped)",
                     low=0.0, high=1.0)
     use_bias = bool_arg(use_bias, where, "use_bias")
+    masked = bool_arg(masked, where, "masked")
     name = call_name(where, (heads,), causal=(causal, False), dropout=(rate, 0.0),
-                     use_bias=(use_bias, True))
+                     use_bias=(use_bias, True), masked=(masked, False))
     w_init = initializer_arg(name, "w_init", w_init)
     b_init = initializer_arg(name, "b_init", b_init)
     keys = ("w_q", "w_k", "w_v", "w_o") + (("b_q", "b_k", "b_v", "b_o") if use_bias else ())
 
     def init(key: random.Key, in_shape: Any) -> tuple[Shape, Any]:
-        out = agree(name, in_shapes(name, in_shape), heads, causal)
+        if masked:
+            if not (isinstance(in_shape, (tuple, list)) and all(
+                    isinstance(s, (tuple, list)) for s in in_shape)):
+                raise ValueError(f"{name}: masked=True takes in_shape as a tuple of shapes "
+                                 f"ending with the mask's, e.g. ((N, T, E), (N, T)) for "
+                                 f"(x, key_padding_mask), got {in_shape!r}")
+            form, m_shape = split_mask(name, in_shape)
+            shapes = in_shapes(name, form)
+            out = agree(name, shapes, heads, causal)
+            mask_shape(name, check_in_shape(name, m_shape, min_rank=0), out,
+                       shapes[min(1, len(shapes) - 1)][1])
+        else:
+            out = agree(name, in_shapes(name, in_shape), heads, causal)
         e = out[2]
         draws = random.split_for(key, 8, name)
         bound = math.sqrt(6.0 / (e + 3 * e))  # fan_in E, fan_out 3E: the stacked in_proj
@@ -148,6 +180,9 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
 
     def forward(params: Any, xs: Any, key: Any, train: Any) -> tuple[Array, _Kept]:
         p = checked_params(name, params, keys, heads)
+        mask = None
+        if masked:
+            xs, mask = split_mask(name, xs)
         e = p["w_q"].shape[0]
         given = inputs(name, xs, weak_dtype(p, "w_q"))
         if all(x.ndim == 3 for x in given) and any(x.shape[2] != e for x in given):
@@ -179,7 +214,11 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
             w_in.append(w)
         qh, kh, vh = views
         scores = matmul(qh, kh.swapaxes(-1, -2))                # (N, H, Tq, Tk)
-        if causal:
+        if masked:  # (a None mask is refused by mask_arg, not read as no mask)
+            # one boolean where over the scores: padding, attention mask and causality
+            hidden = mask_arg(name, mask, (n, tq, e), scores.shape[-1])
+            np.copyto(scores, -np.inf, where=hidden | _later(tq) if causal else hidden)
+        elif causal:
             np.copyto(scores, -np.inf, where=_later(tq))
         if scores.shape[-1]:  # no keys: nothing to normalise, and the context is 0
             _softmax_rows(scores)
@@ -207,7 +246,8 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
         y, kept = forward(params, xs, key, train)
         n, tq, e = y.shape
         d, scale = e // heads, 1.0 / math.sqrt(e // heads)
-        dtypes = [getattr(x, "dtype", None) for x in (xs if several(xs) else [xs])]
+        form = split_mask(name, xs)[0] if masked else xs
+        dtypes = [getattr(x, "dtype", None) for x in (form if several(form) else [form])]
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
             dy2 = check_cotangent(name, dy, y.shape, y.dtype).reshape(-1, e)
@@ -251,6 +291,8 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
             if not need_dx:
                 return grads, None
             dx = [in_input_dtype(g, t) for g, t in zip(dxs, dtypes)]
+            if masked:  # a boolean mask has no cotangent
+                return grads, like(xs, [*dx, None])
             return grads, (like(xs, dx) if several(xs) else dx[0])
 
         return y, pullback

@@ -59,7 +59,7 @@ def _options(kind: str, d_model: Any, nhead: Any, dim_feedforward: Any, dropout:
     rate = real_arg(dropout, where, "dropout (the fraction dropped)", low=0.0, high=1.0)
     eps = real_arg(layer_norm_eps, where, "layer_norm_eps", low=0.0, open_low=True)
     first = bool_arg(norm_first, where, "norm_first")
-    flags = {k: bool_arg(v, where, k) for k, v in extra.items()}
+    flags = {k: (bool_arg(v, where, k), default) for k, (v, default) in extra.items()}
     if isinstance(activation, str):
         if activation not in ("relu", "gelu"):
             raise ValueError(f"{where}: activation must be 'relu' or 'gelu' (torch's "
@@ -73,7 +73,7 @@ def _options(kind: str, d_model: Any, nhead: Any, dim_feedforward: Any, dropout:
     name = call_name(kind, (d, h), dim_feedforward=(ff, 2048), dropout=(rate, 0.1),
                      activation=(act, "relu"), layer_norm_eps=(eps, 1e-5),
                      norm_first=(first, False),
-                     **{k: (v, kind.endswith("DecoderLayer")) for k, v in flags.items()})
+                     **flags)
     if d % h:
         raise ValueError(f"{name}: d_model {d} is not divisible by nhead {h}: each head takes "
                          f"d_model / nhead channels; use nhead {nearest_divisors(d, h)}")
@@ -101,6 +101,15 @@ def _feedforward(d: int, ff: int, act: Any, rate: float) -> Part:
                named(Dense(d), "linear2"), _drop(rate))
 
 
+def _mask_shape(name: str, in_shape: Any, what: str) -> Any:
+    """A mask's in_shape passed on as it is: MultiHeadAttention checks it against the
+    sequences, in its words."""
+    if not isinstance(in_shape, (tuple, list)):
+        raise ValueError(f"{name}: expected {what} as a shape, (N, S) for a key padding "
+                         f"mask, got {in_shape!r}")
+    return tuple(in_shape)
+
+
 def _sequence_shape(name: str, d: int, in_shape: Any, what: str = "in_shape") -> Any:
     """``in_shape`` as (N, T, d_model), an unknown last axis taken as d_model."""
     shape = check_in_shape(name, in_shape)
@@ -115,8 +124,12 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
                             dropout: float = 0.1, activation: str | LayerLike = "relu",
                             layer_norm_eps: float = 1e-5, norm_first: bool = False, *,
                             causal: bool = False, bias: bool = True,
-                            batch_first: bool = True) -> Layer:
-    """``torch.nn.TransformerEncoderLayer(..., batch_first=True)``: ``(N, T, E) -> (N, T, E)``.
+                            batch_first: bool = True, masked: bool = False) -> Layer:
+    """``torch.nn.TransformerEncoderLayer(..., batch_first=True)``: ``(N, T, E) -> (N, T, E)``;
+    ``masked=True``: ``(x, src_key_padding_mask) -> (N, T, E)``, the mask (N, T) boolean,
+    True at padding (torch's ``src_key_padding_mask``; any mask MultiHeadAttention's
+    ``masked=True`` takes, e.g. an attention mask (N, T, T), passes to the self-attention
+    as it is); dx is ``(dx, None)``.
 
     params: ``{'self_attn', 'linear1', 'linear2', 'norm1', 'norm2'}``, the
     MultiHeadAttention's, the two Dense's and the two LayerNorm's params (module docstring:
@@ -127,27 +140,51 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     too, all at ``dropout``, as torch's (``dropout=0``: training needs no key).
     ``causal=True`` hides the keys after each query, torch's ``is_causal=True`` with its
     ``-inf``-above-the-diagonal ``src_mask``.
-    vjp: the composition's, each child's vjp chained.
+    vjp: the composition's, each child's vjp chained; masked, the mask reaches self_attn by
+    FanOut, Select(0) and Parallel with an Identity (its cotangent None), the residual
+    ``x + drop(sa(x, mask))`` as ``FanInSum(Select(0)(x, mask), sa(x, mask))``.
     Refused: ``bias=False``, ``batch_first=False``; activation 'relu', 'gelu' (exact erf,
     torch's) or a funcdl layer.
     """
     name, d, h, ff, rate, act, eps, first = _options(
         "TransformerEncoderLayer", d_model, nhead, dim_feedforward, dropout, activation,
-        layer_norm_eps, norm_first, {"causal": causal}, bias, batch_first)
-    sa = seq(named(MultiHeadAttention(h, causal=causal, dropout=rate), "self_attn"),
-             _drop(rate))
+        layer_norm_eps, norm_first, {"causal": (causal, False), "masked": (masked, False)},
+        bias, batch_first)
+    sa = seq(named(MultiHeadAttention(h, causal=causal, dropout=rate, masked=masked),
+                   "self_attn"), _drop(rate))
     feed = _feedforward(d, ff, act, rate)
     norm1, norm2 = named(LayerNorm(eps), "norm1"), named(LayerNorm(eps), "norm2")
-    part = (seq(res(seq(norm1, sa)), res(seq(norm2, feed))) if first else
-            seq(res(sa), norm1, res(feed), norm2))
-    return block(name, part, lambda s, what: _sequence_shape(name, d, s, what))
+    if not masked:
+        part = (seq(res(seq(norm1, sa)), res(seq(norm2, feed))) if first else
+                seq(res(sa), norm1, res(feed), norm2))
+        return block(name, part, lambda s, what: _sequence_shape(name, d, s, what))
+    # (x, mask) -> x + sa(x, mask): FanOut copies the pair, Select(0) takes x back out
+    keep = bare(Identity())  # the mask, passed on to self_attn as it is
+    if first:
+        part = seq(bare(FanOut(2)), par(bare(Select(0)), seq(par(norm1, keep), sa)),
+                   bare(FanInSum()), res(seq(norm2, feed)))
+    else:
+        part = seq(bare(FanOut(2)), par(bare(Select(0)), sa), bare(FanInSum()), norm1,
+                   res(feed), norm2)
+
+    def shapes(in_shape: Any, what: str) -> Any:
+        if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
+                and all(isinstance(s, (tuple, list)) for s in in_shape)):
+            got = (f"an array of shape {in_shape}" if what == "the input" else
+                   repr(in_shape))
+            raise ValueError(f"{name}: expected {what} as a tuple (x, src_key_padding_mask), "
+                             f"of shapes ((N, T, {d}), (N, T)), got {got}")
+        return (_sequence_shape(name, d, in_shape[0], f"x ({what})"),
+                _mask_shape(name, in_shape[1], f"src_key_padding_mask ({what})"))
+
+    return block(name, part, shapes)
 
 
 def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 2048,
                             dropout: float = 0.1, activation: str | LayerLike = "relu",
                             layer_norm_eps: float = 1e-5, norm_first: bool = False, *,
                             causal: bool = True, bias: bool = True,
-                            batch_first: bool = True) -> Layer:
+                            batch_first: bool = True, masked: bool = False) -> Layer:
     """``torch.nn.TransformerDecoderLayer(..., batch_first=True)`` called with
     ``tgt_is_causal=True`` and its causal ``tgt_mask``: ``(tgt, memory) -> (N, T, E)``, tgt
     (N, T, E) and memory (N, S, E); dx is ``(dtgt, dmemory)``.
@@ -159,38 +196,53 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     drop(sa(norm1(tgt)))``, ``x = x + drop(mha(norm2(x), memory))``, ``y = x + ff(norm3(x))``;
     ``ff`` and the dropouts as in TransformerEncoderLayer. ``causal=False`` lets tgt's
     queries see every tgt position (torch's call without ``tgt_mask``); memory is never
-    masked. vjp: the composition's; memory's cotangent is the cross-attention's.
+    masked unless ``masked=True``: then the input is ``(tgt, memory,
+    memory_key_padding_mask)``, the mask (N, S) boolean, True at memory's padding (torch's
+    ``memory_key_padding_mask``; any mask MultiHeadAttention's ``masked=True`` takes passes
+    to multihead_attn as it is), and dx is ``(dtgt, dmemory, None)``. tgt takes no padding
+    mask: with ``causal=True`` a right-padded tgt's valid queries never see its padding, so
+    torch's ``tgt_key_padding_mask`` would change only the padded rows.
+    vjp: the composition's; memory's cotangent is the cross-attention's.
     Refused as in TransformerEncoderLayer.
     """
     name, d, h, ff, rate, act, eps, first = _options(
         "TransformerDecoderLayer", d_model, nhead, dim_feedforward, dropout, activation,
-        layer_norm_eps, norm_first, {"causal": causal}, bias, batch_first)
+        layer_norm_eps, norm_first, {"causal": (causal, True), "masked": (masked, False)},
+        bias, batch_first)
     sa = seq(named(MultiHeadAttention(h, causal=causal, dropout=rate), "self_attn"),
              _drop(rate))
-    cross = seq(named(MultiHeadAttention(h, dropout=rate), "multihead_attn"),
+    cross = seq(named(MultiHeadAttention(h, dropout=rate, masked=masked), "multihead_attn"),
                 _drop(rate))
     feed = _feedforward(d, ff, act, rate)
     n1, n2, n3 = (named(LayerNorm(eps), f"norm{i}") for i in (1, 2, 3))
-    keep = bare(Identity())  # memory, passed on as it is
+    keep = bare(Identity())  # memory (and the mask), passed on as it is
+    kept = (keep, keep) if masked else (keep,)
     # (x, memory) -> (x, memory), (x, memory) -> x + cross(...): FanOut copies the pair,
-    # Select(0) takes x back out of one copy, FanInSum adds the residual
+    # Select(0) takes x back out of one copy, FanInSum adds the residual; masked, the
+    # triple (x, memory, mask) rides along the same way
     if first:
-        part = seq(par(res(seq(n1, sa)), keep), bare(FanOut(2)),
-                   par(bare(Select(0)), seq(par(n2, keep), cross)), bare(FanInSum()),
+        part = seq(par(res(seq(n1, sa)), *kept), bare(FanOut(2)),
+                   par(bare(Select(0)), seq(par(n2, *kept), cross)), bare(FanInSum()),
                    res(seq(n3, feed)))
     else:
-        part = seq(par(seq(res(sa), n1), keep), bare(FanOut(2)),
+        part = seq(par(seq(res(sa), n1), *kept), bare(FanOut(2)),
                    par(bare(Select(0)), cross), bare(FanInSum()), n2, res(feed), n3)
+    form = "(tgt, memory, memory_key_padding_mask)" if masked else "(tgt, memory)"
+    want = f"((N, T, {d}), (N, S, {d})" + (", (N, S))" if masked else ")")
 
     def shapes(in_shape: Any, what: str) -> Any:
-        if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
+        if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2 + masked
                 and all(isinstance(s, (tuple, list)) for s in in_shape)):
             got = (f"an array of shape {in_shape}" if what == "the input" else
                    repr(in_shape))
-            raise ValueError(f"{name}: expected {what} as a tuple (tgt, memory), of shapes "
-                             f"((N, T, {d}), (N, S, {d})), got {got}")
-        return (_sequence_shape(name, d, in_shape[0], f"tgt ({what})"),
-                _sequence_shape(name, d, in_shape[1], f"memory ({what})"))
+            raise ValueError(f"{name}: expected {what} as a tuple {form}, of shapes "
+                             f"{want}, got {got}")
+        out = (_sequence_shape(name, d, in_shape[0], f"tgt ({what})"),
+               _sequence_shape(name, d, in_shape[1], f"memory ({what})"))
+        if masked:
+            return (*out, _mask_shape(name, in_shape[2],
+                                      f"memory_key_padding_mask ({what})"))
+        return out
 
     return block(name, part, shapes)
 
