@@ -125,6 +125,11 @@ CASES = [
     case(L.SimpleRNN(3), f(2, 4, 3)), case(L.SimpleRNN(2, "relu", reverse=True), f(2, 3, 2)),
     case(L.LSTM(3), f(2, 4, 3)),
     case(L.LSTM(2, return_sequences=False, use_bias=False), f(2, 3, 2)),
+    case(L.LSTM(3, lengths=True), (f(2, 4, 3), np.array([4, 2]))),
+    case(L.GRU(2, return_sequences=False, reverse=True, lengths=True),
+         (f(2, 3, 2), np.array([1, 3]))),
+    case(L.SimpleRNN(2, "relu", reverse=True, lengths=True), (f(3, 4, 2), np.array([0, 4, 2]))),
+    case(L.Bidirectional(L.GRU(2, lengths=True)), (f(2, 3, 2), np.array([3, 1]))),
     case(L.GRU(3), f(2, 4, 3)), case(L.GRU(2, return_sequences=False, reverse=True), f(2, 3, 2)),
     case(L.Sequential(L.Embedding(5, 3), L.LSTM(4, return_sequences=False), L.Dense(2)),
          ids(2, 4), SEQ),
@@ -446,7 +451,8 @@ def input_variants(x: Any, is_ids: bool) -> Iterator[tuple[str, Any, str, Any]]:
     yield "bare", x[0], FIT, None
     yield "None", None, REFUSE, None
     for i, e in enumerate(x):
-        for label, b, kind, canon in variants(e):
+        for label, b, kind, canon in variants(e, "ids" if isinstance(e, np.ndarray)
+                                              and e.dtype.kind == "i" else "input"):
             swap = (lambda v, i=i: (*x[:i], v, *x[i + 1:]))  # noqa: E731
             yield f"[{i}]{label}", swap(b), kind, canon if canon is None else swap(canon)
 

@@ -20,6 +20,13 @@ backward; step 0 skips ``h_0 W_hh`` (``h_0 = 0``). The backward computes each st
 (``σ' = σ(1-σ)``, ``tanh' = 1 - tanh²``) from the kept gates inside its loop: over the
 whole sequence at once, before the loop, the LSTM backward took 18-21 ms against 14-15 per
 step ((64, 50, 32) -> 128, float32, one thread), its T·N·4H arrays out of the cache.
+
+Padded batches (the layers' ``lengths=True``): ``pad (T, N, 1)``, True at the steps past a
+sequence's end (in processing order a suffix of each row). The forward holds the state
+there (``h_s = h_{s-1}``), so ``hidden[-1]`` is each sequence's last valid state (LSTM's
+cell is not held: no valid step comes after, so nothing reads it); the backward zeroes
+those steps' gate cotangents and passes ``dh`` through unchanged (LSTM's ``dc`` is 0 there,
+for the same reason). ``pad`` None is the unpadded path, untouched.
 """
 
 from __future__ import annotations
@@ -56,6 +63,20 @@ def _last(dy_steps: Array | None, dy_last: Array | None) -> Array:
     return out
 
 
+def _hold(new: Array, old: Array, pad: Array | None, s: int) -> None:
+    """``new ← old`` at step ``s``'s padded rows: a state held, or a cotangent passed
+    through, past a sequence's end (nothing when unpadded)."""
+    if pad is not None:
+        np.copyto(new, old, where=pad[s])
+
+
+def _stop(d: Array, pad: Array | None, s: int) -> None:
+    """Zero step ``s``'s padded rows of a gate cotangent (copyto, not a product: a NaN there
+    stays out)."""
+    if pad is not None:
+        np.copyto(d, 0, where=pad[s])
+
+
 def _transposed(w_hh: Array) -> Array:
     """``W_hhᵀ`` contiguous: each backward step's ``da W_hhᵀ`` reads it in place."""
     return np.ascontiguousarray(w_hh.T)
@@ -67,8 +88,10 @@ class RNNTrace(NamedTuple):
     hidden: Array  # (T+1, N, H): h_0 = 0, then h_t = f(x_t W_ih + b + h_{t-1} W_hh)
 
 
-def rnn_forward(xp: Array, w_hh: Array, b_hn: Array | None, relu: bool) -> RNNTrace:
-    """``h_t = f(xp_t + h_{t-1} W_hh)``, f tanh or ReLU; ``b_hn`` is unused (None)."""
+def rnn_forward(xp: Array, w_hh: Array, b_hn: Array | None, pad: Array | None,
+                relu: bool) -> RNNTrace:
+    """``h_t = f(xp_t + h_{t-1} W_hh)``, f tanh or ReLU (held where ``pad``); ``b_hn`` is
+    unused (None)."""
     del b_hn
     hidden = _states(xp, xp.shape[2])
     for s in range(xp.shape[0]):
@@ -81,11 +104,13 @@ def rnn_forward(xp: Array, w_hh: Array, b_hn: Array | None, relu: bool) -> RNNTr
             np.maximum(h, 0, out=h)
         else:
             np.tanh(h, out=h)
+        _hold(h, hidden[s], pad, s)
     return RNNTrace(hidden)
 
 
 def rnn_backward(trace: RNNTrace, w_hh: Array, dy_steps: Array | None,
-                 dy_last: Array | None, relu: bool) -> tuple[Array, Array]:
+                 dy_last: Array | None, pad: Array | None,
+                 relu: bool) -> tuple[Array, Array]:
     """``da_t = dh_t ⊙ f'``, f' from the output (``1 - h_t²``, or ``[h_t > 0]``);
     ``dh_{t-1} = dy_{t-1} + da_t W_hhᵀ``."""
     hidden = trace.hidden
@@ -99,8 +124,10 @@ def rnn_backward(trace: RNNTrace, w_hh: Array, dy_steps: Array | None,
             np.square(hidden[s + 1], out=d)
             np.subtract(1, d, out=d)
         d *= dh
+        _stop(d, pad, s)
         if s:
-            dh = dot(d, w_t)
+            held, dh = dh, dot(d, w_t)
+            _hold(dh, held, pad, s)
             if dy_steps is not None:
                 dh += dy_steps[s - 1]
     return da, da
@@ -115,7 +142,8 @@ class LSTMTrace(NamedTuple):
     cell_tanh: Array  # (T, N, H): tanh(c_t), which h_t and the backward both need
 
 
-def lstm_forward(xp: Array, w_hh: Array, b_hn: Array | None) -> LSTMTrace:
+def lstm_forward(xp: Array, w_hh: Array, b_hn: Array | None,
+                 pad: Array | None = None) -> LSTMTrace:
     """Gates ``[i, f, g, o] = xp_t + h_{t-1} W_hh``, then ``c_t`` and ``h_t`` (LSTMTrace)."""
     del b_hn
     t_len, n, g4 = xp.shape
@@ -139,11 +167,12 @@ def lstm_forward(xp: Array, w_hh: Array, b_hn: Array | None) -> LSTMTrace:
             c += ig
             np.tanh(c, out=cell_tanh[s])
             np.multiply(a[:, 3 * h:], cell_tanh[s], out=hidden[s + 1])
+            _hold(hidden[s + 1], hidden[s], pad, s)
     return LSTMTrace(hidden, xp, cells, cell_tanh)
 
 
 def lstm_backward(trace: LSTMTrace, w_hh: Array, dy_steps: Array | None,
-                  dy_last: Array | None) -> tuple[Array, Array]:
+                  dy_last: Array | None, pad: Array | None = None) -> tuple[Array, Array]:
     """``dh_t = dy_t + da_{t+1} W_hhᵀ``, ``dc_t = dh_t ⊙ o ⊙ (1 - tanh² c_t) + dc_{t+1} ⊙
     f_{t+1}``; ``da_t = [dc ⊙ g ⊙ i(1-i), dc ⊙ c_{t-1} ⊙ f(1-f), dc ⊙ i ⊙ (1-g²),
     dh ⊙ tanh c_t ⊙ o(1-o)]``."""
@@ -161,6 +190,7 @@ def lstm_backward(trace: LSTMTrace, w_hh: Array, dy_steps: Array | None,
         dc *= dh
         if dc_next is not None:
             dc += dc_next
+        _stop(dc, pad, s)
         # σ' = σ(1-σ) over all four blocks in one pass, then g's tanh' = 1 - g² over its
         # own; each block times its other factor, then dc (i, f, g) or dh (o)
         d = da[s]
@@ -175,10 +205,12 @@ def lstm_backward(trace: LSTMTrace, w_hh: Array, dy_steps: Array | None,
         d4[:, 3] *= tc
         d4[:, :3] *= dc[:, None]
         d4[:, 3] *= dh
+        _stop(d, pad, s)
         if s:
             dc_next = dc
             dc_next *= f
-            dh = dot(d, w_t)
+            held, dh = dh, dot(d, w_t)
+            _hold(dh, held, pad, s)
             if dy_steps is not None:
                 dh += dy_steps[s - 1]
     return da, da
@@ -192,7 +224,8 @@ class GRUTrace(NamedTuple):
     hidden_n: Array  # (T, N, H): h_{t-1} W_hn + b_hn, what r scales inside n
 
 
-def gru_forward(xp: Array, w_hh: Array, b_hn: Array | None) -> GRUTrace:
+def gru_forward(xp: Array, w_hh: Array, b_hn: Array | None,
+                pad: Array | None = None) -> GRUTrace:
     """``[r, z] = σ(xp_t + h_{t-1} W_h[rz])`` (xp holding b_hr, b_hz too), ``n = tanh(xp_n +
     r ⊙ (h_{t-1} W_hn + b_hn))``, ``h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}``, as torch.nn.GRU."""
     t_len, n, g3 = xp.shape
@@ -219,11 +252,12 @@ def gru_forward(xp: Array, w_hh: Array, b_hn: Array | None) -> GRUTrace:
             np.subtract(hidden[s], cand, out=nxt)
             nxt *= a[:, h:2 * h]
             nxt += cand
+            _hold(nxt, hidden[s], pad, s)
     return GRUTrace(hidden, xp, hidden_n)
 
 
 def gru_backward(trace: GRUTrace, w_hh: Array, dy_steps: Array | None,
-                 dy_last: Array | None) -> tuple[Array, Array]:
+                 dy_last: Array | None, pad: Array | None = None) -> tuple[Array, Array]:
     """``dn = dh ⊙ (1-z)(1-n²)``, ``dz = dh ⊙ (h_{t-1} - n) z(1-z)``, ``dr = dn ⊙ hn ⊙
     r(1-r)`` (hn = h_{t-1} W_hn + b_hn); input side ``[dr, dz, dn]``, hidden side
     ``[dr, dz, dn ⊙ r]``; ``dh_{t-1} = dy_{t-1} + dh_t ⊙ z + [dr, dz, dn ⊙ r] W_hhᵀ``."""
@@ -250,10 +284,13 @@ def gru_backward(trace: GRUTrace, w_hh: Array, dy_steps: Array | None,
         dz *= dh
         np.multiply(dn, r, out=dhn)
         gx[:, :2 * h] = gh[:, :2 * h]  # r and z see x and h alike
+        _stop(gx, pad, s)
+        _stop(gh, pad, s)
         if s:
             through_z = dh * z
-            dh = dot(gh, w_t)
+            held, dh = dh, dot(gh, w_t)
             dh += through_z
+            _hold(dh, held, pad, s)
             if dy_steps is not None:
                 dh += dy_steps[s - 1]
     return dgx, dgh
@@ -263,14 +300,15 @@ class Cell(NamedTuple):
     """A recurrence: its gate count and its forward and backward (see the module's doc)."""
 
     gates: int
-    forward: Callable[[Array, Array, Array | None], Any]
-    backward: Callable[[Any, Array, Array | None, Array | None], tuple[Array, Array]]
+    forward: Callable[[Array, Array, Array | None, Array | None], Any]
+    backward: Callable[[Any, Array, Array | None, Array | None, Array | None],
+                       tuple[Array, Array]]
     split_n: bool = False  # GRU: b_hn stays inside r ⊙ (...), not folded into xp
 
 
 def rnn_cell(relu: bool) -> Cell:
-    return Cell(1, lambda xp, w, b: rnn_forward(xp, w, b, relu),
-                lambda tr, w, dys, dyl: rnn_backward(tr, w, dys, dyl, relu))
+    return Cell(1, lambda xp, w, b, pad: rnn_forward(xp, w, b, pad, relu),
+                lambda tr, w, dys, dyl, pad: rnn_backward(tr, w, dys, dyl, pad, relu))
 
 
 LSTM_CELL = Cell(4, lstm_forward, lstm_backward)

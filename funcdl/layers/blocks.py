@@ -261,12 +261,29 @@ def _flipped(layer: Any) -> Layer:
     child = name_of(layer)
     name = f"reversed {child}"
 
-    def flip(x: Any) -> Any:
+    def flip(x: Any) -> tuple[Any, Any, int]:
+        """``(x reversed in time, idx, rank of x)``: idx ``(N, T)`` the gather that reverses
+        each sequence of a padded pair ``(x, lengths)`` within its own length (its own
+        inverse; None for a plain x, flipped whole)."""
+        if isinstance(x, (tuple, list)) and len(x) == 2:
+            xs, ln = as_array(name, x[0]), np.asarray(x[1])
+            if (xs.ndim < 3 or ln.dtype.kind not in "iu" or ln.shape != xs.shape[:1]
+                    or (ln.size and (ln.min() < 0 or ln.max() > xs.shape[1]))):
+                return x, None, xs.ndim  # as it is: the child says what is wrong
+            steps = np.arange(xs.shape[1])
+            idx = np.where(steps >= ln[:, None], steps, ln[:, None] - 1 - steps)
+            return (gather(xs, idx), x[1]), idx, xs.ndim
         x = as_array(name, x)
         if x.ndim < 3:
             raise ValueError(f"{name}: expected an input (N, T, C) with a time axis, got "
                              f"shape {x.shape}")
-        return x[:, ::-1]
+        return x[:, ::-1], None, x.ndim
+
+    def gather(a: Any, idx: Any) -> Any:
+        """``a`` reversed in time as ``flip`` reversed the input: by idx, else whole."""
+        if idx is None:
+            return a[:, ::-1]
+        return np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
 
     def call(fn: Any, *args: Any, **kw: Any) -> Any:
         return child_call(name, child, fn, *args, **kw)
@@ -275,21 +292,25 @@ def _flipped(layer: Any) -> Layer:
         return call(layer.init, key, in_shape)
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        xf = flip(x)
+        xf, idx, rank = flip(x)
         y = call(layer.apply, params, xf, key=key, train=train)
-        return y[:, ::-1] if np.ndim(y) == xf.ndim else y
+        return gather(y, idx) if np.ndim(y) == rank else y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        xf = flip(x)
+        xf, idx, rank = flip(x)
         y, pb = call(layer.vjp, params, xf, key=key, train=train)
-        seq_out = np.ndim(y) == xf.ndim
+        seq_out = np.ndim(y) == rank
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             dy = as_array(name, dy)
-            grads, dx = call(pb, dy[:, ::-1] if seq_out and dy.ndim == xf.ndim else dy)
-            return grads, (None if dx is None else dx[:, ::-1])
+            grads, dx = call(pb, gather(dy, idx) if seq_out and dy.ndim == rank else dy)
+            if dx is None:
+                return grads, None
+            if isinstance(dx, tuple):  # a padded pair's (dx, None)
+                return grads, (gather(dx[0], idx), dx[1])
+            return grads, gather(dx, idx)
 
-        return (y[:, ::-1] if seq_out else y), pullback
+        return (gather(y, idx) if seq_out else y), pullback
 
     return Layer(init, apply, vjp, name=name)
 

@@ -7,6 +7,16 @@ Input ``(N, T, C)``, channels last; output ``(N, T, H)``, every step's hidden st
 the output in the input's time order: the backward half of a bidirectional layer, built as
 ``Sequential(FanOut(2), Parallel(LSTM(h), LSTM(h, reverse=True)), FanInConcat())``.
 
+``lengths=True`` takes a padded batch of sequences of their own lengths, as torch's
+``pack_padded_sequence``: the input is the pair ``(x, lengths)``, x ``(N, T, C)`` and
+lengths ``(N,)`` integers in ``[0, T]``. Each sequence runs its own ``lengths[n]`` steps
+(their state is held after: the steps past the end read nothing of x, which may hold
+anything there); the output sequence is 0 past each end (torch's ``pad_packed_sequence``),
+the last state is each sequence's at its own end (torch's ``h_n``; the zero state for a
+length of 0), and ``reverse=True`` runs each sequence from its own last step down to its
+first (torch's reverse direction). The vjp's ``dx`` is 0 at the padded steps, and
+``(dx, None)`` the input's cotangent (integers have none).
+
 Params ``{'w_ih': (C, G·H), 'w_hh': (H, G·H), 'b_ih': (G·H,), 'b_hh': (G·H,)}`` (no biases
 with ``use_bias=False``), the transposes of torch's ``weight_ih_l0``, ``weight_hh_l0`` and
 its ``bias_ih_l0``, ``bias_hh_l0``, gates in torch's order (G = 1; LSTM i, f, g, o; GRU
@@ -47,9 +57,11 @@ _NONLINEARITIES = ("tanh", "relu")
 
 def SimpleRNN(hidden: int, nonlinearity: str = "tanh", *, return_sequences: bool = True,
               use_bias: bool = True, w_init: initializers.Initializer | None = None,
-              b_init: initializers.Initializer | None = None, reverse: bool = False) -> Layer:
+              b_init: initializers.Initializer | None = None, reverse: bool = False,
+              lengths: bool = False) -> Layer:
     """Elman RNN, ``torch.nn.RNN(C, hidden, nonlinearity, batch_first=True)``:
-    ``(N, T, C) -> (N, T, H)``, or ``(N, H)`` with ``return_sequences=False``.
+    ``(N, T, C) -> (N, T, H)``, or ``(N, H)`` with ``return_sequences=False``; with
+    ``lengths=True`` the input is ``(x, lengths)``, a padded batch (the module's doc).
 
     params: ``{'w_ih': (C, H), 'w_hh': (H, H), 'b_ih': (H,), 'b_hh': (H,)}``.
     forward: ``h_t = f(x_t W_ih + b_ih + h_{t-1} W_hh + b_hh)``, ``h_0 = 0``, f tanh or ReLU;
@@ -67,14 +79,16 @@ def SimpleRNN(hidden: int, nonlinearity: str = "tanh", *, return_sequences: bool
                          f"a layer of its own")
     return _recurrent_layer("SimpleRNN", hidden, _recurrent.rnn_cell(nonlinearity == "relu"),
                             {"nonlinearity": (nonlinearity, "tanh")}, return_sequences,
-                            use_bias, w_init, b_init, reverse)
+                            use_bias, w_init, b_init, reverse, lengths)
 
 
 def LSTM(hidden: int, *, return_sequences: bool = True, use_bias: bool = True,
          w_init: initializers.Initializer | None = None,
-         b_init: initializers.Initializer | None = None, reverse: bool = False) -> Layer:
+         b_init: initializers.Initializer | None = None, reverse: bool = False,
+         lengths: bool = False) -> Layer:
     """Long short-term memory, ``torch.nn.LSTM(C, hidden, batch_first=True)``:
-    ``(N, T, C) -> (N, T, H)``, or ``(N, H)`` with ``return_sequences=False``.
+    ``(N, T, C) -> (N, T, H)``, or ``(N, H)`` with ``return_sequences=False``; with
+    ``lengths=True`` the input is ``(x, lengths)``, a padded batch (the module's doc).
 
     params: ``{'w_ih': (C, 4H), 'w_hh': (H, 4H), 'b_ih': (4H,), 'b_hh': (4H,)}``, gates
     i, f, g, o in blocks of H columns.
@@ -87,14 +101,16 @@ def LSTM(hidden: int, *, return_sequences: bool = True, use_bias: bool = True,
     """
     hidden = int_arg(hidden, "LSTM", "hidden (the number of hidden units)", minimum=1)
     return _recurrent_layer("LSTM", hidden, _recurrent.LSTM_CELL, {}, return_sequences,
-                            use_bias, w_init, b_init, reverse)
+                            use_bias, w_init, b_init, reverse, lengths)
 
 
 def GRU(hidden: int, *, return_sequences: bool = True, use_bias: bool = True,
         w_init: initializers.Initializer | None = None,
-        b_init: initializers.Initializer | None = None, reverse: bool = False) -> Layer:
+        b_init: initializers.Initializer | None = None, reverse: bool = False,
+        lengths: bool = False) -> Layer:
     """Gated recurrent unit, ``torch.nn.GRU(C, hidden, batch_first=True)``:
-    ``(N, T, C) -> (N, T, H)``, or ``(N, H)`` with ``return_sequences=False``.
+    ``(N, T, C) -> (N, T, H)``, or ``(N, H)`` with ``return_sequences=False``; with
+    ``lengths=True`` the input is ``(x, lengths)``, a padded batch (the module's doc).
 
     params: ``{'w_ih': (C, 3H), 'w_hh': (H, 3H), 'b_ih': (3H,), 'b_hh': (3H,)}``, gates
     r, z, n in blocks of H columns.
@@ -108,29 +124,34 @@ def GRU(hidden: int, *, return_sequences: bool = True, use_bias: bool = True,
     """
     hidden = int_arg(hidden, "GRU", "hidden (the number of hidden units)", minimum=1)
     return _recurrent_layer("GRU", hidden, _recurrent.GRU_CELL, {}, return_sequences,
-                            use_bias, w_init, b_init, reverse)
+                            use_bias, w_init, b_init, reverse, lengths)
 
 
 def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
                      options: dict[str, tuple[Any, Any]], return_sequences: bool,
-                     use_bias: bool, w_init: Any, b_init: Any, reverse: bool) -> Layer:
+                     use_bias: bool, w_init: Any, b_init: Any, reverse: bool,
+                     lengths: bool) -> Layer:
     """The layer around ``cell``: params, checks, time-major layout, the products."""
     where = f"{kind}({hidden})"
     return_sequences = bool_arg(return_sequences, where, "return_sequences")
     use_bias = bool_arg(use_bias, where, "use_bias")
     reverse = bool_arg(reverse, where, "reverse")
+    padded = bool_arg(lengths, where, "lengths")
     name = call_name(kind, (hidden,), **options, return_sequences=(return_sequences, True),
-                     use_bias=(use_bias, True), reverse=(reverse, False))
+                     use_bias=(use_bias, True), reverse=(reverse, False),
+                     lengths=(padded, False))
     bound = 1 / math.sqrt(hidden)
     torch_init = initializers.uniform(bound, -bound)
     w_init = initializer_arg(name, "w_init", w_init) or torch_init
     b_init = initializer_arg(name, "b_init", b_init) or torch_init
     gh = cell.gates * hidden
     keys = ("w_ih", "w_hh", "b_ih", "b_hh") if use_bias else ("w_ih", "w_hh")
-    order = slice(None, None, -1) if reverse else slice(None)  # time <-> processing order
+    # time <-> processing order; padded, a reversed layer gathers each row by its length
+    order = slice(None, None, -1) if reverse and not padded else slice(None)
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
-        shape = check_in_shape(name, in_shape)
+        shape = (_padded_in_shape(name, in_shape) if padded
+                 else check_in_shape(name, in_shape))
         if len(shape) != 3:
             raise ValueError(f"{name}: expected an input shape (N, T, C) of rank 3 (batch, "
                              f"time steps, channels last), got {shape} (rank {len(shape)})")
@@ -183,13 +204,30 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
         dt = F64 if any(a.dtype.char == "d" for a in (x, *ps)) else F32
         return [p.astype(dt, copy=False) for p in ps], x, dt
 
-    def forward(params: Any, x: Any) -> tuple[Any, Array, Array, Array, list[Array]]:
-        """``(trace, y, x_steps, x, params)``: x_steps ``(T·N, C)`` is the input
-        time-major in processing order, as dW_ih = x_stepsᵀ dgx reads it."""
+    def forward(params: Any, x: Any) -> tuple[Any, Array, Array, Array, list[Array],
+                                              Array | None, Array | None]:
+        """``(trace, y, x_steps, x, params, pad, idx)``: x_steps ``(T·N, C)`` is the input
+        time-major in processing order, as dW_ih = x_stepsᵀ dgx reads it; padded, pad
+        ``(T, N, 1)`` is True past each sequence's end (in processing order) and idx
+        ``(N, T)`` a reversed layer's gather between time and processing order (else None)."""
+        if padded:
+            x, given = _pair(name, x)
         ps, x, dt = checked(params, x)
         w_ih, w_hh = ps[0], ps[1]
         n, t, c = x.shape
-        x_steps = np.ascontiguousarray(x.swapaxes(0, 1)[order], dtype=dt).reshape(t * n, c)
+        pad = idx = None
+        if padded:
+            ln = _lengths_arg(name, given, x.shape)
+            steps = np.arange(t)
+            pad = (steps[:, None] >= ln)[:, :, None]
+            if reverse:  # idx[n, s] = len_n - 1 - s inside the sequence, s after: an involution
+                idx = np.where(pad[:, :, 0].T, steps, ln[:, None] - 1 - steps)
+            x_steps = np.empty((t, n, c), dt)
+            np.copyto(x_steps, _in_time(x, idx).swapaxes(0, 1), casting="unsafe")
+            np.copyto(x_steps, 0, where=pad)  # what the padding holds (NaN even) reaches nothing
+            x_steps = x_steps.reshape(t * n, c)
+        else:
+            x_steps = np.ascontiguousarray(x.swapaxes(0, 1)[order], dtype=dt).reshape(t * n, c)
         xp = dot(x_steps, w_ih).reshape(t, n, gh)
         b_hn = None
         if use_bias:
@@ -198,11 +236,15 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
                 b[-hidden:] = ps[2][-hidden:]
                 b_hn = ps[3][-hidden:]
             xp += b
-        trace = cell.forward(xp, w_hh, b_hn)
-        states = trace.hidden
-        y = (np.ascontiguousarray(states[1:][order].swapaxes(0, 1)) if return_sequences
-             else states[-1].copy())  # not views of the states the pullback reads
-        return trace, y, x_steps, x, ps
+        trace = cell.forward(xp, w_hh, b_hn, pad)
+        states = trace.hidden  # padded: held past each end, so states[-1] is h_n
+        if not return_sequences:
+            y = states[-1].copy()  # not views of the states the pullback reads
+        elif pad is None:
+            y = np.ascontiguousarray(states[1:][order].swapaxes(0, 1))
+        else:
+            y = _in_time(np.where(pad, 0, states[1:]).swapaxes(0, 1), idx)
+        return trace, y, x_steps, x, ps, pad, idx
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
@@ -210,15 +252,18 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
-        trace, y, x_steps, x_in, ps = forward(params, x)
+        trace, y, x_steps, x_in, ps, pad, idx = forward(params, x)
         y_shape, y_dtype, x_dtype = y.shape, y.dtype, x_in.dtype
         n, t, c = x_in.shape
 
-        def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
+        def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
-            dy_steps = dy.swapaxes(0, 1)[order] if return_sequences else None
+            dy_steps = None
+            if return_sequences:  # padded: the zeroed outputs pass no gradient
+                dy_steps = (dy.swapaxes(0, 1)[order] if pad is None else
+                            np.where(pad, 0, _in_time(dy, idx).swapaxes(0, 1)))
             dgx, dgh = cell.backward(trace, ps[1], dy_steps,
-                                     None if return_sequences else dy)
+                                     None if return_sequences else dy, pad)
             flat_dgx, flat_dgh = dgx.reshape(t * n, gh), dgh.reshape(t * n, gh)
             # h_0 = 0 adds nothing to dW_hh: the steps after the first, h_{t-1}ᵀ da_t
             h_prev = trace.hidden[1:-1].reshape((t - 1) * n, hidden)
@@ -232,11 +277,66 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
             if not need_dx:
                 return grads, None
             dx = np.matmul(flat_dgx, ps[0].T).reshape(t, n, c)[order].swapaxes(0, 1)
-            return grads, in_input_dtype(np.ascontiguousarray(dx), x_dtype)
+            dx = in_input_dtype(_in_time(dx, idx), x_dtype)
+            return grads, ((dx, None) if padded else dx)
 
         return y, pullback
 
     return Layer(init, apply, vjp, name=name, dx_optional=True)
+
+
+def _in_time(a: Array, idx: Array | None) -> Array:
+    """``a (N, T, ...)`` gathered along time by ``idx (N, T)`` (None: as it is), contiguous:
+    a reversed padded layer's way between time and processing order, both ways."""
+    if idx is None:
+        return np.ascontiguousarray(a)
+    return np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
+
+
+def _padded_in_shape(name: str, in_shape: Any) -> Shape:
+    """The x shape of a padded layer's ``in_shape ((N, T, C), (N,))``, checked."""
+    if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
+            and all(isinstance(s, (tuple, list)) for s in in_shape)):
+        raise ValueError(f"{name}: expected in_shape ((N, T, C), (N,)), the shapes of the "
+                         f"input (x, lengths), got {in_shape!r}; without lengths build the "
+                         f"layer with lengths=False")
+    shape, ln = check_in_shape(name, in_shape[0]), check_in_shape(name, in_shape[1])
+    if len(ln) != 1 or (None not in (ln[0], shape[0]) and ln[0] != shape[0]):
+        raise ValueError(f"{name}: lengths must have shape (N,), one per sequence of x, got "
+                         f"in_shape {in_shape!r}; pass ((N, T, C), (N,))")
+    return shape
+
+
+def _pair(name: str, x: Any) -> tuple[Any, Any]:
+    """``(x, lengths)`` from a padded layer's input, or a TypeError saying so."""
+    if not (isinstance(x, (tuple, list)) and len(x) == 2):
+        got = (f"a {type(x).__name__} of {len(x)}" if isinstance(x, (tuple, list)) else
+               f"shape {np.shape(x)}" if isinstance(x, np.ndarray) else type(x).__name__)
+        raise TypeError(f"{name}: expected the input as a pair (x, lengths), x (N, T, C) "
+                        f"padded and lengths (N,) integers, got {got}; a batch of full "
+                        f"sequences needs the layer built without lengths=True")
+    return x[0], x[1]
+
+
+def _lengths_arg(name: str, given: Any, shape: tuple[int, ...]) -> Array:
+    """``lengths`` as an int64 ``(N,)`` array in ``[0, T]``, or an error saying the fix."""
+    n, t = shape[0], shape[1]
+    ln = np.asarray(given) if isinstance(given, (np.ndarray, list, tuple)) else None
+    if ln is None or ln.dtype.kind not in "iu":
+        got = f"dtype {ln.dtype}" if ln is not None else type(given).__name__
+        fix = ("lengths.astype(np.int64)" if ln is not None and ln.dtype.kind in "fb" else
+               "np.asarray(lengths, dtype=np.int64)")
+        raise TypeError(f"{name}: lengths must be integers, each sequence's number of valid "
+                        f"steps, got {got}; pass {fix}")
+    if ln.shape != (n,):
+        raise ValueError(f"{name}: lengths must have shape ({n},), one per sequence of x "
+                         f"{shape}, got shape {ln.shape}")
+    if n and (ln.min() < 0 or ln.max() > t):
+        bad = int(np.argmax((ln < 0) | (ln > t)))
+        raise ValueError(f"{name}: lengths must lie in [0, T] = [0, {t}] (x {shape} has T = "
+                         f"{t} steps), got lengths[{bad}] = {int(ln[bad])}; pad x to the "
+                         f"longest sequence, or correct the lengths")
+    return ln.astype(np.int64, copy=False)
 
 
 def _shown(shape: tuple[Any, ...]) -> str:
