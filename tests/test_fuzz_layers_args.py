@@ -12,22 +12,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _layer_cases import CASES, F32, KEY, Case, f, ids
 from test_fuzz_layers import (
     ANY,
-    CASES,
     CLOSE,
     CONVERT,
-    F32,
     FIT,
-    KEY,
     NO_STATE,
     REFUSE,
-    Case,
     attempt,
     cotangent,
     error_fault,
-    f,
-    ids,
     input_checks,
     run,
     same,
