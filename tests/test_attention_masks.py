@@ -269,3 +269,23 @@ def test_bad_masks():
     dec = TransformerDecoderLayer(8, 2, 16, masked=True)
     with pytest.raises(ValueError, match=r"memory_key_padding_mask"):
         dec.init(KEY, ((3, 4, 8), (3, 5, 8)))
+
+
+def test_a_mask_without_masked_true_says_to_pass_it():
+    x, m = np.zeros((3, 4, 8)), np.zeros((3, 4), bool)
+    mha = MultiHeadAttention(2)
+    _, p = mha.init(random.key(0), (None, 4, 8))
+    with pytest.raises(ValueError, match=r"a mask as its last entry needs "
+                                         r"MultiHeadAttention\(\.\.\., masked=True\)"):
+        mha.apply(p, (x, m))
+    enc = TransformerEncoderLayer(8, 2, 16)
+    with pytest.raises(ValueError, match=r"got \(\(None, 4, 8\), \(None, 4\)\); an input with "
+                                         r"a padding mask needs TransformerEncoderLayer\("):
+        enc.init(random.key(0), ((None, 4, 8), (None, 4)))
+    _, p = enc.init(random.key(0), (None, 4, 8))
+    with pytest.raises(ValueError, match=r"got a tuple of 2 arrays of shapes .*masked=True"):
+        enc.apply(p, (x, m))
+    masked = MultiHeadAttention(2, masked=True)
+    _, p = masked.init(random.key(0), ((None, 4, 8), (None, 4)))
+    with pytest.raises(TypeError, match=r"got None; with masked=True every input carries one"):
+        masked.apply(p, (x, None))

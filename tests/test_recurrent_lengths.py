@@ -257,3 +257,14 @@ def test_bidirectional_reverses_each_sequence_within_its_length(kind, seqs):
     np.testing.assert_allclose(L.Bidirectional(kind(h, lengths=True, return_sequences=seqs),
                                                backward_layer=twin).apply(p, (x, ln)), y,
                                rtol=1e-12, atol=1e-14)
+
+
+def test_a_padded_pair_without_lengths_true_says_to_pass_it():
+    lstm = LSTM(5)
+    with pytest.raises(ValueError, match=r"^LSTM\(5\): .*got the pair .*needs "
+                                         r"LSTM\(\.\.\., lengths=True\)"):
+        lstm.init(random.key(0), ((None, 4, 8), (None,)))
+    _, p = lstm.init(random.key(0), (None, 4, 8))
+    with pytest.raises(ValueError, match=r"^LSTM\(5\): .*got a pair of shapes \(\(3, 4, 8\), "
+                                         r"\(3,\)\); a padded batch .*lengths=True"):
+        lstm.apply(p, (np.zeros((3, 4, 8)), np.array([4, 2, 1])))

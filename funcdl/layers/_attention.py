@@ -53,8 +53,9 @@ def agree(name: str, shapes: Sequence[Shape], heads: int,
     roles = ROLES[len(shapes)]
     for r, s in zip(roles, shapes):
         if len(s) != 3:
-            hint = (" (a list of arrays is read as (q, kv) or (q, k, v); np.stack rows into "
-                    "one array)" if len(shapes) > 1 and len(s) == 2 else "")
+            hint = (" (a tuple is read as (q, kv) or (q, k, v): a mask as its last entry "
+                    "needs MultiHeadAttention(..., masked=True); a list of arrays: np.stack "
+                    "rows into one array)" if len(shapes) > 1 and len(s) == 2 else "")
             raise ValueError(f"{name}: expected {r} of rank 3, (N, T, E) with the batch first "
                              f"and the embedding last, got shape {tuple(s)}{hint}")
     sizes = {s[2] for s in shapes if s[2] is not None}
@@ -169,6 +170,9 @@ def mask_shape(name: str, shape: Any, out: tuple[Any, Any, Any], tk: Any) -> Non
 def mask_arg(name: str, mask: Any, out: tuple[int, int, int], tk: int) -> Array:
     """The boolean mask as a view broadcasting to the scores (N, H, Tq, Tk), True where a
     score is hidden; a TypeError for a mask not boolean, a ValueError for a wrong shape."""
+    if mask is None:
+        raise TypeError(f"{name}: expected the mask as {MASKS}, got None; with masked=True "
+                        f"every input carries one: np.zeros((N, S), bool) hides nothing")
     if not isinstance(mask, np.ndarray):
         try:
             mask = np.asarray(mask)

@@ -110,8 +110,22 @@ def _mask_shape(name: str, in_shape: Any, what: str) -> Any:
     return tuple(in_shape)
 
 
+def _shown_input(shapes: Any, what: str) -> str:
+    """An input's shape(s) or an in_shape, as an error shows them."""
+    if what != "the input":
+        return repr(shapes)
+    if shapes and all(isinstance(s, tuple) for s in shapes):
+        return f"a tuple of {len(shapes)} arrays of shapes {shapes}"
+    return f"an array of shape {shapes}"
+
+
 def _sequence_shape(name: str, d: int, in_shape: Any, what: str = "in_shape") -> Any:
     """``in_shape`` as (N, T, d_model), an unknown last axis taken as d_model."""
+    if isinstance(in_shape, (tuple, list)) and in_shape and all(
+            isinstance(s, (tuple, list)) for s in in_shape):
+        raise ValueError(f"{name}: expected {what} (N, T, {d}), got "
+                         f"{_shown_input(tuple(map(tuple, in_shape)), what)}; an input "
+                         f"with a padding mask needs {name.split('(')[0]}(..., masked=True)")
     shape = check_in_shape(name, in_shape)
     if len(shape) != 3 or shape[2] not in (None, d):
         raise ValueError(f"{name}: expected {what} (N, T, {d}) (batch, time, d_model), got "
@@ -170,8 +184,7 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     def shapes(in_shape: Any, what: str) -> Any:
         if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
                 and all(isinstance(s, (tuple, list)) for s in in_shape)):
-            got = (f"an array of shape {in_shape}" if what == "the input" else
-                   repr(in_shape))
+            got = _shown_input(in_shape, what)
             raise ValueError(f"{name}: expected {what} as a tuple (x, src_key_padding_mask), "
                              f"of shapes ((N, T, {d}), (N, T)), got {got}")
         return (_sequence_shape(name, d, in_shape[0], f"x ({what})"),
@@ -233,8 +246,7 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     def shapes(in_shape: Any, what: str) -> Any:
         if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2 + masked
                 and all(isinstance(s, (tuple, list)) for s in in_shape)):
-            got = (f"an array of shape {in_shape}" if what == "the input" else
-                   repr(in_shape))
+            got = _shown_input(in_shape, what)
             raise ValueError(f"{name}: expected {what} as a tuple {form}, of shapes "
                              f"{want}, got {got}")
         out = (_sequence_shape(name, d, in_shape[0], f"tgt ({what})"),

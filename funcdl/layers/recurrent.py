@@ -149,7 +149,12 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
     # time <-> processing order; padded, a reversed layer gathers each row by its length
     order = slice(None, None, -1) if reverse and not padded else slice(None)
 
+    flag = f"; a padded batch (x, lengths) needs {name.split('(')[0]}(..., lengths=True)"
+
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        if not padded and _pair_of_shapes(in_shape):
+            raise ValueError(f"{name}: expected an input shape (N, T, C), got the pair "
+                             f"{tuple(in_shape)!r}{flag}")
         shape = (_padded_in_shape(name, in_shape) if padded
                  else check_in_shape(name, in_shape))
         if len(shape) != 3:
@@ -184,6 +189,9 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
         if c == 0:
             raise ValueError(f"{name}: params['w_ih'] must have shape (C, {gh}) with C >= 1 "
                              f"input channels, got {ps[0].shape}")
+        if type(x) is tuple and len(x) == 2 and np.ndim(x[1]) == 1:
+            raise ValueError(f"{name}: expected input (N, T, {c}), one array, got a pair of "
+                             f"shapes {tuple(np.shape(a) for a in x)}{flag}")
         x = as_array(name, x, ps[0].dtype)
         if x.ndim != 3:
             raise ValueError(f"{name}: expected input (N, T, {c}) of rank 3 (batch, time "
@@ -342,3 +350,8 @@ def _lengths_arg(name: str, given: Any, shape: tuple[int, ...]) -> Array:
 def _shown(shape: tuple[Any, ...]) -> str:
     """A shape with a named size unquoted: ``(C, 32)``."""
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _pair_of_shapes(in_shape: Any) -> bool:
+    return (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
+            and all(isinstance(s, (tuple, list)) for s in in_shape))
