@@ -226,7 +226,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     same_forward(f"check_layer({label})", y, res[0], 1e-6, 1e-7)
     x_dtypes = {np.asarray(xi).dtype for xi in tree.leaves(x) if is_float(xi)}
     for path, yi in tree.leaves_with_path(y):
-        if x_dtypes and np.asarray(yi).dtype not in x_dtypes:
+        if x_dtypes and is_float(yi) and np.asarray(yi).dtype not in x_dtypes:  # a mask: data
             raise AssertionError(f"check_layer({label}): input dtype {sorted(map(str, x_dtypes))}"
                                  f" gave output{path} of dtype {np.asarray(yi).dtype}")
     for path, leaf in tree.leaves_with_path(params):

@@ -119,7 +119,7 @@ def verdict(c: Case, call: Callable[[], Any], kind: str, canon: Callable[[], Any
             # Accepted: the layers that only move values keep an integer input's dtype, as
             # jnp.reshape and torch.flatten do (ids pass a Flatten to an Embedding as ids);
             # a user's layer computes in the dtype it likes.
-            loose = kind == CLOSE or c.own or c.id.startswith(MOVERS)
+            loose = kind == CLOSE or c.own or c.id.startswith((*MOVERS, "Carry"))
             return None if same(out, want, loose) else f"gave {out!r}, not {want!r}"
     if kind == FIT and fit is not None:
         return fit(out)

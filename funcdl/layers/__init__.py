@@ -12,7 +12,7 @@ Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU
 (TransformerEncoderLayer, TransformerDecoderLayer, Bidirectional), ``conv``, ``conv_transpose``
 (ConvTranspose2D), ``upsample`` (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle``
 (PixelShuffle, PixelUnshuffle), ``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive
-pools).
+pools), ``sequence`` (Carry, MaskedMean: padded batches of sequences).
 """
 
 from funcdl.layers.activations import (
@@ -65,6 +65,7 @@ from funcdl.layers.recurrent import GRU, LSTM, SimpleRNN
 from funcdl.layers.remat import Remat
 from funcdl.layers.rmsnorm import RMSNorm
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select, Slice
+from funcdl.layers.sequence import Carry, MaskedMean
 from funcdl.layers.tied import Tied
 from funcdl.layers.upsample import Upsample
 
@@ -83,6 +84,7 @@ __all__ = [
     "AvgPool2D",
     "BatchNorm",
     "Bidirectional",
+    "Carry",
     "Conv1D",
     "Conv2D",
     "ConvTranspose2D",
@@ -106,6 +108,7 @@ __all__ = [
     "LeakyReLU",
     "LogSigmoid",
     "LogSoftmax",
+    "MaskedMean",
     "MaxPool1D",
     "MaxPool2D",
     "Mish",

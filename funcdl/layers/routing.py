@@ -99,38 +99,68 @@ def FanOut(n: int) -> Layer:
     return Layer(init, apply, vjp, name=name)
 
 
-def Select(index: int) -> Layer:
+_NO_INDEX: Any = object()  # Select() with no index: an error naming Select, not Python's
+
+
+def Select(index: int = _NO_INDEX, *more: int) -> Layer:
     """``(x_0, ..., x_{k-1}) -> x_index``, one entry of a tuple (JAX's ``xs[index]``); vjp:
     ``dx_index = dy``, nothing (None) for the others. With ``FanOut`` on a tuple, the
     residual of a cross-attention: ``Sequential(FanOut(2), Parallel(Select(0),
-    MultiHeadAttention(h)), FanInSum())`` is ``q + attention(q, kv)`` on ``(q, kv)``."""
-    index = int_arg(index, "Select", "index", None)
-    name = f"Select({index})"
+    MultiHeadAttention(h)), FanInSum())`` is ``q + attention(q, kv)`` on ``(q, kv)``.
 
-    def entry(k: int) -> int:
-        if not -k <= index < k:
-            raise ValueError(f"{name}: index {index} is out of range for a tuple of {k} "
-                             f"entries")
-        return index % k
+    ``Select(i, j, ...)``, several indices: the tuple ``(x_i, x_j, ...)`` (repeats allowed);
+    vjp: ``dx_i = Σ dy_m`` over the places m holding i, None where nothing comes back."""
+    if index is _NO_INDEX:
+        raise TypeError("Select: expected at least one index, got none; pass the entry to "
+                        "take, e.g. Select(0), or several, e.g. Select(0, 2)")
+    indices = tuple(int_arg(i, "Select", "index", None) for i in (index, *more))
+    name = "Select(" + ", ".join(map(str, indices)) + ")"
+    single = not more
+
+    def entry(k: int) -> list[int]:
+        for i in indices:
+            if not -k <= i < k:
+                raise ValueError(f"{name}: index {i} is out of range for a tuple of {k} "
+                                 f"entries; use an index in [{-k}, {k - 1}]")
+        return [i % k for i in indices]
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
         del key
         shapes = _shapes(name, in_shapes)
-        return shapes[entry(len(shapes))], ()
+        picked = [shapes[i] for i in entry(len(shapes))]
+        return (picked[0] if single else tuple(picked)), ()
 
-    def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
+    def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         del key, train
         arrays = _tuple(name, xs)
-        return arrays[entry(len(arrays))]
+        picked = [arrays[i] for i in entry(len(arrays))]
+        return picked[0] if single else tuple(picked)
 
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
         y = apply(params, xs)
-        i, k = entry(len(xs)), len(xs)
+        where, k = entry(len(xs)), len(xs)
+        ys = (y,) if single else y
 
         def pullback(dy: Any) -> tuple[Any, Any]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
-            return params, like(xs, [dy if j == i else None for j in range(k)])
+            if single:
+                dys: Any = (check_cotangent(name, dy, y.shape, y.dtype),)
+            else:
+                if dy is None:
+                    raise none_cotangent(name)
+                if not (isinstance(dy, (tuple, list)) and len(dy) == len(where)):
+                    got = (f"a {type(dy).__name__} of length {len(dy)}"
+                           if isinstance(dy, (tuple, list)) else type(dy).__name__)
+                    raise ValueError(f"{name}: pullback expected a tuple of {len(where)} "
+                                     f"cotangents, one per selected entry (None for one "
+                                     f"that passes nothing back), got {got}")
+                dys = [None if d is None else check_cotangent(name, d, e.shape, e.dtype)
+                       for d, e in zip(dy, ys)]
+            dx: list[Any] = [None] * k
+            for i, d in zip(where, dys):  # a repeated index: its cotangents summed
+                if d is not None:
+                    dx[i] = d if dx[i] is None else dx[i] + d
+            return params, like(xs, dx)
 
         return y, pullback
 
