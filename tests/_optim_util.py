@@ -51,3 +51,12 @@ def resume(opt: GT, params: Any, grads_seq: list[Any], state: Any = None) -> tup
         updates, state = opt.update(state, grads, params)
         params = optim.apply_updates(params, updates)
     return params, state
+
+
+def directions(opt: GT, gs: list[float], p0: float = 1.0) -> list[float]:
+    """``opt``'s updates for a one-entry param held at ``p0``, as floats."""
+    state, params, out = opt.init({"p": np.array([p0])}), {"p": np.array([p0])}, []
+    for g in gs:
+        u, state = opt.update(state, {"p": np.array([g])}, params)
+        out.append(float(u["p"][0]))
+    return out

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _optim_util import close, problem, resume, scalar_run
+from _optim_util import close, directions, problem, resume, scalar_run
 
 import funcdl as fd
 from funcdl import optim, tree
@@ -21,13 +21,6 @@ GT = optim.GradientTransformation
 G = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5]
 
 
-def directions(opt: GT, gs: list[float], p0: float = 1.0) -> list[float]:
-    """``opt``'s updates for a one-entry param held at ``p0``, as floats."""
-    state, params, out = opt.init({"p": np.array([p0])}), {"p": np.array([p0])}, []
-    for g in gs:
-        u, state = opt.update(state, {"p": np.array([g])}, params)
-        out.append(float(u["p"][0]))
-    return out
 
 
 # ---------------------------------------------------------------------------- hand formulas
