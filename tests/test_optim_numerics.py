@@ -207,6 +207,7 @@ def test_clip_by_global_norm_of_nan_grads_makes_every_entry_nan(max_norm: float)
 @pytest.mark.parametrize(("opt", "expected"), [
     (optim.adam(0.1), -0.1),                    # first step: -lr·g/|g|
     (optim.rmsprop(0.1, alpha=0.99), -1.0),     # -lr·g/sqrt(0.01·g²)
+    (optim.rmsprop(0.1, alpha=0.99, centered=True), -0.1 / math.sqrt(0.0099)),  # 0.01 - 0.01²
 ])
 def test_second_moments_of_huge_float32_gradients_stay_finite_as_torchs(opt, expected) -> None:
     # torch's addcmul forms (1 - b2)·g, then ·g: finite up to ~6e20 in float32 where g²
@@ -217,6 +218,17 @@ def test_second_moments_of_huge_float32_gradients_stay_finite_as_torchs(opt, exp
     assert updates["w"].dtype == np.float32
     assert all(np.isfinite(leaf).all() for leaf in tree.leaves(state))
     np.testing.assert_allclose(updates["w"], [expected, -expected], rtol=1e-5)
+
+
+def test_centered_rmsprop_past_float32s_range_steps_0_as_torchs_not_nan() -> None:
+    # |g| = 2e21: v = inf and m·m = inf; torch's fused v - m·m is inf, a step of 0, where
+    # inf - inf would be NaN
+    opt = optim.rmsprop(0.1, alpha=0.99, centered=True)
+    p = {"w": np.zeros(2, np.float32)}
+    updates, _ = opt.update(opt.init(p), {"w": np.array([2e21, -1e30], np.float32)}, p)
+    np.testing.assert_array_equal(updates["w"], [0.0, 0.0])
+    nan, _ = opt.update(opt.init(p), {"w": np.array([np.nan, np.inf], np.float32)}, p)
+    assert np.isnan(nan["w"]).all()  # NaN and inf gradients still give NaN, as torch's
 
 
 def test_global_norm_does_not_overflow_in_float32_or_wrap_in_integers() -> None:

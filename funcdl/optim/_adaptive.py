@@ -229,12 +229,18 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
         else:
             def leaf_centered(g: Any, v: Any, m: Any) -> tuple[Any, Any, Any]:
                 real_grad(g)
-                v_new = like(a * v + (1.0 - a) * (g * g), v)  # optax's rounding: v - m² cancels
+                # bias-corrected: optax's rounding, (1-a)·(g·g), so that v̂ - m̂² cancels at
+                # the first step; else torch's, ((1-a)·g)·g, which overflows only where its
+                # result does (float32 g·g does from |g| ~ 1.8e19)
+                sq = (1.0 - a) * (g * g) if corrected else (1.0 - a) * g * g
+                v_new = like(a * v + sq, v)
                 m_new = like(a * m + (1.0 - a) * g, m)
                 v_hat, m_hat = (v_new, m_new) if bc == 1.0 else (v_new / bc, m_new / bc)
                 # v̂ - m̂² >= 0 in exact arithmetic; clamp the rounding so sqrt never sees
                 # -0.0001ulp
                 var = np.maximum(v_hat - m_hat * m_hat, 0.0)
+                if not np.isfinite(var).all():  # inf - inf past the range: inf, as torch's
+                    var = np.where(np.isnan(var) & np.isinf(v_hat), v_hat, var)  # fused v - m·m
                 return _divide(g, np.sqrt(var + add_in if add_in else var), add_out), \
                     v_new, m_new
 
