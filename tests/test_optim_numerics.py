@@ -220,6 +220,16 @@ def test_second_moments_of_huge_float32_gradients_stay_finite_as_torchs(opt, exp
     np.testing.assert_allclose(updates["w"], [expected, -expected], rtol=1e-5)
 
 
+@pytest.mark.parametrize("opt", [optim.radam(0.1), optim.nadam(0.1)], ids=["radam", "nadam"])
+def test_radam_and_nadam_second_moments_of_huge_float32_gradients_stay_finite(opt) -> None:
+    # their v takes ((1-b2)·g)·g as torch's addcmul does (adam_moments): (1-b2)·(g·g)
+    # overflowed at |g| = 1e20 and left v at inf
+    p = {"w": np.zeros(2, np.float32)}
+    updates, state = opt.update(opt.init(p), {"w": np.array([1e20, -1.5e20], np.float32)}, p)
+    assert updates["w"].dtype == np.float32 and np.isfinite(updates["w"]).all()
+    assert all(np.isfinite(leaf).all() for leaf in tree.leaves(state))
+
+
 def test_centered_rmsprop_past_float32s_range_steps_0_as_torchs_not_nan() -> None:
     # |g| = 2e21: v = inf and m·m = inf; torch's fused v - m·m is inf, a step of 0, where
     # inf - inf would be NaN

@@ -69,6 +69,14 @@ class ScaleByAdagradState(NamedTuple):
     sum_of_squares: Tree
 
 
+def adam_moments(g: Any, m: Any, v: Any, b1: float, b2: float) -> tuple[Any, Any]:
+    """Adam's moments in torch's order, ``b1·m + (1-b1)·g`` and ``b2·v + ((1-b2)·g)·g``
+    (addcmul's: float32 ``g·g`` would overflow from |g| ~ 1.8e19, ``(1-b2)·g·g`` only
+    where its result does), each in its state's dtype. scale_by_adam's own update is the
+    same arithmetic written into one scratch array."""
+    return like(b1 * m + (1.0 - b1) * g, m), like(b2 * v + (1.0 - b2) * g * g, v)
+
+
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                   eps_root: float = 0.0, mu_dtype: Any = None, *, nesterov: bool = False
                   ) -> GradientTransformation:

@@ -15,7 +15,7 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._args import bool_arg, number
-from funcdl.optim._adaptive import ScaleByAdamState
+from funcdl.optim._adaptive import ScaleByAdamState, adam_moments
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -141,8 +141,7 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
 
         def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
             real_grad(g)
-            m_new = like(b1 * m + (1.0 - b1) * g, m)
-            v_new = like(b2 * v + (1.0 - b2) * (g * g), v)
+            m_new, v_new = adam_moments(g, m, v, b1, b2)
             step = m_new * ahead + g * now if nest else m_new * (r / bc1)
             if not rect:
                 return like(step, v_new), m_new, v_new
@@ -211,8 +210,7 @@ def scale_by_nadam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
 
         def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
             real_grad(g)
-            m_new = like(b1 * m + (1.0 - b1) * g, m)
-            v_new = like(b2 * v + (1.0 - b2) * (g * g), v)
+            m_new, v_new = adam_moments(g, m, v, b1, b2)
             denom = np.sqrt(v_new * inv_bc2) + eps
             return like((c_g * g + c_m * m_new) / denom, v_new), m_new, v_new
 
