@@ -230,6 +230,18 @@ def test_radam_and_nadam_second_moments_of_huge_float32_gradients_stay_finite(op
     assert all(np.isfinite(leaf).all() for leaf in tree.leaves(state))
 
 
+def test_radam_rectified_step_of_huge_float32_gradients_is_the_small_ones_as_torchs() -> None:
+    # torch's sqrt(v)·sqrt(1/bc2): v/bc2 (3.2e36 · 125 at step 8) passed float32's range
+    # and stopped the huge entry's step where the small one's, the same direction, goes on
+    opt = optim.scale_by_radam(threshold=4.0)
+    p = {"w": np.zeros(2, np.float32)}
+    state = opt.init(p)
+    for _ in range(8):
+        updates, state = opt.update(state, {"w": np.array([2e19, 1.0], np.float32)}, p)
+    assert updates["w"][1] > 0
+    np.testing.assert_allclose(updates["w"][0], updates["w"][1], rtol=1e-5)
+
+
 def test_centered_rmsprop_past_float32s_range_steps_0_as_torchs_not_nan() -> None:
     # |g| = 2e21: v = inf and m·m = inf; torch's fused v - m·m is inf, a step of 0, where
     # inf - inf would be NaN

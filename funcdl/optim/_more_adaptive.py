@@ -138,6 +138,7 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         # m̂'s coefficients, r folded in: r·m̂ = r·m/bc1, or r·(ahead·m + now·g) (nesterov)
         ahead, now = r * b1 / (1.0 - b1 ** (t + 1)), r * (1.0 - b1) / bc1
         inv_bc2 = 1.0 / bc2
+        sqrt_inv_bc2 = math.sqrt(inv_bc2)
 
         def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
             real_grad(g)
@@ -145,10 +146,11 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
             step = m_new * ahead + g * now if nest else m_new * (r / bc1)
             if not rect:
                 return like(step, v_new), m_new, v_new
-            root = v_new * inv_bc2  # a new array: the in-place steps below write into it
-            if eps_root:
-                root += eps_root
-            root = np.sqrt(root)
+            if eps_root:  # optax's sqrt(v̂ + eps_root)
+                root = np.sqrt(v_new * inv_bc2 + eps_root)
+            else:  # torch's sqrt(v)·sqrt(1/bc2): v/bc2 would pass float32's range first
+                root = np.sqrt(v_new)
+                root *= sqrt_inv_bc2
             root += eps_t
             return like(step / root, v_new), m_new, v_new
 
