@@ -17,7 +17,8 @@ import numpy as np
 
 from funcdl import random
 from funcdl._treenodes import describe
-from funcdl.layers.base import Layer, LayerLike, located
+from funcdl.layers._wrap import relabelled
+from funcdl.layers.base import Layer, LayerLike
 from funcdl.layers.branching import Parallel, Residual
 from funcdl.layers.combinators import ERRORS, Sequential
 
@@ -67,12 +68,6 @@ def keys_of(skeleton: Any) -> list[str]:
     return [k for s in skeleton for k in keys_of(s)]
 
 
-def _relabelled(name: str, e: Exception) -> Exception:
-    """An inner error with the block's name first: ``TransformerEncoderLayer(8, 2):
-    Sequential[2] ...``, the inner place kept (it says which child failed)."""
-    return e if str(e).startswith(name) else located(f"{name}:", "", e)
-
-
 def _shapes_of(x: Any) -> Any:
     """The shape of an array input, or the shapes of a tuple of arrays; None otherwise (the
     inner layers then say what they expected)."""
@@ -105,7 +100,7 @@ def block(name: str, part: Part, check_shape: Callable[[Any, str], Any]) -> Laye
         try:
             out, params = inner.init(key, shape)
         except ERRORS as e:
-            raise _relabelled(name, e) from e
+            raise relabelled(name, e) from e
         return out, unpacked(params)
 
     def checked(x: Any) -> None:
@@ -119,7 +114,7 @@ def block(name: str, part: Part, check_shape: Callable[[Any, str], Any]) -> Laye
         try:
             return inner.apply(p, x, key=key, train=train)
         except ERRORS as e:
-            raise _relabelled(name, e) from e
+            raise relabelled(name, e) from e
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         p = packed(params)
@@ -127,13 +122,13 @@ def block(name: str, part: Part, check_shape: Callable[[Any, str], Any]) -> Laye
         try:
             y, pb = inner.vjp(p, x, key=key, train=train)
         except ERRORS as e:
-            raise _relabelled(name, e) from e
+            raise relabelled(name, e) from e
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
             try:
                 grads, dx = pb(dy, need_dx=need_dx)
             except ERRORS as e:
-                raise _relabelled(name, e) from e
+                raise relabelled(name, e) from e
             return unpacked(grads), dx
 
         return y, pullback

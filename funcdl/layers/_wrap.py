@@ -11,7 +11,7 @@ from typing import Any
 from funcdl.layers.base import Layer, located
 from funcdl.layers.combinators import ERRORS
 
-__all__ = ["child_call", "like_child", "pulled"]
+__all__ = ["child_call", "like_child", "pulled", "relabelled"]
 
 
 def child_call(where: str, child: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -37,3 +37,10 @@ def like_child(made: Layer, layer: Any) -> Layer:
     check_layer read), none of its fusion fields."""
     return dataclasses.replace(made, dx_optional=bool(getattr(layer, "dx_optional", False)),
                                ids=getattr(layer, "ids", None))
+
+
+def relabelled(name: str, e: Exception) -> Exception:
+    """An inner error with a composite layer's name first (``TransformerEncoderLayer(8, 2):
+    Sequential[2] ...``, ``Carry(...): ...``), the inner place kept: it says which child
+    failed. ``located`` rebuilds it, so NumPy's errors that take no message survive."""
+    return e if str(e).startswith(name) else located(f"{name}:", "", e)

@@ -156,10 +156,7 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
             raise ValueError(f"{name}: expected an input shape (N, T, C), got the pair "
                              f"{tuple(in_shape)!r}{flag}")
         shape = (_padded_in_shape(name, in_shape) if padded
-                 else check_in_shape(name, in_shape))
-        if len(shape) != 3:
-            raise ValueError(f"{name}: expected an input shape (N, T, C) of rank 3 (batch, "
-                             f"time steps, channels last), got {shape} (rank {len(shape)})")
+                 else check_in_shape(name, in_shape, rank=3, layout="(N, T, C)"))
         n, t, c = shape
         if c is None or c == 0:
             raise ValueError(f"{name}: the channel axis of in_shape must be a known size > 0, "
@@ -303,12 +300,12 @@ def _in_time(a: Array, idx: Array | None) -> Array:
 
 def _padded_in_shape(name: str, in_shape: Any) -> Shape:
     """The x shape of a padded layer's ``in_shape ((N, T, C), (N,))``, checked."""
-    if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
-            and all(isinstance(s, (tuple, list)) for s in in_shape)):
+    if not _pair_of_shapes(in_shape):
         raise ValueError(f"{name}: expected in_shape ((N, T, C), (N,)), the shapes of the "
                          f"input (x, lengths), got {in_shape!r}; without lengths build the "
                          f"layer with lengths=False")
-    shape, ln = check_in_shape(name, in_shape[0]), check_in_shape(name, in_shape[1])
+    shape = check_in_shape(name, in_shape[0], rank=3, layout="(N, T, C)")
+    ln = check_in_shape(name, in_shape[1])
     if len(ln) != 1 or (None not in (ln[0], shape[0]) and ln[0] != shape[0]):
         raise ValueError(f"{name}: lengths must have shape (N,), one per sequence of x, got "
                          f"in_shape {in_shape!r}; pass ((N, T, C), (N,))")

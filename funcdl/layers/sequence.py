@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
+from funcdl.layers._wrap import relabelled
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -80,8 +81,7 @@ def Carry(layer: LayerLike, keep: int | tuple[int, ...] = -1) -> Layer:
         try:
             return fn(*args, **kw)
         except ERRORS as e:
-            msg = str(e)
-            raise type(e)(msg if msg.startswith(name) else f"{name}: {msg}") from e
+            raise relabelled(name, e) from e
 
     def init(key: random.Key, in_shape: Any) -> Any:
         if not (isinstance(in_shape, (tuple, list)) and in_shape

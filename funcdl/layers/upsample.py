@@ -117,10 +117,7 @@ def Upsample(scale_factor: int | tuple[int, int], mode: str = "nearest",
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
-        shape = check_in_shape(name, in_shape)
-        if len(shape) != 4:
-            raise ValueError(f"{name}: expected an input shape (N, H, W, C) of rank 4, got "
-                             f"{shape} (rank {len(shape)})")
+        shape = check_in_shape(name, in_shape, rank=4, layout="(N, H, W, C)")
         n, h, w, c = shape
         empty(h, w, shape)
         return (n, None if h is None else h * sh, None if w is None else w * sw, c), ()
