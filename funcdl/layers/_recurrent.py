@@ -19,7 +19,7 @@ Per step: one ``(N, H) @ (H, G·H)`` product and whole-block gate operations, fo
 backward; step 0 skips ``h_0 W_hh`` (``h_0 = 0``). The backward computes each step's slopes
 (``σ' = σ(1-σ)``, ``tanh' = 1 - tanh²``) from the kept gates inside its loop: over the
 whole sequence at once, before the loop, the LSTM backward took 18-21 ms against 14-15 per
-step ((64, 50, 32) -> 128, float32, one thread), its T·N·4H arrays out of the cache.
+step ((64, 50, 32) -> 128, float32, one thread, one-off), its T·N·4H arrays out of the cache.
 
 Padded batches (the layers' ``lengths=True``): ``pad (T, N, 1)``, True at the steps past a
 sequence's end (in processing order a suffix of each row). The forward holds the state
