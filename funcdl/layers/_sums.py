@@ -37,11 +37,16 @@ def block_sum(a: Array, lo: int, hi: int) -> Array:
     pre, kept = math.prod(a.shape[:lo]), math.prod(a.shape[lo:hi])
     post = math.prod(a.shape[hi:])
     flat = a.reshape(pre * kept, post)
-    rows = flat.reshape(pre, kept) if post == 1 else dot(flat, ones(post, a.dtype)).reshape(
-        pre, kept)
-    # one row is the sum already, fresh from the product (a view of ``a`` when post == 1)
-    fresh = pre == 1 and post > 1
-    out: Array = (rows if fresh else dot(ones(pre, a.dtype), rows)).reshape(a.shape[lo:hi])
+    # OpenBLAS's float32 gemv can leave the invalid flag raised on finite rows (seen here
+    # with short rows, intermittently, as "invalid value encountered in dot" from NumPy's
+    # check of the flags); a non-finite sum still shows as inf or NaN in the result
+    with np.errstate(invalid="ignore"):
+        rows = flat.reshape(pre, kept) if post == 1 else dot(
+            flat, ones(post, a.dtype)).reshape(pre, kept)
+        # one row is the sum already, fresh from the product (a view of ``a`` if post == 1)
+        fresh = pre == 1 and post > 1
+        out: Array = (rows if fresh else dot(ones(pre, a.dtype), rows)).reshape(
+            a.shape[lo:hi])
     return out
 
 
