@@ -4,7 +4,8 @@ product of perturbations (no randomness). Each must either succeed with exactly 
 equivalent valid call gives (a list converted, ints cast), or raise ValueError/TypeError
 naming the layer in funcdl's words, not NumPy's (``verdict``); warnings are errors here too.
 This file: the input (``variants``); test_fuzz_layers_args.py: init's key and in_shape, the
-params and state, the keywords, the cotangent, the constructors' arguments.
+params and state, the keywords, the cotangent; test_fuzz_layers_ctor_args.py: the
+constructors' arguments.
 
 Kinds: REFUSE (must raise), CONVERT (equals the call on ``canon``), CLOSE (float64 for
 float32: close to it), ANY (NaN: any result), INF and HUGE (inf, 3e38: any result, NumPy's
