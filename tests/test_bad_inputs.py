@@ -8,8 +8,8 @@ test states the behaviour we want, and its reason says what happens now. Fixing 
 turns it into an XPASS, which fails the run until the mark is removed. Each layer on its own
 here (shapes, dtypes, constructor arguments, flags, initializers and params); combinators
 (FanIn*, Parallel, Residual, Shared, Sequential) in test_bad_inputs_combinators.py; losses
-and value_and_grad in test_bad_inputs_losses.py; optimizers, pytrees, saving, data and the
-rest in test_bad_inputs_api.py.
+and value_and_grad in test_bad_inputs_losses.py; optimizers, pytrees, data and the rest in
+test_bad_inputs_api.py; saving and loading in test_bad_inputs_io.py.
 """
 
 from __future__ import annotations
