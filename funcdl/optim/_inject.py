@@ -127,17 +127,18 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
         # The last values built from and their transform, as one tuple (threads share it)
         memo: list[tuple[Any, GradientTransformation]] = []
 
-        def build(values: dict[str, Any]) -> GradientTransformation:
-            """``inner_factory`` with ``values``, made again only when they change."""
+        def build(values: dict[str, Any]) -> tuple[GradientTransformation, bool]:
+            """``inner_factory`` with ``values``, made again only when they change; and
+            whether it was made now."""
             key = tuple(values.items())
             if memo and memo[0][0] == key:
-                return memo[0][1]
+                return memo[0][1], False
             call = inspect.BoundArguments(
                 signature, {k: fixed[k] if k in fixed else values[k] for k in order})
             made = inner_factory(*call.args, **call.kwargs)
             _check_transforms(name, [made], [f"{label}(...)"])
             memo[:] = [(key, made)]
-            return made
+            return made, True
 
         def at(count: int, current: dict[str, Any]) -> dict[str, Any]:
             """The Python values of this update: the state's numbers, the schedules'."""
@@ -146,7 +147,7 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
                 values[k] = schedule_value(f"{name} ({k})", f, count)
             return values
 
-        first = build({**{k: _python(name, k, v) for k, v in numbers.items()},
+        first, _ = build({**{k: _python(name, k, v) for k, v in numbers.items()},
                        **{k: schedule_value(f"{name} ({k})", f, 0)
                           for k, f in schedules.items()}})
         takes = (extra_keywords(first.update),)
@@ -158,7 +159,7 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
             hyper = {k: _stored(v, kind) for k, v in numbers.items()}
             hyper.update({k: _stored(schedule_value(f"{name} ({k})", f, 0), kind)
                           for k, f in schedules.items()})
-            inner = build(at(0, hyper))
+            inner, _ = build(at(0, hyper))
             return InjectHyperparamsState(zero_count(), hyper, inner.init(params))
 
         def update(state: Any, grads: Tree, params: Tree = None, **extra: Any
@@ -174,9 +175,8 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
             if extra:
                 check_extra(name, extra, takes)
             values = at(count, hyper)
-            fresh = not memo or memo[0][0] != tuple(values.items())
             try:
-                inner = build(values)
+                inner, fresh = build(values)
             except (TypeError, ValueError) as e:
                 raise type(e)(f"{where}: the hyperparams at count {count}: {e}") from None
             try:
