@@ -130,16 +130,22 @@ def Select(index: int = _NO_INDEX, *more: int) -> Layer:
         picked = [shapes[i] for i in entry(len(shapes))]
         return (picked[0] if single else tuple(picked)), ()
 
-    def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
+    def pick(params: Any, xs: Any) -> tuple[Any, list[int]]:
+        """The selected entries, and the indices they came from (in [0, len(xs)))."""
         no_params(name, params)
-        del key, train
         arrays = _tuple(name, xs)
-        picked = [arrays[i] for i in entry(len(arrays))]
-        return picked[0] if single else tuple(picked)
+        where = entry(len(arrays))
+        picked = [arrays[i] for i in where]
+        return (picked[0] if single else tuple(picked)), where
+
+    def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        return pick(params, xs)[0]
 
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
-        y = apply(params, xs)
-        where, k = entry(len(xs)), len(xs)
+        del key, train
+        y, where = pick(params, xs)
+        k = len(xs)
         ys = (y,) if single else y
 
         def pullback(dy: Any) -> tuple[Any, Any]:
