@@ -187,6 +187,19 @@ CASES = [
          **TRAIN),
     case(L.Sequential(L.WeightNorm(L.Dense(3)), L.ReLU(), L.SpectralNorm(L.Dense(2))), f(2, 4),
          SEQ, **TRAIN),
+    case(L.ConvTranspose1D(2, 3), f(2, 4, 3)),
+    case(L.ConvTranspose1D(3, 4, stride=2, padding=1, output_padding=1, dilation=2), f(2, 3, 2)),
+    case(L.ConvTranspose1D(2, 3, stride=2, padding="SAME", use_bias=False), f(2, 3, 1)),
+    case(L.Bilinear(3), (f(2, 4), f(2, 5))),
+    case(L.Bilinear(2, use_bias=False), (f(2, 3, 4), f(2, 3, 2))),
+    case(L.AlphaDropout(0.5), f(2, 3), **TRAIN), case(L.AlphaDropout(0.5), f(2, 3)),
+    case(L.FeatureAlphaDropout(0.5), f(2, 3, 4), **TRAIN),
+    case(L.FeatureAlphaDropout(0.2), f(2, 3, 4)),
+    case(L.Softmin(), f(2, 3)), case(L.Softmin(axis=1), f(2, 3, 2)),
+    case(L.Softshrink(), f(2, 3)), case(L.Hardshrink(0.3), f(2, 3)), case(L.Tanhshrink(), f(2, 3)),
+    case(L.Threshold(0.5, -1.0), f(2, 3)), case(L.GLU(), f(2, 4)), case(L.GLU(axis=1), f(2, 4, 3)),
+    case(L.LocalResponseNorm(3), f(2, 3, 4)),
+    case(L.LocalResponseNorm(2, alpha=0.5, beta=0.6, k=2.0), f(2, 2, 3, 5)),
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's)
 MADE = {c.layer.name.split("(")[0] for c in CASES} | {"Layer"}

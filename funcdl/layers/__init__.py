@@ -2,17 +2,19 @@
 
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
 layers, Dropout), ``activations``, ``activations_extra`` (ReLU6, Hardtanh, Hardsigmoid,
-Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU),
-``combinators`` (Sequential), ``branching`` (Parallel, Residual, Shared, Repeat), ``tied``
-(Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select, Slice), ``remat`` (Remat),
-``parametrize`` (WeightNorm, SpectralNorm),
-``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm), ``instancenorm``
-(InstanceNorm), ``rmsnorm`` (RMSNorm), ``embed`` (Embedding), ``attention``
-(MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``blocks``
-(TransformerEncoderLayer, TransformerDecoderLayer, Bidirectional), ``conv``, ``conv_transpose``
-(ConvTranspose2D), ``upsample`` (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle``
-(PixelShuffle, PixelUnshuffle), ``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive
-pools), ``sequence`` (Carry, MaskedMean: padded batches of sequences).
+Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU), ``shrink``
+(Softmin, Softshrink, Hardshrink, Tanhshrink, Threshold, GLU), ``combinators`` (Sequential),
+``branching`` (Parallel, Residual, Shared, Repeat), ``tied`` (Tied), ``routing`` (FanOut,
+FanInSum, FanInConcat, Select, Slice), ``remat`` (Remat), ``parametrize`` (WeightNorm,
+SpectralNorm), ``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm), ``instancenorm``
+(InstanceNorm), ``rmsnorm`` (RMSNorm), ``lrn`` (LocalResponseNorm), ``alpha_dropout``
+(AlphaDropout, FeatureAlphaDropout), ``embed`` (Embedding), ``bilinear`` (Bilinear),
+``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``blocks``
+(TransformerEncoderLayer, TransformerDecoderLayer, Bidirectional), ``conv``,
+``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d`` (ConvTranspose1D), ``upsample``
+(Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle),
+``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive pools), ``sequence`` (Carry,
+MaskedMean: padded batches of sequences).
 """
 
 from funcdl.layers.activations import (
@@ -43,18 +45,22 @@ from funcdl.layers.adaptive_pool import (
     AdaptiveMaxPool1D,
     AdaptiveMaxPool2D,
 )
+from funcdl.layers.alpha_dropout import AlphaDropout, FeatureAlphaDropout
 from funcdl.layers.attention import MultiHeadAttention
 from funcdl.layers.base import Layer, LayerLike, Pointwise, Pullback, Shape
+from funcdl.layers.bilinear import Bilinear
 from funcdl.layers.blocks import Bidirectional, TransformerDecoderLayer, TransformerEncoderLayer
 from funcdl.layers.branching import Parallel, Repeat, Residual, Shared
 from funcdl.layers.combinators import Sequential
 from funcdl.layers.conv import Conv1D, Conv2D
 from funcdl.layers.conv_transpose import ConvTranspose2D
+from funcdl.layers.conv_transpose1d import ConvTranspose1D
 from funcdl.layers.core import Dense, Dropout, Flatten, Identity, Reshape
 from funcdl.layers.embed import Embedding
 from funcdl.layers.gated import GELU, SiLU
 from funcdl.layers.groupnorm import GroupNorm
 from funcdl.layers.instancenorm import InstanceNorm
+from funcdl.layers.lrn import LocalResponseNorm
 from funcdl.layers.norm import BatchNorm, LayerNorm
 from funcdl.layers.pad import Pad1D, Pad2D
 from funcdl.layers.parametrize import SpectralNorm, WeightNorm
@@ -66,6 +72,7 @@ from funcdl.layers.remat import Remat
 from funcdl.layers.rmsnorm import RMSNorm
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select, Slice
 from funcdl.layers.sequence import Carry, MaskedMean
+from funcdl.layers.shrink import GLU, Hardshrink, Softmin, Softshrink, Tanhshrink, Threshold
 from funcdl.layers.tied import Tied
 from funcdl.layers.upsample import Upsample
 
@@ -73,6 +80,7 @@ __all__ = [
     "CELU",
     "ELU",
     "GELU",
+    "GLU",
     "GRU",
     "LSTM",
     "SELU",
@@ -80,13 +88,16 @@ __all__ = [
     "AdaptiveAvgPool2D",
     "AdaptiveMaxPool1D",
     "AdaptiveMaxPool2D",
+    "AlphaDropout",
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
     "Bidirectional",
+    "Bilinear",
     "Carry",
     "Conv1D",
     "Conv2D",
+    "ConvTranspose1D",
     "ConvTranspose2D",
     "Dense",
     "Dropout",
@@ -94,9 +105,11 @@ __all__ = [
     "FanInConcat",
     "FanInSum",
     "FanOut",
+    "FeatureAlphaDropout",
     "Flatten",
     "GlobalAvgPool",
     "GroupNorm",
+    "Hardshrink",
     "Hardsigmoid",
     "Hardswish",
     "Hardtanh",
@@ -106,6 +119,7 @@ __all__ = [
     "LayerLike",
     "LayerNorm",
     "LeakyReLU",
+    "LocalResponseNorm",
     "LogSigmoid",
     "LogSoftmax",
     "MaskedMean",
@@ -137,10 +151,14 @@ __all__ = [
     "SimpleRNN",
     "Slice",
     "Softmax",
+    "Softmin",
     "Softplus",
+    "Softshrink",
     "Softsign",
     "SpectralNorm",
     "Tanh",
+    "Tanhshrink",
+    "Threshold",
     "Tied",
     "TransformerDecoderLayer",
     "TransformerEncoderLayer",

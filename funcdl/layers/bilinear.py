@@ -1,0 +1,149 @@
+"""Bilinear: PyTorch's ``nn.Bilinear``, on a pair input ``(x1, x2)``.
+
+The pair comes as FanOut's or Parallel's output does, a tuple (a list reads as one), and
+``init`` takes a tuple of the two shapes; dx comes back as a pair in the input's form.
+
+Computed through the outer product ``z = x1 ⊗ x2`` of each row, ``(M, D1·D2)``, kept for
+the pullback: the forward is one product ``y = z Wᵀ`` (``W`` read as ``(out, D1·D2)``, in
+place), ``dW = dyᵀ z`` another, and ``dz = dy W`` gives ``dx1``, ``dx2`` by two batched
+matrix-vector products over the rows. No loop over rows or outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from funcdl import initializers, random
+from funcdl._args import bool_arg, call_name, int_arg
+from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
+from funcdl.layers._sums import dot, ones
+from funcdl.layers.base import (
+    Array,
+    Layer,
+    Shape,
+    as_array,
+    cast_ints,
+    check_cotangent,
+    check_in_shape,
+    in_input_dtype,
+    like,
+)
+
+__all__ = ["Bilinear"]
+
+
+def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer | None = None,
+             b_init: initializers.Initializer | None = None) -> Layer:
+    """``(x1, x2)`` of shapes ``(..., D1)``, ``(..., D2)`` (the same leading axes) ->
+    ``(..., out)``; params ``{'w': (out, D1, D2), 'b': (out,)}``, torch's layout.
+
+    forward: ``y[..., o] = Σ_{i,j} x1[..., i] w[o, i, j] x2[..., j] + b[o]``;
+    vjp: ``dw[o,i,j] = Σ dy[..., o] x1[..., i] x2[..., j]``, ``db = Σ dy``,
+    ``dx1[..., i] = Σ_{o,j} dy[..., o] w[o,i,j] x2[..., j]``,
+    ``dx2[..., j] = Σ_{o,i} dy[..., o] w[o,i,j] x1[..., i]``.
+    Default init torch's: ``U(±1/sqrt(D1))`` for w and b.
+    """
+    name = call_name("Bilinear", (out,), use_bias=(use_bias, True))
+    out = int_arg(out, name, "out", minimum=1)
+    use_bias = bool_arg(use_bias, name, "use_bias")
+    w_init = initializer_arg(name, "w_init", w_init)
+    b_init = initializer_arg(name, "b_init", b_init)
+
+    def pair_shapes(in_shape: Any) -> tuple[Shape, Shape]:
+        if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
+                and all(isinstance(s, (tuple, list)) for s in in_shape)):
+            raise TypeError(f"{name}: in_shape must be a pair of shapes ((..., D1), (..., "
+                            f"D2)), one per input, got {in_shape!r}; the layer takes a pair "
+                            f"(x1, x2), e.g. from FanOut(2) or Parallel")
+        s1, s2 = (check_in_shape(name, s, min_rank=1) for s in in_shape)
+        if len(s1) != len(s2) or any(a is not None and b is not None and a != b
+                                     for a, b in zip(s1[:-1], s2[:-1])):
+            raise ValueError(f"{name}: x1 and x2 must have the same leading axes, got shapes "
+                             f"{s1} and {s2}; only the last axes (D1, D2) may differ")
+        for s in (s1, s2):
+            if s[-1] is None or s[-1] == 0:
+                raise ValueError(f"{name}: the last axis of each input must be a known size "
+                                 f"> 0, got shapes {s1} and {s2}")
+        return s1, s2
+
+    def init(key: random.Key, in_shape: Any) -> tuple[Shape, Any]:
+        s1, s2 = pair_shapes(in_shape)
+        d1, d2 = s1[-1], s2[-1]
+        assert d1 is not None and d2 is not None
+        bound = 1 / math.sqrt(d1)  # torch's: U(±1/sqrt(in1_features)) for both
+        k_w, k_b = random.split_for(key, 2, name)
+        params = {"w": drawn(name, "w_init", w_init or initializers.uniform(bound, -bound),
+                             k_w, (out, d1, d2))}
+        if use_bias:
+            params["b"] = drawn(name, "b_init", b_init or initializers.uniform(bound, -bound),
+                                k_b, (out,))
+        lead = tuple(a if a is not None else b for a, b in zip(s1[:-1], s2[:-1]))
+        return (*lead, out), params
+
+    def check(params: Any, xs: Any) -> tuple[Array, Array, Array, Array | None]:
+        w, *b = param_arrays(name, params, ("w", "b") if use_bias else ("w",))
+        if w.ndim != 3 or w.shape[0] != out:
+            raise ValueError(f"{name}: params['w'] must have shape ({out}, D1, D2), got "
+                             f"{w.shape}")
+        if b and b[0].shape != (out,):
+            raise ValueError(f"{name}: params['b'] must have shape ({out},), got {b[0].shape}")
+        if not isinstance(xs, (tuple, list)) or len(xs) != 2 or (
+                isinstance(xs, list) and not all(isinstance(v, np.ndarray) for v in xs)):
+            got = (f"a {type(xs).__name__} of length {len(xs)}" if isinstance(xs, (tuple, list))
+                   else f"one array of shape {np.shape(xs)}")
+            raise TypeError(f"{name}: expected a pair (x1, x2) of arrays (..., {w.shape[1]}) "
+                            f"and (..., {w.shape[2]}), got {got}; pass a tuple, e.g. from "
+                            f"FanOut(2) for x1 = x2")
+        x1, x2 = (cast_ints(as_array(name, v, w.dtype), w.dtype) for v in xs)
+        if (x1.ndim < 1 or x2.ndim != x1.ndim or x1.shape[:-1] != x2.shape[:-1]
+                or x1.shape[-1] != w.shape[1] or x2.shape[-1] != w.shape[2]):
+            raise ValueError(f"{name}: expected x1 (..., {w.shape[1]}) and x2 (..., "
+                             f"{w.shape[2]}) with the same leading axes, as the params were "
+                             f"initialised, got shapes {x1.shape} and {x2.shape}")
+        return x1, x2, w, (b[0] if b else None)
+
+    def forward(x1: Array, x2: Array, w: Array, bias: Array | None) -> tuple[Array, Array]:
+        """``(y, z)``: the output as ``(M, out)`` and the rows' outer products."""
+        d1, d2 = w.shape[1], w.shape[2]
+        a1, a2 = x1.reshape(-1, d1), x2.reshape(-1, d2)
+        z = (a1[:, :, None] * a2[:, None, :]).reshape(len(a1), d1 * d2)
+        y = z @ w.reshape(out, d1 * d2).T
+        if bias is not None:
+            y += bias
+        return y, z
+
+    def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
+        del key, train
+        x1, x2, w, bias = check(params, xs)
+        return forward(x1, x2, w, bias)[0].reshape(*x1.shape[:-1], out)
+
+    def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        x1, x2, w, bias = check(params, xs)
+        y2, z = forward(x1, x2, w, bias)
+        y = y2.reshape(*x1.shape[:-1], out)
+        d1, d2 = w.shape[1], w.shape[2]
+        a1, a2 = x1.reshape(-1, d1), x2.reshape(-1, d2)
+        dtypes = [getattr(v, "dtype", None) for v in xs]
+        w_shape = w.shape
+
+        def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
+            dy2 = check_cotangent(name, dy, y.shape, y.dtype).reshape(-1, out)
+            grads = {"w": (dy2.T @ z).reshape(w_shape)}
+            if use_bias:
+                grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
+            in_param_dtypes(grads, params)
+            if not need_dx:
+                return grads, None
+            dz = (dy2 @ w.reshape(out, d1 * d2)).reshape(-1, d1, d2)
+            dx1 = np.matmul(dz, a2[:, :, None])[:, :, 0].reshape(x1.shape)
+            dx2 = np.matmul(a1[:, None, :], dz)[:, 0, :].reshape(x2.shape)
+            return grads, like(xs, (in_input_dtype(dx1, dtypes[0]),
+                                    in_input_dtype(dx2, dtypes[1])))
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name, dx_optional=True)
