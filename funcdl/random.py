@@ -9,6 +9,11 @@ independent keys, ``fold_in`` to derive a key from data (an epoch, a rank).
 Samplers: ``normal``, ``uniform``, ``bernoulli``, ``permutation`` here; ``randint``,
 ``choice``, ``categorical``, ``gumbel``, ``exponential`` (in ``_sampling``) and
 ``truncated_normal`` (in ``_truncnorm``), with ``jax.random``'s arguments.
+More distributions, with ``jax.random``'s names and arguments: ``gamma``, ``loggamma``,
+``beta``, ``dirichlet``, ``chisquare``, ``t`` (in ``_dist_gamma``), ``poisson``,
+``geometric``, ``binomial`` (in ``_dist_discrete``), ``laplace``, ``logistic``, ``cauchy``,
+``rademacher``, ``rayleigh``, ``weibull_min``, ``pareto``, ``lognormal``,
+``multivariate_normal`` (in ``_distributions``).
 
 NumPy documents that a ``Generator``'s output for one seed may change between NumPy
 versions; within one NumPy version the stream is identical across machines.
@@ -32,13 +37,28 @@ from funcdl._args import (
     shape_arg,
     shown,
 )
+from funcdl._dist_discrete import binomial, geometric, poisson
+from funcdl._dist_gamma import beta, chisquare, dirichlet, gamma, loggamma, t
+from funcdl._distributions import (
+    cauchy,
+    laplace,
+    logistic,
+    lognormal,
+    multivariate_normal,
+    pareto,
+    rademacher,
+    rayleigh,
+    weibull_min,
+)
 from funcdl._keys import Key, _axis, _broadcasts, _gen, _reals, check_key
 from funcdl._sampling import categorical, choice, exponential, gumbel, randint
 from funcdl._truncnorm import truncated_normal
 
-__all__ = ["Key", "bernoulli", "categorical", "check_key", "choice", "exponential", "fold_in",
-           "gumbel", "key", "normal", "permutation", "randint", "split", "truncated_normal",
-           "uniform"]
+__all__ = ["Key", "bernoulli", "beta", "binomial", "categorical", "cauchy", "check_key",
+           "chisquare", "choice", "dirichlet", "exponential", "fold_in", "gamma", "geometric",
+           "gumbel", "key", "laplace", "loggamma", "logistic", "lognormal", "multivariate_normal",
+           "normal", "pareto", "permutation", "poisson", "rademacher", "randint", "rayleigh",
+           "split", "t", "truncated_normal", "uniform", "weibull_min"]
 
 _MASK64 = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)

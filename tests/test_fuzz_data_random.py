@@ -141,6 +141,24 @@ SAMPLERS: dict[str, Callable[..., Any]] = {  # where: f(key, shape, dtype), all 
     "random.exponential": lambda k, s=(2, 3), d=np.float32: random.exponential(k, s, d),
     "random.truncated_normal":
         lambda k, s=(2, 3), d=np.float32: random.truncated_normal(k, -1.0, 2.0, s, d),
+    "random.gamma": lambda k, s=(2, 3), d=np.float32: random.gamma(k, 2.0, s, d),
+    "random.loggamma": lambda k, s=(2, 3), d=np.float32: random.loggamma(k, 0.5, s, d),
+    "random.beta": lambda k, s=(2, 3), d=np.float32: random.beta(k, 2.0, 3.0, s, d),
+    "random.dirichlet":
+        lambda k, s=(2, 3), d=np.float32: random.dirichlet(k, np.ones(3), s, d)[..., 0],
+    "random.chisquare": lambda k, s=(2, 3), d=np.float32: random.chisquare(k, 3.0, s, d),
+    "random.t": lambda k, s=(2, 3), d=np.float32: random.t(k, 3.0, s, d),
+    "random.binomial": lambda k, s=(2, 3), d=np.float32: random.binomial(k, 10, 0.5, s, d),
+    "random.laplace": lambda k, s=(2, 3), d=np.float32: random.laplace(k, s, d),
+    "random.logistic": lambda k, s=(2, 3), d=np.float32: random.logistic(k, s, d),
+    "random.cauchy": lambda k, s=(2, 3), d=np.float32: random.cauchy(k, s, d),
+    "random.rayleigh": lambda k, s=(2, 3), d=np.float32: random.rayleigh(k, 1.5, s, d),
+    "random.weibull_min":
+        lambda k, s=(2, 3), d=np.float32: random.weibull_min(k, 1.5, 2.0, s, d),
+    "random.pareto": lambda k, s=(2, 3), d=np.float32: random.pareto(k, 3.0, s, d),
+    "random.lognormal": lambda k, s=(2, 3), d=np.float32: random.lognormal(k, 0.5, s, d),
+    "random.multivariate_normal": lambda k, s=(2, 3), d=np.float32:
+        random.multivariate_normal(k, np.zeros(2), np.eye(2), s, d)[..., 0],
     "initializers.truncated_normal":
         lambda k, s=(2, 3), d=np.float32: I.truncated_normal(0.5, -1.0, 3.0)(k, s, d),
     "initializers.zeros": lambda k, s=(2, 3), d=np.float32: I.zeros()(k, s, d),
@@ -153,6 +171,12 @@ SAMPLERS: dict[str, Callable[..., Any]] = {  # where: f(key, shape, dtype), all 
     **{f"initializers.{n}": (lambda k, s=(2, 3), d=np.float32, n=n: getattr(I, n)()(k, s, d))
        for n in ("glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "lecun_normal",
                  "lecun_uniform", "torch_default", "xavier_normal", "xavier_uniform")}}
+
+# shape=None: the parameters' broadcast shape, as in JAX
+SHAPE_NONE_OK = ("random.bernoulli", "random.truncated_normal", "random.gamma",
+                 "random.loggamma", "random.beta", "random.dirichlet", "random.chisquare",
+                 "random.t", "random.binomial", "random.rayleigh", "random.pareto",
+                 "random.lognormal", "random.multivariate_normal", "random.weibull_min")
 KEYLESS = ("initializers.zeros", "initializers.ones")  # the key is not read: None is fine,
 # as in JAX's zeros(key, shape, dtype); any other non-key is refused (a swapped call)
 ANY_DTYPE = KEYLESS  # zeros and ones take every number and bool dtype
@@ -164,8 +188,7 @@ def _sampler_cases() -> list[Case]:
         bad_keys = {i: k for i, k in BAD_KEYS.items() if not (where in KEYLESS and k is None)}
         out += _perturb(where, f, K, bad_keys, SAME_KEYS, "key")
         shapes = {i: s for i, s in BAD_SHAPES.items()
-                  if not (where in ("random.bernoulli", "random.truncated_normal")
-                          and s is None)}  # None: p's shape, the bounds' shape
+                  if not (where in SHAPE_NONE_OK and s is None)}  # the parameters' shape
         out += [(i, c, (f"{where}: shape",) if i.split("-shape-")[-1] in HUGE else n, s)
                 for i, c, n, s in _perturb(where, lambda s, f=f: f(K, s), (2, 3), shapes,
                                            SAME_SHAPES, "shape")]
