@@ -67,6 +67,7 @@ CASES = [
     case(L.PReLU(), f(2, 3)), case(L.PReLU(3, init=0.1), f(2, 4, 3)),
     case(L.RMSNorm(), f(2, 3)), case(L.RMSNorm(eps=1e-3, elementwise_affine=False), f(2, 3, 2)),
     case(L.LogSoftmax(axis=1), f(2, 3, 2)), case(L.Flatten(), f(2, 3, 2)),
+    case(L.Sparsemax(), f(2, 3)), case(L.Sparsemax(axis=1), f(2, 3, 2)),
     case(L.Reshape((3, 2)), f(2, 6)), case(L.Reshape(-1), f(2, 3, 2)),
     case(L.Dropout(0.5), f(2, 3), **TRAIN), case(L.Dropout(0.5), f(2, 3)),
     case(L.Conv2D(2, 3), f(2, 5, 5, 3)), case(L.Conv2D(2, 2, dilation=2), f(2, 5, 5, 2)),

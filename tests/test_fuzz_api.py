@@ -108,9 +108,21 @@ SETUPS = {  # id: (loss, pred, target, kwargs)
     "multilabel_soft_margin": (losses.multilabel_soft_margin, Z, T01,
                                {"weight": np.array([1.0, 2.0, 0.5])}),
     "multilabel_margin": (losses.multilabel_margin, Z, MULTILABEL, {}),
+    "ntxent": (losses.ntxent, Z, np.array([0, 0, 1, 1]), {}),
+    "ntxent-options": (losses.ntxent, Z, np.array([3, 5, 3, 5]), {"temperature": 0.5}),
+    "cosine_similarity": (losses.cosine_similarity, Z, PROB, {}),
+    "cosine_distance": (losses.cosine_distance, Z, PROB, {"epsilon": 0.5}),
+    "poly_loss_cross_entropy": (losses.poly_loss_cross_entropy, Z, SOFT, {}),
+    "poly_loss_cross_entropy-labels": (losses.poly_loss_cross_entropy, Z, LABELS,
+                                       {"epsilon": -1.0}),
+    "hinge": (losses.hinge, Z, 2 * T01 - 1, {}),
+    "squared_hinge": (losses.squared_hinge, Z, 2 * T01 - 1, {}),
+    "sparsemax": (losses.sparsemax, Z, T01, {}),
+    "multiclass_sparsemax": (losses.multiclass_sparsemax, Z, LABELS, {}),
 }
 LABELLED = ("sce-labels", "sce-rank3-labels", "nll-labels", "ctc", "multi_margin",
-            "multi_margin-options", "multilabel_margin")
+            "multi_margin-options", "multilabel_margin", "ntxent", "ntxent-options",
+            "poly_loss_cross_entropy-labels", "multiclass_sparsemax")
 
 
 def _more_columns(a: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ MOVERS = ("Identity", "Flatten", "Reshape", "Slice", "FanOut", "Dropout", "Selec
 SILENT = (*MOVERS, "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "GELU", "SiLU", "ELU",
           "Softmax", "LogSoftmax", "MaxPool2D", "AvgPool2D", "GlobalAvgPool", "FanInSum",
           "FanInConcat", "MaxPool1D", "AvgPool1D", "Upsample", "Hardtanh", "Hardsigmoid",
-          "Hardswish", "Mish", "SELU", "CELU", "Softsign", "LogSigmoid")
+          "Hardswish", "Mish", "SELU", "CELU", "Softsign", "LogSigmoid", "Sparsemax")
 NO_STATE: Any = object()
 NUMPY_WORDS = ("could not be broadcast", "operands could not", "matmul: Input operand",
                "index out of bounds", "object arrays are not supported", "ufunc",

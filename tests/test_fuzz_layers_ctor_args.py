@@ -180,6 +180,7 @@ CTORS = [
     ("Threshold", L.Threshold, {"threshold": 0.5, "value": -1.0}, f(2, 3),
      {"threshold": (None, "1", [1], np.nan, True), "value": (None, "1", [1], True)}),
     ("GLU", L.GLU, {"axis": -1}, f(2, 4), {"axis": (*INT, 2, -3)}),
+    ("Sparsemax", L.Sparsemax, {"axis": 1}, f(2, 3), {"axis": (*INT, 2, -3)}),
     ("LocalResponseNorm", L.LocalResponseNorm, {"size": 3}, f(2, 3, 4),
      {"size": POS, "alpha": NUM, "beta": NUM, "k": NUM}),
     ("Layer", lambda fn: L.Layer(fn, fn, fn), {"fn": lambda *a, **k: None}, f(2, 3),

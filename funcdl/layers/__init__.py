@@ -3,18 +3,18 @@
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
 layers, Dropout), ``activations``, ``activations_extra`` (ReLU6, Hardtanh, Hardsigmoid,
 Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU), ``shrink``
-(Softmin, Softshrink, Hardshrink, Tanhshrink, Threshold, GLU), ``combinators`` (Sequential),
-``branching`` (Parallel, Residual, Shared, Repeat), ``tied`` (Tied), ``routing`` (FanOut,
-FanInSum, FanInConcat, Select, Slice), ``remat`` (Remat), ``parametrize`` (WeightNorm,
-SpectralNorm), ``norm`` (BatchNorm, LayerNorm), ``groupnorm`` (GroupNorm), ``instancenorm``
-(InstanceNorm), ``rmsnorm`` (RMSNorm), ``lrn`` (LocalResponseNorm), ``alpha_dropout``
-(AlphaDropout, FeatureAlphaDropout), ``embed`` (Embedding), ``bilinear`` (Bilinear),
-``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``blocks``
-(TransformerEncoderLayer, TransformerDecoderLayer, Bidirectional), ``conv``,
-``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d`` (ConvTranspose1D), ``upsample``
-(Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle),
-``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive pools), ``sequence`` (Carry,
-MaskedMean: padded batches of sequences).
+(Softmin, Softshrink, Hardshrink, Tanhshrink, Threshold, GLU), ``sparsemax`` (Sparsemax),
+``combinators`` (Sequential), ``branching`` (Parallel, Residual, Shared, Repeat), ``tied``
+(Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select, Slice), ``remat`` (Remat),
+``parametrize`` (WeightNorm, SpectralNorm), ``norm`` (BatchNorm, LayerNorm), ``groupnorm``
+(GroupNorm), ``instancenorm`` (InstanceNorm), ``rmsnorm`` (RMSNorm), ``lrn``
+(LocalResponseNorm), ``alpha_dropout`` (AlphaDropout, FeatureAlphaDropout), ``embed``
+(Embedding), ``bilinear`` (Bilinear), ``attention`` (MultiHeadAttention), ``recurrent``
+(SimpleRNN, LSTM, GRU), ``blocks`` (TransformerEncoderLayer, TransformerDecoderLayer,
+Bidirectional), ``conv``, ``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d``
+(ConvTranspose1D), ``upsample`` (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle``
+(PixelShuffle, PixelUnshuffle), ``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive
+pools), ``sequence`` (Carry, MaskedMean: padded batches of sequences).
 """
 
 from funcdl.layers.activations import (
@@ -73,6 +73,7 @@ from funcdl.layers.rmsnorm import RMSNorm
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select, Slice
 from funcdl.layers.sequence import Carry, MaskedMean
 from funcdl.layers.shrink import GLU, Hardshrink, Softmin, Softshrink, Tanhshrink, Threshold
+from funcdl.layers.sparsemax import Sparsemax
 from funcdl.layers.tied import Tied
 from funcdl.layers.upsample import Upsample
 
@@ -155,6 +156,7 @@ __all__ = [
     "Softplus",
     "Softshrink",
     "Softsign",
+    "Sparsemax",
     "SpectralNorm",
     "Tanh",
     "Tanhshrink",

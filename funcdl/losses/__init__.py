@@ -21,6 +21,11 @@ target_lengths)``; its pullback returns dpred of pred's shape.
 ``hinge_embedding`` and ``soft_margin`` take targets ±1; ``multi_margin`` and
 ``multilabel_margin`` integer targets (labels; class lists padded with -1), averaged over
 examples; ``sigmoid_focal`` is torchvision's ``sigmoid_focal_loss`` with funcdl's 'mean'.
+From optax: ``ntxent`` (embeddings (N, D) against integer group labels (N,), mean over the
+positive pairs; 'none' gives per anchor the sum of its pairs' terms), ``cosine_similarity``
+/ ``cosine_distance`` (last axis, ``epsilon`` the least squared norm), ``poly_loss_cross_entropy``
+(``epsilon`` >= -1), ``hinge`` (targets ±1; Keras's ``squared_hinge`` beside it),
+``sparsemax`` (binary, 0/1 labels) and ``multiclass_sparsemax`` (integer labels).
 Every loss is stable at any finite input: no overflow warning, no NaN.
 """
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 from funcdl.losses._base import Loss, _public
 from funcdl.losses._base import bound as bound  # for autodiff and testing
+from funcdl.losses._contrastive import _cosine_distance, _cosine_similarity, _ntxent
 from funcdl.losses._cross_entropy import _nll, _softmax_cross_entropy
 from funcdl.losses._ctc import _ctc
 from funcdl.losses._elementwise import _bce, _bce_with_logits, _huber, _l1, _mse, _smooth_l1
@@ -41,12 +47,15 @@ from funcdl.losses._margins import (
 )
 from funcdl.losses._more import _gaussian_nll, _kl_div, _poisson_nll
 from funcdl.losses._pairs import _cosine_embedding, _margin_ranking, _triplet_margin
+from funcdl.losses._poly_hinge import _hinge, _poly_loss_cross_entropy, _squared_hinge
+from funcdl.losses._sparsemax import _multiclass_sparsemax, _sparsemax
 
-__all__ = ["Loss", "bce", "bce_with_logits", "cosine_embedding", "ctc", "gaussian_nll",
-           "hinge_embedding", "huber", "kl_div", "l1", "log_cosh", "margin_ranking", "mse",
-           "multi_margin", "multilabel_margin", "multilabel_soft_margin", "nll", "poisson_nll",
-           "sigmoid_focal", "smooth_l1", "soft_margin", "softmax_cross_entropy",
-           "triplet_margin"]
+__all__ = ["Loss", "bce", "bce_with_logits", "cosine_distance", "cosine_embedding",
+           "cosine_similarity", "ctc", "gaussian_nll", "hinge", "hinge_embedding", "huber",
+           "kl_div", "l1", "log_cosh", "margin_ranking", "mse", "multi_margin",
+           "multiclass_sparsemax", "multilabel_margin", "multilabel_soft_margin", "nll", "ntxent",
+           "poisson_nll", "poly_loss_cross_entropy", "sigmoid_focal", "smooth_l1", "soft_margin",
+           "softmax_cross_entropy", "sparsemax", "squared_hinge", "triplet_margin"]
 
 mse = _public("mse", _mse)
 bce = _public("bce", _bce)
@@ -70,3 +79,11 @@ soft_margin = _public("soft_margin", _soft_margin)
 multi_margin = _public("multi_margin", _multi_margin)
 multilabel_soft_margin = _public("multilabel_soft_margin", _multilabel_soft_margin)
 multilabel_margin = _public("multilabel_margin", _multilabel_margin)
+ntxent = _public("ntxent", _ntxent)
+cosine_similarity = _public("cosine_similarity", _cosine_similarity)
+cosine_distance = _public("cosine_distance", _cosine_distance)
+poly_loss_cross_entropy = _public("poly_loss_cross_entropy", _poly_loss_cross_entropy)
+hinge = _public("hinge", _hinge)
+squared_hinge = _public("squared_hinge", _squared_hinge)
+sparsemax = _public("sparsemax", _sparsemax)
+multiclass_sparsemax = _public("multiclass_sparsemax", _multiclass_sparsemax)

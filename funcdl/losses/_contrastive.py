@@ -1,0 +1,159 @@
+"""optax's cosine losses and its NT-Xent: ``cosine_similarity`` and ``cosine_distance``
+(over the last axis) and ``ntxent`` (SimCLR's normalised temperature-scaled cross
+entropy over a batch of embeddings, positives by equal labels)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from funcdl._args import array_arg, real_arg
+from funcdl.losses._base import Array, Pullback, _pred, _reduced, _same_shape, _sum
+
+
+def _unit(a: Array, eps: float) -> tuple[Array, Array, Array]:
+    """``(u, norm, free)``: ``u = a / norm`` along the last axis, ``norm = sqrt(max(|a|²,
+    eps))`` (optax's clip of the squared norm), ``free`` where the clip is not active (the
+    norm then depends on ``a``). Rows are divided by their largest entry first, so norms
+    of 1e-200 or past the float range keep their direction (a norm past it is inf in
+    ``norm``: the gradient's 1/norm is then 0). A zero row with ``eps = 0`` (optax: 0/0,
+    NaN) has ``u = 0``."""
+    top = np.maximum.reduce(np.abs(a), axis=-1, keepdims=True) if a.shape[-1] else (
+        np.zeros((*a.shape[:-1], 1), a.dtype))
+    scaled = a / np.where(top > 0, top, 1)
+    root = np.sqrt(_sum(np.square(scaled), axis=-1, keepdims=True))
+    with np.errstate(over="ignore"):
+        raw = top * root
+    floor = a.dtype.type(np.sqrt(eps))
+    free = raw > floor
+    norm = np.where(free, raw, floor)
+    u = np.divide(scaled, root, out=np.zeros_like(a), where=free)
+    if floor > 0 and not free.all():  # a clipped row: a over the floor, not unit length
+        with np.errstate(over="ignore"):  # a free row's a / floor may overflow: not kept
+            u = np.where(free, u, a / floor)
+    return u, norm, free
+
+
+def _unit_vjp(u: Array, norm: Array, free: Array, du: Array) -> Array:
+    """``da = (du - u <u, du> [free]) / norm`` (0 on a zero row at eps = 0, where optax's
+    is NaN: no direction is preferred and the derivative is unbounded)."""
+    radial = np.where(free, _sum(u * du, axis=-1, keepdims=True), 0)
+    out: Array = np.divide(du - u * radial, norm, out=np.zeros_like(du), where=norm > 0)
+    return out
+
+
+def _cosine(name: str, pred: Any, target: Any, epsilon: Any, reduction: str,
+            sign: int) -> tuple[Any, Pullback]:
+    eps = real_arg(epsilon, name, "epsilon", low=0.0,
+                   hint="; epsilon is the least squared norm, as optax's")
+    a = _pred(name, pred)
+    if a.ndim == 0:
+        raise ValueError(f"{name}: pred needs a vector axis, last, got a scalar; pass "
+                         f"vectors of shape (..., D)")
+    b = _same_shape(name, a, target)
+    ua, na, fa = _unit(a, eps)
+    ub, _, _ = _unit(b, eps)
+    cos = _sum(ua * ub, axis=-1)
+    per = 1 - cos if sign < 0 else cos
+
+    def grad(c: Any) -> Array:
+        cc = sign * (c[..., None] if np.ndim(c) else c)
+        return _unit_vjp(ua, na, fa, (cc * ub).astype(a.dtype, copy=False))
+
+    return _reduced(name, per, reduction, per.size, grad)
+
+
+def _cosine_similarity(pred: Any, target: Any, epsilon: float = 0.0,
+                       reduction: str = "mean") -> tuple[Any, Pullback]:
+    """optax's ``cosine_similarity`` over the last axis: ``<a, b> / (|a|_ε |b|_ε)``,
+    ``|a|_ε = sqrt(max(|a|², ε))``, one value per row of (..., D);
+    ``da = (b̂ - â <â, b̂>) / |a|_ε`` (``b̂ / |a|_ε`` where the clip is active). A zero row
+    at ε = 0 (optax: NaN) gives 0 and a zero gradient. The mean is over rows."""
+    return _cosine("cosine_similarity", pred, target, epsilon, reduction, 1)
+
+
+def _cosine_distance(pred: Any, target: Any, epsilon: float = 0.0,
+                     reduction: str = "mean") -> tuple[Any, Pullback]:
+    """optax's ``cosine_distance``: ``1 - cosine_similarity`` (see it), its gradient
+    negated. The mean is over rows."""
+    return _cosine("cosine_distance", pred, target, epsilon, reduction, -1)
+
+
+def _group_labels(name: str, x: Array, target: Any) -> Array:
+    y = array_arg(target, name, "target")
+    if y.dtype.kind not in "iu":  # bools too: as the other losses of labels
+        raise TypeError(f"{name}: target must be integer group labels of shape "
+                        f"({x.shape[0]},) (equal labels mark positive pairs), got "
+                        f"{type(target).__name__} of dtype {y.dtype}; pass target.astype(int)")
+    if y.shape != x.shape[:1]:
+        raise ValueError(f"{name}: target must hold one label per embedding, shape "
+                         f"({x.shape[0]},) for embeddings of shape {x.shape}, got {y.shape}")
+    return y
+
+
+def _softplus(v: Array) -> tuple[Array, Array]:
+    """``(log(1 + e^v), σ(v))`` with no overflow; ``v = -inf`` gives ``(0, 0)``."""
+    e = np.exp(-np.abs(v))
+    sig = np.where(v >= 0, 1, e) / (1 + e)
+    return np.maximum(v, 0) + np.log1p(e), sig
+
+
+def _ntxent(pred: Any, target: Any, temperature: float = 0.07,
+            reduction: str = "mean") -> tuple[Any, Pullback]:
+    """optax's ``ntxent``: embeddings x (N, D), integer labels (N,); ``s_ij = cos(x_i,
+    x_j) / T`` (norms clipped at optax's ``sqrt(eps)`` of the dtype). Each ordered pair
+    i ≠ j of equal labels is a positive; its term is ``-log(e^{s_ij} / (e^{s_ij} +
+    Σ_{k: y_k ≠ y_i} e^{s_ik}))`` (the other positives of i are not in its denominator).
+    ``'mean'`` (optax's scalar) averages the terms over the positive pairs, ``'sum'`` adds
+    them, ``'none'`` gives per anchor i the sum of its terms, (N,), whose sum is 'sum'.
+    With ``D_i = Σ_neg e^{s_ik}`` and ``q_ij = D_i / (D_i + e^{s_ij})``: ``ds_ij = -q_ij``,
+    ``ds_ik = (e^{s_ik} / D_i) Σ_j q_ij`` for negatives k; then through the cosines."""
+    name = "ntxent"
+    tau = real_arg(temperature, name, "temperature", low=0.0, open_low=True)
+    x = _pred(name, pred)
+    if x.ndim != 2:
+        raise ValueError(f"{name}: pred must be embeddings of shape (N, D), got shape "
+                         f"{x.shape}; flatten the features, x.reshape(len(x), -1)")
+    y = _group_labels(name, x, target)
+    if tau < 1 / float(np.finfo(x.dtype).max):  # 1/T past the range: every s_ij infinite
+        raise ValueError(f"{name}: temperature must be at least 1/{np.finfo(x.dtype).max:g} "
+                         f"for {x.dtype} embeddings (1/temperature scales the similarities), "
+                         f"got {tau:g}; pass a larger temperature")
+    n = x.shape[0]
+    same = y[:, None] == y[None, :]
+    pos = same.copy()
+    np.fill_diagonal(pos, False)  # no pair of an embedding with itself
+    neg = ~same
+    n_pairs = int(np.count_nonzero(pos))
+    if n_pairs == 0 and isinstance(reduction, str) and reduction == "mean":  # optax: 0/0, NaN
+        raise ValueError(f"{name}: no two embeddings share a label, so there is no positive "
+                         f"pair to average over (labels {np.unique(y)[:8]}); give each "
+                         f"example's augmented view the same label, or pass reduction='sum'")
+    u, norm, free = _unit(x, float(np.finfo(x.dtype).eps))
+    s = (u @ u.T) / x.dtype.type(tau)
+    # log D_i, each row shifted by its own largest negative: exact however far apart
+    masked = np.where(neg, s, -np.inf)
+    top = np.maximum.reduce(masked, axis=-1, keepdims=True) if n else (
+        np.zeros((0, 1), x.dtype))
+    top = np.where(np.isfinite(top), top, 0)  # a row with no negative: D_i = 0
+    masked -= top
+    e = np.exp(masked, out=masked)  # 0 off the negatives
+    d = _sum(e, axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        log_d = np.log(d) + top
+    # the softplus on the positive pairs only, a few per row, not on all N² entries
+    pi, pj = np.nonzero(pos)
+    terms, q = _softplus(log_d[pi, 0] - s[pi, pj])  # -log(e^s / (D + e^s))
+    per = np.bincount(pi, terms, minlength=n).astype(x.dtype, copy=False)
+    q_rows = np.bincount(pi, q, minlength=n).astype(x.dtype, copy=False)[:, None]
+    w = np.divide(e, d, out=e, where=d > 0)  # softmax over i's negatives (0 where none)
+
+    def grad(c: Any) -> Array:
+        ds = w * q_rows
+        ds[pi, pj] -= q
+        ds *= (c[:, None] if np.ndim(c) else c) / x.dtype.type(tau)
+        du = (ds + ds.T) @ u  # s is symmetric in the pair: both of its embeddings move
+        return _unit_vjp(u, norm, free, du.astype(x.dtype, copy=False))
+
+    return _reduced(name, per, reduction, n_pairs, grad)

@@ -1,0 +1,98 @@
+"""optax's PolyLoss (``poly_loss_cross_entropy``, Leng et al. 2022) and its binary hinge
+(``hinge_loss``), with Keras's ``squared_hinge``, on ±1 targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from funcdl._args import array_arg, real_arg
+from funcdl._special import shifted_exp
+from funcdl.losses._base import (
+    Array,
+    Pullback,
+    _one_hot,
+    _pred,
+    _probabilities,
+    _reduced,
+    _same_shape,
+    _sum,
+)
+from funcdl.losses._cross_entropy import _pick
+from funcdl.losses._margins import _classes, _signs
+
+
+def _poly_target(name: str, z: Array, target: Any) -> Array:
+    """Probabilities of the logits' shape (floats, or an int one-hot), or integer labels of
+    shape (...), as a float array of the logits' shape."""
+    t = array_arg(target, name, "target")
+    if t.dtype.kind in "iu" and t.shape == z.shape[:-1]:
+        _, rows, cols, _, _ = _pick(name, "logits", z.shape, t, None, None, "sum")
+        hot = np.zeros((t.size, z.shape[-1]), z.dtype)
+        hot[rows, cols] = 1
+        return hot.reshape(z.shape)
+    t = _same_shape(name, z, target)
+    if array_arg(target, name, "target").dtype.kind in "biu":
+        return _one_hot(name, t, z.shape)
+    return _probabilities(name, t)
+
+
+def _poly_loss_cross_entropy(pred: Any, target: Any, epsilon: float = 2.0,
+                             reduction: str = "mean") -> tuple[Any, Pullback]:
+    """optax's ``poly_loss_cross_entropy`` (Poly-1), classes last: logits z (..., C)
+    against probabilities t (..., C) (or integer labels (...)): ``-Σ t log p + ε Σ t (1 -
+    p)``, ``p = softmax(z)``; ``dz = p Σt - t - ε p (t - <t, p>)``. ``ε >= -1`` (the
+    paper's range: below it the loss falls as p_t nears 1, and optax's -1 for detection is
+    allowed). The mean is over examples."""
+    name = "poly_loss_cross_entropy"
+    eps = real_arg(epsilon, name, "epsilon", low=-1.0,
+                   hint="; the paper uses 2 (classification) or -1 (detection)")
+    z = _pred(name, pred)
+    _classes(name, z, "the logits")
+    t = _poly_target(name, z, target)
+    logp, e, total = shifted_exp(z, -1)
+    logp -= np.log(total)
+    p = np.divide(e, total, out=e)
+    mass = _sum(t, axis=-1, keepdims=True)
+    tp = _sum(t * p, axis=-1, keepdims=True)
+    # t log p only where t > 0: an entry of logp past float32's range is -inf, 0·inf NaN
+    with np.errstate(invalid="ignore"):
+        ce = -_sum(np.where(t > 0, t * logp, 0), axis=-1)
+    per = (ce + eps * (mass - tp)[..., 0]).astype(z.dtype, copy=False)
+    slope = p * mass - t - eps * p * (t - tp)
+
+    def grad(c: Any) -> Array:
+        out: Array = slope * (c[..., None] if np.ndim(c) else c)
+        return out
+
+    return _reduced(name, per, reduction, per.size, grad)
+
+
+def _hinges(name: str, pred: Any, target: Any, squared: bool,
+            reduction: str) -> tuple[Any, Pullback]:
+    x = _pred(name, pred)
+    y = _signs(name, x, target)
+    with np.errstate(over="ignore"):  # |x| past the dtype's maximum / 2: inf, the value
+        h = 1 - x * y
+        act = np.maximum(h, 0)
+        per = act * act if squared else act
+    if squared:
+        slope = -2 * y * act
+    else:  # at the kink, 1 - xy = 0, JAX's maximum splits the derivative: -y/2
+        slope = np.where(h > 0, -y, np.where(h == 0, -y / 2, 0)).astype(x.dtype, copy=False)
+    return _reduced(name, per, reduction, per.size, lambda c: c * slope)
+
+
+def _hinge(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
+    """optax's ``hinge_loss``: scores x against y = ±1 of their shape, ``max(0, 1 - x y)``;
+    ``dx = -y`` where ``x y < 1``, ``-y/2`` at ``x y = 1`` (JAX's tie rule), else 0."""
+    return _hinges("hinge", pred, target, False, reduction)
+
+
+def _squared_hinge(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
+    """Keras's ``squared_hinge`` term (optax has none): ``max(0, 1 - x y)²`` for y = ±1
+    (Keras also maps 0/1 labels to ±1; here they are refused, as hinge refuses them), its
+    mean over every element (Keras's mean over the last axis, then over the batch);
+    ``dx = -2 y max(0, 1 - x y)``."""
+    return _hinges("squared_hinge", pred, target, True, reduction)
