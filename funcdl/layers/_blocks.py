@@ -17,10 +17,11 @@ import numpy as np
 
 from funcdl import random
 from funcdl._treenodes import describe
+from funcdl.layers._children import ERRORS
 from funcdl.layers._wrap import relabelled
 from funcdl.layers.base import Layer, LayerLike
 from funcdl.layers.branching import Parallel, Residual
-from funcdl.layers.combinators import ERRORS, Sequential
+from funcdl.layers.combinators import Sequential
 
 Part = tuple[Any, Any]
 

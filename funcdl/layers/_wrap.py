@@ -8,8 +8,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from funcdl.layers._children import ERRORS
 from funcdl.layers.base import Layer, located
-from funcdl.layers.combinators import ERRORS
 
 __all__ = ["child_call", "like_child", "pulled", "relabelled"]
 

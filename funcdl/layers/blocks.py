@@ -27,11 +27,11 @@ import numpy as np
 from funcdl import random
 from funcdl._args import bool_arg, call_name, int_arg, nearest_divisors, real_arg
 from funcdl.layers._blocks import Part, bare, block, named, par, res, seq
+from funcdl.layers._children import is_stateful, name_of
 from funcdl.layers._wrap import child_call
 from funcdl.layers.activations import ReLU
 from funcdl.layers.attention import MultiHeadAttention
 from funcdl.layers.base import Layer, LayerLike, as_array, check_in_shape, layer_arg
-from funcdl.layers.combinators import is_stateful, name_of
 from funcdl.layers.core import Dense, Dropout, Identity
 from funcdl.layers.gated import GELU
 from funcdl.layers.norm import LayerNorm

@@ -14,6 +14,19 @@ from typing import Any
 
 from funcdl import random, tree
 from funcdl._args import int_arg
+from funcdl.layers._children import (
+    ERRORS,
+    build,
+    check_children,
+    child_apply,
+    child_init,
+    child_vjp,
+    entries,
+    is_stateful,
+    keys_for,
+    name_of,
+    summed,
+)
 from funcdl.layers.base import (
     Layer,
     LayerLike,
@@ -26,20 +39,7 @@ from funcdl.layers.base import (
     located,
     none_cotangent,
 )
-from funcdl.layers.combinators import (
-    ERRORS,
-    build,
-    check_children,
-    child_apply,
-    child_init,
-    child_vjp,
-    entries,
-    is_stateful,
-    keys_for,
-    name_of,
-    no_flow,
-    summed,
-)
+from funcdl.layers.combinators import no_flow
 
 __all__ = ["Parallel", "Repeat", "Residual", "Shared"]
 

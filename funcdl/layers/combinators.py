@@ -1,8 +1,8 @@
 """Combinators: layers built from layers. They only route shapes, params, keys, state and
 cotangents; every vjp comes from the children's.
 
-This module holds Sequential and the helpers every combinator uses (``branching`` builds
-Parallel, Residual and Shared on them).
+This module holds Sequential; the helpers every combinator uses are ``_children``'s
+(``branching`` builds Parallel, Residual and Shared on them).
 
 State: a combinator is stateful when any child is. Its state holds one entry per child
 (``()`` for a stateless child) and each child sees only its own entry: Residual's and
@@ -18,14 +18,23 @@ from typing import Any
 import numpy as np
 
 from funcdl import debug, random, tree
-from funcdl._treenodes import describe
 from funcdl.layers import _fusion
-from funcdl.layers._guard import guarded
+from funcdl.layers._children import (
+    ERRORS,
+    check_children,
+    child_apply,
+    child_init,
+    child_vjp,
+    entries,
+    is_stateful,
+    keys_for,
+    name_of,
+    no_state,
+)
 from funcdl.layers.base import (
     Layer,
     LayerLike,
     Shape,
-    layer_arg,
     like,
     located,
     need_state,
@@ -35,123 +44,6 @@ from funcdl.layers.base import (
 
 __all__ = ["Sequential"]
 
-
-# ---------------------------------------------------------------------------- child calls
-# Each combinator is written once in the stateful form, with the three helpers below giving
-# a uniform view of any child (a stateless child's state is ()); `build` then drops the
-# state from the signatures when no child has any.
-
-# Errors a combinator re-raises with the child's place prefixed (``Sequential[3] ...``).
-ERRORS = (ValueError, TypeError, FloatingPointError)
-
-
-def is_stateful(layer: Any) -> bool:
-    return bool(getattr(layer, "stateful", False))
-
-
-def name_of(layer: Any) -> str:
-    return str(getattr(layer, "name", type(layer).__name__))
-
-
-def check_children(name: str, layers: Sequence[Any]) -> tuple[Any, ...]:
-    """The children, each a layer, a user's own with its returns checked (``_guard``)."""
-    for i, layer in enumerate(layers):
-        layer_arg(name, layer, f"argument {i} is not a layer: expected one")
-    return tuple(guarded(layer) for layer in layers)
-
-
-def child_init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
-    out, stateful = layer.init(key, in_shape), is_stateful(layer)
-    if not (isinstance(out, tuple) and len(out) == 2 + stateful  # a user's own Layer
-            and isinstance(out[0], (tuple, list))):  # (None, 3) is a shape, not the pair
-        want = "(out_shape, params, state)" if stateful else "(out_shape, params)"
-        raise TypeError(f"{name_of(layer)}: init must return {want}, out_shape a tuple, "
-                        f"got {describe(out)}"
-                        + (f" whose first entry is {describe(out[0])}"
-                           if isinstance(out, tuple) and len(out) == 2 + stateful else ""))
-    return (out[0], out[1], out[2]) if stateful else (out[0], out[1], ())
-
-
-def no_state(layer: Any, s: Any) -> tuple[()]:
-    """A stateless child's state entry, which must be ``()`` as init made it: another
-    child's state passed here would otherwise be echoed into the new state unnoticed."""
-    if type(s) is not tuple or s:
-        raise ValueError(f"{name_of(layer)}: expected () as the state entry of this "
-                         f"stateless layer, got {describe(s)}; pass the state init returned, one "
-                         f"entry per layer in order")
-    return ()
-
-
-def child_apply(layer: Any, p: Any, x: Any, s: Any, key: Any, train: bool) -> tuple[Any, Any]:
-    if is_stateful(layer):
-        y, s = layer.apply(p, x, state=s, key=key, train=train)
-        return y, s
-    s = no_state(layer, s)
-    return layer.apply(p, x, key=key, train=train), s
-
-
-def child_vjp(layer: Any, p: Any, x: Any, s: Any, key: Any,
-              train: bool) -> tuple[Any, Callable[..., Any], Any]:
-    if is_stateful(layer):
-        y, pullback, s = layer.vjp(p, x, state=s, key=key, train=train)
-        return y, pullback, s
-    s = no_state(layer, s)
-    y, pullback = layer.vjp(p, x, key=key, train=train)
-    return y, pullback, s
-
-
-def keys_for(key: Any, n: int, name: str) -> Sequence[Any]:
-    """One key per child, or Nones when no key was given (most models need none); a bad key
-    is named as the combinator's, not as random.split's."""
-    return (None,) * n if key is None else random.split_for(key, n, name)
-
-
-def summed(grads: Sequence[Any]) -> Any:
-    """The gradient of params used in several places (Shared, Repeat, Tied): the sum of
-    each use's, leaf by leaf."""
-    total = grads[0]
-    for g in grads[1:]:
-        total = tree.map(np.add, total, g)
-    return total
-
-
-def entries(name: str, value: Any, n: int, what: str) -> Sequence[Any]:
-    """``value`` as a tuple/list with one entry per child, or a clear error."""
-    if not isinstance(value, (tuple, list)) or len(value) != n:
-        got = (f"a {type(value).__name__} of length {len(value)}"
-               if isinstance(value, (tuple, list)) else type(value).__name__)
-        raise ValueError(f"{name}: expected {what} as a tuple with one entry per layer "
-                         f"({n}), got {got}")
-    return value
-
-
-def build(name: str, stateful: bool, init: Callable[..., Any], apply: Callable[..., Any],
-          vjp: Callable[..., Any], empty_state: Any = ()) -> Layer:
-    """A Layer from stateful-form functions; the plain signatures when ``stateful`` is
-    False (then ``empty_state`` stands in for the state the functions expect)."""
-    if stateful:
-        def apply_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
-                    train: bool = False) -> Any:
-            return apply(params, x, state=need_state(name, state), key=key, train=train)
-
-        def vjp_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
-                  train: bool = False) -> Any:
-            return vjp(params, x, state=need_state(name, state), key=key, train=train)
-
-        return Layer(init, apply_s, vjp_s, stateful=True, name=name)
-
-    def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
-        out_shape, params, _ = init(key, in_shape)
-        return out_shape, params
-
-    def apply0(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        return apply(params, x, state=empty_state, key=key, train=train)[0]
-
-    def vjp0(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        y, pullback, _ = vjp(params, x, state=empty_state, key=key, train=train)
-        return y, pullback
-
-    return Layer(init0, apply0, vjp0, name=name)
 
 
 def _sequential_init(name: str, layers: Sequence[Any], where: list[str]) -> Callable[..., Any]:

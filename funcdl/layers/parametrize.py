@@ -23,6 +23,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import int_arg, real_arg, train_arg
+from funcdl.layers._children import build, child_apply, child_init, child_vjp, is_stateful, name_of
 from funcdl.layers._guard import guarded
 from funcdl.layers._parametrize import (
     as_matrix,
@@ -45,14 +46,6 @@ from funcdl.layers._parametrize import (
 from funcdl.layers._params import in_param_dtypes
 from funcdl.layers._wrap import child_call, like_child, pulled
 from funcdl.layers.base import Layer, LayerLike, layer_arg, need_state
-from funcdl.layers.combinators import (
-    build,
-    child_apply,
-    child_init,
-    child_vjp,
-    is_stateful,
-    name_of,
-)
 
 __all__ = ["SpectralNorm", "WeightNorm"]
 

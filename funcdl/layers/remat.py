@@ -21,17 +21,10 @@ from __future__ import annotations
 from typing import Any
 
 from funcdl import random
+from funcdl.layers._children import build, child_apply, child_init, child_vjp, is_stateful, name_of
 from funcdl.layers._guard import guarded
 from funcdl.layers._wrap import child_call, like_child, pulled
 from funcdl.layers.base import Layer, LayerLike, layer_arg
-from funcdl.layers.combinators import (
-    build,
-    child_apply,
-    child_init,
-    child_vjp,
-    is_stateful,
-    name_of,
-)
 
 __all__ = ["Remat"]
 

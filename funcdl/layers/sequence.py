@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
+from funcdl.layers._children import ERRORS, name_of
 from funcdl.layers._wrap import relabelled
 from funcdl.layers.base import (
     Array,
@@ -33,7 +34,7 @@ from funcdl.layers.base import (
     no_params,
 )
 from funcdl.layers.branching import Parallel
-from funcdl.layers.combinators import ERRORS, Sequential, name_of
+from funcdl.layers.combinators import Sequential
 from funcdl.layers.recurrent import _lengths_arg
 from funcdl.layers.routing import FanOut, Select
 

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random, tree
-from funcdl.layers.base import Layer, LayerLike, located
-from funcdl.layers.combinators import (
+from funcdl.layers._children import (
     ERRORS,
     build,
     check_children,
@@ -28,6 +27,7 @@ from funcdl.layers.combinators import (
     name_of,
     summed,
 )
+from funcdl.layers.base import Layer, LayerLike, located
 
 __all__ = ["Tied"]
 
