@@ -37,6 +37,16 @@ def _synced(opt: Any) -> Any:
         lambda s, *a: opt.update(s, *a[:1], *map(wrap, a[1:])))
 
 
+def _searched(opt: Any) -> Any:
+    """A line search (or lbfgs) with its keywords bound: the loss sum(p**2) and its
+    gradient at the params given, as value_fn and value_and_grad_fn."""
+    def vg(p: Any) -> Any:
+        return (float(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in tree.leaves(p))),
+                tree.map(lambda x: 2 * x, p))
+    return optim.GradientTransformation(opt.init, functools.partial(
+        opt.update, value=1.0, grad=G, value_fn=lambda p: vg(p)[0], value_and_grad_fn=vg))
+
+
 OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, stages it names)
     "sgd": (lambda: optim.sgd(0.1), (LR,)),
     "sgd-momentum": (lambda: optim.sgd(0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
@@ -109,6 +119,15 @@ OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, sta
     "zero_nans": (optim.zero_nans, ()),
     "keep_params_nonnegative": (optim.keep_params_nonnegative, ()),
     "add_noise": (lambda: optim.add_noise(0.1, 0.55, random.key(0)), ()),
+    "scale_by_lbfgs": (lambda: optim.scale_by_lbfgs(3), ()),
+    "lbfgs": (lambda: _searched(optim.lbfgs(memory_size=3)),
+              ("scale_by_lbfgs", "scale", "scale_by_zoom_linesearch")),
+    "lbfgs-backtracking": (lambda: _searched(optim.lbfgs(
+        linesearch=optim.scale_by_backtracking_linesearch(5, store_grad=True))),
+        ("scale_by_lbfgs", "scale", "scale_by_backtracking_linesearch")),
+    "scale_by_backtracking_linesearch": (
+        lambda: _searched(optim.scale_by_backtracking_linesearch(5)), ()),
+    "scale_by_zoom_linesearch": (lambda: _searched(optim.scale_by_zoom_linesearch(5)), ()),
 }
 # Stateless transforms that read no params take any tree of grads (optax's do too); identity
 # also passes any dtype through, as it passes everything.
@@ -121,7 +140,9 @@ INIT_CHECKS = ("sgd", "sgd-momentum", "sgd-schedule", "adam", "adamw", "rmsprop"
                "adadelta", "rprop", "adabelief", "yogi", "scale_by_adadelta", "scale_by_rprop",
                "scale_by_belief", "scale_by_yogi", "inject_hyperparams",
                "inject_hyperparams-schedule", "reduce_on_plateau", "sgd-dampening",
-               "adafactor", "scale_by_factored_rms", "lookahead", "zero_nans", "add_noise")
+               "adafactor", "scale_by_factored_rms", "lookahead", "zero_nans", "add_noise",
+               "scale_by_lbfgs", "lbfgs", "lbfgs-backtracking",
+               "scale_by_backtracking_linesearch", "scale_by_zoom_linesearch")
 
 
 INIT: Any = object()  # _run's default state: init's
@@ -320,6 +341,9 @@ CTORS: dict[Callable[..., Any], dict[str, Any]] = {  # each with the arguments i
     optim.adaptive_grad_clip: {"clipping": 0.1}, optim.zero_nans: {},
     optim.keep_params_nonnegative: {},
     optim.add_noise: {"eta": 0.1, "gamma": 0.55, "key": random.key(0)},
+    optim.scale_by_lbfgs: {}, optim.lbfgs: {},
+    optim.scale_by_backtracking_linesearch: {"max_backtracking_steps": 5},
+    optim.scale_by_zoom_linesearch: {"max_linesearch_steps": 5},
 }
 SETTINGS = [("none", None), ("str", "0.1"), ("array", np.array([0.1, 0.2])), ("nan", np.nan),
             ("inf", np.inf), ("negative", -1.0), ("bool", True), ("complex", 1j),
@@ -336,7 +360,8 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
             *[(a, "bool") for a in ("centered", "nesterov", "flip_sign", "staircase",
                                     "eps_in_sqrt", "bias_correction", "debias",
                                     "use_grad_mean", "decoupled_weight_decay",
-                                    "eps_before_correction")],  # flags
+                                    "eps_before_correction", "scale_init_precond")],  # flags
+            ("linesearch", "none"),  # lbfgs: no line search, as optax's
             *[(a, "negative") for a in ("value", "init_value", "end_value", "peak_value",
                                         "alpha")],  # schedules serve more than rates
             ("dampening", "none"),  # sgd: torch's 0, the plain trace stage

@@ -54,6 +54,9 @@ Modules: ``_base`` (records, ``chain``, ``apply_updates``), ``_checks`` (argumen
 ``add_noise`` with a funcdl.random key), ``_dampening`` (torch SGD's dampened momentum, for
 ``sgd(dampening=)``), ``_keywords`` (``value=``
 forwarded by chains).
+L-BFGS: ``_lbfgs`` (``scale_by_lbfgs``, ``lbfgs``), ``_linesearch``
+(``scale_by_backtracking_linesearch``, the helpers of the line searches), ``_zoom``
+(``scale_by_zoom_linesearch``).
 """
 
 from funcdl.optim._adaptive import (
@@ -96,6 +99,12 @@ from funcdl.optim._factored import (
     scale_by_param_block_rms,
 )
 from funcdl.optim._inject import InjectHyperparamsState, inject_hyperparams
+from funcdl.optim._lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
+from funcdl.optim._linesearch import (
+    BacktrackingLinesearchInfo,
+    ScaleByBacktrackingLinesearchState,
+    scale_by_backtracking_linesearch,
+)
 from funcdl.optim._lookahead import LookaheadParams, LookaheadState, lookahead
 from funcdl.optim._masked import MaskedState, masked
 from funcdl.optim._more_adaptive import (
@@ -156,10 +165,16 @@ from funcdl.optim._wrappers import (
     ema,
     multi_steps,
 )
+from funcdl.optim._zoom import (
+    ScaleByZoomLinesearchState,
+    ZoomLinesearchInfo,
+    scale_by_zoom_linesearch,
+)
 
 __all__ = [
     "AddNoiseState",
     "ApplyEveryState",
+    "BacktrackingLinesearchInfo",
     "ChainState",
     "Count",
     "EmaState",
@@ -178,18 +193,22 @@ __all__ = [
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByBacktrackingLinesearchState",
     "ScaleByBeliefState",
+    "ScaleByLBFGSState",
     "ScaleByLionState",
     "ScaleByNadamState",
     "ScaleByRmsState",
     "ScaleByRmsWithCountState",
     "ScaleByRpropState",
     "ScaleByScheduleState",
+    "ScaleByZoomLinesearchState",
     "Schedule",
     "TraceState",
     "TransformInit",
     "TransformUpdate",
     "ZeroNansState",
+    "ZoomLinesearchInfo",
     "adabelief",
     "adadelta",
     "adafactor",
@@ -217,6 +236,7 @@ __all__ = [
     "join_schedules",
     "keep_params_nonnegative",
     "lamb",
+    "lbfgs",
     "linear_onecycle_schedule",
     "linear_schedule",
     "lion",
@@ -236,8 +256,10 @@ __all__ = [
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_backtracking_linesearch",
     "scale_by_belief",
     "scale_by_factored_rms",
+    "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_lion",
     "scale_by_nadam",
@@ -248,6 +270,7 @@ __all__ = [
     "scale_by_schedule",
     "scale_by_trust_ratio",
     "scale_by_yogi",
+    "scale_by_zoom_linesearch",
     "set_to_zero",
     "sgd",
     "sgdr_schedule",
