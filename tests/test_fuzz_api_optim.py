@@ -128,6 +128,15 @@ OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, sta
     "scale_by_backtracking_linesearch": (
         lambda: _searched(optim.scale_by_backtracking_linesearch(5)), ()),
     "scale_by_zoom_linesearch": (lambda: _searched(optim.scale_by_zoom_linesearch(5)), ()),
+    "schedule_free_adamw": (lambda: optim.schedule_free_adamw(1e-3, warmup_steps=2),
+                            ("schedule_free", "scale_by_rms", WD, LR)),
+    "schedule_free_sgd": (lambda: optim.schedule_free_sgd(0.1), ("schedule_free", LR)),
+    "muon": (lambda: optim.muon(0.01), ("scale_by_muon", ADAM, WD, LR)),
+    "adopt": (lambda: optim.adopt(0.01), ("scale_by_adopt", WD, LR)),
+    "ademamix": (lambda: optim.ademamix(0.01), ("scale_by_ademamix", WD, LR)),
+    "simplified_ademamix": (lambda: optim.simplified_ademamix(0.01),
+                            ("scale_by_simplified_ademamix", WD, LR)),
+    "sam": (lambda: optim.sam(optim.sgd(0.1), optim.sgd(0.1)), (LR,)),
 }
 # Stateless transforms that read no params take any tree of grads (optax's do too); identity
 # also passes any dtype through, as it passes everything.
@@ -142,7 +151,9 @@ INIT_CHECKS = ("sgd", "sgd-momentum", "sgd-schedule", "adam", "adamw", "rmsprop"
                "inject_hyperparams-schedule", "reduce_on_plateau", "sgd-dampening",
                "adafactor", "scale_by_factored_rms", "lookahead", "zero_nans", "add_noise",
                "scale_by_lbfgs", "lbfgs", "lbfgs-backtracking",
-               "scale_by_backtracking_linesearch", "scale_by_zoom_linesearch")
+               "scale_by_backtracking_linesearch", "scale_by_zoom_linesearch",
+               "schedule_free_adamw", "schedule_free_sgd", "muon", "adopt", "ademamix",
+               "simplified_ademamix", "sam")
 
 
 INIT: Any = object()  # _run's default state: init's
@@ -344,6 +355,13 @@ CTORS: dict[Callable[..., Any], dict[str, Any]] = {  # each with the arguments i
     optim.scale_by_lbfgs: {}, optim.lbfgs: {},
     optim.scale_by_backtracking_linesearch: {"max_backtracking_steps": 5},
     optim.scale_by_zoom_linesearch: {"max_linesearch_steps": 5},
+    optim.schedule_free: {"base_optimizer": optim.sgd(0.1), "learning_rate": 0.1},
+    optim.schedule_free_sgd: {}, optim.schedule_free_adamw: {},
+    optim.muon: {"learning_rate": 0.01}, optim.scale_by_muon: {},
+    optim.adopt: {"learning_rate": 0.01}, optim.scale_by_adopt: {},
+    optim.ademamix: {"learning_rate": 0.01}, optim.scale_by_ademamix: {},
+    optim.simplified_ademamix: {"learning_rate": 0.01}, optim.scale_by_simplified_ademamix: {},
+    optim.sam: {"optimizer": optim.sgd(0.1), "adv_optimizer": optim.sgd(0.1)},
 }
 SETTINGS = [("none", None), ("str", "0.1"), ("array", np.array([0.1, 0.2])), ("nan", np.nan),
             ("inf", np.inf), ("negative", -1.0), ("bool", True), ("complex", 1j),
@@ -362,6 +380,10 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
                                     "use_grad_mean", "decoupled_weight_decay",
                                     "eps_before_correction", "scale_init_precond")],  # flags
             ("linesearch", "none"),  # lbfgs: no line search, as optax's
+            ("warmup_steps", "none"), ("state_dtype", "none"),  # no warmup; z in params' dtype
+            ("weight_decay", "none"),  # schedule_free_sgd: no decay stage, as optax's
+            ("adam_learning_rate", "none"),  # muon: the Adam leaves use learning_rate
+            *[(a, "bool") for a in ("adaptive", "use_clipping", "opaque_mode")],  # flags
             *[(a, "negative") for a in ("value", "init_value", "end_value", "peak_value",
                                         "alpha")],  # schedules serve more than rates
             ("dampening", "none"),  # sgd: torch's 0, the plain trace stage

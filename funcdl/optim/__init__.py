@@ -54,9 +54,11 @@ Modules: ``_base`` (records, ``chain``, ``apply_updates``), ``_checks`` (argumen
 ``add_noise`` with a funcdl.random key), ``_dampening`` (torch SGD's dampened momentum, for
 ``sgd(dampening=)``), ``_keywords`` (``value=``
 forwarded by chains).
-L-BFGS: ``_lbfgs`` (``scale_by_lbfgs``, ``lbfgs``), ``_linesearch``
-(``scale_by_backtracking_linesearch``, the helpers of the line searches), ``_zoom``
-(``scale_by_zoom_linesearch``).
+Recent research optimizers (optax.contrib's): ``_schedule_free`` (the schedule-free wrapper,
+``schedule_free_eval_params``), ``_muon`` (Muon, Newton–Schulz), ``_sam`` (SAM), ``_contrib``
+(ADOPT), ``_ademamix`` (AdEMAMix). L-BFGS: ``_lbfgs`` (``scale_by_lbfgs``, ``lbfgs``),
+``_linesearch`` (``scale_by_backtracking_linesearch``, the helpers of the line searches),
+``_zoom`` (``scale_by_zoom_linesearch``).
 """
 
 from funcdl.optim._adaptive import (
@@ -67,6 +69,14 @@ from funcdl.optim._adaptive import (
     scale_by_adagrad,
     scale_by_adam,
     scale_by_rms,
+)
+from funcdl.optim._ademamix import (
+    ScaleByAdemamixState,
+    ScaleBySimplifiedAdemamixState,
+    ademamix,
+    scale_by_ademamix,
+    scale_by_simplified_ademamix,
+    simplified_ademamix,
 )
 from funcdl.optim._alias import adagrad, adam, adamw, rmsprop, sgd
 from funcdl.optim._base import (
@@ -91,6 +101,7 @@ from funcdl.optim._clipping_more import (
     keep_params_nonnegative,
     zero_nans,
 )
+from funcdl.optim._contrib import adopt, scale_by_adopt
 from funcdl.optim._factored import (
     FactoredState,
     adafactor,
@@ -132,7 +143,16 @@ from funcdl.optim._more_schedules import (
     warmup_exponential_decay_schedule,
 )
 from funcdl.optim._more_transforms import ScaleByLionState, scale_by_lion, scale_by_trust_ratio
+from funcdl.optim._muon import MuonPartsState, MuonState, muon, newton_schulz, scale_by_muon
 from funcdl.optim._plateau import ReduceLROnPlateauState, reduce_on_plateau
+from funcdl.optim._sam import SAMState, sam
+from funcdl.optim._schedule_free import (
+    ScheduleFreeState,
+    schedule_free,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_sgd,
+)
 from funcdl.optim._schedules import (
     constant_schedule,
     cosine_decay_schedule,
@@ -186,13 +206,17 @@ __all__ = [
     "LookaheadState",
     "MaskedState",
     "MultiStepsState",
+    "MuonPartsState",
+    "MuonState",
     "NamedChainState",
     "ReduceLROnPlateauState",
+    "SAMState",
     "ScalarOrSchedule",
     "ScaleByAdaDeltaState",
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByAdemamixState",
     "ScaleByBacktrackingLinesearchState",
     "ScaleByBeliefState",
     "ScaleByLBFGSState",
@@ -202,8 +226,10 @@ __all__ = [
     "ScaleByRmsWithCountState",
     "ScaleByRpropState",
     "ScaleByScheduleState",
+    "ScaleBySimplifiedAdemamixState",
     "ScaleByZoomLinesearchState",
     "Schedule",
+    "ScheduleFreeState",
     "TraceState",
     "TransformInit",
     "TransformUpdate",
@@ -219,6 +245,8 @@ __all__ = [
     "adaptive_grad_clip",
     "add_decayed_weights",
     "add_noise",
+    "ademamix",
+    "adopt",
     "apply_every",
     "apply_updates",
     "chain",
@@ -243,37 +271,49 @@ __all__ = [
     "lookahead",
     "masked",
     "multi_steps",
+    "muon",
     "nadam",
     "named_chain",
+    "newton_schulz",
     "piecewise_constant_schedule",
     "polynomial_schedule",
     "radam",
     "reduce_on_plateau",
     "rmsprop",
     "rprop",
+    "sam",
     "scale",
     "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_ademamix",
+    "scale_by_adopt",
     "scale_by_backtracking_linesearch",
     "scale_by_belief",
     "scale_by_factored_rms",
     "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_lion",
+    "scale_by_muon",
     "scale_by_nadam",
     "scale_by_param_block_rms",
     "scale_by_radam",
     "scale_by_rms",
     "scale_by_rprop",
     "scale_by_schedule",
+    "scale_by_simplified_ademamix",
     "scale_by_trust_ratio",
     "scale_by_yogi",
     "scale_by_zoom_linesearch",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
     "set_to_zero",
     "sgd",
     "sgdr_schedule",
+    "simplified_ademamix",
     "trace",
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
