@@ -343,3 +343,18 @@ def test_adagrad_starts_its_sum_at_the_initial_accumulator_value() -> None:
     state = optim.scale_by_adagrad(0.75).init({"w": np.zeros((2, 1), np.float32)})
     assert state.sum_of_squares["w"].dtype == np.float32
     np.testing.assert_array_equal(state.sum_of_squares["w"], [[0.75], [0.75]])
+
+
+def test_bias_corrected_rms_without_eps_in_sqrt_stays_finite_past_float32s_square() -> None:
+    """scale_by_rms(bias_correction=True, eps_in_sqrt=False) is Adam's denominator with b1 = 0:
+    at |g| = 2e19 its v (4e37 after one step) is finite in float32 but v / (1 - 0.9) is not;
+    sqrt(v)·sqrt(1/bc), as scale_by_adam, gives the step g / |g| = 1 where v/bc gave 0."""
+    opt = optim.scale_by_rms(0.9, 1e-8, eps_in_sqrt=False, bias_correction=True)
+    p = {"w": np.zeros(3, np.float32)}
+    state = opt.init(p)
+    for _ in range(3):
+        u, state = opt.update(state, {"w": np.full(3, 2e19, np.float32)}, p)
+        assert u["w"].dtype == np.float32
+        np.testing.assert_allclose(u["w"], 1.0, rtol=1e-6)
+    small = opt.update(opt.init(p), {"w": np.full(3, 3.0, np.float32)}, p)[0]["w"]
+    np.testing.assert_allclose(small, 1.0, rtol=1e-6)  # the same form at ordinary sizes

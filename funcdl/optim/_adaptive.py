@@ -226,9 +226,15 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
             def leaf(g: Any, v: Any) -> tuple[Any, Any]:
                 real_grad(g)
                 v_new = like(a * v + (1.0 - a) * g * g, v)
-                v_hat = v_new if bc == 1.0 else v_new / bc
-                return _divide(g, np.sqrt(v_hat + add_in if add_in else v_hat), add_out), \
-                    v_new
+                if add_in:
+                    v_hat = v_new if bc == 1.0 else v_new / bc
+                    return _divide(g, np.sqrt(v_hat + add_in), add_out), v_new
+                # sqrt(v)·sqrt(1/bc), as scale_by_adam: v/bc passes float32's range from
+                # |g| ~ 1.8e19 at the first steps (a step of 0) where the root does not
+                root = np.sqrt(v_new)
+                if bc != 1.0:
+                    root *= 1.0 / math.sqrt(bc)  # in place: root's dtype, the state's
+                return _divide(g, root, add_out), v_new
 
             with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
                 out, nu = leafwise(f"{name}.update", leaf, (grads, state.nu),
