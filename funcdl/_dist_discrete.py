@@ -1,12 +1,14 @@
 """funcdl.random's counting samplers: ``poisson``, ``geometric``, ``binomial`` (re-exported
-by ``funcdl.random``; arguments as ``jax.random``'s, checked by ``_distributions``' helpers).
+by ``funcdl.random``; arguments as ``jax.random``'s, checked by ``_keys``' helpers).
 
 Poisson: for ``lam < 10``, inversion, walking the CDF ``F(k) = sum_{j<=k} e^-lam lam^j / j!``
 up to the uniform ``u`` (one vectorised step per k, over the entries not yet placed: ~lam + a
 few steps); for ``lam >= 10``, the transformed rejection with squeeze PTRS of W. Hörmann,
 "The transformed rejection method for generating Poisson random variables", Insurance:
 Mathematics and Economics 12 (1993), 39-45 (over 85% kept; rounds vectorised over what is
-left), whose acceptance test needs ``log k!``: a table below 256, Stirling's series above.
+left), whose acceptance test needs ``log(lam^k e^-lam / k!)``: with a table of ``log k!``
+below k = 256; from there Stirling's series taken relative to lam (the terms ``lam``,
+``k log lam`` and ``log k!``, 1e15 at lam = 2**47, would cancel to ~1).
 """
 
 from __future__ import annotations
@@ -18,8 +20,17 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from funcdl._args import float_dtype_arg
-from funcdl._distributions import F64, dims_for, int_dtype, param, to_ints
-from funcdl._keys import Key, _gen, check_key
+from funcdl._keys import (
+    Float64s,
+    Key,
+    _gen,
+    check_key,
+    dims_for,
+    int_dtype,
+    param,
+    rounded,
+    to_ints,
+)
 
 __all__ = ["binomial", "geometric", "poisson"]
 
@@ -29,19 +40,19 @@ _INVERSION_BELOW = 10.0
 _LAM_MAX = 2.0 ** 53 / 64  # k stays an exact whole float64 well past lam + 40 sqrt(lam)
 
 
-def _log_factorial(k: F64) -> F64:
-    """``log k!`` for whole ``k >= 0``: exact table below 256, else Stirling's series for
-    ``lgamma(n)``, n = k + 1, whose next term is below 1e-17 there."""
-    small = k < 256
-    n = np.maximum(k, 255.0) + 1.0
-    r = 1.0 / n
-    r2 = r * r
-    big = (n - 0.5) * np.log(n) - n + _HALF_LOG_2PI + r * (
-        1.0 / 12.0 - r2 * (1.0 / 360.0 - r2 / 1260.0))
-    return np.where(small, _LOG_FACT[np.minimum(k, 255.0).astype(np.intp)], big)
+def _log_pmf(k: Float64s, lam: Float64s, loglam: Float64s) -> Float64s:
+    """``log(lam^k e^-lam / k!)`` for whole ``k >= 0``. From k = 256, with m = k + 1 and
+    Stirling's series for ``log k! = lgamma(m)``, ``k log lam - (k + 1/2) log m`` is
+    ``-log(lam)/2 - (k + 1/2) log1p((m - lam)/lam)``: no lam-sized terms left to cancel."""
+    small = -lam + k * loglam - _LOG_FACT[np.minimum(k, 255.0).astype(np.intp)]
+    m = np.maximum(k, 255.0) + 1.0
+    r2 = 1.0 / (m * m)
+    big = ((m - lam) - (m - 0.5) * np.log1p((m - lam) / lam) - 0.5 * loglam - _HALF_LOG_2PI
+           - (1.0 / m) * (1.0 / 12.0 - r2 * (1.0 / 360.0 - r2 / 1260.0)))
+    return np.where(k < 256, small, big)
 
 
-def _inversion(g: np.random.Generator, lam: F64, n: int) -> F64:
+def _inversion(g: np.random.Generator, lam: Float64s, n: int) -> Float64s:
     """Poisson(lam) by inversion of the CDF; ``lam`` of size n (a walk, one vectorised
     step per k), or 1 shared (a table and one search)."""
     u = g.random(n)
@@ -64,7 +75,7 @@ def _inversion(g: np.random.Generator, lam: F64, n: int) -> F64:
     return k
 
 
-def _ptrs(g: np.random.Generator, lam: F64, n: int) -> F64:
+def _ptrs(g: np.random.Generator, lam: Float64s, n: int) -> Float64s:
     """Poisson(lam >= 10) by Hörmann's PTRS; ``lam`` of size n, or 1 shared."""
     slam, loglam = np.sqrt(lam), np.log(lam)
     b = 0.931 + 2.53 * slam
@@ -84,7 +95,7 @@ def _ptrs(g: np.random.Generator, lam: F64, n: int) -> F64:
         with np.errstate(divide="ignore", invalid="ignore"):
             k = np.floor((2.0 * A / us + B) * u + L + 0.43)
             lhs = np.log(v) + log_inv_alpha[at] - np.log(A / (us * us) + B)
-            rhs = -L + k * loglam[at] - _log_factorial(np.clip(k, 0.0, 2.0 ** 60))
+            rhs = _log_pmf(np.clip(k, 0.0, 2.0 ** 60), L, loglam[at])
         squeeze = (us >= 0.07) & (v <= vr[at])
         keep = squeeze | ((k >= 0) & ~((us < 0.013) & (v > us)) & (lhs <= rhs))
         out[todo[keep]] = k[keep]
@@ -144,4 +155,4 @@ def binomial(key: Key, n: Any, p: Any, shape: Any = None,
     pp = param(p, "p", where, strict=False, high=1.0, high_ok=True)
     dims = dims_for(shape, where, n=nn.shape, p=pp.shape)
     k = _gen(check_key(key, where)).binomial(nn.astype(np.int64), pp, size=dims)
-    return np.asarray(np.asarray(k).astype(dt))
+    return rounded(np.asarray(k), dt)  # from int64: rounded once

@@ -1,13 +1,14 @@
-"""funcdl.random's closed-form samplers, and the argument checks every parametrised sampler
-shares (``_dist_gamma`` and ``_dist_discrete`` use them): ``laplace``, ``logistic``,
-``cauchy``, ``rademacher``, ``rayleigh``, ``weibull_min``, ``pareto``, ``lognormal`` and
-``multivariate_normal``, re-exported by ``funcdl.random``.
+"""funcdl.random's closed-form samplers: ``laplace``, ``logistic``, ``cauchy``,
+``rademacher``, ``rayleigh``, ``weibull_min``, ``pareto``, ``lognormal`` and
+``multivariate_normal``, re-exported by ``funcdl.random`` (their argument checks, shared
+with ``_dist_gamma`` and ``_dist_discrete``, are in ``_keys``).
 
 Arguments follow ``jax.random``'s: ``f(key, <parameters>, shape, dtype)``, the parameters
 numbers or arrays; ``shape=None`` is their broadcast shape, and a given ``shape`` must hold
 them: ``np.broadcast_shapes(shape, *their shapes) == shape`` (as JAX checks), else a
 ValueError. Each sample is a transform of float64 uniforms, exponentials or normals of the
-key's Philox stream, rounded once to ``dtype`` (float32 by default, as in funcdl).
+key's Philox stream, rounded once to ``dtype`` (float32 by default, as in funcdl); beyond
+``dtype``'s range a sample is ±inf, as in JAX.
 """
 
 from __future__ import annotations
@@ -17,83 +18,28 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from funcdl._args import dtype_arg, float_dtype_arg, shape_arg
-from funcdl._keys import Key, _broadcasts, _gen, _reals, check_key
+from funcdl._args import float_dtype_arg, shape_arg
+from funcdl._keys import (
+    Float64s,
+    Key,
+    _gen,
+    _reals,
+    check_key,
+    dims_for,
+    int_dtype,
+    param,
+    rounded,
+)
 
 __all__ = ["cauchy", "laplace", "logistic", "lognormal", "multivariate_normal", "pareto",
            "rademacher", "rayleigh", "weibull_min"]
 
-F64 = NDArray[np.float64]
-
-
-# ----------------------------------------------------------------------- shared checks
-
-def param(value: Any, name: str, where: str, *, low: float = 0.0, strict: bool = True,
-          high: float = np.inf, high_ok: bool = False) -> F64:
-    """``value`` (a number or an array of them) as float64, every entry finite and in
-    ``(low, high)`` (``[low, ...`` when not ``strict``, ``..., high]`` when ``high_ok``);
-    a TypeError or ValueError naming ``where`` and ``name``."""
-    x = _reals(value)
-    if x is None:
-        raise TypeError(f"{where}: {name} must be a number or an array of numbers, got "
-                        f"{value!r}")
-    with np.errstate(invalid="ignore"):
-        ok = (x > low if strict else x >= low) & (x <= high if high_ok else x < high)
-    if not (ok & np.isfinite(x)).all():
-        lo = f"{'>' if strict else '>='} {low:g}"
-        hi = "" if high == np.inf else f" and {'<=' if high_ok else '<'} {high:g}"
-        bad = float(x[~(ok & np.isfinite(x))].ravel()[0])
-        raise ValueError(f"{where}: {name} must be finite, {lo}{hi}, got {name} = {bad!r}"
-                         f"{'' if x.ndim == 0 else ' (one entry)'}")
-    return x
-
-
-def dims_for(shape: Any, where: str, **params: tuple[int, ...]) -> tuple[int, ...]:
-    """The sample shape: ``shape``, which must hold the parameters' shapes, or their
-    broadcast shape when None; a ValueError naming ``where`` otherwise."""
-    shapes = tuple(params.values())
-    names = " and ".join(f"{n} of shape {s}" for n, s in params.items())
-    if shape is None:
-        try:
-            return np.broadcast_shapes(*shapes)
-        except ValueError:
-            raise ValueError(f"{where}: {names} do not broadcast together") from None
-    dims = shape_arg(shape, where)
-    if not _broadcasts(dims, *shapes):
-        raise ValueError(f"{where}: shape {dims} must hold the parameters' shapes "
-                         f"(np.broadcast_shapes(shape, ...) == shape, as in JAX), got "
-                         f"{names}; pass shape=None for their broadcast shape")
-    return dims
-
-
-def int_dtype(dtype: Any, where: str, kinds: str = "iu") -> np.dtype[Any]:
-    """An integer sample dtype: None is int64 (JAX's int with 64-bit ints on)."""
-    if dtype is None:
-        return np.dtype(np.int64)
-    wanted = "a signed integer dtype such as np.int64" if kinds == "i" else \
-        "an integer dtype such as np.int64"
-    return dtype_arg(dtype, where, "dtype", kinds, wanted)
-
-
-def to_ints(k: F64, dt: np.dtype[Any], where: str, hint: str) -> NDArray[Any]:
-    """Whole-number float64 samples ``k`` as ``dt``; a ValueError if one does not fit."""
-    bound = 2.0 ** (8 * dt.itemsize - (dt.kind == "i"))  # exact in float64, unlike max
-    if not (k < bound).all():
-        raise ValueError(f"{where}: a sample is beyond {dt}'s largest value "
-                         f"{np.iinfo(dt).max}; {hint}")
-    return np.asarray(k.astype(dt))
-
-
-def _flat_key(key: Key, where: str) -> np.random.Generator:
-    return _gen(check_key(key, where))
-
-
 # ------------------------------------------------------------------- parameterless ones
 
 def _standard(key: Any, shape: Any, dtype: DTypeLike, where: str, kind: str) -> NDArray[Any]:
+    g = _gen(check_key(key, where))
     dt = float_dtype_arg(dtype, where)
     dims = shape_arg(shape, where)
-    g = _flat_key(key, where)
     with np.errstate(divide="ignore"):  # log(0) only for u = 0 exactly: an infinite sample
         if kind == "laplace":  # u in (-1, 1): -sign(u) log(1 - |u|)
             u = 2.0 * g.random(dims) - 1.0
@@ -103,7 +49,7 @@ def _standard(key: Any, shape: Any, dtype: DTypeLike, where: str, kind: str) -> 
             x = np.log(u) - np.log1p(-u)
         else:  # cauchy: tan(pi (u - 1/2)), the inverse CDF; u = 0 gives -1.6e16, finite
             x = np.tan(np.pi * (g.random(dims) - 0.5))
-    return np.asarray(x.astype(dt, copy=False))
+    return rounded(x, dt)
 
 
 def laplace(key: Key, shape: Any = (), dtype: DTypeLike = np.float32) -> NDArray[Any]:
@@ -128,8 +74,9 @@ def rademacher(key: Key, shape: Any = (), dtype: DTypeLike = np.int64) -> NDArra
     """-1 or +1, each with probability 1/2, of a signed integer ``dtype`` (int64 by
     default; JAX's is int32 without 64-bit ints)."""
     where = "random.rademacher"
+    g = _gen(check_key(key, where))
     dt = int_dtype(dtype, where, "i")
-    bits = _flat_key(key, where).integers(0, 2, size=shape_arg(shape, where), dtype=dt)
+    bits = g.integers(0, 2, size=shape_arg(shape, where), dtype=dt)
     return np.asarray(2 * bits - 1, dt)
 
 
@@ -140,38 +87,41 @@ def rayleigh(key: Key, scale: Any, shape: Any = None,
     """Rayleigh samples ``scale sqrt(2 E)``, E standard exponential (CDF ``1 -
     exp(-x²/(2 scale²))``, mean ``scale sqrt(pi/2)``); ``scale > 0``."""
     where = "random.rayleigh"
+    g = _gen(check_key(key, where))
     dt = float_dtype_arg(dtype, where)
     s = param(scale, "scale", where)
     dims = dims_for(shape, where, scale=s.shape)
-    e = _flat_key(key, where).standard_exponential(dims)
-    return np.asarray((s * np.sqrt(2.0 * e)).astype(dt, copy=False))
+    return rounded(s * np.sqrt(2.0 * g.standard_exponential(dims)), dt)
 
 
-def weibull_min(key: Key, scale: Any, concentration: Any, shape: Any = (),
+def weibull_min(key: Key, scale: Any, concentration: Any, shape: Any = None,
                 dtype: DTypeLike = np.float32) -> NDArray[Any]:
     """Weibull samples ``scale E^(1/concentration)``, E standard exponential (CDF ``1 -
-    exp(-(x/scale)^concentration)``); both parameters > 0. ``shape`` defaults to ``()``
-    as in JAX; None is the parameters' broadcast shape."""
+    exp(-(x/scale)^concentration)``); both parameters > 0, numbers or arrays, ``shape``
+    (default: their broadcast shape, ``()`` for numbers as JAX's default) holding them. A
+    small concentration has a tail beyond ``dtype``'s range: those samples are inf."""
     where = "random.weibull_min"
+    g = _gen(check_key(key, where))
     dt = float_dtype_arg(dtype, where)
     s, c = param(scale, "scale", where), param(concentration, "concentration", where)
     dims = dims_for(shape, where, scale=s.shape, concentration=c.shape)
-    e = _flat_key(key, where).standard_exponential(dims)
-    with np.errstate(divide="ignore", under="ignore"):  # E = 0, or a tiny E^(1/c): 0
-        x = s * np.exp(np.log(e) / c)
-    return np.asarray(x.astype(dt, copy=False))
+    e = g.standard_exponential(dims)
+    # E = 0 gives log 0; a tiny E^(1/c) underflows to 0, a large one (c << 1) overflows
+    with np.errstate(divide="ignore", under="ignore", over="ignore"):
+        return rounded(s * np.exp(np.log(e) / c), dt)
 
 
 def pareto(key: Key, b: Any, shape: Any = None, dtype: DTypeLike = np.float32) -> NDArray[Any]:
     """Pareto samples ``exp(E / b)`` >= 1, E standard exponential (CDF ``1 - x^-b``, mean
     ``b / (b - 1)`` for b > 1); ``b > 0``. Beyond ``dtype``'s range a sample is inf."""
     where = "random.pareto"
+    g = _gen(check_key(key, where))
     dt = float_dtype_arg(dtype, where)
     bb = param(b, "b", where)
     dims = dims_for(shape, where, b=bb.shape)
-    e = _flat_key(key, where).standard_exponential(dims)
-    with np.errstate(over="ignore"):  # a small b has a tail beyond float's range
-        return np.asarray(np.exp(e / bb).astype(dt))
+    e = g.standard_exponential(dims)
+    with np.errstate(over="ignore"):  # a small b has a tail beyond float64's range
+        return rounded(np.exp(e / bb), dt)
 
 
 def lognormal(key: Key, sigma: Any = 1.0, shape: Any = None,
@@ -179,12 +129,13 @@ def lognormal(key: Key, sigma: Any = 1.0, shape: Any = None,
     """Log-normal samples ``exp(sigma Z)``, Z standard normal (mean ``exp(sigma²/2)``);
     ``sigma >= 0``."""
     where = "random.lognormal"
+    g = _gen(check_key(key, where))
     dt = float_dtype_arg(dtype, where)
     s = param(sigma, "sigma", where, strict=False)
     dims = dims_for(shape, where, sigma=s.shape)
-    z = _flat_key(key, where).standard_normal(dims)
-    with np.errstate(over="ignore"):
-        return np.asarray(np.exp(s * z).astype(dt))
+    z = g.standard_normal(dims)
+    with np.errstate(over="ignore"):  # a large sigma has a tail beyond float64's range
+        return rounded(np.exp(s * z), dt)
 
 
 # ------------------------------------------------------------------ multivariate normal
@@ -202,6 +153,7 @@ def multivariate_normal(key: Key, mean: Any, cov: Any, shape: Any = None,
     positive semi-definite (singular) cov. cov must be symmetric; a negative eigenvalue
     (beyond rounding) is a ValueError with every method, which JAX does not check."""
     where = "random.multivariate_normal"
+    g = _gen(check_key(key, where))
     dt = float_dtype_arg(dtype, where)
     if method not in _METHODS:
         raise ValueError(f"{where}: method must be one of {_METHODS}, got {method!r}")
@@ -219,15 +171,15 @@ def multivariate_normal(key: Key, mean: Any, cov: Any, shape: Any = None,
                                      "cov's batch": c.shape[:-2]})
     shape_arg((*dims, n), where)  # the samples' size, n included, must fit an array
     factor = _factor(c, method, where)
-    z = _flat_key(key, where).standard_normal((*dims, n))
+    z = g.standard_normal((*dims, n))
     if factor.ndim == 2:  # one cov: a single BLAS product for every sample
         x = z @ factor.T
     else:
         x = np.matmul(factor, z[..., None])[..., 0]
-    return np.asarray((x + mu).astype(dt, copy=False))
+    return rounded(x + mu, dt)
 
 
-def _factor(c: F64, method: str, where: str) -> F64:
+def _factor(c: Float64s, method: str, where: str) -> Float64s:
     """A with ``A A^T = c`` for each matrix of the stack ``c``, after the checks."""
     n = c.shape[-1]
     scale = float(np.abs(c).max(initial=0.0))
@@ -242,12 +194,21 @@ def _factor(c: F64, method: str, where: str) -> F64:
             raise ValueError(f"{where}: cov is not positive definite, which method="
                              f"'cholesky' needs; pass method='eigh' or 'svd' for a positive "
                              f"semi-definite (singular) cov") from None
+    neg = "cov is not positive semi-definite ({}); a covariance has no negative eigenvalue"
+    # eigenvalues within rounding of 0 are 0: a singular cov's samples stay on its subspace
+    if method == "svd":
+        u, s, vh = np.linalg.svd(c)
+        # Symmetric c = U S V^T: v_j = u_j for an eigenvalue s_j > 0, -u_j for -s_j. Where
+        # +s and -s are both eigenvalues, U may mix their eigenvectors, so u_j . v_j < 0 can
+        # miss them; yet the dots over that subspace sum to (#positive - #negative), so one
+        # is <= 1 - 2/n: below 1 - 1/n flags every case (a PSD c's dots are 1 - O(eps)).
+        dot = (u * np.swapaxes(vh, -1, -2)).sum(-2)
+        bad = (s > tol) & (dot < 1.0 - 1.0 / n)
+        if bad.any():
+            raise ValueError(f"{where}: " + neg.format(f"an eigenvalue of about "
+                                                       f"{-float(s[bad].max()):.3g}"))
+        return np.asarray(u * np.sqrt(np.where(s > tol, s, 0.0))[..., None, :])
     w, v = np.linalg.eigh(c)
     if (w < -tol).any():
-        raise ValueError(f"{where}: cov is not positive semi-definite (smallest eigenvalue "
-                         f"{float(w.min()):.3g}); a covariance has no negative eigenvalue")
-    # eigenvalues within rounding of 0 are 0: a singular cov's samples stay on its subspace
-    if method == "eigh":
-        return np.asarray(v * np.sqrt(np.where(w > tol, w, 0.0))[..., None, :])
-    u, s, _ = np.linalg.svd(c)  # for symmetric PSD c, s = w and U = V up to the order
-    return np.asarray(u * np.sqrt(np.where(s > tol, s, 0.0))[..., None, :])
+        raise ValueError(f"{where}: " + neg.format(f"smallest eigenvalue {float(w.min()):.3g}"))
+    return np.asarray(v * np.sqrt(np.where(w > tol, w, 0.0))[..., None, :])

@@ -1,6 +1,7 @@
 """funcdl.random's key type and the helpers its samplers share (in ``funcdl.random``
-itself, ``_sampling`` and ``_truncnorm``, which import them from here, not from
-``funcdl.random``, so that any of them may be imported first)."""
+itself, ``_sampling``, ``_truncnorm``, ``_distributions``, ``_dist_gamma`` and
+``_dist_discrete``, which import them from here, not from ``funcdl.random``, so that any of
+them may be imported first): key checks, parameter and shape checks, the final rounding."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl._args import int_arg
+from funcdl._args import dtype_arg, int_arg, shape_arg
 
 Key = NDArray[np.uint64]
+Float64s = NDArray[np.float64]
 
 
 def check_key(k: Any, where: str) -> Key:
@@ -69,3 +71,70 @@ def _axis(axis: Any, ndim: int, where: str) -> int:
     if not -ndim <= ax < ndim:
         raise ValueError(f"{where}: axis {ax} is out of bounds for an array of rank {ndim}")
     return ax % ndim
+
+
+def param(value: Any, name: str, where: str, *, low: float = 0.0, strict: bool = True,
+          high: float = np.inf, high_ok: bool = False, least: float = 0.0) -> Float64s:
+    """``value`` (a number or an array of them) as float64, every entry finite and in
+    ``(low, high)`` (``[low, ...`` when not ``strict``, ``..., high]`` when ``high_ok``)
+    and ``>= least``; a TypeError or ValueError naming ``where`` and ``name``."""
+    x = _reals(value)
+    if x is None:
+        raise TypeError(f"{where}: {name} must be a number or an array of numbers, got "
+                        f"{value!r}")
+    with np.errstate(invalid="ignore"):
+        ok = (x > low if strict else x >= low) & (x <= high if high_ok else x < high)
+        if least > low:
+            ok &= x >= least
+    if not (ok & np.isfinite(x)).all():
+        lo = f"{'>' if strict else '>='} {low:g}" + (f" (at least {least:g})" if least > low
+                                                     else "")
+        hi = "" if high == np.inf else f" and {'<=' if high_ok else '<'} {high:g}"
+        bad = float(x[~(ok & np.isfinite(x))].ravel()[0])
+        raise ValueError(f"{where}: {name} must be finite, {lo}{hi}, got {name} = {bad!r}"
+                         f"{'' if x.ndim == 0 else ' (one entry)'}")
+    return x
+
+
+def dims_for(shape: Any, where: str, **params: tuple[int, ...]) -> tuple[int, ...]:
+    """The sample shape: ``shape``, which must hold the parameters' shapes, or their
+    broadcast shape when None; a ValueError naming ``where`` otherwise."""
+    shapes = tuple(params.values())
+    names = " and ".join(f"{n} of shape {s}" for n, s in params.items())
+    if shape is None:
+        try:
+            return np.broadcast_shapes(*shapes)
+        except ValueError:
+            raise ValueError(f"{where}: {names} do not broadcast together") from None
+    dims = shape_arg(shape, where)
+    if not _broadcasts(dims, *shapes):
+        raise ValueError(f"{where}: shape {dims} must hold the parameters' shapes "
+                         f"(np.broadcast_shapes(shape, ...) == shape, as in JAX), got "
+                         f"{names}; pass shape=None for their broadcast shape")
+    return dims
+
+
+def int_dtype(dtype: Any, where: str, kinds: str = "iu",
+              examples: str = "np.int64") -> np.dtype[Any]:
+    """An integer sample dtype: None is int64 (JAX's int with 64-bit ints on); a TypeError
+    naming ``where`` and suggesting ``examples`` otherwise."""
+    if dtype is None:
+        return np.dtype(np.int64)
+    kind = "a signed integer" if kinds == "i" else "an integer"
+    return dtype_arg(dtype, where, "dtype", kinds, f"{kind} dtype such as {examples}")
+
+
+def to_ints(k: Float64s, dt: np.dtype[Any], where: str, hint: str) -> NDArray[Any]:
+    """Whole-number float64 samples ``k`` as ``dt``; a ValueError if one does not fit."""
+    bound = 2.0 ** (8 * dt.itemsize - (dt.kind == "i"))  # exact in float64, unlike max
+    if not (k < bound).all():
+        raise ValueError(f"{where}: a sample is beyond {dt}'s largest value "
+                         f"{np.iinfo(dt).max}; {hint}")
+    return np.asarray(k.astype(dt))
+
+
+def rounded(x: NDArray[Any], dt: np.dtype[Any]) -> NDArray[Any]:
+    """float64 samples ``x`` rounded once to ``dt``: beyond its range they are ±inf (and
+    below its subnormals 0), as in JAX, without NumPy's overflow warning."""
+    with np.errstate(over="ignore", under="ignore"):
+        return np.asarray(x.astype(dt, copy=False))

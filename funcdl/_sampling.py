@@ -16,13 +16,12 @@ from numpy.typing import DTypeLike, NDArray
 from funcdl._args import (
     bool_arg,
     count_arg,
-    dtype_arg,
     float_dtype_arg,
     is_int,
     number,
     shape_arg,
 )
-from funcdl._keys import Key, _axis, _broadcasts, _gen, _reals, check_key
+from funcdl._keys import Key, _axis, _broadcasts, _gen, _reals, check_key, int_dtype
 
 __all__ = ["categorical", "choice", "exponential", "gumbel", "randint"]
 
@@ -70,8 +69,7 @@ def randint(key: Key, shape: Any, minval: Any, maxval: Any,
                 f"randint(low, high, size) pass randint(key, {maxval!r}, {shape!r}, "
                 f"{minval!r})") if isinstance(maxval, tuple) and not isinstance(shape, tuple)
                else "")
-    dt = np.dtype(np.int64) if dtype is None else dtype_arg(
-        dtype, where, "dtype", "iu", "an integer dtype such as np.int64 or np.uint8")
+    dt = int_dtype(dtype, where, examples="np.int64 or np.uint8")
     dims = shape_arg(shape, where, dt.itemsize)
     info = np.iinfo(dt)
     lo, lo_above, _ = _int_bound(minval, "minval", info, dt, where)

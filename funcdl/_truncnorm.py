@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from funcdl._args import FLOAT_MAX, float_dtype_arg, shape_arg
-from funcdl._keys import Key, _broadcasts, _gen, _reals, check_key
+from funcdl._args import FLOAT_MAX, float_dtype_arg
+from funcdl._keys import Key, _gen, _reals, check_key, dims_for
 
 __all__ = ["truncated_normal"]
 
@@ -55,17 +55,7 @@ def _truncated_normal(key: Key, lower: Any, upper: Any, shape: Any, dtype: DType
     if a is None or b is None:
         raise TypeError(f"{where}: lower and upper must be numbers or arrays of numbers, got "
                         f"{lower!r} and {upper!r}")
-    if shape is None:
-        try:
-            dims = np.broadcast_shapes(a.shape, b.shape)
-        except ValueError:
-            raise ValueError(f"{where}: lower of shape {a.shape} and upper of shape {b.shape} "
-                             f"do not broadcast together") from None
-    else:
-        dims = shape_arg(shape, where)
-        if not _broadcasts(dims, a.shape, b.shape):
-            raise ValueError(f"{where}: lower and upper must broadcast to shape {dims}, got "
-                             f"shapes {a.shape} and {b.shape}")
+    dims = dims_for(shape, where, lower=a.shape, upper=b.shape)
     _check_bounds(a, b, lower, upper, dt, where)
     g = _gen(check_key(key, where))
     n = math.prod(dims)

@@ -138,6 +138,8 @@ def test_shapes_as_jax():
             (random.multivariate_normal(K, np.zeros((3, 1, 2)), np.stack([np.eye(2)] * 2)),
              jr.multivariate_normal(JK, np.zeros((3, 1, 2)), np.stack([np.eye(2)] * 2))),
             (random.weibull_min(K, 1.0, 2.0), jr.weibull_min(JK, 1.0, 2.0)),
+            (random.weibull_min(K, np.ones(3), 2.0), jr.weibull_min(JK, np.ones(3), 2.0)),
+            (random.weibull_min(K, 1.0, a), jr.weibull_min(JK, 1.0, a)),
             (random.lognormal(K), jr.lognormal(JK))]:
         assert ours.shape == theirs.shape
     with pytest.raises(ValueError):
