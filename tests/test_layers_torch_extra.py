@@ -16,7 +16,6 @@ import pytest
 from funcdl import random
 from funcdl.layers.alpha_dropout import AlphaDropout, FeatureAlphaDropout, alpha_affine
 from funcdl.layers.bilinear import Bilinear
-from funcdl.layers.conv_transpose import ConvTranspose2D
 from funcdl.layers.conv_transpose1d import ConvTranspose1D
 from funcdl.layers.lrn import LocalResponseNorm
 from funcdl.layers.shrink import GLU, Hardshrink, Softmin, Softshrink, Tanhshrink, Threshold
@@ -55,57 +54,6 @@ def test_check_layer_dropouts(layer: Any, train: bool) -> None:
     check_layer(layer, (None, 3, 4), train=train)
     x = RNG.normal(size=(3, 2, 4))
     check_vjp(layer, (), x, key=KEY, train=train)
-
-
-# ---------------------------------------------------------------------------- ConvTranspose1D
-
-def naive_conv_transpose1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, s: int, p: int,
-                           op: int, d: int) -> np.ndarray:
-    """The scatter, pixel by pixel: x[n, i] adds x·w[j] at full position i·s + j·d."""
-    n, length, _ = x.shape
-    k, out, _ = w.shape
-    full = (length - 1) * s + d * (k - 1) + 1
-    y = np.zeros((n, full + op, out))
-    for nn in range(n):
-        for i in range(length):
-            for j in range(k):
-                y[nn, i * s + j * d] += w[j] @ x[nn, i]
-    return y[:, p:full + op - p] + b
-
-
-@pytest.mark.parametrize("k,s,p,op,d", [(3, 1, 0, 0, 1), (3, 2, 1, 1, 1), (2, 3, 0, 2, 1),
-                                        (3, 2, 2, 1, 2), (1, 2, 0, 1, 1)])
-def test_conv_transpose1d_naive(k: int, s: int, p: int, op: int, d: int) -> None:
-    layer = ConvTranspose1D(3, k, stride=s, padding=p, output_padding=op, dilation=d)
-    _, params = layer.init(KEY, (None, 4, 2))
-    params = {n: v.astype(np.float64) + RNG.normal(size=v.shape) for n, v in params.items()}
-    x = RNG.normal(size=(2, 4, 2))
-    y, pb = layer.vjp(params, x)
-    ref = naive_conv_transpose1d(x, params["w"], params["b"], s, p, op, d)
-    np.testing.assert_allclose(y, ref, **TOL)
-    # the vjp as the forward's adjoint, by linearity: <dy, y(x) - b> = <dx, x>
-    dy = RNG.normal(size=y.shape)
-    (dparams, dx) = pb(dy)
-    np.testing.assert_allclose(np.vdot(dy, y - params["b"]), np.vdot(dx, x), **TOL)
-    np.testing.assert_allclose(dparams["b"], dy.sum((0, 1)), **TOL)
-    np.testing.assert_allclose(np.vdot(dparams["w"], params["w"]), np.vdot(dy, y - params["b"]),
-                               **TOL)
-
-
-def test_conv_transpose1d_is_height_one_conv_transpose2d() -> None:
-    one, two = ConvTranspose1D(3, 3, stride=2, padding=1), ConvTranspose2D(3, (1, 3), (1, 2),
-                                                                           (0, 1))
-    out1, p1 = one.init(KEY, (None, 5, 2))
-    out2, p2 = two.init(KEY, (None, 1, 5, 2))
-    assert out1 == (None, *out2[2:]) and p1["w"].shape == (3, 3, 2)
-    np.testing.assert_array_equal(p1["w"], p2["w"][0])
-    x = RNG.normal(size=(2, 5, 2)).astype(np.float32)
-    y1, y2 = one.apply(p1, x), two.apply(p2, x[:, None])
-    assert y1.dtype == np.float32
-    np.testing.assert_array_equal(y1, y2[:, 0])
-    g, dx = one.vjp(p1, x)[1](np.ones_like(y1))
-    assert g["w"].shape == (3, 3, 2) and dx.shape == x.shape
-    assert one.vjp(p1, x)[1](np.ones_like(y1), need_dx=False)[1] is None
 
 
 # ---------------------------------------------------------------------------- Bilinear

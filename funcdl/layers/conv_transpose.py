@@ -1,5 +1,6 @@
-"""ConvTranspose2D: PyTorch's ``nn.ConvTranspose2d`` (a "deconvolution", the upsampling layer
-of decoders, U-Nets and GAN generators), NHWC with the batch first.
+"""ConvTranspose2D and ConvTranspose1D: PyTorch's ``nn.ConvTranspose2d`` and
+``nn.ConvTranspose1d`` (a "deconvolution", the upsampling layer of decoders, U-Nets and GAN
+generators), channels last with the batch first: NHWC, and ``(N, W, C)``.
 
 Kernel ``w (kh, kw, out, C)``: the kernel of the ``Conv2D(C, kernel, stride, dilation=...)``
 from ``out`` channels to ``C`` whose input-gradient this layer is. That is Keras'
@@ -33,6 +34,11 @@ i·dilation`` (kh·kw vectorised steps: the loop is over kernel offsets, never p
 the result is cropped. The pullback reads the cotangent's windows with conv.py's
 ``im2col`` (the same strides: the adjoint of the fold) into ``dcols (N·H·W, kh·kw·out)``;
 ``dx = dcols w`` and ``dw = dcolsᵀ x2`` are one product each.
+
+ConvTranspose1D is the same builder at rank 1, as Conv1D is Conv2D's (conv.py): a height-1
+image ``(N, 1, W, C)`` (a reshape, no copy) under a ``1 x k`` window, padding and
+output_padding ``(0, p)``, its kernel ``(k, out, C)`` read as ``(1, k, out, C)``;
+torch's weight ``(C, out, k)`` is ``w.transpose(2, 1, 0)``.
 """
 
 from __future__ import annotations
@@ -59,54 +65,79 @@ from funcdl.layers.base import (
 )
 from funcdl.layers.conv import crop, fold, im2col, pad
 
-__all__ = ["ConvTranspose2D"]
+__all__ = ["ConvTranspose1D", "ConvTranspose2D"]
 
 _AXES = ("height", "width")
 
 
 # ---------------------------------------------------------------------------- arguments
 
-def _pair(name: str, what: str, value: Any) -> tuple[int, int]:
-    """An int >= 0 or a pair of them, as a pair: a TypeError for what is not, a ValueError
-    for a negative one."""
-    vals = (value, value) if is_int(value) else value
-    if not (isinstance(vals, (tuple, list)) and len(vals) == 2 and all(map(is_int, vals))):
-        nested = isinstance(vals, (tuple, list)) and any(isinstance(v, (tuple, list))
-                                                         for v in vals)
-        hint = ("; a transposed convolution crops the same on both sides of an axis, as "
-                "torch's: no ((top, bottom), (left, right)) form (JAX's explicit "
-                "conv_transpose padding pads the stride-dilated input, another meaning)"
-                if nested and what == "padding" else "")
-        raise TypeError(f"{name}: {what} must be an int >= 0 or a pair (h, w) of them, got "
-                        f"{value!r}{hint}")
+def _ints(name: str, what: str, value: Any, rank: int) -> tuple[int, int]:
+    """An int >= 0 (or at rank 2 a pair of them) as a pair, ``(0, p)`` at rank 1 (the added
+    height axis is never cropped): a TypeError for what is not, a ValueError for a negative
+    one."""
+    vals = (value,) * rank if is_int(value) else value if rank == 2 else None
+    forms = "an int >= 0 or a pair (h, w) of them" if rank == 2 else "an int >= 0"
+    if not (isinstance(vals, (tuple, list)) and len(vals) == rank and all(map(is_int, vals))):
+        seq = isinstance(value, (tuple, list))
+        if rank == 2:
+            nested = seq and any(isinstance(v, (tuple, list)) for v in value)
+            hint = ("; a transposed convolution crops the same on both sides of an axis, as "
+                    "torch's: no ((top, bottom), (left, right)) form (JAX's explicit "
+                    "conv_transpose padding pads the stride-dilated input, another meaning)"
+                    if nested and what == "padding" else "")
+        else:
+            hint = ("" if not seq else
+                    "; a 1-D layer crops the same at both ends, as torch's: one int, not a "
+                    "pair" if what == "padding" else "; a 1-D layer takes one number, not a pair")
+        raise TypeError(f"{name}: {what} must be {forms}, got {value!r}{hint}")
     if any(v < 0 for v in vals):
-        raise ValueError(f"{name}: {what} must be an int >= 0 or a pair (h, w) of them, got "
-                         f"{value!r}")
-    return int(vals[0]), int(vals[1])
+        raise ValueError(f"{name}: {what} must be {forms}, got {value!r}")
+    return (int(vals[0]), int(vals[1])) if rank == 2 else (0, int(vals[0]))
 
 
-def _padding(name: str, padding: Any) -> str | tuple[int, int]:
+def _sizes(name: str, what: str, value: Any, rank: int) -> tuple[int, ...]:
+    """``int_tuple``'s ``rank`` positive ints, led by a 1 at rank 1 (the height axis)."""
+    try:
+        return (1,) * (2 - rank) + int_tuple(name, what, value, rank)
+    except TypeError:
+        if rank == 2 or not isinstance(value, (tuple, list)):
+            raise
+        raise TypeError(f"{name}: {what} must be an int >= 1, got {value!r}; a 1-D layer "
+                        f"takes one number, not a pair") from None
+
+
+def _padding(name: str, padding: Any, rank: int) -> str | tuple[int, int]:
     if isinstance(padding, str):
         if padding.upper() in ("SAME", "VALID"):
             return padding.upper()
-        raise ValueError(f"{name}: padding must be 'SAME', 'VALID', an int >= 0 or a pair "
-                         f"(ph, pw) of them, got {padding!r}")
-    return _pair(name, "padding", padding)
+        forms = ", an int >= 0 or a pair (ph, pw) of them" if rank == 2 else " or an int >= 0"
+        raise ValueError(f"{name}: padding must be 'SAME', 'VALID'{forms}, got {padding!r}")
+    return _ints(name, "padding", padding, rank)
 
 
-def _output_padding(name: str, value: Any, padding: str | tuple[int, int], win: Window
-                    ) -> tuple[int, int]:
-    op = _pair(name, "output_padding", value)
+def _output_padding(name: str, value: Any, padding: str | tuple[int, int], win: Window,
+                    rank: int) -> tuple[int, int]:
+    op = _ints(name, "output_padding", value, rank)
     if isinstance(padding, str) and op != (0, 0):
         raise ValueError(f"{name}: output_padding needs an int padding (torch's), got "
                          f"output_padding={value!r} with padding {padding!r}, which sets the "
                          f"output size itself; drop output_padding or pass an int padding")
     for a, (o, s, d) in enumerate(zip(op, win.stride, win.dilation)):
         if o >= s and o >= d:  # torch refuses it: those rows would repeat others' taps
+            where = f" on the {_AXES[a]} axis" if rank == 2 else ""
             raise ValueError(f"{name}: output_padding must be smaller than the stride or the "
-                             f"dilation on each axis (PyTorch's rule), got {o} on the "
-                             f"{_AXES[a]} axis with stride {s} and dilation {d}")
+                             f"dilation{' on each axis' if rank == 2 else ''} (PyTorch's "
+                             f"rule), got {o}{where} with stride {s} and dilation {d}")
     return op
+
+
+def _named(ctor: str, out: Any, kernel: Any, stride: Any, padding: Any, output_padding: Any,
+           dilation: Any, use_bias: Any) -> str:
+    """The constructor call as the layer's name, options shown when not at their default."""
+    return call_name(ctor, (out, kernel), stride=(stride, 1), padding=(padding, 0),
+                     output_padding=(output_padding, 0), dilation=(dilation, 1),
+                     use_bias=(use_bias, True))
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -128,32 +159,134 @@ def _axis(size: int, k: int, s: int, d: int, pad_: str | int, op: int
     return out, lo, max(full, lo + out) - lo - out
 
 
-def _fit(name: str, win: Window, padding: str | tuple[int, int], op: tuple[int, int],
-         shape: tuple[int | None, ...]) -> tuple[int | None, int | None, Pads]:
-    """Output height and width (None where the input's is unknown) and the crop ``pads``
-    of the full result, ``((top, bottom), (left, right))``; a ValueError naming the layer
-    for an empty input axis or an output of no rows."""
+def _fit(name: str, rank: int, win: Window, padding: str | tuple[int, int],
+         op: tuple[int, int], shape: tuple[int | None, ...]
+         ) -> tuple[int | None, int | None, Pads]:
+    """Output height and width (None where the input's is unknown; the height 1 at rank 1,
+    whose input is ``(N, W, C)``) and the crop ``pads`` of the full result, ``((top,
+    bottom), (left, right))``; a ValueError naming the layer for an empty input axis or an
+    output of no rows."""
+    sizes = (shape[1], shape[2]) if rank == 2 else (1, shape[1])
     res: list[tuple[int | None, int, int]] = []
     need: list[int] = []
-    for a in range(2):
+    for a, n in enumerate(sizes):
         k, s, d = win.size[a], win.stride[a], win.dilation[a]
         p = padding if isinstance(padding, str) else padding[a]
         span = (k - 1) * d + 1
         # the least input size that leaves an output row: (n - 1)·s + span - 2p + op >= 1
         need.append(1 if isinstance(p, str) else max(1, 1 + -(-(2 * p - op[a] - span + 1)
                                                                // s)))
-        n = shape[1 + a]
         res.append((None, 0, 0) if n is None else _axis(n, k, s, d, p, op[a]))
-    if any(n is not None and n < m for n, m in zip(shape[1:3], need)):
-        raise ValueError(f"{name}: expected an input of shape (N, >={need[0]}, >={need[1]}, C) "
-                         f"(an output of at least one pixel: (H - 1)·stride - 2·padding + "
+    if any(n is not None and n < m for n, m in zip(sizes, need)):
+        least = ", ".join(f">={m}" for m in need[2 - rank:])
+        one, axis, fix = (("pixel", "H", "") if rank == 2 else
+                          ("column", "W", "; use a longer input or less padding"))
+        raise ValueError(f"{name}: expected an input of shape (N, {least}, C) (an output of "
+                         f"at least one {one}: ({axis} - 1)·stride - 2·padding + "
                          f"dilation·(kernel - 1) + output_padding + 1 >= 1), got shape "
-                         f"{tuple(shape)}")
+                         f"{tuple(shape)}{fix}")
     (oh, t, b), (ow, l, r) = res
     return oh, ow, ((t, b), (l, r))
 
 
-# ---------------------------------------------------------------------------- the layer
+# ---------------------------------------------------------------------------- the layers
+
+def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, padding: Any,
+                    output_padding: Any, dilation: Any, use_bias: Any,
+                    w_init: initializers.Initializer | None,
+                    b_init: initializers.Initializer | None) -> Layer:
+    """ConvTranspose2D (rank 2) and ConvTranspose1D (rank 1, run on ``(N, 1, W, C)`` with
+    the kernel ``(k, out, C)`` read as ``(1, k, out, C)``); the arguments checked here."""
+    size, steps, spread = (_sizes(name, w, v, rank) for w, v in
+                           (("kernel", kernel), ("stride", stride), ("dilation", dilation)))
+    win = Window(size, steps, spread, NO_PADS)  # fold and im2col read size, stride, dilation
+    pads_arg = _padding(name, padding, rank)
+    op = _output_padding(name, output_padding, pads_arg, win, rank)
+    use_bias = bool_arg(use_bias, name, "use_bias")
+    w_init = initializer_arg(name, "w_init", w_init) or initializers.torch_default()
+    b_init = initializer_arg(name, "b_init", b_init)
+    kh, kw = size
+    kshape = size[2 - rank:]  # the kernel's spatial shape: (kh, kw) or (k,)
+    layout = "(N, H, W, " if rank == 2 else "(N, W, "
+
+    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        shape = check_in_shape(name, in_shape, rank=rank + 2, layout=f"{layout}C)")
+        c = shape[-1]
+        if c is None or c == 0:
+            raise ValueError(f"{name}: the channel axis of in_shape must be a known size > 0, "
+                             f"got {shape}")
+        oh, ow, _ = _fit(name, rank, win, pads_arg, op, shape)
+        k_w, k_b = random.split_for(key, 2, name)
+        params = {"w": drawn(name, "w_init", w_init, k_w, (*kshape, out, c))}
+        if use_bias:  # torch's bias rule: U(±1/sqrt(fan_in)), fan_in = out·kh·kw
+            bound = 1 / math.sqrt(kh * kw * out)
+            params["b"] = drawn(name, "b_init", b_init or initializers.uniform(bound, -bound),
+                                k_b, (out,))
+        return (shape[0], *((oh, ow) if rank == 2 else (ow,)), out), params
+
+    def check(params: Any, x: Any) -> tuple[Array, Array, Array | None]:
+        """``(x, w, b or None)``, checked; the params as plain arrays (``plain``)."""
+        w, *b = param_arrays(name, params, ("w", "b") if use_bias else ("w",))
+        if b and b[0].shape != (out,):
+            raise ValueError(f"{name}: params['b'] must have shape ({out},), got {b[0].shape}")
+        if w.ndim != rank + 2 or w.shape[:rank + 1] != (*kshape, out):
+            want = ", ".join(map(str, (*kshape, out)))
+            raise ValueError(f"{name}: params['w'] must have shape ({want}, in), got "
+                             f"{w.shape}")
+        x = as_array(name, x, w.dtype)
+        if x.ndim != rank + 2 or x.shape[-1] != w.shape[-1]:
+            raise ValueError(f"{name}: expected input {layout}{w.shape[-1]}) as the params "
+                             f"were initialised, got shape {x.shape}")
+        return cast_ints(x, w.dtype), w, (b[0] if b else None)
+
+    def forward(x: Array, w: Array, bias: Array | None) -> tuple[Array, Array, Pads]:
+        """``(y, x2, pads)``: the output, the input as ``(N·H·W, C)`` and the crop."""
+        n, c = x.shape[0], x.shape[-1]
+        h, wd = (x.shape[1], x.shape[2]) if rank == 2 else (1, x.shape[1])
+        oh, ow, pads = _fit(name, rank, win, pads_arg, op, x.shape)
+        assert oh is not None and ow is not None
+        (t, b), (l, r) = pads
+        x2 = x.reshape(-1, c)
+        cols = (x2 @ w.reshape(-1, c).T).reshape(n, h, wd, kh * kw, out)
+        full = np.zeros((n, t + oh + b, l + ow + r, out), cols.dtype)
+        y = crop(fold(full, win, h, wd, lambda k, i, j: cols[:, :, :, k]), pads, oh, ow)
+        if pads == NO_PADS:  # y is the buffer itself
+            if bias is not None:
+                chan(np.add, y, bias, out=y)
+        else:  # a contiguous copy of the crop, the bias added on the way
+            y = np.ascontiguousarray(y) if bias is None else chan(np.add, y, bias)
+        return (y if rank == 2 else y.reshape(n, ow, out)), x2, pads
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del key, train
+        return forward(*check(params, x))[0]
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        x, w, bias = check(params, x)
+        y, x2, pads = forward(x, w, bias)
+        c = x.shape[-1]
+        h, wd = (x.shape[1], x.shape[2]) if rank == 2 else (1, x.shape[1])
+        w2 = w.reshape(-1, c)  # (kh·kw·out, C), the rows in dcols' column order
+        x_shape, y_shape, w_shape, x_dtype, y_dtype = x.shape, y.shape, w.shape, x.dtype, y.dtype
+
+        def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
+            dy4 = dy if rank == 2 else dy[:, None]  # (N, 1, OW, out): a view
+            dcols = im2col(pad(dy4, pads), win, h, wd)  # (N·H·W, kh·kw·out)
+            grads = {"w": (dcols.T @ x2).reshape(w_shape)}  # BLAS reads dcols.T in place
+            if use_bias:
+                dy2 = dy.reshape(-1, out)
+                grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
+            in_param_dtypes(grads, params)
+            if not need_dx:
+                return grads, None
+            return grads, in_input_dtype(dcols @ w2, x_dtype).reshape(x_shape)
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name, dx_optional=True)
+
 
 def ConvTranspose2D(out: int, kernel: int | tuple[int, int], stride: int | tuple[int, int] = 1,
                     padding: Any = 0, output_padding: int | tuple[int, int] = 0,
@@ -182,90 +315,33 @@ def ConvTranspose2D(out: int, kernel: int | tuple[int, int], stride: int | tuple
         on its weight ``(C, out, kh, kw)`` and ``initializers.torch_default()`` on
         ``(kh, kw, out, C)``.
     """
-    name = call_name("ConvTranspose2D", (out, kernel), stride=(stride, 1),
-                     padding=(padding, 0), output_padding=(output_padding, 0),
-                     dilation=(dilation, 1), use_bias=(use_bias, True))
+    name = _named("ConvTranspose2D", out, kernel, stride, padding, output_padding, dilation,
+                  use_bias)
     out = int_arg(out, name, "out", minimum=1)
-    size, steps, spread = (int_tuple(name, w, v, 2) for w, v in
-                           (("kernel", kernel), ("stride", stride), ("dilation", dilation)))
-    win = Window(size, steps, spread, NO_PADS)  # fold and im2col read size, stride, dilation
-    pads_arg = _padding(name, padding)
-    op = _output_padding(name, output_padding, pads_arg, win)
-    use_bias = bool_arg(use_bias, name, "use_bias")
-    w_init = initializer_arg(name, "w_init", w_init) or initializers.torch_default()
-    b_init = initializer_arg(name, "b_init", b_init)
-    kh, kw = size
+    return _conv_transpose(name, 2, out, kernel, stride, padding, output_padding, dilation,
+                           use_bias, w_init, b_init)
 
-    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
-        shape = check_in_shape(name, in_shape, rank=4, layout="(N, H, W, C)")
-        c = shape[-1]
-        if c is None or c == 0:
-            raise ValueError(f"{name}: the channel axis of in_shape must be a known size > 0, "
-                             f"got {shape}")
-        oh, ow, _ = _fit(name, win, pads_arg, op, shape)
-        k_w, k_b = random.split_for(key, 2, name)
-        params = {"w": drawn(name, "w_init", w_init, k_w, (kh, kw, out, c))}
-        if use_bias:  # torch's bias rule: U(±1/sqrt(fan_in)), fan_in = out·kh·kw
-            bound = 1 / math.sqrt(kh * kw * out)
-            params["b"] = drawn(name, "b_init", b_init or initializers.uniform(bound, -bound),
-                                k_b, (out,))
-        return (shape[0], oh, ow, out), params
 
-    def check(params: Any, x: Any) -> tuple[Array, Array, Array | None]:
-        """``(x, w, b or None)``, checked; the params as plain arrays (``plain``)."""
-        w, *b = param_arrays(name, params, ("w", "b") if use_bias else ("w",))
-        if b and b[0].shape != (out,):
-            raise ValueError(f"{name}: params['b'] must have shape ({out},), got {b[0].shape}")
-        if w.ndim != 4 or w.shape[:3] != (kh, kw, out):
-            raise ValueError(f"{name}: params['w'] must have shape ({kh}, {kw}, {out}, in), "
-                             f"got {w.shape}")
-        x = as_array(name, x, w.dtype)
-        if x.ndim != 4 or x.shape[-1] != w.shape[3]:
-            raise ValueError(f"{name}: expected input (N, H, W, {w.shape[3]}) as the params "
-                             f"were initialised, got shape {x.shape}")
-        return cast_ints(x, w.dtype), w, (b[0] if b else None)
+def ConvTranspose1D(out: int, kernel: int, stride: int = 1, padding: Any = 0,
+                    output_padding: int = 0, dilation: int = 1, use_bias: bool = True,
+                    w_init: initializers.Initializer | None = None,
+                    b_init: initializers.Initializer | None = None) -> Layer:
+    """Transposed 1-D convolution, PyTorch's ``nn.ConvTranspose1d``, channels last:
+    ``(N, W, C) -> (N, OW, out)``, ``OW = (W - 1)·s - 2·p + d·(k - 1) + output_padding + 1``
+    (int padding); params ``{'w': (k, out, C), 'b': (out,)}`` (torch's weight ``(C, out,
+    k)`` as ``w_torch.transpose(2, 1, 0)``). Runs as ConvTranspose2D's rank-1 case.
 
-    def forward(x: Array, w: Array, bias: Array | None) -> tuple[Array, Array, Pads]:
-        """``(y, x2, pads)``: the output, the input as ``(N·H·W, C)`` and the crop."""
-        n, h, wd, c = x.shape
-        oh, ow, pads = _fit(name, win, pads_arg, op, x.shape)
-        assert oh is not None and ow is not None
-        (t, b), (l, r) = pads
-        x2 = x.reshape(-1, c)
-        cols = (x2 @ w.reshape(-1, c).T).reshape(n, h, wd, kh * kw, out)
-        full = np.zeros((n, t + oh + b, l + ow + r, out), cols.dtype)
-        y = crop(fold(full, win, h, wd, lambda k, i, j: cols[:, :, :, k]), pads, oh, ow)
-        if pads == NO_PADS:  # y is the buffer itself
-            if bias is not None:
-                chan(np.add, y, bias, out=y)
-        else:  # a contiguous copy of the crop, the bias added on the way
-            y = np.ascontiguousarray(y) if bias is None else chan(np.add, y, bias)
-        return y, x2, pads
+    forward: ``y[n,q,o] = b[o] + Σ_{w,j,c: w·s + j·d = q + p} x[n,w,c] w[j,o,c]``;
+    vjp: ``dx = dcols w``, ``dw = dcolsᵀ x``, ``db = Σ_{n,q} dy``, with ``dcols`` the
+    im2col of ``dy`` (padded back to the full result), as ConvTranspose2D's.
 
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del key, train
-        return forward(*check(params, x))[0]
-
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del key, train
-        x, w, bias = check(params, x)
-        y, x2, pads = forward(x, w, bias)
-        _, h, wd, c = x.shape
-        w2 = w.reshape(-1, c)  # (kh·kw·out, C), the rows in dcols' column order
-        x_shape, y_shape, w_shape, x_dtype, y_dtype = x.shape, y.shape, w.shape, x.dtype, y.dtype
-
-        def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
-            dy = check_cotangent(name, dy, y_shape, y_dtype)
-            dcols = im2col(pad(dy, pads), win, h, wd)  # (N·H·W, kh·kw·out)
-            grads = {"w": (dcols.T @ x2).reshape(w_shape)}  # BLAS reads dcols.T in place
-            if use_bias:
-                dy2 = dy.reshape(-1, out)
-                grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
-            in_param_dtypes(grads, params)
-            if not need_dx:
-                return grads, None
-            return grads, in_input_dtype(dcols @ w2, x_dtype).reshape(x_shape)
-
-        return y, pullback
-
-    return Layer(init, apply, vjp, name=name, dx_optional=True)
+    Args: as ConvTranspose2D's, each one int: ``padding`` an int >= 0 (torch's: cropped
+    from both ends), ``'SAME'`` (output ``W·stride``) or ``'VALID'``; ``output_padding``
+    (int padding only) smaller than the stride or the dilation; ``w_init`` called with the
+    shape ``(k, out, C)``; the default init torch's, ``U(±1/sqrt(out·k))`` for w and b.
+    """
+    name = _named("ConvTranspose1D", out, kernel, stride, padding, output_padding, dilation,
+                  use_bias)
+    out = int_arg(out, name, "out", minimum=1)
+    return _conv_transpose(name, 1, out, kernel, stride, padding, output_padding, dilation,
+                           use_bias, w_init, b_init)
