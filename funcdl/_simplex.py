@@ -14,10 +14,16 @@ _sum = np.add.reduce  # ndarray.sum without its Python-level wrapper: the same r
 
 
 def simplex_projection(x: Array) -> Array:
-    """``p = max(z - τ, 0)`` along the last axis, ``z = x - max x``, with ``τ`` such that
-    ``Σ p = 1``: the sorted ``z_(1) >= z_(2) >= ...`` keep the first ``k`` where ``1 + k
-    z_(k) > Σ_{i<=k} z_(i)`` (a prefix), and ``τ = (Σ_{i<=k} z_(i) - 1) / k``. One sort and
-    one cumsum per call, no loop over rows. ``x`` has at least one entry on the last axis."""
+    """The projection ``p`` of ``x`` (see ``shifted_simplex_projection``)."""
+    return shifted_simplex_projection(x)[0]
+
+
+def shifted_simplex_projection(x: Array) -> tuple[Array, Array]:
+    """``(p, z)``: ``p = max(z - τ, 0)`` along the last axis, ``z = x - max x``, with
+    ``τ`` such that ``Σ p = 1``: the sorted ``z_(1) >= z_(2) >= ...`` keep the first ``k``
+    where ``1 + k z_(k) > Σ_{i<=k} z_(i)`` (a prefix), and ``τ = (Σ_{i<=k} z_(i) - 1) / k``.
+    One sort and one cumsum per call, no loop over rows. ``x`` has at least one entry on
+    the last axis; ``z`` is returned for a caller that needs the shifted scores too."""
     # the shift makes the largest entry 0: the cumsum then adds small numbers, not 1e4s
     # whose rounding would move τ (and a NaN or inf row stays NaN, as Softmax gives it);
     # entries over the float range below the top become -inf, and then p = 0, exactly
@@ -32,7 +38,7 @@ def simplex_projection(x: Array) -> Array:
     size = np.maximum(size, 1)  # a NaN row compares False everywhere: no index -1
     tau = (np.take_along_axis(cum, size - 1, axis=-1) - 1) / size.astype(x.dtype)
     p: Array = np.maximum(z - tau, 0)
-    return p
+    return p, z
 
 
 def simplex_projection_vjp(p: Array, dy: Array) -> Array:

@@ -287,3 +287,22 @@ def shifted_exp(z: Array, axis: int) -> tuple[Array, Array, Array]:
         s = z - np.maximum.reduce(z, axis=axis, keepdims=True)
     e = np.exp(s)
     return s, e, np.add.reduce(e, axis=axis, keepdims=True)
+
+
+def _softplus_of(v: Array, e: Array) -> Array:
+    s: Array = np.maximum(v, 0)
+    s += np.log1p(e)  # log(1 + e^-|v|) <= log 2
+    return s
+
+
+def softplus(v: Array) -> Array:
+    """``log(1 + e^v)`` as ``max(v, 0) + log(1 + e^-|v|)``: no overflow at any ``v``."""
+    return _softplus_of(v, np.exp(-np.abs(v)))
+
+
+def softplus_sigmoid(v: Array) -> tuple[Array, Array]:
+    """``(softplus(v), σ(v))`` from one ``e = e^-|v|``: ``σ(v) = [1 or e] / (1 + e)`` (1 for
+    ``v >= 0``), the derivative of the first; no overflow, ``v = -inf`` gives ``(0, 0)``,
+    NaN gives NaN in both."""
+    e = np.exp(-np.abs(v))
+    return _softplus_of(v, e), np.maximum(e, v >= 0) / (1 + e)

@@ -21,6 +21,7 @@ from funcdl.layers.base import (
     Pointwise,
     Shape,
     as_floats,
+    axis_in_range,
     check_cotangent,
     check_in_shape,
     kept,
@@ -221,17 +222,19 @@ def ELU(alpha: float = 1.0) -> Layer:
     return _elementwise(f"ELU({a})", f, df)
 
 
-def _normalised(name: str, axis: int, log: bool) -> Layer:
-    """Softmax / LogSoftmax along ``axis``, shifted by the max so e^z never overflows.
+def _normalised(name: str, axis: int, log: bool, negate: bool = False) -> Layer:
+    """Softmax / LogSoftmax along ``axis`` of ``x``, or of ``-x`` with ``negate`` (Softmin),
+    shifted by the max so e^z never overflows.
 
-    softmax vjp: ``dx = y (dy - Σ dy·y)``; log-softmax vjp: ``dx = dy - e^y Σ dy``.
+    softmax vjp: ``dx = y (dy - Σ dy·y)``; log-softmax vjp: ``dx = dy - e^y Σ dy``; both
+    negated with ``negate`` (the chain rule through ``-x``).
     """
 
     def forward(x: Array) -> tuple[Array, Array, Array]:
         """``(y, e, total)``: the output, and shifted_exp's e and Σ e for the pullback."""
         if x.shape[axis] == 0:  # nothing to normalise, and a max over it has no identity
             return x.copy(), x, np.ones_like(x.sum(axis=axis, keepdims=True))
-        s, e, total = shifted_exp(x, axis)
+        s, e, total = shifted_exp(-x if negate else x, axis)
         if log:  # s, e and total are fresh: divide and subtract in place
             s -= np.log(total)
             return s, e, total
@@ -239,9 +242,7 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
 
     def check(x: Any) -> Array:
         xa = as_floats(name, x)
-        if not -xa.ndim <= axis < xa.ndim:
-            raise ValueError(f"{name}: axis {axis} is out of range for an input of shape "
-                             f"{xa.shape}")
+        axis_in_range(name, axis, xa.shape)
         return xa
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
@@ -261,17 +262,18 @@ def _normalised(name: str, axis: int, log: bool) -> Layer:
                 g = dy.sum(axis=axis, keepdims=True)
                 g /= total
                 dx = e * g
-                return params, np.subtract(dy, dx, out=dx)
-            return params, y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+                # -(dy - dx) is dx - dy exactly: the negation costs no pass
+                return params, (np.subtract(dx, dy, out=dx) if negate
+                                else np.subtract(dy, dx, out=dx))
+            s = (dy * y).sum(axis=axis, keepdims=True)
+            return params, y * (s - dy if negate else dy - s)  # likewise
 
         return y, pullback
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
         shape = check_in_shape(name, in_shape, min_rank=1)
-        if not -len(shape) <= axis < len(shape):
-            raise ValueError(f"{name}: axis {axis} is out of range for an input of shape "
-                             f"{shape}")
+        axis_in_range(name, axis, shape)
         return shape, ()
 
     return Layer(init, apply, vjp, name=name)

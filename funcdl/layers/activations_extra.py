@@ -16,6 +16,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import call_name, int_arg, real_arg
+from funcdl._special import softplus
 from funcdl.layers._norm_stats import compute_dtype
 from funcdl.layers._params import in_param_dtypes, param_arrays, weak_dtype
 from funcdl.layers._sums import block_sum
@@ -131,26 +132,19 @@ def Hardswish() -> Layer:
     return _elementwise("Hardswish()", f, df)
 
 
-def _softplus(x: Array) -> Array:
-    """``log(1 + e^x)`` as ``max(x, 0) + log(1 + e^-|x|)``: no overflow at any x."""
-    s = np.log1p(np.exp(-np.abs(x)))
-    s += np.maximum(x, 0)
-    return s
-
-
 def Mish() -> Layer:
     """``y = x·tanh(softplus(x))``; ``dx = dy (t + x σ(x) (1 - t²))``, t = tanh(softplus(x))
     (recomputed, as y/x is 0/0 at 0). At ±inf the vjp, at -inf y too, is NaN (inf·0), as
     PyTorch gives."""
 
     def f(x: Array) -> Array:
-        t = np.tanh(_softplus(x))
+        t = np.tanh(softplus(x))
         with _quiet():
             t *= x
         return t
 
     def df(x: Array, y: Array, dy: Array) -> Array:
-        t = np.tanh(_softplus(x))
+        t = np.tanh(softplus(x))
         d = 1 - t * t
         d *= sigmoid(x)
         with _quiet():

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import real_arg, train_arg
+from funcdl._args import real_arg
+from funcdl.layers.activations_extra import _SELU_ALPHA, _SELU_SCALE
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -29,11 +30,11 @@ from funcdl.layers.base import (
     check_in_shape,
     no_params,
 )
+from funcdl.layers.core import keep_mask
 
 __all__ = ["AlphaDropout", "FeatureAlphaDropout"]
 
-# λ_selu·α_selu, SELU's limit at -inf (the constants of activations_extra.SELU)
-_ALPHA_P = 1.0507009873554804934193349852946 * 1.6732632423543772848170429916717
+_ALPHA_P = _SELU_SCALE * _SELU_ALPHA  # λ_selu·α_selu, SELU's limit at -inf
 
 
 def alpha_affine(rate: float) -> tuple[float, float, float]:
@@ -43,10 +44,12 @@ def alpha_affine(rate: float) -> tuple[float, float, float]:
     return a, b, b - a * _ALPHA_P
 
 
-def apply_mask(x: Array, keep: Array, rate: float) -> tuple[Array, Array]:
+def apply_mask(x: Array, keep: Array, rate: float,
+               affine: tuple[float, float, float] | None = None) -> tuple[Array, Array]:
     """``(y, a·m)`` for a float ``x`` and a boolean ``keep`` mask broadcasting against it:
-    the forward at a given mask, and the factor its vjp multiplies ``dy`` by."""
-    a, b, dropped = alpha_affine(rate)
+    the forward at a given mask, and the factor its vjp multiplies ``dy`` by. ``affine``:
+    ``alpha_affine(rate)``, if the caller has it."""
+    a, b, dropped = alpha_affine(rate) if affine is None else affine
     dtype = x.dtype
     scale = keep * dtype.type(a)  # a·m, in x's float dtype
     shift = np.where(keep, dtype.type(b), dtype.type(dropped))  # mask's small shape only
@@ -59,42 +62,33 @@ def _alpha(ctor: str, rate: float, feature: bool) -> Layer:
     rate = real_arg(rate, ctor, "rate (the fraction dropped)", low=0.0, high=1.0,
                     open_high=True, hint="; pass a rate in [0, 1), e.g. 0.1")
     name = f"{ctor}({rate})"
+    affine = alpha_affine(rate)  # once per layer, not per call
 
-    def keep_mask(x: Array, key: Any, train: Any) -> Array | None:
+    def mask_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (shape[0], *(1,) * (len(shape) - 2), shape[-1]) if feature else shape
+
+    def draw(x: Array, key: Any, train: Any) -> Array | None:
         """The boolean mask (None when nothing is dropped), ``(N, 1, ..., 1, C)`` for the
         feature variant: one draw per example and channel."""
         if feature and x.ndim < 2:
             raise ValueError(f"{name}: expected an input (N, ..., C) of rank >= 2 (one draw "
                              f"per example and channel, the last axis), got shape "
                              f"{x.shape}; for whole entries use AlphaDropout")
-        if not train_arg(train, name):
-            return None
-        if key is None:
-            raise ValueError(
-                f"{name}: train=True needs a random key: pass key= to the call that runs "
-                f"it, apply(params, x, train=True, key=funcdl.random.key(seed)), vjp, or "
-                f"the function from value_and_grad, f(params, x, target, key=...); a new "
-                f"key per step, e.g. from funcdl.random.split")
-        random.check_key(key, name)
-        if rate == 0.0:
-            return None
-        shape = ((x.shape[0], *(1,) * (x.ndim - 2), x.shape[-1]) if feature else x.shape)
-        keep: Array = random.uniform(key, shape, dtype=np.float32) >= np.float32(rate)
-        return keep
+        return keep_mask(name, x.shape, key, train, rate, mask_shape)
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         xa = as_floats(name, x)
-        keep = keep_mask(xa, key, train)
-        return xa if keep is None else apply_mask(xa, keep, rate)[0]
+        mask = draw(xa, key, train)
+        return xa if mask is None else apply_mask(xa, mask, rate, affine)[0]
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         xa = as_floats(name, x)
-        keep = keep_mask(xa, key, train)
-        if keep is None:
+        mask = draw(xa, key, train)
+        if mask is None:
             return xa, lambda dy: (params, check_cotangent(name, dy, xa.shape, xa.dtype))
-        y, scale = apply_mask(xa, keep, rate)
+        y, scale = apply_mask(xa, mask, rate, affine)
         return y, lambda dy: (params, check_cotangent(name, dy, y.shape, y.dtype) * scale)
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:

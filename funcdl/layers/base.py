@@ -27,6 +27,9 @@ from typing_extensions import Protocol
 
 from funcdl import tree as pytree
 from funcdl._args import F32, F64, bool_arg, is_int, several_arrays
+from funcdl.layers._shapes import axis_in_range as axis_in_range  # re-exported: the
+from funcdl.layers._shapes import located as located  # layers import them from base
+from funcdl.layers._shapes import pair_of_shapes as pair_of_shapes
 
 __all__ = ["Layer", "LayerLike", "Pullback", "Shape"]
 
@@ -386,16 +389,3 @@ def linear_map(name: str, init: Callable[..., Any], check: Callable[[Any, Any], 
 
     return Layer(init, apply, vjp, name=name)
 
-
-def located(where: str, child: str, err: Exception) -> Exception:
-    """Re-raise a child's error prefixed with its place in the parent: ``Sequential[3] ...``."""
-    msg = str(err)
-    if not msg.startswith(child):
-        msg = f"{child}: {msg}"
-    try:
-        return type(err)(f"{where} {msg}")
-    except Exception:  # a class with a constructor of its own (NumPy's UFuncTypeError):
-        # the first of the builtin classes it derives from, which take a message
-        kind = next((t for t in (TypeError, ValueError, ArithmeticError) if isinstance(err, t)),
-                    ValueError)
-        return kind(f"{where} {msg}")

@@ -3,10 +3,19 @@
 The pair comes as FanOut's or Parallel's output does, a tuple (a list reads as one), and
 ``init`` takes a tuple of the two shapes; dx comes back as a pair in the input's form.
 
-Computed through the outer product ``z = x1 ⊗ x2`` of each row, ``(M, D1·D2)``, kept for
-the pullback: the forward is one product ``y = z Wᵀ`` (``W`` read as ``(out, D1·D2)``, in
-place), ``dW = dyᵀ z`` another, and ``dz = dy W`` gives ``dx1``, ``dx2`` by two batched
-matrix-vector products over the rows. No loop over rows or outputs.
+Two forms, the same BLAS products (``2·M·out·D1·D2`` flops each: forward, dW, dx), picked
+per call by the memory the rest costs. With ``M`` rows:
+
+- by rows of ``t = x1 W``, ``(M, out, D2)`` (``W`` read as ``(D1, out·D2)``): ``y`` and
+  ``dx2`` are batched matrix-vector products with ``x2`` and ``dy``; ``dW = (dy ⊗ x1)ᵀ x2``,
+  ``dx1 = dy·(x2 Wᵀ)``. Keeps ``t``, and the pullback builds ``(M, out, D1)`` twice;
+- by the outer product ``z = x1 ⊗ x2``, ``(M, D1·D2)``: ``y = z Wᵀ``, ``dW = dyᵀ z``,
+  ``dz = dy W`` gives ``dx1``, ``dx2``. Keeps ``z``, and the pullback builds ``dz``.
+
+The first is taken when ``out·(D1 + D2) <= 2·D1·D2`` (its arrays, ``M·out·(D1 + D2)``
+entries, against ``z`` and ``dz``'s ``2·M·D1·D2``; the elementwise work outside the
+products scales the same way), i.e. unless ``out`` is near ``D1·D2 / max(D1, D2)`` or
+above. No loop over rows or outputs.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from funcdl.layers.base import (
     check_in_shape,
     in_input_dtype,
     like,
+    pair_of_shapes,
 )
 
 __all__ = ["Bilinear"]
@@ -53,8 +63,7 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
     b_init = initializer_arg(name, "b_init", b_init)
 
     def pair_shapes(in_shape: Any) -> tuple[Shape, Shape]:
-        if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
-                and all(isinstance(s, (tuple, list)) for s in in_shape)):
+        if not pair_of_shapes(in_shape):
             raise TypeError(f"{name}: in_shape must be a pair of shapes ((..., D1), (..., "
                             f"D2)), one per input, got {in_shape!r}; the layer takes a pair "
                             f"(x1, x2), e.g. from FanOut(2) or Parallel")
@@ -105,44 +114,68 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
                              f"initialised, got shapes {x1.shape} and {x2.shape}")
         return x1, x2, w, (b[0] if b else None)
 
-    def forward(x1: Array, x2: Array, w: Array, bias: Array | None) -> tuple[Array, Array]:
-        """``(y, z)``: the output as ``(M, out)`` and the rows' outer products."""
+    def by_rows(d1: int, d2: int) -> bool:
+        """True for the ``t`` form (module docstring): the smaller arrays beside the
+        products."""
+        return out * (d1 + d2) <= 2 * d1 * d2
+
+    def forward(a1: Array, a2: Array, w: Array, bias: Array | None) -> tuple[Array, Array]:
+        """``(y, r)`` for rows ``a1`` (M, D1), ``a2`` (M, D2): y (M, out), and the form's
+        residual, ``t`` (M, out, D2) or ``z`` (M, D1·D2)."""
         d1, d2 = w.shape[1], w.shape[2]
-        a1, a2 = x1.reshape(-1, d1), x2.reshape(-1, d2)
-        z = (a1[:, :, None] * a2[:, None, :]).reshape(len(a1), d1 * d2)
-        y = z @ w.reshape(out, d1 * d2).T
+        r: Array
+        if by_rows(d1, d2):
+            r = (a1 @ w.transpose(1, 0, 2).reshape(d1, out * d2)).reshape(-1, out, d2)
+            y = np.matmul(r, a2[:, :, None])[:, :, 0]
+        else:
+            r = (a1[:, :, None] * a2[:, None, :]).reshape(len(a1), d1 * d2)
+            y = r @ w.reshape(out, d1 * d2).T
         if bias is not None:
             y += bias
-        return y, z
+        return y, r
+
+    def rows(x1: Array, x2: Array) -> tuple[Array, Array]:
+        return x1.reshape(-1, x1.shape[-1]), x2.reshape(-1, x2.shape[-1])
 
     def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
         x1, x2, w, bias = check(params, xs)
-        return forward(x1, x2, w, bias)[0].reshape(*x1.shape[:-1], out)
+        return forward(*rows(x1, x2), w, bias)[0].reshape(*x1.shape[:-1], out)
 
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
         x1, x2, w, bias = check(params, xs)
-        y2, z = forward(x1, x2, w, bias)
+        a1, a2 = rows(x1, x2)
+        y2, r = forward(a1, a2, w, bias)
         y = y2.reshape(*x1.shape[:-1], out)
         d1, d2 = w.shape[1], w.shape[2]
-        a1, a2 = x1.reshape(-1, d1), x2.reshape(-1, d2)
+        t_form = by_rows(d1, d2)
         dtypes = [getattr(v, "dtype", None) for v in xs]
         w_shape = w.shape
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
             dy2 = check_cotangent(name, dy, y.shape, y.dtype).reshape(-1, out)
-            grads = {"w": (dy2.T @ z).reshape(w_shape)}
+            if t_form:
+                dyx1 = (dy2[:, :, None] * a1[:, None, :]).reshape(-1, out * d1)
+                grads = {"w": (dyx1.T @ a2).reshape(w_shape)}
+            else:
+                grads = {"w": (dy2.T @ r).reshape(w_shape)}
             if use_bias:
                 grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
             in_param_dtypes(grads, params)
             if not need_dx:
                 return grads, None
-            dz = (dy2 @ w.reshape(out, d1 * d2)).reshape(-1, d1, d2)
-            dx1 = np.matmul(dz, a2[:, :, None])[:, :, 0].reshape(x1.shape)
-            dx2 = np.matmul(a1[:, None, :], dz)[:, 0, :].reshape(x2.shape)
-            return grads, like(xs, (in_input_dtype(dx1, dtypes[0]),
-                                    in_input_dtype(dx2, dtypes[1])))
+            if t_form:
+                dyr = dy2[:, None, :]
+                dx2 = np.matmul(dyr, r)[:, 0]
+                s = (a2 @ w.transpose(2, 0, 1).reshape(d2, out * d1)).reshape(-1, out, d1)
+                dx1 = np.matmul(dyr, s)[:, 0]
+            else:
+                dz = (dy2 @ w.reshape(out, d1 * d2)).reshape(-1, d1, d2)
+                dx1 = np.matmul(dz, a2[:, :, None])[:, :, 0]
+                dx2 = np.matmul(a1[:, None, :], dz)[:, 0, :]
+            return grads, like(xs, (in_input_dtype(dx1.reshape(x1.shape), dtypes[0]),
+                                    in_input_dtype(dx2.reshape(x2.shape), dtypes[1])))
 
         return y, pullback
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -235,27 +236,13 @@ def Dropout(rate: float, broadcast_dims: tuple[int, ...] = ()) -> Layer:
         return check_in_shape(name, in_shape, min_rank=0), ()
 
     def scaled_mask(x: Array, key: Any, train: bool) -> Array | None:
-        """``m / (1 - rate)``, or None when nothing is dropped (inference, rate 0). The key
-        is checked at every rate in training, so changing the rate cannot break a script."""
-        train = train_arg(train, name)
-        if not train:
+        """``m / (1 - rate)``, or None when nothing is dropped (inference, rate 0)."""
+        keep = keep_mask(name, x.shape, key, train, rate, mask_shape if shared else None)
+        if keep is None:
             return None
-        if key is None:
-            raise ValueError(
-                f"{name}: train=True needs a random key: pass key= to the call that runs "
-                f"it, apply(params, x, train=True, key=funcdl.random.key(seed)), vjp, or "
-                f"the function from value_and_grad, f(params, x, target, key=...); a new "
-                f"key per step, e.g. from funcdl.random.split")
-        random.check_key(key, name)
         dtype = x.dtype if x.dtype.kind == "f" else _F32  # as_array gave native order
-        if rate == 0.0:
-            return None
-        shape = mask_shape(x.shape) if shared else x.shape
         if rate == 1.0:
-            return np.zeros(shape, dtype)
-        # float32 draws whatever x's dtype, as JAX's bernoulli: a float64 rerun of a float32
-        # experiment (check_vjp's, say) drops the same entries
-        keep = random.uniform(key, shape, dtype=np.float32) >= np.float32(rate)
+            return np.zeros(keep.shape, dtype)
         scaled: Array = keep * np.asarray(1.0 / (1.0 - rate), dtype)
         return scaled
 
@@ -275,3 +262,31 @@ def Dropout(rate: float, broadcast_dims: tuple[int, ...] = ()) -> Layer:
         return y, lambda dy: (params, check_cotangent(name, dy, y.shape, y.dtype) * mask)
 
     return Layer(init, apply, vjp, name=name)
+
+
+def keep_mask(name: str, x_shape: tuple[int, ...], key: Any, train: Any, rate: float,
+              shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None
+              ) -> Array | None:
+    """A dropout layer's boolean keep mask, ``u >= rate`` for ``u ~ U[0, 1)`` drawn from
+    ``key`` in the shape ``shape(x_shape)`` (``x_shape`` without ``shape``; called only
+    when a mask is drawn), or None when nothing is dropped (``train`` false, rate 0). In
+    training the key is checked at every rate, so changing the rate cannot break a script;
+    rate 1 drops everything, with no draw."""
+    if not train_arg(train, name):
+        return None
+    if key is None:
+        raise ValueError(
+            f"{name}: train=True needs a random key: pass key= to the call that runs "
+            f"it, apply(params, x, train=True, key=funcdl.random.key(seed)), vjp, or "
+            f"the function from value_and_grad, f(params, x, target, key=...); a new "
+            f"key per step, e.g. from funcdl.random.split")
+    random.check_key(key, name)
+    if rate == 0.0:
+        return None
+    mask_shape = x_shape if shape is None else shape(x_shape)
+    if rate >= 1.0:
+        return np.zeros(mask_shape, bool)
+    # float32 draws whatever x's dtype, as JAX's bernoulli: a float64 rerun of a float32
+    # experiment (check_vjp's, say) drops the same entries
+    keep: Array = random.uniform(key, mask_shape, dtype=np.float32) >= np.float32(rate)
+    return keep

@@ -48,6 +48,7 @@ from funcdl.layers.base import (
     check_cotangent,
     check_in_shape,
     in_input_dtype,
+    pair_of_shapes,
 )
 
 __all__ = ["GRU", "LSTM", "SimpleRNN"]
@@ -152,7 +153,7 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
     flag = f"; a padded batch (x, lengths) needs {name.split('(')[0]}(..., lengths=True)"
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
-        if not padded and _pair_of_shapes(in_shape):
+        if not padded and pair_of_shapes(in_shape):
             raise ValueError(f"{name}: expected an input shape (N, T, C), got the pair "
                              f"{tuple(in_shape)!r}{flag}")
         shape = (_padded_in_shape(name, in_shape) if padded
@@ -300,7 +301,7 @@ def _in_time(a: Array, idx: Array | None) -> Array:
 
 def _padded_in_shape(name: str, in_shape: Any) -> Shape:
     """The x shape of a padded layer's ``in_shape ((N, T, C), (N,))``, checked."""
-    if not _pair_of_shapes(in_shape):
+    if not pair_of_shapes(in_shape):
         raise ValueError(f"{name}: expected in_shape ((N, T, C), (N,)), the shapes of the "
                          f"input (x, lengths), got {in_shape!r}; without lengths build the "
                          f"layer with lengths=False")
@@ -348,7 +349,3 @@ def _shown(shape: tuple[Any, ...]) -> str:
     """A shape with a named size unquoted: ``(C, 32)``."""
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
-
-def _pair_of_shapes(in_shape: Any) -> bool:
-    return (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
-            and all(isinstance(s, (tuple, list)) for s in in_shape))

@@ -16,16 +16,15 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import call_name, int_arg, real_arg
-from funcdl._special import shifted_exp
-from funcdl.layers.activations import _elementwise, sigmoid
+from funcdl.layers.activations import _elementwise, _normalised, sigmoid
 from funcdl.layers.base import (
     Array,
     Layer,
     Shape,
     as_floats,
+    axis_in_range,
     check_cotangent,
     check_in_shape,
-    kept,
     no_params,
 )
 
@@ -46,7 +45,8 @@ def _outside(x: Array, lam: float) -> Array:
 
 def Softshrink(lambd: float = 0.5) -> Layer:
     """``y = x - λ`` for ``x > λ``, ``x + λ`` for ``x < -λ``, else 0 (``x - clip(x, -λ, λ)``);
-    ``dx = dy·[not -λ <= x <= λ]`` (0 at ±λ, ``dy`` at NaN, as PyTorch). ``λ >= 0``, as
+    ``dx = dy·[y != 0]``, which is ``dy·[not -λ <= x <= λ]`` (0 at ±λ, ``dy`` at NaN, as
+    PyTorch; and at a NaN output, ±inf with λ past the dtype's range). ``λ >= 0``, as
     PyTorch requires."""
     lam = _lambd("Softshrink", lambd)
     name = call_name("Softshrink", (), lambd=(lam, 0.5))
@@ -58,15 +58,16 @@ def Softshrink(lambd: float = 0.5) -> Layer:
         return out
 
     def df(x: Array, y: Array, dy: Array) -> Array:
-        out: Array = dy * _outside(x, lam)
+        out: Array = dy * (y != 0)  # the forward's band test: y is 0 exactly inside it
         return out
 
     return _elementwise(name, f, df)
 
 
 def Hardshrink(lambd: float = 0.5) -> Layer:
-    """``y = x`` for ``|x| > λ``, else 0; ``dx = dy·[not -λ <= x <= λ]`` (0 at ±λ; ``dy`` at
-    NaN, which passes through, as PyTorch's). ``λ >= 0``."""
+    """``y = x`` for ``|x| > λ``, else 0; ``dx = dy·[y != 0]``, i.e. ``dy·[not -λ <= x <=
+    λ]`` (0 at ±λ; ``dy`` at NaN, which passes through, as PyTorch's; see Softshrink).
+    ``λ >= 0``."""
     lam = _lambd("Hardshrink", lambd)
     name = call_name("Hardshrink", (), lambd=(lam, 0.5))
 
@@ -75,7 +76,7 @@ def Hardshrink(lambd: float = 0.5) -> Layer:
         return out
 
     def df(x: Array, y: Array, dy: Array) -> Array:
-        out: Array = dy * _outside(x, lam)
+        out: Array = dy * (y != 0)  # the forward's band test: y is 0 exactly inside it
         return out
 
     return _elementwise(name, f, df)
@@ -121,54 +122,11 @@ def Threshold(threshold: float, value: float) -> Layer:
     return _elementwise(name, f, df)
 
 
-def _axis_arg(name: str, axis: int, shape: tuple[Any, ...]) -> int:
-    if not -len(shape) <= axis < len(shape):
-        raise ValueError(f"{name}: axis {axis} is out of range for an input of shape "
-                         f"{tuple(shape)}; use an axis in [{-len(shape)}, {len(shape) - 1}]")
-    return axis % len(shape)
-
-
 def Softmin(axis: int = -1) -> Layer:
     """``y = e^-x / Σ e^-x`` along ``axis`` (softmax of ``-x``);
     ``dx = -y (dy - Σ dy·y)``, the softmax vjp with its sign flipped."""
     a = int_arg(axis, "Softmin", "axis", None)
-    name = f"Softmin(axis={a})"
-
-    def forward(x: Array) -> Array:
-        if x.shape[a] == 0:
-            return x.copy()
-        _, e, total = shifted_exp(-x, a)
-        y: Array = np.divide(e, total, out=e)
-        return y
-
-    def check(params: Any, x: Any) -> Array:
-        no_params(name, params)
-        xa = as_floats(name, x)
-        _axis_arg(name, a, xa.shape)
-        return xa
-
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del key, train
-        return forward(check(params, x))
-
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del key, train
-        y = kept(forward(check(params, x)))
-
-        def pullback(dy: Any) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
-            dx = y * ((dy * y).sum(axis=a, keepdims=True) - dy)
-            return params, dx
-
-        return y, pullback
-
-    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
-        del key
-        shape = check_in_shape(name, in_shape, min_rank=1)
-        _axis_arg(name, a, shape)
-        return shape, ()
-
-    return Layer(init, apply, vjp, name=name)
+    return _normalised(f"Softmin(axis={a})", a, log=False, negate=True)
 
 
 def GLU(axis: int = -1) -> Layer:
@@ -190,7 +148,7 @@ def GLU(axis: int = -1) -> Layer:
         if xa.ndim == 0:
             raise ValueError(f"{name}: expected an input with an axis {ax} to halve, got a "
                              f"scalar (shape ())")
-        k = _axis_arg(name, ax, xa.shape)
+        k = axis_in_range(name, ax, xa.shape)
         m = halves(xa.shape[k], xa.shape)
         assert m is not None
         return xa, k, m
@@ -229,7 +187,7 @@ def GLU(axis: int = -1) -> Layer:
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
         shape = check_in_shape(name, in_shape, min_rank=1)
-        k = _axis_arg(name, ax, shape)
+        k = axis_in_range(name, ax, shape)
         return (*shape[:k], halves(shape[k], shape), *shape[k + 1:]), ()
 
     return Layer(init, apply, vjp, name=name)

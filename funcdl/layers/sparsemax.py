@@ -15,6 +15,7 @@ from funcdl.layers.base import (
     Layer,
     Shape,
     as_floats,
+    axis_in_range,
     check_cotangent,
     check_in_shape,
     kept,
@@ -33,12 +34,7 @@ def Sparsemax(axis: int = -1) -> Layer:
 
     def check(x: Any) -> Array:
         xa = as_floats(name, x)
-        if not -xa.ndim <= a < xa.ndim:
-            raise ValueError(f"{name}: axis {a} is out of range for an input of shape "
-                             f"{xa.shape}; pass an axis in [{-max(xa.ndim, 1)}, "
-                             f"{max(xa.ndim, 1) - 1}]" if xa.ndim else
-                             f"{name}: a scalar input has no axis {a}; pass an array of at "
-                             f"least one axis")
+        axis_in_range(name, a, xa.shape)
         return xa
 
     def forward(x: Array) -> Array:
@@ -69,9 +65,7 @@ def Sparsemax(axis: int = -1) -> Layer:
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
         shape = check_in_shape(name, in_shape, min_rank=1)
-        if not -len(shape) <= a < len(shape):
-            raise ValueError(f"{name}: axis {a} is out of range for an input of shape "
-                             f"{shape}")
+        axis_in_range(name, a, shape)
         return shape, ()
 
     return Layer(init, apply, vjp, name=name)

@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import array_arg, real_arg
+from funcdl._args import real_arg
+from funcdl._special import softplus_sigmoid
 from funcdl.losses._base import Array, Pullback, _pred, _reduced, _same_shape, _sum
+from funcdl.losses._margins import _int_target
 
 
 def _unit(a: Array, eps: float) -> tuple[Array, Array, Array]:
@@ -81,22 +83,12 @@ def _cosine_distance(pred: Any, target: Any, epsilon: float = 0.0,
 
 
 def _group_labels(name: str, x: Array, target: Any) -> Array:
-    y = array_arg(target, name, "target")
-    if y.dtype.kind not in "iu":  # bools too: as the other losses of labels
-        raise TypeError(f"{name}: target must be integer group labels of shape "
-                        f"({x.shape[0]},) (equal labels mark positive pairs), got "
-                        f"{type(target).__name__} of dtype {y.dtype}; pass target.astype(int)")
+    y = _int_target(name, target, f"group labels of shape ({x.shape[0]},) (equal labels "
+                                  f"mark positive pairs)")  # bools refused, as elsewhere
     if y.shape != x.shape[:1]:
         raise ValueError(f"{name}: target must hold one label per embedding, shape "
                          f"({x.shape[0]},) for embeddings of shape {x.shape}, got {y.shape}")
     return y
-
-
-def _softplus(v: Array) -> tuple[Array, Array]:
-    """``(log(1 + e^v), σ(v))`` with no overflow; ``v = -inf`` gives ``(0, 0)``."""
-    e = np.exp(-np.abs(v))
-    sig = np.where(v >= 0, 1, e) / (1 + e)
-    return np.maximum(v, 0) + np.log1p(e), sig
 
 
 def _ntxent(pred: Any, target: Any, temperature: float = 0.07,
@@ -144,7 +136,7 @@ def _ntxent(pred: Any, target: Any, temperature: float = 0.07,
         log_d = np.log(d) + top
     # the softplus on the positive pairs only, a few per row, not on all N² entries
     pi, pj = np.nonzero(pos)
-    terms, q = _softplus(log_d[pi, 0] - s[pi, pj])  # -log(e^s / (D + e^s))
+    terms, q = softplus_sigmoid(log_d[pi, 0] - s[pi, pj])  # -log(e^s / (D + e^s))
     per = np.bincount(pi, terms, minlength=n).astype(x.dtype, copy=False)
     q_rows = np.bincount(pi, q, minlength=n).astype(x.dtype, copy=False)[:, None]
     w = np.divide(e, d, out=e, where=d > 0)  # softmax over i's negatives (0 where none)

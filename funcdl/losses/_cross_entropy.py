@@ -59,8 +59,7 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
         raise ValueError(f"{name}: ignore_index={ignore} applies to integer labels of "
                          f"shape {z.shape[:-1]}; a target of probabilities or one-hot rows "
                          f"has none to ignore (give those rows 0)")
-    t = _same_shape(name, z, labels)
-    t = _one_hot(name, t, z.shape) if labels.dtype.kind != "f" else _probabilities(name, t)
+    t = _dense_target(name, z, labels)
     if smooth:
         t = (1 - smooth) * t + smooth / n_classes
     if w is not None:
@@ -75,6 +74,14 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
         return out
 
     return _reduced(name, per, reduction, per.size, grad)
+
+
+def _dense_target(name: str, z: Array, target: Any) -> Array:
+    """A target of the logits' shape, in their dtype: a one-hot (integers or booleans,
+    checked by ``_one_hot``) or probabilities (floats, checked to lie in [0, 1])."""
+    t = _same_shape(name, z, target)
+    kind = getattr(target, "dtype", t.dtype).kind  # t took z's dtype: the given one decides
+    return _one_hot(name, t, z.shape) if kind != "f" else _probabilities(name, t)
 
 
 class _Picked(NamedTuple):

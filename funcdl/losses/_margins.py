@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import array_arg, is_int, number, real_arg, shown
+from funcdl._special import softplus_sigmoid
 from funcdl.losses._base import (
     Array,
     Pullback,
@@ -80,9 +81,8 @@ def _soft_margin(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, 
     x = _pred(name, pred)
     y = _signs(name, x, target)
     v = -y * x  # exact: y is ±1
-    e = np.exp(-np.abs(v))
-    per = np.maximum(v, 0) + np.log1p(e)
-    slope = -y * (np.maximum(e, v >= 0) / (1 + e))  # σ(v): 1 or e^v over 1 + e^-|v|
+    per, sig = softplus_sigmoid(v)
+    slope = -y * sig
     return _reduced(name, per, reduction, per.size, lambda c: c * slope)
 
 

@@ -12,30 +12,25 @@ from funcdl._special import shifted_exp
 from funcdl.losses._base import (
     Array,
     Pullback,
-    _one_hot,
     _pred,
-    _probabilities,
     _reduced,
-    _same_shape,
     _sum,
 )
-from funcdl.losses._cross_entropy import _pick
+from funcdl.losses._cross_entropy import _dense_target, _pick
 from funcdl.losses._margins import _classes, _signs
 
 
 def _poly_target(name: str, z: Array, target: Any) -> Array:
     """Probabilities of the logits' shape (floats, or an int one-hot), or integer labels of
-    shape (...), as a float array of the logits' shape."""
+    shape (...), as a float array of the logits' shape. The target is read once."""
     t = array_arg(target, name, "target")
     if t.dtype.kind in "iu" and t.shape == z.shape[:-1]:
         _, rows, cols, _, _ = _pick(name, "logits", z.shape, t, None, None, "sum")
         hot = np.zeros((t.size, z.shape[-1]), z.dtype)
         hot[rows, cols] = 1
         return hot.reshape(z.shape)
-    t = _same_shape(name, z, target)
-    if array_arg(target, name, "target").dtype.kind in "biu":
-        return _one_hot(name, t, z.shape)
-    return _probabilities(name, t)
+    # a non-numeric target goes as given: _same_shape's TypeError names its type
+    return _dense_target(name, z, t if t.dtype.kind in "biuf" else target)
 
 
 def _poly_loss_cross_entropy(pred: Any, target: Any, epsilon: float = 2.0,

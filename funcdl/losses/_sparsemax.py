@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._simplex import simplex_projection
+from funcdl._simplex import shifted_simplex_projection
 from funcdl.losses._base import Array, Pullback, _pred, _reduced, _same_shape, _sum
 from funcdl.losses._cross_entropy import _pick
 from funcdl.losses._margins import _classes, _int_target
@@ -56,12 +56,11 @@ def _multiclass_sparsemax(pred: Any, target: Any,
     labels = _int_target(name, target, f"class labels of shape {x.shape[:-1]}")
     _, rows, cols, _, _ = _pick(name, "scores", x.shape, labels, None, None, reduction)
     xs = x.reshape(-1, n_classes)
-    # the value is shift-invariant: z keeps it small; a label's score past the float range
-    # below the top is -inf, its loss inf (as torch's losses give it); only the support
-    # enters <p, z>, where 0·(-inf) would be NaN
+    # the value is shift-invariant: z (the projection's own shift) keeps it small; a
+    # label's score past the float range below the top is -inf, its loss inf (as torch's
+    # losses give it); only the support enters <p, z>, where 0·(-inf) would be NaN
     with np.errstate(invalid="ignore", over="ignore"):
-        z = xs - np.maximum.reduce(xs, axis=-1, keepdims=True) if xs.size else xs
-        p = simplex_projection(xs) if xs.size else xs.copy()
+        p, z = shifted_simplex_projection(xs)
         inner = _sum(np.where(p > 0, p * z, 0), axis=-1)
         per = inner - z[rows, cols] + (1 - _sum(p * p, axis=-1)) / 2
     per = per.reshape(labels.shape)
