@@ -16,6 +16,7 @@ import pytest
 from funcdl import random
 from funcdl.layers.alpha_dropout import AlphaDropout
 from funcdl.layers.bilinear import Bilinear
+from funcdl.layers.lrn import LocalResponseNorm
 from funcdl.layers.shrink import GLU, Hardshrink, Softmin, Softshrink
 from funcdl.testing import check_vjp
 
@@ -148,3 +149,10 @@ def test_alpha_dropout_affine_once_and_masks_shared(monkeypatch: Any) -> None:
     assert 0 < kept.sum() < x.size
     np.testing.assert_allclose(y, np.where(kept, a * x + b, dropped), **TOL)
     np.testing.assert_allclose(pb(np.ones_like(x))[1], a * kept, **TOL)
+
+
+def test_lrn_init_gives_apply_s_hint_for_a_rank_2_shape() -> None:
+    with pytest.raises(ValueError, match=r"LocalResponseNorm\(3\): expected an input shape "
+                                         r"\(N, \.\.\., C\) of rank >= 3, channels last .*"
+                                         r"x\[:, None, :\]"):
+        LocalResponseNorm(3).init(KEY, (None, 8))

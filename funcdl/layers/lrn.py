@@ -58,13 +58,16 @@ def LocalResponseNorm(size: int, alpha: float = 1e-4, beta: float = 0.75,
     name = call_name("LocalResponseNorm", (n,), alpha=(a, 1e-4), beta=(b, 0.75), k=(kk, 1.0))
     lo, hi = n // 2, (n - 1) // 2
 
+    def rank3(shape: tuple[Any, ...], what: str) -> None:
+        if len(shape) < 3:
+            raise ValueError(f"{name}: expected an input {what}(N, ..., C) of rank >= 3, "
+                             f"channels last (NWC or NHWC), got {tuple(shape)}; for (N, C) "
+                             f"add an axis: x[:, None, :]")
+
     def check(params: Any, x: Any) -> Array:
         no_params(name, params)
         xa = as_floats(name, x)
-        if xa.ndim < 3:
-            raise ValueError(f"{name}: expected an input (N, ..., C) of rank >= 3, channels "
-                             f"last (NWC or NHWC), got shape {xa.shape}; for (N, C) add an "
-                             f"axis: x[:, None, :]")
+        rank3(xa.shape, "")
         return xa
 
     def forward(x: Array) -> tuple[Array, Array, Array]:
@@ -101,6 +104,8 @@ def LocalResponseNorm(size: int, alpha: float = 1e-4, beta: float = 0.75,
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
-        return check_in_shape(name, in_shape, min_rank=3), ()
+        shape = check_in_shape(name, in_shape, min_rank=0)
+        rank3(shape, "shape ")
+        return shape, ()
 
     return Layer(init, apply, vjp, name=name)

@@ -23,18 +23,19 @@ from funcdl.losses._base import (
 from funcdl.losses._cross_entropy import _pick, _weighed
 from funcdl.losses._elementwise import _bce_with_logits
 
+_TORCH_SIGNS = "torch's convention; it gives any other value a meaningless loss"
 
-def _signs(name: str, pred: Array, target: Any) -> Array:
+
+def _signs(name: str, pred: Array, target: Any, why: str = _TORCH_SIGNS) -> Array:
     """The target as 1s and -1s of pred's shape and dtype. torch takes any value and gives
     the others a loss with no meaning (hinge_embedding adds both branches for a 0; soft_margin
     of a 0 is log 2 whatever pred, with no gradient), so 0/1 labels would train silently
-    wrong: refused."""
+    wrong: refused, ``why`` saying whose convention it is."""
     t = _same_shape(name, pred, target)
     if t.size and not (np.abs(t) == 1).all():
         bad = np.unique(t[np.abs(t) != 1])[:5]
-        raise ValueError(f"{name}: target must hold 1 or -1 (torch's convention; it gives "
-                         f"any other value a meaningless loss), got values such as {bad}; "
-                         f"for 0/1 labels pass 2 * target - 1")
+        raise ValueError(f"{name}: target must hold 1 or -1 ({why}), got values such as "
+                         f"{bad}; for 0/1 labels pass 2 * target - 1")
     return t
 
 

@@ -24,6 +24,10 @@ def _poly_target(name: str, z: Array, target: Any) -> Array:
     """Probabilities of the logits' shape (floats, or an int one-hot), or integer labels of
     shape (...), as a float array of the logits' shape. The target is read once."""
     t = array_arg(target, name, "target")
+    if t.shape == z.shape[:-1] and t.dtype.kind in "fb":  # labels read from a text file
+        raise TypeError(f"{name}: class labels of shape {t.shape} must be integers, got "
+                        f"dtype {t.dtype}; pass target.astype(int), or probabilities of "
+                        f"shape {z.shape}")
     if t.dtype.kind in "iu" and t.shape == z.shape[:-1]:
         _, rows, cols, _, _ = _pick(name, "logits", z.shape, t, None, None, "sum")
         hot = np.zeros((t.size, z.shape[-1]), z.dtype)
@@ -67,7 +71,9 @@ def _poly_loss_cross_entropy(pred: Any, target: Any, epsilon: float = 2.0,
 def _hinges(name: str, pred: Any, target: Any, squared: bool,
             reduction: str) -> tuple[Any, Pullback]:
     x = _pred(name, pred)
-    y = _signs(name, x, target)
+    y = _signs(name, x, target, "Keras maps 0/1 labels to ±1 itself; here they would train "
+               "silently wrong" if squared else "optax's hinge_loss; 0/1 labels would train "
+               "silently wrong")
     with np.errstate(over="ignore"):  # |x| past the dtype's maximum / 2: inf, the value
         h = 1 - x * y
         act = np.maximum(h, 0)
