@@ -73,7 +73,8 @@ def Sequential(*layers: LayerLike) -> Layer:
     entry per layer. vjp: each child's vjp forward, then the pullbacks in reverse order;
     some neighbours run as one step (Dense + activation; ReLU after MaxPool2D: ``_fusion``),
     with the numbers of running them one by one, which ``debug.check_finite`` does.
-    Keys: one ``random.split`` per call (only when a key is given), one key per child."""
+    Keys: when a key is given, child i gets ``random.split(key, n)[i]`` (n children), so a
+    twin in another framework can reproduce each child's draws."""
     layers = check_children("Sequential", layers)
     name = "Sequential(" + ", ".join(name_of(l) for l in layers) + ")"
     n = len(layers)

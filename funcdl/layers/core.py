@@ -212,7 +212,8 @@ def Reshape(shape: tuple[int, ...]) -> Layer:
 def Dropout(rate: float, broadcast_dims: tuple[int, ...] = ()) -> Layer:
     """Zero a fraction ``rate`` of the entries in training and scale the rest by 1/(1-rate).
 
-    forward (train): ``y = x * m / (1 - rate)``, ``m ~ Bernoulli(1 - rate)`` drawn from ``key``;
+    forward (train): ``y = x * m / (1 - rate)``, ``m = random.uniform(key, shape, float32) >=
+    rate`` (Bernoulli(1 - rate));
     vjp: ``dx = dy * m / (1 - rate)``. Inference (``train=False``) is the identity.
     ``broadcast_dims`` (Flax's): axes along which one draw is shared, so whole slices drop;
     ``(1, 2)`` on NHWC drops whole channels per example, PyTorch's ``Dropout2d``.
