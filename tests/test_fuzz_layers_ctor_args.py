@@ -97,7 +97,7 @@ CTORS = [
      {"vocab": POS, "dim": POS, "w_init": INIT}),
     ("MultiHeadAttention", L.MultiHeadAttention, {"num_heads": 2}, f(2, 3, 4),
      {"num_heads": (*POS, 3), "causal": FLAG, "dropout": (*NUM, -0.1, 1.5), "use_bias": FLAG,
-      "w_init": INIT, "b_init": INIT}),
+      "w_init": INIT, "b_init": INIT, "normalizer": (None, 3, "Softmax", "entmax")}),
     ("FanOut", L.FanOut, {"n": 2}, f(2, 3), {"n": POS}),
     ("Select", L.Select, {"index": 0}, (f(2, 3), f(2, 2)), {"index": (*INT, 2, -3)}),
     ("Select", lambda index: L.Select(index, 0), {"index": 1}, (f(2, 3), f(2, 2)),

@@ -18,6 +18,11 @@ product and a transposed copy; a one-off timing, not kept). An entry that plays 
 roles (x, or kv) is projected by one product with its roles' weights side by side, and its
 gradients come back through one product too. The scale 1/sqrt(D) is folded into w_q and
 b_q, an (E, E) product rather than one over every score.
+
+``normalizer='sparsemax'`` (sparse attention: Martins & Astudillo 2016, Correia et al.
+2019) replaces each row's softmax by its Euclidean projection onto the simplex, whose low
+scores get weight exactly 0. The two normalisers and their score vjps are separate
+functions picked at construction: the softmax path runs the same operations as before.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg, real_arg, train_arg
+from funcdl._simplex import shifted_simplex_projection
 from funcdl.layers._attention import (
     agree,
     checked_params,
@@ -76,28 +82,69 @@ class _Kept(NamedTuple):
     entries: list[Array]     # each input entry as rows (N·T, E)
     w_in: list[Array]        # each entry's projection: its roles' (E, E) weights side by side
     heads: list[Array]       # the scaled queries, the keys, the values: (N, H, T, D) views
-    weights: Array           # softmax(q kᵀ / sqrt(D)), (N, H, Tq, Tk), 0 at masked keys
+    weights: Array           # P: q kᵀ / sqrt(D) normalised, (N, H, Tq, Tk), 0 at masked keys
     dropped: Array           # weights · keep, or weights itself without dropout
     keep: Array | None       # the dropout mask, scaled by 1/(1 - rate)
     context: Array           # dropped @ v with the heads side by side, (N·Tq, E)
     w_o: Array
 
 
-def _softmax_rows(s: Array) -> None:
-    """Softmax along the last axis, in place, shifted by each row's max (no overflow); a
-    row holding +inf gives NaN, as PyTorch's, without NumPy's warning."""
+def _softmax_rows(s: Array) -> Array:
+    """Softmax along the last axis, in place (``s`` returned), shifted by each row's max (no
+    overflow); a row holding +inf gives NaN, as PyTorch's, without NumPy's warning."""
     with np.errstate(over="ignore", invalid="ignore"):
         s -= np.maximum.reduce(s, axis=-1, keepdims=True)
     np.exp(s, out=s)
     # row sums as a product with ones: BLAS's matrix-vector product, 4x NumPy's reduction
     # over rows of 64 ((32, 4, 64, 64) float32; a one-off timing, not kept)
     s /= matmul(s, ones(s.shape[-1], s.dtype))[..., None]
+    return s
+
+
+def _sparsemax_rows(s: Array) -> Array:
+    """Sparsemax along the last axis: ``P = max(S - τ, 0)``, ``τ`` per row such that ``Σ_j
+    P = 1`` (``_simplex``); -inf scores get exactly 0, and a row of -inf only (every key
+    hidden) gives NaN, as the softmax's 0/0 does."""
+    return shifted_simplex_projection(s)[0]
+
+
+def _softmax_dscores(ds: Array, kept: _Kept, dc2: Array, d: int) -> Array:
+    """``dS = P ⊙ (dP - Σ_j P⊙dP)`` in place over ``ds`` = dP, (N, H, Tq, Tk)."""
+    n, heads, tq = ds.shape[:3]
+    # the softmax vjp's row term Σ_j P⊙dP = Σ_j (P⊙M)⊙d(P⊙M) = Σ_d dC⊙C, per
+    # query and head: a sum over D on (N, Tq, E), not over Tk on the scores
+    prod = dc2 * kept.context
+    row = matmul(prod.reshape(n, tq, heads, d), ones(d, ds.dtype))
+    ds -= row.transpose(0, 2, 1)[..., None]
+    ds *= kept.weights
+    return ds
+
+
+def _sparsemax_dscores(ds: Array, kept: _Kept, dc2: Array, d: int) -> Array:
+    """``dS = m ⊙ (dP - Σ_j m⊙dP / Σ_j m)``, ``m = P > 0``, in place over ``ds`` = dP.
+    (The softmax's shortcut through C does not hold: its row term weighs dP by m, not P.)"""
+    # sign(P) is m as a float, and NaN in a row whose keys are all hidden, so that such a
+    # row's gradients are NaN as the softmax's are, not a silent 0
+    m = np.sign(kept.weights)
+    ds *= m
+    tk = ones(ds.shape[-1], ds.dtype)
+    row = matmul(ds, tk)  # matrix-vector products with ones: row sums by BLAS
+    row /= np.maximum(matmul(m, tk), 1)
+    ds -= row[..., None]
+    ds *= m
+    return ds
+
+
+# each normaliser along the rows of the scores, and its vjp from dP to dS
+_NORMALIZERS = {"softmax": (_softmax_rows, _softmax_dscores),
+                "sparsemax": (_sparsemax_rows, _sparsemax_dscores)}
 
 
 def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float = 0.0,
                        use_bias: bool = True, masked: bool = False,
                        w_init: initializers.Initializer | None = None,
-                       b_init: initializers.Initializer | None = None) -> Layer:
+                       b_init: initializers.Initializer | None = None,
+                       normalizer: str = "softmax") -> Layer:
     """Multi-head scaled dot-product attention, ``(N, Tq, E)`` out; inputs ``x``,
     ``(q, kv)`` or ``(q, k, v)`` of shapes (N, Tq, E), (N, Tk, E), (N, Tk, E).
 
@@ -122,6 +169,9 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     ``causal`` too (both apply, as torch's); hidden keys get weight 0 and no gradient. A
     query whose keys are all hidden gives NaN (0/0), as torch's math path: its row of y,
     and every gradient it reaches, is NaN. The mask's cotangent is None.
+    ``normalizer='sparsemax'``: ``P = sparsemax_j(S)``, each row projected onto the
+    simplex, ``P = max(S - τ, 0)`` with ``Σ_j P = 1`` (exact zeros; hidden keys 0, a row of
+    hidden keys NaN as above); vjp ``dS = m ⊙ (dP - Σ_j m⊙dP / Σ_j m)``, ``m = P > 0``.
     """
     where = "MultiHeadAttention"
     heads = int_arg(num_heads, where, "num_heads", 1)
@@ -131,7 +181,17 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     use_bias = bool_arg(use_bias, where, "use_bias")
     masked = bool_arg(masked, where, "masked")
     name = call_name(where, (heads,), causal=(causal, False), dropout=(rate, 0.0),
-                     use_bias=(use_bias, True), masked=(masked, False))
+                     use_bias=(use_bias, True), masked=(masked, False),
+                     normalizer=(normalizer, "softmax"))
+    choices = " or ".join(map(repr, _NORMALIZERS))
+    if not isinstance(normalizer, str):
+        raise TypeError(f"{name}: normalizer must be a str, {choices}, got {normalizer!r} "
+                        f"({type(normalizer).__name__})")
+    if normalizer not in _NORMALIZERS:
+        hint = (f"; names are lower case: normalizer={normalizer.lower()!r}"
+                if normalizer.lower() in _NORMALIZERS else "")
+        raise ValueError(f"{name}: normalizer must be {choices}, got {normalizer!r}{hint}")
+    normalise, d_scores = _NORMALIZERS[normalizer]
     w_init = initializer_arg(name, "w_init", w_init)
     b_init = initializer_arg(name, "b_init", b_init)
     keys = ("w_q", "w_k", "w_v", "w_o") + (("b_q", "b_k", "b_v", "b_o") if use_bias else ())
@@ -221,7 +281,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
         elif causal:
             np.copyto(scores, -np.inf, where=_later(tq))
         if scores.shape[-1]:  # no keys: nothing to normalise, and the context is 0
-            _softmax_rows(scores)
+            scores = normalise(scores)
         keep = None
         if drop:
             # float32 draws whatever the dtype, as Dropout's: a float64 rerun drops the same
@@ -257,16 +317,11 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                 grads["b_o"] = dot(ones(len(dy2), dt), dy2)
             dc2 = dot(dy2, kept.w_o.T)                       # dC, (N·Tq, E)
             dc = dc2.reshape(n, tq, heads, d).transpose(0, 2, 1, 3)
-            # the softmax vjp's row term Σ_j P⊙dP = Σ_j (P⊙M)⊙d(P⊙M) = Σ_d dC⊙C, per
-            # query and head: a sum over D on (N, Tq, E), not over Tk on the scores
-            prod = dc2 * kept.context
-            row = matmul(prod.reshape(n, tq, heads, d), ones(d, dt))
             qh, kh, vh = kept.heads
             ds = matmul(dc, vh.swapaxes(-1, -2))              # d(P⊙M)
             if kept.keep is not None:
                 ds *= kept.keep                               # dP
-            ds -= row.transpose(0, 2, 1)[..., None]
-            ds *= kept.weights                                # dS, over the scaled scores
+            ds = d_scores(ds, kept, dc2, d)                   # dS, over the scaled scores
             products = (lambda out: matmul(ds, kh, out=out),
                         lambda out: matmul(ds.swapaxes(-1, -2), qh, out=out),
                         lambda out: matmul(kept.dropped.swapaxes(-1, -2), dc, out=out))
