@@ -137,6 +137,17 @@ OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, sta
     "simplified_ademamix": (lambda: optim.simplified_ademamix(0.01),
                             ("scale_by_simplified_ademamix", WD, LR)),
     "sam": (lambda: optim.sam(optim.sgd(0.1), optim.sgd(0.1)), (LR,)),
+    "prodigy": (optim.prodigy, ()),
+    "prodigy-options": (lambda: optim.prodigy(optim.linear_schedule(1.0, 0.0, 10),
+                                              weight_decay=1e-2, safeguard_warmup=True), ()),
+    "dadapt_adamw": (lambda: optim.dadapt_adamw(weight_decay=1e-2), ()),
+    "dog": (lambda: optim.dog(weight_decay=1e-2), (WD, "scale_by_dog", LR)),
+    "dowg": (optim.dowg, ("identity", "scale_by_dowg", LR)),
+    "scale_by_dog": (lambda: optim.scale_by_dog(("heuristic", 1e-6)), ()),
+    "scale_by_dowg": (optim.scale_by_dowg, ()),
+    "cocob": (lambda: optim.cocob(weight_decay=1e-2), (WD, LR, "scale_by_cocob")),
+    "scale_by_cocob": (optim.scale_by_cocob, ()),
+    "mechanize": (lambda: optim.mechanize(optim.adam()), (ADAM, LR)),
 }
 # Stateless transforms that read no params take any tree of grads (optax's do too); identity
 # also passes any dtype through, as it passes everything.
@@ -153,7 +164,9 @@ INIT_CHECKS = ("sgd", "sgd-momentum", "sgd-schedule", "adam", "adamw", "rmsprop"
                "scale_by_lbfgs", "lbfgs", "lbfgs-backtracking",
                "scale_by_backtracking_linesearch", "scale_by_zoom_linesearch",
                "schedule_free_adamw", "schedule_free_sgd", "muon", "adopt", "ademamix",
-               "simplified_ademamix", "sam")
+               "simplified_ademamix", "sam", "prodigy", "prodigy-options", "dadapt_adamw",
+               "dog", "dowg", "scale_by_dog", "scale_by_dowg", "cocob", "scale_by_cocob",
+               "mechanize")
 
 
 INIT: Any = object()  # _run's default state: init's
@@ -362,6 +375,10 @@ CTORS: dict[Callable[..., Any], dict[str, Any]] = {  # each with the arguments i
     optim.ademamix: {"learning_rate": 0.01}, optim.scale_by_ademamix: {},
     optim.simplified_ademamix: {"learning_rate": 0.01}, optim.scale_by_simplified_ademamix: {},
     optim.sam: {"optimizer": optim.sgd(0.1), "adv_optimizer": optim.sgd(0.1)},
+    optim.prodigy: {}, optim.dadapt_adamw: {}, optim.dog: {}, optim.dowg: {},
+    optim.scale_by_dog: {"init_step": ("heuristic", 1e-6)}, optim.scale_by_dowg: {},
+    optim.cocob: {}, optim.scale_by_cocob: {},
+    optim.mechanize: {"base_optimizer": optim.sgd(0.1)},
 }
 SETTINGS = [("none", None), ("str", "0.1"), ("array", np.array([0.1, 0.2])), ("nan", np.nan),
             ("inf", np.inf), ("negative", -1.0), ("bool", True), ("complex", 1j),
@@ -384,6 +401,9 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
             ("weight_decay", "none"),  # schedule_free_sgd: no decay stage, as optax's
             ("adam_learning_rate", "none"),  # muon: the Adam leaves use learning_rate
             *[(a, "bool") for a in ("adaptive", "use_clipping", "opaque_mode")],  # flags
+            ("safeguard_warmup", "bool"),  # prodigy's flag
+            ("beta3", "none"),  # prodigy: sqrt(b2), as optax's
+            ("init_estim_sq_dist", "none"),  # dowg: eps, as optax's
             *[(a, "negative") for a in ("value", "init_value", "end_value", "peak_value",
                                         "alpha")],  # schedules serve more than rates
             ("dampening", "none"),  # sgd: torch's 0, the plain trace stage

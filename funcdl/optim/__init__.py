@@ -56,7 +56,9 @@ Modules: ``_base`` (records, ``chain``, ``apply_updates``), ``_checks`` (argumen
 forwarded by chains).
 Recent research optimizers (optax.contrib's): ``_schedule_free`` (the schedule-free wrapper,
 ``schedule_free_eval_params``), ``_muon`` (Muon, Newton–Schulz), ``_sam`` (SAM), ``_contrib``
-(ADOPT), ``_ademamix`` (AdEMAMix). L-BFGS: ``_lbfgs`` (``scale_by_lbfgs``, ``lbfgs``),
+(ADOPT), ``_ademamix`` (AdEMAMix); learning-rate-free: ``_lr_free`` (``prodigy``,
+``dadapt_adamw``), ``_lr_free_dog`` (``dog``, ``dowg``, ``cocob``), ``_lr_free_mechanic``
+(``mechanize``). L-BFGS: ``_lbfgs`` (``scale_by_lbfgs``, ``lbfgs``),
 ``_linesearch`` (``scale_by_backtracking_linesearch``, the helpers of the line searches),
 ``_zoom`` (``scale_by_zoom_linesearch``).
 """
@@ -117,6 +119,19 @@ from funcdl.optim._linesearch import (
     scale_by_backtracking_linesearch,
 )
 from funcdl.optim._lookahead import LookaheadParams, LookaheadState, lookahead
+from funcdl.optim._lr_free import DAdaptAdamWState, ProdigyState, dadapt_adamw, prodigy
+from funcdl.optim._lr_free_dog import (
+    COCOBState,
+    DoGState,
+    DoWGState,
+    cocob,
+    dog,
+    dowg,
+    scale_by_cocob,
+    scale_by_dog,
+    scale_by_dowg,
+)
+from funcdl.optim._lr_free_mechanic import MechanicState, mechanize
 from funcdl.optim._masked import MaskedState, masked
 from funcdl.optim._more_adaptive import (
     ScaleByAdamaxState,
@@ -195,8 +210,12 @@ __all__ = [
     "AddNoiseState",
     "ApplyEveryState",
     "BacktrackingLinesearchInfo",
+    "COCOBState",
     "ChainState",
     "Count",
+    "DAdaptAdamWState",
+    "DoGState",
+    "DoWGState",
     "EmaState",
     "EmptyState",
     "FactoredState",
@@ -205,10 +224,12 @@ __all__ = [
     "LookaheadParams",
     "LookaheadState",
     "MaskedState",
+    "MechanicState",
     "MultiStepsState",
     "MuonPartsState",
     "MuonState",
     "NamedChainState",
+    "ProdigyState",
     "ReduceLROnPlateauState",
     "SAMState",
     "ScalarOrSchedule",
@@ -253,9 +274,13 @@ __all__ = [
     "clip",
     "clip_by_block_rms",
     "clip_by_global_norm",
+    "cocob",
     "constant_schedule",
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",
+    "dadapt_adamw",
+    "dog",
+    "dowg",
     "ema",
     "exponential_decay",
     "global_norm",
@@ -270,6 +295,7 @@ __all__ = [
     "lion",
     "lookahead",
     "masked",
+    "mechanize",
     "multi_steps",
     "muon",
     "nadam",
@@ -277,6 +303,7 @@ __all__ = [
     "newton_schulz",
     "piecewise_constant_schedule",
     "polynomial_schedule",
+    "prodigy",
     "radam",
     "reduce_on_plateau",
     "rmsprop",
@@ -291,6 +318,9 @@ __all__ = [
     "scale_by_adopt",
     "scale_by_backtracking_linesearch",
     "scale_by_belief",
+    "scale_by_cocob",
+    "scale_by_dog",
+    "scale_by_dowg",
     "scale_by_factored_rms",
     "scale_by_lbfgs",
     "scale_by_learning_rate",
