@@ -14,6 +14,7 @@ import pytest
 from _catalogue import has
 from test_attention import naive as naive_softmax
 
+from funcdl import layers as L
 from funcdl import random, tree
 from funcdl.layers.attention import MultiHeadAttention
 from funcdl.testing import check_layer, check_vjp
@@ -291,3 +292,28 @@ def test_bad_normalizer(value, error, words):
     with pytest.raises(error, match=has("MultiHeadAttention(2, normalizer=", "'softmax' or "
                                         "'sparsemax'", *words)):
         MultiHeadAttention(2, normalizer=value)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: L.TransformerEncoderLayer(4, 2, 6, dropout=0.0, normalizer="sparsemax"),
+     (None, 3, 4)),
+    (lambda: L.TransformerDecoderLayer(4, 2, 6, dropout=0.0, norm_first=True,
+                                       normalizer="sparsemax"), ((None, 3, 4), (None, 5, 4)))])
+def test_transformer_blocks_take_the_normalizer(make, shape):
+    """The blocks pass normalizer to their attentions: finite differences through sparse
+    weights, and a result that differs from softmax's with the same params."""
+    block = make()
+    check_layer(block, shape)
+    _, params = block.init(random.key(1), shape)
+    x = tuple(np.random.default_rng(0).standard_normal((2, *s[1:])) for s in
+              (shape if isinstance(shape[0], tuple) else (shape,)))
+    x = x if isinstance(shape[0], tuple) else x[0]
+    soft = (L.TransformerEncoderLayer(4, 2, 6, dropout=0.0) if isinstance(x, np.ndarray) else
+            L.TransformerDecoderLayer(4, 2, 6, dropout=0.0, norm_first=True))
+    assert not np.allclose(block.apply(params, x), soft.apply(params, x))
+
+
+def test_transformer_block_names_a_bad_normalizer():
+    with pytest.raises(ValueError, match=r"^TransformerEncoderLayer\(4, 2, .*normalizer="
+                                         r"'entmax'\): .*'softmax' or 'sparsemax'"):
+        L.TransformerEncoderLayer(4, 2, 6, normalizer="entmax")

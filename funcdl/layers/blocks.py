@@ -28,7 +28,7 @@ from funcdl import random
 from funcdl._args import bool_arg, call_name, int_arg, nearest_divisors, real_arg
 from funcdl.layers._blocks import Part, bare, block, named, par, res, seq
 from funcdl.layers._children import is_stateful, name_of
-from funcdl.layers._wrap import child_call
+from funcdl.layers._wrap import child_call, relabelled
 from funcdl.layers.activations import ReLU
 from funcdl.layers.attention import MultiHeadAttention
 from funcdl.layers.base import Layer, LayerLike, as_array, check_in_shape, layer_arg
@@ -49,7 +49,8 @@ class _Shown(str):
 
 def _options(kind: str, d_model: Any, nhead: Any, dim_feedforward: Any, dropout: Any,
              activation: Any, layer_norm_eps: Any, norm_first: Any, extra: dict[str, Any],
-             bias: Any, batch_first: Any) -> tuple[str, int, int, int, float, Any, float, bool]:
+             bias: Any, batch_first: Any, normalizer: Any
+             ) -> tuple[str, int, int, int, float, Any, float, bool]:
     """The checked options and the block's name; options torch has and funcdl does not
     support cheaply are refused here, saying what to do instead."""
     d = int_arg(d_model, kind, "d_model", 1)
@@ -73,7 +74,7 @@ def _options(kind: str, d_model: Any, nhead: Any, dim_feedforward: Any, dropout:
     name = call_name(kind, (d, h), dim_feedforward=(ff, 2048), dropout=(rate, 0.1),
                      activation=(act, "relu"), layer_norm_eps=(eps, 1e-5),
                      norm_first=(first, False),
-                     **flags)
+                     **flags, normalizer=(normalizer, "softmax"))
     if d % h:
         raise ValueError(f"{name}: d_model {d} is not divisible by nhead {h}: each head takes "
                          f"d_model / nhead channels; use nhead {nearest_divisors(d, h)}")
@@ -134,11 +135,21 @@ def _sequence_shape(name: str, d: int, in_shape: Any, what: str = "in_shape") ->
     return (shape[0], shape[1], d)
 
 
+def _attention(name: str, h: int, **options: Any) -> Layer:
+    """MultiHeadAttention(h, **options), an error in its arguments (a bad normalizer) named
+    as the block's."""
+    try:
+        return MultiHeadAttention(h, **options)
+    except (ValueError, TypeError) as e:
+        raise relabelled(name, e) from None
+
+
 def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 2048,
                             dropout: float = 0.1, activation: str | LayerLike = "relu",
                             layer_norm_eps: float = 1e-5, norm_first: bool = False, *,
                             causal: bool = False, bias: bool = True,
-                            batch_first: bool = True, masked: bool = False) -> Layer:
+                            batch_first: bool = True, masked: bool = False,
+                            normalizer: str = "softmax") -> Layer:
     """``torch.nn.TransformerEncoderLayer(..., batch_first=True)``: ``(N, T, E) -> (N, T, E)``;
     ``masked=True``: ``(x, src_key_padding_mask) -> (N, T, E)``, the mask (N, T) boolean,
     True at padding (torch's ``src_key_padding_mask``; any mask MultiHeadAttention's
@@ -153,7 +164,8 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     with ``ff(x) = drop(linear2(drop(act(linear1(x)))))`` and sa's attention weights dropped
     too, all at ``dropout``, as torch's (``dropout=0``: training needs no key).
     ``causal=True`` hides the keys after each query, torch's ``is_causal=True`` with its
-    ``-inf``-above-the-diagonal ``src_mask``.
+    ``-inf``-above-the-diagonal ``src_mask``. ``normalizer='sparsemax'``: sparse attention
+    weights (MultiHeadAttention's).
     vjp: the composition's, each child's vjp chained; masked, the mask reaches self_attn by
     FanOut, Select(0) and Parallel with an Identity (its cotangent None), the residual
     ``x + drop(sa(x, mask))`` as ``FanInSum(Select(0)(x, mask), sa(x, mask))``.
@@ -163,9 +175,9 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     name, d, h, ff, rate, act, eps, first = _options(
         "TransformerEncoderLayer", d_model, nhead, dim_feedforward, dropout, activation,
         layer_norm_eps, norm_first, {"causal": (causal, False), "masked": (masked, False)},
-        bias, batch_first)
-    sa = seq(named(MultiHeadAttention(h, causal=causal, dropout=rate, masked=masked),
-                   "self_attn"), _drop(rate))
+        bias, batch_first, normalizer)
+    sa = seq(named(_attention(name, h, causal=causal, dropout=rate, masked=masked,
+                              normalizer=normalizer), "self_attn"), _drop(rate))
     feed = _feedforward(d, ff, act, rate)
     norm1, norm2 = named(LayerNorm(eps), "norm1"), named(LayerNorm(eps), "norm2")
     if not masked:
@@ -197,7 +209,8 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
                             dropout: float = 0.1, activation: str | LayerLike = "relu",
                             layer_norm_eps: float = 1e-5, norm_first: bool = False, *,
                             causal: bool = True, bias: bool = True,
-                            batch_first: bool = True, masked: bool = False) -> Layer:
+                            batch_first: bool = True, masked: bool = False,
+                            normalizer: str = "softmax") -> Layer:
     """``torch.nn.TransformerDecoderLayer(..., batch_first=True)`` called with
     ``tgt_is_causal=True`` and its causal ``tgt_mask``: ``(tgt, memory) -> (N, T, E)``, tgt
     (N, T, E) and memory (N, S, E); dx is ``(dtgt, dmemory)``.
@@ -215,17 +228,18 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     to multihead_attn as it is), and dx is ``(dtgt, dmemory, None)``. tgt takes no padding
     mask: with ``causal=True`` a right-padded tgt's valid queries never see its padding, so
     torch's ``tgt_key_padding_mask`` would change only the padded rows.
+    ``normalizer='sparsemax'``: sparse weights in both attentions (MultiHeadAttention's).
     vjp: the composition's; memory's cotangent is the cross-attention's.
     Refused as in TransformerEncoderLayer.
     """
     name, d, h, ff, rate, act, eps, first = _options(
         "TransformerDecoderLayer", d_model, nhead, dim_feedforward, dropout, activation,
         layer_norm_eps, norm_first, {"causal": (causal, True), "masked": (masked, False)},
-        bias, batch_first)
-    sa = seq(named(MultiHeadAttention(h, causal=causal, dropout=rate), "self_attn"),
-             _drop(rate))
-    cross = seq(named(MultiHeadAttention(h, dropout=rate, masked=masked), "multihead_attn"),
-                _drop(rate))
+        bias, batch_first, normalizer)
+    sa = seq(named(_attention(name, h, causal=causal, dropout=rate, normalizer=normalizer),
+                   "self_attn"), _drop(rate))
+    cross = seq(named(_attention(name, h, dropout=rate, masked=masked, normalizer=normalizer),
+                      "multihead_attn"), _drop(rate))
     feed = _feedforward(d, ff, act, rate)
     n1, n2, n3 = (named(LayerNorm(eps), f"norm{i}") for i in (1, 2, 3))
     keep = bare(Identity())  # memory (and the mask), passed on as it is
