@@ -174,3 +174,14 @@ def test_lbfgs_state_equals_optax() -> None:
     np.testing.assert_allclose(ls.learning_rate, rls.learning_rate, rtol=1e-10)
     np.testing.assert_allclose(ls.value, rls.value, rtol=1e-12)
     assert int(ls.info.num_linesearch_steps) == int(rls.info.num_linesearch_steps)
+
+
+def test_backtracking_signature_is_optaxs() -> None:
+    """Names, order and defaults, so that a positional call means the same in both."""
+    import inspect
+
+    def params(fn: Any) -> list[tuple[str, Any]]:
+        return [(k, v.default) for k, v in inspect.signature(fn).parameters.items()]
+
+    assert params(optim.scale_by_backtracking_linesearch) == \
+        params(optax.scale_by_backtracking_linesearch)

@@ -77,6 +77,18 @@ def adam_moments(g: Any, m: Any, v: Any, b1: float, b2: float) -> tuple[Any, Any
     return like(b1 * m + (1.0 - b1) * g, m), like(b2 * v + (1.0 - b2) * g * g, v)
 
 
+def corrected_root(v: Any, inv_sqrt_bc: float) -> Any:
+    """``sqrt(v)·inv_sqrt_bc`` (``inv_sqrt_bc = 1/sqrt(1 - b^t)``) in ``v``'s dtype, a new
+    array: the bias-corrected root as ``sqrt(v)·sqrt(1/bc)``, not ``sqrt(v/bc)``, since
+    float32 ``v/bc`` passes the range first (``v ~ 1e38`` from ``|g| ~ 1.8e19`` at the first
+    steps, a step of 0) where the root does not. scale_by_adam writes the same product
+    into its scratch array."""
+    root = np.sqrt(v)
+    if inv_sqrt_bc != 1.0:
+        root *= inv_sqrt_bc  # in place: root's dtype, the state's
+    return root
+
+
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                   eps_root: float = 0.0, mu_dtype: Any = None, *, nesterov: bool = False
                   ) -> GradientTransformation:
@@ -229,11 +241,7 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
                 if add_in:
                     v_hat = v_new if bc == 1.0 else v_new / bc
                     return _divide(g, np.sqrt(v_hat + add_in), add_out), v_new
-                # sqrt(v)·sqrt(1/bc), as scale_by_adam: v/bc passes float32's range from
-                # |g| ~ 1.8e19 at the first steps (a step of 0) where the root does not
-                root = np.sqrt(v_new)
-                if bc != 1.0:
-                    root *= 1.0 / math.sqrt(bc)  # in place: root's dtype, the state's
+                root = corrected_root(v_new, 1.0 if bc == 1.0 else 1.0 / math.sqrt(bc))
                 return _divide(g, root, add_out), v_new
 
             with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
+from funcdl.optim._adaptive import adam_moments, corrected_root
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -47,7 +48,9 @@ Tree = Any
 
 class ScaleByAdemamixState(NamedTuple):
     count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
-    count_m2: Count  # the slow momentum's count, which b3 and alpha schedules read
+    # the slow momentum's count, which b3 and alpha schedules read: optax's field, always
+    # equal to count (both start at 0 and step together), so update reads count alone
+    count_m2: Count
     m1: Tree
     m2: Tree
     nu: Tree
@@ -91,18 +94,16 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: ScalarOrSchedule =
         del params
         check_state(name, state, ScaleByAdemamixState)
         count = read_count(f"{name}.update", state.count)
-        count_m2 = read_count(f"{name}.update", state.count_m2)
-        c3, ca = _read(name, "b3", b3, count_m2), _read(name, "alpha", alpha, count_m2)
+        c3, ca = _read(name, "b3", b3, count), _read(name, "alpha", alpha, count)
         t = count + 1
         bc1, inv_sqrt_bc2 = 1.0 - b1**t, 1.0 / math.sqrt(1.0 - b2**t)
 
         def leaf(g: Any, m1: Any, m2: Any, v: Any) -> tuple[Any, Any, Any, Any]:
             real_grad(g)
-            m1_new = like(b1 * m1 + (1.0 - b1) * g, m1)
+            m1_new, v_new = adam_moments(g, m1, v, b1, b2)
             m2_new = like(c3 * m2 + (1.0 - c3) * g, m2)
-            v_new = like(b2 * v + (1.0 - b2) * g * g, v)  # overflows only where v does
             root = np.sqrt(v_new * (1.0 / (1.0 - b2**t)) + eps_root) if eps_root else \
-                np.sqrt(v_new) * inv_sqrt_bc2
+                corrected_root(v_new, inv_sqrt_bc2)
             return like((m1_new / bc1 + ca * m2_new) / (root + eps), v), m1_new, m2_new, \
                 v_new
 
@@ -111,7 +112,8 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: ScalarOrSchedule =
                                        (grads, state.m1, state.m2, state.nu),
                                        ("grads", "state.m1", "state.m2", "state.nu"),
                                        n_out=4, elementwise=True)
-        return out, ScaleByAdemamixState(next_count(count), next_count(count_m2), m1, m2, nu)
+        step = next_count(count)
+        return out, ScaleByAdemamixState(step, step, m1, m2, nu)
 
     return transform(name, init, update)
 
@@ -160,10 +162,8 @@ def scale_by_simplified_ademamix(b1: float = 0.99, b2: float = 0.95,
             real_grad(g)
             m_new = like(b1 * m + g, m)
             n_new = like(b2 * n + (1.0 - b2) * g * g, n)
-            # sqrt(n)·sqrt(1/(1-b2^t)), not sqrt(n/(1-b2^t)): n/(1-b2^t) passes float32's
-            # range first (n ~ 1e38 from |g| ~ 1e19)
             root = np.sqrt(n_new * inv_bc2 + eps_root) if eps_root else \
-                np.sqrt(n_new) * math.sqrt(inv_bc2)
+                corrected_root(n_new, math.sqrt(inv_bc2))
             return like((m_new + ca * g) / (root + eps), n), m_new, n_new
 
         with np.errstate(all="ignore"):

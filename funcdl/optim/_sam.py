@@ -80,12 +80,18 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
     update. Opaque mode: one call runs the whole period, ``grad_fn(p_adv, i)`` giving the
     grads at the ``i``-th adversarial point, and returns ``optimizer``'s update at ``p``.
 
+    ``sync_period >= 2``: SAM needs at least one adversarial step (optax takes 1, where its
+    updates revert every other step: funcdl refuses it).
     ``adv_optimizer`` is usually ``chain(normalize(), sgd(rho))``: SAM's ``rho·g/‖g‖``.
     State ``SAMState(steps_since_sync, opt_state, adv_state, cache)``.
     """
     name = "sam"
     _check_transforms(name, [optimizer, adv_optimizer], ["optimizer", "adv_optimizer"])
     period = _steps(name, "sync_period", sync_period, positive=True)
+    if period < 2:  # optax's sync_period=1 reverts every other step; neither is SAM
+        raise ValueError(f"{name}: sync_period must be >= 2 (sync_period - 1 adversarial "
+                         f"steps, then the outer one), got {period}; sync_period=1 would be "
+                         f"plain optimizer; pass >= 2 (2: SAM's one ascent step)")
     reset = bool_arg(reset_state, name, "reset_state")
     opaque = bool_arg(opaque_mode, name, "opaque_mode")
 

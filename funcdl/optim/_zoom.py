@@ -15,7 +15,7 @@ from funcdl.optim._checks import check_float_params
 from funcdl.optim._linesearch import (
     add_scale,
     call_value_and_grad,
-    flat_grads,
+    check_grads,
     function,
     need,
     scalar,
@@ -100,7 +100,7 @@ def scale_by_zoom_linesearch(
                ) -> tuple[Tree, ScaleByZoomLinesearchState]:
         where = f"{name}.update"
         check_state(name, state, ScaleByZoomLinesearchState)
-        flat_grads(where, grads, params, "updates")
+        check_grads(where, grads, params, "updates")
         need(where, "value=, the loss at params", value,
              "value=loss, grad=grads, value_and_grad_fn=lambda p: vg(p, x, y)")
         f0 = scalar(where, "value", value, finite=True)
