@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import dtype_arg, real_arg
+from funcdl._args import dtype_arg, number, real_arg
 from funcdl.optim._base import ScalarOrSchedule, Schedule, dtype_error, real_grad
 
 Tree = Any
@@ -214,3 +214,20 @@ def real_leaf(name: str, what: str, path: str, g: Any) -> Any:
     except TypeError:
         raise dtype_error(name, what, path, np.asarray(g).dtype) from None
     return np.asarray(g)
+
+
+def loss_float(value: Any) -> float | None:
+    """A loss given to an update (``value=``) or returned by a line search's function, as
+    a Python float: a number, or a 0-d or one-entry real array; an int past float64's
+    range is ±inf. None for anything else (a bool, a string, an array of several entries):
+    the caller says what it needed."""
+    v = number(value)
+    if isinstance(v, np.ndarray) and v.size == 1 and v.dtype.kind in "iuf":
+        v = v.reshape(())[()]
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                             np.floating)):
+        return None
+    try:
+        return float(v)
+    except OverflowError:  # an int past float64's range
+        return math.inf if v > 0 else -math.inf

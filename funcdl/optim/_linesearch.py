@@ -11,7 +11,6 @@ A batch is closed over: ``value_fn=lambda p: loss_fn(p, x, y)``. ``chain`` and
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -20,7 +19,13 @@ import numpy as np
 from funcdl import tree
 from funcdl._args import bool_arg, int_arg, number, real_arg
 from funcdl.optim._base import GradientTransformation, check_state, transform
-from funcdl.optim._checks import check_float_params, float_dtypes, needs_params, real_leaf
+from funcdl.optim._checks import (
+    check_float_params,
+    float_dtypes,
+    loss_float,
+    needs_params,
+    real_leaf,
+)
 
 __all__ = ["BacktrackingLinesearchInfo", "ScaleByBacktrackingLinesearchState",
            "scale_by_backtracking_linesearch"]
@@ -86,19 +91,14 @@ def flat_grads(where: str, grads: Tree, params: Tree, what: str = "grads",
 def scalar(where: str, what: str, value: Any, finite: bool = False) -> np.float64:
     """A loss as a float64 scalar (a 0-d or one-entry array, or a number), else a TypeError
     naming ``where``; ``finite=True``: a ValueError for inf and NaN."""
-    v = number(value)
-    if isinstance(v, np.ndarray) and v.size == 1 and v.dtype.kind in "iuf":
-        v = v.reshape(())[()]
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
-                                                             np.floating)):
-        got = (f"an array of shape {v.shape}" if isinstance(v, np.ndarray)
-               else f"{type(value).__name__}")
-        raise TypeError(f"{where}: {what} must be a real scalar (the loss), got {got}; "
+    v = loss_float(value)
+    if v is None:
+        got = number(value)
+        shown_ = (f"an array of shape {got.shape}" if isinstance(got, np.ndarray)
+                  else f"{type(value).__name__}")
+        raise TypeError(f"{where}: {what} must be a real scalar (the loss), got {shown_}; "
                         f"return or pass the scalar loss, e.g. float(loss) or loss.sum()")
-    try:
-        out = np.float64(v)
-    except OverflowError:  # an int past float64's range
-        out = np.float64(math.inf if v > 0 else -math.inf)
+    out = np.float64(v)
     if finite and not np.isfinite(out):
         raise ValueError(f"{where}: {what} is {out}; the line search needs the finite loss "
                          f"at the current params (the params or the step before have "

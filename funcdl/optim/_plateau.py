@@ -5,14 +5,13 @@ update takes the loss as ``value=``; ``chain`` and ``named_chain`` forward it (s
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from funcdl._args import number
 from funcdl.optim._base import GradientTransformation, check_state, read_count, transform
-from funcdl.optim._checks import check_float, check_float_params, float_dtypes
+from funcdl.optim._checks import check_float, check_float_params, float_dtypes, loss_float
 from funcdl.optim._schedules import _steps
 from funcdl.optim._transforms import _may_warn, _multiplier, _times
 
@@ -38,19 +37,14 @@ def _loss(name: str, value: Any) -> float:
     if value is None:
         raise TypeError(f"{name}: needs the loss: call update(state, grads, params, "
                         f"value=loss) (chain(...).update forwards value= to it)")
-    v = number(value)
-    if isinstance(v, np.ndarray) and v.size == 1 and v.dtype.kind in "iuf":
-        v = v.reshape(())[()]
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
-                                                             np.floating)):
-        got = (f"an array of shape {v.shape}" if isinstance(v, np.ndarray)
-               else f"{value!r} ({type(value).__name__})")
-        raise TypeError(f"{name}: value (the loss) must be a real number, got {got}; pass "
-                        f"the scalar loss, e.g. value=float(loss)")
-    try:
-        return float(v)
-    except OverflowError:  # an int past float64's range
-        return math.inf if v > 0 else -math.inf
+    v = loss_float(value)
+    if v is None:
+        got = number(value)
+        shown_ = (f"an array of shape {got.shape}" if isinstance(got, np.ndarray)
+                  else f"{value!r} ({type(value).__name__})")
+        raise TypeError(f"{name}: value (the loss) must be a real number, got {shown_}; "
+                        f"pass the scalar loss, e.g. value=float(loss)")
+    return v
 
 
 def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-4,
