@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+import funcdl as fd
 from funcdl import optim, tree
 
 GT = optim.GradientTransformation
@@ -60,3 +61,23 @@ def directions(opt: GT, gs: list[float], p0: float = 1.0) -> list[float]:
         u, state = opt.update(state, {"p": np.array([g])}, params)
         out.append(float(u["p"][0]))
     return out
+
+
+def mlp_losses(opt: GT, steps: int, evaluate: Any = None) -> tuple[float, float]:
+    """The mse of a Dense(16)-Tanh-Dense(1) model on a fixed regression, before and after
+    ``steps`` updates by ``opt`` (float32); ``evaluate(state, params)`` gives the params to
+    score at the end (schedule_free's eval params), by default the params."""
+    model = fd.layers.Sequential(fd.layers.Dense(16), fd.layers.Tanh(), fd.layers.Dense(1))
+    _, params = model.init(fd.random.key(1), (None, 3))
+    x = np.random.default_rng(2).normal(size=(64, 3)).astype(np.float32)
+    target = np.sin(x @ np.array([[1.0], [-2.0], [0.5]], np.float32))
+    loss_grad = fd.value_and_grad(model, fd.losses.mse)
+    state = opt.init(params)
+    first, _ = loss_grad(params, x, target)
+    for _ in range(steps):
+        _, grads = loss_grad(params, x, target)
+        updates, state = opt.update(state, grads, params)
+        params = optim.apply_updates(params, updates)
+    if evaluate is not None:
+        params = evaluate(state, params)
+    return first, loss_grad(params, x, target)[0]

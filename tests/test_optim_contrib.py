@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _optim_util import mlp_losses
 
 import funcdl as fd
 from funcdl import optim, tree
@@ -234,21 +235,9 @@ def test_float32_params_give_float32_updates_and_state(make: Any) -> None:
 
 @pytest.mark.parametrize("make", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
 def test_each_trains_a_small_mlp(make: Any) -> None:
-    model = fd.layers.Sequential(fd.layers.Dense(16), fd.layers.Tanh(), fd.layers.Dense(1))
-    _, params = model.init(fd.random.key(1), (None, 3))
-    x = np.random.default_rng(2).normal(size=(64, 3)).astype(np.float32)
-    target = np.sin(x @ np.array([[1.0], [-2.0], [0.5]], np.float32))
-    loss_grad = fd.value_and_grad(model, fd.losses.mse)
-    opt = make()
-    state = opt.init(params)
-    first, _ = loss_grad(params, x, target)
-    for _ in range(60):
-        _, grads = loss_grad(params, x, target)
-        updates, state = opt.update(state, grads, params)
-        params = optim.apply_updates(params, updates)
-    if isinstance(state, ScheduleFreeState):
-        params = schedule_free_eval_params(state, params)
-    last, _ = loss_grad(params, x, target)
+    first, last = mlp_losses(make(), 60, lambda state, params: (
+        schedule_free_eval_params(state, params) if isinstance(state, ScheduleFreeState)
+        else params))
     assert last < 0.5 * first, (first, last)
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _optim_util import mlp_losses
 
-import funcdl as fd
 from funcdl import optim, tree
 from funcdl.optim._lr_free import DAdaptAdamWState, ProdigyState, dadapt_adamw, prodigy
 from funcdl.optim._lr_free_dog import cocob, dog, dowg, scale_by_cocob, scale_by_dog, scale_by_dowg
@@ -230,19 +230,7 @@ def test_float16_grads_step_as_their_values_in_float32(make: Any) -> None:
 @pytest.mark.parametrize("make", [prodigy, dadapt_adamw, dog, dowg, cocob,
                                   lambda: mechanize(optim.adam(1e-3))])
 def test_each_trains_a_small_mlp_without_a_tuned_rate(make: Any) -> None:
-    model = fd.layers.Sequential(fd.layers.Dense(16), fd.layers.Tanh(), fd.layers.Dense(1))
-    _, params = model.init(fd.random.key(1), (None, 3))
-    x = np.random.default_rng(2).normal(size=(64, 3)).astype(np.float32)
-    target = np.sin(x @ np.array([[1.0], [-2.0], [0.5]], np.float32))
-    loss_grad = fd.value_and_grad(model, fd.losses.mse)
-    opt = make()
-    state = opt.init(params)
-    first, _ = loss_grad(params, x, target)
-    for _ in range(200):
-        _, grads = loss_grad(params, x, target)
-        updates, state = opt.update(state, grads, params)
-        params = optim.apply_updates(params, updates)
-    last, _ = loss_grad(params, x, target)
+    first, last = mlp_losses(make(), 200)
     assert last < 0.5 * first, (first, last)
 
 
