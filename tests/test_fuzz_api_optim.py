@@ -148,10 +148,14 @@ OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, sta
     "cocob": (lambda: optim.cocob(weight_decay=1e-2), (WD, LR, "scale_by_cocob")),
     "scale_by_cocob": (optim.scale_by_cocob, ()),
     "mechanize": (lambda: optim.mechanize(optim.adam()), (ADAM, LR)),
+    "normalize": (optim.normalize, ()),
+    "sam-normalized": (lambda: optim.sam(optim.sgd(0.1), optim.chain(optim.normalize(),
+                                                                     optim.sgd(0.05))),
+                       ("normalize", LR)),
 }
 # Stateless transforms that read no params take any tree of grads (optax's do too); identity
 # also passes any dtype through, as it passes everything.
-ANY_TREE = ("identity", "clip_by_global_norm", "clip_by_block_rms")
+ANY_TREE = ("identity", "clip_by_global_norm", "clip_by_block_rms", "normalize")
 # Keeping per-param state (or being an alias), init refuses params that are not floats.
 INIT_CHECKS = ("sgd", "sgd-momentum", "sgd-schedule", "adam", "adamw", "rmsprop", "adagrad",
                "chain", "trace", "scale_by_adam", "scale_by_rms", "scale_by_adagrad",

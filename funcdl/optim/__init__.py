@@ -160,7 +160,7 @@ from funcdl.optim._more_schedules import (
 from funcdl.optim._more_transforms import ScaleByLionState, scale_by_lion, scale_by_trust_ratio
 from funcdl.optim._muon import MuonPartsState, MuonState, muon, newton_schulz, scale_by_muon
 from funcdl.optim._plateau import ReduceLROnPlateauState, reduce_on_plateau
-from funcdl.optim._sam import SAMState, sam
+from funcdl.optim._sam import SAMState, normalize, sam
 from funcdl.optim._schedule_free import (
     ScheduleFreeState,
     schedule_free,
@@ -301,6 +301,7 @@ __all__ = [
     "nadam",
     "named_chain",
     "newton_schulz",
+    "normalize",
     "piecewise_constant_schedule",
     "polynomial_schedule",
     "prodigy",

@@ -31,10 +31,12 @@ from funcdl import tree
 from funcdl._args import bool_arg
 from funcdl.optim._base import (
     Count,
+    EmptyState,
     GradientTransformation,
     _check_transforms,
     apply_updates,
     check_state,
+    empty_init,
     leafwise,
     read_count,
     real_grad,
@@ -43,8 +45,9 @@ from funcdl.optim._base import (
 )
 from funcdl.optim._checks import check_float_params, needs_params, real_param
 from funcdl.optim._schedules import _steps
+from funcdl.optim._transforms import _global_norm
 
-__all__ = ["SAMState", "sam"]
+__all__ = ["SAMState", "normalize", "sam"]
 
 Tree = Any
 
@@ -152,3 +155,23 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
         return out, SAMState(zero_count(), opt_state, adv_state, None)
 
     return transform(name, init, update)
+
+
+def normalize() -> GradientTransformation:
+    """optax.contrib's ``normalize``: ``u = g / ‖g‖``, ``‖g‖`` the global norm over every
+    leaf; SAM's ascent direction, ``chain(normalize(), sgd(rho))`` being ``rho·g/‖g‖``. A
+    zero gradient gives a zero update (optax's is 0/0, NaN); float32 stays float32. State
+    ``EmptyState``."""
+    name = "normalize"
+
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
+        del params
+        check_state(name, state, EmptyState)
+        norm = _global_norm(f"{name}.update", grads, grads=True)
+        if norm == 0.0:  # no direction to ascend in
+            return grads, state
+        inv = 1.0 / norm  # a NaN or inf norm: NaN or 0 entries, as optax's
+        with np.errstate(invalid="ignore"):
+            return tree.map(lambda g: g * inv, grads), state
+
+    return transform(name, empty_init(), update)
