@@ -327,3 +327,45 @@ def test_masked_refuses_a_non_transform_and_a_swapped_call():
     state = opt.init({"w": np.ones(2)})
     with pytest.raises(TypeError, match=r"masked\.update: the first argument"):
         opt.update({"w": np.ones(2)}, state)
+
+
+def _quadratic(p):
+    """The loss Σ (p - 1)² over the leaves and its gradient."""
+    return (float(sum(np.sum((x - 1.0) ** 2) for x in tree.leaves(p))),
+            tree.map(lambda x: 2.0 * (x - 1.0), p))
+
+
+def test_masked_refuses_a_transform_that_evaluates_the_loss_and_says_what_freezes() -> None:
+    """A line search inside masked would call value_and_grad_fn on params with the
+    masked-out leaves removed; refused, naming the chain that freezes leaves instead."""
+    p = {"w": np.zeros(3), "b": np.zeros(2)}
+    frozen = {"w": False, "b": True}
+    opt = optim.masked(optim.lbfgs(), {"w": True, "b": False})
+    value, g = _quadratic(p)
+    with pytest.raises(TypeError, match=r"masked\.update: masked\(\.\.\.\) cannot wrap a "
+                                        r"transform that evaluates the loss \(value_and_grad_fn="
+                                        r"\).*chain\(masked\(set_to_zero\(\), frozen_mask\)"):
+        opt.update(opt.init(p), g, p, value=value, grad=g, value_and_grad_fn=_quadratic)
+    # the chain it names: b stays, w reaches its minimum
+    opt = optim.chain(optim.masked(optim.set_to_zero(), frozen), optim.lbfgs())
+    state = opt.init(p)
+    for _ in range(5):
+        value, g = _quadratic(p)
+        u, state = opt.update(state, g, p, value=value, grad=g, value_and_grad_fn=_quadratic)
+        p = optim.apply_updates(p, u)
+    np.testing.assert_array_equal(p["b"], 0.0)
+    np.testing.assert_allclose(p["w"], 1.0, rtol=1e-8)
+
+
+def test_masked_passes_a_tree_valued_grad_keyword_masked_as_the_grads() -> None:
+    seen = {}
+
+    def update(state, grads, params=None, *, grad=None):
+        seen["grad"] = grad
+        return grads, state
+
+    inner = optim.GradientTransformation(lambda p: optim.EmptyState(), update)
+    opt = optim.masked(inner, {"w": True, "b": False})
+    g = {"w": np.ones(2), "b": np.ones(1)}
+    opt.update(opt.init(g), g, g, grad=g)
+    assert seen["grad"]["b"] is None and seen["grad"]["w"] is g["w"]

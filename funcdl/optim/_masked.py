@@ -82,11 +82,30 @@ def make_masked(name: str, inner: GradientTransformation,
                 except ValueError as e:
                     raise ValueError(f"{name}.update: {e}") from None
                 raise
+        extra = _masked_extra(name, extra, keep)
         u, inner_state = inner.update(state.inner_state, g, p, **extra)
         done, k = iter(tree.leaves(u)), iter(keep)
         return tree.map(lambda x: next(done) if next(k) else x, grads), MaskedState(inner_state)
 
     return transform(name, init, show_keywords(update, takes))
+
+
+def _masked_extra(name: str, extra: dict[str, Any], keep: list[bool]) -> dict[str, Any]:
+    """The update's keyword arguments as the inner transform sees them: a tree-valued
+    ``grad=`` masked as the grads are; a function of the params (a line search's
+    ``value_fn``/``value_and_grad_fn``, an opaque sam's ``grad_fn``) refused, since the
+    inner transform would call it on params with the masked-out leaves removed."""
+    for key in ("value_fn", "value_and_grad_fn", "grad_fn"):
+        if extra.get(key) is not None:
+            raise TypeError(f"{name}.update: masked(...) cannot wrap a transform that "
+                            f"evaluates the loss ({key}=): it would see the params with the "
+                            f"masked-out leaves removed; to freeze leaves, chain a masked "
+                            f"set_to_zero() with the whole optimizer instead: "
+                            f"chain(masked(set_to_zero(), frozen_mask), lbfgs())")
+    if extra.get("grad") is not None:
+        k = iter(keep)
+        extra = {**extra, "grad": tree.map(lambda x: x if next(k) else None, extra["grad"])}
+    return extra
 
 
 def _is_flag(m: Any) -> bool:
