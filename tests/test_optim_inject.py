@@ -203,3 +203,22 @@ def test_an_unchanged_inner_transform_is_not_rebuilt() -> None:
     state = state._replace(hyperparams={"lr": np.asarray(0.2)})
     run(opt, GS[:2], state)
     assert made == [0.1, 0.2]
+
+
+def test_a_default_callable_is_the_factorys_not_a_schedule() -> None:
+    """adopt's clip_value_fn defaults to a function of the count: inject_hyperparams leaves
+    it as it is (it evaluated it as a schedule, and adopt refused the float it got); a
+    callable the caller passes is still a schedule."""
+    p = {"w": np.ones(3)}
+    opt = optim.inject_hyperparams(optim.adopt)(learning_rate=1e-2)
+    state = opt.init(p)
+    assert sorted(state.hyperparams) == ["b1", "b2", "eps", "learning_rate"]
+    plain = optim.adopt(learning_rate=1e-2)
+    ps, pp, s_plain = p, p, plain.init(p)
+    for g in (np.array([1.0, -2.0, 3.0]), np.array([0.5, 0.5, -4.0]), np.ones(3)):
+        u, state = opt.update(state, {"w": g}, ps)
+        v, s_plain = plain.update(s_plain, {"w": g}, pp)
+        np.testing.assert_array_equal(u["w"], v["w"])
+        ps, pp = optim.apply_updates(ps, u), optim.apply_updates(pp, v)
+    sched = optim.inject_hyperparams(optim.adopt)(learning_rate=lambda c: 1e-2 / (1 + c))
+    assert "learning_rate" in sched.init(p).hyperparams

@@ -113,11 +113,14 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
             bound = signature.bind(*args, **kwargs)
         except TypeError as e:
             raise TypeError(f"{name}: {e}") from None
+        passed = set(bound.arguments)
         bound.apply_defaults()
         schedules, numbers, fixed = {}, {}, {}
         for key, value in bound.arguments.items():
+            # a default callable is the factory's own function (adopt's clip_value_fn), not
+            # a schedule the caller gave
             if (key in statics or isinstance(value, type) or (not callable(value)
-                    and not _is_numeric(value))):
+                    and not _is_numeric(value)) or (callable(value) and key not in passed)):
                 fixed[key] = value
             elif callable(value):
                 schedules[key] = check_schedule(name, key, value)
