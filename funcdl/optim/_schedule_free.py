@@ -79,11 +79,15 @@ def schedule_free_eval_params(state: Any, params: Tree) -> Tree:
     """The params to evaluate at, ``x = (y - (1-b1)·z) / b1`` leaf-wise, from the training
     params ``y`` and a ``schedule_free`` state (its ``b1`` and ``z``)."""
     name = "schedule_free_eval_params"
-    if not isinstance(state, ScheduleFreeState):
+    found = _schedule_free_states(state, "state")
+    if len(found) != 1:
+        where = (f"it holds {len(found)}, at {', '.join(p for p, _ in found)}: pass the one "
+                 f"whose params these are" if found else "pass the state that "
+                 "optimizer's init / update returned (or a chain's state holding it)")
         raise TypeError(f"{name}: state must be the ScheduleFreeState of a schedule_free "
                         f"optimizer (schedule_free, schedule_free_sgd, schedule_free_adamw), "
-                        f"got {type(state).__name__}; pass the state that optimizer's "
-                        f"init / update returned")
+                        f"got {type(state).__name__}; {where}")
+    state = found[0][1]  # inside a chain, inject_hyperparams or multi_steps: found there
     b1 = float(state.b1)
 
     def leaf(y: Any, z: Any) -> Any:
@@ -92,6 +96,22 @@ def schedule_free_eval_params(state: Any, params: Tree) -> Tree:
 
     with np.errstate(all="ignore"):
         return leafwise(name, leaf, (params, state.z), ("params", "state.z"))[0]
+
+
+def _schedule_free_states(state: Any, path: str) -> list[tuple[str, ScheduleFreeState]]:
+    """Every ScheduleFreeState in ``state`` with its path: the state itself, or inside the
+    tuples, named tuples and dicts of the wrappers' states (``states[1]``, ``inner_state``)."""
+    if isinstance(state, ScheduleFreeState):
+        return [(path, state)]
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        items: Any = ((f"{path}.{f}", v) for f, v in zip(state._fields, state))
+    elif isinstance(state, (tuple, list)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(state))
+    elif isinstance(state, dict):
+        items = ((f"{path}[{k!r}]", v) for k, v in state.items())
+    else:
+        return []
+    return [found for p, v in items for found in _schedule_free_states(v, p)]
 
 
 def _check_wrapper(name: str, b1: Any, weight_lr_power: Any, state_dtype: Any
