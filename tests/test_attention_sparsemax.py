@@ -317,3 +317,20 @@ def test_transformer_block_names_a_bad_normalizer():
     with pytest.raises(ValueError, match=r"^TransformerEncoderLayer\(4, 2, .*normalizer="
                                          r"'entmax'\): .*'softmax' or 'sparsemax'"):
         L.TransformerEncoderLayer(4, 2, 6, normalizer="entmax")
+
+
+@pytest.mark.parametrize("normalizer", ["softmax", "sparsemax"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_key_bias_gradient_is_exactly_zero(normalizer, causal):
+    """b_k adds q·b_k to every score of a query alike, which both normalisers ignore: its
+    gradient is 0 exactly, not the rounding noise (~1e-17) that Adam turns into steps."""
+    layer = MultiHeadAttention(2, causal=causal, normalizer=normalizer)
+    _, params = layer.init(random.key(3), (None, 4, 6))
+    params = {**params, "b_k": np.full(6, 0.3)}
+    x = np.random.default_rng(5).standard_normal((3, 4, 6))
+    y, pullback = layer.vjp(params, x)
+    grads, _ = pullback(np.random.default_rng(6).standard_normal(y.shape))
+    np.testing.assert_array_equal(grads["b_k"], 0.0)
+    assert np.abs(grads["b_q"]).max() > 1e-3 and np.abs(grads["b_v"]).max() > 1e-3
+    shifted = {**params, "b_k": params["b_k"] + 5.0}  # and the output ignores it
+    np.testing.assert_allclose(layer.apply(shifted, x), y, rtol=1e-12, atol=1e-12)

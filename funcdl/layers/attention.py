@@ -338,8 +338,11 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                     # the product ran on w_q·scale: d(w_q) = scale · d(w_q·scale)
                     cols = slice(i * e, (i + 1) * e)
                     grads[_W[r]] = gw[:, cols] * scale if r == 0 else gw[:, cols].copy()
-                    if gb is not None:
-                        grads[_B[r]] = gb[cols] * scale if r == 0 else gb[cols].copy()
+                    if gb is not None:  # b_k's is 0: it shifts a query's scores alike,
+                        # which softmax and sparsemax ignore (Σ_j dS_ij = 0); its sum would
+                        # be rounding noise, which adaptive optimizers blow up to steps
+                        grads[_B[r]] = (gb[cols] * scale if r == 0 else
+                                        np.zeros_like(gb[cols]) if r == 1 else gb[cols].copy())
                 if need_dx:
                     dxs.append(dot(g2, w_in.T).reshape(n, t, e))
             grads = in_param_dtypes({k: grads[k] for k in keys}, params)
