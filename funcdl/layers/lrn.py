@@ -58,16 +58,17 @@ def LocalResponseNorm(size: int, alpha: float = 1e-4, beta: float = 0.75,
     name = call_name("LocalResponseNorm", (n,), alpha=(a, 1e-4), beta=(b, 0.75), k=(kk, 1.0))
     lo, hi = n // 2, (n - 1) // 2
 
-    def rank3(shape: tuple[Any, ...], what: str) -> None:
+    def rank3(shape: tuple[Any, ...], at_init: bool) -> None:
         if len(shape) < 3:
+            what, got = ("shape ", "") if at_init else ("", "shape ")
             raise ValueError(f"{name}: expected an input {what}(N, ..., C) of rank >= 3, "
-                             f"channels last (NWC or NHWC), got {tuple(shape)}; for (N, C) "
-                             f"add an axis: x[:, None, :]")
+                             f"channels last (NWC or NHWC), got {got}{tuple(shape)}; for "
+                             f"(N, C) add an axis: x[:, None, :]")
 
     def check(params: Any, x: Any) -> Array:
         no_params(name, params)
         xa = as_floats(name, x)
-        rank3(xa.shape, "")
+        rank3(xa.shape, False)
         return xa
 
     def forward(x: Array) -> tuple[Array, Array, Array]:
@@ -105,7 +106,7 @@ def LocalResponseNorm(size: int, alpha: float = 1e-4, beta: float = 0.75,
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
         shape = check_in_shape(name, in_shape, min_rank=0)
-        rank3(shape, "shape ")
+        rank3(shape, True)
         return shape, ()
 
     return Layer(init, apply, vjp, name=name)
