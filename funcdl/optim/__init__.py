@@ -38,9 +38,9 @@ Example::
 * Schedules and hyperparameters are checked when made (a schedule constructor passed
   uncalled, ``sgd(lr=constant_schedule)``, is refused there), params at ``init``.
 
-Modules: ``_base`` (records, ``chain``, ``apply_updates``), ``_checks`` (argument checks),
-``_transforms`` (stateless ones, momentum, clipping), ``_adaptive`` (Adam, RMSprop, Adagrad),
-``_masked`` (a transform on some leaves only),
+Modules: ``_base`` (records, ``apply_updates``), ``_chain`` (``chain``, ``named_chain``),
+``_checks`` (argument checks), ``_transforms`` (stateless ones, momentum, clipping),
+``_adaptive`` (Adam, RMSprop, Adagrad), ``_masked`` (a transform on some leaves only),
 ``_schedules``, ``_alias``; ``_more_adaptive`` (Adamax, RAdam, torch's NAdam),
 ``_more_transforms`` (Lion, the trust ratio), ``_wrappers`` (``apply_every``,
 ``multi_steps``, ``ema``), ``_more_schedules`` (one-cycle, SGDR...), ``_more_alias``
@@ -82,19 +82,16 @@ from funcdl.optim._ademamix import (
 )
 from funcdl.optim._alias import adagrad, adam, adamw, rmsprop, sgd
 from funcdl.optim._base import (
-    ChainState,
     Count,
     EmptyState,
     GradientTransformation,
-    NamedChainState,
     ScalarOrSchedule,
     Schedule,
     TransformInit,
     TransformUpdate,
     apply_updates,
-    chain,
-    named_chain,
 )
+from funcdl.optim._chain import ChainState, NamedChainState, chain, named_chain
 from funcdl.optim._clipping_more import (
     AddNoiseState,
     ZeroNansState,

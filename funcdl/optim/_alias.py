@@ -16,13 +16,8 @@ from typing import Any
 
 from funcdl._args import bool_arg
 from funcdl.optim._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
-from funcdl.optim._base import (
-    GradientTransformation,
-    ScalarOrSchedule,
-    Tree,
-    make_named_chain,
-    transform,
-)
+from funcdl.optim._base import GradientTransformation, ScalarOrSchedule, Tree, transform
+from funcdl.optim._chain import make_named_chain
 from funcdl.optim._checks import (
     check_betas,
     check_float,

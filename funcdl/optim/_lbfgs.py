@@ -16,12 +16,12 @@ from funcdl.optim._base import (
     GradientTransformation,
     ScalarOrSchedule,
     check_state,
-    make_named_chain,
     next_count,
     read_count,
     transform,
     zero_count,
 )
+from funcdl.optim._chain import make_named_chain
 from funcdl.optim._checks import check_float_or_schedule, check_float_params
 from funcdl.optim._linesearch import flat_grads
 from funcdl.optim._transforms import scale, scale_by_learning_rate

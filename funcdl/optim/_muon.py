@@ -21,7 +21,6 @@ from funcdl import tree
 from funcdl._args import bool_arg
 from funcdl.optim._adaptive import scale_by_adam
 from funcdl.optim._base import (
-    ChainState,
     Count,
     EmptyState,
     GradientTransformation,
@@ -30,13 +29,13 @@ from funcdl.optim._base import (
     empty_init,
     leafwise,
     like,
-    make_chain,
     next_count,
     read_count,
     real_grad,
     transform,
     zero_count,
 )
+from funcdl.optim._chain import ChainState, make_chain
 from funcdl.optim._checks import check_betas, check_float, check_float_params, check_lr
 from funcdl.optim._more_transforms import _norm
 from funcdl.optim._schedules import _steps

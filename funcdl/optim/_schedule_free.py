@@ -30,13 +30,13 @@ from funcdl.optim._base import (
     _check_transforms,
     check_state,
     leafwise,
-    make_chain,
     next_count,
     read_count,
     real_grad,
     transform,
     zero_count,
 )
+from funcdl.optim._chain import make_chain
 from funcdl.optim._checks import (
     check_float,
     check_float_params,
