@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         io,
         layers,
         losses,
+        metrics,
         optim,
         random,
         testing,
@@ -51,6 +52,7 @@ __all__ = [
     "io",
     "layers",
     "losses",
+    "metrics",
     "optim",
     "random",
     "testing",
@@ -63,8 +65,8 @@ __all__ = [
 # ``import funcdl`` costs little more than ``import numpy``; parallel, sweep and perf are
 # reachable the same way but stay out of ``__all__`` (``import *`` would load them).
 _SUBMODULES = frozenset(
-    {"data", "debug", "initializers", "io", "layers", "losses", "optim", "parallel", "perf",
-     "random", "sweep", "testing", "tree"})
+    {"data", "debug", "initializers", "io", "layers", "losses", "metrics", "optim", "parallel",
+     "perf", "random", "sweep", "testing", "tree"})
 
 
 def __getattr__(name: str) -> Any:

@@ -37,9 +37,11 @@ def test_import_is_lazy_and_star_import_loads_what_it_names():
         import funcdl as fd
         loaded = {m for m in sys.modules if m.startswith("funcdl.")}
         assert "funcdl.layers" not in loaded and "funcdl.optim" not in loaded, loaded
+        assert "funcdl.metrics" not in loaded, loaded
         assert fd.layers.Dense(3).name == "Dense(3)"
         from funcdl import *
         assert optim.sgd and losses.mse and io.save and tree.map and random.key
+        assert metrics.accuracy
         print("ok")
     """
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,

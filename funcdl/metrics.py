@@ -1,0 +1,303 @@
+"""Evaluation metrics with scikit-learn's semantics (``sklearn.metrics``), NumPy only.
+
+Labels are integers ``0 .. K-1`` (NumPy arrays or lists; bools count as 0/1); scores and
+probabilities are float32 or float64. Every function is one vectorised pass over the
+examples (``np.bincount`` for the per-class counts), returns a Python float for a scalar
+result and a float64 (or int64 counts) array for a per-class one.
+
+Where funcdl differs from scikit-learn: classes are the integers ``0 .. K-1`` (sklearn's
+``labels=range(K)``) rather than whatever values appear; an empty input, or ROC AUC with a
+single class in ``y_true``, raises ValueError (sklearn raises for the empty input and warns
+and returns NaN for the single class).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["accuracy", "confusion_matrix", "log_loss", "precision_recall_f1", "roc_auc",
+           "top_k_accuracy"]
+
+_AVERAGES = ("macro", "micro", "weighted", "binary", None)
+_NORMALIZE = (None, "true", "pred", "all")
+
+
+def _array(x: Any, fn: str, arg: str) -> NDArray[Any]:
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as err:  # ragged lists
+        raise ValueError(f"metrics.{fn}: {arg} must be an array or a list of numbers, got "
+                         f"{type(x).__name__} that NumPy cannot stack ({err}); pass a "
+                         "rectangular array") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"metrics.{fn}: {arg} must hold numbers, got dtype {a.dtype}; pass "
+                        "integer labels or float scores")
+    return a
+
+
+def _labels(x: Any, fn: str, arg: str, num_classes: int | None = None) -> NDArray[np.int64]:
+    """A 1-D int64 array of class indices in ``0 .. num_classes-1`` (or >= 0), or raise."""
+    a = _array(x, fn, arg)
+    if a.ndim != 1:
+        raise ValueError(f"metrics.{fn}: {arg} must be 1-D labels of shape (N,), got shape "
+                         f"{a.shape}; pass one integer label per example")
+    if a.size == 0:  # before the dtype check: np.asarray([]) is float64
+        raise ValueError(f"metrics.{fn}: {arg} is empty (0 examples); the metric is undefined "
+                         "(sklearn raises ValueError too): pass at least one example")
+    if a.dtype.kind == "f":
+        raise TypeError(f"metrics.{fn}: {arg} must be integer labels, got dtype {a.dtype}; "
+                        f"cast with {arg}.astype(int) (or pass scores where scores go)")
+    lab = a.astype(np.int64)
+    lo, hi = int(lab.min()), int(lab.max())
+    if lo < 0 or (num_classes is not None and hi >= num_classes):
+        want = "0 or more" if num_classes is None else f"in 0 .. {num_classes - 1}"
+        raise ValueError(f"metrics.{fn}: {arg} must be class indices {want}, got values from "
+                         f"{lo} to {hi}; map the labels to 0 .. K-1 (np.unique(y, "
+                         "return_inverse=True)) or raise num_classes")
+    return lab
+
+
+def _same_length(fn: str, a: NDArray[Any], b: NDArray[Any], names: str) -> None:
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"metrics.{fn}: {names} must have one entry per example, got "
+                         f"{a.shape[0]} and {b.shape[0]}; pass arrays of the same length N")
+
+
+def _scores(x: Any, fn: str, arg: str, ndims: tuple[int, ...]) -> NDArray[np.floating[Any]]:
+    a = _array(x, fn, arg)
+    if a.ndim not in ndims:
+        want = " or ".join({1: "(N,)", 2: "(N, C)"}[d] for d in ndims)
+        raise ValueError(f"metrics.{fn}: {arg} must have shape {want}, got shape {a.shape}; "
+                         "pass one row of scores per example")
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    if a.shape[0] == 0:
+        raise ValueError(f"metrics.{fn}: {arg} is empty (0 examples); the metric is undefined "
+                         "(sklearn raises ValueError too): pass at least one example")
+    if np.isnan(a).any():
+        raise ValueError(f"metrics.{fn}: {arg} contains NaN; the ranking is undefined "
+                         "(sklearn raises too): drop or fix those examples")
+    return a
+
+
+def _num_classes(fn: str, num_classes: Any) -> int | None:
+    if num_classes is None:
+        return None
+    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) \
+            or num_classes < 1:
+        raise ValueError(f"metrics.{fn}: num_classes must be a positive int or None, got "
+                         f"{num_classes!r}; pass the number of classes K")
+    return int(num_classes)
+
+
+def accuracy(y_true: Any, y_pred_or_scores: Any, *, threshold: float = 0.5) -> float:
+    """The fraction of examples predicted right: ``mean(pred == y_true)``.
+
+    ``y_pred_or_scores``: integer labels (N,); scores or probabilities (N, C), whose argmax
+    (the first on ties, as ``np.argmax``) is the prediction; or float scores (N,) for a
+    binary task, predicting 1 where ``score > threshold`` (torchmetrics' rule).
+    """
+    fn = "accuracy"
+    p = _array(y_pred_or_scores, fn, "y_pred_or_scores")
+    if p.ndim == 2:
+        pred = np.argmax(_scores(p, fn, "y_pred_or_scores", (2,)), axis=1)
+        t = _labels(y_true, fn, "y_true", p.shape[1])
+    elif p.ndim == 1 and p.dtype.kind == "f":
+        if not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise ValueError(f"metrics.{fn}: threshold must be a finite number, got "
+                             f"{threshold!r}; pass e.g. threshold=0.5 for probabilities")
+        pred = (_scores(p, fn, "y_pred_or_scores", (1,)) > threshold).astype(np.int64)
+        t = _labels(y_true, fn, "y_true", 2)
+    elif p.ndim == 1:
+        pred = _labels(p, fn, "y_pred_or_scores")
+        t = _labels(y_true, fn, "y_true")
+    else:
+        raise ValueError(f"metrics.{fn}: y_pred_or_scores must have shape (N,) (labels, or "
+                         f"binary scores) or (N, C) (scores), got shape {p.shape}; pass one "
+                         "label or one row of scores per example")
+    _same_length(fn, t, pred, "y_true and y_pred_or_scores")
+    return float(np.mean(t == pred))
+
+
+def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
+    """The fraction of examples whose true class is among the ``k`` highest scores.
+
+    ``scores`` (N, C), ``y_true`` (N,) in ``0 .. C-1``. Ties as sklearn's
+    ``top_k_accuracy_score``: among equal scores the higher class index ranks first, so
+    class t is a hit iff ``#{j: s_j > s_t} + #{j > t: s_j == s_t} < k``.
+    """
+    fn = "top_k_accuracy"
+    s = _scores(scores, fn, "scores", (2,))
+    c = s.shape[1]
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= c:
+        raise ValueError(f"metrics.{fn}: k must be an int in 1 .. C = {c} (the number of "
+                         f"score columns), got {k!r}; pass a smaller k")
+    t = _labels(y_true, fn, "y_true", c)
+    _same_length(fn, t, s, "y_true and scores")
+    st = np.take_along_axis(s, t[:, None], axis=1)
+    above = (s > st).sum(axis=1)
+    # sklearn sorts stably then reverses, so of tied classes the higher index comes first
+    tied_after = ((s == st) & (np.arange(c) > t[:, None])).sum(axis=1)
+    return float(np.mean(above + tied_after < k))
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None,
+                     normalize: str | None = None) -> NDArray[Any]:
+    """The (K, K) matrix whose entry [i, j] counts examples of true class i predicted j.
+
+    K is ``num_classes`` or ``max(y_true, y_pred) + 1``. ``normalize``: None (int64
+    counts), ``'true'`` (each row over its sum), ``'pred'`` (each column over its sum),
+    ``'all'`` (over N); a row or column of zeros stays 0, as sklearn's.
+    """
+    fn = "confusion_matrix"
+    if normalize not in _NORMALIZE:
+        raise ValueError(f"metrics.{fn}: normalize must be one of {_NORMALIZE}, got "
+                         f"{normalize!r}; pass e.g. normalize='true' for per-class recall")
+    k = _num_classes(fn, num_classes)
+    t = _labels(y_true, fn, "y_true", k)
+    p = _labels(y_pred, fn, "y_pred", k)
+    _same_length(fn, t, p, "y_true and y_pred")
+    if k is None:
+        k = int(max(t.max(), p.max())) + 1
+    cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.int64)
+    if normalize is None:
+        return cm
+    f = cm.astype(np.float64)
+    if normalize == "all":
+        out: NDArray[np.float64] = f / f.sum()
+        return out
+    axis = 1 if normalize == "true" else 0
+    den = f.sum(axis=axis, keepdims=True)
+    return np.divide(f, den, out=np.zeros_like(f), where=den != 0)  # type: ignore[no-any-return]
+
+
+def _divide(num: NDArray[Any], den: NDArray[Any], zero_division: float) -> NDArray[Any]:
+    out = np.full(num.shape, zero_division, dtype=np.float64)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def _nanaverage(a: NDArray[Any], weights: NDArray[Any] | None) -> float:
+    """sklearn's average skipping NaN (zero_division=nan); all-zero weights mean none."""
+    keep = ~np.isnan(a)
+    if not keep.any():
+        return math.nan
+    if weights is None or not weights[keep].any():
+        return float(np.mean(a[keep]))
+    return float(np.average(a[keep], weights=weights[keep]))
+
+
+def precision_recall_f1(y_true: Any, y_pred: Any, average: str | None = "macro", *,
+                        zero_division: float = 0.0, num_classes: int | None = None,
+                        pos_label: int = 1) -> tuple[Any, ...]:
+    """Precision tp/(tp+fp), recall tp/(tp+fn) and F1 2tp/(2tp+fp+fn), per class or averaged.
+
+    sklearn's ``precision_recall_fscore_support``: a ratio with denominator 0 is
+    ``zero_division`` (0.0, 1.0 or nan). ``average``: ``'macro'`` (the plain mean over
+    classes, nan ones skipped), ``'weighted'`` (weighted by each class's support, the count
+    in y_true), ``'micro'`` (from tp, fp, fn summed over classes), ``'binary'`` (class
+    ``pos_label`` only; labels must be 0/1) -> three floats; None -> per-class (K,) float64
+    precision, recall, f1 and int64 support. The classes averaged over are those present in
+    y_true or y_pred (sklearn's default), or all ``0 .. num_classes-1`` if it is given.
+    """
+    fn = "precision_recall_f1"
+    if average not in _AVERAGES:
+        raise ValueError(f"metrics.{fn}: average must be one of {_AVERAGES}, got "
+                         f"{average!r}; pass e.g. average='macro'")
+    zd = zero_division
+    if not isinstance(zd, (int, float)) or isinstance(zd, bool) or not (
+            zd in (0.0, 1.0) or math.isnan(zd)):
+        raise ValueError(f"metrics.{fn}: zero_division must be 0.0, 1.0 or nan, got {zd!r}; "
+                         "pass the value a ratio with denominator 0 should take")
+    zd = float(zd)
+    k = _num_classes(fn, num_classes)
+    if average == "binary":
+        if pos_label not in (0, 1):
+            raise ValueError(f"metrics.{fn}: pos_label must be 0 or 1 with average='binary', "
+                             f"got {pos_label!r}; pass pos_label=1")
+        k = None  # the 0/1 check below says more than a range error would
+    t = _labels(y_true, fn, "y_true", k)
+    p = _labels(y_pred, fn, "y_pred", k)
+    _same_length(fn, t, p, "y_true and y_pred")
+    if average == "binary" and max(t.max(), p.max()) > 1:
+        raise ValueError(f"metrics.{fn}: average='binary' needs 0/1 labels, got labels up to "
+                         f"{max(t.max(), p.max())}; pass average='macro' (or 'micro', "
+                         "'weighted', None) for multiclass")
+    kk = 2 if average == "binary" else k if k is not None else int(max(t.max(), p.max())) + 1
+    true_sum = np.bincount(t, minlength=kk)
+    pred_sum = np.bincount(p, minlength=kk)
+    tp = np.bincount(t[t == p], minlength=kk)
+    if average is None:
+        prec, rec, f1 = _prf(tp, pred_sum, true_sum, zd)
+        return prec, rec, f1, true_sum.astype(np.int64)
+    if average == "binary":
+        sel = np.array([pos_label])
+    elif num_classes is None:
+        sel = np.flatnonzero((true_sum > 0) | (pred_sum > 0))
+    else:
+        sel = np.arange(kk)
+    tp, pred_sum, true_sum = tp[sel], pred_sum[sel], true_sum[sel]
+    if average == "micro":
+        tp, pred_sum, true_sum = tp.sum(keepdims=True), pred_sum.sum(keepdims=True), \
+            true_sum.sum(keepdims=True)
+    prec, rec, f1 = _prf(tp, pred_sum, true_sum, zd)
+    w = true_sum if average == "weighted" else None
+    return _nanaverage(prec, w), _nanaverage(rec, w), _nanaverage(f1, w)
+
+
+def _prf(tp: NDArray[Any], pred_sum: NDArray[Any], true_sum: NDArray[Any],
+         zd: float) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+    return (_divide(tp, pred_sum, zd), _divide(tp, true_sum, zd),
+            _divide(2 * tp, true_sum + pred_sum, zd))
+
+
+def roc_auc(y_true: Any, scores: Any) -> float:
+    """Binary ROC AUC: P(score of a positive > score of a negative), ties counted half.
+
+    ``y_true`` (N,) of 0/1, ``scores`` (N,). The Mann-Whitney U over n1 positives and n0
+    negatives with average ranks for ties: ``(sum of positive ranks - n1(n1+1)/2)/(n1 n0)``,
+    equal to sklearn's ``roc_auc_score`` (the trapezoid area under the ROC curve).
+    """
+    fn = "roc_auc"
+    s = _scores(scores, fn, "scores", (1,))
+    t = _labels(y_true, fn, "y_true", 2)
+    _same_length(fn, t, s, "y_true and scores")
+    n1 = int(t.sum())
+    n0 = t.size - n1
+    if n1 == 0 or n0 == 0:
+        raise ValueError(f"metrics.{fn}: y_true holds only class {int(t[0])} ({t.size} "
+                         "examples); ROC AUC needs both 0 and 1 (sklearn warns and returns "
+                         "nan): pass examples of both classes")
+    _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
+    # a tie group occupying ranks start+1 .. start+count gets their mean, start + (count+1)/2
+    start = np.cumsum(counts) - counts
+    ranks = (start + (counts + 1) / 2.0)[inv.reshape(-1)]
+    return float((ranks[t == 1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def log_loss(y_true: Any, probs: Any, eps: float | None = None) -> float:
+    """The mean negative log-probability of the true class: ``-mean(log p[n, y_n])``.
+
+    ``probs`` (N, C) rows of class probabilities, or (N,) the probability of class 1;
+    clipped to ``[eps, 1 - eps]``, ``eps=None`` being ``finfo(probs.dtype).eps`` (sklearn's).
+    """
+    fn = "log_loss"
+    p = _scores(probs, fn, "probs", (1, 2))
+    if p.ndim == 1:
+        p = np.stack([1.0 - p, p], axis=1)
+    t = _labels(y_true, fn, "y_true", p.shape[1])
+    _same_length(fn, t, p, "y_true and probs")
+    if eps is None:
+        eps = float(np.finfo(p.dtype).eps)
+    if not isinstance(eps, (int, float)) or not 0.0 <= eps < 0.5:
+        raise ValueError(f"metrics.{fn}: eps must be a number in [0, 0.5), got {eps!r}; pass "
+                         "e.g. eps=1e-15 or None for the dtype's machine epsilon")
+    if (p < 0).any() or (p > 1).any():
+        raise ValueError(f"metrics.{fn}: probs must lie in [0, 1], got values from "
+                         f"{p.min()} to {p.max()}; apply softmax (or sigmoid) to logits first")
+    pt = np.clip(np.take_along_axis(p, t[:, None], axis=1)[:, 0], eps, 1.0 - eps)
+    return float(-np.mean(np.log(pt.astype(np.float64))))
