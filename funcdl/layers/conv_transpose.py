@@ -39,6 +39,14 @@ ConvTranspose1D is the same builder at rank 1, as Conv1D is Conv2D's (conv.py): 
 image ``(N, 1, W, C)`` (a reshape, no copy) under a ``1 x k`` window, padding and
 output_padding ``(0, p)``, its kernel ``(k, out, C)`` read as ``(1, k, out, C)``;
 torch's weight ``(C, out, k)`` is ``w.transpose(2, 1, 0)``.
+
+``groups = G`` (torch's): ``C`` and ``out`` split into ``G`` groups, input channel ``c``
+feeding only the ``out / G`` outputs of its group ``c // (C / G)``; the kernel is ``(kh, kw,
+out / G, C)`` (``(k, out / G, C)`` at rank 1), the grouped Conv2D kernel ``(kh, kw, in / G,
+out)`` of the adjoint Conv2D, and torch's weight ``(C, out / G, kh, kw)`` maps by the same
+transposes as above. ``groups = C = out`` is the depthwise transposed convolution. It runs
+in _transpose_groups.py, group-major (depthwise in NHWC), one batched product or broadcast
+per step; ``groups=1`` is the code above, untouched.
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg, is_int
+from funcdl.layers import _transpose_groups
+from funcdl.layers._grouped import groups_arg
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import chan, dot, ones
 from funcdl.layers._windows import NO_PADS, Pads, Window, int_tuple
@@ -133,11 +143,11 @@ def _output_padding(name: str, value: Any, padding: str | tuple[int, int], win: 
 
 
 def _named(ctor: str, out: Any, kernel: Any, stride: Any, padding: Any, output_padding: Any,
-           dilation: Any, use_bias: Any) -> str:
+           dilation: Any, use_bias: Any, groups: Any) -> str:
     """The constructor call as the layer's name, options shown when not at their default."""
     return call_name(ctor, (out, kernel), stride=(stride, 1), padding=(padding, 0),
                      output_padding=(output_padding, 0), dilation=(dilation, 1),
-                     use_bias=(use_bias, True))
+                     use_bias=(use_bias, True), groups=(groups, 1))
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -194,9 +204,10 @@ def _fit(name: str, rank: int, win: Window, padding: str | tuple[int, int],
 def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, padding: Any,
                     output_padding: Any, dilation: Any, use_bias: Any,
                     w_init: initializers.Initializer | None,
-                    b_init: initializers.Initializer | None) -> Layer:
+                    b_init: initializers.Initializer | None, groups: int) -> Layer:
     """ConvTranspose2D (rank 2) and ConvTranspose1D (rank 1, run on ``(N, 1, W, C)`` with
-    the kernel ``(k, out, C)`` read as ``(1, k, out, C)``); the arguments checked here."""
+    the kernel ``(k, out / G, C)`` read as ``(1, k, out / G, C)``); the arguments checked
+    here, but for ``out`` and ``groups`` (checked by the constructors)."""
     size, steps, spread = (_sizes(name, w, v, rank) for w, v in
                            (("kernel", kernel), ("stride", stride), ("dilation", dilation)))
     win = Window(size, steps, spread, NO_PADS)  # fold and im2col read size, stride, dilation
@@ -207,6 +218,7 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
     b_init = initializer_arg(name, "b_init", b_init)
     kh, kw = size
     kshape = size[2 - rank:]  # the kernel's spatial shape: (kh, kw) or (k,)
+    og = out // groups  # outputs per group: the kernel's third-last axis
     layout = "(N, H, W, " if rank == 2 else "(N, W, "
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
@@ -215,11 +227,16 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
         if c is None or c == 0:
             raise ValueError(f"{name}: the channel axis of in_shape must be a known size > 0, "
                              f"got {shape}")
+        if c % groups:
+            raise ValueError(f"{name}: the input's {c} channels must be divisible by groups="
+                             f"{groups} (each group reads C // groups of them), got in_shape "
+                             f"{shape}: give it a multiple of {groups} channels or change "
+                             f"groups")
         oh, ow, _ = _fit(name, rank, win, pads_arg, op, shape)
         k_w, k_b = random.split_for(key, 2, name)
-        params = {"w": drawn(name, "w_init", w_init, k_w, (*kshape, out, c))}
-        if use_bias:  # torch's bias rule: U(±1/sqrt(fan_in)), fan_in = out·kh·kw
-            bound = 1 / math.sqrt(kh * kw * out)
+        params = {"w": drawn(name, "w_init", w_init, k_w, (*kshape, og, c))}
+        if use_bias:  # torch's bias rule: U(±1/sqrt(fan_in)), fan_in = out/groups·kh·kw
+            bound = 1 / math.sqrt(kh * kw * og)
             params["b"] = drawn(name, "b_init", b_init or initializers.uniform(bound, -bound),
                                 k_b, (out,))
         return (shape[0], *((oh, ow) if rank == 2 else (ow,)), out), params
@@ -229,9 +246,11 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
         w, *b = param_arrays(name, params, ("w", "b") if use_bias else ("w",))
         if b and b[0].shape != (out,):
             raise ValueError(f"{name}: params['b'] must have shape ({out},), got {b[0].shape}")
-        if w.ndim != rank + 2 or w.shape[:rank + 1] != (*kshape, out):
-            want = ", ".join(map(str, (*kshape, out)))
-            raise ValueError(f"{name}: params['w'] must have shape ({want}, in), got "
+        if w.ndim != rank + 2 or w.shape[:rank + 1] != (*kshape, og) or w.shape[-1] % groups:
+            want = ", ".join(map(str, (*kshape, og)))
+            what = "" if groups == 1 else (f" (out // groups = {out} // {groups}; in a "
+                                           f"multiple of groups)")
+            raise ValueError(f"{name}: params['w'] must have shape ({want}, in){what}, got "
                              f"{w.shape}")
         x = as_array(name, x, w.dtype)
         if x.ndim != rank + 2 or x.shape[-1] != w.shape[-1]:
@@ -245,6 +264,12 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
         h, wd = (x.shape[1], x.shape[2]) if rank == 2 else (1, x.shape[1])
         oh, ow, pads = _fit(name, rank, win, pads_arg, op, x.shape)
         assert oh is not None and ow is not None
+        if groups > 1:  # y contiguous; x2 the group-major input (G, M, C/G)
+            y, x2 = _transpose_groups.forward(x.reshape(n, h, wd, c), w, groups, win, pads,
+                                              oh, ow)
+            if bias is not None:
+                chan(np.add, y, bias, out=y)
+            return (y if rank == 2 else y.reshape(n, ow, out)), x2, pads
         (t, b), (l, r) = pads
         x2 = x.reshape(-1, c)
         cols = (x2 @ w.reshape(-1, c).T).reshape(n, h, wd, kh * kw, out)
@@ -273,6 +298,8 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             dy4 = dy if rank == 2 else dy[:, None]  # (N, 1, OW, out): a view
+            if groups > 1:
+                return grouped(dy, dy4, need_dx)
             dcols = im2col(pad(dy4, pads), win, h, wd)  # (N·H·W, kh·kw·out)
             grads = {"w": (dcols.T @ x2).reshape(w_shape)}  # BLAS reads dcols.T in place
             if use_bias:
@@ -283,6 +310,15 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
                 return grads, None
             return grads, in_input_dtype(dcols @ w2, x_dtype).reshape(x_shape)
 
+        def grouped(dy: Array, dy4: Array, need_dx: bool) -> tuple[Any, Array | None]:
+            dw, dx = _transpose_groups.pullback(dy4, x2, w, groups, win, pads, h, wd, need_dx)
+            grads = {"w": dw}
+            if use_bias:
+                dy2 = dy.reshape(-1, out)
+                grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
+            in_param_dtypes(grads, params)
+            return grads, None if dx is None else in_input_dtype(dx, x_dtype).reshape(x_shape)
+
         return y, pullback
 
     return Layer(init, apply, vjp, name=name, dx_optional=True)
@@ -292,13 +328,15 @@ def ConvTranspose2D(out: int, kernel: int | tuple[int, int], stride: int | tuple
                     padding: Any = 0, output_padding: int | tuple[int, int] = 0,
                     dilation: int | tuple[int, int] = 1, use_bias: bool = True,
                     w_init: initializers.Initializer | None = None,
-                    b_init: initializers.Initializer | None = None) -> Layer:
+                    b_init: initializers.Initializer | None = None, groups: int = 1
+                    ) -> Layer:
     """Transposed 2-D convolution, PyTorch's ``nn.ConvTranspose2d``, NHWC:
     ``(N, H, W, C) -> (N, OH, OW, out)``, ``OH = (H - 1)·sh - 2·ph + dh·(kh - 1) + oph + 1``
-    (int padding); params ``{'w': (kh, kw, out, C), 'b': (out,)}``.
+    (int padding); params ``{'w': (kh, kw, out/G, C), 'b': (out,)}``, ``G = groups``.
 
     forward: ``y[n,p,q,o] = b[o] + Σ_{h,w,i,j,c: h·sh + i·dh = p + top, w·sw + j·dw = q +
-    left} x[n,h,w,c] w[i,j,o,c]`` (``top``, ``left``: the crop; see the module docstring);
+    left} x[n,h,w,c] w[i,j,o,c]`` (``top``, ``left``: the crop; see the module docstring;
+    grouped: ``c`` over output ``o``'s group only, the kernel read at ``w[i,j,o mod Og,c]``);
     vjp: ``dx = dcols w``, ``dw = dcolsᵀ x2``, ``db = Σ_{n,p,q} dy``, with ``dcols`` the
     im2col of ``dy`` (zero-padded back to the full result) at stride ``s``, dilation ``d``.
 
@@ -313,23 +351,29 @@ def ConvTranspose2D(out: int, kernel: int | tuple[int, int], stride: int | tuple
       use_bias, w_init, b_init: as Conv2D; the default init is torch's ConvTranspose2d:
         U(±1/sqrt(fan_in)) for w and b with ``fan_in = out·kh·kw``, which torch computes
         on its weight ``(C, out, kh, kw)`` and ``initializers.torch_default()`` on
-        ``(kh, kw, out, C)``.
+        ``(kh, kw, out, C)``; with groups, ``fan_in = out/groups·kh·kw`` (torch's too).
+      groups: PyTorch's ``groups``: C and out split into that many groups, input channel
+        ``c`` feeding only the outputs of its group; the kernel is then ``(kh, kw,
+        out // groups, C)``, torch's ``(C, out // groups, kh, kw)`` transposed ``(2, 3, 1,
+        0)`` as for groups=1; ``groups = C = out`` is depthwise.
     """
     name = _named("ConvTranspose2D", out, kernel, stride, padding, output_padding, dilation,
-                  use_bias)
+                  use_bias, groups)
     out = int_arg(out, name, "out", minimum=1)
+    groups = groups_arg(name, groups, out)
     return _conv_transpose(name, 2, out, kernel, stride, padding, output_padding, dilation,
-                           use_bias, w_init, b_init)
+                           use_bias, w_init, b_init, groups)
 
 
 def ConvTranspose1D(out: int, kernel: int, stride: int = 1, padding: Any = 0,
                     output_padding: int = 0, dilation: int = 1, use_bias: bool = True,
                     w_init: initializers.Initializer | None = None,
-                    b_init: initializers.Initializer | None = None) -> Layer:
+                    b_init: initializers.Initializer | None = None, groups: int = 1
+                    ) -> Layer:
     """Transposed 1-D convolution, PyTorch's ``nn.ConvTranspose1d``, channels last:
     ``(N, W, C) -> (N, OW, out)``, ``OW = (W - 1)·s - 2·p + d·(k - 1) + output_padding + 1``
-    (int padding); params ``{'w': (k, out, C), 'b': (out,)}`` (torch's weight ``(C, out,
-    k)`` as ``w_torch.transpose(2, 1, 0)``). Runs as ConvTranspose2D's rank-1 case.
+    (int padding); params ``{'w': (k, out/G, C), 'b': (out,)}`` (torch's weight ``(C,
+    out/G, k)`` as ``w_torch.transpose(2, 1, 0)``). Runs as ConvTranspose2D's rank-1 case.
 
     forward: ``y[n,q,o] = b[o] + Σ_{w,j,c: w·s + j·d = q + p} x[n,w,c] w[j,o,c]``;
     vjp: ``dx = dcols w``, ``dw = dcolsᵀ x``, ``db = Σ_{n,q} dy``, with ``dcols`` the
@@ -338,10 +382,13 @@ def ConvTranspose1D(out: int, kernel: int, stride: int = 1, padding: Any = 0,
     Args: as ConvTranspose2D's, each one int: ``padding`` an int >= 0 (torch's: cropped
     from both ends), ``'SAME'`` (output ``W·stride``) or ``'VALID'``; ``output_padding``
     (int padding only) smaller than the stride or the dilation; ``w_init`` called with the
-    shape ``(k, out, C)``; the default init torch's, ``U(±1/sqrt(out·k))`` for w and b.
+    shape ``(k, out, C)``; the default init torch's, ``U(±1/sqrt(out·k))`` for w and b;
+    ``groups`` as ConvTranspose2D's: the kernel ``(k, out // groups, C)``, bound
+    ``1/sqrt(out/groups·k)``.
     """
     name = _named("ConvTranspose1D", out, kernel, stride, padding, output_padding, dilation,
-                  use_bias)
+                  use_bias, groups)
     out = int_arg(out, name, "out", minimum=1)
+    groups = groups_arg(name, groups, out)
     return _conv_transpose(name, 1, out, kernel, stride, padding, output_padding, dilation,
-                           use_bias, w_init, b_init)
+                           use_bias, w_init, b_init, groups)
