@@ -29,6 +29,7 @@ from funcdl import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
 import _cli
+import _train
 
 LABELS, FEATURES = 6, 8  # labels 1..6; class 0 is CTC's blank (and the silence)
 MIN_LEN, MAX_LEN = 3, 6
@@ -118,14 +119,10 @@ def train(epochs: int = 6, seed: int = 0, lr: float = 1e-2, batch_size: int = 32
     curve = []
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        total = 0.0
-        for xb, lb, ilb, tlb in fd.data.batches(fd.random.fold_in(k_epochs, epoch),
-                                                *train_set, batch_size=batch_size):
-            loss, grads = value_and_grad(params, xb, (lb, ilb, tlb))
-            updates, opt_state = opt.update(opt_state, grads, params)
-            params = fd.optim.apply_updates(params, updates)
-            total += loss * len(xb)
-        curve.append(total / n_train)
+        params, opt_state, loss = _train.epoch(value_and_grad, opt, params, opt_state,
+                                               fd.random.fold_in(k_epochs, epoch), *train_set,
+                                               batch_size=batch_size)
+        curve.append(loss)
         if verbose and (epoch % log_every == 0 or epoch == 1):
             print(f"epoch {epoch:4d}  CTC loss {curve[-1]:.4f}  test label error "
                   f"{label_error_rate(model, params, test_set):6.2%}  "

@@ -22,6 +22,7 @@ from funcdl import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
 import _cli
+import _train
 
 
 def make_model() -> Any:
@@ -50,14 +51,10 @@ def train(epochs: int = 60, seed: int = 0, lr: float = 1e-2, batch_size: int = 5
     curve = []
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        total = 0.0
-        for xb, yb in fd.data.batches(fd.random.fold_in(k_epochs, epoch), x_train, y_train,
-                                      batch_size=batch_size):
-            loss, grads = value_and_grad(params, xb, yb)
-            updates, opt_state = opt.update(opt_state, grads, params)
-            params = fd.optim.apply_updates(params, updates)
-            total += loss * len(xb)
-        curve.append(total / len(x_train))
+        params, opt_state, loss = _train.epoch(value_and_grad, opt, params, opt_state,
+                                               fd.random.fold_in(k_epochs, epoch), x_train,
+                                               y_train, batch_size=batch_size)
+        curve.append(loss)
         if verbose and (epoch % log_every == 0 or epoch == 1):
             print(f"epoch {epoch:4d}  loss {curve[-1]:.4f}  "
                   f"test error {error(model, params, x_test, y_test):6.2%}  "

@@ -29,6 +29,7 @@ from funcdl import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
 import _cli
+import _train
 
 CHARS = ";([)]"  # id 0 marks a word's start and end; opening i+1 is closed by i+3
 MAX_HALF = 6  # words of 2 to 12 characters
@@ -165,14 +166,10 @@ def train(epochs: int = 10, seed: int = 0, lr: float = 3e-3, batch_size: int = 6
     curve = []
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        total = 0.0
-        for xb, yb in fd.data.batches(fd.random.fold_in(k_epochs, epoch), x_train, y_train,
-                                      batch_size=batch_size):
-            loss, grads = value_and_grad(params, xb, yb)
-            updates, opt_state = opt.update(opt_state, grads, params)
-            params = fd.optim.apply_updates(params, updates)
-            total += loss * len(xb)
-        curve.append(total / n_train)
+        params, opt_state, loss = _train.epoch(value_and_grad, opt, params, opt_state,
+                                               fd.random.fold_in(k_epochs, epoch), x_train,
+                                               y_train, batch_size=batch_size)
+        curve.append(loss)
         if verbose and (epoch % log_every == 0 or epoch == 1):
             print(f"epoch {epoch:4d}  loss {curve[-1]:.4f}  test loss {test_loss():.4f}  "
                   f"{time.perf_counter() - start:5.2f} s")

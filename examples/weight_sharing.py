@@ -30,6 +30,7 @@ from funcdl import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
 import _cli
+import _train
 from _cli import positive_int
 
 
@@ -70,11 +71,9 @@ def train(shared: bool, epochs: int = 150, seed: int = 0, n: int = 1000,
     curve = []
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        for xb, yb in fd.data.batches(fd.random.fold_in(k_epochs, epoch), x_train, y_train,
-                                      batch_size=batch_size):
-            _, grads = value_and_grad(params, xb, yb)
-            updates, opt_state = opt.update(opt_state, grads, params)
-            params = fd.optim.apply_updates(params, updates)
+        params, opt_state, _ = _train.epoch(value_and_grad, opt, params, opt_state,
+                                            fd.random.fold_in(k_epochs, epoch), x_train,
+                                            y_train, batch_size=batch_size)
         curve.append(error(model, params, x_test, y_test))
         if verbose and epoch % 50 == 0:
             print(f"  {'shared' if shared else 'unshared':8s} epoch {epoch:4d}  "
