@@ -41,12 +41,15 @@ def shifted_simplex_projection(x: Array) -> tuple[Array, Array]:
     return p, z
 
 
-def simplex_projection_vjp(p: Array, dy: Array) -> Array:
+def simplex_projection_vjp(p: Array, dy: Array, *, overwrite: bool = False) -> Array:
     """``dx = m (dy - Σ m dy / Σ m)`` along the last axis, ``m = p > 0`` the support (an
     entry exactly at the threshold, ``p = 0``, is out of it: the one-sided derivative
-    JAX's ``projection_simplex`` also takes)."""
-    m = p > 0
-    dm = np.where(m, dy, 0)
-    mean = _sum(dm, axis=-1, keepdims=True) / np.maximum(_sum(m, axis=-1, keepdims=True), 1)
-    out: Array = np.where(m, dy - mean.astype(p.dtype, copy=False), 0)
-    return out
+    JAX's ``projection_simplex`` also takes). ``overwrite``: computed in ``dy``'s place."""
+    # sign(p) is m as a float, and NaN in a NaN row (one whose entries are all -inf, say),
+    # so that such a row's gradient is NaN, as the softmax's, not a silent 0
+    m = np.sign(p)
+    dx: Array = dy if overwrite else dy.astype(p.dtype)  # a fresh array unless overwrite
+    dx *= m
+    dx -= _sum(dx, axis=-1, keepdims=True) / np.maximum(_sum(m, axis=-1, keepdims=True), 1)
+    dx *= m
+    return dx

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from funcdl import losses
+from funcdl.layers.sparsemax import Sparsemax
 
 R = np.random.default_rng(3)
 
@@ -103,3 +104,15 @@ def test_poly_float_class_labels_are_refused_with_the_fix() -> None:
         losses.poly_loss_cross_entropy(np.zeros((4, 3)), np.array([0.0, 1.0, 2.0, 1.0]))
     value = losses.poly_loss_cross_entropy(np.zeros((4, 3)), np.array([0, 1, 2, 1]))
     assert value == pytest.approx(math.log(3) + 2.0 * (1 - 1 / 3))
+
+
+def test_sparsemax_layer_gradient_of_a_nan_row_is_nan_not_zero() -> None:
+    """The one simplex vjp (_simplex, shared with sparse attention): a NaN row's gradient is
+    NaN, as the softmax's, where `p > 0` had made it a silent 0; other rows unchanged."""
+    layer = Sparsemax()
+    x = np.array([[np.nan, 1.0, 2.0], [0.0, 1.0, 3.0], [0.0, 0.1, 0.2]])
+    _, pullback = layer.vjp((), x)
+    _, dx = pullback(np.array([[1.0, 2.0, 3.0]] * 3))
+    assert np.isnan(dx[0]).all()
+    np.testing.assert_array_equal(dx[1], 0.0)  # one entry in the support: a constant
+    np.testing.assert_allclose(dx[2], [-1.0, 0.0, 1.0])  # all three in: dy - its mean

@@ -35,7 +35,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg, real_arg, train_arg
-from funcdl._simplex import shifted_simplex_projection
+from funcdl._simplex import simplex_projection, simplex_projection_vjp
 from funcdl.layers._attention import (
     agree,
     checked_params,
@@ -101,13 +101,6 @@ def _softmax_rows(s: Array) -> Array:
     return s
 
 
-def _sparsemax_rows(s: Array) -> Array:
-    """Sparsemax along the last axis: ``P = max(S - τ, 0)``, ``τ`` per row such that ``Σ_j
-    P = 1`` (``_simplex``); -inf scores get exactly 0, and a row of -inf only (every key
-    hidden) gives NaN, as the softmax's 0/0 does."""
-    return shifted_simplex_projection(s)[0]
-
-
 def _softmax_dscores(ds: Array, kept: _Kept, dc2: Array, d: int) -> Array:
     """``dS = P ⊙ (dP - Σ_j P⊙dP)`` in place over ``ds`` = dP, (N, H, Tq, Tk)."""
     n, heads, tq = ds.shape[:3]
@@ -121,23 +114,15 @@ def _softmax_dscores(ds: Array, kept: _Kept, dc2: Array, d: int) -> Array:
 
 
 def _sparsemax_dscores(ds: Array, kept: _Kept, dc2: Array, d: int) -> Array:
-    """``dS = m ⊙ (dP - Σ_j m⊙dP / Σ_j m)``, ``m = P > 0``, in place over ``ds`` = dP.
-    (The softmax's shortcut through C does not hold: its row term weighs dP by m, not P.)"""
-    # sign(P) is m as a float, and NaN in a row whose keys are all hidden, so that such a
-    # row's gradients are NaN as the softmax's are, not a silent 0
-    m = np.sign(kept.weights)
-    ds *= m
-    tk = ones(ds.shape[-1], ds.dtype)
-    row = matmul(ds, tk)  # matrix-vector products with ones: row sums by BLAS
-    row /= np.maximum(matmul(m, tk), 1)
-    ds -= row[..., None]
-    ds *= m
-    return ds
+    """``dS = m ⊙ (dP - Σ_j m⊙dP / Σ_j m)``, ``m = P > 0``, in place over ``ds`` = dP
+    (``_simplex``; the softmax's shortcut through C does not hold: its row term weighs dP
+    by m, not P). A row whose keys are all hidden gives NaN, as the softmax's."""
+    return simplex_projection_vjp(kept.weights, ds, overwrite=True)
 
 
 # each normaliser along the rows of the scores, and its vjp from dP to dS
 _NORMALIZERS = {"softmax": (_softmax_rows, _softmax_dscores),
-                "sparsemax": (_sparsemax_rows, _sparsemax_dscores)}
+                "sparsemax": (simplex_projection, _sparsemax_dscores)}
 
 
 def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float = 0.0,
