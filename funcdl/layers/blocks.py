@@ -31,7 +31,7 @@ from funcdl.layers._children import is_stateful, name_of
 from funcdl.layers._wrap import child_call, relabelled
 from funcdl.layers.activations import ReLU
 from funcdl.layers.attention import MultiHeadAttention
-from funcdl.layers.base import Layer, LayerLike, as_array, check_in_shape, layer_arg
+from funcdl.layers.base import Layer, LayerLike, as_array, check_in_shape, layer_arg, pair_of_shapes
 from funcdl.layers.core import Dense, Dropout, Identity
 from funcdl.layers.gated import GELU
 from funcdl.layers.norm import LayerNorm
@@ -194,8 +194,7 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
                    res(feed), norm2)
 
     def shapes(in_shape: Any, what: str) -> Any:
-        if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
-                and all(isinstance(s, (tuple, list)) for s in in_shape)):
+        if not pair_of_shapes(in_shape):
             got = _shown_input(in_shape, what)
             raise ValueError(f"{name}: expected {what} as a tuple (x, src_key_padding_mask), "
                              f"of shapes ((N, T, {d}), (N, T)), got {got}")

@@ -32,6 +32,7 @@ from funcdl.layers.base import (
     in_input_dtype,
     layer_arg,
     no_params,
+    pair_of_shapes,
 )
 from funcdl.layers.branching import Parallel
 from funcdl.layers.combinators import Sequential
@@ -126,8 +127,7 @@ def MaskedMean(mask: str = "padding") -> Layer:
 
     def init(key: random.Key, in_shape: Any) -> tuple[Shape, Any]:
         del key
-        if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2
-                and all(isinstance(s, (tuple, list)) for s in in_shape)):
+        if not pair_of_shapes(in_shape):
             raise TypeError(f"{name}: expected in_shape as the shapes of {pair}, e.g. "
                             f"((None, T, C), {'(None, T)' if mask == 'padding' else '(None,)'}"
                             f"), got {in_shape!r}")
