@@ -77,16 +77,17 @@ def int_arg(value: Any, where: str, what: str, minimum: int | None = 0) -> int:
 
 def real_arg(value: Any, where: str, what: str, *, low: float = -math.inf,
              high: float = math.inf, open_low: bool = False, open_high: bool = False,
-             finite: bool = True, hint: str = "") -> float:
+             finite: bool = True, hint: str = "", fix: str = "") -> float:
     """``value`` as a Python float in ``[low, high]`` (ends left out when open), finite
     unless ``finite=False`` (``max_norm=inf``: no clipping), never NaN: a TypeError naming
     ``where`` for what is not a real number (bools, None, strings, arrays of several
-    entries; ``hint`` appended), a ValueError for what is out of range."""
+    entries; ``hint`` appended), a ValueError for what is out of range; ``fix`` (``'; pass
+    ...'``) ends both."""
     value = number(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         got = (f"an array of shape {value.shape} and dtype {value.dtype}"
                if isinstance(value, np.ndarray) else f"{value!r} ({type(value).__name__})")
-        raise TypeError(f"{where}: {what} must be a real number, got {got}{hint}")
+        raise TypeError(f"{where}: {what} must be a real number, got {got}{hint}{fix}")
     try:
         x = float(value)
     except OverflowError:  # an int beyond float64
@@ -102,7 +103,7 @@ def real_arg(value: Any, where: str, what: str, *, low: float = -math.inf,
     else:
         bound = "" if finite else ", not NaN"
     raise ValueError(f"{where}: {what} must be a {'finite ' if finite else ''}number{bound}, "
-                     f"got {shown(value)}")
+                     f"got {shown(value)}{fix}")
 
 
 def bool_arg(value: Any, where: str, what: str) -> bool:

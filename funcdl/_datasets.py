@@ -39,19 +39,10 @@ def _size(n: Any, where: str) -> int:
     return size
 
 
-def real(value: Any, where: str, what: str, fix: str, **bounds: Any) -> float:
-    """``real_arg(value, where, what, **bounds)``, its TypeError and ValueError ending with
-    ``fix`` (``'; pass ...'``)."""
-    try:
-        return real_arg(value, where, what, hint=fix, **bounds)
-    except ValueError as err:
-        raise ValueError(f"{err}{fix}") from None
-
-
 def _spread(value: Any, where: str, what: str, dt: np.dtype[Any]) -> float:
     """A standard deviation ``>= 0``, small enough that no draw leaves ``dt``'s range (a
     thousand standard deviations fit)."""
-    return real(value, where, what, f"; pass a float such as {what.split('[')[0]}=0.1",
+    return real_arg(value, where, what, fix=f"; pass a float such as {what.split('[')[0]}=0.1",
                 low=0.0, high=FLOAT_MAX[dt] / 1e3)
 
 
@@ -112,7 +103,7 @@ def circles(key: Key, n: int, noise: float = 0.0, factor: float = 0.8,
     the standard deviation of the Gaussian noise added to every coordinate.
     """
     key, size, sd, dt = _start("data.circles", key, n, noise, dtype)
-    f = real(factor, "data.circles", "factor", "; pass the inner circle's radius, e.g. "
+    f = real_arg(factor, "data.circles", "factor", fix="; pass the inner circle's radius, e.g. "
              "factor=0.5", low=0.0, high=1.0, open_low=True, open_high=True)
     t_out = np.linspace(0, 2 * np.pi, size // 2, endpoint=False)
     t_in = np.linspace(0, 2 * np.pi, size - size // 2, endpoint=False)
@@ -146,7 +137,7 @@ def spirals(key: Key, n: int, classes: int = 2, noise: float = 0.0, turns: float
     if k > size:  # a class without points: its label would never appear
         raise ValueError(f"{where}: classes={k} needs n >= {k} (a point per class), got "
                          f"n={size}; pass a larger n or fewer classes")
-    tau = real(turns, where, "turns", "; pass the turns of each arm, e.g. turns=1.0")
+    tau = real_arg(turns, where, "turns", fix="; pass the turns of each arm, e.g. turns=1.0")
     counts = _split_evenly(size, k)
     y = np.repeat(np.arange(k), counts)
     first = np.cumsum(counts) - counts  # index of each class's first point

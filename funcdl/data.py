@@ -32,7 +32,6 @@ from funcdl._datasets import (
     moments,
     moons,
     one_hot,
-    real,
     spirals,
     stratified_test_counts,
 )
@@ -207,7 +206,7 @@ def _test_count(test_size: Any, n: int, where: str) -> int:
                              f"[1, {n}) for {n} examples, got {shown(size)}; pass a fraction such "
                              f"as test_size=0.25 or an int in range")
         return int(size)
-    frac = real(size, where, "test_size", "; pass a fraction such as test_size=0.25, or an "
+    frac = real_arg(size, where, "test_size", fix="; pass a fraction such as test_size=0.25, or an "
                 "int number of test examples", low=0.0, high=1.0, open_low=True, open_high=True)
     n_test = math.ceil(frac * n)
     if n_test >= n:

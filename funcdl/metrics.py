@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from funcdl._args import int_arg, number, real_arg
+
 __all__ = ["accuracy", "confusion_matrix", "log_loss", "precision_recall_f1", "roc_auc",
            "top_k_accuracy"]
 
@@ -87,11 +89,7 @@ def _scores(x: Any, fn: str, arg: str, ndims: tuple[int, ...]) -> NDArray[np.flo
 def _num_classes(fn: str, num_classes: Any) -> int | None:
     if num_classes is None:
         return None
-    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) \
-            or num_classes < 1:
-        raise ValueError(f"metrics.{fn}: num_classes must be a positive int or None, got "
-                         f"{num_classes!r}; pass the number of classes K")
-    return int(num_classes)
+    return int_arg(num_classes, f"metrics.{fn}", "num_classes", 1)
 
 
 def accuracy(y_true: Any, y_pred_or_scores: Any, *, threshold: float = 0.5) -> float:
@@ -107,10 +105,9 @@ def accuracy(y_true: Any, y_pred_or_scores: Any, *, threshold: float = 0.5) -> f
         pred = np.argmax(_scores(p, fn, "y_pred_or_scores", (2,)), axis=1)
         t = _labels(y_true, fn, "y_true", p.shape[1])
     elif p.ndim == 1 and p.dtype.kind == "f":
-        if not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise ValueError(f"metrics.{fn}: threshold must be a finite number, got "
-                             f"{threshold!r}; pass e.g. threshold=0.5 for probabilities")
-        pred = (_scores(p, fn, "y_pred_or_scores", (1,)) > threshold).astype(np.int64)
+        cut = real_arg(threshold, f"metrics.{fn}", "threshold",
+                       fix="; pass e.g. threshold=0.5 for probabilities")
+        pred = (_scores(p, fn, "y_pred_or_scores", (1,)) > cut).astype(np.int64)
         t = _labels(y_true, fn, "y_true", 2)
     elif p.ndim == 1:
         pred = _labels(p, fn, "y_pred_or_scores")
@@ -133,7 +130,8 @@ def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
     fn = "top_k_accuracy"
     s = _scores(scores, fn, "scores", (2,))
     c = s.shape[1]
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= c:
+    k = int_arg(k, f"metrics.{fn}", "k", 1)
+    if k > c:
         raise ValueError(f"metrics.{fn}: k must be an int in 1 .. C = {c} (the number of "
                          f"score columns), got {k!r}; pass a smaller k")
     t = _labels(y_true, fn, "y_true", c)
@@ -208,8 +206,8 @@ def precision_recall_f1(y_true: Any, y_pred: Any, average: str | None = "macro",
     if average not in _AVERAGES:
         raise ValueError(f"metrics.{fn}: average must be one of {_AVERAGES}, got "
                          f"{average!r}; pass e.g. average='macro'")
-    zd = zero_division
-    if not isinstance(zd, (int, float)) or isinstance(zd, bool) or not (
+    zd = number(zero_division)
+    if not isinstance(zd, (int, float, np.integer, np.floating)) or isinstance(zd, bool) or not (
             zd in (0.0, 1.0) or math.isnan(zd)):
         raise ValueError(f"metrics.{fn}: zero_division must be 0.0, 1.0 or nan, got {zd!r}; "
                          "pass the value a ratio with denominator 0 should take")
@@ -293,9 +291,8 @@ def log_loss(y_true: Any, probs: Any, eps: float | None = None) -> float:
     _same_length(fn, t, p, "y_true and probs")
     if eps is None:
         eps = float(np.finfo(p.dtype).eps)
-    if not isinstance(eps, (int, float)) or not 0.0 <= eps < 0.5:
-        raise ValueError(f"metrics.{fn}: eps must be a number in [0, 0.5), got {eps!r}; pass "
-                         "e.g. eps=1e-15 or None for the dtype's machine epsilon")
+    eps = real_arg(eps, f"metrics.{fn}", "eps", low=0.0, high=0.5, open_high=True,
+                   fix="; pass e.g. eps=1e-15, or None for the dtype's machine epsilon")
     if (p < 0).any() or (p > 1).any():
         raise ValueError(f"metrics.{fn}: probs must lie in [0, 1], got values from "
                          f"{p.min()} to {p.max()}; apply softmax (or sigmoid) to logits first")

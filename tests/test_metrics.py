@@ -174,3 +174,15 @@ def test_inputs_are_not_written():
     metrics.log_loss(y, s)
     np.testing.assert_array_equal(s, s0)
     np.testing.assert_array_equal(y, y0)
+
+
+def test_numpy_numbers_serve_as_arguments_as_everywhere_in_funcdl() -> None:
+    """threshold, eps, k and num_classes through _args (np.float32(0.5) was refused as 'not
+    a finite number', k=np.array(1) as 'not an int')."""
+    assert metrics.accuracy([0, 1], [0.2, 0.9], threshold=np.float32(0.5)) == 1.0
+    assert metrics.top_k_accuracy([1], [[0.1, 0.2]], k=np.array(1)) == 1.0
+    assert metrics.confusion_matrix([0, 1], [0, 1], num_classes=np.int64(3)).shape == (3, 3)
+    want = metrics.log_loss([0, 1], [0.2, 0.9], eps=1e-7)
+    assert metrics.log_loss([0, 1], [0.2, 0.9], eps=np.float32(1e-7)) == pytest.approx(want)
+    with pytest.raises(TypeError, match=r"metrics\.accuracy: threshold must be a real number"):
+        metrics.accuracy([0, 1], [0.2, 0.9], threshold="0.5")

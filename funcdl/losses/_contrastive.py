@@ -48,7 +48,7 @@ def _unit_vjp(u: Array, norm: Array, free: Array, du: Array) -> Array:
 def _cosine(name: str, pred: Any, target: Any, epsilon: Any, reduction: str,
             sign: int) -> tuple[Any, Pullback]:
     eps = real_arg(epsilon, name, "epsilon", low=0.0,
-                   hint="; epsilon is the least squared norm, as optax's")
+                   fix="; epsilon is the least squared norm, as optax's")
     a = _pred(name, pred)
     if a.ndim == 0:
         raise ValueError(f"{name}: pred needs a vector axis, last, got a scalar; pass "

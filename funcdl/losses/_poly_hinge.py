@@ -46,7 +46,7 @@ def _poly_loss_cross_entropy(pred: Any, target: Any, epsilon: float = 2.0,
     allowed). The mean is over examples."""
     name = "poly_loss_cross_entropy"
     eps = real_arg(epsilon, name, "epsilon", low=-1.0,
-                   hint="; the paper uses 2 (classification) or -1 (detection)")
+                   fix="; the paper uses 2 (classification) or -1 (detection)")
     z = _pred(name, pred)
     _classes(name, z, "the logits")
     t = _poly_target(name, z, target)
