@@ -36,6 +36,17 @@ def positive_int(text: str) -> int:
     return _int(text, "a positive integer (1 or more)", 1)
 
 
+def positive_float(text: str) -> float:
+    """An argparse type for a finite float > 0 (a target loss, a rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
 def seed(text: str) -> int:
     """An argparse type for a seed of ``funcdl.random.key``: an int in [0, 2**128)."""
     return _int(text, "a seed: an integer in [0, 2**128)", 0, 1 << 128)

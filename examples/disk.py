@@ -30,9 +30,10 @@ import _train
 RADIUS = 1 / math.sqrt(2 * math.pi)
 
 
-def make_model() -> Any:
-    return L.Sequential(L.Dense(25), L.ReLU(), L.Dense(25), L.ReLU(), L.Dense(25), L.ReLU(),
-                        L.Dense(1))
+def make_model(activation: Any = L.ReLU) -> Any:
+    """The 2-25-25-25-1 network, ``activation()`` after each hidden layer."""
+    return L.Sequential(L.Dense(25), activation(), L.Dense(25), activation(), L.Dense(25),
+                        activation(), L.Dense(1))
 
 
 def error(model: Any, params: Any, x: np.ndarray, y: np.ndarray) -> float:

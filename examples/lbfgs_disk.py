@@ -19,7 +19,6 @@ collects across a kink mislead it: with ReLU it wins on some seeds only (0 and 3
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -32,18 +31,9 @@ from funcdl import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
 import _cli
+from disk import error, make_model
 
 ACTIVATIONS = {"relu": L.ReLU, "gelu": L.GELU}
-
-
-def make_model(activation: str = "relu") -> Any:
-    act = ACTIVATIONS[activation]
-    return L.Sequential(L.Dense(25), act(), L.Dense(25), act(), L.Dense(25), act(), L.Dense(1))
-
-
-def error(model: Any, params: Any, x: np.ndarray, y: np.ndarray) -> float:
-    """Fraction misclassified: a point is predicted inside when its logit is positive."""
-    return float(np.mean((model.apply(params, x) > 0) != (y > 0.5)))
 
 
 class Counted:
@@ -102,7 +92,7 @@ def train(iterations: int = 150, seed: int = 0, target: float = 0.01, lr: float 
     k_train, k_test, k_init = fd.random.split(fd.random.key(seed), 3)
     x_train, y_train = fd.data.disk(k_train, 1000)
     x_test, y_test = fd.data.disk(k_test, 1000)
-    model = make_model(activation)
+    model = make_model(ACTIVATIONS[activation])
     _, init_params = model.init(k_init, (None, 2))
     vg = fd.value_and_grad(model, fd.losses.bce_with_logits)
 
@@ -141,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--iterations", type=_cli.positive_int, default=150,
                         help="L-BFGS steps; the others get as many gradient evaluations as "
                              "these took (default: %(default)s)")
-    parser.add_argument("--target", type=positive_float, default=0.01,
+    parser.add_argument("--target", type=_cli.positive_float, default=0.01,
                         help="the train loss whose first crossing is reported "
                              "(default: %(default)s)")
     parser.add_argument("--seed", type=_cli.seed, default=0,
@@ -162,17 +152,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{name:10s} {r['loss']:10.4f} {r['train_error']:9.2%} {r['test_error']:8.2%} "
               f"{reached:>22s}")
     return result
-
-
-def positive_float(text: str) -> float:
-    """An argparse type for ``--target``: a finite float > 0 (a loss never goes below 0)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
 
 
 if __name__ == "__main__":
