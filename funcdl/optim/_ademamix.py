@@ -30,7 +30,7 @@ from funcdl.optim._checks import (
     check_float_or_schedule,
     check_float_params,
     check_lr,
-    schedule_value,
+    value_at,
 )
 from funcdl.optim._transforms import add_decayed_weights, scale_by_learning_rate
 
@@ -62,11 +62,6 @@ class ScaleBySimplifiedAdemamixState(NamedTuple):
     n: Tree
 
 
-def _read(name: str, what: str, value: Any, count: int) -> float:
-    return schedule_value(f"{name} ({what})", value, count, 0.0) if callable(value) else \
-        float(value)
-
-
 def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: ScalarOrSchedule = 0.9999,
                       alpha: ScalarOrSchedule = 6.0, eps: float = 1e-8, eps_root: float = 0.0
                       ) -> GradientTransformation:
@@ -94,7 +89,7 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: ScalarOrSchedule =
         del params
         check_state(name, state, ScaleByAdemamixState)
         count = read_count(f"{name}.update", state.count)
-        c3, ca = _read(name, "b3", b3, count), _read(name, "alpha", alpha, count)
+        c3, ca = value_at(name, "b3", b3, count), value_at(name, "alpha", alpha, count)
         t = count + 1
         bc1, inv_sqrt_bc2 = 1.0 - b1**t, 1.0 / math.sqrt(1.0 - b2**t)
 
@@ -155,7 +150,7 @@ def scale_by_simplified_ademamix(b1: float = 0.99, b2: float = 0.95,
         del params
         check_state(name, state, ScaleBySimplifiedAdemamixState)
         count = read_count(f"{name}.update", state.count)
-        ca = _read(name, "alpha", alpha, count)
+        ca = value_at(name, "alpha", alpha, count)
         inv_bc2 = 1.0 / (1.0 - b2 ** (count + 1))
 
         def leaf(g: Any, m: Any, n: Any) -> tuple[Any, Any, Any]:

@@ -23,7 +23,7 @@ from funcdl.optim._checks import (
     check_float,
     check_float_params,
     check_lr,
-    schedule_value,
+    value_at,
 )
 from funcdl.optim._dampening import dampened_trace
 from funcdl.optim._masked import make_masked
@@ -180,7 +180,7 @@ def adagrad(lr: ScalarOrSchedule = 1e-2, lr_decay: float = 0.0, weight_decay: fl
         base = lr
 
         def decayed(count: int) -> float:
-            rate = schedule_value(f"{name} (lr)", base, count, 0.0) if callable(base) else base
+            rate = value_at(name, "lr", base, count)
             return rate / (1.0 + count * decay)
 
         lr = decayed

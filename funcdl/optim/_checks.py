@@ -159,6 +159,14 @@ def schedule_float(name: str, value: Any, count: int) -> float:
                         f"got {got}{hint}") from None
 
 
+def value_at(name: str, what: str, value: Any, count: int, low: float = 0.0) -> float:
+    """A hyperparameter at ``count``: a schedule's value there (``schedule_value``), or the
+    float it is."""
+    if callable(value):
+        return schedule_value(f"{name} ({what})", value, count, low)
+    return float(value)
+
+
 def schedule_value(name: str, schedule: Callable[[int], Any], count: int,
                    low: float = -math.inf) -> float:
     """``schedule(count)`` as a finite Python float ``>= low``, or an error naming the

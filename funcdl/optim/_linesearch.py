@@ -55,7 +55,7 @@ def check_grads(where: str, grads: Tree, params: Tree, what: str = "grads") -> N
     """Errors naming ``where`` (``"<name>.update"``) for no params, ``grads`` of another
     structure or leaf shapes than the params', a grads leaf or a param that is not real
     floating point. A walk over the leaves, no copy: the searches check every trial's grads
-    with it (raveling them, as ``flat_grads`` does, cost 16 ms at 2e6 float32 entries)."""
+    with it (raveling them, as ``flat_grads`` does, copies every entry)."""
     if params is None:
         needs_params(where.removesuffix(".update"), params)
     try:

@@ -45,7 +45,7 @@ from funcdl.optim._checks import (
     moment_dtype_arg,
     needs_params,
     real_param,
-    schedule_value,
+    value_at,
 )
 from funcdl.optim._keywords import check_extra, extra_keywords, show_keywords
 from funcdl.optim._schedules import _steps, constant_schedule, join_schedules, linear_schedule
@@ -164,8 +164,7 @@ def schedule_free(base_optimizer: GradientTransformation, learning_rate: ScalarO
             check_extra(name, extra, takes)
         count = read_count(where, state.count)
         low = np.asarray(state.max_lr).dtype
-        rate = schedule_value(f"{name} (learning_rate)", lr, count + 1, 0.0) \
-            if callable(lr) else lr
+        rate = value_at(name, "learning_rate", lr, count + 1)
         with np.errstate(all="ignore"):  # as optax: inf and NaN weights, silently
             max_lr = np.maximum(state.max_lr, np.asarray(rate, low))
             weight = np.asarray(max_lr ** np.asarray(power, low), low)
