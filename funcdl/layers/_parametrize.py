@@ -10,6 +10,7 @@ import numpy as np
 
 from funcdl._args import int_arg
 from funcdl.layers._params import float_param
+from funcdl.layers._sums import mat_vec
 from funcdl.layers.base import Array
 
 _LAYOUTS = ("the output axis: -1 for Dense's (in, out) w and Conv2D's (kh, kw, in, out) "
@@ -134,14 +135,6 @@ def power_iteration(mat: Array, u: Array, v: Array, n: int,
         u = normalized(mat_vec(mat, v), eps)
         v = normalized(mat_vec(mat.T, u), eps)
     return u, v
-
-
-def mat_vec(mat: Array, v: Array) -> Array:
-    """``mat @ v`` by einsum, not BLAS: OpenBLAS's float32 gemv can raise a spurious
-    "invalid value encountered in matmul" (its output buffer's garbage times beta = 0,
-    seen here at random), which warnings-as-errors would turn into a failure."""
-    out: Array = np.einsum("ij,j->i", mat, v)
-    return out
 
 
 def as_matrix(w: Array, axis: int) -> Array:

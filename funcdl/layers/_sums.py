@@ -28,6 +28,17 @@ def ones(n: int, dtype: np.dtype[Any]) -> Array:
     return v
 
 
+def mat_vec(a: Array, v: Array) -> Array:
+    """``np.matmul(a, v)`` where BLAS takes a matrix-vector product (a vector or a column
+    on the right; stacked too): OpenBLAS's float32 gemv can leave the invalid flag raised on
+    finite operands (seen here intermittently, with short rows, as "invalid value
+    encountered in matmul" or "in dot", which warnings-as-errors turns into a failure).
+    A non-finite product still shows as inf or NaN in the result."""
+    with np.errstate(invalid="ignore"):
+        out: Array = np.matmul(a, v)
+    return out
+
+
 def block_sum(a: Array, lo: int, hi: int) -> Array:
     """Σ of ``a`` over every axis outside ``[lo, hi)``, a fresh array of shape
     ``a.shape[lo:hi]``: two matrix-vector products at most (``a`` as (pre, kept, post)).
@@ -37,10 +48,7 @@ def block_sum(a: Array, lo: int, hi: int) -> Array:
     pre, kept = math.prod(a.shape[:lo]), math.prod(a.shape[lo:hi])
     post = math.prod(a.shape[hi:])
     flat = a.reshape(pre * kept, post)
-    # OpenBLAS's float32 gemv can leave the invalid flag raised on finite rows (seen here
-    # with short rows, intermittently, as "invalid value encountered in dot" from NumPy's
-    # check of the flags); a non-finite sum still shows as inf or NaN in the result
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # OpenBLAS's gemv: see mat_vec
         rows = flat.reshape(pre, kept) if post == 1 else dot(
             flat, ones(post, a.dtype)).reshape(pre, kept)
         # one row is the sum already, fresh from the product (a view of ``a`` if post == 1)

@@ -48,7 +48,7 @@ from funcdl.layers._attention import (
     split_mask,
 )
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, weak_dtype
-from funcdl.layers._sums import chan, dot, ones
+from funcdl.layers._sums import chan, dot, mat_vec, ones
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -97,7 +97,7 @@ def _softmax_rows(s: Array) -> Array:
     np.exp(s, out=s)
     # row sums as a product with ones: BLAS's matrix-vector product, 4x NumPy's reduction
     # over rows of 64 ((32, 4, 64, 64) float32; a one-off timing, not kept)
-    s /= matmul(s, ones(s.shape[-1], s.dtype))[..., None]
+    s /= mat_vec(s, ones(s.shape[-1], s.dtype))[..., None]
     return s
 
 
@@ -107,7 +107,7 @@ def _softmax_dscores(ds: Array, kept: _Kept, dc2: Array, d: int) -> Array:
     # the softmax vjp's row term Σ_j P⊙dP = Σ_j (P⊙M)⊙d(P⊙M) = Σ_d dC⊙C, per
     # query and head: a sum over D on (N, Tq, E), not over Tk on the scores
     prod = dc2 * kept.context
-    row = matmul(prod.reshape(n, tq, heads, d), ones(d, ds.dtype))
+    row = mat_vec(prod.reshape(n, tq, heads, d), ones(d, ds.dtype))
     ds -= row.transpose(0, 2, 1)[..., None]
     ds *= kept.weights
     return ds

@@ -28,7 +28,7 @@ import numpy as np
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
-from funcdl.layers._sums import dot, ones
+from funcdl.layers._sums import dot, mat_vec, ones
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -126,7 +126,7 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
         r: Array
         if by_rows(d1, d2):
             r = (a1 @ w.transpose(1, 0, 2).reshape(d1, out * d2)).reshape(-1, out, d2)
-            y = np.matmul(r, a2[:, :, None])[:, :, 0]
+            y = mat_vec(r, a2[:, :, None])[:, :, 0]
         else:
             r = (a1[:, :, None] * a2[:, None, :]).reshape(len(a1), d1 * d2)
             y = r @ w.reshape(out, d1 * d2).T
@@ -172,7 +172,7 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
                 dx1 = np.matmul(dyr, s)[:, 0]
             else:
                 dz = (dy2 @ w.reshape(out, d1 * d2)).reshape(-1, d1, d2)
-                dx1 = np.matmul(dz, a2[:, :, None])[:, :, 0]
+                dx1 = mat_vec(dz, a2[:, :, None])[:, :, 0]
                 dx2 = np.matmul(a1[:, None, :], dz)[:, 0, :]
             return grads, like(xs, (in_input_dtype(dx1.reshape(x1.shape), dtypes[0]),
                                     in_input_dtype(dx2.reshape(x2.shape), dtypes[1])))

@@ -31,7 +31,6 @@ from funcdl.layers._parametrize import (
     check_uv,
     dim_arg,
     g_shape,
-    mat_vec,
     name_arg,
     normalized,
     options,
@@ -44,6 +43,7 @@ from funcdl.layers._parametrize import (
     weight_of,
 )
 from funcdl.layers._params import in_param_dtypes
+from funcdl.layers._sums import mat_vec
 from funcdl.layers._wrap import child_call, like_child, pulled
 from funcdl.layers.base import Layer, LayerLike, layer_arg, need_state
 
