@@ -186,6 +186,21 @@ def test_float32_kept_and_pullback_without_dx(make, key):
     assert np.array_equal(layer.apply(params, x), y)
 
 
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_output_is_its_own_contiguous_array(groups, use_bias, key):
+    """A cropped output (padding 1) comes back as a contiguous array of its own, not a view
+    into the uncropped result, grouped or not, with or without bias."""
+    layer = ConvTranspose2D(4, 3, stride=2, padding=1, use_bias=use_bias, groups=groups)
+    _, params = layer.init(key, (None, 3, 3, 4))
+    x = np.random.default_rng(0).standard_normal((2, 3, 3, 4))
+    for y in (layer.apply(params, x), layer.vjp(params, x)[0]):
+        root = y
+        while root.base is not None:  # a reshape's base is of y's size, a crop's larger
+            root = root.base
+        assert y.shape == (2, 5, 5, 4) and y.flags.c_contiguous and root.nbytes == y.nbytes
+
+
 def test_default_init_is_torchs_bound(key):
     """torch's fan_in on its weight (C, out/groups, kh, kw): out/groups·kh·kw."""
     c, out, k, groups = 64, 8, 3, 4

@@ -59,15 +59,15 @@ def _kernel(w: Array, groups: int) -> Array:
 
 def forward(x4: Array, w: Array, groups: int, win: Window, pads: Pads, oh: int, ow: int
             ) -> tuple[Array, Array]:
-    """``(y, xg)``: the output ``(N, OH, OW, out)`` without bias (contiguous) and the input
-    as ``(G, M, Cg)`` for the pullback (``x4`` itself when depthwise); ``x4 (N, H, W, C)``."""
+    """``(y, xg)``: the output ``(N, OH, OW, out)`` without bias (contiguous, but when
+    depthwise a crop view) and the input as ``(G, M, Cg)`` for the pullback (``x4`` itself
+    when depthwise); ``x4 (N, H, W, C)``."""
     n, h, wd, c = x4.shape
     og, kk = w.shape[-2], win.size[0] * win.size[1]
     (t, b), (l, r) = pads
     if c == groups and og == 1:  # depthwise, in NHWC; x4 kept for the pullback
         full = np.zeros((n, t + oh + b, l + ow + r, c), np.result_type(x4, w))
-        y = crop(fold(full, win, h, wd, depthwise_dx_parts(x4, w)), pads, oh, ow)
-        return np.ascontiguousarray(y), x4
+        return crop(fold(full, win, h, wd, depthwise_dx_parts(x4, w)), pads, oh, ow), x4
     xg = to_groups(x4, groups).reshape(groups, n * h * wd, c // groups)  # N may be 0
     wg = _kernel(w, groups).transpose(0, 2, 1)  # (G, Cg, kh·kw·Og)
     cols = np.multiply(xg, wg) if c == groups else np.matmul(xg, wg)

@@ -77,7 +77,7 @@ def _later(t: int) -> Array:
 
 
 class _Kept(NamedTuple):
-    """What the pullback reads, all in the computation dtype."""
+    """What the pullback reads, the arrays in the computation dtype."""
 
     entries: list[Array]     # each input entry as rows (N·T, E)
     w_in: list[Array]        # each entry's projection: its roles' (E, E) weights side by side
@@ -87,6 +87,7 @@ class _Kept(NamedTuple):
     keep: Array | None       # the dropout mask, scaled by 1/(1 - rate)
     context: Array           # dropped @ v with the heads side by side, (N·Tq, E)
     w_o: Array
+    in_dtypes: list[Any]     # dx's: each input entry's dtype as given, ints not yet cast
 
 
 def _softmax_rows(s: Array) -> Array:
@@ -236,6 +237,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                              + shown([x.shape for x in given]))
         agree(name, [x.shape for x in given], heads, causal)
         n, tq = given[0].shape[:2]
+        in_dtypes = [getattr(x, "dtype", None) for x in (xs if several(xs) else [xs])]
         drop = dropping(key, train)
         dt = np.result_type(*(x.dtype for x in given), *(a.dtype for a in p.values()))
         d, scale = e // heads, 1.0 / math.sqrt(e // heads)
@@ -282,7 +284,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
         if use_bias:
             chan(np.add, y, p["b_o"].astype(dt, copy=False), out=y)
         return y.reshape(n, tq, e), _Kept(entries, w_in, [qh, kh, vh], scores, dropped, keep,
-                                          c2, w_o)
+                                          c2, w_o, in_dtypes)
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         return forward(params, x, key, train)[0]
@@ -291,8 +293,6 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
         y, kept = forward(params, xs, key, train)
         n, tq, e = y.shape
         d, scale = e // heads, 1.0 / math.sqrt(e // heads)
-        form = split_mask(name, xs)[0] if masked else xs
-        dtypes = [getattr(x, "dtype", None) for x in (form if several(form) else [form])]
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
             dy2 = check_cotangent(name, dy, y.shape, y.dtype).reshape(-1, e)
@@ -333,7 +333,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
             grads = in_param_dtypes({k: grads[k] for k in keys}, params)
             if not need_dx:
                 return grads, None
-            dx = [in_input_dtype(g, t) for g, t in zip(dxs, dtypes)]
+            dx = [in_input_dtype(g, t) for g, t in zip(dxs, kept.in_dtypes)]
             if masked:  # a boolean mask has no cotangent
                 return grads, like(xs, [*dx, None])
             return grads, (like(xs, dx) if several(xs) else dx[0])

@@ -44,9 +44,10 @@ torch's weight ``(C, out, k)`` is ``w.transpose(2, 1, 0)``.
 feeding only the ``out / G`` outputs of its group ``c // (C / G)``; the kernel is ``(kh, kw,
 out / G, C)`` (``(k, out / G, C)`` at rank 1), the grouped Conv2D kernel ``(kh, kw, in / G,
 out)`` of the adjoint Conv2D, and torch's weight ``(C, out / G, kh, kw)`` maps by the same
-transposes as above. ``groups = C = out`` is the depthwise transposed convolution. It runs
-in _transpose_groups.py, group-major (depthwise in NHWC), one batched product or broadcast
-per step; ``groups=1`` is the code above, untouched.
+transposes as above. ``groups = C = out`` is the depthwise transposed convolution. Its
+products (the forward's, the pullback's dw and dx) run in _transpose_groups.py, group-major
+(depthwise in NHWC), one batched product or broadcast per step; only they branch on
+``groups``: the bias, the crop's copy, the casts and the reshapes are shared.
 """
 
 from __future__ import annotations
@@ -259,27 +260,28 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
         return cast_ints(x, w.dtype), w, (b[0] if b else None)
 
     def forward(x: Array, w: Array, bias: Array | None) -> tuple[Array, Array, Pads]:
-        """``(y, x2, pads)``: the output, the input as ``(N·H·W, C)`` and the crop."""
+        """``(y, x2, pads)``: the output, the input as the pullback reads it (``(N·H·W, C)``;
+        grouped, _transpose_groups.forward's) and the crop."""
         n, c = x.shape[0], x.shape[-1]
         h, wd = (x.shape[1], x.shape[2]) if rank == 2 else (1, x.shape[1])
         oh, ow, pads = _fit(name, rank, win, pads_arg, op, x.shape)
         assert oh is not None and ow is not None
-        if groups > 1:  # y contiguous; x2 the group-major input (G, M, C/G)
+        if groups > 1:  # x2 the group-major input (G, M, C/G), NHWC when depthwise
             y, x2 = _transpose_groups.forward(x.reshape(n, h, wd, c), w, groups, win, pads,
                                               oh, ow)
-            if bias is not None:
-                chan(np.add, y, bias, out=y)
-            return (y if rank == 2 else y.reshape(n, ow, out)), x2, pads
-        (t, b), (l, r) = pads
-        x2 = x.reshape(-1, c)
-        cols = (x2 @ w.reshape(-1, c).T).reshape(n, h, wd, kh * kw, out)
-        full = np.zeros((n, t + oh + b, l + ow + r, out), cols.dtype)
-        y = crop(fold(full, win, h, wd, lambda k, i, j: cols[:, :, :, k]), pads, oh, ow)
-        if pads == NO_PADS:  # y is the buffer itself
-            if bias is not None:
-                chan(np.add, y, bias, out=y)
-        else:  # a contiguous copy of the crop, the bias added on the way
-            y = np.ascontiguousarray(y) if bias is None else chan(np.add, y, bias)
+        else:
+            (t, b), (l, r) = pads
+            x2 = x.reshape(-1, c)
+            cols = (x2 @ w.reshape(-1, c).T).reshape(n, h, wd, kh * kw, out)
+            full = np.zeros((n, t + oh + b, l + ow + r, out), cols.dtype)
+            y = crop(fold(full, win, h, wd, lambda k, i, j: cols[:, :, :, k]), pads, oh, ow)
+        # y: the crop of the full result without bias, a strided view or contiguous
+        if bias is None:
+            y = np.ascontiguousarray(y)
+        elif y.flags.c_contiguous:  # the buffer itself (or one block of it): add in place
+            chan(np.add, y, bias, out=y)
+        else:  # a strided crop: a contiguous copy, the bias added on the way
+            y = chan(np.add, y, bias)
         return (y if rank == 2 else y.reshape(n, ow, out)), x2, pads
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
@@ -290,28 +292,20 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
         del key, train
         x, w, bias = check(params, x)
         y, x2, pads = forward(x, w, bias)
-        c = x.shape[-1]
         h, wd = (x.shape[1], x.shape[2]) if rank == 2 else (1, x.shape[1])
-        w2 = w.reshape(-1, c)  # (kh·kw·out, C), the rows in dcols' column order
-        x_shape, y_shape, w_shape, x_dtype, y_dtype = x.shape, y.shape, w.shape, x.dtype, y.dtype
+        x_shape, y_shape, x_dtype, y_dtype = x.shape, y.shape, x.dtype, y.dtype
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             dy4 = dy if rank == 2 else dy[:, None]  # (N, 1, OW, out): a view
+            dx: Array | None
             if groups > 1:
-                return grouped(dy, dy4, need_dx)
-            dcols = im2col(pad(dy4, pads), win, h, wd)  # (N·H·W, kh·kw·out)
-            grads = {"w": (dcols.T @ x2).reshape(w_shape)}  # BLAS reads dcols.T in place
-            if use_bias:
-                dy2 = dy.reshape(-1, out)
-                grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
-            in_param_dtypes(grads, params)
-            if not need_dx:
-                return grads, None
-            return grads, in_input_dtype(dcols @ w2, x_dtype).reshape(x_shape)
-
-        def grouped(dy: Array, dy4: Array, need_dx: bool) -> tuple[Any, Array | None]:
-            dw, dx = _transpose_groups.pullback(dy4, x2, w, groups, win, pads, h, wd, need_dx)
+                dw, dx = _transpose_groups.pullback(dy4, x2, w, groups, win, pads, h, wd,
+                                                    need_dx)
+            else:
+                dcols = im2col(pad(dy4, pads), win, h, wd)  # (N·H·W, kh·kw·out)
+                dw = (dcols.T @ x2).reshape(w.shape)  # BLAS reads dcols.T in place
+                dx = dcols @ w.reshape(-1, x2.shape[-1]) if need_dx else None
             grads = {"w": dw}
             if use_bias:
                 dy2 = dy.reshape(-1, out)
