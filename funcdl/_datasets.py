@@ -9,7 +9,10 @@ same order with and without noise (the noisy set is the noiseless one plus the n
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
@@ -25,9 +28,52 @@ from funcdl._args import (
     number,
     real_arg,
 )
+from funcdl._keys import _axis
 from funcdl.random import Key
 
 Points = tuple[NDArray[Any], NDArray[np.int64]]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def maker(where: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A data set maker ``fn(key, n, ...)`` whose call that does not fit its parameters
+    (``moons(400)``, the key left out; an unknown keyword) is a TypeError naming ``where``,
+    the parameters and what came, not Python's ``moons() missing 1 required positional
+    argument: 'n'``."""
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                sig.bind(*args, **kwargs)
+            except TypeError as err:
+                raise TypeError(_misfit(where, sig, args, kwargs, err)) from None
+            return fn(*args, **kwargs)
+        return call
+    return wrap
+
+
+def _misfit(where: str, sig: inspect.Signature, args: tuple[Any, ...],
+            kwargs: dict[str, Any], err: TypeError) -> str:
+    def show(v: Any) -> str:
+        if isinstance(v, np.ndarray):
+            return f"<{v.dtype} array of shape {v.shape}>"
+        return v.__name__ if isinstance(v, type) else f"{v!r:.40}"
+
+    want: list[str] = []
+    for p in sig.parameters.values():
+        if p.kind is p.KEYWORD_ONLY and "*" not in want:
+            want.append("*")
+        want.append(p.name if p.default is p.empty else f"{p.name}={show(p.default)}")
+    got = ", ".join([*map(show, args), *(f"{k}={show(v)}" for k, v in kwargs.items())])
+    n = kwargs.get("n", next((a for a in args if is_int(number(a))), 400))
+    first = ("; the key comes first" if args and not isinstance(args[0], np.ndarray)
+             else "")
+    return (f"{where}: expected {where}({', '.join(want)}), key from "
+            f"funcdl.random.key(seed) and n the number of points; got {where}({got}): {err}"
+            f"{first}: pass e.g. {where}(funcdl.random.key(0), {n})")
 
 
 def _size(n: Any, where: str) -> int:
@@ -74,6 +120,7 @@ def _two(outer: NDArray[np.float64], inner: NDArray[np.float64]) -> Any:
     return np.concatenate([outer, inner]), np.repeat([0, 1], [len(outer), len(inner)])
 
 
+@maker("data.moons")
 def moons(key: Key, n: int, noise: float = 0.0, dtype: DTypeLike = np.float32) -> Points:
     """Two interleaving half circles, scikit-learn's ``make_moons``, shuffled by ``key``.
 
@@ -92,6 +139,7 @@ def moons(key: Key, n: int, noise: float = 0.0, dtype: DTypeLike = np.float32) -
     return _finish(key, x, y, sd, dt)
 
 
+@maker("data.circles")
 def circles(key: Key, n: int, noise: float = 0.0, factor: float = 0.8,
             dtype: DTypeLike = np.float32) -> Points:
     """Two concentric circles, scikit-learn's ``make_circles``, shuffled by ``key``.
@@ -118,6 +166,7 @@ def _split_evenly(n: int, k: int) -> NDArray[np.int64]:
     return np.full(k, n // k, np.int64) + (np.arange(k) < n % k)
 
 
+@maker("data.spirals")
 def spirals(key: Key, n: int, classes: int = 2, noise: float = 0.0, turns: float = 1.0,
             dtype: DTypeLike = np.float32) -> Points:
     """``classes`` interleaved spiral arms, CS231n's spiral data, shuffled by ``key``.
@@ -195,6 +244,7 @@ def _centres(centers: Any, dim: Any, key: Key, where: str, box: Any,
     return c
 
 
+@maker("data.blobs")
 def blobs(key: Key, n: int, centers: int | ArrayLike = 3, std: float | ArrayLike = 1.0,
           dim: int | None = None, box: tuple[float, float] = (-10.0, 10.0),
           dtype: DTypeLike = np.float32) -> Points:
@@ -267,10 +317,10 @@ def moments(x: ArrayLike, axis: int = 0) -> tuple[NDArray[Any], NDArray[Any]]:
     if v.dtype not in FLOAT_MAX:
         raise TypeError(f"{where}: x must be float32 or float64, got dtype {v.dtype}; pass "
                         f"x.astype(np.float32)")
-    ax = int_arg(axis, where, "axis", minimum=None)
-    if not -v.ndim <= ax < v.ndim or v.shape[ax] == 0:
-        raise ValueError(f"{where}: axis {ax} must be an axis of x with at least one entry, "
-                         f"got x of shape {v.shape}; pass axis=0 for examples along rows")
+    ax = _axis(axis, v.ndim, where)  # its type and bounds, checked once, made >= 0
+    if v.shape[ax] == 0:
+        raise ValueError(f"{where}: axis {ax} of x must have at least one entry, got x of "
+                         f"shape {v.shape}; pass axis=0 for examples along rows")
     if not np.isfinite(v).all():
         raise ValueError(f"{where}: x holds NaN or inf; drop or impute them first")
     # in units of the largest magnitude, so that no square or sum overflows
@@ -281,18 +331,3 @@ def moments(x: ArrayLike, axis: int = 0) -> tuple[NDArray[Any], NDArray[Any]]:
     std = np.sqrt(np.square(u - mean).mean(axis=ax, keepdims=True))
     std[std == 0] = 1.0 / big[std == 0]  # the std of a constant: 1 once scaled back
     return (mean * big).astype(v.dtype), (std * big).astype(v.dtype)
-
-
-def stratified_test_counts(counts: NDArray[np.int64], n_test: int) -> NDArray[np.int64]:
-    """Each class's share of ``n_test`` by largest remainders: ``floor(n_test n_c / n)``,
-    then one more for the classes of the largest remainders ``n_test n_c mod n``, ties
-    to the lower class index. Exact integer arithmetic."""
-    n = int(counts.sum())
-    share = counts.astype(object) * n_test  # Python ints: n_test n_c may pass int64
-    take = (share // n).astype(np.int64)
-    left = n_test - int(take.sum())
-    rank = np.argsort(-(share % n), kind="stable")
-    take[rank[:left]] += 1
-    return take
-
-

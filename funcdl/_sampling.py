@@ -132,17 +132,7 @@ def choice(key: Key, a: Any, shape: Any = (), replace: bool = True, p: Any = Non
     where = "random.choice"
     replace = bool_arg(replace, where, "replace")
     dims = shape_arg(shape, where)
-    if isinstance(a, np.ndarray) and a.ndim > 0:
-        ax = _axis(axis, a.ndim, where)
-        n = a.shape[ax]
-    else:
-        size = number(a)
-        if not is_int(size):
-            hint = "; pass np.asarray(it)" if isinstance(size, (list, tuple)) else ""
-            raise TypeError(f"{where}: a must be an int or an array of rank >= 1, got "
-                            f"{size!r} ({type(size).__name__}){hint}")
-        _axis(axis, 1, where)
-        n = count_arg(size, where, "a", 8)
+    n, ax = _candidates(a, axis, where, "a", "to sample from")
     k = math.prod(dims)
     prob = None if p is None else _probabilities(p, n, where)
     if k and n == 0:
@@ -172,9 +162,27 @@ def choice(key: Key, a: Any, shape: Any = (), replace: bool = True, p: Any = Non
         top = np.argpartition(-score, k - 1)[:k]
         idx = top[np.argsort(-score[top], kind="stable")]
     picks: NDArray[np.int64] = np.asarray(idx, np.int64).reshape(dims)
+    return picks if ax is None else np.asarray(np.take(a, picks, axis=ax))
+
+
+def _candidates(a: Any, axis: Any, where: str, what: str,
+                purpose: str) -> tuple[int, int | None]:
+    """``choice``'s and ``permutation``'s first argument ``a`` (named ``what``): an array of
+    rank >= 1 gives its length along ``axis`` and that axis (>= 0); an int, or a 0-d
+    integer array as in JAX, gives ``range(a)``: ``a`` and None (``axis`` must then be 0 or
+    -1). ``purpose`` says what an array is for (``to shuffle``)."""
     if isinstance(a, np.ndarray) and a.ndim > 0:
-        return np.asarray(np.take(a, picks, axis=ax))
-    return picks
+        ax = _axis(axis, a.ndim, where)
+        return int(a.shape[ax]), ax
+    size = number(a)
+    if not is_int(size):
+        got = (f"a 0-d array of dtype {size.dtype}" if isinstance(size, np.ndarray)
+               else f"{size!r} ({type(size).__name__})")
+        hint = f"; pass np.asarray(it) {purpose} it" if isinstance(size, (list, tuple)) else ""
+        raise TypeError(f"{where}: {what} must be an int or an array of rank >= 1 {purpose}, "
+                        f"got {got}{hint}")
+    _axis(axis, 1, where)  # range(a) has one axis
+    return count_arg(size, where, what, 8), None
 
 
 def _probabilities(p: Any, n: int, where: str) -> NDArray[np.float64]:

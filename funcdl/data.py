@@ -29,11 +29,11 @@ from funcdl._args import (
 from funcdl._datasets import (
     blobs,
     circles,
+    maker,
     moments,
     moons,
     one_hot,
     spirals,
-    stratified_test_counts,
 )
 from funcdl.random import Key
 
@@ -134,6 +134,7 @@ def _generate(xs: list[NDArray[Any]], order: NDArray[np.int64] | None, size: int
         yield tuple(a[start:start + size] for a in xs)
 
 
+@maker("data.disk")
 def disk(key: Key, n: int, dtype: DTypeLike = np.float32, *, center: Any = (0.5, 0.5),
          radius: float = RADIUS) -> tuple[NDArray[Any], NDArray[Any]]:
     """``n`` points uniform in the unit square, labelled 1 inside the disk of ``center``
@@ -247,3 +248,16 @@ def _stratified(stratify: Any, n: int, n_test: int, order: NDArray[np.int64],
     rank = np.empty(n, np.int64)
     rank[by_class] = np.arange(n) - np.repeat(first, counts)
     return np.asarray(rank < take[cls])
+
+
+def stratified_test_counts(counts: NDArray[np.int64], n_test: int) -> NDArray[np.int64]:
+    """Each class's share of ``n_test`` by largest remainders: ``floor(n_test n_c / n)``,
+    then one more for the classes of the largest remainders ``n_test n_c mod n``, ties
+    to the lower class index. Exact integer arithmetic."""
+    n = int(counts.sum())
+    share = counts.astype(object) * n_test  # Python ints: n_test n_c may pass int64
+    take = (share // n).astype(np.int64)
+    left = n_test - int(take.sum())
+    rank = np.argsort(-(share % n), kind="stable")
+    take[rank[:left]] += 1
+    return take

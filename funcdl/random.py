@@ -32,8 +32,6 @@ from funcdl._args import (
     count_arg,
     float_dtype_arg,
     int_arg,
-    is_int,
-    number,
     shape_arg,
     shown,
 )
@@ -50,8 +48,8 @@ from funcdl._distributions import (
     rayleigh,
     weibull_min,
 )
-from funcdl._keys import Key, _axis, _broadcasts, _gen, _reals, check_key
-from funcdl._sampling import categorical, choice, exponential, gumbel, randint
+from funcdl._keys import Key, _broadcasts, _gen, _reals, check_key
+from funcdl._sampling import _candidates, categorical, choice, exponential, gumbel, randint
 from funcdl._truncnorm import truncated_normal
 
 __all__ = ["Key", "bernoulli", "beta", "binomial", "categorical", "cauchy", "check_key",
@@ -219,19 +217,9 @@ def permutation(key: Key, n: Any, axis: int = 0) -> NDArray[Any]:
     n.shape[axis]), axis)``, ``n[permutation(key, len(n))]`` for axis 0, as
     ``jax.random.permutation(key, x, axis)`` (whose ``independent`` option is not offered).
     A list is refused: pass ``np.asarray`` of it."""
-    where = "random.permutation"
-    if isinstance(n, np.ndarray) and n.ndim > 0:
-        ax = _axis(axis, n.ndim, where)
-        return np.take(n, _permutation(key, n.shape[ax]), axis=ax)
-    size = number(n)  # a 0-d integer array is a size, as in JAX
-    if not is_int(size):
-        got = (f"a 0-d array of dtype {size.dtype}" if isinstance(size, np.ndarray)
-               else f"{size!r} ({type(size).__name__})")
-        hint = "; pass np.asarray(it) to shuffle it" if isinstance(size, (list, tuple)) else ""
-        raise TypeError(f"{where}: n must be an int or an array of rank >= 1 to shuffle, got "
-                        f"{got}{hint}")
-    _axis(axis, 1, where)  # range(n) has one axis
-    return _permutation(key, count_arg(size, where, "n", 8))
+    size, ax = _candidates(n, axis, "random.permutation", "n", "to shuffle")
+    order = _permutation(key, size)
+    return order if ax is None else np.take(n, order, axis=ax)
 
 
 def _permutation(key: Key, n: int) -> NDArray[np.int64]:

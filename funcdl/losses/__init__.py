@@ -27,11 +27,13 @@ positive pairs; 'none' gives per anchor the sum of its pairs' terms), ``cosine_s
 (``epsilon`` >= -1), ``hinge`` (targets ±1; Keras's ``squared_hinge`` beside it),
 ``sparsemax`` (binary, 0/1 labels) and ``multiclass_sparsemax`` (integer labels).
 Every loss is stable at any finite input: no overflow warning, no NaN.
+Integer labels of another dtype (floats, bools) raise ``LabelDtypeError``, both a TypeError
+and a ValueError.
 """
 
 from __future__ import annotations
 
-from funcdl.losses._base import Loss, _public
+from funcdl.losses._base import LabelDtypeError, Loss, _public
 from funcdl.losses._base import bound as bound  # for autodiff and testing
 from funcdl.losses._contrastive import _cosine_distance, _cosine_similarity, _ntxent
 from funcdl.losses._cross_entropy import _nll, _softmax_cross_entropy
@@ -50,12 +52,12 @@ from funcdl.losses._pairs import _cosine_embedding, _margin_ranking, _triplet_ma
 from funcdl.losses._poly_hinge import _hinge, _poly_loss_cross_entropy, _squared_hinge
 from funcdl.losses._sparsemax import _multiclass_sparsemax, _sparsemax
 
-__all__ = ["Loss", "bce", "bce_with_logits", "cosine_distance", "cosine_embedding",
-           "cosine_similarity", "ctc", "gaussian_nll", "hinge", "hinge_embedding", "huber",
-           "kl_div", "l1", "log_cosh", "margin_ranking", "mse", "multi_margin",
-           "multiclass_sparsemax", "multilabel_margin", "multilabel_soft_margin", "nll", "ntxent",
-           "poisson_nll", "poly_loss_cross_entropy", "sigmoid_focal", "smooth_l1", "soft_margin",
-           "softmax_cross_entropy", "sparsemax", "squared_hinge", "triplet_margin"]
+__all__ = ["LabelDtypeError", "Loss", "bce", "bce_with_logits", "cosine_distance",
+           "cosine_embedding", "cosine_similarity", "ctc", "gaussian_nll", "hinge",
+           "hinge_embedding", "huber", "kl_div", "l1", "log_cosh", "margin_ranking", "mse",
+           "multi_margin", "multiclass_sparsemax", "multilabel_margin", "multilabel_soft_margin",
+           "nll", "ntxent", "poisson_nll", "poly_loss_cross_entropy", "sigmoid_focal", "smooth_l1",
+           "soft_margin", "softmax_cross_entropy", "sparsemax", "squared_hinge", "triplet_margin"]
 
 mse = _public("mse", _mse)
 bce = _public("bce", _bce)

@@ -74,6 +74,36 @@ def bound(loss: Any) -> Any:
 
 # ---------------------------------------------------------------------------- helpers
 
+class LabelDtypeError(TypeError, ValueError):
+    """Integer class labels given in another dtype (floats read from a text file, bools):
+    both a TypeError and a ValueError, as NumPy's AxisError is both a ValueError and an
+    IndexError, so that code catching either (the losses raised one or the other before
+    they shared ``_int_labels``) still catches it."""
+
+
+def _int_labels(name: str, target: Any, want: str, ids: str, fix: str = "") -> Array:
+    """``target`` as an array of integers, else a ``LabelDtypeError`` (see ``_label_error``)."""
+    t = array_arg(target, name, "target")
+    if t.dtype.kind not in "iu":
+        raise _label_error(name, t, want, ids, fix)
+    return t
+
+
+def _label_error(name: str, t: Array, want: str, ids: str, fix: str = "") -> LabelDtypeError:
+    """The error of every loss taking integer labels, given ``t`` of another dtype: ``want``
+    what the target must be (``class labels of shape (4,)``), ``ids`` their values
+    (``class ids must be integers in [0, 3)``), ``fix`` another way (``, or ...``)."""
+    seen, cast = "", "target.astype(int)"
+    if t.dtype.kind not in "fb":  # strings, objects: names to map to ids, not to cast
+        cast = "the ids np.unique(target, return_inverse=True)[1]"
+    elif t.size:
+        lo, hi = np.minimum.reduce(t, axis=None), np.maximum.reduce(t, axis=None)
+        whole = t.dtype.kind == "b" or bool((np.floor(t) == t).all())
+        seen = f" (values in [{lo}, {hi}]{'' if whole else ', not all whole numbers'})"
+    return LabelDtypeError(f"{name}: target must be integer {want}, got dtype {t.dtype}"
+                           f"{seen}; {ids}: pass {cast}{fix}")
+
+
 def _pred(name: str, pred: Any) -> Array:
     p = array_arg(pred, name, "pred")
     if p.dtype.kind != "f":

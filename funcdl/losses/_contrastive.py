@@ -10,8 +10,15 @@ import numpy as np
 
 from funcdl._args import real_arg
 from funcdl._special import softplus_sigmoid
-from funcdl.losses._base import Array, Pullback, _pred, _reduced, _same_shape, _sum
-from funcdl.losses._margins import _int_target
+from funcdl.losses._base import (
+    Array,
+    Pullback,
+    _int_labels,
+    _pred,
+    _reduced,
+    _same_shape,
+    _sum,
+)
 
 
 def _unit(a: Array, eps: float) -> tuple[Array, Array, Array]:
@@ -83,8 +90,8 @@ def _cosine_distance(pred: Any, target: Any, epsilon: float = 0.0,
 
 
 def _group_labels(name: str, x: Array, target: Any) -> Array:
-    y = _int_target(name, target, f"group labels of shape ({x.shape[0]},) (equal labels "
-                                  f"mark positive pairs)")  # bools refused, as elsewhere
+    y = _int_labels(name, target, f"group labels of shape ({x.shape[0]},)",  # bools too
+                    "group labels must be integers, equal labels marking positive pairs")
     if y.shape != x.shape[:1]:
         raise ValueError(f"{name}: target must hold one label per embedding, shape "
                          f"({x.shape[0]},) for embeddings of shape {x.shape}, got {y.shape}")

@@ -12,6 +12,7 @@ from funcdl._special import shifted_exp
 from funcdl.losses._base import (
     Array,
     Pullback,
+    _label_error,
     _one_hot,
     _pred,
     _probabilities,
@@ -52,9 +53,7 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
                         f"got dtype {labels.dtype}")
     # probabilities, or one-hot (torch's one_hot: int64)
     if labels.shape == z.shape[:-1]:  # one value per example: meant as class labels
-        raise ValueError(f"{name}: a target of shape {labels.shape} holds class labels, "
-                         f"which must be integers, got dtype {labels.dtype}; pass "
-                         f"target.astype(int), or probabilities of shape {z.shape}")
+        raise _label_error(name, labels, *_class_labels(z.shape))
     if ignore is not None:
         raise ValueError(f"{name}: ignore_index={ignore} applies to integer labels of "
                          f"shape {z.shape[:-1]}; a target of probabilities or one-hot rows "
@@ -74,6 +73,17 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
         return out
 
     return _reduced(name, per, reduction, per.size, grad)
+
+
+def _class_labels(shape: tuple[int, ...], fix: str | None = None) -> tuple[str, str, str]:
+    """``_label_error``'s words for class labels against scores of ``shape`` (..., C);
+    ``fix`` another way, "" for none (None: probabilities, as the cross-entropies take)."""
+    k = shape[-1]
+    if fix is None:
+        fix = (f", or probabilities of shape {shape} (one-hot rows: "
+               f"funcdl.data.one_hot(labels, {k}))")
+    return (f"class labels of shape {shape[:-1]}",
+            f"class ids must be integers in [0, {k}), one per example", fix)
 
 
 def _dense_target(name: str, z: Array, target: Any) -> Array:
@@ -213,9 +223,9 @@ def _nll(pred: Any, target: Any, reduction: str = "mean", *, weight: Any = None,
                          f"class, got shape {lp.shape}")
     labels, w, ignore = _label_args(name, target, lp.shape, lp.dtype, weight, ignore_index)
     if labels.dtype.kind not in "iu":
-        raise TypeError(f"{name}: target must be integer class labels of shape "
-                        f"{lp.shape[:-1]}, got dtype {labels.dtype}; for probabilities "
-                        f"use softmax_cross_entropy on the logits")
+        raise _label_error(name, labels, *_class_labels(
+            lp.shape, f"; for probabilities of shape {lp.shape} use softmax_cross_entropy "
+                      f"on the logits"))
     n_classes = lp.shape[-1]
     keep, rows, cols, wy, count = _pick(name, "log-probabilities", lp.shape, labels, w,
                                         ignore, reduction)

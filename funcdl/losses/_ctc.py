@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import array_arg, bool_arg, int_arg
-from funcdl.losses._base import Array, Pullback, _pred, _reduced
+from funcdl.losses._base import Array, Pullback, _int_labels, _pred, _reduced
 
 _NEG = -np.inf
 # alpha, beta and the posterior are computed in float64 whatever pred's dtype: alpha_t and
@@ -58,7 +58,7 @@ def _ctc(pred: Any, target: Any, reduction: str = "mean", *, input_lengths: Any 
         raise ValueError(f"{name}: blank must be a class index in [0, {n_cls}) for pred of "
                          f"shape {lp.shape}, got {blank}")
     zero_infinity = bool_arg(zero_infinity, name, "zero_infinity")
-    lab = _labels(name, labels, lp.shape)
+    lab = _labels(name, labels, lp.shape, blank)
     s_max = lab.shape[1]
     il = _lengths(name, "input_lengths", input_lengths, n, t_max, "pred.shape[1]")
     tl = _lengths(name, "target_lengths", target_lengths, n, s_max, "target.shape[1]")
@@ -189,12 +189,10 @@ def _unpacked(name: str, target: Any, input_lengths: Any,
     return target
 
 
-def _labels(name: str, target: Any, shape: tuple[int, ...]) -> Array:
-    lab = array_arg(target, name, "target")
-    if lab.dtype.kind not in "iu":
-        raise TypeError(f"{name}: target must be integer labels of shape (N, S), padded, got "
-                        f"{type(target).__name__} of dtype {lab.dtype}; pass "
-                        f"target.astype(int)")
+def _labels(name: str, target: Any, shape: tuple[int, ...], blank: int) -> Array:
+    lab = _int_labels(name, target, "labels of shape (N, S), padded",
+                      f"labels must be integer class ids in [0, {shape[-1]}) other than the "
+                      f"blank, {blank}")
     if lab.ndim != 2 or lab.shape[0] != shape[0]:
         raise ValueError(f"{name}: target must be integer labels of shape (N, S) = "
                          f"({shape[0]}, S) for pred of shape {shape}, one padded row per "

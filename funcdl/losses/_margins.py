@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import array_arg, is_int, number, real_arg, shown
+from funcdl._args import is_int, number, real_arg, shown
 from funcdl._special import softplus_sigmoid
 from funcdl.losses._base import (
     Array,
     Pullback,
+    _int_labels,
     _pred,
     _probabilities,
     _reduced,
@@ -20,7 +21,7 @@ from funcdl.losses._base import (
     _sum,
     _weights,
 )
-from funcdl.losses._cross_entropy import _pick, _weighed
+from funcdl.losses._cross_entropy import _class_labels, _pick, _weighed
 from funcdl.losses._elementwise import _bce_with_logits
 
 _TORCH_SIGNS = "torch's convention; it gives any other value a meaningless loss"
@@ -44,14 +45,6 @@ def _classes(name: str, x: Array, what: str) -> int:
         raise ValueError(f"{name}: pred needs a class axis, last, of at least one class "
                          f"({what}), got shape {x.shape}")
     return int(x.shape[-1])
-
-
-def _int_target(name: str, target: Any, want: str) -> Array:
-    y = array_arg(target, name, "target")
-    if y.dtype.kind not in "iu":
-        raise TypeError(f"{name}: target must be integer {want}, got {type(target).__name__} "
-                        f"of dtype {y.dtype}; pass target.astype(int)")
-    return y
 
 
 # ---------------------------------------------------------------------------- ±1 targets
@@ -114,7 +107,7 @@ def _multi_margin(pred: Any, target: Any, p: int = 1, margin: float = 1.0,
     m = real_arg(margin, name, "margin")  # torch takes a negative margin too
     x = _pred(name, pred)
     n_classes = _classes(name, x, "the scores")
-    labels = _int_target(name, target, f"class labels of shape {x.shape[:-1]}")
+    labels = _int_labels(name, target, *_class_labels(x.shape, ""))
     w = _weights(name, "weight", weight, x.shape[-1:], x.dtype)
     # no weights to _pick: its weighted mean divides by Σ w_y, torch's here by the count
     _, rows, cols, _, _ = _pick(name, "scores", x.shape, labels, None, None, reduction)
@@ -178,7 +171,8 @@ def _multilabel_margin(pred: Any, target: Any, reduction: str = "mean") -> tuple
     name = "multilabel_margin"
     x = _pred(name, pred)
     n_classes = _classes(name, x, "the scores")
-    y = _int_target(name, target, f"class indices padded with -1, of pred's shape {x.shape}")
+    y = _int_labels(name, target, f"class indices padded with -1, of pred's shape {x.shape}",
+                    f"class indices must be integers in [0, {n_classes}), -1 for padding")
     if y.shape != x.shape:
         raise ValueError(f"{name}: target must have pred's shape {x.shape} (per example, its "
                          f"classes, then -1s), got {y.shape}")

@@ -12,11 +12,12 @@ from funcdl._special import shifted_exp
 from funcdl.losses._base import (
     Array,
     Pullback,
+    _label_error,
     _pred,
     _reduced,
     _sum,
 )
-from funcdl.losses._cross_entropy import _dense_target, _pick
+from funcdl.losses._cross_entropy import _class_labels, _dense_target, _pick
 from funcdl.losses._margins import _classes, _signs
 
 
@@ -25,9 +26,7 @@ def _poly_target(name: str, z: Array, target: Any) -> Array:
     shape (...), as a float array of the logits' shape. The target is read once."""
     t = array_arg(target, name, "target")
     if t.shape == z.shape[:-1] and t.dtype.kind in "fb":  # labels read from a text file
-        raise TypeError(f"{name}: class labels of shape {t.shape} must be integers, got "
-                        f"dtype {t.dtype}; pass target.astype(int), or probabilities of "
-                        f"shape {z.shape}")
+        raise _label_error(name, t, *_class_labels(z.shape))
     if t.dtype.kind in "iu" and t.shape == z.shape[:-1]:
         _, rows, cols, _, _ = _pick(name, "logits", z.shape, t, None, None, "sum")
         hot = np.zeros((t.size, z.shape[-1]), z.dtype)

@@ -10,9 +10,17 @@ from typing import Any
 import numpy as np
 
 from funcdl._simplex import shifted_simplex_projection
-from funcdl.losses._base import Array, Pullback, _pred, _reduced, _same_shape, _sum
-from funcdl.losses._cross_entropy import _pick
-from funcdl.losses._margins import _classes, _int_target
+from funcdl.losses._base import (
+    Array,
+    Pullback,
+    _int_labels,
+    _pred,
+    _reduced,
+    _same_shape,
+    _sum,
+)
+from funcdl.losses._cross_entropy import _class_labels, _pick
+from funcdl.losses._margins import _classes
 
 
 def _binary_labels(name: str, x: Array, target: Any) -> Array:
@@ -53,7 +61,7 @@ def _multiclass_sparsemax(pred: Any, target: Any,
     name = "multiclass_sparsemax"
     x = _pred(name, pred)
     n_classes = _classes(name, x, "the scores")
-    labels = _int_target(name, target, f"class labels of shape {x.shape[:-1]}")
+    labels = _int_labels(name, target, *_class_labels(x.shape, ""))
     _, rows, cols, _, _ = _pick(name, "scores", x.shape, labels, None, None, reduction)
     xs = x.reshape(-1, n_classes)
     # the value is shift-invariant: z (the projection's own shift) keeps it small; a
