@@ -189,20 +189,37 @@ def needs_params(name: str, params: Tree) -> None:
                          f"update(state, grads, params), got params=None")
 
 
+def same_trees(name: str, a: Tree, b: Tree, names: tuple[str, str],
+               shapes: bool = False) -> None:
+    """``tree.check_same`` prefixed with ``name``: a ValueError at the first path where
+    ``a`` and ``b`` differ in structure (or, with ``shapes``, in a leaf's shape)."""
+    try:  # a map building no path strings accepts matching trees in a fraction of the time
+        tree.map(_nothing, a, b, shapes=shapes)
+        return
+    except ValueError:
+        pass
+    try:  # check_same decides, and names the path
+        tree.check_same(a, b, names, shapes=shapes)
+    except ValueError as detail:
+        raise ValueError(f"{name}: {detail}") from None
+
+
+def _nothing(*leaves: Any) -> None:
+    return None
+
+
 def walk(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Sequence[str],
-         n_out: int) -> tuple[Tree, ...]:
-    """``fn(path, *leaves)`` over trees of one structure (leaf shapes free: a state leaf may
-    be a leaf's statistics), returning ``n_out`` trees; a structure mismatch is a
-    ValueError naming ``name`` and the first differing path."""
-    for other, other_name in zip(trees[1:], names[1:], strict=True):
-        try:
-            tree.check_same(trees[0], other, (names[0], other_name))
-        except ValueError as detail:
-            raise ValueError(f"{name}: {detail}") from None
-    leaves_with_path = tree.leaves_with_path(trees[0])
-    _, treedef = tree.flatten(trees[0])
-    columns = [tree.leaves(t) for t in trees]
-    outs = [fn(path, *xs) for (path, _), *xs in zip(leaves_with_path, *columns, strict=True)]
+         n_out: int, shapes: int = 0) -> tuple[Tree, ...]:
+    """``fn(path, *leaves)`` over trees of one structure, returning ``n_out`` trees; leaf
+    shapes are free (a state leaf may be a leaf's statistics) but in ``trees[1:1 + shapes]``,
+    which must have ``trees[0]``'s (params beside grads). A mismatch is a ValueError naming
+    ``name`` and the first differing path, raised before ``fn`` sees any leaf."""
+    for i, (other, other_name) in enumerate(zip(trees[1:], names[1:], strict=True)):
+        same_trees(name, trees[0], other, (names[0], other_name), shapes=i < shapes)
+    columns = [tree.leaves(t) for t in trees[1:]]
+    outs = [fn(path, x, *xs) for (path, x), *xs
+            in zip(tree.leaves_with_path(trees[0]), *columns, strict=True)]
+    treedef = tree.structure(trees[0])
     return tuple(tree.unflatten(treedef, [o[i] for o in outs]) for i in range(n_out))
 
 
@@ -215,6 +232,20 @@ def real_param(p: Any) -> Any:
     return a
 
 
+def param_leaf(where: str, path: str, p: Any) -> Any:
+    """``p`` as an array if it is real floating point, else a TypeError naming ``where``
+    and ``params{path}``."""
+    a = np.asarray(p)
+    if a.dtype.kind != "f":
+        raise _param_dtype_error(where, path, a.dtype)
+    return a
+
+
+def _param_dtype_error(where: str, path: str, dtype: np.dtype[Any]) -> TypeError:
+    return TypeError(f"{where}: params{path} has dtype {dtype}; optimizers work on real "
+                     f"floating-point arrays (cast with .astype(np.float32))")
+
+
 def real_leaf(name: str, what: str, path: str, g: Any) -> Any:
     """``g`` as an array, or ``dtype_error`` naming ``name``, ``what`` and ``path``."""
     try:
@@ -222,6 +253,41 @@ def real_leaf(name: str, what: str, path: str, g: Any) -> Any:
     except TypeError:
         raise dtype_error(name, what, path, np.asarray(g).dtype) from None
     return np.asarray(g)
+
+
+def check_grads(where: str, grads: Tree, params: Tree, what: str = "grads") -> None:
+    """Errors naming ``where`` (``"<name>.update"``) for no params, ``grads`` of another
+    structure or leaf shapes than the params', a grads leaf or a param that is not real
+    floating point. A walk over the leaves, no copy: the line searches check every trial's
+    grads with it (raveling them, as ``_linesearch.flat_grads`` does, copies every entry)."""
+    if params is None:
+        needs_params(where.removesuffix(".update"), params)
+    same_trees(where, params, grads, ("params", what), shapes=True)
+    for path, leaf in tree.leaves_with_path(grads):
+        real_leaf(where, what, path, leaf)
+    odd = tree.odd_leaf(params, "f")
+    if odd is not None:
+        raise _param_dtype_error(where, *odd)
+
+
+def state_float(where: str, field: str, value: Any) -> np.floating[Any]:
+    """A scalar float field of a state (a step or distance estimate, a scale, a best loss)
+    as a NumPy float scalar of its own dtype (a Python float as float64), or a TypeError
+    naming ``where`` and ``field``: a state built or edited by hand may hold anything."""
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0 and value.dtype.kind == "f":
+            return value[()]  # type: ignore[return-value]  # 0-d, kind "f": a NumPy float
+    elif isinstance(value, np.floating):
+        return value
+    elif isinstance(value, float):
+        return np.float64(value)
+    kind = type(value).__name__
+    if isinstance(value, np.ndarray):
+        kind = f"{kind} of shape {value.shape} and dtype {value.dtype}"
+    shown = kind if isinstance(value, np.ndarray) and value.size > 8 else f"{value!r} ({kind})"
+    raise TypeError(f"{where}: the state's {field} must be a 0-d float (a NumPy float or a "
+                    f"0-d float array), got {shown}; pass the state made by this "
+                    f"optimizer's init")
 
 
 def loss_float(value: Any) -> float | None:

@@ -27,6 +27,7 @@ from funcdl.optim._checks import (
     check_float,
     check_float_params,
     needs_params,
+    param_leaf,
     real_leaf,
     real_param,
     walk,
@@ -97,15 +98,9 @@ def adaptive_grad_clip(clipping: float, eps: float = 1e-3,
         where = f"{name}.update"
         check_state(name, state, EmptyState)
         needs_params(name, params)
-        leafwise(where, lambda g, p: None, (grads, params), ("grads", "params"))
 
         def leaf(path: str, g: Any, p: Any) -> Any:
-            g = real_leaf(where, "grads", path, g)
-            if np.asarray(p).dtype.kind != "f":
-                raise TypeError(f"{where}: params{path} has dtype {np.asarray(p).dtype}; "
-                                f"optimizers work on real floating-point arrays (cast with "
-                                f".astype(np.float32))")
-            p = np.asarray(p)
+            g, p = real_leaf(where, "grads", path, g), param_leaf(where, path, p)
             axes = _unit_axes(where, path, g.shape, axis)
             try:
                 g_norm = np.sqrt(np.sum(g * g, axis=axes, keepdims=True))
@@ -118,7 +113,8 @@ def adaptive_grad_clip(clipping: float, eps: float = 1e-3,
             return (np.where(g_norm < limit, g, clipped).astype(g.dtype, copy=False),)
 
         with np.errstate(all="ignore"):  # inf and NaN, silently, as optax's
-            return walk(where, leaf, (grads, params), ("grads", "params"), 1)[0], state
+            return walk(where, leaf, (grads, params), ("grads", "params"), 1,
+                        shapes=1)[0], state
 
     return transform(name, empty_init(), update)
 

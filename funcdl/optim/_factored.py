@@ -138,8 +138,6 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
         check_state(name, state, FactoredState)
         count = read_count(where, state.count)
         beta = schedule_float(where, decay_rate_fn(count - offset, decay), count)
-        if params is not None:  # checked, though only the grads' shapes are read
-            leafwise(where, lambda g, p: None, (grads, params), ("grads", "params"))
 
         def leaf(path: str, g: Any, r: Any, c: Any, v: Any) -> tuple[Any, Any, Any, Any]:
             g = real_leaf(where, "grads", path, g)
@@ -163,10 +161,15 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
             u = g / np.sqrt(np.expand_dims(row, d0) * np.expand_dims(c_new, d1))
             return np.asarray(u, r_new.dtype), r_new, c_new, v
 
+        trees: tuple[Tree, ...] = (grads, state.v_row, state.v_col, state.v)
+        names: tuple[str, ...] = ("grads", "state.v_row", "state.v_col", "state.v")
+        step: Callable[..., Any] = leaf
+        if params is not None:  # checked in the same walk, though only grads' shapes are read
+            trees, names = (grads, params, *trees[1:]), ("grads", "params", *names[1:])
+            step = lambda path, g, p, r, c, v: leaf(path, g, r, c, v)  # noqa: E731
         with np.errstate(all="ignore"):  # inf and NaN steps, silently, as optax's
-            out, v_row, v_col, v = walk(where, leaf, (grads, state.v_row, state.v_col,
-                                                      state.v),
-                                        ("grads", "state.v_row", "state.v_col", "state.v"), 4)
+            out, v_row, v_col, v = walk(where, step, trees, names, 4,
+                                        shapes=int(params is not None))
         return out, FactoredState(next_count(count), v_row, v_col, v)
 
     return transform(name, init, update)

@@ -19,13 +19,8 @@ import numpy as np
 from funcdl import tree
 from funcdl._args import bool_arg, int_arg, number, real_arg
 from funcdl.optim._base import GradientTransformation, check_state, transform
-from funcdl.optim._checks import (
-    check_float_params,
-    float_dtypes,
-    loss_float,
-    needs_params,
-    real_leaf,
-)
+from funcdl.optim._checks import check_float_params, float_dtypes, loss_float
+from funcdl.optim._checks import check_grads as check_grads  # _zoom imports it from here
 
 __all__ = ["BacktrackingLinesearchInfo", "ScaleByBacktrackingLinesearchState",
            "scale_by_backtracking_linesearch"]
@@ -51,29 +46,10 @@ class ScaleByBacktrackingLinesearchState(NamedTuple):
 
 # ---------------------------------------------------------------------------- helpers
 
-def check_grads(where: str, grads: Tree, params: Tree, what: str = "grads") -> None:
-    """Errors naming ``where`` (``"<name>.update"``) for no params, ``grads`` of another
-    structure or leaf shapes than the params', a grads leaf or a param that is not real
-    floating point. A walk over the leaves, no copy: the searches check every trial's grads
-    with it (raveling them, as ``flat_grads`` does, copies every entry)."""
-    if params is None:
-        needs_params(where.removesuffix(".update"), params)
-    try:
-        tree.check_same(params, grads, ("params", what), shapes=True)
-    except ValueError as detail:
-        raise ValueError(f"{where}: {detail}") from None
-    for path, leaf in tree.leaves_with_path(grads):
-        real_leaf(where, what, path, leaf)
-    odd = tree.odd_leaf(params, "f")
-    if odd is not None:
-        raise TypeError(f"{where}: params{odd[0]} has dtype {odd[1]}; optimizers work on "
-                        f"real floating-point arrays (cast with .astype(np.float32))")
-
-
 def flat_grads(where: str, grads: Tree, params: Tree, what: str = "grads",
                dtype: Any = None, size: int | None = None
                ) -> tuple[Any, Any, Callable[[Any], Tree]]:
-    """``(g, w, unravel)``: ``check_grads``, then ``grads`` and ``params`` raveled (in
+    """``(g, w, unravel)``: ``_checks.check_grads``, then ``grads`` and ``params`` raveled (in
     ``dtype``, default the params' promoted one) and the inverse, giving the params'
     structure and dtypes; params of another size than the state's (``size``) are a
     ValueError naming ``where``."""

@@ -34,6 +34,7 @@ from funcdl.optim._checks import (
     float_dtypes,
     needs_params,
     real_param,
+    state_float,
     value_at,
 )
 
@@ -93,16 +94,11 @@ def _betas(name: str, betas: Any) -> tuple[float, float]:
     return b1, b2
 
 
-def read_scalar(name: str, what: str, value: Any) -> tuple[float, np.dtype[Any]]:
-    """A 0-d float of the state (a step or distance estimate) as a Python float and its
-    dtype, or a TypeError naming the field: a state built or edited by hand may hold
-    anything there."""
-    a = np.asarray(value) if isinstance(value, (np.ndarray, np.generic, float)) else None
-    if a is None or a.shape != () or a.dtype.kind != "f":
-        raise TypeError(f"{name}.update: the state's {what} must be a 0-d float, got "
-                        f"{type(value).__name__}; pass the state made by this optimizer's "
-                        f"init")
-    return float(a), a.dtype
+def read_scalars(name: str, state: Any, *fields: str) -> tuple[list[float], np.dtype[Any]]:
+    """The state's 0-d float ``fields`` (step or distance estimates) as Python floats, and
+    the first one's dtype (the one the new values are stored in); ``state_float``'s errors."""
+    values = [state_float(f"{name}.update", f, getattr(state, f)) for f in fields]
+    return [float(v) for v in values], values[0].dtype
 
 
 def dot(a: Any, b: Any) -> float:
@@ -125,8 +121,7 @@ def _estimate(d: float, numerator: float, denominator: float) -> float:
 
 
 def _check_scalars(name: str, state: Any) -> tuple[float, float, np.dtype[Any]]:
-    d, dt = read_scalar(name, "estim_lr", state.estim_lr)
-    nw, _ = read_scalar(name, "numerator_weighted", state.numerator_weighted)
+    (d, nw), dt = read_scalars(name, state, "estim_lr", "numerator_weighted")
     return d, nw, dt
 
 

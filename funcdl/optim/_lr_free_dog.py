@@ -34,7 +34,7 @@ from funcdl.optim._checks import (
     needs_params,
     real_param,
 )
-from funcdl.optim._lr_free import check_positive, dot, read_scalar
+from funcdl.optim._lr_free import check_positive, dot, read_scalars
 from funcdl.optim._masked import make_masked
 from funcdl.optim._transforms import add_decayed_weights, identity, scale_by_learning_rate
 
@@ -140,8 +140,7 @@ def scale_by_dog(init_step: tuple[str, float], eps: float = 1e-8) -> GradientTra
         check_state(name, state, DoGState)
         needs_params(name, params)
         count = read_count(f"{name}.update", state.count)
-        r, dt = read_scalar(name, "max_dist", state.max_dist)
-        big_g, _ = read_scalar(name, "sum_sq_norm_grads", state.sum_sq_norm_grads)
+        (r, big_g), dt = read_scalars(name, state, "max_dist", "sum_sq_norm_grads")
         sq_dist, sq_norm = _distances(name, grads, params, state.init_params)
         r = max(r, math.sqrt(sq_dist)) if not math.isnan(r) else r
         big_g += sq_norm
@@ -177,8 +176,8 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None, eps: float = 1e-4
         check_state(name, state, DoWGState)
         needs_params(name, params)
         count = read_count(f"{name}.update", state.count)
-        big_g, dt = read_scalar(name, "weighted_sq_norm_grads", state.weighted_sq_norm_grads)
-        r2, _ = read_scalar(name, "estim_sq_dist", state.estim_sq_dist)
+        (big_g, r2), dt = read_scalars(name, state, "weighted_sq_norm_grads",
+                                       "estim_sq_dist")
         sq_dist, sq_norm = _distances(name, grads, params, state.init_params)
         r2 = max(r2, sq_dist) if not math.isnan(r2) else r2
         with np.errstate(all="ignore"):

@@ -11,7 +11,13 @@ import numpy as np
 
 from funcdl._args import number
 from funcdl.optim._base import GradientTransformation, check_state, read_count, transform
-from funcdl.optim._checks import check_float, check_float_params, float_dtypes, loss_float
+from funcdl.optim._checks import (
+    check_float,
+    check_float_params,
+    float_dtypes,
+    loss_float,
+    state_float,
+)
 from funcdl.optim._schedules import _steps
 from funcdl.optim._transforms import _may_warn, _multiplier, _times
 
@@ -99,7 +105,7 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
         where = f"{name}.update"
         check_state(name, state, ReduceLROnPlateauState)
         loss = _loss(where, value)
-        s, best, avg = (_read_float(where, f, getattr(state, f))
+        s, best, avg = (state_float(where, f, getattr(state, f))
                         for f in ("scale", "best_value", "avg_value"))
         plateau = read_count(where, state.plateau_count)
         cool = read_count(where, state.cooldown_count)
@@ -126,15 +132,3 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
         return _times(name, _multiplier(step), grads, params, _may_warn(step)), new
 
     return transform(name, init, update)
-
-
-def _read_float(name: str, field: str, value: Any) -> Any:
-    """A float field of the state as a NumPy float scalar of its own dtype, or an error."""
-    v = value[()] if isinstance(value, np.ndarray) and value.ndim == 0 else value
-    if isinstance(v, float) and not isinstance(v, np.floating):
-        v = np.float64(v)
-    if not isinstance(v, np.floating):
-        raise TypeError(f"{name}: the state's {field} must be a float, got {value!r} "
-                        f"({type(value).__name__}); pass the state made by this "
-                        f"optimizer's init")
-    return v
