@@ -102,19 +102,18 @@ def test_check_finite_names_each_place_once(key):
     x, y = np.ones((2, 3), np.float32), np.ones((2, 2), np.float32)
     with fd.debug.check_finite(), pytest.raises(FloatingPointError) as e:
         fd.value_and_grad(nested, losses.mse)(params, x, y)
-    assert str(e.value) == ("Sequential[1] Sequential(Dense(3), Dense(2)): Sequential[1] "
+    assert str(e.value) == ("Sequential[1] > Sequential[1] "
                             f"Dense(2): NaN in the forward output (shape (2, 2)){_ON}")
     # the same places as any other error of that layer (checks off): a wrong weight shape
     params[1][1]["w"] = np.ones((5, 2), np.float32)
-    with pytest.raises(ValueError, match=r"^Sequential\[1\] Sequential\(Dense\(3\), Dense\(2\)"
-                                         r"\): Sequential\[1\] Dense\(2\): expected input"):
+    with pytest.raises(ValueError, match=r"^Sequential\[1\] > Sequential\[1\] Dense\(2\): "
+                                         r"expected input"):
         nested.apply(params, x)
     model = L.Sequential(L.Dense(3), L.Residual(L.Sequential(L.Dense(3), _broken())))
     _, params = model.init(key, (None, 3))
     with fd.debug.check_finite(), pytest.raises(FloatingPointError) as e:
         fd.value_and_grad(model, losses.mse)(params, x, np.ones((2, 3), np.float32))
-    assert str(e.value) == ("Sequential[1] Residual(Sequential(Dense(3), Broken)): Residual "
-                            "Sequential(Dense(3), Broken): Sequential[1] Broken: NaN in the "
+    assert str(e.value) == ("Sequential[1] > Residual > Sequential[1] Broken: NaN in the "
                             f"backward pass: dx (shape (2, 3)){_ON}")
 
 

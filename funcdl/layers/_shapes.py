@@ -26,14 +26,21 @@ def pair_of_shapes(in_shape: Any) -> bool:
 
 
 def located(where: str, child: str, err: Exception) -> Exception:
-    """Re-raise a child's error prefixed with its place in the parent: ``Sequential[3] ...``."""
+    """Re-raise a child's error prefixed with its place in the parent: ``Sequential[3] ...``.
+    A child combinator's error, already placed by it (``Parallel[0] Dense(3): ...``), is
+    joined by `` > `` without the child's repr, which would repeat its whole subtree at
+    every level: ``Sequential[0] > Parallel[0] Dense(3): ...``."""
     msg = str(err)
-    if not msg.startswith(child):
-        msg = f"{child}: {msg}"
+    kind = child.split("(", 1)[0]
+    if kind and not msg.startswith(child) and msg[len(kind):len(kind) + 1] in ("[", " ") \
+            and msg.startswith(kind):
+        joined = f"{where} > {msg}"
+    else:
+        joined = f"{where} {msg if msg.startswith(child) else f'{child}: {msg}'}"
     try:
-        return type(err)(f"{where} {msg}")
+        return type(err)(joined)
     except Exception:  # a class with a constructor of its own (NumPy's UFuncTypeError):
         # the first of the builtin classes it derives from, which take a message
-        kind = next((t for t in (TypeError, ValueError, ArithmeticError) if isinstance(err, t)),
-                    ValueError)
-        return kind(f"{where} {msg}")
+        cls = next((t for t in (TypeError, ValueError, ArithmeticError) if isinstance(err, t)),
+                   ValueError)
+        return cls(joined)
