@@ -80,3 +80,20 @@ def test_probabilities_and_int_one_hot_still_pass_the_cross_entropies():
         want = loss(Z, LABELS)
         assert loss(Z, hot) == pytest.approx(want)
         assert loss(Z, hot.astype(int)) == pytest.approx(want)
+
+
+def test_a_loss_shows_its_own_doc_and_options_not_the_loss_class() -> None:
+    """help(losses.huber) and inspect.signature show huber's formula and delta=, as optax's
+    and torch's functions do; the class Loss keeps its own doc and signature."""
+    import inspect
+    import pydoc
+
+    sig = inspect.signature(losses.bce_with_logits)
+    assert {"pred", "target", "reduction", "weight", "pos_weight"} <= set(sig.parameters)
+    assert "delta" in inspect.signature(losses.huber).parameters
+    text = pydoc.render_doc(losses.huber, renderer=pydoc.plaintext)
+    assert "delta" in text and "clip(d, -delta, delta)" in text and "(value, pullback)" in text
+    assert losses.Loss.__doc__ is not None and losses.Loss.__doc__.startswith("A loss:")
+    assert list(inspect.signature(losses.Loss).parameters) == ["name", "vjp"]
+    mine = losses.Loss("mine", lambda p, t: (0.0, lambda c: (c, None)))
+    assert mine.__doc__ is None and list(inspect.signature(mine).parameters) == ["p", "t"]

@@ -4,6 +4,7 @@ pred and target, and the reductions with their pullbacks."""
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,33 @@ class Loss:
 
     def __repr__(self) -> str:
         return f"funcdl.losses.{self.name}"
+
+
+class _FromVjp:
+    """A loss's ``__doc__`` or ``__signature__``: its vjp's, so that ``help(losses.huber)``
+    and ``inspect.signature`` show the loss's own formula and options (``delta=``), not
+    ``Loss``'s; on the class itself, the class's (``sig`` None: from ``__init__``)."""
+
+    def __init__(self, sig: bool, own: Any) -> None:
+        self.sig, self.own = sig, own
+
+    def __get__(self, loss: Any, owner: Any = None) -> Any:
+        if loss is None:
+            return self.own
+        if self.sig:
+            try:
+                return inspect.signature(loss.vjp).replace(
+                    return_annotation=inspect.Signature.empty)
+            except (TypeError, ValueError):  # a builtin or a C function: Loss.__call__'s
+                return None
+        doc = getattr(loss.vjp, "__doc__", None)
+        return None if doc is None else (
+            f"{inspect.cleandoc(doc)}\n\nCalling the loss gives the value; its ``vjp`` (the same arguments) "
+            f"gives ``(value, pullback)``.")
+
+
+Loss.__signature__ = _FromVjp(True, None)  # type: ignore[attr-defined]
+Loss.__doc__ = _FromVjp(False, Loss.__doc__)  # type: ignore[assignment]
 
 
 def vjp_form(got: Any) -> str | None:
