@@ -68,8 +68,8 @@ class _FromVjp:
                 return None
         doc = getattr(loss.vjp, "__doc__", None)
         return None if doc is None else (
-            f"{inspect.cleandoc(doc)}\n\nCalling the loss gives the value; its ``vjp`` (the same arguments) "
-            f"gives ``(value, pullback)``.")
+            f"{inspect.cleandoc(doc)}\n\nCalling the loss gives the value; its ``vjp`` (the "
+            f"same arguments) gives ``(value, pullback)``.")
 
 
 Loss.__signature__ = _FromVjp(True, None)  # type: ignore[attr-defined]
