@@ -52,7 +52,7 @@ from funcdl._keys import Key, _broadcasts, _gen, _reals, check_key
 from funcdl._sampling import _candidates, categorical, choice, exponential, gumbel, randint
 from funcdl._truncnorm import truncated_normal
 
-__all__ = ["Key", "bernoulli", "beta", "binomial", "categorical", "cauchy", "check_key",
+__all__ = ["Key", "PRNGKey", "bernoulli", "beta", "binomial", "categorical", "cauchy", "check_key",
            "chisquare", "choice", "dirichlet", "exponential", "fold_in", "gamma", "geometric",
            "gumbel", "key", "laplace", "loggamma", "logistic", "lognormal", "multivariate_normal",
            "normal", "pareto", "permutation", "poisson", "rademacher", "randint", "rayleigh",
@@ -80,6 +80,10 @@ def key(seed: int) -> Key:
         s += 1 << 64
     return np.array([s & _MASK64, s >> 64], dtype=np.uint64)
 
+
+
+PRNGKey = key
+"""``jax.random.PRNGKey``'s name for ``key``: the same function, for code moved from JAX."""
 
 def split(key: Key, num: int = 2) -> tuple[Key, ...]:
     """``num`` new independent keys derived from ``key``."""

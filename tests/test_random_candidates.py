@@ -53,3 +53,8 @@ def test_both_take_a_0d_int_array_as_a_size_and_an_array_along_its_axis():
     np.testing.assert_array_equal(random.permutation(K, x, -1), x[:, random.permutation(K, 4)])
     np.testing.assert_array_equal(random.choice(K, x, (2,), axis=-1),
                                   x[:, random.choice(K, 4, (2,))])
+
+
+def test_prngkey_is_jax_name_for_key() -> None:
+    assert random.PRNGKey is random.key
+    np.testing.assert_array_equal(random.PRNGKey(7), random.key(7))
