@@ -210,6 +210,9 @@ CASES = [
     case(L.Threshold(0.5, -1.0), f(2, 3)), case(L.GLU(), f(2, 4)), case(L.GLU(axis=1), f(2, 4, 3)),
     case(L.LocalResponseNorm(3), f(2, 3, 4)),
     case(L.LocalResponseNorm(2, alpha=0.5, beta=0.6, k=2.0), f(2, 2, 3, 5)),
+    case(L.PositionalEmbedding(5), f(2, 3, 4)), case(L.PositionalEmbedding(3), f(3, 2)),
+    case(L.SinusoidalPositionalEncoding(), f(2, 3, 4)),
+    case(L.SinusoidalPositionalEncoding(3, base=100.0), f(2, 3, 5)),
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's)
 MADE = {c.layer.name.split("(")[0] for c in CASES} | {"Layer"}

@@ -14,7 +14,8 @@ Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU
 Bidirectional), ``conv``, ``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d``
 (ConvTranspose1D), ``upsample`` (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle``
 (PixelShuffle, PixelUnshuffle), ``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive
-pools), ``sequence`` (Carry, MaskedMean: padded batches of sequences).
+pools), ``sequence`` (Carry, MaskedMean: padded batches of sequences), ``positional``
+(PositionalEmbedding, SinusoidalPositionalEncoding).
 """
 
 from funcdl.layers.activations import (
@@ -67,6 +68,7 @@ from funcdl.layers.parametrize import SpectralNorm, WeightNorm
 from funcdl.layers.pixel_shuffle import PixelShuffle, PixelUnshuffle
 from funcdl.layers.pool import AvgPool2D, GlobalAvgPool, MaxPool2D
 from funcdl.layers.pool1d import AvgPool1D, MaxPool1D
+from funcdl.layers.positional import PositionalEmbedding, SinusoidalPositionalEncoding
 from funcdl.layers.recurrent import GRU, LSTM, SimpleRNN
 from funcdl.layers.remat import Remat
 from funcdl.layers.rmsnorm import RMSNorm
@@ -135,6 +137,7 @@ __all__ = [
     "PixelShuffle",
     "PixelUnshuffle",
     "Pointwise",
+    "PositionalEmbedding",
     "Pullback",
     "RMSNorm",
     "ReLU",
@@ -150,6 +153,7 @@ __all__ = [
     "SiLU",
     "Sigmoid",
     "SimpleRNN",
+    "SinusoidalPositionalEncoding",
     "Slice",
     "Softmax",
     "Softmin",

@@ -1,0 +1,185 @@
+"""Positions for sequence models, added to ``(..., T, E)`` (T at axis -2, any leading axes):
+a learned table (PositionalEmbedding) and Vaswani et al.'s fixed sinusoids
+(SinusoidalPositionalEncoding). Attention alone is blind to order: a permutation of the
+tokens permutes its output the same way."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from funcdl import initializers, random
+from funcdl._args import int_arg, real_arg
+from funcdl.layers._params import drawn, initializer_arg, param_arrays, weak_dtype
+from funcdl.layers._sums import block_sum
+from funcdl.layers.base import (
+    Array,
+    Layer,
+    Shape,
+    as_array,
+    as_floats,
+    cast_ints,
+    check_cotangent,
+    check_in_shape,
+    in_input_dtype,
+    no_params,
+)
+
+__all__ = ["PositionalEmbedding", "SinusoidalPositionalEncoding"]
+
+
+def _fits(name: str, max_len: int | None, shape: Shape, fix: str) -> None:
+    """A ValueError unless ``shape`` (rank >= 2, T at axis -2) has T <= ``max_len``."""
+    t = shape[-2]
+    if max_len is not None and t is not None and t > max_len:
+        raise ValueError(f"{name}: the input has T={t} positions (axis -2 of shape {shape}), "
+                         f"more than max_len={max_len}; {fix.format(t=t)}, or crop the "
+                         f"sequences to {max_len}")
+
+
+def _sequence(name: str, x: Array) -> Array:
+    """``x`` of rank >= 2, or a ValueError saying the layout taken."""
+    if x.ndim < 2:
+        raise ValueError(f"{name}: expected an input (..., T, E) with T positions of E "
+                         f"features (e.g. (N, T, E) or (T, E)), got shape {x.shape}")
+    return x
+
+
+def PositionalEmbedding(max_len: int, *,
+                        init: initializers.Initializer | None = None) -> Layer:
+    """Add a learned position table: ``(..., T, E) -> (..., T, E)``, ``T <= max_len``.
+
+    params: ``{'pos': (max_len, E)}``, E from in_shape's last axis.
+    forward: ``y[..., t, :] = x[..., t, :] + pos[t]``;
+    vjp: ``dx = dy``, ``dpos[t] = Σ_{leading axes} dy[..., t, :]`` for t < T, 0 beyond.
+    Default ``init``: N(0, 0.02²), the ``posemb_init`` Flax's AddPositionEmbs is given in
+    its ViT/transformer code (BERT's 0.02): the positions start as a small perturbation of
+    the token vectors they are added to, not N(0, 1) (Embedding's), which would swamp them.
+    Integer inputs take the table's dtype, as Dense's do.
+    """
+    max_len = int_arg(max_len, "PositionalEmbedding", "max_len", minimum=1)
+    name = f"PositionalEmbedding({max_len})"
+    pos_init = initializer_arg(name, "init", init) or initializers.normal(0.02)
+    fix = "build PositionalEmbedding({t}) (or longer) for sequences this long"
+
+    def layer_init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        shape = check_in_shape(name, in_shape, min_rank=2)
+        e = shape[-1]
+        if e is None or e == 0:
+            raise ValueError(f"{name}: the last axis of in_shape (E, the features) must be a "
+                             f"known size > 0, got {shape}")
+        _fits(name, max_len, shape, fix)
+        key = random.check_key(key, name)  # else named after the initializer that reads it
+        return shape, {"pos": drawn(name, "init", pos_init, key, (max_len, e))}
+
+    def check(params: Any, x: Any) -> tuple[Array, Array]:
+        """``(pos, x)``: the table checked, the input converted (integers cast to its
+        dtype, Python floats taking it) and checked against it."""
+        xa = as_array(name, x, weak_dtype(params, "pos"))
+        (pos,) = param_arrays(name, params, ("pos",))
+        if pos.ndim != 2 or pos.shape[0] != max_len or pos.shape[1] == 0:
+            raise ValueError(f"{name}: params['pos'] must have shape ({max_len}, E) as init "
+                             f"returns it, got {pos.shape}")
+        xa = _sequence(name, cast_ints(xa, pos.dtype))
+        if xa.shape[-1] != pos.shape[1]:
+            raise ValueError(f"{name}: expected an input (..., T, {pos.shape[1]}) as the "
+                             f"params were initialised (E={pos.shape[1]}), got shape "
+                             f"{xa.shape}")
+        _fits(name, max_len, xa.shape, fix)
+        return pos, xa
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del key, train
+        pos, xa = check(params, x)
+        y: Array = xa + pos[:xa.shape[-2]]
+        return y
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        pos, xa = check(params, x)
+        y: Array = xa + pos[:xa.shape[-2]]
+        y_shape, y_dtype, x_dtype = y.shape, y.dtype, xa.dtype
+
+        def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Array | None]:
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
+            dpos = np.zeros(pos.shape, pos.dtype)  # in the table's dtype, as JAX gives it
+            # Σ over the leading axes as BLAS's blocked sum (block_sum): one or two
+            # matrix-vector products, not NumPy's slice-by-slice reduction
+            dpos[:y_shape[-2]] = block_sum(dy, dy.ndim - 2, dy.ndim)
+            return {"pos": dpos}, (in_input_dtype(dy, x_dtype) if need_dx else None)
+
+        return y, pullback
+
+    return Layer(layer_init, apply, vjp, name=name, dx_optional=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _sinusoids(t: int, e: int, base: float, dtype: np.dtype[Any]) -> Array:
+    """The read-only (t, e) table ``PE[p, 2i] = sin(p / base^(2i/e))``, ``PE[p, 2i+1] =
+    cos(p / base^(2i/e))``, computed in float64 and then cast to ``dtype``: float32's own
+    ``p / base^(2i/e)`` is off by up to an ulp of p (1e-4 rad at p = 2000), an error the
+    sine carries over whole."""
+    angle = np.arange(t, dtype=np.float64)[:, None] / np.power(
+        base, np.arange(0, e, 2, dtype=np.float64) / e)
+    pe = np.empty((t, e), np.float64)
+    pe[:, 0::2] = np.sin(angle)
+    pe[:, 1::2] = np.cos(angle[:, :e // 2])  # E odd: the last column's cos has no place
+    out = pe.astype(dtype, copy=False)
+    out.flags.writeable = False  # shared by every call: nobody may write to it
+    return out
+
+
+def SinusoidalPositionalEncoding(max_len: int | None = None, *,
+                                 base: float = 10000.0) -> Layer:
+    """Add Vaswani et al.'s fixed sinusoids: ``(..., T, E) -> (..., T, E)``; no params.
+
+    forward: ``y = x + PE[:T]``, ``PE[t, 2i] = sin(t / base^(2i/E))``,
+    ``PE[t, 2i+1] = cos(t / base^(2i/E))``; vjp: ``dx = dy``.
+    E odd: the last column is the sine of the formula (``2i = E - 1``), its cosine dropped.
+    ``max_len`` (None: any T) refuses longer sequences, as a learned table would. PE is
+    computed in float64 and cast to x's dtype (integers: float32), and cached.
+    """
+    where = "SinusoidalPositionalEncoding"
+    if max_len is not None:
+        max_len = int_arg(max_len, where, "max_len", minimum=1)
+    base = real_arg(base, where, "base", low=1.0, open_low=True,
+                    fix="; the wavelengths run from 2π to 2π·base, e.g. base=10000.0")
+    args = [] if max_len is None else [str(max_len)]
+    if base != 10000.0:
+        args.append(f"base={base:g}")
+    name = f"{where}({', '.join(args)})"
+    fix = f"build {where}(max_len={{t}}) (or None: any length)"
+
+    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+        del key
+        shape = check_in_shape(name, in_shape, min_rank=2)
+        _fits(name, max_len, shape, fix)
+        return shape, ()
+
+    def check(params: Any, x: Any) -> Array:
+        no_params(name, params)
+        xa = _sequence(name, as_floats(name, x))
+        _fits(name, max_len, xa.shape, fix)
+        return xa
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del key, train
+        xa = check(params, x)
+        y: Array = xa + _sinusoids(xa.shape[-2], xa.shape[-1], base, xa.dtype)
+        return y
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        xa = check(params, x)
+        y: Array = xa + _sinusoids(xa.shape[-2], xa.shape[-1], base, xa.dtype)
+        y_shape, y_dtype = y.shape, y.dtype
+
+        def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Array | None]:
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
+            return params, (dy if need_dx else None)
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name, dx_optional=True)
