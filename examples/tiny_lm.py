@@ -2,8 +2,8 @@
 
 The corpus: 3000 random Dyck words over two kinds of brackets, ``([])[]``, ``[(())]``, up
 to 12 characters long, each between ``;`` marks (the start and the end), drawn from the
-seed's key. The model: token Embedding plus a learned position table (``Positions``, a small
-custom Layer), two pre-norm causal TransformerEncoderLayers (d_model 32, 4 heads),
+seed's key. The model: token Embedding plus a learned position table (PositionalEmbedding,
+N(0, 1) as the Embedding's), two pre-norm causal TransformerEncoderLayers (d_model 32, 4 heads),
 a final LayerNorm and a Dense to the 5 logits; softmax cross-entropy on every next
 character, AdamW with a linear warmup and cosine decay, batch 64. Then it completes 300
 prompts, ``;`` followed by the first 0 to L-1 characters of a held-out word, sampling each
@@ -72,46 +72,9 @@ def balanced(word: str) -> bool:
     return bool(word) and not stack
 
 
-def Positions(max_len: int) -> L.Layer:
-    """A learned position table added to a sequence: ``(N, T, d) -> (N, T, d)``, T <= max_len.
-
-    params: ``{'table': (max_len, d)}``, N(0, 1) as Embedding's; forward:
-    ``y[n, t] = x[n, t] + table[t]``; vjp: ``dx = dy``, ``dtable[t] = Σ_n dy[n, t]`` (0 for
-    t >= T)."""
-    name = f"Positions({max_len})"
-
-    def init(key: Any, in_shape: Any) -> tuple[Any, Any]:
-        return tuple(in_shape), {"table": fd.random.normal(key, (max_len, in_shape[-1]))}
-
-    def check(params: Any, x: Any) -> tuple[np.ndarray, np.ndarray]:
-        xs, table = np.asarray(x), np.asarray(params["table"])
-        if xs.ndim != 3 or xs.shape[1] > max_len or xs.shape[2] != table.shape[1]:
-            raise ValueError(f"{name}: expected x of shape (N, T, {table.shape[1]}) with "
-                             f"T <= {max_len}, got {xs.shape}; build Positions(T) for longer "
-                             f"sequences")
-        return xs, table[:xs.shape[1]]
-
-    def apply(params: Any, x: Any) -> np.ndarray:
-        xs, rows = check(params, x)
-        y: np.ndarray = xs + rows
-        return y
-
-    def vjp(params: Any, x: Any) -> Any:
-        xs, rows = check(params, x)
-
-        def pullback(dy: np.ndarray) -> tuple[Any, np.ndarray]:
-            dtable = np.zeros((max_len, rows.shape[1]), rows.dtype)
-            dtable[:len(rows)] = dy.sum(axis=0)
-            return {"table": dtable}, dy
-
-        return xs + rows, pullback
-
-    return L.Layer(init, apply, vjp, name=name)
-
-
 def make_model(d: int = 32, heads: int = 4, blocks: int = 2) -> Any:
     return L.Sequential(
-        L.Embedding(len(CHARS), d), Positions(T),
+        L.Embedding(len(CHARS), d), L.PositionalEmbedding(T, init=fd.initializers.normal(1.0)),
         *[L.TransformerEncoderLayer(d, heads, 2 * d, dropout=0.0, causal=True,
                                     norm_first=True) for _ in range(blocks)],
         L.LayerNorm(), L.Dense(len(CHARS)))

@@ -9,7 +9,6 @@ from conftest import load_example, refused
 
 import funcdl as fd
 from funcdl import layers as L
-from funcdl.testing import check_layer
 
 
 @pytest.fixture(scope="module")
@@ -64,35 +63,6 @@ def test_dyck_words_are_balanced_words_between_marks(lm):
 ])
 def test_balanced(lm, word, ok):
     assert lm.balanced(word) is ok
-
-
-def test_positions_layer_vjp_against_finite_differences(lm):
-    check_layer(lm.Positions(7), (None, 5, 4))
-    check_layer(lm.Positions(5), (None, 5, 3))
-
-
-def test_positions_layer_against_its_closed_form(lm, key):
-    layer = lm.Positions(6)
-    _, params = layer.init(key, (None, 4, 3))
-    table = params["table"]
-    assert table.shape == (6, 3) and table.dtype == np.float32
-    x = fd.random.normal(fd.random.key(1), (2, 4, 3))
-    y, pullback = layer.vjp(params, x)
-    np.testing.assert_array_equal(y, x + table[None, :4])
-    np.testing.assert_array_equal(layer.apply(params, x), y)
-    dy = fd.random.normal(fd.random.key(2), (2, 4, 3))
-    dparams, dx = pullback(dy)
-    np.testing.assert_array_equal(dx, dy)
-    np.testing.assert_allclose(dparams["table"][:4], dy[0] + dy[1], rtol=1e-6)
-    assert (dparams["table"][4:] == 0).all() and dparams["table"].dtype == np.float32
-
-
-def test_positions_layer_refuses_a_longer_sequence(lm, key):
-    layer = lm.Positions(3)
-    _, params = layer.init(key, (None, 3, 2))
-    with pytest.raises(ValueError, match=r"Positions\(3\): expected x of shape \(N, T, 2\) "
-                                         r"with T <= 3, got \(1, 4, 2\)"):
-        layer.apply(params, np.zeros((1, 4, 2), np.float32))
 
 
 def test_complete_keeps_the_prompt_and_stops_at_the_mark(lm, key):
