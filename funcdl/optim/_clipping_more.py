@@ -133,19 +133,19 @@ def zero_nans() -> GradientTransformation:
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ZeroNansState]:
         where = f"{name}.update"
         check_state(name, state, ZeroNansState)
-        if params is not None:  # not read, but checked: a mismatch is a wrong call
-            leafwise(where, lambda g, p: None, (grads, params), ("grads", "params"))
 
-        def leaf(path: str, g: Any, seen: Any) -> tuple[Any, Any]:
-            del seen
+        def leaf(path: str, g: Any, *unread: Any) -> tuple[Any, Any]:
             g = real_leaf(where, "grads", path, g)
             nan = np.isnan(g)
             if not nan.any():
                 return g, np.False_
             return np.where(nan, np.zeros((), g.dtype), g), np.True_
 
-        out, found = walk(where, leaf, (grads, state.found_nan),
-                          ("grads", "state.found_nan"), 2)
+        # params are not read, but checked (structure, leaf shapes): a mismatch is a wrong call
+        trees, names = (((grads, state.found_nan), ("grads", "state.found_nan"))
+                        if params is None else ((grads, params, state.found_nan),
+                                                ("grads", "params", "state.found_nan")))
+        out, found = walk(where, leaf, trees, names, 2, shapes=int(params is not None))
         return out, ZeroNansState(found)
 
     return transform(name, init, update)
@@ -200,20 +200,20 @@ def add_noise(eta: float, gamma: float, key: Any) -> GradientTransformation:
         k = random.check_key(state.rng_key, f"{where} (state.rng_key)")
         std = math.sqrt(var / float(count + 1) ** decay)
         next_key, draw = random.split(k)
-        if params is not None:
-            leafwise(where, lambda g, p: None, (grads, params), ("grads", "params"))
-        flat, treedef = tree.flatten(grads)
-        keys = random.split(draw, max(len(flat), 1))
+        # walk visits the leaves in flattening order, so the i-th leaf draws from keys[i]
+        keys = iter(random.split(draw, max(len(tree.leaves(grads)), 1)))
 
-        def noisy(path: str, g: Any, k: Any) -> Any:
+        def noisy(path: str, g: Any, *unread: Any) -> tuple[Any]:
             g = real_leaf(where, "grads", path, g)
             # drawn in float64 whatever the dtype: one key, one noise, float32 or float64
-            n = random.normal(k, g.shape, np.float64)
-            return np.asarray(g + std * n, g.dtype)
+            n = random.normal(next(keys), g.shape, np.float64)
+            return (np.asarray(g + std * n, g.dtype),)
 
-        paths = [p for p, _ in tree.leaves_with_path(grads)]
+        # params are not read, but checked (structure, leaf shapes): a mismatch is a wrong call
+        trees, names = ((grads,), ("grads",)) if params is None else (
+            (grads, params), ("grads", "params"))
         with np.errstate(all="ignore"):  # inf and NaN grads: inf and NaN steps, silently
-            out = [noisy(p, g, k) for p, g, k in zip(paths, flat, keys, strict=False)]
-        return tree.unflatten(treedef, out), AddNoiseState(next_count(count), next_key)
+            out = walk(where, noisy, trees, names, 1, shapes=int(params is not None))[0]
+        return out, AddNoiseState(next_count(count), next_key)
 
     return transform(name, init, update)

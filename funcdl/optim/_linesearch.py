@@ -19,8 +19,7 @@ import numpy as np
 from funcdl import tree
 from funcdl._args import bool_arg, int_arg, number, real_arg
 from funcdl.optim._base import GradientTransformation, check_state, transform
-from funcdl.optim._checks import check_float_params, float_dtypes, loss_float
-from funcdl.optim._checks import check_grads as check_grads  # _zoom imports it from here
+from funcdl.optim._checks import check_float_params, check_grads, float_dtypes, loss_float
 
 __all__ = ["BacktrackingLinesearchInfo", "ScaleByBacktrackingLinesearchState",
            "scale_by_backtracking_linesearch"]

@@ -11,11 +11,10 @@ import numpy as np
 from funcdl import tree
 from funcdl._args import bool_arg, int_arg, real_arg
 from funcdl.optim._base import GradientTransformation, check_state, transform
-from funcdl.optim._checks import check_float_params
+from funcdl.optim._checks import check_float_params, check_grads
 from funcdl.optim._linesearch import (
     add_scale,
     call_value_and_grad,
-    check_grads,
     function,
     need,
     scalar,
