@@ -20,6 +20,7 @@ Params are a dict named as torch's submodules, each entry the child layer's own 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from funcdl.layers.base import Layer, LayerLike, as_array, check_in_shape, layer
 from funcdl.layers.core import Dense, Dropout, Identity
 from funcdl.layers.gated import GELU
 from funcdl.layers.norm import LayerNorm
-from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select
+from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select, typed_input
 
 __all__ = ["Bidirectional", "TransformerDecoderLayer", "TransformerEncoderLayer"]
 
@@ -384,4 +385,8 @@ def Bidirectional(layer: LayerLike, merge: str | None = "concat", *,
     parts = [bare(FanOut(2)), par(named(layer, "forward"), named(back, "backward"))]
     if merge is not None:
         parts.append(bare(_MERGES[merge]()))
-    return block(name, seq(*parts), lambda s, what: s)
+    made = block(name, seq(*parts), lambda s, what: s)
+    # FanOut, without params, would round Python floats to float32: the params' dtype first
+    return dataclasses.replace(
+        made, apply=lambda p, x, **kw: made.apply(p, typed_input(name, p, x), **kw),
+        vjp=lambda p, x, **kw: made.vjp(p, typed_input(name, p, x), **kw))

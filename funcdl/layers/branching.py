@@ -163,13 +163,15 @@ def Residual(layer: LayerLike) -> Layer:
         return tuple(in_shape), p, (s,)
 
     def merged(x: Any, y: Any) -> Any:
-        x = as_array(name, x)  # a list, as every layer takes one
-        if y.shape != x.shape:
-            raise ValueError(f"{name}: the branch maps {x.shape} to {y.shape}; a residual "
-                             f"needs equal shapes")
         # int64 ids + float32 must not give float64; ids through Identity() are summed as
         # float32, as the activations take them (uint8 would wrap, bools would or)
         y = as_floats(name, y)
+        # a list, as every layer takes one; its Python floats in f(x)'s dtype, as JAX's
+        # weakly typed floats (float64 params: not rounded to float32)
+        x = as_array(name, x, y.dtype)
+        if y.shape != x.shape:
+            raise ValueError(f"{name}: the branch maps {x.shape} to {y.shape}; a residual "
+                             f"needs equal shapes")
         return cast_ints(x, y.dtype) + y
 
     def apply(params: Any, x: Any, *, state: Any, key: Any = None,

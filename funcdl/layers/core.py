@@ -27,6 +27,7 @@ from funcdl.layers.base import (
     kept,
     linear_map,
     no_params,
+    none_cotangent,
 )
 
 __all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]
@@ -161,8 +162,93 @@ def _shape_layer(name: str, out_shape: Any, min_rank: int = 1) -> Layer:
 
 
 def Identity() -> Layer:
-    """``y = x``; ``dx = dy``."""
-    return _shape_layer("Identity()", lambda s, check=False: tuple(s), min_rank=0)  # as apply
+    """``y = x``; ``dx = dy``. Any pytree of arrays too, as stax's: a tuple ``(x, mask)``
+    beside ``Parallel``'s other branches, its in_shape the tree of their shapes, and dy of
+    its structure (None at an entry nothing flows back to)."""
+    name = "Identity()"
+    one = _shape_layer(name, lambda s, check=False: tuple(s), min_rank=0)  # as apply
+
+    def init(key: random.Key, in_shape: Any) -> tuple[Any, Any]:
+        if not _shape_tree(in_shape):
+            out: tuple[Any, Any] = one.init(key, in_shape)
+            return out
+        return _tree_map(lambda s: check_in_shape(name, s, min_rank=0), in_shape,
+                         _shape_tree), ()
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        if type(x) is np.ndarray or not _array_tree(x):
+            return one.apply(params, x)
+        no_params(name, params)
+        return _tree_map(lambda a: None if a is None else as_array(name, a), x, _array_tree)
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        if type(x) is np.ndarray or not _array_tree(x):
+            return one.vjp(params, x)
+        y = apply(params, x)
+
+        def pullback(dy: Any) -> tuple[Any, Any]:
+            if dy is None:
+                raise none_cotangent(name)
+            return params, _cotangents(name, y, dy, "dy")
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name)
+
+
+def _shape_tree(s: Any) -> bool:
+    """Whether an in_shape is a tree of shapes (a dict of them, or a tuple holding one),
+    not one shape; an empty dict is neither."""
+    return (isinstance(s, dict) and bool(s)) or (isinstance(s, (tuple, list)) and any(
+        isinstance(d, (tuple, list, dict)) for d in s))
+
+
+def _array_tree(x: Any) -> bool:
+    """Whether an input is a tree of arrays: a dict of them, or a tuple holding an array, a
+    dict, a None or such a tree (np.asarray would stack or refuse it). A list of arrays is
+    one array's rows, as every layer reads it, unless it holds a tuple or dict; an empty
+    dict is no input."""
+    if isinstance(x, dict):
+        return bool(x)
+    if isinstance(x, tuple):
+        return any(v is None or isinstance(v, (np.ndarray, dict)) or _array_tree(v) for v in x)
+    return isinstance(x, list) and any(isinstance(v, dict) or (isinstance(v, tuple)
+                                       and _array_tree(v)) for v in x)
+
+
+def _tree_map(f: Callable[[Any], Any], t: Any, node: Callable[[Any], bool]) -> Any:
+    """``f`` on each leaf of ``t`` (its nodes those ``node`` tells), in t's containers."""
+    if not node(t):
+        return f(t)
+    if isinstance(t, dict):
+        return {k: _tree_map(f, v, node) for k, v in t.items()}
+    return _rebuilt(t, [_tree_map(f, v, node) for v in t])
+
+
+def _rebuilt(t: Any, items: list[Any]) -> Any:
+    """``items`` in the container of ``t``: a list, a NamedTuple, else a tuple."""
+    return items if type(t) is list else type(t)(*items) if hasattr(t, "_fields") \
+        else tuple(items)
+
+
+def _cotangents(name: str, y: Any, dy: Any, path: str) -> Any:
+    """``dy`` checked against the tree of arrays ``y``: its structure (a list or a tuple for
+    either), each leaf's shape (in its dtype); None where nothing flows back. In y's
+    containers, as JAX gives a cotangent its primal's structure."""
+    if dy is None or y is None:
+        return None
+    if isinstance(y, np.ndarray):
+        return check_cotangent(f"{name} ({path})", dy, y.shape, y.dtype)
+    keys = sorted(y) if isinstance(y, dict) else list(range(len(y)))
+    if ((type(dy) is not type(y) and not (isinstance(y, (tuple, list))
+                                          and isinstance(dy, (tuple, list))))
+            or (sorted(dy) if isinstance(dy, dict) else list(range(len(dy)))) != keys):
+        got = (f"a {type(dy).__name__} of {len(dy)} entries" if isinstance(
+            dy, (tuple, list, dict)) else f"{type(dy).__name__} of shape {np.shape(dy)}")
+        raise ValueError(f"{name}: pullback expected {path} of the output's structure, a "
+                         f"{type(y).__name__} of {len(y)} entries, got {got}")
+    got_ = [_cotangents(name, y[k], dy[k], f"{path}[{k!r}]") for k in keys]
+    return dict(zip(keys, got_)) if isinstance(y, dict) else _rebuilt(y, got_)
 
 
 def Flatten() -> Layer:

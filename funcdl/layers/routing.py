@@ -8,12 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from funcdl import random
+from funcdl import random, tree
 from funcdl._args import int_arg
 from funcdl.layers.base import (
+    _F32,
     Array,
     Layer,
     Shape,
+    _python_floats,
     as_array,
     as_floats,
     cast_ints,
@@ -35,6 +37,36 @@ def _tuple(name: str, xs: Any, n: int | None = None) -> tuple[Array, ...]:
                else type(xs).__name__)
         raise ValueError(f"{name}: expected {what} (e.g. from FanOut or Parallel), got {got}")
     return tuple(as_array(name, x) for x in xs)
+
+
+def _arrays(name: str, xs: Any) -> tuple[Array, ...]:
+    """``_tuple``, with Python floats (a list) in the result type of the float arrays beside
+    them, float32 without any, as JAX's weakly typed floats: ``x64 + list`` is float64."""
+    if not isinstance(xs, (tuple, list)) or not any(map(_python_floats, xs)):
+        return _tuple(name, xs)
+    given = [x for x in xs if not _python_floats(x)]
+    arrays = _tuple(name, given) if given else ()
+    floats = [a.dtype for a in arrays if a.dtype.kind == "f"]
+    weak = np.result_type(*floats) if floats else _F32
+    strong = iter(arrays)
+    return tuple(as_array(name, x, weak) if _python_floats(x) else next(strong) for x in xs)
+
+
+def typed_input(name: str, params: Any, x: Any) -> Any:
+    """``x``, its Python floats (a list; a padded pair's x) made an array in the float dtype of
+    ``params`` (float32 without any), as a layer with params takes them: for a combinator
+    starting with FanOut, which has none and would make them float32."""
+    if type(x) is np.ndarray or not _python_floats(x):
+        return x
+    weak = np.result_type(_F32, *(d for a in tree.leaves(params)
+                                  if (d := getattr(a, "dtype", _F32)).char in "fd"))
+    if isinstance(x, (tuple, list)) and len(x) == 2:
+        first, depth = x[0], 0  # (N, T, C) lists in a pair (x, lengths); else a row
+        while isinstance(first, (tuple, list)) and first:
+            first, depth = first[0], depth + 1
+        if depth == 3:
+            return like(x, [as_array(name, x[0], weak), x[1]])
+    return as_array(name, x, weak)
 
 
 def _shapes(name: str, in_shapes: Any) -> list[Shape]:
@@ -63,9 +95,11 @@ def FanOut(n: int) -> Layer:
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         del key, train
-        if isinstance(x, (tuple, list)) and x and all(
-                isinstance(v, (np.ndarray, tuple, list)) for v in x) and any(
-                isinstance(v, np.ndarray) for v in x):
+        # a tuple holding an array (never one array: the child checks its entries, a
+        # scalar length say), or a list of arrays, tuples and lists, one an array
+        if isinstance(x, (tuple, list)) and any(isinstance(v, np.ndarray) for v in x) and (
+                isinstance(x, tuple) or all(isinstance(v, (np.ndarray, tuple, list))
+                                            for v in x)):
             return (_tuple(name, x),) * n  # a tuple, as Parallel gives; dx in x's container
         return (as_array(name, x),) * n
 
@@ -193,7 +227,7 @@ def FanInSum() -> Layer:
     def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         del key, train
-        arrays = _tuple(name, xs)
+        arrays = _arrays(name, xs)
         if any(a.shape != arrays[0].shape for a in arrays):
             raise ValueError(f"{name}: inputs must share one shape, got "
                              f"{[a.shape for a in arrays]}")
@@ -247,7 +281,7 @@ def FanInConcat(axis: int = -1) -> Layer:
     def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         del key, train
-        arrays = _tuple(name, xs)
+        arrays = _arrays(name, xs)
         rank = arrays[0].ndim
         ax = concat_axis(rank, [a.shape for a in arrays])
         if any(a.ndim != rank or a.shape[:ax] + a.shape[ax + 1:]
