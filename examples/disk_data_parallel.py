@@ -1,7 +1,7 @@
 """Train the disk classifier data-parallel: each global batch of 50 split over the MPI ranks.
 
     .venv/bin/mpiexec -n 2 .venv/bin/python -m mpi4py examples/disk_data_parallel.py
-        [--epochs 200] [--sharded]
+        [--epochs 200] [--seed 0] [--sharded]
 
 (``-m mpi4py``: one rank's error aborts them all, rather than leaving the others waiting.)
 

@@ -17,6 +17,7 @@ run index), so the runs go to a process pool over the cores, one BLAS thread eac
 ``REPORT.md`` and PNG figures (with matplotlib) to ``--out``.
 
     python examples/reproduce.py [--quick] [--workers N] [--reports 000 ...] [--out DIR]
+        [--scheduler ADDRESS]
 """
 
 from __future__ import annotations

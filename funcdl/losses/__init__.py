@@ -1,6 +1,7 @@
 """Losses, each callable and with its vjp.
 
-``loss(pred, target, reduction='mean') -> float`` and
+``loss(pred, target, ..., reduction='mean') -> float`` (``reduction=`` by keyword: some
+losses take an option third, huber its ``delta``) and
 ``loss.vjp(pred, target) -> (value, pullback)`` with ``pullback(g=1.0) -> dpred``
 (``dpred`` has pred's shape and dtype; targets are data and get no gradient).
 

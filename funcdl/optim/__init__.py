@@ -18,7 +18,10 @@ Example::
   ``lr`` is, and by ``add_decayed_weights`` for its ``weight_decay`` (as optax).
 * The transforms take optax's keywords (``scale(step_size)``, ``scale_by_schedule(
   step_size_fn)``, ``scale_by_learning_rate(learning_rate)``, ``scale_by_rms(decay)``...);
-  the aliases take DESIGN.md's (``lr``, and torch's ``alpha`` for ``rmsprop``).
+  the torch-formula aliases and ``lion``, ``lamb``, ``adabelief``, ``yogi`` take DESIGN.md's
+  (``lr``, and torch's ``alpha`` for ``rmsprop``); ``adafactor`` and the optax.contrib ones
+  (``adopt``, ``ademamix``, ``prodigy``, ``dog``, ``muon``, ``lbfgs``, ``schedule_free_*``...)
+  keep optax's ``learning_rate``.
 * The aliases (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``, ``adamax``, ``nadam``,
   ``radam``, ``adadelta``, ``rprop``) follow PyTorch's formulas, ``lion``, ``lamb``,
   ``adabelief``, ``yogi`` and ``adafactor`` optax's; all are
