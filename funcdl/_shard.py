@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from funcdl import tree as pytree
 from funcdl._agree import INT_BOUND, NOT_AN_INT, digest, mpi, signature
 from funcdl._args import int_arg, shown
-from funcdl._reduce import Layout, Reducer, as_tree, memo, ravel, span
+from funcdl._reduce import Layout, Reducer, as_tree, memo, ravel, scaled, span
 from funcdl.optim import GradientTransformation
 from funcdl.optim._base import Count, check_state, next_count, read_count, zero_count
 from funcdl.optim._keywords import extra_keywords
@@ -254,11 +254,11 @@ class Sharder:
         if window is not None:  # the others' entries of my gradients into my slot
             slot = window.slots[rank]
             for i, a, b, at in c.theirs:
-                np.multiply(flat_g[i][a:b], scale, out=slot[at:at + b - a])
+                scaled(flat_g[i][a:b], scale, slot[at:at + b - a])
             window.win.Fence()
         if comm is None or window is not None:
             for i, a, b, at in c.mine:
-                np.multiply(flat_g[i][a:b], scale, out=total_g[at - lo:at - lo + b - a])
+                scaled(flat_g[i][a:b], scale, total_g[at - lo:at - lo + b - a])
             if window is not None:
                 for other in range(size):
                     if other != rank:

@@ -219,6 +219,37 @@ def case_three() -> list[str]:
     return [f"rank {rank} path {path}"]
 
 
+def case_empty() -> list[str]:
+    """Rank 1 holds no examples and, as an empty batch's mean does (np.mean([]), torch's
+    .mean()), returns NaN loss and grads: weight 0, it adds nothing, to data_parallel's
+    mean or to a sharded step; every rank gets rank 0's own loss, grads and update."""
+    model, params, x, y = model_and_data(np.float64, 8)
+    local = fd.value_and_grad(model, fd.losses.softmax_cross_entropy)
+    want_loss, want = local(params, x, y)  # rank 0's shard is the whole batch
+
+    def nan_if_empty(p, xb, yb):
+        if len(xb) == 0:
+            return float("nan"), fd.tree.map(lambda a: np.full_like(a, np.nan), p)
+        return local(p, xb, yb)
+
+    mine = slice(None) if rank == 0 else slice(0, 0)
+    step = parallel.data_parallel(nan_if_empty)
+    opt, whole = parallel.sharded(fd.optim.adam(0.1)), fd.optim.adam(0.1)
+    updates, _ = whole.update(whole.init(params), want, params)
+    expect = fd.optim.apply_updates(params, updates)
+    for _ in range(3):  # the first calls of a layout sum by messages, later ones in windows
+        loss, grads = step(params, x[mine], y[mine])
+        assert loss == want_loss, (loss, want_loss)
+        assert all(np.array_equal(a, b)
+                   for a, b in zip(fd.tree.leaves(grads), fd.tree.leaves(want)))
+        _, mine_grads = nan_if_empty(params, x[mine], y[mine])
+        new, _ = opt.step(opt.init(params), mine_grads, params, examples=len(x[mine]))
+        assert all(np.allclose(a, b, rtol=1e-12, atol=0) and np.isfinite(a).all()
+                   for a, b in zip(fd.tree.leaves(new), fd.tree.leaves(expect)))
+    parallel.pmean({"w": np.ones(3)})  # the shared reducer's way, as the environment chose
+    return [f"rank {rank} path {'shared' if parallel._SHARED.windows else 'allreduce'}"]
+
+
 def case_wrt_input() -> list[str]:
     """value_and_grad(..., wrt_input=True) made data-parallel: dparams averaged, dx this
     rank's own rows of the global batch's dx (it was averaged over ranks, rows of different
