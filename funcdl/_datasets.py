@@ -305,9 +305,11 @@ def one_hot(labels: ArrayLike, num_classes: int, dtype: DTypeLike = np.float32) 
 
 def moments(x: ArrayLike, axis: int = 0) -> tuple[NDArray[Any], NDArray[Any]]:
     """The mean and standard deviation of ``x`` along ``axis`` (keeping it, length 1), for
-    ``(x - mean) / std``; a zero std is returned as 1, so a constant feature standardises
-    to 0 (as scikit-learn's StandardScaler). Population std (``ddof=0``), computed in
-    float64 and returned in ``x``'s dtype (float32 or float64)::
+    ``(x - mean) / std``; the std of a constant feature is returned as 1, so it standardises
+    to 0. Constant as scikit-learn's StandardScaler: variance ``var <= n eps var +
+    (n mean eps)^2`` (n entries, eps of float64; within the rounding error of the two-pass
+    variance), so a column equal but for rounding, as [.1, .1, .1 + 2.8e-17], counts too.
+    Population std (``ddof=0``), computed in float64 and returned in ``x``'s dtype::
 
         mean, std = data.moments(x_train)
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
@@ -323,11 +325,14 @@ def moments(x: ArrayLike, axis: int = 0) -> tuple[NDArray[Any], NDArray[Any]]:
                          f"shape {v.shape}; pass axis=0 for examples along rows")
     if not np.isfinite(v).all():
         raise ValueError(f"{where}: x holds NaN or inf; drop or impute them first")
-    # in units of the largest magnitude, so that no square or sum overflows
-    big = np.abs(v).max(axis=ax, keepdims=True).astype(np.float64)
-    big[big == 0] = 1.0
-    u = v / big
+    # in units of a power of two near the largest magnitude, so that no square or sum
+    # overflows; exact (ldexp), so the constant test below reads the values as given
+    _, e = np.frexp(np.abs(v).max(axis=ax, keepdims=True).astype(np.float64))
+    u = np.ldexp(v.astype(np.float64), -e)
     mean = u.mean(axis=ax, keepdims=True)
-    std = np.sqrt(np.square(u - mean).mean(axis=ax, keepdims=True))
-    std[std == 0] = 1.0 / big[std == 0]  # the std of a constant: 1 once scaled back
-    return (mean * big).astype(v.dtype), (std * big).astype(v.dtype)
+    var = np.square(u - mean).mean(axis=ax, keepdims=True)
+    n, eps = v.shape[ax], np.finfo(np.float64).eps  # homogeneous: holds in any unit
+    constant = var <= n * eps * var + np.square(n * mean * eps)
+    std = np.ldexp(np.sqrt(var), e)
+    std[constant] = 1.0  # a constant standardises to 0
+    return np.ldexp(mean, e).astype(v.dtype), std.astype(v.dtype)

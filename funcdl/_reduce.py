@@ -344,7 +344,8 @@ def ravel(x: Any) -> NDArray[Any]:
 
 def as_tree(buf: NDArray[Any], lay: Layout, t: Tree) -> Tree:
     """Read-only leaves viewing ``buf`` (it may be shared with other ranks), laid out by
-    ``lay``, in ``t``'s structure. They are views of one read-only view of ``buf``, and
+    ``lay``, in ``t``'s structure; a leaf that is a NumPy scalar or a Python number comes
+    back as one (a copy, see ``like``). They are views of one read-only view of ``buf``, and
     NumPy gives a view of a view the base of the first, so each holds ``buf`` itself: its
     reference count tells whether any is alive. Built by tree.map over ``t``, with no
     treedef (the mlp's 6 leaves: 3 µs, where tree.structure then unflatten take 15)."""
@@ -358,4 +359,14 @@ def as_tree(buf: NDArray[Any], lay: Layout, t: Tree) -> Tree:
             v.flags.writeable = False
         parts.append(v)
     it = iter(parts)
-    return pytree.map(lambda _: next(it), t)
+    return pytree.map(lambda x: next(it) if type(x) is np.ndarray else like(x, next(it)), t)
+
+
+def like(leaf: Any, v: NDArray[Any]) -> Any:
+    """``v`` as the kind of value ``leaf`` is, as one process returns it: a NumPy scalar
+    stays one of its dtype, a Python float (or complex) stays one; an array, a view."""
+    if isinstance(leaf, np.generic):  # before float: np.float64 is a float too
+        return v[()]
+    if isinstance(leaf, (float, complex)):
+        return v.item()
+    return v

@@ -149,8 +149,13 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
           **kwargs: Any) -> Any:
         train = train_arg(train, "value_and_grad")
         if debug.enabled():  # the one read the unchecked path pays
+            debug.verify_input("value_and_grad", x)  # the data's NaN, not the first layer's
             with debug.quiet():  # NumPy's warnings must not pre-empt the check's error
-                return step(params, x, target, key, train, kwargs, True)
+                try:
+                    return step(params, x, target, key, train, kwargs, True)
+                except FloatingPointError as err:
+                    debug.note_params(err, params)
+                    raise
         return step(params, x, target, key, train, kwargs, False)
 
     def step(params: Any, x: Any, target: Any, key: Any, train: bool, kwargs: dict[str, Any],

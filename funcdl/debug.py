@@ -6,9 +6,12 @@
 Inside the block, every ``Sequential`` checks each child's output (and a stateful child's
 new state) after its forward, in ``apply`` as in ``vjp``, and its ``dx``/``dparams`` after
 its pullback; ``value_and_grad`` checks the model's output, the loss and its gradient, the
-new state and ``dx``. The first non-finite value raises ``FloatingPointError`` naming the
-layer once (its place, e.g. ``Sequential[3] Dense(25)``, nested as the other errors are)
-and the pass (forward or backward). NumPy's own warnings (``invalid value encountered``)
+new state and ``dx``, and first of all its input ``x``: a NaN the data brings is named as
+the input's, not blamed on the first layer it reaches. When a check fails and the params
+themselves hold a NaN or inf, the error carries a note naming that leaf (Python 3.11 on).
+The first non-finite value raises ``FloatingPointError`` naming the layer once (its place,
+e.g. ``Sequential[3] Dense(25)``, nested as the other errors are) and the pass (forward or
+backward). NumPy's own warnings (``invalid value encountered``)
 are silenced while checking, so they cannot pre-empt that error under ``-W error``.
 Outside the block the cost is one context-variable read per ``Sequential`` or
 ``value_and_grad`` call.
@@ -88,3 +91,29 @@ def verify(where: str, what: str, value: Any) -> None:
         why = "; funcdl.debug.check_finite is on" if _ON.get() else " (funcdl.debug.verify)"
         raise FloatingPointError(f"{where}: {bad} in the {what}{path} "
                                  f"(shape {a.shape}){why}")
+
+
+def verify_input(where: str, x: Any) -> None:
+    """Raise ``FloatingPointError`` if the model's input ``x`` holds a NaN or inf: checked
+    before any layer runs, so that the data is named, not the first layer it reaches."""
+    found = first_nonfinite(x)
+    if found is not None:
+        path, a = found
+        bad = "NaN" if np.isnan(a).any() else "inf"
+        raise FloatingPointError(
+            f"{where}: {bad} in the input x{path} (shape {a.shape}), before any layer ran: "
+            f"the data holds it; drop or impute those examples (find them with "
+            f"np.argwhere(~np.isfinite(x))); funcdl.debug.check_finite is on")
+
+
+def note_params(err: BaseException, params: Any) -> None:
+    """Add to ``err`` (a failed check) a note naming the first leaf of ``params`` that holds
+    a NaN or inf: the layer the check names computed from it, and is not at fault."""
+    found = first_nonfinite(params)
+    add = getattr(err, "add_note", None)  # Python 3.11 on
+    if found is not None and add is not None:
+        path, a = found
+        bad = "NaN" if np.isnan(a).any() else "inf"
+        add(f"{bad} in params{path} (shape {a.shape}) already before the model ran: the "
+            f"params are at fault, not the computation (re-initialise them; after a "
+            f"diverged update, lower the learning rate)")

@@ -90,9 +90,12 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)[:64]}.",
                                    suffix=".tmp", dir=directory)
-    except OSError as e:  # it named its temporary file, which the caller never asked for
-        raise _named(e, "io.save: cannot write", name, " (the file is written beside it "
-                     "first, then renamed)") from None
+    except OSError as e:  # it named its temporary file, which the caller never asked for;
+        # and its errno is about that file (ENOENT for /proc/version, which exists)
+        raise type(e)(e.errno, f"io.save: cannot write {name!r}: creating the temporary file "
+                      f"beside it in {directory!r} failed ({e.strerror}); save writes there "
+                      f"first, then renames it over the path, so the directory must be "
+                      f"writable: save into a directory you can write to", name) from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **entries)

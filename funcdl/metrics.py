@@ -41,8 +41,10 @@ def _array(x: Any, fn: str, arg: str) -> NDArray[Any]:
     return a
 
 
-def _labels(x: Any, fn: str, arg: str, num_classes: int | None = None) -> NDArray[np.int64]:
-    """A 1-D int64 array of class indices in ``0 .. num_classes-1`` (or >= 0), or raise."""
+def _labels(x: Any, fn: str, arg: str, num_classes: int | None = None,
+            widen: str = "") -> NDArray[np.int64]:
+    """A 1-D int64 array of class indices in ``0 .. num_classes-1`` (or >= 0), or raise;
+    ``widen`` ends the message when a label reaches ``num_classes``: how to allow more."""
     a = _array(x, fn, arg)
     if a.ndim != 1:
         raise ValueError(f"metrics.{fn}: {arg} must be 1-D labels of shape (N,), got shape "
@@ -53,14 +55,17 @@ def _labels(x: Any, fn: str, arg: str, num_classes: int | None = None) -> NDArra
     if a.dtype.kind == "f":
         raise TypeError(f"metrics.{fn}: {arg} must be integer labels, got dtype {a.dtype}; "
                         f"cast with {arg}.astype(int) (or pass scores where scores go)")
-    lab = a.astype(np.int64)
-    lo, hi = int(lab.min()), int(lab.max())
-    if lo < 0 or (num_classes is not None and hi >= num_classes):
-        want = "0 or more" if num_classes is None else f"in 0 .. {num_classes - 1}"
+    # in the labels' own dtype: a uint64 label >= 2**63 would wrap negative as int64
+    lo, hi = int(a.min()), int(a.max())
+    limit = 2**63 if num_classes is None else num_classes
+    if lo < 0 or hi >= limit:
+        want = (f"in 0 .. {num_classes - 1}" if num_classes is not None
+                else "0 or more" if hi < limit else "below 2**63 (int64)")
+        more = widen if num_classes is not None and hi >= num_classes else ""
         raise ValueError(f"metrics.{fn}: {arg} must be class indices {want}, got values from "
                          f"{lo} to {hi}; map the labels to 0 .. K-1 (np.unique(y, "
-                         "return_inverse=True)) or raise num_classes")
-    return lab
+                         f"return_inverse=True)){more}")
+    return a.astype(np.int64)
 
 
 def _same_length(fn: str, a: NDArray[Any], b: NDArray[Any], names: str) -> None:
@@ -69,7 +74,10 @@ def _same_length(fn: str, a: NDArray[Any], b: NDArray[Any], names: str) -> None:
                          f"{a.shape[0]} and {b.shape[0]}; pass arrays of the same length N")
 
 
-def _scores(x: Any, fn: str, arg: str, ndims: tuple[int, ...]) -> NDArray[np.floating[Any]]:
+def _scores(x: Any, fn: str, arg: str, ndims: tuple[int, ...],
+            undefined: str = "the ranking is undefined (sklearn raises too)"
+            ) -> NDArray[np.floating[Any]]:
+    """Float scores of ``ndims`` dimensions, or raise; ``undefined``: what a NaN spoils."""
     a = _array(x, fn, arg)
     if a.ndim not in ndims:
         want = " or ".join({1: "(N,)", 2: "(N, C)"}[d] for d in ndims)
@@ -81,9 +89,21 @@ def _scores(x: Any, fn: str, arg: str, ndims: tuple[int, ...]) -> NDArray[np.flo
         raise ValueError(f"metrics.{fn}: {arg} is empty (0 examples); the metric is undefined "
                          "(sklearn raises ValueError too): pass at least one example")
     if np.isnan(a).any():
-        raise ValueError(f"metrics.{fn}: {arg} contains NaN; the ranking is undefined "
-                         "(sklearn raises too): drop or fix those examples")
+        raise ValueError(f"metrics.{fn}: {arg} contains NaN; {undefined}: drop or fix those "
+                         "examples")
     return a
+
+
+_RAISE_K = " or raise num_classes"
+_ARGMAX = "the predicted class (the argmax of each row) is undefined"
+_THRESHOLD = "the prediction (score > threshold) is undefined"
+_BINARY_SCORES = ("; scores (N,) predict 0 or 1 by the threshold: pass scores (N, C) with a "
+                  "column per class for more classes")
+
+
+def _columns(c: int, arg: str = "scores") -> str:
+    """How to allow a label >= ``c`` when the classes are the columns of ``arg``."""
+    return f"; or pass {arg} with a column per class (now C = {c} columns)"
 
 
 def _num_classes(fn: str, num_classes: Any) -> int | None:
@@ -102,13 +122,13 @@ def accuracy(y_true: Any, y_pred_or_scores: Any, *, threshold: float = 0.5) -> f
     fn = "accuracy"
     p = _array(y_pred_or_scores, fn, "y_pred_or_scores")
     if p.ndim == 2:
-        pred = np.argmax(_scores(p, fn, "y_pred_or_scores", (2,)), axis=1)
-        t = _labels(y_true, fn, "y_true", p.shape[1])
+        pred = np.argmax(_scores(p, fn, "y_pred_or_scores", (2,), _ARGMAX), axis=1)
+        t = _labels(y_true, fn, "y_true", p.shape[1], _columns(p.shape[1]))
     elif p.ndim == 1 and p.dtype.kind == "f":
         cut = real_arg(threshold, f"metrics.{fn}", "threshold",
                        fix="; pass e.g. threshold=0.5 for probabilities")
-        pred = (_scores(p, fn, "y_pred_or_scores", (1,)) > cut).astype(np.int64)
-        t = _labels(y_true, fn, "y_true", 2)
+        pred = (_scores(p, fn, "y_pred_or_scores", (1,), _THRESHOLD) > cut).astype(np.int64)
+        t = _labels(y_true, fn, "y_true", 2, _BINARY_SCORES)
     elif p.ndim == 1:
         pred = _labels(p, fn, "y_pred_or_scores")
         t = _labels(y_true, fn, "y_true")
@@ -134,7 +154,7 @@ def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
     if k > c:
         raise ValueError(f"metrics.{fn}: k must be an int in 1 .. C = {c} (the number of "
                          f"score columns), got {k!r}; pass a smaller k")
-    t = _labels(y_true, fn, "y_true", c)
+    t = _labels(y_true, fn, "y_true", c, _columns(c))
     _same_length(fn, t, s, "y_true and scores")
     st = np.take_along_axis(s, t[:, None], axis=1)
     above = (s > st).sum(axis=1)
@@ -156,8 +176,8 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None,
         raise ValueError(f"metrics.{fn}: normalize must be one of {_NORMALIZE}, got "
                          f"{normalize!r}; pass e.g. normalize='true' for per-class recall")
     k = _num_classes(fn, num_classes)
-    t = _labels(y_true, fn, "y_true", k)
-    p = _labels(y_pred, fn, "y_pred", k)
+    t = _labels(y_true, fn, "y_true", k, _RAISE_K)
+    p = _labels(y_pred, fn, "y_pred", k, _RAISE_K)
     _same_length(fn, t, p, "y_true and y_pred")
     if k is None:
         k = int(max(t.max(), p.max())) + 1
@@ -218,8 +238,8 @@ def precision_recall_f1(y_true: Any, y_pred: Any, average: str | None = "macro",
             raise ValueError(f"metrics.{fn}: pos_label must be 0 or 1 with average='binary', "
                              f"got {pos_label!r}; pass pos_label=1")
         k = None  # the 0/1 check below says more than a range error would
-    t = _labels(y_true, fn, "y_true", k)
-    p = _labels(y_pred, fn, "y_pred", k)
+    t = _labels(y_true, fn, "y_true", k, _RAISE_K)
+    p = _labels(y_pred, fn, "y_pred", k, _RAISE_K)
     _same_length(fn, t, p, "y_true and y_pred")
     if average == "binary" and max(t.max(), p.max()) > 1:
         raise ValueError(f"metrics.{fn}: average='binary' needs 0/1 labels, got labels up to "
@@ -262,7 +282,8 @@ def roc_auc(y_true: Any, scores: Any) -> float:
     """
     fn = "roc_auc"
     s = _scores(scores, fn, "scores", (1,))
-    t = _labels(y_true, fn, "y_true", 2)
+    t = _labels(y_true, fn, "y_true", 2, "; roc_auc is binary: pass y_true == positive_class "
+                "(0/1), or one-vs-rest columns of scores one at a time")
     _same_length(fn, t, s, "y_true and scores")
     n1 = int(t.sum())
     n0 = t.size - n1
@@ -284,10 +305,14 @@ def log_loss(y_true: Any, probs: Any, eps: float | None = None) -> float:
     clipped to ``[eps, 1 - eps]``, ``eps=None`` being ``finfo(probs.dtype).eps`` (sklearn's).
     """
     fn = "log_loss"
-    p = _scores(probs, fn, "probs", (1, 2))
-    if p.ndim == 1:
+    p = _scores(probs, fn, "probs", (1, 2),
+                "the log-probability is undefined (sklearn raises too)")
+    binary = p.ndim == 1
+    if binary:
         p = np.stack([1.0 - p, p], axis=1)
-    t = _labels(y_true, fn, "y_true", p.shape[1])
+    t = _labels(y_true, fn, "y_true", p.shape[1],
+                "; probs (N,) is class 1's probability, for 0/1 labels: pass probs (N, C) "
+                "with a column per class" if binary else _columns(p.shape[1], "probs"))
     _same_length(fn, t, p, "y_true and probs")
     if eps is None:
         eps = float(np.finfo(p.dtype).eps)

@@ -124,9 +124,10 @@ def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
     The leaves are packed into one contiguous buffer laid out by ``funcdl.tree.ravel``
     (float32 stays float32; mixed float32/float64 leaves travel as float64 and come back in
     their own dtype) and summed in one pass: through memory the ranks share when they all
-    run on one machine, else by one ``Allreduce``. The result's leaves are read-only views
-    of that buffer (it may be shared by the ranks), reused from call to call while no
-    earlier result holds it. One process: returns ``tree`` itself, after the check of its
+    run on one machine, else by one ``Allreduce``. The result's array leaves are read-only
+    views of that buffer (it may be shared by the ranks), reused from call to call while no
+    earlier result holds it; a NumPy scalar or Python float leaf comes back as one, as on
+    one process. One process: returns ``tree`` itself, after the check of its
     leaves that the ranks make (floating-point only), so a script fails alike on 1 and N.
     """
     c = _resolve(comm, "pmean")

@@ -19,6 +19,12 @@ from funcdl import parallel
 rank, size = parallel.rank_and_size()
 
 
+def f64(v: float) -> np.ndarray:
+    """A 0-d float64 array: a view of the mean's buffer in the result, so the checks below
+    can tell which buffer a result came from (a NumPy scalar leaf comes back a copy)."""
+    return np.array(v, np.float64)
+
+
 def model_and_data(dtype: type, n: int) -> tuple:
     model = L.Sequential(L.Dense(16), L.Tanh(), L.Dense(3))
     _, params = model.init(fd.random.key(0), (None, 5))
@@ -117,16 +123,16 @@ def case_collectives() -> list[str]:
     for a, b in zip(everyone, one):
         assert np.array_equal(a, b)
     # pmean: the mean, dtypes kept, no result changed by a later call
-    t = {"a": np.full(3, rank, np.float32), "b": [np.float64(rank * 2.0)]}
+    t = {"a": np.full(3, rank, np.float32), "b": [f64(rank * 2.0)]}
     first = parallel.pmean(t)
     assert first["a"].dtype == np.float32 and np.array_equal(first["a"], [0.5] * 3)
     assert first["b"][0].dtype == np.float64 and first["b"][0] == 1.0
-    later = [parallel.pmean({"a": np.full(3, 10.0 + i, np.float32), "b": [np.float64(i)]})
+    later = [parallel.pmean({"a": np.full(3, 10.0 + i, np.float32), "b": [f64(i)]})
              for i in range(4)]
     assert np.array_equal(first["a"], [0.5] * 3), "an earlier result was overwritten"
     assert [float(r["a"][0]) for r in later] == [10.0, 11.0, 12.0, 13.0]
     for i in range(6):  # results dropped at once: the buffer is reused, not reallocated
-        parallel.pmean({"a": np.full(3, 1.0, np.float32), "b": [np.float64(i)]})
+        parallel.pmean({"a": np.full(3, 1.0, np.float32), "b": [f64(i)]})
     assert all(len(p) <= 3 for p in parallel._SHARED.buffers.values())
     try:
         first["a"][0] = 2.0
@@ -137,6 +143,31 @@ def case_collectives() -> list[str]:
     report = which_buffers(first, later)
     del first, later
     return report + held_on_one_rank()
+
+
+def case_leaf_types() -> list[str]:
+    """Each leaf of a mean comes back as the kind of value it was, as on one process: a
+    NumPy scalar stays a NumPy scalar of its dtype, a 0-d array a 0-d array, a Python float
+    a float; an array leaf is a view of the mean's buffer, not a copy."""
+    from mpi4py import MPI
+    t = {"s": np.float32(rank), "z": np.array(rank, np.float32), "a": np.full(3, rank, np.float32)}
+    mixed = {"w": np.full(2, rank, np.float64), "s32": np.float32(rank), "s64": np.float64(rank),
+             "f": 1.0 * rank, "z": np.array(rank, np.float64)}  # a float64 buffer
+    for tree in (t, mixed):
+        alone = parallel.pmean(tree, comm=MPI.COMM_SELF)  # one process: the tree itself
+        got = parallel.pmean(tree)
+        assert alone is tree
+        for k in tree:
+            assert type(got[k]) is type(tree[k]), (k, type(got[k]), type(tree[k]))
+            assert np.asarray(got[k]).dtype == np.asarray(tree[k]).dtype, k
+            assert np.all(got[k] == 0.5), (k, got[k])
+    got = parallel.pmean(t)
+    assert got["z"].shape == () and not got["z"].flags.owndata
+    assert got["a"].base is not None and got["a"].base is got["z"].base  # views of one buffer
+    grads = parallel.data_parallel(lambda p, x: (float(x.sum()), {"b": np.float32(rank)}))(
+        None, np.ones((1 + rank, 1)))[1]  # weighted 1:2
+    assert type(grads["b"]) is np.float32 and abs(grads["b"] - 2 / 3) < 1e-6, grads
+    return [f"rank {rank} path {'shared' if parallel._SHARED.windows else 'allreduce'}"]
 
 
 def which_buffers(first, later) -> list[str]:
@@ -156,13 +187,13 @@ def which_buffers(first, later) -> list[str]:
 
     assert not np.shares_memory(first["a"], results[0])  # a float32 leaf of a float64 buffer
     assert [where(r) for r in [first, *later]] == [0, 1, 2, 3, 4], "results not in turn"
-    more = [parallel.pmean({"a": np.full(3, 1.0, np.float32), "b": [np.float64(i)]})
+    more = [parallel.pmean({"a": np.full(3, 1.0, np.float32), "b": [f64(i)]})
             for i in range(5)]  # every result held from the fourth on: private buffers
     assert [where(r) for r in more] == [5, 6, 7, None, None]
     assert [float(r["b"][0]) for r in more] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert float(first["b"][0]) == 1.0 and float(later[3]["b"][0]) == 3.0
     del more
-    again = parallel.pmean({"a": np.full(3, 1.0, np.float32), "b": [np.float64(0.0)]})
+    again = parallel.pmean({"a": np.full(3, 1.0, np.float32), "b": [f64(0.0)]})
     assert where(again) == 5, "after the last result, the turn goes on from the first free"
     return [f"rank {rank} path shared"]
 
@@ -173,11 +204,11 @@ def held_on_one_rank() -> list[str]:
         return []
     (window,) = parallel._SHARED.windows.values()
     results = window.results
-    kept = parallel.pmean({"a": np.full(3, 5.0, np.float32), "b": [np.float64(rank)]})
+    kept = parallel.pmean({"a": np.full(3, 5.0, np.float32), "b": [f64(rank)]})
     via = [i for i, res in enumerate(results) if np.shares_memory(kept["b"][0], res)]
     if rank:
         del kept
-    again = parallel.pmean({"a": np.full(3, 7.0, np.float32), "b": [np.float64(9.0)]})
+    again = parallel.pmean({"a": np.full(3, 7.0, np.float32), "b": [f64(9.0)]})
     assert float(again["b"][0]) == 9.0
     if rank == 0:
         assert float(kept["b"][0]) == 0.5, "a result held on rank 0 only was overwritten"
