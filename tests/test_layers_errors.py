@@ -250,3 +250,18 @@ def test_window_layers_name_array_and_bool_options_as_given():
         L.MaxPool2D(2, stride=np.array([1, 2]))
     with pytest.raises(TypeError, match=r"^Conv2D\(4, 3, dilation=True\): dilation "):
         L.Conv2D(4, 3, dilation=True)
+
+
+def test_a_nested_error_reads_as_a_path_and_a_users_layer_keeps_its_name():
+    """A combinator inside a combinator is placed by `` > ``, without its repr; a user's
+    layer whose message starts with a word like its name is not taken for a placed one."""
+    def refuse(p, x, **kw):
+        raise ValueError("mylayer failed on this input")
+
+    mine = L.Layer(lambda k, s: (s, ()), refuse, refuse, name="mylayer(3)")
+    model = L.Sequential(L.Dense(2), L.Sequential(L.Dense(2), mine))
+    _, params = model.init(random.key(0), (None, 3))
+    with pytest.raises(ValueError) as e:
+        model.apply(params, np.ones((1, 3), np.float32))
+    assert str(e.value) == ("Sequential[1] > Sequential[1] mylayer(3): mylayer failed on "
+                            "this input")

@@ -27,20 +27,25 @@ def pair_of_shapes(in_shape: Any) -> bool:
 
 def located(where: str, child: str, err: Exception) -> Exception:
     """Re-raise a child's error prefixed with its place in the parent: ``Sequential[3] ...``.
-    A child combinator's error, already placed by it (``Parallel[0] Dense(3): ...``), is
-    joined by `` > `` without the child's repr, which would repeat its whole subtree at
-    every level: ``Sequential[0] > Parallel[0] Dense(3): ...``."""
+    A child combinator's error, already placed by it (``Parallel[0] Dense(3): ...``, marked
+    so by ``_PLACED``), is joined by `` > `` without the child's repr, which would repeat
+    its whole subtree at every level: ``Sequential[0] > Parallel[0] Dense(3): ...``."""
     msg = str(err)
-    kind = child.split("(", 1)[0]
-    if kind and not msg.startswith(child) and msg[len(kind):len(kind) + 1] in ("[", " ") \
-            and msg.startswith(kind):
+    if getattr(err, _PLACED, False) and not msg.startswith(child):
         joined = f"{where} > {msg}"
     else:
         joined = f"{where} {msg if msg.startswith(child) else f'{child}: {msg}'}"
     try:
-        return type(err)(joined)
+        placed = type(err)(joined)
     except Exception:  # a class with a constructor of its own (NumPy's UFuncTypeError):
         # the first of the builtin classes it derives from, which take a message
         cls = next((t for t in (TypeError, ValueError, ArithmeticError) if isinstance(err, t)),
                    ValueError)
-        return cls(joined)
+        placed = cls(joined)
+    setattr(placed, _PLACED, True)
+    return placed
+
+
+# the attribute marking an error ``located`` made: its message starts with a place, not
+# with the layer's own name (a user's layer may well start its message with a word)
+_PLACED = "_funcdl_placed"
