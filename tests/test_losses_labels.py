@@ -97,3 +97,35 @@ def test_a_loss_shows_its_own_doc_and_options_not_the_loss_class() -> None:
     assert list(inspect.signature(losses.Loss).parameters) == ["name", "vjp"]
     mine = losses.Loss("mine", lambda p, t: (0.0, lambda c: (c, None)))
     assert mine.__doc__ is None and list(inspect.signature(mine).parameters) == ["p", "t"]
+
+
+def test_help_on_a_loss_prints_its_options() -> None:
+    """pydoc prints an object's doc, not its __signature__: the doc starts with the call."""
+    import pydoc
+
+    text = pydoc.render_doc(losses.huber, renderer=pydoc.plaintext)
+    assert "huber(pred: 'Any', target: 'Any', delta: 'float' = 1.0, reduction: 'str' = " \
+           "'mean')" in text
+
+
+def test_a_loss_pickles_for_a_sweep_config() -> None:
+    """A public loss comes back as itself; a loss of one's own with a public vjp, as a
+    Loss of that name and vjp (the vjps' qualified names, losses.mse, name no attribute)."""
+    import functools
+    import pickle
+
+    assert pickle.loads(pickle.dumps(losses.huber)) is losses.huber
+    mine = pickle.loads(pickle.dumps(losses.Loss("mine", losses.mse.vjp)))
+    assert mine.name == "mine" and mine.vjp is losses.mse.vjp
+    bound = pickle.loads(pickle.dumps(functools.partial(losses.huber, delta=0.5)))
+    assert bound(1.0, 0.0) == 0.375
+
+
+@pytest.mark.parametrize("loss", [losses.softmax_cross_entropy,
+                                  losses.poly_loss_cross_entropy, losses.nll])
+def test_names_and_nan_as_labels_get_the_label_error_with_a_fix_that_works(
+        loss: Callable[..., Any]) -> None:
+    with pytest.raises(losses.LabelDtypeError, match=r"np\.unique\(target, return_inverse"):
+        loss(np.zeros((3, 4)), np.array(["a", "b", "c"]))
+    with pytest.raises(losses.LabelDtypeError, match=r"\(holding NaN\).*NaN examples dropped"):
+        loss(np.zeros((3, 4)), np.array([0.0, np.nan, 1.0]))

@@ -48,6 +48,32 @@ class Loss:
     def __repr__(self) -> str:
         return f"funcdl.losses.{self.name}"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by its public name when it is one of funcdl.losses' (a sweep's config
+        may hold one; its vjp's qualified name, ``losses.huber``, names no module
+        attribute); a loss of your own, by its name and vjp."""
+        import funcdl.losses
+
+        if getattr(funcdl.losses, self.name, None) is self:
+            return (_public_loss, (self.name,))
+        for public in funcdl.losses.__all__:  # a public loss's vjp under a name of yours
+            if getattr(getattr(funcdl.losses, public), "vjp", None) is self.vjp:
+                return (_renamed, (self.name, public))
+        return (Loss, (self.name, self.vjp))
+
+
+def _public_loss(name: str) -> Loss:
+    """The loss ``funcdl.losses.<name>``: what an unpickled public loss is."""
+    import funcdl.losses
+
+    loss: Loss = getattr(funcdl.losses, name)
+    return loss
+
+
+def _renamed(name: str, public: str) -> Loss:
+    """``Loss(name, funcdl.losses.<public>.vjp)``, unpickled."""
+    return Loss(name, _public_loss(public).vjp)
+
 
 class _FromVjp:
     """A loss's ``__doc__`` or ``__signature__``: its vjp's, so that ``help(losses.huber)``
@@ -62,14 +88,22 @@ class _FromVjp:
             return self.own
         if self.sig:
             try:
-                return inspect.signature(loss.vjp).replace(
-                    return_annotation=inspect.Signature.empty)
+                return _signature(loss)
             except (TypeError, ValueError):  # a builtin or a C function: Loss.__call__'s
                 return None
         doc = getattr(loss.vjp, "__doc__", None)
+        try:  # help() prints an object's doc, not its __signature__: the options first
+            head = f"{loss.name}{_signature(loss)}\n\n"
+        except (TypeError, ValueError):
+            head = ""
         return None if doc is None else (
-            f"{inspect.cleandoc(doc)}\n\nCalling the loss gives the value; its ``vjp`` (the "
+            f"{head}{inspect.cleandoc(doc)}\n\nCalling the loss gives the value; its ``vjp`` (the "
             f"same arguments) gives ``(value, pullback)``.")
+
+
+def _signature(loss: Loss) -> inspect.Signature:
+    """The loss's call: its vjp's parameters, returning the value (not the vjp's pair)."""
+    return inspect.signature(loss.vjp).replace(return_annotation=inspect.Signature.empty)
 
 
 Loss.__signature__ = _FromVjp(True, None)  # type: ignore[attr-defined]
@@ -124,6 +158,8 @@ def _label_error(name: str, t: Array, want: str, ids: str, fix: str = "") -> Lab
     seen, cast = "", "target.astype(int)"
     if t.dtype.kind not in "fb":  # strings, objects: names to map to ids, not to cast
         cast = "the ids np.unique(target, return_inverse=True)[1]"
+    elif t.dtype.kind == "f" and np.isnan(t).any():  # a cast would make NaN a garbage id
+        seen, cast = " (holding NaN)", "the class ids, the NaN examples dropped or labelled"
     elif t.size:
         lo, hi = np.minimum.reduce(t, axis=None), np.maximum.reduce(t, axis=None)
         whole = t.dtype.kind == "b" or bool((np.floor(t) == t).all())

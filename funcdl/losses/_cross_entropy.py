@@ -48,6 +48,8 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
     logp -= np.log(total)
     if labels.dtype.kind in "iu" and labels.shape != z.shape:  # (an int one-hot: below)
         return _of_labels(name, z, labels, logp, e, total, smooth, w, ignore, reduction)
+    if labels.dtype.kind not in "fbiu" and labels.shape == z.shape[:-1]:  # names, say
+        raise _label_error(name, labels, *_class_labels(z.shape))
     if labels.dtype.kind not in "fbiu":
         raise TypeError(f"{name}: target must be integer labels or float probabilities, "
                         f"got dtype {labels.dtype}")

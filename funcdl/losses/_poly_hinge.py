@@ -25,7 +25,7 @@ def _poly_target(name: str, z: Array, target: Any) -> Array:
     """Probabilities of the logits' shape (floats, or an int one-hot), or integer labels of
     shape (...), as a float array of the logits' shape. The target is read once."""
     t = array_arg(target, name, "target")
-    if t.shape == z.shape[:-1] and t.dtype.kind in "fb":  # labels read from a text file
+    if t.shape == z.shape[:-1] and t.dtype.kind not in "iu":  # read from a text file, names
         raise _label_error(name, t, *_class_labels(z.shape))
     if t.dtype.kind in "iu" and t.shape == z.shape[:-1]:
         _, rows, cols, _, _ = _pick(name, "logits", z.shape, t, None, None, "sum")
