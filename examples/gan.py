@@ -94,10 +94,10 @@ def train(iterations: int = 1500, seed: int = 0, lr: float = 3e-3, batch_size: i
     generator, discriminator = make_models(hidden)
     _, g_params = generator.init(k_init_g, (None, LATENT))
     _, d_params = discriminator.init(k_init_d, (None, 2))
-    # b1 = 0.5, as DCGAN: less momentum carried across a target that moves every step
     def schedule(count: Any) -> float:
         return lr * min(1.0, WARMDOWN * (iterations - count) / iterations)
 
+    # b1 = 0.5, as DCGAN: less momentum carried across a target that moves every step
     g_opt, d_opt = fd.optim.adam(schedule, b1=0.5), fd.optim.adam(schedule, b1=0.5)
     g_state, d_state = g_opt.init(g_params), d_opt.init(d_params)
     d_grad = fd.value_and_grad(discriminator, fd.losses.bce_with_logits)

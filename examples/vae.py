@@ -122,7 +122,7 @@ def _elbo_vjp(pred: Any, target: Any) -> tuple[float, Any]:
     diff, e = recon - x, np.exp(logvar)
     recon_nll = float((diff * diff).sum()) / (2 * var * n) + (
         x.shape[1] / 2 * math.log(2 * math.pi * var))
-    kl = float((e + mu * mu - 1 - logvar).sum()) / (2 * n)
+    kl = kl_term(mu, logvar)
     dt = recon.dtype
 
     def pullback(g: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -335,4 +335,6 @@ def moments(x: ArrayLike, axis: int = 0) -> tuple[NDArray[Any], NDArray[Any]]:
     constant = var <= n * eps * var + np.square(n * mean * eps)
     std = np.ldexp(np.sqrt(var), e)
     std[constant] = 1.0  # a constant standardises to 0
-    return np.ldexp(mean, e).astype(v.dtype), std.astype(v.dtype)
+    std = std.astype(v.dtype)
+    std[std == 0] = 1  # below float32's least subnormal: as constant, not a division by 0
+    return np.ldexp(mean, e).astype(v.dtype), std

@@ -364,9 +364,10 @@ def as_tree(buf: NDArray[Any], lay: Layout, t: Tree) -> Tree:
 
 def like(leaf: Any, v: NDArray[Any]) -> Any:
     """``v`` as the kind of value ``leaf`` is, as one process returns it: a NumPy scalar
-    stays one of its dtype, a Python float (or complex) stays one; an array, a view."""
+    stays one of its dtype, a Python number (broadcast's ints too) stays one; an array, a
+    view."""
     if isinstance(leaf, np.generic):  # before float: np.float64 is a float too
         return v[()]
-    if isinstance(leaf, (float, complex)):
+    if isinstance(leaf, (int, float, complex)):
         return v.item()
     return v

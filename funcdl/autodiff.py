@@ -106,6 +106,8 @@ def vjp(layer: Any, params: Any, x: Any, **kwargs: Any) -> Any:
     from funcdl.layers.base import layer_arg
 
     layer_arg("vjp", layer)
+    if debug.enabled():  # the data's NaN, not the first layer's
+        debug.verify_input("vjp", x)
     return guarded(layer).vjp(params, x, **kwargs)
 
 
@@ -150,6 +152,7 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
         train = train_arg(train, "value_and_grad")
         if debug.enabled():  # the one read the unchecked path pays
             debug.verify_input("value_and_grad", x)  # the data's NaN, not the first layer's
+            debug.verify_input("value_and_grad", target, "target")  # nor the loss's
             with debug.quiet():  # NumPy's warnings must not pre-empt the check's error
                 try:
                     return step(params, x, target, key, train, kwargs, True)

@@ -29,12 +29,12 @@ from funcdl._args import (
 from funcdl._datasets import (
     blobs,
     circles,
-    maker,
     moments,
     moons,
     one_hot,
     spirals,
 )
+from funcdl._datasets import maker as _maker
 from funcdl.random import Key
 
 __all__ = ["RADIUS", "batches", "blobs", "circles", "disk", "moments", "moons", "one_hot",
@@ -134,7 +134,7 @@ def _generate(xs: list[NDArray[Any]], order: NDArray[np.int64] | None, size: int
         yield tuple(a[start:start + size] for a in xs)
 
 
-@maker("data.disk")
+@_maker("data.disk")
 def disk(key: Key, n: int, dtype: DTypeLike = np.float32, *, center: Any = (0.5, 0.5),
          radius: float = RADIUS) -> tuple[NDArray[Any], NDArray[Any]]:
     """``n`` points uniform in the unit square, labelled 1 inside the disk of ``center``

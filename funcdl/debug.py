@@ -78,42 +78,49 @@ def first_nonfinite(value: Any) -> tuple[str, Any] | None:
     return None
 
 
+def _found(value: Any) -> tuple[str, str, tuple[int, ...]] | None:
+    """``("NaN" or "inf", path, shape)`` of ``first_nonfinite(value)``, or None."""
+    found = first_nonfinite(value)
+    if found is None:
+        return None
+    path, a = found
+    return ("NaN" if np.isnan(a).any() else "inf"), path, a.shape
+
+
 def verify(where: str, what: str, value: Any) -> None:
     """Raise ``FloatingPointError`` if any floating leaf of ``value`` holds a NaN or inf.
 
     The check the library runs inside ``check_finite``; it checks whenever called, so it
     serves for a user's own values too (inside the block the message ends "; funcdl.debug.
     check_finite is on", outside it "(funcdl.debug.verify)")."""
-    found = first_nonfinite(value)
+    found = _found(value)
     if found is not None:
-        path, a = found
-        bad = "NaN" if np.isnan(a).any() else "inf"
+        bad, path, shape = found
         why = "; funcdl.debug.check_finite is on" if _ON.get() else " (funcdl.debug.verify)"
-        raise FloatingPointError(f"{where}: {bad} in the {what}{path} "
-                                 f"(shape {a.shape}){why}")
+        raise FloatingPointError(f"{where}: {bad} in the {what}{path} (shape {shape}){why}")
 
 
-def verify_input(where: str, x: Any) -> None:
-    """Raise ``FloatingPointError`` if the model's input ``x`` holds a NaN or inf: checked
-    before any layer runs, so that the data is named, not the first layer it reaches."""
-    found = first_nonfinite(x)
+def verify_input(where: str, x: Any, what: str = "input x") -> None:
+    """Raise ``FloatingPointError`` if the model's input ``x`` (or the loss's target, ``what``
+    ``"target"``) holds a NaN or inf: checked before any layer runs, so that the data is
+    named, not the first layer or the loss it reaches."""
+    found = _found(x)
     if found is not None:
-        path, a = found
-        bad = "NaN" if np.isnan(a).any() else "inf"
+        bad, path, shape = found
+        name = what.split()[-1]
         raise FloatingPointError(
-            f"{where}: {bad} in the input x{path} (shape {a.shape}), before any layer ran: "
+            f"{where}: {bad} in the {what}{path} (shape {shape}), before any layer ran: "
             f"the data holds it; drop or impute those examples (find them with "
-            f"np.argwhere(~np.isfinite(x))); funcdl.debug.check_finite is on")
+            f"np.argwhere(~np.isfinite({name}))); funcdl.debug.check_finite is on")
 
 
 def note_params(err: BaseException, params: Any) -> None:
     """Add to ``err`` (a failed check) a note naming the first leaf of ``params`` that holds
     a NaN or inf: the layer the check names computed from it, and is not at fault."""
-    found = first_nonfinite(params)
+    found = _found(params)
     add = getattr(err, "add_note", None)  # Python 3.11 on
     if found is not None and add is not None:
-        path, a = found
-        bad = "NaN" if np.isnan(a).any() else "inf"
-        add(f"{bad} in params{path} (shape {a.shape}) already before the model ran: the "
+        bad, path, shape = found
+        add(f"{bad} in params{path} (shape {shape}) already before the model ran: the "
             f"params are at fault, not the computation (re-initialise them; after a "
             f"diverged update, lower the learning rate)")

@@ -38,7 +38,7 @@ from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._agree import resolve as _resolve
 from funcdl._args import bool_arg
 from funcdl._partition import batches, shard
-from funcdl._reduce import Reducer, not_float
+from funcdl._reduce import Reducer, like, not_float
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl._treenodes import describe as describe_value
 from funcdl.optim import GradientTransformation
@@ -96,9 +96,7 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
         return tree
     out = [buf[lo:hi].view(a.dtype).reshape(a.shape).copy()
            for a, lo, hi in zip(arrays, bounds, bounds[1:])]
-    # each leaf as it was: an array, a NumPy scalar or a Python number
-    out = [v if isinstance(x, np.ndarray) else v[()] if isinstance(x, np.generic) else v.item()
-           for x, v in zip(leaves, out)]
+    out = [like(x, v) for x, v in zip(leaves, out)]  # an array, a NumPy scalar, a number
     return pytree.unflatten(td, out)
 
 

@@ -81,9 +81,9 @@ def key(seed: int) -> Key:
     return np.array([s & _MASK64, s >> 64], dtype=np.uint64)
 
 
-
 PRNGKey = key
 """``jax.random.PRNGKey``'s name for ``key``: the same function, for code moved from JAX."""
+
 
 def split(key: Key, num: int = 2) -> tuple[Key, ...]:
     """``num`` new independent keys derived from ``key``."""

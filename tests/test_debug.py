@@ -73,13 +73,22 @@ def test_check_finite_checks_apply_stateless_and_stateful(key):
     _, params = model.init(key, (None, 3))
     assert np.isnan(model.apply(params, _nan_x())).any()  # off: NaN flows through
     with fd.debug.check_finite(), pytest.raises(FloatingPointError) as e:
-        model.apply(params, _nan_x())
-    assert str(e.value) == f"Sequential[0] Dense(4): NaN in the forward output (shape (2, 4)){_ON}"
+        model.apply(params, _nan_x())  # the data is named, not the first layer it reaches
+    assert str(e.value).startswith("Sequential: NaN in the input x (shape (2, 3)), before any "
+                                   "layer ran: the data holds it") and str(e.value).endswith(_ON)
+    bad_w = (params[0], (), {**params[2], "w": params[2]["w"] * np.nan})
+    with fd.debug.check_finite(), pytest.raises(FloatingPointError) as e:
+        model.apply(bad_w, np.ones((2, 3), np.float32))
+    assert str(e.value) == f"Sequential[2] Dense(2): NaN in the forward output (shape (2, 2)){_ON}"
     bn = L.Sequential(L.Dense(3), L.BatchNorm())
     _, params, state = bn.init(key, (None, 3))
     with fd.debug.check_finite(), pytest.raises(
-            FloatingPointError, match=r"^Sequential\[0\] Dense\(3\): NaN in the forward output"):
+            FloatingPointError, match=r"^Sequential: NaN in the input x \(shape \(2, 3\)\)"):
         bn.apply(params, _nan_x(), state=state)
+    bad_w = ({**params[0], "b": params[0]["b"] * np.nan}, params[1])
+    with fd.debug.check_finite(), pytest.raises(
+            FloatingPointError, match=r"^Sequential\[0\] Dense\(3\): NaN in the forward output"):
+        bn.apply(bad_w, np.ones((2, 3), np.float32), state=state)
     # train=True: the output uses the batch's statistics, only the new running var is NaN
     bad = (state[0], {**state[1], "var": np.array([np.nan, 1, 1], np.float32)})
     y, _ = bn.apply(params, np.ones((2, 3), np.float32), state=bad, train=True)

@@ -104,8 +104,9 @@ def test_check_finite_runs_layer_by_layer(key):
     with debug.check_finite():
         y, _ = model.vjp(params, x)
     np.testing.assert_array_equal(y, model.apply(params, x))
+    nan_w = ({**params[0], "w": params[0]["w"] * np.nan}, ())  # a NaN input names the data
     with debug.check_finite(), pytest.raises(FloatingPointError, match=r"Sequential\[0\] Spy"):
-        model.vjp(params, np.full((3, 1), np.nan, np.float32))
+        model.vjp(nan_w, x)
 
 
 TORCH_ACTS = [  # funcdl activation, torch.nn.functional name and keyword arguments

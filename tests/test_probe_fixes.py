@@ -242,3 +242,26 @@ def test_check_finite_notes_a_nan_in_params_beside_the_layer_it_reached():
         fd.value_and_grad(model, losses.mse)(params, x, np.ones((2, 3), np.float32))
     assert str(e.value).startswith("Sequential[1] Broken: NaN in the forward output")
     assert not getattr(e.value, "__notes__", [])
+
+
+def test_check_finite_names_the_data_in_vjp_and_a_nan_target() -> None:
+    """fd.vjp (a GAN's generator step) names a NaN input as the data's; value_and_grad a
+    NaN target as the target's, not as the loss value's."""
+    model = L.Sequential(L.Dense(2), L.Tanh())
+    _, params = model.init(fd.random.key(0), (None, 3))
+    x = np.ones((2, 3), np.float32)
+    with fd.debug.check_finite(), pytest.raises(
+            FloatingPointError, match=r"^vjp: NaN in the input x \(shape \(2, 3\)\)"):
+        fd.vjp(model, params, np.where(np.eye(2, 3) > 0, np.nan, x))
+    y = np.array([[0.0, np.inf], [0.0, 0.0]], np.float32)
+    with fd.debug.check_finite(), pytest.raises(
+            FloatingPointError, match=r"^value_and_grad: inf in the target \(shape \(2, 2\)\)"
+                                      r".*np\.isfinite\(target\)"):
+        fd.value_and_grad(model, fd.losses.mse)(params, x, y)
+
+
+def test_moments_never_returns_a_zero_std_in_float32() -> None:
+    """A float32 column whose std rounds to 0 on the cast back is standardised as a
+    constant (std 1), not divided by 0."""
+    _, std = data.moments(np.array([[1.4e-45], [0.0]], np.float32))
+    assert std.dtype == np.float32 and std[0, 0] == 1.0

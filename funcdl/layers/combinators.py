@@ -211,6 +211,7 @@ def _checked(layers: Sequence[Any], where: list[str], names: list[str], params: 
     child's own name, so ``located`` adds the place once (``Sequential[3] Dense(25): NaN
     ...``), as for any other error of that child."""
     pullbacks, new_state = [], []
+    debug.verify_input("Sequential", x)  # the data's NaN, not its first layer's
     with debug.quiet():
         for i, (layer, p, s, k) in enumerate(zip(layers, params, states,
                                                  keys_for(key, len(layers), "Sequential"))):
