@@ -74,7 +74,7 @@ def balanced(word: str) -> bool:
 
 def make_model(d: int = 32, heads: int = 4, blocks: int = 2) -> Any:
     return L.Sequential(
-        L.Embedding(len(CHARS), d), L.PositionalEmbedding(T, init=fd.initializers.normal(1.0)),
+        L.Embedding(len(CHARS), d), L.PositionalEmbedding(T, w_init=fd.initializers.normal(1.0)),
         *[L.TransformerEncoderLayer(d, heads, 2 * d, dropout=0.0, causal=True,
                                     norm_first=True) for _ in range(blocks)],
         L.LayerNorm(), L.Dense(len(CHARS)))

@@ -186,7 +186,7 @@ CTORS = [
     ("LocalResponseNorm", L.LocalResponseNorm, {"size": 3}, f(2, 3, 4),
      {"size": POS, "alpha": NUM, "beta": NUM, "k": NUM}),
     ("PositionalEmbedding", L.PositionalEmbedding, {"max_len": 4}, f(2, 3, 4),
-     {"max_len": (*POS, 2), "init": INIT}),
+     {"max_len": (*POS, 2), "w_init": INIT}),
     ("SinusoidalPositionalEncoding", L.SinusoidalPositionalEncoding, {"max_len": 4},
      f(2, 3, 4), {"max_len": (*POS[1:], 2), "base": (*NUM, 1.0, 0.5, 0, -1)}),
     ("Layer", lambda fn: L.Layer(fn, fn, fn), {"fn": lambda *a, **k: None}, f(2, 3),

@@ -17,6 +17,7 @@ from funcdl.layers.positional import (
     PositionalEmbedding,
     SinusoidalPositionalEncoding,
     _sinusoids,
+    _table,
 )
 from funcdl.testing import check_layer, check_vjp
 
@@ -50,15 +51,18 @@ def test_learned_adds_the_first_t_rows(shape):
     assert layer.init(random.key(0), (None, None, 4))[0] == (None, None, 4)  # T unknown
 
 
-def test_learned_default_init_is_normal_002_and_init_is_used():
+def test_learned_default_w_init_is_normal_002_and_w_init_is_used():
     _, params = PositionalEmbedding(500).init(random.key(0), (None, 7, 64))
     pos = params["pos"]
     assert pos.shape == (500, 64) and pos.dtype == np.float32
     assert abs(pos.mean()) < 1e-3 and abs(pos.std() - 0.02) < 5e-4
-    _, params = PositionalEmbedding(3, init=initializers.ones()).init(random.key(0), (2, 3, 2))
+    _, params = PositionalEmbedding(3, w_init=initializers.ones()).init(random.key(0),
+                                                                         (2, 3, 2))
     np.testing.assert_array_equal(params["pos"], np.ones((3, 2), np.float32))
-    with pytest.raises(TypeError, match=r"PositionalEmbedding\(3\).*init"):
-        PositionalEmbedding(3, init=initializers.normal)
+    with pytest.raises(TypeError, match=r"PositionalEmbedding\(3\).*w_init"):
+        PositionalEmbedding(3, w_init=initializers.normal)
+    with pytest.raises(TypeError, match="init"):  # the old keyword is gone
+        PositionalEmbedding(3, init=initializers.ones())  # type: ignore[call-arg]
 
 
 def test_learned_vjp_is_the_batch_sum_exactly():
@@ -192,12 +196,50 @@ def test_sinusoid_float32_is_float64_cast_and_cached_read_only():
     np.testing.assert_array_equal(y, pe64.astype(np.float32))
     a, b = _sinusoids(5, 4, 10000.0, np.dtype(np.float32)), _sinusoids(5, 4, 10000.0,
                                                                        np.dtype(np.float32))
-    assert a is b and not a.flags.writeable and a.dtype == np.float32
+    # views of one cached table: the same memory, never writable
+    assert a.base is b.base and a.base is not None
+    assert not a.flags.writeable and a.dtype == np.float32
     assert _sinusoids(5, 4, 10000.0, np.dtype(np.float64)) is not a
     out = SinusoidalPositionalEncoding().apply((), np.zeros((5, 4), np.float32))
     assert out.flags.writeable and not np.shares_memory(out, a)  # the caller's own array
     # integers take float32, the default float, as the other layers without params do
     assert SinusoidalPositionalEncoding().apply((), np.zeros((2, 3), np.int64)).dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("e", "base"), [(8, 10000.0), (5, 100.0), (1, 10000.0)])
+def test_sinusoid_rows_do_not_depend_on_the_table_length(dtype, e, base):
+    """A row of the table is bit for bit the same in a table of 5 rows or of 100, so a
+    longer cached table cut to T gives what a table of T rows would."""
+    dt = np.dtype(dtype)
+    np.testing.assert_array_equal(_table(5, e, base, dt), _table(100, e, base, dt)[:5])
+    layer = SinusoidalPositionalEncoding(base=base)
+    short = layer.apply((), np.zeros((5, e), dtype))
+    long = layer.apply((), np.zeros((100, e), dtype))
+    assert short.dtype == dt
+    np.testing.assert_array_equal(short, long[:5])
+
+
+def test_sinusoid_cache_holds_one_table_per_power_of_two():
+    """T = 1 .. 2048 reads 6 tables (64 rows, then 128, 256 .. 2048), not 2048 of them;
+    max_len caps the length; every T gets a read-only (T, E) view of the first rows."""
+    dt = np.dtype(np.float64)
+    tables: list[np.ndarray] = []
+    for t in range(1, 2049):
+        pe = _sinusoids(t, 4, 10000.0, dt)
+        assert pe.shape == (t, 4) and not pe.flags.writeable and pe.flags.c_contiguous
+        if not any(pe.base is table for table in tables):
+            tables.append(pe.base)
+    assert [len(table) for table in tables] == [64, 128, 256, 512, 1024, 2048]
+    assert _sinusoids(65, 4, 10000.0, dt).base is _sinusoids(128, 4, 10000.0, dt).base
+    assert _sinusoids(129, 4, 10000.0, dt).base is not _sinusoids(128, 4, 10000.0, dt).base
+    # max_len below the rounded length: the table stops at max_len
+    assert _sinusoids(3, 4, 10000.0, dt, 10).base.shape == (10, 4)
+    assert _sinusoids(70, 4, 10000.0, dt, 100).base.shape == (100, 4)
+    assert _sinusoids(70, 4, 10000.0, dt, 1000).base.shape == (128, 4)
+    with pytest.raises(ValueError, match="read-only"):
+        _sinusoids(3, 4, 10000.0, dt)[0, 0] = 1.0
+    assert _table.cache_info().maxsize <= 16  # a bounded cache: a few tables at most
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4), (3, 5), (2, 2, 3, 3)])

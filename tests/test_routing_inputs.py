@@ -5,7 +5,7 @@ passes any pytree of arrays, as stax's."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -237,6 +237,53 @@ def test_identity_on_one_array_is_as_before():
         layer.init(None, (None, -1))
     with pytest.raises(TypeError, match=r"Identity\(\): in_shape must be a tuple"):
         layer.init(None, {})
-    with pytest.raises(TypeError, match=r"Identity\(\): expected a numeric array"):
+    with pytest.raises(TypeError, match=r"Identity\(\): got an empty dict, which is no input"):
         layer.apply((), {})
     check_layer(layer, (None, 3))
+
+
+class _Rec(NamedTuple):
+    a: Any
+    b: Any
+
+
+def test_identity_dy_with_other_keys_names_the_expected_and_the_given_ones():
+    layer = L.Identity()
+    x = {"a": np.ones(2), "b": np.zeros(2)}
+    _, pullback = layer.vjp((), x)
+    with pytest.raises(ValueError, match=r"Identity\(\): pullback expected dy of the output's "
+                                         r"structure, a dict with keys \{'a', 'b'\}, got a "
+                                         r"dict with keys \{'a', 'c'\}; give the cotangent"):
+        pullback({"a": np.ones(2), "c": np.ones(2)})
+    _, pullback = layer.vjp((), {"outer": x})  # nested: the path and both key sets
+    with pytest.raises(ValueError, match=r"expected dy\['outer'\] of the output's structure, "
+                                         r"a dict with keys \{'a', 'b'\}, got a dict with "
+                                         r"keys \{'a'\}"):
+        pullback({"outer": {"a": np.ones(2)}})
+
+
+def test_identity_keeps_a_namedtuple_of_lists_a_namedtuple_entry_by_entry():
+    """P([1., 2.], [3., 4.]) is a record of two arrays, as P(x, x) is, never stacked into
+    one (2, 2) array; its cotangent comes back in the same record."""
+    layer = L.Identity()
+    y = layer.apply((), _Rec([1.0, 2.0], [3.0, 4.0]))
+    assert type(y) is _Rec and y.a.shape == (2,) and y.a.dtype == np.float32
+    np.testing.assert_array_equal(y.a, [1.0, 2.0])
+    np.testing.assert_array_equal(y.b, [3.0, 4.0])
+    x = np.arange(2.0)
+    assert type(layer.apply((), _Rec(x, x))) is _Rec  # as before: arrays keep it too
+    y, pullback = layer.vjp((), {"r": _Rec([[1.0]], 2.0)})  # nested, a scalar entry too
+    assert type(y["r"]) is _Rec and y["r"].a.shape == (1, 1) and y["r"].b.shape == ()
+    _, dx = pullback({"r": (np.full((1, 1), -3.0, np.float32), np.float32(5.0))})
+    assert type(dx["r"]) is _Rec and dx["r"].a[0, 0] == -3.0 and dx["r"].b == 5.0
+
+
+def test_identity_given_an_empty_dict_says_it_is_no_input():
+    layer = L.Identity()
+    msg = r"Identity\(\): got an empty dict, which is no input .*give an array, or a tree"
+    with pytest.raises(TypeError, match=msg):
+        layer.apply((), {})
+    with pytest.raises(TypeError, match=msg):
+        layer.vjp((), {})
+    with pytest.raises(TypeError, match=msg):  # inside a tree too
+        layer.apply((), {"x": np.ones(2), "empty": {}})

@@ -167,13 +167,13 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
                 return grads, None
             if t_form:
                 dyr = dy2[:, None, :]
-                dx2 = np.matmul(dyr, r)[:, 0]
+                dx2 = mat_vec(dyr, r)[:, 0]  # a row on the left: gemv too
                 s = (a2 @ w.transpose(2, 0, 1).reshape(d2, out * d1)).reshape(-1, out, d1)
-                dx1 = np.matmul(dyr, s)[:, 0]
+                dx1 = mat_vec(dyr, s)[:, 0]
             else:
                 dz = (dy2 @ w.reshape(out, d1 * d2)).reshape(-1, d1, d2)
                 dx1 = mat_vec(dz, a2[:, :, None])[:, :, 0]
-                dx2 = np.matmul(a1[:, None, :], dz)[:, 0, :]
+                dx2 = mat_vec(a1[:, None, :], dz)[:, 0, :]
             return grads, like(xs, (in_input_dtype(dx1.reshape(x1.shape), dtypes[0]),
                                     in_input_dtype(dx2.reshape(x2.shape), dtypes[1])))
 

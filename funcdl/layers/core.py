@@ -176,13 +176,14 @@ def Identity() -> Layer:
                          _shape_tree), ()
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        if type(x) is np.ndarray or not _array_tree(x):
+        if type(x) is np.ndarray or not _array_tree(_not_empty(name, x)):
             return one.apply(params, x)
         no_params(name, params)
-        return _tree_map(lambda a: None if a is None else as_array(name, a), x, _array_tree)
+        return _tree_map(lambda a: None if a is None else as_array(name, _not_empty(name, a)),
+                         x, _array_tree)
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        if type(x) is np.ndarray or not _array_tree(x):
+        if type(x) is np.ndarray or not _array_tree(_not_empty(name, x)):
             return one.vjp(params, x)
         y = apply(params, x)
 
@@ -203,13 +204,24 @@ def _shape_tree(s: Any) -> bool:
         isinstance(d, (tuple, list, dict)) for d in s))
 
 
+def _not_empty(name: str, x: Any) -> Any:
+    """``x``, unless it is an empty dict: a TypeError saying it is no input."""
+    if isinstance(x, dict) and not x:
+        raise TypeError(f"{name}: got an empty dict, which is no input (no array in it); "
+                        f"give an array, or a tree (a tuple, a dict) of arrays")
+    return x
+
+
 def _array_tree(x: Any) -> bool:
-    """Whether an input is a tree of arrays: a dict of them, or a tuple holding an array, a
-    dict, a None or such a tree (np.asarray would stack or refuse it). A list of arrays is
-    one array's rows, as every layer reads it, unless it holds a tuple or dict; an empty
-    dict is no input."""
+    """Whether an input is a tree of arrays: a dict of them, a NamedTuple (its entries
+    converted one by one, whatever they are), or a tuple holding an array, a dict, a None
+    or such a tree (np.asarray would stack or refuse it). A list of arrays is one array's
+    rows, as every layer reads it, unless it holds a tuple or dict; an empty dict is no
+    input."""
     if isinstance(x, dict):
         return bool(x)
+    if isinstance(x, tuple) and hasattr(x, "_fields"):
+        return True  # a record: P([1., 2.], [3., 4.]) keeps its fields, as P(a, b) does
     if isinstance(x, tuple):
         return any(v is None or isinstance(v, (np.ndarray, dict)) or _array_tree(v) for v in x)
     return isinstance(x, list) and any(isinstance(v, dict) or (isinstance(v, tuple)
@@ -240,15 +252,24 @@ def _cotangents(name: str, y: Any, dy: Any, path: str) -> Any:
     if isinstance(y, np.ndarray):
         return check_cotangent(f"{name} ({path})", dy, y.shape, y.dtype)
     keys = sorted(y) if isinstance(y, dict) else list(range(len(y)))
+    if isinstance(y, dict) and isinstance(dy, dict) and set(dy) != set(y):
+        raise ValueError(f"{name}: pullback expected {path} of the output's structure, a "
+                         f"dict with keys {_keys(y)}, got a dict with keys {_keys(dy)}; give "
+                         f"the cotangent the output's keys")
     if ((type(dy) is not type(y) and not (isinstance(y, (tuple, list))
                                           and isinstance(dy, (tuple, list))))
-            or (sorted(dy) if isinstance(dy, dict) else list(range(len(dy)))) != keys):
+            or (not isinstance(dy, dict) and len(dy) != len(keys))):
         got = (f"a {type(dy).__name__} of {len(dy)} entries" if isinstance(
             dy, (tuple, list, dict)) else f"{type(dy).__name__} of shape {np.shape(dy)}")
         raise ValueError(f"{name}: pullback expected {path} of the output's structure, a "
                          f"{type(y).__name__} of {len(y)} entries, got {got}")
     got_ = [_cotangents(name, y[k], dy[k], f"{path}[{k!r}]") for k in keys]
     return dict(zip(keys, got_)) if isinstance(y, dict) else _rebuilt(y, got_)
+
+
+def _keys(d: Any) -> str:
+    """A dict's (or a set's) keys for a message, in a stable order: ``{'a', 'b'}``."""
+    return "{" + ", ".join(sorted(map(repr, d))) + "}"
 
 
 def Flatten() -> Layer:

@@ -48,20 +48,21 @@ def _sequence(name: str, x: Array) -> Array:
 
 
 def PositionalEmbedding(max_len: int, *,
-                        init: initializers.Initializer | None = None) -> Layer:
+                        w_init: initializers.Initializer | None = None) -> Layer:
     """Add a learned position table: ``(..., T, E) -> (..., T, E)``, ``T <= max_len``.
 
     params: ``{'pos': (max_len, E)}``, E from in_shape's last axis.
     forward: ``y[..., t, :] = x[..., t, :] + pos[t]``;
     vjp: ``dx = dy``, ``dpos[t] = Σ_{leading axes} dy[..., t, :]`` for t < T, 0 beyond.
-    Default ``init``: N(0, 0.02²), the ``posemb_init`` Flax's AddPositionEmbs is given in
-    its ViT/transformer code (BERT's 0.02): the positions start as a small perturbation of
-    the token vectors they are added to, not N(0, 1) (Embedding's), which would swamp them.
+    ``w_init``: the table's initializer (the keyword Dense and Embedding use). Default:
+    N(0, 0.02²), the ``posemb_init`` Flax's AddPositionEmbs is given in its ViT/transformer
+    code (BERT's 0.02): the positions start as a small perturbation of the token vectors
+    they are added to, not N(0, 1) (Embedding's), which would swamp them.
     Integer inputs take the table's dtype, as Dense's do.
     """
     max_len = int_arg(max_len, "PositionalEmbedding", "max_len", minimum=1)
     name = f"PositionalEmbedding({max_len})"
-    pos_init = initializer_arg(name, "init", init) or initializers.normal(0.02)
+    pos_init = initializer_arg(name, "w_init", w_init) or initializers.normal(0.02)
     fix = "build PositionalEmbedding({t}) (or longer) for sequences this long"
 
     def layer_init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
@@ -72,7 +73,7 @@ def PositionalEmbedding(max_len: int, *,
                              f"known size > 0, got {shape}")
         _fits(name, max_len, shape, fix)
         key = random.check_key(key, name)  # else named after the initializer that reads it
-        return shape, {"pos": drawn(name, "init", pos_init, key, (max_len, e))}
+        return shape, {"pos": drawn(name, "w_init", pos_init, key, (max_len, e))}
 
     def check(params: Any, x: Any) -> tuple[Array, Array]:
         """``(pos, x)``: the table checked, the input converted (integers cast to its
@@ -115,20 +116,31 @@ def PositionalEmbedding(max_len: int, *,
     return Layer(layer_init, apply, vjp, name=name, dx_optional=True)
 
 
-@functools.lru_cache(maxsize=64)
-def _sinusoids(t: int, e: int, base: float, dtype: np.dtype[Any]) -> Array:
-    """The read-only (t, e) table ``PE[p, 2i] = sin(p / base^(2i/e))``, ``PE[p, 2i+1] =
+@functools.lru_cache(maxsize=16)
+def _table(length: int, e: int, base: float, dtype: np.dtype[Any]) -> Array:
+    """The read-only (length, e) table ``PE[p, 2i] = sin(p / base^(2i/e))``, ``PE[p, 2i+1] =
     cos(p / base^(2i/e))``, computed in float64 and then cast to ``dtype``: float32's own
     ``p / base^(2i/e)`` is off by up to an ulp of p (1e-4 rad at p = 2000), an error the
-    sine carries over whole."""
-    angle = np.arange(t, dtype=np.float64)[:, None] / np.power(
+    sine carries over whole. Row p depends on p alone, never on ``length``."""
+    angle = np.arange(length, dtype=np.float64)[:, None] / np.power(
         base, np.arange(0, e, 2, dtype=np.float64) / e)
-    pe = np.empty((t, e), np.float64)
+    pe = np.empty((length, e), np.float64)
     pe[:, 0::2] = np.sin(angle)
     pe[:, 1::2] = np.cos(angle[:, :e // 2])  # E odd: the last column's cos has no place
     out = pe.astype(dtype, copy=False)
     out.flags.writeable = False  # shared by every call: nobody may write to it
     return out
+
+
+def _sinusoids(t: int, e: int, base: float, dtype: np.dtype[Any],
+               max_len: int | None = None) -> Array:
+    """The first t rows of ``_table``, a read-only view. The table's length is rounded up
+    to a power of two (>= 64, capped at ``max_len``) so that batches of varying T share
+    a few cached tables instead of caching, and computing, one per T."""
+    length = max(64, 1 << (t - 1).bit_length())
+    if max_len is not None:
+        length = min(length, max_len)  # t <= max_len: _fits has refused longer inputs
+    return _table(length, e, base, np.dtype(dtype))[:t]
 
 
 def SinusoidalPositionalEncoding(max_len: int | None = None, *,
@@ -167,13 +179,13 @@ def SinusoidalPositionalEncoding(max_len: int | None = None, *,
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
         xa = check(params, x)
-        y: Array = xa + _sinusoids(xa.shape[-2], xa.shape[-1], base, xa.dtype)
+        y: Array = xa + _sinusoids(xa.shape[-2], xa.shape[-1], base, xa.dtype, max_len)
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
         xa = check(params, x)
-        y: Array = xa + _sinusoids(xa.shape[-2], xa.shape[-1], base, xa.dtype)
+        y: Array = xa + _sinusoids(xa.shape[-2], xa.shape[-1], base, xa.dtype, max_len)
         y_shape, y_dtype = y.shape, y.dtype
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Array | None]:
