@@ -265,3 +265,11 @@ def test_moments_never_returns_a_zero_std_in_float32() -> None:
     constant (std 1), not divided by 0."""
     _, std = data.moments(np.array([[1.4e-45], [0.0]], np.float32))
     assert std.dtype == np.float32 and std[0, 0] == 1.0
+
+
+def test_spectral_norm_finds_a_transposed_kernels_output_axis_inside_remat() -> None:
+    """dim=None is the child's output axis, -2 for a ConvTranspose2D's (kh, kw, out, C),
+    also when Remat (which passes the params through) wraps it, as torch's by module type."""
+    for child in (L.ConvTranspose2D(4, 3), L.Remat(L.ConvTranspose2D(4, 3))):
+        _, _, state = L.SpectralNorm(child).init(fd.random.key(0), (None, 5, 5, 3))
+        assert state["u"].shape == (4,) and state["v"].shape == (27,), child.name

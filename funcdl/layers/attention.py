@@ -138,7 +138,8 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     biases when ``use_bias=False``); torch's ``in_proj_weight`` is ``[w_q | w_k | w_v]ᵀ``,
     ``out_proj.weight`` is ``w_oᵀ``. Default init as torch's: w_q, w_k, w_v ~ U(±sqrt(6/4E))
     (xavier_uniform over the stacked (3E, E)), w_o ~ U(±1/sqrt(E)) (nn.Linear's), biases 0;
-    ``w_init``/``b_init`` replace them for all four weights / biases.
+    ``w_init``/``b_init`` replace them for all four weights / biases, each (E, E) block drawn
+    on its own (``xavier_uniform()`` there is ``U(±sqrt(6/2E))``, not torch's stacked one).
     forward, per head h of D = E/H: ``Q = q w_q + b_q`` (K, V alike), ``S = Q_h K_hᵀ/sqrt(D)``
     (``S_ij = -inf`` for j > i when ``causal``), ``P = softmax_j(S)``, ``C_h = (P ⊙ M) V_h``
     with ``M`` the dropout mask (``train=True`` and ``dropout > 0`` only; ``rate`` dropped,

@@ -54,7 +54,9 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
     vjp: ``dw[o,i,j] = Σ dy[..., o] x1[..., i] x2[..., j]``, ``db = Σ dy``,
     ``dx1[..., i] = Σ_{o,j} dy[..., o] w[o,i,j] x2[..., j]``,
     ``dx2[..., j] = Σ_{o,i} dy[..., o] w[o,i,j] x1[..., i]``.
-    Default init torch's: ``U(±1/sqrt(D1))`` for w and b.
+    Default init torch's: ``U(±1/sqrt(D1))`` for w and b. ``w_init`` gets torch's layout
+    ``(out, D1, D2)``, which funcdl's fan-based initializers read as ``(..., in, out)``
+    (fans ``out·D1``, ``out·D2``): to scale by D1 pass e.g. ``initializers.uniform(1/sqrt(D1))``.
     """
     name = call_name("Bilinear", (out,), use_bias=(use_bias, True))
     out = int_arg(out, name, "out", minimum=1)

@@ -158,8 +158,9 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     as it is); dx is ``(dx, None)``.
 
     params: ``{'self_attn', 'linear1', 'linear2', 'norm1', 'norm2'}``, the
-    MultiHeadAttention's, the two Dense's and the two LayerNorm's params (module docstring:
-    from a torch state_dict).
+    MultiHeadAttention's, the two Dense's and the two LayerNorm's params, each its own
+    default init, as torch's layer (not nn.Transformer's xavier over every matrix); module
+    docstring: from a torch state_dict.
     forward (post-norm): ``x = norm1(x + drop(sa(x)))``, ``y = norm2(x + ff(x))``;
     ``norm_first=True`` (pre-norm): ``x = x + drop(sa(norm1(x)))``, ``y = x + ff(norm2(x))``;
     with ``ff(x) = drop(linear2(drop(act(linear1(x)))))`` and sa's attention weights dropped

@@ -376,7 +376,7 @@ def ConvTranspose1D(out: int, kernel: int, stride: int = 1, padding: Any = 0,
     Args: as ConvTranspose2D's, each one int: ``padding`` an int >= 0 (torch's: cropped
     from both ends), ``'SAME'`` (output ``W·stride``) or ``'VALID'``; ``output_padding``
     (int padding only) smaller than the stride or the dilation; ``w_init`` called with the
-    shape ``(k, out, C)``; the default init torch's, ``U(±1/sqrt(out·k))`` for w and b;
+    shape ``(k, out // groups, C)``; the default init torch's, ``U(±1/sqrt(out·k))`` for w and b;
     ``groups`` as ConvTranspose2D's: the kernel ``(k, out // groups, C)``, bound
     ``1/sqrt(out/groups·k)``.
     """

@@ -39,7 +39,8 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
               padding_idx: int | None = None) -> Layer:
     """Look up integer ids in a table: ``(...) -> (..., dim)``.
 
-    params: ``{'table': (vocab, dim)}``, by default N(0, 1) as PyTorch's ``nn.Embedding``.
+    params: ``{'table': (vocab, dim)}``, by default N(0, 1) as PyTorch's ``nn.Embedding``
+    (a fan-based ``w_init`` reads (vocab, dim) as (in, out): fan_in is vocab).
     forward: ``y[..., :] = table[x[...], :]``;
     vjp: ``dtable[i] = Σ_{x[...] = i} dy[..., :]`` (repeated ids summed); ``dx`` is ``None``,
     as integer ids have no cotangent (a Sequential's pullback passes it on as its ``dx``).

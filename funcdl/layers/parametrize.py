@@ -17,6 +17,7 @@ the one the bare layer draws from that key.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -157,7 +158,8 @@ def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
     vjp (u, v constants, as torch): ``dW = dW_sn/σ - (⟨dW_sn, W⟩/σ²)·u vᵀ``.
     The child must be stateless; its other params pass through unchanged. ``dim=None``
     (the default) is the child's output axis, torch's default: -1 (Dense, Conv2D), or -2
-    for a ConvTranspose2D, whose kernel is ``(kh, kw, out, C)`` (torch's ``dim=1`` there).
+    for a ConvTranspose2D (inside Remat too), whose kernel is ``(kh, kw, out, C)`` (torch's
+    ``dim=1`` there).
     """
     layer_arg("SpectralNorm", layer, "expected a layer with a weight, as "
               "SpectralNorm(Dense(64))")
@@ -169,7 +171,8 @@ def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
     eps = real_arg(eps, "SpectralNorm", "eps", low=0.0, open_low=True)
     layer = guarded(layer)
     child = name_of(layer)
-    out_axis = -2 if child.startswith("ConvTranspose") else -1
+    # by the kernel's layer, also inside Remat, which passes the params through as they are
+    out_axis = -2 if re.match(r"(Remat\()*ConvTranspose", child) else -1
     dim_ = out_axis if dim is None else dim_arg("SpectralNorm", dim, allow_none=False)
     shown = options(pname, dim_, out_axis, n_power_iterations=(n_iter, 1), eps=(eps, 1e-12))
     me = f"SpectralNorm({child}{shown})"

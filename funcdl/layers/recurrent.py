@@ -64,7 +64,8 @@ def SimpleRNN(hidden: int, nonlinearity: str = "tanh", *, return_sequences: bool
     ``(N, T, C) -> (N, T, H)``, or ``(N, H)`` with ``return_sequences=False``; with
     ``lengths=True`` the input is ``(x, lengths)``, a padded batch (the module's doc).
 
-    params: ``{'w_ih': (C, H), 'w_hh': (H, H), 'b_ih': (H,), 'b_hh': (H,)}``.
+    params: ``{'w_ih': (C, H), 'w_hh': (H, H), 'b_ih': (H,), 'b_hh': (H,)}``, by default
+    all U(±1/sqrt(H)), as torch's.
     forward: ``h_t = f(x_t W_ih + b_ih + h_{t-1} W_hh + b_hh)``, ``h_0 = 0``, f tanh or ReLU;
     vjp: ``da_t = (dy_t + da_{t+1} W_hhᵀ) ⊙ f'`` (``1 - h_t²``, or ``[h_t > 0]``), then
     ``dW_ih = Σ_t x_tᵀ da_t``, ``dW_hh = Σ_t h_{t-1}ᵀ da_t``, ``db_ih = db_hh = Σ_t da_t``,
@@ -92,7 +93,7 @@ def LSTM(hidden: int, *, return_sequences: bool = True, use_bias: bool = True,
     ``lengths=True`` the input is ``(x, lengths)``, a padded batch (the module's doc).
 
     params: ``{'w_ih': (C, 4H), 'w_hh': (H, 4H), 'b_ih': (4H,), 'b_hh': (4H,)}``, gates
-    i, f, g, o in blocks of H columns.
+    i, f, g, o in blocks of H columns; by default all U(±1/sqrt(H)), as torch's.
     forward: ``[i, f, g, o] = x_t W_ih + b_ih + h_{t-1} W_hh + b_hh`` through σ, σ, tanh, σ;
     ``c_t = f ⊙ c_{t-1} + i ⊙ g``, ``h_t = o ⊙ tanh(c_t)``, ``h_0 = c_0 = 0``;
     vjp: ``dh_t = dy_t + da_{t+1} W_hhᵀ``, ``dc_t = dh_t ⊙ o ⊙ (1 - tanh² c_t) + dc_{t+1} ⊙
@@ -114,7 +115,7 @@ def GRU(hidden: int, *, return_sequences: bool = True, use_bias: bool = True,
     ``lengths=True`` the input is ``(x, lengths)``, a padded batch (the module's doc).
 
     params: ``{'w_ih': (C, 3H), 'w_hh': (H, 3H), 'b_ih': (3H,), 'b_hh': (3H,)}``, gates
-    r, z, n in blocks of H columns.
+    r, z, n in blocks of H columns; by default all U(±1/sqrt(H)), as torch's.
     forward (torch's): ``r, z = σ(x_t W_i[rz] + b_i[rz] + h_{t-1} W_h[rz] + b_h[rz])``,
     ``n = tanh(x_t W_in + b_in + r ⊙ (h_{t-1} W_hn + b_hn))``,
     ``h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}``, ``h_0 = 0``;
