@@ -30,9 +30,10 @@ def ones(n: int, dtype: np.dtype[Any]) -> Array:
 
 def mat_vec(a: Array, v: Array) -> Array:
     """``np.matmul(a, v)`` where BLAS takes a matrix-vector product (a vector or a column
-    on the right, or a row on the left; stacked too): OpenBLAS's float32 gemv can leave the invalid flag raised on
-    finite operands (seen here intermittently, with short rows, as "invalid value
-    encountered in matmul" or "in dot", which warnings-as-errors turns into a failure).
+    on the right, or a row on the left; stacked too): OpenBLAS's float32 gemv can leave the
+    invalid flag raised on finite operands (seen here intermittently, with short rows, as
+    "invalid value encountered in matmul" or "in dot", which warnings-as-errors turns into a
+    failure).
     A non-finite product still shows as inf or NaN in the result."""
     with np.errstate(invalid="ignore"):
         out: Array = np.matmul(a, v)
