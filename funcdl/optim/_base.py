@@ -163,9 +163,7 @@ def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Se
                 continue
             if tree_name in ("grads", "updates"):
                 raise dtype_error(name, tree_name, *odd, _dtype_at(trees, odd[0])) from None
-            raise TypeError(f"{name}: {tree_name}{odd[0]} has dtype {odd[1]}; optimizers "
-                            f"work on real floating-point arrays (cast with "
-                            f".astype(np.float32))") from None
+            raise param_dtype_error(name, odd[0], odd[1], tree_name) from None
         raise
 
 
@@ -179,6 +177,13 @@ def real_grad(g: Any) -> None:
     dtype = g.dtype if isinstance(g, (np.ndarray, np.generic)) else np.asarray(g).dtype
     if dtype.kind != "f":
         raise TypeError("a grad that is not real floating point")
+
+
+def param_dtype_error(where: str, path: str, dtype: Any, what: str = "params") -> TypeError:
+    """The error for ``what{path}`` (params, or a tree read like them) of ``dtype``, not
+    real floating point."""
+    return TypeError(f"{where}: {what}{path} has dtype {dtype}; optimizers work on real "
+                     f"floating-point arrays (cast with .astype(np.float32))")
 
 
 def dtype_error(name: str, what: str, path: str, dtype: np.dtype[Any],

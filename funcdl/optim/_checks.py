@@ -13,7 +13,13 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._args import dtype_arg, number, real_arg
-from funcdl.optim._base import ScalarOrSchedule, Schedule, dtype_error, real_grad
+from funcdl.optim._base import (
+    ScalarOrSchedule,
+    Schedule,
+    dtype_error,
+    param_dtype_error,
+    real_grad,
+)
 
 Tree = Any
 
@@ -237,13 +243,8 @@ def param_leaf(where: str, path: str, p: Any) -> Any:
     and ``params{path}``."""
     a = np.asarray(p)
     if a.dtype.kind != "f":
-        raise _param_dtype_error(where, path, a.dtype)
+        raise param_dtype_error(where, path, a.dtype)
     return a
-
-
-def _param_dtype_error(where: str, path: str, dtype: np.dtype[Any]) -> TypeError:
-    return TypeError(f"{where}: params{path} has dtype {dtype}; optimizers work on real "
-                     f"floating-point arrays (cast with .astype(np.float32))")
 
 
 def real_leaf(name: str, what: str, path: str, g: Any) -> Any:
@@ -267,7 +268,7 @@ def check_grads(where: str, grads: Tree, params: Tree, what: str = "grads") -> N
         real_leaf(where, what, path, leaf)
     odd = tree.odd_leaf(params, "f")
     if odd is not None:
-        raise _param_dtype_error(where, *odd)
+        raise param_dtype_error(where, *odd)
 
 
 def state_float(where: str, field: str, value: Any) -> np.floating[Any]:
