@@ -53,16 +53,28 @@ def is_shape(s: Any) -> bool:
 
 
 def random_input(key: random.Key, in_shape: Any, batch: int, ids: int | None = None) -> Any:
-    """float32 normals of ``in_shape`` (a shape, or a tuple of shapes), None -> batch; or,
-    for a layer reading ids in ``[0, ids)``, int64 ids drawn uniformly."""
+    """float32 normals of ``in_shape`` (a shape, or a tree of them: tuples, NamedTuples,
+    lists, dicts), None -> batch; or, for a layer reading ids in ``[0, ids)``, int64 ids
+    drawn uniformly."""
     if is_shape(in_shape):
         shape = tuple(batch if d is None else d for d in in_shape)
         if ids is not None:
             u = random.uniform(key, shape, 0.0, float(ids), np.float64)
             return np.minimum(u.astype(np.int64), ids - 1)
         return random.normal(key, shape)
-    return tuple(random_input(k, s, batch)
-                 for k, s in zip(random.split(key, len(in_shape)), in_shape))
+    if isinstance(in_shape, dict):
+        names = list(in_shape)
+        keys = random.split(key, len(names)) if names else ()
+        return {n: random_input(k, in_shape[n], batch) for n, k in zip(names, keys)}
+    if not isinstance(in_shape, (tuple, list)):  # a str would recurse on its characters
+        raise TypeError(f"check_layer: in_shape must be a shape, e.g. (None, 3), or a tree "
+                        f"(tuple, list, dict) of shapes, got {type(in_shape).__name__} "
+                        f"{in_shape!r}")
+    keys = random.split(key, len(in_shape)) if len(in_shape) else ()
+    parts = [random_input(k, s, batch) for k, s in zip(keys, in_shape)]
+    if hasattr(in_shape, "_fields"):
+        return type(in_shape)(*parts)
+    return parts if isinstance(in_shape, list) else tuple(parts)
 
 
 def shape_agrees(declared: Any, y: Any, batch: int) -> bool:
@@ -70,7 +82,11 @@ def shape_agrees(declared: Any, y: Any, batch: int) -> bool:
         return (isinstance(y, np.ndarray) and len(declared) == y.ndim and all(
             d == s if d is not None else (i > 0 or s == batch)
             for i, (d, s) in enumerate(zip(declared, y.shape))))
-    return (isinstance(declared, tuple) and isinstance(y, tuple) and len(declared) == len(y)
+    if isinstance(declared, dict):
+        return (isinstance(y, dict) and sorted(y) == sorted(declared)
+                and all(shape_agrees(declared[k], y[k], batch) for k in declared))
+    return (isinstance(declared, (tuple, list)) and isinstance(y, (tuple, list))
+            and len(declared) == len(y)
             and all(shape_agrees(d, yi, batch) for d, yi in zip(declared, y)))
 
 

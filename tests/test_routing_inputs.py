@@ -230,8 +230,10 @@ def test_identity_on_one_array_is_as_before():
     assert layer.init(None, (None, 3)) == ((None, 3), ())
     y = layer.apply((), [[1.0, 2.0]])  # a list: one array, float32 (no params)
     assert y.dtype == np.float32 and y.shape == (1, 2)
-    rows = layer.apply((), [np.ones(2), np.zeros(2)])  # a list of arrays: its rows
-    assert rows.shape == (2, 2)
+    # a list of arrays is a tree, as init reads a list of shapes (DESIGN: lists are tree
+    # containers); a next layer reads it as rows
+    pair = layer.apply((), [np.ones(2), np.zeros(2)])
+    assert isinstance(pair, list) and [a.shape for a in pair] == [(2,), (2,)]
     with pytest.raises(ValueError, match=r"Identity\(\): in_shape entries must be ints >= 0 "
                                          r"or None, got \(None, -1\)"):
         layer.init(None, (None, -1))
@@ -287,3 +289,20 @@ def test_identity_given_an_empty_dict_says_it_is_no_input():
         layer.vjp((), {})
     with pytest.raises(TypeError, match=msg):  # inside a tree too
         layer.apply((), {"x": np.ones(2), "empty": {}})
+
+
+def test_identity_reads_a_list_of_arrays_as_init_reads_a_list_of_shapes():
+    """init takes [(None, 2), (None, 2)] as a tree of two shapes: apply returns a list of
+    two arrays, not one stacked array; a list of numbers is still one array's rows."""
+    layer = L.Identity()
+    out_shape, _ = layer.init(fd.random.key(0), [(None, 2), (None, 1)])
+    assert out_shape == [(None, 2), (None, 1)]
+    y = layer.apply((), [np.ones((3, 2)), np.zeros((3, 1))])
+    assert isinstance(y, list) and [a.shape for a in y] == [(3, 2), (3, 1)]
+    assert layer.apply((), [[1.0, 2.0], [3.0, 4.0]]).shape == (2, 2)
+
+
+def test_check_layer_takes_a_dict_or_list_of_shapes():
+    """check_layer drew inputs for a tuple of shapes only, and recursed on a dict's keys."""
+    check_layer(L.Identity(), {"a": (None, 3), "b": [(None, 2), (None, 1)]})
+    check_layer(L.Identity(), [(None, 3), (None, 2)])

@@ -214,18 +214,16 @@ def _not_empty(name: str, x: Any) -> Any:
 
 def _array_tree(x: Any) -> bool:
     """Whether an input is a tree of arrays: a dict of them, a NamedTuple (its entries
-    converted one by one, whatever they are), or a tuple holding an array, a dict, a None
-    or such a tree (np.asarray would stack or refuse it). A list of arrays is one array's
-    rows, as every layer reads it, unless it holds a tuple or dict; an empty dict is no
-    input."""
+    converted one by one, whatever they are), or a tuple or list holding an array, a dict,
+    a None or such a tree (np.asarray would stack or refuse it), as init reads a list of
+    shapes; a list of numbers (or of their lists) is one array's rows, as every layer
+    reads it; an empty dict is no input."""
     if isinstance(x, dict):
         return bool(x)
     if isinstance(x, tuple) and hasattr(x, "_fields"):
         return True  # a record: P([1., 2.], [3., 4.]) keeps its fields, as P(a, b) does
-    if isinstance(x, tuple):
-        return any(v is None or isinstance(v, (np.ndarray, dict)) or _array_tree(v) for v in x)
-    return isinstance(x, list) and any(isinstance(v, dict) or (isinstance(v, tuple)
-                                       and _array_tree(v)) for v in x)
+    return isinstance(x, (tuple, list)) and any(
+        v is None or isinstance(v, (np.ndarray, dict)) or _array_tree(v) for v in x)
 
 
 def _tree_map(f: Callable[[Any], Any], t: Any, node: Callable[[Any], bool]) -> Any:
