@@ -11,6 +11,7 @@ import numpy as np
 from funcdl import initializers, random
 from funcdl._args import bool_arg, int_arg, is_int, real_arg, train_arg
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
+from funcdl.layers._passthrough import array_tree, cotangents, not_empty, shape_tree, tree_map
 from funcdl.layers._sums import chan, dot, ones
 from funcdl.layers.base import (
     _F32,
@@ -169,105 +170,32 @@ def Identity() -> Layer:
     one = _shape_layer(name, lambda s, check=False: tuple(s), min_rank=0)  # as apply
 
     def init(key: random.Key, in_shape: Any) -> tuple[Any, Any]:
-        if not _shape_tree(in_shape):
+        if not shape_tree(in_shape):
             out: tuple[Any, Any] = one.init(key, in_shape)
             return out
-        return _tree_map(lambda s: check_in_shape(name, s, min_rank=0), in_shape,
-                         _shape_tree), ()
+        return tree_map(lambda s: check_in_shape(name, s, min_rank=0), in_shape,
+                         shape_tree), ()
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        if type(x) is np.ndarray or not _array_tree(_not_empty(name, x)):
+        if type(x) is np.ndarray or not array_tree(not_empty(name, x)):
             return one.apply(params, x)
         no_params(name, params)
-        return _tree_map(lambda a: None if a is None else as_array(name, _not_empty(name, a)),
-                         x, _array_tree)
+        return tree_map(lambda a: None if a is None else as_array(name, not_empty(name, a)),
+                         x, array_tree)
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        if type(x) is np.ndarray or not _array_tree(_not_empty(name, x)):
+        if type(x) is np.ndarray or not array_tree(not_empty(name, x)):
             return one.vjp(params, x)
         y = apply(params, x)
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             if dy is None:
                 raise none_cotangent(name)
-            return params, _cotangents(name, y, dy, "dy")
+            return params, cotangents(name, y, dy, "dy")
 
         return y, pullback
 
     return Layer(init, apply, vjp, name=name)
-
-
-def _shape_tree(s: Any) -> bool:
-    """Whether an in_shape is a tree of shapes (a dict of them, or a tuple holding one),
-    not one shape; an empty dict is neither."""
-    return (isinstance(s, dict) and bool(s)) or (isinstance(s, (tuple, list)) and any(
-        isinstance(d, (tuple, list, dict)) for d in s))
-
-
-def _not_empty(name: str, x: Any) -> Any:
-    """``x``, unless it is an empty dict: a TypeError saying it is no input."""
-    if isinstance(x, dict) and not x:
-        raise TypeError(f"{name}: got an empty dict, which is no input (no array in it); "
-                        f"give an array, or a tree (a tuple, a dict) of arrays")
-    return x
-
-
-def _array_tree(x: Any) -> bool:
-    """Whether an input is a tree of arrays: a dict of them, a NamedTuple (its entries
-    converted one by one, whatever they are), or a tuple or list holding an array, a dict,
-    a None or such a tree (np.asarray would stack or refuse it), as init reads a list of
-    shapes; a list of numbers (or of their lists) is one array's rows, as every layer
-    reads it; an empty dict is no input."""
-    if isinstance(x, dict):
-        return bool(x)
-    if isinstance(x, tuple) and hasattr(x, "_fields"):
-        return True  # a record: P([1., 2.], [3., 4.]) keeps its fields, as P(a, b) does
-    return isinstance(x, (tuple, list)) and any(
-        v is None or isinstance(v, (np.ndarray, dict)) or _array_tree(v) for v in x)
-
-
-def _tree_map(f: Callable[[Any], Any], t: Any, node: Callable[[Any], bool]) -> Any:
-    """``f`` on each leaf of ``t`` (its nodes those ``node`` tells), in t's containers."""
-    if not node(t):
-        return f(t)
-    if isinstance(t, dict):
-        return {k: _tree_map(f, v, node) for k, v in t.items()}
-    return _rebuilt(t, [_tree_map(f, v, node) for v in t])
-
-
-def _rebuilt(t: Any, items: list[Any]) -> Any:
-    """``items`` in the container of ``t``: a list, a NamedTuple, else a tuple."""
-    return items if type(t) is list else type(t)(*items) if hasattr(t, "_fields") \
-        else tuple(items)
-
-
-def _cotangents(name: str, y: Any, dy: Any, path: str) -> Any:
-    """``dy`` checked against the tree of arrays ``y``: its structure (a list or a tuple for
-    either), each leaf's shape (in its dtype); None where nothing flows back. In y's
-    containers, as JAX gives a cotangent its primal's structure."""
-    if dy is None or y is None:
-        return None
-    if isinstance(y, np.ndarray):
-        return check_cotangent(f"{name} ({path})", dy, y.shape, y.dtype)
-    keys = sorted(y) if isinstance(y, dict) else list(range(len(y)))
-    if isinstance(y, dict) and isinstance(dy, dict) and set(dy) != set(y):
-        raise ValueError(f"{name}: pullback expected {path} of the output's structure, a "
-                         f"dict with keys {_keys(y)}, got a dict with keys {_keys(dy)}; give "
-                         f"the cotangent the output's keys")
-    if ((type(dy) is not type(y) and not (isinstance(y, (tuple, list))
-                                          and isinstance(dy, (tuple, list))))
-            or (not isinstance(dy, dict) and len(dy) != len(keys))):
-        got = (f"a {type(dy).__name__} of {len(dy)} entries" if isinstance(
-            dy, (tuple, list, dict)) else f"{type(dy).__name__} of shape {np.shape(dy)}")
-        raise ValueError(f"{name}: pullback expected {path} of the output's structure, a "
-                         f"{type(y).__name__} of {len(y)} entries, got {got}")
-    got_ = [_cotangents(name, y[k], dy[k], f"{path}[{k!r}]") for k in keys]
-    return dict(zip(keys, got_)) if isinstance(y, dict) else _rebuilt(y, got_)
-
-
-def _keys(d: Any) -> str:
-    """A dict's (or a set's) keys for a message, in a stable order: ``{'a', 'b'}``."""
-    return "{" + ", ".join(sorted(map(repr, d))) + "}"
 
 
 def Flatten() -> Layer:
