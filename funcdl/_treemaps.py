@@ -169,7 +169,8 @@ def _outputs(values: Any, n: int) -> tuple[Any, ...]:
     if not isinstance(values, (tuple, list)) or len(values) != n:
         got = f"{len(values)} values" if isinstance(values, (tuple, list)) else \
             type(values).__name__
-        raise ValueError(f"map_multi: f must return a tuple of {n} values per leaf, got {got}")
+        raise ValueError(f"tree.map_multi: f must return a tuple of {n} values per leaf, got "
+                         f"{got}")
     return tuple(values)
 
 

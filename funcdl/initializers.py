@@ -261,7 +261,8 @@ def glorot_uniform() -> Initializer:
 
 
 def glorot_normal() -> Initializer:
-    """Xavier normal: N(0, 2 / (fan_in + fan_out))."""
+    """Xavier normal: N(0, 2 / (fan_in + fan_out)), untruncated as torch's ``xavier_normal_``
+    (JAX's truncates at 2 std, rescaled)."""
     return _variance_scaling(1.0, "fan_avg", "normal", "initializers.glorot_normal")
 
 
@@ -281,12 +282,13 @@ def he_uniform() -> Initializer:
 
 
 def he_normal() -> Initializer:
-    """Kaiming normal (ReLU gain): N(0, 2 / fan_in)."""
+    """Kaiming normal (ReLU gain): N(0, 2 / fan_in), untruncated as torch's
+    ``kaiming_normal_`` (JAX's truncates at 2 std, rescaled)."""
     return _variance_scaling(2.0, "fan_in", "normal", "initializers.he_normal")
 
 
 def lecun_normal() -> Initializer:
-    """LeCun normal: N(0, 1 / fan_in)."""
+    """LeCun normal: N(0, 1 / fan_in), untruncated (JAX's truncates at 2 std, rescaled)."""
     return _variance_scaling(1.0, "fan_in", "normal", "initializers.lecun_normal")
 
 

@@ -288,8 +288,10 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
     float32 with an int64 step count gives float64 (``jax.flatten_util.ravel_pytree`` keeps
     float32 there, and loses integers above 2**24); integers next to floats come back exact
     up to 2**53. Complex leaves make the vector complex; real leaves come back from its
-    real part. Leaves must be numbers (bool, int, float, complex): a TypeError names any
-    other leaf's path. So must the vector's entries; an integer leaf takes its entries
+    real part, which must then be all there is (a nonzero imaginary part is a ValueError).
+    A Python float leaf counts as float64 (JAX's weak types would keep float32). Leaves
+    must be numbers (bool, int, float, complex): a TypeError names any other leaf's path.
+    So must the vector's entries; an integer leaf takes its entries
     truncated (as JAX casts them), and a ValueError names it if one is NaN, inf or beyond
     its range."""
     flat, treedef = flatten(tree)
