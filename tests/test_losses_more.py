@@ -356,6 +356,7 @@ def test_target_zero_terms_are_zero():
     (lambda: MR((X1, X2.astype(np.float32)), SIGNS[:4]), ValueError, "one shape and dtype"),
     (lambda: MR((X1, X2), SIGNS[:4, 0]), ValueError, "target must have shape (4, 3)"),
     (lambda: MR((X1, X2), SIGNS[:4] * 0), ValueError, "1 (alike, or x1 first) or -1"),
+    (lambda: MR((X1, X2), (SIGNS[:4] > 0) * 1), ValueError, "pass 2 * target - 1"),
     (lambda: MR((X1, X2), None), TypeError, "target must be 1s and -1s"),
     (lambda: COS((X1, X2), SIGNS[:4]), ValueError, "target must have shape (4,)"),
     (lambda: COS((X1[0, 0], X2[0, 0]), 1.0), ValueError, "feature axis"),

@@ -41,7 +41,7 @@ def _signs(name: str, target: Any, shape: tuple[int, ...], dtype: Any) -> Array:
                          f"got {y.shape}")
     if y.size and not (np.abs(y) == 1).all():
         raise ValueError(f"{name}: target must hold 1 (alike, or x1 first) or -1, got "
-                         f"values {np.unique(y)[:5]}")
+                         f"values {np.unique(y)[:5]}; for 0/1 labels pass 2 * target - 1")
     return y.astype(dtype)
 
 
