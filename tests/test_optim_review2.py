@@ -322,3 +322,18 @@ def test_first_step_of_a_float32_gradient_near_1e19_is_finite(make: Any) -> None
     opt = make()
     u, _ = opt.update(opt.init(g), g, g)
     assert u["w"].dtype == np.float32 and np.isfinite(u["w"]).all() and u["w"][0] > 0.5
+
+
+def test_sam_opaque_checks_grad_fns_grads_shapes_and_dtypes_in_its_own_name():
+    """grad_fn's grads of a wrong shape or an int dtype raise naming sam's update, not an
+    inner transform's shape mismatch."""
+    import funcdl as fd
+
+    params = {"w": np.ones(3, np.float32)}
+    opt = fd.optim.sam(fd.optim.sgd(0.1), fd.optim.sgd(0.05), opaque_mode=True)
+    state = opt.init(params)
+    grads = {"w": np.ones(3, np.float32)}
+    for bad, words in (({"w": np.ones(4, np.float32)}, r"shape"),
+                       ({"w": np.ones(3, np.int64)}, r"grad_fn's grads\['w'\] has dtype int64")):
+        with pytest.raises((ValueError, TypeError), match=r"^sam\.update: .*" + words):
+            opt.update(state, grads, params, grad_fn=lambda p, i, b=bad: b)

@@ -291,6 +291,18 @@ def state_float(where: str, field: str, value: Any) -> np.floating[Any]:
                     f"optimizer's init")
 
 
+def read_loss(where: str, need: str, value: Any, fix: str) -> float:
+    """``loss_float(value)``, else a TypeError naming ``where``, saying what was ``need``ed
+    (``value (the loss) must be a real number``) and what came, and ending with ``fix``."""
+    v = loss_float(value)
+    if v is None:
+        got = number(value)
+        shown_ = (f"an array of shape {got.shape}" if isinstance(got, np.ndarray)
+                  else f"{value!r:.60} ({type(value).__name__})")
+        raise TypeError(f"{where}: {need}, got {shown_}; {fix}")
+    return v
+
+
 def loss_float(value: Any) -> float | None:
     """A loss given to an update (``value=``) or returned by a line search's function, as
     a Python float: a number, or a 0-d or one-entry real array; an int past float64's

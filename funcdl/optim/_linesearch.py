@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import bool_arg, int_arg, number, real_arg
+from funcdl._args import bool_arg, int_arg, real_arg
 from funcdl.optim._base import GradientTransformation, check_state, transform
-from funcdl.optim._checks import check_float_params, check_grads, float_dtypes, loss_float
+from funcdl.optim._checks import check_float_params, check_grads, float_dtypes, read_loss
 
 __all__ = ["BacktrackingLinesearchInfo", "ScaleByBacktrackingLinesearchState",
            "scale_by_backtracking_linesearch"]
@@ -66,14 +66,8 @@ def flat_grads(where: str, grads: Tree, params: Tree, what: str = "grads",
 def scalar(where: str, what: str, value: Any, finite: bool = False) -> np.float64:
     """A loss as a float64 scalar (a 0-d or one-entry array, or a number), else a TypeError
     naming ``where``; ``finite=True``: a ValueError for inf and NaN."""
-    v = loss_float(value)
-    if v is None:
-        got = number(value)
-        shown_ = (f"an array of shape {got.shape}" if isinstance(got, np.ndarray)
-                  else f"{type(value).__name__}")
-        raise TypeError(f"{where}: {what} must be a real scalar (the loss), got {shown_}; "
-                        f"return or pass the scalar loss, e.g. float(loss) or loss.sum()")
-    out = np.float64(v)
+    out = np.float64(read_loss(where, f"{what} must be a real scalar (the loss)", value,
+                               "return or pass the scalar loss, e.g. float(loss) or loss.sum()"))
     if finite and not np.isfinite(out):
         raise ValueError(f"{where}: {what} is {out}; the line search needs the finite loss "
                          f"at the current params (the params or the step before have "

@@ -90,7 +90,7 @@ def mechanize(base_optimizer: GradientTransformation, weight_decay: float = 1e-2
         zeros = np.zeros(n, low)
         return MechanicState(base_init(params), zero_count(), zeros, zeros.copy(),
                              zeros.copy(), np.full(n, s_init, low),
-                             tree.map(np.array, params))
+                             params)  # x0: replaced by a copy at the first update, never read
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, MechanicState]:
         check_state(name, state, MechanicState)

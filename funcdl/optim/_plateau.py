@@ -9,13 +9,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from funcdl._args import number
 from funcdl.optim._base import GradientTransformation, check_state, read_count, transform
 from funcdl.optim._checks import (
     check_float,
     check_float_params,
     float_dtypes,
-    loss_float,
+    read_loss,
     state_float,
 )
 from funcdl.optim._schedules import _steps
@@ -43,14 +42,8 @@ def _loss(name: str, value: Any) -> float:
     if value is None:
         raise TypeError(f"{name}: needs the loss: call update(state, grads, params, "
                         f"value=loss) (chain(...).update forwards value= to it)")
-    v = loss_float(value)
-    if v is None:
-        got = number(value)
-        shown_ = (f"an array of shape {got.shape}" if isinstance(got, np.ndarray)
-                  else f"{value!r} ({type(value).__name__})")
-        raise TypeError(f"{name}: value (the loss) must be a real number, got {shown_}; "
-                        f"pass the scalar loss, e.g. value=float(loss)")
-    return v
+    return read_loss(name, "value (the loss) must be a real number", value,
+                     "pass the scalar loss, e.g. value=float(loss)")
 
 
 def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-4,

@@ -43,7 +43,7 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._checks import check_float_params, needs_params, real_param
+from funcdl.optim._checks import check_float_params, check_grads, needs_params, real_param
 from funcdl.optim._schedules import _steps
 from funcdl.optim._transforms import _global_norm
 
@@ -144,11 +144,7 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
             u, adv_state = adv_optimizer.update(adv_state, adv_grads, adv_params)
             adv_params = apply_updates(adv_params, _negated(where, u))
             adv_grads = grad_fn(adv_params, i)
-            try:
-                tree.check_same(params, adv_grads, ("params", "grad_fn's grads"))
-            except ValueError as detail:
-                raise ValueError(f"{where}: {detail}; grad_fn must return grads shaped as "
-                                 f"the params") from None
+            check_grads(where, adv_grads, params, "grad_fn's grads")  # shapes, dtypes too
         if reset:
             adv_state = adv_optimizer.init(params)
         out, opt_state = optimizer.update(state.opt_state, adv_grads, params)
