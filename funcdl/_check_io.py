@@ -43,7 +43,12 @@ def as_input(where: str, x: Any) -> Any:
 
 
 def as_shape(s: Any) -> Any:
-    """``in_shape`` with its lists as tuples, as the layers read it: ``[None, 4]``."""
+    """``in_shape`` with its lists as tuples, as the layers read it: ``[None, 4]``; inside
+    dicts and NamedTuples too, which stay what they are."""
+    if isinstance(s, dict):
+        return {k: as_shape(v) for k, v in s.items()}
+    if isinstance(s, tuple) and hasattr(s, "_fields"):
+        return type(s)(*(as_shape(d) for d in s))
     return tuple(as_shape(d) for d in s) if isinstance(s, (list, tuple)) else s
 
 
@@ -54,8 +59,8 @@ def is_shape(s: Any) -> bool:
 
 def random_input(key: random.Key, in_shape: Any, batch: int, ids: int | None = None) -> Any:
     """float32 normals of ``in_shape`` (a shape, or a tree of them: tuples, NamedTuples,
-    lists, dicts), None -> batch; or, for a layer reading ids in ``[0, ids)``, int64 ids
-    drawn uniformly."""
+    dicts; ``as_shape``'s, lists made tuples), None -> batch; or, for a layer reading ids
+    in ``[0, ids)``, int64 ids drawn uniformly."""
     if is_shape(in_shape):
         shape = tuple(batch if d is None else d for d in in_shape)
         if ids is not None:
@@ -66,15 +71,13 @@ def random_input(key: random.Key, in_shape: Any, batch: int, ids: int | None = N
         names = list(in_shape)
         keys = random.split(key, len(names)) if names else ()
         return {n: random_input(k, in_shape[n], batch) for n, k in zip(names, keys)}
-    if not isinstance(in_shape, (tuple, list)):  # a str would recurse on its characters
+    if not isinstance(in_shape, tuple):  # a str would recurse on its characters
         raise TypeError(f"check_layer: in_shape must be a shape, e.g. (None, 3), or a tree "
-                        f"(tuple, list, dict) of shapes, got {type(in_shape).__name__} "
+                        f"(tuple, dict) of shapes, got {type(in_shape).__name__} "
                         f"{in_shape!r}")
     keys = random.split(key, len(in_shape)) if len(in_shape) else ()
     parts = [random_input(k, s, batch) for k, s in zip(keys, in_shape)]
-    if hasattr(in_shape, "_fields"):
-        return type(in_shape)(*parts)
-    return parts if isinstance(in_shape, list) else tuple(parts)
+    return type(in_shape)(*parts) if hasattr(in_shape, "_fields") else tuple(parts)
 
 
 def shape_agrees(declared: Any, y: Any, batch: int) -> bool:

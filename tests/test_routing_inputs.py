@@ -306,3 +306,10 @@ def test_check_layer_takes_a_dict_or_list_of_shapes():
     """check_layer drew inputs for a tuple of shapes only, and recursed on a dict's keys."""
     check_layer(L.Identity(), {"a": (None, 3), "b": [(None, 2), (None, 1)]})
     check_layer(L.Identity(), [(None, 3), (None, 2)])
+    check_layer(L.Identity(), {"a": [None, 3]})  # a list shape inside a dict, as at the top
+
+    class Pair(NamedTuple):
+        a: Any
+        b: Any
+
+    check_layer(L.Identity(), Pair((None, 3), (None, 2)))

@@ -91,16 +91,18 @@ def PositionalEmbedding(max_len: int, *,
         _fits(name, max_len, xa.shape, fix)
         return pos, xa
 
+    def forward(params: Any, x: Any) -> tuple[Array, Array, Array]:
+        """``(y, pos, x)``: the output, the table and the input, checked."""
+        pos, xa = check(params, x)
+        return xa + pos[:xa.shape[-2]], pos, xa
+
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
-        pos, xa = check(params, x)
-        y: Array = xa + pos[:xa.shape[-2]]
-        return y
+        return forward(params, x)[0]
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
-        pos, xa = check(params, x)
-        y: Array = xa + pos[:xa.shape[-2]]
+        y, pos, xa = forward(params, x)
         y_shape, y_dtype, x_dtype = y.shape, y.dtype, xa.dtype
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Array | None]:
@@ -176,16 +178,18 @@ def SinusoidalPositionalEncoding(max_len: int | None = None, *,
         _fits(name, max_len, xa.shape, fix)
         return xa
 
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del key, train
+    def forward(params: Any, x: Any) -> Array:
         xa = check(params, x)
         y: Array = xa + _sinusoids(xa.shape[-2], xa.shape[-1], base, xa.dtype, max_len)
         return y
 
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+        del key, train
+        return forward(params, x)
+
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
-        xa = check(params, x)
-        y: Array = xa + _sinusoids(xa.shape[-2], xa.shape[-1], base, xa.dtype, max_len)
+        y = forward(params, x)
         y_shape, y_dtype = y.shape, y.dtype
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Array | None]:

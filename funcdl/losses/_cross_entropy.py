@@ -48,14 +48,12 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
     logp -= np.log(total)
     if labels.dtype.kind in "iu" and labels.shape != z.shape:  # (an int one-hot: below)
         return _of_labels(name, z, labels, logp, e, total, smooth, w, ignore, reduction)
-    if labels.dtype.kind not in "fbiu" and labels.shape == z.shape[:-1]:  # names, say
+    if labels.shape == z.shape[:-1]:  # one value per example, not an int: meant as labels
         raise _label_error(name, labels, *_class_labels(z.shape))
     if labels.dtype.kind not in "fbiu":
         raise TypeError(f"{name}: target must be integer labels or float probabilities, "
                         f"got dtype {labels.dtype}")
     # probabilities, or one-hot (torch's one_hot: int64)
-    if labels.shape == z.shape[:-1]:  # one value per example: meant as class labels
-        raise _label_error(name, labels, *_class_labels(z.shape))
     if ignore is not None:
         raise ValueError(f"{name}: ignore_index={ignore} applies to integer labels of "
                          f"shape {z.shape[:-1]}; a target of probabilities or one-hot rows "
