@@ -31,6 +31,7 @@ from funcdl import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
 import _cli
+from lbfgs_disk import run_lbfgs
 
 DIM = 16  # the lifted input width
 NOISE = 0.3  # the sensor's noise std, in every channel
@@ -78,14 +79,7 @@ def probe_accuracy(f_train: np.ndarray, f_test: np.ndarray, y_train: np.ndarray,
     probe = L.Dense(int(y_train.max()) + 1)
     _, params = probe.init(key, (None, f_train.shape[1]))
     vg = fd.value_and_grad(probe, fd.losses.softmax_cross_entropy)
-    opt = fd.optim.lbfgs()
-    state = opt.init(params)
-    loss, grads = vg(params, f_train, y_train)
-    for _ in range(steps):
-        updates, state = opt.update(state, grads, params, value=loss, grad=grads,
-                                    value_and_grad_fn=lambda p: vg(p, f_train, y_train))
-        params = fd.optim.apply_updates(params, updates)
-        loss, grads = state.states["linesearch"].value, state.states["linesearch"].grad
+    params, _ = run_lbfgs(lambda p: vg(p, f_train, y_train), params, steps)
     return float(np.mean(probe.apply(params, f_test).argmax(axis=1) == y_test))
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,11 @@ class Counted:
         return loss, grads
 
 
-def run_lbfgs(counted: Counted, params: Any, iterations: int) -> tuple[Any, int]:
-    """``iterations`` L-BFGS steps; returns the params and the evaluations its line searches
-    report having made (which ``counted`` must agree with, plus the first one)."""
+def run_lbfgs(counted: Callable[[Any], tuple[Any, Any]], params: Any,
+              iterations: int) -> tuple[Any, int]:
+    """``iterations`` L-BFGS steps on ``counted(params) -> (loss, grads)``, reusing each line
+    search's last evaluation; returns the params and the evaluations its line searches
+    report having made (which a ``Counted`` must agree with, plus the first one)."""
     opt = fd.optim.lbfgs()  # the zoom line search, first guess a unit step
     state = opt.init(params)
     loss, grads = counted(params)
