@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl._args import int_arg, number, real_arg
+from funcdl._args import array_arg, int_arg, number, real_arg
 
 __all__ = ["accuracy", "confusion_matrix", "log_loss", "precision_recall_f1", "roc_auc",
            "top_k_accuracy"]
@@ -29,12 +29,7 @@ _NORMALIZE = (None, "true", "pred", "all")
 
 
 def _array(x: Any, fn: str, arg: str) -> NDArray[Any]:
-    try:
-        a = np.asarray(x)
-    except (ValueError, TypeError) as err:  # ragged lists
-        raise ValueError(f"metrics.{fn}: {arg} must be an array or a list of numbers, got "
-                         f"{type(x).__name__} that NumPy cannot stack ({err}); pass a "
-                         "rectangular array") from None
+    a = array_arg(x, f"metrics.{fn}", arg)  # a ragged list, or a tuple of arrays: refused
     if a.dtype.kind not in "biuf":
         raise TypeError(f"metrics.{fn}: {arg} must hold numbers, got dtype {a.dtype}; pass "
                         "integer labels or float scores")
