@@ -270,6 +270,9 @@ def test_moments_never_returns_a_zero_std_in_float32() -> None:
 def test_spectral_norm_finds_a_transposed_kernels_output_axis_inside_remat() -> None:
     """dim=None is the child's output axis, -2 for a ConvTranspose2D's (kh, kw, out, C),
     also when Remat (which passes the params through) wraps it, as torch's by module type."""
-    for child in (L.ConvTranspose2D(4, 3), L.Remat(L.ConvTranspose2D(4, 3))):
+    import dataclasses
+
+    renamed = dataclasses.replace(L.ConvTranspose2D(4, 3), name="up")  # not by its name
+    for child in (L.ConvTranspose2D(4, 3), L.Remat(L.ConvTranspose2D(4, 3)), renamed):
         _, _, state = L.SpectralNorm(child).init(fd.random.key(0), (None, 5, 5, 3))
         assert state["u"].shape == (4,) and state["v"].shape == (27,), child.name

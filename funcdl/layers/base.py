@@ -69,6 +69,8 @@ class Layer:
     the first layer, whose dx nobody reads (for a 784-512 Dense, 12% of an MLP step).
     ``ids = n`` marks layers that read integer ids in ``[0, n)`` (Embedding, and a
     Sequential starting with one): ``testing.check_layer`` draws such ids as its input.
+    ``weight_out_axis`` is the output axis of the layer's ``'w'`` (-1 for Dense's (in, out),
+    -2 for ConvTranspose2D's (kh, kw, out, C)): SpectralNorm's default ``dim``.
 
     Two optional fields let ``Sequential`` run a layer and the elementwise activation after
     it as one step (one call and one pullback instead of two; the same arithmetic):
@@ -91,6 +93,7 @@ class Layer:
     vjp_then: Callable[..., Any] | None = None
     ids: int | None = None
     selects_max: bool = False
+    weight_out_axis: int = -1
 
     def __post_init__(self) -> None:
         odd = next((f for f in ("init", "apply", "vjp") if not callable(getattr(self, f))), None)

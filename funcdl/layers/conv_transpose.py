@@ -315,7 +315,7 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name, dx_optional=True)
+    return Layer(init, apply, vjp, name=name, dx_optional=True, weight_out_axis=-2)
 
 
 def ConvTranspose2D(out: int, kernel: int | tuple[int, int], stride: int | tuple[int, int] = 1,

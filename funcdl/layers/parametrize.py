@@ -17,7 +17,6 @@ the one the bare layer draws from that key.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -171,8 +170,7 @@ def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
     eps = real_arg(eps, "SpectralNorm", "eps", low=0.0, open_low=True)
     layer = guarded(layer)
     child = name_of(layer)
-    # by the kernel's layer, also inside Remat, which passes the params through as they are
-    out_axis = -2 if re.match(r"(Remat\()*ConvTranspose", child) else -1
+    out_axis = int(getattr(layer, "weight_out_axis", -1))  # Remat passes it on
     dim_ = out_axis if dim is None else dim_arg("SpectralNorm", dim, allow_none=False)
     shown = options(pname, dim_, out_axis, n_power_iterations=(n_iter, 1), eps=(eps, 1e-12))
     me = f"SpectralNorm({child}{shown})"
