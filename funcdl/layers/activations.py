@@ -222,23 +222,12 @@ def ELU(alpha: float = 1.0) -> Layer:
     return _elementwise(f"ELU({a})", f, df)
 
 
-def _normalised(name: str, axis: int, log: bool, negate: bool = False) -> Layer:
-    """Softmax / LogSoftmax along ``axis`` of ``x``, or of ``-x`` with ``negate`` (Softmin),
-    shifted by the max so e^z never overflows.
-
-    softmax vjp: ``dx = y (dy - Σ dy·y)``; log-softmax vjp: ``dx = dy - e^y Σ dy``; both
-    negated with ``negate`` (the chain rule through ``-x``).
-    """
-
-    def forward(x: Array) -> tuple[Array, Array, Array]:
-        """``(y, e, total)``: the output, and shifted_exp's e and Σ e for the pullback."""
-        if x.shape[axis] == 0:  # nothing to normalise, and a max over it has no identity
-            return x.copy(), x, np.ones_like(x.sum(axis=axis, keepdims=True))
-        s, e, total = shifted_exp(-x if negate else x, axis)
-        if log:  # s, e and total are fresh: divide and subtract in place
-            s -= np.log(total)
-            return s, e, total
-        return np.divide(e, total, out=e), e, total  # the pullback reads y, not e
+def along_axis(name: str, axis: int, forward: Callable[[Array], tuple[Array, Any]],
+               backward: Callable[[Array, Any, Array], Array]) -> Layer:
+    """A parameterless layer normalising along ``axis``, any shape in and out, from
+    ``forward(x) -> (y, residual)`` and ``backward(y, residual, dy) -> dx``: the checks, the
+    apply and vjp shells (y kept read-only for the pullback) and init that Softmax,
+    LogSoftmax, Softmin and Sparsemax share."""
 
     def check(x: Any) -> Array:
         xa = as_floats(name, x)
@@ -253,20 +242,12 @@ def _normalised(name: str, axis: int, log: bool, negate: bool = False) -> Layer:
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         del key, train
-        y, e, total = forward(check(x))
+        y, residual = forward(check(x))
         kept(y)
 
-        def pullback(dy: Array) -> tuple[Any, Array]:
+        def pullback(dy: Any) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
-            if log:  # e^y = e / total: a division, not a second exp, on Σdy's few entries
-                g = dy.sum(axis=axis, keepdims=True)
-                g /= total
-                dx = e * g
-                # -(dy - dx) is dx - dy exactly: the negation costs no pass
-                return params, (np.subtract(dx, dy, out=dx) if negate
-                                else np.subtract(dy, dx, out=dx))
-            s = (dy * y).sum(axis=axis, keepdims=True)
-            return params, y * (s - dy if negate else dy - s)  # likewise
+            return params, backward(y, residual, dy)
 
         return y, pullback
 
@@ -277,6 +258,41 @@ def _normalised(name: str, axis: int, log: bool, negate: bool = False) -> Layer:
         return shape, ()
 
     return Layer(init, apply, vjp, name=name)
+
+
+def _normalised(name: str, axis: int, log: bool, negate: bool = False) -> Layer:
+    """Softmax / LogSoftmax along ``axis`` of ``x``, or of ``-x`` with ``negate`` (Softmin),
+    shifted by the max so e^z never overflows.
+
+    softmax vjp: ``dx = y (dy - Σ dy·y)``; log-softmax vjp: ``dx = dy - e^y Σ dy``; both
+    negated with ``negate`` (the chain rule through ``-x``).
+    """
+
+    def forward(x: Array) -> tuple[Array, tuple[Array, Array]]:
+        """``(y, (e, total))``: the output, and shifted_exp's e and Σ e for the pullback."""
+        if x.shape[axis] == 0:  # nothing to normalise, and a max over it has no identity
+            return x.copy(), (x, np.ones_like(x.sum(axis=axis, keepdims=True)))
+        s, e, total = shifted_exp(-x if negate else x, axis)
+        if log:  # s, e and total are fresh: divide and subtract in place
+            s -= np.log(total)
+            return s, (e, total)
+        return np.divide(e, total, out=e), (e, total)  # the pullback reads y, not e
+
+    def backward(y: Array, residual: tuple[Array, Array], dy: Array) -> Array:
+        e, total = residual
+        if log:  # e^y = e / total: a division, not a second exp, on Σdy's few entries
+            g = dy.sum(axis=axis, keepdims=True)
+            g /= total
+            dx = e * g
+            # -(dy - dx) is dx - dy exactly: the negation costs no pass
+            out: Array = (np.subtract(dx, dy, out=dx) if negate
+                          else np.subtract(dy, dx, out=dx))
+            return out
+        s = (dy * y).sum(axis=axis, keepdims=True)
+        dx_: Array = y * (s - dy if negate else dy - s)  # likewise
+        return dx_
+
+    return along_axis(name, axis, forward, backward)
 
 
 def Softmax(axis: int = -1) -> Layer:

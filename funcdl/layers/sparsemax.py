@@ -3,24 +3,12 @@ probability simplex along an axis, a softmax whose outputs can be exactly 0."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from funcdl import random
 from funcdl._args import int_arg
 from funcdl._simplex import simplex_projection, simplex_projection_vjp
-from funcdl.layers.base import (
-    Array,
-    Layer,
-    Shape,
-    as_floats,
-    axis_in_range,
-    check_cotangent,
-    check_in_shape,
-    kept,
-    no_params,
-)
+from funcdl.layers.activations import along_axis
+from funcdl.layers.base import Array, Layer
 
 __all__ = ["Sparsemax"]
 
@@ -32,40 +20,16 @@ def Sparsemax(axis: int = -1) -> Layer:
     a = int_arg(axis, "Sparsemax", "axis", None)
     name = f"Sparsemax(axis={a})"
 
-    def check(x: Any) -> Array:
-        xa = as_floats(name, x)
-        axis_in_range(name, a, xa.shape)
-        return xa
-
-    def forward(x: Array) -> Array:
+    def forward(x: Array) -> tuple[Array, None]:
         if x.shape[a] == 0:  # nothing to project
-            return x.copy()
+            return x.copy(), None
         # the projection works on the last axis: moved there and back, views, no copy
         out: Array = np.moveaxis(simplex_projection(np.moveaxis(x, a, -1)), -1, a)
-        return out
+        return out, None
 
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        no_params(name, params)
-        del key, train
-        return forward(check(x))
+    def backward(y: Array, residual: None, dy: Array) -> Array:
+        dx: Array = np.moveaxis(simplex_projection_vjp(
+            np.moveaxis(y, a, -1), np.moveaxis(dy, a, -1)), -1, a)
+        return dx
 
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        no_params(name, params)
-        del key, train
-        y = kept(forward(check(x)))
-
-        def pullback(dy: Any) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
-            dx: Array = np.moveaxis(simplex_projection_vjp(
-                np.moveaxis(y, a, -1), np.moveaxis(dy, a, -1)), -1, a)
-            return params, dx
-
-        return y, pullback
-
-    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
-        del key
-        shape = check_in_shape(name, in_shape, min_rank=1)
-        axis_in_range(name, a, shape)
-        return shape, ()
-
-    return Layer(init, apply, vjp, name=name)
+    return along_axis(name, a, forward, backward)
