@@ -5,6 +5,7 @@ back, and how to describe one in an error message. ``TreeDef`` is re-exported by
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,8 @@ class TreeDef:
     """The shape of a pytree without its leaves; equal structures compare equal.
 
     ``kind`` is one of ``leaf``, ``none``, ``tuple``, ``list``, ``dict``, ``namedtuple``;
-    ``meta`` holds the sorted dict keys or the NamedTuple class.
+    ``meta`` holds the sorted dict keys (``DictKeys`` for an OrderedDict or a defaultdict,
+    which unflatten rebuilds as such) or the NamedTuple class.
     """
 
     kind: str
@@ -39,7 +41,8 @@ class TreeDef:
             return "None"
         inner = [repr(c) for c in self.children]
         if self.kind == "dict":
-            return "{" + ", ".join(f"{k!r}: {c}" for k, c in zip(self.meta, inner)) + "}"
+            body = "{" + ", ".join(f"{k!r}: {c}" for k, c in zip(self.meta, inner)) + "}"
+            return body if type(self.meta) is tuple else f"{self.meta.cls.__name__}({body})"
         if self.kind == "list":
             return "[" + ", ".join(inner) + "]"
         if self.kind == "namedtuple":
@@ -69,6 +72,33 @@ def sorted_keys(d: Any) -> list[Any]:
                         f"{kinds}: {list(d)!r}; use keys of one type, e.g. all str") from None
 
 
+class DictKeys(tuple[Any, ...]):
+    """The sorted keys of an OrderedDict or a defaultdict, with its type (and default
+    factory), so that ``map`` and ``unflatten`` give one back, as JAX's do. Equal to the
+    plain tuple of the keys: a dict and an OrderedDict with one set of keys are trees of
+    one structure (the first tree's type is the result's)."""
+
+    cls: type[dict[Any, Any]]
+    factory: Any
+
+    def make(self, children: Sequence[Any]) -> dict[Any, Any]:
+        pairs = zip(self, children)
+        if self.cls is defaultdict:
+            return defaultdict(self.factory, pairs)
+        return OrderedDict(pairs)
+
+
+def _dict_keys(d: dict[Any, Any], keys: list[Any]) -> tuple[Any, ...]:
+    """``meta`` for dict ``d``: its keys, as DictKeys for the two dict types JAX rebuilds
+    (other dict subclasses come back as plain dicts)."""
+    tp = type(d)
+    if tp is not OrderedDict and tp is not defaultdict:
+        return tuple(keys)
+    meta = DictKeys(keys)
+    meta.cls, meta.factory = tp, getattr(d, "default_factory", None)
+    return meta
+
+
 Node = tuple[str, Any, list[Any], list[str]]  # (kind, meta, children, path steps)
 
 
@@ -81,7 +111,7 @@ def children_of(t: Tree) -> Node | None:
         return "list", None, list(t), [f"[{i}]" for i in range(len(t))]
     if isinstance(t, dict):
         keys = sorted_keys(t)
-        return "dict", tuple(keys), [t[k] for k in keys], [f"[{k!r}]" for k in keys]
+        return "dict", _dict_keys(t, keys), [t[k] for k in keys], [f"[{k!r}]" for k in keys]
     if t is None:
         return "none", None, [], []
     if is_namedtuple(t):
@@ -102,7 +132,7 @@ def rebuild(kind: str, meta: Any, children: Sequence[Any]) -> Tree:
     if kind == "list":
         return list(children)
     if kind == "dict":
-        return dict(zip(meta, children))
+        return dict(zip(meta, children)) if type(meta) is tuple else meta.make(children)
     if kind == "namedtuple":
         return meta(*children)
     return None

@@ -4,7 +4,8 @@
 order) and the tree structure as JSON (a uint8 array under ``__funcdl_treedef__``, with a
 format version). ``load(path)`` rebuilds the tree; ``load(path, like=params)`` rebuilds it
 with ``like``'s own NamedTuple classes and checks structure, shapes and dtypes first
-(a dict subclass such as OrderedDict comes back a dict, as ``funcdl.tree`` rebuilds it).
+(a dict subclass such as OrderedDict comes back a dict without ``like``, and as ``like``'s
+type with it, as ``funcdl.tree`` rebuilds it).
 
 What survives a round trip: dict (str or int keys), list, tuple, None, NamedTuple
 (class name and field names; without ``like`` it comes back as a ``collections.namedtuple``
@@ -260,7 +261,8 @@ def load(path: str | os.PathLike[str], like: Tree = None) -> Tree:
     Without ``like``, containers are rebuilt from the file (a NamedTuple as a
     ``collections.namedtuple`` of the stored name and fields). With ``like``, the file must
     have ``like``'s structure (NamedTuples matched by class name and fields) and every leaf
-    ``like``'s shape and dtype; the result uses ``like``'s NamedTuple classes. Leaves come
+    ``like``'s shape and dtype; the result uses ``like``'s NamedTuple classes (and its
+    OrderedDicts and defaultdicts, as ``tree.unflatten`` does). Leaves come
     back as they were saved (array, NumPy scalar or Python scalar), never taken from ``like``.
 
     Raises:

@@ -5,6 +5,10 @@ functions; nothing else flattens a tree by hand.
 
 * dict keys are visited in sorted order (as JAX does), so ``{'w': .., 'b': ..}`` flattens
   as ``[b, w]``;
+* an OrderedDict or a defaultdict comes back as one (its default factory kept) from
+  ``map`` and ``unflatten``, as in JAX; its keys are visited sorted too, where JAX visits an
+  OrderedDict's in insertion order, so that a layer's grads (plain dicts) match such params
+  whatever their order; any other dict subclass comes back as a plain dict;
 * ``None`` is an empty container (no leaves), so are ``()``, ``[]`` and ``{}``;
 * anything else (arrays, NumPy and Python scalars, keys) is a leaf.
 

@@ -217,13 +217,20 @@ def test_like_mismatch_names_the_file_and_the_path(saved, like, where):
 
 
 @pytest.mark.parametrize("like", [
-    collections.OrderedDict(TREE), _with_leaf(1, np.int64(7)),
+    _with_leaf(1, np.int64(7)),
     _with_leaf(6, np.ma.masked_array(TREE["w"])),
     {**TREE, "p": collections.namedtuple("Pair", "a b")(np.int32(0), 0j)},
-], ids=["ordered-dict", "numpy-int-for-python-int", "masked", "namedtuple-by-name"])
+], ids=["numpy-int-for-python-int", "masked", "namedtuple-by-name"])
 def test_like_of_the_same_structure_shapes_and_dtypes_loads_the_file(saved, like):
     # leaves come back as the file holds them, never taken from like (io.load's docstring)
     outcome(lambda: io.load(saved, like=like), (), errors=(), same=TREE)
+
+
+def test_like_an_ordered_dict_loads_the_file_as_one(saved):
+    # the containers are like's, as its NamedTuple classes are; the leaves the file's
+    got = outcome(lambda: io.load(saved, like=collections.OrderedDict(TREE)), (), errors=(),
+                  same=lambda got: assert_same(dict(got), TREE))
+    assert type(got) is collections.OrderedDict and list(got) == ["b", "p", "w"]
 
 
 # ---------------------------------------------------------------------------- broken files
