@@ -37,6 +37,7 @@ CTORS: dict[Callable[..., Any], dict[str, Any]] = {  # each with the arguments i
     optim.multi_steps: {"opt": optim.sgd(0.1), "every_k_schedule": 1},
     optim.ema: {"decay": 0.9}, optim.adamax: {}, optim.nadam: {}, optim.radam: {},
     optim.lion: {"lr": 1e-3}, optim.lamb: {"lr": 1e-3, "weight_decay": 1e-2},
+    optim.amsgrad: {}, optim.scale_by_amsgrad: {},
     optim.linear_onecycle_schedule: {"transition_steps": 10, "peak_value": 1.0},
     optim.cosine_onecycle_schedule: {"transition_steps": 10, "peak_value": 1.0},
     optim.warmup_exponential_decay_schedule: {"init_value": 0.0, "peak_value": 1.0,
@@ -83,7 +84,9 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
             *[(a, "bool") for a in ("centered", "nesterov", "flip_sign", "staircase",
                                     "eps_in_sqrt", "bias_correction", "debias",
                                     "use_grad_mean", "decoupled_weight_decay",
-                                    "eps_before_correction", "scale_init_precond")],  # flags
+                                    "eps_before_correction", "scale_init_precond",
+                                    "amsgrad", "bias_correction_mu",
+                                    "bias_correction_nu")],  # flags
             ("linesearch", "none"),  # lbfgs: no line search, as optax's
             ("warmup_steps", "none"), ("state_dtype", "none"),  # no warmup; z in params' dtype
             ("weight_decay", "none"),  # schedule_free_sgd: no decay stage, as optax's

@@ -18,13 +18,13 @@ Example::
   ``lr`` is, and by ``add_decayed_weights`` for its ``weight_decay`` (as optax).
 * The transforms take optax's keywords (``scale(step_size)``, ``scale_by_schedule(
   step_size_fn)``, ``scale_by_learning_rate(learning_rate)``, ``scale_by_rms(decay)``...);
-  the torch-formula aliases and ``lion``, ``lamb``, ``adabelief``, ``yogi`` take DESIGN.md's
-  (``lr``, and torch's ``alpha`` for ``rmsprop``); ``adafactor`` and the optax.contrib ones
-  (``adopt``, ``ademamix``, ``prodigy``, ``dog``, ``muon``, ``lbfgs``, ``schedule_free_*``...)
-  keep optax's ``learning_rate``.
+  the torch-formula aliases and ``lion``, ``lamb``, ``adabelief``, ``yogi``, ``amsgrad``
+  take DESIGN.md's (``lr``, and torch's ``alpha`` for ``rmsprop``); ``adafactor`` and the
+  optax.contrib ones (``adopt``, ``ademamix``, ``prodigy``, ``dog``, ``muon``, ``lbfgs``,
+  ``schedule_free_*``...) keep optax's ``learning_rate``.
 * The aliases (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``, ``adamax``, ``nadam``,
   ``radam``, ``adadelta``, ``rprop``) follow PyTorch's formulas, ``lion``, ``lamb``,
-  ``adabelief``, ``yogi`` and ``adafactor`` optax's; all are
+  ``adabelief``, ``yogi``, ``amsgrad`` and ``adafactor`` optax's; all are
   ``named_chain``s: ``state.count`` counts the updates, and ``state.states['adam']`` is a
   stage's state.
 * Nothing passed in is mutated. Returned updates and states may share arrays with each other
@@ -45,7 +45,8 @@ Modules: ``_base`` (records, ``apply_updates``), ``_chain`` (``chain``, ``named_
 ``_checks`` (argument checks), ``_transforms`` (stateless ones, momentum, clipping),
 ``_adaptive`` (Adam, RMSprop, Adagrad), ``_masked`` (a transform on some leaves only),
 ``_schedules``, ``_alias``; ``_more_adaptive`` (Adamax, RAdam, torch's NAdam),
-``_more_transforms`` (Lion, the trust ratio), ``_wrappers`` (``apply_every``,
+``_more_transforms`` (Lion, the trust ratio), ``_amsgrad`` (AMSGrad, optax's and torch's),
+``_wrappers`` (``apply_every``,
 ``multi_steps``, ``ema``), ``_more_schedules`` (one-cycle, SGDR...), ``_more_alias``
 (``adamax``, ``nadam``, ``radam`` as torch's; ``lion``, ``lamb`` as optax's),
 ``_more_adaptive2`` (Adadelta, Rprop, AdaBelief, Yogi), ``_more_alias2`` (``adadelta``,
@@ -84,6 +85,7 @@ from funcdl.optim._ademamix import (
     simplified_ademamix,
 )
 from funcdl.optim._alias import adagrad, adam, adamw, rmsprop, sgd
+from funcdl.optim._amsgrad import ScaleByAmsgradState, scale_by_amsgrad
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -149,7 +151,7 @@ from funcdl.optim._more_adaptive2 import (
     scale_by_rprop,
     scale_by_yogi,
 )
-from funcdl.optim._more_alias import adamax, lamb, lion, nadam, radam
+from funcdl.optim._more_alias import adamax, amsgrad, lamb, lion, nadam, radam
 from funcdl.optim._more_alias2 import adabelief, adadelta, rprop, yogi
 from funcdl.optim._more_schedules import (
     cosine_onecycle_schedule,
@@ -238,6 +240,7 @@ __all__ = [
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByAdemamixState",
+    "ScaleByAmsgradState",
     "ScaleByBacktrackingLinesearchState",
     "ScaleByBeliefState",
     "ScaleByLBFGSState",
@@ -268,6 +271,7 @@ __all__ = [
     "add_noise",
     "ademamix",
     "adopt",
+    "amsgrad",
     "apply_every",
     "apply_updates",
     "chain",
@@ -317,6 +321,7 @@ __all__ = [
     "scale_by_adamax",
     "scale_by_ademamix",
     "scale_by_adopt",
+    "scale_by_amsgrad",
     "scale_by_backtracking_linesearch",
     "scale_by_belief",
     "scale_by_cocob",

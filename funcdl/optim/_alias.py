@@ -16,6 +16,7 @@ from typing import Any
 
 from funcdl._args import bool_arg
 from funcdl.optim._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
+from funcdl.optim._amsgrad import torch_amsgrad
 from funcdl.optim._base import GradientTransformation, ScalarOrSchedule, Tree, transform
 from funcdl.optim._chain import make_named_chain
 from funcdl.optim._checks import (
@@ -106,32 +107,44 @@ def _check_adam(name: str, lr: Any, b1: float, b2: float, eps: float, weight_dec
 
 
 def adam(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-         weight_decay: float = 0.0) -> GradientTransformation:
+         weight_decay: float = 0.0, amsgrad: bool = False) -> GradientTransformation:
     """Adam, as ``torch.optim.Adam`` (L2 weight decay enters the gradient):
     ``g ← g + wd·p``; ``p ← p - lr · m̂ / (sqrt(v̂) + eps)`` with ``m̂, v̂`` the bias-corrected
-    moments of ``g`` (see ``scale_by_adam``).
+    moments of ``g`` (see ``scale_by_adam``). ``amsgrad=True`` is torch's AMSGrad:
+    ``sqrt(v̂)`` from the running maximum of ``v`` (see ``_amsgrad``; optax's ``amsgrad``,
+    the maximum of ``v̂``, is ``optim.amsgrad``).
 
     Stages: ``weight_decay``, ``adam``, ``lr``.
     """
     lr, b1, b2, eps, weight_decay = _check_adam("adam", lr, b1, b2, eps, weight_decay)
     stages: _Stages = []
     _weight_decay(stages, weight_decay)
-    stages += [("adam", scale_by_adam(b1, b2, eps)), ("lr", scale_by_learning_rate(lr))]
+    stages += [("adam", _direction("adam", b1, b2, eps, amsgrad)),
+               ("lr", scale_by_learning_rate(lr))]
     return _alias("adam", stages, eps)
 
 
+def _direction(name: str, b1: float, b2: float, eps: float, amsgrad: bool
+               ) -> GradientTransformation:
+    """Adam's direction, or torch's AMSGrad one."""
+    if bool_arg(amsgrad, name, "amsgrad"):
+        return torch_amsgrad(b1, b2, eps)
+    return scale_by_adam(b1, b2, eps)
+
+
 def adamw(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-          weight_decay: float = 1e-2, mask: Any = None) -> GradientTransformation:
+          weight_decay: float = 1e-2, mask: Any = None, amsgrad: bool = False
+          ) -> GradientTransformation:
     """AdamW, as ``torch.optim.AdamW`` (decoupled weight decay):
     ``p ← p - lr · (m̂ / (sqrt(v̂) + eps) + wd·p)``. ``mask`` (as optax's): a tree of bools,
     or a function of the params returning one, True where weights decay (torch: the param
     groups with a ``weight_decay``); e.g. ``lambda p: tree.map(lambda x: x.ndim > 1, p)``
-    leaves biases and norm scales alone.
+    leaves biases and norm scales alone. ``amsgrad=True``: torch's AMSGrad, as ``adam``'s.
 
     Stages: ``adam``, ``weight_decay`` (a ``masked`` one with a mask), ``lr``.
     """
     lr, b1, b2, eps, weight_decay = _check_adam("adamw", lr, b1, b2, eps, weight_decay)
-    stages: _Stages = [("adam", scale_by_adam(b1, b2, eps))]
+    stages: _Stages = [("adam", _direction("adamw", b1, b2, eps, amsgrad))]
     _weight_decay(stages, weight_decay, mask, "adamw")
     stages.append(("lr", scale_by_learning_rate(lr)))
     return _alias("adamw", stages, eps)

@@ -1,6 +1,7 @@
 """More optimizers as named chains, as in ``_alias``: ``adamax``, ``nadam`` and ``radam``
 with PyTorch's update formulas (``torch.optim.Adamax``, ``NAdam``, ``RAdam``: a run matches
-torch's step for step), ``lion`` and ``lamb`` with optax's (torch has neither). Each takes
+torch's step for step), ``lion`` and ``lamb`` with optax's (torch has neither), ``amsgrad``
+as optax's (torch's is ``adam(amsgrad=True)``). Each takes
 ``lr`` first (DESIGN.md's name; a float or a schedule), then optax's arguments in optax's
 order, then torch's weight decay options. Each ``init`` refuses params that are not real
 floating point, naming the alias."""
@@ -12,13 +13,14 @@ from typing import Any
 from funcdl._args import bool_arg
 from funcdl.optim._adaptive import scale_by_adam
 from funcdl.optim._alias import _alias, _check_adam, _checked, _Stages, _weight_decay
+from funcdl.optim._amsgrad import scale_by_amsgrad
 from funcdl.optim._base import GradientTransformation, ScalarOrSchedule
 from funcdl.optim._checks import check_float, check_float_or_schedule, check_lr
 from funcdl.optim._more_adaptive import scale_by_adamax, scale_by_nadam, scale_by_radam
 from funcdl.optim._more_transforms import scale_by_lion, scale_by_trust_ratio
 from funcdl.optim._transforms import scale_by_learning_rate
 
-__all__ = ["adamax", "lamb", "lion", "nadam", "radam"]
+__all__ = ["adamax", "amsgrad", "lamb", "lion", "nadam", "radam"]
 
 
 def _torch_decay(name: str, stages: _Stages, direction: tuple[str, GradientTransformation],
@@ -135,3 +137,19 @@ def lamb(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 
     _weight_decay(stages, wd, mask, name)  # a schedule, as optax
     stages += [("trust_ratio", scale_by_trust_ratio()), ("lr", scale_by_learning_rate(lr))]
     return _alias(name, stages, eps)
+
+
+def amsgrad(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+            eps_root: float = 0.0, mu_dtype: Any = None, bias_correction_mu: bool = True,
+            bias_correction_nu: bool = True) -> GradientTransformation:
+    """AMSGrad, as optax's ``amsgrad``: ``p ← p - lr · m̂ / (sqrt(v̂max + eps_root) + eps)``,
+    ``v̂max`` the running maximum of the bias-corrected ``v̂`` (see ``scale_by_amsgrad``).
+    torch's ``Adam(amsgrad=True)``, the maximum of the raw ``v``, is ``adam(amsgrad=True)``.
+
+    Stages: ``amsgrad``, ``lr``.
+    """
+    name = "amsgrad"
+    lr, b1, b2, eps = _checked(name, lr, b1, b2, eps)
+    direction = scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype, bias_correction_mu,
+                                 bias_correction_nu)
+    return _alias(name, [("amsgrad", direction), ("lr", scale_by_learning_rate(lr))], eps)

@@ -174,6 +174,12 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None
     ``1 - decay``. ``accumulator_dtype`` stores ``e`` in that float dtype (None: the
     params'); the step is then in the dtype ``g`` and ``e`` promote to (as optax), else in
     ``e``'s. State ``EmaState(count, ema)``.
+
+    Fed params, not grads, it averages them. torch's ``AveragedModel`` with an EMA
+    (``multi_avg_fn=get_ema_multi_avg_fn(decay)``) copies the params at its first update and
+    averages from there, undebiased: ``avg = ema(decay, debias=False)``, its state
+    ``EmaState(np.int64(0), params)`` at that first update (not ``avg.init``), then
+    ``p_avg, s = avg.update(s, params)`` after each optimizer step.
     """
     name = "ema"
     d = check_float(name, "decay", decay, high=1.0)
