@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Sequence
 from typing import Any, TypeGuard, cast
 
@@ -37,6 +38,18 @@ def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def masked_error(x: Any, where: str, what: str) -> ValueError | None:
+    """The error for a NumPy masked array, or None: ``np.asarray`` drops the mask, so its
+    hidden entries would be used silently; JAX refuses one too. (No masked array exists
+    unless numpy.ma was imported: then this costs a dict lookup.)"""
+    ma = sys.modules.get("numpy.ma")
+    if ma is None or not isinstance(x, ma.MaskedArray):
+        return None
+    return ValueError(f"{where}: {what} is a masked array, whose mask would be ignored and "
+                      f"its hidden entries used; pass a.filled(value) to put a value at the "
+                      f"masked entries, or np.asarray(a) for the data beneath")
+
+
 def several_arrays(x: Any, where: str, what: str, hint: str = "") -> None:
     """A TypeError for a tuple holding arrays (a FanOut's or Parallel's output, a pytree
     node), which ``np.asarray`` would stack into one array with a new leading axis, silently.
@@ -54,6 +67,9 @@ def array_arg(x: Any, where: str, what: str) -> NDArray[Any]:
     if type(x) is np.ndarray:
         return x
     several_arrays(x, where, what)
+    masked = masked_error(x, where, what)
+    if masked is not None:
+        raise masked
     try:
         return np.asarray(x)
     except (ValueError, TypeError) as e:

@@ -174,8 +174,13 @@ def moved(running: list[Array], count: int, mu: Array, var: Array, m: int,
     biased variance ``var``, as PyTorch moves it: ``new = (1 - f)·old + f·batch`` with
     ``f = momentum``, or ``f = 1/(count + 1)`` without one (then the running statistics are
     the plain mean over the batches seen, and the count moves on); the running variance
-    estimates the population's, hence ``m/(m - 1)``. Each in the old state's dtype."""
+    estimates the population's, hence ``m/(m - 1)``. Each in the old state's dtype. An empty
+    batch (m = 0) moves only the count."""
     old_mean, old_var = running
+    if m == 0:  # an empty batch: PyTorch keeps the statistics, and counts the batch
+        kept = {"mean": old_mean, "var": old_var}
+        return kept if momentum is not None else {**kept, "count": np.asarray(count + 1,
+                                                                               np.int64)}
     f = momentum if momentum is not None else 1 / (count + 1)
     new = {"mean": ((1 - f) * old_mean + f * mu.reshape(-1)).astype(old_mean.dtype, copy=False),
            "var": ((1 - f) * old_var + f * (m / (m - 1)) * var.reshape(-1))

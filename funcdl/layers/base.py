@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree as pytree
-from funcdl._args import F32, F64, bool_arg, is_int, several_arrays
+from funcdl._args import F32, F64, bool_arg, is_int, masked_error, several_arrays
 from funcdl.layers._shapes import axis_in_range as axis_in_range  # re-exported: the
 from funcdl.layers._shapes import located as located  # layers import them from base
 from funcdl.layers._shapes import pair_of_shapes as pair_of_shapes
@@ -250,6 +250,9 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32) -> Array:
     several_arrays(x, name, "the input", ": a layer after FanOut or Parallel needs their "
                    "branches joined first, by FanInSum() or FanInConcat(), or one taken by "
                    "Select(i)")
+    masked = masked_error(x, name, "the input")
+    if masked is not None:
+        raise masked
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as e:
@@ -360,6 +363,9 @@ def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...],
         return dy  # the common case, in three attribute reads
     if dy is None:
         raise none_cotangent(name)
+    masked = masked_error(dy, name, "dy")
+    if masked is not None:
+        raise masked
     arr = as_array(name, dy)
     if arr.shape != y_shape:
         raise ValueError(f"{name}: pullback expected dy of shape {y_shape} (the output's), "

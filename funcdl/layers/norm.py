@@ -75,7 +75,9 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
     ``dscale = Σ dy·x̂``, ``dbias = Σ dy``, sums over the m entries per channel;
     vjp (inference) is the affine map's: ``dx = dy·scale/sqrt(σ² + eps)``.
     A call without ``state=`` raises TypeError; training on one value per channel, ValueError
-    (as PyTorch). ``affine=False``, as PyTorch's: no params (``()``), ``y = x̂``.
+    (as PyTorch); on an empty batch (N = 0), an empty output, zero grads, and the running
+    statistics kept (PyTorch's; its count of batches moves on).
+    ``affine=False``, as PyTorch's: no params (``()``), ``y = x̂``.
     ``momentum=None``, as PyTorch's: the running statistics are the plain (cumulative) mean
     of the batches' (``f = 1/n`` for the n-th batch in place of momentum); the state holds
     the batches seen as well: ``{'mean', 'var', 'count'}``, count a 0-d int64 array (0).
@@ -140,6 +142,9 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
                       bias: Array, keep: bool) -> tuple[Array, Array, Array, Any, Array]:
         """``y = (x - μ)·k + bias`` with ``k = scale/sqrt(σ² + eps)``; returns
         ``(y, μ, σ², centred x (or None), 1/sqrt(σ² + eps))``."""
+        if m == 0:  # an empty batch: an empty output and zero grads, as PyTorch's
+            zero = np.zeros_like(scale)
+            return np.empty_like(x), zero, zero, (np.empty_like(x) if keep else None), zero
         if m < 2:
             raise ValueError(f"{name}: Expected more than 1 value per channel when training, "
                              f"got input of shape {x.shape} ({m} per channel)")
@@ -186,8 +191,9 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
             dy = check_cotangent(name, dy, y.shape, y.dtype)
             dbias = total(dy)
             s = total(dy * xc)                                   # Σ dy·x̂ = inv_std·s
-            dx = np.subtract(dy, chan(np.multiply, xc, inv_std * inv_std * s / m))
-            chan(np.subtract, dx, dbias / m, out=dx)
+            n = max(m, 1)  # an empty batch: Σ are 0, dx empty
+            dx = np.subtract(dy, chan(np.multiply, xc, inv_std * inv_std * s / n))
+            chan(np.subtract, dx, dbias / n, out=dx)
             chan(np.multiply, dx, k, out=dx)
             if not affine:  # fixed_affine drops the params' grads: none made
                 return (), in_input_dtype(dx, x_dtype)

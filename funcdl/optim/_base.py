@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree
-from funcdl._args import F32, F64, is_int, number, shown
+from funcdl._args import F32, F64, is_int, masked_error, number, shown
 
 __all__ = [
     "Count",
@@ -156,7 +156,12 @@ def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Se
         raise
     except TypeError:
         # A leaf that is not real floating point: refused by real_grad (complex, integer,
-        # bool) or by NumPy (object, str). Only now walk again, to name it.
+        # bool, np.matrix, masked) or by NumPy (object, str). Only now walk again, to name it.
+        for t, tree_name in zip(trees, names, strict=True):
+            for path, x in tree.leaves_with_path(t):
+                odd_array = subclass_error(name, f"{tree_name}{path}", x)
+                if odd_array is not None:
+                    raise odd_array from None
         for t, tree_name in zip(trees, names, strict=True):
             odd = tree.odd_leaf(t, "f")
             if odd is None:
@@ -174,9 +179,24 @@ def real_grad(g: Any) -> None:
     from integer grads. A float32 or float64 array passes on two identity tests."""
     if type(g) is np.ndarray and (g.dtype is F32 or g.dtype is F64):
         return
+    if isinstance(g, np.matrix) or masked_error(g, "", "") is not None:
+        # np.matrix's * is a matrix product; a masked array's mask would be dropped
+        raise TypeError("a grad of an ndarray subclass")
     dtype = g.dtype if isinstance(g, (np.ndarray, np.generic)) else np.asarray(g).dtype
     if dtype.kind != "f":
         raise TypeError("a grad that is not real floating point")
+
+
+def subclass_error(name: str, what: str, x: Any) -> Exception | None:
+    """The error for a leaf ``what`` that ``real_grad`` refuses as an ndarray subclass (a
+    masked array, a np.matrix), or None."""
+    masked = masked_error(x, name, what)
+    if masked is not None:
+        return masked
+    if isinstance(x, np.matrix):
+        return TypeError(f"{name}: {what} is a np.matrix, whose * is a matrix product, not the "
+                         f"entrywise one an optimizer takes; pass np.asarray({what})")
+    return None
 
 
 def param_dtype_error(where: str, path: str, dtype: Any, what: str = "params") -> TypeError:

@@ -19,6 +19,7 @@ from funcdl.optim._base import (
     dtype_error,
     param_dtype_error,
     real_grad,
+    subclass_error,
 )
 
 Tree = Any
@@ -252,7 +253,8 @@ def real_leaf(name: str, what: str, path: str, g: Any) -> Any:
     try:
         real_grad(g)
     except TypeError:
-        raise dtype_error(name, what, path, np.asarray(g).dtype) from None
+        raise (subclass_error(name, f"{what}{path}", g)
+               or dtype_error(name, what, path, np.asarray(g).dtype)) from None
     return np.asarray(g)
 
 

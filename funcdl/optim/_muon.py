@@ -170,8 +170,9 @@ def _scale_by_shape() -> GradientTransformation:
         del params
         if type(state) is not EmptyState:
             check_state(name, state, EmptyState)
-        out = tree.map(lambda u: like(u * np.sqrt(max(1.0, u.shape[1] / u.shape[0])), u),
-                       grads)
+        # an empty (0, n) leaf has nothing to scale (optax's divides by its 0 rows)
+        out = tree.map(lambda u: like(u * np.sqrt(max(1.0, u.shape[1] / u.shape[0])), u)
+                       if u.shape[0] else u, grads)
         return out, state
 
     return transform(name, empty_init(), update)

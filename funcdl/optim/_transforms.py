@@ -248,7 +248,10 @@ def _decayed(name: str, wd: float, grads: Tree, params: Tree) -> Tree:
         real_grad(g)
         return g + wd * p
 
-    return leafwise(f"{name}.update", leaf, (grads, params), ("grads", "params"))[0]
+    # inf + -inf: a NaN step, silently, as every other transform's (inf params after an inf
+    # gradient meet the next one here)
+    with np.errstate(all="ignore"):
+        return leafwise(f"{name}.update", leaf, (grads, params), ("grads", "params"))[0]
 
 
 def global_norm(updates: Tree) -> float:
