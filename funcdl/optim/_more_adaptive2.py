@@ -130,8 +130,10 @@ def scale_by_rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float
     else ``s·sign(g)``; ``s`` starts at ``learning_rate``.
 
     ``q`` is ``sign(g)·sign(prev)``, not the sign of the product, which underflows to 0 for
-    tiny entries. optax clips ``s`` only where ``q != 0``: the two differ only while
-    ``learning_rate`` lies outside ``[min_step_size, max_step_size]``. State
+    tiny entries. optax clips ``s`` only where ``q != 0``, which differs only while
+    ``learning_rate`` lies outside ``[min_step_size, max_step_size]``; and optax 0.2.8's
+    update returns the previous step's ``u`` (0 at the first step, then one step behind
+    torch's and this one's: an open optax bug, PR #1725), so their trajectories differ. State
     ``ScaleByRpropState(step_sizes, prev_updates)``, ``prev_updates`` the last ``u``.
     """
     name = "scale_by_rprop"
