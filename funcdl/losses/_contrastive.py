@@ -27,15 +27,17 @@ def _unit(a: Array, eps: float) -> tuple[Array, Array, Array]:
     norm then depends on ``a``). Rows are divided by their largest entry first, so norms
     of 1e-200 or past the float range keep their direction (a norm past it is inf in
     ``norm``: the gradient's 1/norm is then 0). A zero row with ``eps = 0`` (optax: 0/0,
-    NaN) has ``u = 0``."""
+    NaN) has ``u = 0``. A row holding NaN or ±inf has NaN in ``u`` and ``norm``, as torch's
+    and optax's (inf / inf), so its cosine and gradient are NaN, never a made-up 0."""
     top = np.maximum.reduce(np.abs(a), axis=-1, keepdims=True) if a.shape[-1] else (
         np.zeros((*a.shape[:-1], 1), a.dtype))
-    scaled = a / np.where(top > 0, top, 1)
+    with np.errstate(invalid="ignore"):  # an inf entry: inf / inf, a NaN row, silently
+        scaled = a / np.where(top > 0, top, 1)
     root = np.sqrt(_sum(np.square(scaled), axis=-1, keepdims=True))
     with np.errstate(over="ignore"):
         raw = top * root
     floor = a.dtype.type(np.sqrt(eps))
-    free = raw > floor
+    free = ~(raw <= floor)  # a NaN norm counts as free: u = scaled / root keeps the NaN
     norm = np.where(free, raw, floor)
     u = np.divide(scaled, root, out=np.zeros_like(a), where=free)
     if floor > 0 and not free.all():  # a clipped row: a over the floor, not unit length
@@ -46,9 +48,10 @@ def _unit(a: Array, eps: float) -> tuple[Array, Array, Array]:
 
 def _unit_vjp(u: Array, norm: Array, free: Array, du: Array) -> Array:
     """``da = (du - u <u, du> [free]) / norm`` (0 on a zero row at eps = 0, where optax's
-    is NaN: no direction is preferred and the derivative is unbounded)."""
+    is NaN: no direction is preferred and the derivative is unbounded; NaN on a NaN row)."""
     radial = np.where(free, _sum(u * du, axis=-1, keepdims=True), 0)
-    out: Array = np.divide(du - u * radial, norm, out=np.zeros_like(du), where=norm > 0)
+    # norm != 0, not norm > 0: a NaN row's norm is NaN, and its gradient NaN, as torch's
+    out: Array = np.divide(du - u * radial, norm, out=np.zeros_like(du), where=norm != 0)
     return out
 
 
@@ -78,7 +81,9 @@ def _cosine_similarity(pred: Any, target: Any, epsilon: float = 0.0,
     """optax's ``cosine_similarity`` over the last axis: ``<a, b> / (|a|_ε |b|_ε)``,
     ``|a|_ε = sqrt(max(|a|², ε))``, one value per row of (..., D);
     ``da = (b̂ - â <â, b̂>) / |a|_ε`` (``b̂ / |a|_ε`` where the clip is active). A zero row
-    at ε = 0 (optax: NaN) gives 0 and a zero gradient. The mean is over rows."""
+    at ε = 0 (optax: NaN) gives 0 and a zero gradient; a row with a NaN or ±inf entry (in
+    pred or target) gives NaN, and a NaN gradient row, as optax's and torch's. The mean is
+    over rows."""
     return _cosine("cosine_similarity", pred, target, epsilon, reduction, 1)
 
 

@@ -64,7 +64,10 @@ def _hinge_embedding(pred: Any, target: Any, margin: float = 1.0,
     per = np.where(pos, x, np.maximum(gap, 0))
     slope = pos.astype(x.dtype)  # 1 where y = 1, -1 on the hinge's active side (>= 0)
     slope -= ~pos & (gap >= 0)
-    return _reduced(name, per, reduction, per.size, lambda c: c * slope)
+    # the one margin loss unbounded below: x = -inf (y = 1) beside an inf term sums to NaN,
+    # as torch's, silently as every loss's NaN from infinite input
+    with np.errstate(invalid="ignore"):
+        return _reduced(name, per, reduction, per.size, lambda c: c * slope)
 
 
 def _soft_margin(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
@@ -122,10 +125,12 @@ def _multi_margin(pred: Any, target: Any, p: int = 1, margin: float = 1.0,
         if w is not None:
             wy = w[cols]
             per = _weighed(per, wy)  # a class of weight 0: 0, even beside an inf term
+        # h (2 / C), not 2 h / C: 2 h overflows from half the maximum on (torch: 2 g z, g
+        # = 1/C); a weight past 1 may still carry it to inf, as torch's
+        coef = h * (2 / n_classes) if power == 2 else act.astype(x.dtype) / n_classes
+        if w is not None:
+            coef *= wy[:, None]
     per = per.reshape(labels.shape)
-    coef = (2 * h if power == 2 else act.astype(x.dtype)) / n_classes
-    if w is not None:
-        coef *= wy[:, None]
 
     def grad(c: Any) -> Array:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -151,7 +156,8 @@ def _multilabel_soft_margin(pred: Any, target: Any, weight: Any = None,
     t = _probabilities(name, _same_shape(name, x, target))
     w = _weights(name, "weight", weight, x.shape, x.dtype)
     terms, term_pullback = _bce_with_logits(x, t, "none", weight=w)
-    per = _sum(terms, axis=-1) / n_classes
+    with np.errstate(over="ignore"):  # a row of huge terms: inf, as torch's sum over classes
+        per = _sum(terms, axis=-1) / n_classes
 
     def grad(c: Any) -> Array:
         each = np.broadcast_to(np.asarray(c / n_classes, x.dtype)[..., None], x.shape)

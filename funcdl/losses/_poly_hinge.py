@@ -73,15 +73,25 @@ def _hinges(name: str, pred: Any, target: Any, squared: bool,
     y = _signs(name, x, target, "Keras maps 0/1 labels to ±1 itself; here they would train "
                "silently wrong" if squared else "optax's hinge_loss; 0/1 labels would train "
                "silently wrong")
-    with np.errstate(over="ignore"):  # |x| past the dtype's maximum / 2: inf, the value
+    # huge |x|: the square (from sqrt of the dtype's maximum on) and its slope 2 (1 - xy)
+    # (from half the maximum on) are past the range, inf, as torch's and optax's are
+    with np.errstate(over="ignore"):
         h = 1 - x * y
         act = np.maximum(h, 0)
-        per = act * act if squared else act
-    if squared:
-        slope = -2 * y * act
-    else:  # at the kink, 1 - xy = 0, JAX's maximum splits the derivative: -y/2
+        if squared:
+            per = act * act
+            slope = -2 * y * act
+    if not squared:  # at the kink, 1 - xy = 0, JAX's maximum splits the derivative: -y/2
+        per = act
         slope = np.where(h > 0, -y, np.where(h == 0, -y / 2, 0)).astype(x.dtype, copy=False)
-    return _reduced(name, per, reduction, per.size, lambda c: c * slope)
+
+    def grad(c: Any) -> Array:
+        # an inf slope under a cotangent of 0: 0 · inf, NaN, as torch's, without the warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            out: Array = c * slope
+        return out
+
+    return _reduced(name, per, reduction, per.size, grad)
 
 
 def _hinge(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
