@@ -79,6 +79,7 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
             ("boundaries_and_scales", "none"), ("boundaries_and_scales", "dict"),  # no steps
             ("end_value", "none"),  # exponential_decay's default: no bound
             ("mask", "none"), ("mu_dtype", "none"),  # no mask; mu in the params' dtype
+            ("should_skip_update_fn", "none"),  # multi_steps: no skipping, as optax's
             ("accumulator_dtype", "none"),  # ema's: the params' dtype
             ("mask", "bool"),  # a prefix of every tree: the whole tree, as optax's
             *[(a, "bool") for a in ("centered", "nesterov", "flip_sign", "staircase",

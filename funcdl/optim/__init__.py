@@ -201,6 +201,8 @@ from funcdl.optim._wrappers import (
     apply_every,
     ema,
     multi_steps,
+    skip_large_updates,
+    skip_not_finite,
 )
 from funcdl.optim._zoom import (
     ScaleByZoomLinesearchState,
@@ -350,6 +352,8 @@ __all__ = [
     "sgd",
     "sgdr_schedule",
     "simplified_ademamix",
+    "skip_large_updates",
+    "skip_not_finite",
     "trace",
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",

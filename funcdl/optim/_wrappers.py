@@ -37,7 +37,7 @@ from funcdl.optim._keywords import check_extra, extra_keywords, show_keywords
 from funcdl.optim._schedules import _steps
 
 __all__ = ["ApplyEveryState", "EmaState", "MultiStepsState", "apply_every", "ema",
-           "multi_steps"]
+           "multi_steps", "skip_large_updates", "skip_not_finite"]
 
 Tree = Any
 
@@ -52,6 +52,31 @@ class MultiStepsState(NamedTuple):
     gradient_step: Count  # inner updates applied
     inner_opt_state: Any
     acc_grads: Tree  # their mean (their sum with use_grad_mean=False)
+    skip_state: Any = ()  # what should_skip_update_fn last returned beside its verdict
+
+
+def skip_not_finite(updates: Tree, gradient_step: Any, params: Tree
+                    ) -> tuple[np.bool_, Any]:
+    """optax's ``skip_not_finite``, a ``should_skip_update_fn`` for ``multi_steps``: skip a
+    gradient holding an inf or a NaN. Returns ``(skip, {'should_skip': skip,
+    'num_not_finite': n})``, ``n`` the count of such entries (an int64)."""
+    del gradient_step, params
+    n = sum(int(np.size(x) - np.count_nonzero(np.isfinite(x))) for x in tree.leaves(updates))
+    skip = np.bool_(n > 0)
+    return skip, {"should_skip": skip, "num_not_finite": np.int64(n)}
+
+
+def skip_large_updates(updates: Tree, gradient_step: Any, params: Tree,
+                       max_squared_norm: float) -> tuple[np.bool_, Any]:
+    """optax's ``skip_large_updates`` (bind ``max_squared_norm`` with functools.partial):
+    skip a gradient unless ``Σ g² < max_squared_norm`` (so a NaN norm skips too). Returns
+    ``(skip, {'should_skip': skip, 'norm_squared': Σ g²})``, the norm in float64."""
+    del gradient_step, params
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN: skipped, silently
+        norm_sq = np.float64(sum(np.sum(np.square(x, dtype=np.float64))
+                                 for x in tree.leaves(updates)))
+    skip = np.bool_(not norm_sq < max_squared_norm)
+    return skip, {"should_skip": skip, "norm_squared": norm_sq}
 
 
 class EmaState(NamedTuple):
@@ -96,7 +121,9 @@ def apply_every(k: int = 1) -> GradientTransformation:
 
 
 def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[int], int],
-                use_grad_mean: bool = True) -> GradientTransformation:
+                use_grad_mean: bool = True,
+                should_skip_update_fn: Callable[..., tuple[Any, Any]] | None = None
+                ) -> GradientTransformation:
     """optax's ``MultiSteps(opt, every_k_schedule, use_grad_mean)`` as a transform: gradient
     accumulation. ``k = every_k_schedule`` (an int >= 1, or a function of the number of
     inner updates applied that returns one); the first k-1 of every k updates return zeros
@@ -107,8 +134,13 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
 
     Should the schedule's k fall below the gradients already taken, the next update is an
     inner one (optax's would drop them and start over). State ``MultiStepsState(
-    mini_step, gradient_step, inner_opt_state, acc_grads)``, ``acc_grads`` in the params'
-    dtype (optax's default is float32).
+    mini_step, gradient_step, inner_opt_state, acc_grads, skip_state)``, ``acc_grads`` in
+    the params' dtype (optax's default is float32).
+
+    ``should_skip_update_fn(grads, gradient_step, params) -> (skip, skip_state)``, as
+    optax's: a gradient it skips (``skip`` a bool) leaves the state as it was but for
+    ``skip_state``, and returns zeros, as if never taken: ``skip_not_finite``,
+    ``functools.partial(skip_large_updates, max_squared_norm=...)``, or your own.
 
     Example (a batch of 4 × 32 in place of 128)::
 
@@ -131,10 +163,33 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
             del step
             return fixed
 
+    if should_skip_update_fn is not None and not callable(should_skip_update_fn):
+        raise TypeError(f"{name}: should_skip_update_fn must be a function (grads, "
+                        f"gradient_step, params) -> (skip, skip_state), such as "
+                        f"optim.skip_not_finite, or None; got "
+                        f"{type(should_skip_update_fn).__name__}")
+
+    def skipping(grads: Tree, step: int, params: Tree) -> tuple[bool, Any]:
+        """should_skip_update_fn's verdict, checked, and its state (``()`` without one)."""
+        if should_skip_update_fn is None:
+            return False, ()
+        got = should_skip_update_fn(grads, np.int64(step), params)
+        if not (isinstance(got, tuple) and len(got) == 2):
+            raise TypeError(f"{name}: should_skip_update_fn must return (skip, skip_state), "
+                            f"got {type(got).__name__}")
+        skip = got[0]
+        if not isinstance(skip, (bool, np.bool_)) and not (
+                isinstance(skip, np.ndarray) and skip.shape == () and skip.dtype == bool):
+            raise TypeError(f"{name}: should_skip_update_fn must return a bool (a Python or "
+                            f"NumPy bool, or a 0-d bool array) first, got "
+                            f"{type(skip).__name__} {getattr(skip, 'dtype', '')}".rstrip())
+        return bool(skip), got[1]
+
     def init(params: Tree) -> MultiStepsState:
         check_float_params(f"{name}.init", params)
-        return MultiStepsState(zero_count(), zero_count(), opt.init(params),
-                               tree.zeros_like(params))
+        zeros = tree.zeros_like(params)
+        return MultiStepsState(zero_count(), zero_count(), opt.init(params), zeros,
+                               skipping(zeros, 0, params)[1])
 
     takes = (extra_keywords(opt.update),)
 
@@ -145,6 +200,14 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
             check_extra(name, extra, takes)
         n = read_count(f"{name}.update", state.mini_step)
         step = read_count(f"{name}.update", state.gradient_step)
+        skip, skip_state = skipping(grads, step, params)
+        if skip:  # as if never taken, but for skip_state
+            try:  # a wrong tree is still an error
+                tree.check_same(grads, state.acc_grads, ("grads", "state.acc_grads"),
+                                shapes=True)
+            except ValueError as e:
+                raise ValueError(f"{name}.update: {e}") from None
+            return tree.zeros_like(state.acc_grads), state._replace(skip_state=skip_state)
         emit = n + 1 >= every_k(step)
 
         def leaf(g: Any, a: Any) -> Any:
@@ -159,10 +222,10 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
         if not emit:
             return (tree.zeros_like(acc),
                     MultiStepsState(next_count(n), np.int64(step), state.inner_opt_state,
-                                    acc))
+                                    acc, skip_state))
         updates, inner = opt.update(state.inner_opt_state, acc, params, **extra)
         return updates, MultiStepsState(zero_count(), next_count(step), inner,
-                                        tree.zeros_like(acc))
+                                        tree.zeros_like(acc), skip_state)
 
     return transform(name, init, show_keywords(update, takes))
 
