@@ -14,6 +14,12 @@ functions; nothing else flattens a tree by hand.
 
 A structure mismatch between trees that must agree raises ``ValueError`` naming the first
 differing path, written as it would be indexed: ``[1]['w']``, ``.mu[0]``.
+
+``map``, ``leaves``, ``leaves_with_path``, ``flatten`` and ``structure`` take JAX's
+``is_leaf=``: a predicate called on every node top-down, the root and None included, before
+it is taken apart; where it is true the node is kept whole as a leaf (``is_leaf=lambda x: x
+is None`` makes None a leaf). With several trees, ``map`` takes the first tree's structure
+so cut; the others must share it down to the cuts, where ``f`` gets their subtrees whole.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from funcdl._args import int_arg
+from funcdl._treeleaf import build, check_pred, cut_flatten, cut_paths, map_is_leaf
 from funcdl._treemaps import _map1, _map2, _mapn, _Mismatch, _multi, _same_shapes
 from funcdl._treenodes import (
     LEAF,
@@ -32,7 +39,6 @@ from funcdl._treenodes import (
     TreeDef,
     children_of,
     mismatch_error,
-    rebuild,
     same_node,
     sorted_keys,
 )
@@ -57,12 +63,16 @@ Tree = Any
 
 # ---------------------------------------------------------------------------- traversal
 
-def map(f: Callable[..., Any], tree: Tree, *rest: Tree, shapes: bool = False) -> Tree:
+def map(f: Callable[..., Any], tree: Tree, *rest: Tree, shapes: bool = False,
+        is_leaf: Callable[[Any], bool] | None = None) -> Tree:
     """Apply ``f`` leaf-wise: ``f(leaf, *leaves_of_rest)``; all trees must share a structure
     (and, with ``shapes=True``, array leaves their shapes: an optimizer's grads and params).
+    ``is_leaf``: nodes of ``tree`` where it is true are leaves; ``rest``'s subtrees there go whole.
 
     Example: ``tree.map(lambda p, g: p - 0.1 * g, params, grads)``.
     """
+    if is_leaf is not None:  # checked once per call: the default path gains nothing per node
+        return _map_is_leaf(f, tree, rest, shapes, is_leaf)
     try:
         if not rest:
             return _map1(f, tree)
@@ -72,12 +82,27 @@ def map(f: Callable[..., Any], tree: Tree, *rest: Tree, shapes: bool = False) ->
     except _Mismatch:
         # Only on failure: walk again, slowly, to name the first differing path.
         for i, r in enumerate(rest):
-            check_same(tree, r, ("the first tree", f"the {_ORDINALS[i]} tree" if i < 8
-                                 else f"tree number {i + 2}"), shapes=shapes)
+            check_same(tree, r, _names(i), shapes=shapes)
         raise ValueError("tree structure mismatch") from None
     except TypeError:
         _check_callable("tree.map", f)  # only on failure: the check costs nothing else
         raise
+
+
+def _map_is_leaf(f: Callable[..., Any], tree: Tree, rest: tuple[Tree, ...], shapes: bool,
+                 is_leaf: Callable[[Any], bool]) -> Tree:
+    check_pred("tree.map", is_leaf)
+    try:
+        return map_is_leaf(f, tree, rest, is_leaf, [_names(i) for i in range(len(rest))],
+                           shapes)
+    except TypeError:
+        _check_callable("tree.map", f)
+        raise
+
+
+def _names(i: int) -> tuple[str, str]:
+    """How a mismatch error names the first tree and ``rest[i]``."""
+    return "the first tree", f"the {_ORDINALS[i]} tree" if i < 8 else f"tree number {i + 2}"
 
 
 def _check_callable(where: str, f: Any) -> None:
@@ -106,8 +131,10 @@ def map_multi(f: Callable[..., tuple[Any, ...]], n_out: int, tree: Tree,
         raise
 
 
-def leaves(tree: Tree) -> list[Any]:
-    """The leaves in flattening order (dict keys sorted)."""
+def leaves(tree: Tree, is_leaf: Callable[[Any], bool] | None = None) -> list[Any]:
+    """The leaves in flattening order (dict keys sorted); nodes where ``is_leaf`` is true too."""
+    if is_leaf is not None:
+        return cut_flatten("tree.leaves", tree, is_leaf)[0]
     out: list[Any] = []
     _collect(tree, out)
     return out
@@ -144,8 +171,12 @@ def odd_leaf(tree: Tree, kinds: str) -> tuple[str, np.dtype[Any]] | None:
     return None
 
 
-def leaves_with_path(tree: Tree) -> list[tuple[str, Any]]:
-    """``(path, leaf)`` pairs in flattening order; the root leaf has path ``''``."""
+def leaves_with_path(tree: Tree, is_leaf: Callable[[Any], bool] | None = None
+                     ) -> list[tuple[str, Any]]:
+    """``(path, leaf)`` pairs in flattening order; the root leaf has path ``''``; ``is_leaf``
+    as in ``leaves``."""
+    if is_leaf is not None:
+        return cut_paths("tree.leaves_with_path", tree, is_leaf)
     out: list[tuple[str, Any]] = []
 
     def go(t: Tree, path: str) -> None:
@@ -160,8 +191,10 @@ def leaves_with_path(tree: Tree) -> list[tuple[str, Any]]:
     return out
 
 
-def structure(tree: Tree) -> TreeDef:
-    """The TreeDef of ``tree``."""
+def structure(tree: Tree, is_leaf: Callable[[Any], bool] | None = None) -> TreeDef:
+    """The TreeDef of ``tree``, with a leaf wherever ``is_leaf`` is true."""
+    if is_leaf is not None:
+        return cut_flatten("tree.structure", tree, is_leaf)[1]
     # Arrays, tuples, lists and dicts without children_of, which also spells path steps.
     tp = type(tree)
     if tp is np.ndarray:
@@ -180,8 +213,11 @@ def structure(tree: Tree) -> TreeDef:
     return TreeDef(kind, meta, tuple(structure(c) for c in kids))
 
 
-def flatten(tree: Tree) -> tuple[list[Any], TreeDef]:
-    """``(leaves, treedef)``; ``unflatten(treedef, leaves)`` rebuilds the tree."""
+def flatten(tree: Tree, is_leaf: Callable[[Any], bool] | None = None
+            ) -> tuple[list[Any], TreeDef]:
+    """``(leaves, treedef)``, cut where ``is_leaf`` is true; ``unflatten`` rebuilds the tree."""
+    if is_leaf is not None:
+        return cut_flatten("tree.flatten", tree, is_leaf)
     return leaves(tree), structure(tree)
 
 
@@ -202,15 +238,7 @@ def unflatten(treedef: TreeDef, leaves: Iterable[Any]) -> Tree:
         raise ValueError(
             f"unflatten: the treedef {treedef!r} holds {treedef.num_leaves} leaves, "
             f"got {len(items)}")
-    return _build(treedef, iter(items))
-
-
-def _build(td: TreeDef, it: Any) -> Tree:
-    # A module-level function, not a closure over itself: a self-referencing inner function
-    # forms a reference cycle that keeps the leaves alive until the next garbage collection.
-    if td.kind == "leaf":
-        return next(it)
-    return rebuild(td.kind, td.meta, [_build(c, it) for c in td.children])
+    return build(treedef, iter(items))
 
 
 def check_same(a: Tree, b: Tree, names: tuple[str, str] = ("the first tree", "the second"),
