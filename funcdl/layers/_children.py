@@ -103,6 +103,18 @@ def entries(name: str, value: Any, n: int, what: str) -> Sequence[Any]:
     return value
 
 
+def kept(old: Any, new: Any) -> Any:
+    """``old`` itself where ``new`` holds only ``old``'s own entries (inference, or no child
+    moved its state), so that a combinator returns the state object it was given, as a
+    layer does; else ``new``."""
+    return old if _same(old, new) else new
+
+
+def _same(old: Any, new: Any) -> bool:
+    return new is old or (type(new) is tuple and type(old) is tuple and len(new) == len(old)
+                          and all(_same(a, b) for a, b in zip(old, new)))
+
+
 def build(name: str, stateful: bool, init: Callable[..., Any], apply: Callable[..., Any],
           vjp: Callable[..., Any], empty_state: Any = ()) -> Layer:
     """A Layer from stateful-form functions; the plain signatures when ``stateful`` is
@@ -110,11 +122,14 @@ def build(name: str, stateful: bool, init: Callable[..., Any], apply: Callable[.
     if stateful:
         def apply_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
                     train: bool = False) -> Any:
-            return apply(params, x, state=need_state(name, state), key=key, train=train)
+            y, new = apply(params, x, state=need_state(name, state), key=key, train=train)
+            return y, kept(state, new)
 
         def vjp_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
                   train: bool = False) -> Any:
-            return vjp(params, x, state=need_state(name, state), key=key, train=train)
+            y, pullback, new = vjp(params, x, state=need_state(name, state), key=key,
+                                   train=train)
+            return y, pullback, kept(state, new)
 
         return Layer(init, apply_s, vjp_s, stateful=True, name=name)
 

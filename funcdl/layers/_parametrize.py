@@ -107,7 +107,7 @@ def own_array(me: str, tree: dict[str, Any], key: str, what: str, shape: tuple[i
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{me}: {what}[{key!r}] must be a NumPy array{fix}, got "
                         f"{type(a).__name__}")
-    float_param(me, key, a)
+    float_param(me, key, a, what)
     if shape is not None and a.shape != shape:
         raise ValueError(f"{me}: {what}[{key!r}] must have shape {shape}{fix}, got {a.shape}")
     return native(a)

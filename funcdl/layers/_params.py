@@ -90,11 +90,12 @@ def plain(a: Array) -> Array:
     return a if type(a) is np.ndarray else np.asarray(a)
 
 
-def float_param(name: str, k: str, a: Array) -> None:
-    """Params are float32 or float64: an integer one would take integer gradients (0.4
-    truncated to 0) and promote the output."""
+def float_param(name: str, k: str, a: Array, what: str = "params") -> None:
+    """Params (or a state's vectors, ``what``) are float32 or float64: an integer one would
+    take integer gradients (0.4 truncated to 0) and promote the output."""
     if a.dtype.char not in "fd":
-        raise TypeError(f"{name}: params[{k!r}] has dtype {a.dtype}; params are float32 or "
+        noun = "params" if what == "params" else f"{what}'s entries"
+        raise TypeError(f"{name}: {what}[{k!r}] has dtype {a.dtype}; {noun} are float32 or "
                         f"float64 arrays (as init returns them): cast with "
                         f".astype(np.float32)")
 

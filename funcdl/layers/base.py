@@ -366,6 +366,8 @@ def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...],
     masked = masked_error(dy, name, "dy")
     if masked is not None:
         raise masked
+    several_arrays(dy, name, "the pullback's dy", f", the cotangent of an output of shape "
+                   f"{y_shape}")
     arr = as_array(name, dy)
     if arr.shape != y_shape:
         raise ValueError(f"{name}: pullback expected dy of shape {y_shape} (the output's), "

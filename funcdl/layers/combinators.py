@@ -27,6 +27,7 @@ from funcdl.layers._children import (
     child_vjp,
     entries,
     is_stateful,
+    kept,
     keys_for,
     name_of,
     no_state,
@@ -169,9 +170,9 @@ def Sequential(*layers: LayerLike) -> Layer:
         if debug.enabled():
             x, _, checked_state = _checked(layers, where, names, params, x, state, key, train,
                                            False)
-            return x, checked_state
+            return x, kept(state, checked_state)
         x, new_state = run(params, x, state, keys_for(key, n, name), train)
-        return x, tuple(new_state)
+        return x, kept(state, tuple(new_state))
 
     def vjp_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
               train: bool = False) -> Any:
@@ -180,10 +181,11 @@ def Sequential(*layers: LayerLike) -> Layer:
         if debug.enabled():
             x, pbs, checked_state = _checked(layers, where, names, params, x, state, key,
                                              train, True)
-            return x, _reverse(name, pbs, where, names, True, layers, params), checked_state
+            return (x, _reverse(name, pbs, where, names, True, layers, params),
+                    kept(state, checked_state))
         x, pullbacks, new_state = forward(params, x, state, keys_for(key, n, name), train)
         return (x, _reverse(name, pullbacks, where, names, False, layers, params),
-                tuple(new_state))
+                kept(state, tuple(new_state)))
 
     return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=True,
                  ids=ids)

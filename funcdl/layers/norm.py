@@ -125,10 +125,12 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         def total(a: Array) -> Array:
             return block_sum(a, ax, ax + 1).reshape(bshape)
 
+        if x.shape[ax] == 0:  # (only without params, which would not fit)
+            raise ValueError(f"{name}: the channel axis {axis} must have size > 0, got an "
+                             f"input of shape {x.shape}")
         x = x.astype(dt, copy=False)
         scale, bias = scale.astype(dt).reshape(bshape), bias.astype(dt).reshape(bshape)
-        # (C = 0 comes only without params: refused further on, by m or the state's shape)
-        return x, total, bshape, x.size // max(x.shape[ax], 1), scale, bias
+        return x, total, bshape, x.size // x.shape[ax], scale, bias
 
     def given(state: Any) -> None:
         if state is _MISSING or state is None:
