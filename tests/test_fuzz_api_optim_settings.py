@@ -39,6 +39,7 @@ CTORS: dict[Callable[..., Any], dict[str, Any]] = {  # each with the arguments i
     optim.lion: {"lr": 1e-3}, optim.lamb: {"lr": 1e-3, "weight_decay": 1e-2},
     optim.amsgrad: {}, optim.scale_by_amsgrad: {},
     optim.linear_onecycle_schedule: {"transition_steps": 10, "peak_value": 1.0},
+    optim.warmup_constant_schedule: {"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 4},
     optim.cosine_onecycle_schedule: {"transition_steps": 10, "peak_value": 1.0},
     optim.warmup_exponential_decay_schedule: {"init_value": 0.0, "peak_value": 1.0,
                                               "warmup_steps": 2, "transition_steps": 5,

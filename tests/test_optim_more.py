@@ -217,8 +217,8 @@ def test_lamb_scales_adams_decayed_direction_by_the_trust_ratio() -> None:
         {"init_value": 0.5, "peak_value": 0.5, "warmup_steps": 0, "decay_steps": 4}]),
      {0: 0.0, 1: 0.5, 2: 1.0, 5: 0.5 * (1 + math.cos(3 * math.pi / 4)), 6: 0.5, 8: 0.25,
       10: 0.0, 20: 0.0}),
-    # T = 1: both rising phases end at ⌊0.3⌋ = ⌊0.85⌋ = 0 and are skipped
-    (lambda: optim.linear_onecycle_schedule(1, 1.0), {0: 0.04, 1: 4e-6, 2: 4e-6})],
+    # T = 1: ⌊0.3⌋ = ⌊0.85⌋ = 0, one boundary (optax's dict) whose later factor 1/div counts
+    (lambda: optim.linear_onecycle_schedule(1, 1.0), {0: 0.0016, 1: 1.6e-7, 2: 1.6e-7})],
     ids=["linear_onecycle", "cosine_onecycle", "warmup_exponential",
          "warmup_exponential-staircase", "sgdr", "linear_onecycle-of-1"])
 def test_schedules_take_their_closed_form_values(make: Callable[[], Any],

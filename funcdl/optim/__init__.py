@@ -157,6 +157,7 @@ from funcdl.optim._more_schedules import (
     cosine_onecycle_schedule,
     linear_onecycle_schedule,
     sgdr_schedule,
+    warmup_constant_schedule,
     warmup_exponential_decay_schedule,
 )
 from funcdl.optim._more_transforms import ScaleByLionState, scale_by_lion, scale_by_trust_ratio
@@ -355,6 +356,7 @@ __all__ = [
     "skip_large_updates",
     "skip_not_finite",
     "trace",
+    "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
     "yogi",

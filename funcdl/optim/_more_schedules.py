@@ -1,7 +1,7 @@
-"""More of optax's schedules: the one-cycle policy (linear and cosine), linear warmup then
-exponential decay, and SGDR's warm restarts. Conventions as in ``_schedules``: ``count`` is
-the number of updates already applied, an array of counts gives an array of values, and the
-arguments are checked when the schedule is made, errors naming it."""
+"""More of optax's schedules: the one-cycle policy (linear and cosine), linear warmup then a
+constant or exponential decay, and SGDR's warm restarts. Conventions as in ``_schedules``:
+``count`` is the number of updates already applied, an array of counts gives an array of
+values, and the arguments are checked when the schedule is made, errors naming it."""
 
 from __future__ import annotations
 
@@ -26,22 +26,25 @@ __all__ = [
     "cosine_onecycle_schedule",
     "linear_onecycle_schedule",
     "sgdr_schedule",
+    "warmup_constant_schedule",
     "warmup_exponential_decay_schedule",
 ]
 
 
 def _interpolated(name: str, cosine: bool, init: float,
                   boundaries_and_scales: list[tuple[int, float]]) -> Schedule:
-    """optax's ``piecewise_interpolate_schedule``: ``v_0 = init``, ``v_{i+1} = v_i·s_i`` at
-    the boundaries ``0 = b_0 <= b_1 <= ...`` (given in order); from ``b_i`` to ``b_{i+1}``
-    the value goes from ``v_i`` to ``v_{i+1}``, linearly or along a half cosine, at
-    ``pct = (t - b_i) / (b_{i+1} - b_i)``; past the last boundary it stays at the last value.
-    A phase of length 0 is skipped (optax's dict of boundaries would keep only the last of
-    two equal ones: a one-cycle of fewer than ~4 steps differs)."""
-    bounds = [0] + [b for b, _ in boundaries_and_scales]
+    """optax's ``piecewise_interpolate_schedule``. Its boundaries are a dict, so of two
+    pairs at one boundary only the later one's scale counts (the earlier one's is dropped,
+    not multiplied in): with the distinct boundaries sorted, ``0 = b_0 <= b_1 < b_2 < ...``
+    and their scales ``s_i``, ``v_0 = init`` and ``v_{i+1} = v_i·s_{i+1}``; from ``b_i`` to
+    ``b_{i+1}`` the value goes from ``v_i`` to ``v_{i+1}``, linearly or along a half cosine,
+    at ``pct = (t - b_i) / (b_{i+1} - b_i)``; a phase of length 0 (``b_1 = 0``) is never in
+    force; from the last boundary on it is the last value, and before count 0 it is 0."""
+    scale_at = dict(boundaries_and_scales)  # a later pair at a boundary replaces the earlier
+    bounds = [0, *sorted(scale_at)]
     values = [init]
-    for _, s in boundaries_and_scales:
-        values.append(values[-1] * s)
+    for b in bounds[1:]:
+        values.append(values[-1] * scale_at[b])
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"{name}: the values reached are {values}, not all finite; pass a "
                          f"div_factor and final_div_factor that keep them finite")
@@ -77,7 +80,13 @@ def linear_onecycle_schedule(transition_steps: int, peak_value: float, pct_start
     """optax's: with ``T = transition_steps`` and ``v = peak_value / div_factor``, linear
     from ``v`` to ``peak_value`` over ``[0, ⌊pct_start·T⌋)``, back to ``v`` by
     ``⌊pct_final·T⌋``, then to ``v / final_div_factor`` at ``T``, and constant after.
-    ``0 <= pct_start <= pct_final <= 1``; the factors are > 0."""
+    ``0 <= pct_start <= pct_final <= 1``; the factors are > 0. Where boundaries coincide,
+    optax keeps only the later one's factor (see ``_interpolated``): with ``⌊pct_final·T⌋
+    = T`` (``pct_final=1``) it rises to the peak, then falls to ``peak_value /
+    final_div_factor`` at ``T``; with ``⌊pct_start·T⌋ = ⌊pct_final·T⌋ = p < T`` it falls
+    from ``v`` to ``v / div_factor`` by ``p`` (from ``p = 0`` it starts there), then to
+    ``v / (div_factor · final_div_factor)`` at ``T``; with all three at ``T``, from ``v``
+    to ``v / final_div_factor``."""
     name = "linear_onecycle_schedule"
     steps, peak, start, div, final = _onecycle_args(name, transition_steps, peak_value,
                                                     pct_start, div_factor, final_div_factor)
@@ -97,12 +106,29 @@ def cosine_onecycle_schedule(transition_steps: int, peak_value: float, pct_start
     """optax's (PyTorch's ``OneCycleLR`` with ``anneal_strategy='cos'``): with ``T =
     transition_steps`` and ``v = peak_value / div_factor``, a half cosine from ``v`` up to
     ``peak_value`` over ``[0, ⌊pct_start·T⌋)``, then down to ``v / final_div_factor`` at
-    ``T``, and constant after. ``0 <= pct_start <= 1``; the factors are > 0."""
+    ``T``, and constant after. ``0 <= pct_start <= 1``; the factors are > 0. With
+    ``pct_start=1`` the two boundaries coincide at ``T`` and optax keeps only the final
+    factor: one half cosine from ``v`` down to ``v / (div_factor · final_div_factor)`` over
+    ``[0, T)``, never reaching the peak."""
     name = "cosine_onecycle_schedule"
     steps, peak, start, div, final = _onecycle_args(name, transition_steps, peak_value,
                                                     pct_start, div_factor, final_div_factor)
     return _interpolated(name, True, peak / div, [(int(start * steps), div),
                                                   (steps, 1.0 / (div * final))])
+
+
+@schedule_factory
+def warmup_constant_schedule(init_value: float, peak_value: float, warmup_steps: int
+                             ) -> Schedule:
+    """optax's: ``init + (peak - init) · min(max(t, 0), W) / W`` with ``W = warmup_steps``,
+    a linear warmup to ``peak_value``, reached at ``W``, and held after. ``W`` is a positive
+    int, as optax documents it: optax's schedule with ``W = 0`` stays at ``init_value``
+    forever, never reaching the peak, and is refused here (``constant_schedule(peak)`` is
+    a constant peak)."""
+    name = "warmup_constant_schedule"
+    warm = _steps(name, "warmup_steps", warmup_steps, positive=True)
+    init, peak = _value(name, "init_value", init_value), _value(name, "peak_value", peak_value)
+    return linear_schedule(init, peak, warm)
 
 
 @schedule_factory
