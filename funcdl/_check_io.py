@@ -1,6 +1,6 @@
 """What ``funcdl.testing``'s checks feed a layer and read back: inputs drawn for an
 ``in_shape`` or given, the shapes a layer declares, the tuples its functions return, and
-apply's forward against the vjp's."""
+apply's forward against the vjp's; what a loss returns: its value and gradient."""
 
 from __future__ import annotations
 
@@ -10,27 +10,32 @@ import numpy as np
 
 from funcdl import random, tree
 from funcdl._args import array_arg
+from funcdl.losses._base import vjp_form
 
 
-def same_forward(where: str, y: Any, y_vjp: Any, rtol: float, atol: float) -> None:
+def same_forward(where: str, y: Any, y_vjp: Any, rtol: float, atol: float,
+                 what: str = "output", ours: str = "apply", got: str = "vjp(...)[0]") -> None:
     """Raise AssertionError unless apply's output ``y`` and the vjp's forward ``y_vjp`` have
     the same structure, shapes and dtypes (training runs on the vjp: a float64 forward
-    there would upcast silently) and agree in value, naming the first entry that differs."""
+    there would upcast silently) and agree in value, naming the first entry that differs.
+    For a stateful layer, ``what="state"``: apply's new state against the vjp's (training
+    keeps the vjp's; a different update there, as another momentum, changes the model)."""
     try:
-        tree.check_same(y, y_vjp, ("apply", "vjp"), shapes=True)
+        tree.check_same(y, y_vjp, (ours, got), shapes=True)
     except ValueError as e:
-        raise AssertionError(f"{where}: apply and vjp(...)[0] disagree: {e}") from None
+        raise AssertionError(f"{where}: {ours} and {got} disagree: {e}") from None
     for (path, a), b in zip(tree.leaves_with_path(y), tree.leaves(y_vjp)):
         a, b = np.asarray(a), np.asarray(b)
         if a.dtype != b.dtype:
-            raise AssertionError(f"{where}: apply gave output{path} of dtype {a.dtype}, "
-                                 f"vjp(...)[0] of dtype {b.dtype}")
-        off = ~np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+            raise AssertionError(f"{where}: {ours} gave {what}{path} of dtype {a.dtype}, "
+                                 f"{got} of dtype {b.dtype}")
+        off = (~np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+               if a.dtype.kind in "fc" else a != b)
         if off.any():
             i = tuple(int(v) for v in np.argwhere(off)[0])
-            raise AssertionError(f"{where}: apply and vjp(...)[0] disagree in "
+            raise AssertionError(f"{where}: {ours} and {got} disagree in "
                                  f"{int(off.sum())} of {a.size} entries, first at "
-                                 f"output{path}{list(i)}: apply {a[i]!r}, vjp {b[i]!r}")
+                                 f"{what}{path}{list(i)}: apply {a[i]!r}, vjp {b[i]!r}")
 
 
 def as_input(where: str, x: Any) -> Any:
@@ -93,11 +98,54 @@ def shape_agrees(declared: Any, y: Any, batch: int) -> bool:
             and all(shape_agrees(d, yi, batch) for d, yi in zip(declared, y)))
 
 
-def returned(label: str, what: str, got: Any, n: int) -> Any:
+def returned(where: str, what: str, got: Any, n: int) -> Any:
     """``got`` if it is the n-tuple a layer's ``what`` returns, else an AssertionError."""
     if isinstance(got, tuple) and len(got) == n:
         return got
-    form = {"init": ("(out_shape, params)", "(out_shape, params, state)"),
-            "vjp": ("(y, pullback)", "(y, pullback, new_state)")}.get(what, ("(dparams, dx)",) * 2)
-    raise AssertionError(f"check_layer({label}): {what} must return {form[n == 3]}, got "
-                         f"{type(got).__name__}")
+    form = {("init", 2): "(out_shape, params)", ("init", 3): "(out_shape, params, state)",
+            ("vjp", 2): "(y, pullback)", ("vjp", 3): "(y, pullback, new_state)",
+            ("apply", 2): "(y, new_state)"}.get((what, n), "(dparams, dx)")
+    raise AssertionError(f"{where}: {what} must return {form}, got {type(got).__name__}"
+                         + (f" of length {len(got)}" if isinstance(got, tuple) else ""))
+
+
+def gradient(where: str, pred: Any, dpred: Any) -> Any:
+    """``dpred`` if it is shaped and typed as ``pred`` (a tuple for a tuple), a 0-d
+    gradient as NumPy's scalar arithmetic gives it read as an array; else an
+    AssertionError."""
+    if type(pred) is tuple:
+        if not (isinstance(dpred, tuple) and len(dpred) == len(pred)):
+            raise AssertionError(f"{where}: the gradient of a pred of {len(pred)} arrays must "
+                                 f"be a tuple of {len(pred)}, got {type(dpred).__name__}")
+        return tuple(gradient(where, p, d) for p, d in zip(pred, dpred))
+    if isinstance(dpred, np.generic):
+        dpred = np.asarray(dpred)
+    if not isinstance(dpred, np.ndarray) or dpred.shape != pred.shape \
+            or dpred.dtype != pred.dtype:
+        got = (f"shape {dpred.shape} and dtype {dpred.dtype}" if isinstance(dpred, np.ndarray)
+               else f"a {type(dpred).__name__}")
+        raise AssertionError(f"{where}: the gradient has {got}; pred has {pred.shape}, "
+                             f"{pred.dtype}")
+    return dpred
+
+
+def loss_value(where: str, what: str, value: Any) -> Any:
+    """A loss's value, the first entry of ``(value, aux)``; an AssertionError unless it is
+    a real number or array."""
+    if isinstance(value, tuple) and value:
+        value = value[0]
+    if not (isinstance(value, (int, float, np.ndarray, np.generic))
+            and np.asarray(value).dtype.kind in "biuf"):
+        raise AssertionError(f"{where}: {what} must give a real number (or an array of them, "
+                             f"or (value, aux)), got {value!r:.80}")
+    return value
+
+
+def loss_vjp(where: str, got: Any) -> tuple[Any, Any]:
+    """``(value, pullback)`` of what loss.vjp returned, in either of ``Loss``'s forms with
+    aux, ``((value, aux), pullback)`` and ``(value, pullback, aux)``."""
+    bad = vjp_form(got)
+    if bad is not None:
+        raise AssertionError(f"{where}: loss.vjp must return (value, pullback), with pullback "
+                             f"a function of the cotangent, got {bad}")
+    return loss_value(where, "loss.vjp", got[0]), got[1]

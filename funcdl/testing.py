@@ -10,6 +10,12 @@ Two tiers, in float64 (autograd's and JAX's randomised check, then what they lac
    a large leaf is halved, keeping the half that carries the discrepancy, down to 8
    entries (a few dozen evaluations, not one per entry).
 
+``check_vjp`` runs in float64 only; float32-only code paths are compared by
+``check_layer``'s float32-against-float64 check. ``check_layer`` defaults to train=False: pass
+``train=True`` (with a ``key`` for Dropout) to check the training path. No call may write
+into its arguments (x, params, state, the cotangent); a stateful layer's vjp must return
+apply's new state.
+
 Each check raises ``AssertionError``, so it drops into any test::
 
     from funcdl.testing import check_layer, check_vjp
@@ -29,11 +35,15 @@ from funcdl._args import array_arg, bool_arg, int_arg, real_arg
 from funcdl._check_io import (
     as_input,
     as_shape,
+    gradient,
+    loss_value,
+    loss_vjp,
     random_input,
     returned,
     same_forward,
     shape_agrees,
 )
+from funcdl._check_state import Untouched, nonempty, same_dtypes
 from funcdl._finite_diff import (
     directions_like,
     fd_check,
@@ -45,11 +55,11 @@ from funcdl._finite_diff import (
 )
 from funcdl.layers.base import layer_arg
 from funcdl.losses import bound
-from funcdl.losses._base import vjp_form
 
 __all__ = ["check_layer", "check_loss", "check_vjp"]
 
 Array = NDArray[Any]
+_NEW_STATE = ("state", "apply's new state", "vjp's new state")  # same_forward's labels
 
 
 def _settings(where: str, rtol: Any, atol: Any, eps: Any = 1.0) -> tuple[float, float, float]:
@@ -116,8 +126,11 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
               state: Any = None, rtol: float = 1e-5, atol: float = 1e-8, eps: float = 1e-6,
               seed: int = 0, directions: int = 3) -> None:
     """Check ``layer.vjp`` against central finite differences in float64, for params and
-    input, on random cotangents; also check that ``apply`` equals the vjp's forward.
+    input, on random cotangents; also check that ``apply`` equals the vjp's forward (and,
+    for a stateful layer, its new state), that the gradients keep the float64 dtype, and
+    that no call writes into x, params, state or the cotangent.
 
+    Runs in float64 only: float32-only code paths are compared by ``check_layer``.
     ``x`` and the output may be pytrees (tuples for Parallel, FanOut ...). Stateful layers
     need ``state``. Integer inputs (ids) are not perturbed.
     Raises AssertionError naming the leaf path and index of the first wrong entry.
@@ -135,26 +148,37 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
         # () is a stateless child's entry in its combinator's state; anything else is not
         raise TypeError(f"{where}: state= given, but the layer is not stateful; drop it")
     x = as_input(where, x)
+    nonempty(where, x)
     p64, x64 = to64(params), to64(x)
     kw: dict[str, Any] = {"key": key, "train": train}
     if stateful:
         kw["state"] = to64(state)
+    guard = Untouched(where, x=x64, params=p64, state=kw.get("state"))
 
     def f(z: Any) -> Any:
         out = layer.apply(z[0], z[1], **kw)
         return out[0] if stateful else out
 
-    y = f((p64, x64))
+    first = layer.apply(p64, x64, **kw)
+    guard.check("apply")
+    if stateful:
+        first = returned(where, "apply", first, 2)
+    y = first[0] if stateful else first
     for path, yi in tree.leaves_with_path(y):  # else the differences carry float32 rounding
         if is_float(yi) and np.asarray(yi).dtype != np.float64:
             raise AssertionError(f"{where}: float64 params and input gave "
                                  f"output{path} of dtype {np.asarray(yi).dtype}; a layer "
                                  f"must compute in its input's dtype")
-    res = layer.vjp(p64, x64, **kw)
+    res = returned(where, "vjp", layer.vjp(p64, x64, **kw), 3 if stateful else 2)
+    guard.check("vjp")
     y_vjp, pullback = res[0], res[1]
     same_forward(where, y, y_vjp, 1e-12, 1e-12)
+    if stateful:
+        same_forward(where, first[1], res[2], 1e-12, 1e-12, *_NEW_STATE)
     u = directions_like(random.key(seed), y)
+    guard.add(dy=u)
     grads = pullback(u)
+    guard.check("the pullback")
     if not (isinstance(grads, tuple) and len(grads) == 2):
         raise AssertionError(f"{where}: the pullback must return (dparams, dx), "
                              f"got {type(grads).__name__}"
@@ -166,13 +190,16 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
         tree.check_same(p64, dparams, ("params", "dparams"), shapes=True)
     except ValueError as e:
         raise AssertionError(f"{where}: {e}") from None
+    same_dtypes(where, ("params", "dparams"), p64, dparams)
     if getattr(layer, "dx_optional", False):
         dparams2, dx2 = pullback(u, need_dx=False)
+        guard.check("the pullback")
         if dx2 is not None or not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(
                 tree.leaves(dparams), tree.leaves(dparams2))):
             raise AssertionError(f"{where}: pullback(dy, need_dx=False) must give "
                                  f"the same dparams and None for dx")
     z, grad = (p64, x64), (dparams, _input_cotangent(label, x64, dx))
+    same_dtypes(where, ("x", "dx"), x64, grad[1])
     _fd_check(where, f, z, grad, u, random.key(seed + 1), rtol, atol, eps,
               directions, lambda p: ("params" if p.startswith("[0]") else "x") + p[3:],
               params=params, x=x)
@@ -184,12 +211,14 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     """Check a layer end to end on a random float32 input of ``in_shape`` (None -> batch;
     a tuple of shapes for layers taking a tuple; integer ids for a layer with ``ids``, as
     Embedding, or ``x=`` given): the declared output shape, apply == vjp
-    forward, float32 kept in outputs and gradients, batch rows independent at inference
-    (each row alone gives its row; ``independent_rows=False`` for a layer whose inference
-    mixes the rows by design, as BatchNorm(track_running_stats=False): then only reversing
-    the rows must reverse the output's), the same gradients for x in the other memory
-    layout (C or Fortran order), the float32 gradients against float64's, and the vjp
-    against finite differences."""
+    forward (and new state), float32 kept in outputs and gradients, batch rows independent
+    at inference (each row alone gives its row; ``independent_rows=False`` for a layer whose
+    inference mixes the rows by design, as BatchNorm(track_running_stats=False): then only
+    reversing the rows must reverse the output's), no call writing into x, params, state or
+    dy, the same gradients for x in the other memory layout (C or Fortran order), the
+    float32 gradients against float64's, and the vjp against finite differences.
+    ``train=False`` by default: pass ``train=True`` (and ``key`` for Dropout) to check the
+    training path."""
     label = _layer("check_layer", layer)
     where = f"check_layer({label})"
     rtol, atol, _ = _settings(where, rtol, atol)
@@ -199,51 +228,57 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     k_init, k_x, k_call = random.split_for(random.key(0) if key is None else key, 3, where)
     stateful = bool(getattr(layer, "stateful", False))
     n_out = 3 if stateful else 2
-    out = returned(label, "init", layer.init(k_init, in_shape), n_out)
+    out = returned(where, "init", layer.init(k_init, in_shape), n_out)
     out_shape, params = out[0], out[1]
     kw: dict[str, Any] = {"key": k_call, "train": train}
     if stateful:
         kw["state"] = out[2]
-    if x is None:
+    drawn = x is None
+    if drawn:
         x = random_input(k_x, in_shape, batch, getattr(layer, "ids", None))
     x = as_input(where, x)
     first = tree.leaves(x)[:1]
     if not first or np.ndim(first[0]) == 0:
         raise TypeError(f"{where}: x must hold the batch on axis 0 of its (first) array, got "
                         f"{type(x).__name__} of shape {np.shape(first[0]) if first else None}")
+    nonempty(where, x, f", from batch={batch}" if drawn else "")
     n = np.shape(first[0])[0]
+    guard = Untouched(where, x=x, params=params, state=kw.get("state"))
 
     def call(p: Any, xx: Any, **extra: Any) -> Any:
         res = layer.apply(p, xx, **{**kw, **extra})
         return res[0] if stateful else res
 
-    y = call(params, x)
+    applied: Any = layer.apply(params, x, **kw)
+    guard.check("apply")
+    applied = returned(where, "apply", applied, 2) if stateful else (applied,)
+    y = applied[0]
     if not shape_agrees(out_shape, y, n):
-        raise AssertionError(f"check_layer({label}): init declared output shape {out_shape}, "
+        raise AssertionError(f"{where}: init declared output shape {out_shape}, "
                              f"apply gave {tree.map(np.shape, y)}")
-    res = returned(label, "vjp", layer.vjp(params, x, **kw), n_out)
+    res = returned(where, "vjp", layer.vjp(params, x, **kw), n_out)
+    guard.check("vjp")
     pullback = res[1]
-    same_forward(f"check_layer({label})", y, res[0], 1e-6, 1e-7)
+    same_forward(where, y, res[0], 1e-6, 1e-7)
+    if stateful:
+        same_forward(where, applied[1], res[2], 1e-6, 1e-7, *_NEW_STATE)
     x_dtypes = {np.asarray(xi).dtype for xi in tree.leaves(x) if is_float(xi)}
     for path, yi in tree.leaves_with_path(y):
         if x_dtypes and is_float(yi) and np.asarray(yi).dtype not in x_dtypes:  # a mask: data
-            raise AssertionError(f"check_layer({label}): input dtype {sorted(map(str, x_dtypes))}"
+            raise AssertionError(f"{where}: input dtype {sorted(map(str, x_dtypes))}"
                                  f" gave output{path} of dtype {np.asarray(yi).dtype}")
     for path, leaf in tree.leaves_with_path(params):
         if is_float(leaf) and np.asarray(leaf).dtype != np.float32:
-            raise AssertionError(f"check_layer({label}): init gave params{path} of dtype "
+            raise AssertionError(f"{where}: init gave params{path} of dtype "
                                  f"{np.asarray(leaf).dtype}, expected float32")
-    dparams, dx = returned(label, "the pullback", pullback(tree.map(np.ones_like, y)), 2)
-    for path, leaf in tree.leaves_with_path(dparams):
-        if is_float(leaf) and np.asarray(leaf).dtype != np.float32:
-            raise AssertionError(f"check_layer({label}): dparams{path} has dtype "
-                                 f"{np.asarray(leaf).dtype} for float32 params and input")
+    ones = tree.map(np.ones_like, y)
+    guard.add(dy=ones)
+    dparams, dx = returned(where, "the pullback", pullback(ones), 2)
+    guard.check("the pullback")
+    same_dtypes(where, ("params", "dparams"), params, dparams,
+                f" and {'/'.join(sorted(map(str, x_dtypes))) or 'integer'} input")
     if dx is not None:
-        for (path, xi), di in zip(tree.leaves_with_path(x), tree.leaves(dx)):
-            if is_float(xi) and np.asarray(di).dtype != np.asarray(xi).dtype:
-                raise AssertionError(f"check_layer({label}): dx{path} has dtype "
-                                     f"{np.asarray(di).dtype}, x{path} has "
-                                     f"{np.asarray(xi).dtype}")
+        same_dtypes(where, ("x", "dx"), x, _none_as_zeros(x, dx))
     if n > 1:  # each row alone, and the rows reversed, give the same rows
         full = call(params, x, train=False)
         flipped = call(params, tree.map(lambda a: np.asarray(a)[::-1], x), train=False)
@@ -258,6 +293,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
                     f"{where}: at inference the layer refused one row of the batch ({e}); "
                     f"for a layer whose inference mixes the batch's rows by design, pass "
                     f"independent_rows=False") from None
+        guard.check("apply")  # the rows given were views of x
         alone = [None] * len(tree.leaves(full)) if one_row is None else tree.leaves(one_row)
         for a, b, c in zip(alone, tree.leaves(full), tree.leaves(flipped)):
             if not ((a is None or np.allclose(a, b[:1], rtol=1e-5, atol=1e-6, equal_nan=True))
@@ -269,11 +305,16 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     # of ones can give a gradient of rounding noise alone, as LayerNorm's dx)
     dy = tree.map(lambda a: random.normal(k_call, np.shape(a), np.asarray(a).dtype)
                   if is_float(a) else np.ones_like(a), y)
+    guard.add(dy=dy)
     given = res[1](dy)
-    again = returned(label, "vjp", layer.vjp(params, relaid(x), **kw), n_out)[1](dy)
+    guard.check("the pullback")
+    pb_relaid = returned(where, "vjp", layer.vjp(params, relaid(x), **kw), n_out)[1]
+    guard.check("vjp")  # relaid(x) keeps 1-d arrays: the caller's
+    again = pb_relaid(dy)
+    guard.check("the pullback")
     err = layout_error(where, "(dparams, dx)", given, again)
     kw64 = {**kw, "state": to64(kw["state"])} if stateful else kw
-    in64 = returned(label, "vjp", layer.vjp(to64(params), to64(x), **kw64), n_out)[1](to64(dy))
+    in64 = returned(where, "vjp", layer.vjp(to64(params), to64(x), **kw64), n_out)[1](to64(dy))
     err = err or precision_error(where, "(dparams, dx)", given, in64, dy)
     if err is not None:
         raise err
@@ -285,11 +326,14 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
                eps: float = 1e-6, seed: int = 0, **kwargs: Any) -> None:
     """Check a loss: ``loss(pred, target)`` equals ``loss.vjp(...)[0]``, the gradient keeps
     pred's dtype (``pred`` one array, or a tuple of arrays with a tuple of gradients) and
-    does not change with pred's memory layout (C or Fortran order), and
-    ``pullback(1.0)`` matches finite differences in float64 (tier 2 names
-    the entry of ``pred`` that is wrong). ``kwargs`` go to the loss (e.g. ``delta=``). A loss
-    with aux (``Loss``'s two forms) is checked on its value; a ``functools.partial`` of a
-    loss with its options bound, as that loss with them."""
+    does not change with pred's memory layout (C or Fortran order), no call writes into
+    pred, target or the cotangent, and the pullback at a random cotangent ``g`` (for a
+    reduced value a number in [-0.75, -0.25]: a pullback ignoring g, or taking its square
+    or magnitude, fails) matches finite differences in float64 (tier 2 names the entry of
+    ``pred`` that is wrong) and, for float32 pred, the float64 gradient. ``kwargs`` go to
+    the loss (e.g. ``delta=``). A loss with aux (``Loss``'s two forms) is checked on its
+    value; a ``functools.partial`` of a loss with its options bound, as that loss with
+    them."""
     loss = bound(loss)
     if isinstance(loss, type) or not (callable(loss) and hasattr(loss, "vjp")):
         got = f"the class {loss.__name__}" if isinstance(loss, type) else repr(loss)
@@ -303,85 +347,46 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     # gaussian_nll's (mean, var)): its gradient is then a tuple too
     pred = (tuple(array_arg(p, where, f"pred[{i}]") for i, p in enumerate(pred))
             if type(pred) is tuple else array_arg(pred, where, "pred"))
-    value2, pullback = _loss_vjp(where, loss.vjp(pred, target, **kwargs))
-    value = _loss_value(where, "loss()", loss(pred, target, **kwargs))
+    guard = Untouched(where, pred=pred, target=target)
+    value2, pullback = loss_vjp(where, loss.vjp(pred, target, **kwargs))
+    guard.check("loss.vjp")
+    value = loss_value(where, "loss()", loss(pred, target, **kwargs))
+    guard.check("loss()")
     if np.shape(value) != np.shape(value2) or not np.allclose(value, value2, rtol=1e-12, atol=0,
                                                               equal_nan=True):
         raise AssertionError(f"{where}: loss() gave {value}, vjp gave {value2}")
     if not np.all(np.isfinite(value)):
         raise AssertionError(f"{where}: non-finite value {value}")
-    dpred = _gradient(where, pred, _at_ones(pullback, value))
+    # a random cotangent: at 1.0 a pullback that ignores g would pass
+    key = random.key(seed)
+    u = (-random.uniform(key, (), 0.25, 0.75, np.float64) if np.ndim(value) == 0
+         else random.normal(key, np.shape(value), np.float64))
+    g = float(u) if np.ndim(value) == 0 else u
+    guard.add(g=g)
+    dpred = gradient(where, pred, pullback(g))
+    guard.check("the pullback")
     if any(np.ndim(p) >= 2 for p in tree.leaves(pred)):  # another memory layout: the same
-        _, pb2 = _loss_vjp(where, loss.vjp(relaid(pred), target, **kwargs))
-        err = layout_error(where, "dpred", dpred, _at_ones(pb2, value))
+        _, pb2 = loss_vjp(where, loss.vjp(relaid(pred), target, **kwargs))
+        err = layout_error(where, "dpred", dpred, pb2(g))
+        guard.check("loss.vjp or its pullback")  # relaid(pred) keeps 1-d arrays: the caller's
         if err is not None:
             raise err
     p64 = to64(pred)
     t64 = to64(target)
-    v64, pb64 = _loss_vjp(where, loss.vjp(p64, t64, **kwargs))
-    err = precision_error(where, "dpred", dpred, _at_ones(pb64, v64), np.ones(np.shape(v64)))
+    pb64 = loss_vjp(where, loss.vjp(p64, t64, **kwargs))[1]
+    g64 = pb64(g)
+    err = precision_error(where, "dpred", dpred, g64, u)
     if err is not None:
         raise err
-    u = (np.ones(()) if np.ndim(v64) == 0
-         else random.normal(random.key(seed), np.shape(v64), np.float64))
-    g = pb64(float(u) if np.ndim(v64) == 0 else u)
 
     def moved(z: Any) -> Any:
         try:
-            return np.asarray(_loss_value(where, "loss()", loss(z, t64, **kwargs)))
+            return np.asarray(loss_value(where, "loss()", loss(z, t64, **kwargs)))
         except ValueError as e:  # it took pred itself: a step crossed the domain's edge
             raise ValueError(f"{where}: the finite-difference steps (up to eps={eps:g} along "
                              f"random directions) took pred out of the loss's domain: {e}; "
                              f"check at a pred a few eps inside it (bce: in [3 eps, "
                              f"1 - 3 eps]), or pass a smaller eps") from None
 
-    _fd_check(where, moved, p64, g, np.asarray(u), random.key(seed + 1), rtol, atol, eps, 3,
+    _fd_check(where, moved, p64, g64, np.asarray(u), random.key(seed + 1), rtol, atol, eps, 3,
               lambda p: "pred" + p, pred=pred, target=target)
-
-
-def _at_ones(pullback: Any, value: Any) -> Any:
-    """A loss's pullback at a cotangent of ones: 1.0 for a reduced value, else ones of its
-    shape."""
-    return pullback(1.0) if np.ndim(value) == 0 else pullback(np.ones(np.shape(value)))
-
-
-def _gradient(where: str, pred: Any, dpred: Any) -> Any:
-    """``dpred`` if it is shaped and typed as ``pred`` (a tuple for a tuple), a 0-d
-    gradient as NumPy's scalar arithmetic gives it read as an array; else an
-    AssertionError."""
-    if type(pred) is tuple:
-        if not (isinstance(dpred, tuple) and len(dpred) == len(pred)):
-            raise AssertionError(f"{where}: the gradient of a pred of {len(pred)} arrays must "
-                                 f"be a tuple of {len(pred)}, got {type(dpred).__name__}")
-        return tuple(_gradient(where, p, d) for p, d in zip(pred, dpred))
-    if isinstance(dpred, np.generic):
-        dpred = np.asarray(dpred)
-    if not isinstance(dpred, np.ndarray) or dpred.shape != pred.shape \
-            or dpred.dtype != pred.dtype:
-        got = (f"shape {dpred.shape} and dtype {dpred.dtype}" if isinstance(dpred, np.ndarray)
-               else f"a {type(dpred).__name__}")
-        raise AssertionError(f"{where}: the gradient has {got}; pred has {pred.shape}, "
-                             f"{pred.dtype}")
-    return dpred
-
-
-def _loss_value(where: str, what: str, value: Any) -> Any:
-    """A loss's value, the first entry of ``(value, aux)``; an AssertionError unless it is
-    a real number or array."""
-    if isinstance(value, tuple) and value:
-        value = value[0]
-    if not (isinstance(value, (int, float, np.ndarray, np.generic))
-            and np.asarray(value).dtype.kind in "biuf"):
-        raise AssertionError(f"{where}: {what} must give a real number (or an array of them, "
-                             f"or (value, aux)), got {value!r:.80}")
-    return value
-
-
-def _loss_vjp(where: str, got: Any) -> tuple[Any, Any]:
-    """``(value, pullback)`` of what loss.vjp returned, in either of ``Loss``'s forms with
-    aux, ``((value, aux), pullback)`` and ``(value, pullback, aux)``."""
-    bad = vjp_form(got)
-    if bad is not None:
-        raise AssertionError(f"{where}: loss.vjp must return (value, pullback), with pullback "
-                             f"a function of the cotangent, got {bad}")
-    return _loss_value(where, "loss.vjp", got[0]), got[1]

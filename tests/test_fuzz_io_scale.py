@@ -127,7 +127,7 @@ S = (None, 4)
     ([None, 4], {}, PASS), (4, {}, None), (None, {}, None), ("4", {}, None), ((None, -4), {}, None),
     ((None, 0), {}, None), ((None, 4.0), {}, None), ((None, True), {}, None), ((4,), {}, None),
     ((), {}, None), ((None, np.int64(4)), {}, PASS), (np.array([2, 4]), {}, None),
-    (S, {"batch": 0}, PASS), (S, {"batch": -1}, None), (S, {"batch": 2.5}, None),
+    (S, {"batch": 0}, None), (S, {"batch": -1}, None), (S, {"batch": 2.5}, None),
     (S, {"batch": True}, None), (S, {"batch": "3"}, None), (S, {"batch": None}, None),
     (S, {"key": 3}, None), (S, {"key": "k"}, None), (S, {"key": np.zeros(3, np.uint64)}, None),
     (S, {"key": np.zeros(2)}, None), (S, {"train": "no"}, None),

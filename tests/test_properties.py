@@ -62,7 +62,7 @@ KINKS: dict[str, Callable[[], L.Layer]] = {"relu": L.ReLU, "leaky-relu": lambda:
 def dense_stacks(draw: Any) -> tuple[L.Layer, int, int]:
     """``(model, input width, batch)``: a Sequential of 1-4 layers from the menu."""
     width = draw(st.integers(1, 5))
-    batch = draw(st.integers(0, 5))
+    batch = draw(st.integers(1, 5))  # an empty batch has nothing to check (refused)
     layers: list[L.Layer] = []
     w, prev = width, "input"
     for _ in range(draw(st.integers(1, 4))):
