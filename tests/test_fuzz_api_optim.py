@@ -46,6 +46,11 @@ def _searched(opt: Any) -> Any:
         opt.update, value=1.0, grad=G, value_fn=lambda p: vg(p)[0], value_and_grad_fn=vg))
 
 
+def _matrices(p: Any) -> Any:
+    """A mask function: True on the leaves of 2 dims or more."""
+    return tree.map(lambda x: np.ndim(x) > 1, p)
+
+
 OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, stages it names)
     "sgd": (lambda: optim.sgd(0.1), (LR,)),
     "sgd-momentum": (lambda: optim.sgd(0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
@@ -83,6 +88,19 @@ OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, sta
     "amsgrad": (lambda: optim.amsgrad(1e-3), ("scale_by_amsgrad", LR)),
     "adam-amsgrad": (lambda: optim.adam(weight_decay=1e-3, amsgrad=True), (WD, "amsgrad", LR)),
     "scale_by_amsgrad": (lambda: optim.scale_by_amsgrad(eps_root=1e-8), ()),
+    "nadamw": (lambda: optim.nadamw(1e-3, mask=_matrices), (ADAM, WD, LR)),
+    "adamaxw": (lambda: optim.adamaxw(1e-3), ("scale_by_adamax", WD, LR)),
+    "novograd": (lambda: optim.novograd(1e-3, weight_decay=1e-3), ("scale_by_novograd", LR)),
+    "scale_by_novograd": (lambda: optim.scale_by_novograd(weight_decay=1e-3), ()),
+    "lars": (lambda: optim.lars(0.1, weight_decay=1e-3, trust_ratio_mask=_matrices),
+             (WD, "scale_by_trust_ratio", LR, "trace")),
+    "sign_sgd": (lambda: optim.sign_sgd(0.1), ("scale_by_sign", LR)),
+    "signum": (lambda: optim.signum(0.1), ("ema", "scale_by_sign", LR)),
+    "scale_by_sign": (optim.scale_by_sign, ()),
+    "noisy_sgd": (lambda: optim.noisy_sgd(0.1, key=random.key(0)), ("add_noise", LR)),
+    "adan": (lambda: optim.adan(1e-3, weight_decay=1e-3), ("scale_by_adan", WD, LR)),
+    "scale_by_adan": (optim.scale_by_adan, ()),
+    "centralize": (optim.centralize, ()),
     "lamb": (lambda: optim.lamb(1e-3, weight_decay=1e-2), (ADAM, WD, "scale_by_trust_ratio", LR)),
     "scale_by_adamax": (optim.scale_by_adamax, ()),
     "scale_by_radam": (lambda: optim.scale_by_radam(nesterov=True), ()),
@@ -157,12 +175,15 @@ OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, sta
 }
 # Stateless transforms that read no params take any tree of grads (optax's do too); identity
 # also passes any dtype through, as it passes everything.
-ANY_TREE = ("identity", "clip_by_global_norm", "clip_by_block_rms", "normalize")
+ANY_TREE = ("identity", "clip_by_global_norm", "clip_by_block_rms", "normalize",
+            "scale_by_sign", "centralize")
 # Keeping per-param state (or being an alias), init refuses params that are not floats.
 INIT_CHECKS = ("sgd", "sgd-momentum", "sgd-schedule", "adam", "adamw", "rmsprop", "adagrad",
                "chain", "trace", "scale_by_adam", "scale_by_rms", "scale_by_adagrad",
                "adamax", "nadam", "radam", "lion", "lamb", "scale_by_adamax", "scale_by_radam",
                "amsgrad", "adam-amsgrad", "scale_by_amsgrad",
+               "nadamw", "adamaxw", "novograd", "scale_by_novograd", "lars", "sign_sgd",
+               "signum", "noisy_sgd", "adan", "scale_by_adan",
                "scale_by_nadam", "scale_by_lion", "apply_every", "multi_steps", "ema",
                "adadelta", "rprop", "adabelief", "yogi", "scale_by_adadelta", "scale_by_rprop",
                "scale_by_belief", "scale_by_yogi", "inject_hyperparams",
@@ -300,6 +321,13 @@ SITES: dict[str, tuple[Callable[[Any], Any], float]] = {  # id: (make, lowest va
     "join_schedules": (lambda s: optim.sgd(optim.join_schedules([lambda c: 0.1, s], [1])), 0.0),
     "adamax": (optim.adamax, 0.0), "nadam": (optim.nadam, 0.0), "radam": (optim.radam, 0.0),
     "lion": (optim.lion, 0.0), "lamb": (optim.lamb, 0.0), "amsgrad": (optim.amsgrad, 0.0),
+    "nadamw": (optim.nadamw, 0.0), "adamaxw": (optim.adamaxw, 0.0),
+    "novograd": (optim.novograd, 0.0), "lars": (optim.lars, 0.0),
+    "sign_sgd": (optim.sign_sgd, 0.0), "signum": (optim.signum, 0.0),
+    "noisy_sgd": (lambda s: optim.noisy_sgd(s, key=random.key(0)), 0.0),
+    "adan": (optim.adan, 0.0),
+    "nadamw-weight_decay": (lambda s: optim.nadamw(1e-3, weight_decay=s), -np.inf),
+    "lars-weight_decay": (lambda s: optim.lars(1e-3, weight_decay=s), -np.inf),
     "adafactor": (optim.adafactor, 0.0),
     "adafactor-weight_decay_rate": (lambda s: optim.adafactor(weight_decay_rate=s), -np.inf),
 }

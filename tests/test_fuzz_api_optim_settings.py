@@ -38,6 +38,14 @@ CTORS: dict[Callable[..., Any], dict[str, Any]] = {  # each with the arguments i
     optim.ema: {"decay": 0.9}, optim.adamax: {}, optim.nadam: {}, optim.radam: {},
     optim.lion: {"lr": 1e-3}, optim.lamb: {"lr": 1e-3, "weight_decay": 1e-2},
     optim.amsgrad: {}, optim.scale_by_amsgrad: {},
+    optim.nadamw: {"lr": 1e-3}, optim.adamaxw: {"lr": 1e-3},
+    optim.novograd: {"lr": 1e-3}, optim.scale_by_novograd: {},
+    optim.lars: {"lr": 0.1}, optim.sign_sgd: {"lr": 0.1}, optim.signum: {"lr": 0.1},
+    optim.scale_by_sign: {}, optim.noisy_sgd: {"lr": 0.1, "key": random.key(0)},
+    optim.adan: {"lr": 1e-3, "weight_decay": 1e-3}, optim.scale_by_adan: {},
+    optim.centralize: {},
+    optim.piecewise_interpolate_schedule: {"interpolate_type": "linear", "init_value": 1.0,
+                                           "boundaries_and_scales": {5: 0.1}},
     optim.linear_onecycle_schedule: {"transition_steps": 10, "peak_value": 1.0},
     optim.warmup_constant_schedule: {"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 4},
     optim.cosine_onecycle_schedule: {"transition_steps": 10, "peak_value": 1.0},
@@ -81,6 +89,7 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
             ("end_value", "none"),  # exponential_decay's default: no bound
             ("mask", "none"), ("mu_dtype", "none"),  # no mask; mu in the params' dtype
             ("should_skip_update_fn", "none"),  # multi_steps: no skipping, as optax's
+            ("trust_ratio_mask", "none"), ("trust_ratio_mask", "bool"),  # lars: every leaf
             ("accumulator_dtype", "none"),  # ema's: the params' dtype
             ("mask", "bool"),  # a prefix of every tree: the whole tree, as optax's
             *[(a, "bool") for a in ("centered", "nesterov", "flip_sign", "staircase",

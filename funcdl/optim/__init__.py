@@ -62,7 +62,10 @@ Recent research optimizers (optax.contrib's): ``_schedule_free`` (the schedule-f
 ``schedule_free_eval_params``), ``_muon`` (Muon, Newton–Schulz), ``_sam`` (SAM), ``_contrib``
 (ADOPT), ``_ademamix`` (AdEMAMix); learning-rate-free: ``_lr_free`` (``prodigy``,
 ``dadapt_adamw``), ``_lr_free_dog`` (``dog``, ``dowg``, ``cocob``), ``_lr_free_mechanic``
-(``mechanize``). L-BFGS: ``_lbfgs`` (``scale_by_lbfgs``, ``lbfgs``),
+(``mechanize``). More of optax's: ``_optax_extra`` (``scale_by_sign``, ``centralize``,
+NovoGrad, Adan), ``_optax_extra2`` (``nadamw``, ``adamaxw``, ``novograd``, ``lars``,
+``sign_sgd``, ``signum``, ``noisy_sgd``, ``adan``; ``piecewise_interpolate_schedule``).
+L-BFGS: ``_lbfgs`` (``scale_by_lbfgs``, ``lbfgs``),
 ``_linesearch`` (``scale_by_backtracking_linesearch``, the helpers of the line searches),
 ``_zoom`` (``scale_by_zoom_linesearch``).
 """
@@ -162,6 +165,25 @@ from funcdl.optim._more_schedules import (
 )
 from funcdl.optim._more_transforms import ScaleByLionState, scale_by_lion, scale_by_trust_ratio
 from funcdl.optim._muon import MuonPartsState, MuonState, muon, newton_schulz, scale_by_muon
+from funcdl.optim._optax_extra import (
+    ScaleByAdanState,
+    ScaleByNovogradState,
+    centralize,
+    scale_by_adan,
+    scale_by_novograd,
+    scale_by_sign,
+)
+from funcdl.optim._optax_extra2 import (
+    adamaxw,
+    adan,
+    lars,
+    nadamw,
+    noisy_sgd,
+    novograd,
+    piecewise_interpolate_schedule,
+    sign_sgd,
+    signum,
+)
 from funcdl.optim._plateau import ReduceLROnPlateauState, reduce_on_plateau
 from funcdl.optim._sam import SAMState, normalize, sam
 from funcdl.optim._schedule_free import (
@@ -242,6 +264,7 @@ __all__ = [
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByAdanState",
     "ScaleByAdemamixState",
     "ScaleByAmsgradState",
     "ScaleByBacktrackingLinesearchState",
@@ -249,6 +272,7 @@ __all__ = [
     "ScaleByLBFGSState",
     "ScaleByLionState",
     "ScaleByNadamState",
+    "ScaleByNovogradState",
     "ScaleByRmsState",
     "ScaleByRmsWithCountState",
     "ScaleByRpropState",
@@ -268,7 +292,9 @@ __all__ = [
     "adagrad",
     "adam",
     "adamax",
+    "adamaxw",
     "adamw",
+    "adan",
     "adaptive_grad_clip",
     "add_decayed_weights",
     "add_noise",
@@ -277,6 +303,7 @@ __all__ = [
     "amsgrad",
     "apply_every",
     "apply_updates",
+    "centralize",
     "chain",
     "clip",
     "clip_by_block_rms",
@@ -296,6 +323,7 @@ __all__ = [
     "join_schedules",
     "keep_params_nonnegative",
     "lamb",
+    "lars",
     "lbfgs",
     "linear_onecycle_schedule",
     "linear_schedule",
@@ -306,10 +334,14 @@ __all__ = [
     "multi_steps",
     "muon",
     "nadam",
+    "nadamw",
     "named_chain",
     "newton_schulz",
+    "noisy_sgd",
     "normalize",
+    "novograd",
     "piecewise_constant_schedule",
+    "piecewise_interpolate_schedule",
     "polynomial_schedule",
     "prodigy",
     "radam",
@@ -322,6 +354,7 @@ __all__ = [
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_adan",
     "scale_by_ademamix",
     "scale_by_adopt",
     "scale_by_amsgrad",
@@ -336,11 +369,13 @@ __all__ = [
     "scale_by_lion",
     "scale_by_muon",
     "scale_by_nadam",
+    "scale_by_novograd",
     "scale_by_param_block_rms",
     "scale_by_radam",
     "scale_by_rms",
     "scale_by_rprop",
     "scale_by_schedule",
+    "scale_by_sign",
     "scale_by_simplified_ademamix",
     "scale_by_trust_ratio",
     "scale_by_yogi",
@@ -352,6 +387,8 @@ __all__ = [
     "set_to_zero",
     "sgd",
     "sgdr_schedule",
+    "sign_sgd",
+    "signum",
     "simplified_ademamix",
     "skip_large_updates",
     "skip_not_finite",
