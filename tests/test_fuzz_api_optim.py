@@ -101,6 +101,28 @@ OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, sta
     "adan": (lambda: optim.adan(1e-3, weight_decay=1e-3), ("scale_by_adan", WD, LR)),
     "scale_by_adan": (optim.scale_by_adan, ()),
     "centralize": (optim.centralize, ()),
+    "partition": (lambda: optim.partition(
+        {"mat": optim.adam(), "vec": optim.sgd(0.1, momentum=0.9)},
+        lambda p: tree.map(lambda x: "mat" if np.ndim(x) > 1 else "vec", p)),
+        ("adam", "sgd", ADAM, LR, "trace")),
+    "multi_transform": (lambda: optim.multi_transform(
+        {"mat": optim.sgd(0.1), "vec": optim.scale(-0.5)},
+        lambda p: tree.map(lambda x: "mat" if np.ndim(x) > 1 else "vec", p)),
+        ("partition", "sgd", LR, "scale")),
+    "freeze": (lambda: optim.freeze(lambda p: tree.map(lambda x: np.ndim(x) == 1, p)),
+               ("set_to_zero",)),
+    "selective_transform": (lambda: optim.selective_transform(
+        optim.adam(), freeze_mask=lambda p: tree.map(lambda x: np.ndim(x) == 1, p)),
+        ("adam", ADAM, LR, "set_to_zero")),
+    "apply_if_finite": (lambda: optim.apply_if_finite(optim.adam(), 1),
+                        ("adam", ADAM, LR)),
+    "conditionally_transform": (lambda: optim.conditionally_transform(
+        optim.adam(), lambda step: step % 2 == 0), ("adam", ADAM, LR)),
+    "conditionally_mask": (lambda: optim.conditionally_mask(
+        optim.adam(), lambda step: step % 2 == 0), ("adam", ADAM, LR)),
+    "stateless": (lambda: optim.stateless(lambda g, p: tree.map(lambda x: -0.1 * x, g)), ()),
+    "stateless_with_tree_map": (lambda: optim.stateless_with_tree_map(
+        lambda g, p: -0.1 * g), ()),
     "lamb": (lambda: optim.lamb(1e-3, weight_decay=1e-2), (ADAM, WD, "scale_by_trust_ratio", LR)),
     "scale_by_adamax": (optim.scale_by_adamax, ()),
     "scale_by_radam": (lambda: optim.scale_by_radam(nesterov=True), ()),
@@ -184,6 +206,8 @@ INIT_CHECKS = ("sgd", "sgd-momentum", "sgd-schedule", "adam", "adamw", "rmsprop"
                "amsgrad", "adam-amsgrad", "scale_by_amsgrad",
                "nadamw", "adamaxw", "novograd", "scale_by_novograd", "lars", "sign_sgd",
                "signum", "noisy_sgd", "adan", "scale_by_adan",
+               "partition", "selective_transform", "apply_if_finite",
+               "conditionally_transform", "conditionally_mask",
                "scale_by_nadam", "scale_by_lion", "apply_every", "multi_steps", "ema",
                "adadelta", "rprop", "adabelief", "yogi", "scale_by_adadelta", "scale_by_rprop",
                "scale_by_belief", "scale_by_yogi", "inject_hyperparams",

@@ -44,6 +44,18 @@ CTORS: dict[Callable[..., Any], dict[str, Any]] = {  # each with the arguments i
     optim.scale_by_sign: {}, optim.noisy_sgd: {"lr": 0.1, "key": random.key(0)},
     optim.adan: {"lr": 1e-3, "weight_decay": 1e-3}, optim.scale_by_adan: {},
     optim.centralize: {},
+    optim.partition: {"transforms": {"w": optim.adam(), "b": optim.sgd(0.1)},
+                      "param_labels": {"w": "w", "b": "b"}},
+    optim.freeze: {"mask": {"w": True, "b": False}},
+    optim.selective_transform: {"optimizer": optim.sgd(0.1),
+                                "freeze_mask": {"w": True, "b": False}},
+    optim.apply_if_finite: {"inner": optim.sgd(0.1), "max_consecutive_errors": 2},
+    optim.conditionally_transform: {"inner": optim.sgd(0.1),
+                                    "should_transform_fn": lambda step: step % 2 == 0},
+    optim.conditionally_mask: {"inner": optim.sgd(0.1),
+                               "should_transform_fn": lambda step: step % 2 == 0},
+    optim.stateless: {"f": lambda g, p: g},
+    optim.stateless_with_tree_map: {"f": lambda g, p: -g},
     optim.piecewise_interpolate_schedule: {"interpolate_type": "linear", "init_value": 1.0,
                                            "boundaries_and_scales": {5: 0.1}},
     optim.linear_onecycle_schedule: {"transition_steps": 10, "peak_value": 1.0},
@@ -90,6 +102,8 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
             ("mask", "none"), ("mu_dtype", "none"),  # no mask; mu in the params' dtype
             ("should_skip_update_fn", "none"),  # multi_steps: no skipping, as optax's
             ("trust_ratio_mask", "none"), ("trust_ratio_mask", "bool"),  # lars: every leaf
+            ("freeze_mask", "bool"),  # a prefix of every tree: all frozen or none, as optax's
+            ("forward_extra_args", "bool"),  # conditionally_*'s flag
             ("accumulator_dtype", "none"),  # ema's: the params' dtype
             ("mask", "bool"),  # a prefix of every tree: the whole tree, as optax's
             *[(a, "bool") for a in ("centered", "nesterov", "flip_sign", "staircase",

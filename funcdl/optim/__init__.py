@@ -65,6 +65,10 @@ Recent research optimizers (optax.contrib's): ``_schedule_free`` (the schedule-f
 (``mechanize``). More of optax's: ``_optax_extra`` (``scale_by_sign``, ``centralize``,
 NovoGrad, Adan), ``_optax_extra2`` (``nadamw``, ``adamaxw``, ``novograd``, ``lars``,
 ``sign_sgd``, ``signum``, ``noisy_sgd``, ``adan``; ``piecewise_interpolate_schedule``).
+Groups and wrappers: ``_partition`` (``partition`` / ``multi_transform``: a transform per group
+of leaves, torch's param groups; ``freeze``, ``selective_transform``), ``_partition2``
+(``apply_if_finite``, ``conditionally_transform``, ``conditionally_mask``, ``stateless``,
+``stateless_with_tree_map``, ``incremental_update``, ``periodic_update``).
 L-BFGS: ``_lbfgs`` (``scale_by_lbfgs``, ``lbfgs``),
 ``_linesearch`` (``scale_by_backtracking_linesearch``, the helpers of the line searches),
 ``_zoom`` (``scale_by_zoom_linesearch``).
@@ -184,6 +188,26 @@ from funcdl.optim._optax_extra2 import (
     sign_sgd,
     signum,
 )
+from funcdl.optim._partition import (
+    MultiTransformState,
+    PartitionState,
+    freeze,
+    multi_transform,
+    partition,
+    selective_transform,
+)
+from funcdl.optim._partition2 import (
+    ApplyIfFiniteState,
+    ConditionallyMaskState,
+    ConditionallyTransformState,
+    apply_if_finite,
+    conditionally_mask,
+    conditionally_transform,
+    incremental_update,
+    periodic_update,
+    stateless,
+    stateless_with_tree_map,
+)
 from funcdl.optim._plateau import ReduceLROnPlateauState, reduce_on_plateau
 from funcdl.optim._sam import SAMState, normalize, sam
 from funcdl.optim._schedule_free import (
@@ -236,9 +260,12 @@ from funcdl.optim._zoom import (
 __all__ = [
     "AddNoiseState",
     "ApplyEveryState",
+    "ApplyIfFiniteState",
     "BacktrackingLinesearchInfo",
     "COCOBState",
     "ChainState",
+    "ConditionallyMaskState",
+    "ConditionallyTransformState",
     "Count",
     "DAdaptAdamWState",
     "DoGState",
@@ -253,9 +280,11 @@ __all__ = [
     "MaskedState",
     "MechanicState",
     "MultiStepsState",
+    "MultiTransformState",
     "MuonPartsState",
     "MuonState",
     "NamedChainState",
+    "PartitionState",
     "ProdigyState",
     "ReduceLROnPlateauState",
     "SAMState",
@@ -302,6 +331,7 @@ __all__ = [
     "adopt",
     "amsgrad",
     "apply_every",
+    "apply_if_finite",
     "apply_updates",
     "centralize",
     "chain",
@@ -309,6 +339,8 @@ __all__ = [
     "clip_by_block_rms",
     "clip_by_global_norm",
     "cocob",
+    "conditionally_mask",
+    "conditionally_transform",
     "constant_schedule",
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",
@@ -317,8 +349,10 @@ __all__ = [
     "dowg",
     "ema",
     "exponential_decay",
+    "freeze",
     "global_norm",
     "identity",
+    "incremental_update",
     "inject_hyperparams",
     "join_schedules",
     "keep_params_nonnegative",
@@ -332,6 +366,7 @@ __all__ = [
     "masked",
     "mechanize",
     "multi_steps",
+    "multi_transform",
     "muon",
     "nadam",
     "nadamw",
@@ -340,6 +375,8 @@ __all__ = [
     "noisy_sgd",
     "normalize",
     "novograd",
+    "partition",
+    "periodic_update",
     "piecewise_constant_schedule",
     "piecewise_interpolate_schedule",
     "polynomial_schedule",
@@ -384,6 +421,7 @@ __all__ = [
     "schedule_free_adamw",
     "schedule_free_eval_params",
     "schedule_free_sgd",
+    "selective_transform",
     "set_to_zero",
     "sgd",
     "sgdr_schedule",
@@ -392,6 +430,8 @@ __all__ = [
     "simplified_ademamix",
     "skip_large_updates",
     "skip_not_finite",
+    "stateless",
+    "stateless_with_tree_map",
     "trace",
     "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",
