@@ -28,7 +28,7 @@ from funcdl import tree as pytree
 from funcdl._agree import INT_BOUND, NOT_AN_INT, digest, mpi, signature
 from funcdl._args import int_arg, shown
 from funcdl._reduce import Layout, Reducer, as_tree, memo, ravel, scaled, span
-from funcdl.optim import GradientTransformation
+from funcdl.optim import ApplyIfFiniteState, GradientTransformation, MultiStepsState
 from funcdl.optim._base import Count, check_state, next_count, read_count, zero_count
 from funcdl.optim._keywords import extra_keywords
 
@@ -89,6 +89,18 @@ def check_elementwise(name: str, opt: GradientTransformation) -> None:
             f"every rank would have to scale by the same loss; take data_parallel's mean "
             f"gradients and a plain optimizer instead, with the loss averaged by "
             f"parallel.pmean")
+    try:  # (an init that fails on flat pieces is named by the probe below)
+        skipping = [st for st in pytree.leaves(opt.init((np.zeros(4),)), is_leaf=_decides)
+                    if _decides(st)]
+    except (TypeError, ValueError):
+        skipping = []
+    if skipping:
+        raise TypeError(
+            f"{name}: the optimizer decides from all the gradient's entries at once whether "
+            f"to step ({type(skipping[0]).__name__}: apply_if_finite, or multi_steps with a "
+            f"should_skip_update_fn); a sharded optimizer sees only its rank's entries, so the "
+            f"ranks would decide apart, silently wrong: take data_parallel's mean gradients "
+            f"and a plain optimizer instead")
     p = np.array([0.5, -1.5, 2.0, 3.0])
     g = np.array([3e30, -4e30, 1.0, 1e-3])
 
@@ -103,22 +115,37 @@ def check_elementwise(name: str, opt: GradientTransformation) -> None:
             whole = two_steps(p, g)
             parts = np.concatenate([two_steps(p[:1], g[:1]), two_steps(p[1:], g[1:])])
             matrix = two_steps(p.reshape(2, 2), g.reshape(2, 2))
+            # a NaN in one part: a rule that skips a step for it must skip for every entry
+            g_nan = np.array([np.nan, 1.0, 2.0, 3.0])
+            nan_whole = two_steps(p, g_nan)
+            nan_parts = np.concatenate([two_steps(p[:1], g_nan[:1]),
+                                        two_steps(p[1:], g_nan[1:])])
         except (TypeError, ValueError) as e:
             raise TypeError(
                 f"{name}: the optimizer cannot run on the flat pieces of the params that a "
                 f"sharded optimizer gives it ({type(e).__name__}: {e}); one that reads the "
                 f"params' structure (a mask) needs the whole tree: take data_parallel's "
                 f"mean gradients and a plain optimizer instead") from None
-    for other, how in ((parts, "its updates of the vector's parts"),
-                       (matrix, "its update of the same entries as a 2 x 2 matrix")):
-        if not np.allclose(whole, other, rtol=1e-9, atol=0.0, equal_nan=True):
+    for one, other, how in ((whole, parts, "its updates of the vector's parts"),
+                            (whole, matrix, "its update of the same entries as a 2 x 2 matrix"),
+                            (nan_whole, nan_parts, "its updates of the vector's parts, one "
+                             "holding a NaN")):
+        if not np.allclose(one, other, rtol=1e-9, atol=0.0, equal_nan=True):
             raise TypeError(
                 f"{name}: the optimizer does not treat entries independently of each other "
-                f"and of the leaves' shapes (its update of a vector, {whole}, differs from "
+                f"and of the leaves' shapes (its update of a vector, {one}, differs from "
                 f"{how}, {other}); a sharded optimizer sees only its rank's entries, as flat "
                 f"pieces, so it must be elementwise (sgd, adam, adamw without a mask, "
                 f"rmsprop, adagrad, schedules, weight decay). Clip by global norm, or mask, "
                 f"outside: take data_parallel's mean gradients and a plain optimizer instead")
+
+
+def _decides(node: Any) -> bool:
+    """A state of a transform that skips or steps by all the entries at once: a NaN in one
+    rank's entries, or the norm of them all, would decide for that rank alone."""
+    return isinstance(node, ApplyIfFiniteState) or (
+        isinstance(node, MultiStepsState)
+        and (type(node.skip_state) is not tuple or len(node.skip_state) > 0))
 
 
 class Sharder:
