@@ -5,7 +5,8 @@ A part is ``(layer, skeleton)``: the skeleton mirrors the layer's params tree, a
 (``'self_attn'``) where a named child's whole params sit, ``()`` where a child has none.
 The block's params are the flat dict ``{name: child params}``, the nested tuples of the
 Sequential/Parallel composition built from it on each call (``fill``) and its gradients
-read back into a dict (``collect``): a pytree rearrangement, no arithmetic.
+read back into a dict (``collect``): a pytree rearrangement, no arithmetic. The shape
+checks the blocks share (``sequence_shape``, ``mask_shape``) close the module.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from funcdl import random
 from funcdl._treenodes import describe
 from funcdl.layers._children import ERRORS
 from funcdl.layers._wrap import relabelled
-from funcdl.layers.base import Layer, LayerLike
+from funcdl.layers.base import Layer, LayerLike, check_in_shape
 from funcdl.layers.branching import Parallel, Residual
 from funcdl.layers.combinators import Sequential
 
@@ -135,3 +136,38 @@ def block(name: str, part: Part, check_shape: Callable[[Any, str], Any]) -> Laye
         return y, pullback
 
     return Layer(init, apply, vjp, name=name, dx_optional=True)
+
+
+# ---------------------------------------------------------------------------- shapes
+
+def mask_shape(name: str, in_shape: Any, what: str) -> Any:
+    """A mask's in_shape passed on as it is: MultiHeadAttention checks it against the
+    sequences, in its words."""
+    if not isinstance(in_shape, (tuple, list)):
+        raise ValueError(f"{name}: expected {what} as a shape, (N, S) for a key padding "
+                         f"mask, got {in_shape!r}")
+    return tuple(in_shape)
+
+
+def shown_input(shapes: Any, what: str) -> str:
+    """An input's shape(s) or an in_shape, as an error shows them."""
+    if what != "the input":
+        return repr(shapes)
+    if shapes and all(isinstance(s, tuple) for s in shapes):
+        return f"a tuple of {len(shapes)} arrays of shapes {shapes}"
+    return f"an array of shape {shapes}"
+
+
+def sequence_shape(name: str, d: int, in_shape: Any, what: str = "in_shape") -> Any:
+    """``in_shape`` as (N, T, d_model), an unknown last axis taken as d_model."""
+    if isinstance(in_shape, (tuple, list)) and in_shape and all(
+            isinstance(s, (tuple, list)) for s in in_shape):
+        raise ValueError(f"{name}: expected {what} (N, T, {d}), got "
+                         f"{shown_input(tuple(map(tuple, in_shape)), what)}; an input "
+                         f"with a padding mask needs {name.split('(')[0]}(..., masked=True)")
+    shape = check_in_shape(name, in_shape)
+    if len(shape) != 3 or shape[2] not in (None, d):
+        raise ValueError(f"{name}: expected {what} (N, T, {d}) (batch, time, d_model), got "
+                         f"{shape}" + ("; token ids (N, T) need an Embedding(vocab, "
+                                       f"{d}) first" if len(shape) == 2 else ""))
+    return (shape[0], shape[1], d)

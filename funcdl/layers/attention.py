@@ -117,7 +117,8 @@ def _softmax_dscores(ds: Array, kept: _Kept, dc2: Array, d: int) -> Array:
 def _sparsemax_dscores(ds: Array, kept: _Kept, dc2: Array, d: int) -> Array:
     """``dS = m ⊙ (dP - Σ_j m⊙dP / Σ_j m)``, ``m = P > 0``, in place over ``ds`` = dP
     (``_simplex``; the softmax's shortcut through C does not hold: its row term weighs dP
-    by m, not P). A row whose keys are all hidden gives NaN, as the softmax's."""
+    by m, not P). A row whose keys are all hidden gives NaN, as the softmax's; one zeroed
+    by ``hidden_rows='zero'`` has m = 0, so dS = 0 there (Σ_j m floored at 1: no 0/0)."""
     return simplex_projection_vjp(kept.weights, ds, overwrite=True)
 
 
@@ -130,7 +131,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                        use_bias: bool = True, masked: bool = False,
                        w_init: initializers.Initializer | None = None,
                        b_init: initializers.Initializer | None = None,
-                       normalizer: str = "softmax") -> Layer:
+                       normalizer: str = "softmax", hidden_rows: str = "nan") -> Layer:
     """Multi-head scaled dot-product attention, ``(N, Tq, E)`` out; inputs ``x``,
     ``(q, kv)`` or ``(q, k, v)`` of shapes (N, Tq, E), (N, Tk, E), (N, Tk, E).
 
@@ -154,11 +155,14 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     query i may not see key j (torch's bool ``attn_mask``; pass a (Tq, Tk) one as
     ``mask[None]``: a 2-D mask is always key padding). ``S_ij = -inf`` where hidden, with
     ``causal`` too (both apply, as torch's); hidden keys get weight 0 and no gradient. A
-    query whose keys are all hidden gives NaN (0/0), as torch's math path: its row of y,
-    and every gradient it reaches, is NaN. The mask's cotangent is None.
+    query whose keys are all hidden gives NaN (0/0) by default (``hidden_rows='nan'``), as
+    torch's math path and nn.MultiheadAttention's need_weights=True: its row of y, and every
+    gradient it reaches, is NaN. The mask's cotangent is None.
+    ``hidden_rows='zero'``: such a query's weights are 0 instead (its row of y is b_o, no
+    gradient through it: dS = 0 there), as torch's need_weights=False training path.
     ``normalizer='sparsemax'``: ``P = sparsemax_j(S)``, each row projected onto the
     simplex, ``P = max(S - τ, 0)`` with ``Σ_j P = 1`` (exact zeros; hidden keys 0, a row of
-    hidden keys NaN as above); vjp ``dS = m ⊙ (dP - Σ_j m⊙dP / Σ_j m)``, ``m = P > 0``.
+    hidden keys as above); vjp ``dS = m ⊙ (dP - Σ_j m⊙dP / Σ_j m)``, ``m = P > 0``.
     """
     where = "MultiHeadAttention"
     heads = int_arg(num_heads, where, "num_heads", 1)
@@ -169,7 +173,12 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     masked = bool_arg(masked, where, "masked")
     name = call_name(where, (heads,), causal=(causal, False), dropout=(rate, 0.0),
                      use_bias=(use_bias, True), masked=(masked, False),
-                     normalizer=(normalizer, "softmax"))
+                     normalizer=(normalizer, "softmax"), hidden_rows=(hidden_rows, "nan"))
+    if not (isinstance(hidden_rows, str) and hidden_rows in ("nan", "zero")):
+        raise (ValueError if isinstance(hidden_rows, str) else TypeError)(
+            f"{name}: hidden_rows must be 'nan' (a query whose keys are all hidden gives NaN, "
+            f"torch's default) or 'zero' (its weights 0, its context 0), got {hidden_rows!r}")
+    zero_rows = hidden_rows == "zero"
     choices = " or ".join(map(repr, _NORMALIZERS))
     if not isinstance(normalizer, str):
         raise TypeError(f"{name}: normalizer must be a str, {choices}, got {normalizer!r} "
@@ -265,11 +274,19 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
         if masked:  # (a None mask is refused by mask_arg, not read as no mask)
             # one boolean where over the scores: padding, attention mask and causality
             hidden = mask_arg(name, mask, (n, tq, e), scores.shape[-1])
-            np.copyto(scores, -np.inf, where=hidden | _later(tq) if causal else hidden)
-        elif causal:
+            if causal:
+                hidden = hidden | _later(tq)
+            np.copyto(scores, -np.inf, where=hidden)
+        elif causal:  # the diagonal stays visible: no row is all hidden
             np.copyto(scores, -np.inf, where=_later(tq))
         if scores.shape[-1]:  # no keys: nothing to normalise, and the context is 0
             scores = normalise(scores)
+            if masked and zero_rows:
+                # the queries whose keys are all hidden, on the mask's broadcast shape (no
+                # head axis): their NaN rows become weights 0, so dS = P ⊙ (...) = 0 there
+                empty = np.logical_and.reduce(hidden, axis=-1, keepdims=True)
+                if empty.any():
+                    np.copyto(scores, 0, where=empty)
         keep = None
         if drop:
             # float32 draws whatever the dtype, as Dropout's: a float64 rerun drops the same

@@ -27,12 +27,23 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, call_name, int_arg, nearest_divisors, real_arg
-from funcdl.layers._blocks import Part, bare, block, named, par, res, seq
+from funcdl.layers._blocks import (
+    Part,
+    bare,
+    block,
+    mask_shape,
+    named,
+    par,
+    res,
+    seq,
+    sequence_shape,
+    shown_input,
+)
 from funcdl.layers._children import is_stateful, name_of
 from funcdl.layers._wrap import child_call, relabelled
 from funcdl.layers.activations import ReLU
 from funcdl.layers.attention import MultiHeadAttention
-from funcdl.layers.base import Layer, LayerLike, as_array, check_in_shape, layer_arg, pair_of_shapes
+from funcdl.layers.base import Layer, LayerLike, as_array, layer_arg, pair_of_shapes
 from funcdl.layers.core import Dense, Dropout, Identity
 from funcdl.layers.gated import GELU
 from funcdl.layers.norm import LayerNorm
@@ -50,7 +61,7 @@ class _Shown(str):
 
 def _options(kind: str, d_model: Any, nhead: Any, dim_feedforward: Any, dropout: Any,
              activation: Any, layer_norm_eps: Any, norm_first: Any, extra: dict[str, Any],
-             bias: Any, batch_first: Any, normalizer: Any
+             bias: Any, batch_first: Any, normalizer: Any, hidden_rows: Any
              ) -> tuple[str, int, int, int, float, Any, float, bool]:
     """The checked options and the block's name; options torch has and funcdl does not
     support cheaply are refused here, saying what to do instead."""
@@ -75,7 +86,8 @@ def _options(kind: str, d_model: Any, nhead: Any, dim_feedforward: Any, dropout:
     name = call_name(kind, (d, h), dim_feedforward=(ff, 2048), dropout=(rate, 0.1),
                      activation=(act, "relu"), layer_norm_eps=(eps, 1e-5),
                      norm_first=(first, False),
-                     **flags, normalizer=(normalizer, "softmax"))
+                     **flags, normalizer=(normalizer, "softmax"),
+                     hidden_rows=(hidden_rows, "zero"))
     if d % h:
         raise ValueError(f"{name}: d_model {d} is not divisible by nhead {h}: each head takes "
                          f"d_model / nhead channels; use nhead {nearest_divisors(d, h)}")
@@ -103,42 +115,9 @@ def _feedforward(d: int, ff: int, act: Any, rate: float) -> Part:
                named(Dense(d), "linear2"), _drop(rate))
 
 
-def _mask_shape(name: str, in_shape: Any, what: str) -> Any:
-    """A mask's in_shape passed on as it is: MultiHeadAttention checks it against the
-    sequences, in its words."""
-    if not isinstance(in_shape, (tuple, list)):
-        raise ValueError(f"{name}: expected {what} as a shape, (N, S) for a key padding "
-                         f"mask, got {in_shape!r}")
-    return tuple(in_shape)
-
-
-def _shown_input(shapes: Any, what: str) -> str:
-    """An input's shape(s) or an in_shape, as an error shows them."""
-    if what != "the input":
-        return repr(shapes)
-    if shapes and all(isinstance(s, tuple) for s in shapes):
-        return f"a tuple of {len(shapes)} arrays of shapes {shapes}"
-    return f"an array of shape {shapes}"
-
-
-def _sequence_shape(name: str, d: int, in_shape: Any, what: str = "in_shape") -> Any:
-    """``in_shape`` as (N, T, d_model), an unknown last axis taken as d_model."""
-    if isinstance(in_shape, (tuple, list)) and in_shape and all(
-            isinstance(s, (tuple, list)) for s in in_shape):
-        raise ValueError(f"{name}: expected {what} (N, T, {d}), got "
-                         f"{_shown_input(tuple(map(tuple, in_shape)), what)}; an input "
-                         f"with a padding mask needs {name.split('(')[0]}(..., masked=True)")
-    shape = check_in_shape(name, in_shape)
-    if len(shape) != 3 or shape[2] not in (None, d):
-        raise ValueError(f"{name}: expected {what} (N, T, {d}) (batch, time, d_model), got "
-                         f"{shape}" + ("; token ids (N, T) need an Embedding(vocab, "
-                                       f"{d}) first" if len(shape) == 2 else ""))
-    return (shape[0], shape[1], d)
-
-
 def _attention(name: str, h: int, **options: Any) -> Layer:
-    """MultiHeadAttention(h, **options), an error in its arguments (a bad normalizer) named
-    as the block's."""
+    """MultiHeadAttention(h, **options), an error in its arguments (a bad normalizer or
+    hidden_rows) named as the block's."""
     try:
         return MultiHeadAttention(h, **options)
     except (ValueError, TypeError) as e:
@@ -150,7 +129,7 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
                             layer_norm_eps: float = 1e-5, norm_first: bool = False, *,
                             causal: bool = False, bias: bool = True,
                             batch_first: bool = True, masked: bool = False,
-                            normalizer: str = "softmax") -> Layer:
+                            normalizer: str = "softmax", hidden_rows: str = "zero") -> Layer:
     """``torch.nn.TransformerEncoderLayer(..., batch_first=True)``: ``(N, T, E) -> (N, T, E)``;
     ``masked=True``: ``(x, src_key_padding_mask) -> (N, T, E)``, the mask (N, T) boolean,
     True at padding (torch's ``src_key_padding_mask``; any mask MultiHeadAttention's
@@ -167,7 +146,9 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     too, all at ``dropout``, as torch's (``dropout=0``: training needs no key).
     ``causal=True`` hides the keys after each query, torch's ``is_causal=True`` with its
     ``-inf``-above-the-diagonal ``src_mask``. ``normalizer='sparsemax'``: sparse attention
-    weights (MultiHeadAttention's).
+    weights (MultiHeadAttention's). ``hidden_rows='zero'``: a query whose keys are all hidden
+    (an empty sequence; causal with left padding) gets context 0, as torch's training path
+    (need_weights=False); torch's eval fast path gives NaN there, as ``hidden_rows='nan'``.
     vjp: the composition's, each child's vjp chained; masked, the mask reaches self_attn by
     FanOut, Select(0) and Parallel with an Identity (its cotangent None), the residual
     ``x + drop(sa(x, mask))`` as ``FanInSum(Select(0)(x, mask), sa(x, mask))``.
@@ -177,15 +158,16 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     name, d, h, ff, rate, act, eps, first = _options(
         "TransformerEncoderLayer", d_model, nhead, dim_feedforward, dropout, activation,
         layer_norm_eps, norm_first, {"causal": (causal, False), "masked": (masked, False)},
-        bias, batch_first, normalizer)
+        bias, batch_first, normalizer, hidden_rows)
     sa = seq(named(_attention(name, h, causal=causal, dropout=rate, masked=masked,
-                              normalizer=normalizer), "self_attn"), _drop(rate))
+                              normalizer=normalizer, hidden_rows=hidden_rows), "self_attn"),
+             _drop(rate))
     feed = _feedforward(d, ff, act, rate)
     norm1, norm2 = named(LayerNorm(eps), "norm1"), named(LayerNorm(eps), "norm2")
     if not masked:
         part = (seq(res(seq(norm1, sa)), res(seq(norm2, feed))) if first else
                 seq(res(sa), norm1, res(feed), norm2))
-        return block(name, part, lambda s, what: _sequence_shape(name, d, s, what))
+        return block(name, part, lambda s, what: sequence_shape(name, d, s, what))
     # (x, mask) -> x + sa(x, mask): FanOut copies the pair, Select(0) takes x back out
     keep = bare(Identity())  # the mask, passed on to self_attn as it is
     if first:
@@ -197,11 +179,11 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
 
     def shapes(in_shape: Any, what: str) -> Any:
         if not pair_of_shapes(in_shape):
-            got = _shown_input(in_shape, what)
+            got = shown_input(in_shape, what)
             raise ValueError(f"{name}: expected {what} as a tuple (x, src_key_padding_mask), "
                              f"of shapes ((N, T, {d}), (N, T)), got {got}")
-        return (_sequence_shape(name, d, in_shape[0], f"x ({what})"),
-                _mask_shape(name, in_shape[1], f"src_key_padding_mask ({what})"))
+        return (sequence_shape(name, d, in_shape[0], f"x ({what})"),
+                mask_shape(name, in_shape[1], f"src_key_padding_mask ({what})"))
 
     return block(name, part, shapes)
 
@@ -211,7 +193,7 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
                             layer_norm_eps: float = 1e-5, norm_first: bool = False, *,
                             causal: bool = True, bias: bool = True,
                             batch_first: bool = True, masked: bool = False,
-                            normalizer: str = "softmax") -> Layer:
+                            normalizer: str = "softmax", hidden_rows: str = "zero") -> Layer:
     """``torch.nn.TransformerDecoderLayer(..., batch_first=True)`` called with
     ``tgt_is_causal=True`` and its causal ``tgt_mask``: ``(tgt, memory) -> (N, T, E)``, tgt
     (N, T, E) and memory (N, S, E); dx is ``(dtgt, dmemory)``.
@@ -229,18 +211,19 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     to multihead_attn as it is), and dx is ``(dtgt, dmemory, None)``. tgt takes no padding
     mask: with ``causal=True`` a right-padded tgt's valid queries never see its padding, so
     torch's ``tgt_key_padding_mask`` would change only the padded rows.
-    ``normalizer='sparsemax'``: sparse weights in both attentions (MultiHeadAttention's).
+    ``normalizer='sparsemax'``: sparse weights in both attentions (MultiHeadAttention's);
+    ``hidden_rows`` as in TransformerEncoderLayer, in both (torch's eval fast path: NaN).
     vjp: the composition's; memory's cotangent is the cross-attention's.
     Refused as in TransformerEncoderLayer.
     """
     name, d, h, ff, rate, act, eps, first = _options(
         "TransformerDecoderLayer", d_model, nhead, dim_feedforward, dropout, activation,
         layer_norm_eps, norm_first, {"causal": (causal, True), "masked": (masked, False)},
-        bias, batch_first, normalizer)
-    sa = seq(named(_attention(name, h, causal=causal, dropout=rate, normalizer=normalizer),
-                   "self_attn"), _drop(rate))
-    cross = seq(named(_attention(name, h, dropout=rate, masked=masked, normalizer=normalizer),
-                      "multihead_attn"), _drop(rate))
+        bias, batch_first, normalizer, hidden_rows)
+    sa = seq(named(_attention(name, h, causal=causal, dropout=rate, normalizer=normalizer,
+                              hidden_rows=hidden_rows), "self_attn"), _drop(rate))
+    cross = seq(named(_attention(name, h, dropout=rate, masked=masked, normalizer=normalizer,
+                                 hidden_rows=hidden_rows), "multihead_attn"), _drop(rate))
     feed = _feedforward(d, ff, act, rate)
     n1, n2, n3 = (named(LayerNorm(eps), f"norm{i}") for i in (1, 2, 3))
     keep = bare(Identity())  # memory (and the mask), passed on as it is
@@ -261,13 +244,13 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     def shapes(in_shape: Any, what: str) -> Any:
         if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2 + masked
                 and all(isinstance(s, (tuple, list)) for s in in_shape)):
-            got = _shown_input(in_shape, what)
+            got = shown_input(in_shape, what)
             raise ValueError(f"{name}: expected {what} as a tuple {form}, of shapes "
                              f"{want}, got {got}")
-        out = (_sequence_shape(name, d, in_shape[0], f"tgt ({what})"),
-               _sequence_shape(name, d, in_shape[1], f"memory ({what})"))
+        out = (sequence_shape(name, d, in_shape[0], f"tgt ({what})"),
+               sequence_shape(name, d, in_shape[1], f"memory ({what})"))
         if masked:
-            return (*out, _mask_shape(name, in_shape[2],
+            return (*out, mask_shape(name, in_shape[2],
                                       f"memory_key_padding_mask ({what})"))
         return out
 

@@ -153,6 +153,14 @@ def MaskedMean(mask: str = "padding") -> Layer:
                              f"add a channel axis with Reshape, or pool (N, T) x as (N, T, 1)")
         n, t = x.shape[:2]
         if mask == "lengths":
+            if isinstance(xs[1], (np.ndarray, list, tuple)) and \
+                    np.asarray(xs[1]).dtype == np.bool_:
+                # a cast to ints would read True/False as lengths 1/0: say what was meant
+                raise TypeError(f"{name}: lengths must be integers, each sequence's number "
+                                f"of valid steps, got dtype bool; pass a boolean (N, T) "
+                                f"padding mask, True at padding, to MaskedMean() instead: "
+                                f"it is that layer's input (key padding), not lengths "
+                                f"(as ints it would not count the valid steps)")
             ln = _lengths_arg(name, xs[1], x.shape)
             valid = np.arange(t) < ln[:, None]
         else:
