@@ -13,6 +13,7 @@ import numpy as np
 from funcdl._args import shown
 from funcdl.optim._base import (
     Count,
+    EmptyState,
     GradientTransformation,
     _check_transforms,
     check_state,
@@ -21,6 +22,7 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
+from funcdl.optim._chain import NamedChainState
 from funcdl.optim._checks import (
     check_float_params,
     check_schedule,
@@ -86,9 +88,11 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
     rebuilt from the current values when they change, its state carried on.
 
     Floats are kept in ``hyperparam_dtype`` (None: the params' widest float dtype, as
-    optax), ints as int64. An argument whose stage a zero value leaves out (``sgd``'s
-    ``momentum``, a ``weight_decay``) must not change from 0 mid-run: the inner state has
-    no such stage. State ``InjectHyperparamsState(count, hyperparams, inner_state)``.
+    optax), ints as int64. A ``weight_decay`` may move from or to 0 mid-run (a warmup): the
+    aliases leave its stage, which keeps no state, out at 0, and the state is refitted to
+    it; an argument whose stage keeps state (``sgd``'s ``momentum``) must not change from
+    0 mid-run: the inner state has no such stage.
+    State ``InjectHyperparamsState(count, hyperparams, inner_state)``.
     Keyword arguments of the update (``value=``) go to the inner transform.
     """
     if isinstance(inner_factory, GradientTransformation):
@@ -186,11 +190,15 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
                 updates, inner_state = inner.update(state.inner_state, grads, params,
                                                     **forwarded(extra, takes[0]))
             except ValueError as e:
-                if not fresh:
-                    raise
-                raise ValueError(f"{e} (built from the hyperparams {values}: a value "
-                                 f"that adds or removes a stage, as a momentum or weight "
-                                 f"decay changed from 0, needs a new init)") from None
+                regrafted = _regrafted(inner, state.inner_state, params) if fresh else None
+                if regrafted is None:
+                    if not fresh:
+                        raise
+                    raise ValueError(f"{e} (built from the hyperparams {values}: a value "
+                                     f"that adds or removes a stage that keeps state, as a "
+                                     f"momentum changed from 0, needs a new init)") from None
+                updates, inner_state = inner.update(regrafted, grads, params,
+                                                    **forwarded(extra, takes[0]))
             new = {k: _stored(values[k], _dtype_of(hyper[k], dtype, params)) for k in hyper}
             return updates, InjectHyperparamsState(next_count(count), new, inner_state)
 
@@ -199,6 +207,25 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
     wrapped.__name__ = wrapped.__qualname__ = name
     wrapped.__doc__ = inner_factory.__doc__
     return wrapped
+
+
+def _regrafted(inner: GradientTransformation, old: Any, params: Tree) -> Any:
+    """``old``, an alias's (a named chain's) state, refitted to ``inner``'s stages when they
+    differ by stages that keep no state only: a weight decay that a schedule moves from 0 (the
+    aliases leave its stage out at 0; optax's keep it); else None."""
+    if type(old) is not NamedChainState:
+        return None
+    try:
+        made = inner.init(params)
+    except (TypeError, ValueError):
+        return None
+    if type(made) is not NamedChainState:
+        return None
+    changed = [(made.states[k] if k in made.states else old.states[k])
+               for k in made.states.keys() ^ old.states.keys()]
+    if not changed or any(type(st) is not EmptyState for st in changed):
+        return None
+    return old._replace(states={k: old.states.get(k, made.states[k]) for k in made.states})
 
 
 def _dtype_of(value: Any, dtype: np.dtype[Any] | None, params: Tree) -> np.dtype[Any]:
