@@ -91,3 +91,24 @@ def test_against_optax():
         np.testing.assert_allclose(mine["w"], np.asarray(theirs["w"]), rtol=1e-12, atol=0)
     assert int(state.gradient_step) == int(s.gradient_step)
     assert int(state.skip_state["num_not_finite"]) == int(s.skip_state["num_not_finite"])
+
+
+def test_skip_large_updates_unbound_or_with_a_bad_bound_is_named():
+    with pytest.raises(TypeError, match=r"multi_steps: should_skip_update_fn=skip_large_updates "
+                                        r"needs its max_squared_norm bound"):
+        optim.multi_steps(optim.sgd(0.1), 2, should_skip_update_fn=optim.skip_large_updates)
+    for bad, kind in [("10", TypeError), (np.array([1.0, 2.0]), TypeError),
+                      (float("nan"), ValueError)]:
+        fn = functools.partial(optim.skip_large_updates, max_squared_norm=bad)
+        opt = optim.multi_steps(optim.sgd(0.1), 2, should_skip_update_fn=fn)
+        with pytest.raises(kind, match=r"multi_steps: should_skip_update_fn\(grads, "
+                                       r"gradient_step, params\) raised .*skip_large_updates: "
+                                       r"max_squared_norm"):
+            opt.init(P)
+
+
+def test_skip_not_finite_on_object_grads_is_named_by_multi_steps():
+    opt = optim.multi_steps(optim.sgd(0.1), 2, should_skip_update_fn=optim.skip_not_finite)
+    state = opt.init(P)
+    with pytest.raises(TypeError, match=r"multi_steps: should_skip_update_fn"):
+        opt.update(state, {"w": np.array([1.0, None, 2.0], dtype=object)}, P)

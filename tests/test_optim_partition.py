@@ -5,12 +5,13 @@ and float64 twins against optax 0.2.8 (skipped without it)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 import pytest
 
-from funcdl import tree
+from funcdl import optim, tree
 from funcdl.optim import EmptyState, MaskedState, adam, sgd
 from funcdl.optim._partition import (
     MultiTransformState,
@@ -381,3 +382,17 @@ def test_twin_stateless_and_target_updates():
         want = optax.periodic_update(r, q, steps, 2)
         for k in P:
             np.testing.assert_array_equal(got[k], np.asarray(want[k]))
+
+
+def test_stateless_with_tree_map_checks_what_f_returns():
+    params = {"w": np.ones(4)}
+    for f, words in [(lambda g, p: g[:1], r"f\(g, p\) per leaf has \(1,\)"),
+                     (lambda g, p: 1.0, r"f\(g, p\) per leaf has \(\)"),
+                     (lambda g, p: g.astype(np.int64), "int64")]:
+        opt = optim.stateless_with_tree_map(f)
+        with pytest.raises((TypeError, ValueError), match=r"stateless_with_tree_map.update: "):
+            opt.update(opt.init(params), {"w": np.ones(4)}, params)
+        try:
+            opt.update(opt.init(params), {"w": np.ones(4)}, params)
+        except (TypeError, ValueError) as e:
+            assert re.search(words, str(e)), str(e)

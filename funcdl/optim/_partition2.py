@@ -239,10 +239,15 @@ def stateless_with_tree_map(f: Callable[[Any, Any], Any]) -> GradientTransformat
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         check_state(name, state, EmptyState)
+        where = f"{name}.update"
         if params is None:
-            (out,) = leafwise(f"{name}.update", leaf, (grads,), ("grads",))
+            (out,) = leafwise(where, leaf, (grads,), ("grads",))
         else:
-            (out,) = leafwise(f"{name}.update", leaf, (grads, params), ("grads", "params"))
+            (out,) = leafwise(where, leaf, (grads, params), ("grads", "params"))
+        # as stateless: f's leaves must be updates, each its grad's shape (a (1,) for a
+        # (4,) would be broadcast, or named by the next stage, far from f)
+        same_trees(where, grads, out, ("grads", "f(g, p) per leaf"), shapes=True)
+        _check_grads(where, out)
         return out, state
 
     return transform(name, empty_init(), update)

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import bool_arg
+from funcdl._args import bool_arg, real_arg
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -72,10 +72,13 @@ def skip_large_updates(updates: Tree, gradient_step: Any, params: Tree,
     skip a gradient unless ``Σ g² < max_squared_norm`` (so a NaN norm skips too). Returns
     ``(skip, {'should_skip': skip, 'norm_squared': Σ g²})``, the norm in float64."""
     del gradient_step, params
+    bound = real_arg(max_squared_norm, "skip_large_updates", "max_squared_norm",
+                     finite=False, hint=" (bind it: functools.partial(skip_large_updates, "
+                     "max_squared_norm=...))")
     with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN: skipped, silently
         norm_sq = np.float64(sum(np.sum(np.square(x, dtype=np.float64))
                                  for x in tree.leaves(updates)))
-    skip = np.bool_(not norm_sq < max_squared_norm)
+    skip = np.bool_(not norm_sq < bound)
     return skip, {"should_skip": skip, "norm_squared": norm_sq}
 
 
@@ -163,6 +166,10 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
             del step
             return fixed
 
+    if should_skip_update_fn is skip_large_updates:
+        raise TypeError(f"{name}: should_skip_update_fn=skip_large_updates needs its "
+                        f"max_squared_norm bound: functools.partial(skip_large_updates, "
+                        f"max_squared_norm=...)")
     if should_skip_update_fn is not None and not callable(should_skip_update_fn):
         raise TypeError(f"{name}: should_skip_update_fn must be a function (grads, "
                         f"gradient_step, params) -> (skip, skip_state), such as "
@@ -173,7 +180,11 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
         """should_skip_update_fn's verdict, checked, and its state (``()`` without one)."""
         if should_skip_update_fn is None:
             return False, ()
-        got = should_skip_update_fn(grads, np.int64(step), params)
+        try:
+            got = should_skip_update_fn(grads, np.int64(step), params)
+        except (TypeError, ValueError) as e:  # named here: the user's function, not NumPy
+            raise type(e)(f"{name}: should_skip_update_fn(grads, gradient_step, params) "
+                          f"raised {type(e).__name__}: {e}") from None
         if not (isinstance(got, tuple) and len(got) == 2):
             raise TypeError(f"{name}: should_skip_update_fn must return (skip, skip_state), "
                             f"got {type(got).__name__}")
