@@ -115,7 +115,7 @@ def _decode_def(node: Any, level: int = 0) -> TreeDef:
         keys = node.get("keys")
         if not _sorted_keys(keys, len(kids)):
             raise Corrupt("malformed treedef: bad dict keys (save writes them sorted, "
-                          "distinct, and all str or all int)")
+                          "distinct, and all str, all int or all bool)")
         meta = tuple(keys or ())
     elif kind == "namedtuple":
         name, fields = node.get("name"), node.get("fields")
@@ -135,7 +135,7 @@ def _sorted_keys(keys: Any, n: int) -> bool:
     if not isinstance(keys, list) or len(keys) != n:
         return False
     types = {type(k) for k in keys}
-    return (types <= {str} or types <= {int}) and all(
+    return (types <= {str} or types <= {int} or types <= {bool}) and all(
         a < b for a, b in itertools.pairwise(keys))
 
 

@@ -7,11 +7,11 @@ with ``like``'s own NamedTuple classes and checks structure, shapes and dtypes f
 (a dict subclass such as OrderedDict comes back a dict without ``like``, and as ``like``'s
 type with it, as ``funcdl.tree`` rebuilds it).
 
-What survives a round trip: dict (str or int keys), list, tuple, None, NamedTuple
-(class name and field names; without ``like`` it comes back as a ``collections.namedtuple``
-of that name), NumPy arrays (values, shape, dtype), NumPy scalars, and Python
-int / float / bool / complex (returned as Python scalars). Object arrays are refused: files are
-read with ``allow_pickle=False`` only.
+What survives a round trip: dict (str, int or bool keys: one type per dict), list, tuple,
+None, NamedTuple (class name and field names; without ``like`` it comes back as a
+``collections.namedtuple`` of that name), NumPy arrays (values, shape, dtype), NumPy
+scalars, and Python int / float / bool / complex (returned as Python scalars). Object arrays
+are refused: files are read with ``allow_pickle=False`` only.
 """
 
 from __future__ import annotations
@@ -58,12 +58,13 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
     Raises:
         FileNotFoundError: the directory of ``path`` does not exist.
         IsADirectoryError: ``path`` is a directory, or ends in a path separator.
-        TypeError: a dict key that is not str or int, a leaf that is not a NumPy array,
-            NumPy scalar or Python int / float / bool / complex, an object-dtype leaf, or a
-            masked array (its mask would be lost); the message names the path. Nothing is written
-            then. Also a ``path`` that is not a str or PathLike (ValueError: an empty one, or
-            one naming a device, FIFO or socket, which the rename would replace; or a tree
-            whose containers nest more than 100 deep).
+        TypeError: a dict key that is not str, int or bool (or keys of mixed types), a leaf
+            that is not a NumPy array, NumPy scalar or Python int / float / bool / complex,
+            an object-dtype leaf, or a masked array (its mask would be lost); the message
+            names the path. Nothing is written then. Also a ``path`` that is not a str or
+            PathLike (ValueError: an empty one, or one naming a device, FIFO or socket,
+            which the rename would replace; or a tree whose containers nest more than 100
+            deep).
     """
     import tempfile  # here, not at the top: `import funcdl` stays fast (tempfile pulls
     # in shutil, random, bz2 and lzma), and only a save needs it
@@ -173,14 +174,15 @@ def _check_keys(t: Tree, path: str, level: int) -> None:
                          f"io files hold at most {MAX_DEPTH} levels (flatten the nesting, "
                          f"e.g. into a dict with path-like keys)")
     if isinstance(t, dict):
-        bad = [k for k in t if type(k) not in (str, int)]
+        bad = [k for k in t if type(k) not in (str, int, bool)]
         if bad:
             raise TypeError(
-                f"io.save: dict keys must be str or int, got {type(bad[0]).__name__} key "
-                f"{bad[0]!r} at {_where(path)}")
+                f"io.save: dict keys must be str, int or bool, got {type(bad[0]).__name__} "
+                f"key {bad[0]!r} at {_where(path)}")
         if len({type(k) for k in t}) > 1:
-            raise TypeError(f"io.save: the dict at {_where(path)} mixes str and int keys, "
-                            f"which cannot be sorted")
+            kinds = " and ".join(sorted({type(k).__name__ for k in t}))
+            raise TypeError(f"io.save: the dict at {_where(path)} mixes {kinds} keys; its "
+                            f"keys must be of one type (optim.partition's labels, e.g.)")
         for k in sorted(t):  # the first bad path in the order trees go, as other errors
             _check_keys(t[k], f"{path}[{k!r}]", level + 1)
     elif isinstance(t, (list, tuple)):

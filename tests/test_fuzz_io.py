@@ -116,9 +116,10 @@ def test_save_refuses_a_leaf_it_could_not_load_back_and_keeps_the_rest(tmp_path,
 
 # ---------------------------------------------------------------------------- save: keys
 
-BAD_KEYS = {"tuple": (1, 2), "float": 1.5, "none": None, "bool": True, "bytes": b"k",
+BAD_KEYS = {"tuple": (1, 2), "float": 1.5, "none": None, "bytes": b"k",
             "np.int64": np.int64(1), "np.str_": np.str_("k"), "frozenset": frozenset()}
 GOOD_KEYS = {"zero": 0, "negative": -1, "int-2**70": 2**70, "empty": "", "unicode": "é",
+             "bool": True,  # optim.partition's labels may be bools
              "leaf_0": "leaf_0", "header-name": HEADER, "quote": "'\""}
 
 
