@@ -112,3 +112,9 @@ def test_skip_not_finite_on_object_grads_is_named_by_multi_steps():
     state = opt.init(P)
     with pytest.raises(TypeError, match=r"multi_steps: should_skip_update_fn"):
         opt.update(state, {"w": np.array([1.0, None, 2.0], dtype=object)}, P)
+
+
+def test_a_skipped_gradient_must_still_be_real_floats():
+    opt = optim.multi_steps(optim.sgd(0.1), 2, should_skip_update_fn=lambda g, s, p: (True, ()))
+    with pytest.raises(TypeError, match=r"multi_steps.update: grads\['w'\] has dtype int64"):
+        opt.update(opt.init(P), {"w": np.ones(3, np.int64)}, P)

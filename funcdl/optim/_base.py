@@ -307,18 +307,21 @@ def _check_transforms(name: str, transforms: Sequence[Any],
 # ---------------------------------------------------------------------------- applying
 
 def apply_updates(params: Tree, updates: Tree) -> Tree:
-    """``p + u`` leaf-wise; each result keeps its param's dtype. Nothing is mutated.
+    """``p + u`` leaf-wise; each result keeps its param's dtype and kind (a 0-d array stays
+    one, a NumPy scalar one, whatever the updates are). Nothing is mutated.
     Params and updates must be real floating point: an integer or bool param is refused (a
     cast back would truncate: optax's silent 1 + 0.6 = 1), and so are complex, integer and
     bool updates (a complex one would lose its imaginary part)."""
     def add(p: Any, u: Any) -> Any:
         if (type(p) is np.ndarray and type(u) is np.ndarray and u.dtype is p.dtype
                 and (p.dtype is F32 or p.dtype is F64)):
-            return p + u  # the common case: updates in the params' own dtype
+            out = p + u  # the common case: updates in the params' own dtype
+            return out if p.ndim else np.asarray(out)  # 0-d: + gives a scalar; keep an array
         dtype = np.asarray(p).dtype
         if dtype.kind != "f":
             raise TypeError("a param that is not real floating point")  # leafwise names it
         real_grad(u)
-        return np.asarray(p + u, dtype=dtype)
+        new = np.asarray(p + u, dtype=dtype)
+        return new[()] if isinstance(p, np.generic) else new  # a NumPy scalar stays one
 
     return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]

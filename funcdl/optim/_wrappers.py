@@ -31,6 +31,7 @@ from funcdl.optim._checks import (
     check_float_params,
     check_schedule,
     moment_dtype_arg,
+    real_leaf,
     zeros_in,
 )
 from funcdl.optim._keywords import check_extra, extra_keywords, show_keywords
@@ -213,11 +214,13 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
         step = read_count(f"{name}.update", state.gradient_step)
         skip, skip_state = skipping(grads, step, params)
         if skip:  # as if never taken, but for skip_state
-            try:  # a wrong tree is still an error
+            try:  # a wrong tree, or grads that are not real floats, are still errors
                 tree.check_same(grads, state.acc_grads, ("grads", "state.acc_grads"),
                                 shapes=True)
             except ValueError as e:
                 raise ValueError(f"{name}.update: {e}") from None
+            for path, g in tree.leaves_with_path(grads):
+                real_leaf(f"{name}.update", "grads", path, g)
             return tree.zeros_like(state.acc_grads), state._replace(skip_state=skip_state)
         emit = n + 1 >= every_k(step)
 
