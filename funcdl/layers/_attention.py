@@ -13,12 +13,13 @@ from funcdl._args import nearest_divisors
 from funcdl.layers._params import param_arrays
 from funcdl.layers.base import Array, Shape, as_array, cast_ints, check_in_shape
 
-__all__ = ["ROLES", "agree", "checked_params", "in_shapes", "inputs", "mask_arg", "mask_shape",
-           "several", "shown", "split_mask"]
+__all__ = ["ROLES", "agree", "checked_params", "features", "in_shapes", "inputs", "mask_arg",
+           "mask_shape", "several", "shown", "split_mask"]
 
 # the entries of each input form, by count: self-, cross- and general attention
 ROLES = {1: ("x",), 2: ("q", "kv"), 3: ("q", "k", "v")}
-FORMS = "one array x (N, T, E), or a tuple (q, kv) or (q, k, v) of (N, T, E) arrays"
+FORMS = ("one array x (N, T, E), or a tuple (q, kv) or (q, k, v) of (N, T, E) arrays (k, v "
+         "of kdim, vdim features with those set)")
 
 
 def several(xs: Any) -> bool:
@@ -45,11 +46,12 @@ def in_shapes(name: str, in_shape: Any) -> list[Shape]:
     return [check_in_shape(name, in_shape, min_rank=0)]
 
 
-def agree(name: str, shapes: Sequence[Shape], heads: int,
-          causal: bool) -> tuple[int | None, int | None, int]:
+def agree(name: str, shapes: Sequence[Shape], heads: int, causal: bool,
+          kdim: int | None = None, vdim: int | None = None) -> tuple[int | None, int | None, int]:
     """The output shape ``(N, Tq, E)`` of inputs of ``shapes`` (None: unknown, at init),
-    or a ValueError: each of rank 3; one E, known, > 0 and split by ``heads``; one batch
-    size; k and v of one length; as many queries as keys when ``causal``."""
+    or a ValueError: each of rank 3; q's E known, > 0 and split by ``heads``; k's last axis
+    ``kdim``, v's ``vdim`` (None: E); one batch size; k and v of one length; as many
+    queries as keys when ``causal``."""
     roles = ROLES[len(shapes)]
     for r, s in zip(roles, shapes):
         if len(s) != 3:
@@ -58,17 +60,21 @@ def agree(name: str, shapes: Sequence[Shape], heads: int,
                     "rows into one array)" if len(shapes) > 1 and len(s) == 2 else "")
             raise ValueError(f"{name}: expected {r} of rank 3, (N, T, E) with the batch first "
                              f"and the embedding last, got shape {tuple(s)}{hint}")
-    sizes = {s[2] for s in shapes if s[2] is not None}
-    if len(sizes) > 1:
-        raise ValueError(f"{name}: the inputs must share one embedding size E (the last "
-                         f"axis), got {shown(shapes)}; keys and values of another size "
-                         f"(PyTorch's kdim, vdim) are not supported: project them to E "
-                         f"first, e.g. with Dense(E)")
+    if kdim is None and vdim is None:
+        sizes = {s[2] for s in shapes if s[2] is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"{name}: the inputs must share one embedding size E (the last "
+                             f"axis), got {shown(shapes)}; keys and values of other sizes "
+                             f"take kdim= and vdim= (PyTorch's), e.g. "
+                             f"MultiHeadAttention(..., kdim={shapes[1][2]}, "
+                             f"vdim={shapes[-1][2]})")
     e = shapes[0][2]
     if e is None or e == 0:
         raise ValueError(f"{name}: the embedding size E (the last axis) must be a known size "
                          f"> 0, got {shown(shapes)}")
     divides(name, e, heads, f"the last axis of {shown(shapes)}")
+    if kdim is not None or vdim is not None:
+        features(name, shapes, e, kdim, vdim)
     batches = {s[0] for s in shapes if s[0] is not None}
     if len(batches) > 1:
         raise ValueError(f"{name}: the inputs must share one batch size (axis 0), got "
@@ -84,6 +90,30 @@ def agree(name: str, shapes: Sequence[Shape], heads: int,
                          f"lengths takes causal=False")
     batch = next(iter(batches)) if batches else None
     return (batch, shapes[0][1], e)
+
+
+def features(name: str, shapes: Sequence[Any], e: int, kdim: int | None,
+             vdim: int | None) -> None:
+    """A ValueError unless the entries' last axes fit ``e`` (q's), ``kdim`` and ``vdim``
+    (None: E; an unknown size fits): x alone needs kdim = vdim = E, as torch's, and kv
+    kdim = vdim."""
+    kd, vd = e if kdim is None else kdim, e if vdim is None else vdim
+    sizes = f"E = {e}, kdim = {kd}, vdim = {vd}"
+    if len(shapes) == 1 and (kd != e or vd != e):
+        alt = f" or (q, kv) with kv (N, Tk, {kd})" if kd == vd else ""
+        raise ValueError(f"{name}: one array x is self-attention (q = k = v = x), which "
+                         f"needs kdim = vdim = E, got {shown(shapes)} with {sizes}: pass "
+                         f"(q, k, v) with q (N, Tq, {e}), k (N, Tk, {kd}), v (N, Tk, {vd})"
+                         f"{alt}")
+    if len(shapes) == 2 and kd != vd:
+        raise ValueError(f"{name}: (q, kv) uses kv as both keys and values, which needs "
+                         f"kdim = vdim, got {shown(shapes)} with {sizes}: pass (q, k, v) "
+                         f"with k (N, Tk, {kd}), v (N, Tk, {vd})")
+    for r, s, want in zip(ROLES[len(shapes)], shapes, (e, kd, vd)):
+        if s[2] is not None and s[2] != want:
+            which = {"q": "E", "kv": "kdim", "k": "kdim", "v": "vdim"}[r]
+            raise ValueError(f"{name}: expected {r} of shape (N, T, {want}), its last axis "
+                             f"{which} = {want}, got {shown(shapes)} ({sizes})")
 
 
 def divides(name: str, e: int, heads: int, where: str) -> None:
@@ -107,18 +137,27 @@ def inputs(name: str, xs: Any, dtype: np.dtype[Any]) -> list[Array]:
     return [cast_ints(as_array(name, x, dtype), dtype) for x in xs]
 
 
-def checked_params(name: str, params: Any, keys: tuple[str, ...],
-                   heads: int) -> dict[str, Array]:
-    """The params as a dict of float arrays: ``w_*`` of shape (E, E) and ``b_*`` (E,), one E
-    that ``heads`` splits; else an error naming the layer and what came."""
+def checked_params(name: str, params: Any, keys: tuple[str, ...], heads: int,
+                   kdim: int | None = None, vdim: int | None = None) -> dict[str, Array]:
+    """The params as a dict of float arrays: ``w_q``, ``w_o`` of shape (E, E), ``w_k``
+    (kdim, E), ``w_v`` (vdim, E) (None: E) and ``b_*`` (E,), one E that ``heads`` splits;
+    else an error naming the layer and what came."""
     if not (type(params) is dict and len(params) == len(keys) and all(
             type(params.get(k)) is np.ndarray and params[k].dtype.char in "fd" for k in keys)):
         params = dict(zip(keys, param_arrays(name, params, keys)))
     w = params["w_q"]
     e = w.shape[0] if w.ndim else 0
-    if e == 0 or any(params[k].shape != ((e, e) if k[0] == "w" else (e,)) for k in keys):
+    if kdim is None and vdim is None:
+        bad = e == 0 or any(params[k].shape != ((e, e) if k[0] == "w" else (e,)) for k in keys)
+    else:
+        rows = {"w_k": e if kdim is None else kdim, "w_v": e if vdim is None else vdim}
+        bad = e == 0 or any(params[k].shape != ((rows.get(k, e), e) if k[0] == "w" else (e,))
+                            for k in keys)
+    if bad:
         got = ", ".join(f"{k} {params[k].shape}" for k in keys)
-        want = "w_q, w_k, w_v, w_o of shape (E, E)" + (
+        want = ("w_q, w_k, w_v, w_o of shape (E, E)" if kdim is None and vdim is None else
+                f"w_q, w_o of shape (E, E), w_k ({'E' if kdim is None else kdim}, E), "
+                f"w_v ({'E' if vdim is None else vdim}, E)") + (
             " and b_q, b_k, b_v, b_o of shape (E,)" if len(keys) > 4 else "")
         raise ValueError(f"{name}: params must hold {want}, one E > 0 (as init returns "
                          f"them), got {got}")

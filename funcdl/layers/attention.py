@@ -39,6 +39,7 @@ from funcdl._simplex import simplex_projection, simplex_projection_vjp
 from funcdl.layers._attention import (
     agree,
     checked_params,
+    features,
     in_shapes,
     inputs,
     mask_arg,
@@ -79,8 +80,8 @@ def _later(t: int) -> Array:
 class _Kept(NamedTuple):
     """What the pullback reads, the arrays in the computation dtype."""
 
-    entries: list[Array]     # each input entry as rows (N·T, E)
-    w_in: list[Array]        # each entry's projection: its roles' (E, E) weights side by side
+    entries: list[Array]     # each input entry as rows (N·T, its features: E, kdim or vdim)
+    w_in: list[Array]        # each entry's projection: its roles' weights side by side
     heads: list[Array]       # the scaled queries, the keys, the values: (N, H, T, D) views
     weights: Array           # P: q kᵀ / sqrt(D) normalised, (N, H, Tq, Tk), 0 at masked keys
     dropped: Array           # weights · keep, or weights itself without dropout
@@ -131,7 +132,8 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                        use_bias: bool = True, masked: bool = False,
                        w_init: initializers.Initializer | None = None,
                        b_init: initializers.Initializer | None = None,
-                       normalizer: str = "softmax", hidden_rows: str = "nan") -> Layer:
+                       normalizer: str = "softmax", hidden_rows: str = "nan",
+                       kdim: int | None = None, vdim: int | None = None) -> Layer:
     """Multi-head scaled dot-product attention, ``(N, Tq, E)`` out; inputs ``x``,
     ``(q, kv)`` or ``(q, k, v)`` of shapes (N, Tq, E), (N, Tk, E), (N, Tk, E).
 
@@ -163,6 +165,9 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     ``normalizer='sparsemax'``: ``P = sparsemax_j(S)``, each row projected onto the
     simplex, ``P = max(S - τ, 0)`` with ``Σ_j P = 1`` (exact zeros; hidden keys 0, a row of
     hidden keys as above); vjp ``dS = m ⊙ (dP - Σ_j m⊙dP / Σ_j m)``, ``m = P > 0``.
+    ``kdim``/``vdim`` (PyTorch's; None: E): k (N, Tk, kdim), v (N, Tk, vdim), w_k (kdim, E),
+    w_v (vdim, E), torch's q/k/v_proj_weightᵀ; unless both are E, w_q, w_k, w_v ~
+    U(±sqrt(6/(fan_in + fan_out))) each on its own, as torch's; x alone needs kdim = vdim = E.
     """
     where = "MultiHeadAttention"
     heads = int_arg(num_heads, where, "num_heads", 1)
@@ -171,7 +176,12 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                     low=0.0, high=1.0)
     use_bias = bool_arg(use_bias, where, "use_bias")
     masked = bool_arg(masked, where, "masked")
-    name = call_name(where, (heads,), causal=(causal, False), dropout=(rate, 0.0),
+    if kdim is not None:
+        kdim = int_arg(kdim, where, "kdim (the keys' feature size)", 1)
+    if vdim is not None:
+        vdim = int_arg(vdim, where, "vdim (the values' feature size)", 1)
+    name = call_name(where, (heads,), kdim=(kdim, None), vdim=(vdim, None),
+                     causal=(causal, False), dropout=(rate, 0.0),
                      use_bias=(use_bias, True), masked=(masked, False),
                      normalizer=(normalizer, "softmax"), hidden_rows=(hidden_rows, "nan"))
     if not (isinstance(hidden_rows, str) and hidden_rows in ("nan", "zero")):
@@ -190,6 +200,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     normalise, d_scores = _NORMALIZERS[normalizer]
     w_init = initializer_arg(name, "w_init", w_init)
     b_init = initializer_arg(name, "b_init", b_init)
+    flagged = kdim is not None or vdim is not None
     keys = ("w_q", "w_k", "w_v", "w_o") + (("b_q", "b_k", "b_v", "b_o") if use_bias else ())
 
     def init(key: random.Key, in_shape: Any) -> tuple[Shape, Any]:
@@ -201,16 +212,21 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                                  f"(x, key_padding_mask), got {in_shape!r}")
             form, m_shape = split_mask(name, in_shape)
             shapes = in_shapes(name, form)
-            out = agree(name, shapes, heads, causal)
+            out = agree(name, shapes, heads, causal, kdim, vdim)
             mask_shape(name, check_in_shape(name, m_shape, min_rank=0), out,
                        shapes[min(1, len(shapes) - 1)][1])
         else:
-            out = agree(name, in_shapes(name, in_shape), heads, causal)
+            out = agree(name, in_shapes(name, in_shape), heads, causal, kdim, vdim)
         e = out[2]
         draws = random.split_for(key, 8, name)
-        bound = math.sqrt(6.0 / (e + 3 * e))  # fan_in E, fan_out 3E: the stacked in_proj
-        w_in = w_init or initializers.uniform(bound, low=-bound)
-        params = {k: drawn(name, "w_init", w_in, draws[i], (e, e)) for i, k in enumerate(_W)}
+        rows = (e, e if kdim is None else kdim, e if vdim is None else vdim)
+        if rows == (e, e, e):
+            bound = math.sqrt(6.0 / (e + 3 * e))  # fan_in E, fan_out 3E: the stacked in_proj
+            bounds: tuple[float, ...] = (bound,) * 3
+        else:  # torch's q/k/v_proj_weight (E, c), xavier_uniform each: fan_in c, fan_out E
+            bounds = tuple(math.sqrt(6.0 / (c + e)) for c in rows)
+        params = {k: drawn(name, "w_init", w_init or initializers.uniform(b, low=-b),
+                           draws[i], (c, e)) for i, (k, b, c) in enumerate(zip(_W, bounds, rows))}
         params["w_o"] = drawn(name, "w_init", w_init or initializers.torch_default(),
                               draws[3], (e, e))
         if use_bias:
@@ -235,17 +251,22 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
         return True
 
     def forward(params: Any, xs: Any, key: Any, train: Any) -> tuple[Array, _Kept]:
-        p = checked_params(name, params, keys, heads)
+        p = checked_params(name, params, keys, heads, kdim, vdim)
         mask = None
         if masked:
             xs, mask = split_mask(name, xs)
         e = p["w_q"].shape[0]
         given = inputs(name, xs, weak_dtype(p, "w_q"))
-        if all(x.ndim == 3 for x in given) and any(x.shape[2] != e for x in given):
-            raise ValueError(f"{name}: expected inputs (N, T, {e}), the embedding size the "
-                             f"params were initialised for, got "
-                             + shown([x.shape for x in given]))
-        agree(name, [x.shape for x in given], heads, causal)
+        if all(x.ndim == 3 for x in given):
+            if flagged:  # the sizes the params were checked for, E the params'
+                features(name, [x.shape for x in given], e, kdim, vdim)
+            elif any(x.shape[2] != e for x in given):
+                raise ValueError(f"{name}: expected inputs (N, T, {e}), the embedding size "
+                                 f"the params were initialised for, got "
+                                 + shown([x.shape for x in given]) + (
+                                     "; keys and values of other sizes take kdim= and vdim="
+                                     if given[0].shape[2] == e else ""))
+        agree(name, [x.shape for x in given], heads, causal, kdim, vdim)
         n, tq = given[0].shape[:2]
         in_dtypes = [getattr(x, "dtype", None) for x in (xs if several(xs) else [xs])]
         drop = dropping(key, train)
@@ -257,7 +278,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                    p["b_v"].astype(dt, copy=False)] if use_bias else []
         entries, w_in, views = [], [], [np.empty(0)] * 3
         for x, roles in zip(given, _PLAYS[len(given)]):
-            rows = x.astype(dt, copy=False).reshape(-1, e)
+            rows = x.astype(dt, copy=False).reshape(-1, x.shape[2])
             w = w_roles[roles[0]] if len(roles) == 1 else np.concatenate(
                 [w_roles[r] for r in roles], axis=1)
             h = dot(rows, w)
@@ -347,7 +368,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                         grads[_B[r]] = (gb[cols] * scale if r == 0 else
                                         np.zeros_like(gb[cols]) if r == 1 else gb[cols].copy())
                 if need_dx:
-                    dxs.append(dot(g2, w_in.T).reshape(n, t, e))
+                    dxs.append(dot(g2, w_in.T).reshape(n, t, rows.shape[1]))
             grads = in_param_dtypes({k: grads[k] for k in keys}, params)
             if not need_dx:
                 return grads, None
