@@ -363,6 +363,13 @@ def Bidirectional(layer: LayerLike, merge: str | None = "concat", *,
                      backward_layer=(None if backward_layer is None else
                                      _Shown(name_of(backward_layer)), None))
     for what, lay in (("layer", layer), ("backward_layer", back)):
+        shown = name_of(lay)
+        if shown.startswith(("LSTM(", "GRU(", "SimpleRNN(")) and any(
+                f"{flag}=True" in shown for flag in ("initial_state", "return_state")):
+            raise ValueError(f"{name}: {what} {shown} passes or returns a state, which "
+                             f"Bidirectional does not route; build the two directions "
+                             f"yourself (the layer and its reverse=True twin) to pass or "
+                             f"read states")
         if is_stateful(lay):
             raise TypeError(f"{name}: {what} {name_of(lay)} is stateful; Bidirectional takes "
                             f"stateless (recurrent) layers")

@@ -17,6 +17,15 @@ length of 0), and ``reverse=True`` runs each sequence from its own last step dow
 first (torch's reverse direction). The vjp's ``dx`` is 0 at the padded steps, and
 ``(dx, None)`` the input's cotangent (integers have none).
 
+``initial_state=True`` (Keras' ``initial_state``, torch's ``h_0``/``c_0``) takes the initial
+state as the input's last entry: ``(x, h0)`` (LSTM ``(x, (h0, c0))``), each ``(N, H)``,
+torch's ``h_0[0]`` of its ``(num_layers, N, H)``; with lengths ``(x, lengths, h0)``. The
+vjp's input cotangent has the state's in the same place. ``return_state=True`` (Keras')
+gives ``(y, h_n)`` (LSTM ``(y, (h_n, c_n))``), y as without it, h_n and c_n the state after
+each sequence's last (valid) step (torch's ``h_n``, ``c_n``; for ``reverse=True`` after the
+reversed run, at step 0: torch's reverse direction); the pullback takes ``(dy, dh_n)`` (LSTM
+``(dy, (dh_n, dc_n))``). Together, an encoder's ``(h_n, c_n)`` starts a decoder (seq2seq).
+
 Params ``{'w_ih': (C, G·H), 'w_hh': (H, G·H), 'b_ih': (G·H,), 'b_hh': (G·H,)}`` (no biases
 with ``use_bias=False``), the transposes of torch's ``weight_ih_l0``, ``weight_hh_l0`` and
 its ``bias_ih_l0``, ``bias_hh_l0``, gates in torch's order (G = 1; LSTM i, f, g, o; GRU
@@ -37,7 +46,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import F32, F64, bool_arg, call_name, int_arg
-from funcdl.layers import _recurrent
+from funcdl.layers import _recurrent, _recurrent_state
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import dot, ones
 from funcdl.layers.base import (
@@ -59,10 +68,12 @@ _NONLINEARITIES = ("tanh", "relu")
 def SimpleRNN(hidden: int, nonlinearity: str = "tanh", *, return_sequences: bool = True,
               use_bias: bool = True, w_init: initializers.Initializer | None = None,
               b_init: initializers.Initializer | None = None, reverse: bool = False,
-              lengths: bool = False) -> Layer:
+              lengths: bool = False, initial_state: bool = False,
+              return_state: bool = False) -> Layer:
     """Elman RNN, ``torch.nn.RNN(C, hidden, nonlinearity, batch_first=True)``:
     ``(N, T, C) -> (N, T, H)``, or ``(N, H)`` with ``return_sequences=False``; with
-    ``lengths=True`` the input is ``(x, lengths)``, a padded batch (the module's doc).
+    ``lengths=True`` the input is ``(x, lengths)``, a padded batch; ``initial_state=True``
+    appends h0 to the input, ``return_state=True`` h_n to the output (the module's doc).
 
     params: ``{'w_ih': (C, H), 'w_hh': (H, H), 'b_ih': (H,), 'b_hh': (H,)}``, by default
     all U(±1/sqrt(H)), as torch's.
@@ -81,16 +92,19 @@ def SimpleRNN(hidden: int, nonlinearity: str = "tanh", *, return_sequences: bool
                          f"a layer of its own")
     return _recurrent_layer("SimpleRNN", hidden, _recurrent.rnn_cell(nonlinearity == "relu"),
                             {"nonlinearity": (nonlinearity, "tanh")}, return_sequences,
-                            use_bias, w_init, b_init, reverse, lengths)
+                            use_bias, w_init, b_init, reverse, lengths, initial_state, return_state)
 
 
 def LSTM(hidden: int, *, return_sequences: bool = True, use_bias: bool = True,
          w_init: initializers.Initializer | None = None,
          b_init: initializers.Initializer | None = None, reverse: bool = False,
-         lengths: bool = False) -> Layer:
+         lengths: bool = False, initial_state: bool = False,
+         return_state: bool = False) -> Layer:
     """Long short-term memory, ``torch.nn.LSTM(C, hidden, batch_first=True)``:
     ``(N, T, C) -> (N, T, H)``, or ``(N, H)`` with ``return_sequences=False``; with
-    ``lengths=True`` the input is ``(x, lengths)``, a padded batch (the module's doc).
+    ``lengths=True`` the input is ``(x, lengths)``, a padded batch; ``initial_state=True``
+    appends ``(h0, c0)`` to the input, ``return_state=True`` ``(h_n, c_n)`` to the output
+    (the module's doc).
 
     params: ``{'w_ih': (C, 4H), 'w_hh': (H, 4H), 'b_ih': (4H,), 'b_hh': (4H,)}``, gates
     i, f, g, o in blocks of H columns; by default all U(±1/sqrt(H)), as torch's.
@@ -103,16 +117,18 @@ def LSTM(hidden: int, *, return_sequences: bool = True, use_bias: bool = True,
     """
     hidden = int_arg(hidden, "LSTM", "hidden (the number of hidden units)", minimum=1)
     return _recurrent_layer("LSTM", hidden, _recurrent.LSTM_CELL, {}, return_sequences,
-                            use_bias, w_init, b_init, reverse, lengths)
+                            use_bias, w_init, b_init, reverse, lengths, initial_state, return_state)
 
 
 def GRU(hidden: int, *, return_sequences: bool = True, use_bias: bool = True,
         w_init: initializers.Initializer | None = None,
         b_init: initializers.Initializer | None = None, reverse: bool = False,
-        lengths: bool = False) -> Layer:
+        lengths: bool = False, initial_state: bool = False,
+        return_state: bool = False) -> Layer:
     """Gated recurrent unit, ``torch.nn.GRU(C, hidden, batch_first=True)``:
     ``(N, T, C) -> (N, T, H)``, or ``(N, H)`` with ``return_sequences=False``; with
-    ``lengths=True`` the input is ``(x, lengths)``, a padded batch (the module's doc).
+    ``lengths=True`` the input is ``(x, lengths)``, a padded batch; ``initial_state=True``
+    appends h0 to the input, ``return_state=True`` h_n to the output (the module's doc).
 
     params: ``{'w_ih': (C, 3H), 'w_hh': (H, 3H), 'b_ih': (3H,), 'b_hh': (3H,)}``, gates
     r, z, n in blocks of H columns; by default all U(±1/sqrt(H)), as torch's.
@@ -126,22 +142,26 @@ def GRU(hidden: int, *, return_sequences: bool = True, use_bias: bool = True,
     """
     hidden = int_arg(hidden, "GRU", "hidden (the number of hidden units)", minimum=1)
     return _recurrent_layer("GRU", hidden, _recurrent.GRU_CELL, {}, return_sequences,
-                            use_bias, w_init, b_init, reverse, lengths)
+                            use_bias, w_init, b_init, reverse, lengths, initial_state, return_state)
 
 
 def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
                      options: dict[str, tuple[Any, Any]], return_sequences: bool,
                      use_bias: bool, w_init: Any, b_init: Any, reverse: bool,
-                     lengths: bool) -> Layer:
+                     lengths: bool, initial_state: bool, return_state: bool) -> Layer:
     """The layer around ``cell``: params, checks, time-major layout, the products."""
     where = f"{kind}({hidden})"
     return_sequences = bool_arg(return_sequences, where, "return_sequences")
     use_bias = bool_arg(use_bias, where, "use_bias")
     reverse = bool_arg(reverse, where, "reverse")
     padded = bool_arg(lengths, where, "lengths")
+    given_state = bool_arg(initial_state, where, "initial_state")
+    give_state = bool_arg(return_state, where, "return_state")
     name = call_name(kind, (hidden,), **options, return_sequences=(return_sequences, True),
                      use_bias=(use_bias, True), reverse=(reverse, False),
-                     lengths=(padded, False))
+                     lengths=(padded, False), initial_state=(given_state, False),
+                     return_state=(give_state, False))
+    lstm = kind == "LSTM"
     bound = 1 / math.sqrt(hidden)
     torch_init = initializers.uniform(bound, -bound)
     w_init = initializer_arg(name, "w_init", w_init) or torch_init
@@ -153,7 +173,9 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
 
     flag = f"; a padded batch (x, lengths) needs {name.split('(')[0]}(..., lengths=True)"
 
-    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
+    def init(key: random.Key, in_shape: Any) -> tuple[Any, Any]:
+        if given_state:
+            in_shape = _recurrent_state.split_in_shape(name, in_shape, lstm, padded, hidden)[0]
         if not padded and pair_of_shapes(in_shape):
             raise ValueError(f"{name}: expected an input shape (N, T, C), got the pair "
                              f"{tuple(in_shape)!r}{flag}")
@@ -172,11 +194,16 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
         if use_bias:
             params["b_ih"] = drawn(name, "b_init", b_init, k_bi, (gh,))
             params["b_hh"] = drawn(name, "b_init", b_init, k_bh, (gh,))
-        return ((n, t, hidden) if return_sequences else (n, hidden)), params
+        y_shape = (n, t, hidden) if return_sequences else (n, hidden)
+        if give_state:
+            return (y_shape, _recurrent_state.state_shape(n, hidden, lstm)), params
+        return y_shape, params
 
-    def checked(params: Any, x: Any) -> tuple[list[Array], Array, np.dtype[Any]]:
+    def checked(params: Any, x: Any,
+                state: list[Array]) -> tuple[list[Array], Array, np.dtype[Any]]:
         """The params cast to the computing dtype, the input as given (converted, not
-        cast), and that dtype: float64 if the input or any param is, else float32."""
+        cast), and that dtype: float64 if the input, the state or any param is, else
+        float32."""
         ps = param_arrays(name, params, keys)
         want = {"w_ih": ("C", gh), "w_hh": (hidden, gh), "b_ih": (gh,), "b_hh": (gh,)}
         for k, p in zip(keys, ps):
@@ -208,21 +235,30 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
             raise ValueError(f"{name}: expected at least one time step, got input of shape "
                              f"{x.shape} (T = 0); drop empty sequences (PyTorch refuses "
                              f"them too)")
-        dt = F64 if any(a.dtype.char == "d" for a in (x, *ps)) else F32
+        dt = F64 if any(a.dtype.char == "d" for a in (x, *ps, *state)) else F32
         return [p.astype(dt, copy=False) for p in ps], x, dt
 
-    def forward(params: Any, x: Any) -> tuple[Any, Array, Array, Array, list[Array],
-                                              Array | None, Array | None]:
-        """``(trace, y, x_steps, x, params, pad, idx)``: x_steps ``(T·N, C)`` is the input
-        time-major in processing order, as dW_ih = x_stepsᵀ dgx reads it; padded, pad
+    def forward(params: Any, x: Any) -> tuple[Any, Any, Array, Array, list[Array],
+                                              Array | None, Array | None, list[Array]]:
+        """``(trace, y, x_steps, x, params, pad, idx, state)``: x_steps ``(T·N, C)`` is the
+        input time-major in processing order, as dW_ih = x_stepsᵀ dgx reads it; padded, pad
         ``(T, N, 1)`` is True past each sequence's end (in processing order) and idx
-        ``(N, T)`` a reversed layer's gather between time and processing order (else None)."""
+        ``(N, T)`` a reversed layer's gather between time and processing order (else None);
+        state the initial state as given (converted, not cast; [] without)."""
+        state: list[Array] = []
+        if given_state:
+            x, raw = _recurrent_state.split_input(name, x, lstm, padded)
+            state = _recurrent_state.state_dtypes(name, raw, lstm)
+        else:
+            _recurrent_state.refuse_state(name, x, padded)
         if padded:
             x, given = _pair(name, x)
-        ps, x, dt = checked(params, x)
+        ps, x, dt = checked(params, x, state)
         w_ih, w_hh = ps[0], ps[1]
         n, t, c = x.shape
-        pad = idx = None
+        pad = idx = ln = None
+        first = (_recurrent_state.check_state(name, state, n, hidden, dt) if given_state
+                 else None)
         if padded:
             ln = _lengths_arg(name, given, x.shape)
             steps = np.arange(t)
@@ -243,39 +279,51 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
                 b[-hidden:] = ps[2][-hidden:]
                 b_hn = ps[3][-hidden:]
             xp += b
-        trace = cell.forward(xp, w_hh, b_hn, pad)
+        trace = cell.forward(xp, w_hh, b_hn, pad, first)
         states = trace.hidden  # padded: held past each end, so states[-1] is h_n
+        y: Any
         if not return_sequences:
             y = states[-1].copy()  # not views of the states the pullback reads
         elif pad is None:
             y = np.ascontiguousarray(states[1:][order].swapaxes(0, 1))
         else:
             y = _in_time(np.where(pad, 0, states[1:]).swapaxes(0, 1), idx)
-        return trace, y, x_steps, x, ps, pad, idx
+        if give_state:
+            h_n = states[-1].copy()
+            y = (y, (h_n, _recurrent_state.last_cell(trace.cells, ln)) if lstm else h_n)
+        return trace, y, x_steps, x, ps, pad, idx, state
 
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
         return forward(params, x)[1]
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
-        trace, y, x_steps, x_in, ps, pad, idx = forward(params, x)
-        y_shape, y_dtype, x_dtype = y.shape, y.dtype, x_in.dtype
+        trace, y, x_steps, x_in, ps, pad, idx, state = forward(params, x)
+        y_main = y[0] if give_state else y
+        y_shape, y_dtype, x_dtype = y_main.shape, y_main.dtype, x_in.dtype
         n, t, c = x_in.shape
 
-        def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Any]:
-            dy = check_cotangent(name, dy, y_shape, y_dtype)
+        def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
+            d_last = None
+            if give_state:
+                dy, d_last = _recurrent_state.split_cotangent(name, dy, lstm, y_shape,
+                                                              (n, hidden), y_dtype)
+            else:
+                dy = check_cotangent(name, dy, y_shape, y_dtype)
             dy_steps = None
             if return_sequences:  # padded: the zeroed outputs pass no gradient
                 dy_steps = (dy.swapaxes(0, 1)[order] if pad is None else
                             np.where(pad, 0, _in_time(dy, idx).swapaxes(0, 1)))
-            dgx, dgh = cell.backward(trace, ps[1], dy_steps,
-                                     None if return_sequences else dy, pad)
+            dgx, dgh, d0 = cell.backward(trace, ps[1], dy_steps,
+                                         None if return_sequences else dy, pad, d_last,
+                                         given_state and need_dx)
             flat_dgx, flat_dgh = dgx.reshape(t * n, gh), dgh.reshape(t * n, gh)
             # h_0 = 0 adds nothing to dW_hh: the steps after the first, h_{t-1}ᵀ da_t
-            h_prev = trace.hidden[1:-1].reshape((t - 1) * n, hidden)
+            skip = 0 if given_state else 1
+            h_prev = trace.hidden[skip:-1].reshape((t - skip) * n, hidden)
             grads = {"w_ih": np.matmul(x_steps.T, flat_dgx),
-                     "w_hh": np.matmul(h_prev.T, flat_dgh[n:])}
+                     "w_hh": np.matmul(h_prev.T, flat_dgh[skip * n:])}
             if use_bias:
                 rows = ones(t * n, flat_dgx.dtype)
                 grads["b_ih"] = dot(rows, flat_dgx)
@@ -285,7 +333,12 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
                 return grads, None
             dx = np.matmul(flat_dgx, ps[0].T).reshape(t, n, c)[order].swapaxes(0, 1)
             dx = in_input_dtype(_in_time(dx, idx), x_dtype)
-            return grads, ((dx, None) if padded else dx)
+            if not given_state:
+                return grads, ((dx, None) if padded else dx)
+            assert d0 is not None
+            d_state = tuple(in_input_dtype(d, a.dtype) for d, a in zip(d0, state))
+            return grads, (dx, *((None,) if padded else ()),
+                           d_state if lstm else d_state[0])
 
         return y, pullback
 
