@@ -159,6 +159,9 @@ def test_bad_arguments_are_refused_while_parsing(name, argv, message, capsys):
                 "brackets. (default: 10)"),
     ("ctc_sequences", "Read label sequences off unsegmented frames with a bidirectional GRU "
                       "and the CTC loss. (default: 6)"),
+    ("seq2seq_lstm", "A seq2seq encoder-decoder of two LSTMs that learns to reverse digit "
+                     "sequences: the encoder's final state starts the decoder, and the "
+                     "gradient crosses from one to the other. (default: 12)"),
 ])
 def test_help_shows_the_description_and_defaults(name, text, capsys):
     with pytest.raises(SystemExit) as exit_info:

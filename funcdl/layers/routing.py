@@ -10,6 +10,14 @@ import numpy as np
 
 from funcdl import random, tree
 from funcdl._args import int_arg
+from funcdl.layers._route_trees import (
+    add_trees,
+    cotangent_tree,
+    holds_array,
+    shape_tree,
+    tree_shapes,
+    value_tree,
+)
 from funcdl.layers.base import (
     _F32,
     Array,
@@ -30,13 +38,15 @@ from funcdl.layers.base import (
 __all__ = ["FanInConcat", "FanInSum", "FanOut", "Select", "Slice"]
 
 
-def _tuple(name: str, xs: Any, n: int | None = None) -> tuple[Array, ...]:
+def _tuple(name: str, xs: Any, n: int | None = None, trees: bool = False) -> tuple[Any, ...]:
+    """The entries of ``xs`` as arrays; with ``trees``, a tuple entry holding arrays (an
+    LSTM's state ``(h, c)``) stays a tuple of them (``value_tree``)."""
     if not isinstance(xs, (tuple, list)) or (n is not None and len(xs) != n) or not xs:
         what = f"a tuple of {n} arrays" if n else "a non-empty tuple of arrays"
         got = (f"a {type(xs).__name__} of length {len(xs)}" if isinstance(xs, (tuple, list))
                else type(xs).__name__)
         raise ValueError(f"{name}: expected {what} (e.g. from FanOut or Parallel), got {got}")
-    return tuple(as_array(name, x) for x in xs)
+    return tuple(value_tree(name, x) if trees else as_array(name, x) for x in xs)
 
 
 def _arrays(name: str, xs: Any) -> tuple[Array, ...]:
@@ -69,18 +79,23 @@ def typed_input(name: str, params: Any, x: Any) -> Any:
     return as_array(name, x, weak)
 
 
-def _shapes(name: str, in_shapes: Any) -> list[Shape]:
+def _shapes(name: str, in_shapes: Any, trees: bool = False) -> list[Any]:
+    """The entries' shapes; with ``trees`` (a layer routing entries whole: Select, FanOut)
+    an entry may be a tuple of shapes itself (``shape_tree``)."""
     if not isinstance(in_shapes, (tuple, list)) or not in_shapes or not all(
             isinstance(s, (tuple, list)) for s in in_shapes):
         raise TypeError(f"{name}: in_shape must be a tuple of input shapes (one per branch), "
                         f"got {in_shapes!r}")
-    return [check_in_shape(name, s, min_rank=0) for s in in_shapes]
+    return [shape_tree(name, s) if trees else check_in_shape(name, s, min_rank=0)
+            for s in in_shapes]
 
 
 def FanOut(n: int) -> Layer:
     """``x -> (x, ..., x)``, ``n`` references to one array, or to one tuple of arrays (a
     tuple input is copied whole: ``(q, kv) -> ((q, kv), (q, kv))``, as for ``q + f(q, kv)``
-    with ``Parallel(Select(0), f)``); vjp: ``dx = Σ_i dy_i``, entry by entry for a tuple."""
+    with ``Parallel(Select(0), f)``), whose entries may be tuples of arrays themselves (an
+    LSTM's ``(y, (h, c))``); vjp: ``dx = Σ_i dy_i``, entry by entry (leaf by leaf) for a
+    tuple."""
     n = int_arg(n, "FanOut", "n", 1)
     name = f"FanOut({n})"
 
@@ -88,26 +103,26 @@ def FanOut(n: int) -> Layer:
         del key
         if isinstance(in_shape, (tuple, list)) and in_shape and all(
                 isinstance(s, (tuple, list)) for s in in_shape):
-            return (tuple(_shapes(name, in_shape)),) * n, ()
+            return (tuple(_shapes(name, in_shape, trees=True)),) * n, ()
         shape = check_in_shape(name, in_shape, min_rank=0)
         return (shape,) * n, ()
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         del key, train
-        # a tuple holding an array (never one array: the child checks its entries, a
-        # scalar length say), or a list of arrays, tuples and lists, one an array
-        if isinstance(x, (tuple, list)) and any(isinstance(v, np.ndarray) for v in x) and (
-                isinstance(x, tuple) or all(isinstance(v, (np.ndarray, tuple, list))
-                                            for v in x)):
-            return (_tuple(name, x),) * n  # a tuple, as Parallel gives; dx in x's container
+        # a tuple holding an array at some depth (never one array: the child checks its
+        # entries, a scalar length say), or a list of arrays, tuples and lists, one an
+        # array; made a tuple, as Parallel gives, and dx given back in x's container
+        if holds_array(x) and (isinstance(x, tuple) or all(
+                isinstance(v, (np.ndarray, tuple, list)) for v in x)):
+            return (_tuple(name, x, trees=True),) * n
         return (as_array(name, x),) * n
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         xs = apply(params, x)
         many = isinstance(xs[0], (tuple, list))
         entries = xs[0] if many else (xs[0],)
-        shapes, dtypes = [e.shape for e in entries], [e.dtype for e in entries]
+        shapes = [tree_shapes(e) for e in entries]
 
         def pullback(dys: Any) -> tuple[Any, Any]:
             if not (isinstance(dys, (tuple, list)) and len(dys) == n):
@@ -124,8 +139,7 @@ def FanOut(n: int) -> Layer:
                                      f"(shapes {shapes}), got {type(dy).__name__}")
                 for j, d in enumerate(dy if many else (dy,)):
                     if d is not None:
-                        d = check_cotangent(name, d, shapes[j], dtypes[j])
-                        totals[j] = d if totals[j] is None else totals[j] + d
+                        totals[j] = add_trees(totals[j], cotangent_tree(name, d, entries[j]))
             return params, (like(x, totals) if many else totals[0])
 
         return xs, pullback
@@ -138,7 +152,10 @@ _NO_INDEX: Any = object()  # Select() with no index: an error naming Select, not
 
 def Select(index: int = _NO_INDEX, *more: int) -> Layer:
     """``(x_0, ..., x_{k-1}) -> x_index``, one entry of a tuple (JAX's ``xs[index]``); vjp:
-    ``dx_index = dy``, nothing (None) for the others. With ``FanOut`` on a tuple, the
+    ``dx_index = dy``, nothing (None) for the others. An entry may be a tuple of arrays
+    itself, taken whole with its cotangent: ``Sequential(LSTM(h, return_state=True),
+    Select(1))`` is the state ``(h_n, c_n)``, its pullback ``(None, (dh_n, dc_n))``, None
+    inside it for a leaf that passes nothing back. With ``FanOut`` on a tuple, the
     residual of a cross-attention: ``Sequential(FanOut(2), Parallel(Select(0),
     MultiHeadAttention(h)), FanInSum())`` is ``q + attention(q, kv)`` on ``(q, kv)``.
 
@@ -160,14 +177,14 @@ def Select(index: int = _NO_INDEX, *more: int) -> Layer:
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
         del key
-        shapes = _shapes(name, in_shapes)
+        shapes = _shapes(name, in_shapes, trees=True)
         picked = [shapes[i] for i in entry(len(shapes))]
         return (picked[0] if single else tuple(picked)), ()
 
     def pick(params: Any, xs: Any) -> tuple[Any, list[int]]:
         """The selected entries, and the indices they came from (in [0, len(xs)))."""
         no_params(name, params)
-        arrays = _tuple(name, xs)
+        arrays = _tuple(name, xs, trees=True)
         where = entry(len(arrays))
         picked = [arrays[i] for i in where]
         return (picked[0] if single else tuple(picked)), where
@@ -184,7 +201,9 @@ def Select(index: int = _NO_INDEX, *more: int) -> Layer:
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             if single:
-                dys: Any = (check_cotangent(name, dy, y.shape, y.dtype),)
+                if dy is None:
+                    raise none_cotangent(name)
+                dys: Any = (cotangent_tree(name, dy, y),)
             else:
                 if dy is None:
                     raise none_cotangent(name)
@@ -194,12 +213,11 @@ def Select(index: int = _NO_INDEX, *more: int) -> Layer:
                     raise ValueError(f"{name}: pullback expected a tuple of {len(where)} "
                                      f"cotangents, one per selected entry (None for one "
                                      f"that passes nothing back), got {got}")
-                dys = [None if d is None else check_cotangent(name, d, e.shape, e.dtype)
+                dys = [None if d is None else cotangent_tree(name, d, e)
                        for d, e in zip(dy, ys)]
             dx: list[Any] = [None] * k
             for i, d in zip(where, dys):  # a repeated index: its cotangents summed
-                if d is not None:
-                    dx[i] = d if dx[i] is None else dx[i] + d
+                dx[i] = add_trees(dx[i], d)
             return params, like(xs, dx)
 
         return y, pullback
@@ -275,7 +293,7 @@ def FanInConcat(axis: int = -1) -> Layer:
                 raise ValueError(f"{name}: inputs must agree on every axis but {axis}, got "
                                  f"{tuple(shapes)}")
         sizes = [s[ax] for s in shapes]
-        total = None if None in sizes else sum(sizes)  # type: ignore[arg-type]
+        total = None if None in sizes else sum(sizes)
         return tuple(total if i == ax else d for i, d in enumerate(shapes[0])), ()
 
     def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
