@@ -159,7 +159,8 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     ``causal`` too (both apply, as torch's); hidden keys get weight 0 and no gradient. A
     query whose keys are all hidden gives NaN (0/0) by default (``hidden_rows='nan'``), as
     torch's math path and nn.MultiheadAttention's need_weights=True: its row of y, and every
-    gradient it reaches, is NaN. The mask's cotangent is None.
+    gradient it reaches, is NaN (but b_k's, always 0: it shifts a query's scores alike, which
+    softmax ignores; torch's sums the NaN rows). The mask's cotangent is None.
     ``hidden_rows='zero'``: such a query's weights are 0 instead (its row of y is b_o, no
     gradient through it: dS = 0 there), as torch's need_weights=False training path.
     ``normalizer='sparsemax'``: ``P = sparsemax_j(S)``, each row projected onto the
