@@ -1,9 +1,11 @@
 """What MultiHeadAttention checks: its input forms (one array, ``(q, kv)``, ``(q, k, v)``)
 and their shapes, at ``init`` (where sizes may be None) and at ``apply``, and its params.
-Every error names the layer, the entries by role and their shapes."""
+Every error names the layer, the entries by role and their shapes. Also the attention
+weights it may return (``return_weights``), their cotangent, and the causal mask."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,10 +13,12 @@ import numpy as np
 
 from funcdl._args import nearest_divisors
 from funcdl.layers._params import param_arrays
-from funcdl.layers.base import Array, Shape, as_array, cast_ints, check_in_shape
+from funcdl.layers._sums import mat_vec, ones
+from funcdl.layers.base import Array, Shape, as_array, cast_ints, check_cotangent, check_in_shape
 
-__all__ = ["ROLES", "agree", "checked_params", "features", "in_shapes", "inputs", "mask_arg",
-           "mask_shape", "several", "shown", "split_mask"]
+__all__ = ["ROLES", "agree", "checked_params", "features", "in_shapes", "inputs", "later",
+           "mask_arg", "mask_shape", "returned_weights", "several", "shown", "softmax_dscores",
+           "split_cotangent", "split_mask", "weights_arg", "weights_shape"]
 
 # the entries of each input form, by count: self-, cross- and general attention
 ROLES = {1: ("x",), 2: ("q", "kv"), 3: ("q", "k", "v")}
@@ -226,3 +230,86 @@ def mask_arg(name: str, mask: Any, out: tuple[int, int, int], tk: int) -> Array:
     mask_shape(name, mask.shape, out, tk)
     hidden: Array = mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
     return hidden
+
+
+@functools.lru_cache(maxsize=32)
+def later(t: int) -> Array:
+    """The (T, T) mask of the keys after each query, j > i, which causal attention hides;
+    read-only, as it is cached."""
+    m = np.triu(np.ones((t, t), bool), 1)
+    m.flags.writeable = False
+    return m
+
+
+# ---------------------------------------------------------------------------- weights
+
+WEIGHTS = ("False (y alone), 'heads' ((y, P) with P (N, H, Tq, Tk), torch's "
+           "average_attn_weights=False) or 'mean' ((y, P) with P averaged over the heads, "
+           "(N, Tq, Tk), torch's need_weights=True default)")
+
+
+def weights_arg(name: str, value: Any) -> str | None:
+    """``return_weights`` as None (y alone), 'heads' or 'mean'; True is refused, as it
+    would not say which (torch's need_weights=True averages by default)."""
+    if isinstance(value, (bool, np.bool_)) and not value:
+        return None
+    if isinstance(value, str) and value in ("heads", "mean"):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: return_weights must be {WEIGHTS}, got True: pass 'mean' "
+                         f"for torch's need_weights=True (average_attn_weights=True) or "
+                         f"'heads' for its average_attn_weights=False")
+    if isinstance(value, str):
+        hint = (f"; names are lower case: return_weights={value.lower()!r}"
+                if value.lower() in ("heads", "mean") else "")
+        raise ValueError(f"{name}: return_weights must be {WEIGHTS}, got {value!r}{hint}")
+    raise TypeError(f"{name}: return_weights must be {WEIGHTS}, got {value!r} "
+                    f"({type(value).__name__})")
+
+
+def weights_shape(out: tuple[Any, Any, Any], heads: int, tk: Any, mode: str) -> Shape:
+    """The returned weights' shape for queries ``out`` = (N, Tq, E) and ``tk`` keys."""
+    return (out[0], heads, out[1], tk) if mode == "heads" else (out[0], out[1], tk)
+
+
+def returned_weights(dropped: Array, mode: str, copy: bool) -> Array:
+    """The weights returned, from P⊙M (N, H, Tq, Tk): themselves ('heads'; a copy when
+    ``copy``, as the pullback reads them) or ``(1/H) Σ_h`` ('mean')."""
+    if mode == "heads":
+        return dropped.copy() if copy else dropped
+    mean: Array = np.add.reduce(dropped, axis=1) / dropped.shape[1]
+    return mean
+
+
+def split_cotangent(name: str, dys: Any, y_shape: Shape, p: Array, heads: int,
+                    mode: str) -> tuple[Any, Array | None]:
+    """A pullback's ``(dy, dP)`` as dy and, unless dP is None (no cotangent from the
+    weights), dP as a cotangent of P⊙M (N, H, Tq, Tk): ``dP / H`` on every head for
+    'mean', whose P is ``(1/H) Σ_h P_h⊙M_h``; ``p`` is the returned weights."""
+    if not (isinstance(dys, (tuple, list)) and len(dys) == 2):
+        got = (f"a {type(dys).__name__} of {len(dys)} entries"
+               if isinstance(dys, (tuple, list)) else type(dys).__name__ + (
+                   f" of shape {dys.shape}" if isinstance(dys, np.ndarray) else ""))
+        raise TypeError(f"{name}: with return_weights={mode!r} the output is (y, P) and the "
+                        f"pullback takes (dy, dP), dy of shape {y_shape} and dP of shape "
+                        f"{p.shape} or None (no cotangent from the weights), got {got}")
+    dy, dp = dys
+    if dp is None:
+        return dy, None
+    if np.shape(dp) != p.shape:  # checked here so that the error names dP, not dy
+        raise ValueError(f"{name}: pullback expected dP of shape {p.shape} (the returned "
+                         f"weights'), or None, got {np.shape(dp)}")
+    dp = check_cotangent(name, dp, p.shape, p.dtype)
+    if mode == "heads":
+        return dy, dp
+    spread: Array = dp[:, None] / p.dtype.type(heads)  # broadcasts over the heads
+    return dy, spread
+
+
+def softmax_dscores(ds: Array, kept: Any, dc2: Array, d: int) -> Array:
+    """``dS = P ⊙ (dP - Σ_j P⊙dP)`` in place over ``ds`` = dP, for any dP, P =
+    ``kept.weights`` (the layer's shortcut for Σ_j P⊙dP through the context, from dc2,
+    holds only for the dP that comes from y)."""
+    ds -= mat_vec(ds * kept.weights, ones(ds.shape[-1], ds.dtype))[..., None]
+    ds *= kept.weights
+    return ds

@@ -27,7 +27,6 @@ functions picked at construction: the softmax path runs the same operations as b
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, NamedTuple
 
@@ -42,18 +41,23 @@ from funcdl.layers._attention import (
     features,
     in_shapes,
     inputs,
+    later,
     mask_arg,
     mask_shape,
+    returned_weights,
     several,
     shown,
+    softmax_dscores,
+    split_cotangent,
     split_mask,
+    weights_arg,
+    weights_shape,
 )
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, weak_dtype
 from funcdl.layers._sums import chan, dot, mat_vec, ones
 from funcdl.layers.base import (
     Array,
     Layer,
-    Shape,
     check_cotangent,
     check_in_shape,
     in_input_dtype,
@@ -66,15 +70,6 @@ matmul = np.matmul
 _W, _B = ("w_q", "w_k", "w_v"), ("b_q", "b_k", "b_v")
 # the roles (0 q, 1 k, 2 v) each entry of an input form plays, by the form's entry count
 _PLAYS = {1: ((0, 1, 2),), 2: ((0,), (1, 2)), 3: ((0,), (1,), (2,))}
-
-
-@functools.lru_cache(maxsize=32)
-def _later(t: int) -> Array:
-    """The (T, T) mask of the keys after each query, j > i, which causal attention hides;
-    read-only, as it is cached."""
-    m = np.triu(np.ones((t, t), bool), 1)
-    m.flags.writeable = False
-    return m
 
 
 class _Kept(NamedTuple):
@@ -123,9 +118,10 @@ def _sparsemax_dscores(ds: Array, kept: _Kept, dc2: Array, d: int) -> Array:
     return simplex_projection_vjp(kept.weights, ds, overwrite=True)
 
 
-# each normaliser along the rows of the scores, and its vjp from dP to dS
-_NORMALIZERS = {"softmax": (_softmax_rows, _softmax_dscores),
-                "sparsemax": (simplex_projection, _sparsemax_dscores)}
+# each normaliser along the rows of the scores, its vjp from the dP that comes from y to
+# dS, and its vjp from any dP (with a cotangent from the returned weights too)
+_NORMALIZERS = {"softmax": (_softmax_rows, _softmax_dscores, softmax_dscores),
+                "sparsemax": (simplex_projection, _sparsemax_dscores, _sparsemax_dscores)}
 
 
 def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float = 0.0,
@@ -133,7 +129,8 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                        w_init: initializers.Initializer | None = None,
                        b_init: initializers.Initializer | None = None,
                        normalizer: str = "softmax", hidden_rows: str = "nan",
-                       kdim: int | None = None, vdim: int | None = None) -> Layer:
+                       kdim: int | None = None, vdim: int | None = None,
+                       return_weights: bool | str = False) -> Layer:
     """Multi-head scaled dot-product attention, ``(N, Tq, E)`` out; inputs ``x``,
     ``(q, kv)`` or ``(q, k, v)`` of shapes (N, Tq, E), (N, Tk, E), (N, Tk, E).
 
@@ -169,6 +166,12 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     ``kdim``/``vdim`` (PyTorch's; None: E): k (N, Tk, kdim), v (N, Tk, vdim), w_k (kdim, E),
     w_v (vdim, E), torch's q/k/v_proj_weightᵀ; unless both are E, w_q, w_k, w_v ~
     U(±sqrt(6/(fan_in + fan_out))) each on its own, as torch's; x alone needs kdim = vdim = E.
+    ``return_weights`` (torch's need_weights; False: y alone): the output is ``(y, A)``, A
+    the weights as torch returns them, ``P ⊙ M`` (after dropout, when it drops; P in eval),
+    ``'heads'``: (N, H, Tq, Tk), ``'mean'``: ``(1/H) Σ_h P_h⊙M_h``, (N, Tq, Tk) (torch's
+    average_attn_weights=True); init's out_shape is the pair's. The pullback takes
+    ``(dy, dA)``, dA None (no cotangent from A: nothing more computed) or of A's shape,
+    added to ``d(P⊙M)`` (dA/H on each head for 'mean') before the normaliser's vjp.
     """
     where = "MultiHeadAttention"
     heads = int_arg(num_heads, where, "num_heads", 1)
@@ -184,7 +187,9 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     name = call_name(where, (heads,), kdim=(kdim, None), vdim=(vdim, None),
                      causal=(causal, False), dropout=(rate, 0.0),
                      use_bias=(use_bias, True), masked=(masked, False),
-                     normalizer=(normalizer, "softmax"), hidden_rows=(hidden_rows, "nan"))
+                     normalizer=(normalizer, "softmax"), hidden_rows=(hidden_rows, "nan"),
+                     return_weights=(return_weights, False))
+    mode = weights_arg(name, return_weights)
     if not (isinstance(hidden_rows, str) and hidden_rows in ("nan", "zero")):
         raise (ValueError if isinstance(hidden_rows, str) else TypeError)(
             f"{name}: hidden_rows must be 'nan' (a query whose keys are all hidden gives NaN, "
@@ -198,13 +203,13 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
         hint = (f"; names are lower case: normalizer={normalizer.lower()!r}"
                 if normalizer.lower() in _NORMALIZERS else "")
         raise ValueError(f"{name}: normalizer must be {choices}, got {normalizer!r}{hint}")
-    normalise, d_scores = _NORMALIZERS[normalizer]
+    normalise, d_scores, d_scores_any = _NORMALIZERS[normalizer]
     w_init = initializer_arg(name, "w_init", w_init)
     b_init = initializer_arg(name, "b_init", b_init)
     flagged = kdim is not None or vdim is not None
     keys = ("w_q", "w_k", "w_v", "w_o") + (("b_q", "b_k", "b_v", "b_o") if use_bias else ())
 
-    def init(key: random.Key, in_shape: Any) -> tuple[Shape, Any]:
+    def init(key: random.Key, in_shape: Any) -> tuple[Any, Any]:
         if masked:
             if not (isinstance(in_shape, (tuple, list)) and all(
                     isinstance(s, (tuple, list)) for s in in_shape)):
@@ -217,7 +222,8 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
             mask_shape(name, check_in_shape(name, m_shape, min_rank=0), out,
                        shapes[min(1, len(shapes) - 1)][1])
         else:
-            out = agree(name, in_shapes(name, in_shape), heads, causal, kdim, vdim)
+            shapes = in_shapes(name, in_shape)
+            out = agree(name, shapes, heads, causal, kdim, vdim)
         e = out[2]
         draws = random.split_for(key, 8, name)
         rows = (e, e if kdim is None else kdim, e if vdim is None else vdim)
@@ -234,6 +240,9 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
             b = b_init or initializers.zeros()
             for i, k in enumerate((*_B, "b_o")):
                 params[k] = drawn(name, "b_init", b, draws[4 + i], (e,))
+        if mode is not None:
+            return (out, weights_shape(out, heads, shapes[min(1, len(shapes) - 1)][1],
+                                       mode)), params
         return out, params
 
     def dropping(key: Any, train: Any) -> bool:
@@ -297,10 +306,10 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
             # one boolean where over the scores: padding, attention mask and causality
             hidden = mask_arg(name, mask, (n, tq, e), scores.shape[-1])
             if causal:
-                hidden = hidden | _later(tq)
+                hidden = hidden | later(tq)
             np.copyto(scores, -np.inf, where=hidden)
         elif causal:  # the diagonal stays visible: no row is all hidden
-            np.copyto(scores, -np.inf, where=_later(tq))
+            np.copyto(scores, -np.inf, where=later(tq))
         if scores.shape[-1]:  # no keys: nothing to normalise, and the context is 0
             scores = normalise(scores)
             if masked and zero_rows:
@@ -326,15 +335,20 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
         return y.reshape(n, tq, e), _Kept(entries, w_in, [qh, kh, vh], scores, dropped, keep,
                                           c2, w_o, in_dtypes)
 
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        return forward(params, x, key, train)[0]
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        y, kept = forward(params, x, key, train)
+        return y if mode is None else (y, returned_weights(kept.dropped, mode, False))
 
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
         y, kept = forward(params, xs, key, train)
         n, tq, e = y.shape
         d, scale = e // heads, 1.0 / math.sqrt(e // heads)
+        a = None if mode is None else returned_weights(kept.dropped, mode, True)
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
+            da = None
+            if a is not None:
+                dy, da = split_cotangent(name, dy, y.shape, a, heads, str(mode))
             dy2 = check_cotangent(name, dy, y.shape, y.dtype).reshape(-1, e)
             dt = y.dtype
             grads = {"w_o": matmul(kept.context.T, dy2)}
@@ -344,9 +358,12 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
             dc = dc2.reshape(n, tq, heads, d).transpose(0, 2, 1, 3)
             qh, kh, vh = kept.heads
             ds = matmul(dc, vh.swapaxes(-1, -2))              # d(P⊙M)
+            if da is not None:  # A is P⊙M, torch's: its cotangent joins d(P⊙M)'s
+                ds += da
             if kept.keep is not None:
                 ds *= kept.keep                               # dP
-            ds = d_scores(ds, kept, dc2, d)                   # dS, over the scaled scores
+            # dS, over the scaled scores
+            ds = d_scores(ds, kept, dc2, d) if da is None else d_scores_any(ds, kept, dc2, d)
             products = (lambda out: matmul(ds, kh, out=out),
                         lambda out: matmul(ds.swapaxes(-1, -2), qh, out=out),
                         lambda out: matmul(kept.dropped.swapaxes(-1, -2), dc, out=out))
@@ -378,6 +395,6 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                 return grads, like(xs, [*dx, None])
             return grads, (like(xs, dx) if several(xs) else dx[0])
 
-        return y, pullback
+        return (y if a is None else (y, a)), pullback
 
     return Layer(init, apply, vjp, name=name, dx_optional=True)
