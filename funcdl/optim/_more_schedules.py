@@ -32,22 +32,25 @@ __all__ = [
 
 
 def _interpolated(name: str, cosine: bool, init: float,
-                  boundaries_and_scales: list[tuple[int, float]]) -> Schedule:
+                  boundaries_and_scales: list[tuple[int, float]],
+                  fix: str = "pass a div_factor and final_div_factor that keep them finite"
+                  ) -> Schedule:
     """optax's ``piecewise_interpolate_schedule``. Its boundaries are a dict, so of two
     pairs at one boundary only the later one's scale counts (the earlier one's is dropped,
     not multiplied in): with the distinct boundaries sorted, ``0 = b_0 <= b_1 < b_2 < ...``
     and their scales ``s_i``, ``v_0 = init`` and ``v_{i+1} = v_i·s_{i+1}``; from ``b_i`` to
     ``b_{i+1}`` the value goes from ``v_i`` to ``v_{i+1}``, linearly or along a half cosine,
     at ``pct = (t - b_i) / (b_{i+1} - b_i)``; a phase of length 0 (``b_1 = 0``) is never in
-    force; from the last boundary on it is the last value, and before count 0 it is 0."""
+    force; from the last boundary on it is the last value, and before count 0 it is 0.
+    ``fix`` ends the error for values that are not all finite."""
     scale_at = dict(boundaries_and_scales)  # a later pair at a boundary replaces the earlier
     bounds = [0, *sorted(scale_at)]
     values = [init]
     for b in bounds[1:]:
         values.append(values[-1] * scale_at[b])
     if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{name}: the values reached are {values}, not all finite; pass a "
-                         f"div_factor and final_div_factor that keep them finite")
+        raise ValueError(f"{name}: the value reached at a boundary is not finite (the values "
+                         f"reached: {values}); {fix}")
     phases = list(zip(bounds, bounds[1:], values, values[1:]))
 
     @_over_counts

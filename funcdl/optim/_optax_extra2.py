@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, shown
+from funcdl._args import bool_arg
 from funcdl.optim._adaptive import scale_by_adam
 from funcdl.optim._alias import _alias, _checked, _Stages, _weight_decay
 from funcdl.optim._base import GradientTransformation, ScalarOrSchedule, Schedule
@@ -32,7 +32,7 @@ from funcdl.optim._more_adaptive import scale_by_adamax
 from funcdl.optim._more_schedules import _interpolated
 from funcdl.optim._more_transforms import scale_by_trust_ratio
 from funcdl.optim._optax_extra import scale_by_adan, scale_by_novograd, scale_by_sign
-from funcdl.optim._schedules import _steps, _value
+from funcdl.optim._schedules import _boundaries, _value
 from funcdl.optim._transforms import scale_by_learning_rate, trace
 from funcdl.optim._wrappers import ema
 
@@ -238,19 +238,6 @@ def piecewise_interpolate_schedule(interpolate_type: str, init_value: float,
         raise ValueError(f"{name}: interpolate_type must be 'linear' or 'cosine', got "
                          f"{interpolate_type!r}")
     v0 = _value(name, "init_value", init_value)
-    given = {} if boundaries_and_scales is None else boundaries_and_scales
-    if not isinstance(given, Mapping):
-        raise TypeError(f"{name}: boundaries_and_scales must be a dict {{boundary: scale}} "
-                        f"such as {{1000: 0.1}}, got {type(given).__name__} (for a list of "
-                        f"(boundary, scale) pairs pass dict(pairs))")
-    pairs = sorted((_steps(name, "a boundary (a key of boundaries_and_scales)", b),
-                    _value(name, f"the scale at boundary {shown(b)}", s, low=0.0))
-                   for b, s in given.items())
-    value = v0
-    for b, s in pairs:  # _interpolated's own check speaks of one-cycle arguments
-        value *= s
-        if not math.isfinite(value):
-            raise ValueError(f"{name}: the value reached at boundary {b}, init_value times "
-                             f"the scales up to it, is {value}, not finite; pass smaller "
-                             f"scales")
-    return _interpolated(name, interpolate_type == "cosine", v0, pairs)
+    pairs = _boundaries(name, boundaries_and_scales)
+    return _interpolated(name, interpolate_type == "cosine", v0, pairs,
+                         fix="pass smaller scales")

@@ -130,6 +130,19 @@ def linear_schedule(init_value: float, end_value: float, transition_steps: int,
                        transition_begin)
 
 
+def _boundaries(name: str, boundaries_and_scales: Any) -> list[tuple[int, float]]:
+    """A ``{boundary: scale}`` dict (None: none) as sorted pairs, boundaries ints >= 0 and
+    scales finite and >= 0, or an error naming ``name``."""
+    given = {} if boundaries_and_scales is None else boundaries_and_scales
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{name}: boundaries_and_scales must be a dict {{boundary: scale}} "
+                        f"such as {{1000: 0.1}}, got {type(given).__name__} (for a list of "
+                        f"(boundary, scale) pairs pass dict(pairs))")
+    return sorted((_steps(name, "a boundary (a key of boundaries_and_scales)", b),
+                   _value(name, f"the scale at boundary {shown(b)}", s, low=0.0))
+                  for b, s in given.items())
+
+
 @schedule_factory
 def piecewise_constant_schedule(init_value: float,
                                 boundaries_and_scales: Mapping[int, float] | None = None
@@ -138,14 +151,7 @@ def piecewise_constant_schedule(init_value: float,
     dict's order does not matter. Boundaries are ints >= 0, scales finite and >= 0."""
     name = "piecewise_constant_schedule"
     v0 = _value(name, "init_value", init_value)
-    given = {} if boundaries_and_scales is None else boundaries_and_scales
-    if not isinstance(given, Mapping):
-        raise TypeError(f"{name}: boundaries_and_scales must be a dict {{boundary: scale}} "
-                        f"such as {{1000: 0.1}}, got {type(given).__name__} (for a list of "
-                        f"(boundary, scale) pairs pass dict(pairs))")
-    pairs = sorted((_steps(name, "a boundary (a key of boundaries_and_scales)", b),
-                    _value(name, f"the scale at boundary {shown(b)}", s, low=0.0))
-                   for b, s in given.items())
+    pairs = _boundaries(name, boundaries_and_scales)
 
     @_over_counts
     def schedule(count: int) -> float:
