@@ -43,7 +43,7 @@ def make_masked(name: str, inner: GradientTransformation,
                 mask: Tree | Callable[[Tree], Tree]) -> GradientTransformation:
     """``masked(inner, mask)``, its errors naming ``name`` (``adamw``'s mask is adamw's). A
     mask that is not a function has its flags checked here, once; its fit to each tree is
-    checked at every call (by _spread, which walks the tree but builds no leaf list)."""
+    checked at every call (by spread, which walks the tree but builds no leaf list)."""
     if not callable(mask):
         _check_flags(name, mask)
 
@@ -52,7 +52,7 @@ def make_masked(name: str, inner: GradientTransformation,
         m = mask(t) if callable(mask) else mask
         keep: list[bool] = []
         try:
-            _spread(t, m, what, "", keep)
+            spread(t, m, what, "the mask", "", keep, _flag)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}: {e}") from None
         return keep
@@ -71,17 +71,8 @@ def make_masked(name: str, inner: GradientTransformation,
         keep = flags(f"{name}.update", grads, "grads")
         k = iter(keep)
         g = tree.map(lambda x: x if next(k) else None, grads)
-        p = None
-        if params is not None:
-            k = iter(keep)
-            try:
-                p = tree.map(lambda x, y: y if next(k) else None, grads, params)
-            except ValueError:
-                try:
-                    tree.check_same(grads, params, ("grads", "params"))
-                except ValueError as e:
-                    raise ValueError(f"{name}.update: {e}") from None
-                raise
+        p = None if params is None else tree.unflatten(tree.structure(grads), [
+            y if k else None for y, k in zip(params_along(name, grads, params), keep)])
         extra = _masked_extra(name, extra, keep)
         u, inner_state = inner.update(state.inner_state, g, p, **extra)
         done, k = iter(tree.leaves(u)), iter(keep)
@@ -125,18 +116,48 @@ def _check_flags(where: str, m: Tree) -> None:
             raise TypeError(f"{where}: {_not_a_flag(flag, path)}")
 
 
-def _spread(t: Tree, m: Tree, what: str, path: str, keep: list[bool]) -> None:
-    """Append one flag per leaf of ``t`` to ``keep``, in ``t``'s order: the mask has ``t``'s
-    structure, or a prefix of it, a bool standing for every leaf of the subtree it stands at
-    (as optax's masks: ``{'dense': True, 'norm': False}`` over nested params)."""
-    if _is_flag(m):
-        keep += [bool(m)] * len(tree.leaves(t))
+# spread's answer for a mark that stands for a subtree, not a leaf: walk on below it
+DESCEND: Any = object()
+
+
+def spread(t: Tree, m: Tree, what: str, against: str, path: str, out: list[Any],
+           mark: Callable[[Any, str], Any]) -> None:
+    """Append ``mark(m, path)`` once per leaf of ``t`` to ``out``, in ``t``'s order: ``m``
+    has ``t``'s structure, or a prefix of it, a mark standing for every leaf of the subtree
+    it stands at (as optax's masks: ``{'dense': True, 'norm': False}`` over nested params).
+    ``mark`` returns the value a mark gives, ``DESCEND`` for a node of ``m`` to walk into,
+    or raises for a mark it refuses; ``against`` names ``m`` in a mismatch."""
+    value = mark(m, path)
+    if value is not DESCEND:
+        out += [value] * len(tree.leaves(t))
         return
     node, marks = children_of(t), children_of(m)
-    if marks is None:
-        raise _not_a_flag(m, path)
     if not same_node(node, marks):
-        raise mismatch_error(path, t, m, (what, "the mask"))
-    assert node is not None  # same_node: both are nodes
-    for child, mark, step in zip(node[2], marks[2], node[3]):
-        _spread(child, mark, what, path + step, keep)
+        raise mismatch_error(path, t, m, (what, against))
+    assert node is not None and marks is not None  # same_node: both are nodes
+    for child, sub, step in zip(node[2], marks[2], node[3]):
+        spread(child, sub, what, against, path + step, out, mark)
+
+
+def _flag(m: Any, path: str) -> Any:
+    """A mask's mark: a bool, or a node to walk into."""
+    if _is_flag(m):
+        return bool(m)
+    if children_of(m) is None:
+        raise _not_a_flag(m, path)
+    return DESCEND
+
+
+def params_along(name: str, grads: Tree, params: Tree) -> list[Any]:
+    """The params' leaves in the grads' order, their structures checked: a ValueError
+    naming ``name.update`` and the first differing path."""
+    out: list[Any] = []
+    try:
+        tree.map(lambda g, p: out.append(p), grads, params)
+    except ValueError:
+        try:
+            tree.check_same(grads, params, ("grads", "params"))
+        except ValueError as e:
+            raise ValueError(f"{name}.update: {e}") from None
+        raise
+    return out

@@ -9,11 +9,20 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple
 
 from funcdl import tree
-from funcdl._treenodes import children_of, mismatch_error, same_node
+from funcdl._treenodes import children_of
 from funcdl.optim._base import GradientTransformation, _check_transforms, check_state, transform
 from funcdl.optim._checks import real_leaf, same_trees
 from funcdl.optim._keywords import check_extra, extra_keywords, forwarded, show_keywords
-from funcdl.optim._masked import MaskedState, _check_flags, _is_flag, _masked_extra, make_masked
+from funcdl.optim._masked import (
+    DESCEND,
+    MaskedState,
+    _check_flags,
+    _is_flag,
+    _masked_extra,
+    make_masked,
+    params_along,
+    spread,
+)
 from funcdl.optim._transforms import set_to_zero
 
 __all__ = ["MultiTransformState", "PartitionState", "freeze", "multi_transform", "partition",
@@ -76,10 +85,21 @@ def make_partition(name: str, transforms: Any, param_labels: Any) -> GradientTra
             _check_label(name, path, label, groups, known)
 
     def labels_of(where: str, t: Tree, what: str) -> list[Hashable]:
-        """The label of each leaf of ``t``, in ``t``'s order."""
+        """The label of each leaf of ``t``, in ``t``'s order, each checked."""
+        def mark(m: Any, path: str) -> Any:
+            if children_of(m) is not None:  # a node of param_labels: walked into
+                return DESCEND
+            _check_label(where, path, m, groups, known)
+            return m
+
         m = param_labels(t) if callable(param_labels) else param_labels
         out: list[Hashable] = []
-        _spread(where, t, m, what, "", out, groups, known)
+        try:
+            spread(t, m, what, "param_labels", "", out, mark)
+        except ValueError as e:  # a mismatch; a label's own error names `where` already
+            if not str(e).startswith("tree structure"):
+                raise
+            raise ValueError(f"{where}: {e}") from None
         return out
 
     def init(params: Tree) -> PartitionState:
@@ -104,17 +124,7 @@ def make_partition(name: str, transforms: Any, param_labels: Any) -> GradientTra
             check_extra(name, extra, takes)
         labels = labels_of(f"{name}.update", grads, "grads")
         g_leaves, treedef = tree.leaves(grads), tree.structure(grads)
-        p_leaves: list[Any] | None = None
-        if params is not None:
-            p_leaves = []
-            try:  # params cut along the grads' structure, in its order
-                tree.map(lambda g, p: p_leaves.append(p), grads, params)
-            except ValueError:
-                try:
-                    tree.check_same(grads, params, ("grads", "params"))
-                except ValueError as e:
-                    raise ValueError(f"{name}.update: {e}") from None
-                raise
+        p_leaves = None if params is None else params_along(name, grads, params)
         out = list(g_leaves)
         new: dict[Hashable, Any] = {}
         for (group, t), keys in zip(groups.items(), takes, strict=True):
@@ -150,23 +160,6 @@ def _check_label(name: str, path: str, label: Any, groups: dict[Hashable, Any],
     if not ok:
         raise ValueError(f"{name}: param_labels{path} is {label!r:.60}, which has no "
                          f"transform; {known}")
-
-
-def _spread(where: str, t: Tree, m: Tree, what: str, path: str, out: list[Hashable],
-            groups: dict[Hashable, Any], known: str) -> None:
-    """Append one label per leaf of ``t`` to ``out``, in ``t``'s order; ``m`` has ``t``'s
-    structure or a prefix of it (a label standing for every leaf of its subtree)."""
-    marks = children_of(m)
-    if marks is None:
-        _check_label(where, path, m, groups, known)
-        out += [m] * len(tree.leaves(t))
-        return
-    node = children_of(t)
-    if not same_node(node, marks):
-        raise ValueError(f"{where}: {mismatch_error(path, t, m, (what, 'param_labels'))}")
-    assert node is not None  # same_node: both are nodes
-    for child, mark, step in zip(node[2], marks[2], node[3]):
-        _spread(where, child, mark, what, path + step, out, groups, known)
 
 
 def freeze(mask: Tree | Callable[[Tree], Tree]) -> GradientTransformation:
