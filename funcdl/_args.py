@@ -38,16 +38,25 @@ def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def masked_error(x: Any, where: str, what: str) -> ValueError | None:
-    """The error for a NumPy masked array, or None: ``np.asarray`` drops the mask, so its
-    hidden entries would be used silently; JAX refuses one too. (No masked array exists
-    unless numpy.ma was imported: then this costs a dict lookup.)"""
+def is_masked(x: Any) -> bool:
+    """Whether ``x`` is a NumPy masked array (none exists unless numpy.ma was imported: then
+    this costs a dict lookup)."""
     ma = sys.modules.get("numpy.ma")
-    if ma is None or not isinstance(x, ma.MaskedArray):
-        return None
+    return ma is not None and isinstance(x, ma.MaskedArray)
+
+
+def masked_error(where: str, what: str) -> ValueError:
+    """The error for a NumPy masked array: ``np.asarray`` drops the mask, so its hidden
+    entries would be used silently; JAX refuses one too."""
     return ValueError(f"{where}: {what} is a masked array, whose mask would be ignored and "
                       f"its hidden entries used; pass a.filled(value) to put a value at the "
                       f"masked entries, or np.asarray(a) for the data beneath")
+
+
+def refuse_masked(x: Any, where: str, what: str) -> None:
+    """``masked_error`` raised if ``x`` is a masked array."""
+    if is_masked(x):
+        raise masked_error(where, what)
 
 
 def several_arrays(x: Any, where: str, what: str, hint: str = "") -> None:
@@ -67,9 +76,7 @@ def array_arg(x: Any, where: str, what: str) -> NDArray[Any]:
     if type(x) is np.ndarray:
         return x
     several_arrays(x, where, what)
-    masked = masked_error(x, where, what)
-    if masked is not None:
-        raise masked
+    refuse_masked(x, where, what)
     try:
         return np.asarray(x)
     except (ValueError, TypeError) as e:

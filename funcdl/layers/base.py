@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree as pytree
-from funcdl._args import F32, F64, bool_arg, is_int, masked_error, several_arrays
+from funcdl._args import F32, F64, bool_arg, is_int, refuse_masked, several_arrays
 from funcdl.layers._shapes import axis_in_range as axis_in_range  # re-exported: the
 from funcdl.layers._shapes import located as located  # layers import them from base
 from funcdl.layers._shapes import pair_of_shapes as pair_of_shapes
@@ -250,9 +250,7 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32) -> Array:
     several_arrays(x, name, "the input", ": a layer after FanOut or Parallel needs their "
                    "branches joined first, by FanInSum() or FanInConcat(), or one taken by "
                    "Select(i)")
-    masked = masked_error(x, name, "the input")
-    if masked is not None:
-        raise masked
+    refuse_masked(x, name, "the input")
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as e:
@@ -363,9 +361,7 @@ def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...],
         return dy  # the common case, in three attribute reads
     if dy is None:
         raise none_cotangent(name)
-    masked = masked_error(dy, name, "dy")
-    if masked is not None:
-        raise masked
+    refuse_masked(dy, name, "dy")
     several_arrays(dy, name, "the pullback's dy", f", the cotangent of an output of shape "
                    f"{y_shape}")
     arr = as_array(name, dy)

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree
-from funcdl._args import F32, F64, is_int, masked_error, number, shown
+from funcdl._args import F32, F64, is_int, is_masked, masked_error, number, shown
 
 __all__ = [
     "Count",
@@ -179,7 +179,7 @@ def real_grad(g: Any) -> None:
     from integer grads. A float32 or float64 array passes on two identity tests."""
     if type(g) is np.ndarray and (g.dtype is F32 or g.dtype is F64):
         return
-    if isinstance(g, np.matrix) or masked_error(g, "", "") is not None:
+    if isinstance(g, np.matrix) or is_masked(g):
         # np.matrix's * is a matrix product; a masked array's mask would be dropped
         raise TypeError("a grad of an ndarray subclass")
     dtype = g.dtype if isinstance(g, (np.ndarray, np.generic)) else np.asarray(g).dtype
@@ -190,9 +190,8 @@ def real_grad(g: Any) -> None:
 def subclass_error(name: str, what: str, x: Any) -> Exception | None:
     """The error for a leaf ``what`` that ``real_grad`` refuses as an ndarray subclass (a
     masked array, a np.matrix), or None."""
-    masked = masked_error(x, name, what)
-    if masked is not None:
-        return masked
+    if is_masked(x):
+        return masked_error(name, what)
     if isinstance(x, np.matrix):
         return TypeError(f"{name}: {what} is a np.matrix, whose * is a matrix product, not the "
                          f"entrywise one an optimizer takes; pass np.asarray({what})")
