@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _torch_util import block_params
 
 from funcdl import random, tree
 from funcdl.layers import MaskedMean
@@ -43,28 +44,6 @@ def params_of(layer: Any, in_shape: Any) -> Any:
 
 def torch_or_skip() -> Any:
     return pytest.importorskip("torch")
-
-
-def attn_params(sd: dict[str, Any], prefix: str) -> dict[str, Any]:
-    w, b = sd[f"{prefix}in_proj_weight"], sd[f"{prefix}in_proj_bias"]
-    return {"w_q": w[:E].T, "w_k": w[E:2 * E].T, "w_v": w[2 * E:].T, "b_q": b[:E],
-            "b_k": b[E:2 * E], "b_v": b[2 * E:], "w_o": sd[f"{prefix}out_proj.weight"].T,
-            "b_o": sd[f"{prefix}out_proj.bias"]}
-
-
-def mapped(module: Any, grads: bool = False, block: bool = True) -> dict[str, Any]:
-    """funcdl's params (or gradients) from a torch module's weights (or their .grad)."""
-    sd = {k: (v.grad if grads else v).detach().numpy().copy()
-          for k, v in module.named_parameters()}
-    if not block:
-        return attn_params(sd, "")
-    out = {a: attn_params(sd, f"{a}.") for a in ("self_attn", "multihead_attn")
-           if f"{a}.in_proj_weight" in sd}
-    out.update({k: {"w": sd[f"{k}.weight"].T, "b": sd[f"{k}.bias"]}
-                for k in ("linear1", "linear2")})
-    out.update({k: {"scale": sd[f"{k}.weight"], "bias": sd[f"{k}.bias"]}
-                for k in ("norm1", "norm2", "norm3") if f"{k}.weight" in sd})
-    return out
 
 
 def training(module: Any, seed: int = 0) -> Any:
@@ -100,7 +79,7 @@ def test_encoder_matches_torch_training_with_an_all_hidden_query(norm_first, pad
     layer = TransformerEncoderLayer(E, H, FF, dropout=0.0, norm_first=norm_first,
                                     causal=causal, masked=True)
     x = RNG.normal(size=(N, T, E))
-    y, pb = layer.vjp(mapped(mod), (x, pad))
+    y, pb = layer.vjp(block_params(mod), (x, pad))
     dy = RNG.normal(size=y.shape)
     xt = leaf(x)
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1) if causal else None
@@ -108,7 +87,7 @@ def test_encoder_matches_torch_training_with_an_all_hidden_query(norm_first, pad
     yt.backward(torch.tensor(dy))
     g, (dx, dmask) = pb(dy)
     same(y, yt.detach().numpy())
-    same(g, mapped(mod, grads=True))
+    same(g, block_params(mod, grads=True))
     same(dx, xt.grad.numpy())
     assert dmask is None
 
@@ -120,7 +99,7 @@ def test_decoder_matches_torch_training_with_an_empty_memory(norm_first):
                                                     norm_first=norm_first))
     layer = TransformerDecoderLayer(E, H, FF, dropout=0.0, norm_first=norm_first, masked=True)
     tgt, mem = RNG.normal(size=(N, T, E)), RNG.normal(size=(N, S, E))
-    y, pb = layer.vjp(mapped(mod), (tgt, mem, MEMORY))
+    y, pb = layer.vjp(block_params(mod), (tgt, mem, MEMORY))
     dy = RNG.normal(size=y.shape)
     tt, tm = leaf(tgt), leaf(mem)
     yt = mod(tt, tm, tgt_mask=torch.triu(torch.ones(T, T, dtype=torch.bool), 1),
@@ -128,7 +107,7 @@ def test_decoder_matches_torch_training_with_an_empty_memory(norm_first):
     yt.backward(torch.tensor(dy))
     g, (dt, dm, dmask) = pb(dy)
     same(y, yt.detach().numpy())
-    same(g, mapped(mod, grads=True))
+    same(g, block_params(mod, grads=True))
     same(dt, tt.grad.numpy())
     same(dm, tm.grad.numpy())
     assert dmask is None and (dm[0] == 0).all()
@@ -151,14 +130,14 @@ def test_zero_matches_torch_multihead_attention_need_weights_false(case):
         kw["key_padding_mask"] = torch.tensor(mask)
         if causal:
             kw["attn_mask"] = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
-    y, pb = layer.vjp(mapped(mod, block=False), (x, mask))
+    y, pb = layer.vjp(block_params(mod, block=False), (x, mask))
     dy = RNG.normal(size=y.shape)
     xt = leaf(x)
     yt = mod(xt, xt, xt, need_weights=False, is_causal=causal, **kw)[0]
     yt.backward(torch.tensor(dy))
     g, (dx, _) = pb(dy)
     same(y, yt.detach().numpy())
-    same(g, mapped(mod, grads=True, block=False))
+    same(g, block_params(mod, grads=True, block=False))
     same(dx, xt.grad.numpy())
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _catalogue import has
+from _torch_util import mha_params
 from test_attention import naive
 
 import funcdl as fd
@@ -99,24 +100,6 @@ def test_the_fused_kv_is_kv_twice():
 # ---------------------------------------------------------------------------- torch twins
 
 
-def torch_layout(m, grad=False):
-    """funcdl's params (or torch's gradients) from torch's module: the separate
-    q/k/v_proj_weight transposed, or the stacked in_proj_weight's rows when kdim = vdim = E."""
-    def arr(t):
-        return (t.grad if grad else t.detach()).numpy().copy()
-    if m._qkv_same_embed_dim:
-        w = arr(m.in_proj_weight)
-        p = {f"w_{r}": w[i * E:(i + 1) * E].T for i, r in enumerate("qkv")}
-    else:
-        p = {f"w_{r}": arr(getattr(m, f"{r}_proj_weight")).T for r in "qkv"}
-    p["w_o"] = arr(m.out_proj.weight).T
-    if m.in_proj_bias is not None:
-        b = arr(m.in_proj_bias)
-        p.update({f"b_{r}": b[i * E:(i + 1) * E] for i, r in enumerate("qkv")})
-        p["b_o"] = arr(m.out_proj.bias)
-    return p
-
-
 TWINS = [  # (heads, form, kdim, vdim, use_bias, mask, causal, tq, tk)
     (2, 3, 6, 10, True, None, False, 4, 7), (1, 3, 6, 10, False, "pad", False, 3, 5),
     (4, 2, 12, 12, True, "attn", False, 4, 6), (2, 3, None, 5, True, "both", False, 3, 6),
@@ -167,12 +150,12 @@ def test_matches_torch(heads, form, kdim, vdim, use_bias, mask, causal, tq, tk):
     ours = {None: None, "pad": pad, "attn": attn, "both": attn | pad[:, None, :]}[mask]
     xs = (*xs, ours) if mask is not None else (xs[0] if form == 1 else xs)
     _, p0 = layer.init(KEY, tree.map(np.shape, xs))
-    p = torch_layout(m)
+    p = mha_params(m)
     assert {name: a.shape for name, a in p.items()} == {name: a.shape for name, a in p0.items()}
     y, pullback = layer.vjp(p, xs)
     np.testing.assert_allclose(y, out.detach().numpy(), **TOL)
     dp, dx = pullback(dy)
-    want = torch_layout(m, grad=True)
+    want = mha_params(m, grad=True)
     assert sorted(dp) == sorted(want)
     for name in want:
         np.testing.assert_allclose(dp[name], want[name], **TOL, err_msg=name)
@@ -216,7 +199,7 @@ def test_default_init_statistics_match_torchs():
     e, kdim, vdim = 256, 64, 384
     torch.manual_seed(0)
     m = torch.nn.MultiheadAttention(e, 4, kdim=kdim, vdim=vdim, batch_first=True)
-    theirs = torch_layout(m)
+    theirs = mha_params(m)
     _, ours = MultiHeadAttention(4, kdim=kdim, vdim=vdim).init(
         KEY, ((None, 5, e), (None, 7, kdim), (None, 7, vdim)))
     for name in ("w_q", "w_k", "w_v"):

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _torch_util import block_params
 
 from funcdl.layers.attention import MultiHeadAttention
 from funcdl.layers.blocks import TransformerDecoderLayer, TransformerEncoderLayer
@@ -19,28 +20,6 @@ torch = pytest.importorskip("torch")
 TOL = {"rtol": 1e-10, "atol": 1e-11}
 N, T, S, E, H, FF = 3, 5, 4, 8, 2, 12
 RNG = np.random.default_rng(0)
-
-
-def attn_params(sd: dict[str, Any], prefix: str) -> dict[str, Any]:
-    w, b = sd[f"{prefix}in_proj_weight"], sd[f"{prefix}in_proj_bias"]
-    return {"w_q": w[:E].T, "w_k": w[E:2 * E].T, "w_v": w[2 * E:].T, "b_q": b[:E],
-            "b_k": b[E:2 * E], "b_v": b[2 * E:], "w_o": sd[f"{prefix}out_proj.weight"].T,
-            "b_o": sd[f"{prefix}out_proj.bias"]}
-
-
-def mapped(module: Any, grads: bool = False, block: bool = True) -> dict[str, Any]:
-    """funcdl's params (or gradients) from a torch module's weights (or .grad)."""
-    sd = {k: (v.grad if grads else v).detach().numpy().copy()
-          for k, v in module.named_parameters()}
-    if not block:
-        return attn_params(sd, "")
-    out = {a: attn_params(sd, f"{a}.") for a in ("self_attn", "multihead_attn")
-           if f"{a}.in_proj_weight" in sd}
-    out.update({k: {"w": sd[f"{k}.weight"].T, "b": sd[f"{k}.bias"]}
-                for k in ("linear1", "linear2")})
-    out.update({k: {"scale": sd[f"{k}.weight"], "bias": sd[f"{k}.bias"]}
-                for k in ("norm1", "norm2", "norm3") if f"{k}.weight" in sd})
-    return out
 
 
 def jiggled(module: Any) -> Any:
@@ -101,10 +80,10 @@ def test_multihead_attention(kind, causal):
     layer = MultiHeadAttention(H, causal=causal, masked=True)
     if kind == "both":  # our one mask holds both: padding folded into the attention mask
         ours_mask = attn | kpm[:, None, :]
-    y, pb = layer.vjp(mapped(mod, block=False), (q, kv, ours_mask))
+    y, pb = layer.vjp(block_params(mod, block=False), (q, kv, ours_mask))
     g, (dq, dkv, dm) = pb(dy)
     close(y, y_t.detach().numpy())
-    close(g, mapped(mod, grads=True, block=False))
+    close(g, block_params(mod, grads=True, block=False))
     close(dq, tq.grad.numpy())
     close(dkv, tkv.grad.numpy())
     assert dm is None
@@ -121,10 +100,10 @@ def test_encoder_src_key_padding_mask(first):
     dy = RNG.normal(size=y_t.shape)
     y_t.backward(torch.tensor(dy))
     layer = TransformerEncoderLayer(E, H, FF, dropout=0.0, norm_first=first, masked=True)
-    y, pb = layer.vjp(mapped(mod), (x, kpm))
+    y, pb = layer.vjp(block_params(mod), (x, kpm))
     g, (dx, _) = pb(dy)
     close(y, y_t.detach().numpy())
-    close(g, mapped(mod, grads=True))
+    close(g, block_params(mod, grads=True))
     close(dx, tx.grad.numpy())
 
 
@@ -141,10 +120,10 @@ def test_decoder_memory_key_padding_mask(first):
     dy = RNG.normal(size=y_t.shape)
     y_t.backward(torch.tensor(dy))
     layer = TransformerDecoderLayer(E, H, FF, dropout=0.0, norm_first=first, masked=True)
-    y, pb = layer.vjp(mapped(mod), (tgt, mem, mkpm))
+    y, pb = layer.vjp(block_params(mod), (tgt, mem, mkpm))
     g, (dt, dm, dmask) = pb(dy)
     close(y, y_t.detach().numpy())
-    close(g, mapped(mod, grads=True))
+    close(g, block_params(mod, grads=True))
     close(dt, tt_.grad.numpy())
     close(dm, tm.grad.numpy())
     assert dmask is None
@@ -156,7 +135,7 @@ def test_all_hidden_row_nan_where_torch_has_it():
     attn = np.zeros((N, T, T), bool)
     attn[1, 2] = True
     y_t = mod(*(torch.tensor(x),) * 3, attn_mask=torch.tensor(np.repeat(attn, H, 0)))[0]
-    y = MultiHeadAttention(H, masked=True).apply(mapped(mod, block=False), (x, attn))
+    y = MultiHeadAttention(H, masked=True).apply(block_params(mod, block=False), (x, attn))
     theirs = y_t.detach().numpy()
     assert np.array_equal(np.isnan(y), np.isnan(theirs)) and np.isnan(y).any()
     ok = ~np.isnan(y)

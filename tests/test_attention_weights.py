@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _torch_util import mha_params
 
 from funcdl import random
 from funcdl.layers.attention import MultiHeadAttention
@@ -25,23 +26,6 @@ def padding(lens, t):
 
 
 # ---------------------------------------------------------------------------- torch twin
-
-def torch_layout(m, grad=False):
-    """funcdl's params (or torch's gradients) from torch's module."""
-    def arr(t):
-        return (t.grad if grad else t.detach()).numpy().copy()
-    if m._qkv_same_embed_dim:
-        w = arr(m.in_proj_weight)
-        p = {f"w_{r}": w[i * E:(i + 1) * E].T for i, r in enumerate("qkv")}
-    else:
-        p = {f"w_{r}": arr(getattr(m, f"{r}_proj_weight")).T for r in "qkv"}
-    p["w_o"] = arr(m.out_proj.weight).T
-    if m.in_proj_bias is not None:
-        b = arr(m.in_proj_bias)
-        p.update({f"b_{r}": b[i * E:(i + 1) * E] for i, r in enumerate("qkv")})
-        p["b_o"] = arr(m.out_proj.bias)
-    return p
-
 
 TWINS = [  # (mode, heads, form, kdim, vdim, mask, causal, tq, tk)
     ("heads", 2, 1, None, None, None, False, 5, 5), ("mean", 2, 1, None, None, None, False, 5, 5),
@@ -94,7 +78,7 @@ def test_matches_torch_need_weights(mode, heads, form, kdim, vdim, mask, causal,
         for h in hidden:
             full = full | h
         xs = (*(xs if form > 1 else (xs,)), full)
-    p = torch_layout(m)
+    p = mha_params(m)
     (y, w), pullback = layer.vjp(p, xs)
     y_a, w_a = layer.apply(p, xs)
     np.testing.assert_array_equal(y, y_a)
@@ -103,7 +87,7 @@ def test_matches_torch_need_weights(mode, heads, form, kdim, vdim, mask, causal,
     np.testing.assert_allclose(y, y_t.detach().numpy(), rtol=0, atol=1e-12)
     np.testing.assert_allclose(w, a_t.detach().numpy(), rtol=0, atol=1e-12)
     grads, dx = pullback((a, b))
-    want = torch_layout(m, grad=True)
+    want = mha_params(m, grad=True)
     for k in want:
         np.testing.assert_allclose(grads[k], want[k], rtol=1e-10, atol=1e-10, err_msg=k)
     dxs = list(dx)[:form] if isinstance(dx, tuple) else [dx]  # a mask's None dropped
@@ -126,7 +110,7 @@ def test_torch_returns_the_weights_after_dropout():
     np.testing.assert_allclose(train_w[kept], eval_w[kept] * 2, rtol=1e-12)
 
     layer = MultiHeadAttention(2, dropout=0.5, return_weights="heads")
-    p = torch_layout(m)
+    p = mha_params(m)
     _, ours_eval = layer.apply(p, x.numpy())
     _, ours = layer.apply(p, x.numpy(), train=True, key=random.key(3))
     assert (ours == 0).any() and not np.allclose(ours.sum(-1), 1)
