@@ -66,15 +66,15 @@ class ConditionallyMaskState(NamedTuple):
     inner_state: Any
 
 
-def _check_grads(where: str, grads: Tree) -> bool:
-    """Whether every entry of ``grads`` is finite; a TypeError naming ``where`` and the leaf
-    for one that is not real floating point."""
-    finite = True
-    for path, g in tree.leaves_with_path(grads):
-        a = real_leaf(where, "grads", path, g)
-        if finite and not np.isfinite(a).all():
-            finite = False
-    return finite
+def _real_grads(where: str, grads: Tree) -> list[Any]:
+    """The leaves of ``grads`` as arrays; a TypeError naming ``where`` and the leaf for one
+    that is not real floating point."""
+    return [real_leaf(where, "grads", path, g) for path, g in tree.leaves_with_path(grads)]
+
+
+def _real_and_finite(where: str, grads: Tree) -> bool:
+    """Whether every entry of ``grads`` is finite, their dtypes checked first."""
+    return all(np.isfinite(a).all() for a in _real_grads(where, grads))
 
 
 def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int
@@ -105,7 +105,7 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int
             check_extra(name, extra, takes)
         run = read_count(f"{name}.update", state.notfinite_count)
         total = read_count(f"{name}.update", state.total_notfinite)
-        finite = _check_grads(f"{name}.update", grads)
+        finite = _real_and_finite(f"{name}.update", grads)
         if not finite:  # counts stay below COUNT_END, as optax's safe_increment
             run, total = min(run + 1, COUNT_END), min(total + 1, COUNT_END)
         else:
@@ -175,7 +175,7 @@ def _conditional(name: str, inner: GradientTransformation, fn: Any, forward: Any
             updates, inner_state = inner.update(state.inner_state, grads, params,
                                                 **forwarded(extra, inner_keys))
         else:
-            _check_grads(f"{name}.update", grads)
+            _real_grads(f"{name}.update", grads)
             updates = tree.zeros_like(grads) if zero else grads
             inner_state = state.inner_state
         return updates, cls(inner_state=inner_state, step=next_count(step))
@@ -209,7 +209,7 @@ def stateless(f: Callable[[Tree, Tree], Tree]) -> GradientTransformation:
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         where = f"{name}.update"
         check_state(name, state, EmptyState)
-        _check_grads(where, grads)
+        _real_grads(where, grads)
         if params is not None:
             same_trees(where, grads, params, ("grads", "params"), shapes=True)
             odd = tree.odd_leaf(params, "f")
@@ -247,7 +247,7 @@ def stateless_with_tree_map(f: Callable[[Any, Any], Any]) -> GradientTransformat
         # as stateless: f's leaves must be updates, each its grad's shape (a (1,) for a
         # (4,) would be broadcast, or named by the next stage, far from f)
         same_trees(where, grads, out, ("grads", "f(g, p) per leaf"), shapes=True)
-        _check_grads(where, out)
+        _real_grads(where, out)
         return out, state
 
     return transform(name, empty_init(), update)
