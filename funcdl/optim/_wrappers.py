@@ -32,6 +32,7 @@ from funcdl.optim._checks import (
     check_schedule,
     moment_dtype_arg,
     real_leaf,
+    same_trees,
     zeros_in,
 )
 from funcdl.optim._keywords import check_extra, extra_keywords, show_keywords
@@ -214,11 +215,9 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
         step = read_count(f"{name}.update", state.gradient_step)
         skip, skip_state = skipping(grads, step, params)
         if skip:  # as if never taken, but for skip_state
-            try:  # a wrong tree, or grads that are not real floats, are still errors
-                tree.check_same(grads, state.acc_grads, ("grads", "state.acc_grads"),
-                                shapes=True)
-            except ValueError as e:
-                raise ValueError(f"{name}.update: {e}") from None
+            # a wrong tree, or grads that are not real floats, are still errors
+            same_trees(f"{name}.update", grads, state.acc_grads, ("grads", "state.acc_grads"),
+                       shapes=True)
             for path, g in tree.leaves_with_path(grads):
                 real_leaf(f"{name}.update", "grads", path, g)
             return tree.zeros_like(state.acc_grads), state._replace(skip_state=skip_state)
