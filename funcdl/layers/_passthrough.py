@@ -3,7 +3,6 @@ a map over such a tree, and the cotangent checked against the output's structure
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,15 +37,6 @@ def array_tree(x: Any) -> bool:
         return True  # a record: P([1., 2.], [3., 4.]) keeps its fields, as P(a, b) does
     return isinstance(x, (tuple, list)) and any(
         v is None or isinstance(v, (np.ndarray, dict)) or array_tree(v) for v in x)
-
-
-def tree_map(f: Callable[[Any], Any], t: Any, node: Callable[[Any], bool]) -> Any:
-    """``f`` on each leaf of ``t`` (its nodes those ``node`` tells), in t's containers."""
-    if not node(t):
-        return f(t)
-    if isinstance(t, dict):
-        return {k: tree_map(f, v, node) for k, v in t.items()}
-    return rebuilt(t, [tree_map(f, v, node) for v in t])
 
 
 def rebuilt(t: Any, items: list[Any]) -> Any:

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from funcdl import initializers, random
+from funcdl import initializers, random, tree
 from funcdl._args import bool_arg, int_arg, is_int, real_arg, train_arg
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
-from funcdl.layers._passthrough import array_tree, cotangents, not_empty, shape_tree, tree_map
+from funcdl.layers._passthrough import array_tree, cotangents, not_empty, shape_tree
 from funcdl.layers._sums import chan, dot, ones
 from funcdl.layers.base import (
     _F32,
@@ -173,15 +173,15 @@ def Identity() -> Layer:
         if not shape_tree(in_shape):
             out: tuple[Any, Any] = one.init(key, in_shape)
             return out
-        return tree_map(lambda s: check_in_shape(name, s, min_rank=0), in_shape,
-                         shape_tree), ()
+        return tree.map(lambda s: check_in_shape(name, s, min_rank=0), in_shape,
+                        is_leaf=lambda s: not shape_tree(s)), ()
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         if type(x) is np.ndarray or not array_tree(not_empty(name, x)):
             return one.apply(params, x)
         no_params(name, params)
-        return tree_map(lambda a: None if a is None else as_array(name, not_empty(name, a)),
-                         x, array_tree)
+        return tree.map(lambda a: None if a is None else as_array(name, not_empty(name, a)),
+                        x, is_leaf=lambda a: not array_tree(a))
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         if type(x) is np.ndarray or not array_tree(not_empty(name, x)):
