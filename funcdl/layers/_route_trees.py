@@ -9,14 +9,15 @@ from typing import Any
 
 import numpy as np
 
+from funcdl import tree
 from funcdl.layers.base import as_array, check_cotangent, check_in_shape
 
 
-def shape_tree(name: str, s: Any) -> Any:
+def checked_shapes(name: str, s: Any) -> Any:
     """One entry's in_shape: a shape, or a non-empty tuple of shape trees (an
     ``LSTM(return_state=True)``'s state ``((N, H), (N, H))``)."""
     if isinstance(s, (tuple, list)) and s and all(isinstance(e, (tuple, list)) for e in s):
-        return tuple(shape_tree(name, e) for e in s)
+        return tuple(checked_shapes(name, e) for e in s)
     return check_in_shape(name, s, min_rank=0)
 
 
@@ -35,10 +36,6 @@ def value_tree(name: str, x: Any) -> Any:
     return as_array(name, x)
 
 
-def tree_shapes(y: Any) -> Any:
-    return tuple(map(tree_shapes, y)) if isinstance(y, tuple) else y.shape
-
-
 def cotangent_tree(name: str, d: Any, y: Any) -> Any:
     """``d`` checked against the entry ``y``: an array by ``check_cotangent``; a tree entry
     by entry, where None (nothing flows back from that leaf or subtree) is kept."""
@@ -49,7 +46,8 @@ def cotangent_tree(name: str, d: Any, y: Any) -> Any:
                else f"an array of shape {d.shape}" if isinstance(d, np.ndarray)
                else type(d).__name__)
         raise ValueError(f"{name}: pullback expected the cotangent of an entry of shapes "
-                         f"{tree_shapes(y)} as a tuple of {len(y)}, its structure, got {got}")
+                         f"{tree.map(np.shape, y)} as a tuple of {len(y)}, its structure, "
+                         f"got {got}")
     return tuple(None if di is None else cotangent_tree(name, di, yi) for di, yi in zip(d, y))
 
 

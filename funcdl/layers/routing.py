@@ -12,10 +12,9 @@ from funcdl import random, tree
 from funcdl._args import int_arg
 from funcdl.layers._route_trees import (
     add_trees,
+    checked_shapes,
     cotangent_tree,
     holds_array,
-    shape_tree,
-    tree_shapes,
     value_tree,
 )
 from funcdl.layers.base import (
@@ -81,12 +80,12 @@ def typed_input(name: str, params: Any, x: Any) -> Any:
 
 def _shapes(name: str, in_shapes: Any, trees: bool = False) -> list[Any]:
     """The entries' shapes; with ``trees`` (a layer routing entries whole: Select, FanOut)
-    an entry may be a tuple of shapes itself (``shape_tree``)."""
+    an entry may be a tuple of shapes itself (``checked_shapes``)."""
     if not isinstance(in_shapes, (tuple, list)) or not in_shapes or not all(
             isinstance(s, (tuple, list)) for s in in_shapes):
         raise TypeError(f"{name}: in_shape must be a tuple of input shapes (one per branch), "
                         f"got {in_shapes!r}")
-    return [shape_tree(name, s) if trees else check_in_shape(name, s, min_rank=0)
+    return [checked_shapes(name, s) if trees else check_in_shape(name, s, min_rank=0)
             for s in in_shapes]
 
 
@@ -122,7 +121,7 @@ def FanOut(n: int) -> Layer:
         xs = apply(params, x)
         many = isinstance(xs[0], (tuple, list))
         entries = xs[0] if many else (xs[0],)
-        shapes = [tree_shapes(e) for e in entries]
+        shapes = [tree.map(np.shape, e) for e in entries]
 
         def pullback(dys: Any) -> tuple[Any, Any]:
             if not (isinstance(dys, (tuple, list)) and len(dys) == n):
