@@ -35,6 +35,7 @@ from funcdl import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when imported
 import _cli
+import _train
 
 DIM = 16  # the data's width
 LATENT = 2  # the manifold's dimension, and the latent's
@@ -176,15 +177,12 @@ def train(epochs: int = 30, seed: int = 0, lr: float = 3e-3, batch_size: int = 1
     curve = []
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        total = 0.0
         k_batches, k_draws = fd.random.split(fd.random.fold_in(k_epochs, epoch))
-        for i, (xb,) in enumerate(fd.data.batches(k_batches, x_train, batch_size=batch_size)):
-            # a fresh eps per step: the key reaches Reparameterize through the combinators
-            loss, grads = vg(params, xb, xb, key=fd.random.fold_in(k_draws, i))
-            updates, opt_state = opt.update(opt_state, grads, params)
-            params = fd.optim.apply_updates(params, updates)
-            total += loss * len(xb)
-        curve.append(-total / n_train)
+        # a fresh eps per step: its key reaches Reparameterize through the combinators
+        params, opt_state, loss = _train.epoch(vg, opt, params, opt_state, k_batches,
+                                               x_train, x_train, batch_size=batch_size,
+                                               draws=k_draws)
+        curve.append(-loss)
         if verbose and (epoch % log_every == 0 or epoch == 1):
             print(f"epoch {epoch:4d}  train ELBO {curve[-1]:9.3f} nats  "
                   f"{time.perf_counter() - start:5.2f} s")
