@@ -51,12 +51,15 @@ def naive(p, q, k, v, heads, causal=False, keep=None):
 
 
 def setup(heads=2, e=8, tq=4, tk=5, form=1, causal=False, dropout=0.0, use_bias=True,
-          n=3, seed=0):
+          n=3, seed=0, kdim=None, vdim=None):
     """A layer, float64 params with every bias nonzero, and an input of the ``form`` (1: x,
-    2: (q, kv), 3: (q, k, v)) with the (q, k, v) it stands for."""
-    layer = MultiHeadAttention(heads, causal=causal, dropout=dropout, use_bias=use_bias)
+    2: (q, kv), 3: (q, k, v)) with the (q, k, v) it stands for; k and v of kdim and vdim
+    features when given."""
+    layer = MultiHeadAttention(heads, causal=causal, dropout=dropout, use_bias=use_bias,
+                               kdim=kdim, vdim=vdim)
     rng = np.random.default_rng(seed)
-    q, k, v = (rng.normal(size=(n, t, e)) for t in (tq, tk, tk))
+    q, k, v = (rng.normal(size=(n, t, c))
+               for t, c in ((tq, e), (tk, kdim or e), (tk, vdim or e)))
     if form == 1:
         k = v = q
     elif form == 2:

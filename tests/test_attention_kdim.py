@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from _catalogue import has
 from _torch_util import mha_params
-from test_attention import naive
+from test_attention import naive, setup
 
 import funcdl as fd
 from funcdl import random, tree
@@ -25,21 +25,9 @@ E = 8
 
 
 def make(heads, form, kdim, vdim, tq=4, tk=6, n=3, use_bias=True, causal=False, seed=0):
-    """A layer, float64 params with every bias nonzero, its input (x, (q, kv) or
-    (q, k, v)) and the (q, k, v) it stands for."""
-    layer = MultiHeadAttention(heads, kdim=kdim, vdim=vdim, use_bias=use_bias, causal=causal)
-    kd, vd = kdim or E, vdim or E
-    rng = np.random.default_rng(seed)
-    q, k, v = (rng.normal(size=(n, t, c)) for t, c in ((tq, E), (tk, kd), (tk, vd)))
-    if form == 1:
-        k = v = q
-    elif form == 2:
-        v = k
-    xs = {1: q, 2: (q, k), 3: (q, k, v)}[form]
-    _, p = layer.init(random.key(seed), tree.map(np.shape, xs))
-    p = {name: a.astype(np.float64) + rng.normal(scale=0.3, size=a.shape)
-         for name, a in p.items()}
-    return layer, p, xs, (q, k, v)
+    """test_attention's setup at E, keys and values of kdim and vdim features."""
+    return setup(heads, E, tq, tk, form, causal, use_bias=use_bias, n=n, seed=seed,
+                 kdim=kdim, vdim=vdim)
 
 
 CONFIGS = [  # (heads, form, kdim, vdim, use_bias, causal, tq, tk)
