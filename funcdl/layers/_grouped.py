@@ -81,6 +81,20 @@ def groups_arg(name: str, groups: Any, out: int) -> int:
     return g
 
 
+def in_channels(name: str, shape: tuple[Any, ...], groups: int) -> int:
+    """The channels (the last axis) of an init's in_shape: a known size > 0 that ``groups``
+    divides, else a ValueError naming the layer."""
+    c = shape[-1]
+    if c is None or c == 0:
+        raise ValueError(f"{name}: the channel axis of in_shape must be a known size > 0, "
+                         f"got {shape}")
+    if c % groups:
+        raise ValueError(f"{name}: the input's {c} channels must be divisible by groups="
+                         f"{groups} (each group reads C // groups of them), got in_shape "
+                         f"{shape}: give it a multiple of {groups} channels or change groups")
+    return int(c)
+
+
 def channels_error(name: str, layout: str, w_shape: tuple[int, ...],
                    x_shape: tuple[int, ...], groups: int) -> ValueError:
     """An input of the wrong rank, or whose channels are not the kernel's in-channels times

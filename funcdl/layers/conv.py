@@ -164,15 +164,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         shape = check_in_shape(name, in_shape, rank=rank + 2, layout=f"{layout}C)")
-        c = shape[-1]
-        if c is None or c == 0:
-            raise ValueError(f"{name}: the channel axis of in_shape must be a known size > 0, "
-                             f"got {shape}")
-        if c % groups:
-            raise ValueError(f"{name}: the input's {c} channels must be divisible by groups="
-                             f"{groups} (each group reads C // groups of them), got in_shape "
-                             f"{shape}: give it a multiple of {groups} channels or change "
-                             f"groups")
+        c = _grouped.in_channels(name, shape, groups)
         oh, ow, _ = fit(name, win, shape, rank, "kernel")
         k_w, k_b = random.split_for(key, 2, name)
         params = {"w": drawn(name, "w_init", w_init, k_w, (*kshape, c // groups, out))}

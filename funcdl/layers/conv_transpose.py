@@ -60,7 +60,7 @@ import numpy as np
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg, is_int
 from funcdl.layers import _transpose_groups
-from funcdl.layers._grouped import groups_arg
+from funcdl.layers._grouped import groups_arg, in_channels
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import chan, dot, ones
 from funcdl.layers._windows import NO_PADS, Pads, Window, int_tuple
@@ -224,15 +224,7 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         shape = check_in_shape(name, in_shape, rank=rank + 2, layout=f"{layout}C)")
-        c = shape[-1]
-        if c is None or c == 0:
-            raise ValueError(f"{name}: the channel axis of in_shape must be a known size > 0, "
-                             f"got {shape}")
-        if c % groups:
-            raise ValueError(f"{name}: the input's {c} channels must be divisible by groups="
-                             f"{groups} (each group reads C // groups of them), got in_shape "
-                             f"{shape}: give it a multiple of {groups} channels or change "
-                             f"groups")
+        c = in_channels(name, shape, groups)
         oh, ow, _ = _fit(name, rank, win, pads_arg, op, shape)
         k_w, k_b = random.split_for(key, 2, name)
         params = {"w": drawn(name, "w_init", w_init, k_w, (*kshape, og, c))}
