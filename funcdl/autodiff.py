@@ -226,7 +226,24 @@ def _loss_step(loss: Any, y: Any, target: Any, has_aux: bool) -> tuple[Any, Any,
         raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} returned "
                         f"None; it must return dpred, an array of pred's shape (a missing "
                         f"return?)")
+    if type(y) is np.ndarray and not (type(dy) is np.ndarray and dy.shape == y.shape
+                                      and dy.dtype == y.dtype):
+        dy = _dpred(loss, y, dy)
     return value, aux, dy
+
+
+def _dpred(loss: Any, y: Any, dy: Any) -> Any:
+    """A user loss's dpred as pred's dtype (as torch's engine casts a gradient), or an error
+    naming the loss when its shape is not pred's: the model's first pullback to read it
+    would otherwise be blamed, or broadcast it."""
+    got = dy if isinstance(dy, np.ndarray) else np.asarray(dy)  # a masked one: refused later
+    if got.shape != y.shape:
+        raise ValueError(f"value_and_grad: the pullback of the loss {_name(loss)} returned "
+                         f"dpred of shape {got.shape}; it must have pred's shape {y.shape}")
+    if got.dtype.kind != y.dtype.kind or got.dtype.kind not in "fc":
+        raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} returned "
+                        f"dpred of dtype {got.dtype}; it must be of pred's kind ({y.dtype})")
+    return got.astype(y.dtype, copy=False)
 
 
 def grad(model: Any, loss: Any, *, has_aux: bool = False,

@@ -361,3 +361,52 @@ def test_a_layer_passed_as_the_loss_and_a_loss_pullback_returning_a_pair_are_nam
     with pytest.raises(TypeError, match=r"loss pair returned a tuple of 2; it must return "
                                         r"dpred alone, an array of pred's shape \(8, 1\)"):
         fd.value_and_grad(model, pair)(params, x, y)
+
+
+def _scale_layer() -> L.Layer:
+    """A user's layer that passes a cotangent on unchecked: y = a ⊙ x."""
+    def init(key, s):
+        return s, {"a": np.full(s[-1], 2.0, np.float32)}
+
+    def vjp(p, x):
+        return p["a"] * x, lambda dy: ({"a": (dy * x).sum(0)}, dy * p["a"])
+
+    return L.Layer(init, lambda p, x: p["a"] * x, vjp, name="Scale")
+
+
+def test_a_loss_dpred_of_the_wrong_shape_names_the_loss_not_a_layer(key):
+    # A user's loss forgetting the batch axis: the model's last child was blamed, or (a
+    # user layer that does not check dy) broadcast it into wrong gradients.
+    def batchless(pred, target):
+        d = pred - target
+        return float((d ** 2).mean()), lambda g: 2 * g * d.mean(0) / d.size
+
+    x, t = np.ones((4, 3), np.float32), np.zeros((4, 3), np.float32)
+    for model in (L.Sequential(L.Dense(3), L.Dense(3)), L.Sequential(L.Dense(3), _scale_layer())):
+        _, params = model.init(key, (None, 3))
+        with pytest.raises(ValueError, match=r"^value_and_grad: the pullback of the loss "
+                           r"batchless returned dpred of shape \(3,\); it must have pred's "
+                           r"shape \(4, 3\)$"):
+            fd.grad(model, losses.Loss("batchless", batchless))(params, x, t)
+
+
+def test_a_loss_dpred_in_float64_reaches_float32_params_as_float32(key):
+    # torch's engine casts a gradient to its input's dtype; a user layer passing dy on
+    # unchecked made the grads of float32 params float64.
+    def wide(pred, target):
+        d = (pred - target).astype(np.float64)
+        return float((d ** 2).mean()), lambda g: 2 * g * d / d.size
+
+    model = L.Sequential(L.Dense(3), _scale_layer())
+    _, params = model.init(key, (None, 3))
+    x, t = random.normal(key, (4, 3)), np.zeros((4, 3), np.float32)
+    grads = fd.grad(model, losses.Loss("wide", wide))(params, x, t)
+    assert [g.dtype for g in tree.leaves(grads)] == [np.float32] * 3
+    expected = fd.grad(model, losses.mse)(params, x, t)
+    for g, e in zip(tree.leaves(grads), tree.leaves(expected)):
+        np.testing.assert_allclose(g, e, rtol=1e-6)
+    with pytest.raises(TypeError, match=r"the loss ints returned dpred of dtype int64; it "
+                                        r"must be of pred's kind \(float32\)"):
+        fd.grad(model, losses.Loss("ints", lambda p, t: (0.0, lambda g: np.ones(p.shape,
+                                                                                np.int64))))(
+            params, x, t)
