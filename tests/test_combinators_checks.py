@@ -215,3 +215,34 @@ def test_a_stray_keyword_names_the_layer_it_reached():
         model.apply(params, np.ones((2, 3)), state=())
     with pytest.raises(TypeError, match=r"^Dense\(2\)\.vjp\(\) got an unexpected keyword"):
         L.Dense(2).vjp(params[0], np.ones((2, 3)), state=())
+
+
+@pytest.mark.parametrize("body, error, says", [
+    (lambda p, x: p["scale"] * x, KeyError, "'scale'"),
+    (lambda p, x: p["a"] * x[:, [0, 1, 7]], IndexError, "index 7 is out of bounds"),
+    (lambda p, x: p.a * x, AttributeError, "'dict' object has no attribute 'a'"),
+    (lambda p, x: p["a"] * x * (1 // (len(x) - 4)), ZeroDivisionError, "by zero"),
+])
+def test_a_user_layers_own_lookup_errors_are_placed_keeping_their_class(body, error, says,
+                                                                        key):
+    # A wrong key or index inside a user's layer came out bare, with no place in the model.
+    def vjp(p, x):
+        return body(p, x), None
+
+    user = L.Layer(lambda k, s: (s, {"a": np.ones(s[-1], np.float32)}), body, vjp, name="U")
+    model = L.Sequential(L.Dense(3), L.Tanh(), L.Dense(3), user, L.Dense(2))
+    _, params = model.init(key, (None, 3))
+    for call in (model.apply, model.vjp):
+        with pytest.raises(error, match=r"Sequential\[3\] U: .*" + re.escape(says)):
+            call(params, np.ones((4, 3), np.float32))
+
+
+@pytest.mark.parametrize("make", [lambda: L.Dense(2), lambda: L.Conv2D(2, 3), lambda: L.ReLU()])
+def test_init_on_branches_not_joined_says_how_to_join_them(make, key):
+    # init said only "in_shape entries must be ints >= 0 or None", which apply explains
+    with pytest.raises(ValueError, match=r"^Sequential\[1\] .*: in_shape entries must be ints "
+                       r">= 0 or None, got \(\(None, 4, 4, 3\), \(None, 4, 4, 3\)\); a layer "
+                       r"after FanOut or "
+                       r"Parallel needs their branches joined first, by FanInSum\(\) or "
+                       r"FanInConcat\(\), or one taken by Select\(i\)$"):
+        L.Sequential(L.FanOut(2), make()).init(key, (None, 4, 4, 3))

@@ -84,13 +84,14 @@ def attempt(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
 
 
 def users(e: BaseException) -> bool:
-    """Whether ``e`` came from the user's own layer (``_scale_layer``): its business."""
+    """Whether ``e`` came from the user's own layer (``_scale_layer``): its business; a
+    combinator placing the error (``Sequential[0] Scale: ...``) raises it from the user's."""
     tb = e.__traceback__
     while tb is not None:
         if "_scale_layer" in tb.tb_frame.f_code.co_qualname:
             return True
         tb = tb.tb_next
-    return False
+    return e.__cause__ is not None and users(e.__cause__)
 
 
 def verdict(c: Case, call: Callable[[], Any], kind: str, canon: Callable[[], Any] | None = None,

@@ -19,8 +19,9 @@ from funcdl.layers.base import Layer, Shape, layer_arg, need_state
 # a uniform view of any child (a stateless child's state is ()); `build` then drops the
 # state from the signatures when no child has any.
 
-# Errors a combinator re-raises with the child's place prefixed (``Sequential[3] ...``).
-ERRORS = (ValueError, TypeError, FloatingPointError)
+# Errors a combinator re-raises with the child's place prefixed (``Sequential[3] ...``), each
+# as its own class: a user's layer reading a wrong key or index is placed like a bad shape.
+ERRORS = (ValueError, TypeError, ArithmeticError, LookupError, AttributeError)
 
 
 def is_stateful(layer: Any) -> bool:
@@ -46,7 +47,8 @@ def child_init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
         raise TypeError(f"{name_of(layer)}: init must return {want}, out_shape a tuple, "
                         f"got {describe(out)}"
                         + (f" whose first entry is {describe(out[0])}"
-                           if isinstance(out, tuple) and len(out) == 2 + stateful else ""))
+                           if isinstance(out, tuple) and len(out) == 2 + stateful else
+                           ": return a tuple, not a list" if isinstance(out, list) else ""))
     return (out[0], out[1], out[2]) if stateful else (out[0], out[1], ())
 
 

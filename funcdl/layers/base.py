@@ -216,10 +216,15 @@ def layer_arg(where: str, x: Any, what: str = "expected a layer") -> None:
                         f"got {got}")
 
 
+_JOIN = ("; a layer after FanOut or Parallel needs their branches joined first, by "
+         "FanInSum() or FanInConcat(), or one taken by Select(i)")
+
+
 def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
-                   rank: int | None = None, layout: str = "") -> Shape:
+                   rank: int | None = None, layout: str = "", tree_hint: str = _JOIN) -> Shape:
     """Validate ``in_shape`` given to ``init``: a tuple of positive ints (or None), of rank
-    ``rank`` when given (named with ``layout``, e.g. '(N, H, W, C)', in the error)."""
+    ``rank`` when given (named with ``layout``, e.g. '(N, H, W, C)', in the error);
+    ``tree_hint`` ends the error for a tuple of shapes."""
     if isinstance(in_shape, (int, np.integer)) or not isinstance(in_shape, (tuple, list)):
         raise TypeError(
             f"{name}: in_shape must be a tuple with the batch axis first, e.g. (None, 2), "
@@ -227,7 +232,8 @@ def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
     shape = tuple(in_shape)
     for d in shape:
         if d is not None and (not is_int(d) or d < 0):  # is_int: True is no size of 1
-            hint = " (stax's -1 for an unknown batch is None here)" if d == -1 else ""
+            hint = (" (stax's -1 for an unknown batch is None here)" if d == -1 else
+                    tree_hint if all(isinstance(e, (tuple, list)) for e in shape) else "")
             raise ValueError(f"{name}: in_shape entries must be ints >= 0 or None, "
                              f"got {shape}{hint}")
     if rank is not None and len(shape) != rank:
@@ -247,9 +253,7 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32) -> Array:
     if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64 or x.dtype.kind in "biu"
                                   or _native_float(x.dtype)):
         return x
-    several_arrays(x, name, "the input", ": a layer after FanOut or Parallel needs their "
-                   "branches joined first, by FanInSum() or FanInConcat(), or one taken by "
-                   "Select(i)")
+    several_arrays(x, name, "the input", _JOIN)
     refuse_masked(x, name, "the input")
     try:
         a = np.asarray(x)

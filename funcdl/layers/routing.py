@@ -85,7 +85,8 @@ def _shapes(name: str, in_shapes: Any, trees: bool = False) -> list[Any]:
             isinstance(s, (tuple, list)) for s in in_shapes):
         raise TypeError(f"{name}: in_shape must be a tuple of input shapes (one per branch), "
                         f"got {in_shapes!r}")
-    return [checked_shapes(name, s) if trees else check_in_shape(name, s, min_rank=0)
+    return [checked_shapes(name, s) if trees else check_in_shape(name, s, min_rank=0,
+                                                                 tree_hint="")
             for s in in_shapes]
 
 
