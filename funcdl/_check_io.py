@@ -62,6 +62,15 @@ def is_shape(s: Any) -> bool:
                                         for d in s)
 
 
+def shapes_only(s: Any) -> bool:
+    """Whether ``s`` is a shape (ints and None; a list too) or a tree of them (tuples,
+    lists, dicts): what init returns first, not the params."""
+    if isinstance(s, dict):
+        return all(shapes_only(v) for v in s.values())
+    return isinstance(s, (tuple, list)) and all(
+        d is None or isinstance(d, (int, np.integer)) or shapes_only(d) for d in s)
+
+
 def random_input(key: random.Key, in_shape: Any, batch: int, ids: int | None = None) -> Any:
     """float32 normals of ``in_shape`` (a shape, or a tree of them: tuples, NamedTuples,
     dicts; ``as_shape``'s, lists made tuples), None -> batch; or, for a layer reading ids
@@ -99,12 +108,17 @@ def shape_agrees(declared: Any, y: Any, batch: int) -> bool:
 
 
 def returned(where: str, what: str, got: Any, n: int) -> Any:
-    """``got`` if it is the n-tuple a layer's ``what`` returns, else an AssertionError."""
-    if isinstance(got, tuple) and len(got) == n:
-        return got
+    """``got`` as the n-tuple a layer's ``what`` returns (a list too, but from init, as the
+    combinators take them), else an AssertionError; init's out_shape must come first, a
+    shape or a tree of them (not ``(params, out_shape)``)."""
     form = {("init", 2): "(out_shape, params)", ("init", 3): "(out_shape, params, state)",
             ("vjp", 2): "(y, pullback)", ("vjp", 3): "(y, pullback, new_state)",
             ("apply", 2): "(y, new_state)"}.get((what, n), "(dparams, dx)")
+    if isinstance(got, tuple if what == "init" else (tuple, list)) and len(got) == n:
+        if what == "init" and not shapes_only(got[0]):
+            raise AssertionError(f"{where}: init must return {form}, out_shape first (a tuple "
+                                 f"such as (None, 3)), got {type(got[0]).__name__} first")
+        return tuple(got)
     raise AssertionError(f"{where}: {what} must return {form}, got {type(got).__name__}"
                          + (f" of length {len(got)}" if isinstance(got, tuple) else ""))
 

@@ -179,11 +179,7 @@ def check_vjp(layer: Any, params: Any, x: Any, *, key: Any = None, train: bool =
     guard.add(dy=u)
     grads = pullback(u)
     guard.check("the pullback")
-    if not (isinstance(grads, tuple) and len(grads) == 2):
-        raise AssertionError(f"{where}: the pullback must return (dparams, dx), "
-                             f"got {type(grads).__name__}"
-                             + (f" of length {len(grads)}" if isinstance(grads, tuple) else ""))
-    dparams, dx = grads
+    dparams, dx = returned(where, "the pullback", grads, 2)
     if isinstance(x64, list) and isinstance(dx, np.ndarray):  # a list of rows, which the
         x64 = np.asarray(x64)  # layer read as one array: its dx is the array's
     try:

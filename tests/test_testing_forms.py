@@ -111,3 +111,47 @@ def test_a_ragged_list_is_named_by_the_checker_not_by_numpy():
         testing.check_vjp(dense, params, [[0.0, 1.0], [2.0]])
     with pytest.raises(ValueError, match=r"check_loss\(mse\): pred is not a rectangular"):
         testing.check_loss(losses.mse, [[0.5], [0.5, 0.5]], np.ones((2, 2)))
+
+
+def _user_scale(init_form=tuple, vjp_form=tuple, back_form=tuple):
+    def init(key, s):
+        return init_form((s, {"w": np.full(s[-1], 2.0, np.float32)}))
+
+    def vjp(p, x, **kw):
+        return vjp_form((x * p["w"], lambda dy: back_form(({"w": (dy * x).sum(0)},
+                                                          dy * p["w"]))))
+
+    return L.Layer(init, lambda p, x, **kw: x * p["w"], vjp, name="U")
+
+
+def test_the_checkers_take_the_lists_the_combinators_take_and_refuse_what_they_refuse():
+    # a vjp or pullback returning a list trains in any combinator: its checks pass too
+    x = random.normal(KEY, (3, 4), np.float64)
+    for layer in (_user_scale(vjp_form=list), _user_scale(back_form=list)):
+        testing.check_layer(layer, (None, 4))
+        testing.check_vjp(layer, {"w": np.full(4, 2.0)}, x)
+        L.Sequential(L.Dense(4), layer).init(KEY, (None, 3))
+    # init returning a list is refused by both, each saying what to return
+    listed = _user_scale(init_form=list)
+    with pytest.raises(AssertionError, match=r"check_layer\(U\): init must return \(out_shape, "
+                                             r"params\), got list"):
+        testing.check_layer(listed, (None, 4))
+    with pytest.raises(TypeError, match=r"Sequential\[1\] U: init must return \(out_shape, "
+                                        r"params\), out_shape a tuple, got a list of length 2: "
+                                        r"return a tuple, not a list$"):
+        L.Sequential(L.Dense(4), listed).init(KEY, (None, 3))
+
+
+def test_check_layer_names_an_init_returning_params_before_the_shape():
+    # (params, out_shape) swapped: apply was called with the shape as params and the
+    # user's own TypeError came out, not an AssertionError naming the layer
+    def init(key, s):
+        return {"w": np.ones(s[-1], np.float32)}, s
+
+    swapped = L.Layer(init, lambda p, x, **kw: x * p["w"],
+                      lambda p, x, **kw: (x * p["w"], lambda dy: ({"w": (dy * x).sum(0)},
+                                                                   dy * p["w"])), name="U")
+    with pytest.raises(AssertionError, match=r"^check_layer\(U\): init must return \(out_shape, "
+                                             r"params\), out_shape first \(a tuple such as "
+                                             r"\(None, 3\)\), got dict first$"):
+        testing.check_layer(swapped, (None, 3))
