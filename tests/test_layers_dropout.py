@@ -108,3 +108,26 @@ def test_bad_broadcast_dims_are_named(dims, error, match):
     with pytest.raises(error, match=match):
         L.Dropout(0.5, broadcast_dims=dims).apply((), np.ones((2, 3, 3, 4)),
                                                   key=random.key(0), train=True)
+
+
+@pytest.mark.parametrize("make", [lambda: L.Dropout(0.5),
+                                  lambda: L.Dropout(0.5, broadcast_dims=(1,)),
+                                  lambda: L.AlphaDropout(0.5), lambda: L.FeatureAlphaDropout(0.5)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_of_inf_and_huge_inputs_gives_torchs_values_without_warnings(make, dtype, key):
+    # a dropped inf (inf·0) and a kept value past max / (1 - rate) warned from NumPy, which
+    # the suite's -W error (and a user's) turned into an exception; torch is silent
+    layer = make()
+    big = np.finfo(dtype).max
+    x = np.tile(np.array([np.inf, -np.inf, big, -big, 1.0], dtype), (8, 4, 1))
+    y = layer.apply((), x, key=key, train=True)
+    y2, pullback = layer.vjp((), x, key=key, train=True)
+    np.testing.assert_array_equal(y, y2)
+    _, dx = pullback(np.ones_like(y))
+    kept = dx != 0  # the pullback's factor is nonzero exactly where the entry was kept
+    assert kept.any() and (~kept).any() and y.dtype == dtype
+    if isinstance(layer.name, str) and layer.name.startswith("Dropout"):
+        np.testing.assert_array_equal(np.isnan(y), ~kept & np.isinf(x))  # inf·0 only
+        np.testing.assert_array_equal(y[kept & (np.abs(x) == big)],
+                                      np.sign(x[kept & (np.abs(x) == big)]) * np.inf)
+        np.testing.assert_array_equal(y[~kept & np.isfinite(x)], 0)

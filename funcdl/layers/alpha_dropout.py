@@ -53,8 +53,9 @@ def apply_mask(x: Array, keep: Array, rate: float,
     dtype = x.dtype
     scale = keep * dtype.type(a)  # a·m, in x's float dtype
     shift = np.where(keep, dtype.type(b), dtype.type(dropped))  # mask's small shape only
-    y = x * scale
-    y += shift
+    with np.errstate(invalid="ignore", over="ignore"):  # as Dropout: inf·0 NaN, as torch
+        y = x * scale
+        y += shift
     return y, scale
 
 

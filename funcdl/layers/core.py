@@ -280,11 +280,17 @@ def Dropout(rate: float, broadcast_dims: tuple[int, ...] = ()) -> Layer:
         scaled: Array = keep * np.asarray(1.0 / (1.0 - rate), dtype)
         return scaled
 
+    def dropped(x: Array, mask: Array) -> Array:
+        """``x ⊙ mask``; a dropped inf gives NaN, a kept value past the dtype's maximum /
+        (1 - rate) inf, as PyTorch gives them, without NumPy's warnings."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            return cast_ints(x, mask.dtype) * mask
+
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         xa = as_array(name, x)
         mask = scaled_mask(xa, key, train)
-        return xa if mask is None else cast_ints(xa, mask.dtype) * mask
+        return xa if mask is None else dropped(xa, mask)
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
@@ -292,7 +298,7 @@ def Dropout(rate: float, broadcast_dims: tuple[int, ...] = ()) -> Layer:
         mask = scaled_mask(x, key, train)
         if mask is None:
             return x, lambda dy: (params, check_cotangent(name, dy, x.shape, x.dtype))
-        y = cast_ints(x, mask.dtype) * mask
+        y = dropped(x, mask)
         return y, lambda dy: (params, check_cotangent(name, dy, y.shape, y.dtype) * mask)
 
     return Layer(init, apply, vjp, name=name)
