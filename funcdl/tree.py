@@ -252,7 +252,7 @@ def check_same(a: Tree, b: Tree, names: tuple[str, str] = ("the first tree", "th
             raise ValueError(
                 f"shape mismatch at {path or 'the root'}: {names[0]} has {xs}, "
                 f"{names[1]} has {ys}")
-        if dtypes:
+        if dtypes and not (type(x) is int and type(y) is int):  # 2**63 is no other kind
             xd, yd = np.asarray(x).dtype, np.asarray(y).dtype
             if xd != yd:
                 raise ValueError(

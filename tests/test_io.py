@@ -228,3 +228,14 @@ def test_load_does_not_take_leaves_from_like(tmp_path):
     out = io.load(path, like={"w": np.zeros(3), "n": 0})
     _assert_same(t, out)
     assert tree.structure(out) == tree.structure(t)
+
+
+@pytest.mark.parametrize("saved, like", [(2**63, 0), (0, 2**63), (2**64 - 1, -(2**63))])
+def test_like_takes_a_python_int_whatever_its_size(tmp_path, saved, like):
+    # NumPy holds 2**63 as uint64 and 0 as int64: both are Python ints, as the file gives back
+    path = tmp_path / "count.npz"
+    io.save(path, {"count": saved, "w": np.ones(2, np.float32)})
+    got = io.load(path, like={"count": like, "w": np.zeros(2, np.float32)})
+    assert type(got["count"]) is int and got["count"] == saved
+    with pytest.raises(ValueError, match=r"dtype mismatch at \['count'\]"):
+        io.load(path, like={"count": np.uint8(0), "w": np.zeros(2, np.float32)})
