@@ -3,6 +3,8 @@ value_and_grad, grad and vjp called with the wrong model, loss, flags, state or 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from _catalogue import case, init, ones
@@ -196,3 +198,28 @@ def test_calling_a_users_loss_whose_vjp_returns_no_pullback_names_it(vjp, got):
     with pytest.raises(TypeError, match=rf"mine: its vjp must return \(value, pullback\).*{got}"):
         losses.Loss("mine", vjp)(x, x)
     assert losses.Loss("ok", lambda p, t: [2.0, lambda g: g])(x, x) == 2.0
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda p: losses.bce(p, np.full(4, 0.5)), "bce: pred must be probabilities"),
+    (lambda p: losses.bce(np.full(4, 0.5), p), "bce: target must hold probabilities"),
+    (lambda p: losses.bce_with_logits(np.zeros(4), p), "target must hold probabilities"),
+    (lambda p: losses.kl_div(np.full(4, -1.0), p), "kl_div: target must be >= 0"),
+    (lambda p: losses.kl_div(-p, np.full(4, 0.5)), "kl_div: pred must be <= 0"),
+    (lambda p: losses.poisson_nll(np.zeros(4), p), "poisson_nll: target must be >= 0"),
+])
+def test_a_nan_out_of_a_losss_domain_is_called_nan_not_a_range_of_nans(call, says):
+    # one NaN among ordinary values read "got values in [nan, nan]", as if all were NaN
+    p = np.array([0.2, np.nan, 0.4, 0.6])
+    with pytest.raises(ValueError, match=re.escape(says) + r".*got nan at 1 of its 4 entries"):
+        call(p)
+
+
+@pytest.mark.parametrize("loss", [losses.softmax_cross_entropy, losses.nll])
+def test_torchs_class_second_layout_is_told_to_move_the_class_axis_last(loss):
+    with pytest.raises(ValueError, match=r"got \(2, 4, 5\); classes go last here: for torch's "
+                                         r"\(N, C, d1, \.\.\.\) layout pass "
+                                         r"np\.moveaxis\(pred, 1, -1\)$"):
+        loss(np.zeros((2, 3, 4, 5)), np.zeros((2, 4, 5), int))
+    with pytest.raises(ValueError, match=r"got \(2, 4\)$"):  # no hint where it cannot be that
+        loss(np.zeros((2, 3, 5)), np.zeros((2, 4), int))

@@ -377,3 +377,15 @@ def test_label_smoothing_over_logits_far_apart_stays_finite():
                                            label_smoothing=0.1)
     assert np.isfinite(by_label) and by_label == pytest.approx(by_prob, rel=1e-6)
     assert by_label == pytest.approx(0.1 * 3 / 4 * 2e38, rel=1e-6)
+
+
+@pytest.mark.parametrize("loss", [losses.softmax_cross_entropy, losses.poly_loss_cross_entropy])
+@pytest.mark.parametrize("target", [np.array([[0.0], [1.0], [1.0]], np.float32),
+                                    np.array([[1.0], [1.0], [1.0]]),
+                                    np.array([[0.3], [0.9], [1.0]])])
+def test_float_targets_against_one_class_are_refused_as_integer_ones_are(loss, target):
+    # the disk data's (N, 1) float labels into a cross-entropy: a loss of 0 and zero grads
+    # whatever the logits, trained on without a word (torch too); the ints were refused
+    with pytest.raises(ValueError, match=r"logits of shape \(3, 1\) hold one class, where the "
+                                         r"loss is 0 whatever .*use bce_with_logits"):
+        loss(np.array([[0.5], [-2.0], [3.0]], np.float32), target)

@@ -375,3 +375,12 @@ def test_bad_inputs_are_named(call, kind, words):
     assert msg.split(":")[0] in ("kl_div", "poisson_nll", "gaussian_nll", "margin_ranking",
                                  "cosine_embedding", "triplet_margin"), msg
     assert words in msg, msg
+
+
+def test_cosine_embedding_adds_torchs_float_epsilon_to_each_squared_norm():
+    # torch's EPSILON is the float 1e-12 (9.99999996e-13) in every dtype: with squared
+    # norms near 1e-13 the double 1e-12 moved the value by 2e-10
+    a, b = np.array([[3e-7, 1e-7]]), np.array([[1e-7, 2e-7]])
+    eps = float(np.float32(1e-12))
+    cos = (a * b).sum() / np.sqrt(((a * a).sum() + eps) * ((b * b).sum() + eps))
+    assert COS((a, b), np.ones(1)) == pytest.approx(1 - cos, rel=1e-15, abs=0)

@@ -193,12 +193,19 @@ def _same_shape(name: str, pred: Array, target: Any) -> Array:
         return t.astype(pred.dtype, copy=False)
 
 
+def _span(a: Array) -> str:
+    """What an array out of its domain holds, for an error: its range, or its NaN count (a
+    NaN makes min and max NaN, which read as if every entry were)."""
+    if a.dtype.kind in "fc" and np.isnan(a).any():
+        return f"nan at {int(np.isnan(a).sum())} of its {a.size} entries"
+    return f"values in [{np.minimum.reduce(a, axis=None)}, {np.maximum.reduce(a, axis=None)}]"
+
+
 def _probabilities(name: str, t: Array) -> Array:
     """Probability targets of the cross-entropies must lie in [0, 1] (PyTorch does not
     check; a target of 2, or -1, would give a finite, meaningless loss)."""
     if t.size and not (t.min() >= 0 and t.max() <= 1):
-        raise ValueError(f"{name}: target must hold probabilities in [0, 1], got values in "
-                         f"[{t.min()}, {t.max()}]")
+        raise ValueError(f"{name}: target must hold probabilities in [0, 1], got {_span(t)}")
     return t
 
 
@@ -297,7 +304,7 @@ def _weights(name: str, what: str, value: Any, shape: tuple[int, ...],
     # float64's maximum overflows there with a warning
     if v.size and not (np.isfinite(v).all() and v.min() >= 0 and float(v.max()) <= top):
         raise ValueError(f"{name}: {what} must be finite, >= 0 and within {np.dtype(dtype)}'s "
-                         f"range, got values in [{v.min()}, {v.max()}]")
+                         f"range, got {_span(v)}")
     return v.astype(dtype)
 
 

@@ -91,6 +91,10 @@ def _dense_target(name: str, z: Array, target: Any) -> Array:
     checked by ``_one_hot``) or probabilities (floats, checked to lie in [0, 1])."""
     t = _same_shape(name, z, target)
     kind = getattr(target, "dtype", t.dtype).kind  # t took z's dtype: the given one decides
+    if kind == "f" and z.ndim > 1 and z.shape[-1] == 1:  # (an int one-hot: _one_hot's words)
+        raise ValueError(f"{name}: logits of shape {z.shape} hold one class, where the loss "
+                         f"is 0 whatever the logits and the targets: for binary targets, one "
+                         f"logit per example, use bce_with_logits")
     return _one_hot(name, t, z.shape) if kind != "f" else _probabilities(name, t)
 
 
@@ -113,8 +117,11 @@ def _pick(name: str, what: str, shape: tuple[int, ...], labels: Array, w: Array 
     without weights)."""
     n_classes = shape[-1]
     if labels.shape != shape[:-1]:
+        torch = len(shape) > 2 and labels.shape == shape[:1] + shape[2:]
         raise ValueError(f"{name}: integer labels must have shape {shape[:-1]} for "
-                         f"{what} of shape {shape}, got {labels.shape}")
+                         f"{what} of shape {shape}, got {labels.shape}"
+                         + ("; classes go last here: for torch's (N, C, d1, ...) layout pass "
+                            "np.moveaxis(pred, 1, -1)" if torch else ""))
     keep = None if ignore is None else labels != ignore
     if keep is not None and keep.all():
         keep = None

@@ -15,6 +15,7 @@ from funcdl.losses._base import (
     _probabilities,
     _reduced,
     _same_shape,
+    _span,
     _weights,
 )
 
@@ -44,7 +45,7 @@ def _bce(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback
     t = _probabilities("bce", _same_shape("bce", p, target))
     if p.size and not (p.min() >= 0 and p.max() <= 1):
         raise ValueError("bce: pred must be probabilities in [0, 1] (use bce_with_logits on "
-                         f"logits), got values in [{p.min()}, {p.max()}]")
+                         f"logits), got {_span(p)}")
     with np.errstate(divide="ignore"):  # log(0) = -inf, clamped to -100 below
         log_p = np.maximum(np.log(p), -100)
         log_q = np.maximum(np.log1p(-p), -100)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import array_arg, bool_arg, real_arg
-from funcdl.losses._base import Array, Pullback, _pred, _reduced, _same_shape, _sum
+from funcdl.losses._base import Array, Pullback, _pred, _reduced, _same_shape, _span, _sum
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -17,17 +17,13 @@ _LOG_2PI = math.log(2 * math.pi)
 def _nonnegative(name: str, what: str, a: Array, hint: str) -> Array:
     """``a`` if none of its entries is negative (a log of one would be NaN, as in torch)."""
     if a.size and not np.minimum.reduce(a, axis=None) >= 0:
-        raise ValueError(f"{name}: {what} must be >= 0, got values in "
-                         f"[{np.minimum.reduce(a, axis=None)}, "
-                         f"{np.maximum.reduce(a, axis=None)}]{hint}")
+        raise ValueError(f"{name}: {what} must be >= 0, got {_span(a)}{hint}")
     return a
 
 
 def _nonpositive(name: str, what: str, a: Array, hint: str) -> None:
     if a.size and not np.maximum.reduce(a, axis=None) <= 0:
-        raise ValueError(f"{name}: {what} must be <= 0{hint}, got values in "
-                         f"[{np.minimum.reduce(a, axis=None)}, "
-                         f"{np.maximum.reduce(a, axis=None)}]")
+        raise ValueError(f"{name}: {what} must be <= 0{hint}, got {_span(a)}")
 
 
 def _eps(name: str, eps: Any, dtype: Any) -> float:

@@ -11,7 +11,8 @@ import numpy as np
 from funcdl._args import array_arg, bool_arg, real_arg
 from funcdl.losses._base import Array, Pullback, _pred, _reduced, _sum
 
-_COS_EPS = 1e-12  # torch's EPSILON in cosine_embedding_loss, added to each squared norm
+_COS_EPS = float(np.float32(1e-12))  # torch's float EPSILON in cosine_embedding_loss,
+# added to each squared norm (9.99999996e-13 in every dtype, as _BCE_EPS)
 
 
 def _inputs(name: str, pred: Any, what: str, n: int) -> tuple[Array, ...]:
