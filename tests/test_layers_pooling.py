@@ -143,3 +143,21 @@ def test_pools_of_empty_batches_and_channels():
             y, pullback = layer.vjp((), np.zeros(shape, np.float32))
             assert pullback(np.zeros_like(y))[1].shape == shape
 
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_maxpool_sends_a_nan_or_inf_cotangent_to_its_windows_max_only(bad):
+    # dy times each cell's 0/1 winner mask made NaN (inf·0) at every cell of the window,
+    # with NumPy's warning for inf; torch and jax.lax.reduce_window give dy to the max only
+    x = np.array([[1.0, 4.0], [2.0, 3.0]], np.float32).reshape(1, 2, 2, 1)
+    layer = L.MaxPool2D(2)
+    _, params = layer.init(None, x.shape)
+    _, pullback = layer.vjp(params, x)
+    _, dx = pullback(np.full((1, 1, 1, 1), bad, np.float32))
+    np.testing.assert_array_equal(dx.ravel(), [0, bad, 0, 0])
+    # overlapping windows: each max gets its own dy, the cells between them nothing
+    pool = L.MaxPool1D(3, 2)
+    _, p1 = pool.init(None, (1, 5, 1))
+    _, pb = pool.vjp(p1, np.array([0, 5, 1, 2, 3], np.float64).reshape(1, 5, 1))
+    _, dx = pb(np.array([bad, 1.0]).reshape(1, 2, 1))
+    np.testing.assert_array_equal(dx.ravel(), [0, bad, 0, 0, 1])

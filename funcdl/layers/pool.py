@@ -177,11 +177,15 @@ def max_pool(name: str, rank: int, window: Any, stride: Any, padding: Any, dilat
             dy = check_cotangent(name, dy, out.shape, dtype)  # in y's (x's) float dtype
             dy = dy if rank == 2 else dy[:, None]
             wins = _winners(better)
+            with np.errstate(over="ignore", invalid="ignore"):  # a huge sum: the masked path
+                finite = np.isfinite(np.add.reduce(dy, axis=None))  # one pass, no temporary
 
             def share(k: int) -> Array:  # dy at the windows whose arg-max is offset k
                 # a float mask: NumPy's masked copies (np.where, copyto(where=)) and
-                # products with a bool run 3-40x slower on random masks
-                return dy if wins is None else np.multiply(dy, wins[k].astype(dtype))
+                # products with a bool run 3-40x slower on random masks; but a NaN or inf
+                # dy times a 0 would be NaN at every cell of its window, not only its max
+                return (dy if wins is None else np.multiply(dy, wins[k].astype(dtype))
+                        if finite else np.where(wins[k], dy, dtype.type(0)))
 
             dx = scatter(x_shape, dtype, win, pads, share)
             return params, dx if rank == 2 else dx[:, 0]
