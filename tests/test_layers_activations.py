@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from funcdl import layers as L
+from funcdl import random
 from funcdl.testing import check_vjp
 
 
@@ -308,3 +309,23 @@ def test_softplus_without_a_threshold_is_jaxs():
     assert y[0] != 30.0 and L.Softplus().apply((), x)[0] == 30.0
     np.testing.assert_allclose(pullback(np.ones(2))[1], 1 / (1 + np.exp(-x)), rtol=1e-14)
     check_vjp(L.Softplus(threshold=np.inf), (), np.linspace(-30.0, 30.0, 13))
+
+
+def test_relu_passes_dy_at_a_nan_input_as_torch():
+    # torch's threshold_backward reads the output: NaN <= 0 is false, so dy passes and the
+    # NaN stays visible upstream; the mask x > 0 dropped it to 0 (jax's choice)
+    relu = L.ReLU()
+    x = np.array([np.nan, -1.0, 0.0, -0.0, 2.0, np.inf, -np.inf], np.float32)
+    _, pullback = relu.vjp((), x)
+    _, dx = pullback(np.full(7, 3.0, np.float32))
+    np.testing.assert_array_equal(dx, [3, 0, 0, 0, 3, 3, 0])
+    # a Dense fused with its ReLU in a Sequential does the same
+    dense = L.Dense(3)
+    _, p = dense.init(random.key(0), (None, 2))
+    x2 = np.array([[np.nan, 1.0], [1.0, -1.0]], np.float32)
+    (dp_fused, _) = L.Sequential(dense, L.ReLU()).vjp([p, ()], x2)[1](np.ones((2, 3),
+                                                                          np.float32))
+    z, pb_dense = dense.vjp(p, x2)
+    dz = relu.vjp((), z)[1](np.ones((2, 3), np.float32))[1]
+    np.testing.assert_array_equal(dp_fused[0]["b"], pb_dense(dz)[0]["b"])
+    assert dp_fused[0]["b"].min() >= 1  # the NaN row's dy reached the bias

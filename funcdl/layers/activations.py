@@ -87,12 +87,13 @@ def sigmoid(x: Array) -> Array:
 
 
 def ReLU() -> Layer:
-    """``y = max(x, 0)``; ``dx = dy · [x > 0]`` (0 at x = 0, as PyTorch).
+    """``y = max(x, 0)``; ``dx = dy · [y != 0]``: 0 at x <= 0 (at 0 too), dy at a NaN (y
+    NaN), as PyTorch's ``threshold_backward`` on the output.
 
     In a Sequential, a ReLU right before a MaxPool2D runs after it, on a quarter of the
     values for a 2 x 2 pool (the same numbers; see ``Pointwise.commutes_with_max``)."""
     return _elementwise("ReLU()", lambda x: np.maximum(x, 0),
-                        lambda x, y, dy: dy * (x > 0), commutes_with_max=True)
+                        lambda x, y, dy: dy * (y != 0), commutes_with_max=True)
 
 
 def LeakyReLU(alpha: float = 0.01) -> Layer:
