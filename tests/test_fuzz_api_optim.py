@@ -194,11 +194,37 @@ OPTS: dict[str, tuple[Callable[[], Any], tuple[str, ...]]] = {  # id: (make, sta
     "sam-normalized": (lambda: optim.sam(optim.sgd(0.1), optim.chain(optim.normalize(),
                                                                      optim.sgd(0.05))),
                        ("normalize", LR)),
+    "madgrad": (lambda: optim.madgrad(0.01, weight_decay=1e-3), (WD, "scale_by_madgrad")),
+    "scale_by_madgrad": (lambda: optim.scale_by_madgrad(0.01), ()),
+    "acprop": (lambda: optim.acprop(0.01, weight_decay=1e-3, mask=_matrices),
+               ("scale_by_acprop", WD, LR)),
+    "scale_by_acprop": (optim.scale_by_acprop, ()),
+    "momo": (lambda: _valued(optim.momo(weight_decay=1e-3, adapt_lower_bound=True)), ()),
+    "momo_adam": (lambda: _valued(optim.momo_adam(weight_decay=1e-3, adapt_lower_bound=True)),
+                  ()),
+    "flatten": (lambda: optim.flatten(optim.scale_by_adam()), (ADAM,)),
+    "scale_by_rss": (optim.scale_by_rss, ()),
+    "scale_by_stddev": (optim.scale_by_stddev, ()),
+    "scale_by_stddev-corrected": (lambda: optim.scale_by_stddev(bias_correction=True), ()),
+    "scale_by_param_block_norm": (optim.scale_by_param_block_norm, ()),
+    "normalize_by_update_norm": (optim.normalize_by_update_norm, ()),
+    "scale_by_sm3": (optim.scale_by_sm3, ()),
+    "sm3": (lambda: optim.sm3(0.1), ("scale_by_sm3", LR)),
+    "scale_by_optimistic_gradient": (optim.scale_by_optimistic_gradient, ()),
+    "optimistic_gradient_descent": (lambda: optim.optimistic_gradient_descent(0.1),
+                                    ("scale_by_optimistic_gradient", LR)),
+    "optimistic_adam": (lambda: optim.optimistic_adam(0.1),
+                        (ADAM, "scale_by_optimistic_gradient", LR)),
+    "optimistic_adam_v2": (lambda: optim.optimistic_adam_v2(0.1),
+                           (ADAM, "scale_by_optimistic_gradient", LR)),
+    "fromage": (lambda: optim.fromage(0.1), ("scale_by_trust_ratio", LR, WD)),
+    "scale_by_polyak": (lambda: _valued(optim.scale_by_polyak()), ()),
+    "polyak_sgd": (lambda: _valued(optim.polyak_sgd()), (LR, "scale_by_polyak")),
 }
 # Stateless transforms that read no params take any tree of grads (optax's do too); identity
 # also passes any dtype through, as it passes everything.
 ANY_TREE = ("identity", "clip_by_global_norm", "clip_by_block_rms", "normalize",
-            "scale_by_sign", "centralize")
+            "scale_by_sign", "centralize", "normalize_by_update_norm", "scale_by_polyak")
 # Keeping per-param state (or being an alias), init refuses params that are not floats.
 INIT_CHECKS = ("sgd", "sgd-momentum", "sgd-schedule", "adam", "adamw", "rmsprop", "adagrad",
                "chain", "trace", "scale_by_adam", "scale_by_rms", "scale_by_adagrad",
@@ -218,7 +244,11 @@ INIT_CHECKS = ("sgd", "sgd-momentum", "sgd-schedule", "adam", "adamw", "rmsprop"
                "schedule_free_adamw", "schedule_free_sgd", "muon", "adopt", "ademamix",
                "simplified_ademamix", "sam", "prodigy", "prodigy-options", "dadapt_adamw",
                "dog", "dowg", "scale_by_dog", "scale_by_dowg", "cocob", "scale_by_cocob",
-               "mechanize")
+               "mechanize", "madgrad", "scale_by_madgrad", "acprop", "scale_by_acprop", "momo",
+               "momo_adam", "flatten", "scale_by_rss", "scale_by_stddev",
+               "scale_by_stddev-corrected", "scale_by_sm3", "sm3", "scale_by_optimistic_gradient",
+               "optimistic_gradient_descent", "optimistic_adam", "optimistic_adam_v2",
+               "fromage", "polyak_sgd")
 
 
 INIT: Any = object()  # _run's default state: init's
@@ -354,6 +384,16 @@ SITES: dict[str, tuple[Callable[[Any], Any], float]] = {  # id: (make, lowest va
     "lars-weight_decay": (lambda s: optim.lars(1e-3, weight_decay=s), -np.inf),
     "adafactor": (optim.adafactor, 0.0),
     "adafactor-weight_decay_rate": (lambda s: optim.adafactor(weight_decay_rate=s), -np.inf),
+    "madgrad": (optim.madgrad, 0.0), "scale_by_madgrad": (optim.scale_by_madgrad, 0.0),
+    "madgrad-weight_decay": (lambda s: optim.madgrad(1e-3, weight_decay=s), -np.inf),
+    "acprop": (optim.acprop, 0.0),
+    "acprop-weight_decay": (lambda s: optim.acprop(1e-3, weight_decay=s), -np.inf),
+    "momo": (lambda s: _valued(optim.momo(s)), 0.0),
+    "momo_adam": (lambda s: _valued(optim.momo_adam(s)), 0.0),
+    "fromage": (optim.fromage, 0.0), "sm3": (optim.sm3, 0.0),
+    "optimistic_gradient_descent": (optim.optimistic_gradient_descent, 0.0),
+    "optimistic_adam_v2": (optim.optimistic_adam_v2, 0.0),
+    "polyak_sgd-scaling": (lambda s: _valued(optim.polyak_sgd(scaling=s)), 0.0),
 }
 RETURNS = [("nan", np.nan, None), ("inf", np.inf, None), ("-inf", -np.inf, None),
            ("negative", -0.1, "low"), ("shape-1", np.array([0.1]), None),

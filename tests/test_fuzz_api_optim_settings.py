@@ -89,6 +89,17 @@ CTORS: dict[Callable[..., Any], dict[str, Any]] = {  # each with the arguments i
     optim.scale_by_dog: {"init_step": ("heuristic", 1e-6)}, optim.scale_by_dowg: {},
     optim.cocob: {}, optim.scale_by_cocob: {},
     optim.mechanize: {"base_optimizer": optim.sgd(0.1)},
+    optim.madgrad: {"learning_rate": 0.01}, optim.scale_by_madgrad: {"learning_rate": 0.01},
+    optim.acprop: {"learning_rate": 0.01, "weight_decay": 1e-3}, optim.scale_by_acprop: {},
+    optim.momo: {}, optim.momo_adam: {},
+    optim.differentially_private_aggregate: {"l2_norm_clip": 1.0, "noise_multiplier": 1.0,
+                                             "key": random.key(0)},
+    optim.flatten: {"inner": optim.sgd(0.1)}, optim.scale_by_rss: {},
+    optim.scale_by_stddev: {}, optim.scale_by_param_block_norm: {},
+    optim.normalize_by_update_norm: {}, optim.scale_by_sm3: {}, optim.sm3: {"lr": 0.1},
+    optim.scale_by_optimistic_gradient: {}, optim.optimistic_gradient_descent: {"lr": 0.1},
+    optim.optimistic_adam: {"lr": 0.1}, optim.optimistic_adam_v2: {"lr": 0.1},
+    optim.fromage: {"lr": 0.1},
 }
 SETTINGS = [("none", None), ("str", "0.1"), ("array", np.array([0.1, 0.2])), ("nan", np.nan),
             ("inf", np.inf), ("negative", -1.0), ("bool", True), ("complex", 1j),
@@ -123,6 +134,11 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
             *[(a, "negative") for a in ("value", "init_value", "end_value", "peak_value",
                                         "alpha")],  # schedules serve more than rates
             ("dampening", "none"),  # sgd: torch's 0, the plain trace stage
+            ("adapt_lower_bound", "bool"),  # momo's flag
+            ("lower_bound", "negative"),  # momo: a loss may be bounded below 0
+            ("scale_factor", "negative"),  # normalize_by_update_norm(-1): a descent step
+            ("f_min", "negative"),  # polyak: a loss's lower bound may be below 0
+            ("optimism", "none"),  # optimistic_adam: lr's, as optax's
             # adafactor: each None leaves its stage out (optax's); dtype_momentum None: the
             # params' dtype; axis None: optax's unit-wise norms by rank
             *[(a, "none") for a in ("learning_rate", "clipping_threshold", "momentum",
