@@ -22,8 +22,10 @@ def moments(x: Array, mean_of: Callable[[Array], Array], minus: Callable[..., Ar
     """``(μ, x - μ, (x - μ)², σ², 1/sqrt(σ² + eps))`` by two passes. Where |μ| exceeds 64 σ, one
     more pass adds the mean of x - μ to μ (the corrected two-pass algorithm): otherwise a
     float32 μ one ulp off, as a row constant at 1e4 gives, exceeds sqrt(eps) and x̂ comes
-    out near ±1 instead of 0 (PyTorch's Welford moments give 0). Call under an errstate
-    that ignores overflow."""
+    out near ±1 instead of 0 (PyTorch's Welford moments give 0). Where float32 squares
+    overflow (|x - μ| beyond ~1e19: σ² = inf, x̂ would be 0, as PyTorch gives it silently),
+    μ, σ² and 1/sqrt(σ² + eps) are taken again in float64, σ² then inf in float32 but x̂
+    right; a check of σ² alone otherwise. Call under an errstate that ignores overflow."""
     mu = mean_of(x)
     xc = minus(x, mu)
     sq = np.square(xc)
@@ -36,6 +38,13 @@ def moments(x: Array, mean_of: Callable[[Array], Array], minus: Callable[..., Ar
         np.square(xc, out=sq)
         var = mean_of(sq)
         inv_std = 1 / np.sqrt(var + eps)
+    if x.dtype == np.float32 and np.isposinf(var).any():  # (inf or NaN inputs give NaN)
+        x64 = x.astype(np.float64)
+        mu64 = mean_of(x64)
+        var64 = mean_of(np.square(minus(x64, mu64)))
+        mu, var = mu64.astype(x.dtype), var64.astype(x.dtype)
+        inv_std = (1 / np.sqrt(var64 + eps)).astype(x.dtype)
+        minus(x, mu, out=xc)
     return mu, xc, sq, var, inv_std
 
 

@@ -164,9 +164,17 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
             a = group_mean(s_dy * scale if affine else s_dy, m)
             a *= inv                                                   # inv·mean(g)
             b = group_mean(s_t * scale if affine else s_t, m)
-            b *= inv * inv * inv                                       # inv³·mean(g·xc)
+            b *= inv                                                   # mean(g·x̂)
             dx = np.multiply(dy, k)
-            t = np.multiply(xc, b, out=t)
+            if inv.dtype == np.float32 and np.fmin.reduce(inv, axis=None, initial=1.0) < 1e-12:
+                # σ > 1e12 (moments' float64 statistics past 1e19): inv³ underflows in
+                # float32, so xc·inv³·mean(g·xc) goes through x̂ = xc·inv, a pass more
+                t = np.multiply(xc, inv, out=t)
+                t *= b
+                t *= inv
+            else:
+                b *= inv * inv                                         # inv³·mean(g·xc)
+                t = np.multiply(xc, b, out=t)
             t += a
             dx -= t
             dx = in_input_dtype(dx.reshape(y.shape), x_dtype)  # x itself not kept

@@ -12,12 +12,11 @@ Every computation stays in the input's floating dtype (float32 in, float32 out):
 vectors are cast to it once, and scalars are Python numbers, which NumPy 2 never lets
 promote an array.
 
-The statistics of huge finite values (|x - μ| beyond ~1e19 in float32) overflow to σ² = inf
-and x̂ is then 0, as PyTorch returns it; so each forward computes them under a fresh
-``np.errstate(over="ignore")`` (about 1 µs; an instance cannot be entered twice, so none is
-shared) rather than rescaling the input in an extra pass. Where the mean itself overflows
-(values near the dtype's maximum) x̂ is NaN and NumPy's "invalid value" warning stands:
-a NaN from finite inputs is never silent.
+Where float32 squares overflow (|x - μ| past ~1e19: σ² = inf, x̂ = 0 in PyTorch, silently)
+the statistics are taken again in float64 (``_norm_stats.moments``), under a fresh
+``np.errstate(over="ignore")`` (1 µs; an instance cannot be entered twice). Where the mean
+itself overflows (values near the dtype's maximum) x̂ is NaN and NumPy's "invalid value"
+warning stands: a NaN from finite inputs is never silent.
 """
 
 from __future__ import annotations
@@ -194,7 +193,8 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
             dbias = total(dy)
             s = total(dy * xc)                                   # Σ dy·x̂ = inv_std·s
             n = max(m, 1)  # an empty batch: Σ are 0, dx empty
-            dx = np.subtract(dy, chan(np.multiply, xc, inv_std * inv_std * s / n))
+            # inv·s first: s holds xc, so the factor stays in float32's range past σ = 1e19
+            dx = np.subtract(dy, chan(np.multiply, xc, inv_std * s / n * inv_std))
             chan(np.subtract, dx, dbias / n, out=dx)
             chan(np.multiply, dx, k, out=dx)
             if not affine:  # fixed_affine drops the params' grads: none made

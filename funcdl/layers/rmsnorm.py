@@ -1,9 +1,10 @@
 """RMSNorm: root-mean-square normalisation over the last axis, as ``torch.nn.RMSNorm(C)``.
 
 Every computation stays in the input's floating dtype (params cast to it, as in norm.py).
-A row whose squares overflow (|x| beyond ~1e19 in float32) has mean(x²) = inf and comes out
-0, as PyTorch's float32 gives; that overflow is not reported (as LayerNorm's statistics'
-is not). An infinite input gives inf·0, NaN, and NumPy's "invalid value" word stands.
+A row whose squares overflow (|x| beyond ~1e19 in float32) has mean(x²) = inf, where
+PyTorch's float32 gives 0 silently: its mean(x²) is then taken again in float64 (a check
+of the means otherwise), so x̂ is right, as LayerNorm's statistics are. An infinite input
+gives inf·0, NaN, and NumPy's "invalid value" word stands.
 """
 
 from __future__ import annotations
@@ -83,10 +84,14 @@ def RMSNorm(eps: float | None = None, elementwise_affine: bool = True) -> Layer:
         x2 = x.reshape(-1, c)
         with np.errstate(over="ignore"):  # mean(x²) = inf: r = 0, as PyTorch
             ms = np.einsum("ij,ij->i", x2, x2)
+        if x.dtype == np.float32 and np.isposinf(ms).any():  # again in float64: x̂ right
+            x64 = x2.astype(np.float64)
+            ms = np.einsum("ij,ij->i", x64, x64)
         ms /= c
         ms += np.finfo(x.dtype).eps if e is None else e
         r = np.sqrt(ms, out=ms)
         np.reciprocal(r, out=r)
+        r = r.astype(x.dtype, copy=False)
         xhat = np.multiply(x2, per_row(r, c))
         y = xhat if scale is None else chan(np.multiply, xhat, scale)
         return y, xhat, r
