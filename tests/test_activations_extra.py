@@ -238,8 +238,13 @@ def test_no_warning_at_huge_and_infinite_inputs(make, dtype):
     _, dx = pullback(np.ones_like(y))
     assert y.dtype == dx.dtype == dtype
     finite = np.isfinite(x).all(axis=1)
-    if layer.name.startswith("RMSNorm"):  # the squares overflow: mean(x²) = inf, y = 0
+    if layer.name.startswith("RMSNorm") and dtype == np.float64:  # mean(x²) = inf: y = 0
         assert (y == 0).all() and (dx == 0).all()
+    elif layer.name.startswith("RMSNorm"):  # float32 squares overflow: taken in float64
+        x64 = x.astype(np.float64)
+        want = x64 / np.sqrt((x64 * x64).mean(axis=1, keepdims=True))
+        np.testing.assert_allclose(y, want * params["scale"], rtol=1e-6)
+        assert np.isfinite(dx).all()
     elif not layer.name.startswith(("Mish", "Softsign", "Hardswish")):
         assert not np.isnan(y[finite]).any()
 
