@@ -355,7 +355,8 @@ def as_tree(buf: NDArray[Any], lay: Layout, t: Tree) -> Tree:
     for (shape, dtype), lo, hi in zip(lay.leaves, lay.bounds, lay.bounds[1:]):
         v = ro[lo:hi].reshape(shape)
         if dtype is not ro.dtype and dtype != ro.dtype:  # a float32 leaf of a float64 buffer
-            v = v.astype(dtype)
+            # (a real leaf of a complex buffer: its real part, the imaginary one being 0)
+            v = (v.real if dtype.kind != "c" and ro.dtype.kind == "c" else v).astype(dtype)
             v.flags.writeable = False
         parts.append(v)
     it = iter(parts)
@@ -364,10 +365,10 @@ def as_tree(buf: NDArray[Any], lay: Layout, t: Tree) -> Tree:
 
 def like(leaf: Any, v: NDArray[Any]) -> Any:
     """``v`` as the kind of value ``leaf`` is, as one process returns it: a NumPy scalar
-    stays one of its dtype, a Python number (broadcast's ints too) stays one; an array, a
-    view."""
+    stays one of its dtype, a Python number (broadcast's ints too) or string (broadcast's)
+    stays one; an array, a view."""
     if isinstance(leaf, np.generic):  # before float: np.float64 is a float too
         return v[()]
-    if isinstance(leaf, (int, float, complex)):
+    if isinstance(leaf, (int, float, complex, str, bytes)):
         return v.item()
     return v

@@ -83,12 +83,14 @@ def check_elementwise(name: str, opt: GradientTransformation) -> None:
     wrong, or fail on the pieces."""
     takes = extra_keywords(opt.update)
     if takes:
-        raise TypeError(
-            f"{name}: the optimizer's update takes {', '.join(f'{k}=' for k in sorted(takes))} "
-            f"(reduce_on_plateau's value=, the loss), which a sharded step does not pass: "
-            f"every rank would have to scale by the same loss; take data_parallel's mean "
-            f"gradients and a plain optimizer instead, with the loss averaged by "
-            f"parallel.pmean")
+        loss = (" (reduce_on_plateau's value=, the loss), which a sharded step does not "
+                "pass: every rank would have to scale by the same loss; take data_parallel's "
+                "mean gradients and a plain optimizer instead, with the loss averaged by "
+                "parallel.pmean" if "value" in takes else
+                ", which a sharded step does not pass: take data_parallel's mean gradients "
+                "and a plain optimizer instead")
+        raise TypeError(f"{name}: the optimizer's update takes "
+                        f"{', '.join(f'{k}=' for k in sorted(takes))}{loss}")
     try:  # (an init that fails on flat pieces is named by the probe below)
         skipping = [st for st in pytree.leaves(opt.init((np.zeros(4),)), is_leaf=_decides)
                     if _decides(st)]
@@ -184,6 +186,28 @@ class Sharder:
             self.inner.update(inner, tuple(np.zeros_like(p) for p in pieces), pieces)
         known.add(key)
 
+    def check_shapes(self, leaves: list[Any]) -> None:
+        """Raise TypeError if the optimizer keeps another state for a leaf than for its
+        entries laid flat (Adafactor factors a matrix from 128 rows and columns): it reads
+        the leaves' shapes, which the flat pieces a sharded optimizer sees do not carry.
+        One zero leaf of each matrix shape at a time, at init only."""
+        seen: set[tuple[Any, ...]] = set()
+        for x in leaves:
+            key = (np.shape(x), np.asarray(x).dtype)
+            if len(key[0]) < 2 or key in seen:
+                continue
+            seen.add(key)
+            a = np.zeros(*key)
+            shaped, flat = (sum(np.size(s) for s in pytree.leaves(self.inner.init((v,))))
+                            for v in (a, a.reshape(-1)))
+            if shaped != flat:
+                raise TypeError(
+                    f"{self.name}: the optimizer keeps a state of {shaped} entries for a "
+                    f"{key[0]} leaf but of {flat} for its entries laid flat: it reads the "
+                    f"leaves' shapes (a factored second moment, as adafactor's), which the "
+                    f"flat pieces of a sharded optimizer do not carry; take data_parallel's "
+                    f"mean gradients and a plain optimizer instead")
+
     def weight(self, examples: Any) -> int:
         """``examples`` as the weight the agreement carries: -1 for None, else an int in
         [0, INT_BOUND)."""
@@ -203,6 +227,7 @@ class Sharder:
         leaves, lay = self.reducer.layout(params)
         if lay.not_float is not None:
             raise self.not_float("params", lay)
+        self.check_shapes(leaves)
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
         c = self.cut(lay, size, rank)
         flat = [ravel(x) for x in leaves]
@@ -223,7 +248,8 @@ class Sharder:
         try:  # a bad state fails on every rank alike, through the agreement's ok below
             check_state(self.name, state, ShardedState, "step")
             count, state_error = read_count(self.name, state.count), None
-            if comm is not None and same:
+            if comm is not None and same and ravel(state.span).tolist() == [lo, hi, n]:
+                # (another cut's state: the clearer error below, naming the cut)
                 self.check_inner(state.inner, lay, size, rank, p_mine)
         except (TypeError, ValueError) as err:
             count, state_error = 0, err

@@ -309,6 +309,8 @@ def sharded(optimizer: GradientTransformation, comm: Comm | None = None) -> Shar
                         f"GradientTransformation such as fd.optim.adam(1e-3), got "
                         f"{type(optimizer).__name__}")
     check_elementwise("parallel.sharded", optimizer)
+    if comm is not None:  # now, not at init, as data_parallel
+        _resolve(comm, "sharded")
     sharder = Sharder("parallel.sharded", optimizer)
 
     def init(params: Tree) -> ShardedState:

@@ -44,6 +44,8 @@ def test_sharded_bad_input_raises_on_every_rank_without_hanging():
                          r"\(4, 2\).*rank 1 has a leaf of shape \(5, 2\)", out)
         assert re.search(rf"rank {r} state ValueError: .*state of rank\(s\) \[0\] was not "
                          r"made for", out)
+        assert re.search(rf"rank {r} state-adam ValueError: .*state of rank\(s\) \[0, 1\] "
+                         r"was not made for", out)
         assert re.search(rf"rank {r} grads-params ValueError: .*\['w'\]: grads has \(2, 4\), "
                          r"params has \(4, 2\)", out)
         assert re.search(rf"rank {r} grads-params-size ValueError: .*\['w'\]: grads has "
@@ -274,3 +276,41 @@ def test_the_cut_tiles_the_entries_in_ceil_n_over_size_parts(n, size):
         assert c.displs == [a for a, _ in spans]
         assert sum(b - a for _, a, b, _ in c.mine) == c.hi - c.lo
         assert sum(b - a for _, a, b, _ in c.theirs) == n - (c.hi - c.lo)
+
+
+def test_an_optimizer_that_reads_the_leaves_shapes_is_refused_at_init():
+    # Adafactor factors a matrix from 128 rows and columns: the flat pieces it was given
+    # were never factored, and the steps silently differed from optax's (4.3 against a
+    # movement of 6.8), on one process too
+    params = {"w": np.zeros((128, 130)), "b": np.zeros(130)}
+    for opt in (fd.optim.scale_by_factored_rms(),
+                fd.optim.adafactor(1e-2, clipping_threshold=None,
+                                   multiply_by_parameter_scale=False)):
+        sharded = parallel.sharded(opt)
+        with pytest.raises(TypeError, match=r"keeps a state of \d+ entries for a \(128, 130\) "
+                                            r"leaf but of \d+ for its entries laid flat: it "
+                                            r"reads the leaves' shapes"):
+            sharded.init(params)
+        small = {"w": np.ones((4, 5)), "b": np.ones(5)}  # unfactored: elementwise, accepted
+        grads = fd.tree.map(lambda p: p * 0.5, small)
+        got, _ = sharded.step(sharded.init(small), grads, small)
+        updates, _ = opt.update(opt.init(small), grads, small)
+        for a, b in zip(fd.tree.leaves(got), fd.tree.leaves(fd.optim.apply_updates(small,
+                                                                                updates))):
+            np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
+def test_an_optimizer_taking_other_keywords_is_refused_without_speaking_of_the_loss():
+    opt = fd.optim.sam(fd.optim.sgd(0.1), fd.optim.sgd(0.05))
+    with pytest.raises(TypeError, match=r"update takes grad_fn=, which a sharded step does "
+                                        r"not pass: take data_parallel's mean gradients"):
+        parallel.sharded(opt)
+
+
+@pytest.mark.parametrize("comm", [5, "world", object()])
+def test_a_comm_that_is_no_communicator_is_refused_when_made_as_data_parallels_is(comm):
+    # it was taken, and refused only at init
+    for make in (lambda: parallel.sharded(fd.optim.sgd(0.1), comm=comm),
+                 lambda: parallel.data_parallel(lambda p, x: (0.0, p), comm=comm)):
+        with pytest.raises(TypeError, match=r"comm must be an mpi4py communicator"):
+            make()

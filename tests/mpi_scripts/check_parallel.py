@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 
 import numpy as np
 
@@ -110,7 +111,8 @@ def case_collectives() -> list[str]:
     _, params = model.init(fd.random.key(10 + rank), (None, 5))   # differs across ranks
     tree = {"params": params, "opt": fd.optim.adam(1e-3).init(params),
             "count": np.int64(7 + rank), "key": fd.random.key(2**70 + rank),
-            "lr": 0.1 * (rank + 1), "flag": rank == 0}
+            "lr": 0.1 * (rank + 1), "flag": rank == 0, "name": f"run{rank}",
+            "tag": f"t{rank}".encode()}  # strings came back arrays off the root
     got = parallel.broadcast(tree)
     everyone = fd.tree.leaves(parallel.broadcast(tree, root=1))
     want = fd.tree.leaves(tree) if rank == 0 else None
@@ -167,6 +169,10 @@ def case_leaf_types() -> list[str]:
     grads = parallel.data_parallel(lambda p, x: (float(x.sum()), {"b": np.float32(rank)}))(
         None, np.ones((1 + rank, 1)))[1]  # weighted 1:2
     assert type(grads["b"]) is np.float32 and abs(grads["b"] - 2 / 3) < 1e-6, grads
+    with warnings.catch_warnings():  # a real leaf of a complex buffer: no ComplexWarning
+        warnings.simplefilter("error")
+        got = parallel.pmean({"c": np.array([1 + 1j * (rank + 1)]), "f": np.full(2, rank, float)})
+    assert got["f"].dtype == np.float64 and (got["f"] == 0.5).all() and got["c"][0] == 1 + 1.5j
     return [f"rank {rank} path {'shared' if parallel._SHARED.windows else 'allreduce'}"]
 
 

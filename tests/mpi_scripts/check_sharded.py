@@ -76,10 +76,13 @@ def path_taken() -> str:
 
 def case_mismatch() -> list[str]:
     """Each call below must raise on every rank; none may hang."""
+    from mpi4py import MPI
     zero = parallel.sharded(fd.optim.sgd(0.1))
     p = {"w": np.ones((4, 2)), "b": np.zeros(2)}
     state = zero.init(p)
     odd = {"w": np.ones((4 + rank, 2)), "b": np.zeros(2)}
+    adam = parallel.sharded(fd.optim.adam(0.1))
+    adam_alone = parallel.sharded(fd.optim.adam(0.1), comm=MPI.COMM_SELF)
     calls = {
         "shape": lambda: zero.step(zero.init(odd), odd, odd),
         "state": lambda: zero.step(state if rank else fd.tree.map(np.copy, state)._replace(
@@ -92,6 +95,8 @@ def case_mismatch() -> list[str]:
                                                 "b": np.zeros(2)}, p),
         # weights 1 : 4 if None counted as one example
         "count-on-one": lambda: zero.step(state, p, p, examples=(None, 4)[rank]),
+        # a one-process state of a stateful optimizer: the cut's error, not adam's shapes
+        "state-adam": lambda: adam.step(adam_alone.init(p), p, p),
     }
     report = raised(calls, ValueError)
     ints = {"w": np.ones((4, 2), int), "b": np.zeros(2)}
