@@ -277,6 +277,11 @@ _UNSTARTED = ("\n(the worker died before this run started, alone in a pool of it
               "way, the workers could not import train_fn: a function that a script defines "
               "under `if __name__ == '__main__':` is unknown to a spawned worker; define it "
               "at the top level of the script or of a module)")
+# A config going to a worker process, or a result coming back, that does not pickle.
+_UNPICKLABLE = ("\n(a config sent to a worker process, or the result a run returned, could "
+                "not be pickled: return plain values (arrays, numbers, dicts, lists, "
+                "NamedTuples), not functions or objects holding them, or pass "
+                "executor=ThreadPoolExecutor(...))")
 # A worker that could not unpickle train_fn breaks the whole pool: say what usually causes it.
 _BROKEN_HINT = ("\n(if every run failed this way, the workers could not import train_fn: "
                 "a function that a script defines under `if __name__ == '__main__':` is "
@@ -310,11 +315,14 @@ class _Tally:
 
     def error(self, err: BaseException, i: int, alone: bool) -> tuple[str, str]:
         """``(error, traceback)`` of run ``i`` failed by ``err`` in the main process."""
-        hint = "" if not isinstance(err, BrokenProcessPool) else _BROKEN_HINT if not alone \
-            else _ALONE if self.flags[i] else _UNSTARTED
+        hint = ("" if not isinstance(err, BrokenProcessPool) else _BROKEN_HINT if not alone
+                else _ALONE if self.flags[i] else _UNSTARTED)
+        if not hint and (isinstance(err, pickle.PicklingError) or "pickle" in str(err)):
+            hint = _UNPICKLABLE
         if (err, hint) not in self.told:
             self.told[err, hint] = "".join(traceback.format_exception(err)) + hint
-        return f"{type(err).__name__}: {err}", self.told[err, hint]
+        return f"{type(err).__name__}: {err}{' ' + hint.strip() if hint else ''}", \
+            self.told[err, hint]
 
 
 def _gather(jobs: list[tuple[Executor, int]], train_fn: Callable[[Any], Any], tally: _Tally,

@@ -57,6 +57,13 @@ def die(config):
     return config
 
 
+def returns_a_function(config):
+    """A run whose result cannot come back from a worker process (a local function)."""
+    if config == "bad":
+        return lambda: config
+    return config
+
+
 def plus_one(config):
     return config + 1
 
@@ -318,3 +325,15 @@ def test_flags_are_true_or_false(flag):
     # strict="no" raised SweepError on the first failure, progress="no" printed progress
     with pytest.raises(TypeError, match=rf"sweep.run: {flag} must be True or False, got 'no'"):
         sweep.run(str, [1], **{flag: "no"})
+
+
+def test_a_result_that_cannot_come_back_from_a_worker_says_so():
+    # the error was Python's "Can't pickle local object ...", with no word of the result
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = sweep.run(returns_a_function, ["a", "bad", "b"], pool, progress=False)
+    assert results[0] == "a" and results[2] == "b"
+    failure = results[1]
+    assert isinstance(failure, sweep.Failure) and "pickle" in failure.error
+    for text in (failure.error, failure.traceback):
+        assert "the result a run returned, could not be pickled" in text
+        assert "executor=ThreadPoolExecutor(...)" in text
