@@ -50,8 +50,10 @@ def _unit_vjp(u: Array, norm: Array, free: Array, du: Array) -> Array:
     """``da = (du - u <u, du> [free]) / norm`` (0 on a zero row at eps = 0, where optax's
     is NaN: no direction is preferred and the derivative is unbounded; NaN on a NaN row)."""
     radial = np.where(free, _sum(u * du, axis=-1, keepdims=True), 0)
-    # norm != 0, not norm > 0: a NaN row's norm is NaN, and its gradient NaN, as torch's
-    out: Array = np.divide(du - u * radial, norm, out=np.zeros_like(du), where=norm != 0)
+    # norm != 0, not norm > 0: a NaN row's norm is NaN, and its gradient NaN, as torch's;
+    # a subnormal row's 1/norm is past the range: inf, its true value's nearest, silently
+    with np.errstate(over="ignore"):
+        out: Array = np.divide(du - u * radial, norm, out=np.zeros_like(du), where=norm != 0)
     return out
 
 
