@@ -12,7 +12,7 @@ import pytest
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 MODULES = ["random", "tree", "initializers", "layers", "losses", "optim", "testing", "io",
-           "data", "metrics", "debug", "autodiff", "perf", "sweep"]
+           "data", "metrics", "debug", "autodiff", "perf", "sweep", "parallel"]
 
 
 def _listed(name: str) -> bool:
