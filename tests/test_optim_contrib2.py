@@ -309,3 +309,29 @@ def test_aggregate_noise_is_reproducible_and_new_each_step() -> None:
     assert not np.allclose(a1, a2)  # the count is folded in
     c1, _ = two_steps(5)
     assert not np.allclose(a1, c1)
+
+
+def test_float16_params_whose_eps_rounds_to_0_are_refused_at_init() -> None:
+    # eps (1e-8) and acprop's eps and eps_root (1e-16) are 0 in float16: a zero gradient
+    # entry gave 0/0, NaN in every entry of momo_adam's step (its dot products), silently;
+    # funcdl's adam refuses such params at init, and so do these now
+    p16 = {"w": np.array([0.5, -1.0, 2.0], np.float16)}
+    for opt in (momo_adam(), scale_by_acprop(), acprop(1e-3)):
+        with pytest.raises(ValueError, match=r"is 0 in float16 \(params\[.w.\]\), so a zero "
+                                             r"gradient entry would give 0/0"):
+            opt.init(p16)
+    momo().init(p16)  # no eps: accepted
+    p32 = {"w": p16["w"].astype(np.float32)}
+    for opt in (momo_adam(), scale_by_acprop(), acprop(1e-3), madgrad(1e-2)):
+        opt.init(p32)
+
+
+def test_a_stray_keyword_names_what_takes_value() -> None:
+    g = {"w": np.ones(2)}
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'loss'; its transforms "
+                                        r"take value= \(value= is the loss\)$"):
+        optim.chain(optim.clip_by_global_norm(1.0), momo()).update(
+            optim.chain(optim.clip_by_global_norm(1.0), momo()).init(g), g, g, loss=1.0)
+    with pytest.raises(TypeError, match=r"'value'; none of its transforms takes a keyword "
+                                        r"argument \(reduce_on_plateau, momo, .* take value="):
+        optim.chain(optim.sgd(0.1)).update(optim.chain(optim.sgd(0.1)).init(g), g, g, value=1.0)

@@ -98,7 +98,7 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: float = 0.9,
     eps = check_float(name, "eps", eps)
 
     def init(params: Tree) -> MadgradState:
-        check_float_params(f"{name}.init", params)
+        check_float_params(f"{name}.init", params, eps or None)
         zeros = tree.zeros_like
         # a copy: x0 must outlive params the caller may later change in place
         return MadgradState(zero_count(), zeros(params), zeros(params),
@@ -160,7 +160,8 @@ def scale_by_acprop(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
     eps_root = check_float(name, "eps_root", eps_root)
 
     def init(params: Tree) -> ScaleByBeliefState:
-        check_float_params(f"{name}.init", params)
+        # eps and eps_root (1e-16) both round to 0 in float16: a zero entry would give 0/0
+        check_float_params(f"{name}.init", params, max(eps, eps_root) or None)
         return ScaleByBeliefState(zero_count(), tree.zeros_like(params),
                                   tree.zeros_like(params))
 
@@ -244,8 +245,9 @@ def _polyak(k: float, barf: float, lb: float, gamma: float, iprod: float, norm: 
         return float(np.maximum(np.float64(k) * (barf - lb - gamma) + iprod, 0.0) / norm)
 
 
-def _init_momo(name: str, params: Tree, lower_bound: float, adam: bool) -> Any:
-    check_float_params(f"{name}.init", params)
+def _init_momo(name: str, params: Tree, lower_bound: float, adam: bool,
+               eps: float = 0.0) -> Any:
+    check_float_params(f"{name}.init", params, eps or None)
     low = float_dtypes(params)[0]
     zero = low.type(0.0)
     lb = low.type(lower_bound)
@@ -337,7 +339,8 @@ def momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: float = 0.9, b2: float
     eps = check_float(name, "eps", eps)
 
     def init(params: Tree) -> MomoAdamState:
-        return _init_momo(name, params, lower, adam=True)  # type: ignore[no-any-return]
+        return _init_momo(name, params, lower, adam=True,  # type: ignore[no-any-return]
+                          eps=eps)
 
     def update(state: Any, grads: Tree, params: Tree = None, *, value: Any = None
                ) -> tuple[Tree, MomoAdamState]:

@@ -47,8 +47,11 @@ def check_extra(name: str, extra: dict[str, Any], takes: Sequence[Keywords]) -> 
         if key not in known:
             offer = (f"its transforms take {', '.join(f'{k}=' for k in sorted(known))}"
                      if known else "none of its transforms takes a keyword argument")
+            hint = (" (value= is the loss)" if "value" in known else
+                    " (reduce_on_plateau, momo, momo_adam, scale_by_polyak, polyak_sgd and "
+                    "lbfgs take value=, the loss)" if key == "value" else "")
             raise TypeError(f"{name}.update: got an unexpected keyword argument {key!r}; "
-                            f"{offer} (reduce_on_plateau takes value=, the loss)")
+                            f"{offer}{hint}")
 
 
 def forwarded(extra: dict[str, Any], keys: Keywords) -> dict[str, Any]:
