@@ -16,19 +16,30 @@ are silenced while checking, so they cannot pre-empt that error under ``-W error
 Outside the block the cost is one context-variable read per ``Sequential`` or
 ``value_and_grad`` call.
 
+``check_finite(inf=False)`` raises at a NaN only, as ``jax_debug_nans`` and torch's anomaly
+mode do: a model that puts ``-inf`` in its logits on purpose (an additive attention mask)
+can be checked too. A pullback checks if the flag is on when it is called (as torch's
+anomaly mode, at backward time), whatever it was when the forward ran.
+
 The flag lives in a ``contextvars.ContextVar``, so it is local to the thread (and asyncio
 task) that set it: a new thread or a ``concurrent.futures`` worker starts with it off, even
 when started inside the block (enter ``check_finite`` there too). A generator that yields
 inside the block leaves the flag on in the code driving it, until the generator resumes
-past the block or is closed.
+past the block or is closed; blocks entered and left out of their nesting order (a
+generator's and its driver's) restore what the contextvar's tokens say, which is then not
+the enclosing block's flag: keep a generator's block inside the generator, or around its
+whole use. As a decorator it serves plain functions (a generator function or a coroutine
+function is refused: its body runs after the call returns).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from contextvars import ContextVar
-from typing import Any
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,28 +48,63 @@ from funcdl._args import bool_arg
 
 __all__ = ["check_finite", "enabled", "verify"]
 
-_ON: ContextVar[bool] = ContextVar("funcdl_check_finite", default=False)
+# 0: off; 1: NaN only (check_finite(inf=False)); 2: NaN and inf
+_ON: ContextVar[int] = ContextVar("funcdl_check_finite", default=0)
+# how many checked Sequentials run around this point: an inner one's input is no data
+_DEPTH: ContextVar[int] = ContextVar("funcdl_check_depth", default=0)
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def check_finite(enabled: bool = True) -> AbstractContextManager[None]:
-    """Within the block, raise ``FloatingPointError`` at the first non-finite value;
-    ``check_finite(False)`` turns the checks off inside an enclosing block. Usable as a
-    decorator too."""
-    return _scope(bool_arg(enabled, "funcdl.debug.check_finite", "enabled"))
+class check_finite:  # lower case: called as a function, as contextlib's managers are
+    """``with check_finite():`` raises ``FloatingPointError`` at the first NaN or inf within
+    the block; ``check_finite(inf=False)`` at the first NaN only; ``check_finite(False)``
+    turns the checks off inside an enclosing block. One object may be entered again, and
+    nested; as a decorator it wraps a plain function's calls."""
 
+    def __init__(self, enabled: bool = True, *, inf: bool = True) -> None:
+        where = "funcdl.debug.check_finite"
+        on, with_inf = bool_arg(enabled, where, "enabled"), bool_arg(inf, where, "inf")
+        self._mode = 0 if not on else 2 if with_inf else 1
+        self._tokens: list[Token[int]] = []
 
-@contextmanager
-def _scope(on: bool) -> Iterator[None]:
-    token = _ON.set(on)
-    try:
-        yield
-    finally:
-        _ON.reset(token)
+    def __enter__(self) -> None:
+        self._tokens.append(_ON.set(self._mode))
+
+    def __exit__(self, *exc: object) -> None:
+        _ON.reset(self._tokens.pop())
+
+    def __call__(self, fn: _F) -> _F:
+        if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn) or \
+                inspect.isasyncgenfunction(fn):
+            raise TypeError(f"funcdl.debug.check_finite: {fn.__name__} is a generator or "
+                            f"coroutine function, whose body runs after the call returns; "
+                            f"enter `with check_finite():` inside its body instead")
+        if not callable(fn):
+            raise TypeError(f"funcdl.debug.check_finite: decorates a function, got "
+                            f"{type(fn).__name__}")
+
+        @functools.wraps(fn)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return fn(*args, **kwargs)
+
+        return checked  # type: ignore[return-value]
 
 
 def enabled() -> bool:
     """Whether the checks are on in the current context."""
-    return _ON.get()
+    return _ON.get() > 0
+
+
+@contextmanager
+def inside() -> Iterator[None]:
+    """Around a checked Sequential's children: a Sequential nested in them checks its input
+    as what the model made before it, not as the data."""
+    token = _DEPTH.set(_DEPTH.get() + 1)
+    try:
+        yield
+    finally:
+        _DEPTH.reset(token)
 
 
 def quiet() -> np.errstate:
@@ -78,9 +124,18 @@ def first_nonfinite(value: Any) -> tuple[str, Any] | None:
     return None
 
 
+def _first_nan(value: Any) -> tuple[str, Any] | None:
+    for path, leaf in tree.leaves_with_path(value):
+        a = np.asarray(leaf)
+        if a.dtype.kind in "fc" and np.isnan(a).any():
+            return path, a
+    return None
+
+
 def _found(value: Any) -> tuple[str, str, tuple[int, ...]] | None:
-    """``("NaN" or "inf", path, shape)`` of ``first_nonfinite(value)``, or None."""
-    found = first_nonfinite(value)
+    """``("NaN" or "inf", path, shape)`` of the first NaN or inf leaf of ``value`` (NaN
+    only under ``check_finite(inf=False)``), or None."""
+    found = _first_nan(value) if _ON.get() == 1 else first_nonfinite(value)
     if found is None:
         return None
     path, a = found
@@ -105,6 +160,13 @@ def verify_input(where: str, x: Any, what: str = "input x") -> None:
     ``"target"``) holds a NaN or inf: checked before any layer runs, so that the data is
     named, not the first layer or the loss it reaches."""
     found = _found(x)
+    if found is not None and _DEPTH.get() > 0:  # a Sequential inside a checked one
+        bad, path, shape = found
+        raise FloatingPointError(
+            f"{where}: {bad} in its {what}{path} (shape {shape}), made by the model before "
+            f"it: an enclosing combinator's own arithmetic (a Residual's x + f(x), the "
+            f"blocks a Repeat chains) or a layer no Sequential checks; "
+            f"funcdl.debug.check_finite is on")
     if found is not None:
         bad, path, shape = found
         name = what.split()[-1]

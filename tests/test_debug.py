@@ -209,3 +209,80 @@ def test_check_finite_context_behaviour_is_documented():
     assert seen == [False] and fd.debug.enabled()  # on for the caller while suspended
     g.close()
     assert not fd.debug.enabled()
+
+
+def test_a_nested_sequentials_input_is_not_blamed_on_the_data(key):
+    # a Residual's x + f(x) overflowed in Repeat[1]; the next block's Sequential said "the
+    # data holds it; drop or impute those examples" of finite data
+    model = L.Sequential(L.Repeat(L.Residual(L.Sequential(L.Identity())), 3), L.Dense(2))
+    _, params = model.init(key, (None, 4))
+    x = np.full((2, 4), 1e38, np.float32)
+    for call in (lambda: model.apply(params, x),
+                 lambda: fd.value_and_grad(model, losses.mse)(params, x, np.zeros((2, 2)))):
+        with fd.debug.check_finite(), pytest.raises(FloatingPointError) as e:
+            call()
+        assert "Repeat[2]" in str(e.value) and "made by the model before it" in str(e.value)
+        assert "the data holds it" not in str(e.value)
+    with fd.debug.check_finite(), pytest.raises(FloatingPointError, match="the data holds it"):
+        model.apply(params, np.full((2, 4), np.inf, np.float32))  # the outermost: the data
+
+
+def test_a_pullback_checks_by_the_flag_when_it_is_called(key):
+    # the flag was read by vjp: a pullback made outside the block went unchecked inside it,
+    # and one made inside still checked under check_finite(False)
+    model = L.Sequential(L.Dense(3), _broken())
+    _, params = model.init(key, (None, 3))
+    x = np.ones((2, 3), np.float32)
+    _, outside = model.vjp(params, x)
+    with fd.debug.check_finite(), pytest.raises(
+            FloatingPointError, match=r"^Sequential\[1\] Broken: NaN in the backward pass: dx"):
+        outside(np.ones((2, 3), np.float32))
+    with fd.debug.check_finite():
+        _, made_inside = model.vjp(params, x)
+        with fd.debug.check_finite(False):
+            _, dx = made_inside(np.ones((2, 3), np.float32))
+    assert np.isnan(dx).all()
+
+
+def test_one_check_finite_may_be_entered_again_and_refuses_generator_functions(key):
+    cm = fd.debug.check_finite()
+    for _ in range(2):  # contextlib's one-shot manager failed the second time
+        with cm:
+            with cm:
+                assert fd.debug.enabled()
+            assert fd.debug.enabled()
+        assert not fd.debug.enabled()
+
+    @fd.debug.check_finite()
+    def plain():
+        return fd.debug.enabled()
+
+    assert plain() and not fd.debug.enabled()
+
+    def gen():
+        yield fd.debug.enabled()
+
+    with pytest.raises(TypeError, match="generator or coroutine function, whose body runs "
+                                        "after the call returns"):
+        fd.debug.check_finite()(gen)
+
+
+def test_check_finite_without_inf_lets_a_meant_minus_inf_through(key):
+    # an additive -inf mask before a Softmax: finite end to end, but every inf was an error
+    def mask_last(p, x, **kw):
+        y = x.copy()
+        y[:, -1] = -np.inf
+        return y
+
+    masker = L.Layer(lambda k, s: (s, ()), mask_last,
+                     lambda p, x, **kw: (mask_last(p, x), lambda dy: ((), dy)), name="Mask")
+    model = L.Sequential(L.Dense(3), masker, L.Softmax())
+    _, params = model.init(key, (None, 2))
+    x = np.ones((2, 2), np.float32)
+    with fd.debug.check_finite(), pytest.raises(FloatingPointError, match=r"Mask: inf"):
+        model.apply(params, x)
+    with fd.debug.check_finite(inf=False):
+        y = model.apply(params, x)
+        np.testing.assert_array_equal(y[:, -1], 0)
+        with pytest.raises(FloatingPointError, match=r"Dense\(3\): NaN in the forward"):
+            model.apply(params, np.full((2, 2), np.inf, np.float32) * [1, -1])

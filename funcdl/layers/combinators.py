@@ -152,10 +152,10 @@ def Sequential(*layers: LayerLike) -> Layer:
                 entries(name, params, n, "params")
             if debug.enabled():  # every layer's own output is checked, so nothing is fused
                 x, pbs, _ = _checked(layers, where, names, params, x, empty, key, train, True)
-                return x, _reverse(name, pbs, where, names, True, layers, params)
+                return x, _reverse(name, pbs, where, names, layers, params)
             keys = nones if key is None else keys_for(key, n, name)
             x, pullbacks, _ = forward(params, x, None, keys, train)
-            return x, _reverse(name, pullbacks, where, names, False, layers, params)
+            return x, _reverse(name, pullbacks, where, names, layers, params)
 
         def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
             out_shape, params, _ = init(key, in_shape)
@@ -181,10 +181,10 @@ def Sequential(*layers: LayerLike) -> Layer:
         if debug.enabled():
             x, pbs, checked_state = _checked(layers, where, names, params, x, state, key,
                                              train, True)
-            return (x, _reverse(name, pbs, where, names, True, layers, params),
+            return (x, _reverse(name, pbs, where, names, layers, params),
                     kept(state, checked_state))
         x, pullbacks, new_state = forward(params, x, state, keys_for(key, n, name), train)
-        return (x, _reverse(name, pullbacks, where, names, False, layers, params),
+        return (x, _reverse(name, pullbacks, where, names, layers, params),
                 kept(state, tuple(new_state)))
 
     return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=True,
@@ -214,7 +214,7 @@ def _checked(layers: Sequence[Any], where: list[str], names: list[str], params: 
     ...``), as for any other error of that child."""
     pullbacks, new_state = [], []
     debug.verify_input("Sequential", x)  # the data's NaN, not its first layer's
-    with debug.quiet():
+    with debug.quiet(), debug.inside():
         for i, (layer, p, s, k) in enumerate(zip(layers, params, states,
                                                  keys_for(key, len(layers), "Sequential"))):
             try:
@@ -239,19 +239,26 @@ def no_flow(params: Any) -> tuple[Any, None]:
 
 
 def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],
-             names: list[str], checking: bool, layers: Sequence[Any],
+             names: list[str], layers: Sequence[Any],
              params: Sequence[Any]) -> Callable[..., Any]:
     """The pullback of a composition: the children's pullbacks in reverse order.
 
     A child's dx may be None (nothing flows back from integer ids); the ``dy`` given from
     outside may not. ``need_dx=False`` (value_and_grad's call when nobody reads the input's
     cotangent) stops at the first child with parameters and asks it to skip its dx when it
-    can."""
+    can. Whether ``debug.check_finite`` checks each child's dx and dparams is read when the
+    pullback is called (as torch's anomaly mode, at backward time), not when it was made."""
     n = len(pullbacks)
 
     def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
         if dy is None:
             raise none_cotangent(name)
+        if debug.enabled():
+            with debug.quiet():  # NumPy's warnings must not pre-empt the check's error
+                return backward(dy, need_dx, True)
+        return backward(dy, need_dx, False)
+
+    def backward(dy: Any, need_dx: bool, checking: bool) -> tuple[Any, Any]:
         dparams: list[Any] = [None] * n
         stop = 0 if need_dx else _first_with_params(params)
         i = n - 1
@@ -276,14 +283,7 @@ def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: 
         dparams[:stop] = params[:stop]  # no leaves: (), {} or None, as given
         return like(params, dparams), (dy if need_dx else None)
 
-    if not checking:
-        return pullback
-
-    def checked_pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
-        with debug.quiet():  # NumPy's warnings must not pre-empt the check's error
-            return pullback(dy, need_dx)
-
-    return checked_pullback
+    return pullback
 
 
 def _first_with_params(params: Sequence[Any]) -> int:
