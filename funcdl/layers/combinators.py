@@ -143,7 +143,7 @@ def Sequential(*layers: LayerLike) -> Layer:
         def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
             entries(name, params, n, "params")
             if debug.enabled():  # the one read the unchecked path pays
-                return _checked(layers, where, names, params, x, empty, key, train, False)[0]
+                return _checked(name, layers, where, names, params, x, empty, key, train, False)[0]
             keys = nones if key is None else keys_for(key, n, name)
             return run(params, x, None, keys, train)[0]
 
@@ -151,7 +151,7 @@ def Sequential(*layers: LayerLike) -> Layer:
             if type(params) is not tuple or len(params) != n:
                 entries(name, params, n, "params")
             if debug.enabled():  # every layer's own output is checked, so nothing is fused
-                x, pbs, _ = _checked(layers, where, names, params, x, empty, key, train, True)
+                x, pbs, _ = _checked(name, layers, where, names, params, x, empty, key, train, True)
                 return x, _reverse(name, pbs, where, names, layers, params)
             keys = nones if key is None else keys_for(key, n, name)
             x, pullbacks, _ = forward(params, x, None, keys, train)
@@ -168,7 +168,7 @@ def Sequential(*layers: LayerLike) -> Layer:
         entries(name, params, n, "params")
         entries(name, need_state(name, state), n, "state")
         if debug.enabled():
-            x, _, checked_state = _checked(layers, where, names, params, x, state, key, train,
+            x, _, checked_state = _checked(name, layers, where, names, params, x, state, key, train,
                                            False)
             return x, kept(state, checked_state)
         x, new_state = run(params, x, state, keys_for(key, n, name), train)
@@ -179,7 +179,7 @@ def Sequential(*layers: LayerLike) -> Layer:
         entries(name, params, n, "params")
         entries(name, need_state(name, state), n, "state")
         if debug.enabled():
-            x, pbs, checked_state = _checked(layers, where, names, params, x, state, key,
+            x, pbs, checked_state = _checked(name, layers, where, names, params, x, state, key,
                                              train, True)
             return (x, _reverse(name, pbs, where, names, layers, params),
                     kept(state, checked_state))
@@ -205,8 +205,9 @@ def _blame(layers: Sequence[Any], act: int | None, k: int, e: Exception, params:
     return k, e
 
 
-def _checked(layers: Sequence[Any], where: list[str], names: list[str], params: Any, x: Any,
-             states: Any, key: Any, train: bool, vjp: bool) -> tuple[Any, list[Any], Any]:
+def _checked(name: str, layers: Sequence[Any], where: list[str], names: list[str],
+             params: Any, x: Any, states: Any, key: Any, train: bool,
+             vjp: bool) -> tuple[Any, list[Any], Any]:
     """The forward of a Sequential while ``debug.check_finite`` is on, for apply and vjp:
     ``(y, pullbacks or [], new_state)``. Child by child, unfused, under ``debug.quiet``;
     each output and stateful child's new state is verified inside the ``try``, in the
@@ -216,7 +217,7 @@ def _checked(layers: Sequence[Any], where: list[str], names: list[str], params: 
     debug.verify_input("Sequential", x)  # the data's NaN, not its first layer's
     with debug.quiet(), debug.inside():
         for i, (layer, p, s, k) in enumerate(zip(layers, params, states,
-                                                 keys_for(key, len(layers), "Sequential"))):
+                                                 keys_for(key, len(layers), name))):
             try:
                 if vjp:
                     x, pb, s = child_vjp(layer, p, x, s, k, train)
