@@ -381,6 +381,7 @@ def test_label_smoothing_over_logits_far_apart_stays_finite():
 
 @pytest.mark.parametrize("loss", [losses.softmax_cross_entropy, losses.poly_loss_cross_entropy])
 @pytest.mark.parametrize("target", [np.array([[0.0], [1.0], [1.0]], np.float32),
+                                    np.array([0, 0, 0]),  # labels: all of the one class
                                     np.array([[1.0], [1.0], [1.0]]),
                                     np.array([[0.3], [0.9], [1.0]])])
 def test_float_targets_against_one_class_are_refused_as_integer_ones_are(loss, target):

@@ -42,6 +42,7 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
     if z.ndim == 0 or z.shape[-1] == 0:
         raise ValueError(f"{name}: logits need a class axis of at least one class, got "
                          f"shape {z.shape}")
+    one_class(name, z)
     n_classes = z.shape[-1]
     labels, w, ignore = _label_args(name, target, z.shape, z.dtype, weight, ignore_index)
     logp, e, total = shifted_exp(z, -1)
@@ -86,15 +87,21 @@ def _class_labels(shape: tuple[int, ...], fix: str | None = None) -> tuple[str, 
             f"class ids must be integers in [0, {k}), one per example", fix)
 
 
+def one_class(name: str, z: Array) -> None:
+    """Refuse batched logits of one class: the cross-entropy is 0 whatever the logits and
+    the targets, and the gradient 0 (torch's too), so nothing would train."""
+    if z.ndim > 1 and z.shape[-1] == 1:
+        raise ValueError(f"{name}: logits of shape {z.shape} hold one class, where the loss "
+                         f"is 0 whatever the logits and the targets, so any target is refused "
+                         f"with one class: for binary targets, one logit per example, use "
+                         f"bce_with_logits")
+
+
 def _dense_target(name: str, z: Array, target: Any) -> Array:
     """A target of the logits' shape, in their dtype: a one-hot (integers or booleans,
     checked by ``_one_hot``) or probabilities (floats, checked to lie in [0, 1])."""
     t = _same_shape(name, z, target)
     kind = getattr(target, "dtype", t.dtype).kind  # t took z's dtype: the given one decides
-    if kind == "f" and z.ndim > 1 and z.shape[-1] == 1:  # (an int one-hot: _one_hot's words)
-        raise ValueError(f"{name}: logits of shape {z.shape} hold one class, where the loss "
-                         f"is 0 whatever the logits and the targets: for binary targets, one "
-                         f"logit per example, use bce_with_logits")
     return _one_hot(name, t, z.shape) if kind != "f" else _probabilities(name, t)
 
 

@@ -17,7 +17,7 @@ from funcdl.losses._base import (
     _reduced,
     _sum,
 )
-from funcdl.losses._cross_entropy import _class_labels, _dense_target, _pick
+from funcdl.losses._cross_entropy import _class_labels, _dense_target, _pick, one_class
 from funcdl.losses._margins import _classes, _signs
 
 
@@ -48,6 +48,7 @@ def _poly_loss_cross_entropy(pred: Any, target: Any, epsilon: float = 2.0,
                    fix="; the paper uses 2 (classification) or -1 (detection)")
     z = _pred(name, pred)
     _classes(name, z, "the logits")
+    one_class(name, z)
     t = _poly_target(name, z, target)
     logp, e, total = shifted_exp(z, -1)
     logp -= np.log(total)
