@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import debug
-from funcdl._args import bool_arg, train_arg
+from funcdl._args import array_arg, bool_arg, train_arg
 
 __all__ = ["grad", "value_and_grad", "vjp"]
 
@@ -229,20 +229,27 @@ def _loss_step(loss: Any, y: Any, target: Any, has_aux: bool) -> tuple[Any, Any,
     if type(y) is np.ndarray and not (type(dy) is np.ndarray and dy.shape == y.shape
                                       and dy.dtype == y.dtype):
         dy = _dpred(loss, y, dy)
+    elif type(y) is tuple and type(dy) is tuple and len(dy) == len(y):  # a FanOut's outputs
+        dy = tuple(_dpred(loss, yi, di, f"[{i}]") if type(yi) is np.ndarray and di is not None
+                   else di for i, (yi, di) in enumerate(zip(y, dy)))
     return value, aux, dy
 
 
-def _dpred(loss: Any, y: Any, dy: Any) -> Any:
-    """A user loss's dpred as pred's dtype (as torch's engine casts a gradient), or an error
-    naming the loss when its shape is not pred's: the model's first pullback to read it
-    would otherwise be blamed, or broadcast it."""
-    got = dy if isinstance(dy, np.ndarray) else np.asarray(dy)  # a masked one: refused later
+def _dpred(loss: Any, y: Any, dy: Any, at: str = "") -> Any:
+    """A user loss's dpred (entry ``at`` of a tuple) as pred's dtype (as torch's engine casts
+    a gradient), or an error naming the loss when it is not an array of pred's shape: the
+    model's first pullback to read it would otherwise be blamed, or broadcast it."""
+    if type(dy) is np.ndarray and dy.shape == y.shape and dy.dtype == y.dtype:
+        return dy
+    got = array_arg(dy, "value_and_grad", f"the dpred{at} of the loss {_name(loss)}")
     if got.shape != y.shape:
         raise ValueError(f"value_and_grad: the pullback of the loss {_name(loss)} returned "
-                         f"dpred of shape {got.shape}; it must have pred's shape {y.shape}")
+                         f"dpred{at} of shape {got.shape}; it must have pred{at}'s shape "
+                         f"{y.shape}")
     if got.dtype.kind != y.dtype.kind or got.dtype.kind not in "fc":
         raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} returned "
-                        f"dpred of dtype {got.dtype}; it must be of pred's kind ({y.dtype})")
+                        f"dpred{at} of dtype {got.dtype}; it must be of pred{at}'s kind "
+                        f"({y.dtype})")
     return got.astype(y.dtype, copy=False)
 
 

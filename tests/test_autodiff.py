@@ -410,3 +410,29 @@ def test_a_loss_dpred_in_float64_reaches_float32_params_as_float32(key):
         fd.grad(model, losses.Loss("ints", lambda p, t: (0.0, lambda g: np.ones(p.shape,
                                                                                 np.int64))))(
             params, x, t)
+
+
+def test_a_loss_dpred_that_is_no_array_or_a_tuple_entry_is_named_as_the_losss(key):
+    model = L.Sequential(L.Dense(3), L.ReLU())
+    _, params = model.init(key, (None, 3))
+    x, t = np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)
+    import numpy.ma as ma
+
+    for dpred, error, says in (([[1.0, 2.0, 3.0], [1.0]], ValueError, "is not a rectangular"),
+                               (ma.masked_array(np.ones((2, 3)), [[1, 0, 0]] * 2), ValueError,
+                                "masked")):
+        bad = losses.Loss("mine", lambda p, t, d=dpred: (0.0, lambda g: d))
+        with pytest.raises(error, match=rf"^value_and_grad: the dpred of the loss mine .*{says}"):
+            fd.grad(model, bad)(params, x, t)
+    # a model of two outputs: each entry of the loss's tuple is checked and cast alike
+    two = L.Sequential(L.Dense(2), L.FanOut(2))
+    _, p2 = two.init(key, (None, 3))
+
+    def pair(ds):
+        return losses.Loss("pair", lambda p, t: (0.0, lambda g: ds))
+
+    with pytest.raises(ValueError, match=r"loss pair returned dpred\[1\] of shape \(2,\); it "
+                                         r"must have pred\[1\]'s shape \(2, 2\)"):
+        fd.grad(two, pair((np.ones((2, 2), np.float32), np.ones(2, np.float32))))(p2, x, None)
+    grads = fd.grad(two, pair((np.ones((2, 2), np.float16), np.ones((2, 2)))))(p2, x, None)
+    assert all(g.dtype == np.float32 for g in tree.leaves(grads))
