@@ -161,3 +161,15 @@ def test_maxpool_sends_a_nan_or_inf_cotangent_to_its_windows_max_only(bad):
     _, pb = pool.vjp(p1, np.array([0, 5, 1, 2, 3], np.float64).reshape(1, 5, 1))
     _, dx = pb(np.array([bad, 1.0]).reshape(1, 2, 1))
     np.testing.assert_array_equal(dx.ravel(), [0, bad, 0, 0, 1])
+
+
+def test_maxpool_overlapping_winners_of_inf_and_minus_inf_cotangents_give_nan_silently():
+    # one cell wins two overlapping windows: inf + -inf (NaN) or 3e38 + 3e38 (inf), as torch,
+    # where NumPy's warnings escaped the scatter
+    pool = L.MaxPool1D(3, 2)
+    _, params = pool.init(None, (1, 5, 1))
+    x = np.array([0, 1, 5, 1, 0], np.float32).reshape(1, 5, 1)
+    _, pullback = pool.vjp(params, x)
+    for dy, winner in (([np.inf, -np.inf], np.nan), ([3e38, 3e38], np.inf)):
+        _, dx = pullback(np.array(dy, np.float32).reshape(1, 2, 1))
+        np.testing.assert_array_equal(dx.ravel(), [0, 0, winner, 0, 0])

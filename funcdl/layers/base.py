@@ -185,7 +185,7 @@ class Pointwise(NamedTuple):
     maximum of ``f(x)``: either the same entry, or ``f' = 0`` there and ``dx`` is 0 (its
     sign may differ where windows overlap). NaN inputs too, when ``f`` keeps NaN where it
     was (ReLU's ``np.maximum`` does): MaxPool2D takes a window's last NaN as its maximum
-    either way, and ``df`` is 0 there."""
+    either way, and ``df`` passes ``dy`` there (torch's ReLU does)."""
 
     name: str
     f: Callable[[Array], Array]

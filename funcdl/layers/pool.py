@@ -187,7 +187,11 @@ def max_pool(name: str, rank: int, window: Any, stride: Any, padding: Any, dilat
                 return (dy if wins is None else np.multiply(dy, wins[k].astype(dtype))
                         if finite else np.where(wins[k], dy, dtype.type(0)))
 
-            dx = scatter(x_shape, dtype, win, pads, share)
+            if finite:
+                dx = scatter(x_shape, dtype, win, pads, share)
+            else:  # overlapping windows add inf to -inf (NaN) or overflow, as torch silently
+                with np.errstate(invalid="ignore", over="ignore"):
+                    dx = scatter(x_shape, dtype, win, pads, share)
             return params, dx if rank == 2 else dx[:, 0]
 
         return out, pullback
