@@ -286,3 +286,14 @@ def test_check_finite_without_inf_lets_a_meant_minus_inf_through(key):
         np.testing.assert_array_equal(y[:, -1], 0)
         with pytest.raises(FloatingPointError, match=r"Dense\(3\): NaN in the forward"):
             model.apply(params, np.full((2, 2), np.inf, np.float32) * [1, -1])
+
+
+def test_a_bad_key_is_named_alike_inside_and_outside_the_block(key):
+    model = L.Sequential(L.Dense(4), L.Dropout(0.5))
+    _, params = model.init(key, (None, 3))
+    said = []
+    for on in (False, True):
+        with fd.debug.check_finite(on), pytest.raises(TypeError) as e:
+            model.apply(params, np.ones((2, 3), np.float32), key=3, train=True)
+        said.append(str(e.value))
+    assert said[0] == said[1] and said[0].startswith("Sequential(Dense(4), Dropout(0.5)): ")
