@@ -40,10 +40,11 @@ _NAMEDTUPLES: dict[tuple[str, tuple[str, ...]], type] = {}
 
 
 def namedtuple(name: str, fields: tuple[str, ...]) -> type:
-    # One class per (name, fields), so trees loaded from several files share a structure.
+    # One class per (name, fields), so trees loaded from several files share a structure;
+    # setdefault, not get-then-set: two threads loading at once must not make two classes
     cls = _NAMEDTUPLES.get((name, fields))
     if cls is None:
-        cls = _NAMEDTUPLES[(name, fields)] = collections.namedtuple(name, fields)
+        cls = _NAMEDTUPLES.setdefault((name, fields), collections.namedtuple(name, fields))
     return cls
 
 

@@ -239,3 +239,49 @@ def test_like_takes_a_python_int_whatever_its_size(tmp_path, saved, like):
     assert type(got["count"]) is int and got["count"] == saved
     with pytest.raises(ValueError, match=r"dtype mismatch at \['count'\]"):
         io.load(path, like={"count": np.uint8(0), "w": np.zeros(2, np.float32)})
+
+
+def test_threads_loading_one_file_get_one_namedtuple_class(tmp_path, monkeypatch):
+    # get-then-set made two classes for one (name, fields) when threads loaded at once:
+    # the trees they returned then differed in structure. A slow class factory makes the
+    # threads meet in that window every time.
+    import collections
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from funcdl import _io_format
+
+    cls = collections.namedtuple(f"Raced_{os.getpid()}", ["mu", "count"])
+    path = tmp_path / "s.npz"
+    io.save(path, cls(np.ones(2), np.int64(1)))
+    _io_format._NAMEDTUPLES.pop((cls.__name__, ("mu", "count")), None)
+    made = collections.namedtuple
+
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(_io_format.collections, "namedtuple", slow)
+    start = threading.Barrier(4)
+
+    def load(_):
+        start.wait()
+        return io.load(path)
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(load, range(4)))
+    assert len({type(t) for t in got}) == 1
+
+
+def test_a_mismatch_of_two_namedtuple_classes_of_one_name_says_which(tmp_path):
+    import collections
+
+    State = collections.namedtuple("State", ["mu", "count"])
+    path = tmp_path / "state.npz"
+    io.save(path, State(np.ones(2), np.int64(1)))
+    loaded = io.load(path)  # without like=: io's own class named State
+    with pytest.raises(ValueError, match=r"has a State \(class .*State\), the second tree has "
+                                         r"a State \(class funcdl\._io_format\.State\); a tree "
+                                         r"loaded by funcdl.io without like= .* pass like="):
+        tree.map(np.add, State(np.ones(2), np.int64(1)), loaded)
