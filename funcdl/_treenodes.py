@@ -156,6 +156,11 @@ def describe(t: Tree) -> str:
 
 def mismatch_error(path: str, a: Tree, b: Tree, names: tuple[str, str]) -> ValueError:
     where = path or "the root"
-    return ValueError(
-        f"tree structure mismatch at {where}: {names[0]} has {describe(a)}, "
-        f"{names[1]} has {describe(b)}")
+    da, db = describe(a), describe(b)
+    if da == db and type(a) is not type(b):  # two NamedTuple classes of one name
+        da, db = (f"{d} (class {type(t).__module__}.{type(t).__qualname__})"
+                  for d, t in ((da, a), (db, b)))
+        db += ("; a tree loaded by funcdl.io without like= has io's own NamedTuple classes: "
+               "pass like= to get the caller's")
+    return ValueError(f"tree structure mismatch at {where}: {names[0]} has {da}, "
+                      f"{names[1]} has {db}")

@@ -178,17 +178,19 @@ def leaves_with_path(tree: Tree, is_leaf: Callable[[Any], bool] | None = None
     if is_leaf is not None:
         return cut_paths("tree.leaves_with_path", tree, is_leaf)
     out: list[tuple[str, Any]] = []
-
-    def go(t: Tree, path: str) -> None:
-        node = children_of(t)
-        if node is None:
-            out.append((path, t))
-            return
-        for c, step in zip(node[2], node[3]):
-            go(c, path + step)
-
-    go(tree, "")
+    _paths(tree, "", out)
     return out
+
+
+def _paths(t: Tree, path: str, out: list[tuple[str, Any]]) -> None:
+    """``leaves_with_path``'s walk: a module function, as a closure recurring on itself
+    would be a reference cycle holding ``out`` and its leaves until the cycle collector."""
+    node = children_of(t)
+    if node is None:
+        out.append((path, t))
+        return
+    for c, step in zip(node[2], node[3]):
+        _paths(c, path + step, out)
 
 
 def structure(tree: Tree, is_leaf: Callable[[Any], bool] | None = None) -> TreeDef:
@@ -297,12 +299,17 @@ def _zero(x: Any) -> Any:
 
 def astype(tree: Tree, dtype: DTypeLike) -> Tree:
     """Cast every floating-point leaf to ``dtype`` (integer and boolean leaves are kept),
-    as PyTorch's ``module.double()``: ``params64 = tree.astype(params, np.float64)``."""
+    as PyTorch's ``module.double()``: ``params64 = tree.astype(params, np.float64)``. The
+    dtype must be floating point (or complex), as ``module.to`` requires: an integer one
+    would truncate the params silently."""
     try:
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"tree.astype: {dtype!r} is not a NumPy dtype; pass one such as "
                         f"np.float64") from None
+    if dt.kind not in "fc":
+        raise TypeError(f"tree.astype: casts the floating-point leaves to a floating-point "
+                        f"dtype, such as np.float64; got {dt}, which would truncate them")
 
     def cast(x: Any) -> Any:
         a = np.asarray(x)
@@ -318,8 +325,10 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
 
     The vector has NumPy's promotion of the leaves' dtypes, so float leaves come back exact:
     float32 with an int64 step count gives float64 (``jax.flatten_util.ravel_pytree`` keeps
-    float32 there, and loses integers above 2**24); integers next to floats come back exact
-    up to 2**53. Complex leaves make the vector complex; real leaves come back from its
+    float32 there, and loses integers above 2**24); integers next to floats come back exact:
+    one beyond ±2**53, which float64 cannot hold (a uint64 random key), is a ValueError
+    naming its leaf (JAX's ravel_pytree changes it silently). Complex leaves make the
+    vector complex; real leaves come back from its
     real part, which must then be all there is (a nonzero imaginary part is a ValueError).
     A Python float leaf counts as float64 (JAX's weak types would keep float32). Leaves
     must be numbers (bool, int, float, complex): a TypeError names any other leaf's path.
@@ -341,6 +350,8 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
     offsets = np.cumsum([0, *sizes]).tolist()
     total = offsets[-1]
     ints = any(d.kind in "iu" for d in dtypes)
+    if ints and dtype.kind in "fc":  # int64 or uint64 next to floats: exact to 2**53 only
+        _exact_ints(tree, arrays, dtype)
 
     def unravel(v: NDArray[Any]) -> Tree:
         v = np.asarray(v)
@@ -350,7 +361,7 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
         if kind not in "biufc":  # '1.5' would be parsed, None would fail in int()
             raise TypeError(f"unravel: expected a vector of numbers (bool, int, float, "
                             f"complex), got dtype {v.dtype}")
-        if ints and kind in "fc":  # NaN, inf, 1e300 would cast to garbage ints
+        if ints and kind in "fciu":  # NaN, inf, 1e300 (or 300 for an int8) cast to garbage
             _check_ints(v, offsets, dtypes, treedef)
         if kind == "c":  # real leaves take the real part: the cast would warn
             parts = [_from_complex(v[offsets[i]:offsets[i + 1]], dtypes[i]).reshape(shapes[i])
@@ -369,19 +380,37 @@ def _check_ints(v: NDArray[Any], offsets: list[int], dtypes: list[np.dtype[Any]]
     """A ValueError unless the entries of ``v`` bound for integer leaves fit them once
     truncated (as the cast truncates, as JAX's): NaN, inf or 1e300 would cast to garbage."""
     for i, d in enumerate(dtypes):
-        if d.kind not in "iu":
+        if d.kind not in "iu" or (v.dtype.kind in "iu" and np.can_cast(v.dtype, d)):
             continue
-        part = np.trunc(v[offsets[i]:offsets[i + 1]].real.astype(np.float64))  # float16 too
         info = np.iinfo(d)
-        # truncated first (-0.3 fits uint8 as 0); the bounds as floats are exact powers of
-        # two: [min, max + 1)
-        fits = (part >= float(info.min)) & (part < float(info.max) + 1.0)
+        if v.dtype.kind in "iu":  # exact: NumPy compares an int array with Python ints so
+            part = v[offsets[i]:offsets[i + 1]]
+            fits = (part >= info.min) & (part <= info.max)
+        else:
+            part = np.trunc(v[offsets[i]:offsets[i + 1]].real.astype(np.float64))  # float16
+            # truncated first (-0.3 fits uint8 as 0); the bounds as floats are exact powers
+            # of two: [min, max + 1)
+            fits = (part >= float(info.min)) & (part < float(info.max) + 1.0)
         if not fits.all():
             path = leaves_with_path(unflatten(treedef, range(treedef.num_leaves)))[i][0]
             bad = part[~fits][0]
             raise ValueError(f"unravel: the {d} leaf at {path or 'the root'} takes entries "
                              f"{offsets[i]}..{offsets[i + 1] - 1} of the vector, which must "
                              f"be finite and within {d}'s range; got {bad}")
+
+
+def _exact_ints(tree: Tree, arrays: list[NDArray[Any]], dtype: np.dtype[Any]) -> None:
+    """A ValueError naming the first integer leaf whose values the float vector of ``dtype``
+    would not hold exactly (beyond 2**53 in float64: a uint64 key next to an int64 count,
+    which NumPy promotes to float64, came back as another key, silently)."""
+    bound = 2 ** (np.finfo(dtype).nmant + 1)  # every integer up to it is a float
+    for (path, _), a in zip(leaves_with_path(tree), arrays):
+        if a.dtype.kind in "iu" and a.size and np.iinfo(a.dtype).bits > np.finfo(dtype).nmant \
+                and not ((a >= -bound) & (a <= bound)).all():
+            raise ValueError(f"tree.ravel: the {a.dtype} leaf at {path or 'the root'} holds "
+                             f"values beyond 2**{np.finfo(dtype).nmant + 1}, which the "
+                             f"{dtype} vector its leaves promote to cannot hold exactly; "
+                             f"ravel the integer leaves apart from the float ones")
 
 
 def _from_complex(part: NDArray[Any], dtype: np.dtype[Any]) -> NDArray[Any]:

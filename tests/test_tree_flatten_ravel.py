@@ -13,6 +13,7 @@ from _tree_util import Adam, Pair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import funcdl as fd
 from funcdl import tree
 
 
@@ -305,3 +306,52 @@ def test_unravel_truncates_into_an_integer_leaf_before_its_range_is_checked():
     np.testing.assert_array_equal(out["b"], [-128])
     with pytest.raises(ValueError, match=r"the uint8 leaf at \['a'\]"):
         unravel(np.array([-1.0, 0.0, 0.0]))
+
+
+def test_unravel_of_an_int_vector_refuses_entries_past_a_narrower_int_leaf():
+    # only float vectors were checked: 300 came back as 44 in an int8 leaf, -1 as 255
+    vec, unravel = tree.ravel({"a": np.array([1, 2], np.int8), "b": np.array([3], np.int64)})
+    bad = vec.copy()
+    bad[0] = 300
+    with pytest.raises(ValueError, match=r"the int8 leaf at \['a'\] .*within int8's range; "
+                                         r"got 300"):
+        unravel(bad)
+    vec16, unravel16 = tree.ravel({"s": np.array([1], np.int16), "u": np.array([2], np.uint8)})
+    with pytest.raises(ValueError, match=r"the uint8 leaf at \['u'\].*got -1"):
+        unravel16(np.array([1, -1], np.int16))
+    assert unravel16(vec16)["u"][0] == 2
+
+
+def test_ravel_refuses_integers_a_float_vector_cannot_hold():
+    # a uint64 random key beside an int64 count promotes to float64: it came back as another
+    # key, silently (JAX's ravel_pytree too)
+    key = fd.random.split(fd.random.key(1234))[0]
+    with pytest.raises(ValueError, match=r"the uint64 leaf at \['key'\] holds values beyond "
+                                         r"2\*\*53, which the float64 vector"):
+        tree.ravel({"count": np.int64(3), "key": key})
+    vec, unravel = tree.ravel({"w": np.ones(2, np.float32), "n": np.int64(2**53)})
+    assert int(unravel(vec)["n"]) == 2**53  # within reach: exact
+
+
+def test_astype_refuses_an_integer_or_bool_dtype():
+    # torch's module.to(torch.int32) refuses; astype truncated 0.7 to 0, -1.9 to -1
+    for dt in (np.int32, np.bool_, "uint8"):
+        with pytest.raises(TypeError, match=r"tree.astype: casts the floating-point leaves to "
+                                            r"a floating-point dtype"):
+            tree.astype({"w": np.array([0.7, -1.9])}, dt)
+    assert tree.astype({"w": np.ones(1)}, np.complex64)["w"].dtype == np.complex64
+
+
+def test_leaves_with_path_leaves_no_reference_cycle():
+    import gc
+    import weakref
+
+    big = np.ones(10)
+    alive = weakref.ref(big)
+    gc.disable()
+    try:
+        tree.leaves_with_path({"a": big, "b": [big]})
+        del big
+        assert alive() is None  # freed at once, not at the next cycle collection
+    finally:
+        gc.enable()
