@@ -246,3 +246,11 @@ def test_init_on_branches_not_joined_says_how_to_join_them(make, key):
                        r"Parallel needs their branches joined first, by FanInSum\(\) or "
                        r"FanInConcat\(\), or one taken by Select\(i\)$"):
         L.Sequential(L.FanOut(2), make()).init(key, (None, 4, 4, 3))
+
+
+def test_a_residual_on_a_scalar_shape_whose_branch_changes_it_is_named(key):
+    # building the hint read in_shape[0] of (): a bare IndexError
+    grow = L.Layer(lambda k, s: ((None, 2), ()), lambda p, x: x, lambda p, x: (x, None))
+    with pytest.raises(ValueError, match=r"Residual\(Layer\): the branch maps \(\) to "
+                                         r"\(None, 2\); a residual needs its output shape"):
+        L.Residual(grow).init(key, ())

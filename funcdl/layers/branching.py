@@ -155,9 +155,9 @@ def Residual(layer: LayerLike) -> Layer:
             raise located("Residual", child, e) from e
         if len(out) != len(in_shape) or any(
                 a is not None and b is not None and a != b for a, b in zip(out, in_shape)):
+            tupled = bool(in_shape) and isinstance(in_shape[0], (tuple, list))
             hint = ("; for x + f(x, ...) on a tuple, Sequential(FanOut(2), Parallel("
-                    "Select(0), f), FanInSum())" if isinstance(in_shape[0], (tuple, list))
-                    else "")
+                    "Select(0), f), FanInSum())" if tupled else "")
             raise ValueError(f"{name}: the branch maps {tuple(in_shape)} to {tuple(out)}; a "
                              f"residual needs its output shape equal to its input shape{hint}")
         return tuple(in_shape), p, (s,)
