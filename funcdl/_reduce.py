@@ -45,6 +45,9 @@ SWITCH = "FUNCDL_MPI_SHARED_MEMORY"  # "0": always Allreduce (read once per comm
 _ROTATE = 64 << 20  # bytes of results (or of slot sets) a window takes in turn
 _MOST = 8  # generations at most; at least 2: the last grads may stay bound through a step
 _SMALL = 1 << 16  # entries: below, packing copies all leaves first and scales once
+_BUFFER_SIZES = 16  # buffer sizes kept per reducer, as memo keeps layouts
+# id(comm): (comm, its node communicator or None), for every reducer of the process
+_NODES: dict[int, tuple[Any, Any]] = {}
 _WINDOWS = 4  # shared windows kept per reducer (per tree layout); the oldest is freed for a
 # new one only when no rank holds any of its results (else the new layout goes by Allreduce)
 
@@ -71,6 +74,14 @@ def shared_memory_free() -> int:
     except (OSError, AttributeError):
         return 1 << 30
     return st.f_bavail * st.f_frsize
+
+
+def _freed(comm: Any) -> bool:
+    """Whether a caller freed ``comm`` (mpi4py makes the object MPI.COMM_NULL)."""
+    try:
+        return bool(comm == mpi().COMM_NULL)
+    except Exception:  # a stub communicator in a test: never freed
+        return False
 
 
 def span(n: int, size: int, rank: int) -> tuple[int, int]:
@@ -145,7 +156,6 @@ class Reducer:
         self.keep = keep
         self.layouts: dict[Any, Layout] = {}
         self.buffers: dict[tuple[int, str], list[NDArray[Any]]] = {}
-        self.nodes: dict[int, tuple[Comm, Comm | None]] = {}  # id(comm): (comm, node comm)
         self.windows: dict[tuple[int, int, str], Window] = {}
         self.turns: dict[tuple[int, int, str], int] = {}  # steps taken with each window
 
@@ -169,6 +179,9 @@ class Reducer:
                       [(a.shape, a.dtype) for a in arrays], not_float)
 
     def take(self, n: int, dtype: np.dtype[Any]) -> NDArray[Any]:
+        if (n, dtype.str) not in self.buffers and len(self.buffers) >= _BUFFER_SIZES:
+            self.buffers.clear()  # many tree sizes (a sweep of shapes): a kept result holds
+            # its own buffer still, and a dropped one is never handed out again
         pool = self.buffers.setdefault((n, dtype.str), [])
         for i in range(len(pool)):
             if refcount(pool, i) <= UNUSED:
@@ -180,16 +193,24 @@ class Reducer:
 
     def node(self, comm: Comm) -> Comm | None:
         """Collective on first use: the communicator of comm's ranks sharing memory, when
-        that is all of them; else None."""
-        found = self.nodes.get(id(comm))
+        that is all of them; else None. One per communicator for the whole process, every
+        reducer's (a data_parallel made per run split COMM_WORLD anew each time, and MPI ran
+        out of communicators after about a thousand); one a caller has freed is dropped, and
+        its node communicator freed, at the next split (collective as the split is)."""
+        found = _NODES.get(id(comm))
         if found is None or found[0] is not comm:
+            for key, (parent, stale) in list(_NODES.items()):
+                if _freed(parent):
+                    del _NODES[key]
+                    if stale is not None:
+                        stale.Free()
             node = None
             if hasattr(comm, "Split_type") and os.environ.get(SWITCH, "1") != "0":
                 node = comm.Split_type(mpi().COMM_TYPE_SHARED)
                 if node.Get_size() != comm.Get_size():
                     node.Free()
                     node = None
-            found = self.nodes[id(comm)] = (comm, node)
+            found = _NODES[id(comm)] = (comm, node)
         return found[1]
 
     def oldest_unused(self) -> bool:

@@ -56,6 +56,11 @@ class SweepError(RuntimeError):
         super().__init__(f"{len(failures)} of {len(results)} runs failed:\n{lines}\n"
                          f"(each Failure in .failures has its traceback)")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled by its arguments, not its message (a strict sweep inside a worker process
+        # raises it there: its pool sends it back pickled)
+        return (SweepError, (self.results, self.failures))
+
 
 def _short(config: Any, width: int = 70) -> str:
     try:

@@ -337,3 +337,15 @@ def test_a_result_that_cannot_come_back_from_a_worker_says_so():
     for text in (failure.error, failure.traceback):
         assert "the result a run returned, could not be pickled" in text
         assert "executor=ThreadPoolExecutor(...)" in text
+
+
+def test_a_sweep_error_pickles_with_its_results_and_failures():
+    # a strict sweep inside a worker process raises it there; unpickling it in the parent
+    # called SweepError(message) and broke the pool
+    import pickle
+
+    err = sweep.SweepError(["a", sweep.Failure(1, {"lr": -1}, "ValueError: no", "tb")],
+                           [sweep.Failure(1, {"lr": -1}, "ValueError: no", "tb")])
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is sweep.SweepError and str(back) == str(err)
+    assert back.results[0] == "a" and back.failures[0].config == {"lr": -1}

@@ -169,6 +169,13 @@ def case_leaf_types() -> list[str]:
     grads = parallel.data_parallel(lambda p, x: (float(x.sum()), {"b": np.float32(rank)}))(
         None, np.ones((1 + rank, 1)))[1]  # weighted 1:2
     assert type(grads["b"]) is np.float32 and abs(grads["b"] - 2 / 3) < 1e-6, grads
+    # every data_parallel made splits COMM_WORLD once per process, not once per instance
+    # (one made per run ran MPI out of communicators after about a thousand)
+    from funcdl import _reduce
+    for _ in range(3):
+        parallel.data_parallel(lambda p, x: (float(x.sum()), {"b": np.float32(rank)}))(
+            None, np.ones((1, 1)))
+    assert sum(parent is MPI.COMM_WORLD for parent, _ in _reduce._NODES.values()) == 1
     with warnings.catch_warnings():  # a real leaf of a complex buffer: no ComplexWarning
         warnings.simplefilter("error")
         got = parallel.pmean({"c": np.array([1 + 1j * (rank + 1)]), "f": np.full(2, rank, float)})
@@ -180,8 +187,8 @@ def which_buffers(first, later) -> list[str]:
     """Which buffers the results above came from."""
     windows = list(parallel._SHARED.windows.values())
     if not windows:  # FUNCDL_MPI_SHARED_MEMORY=0: every mean through a private buffer
-        assert not parallel._SHARED.nodes or all(v[1] is None for v in
-                                                 parallel._SHARED.nodes.values())
+        from funcdl import _reduce
+        assert all(v[1] is None for v in _reduce._NODES.values())
         return [f"rank {rank} path allreduce"]
     (window,) = windows
     results = window.results
