@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import funcdl as fd
-from funcdl import initializers, losses, optim, random
+from funcdl import initializers, losses, optim, random, tree
 from funcdl import layers as L
 from funcdl.layers.recurrent import GRU, LSTM, SimpleRNN
 from funcdl.testing import check_layer, check_vjp
@@ -316,3 +316,23 @@ def test_token_ids_without_an_embedding_are_named():
     with pytest.raises(ValueError, match=r"^LSTM\(4\): expected input \(N, T, 8\) of rank 3 "
                                          r".*integer token ids \(N, T\) need an Embedding"):
         lstm.apply(params, np.arange(15).reshape(3, 5))
+
+
+@pytest.mark.parametrize("make", [lambda: L.SimpleRNN(4), lambda: L.GRU(4), lambda: L.LSTM(4),
+                                  lambda: L.SimpleRNN(4, reverse=True)])
+@pytest.mark.parametrize("n, t", [(1, 5), (3, 1)])
+def test_editing_the_returned_sequence_leaves_the_gradients_alone(make, n, t):
+    # with N or T of 1 the swapped states were contiguous and y was a view of what the
+    # pullback reads: `y *= 10` between vjp and pullback changed dW by up to 2.7e6
+    layer = make()
+    _, params = layer.init(random.key(0), (None, t, 3))
+    x = random.normal(random.key(1), (n, t, 3), np.float64)
+    params = tree.astype(params, np.float64)
+    dy = np.ones((n, t, 4))
+    _, pullback = layer.vjp(params, x)
+    want = pullback(dy)
+    y2, pullback2 = layer.vjp(params, x)
+    y2 *= 10.0
+    got = pullback2(dy)
+    for a, b in zip(tree.leaves(got), tree.leaves(want)):
+        np.testing.assert_array_equal(a, b)

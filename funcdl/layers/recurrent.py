@@ -285,7 +285,8 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
         if not return_sequences:
             y = states[-1].copy()  # not views of the states the pullback reads
         elif pad is None:
-            y = np.ascontiguousarray(states[1:][order].swapaxes(0, 1))
+            y = np.array(states[1:][order].swapaxes(0, 1), order="C")  # a copy: with N or T
+            # of 1 the swapped view is contiguous, and a view is what the pullback reads
         else:
             y = _in_time(np.where(pad, 0, states[1:]).swapaxes(0, 1), idx)
         if give_state:
