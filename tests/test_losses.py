@@ -390,3 +390,19 @@ def test_float_targets_against_one_class_are_refused_as_integer_ones_are(loss, t
     with pytest.raises(ValueError, match=r"logits of shape \(3, 1\) hold one class, where the "
                                          r"loss is 0 whatever .*use bce_with_logits"):
         loss(np.array([[0.5], [-2.0], [3.0]], np.float32), target)
+
+
+def test_a_public_losss_vjp_and_a_loss_made_from_it_pickle():
+    # its qualified name, losses.huber, named no attribute of its module: PicklingError for
+    # huber.vjp, a partial of it, and a Loss of one (a sweep's config goes to workers pickled)
+    import functools
+    import pickle
+
+    made = losses.Loss("h05", functools.partial(losses.huber.vjp, delta=0.5))
+    for obj in (losses.huber.vjp, made, losses.bound(functools.partial(losses.huber,
+                                                                       delta=0.5))):
+        back = pickle.loads(pickle.dumps(obj))
+        pred, target = np.array([0.0, 2.0]), np.zeros(2)
+        want = obj(pred, target)[0] if obj is losses.huber.vjp else obj(pred, target)
+        got = back(pred, target)[0] if obj is losses.huber.vjp else back(pred, target)
+        assert got == want

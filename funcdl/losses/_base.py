@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -332,7 +334,12 @@ def _quiet(pullback: Pullback) -> Pullback:
 
 def _public(name: str, fn: Callable[..., Any]) -> Loss:
     """The loss ``name``, its function named ``losses.name`` (Python's own errors, as for an
-    unknown keyword, name the function: ``losses.mse() got an unexpected keyword ...``)."""
+    unknown keyword, name the function: ``losses.mse() got an unexpected keyword ...``).
+    Pickle finds a function by its module and qualified name: the defining module gets a
+    namespace ``losses`` holding it, so ``losses.huber.vjp`` (and a partial of it, in a
+    sweep's config) pickles."""
     fn.__name__, fn.__qualname__ = name, f"losses.{name}"
+    home = sys.modules[fn.__module__].__dict__
+    setattr(home.setdefault("losses", types.SimpleNamespace()), name, fn)
     return Loss(name, fn)
 
