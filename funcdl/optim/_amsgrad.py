@@ -100,7 +100,10 @@ def _amsgrad(name: str, b1: float, b2: float, eps: float, eps_root: float, mu_dt
             real_grad(g)
             # m in v's dtype (the step's) before it is stored as mu_dtype, as optax's
             m_step = np.multiply(m, b1, dtype=np.result_type(v))
-            m_step += (1.0 - b1) * g
+            if type(m_step) is np.ndarray:
+                m_step += (1.0 - b1) * g
+            else:  # a 0-d leaf's NumPy scalar: += would rebind it, float64 with a float64 g
+                m_step = like(m_step + (1.0 - b1) * g, v)
             v_new = like(b2 * v + (1.0 - b2) * g * g, v)  # torch's addcmul order
             if raw_max:  # torch: the raw maximum, this step's correction on its root
                 v_max = np.maximum(v_max, v_new)

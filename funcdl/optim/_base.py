@@ -323,4 +323,5 @@ def apply_updates(params: Tree, updates: Tree) -> Tree:
         new = np.asarray(p + u, dtype=dtype)
         return new[()] if isinstance(p, np.generic) else new  # a NumPy scalar stays one
 
-    return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN params, as torch's add_
+        return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]

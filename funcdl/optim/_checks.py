@@ -51,7 +51,7 @@ def check_schedule(name: str, what: str, fn: Any) -> Schedule:
     if not callable(fn):
         raise TypeError(f"{name}: {what} must be a callable count -> value, "
                         f"got {type(fn).__name__}")
-    if fn in SCHEDULE_FACTORIES:
+    if any(fn is f for f in SCHEDULE_FACTORIES):  # `in` would hash fn: a dataclass cannot
         raise TypeError(f"{name}: {what} is the schedule constructor {fn.__name__} itself; "
                         f"call it to make the schedule, e.g. {fn.__name__}(...)")
     try:
@@ -154,7 +154,8 @@ def schedule_float(name: str, value: Any, count: int) -> float:
     """A schedule's ``value`` at ``count`` as a Python float (inf and NaN included, and an
     int beyond the float range as inf), or a TypeError naming ``name``."""
     try:
-        if isinstance(value, (str, bytes, bool)) or value is None or np.ndim(value) != 0:
+        if isinstance(value, (str, bytes, bool, np.bool_)) or value is None or \
+                np.ndim(value) != 0 or np.asarray(value).dtype.kind == "b":
             raise TypeError
         return float(value)
     except OverflowError:  # an int past float64's range

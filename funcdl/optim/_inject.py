@@ -62,13 +62,19 @@ def _python(name: str, key: str, value: Any) -> Any:
     return int(v) if v.dtype.kind in "iu" else float(v)
 
 
-def _stored(value: Any, dtype: np.dtype[Any]) -> Any:
+def _stored(value: Any, dtype: np.dtype[Any], key: str = "") -> Any:
     """A hyperparameter's value as the state keeps it: a 0-d int64 array for an int, else
-    a 0-d array of ``dtype``."""
+    a 0-d array of ``dtype``; a constant ``key`` given at init must not round to 0 there
+    (a schedule's value may: a decayed rate)."""
     if isinstance(value, (int, np.integer)):
         return np.asarray(value, np.int64)
     with np.errstate(over="ignore"):  # past float32's range: inf, as a float32 param's
-        return np.asarray(value, dtype)
+        stored = np.asarray(value, dtype)
+    if key and stored == 0 and value != 0:  # adam's eps=1e-8 in float16: 0/0 steps
+        raise ValueError(f"inject_hyperparams: the hyperparameter {key}={value!r} is 0 in "
+                         f"{np.dtype(dtype)}, the params' dtype it is kept in; pass "
+                         f"hyperparam_dtype=np.float32")
+    return stored
 
 
 def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
@@ -138,8 +144,9 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
             """``inner_factory`` with ``values``, made again only when they change; and
             whether it was made now."""
             key = tuple(values.items())
-            if memo and memo[0][0] == key:
-                return memo[0][1], False
+            last = memo[0] if memo else None  # one read: another thread may replace it
+            if last is not None and last[0] == key:
+                return last[1], False
             call = inspect.BoundArguments(
                 signature, {k: fixed[k] if k in fixed else values[k] for k in order})
             made = inner_factory(*call.args, **call.kwargs)
@@ -163,7 +170,7 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
         def init(params: Tree) -> InjectHyperparamsState:
             check_float_params(f"{name}.init", params)
             kind = dtype or float_dtypes(params)[1]
-            hyper = {k: _stored(v, kind) for k, v in numbers.items()}
+            hyper = {k: _stored(v, kind, k) for k, v in numbers.items()}
             hyper.update({k: _stored(schedule_value(f"{name} ({k})", f, 0), kind)
                           for k, f in schedules.items()})
             inner, _ = build(at(0, hyper))

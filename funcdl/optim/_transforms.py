@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import F32, F64, bool_arg
+from funcdl._args import F32, F64, bool_arg, refuse_masked
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -72,7 +72,8 @@ def _multiplier(step: float) -> Callable[..., Any]:
     array of its own dtype: the value NumPy's rule for a Python float gives (the float cast
     to the leaf's dtype), at two thirds of the per-call cost; other leaves by the float,
     once ``real_grad`` has let them through (float16, NumPy and Python floats)."""
-    s32, s64 = np.array(step, F32), np.array(step, F64)
+    with np.errstate(over="ignore"):  # a step past float32's range is inf there, silently
+        s32, s64 = np.array(step, F32), np.array(step, F64)
 
     def times(g: Any, p: Any = None) -> Any:
         if type(g) is np.ndarray:
@@ -268,6 +269,8 @@ def _global_norm(name: str, updates: Tree, grads: bool = False) -> float:
     kinds = "f" if grads else "iufc"  # not bool: it would sum as a logical or
     total = 0.0
     for x in tree.leaves(updates):
+        if type(x) is not np.ndarray:  # a masked array's hidden entries would count
+            refuse_masked(x, name, "grads" if grads else "updates")
         if type(x) is np.ndarray and (x.dtype is F32 or x.dtype is F64):
             s = float(np.vdot(x, x))  # BLAS, in the leaf's dtype: the common case
             if s == math.inf and x.dtype is F32:

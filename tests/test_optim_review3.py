@@ -1,0 +1,90 @@
+"""A read-through of optim's core found these: each a test that failed on the code before."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import numpy.ma as ma
+import pytest
+
+from funcdl import optim
+
+
+@dataclasses.dataclass
+class StepDecay:
+    """A schedule as a plain dataclass: callable, and unhashable (eq without frozen)."""
+
+    lr: float
+    every: int
+
+    def __call__(self, count: int) -> float:
+        return self.lr * 0.5 ** (count // self.every)
+
+
+def test_an_unhashable_callable_schedule_is_a_schedule():
+    # `fn in SCHEDULE_FACTORIES` hashed it: TypeError: unhashable type: 'StepDecay'
+    p, g = {"w": np.ones(2)}, {"w": np.ones(2)}
+    for opt in (optim.sgd(StepDecay(0.1, 10)), optim.adam(StepDecay(0.1, 10)),
+                optim.scale_by_schedule(StepDecay(0.1, 10)),
+                optim.inject_hyperparams(optim.sgd)(lr=StepDecay(0.1, 10))):
+        u, _ = opt.update(opt.init(p), g, p)
+        assert np.isfinite(u["w"]).all()
+
+
+def test_a_scale_past_float32s_range_gives_inf_steps_without_a_warning():
+    g = {"w": np.ones(3, np.float32)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for opt in (optim.scale(1e39), optim.scale_by_schedule(lambda c: 1e39)):
+            u, _ = opt.update(opt.init(g), g, g)
+            assert u["w"].dtype == np.float32 and np.isposinf(u["w"]).all()
+
+
+def test_apply_updates_overflowing_gives_inf_and_nan_silently_as_torchs_add():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = optim.apply_updates({"a": np.array([3e38], np.float32),
+                                   "b": np.array([np.inf], np.float32)},
+                                  {"a": np.array([3e38], np.float32),
+                                   "b": np.array([-np.inf], np.float32)})
+    assert np.isposinf(got["a"]).all() and np.isnan(got["b"]).all()
+
+
+def test_inject_hyperparams_refuses_a_constant_that_rounds_to_0_in_the_params_dtype():
+    # adam's eps=1e-8 kept in float16 was 0: a zero gradient entry gave a NaN param
+    p16 = {"w": np.array([0.5, 1.0, -1.0], np.float16)}
+    with pytest.raises(ValueError, match=r"hyperparameter eps=1e-08 is 0 in float16.*"
+                                         r"hyperparam_dtype=np.float32"):
+        optim.inject_hyperparams(optim.adam)(lr=1e-3).init(p16)
+    opt = optim.inject_hyperparams(optim.adam, hyperparam_dtype=np.float32)(lr=1e-3)
+    with pytest.raises(ValueError, match=r"adam.init: eps=.* is 0 in float16"):  # its guard
+        opt.init(p16)
+    p32 = {"w": p16["w"].astype(np.float32)}
+    optim.inject_hyperparams(optim.adam)(lr=1e-3).init(p32)
+
+
+def test_global_norm_and_its_clip_refuse_a_masked_array():
+    # the hidden entries counted: a norm of 1e6 where the visible ones give 5
+    g = {"w": ma.masked_array([3.0, 4.0, 1e6], [0, 0, 1])}
+    for call in (lambda: optim.global_norm(g),
+                 lambda: optim.clip_by_global_norm(1.0).update(optim.EmptyState(), g)):
+        with pytest.raises(ValueError, match="masked array"):
+            call()
+
+
+def test_amsgrad_keeps_a_0d_leafs_step_in_the_params_dtype():
+    p = {"s": np.array(1.0, np.float32), "w": np.ones(2, np.float32)}
+    g = {"s": np.array(0.5), "w": np.full(2, 0.5)}  # float64 grads on float32 params
+    for opt in (optim.adam(1e-3, amsgrad=True), optim.adam(1e-3)):
+        u, _ = opt.update(opt.init(p), g, p)
+        assert {k: v.dtype for k, v in u.items()} == {"s": np.float32, "w": np.float32}
+
+
+@pytest.mark.parametrize("flag", [True, np.True_, np.array(True)])
+def test_a_schedule_returning_a_bool_is_refused_whatever_its_kind(flag):
+    opt = optim.sgd(lambda c: flag)
+    p = {"w": np.ones(2)}
+    with pytest.raises(TypeError, match="the schedule must return a number"):
+        opt.update(opt.init(p), p, p)
