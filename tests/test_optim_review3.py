@@ -42,16 +42,6 @@ def test_a_scale_past_float32s_range_gives_inf_steps_without_a_warning():
             assert u["w"].dtype == np.float32 and np.isposinf(u["w"]).all()
 
 
-def test_apply_updates_overflowing_gives_inf_and_nan_silently_as_torchs_add():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        got = optim.apply_updates({"a": np.array([3e38], np.float32),
-                                   "b": np.array([np.inf], np.float32)},
-                                  {"a": np.array([3e38], np.float32),
-                                   "b": np.array([-np.inf], np.float32)})
-    assert np.isposinf(got["a"]).all() and np.isnan(got["b"]).all()
-
-
 def test_inject_hyperparams_refuses_a_constant_that_rounds_to_0_in_the_params_dtype():
     # adam's eps=1e-8 kept in float16 was 0: a zero gradient entry gave a NaN param
     p16 = {"w": np.array([0.5, 1.0, -1.0], np.float16)}

@@ -323,5 +323,4 @@ def apply_updates(params: Tree, updates: Tree) -> Tree:
         new = np.asarray(p + u, dtype=dtype)
         return new[()] if isinstance(p, np.generic) else new  # a NumPy scalar stays one
 
-    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN params, as torch's add_
-        return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]
+    return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]
