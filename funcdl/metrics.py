@@ -28,6 +28,9 @@ _AVERAGES = ("macro", "micro", "weighted", "binary", None)
 _NORMALIZE = (None, "true", "pred", "all")
 
 
+_MAX_CLASSES = 2**15  # a confusion matrix of 2**30 counts, 8 GiB: past it, labels are ids
+
+
 def _array(x: Any, fn: str, arg: str) -> NDArray[Any]:
     a = array_arg(x, f"metrics.{fn}", arg)  # a ragged list, or a tuple of arrays: refused
     if a.dtype.kind not in "biuf":
@@ -175,7 +178,11 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None,
     p = _labels(y_pred, fn, "y_pred", k, _RAISE_K)
     _same_length(fn, t, p, "y_true and y_pred")
     if k is None:
-        k = int(max(t.max(), p.max())) + 1
+        k = int(max(t.max(), p.max())) + 1 if t.size else 0
+    if k > _MAX_CLASSES:  # K x K counts: a stray label of 1e5 would ask for 80 GB
+        raise ValueError(f"metrics.{fn}: labels run to {k - 1}, a {k} x {k} matrix; labels "
+                         f"must be 0..K-1: map yours with np.unique(labels, "
+                         f"return_inverse=True)[1]")
     cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.int64)
     if normalize is None:
         return cm
@@ -229,9 +236,10 @@ def precision_recall_f1(y_true: Any, y_pred: Any, average: str | None = "macro",
     zd = float(zd)
     k = _num_classes(fn, num_classes)
     if average == "binary":
-        if pos_label not in (0, 1):
+        if not (isinstance(pos_label, (int, float, np.number)) and pos_label in (0, 1)):
             raise ValueError(f"metrics.{fn}: pos_label must be 0 or 1 with average='binary', "
                              f"got {pos_label!r}; pass pos_label=1")
+        pos_label = int(pos_label)  # True and 1.0 as sklearn takes them, and as an index
         k = None  # the 0/1 check below says more than a range error would
     t = _labels(y_true, fn, "y_true", k, _RAISE_K)
     p = _labels(y_pred, fn, "y_pred", k, _RAISE_K)

@@ -186,3 +186,19 @@ def test_numpy_numbers_serve_as_arguments_as_everywhere_in_funcdl() -> None:
     assert metrics.log_loss([0, 1], [0.2, 0.9], eps=np.float32(1e-7)) == pytest.approx(want)
     with pytest.raises(TypeError, match=r"metrics\.accuracy: threshold must be a real number"):
         metrics.accuracy([0, 1], [0.2, 0.9], threshold="0.5")
+
+
+@pytest.mark.parametrize("pos", [True, 1.0, np.int64(1)])
+def test_binary_pos_label_takes_true_and_one_point_zero_as_sklearn(pos):
+    # a bare NumPy IndexError: the label was used as an index as given
+    got = metrics.precision_recall_f1([0, 1, 1, 0], [0, 1, 0, 0], average="binary",
+                                      pos_label=pos)
+    assert got == pytest.approx((1.0, 0.5, 2 / 3))
+    with pytest.raises(ValueError, match="pos_label must be 0 or 1"):
+        metrics.precision_recall_f1([0, 1], [0, 1], average="binary", pos_label="1")
+
+
+def test_a_confusion_matrix_of_a_huge_label_is_refused_before_allocating_it():
+    # K x K from max(label) + 1: a label of 3e9 gave NumPy's bare "array is too big"
+    with pytest.raises(ValueError, match=r"labels run to 3000000000.*np\.unique"):
+        metrics.confusion_matrix([0, 3_000_000_000], [0, 1])
