@@ -384,3 +384,26 @@ def test_cosine_embedding_adds_torchs_float_epsilon_to_each_squared_norm():
     eps = float(np.float32(1e-12))
     cos = (a * b).sum() / np.sqrt(((a * a).sum() + eps) * ((b * b).sum() + eps))
     assert COS((a, b), np.ones(1)) == pytest.approx(1 - cos, rel=1e-15, abs=0)
+
+
+def test_smooth_l1_at_a_beta_past_float32s_range_is_its_quadratic_branch():
+    # beta inf in float32 made beta·(|d| - |dc|) inf·0: NaN for every element, and a
+    # warning from the cast
+    p = np.array([3e38, 1.0], np.float32)
+    value, pullback = losses.smooth_l1.vjp(p, np.zeros(2, np.float32), "none", beta=1e39)
+    np.testing.assert_allclose(value, [0.5 * 3e38 / 1e39 * 3e38, 0.5e-39], rtol=1e-6)
+    np.testing.assert_allclose(pullback(np.ones(2, np.float32)), [0.3, 1e-39], rtol=1e-6)
+    assert value.dtype == np.float32
+
+
+def test_smooth_l1_at_beta_0_names_itself_in_its_errors():
+    with pytest.raises(ValueError, match=r"^smooth_l1: "):
+        losses.smooth_l1(np.zeros((3, 1)), np.zeros(3), beta=0.0)
+
+
+def test_weights_summing_past_float64_leave_an_unsmoothed_gradient_finite():
+    # Σ_c w_c overflowed to inf, and (smoothing 0) · inf made every dz NaN; torch's are finite
+    w = np.array([1e308, 1e308])
+    _, pullback = losses.softmax_cross_entropy.vjp(np.zeros((1, 2)), np.array([0]),
+                                                   "sum", weight=w)
+    np.testing.assert_allclose(pullback(1.0), [[-5e307, 5e307]], rtol=1e-12)

@@ -145,9 +145,11 @@ def _pick(name: str, what: str, shape: tuple[int, ...], labels: Array, w: Array 
     if wy is None:
         count: float = labels.size if keep is None else int(np.count_nonzero(keep))
     else:
-        # in float64: float32 weights of 1e37 sum past float32's range (a NaN loss, then 0)
-        count = float(_sum(wy if keep is None else np.where(keep, wy, 0), axis=None,
-                           dtype=np.float64))
+        # in float64: float32 weights of 1e37 sum past float32's range (a NaN loss, then 0);
+        # float64 ones past float64's: inf, silently (the mean of such weights is NaN)
+        with np.errstate(over="ignore"):
+            count = float(_sum(wy if keep is None else np.where(keep, wy, 0), axis=None,
+                               dtype=np.float64))
     if isinstance(reduction, str) and reduction == "mean" and count == 0 and labels.size:
         raise ValueError(f"{name}: reduction='mean' divides by the weight of the examples "
                          f"not ignored, which is 0 here; skip such batches, or pass "
@@ -205,10 +207,13 @@ def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total:
                 g -= smooth / n_classes
         else:
             assert w is not None
-            total_w = float(_sum(w, dtype=np.float64))  # Σ_c w_c, past float32's range too
             # weights near the dtype's maximum make an infinite loss: its dz is inf or NaN
             with np.errstate(over="ignore", invalid="ignore"):
-                g *= ((1 - smooth) * wy + (smooth / n_classes) * total_w)[..., None]
+                # Σ_c w_c only with smoothing: else 0 · inf (weights summing past float64's
+                # maximum) made every dz NaN, where torch's are finite
+                spread = (smooth / n_classes) * float(_sum(w, dtype=np.float64)) if smooth \
+                    else 0.0
+                g *= ((1 - smooth) * wy + spread)[..., None]
                 g.reshape(-1, n_classes)[rows, cols] -= (1 - smooth) * wy.reshape(-1)
                 if smooth:
                     g -= (smooth / n_classes) * w

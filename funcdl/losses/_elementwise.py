@@ -112,15 +112,17 @@ def _huber(pred: Any, target: Any, delta: float = 1.0,
     return _reduced("huber", per, reduction, d.size, lambda c: c * dc)
 
 
-def _l1(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
-    """PyTorch's ``L1Loss``: ``|p - t|``; ``dp = sign(p - t)`` (0 where ``p = t``)."""
-    p = _pred("l1", pred)
-    t = _same_shape("l1", p, target)
+def _l1(pred: Any, target: Any, reduction: str = "mean",
+        name: str = "l1") -> tuple[Any, Pullback]:
+    """PyTorch's ``L1Loss``: ``|p - t|``; ``dp = sign(p - t)`` (0 where ``p = t``); ``name``
+    the loss whose errors these are (smooth_l1 at beta 0)."""
+    p = _pred(name, pred)
+    t = _same_shape(name, p, target)
     with np.errstate(over="ignore", invalid="ignore"):  # as mse's: inf, or NaN of inf - inf
         d = p - t
         per = np.abs(d)
     sign = np.sign(d)
-    return _reduced("l1", per, reduction, d.size, lambda c: c * sign)
+    return _reduced(name, per, reduction, d.size, lambda c: c * sign)
 
 
 def _smooth_l1(pred: Any, target: Any, reduction: str = "mean",
@@ -131,13 +133,18 @@ def _smooth_l1(pred: Any, target: Any, reduction: str = "mean",
     ``l1``."""
     beta = real_arg(beta, "smooth_l1", "beta", low=0.0)
     p = _pred("smooth_l1", pred)
-    if p.dtype.type(beta) == 0:  # 0, or so small that it is 0 in pred's dtype: 0/0 below
-        return _l1(pred, target, reduction)
+    with np.errstate(over="ignore"):  # a beta past the dtype's range: inf there
+        b = p.dtype.type(beta)
+    if b == 0:  # 0, or so small that it is 0 in pred's dtype: 0/0 below
+        return _l1(pred, target, reduction, "smooth_l1")
     t = _same_shape("smooth_l1", p, target)
     with np.errstate(over="ignore", invalid="ignore"):
         d = p - t
         dc = np.clip(d, -beta, beta)
-        # (½ dc² + beta (|d| - |dc|)) / beta, as huber's, never squaring a large d
-        per = (0.5 * dc * dc + beta * (np.abs(d) - np.abs(dc))) / beta
-        slope = dc / beta
+        if math.isfinite(float(b)):
+            # (½ dc² + beta (|d| - |dc|)) / beta, as huber's, never squaring a large d
+            per = (0.5 * dc * dc + beta * (np.abs(d) - np.abs(dc))) / beta
+        else:  # beta past the dtype's range: the quadratic branch everywhere, in float64
+            per = (0.5 / beta * dc.astype(np.float64) * dc).astype(p.dtype)
+        slope = (dc / np.float64(beta)).astype(p.dtype, copy=False)
     return _reduced("smooth_l1", per, reduction, d.size, lambda c: c * slope)
