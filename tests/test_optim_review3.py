@@ -78,3 +78,14 @@ def test_a_schedule_returning_a_bool_is_refused_whatever_its_kind(flag):
     p = {"w": np.ones(2)}
     with pytest.raises(TypeError, match="the schedule must return a number"):
         opt.update(opt.init(p), p, p)
+
+
+def test_inject_hyperparams_says_a_callable_that_is_no_schedule_goes_in_static_args():
+    # mask(0) raised a bare AttributeError from the user's own mask function
+    with pytest.raises(TypeError, match=r"mask is a callable, read as a schedule .* goes in "
+                                        r"static_args=\('mask',\)"):
+        optim.inject_hyperparams(optim.adamw)(
+            lr=1e-3, mask=lambda p: {k: v.ndim > 1 for k, v in p.items()})
+    opt = optim.inject_hyperparams(optim.adamw, static_args="mask")(
+        lr=1e-3, mask=lambda p: {k: v.ndim > 1 for k, v in p.items()})
+    opt.init({"w": np.ones((2, 2)), "b": np.ones(2)})

@@ -307,7 +307,8 @@ def _check_transforms(name: str, transforms: Sequence[Any],
 
 def apply_updates(params: Tree, updates: Tree) -> Tree:
     """``p + u`` leaf-wise; each result keeps its param's dtype and kind (a 0-d array stays
-    one, a NumPy scalar one, whatever the updates are). Nothing is mutated.
+    one, a NumPy scalar one, whatever the updates are; a Python float comes back a 0-d
+    float64 array, as JAX's). Nothing is mutated.
     Params and updates must be real floating point: an integer or bool param is refused (a
     cast back would truncate: optax's silent 1 + 0.6 = 1), and so are complex, integer and
     bool updates (a complex one would lose its imaginary part)."""

@@ -161,9 +161,18 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
                 values[k] = schedule_value(f"{name} ({k})", f, count)
             return values
 
+        def first_value(k: str, f: Any) -> float:
+            try:
+                return schedule_value(f"{name} ({k})", f, 0)
+            except Exception as e:  # a mask read as a schedule: mask(0) fails its own way
+                raise TypeError(
+                    f"{name}: {k} is a callable, read as a schedule count -> value, and at "
+                    f"count 0 it failed ({type(e).__name__}: {e}); a callable hyperparameter "
+                    f"that is no schedule (a mask, a function of the params) goes in "
+                    f"static_args=({k!r},)") from e
+
         first, _ = build({**{k: _python(name, k, v) for k, v in numbers.items()},
-                       **{k: schedule_value(f"{name} ({k})", f, 0)
-                          for k, f in schedules.items()}})
+                       **{k: first_value(k, f) for k, f in schedules.items()}})
         takes = (extra_keywords(first.update),)
         keys = frozenset(numbers) | frozenset(schedules)
 

@@ -62,8 +62,10 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
     torch's ``ReduceLROnPlateau(mode='min', threshold_mode='rel', threshold=rtol)`` is the
     same with its ``patience`` one less (it reduces after more than ``patience`` bad
     epochs, this after ``patience``), its lr = lr0·scale from the next step on, and
-    ``min_lr = lr0·min_scale``. State ``ReduceLROnPlateauState(scale, best_value,
-    plateau_count, cooldown_count, count, avg_value)``.
+    ``min_lr = lr0·min_scale``, but for torch's ``eps=1e-8``: torch skips a reduction that
+    would change the lr by less than that (an lr already below ~1e-7). State
+    ``ReduceLROnPlateauState(scale, best_value, plateau_count, cooldown_count, count,
+    avg_value)``.
 
     Example: ``chain(adam(1e-3), reduce_on_plateau(patience=5))``, updated with
     ``opt.update(state, grads, params, value=loss)``.
