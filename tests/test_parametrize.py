@@ -403,3 +403,10 @@ def test_spectral_norm_defaults_to_the_childs_output_axis_as_torch():
         assert state["u"].shape == (out,), layer.name
     assert SpectralNorm(ConvTranspose2D(5, 3)).name == "SpectralNorm(ConvTranspose2D(5, 3))"
     assert SpectralNorm(ConvTranspose2D(5, 3), dim=-1).name.endswith("dim=-1)")
+
+
+def test_spectral_norm_of_an_embedding_takes_torchs_axis():
+    # the table is torch's weight as it is: u, v came out (3,), (5,) where torch's are (5,), (3,)
+    layer = fd.layers.SpectralNorm(fd.layers.Embedding(5, 3), name="table")
+    _, _, state = layer.init(random.key(0), (None,))
+    assert np.shape(state["u"]) == (5,) and np.shape(state["v"]) == (3,)

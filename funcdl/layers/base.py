@@ -69,8 +69,9 @@ class Layer:
     the first layer, whose dx nobody reads (for a 784-512 Dense, 12% of an MLP step).
     ``ids = n`` marks layers that read integer ids in ``[0, n)`` (Embedding, and a
     Sequential starting with one): ``testing.check_layer`` draws such ids as its input.
-    ``weight_out_axis`` is the output axis of the layer's ``'w'`` (-1 for Dense's (in, out),
-    -2 for ConvTranspose2D's (kh, kw, out, C)): SpectralNorm's default ``dim``.
+    ``weight_out_axis`` is the output axis of the layer's weight (-1 for Dense's (in, out),
+    -2 for ConvTranspose2D's (kh, kw, out, C), 0 for Embedding's torch-layout table):
+    SpectralNorm's default ``dim``.
 
     Two optional fields let ``Sequential`` run a layer and the elementwise activation after
     it as one step (one call and one pullback instead of two; the same arithmetic):

@@ -112,4 +112,5 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name, ids=vocab)
+    # its table is torch's weight as it is: SpectralNorm's u, v as torch's (dim=0)
+    return Layer(init, apply, vjp, name=name, ids=vocab, weight_out_axis=0)
