@@ -297,3 +297,12 @@ def test_a_small_transformer_block_learns_a_sequence_mean():
     # mean but for the other five positions' share): the positions are read together
     assert losses[-1] < 0.5 * losses[0] and losses[-1] < 5 / 36, losses
     assert {a.dtype for a in tree.leaves(params)} == {np.dtype(F32)}
+
+
+def test_a_masked_attention_given_two_masks_is_not_told_to_set_masked():
+    # (q, mask, mask), kv forgotten: the hint said masked=True was needed, which it was set
+    mha = MultiHeadAttention(2, masked=True)
+    with pytest.raises(ValueError) as e:
+        mha.init(random.key(0), ((None, 4, 8), (None, 4), (None, 4)))
+    assert "needs MultiHeadAttention(..., masked=True)" not in str(e.value)
+    assert "with masked=True the mask comes last: (x, mask), (q, kv, mask)" in str(e.value)

@@ -51,7 +51,8 @@ def in_shapes(name: str, in_shape: Any) -> list[Shape]:
 
 
 def agree(name: str, shapes: Sequence[Shape], heads: int, causal: bool,
-          kdim: int | None = None, vdim: int | None = None) -> tuple[int | None, int | None, int]:
+          kdim: int | None = None, vdim: int | None = None,
+          masked: bool = False) -> tuple[int | None, int | None, int]:
     """The output shape ``(N, Tq, E)`` of inputs of ``shapes`` (None: unknown, at init),
     or a ValueError: each of rank 3; q's E known, > 0 and split by ``heads``; k's last axis
     ``kdim``, v's ``vdim`` (None: E); one batch size; k and v of one length; as many
@@ -61,7 +62,9 @@ def agree(name: str, shapes: Sequence[Shape], heads: int, causal: bool,
         if len(s) != 3:
             hint = (" (a tuple is read as (q, kv) or (q, k, v): a mask as its last entry "
                     "needs MultiHeadAttention(..., masked=True); a list of arrays: np.stack "
-                    "rows into one array)" if len(shapes) > 1 and len(s) == 2 else "")
+                    "rows into one array)" if len(shapes) > 1 and len(s) == 2 and not masked
+                    else " (with masked=True the mask comes last: (x, mask), (q, kv, mask) or "
+                    "(q, k, v, mask))" if masked and len(s) == 2 else "")
             raise ValueError(f"{name}: expected {r} of rank 3, (N, T, E) with the batch first "
                              f"and the embedding last, got shape {tuple(s)}{hint}")
     if kdim is None and vdim is None:

@@ -218,7 +218,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                                  f"(x, key_padding_mask), got {in_shape!r}")
             form, m_shape = split_mask(name, in_shape)
             shapes = in_shapes(name, form)
-            out = agree(name, shapes, heads, causal, kdim, vdim)
+            out = agree(name, shapes, heads, causal, kdim, vdim, masked=True)
             mask_shape(name, check_in_shape(name, m_shape, min_rank=0), out,
                        shapes[min(1, len(shapes) - 1)][1])
         else:
@@ -276,7 +276,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                                  + shown([x.shape for x in given]) + (
                                      "; keys and values of other sizes take kdim= and vdim="
                                      if given[0].shape[2] == e else ""))
-        agree(name, [x.shape for x in given], heads, causal, kdim, vdim)
+        agree(name, [x.shape for x in given], heads, causal, kdim, vdim, masked)
         n, tq = given[0].shape[:2]
         in_dtypes = [getattr(x, "dtype", None) for x in (xs if several(xs) else [xs])]
         drop = dropping(key, train)
