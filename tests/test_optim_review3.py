@@ -89,3 +89,20 @@ def test_inject_hyperparams_says_a_callable_that_is_no_schedule_goes_in_static_a
     opt = optim.inject_hyperparams(optim.adamw, static_args="mask")(
         lr=1e-3, mask=lambda p: {k: v.ndim > 1 for k, v in p.items()})
     opt.init({"w": np.ones((2, 2)), "b": np.ones(2)})
+
+
+def test_inject_hyperparams_blames_the_hyperparams_only_when_the_stages_changed():
+    p = {"w": np.ones(3)}
+    # a schedule rebuilds the optimizer every step: a plain shape error got the hint too
+    opt = optim.inject_hyperparams(optim.adam)(lr=lambda c: 1e-3)
+    with pytest.raises(ValueError) as e:
+        opt.update(opt.init(p), {"w": np.ones(4)}, {"w": np.ones(4)})
+    assert "shape mismatch" in str(e.value) and "built from the hyperparams" not in str(e.value)
+    # adagrad's lr_decay from 0.01 to 0 swaps its lr stage's state: a TypeError telling to
+    # pass "the state made by this optimizer's init", which the caller had passed
+    opt = optim.inject_hyperparams(optim.adagrad)(lr=0.1, lr_decay=0.01)
+    state = opt.init(p)
+    state.hyperparams["lr_decay"] = np.asarray(0.0)
+    with pytest.raises(TypeError, match=r"a value that changes a stage's state, as adagrad's "
+                                        r"lr_decay changed from 0, needs a new init"):
+        opt.update(state, p, p)

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from funcdl import tree
 from funcdl._args import shown
 from funcdl.optim._base import (
     Count,
@@ -205,14 +206,16 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
             try:
                 updates, inner_state = inner.update(state.inner_state, grads, params,
                                                     **forwarded(extra, takes[0]))
-            except ValueError as e:
+            except (TypeError, ValueError) as e:
                 regrafted = _regrafted(inner, state.inner_state, params) if fresh else None
                 if regrafted is None:
-                    if not fresh:
-                        raise
-                    raise ValueError(f"{e} (built from the hyperparams {values}: a value "
-                                     f"that adds or removes a stage that keeps state, as a "
-                                     f"momentum changed from 0, needs a new init)") from None
+                    if not fresh or not _restaged(inner, state.inner_state, params):
+                        raise  # the grads' or params' fault, not the hyperparams'
+                    what = ("adds or removes a stage that keeps state, as a momentum changed "
+                            "from 0," if isinstance(e, ValueError) else "changes a stage's "
+                            "state, as adagrad's lr_decay changed from 0,")
+                    raise type(e)(f"{e} (built from the hyperparams {values}: a value that "
+                                  f"{what} needs a new init)") from None
                 updates, inner_state = inner.update(regrafted, grads, params,
                                                     **forwarded(extra, takes[0]))
             new = {k: _stored(values[k], _dtype_of(hyper[k], dtype, params)) for k in hyper}
@@ -223,6 +226,15 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
     wrapped.__name__ = wrapped.__qualname__ = name
     wrapped.__doc__ = inner_factory.__doc__
     return wrapped
+
+
+def _restaged(inner: GradientTransformation, old: Any, params: Tree) -> bool:
+    """Whether ``inner`` keeps a state of another structure than ``old`` (its stages or
+    their state records changed), on the way out of a failed update only."""
+    try:
+        return tree.structure(inner.init(params)) != tree.structure(old)
+    except (TypeError, ValueError):
+        return False
 
 
 def _regrafted(inner: GradientTransformation, old: Any, params: Tree) -> Any:
