@@ -235,7 +235,7 @@ def mask_arg(name: str, mask: Any, out: tuple[int, int, int], tk: int) -> Array:
     return hidden
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)  # (T, T) each: 32 of T ~ 2000 held 124 MiB
 def later(t: int) -> Array:
     """The (T, T) mask of the keys after each query, j > i, which causal attention hides;
     read-only, as it is cached."""
