@@ -340,3 +340,30 @@ def test_names():
     assert Hardtanh(-2, 2).name == "Hardtanh(min_val=-2.0, max_val=2.0)"
     assert CELU(0.5).name == "CELU(0.5)"
     assert RMSNorm(eps=1e-6).name == "RMSNorm(eps=1e-06)"
+
+
+def test_review_layers_two_edges():
+    # LocalResponseNorm returned a writeable y its pullback reads (y -= 1 moved dx by 0.6),
+    # and warned on squares past the range; Hardswish, SELU and CELU gave a 0-d float32
+    # input a float64 dx; ELU's dx at NaN was NaN (torch: dy)
+    import warnings
+
+    from funcdl.layers import ELU, LocalResponseNorm
+
+    lrn = LocalResponseNorm(3)
+    x = np.array([[[1.0, 2.0, 3.0]]], np.float32)
+    y, _ = lrn.vjp((), x)
+    assert not y.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big = np.array([[[0.0, 3e19, 2.0]]], np.float32)
+        yb, pb = lrn.vjp((), big)
+        assert np.isfinite(yb).all() and np.isfinite(pb(np.ones_like(yb))[1]).all()
+    for make in (Hardswish, SELU, CELU):
+        layer = make()
+        _, pullback = layer.vjp((), np.array(1.5, np.float32))
+        assert np.asarray(pullback(np.array(1.0, np.float32))[1]).dtype == np.float32
+    for elu in (ELU(), ELU(2.0)):
+        _, pullback = elu.vjp((), np.array([np.nan, -1.0], np.float32))
+        dx = pullback(np.ones(2, np.float32))[1]
+        assert dx[0] == 1.0 and np.isfinite(dx[1])

@@ -278,3 +278,9 @@ def test_the_ones_kept_for_batch_sums_are_one_vector_per_dtype():
         assert v.shape == (n,) and not v.flags.writeable and (v == 1).all()
     kept = _sums._ONES[np.dtype(np.float32)]
     assert max(sizes) <= kept.size <= 2 * max(sizes)
+
+
+@pytest.mark.parametrize("mask", [["padding"], {"padding": 1}])
+def test_masked_mean_names_a_mask_argument_that_is_not_a_string(mask):
+    with pytest.raises(ValueError, match=r"^MaskedMean: mask must be 'padding'"):
+        L.MaskedMean(mask=mask)

@@ -204,7 +204,8 @@ def ELU(alpha: float = 1.0) -> Layer:
     if 0 < a <= 1:  # a·(e^x - 1) >= x for x <= 0, 0 < x above: the max picks the branch
         return _elementwise(
             f"ELU({a})", lambda x: np.maximum(x, a * np.expm1(np.minimum(x, 0))),
-            lambda x, y, dy: dy * np.maximum(x > 0, a * np.exp(np.minimum(x, 0))))
+            # fmax, fmin: NaN takes the x > 0 slope, dy, as torch's (0 < a <= 1 here)
+            lambda x, y, dy: dy * np.fmax(x > 0, a * np.exp(np.fmin(x, 0))))
 
     def f(x: Array) -> Array:  # a·(e^min(x,0) - 1) + max(x, 0): one term is exactly 0
         y = np.expm1(np.minimum(x, 0))
@@ -213,8 +214,8 @@ def ELU(alpha: float = 1.0) -> Layer:
         return y
 
     def df(x: Array, y: Array, dy: Array) -> Array:  # a·e^x·[x <= 0] + [x > 0], likewise
-        up = x > 0
-        slope = np.exp(np.minimum(x, 0))
+        up = ~(x <= 0)  # NaN takes the x > 0 slope, dy, as torch's
+        slope = np.exp(np.fmin(x, 0))
         slope *= a
         slope *= ~up
         slope += up

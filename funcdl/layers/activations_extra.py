@@ -125,7 +125,7 @@ def Hardswish() -> Layer:
         z /= 3
         z += 0.5
         z *= ~(x <= -3)
-        z -= 0.5 * ~(x < 3)
+        z -= x.dtype.type(0.5) * ~(x < 3)  # a float 0.5 · bool: float64 for a 0-d x
         z *= dy
         return z
 
@@ -173,7 +173,7 @@ def _elu(name: str, a: float, s: float, k: float) -> Layer:
             slope = np.exp(k * np.fmin(x, 0))  # fmin: NaN takes the x > 0 slope, as torch
             slope *= s * a * k
         slope *= down
-        slope += s * ~down
+        slope += x.dtype.type(s) * ~down  # (a float s · bool: float64 for a 0-d x)
         slope *= dy
         return slope
 

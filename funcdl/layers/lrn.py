@@ -24,6 +24,7 @@ from funcdl.layers.base import (
     as_floats,
     check_cotangent,
     check_in_shape,
+    kept,
     no_params,
 )
 
@@ -72,11 +73,13 @@ def LocalResponseNorm(size: int, alpha: float = 1e-4, beta: float = 0.75,
         return xa
 
     def forward(x: Array) -> tuple[Array, Array, Array]:
-        """``(y, d^-β, d)``."""
-        d = _window_sum(x * x, lo, hi)
-        d *= a / n
-        d += kk
-        p = np.power(d, -b)
+        """``(y, d^-β, d)``; squares past the dtype's range are inf, d^-β 0, silently (as
+        torch's)."""
+        with np.errstate(over="ignore"):
+            d = _window_sum(x * x, lo, hi)
+            d *= a / n
+            d += kk
+            p = np.power(d, -b)
         return x * p, p, d
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
@@ -87,6 +90,7 @@ def LocalResponseNorm(size: int, alpha: float = 1e-4, beta: float = 0.75,
         del key, train
         xa = check(params, x)
         y, p, d = forward(xa)
+        y = kept(y)  # read-only: the pullback reads it, and a caller's y -= 1 would move dx
 
         def pullback(dy: Any) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)

@@ -117,7 +117,7 @@ def MaskedMean(mask: str = "padding") -> Layer:
     padded ones; a sequence with no valid step gives 0 (no NaN, no warning). vjp:
     ``dx[n, t] = v[n, t] dy[n] / max(1, count[n])``, None for the mask or lengths. Float
     dtypes kept (integer x is taken as float32)."""
-    if mask not in _KINDS:
+    if not isinstance(mask, str) or mask not in _KINDS:
         raise ValueError(f"MaskedMean: mask must be 'padding' (a key_padding_mask (N, T) "
                          f"bool, True at padding) or 'lengths' (lengths (N,) ints), got "
                          f"{mask!r}")
