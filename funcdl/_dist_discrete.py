@@ -135,10 +135,12 @@ def geometric(key: Key, p: Any, shape: Any = None, dtype: DTypeLike = np.int64) 
     pp = param(p, "p", where, high=1.0, high_ok=True)
     dims = dims_for(shape, where, p=pp.shape)
     u = _gen(check_key(key, where)).random(dims)
-    with np.errstate(divide="ignore"):  # p = 1: log(0) = -inf, every count 1
+    # p = 1: log(0) = -inf, every count 1; a subnormal p: a count past float64, inf
+    with np.errstate(divide="ignore", over="ignore"):
         k = 1.0 + np.floor(np.log1p(-u) / np.log1p(-pp))
     return to_ints(np.asarray(k, np.float64), dt, where,
-                   "pass a larger p or a wider dtype such as np.int64")
+                   "pass a larger p" + ("" if dt == np.int64 else
+                                        " or a wider dtype such as np.int64"))
 
 
 def binomial(key: Key, n: Any, p: Any, shape: Any = None,

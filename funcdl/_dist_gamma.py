@@ -42,7 +42,7 @@ def _log_gamma(g: np.random.Generator, a: Float64s, dims: tuple[int, ...]) -> Fl
     flat = a.reshape(1) if shared else np.broadcast_to(a, dims).ravel()
     boost = flat < 1.0
     d = np.where(boost, flat + 1.0, flat) - 1.0 / 3.0
-    c = 1.0 / np.sqrt(9.0 * d)
+    c = 1.0 / (3.0 * np.sqrt(d))  # not sqrt(9 d): 9 d overflows for a past 2e307
     out = np.empty(n)
     todo = np.arange(n)
     while todo.size:

@@ -91,7 +91,8 @@ def rayleigh(key: Key, scale: Any, shape: Any = None,
     dt = float_dtype_arg(dtype, where)
     s = param(scale, "scale", where)
     dims = dims_for(shape, where, scale=s.shape)
-    return rounded(s * np.sqrt(2.0 * g.standard_exponential(dims)), dt)
+    with np.errstate(over="ignore"):  # past the dtype's range: inf, as the module says
+        return rounded(s * np.sqrt(2.0 * g.standard_exponential(dims)), dt)
 
 
 def weibull_min(key: Key, scale: Any, concentration: Any, shape: Any = None,
@@ -155,7 +156,7 @@ def multivariate_normal(key: Key, mean: Any, cov: Any, shape: Any = None,
     where = "random.multivariate_normal"
     g = _gen(check_key(key, where))
     dt = float_dtype_arg(dtype, where)
-    if method not in _METHODS:
+    if not isinstance(method, str) or method not in _METHODS:
         raise ValueError(f"{where}: method must be one of {_METHODS}, got {method!r}")
     mu, c = _reals(mean), _reals(cov)
     if mu is None or c is None:
@@ -182,9 +183,16 @@ def multivariate_normal(key: Key, mean: Any, cov: Any, shape: Any = None,
 def _factor(c: Float64s, method: str, where: str) -> Float64s:
     """A with ``A A^T = c`` for each matrix of the stack ``c``, after the checks."""
     n = c.shape[-1]
-    scale = float(np.abs(c).max(initial=0.0))
-    tol = 8 * n * np.finfo(np.float64).eps * max(scale, np.finfo(np.float64).tiny)
-    if not (np.abs(c - np.swapaxes(c, -1, -2)) <= tol).all():
+    if n == 0:  # no dimension: nothing to factor (svd's 1 - 1/n would divide by 0)
+        return np.zeros(c.shape)
+    # each matrix's own rounding tolerance: one large matrix in a stack must not pass a
+    # small one's negative eigenvalue or asymmetry as rounding
+    scale = np.abs(c).max(axis=(-2, -1), keepdims=True)
+    tol_m = 8 * n * np.finfo(np.float64).eps * np.maximum(scale, np.finfo(np.float64).tiny)
+    tol = tol_m[..., 0]  # per matrix, against its eigen- or singular values (..., n)
+    with np.errstate(over="ignore", invalid="ignore"):  # ±1e308 entries: inf, not symmetric
+        asymmetric = ~(np.abs(c - np.swapaxes(c, -1, -2)) <= tol_m).all()
+    if asymmetric:
         raise ValueError(f"{where}: cov must be symmetric (cov == cov.T up to rounding); "
                          f"pass (cov + cov.T) / 2")
     if method == "cholesky":

@@ -184,9 +184,10 @@ def constant(value: float) -> Initializer:
             if v != math.floor(v) or not info[0] <= exact <= info[1]:
                 raise ValueError(f"{where}: value={value!r} is not a {dt} value (whole, in "
                                  f"[{info[0]}, {info[1]}]); pass a float dtype or round it")
-        elif dt.kind == "f" and abs(v) > float(np.finfo(dt).max):
+        elif dt.kind in "fc" and abs(v) > float(np.finfo(dt).max):
+            wide = "np.float64" if dt.kind == "f" else "np.complex128"
             raise ValueError(f"{where}: value={value!r} is beyond {dt}'s range; pass "
-                             f"dtype=np.float64")
+                             f"dtype={wide}")
         return np.full(dims, exact, dt)
     return _constant(fill, where)
 
@@ -361,6 +362,7 @@ def delta_orthogonal(scale: float = 1.0) -> Initializer:
             raise ValueError(f"{where}: needs in <= out (the centre tap's rows are "
                              f"orthonormal), got in={dims[-2]}, out={dims[-1]} in {dims}")
         w = np.zeros(dims, dt)
-        w[tuple((k - 1) // 2 for k in dims[:-2])] = ortho(key, dims[-2:], dt)
+        if all(dims[:-2]):  # a spatial axis of 0 taps has no centre: nothing to place
+            w[tuple((k - 1) // 2 for k in dims[:-2])] = ortho(key, dims[-2:], dt)
         return w
     return _named(init, where)

@@ -374,3 +374,12 @@ def test_settings_that_overflow_the_sample_dtype_are_refused_not_warned():
             f(k, (2, 2))
         assert np.all(np.isfinite(f(k, (2, 2), np.float64)))  # float64 holds them
     assert np.all(np.isfinite(init.normal(1e37)(k, (1000,))))  # 16 std fit: no overflow
+
+
+def test_delta_orthogonal_of_no_taps_and_constant_past_complex64():
+    from funcdl import initializers as I
+
+    assert I.delta_orthogonal()(random.key(0), (0, 3, 2, 2)).shape == (0, 3, 2, 2)
+    with pytest.raises(ValueError, match=r"beyond complex64's range; pass "
+                                         r"dtype=np.complex128"):
+        I.constant(1e300)(None, (2,), np.complex64)

@@ -401,3 +401,31 @@ def test_bad_dtypes_are_named(dtype):
     for fn in (random.normal, lambda k, s, d: random.uniform(k, s, 0.0, 1.0, d)):
         with pytest.raises(TypeError, match=r"random\.(normal|uniform): dtype must be float32"):
             fn(random.key(0), (2,), dtype)
+
+
+def test_multivariate_normal_checks_each_covariance_of_a_batch_by_its_own_scale():
+    # the tolerance came from the largest entry of the whole stack: beside 1e12·I, a cov
+    # with eigenvalues ±1e-3 passed (its samples all 0), and an asymmetric one passed too
+    big = 1e12 * np.eye(2)
+    for bad, says in (([[0.0, 1e-3], [1e-3, 0.0]], "not positive (semi-)?definite"),
+                      ([[1.0, 2e-3], [0.0, 1.0]], "must be symmetric")):
+        cov = np.stack([big, np.array(bad)])
+        for method in ("eigh", "svd", "cholesky"):
+            with pytest.raises(ValueError, match=says):
+                random.multivariate_normal(random.key(0), np.zeros((2, 2)), cov, (3, 2),
+                                           method=method)
+    x = random.multivariate_normal(random.key(0), np.zeros(0), np.zeros((0, 0)), (5,),
+                                   method="svd")
+    assert x.shape == (5, 0)
+
+
+def test_samplers_at_the_edge_of_the_float_range_warn_nothing():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isfinite(random.gamma(random.key(0), 2.1e307, (2,), np.float64)).all()
+        r = random.rayleigh(random.key(0), 1e308, (50,), np.float64)
+        assert (r > 0).all() and np.isinf(r).any()  # past the range: inf, silently
+        with pytest.raises(ValueError, match=r"beyond int64's largest value .*pass a larger p$"):
+            random.geometric(random.key(0), 1e-310, (4,))
