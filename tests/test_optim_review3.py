@@ -106,3 +106,38 @@ def test_inject_hyperparams_blames_the_hyperparams_only_when_the_stages_changed(
     with pytest.raises(TypeError, match=r"a value that changes a stage's state, as adagrad's "
                                         r"lr_decay changed from 0, needs a new init"):
         opt.update(state, p, p)
+
+
+@pytest.mark.parametrize("make", [lambda: optim.prodigy(), lambda: optim.dadapt_adamw(),
+                                  lambda: optim.dog(), lambda: optim.dowg(),
+                                  lambda: optim.mechanize(optim.sgd(0.1))])
+def test_learning_rate_free_optimizers_step_through_inf_and_huge_grads(make):
+    # math.fsum raised ValueError (-inf + inf) or OverflowError on one bad batch, bare;
+    # optax gives NaN or inf steps
+    p = {"a": np.ones(1), "b": np.ones(1)}
+    opt = make()
+    state = opt.init(p)
+    _, state = opt.update(state, {"a": np.ones(1), "b": np.ones(1)}, p)
+    for g in ({"a": np.array([np.inf]), "b": np.array([-np.inf])},
+              {"a": np.array([1.2e154]), "b": np.array([1.2e154])}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the NaN steps' own arithmetic may say so
+            opt.update(state, g, p)
+
+
+def test_sam_keeps_a_copy_of_the_params_it_returns_to():
+    # its cache was the caller's own arrays: a caller stepping them in place moved it
+    p = {"w": np.array([1.0, 2.0])}
+    opt = optim.sam(optim.sgd(0.1), optim.sgd(0.05), sync_period=2)
+    state = opt.init(p)
+    assert state.cache["w"] is not p["w"]
+    _, state = opt.update(state, {"w": np.ones(2)}, p)
+    assert state.cache["w"] is not p["w"]
+
+
+@pytest.mark.parametrize("make", [lambda: optim.prodigy(), lambda: optim.scale_by_belief(),
+                                  lambda: optim.adabelief(1e-3)])
+def test_float16_params_whose_step_floor_is_0_are_refused_at_init(make):
+    with pytest.raises(ValueError, match=r"is 0 in float16"):
+        make().init({"w": np.ones(3, np.float16)})
+    make().init({"w": np.ones(3, np.float32)})

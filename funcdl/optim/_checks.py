@@ -45,6 +45,20 @@ def schedule_factory(fn: _F) -> _F:
     return fn
 
 
+def fsum(xs: Any) -> float:
+    """``math.fsum`` of the floats ``xs`` (exact), but NaN for an inf and a -inf among them
+    and inf past float64's range, as optax's plain sums give them, where ``math.fsum``
+    raises ValueError or OverflowError: one bad batch must not stop a run unnamed."""
+    xs = list(xs)
+    try:
+        return math.fsum(xs)
+    except (OverflowError, ValueError):
+        total = 0.0
+        for x in xs:
+            total += x
+        return total
+
+
 def check_schedule(name: str, what: str, fn: Any) -> Schedule:
     """``fn`` if it can be called as ``fn(count)``; a schedule constructor passed uncalled,
     a non-callable, or a callable taking no argument raise TypeError naming ``name``."""

@@ -32,6 +32,7 @@ from funcdl.optim._checks import (
     check_float_params,
     check_lr,
     float_dtypes,
+    fsum,
     needs_params,
     real_param,
     state_float,
@@ -153,7 +154,8 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: Sequence[float] = (0.9
     safeguard = bool_arg(safeguard_warmup, name, "safeguard_warmup")
 
     def init(params: Tree) -> ProdigyState:
-        check_float_params(f"{name}.init", params)
+        # the step's floor is d·eps, 1e-14 at first: 0 in float16, and a 0/0 step
+        check_float_params(f"{name}.init", params, d0 * eps or None)
         low = float_dtypes(params)[0]
         zeros = tree.zeros_like
         return ProdigyState(zeros(params), zeros(params), zeros(params),
@@ -191,8 +193,8 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: Sequence[float] = (0.9
                  state.grad_sum),
                 ("grads", "params", "state.params0", "state.exp_avg", "state.exp_avg_sq",
                  "state.grad_sum"), n_out=3)
-            nw = b3 * nw + (d / d0) * dlr * math.fsum(acc)
-            d_new = _estimate(d, coef * nw, math.fsum(sums))
+            nw = b3 * nw + (d / d0) * dlr * fsum(acc)
+            d_new = _estimate(d, coef * nw, fsum(sums))
             floor = d_new * eps
 
             def step(m: Any, v: Any, p: Any) -> Any:
@@ -266,8 +268,8 @@ def dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
                 (grads, params, state.exp_avg, state.exp_avg_sq, state.grad_sum),
                 ("grads", "params", "state.exp_avg", "state.exp_avg_sq", "state.grad_sum"),
                 n_out=4)
-            nw = q * nw + (1.0 - q) * dlr * math.fsum(acc)
-            d_new = _estimate(d, nw, (1.0 - q) * math.fsum(sums))
+            nw = q * nw + (1.0 - q) * dlr * fsum(acc)
+            d_new = _estimate(d, nw, (1.0 - q) * fsum(sums))
             return out, DAdaptAdamWState(mu, nu, rs, dt.type(d_new), dt.type(nw),
                                          next_count(count))
 

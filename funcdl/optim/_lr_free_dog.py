@@ -31,6 +31,7 @@ from funcdl.optim._checks import (
     check_float_params,
     check_lr,
     float_dtypes,
+    fsum,
     needs_params,
     real_param,
 )
@@ -98,7 +99,7 @@ def _distances(name: str, grads: Tree, params: Tree, p0: Tree) -> tuple[float, f
     with np.errstate(all="ignore"):
         leafwise(f"{name}.update", leaf, (grads, params, p0),
                  ("grads", "params", "state.init_params"))
-    return math.fsum(dist), math.fsum(norm)
+    return fsum(dist), fsum(norm)
 
 
 def _scaled(name: str, lr: float, grads: Tree, p0: Tree) -> Tree:
@@ -133,7 +134,7 @@ def scale_by_dog(init_step: tuple[str, float], eps: float = 1e-8) -> GradientTra
         low = float_dtypes(params)[0]
         r = {"distance": value, "learning_rate": 0.0}.get(kind)
         if r is None:
-            r = value * (1.0 + math.sqrt(math.fsum(sq(p) for p in tree.leaves(params))))
+            r = value * (1.0 + math.sqrt(fsum(sq(p) for p in tree.leaves(params))))
         return DoGState(zero_count(), tree.map(np.array, params), low.type(r), low.type(0.0))
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, DoGState]:

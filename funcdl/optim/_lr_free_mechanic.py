@@ -28,6 +28,7 @@ from funcdl.optim._checks import (
     check_float,
     check_float_params,
     float_dtypes,
+    fsum,
     needs_params,
     real_param,
 )
@@ -111,7 +112,7 @@ def mechanize(base_optimizer: GradientTransformation, weight_decay: float = 1e-2
         with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
             leafwise(f"{name}.update", norms, (grads, params, x0),
                      ("grads", "params", "state.x0"))
-            gg, pp, gd, pd = (math.fsum(col) for col in zip(*sums, strict=True)) \
+            gg, pp, gd, pd = (fsum(col) for col in zip(*sums, strict=True)) \
                 if sums else (0.0, 0.0, 0.0, 0.0)
             s_sum = float(np.sum(s, dtype=np.float64))
             decay = wd * s_sum * math.sqrt(gg) / (math.sqrt(pp) + eps)

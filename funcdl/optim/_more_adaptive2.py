@@ -184,7 +184,7 @@ def scale_by_belief(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
     nest = bool_arg(nesterov, name, "nesterov")
 
     def init(params: Tree) -> ScaleByBeliefState:
-        check_float_params(f"{name}.init", params)
+        check_float_params(f"{name}.init", params, max(eps, eps_root) or None)
         return ScaleByBeliefState(zero_count(), tree.zeros_like(params),
                                   tree.zeros_like(params))
 

@@ -100,13 +100,14 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
 
     def init(params: Tree) -> SAMState:
         check_float_params(f"{name}.init", params)
+        # a copy: the period's first params must outlive a caller's in-place step
         return SAMState(zero_count(), optimizer.init(params), adv_optimizer.init(params),
-                        None if opaque else params)
+                        None if opaque else tree.map(np.array, params))
 
     def transparent(state: Any, grads: Tree, params: Tree, where: str
                     ) -> tuple[Tree, SAMState]:
         k = read_count(where, state.steps_since_sync) % period
-        cache = params if k == 0 else state.cache
+        cache = tree.map(np.array, params) if k == 0 else state.cache  # a copy, as init's
         if cache is None:
             raise ValueError(f"{where}: the state's cache is None (an opaque_mode=True "
                              f"state); pass the state made by this optimizer's init")
