@@ -371,3 +371,17 @@ def test_check_loss_takes_a_tuple_pred_and_names_a_wrong_gradient_of_one_input()
     with pytest.raises(AssertionError, match=r"the gradient of a pred of 2 arrays must be a "
                                              r"tuple of 2"):
         check_loss(losses.Loss("untupled", untupled), (x1, x2), y)
+
+
+def test_a_reversal_failure_does_not_advise_the_flag_already_given():
+    # a layer drawing per-row noise at inference (vae.Reparameterize) failed with "pass
+    # independent_rows=False", given already
+    def noisy(p, x, *, key=None, train=False):
+        return x + random.normal(key, x.shape, x.dtype)
+
+    layer = Layer(lambda k, s: (s, ()), noisy,
+                  lambda p, x, **kw: (noisy(p, x, **kw), lambda dy: ((), dy)), name="Noisy")
+    with pytest.raises(AssertionError) as e:
+        check_layer(layer, (None, 3), key=random.key(1), independent_rows=False)
+    assert "reversing the rows did not reverse" in str(e.value)
+    assert "pass independent_rows=False" not in str(e.value)
