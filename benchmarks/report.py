@@ -254,7 +254,8 @@ def markdown(res: dict[str, Any]) -> str:
 
 def write(res: dict[str, Any], stem: Path) -> tuple[Path, Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
-    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
+    # (not with_suffix: a stem holding a dot, run-2026.12.05, would lose its last part)
+    md, js = stem.with_name(stem.name + ".md"), stem.with_name(stem.name + ".json")
     md.write_text(markdown(res))
     js.write_text(json.dumps(res, indent=1, default=float) + "\n")
     return md, js

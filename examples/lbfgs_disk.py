@@ -123,7 +123,8 @@ def train(iterations: int = 150, seed: int = 0, target: float = 0.01, lr: float 
             "test_error": error(model, params, x_test, y_test),
         }
         if verbose:
-            marks = [n for n in (10, 30, 100, 300, 1000) if n <= len(counted.losses)]
+            n_all = len(counted.losses)
+            marks = [n for n in (10, 30, 100, 300, 1000) if n < n_all] + [n_all]
             print(f"{name:8s} loss after " + ", ".join(
                 f"{n} evals {counted.losses[n - 1]:.4f}" for n in marks))
     return results

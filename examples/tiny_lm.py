@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{'balanced' if balanced(word) else 'NOT balanced'}")
     print(f"final: {result['valid']:.1%} of {len(result['samples'])} completions balanced "
           f"({result['distinct']} distinct), test loss {result['test_loss']:.3f} per "
-          f"character (uniform: {math.log(len(CHARS)):.3f}); untrained: "
+          f"position, the padding after each end mark included (uniform: "
+          f"{math.log(len(CHARS)):.3f}); untrained: "
           f"{result['valid_untrained']:.1%} balanced; {result['seconds']:.2f} s of training")
     return result
 

@@ -120,11 +120,13 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
                for shared in (True, False)]
     print(f"{'model':10s} {'params':>7s} {'train error':>16s} {'test error':>16s} "
           f"{'time/run':>9s}")
+    ddof = 1 if args.runs > 1 else 0  # the std with n - 1, as the reproduction's tables
     for runs in results:
         tr = np.array([r["train_error"] for r in runs])
         te = np.array([r["test_error"] for r in runs])
         print(f"{'shared' if runs[0]['shared'] else 'unshared':10s} {runs[0]['n_params']:7d} "
-              f"{tr.mean():8.2%} ± {tr.std():5.2%} {te.mean():8.2%} ± {te.std():5.2%} "
+              f"{tr.mean():8.2%} ± {tr.std(ddof=ddof):5.2%} {te.mean():8.2%} ± "
+              f"{te.std(ddof=ddof):5.2%} "
               f"{np.mean([r['seconds'] for r in runs]):8.1f}s")
     if plot(results, args.out / "weight_sharing.png"):
         print(f"wrote {args.out / 'weight_sharing.png'}")
