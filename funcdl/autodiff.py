@@ -226,9 +226,9 @@ def _loss_step(loss: Any, y: Any, target: Any, has_aux: bool) -> tuple[Any, Any,
         raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} returned "
                         f"None; it must return dpred, an array of pred's shape (a missing "
                         f"return?)")
-    if type(y) is np.ndarray and not (type(dy) is np.ndarray and dy.shape == y.shape
-                                      and dy.dtype == y.dtype):
-        dy = _dpred(loss, y, dy)
+    if type(y) is np.ndarray:
+        if not (type(dy) is np.ndarray and dy.shape == y.shape and dy.dtype == y.dtype):
+            dy = _dpred(loss, y, dy)
     elif type(y) is tuple and type(dy) is tuple and len(dy) == len(y):  # a FanOut's outputs
         dy = tuple(_dpred(loss, yi, di, f"[{i}]") if type(yi) is np.ndarray and di is not None
                    else di for i, (yi, di) in enumerate(zip(y, dy)))
