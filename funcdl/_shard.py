@@ -245,10 +245,12 @@ class Sharder:
         lo, hi = c.lo, c.hi
         same = p_lay.digest == lay.digest  # (else: raised below, on every rank)
         p_mine = tuple(ravel(p_leaves[i])[a:b] for i, a, b, _ in c.mine) if same else ()
+        spanned = False
         try:  # a bad state fails on every rank alike, through the agreement's ok below
             check_state(self.name, state, ShardedState, "step")
             count, state_error = read_count(self.name, state.count), None
-            if comm is not None and same and ravel(state.span).tolist() == [lo, hi, n]:
+            spanned = ravel(state.span).tolist() == [lo, hi, n]
+            if comm is not None and same and spanned:
                 # (another cut's state: the clearer error below, naming the cut)
                 self.check_inner(state.inner, lay, size, rank, p_mine)
         except (TypeError, ValueError) as err:
@@ -259,7 +261,7 @@ class Sharder:
             examples, state_error = NOT_AN_INT, err
         if state_error is not None and comm is None:
             raise state_error
-        state_ok = state_error is None and ravel(state.span).tolist() == [lo, hi, n]
+        state_ok = state_error is None and spanned
         floats = lay.not_float is None and p_lay.not_float is None
         scale, window, out, bad = 1.0, None, None, [] if state_ok else [0]
         if comm is not None:  # every check below then fails alike on every rank
