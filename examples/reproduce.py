@@ -205,10 +205,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cpu_by_report = {k: sum(r["cpu_seconds"] for runs in res.values() for r in runs)
                      for k, res in results.items()}
     cpu = sum(cpu_by_report.values())
-    print(f"CPU time of the runs: {cpu:.1f} s ({cpu / args.workers:.1f} s per worker); by "
+    # --workers is not used with --scheduler: the cluster's own workers ran the runs
+    workers = None if args.scheduler else args.workers
+    per = f" ({cpu / workers:.1f} s per worker)" if workers else " (on the Dask cluster)"
+    print(f"CPU time of the runs: {cpu:.1f} s{per}; by "
           f"report: {', '.join(f'{k} {v:.1f} s' for k, v in cpu_by_report.items())}")
     meta = {"quick": args.quick, "wall": wall, "cpu": cpu, "cpu_by_report": cpu_by_report,
-            "workers": args.workers, "torch": torch, "runs": len(configs), "figures": figures}
+            "workers": workers, "torch": torch, "runs": len(configs), "figures": figures}
     text = _repro_report.render(results, meta)
     path = args.out / "REPORT.md"
     path.write_text(text, encoding="utf-8")
