@@ -367,3 +367,23 @@ def test_review_layers_two_edges():
         _, pullback = elu.vjp((), np.array([np.nan, -1.0], np.float32))
         dx = pullback(np.ones(2, np.float32))[1]
         assert dx[0] == 1.0 and np.isfinite(dx[1])
+
+
+def test_pad_past_the_range_is_refused_and_prelu_near_it_is_silent():
+    # Pad's fill value past float32 warned "overflow in cast" (torch refuses it); PReLU's
+    # da summed past the range with a warning, its products silent
+    import warnings
+
+    from funcdl.layers import Pad2D
+
+    with pytest.raises(ValueError, match=r"value=1e\+39 is beyond float32's range"):
+        Pad2D(1, value=1e39).apply((), np.ones((1, 2, 2, 1), np.float32))
+    assert Pad2D(1, value=float("-inf")).apply((), np.ones((1, 2, 2, 1), np.float32)).min() \
+        == -np.inf
+    layer = PReLU()
+    _, params = layer.init(random.key(0), (None, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, pullback = layer.vjp(params, np.full((2, 1), -3e38, np.float32))
+        grads, _ = pullback(np.ones((2, 1), np.float32))
+    assert np.isneginf(grads["a"]).all()

@@ -294,9 +294,9 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
             slope = np.multiply(~up, a if c > 1 else a[0])
             slope += up
             slope *= dy
-            with _quiet():
+            with _quiet():  # (a sum past the float range: inf, as the products')
                 t = neg * dy
-            da = (block_sum(t, t.ndim - 1, t.ndim) if c > 1 else np.atleast_1d(t.sum()))
+                da = (block_sum(t, t.ndim - 1, t.ndim) if c > 1 else np.atleast_1d(t.sum()))
             return (in_param_dtypes({"a": da}, params), in_input_dtype(slope, x_dtype))
 
         return y, pullback

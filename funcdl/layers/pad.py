@@ -167,6 +167,10 @@ def _layer(name: str, kind: str, pads: Pads, mode: Any, value: Any) -> Layer:
         return tuple(src), tuple(dst)
 
     def forward(x: Array) -> Array:
+        if mode == "constant" and x.dtype.kind == "f" and abs(fill) < float("inf") and \
+                abs(fill) > float(np.finfo(x.dtype).max):  # (torch refuses it too)
+            raise ValueError(f"{name}: value={fill!r} is beyond {x.dtype}'s range, the "
+                             f"input's; pass a value within it, or float('inf')")
         if not crops:  # np.pad returns a new array, even at zero widths
             kw: dict[str, Any] = {"constant_values": fill} if mode == "constant" else {}
             y: Array = np.pad(x, widths, _NP_MODE[mode], **kw)  # type: ignore[call-overload]
