@@ -284,3 +284,19 @@ def test_the_ones_kept_for_batch_sums_are_one_vector_per_dtype():
 def test_masked_mean_names_a_mask_argument_that_is_not_a_string(mask):
     with pytest.raises(ValueError, match=r"^MaskedMean: mask must be 'padding'"):
         L.MaskedMean(mask=mask)
+
+
+def test_dense_adds_a_float64_bias_to_float32_weights_in_float64():
+    # the bias was added into the float32 product in place: 1e-9 vanished, silently
+    dense = L.Dense(3)
+    _, p = dense.init(random.key(0), (None, 2))
+    p = {"w": p["w"], "b": np.array([1e-9, 2.0, 3.0])}
+    x = np.ones((4, 2), np.float32)
+    y = dense.apply(p, x)
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y, (x @ p["w"]).astype(np.float64) + p["b"])
+    y2, pullback = dense.vjp(p, x)
+    np.testing.assert_array_equal(y, y2)
+    grads, dx = pullback(np.ones_like(y))
+    assert (grads["w"].dtype, grads["b"].dtype, dx.dtype) == (np.float32, np.float64,
+                                                              np.float32)

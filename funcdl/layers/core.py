@@ -102,7 +102,10 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         h: Array = (dot(x, w) if x.ndim == 2 else
                     dot(x.reshape(-1, w.shape[0]), w).reshape(*x.shape[:-1], w.shape[1]))
         if use_bias:  # many rows of few outputs (10 logits): tiled rows, see chan
-            chan(np.add, h, b, out=h)
+            if b.dtype is h.dtype or h.dtype.itemsize >= b.dtype.itemsize:
+                chan(np.add, h, b, out=h)
+            else:  # a float64 bias beside float32 w and x: promoted (NumPy's, JAX's), not
+                h = h + b  # rounded into the float32 product
         return w, x, h
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
