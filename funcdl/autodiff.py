@@ -250,7 +250,8 @@ def _dpred(loss: Any, y: Any, dy: Any, at: str = "") -> Any:
         raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} returned "
                         f"dpred{at} of dtype {got.dtype}; it must be of pred{at}'s kind "
                         f"({y.dtype})")
-    return got.astype(y.dtype, copy=False)
+    with np.errstate(over="ignore"):  # beyond float32: inf, as the layers' casts give
+        return got.astype(y.dtype, copy=False)
 
 
 def grad(model: Any, loss: Any, *, has_aux: bool = False,

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -65,13 +66,15 @@ class check_finite:  # lower case: called as a function, as contextlib's manager
         where = "funcdl.debug.check_finite"
         on, with_inf = bool_arg(enabled, where, "enabled"), bool_arg(inf, where, "inf")
         self._mode = 0 if not on else 2 if with_inf else 1
-        self._tokens: list[Token[int]] = []
+        self._local = threading.local()  # each thread's own entries: one object may be
+        # entered by several threads at once (a decorated step in a thread pool)
 
     def __enter__(self) -> None:
-        self._tokens.append(_ON.set(self._mode))
+        tokens: list[Token[int]] = self._local.__dict__.setdefault("tokens", [])
+        tokens.append(_ON.set(self._mode))
 
     def __exit__(self, *exc: object) -> None:
-        _ON.reset(self._tokens.pop())
+        _ON.reset(self._local.tokens.pop())
 
     def __call__(self, fn: _F) -> _F:
         if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn) or \

@@ -297,3 +297,34 @@ def test_a_bad_key_is_named_alike_inside_and_outside_the_block(key):
             model.apply(params, np.ones((2, 3), np.float32), key=3, train=True)
         said.append(str(e.value))
     assert said[0] == said[1] and said[0].startswith("Sequential(Dense(4), Dropout(0.5)): ")
+
+
+def test_one_decorating_check_finite_serves_two_threads_at_once(key):
+    # one token list for every thread: A's exit popped B's token, and both raised
+    # "was created in a different Context"
+    import threading
+
+    a_in, b_in, a_done = threading.Event(), threading.Event(), threading.Event()
+    seen, errors = [], []
+
+    @fd.debug.check_finite()
+    def step(me, other, wait):
+        me.set()
+        other.wait(2)
+        if wait is not None:
+            wait.wait(2)
+        return fd.debug.enabled()
+
+    def run(*args, done=None):
+        try:
+            seen.append(step(*args))
+        except Exception as e:  # the failure under test
+            errors.append(e)
+        if done is not None:
+            done.set()
+
+    ta = threading.Thread(target=run, args=(a_in, b_in, None), kwargs={"done": a_done})
+    tb = threading.Thread(target=run, args=(b_in, a_in, a_done))
+    ta.start(), tb.start()
+    ta.join(), tb.join()
+    assert not errors and seen == [True, True]

@@ -300,3 +300,20 @@ def test_dense_adds_a_float64_bias_to_float32_weights_in_float64():
     grads, dx = pullback(np.ones_like(y))
     assert (grads["w"].dtype, grads["b"].dtype, dx.dtype) == (np.float32, np.float64,
                                                               np.float32)
+
+
+def test_casts_past_float32s_range_give_inf_without_a_warning_and_inits_keep_their_words():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, pullback = L.Tanh().vjp((), np.zeros((1, 3), np.float32))
+        assert np.isinf(pullback(np.full((1, 3), 1e39))[1]).all()  # a float64 dy cast
+        y = L.Tanh().apply((), [[1e39, 0.0]])  # Python floats cast to float32: inf
+        assert y.dtype == np.float32 and y.tolist() == [[1.0, 0.0]]
+    # a user initializer's NumPy error: its class needs (ufunc, dtypes); a bare
+    # "__init__() missing 1 required positional argument" came instead of its words
+    bad = L.Dense(3, w_init=lambda k, s, d: np.zeros(s, d) + "0.1")
+    with pytest.raises(TypeError, match=r"^Dense\(3\): w_init\(key, shape, dtype\) failed: "
+                                        r"UFuncTypeError: ufunc 'add'"):
+        bad.init(random.key(0), (None, 2))

@@ -42,12 +42,14 @@ def drawn(name: str, what: str, init: Any, key: Any, shape: tuple[int, ...],
     try:
         a = init(key, shape, dtype)
     except (TypeError, ValueError) as err:
+        # NumPy's UFuncTypeError family takes (ufunc, dtypes), not a message: the builtin
+        cls = type(err) if type(err) in (TypeError, ValueError) else (  # class beneath
+            TypeError if isinstance(err, TypeError) else ValueError)
         if ours(init):  # funcdl's own initializer, called rightly: its refusal says why
-            raise type(err)(f"{name}: {what}: {err}") from err
-        raise type(err)(f"{name}: {what}(key, shape, dtype) failed: {type(err).__name__}: "
-                        f"{err}; it must take a funcdl.random key, the shape {shape} and the "
-                        f"dtype {np.dtype(dtype)}, as funcdl.initializers' functions do"
-                        ) from err
+            raise cls(f"{name}: {what}: {err}") from err
+        raise cls(f"{name}: {what}(key, shape, dtype) failed: {type(err).__name__}: "
+                  f"{err}; it must take a funcdl.random key, the shape {shape} and the "
+                  f"dtype {np.dtype(dtype)}, as funcdl.initializers' functions do") from err
     if not (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == dtype):
         got = (f"an array of shape {a.shape} and dtype {a.dtype}" if isinstance(a, np.ndarray)
                else type(a).__name__)

@@ -263,7 +263,8 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32) -> Array:
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
     if a.dtype.char == "d" and _python_floats(x):
-        return a.astype(weak)
+        with np.errstate(over="ignore"):  # 1e39 as a float32 input: inf, as JAX's cast
+            return a.astype(weak)
     if a.dtype.kind == "f" and a.dtype.char not in "fd":
         # NumPy has no fast float16 matrix product, and its float16 sums lose precision.
         raise TypeError(f"{name}: {a.dtype} input is not supported; cast it to float32 "
@@ -374,7 +375,8 @@ def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...],
         raise ValueError(f"{name}: pullback expected dy of shape {y_shape} (the output's), "
                          f"got {arr.shape}")
     if y_dtype.kind == "f" and arr.dtype != y_dtype:
-        return arr.astype(y_dtype)
+        with np.errstate(over="ignore"):  # beyond float32: inf, as in_input_dtype's cast
+            return arr.astype(y_dtype)
     return arr
 
 
