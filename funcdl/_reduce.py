@@ -10,7 +10,8 @@ same (the mlp's 2.68 MB of gradients on two ranks, benchmarks/results/data_paral
 bare pmean: 0.41-0.68 ms through the window in every run but cbc3abe's (0.74), and by
 ``Allreduce`` in the FUNCDL_MPI_SHARED_MEMORY=0 run at ba40861 0.50 ms in one row, 1.73 ms
 in the other, with the slow handoff); inside the sharded step, after the forward and
-backward, 0.67-1.03 ms against 1.94 ms by messages (the same files; docs/scale-out.md). A
+backward, 0.58-1.03 ms against 1.94 ms by messages (the same files, the AMD host's runs;
+docs/scale-out.md). A
 window keeps up to 8 sets of slots
 and 8 results and takes them in turn (see ``generations``: the mlp's window is 64 MB of
 /dev/shm), or one set and two results when that is all that fits. Across machines, or when
