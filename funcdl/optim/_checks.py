@@ -53,10 +53,16 @@ def fsum(xs: Any) -> float:
     try:
         return math.fsum(xs)
     except (OverflowError, ValueError):
-        total = 0.0
-        for x in xs:
-            total += x
-        return total
+        return plain_sum(xs)
+
+
+def plain_sum(xs: Any) -> float:
+    """A left-to-right float sum, as optax adds its per-leaf dots: inf + -inf is NaN, a sum
+    past float64's range inf (``math.fsum`` raises at both)."""
+    out = 0.0
+    for x in xs:
+        out += x
+    return out
 
 
 def check_schedule(name: str, what: str, fn: Any) -> Schedule:

@@ -33,12 +33,13 @@ from funcdl.optim._checks import (
     check_lr,
     float_dtypes,
     needs_params,
+    plain_sum,
     real_param,
     state_float,
     value_at,
 )
 from funcdl.optim._lr_free import dot
-from funcdl.optim._more_adaptive2 import ScaleByBeliefState
+from funcdl.optim._more_adaptive2 import ScaleByBeliefState, belief_init
 from funcdl.optim._optax_extra2 import _decay
 from funcdl.optim._plateau import _loss
 from funcdl.optim._transforms import scale_by_learning_rate
@@ -159,11 +160,7 @@ def scale_by_acprop(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
     eps = check_float(name, "eps", eps)
     eps_root = check_float(name, "eps_root", eps_root)
 
-    def init(params: Tree) -> ScaleByBeliefState:
-        # eps and eps_root (1e-16) both round to 0 in float16: a zero entry would give 0/0
-        check_float_params(f"{name}.init", params, max(eps, eps_root) or None)
-        return ScaleByBeliefState(zero_count(), tree.zeros_like(params),
-                                  tree.zeros_like(params))
+    init = belief_init(name, eps, eps_root)
 
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByBeliefState]:
@@ -224,15 +221,6 @@ def _momo_scalars(name: str, state: Any) -> tuple[float, float, float, np.dtype[
     values = [state_float(f"{name}.update", f, getattr(state, f))
               for f in ("barf", "gamma", "lb")]
     return float(values[0]), float(values[1]), float(values[2]), values[0].dtype
-
-
-def _total(xs: Any) -> float:
-    """A plain left-to-right float sum, as optax adds its per-leaf dots: inf + -inf is NaN
-    (``math.fsum`` would raise)."""
-    out = 0.0
-    for x in xs:
-        out += x
-    return out
 
 
 def _polyak(k: float, barf: float, lb: float, gamma: float, iprod: float, norm: float
@@ -297,9 +285,9 @@ def momo(learning_rate: ScalarOrSchedule = 1.0, beta: float = 0.9, lower_bound: 
             barf = bt * barf + (1.0 - bt) * float(dt.type(loss))
             (mu,) = leafwise(where, moment, (grads, params, state.exp_avg),
                              ("grads", "params", "state.exp_avg"))
-            gamma = bt * gamma + (1.0 - bt) * _total(dots)
-            norm = _total(dot(m, m) for m in tree.leaves(mu))
-            iprod = _total(dot(m, p) for m, p in zip(tree.leaves(mu), tree.leaves(params)))
+            gamma = bt * gamma + (1.0 - bt) * plain_sum(dots)
+            norm = plain_sum(dot(m, m) for m in tree.leaves(mu))
+            iprod = plain_sum(dot(m, p) for m, p in zip(tree.leaves(mu), tree.leaves(params)))
             alpha = value_at(name, "lr", rate, count)
             k = 1.0 + alpha * wd
             if adapt:
@@ -372,8 +360,8 @@ def momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: float = 0.9, b2: float
                                                     state.exp_avg_sq),
                                    ("grads", "params", "state.exp_avg", "state.exp_avg_sq"),
                                    n_out=3)
-            gamma = b1 * gamma + (1.0 - b1) * _total(dots)
-            norm, iprod = _total(norms), _total(iprods)
+            gamma = b1 * gamma + (1.0 - b1) * plain_sum(dots)
+            norm, iprod = plain_sum(norms), plain_sum(iprods)
             alpha = value_at(name, "lr", rate, count)
             k = 1.0 + alpha * wd
             if adapt:

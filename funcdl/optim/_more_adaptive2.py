@@ -7,6 +7,7 @@ NaN steps silently; the state keeps the params' dtype and the step is in the sta
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -169,6 +170,18 @@ def scale_by_rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float
     return transform(name, init, update)
 
 
+def belief_init(name: str, eps: float, eps_root: float) -> Callable[[Tree], Any]:
+    """The init of AdaBelief's state, ``ScaleByBeliefState(count, mu, nu)`` of zeros (ACProp's
+    too): params refused when eps and eps_root both round to 0 there (float16: 0/0 steps)."""
+
+    def init(params: Tree) -> ScaleByBeliefState:
+        check_float_params(f"{name}.init", params, max(eps, eps_root) or None)
+        return ScaleByBeliefState(zero_count(), tree.zeros_like(params),
+                                  tree.zeros_like(params))
+
+    return init
+
+
 def scale_by_belief(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
                     eps_root: float = 1e-16, *, nesterov: bool = False
                     ) -> GradientTransformation:
@@ -183,10 +196,7 @@ def scale_by_belief(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
     eps_root = check_float(name, "eps_root", eps_root)
     nest = bool_arg(nesterov, name, "nesterov")
 
-    def init(params: Tree) -> ScaleByBeliefState:
-        check_float_params(f"{name}.init", params, max(eps, eps_root) or None)
-        return ScaleByBeliefState(zero_count(), tree.zeros_like(params),
-                                  tree.zeros_like(params))
+    init = belief_init(name, eps, eps_root)
 
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByBeliefState]:
