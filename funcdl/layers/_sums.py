@@ -27,8 +27,9 @@ def ones(n: int, dtype: np.dtype[Any]) -> Array:
     """A read-only vector of ``n`` ones: ``ones @ dy`` sums a batch in one BLAS call, which
     beats ``dy.sum(axis=0)`` on tall arrays; kept because every Dense step needs one, as
     the first ``n`` of one vector per dtype, so that the memory kept is about the longest
-    asked for (vectors of their own in 64 cached sizes held 76 MiB after 40 image sizes;
-    views of bases that double hold at most twice the longest)."""
+    asked for (vectors of their own in 64 cached sizes grew with every size seen: 76 MiB
+    after 40 image sizes, a one-off tracemalloc measurement; views of bases that double
+    hold at most twice the longest)."""
     v = _ONES.get(dtype)
     if v is None or v.size < n:
         v = np.ones(max(n, 2 * (0 if v is None else v.size)), dtype)
