@@ -202,7 +202,8 @@ def held_after_forward(model, params, x):
 
 def test_memory():
     """The closure of a Remat'd deep stack holds far less than the plain one: 8 Dense(512)
-    + ReLU keep ~16 activations of 512 KiB each; Remat keeps none of them."""
+    + ReLU keep their 7 hidden activations of 512 KiB each (a ReLU's pullback keeps its
+    output only); Remat keeps none of them."""
     layers = []
     for _ in range(8):
         layers += [Dense(512), ReLU()]
@@ -211,7 +212,7 @@ def test_memory():
     x = rand(256, 512)
     plain = held_after_forward(model, params, x)
     remat = held_after_forward(Remat(model), params, x)
-    assert plain > 8 * x.nbytes  # the plain closure does hold the activations
+    assert plain >= 7 * x.nbytes  # the plain closure does hold the activations
     assert remat < plain / 3, (remat, plain)
     assert remat < x.nbytes  # small bookkeeping only
 

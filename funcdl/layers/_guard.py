@@ -83,5 +83,5 @@ def checked_pointwise(act: Any) -> Any:
         return got
 
     return Pointwise(act.name, lambda x: same("f returned y", act.f(x), x.shape),
-                     lambda x, y, dy: same("df returned dx", act.df(x, y, dy), x.shape),
-                     act.commutes_with_max)
+                     lambda x, y, dy: same("df returned dx", act.df(x, y, dy), dy.shape),
+                     act.commutes_with_max, act.reads)

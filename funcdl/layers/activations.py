@@ -50,9 +50,10 @@ def _shapeless_init(name: str) -> Callable[[random.Key, Shape], tuple[Shape, Any
 
 def _elementwise(name: str, f: Callable[[Array], Array],
                  df: Callable[[Array, Array, Array], Array],
-                 commutes_with_max: bool = False) -> Layer:
-    """A parameterless layer ``y = f(x)`` with ``dx = df(x, y, dy)`` (``commutes_with_max``:
-    see ``Pointwise``)."""
+                 commutes_with_max: bool = False, reads: str = "xy") -> Layer:
+    """A parameterless layer ``y = f(x)`` with ``dx = df(x, y, dy)`` (``commutes_with_max``,
+    ``reads``: see ``Pointwise``; the pullback keeps only what ``df`` reads)."""
+    pointwise = Pointwise(name, f, df, commutes_with_max, reads)
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
@@ -65,14 +66,14 @@ def _elementwise(name: str, f: Callable[[Array], Array],
         x = as_floats(name, x)
         y = kept(f(x))
         y_shape, y_dtype = y.shape, y.dtype
+        xr, yr = pointwise.residuals(x, y)
 
         def pullback(dy: Any) -> tuple[Any, Array]:
-            return params, df(x, y, check_cotangent(name, dy, y_shape, y_dtype))
+            return params, df(xr, yr, check_cotangent(name, dy, y_shape, y_dtype))
 
         return y, pullback
 
-    return Layer(_shapeless_init(name), apply, vjp, name=name,
-                 pointwise=Pointwise(name, f, df, commutes_with_max))
+    return Layer(_shapeless_init(name), apply, vjp, name=name, pointwise=pointwise)
 
 
 def sigmoid(x: Array) -> Array:
@@ -94,7 +95,7 @@ def ReLU() -> Layer:
     In a Sequential, a ReLU right before a MaxPool2D runs after it, on a quarter of the
     values for a 2 x 2 pool (the same numbers; see ``Pointwise.commutes_with_max``)."""
     return _elementwise("ReLU()", lambda x: np.maximum(x, 0),
-                        lambda x, y, dy: dy * (y != 0), commutes_with_max=True)
+                        lambda x, y, dy: dy * (y != 0), commutes_with_max=True, reads="y")
 
 
 def LeakyReLU(alpha: float = 0.01) -> Layer:
@@ -119,25 +120,26 @@ def LeakyReLU(alpha: float = 0.01) -> Layer:
             slope *= dy
             return slope
     if a == 0:  # max(x, 0·x) is NaN at x = inf (0·inf), where x is picked
-        return _elementwise(f"LeakyReLU({a})", lambda x: np.maximum(x, 0), df)
+        return _elementwise(f"LeakyReLU({a})", lambda x: np.maximum(x, 0), df, reads="x")
     if abs(a) <= 1:
-        return _elementwise(f"LeakyReLU({a})", lambda x: pick(x, a * x), df)
+        return _elementwise(f"LeakyReLU({a})", lambda x: pick(x, a * x), df, reads="x")
 
     def f(x: Array) -> Array:
         with np.errstate(over="ignore"):  # a·x overflows for huge x even where x is picked
             out: Array = pick(x, a * x)
         return out
-    return _elementwise(f"LeakyReLU({a})", f, df)
+    return _elementwise(f"LeakyReLU({a})", f, df, reads="x")
 
 
 def Tanh() -> Layer:
     """``y = tanh(x)``; ``dx = dy · (1 - y²)``."""
-    return _elementwise("Tanh()", np.tanh, lambda x, y, dy: dy * (1 - y * y))
+    return _elementwise("Tanh()", np.tanh, lambda x, y, dy: dy * (1 - y * y), reads="y")
 
 
 def Sigmoid() -> Layer:
     """``y = σ(x)``; ``dx = dy · y (1 - y)``."""
-    return _elementwise("Sigmoid()", sigmoid, lambda x, y, dy: dy * (y * (1 - y)))
+    return _elementwise("Sigmoid()", sigmoid, lambda x, y, dy: dy * (y * (1 - y)),
+                        reads="y")
 
 
 def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
@@ -205,7 +207,7 @@ def ELU(alpha: float = 1.0) -> Layer:
         return _elementwise(
             f"ELU({a})", lambda x: np.maximum(x, a * np.expm1(np.minimum(x, 0))),
             # fmax, fmin: NaN takes the x > 0 slope, dy, as torch's (0 < a <= 1 here)
-            lambda x, y, dy: dy * np.fmax(x > 0, a * np.exp(np.fmin(x, 0))))
+            lambda x, y, dy: dy * np.fmax(x > 0, a * np.exp(np.fmin(x, 0))), reads="x")
 
     def f(x: Array) -> Array:  # a·(e^min(x,0) - 1) + max(x, 0): one term is exactly 0
         y = np.expm1(np.minimum(x, 0))
@@ -222,7 +224,7 @@ def ELU(alpha: float = 1.0) -> Layer:
         slope *= dy
         return slope
 
-    return _elementwise(f"ELU({a})", f, df)
+    return _elementwise(f"ELU({a})", f, df, reads="x")
 
 
 def along_axis(name: str, axis: int, forward: Callable[[Array], tuple[Array, Any]],

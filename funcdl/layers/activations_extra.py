@@ -66,7 +66,7 @@ def _clipped(name: str, lo: float, hi: float) -> Layer:
         out: Array = dy * ~flat
         return out
 
-    return _elementwise(name, f, df)
+    return _elementwise(name, f, df, reads="x")
 
 
 def ReLU6() -> Layer:
@@ -103,7 +103,7 @@ def Hardsigmoid() -> Layer:
         out /= 6
         return out
 
-    return _elementwise("Hardsigmoid()", f, df)
+    return _elementwise("Hardsigmoid()", f, df, reads="x")
 
 
 def Hardswish() -> Layer:
@@ -129,7 +129,7 @@ def Hardswish() -> Layer:
         z *= dy
         return z
 
-    return _elementwise("Hardswish()", f, df)
+    return _elementwise("Hardswish()", f, df, reads="x")
 
 
 def Mish() -> Layer:
@@ -153,7 +153,7 @@ def Mish() -> Layer:
         d *= dy
         return d
 
-    return _elementwise("Mish()", f, df)
+    return _elementwise("Mish()", f, df, reads="x")
 
 
 def _elu(name: str, a: float, s: float, k: float) -> Layer:
@@ -177,7 +177,7 @@ def _elu(name: str, a: float, s: float, k: float) -> Layer:
         slope *= dy
         return slope
 
-    return _elementwise(name, f, df)
+    return _elementwise(name, f, df, reads="x")
 
 
 def SELU() -> Layer:
@@ -215,7 +215,7 @@ def Softsign() -> Layer:
         r *= dy
         return r
 
-    return _elementwise("Softsign()", f, df)
+    return _elementwise("Softsign()", f, df, reads="x")
 
 
 def LogSigmoid() -> Layer:
@@ -231,7 +231,7 @@ def LogSigmoid() -> Layer:
         slope *= dy
         return np.negative(slope, out=slope) if type(slope) is np.ndarray else -slope
 
-    return _elementwise("LogSigmoid()", f, df)
+    return _elementwise("LogSigmoid()", f, df, reads="y")
 
 
 def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
@@ -288,8 +288,9 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
         y, neg = forward(xs, a)
         y = kept(y)
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Any) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             up = xs > 0
             slope = np.multiply(~up, a if c > 1 else a[0])
             slope += up

@@ -134,11 +134,13 @@ def _adaptive(name: str, rank: int, output_size: Any, is_max: bool) -> Layer:
         out = y if rank == 2 else y[:, 0]
         target = _targets(x_shape, rows, cols) if is_max else None
 
+        out_shape, y_shape = out.shape, y.shape  # not out, which the caller may free
+
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, out.shape, dtype)
+            dy = check_cotangent(name, dy, out_shape, dtype)
             dy = dy if rank == 2 else dy[:, None]
             n, h, w, c = x_shape
-            oh, ow = y.shape[1:3]
+            oh, ow = y_shape[1:3]
             if target is not None:  # each dy to its window's arg-max; colliding ones add
                 dx = np.zeros(n * h * w * c, dtype)
                 np.add.at(dx, target, dy.ravel())

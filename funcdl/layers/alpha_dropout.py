@@ -90,7 +90,8 @@ def _alpha(ctor: str, rate: float, feature: bool) -> Layer:
         if mask is None:
             return xa, lambda dy: (params, check_cotangent(name, dy, xa.shape, xa.dtype))
         y, scale = apply_mask(xa, mask, rate, affine)
-        return y, lambda dy: (params, check_cotangent(name, dy, y.shape, y.dtype) * scale)
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+        return y, lambda dy: (params, check_cotangent(name, dy, y_shape, y_dtype) * scale)
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key

@@ -345,12 +345,13 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
         d, scale = e // heads, 1.0 / math.sqrt(e // heads)
         a = None if mode is None else returned_weights(kept.dropped, mode, True)
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
             da = None
             if a is not None:
-                dy, da = split_cotangent(name, dy, y.shape, a, heads, str(mode))
-            dy2 = check_cotangent(name, dy, y.shape, y.dtype).reshape(-1, e)
-            dt = y.dtype
+                dy, da = split_cotangent(name, dy, y_shape, a, heads, str(mode))
+            dy2 = check_cotangent(name, dy, y_shape, y_dtype).reshape(-1, e)
+            dt = y_dtype
             grads = {"w_o": matmul(kept.context.T, dy2)}
             if use_bias:
                 grads["b_o"] = dot(ones(len(dy2), dt), dy2)

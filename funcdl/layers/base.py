@@ -19,7 +19,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +27,7 @@ from typing_extensions import Protocol
 
 from funcdl import tree as pytree
 from funcdl._args import F32, F64, bool_arg, is_int, refuse_masked, several_arrays
+from funcdl.layers._pointwise import Pointwise as Pointwise
 from funcdl.layers._shapes import axis_in_range as axis_in_range  # re-exported: the
 from funcdl.layers._shapes import located as located  # layers import them from base
 from funcdl.layers._shapes import pair_of_shapes as pair_of_shapes
@@ -132,6 +133,9 @@ class Layer:
             got = getattr(self, odd[0])
             raise TypeError(f"{where}: {odd[0]} must be None or {odd[1]}, got "
                             f"{got!r} ({type(got).__name__})")
+        if self.pointwise is not None and self.pointwise.reads not in ("x", "y", "xy"):
+            raise ValueError(f"{where}: its Pointwise's reads must be 'x', 'y' or 'xy' (what "
+                             f"df reads), got {self.pointwise.reads!r}")
 
     def __repr__(self) -> str:
         return self.name
@@ -174,24 +178,6 @@ def _lenient(fn: Callable[..., Any]) -> Callable[..., Any]:
             kwargs.pop(k, None)
         return fn(*args, **kwargs)
     return without
-
-
-class Pointwise(NamedTuple):
-    """An elementwise map and its vjp rule: ``y = f(x)``, ``dx = df(x, y, dy)``.
-
-    ``commutes_with_max``: ``f`` is non-decreasing and ``f' = 0`` wherever ``f`` maps two
-    inputs to one value (ReLU; not LeakyReLU, whose ``a·x`` can round two inputs to one
-    value where the slope is ``a``). Then ``max_i f(x_i) = f(max_i x_i)``, and routing
-    ``dy`` through ``df`` at the maximum gives the same ``dx`` as routing it to the first
-    maximum of ``f(x)``: either the same entry, or ``f' = 0`` there and ``dx`` is 0 (its
-    sign may differ where windows overlap). NaN inputs too, when ``f`` keeps NaN where it
-    was (ReLU's ``np.maximum`` does): MaxPool2D takes a window's last NaN as its maximum
-    either way, and ``df`` passes ``dy`` there (torch's ReLU does)."""
-
-    name: str
-    f: Callable[[Array], Array]
-    df: Callable[[Array, Array, Array], Array]
-    commutes_with_max: bool = False
 
 
 # ---------------------------------------------------------------------------- validation

@@ -155,8 +155,9 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
         dtypes = [getattr(v, "dtype", None) for v in xs]
         w_shape = w.shape
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
-            dy2 = check_cotangent(name, dy, y.shape, y.dtype).reshape(-1, out)
+            dy2 = check_cotangent(name, dy, y_shape, y_dtype).reshape(-1, out)
             if t_form:
                 dyx1 = (dy2[:, :, None] * a1[:, None, :]).reshape(-1, out * d1)
                 grads = {"w": (dyx1.T @ a2).reshape(w_shape)}

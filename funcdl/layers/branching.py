@@ -193,9 +193,10 @@ def Residual(layer: LayerLike) -> Layer:
         z = merged(x, y)
         x_dtype = getattr(x, "dtype", None)
 
+        z_shape, z_dtype = z.shape, z.dtype  # not z, which the caller may free
         def pullback(dy: Any) -> tuple[Any, Any]:
             # None from outside is refused: a parent passes None to no child's pullback
-            dy = check_cotangent(name, dy, z.shape, z.dtype)
+            dy = check_cotangent(name, dy, z_shape, z_dtype)
             dparams, dx = _located_call("Residual", child, pb, dy, params)
             # None: x is integer ids; dy is in the output's dtype, float64 under float64
             # params, and dx in x's

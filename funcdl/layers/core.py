@@ -120,13 +120,16 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         # y = act.f(x w + b); the pullback takes dy through act.df first (see Layer).
         w, x, h = affine(params, x)
         flat = x.ndim == 2
-        y = h if act is None else kept(act.f(h))  # the pullback reads y
+        y = h if act is None else kept(act.f(h))
         y_shape, y_dtype = y.shape, y.dtype
+        res: tuple[Any, Any] = (None, None) if act is None else act.residuals(h, y)
+        hr, yr = res
+        del h  # a ReLU's df reads y only: its input need not outlive the forward
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
             dy = check_cotangent(name if act is None else act.name, dy, y_shape, y_dtype)
             if act is not None:
-                dy = act.df(h, y, dy)
+                dy = act.df(hr, yr, dy)
             x2, dy2 = (x, dy) if flat else (x.reshape(-1, w.shape[0]), dy.reshape(-1, out))
             # BLAS reads x2.T and w.T in place (no transposed copies). np.dot costs less per
             # call than @, but is up to 15% slower with a large transposed operand; the
@@ -302,7 +305,8 @@ def Dropout(rate: float, broadcast_dims: tuple[int, ...] = ()) -> Layer:
         if mask is None:
             return x, lambda dy: (params, check_cotangent(name, dy, x.shape, x.dtype))
         y = dropped(x, mask)
-        return y, lambda dy: (params, check_cotangent(name, dy, y.shape, y.dtype) * mask)
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+        return y, lambda dy: (params, check_cotangent(name, dy, y_shape, y_dtype) * mask)
 
     return Layer(init, apply, vjp, name=name)
 

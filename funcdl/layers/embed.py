@@ -102,8 +102,9 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
         table, ids = check(params, x)
         y = np.take(table, ids, axis=0)
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Array) -> tuple[Any, None]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             # in the table's dtype, as JAX gives gradients, whatever dy's
             dtable = _scatter_add_rows(ids.reshape(-1), dy.reshape(-1, dim), vocab, table.dtype)
             if pad is not None:

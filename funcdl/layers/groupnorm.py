@@ -155,10 +155,11 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
         assert xc is not None
         y = y3.reshape(x.shape)
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Array) -> tuple[Any, Array]:
             """``dx = k·dy - xc·inv³·mean(g·xc) - inv·mean(g)``, k = inv·scale, the means
             over each group from per-channel sums Σ_s dy and Σ_s dy·xc (x̂ = xc·inv)."""
-            dy = check_cotangent(name, dy, y.shape, y.dtype).reshape(xc.shape)
+            dy = check_cotangent(name, dy, y_shape, y_dtype).reshape(xc.shape)
             t = dy * xc
             s_dy, s_t = sums(dy), sums(t)
             a = group_mean(s_dy * scale if affine else s_dy, m)
@@ -177,7 +178,7 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
                 t = np.multiply(xc, b, out=t)
             t += a
             dx -= t
-            dx = in_input_dtype(dx.reshape(y.shape), x_dtype)  # x itself not kept
+            dx = in_input_dtype(dx.reshape(y_shape), x_dtype)  # x itself not kept
             if not affine:  # fixed_affine drops the params' grads: none made
                 return (), dx
             return in_param_dtypes({"scale": block_sum(s_t * inv[:, 0], 1, 2),

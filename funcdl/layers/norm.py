@@ -188,8 +188,9 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         y, mu, var, xc, inv_std = train_forward(x, total, m, scale, bias, keep=True)
         k = scale * inv_std
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             dbias = total(dy)
             s = total(dy * xc)                                   # Σ dy·x̂ = inv_std·s
             n = max(m, 1)  # an empty batch: Σ are 0, dx empty
@@ -229,8 +230,9 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         y, mean, inv_std = eval_forward(x, bshape, scale, bias, running)
         k = scale * inv_std
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def eval_pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             dx = in_input_dtype(chan(np.multiply, dy, k), x_dtype)
             if not affine:  # no Σ (x - μ)·dy nor Σ dy for grads fixed_affine would drop
                 return (), dx
@@ -362,8 +364,9 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
             return (block_sum(a, res[0], res[0] + len(res)) if block
                     else a.sum(axis=other).reshape(shape))
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             if rows:  # x̂ as (rows, S)
                 return rows_pullback(dy.reshape(xhat.shape))
             t = dy * xhat
@@ -395,7 +398,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
             t = np.multiply(xhat, per_row(b, s), out=t)
             t += per_row(a, s)
             dx -= t
-            return grads, in_input_dtype(dx, x_dtype).reshape(y.shape)
+            return grads, in_input_dtype(dx, x_dtype).reshape(y_shape)
 
         return y, pullback
 

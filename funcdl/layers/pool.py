@@ -172,9 +172,10 @@ def max_pool(name: str, rank: int, window: Any, stride: Any, padding: Any, dilat
             _first_real_where_all_neg_inf(y, better, win, pads)
         x_shape, dtype = xa.shape, y.dtype
         out = y if rank == 2 else y[:, 0]
+        out_shape = out.shape  # the pullback keeps the masks, not the output
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, out.shape, dtype)  # in y's (x's) float dtype
+            dy = check_cotangent(name, dy, out_shape, dtype)  # in y's (x's) float dtype
             dy = dy if rank == 2 else dy[:, None]
             wins = _winners(better)
             with np.errstate(over="ignore", invalid="ignore"):  # a huge sum: the masked path
@@ -204,9 +205,11 @@ def max_pool(name: str, rank: int, window: Any, stride: Any, padding: Any, dilat
             return y, pull
         z = kept(act.f(y))
         z_shape, z_dtype = z.shape, z.dtype
+        yr, zr = act.residuals(y, z)
+        del y  # a ReLU's df reads z only: the pooled input need not outlive the forward
 
         def pullback(dz: Array) -> Any:
-            return pull(act.df(y, z, check_cotangent(act.name, dz, z_shape, z_dtype)))
+            return pull(act.df(yr, zr, check_cotangent(act.name, dz, z_shape, z_dtype)))
 
         return z, pullback
 
@@ -315,8 +318,9 @@ def avg_pool(name: str, rank: int, window: Any, stride: Any, padding: Any,
         y, xa, pads, inv = forward(x)
         x_shape = xa.shape
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             g = (dy if rank == 2 else dy[:, None]) * inv  # every offset's share
             dx = scatter(x_shape, g.dtype, win, pads, lambda k: g)
             return params, dx if rank == 2 else dx[:, 0]
@@ -366,8 +370,9 @@ def GlobalAvgPool() -> Layer:
         x_shape = np.shape(x)
         inv = 1.0 / math.prod(x_shape[1:-1])
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             g = (dy * inv).reshape(dy.shape[0], *([1] * (len(x_shape) - 2)), dy.shape[1])
             dx: Array = np.broadcast_to(g, x_shape).copy()
             return params, dx

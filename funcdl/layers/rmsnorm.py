@@ -109,8 +109,9 @@ def RMSNorm(eps: float | None = None, elementwise_affine: bool = True) -> Layer:
         y = kept(y2.reshape(xs.shape))  # read-only: without scale it is x̂, the pullback's
         c = xs.shape[-1]
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Any) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype).reshape(-1, c)
+            dy = check_cotangent(name, dy, y_shape, y_dtype).reshape(-1, c)
             grads = cast(Any, params)
             g = dy
             if scale is not None:
@@ -121,7 +122,7 @@ def RMSNorm(eps: float | None = None, elementwise_affine: bool = True) -> Layer:
             dx = np.multiply(xhat, per_row(m, c))
             np.subtract(g, dx, out=dx)
             dx *= per_row(r, c)
-            return grads, in_input_dtype(dx, x_dtype).reshape(y.shape)
+            return grads, in_input_dtype(dx, x_dtype).reshape(y_shape)
 
         return y, pullback
 

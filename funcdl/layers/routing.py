@@ -258,8 +258,9 @@ def FanInSum() -> Layer:
         y = apply(params, xs)
         dtypes = [getattr(x, "dtype", None) for x in xs]  # each dx in its input's dtype
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Any) -> tuple[Any, Any]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             return params, like(xs, [in_input_dtype(dy, d) for d in dtypes])
 
         return y, pullback
@@ -318,8 +319,9 @@ def FanInConcat(axis: int = -1) -> Layer:
         offsets = np.cumsum([np.shape(x)[ax] for x in xs])[:-1]
         dtypes = [getattr(x, "dtype", None) for x in xs]
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Any) -> tuple[Any, Any]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             return params, like(xs, [in_input_dtype(d, t)
                                      for d, t in zip(np.split(dy, offsets, axis=ax), dtypes)])
 
@@ -381,8 +383,9 @@ def Slice(index: Any) -> Layer:
         y = apply(params, x)
         x_shape = np.shape(x)
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Any) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             dx = np.zeros(x_shape, dy.dtype)
             dx[full] = dy
             return params, dx

@@ -193,8 +193,9 @@ def MaskedMean(mask: str = "padding") -> Layer:
         y = np.matmul(w[:, None, :], x)[:, 0]
         x_dtype = getattr(xs[0], "dtype", None)
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Any) -> tuple[Any, Any]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             dx = in_input_dtype(w[:, :, None] * dy[:, None, :], x_dtype)
             return params, (list if type(xs) is list else tuple)((dx, None))
 

@@ -61,7 +61,7 @@ def Softshrink(lambd: float = 0.5) -> Layer:
         out: Array = dy * (y != 0)  # the forward's band test: y is 0 exactly inside it
         return out
 
-    return _elementwise(name, f, df)
+    return _elementwise(name, f, df, reads="y")
 
 
 def Hardshrink(lambd: float = 0.5) -> Layer:
@@ -79,7 +79,7 @@ def Hardshrink(lambd: float = 0.5) -> Layer:
         out: Array = dy * (y != 0)  # the forward's band test: y is 0 exactly inside it
         return out
 
-    return _elementwise(name, f, df)
+    return _elementwise(name, f, df, reads="y")
 
 
 def Tanhshrink() -> Layer:
@@ -96,7 +96,7 @@ def Tanhshrink() -> Layer:
         t *= dy
         return t
 
-    return _elementwise("Tanhshrink()", f, df)
+    return _elementwise("Tanhshrink()", f, df, reads="x")
 
 
 def Threshold(threshold: float, value: float) -> Layer:
@@ -119,7 +119,7 @@ def Threshold(threshold: float, value: float) -> Layer:
         out: Array = dy * ~(x <= tt)
         return out
 
-    return _elementwise(name, f, df)
+    return _elementwise(name, f, df, reads="x")
 
 
 def Softmin(axis: int = -1) -> Layer:
@@ -173,9 +173,10 @@ def GLU(axis: int = -1) -> Layer:
         y = a * s
         x_shape = xa.shape
 
+        y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         def pullback(dy: Any) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
-            dx = np.empty(x_shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
+            dx = np.empty(x_shape, y_dtype)
             da, db = split(dx, k, m)
             np.multiply(dy, s, out=da)
             np.multiply(da, a, out=db)  # dy·σ(b)·a, then ·(1 - σ(b))
