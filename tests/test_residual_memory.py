@@ -148,3 +148,16 @@ def test_norm_then_relu_keeps_one_copy(norm):
         tracemalloc.stop()
     assert kept < 1.25 * x.nbytes, kept
     del pullback
+
+
+def test_conv_by_offsets_keeps_no_padded_copy():
+    """Conv2D(16, 3, SAME) + ReLU, twice, on (24, 28, 28, 16) (an im2col buffer past 8 MiB:
+    the convolution goes by kernel offset and its pullback reads the input): one activation
+    is held, the ReLU's output that the second Conv2D reads, not a padded copy of each
+    Conv2D's input (which made 3 more)."""
+    model = Sequential(fd.layers.Conv2D(16, 3, padding="SAME"), ReLU(),
+                       fd.layers.Conv2D(16, 3, padding="SAME"), ReLU())
+    _, params = model.init(KEY, (None, 28, 28, 16))
+    x = np.random.default_rng(4).normal(size=(24, 28, 28, 16)).astype(np.float32)
+    kept, y_bytes = held(model, params, x)
+    assert kept < 1.25 * y_bytes, (kept, y_bytes)

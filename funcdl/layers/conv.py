@@ -237,8 +237,10 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         del key, train
         x, w = check(params, x)
         y, cols, xp, pads, oh, ow, _ = forward(params, x, w)
-        if cols is not None:
-            del xp  # cols holds what dw needs
+        # cols holds what dw needs; else the input, padded again in the pullback: the
+        # padded copy would double the activations a CNN holds (the layer before keeps x)
+        del xp
+        x4: Any = None if cols is not None else x if rank == 2 else x[:, None]
         (t, b), (l, r) = pads
         n, c = x.shape[0], x.shape[-1]
         h, wd = (x.shape[1], x.shape[2]) if rank == 2 else (1, x.shape[1])
@@ -255,6 +257,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
             if cols is not None:
                 grads = {"w": (cols.T @ dy2).reshape(w_shape)}  # BLAS reads cols.T in place
             else:  # one offset at a time: dw[k] = (that slice of xp)ᵀ dy
+                xp = pad(x4, pads)
                 dw = np.empty((kh * kw, c, out), np.result_type(xp, dy2))
                 for k, (_, _, sl) in enumerate(offsets(win, oh, ow)):
                     np.matmul(np.ascontiguousarray(xp[sl]).reshape(-1, c).T, dy2, out=dw[k])
