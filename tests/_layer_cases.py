@@ -210,7 +210,7 @@ CASES = [
     case(L.Threshold(0.5, -1.0), f(2, 3)), case(L.GLU(), f(2, 4)), case(L.GLU(axis=1), f(2, 4, 3)),
     case(L.LocalResponseNorm(3), f(2, 3, 4)),
     case(L.LocalResponseNorm(2, alpha=0.5, beta=0.6, k=2.0), f(2, 2, 3, 5)),
-    case(L.PositionalEmbedding(5), f(2, 3, 4)), case(L.PositionalEmbedding(3), f(3, 2)),
+    case(L.PositionalEmbedding(5), f(2, 3, 4)), case(L.PositionalEmbedding(3), f(2, 3, 2)),
     case(L.SinusoidalPositionalEncoding(), f(2, 3, 4)),
     case(L.SinusoidalPositionalEncoding(3, base=100.0), f(2, 3, 5)),
 ]

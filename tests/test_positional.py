@@ -39,7 +39,7 @@ def pe_by_formula(t: int, e: int, base: float = 10000.0) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- learned
 
-@pytest.mark.parametrize("shape", [(2, 3, 4), (3, 4), (2, 3, 5, 4), (2, 0, 4), (0, 5, 4)])
+@pytest.mark.parametrize("shape", [(2, 3, 4), (1, 3, 4), (2, 3, 5, 4), (2, 0, 4), (0, 5, 4)])
 def test_learned_adds_the_first_t_rows(shape):
     layer, pos = PositionalEmbedding(5), table(5, 4)
     x = random.normal(random.key(1), shape)
@@ -82,15 +82,15 @@ def test_learned_vjp_is_the_batch_sum_exactly():
     grads2, dx2 = pullback(dy, need_dx=False)
     assert dx2 is None
     np.testing.assert_array_equal(grads2["pos"], want)
-    # every leading axis is summed; a (T, E) input is its own sum
+    # every leading axis is summed; a batch of one sequence is its own sum
     dy4 = np.ones((2, 3, 4, 3), np.float32)
     grads, _ = layer.vjp({"pos": pos}, np.zeros_like(dy4))[1](dy4)
     np.testing.assert_array_equal(grads["pos"][:4], np.full((4, 3), 6.0))
-    grads, _ = layer.vjp({"pos": pos}, x[0])[1](dy[1])
+    grads, _ = layer.vjp({"pos": pos}, x[:1])[1](dy[1:2])
     np.testing.assert_array_equal(grads["pos"][:4], dy[1])
 
 
-@pytest.mark.parametrize("shape", [(3, 4, 2), (4, 2), (2, 2, 5, 3), (2, 6, 3)])
+@pytest.mark.parametrize("shape", [(3, 4, 2), (1, 4, 2), (2, 2, 5, 3), (2, 6, 3)])
 def test_learned_finite_differences(shape):
     layer = PositionalEmbedding(6)
     _, params = layer.init(random.key(0), shape)
@@ -126,7 +126,7 @@ def test_learned_too_long_and_bad_shapes():
     layer = PositionalEmbedding(4)
     params = {"pos": table(4, 3)}
     for call in (lambda: layer.apply(params, np.zeros((2, 5, 3), np.float32)),
-                 lambda: layer.vjp(params, np.zeros((5, 3), np.float32)),
+                 lambda: layer.vjp(params, np.zeros((1, 5, 3), np.float32)),
                  lambda: layer.init(random.key(0), (None, 5, 3))):
         with pytest.raises(ValueError, match=r"(?s)PositionalEmbedding\(4\).*T=5.*max_len=4"
                                              r".*PositionalEmbedding\(5\)"):
@@ -140,7 +140,7 @@ def test_learned_too_long_and_bad_shapes():
         layer.apply({"pos": table(5, 3)}, np.zeros((2, 3, 3), np.float32))
     with pytest.raises(ValueError, match=r"PositionalEmbedding\(4\).*known size > 0"):
         layer.init(random.key(0), (None, 3, None))
-    with pytest.raises(ValueError, match=r"PositionalEmbedding\(4\).*rank >= 2"):
+    with pytest.raises(ValueError, match=r"PositionalEmbedding\(4\).*rank >= 3"):
         layer.init(random.key(0), (3,))
     _, pullback = layer.vjp(params, np.zeros((2, 3, 3), np.float32))
     with pytest.raises(ValueError, match=r"PositionalEmbedding\(4\).*\(2, 3, 3\).*\(3, 3\)"):
@@ -162,7 +162,7 @@ def test_sinusoids_match_the_formula(t, e, base):
 
 
 def test_sinusoid_entries_by_hand():
-    pe = SinusoidalPositionalEncoding().apply((), np.zeros((50, 8)))
+    pe = SinusoidalPositionalEncoding().apply((), np.zeros((1, 50, 8)))[0]
     np.testing.assert_array_equal(pe[0], [0, 1, 0, 1, 0, 1, 0, 1])
     # PE[t, 2i] = sin(t / 10000^(2i/8)): i = 1 at t = 3, its cos partner, and i = 3 at t = 49
     assert pe[3, 2] == pytest.approx(math.sin(3 / 10000 ** 0.25), rel=1e-14)
@@ -170,7 +170,7 @@ def test_sinusoid_entries_by_hand():
     assert pe[49, 6] == pytest.approx(math.sin(49 / 10000 ** 0.75), rel=1e-14)
     assert pe[1, 0] == pytest.approx(math.sin(1.0), rel=1e-15)  # the fastest: wavelength 2π
     # E odd: the last column is the formula's sine (2i = E - 1)
-    odd = SinusoidalPositionalEncoding().apply((), np.zeros((4, 5)))
+    odd = SinusoidalPositionalEncoding().apply((), np.zeros((1, 4, 5)))[0]
     np.testing.assert_allclose(odd[:, 4], np.sin(np.arange(4) / 10000 ** 0.8), rtol=1e-14)
     np.testing.assert_array_equal(odd[0], [0, 1, 0, 1, 0])
 
@@ -200,10 +200,11 @@ def test_sinusoid_float32_is_float64_cast_and_cached_read_only():
     assert a.base is b.base and a.base is not None
     assert not a.flags.writeable and a.dtype == np.float32
     assert _sinusoids(5, 4, 10000.0, np.dtype(np.float64)) is not a
-    out = SinusoidalPositionalEncoding().apply((), np.zeros((5, 4), np.float32))
+    out = SinusoidalPositionalEncoding().apply((), np.zeros((1, 5, 4), np.float32))
     assert out.flags.writeable and not np.shares_memory(out, a)  # the caller's own array
     # integers take float32, the default float, as the other layers without params do
-    assert SinusoidalPositionalEncoding().apply((), np.zeros((2, 3), np.int64)).dtype == np.float32
+    assert SinusoidalPositionalEncoding().apply((), np.zeros((1, 2, 3), np.int64)).dtype == (
+        np.float32)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -214,10 +215,10 @@ def test_sinusoid_rows_do_not_depend_on_the_table_length(dtype, e, base):
     dt = np.dtype(dtype)
     np.testing.assert_array_equal(_table(5, e, base, dt), _table(100, e, base, dt)[:5])
     layer = SinusoidalPositionalEncoding(base=base)
-    short = layer.apply((), np.zeros((5, e), dtype))
-    long = layer.apply((), np.zeros((100, e), dtype))
+    short = layer.apply((), np.zeros((1, 5, e), dtype))
+    long = layer.apply((), np.zeros((1, 100, e), dtype))
     assert short.dtype == dt
-    np.testing.assert_array_equal(short, long[:5])
+    np.testing.assert_array_equal(short, long[:, :5])
 
 
 def test_sinusoid_cache_holds_one_table_per_power_of_two():
@@ -242,7 +243,7 @@ def test_sinusoid_cache_holds_one_table_per_power_of_two():
     assert _table.cache_info().maxsize <= 16  # a bounded cache: a few tables at most
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 4), (3, 5), (2, 2, 3, 3)])
+@pytest.mark.parametrize("shape", [(2, 3, 4), (1, 3, 5), (2, 2, 3, 3)])
 def test_sinusoid_finite_differences(shape):
     check_vjp(SinusoidalPositionalEncoding(), (), random.normal(random.key(2), shape, np.float64))
 

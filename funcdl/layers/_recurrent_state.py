@@ -70,14 +70,40 @@ def split_input(name: str, x: Any, lstm: bool, padded: bool) -> tuple[Any, Any]:
     return (x[0] if not padded else (x[0], x[1])), x[-1]
 
 
+def _ndim(a: Any) -> int:
+    """``a``'s rank, -1 for what is no rectangular array (a ragged tuple)."""
+    try:
+        return int(np.ndim(a))
+    except (ValueError, TypeError):
+        return -1
+
+
+def _is_pair_of_matrices(a: Any) -> bool:
+    """Whether ``a`` is two 2-D arrays, as LSTM's state ``(h0, c0)``."""
+    return isinstance(a, (tuple, list)) and len(a) == 2 and all(_ndim(p) == 2 for p in a)
+
+
 def refuse_state(name: str, x: Any, padded: bool) -> None:
-    """A TypeError for an input that ends in a state ``(N, H)`` (or a pair of them) when the
-    layer was built without ``initial_state=True``."""
-    if (isinstance(x, tuple) and len(x) == 2 + padded and np.ndim(x[0]) == 3
-            and (np.ndim(x[-1]) == 2 if not isinstance(x[-1], tuple) else len(x[-1]) == 2)):
+    """A TypeError for an input that ends in a state ``(N, H)`` (LSTM's pair of them) when
+    the layer was built without ``initial_state=True``, the hint fitted to the layer's kind:
+    a GRU's or SimpleRNN's state is one array, never a tuple (a pair of matrices is LSTM's
+    state, and said so). Lengths (ints, one per sequence, in any container) are nobody's
+    state: they pass on to the input's own check, whose hint is ``lengths=True``."""
+    if not (isinstance(x, tuple) and len(x) == 2 + padded and _ndim(x[0]) == 3):
+        return
+    kind, last = name.split("(")[0], x[-1]
+    if _is_pair_of_matrices(last):
+        if kind == "LSTM":
+            raise TypeError(f"{name}: got the input as a tuple of {len(x)} whose last entry "
+                            f"looks like an initial state (h0, c0); that needs LSTM(..., "
+                            f"initial_state=True)")
         raise TypeError(f"{name}: got the input as a tuple of {len(x)} whose last entry looks "
-                        f"like an initial state; that needs {name.split('(')[0]}(..., "
+                        f"like LSTM's state (h0, c0); {kind}'s initial state is one array h0 "
+                        f"(N, H), taken as {_form(False, padded)} by {kind}(..., "
                         f"initial_state=True)")
+    if _ndim(last) == 2 and not isinstance(last, tuple):
+        raise TypeError(f"{name}: got the input as a tuple of {len(x)} whose last entry looks "
+                        f"like an initial state; that needs {kind}(..., initial_state=True)")
 
 
 def state_dtypes(name: str, given: Any, lstm: bool) -> list[Array]:

@@ -231,30 +231,37 @@ def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
     return tuple(None if d is None else int(d) for d in shape)
 
 
-def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32) -> Array:
+def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32, *,
+             cotangent: bool = False) -> Array:
     """The input as an ndarray; lists are converted, anything non-numeric is refused.
     Python floats (a list of them) take the dtype ``weak``, the layer's params' (float32
     for a layer without params), as JAX's weakly typed floats take the other operand's,
     rather than NumPy's float64, which would turn a float32 network's forward and dx
-    into float64."""
+    into float64. ``cotangent=True``: ``x`` is a pullback's ``dy``, and the errors call
+    it that, not the input."""
     if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64 or x.dtype.kind in "biu"
                                   or _native_float(x.dtype)):
         return x
-    several_arrays(x, name, "the input", _JOIN)
-    refuse_masked(x, name, "the input")
+    noun, var = ("cotangent dy", "dy") if cotangent else ("input", "x")
+    several_arrays(x, name, f"the {noun}", _JOIN)
+    refuse_masked(x, name, f"the {noun}")
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{name}: the input is not a rectangular numeric array: {e}") from None
+        raise ValueError(f"{name}: the {noun} is not a rectangular numeric array: {e}") from None
+    # NumPy has no fast float16 matrix product, and its float16 sums lose precision;
+    # ml_dtypes' bfloat16 and float8 (what JAX's arrays convert to) are no better, and
+    # NumPy files them under kind 'V', so they are told apart by name
+    low = (a.dtype.kind == "f" and a.dtype.char not in "fd") or (
+        a.dtype.kind == "V" and "float" in a.dtype.name)
+    if low:
+        raise TypeError(f"{name}: {a.dtype} {noun} is not supported; cast it to float32 "
+                        f"({var}.astype(np.float32)) or float64")
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
     if a.dtype.char == "d" and _python_floats(x):
         with np.errstate(over="ignore"):  # 1e39 as a float32 input: inf, as JAX's cast
             return a.astype(weak)
-    if a.dtype.kind == "f" and a.dtype.char not in "fd":
-        # NumPy has no fast float16 matrix product, and its float16 sums lose precision.
-        raise TypeError(f"{name}: {a.dtype} input is not supported; cast it to float32 "
-                        f"(x.astype(np.float32)) or float64")
     if not a.dtype.isnative:  # big-endian data from a file: NumPy's own order, as JAX takes
         # it (its float32 would leave the float32 paths, and its products leave BLAS)
         return a.astype(a.dtype.newbyteorder("="))
@@ -356,7 +363,7 @@ def check_cotangent(name: str, dy: Any, y_shape: tuple[int, ...],
     refuse_masked(dy, name, "dy")
     several_arrays(dy, name, "the pullback's dy", f", the cotangent of an output of shape "
                    f"{y_shape}")
-    arr = as_array(name, dy)
+    arr = as_array(name, dy, cotangent=True)
     if arr.shape != y_shape:
         raise ValueError(f"{name}: pullback expected dy of shape {y_shape} (the output's), "
                          f"got {arr.shape}")

@@ -43,7 +43,14 @@ from funcdl.layers._children import is_stateful, name_of
 from funcdl.layers._wrap import child_call, relabelled
 from funcdl.layers.activations import ReLU
 from funcdl.layers.attention import MultiHeadAttention
-from funcdl.layers.base import Layer, LayerLike, as_array, layer_arg, pair_of_shapes
+from funcdl.layers.base import (
+    Layer,
+    LayerLike,
+    as_array,
+    check_cotangent,
+    layer_arg,
+    pair_of_shapes,
+)
 from funcdl.layers.core import Dense, Dropout, Identity
 from funcdl.layers.gated import GELU
 from funcdl.layers.norm import LayerNorm
@@ -310,10 +317,14 @@ def _flipped(layer: Any) -> Layer:
         xf, idx, rank = flip(x)
         y, pb = call(layer.vjp, params, xf, key=key, train=train)
         seq_out = np.ndim(y) == rank
+        y_shape = np.shape(y)
+        y_dtype = np.asarray(y).dtype if seq_out else np.dtype(np.float32)  # read if seq_out
 
         def pullback(dy: Any) -> tuple[Any, Any]:
-            dy = as_array(name, dy)
-            grads, dx = call(pb, gather(dy, idx) if seq_out and dy.ndim == rank else dy)
+            if seq_out:  # checked before the flip, which would broadcast a (1, T, H) dy
+                # over the batch (take_along_axis) or fail on a short T with NumPy's error
+                dy = gather(check_cotangent(name, dy, y_shape, y_dtype), idx)
+            grads, dx = call(pb, dy)
             if dx is None:
                 return grads, None
             if isinstance(dx, tuple):  # a padded pair's (dx, None)

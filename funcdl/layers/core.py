@@ -264,7 +264,7 @@ def Dropout(rate: float, broadcast_dims: tuple[int, ...] = ()) -> Layer:
     shared = tuple(int_arg(a, "Dropout", "broadcast_dims", None) for a in broadcast_dims)
     name = f"Dropout({rate})" if not shared else f"Dropout({rate}, broadcast_dims={shared})"
 
-    def mask_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    def mask_shape(shape: tuple[Any, ...]) -> tuple[Any, ...]:
         if any(not -len(shape) <= a < len(shape) for a in shared):
             raise ValueError(f"{name}: broadcast_dims {shared} are out of range for an input "
                              f"of shape {shape}")
@@ -273,7 +273,9 @@ def Dropout(rate: float, broadcast_dims: tuple[int, ...] = ()) -> Layer:
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
-        return check_in_shape(name, in_shape, min_rank=0), ()
+        shape = check_in_shape(name, in_shape, min_rank=0)
+        mask_shape(shape)  # the axes' range, checked here and not first in training
+        return shape, ()
 
     def scaled_mask(x: Array, key: Any, train: bool) -> Array | None:
         """``m / (1 - rate)``, or None when nothing is dropped (inference, rate 0)."""

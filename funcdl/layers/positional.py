@@ -1,7 +1,9 @@
 """Positions for sequence models, added to ``(..., T, E)`` (T at axis -2, any leading axes):
 a learned table (PositionalEmbedding) and Vaswani et al.'s fixed sinusoids
 (SinusoidalPositionalEncoding). Attention alone is blind to order: a permutation of the
-tokens permutes its output the same way."""
+tokens permutes its output the same way. The input, and init's in_shape, has the batch
+axis first, ``(N, ..., T, E)``, rank >= 3: a rank-2 array is ``(N, E)``, every layer's
+``(batch, features)``, with no time axis (one sequence ``(T, E)`` is ``x[None]``)."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ __all__ = ["PositionalEmbedding", "SinusoidalPositionalEncoding"]
 
 
 def _fits(name: str, max_len: int | None, shape: Shape, fix: str) -> None:
-    """A ValueError unless ``shape`` (rank >= 2, T at axis -2) has T <= ``max_len``."""
+    """A ValueError unless ``shape`` (rank >= 3, T at axis -2) has T <= ``max_len``."""
     t = shape[-2]
     if max_len is not None and t is not None and t > max_len:
         raise ValueError(f"{name}: the input has T={t} positions (axis -2 of shape {shape}), "
@@ -39,17 +41,34 @@ def _fits(name: str, max_len: int | None, shape: Shape, fix: str) -> None:
                          f"sequences to {max_len}")
 
 
+def _sequence_in_shape(name: str, in_shape: Any) -> Shape:
+    """``in_shape`` checked as ``(N, ..., T, E)``: the batch axis first (DESIGN's rule for
+    every in_shape), so rank >= 3. A rank-2 ``(N, E)`` has no time axis: read as ``(T, E)``
+    its batch rows would each get another position."""
+    shape = check_in_shape(name, in_shape)
+    if len(shape) < 3:
+        hint = (f"; {shape} is (N, E), a batch without a time axis: one sequence of T "
+                f"steps is (1, T, {shape[-1]})" if len(shape) == 2 else "")
+        raise ValueError(f"{name}: expected an in_shape (N, T, E), the batch axis first, "
+                         f"then T positions of E features (rank >= 3), got {shape} "
+                         f"(rank {len(shape)}){hint}")
+    return shape
+
+
 def _sequence(name: str, x: Array) -> Array:
-    """``x`` of rank >= 2, or a ValueError saying the layout taken."""
-    if x.ndim < 2:
-        raise ValueError(f"{name}: expected an input (..., T, E) with T positions of E "
-                         f"features (e.g. (N, T, E) or (T, E)), got shape {x.shape}")
+    """``x`` of rank >= 3, or a ValueError saying the layout taken: a rank-2 x is (N, E),
+    a batch without a time axis, which read as (T, E) gave each row another position."""
+    if x.ndim < 3:
+        raise ValueError(f"{name}: expected a batch of sequences (..., T, E) of rank >= 3, "
+                         f"the batch axis first, (N, T, E), with T positions of E features, "
+                         f"got shape {x.shape}; one sequence (T, E) is x[None]")
     return x
 
 
 def PositionalEmbedding(max_len: int, *,
                         w_init: initializers.Initializer | None = None) -> Layer:
-    """Add a learned position table: ``(..., T, E) -> (..., T, E)``, ``T <= max_len``.
+    """Add a learned position table: ``(N, ..., T, E) -> (N, ..., T, E)``, ``T <= max_len``,
+    rank >= 3, the batch first (a rank-2 x is (N, E): no time axis).
 
     params: ``{'pos': (max_len, E)}``, E from in_shape's last axis.
     forward: ``y[..., t, :] = x[..., t, :] + pos[t]``;
@@ -66,7 +85,7 @@ def PositionalEmbedding(max_len: int, *,
     fix = "build PositionalEmbedding({t}) (or longer) for sequences this long"
 
     def layer_init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
-        shape = check_in_shape(name, in_shape, min_rank=2)
+        shape = _sequence_in_shape(name, in_shape)
         e = shape[-1]
         if e is None or e == 0:
             raise ValueError(f"{name}: the last axis of in_shape (E, the features) must be a "
@@ -147,7 +166,8 @@ def _sinusoids(t: int, e: int, base: float, dtype: np.dtype[Any],
 
 def SinusoidalPositionalEncoding(max_len: int | None = None, *,
                                  base: float = 10000.0) -> Layer:
-    """Add Vaswani et al.'s fixed sinusoids: ``(..., T, E) -> (..., T, E)``; no params.
+    """Add Vaswani et al.'s fixed sinusoids: ``(N, ..., T, E) -> (N, ..., T, E)``; no params;
+    rank >= 3, the batch first (a rank-2 x is (N, E): no time axis).
 
     forward: ``y = x + PE[:T]``, ``PE[t, 2i] = sin(t / base^(2i/E))``,
     ``PE[t, 2i+1] = cos(t / base^(2i/E))``; vjp: ``dx = dy``.
@@ -168,7 +188,7 @@ def SinusoidalPositionalEncoding(max_len: int | None = None, *,
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
-        shape = check_in_shape(name, in_shape, min_rank=2)
+        shape = _sequence_in_shape(name, in_shape)
         _fits(name, max_len, shape, fix)
         return shape, ()
 
