@@ -143,6 +143,18 @@ def gradient(where: str, pred: Any, dpred: Any) -> Any:
     return dpred
 
 
+def nonempty_pred(where: str, pred: Any) -> None:
+    """A ValueError if ``pred`` (an array, or a tuple of them) holds no entry, or its
+    (first) array an empty batch axis: the checks would compare nothing and pass, and a
+    reduction='sum' loss of an empty batch is 0 whatever its code."""
+    shapes = [a.shape for a in (pred if type(pred) is tuple else (pred,))]
+    if shapes and (sum(int(np.prod(s)) for s in shapes) == 0 or (shapes[0] and
+                                                                  shapes[0][0] == 0)):
+        shown = shapes[0] if len(shapes) == 1 else shapes
+        raise ValueError(f"{where}: pred is empty (shape {shown}): there is nothing to "
+                         f"check; pass a non-empty batch")
+
+
 def loss_value(where: str, what: str, value: Any) -> Any:
     """A loss's value, the first entry of ``(value, aux)``; an AssertionError unless it is
     a real number or array."""

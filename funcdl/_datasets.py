@@ -287,7 +287,8 @@ def one_hot(labels: ArrayLike, num_classes: int, dtype: DTypeLike = np.float32) 
     """Integer ``labels`` of any shape ``S`` as one-hot rows, shape ``S + (num_classes,)``:
     ``out[..., c] = (labels == c)``, as ``jax.nn.one_hot``: a label outside
     ``[0, num_classes)``, negative ones included, gives a row of zeros. ``dtype`` float32
-    (the default) or float64. Labels must be integers (a float or bool label is refused).
+    (the default) or float64, or, as jax's, an integer or bool dtype (1 and 0, True and
+    False). Labels must be integers (a float or bool label is refused).
     """
     where = "data.one_hot"
     lab = array_arg(labels, where, "labels")
@@ -296,11 +297,27 @@ def one_hot(labels: ArrayLike, num_classes: int, dtype: DTypeLike = np.float32) 
                         f"{lab.dtype}; pass labels.astype(np.int64) if they hold whole "
                         f"numbers")
     k = int_arg(num_classes, where, "num_classes", 1)
-    dt = float_dtype_arg(dtype, where)
+    dt = _one_hot_dtype(dtype, where)
     if lab.size * k > INTP_MAX // dt.itemsize:
         raise ValueError(f"{where}: {lab.size} labels of {k} classes are more entries than an "
                          f"array can hold; pass fewer labels or classes")
     return np.asarray(lab[..., None] == np.arange(k)).astype(dt)
+
+
+def _one_hot_dtype(dtype: Any, where: str) -> np.dtype[Any]:
+    """float32 (for None too, as JAX), float64, or a native integer or bool dtype; float16
+    and longdouble are refused as everywhere in funcdl, and so is another byte order (an
+    array in it would leave NumPy's fast paths)."""
+    if dtype is None:
+        return np.dtype(np.float32)
+    try:
+        dt: np.dtype[Any] | None = np.dtype(dtype)
+    except (TypeError, ValueError):
+        dt = None
+    if dt is not None and (dt in FLOAT_MAX or (dt.kind in "biu" and dt.isnative)):
+        return dt
+    raise TypeError(f"{where}: dtype must be float32, float64, an integer or bool dtype, got "
+                    f"{dtype!r}; pass e.g. np.float32")
 
 
 def moments(x: ArrayLike, axis: int = 0) -> tuple[NDArray[Any], NDArray[Any]]:

@@ -225,6 +225,12 @@ def _leaf_array(leaf: Any, path: str) -> tuple[str, NDArray[Any]]:
                 else "an object array")
         raise TypeError(f"io.save: {what} at {_where(path)} (dtype {a.dtype}) cannot be "
                         f"saved without pickle; convert it to a numeric dtype")
+    if a.dtype.kind == "V" and a.dtype.type is not np.void:
+        # ml_dtypes' bfloat16 and float8s: the .npz header records them as raw bytes (|V2),
+        # which would load back as bytes, not numbers
+        raise TypeError(f"io.save: the leaf at {_where(path)} has dtype {a.dtype}, which "
+                        f"funcdl does not support and .npz cannot store as numbers (it would "
+                        f"load back as raw bytes); cast it to float32 (leaf.astype(np.float32))")
     return kind, a
 
 
@@ -314,8 +320,21 @@ def load(path: str | os.PathLike[str], like: Tree = None) -> Tree:
         out = pytree.unflatten(like_def, leaves)
         pytree.check_same(out, like, ("file", "like"), shapes=True, dtypes=True)
     except ValueError as e:
-        raise ValueError(f"io.load: {name}: {e}") from None
+        raise ValueError(f"io.load: {name}: {e}{_foreign_hint(like)}") from None
     return out
+
+
+def _foreign_hint(like: Tree) -> str:
+    """What a dtype mismatch means when ``like`` holds a leaf of ml_dtypes' (bfloat16):
+    io.save refuses one, and a file of an older io.save holds its raw bytes (|V2)."""
+    dts = {np.asarray(x).dtype for x in pytree.leaves(like)}
+    bad = sorted((d for d in dts if d.kind == "V" and d.type is not np.void), key=str)
+    if not bad:
+        return ""
+    return (f"; like holds {', '.join(map(str, bad))} leaves, which funcdl does not support "
+            f"(io.save refuses them): pass like cast to float32; a file of an older io.save "
+            f"holds them as raw bytes (|V{bad[0].itemsize}), which leaf.view({bad[0]}) reads "
+            f"back")
 
 
 def _explain(e: BaseException) -> str:

@@ -33,6 +33,9 @@ _MAX_CLASSES = 2**15  # a confusion matrix of 2**30 counts, 8 GiB: past it, labe
 
 def _array(x: Any, fn: str, arg: str) -> NDArray[Any]:
     a = array_arg(x, f"metrics.{fn}", arg)  # a ragged list, or a tuple of arrays: refused
+    if a.dtype.kind == "V" and a.dtype.type is not np.void:  # ml_dtypes' bfloat16, float8s
+        raise TypeError(f"metrics.{fn}: {a.dtype} {arg} is not supported; cast it to float32 "
+                        f"({arg}.astype(np.float32))")
     if a.dtype.kind not in "biuf":
         raise TypeError(f"metrics.{fn}: {arg} must hold numbers, got dtype {a.dtype}; pass "
                         "integer labels or float scores")
@@ -104,6 +107,16 @@ def _columns(c: int, arg: str = "scores") -> str:
     return f"; or pass {arg} with a column per class (now C = {c} columns)"
 
 
+def _one_column(fn: str, arg: str, a: NDArray[Any], fix: str) -> None:
+    """Refuse (N, 1) scores, as sklearn does: a sigmoid head's output read as one class's
+    scores makes every prediction class 0 (accuracy 1.0 on a batch of 0s, an error once a
+    1 appears); ``fix`` says what to pass for a binary task."""
+    if a.ndim == 2 and a.shape[1] == 1:
+        raise ValueError(f"metrics.{fn}: {arg} of shape {a.shape} has one column, which "
+                         f"would read as the scores of a single class; for a binary task "
+                         f"{fix}")
+
+
 def _num_classes(fn: str, num_classes: Any) -> int | None:
     if num_classes is None:
         return None
@@ -119,6 +132,8 @@ def accuracy(y_true: Any, y_pred_or_scores: Any, *, threshold: float = 0.5) -> f
     """
     fn = "accuracy"
     p = _array(y_pred_or_scores, fn, "y_pred_or_scores")
+    _one_column(fn, "y_pred_or_scores", p, "pass y_pred_or_scores[:, 0], of shape (N,): float "
+                "scores (N,) predict 1 where score > threshold")
     if p.ndim == 2:
         pred = np.argmax(_scores(p, fn, "y_pred_or_scores", (2,), _ARGMAX), axis=1)
         t = _labels(y_true, fn, "y_true", p.shape[1], _columns(p.shape[1]))
@@ -147,6 +162,9 @@ def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
     """
     fn = "top_k_accuracy"
     s = _scores(scores, fn, "scores", (2,))
+    _one_column(fn, "scores", s, "pass scores (N, 2) with a column per class, or use "
+                "metrics.accuracy(y_true, scores[:, 0]), which predicts 1 where score > "
+                "threshold")
     c = s.shape[1]
     k = int_arg(k, f"metrics.{fn}", "k", 1)
     if k > c:
@@ -310,6 +328,8 @@ def log_loss(y_true: Any, probs: Any, eps: float | None = None) -> float:
     fn = "log_loss"
     p = _scores(probs, fn, "probs", (1, 2),
                 "the log-probability is undefined (sklearn raises too)")
+    _one_column(fn, "probs", p, "pass probs[:, 0], of shape (N,): probs (N,) is class 1's "
+                "probability")
     binary = p.ndim == 1
     if binary:
         p = np.stack([1.0 - p, p], axis=1)

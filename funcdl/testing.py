@@ -38,6 +38,7 @@ from funcdl._check_io import (
     gradient,
     loss_value,
     loss_vjp,
+    nonempty_pred,
     random_input,
     returned,
     same_forward,
@@ -348,6 +349,7 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     # gaussian_nll's (mean, var)): its gradient is then a tuple too
     pred = (tuple(array_arg(p, where, f"pred[{i}]") for i, p in enumerate(pred))
             if type(pred) is tuple else array_arg(pred, where, "pred"))
+    nonempty_pred(where, pred)
     guard = Untouched(where, pred=pred, target=target)
     value2, pullback = loss_vjp(where, loss.vjp(pred, target, **kwargs))
     guard.check("loss.vjp")

@@ -308,6 +308,9 @@ def astype(tree: Tree, dtype: DTypeLike) -> Tree:
     except TypeError:
         raise TypeError(f"tree.astype: {dtype!r} is not a NumPy dtype; pass one such as "
                         f"np.float64") from None
+    if dt.kind == "V" and dt.type is not np.void:  # ml_dtypes' bfloat16, float8s
+        raise TypeError(f"tree.astype: {dt} is not supported, here as in the rest of "
+                        f"funcdl; pass np.float32 (or np.float64)")
     if dt.kind not in "fc":
         raise TypeError(f"tree.astype: casts the floating-point leaves to a floating-point "
                         f"dtype, such as np.float64; got {dt}, which would truncate them")

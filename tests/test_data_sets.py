@@ -296,7 +296,7 @@ BAD = [
                                                      r"class indices, got dtype float64; pass"),
     (lambda: data.one_hot([True], 3), TypeError, r"data\.one_hot: labels .*bool"),
     (lambda: data.one_hot([1], 0), ValueError, r"data\.one_hot: num_classes must be >= 1"),
-    (lambda: data.one_hot([1], 2, np.int64), TypeError, r"data\.one_hot: dtype"),
+    (lambda: data.one_hot([1], 2, np.float16), TypeError, r"data\.one_hot: dtype"),
     (lambda: data.moments(np.arange(4)), TypeError, r"data\.moments: x must be float32 or "
                                                     r"float64, got dtype int64; pass"),
     (lambda: data.moments(np.zeros((0, 2))), ValueError, r"data\.moments: axis 0 .*at least "

@@ -160,10 +160,11 @@ def _loss_cases() -> list[Any]:
 
         for pid, bad, cast in ARRAY_PERTURBATIONS:
             # pred: floats only (float16 refused, as in funcdl's float32/float64 rule);
-            # a list is read as float64, as np.asarray reads it
+            # a list of Python floats is read as float32, as the layers read it
             p_bad = bad(pred)
             same_p = None if cast is None or pid in ("bool", "int64", "uint8", "float16") \
-                else (lambda p=p_bad, t=target, r=run: r(np.asarray(p), t))
+                else (lambda p=p_bad, t=target, r=run, d=np.float32 if pid == "list" else None:
+                      r(np.asarray(p, d), t))
             if pid == "last-axis+1" and sid in LABELLED:
                 same_p = ANY  # four classes, every label still in range: a valid problem
             out.append((f"{sid}-pred-{pid}", lambda p=p_bad, t=target, r=run: r(p, t), names,

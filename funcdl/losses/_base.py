@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl._args import FLOAT_MAX, array_arg
+from funcdl._args import F32, FLOAT_MAX, array_arg
 
 Array = NDArray[Any]
 Pullback = Callable[..., Array]
@@ -158,7 +158,9 @@ def _label_error(name: str, t: Array, want: str, ids: str, fix: str = "") -> Lab
     what the target must be (``class labels of shape (4,)``), ``ids`` their values
     (``class ids must be integers in [0, 3)``), ``fix`` another way (``, or ...``)."""
     seen, cast = "", "target.astype(int)"
-    if t.dtype.kind not in "fb":  # strings, objects: names to map to ids, not to cast
+    if _foreign(t.dtype):  # bfloat16 ids: numbers, to cast as floats are
+        pass
+    elif t.dtype.kind not in "fb":  # strings, objects: names to map to ids, not to cast
         cast = "the ids np.unique(target, return_inverse=True)[1]"
     elif t.dtype.kind == "f" and np.isnan(t).any():  # a cast would make NaN a garbage id
         seen, cast = " (holding NaN)", "the class ids, the NaN examples dropped or labelled"
@@ -170,17 +172,43 @@ def _label_error(name: str, t: Array, want: str, ids: str, fix: str = "") -> Lab
                            f"{seen}; {ids}: pass {cast}{fix}")
 
 
-def _pred(name: str, pred: Any) -> Array:
+def _pred(name: str, pred: Any, like: Any = None) -> Array:
+    """``pred`` as a float32 or float64 array. Python floats (a nested list of them, or
+    one) are weakly typed, as in JAX: they take ``like``'s dtype when that is a float32 or
+    float64 array (the other input of a pair), else float32, as the layers read them;
+    NumPy's float64 would make a float32 model's gradient float64."""
     p = array_arg(pred, name, "pred")
+    if p.dtype.char == "d" and type(pred) is not np.ndarray and _python_floats(pred):
+        weak = like.dtype if isinstance(like, np.ndarray) and like.dtype.char in "fd" else F32
+        with np.errstate(over="ignore"):  # 1e39 as float32: inf, as JAX's cast
+            return p.astype(weak)
+    if _foreign(p.dtype) or (p.dtype.kind == "f" and p.dtype.char not in "fd"):
+        raise TypeError(f"{name}: {p.dtype} pred is not supported; cast it to float32 "
+                        f"(pred.astype(np.float32))")
     if p.dtype.kind != "f":
         raise TypeError(f"{name}: pred must be a float array, got dtype {p.dtype}")
-    if p.dtype.char not in "fd":
-        raise TypeError(f"{name}: {p.dtype} pred is not supported; cast it to float32")
     return p
+
+
+def _python_floats(x: Any) -> bool:
+    """Whether ``x`` is a Python float or int, or (nested) lists or tuples starting with
+    one: not NumPy's float64 (a float subclass), nor a list of arrays, which ask for it."""
+    while isinstance(x, (list, tuple)) and x:
+        x = x[0]
+    return type(x) is float or type(x) is int
+
+
+def _foreign(dtype: np.dtype[Any]) -> bool:
+    """A dtype NumPy does not compute in: ml_dtypes' bfloat16 and float8s (what a JAX array
+    converts to), which NumPy sees as opaque two- or one-byte records."""
+    return dtype.kind == "V" and dtype.type is not np.void
 
 
 def _same_shape(name: str, pred: Array, target: Any) -> Array:
     t = array_arg(target, name, "target")
+    if _foreign(t.dtype):
+        raise TypeError(f"{name}: {t.dtype} target is not supported; cast it to float32 "
+                        f"(target.astype(np.float32))")
     if t.dtype.kind not in "biuf":  # before the shape: None or a str has shape ()
         raise TypeError(f"{name}: target must be a numeric array, got "
                         f"{type(target).__name__} (dtype {t.dtype})")

@@ -22,7 +22,8 @@ def _inputs(name: str, pred: Any, what: str, n: int) -> tuple[Array, ...]:
                else type(pred).__name__)
         raise TypeError(f"{name}: pred must be a tuple {what} of {n} arrays of one shape "
                         f"(a {n}-branch model's output, from Parallel), got {got}")
-    xs = tuple(_pred(name, x) for x in pred)
+    like = next((x for x in pred if isinstance(x, np.ndarray)), None)  # a list's dtype
+    xs = tuple(_pred(name, x, like) for x in pred)
     if any(x.shape != xs[0].shape or x.dtype != xs[0].dtype for x in xs):
         raise ValueError(f"{name}: the arrays of pred = {what} must have one shape and "
                          f"dtype, got {[x.shape for x in xs]} and "
@@ -109,7 +110,8 @@ def _distance(x: Array, y: Array, e: float, p: float) -> tuple[Array, Array, Arr
     whole = bool(np.isfinite(v).all())
     if not whole:  # x/2 - y/2 is (x - y)/2 exactly, and finite
         v = x * 0.5 - y * 0.5 + x.dtype.type(e * 0.5)
-    r = np.maximum.reduce(np.abs(v), axis=-1, keepdims=True)
+    # initial=0: an empty feature axis (D = 0) has norm 0, as torch's
+    r = np.maximum.reduce(np.abs(v), axis=-1, keepdims=True, initial=0)
     r = np.where(r == 0, 1, r)
     u = v / r  # entries in [-1, 1]
     h = r * 0.5 if whole else r
