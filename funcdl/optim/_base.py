@@ -176,8 +176,10 @@ def real_grad(g: Any) -> None:
     """Refuse (with a bare TypeError, which ``leafwise`` turns into one naming the leaf) a
     grad or update leaf that is not a real floating-point array or number: NumPy would make
     complex steps (then drop their imaginary part in ``apply_updates``) and float64 steps
-    from integer grads. A float32 or float64 array passes on two identity tests."""
-    if type(g) is np.ndarray and (g.dtype is F32 or g.dtype is F64):
+    from integer grads. A float32 or float64 array passes on two identity tests (or, of
+    an equal dtype of another object, as unpickled, on two equality tests)."""
+    if type(g) is np.ndarray and (g.dtype is F32 or g.dtype is F64 or g.dtype == F32
+                                  or g.dtype == F64):
         return
     if isinstance(g, np.matrix) or is_masked(g):
         # np.matrix's * is a matrix product; a masked array's mask would be dropped
@@ -255,7 +257,8 @@ def _fused(fn: Callable[..., Any], n_out: int, trees: Sequence[Tree]) -> tuple[T
     size = 0
     for row in rows:
         for x in row:
-            if type(x) is not np.ndarray or x.dtype is not dtype:
+            # `is`, the cheapest test, before == (an equal dtype of another object: unpickled)
+            if type(x) is not np.ndarray or (x.dtype is not dtype and x.dtype != dtype):
                 return None
         size += row[0].size
     if size >= _FUSE_BELOW:
@@ -269,10 +272,14 @@ def _fused(fn: Callable[..., Any], n_out: int, trees: Sequence[Tree]) -> tuple[T
 
 
 def like(x: Any, ref: Any) -> Any:
-    """``x`` as an array of ``ref``'s dtype: state leaves keep their dtype across updates."""
-    if type(x) is np.ndarray and type(ref) is np.ndarray and x.dtype is ref.dtype:
+    """``x`` as an array of ``ref``'s dtype: state leaves keep their dtype across updates
+    (a float64 ``x`` past float32's range is inf in a float32 ``ref``'s, as a cast is in JAX
+    and PyTorch)."""
+    if type(x) is np.ndarray and type(ref) is np.ndarray and (x.dtype is ref.dtype
+                                                              or x.dtype == ref.dtype):
         return x  # the common case, without two asarray calls
-    return np.asarray(x, dtype=np.asarray(ref).dtype)
+    with np.errstate(over="ignore"):
+        return np.asarray(x, dtype=np.asarray(ref).dtype)
 
 
 def cast_like(x: Any, ref: Any) -> Any:
@@ -311,17 +318,21 @@ def apply_updates(params: Tree, updates: Tree) -> Tree:
     float64 array, as JAX's). Nothing is mutated.
     Params and updates must be real floating point: an integer or bool param is refused (a
     cast back would truncate: optax's silent 1 + 0.6 = 1), and so are complex, integer and
-    bool updates (a complex one would lose its imaginary part)."""
+    bool updates (a complex one would lose its imaginary part). A float64 ``p + u`` past
+    a float32 param's range is inf, as a cast is in JAX and PyTorch."""
     def add(p: Any, u: Any) -> Any:
-        if (type(p) is np.ndarray and type(u) is np.ndarray and u.dtype is p.dtype
-                and (p.dtype is F32 or p.dtype is F64)):
+        # `is` first, the cheapest test; == for an equal dtype of another object (unpickled)
+        if (type(p) is np.ndarray and type(u) is np.ndarray
+                and (u.dtype is p.dtype or u.dtype == p.dtype)
+                and (p.dtype is F32 or p.dtype is F64 or p.dtype == F32 or p.dtype == F64)):
             out = p + u  # the common case: updates in the params' own dtype
             return out if p.ndim else np.asarray(out)  # 0-d: + gives a scalar; keep an array
         dtype = np.asarray(p).dtype
         if dtype.kind != "f":
             raise TypeError("a param that is not real floating point")  # leafwise names it
         real_grad(u)
-        new = np.asarray(p + u, dtype=dtype)
+        with np.errstate(over="ignore"):
+            new = np.asarray(p + u, dtype=dtype)
         return new[()] if isinstance(p, np.generic) else new  # a NumPy scalar stays one
 
     return leafwise("apply_updates", add, (params, updates), ("params", "updates"))[0]

@@ -95,10 +95,12 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
     rebuilt from the current values when they change, its state carried on.
 
     Floats are kept in ``hyperparam_dtype`` (None: the params' widest float dtype, as
-    optax), ints as int64. A ``weight_decay`` may move from or to 0 mid-run (a warmup): the
-    aliases leave its stage, which keeps no state, out at 0, and the state is refitted to
-    it; an argument whose stage keeps state (``sgd``'s ``momentum``) must not change from
-    0 mid-run: the inner state has no such stage.
+    optax; the grads' for an update without params), ints as int64; a value replaced in
+    the state is stored back so by the next update, whatever its own dtype, as optax casts
+    it. A ``weight_decay`` may move from or to 0 mid-run (a warmup): the aliases leave its
+    stage, which keeps no state, out at 0, and the state is refitted to it; an argument
+    whose stage keeps state (``sgd``'s ``momentum``) must not change from 0 mid-run: the
+    inner state has no such stage.
     State ``InjectHyperparamsState(count, hyperparams, inner_state)``.
     Keyword arguments of the update (``value=``) go to the inner transform.
     """
@@ -218,7 +220,10 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
                                   f"{what} needs a new init)") from None
                 updates, inner_state = inner.update(regrafted, grads, params,
                                                     **forwarded(extra, takes[0]))
-            new = {k: _stored(values[k], _dtype_of(hyper[k], dtype, params)) for k in hyper}
+            # As optax: floats back in init's dtype, whatever a hand-made value came in (a
+            # float64 np.asarray(1e-4) in a float32 run would not load into init's state).
+            kind = dtype or float_dtypes(grads if params is None else params)[1]
+            new = {k: _stored(values[k], kind) for k in hyper}
             return updates, InjectHyperparamsState(next_count(count), new, inner_state)
 
         return transform(name, init, show_keywords(update, takes))
@@ -254,11 +259,3 @@ def _regrafted(inner: GradientTransformation, old: Any, params: Tree) -> Any:
     if not changed or any(type(st) is not EmptyState for st in changed):
         return None
     return old._replace(states={k: old.states.get(k, made.states[k]) for k in made.states})
-
-
-def _dtype_of(value: Any, dtype: np.dtype[Any] | None, params: Tree) -> np.dtype[Any]:
-    """The float dtype a hyperparameter is stored in after an update: its own if a NumPy
-    float (as init stored it), else ``hyperparam_dtype``, else the params' widest."""
-    if isinstance(value, (np.ndarray, np.floating)) and value.dtype.kind == "f":
-        return value.dtype
-    return dtype or float_dtypes(params)[1]

@@ -60,7 +60,8 @@ def flat_grads(where: str, grads: Tree, params: Tree, what: str = "grads",
                          f"for {size}; pass the state made by this optimizer's init for "
                          f"these params")
     g = tree.ravel(grads)[0]
-    return g.astype(dtype, copy=False), w.astype(dtype, copy=False), unravel
+    with np.errstate(over="ignore"):  # past float32's range: inf, as a float32 param's
+        return g.astype(dtype, copy=False), w.astype(dtype, copy=False), unravel
 
 
 def scalar(where: str, what: str, value: Any, finite: bool = False) -> np.float64:

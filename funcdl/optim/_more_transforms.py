@@ -85,10 +85,12 @@ def _norm(x: Any) -> float:
     a = x if type(x) is np.ndarray else np.asarray(x)
     if a.dtype.kind != "f":
         raise TypeError("a leaf that is not real floating point")
-    if a.dtype is not F32 and a.dtype is not F64:
+    # `is` first (the cheapest test); == for an equal dtype of another object (unpickled)
+    f32 = a.dtype is F32 or a.dtype == F32
+    if not f32 and a.dtype is not F64 and a.dtype != F64:
         a = a.astype(np.float64)
     s = float(np.vdot(a, a))
-    if s == math.inf and a.dtype is F32:
+    if s == math.inf and f32:
         a = a.astype(np.float64)
         s = float(np.vdot(a, a))
     return math.sqrt(s)

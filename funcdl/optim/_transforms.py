@@ -77,9 +77,11 @@ def _multiplier(step: float) -> Callable[..., Any]:
 
     def times(g: Any, p: Any = None) -> Any:
         if type(g) is np.ndarray:
-            if g.dtype is F32:
+            dt = g.dtype
+            # `is`, the cheapest test, before == (an equal dtype of another object: unpickled)
+            if dt is F32 or (dt is not F64 and dt == F32):
                 return g * s32
-            if g.dtype is F64:
+            if dt is F64 or dt == F64:
                 return g * s64
         real_grad(g)  # only off the fast path: the dtype tests above are the check
         return g * step
@@ -271,9 +273,11 @@ def _global_norm(name: str, updates: Tree, grads: bool = False) -> float:
     for x in tree.leaves(updates):
         if type(x) is not np.ndarray:  # a masked array's hidden entries would count
             refuse_masked(x, name, "grads" if grads else "updates")
-        if type(x) is np.ndarray and (x.dtype is F32 or x.dtype is F64):
+        # `is` first, the cheapest test; == for an equal dtype of another object (unpickled)
+        if type(x) is np.ndarray and (x.dtype is F32 or x.dtype is F64 or x.dtype == F32
+                                      or x.dtype == F64):
             s = float(np.vdot(x, x))  # BLAS, in the leaf's dtype: the common case
-            if s == math.inf and x.dtype is F32:
+            if s == math.inf and x.dtype == F32:
                 # A float32 sum of squares overflows past ~1.8e19 (then clipping
                 # [3e19, 4e19] scaled it by max_norm/inf = 0): sum again in float64.
                 s = _sum_of_squares(x)
