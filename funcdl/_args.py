@@ -38,6 +38,13 @@ def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def foreign_dtype(dtype: np.dtype[Any]) -> bool:
+    """Whether ``dtype`` is one NumPy does not compute in: ml_dtypes' bfloat16, float8s and
+    int4s (what a JAX array converts to), which NumPy files as opaque records (kind 'V')
+    of a type other than np.void; funcdl refuses them as it refuses float16."""
+    return dtype.kind == "V" and dtype.type is not np.void
+
+
 def is_masked(x: Any) -> bool:
     """Whether ``x`` is a NumPy masked array (none exists unless numpy.ma was imported: then
     this costs a dict lookup)."""

@@ -28,6 +28,7 @@ from numpy.lib.npyio import NpzFile
 from numpy.typing import NDArray
 
 from funcdl import tree as pytree
+from funcdl._args import foreign_dtype
 from funcdl._io_format import (
     MAX_DEPTH,
     TREEDEF_KEY,
@@ -225,9 +226,9 @@ def _leaf_array(leaf: Any, path: str) -> tuple[str, NDArray[Any]]:
                 else "an object array")
         raise TypeError(f"io.save: {what} at {_where(path)} (dtype {a.dtype}) cannot be "
                         f"saved without pickle; convert it to a numeric dtype")
-    if a.dtype.kind == "V" and a.dtype.type is not np.void:
-        # ml_dtypes' bfloat16 and float8s: the .npz header records them as raw bytes (|V2),
-        # which would load back as bytes, not numbers
+    if foreign_dtype(a.dtype):
+        # the .npz header records ml_dtypes' bfloat16 as raw bytes (|V2), which would load
+        # back as bytes, not numbers
         raise TypeError(f"io.save: the leaf at {_where(path)} has dtype {a.dtype}, which "
                         f"funcdl does not support and .npz cannot store as numbers (it would "
                         f"load back as raw bytes); cast it to float32 (leaf.astype(np.float32))")
@@ -328,7 +329,7 @@ def _foreign_hint(like: Tree) -> str:
     """What a dtype mismatch means when ``like`` holds a leaf of ml_dtypes' (bfloat16):
     io.save refuses one, and a file of an older io.save holds its raw bytes (|V2)."""
     dts = {np.asarray(x).dtype for x in pytree.leaves(like)}
-    bad = sorted((d for d in dts if d.kind == "V" and d.type is not np.void), key=str)
+    bad = sorted((d for d in dts if foreign_dtype(d)), key=str)
     if not bad:
         return ""
     return (f"; like holds {', '.join(map(str, bad))} leaves, which funcdl does not support "

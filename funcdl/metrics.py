@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl._args import array_arg, int_arg, number, real_arg
+from funcdl._args import array_arg, foreign_dtype, int_arg, number, real_arg
 
 __all__ = ["accuracy", "confusion_matrix", "log_loss", "precision_recall_f1", "roc_auc",
            "top_k_accuracy"]
@@ -33,7 +33,7 @@ _MAX_CLASSES = 2**15  # a confusion matrix of 2**30 counts, 8 GiB: past it, labe
 
 def _array(x: Any, fn: str, arg: str) -> NDArray[Any]:
     a = array_arg(x, f"metrics.{fn}", arg)  # a ragged list, or a tuple of arrays: refused
-    if a.dtype.kind == "V" and a.dtype.type is not np.void:  # ml_dtypes' bfloat16, float8s
+    if foreign_dtype(a.dtype):
         raise TypeError(f"metrics.{fn}: {a.dtype} {arg} is not supported; cast it to float32 "
                         f"({arg}.astype(np.float32))")
     if a.dtype.kind not in "biuf":

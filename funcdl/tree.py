@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from funcdl._args import int_arg
+from funcdl._args import foreign_dtype, int_arg
 from funcdl._treeleaf import build, check_pred, cut_flatten, cut_paths, map_is_leaf
 from funcdl._treemaps import _map1, _map2, _mapn, _Mismatch, _multi, _same_shapes
 from funcdl._treenodes import (
@@ -308,7 +308,7 @@ def astype(tree: Tree, dtype: DTypeLike) -> Tree:
     except TypeError:
         raise TypeError(f"tree.astype: {dtype!r} is not a NumPy dtype; pass one such as "
                         f"np.float64") from None
-    if dt.kind == "V" and dt.type is not np.void:  # ml_dtypes' bfloat16, float8s
+    if foreign_dtype(dt):
         raise TypeError(f"tree.astype: {dt} is not supported, here as in the rest of "
                         f"funcdl; pass np.float32 (or np.float64)")
     if dt.kind not in "fc":

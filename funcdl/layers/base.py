@@ -26,7 +26,15 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree as pytree
-from funcdl._args import F32, F64, bool_arg, is_int, refuse_masked, several_arrays
+from funcdl._args import (
+    F32,
+    F64,
+    bool_arg,
+    foreign_dtype,
+    is_int,
+    refuse_masked,
+    several_arrays,
+)
 from funcdl.layers._pointwise import Pointwise as Pointwise
 from funcdl.layers._shapes import axis_in_range as axis_in_range  # re-exported: the
 from funcdl.layers._shapes import located as located  # layers import them from base
@@ -252,8 +260,7 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32, *,
     # NumPy has no fast float16 matrix product, and its float16 sums lose precision;
     # ml_dtypes' bfloat16 and float8 (what JAX's arrays convert to) are no better, and
     # NumPy files them under kind 'V', so they are told apart by name
-    low = (a.dtype.kind == "f" and a.dtype.char not in "fd") or (
-        a.dtype.kind == "V" and "float" in a.dtype.name)
+    low = (a.dtype.kind == "f" and a.dtype.char not in "fd") or foreign_dtype(a.dtype)
     if low:
         raise TypeError(f"{name}: {a.dtype} {noun} is not supported; cast it to float32 "
                         f"({var}.astype(np.float32)) or float64")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl._args import F32, FLOAT_MAX, array_arg
+from funcdl._args import F32, FLOAT_MAX, array_arg, foreign_dtype
 
 Array = NDArray[Any]
 Pullback = Callable[..., Array]
@@ -158,7 +158,7 @@ def _label_error(name: str, t: Array, want: str, ids: str, fix: str = "") -> Lab
     what the target must be (``class labels of shape (4,)``), ``ids`` their values
     (``class ids must be integers in [0, 3)``), ``fix`` another way (``, or ...``)."""
     seen, cast = "", "target.astype(int)"
-    if _foreign(t.dtype):  # bfloat16 ids: numbers, to cast as floats are
+    if foreign_dtype(t.dtype):  # bfloat16 ids: numbers, to cast as floats are
         pass
     elif t.dtype.kind not in "fb":  # strings, objects: names to map to ids, not to cast
         cast = "the ids np.unique(target, return_inverse=True)[1]"
@@ -182,7 +182,7 @@ def _pred(name: str, pred: Any, like: Any = None) -> Array:
         weak = like.dtype if isinstance(like, np.ndarray) and like.dtype.char in "fd" else F32
         with np.errstate(over="ignore"):  # 1e39 as float32: inf, as JAX's cast
             return p.astype(weak)
-    if _foreign(p.dtype) or (p.dtype.kind == "f" and p.dtype.char not in "fd"):
+    if foreign_dtype(p.dtype) or (p.dtype.kind == "f" and p.dtype.char not in "fd"):
         raise TypeError(f"{name}: {p.dtype} pred is not supported; cast it to float32 "
                         f"(pred.astype(np.float32))")
     if p.dtype.kind != "f":
@@ -198,15 +198,10 @@ def _python_floats(x: Any) -> bool:
     return type(x) is float or type(x) is int
 
 
-def _foreign(dtype: np.dtype[Any]) -> bool:
-    """A dtype NumPy does not compute in: ml_dtypes' bfloat16 and float8s (what a JAX array
-    converts to), which NumPy sees as opaque two- or one-byte records."""
-    return dtype.kind == "V" and dtype.type is not np.void
-
 
 def _same_shape(name: str, pred: Array, target: Any) -> Array:
     t = array_arg(target, name, "target")
-    if _foreign(t.dtype):
+    if foreign_dtype(t.dtype):
         raise TypeError(f"{name}: {t.dtype} target is not supported; cast it to float32 "
                         f"(target.astype(np.float32))")
     if t.dtype.kind not in "biuf":  # before the shape: None or a str has shape ()
