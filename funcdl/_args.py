@@ -38,6 +38,16 @@ def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def python_floats(x: Any) -> bool:
+    """Whether ``x`` is a Python float or int, or (nested) lists or tuples starting with
+    one: weakly typed, as JAX reads them, so they take the other operand's float dtype
+    (float32 alone), not NumPy's float64; NumPy's float64 (a float subclass) and a list of
+    float64 arrays ask for float64."""
+    while isinstance(x, (list, tuple)) and x:
+        x = x[0]
+    return type(x) is float or type(x) is int
+
+
 def foreign_dtype(dtype: np.dtype[Any]) -> bool:
     """Whether ``dtype`` is one NumPy does not compute in: ml_dtypes' bfloat16, float8s and
     int4s (what a JAX array converts to), which NumPy files as opaque records (kind 'V')

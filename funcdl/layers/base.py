@@ -32,6 +32,7 @@ from funcdl._args import (
     bool_arg,
     foreign_dtype,
     is_int,
+    python_floats,
     refuse_masked,
     several_arrays,
 )
@@ -266,7 +267,7 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32, *,
                         f"({var}.astype(np.float32)) or float64")
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
-    if a.dtype.char == "d" and _python_floats(x):
+    if a.dtype.char == "d" and python_floats(x):
         with np.errstate(over="ignore"):  # 1e39 as a float32 input: inf, as JAX's cast
             return a.astype(weak)
     if not a.dtype.isnative:  # big-endian data from a file: NumPy's own order, as JAX takes
@@ -279,14 +280,6 @@ def _native_float(dtype: np.dtype[Any]) -> bool:
     """float32 or float64 in this machine's byte order, but not NumPy's own dtype object (an
     array that came through pickle, as from a process pool, holds an equal copy)."""
     return dtype.char in "fd" and dtype.isnative
-
-
-def _python_floats(x: Any) -> bool:
-    """Whether ``x`` is a Python float, or (nested) lists or tuples starting with one: not
-    NumPy's float64 (a subclass of float) nor a list of float64 arrays, which ask for it."""
-    while isinstance(x, (list, tuple)) and x:
-        x = x[0]
-    return type(x) is float or type(x) is int
 
 
 def in_input_dtype(dx: Array, dtype: Any) -> Array:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random, tree
-from funcdl._args import int_arg
+from funcdl._args import int_arg, python_floats
 from funcdl.layers._route_trees import (
     add_trees,
     checked_shapes,
@@ -22,7 +22,6 @@ from funcdl.layers.base import (
     Array,
     Layer,
     Shape,
-    _python_floats,
     as_array,
     as_floats,
     cast_ints,
@@ -51,21 +50,21 @@ def _tuple(name: str, xs: Any, n: int | None = None, trees: bool = False) -> tup
 def _arrays(name: str, xs: Any) -> tuple[Array, ...]:
     """``_tuple``, with Python floats (a list) in the result type of the float arrays beside
     them, float32 without any, as JAX's weakly typed floats: ``x64 + list`` is float64."""
-    if not isinstance(xs, (tuple, list)) or not any(map(_python_floats, xs)):
+    if not isinstance(xs, (tuple, list)) or not any(map(python_floats, xs)):
         return _tuple(name, xs)
-    given = [x for x in xs if not _python_floats(x)]
+    given = [x for x in xs if not python_floats(x)]
     arrays = _tuple(name, given) if given else ()
     floats = [a.dtype for a in arrays if a.dtype.kind == "f"]
     weak = np.result_type(*floats) if floats else _F32
     strong = iter(arrays)
-    return tuple(as_array(name, x, weak) if _python_floats(x) else next(strong) for x in xs)
+    return tuple(as_array(name, x, weak) if python_floats(x) else next(strong) for x in xs)
 
 
 def typed_input(name: str, params: Any, x: Any) -> Any:
     """``x``, its Python floats (a list; a padded pair's x) made an array in the float dtype of
     ``params`` (float32 without any), as a layer with params takes them: for a combinator
     starting with FanOut, which has none and would make them float32."""
-    if type(x) is np.ndarray or not _python_floats(x):
+    if type(x) is np.ndarray or not python_floats(x):
         return x
     weak = np.result_type(_F32, *(d for a in tree.leaves(params)
                                   if (d := getattr(a, "dtype", _F32)).char in "fd"))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl._args import F32, FLOAT_MAX, array_arg, foreign_dtype
+from funcdl._args import F32, FLOAT_MAX, array_arg, foreign_dtype, python_floats
 
 Array = NDArray[Any]
 Pullback = Callable[..., Array]
@@ -178,7 +178,7 @@ def _pred(name: str, pred: Any, like: Any = None) -> Array:
     float64 array (the other input of a pair), else float32, as the layers read them;
     NumPy's float64 would make a float32 model's gradient float64."""
     p = array_arg(pred, name, "pred")
-    if p.dtype.char == "d" and type(pred) is not np.ndarray and _python_floats(pred):
+    if p.dtype.char == "d" and type(pred) is not np.ndarray and python_floats(pred):
         weak = like.dtype if isinstance(like, np.ndarray) and like.dtype.char in "fd" else F32
         with np.errstate(over="ignore"):  # 1e39 as float32: inf, as JAX's cast
             return p.astype(weak)
@@ -188,14 +188,6 @@ def _pred(name: str, pred: Any, like: Any = None) -> Array:
     if p.dtype.kind != "f":
         raise TypeError(f"{name}: pred must be a float array, got dtype {p.dtype}")
     return p
-
-
-def _python_floats(x: Any) -> bool:
-    """Whether ``x`` is a Python float or int, or (nested) lists or tuples starting with
-    one: not NumPy's float64 (a float subclass), nor a list of arrays, which ask for it."""
-    while isinstance(x, (list, tuple)) and x:
-        x = x[0]
-    return type(x) is float or type(x) is int
 
 
 
