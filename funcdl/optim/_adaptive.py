@@ -19,6 +19,7 @@ from funcdl.optim._base import (
     GradientTransformation,
     cast_like,
     check_state,
+    fresh,
     leafwise,
     like,
     next_count,
@@ -176,7 +177,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                                    elementwise=mu_dt is None)
         return out, ScaleByAdamState(next_count(count), mu, nu)
 
-    return transform(name, init, update)
+    return fresh(transform(name, init, update))  # each leaf's step is its new array s
 
 
 def _divide(g: Any, root: Any, eps: float) -> Any:

@@ -14,6 +14,7 @@ from funcdl.optim._base import (
     check_state,
     next_count,
     read_count,
+    stage_updates,
     transform,
     zero_count,
 )
@@ -55,8 +56,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 def make_chain(name: str, transforms: Sequence[GradientTransformation]) -> GradientTransformation:
     _check_transforms(name, transforms)
     inits = tuple(t.init for t in transforms)
-    updates = tuple(t.update for t in transforms)
-    takes = tuple(extra_keywords(f) for f in updates)
+    takes = tuple(extra_keywords(t.update) for t in transforms)
+    updates = stage_updates([t.update for t in transforms])
 
     def init(params: Tree) -> ChainState:
         return ChainState(tuple(f(params) for f in inits), zero_count())
@@ -102,7 +103,8 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
     if len(set(names)) != len(names):
         raise ValueError(f"{name}: the names must be distinct, got {names}")
     _check_transforms(name, [t for _, t in pairs])
-    stages = [(n, t.init, t.update) for n, t in pairs]
+    stages = list(zip(names, [t.init for _, t in pairs],
+                      stage_updates([t.update for _, t in pairs]), strict=True))
     takes = tuple(extra_keywords(t.update) for _, t in pairs)
     name_set = frozenset(names)
 

@@ -30,6 +30,7 @@ from funcdl.optim._base import (
     read_count,
     real_grad,
     transform,
+    with_in_place,
     zero_count,
 )
 from funcdl.optim._checks import (
@@ -67,11 +68,12 @@ class TraceState(NamedTuple):
     trace: Tree
 
 
-def _multiplier(step: float) -> Callable[..., Any]:
+def _multiplier(step: float, in_place: bool = False) -> Callable[..., Any]:
     """``g -> step · g``. A float32 or float64 leaf is multiplied by ``step`` held as a 0-d
     array of its own dtype: the value NumPy's rule for a Python float gives (the float cast
     to the leaf's dtype), at two thirds of the per-call cost; other leaves by the float,
-    once ``real_grad`` has let them through (float16, NumPy and Python floats)."""
+    once ``real_grad`` has let them through (float16, NumPy and Python floats).
+    ``in_place``: such a leaf is written over (a fresh one: see ``with_in_place``)."""
     with np.errstate(over="ignore"):  # a step past float32's range is inf there, silently
         s32, s64 = np.array(step, F32), np.array(step, F64)
 
@@ -80,9 +82,9 @@ def _multiplier(step: float) -> Callable[..., Any]:
             dt = g.dtype
             # `is`, the cheapest test, before == (an equal dtype of another object: unpickled)
             if dt is F32 or (dt is not F64 and dt == F32):
-                return g * s32
+                return np.multiply(g, s32, g) if in_place else g * s32
             if dt is F64 or dt == F64:
-                return g * s64
+                return np.multiply(g, s64, g) if in_place else g * s64
         real_grad(g)  # only off the fast path: the dtype tests above are the check
         return g * step
 
@@ -111,23 +113,26 @@ def _may_warn(step: float) -> bool:
 
 
 def _scaled(name: str, step: float) -> GradientTransformation:
-    times = _multiplier(step)
     quiet = _may_warn(step)
 
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
-        if type(state) is not EmptyState:
-            check_state(name, state, EmptyState)
-        return _times(name, times, grads, params, quiet), state
+    def made(times: Callable[..., Any]) -> Callable[..., Any]:
+        def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
+            if type(state) is not EmptyState:
+                check_state(name, state, EmptyState)
+            return _times(name, times, grads, params, quiet), state
+        return update
 
-    return transform(name, empty_init(), update)
+    return with_in_place(transform(name, empty_init(), made(_multiplier(step))),
+                         made(_multiplier(step, in_place=True)))
 
 
 def _scheduled(name: str, schedule: Schedule, what: str,
-               step: Callable[[float, Tree, Tree], Tree],
+               step: Callable[[float, Tree, Tree, bool], Tree],
                low: float = -math.inf, where: str = "") -> GradientTransformation:
     """A transform whose ``what`` is ``schedule(count)`` (a finite float ``>= low``, checked
     once per update, its errors naming ``where``, by default ``name.update``):
-    ``step(value, grads, params)`` gives the updates; the state is
+    ``step(value, grads, params, in_place)`` gives the updates (``in_place``: written into
+    the grads, for the twin of ``with_in_place``); the state is
     ``ScaleByScheduleState(count)``."""
     where = where or f"{name}.update"
     schedule = check_schedule(name, what, schedule)
@@ -136,21 +141,24 @@ def _scheduled(name: str, schedule: Schedule, what: str,
         del params
         return ScaleByScheduleState(zero_count())
 
-    def update(state: Any, grads: Tree, params: Tree = None
-               ) -> tuple[Tree, ScaleByScheduleState]:
-        check_state(name, state, ScaleByScheduleState)
-        count = read_count(f"{name}.update", state.count)
-        # A Python float, so float32 grads and params stay float32 (NEP 50).
-        value = schedule_value(where, schedule, count, low)
-        return step(value, grads, params), ScaleByScheduleState(next_count(count))
+    def made(in_place: bool) -> Callable[..., Any]:
+        def update(state: Any, grads: Tree, params: Tree = None
+                   ) -> tuple[Tree, ScaleByScheduleState]:
+            check_state(name, state, ScaleByScheduleState)
+            count = read_count(f"{name}.update", state.count)
+            # A Python float, so float32 grads and params stay float32 (NEP 50).
+            value = schedule_value(where, schedule, count, low)
+            return (step(value, grads, params, in_place),
+                    ScaleByScheduleState(next_count(count)))
+        return update
 
-    return transform(name, init, update)
+    return with_in_place(transform(name, init, made(False)), made(True))
 
 
 def _scaled_by_schedule(name: str, schedule: Schedule, what: str, sign: float = 1.0,
                         low: float = -math.inf, where: str = "") -> GradientTransformation:
-    return _scheduled(name, schedule, what, lambda v, grads, params: _times(
-        name, _multiplier(sign * v), grads, params, _may_warn(sign * v)), low, where)
+    return _scheduled(name, schedule, what, lambda v, grads, params, in_place: _times(
+        name, _multiplier(sign * v, in_place), grads, params, _may_warn(sign * v)), low, where)
 
 
 # ---------------------------------------------------------------------------- stateless
@@ -234,21 +242,29 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Any = None
     if not callable(weight_decay):
         wd = check_float(name, "weight_decay", weight_decay, low=-math.inf)
 
-        def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
-            check_state(name, state, EmptyState)
-            return _decayed(name, wd, grads, params), state
+        def made(in_place: bool) -> Callable[..., Any]:
+            def update(state: Any, grads: Tree, params: Tree = None
+                       ) -> tuple[Tree, EmptyState]:
+                check_state(name, state, EmptyState)
+                return _decayed(name, wd, grads, params, in_place), state
+            return update
 
-        return transform(name, empty_init(), update)
+        return with_in_place(transform(name, empty_init(), made(False)), made(True))
 
     return _scheduled(name, weight_decay, "weight_decay",
-                      lambda wd, grads, params: _decayed(name, wd, grads, params))
+                      lambda wd, grads, params, in_place: _decayed(name, wd, grads, params,
+                                                                   in_place))
 
 
-def _decayed(name: str, wd: float, grads: Tree, params: Tree) -> Tree:
+def _decayed(name: str, wd: float, grads: Tree, params: Tree, in_place: bool = False) -> Tree:
+    """``g + wd·p``; ``in_place``: into ``g`` (fresh) where that keeps its dtype."""
     needs_params(name, params)
 
     def leaf(g: Any, p: Any) -> Any:
         real_grad(g)
+        if in_place and type(g) is np.ndarray and type(p) is np.ndarray and g.dtype == p.dtype:
+            g += wd * p  # the sum g + wd·p would make, in g's dtype, p's
+            return g
         return g + wd * p
 
     # inf + -inf: a NaN step, silently, as every other transform's (inf params after an inf
