@@ -156,6 +156,9 @@ def rmsprop(lr: ScalarOrSchedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
     """RMSprop, as ``torch.optim.RMSprop``: ``g ← g + wd·p``; ``v ← α·v + (1-α)·g²``;
     ``d = g / (sqrt(v) + eps)`` (``sqrt(v - m²)`` when centered, ``m`` the running mean of
     ``g``); ``b ← momentum·b + d``; ``p ← p - lr·b`` (``p ← p - lr·d`` without momentum).
+    Not ``optax.rmsprop``, whose decay is 0.9 and whose eps is inside the root,
+    ``g / sqrt(v + eps)``: that one is ``chain(scale_by_rms(0.9, eps), scale_by_learning_rate(
+    lr))`` (``centered=True`` likewise; its momentum a ``trace`` stage between the two).
 
     Stages: ``weight_decay``, ``rms``, ``momentum``, ``lr``.
     """
