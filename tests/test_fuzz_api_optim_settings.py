@@ -100,6 +100,8 @@ CTORS: dict[Callable[..., Any], dict[str, Any]] = {  # each with the arguments i
     optim.scale_by_optimistic_gradient: {}, optim.optimistic_gradient_descent: {"lr": 0.1},
     optim.optimistic_adam: {"lr": 0.1}, optim.optimistic_adam_v2: {"lr": 0.1},
     optim.fromage: {"lr": 0.1},
+    optim.onecycle_lr_schedule: {"total_steps": 10, "max_lr": 1.0},
+    optim.onecycle_momentum_schedule: {"total_steps": 10},
 }
 SETTINGS = [("none", None), ("str", "0.1"), ("array", np.array([0.1, 0.2])), ("nan", np.nan),
             ("inf", np.inf), ("negative", -1.0), ("bool", True), ("complex", 1j),
@@ -129,6 +131,7 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
             ("adam_learning_rate", "none"),  # muon: the Adam leaves use learning_rate
             *[(a, "bool") for a in ("adaptive", "use_clipping", "opaque_mode")],  # flags
             ("safeguard_warmup", "bool"),  # prodigy's flag
+            ("three_phase", "bool"),  # onecycle_*_schedule's flag
             ("beta3", "none"),  # prodigy: sqrt(b2), as optax's
             ("init_estim_sq_dist", "none"),  # dowg: eps, as optax's
             *[(a, "negative") for a in ("value", "init_value", "end_value", "peak_value",

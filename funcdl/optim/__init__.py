@@ -47,8 +47,9 @@ Modules: ``_base`` (records, ``apply_updates``), ``_chain`` (``chain``, ``named_
 ``_schedules``, ``_alias``; ``_more_adaptive`` (Adamax, RAdam, torch's NAdam),
 ``_more_transforms`` (Lion, the trust ratio), ``_amsgrad`` (AMSGrad, optax's and torch's),
 ``_wrappers`` (``apply_every``,
-``multi_steps``, ``ema``), ``_more_schedules`` (one-cycle, SGDR...), ``_more_alias``
-(``adamax``, ``nadam``, ``radam`` as torch's; ``lion``, ``lamb`` as optax's),
+``multi_steps``, ``ema``), ``_more_schedules`` (one-cycle, SGDR...), ``_torch_schedules``
+(torch's ``OneCycleLR``: ``onecycle_lr_schedule``, ``onecycle_momentum_schedule``),
+``_more_alias`` (``adamax``, ``nadam``, ``radam`` as torch's; ``lion``, ``lamb`` as optax's),
 ``_more_adaptive2`` (Adadelta, Rprop, AdaBelief, Yogi), ``_more_alias2`` (``adadelta``,
 ``rprop`` as torch's; ``adabelief``, ``yogi`` as optax's), ``_inject``
 (``inject_hyperparams``), ``_plateau`` (``reduce_on_plateau``), ``_factored`` (Adafactor:
@@ -274,6 +275,7 @@ from funcdl.optim._schedules import (
     polynomial_schedule,
     warmup_cosine_decay_schedule,
 )
+from funcdl.optim._torch_schedules import onecycle_lr_schedule, onecycle_momentum_schedule
 from funcdl.optim._transforms import (
     ScaleByScheduleState,
     TraceState,
@@ -332,7 +334,8 @@ __all__ = [
     "linear_onecycle_schedule", "linear_schedule", "lion", "lookahead", "madgrad", "masked",
     "mechanize", "momo", "momo_adam", "multi_steps", "multi_transform", "muon", "nadam", "nadamw",
     "named_chain", "newton_schulz", "noisy_sgd", "normalize", "normalize_by_update_norm",
-    "novograd", "optimistic_adam", "optimistic_adam_v2", "optimistic_gradient_descent", "partition",
+    "novograd", "onecycle_lr_schedule", "onecycle_momentum_schedule", "optimistic_adam",
+    "optimistic_adam_v2", "optimistic_gradient_descent", "partition",
     "per_example_global_norm_clip", "per_example_layer_norm_clip", "periodic_update",
     "piecewise_constant_schedule", "piecewise_interpolate_schedule", "polyak_sgd",
     "polynomial_schedule", "prodigy", "radam", "reduce_on_plateau", "rmsprop", "rprop", "sam",

@@ -106,13 +106,20 @@ def linear_onecycle_schedule(transition_steps: int, peak_value: float, pct_start
 def cosine_onecycle_schedule(transition_steps: int, peak_value: float, pct_start: float = 0.3,
                              div_factor: float = 25.0, final_div_factor: float = 1e4
                              ) -> Schedule:
-    """optax's (PyTorch's ``OneCycleLR`` with ``anneal_strategy='cos'``): with ``T =
-    transition_steps`` and ``v = peak_value / div_factor``, a half cosine from ``v`` up to
-    ``peak_value`` over ``[0, ⌊pct_start·T⌋)``, then down to ``v / final_div_factor`` at
-    ``T``, and constant after. ``0 <= pct_start <= 1``; the factors are > 0. With
-    ``pct_start=1`` the two boundaries coincide at ``T`` and optax keeps only the final
-    factor: one half cosine from ``v`` down to ``v / (div_factor · final_div_factor)`` over
-    ``[0, T)``, never reaching the peak."""
+    """optax's ``cosine_onecycle_schedule``: with ``T = transition_steps`` and ``v =
+    peak_value / div_factor``, a half cosine from ``v`` up to ``peak_value`` over ``[0,
+    ⌊pct_start·T⌋)``, then down to ``v / final_div_factor`` at ``T``, and constant after.
+    ``0 <= pct_start <= 1``; the factors are > 0. With ``pct_start=1`` the two boundaries
+    coincide at ``T`` and optax keeps only the final factor: one half cosine from ``v`` down
+    to ``v / (div_factor · final_div_factor)`` over ``[0, T)``, never reaching the peak.
+
+    Not PyTorch's ``OneCycleLR(anneal_strategy='cos')``, whose legs end at ``pct_start·T - 1``
+    and ``T - 1``: torch peaks one update earlier and reaches ``v / final_div_factor`` at the
+    last of its ``T`` updates (``T = 100``: at count 29 this gives 0.99737·peak, torch the
+    peak; at 99, 5.07e-4·peak against torch's 4e-6·peak). torch's also cycles the momentum
+    by default and has ``three_phase`` and ``anneal_strategy='linear'``:
+    ``onecycle_lr_schedule`` and ``onecycle_momentum_schedule`` are torch's, value for
+    value."""
     name = "cosine_onecycle_schedule"
     steps, peak, start, div, final = _onecycle_args(name, transition_steps, peak_value,
                                                     pct_start, div_factor, final_div_factor)

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from funcdl._args import bool_arg
 from funcdl.optim._base import GradientTransformation, check_state, read_count, transform
 from funcdl.optim._checks import (
     check_float,
@@ -48,7 +49,8 @@ def _loss(name: str, value: Any) -> float:
 
 def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-4,
                       atol: float = 0.0, cooldown: int = 0, accumulation_size: int = 1,
-                      min_scale: float = 0.0) -> GradientTransformation:
+                      min_scale: float = 0.0, apply_next: bool = False
+                      ) -> GradientTransformation:
     """optax.contrib's ``reduce_on_plateau``: ``u = scale·g``, ``scale`` starting at 1.
 
     ``update(state, grads, params, value=loss)``. Losses are averaged over
@@ -57,15 +59,25 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
     and the plateau count resets, else it grows by 1); during a cooldown the plateau count
     stays 0 and the cooldown shrinks by 1; otherwise, when the plateau count reaches
     ``patience``, ``scale = max(scale·factor, min_scale)``, the count resets and a cooldown
-    of ``cooldown`` accumulations starts. The new scale applies to this update already.
+    of ``cooldown`` accumulations starts. By default (optax's timing) the new scale applies
+    to this update already, the one that completes the accumulation; ``apply_next=True``
+    applies it from the next update on (torch's timing), this one keeping the old scale.
 
-    torch's ``ReduceLROnPlateau(mode='min', threshold_mode='rel', threshold=rtol)`` is the
-    same with its ``patience`` one less (it reduces after more than ``patience`` bad
-    epochs, this after ``patience``), its lr = lr0·scale from the next step on, and
-    ``min_lr = lr0·min_scale``, but for torch's ``eps=1e-8``: torch skips a reduction that
-    would change the lr by less than that (an lr already below ~1e-7). State
-    ``ReduceLROnPlateauState(scale, best_value, plateau_count, cooldown_count, count,
-    avg_value)``.
+    torch's ``ReduceLROnPlateau(mode='min', threshold_mode='rel', threshold=rtol)``, stepped
+    once per epoch on the epoch's mean loss, differs in three ways: its ``patience`` is one
+    less (it reduces after more than ``patience`` bad epochs, this after ``patience``); its
+    ``scheduler.step(loss)`` comes after the epoch's last ``optimizer.step()``, so its new
+    lr applies from the first update of the next epoch, one update later than optax's
+    timing; and its ``eps=1e-8`` skips a reduction that would change the lr by less than
+    that (an lr already below ~1e-7). Its ``min_lr`` is ``lr0·min_scale``. An epoch of
+    ``n`` updates, each with its batch loss, ports exactly (to float rounding of the mean)
+    as ``chain(sgd(lr0), reduce_on_plateau(factor, patience + 1, rtol=threshold,
+    cooldown=cooldown, accumulation_size=n, apply_next=True))``; for epochs of varying
+    length or another epoch loss, keep it out of the chain: update its own state once per
+    epoch, ``plateau.update(pstate, grads, value=epoch_loss)`` (the updates discarded), and
+    set ``inject_hyperparams(sgd)(lr=lr0)``'s ``state.hyperparams['lr']`` to
+    ``lr0·pstate.scale`` before the next epoch. State ``ReduceLROnPlateauState(scale,
+    best_value, plateau_count, cooldown_count, count, avg_value)``.
 
     Example: ``chain(adam(1e-3), reduce_on_plateau(patience=5))``, updated with
     ``opt.update(state, grads, params, value=loss)``.
@@ -86,6 +98,7 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
     cooldown = _steps(name, "cooldown", cooldown)
     accumulation_size = _steps(name, "accumulation_size", accumulation_size, positive=True)
     min_scale = check_float(name, "min_scale", min_scale, high=1.0)
+    apply_next = bool_arg(apply_next, name, "apply_next")
     keep = 1.0 - rtol
 
     def init(params: Tree) -> ReduceLROnPlateauState:
@@ -102,6 +115,7 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
         loss = _loss(where, value)
         s, best, avg = (state_float(where, f, getattr(state, f))
                         for f in ("scale", "best_value", "avg_value"))
+        used = s  # the scale of this update with apply_next: a reduction waits for the next
         plateau = read_count(where, state.plateau_count)
         cool = read_count(where, state.cooldown_count)
         n = read_count(where, state.count) + 1
@@ -123,7 +137,7 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
             n, avg = 0, avg.dtype.type(0.0)
         new = ReduceLROnPlateauState(s, best, np.int64(plateau), np.int64(cool),
                                      np.int64(n), avg)
-        step = float(s)
+        step = float(used if apply_next else s)
         return _times(name, _multiplier(step), grads, params, _may_warn(step)), new
 
     return transform(name, init, update)
