@@ -170,15 +170,22 @@ def test_a_hyperparameter_replaced_in_the_state_keeps_inits_dtype(new_lr: Any, t
     _same_bits(opt.update(back, g, p), opt.update(s, g, p))
 
 
-def test_without_params_the_grads_dtype_is_kept() -> None:
-    p = {"w": np.ones(3, np.float32)}
-    g = {"w": np.full(3, 0.5, np.float32)}
-    opt = optim.inject_hyperparams(optim.sgd)(lr=0.1)
-    s = opt.init(p)
-    s = s._replace(hyperparams={**s.hyperparams, "lr": np.asarray(0.5)})
-    u, s = opt.update(s, g)
-    assert s.hyperparams["lr"].dtype == np.float32 and u["w"].dtype == np.float32
-    np.testing.assert_array_equal(u["w"], np.float32(-0.25))
+@pytest.mark.parametrize("p_dtype,g_dtype", [(np.float32, np.float64),
+                                              (np.float64, np.float32)])
+def test_without_params_each_hyperparameter_keeps_its_dtype(p_dtype, g_dtype) -> None:
+    """An update without params cannot know init's dtype: each hyperparameter keeps the
+    one it has in the state, not the grads' (float64 grads made a float32 state's float64,
+    which io.load(like=init) refused; float32 grads rounded a float64 run's lr)."""
+    p = {"w": np.ones(3, p_dtype)}
+    opt, plain = optim.inject_hyperparams(optim.adam)(lr=0.1), optim.adam(0.1)
+    s, s_plain = opt.init(p), plain.init(p)
+    for i in range(3):
+        g = {"w": np.full(3, 0.5 + i, g_dtype)}
+        u, s = opt.update(s, g)
+        u_plain, s_plain = plain.update(s_plain, g)
+        assert {v.dtype for k, v in s.hyperparams.items() if k != "count"} == {
+            np.dtype(p_dtype)}
+        np.testing.assert_array_equal(u["w"], u_plain["w"])
 
 
 def test_hyperparam_dtype_wins_over_a_replaced_values_own() -> None:

@@ -141,11 +141,21 @@ def stage_updates(updates: Sequence[Callable[..., Any]]) -> list[Callable[..., A
     before it returns fresh updates (and then its own are fresh)."""
     out: list[Callable[..., Any]] = []
     for f in updates:
-        twin = _IN_PLACE.get(f) if out and out[-1] in _FRESH else None
+        fresh_before = out and _registered(_FRESH, out[-1])
+        twin = _IN_PLACE.get(f) if fresh_before and _registered(_IN_PLACE, f) else None
         out.append(twin or f)
         if twin is not None:
             _FRESH.add(twin)
     return out
+
+
+def _registered(where: Any, f: Callable[..., Any]) -> bool:
+    """Whether ``f`` is in ``where``; a user's callable that cannot be hashed or weakly
+    referenced (a dataclass's instance) is in none."""
+    try:
+        return f in where
+    except TypeError:
+        return False
 
 
 def check_state(name: str, state: Any, cls: type, method: str = "update") -> None:

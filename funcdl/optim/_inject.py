@@ -78,6 +78,12 @@ def _stored(value: Any, dtype: np.dtype[Any], key: str = "") -> Any:
     return stored
 
 
+def _own_dtype(value: Any) -> np.dtype[Any]:
+    """The float dtype a hyperparameter has in the state (float32 for a Python number)."""
+    dt = getattr(value, "dtype", None)
+    return dt if dt is not None and dt.kind == "f" else np.dtype(np.float32)
+
+
 def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
                        static_args: str | Iterable[str] = (),
                        hyperparam_dtype: Any = None) -> Callable[..., GradientTransformation]:
@@ -95,12 +101,12 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
     rebuilt from the current values when they change, its state carried on.
 
     Floats are kept in ``hyperparam_dtype`` (None: the params' widest float dtype, as
-    optax; the grads' for an update without params), ints as int64; a value replaced in
-    the state is stored back so by the next update, whatever its own dtype, as optax casts
-    it. A ``weight_decay`` may move from or to 0 mid-run (a warmup): the aliases leave its
-    stage, which keeps no state, out at 0, and the state is refitted to it; an argument
-    whose stage keeps state (``sgd``'s ``momentum``) must not change from 0 mid-run: the
-    inner state has no such stage.
+    optax), ints as int64; a value replaced in the state is stored back so by the next
+    update with params, whatever its own dtype, as optax casts it (an update without
+    params keeps each value's dtype in the state). A ``weight_decay`` may move from or to
+    0 mid-run (a warmup): the aliases leave its stage, which keeps no state, out at 0, and
+    the state is refitted to it; an argument whose stage keeps state (``sgd``'s
+    ``momentum``) must not change from 0 mid-run: the inner state has no such stage.
     State ``InjectHyperparamsState(count, hyperparams, inner_state)``.
     Keyword arguments of the update (``value=``) go to the inner transform.
     """
@@ -221,9 +227,10 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
                 updates, inner_state = inner.update(regrafted, grads, params,
                                                     **forwarded(extra, takes[0]))
             # As optax: floats back in init's dtype, whatever a hand-made value came in (a
-            # float64 np.asarray(1e-4) in a float32 run would not load into init's state).
-            kind = dtype or float_dtypes(grads if params is None else params)[1]
-            new = {k: _stored(values[k], kind) for k in hyper}
+            # float64 np.asarray(1e-4) in a float32 run would not load into init's state);
+            # without params, each in the dtype it has in the state (the grads' may differ)
+            kind = dtype or (None if params is None else float_dtypes(params)[1])
+            new = {k: _stored(values[k], kind or _own_dtype(hyper[k])) for k in hyper}
             return updates, InjectHyperparamsState(next_count(count), new, inner_state)
 
         return transform(name, init, show_keywords(update, takes))

@@ -81,10 +81,11 @@ def _multiplier(step: float, in_place: bool = False) -> Callable[..., Any]:
         if type(g) is np.ndarray:
             dt = g.dtype
             # `is`, the cheapest test, before == (an equal dtype of another object: unpickled)
+            # in place but for a 0-d leaf, whose product is a NumPy scalar (a view kept)
             if dt is F32 or (dt is not F64 and dt == F32):
-                return np.multiply(g, s32, g) if in_place else g * s32
+                return np.multiply(g, s32, g) if in_place and g.ndim else g * s32
             if dt is F64 or dt == F64:
-                return np.multiply(g, s64, g) if in_place else g * s64
+                return np.multiply(g, s64, g) if in_place and g.ndim else g * s64
         real_grad(g)  # only off the fast path: the dtype tests above are the check
         return g * step
 
@@ -262,7 +263,8 @@ def _decayed(name: str, wd: float, grads: Tree, params: Tree, in_place: bool = F
 
     def leaf(g: Any, p: Any) -> Any:
         real_grad(g)
-        if in_place and type(g) is np.ndarray and type(p) is np.ndarray and g.dtype == p.dtype:
+        if (in_place and type(g) is np.ndarray and g.ndim and type(p) is np.ndarray
+                and g.dtype == p.dtype):
             g += wd * p  # the sum g + wd·p would make, in g's dtype, p's
             return g
         return g + wd * p
