@@ -50,6 +50,41 @@ def mat_vec(a: Array, v: Array) -> Array:
     return out
 
 
+# Rows past which a sum over them goes in blocks (see rows_sum).
+_CASCADE = 2048
+
+
+def rows_sum(a: Array) -> Array:
+    """``Σ_i a[..., i, :]``, a fresh ``(..., C)`` array: ``ones @ a``, one BLAS product (a
+    stack of them for leading axes). BLAS's float32 product adds the rows in turn, an error
+    growing with their count (a bias gradient over 65,536 rows: 2.3e-6 relative where the
+    tree sums of torch and JAX keep 1e-7, a probe's measurement at 2026-12-06); past
+    ``_CASCADE`` rows they go in blocks of about sqrt(n) rows, each block one product of
+    the stack, then the block sums: an error of about 2·sqrt(n) additions, not n."""
+    n = a.shape[-2]
+    if n <= _CASCADE:
+        return dot(ones(n, a.dtype), a) if a.ndim == 2 else mat_vec_left(a, n)
+    b = 1 << ((n.bit_length() + 1) // 2)  # a power of 2 near sqrt(n)
+    m, c, lead = n - n % b, a.shape[-1], a.shape[:-2]
+    # the k = m/b blocks as the rows of (k, b·C): one product sums them, row i of every
+    # block together, and a second sums the b rows that makes; two gemv calls, each
+    # reading its operand once (a stack of k products by block ran up to 2x slower)
+    blocks = a[..., :m, :].reshape(*lead, m // b, b * c)
+    with np.errstate(invalid="ignore"):  # OpenBLAS's gemv: see mat_vec
+        across = np.matmul(ones(m // b, a.dtype), blocks).reshape(*lead, b, c)
+        out: Array = np.matmul(ones(b, a.dtype), across)
+    if m < n:
+        out += rows_sum(a[..., m:, :])
+    return out
+
+
+def mat_vec_left(a: Array, n: int) -> Array:
+    """``ones(n) @ a`` for a stack ``a`` of (n, C) matrices (see mat_vec)."""
+    with np.errstate(invalid="ignore"):
+        out: Array = np.matmul(ones(n, a.dtype), a)
+    return out
+
+
 def block_sum(a: Array, lo: int, hi: int) -> Array:
     """Σ of ``a`` over every axis outside ``[lo, hi)``, a fresh array of shape
     ``a.shape[lo:hi]``: two matrix-vector products at most (``a`` as (pre, kept, post)).
@@ -64,7 +99,7 @@ def block_sum(a: Array, lo: int, hi: int) -> Array:
             flat, ones(post, a.dtype)).reshape(pre, kept)
         # one row is the sum already, fresh from the product (a view of ``a`` if post == 1)
         fresh = pre == 1 and post > 1
-        out: Array = (rows if fresh else dot(ones(pre, a.dtype), rows)).reshape(
+        out: Array = (rows if fresh else rows_sum(rows.reshape(pre, kept))).reshape(
             a.shape[lo:hi])
     return out
 

@@ -54,7 +54,7 @@ from funcdl.layers._attention import (
     weights_shape,
 )
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, weak_dtype
-from funcdl.layers._sums import chan, dot, mat_vec, ones
+from funcdl.layers._sums import chan, dot, mat_vec, ones, rows_sum
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -354,7 +354,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
             dt = y_dtype
             grads = {"w_o": matmul(kept.context.T, dy2)}
             if use_bias:
-                grads["b_o"] = dot(ones(len(dy2), dt), dy2)
+                grads["b_o"] = rows_sum(dy2)
             dc2 = dot(dy2, kept.w_o.T)                       # dC, (N·Tq, E)
             dc = dc2.reshape(n, tq, heads, d).transpose(0, 2, 1, 3)
             qh, kh, vh = kept.heads
@@ -376,7 +376,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                     products[r](g[:, :, i].transpose(0, 2, 1, 3))
                 g2 = g.reshape(-1, len(roles) * e)
                 gw = matmul(rows.T, g2)
-                gb = dot(ones(len(g2), dt), g2) if use_bias else None
+                gb = rows_sum(g2) if use_bias else None
                 for i, r in enumerate(roles):
                     # the product ran on w_q·scale: d(w_q) = scale · d(w_q·scale)
                     cols = slice(i * e, (i + 1) * e)

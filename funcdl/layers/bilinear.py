@@ -28,7 +28,7 @@ import numpy as np
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
-from funcdl.layers._sums import dot, mat_vec, ones
+from funcdl.layers._sums import mat_vec, rows_sum
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -164,7 +164,7 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
             else:
                 grads = {"w": (dy2.T @ r).reshape(w_shape)}
             if use_bias:
-                grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
+                grads["b"] = rows_sum(dy2)
             in_param_dtypes(grads, params)
             if not need_dx:
                 return grads, None

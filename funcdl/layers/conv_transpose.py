@@ -62,7 +62,7 @@ from funcdl._args import bool_arg, call_name, int_arg, is_int
 from funcdl.layers import _transpose_groups
 from funcdl.layers._grouped import groups_arg, in_channels
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
-from funcdl.layers._sums import chan, dot, ones
+from funcdl.layers._sums import chan, rows_sum
 from funcdl.layers._windows import NO_PADS, Pads, Window, int_tuple
 from funcdl.layers.base import (
     Array,
@@ -301,7 +301,7 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
             grads = {"w": dw}
             if use_bias:
                 dy2 = dy.reshape(-1, out)
-                grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
+                grads["b"] = rows_sum(dy2)
             in_param_dtypes(grads, params)
             return grads, None if dx is None else in_input_dtype(dx, x_dtype).reshape(x_shape)
 

@@ -12,7 +12,7 @@ from funcdl import initializers, random, tree
 from funcdl._args import bool_arg, int_arg, is_int, real_arg, train_arg
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._passthrough import array_tree, cotangents, not_empty, shape_tree
-from funcdl.layers._sums import chan, dot, ones
+from funcdl.layers._sums import chan, dot, rows_sum
 from funcdl.layers.base import (
     _F32,
     _F64,
@@ -136,7 +136,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
             # choice goes by the size of the product.
             grads = {"w": (dot if w.size < _SMALL else matmul)(x2.T, dy2)}
             if use_bias:
-                grads["b"] = dot(ones(len(dy2), dy2.dtype), dy2)
+                grads["b"] = rows_sum(dy2)
             in_param_dtypes(grads, params)  # a float64 x: grads still in the params' dtypes
             if not need_dx:
                 return grads, None
