@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -53,6 +52,8 @@ __all__ = ["check_finite", "enabled", "verify"]
 _ON: ContextVar[int] = ContextVar("funcdl_check_finite", default=0)
 # how many checked Sequentials run around this point: an inner one's input is no data
 _DEPTH: ContextVar[int] = ContextVar("funcdl_check_depth", default=0)
+# The tokens of the check_finite blocks entered in this context, innermost last.
+_ENTERED: ContextVar[tuple[Token[int], ...]] = ContextVar("funcdl_check_entered", default=())
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -66,15 +67,17 @@ class check_finite:  # lower case: called as a function, as contextlib's manager
         where = "funcdl.debug.check_finite"
         on, with_inf = bool_arg(enabled, where, "enabled"), bool_arg(inf, where, "inf")
         self._mode = 0 if not on else 2 if with_inf else 1
-        self._local = threading.local()  # each thread's own entries: one object may be
-        # entered by several threads at once (a decorated step in a thread pool)
 
     def __enter__(self) -> None:
-        tokens: list[Token[int]] = self._local.__dict__.setdefault("tokens", [])
-        tokens.append(_ON.set(self._mode))
+        # the tokens on a stack of the context, not of the object or the thread: one object
+        # may be entered by several threads, or asyncio tasks of one thread, at once, and
+        # each leaves its own block (a thread-wide stack let a task reset another's token)
+        _ENTERED.set((*_ENTERED.get(), _ON.set(self._mode)))
 
     def __exit__(self, *exc: object) -> None:
-        _ON.reset(self._local.tokens.pop())
+        *rest, token = _ENTERED.get()
+        _ON.reset(token)
+        _ENTERED.set(tuple(rest))
 
     def __call__(self, fn: _F) -> _F:
         if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn) or \

@@ -328,3 +328,28 @@ def test_one_decorating_check_finite_serves_two_threads_at_once(key):
     ta.start(), tb.start()
     ta.join(), tb.join()
     assert not errors and seen == [True, True]
+
+
+def test_one_checker_shared_by_overlapping_asyncio_tasks():
+    """Task A enters, B enters, A leaves, B leaves, one check_finite object: each leaves its
+    own block, checks off after it (a thread-wide token stack let A reset B's token: a
+    ValueError from contextvars in both, and the checks left on)."""
+    import asyncio
+
+    check = fd.debug.check_finite()
+    log = []
+
+    async def request(name, enter, leave):
+        await asyncio.sleep(enter)
+        with check:
+            log.append((name, "in", fd.debug.enabled()))
+            await asyncio.sleep(leave - enter)
+        log.append((name, "out", fd.debug.enabled()))
+
+    async def main():
+        await asyncio.gather(request("A", 0.0, 0.02), request("B", 0.01, 0.03))
+
+    asyncio.run(main())
+    assert sorted(log) == [("A", "in", True), ("A", "out", False), ("B", "in", True),
+                           ("B", "out", False)]
+    assert not fd.debug.enabled()
