@@ -27,6 +27,7 @@ so the params stay equal on every rank.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -113,7 +114,18 @@ def _numeric_leaves(tree: Tree, leaves: list[Any]) -> list[NDArray[Any]]:
 
 # ---------------------------------------------------------------------------- means
 
-_SHARED = Reducer()  # bare pmean calls; data_parallel owns its own
+# Bare pmean calls' buffers and windows, one Reducer per thread (data_parallel owns its
+# own): threads of a rank running means at once on communicators of their own would
+# otherwise take one buffer twice, or free each other's windows mid-use (a probe's two
+# threads per rank on COMM_WORLD.Dup()s: segfaults and hangs in 5 of 6 runs).
+_THREADS = threading.local()
+
+
+def _reducer() -> Reducer:
+    r: Reducer | None = getattr(_THREADS, "reducer", None)
+    if r is None:
+        r = _THREADS.reducer = Reducer()
+    return r
 
 
 def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
@@ -127,14 +139,16 @@ def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
     earlier result holds it; a NumPy scalar or Python float leaf comes back as one, as on
     one process. One process: returns ``tree`` itself, after the check of its
     leaves that the ranks make (floating-point only), so a script fails alike on 1 and N.
+    Each thread keeps its own buffers: threads of a rank may run means at once, each on a
+    communicator of its own (``comm.Dup()``), as MPI requires of concurrent collectives.
     """
     c = _resolve(comm, "pmean")
     if c is None:
-        lay = _SHARED.layout(tree)[1]
+        lay = _reducer().layout(tree)[1]
         if lay.not_float is not None:
             raise not_float("pmean", lay)
         return tree
-    return _SHARED.mean(c, tree, "pmean", 1)[0]
+    return _reducer().mean(c, tree, "pmean", 1)[0]
 
 
 def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
@@ -173,6 +187,9 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
                                        rank=rank, size=size):
             loss, grads = step(params, xb, yb)           # equal on every rank
             params = fd.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+
+    The function keeps its buffers and windows: call it from one thread at a time (threads
+    of a rank training at once: one ``data_parallel`` each, on a ``comm.Dup()`` each).
     """
     if not callable(value_and_grad_fn):
         raise TypeError(f"parallel.data_parallel: value_and_grad_fn must be callable, such as "
