@@ -172,6 +172,9 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
     values, after the same checks as over ranks ((value, grads) with a real loss at every
     call; floating-point grads at the first).
 
+    The function keeps its buffers and windows: call it from one thread at a time (threads
+    of a rank training at once: one ``data_parallel`` each, on a ``comm.Dup()`` each).
+
     Example::
 
         import funcdl as fd
@@ -187,9 +190,6 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
                                        rank=rank, size=size):
             loss, grads = step(params, xb, yb)           # equal on every rank
             params = fd.tree.map(lambda p, g: p - 0.1 * g, params, grads)
-
-    The function keeps its buffers and windows: call it from one thread at a time (threads
-    of a rank training at once: one ``data_parallel`` each, on a ``comm.Dup()`` each).
     """
     if not callable(value_and_grad_fn):
         raise TypeError(f"parallel.data_parallel: value_and_grad_fn must be callable, such as "
