@@ -31,11 +31,13 @@ _NORMALIZE = (None, "true", "pred", "all")
 _MAX_CLASSES = 2**15  # a confusion matrix of 2**30 counts, 8 GiB: past it, labels are ids
 
 
-def _array(x: Any, fn: str, arg: str) -> NDArray[Any]:
+def _array(x: Any, fn: str, arg: str, cast: str = "np.float32") -> NDArray[Any]:
+    """``x`` as an array of numbers; ``cast``: the dtype an unsupported one is told to take
+    (int for labels)."""
     a = array_arg(x, f"metrics.{fn}", arg)  # a ragged list, or a tuple of arrays: refused
     if foreign_dtype(a.dtype):
-        raise TypeError(f"metrics.{fn}: {a.dtype} {arg} is not supported; cast it to float32 "
-                        f"({arg}.astype(np.float32))")
+        raise TypeError(f"metrics.{fn}: {a.dtype} {arg} is not supported; cast it: "
+                        f"{arg}.astype({cast})")
     if a.dtype.kind not in "biuf":
         raise TypeError(f"metrics.{fn}: {arg} must hold numbers, got dtype {a.dtype}; pass "
                         "integer labels or float scores")
@@ -46,7 +48,7 @@ def _labels(x: Any, fn: str, arg: str, num_classes: int | None = None,
             widen: str = "") -> NDArray[np.int64]:
     """A 1-D int64 array of class indices in ``0 .. num_classes-1`` (or >= 0), or raise;
     ``widen`` ends the message when a label reaches ``num_classes``: how to allow more."""
-    a = _array(x, fn, arg)
+    a = _array(x, fn, arg, "int")
     if a.ndim != 1:
         raise ValueError(f"metrics.{fn}: {arg} must be 1-D labels of shape (N,), got shape "
                          f"{a.shape}; pass one integer label per example")

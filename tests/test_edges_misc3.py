@@ -137,7 +137,10 @@ def test_io_load_explains_a_bfloat16_like(tmp_path):
     (lambda: tree.astype({"a": np.ones(2, np.float32)}, _bf16(0).dtype),
      r"tree\.astype: bfloat16 is not supported.*pass np\.float32"),
     (lambda: metrics.log_loss(np.array([0, 1]), _bf16([[0.9, 0.1], [0.2, 0.8]])),
-     r"metrics\.log_loss: bfloat16 probs is not supported; cast it to float32"),
+     r"metrics\.log_loss: bfloat16 probs is not supported; cast it: "
+     r"probs\.astype\(np\.float32\)"),
+    (lambda: metrics.accuracy(_bf16([0, 1]), np.array([0, 1])),  # labels: to int, not float
+     r"metrics\.accuracy: bfloat16 y_true is not supported; cast it: y_true\.astype\(int\)"),
 ])
 def test_bfloat16_is_refused_in_words_that_say_so(call, message):
     with pytest.raises(TypeError, match=message):

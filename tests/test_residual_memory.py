@@ -161,3 +161,23 @@ def test_conv_by_offsets_keeps_no_padded_copy():
     x = np.random.default_rng(4).normal(size=(24, 28, 28, 16)).astype(np.float32)
     kept, y_bytes = held(model, params, x)
     assert kept < 1.25 * y_bytes, (kept, y_bytes)
+
+
+def test_a_user_pointwise_whose_reads_is_wrong_is_named():
+    """df reads x but reads='y' says not: the error names the activation and its reads,
+    not the Dense before it, whose pullback runs the fused df."""
+    f = lambda x: x / (1 + np.abs(x))  # noqa: E731
+    df = lambda x, y, dy: dy / (1 + np.abs(x)) ** 2  # noqa: E731
+
+    def vjp(params, x):
+        y = f(x)
+        return y, lambda dy: (params, df(x, y, dy))
+
+    act = Layer(lambda key, s: (s, ()), lambda p, x: f(x), vjp, name="Softsign",
+                pointwise=Pointwise("Softsign", f, df, reads="y"))
+    model = Sequential(Dense(3), act)
+    _, params = model.init(KEY, (None, 2))
+    y, pullback = model.vjp(params, np.ones((4, 2), np.float32))
+    with pytest.raises(TypeError, match=r"Softsign: its Pointwise df failed .* None for x, "
+                                        r"which its reads='y' says it does not read"):
+        pullback(np.ones_like(y))

@@ -82,6 +82,19 @@ def checked_pointwise(act: Any) -> Any:
                              f"elementwise map keeps the shape, {want}")
         return got
 
-    return Pointwise(act.name, lambda x: same("f returned y", act.f(x), x.shape),
-                     lambda x, y, dy: same("df returned dx", act.df(x, y, dy), dy.shape),
+    def df(x: Any, y: Any, dy: Any) -> Any:
+        try:
+            dx = act.df(x, y, dy)
+        except (TypeError, AttributeError) as e:
+            if x is not None and y is not None:
+                raise
+            # None came for what reads= says df does not read: the likelier fault is there
+            # than in the layer before, which the error would otherwise name
+            gone = "x" if x is None else "y"
+            raise TypeError(f"{act.name}: its Pointwise df failed ({type(e).__name__}: {e}) "
+                            f"given None for {gone}, which its reads={act.reads!r} says it "
+                            f"does not read; declare reads='xy' if df reads both") from e
+        return same("df returned dx", dx, dy.shape)
+
+    return Pointwise(act.name, lambda x: same("f returned y", act.f(x), x.shape), df,
                      act.commutes_with_max, act.reads)
