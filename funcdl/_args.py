@@ -38,6 +38,17 @@ def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def frozen(a: NDArray[Any]) -> NDArray[Any]:
+    """A read-only view of ``a`` (a fresh array, or a view of one), its data's owner made
+    read-only too: a cached array handed out, which no ``setflags(write=True)`` can make
+    writable again (an owner of its data could)."""
+    owner = a
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    owner.flags.writeable = a.flags.writeable = False
+    return a.view()
+
+
 def python_floats(x: Any) -> bool:
     """Whether ``x`` is a Python float or int, or (nested) lists or tuples starting with
     one: weakly typed, as JAX reads them, so they take the other operand's float dtype

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import is_int, number, shown
+from funcdl._args import frozen, is_int, number, shown
 from funcdl.layers.base import Array
 
 __all__ = ["avg_along", "avg_along_t", "bins", "max_along", "output_size_arg"]
@@ -60,9 +60,7 @@ def _members(n: int, m: int, dtype: np.dtype[Any]) -> Array:
     """The read-only ``(m, n)`` matrix of 0s and 1s whose row i marks bin i's cells."""
     start, end = bins(n, m)
     j = np.arange(n)
-    a = ((j >= start[:, None]) & (j < end[:, None])).astype(dtype)
-    a.flags.writeable = False
-    return a
+    return frozen(((j >= start[:, None]) & (j < end[:, None])).astype(dtype))
 
 
 def _sizes(n: int, m: int, dtype: np.dtype[Any]) -> Array:
@@ -110,9 +108,7 @@ def avg_along_t(dy: Array, n: int) -> Array:
 @functools.lru_cache(maxsize=64)
 def _ranks(size: int) -> Array:
     """``size, size - 1, ..., 1`` as a read-only ``(1, size, 1)`` array of small ints."""
-    r = np.arange(size, 0, -1, dtype=np.min_scalar_type(size))[None, :, None]
-    r.flags.writeable = False
-    return r
+    return frozen(np.arange(size, 0, -1, dtype=np.min_scalar_type(size))[None, :, None])
 
 
 def max_along(x: Array, m: int, arg: bool = True) -> tuple[Array, Array | None]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import nearest_divisors
+from funcdl._args import frozen, nearest_divisors
 from funcdl.layers._params import param_arrays
 from funcdl.layers._sums import mat_vec, ones
 from funcdl.layers.base import Array, Shape, as_array, cast_ints, check_cotangent, check_in_shape
@@ -239,9 +239,7 @@ def mask_arg(name: str, mask: Any, out: tuple[int, int, int], tk: int) -> Array:
 def later(t: int) -> Array:
     """The (T, T) mask of the keys after each query, j > i, which causal attention hides;
     read-only, as it is cached."""
-    m = np.triu(np.ones((t, t), bool), 1)
-    m.flags.writeable = False
-    return m
+    return frozen(np.triu(np.ones((t, t), bool), 1))
 
 
 # ---------------------------------------------------------------------------- weights

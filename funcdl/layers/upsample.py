@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, call_name, is_int
+from funcdl._args import bool_arg, call_name, frozen, is_int
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -79,9 +79,7 @@ def _matrix(size: int, s: int, align_corners: bool, dtype: str) -> Array:
     rows = np.arange(n_out)
     a[rows, h0] = 1.0 - lam
     a[rows, h1] += lam  # each (row, h1) once: plain fancy-index addition is exact here
-    out = a.astype(dtype)
-    out.setflags(write=False)
-    return out
+    return frozen(a.astype(dtype))
 
 
 def Upsample(scale_factor: int | tuple[int, int], mode: str = "nearest",
