@@ -291,3 +291,23 @@ def test_bins_are_torchs():
             s, e = _adaptive.bins(n, m)
             assert [(int(a), int(b)) for a, b in zip(s, e)] == [_bin(i, n, m) for i in range(m)]
 
+
+
+@pytest.mark.parametrize("data", ["ties", "nan"])
+def test_tiling_windows_match_the_loop(data):
+    """28 -> 7 (windows of 4 x 4 that tile x, run as MaxPool2D(4) by offsets): the same
+    maxima, first tie and last NaN as the loop, and as MaxPool2D(4) bit for bit."""
+    rng = np.random.default_rng(11)
+    x = _ties((2, 28, 28, 3), 5)
+    if data == "nan":
+        x[rng.random(x.shape) < 0.2] = np.nan
+        x[rng.random(x.shape) < 0.2] = -np.inf
+    dy = rng.standard_normal((2, 7, 7, 3))
+    want_y, want_dx = naive(x, 7, 7, True, dy)
+    y, dx = _run(AdaptiveMaxPool2D(7), x, dy)
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-13, atol=1e-13)
+    from funcdl.layers import MaxPool2D
+    y4, dx4 = _run(MaxPool2D(4), x, dy)
+    np.testing.assert_array_equal(y, y4)
+    np.testing.assert_array_equal(dx, dx4)

@@ -26,6 +26,7 @@ from funcdl.layers.base import (
     check_in_shape,
     no_params,
 )
+from funcdl.layers.pool import MaxPool2D
 
 __all__ = ["AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D"]
 
@@ -122,13 +123,44 @@ def _adaptive(name: str, rank: int, output_size: Any, is_max: bool) -> Layer:
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         del key, train
-        y = forward(as_input(x), False)[0]
+        xa = as_input(x)
+        pool = tiled(xa.shape) if is_max else None
+        y = forward(xa, False)[0] if pool is None else pool.apply((), xa)
         return y if rank == 2 else y[:, 0]
+
+    pools: dict[tuple[int, int], Layer] = {}
+
+    def tiled(shape: tuple[int, ...]) -> Layer | None:
+        """MaxPool2D(H/OH, W/OW) when the windows tile x (OH | H, OW | W, one not kept):
+        the same windows, maxima, ties and NaN rule (the first maximum in row-major order,
+        the last NaN), by offsets instead of per-bin maxima: 2x faster on a (64, 28, 28,
+        32) batch to 7 x 7 (a probe's timing at 2026-12-06)."""
+        h, w = shape[1], shape[2]
+        oh, ow = out_sides(h, w)
+        if h % oh or w % ow or (oh, ow) == (h, w):
+            return None
+        if (h // oh, w // ow) not in pools:
+            pools[h // oh, w // ow] = MaxPool2D((h // oh, w // ow))  # a few sizes per model
+        return pools[h // oh, w // ow]
+
+    def pooled_vjp(pool: Layer, params: Any, xa: Array) -> Any:
+        y, pull = pool.vjp((), xa)
+        out = y if rank == 2 else y[:, 0]
+        out_shape, dtype = out.shape, y.dtype
+
+        def pullback(dy: Array) -> tuple[Any, Array]:
+            dy = check_cotangent(name, dy, out_shape, dtype)  # named as this layer's
+            dx = pull(dy if rank == 2 else dy[:, None])[1]
+            return params, dx if rank == 2 else dx[:, 0]
+
+        return out, pullback
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         del key, train
         xa = as_input(x)
+        if is_max and (pool := tiled(xa.shape)) is not None:
+            return pooled_vjp(pool, params, xa)
         y, rows, cols = forward(xa, True)
         x_shape, dtype = xa.shape, y.dtype
         out = y if rank == 2 else y[:, 0]
