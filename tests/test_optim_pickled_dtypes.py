@@ -212,3 +212,30 @@ def test_a_replaced_hyperparameter_is_cast_as_optax_casts_it() -> None:
     assert s.hyperparams["lr"].dtype == np.asarray(t.hyperparams["learning_rate"]).dtype
     np.testing.assert_allclose(u["w"], np.asarray(v["w"]), rtol=1e-6)
     assert jnp.asarray(t.hyperparams["learning_rate"]).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("p_dtype,value", [(np.float64, 0.05), (np.float32, np.asarray(1e-4)),
+                                           (np.float64, np.float32(0.05))])
+def test_a_replaced_value_without_params_takes_inits_dtype(p_dtype, value) -> None:
+    """A value replaced in the state, then an update without params: stored in init's dtype
+    (read from adam's moments), not its own (a float64 run's Python-float lr was rounded to
+    float32; a float64 array stayed float64 in a float32 run), so io.load(like=init) takes
+    the checkpoint."""
+    p = {"w": np.ones(3, p_dtype)}
+    opt = optim.inject_hyperparams(optim.adam)(lr=0.1)
+    init = opt.init(p)
+    s = init._replace(hyperparams={**init.hyperparams, "lr": value})
+    _, s = opt.update(s, {"w": np.full(3, 0.5, p_dtype)})
+    assert {v.dtype for v in s.hyperparams.values()} == {np.dtype(p_dtype)}
+    assert tree.structure(s) == tree.structure(init)
+    assert all(np.asarray(a).dtype == np.asarray(b).dtype
+               for a, b in zip(tree.leaves(s), tree.leaves(init)))
+
+
+def test_stateless_inner_without_params_takes_the_other_hyperparameters_dtype() -> None:
+    p = {"w": np.ones(3, np.float64)}
+    opt = optim.inject_hyperparams(optim.sgd)(lr=0.1, dampening=0.0)
+    init = opt.init(p)
+    s = init._replace(hyperparams={**init.hyperparams, "lr": 0.05})
+    _, s = opt.update(s, {"w": np.full(3, 0.5, np.float32)}, None)
+    assert s.hyperparams["lr"].dtype == np.float64 and s.hyperparams["lr"] == 0.05

@@ -5,6 +5,7 @@ schedule), and where ``funcdl.io`` saves them with the rest."""
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -78,10 +79,22 @@ def _stored(value: Any, dtype: np.dtype[Any], key: str = "") -> Any:
     return stored
 
 
-def _own_dtype(value: Any) -> np.dtype[Any]:
-    """The float dtype a hyperparameter has in the state (float32 for a Python number)."""
-    dt = getattr(value, "dtype", None)
-    return dt if dt is not None and dt.kind == "f" else np.dtype(np.float32)
+def _init_dtype(inner_state: Any, hyper: dict[str, Any], grads: Any) -> np.dtype[Any]:
+    """The params' widest float dtype, which init kept the hyperparameters in, for an update
+    without params: the inner state's float leaves' (adam's moments are made in it), else
+    the one most hyperparameters still hold as NumPy floats (a user may have replaced one),
+    else the grads' (optax's rule). The grads' first would move a float32 state to float64
+    on float64 grads, and io.load(like=init) would refuse the checkpoint."""
+    floats = [d for d in (np.asarray(x).dtype for x in tree.leaves(inner_state))
+              if d.kind == "f"]
+    if floats:
+        return max(floats, key=lambda d: d.itemsize)
+    held = Counter(v.dtype for v in hyper.values()
+                   if isinstance(v, (np.ndarray, np.floating)) and v.dtype.kind == "f")
+    if held:
+        top = max(held.values())
+        return max((d for d, c in held.items() if c == top), key=lambda d: d.itemsize)
+    return float_dtypes(grads)[1]
 
 
 def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
@@ -102,8 +115,8 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
 
     Floats are kept in ``hyperparam_dtype`` (None: the params' widest float dtype, as
     optax), ints as int64; a value replaced in the state is stored back so by the next
-    update with params, whatever its own dtype, as optax casts it (an update without
-    params keeps each value's dtype in the state). A ``weight_decay`` may move from or to
+    update, whatever its own dtype, as optax casts it (without params, init's dtype is read
+    from the inner state or the other hyperparameters). A ``weight_decay`` may move from or to
     0 mid-run (a warmup): the aliases leave its stage, which keeps no state, out at 0, and
     the state is refitted to it; an argument whose stage keeps state (``sgd``'s
     ``momentum``) must not change from 0 mid-run: the inner state has no such stage.
@@ -229,8 +242,9 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
             # As optax: floats back in init's dtype, whatever a hand-made value came in (a
             # float64 np.asarray(1e-4) in a float32 run would not load into init's state);
             # without params, each in the dtype it has in the state (the grads' may differ)
-            kind = dtype or (None if params is None else float_dtypes(params)[1])
-            new = {k: _stored(values[k], kind or _own_dtype(hyper[k])) for k in hyper}
+            kind = dtype or (float_dtypes(params)[1] if params is not None
+                             else _init_dtype(state.inner_state, hyper, grads))
+            new = {k: _stored(values[k], kind) for k in hyper}
             return updates, InjectHyperparamsState(next_count(count), new, inner_state)
 
         return transform(name, init, show_keywords(update, takes))
