@@ -311,3 +311,23 @@ def test_tiling_windows_match_the_loop(data):
     y4, dx4 = _run(MaxPool2D(4), x, dy)
     np.testing.assert_array_equal(y, y4)
     np.testing.assert_array_equal(dx, dx4)
+
+
+def test_a_global_max_pool_goes_by_bins_not_by_offsets():
+    """AdaptiveMaxPool2D(1) on 64 x 64: two steps by bins, no mask per offset kept (as
+    MaxPool2D(64) it took 4,096 Python steps and kept 4,095 masks)."""
+    import tracemalloc
+
+    x = np.random.default_rng(12).standard_normal((2, 64, 64, 4)).astype(np.float32)
+    layer = AdaptiveMaxPool2D(1)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        y, pullback = layer.vjp((), x)
+        held = tracemalloc.get_traced_memory()[0] - base - y.nbytes
+    finally:
+        tracemalloc.stop()
+    assert held < x.nbytes // 8, held
+    want_y, want_dx = naive(x.astype(np.float64), 1, 1, True, np.ones((2, 1, 1, 4)))
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(pullback(np.ones_like(y))[1], want_dx)
