@@ -27,7 +27,6 @@ so the params stay equal on every rank.
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -39,7 +38,7 @@ from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._agree import resolve as _resolve
 from funcdl._args import bool_arg
 from funcdl._partition import batches, shard
-from funcdl._reduce import Reducer, like, not_float
+from funcdl._reduce import Reducer, _freed, like, not_float
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl._treenodes import describe as describe_value
 from funcdl.optim import GradientTransformation
@@ -114,18 +113,24 @@ def _numeric_leaves(tree: Tree, leaves: list[Any]) -> list[NDArray[Any]]:
 
 # ---------------------------------------------------------------------------- means
 
-# Bare pmean calls' buffers and windows, one Reducer per thread (data_parallel owns its
-# own): threads of a rank running means at once on communicators of their own would
-# otherwise take one buffer twice, or free each other's windows mid-use (a probe's two
-# threads per rank on COMM_WORLD.Dup()s: segfaults and hangs in 5 of 6 runs).
-_THREADS = threading.local()
+# Bare pmean calls' buffers and windows, one Reducer per communicator (data_parallel owns
+# its own). One for all let threads of a rank meaning at once, each on a communicator of
+# its own (as MPI requires of concurrent collectives), take one buffer twice or free each
+# other's windows mid-use (a probe: segfaults and hangs in 5 of 6 runs); one per thread
+# let a rank whose next call came from another thread (a pool's free worker) open a window
+# the other ranks did not, and hang (a review), and leaked a window per thread.
+_BY_COMM: dict[int, tuple[Comm, Reducer]] = {}
+_LOCAL = Reducer()  # one process: the check of the leaves only
 
 
-def _reducer() -> Reducer:
-    r: Reducer | None = getattr(_THREADS, "reducer", None)
-    if r is None:
-        r = _THREADS.reducer = Reducer()
-    return r
+def _reducer(comm: Comm) -> Reducer:
+    found = _BY_COMM.get(id(comm))
+    if found is None or found[0] is not comm:
+        for key, (held, _) in list(_BY_COMM.items()):
+            if _freed(held):  # a caller's freed communicator: its reducer goes with it
+                _BY_COMM.pop(key, None)
+        found = _BY_COMM[id(comm)] = (comm, Reducer())
+    return found[1]
 
 
 def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
@@ -139,16 +144,17 @@ def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
     earlier result holds it; a NumPy scalar or Python float leaf comes back as one, as on
     one process. One process: returns ``tree`` itself, after the check of its
     leaves that the ranks make (floating-point only), so a script fails alike on 1 and N.
-    Each thread keeps its own buffers: threads of a rank may run means at once, each on a
-    communicator of its own (``comm.Dup()``), as MPI requires of concurrent collectives.
+    Each communicator has its own buffers: threads of a rank may run means at once, each on
+    a communicator of its own (``comm.Dup()``), as MPI requires of concurrent collectives,
+    and one communicator's calls may come from any thread, one at a time.
     """
     c = _resolve(comm, "pmean")
     if c is None:
-        lay = _reducer().layout(tree)[1]
+        lay = _LOCAL.layout(tree)[1]
         if lay.not_float is not None:
             raise not_float("pmean", lay)
         return tree
-    return _reducer().mean(c, tree, "pmean", 1)[0]
+    return _reducer(c).mean(c, tree, "pmean", 1)[0]
 
 
 def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,

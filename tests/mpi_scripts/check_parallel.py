@@ -20,6 +20,12 @@ from funcdl import parallel
 rank, size = parallel.rank_and_size()
 
 
+def world_reducer():
+    """The reducer of bare pmean calls on COMM_WORLD (comm=None resolves to it)."""
+    from mpi4py import MPI
+    return parallel._reducer(MPI.COMM_WORLD)
+
+
 def f64(v: float) -> np.ndarray:
     """A 0-d float64 array: a view of the mean's buffer in the result, so the checks below
     can tell which buffer a result came from (a NumPy scalar leaf comes back a copy)."""
@@ -103,7 +109,7 @@ def case_equivalence() -> list[str]:
     equivalence(np.float64, 90, 25, 1e-12)    # 13/12 per rank, and a last batch of 15
     equivalence(np.float64, 51, 25, 1e-12)    # a last batch of 1 joins the one before
     parallel.pmean({"w": np.ones(3)})
-    return [f"rank {rank} path {'shared' if parallel._reducer().windows else 'allreduce'}"]
+    return [f"rank {rank} path {'shared' if world_reducer().windows else 'allreduce'}"]
 
 
 def case_collectives() -> list[str]:
@@ -135,7 +141,7 @@ def case_collectives() -> list[str]:
     assert [float(r["a"][0]) for r in later] == [10.0, 11.0, 12.0, 13.0]
     for i in range(6):  # results dropped at once: the buffer is reused, not reallocated
         parallel.pmean({"a": np.full(3, 1.0, np.float32), "b": [f64(i)]})
-    assert all(len(p) <= 3 for p in parallel._reducer().buffers.values())
+    assert all(len(p) <= 3 for p in world_reducer().buffers.values())
     try:
         first["a"][0] = 2.0
     except ValueError:
@@ -180,12 +186,12 @@ def case_leaf_types() -> list[str]:
         warnings.simplefilter("error")
         got = parallel.pmean({"c": np.array([1 + 1j * (rank + 1)]), "f": np.full(2, rank, float)})
     assert got["f"].dtype == np.float64 and (got["f"] == 0.5).all() and got["c"][0] == 1 + 1.5j
-    return [f"rank {rank} path {'shared' if parallel._reducer().windows else 'allreduce'}"]
+    return [f"rank {rank} path {'shared' if world_reducer().windows else 'allreduce'}"]
 
 
 def which_buffers(first, later) -> list[str]:
     """Which buffers the results above came from."""
-    windows = list(parallel._reducer().windows.values())
+    windows = list(world_reducer().windows.values())
     if not windows:  # FUNCDL_MPI_SHARED_MEMORY=0: every mean through a private buffer
         from funcdl import _reduce
         assert all(v[1] is None for v in _reduce._NODES.values())
@@ -213,9 +219,9 @@ def which_buffers(first, later) -> list[str]:
 
 def held_on_one_rank() -> list[str]:
     """Rank 0 keeps a result and rank 1 drops its own: the next mean must not reuse it."""
-    if not parallel._reducer().windows:
+    if not world_reducer().windows:
         return []
-    (window,) = parallel._reducer().windows.values()
+    (window,) = world_reducer().windows.values()
     results = window.results
     kept = parallel.pmean({"a": np.full(3, 5.0, np.float32), "b": [f64(rank)]})
     via = [i for i, res in enumerate(results) if np.shares_memory(kept["b"][0], res)]
@@ -240,13 +246,13 @@ def case_tight() -> list[str]:
     _reduce.shared_memory_free = (lambda: 4 * 50_000) if rank else roomy
     kept = [parallel.pmean({"a": np.full(1000, i + rank, np.float32)}) for i in range(3)]
     assert [float(r["a"][0]) for r in kept] == [0.5, 1.5, 2.5]
-    (window,) = parallel._reducer().windows.values()
+    (window,) = world_reducer().windows.values()
     assert len(window.sets) == 1 and len(window.results) == 2, "rank 1's room not agreed on"
     assert [any(np.shares_memory(r["a"], res) for res in window.results) for r in kept] == \
         [True, True, False]
     _reduce.shared_memory_free = (lambda: 4 * 10_000) if rank else roomy  # no room at all
     got = parallel.pmean({"b": np.full(1001, rank, np.float32)})
-    assert float(got["b"][0]) == 0.5 and len(parallel._reducer().windows) == 1
+    assert float(got["b"][0]) == 0.5 and len(world_reducer().windows) == 1
     _reduce.shared_memory_free = roomy
     return [f"rank {rank} path shared"]
 
@@ -259,7 +265,7 @@ def case_three() -> list[str]:
         assert got["a"].dtype == np.float32 and np.array_equal(got["a"], np.full(n, 2.0))
         assert got["b"][0] == 3.0
     equivalence(np.float64, 50, 10, 1e-12)   # 4/3/3 examples per rank
-    path = "shared" if parallel._reducer().windows else "allreduce"
+    path = "shared" if world_reducer().windows else "allreduce"
     return [f"rank {rank} path {path}"]
 
 
@@ -291,7 +297,7 @@ def case_empty() -> list[str]:
         assert all(np.allclose(a, b, rtol=1e-12, atol=0) and np.isfinite(a).all()
                    for a, b in zip(fd.tree.leaves(new), fd.tree.leaves(expect)))
     parallel.pmean({"w": np.ones(3)})  # the shared reducer's way, as the environment chose
-    return [f"rank {rank} path {'shared' if parallel._reducer().windows else 'allreduce'}"]
+    return [f"rank {rank} path {'shared' if world_reducer().windows else 'allreduce'}"]
 
 
 def case_wrt_input() -> list[str]:
@@ -323,7 +329,7 @@ def case_wrt_input() -> list[str]:
         else:
             raise AssertionError("a wrapped wrt_input function was averaged as params' grads")
     parallel.pmean({"w": np.ones(3)})  # the path a bare pmean takes under this environment
-    return [f"rank {rank} path {'shared' if parallel._reducer().windows else 'allreduce'}"]
+    return [f"rank {rank} path {'shared' if world_reducer().windows else 'allreduce'}"]
 
 
 def case_windows() -> list[str]:
@@ -341,9 +347,9 @@ def case_windows() -> list[str]:
     assert np.array_equal(kept["curve"], np.full(5, 1.5)), "a kept result changed"
     if rank == 0:
         assert np.array_equal(held["curve"], np.full(7, 2.5)), "a result kept on rank 0 changed"
-    assert len(parallel._reducer().windows) <= _reduce._WINDOWS
+    assert len(world_reducer().windows) <= _reduce._WINDOWS
     del kept
-    return [f"rank {rank} path {'shared' if parallel._reducer().windows else 'allreduce'}"]
+    return [f"rank {rank} path {'shared' if world_reducer().windows else 'allreduce'}"]
 
 
 def case_mismatch() -> list[str]:

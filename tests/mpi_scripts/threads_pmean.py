@@ -1,6 +1,7 @@
 """mpiexec -n 2: on each rank two threads, each on a communicator of its own
 (COMM_WORLD.Dup()), run parallel.pmean on trees of three sizes (more windows than a
-Reducer keeps) at once; every result is the exact mean. Prints ``rank r ok threads``."""
+Reducer keeps) at once; then rank 0 alone moves its calls on COMM_WORLD to another thread.
+Every result is the exact mean. Prints ``rank r ok threads``."""
 
 from __future__ import annotations
 
@@ -38,6 +39,21 @@ for th in threads:
     th.start()
 for th in threads:
     th.join()
+
+# One communicator's calls from another thread on one rank only (a pool's free worker):
+# the same buffers and windows, so the ranks take the same path (a reducer per thread
+# opened a window on rank 0 alone, and both hung).
+for step in range(3):
+    tree = {"a": np.full(5000, float(rank + 1), np.float32)}
+    got: list[dict[str, np.ndarray]] = []
+    if rank == 0:
+        th = threading.Thread(target=lambda g=got, t=tree: g.append(parallel.pmean(t)))
+        th.start()
+        th.join()
+    else:
+        got.append(parallel.pmean(tree))
+    if not np.all(got[0]["a"] == np.float32((size + 1) / 2)):
+        errors.append((-1, step))
 path = "allreduce" if os.environ.get("FUNCDL_MPI_SHARED_MEMORY") == "0" else "shared"
 print(f"rank {rank} path {path}", flush=True)
 if not errors:
