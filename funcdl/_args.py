@@ -40,8 +40,8 @@ def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
 
 def frozen(a: NDArray[Any]) -> NDArray[Any]:
     """A read-only view of ``a`` (a fresh array, or a view of one), its data's owner made
-    read-only too: a cached array handed out, which no ``setflags(write=True)`` can make
-    writable again (an owner of its data could)."""
+    read-only too: a cached array handed out, which ``setflags(write=True)`` on it cannot
+    make writable again (its owner, through ``.base``, still could; these are private)."""
     owner = a
     while isinstance(owner.base, np.ndarray):
         owner = owner.base
