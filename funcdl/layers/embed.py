@@ -20,7 +20,9 @@ def _scatter_add_rows(ids: Array, rows: Array, vocab: int, dtype: np.dtype[Any])
     Sort the ids, then one ``np.add.reduceat`` over each run of equal ids: within 1.5x of the
     fastest of np.add.at / a flat np.bincount / this on every shape we measured (np.add.at is
     2-4x slower for thousands of ids; bincount builds a float64 (vocab·dim) array, 5x slower
-    for a large vocabulary and few ids), and it adds in the rows' own dtype.
+    for a large vocabulary and few ids), and it adds in the rows' own dtype. The rows of ids
+    seen once are copied, not reduced: reduceat over 8,192 rows of 256 took 32 ms, ~3x the
+    copy and the reduction of the 565 repeated ones (ids (64, 128) of a 50,000 vocabulary).
     """
     out = np.zeros((vocab, rows.shape[1]), dtype)
     if ids.size == 0:
@@ -30,8 +32,14 @@ def _scatter_add_rows(ids: Array, rows: Array, vocab: int, dtype: np.dtype[Any])
     starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
     if starts.size == ids.size:  # no repeated id: a plain scatter
         out[ids] = rows
-    else:
-        out[sorted_ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+        return out
+    counts = np.diff(np.append(starts, ids.size))
+    once = counts == 1
+    out[sorted_ids[starts[once]]] = rows[order[starts[once]]]
+    again = np.repeat(~once, counts)  # the sorted rows of repeated ids, in input order each
+    ids_again = sorted_ids[again]
+    runs = np.flatnonzero(np.concatenate(([True], ids_again[1:] != ids_again[:-1])))
+    out[ids_again[runs]] = np.add.reduceat(rows[order[again]], runs, axis=0)
     return out
 
 
