@@ -289,6 +289,7 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
         y = kept(y)
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Any) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             up = xs > 0

@@ -346,6 +346,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
         a = None if mode is None else returned_weights(kept.dropped, mode, True)
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
             da = None
             if a is not None:

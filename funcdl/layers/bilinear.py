@@ -156,6 +156,7 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
         w_shape = w.shape
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
             dy2 = check_cotangent(name, dy, y_shape, y_dtype).reshape(-1, out)
             if t_form:

@@ -194,6 +194,7 @@ def Residual(layer: LayerLike) -> Layer:
         x_dtype = getattr(x, "dtype", None)
 
         z_shape, z_dtype = z.shape, z.dtype  # not z, which the caller may free
+
         def pullback(dy: Any) -> tuple[Any, Any]:
             # None from outside is refused: a parent passes None to no child's pullback
             dy = check_cotangent(name, dy, z_shape, z_dtype)

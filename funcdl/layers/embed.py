@@ -111,6 +111,7 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
         y = np.take(table, ids, axis=0)
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Array) -> tuple[Any, None]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             # in the table's dtype, as JAX gives gradients, whatever dy's

@@ -156,6 +156,7 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
         y = y3.reshape(x.shape)
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Array) -> tuple[Any, Array]:
             """``dx = k·dy - xc·inv³·mean(g·xc) - inv·mean(g)``, k = inv·scale, the means
             over each group from per-channel sums Σ_s dy and Σ_s dy·xc (x̂ = xc·inv)."""

@@ -189,6 +189,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         k = scale * inv_std
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             dbias = total(dy)
@@ -231,6 +232,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         k = scale * inv_std
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def eval_pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             dx = in_input_dtype(chan(np.multiply, dy, k), x_dtype)
@@ -365,6 +367,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
                     else a.sum(axis=other).reshape(shape))
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             if rows:  # x̂ as (rows, S)

@@ -319,6 +319,7 @@ def avg_pool(name: str, rank: int, window: Any, stride: Any, padding: Any,
         x_shape = xa.shape
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             g = (dy if rank == 2 else dy[:, None]) * inv  # every offset's share
@@ -371,6 +372,7 @@ def GlobalAvgPool() -> Layer:
         inv = 1.0 / math.prod(x_shape[1:-1])
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             g = (dy * inv).reshape(dy.shape[0], *([1] * (len(x_shape) - 2)), dy.shape[1])

@@ -110,6 +110,7 @@ def RMSNorm(eps: float | None = None, elementwise_affine: bool = True) -> Layer:
         c = xs.shape[-1]
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Any) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype).reshape(-1, c)
             grads = cast(Any, params)

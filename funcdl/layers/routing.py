@@ -258,6 +258,7 @@ def FanInSum() -> Layer:
         dtypes = [getattr(x, "dtype", None) for x in xs]  # each dx in its input's dtype
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Any) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             return params, like(xs, [in_input_dtype(dy, d) for d in dtypes])
@@ -319,6 +320,7 @@ def FanInConcat(axis: int = -1) -> Layer:
         dtypes = [getattr(x, "dtype", None) for x in xs]
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Any) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             return params, like(xs, [in_input_dtype(d, t)
@@ -383,6 +385,7 @@ def Slice(index: Any) -> Layer:
         x_shape = np.shape(x)
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Any) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             dx = np.zeros(x_shape, dy.dtype)

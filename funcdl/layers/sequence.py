@@ -194,6 +194,7 @@ def MaskedMean(mask: str = "padding") -> Layer:
         x_dtype = getattr(xs[0], "dtype", None)
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Any) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             dx = in_input_dtype(w[:, :, None] * dy[:, None, :], x_dtype)

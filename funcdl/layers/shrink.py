@@ -174,6 +174,7 @@ def GLU(axis: int = -1) -> Layer:
         x_shape = xa.shape
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+
         def pullback(dy: Any) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             dx = np.empty(x_shape, y_dtype)
