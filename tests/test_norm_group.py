@@ -16,6 +16,7 @@ from _norm_util import EPS, _bn_setup, _normal
 from funcdl import layers as L
 from funcdl import random, tree
 from funcdl.layers import groupnorm as groupnorm_module
+from funcdl.layers import layernorm as layernorm_module
 from funcdl.layers import norm as norm_module
 from funcdl.layers.groupnorm import GroupNorm
 from funcdl.layers.norm import BatchNorm, LayerNorm
@@ -296,7 +297,8 @@ def test_without_affine_no_param_grads_are_made_and_the_numbers_stay(monkeypatch
     kw = {"state": tree.astype(made[2], np.float64)} if affine.stateful else {}
     x = _normal(1, (3, *in_shape[1:]), 2.0, 1.0)
     dy = _normal(2, x.shape)
-    module = groupnorm_module if "Group" in affine.name else norm_module
+    module = (groupnorm_module if "Group" in affine.name else
+              layernorm_module if "Layer" in affine.name else norm_module)
     for layer, params, want in ((plain, (), sums[0]), (affine, ones, sums[1])):
         y, pullback, *_ = layer.vjp(params, x, **kw)
         calls = _counting(monkeypatch, module)
