@@ -278,15 +278,16 @@ def normal_cdf(x: Array) -> Array:
     return out.reshape(x.shape)
 
 
-def shifted_exp(z: Array, axis: int) -> tuple[Array, Array, Array]:
+def shifted_exp(z: Array, axis: int, keep_s: bool = True) -> tuple[Array, Array, Array]:
     """``(s, e, total)``: ``s = z - max(z)`` along ``axis``, ``e = exp(s)``, ``total = Σ e``
     (keepdims), so softmax is ``e / total`` and log-softmax ``s - log(total)`` with no
-    overflow; a backward pass reuses ``e / total`` instead of a second exp."""
+    overflow; a backward pass reuses ``e / total`` instead of a second exp. ``keep_s=False``
+    (softmax, which needs no s): e is taken in s's buffer, one array fewer."""
     # finite z over the float range apart: -inf, e = 0; an infinite z (a row masked with
     # -inf everywhere): inf - inf, NaN, as PyTorch gives it, without NumPy's warning
     with np.errstate(over="ignore", invalid="ignore"):
         s = z - np.maximum.reduce(z, axis=axis, keepdims=True)
-    e = np.exp(s)
+    e = np.exp(s) if keep_s or type(s) is not np.ndarray else np.exp(s, out=s)
     return s, e, np.add.reduce(e, axis=axis, keepdims=True)
 
 

@@ -277,7 +277,7 @@ def _normalised(name: str, axis: int, log: bool, negate: bool = False) -> Layer:
         """``(y, (e, total))``: the output, and shifted_exp's e and Σ e for the pullback."""
         if x.shape[axis] == 0:  # nothing to normalise, and a max over it has no identity
             return x.copy(), (x, np.ones_like(x.sum(axis=axis, keepdims=True)))
-        s, e, total = shifted_exp(-x if negate else x, axis)
+        s, e, total = shifted_exp(-x if negate else x, axis, keep_s=log)
         if log:  # s, e and total are fresh: divide and subtract in place
             s -= np.log(total)
             return s, (e, total)
@@ -294,7 +294,10 @@ def _normalised(name: str, axis: int, log: bool, negate: bool = False) -> Layer:
                           else np.subtract(dy, dx, out=dx))
             return out
         s = (dy * y).sum(axis=axis, keepdims=True)
-        dx_: Array = y * (s - dy if negate else dy - s)  # likewise
+        dx_: Array = s - dy if negate else dy - s  # likewise
+        if type(dx_) is not np.ndarray:  # 0-d: a NumPy scalar
+            return y * dx_
+        dx_ *= y  # y·(dy - s), one array fewer
         return dx_
 
     return along_axis(name, axis, forward, backward)
