@@ -6,9 +6,9 @@ Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU
 (Softmin, Softshrink, Hardshrink, Tanhshrink, Threshold, GLU), ``sparsemax`` (Sparsemax),
 ``combinators`` (Sequential), ``branching`` (Parallel, Residual, Shared, Repeat), ``tied``
 (Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select, Slice), ``remat`` (Remat),
-``parametrize`` (WeightNorm, SpectralNorm), ``norm`` (BatchNorm, LayerNorm), ``groupnorm``
-(GroupNorm), ``instancenorm`` (InstanceNorm), ``rmsnorm`` (RMSNorm), ``lrn``
-(LocalResponseNorm), ``alpha_dropout`` (AlphaDropout, FeatureAlphaDropout), ``embed``
+``parametrize`` (WeightNorm, SpectralNorm), ``norm`` (BatchNorm), ``layernorm``
+(LayerNorm), ``groupnorm`` (GroupNorm), ``instancenorm`` (InstanceNorm), ``rmsnorm`` (RMSNorm),
+``lrn`` (LocalResponseNorm), ``alpha_dropout`` (AlphaDropout, FeatureAlphaDropout), ``embed``
 (Embedding), ``bilinear`` (Bilinear), ``attention`` (MultiHeadAttention), ``recurrent``
 (SimpleRNN, LSTM, GRU), ``blocks`` (TransformerEncoderLayer, TransformerDecoderLayer,
 Bidirectional), ``conv``, ``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d``

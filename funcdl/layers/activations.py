@@ -297,8 +297,9 @@ def _normalised(name: str, axis: int, log: bool, negate: bool = False) -> Layer:
         dx_: Array = s - dy if negate else dy - s  # likewise
         if type(dx_) is not np.ndarray:  # 0-d: a NumPy scalar
             return y * dx_
-        dx_ *= y  # y·(dy - s), one array fewer
-        return dx_
+        # y·(dy - s), one array fewer; y first, as before: of two NaNs the product keeps the
+        # first one's sign bit
+        return np.multiply(y, dx_, out=dx_)
 
     return along_axis(name, axis, forward, backward)
 
