@@ -166,6 +166,18 @@ def bool_arg(value: Any, where: str, what: str) -> bool:
     return bool(value)
 
 
+def choice_arg(value: Any, where: str, what: str, choices: tuple[str, ...]) -> str:
+    """``value``, one of the strings ``choices``: a TypeError for a non-string, a ValueError
+    for another string, each listing the choices."""
+    listed = " or ".join(repr(c) for c in choices)
+    if not isinstance(value, str):
+        raise TypeError(f"{where}: {what} must be {listed}, got {value!r} "
+                        f"({type(value).__name__})")
+    if value not in choices:
+        raise ValueError(f"{where}: {what} must be {listed}, got {value!r}")
+    return value
+
+
 def train_arg(train: Any, where: str) -> bool:
     """``train`` as a bool (``train='no'`` would count as true); True and False pass as they
     are, the commonest call paying one identity test."""

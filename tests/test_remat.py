@@ -6,10 +6,9 @@ closure holds after the forward (tracemalloc, deterministic); bad arguments name
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
+from test_residual_memory import held
 
 import funcdl as fd
 from funcdl import random
@@ -189,15 +188,7 @@ def test_need_dx_passed_through():
 def held_after_forward(model, params, x):
     """Bytes traced as allocated after vjp returned (the output left out), and after the
     pullback too: what the closure keeps alive between the passes."""
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        y, pullback = model.vjp(params, x)
-        held = tracemalloc.get_traced_memory()[0] - base - y.nbytes
-        pullback(np.ones_like(y))
-        return held
-    finally:
-        tracemalloc.stop()
+    return held(model, params, x)[0]
 
 
 def test_memory():

@@ -57,31 +57,27 @@ _CASCADE = 2048
 def rows_sum(a: Array) -> Array:
     """``Σ_i a[..., i, :]``, a fresh ``(..., C)`` array: ``ones @ a``, one BLAS product (a
     stack of them for leading axes). BLAS's float32 product adds the rows in turn, an error
-    growing with their count (a bias gradient over 65,536 rows: 2.3e-6 relative where the
-    tree sums of torch and JAX keep 1e-7, a probe's measurement at 2026-12-06); past
-    ``_CASCADE`` rows they go in blocks of about sqrt(n) rows, each block one product of
-    the stack, then the block sums: an error of about 2·sqrt(n) additions, not n."""
+    growing with their count; past ``_CASCADE`` rows they go in ``k`` blocks of ``b`` ~
+    sqrt(n) rows, summed by two products: the blocks as the rows of a (k, b·C) matrix (row
+    i of every block together), then the b rows that makes: an error of about 2·sqrt(n)
+    additions, not n (a bias gradient over 65,536 rows: 4.1e-6 -> 3.0e-7 relative, torch's
+    and JAX's tree sums 8e-8; ``benchmarks/pullback_micro.py``). A stack of k products by
+    block ran up to 2x slower than these two."""
     n = a.shape[-2]
-    if n <= _CASCADE:
-        return dot(ones(n, a.dtype), a) if a.ndim == 2 else mat_vec_left(a, n)
-    b = 1 << ((n.bit_length() + 1) // 2)  # a power of 2 near sqrt(n)
-    m, c, lead = n - n % b, a.shape[-1], a.shape[:-2]
-    # the k = m/b blocks as the rows of (k, b·C): one product sums them, row i of every
-    # block together, and a second sums the b rows that makes; two gemv calls, each
-    # reading its operand once (a stack of k products by block ran up to 2x slower)
-    blocks = a[..., :m, :].reshape(*lead, m // b, b * c)
+    if n <= _CASCADE and a.ndim == 2:  # a Dense bias's every step: no errstate (~1 us)
+        out: Array = dot(ones(n, a.dtype), a)
+        return out
     with np.errstate(invalid="ignore"):  # OpenBLAS's gemv: see mat_vec
+        if n <= _CASCADE:
+            out = np.matmul(ones(n, a.dtype), a)
+            return out
+        b = 1 << ((n.bit_length() + 1) // 2)  # a power of 2 near sqrt(n)
+        m, c, lead = n - n % b, a.shape[-1], a.shape[:-2]
+        blocks = a[..., :m, :].reshape(*lead, m // b, b * c)
         across = np.matmul(ones(m // b, a.dtype), blocks).reshape(*lead, b, c)
-        out: Array = np.matmul(ones(b, a.dtype), across)
+        out = np.matmul(ones(b, a.dtype), across)
     if m < n:
         out += rows_sum(a[..., m:, :])
-    return out
-
-
-def mat_vec_left(a: Array, n: int) -> Array:
-    """``ones(n) @ a`` for a stack ``a`` of (n, C) matrices (see mat_vec)."""
-    with np.errstate(invalid="ignore"):
-        out: Array = np.matmul(ones(n, a.dtype), a)
     return out
 
 

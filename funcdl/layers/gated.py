@@ -85,7 +85,8 @@ def _exact_slope(x: Array, y: Array, cdf: Array, res: None) -> Array:
         out: Array = cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * o * o))
         return out
     # Φ + x·φ(x) in one buffer, the same operations in the same order (·-0.5 is exact):
-    # six full-size temporaries were 40% of the pullback (a probe's timing, 2026-12-06)
+    # six full-size temporaries were up to a sixth of the pullback (3.96 -> 3.2-3.7 ms on
+    # (64, 28, 28, 32) float32, two runs: benchmarks/results/pullback_micro.md)
     np.multiply(o, o, out=o)
     o *= -0.5
     np.exp(o, out=o)

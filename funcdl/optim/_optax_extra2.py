@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg
+from funcdl._args import bool_arg, choice_arg
 from funcdl.optim._adaptive import scale_by_adam
 from funcdl.optim._alias import _alias, _checked, _Stages, _weight_decay
 from funcdl.optim._base import GradientTransformation, ScalarOrSchedule, Schedule
@@ -231,12 +231,7 @@ def piecewise_interpolate_schedule(interpolate_type: str, init_value: float,
     reached must be finite.
     """
     name = "piecewise_interpolate_schedule"
-    if not isinstance(interpolate_type, str):
-        raise TypeError(f"{name}: interpolate_type must be 'linear' or 'cosine', got "
-                        f"{type(interpolate_type).__name__}")
-    if interpolate_type not in ("linear", "cosine"):
-        raise ValueError(f"{name}: interpolate_type must be 'linear' or 'cosine', got "
-                         f"{interpolate_type!r}")
+    choice_arg(interpolate_type, name, "interpolate_type", ("linear", "cosine"))
     v0 = _value(name, "init_value", init_value)
     pairs = _boundaries(name, boundaries_and_scales)
     return _interpolated(name, interpolate_type == "cosine", v0, pairs,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from funcdl._args import bool_arg, real_arg
+from funcdl._args import bool_arg, choice_arg, real_arg
 from funcdl.optim._base import Schedule
 from funcdl.optim._checks import check_float, schedule_factory
 from funcdl.optim._schedules import _over_counts, _steps
@@ -26,13 +26,8 @@ def _linear(start: float, end: float, pct: float) -> float:
 
 
 def _anneal(name: str, strategy: Any) -> Any:
-    if not isinstance(strategy, str):
-        raise TypeError(f"{name}: anneal_strategy must be 'cos' or 'linear', got "
-                        f"{strategy!r} ({type(strategy).__name__})")
-    if strategy not in ("cos", "linear"):
-        raise ValueError(f"{name}: anneal_strategy must be 'cos' or 'linear', got "
-                         f"{strategy!r}")
-    return _cos if strategy == "cos" else _linear
+    cos = choice_arg(strategy, name, "anneal_strategy", ("cos", "linear")) == "cos"
+    return _cos if cos else _linear
 
 
 def _onecycle(name: str, total_steps: Any, pct_start: Any, anneal_strategy: Any,
