@@ -49,6 +49,13 @@ def frozen(a: NDArray[Any]) -> NDArray[Any]:
     return a.view()
 
 
+def native_float(dtype: np.dtype[Any]) -> bool:
+    """float32 or float64 in this machine's byte order, NumPy's own dtype object or not (an
+    array that came through pickle, as from a process pool, holds an equal copy: tested
+    after ``dtype is F32 or dtype is F64``, the cheapest test, its numbers must not differ)."""
+    return dtype.char in "fd" and dtype.isnative
+
+
 def python_floats(x: Any) -> bool:
     """Whether ``x`` is a Python float or int, or (nested) lists or tuples starting with
     one: weakly typed, as JAX reads them, so they take the other operand's float dtype

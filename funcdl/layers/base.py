@@ -32,6 +32,7 @@ from funcdl._args import (
     bool_arg,
     foreign_dtype,
     is_int,
+    native_float,
     python_floats,
     refuse_masked,
     several_arrays,
@@ -249,7 +250,7 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32, *,
     into float64. ``cotangent=True``: ``x`` is a pullback's ``dy``, and the errors call
     it that, not the input."""
     if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64 or x.dtype.kind in "biu"
-                                  or _native_float(x.dtype)):
+                                  or native_float(x.dtype)):
         return x
     noun, var = ("cotangent dy", "dy") if cotangent else ("input", "x")
     several_arrays(x, name, f"the {noun}", _JOIN)
@@ -274,12 +275,6 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32, *,
         # it (its float32 would leave the float32 paths, and its products leave BLAS)
         return a.astype(a.dtype.newbyteorder("="))
     return a
-
-
-def _native_float(dtype: np.dtype[Any]) -> bool:
-    """float32 or float64 in this machine's byte order, but not NumPy's own dtype object (an
-    array that came through pickle, as from a process pool, holds an equal copy)."""
-    return dtype.char in "fd" and dtype.isnative
 
 
 def in_input_dtype(dx: Array, dtype: Any) -> Array:
@@ -326,7 +321,7 @@ def as_floats(name: str, x: Any) -> Array:
     """``as_array``, with integers and booleans as float32 (the default float, as JAX's
     activations give), not NumPy's float64: for layers that have no params to cast to."""
     if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64  # the common case
-                                  or _native_float(x.dtype)):
+                                  or native_float(x.dtype)):
         return x
     return cast_ints(as_array(name, x), _F32)
 

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree
-from funcdl._args import F32, F64, is_int, is_masked, masked_error, number, shown
+from funcdl._args import F32, F64, is_int, is_masked, masked_error, native_float, number, shown
 
 __all__ = [
     "Count",
@@ -226,8 +226,7 @@ def real_grad(g: Any) -> None:
     complex steps (then drop their imaginary part in ``apply_updates``) and float64 steps
     from integer grads. A float32 or float64 array passes on two identity tests (or, of
     an equal dtype of another object, as unpickled, on two equality tests)."""
-    if type(g) is np.ndarray and (g.dtype is F32 or g.dtype is F64 or g.dtype == F32
-                                  or g.dtype == F64):
+    if type(g) is np.ndarray and (g.dtype is F32 or g.dtype is F64 or native_float(g.dtype)):
         return
     if isinstance(g, np.matrix) or is_masked(g):
         # np.matrix's * is a matrix product; a masked array's mask would be dropped
@@ -372,7 +371,7 @@ def apply_updates(params: Tree, updates: Tree) -> Tree:
         # `is` first, the cheapest test; == for an equal dtype of another object (unpickled)
         if (type(p) is np.ndarray and type(u) is np.ndarray
                 and (u.dtype is p.dtype or u.dtype == p.dtype)
-                and (p.dtype is F32 or p.dtype is F64 or p.dtype == F32 or p.dtype == F64)):
+                and (p.dtype is F32 or p.dtype is F64 or native_float(p.dtype))):
             out = p + u  # the common case: updates in the params' own dtype
             return out if p.ndim else np.asarray(out)  # 0-d: + gives a scalar; keep an array
         dtype = np.asarray(p).dtype

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from funcdl._args import F32, F64
+from funcdl._args import F32, F64, native_float
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -85,9 +85,9 @@ def _norm(x: Any) -> float:
     a = x if type(x) is np.ndarray else np.asarray(x)
     if a.dtype.kind != "f":
         raise TypeError("a leaf that is not real floating point")
-    # `is` first (the cheapest test); == for an equal dtype of another object (unpickled)
-    f32 = a.dtype is F32 or a.dtype == F32
-    if not f32 and a.dtype is not F64 and a.dtype != F64:
+    # `is` first (the cheapest test); native_float for an equal dtype of another object
+    f32 = a.dtype is F32 or (native_float(a.dtype) and a.dtype.char == "f")
+    if not f32 and a.dtype is not F64 and not native_float(a.dtype):
         a = a.astype(np.float64)
     s = float(np.vdot(a, a))
     if s == math.inf and f32:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import F32, F64, bool_arg, refuse_masked
+from funcdl._args import F32, F64, bool_arg, native_float, refuse_masked
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -291,9 +291,9 @@ def _global_norm(name: str, updates: Tree, grads: bool = False) -> float:
     for x in tree.leaves(updates):
         if type(x) is not np.ndarray:  # a masked array's hidden entries would count
             refuse_masked(x, name, "grads" if grads else "updates")
-        # `is` first, the cheapest test; == for an equal dtype of another object (unpickled)
-        if type(x) is np.ndarray and (x.dtype is F32 or x.dtype is F64 or x.dtype == F32
-                                      or x.dtype == F64):
+        # `is` first, the cheapest test; native_float for an equal dtype (unpickled)
+        if type(x) is np.ndarray and (x.dtype is F32 or x.dtype is F64
+                                      or native_float(x.dtype)):
             s = float(np.vdot(x, x))  # BLAS, in the leaf's dtype: the common case
             if s == math.inf and x.dtype == F32:
                 # A float32 sum of squares overflows past ~1.8e19 (then clipping
