@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, call_name, frozen, is_int
+from funcdl._args import bool_arg, call_name, choice_arg, frozen, is_int
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -102,11 +102,7 @@ def Upsample(scale_factor: int | tuple[int, int], mode: str = "nearest",
     name = call_name("Upsample", (scale_factor,), mode=(mode, "nearest"),
                      align_corners=(align_corners, False))
     sh, sw = _scale(name, scale_factor)
-    if not isinstance(mode, str):
-        raise TypeError(f"{name}: mode must be a str, 'nearest' or 'bilinear', got {mode!r} "
-                        f"({type(mode).__name__})")
-    if mode not in _MODES:
-        raise ValueError(f"{name}: mode must be 'nearest' or 'bilinear', got {mode!r}")
+    choice_arg(mode, name, "mode", _MODES)
     align = bool_arg(align_corners, name, "align_corners")
     if align and mode == "nearest":
         raise ValueError(f"{name}: align_corners=True needs mode='bilinear' (torch refuses it "

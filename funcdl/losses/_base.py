@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl._args import F32, FLOAT_MAX, array_arg, foreign_dtype, python_floats
+from funcdl._args import (
+    F32,
+    FLOAT_MAX,
+    array_arg,
+    choice_arg,
+    foreign_dtype,
+    python_floats,
+)
 
 Array = NDArray[Any]
 Pullback = Callable[..., Array]
@@ -258,9 +265,7 @@ def _reduced(name: str, per: Array, reduction: str, count: float,
     """Reduce per-element losses; ``grad(c)`` maps a per-element cotangent ``c`` (scalar or
     array) to dpred. The mean's pullback scales by 1/count. The pullback is named for the
     loss, so that Python's own errors (``pullback(g, 2.0)``) name it too."""
-    if not isinstance(reduction, str):  # `in` below would compare an array elementwise
-        raise TypeError(f"{name}: reduction must be 'mean', 'sum' or 'none', got "
-                        f"{type(reduction).__name__} {reduction!r}")
+    choice_arg(reduction, name, "reduction", ("mean", "sum", "none"))
     if reduction in ("mean", "sum"):
         if reduction == "mean" and count == 0:  # NumPy and PyTorch: NaN and a warning
             raise ValueError(f"{name}: reduction='mean' over an empty batch (losses of "
@@ -281,22 +286,21 @@ def _reduced(name: str, per: Array, reduction: str, count: float,
                 value = float(_sum(np.divide(per, n, dtype=np.float64), axis=None))
         # a finite value means finite terms: each loss's dpred is then in range
         return value, (pullback if math.isfinite(value) else _quiet(pullback))
-    if reduction == "none":
-        def pullback(g: Any = None) -> Array:
-            c = np.ones_like(per) if g is None else array_arg(g, name, "the cotangent")
-            if c.shape != per.shape:
-                raise ValueError(f"{name}: pullback expected a cotangent of shape "
-                                 f"{per.shape} (reduction='none'), got {c.shape}")
-            if c.dtype is not per.dtype:
-                if c.dtype.kind not in "iuf":  # complex would lose its imaginary part
-                    raise TypeError(f"{name}: pullback expected a real cotangent of shape "
-                                    f"{per.shape} (reduction='none'), got dtype {c.dtype}")
-                c = c.astype(per.dtype)
-            return grad(c)
 
-        pullback.__qualname__ = f"losses.{name}: pullback"
-        return per, _quiet(pullback)
-    raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    def pullback_each(g: Any = None) -> Array:  # reduction='none'
+        c = np.ones_like(per) if g is None else array_arg(g, name, "the cotangent")
+        if c.shape != per.shape:
+            raise ValueError(f"{name}: pullback expected a cotangent of shape "
+                             f"{per.shape} (reduction='none'), got {c.shape}")
+        if c.dtype is not per.dtype:
+            if c.dtype.kind not in "iuf":  # complex would lose its imaginary part
+                raise TypeError(f"{name}: pullback expected a real cotangent of shape "
+                                f"{per.shape} (reduction='none'), got dtype {c.dtype}")
+            c = c.astype(per.dtype)
+        return grad(c)
+
+    pullback_each.__qualname__ = f"losses.{name}: pullback"
+    return per, _quiet(pullback_each)
 
 
 def _weights(name: str, what: str, value: Any, shape: tuple[int, ...],

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import array_arg, bool_arg, real_arg
+from funcdl._args import array_arg, bool_arg, choice_arg, real_arg
 from funcdl.losses._base import Array, Pullback, _pred, _reduced, _same_shape, _span, _sum
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -47,11 +47,7 @@ def _kl_div(pred: Any, target: Any, reduction: str = "mean",
     log_target = bool_arg(log_target, name, "log_target")
     p = _pred(name, pred)
     t = _same_shape(name, p, target)
-    if not isinstance(reduction, str) or reduction not in ("mean", "sum", "none",
-                                                             "batchmean"):
-        raise (ValueError if isinstance(reduction, str) else TypeError)(
-            f"{name}: reduction must be 'mean', 'batchmean', 'sum' or 'none', got "
-            f"{type(reduction).__name__} {reduction!r}")
+    choice_arg(reduction, name, "reduction", ("mean", "batchmean", "sum", "none"))
     # log-probabilities > 0 (torch takes them) make terms of either sign, whose inf + -inf
     # sum is NaN; <= 0, no term is -inf
     _nonpositive(name, "pred", p, " (log-probabilities, a LogSoftmax's output)")

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import bool_arg
+from funcdl._args import bool_arg, choice_arg
 from funcdl.optim._adaptive import scale_by_adam
 from funcdl.optim._alias import _alias
 from funcdl.optim._base import (
@@ -118,12 +118,8 @@ def polyak_args(name: str, f_min: Any, max_learning_rate: Any, eps: Any, variant
     f_min = check_float(name, "f_min", f_min, low=-np.inf)
     top = check_float(name, "max_learning_rate", max_learning_rate)
     eps = check_float(name, "eps", eps)
-    if not isinstance(variant, str):
-        raise TypeError(f"{name}: variant must be 'sps' or 'sps+', got "
-                        f"{type(variant).__name__}")
-    if variant not in ("sps", "sps+"):
-        raise ValueError(f"{name}: variant must be 'sps' or 'sps+', got {variant!r}")
-    return f_min, top, eps, variant == "sps+"
+    plus = choice_arg(variant, name, "variant", ("sps", "sps+")) == "sps+"
+    return f_min, top, eps, plus
 
 
 def scale_by_polyak(f_min: float = 0.0, max_learning_rate: float = 1.0, eps: float = 0.0,
