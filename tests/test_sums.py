@@ -11,7 +11,7 @@ import pytest
 
 import funcdl as fd
 from funcdl import layers as L
-from funcdl.layers import _sums, attention, bilinear
+from funcdl.layers import _attention, _sums, bilinear
 
 F32 = np.float32
 
@@ -45,7 +45,7 @@ def test_block_sum_is_the_sum_over_the_other_axes() -> None:
 @pytest.mark.parametrize(("module", "layer", "shape"), [
     (bilinear, L.Bilinear(3), ((None, 4), (None, 5))),          # the t form: D1+D2 small
     (bilinear, L.Bilinear(40), ((None, 2), (None, 3))),         # the z form
-    (attention, L.MultiHeadAttention(2), (None, 3, 4)),
+    (_attention, L.MultiHeadAttention(2), (None, 3, 4)),       # its normalisers
 ])
 def test_layers_take_their_matrix_vector_products_through_mat_vec(monkeypatch, module, layer,
                                                                   shape) -> None:

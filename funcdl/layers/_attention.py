@@ -1,7 +1,8 @@
 """What MultiHeadAttention checks: its input forms (one array, ``(q, kv)``, ``(q, k, v)``)
 and their shapes, at ``init`` (where sizes may be None) and at ``apply``, and its params.
 Every error names the layer, the entries by role and their shapes. Also the attention
-weights it may return (``return_weights``), their cotangent, and the causal mask."""
+weights it may return (``return_weights``), their cotangent, and the causal mask; and the
+normalisers of the scores' rows (softmax, sparsemax) with their vjps."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import frozen, nearest_divisors
+from funcdl._simplex import simplex_projection, simplex_projection_vjp
 from funcdl.layers._params import param_arrays
 from funcdl.layers._sums import mat_vec, ones
 from funcdl.layers.base import Array, Shape, as_array, cast_ints, check_cotangent, check_in_shape
 
-__all__ = ["ROLES", "agree", "checked_params", "features", "in_shapes", "inputs", "later",
-           "mask_arg", "mask_shape", "returned_weights", "several", "shown", "softmax_dscores",
+__all__ = ["NORMALIZERS", "ROLES", "agree", "checked_params", "features", "in_shapes",
+           "inputs", "later", "mask_arg", "mask_shape", "returned_weights", "several", "shown",
            "split_cotangent", "split_mask", "weights_arg", "weights_shape"]
 
 # the entries of each input form, by count: self-, cross- and general attention
@@ -314,3 +316,41 @@ def softmax_dscores(ds: Array, kept: Any, dc2: Array, d: int) -> Array:
     ds -= mat_vec(ds * kept.weights, ones(ds.shape[-1], ds.dtype))[..., None]
     ds *= kept.weights
     return ds
+
+
+def _softmax_rows(s: Array) -> Array:
+    """Softmax along the last axis, in place (``s`` returned), shifted by each row's max (no
+    overflow); a row holding +inf gives NaN, as PyTorch's, without NumPy's warning."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        s -= np.maximum.reduce(s, axis=-1, keepdims=True)
+    np.exp(s, out=s)
+    # row sums as a product with ones: BLAS's matrix-vector product, 4x NumPy's reduction
+    # over rows of 64 ((32, 4, 64, 64) float32; a one-off timing, not kept)
+    s /= mat_vec(s, ones(s.shape[-1], s.dtype))[..., None]
+    return s
+
+
+def _softmax_dscores(ds: Array, kept: Any, dc2: Array, d: int) -> Array:
+    """``dS = P ⊙ (dP - Σ_j P⊙dP)`` in place over ``ds`` = dP, (N, H, Tq, Tk)."""
+    n, heads, tq = ds.shape[:3]
+    # the softmax vjp's row term Σ_j P⊙dP = Σ_j (P⊙M)⊙d(P⊙M) = Σ_d dC⊙C, per
+    # query and head: a sum over D on (N, Tq, E), not over Tk on the scores
+    prod = dc2 * kept.context
+    row = mat_vec(prod.reshape(n, tq, heads, d), ones(d, ds.dtype))
+    ds -= row.transpose(0, 2, 1)[..., None]
+    ds *= kept.weights
+    return ds
+
+
+def _sparsemax_dscores(ds: Array, kept: Any, dc2: Array, d: int) -> Array:
+    """``dS = m ⊙ (dP - Σ_j m⊙dP / Σ_j m)``, ``m = P > 0``, in place over ``ds`` = dP
+    (``_simplex``; the softmax's shortcut through C does not hold: its row term weighs dP
+    by m, not P). A row whose keys are all hidden gives NaN, as the softmax's; one zeroed
+    by ``hidden_rows='zero'`` has m = 0, so dS = 0 there (Σ_j m floored at 1: no 0/0)."""
+    return simplex_projection_vjp(kept.weights, ds, overwrite=True)
+
+
+# each normaliser along the rows of the scores, its vjp from the dP that comes from y to
+# dS, and its vjp from any dP (with a cotangent from the returned weights too)
+NORMALIZERS = {"softmax": (_softmax_rows, _softmax_dscores, softmax_dscores),
+               "sparsemax": (simplex_projection, _sparsemax_dscores, _sparsemax_dscores)}

@@ -34,8 +34,8 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg, real_arg, train_arg
-from funcdl._simplex import simplex_projection, simplex_projection_vjp
 from funcdl.layers._attention import (
+    NORMALIZERS,
     agree,
     checked_params,
     features,
@@ -47,14 +47,13 @@ from funcdl.layers._attention import (
     returned_weights,
     several,
     shown,
-    softmax_dscores,
     split_cotangent,
     split_mask,
     weights_arg,
     weights_shape,
 )
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, weak_dtype
-from funcdl.layers._sums import chan, dot, mat_vec, ones, rows_sum
+from funcdl.layers._sums import chan, dot, rows_sum
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -84,44 +83,6 @@ class _Kept(NamedTuple):
     context: Array           # dropped @ v with the heads side by side, (N·Tq, E)
     w_o: Array
     in_dtypes: list[Any]     # dx's: each input entry's dtype as given, ints not yet cast
-
-
-def _softmax_rows(s: Array) -> Array:
-    """Softmax along the last axis, in place (``s`` returned), shifted by each row's max (no
-    overflow); a row holding +inf gives NaN, as PyTorch's, without NumPy's warning."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        s -= np.maximum.reduce(s, axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    # row sums as a product with ones: BLAS's matrix-vector product, 4x NumPy's reduction
-    # over rows of 64 ((32, 4, 64, 64) float32; a one-off timing, not kept)
-    s /= mat_vec(s, ones(s.shape[-1], s.dtype))[..., None]
-    return s
-
-
-def _softmax_dscores(ds: Array, kept: _Kept, dc2: Array, d: int) -> Array:
-    """``dS = P ⊙ (dP - Σ_j P⊙dP)`` in place over ``ds`` = dP, (N, H, Tq, Tk)."""
-    n, heads, tq = ds.shape[:3]
-    # the softmax vjp's row term Σ_j P⊙dP = Σ_j (P⊙M)⊙d(P⊙M) = Σ_d dC⊙C, per
-    # query and head: a sum over D on (N, Tq, E), not over Tk on the scores
-    prod = dc2 * kept.context
-    row = mat_vec(prod.reshape(n, tq, heads, d), ones(d, ds.dtype))
-    ds -= row.transpose(0, 2, 1)[..., None]
-    ds *= kept.weights
-    return ds
-
-
-def _sparsemax_dscores(ds: Array, kept: _Kept, dc2: Array, d: int) -> Array:
-    """``dS = m ⊙ (dP - Σ_j m⊙dP / Σ_j m)``, ``m = P > 0``, in place over ``ds`` = dP
-    (``_simplex``; the softmax's shortcut through C does not hold: its row term weighs dP
-    by m, not P). A row whose keys are all hidden gives NaN, as the softmax's; one zeroed
-    by ``hidden_rows='zero'`` has m = 0, so dS = 0 there (Σ_j m floored at 1: no 0/0)."""
-    return simplex_projection_vjp(kept.weights, ds, overwrite=True)
-
-
-# each normaliser along the rows of the scores, its vjp from the dP that comes from y to
-# dS, and its vjp from any dP (with a cotangent from the returned weights too)
-_NORMALIZERS = {"softmax": (_softmax_rows, _softmax_dscores, softmax_dscores),
-                "sparsemax": (simplex_projection, _sparsemax_dscores, _sparsemax_dscores)}
 
 
 def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float = 0.0,
@@ -195,15 +156,15 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
             f"{name}: hidden_rows must be 'nan' (a query whose keys are all hidden gives NaN, "
             f"torch's default) or 'zero' (its weights 0, its context 0), got {hidden_rows!r}")
     zero_rows = hidden_rows == "zero"
-    choices = " or ".join(map(repr, _NORMALIZERS))
+    choices = " or ".join(map(repr, NORMALIZERS))
     if not isinstance(normalizer, str):
         raise TypeError(f"{name}: normalizer must be a str, {choices}, got {normalizer!r} "
                         f"({type(normalizer).__name__})")
-    if normalizer not in _NORMALIZERS:
+    if normalizer not in NORMALIZERS:
         hint = (f"; names are lower case: normalizer={normalizer.lower()!r}"
-                if normalizer.lower() in _NORMALIZERS else "")
+                if normalizer.lower() in NORMALIZERS else "")
         raise ValueError(f"{name}: normalizer must be {choices}, got {normalizer!r}{hint}")
-    normalise, d_scores, d_scores_any = _NORMALIZERS[normalizer]
+    normalise, d_scores, d_scores_any = NORMALIZERS[normalizer]
     w_init = initializer_arg(name, "w_init", w_init)
     b_init = initializer_arg(name, "b_init", b_init)
     flagged = kdim is not None or vdim is not None

@@ -46,13 +46,12 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import F32, F64, bool_arg, call_name, int_arg
-from funcdl.layers import _recurrent, _recurrent_state
+from funcdl.layers import _recurrent, _recurrent_input, _recurrent_state
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import dot, ones
 from funcdl.layers.base import (
     Array,
     Layer,
-    Shape,
     as_array,
     check_cotangent,
     check_in_shape,
@@ -179,7 +178,7 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
         if not padded and pair_of_shapes(in_shape):
             raise ValueError(f"{name}: expected an input shape (N, T, C), got the pair "
                              f"{tuple(in_shape)!r}{flag}")
-        shape = (_padded_in_shape(name, in_shape) if padded
+        shape = (_recurrent_input.padded_in_shape(name, in_shape) if padded
                  else check_in_shape(name, in_shape, rank=3, layout="(N, T, C)"))
         n, t, c = shape
         if c is None or c == 0:
@@ -252,7 +251,7 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
         else:
             _recurrent_state.refuse_state(name, x, padded)
         if padded:
-            x, given = _pair(name, x)
+            x, given = _recurrent_input.pair(name, x)
         ps, x, dt = checked(params, x, state)
         w_ih, w_hh = ps[0], ps[1]
         n, t, c = x.shape
@@ -260,7 +259,7 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
         first = (_recurrent_state.check_state(name, state, n, hidden, dt) if given_state
                  else None)
         if padded:
-            ln = _lengths_arg(name, given, x.shape)
+            ln = _recurrent_input.lengths_arg(name, given, x.shape)
             steps = np.arange(t)
             pad = (steps[:, None] >= ln)[:, :, None]
             if reverse:  # idx[n, s] = len_n - 1 - s inside the sequence, s after: an involution
@@ -352,52 +351,6 @@ def _in_time(a: Array, idx: Array | None) -> Array:
     if idx is None:
         return np.ascontiguousarray(a)
     return np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
-
-
-def _padded_in_shape(name: str, in_shape: Any) -> Shape:
-    """The x shape of a padded layer's ``in_shape ((N, T, C), (N,))``, checked."""
-    if not pair_of_shapes(in_shape):
-        raise ValueError(f"{name}: expected in_shape ((N, T, C), (N,)), the shapes of the "
-                         f"input (x, lengths), got {in_shape!r}; without lengths build the "
-                         f"layer with lengths=False")
-    shape = check_in_shape(name, in_shape[0], rank=3, layout="(N, T, C)")
-    ln = check_in_shape(name, in_shape[1])
-    if len(ln) != 1 or (None not in (ln[0], shape[0]) and ln[0] != shape[0]):
-        raise ValueError(f"{name}: lengths must have shape (N,), one per sequence of x, got "
-                         f"in_shape {in_shape!r}; pass ((N, T, C), (N,))")
-    return shape
-
-
-def _pair(name: str, x: Any) -> tuple[Any, Any]:
-    """``(x, lengths)`` from a padded layer's input, or a TypeError saying so."""
-    if not (isinstance(x, (tuple, list)) and len(x) == 2):
-        got = (f"a {type(x).__name__} of {len(x)}" if isinstance(x, (tuple, list)) else
-               f"shape {np.shape(x)}" if isinstance(x, np.ndarray) else type(x).__name__)
-        raise TypeError(f"{name}: expected the input as a pair (x, lengths), x (N, T, C) "
-                        f"padded and lengths (N,) integers, got {got}; a batch of full "
-                        f"sequences needs the layer built without lengths=True")
-    return x[0], x[1]
-
-
-def _lengths_arg(name: str, given: Any, shape: tuple[int, ...]) -> Array:
-    """``lengths`` as an int64 ``(N,)`` array in ``[0, T]``, or an error saying the fix."""
-    n, t = shape[0], shape[1]
-    ln = np.asarray(given) if isinstance(given, (np.ndarray, list, tuple)) else None
-    if ln is None or ln.dtype.kind not in "iu":
-        got = f"dtype {ln.dtype}" if ln is not None else type(given).__name__
-        fix = ("lengths.astype(np.int64)" if ln is not None and ln.dtype.kind in "fb" else
-               "np.asarray(lengths, dtype=np.int64)")
-        raise TypeError(f"{name}: lengths must be integers, each sequence's number of valid "
-                        f"steps, got {got}; pass {fix}")
-    if ln.shape != (n,):
-        raise ValueError(f"{name}: lengths must have shape ({n},), one per sequence of x "
-                         f"{shape}, got shape {ln.shape}")
-    if n and (ln.min() < 0 or ln.max() > t):
-        bad = int(np.argmax((ln < 0) | (ln > t)))
-        raise ValueError(f"{name}: lengths must lie in [0, T] = [0, {t}] (x {shape} has T = "
-                         f"{t} steps), got lengths[{bad}] = {int(ln[bad])}; pad x to the "
-                         f"longest sequence, or correct the lengths")
-    return ln.astype(np.int64, copy=False)
 
 
 def _shown(shape: tuple[Any, ...]) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl.layers._children import ERRORS, name_of
+from funcdl.layers._recurrent_input import lengths_arg
 from funcdl.layers._wrap import relabelled
 from funcdl.layers.base import (
     Array,
@@ -36,7 +37,6 @@ from funcdl.layers.base import (
 )
 from funcdl.layers.branching import Parallel
 from funcdl.layers.combinators import Sequential
-from funcdl.layers.recurrent import _lengths_arg
 from funcdl.layers.routing import FanOut, Select
 
 __all__ = ["Carry", "MaskedMean"]
@@ -161,7 +161,7 @@ def MaskedMean(mask: str = "padding") -> Layer:
                                 f"padding mask, True at padding, to MaskedMean() instead: "
                                 f"it is that layer's input (key padding), not lengths "
                                 f"(as ints it would not count the valid steps)")
-            ln = _lengths_arg(name, xs[1], x.shape)
+            ln = lengths_arg(name, xs[1], x.shape)
             valid = np.arange(t) < ln[:, None]
         else:
             # a list, or an ndarray subclass (np.ma), as a plain array: NumPy's own rules
