@@ -219,6 +219,19 @@ def test_spectral_norm_train_updates_and_eval_keeps():
     np.testing.assert_array_equal(new2["u"], new["u"])
 
 
+def test_spectral_norm_new_state_is_not_what_the_pullback_reads():
+    """The state a training vjp returns is the caller's: writing into it leaves the
+    gradients as they were (its u, v were once the arrays the pullback reads)."""
+    layer = SpectralNorm(Dense(3))
+    _, p, s = layer.init(KEY, (None, 4))                # float32, as u and v
+    x, dy = rand(5, 4, seed=5, dtype=np.float32), rand(5, 3, seed=6, dtype=np.float32)
+    _, pullback, new = layer.vjp(p, x, state=s, train=True)
+    want = pullback(dy)[0]["w"].copy()
+    new["u"] *= 2
+    new["v"] *= -1
+    np.testing.assert_array_equal(pullback(dy)[0]["w"], want)
+
+
 def test_spectral_norm_gradient_closed_form():
     """dW = dW_sn/σ - (⟨dW_sn, W⟩/σ²) u vᵀ (u, v fixed) in Dense's (in, out) layout, and
     ⟨dW, W⟩ = 0 (W/σ is unchanged by scaling W)."""

@@ -210,7 +210,8 @@ def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
         u, v = u0.astype(w.dtype), v0.astype(w.dtype)
         if train:
             u, v = power_iteration(mat, u, v, n_iter, eps)
-            state = {"u": u.astype(u0.dtype, copy=False), "v": v.astype(v0.dtype, copy=False)}
+            # copies: the pullback reads u and v, which a caller may write to in the state
+            state = {"u": u.astype(u0.dtype), "v": v.astype(v0.dtype)}
         sigma = np.dot(u, mat_vec(mat, v))
         if sigma == 0:
             raise ValueError(f"{me}: the spectral norm estimate uᵀWv is 0 (a zero weight, "
