@@ -363,7 +363,7 @@ def test_review_layers_two_edges():
         layer = make()
         _, pullback = layer.vjp((), np.array(1.5, np.float32))
         assert np.asarray(pullback(np.array(1.0, np.float32))[1]).dtype == np.float32
-    for elu in (ELU(), ELU(2.0)):
+    for elu in (ELU(), ELU(2.0), ELU(0.5), CELU(0.5)):  # ELU(a < 1) gave a (a probe)
         _, pullback = elu.vjp((), np.array([np.nan, -1.0], np.float32))
         dx = pullback(np.ones(2, np.float32))[1]
         assert dx[0] == 1.0 and np.isfinite(dx[1])

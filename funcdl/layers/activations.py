@@ -206,8 +206,9 @@ def ELU(alpha: float = 1.0) -> Layer:
     if 0 < a <= 1:  # a·(e^x - 1) >= x for x <= 0, 0 < x above: the max picks the branch
         return _elementwise(
             f"ELU({a})", lambda x: np.maximum(x, a * np.expm1(np.minimum(x, 0))),
-            # fmax, fmin: NaN takes the x > 0 slope, dy, as torch's (0 < a <= 1 here)
-            lambda x, y, dy: dy * np.fmax(x > 0, a * np.exp(np.fmin(x, 0))), reads="x")
+            # ~(x <= 0), fmin: NaN takes the x > 0 slope, dy, as torch's on a few values
+            # (0 < a <= 1 here; [x > 0] gave a there, what fmin(NaN, 0) = 0 makes)
+            lambda x, y, dy: dy * np.fmax(~(x <= 0), a * np.exp(np.fmin(x, 0))), reads="x")
 
     def f(x: Array) -> Array:  # a·(e^min(x,0) - 1) + max(x, 0): one term is exactly 0
         y = np.expm1(np.minimum(x, 0))

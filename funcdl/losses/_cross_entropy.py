@@ -29,7 +29,8 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
     """Logits ``z`` of shape (..., C) against integer labels (...) or probabilities / one-hot
     (..., C), floats or ints (an int one-hot needs batched logits of C >= 2: see
     ``_one_hot``): ``-Σ_c t_c log softmax(z)_c``, averaged over examples;
-    ``dz = softmax(z) Σ_c t_c - t``. ``label_smoothing`` ε, as torch's: the target is
+    ``dz = softmax(z) Σ_c t_c - t``; a term of ``t_c = 0`` is 0, its limit, also at a logit of
+    -inf (torch: ``0·-inf``, NaN). ``label_smoothing`` ε, as torch's: the target is
     ``(1 - ε) t + ε / C`` (t one-hot for labels).
 
     As torch's ``CrossEntropyLoss``: ``weight`` (C,) weighs class c's term by ``w_c``

@@ -39,7 +39,8 @@ def _eps(name: str, eps: Any, dtype: Any) -> float:
 def _kl_div(pred: Any, target: Any, reduction: str = "mean",
             log_target: bool = False) -> tuple[Any, Pullback]:
     """torch's ``kl_div``: log-probabilities ``p <= 0`` against probabilities ``t >= 0``,
-    ``t (log t - p)`` (0 where ``t = 0``, as torch's xlogy); ``log_target=True``: ``t <= 0``
+    ``t (log t - p)`` (0 where ``t = 0``, as torch's xlogy, and the limit there at ``p = -inf``
+    too, where torch's ``0·inf`` gives NaN); ``log_target=True``: ``t <= 0``
     are log-probabilities, ``e^t (t - p)``. ``dp = -t`` (``-e^t``). ``reduction='batchmean'``
     (this loss only) divides the sum by the batch size, ``pred.shape[0]``, the true KL
     divergence per example; ``'mean'``, as torch's, divides by every element."""
