@@ -329,6 +329,15 @@ def like(x: Any, ref: Any) -> Any:
         return np.asarray(x, dtype=np.asarray(ref).dtype)
 
 
+def held(a: Any) -> Any:
+    """``a`` made read-only: an array that a transform's new state keeps and its update
+    returns too (a momentum, as optax's ``trace`` returns it), so that writing into the
+    updates raises instead of changing the state (JAX's arrays cannot be written to)."""
+    if type(a) is np.ndarray:
+        a.flags.writeable = False
+    return a
+
+
 def cast_like(x: Any, ref: Any) -> Any:
     """``x`` in ``ref``'s dtype where an in-place step into ``ref`` would have cast it (same
     kind), else ``x`` as it is: the fallback of the steps that write into an array of the

@@ -16,6 +16,7 @@ from funcdl.optim._base import (
     GradientTransformation,
     ScalarOrSchedule,
     check_state,
+    held,
     leafwise,
     like,
     next_count,
@@ -88,7 +89,7 @@ def scale_by_adopt(b1: float = 0.9, b2: float = 0.9999, eps: float = 1e-6, *,
             m_new = like(d1 * m + (1.0 - d1) * n, m)
             # ((1-b2)·g)·g: float32 g·g overflows from |g| ~ 1.8e19, this only where v does
             v_new = like(d2 * v + (1.0 - d2) * g * g, v)
-            u = like(d1 * m_new + (1.0 - d1) * n, m) if nest else m_new
+            u = like(d1 * m_new + (1.0 - d1) * n, m) if nest else held(m_new)
             return u, m_new, v_new
 
         with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently

@@ -19,6 +19,7 @@ from funcdl.optim._base import (
     Count,
     GradientTransformation,
     check_state,
+    held,
     leafwise,
     like,
     next_count,
@@ -157,7 +158,7 @@ def scale_by_rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float
             q = sg * np.sign(prev)
             factor = np.where(q > 0, plus, np.where(q < 0, minus, 1.0))
             s_new = like(np.clip(s * factor, lo, hi), s)
-            u = like(np.where(q < 0, 0.0, s_new * sg), prev)
+            u = held(like(np.where(q < 0, 0.0, s_new * sg), prev))  # the next prev too
             return u, s_new
 
         with np.errstate(all="ignore"):  # NaN grads: NaN steps, silently, as torch's

@@ -19,6 +19,7 @@ from funcdl.optim._base import (
     GradientTransformation,
     check_state,
     empty_init,
+    held,
     leafwise,
     like,
     next_count,
@@ -156,7 +157,7 @@ def scale_by_novograd(b1: float = 0.9, b2: float = 0.25, eps: float = 1e-8,
             d = g / (np.sqrt(n_new + eps_root) + eps)
             if wd != 0.0:
                 d = d + wd * param_leaf(where, path, rest[0])
-            return like(d if first else b1 * m + d, m), n_new
+            return held(like(d if first else b1 * m + d, m)), n_new
 
         trees = (grads, state.mu, *(() if params is None else (params,)), state.nu)
         names = ("grads", "state.mu", *(() if params is None else ("params",)), "state.nu")

@@ -22,6 +22,7 @@ from funcdl.optim._base import (
     _check_transforms,
     check_state,
     empty_init,
+    held,
     leafwise,
     like,
     next_count,
@@ -282,7 +283,7 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> Gradien
                 nu = np.minimum(nu, mus[i].reshape((1,) * i + (-1,) + (1,) * (g.ndim - i - 1)))
         acc = c * g**2 + b2 * nu
         inv = np.where(acc > 0, 1.0 / np.sqrt(acc + eps), 0.0)
-        m_new = like((1.0 - b1) * (g * inv) + b1 * m, m)
+        m_new = held(like((1.0 - b1) * (g * inv) + b1 * m, m))
         if g.ndim < 2:
             return m_new, [like(acc, mus[0])], m_new
         axes = range(g.ndim)

@@ -24,6 +24,7 @@ from funcdl.optim._base import (
     check_state,
     dtype_error,
     empty_init,
+    held,
     leafwise,
     like,
     next_count,
@@ -369,7 +370,7 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
             real_grad(g)
             m_new = like(g + d * m, m)
             if not nest:
-                return m_new, m_new
+                return held(m_new), m_new
             # g + d·m_new, summed into d·m_new so that it keeps the state's dtype (float64
             # grads on float32 params give float32 steps, as without nesterov).
             u = m_new * d

@@ -18,6 +18,7 @@ from funcdl.optim._base import (
     GradientTransformation,
     _check_transforms,
     check_state,
+    held,
     leafwise,
     like,
     next_count,
@@ -115,7 +116,7 @@ def apply_every(k: int = 1) -> GradientTransformation:
             # a copy of g: the state outlives this update, and the caller may refill g
             acc = like(a + g, a) if c else np.array(g, np.result_type(a))
             # zeros, not 0·acc: an inf in the sum would make optax's NaN
-            return (acc if emit else np.zeros_like(acc)), acc
+            return (held(acc) if emit else np.zeros_like(acc)), acc
 
         with np.errstate(all="ignore"):  # inf - inf in the sum: NaN, silently
             out, acc = leafwise(f"{name}.update", leaf, (grads, state.grad_acc),
