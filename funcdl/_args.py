@@ -94,6 +94,17 @@ def refuse_masked(x: Any, where: str, what: str) -> None:
         raise masked_error(where, what)
 
 
+def side_array(x: Any, where: str, what: str) -> NDArray[Any] | None:
+    """A side input of ints or bools (lengths, a padding mask) as a plain ndarray: from a
+    list or tuple, an ndarray (a subclass as its base: np.matrix), or another library's
+    array (``__array__``: JAX's, torch's); None for anything else. A masked array is
+    refused: its mask would be dropped."""
+    refuse_masked(x, where, what)
+    if isinstance(x, (np.ndarray, list, tuple)) or hasattr(x, "__array__"):
+        return np.asarray(x)
+    return None
+
+
 def several_arrays(x: Any, where: str, what: str, hint: str = "") -> None:
     """A TypeError for a tuple holding arrays (a FanOut's or Parallel's output, a pytree
     node), which ``np.asarray`` would stack into one array with a new leading axis, silently.

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import frozen, nearest_divisors
+from funcdl._args import frozen, nearest_divisors, refuse_masked
 from funcdl._simplex import simplex_projection, simplex_projection_vjp
 from funcdl.layers._params import param_arrays
 from funcdl.layers._sums import mat_vec, ones
@@ -221,7 +221,8 @@ def mask_arg(name: str, mask: Any, out: tuple[int, int, int], tk: int) -> Array:
     if mask is None:
         raise TypeError(f"{name}: expected the mask as {MASKS}, got None; with masked=True "
                         f"every input carries one: np.zeros((N, S), bool) hides nothing")
-    if not isinstance(mask, np.ndarray):
+    refuse_masked(mask, name, "the mask")
+    if type(mask) is not np.ndarray:  # a list, np.matrix, another library's array
         try:
             mask = np.asarray(mask)
         except (ValueError, TypeError) as e:

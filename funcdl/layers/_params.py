@@ -63,7 +63,7 @@ def weak_dtype(params: Any, key: str) -> np.dtype[Any]:
     array's floating dtype, else float32 (bad params are refused afterwards, by name)."""
     p = params.get(key) if isinstance(params, dict) else None
     dtype = getattr(p, "dtype", None)
-    return dtype if dtype is not None and dtype.char in "fd" else _F32
+    return dtype if isinstance(dtype, np.dtype) and dtype.char in "fd" else _F32
 
 
 def param_arrays(name: str, params: Any, keys: tuple[str, ...]) -> list[Array]:

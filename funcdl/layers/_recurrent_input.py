@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from funcdl._args import side_array
 from funcdl.layers.base import Array, Shape, check_in_shape, pair_of_shapes
 
 
@@ -40,7 +41,7 @@ def pair(name: str, x: Any) -> tuple[Any, Any]:
 def lengths_arg(name: str, given: Any, shape: tuple[int, ...]) -> Array:
     """``lengths`` as an int64 ``(N,)`` array in ``[0, T]``, or an error saying the fix."""
     n, t = shape[0], shape[1]
-    ln = np.asarray(given) if isinstance(given, (np.ndarray, list, tuple)) else None
+    ln = side_array(given, name, "lengths")
     if ln is None or ln.dtype.kind not in "iu":
         got = f"dtype {ln.dtype}" if ln is not None else type(given).__name__
         fix = ("lengths.astype(np.int64)" if ln is not None and ln.dtype.kind in "fb" else

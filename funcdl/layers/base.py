@@ -279,8 +279,9 @@ def as_array(name: str, x: Any, weak: np.dtype[Any] = _F32, *,
 
 def in_input_dtype(dx: Array, dtype: Any) -> Array:
     """``dx`` in its input's floating dtype (``dtype``, None for a list), as JAX gives an
-    input's cotangent: float64 params must not turn a float32 input's dx into float64."""
-    if (dtype is None or dx.dtype is dtype or dtype.kind != "f"
+    input's cotangent: float64 params must not turn a float32 input's dx into float64. A
+    dtype not NumPy's (a torch tensor's) leaves dx as computed."""
+    if (dtype is None or dx.dtype is dtype or not isinstance(dtype, np.dtype) or dtype.kind != "f"
             or dx.dtype.itemsize == dtype.itemsize):  # the same, or one in another byte order
         return dx
     with np.errstate(over="ignore"):  # beyond float32: inf, as JAX's cast gives

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
+from funcdl._args import side_array
 from funcdl.layers._children import ERRORS, name_of
 from funcdl.layers._recurrent_input import lengths_arg
 from funcdl.layers._wrap import relabelled
@@ -153,8 +154,8 @@ def MaskedMean(mask: str = "padding") -> Layer:
                              f"add a channel axis with Reshape, or pool (N, T) x as (N, T, 1)")
         n, t = x.shape[:2]
         if mask == "lengths":
-            if isinstance(xs[1], (np.ndarray, list, tuple)) and \
-                    np.asarray(xs[1]).dtype == np.bool_:
+            given = side_array(xs[1], name, "lengths")
+            if given is not None and given.dtype == np.bool_:
                 # a cast to ints would read True/False as lengths 1/0: say what was meant
                 raise TypeError(f"{name}: lengths must be integers, each sequence's number "
                                 f"of valid steps, got dtype bool; pass a boolean (N, T) "
@@ -164,10 +165,9 @@ def MaskedMean(mask: str = "padding") -> Layer:
             ln = lengths_arg(name, xs[1], x.shape)
             valid = np.arange(t) < ln[:, None]
         else:
-            # a list, or an ndarray subclass (np.ma), as a plain array: NumPy's own rules
-            m = np.asarray(xs[1]) if isinstance(xs[1], (np.ndarray, list)) else xs[1]
-            if not isinstance(m, np.ndarray) or m.dtype != np.bool_:
-                got = f"dtype {m.dtype}" if isinstance(m, np.ndarray) else type(m).__name__
+            m = side_array(xs[1], name, "the key_padding_mask")
+            if m is None or m.dtype != np.bool_:
+                got = f"dtype {m.dtype}" if m is not None else type(xs[1]).__name__
                 raise TypeError(f"{name}: expected a key_padding_mask (N, T) bool, True at "
                                 f"padding, got {got}; pass mask.astype(bool), or "
                                 f"MaskedMean('lengths') for (x, lengths)")
