@@ -375,7 +375,7 @@ def test_infinite_inputs_where_the_loss_has_a_limit():
     (lambda: MULTI(X, LABELS - 6), ValueError, "labels must be in [0, 4)"),
     (lambda: MULTI(X, LABELS.astype(float)), TypeError, "target.astype(int)"),
     (lambda: MULTI(X, LABELS[:5]), ValueError, "integer labels must have shape (6,)"),
-    (lambda: MULTI(X, LABELS, weight=W[:3]), ValueError, "weight must broadcast"),
+    (lambda: MULTI(X, LABELS, weight=W[:3]), ValueError, "weight must have shape"),
     (lambda: MULTI(X, LABELS, weight=-W), ValueError, ">= 0"),
     (lambda: MULTI(X, LABELS, margin=None), TypeError, "margin"),
     (lambda: MULTI(X[:, :0], LABELS), ValueError, "class axis"),

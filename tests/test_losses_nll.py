@@ -85,7 +85,7 @@ def test_float32_stays_float32():
                                 r"log-probabilities of shape \(5, 4\), got \(4,\)"),
     (LP, Y + 1, {}, ValueError, r"nll: labels must be in \[0, 4\), got values in \[1, 4\]"),
     (np.float64(1.0), 0, {}, ValueError, r"nll: log-probabilities need a class axis"),
-    (LP, Y, {"weight": W[:3]}, ValueError, r"nll: weight must broadcast to shape \(4,\)"),
+    (LP, Y, {"weight": W[:3]}, ValueError, r"nll: weight must have shape \(4,\)"),
     (LP, np.full(5, 7), {"ignore_index": 7}, ValueError, r"nll: reduction='mean' divides by "
                                                          r"the weight of the examples not "
                                                          r"ignored, which is 0"),

@@ -73,8 +73,11 @@ def test_float32_stays_float32_with_weights():
 
 
 @pytest.mark.parametrize("kw, error, match", [
-    ({"weight": np.ones(2)}, ValueError, r"weight must broadcast to shape \(3,\) \(one per "
-                                         r"class, shape \(3,\), say\), got shape \(2,\)"),
+    ({"weight": np.ones(2)}, ValueError, r"weight must have shape \(3,\), one per class "
+                                         r"\(as torch's\), got shape \(2,\)"),
+    # a 0-d weight broadcast to (3,) and then failed as a bare IndexError (a probe)
+    ({"weight": np.float32(2)}, ValueError, r"weight must have shape \(3,\), one per class "
+                                            r"\(as torch's\), got shape \(\)"),
     ({"weight": np.array([1.0, -1.0, 1.0])}, ValueError, r"weight must be finite, >= 0"),
     ({"weight": np.array([1.0, np.nan, 1.0])}, ValueError, r"weight must be finite"),
     ({"weight": np.array(["a", "b", "c"])}, TypeError, r"weight must hold real numbers, got "
@@ -84,6 +87,16 @@ def test_float32_stays_float32_with_weights():
 def test_bad_weights_and_ignore_index_are_named(kw, error, match):
     with pytest.raises(error, match=rf"softmax_cross_entropy: {match}"):
         CE(Z, Y, **kw)
+
+
+def test_weights_beside_a_pred_in_the_other_byte_order():
+    """A big-endian pred with weights raised KeyError: dtype('>f4') (a probe); the same
+    value as the native pred now."""
+    z = Z.astype(np.float32)
+    want = CE(z, Y, weight=W)
+    assert CE(z.astype(">f4"), Y, weight=W) == want
+    bce = losses.bce_with_logits
+    assert bce(z.astype(">f4"), Z > 0, pos_weight=W) == bce(z, Z > 0, pos_weight=W)
 
 
 def test_ignore_index_with_probabilities_and_everything_ignored_are_refused():

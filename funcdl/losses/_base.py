@@ -304,23 +304,27 @@ def _reduced(name: str, per: Array, reduction: str, count: float,
 
 
 def _weights(name: str, what: str, value: Any, shape: tuple[int, ...],
-             dtype: Any) -> Array | None:
+             dtype: Any, per_class: bool = False) -> Array | None:
     """``value`` as finite weights >= 0 in ``dtype`` (within its range) that broadcast to
-    ``shape`` without changing it, None for None: a TypeError for non-numbers, else a
-    ValueError."""
+    ``shape`` without changing it (``per_class``: of that shape, (C,), as torch's class
+    weights), None for None: a TypeError for non-numbers, else a ValueError."""
     if value is None:
         return None
     v = array_arg(value, name, what)
     if v.dtype.kind not in "biuf":
         raise TypeError(f"{name}: {what} must hold real numbers, got dtype {v.dtype}")
     try:
-        fits = np.broadcast_shapes(v.shape, shape) == shape
+        fits = np.broadcast_shapes(v.shape, shape) == shape and (
+            not per_class or v.shape == shape)
     except ValueError:
         fits = False
+    if not fits and per_class:
+        raise ValueError(f"{name}: {what} must have shape {shape}, one per class (as "
+                         f"torch's), got shape {v.shape}")
     if not fits:
         raise ValueError(f"{name}: {what} must broadcast to shape {shape} (one per class, "
                          f"shape {shape[-1:]}, say), got shape {v.shape}")
-    top = FLOAT_MAX[np.dtype(dtype)]
+    top = FLOAT_MAX[np.dtype(dtype).newbyteorder("=")]  # the pred's, in any byte order
     # float(...): a Python float top beside a float32 max is cast to float32 (NEP 50), and
     # float64's maximum overflows there with a warning
     if v.size and not (np.isfinite(v).all() and v.min() >= 0 and float(v.max()) <= top):

@@ -169,7 +169,7 @@ def _weighed(terms: Array, w: Array) -> Array:
 def _label_args(name: str, target: Any, shape: tuple[int, ...], dtype: Any, weight: Any,
                 ignore_index: Any) -> tuple[Array, Array | None, int | None]:
     labels = array_arg(target, name, "target")
-    w = _weights(name, "weight", weight, shape[-1:], dtype)
+    w = _weights(name, "weight", weight, shape[-1:], dtype, per_class=True)
     ignore = None if ignore_index is None else int_arg(ignore_index, name, "ignore_index",
                                                        minimum=None)
     return labels, w, ignore

@@ -111,7 +111,7 @@ def _multi_margin(pred: Any, target: Any, p: int = 1, margin: float = 1.0,
     x = _pred(name, pred)
     n_classes = _classes(name, x, "the scores")
     labels = _int_labels(name, target, *_class_labels(x.shape, ""))
-    w = _weights(name, "weight", weight, x.shape[-1:], x.dtype)
+    w = _weights(name, "weight", weight, x.shape[-1:], x.dtype, per_class=True)
     # no weights to _pick: its weighted mean divides by Σ w_y, torch's here by the count
     _, rows, cols, _, _ = _pick(name, "scores", x.shape, labels, None, None, reduction)
     xs = x.reshape(-1, n_classes)
