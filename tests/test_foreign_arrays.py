@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 
-from funcdl import random
+from funcdl import optim, random
 from funcdl.layers import (
     GRU,
     LSTM,
@@ -103,3 +103,28 @@ def test_params_of_another_library_are_refused_by_name(layer) -> None:
     name = re.escape(layer.name)
     with pytest.raises(TypeError, match=rf"{name}: params\['scale'\] must be a NumPy array"):
         layer.apply({**params, "scale": Foreign(params["scale"])}, X[:, 0])
+
+
+@pytest.mark.parametrize("make", [lambda: optim.adam(1e-3), lambda: optim.sgd(0.1, 0.9),
+                                  lambda: optim.rmsprop(1e-3), lambda: optim.adagrad(0.1),
+                                  lambda: optim.adamw(1e-3), lambda: optim.lion(1e-4)],
+                         ids=["adam", "sgd", "rmsprop", "adagrad", "adamw", "lion"])
+def test_optimizers_refuse_grads_of_another_library_by_path(make) -> None:
+    """JAX's and torch's arrays as grads: bare errors inside a step (adam's sqrt into an out
+    buffer), DeprecationWarnings, or updates of their type; a TypeError naming the leaf."""
+    opt = make()
+    params = {"w": np.ones((2, 3), F32)}
+    with pytest.raises(TypeError, match=r"grads\['w'\] is a .*Foreign, not a NumPy array; "
+                                        r"optimizers take NumPy arrays"):
+        opt.update(opt.init(params), {"w": Foreign(np.ones((2, 3), F32))}, params)
+
+
+def test_decayed_weights_refuse_matrix_params() -> None:
+    """np.matrix params made matrix updates in float64 (adamw then blamed the grads)."""
+    with pytest.warns(PendingDeprecationWarning):  # NumPy's, on making a matrix
+        w = np.asmatrix(np.ones((2, 2), F32))
+    opt = optim.adamw(1e-3)
+    with pytest.raises(TypeError, match=r"add_decayed_weights.update: params\['w'\] is a "
+                                        r"np.matrix"):
+        opt.update(opt.init({"w": np.ones((2, 2), F32)}), {"w": np.ones((2, 2), F32)},
+                   {"w": w})

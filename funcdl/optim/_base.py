@@ -228,22 +228,34 @@ def real_grad(g: Any) -> None:
     an equal dtype of another object, as unpickled, on two equality tests)."""
     if type(g) is np.ndarray and (g.dtype is F32 or g.dtype is F64 or native_float(g.dtype)):
         return
-    if isinstance(g, np.matrix) or is_masked(g):
-        # np.matrix's * is a matrix product; a masked array's mask would be dropped
-        raise TypeError("a grad of an ndarray subclass")
+    if isinstance(g, np.matrix) or is_masked(g) or foreign(g):
+        # np.matrix's * is a matrix product; a masked array's mask would be dropped; another
+        # library's array turns NumPy's results into its own, or fails inside a step
+        raise TypeError("a grad of an ndarray subclass or another library")
     dtype = g.dtype if isinstance(g, (np.ndarray, np.generic)) else np.asarray(g).dtype
     if dtype.kind != "f":
         raise TypeError("a grad that is not real floating point")
 
 
+def foreign(x: Any) -> bool:
+    """Whether a leaf is neither a NumPy array or scalar nor a Python number: another
+    library's array (JAX's, torch's), which NumPy's operations hand back as its own type or
+    refuse to write into."""
+    return not isinstance(x, (np.ndarray, np.generic, float, int))
+
+
 def subclass_error(name: str, what: str, x: Any) -> Exception | None:
     """The error for a leaf ``what`` that ``real_grad`` refuses as an ndarray subclass (a
-    masked array, a np.matrix), or None."""
+    masked array, a np.matrix) or another library's array, or None."""
     if is_masked(x):
         return masked_error(name, what)
     if isinstance(x, np.matrix):
         return TypeError(f"{name}: {what} is a np.matrix, whose * is a matrix product, not the "
                          f"entrywise one an optimizer takes; pass np.asarray({what})")
+    if foreign(x):
+        kind = f"{type(x).__module__}.{type(x).__qualname__}"
+        return TypeError(f"{name}: {what} is a {kind}, not a NumPy array; optimizers take "
+                         f"NumPy arrays and numbers: pass np.asarray({what})")
     return None
 
 

@@ -253,7 +253,10 @@ def walk(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Sequen
 
 def real_param(p: Any) -> Any:
     """``p`` as an array if it is real floating point, else a bare TypeError, which
-    ``leafwise`` turns into one naming the leaf (a complex or integer param read by a step)."""
+    ``leafwise`` turns into one naming the leaf (a complex or integer param read by a step,
+    an ndarray subclass, another library's array)."""
+    if type(p) is not np.ndarray and subclass_error("", "", p) is not None:
+        raise TypeError("a param of an ndarray subclass or another library")
     a = np.asarray(p)
     if a.dtype.kind != "f":
         raise TypeError("a param that is not real floating point")
@@ -263,6 +266,10 @@ def real_param(p: Any) -> Any:
 def param_leaf(where: str, path: str, p: Any) -> Any:
     """``p`` as an array if it is real floating point, else a TypeError naming ``where``
     and ``params{path}``."""
+    if type(p) is not np.ndarray:
+        odd = subclass_error(where, f"params{path}", p)
+        if odd is not None:
+            raise odd
     a = np.asarray(p)
     if a.dtype.kind != "f":
         raise param_dtype_error(where, path, a.dtype)

@@ -39,6 +39,7 @@ from funcdl.optim._checks import (
     check_float_params,
     check_schedule,
     needs_params,
+    real_param,
     schedule_value,
 )
 from funcdl.optim._masked import make_masked
@@ -264,6 +265,8 @@ def _decayed(name: str, wd: float, grads: Tree, params: Tree, in_place: bool = F
 
     def leaf(g: Any, p: Any) -> Any:
         real_grad(g)
+        if type(p) is not np.ndarray:
+            real_param(p)  # a np.matrix would make matrix steps, in float64
         if (in_place and type(g) is np.ndarray and g.ndim and type(p) is np.ndarray
                 and g.dtype == p.dtype):
             g += wd * p  # the sum g + wd·p would make, in g's dtype, p's
