@@ -147,9 +147,9 @@ def Softplus(beta: float = 1.0, threshold: float = 20.0) -> Layer:
     ``βx > threshold``; ``dx = dy · σ(βx) = dy · (1 - e^(-βy))``, and ``dx = dy`` there.
 
     The linear part starts where ``e^(-βx)`` is below float32's resolution, so it changes
-    nothing in float32, and makes float64 agree with PyTorch to the last digit
-    (``jax.nn.softplus`` has no threshold: it differs by up to ``e^-20`` there;
-    ``threshold=inf`` gives its numbers).
+    nothing in float32, and makes float64 agree with PyTorch there to the last digit (below
+    it, within 2 ulp: the log1p and exp of another library; ``jax.nn.softplus`` has no
+    threshold: it differs by up to ``e^-20`` there; ``threshold=inf`` gives its numbers).
     """
     b = real_arg(beta, "Softplus", "beta", low=0.0, open_low=True)
     t = real_arg(threshold, "Softplus", "threshold", finite=False)  # inf: none, as JAX
