@@ -49,7 +49,7 @@ def check_extra(name: str, extra: dict[str, Any], takes: Sequence[Keywords]) -> 
                      if known else "none of its transforms takes a keyword argument")
             hint = (" (value= is the loss)" if "value" in known else
                     " (reduce_on_plateau, momo, momo_adam, scale_by_polyak, polyak_sgd and "
-                    "lbfgs take value=, the loss)" if key == "value" else "")
+                    "lbfgs with a line search take value=, the loss)" if key == "value" else "")
             raise TypeError(f"{name}.update: got an unexpected keyword argument {key!r}; "
                             f"{offer}{hint}")
 

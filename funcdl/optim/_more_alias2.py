@@ -39,9 +39,10 @@ def adadelta(lr: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float = 1e-6,
     ``u = sqrt(d + eps) / sqrt(a + eps) · g``; ``d ← rho·d + (1-rho)·u²``; ``p ← p - lr·u``
     (see ``scale_by_adadelta``).
 
-    optax's ``adadelta`` is the same chain; it differs in its defaults alone
-    (``learning_rate=None``, no scaling: lr = 1, torch's default) and takes a
-    ``weight_decay_mask``.
+    optax's ``adadelta(learning_rate=1.0)`` is the same chain, bit for bit, and takes a
+    ``weight_decay_mask``; its default ``learning_rate=None`` is no scaling at all, not
+    even the sign: its steps then climb the loss, these descend it (lr = 1, torch's
+    default).
 
     Stages: ``weight_decay``, ``adadelta``, ``lr``.
     """
@@ -63,10 +64,11 @@ def rprop(lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
     ``etas[0]`` after it flips (and that step is skipped, its gradient taken as 0), clipped
     to ``step_sizes`` (see ``scale_by_rprop``).
 
-    optax's ``rprop(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size)`` is
-    the same but for ``lr`` outside ``step_sizes``, which torch (and this) clips at the
-    first step and optax not until a gradient's sign is compared. ``lr`` is the initial
-    step size, a float: not a schedule.
+    optax's ``rprop(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size)``
+    (0.2.8) returns each step one update late, its first 0 (see ``scale_by_rprop``), and
+    does not clip an ``lr`` outside ``step_sizes`` until a gradient's sign is compared,
+    which torch (and this) does at the first step. ``lr`` is the initial step size, a
+    float: not a schedule.
 
     Stages: ``rprop``, ``flip`` (``scale(-1)``).
     """
