@@ -54,7 +54,9 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool 
     (``key`` is then ignored and may be None). Each array is gathered once per call, and the
     batches are slices of that copy; with ``shuffle=False`` they are views of the inputs.
     Argument errors are raised at the call, not at the first ``next``. The iterator serves
-    one epoch: call ``batches`` again (with a new key) for the next.
+    one epoch: call ``batches`` again (with a new key) for the next. Lists are read by
+    ``np.asarray``, so a list of Python floats gives float64 batches (which a float32 model
+    then runs in float64): pass ``np.asarray(xs, np.float32)`` for float32.
 
     A new epoch order needs a new key, e.g. one folded from the epoch number::
 

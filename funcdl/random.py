@@ -8,7 +8,9 @@ independent keys, ``fold_in`` to derive a key from data (an epoch, a rank).
 
 Samplers: ``normal``, ``uniform``, ``bernoulli``, ``permutation`` here; ``randint``,
 ``choice``, ``categorical``, ``gumbel``, ``exponential`` (in ``_sampling``) and
-``truncated_normal`` (in ``_truncnorm``), with ``jax.random``'s arguments.
+``truncated_normal`` (in ``_truncnorm``), with ``jax.random``'s arguments but
+``uniform(key, shape, low, high, dtype)`` (DESIGN.md's order and names; JAX's ``minval``,
+``maxval`` come after the dtype) and ``permutation(key, n)``.
 More distributions, with ``jax.random``'s names and arguments: ``gamma``, ``loggamma``,
 ``beta``, ``dirichlet``, ``chisquare``, ``t`` (in ``_dist_gamma``), ``poisson``,
 ``geometric``, ``binomial`` (in ``_dist_discrete``), ``laplace``, ``logistic``, ``cauchy``,
@@ -138,8 +140,11 @@ def _uniform(key: Key, shape: Any, low: Any, high: Any, dtype: DTypeLike,
     dims = shape_arg(shape, where)
     lo64, hi64 = _reals(low), _reals(high)
     if lo64 is None or hi64 is None:  # as bernoulli's p
+        dtype_first = isinstance(low, (type, np.dtype, str))  # jax.random.uniform's order
         raise TypeError(f"{where}: low and high must be numbers or arrays of numbers, got "
-                        f"{low!r} and {high!r}")
+                        f"{low!r} and {high!r}" + ("; the dtype comes after them, "
+                        "uniform(key, shape, low, high, dtype) (JAX's is uniform(key, shape, "
+                        "dtype, minval, maxval))" if dtype_first else ""))
     if not _broadcasts(dims, lo64.shape, hi64.shape):
         raise ValueError(f"{where}: low and high must broadcast to shape {dims}, got "
                          f"{low!r} and {high!r}")

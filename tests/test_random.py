@@ -318,6 +318,10 @@ def test_uniform_bounds_that_are_not_numbers_are_a_type_error_and_nan_a_value_er
         random.uniform(random.key(0), (2,), "a")
     with pytest.raises(ValueError, match=r"random\.uniform: low and high must not be NaN"):
         random.uniform(random.key(0), (2,), 0.0, np.array([1.0, np.nan]))
+    # JAX's order, the dtype third: the error says where it goes (a probe of the docs)
+    with pytest.raises(TypeError, match=r"the dtype comes after them, uniform\(key, shape, "
+                                        r"low, high, dtype\)"):
+        random.uniform(random.key(0), (2,), np.float64)
 
 
 @pytest.mark.parametrize("data", [-1, 2**64])

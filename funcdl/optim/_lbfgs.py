@@ -194,7 +194,7 @@ def lbfgs(learning_rate: ScalarOrSchedule | None = None, memory_size: int = 10,
     ``learning_rate``, and no keywords to update). With a line search, call::
 
         updates, state = opt.update(state, grads, params, value=loss, grad=grads,
-                                    value_and_grad_fn=lambda p: vg(p, x, y)[...])
+                                    value_and_grad_fn=lambda p: vg(p, x, y))
 
     ``value_and_grad_fn(params) -> (loss, grads)`` (the zoom search needs gradients at trial
     points; the backtracking one takes ``value_fn=`` instead). ``state.states['linesearch']``
