@@ -204,14 +204,24 @@ def root_arg(root: Any) -> int:
     return int(root) if is_int(root) and abs(int(root)) < INT_BOUND else NOT_AN_INT
 
 
+@functools.cache
+def _called(fn: str) -> int:
+    """The digest of a collective's name, mixed into the tree's: ranks calling different
+    collectives on one tree (a user's bug) then differ there, and raise, where each would
+    otherwise go on to its own exchange and wait for the others for ever."""
+    return digest([("parallel", fn)])
+
+
 def agree(comm: Comm, tree_digest: int, t: Tree, fn: str, root: int = 0, weight: int = 0,
           flags: int = 0) -> list[list[int]]:
-    """Collective: compare ``(digest, root)`` over ranks; return every rank's
-    ``[digest, root, weight, flags]`` as rows. On any difference every rank raises the same
-    ValueError (the descriptions are gathered only then)."""
+    """Collective: compare ``(digest, root)`` over ranks, the digest of the tree and of
+    ``fn``, the collective called; return every rank's ``[digest, root, weight, flags]`` as
+    rows. On any difference every rank raises the same ValueError (the descriptions are
+    gathered only then)."""
     size = comm.Get_size()
     gathered = np.empty((size, 4), np.int64)
-    comm.Allgather(np.array([tree_digest, root, weight, flags], np.int64), gathered)
+    comm.Allgather(np.array([tree_digest ^ _called(fn), root, weight, flags], np.int64),
+                   gathered)
     every: list[list[int]] = gathered.tolist()  # a few Python ints: faster than NumPy here
     roots = [row[1] for row in every]
     if NOT_AN_INT in roots:
@@ -229,8 +239,13 @@ def agree(comm: Comm, tree_digest: int, t: Tree, fn: str, root: int = 0, weight:
     if digests.count(digests[root]) == size:
         return every
     other = next(r for r, d in enumerate(digests) if d != digests[root])
-    descriptions = comm.allgather(describe(t))
-    ref, odd = descriptions[root], descriptions[other]
+    calls = comm.allgather((fn, describe(t)))
+    if calls[other][0] != calls[root][0]:
+        raise ValueError(
+            f"parallel.{fn}: rank {root} called parallel.{calls[root][0]} where rank {other} "
+            f"called parallel.{calls[other][0]}; every rank must call the same collectives "
+            f"in the same order (a rank that skips or adds one leaves the others waiting)")
+    ref, odd = calls[root][1], calls[other][1]
     i = next((i for i, (a, b) in enumerate(zip(ref, odd)) if a != b), min(len(ref), len(odd)))
     path = (ref[i] if i < len(ref) else odd[i])[0] or "the root"
     mine = ref[i][1] if i < len(ref) else "nothing"

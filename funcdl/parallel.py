@@ -16,9 +16,10 @@ so the params stay equal on every rank.
   ``from funcdl import parallel`` never import mpi4py.
 * ``broadcast``, ``pmean`` and ``data_parallel``'s function are collectives: every rank calls
   them, in the same order. Each first compares an 8-byte digest of the tree's structure,
-  shapes and dtypes across ranks, so a rank whose tree differs makes every rank raise the
-  same ValueError, naming the first differing path, instead of hanging or averaging
-  misaligned numbers.
+  shapes and dtypes, and of the collective called, across ranks, so a rank whose tree
+  differs, or which calls another collective on it, makes every rank raise the same
+  ValueError, naming the first differing path or the two collectives, instead of hanging
+  or averaging misaligned numbers.
 * ``pmean`` is the plain mean over ranks; ``data_parallel`` weights each rank by its number
   of examples, so uneven shards (a global batch not divisible by the rank count) still give
   the gradient of the global batch's mean loss. See ``examples/disk_data_parallel.py``.

@@ -64,6 +64,10 @@ def test_a_mismatched_tree_raises_on_every_rank_without_hanging():
         assert re.search(rf"rank {r} pmean-structure ValueError: .*keys \['a', 'z'\]", out)
         assert re.search(rf"rank {r} pmean-dtype ValueError: .* at \[0\]: .*float64", out)
         assert re.search(rf"rank {r} broadcast-root ValueError: .*different roots", out)
+        assert re.search(rf"rank {r} pmean-vs-broadcast ValueError: .*rank 0 called "
+                         r"parallel.pmean where rank 1 called parallel.broadcast", out)
+        assert re.search(rf"rank {r} data_parallel-vs-pmean ValueError: .*rank 0 called "
+                         r"parallel.data_parallel where rank 1 called parallel.pmean", out)
         assert re.search(rf"rank {r} pmean-int TypeError: .* at \['n'\] has dtype int64", out)
         assert re.search(rf"rank {r} broadcast-float-root TypeError: parallel.broadcast: root "
                          r"must be an int.*rank\(s\) \[1\] passed something else", out)

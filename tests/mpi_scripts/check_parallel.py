@@ -361,12 +361,30 @@ def case_mismatch() -> list[str]:
                                                                          if rank else {})}),
         "pmean-dtype": lambda: parallel.pmean([np.zeros(2, (np.float32, np.float64)[rank])]),
         "broadcast-root": lambda: parallel.broadcast(np.zeros(2), root=rank),
+        # one tree, another collective on each rank (after a pmean on both: a first one
+        # opens the node's communicator): rank 1 waited in its Bcast for ever, rank 0 raised
+        # a TypeError about a leaf check
+        "pmean-vs-broadcast": lambda: (parallel.pmean, parallel.broadcast)[rank](
+            {"w": np.ones(4, np.float32)}),
+        "data_parallel-vs-pmean": lambda: data_parallel_or_pmean(),
     }
     return [*raised(calls, ValueError),
             *raised({"pmean-int": lambda: parallel.pmean({"n": np.arange(3)}),
                      # a float root on one rank: every rank raises, none waits in the Bcast
                      "broadcast-float-root": lambda: parallel.broadcast(
                          np.zeros(2), root=(0, 0.0)[rank])}, TypeError)]
+
+
+def data_parallel_or_pmean() -> None:
+    """Rank 0 takes a data-parallel step, rank 1 the mean of the same grads: both hung."""
+    model = fd.layers.Dense(1)
+    _, params = model.init(fd.random.key(0), (None, 3))
+    grad_fn = fd.value_and_grad(model, fd.losses.mse)
+    x, y = np.ones((4, 3), np.float32), np.ones((4, 1), np.float32)
+    if rank == 0:
+        parallel.data_parallel(grad_fn)(params, x, y)
+    else:
+        parallel.pmean(grad_fn(params, x, y)[1])
 
 
 def raised(calls: dict, error: type[Exception]) -> list[str]:
