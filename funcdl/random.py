@@ -18,7 +18,14 @@ More distributions, with ``jax.random``'s names and arguments: ``gamma``, ``logg
 ``multivariate_normal`` (in ``_distributions``).
 
 NumPy documents that a ``Generator``'s output for one seed may change between NumPy
-versions; within one NumPy version the stream is identical across machines.
+versions; within one NumPy version the stream is identical across machines. So are
+``normal``, ``uniform``, ``randint``, ``bernoulli``, ``permutation``, ``choice``,
+``categorical``, ``poisson``, ``truncated_normal`` and every float32 sample; float64
+samples drawn through ``log``, ``exp`` or ``tan`` (gumbel, laplace, logistic, cauchy, the
+gamma family, ...) may differ in their last bit or two between machines whose NumPy runs
+those functions in other SIMD code (AVX-512 or not), and ``multivariate_normal``'s
+``'eigh'``/``'svd'`` and ``initializers.orthogonal`` in float64 with the BLAS build, as
+JAX's samples do across backends (a probe: 1-2 ulp, 1e-10 for the factorisations).
 """
 
 from __future__ import annotations

@@ -284,6 +284,10 @@ def test_errors_name_the_initializer_that_was_called(name):
         f(k, (3, 4), np.float16)
     with pytest.raises(TypeError, match=_name(name) + " expected a key"):
         f(0, (3, 4))
+    # key and shape swapped: the key's two words were read as a huge shape (a probe; the
+    # words of key(0) are a shape of zeros, which passed)
+    with pytest.raises(TypeError, match=_name(name) + " expected a key"):
+        f((3, 4), random.split(random.key(1))[0])
 
 
 @pytest.mark.parametrize("name", sorted(_FACTORIES))
