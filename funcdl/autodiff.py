@@ -25,13 +25,13 @@ def _name(f: Any) -> str:
     return str(getattr(f, "name", f))
 
 
-def _unpack(loss: Any, got: Any) -> tuple[Any, Any]:
+def _unpack(where: str, loss: Any, got: Any) -> tuple[Any, Any]:
     """A loss vjp's ``(value, pullback)``, or a TypeError saying what came instead."""
     if isinstance(got, (tuple, list)) and len(got) == 2:
         return got[0], got[1]
     hint = (" (value, pullback, aux): pass has_aux=True" if isinstance(got, tuple)
             and len(got) == 3 else "")
-    raise TypeError(f"value_and_grad: the vjp of the loss {_name(loss)} must return "
+    raise TypeError(f"{where}: the vjp of the loss {_name(loss)} must return "
                     f"(value, pullback), got {_what(got)}{hint}")
 
 
@@ -40,14 +40,14 @@ def _what(got: Any) -> str:
             else f"a {type(got).__name__}")
 
 
-def _split_aux(loss: Any, got: Any, pred: Any, target: Any) -> tuple[Any, Any, Any]:
+def _split_aux(where: str, loss: Any, got: Any, pred: Any, target: Any) -> tuple[Any, Any, Any]:
     """``(value, aux, pullback)`` of a loss with aux. Its vjp returns ``((value, aux),
     pullback)``, as a ``Loss`` built for it; or ``(value, pullback, aux)``, as
     ``jax.vjp(..., has_aux=True)``; or ``(value, pullback)``, the aux then coming from
     calling the loss, which returns ``(value, aux)``."""
     if isinstance(got, tuple) and len(got) == 3:
         return got[0], got[2], got[1]
-    out, pullback = _unpack(loss, got)
+    out, pullback = _unpack(where, loss, got)
     if isinstance(out, (tuple, list)) and len(out) == 2:  # a list too, as JAX takes it
         return out[0], out[1], pullback
     if not isinstance(out, (tuple, list)) and np.ndim(out) == 0 and callable(loss):
@@ -55,53 +55,63 @@ def _split_aux(loss: Any, got: Any, pred: Any, target: Any) -> tuple[Any, Any, A
         if isinstance(called, (tuple, list)) and len(called) == 2:
             return out, called[1], pullback
         out = called
-    raise TypeError(f"value_and_grad(has_aux=True): the loss {_name(loss)} must return "
+    raise TypeError(f"{where}(has_aux=True): the loss {_name(loss)} must return "
                     f"(value, aux), got {_what(out)}; return the pair from the loss (its "
                     f"vjp then returns ((value, aux), pullback) or (value, pullback)), or "
                     f"pass has_aux=False")
 
 
-def _scalar_value(loss: Any, value: Any, has_aux: bool) -> None:
+def _scalar_value(where: str, loss: Any, value: Any, has_aux: bool) -> None:
     """A TypeError unless the loss ``value`` is one real number (funcdl's losses give a
     Python float, which skips this)."""
     if isinstance(value, (tuple, list)):  # np.ndim fails on (value, array): say why
         hint = ("the value in (value, aux) must be a scalar" if has_aux
                 else "for a loss returning (value, aux), pass has_aux=True")
-        raise TypeError(f"value_and_grad: the loss {_name(loss)} returned a "
+        raise TypeError(f"{where}: the loss {_name(loss)} returned a "
                         f"{type(value).__name__} of length {len(value)} where a scalar "
                         f"belongs; {hint}")
     if np.ndim(value) != 0:
-        raise TypeError(f"value_and_grad: the loss must be a scalar, got an array of "
+        raise TypeError(f"{where}: the loss must be a scalar, got an array of "
                         f"shape {np.shape(value)} (reduction='none'?); use 'mean' or "
                         f"'sum', or reduce it in your own loss")
     if np.asarray(value).dtype.kind not in "iuf":
-        raise TypeError(f"value_and_grad: the loss {_name(loss)} returned {value!r} "
+        raise TypeError(f"{where}: the loss {_name(loss)} returned {value!r} "
                         f"({type(value).__name__}) where its value belongs; it must be a "
                         f"real number")
 
 
-def _pullback_error(loss: Any, pullback: Any, has_aux: bool) -> None:
+def _pullback_error(where: str, loss: Any, pullback: Any, has_aux: bool) -> None:
     """After a TypeError calling the loss's pullback: raise one naming the loss if the
     pullback is at fault (not a function, or not taking the cotangent); else return."""
     order = (" (with has_aux, the vjp returns ((value, aux), pullback) or (value, "
              "pullback, aux), in that order)" if has_aux else "")
     if not callable(pullback):
-        raise TypeError(f"value_and_grad: the vjp of the loss {_name(loss)} returned a "
+        raise TypeError(f"{where}: the vjp of the loss {_name(loss)} returned a "
                         f"{type(pullback).__name__} where its pullback belongs, a function "
                         f"g -> dpred{order}") from None
     try:
         inspect.signature(pullback).bind(1.0)
     except TypeError:
-        raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} must take "
+        raise TypeError(f"{where}: the pullback of the loss {_name(loss)} must take "
                         f"one argument, the cotangent g of the loss value (1.0), and return "
                         f"dpred; its signature is {inspect.signature(pullback)}") from None
     except ValueError:  # no signature to read (a builtin): the original error stands
         return
 
 
-def vjp(layer: Any, params: Any, x: Any, **kwargs: Any) -> Any:
+def _positional(where: str, call: str, more: tuple[Any, ...]) -> None:
+    """The TypeError for arguments past ``call``'s positional ones (``f(p, x, t, key)``),
+    which Python would report as a bare count."""
+    raise TypeError(f"{where}: {call}) takes {len(more)} positional argument(s) too many; "
+                    f"key=, train= and state= are keyword-only: {call}, key=..., "
+                    f"train=..., state=...)")
+
+
+def vjp(layer: Any, params: Any, x: Any, *more: Any, **kwargs: Any) -> Any:
     """``(y, pullback)`` of ``layer`` at ``(params, x)``; ``pullback(dy) -> (dparams, dx)``.
     A stateful layer needs ``state=`` and returns ``(y, pullback, new_state)``."""
+    if more:
+        _positional("vjp", "vjp(layer, params, x", more)
     from funcdl.layers._guard import guarded  # here: import funcdl loads no layers
     from funcdl.layers.base import layer_arg
 
@@ -124,21 +134,27 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
     - a stateful model (BatchNorm inside): ``f(params, x, target, *, state, ...)`` returns
       ``((value, new_state), grads)``, or ``((value, aux, new_state), grads)`` with aux.
     """
+    return _value_and_grad(model, loss, has_aux, wrt_input, "value_and_grad")
+
+
+def _value_and_grad(model: Any, loss: Any, has_aux: bool, wrt_input: bool,
+                    where: str) -> Callable[..., Any]:
+    """``value_and_grad``, its errors naming ``where`` (``grad`` when called through it)."""
     stateful = bool(getattr(model, "stateful", False))
-    has_aux = bool_arg(has_aux, "value_and_grad", "has_aux")  # 'no' would count as True
-    wrt_input = bool_arg(wrt_input, "value_and_grad", "wrt_input")
+    has_aux = bool_arg(has_aux, where, "has_aux")  # 'no' would count as True
+    wrt_input = bool_arg(wrt_input, where, "wrt_input")
     from funcdl.layers._guard import guarded  # here: import funcdl loads no layers
     from funcdl.layers.base import Layer, layer_arg
     from funcdl.losses import bound
 
-    layer_arg("value_and_grad", model, "the model must be a layer")
+    layer_arg(where, model, "the model must be a layer")
     model, loss = guarded(model), bound(loss)
     if isinstance(loss, Layer):  # it has a vjp too, and would fail on the target as params
-        raise TypeError(f"value_and_grad: the loss is a layer, {loss.name}; pass the model "
+        raise TypeError(f"{where}: the loss is a layer, {loss.name}; pass the model "
                         f"first and a loss second, a function of (pred, target) with a .vjp, "
                         f"as fd.losses.mse")
     if not callable(getattr(loss, "vjp", None)):  # the class Loss has a vjp, not callable
-        raise TypeError(f"value_and_grad: the loss needs a .vjp(pred, target) method, got "
+        raise TypeError(f"{where}: the loss needs a .vjp(pred, target) method, got "
                         f"{loss!r}; bind a funcdl loss's options with functools.partial "
                         f"(partial(fd.losses.huber, delta=0.5)), or build your own as "
                         f"funcdl.losses.Loss(name, vjp), vjp returning (value, pullback), or "
@@ -147,12 +163,14 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
 
     skip_dx = not wrt_input and bool(getattr(model, "dx_optional", False))
 
-    def f(params: Any, x: Any, target: Any, *, key: Any = None, train: bool = True,
+    def f(params: Any, x: Any, target: Any, *more: Any, key: Any = None, train: bool = True,
           **kwargs: Any) -> Any:
-        train = train_arg(train, "value_and_grad")
+        if more:
+            _positional(where, "f(params, x, target", more)
+        train = train_arg(train, where)
         if debug.enabled():  # the one read the unchecked path pays
-            debug.verify_input("value_and_grad", x)  # the data's NaN, not the first layer's
-            debug.verify_input("value_and_grad", target, "target")  # nor the loss's
+            debug.verify_input(where, x)  # the data's NaN, not the first layer's
+            debug.verify_input(where, target, "target")  # nor the loss's
             with debug.quiet():  # NumPy's warnings must not pre-empt the check's error
                 try:
                     return step(params, x, target, key, train, kwargs, True)
@@ -165,12 +183,12 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
              checking: bool) -> Any:
         if stateful:
             if "state" not in kwargs:
-                raise TypeError(f"value_and_grad: the model {getattr(model, 'name', model)} "
+                raise TypeError(f"{where}: the model {getattr(model, 'name', model)} "
                                 f"is stateful; pass state=... (from init)")
             y, pullback, new_state = model.vjp(params, x, key=key, train=train, **kwargs)
         else:
             if kwargs:
-                raise TypeError(f"value_and_grad: unexpected keyword arguments "
+                raise TypeError(f"{where}: unexpected keyword arguments "
                                 f"{sorted(kwargs)} for a stateless model: f takes key= and "
                                 f"train= (and state= for a stateful one); bind a loss's "
                                 f"options to the loss, value_and_grad(model, "
@@ -180,7 +198,7 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
             debug.verify(_name(model), "forward output", y)
             if stateful:
                 debug.verify(_name(model), "new state", new_state)
-        value, aux, dy = _loss_step(loss, y, target, has_aux)
+        value, aux, dy = _loss_step(where, loss, y, target, has_aux)
         if checking:
             debug.verify(f"{_name(loss)}", "loss value", value)
             debug.verify(f"{_name(loss)}", "backward pass: dpred", dy)
@@ -201,53 +219,55 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
     return f
 
 
-def _loss_step(loss: Any, y: Any, target: Any, has_aux: bool) -> tuple[Any, Any, Any]:
+def _loss_step(where: str, loss: Any, y: Any, target: Any, has_aux: bool) -> tuple[Any, Any, Any]:
     """``(value, aux, dpred)`` of the loss at the model's output (aux None without
     ``has_aux``), with errors naming what the loss returned that it should not."""
     aux = None
     if has_aux:
-        value, aux, loss_pullback = _split_aux(loss, loss.vjp(y, target), y, target)
+        value, aux, loss_pullback = _split_aux(where, loss, loss.vjp(y, target), y, target)
     else:
         got = loss.vjp(y, target)
         value, loss_pullback = got if type(got) is tuple and len(got) == 2 else \
-            _unpack(loss, got)
+            _unpack(where, loss, got)
     if type(value) is not float:  # funcdl's losses give floats
-        _scalar_value(loss, value, has_aux)
+        _scalar_value(where, loss, value, has_aux)
     try:
         dy = loss_pullback(1.0)
     except TypeError:
-        _pullback_error(loss, loss_pullback, has_aux)
+        _pullback_error(where, loss, loss_pullback, has_aux)
         raise
     if type(dy) is tuple and type(y) is np.ndarray:  # the model would stack or refuse it
-        raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} returned a "
+        raise TypeError(f"{where}: the pullback of the loss {_name(loss)} returned a "
                         f"tuple of {len(dy)}; it must return dpred alone, an array of pred's "
                         f"shape {y.shape} (targets get no gradient)")
     if dy is None:  # the model's pullback would read None as "nothing flows back"
-        raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} returned "
+        raise TypeError(f"{where}: the pullback of the loss {_name(loss)} returned "
                         f"None; it must return dpred, an array of pred's shape (a missing "
                         f"return?)")
     if type(y) is np.ndarray:
         if not (type(dy) is np.ndarray and dy.shape == y.shape and dy.dtype == y.dtype):
-            dy = _dpred(loss, y, dy)
-    elif type(y) is tuple and type(dy) is tuple and len(dy) == len(y):  # a FanOut's outputs
-        dy = tuple(_dpred(loss, yi, di, f"[{i}]") if type(yi) is np.ndarray and di is not None
-                   else di for i, (yi, di) in enumerate(zip(y, dy)))
+            dy = _dpred(where, loss, y, dy)
+    # a FanOut's outputs; a list checked as the tuple, which the model's pullback takes too
+    elif type(y) is tuple and type(dy) in (tuple, list) and len(dy) == len(y):
+        dy = tuple(_dpred(where, loss, yi, di, f"[{i}]")
+                   if type(yi) is np.ndarray and di is not None else di
+                   for i, (yi, di) in enumerate(zip(y, dy)))
     return value, aux, dy
 
 
-def _dpred(loss: Any, y: Any, dy: Any, at: str = "") -> Any:
+def _dpred(where: str, loss: Any, y: Any, dy: Any, at: str = "") -> Any:
     """A user loss's dpred (entry ``at`` of a tuple) as pred's dtype (as torch's engine casts
     a gradient), or an error naming the loss when it is not an array of pred's shape: the
     model's first pullback to read it would otherwise be blamed, or broadcast it."""
     if type(dy) is np.ndarray and dy.shape == y.shape and dy.dtype == y.dtype:
         return dy
-    got = array_arg(dy, "value_and_grad", f"the dpred{at} of the loss {_name(loss)}")
+    got = array_arg(dy, where, f"the dpred{at} of the loss {_name(loss)}")
     if got.shape != y.shape:
-        raise ValueError(f"value_and_grad: the pullback of the loss {_name(loss)} returned "
+        raise ValueError(f"{where}: the pullback of the loss {_name(loss)} returned "
                          f"dpred{at} of shape {got.shape}; it must have pred{at}'s shape "
                          f"{y.shape}")
     if got.dtype.kind != y.dtype.kind or got.dtype.kind not in "fc":
-        raise TypeError(f"value_and_grad: the pullback of the loss {_name(loss)} returned "
+        raise TypeError(f"{where}: the pullback of the loss {_name(loss)} returned "
                         f"dpred{at} of dtype {got.dtype}; it must be of pred{at}'s kind "
                         f"({y.dtype})")
     with np.errstate(over="ignore"):  # beyond float32: inf, as the layers' casts give
@@ -258,10 +278,12 @@ def grad(model: Any, loss: Any, *, has_aux: bool = False,
          wrt_input: bool = False) -> Callable[..., Any]:
     """As ``value_and_grad`` without the value: returns ``grads``; ``(grads, aux)`` with
     ``has_aux``; ``(grads, new_state)`` for a stateful model (``(grads, aux, new_state)``)."""
-    vg = value_and_grad(model, loss, has_aux=has_aux, wrt_input=wrt_input)
+    vg = _value_and_grad(model, loss, has_aux, wrt_input, "grad")
     stateful, has_aux = bool(getattr(model, "stateful", False)), bool(has_aux)
 
-    def g(params: Any, x: Any, target: Any, **kwargs: Any) -> Any:
+    def g(params: Any, x: Any, target: Any, *more: Any, **kwargs: Any) -> Any:
+        if more:
+            _positional("grad", "g(params, x, target", more)
         out, grads = vg(params, x, target, **kwargs)
         if not (has_aux or stateful):
             return grads

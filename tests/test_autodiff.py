@@ -247,7 +247,7 @@ def test_a_loss_pullback_returning_none_is_refused_not_zero_grads(key):
         return value, pull
 
     model, params, x, y = _dense_and_data(key)
-    with pytest.raises(TypeError, match=r"value_and_grad: the pullback of the loss mine "
+    with pytest.raises(TypeError, match=r"^grad: the pullback of the loss mine "
                                         r"returned None.*missing return"):
         fd.grad(model, losses.Loss("mine", forgetful))(params, x, y)
     # an Embedding's None dx inside the chain is still fine
@@ -384,7 +384,7 @@ def test_a_loss_dpred_of_the_wrong_shape_names_the_loss_not_a_layer(key):
     x, t = np.ones((4, 3), np.float32), np.zeros((4, 3), np.float32)
     for model in (L.Sequential(L.Dense(3), L.Dense(3)), L.Sequential(L.Dense(3), _scale_layer())):
         _, params = model.init(key, (None, 3))
-        with pytest.raises(ValueError, match=r"^value_and_grad: the pullback of the loss "
+        with pytest.raises(ValueError, match=r"^grad: the pullback of the loss "
                            r"batchless returned dpred of shape \(3,\); it must have pred's "
                            r"shape \(4, 3\)$"):
             fd.grad(model, losses.Loss("batchless", batchless))(params, x, t)
@@ -422,7 +422,7 @@ def test_a_loss_dpred_that_is_no_array_or_a_tuple_entry_is_named_as_the_losss(ke
                                (ma.masked_array(np.ones((2, 3)), [[1, 0, 0]] * 2), ValueError,
                                 "masked")):
         bad = losses.Loss("mine", lambda p, t, d=dpred: (0.0, lambda g: d))
-        with pytest.raises(error, match=rf"^value_and_grad: the dpred of the loss mine .*{says}"):
+        with pytest.raises(error, match=rf"^grad: the dpred of the loss mine .*{says}"):
             fd.grad(model, bad)(params, x, t)
     # a model of two outputs: each entry of the loss's tuple is checked and cast alike
     two = L.Sequential(L.Dense(2), L.FanOut(2))
@@ -436,3 +436,35 @@ def test_a_loss_dpred_that_is_no_array_or_a_tuple_entry_is_named_as_the_losss(ke
         fd.grad(two, pair((np.ones((2, 2), np.float32), np.ones(2, np.float32))))(p2, x, None)
     grads = fd.grad(two, pair((np.ones((2, 2), np.float16), np.ones((2, 2)))))(p2, x, None)
     assert all(g.dtype == np.float32 for g in tree.leaves(grads))
+    # a list of dpreds is checked as the tuple (it reached the model unchecked: a wrong
+    # shape was blamed on a Dense, int entries went through; a probe)
+    with pytest.raises(ValueError, match=r"loss pair returned dpred\[1\] of shape \(2,\)"):
+        fd.grad(two, pair([np.ones((2, 2), np.float32), np.ones(2, np.float32)]))(p2, x, None)
+    with pytest.raises(TypeError, match=r"loss pair returned dpred\[0\] of dtype int64"):
+        fd.grad(two, pair([np.ones((2, 2), np.int64), np.ones((2, 2))]))(p2, x, None)
+
+
+def test_errors_name_grad_and_positional_keywords_say_so(key):
+    """fd.grad's errors said value_and_grad; a positional key got Python's bare count of
+    arguments (a probe of the autodiff API)."""
+    model, params, x, y = _dense_and_data(key)
+    with pytest.raises(TypeError, match=r"^grad: wrt_input must be True or False"):
+        fd.grad(model, losses.mse, wrt_input=1)
+    with pytest.raises(TypeError, match=r"^grad: unexpected keyword arguments \['rng'\]"):
+        fd.grad(model, losses.mse)(params, x, y, rng=1)
+    for call, where in ((fd.value_and_grad(model, losses.mse), "value_and_grad"),
+                        (fd.grad(model, losses.mse), "grad")):
+        with pytest.raises(TypeError, match=rf"^{where}: .*1 positional argument\(s\) too "
+                                            rf"many; key=, train= and state= are "
+                                            rf"keyword-only"):
+            call(params, x, y, fd.random.key(0))
+    with pytest.raises(TypeError, match=r"^vjp: vjp\(layer, params, x\) takes 1 positional "
+                                        r"argument\(s\) too many"):
+        fd.vjp(model, params, x, fd.random.key(0))
+
+
+def test_a_loss_called_as_a_factory_says_how_to_bind_options():
+    with pytest.raises(TypeError, match=r"mse: a loss is called on \(pred, target\), not "
+                                        r"built by a call; .*partial\(fd.losses.mse, "
+                                        r"reduction='sum'\)"):
+        losses.mse(reduction="sum")

@@ -109,8 +109,9 @@ X53, Y51 = ones(5, 3), ones(5, 1)
 GRAD_CASES = [
     case("has-aux-string", lambda: fd.value_and_grad(MLP, losses.mse, has_aux="no"), TypeError,
          "value_and_grad", "has_aux must be True or False", "'no'"),
+    # through fd.grad the errors name grad (they said value_and_grad: a probe)
     case("wrt-input-int", lambda: fd.grad(MLP, losses.mse, wrt_input=1), TypeError,
-         "value_and_grad", "wrt_input must be True or False"),
+         "grad: wrt_input must be True or False"),
     case("uncalled-layer-as-model", lambda: fd.value_and_grad(L.ReLU, losses.mse), TypeError,
          "value_and_grad", "call the constructor: ReLU()"),
     case("loss-not-reduced",

@@ -28,6 +28,7 @@ Array = NDArray[Any]
 Pullback = Callable[..., Array]
 _sum = np.add.reduce  # ndarray.sum without its Python-level wrapper: the same reduction
 # (np.maximum.reduce and np.minimum.reduce stand for .max() and .min() the same way)
+_MISSING: Any = object()  # pred or target not given: a loss called as if it were a factory
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,12 @@ class Loss:
                             f"function (pred, target) -> (value, pullback); got "
                             f"{type(self.name).__name__} and {type(self.vjp).__name__}")
 
-    def __call__(self, pred: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, pred: Any = _MISSING, target: Any = _MISSING, *args: Any,
+                 **kwargs: Any) -> Any:
+        if pred is _MISSING or target is _MISSING:  # mse(reduction='sum'), as a factory
+            raise TypeError(f"{self.name}: a loss is called on (pred, target), not built by "
+                            f"a call; bind its options with functools.partial({self.name}, "
+                            f"...), e.g. partial(fd.losses.{self.name}, reduction='sum')")
         got = self.vjp(pred, target, *args, **kwargs)
         bad = vjp_form(got)
         if bad is not None:
@@ -213,7 +219,9 @@ def _same_shape(name: str, pred: Array, target: Any) -> Array:
                          f"{t.shape}{hint}")
     if t.dtype is pred.dtype:
         return t
-    with np.errstate(over="ignore"):  # float64 1e300 in float32 is inf, as PyTorch casts it
+    # in pred's dtype, as JAX without x64 (torch gives a float32 pred and float64 target a
+    # float64 value): no silent upcasting; float64 1e300 is inf in float32, as casts give
+    with np.errstate(over="ignore"):
         return t.astype(pred.dtype, copy=False)
 
 
