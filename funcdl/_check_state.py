@@ -1,15 +1,18 @@
 """What ``funcdl.testing``'s checks hold a layer's or a loss's calls to beyond their
 numbers: the arrays handed in stay as they were (a write into x, the params or the
 cotangent corrupts the caller's data, and the checks' own later evaluations with it), a
-gradient has its primal's dtype, and an input holds something to check."""
+gradient has its primal's dtype, an input holds something to check, and an option given
+reaches what it names."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
 
 from funcdl import tree
+from funcdl._args import real_arg
 
 
 class Untouched:
@@ -89,3 +92,54 @@ def nonempty(where: str, x: Any, hint: str = "") -> None:
         shown = shapes[0] if len(shapes) == 1 else shapes
         raise ValueError(f"{where}: x is empty (shape {shown}{hint}): there is nothing to check; "
                          f"pass a non-empty batch")
+
+
+def _zeros_for(x: Any) -> Any:
+    """The zero gradient of ``x``: in its dtype if floating, else float64 (an integer id's
+    stand-in, which the finite differences never move)."""
+    x = np.asarray(x)
+    return np.zeros(x.shape, x.dtype if x.dtype.kind == "f" else np.float64)
+
+
+def none_as_zeros(x: Any, dx: Any) -> Any:
+    """``dx`` with zeros of ``x``'s entries (``_zeros_for``) standing in for None: a whole
+    None, or a None entry of a tuple or list (a tuple input's integer part, as
+    ``Parallel(Embedding, ...)``'s: nothing flows back to ids). A None for a floating entry
+    is read the same way, as a zero gradient, which the finite differences then check."""
+    if dx is None:
+        return tree.map(_zeros_for, x)
+    if isinstance(dx, (tuple, list)) and isinstance(x, (tuple, list)) and len(x) == len(dx):
+        parts = [none_as_zeros(xi, di) for xi, di in zip(x, dx)]
+        return type(dx)(parts) if type(dx) in (tuple, list) else dx
+    return dx
+
+
+def input_cotangent(where: str, x: Any, dx: Any) -> Any:
+    """``dx`` (``none_as_zeros``'s) checked against ``x``'s structure and shapes, with zeros
+    standing in where x is not floating (integer ids have no cotangent)."""
+    dx = none_as_zeros(x, dx)
+    try:
+        tree.check_same(x, dx, ("x", "dx"), shapes=True)
+    except ValueError as e:
+        raise AssertionError(f"{where}: dx does not match x: {e}") from None
+    return tree.map(lambda xi, di: di if np.asarray(xi).dtype.kind == "f" else _zeros_for(xi),
+                    x, dx)
+
+
+def settings(where: str, rtol: Any, atol: Any, eps: Any = 1.0) -> tuple[float, float, float]:
+    """The tolerances and step as floats, or a TypeError / ValueError naming ``where``: a
+    negative or nan tolerance would fail every entry, a zero step divide by zero."""
+    return (real_arg(rtol, where, "rtol", low=0.0), real_arg(atol, where, "atol", low=0.0),
+            real_arg(eps, where, "eps", low=0.0, open_low=True))
+
+
+def free_option(f: Any, name: str) -> bool:
+    """Whether ``f`` takes a keyword ``name`` that no ``functools.partial`` has bound (a
+    ``**kwargs`` may take anything: not counted)."""
+    try:
+        p = inspect.signature(f).parameters.get(name)
+    except (TypeError, ValueError):  # a builtin: no signature to read
+        return False
+    bound_kw = getattr(f, "keywords", None) or {}
+    return p is not None and name not in bound_kw and p.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

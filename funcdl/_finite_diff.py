@@ -1,7 +1,9 @@
 """The central-difference check behind ``funcdl.testing``, in float64: a random projection
 (tier 1), then, on failure, the search for the wrong entry (tier 2): each leaf's share of
 the failing projection says which leaves to search, and a large leaf is halved, keeping the
-half that carries the discrepancy, down to a few entries checked one by one.
+half that carries the discrepancy, down to a few entries checked one by one. A failure
+notes an input holding NaN or inf, or sitting at a kink or a tie, where the differences
+rather than the vjp may be wrong.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl import random, tree
+from funcdl import debug, random, tree
 
 Array = NDArray[Any]
 _MAX_ENTRIES = 400  # per leaf, in tier 2; a larger leaf is searched by halving
@@ -36,24 +38,50 @@ def relaid(t: Any) -> Any:
                     np.asfortranarray(a) if a.flags.c_contiguous else np.ascontiguousarray(a), t)
 
 
-def layout_error(where: str, what: str, given: Any, other: Any) -> AssertionError | None:
-    """An AssertionError naming the first entry where ``other`` (the gradient ``what`` of
-    the ``relaid`` input) differs from ``given``'s beyond the rounding of another summation
-    order (1e-4 of the leaf's largest entry in float32, 1e-10 in float64); else None."""
+def _first_difference(given: Any, other: Any) -> tuple[str, tuple[int, ...], Any, Any] | None:
+    """``(path, index, given's entry, other's)`` at the first floating leaf where ``other``
+    differs from ``given`` beyond the rounding of another summation order (1e-4 of the
+    leaf's largest entry in float32, 1e-10 in float64); else None."""
     for (path, a), b in zip(tree.leaves_with_path(given), tree.leaves(other)):
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape or a.dtype.kind != "f" or not a.size:
             continue
         r = 1e-4 if a.dtype.itemsize <= 4 else 1e-10
-        with np.errstate(invalid="ignore"):
+        with np.errstate(all="ignore"):  # inf - inf: NaN, which allclose and argmax take
             scale = float(np.nanmax(np.abs(np.where(np.isinf(a), np.nan, a)), initial=0.0))
-        if not np.allclose(a, b, rtol=r, atol=r * scale, equal_nan=True):
-            at = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(a - b)), a.shape))
-            return AssertionError(
-                f"{where}: the gradient depends on the input's memory layout: {what}{path} "
-                f"at {at} is {a[at]} for the input as given, {b[at]} for a copy in the other "
-                f"order (C or Fortran; a reshape that copies, then a write into the copy?)")
+            if not np.allclose(a, b, rtol=r, atol=r * scale, equal_nan=True):
+                at = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(a - b)), a.shape))
+                return path, at, a[at], b[at]
     return None
+
+
+def layout_error(where: str, what: str, given: Any, other: Any) -> AssertionError | None:
+    """An AssertionError naming the first entry where ``other`` (the gradient ``what`` of
+    the ``relaid`` input) differs from ``given``'s (see ``_first_difference``); else None.
+    Run it after ``repeat_error``: a pullback that differs from call to call differs here
+    too, for another reason."""
+    found = _first_difference(given, other)
+    if found is None:
+        return None
+    path, at, a, b = found
+    return AssertionError(
+        f"{where}: the gradient depends on the input's memory layout: {what}{path} at {at} "
+        f"is {a} for the input as given, {b} for a copy in the other order (C or Fortran; "
+        f"a reshape that copies, then a write into the copy?)")
+
+
+def repeat_error(where: str, what: str, first: Any, second: Any) -> AssertionError | None:
+    """An AssertionError naming the first entry where ``second`` (the pullback's result
+    for the same cotangent, called again) differs from ``first``; else None."""
+    found = _first_difference(first, second)
+    if found is None:
+        return None
+    path, at, a, b = found
+    return AssertionError(
+        f"{where}: the pullback gives a different result on a second call with the same "
+        f"cotangent: {what}{path} at {at} is {a}, then {b} (does it write into a buffer it "
+        f"keeps, or draw random numbers? a pullback must be a pure function of its "
+        f"cotangent)")
 
 
 def precision_error(where: str, what: str, got32: Any, want64: Any,
@@ -84,20 +112,27 @@ def precision_error(where: str, what: str, got32: Any, want64: Any,
     return None
 
 
+# The checks' own arithmetic on what the layer returned: an inf or NaN there (an input
+# holding one) must come out as a NaN in the comparison, and so as the AssertionError
+# that names it, not as NumPy's RuntimeWarning (an error under -W error).
 def _dot(a: Any, b: Any) -> float:
-    return float(sum(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64))
-                     for x, y in zip(tree.leaves(a), tree.leaves(b))))
+    with np.errstate(all="ignore"):
+        return float(sum(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64))
+                         for x, y in zip(tree.leaves(a), tree.leaves(b))))
 
 
 def _abs_dot(a: Any, b: Any) -> float:
-    return float(sum(np.abs(np.asarray(x, np.float64) * np.asarray(y, np.float64)).sum()
-                     for x, y in zip(tree.leaves(a), tree.leaves(b))))
+    with np.errstate(all="ignore"):
+        return float(sum(np.abs(np.asarray(x, np.float64) * np.asarray(y, np.float64)).sum()
+                         for x, y in zip(tree.leaves(a), tree.leaves(b))))
 
 
 def _norm_prod(a: Any, b: Any) -> float:
     """``‖a ∘ b‖₂`` over the leaves: the spread a projection's tolerance scales with."""
-    return float(np.sqrt(sum(np.sum((np.asarray(x, np.float64) * np.asarray(y, np.float64))
-                                    ** 2) for x, y in zip(tree.leaves(a), tree.leaves(b)))))
+    with np.errstate(all="ignore"):
+        return float(np.sqrt(sum(np.sum((np.asarray(x, np.float64)
+                                         * np.asarray(y, np.float64)) ** 2)
+                                 for x, y in zip(tree.leaves(a), tree.leaves(b)))))
 
 
 def directions_like(key: random.Key, z: Any) -> Any:
@@ -112,6 +147,43 @@ def _axpy(a: float, v: Any, z: Any) -> Any:
     return tree.map(lambda vi, zi: zi + a * vi if is_float(zi) else zi, v, z)
 
 
+def nonfinite_note(**trees: Any) -> str:
+    """Where the first NaN or inf entry of the named trees is (``'x[0, 3] is -inf'``), or
+    ''. A check may hold there (a mask of -inf before a Softmax, NaN read as missing), so it
+    is not refused; but a failure there is more likely the finite differences' than the
+    vjp's, and its message says so."""
+    for what, t in trees.items():
+        found = debug.first_nonfinite(t)
+        if found is not None:
+            path, a = found
+            i = tuple(int(v) for v in np.argwhere(~np.isfinite(a))[0])
+            return f"{what}{path}{list(i) if i else ''} is {a[i]}"
+    return ""
+
+
+def kink_note(x: Any) -> str:
+    """Where the input ``x`` sits where a finite difference may straddle a kink or a tie:
+    its first exact zero (ReLU's kink; a zero row of padding or a one-hot row), or a batch
+    row of few distinct values (a 0/1 image: MaxPool's ties); else ''. Neither occurs in
+    N(0, 1) draws, so the note never blames the kinks of a check at such a draw. Only read
+    on failure: a layer without kinks is checked at zeros as well as anywhere."""
+    for path, a in tree.leaves_with_path(x):
+        a = np.asarray(a)
+        if a.dtype.kind != "f" or not a.size:
+            continue
+        zeros = np.argwhere(a == 0)
+        if zeros.size:
+            i = tuple(int(v) for v in zeros[0])
+            return f"x{path}{list(i) if i else ''} is exactly 0"
+        rows = a.reshape(len(a), -1) if a.ndim >= 2 else a.reshape(1, -1)
+        for r, row in enumerate(rows):
+            distinct = len(np.unique(row))
+            if row.size >= 4 and 2 * distinct <= row.size:
+                return (f"x{path}{f'[{r}]' if a.ndim >= 2 else ''} holds {distinct} distinct "
+                        f"values among {row.size} entries")
+    return ""
+
+
 _ROUND = 16 * float(np.finfo(np.float64).eps)  # rounding of a float64 sum, with margin
 
 
@@ -122,6 +194,28 @@ def _gap(fd: float, an: float) -> float:
 
 
 def fd_check(label: str, f: Callable[[Any], Any], z: Any, grad: Any, u: Any,
+             key: random.Key, rtol: float, atol: float, eps: float, ndir: int,
+             rename: Callable[[str], str], **inputs: Any) -> None:
+    """``_fd_check``; on failure, a note if one of the named ``inputs`` (the caller's, as
+    ``x=x``) holds NaN or inf (``nonfinite_note``), or if ``x`` sits at a kink or a tie
+    (``kink_note``)."""
+    try:
+        _fd_check(label, f, z, grad, u, key, rtol, atol, eps, ndir, rename)
+    except AssertionError as e:
+        odd = nonfinite_note(**inputs)
+        if odd:
+            raise AssertionError(f"{e}\n(note: {odd}; finite differences through a "
+                                 f"non-finite value are NaN: check at a finite point)") from None
+        odd = kink_note(inputs.get("x"))
+        if not odd:
+            raise
+        raise AssertionError(f"{e}\n(note: {odd}; at a kink (ReLU's 0) or a tie (MaxPool's "
+                             f"equal entries) a finite difference straddles it and disagrees "
+                             f"with any subgradient: check at inputs away from them, as "
+                             f"check_layer's N(0, 1) draws are)") from None
+
+
+def _fd_check(label: str, f: Callable[[Any], Any], z: Any, grad: Any, u: Any,
               key: random.Key, rtol: float, atol: float, eps: float, ndir: int,
               rename: Callable[[str], str]) -> None:
     """Compare ``grad`` (the vjp of ``f`` at ``z`` against cotangent ``u``) with central
@@ -188,7 +282,8 @@ def fd_check(label: str, f: Callable[[Any], Any], z: Any, grad: Any, u: Any,
         """``(fd, vjp, spread, noise)`` of the projection on entries ``lo:hi`` of leaf j."""
         g, vj = flat[j][0][lo:hi], flat[j][1][lo:hi]
         fd, noise = moving(j, slice(lo, hi), vj)
-        return fd, float(g @ vj), float(np.linalg.norm(g * vj)), noise
+        with np.errstate(all="ignore"):
+            return fd, float(g @ vj), float(np.linalg.norm(g * vj)), noise
 
     def entry(j: int, i: int) -> str | None:
         """The message for entry i of leaf j (flat index), None if it is right."""

@@ -48,9 +48,11 @@ def test_an_error_that_no_single_entry_shows_is_reported_spread_out_over_its_lea
 
     tied = Layer(lambda k, s: ((s[0], 1), ()), lambda p, x, **kw: x.max(-1, keepdims=True),
                  vjp, name="TiedMax")
+    # (x of zeros: its ties are what makes the error spread out, and the note says so)
     with pytest.raises(AssertionError, match=r"check_vjp\(TiedMax\): .*no single entry differs "
                                              r"beyond tolerance; the error is spread out "
-                                             r"\(over x\)$"):
+                                             r"\(over x\)\n\(note: x\[0, 0\] is exactly 0; at "
+                                             r"a kink \(ReLU's 0\) or a tie"):
         check_vjp(tied, (), np.zeros((2, 3)))
 
 
