@@ -23,7 +23,7 @@ demo: $(VENV)/.stamp-demo
 
 test: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy --strict funcdl
+	$(VENV)/bin/mypy --strict funcdl tests/typing_user_code.py
 	$(PY) -m pytest
 
 bench: $(VENV)/.stamp-test

@@ -44,8 +44,8 @@ RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
 """The disk's radius: its area pi * RADIUS**2 is 1/2, so the classes balance in expectation."""
 
 
-def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, shuffle: bool = True,
-            drop_last: bool = False) -> Iterator[tuple[NDArray[Any], ...]]:
+def batches(key: Key | None, *arrays: ArrayLike, batch_size: int | np.integer[Any],
+            shuffle: bool = True, drop_last: bool = False) -> Iterator[tuple[NDArray[Any], ...]]:
     """Minibatches of ``arrays`` along axis 0, as tuples with one entry per array.
 
     Guarantees: each epoch visits every example exactly once (the last, smaller batch is

@@ -71,7 +71,7 @@ _MASK64 = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)
 
 
-def key(seed: int) -> Key:
+def key(seed: int | np.integer[Any]) -> Key:
     """A key from an integer seed: a Python or NumPy int, or a 0-d integer array.
 
     A seed in ``[0, 2**128)`` is the 128-bit Philox key itself, ``[seed mod 2**64,
@@ -108,7 +108,7 @@ def split_for(key: Key, num: int, where: str) -> tuple[Key, ...]:
     return tuple(bits)
 
 
-def fold_in(key: Key, data: int) -> Key:
+def fold_in(key: Key, data: int | np.integer[Any]) -> Key:
     """A new key that depends on ``key`` and the integer ``data`` in ``[0, 2**64)`` (e.g. an
     epoch number; a Python or NumPy int, or a 0-d integer array)."""
     d = int_arg(data, "random.fold_in", "data", minimum=None)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from funcdl._args import bool_arg
 
@@ -116,8 +116,23 @@ def _check_executor(executor: Any) -> None:
                     f"{type(executor).__name__}{hint}")
 
 
+@overload
 def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | None = None,
-        *, progress: bool = True, strict: bool = False) -> list[R | Failure]:
+        *, progress: bool = True, strict: Literal[False] = False) -> list[R | Failure]: ...
+
+
+@overload
+def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | None = None,
+        *, progress: bool = True, strict: Literal[True]) -> list[R]: ...
+
+
+@overload
+def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | None = None,
+        *, progress: bool = True, strict: bool = False) -> list[R | Failure]: ...
+
+
+def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | None = None,
+        *, progress: bool = True, strict: bool = False) -> list[R | Failure] | list[R]:
     """``[train_fn(c) for c in configs]``, the runs spread over ``executor``.
 
     Args:

@@ -49,7 +49,9 @@ _F32, _F64 = F32, F64  # `x.dtype is _F32`: the cheapest test
 Array = NDArray[Any]
 Params = Any
 Shape = tuple[int | None, ...]
-Pullback = Callable[[Array], tuple[Params, Array]]
+# dy (an array, or a tuple for several outputs) -> (dparams, dx), dx None for integer
+# inputs or when the caller passes need_dx=False, a tuple for several inputs
+Pullback = Callable[..., tuple[Params, Any]]
 
 
 class LayerLike(Protocol):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -217,7 +217,7 @@ def Flatten() -> Layer:
     return _shape_layer(name, out_shape)
 
 
-def Reshape(shape: tuple[int, ...]) -> Layer:
+def Reshape(shape: int | Sequence[int]) -> Layer:
     """Reshape every axis after the batch axis: ``(n, *rest) -> (n, *shape)``; ``shape`` may
     hold one -1 (as Keras' Reshape; the batch axis is never part of ``shape``); an int
     ``n`` is ``(n,)``."""
@@ -248,7 +248,7 @@ def Reshape(shape: tuple[int, ...]) -> Layer:
     return _shape_layer(name, out_shape)
 
 
-def Dropout(rate: float, broadcast_dims: tuple[int, ...] = ()) -> Layer:
+def Dropout(rate: float, broadcast_dims: Sequence[int] = ()) -> Layer:
     """Zero a fraction ``rate`` of the entries in training and scale the rest by 1/(1-rate).
 
     forward (train): ``y = x * m / (1 - rate)``, ``m = random.uniform(key, shape, float32) >=

@@ -29,9 +29,13 @@ __all__ = [
 
 Tree = Any
 # A step count: an int64 NumPy scalar, or the 0-d int64 array funcdl.io may give back.
-Count = np.integer[Any] | NDArray[np.integer[Any]]
-Schedule = Callable[[int], float]
-ScalarOrSchedule = float | Schedule
+# A state's step count: funcdl's states hold an np.int64; a Python int (a state built or
+# resumed by hand) is read alike.
+Count = int | np.integer[Any] | NDArray[np.integer[Any]]
+# A schedule is called with a Python int by funcdl, and accepts a state's count: typed Any
+# in, so that a user's ``def schedule(count: int) -> float`` is one.
+Schedule = Callable[[Any], float]
+ScalarOrSchedule = float | np.floating[Any] | Schedule
 
 
 class TransformInit(Protocol):
@@ -41,9 +45,13 @@ class TransformInit(Protocol):
 
 
 class TransformUpdate(Protocol):
-    """``updates, state = update(state, grads, params=None)``."""
+    """``updates, state = update(state, grads, params=None, **extra)``: ``params`` by
+    position or keyword, and the keyword-only arguments some transforms take (``value=``,
+    ``grad=``, ...), which chains forward. Typed as any arguments (mypy reads ``*Any,
+    **Any`` as ``...``), so that a user's update of either form is one, as optax's
+    ``GradientTransformationExtraArgs``."""
 
-    def __call__(self, state: Any, grads: Tree, params: Tree = None, /) -> tuple[Tree, Any]: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Tree, Any]: ...
 
 
 class GradientTransformation(NamedTuple):

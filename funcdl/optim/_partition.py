@@ -41,7 +41,7 @@ class PartitionState(NamedTuple):
 MultiTransformState = PartitionState  # optax's older name, one class
 
 
-def partition(transforms: Mapping[Hashable, GradientTransformation],
+def partition(transforms: Mapping[Any, GradientTransformation],  # Any: a dict[str, ...] too
               param_labels: Tree | Callable[[Tree], Tree]) -> GradientTransformation:
     """optax's ``partition``: ``transforms[label]`` on the leaves labelled ``label``, each
     transform seeing only its own leaves (the others as None, as under ``masked``), its
