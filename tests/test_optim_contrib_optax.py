@@ -162,7 +162,10 @@ def test_float32_gradients_of_1e19_step_as_optax_or_better() -> None:
 
 
 @pytest.mark.parametrize("kw", [{}, {"b3": 0.99, "alpha": 3.0, "eps_root": 1e-6,
-                                     "weight_decay": 0.1}])
+                                     "weight_decay": 0.1},
+                                # optax's mask (a probe of the signatures found it missing)
+                                {"weight_decay": 0.1, "mask": {"b": False, "c": True,
+                                                               "v": True, "w": False}}])
 def test_ademamix_matches_optax(kw: dict[str, Any]) -> None:
     _run(ademamix(0.01, **kw), optax.contrib.ademamix(0.01, **kw), _params())
 
@@ -177,7 +180,9 @@ def test_ademamix_schedules_match_optax() -> None:
 
 
 @pytest.mark.parametrize("kw", [{}, {"alpha": 2.0, "b1": 0.9, "eps_root": 1e-6,
-                                     "weight_decay": 0.1}])
+                                     "weight_decay": 0.1},
+                                {"weight_decay": 0.1, "mask": {"b": False, "c": True,
+                                                               "v": True, "w": False}}])
 def test_simplified_ademamix_matches_optax(kw: dict[str, Any]) -> None:
     _run(simplified_ademamix(0.001, **kw), optax.contrib.simplified_ademamix(0.001, **kw),
          _params())

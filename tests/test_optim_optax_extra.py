@@ -38,6 +38,9 @@ MASK = {"a": False, "w": True}
 CASES: dict[str, tuple[Callable[[], Any], str, dict[str, Any]]] = {
     "nadamw": (lambda: nadamw(1e-2, weight_decay=0.1, mask=MASK), "nadamw",
                {"weight_decay": 0.1, "mask": MASK}),
+    # optax's keyword (a probe of the signatures found it missing)
+    "nadamw-nesterov=False": (lambda: nadamw(1e-2, weight_decay=0.1, nesterov=False),
+                              "nadamw", {"weight_decay": 0.1, "nesterov": False}),
     "adamaxw": (lambda: adamaxw(1e-2, b2=0.99, weight_decay=0.1, mask=MASK), "adamaxw",
                 {"b2": 0.99, "weight_decay": 0.1, "mask": MASK}),
     "novograd": (lambda: novograd(1e-2, weight_decay=0.1), "novograd", {"weight_decay": 0.1}),

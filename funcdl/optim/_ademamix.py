@@ -115,14 +115,17 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: ScalarOrSchedule =
 
 def ademamix(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
              b3: ScalarOrSchedule = 0.9999, alpha: ScalarOrSchedule = 5.0, eps: float = 1e-8,
-             eps_root: float = 0.0, weight_decay: float = 0.0) -> GradientTransformation:
+             eps_root: float = 0.0, weight_decay: float = 0.0, *,
+             mask: Any = None) -> GradientTransformation:
     """AdEMAMix, as optax.contrib's: ``p ← p - lr·(u + weight_decay·p)``, ``u``
-    ``scale_by_ademamix``'s. State ``ChainState`` of its three stages."""
+    ``scale_by_ademamix``'s; ``mask`` (a tree of bools, or a function of the params) decays
+    only where True, as ``adamw``'s. State ``ChainState`` of its three stages. (optax's
+    ``mu_dtype`` is not offered.)"""
     name = "ademamix"
     check_lr(name, learning_rate)  # here, so that the errors name ademamix
     return make_chain(name, [scale_by_ademamix(b1, b2, b3, alpha, eps, eps_root),
                              add_decayed_weights(check_float(name, "weight_decay",
-                                                             weight_decay)),
+                                                             weight_decay), mask),
                              scale_by_learning_rate(learning_rate)])
 
 
@@ -171,13 +174,14 @@ def scale_by_simplified_ademamix(b1: float = 0.99, b2: float = 0.95,
 
 def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: float = 0.99, b2: float = 0.95,
                         alpha: ScalarOrSchedule = 0.0, eps: float = 1e-8,
-                        eps_root: float = 0.0, weight_decay: float = 0.0
-                        ) -> GradientTransformation:
+                        eps_root: float = 0.0, weight_decay: float = 0.0, *,
+                        mask: Any = None) -> GradientTransformation:
     """Simplified AdEMAMix, as optax.contrib's: ``p ← p - lr·(u + weight_decay·p)``, ``u``
-    ``scale_by_simplified_ademamix``'s. State ``ChainState`` of its three stages."""
+    ``scale_by_simplified_ademamix``'s; ``mask`` as ``ademamix``'s. State ``ChainState``
+    of its three stages."""
     name = "simplified_ademamix"
     check_lr(name, learning_rate)
     return make_chain(name, [scale_by_simplified_ademamix(b1, b2, alpha, eps, eps_root),
                              add_decayed_weights(check_float(name, "weight_decay",
-                                                             weight_decay)),
+                                                             weight_decay), mask),
                              scale_by_learning_rate(learning_rate)])

@@ -47,8 +47,9 @@ def _decay(name: str, weight_decay: Any) -> ScalarOrSchedule:
 
 def nadamw(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
            eps_root: float = 0.0, mu_dtype: Any = None, weight_decay: ScalarOrSchedule = 1e-4,
-           mask: Any = None) -> GradientTransformation:
-    """NAdamW, as optax's ``nadamw`` (``adamw(nesterov=True)``): ``p ← p - lr · (m̂ /
+           mask: Any = None, *, nesterov: bool = True) -> GradientTransformation:
+    """NAdamW, as optax's ``nadamw`` (``adamw(nesterov=True)``; ``nesterov=False`` is
+    ``adamw``, as optax's keyword): ``p ← p - lr · (m̂ /
     (sqrt(v̂ + eps_root) + eps) + wd·p)``, ``m̂ = b1·m / (1-b1^(t+1)) + (1-b1)·g / (1-b1^t)``
     Nesterov's look-ahead (see ``scale_by_adam(nesterov=True)``), decoupled weight decay,
     ``mask`` as ``adamw``'s. Not ``nadam(decoupled_weight_decay=True)``, which follows
@@ -60,7 +61,8 @@ def nadamw(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float 
     lr, b1, b2, eps = _checked(name, lr, b1, b2, eps)
     eps_root = check_float(name, "eps_root", eps_root)
     mu_dt = moment_dtype_arg(name, "mu_dtype", mu_dtype)
-    stages: _Stages = [("adam", scale_by_adam(b1, b2, eps, eps_root, mu_dt, nesterov=True))]
+    nest = bool_arg(nesterov, name, "nesterov")
+    stages: _Stages = [("adam", scale_by_adam(b1, b2, eps, eps_root, mu_dt, nesterov=nest))]
     _weight_decay(stages, _decay(name, weight_decay), mask, name)
     stages.append(("lr", scale_by_learning_rate(lr)))
     return _alias(name, stages, eps)
