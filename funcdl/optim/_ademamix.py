@@ -32,6 +32,7 @@ from funcdl.optim._checks import (
     check_lr,
     value_at,
 )
+from funcdl.optim._masked import make_masked
 from funcdl.optim._transforms import add_decayed_weights, scale_by_learning_rate
 
 __all__ = [
@@ -124,8 +125,7 @@ def ademamix(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999
     name = "ademamix"
     check_lr(name, learning_rate)  # here, so that the errors name ademamix
     return make_chain(name, [scale_by_ademamix(b1, b2, b3, alpha, eps, eps_root),
-                             add_decayed_weights(check_float(name, "weight_decay",
-                                                             weight_decay), mask),
+                             _decay(name, weight_decay, mask),
                              scale_by_learning_rate(learning_rate)])
 
 
@@ -172,6 +172,12 @@ def scale_by_simplified_ademamix(b1: float = 0.99, b2: float = 0.95,
     return transform(name, init, update)
 
 
+def _decay(name: str, weight_decay: float, mask: Any) -> GradientTransformation:
+    """The weight-decay stage, masked with the errors naming ``name``."""
+    decay = add_decayed_weights(check_float(name, "weight_decay", weight_decay))
+    return decay if mask is None else make_masked(name, decay, mask)
+
+
 def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: float = 0.99, b2: float = 0.95,
                         alpha: ScalarOrSchedule = 0.0, eps: float = 1e-8,
                         eps_root: float = 0.0, weight_decay: float = 0.0, *,
@@ -182,6 +188,5 @@ def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: float = 0.99, b2: f
     name = "simplified_ademamix"
     check_lr(name, learning_rate)
     return make_chain(name, [scale_by_simplified_ademamix(b1, b2, alpha, eps, eps_root),
-                             add_decayed_weights(check_float(name, "weight_decay",
-                                                             weight_decay), mask),
+                             _decay(name, weight_decay, mask),
                              scale_by_learning_rate(learning_rate)])
