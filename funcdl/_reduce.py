@@ -142,6 +142,29 @@ def memo(table: dict[Any, T], key: Any, make: Callable[[], T]) -> T:
     return found
 
 
+def shared_node(comm: Comm) -> Comm | None:
+    """Collective on first use: the communicator of comm's ranks sharing memory, when
+    that is all of them; else None. One per communicator for the whole process, every
+    reducer's (a data_parallel made per run split COMM_WORLD anew each time, and MPI ran
+    out of communicators after about a thousand); one a caller has freed is dropped, and
+    its node communicator freed, at the next split (collective as the split is)."""
+    found = _NODES.get(id(comm))
+    if found is None or found[0] is not comm:
+        for key, (parent, stale) in list(_NODES.items()):
+            if _freed(parent):
+                del _NODES[key]
+                if stale is not None:
+                    stale.Free()
+        node = None
+        if hasattr(comm, "Split_type") and os.environ.get(SWITCH, "1") != "0":
+            node = comm.Split_type(mpi().COMM_TYPE_SHARED)
+            if node.Get_size() != comm.Get_size():
+                node.Free()
+                node = None
+        found = _NODES[id(comm)] = (comm, node)
+    return found[1]
+
+
 class Reducer:
     """Layouts, private buffers and shared windows for means over ranks.
 
@@ -192,28 +215,6 @@ class Reducer:
             pool.append(buf)
         return buf
 
-    def node(self, comm: Comm) -> Comm | None:
-        """Collective on first use: the communicator of comm's ranks sharing memory, when
-        that is all of them; else None. One per communicator for the whole process, every
-        reducer's (a data_parallel made per run split COMM_WORLD anew each time, and MPI ran
-        out of communicators after about a thousand); one a caller has freed is dropped, and
-        its node communicator freed, at the next split (collective as the split is)."""
-        found = _NODES.get(id(comm))
-        if found is None or found[0] is not comm:
-            for key, (parent, stale) in list(_NODES.items()):
-                if _freed(parent):
-                    del _NODES[key]
-                    if stale is not None:
-                        stale.Free()
-            node = None
-            if hasattr(comm, "Split_type") and os.environ.get(SWITCH, "1") != "0":
-                node = comm.Split_type(mpi().COMM_TYPE_SHARED)
-                if node.Get_size() != comm.Get_size():
-                    node.Free()
-                    node = None
-            found = _NODES[id(comm)] = (comm, node)
-        return found[1]
-
     def oldest_unused(self) -> bool:
         """Whether no array from the oldest window's results is alive on this rank: only
         then may ``open`` free it (a kept result would change, or its memory vanish). The
@@ -251,7 +252,7 @@ class Reducer:
         rank or on none; NOT_AN_INT for a bad count, which every rank raises. ``ok=False``
         on any rank (its caller's check failed) opens no window; the caller raises, on
         every rank alike."""
-        node = self.node(comm)
+        node = shared_node(comm)
         key = (id(comm), n, dtype.str)
         window = self.windows.get(key) if node else None
         # flags: bit 0, ok; bit 1, a shared window exists or fits; bit 2, one with buffers

@@ -39,7 +39,7 @@ from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._agree import resolve as _resolve
 from funcdl._args import bool_arg
 from funcdl._partition import batches, shard
-from funcdl._reduce import Reducer, _freed, like, not_float
+from funcdl._reduce import Reducer, _freed, like, not_float, shared_node
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl._treenodes import describe as describe_value
 from funcdl.optim import GradientTransformation
@@ -84,6 +84,9 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
         return tree
     root = r
     leaves, td = pytree.flatten(tree)
+    # the node's split, collective on a communicator's first call of any collective here:
+    # a rank whose first call is a pmean meets this one in the agreement, which then raises
+    shared_node(c)
     agree(c, digest(describe(tree)), tree, "broadcast", root)
     arrays = _numeric_leaves(tree, leaves)  # same dtypes everywhere: fails on every rank
     bounds = np.cumsum([0] + [a.nbytes for a in arrays]).tolist()

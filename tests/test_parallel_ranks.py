@@ -75,6 +75,14 @@ def test_a_mismatched_tree_raises_on_every_rank_without_hanging():
 
 
 @needs_mpi
+def test_other_collectives_as_the_first_calls_raise_on_every_rank():
+    out = ok(run([str(SCRIPTS / "check_parallel.py"), "cold_swap"], timeout=30))
+    for r in (0, 1):
+        assert re.search(rf"rank {r} cold-pmean-vs-broadcast ValueError: .*rank 0 called "
+                         r"parallel.pmean where rank 1 called parallel.broadcast", out)
+
+
+@needs_mpi
 def test_disk_example_on_two_ranks_prints_from_rank_zero_only():
     out = ok(run([str(EXAMPLES / "disk_data_parallel.py"), "--epochs", "3"]))
     assert out.count("final: train error") == 1 and "on 2 ranks" in out

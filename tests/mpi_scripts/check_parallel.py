@@ -375,6 +375,13 @@ def case_mismatch() -> list[str]:
                          np.zeros(2), root=(0, 0.0)[rank])}, TypeError)]
 
 
+def case_cold_swap() -> list[str]:
+    """Another collective on each rank as the process's first: pmean's first call splits
+    the node's communicator, which broadcast's did not, and MPICH aborted the job."""
+    return raised({"cold-pmean-vs-broadcast": lambda: (parallel.pmean, parallel.broadcast)[
+        rank]({"w": np.ones(4, np.float32)})}, ValueError)
+
+
 def data_parallel_or_pmean() -> None:
     """Rank 0 takes a data-parallel step, rank 1 the mean of the same grads: both hung."""
     model = fd.layers.Dense(1)
