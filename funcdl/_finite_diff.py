@@ -70,6 +70,12 @@ def layout_error(where: str, what: str, given: Any, other: Any) -> AssertionErro
         f"a reshape that copies, then a write into the copy?)")
 
 
+def snapshot(t: Any) -> Any:
+    """``t`` with its arrays copied: a pullback's first result, before the second call,
+    which may write into the buffer it returned (its own kept one)."""
+    return tree.map(lambda a: np.array(a, copy=True) if isinstance(a, np.ndarray) else a, t)
+
+
 def repeat_error(where: str, what: str, first: Any, second: Any) -> AssertionError | None:
     """An AssertionError naming the first entry where ``second`` (the pullback's result
     for the same cotangent, called again) differs from ``first``; else None."""

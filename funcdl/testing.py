@@ -10,11 +10,10 @@ Two tiers, in float64 (autograd's and JAX's randomised check, then what they lac
    a large leaf is halved, keeping the half that carries the discrepancy, down to 8
    entries (a few dozen evaluations, not one per entry).
 
-``check_vjp`` runs in float64 only; float32-only code paths are compared by
-``check_layer``'s float32-against-float64 check. ``check_layer`` defaults to train=False: pass
-``train=True`` (with a ``key`` for Dropout) to check the training path. No call may write
-into its arguments (x, params, state, the cotangent); a stateful layer's vjp must return
-apply's new state.
+``check_vjp`` runs in float64 only; ``check_layer`` compares float32-only code paths with
+float64, and defaults to train=False: pass ``train=True`` (with a ``key`` for Dropout) to
+check the training path. No call may write into its arguments (x, params, state, the
+cotangent); a stateful layer's vjp must return apply's new state.
 
 Each check raises ``AssertionError``, so it drops into any test::
 
@@ -60,6 +59,7 @@ from funcdl._finite_diff import (
     precision_error,
     relaid,
     repeat_error,
+    snapshot,
     to64,
 )
 from funcdl.layers.base import layer_arg
@@ -148,7 +148,7 @@ def _vjp_check(where: str, layer: Any, params: Any, x: Any, kw: dict[str, Any],
     guard.check("the pullback")
     dparams, dx = returned(where, "the pullback", grads, 2)
     if full:  # the same cotangent again: the same gradients
-        err = repeat_error(where, "(dparams, dx)", grads, pullback(u))
+        err = repeat_error(where, "(dparams, dx)", snapshot(grads), pullback(u))
         guard.check("the pullback")
         if err is not None:
             raise err
@@ -283,7 +283,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     guard.add(dy=dy)
     given = res[1](dy)
     guard.check("the pullback")
-    err = repeat_error(where, "(dparams, dx)", given, res[1](dy))  # before blaming the layout
+    err = repeat_error(where, "(dparams, dx)", snapshot(given), res[1](dy))  # before the layout
     guard.check("the pullback")
     if err is not None:
         raise err
@@ -304,7 +304,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     k_init2, k_x2 = random.split(random.fold_in(k_init, 1), 2)
     out = returned(where, "init", layer.init(k_init2, in_shape), n_out)
     x2 = (random_input(k_x2, in_shape, batch, getattr(layer, "ids", None)) if drawn
-          else tree.map(lambda a: np.asarray(a)[::-1], x))  # the user's rows: reversed
+          else tree.map(lambda a: np.asarray(a)[::-1] if np.ndim(a) else a, x))  # rows reversed
     try:
         _vjp_check(f"{where} at a second point (params from init at another key, "
                    f"{'another input draw' if drawn else 'the rows of x reversed'})", layer,
@@ -365,11 +365,11 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     # as a caller's (float64 would upcast a per-example float32 loss's gradient)
     key, vd = random.key(seed), np.asarray(value).dtype
     u = (-random.uniform(key, (), 0.25, 0.75, np.float64) if np.ndim(value) == 0
-         else random.normal(key, np.shape(value), vd if vd.kind == "f" else np.float64))
+         else random.normal(key, np.shape(value), vd if vd.char in "fd" else np.float64))
     g = float(u) if np.ndim(value) == 0 else u
     guard.add(g=g)
     dpred = gradient(where, pred, pullback(g))
-    err = repeat_error(where, "dpred", dpred, pullback(g))  # before blaming the layout
+    err = repeat_error(where, "dpred", snapshot(dpred), pullback(g))  # before the layout
     guard.check("the pullback")
     if err is not None:
         raise err

@@ -40,6 +40,12 @@ def test_an_unreduced_float32_loss_gets_a_float32_cotangent():
     check_loss(_per_example_sq(), PRED.astype(np.float64), TARGET)
 
 
+def test_an_unreduced_float16_loss_gets_the_dtype_message():
+    # the float16 value's cotangent was drawn in float16, which random.normal refuses
+    with pytest.raises(AssertionError, match=r"the gradient has shape \(4, 3\) and dtype"):
+        check_loss(_per_example_sq(), PRED.astype(np.float16), TARGET.astype(np.float16))
+
+
 def test_an_unreduced_loss_with_a_wrong_factor_still_fails():
     with pytest.raises(AssertionError, match=r"check_loss\(per_example_sq<3.0>\): the vjp "
                                              r"disagrees with finite differences"):
@@ -115,8 +121,9 @@ def test_an_honest_affine_passes_at_both_points():
     check_layer(_affine(), (None, 4), x=random.normal(random.key(5), (3, 4)))
 
 
-def _accumulating() -> Layer:
-    """``x @ W``, its pullback adding dW into a buffer it keeps and never zeroes."""
+def _accumulating(copy: bool = True) -> Layer:
+    """``x @ W``, its pullback adding dW into a buffer it keeps and never zeroes (and
+    returning that buffer itself without ``copy``)."""
     def init(key, s):
         return (s[0], 3), {"W": random.normal(key, (s[-1], 3))}
 
@@ -125,11 +132,12 @@ def _accumulating() -> Layer:
 
         def pullback(dy):
             buf[...] += x.T @ dy
-            return {"W": buf.copy()}, dy @ p["W"].T
+            return {"W": buf.copy() if copy else buf}, dy @ p["W"].T
 
         return x @ p["W"], pullback
 
-    return Layer(init, lambda p, x, **kw: x @ p["W"], vjp, name="Accumulating")
+    return Layer(init, lambda p, x, **kw: x @ p["W"], vjp,
+                 name="Accumulating" if copy else "AccumulatingNoCopy")
 
 
 def test_an_accumulating_pullback_fails_check_vjp_on_its_second_call():
@@ -140,11 +148,16 @@ def test_an_accumulating_pullback_fails_check_vjp_on_its_second_call():
         check_vjp(_accumulating(), {"W": np.ones((4, 3))}, np.ones((2, 4)))
 
 
-def test_an_accumulating_pullback_is_not_blamed_on_the_memory_layout():
-    # before: check_layer said "the gradient depends on the input's memory layout"
-    with pytest.raises(AssertionError, match=r"check_layer\(Accumulating\): the pullback "
+@pytest.mark.parametrize("copy", [True, False], ids=["copy", "its-own-buffer"])
+def test_an_accumulating_pullback_is_not_blamed_on_the_memory_layout(copy):
+    # before: check_layer said "the gradient depends on the input's memory layout"; a
+    # pullback returning its kept buffer itself changed the first result too (a review)
+    with pytest.raises(AssertionError, match=r"check_layer\(Accumulating\w*\): the pullback "
                                              r"gives a different result on a second call"):
-        check_layer(_accumulating(), (None, 4))
+        check_layer(_accumulating(copy), (None, 4))
+    with pytest.raises(AssertionError, match=r"check_vjp\(Accumulating\w*\): the pullback "
+                                             r"gives a different result on a second call"):
+        check_vjp(_accumulating(copy), {"W": np.ones((4, 3))}, np.ones((2, 4)))
 
 
 def test_an_accumulating_loss_pullback_is_not_blamed_on_the_memory_layout():
@@ -212,3 +225,9 @@ def test_a_none_dx_for_a_float_input_that_matters_fails_at_its_entry():
                                              r"disagrees.*first wrong entry x\[1\]\[0, 0\]: "
                                              r"expected -?\d.*, got 0 \(vjp\)"):
         check_layer(_first_of_pair("used"), ((None, 3), (None, 3)))
+
+
+def test_a_user_x_with_a_side_input_of_numbers_is_checked_at_a_second_point():
+    # the second point reversed every leaf of x, a lengths tuple's 0-d ints too: IndexError
+    x = random.normal(random.key(2), (1, 4, 2))
+    check_layer(L.LSTM(3, lengths=True), ((None, 4, 2), (None,)), x=(x, (4,)))
