@@ -27,10 +27,11 @@ def _grads(seed: int) -> dict[str, np.ndarray]:
     lambda: optim.scale_by_adopt(),
     lambda: optim.scale_by_rprop(0.1),
     lambda: optim.apply_every(1),
+    lambda: optim.ema(0.9, debias=False),          # (a review of the first version)
     lambda: optim.sgd(0.1, momentum=0.9),          # fresh updates: writable, and apart
     lambda: optim.adam(1e-3),
 ], ids=["trace", "lars", "flatten(trace)", "sm3", "novograd", "adopt", "rprop",
-        "apply_every", "sgd", "adam"])
+        "apply_every", "ema(debias=False)", "sgd", "adam"])
 def test_writing_into_the_updates_leaves_the_state_as_it_was(make) -> None:
     opt = make()
     params = _grads(0)

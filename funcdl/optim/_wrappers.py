@@ -284,7 +284,8 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None
                 e = np.asarray(e, np.result_type(g, e))
             new = (1.0 - d) * g + d * e
             u = new / bc if bc != 1.0 else new
-            return (u if acc_dt is not None else like(u, stored)), like(new, stored)
+            step, kept = (u if acc_dt is not None else like(u, stored)), like(new, stored)
+            return (held(step) if step is kept else step), kept  # debias=False: the state
 
         with np.errstate(all="ignore"):  # inf - inf: NaN, silently
             out, e = leafwise(f"{name}.update", leaf, (grads, state.ema), ("grads", "state.ema"),
