@@ -465,6 +465,8 @@ def test_errors_name_grad_and_positional_keywords_say_so(key):
 
 def test_a_loss_called_as_a_factory_says_how_to_bind_options():
     with pytest.raises(TypeError, match=r"mse: a loss is called on \(pred, target\), not "
-                                        r"built by a call; .*partial\(fd.losses.mse, "
-                                        r"reduction='sum'\)"):
+                                        r"built by a call; .*functools.partial"):
         losses.mse(reduction="sum")
+    with pytest.raises(TypeError, match=r"mse: missing the target; call it as "
+                                        r"mse\(pred, target\)"):
+        losses.mse(np.ones(3))

@@ -128,3 +128,11 @@ def test_decayed_weights_refuse_matrix_params() -> None:
                                         r"np.matrix"):
         opt.update(opt.init({"w": np.ones((2, 2), F32)}), {"w": np.ones((2, 2), F32)},
                    {"w": w})
+
+
+def test_a_python_complex_grad_gets_the_complex_message() -> None:
+    """Counted as another library's array, it was told to pass np.asarray (a review)."""
+    opt = optim.sgd(0.1)
+    params = {"a": np.ones((), F32)}
+    with pytest.raises(TypeError, match=r"grads\['a'\] has dtype complex128; .*\.real"):
+        opt.update(opt.init(params), {"a": 1j}, params)

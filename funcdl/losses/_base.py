@@ -48,10 +48,13 @@ class Loss:
 
     def __call__(self, pred: Any = _MISSING, target: Any = _MISSING, *args: Any,
                  **kwargs: Any) -> Any:
-        if pred is _MISSING or target is _MISSING:  # mse(reduction='sum'), as a factory
+        if pred is _MISSING:  # mse(reduction='sum'), as if it were a factory
             raise TypeError(f"{self.name}: a loss is called on (pred, target), not built by "
-                            f"a call; bind its options with functools.partial({self.name}, "
-                            f"...), e.g. partial(fd.losses.{self.name}, reduction='sum')")
+                            f"a call; bind its options with functools.partial, e.g. "
+                            f"partial(fd.losses.huber, delta=0.5)")
+        if target is _MISSING:
+            raise TypeError(f"{self.name}: missing the target; call it as "
+                            f"{self.name}(pred, target)")
         got = self.vjp(pred, target, *args, **kwargs)
         bad = vjp_form(got)
         if bad is not None:

@@ -249,7 +249,7 @@ def foreign(x: Any) -> bool:
     """Whether a leaf is neither a NumPy array or scalar nor a Python number: another
     library's array (JAX's, torch's), which NumPy's operations hand back as its own type or
     refuse to write into."""
-    return not isinstance(x, (np.ndarray, np.generic, float, int))
+    return not isinstance(x, (np.ndarray, np.generic, float, int, complex))
 
 
 def subclass_error(name: str, what: str, x: Any) -> Exception | None:
