@@ -116,8 +116,21 @@ def _check_flags(where: str, m: Tree) -> None:
             raise TypeError(f"{where}: {_not_a_flag(flag, path)}")
 
 
-# spread's answer for a mark that stands for a subtree, not a leaf: walk on below it
-DESCEND: Any = object()
+class _Descend:
+    """spread's answer for a mark that stands for a subtree, not a leaf: walk on below it.
+    One object, tested by identity, which pickling keeps: a by-value copy (cloudpickle's of
+    a closure returning it, as partition's ``mark``, for a Dask worker) is this module's
+    instance again, not a new object every leaf would fail to match (a probe: partition's
+    labels then all missed, and the raw grads came back as the updates)."""
+
+    def __reduce__(self) -> str:
+        return "DESCEND"  # pickled as this module's global of that name
+
+    def __repr__(self) -> str:
+        return "DESCEND"
+
+
+DESCEND: Any = _Descend()
 
 
 def spread(t: Tree, m: Tree, what: str, against: str, path: str, out: list[Any],
