@@ -219,7 +219,9 @@ def _check_sendable(train_fn: Any, pool: ProcessPoolExecutor | None) -> None:
         raise TypeError(
             f"sweep.run: train_fn {getattr(train_fn, '__qualname__', train_fn)!r} cannot "
             f"be sent to worker processes ({why}); define it at the top level of a "
-            f"module file, or pass executor=ThreadPoolExecutor(...)")
+            f"module file, with no funcdl layer, optimizer or schedule bound to it (those "
+            f"are closures, which pickle cannot send: build them inside train_fn from "
+            f"the config's numbers), or pass executor=ThreadPoolExecutor(...)")
 
 
 def _own_pools(train_fn: Callable[[Any], Any], tally: _Tally) -> None:
@@ -299,9 +301,12 @@ _UNSTARTED = ("\n(the worker died before this run started, alone in a pool of it
               "at the top level of the script or of a module)")
 # A config going to a worker process, or a result coming back, that does not pickle.
 _UNPICKLABLE = ("\n(a config sent to a worker process, or the result a run returned, could "
-                "not be pickled: return plain values (arrays, numbers, dicts, lists, "
-                "NamedTuples), not functions or objects holding them, or pass "
-                "executor=ThreadPoolExecutor(...))")
+                "not be pickled: funcdl's layers, optimizers, schedules and initializers "
+                "are closures, which pickle cannot send (cloudpickle, a Dask cluster's, "
+                "can). Put their settings in the config (an lr, the layer sizes) and build "
+                "them inside train_fn; return plain values (params, optimizer states, "
+                "arrays, numbers, dicts, lists, NamedTuples), not the model or optimizer; "
+                "or pass executor=ThreadPoolExecutor(...))")
 # A worker that could not unpickle train_fn breaks the whole pool: say what usually causes it.
 _BROKEN_HINT = ("\n(if every run failed this way, the workers could not import train_fn: "
                 "a function that a script defines under `if __name__ == '__main__':` is "

@@ -339,6 +339,17 @@ def test_a_result_that_cannot_come_back_from_a_worker_says_so():
         assert "executor=ThreadPoolExecutor(...)" in text
 
 
+def test_a_config_holding_an_optimizer_says_to_build_it_in_train_fn():
+    # funcdl's optimizers are closures: the hint spoke of results and plain values only
+    from funcdl import optim
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = sweep.run(str, [{"opt": optim.sgd(0.1)}], pool, progress=False)
+    assert isinstance(results[0], sweep.Failure)
+    assert "optimizers, schedules and initializers are closures" in results[0].error
+    assert "build them inside train_fn" in results[0].error
+
+
 def test_a_sweep_error_pickles_with_its_results_and_failures():
     # a strict sweep inside a worker process raises it there; unpickling it in the parent
     # called SweepError(message) and broke the pool
