@@ -406,3 +406,12 @@ def test_a_public_losss_vjp_and_a_loss_made_from_it_pickle():
         want = obj(pred, target)[0] if obj is losses.huber.vjp else obj(pred, target)
         got = back(pred, target)[0] if obj is losses.huber.vjp else back(pred, target)
         assert got == want
+
+
+def test_a_users_loss_shows_its_constructor_not_a_public_name():
+    # it showed as funcdl.losses.my_mse, a name funcdl.losses does not have (a probe)
+    def vjp(pred, target):
+        return losses.mse.vjp(pred, target)
+
+    assert repr(losses.mse) == "funcdl.losses.mse"
+    assert repr(losses.Loss("my_mse", vjp)).startswith("Loss('my_mse', ")

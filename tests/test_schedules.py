@@ -308,3 +308,9 @@ def test_a_schedule_over_a_list_or_another_librarys_array_of_counts() -> None:
     np.testing.assert_array_equal(schedule([0, 5, 20]), [0.0, 0.5, 1.0])
     jnp = pytest.importorskip("jax.numpy")
     np.testing.assert_allclose(schedule(jnp.arange(3)), [0.0, 0.1, 0.2], rtol=1e-15)
+
+
+def test_a_schedule_called_without_a_count_names_a_schedule():
+    # Python's own error said `_over_counts.<locals>.schedule() missing ...` (a probe)
+    with pytest.raises(TypeError, match=r"^schedule\(\) missing 1 required positional"):
+        optim.linear_schedule(1.0, 0.0, 10)()

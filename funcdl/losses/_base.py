@@ -64,7 +64,12 @@ class Loss:
         return (got[0], got[2]) if len(got) == 3 else got[0]
 
     def __repr__(self) -> str:
-        return f"funcdl.losses.{self.name}"
+        """``funcdl.losses.mse`` for a public loss; a user's shows its constructor call."""
+        import funcdl.losses
+
+        if getattr(funcdl.losses, self.name, None) is self:
+            return f"funcdl.losses.{self.name}"
+        return f"Loss({self.name!r}, {getattr(self.vjp, '__qualname__', self.vjp)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled by its public name when it is one of funcdl.losses' (a sweep's config

@@ -45,6 +45,9 @@ def _over_counts(f: Any) -> Schedule:
         values = [f(c) for c in counts.ravel().tolist()]
         return np.array(values, np.float64).reshape(counts.shape)
 
+    # for Python's own errors (a call without a count) and reprs: `schedule() missing ...`,
+    # not `_over_counts.<locals>.schedule() missing ...`
+    schedule.__qualname__ = "schedule"
     return schedule
 
 
