@@ -62,7 +62,9 @@ def _scale(name: str, value: Any) -> tuple[int, int]:
     return int(vals[0]), int(vals[1])
 
 
-@functools.lru_cache(maxsize=64)
+# a model's few (size, factor) pairs; each entry is (s·size, size), 16 MiB at 1024 px x 4 in
+# float32: 64 entries over varying image sizes held ~100 MiB at 384-511 px (a probe)
+@functools.lru_cache(maxsize=16)
 def _matrix(size: int, s: int, align_corners: bool, dtype: str) -> Array:
     """The bilinear weights along one axis, ``(s·size, size)``: row ``o`` holds ``1 - λ``
     at ``h0`` and ``λ`` at ``h1`` (their sum where ``h0 = h1``); read-only, as cached."""
