@@ -44,8 +44,21 @@ def namedtuple(name: str, fields: tuple[str, ...]) -> type:
     # setdefault, not get-then-set: two threads loading at once must not make two classes
     cls = _NAMEDTUPLES.get((name, fields))
     if cls is None:
-        cls = _NAMEDTUPLES.setdefault((name, fields), collections.namedtuple(name, fields))
+        made = collections.namedtuple(name, fields)  # type: ignore[misc]
+
+        # pickled by value, as (name, fields, values): the class lives in no module a
+        # process pool's worker could import it from (a loaded state in a sweep's result)
+        def reduce(self: Any) -> tuple[Any, ...]:
+            return _rebuilt, (name, fields, tuple(self))
+
+        setattr(made, "__reduce__", reduce)  # noqa: B010  (mypy refuses assigning a method)
+        cls = _NAMEDTUPLES.setdefault((name, fields), made)
     return cls
+
+
+def _rebuilt(name: str, fields: tuple[str, ...], values: tuple[Any, ...]) -> Any:
+    """A loaded NamedTuple of ``namedtuple(name, fields)`` again, as unpickled."""
+    return namedtuple(name, fields)(*values)
 
 
 # ---------------------------------------------------------------------------- header

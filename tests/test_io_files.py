@@ -341,3 +341,21 @@ def test_forged_member_sizes_are_bounded_by_the_archive_size(tmp_path):
     bad.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match=r"entry 'leaf_0' declares shape \(480000000,\)"):
         io.load(bad)
+
+
+def test_a_tree_loaded_without_like_pickles(tmp_path):
+    """Its NamedTuple stand-ins lived in no importable module: pickle (a sweep's result
+    from a process pool) failed on them (a probe of pickling)."""
+    import copy
+    import pickle
+
+    from funcdl import io, optim
+
+    opt = optim.adam(1e-3)
+    path = tmp_path / "state.npz"
+    io.save(path, opt.init({"w": np.ones(3, np.float32)}))
+    loaded = io.load(path)
+    back = pickle.loads(pickle.dumps(loaded))
+    assert type(back) is type(loaded) and back._fields == loaded._fields
+    np.testing.assert_array_equal(back.states["adam"].mu["w"], loaded.states["adam"].mu["w"])
+    assert type(copy.deepcopy(loaded)) is type(loaded)
