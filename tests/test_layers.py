@@ -383,3 +383,30 @@ def test_infinite_inputs_give_torchs_values_without_warnings():
     x = np.array([np.inf, 1.0, -2.0], np.float32)
     np.testing.assert_array_equal(L.LeakyReLU(0.0).apply((), x), [np.inf, 1.0, 0.0])
     check_vjp(L.LeakyReLU(0.0), (), random.normal(random.key(4), (3, 5), np.float64))
+
+
+def _scale_init(key, in_shape):
+    return in_shape, {"a": np.ones((), np.float32)}
+
+
+def _scale_apply(params, x):  # neither key= nor train=: Layer wraps it
+    return params["a"] * x
+
+
+def _scale_vjp(params, x):
+    return params["a"] * x, lambda dy: ({"a": np.sum(dy * x)}, params["a"] * dy)
+
+
+def test_a_users_layer_of_module_functions_without_key_or_train_pickles():
+    # the wrapper dropping key= and train= was a closure: pickle failed with "not the same
+    # object as ..._scale_apply", so a sweep's process pool could not send the layer
+    import pickle
+
+    from funcdl.layers import Layer
+
+    layer = Layer(_scale_init, _scale_apply, _scale_vjp, name="Scale")
+    back = pickle.loads(pickle.dumps(layer))
+    x = np.arange(3, dtype=np.float32)
+    assert back.name == "Scale"
+    np.testing.assert_array_equal(back.apply({"a": np.float32(2)}, x, key=None, train=True),
+                                  2 * x)

@@ -184,12 +184,22 @@ def _lenient(fn: Callable[..., Any]) -> Callable[..., Any]:
                     and n not in (bound or ())]:
         return fn
 
-    @functools.wraps(fn)
-    def without(*args: Any, **kwargs: Any) -> Any:
-        for k in drop:
+    return functools.update_wrapper(_Without(fn, drop), fn)
+
+
+class _Without:
+    """``fn`` called without the keywords ``drop`` (see ``_lenient``): a class, not a
+    closure, so that a user's layer of module-level functions still pickles (a sweep's
+    process pool sends it to its workers); ``functools.update_wrapper`` gives it ``fn``'s
+    name and signature."""
+
+    def __init__(self, fn: Callable[..., Any], drop: tuple[str, ...]) -> None:
+        self.fn, self.drop = fn, drop
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        for k in self.drop:
             kwargs.pop(k, None)
-        return fn(*args, **kwargs)
-    return without
+        return self.fn(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------- validation
