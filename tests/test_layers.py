@@ -410,3 +410,17 @@ def test_a_users_layer_of_module_functions_without_key_or_train_pickles():
     assert back.name == "Scale"
     np.testing.assert_array_equal(back.apply({"a": np.float32(2)}, x, key=None, train=True),
                                   2 * x)
+
+
+def test_a_users_function_with_attributes_named_like_the_wrappers_fields_still_runs():
+    # update_wrapper copied fn.__dict__ over the wrapper's own fields (a review)
+    def apply(params, x):
+        return 2 * x
+
+    apply.fn, apply.drop = "metadata", 0.1
+
+    def vjp(params, x):
+        return 2 * x, lambda dy: ((), 2 * dy)
+
+    layer = L.Layer(lambda key, s: (s, ()), apply, vjp)
+    np.testing.assert_array_equal(layer.apply((), np.ones(2), train=True), [2.0, 2.0])

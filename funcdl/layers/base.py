@@ -165,6 +165,8 @@ def _lenient(fn: Callable[..., Any]) -> Callable[..., Any]:
     them anyway (stax asks for ``**kwargs``). A function with other parameters is left as
     it is, so that ``apply(params, x, rng=None, training=False)`` still fails loudly rather
     than run in inference with its flag dropped."""
+    if isinstance(fn, _Without):  # a layer rebuilt from a lenient one (dataclasses.replace)
+        return fn
     code = getattr(fn, "__code__", None)
     if code is not None and (code.co_flags & inspect.CO_VARKEYWORDS or {"key", "train"} <= set(
             code.co_varnames[:code.co_argcount + code.co_kwonlyargcount])):
@@ -184,22 +186,24 @@ def _lenient(fn: Callable[..., Any]) -> Callable[..., Any]:
                     and n not in (bound or ())]:
         return fn
 
-    return functools.update_wrapper(_Without(fn, drop), fn)
+    wrapper = _Without()
+    functools.update_wrapper(wrapper, fn)  # fn's name, signature and attributes
+    wrapper.without_fn, wrapper.without_drop = fn, drop  # after: fn's own may share names
+    return wrapper
 
 
 class _Without:
-    """``fn`` called without the keywords ``drop`` (see ``_lenient``): a class, not a
+    """A function called without the keywords it lacks (see ``_lenient``): a class, not a
     closure, so that a user's layer of module-level functions still pickles (a sweep's
-    process pool sends it to its workers); ``functools.update_wrapper`` gives it ``fn``'s
-    name and signature."""
+    process pool sends it to its workers). Already one, a function is left as it is."""
 
-    def __init__(self, fn: Callable[..., Any], drop: tuple[str, ...]) -> None:
-        self.fn, self.drop = fn, drop
+    without_fn: Callable[..., Any]
+    without_drop: tuple[str, ...]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        for k in self.drop:
+        for k in self.without_drop:
             kwargs.pop(k, None)
-        return self.fn(*args, **kwargs)
+        return self.without_fn(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------- validation
