@@ -70,6 +70,21 @@ def layout_error(where: str, what: str, given: Any, other: Any) -> AssertionErro
         f"a reshape that copies, then a write into the copy?)")
 
 
+def rows(x: Any, index: slice) -> Any:
+    """The rows ``index`` of an input: of each array with a batch axis, and of a tuple or
+    list of numbers inside ``x`` (per-row values, as lengths given as ``(4, 3)``), as an
+    array; anything 0-d as it is."""
+    def of(a: Any, nested: bool) -> Any:
+        if type(a) in (tuple, list):
+            if nested and a and all(type(v) in (int, float) for v in a):
+                return np.asarray(a)[index]
+            return type(a)(of(v, True) for v in a)
+        if isinstance(a, dict) or (isinstance(a, tuple) and hasattr(a, "_fields")):
+            return tree.map(lambda v: of(v, True), a)
+        return np.asarray(a)[index] if np.ndim(a) else a
+    return of(x, False)
+
+
 def snapshot(t: Any) -> Any:
     """``t`` with its arrays copied: a pullback's first result, before the second call,
     which may write into the buffer it returned (its own kept one)."""

@@ -59,6 +59,7 @@ from funcdl._finite_diff import (
     precision_error,
     relaid,
     repeat_error,
+    rows,
     snapshot,
     to64,
 )
@@ -251,11 +252,11 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
         same_dtypes(where, ("x", "dx"), x, none_as_zeros(x, dx))
     if n > 1:  # each row alone, and the rows reversed, give the same rows
         full = call(params, x, train=False)
-        flipped = call(params, tree.map(lambda a: np.asarray(a)[::-1], x), train=False)
+        flipped = call(params, rows(x, slice(None, None, -1)), train=False)
         one_row: Any = None  # one row alone: not compared for a layer mixing rows by design
         if bool_arg(independent_rows, where, "independent_rows"):
             try:
-                one_row = call(params, tree.map(lambda a: np.asarray(a)[:1], x), train=False)
+                one_row = call(params, rows(x, slice(1)), train=False)
             except ValueError as e:
                 if np.ndim(tree.leaves(x)[0]) < 2:  # no axis beside the batch: a misuse
                     raise
@@ -299,12 +300,11 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
         raise err
     check_vjp(layer, params, x, key=k_call, train=train, state=kw.get("state"), rtol=rtol,
               atol=atol)
-    # Every call above ran at one (params, x), which a vjp keeping a value from its first
-    # call (a stale x or W) passes: one direction at a second point finds it, cheaply.
+    # a vjp keeping a value from its first call (a stale x or W) passes at one point alone
     k_init2, k_x2 = random.split(random.fold_in(k_init, 1), 2)
     out = returned(where, "init", layer.init(k_init2, in_shape), n_out)
     x2 = (random_input(k_x2, in_shape, batch, getattr(layer, "ids", None)) if drawn
-          else tree.map(lambda a: np.asarray(a)[::-1] if np.ndim(a) else a, x))  # rows reversed
+          else rows(x, slice(None, None, -1)))  # the user's rows, reversed
     try:
         _vjp_check(f"{where} at a second point (params from init at another key, "
                    f"{'another input draw' if drawn else 'the rows of x reversed'})", layer,

@@ -231,3 +231,10 @@ def test_a_user_x_with_a_side_input_of_numbers_is_checked_at_a_second_point():
     # the second point reversed every leaf of x, a lengths tuple's 0-d ints too: IndexError
     x = random.normal(random.key(2), (1, 4, 2))
     check_layer(L.LSTM(3, lengths=True), ((None, 4, 2), (None,)), x=(x, (4,)))
+
+
+def test_a_user_x_with_per_row_numbers_has_them_reversed_with_its_rows():
+    # the row-order check reversed every leaf: a lengths tuple's ints raised IndexError, and
+    # kept as they were, each reversed row would have had another row's length (a review)
+    x = random.normal(random.key(2), (2, 4, 2))
+    check_layer(L.LSTM(3, lengths=True), ((None, 4, 2), (None,)), x=(x, (4, 3)))
