@@ -32,13 +32,26 @@ def skip_if_worse() -> optim.GradientTransformation:
     return optim.GradientTransformation(init, update)
 
 
+class Square:
+    """A duck-typed layer: init, apply and vjp, no name or stateful flag."""
+
+    def init(self, key: Any, in_shape: tuple[int | None, ...]) -> tuple[Any, Any]:
+        return in_shape, ()
+
+    def apply(self, params: Any, x: Any, **kw: Any) -> Any:
+        return x * x
+
+    def vjp(self, params: Any, x: Any, **kw: Any) -> Any:
+        return x * x, lambda dy: ((), 2 * x * dy)
+
+
 def train(config: dict[str, float]) -> float:
     return config["lr"] * config["seed"]
 
 
 def main() -> list[float]:
     model = L.Sequential(L.Reshape(2), L.Dense(8), L.Dropout(0.1, broadcast_dims=[1]),
-                         L.Tanh(), L.Dense(1))
+                         L.Tanh(), Square(), L.Dense(1))
     _, params = model.init(fd.random.key(np.int64(0)), (None, 2))  # a NumPy int seed
     x, y = fd.data.disk(fd.random.fold_in(fd.random.key(1), np.int64(2)), 64)
     vg = fd.value_and_grad(model, fd.losses.mse)

@@ -55,7 +55,8 @@ Pullback = Callable[..., tuple[Params, Any]]
 
 
 class LayerLike(Protocol):
-    """What a combinator needs of a child: the three functions, a name, a stateful flag."""
+    """What a combinator needs of a child: the three functions (its ``name`` and ``stateful``
+    are read where it has them, as a ``Layer`` does; a duck-typed child may leave them out)."""
 
     @property
     def init(self) -> Callable[..., Any]: ...
@@ -63,10 +64,6 @@ class LayerLike(Protocol):
     def apply(self) -> Callable[..., Any]: ...
     @property
     def vjp(self) -> Callable[..., Any]: ...
-    @property
-    def stateful(self) -> bool: ...
-    @property
-    def name(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
