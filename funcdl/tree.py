@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from numpy.typing import DTypeLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from funcdl._args import foreign_dtype, int_arg
 from funcdl._treeleaf import build, check_pred, cut_flatten, cut_paths, map_is_leaf
@@ -322,7 +322,7 @@ def astype(tree: Tree, dtype: DTypeLike) -> Tree:
     return _map1(cast, tree)
 
 
-def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
+def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[ArrayLike], Tree]]:
     """Concatenate all leaves into one 1-D vector; ``unravel(vector)`` inverts it, restoring
     each leaf's shape and dtype (casting the vector's entries, so a float64 vector from an
     optimiser such as SciPy's gives back float32 params; leaves may be views of it).
@@ -357,7 +357,7 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[NDArray[Any]], Tree]]:
     if ints and dtype.kind in "fc":  # int64 or uint64 next to floats: exact to 2**53 only
         exact_ints([p for p, _ in leaves_with_path(tree)], arrays, dtype)
 
-    def unravel(v: NDArray[Any]) -> Tree:
+    def unravel(v: ArrayLike) -> Tree:  # a list too, as JAX's unravel takes
         v = np.asarray(v)
         if v.shape != (total,):
             raise ValueError(f"unravel: expected a vector of shape ({total},), got {v.shape}")

@@ -71,6 +71,9 @@ def main() -> list[float]:
                                      fd.tree.zeros_like(params))
     out.append(float(optim.scale_by_adam().update(resumed, params)[1].count))
 
+    vector, unravel = fd.tree.ravel(params)
+    params = unravel(vector.tolist())                                 # a list, as JAX's
+
     groups = {"body": optim.adam(1e-3), "head": optim.sgd(0.1)}       # a dict[str, ...]
     labels = fd.tree.map(lambda _: "body", params)
     split = optim.partition(groups, labels)
