@@ -55,19 +55,27 @@ def _first_difference(given: Any, other: Any) -> tuple[str, tuple[int, ...], Any
     return None
 
 
+def _difference_error(where: str, finding: str, what: str, given: Any, other: Any,
+                      values: str) -> AssertionError | None:
+    """``where: finding: what[path] at (i, j) is <values>`` at the first entry where
+    ``other`` differs from ``given`` (``values`` formats their two entries); else None."""
+    found = _first_difference(given, other)
+    if found is None:
+        return None
+    path, at, a, b = found
+    return AssertionError(f"{where}: {finding}: {what}{path} at {at} is "
+                          f"{values.format(a, b)}")
+
+
 def layout_error(where: str, what: str, given: Any, other: Any) -> AssertionError | None:
     """An AssertionError naming the first entry where ``other`` (the gradient ``what`` of
     the ``relaid`` input) differs from ``given``'s (see ``_first_difference``); else None.
     Run it after ``repeat_error``: a pullback that differs from call to call differs here
     too, for another reason."""
-    found = _first_difference(given, other)
-    if found is None:
-        return None
-    path, at, a, b = found
-    return AssertionError(
-        f"{where}: the gradient depends on the input's memory layout: {what}{path} at {at} "
-        f"is {a} for the input as given, {b} for a copy in the other order (C or Fortran; "
-        f"a reshape that copies, then a write into the copy?)")
+    return _difference_error(
+        where, "the gradient depends on the input's memory layout", what, given, other,
+        ("{} for the input as given, {} for a copy in the other order (C or Fortran; a "
+         "reshape that copies, then a write into the copy?)"))
 
 
 def rows(x: Any, index: slice) -> Any:
@@ -94,15 +102,11 @@ def snapshot(t: Any) -> Any:
 def repeat_error(where: str, what: str, first: Any, second: Any) -> AssertionError | None:
     """An AssertionError naming the first entry where ``second`` (the pullback's result
     for the same cotangent, called again) differs from ``first``; else None."""
-    found = _first_difference(first, second)
-    if found is None:
-        return None
-    path, at, a, b = found
-    return AssertionError(
-        f"{where}: the pullback gives a different result on a second call with the same "
-        f"cotangent: {what}{path} at {at} is {a}, then {b} (does it write into a buffer it "
-        f"keeps, or draw random numbers? a pullback must be a pure function of its "
-        f"cotangent)")
+    return _difference_error(
+        where, "the pullback gives a different result on a second call with the same "
+        "cotangent", what, first, second,
+        ("{}, then {} (does it write into a buffer it keeps, or draw random numbers? a "
+         "pullback must be a pure function of its cotangent)"))
 
 
 def precision_error(where: str, what: str, got32: Any, want64: Any,
