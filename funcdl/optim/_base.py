@@ -236,13 +236,18 @@ def real_grad(g: Any) -> None:
     an equal dtype of another object, as unpickled, on two equality tests)."""
     if type(g) is np.ndarray and (g.dtype is F32 or g.dtype is F64 or native_float(g.dtype)):
         return
-    if isinstance(g, np.matrix) or is_masked(g) or foreign(g):
-        # np.matrix's * is a matrix product; a masked array's mask would be dropped; another
-        # library's array turns NumPy's results into its own, or fails inside a step
+    if odd_kind(g):
         raise TypeError("a grad of an ndarray subclass or another library")
     dtype = g.dtype if isinstance(g, (np.ndarray, np.generic)) else np.asarray(g).dtype
     if dtype.kind != "f":
         raise TypeError("a grad that is not real floating point")
+
+
+def odd_kind(x: Any) -> bool:
+    """Whether a leaf is an np.matrix (whose * is a matrix product), a masked array (whose
+    mask would be dropped) or another library's array (``foreign``): what ``subclass_error``
+    names."""
+    return isinstance(x, np.matrix) or is_masked(x) or foreign(x)
 
 
 def foreign(x: Any) -> bool:

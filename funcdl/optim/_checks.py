@@ -17,6 +17,7 @@ from funcdl.optim._base import (
     ScalarOrSchedule,
     Schedule,
     dtype_error,
+    odd_kind,
     param_dtype_error,
     real_grad,
     subclass_error,
@@ -255,7 +256,7 @@ def real_param(p: Any) -> Any:
     """``p`` as an array if it is real floating point, else a bare TypeError, which
     ``leafwise`` turns into one naming the leaf (a complex or integer param read by a step,
     an ndarray subclass, another library's array)."""
-    if type(p) is not np.ndarray and subclass_error("", "", p) is not None:
+    if type(p) is not np.ndarray and odd_kind(p):
         raise TypeError("a param of an ndarray subclass or another library")
     a = np.asarray(p)
     if a.dtype.kind != "f":
