@@ -254,6 +254,11 @@ def shape_arg(shape: Any, where: str, itemsize: int = 8) -> tuple[int, ...]:
 
 def _shape(shape: Any, where: str) -> tuple[int, ...]:
     """``shape_arg`` for what is not a tuple of in-range Python ints."""
+    if isinstance(shape, np.ndarray) and shape.dtype == np.uint64 and shape.shape == (2,):
+        # a funcdl.random key where the shape belongs: (shape, key) swapped, whose words
+        # would read as a shape of some 1e19 entries
+        raise TypeError(f"{where}: expected a key first and a shape second, got a key "
+                        f"(uint64, shape (2,)) where the shape belongs; pass (key, shape)")
     shape = number(shape)  # np.array(3): a 0-d array of one size
     if isinstance(shape, (int, np.integer)):  # a bool too: int_arg refuses it below
         raw: tuple[Any, ...] = (shape,)

@@ -140,7 +140,6 @@ def normal(std: float = 1e-2, mean: float = 0.0) -> Initializer:
 def _normal(std: float, mean: float, where: str) -> Initializer:
     """``mean + std z`` in the sample dtype, whose range must hold every possible sample."""
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        random.check_key(key, where)  # first: a swapped (shape, key) reads as a huge shape
         dt = float_dtype_arg(dtype, where)
         if abs(mean) + _Z_MAX * std > FLOAT_MAX[dt]:
             raise ValueError(f"{where}: mean={mean:g} and std={std:g} give samples beyond "
@@ -164,7 +163,6 @@ def uniform(scale: float = 1e-2, low: float | None = None) -> Initializer:
                          f"low={lo:g} (0 unless given) and scale={hi:g}")
 
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        random.check_key(key, where)
         return random._uniform(key, shape, lo, hi, dtype, where)
     return _named(init, where)
 
@@ -213,7 +211,6 @@ def truncated_normal(stddev: float = 1e-2, lower: float = -2.0,
 def _truncated(s: float, lo: float, hi: float, where: str) -> Initializer:
     """``s z``, ``z`` standard normal on ``[lo, hi]``, in the sample dtype."""
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        random.check_key(key, where)
         dt = float_dtype_arg(dtype, where)
         if s * max(abs(lo), abs(hi)) > FLOAT_MAX[dt]:
             raise ValueError(f"{where}: stddev={s:g} with bounds [{lo:g}, {hi:g}] gives "
@@ -245,7 +242,6 @@ def _variance_scaling(scale: float, mode: str, distribution: str, where: str) ->
     _one_of(distribution, ("normal", "truncated_normal", "uniform"), where, "distribution")
 
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        random.check_key(key, where)
         dims = shape_arg(shape, where)
         fan_in, fan_out = _fans(dims)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
@@ -311,7 +307,6 @@ def torch_default() -> Initializer:
     weights = _variance_scaling(1.0 / 3.0, "fan_in", "uniform", where)
 
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        random.check_key(key, where)
         dims = shape_arg(shape, where)
         if len(dims) < 2:  # torch: "Fan in and fan out can not be computed ..."
             raise ValueError(f"{where}: needs a weight shape of rank >= 2 (..., fan_in, "
@@ -334,7 +329,6 @@ def orthogonal(scale: float = 1.0) -> Initializer:
 def _orthogonal(s: float, where: str) -> Initializer:
     """``orthogonal(s)``, its errors naming ``where``."""
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        random.check_key(key, where)
         dims, dt = shape_arg(shape, where), float_dtype_arg(dtype, where)
         if len(dims) < 2:
             raise ValueError(f"{where}: needs a shape of rank >= 2, got {dims}")
@@ -360,7 +354,6 @@ def delta_orthogonal(scale: float = 1.0) -> Initializer:
     ortho = _orthogonal(_real(scale, where, "scale"), where)
 
     def init(key: random.Key, shape: Any, dtype: DTypeLike = np.float32) -> NDArray[Any]:
-        random.check_key(key, where)
         dims, dt = shape_arg(shape, where), float_dtype_arg(dtype, where)
         if len(dims) not in (3, 4, 5):
             raise ValueError(f"{where}: needs a conv kernel shape (*spatial, in, out) of rank "

@@ -433,3 +433,14 @@ def test_samplers_at_the_edge_of_the_float_range_warn_nothing():
         assert (r > 0).all() and np.isinf(r).any()  # past the range: inf, silently
         with pytest.raises(ValueError, match=r"beyond int64's largest value .*pass a larger p$"):
             random.geometric(random.key(0), 1e-310, (4,))
+
+
+@pytest.mark.parametrize("sample", [
+    lambda k: random.uniform((3, 3), k), lambda k: random.bernoulli((3, 3), 0.5, k),
+    lambda k: random.poisson((3, 3), 2.0, k), lambda k: random.truncated_normal((3, 3), -1, 1, k),
+], ids=["uniform", "bernoulli", "poisson", "truncated_normal"])
+def test_a_key_where_the_shape_belongs_is_named_as_swapped(sample):
+    # its two words read as a shape of ~1e19 entries: "beyond what an array can hold" (a
+    # probe found it through the initializers, which share shape_arg)
+    with pytest.raises(TypeError, match=r"expected a key first and a shape second"):
+        sample(random.split(random.key(1))[0])
