@@ -63,7 +63,7 @@ def _scale(name: str, value: Any) -> tuple[int, int]:
 
 
 # a model's few (size, factor) pairs; each entry is (s·size, size), 16 MiB at 1024 px x 4 in
-# float32: 64 entries over varying image sizes held ~100 MiB at 384-511 px (a probe)
+# float32, so that images of many sizes keep at most 16 of them
 @functools.lru_cache(maxsize=16)
 def _matrix(size: int, s: int, align_corners: bool, dtype: str) -> Array:
     """The bilinear weights along one axis, ``(s·size, size)``: row ``o`` holds ``1 - λ``
