@@ -97,11 +97,10 @@ def refuse_masked(x: Any, where: str, what: str) -> None:
 def side_array(x: Any, where: str, what: str) -> NDArray[Any] | None:
     """A side input of ints or bools (lengths, a padding mask) as a plain ndarray: from a
     list or tuple, an ndarray (a subclass as its base: np.matrix), or another library's
-    array (``__array__``: JAX's, torch's); None for anything else. A masked array is
-    refused: its mask would be dropped."""
-    refuse_masked(x, where, what)
+    array (``__array__``: JAX's, torch's), read by ``array_arg`` (which refuses a masked
+    one, whose mask would be dropped, and a ragged list); None for anything else."""
     if isinstance(x, (np.ndarray, list, tuple)) or hasattr(x, "__array__"):
-        return np.asarray(x)
+        return array_arg(x, where, what)
     return None
 
 
