@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import tree as pytree
-from funcdl._args import is_int
+from funcdl._args import is_int, is_masked
 from funcdl._treenodes import children_of as pytree_node
 from funcdl._treenodes import sorted_keys
 
@@ -124,8 +124,9 @@ def describe(t: Tree) -> list[tuple[str, str]]:
     def go(td: pytree.TreeDef, path: str) -> None:
         n, steps = len(td.children), [f"[{i}]" for i in range(len(td.children))]
         if td.kind == "leaf":
-            a = np.asarray(next(leaves))
-            what = f"a leaf of shape {a.shape} and dtype {a.dtype}"
+            leaf = next(leaves)
+            a, kind = np.asarray(leaf), "masked array" if is_masked(leaf) else "leaf"
+            what = f"a {kind} of shape {a.shape} and dtype {a.dtype}"
         elif td.kind == "dict":
             what, steps = f"a dict with keys {list(td.meta)}", [f"[{k!r}]" for k in td.meta]
         elif td.kind == "namedtuple":
@@ -185,8 +186,8 @@ def _sign(t: Tree, leaves: list[Any], key: list[Any]) -> None:
         node = pytree_node(t)
         if node is None:
             a = np.asarray(t)
-            leaves.append(t)
-            key += (a.shape, a.dtype.str)
+            leaves.append(t)  # a masked array's dtype marked: its layout refuses it
+            key += (a.shape, "ma" + a.dtype.str if is_masked(t) else a.dtype.str)
         else:  # a NamedTuple or a dict subclass, as tree.leaves walks them
             key += (tp, tuple(node[1]) if node[0] == "dict" else len(node[2]))
             for c in node[2]:

@@ -97,7 +97,7 @@ class Layout(NamedTuple):
     dtype: np.dtype[Any]  # of the buffer: the leaves' promoted dtype, as funcdl.tree.ravel
     bounds: list[int]
     leaves: list[tuple[tuple[int, ...], np.dtype[Any]]]  # shapes and dtypes
-    not_float: str | None  # the path and dtype of a leaf that is not floating-point
+    not_float: str | None  # the path and dtype of a leaf not floating-point, or masked
 
 
 def not_float(fn: str, lay: Layout) -> TypeError:
@@ -194,8 +194,10 @@ class Reducer:
         the digest the ranks compare and the first leaf that is not a float."""
         arrays = [np.asarray(x) for x in leaves]
         bounds = np.cumsum([0] + [a.size for a in arrays]).tolist()
-        odd = pytree.odd_leaf(t, "fc")
-        not_float = None if odd is None else f"{odd[0] or 'the root'} has dtype {odd[1]}"
+        odd, masked = pytree.odd_leaf(t, "fc"), pytree.masked_leaf(t)
+        not_float = (f"{masked or 'the root'} is a masked array, whose mask the sum would "
+                     f"drop (pass a.filled(0))" if masked is not None else
+                     None if odd is None else f"{odd[0] or 'the root'} has dtype {odd[1]}")
         # tree.ravel's dtype (refusing strings would skip the agreement on this rank)
         dtype = (np.result_type(*[a.dtype for a in arrays]) if arrays and all(
             a.dtype.kind in "biufc" for a in arrays) else np.dtype(np.float32))

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from funcdl._args import foreign_dtype, int_arg
+from funcdl._args import foreign_dtype, int_arg, is_masked, masked_error
 from funcdl._treeleaf import build, check_pred, cut_flatten, cut_paths, map_is_leaf
 from funcdl._treemaps import _map1, _map2, _mapn, _Mismatch, _multi, _same_shapes
 from funcdl._treenodes import (
@@ -170,6 +170,12 @@ def odd_leaf(tree: Tree, kinds: str) -> tuple[str, np.dtype[Any]] | None:
         if dtype.kind not in kinds:
             return path, dtype
     return None
+
+
+def masked_leaf(tree: Tree) -> str | None:
+    """The path (``''`` for a bare leaf) of the first NumPy masked array among the leaves,
+    whose mask ``np.asarray`` would drop without a word, or None."""
+    return next((path for path, x in leaves_with_path(tree) if is_masked(x)), None)
 
 
 def leaves_with_path(tree: Tree, is_leaf: Callable[[Any], bool] | None = None
@@ -338,8 +344,10 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[ArrayLike], Tree]]:
     must be numbers (bool, int, float, complex): a TypeError names any other leaf's path.
     So must the vector's entries; an integer leaf takes its entries
     truncated (as JAX casts them), and a ValueError names it if one is NaN, inf or beyond
-    its range."""
+    its range. A masked array leaf is a ValueError (its mask would be lost)."""
     flat, treedef = flatten(tree)
+    if any(is_masked(x) for x in flat):  # JAX refuses one too
+        raise masked_error("tree.ravel", f"the leaf at {masked_leaf(tree) or 'the root'}")
     arrays = [np.asarray(x) for x in flat]
     if any(a.dtype.kind not in "biufc" for a in arrays):
         path, dtype = odd_leaf(tree, "biufc")  # type: ignore[misc]

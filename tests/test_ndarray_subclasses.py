@@ -85,3 +85,20 @@ def test_an_optimizer_refuses_a_matrix_or_masked_grad(name):
     # the plain array beneath steps as before
     updates, _ = opt.update(state, {"w": grad}, params)
     assert type(updates["w"]) is np.ndarray
+
+
+def test_ravel_and_pmean_refuse_a_masked_leaf():
+    """``tree.ravel`` packed a masked leaf's hidden entries (as ``np.asarray`` does), and
+    ``parallel.pmean`` returned it masked on one process, summed without its mask on N."""
+    from funcdl import parallel, tree
+
+    grads = {"b": np.zeros(2, np.float32), "w": MASKED}
+    with pytest.raises(ValueError, match=r"tree.ravel: the leaf at \['w'\] " + MASKED_WORDS):
+        tree.ravel(grads)
+    plain = {"b": np.zeros(2, np.float32), "w": X}
+    assert parallel.pmean(plain) is plain  # its layout first: the masked one must not reuse it
+    with pytest.raises(TypeError, match=r"parallel.pmean: the leaf at \['w'\] is a masked "
+                                        r"array, whose mask the sum would drop"):
+        parallel.pmean(grads)
+    vector, _ = tree.ravel({"b": np.zeros(2, np.float32), "w": MASKED.filled(0.0)})
+    assert vector.tolist() == [0, 0, 1, 0, 1, 1, 1, 1]

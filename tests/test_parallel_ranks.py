@@ -68,7 +68,11 @@ def test_a_mismatched_tree_raises_on_every_rank_without_hanging():
                          r"parallel.pmean where rank 1 called parallel.broadcast", out)
         assert re.search(rf"rank {r} data_parallel-vs-pmean ValueError: .*rank 0 called "
                          r"parallel.data_parallel where rank 1 called parallel.pmean", out)
+        assert re.search(rf"rank {r} pmean-masked-one ValueError: .* at \['m'\]: rank 0 has a "
+                         r"leaf of shape \(3,\).*rank 1 has a masked array", out)
         assert re.search(rf"rank {r} pmean-int TypeError: .* at \['n'\] has dtype int64", out)
+        assert re.search(rf"rank {r} pmean-masked TypeError: .* at \['m'\] is a masked array, "
+                         r"whose mask the sum would drop", out)
         assert re.search(rf"rank {r} broadcast-float-root TypeError: parallel.broadcast: root "
                          r"must be an int.*rank\(s\) \[1\] passed something else", out)
         assert f"rank {r} ok mismatch" in out

@@ -367,9 +367,14 @@ def case_mismatch() -> list[str]:
         "pmean-vs-broadcast": lambda: (parallel.pmean, parallel.broadcast)[rank](
             {"w": np.ones(4, np.float32)}),
         "data_parallel-vs-pmean": lambda: data_parallel_or_pmean(),
+        # a masked leaf on one rank: its mask was dropped from the sum without a word
+        "pmean-masked-one": lambda: parallel.pmean({"m": np.ma.masked_array(
+            np.ones(3, np.float32), [0, rank, 0])} if rank else {"m": np.ones(3, np.float32)}),
     }
     return [*raised(calls, ValueError),
             *raised({"pmean-int": lambda: parallel.pmean({"n": np.arange(3)}),
+                     "pmean-masked": lambda: parallel.pmean(
+                         {"m": np.ma.masked_array(np.ones(3, np.float32), [0, 1, 0])}),
                      # a float root on one rank: every rank raises, none waits in the Bcast
                      "broadcast-float-root": lambda: parallel.broadcast(
                          np.zeros(2), root=(0, 0.0)[rank])}, TypeError)]
