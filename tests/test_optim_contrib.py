@@ -194,6 +194,30 @@ def test_adopt_matches_a_hand_written_reference(nesterov: bool) -> None:
     assert isinstance(state, ScaleByAdamState)
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_adopt_with_a_mu_dtype_stores_m_rounded_and_steps_with_it_unrounded(
+        nesterov: bool) -> None:
+    b1, b2, eps = 0.8, 0.95, 1e-6
+    opt = adopt(0.5, b1, b2, eps, np.float32, nesterov=nesterov)  # optax's positional order
+    state = opt.init({"w": np.zeros(4)})
+    assert state.states[0].mu["w"].dtype == np.float32
+    m, v = np.zeros(4, np.float32), np.zeros(4)
+    for t in range(5):
+        g = RNG.normal(size=4) * 3
+        if t == 0:
+            want, v = np.zeros(4), g * g
+        else:
+            n = np.clip(g / np.maximum(np.sqrt(v), eps), -(t**0.25), t**0.25)
+            m_step = b1 * m + (1 - b1) * n  # b1·m in float32, as JAX's weakly typed b1
+            v = b2 * v + (1 - b2) * g * g
+            want = b1 * m_step + (1 - b1) * n if nesterov else m_step
+            m = m_step.astype(np.float32)
+        u, state = opt.update(state, {"w": g})
+        assert u["w"].dtype == np.float64 and state.states[0].mu["w"].dtype == np.float32
+        np.testing.assert_allclose(u["w"], -0.5 * want, rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(state.states[0].mu["w"], m)
+
+
 def test_adaptive_muon_scales_by_the_momentums_inner_product_with_its_orthogonalisation(
         ) -> None:
     g = _grads(3)["w"]
@@ -319,29 +343,57 @@ def test_update_without_params_or_with_a_swapped_state_is_refused() -> None:
 
 # ---------------------------------------------------------------------------- ademamix
 
-def test_ademamix_matches_a_hand_written_reference() -> None:
+@pytest.mark.parametrize("eps_root", [0.0, 0.3])
+def test_ademamix_matches_a_hand_written_reference(eps_root: float) -> None:
     b1, b2, b3, alpha, eps = 0.8, 0.9, 0.99, 4.0, 1e-8
-    opt = scale_by_ademamix(b1, b2, b3, alpha, eps)
+    opt = scale_by_ademamix(b1, b2, b3, alpha, eps, eps_root)
     state = opt.init({"w": np.zeros(4)})
     m1, m2, v = np.zeros(4), np.zeros(4), np.zeros(4)
     for t in range(1, 6):
         g = RNG.normal(size=4)
         m1, m2, v = b1 * m1 + (1 - b1) * g, b3 * m2 + (1 - b3) * g, b2 * v + (1 - b2) * g * g
-        want = (m1 / (1 - b1**t) + alpha * m2) / (np.sqrt(v / (1 - b2**t)) + eps)
+        want = (m1 / (1 - b1**t) + alpha * m2) / (np.sqrt(v / (1 - b2**t) + eps_root) + eps)
         u, state = opt.update(state, {"w": g})
         np.testing.assert_allclose(u["w"], want, rtol=1e-12)
     assert isinstance(state, ScaleByAdemamixState) and int(state.count_m2) == 5
 
 
-def test_simplified_ademamix_matches_a_hand_written_reference() -> None:
+def test_ademamix_with_a_mu_dtype_stores_m1_m2_rounded_and_steps_with_them_unrounded(
+        ) -> None:
+    b1, b2, b3, alpha, eps, wd = 0.8, 0.9, 0.99, 4.0, 1e-8, 0.1
+    opt = ademamix(0.5, b1, b2, b3, alpha, eps, 0.0, np.float32, wd)  # optax's order
+    p = RNG.normal(size=4)
+    state = opt.init({"w": p})
+    m1, m2, v = np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(4)
+    for t in range(1, 6):
+        g = RNG.normal(size=4)
+        s1 = b1 * m1 + (1 - b1) * g  # b1·m1 in float32, then float64: as JAX's, weakly
+        s2 = b3 * m2 + (1 - b3) * g  # typed b1
+        v = b2 * v + (1 - b2) * g * g
+        want = (s1 / (1 - b1**t) + alpha * s2) / (np.sqrt(v / (1 - b2**t)) + eps) + wd * p
+        m1, m2 = s1.astype(np.float32), s2.astype(np.float32)
+        u, state = opt.update(state, {"w": g}, {"w": p})
+        inner = state.states[0]
+        assert u["w"].dtype == np.float64 and inner.nu["w"].dtype == np.float64
+        np.testing.assert_allclose(u["w"], -0.5 * want, rtol=1e-12)
+        np.testing.assert_array_equal(inner.m1["w"], m1)
+        np.testing.assert_array_equal(inner.m2["w"], m2)
+    with pytest.raises(TypeError, match=r"^ademamix: mu_dtype must be None or a NumPy float"):
+        ademamix(0.5, mu_dtype=np.int32)
+    with pytest.raises(TypeError, match=r"^adopt: mu_dtype must be None or a NumPy float"):
+        adopt(0.5, mu_dtype="int8")
+
+
+@pytest.mark.parametrize("eps_root", [0.0, 0.3])
+def test_simplified_ademamix_matches_a_hand_written_reference(eps_root: float) -> None:
     b1, b2, alpha, eps = 0.9, 0.8, 2.0, 1e-8
-    opt = scale_by_simplified_ademamix(b1, b2, lambda c: alpha * (c + 1), eps)
+    opt = scale_by_simplified_ademamix(b1, b2, lambda c: alpha * (c + 1), eps, eps_root)
     state = opt.init({"w": np.zeros(4)})
     m, n = np.zeros(4), np.zeros(4)
     for t in range(1, 6):
         g = RNG.normal(size=4)
         m, n = b1 * m + g, b2 * n + (1 - b2) * g * g  # m: an undamped sum
-        want = (m + alpha * t * g) / (np.sqrt(n / (1 - b2**t)) + eps)
+        want = (m + alpha * t * g) / (np.sqrt(n / (1 - b2**t) + eps_root) + eps)
         u, state = opt.update(state, {"w": g})
         np.testing.assert_allclose(u["w"], want, rtol=1e-12)
     assert isinstance(state, ScaleBySimplifiedAdemamixState)

@@ -130,6 +130,13 @@ def test_adopt_matches_optax(kw: dict[str, Any]) -> None:
     _run(adopt(0.01, **kw), optax.contrib.adopt(0.01, **kw), _params())
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_adopt_with_a_mu_dtype_matches_optax(nesterov: bool) -> None:
+    # m stored in float32, each step computed from the float64 m before it is stored
+    _run(adopt(0.01, mu_dtype=np.float32, nesterov=nesterov),
+         optax.contrib.adopt(0.01, mu_dtype=jnp.float32, nesterov=nesterov), _params())
+
+
 def test_adopt_custom_clip_matches_optax() -> None:
     _run(adopt(0.01, clip_value_fn=lambda c: 0.5 * (c + 1) ** 0.5),
          optax.contrib.adopt(0.01, clip_value_fn=lambda c: 0.5 * (c + 1) ** 0.5), _params())

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl.optim._adaptive import adam_moments, corrected_root
+from funcdl.optim._adaptive import corrected_root
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -30,7 +30,9 @@ from funcdl.optim._checks import (
     check_float_or_schedule,
     check_float_params,
     check_lr,
+    moment_dtype_arg,
     value_at,
+    zeros_in,
 )
 from funcdl.optim._masked import make_masked
 from funcdl.optim._transforms import add_decayed_weights, scale_by_learning_rate
@@ -64,12 +66,15 @@ class ScaleBySimplifiedAdemamixState(NamedTuple):
 
 
 def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: ScalarOrSchedule = 0.9999,
-                      alpha: ScalarOrSchedule = 6.0, eps: float = 1e-8, eps_root: float = 0.0
-                      ) -> GradientTransformation:
+                      alpha: ScalarOrSchedule = 6.0, eps: float = 1e-8, eps_root: float = 0.0,
+                      mu_dtype: Any = None) -> GradientTransformation:
     """optax.contrib's ``scale_by_ademamix``: ``m1 = b1·m1 + (1-b1)·g``, ``m2 = b3·m2 +
     (1-b3)·g``, ``v = b2·v + (1-b2)·g²``; ``u = (m1 / (1-b1^t) + alpha·m2) /
     (sqrt(v / (1-b2^t) + eps_root) + eps)``, ``t`` this update's step (1 at the first);
-    ``b3`` and ``alpha`` may be schedules of the count. State ``ScaleByAdemamixState``."""
+    ``b3`` and ``alpha`` may be schedules of the count. ``mu_dtype`` stores ``m1`` and
+    ``m2`` in that float dtype (None: the params'), the update computed before they are
+    stored, as ``scale_by_adam``'s (optax's init makes ``nu`` in it too, and its update
+    then returns the three in the grads' dtype). State ``ScaleByAdemamixState``."""
     name = "scale_by_ademamix"
     b1, b2 = check_betas(name, b1, b2)
     b3 = check_float_or_schedule(name, "b3", b3, "b3")
@@ -78,12 +83,12 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: ScalarOrSchedule =
         raise ValueError(f"{name}: b3 must be in [0, 1], got {b3}; pass e.g. 0.9999")
     eps = check_float(name, "eps", eps)
     eps_root = check_float(name, "eps_root", eps_root)
+    mu_dt = moment_dtype_arg(name, "mu_dtype", mu_dtype)
 
     def init(params: Tree) -> ScaleByAdemamixState:
         check_float_params(f"{name}.init", params, eps)
-        zeros = tree.zeros_like
-        return ScaleByAdemamixState(zero_count(), zero_count(), zeros(params), zeros(params),
-                                    zeros(params))
+        return ScaleByAdemamixState(zero_count(), zero_count(), zeros_in(params, mu_dt),
+                                    zeros_in(params, mu_dt), tree.zeros_like(params))
 
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByAdemamixState]:
@@ -96,18 +101,20 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: ScalarOrSchedule =
 
         def leaf(g: Any, m1: Any, m2: Any, v: Any) -> tuple[Any, Any, Any, Any]:
             real_grad(g)
-            m1_new, v_new = adam_moments(g, m1, v, b1, b2)
-            m2_new = like(c3 * m2 + (1.0 - c3) * g, m2)
+            # the moments in the step's dtype (v's), then stored (mu_dtype); torch's order
+            m1_step = like(b1 * m1 + (1.0 - b1) * g, v)
+            m2_step = like(c3 * m2 + (1.0 - c3) * g, v)
+            v_new = like(b2 * v + (1.0 - b2) * g * g, v)
             root = np.sqrt(v_new * (1.0 / (1.0 - b2**t)) + eps_root) if eps_root else \
                 corrected_root(v_new, inv_sqrt_bc2)
-            return like((m1_new / bc1 + ca * m2_new) / (root + eps), v), m1_new, m2_new, \
-                v_new
+            return like((m1_step / bc1 + ca * m2_step) / (root + eps), v), \
+                like(m1_step, m1), like(m2_step, m2), v_new
 
         with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
             out, m1, m2, nu = leafwise(f"{name}.update", leaf,
                                        (grads, state.m1, state.m2, state.nu),
                                        ("grads", "state.m1", "state.m2", "state.nu"),
-                                       n_out=4, elementwise=True)
+                                       n_out=4, elementwise=mu_dt is None)
         step = next_count(count)
         return out, ScaleByAdemamixState(step, step, m1, m2, nu)
 
@@ -116,15 +123,16 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: ScalarOrSchedule =
 
 def ademamix(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
              b3: ScalarOrSchedule = 0.9999, alpha: ScalarOrSchedule = 5.0, eps: float = 1e-8,
-             eps_root: float = 0.0, weight_decay: float = 0.0, *,
+             eps_root: float = 0.0, mu_dtype: Any = None, weight_decay: float = 0.0, *,
              mask: Any = None) -> GradientTransformation:
     """AdEMAMix, as optax.contrib's: ``p ← p - lr·(u + weight_decay·p)``, ``u``
     ``scale_by_ademamix``'s; ``mask`` (a tree of bools, or a function of the params) decays
-    only where True, as ``adamw``'s. State ``ChainState`` of its three stages. (optax's
-    ``mu_dtype`` is not offered.)"""
+    only where True, as ``adamw``'s; ``mu_dtype`` as ``scale_by_ademamix``'s; the arguments
+    in optax's order. State ``ChainState`` of its three stages."""
     name = "ademamix"
     check_lr(name, learning_rate)  # here, so that the errors name ademamix
-    return make_chain(name, [scale_by_ademamix(b1, b2, b3, alpha, eps, eps_root),
+    moment_dtype_arg(name, "mu_dtype", mu_dtype)
+    return make_chain(name, [scale_by_ademamix(b1, b2, b3, alpha, eps, eps_root, mu_dtype),
                              _decay(name, weight_decay, mask),
                              scale_by_learning_rate(learning_rate)])
 
