@@ -129,6 +129,7 @@ ACCEPTED = {("max_norm", "inf"), ("max_norm", "huge-int"),  # no clipping, as to
             ("warmup_steps", "none"), ("state_dtype", "none"),  # no warmup; z in params' dtype
             ("weight_decay", "none"),  # schedule_free_sgd: no decay stage, as optax's
             ("adam_learning_rate", "none"),  # muon: the Adam leaves use learning_rate
+            ("consistent_rms", "none"),  # muon: width scaling, as optax's
             *[(a, "bool") for a in ("adaptive", "use_clipping", "opaque_mode")],  # flags
             ("safeguard_warmup", "bool"),  # prodigy's flag
             ("three_phase", "bool"),  # onecycle_*_schedule's flag

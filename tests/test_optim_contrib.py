@@ -117,6 +117,45 @@ def test_muon_sends_matrices_through_muon_and_vectors_through_nadamw() -> None:
         params = optim.apply_updates(params, u)
 
 
+def test_muon_weight_decay_mask_consistent_rms_and_mu_dtype_by_hand() -> None:
+    params = {"w": RNG.normal(size=(3, 5)), "b": RNG.normal(size=5),
+              "e": RNG.normal(size=(6, 2))}
+    opt = muon(0.1, "standard", 5, 0.95, 1e-8, 0.2, lambda p: {k: k != "e" for k in p},
+               np.float32, consistent_rms=0.2)  # optax's positional order
+    ref = scale_by_muon()
+    state, sm = opt.init(params), ref.init({"e": params["e"], "w": params["w"]})
+    assert [m.dtype for m in state.muon.states[0].mu] == [np.float32] * 2  # e, w
+    for step in range(3):
+        g = {**_grads(step), "e": RNG.normal(size=(6, 2))}
+        u, state = opt.update(state, g, params)
+        o, sm = ref.update(sm, {"e": g["e"], "w": g["w"]})
+        # sqrt(max(fan_in, fan_out))·0.2; "e" masked out of the decay (b goes to adam)
+        np.testing.assert_allclose(u["w"], -0.1 * (o["w"] * np.sqrt(5) * 0.2
+                                                   + 0.2 * params["w"]), rtol=1e-6)
+        np.testing.assert_allclose(u["e"], -0.1 * o["e"] * np.sqrt(6) * 0.2, rtol=1e-6)
+        params = optim.apply_updates(params, u)
+
+
+def test_newton_schulz_takes_a_preset_or_one_triple_per_step() -> None:
+    x = RNG.normal(size=(4, 6))
+    np.testing.assert_array_equal(newton_schulz(x, "standard"), newton_schulz(x))
+    rows = ((3.0, -3.2, 1.2), (3.4445, -4.775, 2.0315))
+    want = x / (np.linalg.norm(x) + 1e-8)
+    for a, b, c in rows:  # step i with row i
+        gram = want @ want.T
+        want = a * want + (b * gram + c * gram @ gram) @ want
+    np.testing.assert_allclose(newton_schulz(x, rows, 2), want, rtol=1e-12)
+    np.testing.assert_allclose(newton_schulz(x, rows, 5), want, rtol=1e-12)  # n steps
+    assert not np.allclose(newton_schulz(x, "dion"), newton_schulz(x), atol=1e-3)
+    with pytest.raises(ValueError, match=r"newton_schulz: ns_coeffs 'muon' is no preset.*"
+                                         r"\['dion', 'standard'\]"):
+        newton_schulz(x, "muon")
+    with pytest.raises(ValueError, match=r"muon: 5 steps' coefficients but ns_steps=3"):
+        muon(0.1, "dion", 3)
+    with pytest.raises(TypeError, match=r"muon: mu_dtype must be None or a NumPy float"):
+        muon(0.1, mu_dtype=np.int8)
+
+
 def test_muon_on_a_dense_kernel_uses_in_out_as_fan_in_fan_out() -> None:
     model = fd.layers.Dense(8)
     _, params = model.init(fd.random.key(0), (None, 2))

@@ -109,6 +109,32 @@ def test_muon_matches_optax(kw: dict[str, Any]) -> None:
     _run(muon(0.01, **kw), optax.contrib.muon(0.01, **kw), _params())
 
 
+@pytest.mark.parametrize("kw", [
+    {"consistent_rms": 0.2}, {"ns_coeffs": "dion"}, {"ns_coeffs": "standard", "ns_steps": 3},
+    {"ns_coeffs": ((3.0, -3.2, 1.2), (3.4445, -4.775, 2.0315)), "ns_steps": 4},
+    {"weight_decay": 0.1, "weight_decay_mask": {"b": True, "c": True, "v": False, "w": True}},
+    {"weight_decay": 0.1, "weight_decay_mask": lambda p: {k: k != "w" for k in p}}])
+def test_muon_options_match_optax(kw: dict[str, Any]) -> None:
+    # the mask covers every leaf; only the matrices' (v, w) flags matter, as in optax
+    _run(muon(0.01, **kw), optax.contrib.muon(0.01, **kw), _params())
+
+
+def test_muon_with_a_mu_dtype_matches_optax_to_float32_rounding() -> None:
+    # the momenta stored in float32 (optax's Adam part rounds b1·m to float32 first, ours
+    # takes it in float64: 1e-8 apart)
+    p, q = _params(), {k: jnp.asarray(x) for k, x in _params().items()}
+    ours, theirs = muon(0.01, mu_dtype=np.float32), optax.contrib.muon(0.01, mu_dtype=jnp.float32)
+    s, t = ours.init(p), theirs.init(q)
+    for _ in range(STEPS):
+        u, s = ours.update(s, _grad(p), p)
+        v, t = jax.jit(theirs.update)({k: jnp.asarray(x) for k, x in _grad(p).items()}, t, q)
+        p, q = apply_updates(p, u), optax.apply_updates(q, v)
+        for k in p:
+            np.testing.assert_allclose(p[k], np.asarray(q[k]), rtol=1e-6, atol=1e-7)
+    assert {x.dtype for x in tree.leaves(s.muon.states[0].mu)} == {np.dtype(np.float32)}
+    assert {x.dtype for x in tree.leaves(s.adam.states[0].mu)} == {np.dtype(np.float32)}
+
+
 def test_scale_by_muon_and_newton_schulz_match_optax() -> None:
     rng = np.random.default_rng(1)
     for shape in [(3, 8), (8, 3), (6, 6)]:

@@ -48,14 +48,7 @@ def make_masked(name: str, inner: GradientTransformation,
         _check_flags(name, mask)
 
     def flags(where: str, t: Tree, what: str) -> list[bool]:
-        """The mask's flags, one per leaf of ``t``, in ``t``'s order."""
-        m = mask(t) if callable(mask) else mask
-        keep: list[bool] = []
-        try:
-            spread(t, m, what, "the mask", "", keep, _flag)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"{where}: {e}") from None
-        return keep
+        return mask_flags(where, mask, t, what)
 
     def init(params: Tree) -> MaskedState:
         k = iter(flags(f"{name}.init", params, "params"))
@@ -79,6 +72,19 @@ def make_masked(name: str, inner: GradientTransformation,
         return tree.map(lambda x: next(done) if next(k) else x, grads), MaskedState(inner_state)
 
     return transform(name, init, show_keywords(update, takes))
+
+
+def mask_flags(where: str, mask: Tree | Callable[[Tree], Tree], t: Tree,
+               what: str) -> list[bool]:
+    """A mask's flags (a tree of bools, a prefix of one, or a function of ``t`` returning
+    one), one per leaf of ``t``, in ``t``'s order; errors name ``where``."""
+    m = mask(t) if callable(mask) else mask
+    keep: list[bool] = []
+    try:
+        spread(t, m, what, "the mask", "", keep, _flag)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}: {e}") from None
+    return keep
 
 
 def _masked_extra(name: str, extra: dict[str, Any], keep: list[bool]) -> dict[str, Any]:
