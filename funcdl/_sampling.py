@@ -206,13 +206,19 @@ def _probabilities(p: Any, n: int, where: str) -> NDArray[np.float64]:
 
 # -------------------------------------------------------------------------- categorical
 
-def categorical(key: Key, logits: Any, axis: int = -1, shape: Any = None) -> NDArray[np.int64]:
+def categorical(key: Key, logits: Any, axis: int = -1, shape: Any = None,
+                replace: bool = True) -> NDArray[np.int64]:
     """Class indices (int64) drawn from ``softmax(logits)`` along ``axis``, by Gumbel-max:
     ``argmax(logits + G)``. A -inf logit is a class of probability 0, never drawn; NaN or
     +inf is a ValueError, as is a slice of all -inf. ``shape`` (default: ``logits.shape``
     without ``axis``) may add leading axes, for several draws per row, as in
-    ``jax.random.categorical`` (whose int32 result and ``replace`` option differ)."""
+    ``jax.random.categorical`` (whose result is int32). ``replace=False``, as JAX's: the
+    ``k`` draws of a row (``k`` the product of the leading axes) are distinct classes, the
+    top ``k`` of one ``logits + G`` (Gumbel-top-k), in the order drawn; ``shape`` must then
+    end with the batch shape itself, and ``k`` not exceed a row's classes of probability
+    above 0 (a ValueError)."""
     where = "random.categorical"
+    replace = bool_arg(replace, where, "replace")
     x = _reals(logits)
     if x is None or x.ndim == 0:
         got = f"{logits!r}" if x is None else "a 0-d value"
@@ -233,6 +239,27 @@ def categorical(key: Key, logits: Any, axis: int = -1, shape: Any = None) -> NDA
     if not (x > -np.inf).any(axis=-1).all():
         raise ValueError(f"{where}: a slice of logits is -inf for every class, giving no "
                          f"class to draw")
+    if not replace:
+        return _without_replacement(key, x, dims, batch, where)
     score = _gumbel(key, (*dims, x.shape[-1]), np.float64, where)
     score += x  # broadcasts the logits over shape's extra leading axes
     return np.asarray(np.argmax(score, axis=-1), np.int64)
+
+
+def _without_replacement(key: Key, x: NDArray[Any], dims: tuple[int, ...],
+                         batch: tuple[int, ...], where: str) -> NDArray[np.int64]:
+    """``categorical``'s ``replace=False``: the top ``k`` classes of each row of ``x +
+    G`` (classes last), the best first, as ``(k, *batch)`` reshaped to ``dims``."""
+    lead = len(dims) - len(batch)
+    if lead < 0 or dims[lead:] != batch:
+        raise ValueError(f"{where}: with replace=False, shape {dims} must end with the batch "
+                         f"shape {batch} itself (the draws of each row lead)")
+    k = math.prod(dims[:lead])
+    if k > int((x > -np.inf).sum(axis=-1).min(initial=x.shape[-1])):
+        raise ValueError(f"{where}: {k} draws without replacement from rows of "
+                         f"{x.shape[-1]} classes, some of them -inf (probability 0): a row "
+                         f"has fewer classes to draw; draw at most as many as it has")
+    score = _gumbel(key, x.shape, np.float64, where)
+    score += x
+    top = np.argsort(-score, axis=-1, kind="stable")[..., :k]  # (*batch, k)
+    return np.asarray(np.moveaxis(top, -1, 0).reshape(dims), np.int64)

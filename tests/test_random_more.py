@@ -241,6 +241,29 @@ def test_categorical_never_picks_minus_inf_and_keeps_huge_gaps():
     assert (random.categorical(K, [0.0, 1000.0], shape=(1000,)) == 1).all()
 
 
+def test_categorical_without_replacement_draws_distinct_classes_in_plackett_luce_order():
+    # the first draw follows softmax; the second, given the first i, p_j / (1 - p_i)
+    p = np.array([0.1, 0.2, 0.3, 0.4])
+    logits = np.tile(np.log(p), (30000, 1))
+    x = random.categorical(K, logits, shape=(2, 30000), replace=False)
+    assert x.shape == (2, 30000) and x.dtype == np.int64 and (x[0] != x[1]).all()
+    pairs = (p[:, None] * p[None, :] / (1 - p[:, None]))[~np.eye(4, dtype=bool)]
+    counts = np.bincount(x[0] * 4 + x[1], minlength=16).reshape(4, 4)[~np.eye(4, dtype=bool)]
+    expected = pairs * 30000
+    assert (np.abs(counts - expected) < 5 * np.sqrt(expected) + 1).all(), (counts, expected)
+    # all of a row's classes: a permutation; -inf classes never drawn, nor too many draws
+    full = random.categorical(K, np.zeros((50, 6)), shape=(6, 50), replace=False)
+    assert (np.sort(full, axis=0) == np.arange(6)[:, None]).all()
+    with pytest.raises(ValueError, match=r"3 draws without replacement .* -inf"):
+        random.categorical(K, [0.0, -np.inf, 1.0], shape=(3,), replace=False)
+    assert set(random.categorical(K, [0.0, -np.inf, 1.0], shape=(2,), replace=False)) == {0, 2}
+    with pytest.raises(ValueError, match=r"replace=False, shape \(2, 3\) must end with the "
+                                         r"batch shape \(1,\) itself"):  # not broadcast
+        random.categorical(K, np.zeros((1, 4)), shape=(2, 3), replace=False)
+    with pytest.raises(TypeError, match=r"random.categorical: replace"):
+        random.categorical(K, np.zeros(4), replace="no")
+
+
 def test_categorical_deterministic():
     z = random.normal(K, (8, 10))
     a = random.categorical(random.key(5), z)

@@ -79,6 +79,14 @@ def test_categorical_as_jax():
                         jr.categorical(JK, logits, shape=(N,)), 5)
 
 
+def test_categorical_without_replacement_as_jax():
+    logits = np.array([0.3, -1.0, 2.0, -np.inf, 1.1], np.float32)
+    rows = np.tile(logits, (N // 4, 1))
+    ours = random.categorical(K, rows, shape=(2, N // 4), replace=False)
+    theirs = np.asarray(jr.categorical(JK, rows, shape=(2, N // 4), replace=False))
+    _assert_same_counts(ours[0] * 5 + ours[1], theirs[0] * 5 + theirs[1], 25)
+
+
 def test_truncated_normal_initializer_as_jax():
     ours = init.truncated_normal(0.3, -1.5, 2.5)(K, (200, 200))
     theirs = jinit.truncated_normal(0.3, lower=-1.5, upper=2.5)(JK, (200, 200))
