@@ -9,8 +9,9 @@ import warnings
 
 import numpy as np
 import pytest
+from _layer_cases import CASES
 
-from funcdl import layers, losses, optim, random, value_and_grad
+from funcdl import layers, losses, optim, random, tree, value_and_grad
 from funcdl.layers import Dense, ReLU, Sequential
 
 X = np.ones((2, 3), np.float32)
@@ -102,3 +103,43 @@ def test_ravel_and_pmean_refuse_a_masked_leaf():
         parallel.pmean(grads)
     vector, _ = tree.ravel({"b": np.zeros(2, np.float32), "w": MASKED.filled(0.0)})
     assert vector.tolist() == [0, 0, 1, 0, 1, 1, 1, 1]
+
+
+def _first_masked(params):
+    """``params`` with its first floating leaf a masked array (nothing masked: the same
+    numbers, so only the type can be refused)."""
+    done = []
+
+    def one(a):
+        if not done and isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.size:
+            done.append(a)
+            return np.ma.masked_array(a, mask=np.zeros(a.shape, bool))
+        return a
+
+    out = tree.map(one, params)
+    return out if done else None
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+def test_every_layer_refuses_masked_params(c):
+    """A masked kernel's mask was dropped (its hidden entries used), where inputs, dy and
+    grads were refused for it."""
+    shapes = (tuple((None, *np.shape(a)[1:]) for a in c.x) if isinstance(c.x, tuple)
+              else (None, *np.shape(c.x)[1:]))
+    out = c.layer.init(random.key(0), shapes)
+    masked = _first_masked(out[1])
+    if masked is None:
+        pytest.skip("no floating params")
+    kw = {**c.kw, **({"state": out[2]} if len(out) == 3 else {})}
+    # (a user's own layer passes its masked product on, which the next layer refuses)
+    what = r"the input" if c.own or "Scale" in c.id else r"params\[.*\]"
+    with pytest.raises(ValueError, match=what + r" is a masked array, whose mask"):
+        c.layer.apply(masked, c.x, **kw)
+
+
+def test_a_norm_refuses_a_masked_running_statistic():
+    layer = layers.BatchNorm()
+    _, params, state = layer.init(random.key(0), (None, 3))
+    state = {**state, "var": np.ma.masked_array(state["var"], mask=[0, 1, 0])}
+    with pytest.raises(ValueError, match=r"BatchNorm\(\): state\['var'\] is a masked array"):
+        layer.apply(params, X, state=state)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from funcdl._args import refuse_masked
 from funcdl.layers._params import param_arrays, plain
 from funcdl.layers.base import Array
 
@@ -74,6 +75,7 @@ def channel_vectors(name: str, tree: Any, keys: tuple[str, ...], what: str,
                 got = f"dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
                 raise TypeError(f"{name}: {what}['{k}'] must be a float32 or float64 array "
                                 f"(running statistics, as init returns them), got {got}")
+            refuse_masked(a, name, f"{what}[{k!r}]")
             out.append(plain(a))
     if shape is None:
         shapes = [a.shape for a in out]

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers
+from funcdl._args import refuse_masked
 from funcdl.layers.base import _F32, Array, ours
 
 # the factories of funcdl.initializers that need no settings (variance_scaling does)
@@ -81,14 +82,15 @@ def param_arrays(name: str, params: Any, keys: tuple[str, ...]) -> list[Array]:
         if not isinstance(params[k], np.ndarray):
             raise TypeError(f"{name}: params[{k!r}] must be a NumPy array (as init returns "
                             f"it), got {type(params[k]).__name__}")
+        refuse_masked(params[k], name, f"params[{k!r}]")  # as inputs and grads are
         float_param(name, k, params[k])
     return [plain(params[k]) for k in keys]
 
 
 def plain(a: Array) -> Array:
-    """``a`` itself, or a subclass's (np.memmap, a masked array) plain data, as np.asarray
-    reads it and as inputs are read: its own operators would leak it into outputs or fail
-    in NumPy's words (a masked kernel's matmul)."""
+    """``a`` itself, or a subclass's (np.memmap) plain data, as np.asarray reads it and as
+    inputs are read: its own operators would leak it into outputs or fail in NumPy's words
+    (a masked array is refused before, by ``param_arrays``)."""
     return a if type(a) is np.ndarray else np.asarray(a)
 
 
