@@ -206,7 +206,8 @@ def scale_by_adan(b1: float = 0.98, b2: float = 0.92, b3: float = 0.99, eps: flo
             n_new = like(b3 * n + (1.0 - b3) * (s * s), n)
             u = (m_new / bc1 + (1.0 - b2) / bc2 * v_new) / (np.sqrt(n_new / bc3 + eps_root)
                                                               + eps)
-            return like(u, m), m_new, v_new, n_new, like(g, prev)
+            # the state keeps a copy: the caller's grads buffer may be refilled in place
+            return like(u, m), m_new, v_new, n_new, np.array(g, np.asarray(prev).dtype)
 
         with np.errstate(all="ignore"):  # inf - inf and inf/inf: NaN, silently
             u, m, v, n, g = leafwise(
