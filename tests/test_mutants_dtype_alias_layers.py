@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _layer_cases import CASES, KEY, Case, f
+from test_fuzz_layers import frozen
 
 from funcdl import layers as L
 from funcdl import tree
@@ -24,14 +25,6 @@ def leaves(t: Any) -> list[Any]:
     if isinstance(t, (tuple, list)):
         return [a for v in t for a in leaves(v)]
     return [t]
-
-
-def frozen(t: Any) -> Any:
-    if isinstance(t, dict):
-        return {k: frozen(v) for k, v in t.items()}
-    if isinstance(t, (tuple, list)):
-        return type(t)(map(frozen, t))
-    return t.copy() if isinstance(t, np.ndarray) else t
 
 
 def assert_same(a: Any, b: Any, what: str) -> None:
