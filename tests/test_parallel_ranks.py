@@ -154,10 +154,13 @@ def test_pack_scales_every_leaf_into_its_place(sizes, dtypes):
          for i, n in enumerate(sizes)}
     t["s"] = np.float64(2.5) if len(dtypes) > 1 else np.float32(2.5)  # a scalar leaf
     leaves, lay = Reducer().layout(t)
+    before = [np.array(x) for x in leaves]  # the caller's grads: pack must leave them alone
     buf = np.full(lay.bounds[-1] + 2, np.nan, lay.dtype)
     Reducer.pack(leaves, lay, (4.0, -1.0), 0.25, buf)
-    want = np.concatenate([np.ravel(x).astype(lay.dtype) for x in leaves] + [[4.0, -1.0]])
+    want = np.concatenate([np.ravel(x).astype(lay.dtype) for x in before] + [[4.0, -1.0]])
     np.testing.assert_allclose(buf, 0.25 * want, rtol=1e-7 if lay.dtype == np.float32 else 0)
+    for x, b in zip(leaves, before, strict=True):
+        np.testing.assert_array_equal(x, b)
     assert buf.dtype == (np.float64 if len(dtypes) > 1 else np.float32)
 
 
