@@ -354,6 +354,14 @@ def like(x: Any, ref: Any) -> Any:
         return np.asarray(x, dtype=np.asarray(ref).dtype)
 
 
+def owned(x: Any, ref: Any) -> Any:
+    """``x`` as a new array of ``ref``'s dtype, for a state that keeps a gradient: the
+    caller may refill its grads buffer in place, and ``like`` hands ``x`` itself back when
+    the dtypes agree (on the leaf-by-leaf path, ``x`` is the caller's array)."""
+    with np.errstate(over="ignore"):
+        return np.array(x, dtype=np.asarray(ref).dtype)
+
+
 def held(a: Any) -> Any:
     """``a`` made read-only: an array that a transform's new state keeps and its update
     returns too (a momentum, as optax's ``trace`` returns it), so that writing into the

@@ -15,6 +15,7 @@ from funcdl.optim._base import (
     leafwise,
     like,
     next_count,
+    owned,
     read_count,
     real_grad,
     transform,
@@ -51,7 +52,7 @@ def dampened_trace(decay: float, dampening: float, name: str = "trace") -> Gradi
 
         def leaf(g: Any, m: Any) -> tuple[Any, Any]:
             real_grad(g)
-            m_new = like(decay * m + weight * g, m) if count else like(g, m).copy()
+            m_new = like(decay * m + weight * g, m) if count else owned(g, m)
             return m_new, m_new
 
         with np.errstate(all="ignore"):  # inf and NaN steps, silently, as torch's

@@ -47,11 +47,8 @@ def make_masked(name: str, inner: GradientTransformation,
     if not callable(mask):
         _check_flags(name, mask)
 
-    def flags(where: str, t: Tree, what: str) -> list[bool]:
-        return mask_flags(where, mask, t, what)
-
     def init(params: Tree) -> MaskedState:
-        k = iter(flags(f"{name}.init", params, "params"))
+        k = iter(mask_flags(f"{name}.init", mask, params, "params"))
         return MaskedState(inner.init(tree.map(lambda x: x if next(k) else None, params)))
 
     takes = (extra_keywords(inner.update),)
@@ -61,7 +58,7 @@ def make_masked(name: str, inner: GradientTransformation,
         check_state(name, state, MaskedState)
         if extra:
             check_extra(name, extra, takes)
-        keep = flags(f"{name}.update", grads, "grads")
+        keep = mask_flags(f"{name}.update", mask, grads, "grads")
         k = iter(keep)
         g = tree.map(lambda x: x if next(k) else None, grads)
         p = None if params is None else tree.unflatten(tree.structure(grads), [

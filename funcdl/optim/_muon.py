@@ -44,8 +44,7 @@ from funcdl.optim._checks import (
     moment_dtype_arg,
     zeros_in,
 )
-from funcdl.optim._masked import _check_flags as check_flags
-from funcdl.optim._masked import mask_flags
+from funcdl.optim._masked import _check_flags, mask_flags
 from funcdl.optim._more_transforms import _norm
 from funcdl.optim._schedules import _steps
 from funcdl.optim._transforms import add_decayed_weights, scale_by_learning_rate
@@ -179,15 +178,15 @@ def scale_by_muon(ns_coeffs: Any = DEFAULT_NS_COEFFS, ns_steps: int = 5,
             real_grad(g)
             # the step in the wider of g's and m's dtypes (float16 grads of float32 params
             # step in float32), m then stored in its own (mu_dtype)
-            ref = np.empty((), np.result_type(g, m))
-            m_step = like(beta * m + (1.0 - beta) * g, ref)
-            m_hat = ahead * m_step + now * g if nest else m_step / (1.0 - beta**t)
-            m_hat = like(m_hat, ref)
+            dt = np.result_type(g, m)
+            m_step = np.asarray(beta * m + (1.0 - beta) * g, dt)
+            m_hat = np.asarray(ahead * m_step + now * g if nest else m_step / (1.0 - beta**t),
+                               dt)
             if m_hat.ndim != 2:
                 raise ValueError("not a matrix")  # init refuses them; a hand-made state
             u = _orthogonalise(m_hat, coeffs, eps)
             if adapt:
-                u = like(np.sum(m_hat * u) * u, ref)
+                u = np.asarray(np.sum(m_hat * u) * u, dt)
             return u, like(m_step, m)
 
         with np.errstate(all="ignore"):  # inf and NaN momenta: NaN steps, silently
@@ -246,7 +245,7 @@ def muon(learning_rate: ScalarOrSchedule, ns_coeffs: Any = DEFAULT_NS_COEFFS,
     rms = None if consistent_rms is None else check_float(name, "consistent_rms",
                                                              consistent_rms)
     if weight_decay_mask is not None and not callable(weight_decay_mask):
-        check_flags(name, weight_decay_mask)
+        _check_flags(name, weight_decay_mask)
     check_float(name, "beta", beta, high=1.0, open_high=True)
     check_betas(name, adam_b1, adam_b2)
     check_float(name, "eps", eps)
@@ -270,6 +269,8 @@ def muon(learning_rate: ScalarOrSchedule, ns_coeffs: Any = DEFAULT_NS_COEFFS,
 
     def init(params: Tree) -> MuonPartsState:
         check_float_params(f"{name}.init", params)
+        if weight_decay_mask is not None:  # its fit to the params, as masked's init checks
+            mask_flags(f"{name}.init", weight_decay_mask, params, "params")
         mats, rest, _ = split(tree.leaves(params))
         return MuonPartsState(matrices.init(mats), others.init(rest))
 

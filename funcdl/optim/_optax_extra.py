@@ -23,6 +23,7 @@ from funcdl.optim._base import (
     leafwise,
     like,
     next_count,
+    owned,
     read_count,
     real_grad,
     transform,
@@ -206,8 +207,7 @@ def scale_by_adan(b1: float = 0.98, b2: float = 0.92, b3: float = 0.99, eps: flo
             n_new = like(b3 * n + (1.0 - b3) * (s * s), n)
             u = (m_new / bc1 + (1.0 - b2) / bc2 * v_new) / (np.sqrt(n_new / bc3 + eps_root)
                                                               + eps)
-            # the state keeps a copy: the caller's grads buffer may be refilled in place
-            return like(u, m), m_new, v_new, n_new, np.array(g, np.asarray(prev).dtype)
+            return like(u, m), m_new, v_new, n_new, owned(g, prev)
 
         with np.errstate(all="ignore"):  # inf - inf and inf/inf: NaN, silently
             u, m, v, n, g = leafwise(

@@ -24,6 +24,7 @@ from funcdl.optim._base import (
     empty_init,
     leafwise,
     like,
+    owned,
     real_grad,
     transform,
 )
@@ -98,9 +99,7 @@ def scale_by_optimistic_gradient(alpha: float = 1.0, beta: float = 1.0
 
         def leaf(g: Any, prev: Any) -> tuple[Any, Any]:
             real_grad(g)
-            # in the state's (the params') dtype, and a copy: the state keeps it, and the
-            # caller's grads buffer may be refilled in place
-            g = np.array(g, np.asarray(prev).dtype)
+            g = owned(g, prev)  # in the state's (the params') dtype
             last = g if first else prev
             return like((alpha + beta) * g - beta * last, prev), g
 

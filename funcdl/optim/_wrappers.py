@@ -22,6 +22,7 @@ from funcdl.optim._base import (
     leafwise,
     like,
     next_count,
+    owned,
     read_count,
     real_grad,
     transform,
@@ -113,8 +114,7 @@ def apply_every(k: int = 1) -> GradientTransformation:
 
         def leaf(g: Any, a: Any) -> tuple[Any, Any]:
             real_grad(g)
-            # a copy of g: the state outlives this update, and the caller may refill g
-            acc = like(a + g, a) if c else np.array(g, np.result_type(a))
+            acc = like(a + g, a) if c else owned(g, a)
             # zeros, not 0·acc: an inf in the sum would make optax's NaN
             return (held(acc) if emit else np.zeros_like(acc)), acc
 
@@ -226,8 +226,8 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
 
         def leaf(g: Any, a: Any) -> Any:
             real_grad(g)
-            if n == 0:  # a = 0: a + (g - a)/1 = a + g = g, copied (the state outlives g)
-                return np.array(g, np.result_type(a))
+            if n == 0:  # a = 0: a + (g - a)/1 = a + g = g
+                return owned(g, a)
             return like(a + (g - a) / (n + 1) if mean else a + g, a)
 
         with np.errstate(all="ignore"):  # inf - inf: NaN, silently
