@@ -97,12 +97,12 @@ class Layout(NamedTuple):
     dtype: np.dtype[Any]  # of the buffer: the leaves' promoted dtype, as funcdl.tree.ravel
     bounds: list[int]
     leaves: list[tuple[tuple[int, ...], np.dtype[Any]]]  # shapes and dtypes
-    not_float: str | None  # the path and dtype of a leaf not floating-point, or masked
+    refused: str | None  # why a leaf cannot be summed: its path and (not float) dtype, or mask
 
 
-def not_float(fn: str, lay: Layout) -> TypeError:
-    """The error for a mean of a tree with a leaf that is not floating-point."""
-    return TypeError(f"parallel.{fn}: the leaf at {lay.not_float}; means are taken over "
+def refusal(fn: str, lay: Layout) -> TypeError:
+    """The error for a mean of a tree with a leaf that is not floating-point, or masked."""
+    return TypeError(f"parallel.{fn}: the leaf at {lay.refused}; means are taken over "
                      f"floating-point trees (gradients) only")
 
 
@@ -191,18 +191,18 @@ class Reducer:
     @staticmethod
     def new_layout(t: Tree, leaves: list[Any]) -> Layout:
         """``t``'s layout from its ``leaves``: the entries' bounds, the dtype ravel gives,
-        the digest the ranks compare and the first leaf that is not a float."""
+        the digest the ranks compare and the first leaf that cannot be summed."""
         arrays = [np.asarray(x) for x in leaves]
         bounds = np.cumsum([0] + [a.size for a in arrays]).tolist()
         odd, masked = pytree.odd_leaf(t, "fc"), pytree.masked_leaf(t)
-        not_float = (f"{masked or 'the root'} is a masked array, whose mask the sum would "
-                     f"drop (pass a.filled(0))" if masked is not None else
-                     None if odd is None else f"{odd[0] or 'the root'} has dtype {odd[1]}")
+        refused = (f"{masked or 'the root'} is a masked array, whose mask the sum would "
+                   f"drop (pass a.filled(0))" if masked is not None else
+                   None if odd is None else f"{odd[0] or 'the root'} has dtype {odd[1]}")
         # tree.ravel's dtype (refusing strings would skip the agreement on this rank)
         dtype = (np.result_type(*[a.dtype for a in arrays]) if arrays and all(
             a.dtype.kind in "biufc" for a in arrays) else np.dtype(np.float32))
         return Layout(digest(describe(t)), dtype, bounds,
-                      [(a.shape, a.dtype) for a in arrays], not_float)
+                      [(a.shape, a.dtype) for a in arrays], refused)
 
     def take(self, n: int, dtype: np.dtype[Any]) -> NDArray[Any]:
         if (n, dtype.str) not in self.buffers and len(self.buffers) >= _BUFFER_SIZES:
@@ -316,9 +316,9 @@ class Reducer:
         leaves, lay = self.layout(t)
         n = lay.bounds[-1] + len(scalars)
         scale, window, buf, bad = self.negotiate(comm, n, lay.dtype, lay.digest, t, fn,
-                                                 weight, ok=lay.not_float is None)
+                                                 weight, ok=lay.refused is None)
         if bad:  # the same dtypes everywhere (agree compared them), so every rank is here
-            raise not_float(fn, lay)
+            raise refusal(fn, lay)
         if window is not None and buf is not None:
             self.pack(leaves, lay, scalars, scale, window.slots[comm.Get_rank()])
             window.win.Fence()  # every slot written

@@ -219,14 +219,14 @@ class Sharder:
                              f"a batch; give this rank's number of examples, len(x)")
         return weight
 
-    def not_float(self, what: str, lay: Layout) -> TypeError:
-        return TypeError(f"{self.name}: the {what} leaf at {lay.not_float}; the sharded "
+    def refusal(self, what: str, lay: Layout) -> TypeError:
+        return TypeError(f"{self.name}: the {what} leaf at {lay.refused}; the sharded "
                          f"optimizer works on floating-point params and grads only")
 
     def init(self, comm: Comm | None, params: Tree) -> ShardedState:
         leaves, lay = self.reducer.layout(params)
-        if lay.not_float is not None:
-            raise self.not_float("params", lay)
+        if lay.refused is not None:
+            raise self.refusal("params", lay)
         self.check_shapes(leaves)
         rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
         c = self.cut(lay, size, rank)
@@ -262,7 +262,7 @@ class Sharder:
         if state_error is not None and comm is None:
             raise state_error
         state_ok = state_error is None and spanned
-        floats = lay.not_float is None and p_lay.not_float is None
+        floats = lay.refused is None and p_lay.refused is None
         scale, window, out, bad = 1.0, None, None, [] if state_ok else [0]
         if comm is not None:  # every check below then fails alike on every rank
             try:
@@ -275,8 +275,8 @@ class Sharder:
                     raise state_error from None
                 raise
         if not floats:  # agree compared the dtypes: the same on every rank
-            raise self.not_float("grads" if lay.not_float else "params",
-                                 lay if lay.not_float else p_lay)
+            raise self.refusal("grads" if lay.refused else "params",
+                                 lay if lay.refused else p_lay)
         if comm is None and examples == 0:  # as negotiate finds over ranks (-1: no count)
             raise ValueError(f"{self.name}: no rank had any examples; give every step at "
                              f"least one example")

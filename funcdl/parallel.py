@@ -39,7 +39,7 @@ from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._agree import resolve as _resolve
 from funcdl._args import bool_arg
 from funcdl._partition import batches, shard
-from funcdl._reduce import Reducer, _freed, like, not_float, shared_node
+from funcdl._reduce import Reducer, _freed, like, refusal, shared_node
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl._treenodes import describe as describe_value
 from funcdl.optim import GradientTransformation
@@ -155,8 +155,8 @@ def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
     c = _resolve(comm, "pmean")
     if c is None:
         lay = _LOCAL.layout(tree)[1]
-        if lay.not_float is not None:
-            raise not_float("pmean", lay)
+        if lay.refused is not None:
+            raise refusal("pmean", lay)
         return tree
     return _reducer(c).mean(c, tree, "pmean", 1)[0]
 
@@ -235,8 +235,8 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
             if not looked:  # the ranks' mean checks the leaves at every step; here, at the
                 # first (each step would cost a fifth of a small model's step, ~5 us)
                 lay = reducer.layout(grads[0] if split_dx else grads)[1]
-                if lay.not_float is not None:
-                    raise not_float("data_parallel", lay)
+                if lay.refused is not None:
+                    raise refusal("data_parallel", lay)
                 looked = True
             return value, grads
         n = int(np.shape(first[0])[0])
