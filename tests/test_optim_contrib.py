@@ -154,6 +154,10 @@ def test_newton_schulz_takes_a_preset_or_one_triple_per_step() -> None:
         muon(0.1, "dion", 3)
     with pytest.raises(TypeError, match=r"muon: mu_dtype must be None or a NumPy float"):
         muon(0.1, mu_dtype=np.int8)
+    with pytest.raises(ValueError, match=r"muon.init: tree structure mismatch at the root: "
+                                         r"params has a dict with keys \['b', 'w'\], the "
+                                         r"mask has a dict with keys \['w'\]"):
+        muon(0.1, weight_decay=0.1, weight_decay_mask={"w": True}).init(_grads(0))
 
 
 def test_muon_on_a_dense_kernel_uses_in_out_as_fan_in_fan_out() -> None:
