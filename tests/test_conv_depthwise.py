@@ -16,12 +16,14 @@ from funcdl.testing import check_layer
 # ---------------------------------------------------------------------------- Cg = 1
 
 
-@pytest.fixture(params=["tiled", "plain", "dispatched"])
+@pytest.fixture(params=["tiled", "plain", "dispatched", "rows", "pieces"])
 def depthwise_path(request, monkeypatch):
     """One input channel per group: 'tiled' and 'plain' run every multiplier on the NHWC
     path, proved taken (the group-major layout refuses), 'plain' without the taps' row
     tiling and with the broadcast repeat; 'dispatched' as the layer picks (Og > 2 group-major
-    while the im2col buffer is small)."""
+    while the im2col buffer is small); 'rows' and 'pieces' on the NHWC path in pieces
+    (_grouped._blocks) of one output row, and of 700 bytes: a float64 Conv2D example of
+    these cases is 1-3 pieces of rows, the last shorter; two Conv1D examples make one."""
     def refuse(*args):
         raise AssertionError("Cg = 1 went group-major")
 
@@ -29,6 +31,8 @@ def depthwise_path(request, monkeypatch):
         monkeypatch.setattr(conv, "_NHWC_OG", 1 << 30)
         monkeypatch.setattr(_grouped, "to_groups", refuse)
         monkeypatch.setattr(_grouped, "by_group", refuse)
+    if request.param in ("rows", "pieces"):
+        monkeypatch.setattr(_grouped, "_BLOCK", 1 if request.param == "rows" else 700)
     if request.param == "plain":
         monkeypatch.setattr(_grouped, "_TILE", 0)
         monkeypatch.setattr(_grouped, "_FEW_REPEATS", 0)
@@ -105,3 +109,24 @@ def test_cg_1_runs_nhwc_up_to_og_2_or_past_the_buffer(og, big, path, key, monkey
     _, params = layer.init(key, (None, 5, 5, 6))
     layer.vjp(params, np.ones((2, 5, 5, 6), np.float32))[1](np.ones((2, 5, 5, 6 * og)))
     assert seen == {path}
+
+
+@pytest.mark.parametrize(("shape", "block", "want"), [
+    ((5, 4, 3, 2), 200, [(slice(0, 2), 0, 4), (slice(2, 4), 0, 4), (slice(4, 6), 0, 4)]),
+    ((2, 5, 3, 2), 50, [(slice(e, e + 1), r, min(r + 2, 5)) for e in range(2)
+                        for r in (0, 2, 4)]),
+    ((1, 3, 100, 2), 8, [(slice(0, 1), r, r + 1) for r in range(3)]),  # a row past the block
+    ((0, 3, 3, 2), 8, []),
+])
+def test_blocks_cover_each_output_row_once_in_pieces_under_the_block(shape, block, want,
+                                                                     monkeypatch):
+    # float32 items: (5, 4, 3, 2) examples are 96 bytes, two to a 200-byte piece
+    monkeypatch.setattr(_grouped, "_BLOCK", block)
+    assert _grouped._blocks(shape, 4) == want
+
+
+def test_pieces_narrow_a_strided_offset_slice_to_their_rows():
+    sl = (slice(None), slice(2, 2 + 4 * 3 + 1, 3), slice(1, 9, 2))  # rows 2, 5, ..., 14
+    x = np.arange(3 * 20 * 10).reshape(3, 20, 10, 1)
+    got = x[_grouped._piece(sl, slice(1, 3), 1, 4)]
+    np.testing.assert_array_equal(got, x[sl][1:3, 1:4])

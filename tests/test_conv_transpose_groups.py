@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from funcdl import random, tree
-from funcdl.layers import Sequential
+from funcdl.layers import Sequential, _grouped
 from funcdl.layers.conv_transpose import ConvTranspose1D, ConvTranspose2D
 from funcdl.testing import check_layer, check_vjp
 
@@ -103,9 +103,16 @@ GRID = [  # kernel, stride, padding, output_padding, dilation, C, out, groups
 ]
 
 
+@pytest.mark.parametrize("block", [None, 1, 150], ids=["whole", "rows", "pieces"])
 @pytest.mark.parametrize(("kernel", "stride", "padding", "op", "dilation", "c", "out", "groups"),
                          GRID)
-def test_matches_naive_loops(kernel, stride, padding, op, dilation, c, out, groups):
+def test_matches_naive_loops(kernel, stride, padding, op, dilation, c, out, groups, block,
+                             monkeypatch):
+    # block: depthwise's steps in pieces (_grouped._blocks) of one row, or of 150 bytes
+    # (the float64 (2, 3, 4, 4) input's rows are 128 bytes: one to a piece, then the
+    # output's (2, 2, 3, 4) examples, 192 bytes, as rows)
+    if block is not None:
+        monkeypatch.setattr(_grouped, "_BLOCK", block)
     layer = ConvTranspose2D(out, kernel, stride=stride, padding=padding, output_padding=op,
                             dilation=dilation, groups=groups)
     x = np.random.default_rng(1).standard_normal((2, 3, 4, c))

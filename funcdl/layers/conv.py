@@ -316,7 +316,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
                 return grads, None
             if dy_g is None:  # the fold at out channels, then each group's Og summed
                 buf = np.zeros((n, *padded, out), np.result_type(dy, w))
-                fold(buf, win, oh, ow, _grouped.depthwise_dx_parts(dy4, w))
+                _grouped.depthwise_fold(buf, slices, dy4, w)
                 dx = crop(_grouped.merge(buf, out // groups), pads, h, wd)
             else:
                 buf = np.zeros((groups * n, *padded, cg), np.result_type(dy_g, w))
