@@ -21,7 +21,7 @@ from funcdl.optim._ademamix import (
     scale_by_simplified_ademamix,
     simplified_ademamix,
 )
-from funcdl.optim._contrib import adopt, scale_by_adopt
+from funcdl.optim._adopt import adopt, scale_by_adopt
 from funcdl.optim._muon import MuonPartsState, MuonState, muon, newton_schulz, scale_by_muon
 from funcdl.optim._sam import SAMState, sam
 from funcdl.optim._schedule_free import (

@@ -1,6 +1,7 @@
-"""MADGRAD, ACProp, MoMo (``_contrib2``) and DP-SGD (``_contrib3``) without a peer library:
-steps computed by hand, float32 kept, value= and key handling, bad arguments named, and the
-DP noise's law and reproducibility. The optax twins are in test_optim_contrib2_peers.py."""
+"""MADGRAD, ACProp, MoMo (``_madgrad``, ``_adam_variants``, ``_polyak``) and DP-SGD (``_dpsgd``)
+without a peer library: steps computed by hand, float32 kept, value= and key handling, bad
+arguments named, and the DP noise's law and reproducibility. The optax twins are in
+test_optim_contrib2_peers.py."""
 
 from __future__ import annotations
 
@@ -11,24 +12,17 @@ import numpy as np
 import pytest
 
 from funcdl import optim, random
-from funcdl.optim._contrib2 import (
-    MadgradState,
-    MomoAdamState,
-    MomoState,
-    acprop,
-    madgrad,
-    momo,
-    momo_adam,
-    scale_by_acprop,
-    scale_by_madgrad,
-)
-from funcdl.optim._contrib3 import (
+from funcdl.optim._adam_aliases import acprop
+from funcdl.optim._adam_variants import scale_by_acprop
+from funcdl.optim._dpsgd import (
     DifferentiallyPrivateAggregateState,
     differentially_private_aggregate,
     dpsgd,
     per_example_global_norm_clip,
     per_example_layer_norm_clip,
 )
+from funcdl.optim._madgrad import MadgradState, madgrad, scale_by_madgrad
+from funcdl.optim._polyak import MomoAdamState, MomoState, momo, momo_adam
 
 LR = "learning_rate"  # optax.contrib's name, which these keep
 

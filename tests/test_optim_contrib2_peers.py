@@ -1,7 +1,7 @@
-"""funcdl's MADGRAD, ACProp, MoMo and DP-SGD (``_contrib2``, ``_contrib3``) against
-optax 0.2.8's optax.contrib twins: float64 updates and state numbers over 6 steps on a
-three-leaf tree, agreeing to ~1e-14 relative. DP-SGD's noise comes from another generator:
-its clipping and mean are compared with noise_multiplier=0."""
+"""funcdl's MADGRAD, ACProp, MoMo and DP-SGD (``_madgrad``, ``_adam_variants``, ``_polyak``,
+``_dpsgd``) against optax 0.2.8's optax.contrib twins: float64 updates and state numbers over 6
+steps on a three-leaf tree, agreeing to ~1e-14 relative. DP-SGD's noise comes from another
+generator: its clipping and mean are compared with noise_multiplier=0."""
 
 from __future__ import annotations
 
@@ -17,20 +17,16 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 from funcdl import optim, random  # noqa: E402
-from funcdl.optim._contrib2 import (  # noqa: E402
-    acprop,
-    madgrad,
-    momo,
-    momo_adam,
-    scale_by_acprop,
-    scale_by_madgrad,
-)
-from funcdl.optim._contrib3 import (  # noqa: E402
+from funcdl.optim._adam_aliases import acprop  # noqa: E402
+from funcdl.optim._adam_variants import scale_by_acprop  # noqa: E402
+from funcdl.optim._dpsgd import (  # noqa: E402
     differentially_private_aggregate,
     dpsgd,
     per_example_global_norm_clip,
     per_example_layer_norm_clip,
 )
+from funcdl.optim._madgrad import madgrad, scale_by_madgrad  # noqa: E402
+from funcdl.optim._polyak import momo, momo_adam  # noqa: E402
 
 STEPS = 6
 LR = "learning_rate"  # optax.contrib's name, which these keep

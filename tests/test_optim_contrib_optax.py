@@ -18,7 +18,7 @@ import jax.numpy as jnp  # noqa: E402
 from funcdl import optim, tree  # noqa: E402
 from funcdl.optim import apply_updates, sgd  # noqa: E402
 from funcdl.optim._ademamix import ademamix, simplified_ademamix  # noqa: E402
-from funcdl.optim._contrib import adopt  # noqa: E402
+from funcdl.optim._adopt import adopt  # noqa: E402
 from funcdl.optim._muon import muon, newton_schulz, scale_by_muon  # noqa: E402
 from funcdl.optim._sam import sam  # noqa: E402
 from funcdl.optim._schedule_free import (  # noqa: E402

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from funcdl import optim
-from funcdl.optim import _more_schedules
+from funcdl.optim import _joined_schedules
 
 V, V2, V3 = 0.04, 0.04 / 25.0, 0.04 / 25.0 / 1e4  # peak 1 over div_factor 25, final 1e4
 
@@ -87,7 +87,7 @@ def test_warmup_constant_schedule_values() -> None:
     # one step of warmup: init at 0, the peak from 1 on
     one = optim.warmup_constant_schedule(0.0, 2.0, 1)
     assert [one(c) for c in range(3)] == [0.0, 2.0, 2.0]
-    assert "warmup_constant_schedule" in _more_schedules.__all__
+    assert "warmup_constant_schedule" in _joined_schedules.__all__
     assert "warmup_constant_schedule" in optim.__all__
 
 

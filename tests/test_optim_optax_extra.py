@@ -1,7 +1,8 @@
 """optax's nadamw, adamaxw, novograd, lars, sign_sgd, signum, noisy_sgd, adan, centralize and
-piecewise_interpolate_schedule (funcdl.optim._optax_extra, _optax_extra2): hand-computed
-first steps, float32 kept, state fields, argument errors naming the optimizer, and float64
-twins of optax 0.2.8 over 20 steps (skipped without optax)."""
+piecewise_interpolate_schedule (funcdl.optim's ``_adam_aliases``, ``_layerwise``, ``_sign``,
+``_gradient_ops``, ``_adan``, ``_joined_schedules``): hand-computed first steps, float32 kept,
+state fields, argument errors naming the optimizer, and float64 twins of optax 0.2.8 over 20
+steps (skipped without optax)."""
 
 from __future__ import annotations
 
@@ -13,25 +14,12 @@ import numpy as np
 import pytest
 
 from funcdl import optim, random, tree
-from funcdl.optim._optax_extra import (
-    ScaleByAdanState,
-    ScaleByNovogradState,
-    centralize,
-    scale_by_adan,
-    scale_by_novograd,
-    scale_by_sign,
-)
-from funcdl.optim._optax_extra2 import (
-    adamaxw,
-    adan,
-    lars,
-    nadamw,
-    noisy_sgd,
-    novograd,
-    piecewise_interpolate_schedule,
-    sign_sgd,
-    signum,
-)
+from funcdl.optim._adam_aliases import adamaxw, nadamw
+from funcdl.optim._adan import ScaleByAdanState, adan, scale_by_adan
+from funcdl.optim._gradient_ops import centralize, noisy_sgd
+from funcdl.optim._joined_schedules import piecewise_interpolate_schedule
+from funcdl.optim._layerwise import ScaleByNovogradState, lars, novograd, scale_by_novograd
+from funcdl.optim._sign import scale_by_sign, sign_sgd, signum
 
 MASK = {"a": False, "w": True}
 # name: (funcdl's, optax's name and kwargs; lr passed as learning_rate to optax)

@@ -1,8 +1,9 @@
 """optax's flatten, scale_by_rss, scale_by_stddev, scale_by_param_block_norm,
 normalize_by_update_norm, scale_by_sm3 / sm3, the optimistic-gradient transform and aliases,
-fromage and the Polyak step size (funcdl.optim._optax_extra3, _optax_extra4): hand-computed
-steps, float32 kept, state records, keyword forwarding, and errors naming the constructor
-or transform. The float64 twins of optax are in test_optim_optax_extra3_peers.py."""
+fromage and the Polyak step size (funcdl.optim's ``_wrappers``, ``_rms_variants``,
+``_layerwise``, ``_factored``, ``_optimistic``, ``_polyak``): hand-computed steps, float32 kept,
+state records, keyword forwarding, and errors naming the constructor or transform. The float64
+twins of optax are in test_optim_optax_extra3_peers.py."""
 
 from __future__ import annotations
 
@@ -14,29 +15,24 @@ import numpy as np
 import pytest
 
 from funcdl import optim, tree
-from funcdl.optim._optax_extra3 import (
-    ScaleByRssState,
-    ScaleByRStdDevState,
-    ScaleByRStdDevWithCountState,
-    ScaleBySM3State,
-    flatten,
-    normalize_by_update_norm,
-    scale_by_param_block_norm,
-    scale_by_rss,
-    scale_by_sm3,
-    scale_by_stddev,
-)
-from funcdl.optim._optax_extra4 import (
+from funcdl.optim._factored import ScaleBySM3State, scale_by_sm3, sm3
+from funcdl.optim._layerwise import fromage, normalize_by_update_norm, scale_by_param_block_norm
+from funcdl.optim._optimistic import (
     ScaleByOptimisticGradientState,
-    fromage,
     optimistic_adam,
     optimistic_adam_v2,
     optimistic_gradient_descent,
-    polyak_sgd,
     scale_by_optimistic_gradient,
-    scale_by_polyak,
-    sm3,
 )
+from funcdl.optim._polyak import polyak_sgd, scale_by_polyak
+from funcdl.optim._rms_variants import (
+    ScaleByRssState,
+    ScaleByRStdDevState,
+    ScaleByRStdDevWithCountState,
+    scale_by_rss,
+    scale_by_stddev,
+)
+from funcdl.optim._wrappers import flatten
 
 A = np.array
 

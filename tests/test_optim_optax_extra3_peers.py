@@ -1,9 +1,8 @@
-"""Float64 twins of optax 0.2.8 for funcdl.optim._optax_extra3 and _optax_extra4 (flatten,
-scale_by_rss, scale_by_stddev, scale_by_param_block_norm, normalize_by_update_norm,
-scale_by_sm3, sm3, the optimistic-gradient transforms and aliases, fromage, the Polyak step
-size): updates, params and (where the records match) every state number, over 6 steps on a
-(3, 4) matrix, a (4,) vector and a 0-d scalar (SM3: a 3-d leaf instead, optax failing on
-0-d). Skipped without optax and jax."""
+"""Float64 twins of optax 0.2.8 for funcdl.optim's flatten, scale_by_rss, scale_by_stddev,
+scale_by_param_block_norm, normalize_by_update_norm, scale_by_sm3, sm3, the optimistic-gradient
+transforms and aliases, fromage, the Polyak step size: updates, params and (where the records
+match) every state number, over 6 steps on a (3, 4) matrix, a (4,) vector and a 0-d scalar (SM3:
+a 3-d leaf instead, optax failing on 0-d). Skipped without optax and jax."""
 
 from __future__ import annotations
 
@@ -15,8 +14,6 @@ import numpy as np
 import pytest
 
 from funcdl import optim, tree
-from funcdl.optim import _optax_extra3 as e3
-from funcdl.optim import _optax_extra4 as e4
 
 optax = pytest.importorskip("optax")
 jax = pytest.importorskip("jax")
@@ -84,66 +81,66 @@ def _sched(c: Any) -> Any:
 
 # id: (funcdl's, optax's, keys, value=, states compared)
 TWINS: dict[str, tuple[Callable[[], Any], Callable[[], Any], str, bool, bool]] = {
-    "flatten-adam": (lambda: e3.flatten(optim.scale_by_adam()),
+    "flatten-adam": (lambda: optim.flatten(optim.scale_by_adam()),
                      lambda: optax.flatten(optax.scale_by_adam()), "wbs", False, True),
-    "flatten-polyak": (lambda: e3.flatten(e4.scale_by_polyak(max_learning_rate=0.3)),
+    "flatten-polyak": (lambda: optim.flatten(optim.scale_by_polyak(max_learning_rate=0.3)),
                        lambda: optax.flatten(optax.scale_by_polyak(max_learning_rate=0.3)),
                        "wbs", True, True),
-    "scale_by_rss": (e3.scale_by_rss, optax.scale_by_rss, "wbs", False, True),
-    "scale_by_rss-zero": (lambda: e3.scale_by_rss(0.0, 0.0),
+    "scale_by_rss": (optim.scale_by_rss, optax.scale_by_rss, "wbs", False, True),
+    "scale_by_rss-zero": (lambda: optim.scale_by_rss(0.0, 0.0),
                           lambda: optax.scale_by_rss(0.0, 0.0), "wbs", False, True),
-    "scale_by_stddev": (e3.scale_by_stddev, optax.scale_by_stddev, "wbs", False, True),
+    "scale_by_stddev": (optim.scale_by_stddev, optax.scale_by_stddev, "wbs", False, True),
     "scale_by_stddev-options": (
-        lambda: e3.scale_by_stddev(0.8, 1e-3, 0.5, eps_in_sqrt=False, bias_correction=True),
+        lambda: optim.scale_by_stddev(0.8, 1e-3, 0.5, eps_in_sqrt=False, bias_correction=True),
         lambda: optax.scale_by_stddev(0.8, 1e-3, 0.5, eps_in_sqrt=False,
                                       bias_correction=True), "wbs", False, True),
-    "scale_by_param_block_norm": (e3.scale_by_param_block_norm,
+    "scale_by_param_block_norm": (optim.scale_by_param_block_norm,
                                   optax.scale_by_param_block_norm, "wbs", False, True),
-    "scale_by_param_block_norm-min": (lambda: e3.scale_by_param_block_norm(1.5),
+    "scale_by_param_block_norm-min": (lambda: optim.scale_by_param_block_norm(1.5),
                                       lambda: optax.scale_by_param_block_norm(1.5), "wbs",
                                       False, True),
-    "normalize_by_update_norm": (lambda: e3.normalize_by_update_norm(-0.5, 1e-3),
+    "normalize_by_update_norm": (lambda: optim.normalize_by_update_norm(-0.5, 1e-3),
                                  lambda: optax.normalize_by_update_norm(-0.5, 1e-3), "wbs",
                                  False, True),
-    "scale_by_sm3": (e3.scale_by_sm3, optax.scale_by_sm3, "wbt", False, True),
-    "scale_by_sm3-b2": (lambda: e3.scale_by_sm3(0.5, 0.9, 1e-4),
+    "scale_by_sm3": (optim.scale_by_sm3, optax.scale_by_sm3, "wbt", False, True),
+    "scale_by_sm3-b2": (lambda: optim.scale_by_sm3(0.5, 0.9, 1e-4),
                         lambda: optax.scale_by_sm3(0.5, 0.9, 1e-4), "wbt", False, True),
-    "sm3": (lambda: e4.sm3(0.1), lambda: optax.sm3(0.1), "wbt", False, False),
+    "sm3": (lambda: optim.sm3(0.1), lambda: optax.sm3(0.1), "wbt", False, False),
     "scale_by_optimistic_gradient": (
-        lambda: e4.scale_by_optimistic_gradient(0.3, 0.7),
+        lambda: optim.scale_by_optimistic_gradient(0.3, 0.7),
         lambda: optax.scale_by_optimistic_gradient(0.3, 0.7), "wbs", False, True),
     "optimistic_gradient_descent": (
-        lambda: e4.optimistic_gradient_descent(0.1, 0.5, 0.8),
+        lambda: optim.optimistic_gradient_descent(0.1, 0.5, 0.8),
         lambda: optax.optimistic_gradient_descent(0.1, 0.5, 0.8), "wbs", False, False),
     "optimistic_gradient_descent-schedule": (
-        lambda: e4.optimistic_gradient_descent(_sched),
+        lambda: optim.optimistic_gradient_descent(_sched),
         lambda: optax.optimistic_gradient_descent(_sched), "wbs", False, False),
-    "optimistic_adam": (lambda: e4.optimistic_adam(0.05, 0.02),
+    "optimistic_adam": (lambda: optim.optimistic_adam(0.05, 0.02),
                         lambda: optax.optimistic_adam(0.05, 0.02), "wbs", False, False),
     "optimistic_adam-plain": (
-        lambda: e4.optimistic_adam(0.05, b1=0.8, eps_root=1e-6, nesterov=False),
+        lambda: optim.optimistic_adam(0.05, b1=0.8, eps_root=1e-6, nesterov=False),
         lambda: optax.optimistic_adam(0.05, b1=0.8, eps_root=1e-6, nesterov=False), "wbs",
         False, False),
-    "optimistic_adam_v2": (lambda: e4.optimistic_adam_v2(0.05, alpha=0.4, beta=0.9),
+    "optimistic_adam_v2": (lambda: optim.optimistic_adam_v2(0.05, alpha=0.4, beta=0.9),
                            lambda: optax.optimistic_adam_v2(0.05, alpha=0.4, beta=0.9),
                            "wbs", False, False),
     "optimistic_adam_v2-schedule": (
-        lambda: e4.optimistic_adam_v2(_sched, nesterov=False, b2=0.99),
+        lambda: optim.optimistic_adam_v2(_sched, nesterov=False, b2=0.99),
         lambda: optax.optimistic_adam_v2(_sched, nesterov=False, b2=0.99), "wbs", False,
         False),
-    "fromage": (lambda: e4.fromage(0.1), lambda: optax.fromage(0.1), "wbs", False, False),
-    "fromage-schedule": (lambda: e4.fromage(_sched, 0.5), lambda: optax.fromage(_sched, 0.5),
+    "fromage": (lambda: optim.fromage(0.1), lambda: optax.fromage(0.1), "wbs", False, False),
+    "fromage-schedule": (lambda: optim.fromage(_sched, 0.5), lambda: optax.fromage(_sched, 0.5),
                          "wbs", False, False),
-    "scale_by_polyak": (lambda: e4.scale_by_polyak(0.1, 0.4, 1e-3),
+    "scale_by_polyak": (lambda: optim.scale_by_polyak(0.1, 0.4, 1e-3),
                         lambda: optax.scale_by_polyak(0.1, 0.4, 1e-3), "wbs", True, True),
-    "scale_by_polyak-sps+": (lambda: e4.scale_by_polyak(50.0, 0.4, variant="sps+"),
+    "scale_by_polyak-sps+": (lambda: optim.scale_by_polyak(50.0, 0.4, variant="sps+"),
                              lambda: optax.scale_by_polyak(50.0, 0.4, variant="sps+"), "wbs",
                              True, True),
-    "scale_by_polyak-below": (lambda: e4.scale_by_polyak(50.0, 0.4),
+    "scale_by_polyak-below": (lambda: optim.scale_by_polyak(50.0, 0.4),
                               lambda: optax.scale_by_polyak(50.0, 0.4), "wbs", True, True),
-    "polyak_sgd": (lambda: e4.polyak_sgd(0.5, 0.3, 0.2, 1e-4),
+    "polyak_sgd": (lambda: optim.polyak_sgd(0.5, 0.3, 0.2, 1e-4),
                    lambda: optax.polyak_sgd(0.5, 0.3, 0.2, 1e-4), "wbs", True, False),
-    "polyak_sgd-schedule": (lambda: e4.polyak_sgd(scaling=_sched, variant="sps+"),
+    "polyak_sgd-schedule": (lambda: optim.polyak_sgd(scaling=_sched, variant="sps+"),
                             lambda: optax.polyak_sgd(scaling=_sched, variant="sps+"), "wbs",
                             True, False),
 }
@@ -161,7 +158,7 @@ def test_alias_stage_states_match_optax_s() -> None:
     # the aliases' chains hold optax's stage states, by name where optax has positions
     p = _params()
     q = jax.tree.map(jnp.asarray, p)
-    ours, theirs = e4.optimistic_adam_v2(0.05, beta=0.5), optax.optimistic_adam_v2(0.05,
+    ours, theirs = optim.optimistic_adam_v2(0.05, beta=0.5), optax.optimistic_adam_v2(0.05,
                                                                                    beta=0.5)
     s, t = ours.init(p), theirs.init(q)
     for k in range(5):
@@ -171,7 +168,7 @@ def test_alias_stage_states_match_optax_s() -> None:
         p, q = optim.apply_updates(p, u), optax.apply_updates(q, v)
     _close(s.states["adam"], t[0], "adam stage")
     _close(s.states["optimistic"], t[1], "optimistic stage")
-    ours3, theirs3 = e4.sm3(0.1), optax.sm3(0.1)
+    ours3, theirs3 = optim.sm3(0.1), optax.sm3(0.1)
     p = _params("wbt")
     s3 = ours3.update(ours3.init(p), _loss_grads(p, 0)[1], p)[1]
     t3 = theirs3.update(jax.tree.map(jnp.asarray, _loss_grads(p, 0)[1]),
@@ -185,7 +182,7 @@ def test_flatten_keeps_leaf_dtypes_as_optax_promotes() -> None:
     # vector's dtype), with optax's numbers
     p = {"a": np.array([0.5, -1.0], np.float32), "b": np.array([[2.0, 0.25]])}
     g = {"a": np.array([0.1, 0.2], np.float32), "b": np.array([[-0.3, 0.4]])}
-    ours, theirs = e3.flatten(optim.scale_by_adam()), optax.flatten(optax.scale_by_adam())
+    ours, theirs = optim.flatten(optim.scale_by_adam()), optax.flatten(optax.scale_by_adam())
     u, s = ours.update(ours.init(p), g, p)
     v, _ = theirs.update(jax.tree.map(jnp.asarray, g), theirs.init(jax.tree.map(jnp.asarray,
                                                                                 p)))

@@ -13,6 +13,14 @@ import pytest
 
 from funcdl import optim, tree
 from funcdl.optim import EmptyState, MaskedState, adam, sgd
+from funcdl.optim._conditional import (
+    ApplyIfFiniteState,
+    ConditionallyMaskState,
+    ConditionallyTransformState,
+    apply_if_finite,
+    conditionally_mask,
+    conditionally_transform,
+)
 from funcdl.optim._partition import (
     MultiTransformState,
     PartitionState,
@@ -21,13 +29,7 @@ from funcdl.optim._partition import (
     partition,
     selective_transform,
 )
-from funcdl.optim._partition2 import (
-    ApplyIfFiniteState,
-    ConditionallyMaskState,
-    ConditionallyTransformState,
-    apply_if_finite,
-    conditionally_mask,
-    conditionally_transform,
+from funcdl.optim._stateless import (
     incremental_update,
     periodic_update,
     stateless,

@@ -41,46 +41,58 @@ Example::
 * Schedules and hyperparameters are checked when made (a schedule constructor passed
   uncalled, ``sgd(lr=constant_schedule)``, is refused there), params at ``init``.
 
-Modules: ``_base`` (records, ``apply_updates``), ``_chain`` (``chain``, ``named_chain``),
-``_checks`` (argument checks), ``_transforms`` (stateless ones, momentum, clipping),
-``_adaptive`` (Adam, RMSprop, Adagrad), ``_masked`` (a transform on some leaves only),
-``_schedules``, ``_alias``; ``_more_adaptive`` (Adamax, RAdam, torch's NAdam),
-``_more_transforms`` (Lion, the trust ratio), ``_amsgrad`` (AMSGrad, optax's and torch's),
-``_wrappers`` (``apply_every``,
-``multi_steps``, ``ema``), ``_more_schedules`` (one-cycle, SGDR...), ``_torch_schedules``
-(torch's ``OneCycleLR``: ``onecycle_lr_schedule``, ``onecycle_momentum_schedule``),
-``_more_alias`` (``adamax``, ``nadam``, ``radam`` as torch's; ``lion``, ``lamb`` as optax's),
-``_more_adaptive2`` (Adadelta, Rprop, AdaBelief, Yogi), ``_more_alias2`` (``adadelta``,
-``rprop`` as torch's; ``adabelief``, ``yogi`` as optax's), ``_inject``
-(``inject_hyperparams``), ``_plateau`` (``reduce_on_plateau``), ``_factored`` (Adafactor:
-``scale_by_factored_rms``, ``clip_by_block_rms``, ``scale_by_param_block_rms``,
-``adafactor``), ``_lookahead`` (``lookahead`` on ``LookaheadParams(fast, slow)``),
-``_clipping_more`` (``adaptive_grad_clip``, ``zero_nans``, ``keep_params_nonnegative``,
-``add_noise`` with a funcdl.random key), ``_dampening`` (torch SGD's dampened momentum, for
-``sgd(dampening=)``), ``_keywords`` (``value=``
-forwarded by chains).
-Recent research optimizers (optax.contrib's): ``_schedule_free`` (the schedule-free wrapper,
-``schedule_free_eval_params``), ``_muon`` (Muon, Newton–Schulz), ``_sam`` (SAM), ``_contrib``
-(ADOPT), ``_ademamix`` (AdEMAMix); learning-rate-free: ``_lr_free`` (``prodigy``,
-``dadapt_adamw``), ``_lr_free_dog`` (``dog``, ``dowg``, ``cocob``), ``_lr_free_mechanic``
-(``mechanize``). More of optax's: ``_optax_extra`` (``scale_by_sign``, ``centralize``,
-NovoGrad, Adan), ``_optax_extra2`` (``nadamw``, ``adamaxw``, ``novograd``, ``lars``,
-``sign_sgd``, ``signum``, ``noisy_sgd``, ``adan``; ``piecewise_interpolate_schedule``),
-``_optax_extra3`` (``flatten``, ``scale_by_rss``, ``scale_by_stddev``,
-``scale_by_param_block_norm``, ``normalize_by_update_norm``, ``scale_by_sm3``),
-``_optax_extra4`` (``scale_by_optimistic_gradient``, ``scale_by_polyak``, ``fromage``, ``sm3``,
-``optimistic_gradient_descent``, ``optimistic_adam``, ``optimistic_adam_v2``,
-``polyak_sgd``); optax.contrib's ``_contrib2`` (MADGRAD, ACProp, MoMo) and ``_contrib3``
-(DP-SGD: per-example clipping, ``differentially_private_aggregate``, ``dpsgd``).
-Groups and wrappers: ``_partition`` (``partition`` / ``multi_transform``: a transform per group
-of leaves, torch's param groups; ``freeze``, ``selective_transform``), ``_partition2``
-(``apply_if_finite``, ``conditionally_transform``, ``conditionally_mask``, ``stateless``,
-``stateless_with_tree_map``, ``incremental_update``, ``periodic_update``).
-L-BFGS: ``_lbfgs`` (``scale_by_lbfgs``, ``lbfgs``),
-``_linesearch`` (``scale_by_backtracking_linesearch``, the helpers of the line searches),
-``_zoom`` (``scale_by_zoom_linesearch``).
+Modules, one family each (a family's transforms and aliases together where they fit):
+- plumbing: ``_base`` (records, ``apply_updates``), ``_chain`` (``chain``, ``named_chain``),
+  ``_checks`` (argument checks), ``_keywords`` (``value=`` forwarded by chains);
+- small transforms and the DESIGN.md aliases: ``_transforms`` (stateless ones, momentum,
+  clipping), ``_dampening`` (torch SGD's dampened momentum), ``_adaptive`` (Adam, RMSprop,
+  Adagrad), ``_alias`` (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``);
+- more directions: ``_adam_variants`` (Adamax, RAdam, torch's NAdam, AdaBelief, Yogi, ACProp)
+  with ``_adam_aliases`` (``adamax``, ``nadam``, ``radam``, ``amsgrad``, ``adabelief``,
+  ``yogi``, ``nadamw``, ``adamaxw``, ``acprop``), ``_amsgrad``, ``_ademamix``, ``_adan``,
+  ``_adopt``, ``_madgrad``; ``_rms_variants`` (Adadelta, ``scale_by_rss``,
+  ``scale_by_stddev``); ``_sign`` (signSGD, ``signum``, Lion, Rprop); ``_layerwise`` (the
+  trust ratio: LAMB, LARS; NovoGrad, Fromage, per-leaf norms); ``_factored`` (Adafactor, SM3);
+  ``_optimistic`` (optimistic gradient descent and Adam); ``_polyak`` (Polyak step sizes,
+  MoMo); ``_muon`` (Muon, Newton–Schulz); ``_sam`` (SAM); ``_schedule_free``; learning-rate
+  free: ``_lr_free`` (``prodigy``, ``dadapt_adamw``), ``_lr_free_dog`` (``dog``, ``dowg``,
+  ``cocob``), ``_lr_free_mechanic`` (``mechanize``); ``_dpsgd`` (DP-SGD); L-BFGS: ``_lbfgs``,
+  ``_linesearch`` (backtracking, the line searches' helpers), ``_zoom`` (strong Wolfe);
+- gradient edits and wrappers: ``_gradient_ops`` (``adaptive_grad_clip``, ``centralize``,
+  ``zero_nans``, ``keep_params_nonnegative``, ``add_noise``), ``_masked`` (a transform on
+  some leaves only), ``_partition`` (a transform per group of leaves, torch's param groups;
+  ``freeze``, ``selective_transform``), ``_conditional`` (``apply_if_finite``,
+  ``conditionally_transform``, ``conditionally_mask``), ``_stateless`` (``stateless``,
+  ``stateless_with_tree_map``, ``incremental_update``, ``periodic_update``), ``_wrappers``
+  (``apply_every``, ``multi_steps``, ``ema``, ``flatten``), ``_inject``
+  (``inject_hyperparams``), ``_lookahead``, ``_plateau`` (``reduce_on_plateau``);
+- schedules: ``_schedules``, ``_joined_schedules`` (one-cycle, warmups, SGDR,
+  ``piecewise_interpolate_schedule``), ``_torch_schedules`` (torch's ``OneCycleLR``).
 """
 
+from funcdl.optim._adam_aliases import (
+    acprop,
+    adabelief,
+    adamax,
+    adamaxw,
+    amsgrad,
+    nadam,
+    nadamw,
+    radam,
+    yogi,
+)
+from funcdl.optim._adam_variants import (
+    ScaleByAdamaxState,
+    ScaleByBeliefState,
+    ScaleByNadamState,
+    scale_by_acprop,
+    scale_by_adamax,
+    scale_by_belief,
+    scale_by_nadam,
+    scale_by_radam,
+    scale_by_yogi,
+)
+from funcdl.optim._adan import ScaleByAdanState, adan, scale_by_adan
 from funcdl.optim._adaptive import (
     ScaleByAdagradState,
     ScaleByAdamState,
@@ -98,6 +110,7 @@ from funcdl.optim._ademamix import (
     scale_by_simplified_ademamix,
     simplified_ademamix,
 )
+from funcdl.optim._adopt import adopt, scale_by_adopt
 from funcdl.optim._alias import adagrad, adam, adamw, rmsprop, sgd
 from funcdl.optim._amsgrad import ScaleByAmsgradState, scale_by_amsgrad
 from funcdl.optim._base import (
@@ -111,27 +124,15 @@ from funcdl.optim._base import (
     apply_updates,
 )
 from funcdl.optim._chain import ChainState, NamedChainState, chain, named_chain
-from funcdl.optim._clipping_more import (
-    AddNoiseState,
-    ZeroNansState,
-    adaptive_grad_clip,
-    add_noise,
-    keep_params_nonnegative,
-    zero_nans,
+from funcdl.optim._conditional import (
+    ApplyIfFiniteState,
+    ConditionallyMaskState,
+    ConditionallyTransformState,
+    apply_if_finite,
+    conditionally_mask,
+    conditionally_transform,
 )
-from funcdl.optim._contrib import adopt, scale_by_adopt
-from funcdl.optim._contrib2 import (
-    MadgradState,
-    MomoAdamState,
-    MomoState,
-    acprop,
-    madgrad,
-    momo,
-    momo_adam,
-    scale_by_acprop,
-    scale_by_madgrad,
-)
-from funcdl.optim._contrib3 import (
+from funcdl.optim._dpsgd import (
     DifferentiallyPrivateAggregateState,
     differentially_private_aggregate,
     dpsgd,
@@ -140,12 +141,44 @@ from funcdl.optim._contrib3 import (
 )
 from funcdl.optim._factored import (
     FactoredState,
+    ScaleBySM3State,
     adafactor,
     clip_by_block_rms,
     scale_by_factored_rms,
     scale_by_param_block_rms,
+    scale_by_sm3,
+    sm3,
+)
+from funcdl.optim._gradient_ops import (
+    AddNoiseState,
+    ZeroNansState,
+    adaptive_grad_clip,
+    add_noise,
+    centralize,
+    keep_params_nonnegative,
+    noisy_sgd,
+    zero_nans,
 )
 from funcdl.optim._inject import InjectHyperparamsState, inject_hyperparams
+from funcdl.optim._joined_schedules import (
+    cosine_onecycle_schedule,
+    linear_onecycle_schedule,
+    piecewise_interpolate_schedule,
+    sgdr_schedule,
+    warmup_constant_schedule,
+    warmup_exponential_decay_schedule,
+)
+from funcdl.optim._layerwise import (
+    ScaleByNovogradState,
+    fromage,
+    lamb,
+    lars,
+    normalize_by_update_norm,
+    novograd,
+    scale_by_novograd,
+    scale_by_param_block_norm,
+    scale_by_trust_ratio,
+)
 from funcdl.optim._lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
 from funcdl.optim._linesearch import (
     BacktrackingLinesearchInfo,
@@ -166,75 +199,15 @@ from funcdl.optim._lr_free_dog import (
     scale_by_dowg,
 )
 from funcdl.optim._lr_free_mechanic import MechanicState, mechanize
+from funcdl.optim._madgrad import MadgradState, madgrad, scale_by_madgrad
 from funcdl.optim._masked import MaskedState, masked
-from funcdl.optim._more_adaptive import (
-    ScaleByAdamaxState,
-    ScaleByNadamState,
-    scale_by_adamax,
-    scale_by_nadam,
-    scale_by_radam,
-)
-from funcdl.optim._more_adaptive2 import (
-    ScaleByAdaDeltaState,
-    ScaleByBeliefState,
-    ScaleByRpropState,
-    scale_by_adadelta,
-    scale_by_belief,
-    scale_by_rprop,
-    scale_by_yogi,
-)
-from funcdl.optim._more_alias import adamax, amsgrad, lamb, lion, nadam, radam
-from funcdl.optim._more_alias2 import adabelief, adadelta, rprop, yogi
-from funcdl.optim._more_schedules import (
-    cosine_onecycle_schedule,
-    linear_onecycle_schedule,
-    sgdr_schedule,
-    warmup_constant_schedule,
-    warmup_exponential_decay_schedule,
-)
-from funcdl.optim._more_transforms import ScaleByLionState, scale_by_lion, scale_by_trust_ratio
 from funcdl.optim._muon import MuonPartsState, MuonState, muon, newton_schulz, scale_by_muon
-from funcdl.optim._optax_extra import (
-    ScaleByAdanState,
-    ScaleByNovogradState,
-    centralize,
-    scale_by_adan,
-    scale_by_novograd,
-    scale_by_sign,
-)
-from funcdl.optim._optax_extra2 import (
-    adamaxw,
-    adan,
-    lars,
-    nadamw,
-    noisy_sgd,
-    novograd,
-    piecewise_interpolate_schedule,
-    sign_sgd,
-    signum,
-)
-from funcdl.optim._optax_extra3 import (
-    ScaleByRssState,
-    ScaleByRStdDevState,
-    ScaleByRStdDevWithCountState,
-    ScaleBySM3State,
-    flatten,
-    normalize_by_update_norm,
-    scale_by_param_block_norm,
-    scale_by_rss,
-    scale_by_sm3,
-    scale_by_stddev,
-)
-from funcdl.optim._optax_extra4 import (
+from funcdl.optim._optimistic import (
     ScaleByOptimisticGradientState,
-    fromage,
     optimistic_adam,
     optimistic_adam_v2,
     optimistic_gradient_descent,
-    polyak_sgd,
     scale_by_optimistic_gradient,
-    scale_by_polyak,
-    sm3,
 )
 from funcdl.optim._partition import (
     MultiTransformState,
@@ -244,19 +217,25 @@ from funcdl.optim._partition import (
     partition,
     selective_transform,
 )
-from funcdl.optim._partition2 import (
-    ApplyIfFiniteState,
-    ConditionallyMaskState,
-    ConditionallyTransformState,
-    apply_if_finite,
-    conditionally_mask,
-    conditionally_transform,
-    incremental_update,
-    periodic_update,
-    stateless,
-    stateless_with_tree_map,
-)
 from funcdl.optim._plateau import ReduceLROnPlateauState, reduce_on_plateau
+from funcdl.optim._polyak import (
+    MomoAdamState,
+    MomoState,
+    momo,
+    momo_adam,
+    polyak_sgd,
+    scale_by_polyak,
+)
+from funcdl.optim._rms_variants import (
+    ScaleByAdaDeltaState,
+    ScaleByRssState,
+    ScaleByRStdDevState,
+    ScaleByRStdDevWithCountState,
+    adadelta,
+    scale_by_adadelta,
+    scale_by_rss,
+    scale_by_stddev,
+)
 from funcdl.optim._sam import SAMState, normalize, sam
 from funcdl.optim._schedule_free import (
     ScheduleFreeState,
@@ -274,6 +253,23 @@ from funcdl.optim._schedules import (
     piecewise_constant_schedule,
     polynomial_schedule,
     warmup_cosine_decay_schedule,
+)
+from funcdl.optim._sign import (
+    ScaleByLionState,
+    ScaleByRpropState,
+    lion,
+    rprop,
+    scale_by_lion,
+    scale_by_rprop,
+    scale_by_sign,
+    sign_sgd,
+    signum,
+)
+from funcdl.optim._stateless import (
+    incremental_update,
+    periodic_update,
+    stateless,
+    stateless_with_tree_map,
 )
 from funcdl.optim._torch_schedules import onecycle_lr_schedule, onecycle_momentum_schedule
 from funcdl.optim._transforms import (
@@ -296,6 +292,7 @@ from funcdl.optim._wrappers import (
     MultiStepsState,
     apply_every,
     ema,
+    flatten,
     multi_steps,
     skip_large_updates,
     skip_not_finite,

@@ -123,6 +123,12 @@ def zeros_in(params: Tree, dtype: Any) -> Tree:
     return tree.map(lambda p: np.zeros(np.shape(p), dtype), params)
 
 
+def full_in(params: Tree, value: float) -> Tree:
+    """``value`` shaped and typed as each param (a float past float32's range is inf)."""
+    with np.errstate(over="ignore"):
+        return tree.map(lambda p: np.full_like(p, value), params)
+
+
 def float_dtypes(params: Tree) -> tuple[np.dtype[Any], np.dtype[Any]]:
     """The narrowest and widest float dtypes among the params' leaves (float64 for none),
     as optax picks them: a scale that must not promote a float32 update, a loss or

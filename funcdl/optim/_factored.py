@@ -1,8 +1,10 @@
-"""Adafactor's pieces, as optax's: ``scale_by_factored_rms`` (second moments kept as row and
-column statistics of each large matrix), ``clip_by_block_rms`` and
-``scale_by_param_block_rms`` (per-leaf RMS), and the ``adafactor`` alias chaining them.
-Unlike the elementwise transforms, these read each leaf's shape: a "block" is one leaf.
-Notation as in ``_transforms``; ``t = count + 1`` is the step being taken."""
+"""Second moments in less memory than the params, as optax's: Adafactor's pieces,
+``scale_by_factored_rms`` (second moments kept as row and column statistics of each large
+matrix), ``clip_by_block_rms`` and ``scale_by_param_block_rms`` (per-leaf RMS), and the
+``adafactor`` alias chaining them; SM3's ``scale_by_sm3`` (one accumulator vector per axis)
+and the ``sm3`` alias. Unlike the elementwise transforms, these read each leaf's shape: a
+"block" is one leaf. Notation as in ``_transforms``; ``t = count + 1`` is the step being
+taken."""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from funcdl.optim._base import (
     ScalarOrSchedule,
     check_state,
     empty_init,
+    held,
     leafwise,
+    like,
     next_count,
     read_count,
     real_grad,
@@ -32,19 +36,21 @@ from funcdl.optim._checks import (
     check_float,
     check_float_or_schedule,
     check_float_params,
+    check_lr,
     check_schedule,
     moment_dtype_arg,
     needs_params,
     real_leaf,
     real_param,
+    same_trees,
     schedule_float,
     walk,
 )
 from funcdl.optim._transforms import scale, scale_by_learning_rate
 from funcdl.optim._wrappers import ema
 
-__all__ = ["FactoredState", "adafactor", "clip_by_block_rms", "scale_by_factored_rms",
-           "scale_by_param_block_rms"]
+__all__ = ["FactoredState", "ScaleBySM3State", "adafactor", "clip_by_block_rms",
+           "scale_by_factored_rms", "scale_by_param_block_rms", "scale_by_sm3", "sm3"]
 
 Tree = Any
 
@@ -274,3 +280,94 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
     _weight_decay(stages, wd, weight_decay_mask, name, keep_zero=True)
     stages.append(("flip", scale(-1.0)))
     return _alias(name, stages)
+
+
+# ---------------------------------------------------------------------------- SM3
+
+class ScaleBySM3State(NamedTuple):
+    """optax's names: ``mu`` the accumulators, one list per leaf (one vector per axis of a
+    leaf of 2 dims or more, else one array shaped as the leaf); ``nu`` the momentum."""
+
+    mu: Tree
+    nu: Tree
+
+
+def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> GradientTransformation:
+    """optax's ``scale_by_sm3`` (SM3-II, Anil et al. 2019). For a leaf of 2 dims or more,
+    one accumulator vector ``μ_i`` per axis ``i``, and ``ν = min_i μ_i`` (each broadcast
+    along its axis); for a leaf of 0 or 1 dims, ``ν = μ`` itself (optax 0.2.8 fails on a
+    0-d leaf; here it keeps one accumulator, as a 1-d leaf). Then ``a = c·g² + b2·ν``
+    (``c = 1 - b2``, or 1 at ``b2 = 1``); ``μ_i = max of a over the axes but i`` (``μ = a``);
+    ``r = g / sqrt(a + eps)`` where ``a > 0``, else 0; ``m = (1-b1)·r + b1·m``; ``u = m``.
+    State ``ScaleBySM3State(mu, nu)``, ``nu`` the momentum ``m``."""
+    name = "scale_by_sm3"
+    b1 = check_float(name, "b1", b1, high=1.0)
+    b2 = check_float(name, "b2", b2, high=1.0)
+    eps = check_float(name, "eps", eps)
+    c = 1.0 if b2 == 1.0 else 1.0 - b2
+
+    def accumulators(p: Any) -> list[Any]:
+        a = np.asarray(p)
+        if a.ndim < 2:
+            return [np.zeros(a.shape, a.dtype)]
+        return [np.zeros(n, a.dtype) for n in a.shape]
+
+    def init(params: Tree) -> ScaleBySM3State:
+        check_float_params(f"{name}.init", params, eps or None)
+        return ScaleBySM3State(tree.map(accumulators, params), tree.zeros_like(params))
+
+    def leaf(g: Any, mus: list[Any], m: Any) -> tuple[Any, list[Any], Any]:
+        if g.ndim < 2:
+            nu = mus[0]
+        else:  # each axis's vector broadcast along the others; their entrywise minimum
+            nu = mus[0].reshape((-1,) + (1,) * (g.ndim - 1))
+            for i in range(1, g.ndim):
+                nu = np.minimum(nu, mus[i].reshape((1,) * i + (-1,) + (1,) * (g.ndim - i - 1)))
+        acc = c * g**2 + b2 * nu
+        inv = np.where(acc > 0, 1.0 / np.sqrt(acc + eps), 0.0)
+        m_new = held(like((1.0 - b1) * (g * inv) + b1 * m, m))
+        if g.ndim < 2:
+            return m_new, [like(acc, mus[0])], m_new
+        axes = range(g.ndim)
+        # initial=0 (a lower bound of every accumulator): an empty leaf has maxima too
+        return m_new, [like(acc.max(axis=tuple(j for j in axes if j != i), initial=0.0),
+                            mus[i]) for i in axes], m_new
+
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleBySM3State]:
+        del params
+        where = f"{name}.update"
+        check_state(name, state, ScaleBySM3State)
+        same_trees(where, grads, state.nu, ("grads", "state.nu"), shapes=True)
+        paths = tree.leaves_with_path(grads)
+        # in the state's (the params') dtype, as the elementwise transforms compute
+        gs = [like(real_leaf(where, "grads", path, g), m)
+              for (path, g), m in zip(paths, tree.leaves(state.nu), strict=True)]
+        want = tree.map(accumulators, grads)
+        same_trees(where, want, state.mu, ("the accumulators of grads", "state.mu"),
+                   shapes=True)
+        flat_mu, flat_m = iter(tree.leaves(state.mu)), tree.leaves(state.nu)
+        outs = []
+        with np.errstate(all="ignore"):
+            for g, m in zip(gs, flat_m, strict=True):
+                mus = [np.asarray(next(flat_mu)) for _ in range(g.ndim if g.ndim >= 2 else 1)]
+                outs.append(leaf(g, mus, np.asarray(m)))
+        treedef = tree.structure(grads)
+        u = tree.unflatten(treedef, [o[0] for o in outs])
+        mu = tree.unflatten(treedef, [o[1] for o in outs])
+        nu = tree.unflatten(treedef, [o[2] for o in outs])
+        return u, ScaleBySM3State(mu, nu)
+
+    return transform(name, init, update)
+
+
+def sm3(lr: ScalarOrSchedule, momentum: float = 0.9) -> GradientTransformation:
+    """SM3 (Anil et al. 2019), as optax's ``sm3``: ``p ← p - lr·m``, ``m`` the momentum of
+    ``g / sqrt(a + eps)``, ``a`` SM3-II's per-axis accumulated g² (see ``scale_by_sm3``
+    with ``b1 = momentum``). ``lr`` a float (optax's) or a schedule.
+
+    Stages: ``sm3``, ``lr``.
+    """
+    name = "sm3"
+    lr = check_lr(name, lr)
+    b1 = check_float(name, "momentum", momentum, high=1.0)
+    return _alias(name, [("sm3", scale_by_sm3(b1)), ("lr", scale_by_learning_rate(lr))])

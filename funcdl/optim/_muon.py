@@ -44,8 +44,8 @@ from funcdl.optim._checks import (
     moment_dtype_arg,
     zeros_in,
 )
+from funcdl.optim._layerwise import _norm
 from funcdl.optim._masked import _check_flags, mask_flags
-from funcdl.optim._more_transforms import _norm
 from funcdl.optim._schedules import _steps
 from funcdl.optim._transforms import add_decayed_weights, scale_by_learning_rate
 

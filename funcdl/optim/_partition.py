@@ -1,7 +1,7 @@
 """optax's ``partition`` (and its older name ``multi_transform``): a transform per group of
 leaves, as PyTorch's param groups; ``freeze`` and ``selective_transform``, which keep some
-leaves still. The other wrappers (``apply_if_finite``, ``conditionally_*``, ``stateless*``,
-the target-network updates): ``_partition2``."""
+leaves still. The other wrappers: ``_conditional`` (``apply_if_finite``,
+``conditionally_*``), ``_stateless`` (``stateless*``, the target-network updates)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Accumulating and averaging transforms, as optax's: ``apply_every`` (sum k updates, emit
 the sum every k-th), ``multi_steps`` (optax's ``MultiSteps`` as a function: run an optimizer
-on the mean of k gradients, every k-th step) and ``ema`` (an exponential moving average of
-the updates). Notation as in ``_transforms``. Each ``update`` refuses grads that are not
+on the mean of k gradients, every k-th step), ``ema`` (an exponential moving average of
+the updates) and ``flatten`` (an inner transform run on the trees raveled into one
+vector). Notation as in ``_transforms``. Each ``update`` refuses grads that are not
 real floating point and returns inf and NaN steps silently."""
 
 from __future__ import annotations
@@ -31,16 +32,17 @@ from funcdl.optim._base import (
 from funcdl.optim._checks import (
     check_float,
     check_float_params,
+    check_grads,
     check_schedule,
     moment_dtype_arg,
     real_leaf,
     same_trees,
     zeros_in,
 )
-from funcdl.optim._keywords import check_extra, extra_keywords, show_keywords
+from funcdl.optim._keywords import check_extra, extra_keywords, forwarded, show_keywords
 from funcdl.optim._schedules import _steps
 
-__all__ = ["ApplyEveryState", "EmaState", "MultiStepsState", "apply_every", "ema",
+__all__ = ["ApplyEveryState", "EmaState", "MultiStepsState", "apply_every", "ema", "flatten",
            "multi_steps", "skip_large_updates", "skip_not_finite"]
 
 Tree = Any
@@ -293,3 +295,37 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None
         return out, EmaState(next_count(count), e)
 
     return transform(name, init, update)
+
+
+def flatten(inner: GradientTransformation) -> GradientTransformation:
+    """optax's ``flatten``: ``inner`` runs on one vector ``v = ravel(tree)`` (the leaves laid
+    end to end in ``funcdl.tree.ravel``'s order and promoted dtype); its step is cut back
+    into the grads' leaves, shapes and dtypes. The state is ``inner``'s, over the vector;
+    keyword arguments of the update (``value=``...) go to ``inner``."""
+    name = "flatten"
+    _check_transforms(name, [inner], ("inner",))
+    takes = (extra_keywords(inner.update),)
+
+    def init(params: Tree) -> Any:
+        check_float_params(f"{name}.init", params)
+        return inner.init(tree.ravel(params)[0])
+
+    def update(state: Any, grads: Tree, params: Tree = None, **extra: Any) -> tuple[Tree, Any]:
+        where = f"{name}.update"
+        if extra:
+            check_extra(name, extra, takes)
+        if params is None:
+            for path, leaf in tree.leaves_with_path(grads):
+                real_leaf(where, "grads", path, leaf)
+            flat_p = None
+        else:
+            check_grads(where, grads, params)
+            flat_p = tree.ravel(params)[0]
+        flat_g, unravel = tree.ravel(grads)
+        flat_u, state = inner.update(state, flat_g, flat_p, **forwarded(extra, takes[0]))
+        if np.shape(flat_u) != flat_g.shape:
+            raise ValueError(f"{where}: inner must return a step shaped as the vector it was "
+                             f"given, {flat_g.shape}, got {np.shape(flat_u)}")
+        return unravel(flat_u), state
+
+    return transform(name, init, show_keywords(update, takes))

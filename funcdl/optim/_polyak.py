@@ -1,8 +1,8 @@
-"""More of ``optax.contrib``'s optimizers, with its update formulas: MADGRAD (Defazio &
-Jelassi 2021), ACProp (Zhuang et al. 2021) and MoMo (Schaipp et al. 2023), whose update
-takes the loss as ``value=`` (as ``reduce_on_plateau``'s; ``chain`` forwards it). The
-aliases take optax's arguments in optax's order, ``learning_rate`` first, as the other
-optax.contrib ones here (``adopt``, ``prodigy``...). DP-SGD is in ``_contrib3``."""
+"""Polyak step sizes, which read the loss: optax's ``scale_by_polyak`` and ``polyak_sgd``, and
+``optax.contrib``'s MoMo (Schaipp et al. 2023: ``momo``, ``momo_adam``, momentum and a
+Polyak step capped at the learning rate). Their updates take the loss as ``value=``
+(as ``reduce_on_plateau``'s; ``chain`` forwards it). The aliases take optax's arguments in
+optax's order."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import bool_arg
-from funcdl.optim._alias import _alias, _Stages, _weight_decay
+from funcdl._args import bool_arg, choice_arg
+from funcdl.optim._alias import _alias
 from funcdl.optim._base import (
     Count,
+    EmptyState,
     GradientTransformation,
     ScalarOrSchedule,
     check_state,
+    empty_init,
     leafwise,
     like,
     next_count,
@@ -29,37 +31,31 @@ from funcdl.optim._base import (
 )
 from funcdl.optim._checks import (
     check_float,
+    check_float_or_schedule,
     check_float_params,
     check_lr,
     float_dtypes,
     needs_params,
     plain_sum,
+    read_loss,
     real_param,
     state_float,
     value_at,
 )
 from funcdl.optim._lr_free import dot
-from funcdl.optim._more_adaptive2 import ScaleByBeliefState, belief_init
-from funcdl.optim._optax_extra2 import _decay
 from funcdl.optim._plateau import _loss
-from funcdl.optim._transforms import scale_by_learning_rate
+from funcdl.optim._transforms import (
+    _global_norm,
+    _may_warn,
+    _multiplier,
+    _times,
+    scale_by_learning_rate,
+)
 
-__all__ = ["MadgradState", "MomoAdamState", "MomoState", "acprop", "madgrad", "momo",
-           "momo_adam", "scale_by_acprop", "scale_by_madgrad"]
+__all__ = ["MomoAdamState", "MomoState", "momo", "momo_adam", "polyak_sgd", "scale_by_polyak"]
 
 Tree = Any
-# optax's guard on MoMo's step, jnp.finfo(float).eps: float64's whatever the params' dtype
 _TINY = float(np.finfo(np.float64).eps)
-
-
-class MadgradState(NamedTuple):
-    """optax's fields: the updates applied, the weighted sums of ``g²`` and of ``g``, and
-    the params at ``init``."""
-
-    count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
-    grad_sum_sq: Tree
-    s: Tree
-    x0: Tree
 
 
 class MomoState(NamedTuple):
@@ -84,130 +80,65 @@ class MomoAdamState(NamedTuple):
     count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
 
 
-# ---------------------------------------------------------------------------- MADGRAD
-
-def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: float = 0.9,
-                     eps: float = 1e-6) -> GradientTransformation:
-    """optax.contrib's ``scale_by_madgrad``, a dual-averaged step that already holds the
-    learning rate. With ``t`` the updates already applied and ``λ = (lr + eps)·sqrt(t+1)``:
-    ``G = G + λ·g²``; ``s = s + λ·g``; ``z = x0 - s / (cbrt(G) + eps)``; ``u = (1-m)·z +
-    m·p - p`` (``m = momentum``, ``x0`` the params at ``init``). Needs params. State
-    ``MadgradState(count, grad_sum_sq, s, x0)``."""
-    name = "scale_by_madgrad"
-    rate = check_lr(name, learning_rate)
-    mom = check_float(name, "momentum", momentum, high=1.0)
+def polyak_args(name: str, f_min: Any, max_learning_rate: Any, eps: Any, variant: Any
+                ) -> tuple[float, float, float, bool]:
+    """``scale_by_polyak``'s arguments checked, their errors naming ``name``: ``(f_min,
+    max_learning_rate, eps, plus)``, ``plus`` for the 'sps+' variant."""
+    f_min = check_float(name, "f_min", f_min, low=-np.inf)
+    top = check_float(name, "max_learning_rate", max_learning_rate)
     eps = check_float(name, "eps", eps)
-
-    def init(params: Tree) -> MadgradState:
-        check_float_params(f"{name}.init", params, eps or None)
-        zeros = tree.zeros_like
-        # a copy: x0 must outlive params the caller may later change in place
-        return MadgradState(zero_count(), zeros(params), zeros(params),
-                            tree.map(np.array, params))
-
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, MadgradState]:
-        check_state(name, state, MadgradState)
-        needs_params(name, params)
-        count = read_count(f"{name}.update", state.count)
-        lam = (value_at(name, "lr", rate, count) + eps) * math.sqrt(count + 1)
-
-        def leaf(g: Any, p: Any, x0: Any, gsq: Any, s: Any) -> tuple[Any, Any, Any]:
-            real_grad(g)
-            p = real_param(p)
-            gsq_new = like(gsq + lam * (g * g), gsq)
-            s_new = like(s + lam * g, s)
-            z = x0 - s_new / (np.cbrt(gsq_new) + eps)
-            return like(((1.0 - mom) * z + mom * p) - p, s), gsq_new, s_new
-
-        with np.errstate(all="ignore"):  # inf and NaN grads: inf and NaN steps, silently
-            out, gsq, s = leafwise(
-                f"{name}.update", leaf, (grads, params, state.x0, state.grad_sum_sq, state.s),
-                ("grads", "params", "state.x0", "state.grad_sum_sq", "state.s"), n_out=3,
-                elementwise=True)
-        return out, MadgradState(next_count(count), gsq, s, state.x0)
-
-    return transform(name, init, update)
+    plus = choice_arg(variant, name, "variant", ("sps", "sps+")) == "sps+"
+    return f_min, top, eps, plus
 
 
-def madgrad(learning_rate: ScalarOrSchedule, momentum: float = 0.9,
-            weight_decay: ScalarOrSchedule = 0.0, eps: float = 1e-6) -> GradientTransformation:
-    """MADGRAD, as optax.contrib's ``madgrad``: ``g ← g + wd·p`` (L2, before the step),
-    then ``scale_by_madgrad``'s step, which holds ``lr`` (no lr stage follows).
+def scale_by_polyak(f_min: float = 0.0, max_learning_rate: float = 1.0, eps: float = 0.0,
+                    variant: str = "sps") -> GradientTransformation:
+    """optax's ``scale_by_polyak`` (Loizou et al. 2021): ``u = s·g`` with the Polyak step
+    ``s = min((f - f_min) / (‖g‖² + eps), max_learning_rate)``, ``f`` the loss, ‖g‖ the
+    global norm; ``s = 0`` where ``‖g‖² + eps`` is at most float64's epsilon. 'sps+' takes
+    ``max(f - f_min, 0)``. ``update(state, grads, params, value=loss)`` (``chain`` forwards
+    ``value=``). State ``EmptyState``."""
+    name = "scale_by_polyak"
+    f_min, top, eps, plus = polyak_args(name, f_min, max_learning_rate, eps, variant)
 
-    Stages: ``weight_decay`` (left out at 0), ``madgrad``.
+    def update(state: Any, grads: Tree, params: Tree = None, *, value: Any = None
+               ) -> tuple[Tree, EmptyState]:
+        where = f"{name}.update"
+        check_state(name, state, EmptyState)
+        if value is None:
+            raise TypeError(f"{where}: needs the loss: call update(state, grads, params, "
+                            f"value=loss) (chain(...).update forwards value= to it)")
+        loss = read_loss(where, "value (the loss) must be a real number", value,
+                         "pass the scalar loss, e.g. value=float(loss)")
+        norm = _global_norm(where, grads, grads=True)
+        sq = norm * norm  # not norm**2: a Python float power raises past float64's range
+        gap = loss - f_min
+        if plus and gap < 0.0:
+            gap = 0.0
+        den = sq + eps
+        with np.errstate(all="ignore"):  # inf and NaN losses or grads: a NaN step, silently
+            step = 0.0 if den <= _TINY else float(np.minimum(np.float64(gap) / den, top))
+        return _times(name, _multiplier(step), grads, params, _may_warn(step)), state
+
+    return transform(name, empty_init(), update)
+
+
+def polyak_sgd(max_learning_rate: float = 1.0, scaling: ScalarOrSchedule = 1.0,
+               f_min: float = 0.0, eps: float = 0.0, variant: str = "sps"
+               ) -> GradientTransformation:
+    """SGD with the Polyak step size (Loizou et al. 2021), as optax's ``polyak_sgd``: with
+    ``d = -scaling·g``, ``p ← p + min((f - f_min) / (‖d‖² + eps), max_learning_rate)·d``
+    (see ``scale_by_polyak``; ``scaling`` a float or a schedule).
+    ``update(state, grads, params, value=loss)``.
+
+    Stages: ``lr`` (``scaling``), ``polyak``.
     """
-    name = "madgrad"
-    rate = check_lr(name, learning_rate)
-    mom = check_float(name, "momentum", momentum, high=1.0)
-    eps = check_float(name, "eps", eps)
-    stages: _Stages = []
-    _weight_decay(stages, _decay(name, weight_decay))
-    stages.append(("madgrad", scale_by_madgrad(rate, mom, eps)))
-    return _alias(name, stages)
+    name = "polyak_sgd"
+    scale = check_float_or_schedule(name, "scaling", scaling, "scaling")
+    f_min, top, eps, plus = polyak_args(name, f_min, max_learning_rate, eps, variant)
+    polyak = scale_by_polyak(f_min, top, eps, "sps+" if plus else "sps")
+    return _alias(name, [("lr", scale_by_learning_rate(scale)), ("polyak", polyak)])
 
-
-# ---------------------------------------------------------------------------- ACProp
-
-def scale_by_acprop(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
-                    eps_root: float = 1e-16) -> GradientTransformation:
-    """optax.contrib's ``scale_by_acprop``: the step divides by the second moment BEFORE
-    this update. With ``t`` the updates already applied: ``u = g / (sqrt(s / (1-b2^t)) +
-    eps)`` (``g / (1 + eps)`` at ``t = 0``); then ``m = b1·m + (1-b1)·g`` and ``s = b2·s +
-    (1-b2)·(g - m_old)² + eps_root``. State ``ScaleByBeliefState(count, mu, nu)``."""
-    name = "scale_by_acprop"
-    b1 = check_float(name, "b1", b1, high=1.0)
-    b2 = check_float(name, "b2", b2, high=1.0, open_high=True)  # 1 divides by 1 - b2^t = 0
-    eps = check_float(name, "eps", eps)
-    eps_root = check_float(name, "eps_root", eps_root)
-
-    init = belief_init(name, eps, eps_root)
-
-    def update(state: Any, grads: Tree, params: Tree = None
-               ) -> tuple[Tree, ScaleByBeliefState]:
-        del params
-        check_state(name, state, ScaleByBeliefState)
-        count = read_count(f"{name}.update", state.count)
-        bc = 1.0 - b2**count if count else 1.0
-
-        def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
-            real_grad(g)
-            e = g - m
-            m_new = like((1.0 - b1) * g + b1 * m, m)
-            v_new = like((1.0 - b2) * (e * e) + b2 * v + eps_root, v)
-            # at t = 0 optax's corrected moment is 1, not the 0 stored
-            u = g / (1.0 + eps) if count == 0 else g / (np.sqrt(v / bc) + eps)
-            return like(u, m), m_new, v_new
-
-        with np.errstate(all="ignore"):  # inf and NaN, silently, as scale_by_adam
-            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                                   ("grads", "state.mu", "state.nu"), n_out=3,
-                                   elementwise=True)
-        return out, ScaleByBeliefState(next_count(count), mu, nu)
-
-    return transform(name, init, update)
-
-
-def acprop(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-           eps: float = 1e-16, eps_root: float = 1e-16, weight_decay: ScalarOrSchedule = 0.0,
-           mask: Any = None) -> GradientTransformation:
-    """ACProp, as optax.contrib's ``acprop``: ``p ← p - lr·(u + wd·p)``, ``u``
-    ``scale_by_acprop``'s (decoupled weight decay, ``mask`` as ``adamw``'s).
-
-    Stages: ``acprop``, ``weight_decay`` (a ``masked`` one with a mask), ``lr``.
-    """
-    name = "acprop"
-    rate = check_lr(name, learning_rate)
-    b1 = check_float(name, "b1", b1, high=1.0)
-    b2 = check_float(name, "b2", b2, high=1.0, open_high=True)
-    eps = check_float(name, "eps", eps)
-    eps_root = check_float(name, "eps_root", eps_root)
-    stages: _Stages = [("acprop", scale_by_acprop(b1, b2, eps, eps_root))]
-    _weight_decay(stages, _decay(name, weight_decay), mask, name)
-    stages.append(("lr", scale_by_learning_rate(rate)))
-    return _alias(name, stages)
-
-
-# ---------------------------------------------------------------------------- MoMo
 
 def _momo_args(name: str, lr: Any, lower_bound: Any, weight_decay: Any,
                adapt_lower_bound: Any) -> tuple[ScalarOrSchedule, float, float, bool]:

@@ -1,9 +1,6 @@
-"""optax's small wrappers (split from ``_partition``): ``apply_if_finite`` (skip updates
-holding inf or NaN), ``conditionally_transform`` / ``conditionally_mask`` (run a transform at
-chosen steps only), ``stateless`` / ``stateless_with_tree_map`` (a transform from a
-function), and the target-network updates ``incremental_update`` (Polyak averaging) and
-``periodic_update``. optax's ``scale_gradient`` is left out: it is a JAX stop-gradient
-trick, with no meaning without JAX's autodiff."""
+"""optax's conditional wrappers: ``apply_if_finite`` (skip updates holding inf or NaN, counting
+the skips), ``conditionally_transform`` / ``conditionally_mask`` (run a transform at chosen
+steps only, its updates passed through or zeroed at the others)."""
 
 from __future__ import annotations
 
@@ -18,33 +15,20 @@ from funcdl._args import bool_arg
 from funcdl.optim._base import (
     COUNT_END,
     Count,
-    EmptyState,
     GradientTransformation,
     _check_transforms,
     check_state,
-    empty_init,
-    leafwise,
-    like,
     next_count,
-    param_dtype_error,
     read_count,
-    real_grad,
     transform,
     zero_count,
 )
-from funcdl.optim._checks import check_float, real_leaf, real_param, same_trees
-from funcdl.optim._keywords import (
-    Keywords,
-    check_extra,
-    extra_keywords,
-    forwarded,
-    show_keywords,
-)
+from funcdl.optim._checks import real_leaf
+from funcdl.optim._keywords import Keywords, check_extra, extra_keywords, forwarded, show_keywords
 from funcdl.optim._schedules import _steps
 
 __all__ = ["ApplyIfFiniteState", "ConditionallyMaskState", "ConditionallyTransformState",
-           "apply_if_finite", "conditionally_mask", "conditionally_transform",
-           "incremental_update", "periodic_update", "stateless", "stateless_with_tree_map"]
+           "apply_if_finite", "conditionally_mask", "conditionally_transform"]
 
 Tree = Any
 
@@ -194,89 +178,3 @@ def _condition_keywords(fn: Any) -> Keywords:
         return None
     return frozenset(p.name for p in parameters if p.kind in (
         inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
-
-
-def stateless(f: Callable[[Tree, Tree], Tree]) -> GradientTransformation:
-    """optax's ``stateless``: ``u = f(g, params)`` on whole trees (``params`` may be None).
-    The grads and params must be real floating point, and ``f`` must return a tree of the
-    grads' structure and leaf shapes. State ``EmptyState()``. Example: ``stateless(lambda
-    g, p: tree.map(np.sign, g))``."""
-    name = "stateless"
-    if not callable(f):
-        raise TypeError(f"{name}: f must be a function (updates, params) -> updates, got "
-                        f"{type(f).__name__}")
-
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
-        where = f"{name}.update"
-        check_state(name, state, EmptyState)
-        _real_grads(where, grads)
-        if params is not None:
-            same_trees(where, grads, params, ("grads", "params"), shapes=True)
-            odd = tree.odd_leaf(params, "f")
-            if odd is not None:
-                raise param_dtype_error(where, *odd)
-        out = f(grads, params)
-        same_trees(where, grads, out, ("grads", "f(grads, params)"), shapes=True)
-        return out, state
-
-    return transform(name, empty_init(), update)
-
-
-def stateless_with_tree_map(f: Callable[[Any, Any], Any]) -> GradientTransformation:
-    """optax's ``stateless_with_tree_map``: ``u_i = f(g_i, p_i)`` leaf by leaf (``p_i =
-    None`` when the update gets no params; grads and params real floating point). State
-    ``EmptyState()``. Example: ``stateless_with_tree_map(lambda g, p: g + 1e-4 * p)``."""
-    name = "stateless_with_tree_map"
-    if not callable(f):
-        raise TypeError(f"{name}: f must be a function (update leaf, param leaf) -> update "
-                        f"leaf, got {type(f).__name__}")
-
-    def leaf(g: Any, p: Any = None) -> Any:
-        real_grad(g)
-        if p is not None:
-            real_param(p)
-        return f(g, p)
-
-    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
-        check_state(name, state, EmptyState)
-        where = f"{name}.update"
-        if params is None:
-            (out,) = leafwise(where, leaf, (grads,), ("grads",))
-        else:
-            (out,) = leafwise(where, leaf, (grads, params), ("grads", "params"))
-        # as stateless: f's leaves must be updates, each its grad's shape (a (1,) for a
-        # (4,) would be broadcast, or named by the next stage, far from f)
-        same_trees(where, grads, out, ("grads", "f(g, p) per leaf"), shapes=True)
-        _real_grads(where, out)
-        return out, state
-
-    return transform(name, empty_init(), update)
-
-
-def incremental_update(new_tensors: Tree, old_tensors: Tree, step_size: float) -> Tree:
-    """optax's ``incremental_update`` (Polyak averaging, a target network's soft update):
-    ``step_size · new + (1 - step_size) · old`` leaf by leaf, ``step_size`` in [0, 1]. Each
-    result keeps its ``old_tensors`` leaf's dtype (float32 stays float32). Nothing is
-    mutated."""
-    name = "incremental_update"
-    s = check_float(name, "step_size", step_size, high=1.0)
-
-    def leaf(new: Any, old: Any) -> Any:
-        n, o = real_param(new), real_param(old)
-        return like(s * n + (1.0 - s) * o, o)
-
-    with np.errstate(all="ignore"):  # inf and NaN: carried silently, as optax's
-        return leafwise(name, leaf, (new_tensors, old_tensors),
-                        ("new_tensors", "old_tensors"))[0]
-
-
-def periodic_update(new_tensors: Tree, old_tensors: Tree, steps: int, update_period: int
-                    ) -> Tree:
-    """optax's ``periodic_update`` (a target network's hard update): ``new_tensors`` when
-    ``steps % update_period == 0``, else ``old_tensors``, returned as they are (not
-    copied). The two trees must agree in structure and leaf shapes."""
-    name = "periodic_update"
-    step = _steps(name, "steps", steps)
-    period = _steps(name, "update_period", update_period, positive=True)
-    same_trees(name, new_tensors, old_tensors, ("new_tensors", "old_tensors"), shapes=True)
-    return new_tensors if step % period == 0 else old_tensors

@@ -1,7 +1,8 @@
-"""More of optax's schedules: the one-cycle policy (linear and cosine), linear warmup then a
-constant or exponential decay, and SGDR's warm restarts. Conventions as in ``_schedules``:
-``count`` is the number of updates already applied, an array of counts gives an array of
-values, and the arguments are checked when the schedule is made, errors naming it."""
+"""Schedules joined from pieces, as optax's: the one-cycle policy (linear and cosine), linear
+warmup then a constant or exponential decay, SGDR's warm restarts, and
+``piecewise_interpolate_schedule``. Conventions as in ``_schedules``: ``count`` is the number
+of updates already applied, an array of counts gives an array of values, and the arguments
+are checked when the schedule is made, errors naming it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from funcdl._args import bool_arg, real_arg
+from funcdl._args import bool_arg, choice_arg, real_arg
 from funcdl.optim._base import Schedule
 from funcdl.optim._checks import check_float, schedule_factory
 from funcdl.optim._schedules import (
+    _boundaries,
     _over_counts,
     _steps,
     _value,
@@ -22,13 +24,8 @@ from funcdl.optim._schedules import (
     warmup_cosine_decay_schedule,
 )
 
-__all__ = [
-    "cosine_onecycle_schedule",
-    "linear_onecycle_schedule",
-    "sgdr_schedule",
-    "warmup_constant_schedule",
-    "warmup_exponential_decay_schedule",
-]
+__all__ = ["cosine_onecycle_schedule", "linear_onecycle_schedule", "piecewise_interpolate_schedule",
+           "sgdr_schedule", "warmup_constant_schedule", "warmup_exponential_decay_schedule"]
 
 
 def _interpolated(name: str, cosine: bool, init: float,
@@ -192,3 +189,25 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Schedule:
         step += _steps(name, f"cosine_kwargs[{i}]['decay_steps']", kw["decay_steps"])
         boundaries.append(step)
     return join_schedules(schedules, boundaries[:-1])
+
+
+@schedule_factory
+def piecewise_interpolate_schedule(interpolate_type: str, init_value: float,
+                                   boundaries_and_scales: Mapping[int, float] | None = None
+                                   ) -> Schedule:
+    """optax's: with the boundaries sorted, ``0 = b_0 < b_1 < ...``, and their scales
+    ``s_i``, the values ``v_0 = init_value``, ``v_{i+1} = v_i·s_{i+1}``; from ``b_i`` to
+    ``b_{i+1}`` the schedule goes from ``v_i`` to ``v_{i+1}``, linearly or along a half
+    cosine (``interpolate_type`` 'linear' or 'cosine'), at ``pct = (t - b_i) / (b_{i+1} -
+    b_i)``; from the last boundary on it is the last value (``init_value`` with no
+    boundaries), and before count 0 it is 0. E.g. ``('linear', 1.0, {4: 0.1, 8: 0.01})``
+    gives 1, 0.55, 0.1, 0.0505, 0.001 at counts 0, 2, 4, 6, 8. A boundary at 0 sets the
+    value from count 0. Boundaries are ints >= 0, scales finite and >= 0, and the values
+    reached must be finite.
+    """
+    name = "piecewise_interpolate_schedule"
+    choice_arg(interpolate_type, name, "interpolate_type", ("linear", "cosine"))
+    v0 = _value(name, "init_value", init_value)
+    pairs = _boundaries(name, boundaries_and_scales)
+    return _interpolated(name, interpolate_type == "cosine", v0, pairs,
+                         fix="pass smaller scales")

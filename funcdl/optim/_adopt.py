@@ -1,5 +1,5 @@
-"""Research optimizers from ``optax.contrib`` beyond schedule-free and Muon: ADOPT
-(Taniguchi et al. 2024), with optax's semantics."""
+"""ADOPT (Taniguchi et al. 2024), as ``optax.contrib``'s: ``scale_by_adopt`` and the ``adopt``
+alias, with optax's semantics."""
 
 from __future__ import annotations
 

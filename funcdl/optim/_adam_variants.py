@@ -1,14 +1,19 @@
-"""More Adam-like directions: Adamax (optax's and torch's), Rectified Adam (optax's, with
-torch's ``eps`` as an option) and torch's NAdam (optax's NAdam is ``scale_by_adam(
-nesterov=True)``). Notation as in ``_transforms``; ``t = count + 1`` is the step being
-taken, 1 at the first update. As in ``_adaptive``: each ``init`` refuses params that are
-not real floating point (and an ``eps`` that rounds to 0 in their dtype), each ``update``
-such grads; inf and NaN gradients give inf and NaN steps silently; the state keeps the
-params' dtype, and the step is in the state's dtype."""
+"""Adam's relatives as transforms, each with its model's update formula: Adamax (optax's and
+torch's), Rectified Adam (optax's, with torch's ``eps`` as an option), torch's NAdam (optax's
+NAdam is ``scale_by_adam(nesterov=True)``), AdaBelief and Yogi (optax's), and ACProp
+(``optax.contrib``'s: AdaBelief's second moment, the step divided by it as it was before
+the update). Their aliases are in
+``_adam_aliases``; AMSGrad is in ``_amsgrad``, AdEMAMix in ``_ademamix``, Adan in ``_adan``.
+Notation as in ``_transforms``; ``t = count + 1`` is the step being taken, 1 at the first
+update. As in ``_adaptive``: each ``init`` refuses params that are not real floating point
+(and an ``eps`` that rounds to 0 in their dtype), each ``update`` such grads; inf and NaN
+gradients give inf and NaN steps silently; the state keeps the params' dtype, and the step is
+in the state's dtype."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -28,15 +33,11 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._checks import check_betas, check_float, check_float_params
+from funcdl.optim._checks import check_betas, check_float, check_float_params, full_in
 
-__all__ = [
-    "ScaleByAdamaxState",
-    "ScaleByNadamState",
-    "scale_by_adamax",
-    "scale_by_nadam",
-    "scale_by_radam",
-]
+__all__ = ["ScaleByAdamaxState", "ScaleByBeliefState", "ScaleByNadamState", "scale_by_acprop",
+           "scale_by_adamax", "scale_by_belief", "scale_by_nadam", "scale_by_radam",
+           "scale_by_yogi"]
 
 Tree = Any
 
@@ -52,6 +53,12 @@ class ScaleByNadamState(NamedTuple):
     mu_product: Any  # Π_{i<=t} μ_i, a float64 NumPy scalar (torch: mu_product)
     mu: Tree
     nu: Tree
+
+
+class ScaleByBeliefState(NamedTuple):
+    count: Count  # type: ignore[assignment]  # shadows tuple.count, as in optax
+    mu: Tree  # running mean of g
+    nu: Tree  # running mean of (g - mu)², eps_root added at every step (as optax)
 
 
 def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
@@ -221,5 +228,141 @@ def scale_by_nadam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                                    ("grads", "state.mu", "state.nu"), n_out=3,
                                    elementwise=True)
         return out, ScaleByNadamState(next_count(count), np.float64(product), mu, nu)
+
+    return transform(name, init, update)
+
+
+def belief_init(name: str, eps: float, eps_root: float) -> Callable[[Tree], Any]:
+    """The init of AdaBelief's state, ``ScaleByBeliefState(count, mu, nu)`` of zeros (ACProp's
+    too): params refused when eps and eps_root both round to 0 there (float16: 0/0 steps)."""
+
+    def init(params: Tree) -> ScaleByBeliefState:
+        check_float_params(f"{name}.init", params, max(eps, eps_root) or None)
+        return ScaleByBeliefState(zero_count(), tree.zeros_like(params),
+                                  tree.zeros_like(params))
+
+    return init
+
+
+def scale_by_belief(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
+                    eps_root: float = 1e-16, *, nesterov: bool = False
+                    ) -> GradientTransformation:
+    """optax's ``scale_by_belief`` (AdaBelief): ``m = b1·m + (1-b1)·g``;
+    ``s = b2·s + (1-b2)·(g - m)² + eps_root`` (``eps_root`` stays in ``s``, as optax);
+    ``u = m̂ / (sqrt(ŝ) + eps)``, ``m̂ = m/(1-b1^t)``, ``ŝ = s/(1-b2^t)``; ``nesterov``:
+    ``m̂ = b1·m/(1-b1^(t+1)) + (1-b1)·g/(1-b1^t)``. State ``ScaleByBeliefState(count, mu,
+    nu)``."""
+    name = "scale_by_belief"
+    b1, b2 = check_betas(name, b1, b2)
+    eps = check_float(name, "eps", eps)
+    eps_root = check_float(name, "eps_root", eps_root)
+    nest = bool_arg(nesterov, name, "nesterov")
+
+    init = belief_init(name, eps, eps_root)
+
+    def update(state: Any, grads: Tree, params: Tree = None
+               ) -> tuple[Tree, ScaleByBeliefState]:
+        del params
+        check_state(name, state, ScaleByBeliefState)
+        count = read_count(f"{name}.update", state.count)
+        t = count + 1
+        bc1, inv_sqrt_bc2 = 1.0 - b1**t, 1.0 / math.sqrt(1.0 - b2**t)
+        ahead, now = b1 / (1.0 - b1 ** (t + 1)), (1.0 - b1) / bc1
+
+        def leaf(g: Any, m: Any, s: Any) -> tuple[Any, Any, Any]:
+            real_grad(g)
+            m_new = like(b1 * m + (1.0 - b1) * g, m)
+            r = g - m_new
+            s_new = like(b2 * s + (1.0 - b2) * (r * r) + eps_root, s)
+            m_hat = m_new * ahead + g * now if nest else m_new / bc1
+            return like(m_hat / (np.sqrt(s_new) * inv_sqrt_bc2 + eps), s_new), m_new, s_new
+
+        with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
+            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
+                                   ("grads", "state.mu", "state.nu"), n_out=3,
+                                   elementwise=True)
+        return out, ScaleByBeliefState(next_count(count), mu, nu)
+
+    return transform(name, init, update)
+
+
+def scale_by_yogi(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-3,
+                  eps_root: float = 0.0, initial_accumulator_value: float = 1e-6
+                  ) -> GradientTransformation:
+    """optax's ``scale_by_yogi``: ``m = b1·m + (1-b1)·g``;
+    ``v = v - (1-b2)·sign(v - g²)·g²`` (v moves towards g² by at most (1-b2)·g², additively,
+    where Adam's moves multiplicatively); ``u = m̂ / (sqrt(v̂ + eps_root) + eps)``, ``m̂``,
+    ``v̂`` bias-corrected as Adam's. ``m`` and ``v`` both start at
+    ``initial_accumulator_value`` (as optax). State ``ScaleByAdamState(count, mu, nu)``."""
+    name = "scale_by_yogi"
+    b1, b2 = check_betas(name, b1, b2)
+    eps = check_float(name, "eps", eps)
+    eps_root = check_float(name, "eps_root", eps_root)
+    start = check_float(name, "initial_accumulator_value", initial_accumulator_value)
+
+    def init(params: Tree) -> ScaleByAdamState:
+        check_float_params(f"{name}.init", params, eps)
+        return ScaleByAdamState(zero_count(), full_in(params, start), full_in(params, start))
+
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByAdamState]:
+        del params
+        check_state(name, state, ScaleByAdamState)
+        count = read_count(f"{name}.update", state.count)
+        t = count + 1
+        bc1, inv_bc2 = 1.0 - b1**t, 1.0 / (1.0 - b2**t)
+
+        def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
+            real_grad(g)
+            m_new = like(b1 * m + (1.0 - b1) * g, m)
+            g2 = g * g
+            v_new = like(v - (1.0 - b2) * np.sign(v - g2) * g2, v)
+            root = np.sqrt(v_new * inv_bc2 + eps_root) if eps_root else \
+                np.sqrt(v_new * inv_bc2)
+            return like(m_new / bc1 / (root + eps), v_new), m_new, v_new
+
+        with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
+            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
+                                   ("grads", "state.mu", "state.nu"), n_out=3,
+                                   elementwise=True)
+        return out, ScaleByAdamState(next_count(count), mu, nu)
+
+    return transform(name, init, update)
+
+
+def scale_by_acprop(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
+                    eps_root: float = 1e-16) -> GradientTransformation:
+    """optax.contrib's ``scale_by_acprop``: the step divides by the second moment BEFORE
+    this update. With ``t`` the updates already applied: ``u = g / (sqrt(s / (1-b2^t)) +
+    eps)`` (``g / (1 + eps)`` at ``t = 0``); then ``m = b1·m + (1-b1)·g`` and ``s = b2·s +
+    (1-b2)·(g - m_old)² + eps_root``. State ``ScaleByBeliefState(count, mu, nu)``."""
+    name = "scale_by_acprop"
+    b1 = check_float(name, "b1", b1, high=1.0)
+    b2 = check_float(name, "b2", b2, high=1.0, open_high=True)  # 1 divides by 1 - b2^t = 0
+    eps = check_float(name, "eps", eps)
+    eps_root = check_float(name, "eps_root", eps_root)
+
+    init = belief_init(name, eps, eps_root)
+
+    def update(state: Any, grads: Tree, params: Tree = None
+               ) -> tuple[Tree, ScaleByBeliefState]:
+        del params
+        check_state(name, state, ScaleByBeliefState)
+        count = read_count(f"{name}.update", state.count)
+        bc = 1.0 - b2**count if count else 1.0
+
+        def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
+            real_grad(g)
+            e = g - m
+            m_new = like((1.0 - b1) * g + b1 * m, m)
+            v_new = like((1.0 - b2) * (e * e) + b2 * v + eps_root, v)
+            # at t = 0 optax's corrected moment is 1, not the 0 stored
+            u = g / (1.0 + eps) if count == 0 else g / (np.sqrt(v / bc) + eps)
+            return like(u, m), m_new, v_new
+
+        with np.errstate(all="ignore"):  # inf and NaN, silently, as scale_by_adam
+            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
+                                   ("grads", "state.mu", "state.nu"), n_out=3,
+                                   elementwise=True)
+        return out, ScaleByBeliefState(next_count(count), mu, nu)
 
     return transform(name, init, update)

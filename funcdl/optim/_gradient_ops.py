@@ -1,6 +1,8 @@
-"""More transforms as optax's: adaptive gradient clipping (``adaptive_grad_clip``, unit-wise
-norms), ``zero_nans``, ``keep_params_nonnegative`` and ``add_noise`` (annealed Gaussian
-gradient noise, from an explicit ``funcdl.random`` key). Notation as in ``_transforms``."""
+"""Transforms that edit the gradient before an optimizer sees it, as optax's: adaptive gradient
+clipping (``adaptive_grad_clip``, unit-wise norms), ``centralize`` (gradient centralization),
+``zero_nans``, ``keep_params_nonnegative`` and ``add_noise`` (annealed Gaussian gradient noise,
+from an explicit ``funcdl.random`` key), with the ``noisy_sgd`` alias. Notation as in
+``_transforms``."""
 
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import random, tree
+from funcdl.optim._alias import _alias
 from funcdl.optim._base import (
     Count,
     EmptyState,
     GradientTransformation,
+    ScalarOrSchedule,
     check_state,
     empty_init,
     leafwise,
@@ -26,21 +30,17 @@ from funcdl.optim._base import (
 from funcdl.optim._checks import (
     check_float,
     check_float_params,
+    check_lr,
     needs_params,
     param_leaf,
     real_leaf,
     real_param,
     walk,
 )
+from funcdl.optim._transforms import scale_by_learning_rate
 
-__all__ = [
-    "AddNoiseState",
-    "ZeroNansState",
-    "adaptive_grad_clip",
-    "add_noise",
-    "keep_params_nonnegative",
-    "zero_nans",
-]
+__all__ = ["AddNoiseState", "ZeroNansState", "adaptive_grad_clip", "add_noise", "centralize",
+           "keep_params_nonnegative", "noisy_sgd", "zero_nans"]
 
 Tree = Any
 
@@ -217,3 +217,50 @@ def add_noise(eta: float, gamma: float, key: Any) -> GradientTransformation:
         return out, AddNoiseState(next_count(count), next_key)
 
     return transform(name, init, update)
+
+
+# ---------------------------------------------------------------------------- centring
+
+def centralize() -> GradientTransformation:
+    """optax's ``centralize`` (gradient centralization, Yong et al. 2020): for a leaf of 2
+    dims or more, ``u = g - mean(g)``, the mean taken over every axis but the first (one
+    mean per index of axis 0, whatever the layer's layout: funcdl's dense kernel is
+    ``(in, out)``, so that is one mean per input row); a leaf of 0 or 1 dims (a bias) passes
+    unchanged. In ``g``'s dtype. State ``EmptyState``."""
+    name = "centralize"
+
+    def leaf(g: Any) -> Any:
+        real_grad(g)
+        a = np.asarray(g)
+        if a.ndim < 2 or a.size == 0:  # an empty leaf has no mean (and nothing to move)
+            return g
+        return a - a.mean(axis=tuple(range(1, a.ndim)), keepdims=True)
+
+    def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
+        del params
+        check_state(name, state, EmptyState)
+        with np.errstate(all="ignore"):  # inf - inf: NaN, silently
+            return leafwise(f"{name}.update", leaf, (grads,), ("grads",))[0], state
+
+    return transform(name, empty_init(), update)
+
+
+def noisy_sgd(lr: ScalarOrSchedule, eta: float = 0.01, gamma: float = 0.55, key: Any = None
+              ) -> GradientTransformation:
+    """Noisy SGD (Neelakantan et al. 2015), as optax's ``noisy_sgd``: ``p ← p - lr·(g +
+    σ·n)``, ``n`` standard normal, ``σ² = eta / (t + 1)^gamma`` (see ``add_noise``).
+
+    ``key`` is required: a ``funcdl.random.key(seed)`` (optax 0.2.8 falls back to seed 0,
+    with a warning, when none is given); the noise has optax's law, not JAX's bits.
+    Stages: ``noise``, ``lr``.
+    """
+    name = "noisy_sgd"
+    lr = check_lr(name, lr)
+    var = check_float(name, "eta (the noise variance at the first update)", eta)
+    decay = check_float(name, "gamma (the variance's decay exponent)", gamma)
+    if key is None:
+        raise TypeError(f"{name}: needs key=, the noise's funcdl.random.key(seed) (funcdl "
+                        f"keeps no global seed), got None")
+    k = random.check_key(key, name)
+    return _alias(name, [("noise", add_noise(var, decay, k)),
+                         ("lr", scale_by_learning_rate(lr))])
