@@ -39,6 +39,7 @@ from funcdl.losses._base import bound as bound  # for autodiff and testing
 from funcdl.losses._contrastive import _cosine_distance, _cosine_similarity, _ntxent
 from funcdl.losses._cross_entropy import _nll, _softmax_cross_entropy
 from funcdl.losses._ctc import _ctc
+from funcdl.losses._distributions import _gaussian_nll, _kl_div, _poisson_nll
 from funcdl.losses._elementwise import _bce, _bce_with_logits, _huber, _l1, _mse, _smooth_l1
 from funcdl.losses._focal import _log_cosh, _sigmoid_focal
 from funcdl.losses._margins import (
@@ -48,7 +49,6 @@ from funcdl.losses._margins import (
     _multilabel_soft_margin,
     _soft_margin,
 )
-from funcdl.losses._more import _gaussian_nll, _kl_div, _poisson_nll
 from funcdl.losses._pairs import _cosine_embedding, _margin_ranking, _triplet_margin
 from funcdl.losses._poly_hinge import _hinge, _poly_loss_cross_entropy, _squared_hinge
 from funcdl.losses._sparsemax import _multiclass_sparsemax, _sparsemax
