@@ -259,6 +259,20 @@ def test_an_input_of_no_entries_is_refused_whatever_its_batch():
         check_vjp(scale, {"a": np.ones(())}, np.zeros((3, 0)))
 
 
+def test_a_tuple_input_whose_first_array_has_an_empty_batch_is_refused():
+    # a user's layer that reads only the second array accepts the mixed batch; its first
+    # array's batch of 0 would be a check of nothing, so check_vjp refuses it too
+    second = Layer(lambda k, s: (s[1], {"a": np.ones((), np.float32)}),
+                   lambda p, x, **kw: p["a"] * x[1],
+                   lambda p, x, **kw: (p["a"] * x[1], lambda dy: (
+                       {"a": np.sum(dy * x[1])}, (np.zeros_like(x[0]), p["a"] * dy))),
+                   name="Second")
+    with pytest.raises(ValueError, match=r"^check_vjp\(Second\): x is empty \(shape "
+                                         r"\[\(0, 3\), \(2, 3\)\]\)"):
+        check_vjp(second, {"a": np.ones(())}, (np.zeros((0, 3)), np.ones((2, 3))))
+    check_vjp(second, {"a": np.ones(())}, (np.zeros((2, 3)), np.ones((2, 3))))
+
+
 # ------------------------------------------------------------------ 6. what is documented
 
 def test_the_docstrings_say_where_float32_and_training_are_checked():
