@@ -23,7 +23,8 @@ def depthwise_path(request, monkeypatch):
     tiling and with the broadcast repeat; 'dispatched' as the layer picks (Og > 2 group-major
     while the im2col buffer is small); 'rows' and 'pieces' on the NHWC path in pieces
     (_grouped._blocks) of one output row, and of 700 bytes: a float64 Conv2D example of
-    these cases is 1-3 pieces of rows, the last shorter; two Conv1D examples make one."""
+    these cases is one piece (the stride-2 and VALID cases) or 3-9 pieces of 1-3 rows (the
+    first case's last piece shorter); a piece holds one to three Conv1D examples."""
     def refuse(*args):
         raise AssertionError("Cg = 1 went group-major")
 

@@ -103,14 +103,14 @@ GRID = [  # kernel, stride, padding, output_padding, dilation, C, out, groups
 ]
 
 
-@pytest.mark.parametrize("block", [None, 1, 150], ids=["whole", "rows", "pieces"])
+@pytest.mark.parametrize("block", [None, 1, 300], ids=["whole", "rows", "pieces"])
 @pytest.mark.parametrize(("kernel", "stride", "padding", "op", "dilation", "c", "out", "groups"),
                          GRID)
 def test_matches_naive_loops(kernel, stride, padding, op, dilation, c, out, groups, block,
                              monkeypatch):
-    # block: depthwise's steps in pieces (_grouped._blocks) of one row, or of 150 bytes
-    # (the float64 (2, 3, 4, 4) input's rows are 128 bytes: one to a piece, then the
-    # output's (2, 2, 3, 4) examples, 192 bytes, as rows)
+    # block: depthwise's steps in pieces (_grouped._blocks) of one row, or of 300 bytes:
+    # the three steps piece the float64 (2, 3, 4, 4) input's shape, rows of 128 bytes, so
+    # two rows then one per example
     if block is not None:
         monkeypatch.setattr(_grouped, "_BLOCK", block)
     layer = ConvTranspose2D(out, kernel, stride=stride, padding=padding, output_padding=op,

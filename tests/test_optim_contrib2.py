@@ -1,7 +1,7 @@
-"""MADGRAD, ACProp, MoMo (``_madgrad``, ``_adam_variants``, ``_polyak``) and DP-SGD (``_dpsgd``)
-without a peer library: steps computed by hand, float32 kept, value= and key handling, bad
-arguments named, and the DP noise's law and reproducibility. The optax twins are in
-test_optim_contrib2_peers.py."""
+"""MADGRAD, ACProp, MoMo (``_madgrad``, ``_adam_variants`` / ``_adam_aliases``, ``_polyak``) and
+DP-SGD (``_dpsgd``) without a peer library: steps computed by hand, float32 kept, value= and key
+handling, bad arguments named, and the DP noise's law and reproducibility. The optax twins are
+in test_optim_contrib2_peers.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""funcdl's MADGRAD, ACProp, MoMo and DP-SGD (``_madgrad``, ``_adam_variants``, ``_polyak``,
-``_dpsgd``) against optax 0.2.8's optax.contrib twins: float64 updates and state numbers over 6
-steps on a three-leaf tree, agreeing to ~1e-14 relative. DP-SGD's noise comes from another
-generator: its clipping and mean are compared with noise_multiplier=0."""
+"""funcdl's MADGRAD, ACProp, MoMo and DP-SGD (``_madgrad``, ``_adam_variants`` / ``_adam_aliases``,
+``_polyak``, ``_dpsgd``) against optax 0.2.8's optax.contrib twins: float64 updates and state
+numbers over 6 steps on a three-leaf tree, agreeing to ~1e-14 relative. DP-SGD's noise comes
+from another generator: its clipping and mean are compared with noise_multiplier=0."""
 
 from __future__ import annotations
 

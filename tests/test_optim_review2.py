@@ -228,13 +228,13 @@ def test_sam_period_2_alternates_ascent_and_outer_step() -> None:
 
 def test_newton_schulz_normalises_by_the_shared_norm(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = muon_module._norm
+    real = muon_module.leaf_norm
 
     def counting(x: Any) -> float:
         calls.append(x.shape)
         return real(x)
 
-    monkeypatch.setattr(muon_module, "_norm", counting)
+    monkeypatch.setattr(muon_module, "leaf_norm", counting)
     x = RNG.normal(size=(8, 5))
     out = newton_schulz(x, ns_steps=0)  # no iteration: the normalised (wide) input
     np.testing.assert_allclose(out, x / (np.linalg.norm(x) + 1e-8), rtol=1e-14)

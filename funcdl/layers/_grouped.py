@@ -269,7 +269,8 @@ def _taps(w: Array, width: int) -> Array:
 
 def _blocks(out_shape: tuple[int, ...], itemsize: int) -> list[tuple[slice, int, int]]:
     """``(batch span, first row, end row)`` of an output ``(N, OH, OW, out)`` in pieces of
-    about ``_BLOCK`` bytes: whole examples while one fits, else runs of one example's rows.
+    about ``_BLOCK`` bytes: whole examples while one fits, else runs of one example's rows
+    (a row past ``_BLOCK`` is a piece of its own).
     Each piece is still one vectorised step per kernel offset; the pieces only keep the
     step's operands in the cache between the offsets."""
     n, oh, row = out_shape[0], out_shape[1], math.prod(out_shape[2:]) * itemsize

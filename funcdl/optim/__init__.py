@@ -52,20 +52,22 @@ Modules, one family each (a family's transforms and aliases together where they 
   ``yogi``, ``nadamw``, ``adamaxw``, ``acprop``), ``_amsgrad``, ``_ademamix``, ``_adan``,
   ``_adopt``, ``_madgrad``; ``_rms_variants`` (Adadelta, ``scale_by_rss``,
   ``scale_by_stddev``); ``_sign`` (signSGD, ``signum``, Lion, Rprop); ``_layerwise`` (the
-  trust ratio: LAMB, LARS; NovoGrad, Fromage, per-leaf norms); ``_factored`` (Adafactor, SM3);
-  ``_optimistic`` (optimistic gradient descent and Adam); ``_polyak`` (Polyak step sizes,
-  MoMo); ``_muon`` (Muon, Newton–Schulz); ``_sam`` (SAM); ``_schedule_free``; learning-rate
-  free: ``_lr_free`` (``prodigy``, ``dadapt_adamw``), ``_lr_free_dog`` (``dog``, ``dowg``,
-  ``cocob``), ``_lr_free_mechanic`` (``mechanize``); ``_dpsgd`` (DP-SGD); L-BFGS: ``_lbfgs``,
-  ``_linesearch`` (backtracking, the line searches' helpers), ``_zoom`` (strong Wolfe);
+  trust ratio: LAMB, LARS; NovoGrad, Fromage, per-leaf and global update norms); ``_factored``
+  (Adafactor, SM3); ``_optimistic`` (optimistic gradient descent and Adam); ``_polyak``
+  (Polyak step sizes, MoMo); ``_muon`` (Muon, Newton–Schulz); ``_sam`` (SAM);
+  ``_schedule_free``; learning-rate free: ``_lr_free`` (``prodigy``, ``dadapt_adamw``),
+  ``_lr_free_dog`` (``dog``, ``dowg``, ``cocob``), ``_lr_free_mechanic`` (``mechanize``);
+  ``_dpsgd`` (DP-SGD); L-BFGS: ``_lbfgs``, ``_linesearch`` (backtracking, the line searches'
+  helpers), ``_zoom`` (strong Wolfe);
 - gradient edits and wrappers: ``_gradient_ops`` (``adaptive_grad_clip``, ``centralize``,
-  ``zero_nans``, ``keep_params_nonnegative``, ``add_noise``), ``_masked`` (a transform on
-  some leaves only), ``_partition`` (a transform per group of leaves, torch's param groups;
-  ``freeze``, ``selective_transform``), ``_conditional`` (``apply_if_finite``,
+  ``zero_nans``, ``keep_params_nonnegative``, ``add_noise`` with ``noisy_sgd``), ``_masked``
+  (a transform on some leaves only), ``_partition`` (a transform per group of leaves, torch's
+  param groups; ``freeze``, ``selective_transform``), ``_conditional`` (``apply_if_finite``,
   ``conditionally_transform``, ``conditionally_mask``), ``_stateless`` (``stateless``,
   ``stateless_with_tree_map``, ``incremental_update``, ``periodic_update``), ``_wrappers``
-  (``apply_every``, ``multi_steps``, ``ema``, ``flatten``), ``_inject``
-  (``inject_hyperparams``), ``_lookahead``, ``_plateau`` (``reduce_on_plateau``);
+  (``apply_every``, ``multi_steps`` with ``skip_not_finite`` / ``skip_large_updates``,
+  ``ema``, ``flatten``), ``_inject`` (``inject_hyperparams``), ``_lookahead``, ``_plateau``
+  (``reduce_on_plateau``);
 - schedules: ``_schedules``, ``_joined_schedules`` (one-cycle, warmups, SGDR,
   ``piecewise_interpolate_schedule``), ``_torch_schedules`` (torch's ``OneCycleLR``).
 """

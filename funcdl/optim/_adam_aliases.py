@@ -2,9 +2,11 @@
 PyTorch's update formulas (``torch.optim.Adamax``, ``NAdam``, ``RAdam``: a run matches torch's
 step for step), ``amsgrad`` as optax's (torch's is ``adam(amsgrad=True)``), and, with optax's
 formulas, ``adabelief``, ``yogi``, ``nadamw``, ``adamaxw`` and ``acprop`` (torch has none of
-these). Each takes ``lr`` first (DESIGN.md's name; a float or a schedule), then its model's
-arguments in its order, then torch's weight decay options where it has them; its arguments are
-checked here, so that their errors name it. Each ``init`` refuses params that are not real
+these). Each takes ``lr`` first (DESIGN.md's name; a float or a schedule), but ``acprop``, which
+keeps optax.contrib's ``learning_rate``; then its model's arguments in its order, then its
+weight decay options (torch's for ``adamax``, ``nadam``, ``radam``; optax's ``weight_decay``
+and ``mask`` for ``nadamw``, ``adamaxw``, ``acprop``); its arguments are checked here, so that
+their errors name it. Each ``init`` refuses params that are not real
 floating point, naming the alias."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Argument checks shared by the transforms, aliases and schedules: each raises TypeError or
-ValueError naming the function, what it expected and what came. They run at construction or
-at ``init``; ``schedule_value`` is the one read at every update (once, not per leaf)."""
+ValueError naming the function, what it expected and what came. Most run at construction or
+at ``init``; ``schedule_value``, ``check_grads``, ``walk``, the leaf readers and the loss
+readers at every update. Also ``zeros_in`` / ``full_in``, the state leaves' constructors."""
 
 from __future__ import annotations
 
@@ -293,6 +294,12 @@ def real_leaf(name: str, what: str, path: str, g: Any) -> Any:
     return np.asarray(g)
 
 
+def real_grads(where: str, grads: Tree) -> list[Any]:
+    """The leaves of ``grads`` as arrays; a TypeError naming ``where`` and the leaf for one
+    that is not real floating point."""
+    return [real_leaf(where, "grads", path, g) for path, g in tree.leaves_with_path(grads)]
+
+
 def check_grads(where: str, grads: Tree, params: Tree, what: str = "grads") -> None:
     """Errors naming ``where`` (``"<name>.update"``) for no params, ``grads`` of another
     structure or leaf shapes than the params', a grads leaf or a param that is not real
@@ -338,6 +345,16 @@ def read_loss(where: str, need: str, value: Any, fix: str) -> float:
                   else f"{value!r:.60} ({type(value).__name__})")
         raise TypeError(f"{where}: {need}, got {shown_}; {fix}")
     return v
+
+
+def needed_loss(name: str, value: Any) -> float:
+    """The loss as a Python float (NaN and inf allowed: they never count as improvements,
+    as in optax), or an error naming ``name``."""
+    if value is None:
+        raise TypeError(f"{name}: needs the loss: call update(state, grads, params, "
+                        f"value=loss) (chain(...).update forwards value= to it)")
+    return read_loss(name, "value (the loss) must be a real number", value,
+                     "pass the scalar loss, e.g. value=float(loss)")
 
 
 def loss_float(value: Any) -> float | None:

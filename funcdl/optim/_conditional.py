@@ -23,7 +23,7 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._checks import real_leaf
+from funcdl.optim._checks import real_grads
 from funcdl.optim._keywords import Keywords, check_extra, extra_keywords, forwarded, show_keywords
 from funcdl.optim._schedules import _steps
 
@@ -50,15 +50,9 @@ class ConditionallyMaskState(NamedTuple):
     inner_state: Any
 
 
-def _real_grads(where: str, grads: Tree) -> list[Any]:
-    """The leaves of ``grads`` as arrays; a TypeError naming ``where`` and the leaf for one
-    that is not real floating point."""
-    return [real_leaf(where, "grads", path, g) for path, g in tree.leaves_with_path(grads)]
-
-
 def _real_and_finite(where: str, grads: Tree) -> bool:
     """Whether every entry of ``grads`` is finite, their dtypes checked first."""
-    return all(np.isfinite(a).all() for a in _real_grads(where, grads))
+    return all(np.isfinite(a).all() for a in real_grads(where, grads))
 
 
 def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int
@@ -159,7 +153,7 @@ def _conditional(name: str, inner: GradientTransformation, fn: Any, forward: Any
             updates, inner_state = inner.update(state.inner_state, grads, params,
                                                 **forwarded(extra, inner_keys))
         else:
-            _real_grads(f"{name}.update", grads)
+            real_grads(f"{name}.update", grads)
             updates = tree.zeros_like(grads) if zero else grads
             inner_state = state.inner_state
         return updates, cls(inner_state=inner_state, step=next_count(step))

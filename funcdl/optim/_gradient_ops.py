@@ -219,6 +219,27 @@ def add_noise(eta: float, gamma: float, key: Any) -> GradientTransformation:
     return transform(name, init, update)
 
 
+def noisy_sgd(lr: ScalarOrSchedule, eta: float = 0.01, gamma: float = 0.55, key: Any = None
+              ) -> GradientTransformation:
+    """Noisy SGD (Neelakantan et al. 2015), as optax's ``noisy_sgd``: ``p ← p - lr·(g +
+    σ·n)``, ``n`` standard normal, ``σ² = eta / (t + 1)^gamma`` (see ``add_noise``).
+
+    ``key`` is required: a ``funcdl.random.key(seed)`` (optax 0.2.8 falls back to seed 0,
+    with a warning, when none is given); the noise has optax's law, not JAX's bits.
+    Stages: ``noise``, ``lr``.
+    """
+    name = "noisy_sgd"
+    lr = check_lr(name, lr)
+    var = check_float(name, "eta (the noise variance at the first update)", eta)
+    decay = check_float(name, "gamma (the variance's decay exponent)", gamma)
+    if key is None:
+        raise TypeError(f"{name}: needs key=, the noise's funcdl.random.key(seed) (funcdl "
+                        f"keeps no global seed), got None")
+    k = random.check_key(key, name)
+    return _alias(name, [("noise", add_noise(var, decay, k)),
+                         ("lr", scale_by_learning_rate(lr))])
+
+
 # ---------------------------------------------------------------------------- centring
 
 def centralize() -> GradientTransformation:
@@ -243,24 +264,3 @@ def centralize() -> GradientTransformation:
             return leafwise(f"{name}.update", leaf, (grads,), ("grads",))[0], state
 
     return transform(name, empty_init(), update)
-
-
-def noisy_sgd(lr: ScalarOrSchedule, eta: float = 0.01, gamma: float = 0.55, key: Any = None
-              ) -> GradientTransformation:
-    """Noisy SGD (Neelakantan et al. 2015), as optax's ``noisy_sgd``: ``p ← p - lr·(g +
-    σ·n)``, ``n`` standard normal, ``σ² = eta / (t + 1)^gamma`` (see ``add_noise``).
-
-    ``key`` is required: a ``funcdl.random.key(seed)`` (optax 0.2.8 falls back to seed 0,
-    with a warning, when none is given); the noise has optax's law, not JAX's bits.
-    Stages: ``noise``, ``lr``.
-    """
-    name = "noisy_sgd"
-    lr = check_lr(name, lr)
-    var = check_float(name, "eta (the noise variance at the first update)", eta)
-    decay = check_float(name, "gamma (the variance's decay exponent)", gamma)
-    if key is None:
-        raise TypeError(f"{name}: needs key=, the noise's funcdl.random.key(seed) (funcdl "
-                        f"keeps no global seed), got None")
-    k = random.check_key(key, name)
-    return _alias(name, [("noise", add_noise(var, decay, k)),
-                         ("lr", scale_by_learning_rate(lr))])

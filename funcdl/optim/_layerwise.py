@@ -1,7 +1,9 @@
-"""Per-leaf (layer-wise) scaling, as optax's: ``scale_by_trust_ratio`` (LAMB's and LARS's ratio
-of the param norm to the update norm), ``scale_by_novograd`` (NovoGrad: one second moment
-per leaf), ``scale_by_param_block_norm`` and ``normalize_by_update_norm``; and the aliases
-built on them: ``lamb``, ``lars``, ``novograd`` and ``fromage``. Notation as in
+"""Steps scaled by norms, mostly per leaf (layer-wise), as optax's: ``scale_by_trust_ratio``
+(LAMB's and LARS's ratio of the param norm to the update norm), ``scale_by_novograd``
+(NovoGrad: one second moment per leaf), ``scale_by_param_block_norm`` (per leaf) and
+``normalize_by_update_norm`` (by the update's global norm, over every leaf); and the aliases
+built on them: ``lamb``, ``lars``, ``novograd`` and ``fromage``. ``leaf_norm``, a whole
+leaf's 2-norm, serves them and Muon. Notation as in
 ``_transforms``: ``g`` the incoming grads, ``u`` the outgoing step, ``t`` the updates already
 applied. Each ``update`` refuses grads that are not real floating point and returns inf and
 NaN steps for inf and NaN gradients silently, as optax does; each alias takes ``lr`` first
@@ -67,7 +69,7 @@ class ScaleByNovogradState(NamedTuple):
     nu: Tree  # one 0-d running mean of ‖g‖² per leaf (layer), in the param's dtype
 
 
-def _norm(x: Any) -> float:
+def leaf_norm(x: Any) -> float:
     """``‖x‖₂`` of a whole leaf as a Python float: float32 and float64 by BLAS, in float64
     should a float32 sum of squares overflow; float16 in float64. A leaf that is not real
     floating point raises a bare TypeError, which ``leafwise`` turns into one naming it."""
@@ -100,7 +102,7 @@ def scale_by_trust_ratio(min_norm: float = 0.0, trust_coefficient: float = 1.0,
     def leaf(g: Any, p: Any) -> Any:
         real_grad(g)
         # as optax's safe_norm: a norm <= min_norm is min_norm, and a NaN one stays NaN
-        p_norm, g_norm = _norm(p), _norm(g)
+        p_norm, g_norm = leaf_norm(p), leaf_norm(g)
         p_norm = low if p_norm <= low else p_norm
         g_norm = low if g_norm <= low else g_norm
         if p_norm == 0.0 or g_norm == 0.0:
@@ -164,7 +166,7 @@ def scale_by_novograd(b1: float = 0.9, b2: float = 0.25, eps: float = 1e-8,
                 raise ValueError(f"{where}: state.nu{path} must be 0-d (one second moment "
                                  f"per leaf), got shape {np.shape(n)}; pass the state made "
                                  f"by this optimizer's init")
-            sq = _norm(g) ** 2  # a Python float: the state's dtype decides
+            sq = leaf_norm(g) ** 2  # a Python float: the state's dtype decides
             n_new = like(sq if first else b2 * n + (1.0 - b2) * sq, n)
             d = g / (np.sqrt(n_new + eps_root) + eps)
             if wd != 0.0:
@@ -189,7 +191,7 @@ def scale_by_param_block_norm(min_scale: float = 1e-3) -> GradientTransformation
 
     def leaf(g: Any, p: Any) -> Any:
         real_grad(g)
-        n = _norm(p)
+        n = leaf_norm(p)
         return g * (low if n <= low else n)  # a Python float: float32 stays
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:

@@ -15,7 +15,7 @@ from funcdl.optim._checks import (
     check_float,
     check_float_params,
     float_dtypes,
-    read_loss,
+    needed_loss,
     state_float,
 )
 from funcdl.optim._schedules import _steps
@@ -35,16 +35,6 @@ class ReduceLROnPlateauState(NamedTuple):
     cooldown_count: Any  # int64: accumulations still to skip after a reduction
     count: Any  # int64: losses in the accumulation under way (< accumulation_size)
     avg_value: Any  # their mean, in the params' highest float dtype
-
-
-def _loss(name: str, value: Any) -> float:
-    """The loss as a Python float (NaN and inf allowed: they never count as improvements,
-    as in optax), or an error naming ``name``."""
-    if value is None:
-        raise TypeError(f"{name}: needs the loss: call update(state, grads, params, "
-                        f"value=loss) (chain(...).update forwards value= to it)")
-    return read_loss(name, "value (the loss) must be a real number", value,
-                     "pass the scalar loss, e.g. value=float(loss)")
 
 
 def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-4,
@@ -112,7 +102,7 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
                ) -> tuple[Tree, ReduceLROnPlateauState]:
         where = f"{name}.update"
         check_state(name, state, ReduceLROnPlateauState)
-        loss = _loss(where, value)
+        loss = needed_loss(where, value)
         s, best, avg = (state_float(where, f, getattr(state, f))
                         for f in ("scale", "best_value", "avg_value"))
         used = s  # the scale of this update with apply_next: a reduction waits for the next

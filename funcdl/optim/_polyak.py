@@ -35,6 +35,7 @@ from funcdl.optim._checks import (
     check_float_params,
     check_lr,
     float_dtypes,
+    needed_loss,
     needs_params,
     plain_sum,
     read_loss,
@@ -43,7 +44,6 @@ from funcdl.optim._checks import (
     value_at,
 )
 from funcdl.optim._lr_free import dot
-from funcdl.optim._plateau import _loss
 from funcdl.optim._transforms import (
     _global_norm,
     _may_warn,
@@ -199,7 +199,7 @@ def momo(learning_rate: ScalarOrSchedule = 1.0, beta: float = 0.9, lower_bound: 
         where = f"{name}.update"
         check_state(name, state, MomoState)
         needs_params(name, params)
-        loss = _loss(where, value)
+        loss = needed_loss(where, value)
         count = read_count(where, state.count)
         barf, gamma, lb, dt = _momo_scalars(name, state)
         bt = b if count else 0.0  # optax's first update takes the grads and loss as they are
@@ -266,7 +266,7 @@ def momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: float = 0.9, b2: float
         where = f"{name}.update"
         check_state(name, state, MomoAdamState)
         needs_params(name, params)
-        loss = _loss(where, value)
+        loss = needed_loss(where, value)
         count = read_count(where, state.count)
         barf, gamma, lb, dt = _momo_scalars(name, state)
         bc1, bc2 = 1.0 - b1 ** (count + 1), 1.0 - b2 ** (count + 1)

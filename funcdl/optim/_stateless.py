@@ -22,8 +22,7 @@ from funcdl.optim._base import (
     real_grad,
     transform,
 )
-from funcdl.optim._checks import check_float, real_param, same_trees
-from funcdl.optim._conditional import _real_grads
+from funcdl.optim._checks import check_float, real_grads, real_param, same_trees
 from funcdl.optim._schedules import _steps
 
 __all__ = ["incremental_update", "periodic_update", "stateless", "stateless_with_tree_map"]
@@ -44,7 +43,7 @@ def stateless(f: Callable[[Tree, Tree], Tree]) -> GradientTransformation:
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         where = f"{name}.update"
         check_state(name, state, EmptyState)
-        _real_grads(where, grads)
+        real_grads(where, grads)
         if params is not None:
             same_trees(where, grads, params, ("grads", "params"), shapes=True)
             odd = tree.odd_leaf(params, "f")
@@ -82,7 +81,7 @@ def stateless_with_tree_map(f: Callable[[Any, Any], Any]) -> GradientTransformat
         # as stateless: f's leaves must be updates, each its grad's shape (a (1,) for a
         # (4,) would be broadcast, or named by the next stage, far from f)
         same_trees(where, grads, out, ("grads", "f(g, p) per leaf"), shapes=True)
-        _real_grads(where, out)
+        real_grads(where, out)
         return out, state
 
     return transform(name, empty_init(), update)

@@ -1,6 +1,7 @@
-"""Accumulating and averaging transforms, as optax's: ``apply_every`` (sum k updates, emit
+"""Accumulating, averaging and flattening wrappers, as optax's: ``apply_every`` (sum k updates, emit
 the sum every k-th), ``multi_steps`` (optax's ``MultiSteps`` as a function: run an optimizer
-on the mean of k gradients, every k-th step), ``ema`` (an exponential moving average of
+on the mean of k gradients, every k-th step, with its ``should_skip_update_fn`` choices
+``skip_not_finite`` and ``skip_large_updates``), ``ema`` (an exponential moving average of
 the updates) and ``flatten`` (an inner transform run on the trees raveled into one
 vector). Notation as in ``_transforms``. Each ``update`` refuses grads that are not
 real floating point and returns inf and NaN steps silently."""
