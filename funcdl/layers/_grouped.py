@@ -75,10 +75,11 @@ _TILE = 1 << 16
 # The depthwise steps go over the output in pieces of about this many bytes (_blocks), so
 # that the kh·kw products and sums of a piece find their operands in the L2 cache instead
 # of streaming whole arrays from L3 once per offset. benchmarks/depthwise_ab.py, one
-# thread, whole arrays against pieces: apply 1.20-1.66x, vjp + pullback 1.25-1.74x as fast
-# over six cases (Conv2D 3 x 3 multipliers 1, 2 at 28 x 28, at 56 x 56, stride 2 at 112 x
-# 112 (row pieces), Conv1D k = 7, ConvTranspose2D); 128 KiB and 1 MiB pieces measured
-# slower than 256 KiB (the L2 holds 2 MiB) in a one-off sweep.
+# thread, whole arrays against pieces (benchmarks/results/depthwise_ab.md, two runs): apply
+# 1.12-1.88x, vjp + pullback 1.24-1.74x as fast over six cases (Conv2D 3 x 3 multipliers
+# 1, 2 at 28 x 28, at 56 x 56, stride 2 at 112 x 112 (row pieces), Conv1D k = 7,
+# ConvTranspose2D); 128 KiB and 1 MiB pieces measured slower than 256 KiB (the L2 holds
+# 2 MiB) in a one-off sweep.
 _BLOCK = 1 << 18
 
 
