@@ -5,7 +5,10 @@ against one piece holding the whole batch (each step streams whole arrays, as be
 pieces). The two alternate in ~20 ms batches in one process (``profile_step.median_us``),
 so the machine's swings hit both. Not a test.
 
-    OPENBLAS_NUM_THREADS=1 python -m benchmarks.depthwise_ab [--rounds 3]
+    OPENBLAS_NUM_THREADS=1 python -m benchmarks.depthwise_ab [--rounds 3] [--block BYTES]
+
+``--block`` times pieces of another size against the whole batch (the shipped size when
+not given).
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def _with_block(block: int, f: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
-def _steps(make: Callable[[], Any], shape: tuple[int, ...]) -> dict[str, Callable[[], Any]]:
+def _steps(make: Callable[[], Any], shape: tuple[int, ...], block: int
+           ) -> dict[str, Callable[[], Any]]:
     """The two timed steps of a case, checked to agree between pieces and whole arrays."""
     layer = make()
     _, params = layer.init(random.key(0), shape)
@@ -62,7 +66,7 @@ def _steps(make: Callable[[], Any], shape: tuple[int, ...]) -> dict[str, Callabl
     def both() -> Any:
         return layer.vjp(params, x)[1](dy)
 
-    a, b = _with_block(_grouped._BLOCK, both)(), _with_block(_WHOLE, both)()
+    a, b = _with_block(block, both)(), _with_block(_WHOLE, both)()
     # the same numbers but for the order of additions (row pieces, the dw sums)
     assert np.allclose(a[1], b[1], rtol=1e-4, atol=1e-5), "pieces and whole: dx differs"
     return {"apply": lambda: layer.apply(params, x), "vjp + pullback": both}
@@ -71,16 +75,19 @@ def _steps(make: Callable[[], Any], shape: tuple[int, ...]) -> dict[str, Callabl
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.depthwise_ab")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--block", type=int, default=None,
+                    help=f"bytes per piece (default {_grouped._BLOCK}, as shipped)")
     args = ap.parse_args(argv)
+    block = _grouped._BLOCK if args.block is None else args.block
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
-    print(f"# float32, OPENBLAS_NUM_THREADS={threads}; pieces of {_grouped._BLOCK} bytes "
+    print(f"# float32, OPENBLAS_NUM_THREADS={threads}; pieces of {block} bytes "
           f"against the whole batch; µs per call, median of 15 alternating batches, "
           f"per round; ratio: whole / pieces, the median over the rounds")
     print("| layer | input | step | pieces µs | whole µs | whole / pieces |")
     print("|---|---|---|--:|--:|--:|")
     for name, make, shape in CASES:
-        for step, f in _steps(make, shape).items():
-            rounds = [median_us(_with_block(_grouped._BLOCK, f), _with_block(_WHOLE, f),
+        for step, f in _steps(make, shape, block).items():
+            rounds = [median_us(_with_block(block, f), _with_block(_WHOLE, f),
                                 steps=30) for _ in range(args.rounds)]
             pieces = statistics.median(r[0] for r in rounds)
             flat = statistics.median(r[1] for r in rounds)

@@ -78,8 +78,8 @@ _TILE = 1 << 16
 # thread, whole arrays against pieces (benchmarks/results/depthwise_ab.md, two runs): apply
 # 1.12-1.88x, vjp + pullback 1.24-1.74x as fast over six cases (Conv2D 3 x 3 multipliers
 # 1, 2 at 28 x 28, at 56 x 56, stride 2 at 112 x 112 (row pieces), Conv1D k = 7,
-# ConvTranspose2D); 128 KiB and 1 MiB pieces measured slower than 256 KiB (the L2 holds
-# 2 MiB) in a one-off sweep.
+# ConvTranspose2D); with --block, pieces of 128 KiB gave 1.17-1.78x (worse on Conv1D and
+# the stride-2 case), of 1 MiB 1.00-1.39x (the L2 holds 2 MiB).
 _BLOCK = 1 << 18
 
 
