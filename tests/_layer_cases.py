@@ -70,6 +70,7 @@ CASES = [
     case(L.Sparsemax(), f(2, 3)), case(L.Sparsemax(axis=1), f(2, 3, 2)),
     case(L.Reshape((3, 2)), f(2, 6)), case(L.Reshape(-1), f(2, 3, 2)),
     case(L.Dropout(0.5), f(2, 3), **TRAIN), case(L.Dropout(0.5), f(2, 3)),
+    case(L.DropPath(0.5), f(4, 3, 2), **TRAIN), case(L.DropPath(0.5, mode="batch"), f(2, 3)),
     case(L.Conv2D(2, 3), f(2, 5, 5, 3)), case(L.Conv2D(2, 2, dilation=2), f(2, 5, 5, 2)),
     case(L.Conv2D(2, (2, 3), stride=2, padding="VALID"), f(2, 5, 6, 2)),
     case(L.Conv2D(3, 2, padding=((1, 0), (0, 1)), use_bias=False), f(1, 3, 3, 5)),

@@ -26,7 +26,7 @@ from _layer_cases import CASES, F32, KEY, Case, f
 
 REFUSE, CONVERT, CLOSE, ANY, FIT = "refuse", "convert", "close", "any", "fit"
 INF, HUGE = "inf", "huge"  # ANY, and NumPy's word on the NaN or overflow accepted (verdict)
-MOVERS = ("Identity", "Flatten", "Reshape", "Slice", "FanOut", "Dropout", "Select")
+MOVERS = ("Identity", "Flatten", "Reshape", "Slice", "FanOut", "Dropout", "DropPath", "Select")
 SILENT = (*MOVERS, "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "GELU", "SiLU", "ELU",
           "Softmax", "LogSoftmax", "MaxPool2D", "AvgPool2D", "GlobalAvgPool", "FanInSum",
           "FanInConcat", "MaxPool1D", "AvgPool1D", "Upsample", "Hardtanh", "Hardsigmoid",

@@ -1,7 +1,7 @@
 """Layers: immutable ``Layer(init, apply, vjp)`` values, and combinators built from them.
 
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
-layers, Dropout), ``activations``, ``activations_extra`` (ReLU6, Hardtanh, Hardsigmoid,
+layers, Dropout, DropPath), ``activations``, ``activations_extra`` (ReLU6, Hardtanh, Hardsigmoid,
 Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU), ``shrink``
 (Softmin, Softshrink, Hardshrink, Tanhshrink, Threshold, GLU), ``sparsemax`` (Sparsemax),
 ``combinators`` (Sequential), ``branching`` (Parallel, Residual, Shared, Repeat), ``tied``
@@ -56,7 +56,7 @@ from funcdl.layers.combinators import Sequential
 from funcdl.layers.conv import Conv1D, Conv2D
 from funcdl.layers.conv_transpose import ConvTranspose2D
 from funcdl.layers.conv_transpose1d import ConvTranspose1D
-from funcdl.layers.core import Dense, Dropout, Flatten, Identity, Reshape
+from funcdl.layers.core import Dense, Dropout, DropPath, Flatten, Identity, Reshape
 from funcdl.layers.embed import Embedding
 from funcdl.layers.gated import GELU, SiLU
 from funcdl.layers.groupnorm import GroupNorm
@@ -103,6 +103,7 @@ __all__ = [
     "ConvTranspose1D",
     "ConvTranspose2D",
     "Dense",
+    "DropPath",
     "Dropout",
     "Embedding",
     "FanInConcat",

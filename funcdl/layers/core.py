@@ -1,4 +1,4 @@
-"""Core layers: Dense, Identity, Flatten, Reshape, Dropout."""
+"""Core layers: Dense, Identity, Flatten, Reshape, Dropout, DropPath."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from funcdl.layers.base import (
     none_cotangent,
 )
 
-__all__ = ["Dense", "Dropout", "Flatten", "Identity", "Reshape"]
+__all__ = ["Dense", "DropPath", "Dropout", "Flatten", "Identity", "Reshape"]
 
 
 _ND = np.ndarray
@@ -271,15 +271,54 @@ def Dropout(rate: float, broadcast_dims: Sequence[int] = ()) -> Layer:
         drop = {a % len(shape) for a in shared}
         return tuple(1 if i in drop else d for i, d in enumerate(shape))
 
+    return _dropout(name, rate, mask_shape if shared else None, min_rank=0)
+
+
+def DropPath(rate: float, mode: str = "row") -> Layer:
+    """Stochastic depth (Huang et al. 2016): in training, drop whole examples of a residual
+    branch with probability ``rate`` and scale the kept ones by 1/(1-rate); torchvision's
+    ``StochasticDepth(p=rate, mode)``, timm's ``DropPath(drop_prob)``. Put it on the branch,
+    ``Residual(Sequential(block, DropPath(0.1)))``, so that a dropped example skips the block.
+
+    forward (train): ``y = x * m / (1 - rate)``, ``m`` one Bernoulli(1 - rate) draw per
+    example (``mode='row'``, shape (N, 1, ..., 1)) or one for the whole batch
+    (``mode='batch'``); vjp: ``dx = dy * m / (1 - rate)``. Inference (``train=False``) is
+    the identity; ``train=True`` needs ``key=``, as Dropout's. ``rate=1`` gives zeros, as
+    torchvision's. Input ``(N, ...)``, batch first.
+    """
+    rate = real_arg(rate, "DropPath", "rate (the fraction of examples dropped)", low=0.0,
+                    high=1.0)
+    if mode not in ("row", "batch"):
+        raise ValueError(f"DropPath: mode must be 'row' (one draw per example) or 'batch' "
+                         f"(one for the whole batch), as torchvision's StochasticDepth, got "
+                         f"{mode!r}")
+    name = f"DropPath({rate})" if mode == "row" else f"DropPath({rate}, mode='batch')"
+
+    def mask_shape(shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (shape[0] if mode == "row" else 1,) + (1,) * (len(shape) - 1)
+
+    return _dropout(name, rate, mask_shape, min_rank=1)
+
+
+def _dropout(name: str, rate: float,
+             mask_shape: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None,
+             min_rank: int) -> Layer:
+    """Dropout's and DropPath's layer: ``x * m / (1 - rate)`` in training, ``m`` drawn in
+    ``mask_shape(x.shape)`` (x's own shape for None) and broadcast against x."""
+
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
-        shape = check_in_shape(name, in_shape, min_rank=0)
-        mask_shape(shape)  # the axes' range, checked here and not first in training
+        shape = check_in_shape(name, in_shape, min_rank=min_rank)
+        if mask_shape is not None:
+            mask_shape(shape)  # the axes' range, checked here and not first in training
         return shape, ()
 
     def scaled_mask(x: Array, key: Any, train: bool) -> Array | None:
         """``m / (1 - rate)``, or None when nothing is dropped (inference, rate 0)."""
-        keep = keep_mask(name, x.shape, key, train, rate, mask_shape if shared else None)
+        if x.ndim < min_rank:
+            raise ValueError(f"{name}: expected an input with a batch axis (N, ...), got "
+                             f"shape {x.shape}")
+        keep = keep_mask(name, x.shape, key, train, rate, mask_shape)
         if keep is None:
             return None
         dtype = x.dtype if x.dtype.kind == "f" else _F32  # as_array gave native order
