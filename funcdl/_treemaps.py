@@ -214,3 +214,18 @@ def _same_node(node: Node, rest: Sequence[Tree]) -> list[list[Any]]:
             raise _Mismatch
         others.append(rnode[2])
     return others
+
+
+def names(i: int) -> tuple[str, str]:
+    """How a mismatch error names the first tree and ``rest[i]``."""
+    return "the first tree", f"the {_ORDINALS[i]} tree" if i < 8 else f"tree number {i + 2}"
+
+
+def check_callable(where: str, f: Any) -> None:
+    if not callable(f):
+        raise TypeError(f"{where}: f must be a function of the leaves, got "
+                        f"{type(f).__name__} (the function comes first: {where}(f, tree))"
+                        ) from None
+
+
+_ORDINALS = ("second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth")

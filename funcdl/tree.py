@@ -15,15 +15,17 @@ functions; nothing else flattens a tree by hand.
 A structure mismatch between trees that must agree raises ``ValueError`` naming the first
 differing path, written as it would be indexed: ``[1]['w']``, ``.mu[0]``.
 
-``map``, ``leaves``, ``leaves_with_path``, ``flatten`` and ``structure`` take JAX's
-``is_leaf=``: a predicate called on every node top-down, the root and None included, before
-it is taken apart; where it is true the node is kept whole as a leaf (``is_leaf=lambda x: x
-is None`` makes None a leaf). With several trees, ``map`` takes the first tree's structure
-so cut; the others must share it down to the cuts, where ``f`` gets their subtrees whole.
+``map``, ``map_with_path``, ``reduce``, ``leaves``, ``leaves_with_path``, ``flatten`` and
+``structure`` take JAX's ``is_leaf=``: a predicate called on every node top-down, the root
+and None included, before it is taken apart; where it is true the node is kept whole as a
+leaf (``is_leaf=lambda x: x is None`` makes None a leaf). With several trees, ``map`` takes
+the first tree's structure so cut; the others must share it down to the cuts, where ``f``
+gets their subtrees whole.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -32,7 +34,16 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from funcdl._args import foreign_dtype, int_arg, is_masked, masked_error
 from funcdl._treeleaf import build, check_pred, cut_flatten, cut_paths, map_is_leaf
-from funcdl._treemaps import _map1, _map2, _mapn, _Mismatch, _multi, _same_shapes
+from funcdl._treemaps import (
+    _map1,
+    _map2,
+    _mapn,
+    _Mismatch,
+    _multi,
+    _same_shapes,
+    check_callable,
+    names,
+)
 from funcdl._treenodes import (
     LEAF,
     NONE,
@@ -53,7 +64,9 @@ __all__ = [
     "leaves_with_path",
     "map",
     "map_multi",
+    "map_with_path",
     "ravel",
+    "reduce",
     "structure",
     "unflatten",
     "zeros_like",
@@ -83,10 +96,10 @@ def map(f: Callable[..., Any], tree: Tree, *rest: Tree, shapes: bool = False,
     except _Mismatch:
         # Only on failure: walk again, slowly, to name the first differing path.
         for i, r in enumerate(rest):
-            check_same(tree, r, _names(i), shapes=shapes)
+            check_same(tree, r, names(i), shapes=shapes)
         raise ValueError("tree structure mismatch") from None
     except TypeError:
-        _check_callable("tree.map", f)  # only on failure: the check costs nothing else
+        check_callable("tree.map", f)  # only on failure: the check costs nothing else
         raise
 
 
@@ -94,26 +107,11 @@ def _map_is_leaf(f: Callable[..., Any], tree: Tree, rest: tuple[Tree, ...], shap
                  is_leaf: Callable[[Any], bool]) -> Tree:
     check_pred("tree.map", is_leaf)
     try:
-        return map_is_leaf(f, tree, rest, is_leaf, [_names(i) for i in range(len(rest))],
+        return map_is_leaf(f, tree, rest, is_leaf, [names(i) for i in range(len(rest))],
                            shapes)
     except TypeError:
-        _check_callable("tree.map", f)
+        check_callable("tree.map", f)
         raise
-
-
-def _names(i: int) -> tuple[str, str]:
-    """How a mismatch error names the first tree and ``rest[i]``."""
-    return "the first tree", f"the {_ORDINALS[i]} tree" if i < 8 else f"tree number {i + 2}"
-
-
-def _check_callable(where: str, f: Any) -> None:
-    if not callable(f):
-        raise TypeError(f"{where}: f must be a function of the leaves, got "
-                        f"{type(f).__name__} (the function comes first: {where}(f, tree))"
-                        ) from None
-
-
-_ORDINALS = ("second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth")
 
 
 def map_multi(f: Callable[..., tuple[Any, ...]], n_out: int, tree: Tree,
@@ -128,8 +126,40 @@ def map_multi(f: Callable[..., tuple[Any, ...]], n_out: int, tree: Tree,
         map(lambda *xs: None, tree, *rest, shapes=shapes)  # raises, naming the path
         raise
     except TypeError:
-        _check_callable("tree.map_multi", f)
+        check_callable("tree.map_multi", f)
         raise
+
+
+def map_with_path(f: Callable[..., Any], tree: Tree, *rest: Tree,
+                  is_leaf: Callable[[Any], bool] | None = None) -> Tree:
+    """As ``map``, with each leaf's path first: ``f(path, leaf, *leaves_of_rest)``, the path
+    as ``leaves_with_path`` writes it (``"[1]['w']"``, ``''`` for a root leaf): JAX's
+    ``tree.map_with_path``, its key paths as strings.
+
+    Example, a weight-decay mask by name for ``optim.masked``:
+    ``tree.map_with_path(lambda path, p: not path.endswith("['b']"), params)``.
+    """
+    check_callable("tree.map_with_path", f)
+    paths = iter([p for p, _ in leaves_with_path(tree, is_leaf)])
+    return map(lambda *xs: f(next(paths), *xs), tree, *rest, is_leaf=is_leaf)
+
+
+_NO_INITIALIZER: Any = object()
+
+
+def reduce(f: Callable[[Any, Any], Any], tree: Tree, initializer: Any = _NO_INITIALIZER,
+           is_leaf: Callable[[Any], bool] | None = None) -> Any:
+    """``functools.reduce(f, leaves(tree))``, from ``initializer`` when given: JAX's
+    ``tree.reduce``. Example: ``tree.reduce(max, tree.map(lambda g: float(np.abs(g).max()),
+    grads), 0.0)``, the largest gradient entry."""
+    check_callable("tree.reduce", f)
+    xs = leaves(tree, is_leaf)
+    if initializer is not _NO_INITIALIZER:
+        return functools.reduce(f, xs, initializer)
+    if not xs:
+        raise TypeError("tree.reduce: the tree has no leaves and no initializer was given; "
+                        "pass one, e.g. tree.reduce(f, tree, 0.0)")
+    return functools.reduce(f, xs)
 
 
 def leaves(tree: Tree, is_leaf: Callable[[Any], bool] | None = None) -> list[Any]:
