@@ -80,7 +80,7 @@ def _dict2(f: Callable[..., Any], a: dict[Any, Any], b: Tree, shapes: bool) -> T
     try:  # the order a one-tree map and flatten visit, as in JAX
         if len(a) == 2:  # a layer's {'w', 'b'}: one comparison, not a sort
             k0, k1 = a
-            keys: Any = (k0, k1) if k0 < k1 else (k1, k0)
+            keys: Any = (k1, k0) if k1 < k0 else (k0, k1)  # sorted's one comparison
         else:
             keys = sorted(a)
     except TypeError:
@@ -229,3 +229,16 @@ def check_callable(where: str, f: Any) -> None:
 
 
 _ORDINALS = ("second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth")
+
+
+class Args:
+    """One leaf's arguments to ``map_with_path``'s ``f``, a leaf whatever they hold."""
+
+    __slots__ = ("xs",)
+
+    def __init__(self, *xs: Any) -> None:
+        self.xs = xs
+
+    @staticmethod
+    def packed(x: Any) -> bool:
+        return type(x) is Args

@@ -164,3 +164,35 @@ def mismatch_error(path: str, a: Tree, b: Tree, names: tuple[str, str]) -> Value
                "pass like= to get the caller's")
     return ValueError(f"tree structure mismatch at {where}: {names[0]} has {da}, "
                       f"{names[1]} has {db}")
+
+
+def collect(t: Tree, out: list[Any]) -> None:
+    """tree.leaves' walk, appending each leaf of ``t`` to ``out`` in flattening order."""
+    tp = type(t)
+    if tp is tuple or tp is list:
+        for c in t:
+            collect(c, out)
+        return
+    if tp is dict:
+        for k in sorted_keys(t):
+            collect(t[k], out)
+        return
+    if t is None:
+        return
+    node = children_of(t)
+    if node is None:
+        out.append(t)
+    else:
+        for c in node[2]:
+            collect(c, out)
+
+
+def paths(t: Tree, path: str, out: list[tuple[str, Any]]) -> None:
+    """tree.leaves_with_path's walk: a module function, as a closure recurring on itself
+    would be a reference cycle holding ``out`` and its leaves until the cycle collector."""
+    node = children_of(t)
+    if node is None:
+        out.append((path, t))
+        return
+    for c, step in zip(node[2], node[3]):
+        paths(c, path + step, out)

@@ -35,6 +35,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 from funcdl._args import foreign_dtype, int_arg, is_masked, masked_error
 from funcdl._treeleaf import build, check_pred, cut_flatten, cut_paths, map_is_leaf
 from funcdl._treemaps import (
+    Args,
     _map1,
     _map2,
     _mapn,
@@ -49,7 +50,9 @@ from funcdl._treenodes import (
     NONE,
     TreeDef,
     children_of,
+    collect,
     mismatch_error,
+    paths,
     same_node,
     sorted_keys,
 )
@@ -140,8 +143,13 @@ def map_with_path(f: Callable[..., Any], tree: Tree, *rest: Tree,
     ``tree.map_with_path(lambda path, p: not path.endswith("['b']"), params)``.
     """
     check_callable("tree.map_with_path", f)
-    paths = iter([p for p, _ in leaves_with_path(tree, is_leaf)])
-    return map(lambda *xs: f(next(paths), *xs), tree, *rest, is_leaf=is_leaf)
+    if is_leaf is not None:
+        check_pred("tree.map_with_path", is_leaf)
+    # each leaf's arguments packed first (map pairs the trees' leaves, is_leaf called once
+    # a node), then paths and packs from one walk: f never relies on map's call order
+    packed = map(Args, tree, *rest, is_leaf=is_leaf)
+    pairs = leaves_with_path(packed, Args.packed)
+    return unflatten(structure(packed, Args.packed), [f(p, *a.xs) for p, a in pairs])
 
 
 _NO_INITIALIZER: Any = object()
@@ -153,6 +161,8 @@ def reduce(f: Callable[[Any, Any], Any], tree: Tree, initializer: Any = _NO_INIT
     ``tree.reduce``. Example: ``tree.reduce(max, tree.map(lambda g: float(np.abs(g).max()),
     grads), 0.0)``, the largest gradient entry."""
     check_callable("tree.reduce", f)
+    if is_leaf is not None:
+        check_pred("tree.reduce", is_leaf)
     xs = leaves(tree, is_leaf)
     if initializer is not _NO_INITIALIZER:
         return functools.reduce(f, xs, initializer)
@@ -167,28 +177,8 @@ def leaves(tree: Tree, is_leaf: Callable[[Any], bool] | None = None) -> list[Any
     if is_leaf is not None:
         return cut_flatten("tree.leaves", tree, is_leaf)[0]
     out: list[Any] = []
-    _collect(tree, out)
+    collect(tree, out)
     return out
-
-
-def _collect(t: Tree, out: list[Any]) -> None:
-    tp = type(t)
-    if tp is tuple or tp is list:
-        for c in t:
-            _collect(c, out)
-        return
-    if tp is dict:
-        for k in sorted_keys(t):
-            _collect(t[k], out)
-        return
-    if t is None:
-        return
-    node = children_of(t)
-    if node is None:
-        out.append(t)
-    else:
-        for c in node[2]:
-            _collect(c, out)
 
 
 def odd_leaf(tree: Tree, kinds: str) -> tuple[str, np.dtype[Any]] | None:
@@ -215,19 +205,8 @@ def leaves_with_path(tree: Tree, is_leaf: Callable[[Any], bool] | None = None
     if is_leaf is not None:
         return cut_paths("tree.leaves_with_path", tree, is_leaf)
     out: list[tuple[str, Any]] = []
-    _paths(tree, "", out)
+    paths(tree, "", out)
     return out
-
-
-def _paths(t: Tree, path: str, out: list[tuple[str, Any]]) -> None:
-    """``leaves_with_path``'s walk: a module function, as a closure recurring on itself
-    would be a reference cycle holding ``out`` and its leaves until the cycle collector."""
-    node = children_of(t)
-    if node is None:
-        out.append((path, t))
-        return
-    for c, step in zip(node[2], node[3]):
-        _paths(c, path + step, out)
 
 
 def structure(tree: Tree, is_leaf: Callable[[Any], bool] | None = None) -> TreeDef:

@@ -79,9 +79,15 @@ def test_on_a_residual_branch_a_dropped_example_skips_the_block():
     check_vjp(block, params, x, key=KEY, train=True)
 
 
+@pytest.mark.parametrize("mode", ["row", "batch"])
+def test_inference_is_the_identity_even_given_a_key(mode):
+    x = random.normal(random.key(11), (5, 3), np.float32)
+    assert L.DropPath(0.9, mode=mode).apply((), x, key=KEY, train=False) is x
+    assert L.DropPath(0.9, mode=mode).apply((), x) is x
+
+
 def test_inference_and_rate_zero_are_the_identity_and_rate_one_zeros():
     x = random.normal(random.key(10), (5, 3), np.float32)
-    assert L.DropPath(0.9).apply((), x) is x or np.array_equal(L.DropPath(0.9).apply((), x), x)
     np.testing.assert_array_equal(L.DropPath(0.0).apply((), x, key=KEY, train=True), x)
     y = L.DropPath(1.0).apply((), x, key=KEY, train=True)
     assert y.dtype == np.float32 and not y.any()  # torchvision's p=1: zeros
@@ -99,6 +105,7 @@ def test_training_without_a_key_says_how_to_pass_one():
     ((1.5,), ValueError, r"^DropPath: rate"),
     ((-0.1,), ValueError, r"^DropPath: rate"),
     (("0.1",), TypeError, r"^DropPath: rate"),
+    ((0.1, np.array(["row"])), ValueError, r"^DropPath: mode must be 'row'"),
 ])
 def test_bad_arguments_are_named(args, error, match):
     with pytest.raises(error, match=match):

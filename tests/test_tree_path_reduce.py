@@ -46,6 +46,25 @@ def test_several_trees_give_their_leaves_after_the_path():
         tree.map_with_path(lambda p, u, v: u, a, {"x": [1.0], "y": 2.0})
 
 
+def test_each_leaf_gets_its_own_path_where_keys_do_not_order():
+    # NaN and frozenset keys compare False both ways: the pairing must not hang on an order
+    nan, fa, fb = float("nan"), frozenset({1}), frozenset({2})
+    for a in ({nan: "at-nan", 1.0: "at-1"}, {fa: "at-{1}", fb: "at-{2}"}):
+        b = dict.fromkeys(a, 0)
+        got = tree.map_with_path(lambda p, x, y: (p, x), a, b)
+        assert all(p == f"[{k!r}]" and x == a[k] for k, (p, x) in got.items()), got
+
+
+def test_is_leaf_is_called_once_a_node_and_checked_by_name():
+    seen = []
+    tree.map_with_path(lambda p, x: x, {"a": [1, 2]}, is_leaf=lambda x: seen.append(x) or False)
+    assert len(seen) == 4  # the dict, the list, 1, 2: as JAX's
+    for fn in (tree.map_with_path, tree.reduce):
+        with pytest.raises(TypeError, match=rf"^tree\.{fn.__name__}: is_leaf must be a "
+                                            rf"function"):
+            fn(lambda *x: x, {"a": 1}, is_leaf=3)
+
+
 def test_is_leaf_cuts_the_tree_and_the_paths_alike():
     got = tree.map_with_path(lambda p, x: p, TREE, is_leaf=lambda x: isinstance(x, tuple))
     assert got == {"w": ["['w'][0]", "['w'][1]"], "b": "['b']", "a": "['a']"}

@@ -284,11 +284,11 @@ def DropPath(rate: float, mode: str = "row") -> Layer:
     example (``mode='row'``, shape (N, 1, ..., 1)) or one for the whole batch
     (``mode='batch'``); vjp: ``dx = dy * m / (1 - rate)``. Inference (``train=False``) is
     the identity; ``train=True`` needs ``key=``, as Dropout's. ``rate=1`` gives zeros, as
-    torchvision's. Input ``(N, ...)``, batch first.
+    torchvision's. Input ``(N, ...)``, batch first: a 0-d input is refused in both modes.
     """
     rate = real_arg(rate, "DropPath", "rate (the fraction of examples dropped)", low=0.0,
                     high=1.0)
-    if mode not in ("row", "batch"):
+    if not isinstance(mode, str) or mode not in ("row", "batch"):
         raise ValueError(f"DropPath: mode must be 'row' (one draw per example) or 'batch' "
                          f"(one for the whole batch), as torchvision's StochasticDepth, got "
                          f"{mode!r}")
