@@ -54,14 +54,14 @@ per kernel offset, in each step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from funcdl._args import int_arg
-from funcdl.layers._sums import dot, ones
+from funcdl.layers._sums import dot, ones, rows_sum
 
 Array = NDArray[Any]
 Slices = tuple[slice, slice, slice]
@@ -282,6 +282,18 @@ def _blocks(out_shape: tuple[int, ...], itemsize: int) -> list[tuple[slice, int,
     return [(slice(e, e + 1), r0, min(r0 + r, oh)) for e in range(n) for r0 in range(0, oh, r)]
 
 
+def _pieces(a: Array, dtype: Any) -> Iterator[tuple[slice, int, int, Array]]:
+    """``_blocks``' pieces of ``a`` (an output or its cotangent, ``(N, OH, OW, out)``):
+    ``(batch span, first row, end row, scratch)``, the scratch a buffer of ``dtype`` in the
+    shape of ``a[span, r0:r1]``, the same memory for every piece."""
+    pieces = _blocks(a.shape, np.dtype(dtype).itemsize)
+    scratch = np.empty(a[pieces[0][0], pieces[0][1]:pieces[0][2]].size if pieces else 0,
+                       dtype)
+    for span, r0, r1 in pieces:
+        shape = a[span, r0:r1].shape
+        yield span, r0, r1, scratch[:math.prod(shape)].reshape(shape)
+
+
 def _piece(sl: Slices, span: slice, r0: int, r1: int) -> Slices:
     """Offset slice ``sl`` (its rows ``a, a + s, ...``, one per output row) narrowed to the
     examples ``span`` and the output rows ``r0 <= p < r1``."""
@@ -293,60 +305,52 @@ def _piece(sl: Slices, span: slice, r0: int, r1: int) -> Slices:
 def depthwise(xr: Array, slices: Sequence[Slices], w: Array) -> Array:
     """``y (N, OH, OW, out) = Σ_k xr[sl_k] · w[k, 0, :]`` for ``Cg = 1``, with ``xr`` the
     padded NHWC input, channels repeated (``repeat_into``): per offset one broadcast product
-    into a buffer, added in place, a cache-sized piece (``_blocks``) at a time."""
+    into a buffer, added in place, a cache-sized piece (``_pieces``) at a time."""
     shape = xr[slices[0]].shape
     wk = _taps(w, shape[2])
     y = np.empty(shape, np.result_type(xr, w))
-    pieces = _blocks(shape, y.itemsize)
-    part = np.empty(y[pieces[0][0], pieces[0][1]:pieces[0][2]].size if pieces else 0, y.dtype)
-    for span, r0, r1 in pieces:
+    for span, r0, r1, part in _pieces(y, y.dtype):
         ys = y[span, r0:r1]
-        p = part[:ys.size].reshape(ys.shape)
         for k, sl in enumerate(slices):
-            np.multiply(xr[_piece(sl, span, r0, r1)], wk[k], out=p if k else ys)
+            np.multiply(xr[_piece(sl, span, r0, r1)], wk[k], out=part if k else ys)
             if k:
-                np.add(ys, p, out=ys)
+                np.add(ys, part, out=ys)
     return y
 
 
 def depthwise_dw(xr: Array, slices: Sequence[Slices], dy: Array,
                  w_shape: tuple[int, ...]) -> Array:
     """``dw[k, 0, o] = Σ_{n,p,q} xr[sl_k][n,p,q,o] · dy[n,p,q,o]`` (``dy (N, OH, OW, out)``):
-    per offset and piece (``_blocks``) one product, its rows summed by one matrix-vector
+    per offset and piece (``_pieces``) one product, its rows summed by one matrix-vector
     product with ones (BLAS: NumPy's sum over leading axes adds one row at a time, see
-    _sums.block_sum); the pieces' sums then added by one more."""
+    _sums.block_sum); the pieces' sums then added by ``_sums.rows_sum``."""
     out, dt = dy.shape[-1], np.result_type(xr, dy)
-    pieces = _blocks(dy.shape, dt.itemsize)
-    sums = np.zeros((max(len(pieces), 1), len(slices), out), dt)
-    prod = np.empty(dy[pieces[0][0], pieces[0][1]:pieces[0][2]].size if pieces else 0, dt)
-    for b, (span, r0, r1) in enumerate(pieces):
-        d = dy[span, r0:r1]
-        p = prod[:d.size].reshape(d.shape)
-        rows, one = p.reshape(-1, out), ones(d.size // max(out, 1), dt)
+    sums = []
+    for span, r0, r1, prod in _pieces(dy, dt):
+        d, rows = dy[span, r0:r1], prod.reshape(-1, out)
+        one, piece = ones(len(rows), dt), np.empty((len(slices), out), dt)
         for k, sl in enumerate(slices):
-            np.multiply(xr[_piece(sl, span, r0, r1)], d, out=p)
-            dot(one, rows, out=sums[b, k])
-    dw: Array = sums[0] if len(sums) == 1 else dot(ones(len(sums), dt),
-                                                   sums.reshape(len(sums), -1))
+            np.multiply(xr[_piece(sl, span, r0, r1)], d, out=prod)
+            dot(one, rows, out=piece[k])
+        sums.append(piece)
+    if not sums:  # an empty batch
+        return np.zeros(w_shape, dt)
+    dw: Array = sums[0] if len(sums) == 1 else rows_sum(np.stack(sums).reshape(len(sums), -1))
     return dw.reshape(w_shape)
 
 
 def depthwise_fold(buf: Array, slices: Sequence[Slices], dy: Array, w: Array) -> Array:
     """The adjoint of ``depthwise`` reading ``buf``: ``buf[sl_k] += dy · w[k, 0, :]`` for every
     offset ``k`` (overlapping windows sum; ``dy (N, OH, OW, out)``, ``buf`` the padded
-    input's shape at ``out`` channels), a cache-sized piece (``_blocks``) at a time, as
+    input's shape at ``out`` channels), a cache-sized piece (``_pieces``) at a time, as
     conv.py's ``fold``. Returns ``buf``."""
     wk = _taps(w, dy.shape[2])
-    pieces = _blocks(dy.shape, buf.itemsize)
-    part = np.empty(dy[pieces[0][0], pieces[0][1]:pieces[0][2]].size if pieces else 0,
-                    buf.dtype)
-    for span, r0, r1 in pieces:
+    for span, r0, r1, part in _pieces(dy, buf.dtype):
         d = dy[span, r0:r1]
-        p = part[:d.size].reshape(d.shape)
         for k, sl in enumerate(slices):
-            np.multiply(d, wk[k], out=p)
+            np.multiply(d, wk[k], out=part)
             view = buf[_piece(sl, span, r0, r1)]
-            np.add(view, p, out=view)
+            np.add(view, part, out=view)
     return buf
 
 
