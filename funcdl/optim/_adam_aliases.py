@@ -23,10 +23,10 @@ from funcdl.optim._adam_variants import (
     scale_by_yogi,
 )
 from funcdl.optim._adaptive import scale_by_adam
-from funcdl.optim._alias import _alias, _check_adam, _checked, _decay, _Stages, _weight_decay
+from funcdl.optim._alias import _alias, _check_adam, _checked, _Stages, _weight_decay
 from funcdl.optim._amsgrad import scale_by_amsgrad
 from funcdl.optim._base import GradientTransformation, ScalarOrSchedule
-from funcdl.optim._checks import check_float, check_lr, moment_dtype_arg
+from funcdl.optim._checks import check_float, check_lr, decay_arg, moment_dtype_arg
 from funcdl.optim._transforms import scale_by_learning_rate
 
 __all__ = ["acprop", "adabelief", "adamax", "adamaxw", "amsgrad", "nadam", "nadamw", "radam",
@@ -173,7 +173,7 @@ def nadamw(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float 
     mu_dt = moment_dtype_arg(name, "mu_dtype", mu_dtype)
     nest = bool_arg(nesterov, name, "nesterov")
     stages: _Stages = [("adam", scale_by_adam(b1, b2, eps, eps_root, mu_dt, nesterov=nest))]
-    _weight_decay(stages, _decay(name, weight_decay), mask, name)
+    _weight_decay(stages, decay_arg(name, weight_decay), mask, name)
     stages.append(("lr", scale_by_learning_rate(lr)))
     return _alias(name, stages, eps)
 
@@ -189,7 +189,7 @@ def adamaxw(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float
     name = "adamaxw"
     lr, b1, b2, eps = _checked(name, lr, b1, b2, eps, b2_high_open=False)
     stages: _Stages = [("adamax", scale_by_adamax(b1, b2, eps))]
-    _weight_decay(stages, _decay(name, weight_decay), mask, name)
+    _weight_decay(stages, decay_arg(name, weight_decay), mask, name)
     stages.append(("lr", scale_by_learning_rate(lr)))
     return _alias(name, stages, eps)
 
@@ -209,6 +209,6 @@ def acprop(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
     eps = check_float(name, "eps", eps)
     eps_root = check_float(name, "eps_root", eps_root)
     stages: _Stages = [("acprop", scale_by_acprop(b1, b2, eps, eps_root))]
-    _weight_decay(stages, _decay(name, weight_decay), mask, name)
+    _weight_decay(stages, decay_arg(name, weight_decay), mask, name)
     stages.append(("lr", scale_by_learning_rate(rate)))
     return _alias(name, stages)

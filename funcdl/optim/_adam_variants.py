@@ -20,12 +20,11 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._args import bool_arg, number
-from funcdl.optim._adaptive import ScaleByAdamState, adam_moments
+from funcdl.optim._adaptive import ScaleByAdamState, adam_moments, moments_pass
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
     check_state,
-    leafwise,
     like,
     next_count,
     read_count,
@@ -92,10 +91,7 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
             return like(m_new * inv_bc1 / v_new, v_new), m_new, v_new
 
         # inf - inf and 0/0 (eps = 0, g = 0) give NaN steps silently, as in torch
-        with np.errstate(all="ignore"):
-            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                                   ("grads", "state.mu", "state.nu"), n_out=3,
-                                   elementwise=True)
+        out, mu, nu = moments_pass(name, leaf, grads, state)
         return out, ScaleByAdamaxState(next_count(count), mu, nu)
 
     return transform(name, init, update)
@@ -161,10 +157,7 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
             root += eps_t
             return like(step / root, v_new), m_new, v_new
 
-        with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
-            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                                   ("grads", "state.mu", "state.nu"), n_out=3,
-                                   elementwise=True)
+        out, mu, nu = moments_pass(name, leaf, grads, state)
         return out, ScaleByAdamState(next_count(count), mu, nu)
 
     return transform(name, init, update)
@@ -223,10 +216,7 @@ def scale_by_nadam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
             denom = np.sqrt(v_new * inv_bc2) + eps
             return like((c_g * g + c_m * m_new) / denom, v_new), m_new, v_new
 
-        with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
-            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                                   ("grads", "state.mu", "state.nu"), n_out=3,
-                                   elementwise=True)
+        out, mu, nu = moments_pass(name, leaf, grads, state)
         return out, ScaleByNadamState(next_count(count), np.float64(product), mu, nu)
 
     return transform(name, init, update)
@@ -277,10 +267,7 @@ def scale_by_belief(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
             m_hat = m_new * ahead + g * now if nest else m_new / bc1
             return like(m_hat / (np.sqrt(s_new) * inv_sqrt_bc2 + eps), s_new), m_new, s_new
 
-        with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
-            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                                   ("grads", "state.mu", "state.nu"), n_out=3,
-                                   elementwise=True)
+        out, mu, nu = moments_pass(name, leaf, grads, state)
         return out, ScaleByBeliefState(next_count(count), mu, nu)
 
     return transform(name, init, update)
@@ -320,10 +307,7 @@ def scale_by_yogi(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-3,
                 np.sqrt(v_new * inv_bc2)
             return like(m_new / bc1 / (root + eps), v_new), m_new, v_new
 
-        with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
-            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                                   ("grads", "state.mu", "state.nu"), n_out=3,
-                                   elementwise=True)
+        out, mu, nu = moments_pass(name, leaf, grads, state)
         return out, ScaleByAdamState(next_count(count), mu, nu)
 
     return transform(name, init, update)
@@ -359,10 +343,7 @@ def scale_by_acprop(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
             u = g / (1.0 + eps) if count == 0 else g / (np.sqrt(v / bc) + eps)
             return like(u, m), m_new, v_new
 
-        with np.errstate(all="ignore"):  # inf and NaN, silently, as scale_by_adam
-            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                                   ("grads", "state.mu", "state.nu"), n_out=3,
-                                   elementwise=True)
+        out, mu, nu = moments_pass(name, leaf, grads, state)
         return out, ScaleByBeliefState(next_count(count), mu, nu)
 
     return transform(name, init, update)

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl.optim._alias import _alias, _decay, _Stages, _weight_decay
+from funcdl.optim._alias import _alias, _Stages, _weight_decay
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -26,7 +26,7 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._checks import check_float, check_float_params, check_lr
+from funcdl.optim._checks import check_float, check_float_params, check_lr, decay_arg
 from funcdl.optim._transforms import scale_by_learning_rate
 
 __all__ = ["ScaleByAdanState", "adan", "scale_by_adan"]
@@ -110,6 +110,6 @@ def adan(lr: ScalarOrSchedule, b1: float = 0.98, b2: float = 0.92, b3: float = 0
     eps = check_float(name, "eps", eps)
     eps_root = check_float(name, "eps_root", eps_root)
     stages: _Stages = [("adan", scale_by_adan(b1, b2, b3, eps, eps_root))]
-    _weight_decay(stages, _decay(name, weight_decay), mask, name)
+    _weight_decay(stages, decay_arg(name, weight_decay), mask, name)
     stages.append(("lr", scale_by_learning_rate(lr)))
     return _alias(name, stages, eps)

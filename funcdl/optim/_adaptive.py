@@ -8,6 +8,7 @@ warnings off for the whole update."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -32,6 +33,7 @@ from funcdl.optim._checks import (
     check_betas,
     check_float,
     check_float_params,
+    full_in,
     moment_dtype_arg,
     zeros_in,
 )
@@ -76,6 +78,16 @@ def adam_moments(g: Any, m: Any, v: Any, b1: float, b2: float) -> tuple[Any, Any
     where its result does), each in its state's dtype. scale_by_adam's own update is the
     same arithmetic written into one scratch array."""
     return like(b1 * m + (1.0 - b1) * g, m), like(b2 * v + (1.0 - b2) * g * g, v)
+
+
+def moments_pass(name: str, leaf: Callable[..., Any], grads: Tree, state: Any,
+                 elementwise: bool = True) -> tuple[Tree, ...]:
+    """``(steps, mu, nu)``: ``leaf(g, mu, nu) -> (step, new mu, new nu)`` over the grads and
+    a state's two moments in one leaf-wise pass (``leafwise``; ``elementwise`` as there),
+    inf and NaN steps silently, as scale_by_adam's and torch's."""
+    with np.errstate(all="ignore"):
+        return leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
+                        ("grads", "state.mu", "state.nu"), n_out=3, elementwise=elementwise)
 
 
 def corrected_root(v: Any, inv_sqrt_bc: float) -> Any:
@@ -171,10 +183,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         # Elementwise: a small model's leaves go through these 12 NumPy calls once, end to
         # end (see leafwise); not with mu_dtype, whose mu's dtype differs from the others'
         # and which the fused path would walk the trees only to turn down.
-        with np.errstate(all="ignore"):
-            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                                   ("grads", "state.mu", "state.nu"), n_out=3,
-                                   elementwise=mu_dt is None)
+        out, mu, nu = moments_pass(name, leaf, grads, state, elementwise=mu_dt is None)
         return out, ScaleByAdamState(next_count(count), mu, nu)
 
     return fresh(transform(name, init, update))  # each leaf's step is its new array s
@@ -222,7 +231,7 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0
     def init(params: Tree) -> Any:
         check_float_params(f"{name}.init", params, eps)
         with np.errstate(over="ignore"):  # past float32's range: inf, in float32 params
-            nu = tree.map(lambda p: np.full_like(p, start), params) if start else \
+            nu = full_in(params, start) if start else \
                 tree.zeros_like(params)
         mu = tree.zeros_like(params) if ctr else None
         return ScaleByRmsWithCountState(zero_count(), nu, mu) if corrected else \
@@ -291,7 +300,7 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10
 
     def init(params: Tree) -> ScaleByAdagradState:
         check_float_params(f"{name}.init", params, eps)
-        return ScaleByAdagradState(tree.map(lambda p: np.full_like(p, init_acc), params))
+        return ScaleByAdagradState(full_in(params, init_acc))
 
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByAdagradState]:

@@ -11,13 +11,12 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._args import bool_arg
-from funcdl.optim._adaptive import ScaleByAdamState
+from funcdl.optim._adaptive import ScaleByAdamState, moments_pass
 from funcdl.optim._base import (
     GradientTransformation,
     ScalarOrSchedule,
     check_state,
     held,
-    leafwise,
     like,
     next_count,
     read_count,
@@ -99,9 +98,7 @@ def scale_by_adopt(b1: float = 0.9, b2: float = 0.9999, eps: float = 1e-6,
                  held(m_new) if m_new is m_step else m_step)
             return u, m_new, v_new
 
-        with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
-            out, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                                   ("grads", "state.mu", "state.nu"), n_out=3)
+        out, mu, nu = moments_pass(name, leaf, grads, state, elementwise=False)
         return out, ScaleByAdamState(next_count(count), mu, nu)
 
     return transform(name, init, update)

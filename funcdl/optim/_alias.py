@@ -22,7 +22,6 @@ from funcdl.optim._chain import make_named_chain
 from funcdl.optim._checks import (
     check_betas,
     check_float,
-    check_float_or_schedule,
     check_float_params,
     check_lr,
     value_at,
@@ -205,8 +204,3 @@ def adagrad(lr: ScalarOrSchedule = 1e-2, lr_decay: float = 0.0, weight_decay: fl
     _weight_decay(stages, weight_decay)
     stages += [("adagrad", scale_by_adagrad(init_acc, eps)), ("lr", scale_by_learning_rate(lr))]
     return _alias(name, stages, eps)
-
-
-def _decay(name: str, weight_decay: Any) -> ScalarOrSchedule:
-    """A decoupled weight decay: a float >= 0, or a schedule (as optax)."""
-    return check_float_or_schedule(name, "weight_decay", weight_decay, "wd")

@@ -97,6 +97,11 @@ def check_float_or_schedule(name: str, what: str, value: Any,
     return check_float(name, f"{what} (a float or a schedule count -> {short})", value)
 
 
+def decay_arg(name: str, weight_decay: Any) -> Any:
+    """A decoupled weight decay of an optax alias: a float >= 0, or a schedule."""
+    return check_float_or_schedule(name, "weight_decay", weight_decay, "wd")
+
+
 def check_lr(name: str, lr: Any) -> ScalarOrSchedule:
     """A learning rate: a float >= 0, or a schedule (any callable ``count -> lr``)."""
     return check_float_or_schedule(name, "lr", lr, "lr")

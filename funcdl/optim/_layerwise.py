@@ -19,7 +19,7 @@ import numpy as np
 from funcdl import tree
 from funcdl._args import F32, F64, bool_arg, native_float
 from funcdl.optim._adaptive import scale_by_adam
-from funcdl.optim._alias import _alias, _checked, _decay, _Stages, _weight_decay
+from funcdl.optim._alias import _alias, _checked, _Stages, _weight_decay
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -41,6 +41,7 @@ from funcdl.optim._checks import (
     check_float_or_schedule,
     check_float_params,
     check_lr,
+    decay_arg,
     moment_dtype_arg,
     needs_params,
     param_leaf,
@@ -278,7 +279,7 @@ def lars(lr: ScalarOrSchedule, weight_decay: ScalarOrSchedule = 0.0,
     """
     name = "lars"
     lr = check_lr(name, lr)
-    wd = _decay(name, weight_decay)
+    wd = decay_arg(name, weight_decay)
     coef = check_float(name, "trust_coefficient", trust_coefficient)
     eps = check_float(name, "eps", eps)
     mom = check_float(name, "momentum", momentum)

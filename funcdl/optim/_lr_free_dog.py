@@ -32,6 +32,7 @@ from funcdl.optim._checks import (
     check_lr,
     float_dtypes,
     fsum,
+    full_in,
     needs_params,
     real_param,
 )
@@ -247,7 +248,7 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> GradientTransform
         check_float_params(f"{name}.init", params, eps)
         zeros = tree.zeros_like
         return COCOBState(zero_count(), tree.map(np.array, params), zeros(params),
-                          tree.map(lambda p: np.full_like(p, eps), params), zeros(params),
+                          full_in(params, eps), zeros(params),
                           zeros(params))
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, COCOBState]:

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl.optim._alias import _alias, _decay, _Stages, _weight_decay
+from funcdl.optim._alias import _alias, _Stages, _weight_decay
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -28,6 +28,7 @@ from funcdl.optim._checks import (
     check_float,
     check_float_params,
     check_lr,
+    decay_arg,
     needs_params,
     real_param,
     value_at,
@@ -103,6 +104,6 @@ def madgrad(learning_rate: ScalarOrSchedule, momentum: float = 0.9,
     mom = check_float(name, "momentum", momentum, high=1.0)
     eps = check_float(name, "eps", eps)
     stages: _Stages = []
-    _weight_decay(stages, _decay(name, weight_decay))
+    _weight_decay(stages, decay_arg(name, weight_decay))
     stages.append(("madgrad", scale_by_madgrad(rate, mom, eps)))
     return _alias(name, stages)

@@ -38,7 +38,6 @@ from funcdl.optim._checks import (
     needed_loss,
     needs_params,
     plain_sum,
-    read_loss,
     real_param,
     state_float,
     value_at,
@@ -105,11 +104,7 @@ def scale_by_polyak(f_min: float = 0.0, max_learning_rate: float = 1.0, eps: flo
                ) -> tuple[Tree, EmptyState]:
         where = f"{name}.update"
         check_state(name, state, EmptyState)
-        if value is None:
-            raise TypeError(f"{where}: needs the loss: call update(state, grads, params, "
-                            f"value=loss) (chain(...).update forwards value= to it)")
-        loss = read_loss(where, "value (the loss) must be a real number", value,
-                         "pass the scalar loss, e.g. value=float(loss)")
+        loss = needed_loss(where, value)
         norm = _global_norm(where, grads, grads=True)
         sq = norm * norm  # not norm**2: a Python float power raises past float64's range
         gap = loss - f_min

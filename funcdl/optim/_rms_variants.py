@@ -14,6 +14,7 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._args import bool_arg
+from funcdl.optim._adaptive import moments_pass
 from funcdl.optim._alias import _alias, _Stages, _weight_decay
 from funcdl.optim._base import (
     Count,
@@ -28,7 +29,7 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._checks import check_float, check_float_params, check_lr
+from funcdl.optim._checks import check_float, check_float_params, check_lr, full_in
 from funcdl.optim._transforms import scale_by_learning_rate
 
 __all__ = ["ScaleByAdaDeltaState", "ScaleByRStdDevState", "ScaleByRStdDevWithCountState",
@@ -102,7 +103,7 @@ def scale_by_rss(initial_accumulator_value: float = 0.1, eps: float = 1e-7
 
     def init(params: Tree) -> ScaleByRssState:
         check_float_params(f"{name}.init", params, eps or None)
-        return ScaleByRssState(tree.map(lambda p: np.full_like(p, start), params))
+        return ScaleByRssState(full_in(params, start))
 
     def leaf(g: Any, s: Any) -> tuple[Any, Any]:
         real_grad(g)
@@ -146,7 +147,7 @@ def scale_by_stddev(decay: float = 0.9, eps: float = 1e-8, initial_scale: float 
     def init(params: Tree) -> Any:
         check_float_params(f"{name}.init", params, eps or None)
         mu = tree.zeros_like(params)
-        nu = tree.map(lambda p: np.full_like(p, start), params)
+        nu = full_in(params, start)
         return ScaleByRStdDevWithCountState(zero_count(), mu, nu) if corrected else \
             ScaleByRStdDevState(mu, nu)
 
@@ -167,9 +168,7 @@ def scale_by_stddev(decay: float = 0.9, eps: float = 1e-8, initial_scale: float 
             scaling = 1.0 / np.sqrt(var + eps) if inside else 1.0 / (np.sqrt(var) + eps)
             return like(scaling * g, m), m_new, v_new
 
-        with np.errstate(all="ignore"):
-            u, mu, nu = leafwise(f"{name}.update", leaf, (grads, state.mu, state.nu),
-                                 ("grads", "state.mu", "state.nu"), n_out=3, elementwise=True)
+        u, mu, nu = moments_pass(name, leaf, grads, state)
         if corrected:
             return u, ScaleByRStdDevWithCountState(next_count(count), mu, nu)
         return u, ScaleByRStdDevState(mu, nu)
