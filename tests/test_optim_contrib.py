@@ -442,6 +442,40 @@ def test_simplified_ademamix_matches_a_hand_written_reference(eps_root: float) -
     assert isinstance(state, ScaleBySimplifiedAdemamixState)
 
 
+@pytest.mark.parametrize("make", [ademamix, simplified_ademamix, optim.cocob, optim.dog])
+def test_the_weight_decay_stage_is_checked_and_masked_under_the_aliass_name(make: Any) -> None:
+    # The decay stage (_transforms.decay_stage): a schedule reads as its value (as optax,
+    # whose add_decayed_weights takes one), a mask decays only where True, and a bad value
+    # or mask is refused naming the alias, not add_decayed_weights or masked.
+    name, wd = make.__name__, 0.5
+    p, g = {"a": np.full(3, -4.0), "b": np.full(2, -4.0)}, {"a": np.ones(3), "b": np.ones(2)}
+    mask = {"a": False, "b": True}
+
+    def first(opt: Any, grads: Any = g) -> Any:
+        return opt.update(opt.init(p), grads, p)[0]
+
+    def by_hand(on: Any) -> Any:  # the first step with the decay where ``on`` is True
+        if make in (ademamix, simplified_ademamix):  # decoupled: -lr·(u + wd·p)
+            return tree.map(lambda u, x, m: u - 0.1 * wd * x * m, first(make(0.1)), p, on)
+        return first(make(0.1), tree.map(lambda d, x, m: d + wd * x * m, g, p, on))  # coupled
+
+    everywhere = {"a": True, "b": True}
+    for got, want in [(first(make(0.1, weight_decay=wd)), by_hand(everywhere)),
+                      (first(make(0.1, weight_decay=lambda c: wd)), by_hand(everywhere)),
+                      (first(make(0.1, weight_decay=wd, mask=mask)), by_hand(mask))]:
+        tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, want)
+    assert not np.allclose(by_hand(everywhere)["a"], by_hand(mask)["a"])  # the mask matters
+    with pytest.raises(ValueError, match=rf"^{name}\.init: tree structure mismatch"):
+        first(make(0.1, weight_decay=wd, mask={"a": False}))
+    with pytest.raises(TypeError, match=rf"^{name}: weight_decay must be"):
+        make(0.1, weight_decay="0.5")
+    if make in (ademamix, simplified_ademamix):  # optax's float >= 0; dog, cocob any
+        with pytest.raises(ValueError, match=rf"^{name}: weight_decay must be"):
+            make(0.1, weight_decay=-0.5)
+    else:
+        assert np.isfinite(first(make(0.1, weight_decay=-0.5))["a"]).all()
+
+
 # ---------------------------------------------------------------------------- sam
 
 @pytest.mark.parametrize("reset", [True, False])

@@ -43,7 +43,8 @@ Example::
 
 Modules, one family each (a family's transforms and aliases together where they fit):
 - plumbing: ``_base`` (records, ``apply_updates``), ``_chain`` (``chain``, ``named_chain``),
-  ``_checks`` (argument checks), ``_keywords`` (``value=`` forwarded by chains);
+  ``_checks`` (argument checks), ``_leaf_errors`` (the errors naming a refused leaf),
+  ``_keywords`` (``value=`` forwarded by chains);
 - small transforms and the DESIGN.md aliases: ``_transforms`` (stateless ones, momentum,
   clipping), ``_dampening`` (torch SGD's dampened momentum), ``_adaptive`` (Adam, RMSprop,
   Adagrad), ``_alias`` (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``);

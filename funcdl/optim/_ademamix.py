@@ -34,8 +34,7 @@ from funcdl.optim._checks import (
     value_at,
     zeros_in,
 )
-from funcdl.optim._masked import make_masked
-from funcdl.optim._transforms import add_decayed_weights, scale_by_learning_rate
+from funcdl.optim._transforms import decay_stage, scale_by_learning_rate
 
 __all__ = [
     "ScaleByAdemamixState",
@@ -133,7 +132,7 @@ def ademamix(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999
     check_lr(name, learning_rate)  # here, so that the errors name ademamix
     moment_dtype_arg(name, "mu_dtype", mu_dtype)
     return make_chain(name, [scale_by_ademamix(b1, b2, b3, alpha, eps, eps_root, mu_dtype),
-                             _decay(name, weight_decay, mask),
+                             decay_stage(name, weight_decay, mask),
                              scale_by_learning_rate(learning_rate)])
 
 
@@ -180,12 +179,6 @@ def scale_by_simplified_ademamix(b1: float = 0.99, b2: float = 0.95,
     return transform(name, init, update)
 
 
-def _decay(name: str, weight_decay: float, mask: Any) -> GradientTransformation:
-    """The weight-decay stage, masked with the errors naming ``name``."""
-    decay = add_decayed_weights(check_float(name, "weight_decay", weight_decay))
-    return decay if mask is None else make_masked(name, decay, mask)
-
-
 def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: float = 0.99, b2: float = 0.95,
                         alpha: ScalarOrSchedule = 0.0, eps: float = 1e-8,
                         eps_root: float = 0.0, weight_decay: float = 0.0, *,
@@ -196,5 +189,5 @@ def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: float = 0.99, b2: f
     name = "simplified_ademamix"
     check_lr(name, learning_rate)
     return make_chain(name, [scale_by_simplified_ademamix(b1, b2, alpha, eps, eps_root),
-                             _decay(name, weight_decay, mask),
+                             decay_stage(name, weight_decay, mask),
                              scale_by_learning_rate(learning_rate)])

@@ -1,6 +1,7 @@
 """The optimizer record, ``apply_updates``, and the helpers every transform shares (state
 type check, one-pass leaf-wise maps, step counts). ``chain`` / ``named_chain``:
-``_chain``; argument checks: ``_checks``."""
+``_chain``; argument checks: ``_checks``; the errors naming a refused leaf:
+``_leaf_errors``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from numpy.typing import NDArray
 from typing_extensions import Protocol
 
 from funcdl import tree
-from funcdl._args import F32, F64, is_int, is_masked, masked_error, native_float, number, shown
+from funcdl._args import F32, F64, is_int, native_float, number, shown
+from funcdl.optim._leaf_errors import odd_kind, refused_leaf
 
 __all__ = [
     "Count",
@@ -213,18 +215,9 @@ def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Se
     except TypeError:
         # A leaf that is not real floating point: refused by real_grad (complex, integer,
         # bool, np.matrix, masked) or by NumPy (object, str). Only now walk again, to name it.
-        for t, tree_name in zip(trees, names, strict=True):
-            for path, x in tree.leaves_with_path(t):
-                odd_array = subclass_error(name, f"{tree_name}{path}", x)
-                if odd_array is not None:
-                    raise odd_array from None
-        for t, tree_name in zip(trees, names, strict=True):
-            odd = tree.odd_leaf(t, "f")
-            if odd is None:
-                continue
-            if tree_name in ("grads", "updates"):
-                raise dtype_error(name, tree_name, *odd, _dtype_at(trees, odd[0])) from None
-            raise param_dtype_error(name, odd[0], odd[1], tree_name) from None
+        refused = refused_leaf(name, trees, names)
+        if refused is not None:
+            raise refused from None
         raise
 
 
@@ -241,64 +234,6 @@ def real_grad(g: Any) -> None:
     dtype = g.dtype if isinstance(g, (np.ndarray, np.generic)) else np.asarray(g).dtype
     if dtype.kind != "f":
         raise TypeError("a grad that is not real floating point")
-
-
-def odd_kind(x: Any) -> bool:
-    """Whether a leaf is an np.matrix (whose * is a matrix product), a masked array (whose
-    mask would be dropped) or another library's array (``foreign``): what ``subclass_error``
-    names."""
-    return isinstance(x, np.matrix) or is_masked(x) or foreign(x)
-
-
-def foreign(x: Any) -> bool:
-    """Whether a leaf is neither a NumPy array or scalar nor a Python number: another
-    library's array (JAX's, torch's), which NumPy's operations hand back as its own type or
-    refuse to write into."""
-    return not isinstance(x, (np.ndarray, np.generic, float, int, complex))
-
-
-def subclass_error(name: str, what: str, x: Any) -> Exception | None:
-    """The error for a leaf ``what`` that ``real_grad`` refuses as an ndarray subclass (a
-    masked array, a np.matrix) or another library's array, or None."""
-    if is_masked(x):
-        return masked_error(name, what)
-    if isinstance(x, np.matrix):
-        return TypeError(f"{name}: {what} is a np.matrix, whose * is a matrix product, not the "
-                         f"entrywise one an optimizer takes; pass np.asarray({what})")
-    if foreign(x):
-        kind = f"{type(x).__module__}.{type(x).__qualname__}"
-        return TypeError(f"{name}: {what} is a {kind}, not a NumPy array; optimizers take "
-                         f"NumPy arrays and numbers: pass np.asarray({what})")
-    return None
-
-
-def param_dtype_error(where: str, path: str, dtype: Any, what: str = "params") -> TypeError:
-    """The error for ``what{path}`` (params, or a tree read like them) of ``dtype``, not
-    real floating point."""
-    return TypeError(f"{where}: {what}{path} has dtype {dtype}; optimizers work on real "
-                     f"floating-point arrays (cast with .astype(np.float32))")
-
-
-def dtype_error(name: str, what: str, path: str, dtype: np.dtype[Any],
-                ref: np.dtype[Any] | None = None) -> TypeError:
-    """The error for ``what`` (``grads`` or ``updates``) at ``path`` of ``dtype``, not real
-    floating point; ``ref`` is the dtype to cast to (the params'), when known."""
-    real = ".real" if dtype.kind == "c" else ""
-    target = "" if ref is None else f", {ref}"
-    return TypeError(
-        f"{name}: {what}{path} has dtype {dtype}; optimizers take real floating-point "
-        f"{what} (float16, float32 or float64), as the params are: cast the {what} to the "
-        f"params' dtype{target} ({what}{path}{real}.astype(np.{ref or 'float32'}))")
-
-
-def _dtype_at(trees: Sequence[Tree], path: str) -> np.dtype[Any] | None:
-    """The dtype of the first real floating-point leaf at ``path`` in ``trees`` (the params'
-    or the state's, which init made like them), for ``dtype_error``'s advice."""
-    for t in trees:
-        x = dict(tree.leaves_with_path(t)).get(path)
-        if x is not None and np.asarray(x).dtype.kind == "f":
-            return np.asarray(x).dtype
-    return None
 
 
 # Below this many entries in all, one NumPy call per step of the math over every leaf at

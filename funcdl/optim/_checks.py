@@ -17,12 +17,9 @@ from funcdl._args import dtype_arg, number, real_arg
 from funcdl.optim._base import (
     ScalarOrSchedule,
     Schedule,
-    dtype_error,
-    odd_kind,
-    param_dtype_error,
     real_grad,
-    subclass_error,
 )
+from funcdl.optim._leaf_errors import dtype_error, odd_kind, param_dtype_error, subclass_error
 
 Tree = Any
 

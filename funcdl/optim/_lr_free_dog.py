@@ -37,8 +37,7 @@ from funcdl.optim._checks import (
     real_param,
 )
 from funcdl.optim._lr_free import check_positive, dot, read_scalars
-from funcdl.optim._masked import make_masked
-from funcdl.optim._transforms import add_decayed_weights, identity, scale_by_learning_rate
+from funcdl.optim._transforms import decay_stage, identity, scale_by_learning_rate
 
 __all__ = ["COCOBState", "DoGState", "DoWGState", "cocob", "dog", "dowg", "scale_by_cocob",
            "scale_by_dog", "scale_by_dowg"]
@@ -200,10 +199,7 @@ def _decay(name: str, weight_decay: Any, mask: Any) -> GradientTransformation:
                              f"weight_decay is None (no decay); pass weight_decay=..., or "
                              f"no mask")
         return identity()
-    decay = add_decayed_weights(check_float(name, "weight_decay", weight_decay,
-                                            low=-math.inf))
-    # masked under the optimizer's name, so that a bad mask's errors name it
-    return decay if mask is None else make_masked(name, decay, mask)
+    return decay_stage(name, weight_decay, mask, low=-math.inf)
 
 
 def dog(learning_rate: ScalarOrSchedule = 1.0,
@@ -290,7 +286,6 @@ def cocob(learning_rate: ScalarOrSchedule = 1.0, alpha: float = 100.0, eps: floa
     check_lr(name, learning_rate)
     check_positive(name, "alpha", alpha, "100.0")
     check_positive(name, "eps", eps, "1e-8")
-    return make_chain(name, [_decay(name, check_float(name, "weight_decay", weight_decay,
-                                                      low=-math.inf), mask),
+    return make_chain(name, [decay_stage(name, weight_decay, mask, low=-math.inf),
                              scale_by_learning_rate(learning_rate, flip_sign=False),
                              scale_by_cocob(alpha, eps)])

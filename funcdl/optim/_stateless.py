@@ -18,11 +18,11 @@ from funcdl.optim._base import (
     empty_init,
     leafwise,
     like,
-    param_dtype_error,
     real_grad,
     transform,
 )
 from funcdl.optim._checks import check_float, real_grads, real_param, same_trees
+from funcdl.optim._leaf_errors import param_dtype_error
 from funcdl.optim._schedules import _steps
 
 __all__ = ["incremental_update", "periodic_update", "stateless", "stateless_with_tree_map"]

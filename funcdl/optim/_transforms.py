@@ -22,7 +22,6 @@ from funcdl.optim._base import (
     Schedule,
     cast_like,
     check_state,
-    dtype_error,
     empty_init,
     held,
     leafwise,
@@ -42,6 +41,7 @@ from funcdl.optim._checks import (
     real_param,
     schedule_value,
 )
+from funcdl.optim._leaf_errors import dtype_error
 from funcdl.optim._masked import make_masked
 
 __all__ = [
@@ -257,6 +257,17 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Any = None
     return _scheduled(name, weight_decay, "weight_decay",
                       lambda wd, grads, params, in_place: _decayed(name, wd, grads, params,
                                                                    in_place))
+
+
+def decay_stage(name: str, weight_decay: ScalarOrSchedule, mask: Any = None,
+                low: float = 0.0) -> GradientTransformation:
+    """An alias's weight-decay stage: ``add_decayed_weights(weight_decay)``, masked by
+    ``mask`` when given, the value (``>= low``) and the mask checked under the alias's
+    ``name``."""
+    if not callable(weight_decay):
+        weight_decay = check_float(name, "weight_decay", weight_decay, low=low)
+    decay = add_decayed_weights(weight_decay)
+    return decay if mask is None else make_masked(name, decay, mask)
 
 
 def _decayed(name: str, wd: float, grads: Tree, params: Tree, in_place: bool = False) -> Tree:
