@@ -122,7 +122,7 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: ScalarOrSchedule =
 
 def ademamix(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
              b3: ScalarOrSchedule = 0.9999, alpha: ScalarOrSchedule = 5.0, eps: float = 1e-8,
-             eps_root: float = 0.0, mu_dtype: Any = None, weight_decay: float = 0.0, *,
+             eps_root: float = 0.0, mu_dtype: Any = None, weight_decay: ScalarOrSchedule = 0.0, *,
              mask: Any = None) -> GradientTransformation:
     """AdEMAMix, as optax.contrib's: ``p ← p - lr·(u + weight_decay·p)``, ``u``
     ``scale_by_ademamix``'s; ``mask`` (a tree of bools, or a function of the params) decays
@@ -181,7 +181,7 @@ def scale_by_simplified_ademamix(b1: float = 0.99, b2: float = 0.95,
 
 def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: float = 0.99, b2: float = 0.95,
                         alpha: ScalarOrSchedule = 0.0, eps: float = 1e-8,
-                        eps_root: float = 0.0, weight_decay: float = 0.0, *,
+                        eps_root: float = 0.0, weight_decay: ScalarOrSchedule = 0.0, *,
                         mask: Any = None) -> GradientTransformation:
     """Simplified AdEMAMix, as optax.contrib's: ``p ← p - lr·(u + weight_decay·p)``, ``u``
     ``scale_by_simplified_ademamix``'s; ``mask`` as ``ademamix``'s. State ``ChainState``

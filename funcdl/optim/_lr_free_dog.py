@@ -204,7 +204,7 @@ def _decay(name: str, weight_decay: Any, mask: Any) -> GradientTransformation:
 
 def dog(learning_rate: ScalarOrSchedule = 1.0,
         init_step: tuple[str, float] = ("heuristic", 1e-6), eps: float = 1e-8,
-        weight_decay: float | None = None, mask: Any = None) -> GradientTransformation:
+        weight_decay: ScalarOrSchedule | None = None, mask: Any = None) -> GradientTransformation:
     """DoG, as optax.contrib's ``dog``: ``p ← p - lr·u``, ``u`` ``scale_by_dog``'s of
     ``g + weight_decay·p`` (no decay stage for None; ``mask`` as ``add_decayed_weights``).
     State ``ChainState`` of its three stages."""
@@ -217,7 +217,7 @@ def dog(learning_rate: ScalarOrSchedule = 1.0,
 
 
 def dowg(learning_rate: ScalarOrSchedule = 1.0, init_estim_sq_dist: float | None = None,
-         eps: float = 1e-4, weight_decay: float | None = None, mask: Any = None
+         eps: float = 1e-4, weight_decay: ScalarOrSchedule | None = None, mask: Any = None
          ) -> GradientTransformation:
     """DoWG, as optax.contrib's ``dowg``: ``p ← p - lr·u``, ``u`` ``scale_by_dowg``'s of
     ``g + weight_decay·p`` (as ``dog``). State ``ChainState`` of its three stages."""
@@ -278,7 +278,7 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> GradientTransform
 
 
 def cocob(learning_rate: ScalarOrSchedule = 1.0, alpha: float = 100.0, eps: float = 1e-8,
-          weight_decay: float = 0.0, mask: Any = None) -> GradientTransformation:
+          weight_decay: ScalarOrSchedule = 0.0, mask: Any = None) -> GradientTransformation:
     """COCOB, as optax.contrib's ``cocob``: ``scale_by_cocob`` of
     ``learning_rate·(g + weight_decay·p)`` (``mask`` as ``add_decayed_weights``). State
     ``ChainState`` of its three stages."""
