@@ -6,6 +6,7 @@ Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU
 (Softmin, Softshrink, Hardshrink, Tanhshrink, Threshold, GLU), ``sparsemax`` (Sparsemax),
 ``combinators`` (Sequential), ``branching`` (Parallel, Residual, Shared, Repeat), ``tied``
 (Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select, Slice), ``remat`` (Remat),
+``batch_threads`` (BatchThreads: slices of the batch in threads),
 ``parametrize`` (WeightNorm, SpectralNorm), ``norm`` (BatchNorm), ``layernorm``
 (LayerNorm), ``groupnorm`` (GroupNorm), ``instancenorm`` (InstanceNorm), ``rmsnorm`` (RMSNorm),
 ``lrn`` (LocalResponseNorm), ``alpha_dropout`` (AlphaDropout, FeatureAlphaDropout), ``embed``
@@ -49,6 +50,7 @@ from funcdl.layers.adaptive_pool import (
 from funcdl.layers.alpha_dropout import AlphaDropout, FeatureAlphaDropout
 from funcdl.layers.attention import MultiHeadAttention
 from funcdl.layers.base import Layer, LayerLike, Pointwise, Pullback, Shape
+from funcdl.layers.batch_threads import BatchThreads
 from funcdl.layers.bilinear import Bilinear
 from funcdl.layers.blocks import Bidirectional, TransformerDecoderLayer, TransformerEncoderLayer
 from funcdl.layers.branching import Parallel, Repeat, Residual, Shared
@@ -95,6 +97,7 @@ __all__ = [
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
+    "BatchThreads",
     "Bidirectional",
     "Bilinear",
     "Carry",

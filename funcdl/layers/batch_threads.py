@@ -1,0 +1,224 @@
+"""BatchThreads: one layer run on slices of the batch, a thread each, so that the work NumPy
+runs on one core (copies, elementwise math, reductions: everything but the BLAS products)
+uses several. NumPy releases the GIL inside those loops, so slices of a few thousand
+entries or more run side by side; what stays serial is the Python around them.
+
+The slices are contiguous runs of examples along axis 0 whose sizes differ by one at most
+(slice i holds rows ``N·i // k`` to ``N·(i+1) // k``); the calling thread runs the first and
+a pool of ``threads - 1`` workers, made at the first call and kept by the layer value, the
+others. The child must treat every example on its own, as every stateless funcdl layer
+does (a layer mixing examples, such as a user's normalisation over the batch, would see
+each slice alone); stateful children (BatchNorm) are refused for that reason.
+
+Set BLAS to one thread a core when the threads share the cores
+(``OPENBLAS_NUM_THREADS=1``, or ``threadpoolctl.threadpool_limits(1)``): each slice's
+products would otherwise start BLAS threads of their own on the cores the slices use.
+``python -m benchmarks.batch_threads`` measures it against BLAS's own threads.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import itertools
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from funcdl import random
+from funcdl._args import int_arg
+from funcdl.layers._children import child_init, is_stateful, name_of, summed
+from funcdl.layers._guard import guarded
+from funcdl.layers._wrap import child_call, like_child, pulled
+from funcdl.layers.base import Layer, LayerLike, layer_arg
+
+__all__ = ["BatchThreads"]
+
+
+def BatchThreads(layer: LayerLike, threads: int) -> Layer:
+    """``f`` on ``threads`` slices of the batch at once: ``(N, ...) -> f's output``.
+
+    forward: ``y[r_i] = f(params, x[r_i])`` for the slices ``r_i`` of axis 0 (all inputs'
+    arrays of a tuple input cut alike), concatenated; vjp: ``dparams = Σ_i f_pᵀ dy[r_i]``,
+    ``dx[r_i] = f_xᵀ dy[r_i]``, each slice's pullback in its own thread. Params, output
+    shape and ``ids`` are ``f``'s own; the numbers are ``f``'s but for the order of float
+    sums (the batch's products cut into slices, the params' gradients summed over them).
+
+    ``key``: a single slice (``threads=1``, or a batch of one) gets it unchanged; ``n``
+    slices get ``random.split(key, n)``, one each, so Dropout masks depend on the thread
+    count as they would on the ranks of a data-parallel run. A batch of fewer than
+    ``threads`` examples runs in as many slices as examples.
+
+    Example: ``BatchThreads(Sequential(Conv2D(16, 3), ReLU(), MaxPool2D(2), Flatten(),
+    Dense(10)), threads=2)`` trains a CNN on both cores of a two-core machine.
+    """
+    layer_arg("BatchThreads", layer, "expected a layer to run on slices of the batch, as "
+              "BatchThreads(Sequential(Conv2D(16, 3), ReLU()), threads=2)")
+    n_threads = int_arg(threads, "BatchThreads", "threads (how many slices run at once)",
+                        minimum=1)
+    layer = guarded(layer)
+    child = name_of(layer)
+    name = f"BatchThreads({child}, threads={n_threads})"
+    if is_stateful(layer):
+        raise ValueError(f"{name}: {child} is stateful: its batch statistics would be each "
+                         f"slice's, not the batch's; put BatchThreads around the layers "
+                         f"before and after it, or use GroupNorm / LayerNorm, which treat "
+                         f"each example on its own")
+    dx_optional = bool(getattr(layer, "dx_optional", False))
+    pool = _Pool(n_threads - 1, name)
+
+    def init(key: random.Key, in_shape: Any) -> tuple[Any, Any]:
+        out, params, _ = child_call("BatchThreads", child, child_init, layer, key, in_shape)
+        return out, params
+
+    def run(fn: Any, args: list[Any], cuts: list[slice]) -> list[Any]:
+        """``fn`` on each slice's arguments, a child's error placed with the slice's rows
+        (its shapes are the slice's, not the batch's)."""
+        def one(i: int) -> Any:
+            where = f"BatchThreads[rows {cuts[i].start}:{cuts[i].stop}]"
+            return child_call(where, child, fn, args[i])
+
+        return pool.map(one, list(range(len(args))))
+
+    def sliced(x: Any, key: Any) -> tuple[list[slice], list[tuple[Any, Any]]]:
+        """The slices of axis 0, and each one's input and key."""
+        cuts = _cuts(name, x, n_threads)
+        keys = ([key] * len(cuts) if key is None or len(cuts) == 1 else
+                random.split_for(key, len(cuts), name))
+        return cuts, [(_take(x, r), k) for r, k in zip(cuts, keys, strict=True)]
+
+    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        cuts, parts = sliced(x, key)
+        ys = run(lambda a: layer.apply(params, a[0], key=a[1], train=train), parts, cuts)
+        return _joined(name, "output", ys, cuts)
+
+    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        cuts, parts = sliced(x, key)
+        outs = run(lambda a: layer.vjp(params, a[0], key=a[1], train=train), parts, cuts)
+        y = _joined(name, "output", [o[0] for o in outs], cuts)
+        pullbacks = [o[1] for o in outs]
+
+        def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
+            _check_dy(name, dy, y)
+            pairs = run(lambda a: pulled(a[0], a[1], need_dx, dx_optional),
+                        [(pb, _take(dy, r)) for pb, r in zip(pullbacks, cuts, strict=True)],
+                        cuts)
+            dparams = summed([p for p, _ in pairs])
+            dx = _joined(name, "dx", [d for _, d in pairs], cuts) if need_dx else None
+            return dparams, dx
+
+        return y, pullback
+
+    # the child's ids and weight axis; dx_optional whatever the child's: pulled drops dx
+    return dataclasses.replace(like_child(Layer(init, apply, vjp, name=name), layer),
+                               dx_optional=True)
+
+
+class _Pool:
+    """``workers`` threads beside the calling one, made at the first call that needs
+    them and again in a forked child (whose copy of the parent's pool has no threads)."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self.workers, self.name = workers, name
+        self.executor: ThreadPoolExecutor | None = None
+        self.pid = 0
+
+    def map(self, fn: Any, args: list[Any]) -> list[Any]:
+        """``[fn(a) for a in args]``, the first in this thread, the others in the pool's;
+        every call is waited for before an error is raised (the first slice's first)."""
+        if len(args) == 1:
+            return [fn(args[0])]
+        if self.executor is None or self.pid != os.getpid():
+            self.executor = ThreadPoolExecutor(self.workers, "funcdl-" + self.name)
+            self.pid = os.getpid()
+        # each in a copy of the caller's context: np.errstate and debug.check_finite live
+        # in contextvars, which a pool's threads would not see otherwise
+        futures: list[Future[Any]] = [self.executor.submit(contextvars.copy_context().run,
+                                                           fn, a) for a in args[1:]]
+        try:
+            first = fn(args[0])
+        finally:
+            done = [_outcome(f) for f in futures]  # all finished before anything is raised
+        errors = [err for _, err in done if err is not None]
+        if errors:
+            raise errors[0]
+        return [first, *(value for value, _ in done)]
+
+
+def _outcome(f: Future[Any]) -> tuple[Any, BaseException | None]:
+    err = f.exception()
+    return (None, err) if err is not None else (f.result(), None)
+
+
+def _leaves(x: Any) -> list[Any]:
+    """An input's arrays: a tuple's entries (nested tuples too), else ``x`` itself (a list
+    is one array-like input, as every layer reads it)."""
+    return [leaf for item in x for leaf in _leaves(item)] if isinstance(x, tuple) else [x]
+
+
+def _take(x: Any, r: slice) -> Any:
+    """The rows ``r`` of every array of ``x`` (views of ndarrays, the same tuple types)."""
+    if isinstance(x, tuple):
+        items = [_take(item, r) for item in x]
+        return type(x)(*items) if hasattr(x, "_fields") else tuple(items)
+    return None if x is None else x[r]
+
+
+def _cuts(name: str, x: Any, threads: int) -> list[slice]:
+    """The slices of axis 0: ``k = min(threads, N)`` runs (one, for N = 0), rows ``N·i // k``
+    to ``N·(i+1) // k``; every array of the input checked to have the same N."""
+    sizes = []
+    for leaf in _leaves(x):
+        n = len(leaf) if isinstance(leaf, list) else np.shape(leaf)[0] if np.ndim(leaf) else None
+        if n is None:
+            raise ValueError(f"{name}: every input array needs the batch on axis 0 (slices "
+                             f"of it run in threads), got an array of shape {np.shape(leaf)}")
+        sizes.append(n)
+    if len(set(sizes)) > 1:
+        raise ValueError(f"{name}: the input's arrays must share their batch size (axis 0), "
+                         f"got {', '.join(str(np.shape(v)) for v in _leaves(x))}")
+    n = sizes[0]
+    k = max(1, min(threads, n))
+    return [slice(a, b) for a, b in itertools.pairwise(n * i // k for i in range(k + 1))]
+
+
+def _joined(name: str, what: str, parts: list[Any], cuts: list[slice]) -> Any:
+    """The slices' outputs (or dx) put back along axis 0, each leaf checked to hold its
+    slice's examples there; a tuple's structure kept, its None entries too."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    if isinstance(first, tuple):
+        items = [_joined(name, f"{what}[{i}]", [p[i] for p in parts], cuts)
+                 for i in range(len(first))]
+        return type(first)(*items) if hasattr(first, "_fields") else tuple(items)
+    if first is None:
+        return None
+    for p, r in zip(parts, cuts, strict=True):
+        if np.ndim(p) == 0 or np.shape(p)[0] != r.stop - r.start:
+            raise ValueError(f"{name}: the layer's {what} has shape {np.shape(p)} for a slice "
+                             f"of {r.stop - r.start} examples; BatchThreads needs a layer "
+                             f"whose {what} keeps one row per example on axis 0")
+    return np.concatenate(parts, axis=0)
+
+
+def _check_dy(name: str, dy: Any, y: Any) -> None:
+    """dy shaped as the output, checked before it is cut (a slice's own check would name
+    the slice's shape, not the batch's); a None entry goes to the child as it is."""
+    if isinstance(y, tuple):
+        if not (isinstance(dy, tuple) and len(dy) == len(y)):
+            raise ValueError(f"{name}: dy must be shaped as the layer's output, "
+                             f"{_shape_of(y)}, got {_shape_of(dy)}")
+        for d, v in zip(dy, y, strict=True):
+            _check_dy(name, d, v)
+    elif dy is not None and np.shape(dy) != np.shape(y):
+        raise ValueError(f"{name}: dy must have the output's shape {np.shape(y)}, got "
+                         f"{_shape_of(dy)}")
+
+
+def _shape_of(v: Any) -> str:
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_shape_of(i) for i in v) + ")"
+    return "None" if v is None else str(np.shape(v))
