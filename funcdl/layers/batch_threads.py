@@ -98,10 +98,10 @@ def BatchThreads(layer: LayerLike, threads: int) -> Layer:
         cuts, parts = sliced(x, key)
         outs = run(lambda a: layer.vjp(params, a[0], key=a[1], train=train), parts, cuts)
         y = _joined(name, "output", [o[0] for o in outs], cuts)
-        pullbacks = [o[1] for o in outs]
+        pullbacks, out = [o[1] for o in outs], _spec(y)  # y's shapes: not y itself
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
-            _check_dy(name, dy, y)
+            dy = _cotangent(name, dy, out)
             pairs = run(lambda a: pulled(a[0], a[1], need_dx, dx_optional),
                         [(pb, _take(dy, r)) for pb, r in zip(pullbacks, cuts, strict=True)],
                         cuts)
@@ -153,9 +153,11 @@ def _outcome(f: Future[Any]) -> tuple[Any, BaseException | None]:
 
 
 def _leaves(x: Any) -> list[Any]:
-    """An input's arrays: a tuple's entries (nested tuples too), else ``x`` itself (a list
-    is one array-like input, as every layer reads it)."""
-    return [leaf for item in x for leaf in _leaves(item)] if isinstance(x, tuple) else [x]
+    """An input's arrays: a tuple's entries (nested tuples too; None entries, which have no
+    rows, left out), else ``x`` itself (a list is one array-like input, as layers read it)."""
+    if isinstance(x, tuple):
+        return [leaf for item in x for leaf in _leaves(item)]
+    return [] if x is None else [x]
 
 
 def _take(x: Any, r: slice) -> Any:
@@ -170,11 +172,15 @@ def _cuts(name: str, x: Any, threads: int) -> list[slice]:
     """The slices of axis 0: ``k = min(threads, N)`` runs (one, for N = 0), rows ``N·i // k``
     to ``N·(i+1) // k``; every array of the input checked to have the same N."""
     sizes = []
-    for leaf in _leaves(x):
-        n = len(leaf) if isinstance(leaf, list) else np.shape(leaf)[0] if np.ndim(leaf) else None
+    for leaf in _leaves(x) or [x]:
+        array = isinstance(leaf, (list, np.ndarray, np.generic, int, float, complex))
+        n = (len(leaf) if isinstance(leaf, list) else np.shape(leaf)[0]
+             if array and np.ndim(leaf) else None)
         if n is None:
+            got = f"an array of shape {np.shape(leaf)}" if array else f"a {type(leaf).__name__}"
             raise ValueError(f"{name}: every input array needs the batch on axis 0 (slices "
-                             f"of it run in threads), got an array of shape {np.shape(leaf)}")
+                             f"of it run in threads), got {got}; pass an array, or a tuple "
+                             f"of arrays with the same batch")
         sizes.append(n)
     if len(set(sizes)) > 1:
         raise ValueError(f"{name}: the input's arrays must share their batch size (axis 0), "
@@ -204,21 +210,45 @@ def _joined(name: str, what: str, parts: list[Any], cuts: list[slice]) -> Any:
     return np.concatenate(parts, axis=0)
 
 
-def _check_dy(name: str, dy: Any, y: Any) -> None:
-    """dy shaped as the output, checked before it is cut (a slice's own check would name
-    the slice's shape, not the batch's); a None entry goes to the child as it is."""
+@dataclasses.dataclass(frozen=True)
+class _Out:
+    """One array of the output: its shape (a tuple of these, and None, for tuple outputs)."""
+
+    shape: tuple[int, ...]
+
+
+def _spec(y: Any) -> Any:
+    """The output's structure with each array's shape, kept for the pullback's checks."""
     if isinstance(y, tuple):
-        if not (isinstance(dy, tuple) and len(dy) == len(y)):
+        return tuple(_spec(v) for v in y)
+    return None if y is None else _Out(np.shape(y))
+
+
+def _cotangent(name: str, dy: Any, out: Any) -> Any:
+    """dy checked against the output's shapes before it is cut (a slice's own check would
+    name the slice's shape, not the batch's), a list read as a tuple where the output is
+    one; a None entry goes to the child as it is (LSTM's unread ``h_n``)."""
+    if dy is None or out is None:
+        return dy
+    if isinstance(out, tuple):
+        if not (isinstance(dy, (tuple, list)) and len(dy) == len(out)):
             raise ValueError(f"{name}: dy must be shaped as the layer's output, "
-                             f"{_shape_of(y)}, got {_shape_of(dy)}")
-        for d, v in zip(dy, y, strict=True):
-            _check_dy(name, d, v)
-    elif dy is not None and np.shape(dy) != np.shape(y):
-        raise ValueError(f"{name}: dy must have the output's shape {np.shape(y)}, got "
+                             f"{_shape_of(out)}, got {_shape_of(dy)}")
+        items = [_cotangent(name, d, o) for d, o in zip(dy, out, strict=True)]
+        return type(dy)(*items) if hasattr(dy, "_fields") else tuple(items)
+    if _shape_of(dy) != str(out.shape):
+        raise ValueError(f"{name}: dy must have the output's shape {out.shape}, got "
                          f"{_shape_of(dy)}")
+    return dy
 
 
 def _shape_of(v: Any) -> str:
-    if isinstance(v, tuple):
+    if isinstance(v, _Out):
+        return str(v.shape)
+    if isinstance(v, tuple) or (isinstance(v, list) and any(
+            x is None or isinstance(x, (tuple, list, np.ndarray)) for x in v)):
         return "(" + ", ".join(_shape_of(i) for i in v) + ")"
-    return "None" if v is None else str(np.shape(v))
+    try:
+        return "None" if v is None else str(np.shape(v))
+    except ValueError:  # a ragged list
+        return f"a ragged {type(v).__name__}"
