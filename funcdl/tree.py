@@ -277,18 +277,22 @@ def check_same(a: Tree, b: Tree, names: tuple[str, str] = ("the first tree", "th
                     f"dtype mismatch at {path or 'the root'}: {names[0]} has {xd}, "
                     f"{names[1]} has {yd}")
 
-    def go(x: Tree, y: Tree, path: str) -> None:
-        nx, ny = children_of(x), children_of(y)
-        if nx is None and ny is None:
-            leaf(x, y, path)
-            return
-        if not same_node(nx, ny):
-            raise mismatch_error(path, x, y, names)
-        assert nx is not None and ny is not None  # same_node: both are nodes
-        for cx, cy, step in zip(nx[2], ny[2], nx[3]):
-            go(cx, cy, path + step)
+    _check_same(a, b, "", leaf, names)
 
-    go(a, b, "")
+
+def _check_same(x: Tree, y: Tree, path: str, leaf: Callable[[Any, Any, str], None],
+                names: tuple[str, str]) -> None:
+    """check_same's walk (here, not nested in it: a nested function calling itself is a
+    reference cycle, garbage at every call)."""
+    nx, ny = children_of(x), children_of(y)
+    if nx is None and ny is None:
+        leaf(x, y, path)
+        return
+    if not same_node(nx, ny):
+        raise mismatch_error(path, x, y, names)
+    assert nx is not None and ny is not None  # same_node: both are nodes
+    for cx, cy, step in zip(nx[2], ny[2], nx[3]):
+        _check_same(cx, cy, path + step, leaf, names)
 
 
 # ---------------------------------------------------------------------------- helpers

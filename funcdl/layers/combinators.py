@@ -251,15 +251,18 @@ def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: 
     pullback is called (as torch's anomaly mode, at backward time), not when it was made."""
     n = len(pullbacks)
 
-    def pullback(dy: Any, need_dx: bool = True, checking: bool | None = None
-                 ) -> tuple[Any, Any]:
+    def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
         if dy is None:
             raise none_cotangent(name)
-        if checking is None:  # (one call, no wrapper, on the unchecked path: every step's)
-            if debug.enabled():
-                with debug.quiet():  # NumPy's warnings must not pre-empt the check's error
-                    return pullback(dy, need_dx, True)
-            checking = False
+        if debug.enabled():
+            with debug.quiet():  # NumPy's warnings must not pre-empt the check's error
+                return backward(dy, need_dx, True)
+        return backward(dy, need_dx, False)
+
+    # not inside pullback, which it would then name: a function in its own closure is a
+    # reference cycle, and every activation the children's pullbacks hold would wait for
+    # the garbage collector instead of going with the last reference to the pullback
+    def backward(dy: Any, need_dx: bool, checking: bool) -> tuple[Any, Any]:
         dparams: list[Any] = [None] * n
         stop = 0 if need_dx else _first_with_params(params)
         i = n - 1
