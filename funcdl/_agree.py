@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -118,27 +119,29 @@ def _size(comm: Comm, fn: str) -> int:
 def describe(t: Tree) -> list[tuple[str, str]]:
     """``(path, description)`` of every node in preorder. Two trees first differ at their
     first differing entry, and up to it their paths agree, so that path names the place."""
-    leaves = iter(pytree.leaves(t))
     out: list[tuple[str, str]] = []
-
-    def go(td: pytree.TreeDef, path: str) -> None:
-        n, steps = len(td.children), [f"[{i}]" for i in range(len(td.children))]
-        if td.kind == "leaf":
-            leaf = next(leaves)
-            a, kind = np.asarray(leaf), "masked array" if is_masked(leaf) else "leaf"
-            what = f"a {kind} of shape {a.shape} and dtype {a.dtype}"
-        elif td.kind == "dict":
-            what, steps = f"a dict with keys {list(td.meta)}", [f"[{k!r}]" for k in td.meta]
-        elif td.kind == "namedtuple":
-            what, steps = f"a {td.meta.__name__}", [f".{f}" for f in td.meta._fields]
-        else:
-            what = "None" if td.kind == "none" else f"a {td.kind} of length {n}"
-        out.append((path, what))
-        for child, step in zip(td.children, steps):
-            go(child, path + step)
-
-    go(pytree.structure(t), "")
+    _describe(pytree.structure(t), "", iter(pytree.leaves(t)), out)
     return out
+
+
+def _describe(td: pytree.TreeDef, path: str, leaves: Iterator[Any],
+              out: list[tuple[str, str]]) -> None:
+    """describe's walk (a module function: one nested in describe, calling itself, would be
+    a reference cycle at every call)."""
+    n, steps = len(td.children), [f"[{i}]" for i in range(len(td.children))]
+    if td.kind == "leaf":
+        leaf = next(leaves)
+        a, kind = np.asarray(leaf), "masked array" if is_masked(leaf) else "leaf"
+        what = f"a {kind} of shape {a.shape} and dtype {a.dtype}"
+    elif td.kind == "dict":
+        what, steps = f"a dict with keys {list(td.meta)}", [f"[{k!r}]" for k in td.meta]
+    elif td.kind == "namedtuple":
+        what, steps = f"a {td.meta.__name__}", [f".{f}" for f in td.meta._fields]
+    else:
+        what = "None" if td.kind == "none" else f"a {td.kind} of length {n}"
+    out.append((path, what))
+    for child, step in zip(td.children, steps):
+        _describe(child, path + step, leaves, out)
 
 
 def digest(entries: list[tuple[str, str]]) -> int:

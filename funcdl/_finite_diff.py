@@ -82,15 +82,18 @@ def rows(x: Any, index: slice) -> Any:
     """The rows ``index`` of an input: of each array with a batch axis, and of a tuple or
     list of numbers inside ``x`` (per-row values, as lengths given as ``(4, 3)``), as an
     array; anything 0-d as it is."""
-    def of(a: Any, nested: bool) -> Any:
-        if type(a) in (tuple, list):
-            if nested and a and all(type(v) in (int, float) for v in a):
-                return np.asarray(a)[index]
-            return type(a)(of(v, True) for v in a)
-        if isinstance(a, dict) or (isinstance(a, tuple) and hasattr(a, "_fields")):
-            return tree.map(lambda v: of(v, True), a)
-        return np.asarray(a)[index] if np.ndim(a) else a
-    return of(x, False)
+    return _rows_of(x, index, False)
+
+
+def _rows_of(a: Any, index: slice, nested: bool) -> Any:
+    """rows' walk (a module function, not a nested one calling itself: a reference cycle)."""
+    if type(a) in (tuple, list):
+        if nested and a and all(type(v) in (int, float) for v in a):
+            return np.asarray(a)[index]
+        return type(a)(_rows_of(v, index, True) for v in a)
+    if isinstance(a, dict) or (isinstance(a, tuple) and hasattr(a, "_fields")):
+        return tree.map(lambda v: _rows_of(v, index, True), a)
+    return np.asarray(a)[index] if np.ndim(a) else a
 
 
 def snapshot(t: Any) -> Any:

@@ -87,3 +87,16 @@ def test_an_optimizer_update_leaves_no_cycle(oid: str) -> None:
     opt = OPTS[oid][0]()
     _, state = opt.update(opt.init(P), G, P)
     assert cyclic_garbage(lambda: opt.update(state, G, P)) == 0
+
+
+def test_the_tree_walks_leave_no_cycle() -> None:
+    # each once walked its tree with a nested function calling itself (a cycle a call)
+    from funcdl import _agree, _finite_diff
+
+    t = {"a": [np.ones(2), (np.zeros(3), None)], "b": np.float32(1.0)}
+    u = {"a": [np.ones(2), (np.zeros(3), None)], "b": np.float32(2.0)}
+    assert cyclic_garbage(lambda: _agree.describe(t)) == 0
+    assert cyclic_garbage(lambda: tree.check_same(t, u, shapes=True, dtypes=True)) == 0
+    x = (np.ones((4, 2)), [3, 1, 2, 4])
+    assert cyclic_garbage(lambda: _finite_diff.rows(x, slice(1, 3))) == 0
+    np.testing.assert_array_equal(_finite_diff.rows(x, slice(1, 3))[1], [1, 2])
