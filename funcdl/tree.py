@@ -282,8 +282,7 @@ def check_same(a: Tree, b: Tree, names: tuple[str, str] = ("the first tree", "th
 
 def _check_same(x: Tree, y: Tree, path: str, leaf: Callable[[Any, Any, str], None],
                 names: tuple[str, str]) -> None:
-    """check_same's walk (here, not nested in it: a nested function calling itself is a
-    reference cycle, garbage at every call)."""
+    """check_same's walk (not nested in it: calling itself, it would be a reference cycle)."""
     nx, ny = children_of(x), children_of(y)
     if nx is None and ny is None:
         leaf(x, y, path)

@@ -170,7 +170,10 @@ def _double_in_a_child(layer: Any, q: Any) -> None:
     q.put(layer.apply((), np.arange(4.0)[:, None]).ravel().tolist())
 
 
+# Python 3.12's warning on fork in a threaded process, and JAX's, when an earlier test has
+# started it in this process (the fork itself is the point here)
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
 def test_a_forked_child_makes_its_own_pool() -> None:
     bt = L.BatchThreads(L.Identity(), 2)
     bt.apply((), np.ones((4, 1)))  # the parent's pool exists now
