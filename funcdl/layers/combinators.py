@@ -259,9 +259,9 @@ def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: 
                 return backward(dy, need_dx, True)
         return backward(dy, need_dx, False)
 
-    # not inside pullback, which it would then name: a function in its own closure is a
-    # reference cycle, and every activation the children's pullbacks hold would wait for
-    # the garbage collector instead of going with the last reference to the pullback
+    # apart from pullback, so that pullback never names itself: a function in its own
+    # closure is a reference cycle, and every activation the children's pullbacks hold
+    # would then wait for the garbage collector instead of going with the pullback
     def backward(dy: Any, need_dx: bool, checking: bool) -> tuple[Any, Any]:
         dparams: list[Any] = [None] * n
         stop = 0 if need_dx else _first_with_params(params)
