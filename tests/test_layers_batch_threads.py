@@ -208,8 +208,8 @@ def test_bad_arguments_and_inputs_name_batch_threads() -> None:
                                          r"Dense\(5\): .*got shape \(2, 7\)"):
         bt.apply(params, np.ones((4, 7), np.float32))  # the child's error, placed
     _, pb = bt.vjp(params, np.ones((4, 6), np.float32))
-    with pytest.raises(ValueError, match=r"^BatchThreads\(.*\): dy must have the output's "
-                                         r"shape \(4, 3\), got \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"^BatchThreads\(.*\): pullback expected dy of "
+                                         r"shape \(4, 3\) \(the output.s\), got \(2, 3\)"):
         pb(np.ones((2, 3), np.float32))
     lstm = L.BatchThreads(L.LSTM(3, lengths=True), 2)
     _, lp = lstm.init(KEY, ((None, 4, 2), (None,)))

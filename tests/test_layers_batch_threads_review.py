@@ -160,8 +160,8 @@ def test_errors_in_the_pullback_name_their_slice_and_the_batchs_dy_shape() -> No
     _, pb = L.BatchThreads(lstm, 2).vjp(params, x)
     good = np.ones((5, 4, 3))
     # a wrong entry deep in a tuple cotangent is named with the batch's shapes
-    with pytest.raises(ValueError, match=r"^BatchThreads\(LSTM.*\): dy must have the output's "
-                                         r"shape \(5, 3\), got \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"^BatchThreads\(LSTM.*\): pullback expected dy of "
+                                         r"shape \(5, 3\) \(the output.s\), got \(2, 3\)"):
         pb((good, (np.ones((5, 3)), np.ones((2, 3)))))
     with pytest.raises(ValueError, match=r"^BatchThreads\(LSTM.*\): dy must be shaped as"):
         pb(good)

@@ -32,7 +32,7 @@ from funcdl._args import int_arg
 from funcdl.layers._children import child_init, is_stateful, name_of, summed
 from funcdl.layers._guard import guarded
 from funcdl.layers._wrap import child_call, like_child, pulled
-from funcdl.layers.base import Layer, LayerLike, layer_arg
+from funcdl.layers.base import Layer, LayerLike, check_cotangent, layer_arg
 
 __all__ = ["BatchThreads"]
 
@@ -212,22 +212,25 @@ def _joined(name: str, what: str, parts: list[Any], cuts: list[slice]) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class _Out:
-    """One array of the output: its shape (a tuple of these, and None, for tuple outputs)."""
+    """One array of the output: its shape and dtype (a tuple of these, and None, for tuple
+    outputs)."""
 
     shape: tuple[int, ...]
+    dtype: np.dtype[Any]
 
 
 def _spec(y: Any) -> Any:
-    """The output's structure with each array's shape, kept for the pullback's checks."""
+    """The output's structure with each array's shape and dtype, for the pullback's checks."""
     if isinstance(y, tuple):
         return tuple(_spec(v) for v in y)
-    return None if y is None else _Out(np.shape(y))
+    return None if y is None else _Out(np.shape(y), np.asarray(y).dtype)
 
 
 def _cotangent(name: str, dy: Any, out: Any) -> Any:
-    """dy checked against the output's shapes before it is cut (a slice's own check would
-    name the slice's shape, not the batch's), a list read as a tuple where the output is
-    one; a None entry goes to the child as it is (LSTM's unread ``h_n``)."""
+    """dy checked against the output before it is cut (a slice's own check would name the
+    slice's shape, not the batch's): each array by ``check_cotangent``, a list read as a
+    tuple where the output is one; a None entry goes to the child as it is (LSTM's unread
+    ``h_n``)."""
     if dy is None or out is None:
         return dy
     if isinstance(out, tuple):
@@ -236,10 +239,7 @@ def _cotangent(name: str, dy: Any, out: Any) -> Any:
                              f"{_shape_of(out)}, got {_shape_of(dy)}")
         items = [_cotangent(name, d, o) for d, o in zip(dy, out, strict=True)]
         return type(dy)(*items) if hasattr(dy, "_fields") else tuple(items)
-    if _shape_of(dy) != str(out.shape):
-        raise ValueError(f"{name}: dy must have the output's shape {out.shape}, got "
-                         f"{_shape_of(dy)}")
-    return dy
+    return check_cotangent(name, dy, out.shape, out.dtype)
 
 
 def _shape_of(v: Any) -> str:
