@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,3 +196,18 @@ def paths(t: Tree, path: str, out: list[tuple[str, Any]]) -> None:
         return
     for c, step in zip(node[2], node[3]):
         paths(c, path + step, out)
+
+
+def same_walk(x: Tree, y: Tree, path: str, leaf: Callable[[Any, Any, str], None],
+              names: tuple[str, str]) -> None:
+    """tree.check_same's walk: ``leaf(x, y, path)`` at each pair of leaves, a mismatch
+    error at the first pair of nodes that differ (a module function, as ``paths``)."""
+    nx, ny = children_of(x), children_of(y)
+    if nx is None and ny is None:
+        leaf(x, y, path)
+        return
+    if not same_node(nx, ny):
+        raise mismatch_error(path, x, y, names)
+    assert nx is not None and ny is not None  # same_node: both are nodes
+    for cx, cy, step in zip(nx[2], ny[2], nx[3]):
+        same_walk(cx, cy, path + step, leaf, names)

@@ -51,9 +51,8 @@ from funcdl._treenodes import (
     TreeDef,
     children_of,
     collect,
-    mismatch_error,
     paths,
-    same_node,
+    same_walk,
     sorted_keys,
 )
 from funcdl._treeravel import check_ints, exact_ints, from_complex
@@ -277,21 +276,7 @@ def check_same(a: Tree, b: Tree, names: tuple[str, str] = ("the first tree", "th
                     f"dtype mismatch at {path or 'the root'}: {names[0]} has {xd}, "
                     f"{names[1]} has {yd}")
 
-    _check_same(a, b, "", leaf, names)
-
-
-def _check_same(x: Tree, y: Tree, path: str, leaf: Callable[[Any, Any, str], None],
-                names: tuple[str, str]) -> None:
-    """check_same's walk (not nested in it: calling itself, it would be a reference cycle)."""
-    nx, ny = children_of(x), children_of(y)
-    if nx is None and ny is None:
-        leaf(x, y, path)
-        return
-    if not same_node(nx, ny):
-        raise mismatch_error(path, x, y, names)
-    assert nx is not None and ny is not None  # same_node: both are nodes
-    for cx, cy, step in zip(nx[2], ny[2], nx[3]):
-        _check_same(cx, cy, path + step, leaf, names)
+    same_walk(a, b, "", leaf, names)
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -12,6 +12,7 @@ reads them first (``scale_by_adam`` for ``adam``, ``scale_by_learning_rate`` for
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from funcdl._args import bool_arg
@@ -27,8 +28,7 @@ from funcdl.optim._checks import (
     value_at,
 )
 from funcdl.optim._dampening import dampened_trace
-from funcdl.optim._masked import make_masked
-from funcdl.optim._transforms import add_decayed_weights, scale_by_learning_rate, trace
+from funcdl.optim._transforms import decay_stage, scale_by_learning_rate, trace
 
 __all__ = ["adagrad", "adam", "adamw", "rmsprop", "sgd"]
 
@@ -50,11 +50,11 @@ def _alias(name: str, stages: _Stages, eps: float | None = None) -> GradientTran
 
 def _weight_decay(stages: _Stages, weight_decay: ScalarOrSchedule | None, mask: Any = None,
                   name: str = "", keep_zero: bool = False) -> None:
-    """Append the (masked) weight-decay stage, left out at 0 (``keep_zero``: only at None,
-    as optax's adafactor); a mask is checked even where the stage is left out."""
-    decay = add_decayed_weights(0.0 if weight_decay is None else weight_decay)
-    if mask is not None:
-        decay = make_masked(name, decay, mask)
+    """Append the (masked) weight-decay stage, ``decay_stage``'s, left out at 0
+    (``keep_zero``: only at None, as optax's adafactor); a mask is checked even where the
+    stage is left out. The callers have checked the value, under their own bounds."""
+    decay = decay_stage(name, 0.0 if weight_decay is None else weight_decay, mask,
+                        low=-math.inf)
     if weight_decay is not None and (keep_zero or weight_decay != 0.0):
         stages.append(("weight_decay", decay))
 
