@@ -24,11 +24,10 @@ from funcdl.optim._adaptive import ScaleByAdamState, adam_moments, moments_pass
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
-    check_state,
     like,
     next_count,
-    read_count,
     real_grad,
+    state_count,
     transform,
     zero_count,
 )
@@ -79,8 +78,7 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByAdamaxState]:
         del params
-        check_state(name, state, ScaleByAdamaxState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleByAdamaxState)
         inv_bc1 = 1.0 / (1.0 - b1 ** (count + 1))
 
         def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
@@ -128,8 +126,7 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByAdamState]:
         del params
-        check_state(name, state, ScaleByAdamState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleByAdamState)
         t = count + 1
         b2t = b2**t
         bc1, bc2 = 1.0 - b1**t, 1.0 - b2t
@@ -199,8 +196,7 @@ def scale_by_nadam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByNadamState]:
         del params
-        check_state(name, state, ScaleByNadamState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleByNadamState)
         product = _read_product(f"{name}.update", state.mu_product)
         t = count + 1
         mu_t = b1 * (1.0 - 0.5 * 0.96 ** (t * psi))
@@ -253,8 +249,7 @@ def scale_by_belief(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByBeliefState]:
         del params
-        check_state(name, state, ScaleByBeliefState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleByBeliefState)
         t = count + 1
         bc1, inv_sqrt_bc2 = 1.0 - b1**t, 1.0 / math.sqrt(1.0 - b2**t)
         ahead, now = b1 / (1.0 - b1 ** (t + 1)), (1.0 - b1) / bc1
@@ -293,8 +288,7 @@ def scale_by_yogi(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-3,
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByAdamState]:
         del params
-        check_state(name, state, ScaleByAdamState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleByAdamState)
         t = count + 1
         bc1, inv_bc2 = 1.0 - b1**t, 1.0 / (1.0 - b2**t)
 
@@ -330,8 +324,7 @@ def scale_by_acprop(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByBeliefState]:
         del params
-        check_state(name, state, ScaleByBeliefState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleByBeliefState)
         bc = 1.0 - b2**count if count else 1.0
 
         def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:

@@ -16,13 +16,12 @@ from funcdl.optim._base import (
     Count,
     GradientTransformation,
     ScalarOrSchedule,
-    check_state,
     leafwise,
     like,
     next_count,
     owned,
-    read_count,
     real_grad,
+    state_count,
     transform,
     zero_count,
 )
@@ -67,8 +66,7 @@ def scale_by_adan(b1: float = 0.98, b2: float = 0.92, b3: float = 0.99, eps: flo
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByAdanState]:
         del params
-        check_state(name, state, ScaleByAdanState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleByAdanState)
         t = count + 1
         bc1, bc2, bc3 = 1.0 - b1**t, 1.0 - b2**t, 1.0 - b3**t
 

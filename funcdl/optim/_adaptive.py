@@ -26,6 +26,7 @@ from funcdl.optim._base import (
     next_count,
     read_count,
     real_grad,
+    state_count,
     transform,
     zero_count,
 )
@@ -128,8 +129,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByAdamState]:
         del params
-        check_state(name, state, ScaleByAdamState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleByAdamState)
         t = count + 1  # this update's step, 1 at the first
         inv_bc1 = 1.0 / (1.0 - b1**t)
         inv_bc2 = 1.0 / (1.0 - b2**t)

@@ -14,12 +14,11 @@ from funcdl.optim._base import (
     Count,
     GradientTransformation,
     ScalarOrSchedule,
-    check_state,
     leafwise,
     like,
     next_count,
-    read_count,
     real_grad,
+    state_count,
     transform,
     zero_count,
 )
@@ -92,8 +91,7 @@ def scale_by_ademamix(b1: float = 0.9, b2: float = 0.999, b3: ScalarOrSchedule =
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByAdemamixState]:
         del params
-        check_state(name, state, ScaleByAdemamixState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleByAdemamixState)
         c3, ca = value_at(name, "b3", b3, count), value_at(name, "alpha", alpha, count)
         t = count + 1
         bc1, inv_sqrt_bc2 = 1.0 - b1**t, 1.0 / math.sqrt(1.0 - b2**t)
@@ -158,8 +156,7 @@ def scale_by_simplified_ademamix(b1: float = 0.99, b2: float = 0.95,
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleBySimplifiedAdemamixState]:
         del params
-        check_state(name, state, ScaleBySimplifiedAdemamixState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleBySimplifiedAdemamixState)
         ca = value_at(name, "alpha", alpha, count)
         inv_bc2 = 1.0 / (1.0 - b2 ** (count + 1))
 

@@ -15,12 +15,11 @@ from funcdl.optim._adaptive import ScaleByAdamState, moments_pass
 from funcdl.optim._base import (
     GradientTransformation,
     ScalarOrSchedule,
-    check_state,
     held,
     like,
     next_count,
-    read_count,
     real_grad,
+    state_count,
     transform,
     zero_count,
 )
@@ -75,8 +74,7 @@ def scale_by_adopt(b1: float = 0.9, b2: float = 0.9999, eps: float = 1e-6,
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByAdamState]:
         del params
-        check_state(name, state, ScaleByAdamState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleByAdamState)
         d1, d2 = (b1, b2) if count > 0 else (1.0, 0.0)
         bound = math.inf
         if clipping:

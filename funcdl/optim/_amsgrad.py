@@ -25,12 +25,11 @@ from funcdl.optim._adaptive import corrected_root
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
-    check_state,
     leafwise,
     like,
     next_count,
-    read_count,
     real_grad,
+    state_count,
     transform,
     zero_count,
 )
@@ -90,8 +89,7 @@ def _amsgrad(name: str, b1: float, b2: float, eps: float, eps_root: float, mu_dt
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, ScaleByAmsgradState]:
         del params
-        check_state(name, state, ScaleByAmsgradState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleByAmsgradState)
         t = count + 1
         inv_bc1 = 1.0 / (1.0 - b1**t) if correct_mu else 1.0
         inv_bc2 = 1.0 / (1.0 - b2**t) if correct_nu else 1.0

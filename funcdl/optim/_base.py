@@ -186,6 +186,13 @@ def check_state(name: str, state: Any, cls: type, method: str = "update") -> Non
             f"init (call {method}(state, grads, params)); got {type(state).__name__}")
 
 
+def state_count(name: str, state: Any, cls: type) -> int:
+    """The preamble of most updates: ``state`` checked to be ``name``'s ``cls``
+    (``check_state``), then its step count as ``read_count`` reads it."""
+    check_state(name, state, cls)
+    return read_count(f"{name}.update", state.count)
+
+
 def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Sequence[str],
              n_out: int = 1, elementwise: bool = False) -> tuple[Tree, ...]:
     """One traversal applying ``fn(*leaves)`` (which returns an ``n_out``-tuple, or a single

@@ -11,13 +11,12 @@ from funcdl import tree
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
-    check_state,
     leafwise,
     like,
     next_count,
     owned,
-    read_count,
     real_grad,
+    state_count,
     transform,
     zero_count,
 )
@@ -46,8 +45,7 @@ def dampened_trace(decay: float, dampening: float, name: str = "trace") -> Gradi
     def update(state: Any, grads: Tree, params: Tree = None
                ) -> tuple[Tree, DampenedTraceState]:
         del params
-        check_state(name, state, DampenedTraceState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, DampenedTraceState)
         weight = keep if count else 1.0
 
         def leaf(g: Any, m: Any) -> tuple[Any, Any]:

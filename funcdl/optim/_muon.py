@@ -30,8 +30,8 @@ from funcdl.optim._base import (
     leafwise,
     like,
     next_count,
-    read_count,
     real_grad,
+    state_count,
     transform,
     zero_count,
 )
@@ -169,8 +169,7 @@ def scale_by_muon(ns_coeffs: Any = DEFAULT_NS_COEFFS, ns_steps: int = 5,
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, MuonState]:
         del params
-        check_state(name, state, MuonState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, MuonState)
         t = count + 1
         ahead, now = beta / (1.0 - beta ** (t + 1)), (1.0 - beta) / (1.0 - beta**t)
 

@@ -26,8 +26,8 @@ from funcdl.optim._base import (
     leafwise,
     like,
     next_count,
-    read_count,
     real_grad,
+    state_count,
     transform,
     zero_count,
 )
@@ -98,8 +98,7 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, ScaleByLionState]:
         del params
-        check_state(name, state, ScaleByLionState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, ScaleByLionState)
 
         def leaf(g: Any, m: Any) -> tuple[Any, Any]:
             real_grad(g)

@@ -27,8 +27,8 @@ from funcdl.optim._base import (
     leafwise,
     like,
     next_count,
-    read_count,
     real_grad,
+    state_count,
     transform,
     with_in_place,
     zero_count,
@@ -147,8 +147,7 @@ def _scheduled(name: str, schedule: Schedule, what: str,
     def made(in_place: bool) -> Callable[..., Any]:
         def update(state: Any, grads: Tree, params: Tree = None
                    ) -> tuple[Tree, ScaleByScheduleState]:
-            check_state(name, state, ScaleByScheduleState)
-            count = read_count(f"{name}.update", state.count)
+            count = state_count(name, state, ScaleByScheduleState)
             # A Python float, so float32 grads and params stay float32 (NEP 50).
             value = schedule_value(where, schedule, count, low)
             return (step(value, grads, params, in_place),

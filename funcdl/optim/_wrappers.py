@@ -27,6 +27,7 @@ from funcdl.optim._base import (
     owned,
     read_count,
     real_grad,
+    state_count,
     transform,
     zero_count,
 )
@@ -276,8 +277,7 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None
 
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmaState]:
         del params
-        check_state(name, state, EmaState)
-        count = read_count(f"{name}.update", state.count)
+        count = state_count(name, state, EmaState)
         bc = 1.0 - d ** (count + 1) if debias else 1.0
 
         def leaf(g: Any, e: Any) -> tuple[Any, Any]:
