@@ -44,8 +44,11 @@ def test_check_layer(make, in_shape):
     check_layer(make(), in_shape, batch=2)
 
 
+@pytest.mark.parametrize("block", [None, 40], ids=["whole", "pieces"])
 @pytest.mark.parametrize(("make", "in_shape"), [TABLE[0], TABLE[2], TABLE[6]])
-def test_check_vjp_float64(make, in_shape):
+def test_check_vjp_float64(make, in_shape, block, monkeypatch):
+    if block is not None:  # the depthwise steps (TABLE[6]) in pieces of one output row
+        monkeypatch.setattr(_grouped, "_BLOCK", block)
     layer = make()
     x = np.random.default_rng(3).standard_normal((2, *in_shape[1:]))
     _, params = layer.init(random.key(1), in_shape)
