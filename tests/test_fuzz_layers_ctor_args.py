@@ -145,7 +145,7 @@ CTORS = [
     ("Remat", L.Remat, {"layer": L.Dense(3)}, f(2, 3),
      {"layer": (L.ReLU, None, 3, "relu", (L.ReLU(),))}),
     ("BatchThreads", L.BatchThreads, {"layer": L.Dense(3), "threads": 2}, f(4, 3),
-     {"layer": (L.ReLU, None, 3, "relu", (L.ReLU(),), L.BatchNorm()), "threads": POS}),
+     {"layer": (L.ReLU, None, 3, "relu", (L.ReLU(),)), "threads": POS}),
     ("TransformerEncoderLayer", L.TransformerEncoderLayer,
      {"d_model": 4, "nhead": 2, "dim_feedforward": 6}, f(2, 3, 4),
      {"d_model": (*POS, 3, 8), "nhead": (*POS, 3), "dim_feedforward": POS,

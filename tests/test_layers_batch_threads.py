@@ -194,11 +194,6 @@ def test_bad_arguments_and_inputs_name_batch_threads() -> None:
             L.BatchThreads(_mlp(), threads)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^BatchThreads: .*expected a layer"):
         L.BatchThreads(L.Dense, 2)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"^BatchThreads\(BatchNorm\(\), threads=2\): "
-                                         r"BatchNorm\(\) is stateful"):
-        L.BatchThreads(L.BatchNorm(), 2)
-    with pytest.raises(ValueError, match=r"BatchThreads\(Sequential\(.*BatchNorm.*is stateful"):
-        L.BatchThreads(L.Sequential(L.Dense(2), L.BatchNorm()), 2)
     bt = L.BatchThreads(_mlp(), 2)
     _, params = bt.init(KEY, (None, 6))
     with pytest.raises(ValueError, match=r"^BatchThreads\(.*\): every input array needs the "

@@ -5,10 +5,12 @@ entries or more run side by side; what stays serial is the Python around them.
 
 The slices are contiguous runs of examples along axis 0 whose sizes differ by one at most
 (slice i holds rows ``N·i // k`` to ``N·(i+1) // k``); the calling thread runs the first and
-a pool of ``threads - 1`` workers, made at the first call and kept by the layer value, the
-others. The child must treat every example on its own, as every stateless funcdl layer
-does (a layer mixing examples, such as a user's normalisation over the batch, would see
-each slice alone); stateful children (BatchNorm) are refused for that reason.
+pool threads (``threads - 1`` for one caller), made at the first call and kept by the
+layer value, the others. Every funcdl layer but BatchNorm treats each example on its own;
+BatchNorm inside sums its per-channel sums over the slices (``_slices.batch_sum``), so
+that it normalises by the whole batch's statistics and moves its running statistics by
+them, as it would on the whole batch. A user's own layer that mixes the examples of its
+batch would see its slice alone (it can call ``_slices.batch_sum`` as BatchNorm does).
 
 Set BLAS to one thread a core when the threads share the cores
 (``OPENBLAS_NUM_THREADS=1``, or ``threadpoolctl.threadpool_limits(1)``): each slice's
@@ -27,14 +29,25 @@ from typing import Any
 
 import numpy as np
 
-from funcdl import random
+from funcdl import random, tree
 from funcdl._args import int_arg
-from funcdl.layers._children import child_init, is_stateful, name_of, summed
+from funcdl.layers import _slices
+from funcdl.layers._children import (
+    build,
+    child_apply,
+    child_init,
+    child_vjp,
+    is_stateful,
+    name_of,
+    summed,
+)
 from funcdl.layers._guard import guarded
 from funcdl.layers._wrap import child_call, like_child, pulled
 from funcdl.layers.base import Layer, LayerLike, check_cotangent, layer_arg
 
 __all__ = ["BatchThreads"]
+
+_MOST = 1024  # threads a pool may start: slices running at once, over all callers
 
 
 def BatchThreads(layer: LayerLike, threads: int) -> Layer:
@@ -51,6 +64,12 @@ def BatchThreads(layer: LayerLike, threads: int) -> Layer:
     count as they would on the ranks of a data-parallel run. A batch of fewer than
     ``threads`` examples runs in as many slices as examples.
 
+    A stateful child (BatchNorm) runs as on the whole batch: each slice is given the state,
+    BatchNorm's statistics are the whole batch's, and the new state is the one every slice
+    returns (a ValueError if the slices' new states differ, as a user's layer whose state
+    moves with its slice's examples would give). The state is the child's own, not a
+    one-entry tuple.
+
     Example: ``BatchThreads(Sequential(Conv2D(16, 3), ReLU(), MaxPool2D(2), Flatten(),
     Dense(10)), threads=2)`` trains a CNN on both cores of a two-core machine.
     """
@@ -61,44 +80,47 @@ def BatchThreads(layer: LayerLike, threads: int) -> Layer:
     layer = guarded(layer)
     child = name_of(layer)
     name = f"BatchThreads({child}, threads={n_threads})"
-    if is_stateful(layer):
-        raise ValueError(f"{name}: {child} is stateful: its batch statistics would be each "
-                         f"slice's, not the batch's; put BatchThreads around the layers "
-                         f"before and after it, or use GroupNorm / LayerNorm, which treat "
-                         f"each example on its own")
     dx_optional = bool(getattr(layer, "dx_optional", False))
-    pool = _Pool(n_threads - 1, name)
+    pool = _Pool(name)
 
-    def init(key: random.Key, in_shape: Any) -> tuple[Any, Any]:
-        out, params, _ = child_call("BatchThreads", child, child_init, layer, key, in_shape)
-        return out, params
+    def init(key: random.Key, in_shape: Any) -> tuple[Any, Any, Any]:
+        out: tuple[Any, Any, Any] = child_call("BatchThreads", child, child_init, layer, key,
+                                               in_shape)
+        return out
 
     def run(fn: Any, args: list[Any], cuts: list[slice]) -> list[Any]:
-        """``fn`` on each slice's arguments, a child's error placed with the slice's rows
-        (its shapes are the slice's, not the batch's)."""
+        """``fn`` on each slice's arguments, each slice a member of one group (its batch
+        sums), a child's error placed with the slice's rows (its shapes are the slice's,
+        not the batch's)."""
+        group = _slices.Group(len(args)) if len(args) > 1 else None
+
         def one(i: int) -> Any:
             where = f"BatchThreads[rows {cuts[i].start}:{cuts[i].stop}]"
-            return child_call(where, child, fn, args[i])
+            with _slices.member(group, i):
+                return child_call(where, child, fn, args[i])
 
         return pool.map(one, list(range(len(args))))
 
     def sliced(x: Any, key: Any) -> tuple[list[slice], list[tuple[Any, Any]]]:
-        """The slices of axis 0, and each one's input and key."""
-        cuts = _cuts(name, x, n_threads)
+        """The slices of axis 0, and each one's input and key; one slice inside another
+        BatchThreads' slice (its threads are busy already; its sums go to that group)."""
+        cuts = _cuts(name, x, 1 if _slices.inside() else n_threads)
         keys = ([key] * len(cuts) if key is None or len(cuts) == 1 else
                 random.split_for(key, len(cuts), name))
         return cuts, [(_take(x, r), k) for r, k in zip(cuts, keys, strict=True)]
 
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+    def apply(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
         cuts, parts = sliced(x, key)
-        ys = run(lambda a: layer.apply(params, a[0], key=a[1], train=train), parts, cuts)
-        return _joined(name, "output", ys, cuts)
+        outs = run(lambda a: child_apply(layer, params, a[0], state, a[1], train), parts, cuts)
+        return (_joined(name, "output", [o[0] for o in outs], cuts),
+                _one_state(name, [o[1] for o in outs], cuts))
 
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+    def vjp(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
         cuts, parts = sliced(x, key)
-        outs = run(lambda a: layer.vjp(params, a[0], key=a[1], train=train), parts, cuts)
+        outs = run(lambda a: child_vjp(layer, params, a[0], state, a[1], train), parts, cuts)
         y = _joined(name, "output", [o[0] for o in outs], cuts)
         pullbacks, out = [o[1] for o in outs], _spec(y)  # y's shapes: not y itself
+        new_state = _one_state(name, [o[2] for o in outs], cuts)
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
             dy = _cotangent(name, dy, out)
@@ -109,19 +131,23 @@ def BatchThreads(layer: LayerLike, threads: int) -> Layer:
             dx = _joined(name, "dx", [d for _, d in pairs], cuts) if need_dx else None
             return dparams, dx
 
-        return y, pullback
+        return y, pullback, new_state
 
     # the child's ids and weight axis; dx_optional whatever the child's: pulled drops dx
-    return dataclasses.replace(like_child(Layer(init, apply, vjp, name=name), layer),
-                               dx_optional=True)
+    made = build(name, is_stateful(layer), init, apply, vjp)
+    return dataclasses.replace(like_child(made, layer), dx_optional=True)
 
 
 class _Pool:
-    """``workers`` threads beside the calling one, made at the first call that needs
-    them and again in a forked child (whose copy of the parent's pool has no threads)."""
+    """Threads beside the calling one, made at the first call that needs them and again in
+    a forked child (whose copy of the parent's pool has no threads). The executor starts a
+    thread whenever none is idle (up to ``_MOST``) and keeps it: a call's slices must all
+    run at once, since their batch sums meet, so a call made while another holds the
+    threads (two threads training one model value) gets threads of its own instead of
+    queueing behind slices that wait for it."""
 
-    def __init__(self, workers: int, name: str) -> None:
-        self.workers, self.name = workers, name
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.executor: ThreadPoolExecutor | None = None
         self.pid = 0
 
@@ -131,20 +157,44 @@ class _Pool:
         if len(args) == 1:
             return [fn(args[0])]
         if self.executor is None or self.pid != os.getpid():
-            self.executor = ThreadPoolExecutor(self.workers, "funcdl-" + self.name)
+            self.executor = ThreadPoolExecutor(_MOST, "funcdl-" + self.name)
             self.pid = os.getpid()
         # each in a copy of the caller's context: np.errstate and debug.check_finite live
         # in contextvars, which a pool's threads would not see otherwise
         futures: list[Future[Any]] = [self.executor.submit(contextvars.copy_context().run,
                                                            fn, a) for a in args[1:]]
         try:
-            first = fn(args[0])
-        finally:
-            done = [_outcome(f) for f in futures]  # all finished before anything is raised
+            first: tuple[Any, BaseException | None] = (fn(args[0]), None)
+        except BaseException as e:  # raised below, once every slice has finished
+            first = (None, e)
+        done = [first, *(_outcome(f) for f in futures)]
         errors = [err for _, err in done if err is not None]
-        if errors:
-            raise errors[0]
-        return [first, *(value for value, _ in done)]
+        if errors:  # a slice's own error before the others' SliceAbandoned
+            raise next((e for e in errors if not isinstance(e, _slices.SliceAbandoned)),
+                       errors[0])
+        return [value for value, _ in done]
+
+
+def _one_state(name: str, states: list[Any], cuts: list[slice]) -> Any:
+    """The new state every slice returned (the first's object), or a ValueError naming
+    the first entry where a slice's differs."""
+    first = states[0]
+    for st, r in zip(states[1:], cuts[1:]):
+        if st is first:
+            continue
+        try:
+            tree.check_same(first, st, ("first", "other"), shapes=True)
+            same = all(np.array_equal(a, b, equal_nan=True)
+                       for a, b in zip(tree.leaves(first), tree.leaves(st), strict=True))
+        except ValueError:
+            same = False
+        if not same:
+            raise ValueError(f"{name}: the slices returned different new states (rows 0:"
+                             f"{cuts[0].stop} and {r.start}:{r.stop}); BatchThreads runs a "
+                             f"stateful layer whose new state is the same in every slice "
+                             f"(BatchNorm's, from the whole batch's statistics), not one "
+                             f"that moves its state by its slice's examples alone")
+    return first
 
 
 def _outcome(f: Future[Any]) -> tuple[Any, BaseException | None]:

@@ -39,6 +39,7 @@ from funcdl.layers._norm_stats import (
     running_stats,
 )
 from funcdl.layers._params import in_param_dtypes, weak_dtype
+from funcdl.layers._slices import batch_sum
 from funcdl.layers._sums import block_sum, chan
 from funcdl.layers.base import (
     Array,
@@ -137,11 +138,17 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
                 f"`_, params, state = layer.init(key, in_shape)`, then "
                 f"`y, state = layer.apply(params, x, state=state, train=True)`")
 
+    def whole(m: int) -> int:
+        """The entries per channel of the whole batch: under BatchThreads, summed over the
+        slices (in training only: inference treats each example on its own)."""
+        return int(batch_sum(np.array(m))[0])
+
     # apply and vjp share these two forwards, so that apply == vjp(...)[0] bit for bit.
     def train_forward(x: Array, total: Callable[[Array], Array], m: int, scale: Array,
                       bias: Array, keep: bool) -> tuple[Array, Array, Array, Any, Array]:
         """``y = (x - μ)·k + bias`` with ``k = scale/sqrt(σ² + eps)``; returns
-        ``(y, μ, σ², centred x (or None), 1/sqrt(σ² + eps))``."""
+        ``(y, μ, σ², centred x (or None), 1/sqrt(σ² + eps))``; ``m`` is the whole batch's
+        entries per channel (``whole``), μ and σ² the whole batch's."""
         if m == 0:  # an empty batch: an empty output and zero grads, as PyTorch's
             zero = np.zeros_like(scale)
             return np.empty_like(x), zero, zero, (np.empty_like(x) if keep else None), zero
@@ -150,7 +157,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
                              f"got input of shape {x.shape} ({m} per channel)")
         with np.errstate(over="ignore"):  # two passes: no E[x²] - E[x]² cancelling
             mu, xc, sq, var, inv_std = moments(
-                x, lambda a: total(a) / m,
+                x, lambda a: batch_sum(total(a))[0] / m,
                 lambda a, b, out=None: chan(np.subtract, a, b, out=out), eps)
             k = scale * inv_std
             y = chan(np.multiply, xc, k, out=sq if keep else xc)  # reuse a buffer we own
@@ -181,7 +188,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
 
     def train_vjp(params: Any, x_dtype: Any, x: Array, total: Callable[[Array], Array],
                   m: int, scale: Array, bias: Array) -> tuple[Array, Any, Array, Array]:
-        """``(y, pullback, μ, σ²)`` on the batch statistics."""
+        """``(y, pullback, μ, σ²)`` on the batch statistics (``m``: the whole batch's)."""
         # Residuals: the centred input xc and inv_std (x̂ = xc·inv_std is never stored: the
         # per-channel factors absorb it, one full-size product fewer).
         y, mu, var, xc, inv_std = train_forward(x, total, m, scale, bias, keep=True)
@@ -191,8 +198,8 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
-            dbias = total(dy)
-            s = total(dy * xc)                                   # Σ dy·x̂ = inv_std·s
+            own_dbias, own_s = total(dy), total(dy * xc)         # Σ dy·x̂ = inv_std·s
+            dbias, s = batch_sum(own_dbias, own_s)  # over BatchThreads' slices: dx's
             n = max(m, 1)  # an empty batch: Σ are 0, dx empty
             # inv·s first: s holds xc, so the factor stays in float32's range past σ = 1e19
             dx = np.subtract(dy, chan(np.multiply, xc, inv_std * s / n * inv_std))
@@ -200,8 +207,9 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
             chan(np.multiply, dx, k, out=dx)
             if not affine:  # fixed_affine drops the params' grads: none made
                 return (), in_input_dtype(dx, x_dtype)
-            return (in_param_dtypes({"scale": (s * inv_std).reshape(-1),
-                                     "bias": dbias.reshape(-1)}, params),
+            # this slice's sums: BatchThreads adds the slices' params' grads
+            return (in_param_dtypes({"scale": (own_s * inv_std).reshape(-1),
+                                     "bias": own_dbias.reshape(-1)}, params),
                     in_input_dtype(dx, x_dtype))
 
         return y, pullback, mu, var
@@ -213,6 +221,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         x, total, bshape, m, scale, bias = prepare(params, x)
         running, count = running_stats(name, state, (scale.size,), counted)
         if train_arg(train, name):
+            m = whole(m)
             y, mu, var, _, _ = train_forward(x, total, m, scale, bias, keep=False)
             return y, moved(running, count, mu, var, m, momentum)
         return eval_forward(x, bshape, scale, bias, running)[0], state
@@ -225,6 +234,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         x, total, bshape, m, scale, bias = prepare(params, x)
         running, count = running_stats(name, state, (scale.size,), counted)
         if train_arg(train, name):
+            m = whole(m)
             y, pullback, mu, var = train_vjp(params, x_dtype, x, total, m, scale, bias)
             return y, pullback, moved(running, count, mu, var, m, momentum)
         y, mean, inv_std = eval_forward(x, bshape, scale, bias, running)
@@ -247,14 +257,14 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
     def batch_apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
         x, total, _, m, scale, bias = prepare(params, x)
-        y: Array = train_forward(x, total, m, scale, bias, keep=False)[0]
+        y: Array = train_forward(x, total, whole(m), scale, bias, keep=False)[0]
         return y
 
     def batch_vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
         x_dtype = getattr(x, "dtype", None)
         x, total, _, m, scale, bias = prepare(params, x)
-        return train_vjp(params, x_dtype, x, total, m, scale, bias)[:2]
+        return train_vjp(params, x_dtype, x, total, whole(m), scale, bias)[:2]
 
     layer = (Layer(init, apply, vjp, stateful=True, name=name) if track
              else Layer(init, batch_apply, batch_vjp, name=name))

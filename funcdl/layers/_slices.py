@@ -1,0 +1,143 @@
+"""The slices of one BatchThreads call, as a layer inside sees them: a layer whose output
+mixes the examples of its batch (BatchNorm's batch statistics) sums its per-slice sums over
+the slices with ``batch_sum``, so that each slice normalises by the statistics of the whole
+batch, as the layer run on the whole batch does; outside BatchThreads, ``batch_sum`` gives
+its arrays back untouched.
+
+Each slice runs in its own thread as a ``member`` of the call's ``Group``; a ``batch_sum``
+is a rendezvous: every member deposits its arrays for that round, the first member adds
+them up in slice order (the same bits for every slice: the slices' outputs stay
+consistent), and each gets the read-only totals. A BatchThreads inside another's slice
+runs as one slice (``inside``), so its layers' sums go to the outer group. A member that
+fails releases the
+others (they raise ``SliceAbandoned``, and the failure's own error is the one reported);
+members that ask for a different number of sums, whose rendezvous would never complete,
+get a ValueError instead of a hang.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import reduce
+from typing import Any
+
+import numpy as np
+
+from funcdl.layers.base import Array
+
+__all__ = ["Group", "SliceAbandoned", "batch_sum", "inside", "member"]
+
+
+class SliceAbandoned(RuntimeError):
+    """Raised in the slices waiting for a sum when another slice failed: that slice's
+    error is the one BatchThreads reports."""
+
+
+class _Member:
+    """One slice's place in its group, and how many sums it has asked for."""
+
+    def __init__(self, group: Group, index: int) -> None:
+        self.group, self.index, self.sums = group, index, 0
+
+
+_CURRENT: ContextVar[_Member | None] = ContextVar("funcdl_batch_slice", default=None)
+
+
+class _Round:
+    def __init__(self, n: int) -> None:
+        self.parts: list[tuple[Array, ...] | None] = [None] * n
+        self.total: tuple[Array, ...] | None = None
+        self.unread = n
+
+
+class Group:
+    """The ``n`` slices of one call."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.lock = threading.Condition()
+        self.rounds: dict[int, _Round] = {}
+        self.ended: list[int | None] = [None] * n  # each member's count of sums at its end
+        self.failed = False
+
+    def sum(self, me: _Member, arrays: tuple[Array, ...]) -> tuple[Array, ...]:
+        with self.lock:
+            k, me.sums = me.sums, me.sums + 1
+            r = self.rounds.setdefault(k, _Round(self.n))
+            r.parts[me.index] = arrays
+            self.lock.notify_all()
+            if me.index == 0:
+                self._wait(k, lambda: None not in r.parts)
+            else:
+                self._wait(k, lambda: r.total is not None)
+        if me.index == 0:  # the lock is free meanwhile: only member 0 writes the total
+            total = tuple(np.asarray(reduce(np.add, parts))
+                          for parts in zip(*r.parts))
+            for t in total:
+                t.flags.writeable = False  # one array for every slice: none may edit it
+            with self.lock:
+                r.total = total
+                self.lock.notify_all()
+        with self.lock:
+            r.unread -= 1
+            if not r.unread:
+                del self.rounds[k]
+        assert r.total is not None
+        return r.total
+
+    def _wait(self, k: int, done: Any) -> None:
+        """Until ``done()``; SliceAbandoned if a member failed, a ValueError if one ended
+        after fewer sums than this round's (its part will never come)."""
+        def short() -> bool:
+            return any(e is not None and e <= k for e in self.ended)
+
+        self.lock.wait_for(lambda: done() or self.failed or short())
+        if done():
+            return
+        if self.failed:
+            raise SliceAbandoned("another slice of the batch failed")
+        raise ValueError(f"BatchThreads: the slices asked for different numbers of batch "
+                         f"sums (one ended after {min(e for e in self.ended if e is not None)}, "
+                         f"this one is at its {k + 1}th): a layer inside took another path "
+                         f"in some slice; BatchThreads needs the same layers to run in "
+                         f"every slice")
+
+    def end(self, me: _Member, failed: bool) -> None:
+        with self.lock:
+            self.ended[me.index] = me.sums
+            self.failed = self.failed or failed
+            self.lock.notify_all()
+
+
+@contextmanager
+def member(group: Group | None, index: int) -> Iterator[None]:
+    """Run the body as slice ``index`` of ``group`` (None: a call of one slice)."""
+    if group is None:
+        yield
+        return
+    me = _Member(group, index)
+    token = _CURRENT.set(me)
+    try:
+        yield
+    except BaseException:
+        group.end(me, failed=True)
+        raise
+    else:
+        group.end(me, failed=False)
+    finally:
+        _CURRENT.reset(token)
+
+
+def inside() -> bool:
+    """Whether this thread runs a slice of a BatchThreads call."""
+    return _CURRENT.get() is not None
+
+
+def batch_sum(*arrays: Array) -> tuple[Array, ...]:
+    """Each array summed over the slices of the BatchThreads call running this one (read
+    only, the same in every slice); the arrays themselves outside BatchThreads."""
+    me = _CURRENT.get()
+    return arrays if me is None else me.group.sum(me, arrays)
