@@ -99,7 +99,7 @@ def test_pm_one_refusals_say_whose_convention(loss: Any, words: str) -> None:
 
 
 def test_poly_float_class_labels_are_refused_with_the_fix() -> None:
-    # the message shared by every integer-label loss (_label_error) since poly's own went
+    # the message of every integer-label loss (losses._base.label_error) since poly's own went
     with pytest.raises(TypeError, match=r"^poly_loss_cross_entropy: target must be integer "
                                         r"class labels of shape \(4,\), got dtype float64 "
                                         r".*must be integers.*: pass target\.astype\(int\)"):

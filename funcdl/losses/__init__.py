@@ -34,24 +34,31 @@ and a ValueError.
 
 from __future__ import annotations
 
-from funcdl.losses._base import LabelDtypeError, Loss, _public
+from funcdl.losses._base import LabelDtypeError, Loss, publish_loss
 from funcdl.losses._base import bound as bound  # for autodiff and testing
-from funcdl.losses._contrastive import _cosine_distance, _cosine_similarity, _ntxent
-from funcdl.losses._cross_entropy import _nll, _softmax_cross_entropy
-from funcdl.losses._ctc import _ctc
-from funcdl.losses._distributions import _gaussian_nll, _kl_div, _poisson_nll
-from funcdl.losses._elementwise import _bce, _bce_with_logits, _huber, _l1, _mse, _smooth_l1
-from funcdl.losses._focal import _log_cosh, _sigmoid_focal
-from funcdl.losses._margins import (
-    _hinge_embedding,
-    _multi_margin,
-    _multilabel_margin,
-    _multilabel_soft_margin,
-    _soft_margin,
+from funcdl.losses._contrastive import cosine_distance_vjp, cosine_similarity_vjp, ntxent_vjp
+from funcdl.losses._cross_entropy import nll_vjp, softmax_cross_entropy_vjp
+from funcdl.losses._ctc import ctc_vjp
+from funcdl.losses._distributions import gaussian_nll_vjp, kl_div_vjp, poisson_nll_vjp
+from funcdl.losses._elementwise import (
+    bce_vjp,
+    bce_with_logits_vjp,
+    huber_vjp,
+    l1_vjp,
+    mse_vjp,
+    smooth_l1_vjp,
 )
-from funcdl.losses._pairs import _cosine_embedding, _margin_ranking, _triplet_margin
-from funcdl.losses._poly_hinge import _hinge, _poly_loss_cross_entropy, _squared_hinge
-from funcdl.losses._sparsemax import _multiclass_sparsemax, _sparsemax
+from funcdl.losses._focal import log_cosh_vjp, sigmoid_focal_vjp
+from funcdl.losses._margins import (
+    hinge_embedding_vjp,
+    multi_margin_vjp,
+    multilabel_margin_vjp,
+    multilabel_soft_margin_vjp,
+    soft_margin_vjp,
+)
+from funcdl.losses._pairs import cosine_embedding_vjp, margin_ranking_vjp, triplet_margin_vjp
+from funcdl.losses._poly_hinge import hinge_vjp, poly_loss_cross_entropy_vjp, squared_hinge_vjp
+from funcdl.losses._sparsemax import multiclass_sparsemax_vjp, sparsemax_vjp
 
 __all__ = ["LabelDtypeError", "Loss", "bce", "bce_with_logits", "cosine_distance",
            "cosine_embedding", "cosine_similarity", "ctc", "gaussian_nll", "hinge",
@@ -60,33 +67,33 @@ __all__ = ["LabelDtypeError", "Loss", "bce", "bce_with_logits", "cosine_distance
            "nll", "ntxent", "poisson_nll", "poly_loss_cross_entropy", "sigmoid_focal", "smooth_l1",
            "soft_margin", "softmax_cross_entropy", "sparsemax", "squared_hinge", "triplet_margin"]
 
-mse = _public("mse", _mse)
-bce = _public("bce", _bce)
-bce_with_logits = _public("bce_with_logits", _bce_with_logits)
-huber = _public("huber", _huber)
-softmax_cross_entropy = _public("softmax_cross_entropy", _softmax_cross_entropy)
-l1 = _public("l1", _l1)
-smooth_l1 = _public("smooth_l1", _smooth_l1)
-nll = _public("nll", _nll)
-kl_div = _public("kl_div", _kl_div)
-gaussian_nll = _public("gaussian_nll", _gaussian_nll)
-poisson_nll = _public("poisson_nll", _poisson_nll)
-margin_ranking = _public("margin_ranking", _margin_ranking)
-cosine_embedding = _public("cosine_embedding", _cosine_embedding)
-triplet_margin = _public("triplet_margin", _triplet_margin)
-ctc = _public("ctc", _ctc)
-sigmoid_focal = _public("sigmoid_focal", _sigmoid_focal)
-log_cosh = _public("log_cosh", _log_cosh)
-hinge_embedding = _public("hinge_embedding", _hinge_embedding)
-soft_margin = _public("soft_margin", _soft_margin)
-multi_margin = _public("multi_margin", _multi_margin)
-multilabel_soft_margin = _public("multilabel_soft_margin", _multilabel_soft_margin)
-multilabel_margin = _public("multilabel_margin", _multilabel_margin)
-ntxent = _public("ntxent", _ntxent)
-cosine_similarity = _public("cosine_similarity", _cosine_similarity)
-cosine_distance = _public("cosine_distance", _cosine_distance)
-poly_loss_cross_entropy = _public("poly_loss_cross_entropy", _poly_loss_cross_entropy)
-hinge = _public("hinge", _hinge)
-squared_hinge = _public("squared_hinge", _squared_hinge)
-sparsemax = _public("sparsemax", _sparsemax)
-multiclass_sparsemax = _public("multiclass_sparsemax", _multiclass_sparsemax)
+mse = publish_loss("mse", mse_vjp)
+bce = publish_loss("bce", bce_vjp)
+bce_with_logits = publish_loss("bce_with_logits", bce_with_logits_vjp)
+huber = publish_loss("huber", huber_vjp)
+softmax_cross_entropy = publish_loss("softmax_cross_entropy", softmax_cross_entropy_vjp)
+l1 = publish_loss("l1", l1_vjp)
+smooth_l1 = publish_loss("smooth_l1", smooth_l1_vjp)
+nll = publish_loss("nll", nll_vjp)
+kl_div = publish_loss("kl_div", kl_div_vjp)
+gaussian_nll = publish_loss("gaussian_nll", gaussian_nll_vjp)
+poisson_nll = publish_loss("poisson_nll", poisson_nll_vjp)
+margin_ranking = publish_loss("margin_ranking", margin_ranking_vjp)
+cosine_embedding = publish_loss("cosine_embedding", cosine_embedding_vjp)
+triplet_margin = publish_loss("triplet_margin", triplet_margin_vjp)
+ctc = publish_loss("ctc", ctc_vjp)
+sigmoid_focal = publish_loss("sigmoid_focal", sigmoid_focal_vjp)
+log_cosh = publish_loss("log_cosh", log_cosh_vjp)
+hinge_embedding = publish_loss("hinge_embedding", hinge_embedding_vjp)
+soft_margin = publish_loss("soft_margin", soft_margin_vjp)
+multi_margin = publish_loss("multi_margin", multi_margin_vjp)
+multilabel_soft_margin = publish_loss("multilabel_soft_margin", multilabel_soft_margin_vjp)
+multilabel_margin = publish_loss("multilabel_margin", multilabel_margin_vjp)
+ntxent = publish_loss("ntxent", ntxent_vjp)
+cosine_similarity = publish_loss("cosine_similarity", cosine_similarity_vjp)
+cosine_distance = publish_loss("cosine_distance", cosine_distance_vjp)
+poly_loss_cross_entropy = publish_loss("poly_loss_cross_entropy", poly_loss_cross_entropy_vjp)
+hinge = publish_loss("hinge", hinge_vjp)
+squared_hinge = publish_loss("squared_hinge", squared_hinge_vjp)
+sparsemax = publish_loss("sparsemax", sparsemax_vjp)
+multiclass_sparsemax = publish_loss("multiclass_sparsemax", multiclass_sparsemax_vjp)

@@ -26,7 +26,7 @@ from funcdl._args import (
 
 Array = NDArray[Any]
 Pullback = Callable[..., Array]
-_sum = np.add.reduce  # ndarray.sum without its Python-level wrapper: the same reduction
+add_reduce = np.add.reduce  # ndarray.sum without its Python-level wrapper: the same reduction
 # (np.maximum.reduce and np.minimum.reduce stand for .max() and .min() the same way)
 _MISSING: Any = object()  # pred or target not given: a loss called as if it were a factory
 
@@ -163,18 +163,18 @@ class LabelDtypeError(TypeError, ValueError):
     """Integer class labels given in another dtype (floats read from a text file, bools):
     both a TypeError and a ValueError, as NumPy's AxisError is both a ValueError and an
     IndexError, so that code catching either (the losses raised one or the other before
-    they shared ``_int_labels``) still catches it."""
+    they shared ``int_labels``) still catches it."""
 
 
-def _int_labels(name: str, target: Any, want: str, ids: str, fix: str = "") -> Array:
-    """``target`` as an array of integers, else a ``LabelDtypeError`` (see ``_label_error``)."""
+def int_labels(name: str, target: Any, want: str, ids: str, fix: str = "") -> Array:
+    """``target`` as an array of integers, else a ``LabelDtypeError`` (see ``label_error``)."""
     t = array_arg(target, name, "target")
     if t.dtype.kind not in "iu":
-        raise _label_error(name, t, want, ids, fix)
+        raise label_error(name, t, want, ids, fix)
     return t
 
 
-def _label_error(name: str, t: Array, want: str, ids: str, fix: str = "") -> LabelDtypeError:
+def label_error(name: str, t: Array, want: str, ids: str, fix: str = "") -> LabelDtypeError:
     """The error of every loss taking integer labels, given ``t`` of another dtype: ``want``
     what the target must be (``class labels of shape (4,)``), ``ids`` their values
     (``class ids must be integers in [0, 3)``), ``fix`` another way (``, or ...``)."""
@@ -193,7 +193,7 @@ def _label_error(name: str, t: Array, want: str, ids: str, fix: str = "") -> Lab
                            f"{seen}; {ids}: pass {cast}{fix}")
 
 
-def _pred(name: str, pred: Any, like: Any = None) -> Array:
+def pred_array(name: str, pred: Any, like: Any = None) -> Array:
     """``pred`` as a float32 or float64 array. Python floats (a nested list of them, or
     one) are weakly typed, as in JAX: they take ``like``'s dtype when that is a float32 or
     float64 array (the other input of a pair), else float32, as the layers read them;
@@ -212,7 +212,7 @@ def _pred(name: str, pred: Any, like: Any = None) -> Array:
 
 
 
-def _same_shape(name: str, pred: Array, target: Any) -> Array:
+def target_like(name: str, pred: Array, target: Any) -> Array:
     t = array_arg(target, name, "target")
     if foreign_dtype(t.dtype):
         raise TypeError(f"{name}: {t.dtype} target is not supported; cast it to float32 "
@@ -233,7 +233,7 @@ def _same_shape(name: str, pred: Array, target: Any) -> Array:
         return t.astype(pred.dtype, copy=False)
 
 
-def _span(a: Array) -> str:
+def value_span(a: Array) -> str:
     """What an array out of its domain holds, for an error: its range, or its NaN count (a
     NaN makes min and max NaN, which read as if every entry were)."""
     if a.dtype.kind in "fc" and np.isnan(a).any():
@@ -241,15 +241,15 @@ def _span(a: Array) -> str:
     return f"values in [{np.minimum.reduce(a, axis=None)}, {np.maximum.reduce(a, axis=None)}]"
 
 
-def _probabilities(name: str, t: Array) -> Array:
+def check_probabilities(name: str, t: Array) -> Array:
     """Probability targets of the cross-entropies must lie in [0, 1] (PyTorch does not
     check; a target of 2, or -1, would give a finite, meaningless loss)."""
     if t.size and not (t.min() >= 0 and t.max() <= 1):
-        raise ValueError(f"{name}: target must hold probabilities in [0, 1], got {_span(t)}")
+        raise ValueError(f"{name}: target must hold probabilities in [0, 1], got {value_span(t)}")
     return t
 
 
-def _one_hot(name: str, t: Array, shape: tuple[int, ...]) -> Array:
+def check_one_hot(name: str, t: Array, shape: tuple[int, ...]) -> Array:
     """``t`` (an integer or boolean target of the logits' shape, cast to their dtype) if it is
     one-hot: (N,) logits with (N,) labels in {0, 1}, a binary task, would otherwise be one
     example of N classes with several right answers, and train without a word. Entries
@@ -276,8 +276,8 @@ def _one_hot(name: str, t: Array, shape: tuple[int, ...]) -> Array:
     return t
 
 
-def _reduced(name: str, per: Array, reduction: str, count: float,
-             grad: Callable[[Any], Array]) -> tuple[Any, Pullback]:
+def reduce_loss(name: str, per: Array, reduction: str, count: float,
+                grad: Callable[[Any], Array]) -> tuple[Any, Pullback]:
     """Reduce per-element losses; ``grad(c)`` maps a per-element cotangent ``c`` (scalar or
     array) to dpred. The mean's pullback scales by 1/count. The pullback is named for the
     loss, so that Python's own errors (``pullback(g, 2.0)``) name it too."""
@@ -297,9 +297,9 @@ def _reduced(name: str, per: Array, reduction: str, count: float,
         # every loss's sum, and only its sum, under this errstate: a float32 Σ of huge
         # finite terms, 3e38 + 3e38
         with np.errstate(over="ignore"):
-            value = float(_sum(per, axis=None)) / n
+            value = float(add_reduce(per, axis=None)) / n
             if not math.isfinite(value) and n > 1:  # ... whose mean fits: in float64
-                value = float(_sum(np.divide(per, n, dtype=np.float64), axis=None))
+                value = float(add_reduce(np.divide(per, n, dtype=np.float64), axis=None))
         # a finite value means finite terms: each loss's dpred is then in range
         return value, (pullback if math.isfinite(value) else _quiet(pullback))
 
@@ -319,8 +319,8 @@ def _reduced(name: str, per: Array, reduction: str, count: float,
     return per, _quiet(pullback_each)
 
 
-def _weights(name: str, what: str, value: Any, shape: tuple[int, ...],
-             dtype: Any, per_class: bool = False) -> Array | None:
+def check_weights(name: str, what: str, value: Any, shape: tuple[int, ...],
+                  dtype: Any, per_class: bool = False) -> Array | None:
     """``value`` as finite weights >= 0 in ``dtype`` (within its range) that broadcast to
     ``shape`` without changing it (``per_class``: of that shape, (C,), as torch's class
     weights), None for None: a TypeError for non-numbers, else a ValueError."""
@@ -345,7 +345,7 @@ def _weights(name: str, what: str, value: Any, shape: tuple[int, ...],
     # float64's maximum overflows there with a warning
     if v.size and not (np.isfinite(v).all() and v.min() >= 0 and float(v.max()) <= top):
         raise ValueError(f"{name}: {what} must be finite, >= 0 and within {np.dtype(dtype)}'s "
-                         f"range, got {_span(v)}")
+                         f"range, got {value_span(v)}")
     return v.astype(dtype)
 
 
@@ -371,7 +371,7 @@ def _quiet(pullback: Pullback) -> Pullback:
 
 
 
-def _public(name: str, fn: Callable[..., Any]) -> Loss:
+def publish_loss(name: str, fn: Callable[..., Any]) -> Loss:
     """The loss ``name``, its function named ``losses.name`` (Python's own errors, as for an
     unknown keyword, name the function: ``losses.mse() got an unexpected keyword ...``).
     Pickle finds a function by its module and qualified name: the defining module gets a

@@ -13,11 +13,11 @@ from funcdl._special import softplus_sigmoid
 from funcdl.losses._base import (
     Array,
     Pullback,
-    _int_labels,
-    _pred,
-    _reduced,
-    _same_shape,
-    _sum,
+    add_reduce,
+    int_labels,
+    pred_array,
+    reduce_loss,
+    target_like,
 )
 
 
@@ -33,7 +33,7 @@ def _unit(a: Array, eps: float) -> tuple[Array, Array, Array]:
         np.zeros((*a.shape[:-1], 1), a.dtype))
     with np.errstate(invalid="ignore"):  # an inf entry: inf / inf, a NaN row, silently
         scaled = a / np.where(top > 0, top, 1)
-    root = np.sqrt(_sum(np.square(scaled), axis=-1, keepdims=True))
+    root = np.sqrt(add_reduce(np.square(scaled), axis=-1, keepdims=True))
     with np.errstate(over="ignore"):
         raw = top * root
     floor = a.dtype.type(np.sqrt(eps))
@@ -49,7 +49,7 @@ def _unit(a: Array, eps: float) -> tuple[Array, Array, Array]:
 def _unit_vjp(u: Array, norm: Array, free: Array, du: Array) -> Array:
     """``da = (du - u <u, du> [free]) / norm`` (0 on a zero row at eps = 0, where optax's
     is NaN: no direction is preferred and the derivative is unbounded; NaN on a NaN row)."""
-    radial = np.where(free, _sum(u * du, axis=-1, keepdims=True), 0)
+    radial = np.where(free, add_reduce(u * du, axis=-1, keepdims=True), 0)
     # norm != 0, not norm > 0: a NaN row's norm is NaN, and its gradient NaN, as torch's;
     # a subnormal row's 1/norm is past the range: inf, its true value's nearest, silently
     with np.errstate(over="ignore"):
@@ -61,25 +61,25 @@ def _cosine(name: str, pred: Any, target: Any, epsilon: Any, reduction: str,
             sign: int) -> tuple[Any, Pullback]:
     eps = real_arg(epsilon, name, "epsilon", low=0.0,
                    fix="; epsilon is the least squared norm, as optax's")
-    a = _pred(name, pred)
+    a = pred_array(name, pred)
     if a.ndim == 0:
         raise ValueError(f"{name}: pred needs a vector axis, last, got a scalar; pass "
                          f"vectors of shape (..., D)")
-    b = _same_shape(name, a, target)
+    b = target_like(name, a, target)
     ua, na, fa = _unit(a, eps)
     ub, _, _ = _unit(b, eps)
-    cos = _sum(ua * ub, axis=-1)
+    cos = add_reduce(ua * ub, axis=-1)
     per = 1 - cos if sign < 0 else cos
 
     def grad(c: Any) -> Array:
         cc = sign * (c[..., None] if np.ndim(c) else c)
         return _unit_vjp(ua, na, fa, (cc * ub).astype(a.dtype, copy=False))
 
-    return _reduced(name, per, reduction, per.size, grad)
+    return reduce_loss(name, per, reduction, per.size, grad)
 
 
-def _cosine_similarity(pred: Any, target: Any, epsilon: float = 0.0,
-                       reduction: str = "mean") -> tuple[Any, Pullback]:
+def cosine_similarity_vjp(pred: Any, target: Any, epsilon: float = 0.0,
+                          reduction: str = "mean") -> tuple[Any, Pullback]:
     """optax's ``cosine_similarity`` over the last axis: ``<a, b> / (|a|_ε |b|_ε)``,
     ``|a|_ε = sqrt(max(|a|², ε))``, one value per row of (..., D);
     ``da = (b̂ - â <â, b̂>) / |a|_ε`` (``b̂ / |a|_ε`` where the clip is active). A zero row
@@ -89,24 +89,24 @@ def _cosine_similarity(pred: Any, target: Any, epsilon: float = 0.0,
     return _cosine("cosine_similarity", pred, target, epsilon, reduction, 1)
 
 
-def _cosine_distance(pred: Any, target: Any, epsilon: float = 0.0,
-                     reduction: str = "mean") -> tuple[Any, Pullback]:
+def cosine_distance_vjp(pred: Any, target: Any, epsilon: float = 0.0,
+                        reduction: str = "mean") -> tuple[Any, Pullback]:
     """optax's ``cosine_distance``: ``1 - cosine_similarity`` (see it), its gradient
     negated. The mean is over rows."""
     return _cosine("cosine_distance", pred, target, epsilon, reduction, -1)
 
 
 def _group_labels(name: str, x: Array, target: Any) -> Array:
-    y = _int_labels(name, target, f"group labels of shape ({x.shape[0]},)",  # bools too
-                    "group labels must be integers, equal labels marking positive pairs")
+    y = int_labels(name, target, f"group labels of shape ({x.shape[0]},)",  # bools too
+                   "group labels must be integers, equal labels marking positive pairs")
     if y.shape != x.shape[:1]:
         raise ValueError(f"{name}: target must hold one label per embedding, shape "
                          f"({x.shape[0]},) for embeddings of shape {x.shape}, got {y.shape}")
     return y
 
 
-def _ntxent(pred: Any, target: Any, temperature: float = 0.07,
-            reduction: str = "mean") -> tuple[Any, Pullback]:
+def ntxent_vjp(pred: Any, target: Any, temperature: float = 0.07,
+               reduction: str = "mean") -> tuple[Any, Pullback]:
     """optax's ``ntxent``: embeddings x (N, D), integer labels (N,); ``s_ij = cos(x_i,
     x_j) / T`` (norms clipped at optax's ``sqrt(eps)`` of the dtype). Each ordered pair
     i ≠ j of equal labels is a positive; its term is ``-log(e^{s_ij} / (e^{s_ij} +
@@ -117,7 +117,7 @@ def _ntxent(pred: Any, target: Any, temperature: float = 0.07,
     ``ds_ik = (e^{s_ik} / D_i) Σ_j q_ij`` for negatives k; then through the cosines."""
     name = "ntxent"
     tau = real_arg(temperature, name, "temperature", low=0.0, open_low=True)
-    x = _pred(name, pred)
+    x = pred_array(name, pred)
     if x.ndim != 2:
         raise ValueError(f"{name}: pred must be embeddings of shape (N, D), got shape "
                          f"{x.shape}; flatten the features, x.reshape(len(x), -1)")
@@ -145,7 +145,7 @@ def _ntxent(pred: Any, target: Any, temperature: float = 0.07,
     top = np.where(np.isfinite(top), top, 0)  # a row with no negative: D_i = 0
     masked -= top
     e = np.exp(masked, out=masked)  # 0 off the negatives
-    d = _sum(e, axis=-1, keepdims=True)
+    d = add_reduce(e, axis=-1, keepdims=True)
     with np.errstate(divide="ignore"):
         log_d = np.log(d) + top
     # the softplus on the positive pairs only, a few per row, not on all N² entries
@@ -162,4 +162,4 @@ def _ntxent(pred: Any, target: Any, temperature: float = 0.07,
         du = (ds + ds.T) @ u  # s is symmetric in the pair: both of its embeddings move
         return _unit_vjp(u, norm, free, du.astype(x.dtype, copy=False))
 
-    return _reduced(name, per, reduction, n_pairs, grad)
+    return reduce_loss(name, per, reduction, n_pairs, grad)

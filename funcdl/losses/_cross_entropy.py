@@ -12,23 +12,23 @@ from funcdl._special import shifted_exp
 from funcdl.losses._base import (
     Array,
     Pullback,
-    _label_error,
-    _one_hot,
-    _pred,
-    _probabilities,
-    _reduced,
-    _same_shape,
-    _sum,
-    _weights,
+    add_reduce,
+    check_one_hot,
+    check_probabilities,
+    check_weights,
+    label_error,
+    pred_array,
+    reduce_loss,
+    target_like,
 )
 
 
-def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
-                           label_smoothing: float = 0.0, *, weight: Any = None,
-                           ignore_index: Any = None) -> tuple[Any, Pullback]:
+def softmax_cross_entropy_vjp(pred: Any, target: Any, reduction: str = "mean",
+                              label_smoothing: float = 0.0, *, weight: Any = None,
+                              ignore_index: Any = None) -> tuple[Any, Pullback]:
     """Logits ``z`` of shape (..., C) against integer labels (...) or probabilities / one-hot
     (..., C), floats or ints (an int one-hot needs batched logits of C >= 2: see
-    ``_one_hot``): ``-Σ_c t_c log softmax(z)_c``, averaged over examples;
+    ``check_one_hot``): ``-Σ_c t_c log softmax(z)_c``, averaged over examples;
     ``dz = softmax(z) Σ_c t_c - t``; a term of ``t_c = 0`` is 0, its limit, also at a logit of
     -inf (torch: ``0·-inf``, NaN). ``label_smoothing`` ε, as torch's: the target is
     ``(1 - ε) t + ε / C`` (t one-hot for labels).
@@ -39,7 +39,7 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
     nothing, in the sum and in the mean's divisor (labels only)."""
     name = "softmax_cross_entropy"
     smooth = real_arg(label_smoothing, name, "label_smoothing", low=0.0, high=1.0)
-    z = _pred(name, pred)
+    z = pred_array(name, pred)
     if z.ndim == 0 or z.shape[-1] == 0:
         raise ValueError(f"{name}: logits need a class axis of at least one class, got "
                          f"shape {z.shape}")
@@ -51,7 +51,7 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
     if labels.dtype.kind in "iu" and labels.shape != z.shape:  # (an int one-hot: below)
         return _of_labels(name, z, labels, logp, e, total, smooth, w, ignore, reduction)
     if labels.shape == z.shape[:-1]:  # one value per example, not an int: meant as labels
-        raise _label_error(name, labels, *_class_labels(z.shape))
+        raise label_error(name, labels, *class_label_words(z.shape))
     if labels.dtype.kind not in "fbiu":
         raise TypeError(f"{name}: target must be integer labels or float probabilities, "
                         f"got dtype {labels.dtype}")
@@ -60,7 +60,7 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
         raise ValueError(f"{name}: ignore_index={ignore} applies to integer labels of "
                          f"shape {z.shape[:-1]}; a target of probabilities or one-hot rows "
                          f"has none to ignore (give those rows 0)")
-    t = _dense_target(name, z, labels)
+    t = dense_target(name, z, labels)
     if smooth:
         t = (1 - smooth) * t + smooth / n_classes
     if w is not None:
@@ -74,11 +74,11 @@ def _softmax_cross_entropy(pred: Any, target: Any, reduction: str = "mean",
         out: Array = g * (c[..., None] if np.ndim(c) else c)
         return out
 
-    return _reduced(name, per, reduction, per.size, grad)
+    return reduce_loss(name, per, reduction, per.size, grad)
 
 
-def _class_labels(shape: tuple[int, ...], fix: str | None = None) -> tuple[str, str, str]:
-    """``_label_error``'s words for class labels against scores of ``shape`` (..., C);
+def class_label_words(shape: tuple[int, ...], fix: str | None = None) -> tuple[str, str, str]:
+    """``label_error``'s words for class labels against scores of ``shape`` (..., C);
     ``fix`` another way, "" for none (None: probabilities, as the cross-entropies take)."""
     k = shape[-1]
     if fix is None:
@@ -98,12 +98,12 @@ def one_class(name: str, z: Array) -> None:
                          f"bce_with_logits")
 
 
-def _dense_target(name: str, z: Array, target: Any) -> Array:
+def dense_target(name: str, z: Array, target: Any) -> Array:
     """A target of the logits' shape, in their dtype: a one-hot (integers or booleans,
-    checked by ``_one_hot``) or probabilities (floats, checked to lie in [0, 1])."""
-    t = _same_shape(name, z, target)
+    checked by ``check_one_hot``) or probabilities (floats, checked to lie in [0, 1])."""
+    t = target_like(name, z, target)
     kind = getattr(target, "dtype", t.dtype).kind  # t took z's dtype: the given one decides
-    return _one_hot(name, t, z.shape) if kind != "f" else _probabilities(name, t)
+    return check_one_hot(name, t, z.shape) if kind != "f" else check_probabilities(name, t)
 
 
 class _Picked(NamedTuple):
@@ -118,8 +118,8 @@ class _Picked(NamedTuple):
     divisor: float
 
 
-def _pick(name: str, what: str, shape: tuple[int, ...], labels: Array, w: Array | None,
-          ignore: int | None, reduction: str) -> _Picked:
+def pick_labels(name: str, what: str, shape: tuple[int, ...], labels: Array, w: Array | None,
+                ignore: int | None, reduction: str) -> _Picked:
     """Check ``labels`` against ``what`` (logits, ...) of ``shape`` and index them (see
     ``_Picked``); the mean over labels divides by ``Σ w_y`` over the kept ones (their count
     without weights)."""
@@ -149,8 +149,8 @@ def _pick(name: str, what: str, shape: tuple[int, ...], labels: Array, w: Array 
         # in float64: float32 weights of 1e37 sum past float32's range (a NaN loss, then 0);
         # float64 ones past float64's: inf, silently (the mean of such weights is NaN)
         with np.errstate(over="ignore"):
-            count = float(_sum(wy if keep is None else np.where(keep, wy, 0), axis=None,
-                               dtype=np.float64))
+            count = float(add_reduce(wy if keep is None else np.where(keep, wy, 0), axis=None,
+                                     dtype=np.float64))
     if isinstance(reduction, str) and reduction == "mean" and count == 0 and labels.size:
         raise ValueError(f"{name}: reduction='mean' divides by the weight of the examples "
                          f"not ignored, which is 0 here; skip such batches, or pass "
@@ -158,7 +158,7 @@ def _pick(name: str, what: str, shape: tuple[int, ...], labels: Array, w: Array 
     return _Picked(keep, rows, cols, wy, count)
 
 
-def _weighed(terms: Array, w: Array) -> Array:
+def weighed(terms: Array, w: Array) -> Array:
     """``terms · w``, 0 where ``w`` is 0: a class of weight 0 counts for nothing, even where
     its -log p is infinite (logits ~3e38 apart in float32), which 0 · inf would make NaN."""
     with np.errstate(invalid="ignore"):
@@ -169,7 +169,7 @@ def _weighed(terms: Array, w: Array) -> Array:
 def _label_args(name: str, target: Any, shape: tuple[int, ...], dtype: Any, weight: Any,
                 ignore_index: Any) -> tuple[Array, Array | None, int | None]:
     labels = array_arg(target, name, "target")
-    w = _weights(name, "weight", weight, shape[-1:], dtype, per_class=True)
+    w = check_weights(name, "weight", weight, shape[-1:], dtype, per_class=True)
     ignore = None if ignore_index is None else int_arg(ignore_index, name, "ignore_index",
                                                        minimum=None)
     return labels, w, ignore
@@ -182,17 +182,17 @@ def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total:
     Σ_c w_c (-log p_c)`` (w = 1 without weights), 0 for an ignored example;
     ``dz = (1-ε) w_y (p - e_y) + (ε/C)(W p - w)``, ``W = Σ_c w_c``."""
     n_classes = z.shape[-1]
-    keep, rows, cols, wy, count = _pick(name, "logits", z.shape, labels, w, ignore, reduction)
+    keep, rows, cols, wy, count = pick_labels(name, "logits", z.shape, labels, w, ignore, reduction)
     per = -logp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
     # huge weights times huge -log p: inf, the loss's value, as PyTorch's, without a warning
     with np.errstate(over="ignore"):
         if wy is not None:
-            per = _weighed(per, wy)
+            per = weighed(per, wy)
         if smooth:  # (1 - ε)·(-log p_label) + ε·(-mean_c log p_c)
             # scaled before the sum: the sum of log p over the classes overflows float32
             # where the logits are ~1e38 apart, the mean does not
             scaled = -smooth / n_classes if w is None else w * (-smooth / n_classes)
-            uniform = _sum(logp * scaled if w is None else _weighed(logp, scaled), axis=-1)
+            uniform = add_reduce(logp * scaled if w is None else weighed(logp, scaled), axis=-1)
             # ε = 1: no label term (an infinite -log p_label times 0 would be NaN)
             per = per * (1 - smooth) + uniform if smooth < 1 else uniform
     if keep is not None:
@@ -212,7 +212,7 @@ def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total:
             with np.errstate(over="ignore", invalid="ignore"):
                 # Σ_c w_c only with smoothing: else 0 · inf (weights summing past float64's
                 # maximum) made every dz NaN, where torch's are finite
-                spread = (smooth / n_classes) * float(_sum(w, dtype=np.float64)) if smooth \
+                spread = (smooth / n_classes) * float(add_reduce(w, dtype=np.float64)) if smooth \
                     else 0.0
                 g *= ((1 - smooth) * wy + spread)[..., None]
                 g.reshape(-1, n_classes)[rows, cols] -= (1 - smooth) * wy.reshape(-1)
@@ -226,33 +226,33 @@ def _of_labels(name: str, z: Array, labels: Array, logp: Array, e: Array, total:
             g *= c
         return g
 
-    return _reduced(name, per, reduction, count, grad)
+    return reduce_loss(name, per, reduction, count, grad)
 
 
-def _nll(pred: Any, target: Any, reduction: str = "mean", *, weight: Any = None,
-         ignore_index: Any = None) -> tuple[Any, Pullback]:
+def nll_vjp(pred: Any, target: Any, reduction: str = "mean", *, weight: Any = None,
+            ignore_index: Any = None) -> tuple[Any, Pullback]:
     """PyTorch's ``nll_loss``, classes last: log-probabilities ``lp`` (..., C), a
     ``LogSoftmax``'s output, against integer labels (...): ``per = -w_y lp_y`` (w = 1 without
     weights), 0 for an ignored example, the mean dividing by ``Σ w_y`` over the kept ones;
     ``dlp = -w_y c e_y`` (c the cotangent of ``per``). ``LogSoftmax`` then ``nll`` is
     ``softmax_cross_entropy`` in two steps."""
     name = "nll"
-    lp = _pred(name, pred)
+    lp = pred_array(name, pred)
     if lp.ndim == 0 or lp.shape[-1] == 0:
         raise ValueError(f"{name}: log-probabilities need a class axis of at least one "
                          f"class, got shape {lp.shape}")
     labels, w, ignore = _label_args(name, target, lp.shape, lp.dtype, weight, ignore_index)
     if labels.dtype.kind not in "iu":
-        raise _label_error(name, labels, *_class_labels(
+        raise label_error(name, labels, *class_label_words(
             lp.shape, f"; for probabilities of shape {lp.shape} use softmax_cross_entropy "
                       f"on the logits"))
     n_classes = lp.shape[-1]
-    keep, rows, cols, wy, count = _pick(name, "log-probabilities", lp.shape, labels, w,
-                                        ignore, reduction)
+    keep, rows, cols, wy, count = pick_labels(name, "log-probabilities", lp.shape, labels, w,
+                                              ignore, reduction)
     per = -lp.reshape(-1, n_classes)[rows, cols].reshape(labels.shape)
     if wy is not None:
         with np.errstate(over="ignore"):  # huge weights times huge -lp: inf, as PyTorch
-            per = _weighed(per, wy)
+            per = weighed(per, wy)
     if keep is not None:
         per = np.where(keep, per, 0)
     coef = np.full(labels.shape, -1, lp.dtype) if wy is None else -wy
@@ -264,4 +264,4 @@ def _nll(pred: Any, target: Any, reduction: str = "mean", *, weight: Any = None,
         g[rows, cols] = (coef * c).reshape(-1)
         return g.reshape(lp.shape)
 
-    return _reduced(name, per, reduction, count, grad)
+    return reduce_loss(name, per, reduction, count, grad)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import array_arg, bool_arg, int_arg
-from funcdl.losses._base import Array, Pullback, _int_labels, _pred, _reduced
+from funcdl.losses._base import Array, Pullback, int_labels, pred_array, reduce_loss
 
 _NEG = -np.inf
 # alpha, beta and the posterior are computed in float64 whatever pred's dtype: alpha_t and
@@ -20,9 +20,9 @@ _NEG = -np.inf
 _WORK = np.float64
 
 
-def _ctc(pred: Any, target: Any, reduction: str = "mean", *, input_lengths: Any = None,
-         target_lengths: Any = None, blank: Any = 0,
-         zero_infinity: bool = False) -> tuple[Any, Pullback]:
+def ctc_vjp(pred: Any, target: Any, reduction: str = "mean", *, input_lengths: Any = None,
+            target_lengths: Any = None, blank: Any = 0,
+            zero_infinity: bool = False) -> tuple[Any, Pullback]:
     """torch's ``ctc_loss``, batch first: log-probabilities ``lp`` (N, T, C) (a
     ``LogSoftmax``'s output) against padded integer labels (N, S); ``input_lengths`` and
     ``target_lengths`` (N,) (None: T and S for every example; labels past a target's length
@@ -42,7 +42,7 @@ def _ctc(pred: Any, target: Any, reduction: str = "mean", *, input_lengths: Any 
     logits, assuming ``lp`` is a log_softmax); through ``LogSoftmax`` both give
     ``softmax - posterior``. An infinite loss gets NaN gradients for t < T_n, as torch's."""
     name = "ctc"
-    lp = _pred(name, pred)
+    lp = pred_array(name, pred)
     if lp.ndim != 3:
         raise ValueError(f"{name}: pred must be log-probabilities of shape (N, T, C), batch, "
                          f"time, classes (batch first), got shape {lp.shape}; for a single "
@@ -96,7 +96,7 @@ def _ctc(pred: Any, target: Any, reduction: str = "mean", *, input_lengths: Any 
         return out
 
     reduced = per if scale is None else per * scale
-    return _reduced(name, reduced.astype(lp.dtype), reduction, n, grad)
+    return reduce_loss(name, reduced.astype(lp.dtype), reduction, n, grad)
 
 
 # ---------------------------------------------------------------------------- recursions
@@ -190,9 +190,9 @@ def _unpacked(name: str, target: Any, input_lengths: Any,
 
 
 def _labels(name: str, target: Any, shape: tuple[int, ...], blank: int) -> Array:
-    lab = _int_labels(name, target, "labels of shape (N, S), padded",
-                      f"labels must be integer class ids in [0, {shape[-1]}) other than the "
-                      f"blank, {blank}")
+    lab = int_labels(name, target, "labels of shape (N, S), padded",
+                     f"labels must be integer class ids in [0, {shape[-1]}) other than the "
+                     f"blank, {blank}")
     if lab.ndim != 2 or lab.shape[0] != shape[0]:
         raise ValueError(f"{name}: target must be integer labels of shape (N, S) = "
                          f"({shape[0]}, S) for pred of shape {shape}, one padded row per "

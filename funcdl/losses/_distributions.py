@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import array_arg, bool_arg, choice_arg, real_arg
-from funcdl.losses._base import Array, Pullback, _pred, _reduced, _same_shape, _span, _sum
+from funcdl.losses._base import (
+    Array,
+    Pullback,
+    add_reduce,
+    pred_array,
+    reduce_loss,
+    target_like,
+    value_span,
+)
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -17,13 +25,13 @@ _LOG_2PI = math.log(2 * math.pi)
 def _nonnegative(name: str, what: str, a: Array, hint: str) -> Array:
     """``a`` if none of its entries is negative (a log of one would be NaN, as in torch)."""
     if a.size and not np.minimum.reduce(a, axis=None) >= 0:
-        raise ValueError(f"{name}: {what} must be >= 0, got {_span(a)}{hint}")
+        raise ValueError(f"{name}: {what} must be >= 0, got {value_span(a)}{hint}")
     return a
 
 
 def _nonpositive(name: str, what: str, a: Array, hint: str) -> None:
     if a.size and not np.maximum.reduce(a, axis=None) <= 0:
-        raise ValueError(f"{name}: {what} must be <= 0{hint}, got {_span(a)}")
+        raise ValueError(f"{name}: {what} must be <= 0{hint}, got {value_span(a)}")
 
 
 def _eps(name: str, eps: Any, dtype: Any) -> float:
@@ -36,8 +44,8 @@ def _eps(name: str, eps: Any, dtype: Any) -> float:
 
 # ---------------------------------------------------------------------------- kl_div
 
-def _kl_div(pred: Any, target: Any, reduction: str = "mean",
-            log_target: bool = False) -> tuple[Any, Pullback]:
+def kl_div_vjp(pred: Any, target: Any, reduction: str = "mean",
+               log_target: bool = False) -> tuple[Any, Pullback]:
     """torch's ``kl_div``: log-probabilities ``p <= 0`` against probabilities ``t >= 0``,
     ``t (log t - p)`` (0 where ``t = 0``, as torch's xlogy, and the limit there at ``p = -inf``
     too, where torch's ``0·inf`` gives NaN); ``log_target=True``: ``t <= 0``
@@ -46,8 +54,8 @@ def _kl_div(pred: Any, target: Any, reduction: str = "mean",
     divergence per example; ``'mean'``, as torch's, divides by every element."""
     name = "kl_div"
     log_target = bool_arg(log_target, name, "log_target")
-    p = _pred(name, pred)
-    t = _same_shape(name, p, target)
+    p = pred_array(name, pred)
+    t = target_like(name, p, target)
     choice_arg(reduction, name, "reduction", ("mean", "batchmean", "sum", "none"))
     # log-probabilities > 0 (torch takes them) make terms of either sign, whose inf + -inf
     # sum is NaN; <= 0, no term is -inf
@@ -75,13 +83,13 @@ def _kl_div(pred: Any, target: Any, reduction: str = "mean",
                              f"{p.shape}) is undefined; skip empty batches, or pass "
                              f"reduction='sum'")
         reduction = "mean"
-    return _reduced(name, per, reduction, count, lambda c: c * slope)
+    return reduce_loss(name, per, reduction, count, lambda c: c * slope)
 
 
 # ---------------------------------------------------------------------------- poisson_nll
 
-def _poisson_nll(pred: Any, target: Any, reduction: str = "mean", log_input: bool = True,
-                 full: bool = False, eps: float = 1e-8) -> tuple[Any, Pullback]:
+def poisson_nll_vjp(pred: Any, target: Any, reduction: str = "mean", log_input: bool = True,
+                    full: bool = False, eps: float = 1e-8) -> tuple[Any, Pullback]:
     """torch's ``poisson_nll_loss`` of counts ``t >= 0``: ``log_input=True``, log-rates
     ``p``: ``e^p - t p``, ``dp = e^p - t``; ``log_input=False``, rates ``p >= 0``:
     ``p - t log(p + eps)`` (0 · log: 0), ``dp = 1 - t / (p + eps)``. ``full`` adds
@@ -89,9 +97,9 @@ def _poisson_nll(pred: Any, target: Any, reduction: str = "mean", log_input: boo
     name = "poisson_nll"
     log_input = bool_arg(log_input, name, "log_input")
     full = bool_arg(full, name, "full")
-    p = _pred(name, pred)
+    p = pred_array(name, pred)
     e_ = _eps(name, eps, p.dtype)
-    t = _nonnegative(name, "target", _same_shape(name, p, target), " (counts)")
+    t = _nonnegative(name, "target", target_like(name, p, target), " (counts)")
     if not log_input:
         p = _nonnegative(name, "pred", p, " (rates; for log-rates pass log_input=True)")
     with np.errstate(over="ignore", invalid="ignore"):  # huge values: inf, as torch
@@ -117,7 +125,7 @@ def _poisson_nll(pred: Any, target: Any, reduction: str = "mean", log_input: boo
         if log_input and not np.isfinite(per).all():  # e^p = inf beside -inf: inf, not NaN
             per = np.where(np.isinf(e), e, per)
     per = per.astype(p.dtype, copy=False)
-    return _reduced(name, per, reduction, per.size, lambda c: c * slope)
+    return reduce_loss(name, per, reduction, per.size, lambda c: c * slope)
 
 
 # ---------------------------------------------------------------------------- gaussian_nll
@@ -129,7 +137,7 @@ def _var_arg(name: str, var: Any, shape: tuple[int, ...], dtype: Any,
     axis (one variance per example); pred's with one axis of size 1; or (data only) a
     scalar."""
     if learned:
-        v = _pred(name, var)
+        v = pred_array(name, var)
         if v.dtype != dtype:
             raise TypeError(f"{name}: the mean and the variance of pred = (mean, var) must "
                             f"have one dtype, got {np.dtype(dtype)} and {v.dtype}")
@@ -155,8 +163,8 @@ def _var_arg(name: str, var: Any, shape: tuple[int, ...], dtype: Any,
     return v, _nonnegative(name, "var", b, ""), axes
 
 
-def _gaussian_nll(pred: Any, target: Any, var: Any = None, reduction: str = "mean",
-                  full: bool = False, eps: float = 1e-6) -> tuple[Any, Pullback]:
+def gaussian_nll_vjp(pred: Any, target: Any, var: Any = None, reduction: str = "mean",
+                     full: bool = False, eps: float = 1e-6) -> tuple[Any, Pullback]:
     """torch's ``gaussian_nll_loss``: ``½ (log v + (m - t)² / v)`` (``+ ½ log 2π`` when
     ``full``), ``v = max(var, eps)``; ``dm = (m - t) / v``, ``dvar = ½ (1/v - (m - t)² / v²)``
     (through the clamp as if it were not there, as torch's ``no_grad`` clamp).
@@ -179,8 +187,8 @@ def _gaussian_nll(pred: Any, target: Any, var: Any = None, reduction: str = "mea
         raise TypeError(f"{name}: the variance is missing: pass pred=(mean, var), a "
                         f"two-output model's, or the mean and var as the third argument")
     full = bool_arg(full, name, "full")
-    m = _pred(name, pred)
-    t = _same_shape(name, m, target)
+    m = pred_array(name, pred)
+    t = target_like(name, m, target)
     e_ = _eps(name, eps, m.dtype)
     v_in, v, axes = _var_arg(name, var, m.shape, m.dtype, learned)
     with np.errstate(over="ignore", invalid="ignore"):  # huge values: inf, as torch
@@ -191,14 +199,14 @@ def _gaussian_nll(pred: Any, target: Any, var: Any = None, reduction: str = "mea
         if full:
             per += 0.5 * _LOG_2PI
     if not learned:
-        return _reduced(name, per, reduction, per.size, lambda c: c * r)
+        return reduce_loss(name, per, reduction, per.size, lambda c: c * r)
 
     def grad(c: Any) -> tuple[Array, Array]:
         with np.errstate(over="ignore", invalid="ignore"):
             dm = c * r
             dv = (c * 0.5) * (1 / vc - r * r)
         if axes:
-            dv = _sum(dv, axis=axes, keepdims=True)
+            dv = add_reduce(dv, axis=axes, keepdims=True)
         return dm, dv.reshape(v_in.shape).astype(m.dtype, copy=False)
 
-    return _reduced(name, per, reduction, per.size, grad)  # type: ignore[arg-type]
+    return reduce_loss(name, per, reduction, per.size, grad)  # type: ignore[arg-type]

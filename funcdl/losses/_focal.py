@@ -12,10 +12,10 @@ import numpy as np
 from funcdl._args import real_arg
 from funcdl.losses._base import (
     Pullback,
-    _pred,
-    _probabilities,
-    _reduced,
-    _same_shape,
+    check_probabilities,
+    pred_array,
+    reduce_loss,
+    target_like,
 )
 
 _LOG2 = math.log(2)
@@ -34,8 +34,8 @@ def _alpha(name: str, alpha: Any) -> float | None:
     return None if a < 0 else a
 
 
-def _sigmoid_focal(pred: Any, target: Any, alpha: Any = 0.25, gamma: float = 2.0,
-                   reduction: str = "mean") -> tuple[Any, Pullback]:
+def sigmoid_focal_vjp(pred: Any, target: Any, alpha: Any = 0.25, gamma: float = 2.0,
+                      reduction: str = "mean") -> tuple[Any, Pullback]:
     """torchvision's ``sigmoid_focal_loss`` (whose default reduction is 'none'; funcdl's is
     'mean', over every element), optax's elementwise: logits z against targets t in [0, 1]
     of their shape, ``a_t ce (1 - p_t)^gamma`` with ``ce`` bce_with_logits' term,
@@ -46,8 +46,8 @@ def _sigmoid_focal(pred: Any, target: Any, alpha: Any = 0.25, gamma: float = 2.0
     name = "sigmoid_focal"
     a = _alpha(name, alpha)
     g = real_arg(gamma, name, "gamma", low=0.0)  # < 0: (1 - p_t)^gamma is inf at p_t = 1
-    z = _pred(name, pred)
-    t = _probabilities(name, _same_shape(name, z, target))
+    z = pred_array(name, pred)
+    t = check_probabilities(name, target_like(name, z, target))
     e = np.exp(-np.abs(z))
     near = 1 / (1 + e)  # σ(|z|) and σ(-|z|), each without 1 - σ's cancellation
     far = e * near
@@ -75,17 +75,17 @@ def _sigmoid_focal(pred: Any, target: Any, alpha: Any = 0.25, gamma: float = 2.0
             at = a * t + (1 - a) * (1 - t)
             per *= at
             slope *= at
-    return _reduced(name, per, reduction, per.size, lambda c: c * slope)
+    return reduce_loss(name, per, reduction, per.size, lambda c: c * slope)
 
 
-def _log_cosh(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
+def log_cosh_vjp(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullback]:
     """optax's ``log_cosh`` of ``d = p - t`` (optax's is elementwise; here reduced, the mean
     by default): ``|d| + log(1 + e^(-2|d|)) - log 2``, ``log(1 + 2 sinh²(d/2))`` below
     |d| = 1, where the first loses digits to cancellation (the value is ~d²/2);
     ``dp = tanh(d)``."""
     name = "log_cosh"
-    p = _pred(name, pred)
-    t = _same_shape(name, p, target)
+    p = pred_array(name, pred)
+    t = target_like(name, p, target)
     # huge finite values: d is inf, as mse's; inf - inf of infinite ones: NaN, silent
     with np.errstate(over="ignore", invalid="ignore"):
         d = p - t
@@ -94,4 +94,4 @@ def _log_cosh(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pul
         s = np.sinh(np.where(near, a, 0) * 0.5)
         per = np.where(near, np.log1p(2 * s * s), a + np.log1p(np.exp(-2 * a)) - _LOG2)
     slope = np.tanh(d)
-    return _reduced(name, per, reduction, per.size, lambda c: c * slope)
+    return reduce_loss(name, per, reduction, per.size, lambda c: c * slope)

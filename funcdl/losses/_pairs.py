@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import array_arg, bool_arg, real_arg
-from funcdl.losses._base import Array, Pullback, _pred, _reduced, _sum
+from funcdl.losses._base import Array, Pullback, add_reduce, pred_array, reduce_loss
 
 _COS_EPS = float(np.float32(1e-12))  # torch's float EPSILON in cosine_embedding_loss,
 # added to each squared norm (9.99999996e-13 in every dtype, as _BCE_EPS)
@@ -23,7 +23,7 @@ def _inputs(name: str, pred: Any, what: str, n: int) -> tuple[Array, ...]:
         raise TypeError(f"{name}: pred must be a tuple {what} of {n} arrays of one shape "
                         f"(a {n}-branch model's output, from Parallel), got {got}")
     like = next((x for x in pred if isinstance(x, np.ndarray)), None)  # a list's dtype
-    xs = tuple(_pred(name, x, like) for x in pred)
+    xs = tuple(pred_array(name, x, like) for x in pred)
     if any(x.shape != xs[0].shape or x.dtype != xs[0].dtype for x in xs):
         raise ValueError(f"{name}: the arrays of pred = {what} must have one shape and "
                          f"dtype, got {[x.shape for x in xs]} and "
@@ -47,8 +47,8 @@ def _signs(name: str, target: Any, shape: tuple[int, ...], dtype: Any) -> Array:
     return y.astype(dtype)
 
 
-def _margin_ranking(pred: Any, target: Any, reduction: str = "mean",
-                    margin: float = 0.0) -> tuple[Any, Pullback]:
+def margin_ranking_vjp(pred: Any, target: Any, reduction: str = "mean",
+                       margin: float = 0.0) -> tuple[Any, Pullback]:
     """torch's ``margin_ranking_loss``, ``pred = (x1, x2)``, y = ±1 of their shape:
     ``max(0, -y (x1 - x2) + margin)``; ``dx1 = -y``, ``dx2 = y`` where that is >= 0
     (torch's clamp passes the gradient at 0)."""
@@ -65,11 +65,11 @@ def _margin_ranking(pred: Any, target: Any, reduction: str = "mean",
         d1 = c * slope
         return d1, -d1
 
-    return _reduced(name, per, reduction, per.size, grad)  # type: ignore[arg-type]
+    return reduce_loss(name, per, reduction, per.size, grad)  # type: ignore[arg-type]
 
 
-def _cosine_embedding(pred: Any, target: Any, reduction: str = "mean",
-                      margin: float = 0.0) -> tuple[Any, Pullback]:
+def cosine_embedding_vjp(pred: Any, target: Any, reduction: str = "mean",
+                         margin: float = 0.0) -> tuple[Any, Pullback]:
     """torch's ``cosine_embedding_loss``, ``pred = (x1, x2)`` of shape (..., D), y = ±1 of
     shape (...): ``1 - cos`` where y = 1, ``max(0, cos - margin)`` where y = -1, with
     ``cos = <x1, x2> / sqrt((|x1|² + 1e-12)(|x2|² + 1e-12))``; ``dx1 = ∓(x2 / D - cos x1 /
@@ -86,10 +86,10 @@ def _cosine_embedding(pred: Any, target: Any, reduction: str = "mean",
     r1 = np.maximum(np.maximum.reduce(np.abs(x1), axis=-1, keepdims=True), 1)
     r2 = np.maximum(np.maximum.reduce(np.abs(x2), axis=-1, keepdims=True), 1)
     u1, u2 = x1 / r1, x2 / r2
-    m1 = _sum(u1 * u1, axis=-1, keepdims=True) + _COS_EPS / r1 / r1
-    m2 = _sum(u2 * u2, axis=-1, keepdims=True) + _COS_EPS / r2 / r2
+    m1 = add_reduce(u1 * u1, axis=-1, keepdims=True) + _COS_EPS / r1 / r1
+    m2 = add_reduce(u2 * u2, axis=-1, keepdims=True) + _COS_EPS / r2 / r2
     w = np.sqrt(m1 * m2)
-    cos = _sum(u1 * u2, axis=-1, keepdims=True) / w
+    cos = add_reduce(u1 * u2, axis=-1, keepdims=True) / w
     cs = cos[..., 0]
     per = np.where(y == 1, 1 - cs, np.maximum(cs - m, 0))
     # the loss's slope in cos: -1 where y = 1, 1 on the hinge's active side, else 0
@@ -99,7 +99,7 @@ def _cosine_embedding(pred: Any, target: Any, reduction: str = "mean",
         kc = k * (c[..., None] if np.ndim(c) else c)
         return (kc * (u2 / w - cos * u1 / m1) / r1, kc * (u1 / w - cos * u2 / m2) / r2)
 
-    return _reduced(name, per, reduction, per.size, grad)  # type: ignore[arg-type]
+    return reduce_loss(name, per, reduction, per.size, grad)  # type: ignore[arg-type]
 
 
 def _distance(x: Array, y: Array, e: float, p: float) -> tuple[Array, Array, Array]:
@@ -116,18 +116,18 @@ def _distance(x: Array, y: Array, e: float, p: float) -> tuple[Array, Array, Arr
     u = v / r  # entries in [-1, 1]
     h = r * 0.5 if whole else r
     if p == 2:
-        s = np.sqrt(_sum(u * u, axis=-1, keepdims=True))
+        s = np.sqrt(add_reduce(u * u, axis=-1, keepdims=True))
         g = u / np.where(s == 0, 1, s)
     else:
         au = np.abs(u)
-        s = _sum(au**p, axis=-1, keepdims=True) ** (1 / p)
+        s = add_reduce(au**p, axis=-1, keepdims=True) ** (1 / p)
         g = np.sign(u) * au ** (p - 1) / np.where(s == 0, 1, s) ** (p - 1)
     return h[..., 0], s[..., 0], g
 
 
-def _triplet_margin(pred: Any, target: Any = None, reduction: str = "mean",
-                    margin: float = 1.0, p: float = 2.0, eps: float = 1e-6,
-                    swap: bool = False) -> tuple[Any, Pullback]:
+def triplet_margin_vjp(pred: Any, target: Any = None, reduction: str = "mean",
+                       margin: float = 1.0, p: float = 2.0, eps: float = 1e-6,
+                       swap: bool = False) -> tuple[Any, Pullback]:
     """torch's ``triplet_margin_loss``, ``pred = (a, pos, neg)`` of shape (..., D), no target
     (None): ``max(0, d(a, pos) - d(a, neg) + margin)``, ``d(x, y) = |x - y + eps|_p``
     (``swap``: ``d(a, neg)`` replaced by ``min(d(a, neg), d(pos, neg))``); the gradient of
@@ -170,4 +170,4 @@ def _triplet_margin(pred: Any, target: Any = None, reduction: str = "mean",
         ks = k - kw
         return k * gp - kw * gn, -k * gp - ks * gs, kw * gn + ks * gs
 
-    return _reduced(name, per, reduction, per.size, grad)  # type: ignore[arg-type]
+    return reduce_loss(name, per, reduction, per.size, grad)  # type: ignore[arg-type]

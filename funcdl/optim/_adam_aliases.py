@@ -23,7 +23,13 @@ from funcdl.optim._adam_variants import (
     scale_by_yogi,
 )
 from funcdl.optim._adaptive import scale_by_adam
-from funcdl.optim._alias import _alias, _check_adam, _checked, _Stages, _weight_decay
+from funcdl.optim._alias import (
+    Stages,
+    append_weight_decay,
+    check_adam_args,
+    check_lr_betas_eps,
+    make_alias,
+)
 from funcdl.optim._amsgrad import scale_by_amsgrad
 from funcdl.optim._base import GradientTransformation, ScalarOrSchedule
 from funcdl.optim._checks import check_float, check_lr, decay_arg, moment_dtype_arg
@@ -33,17 +39,17 @@ __all__ = ["acprop", "adabelief", "adamax", "adamaxw", "amsgrad", "nadam", "nada
            "yogi"]
 
 
-def _torch_decay(name: str, stages: _Stages, direction: tuple[str, GradientTransformation],
+def _torch_decay(name: str, stages: Stages, direction: tuple[str, GradientTransformation],
                  weight_decay: float, decoupled: bool) -> None:
     """torch's two weight decays around the ``direction`` stage: L2 (``g ← g + wd·p``,
     before it) or decoupled (``decoupled_weight_decay=True``: ``p ← p - lr·wd·p``, after
     it, as AdamW's)."""
     decoupled = bool_arg(decoupled, name, "decoupled_weight_decay")
     if not decoupled:
-        _weight_decay(stages, weight_decay)
+        append_weight_decay(stages, weight_decay)
     stages.append(direction)
     if decoupled:
-        _weight_decay(stages, weight_decay)
+        append_weight_decay(stages, weight_decay)
 
 
 def adamax(lr: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
@@ -55,11 +61,11 @@ def adamax(lr: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0.999, eps:
     Stages: ``weight_decay``, ``adamax``, ``lr``.
     """
     name = "adamax"
-    lr, b1, b2, eps, wd = _check_adam(name, lr, b1, b2, eps, weight_decay, b2_high_open=False)
-    stages: _Stages = []
-    _weight_decay(stages, wd)
+    lr, b1, b2, eps, wd = check_adam_args(name, lr, b1, b2, eps, weight_decay, b2_high_open=False)
+    stages: Stages = []
+    append_weight_decay(stages, wd)
     stages += [("adamax", scale_by_adamax(b1, b2, eps)), ("lr", scale_by_learning_rate(lr))]
-    return _alias(name, stages, eps)
+    return make_alias(name, stages, eps)
 
 
 def nadam(lr: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
@@ -78,13 +84,13 @@ def nadam(lr: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0.999, eps: 
     Stages: ``weight_decay`` (L2), ``nadam``, ``weight_decay`` (decoupled), ``lr``.
     """
     name = "nadam"
-    lr, b1, b2, eps, wd = _check_adam(name, lr, b1, b2, eps, weight_decay)
+    lr, b1, b2, eps, wd = check_adam_args(name, lr, b1, b2, eps, weight_decay)
     psi = check_float(name, "momentum_decay", momentum_decay)
-    stages: _Stages = []
+    stages: Stages = []
     _torch_decay(name, stages, ("nadam", scale_by_nadam(b1, b2, eps, psi)), wd,
                  decoupled_weight_decay)
     stages.append(("lr", scale_by_learning_rate(lr)))
-    return _alias(name, stages, eps)
+    return make_alias(name, stages, eps)
 
 
 def radam(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
@@ -101,12 +107,12 @@ def radam(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: 
     Stages: ``weight_decay`` (L2), ``radam``, ``weight_decay`` (decoupled), ``lr``.
     """
     name = "radam"
-    lr, b1, b2, eps, wd = _check_adam(name, lr, b1, b2, eps, weight_decay)
+    lr, b1, b2, eps, wd = check_adam_args(name, lr, b1, b2, eps, weight_decay)
     direction = scale_by_radam(b1, b2, eps, eps_before_correction=True)
-    stages: _Stages = []
+    stages: Stages = []
     _torch_decay(name, stages, ("radam", direction), wd, decoupled_weight_decay)
     stages.append(("lr", scale_by_learning_rate(lr)))
-    return _alias(name, stages, eps)
+    return make_alias(name, stages, eps)
 
 
 def amsgrad(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
@@ -119,10 +125,10 @@ def amsgrad(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps
     Stages: ``amsgrad``, ``lr``.
     """
     name = "amsgrad"
-    lr, b1, b2, eps = _checked(name, lr, b1, b2, eps)
+    lr, b1, b2, eps = check_lr_betas_eps(name, lr, b1, b2, eps)
     direction = scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype, bias_correction_mu,
                                  bias_correction_nu)
-    return _alias(name, [("amsgrad", direction), ("lr", scale_by_learning_rate(lr))], eps)
+    return make_alias(name, [("amsgrad", direction), ("lr", scale_by_learning_rate(lr))], eps)
 
 
 def adabelief(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
@@ -134,12 +140,12 @@ def adabelief(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
     Stages: ``belief``, ``lr``.
     """
     name = "adabelief"
-    lr, b1, b2, eps = _checked(name, lr, b1, b2, eps)
+    lr, b1, b2, eps = check_lr_betas_eps(name, lr, b1, b2, eps)
     eps_root = check_float(name, "eps_root", eps_root)
     nest = bool_arg(nesterov, name, "nesterov")
-    stages: _Stages = [("belief", scale_by_belief(b1, b2, eps, eps_root, nesterov=nest)),
-                       ("lr", scale_by_learning_rate(lr))]
-    return _alias(name, stages)
+    stages: Stages = [("belief", scale_by_belief(b1, b2, eps, eps_root, nesterov=nest)),
+                      ("lr", scale_by_learning_rate(lr))]
+    return make_alias(name, stages)
 
 
 def yogi(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-3
@@ -150,9 +156,9 @@ def yogi(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 
     Stages: ``yogi``, ``lr``.
     """
     name = "yogi"
-    lr, b1, b2, eps = _checked(name, lr, b1, b2, eps)
-    stages: _Stages = [("yogi", scale_by_yogi(b1, b2, eps)), ("lr", scale_by_learning_rate(lr))]
-    return _alias(name, stages, eps)
+    lr, b1, b2, eps = check_lr_betas_eps(name, lr, b1, b2, eps)
+    stages: Stages = [("yogi", scale_by_yogi(b1, b2, eps)), ("lr", scale_by_learning_rate(lr))]
+    return make_alias(name, stages, eps)
 
 
 def nadamw(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
@@ -168,14 +174,14 @@ def nadamw(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float 
     Stages: ``adam``, ``weight_decay`` (a ``masked`` one with a mask), ``lr``.
     """
     name = "nadamw"
-    lr, b1, b2, eps = _checked(name, lr, b1, b2, eps)
+    lr, b1, b2, eps = check_lr_betas_eps(name, lr, b1, b2, eps)
     eps_root = check_float(name, "eps_root", eps_root)
     mu_dt = moment_dtype_arg(name, "mu_dtype", mu_dtype)
     nest = bool_arg(nesterov, name, "nesterov")
-    stages: _Stages = [("adam", scale_by_adam(b1, b2, eps, eps_root, mu_dt, nesterov=nest))]
-    _weight_decay(stages, decay_arg(name, weight_decay), mask, name)
+    stages: Stages = [("adam", scale_by_adam(b1, b2, eps, eps_root, mu_dt, nesterov=nest))]
+    append_weight_decay(stages, decay_arg(name, weight_decay), mask, name)
     stages.append(("lr", scale_by_learning_rate(lr)))
-    return _alias(name, stages, eps)
+    return make_alias(name, stages, eps)
 
 
 def adamaxw(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
@@ -187,11 +193,11 @@ def adamaxw(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float
     Stages: ``adamax``, ``weight_decay`` (a ``masked`` one with a mask), ``lr``.
     """
     name = "adamaxw"
-    lr, b1, b2, eps = _checked(name, lr, b1, b2, eps, b2_high_open=False)
-    stages: _Stages = [("adamax", scale_by_adamax(b1, b2, eps))]
-    _weight_decay(stages, decay_arg(name, weight_decay), mask, name)
+    lr, b1, b2, eps = check_lr_betas_eps(name, lr, b1, b2, eps, b2_high_open=False)
+    stages: Stages = [("adamax", scale_by_adamax(b1, b2, eps))]
+    append_weight_decay(stages, decay_arg(name, weight_decay), mask, name)
     stages.append(("lr", scale_by_learning_rate(lr)))
-    return _alias(name, stages, eps)
+    return make_alias(name, stages, eps)
 
 
 def acprop(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
@@ -208,7 +214,7 @@ def acprop(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
     b2 = check_float(name, "b2", b2, high=1.0, open_high=True)
     eps = check_float(name, "eps", eps)
     eps_root = check_float(name, "eps_root", eps_root)
-    stages: _Stages = [("acprop", scale_by_acprop(b1, b2, eps, eps_root))]
-    _weight_decay(stages, decay_arg(name, weight_decay), mask, name)
+    stages: Stages = [("acprop", scale_by_acprop(b1, b2, eps, eps_root))]
+    append_weight_decay(stages, decay_arg(name, weight_decay), mask, name)
     stages.append(("lr", scale_by_learning_rate(rate)))
-    return _alias(name, stages)
+    return make_alias(name, stages)

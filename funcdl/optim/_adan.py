@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl.optim._alias import _alias, _Stages, _weight_decay
+from funcdl.optim._alias import Stages, append_weight_decay, make_alias
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -107,7 +107,7 @@ def adan(lr: ScalarOrSchedule, b1: float = 0.98, b2: float = 0.92, b3: float = 0
                   for b, v in (("b1", b1), ("b2", b2), ("b3", b3)))
     eps = check_float(name, "eps", eps)
     eps_root = check_float(name, "eps_root", eps_root)
-    stages: _Stages = [("adan", scale_by_adan(b1, b2, b3, eps, eps_root))]
-    _weight_decay(stages, decay_arg(name, weight_decay), mask, name)
+    stages: Stages = [("adan", scale_by_adan(b1, b2, b3, eps, eps_root))]
+    append_weight_decay(stages, decay_arg(name, weight_decay), mask, name)
     stages.append(("lr", scale_by_learning_rate(lr)))
-    return _alias(name, stages, eps)
+    return make_alias(name, stages, eps)

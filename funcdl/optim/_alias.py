@@ -32,10 +32,10 @@ from funcdl.optim._transforms import decay_stage, scale_by_learning_rate, trace
 
 __all__ = ["adagrad", "adam", "adamw", "rmsprop", "sgd"]
 
-_Stages = list[tuple[str, GradientTransformation]]
+Stages = list[tuple[str, GradientTransformation]]
 
 
-def _alias(name: str, stages: _Stages, eps: float | None = None) -> GradientTransformation:
+def make_alias(name: str, stages: Stages, eps: float | None = None) -> GradientTransformation:
     """``named_chain(*stages)`` whose ``init`` first checks the params (at init, which sees
     them once, rather than at every update): a plain sgd has no stage that would."""
     opt = make_named_chain(name, stages)
@@ -48,8 +48,8 @@ def _alias(name: str, stages: _Stages, eps: float | None = None) -> GradientTran
     return transform(name, init, opt.update)
 
 
-def _weight_decay(stages: _Stages, weight_decay: ScalarOrSchedule | None, mask: Any = None,
-                  name: str = "", keep_zero: bool = False) -> None:
+def append_weight_decay(stages: Stages, weight_decay: ScalarOrSchedule | None, mask: Any = None,
+                        name: str = "", keep_zero: bool = False) -> None:
     """Append the (masked) weight-decay stage, ``decay_stage``'s, left out at 0
     (``keep_zero``: only at None, as optax's adafactor); a mask is checked even where the
     stage is left out. The callers have checked the value, under their own bounds."""
@@ -83,26 +83,26 @@ def sgd(lr: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False,
     if nesterov and damp:
         raise ValueError(f"{name}: nesterov=True requires dampening=0 (torch's rule), got "
                          f"dampening={damp}")
-    stages: _Stages = []
-    _weight_decay(stages, weight_decay)
+    stages: Stages = []
+    append_weight_decay(stages, weight_decay)
     if momentum != 0.0:
         stages.append(("momentum", trace(momentum, nesterov) if damp is None or nesterov
                        else dampened_trace(momentum, damp)))
     stages.append(("lr", scale_by_learning_rate(lr)))
-    return _alias(name, stages)
+    return make_alias(name, stages)
 
 
-def _checked(name: str, lr: Any, b1: float, b2: float, eps: float, b2_high_open: bool = True
-             ) -> tuple[ScalarOrSchedule, float, float, float]:
+def check_lr_betas_eps(name: str, lr: Any, b1: float, b2: float, eps: float,
+                       b2_high_open: bool = True) -> tuple[ScalarOrSchedule, float, float, float]:
     """An Adam-like alias's lr, b1, b2 and eps, checked here so that their errors name it."""
     return (check_lr(name, lr), *check_betas(name, b1, b2, b2_high_open),
             check_float(name, "eps", eps))
 
 
-def _check_adam(name: str, lr: Any, b1: float, b2: float, eps: float, weight_decay: float,
-                b2_high_open: bool = True
-                ) -> tuple[ScalarOrSchedule, float, float, float, float]:
-    return (*_checked(name, lr, b1, b2, eps, b2_high_open),
+def check_adam_args(name: str, lr: Any, b1: float, b2: float, eps: float, weight_decay: float,
+                    b2_high_open: bool = True
+                    ) -> tuple[ScalarOrSchedule, float, float, float, float]:
+    return (*check_lr_betas_eps(name, lr, b1, b2, eps, b2_high_open),
             check_float(name, "weight_decay", weight_decay))
 
 
@@ -116,12 +116,12 @@ def adam(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: f
 
     Stages: ``weight_decay``, ``adam``, ``lr``.
     """
-    lr, b1, b2, eps, weight_decay = _check_adam("adam", lr, b1, b2, eps, weight_decay)
-    stages: _Stages = []
-    _weight_decay(stages, weight_decay)
+    lr, b1, b2, eps, weight_decay = check_adam_args("adam", lr, b1, b2, eps, weight_decay)
+    stages: Stages = []
+    append_weight_decay(stages, weight_decay)
     stages += [("adam", _direction("adam", b1, b2, eps, amsgrad)),
                ("lr", scale_by_learning_rate(lr))]
-    return _alias("adam", stages, eps)
+    return make_alias("adam", stages, eps)
 
 
 def _direction(name: str, b1: float, b2: float, eps: float, amsgrad: bool
@@ -143,11 +143,11 @@ def adamw(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: 
 
     Stages: ``adam``, ``weight_decay`` (a ``masked`` one with a mask), ``lr``.
     """
-    lr, b1, b2, eps, weight_decay = _check_adam("adamw", lr, b1, b2, eps, weight_decay)
-    stages: _Stages = [("adam", _direction("adamw", b1, b2, eps, amsgrad))]
-    _weight_decay(stages, weight_decay, mask, "adamw")
+    lr, b1, b2, eps, weight_decay = check_adam_args("adamw", lr, b1, b2, eps, weight_decay)
+    stages: Stages = [("adam", _direction("adamw", b1, b2, eps, amsgrad))]
+    append_weight_decay(stages, weight_decay, mask, "adamw")
     stages.append(("lr", scale_by_learning_rate(lr)))
-    return _alias("adamw", stages, eps)
+    return make_alias("adamw", stages, eps)
 
 
 def rmsprop(lr: ScalarOrSchedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
@@ -169,13 +169,13 @@ def rmsprop(lr: ScalarOrSchedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
     weight_decay = check_float(name, "weight_decay", weight_decay)
     momentum = check_float(name, "momentum", momentum)
     centered = bool_arg(centered, name, "centered")
-    stages: _Stages = []
-    _weight_decay(stages, weight_decay)
+    stages: Stages = []
+    append_weight_decay(stages, weight_decay)
     stages.append(("rms", scale_by_rms(alpha, eps, eps_in_sqrt=False, centered=centered)))
     if momentum != 0.0:
         stages.append(("momentum", trace(momentum)))
     stages.append(("lr", scale_by_learning_rate(lr)))
-    return _alias(name, stages, eps)
+    return make_alias(name, stages, eps)
 
 
 def adagrad(lr: ScalarOrSchedule = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
@@ -200,7 +200,7 @@ def adagrad(lr: ScalarOrSchedule = 1e-2, lr_decay: float = 0.0, weight_decay: fl
             return rate / (1.0 + count * decay)
 
         lr = decayed
-    stages: _Stages = []
-    _weight_decay(stages, weight_decay)
+    stages: Stages = []
+    append_weight_decay(stages, weight_decay)
     stages += [("adagrad", scale_by_adagrad(init_acc, eps)), ("lr", scale_by_learning_rate(lr))]
-    return _alias(name, stages, eps)
+    return make_alias(name, stages, eps)

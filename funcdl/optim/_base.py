@@ -326,8 +326,8 @@ def cast_like(x: Any, ref: Any) -> Any:
 
 # ---------------------------------------------------------------------------- combining
 
-def _check_transforms(name: str, transforms: Sequence[Any],
-                      what: Sequence[str] = ()) -> None:
+def check_transforms(name: str, transforms: Sequence[Any],
+                     what: Sequence[str] = ()) -> None:
     """Each of ``transforms`` a funcdl GradientTransformation, else a TypeError naming it
     (``what[i]``, or its position) and, for another library's, the two argument orders."""
     for i, t in enumerate(transforms):

@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
-    _check_transforms,
     check_state,
+    check_transforms,
     next_count,
     read_count,
     stage_updates,
@@ -54,7 +54,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
 
 def make_chain(name: str, transforms: Sequence[GradientTransformation]) -> GradientTransformation:
-    _check_transforms(name, transforms)
+    check_transforms(name, transforms)
     inits = tuple(t.init for t in transforms)
     takes = tuple(extra_keywords(t.update) for t in transforms)
     updates = stage_updates([t.update for t in transforms])
@@ -102,7 +102,7 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
     names = [n for n, _ in pairs]
     if len(set(names)) != len(names):
         raise ValueError(f"{name}: the names must be distinct, got {names}")
-    _check_transforms(name, [t for _, t in pairs])
+    check_transforms(name, [t for _, t in pairs])
     stages = list(zip(names, [t.init for _, t in pairs],
                       stage_updates([t.update for _, t in pairs]), strict=True))
     takes = tuple(extra_keywords(t.update) for _, t in pairs)

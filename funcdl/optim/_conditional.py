@@ -16,8 +16,8 @@ from funcdl.optim._base import (
     COUNT_END,
     Count,
     GradientTransformation,
-    _check_transforms,
     check_state,
+    check_transforms,
     next_count,
     read_count,
     transform,
@@ -25,7 +25,7 @@ from funcdl.optim._base import (
 )
 from funcdl.optim._checks import real_grads
 from funcdl.optim._keywords import Keywords, check_extra, extra_keywords, forwarded, show_keywords
-from funcdl.optim._schedules import _steps
+from funcdl.optim._schedules import check_steps
 
 __all__ = ["ApplyIfFiniteState", "ConditionallyMaskState", "ConditionallyTransformState",
            "apply_if_finite", "conditionally_mask", "conditionally_transform"]
@@ -67,8 +67,8 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int
     was finite, their total since init. Keyword arguments (``value=``) go to ``inner``.
     """
     name = "apply_if_finite"
-    _check_transforms(name, [inner], ["inner"])
-    limit = _steps(name, "max_consecutive_errors", max_consecutive_errors)
+    check_transforms(name, [inner], ["inner"])
+    limit = check_steps(name, "max_consecutive_errors", max_consecutive_errors)
 
     def init(params: Tree) -> ApplyIfFiniteState:
         return ApplyIfFiniteState(zero_count(), np.bool_(True), zero_count(),
@@ -123,7 +123,7 @@ def conditionally_mask(inner: GradientTransformation, should_transform_fn: Calla
 def _conditional(name: str, inner: GradientTransformation, fn: Any, forward: Any,
                  cls: type[ConditionallyTransformState] | type[ConditionallyMaskState]
                  ) -> GradientTransformation:
-    _check_transforms(name, [inner], ["inner"])
+    check_transforms(name, [inner], ["inner"])
     if not callable(fn):
         raise TypeError(f"{name}: should_transform_fn must be a function step -> bool (e.g. "
                         f"lambda step: step % 2 == 0), got {type(fn).__name__}")

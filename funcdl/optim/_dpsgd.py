@@ -13,7 +13,7 @@ import numpy as np
 
 from funcdl import random, tree
 from funcdl._args import bool_arg
-from funcdl.optim._alias import _alias, _Stages
+from funcdl.optim._alias import Stages, make_alias
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -189,10 +189,10 @@ def dpsgd(learning_rate: ScalarOrSchedule, l2_norm_clip: float, noise_multiplier
     rate = check_lr(name, learning_rate)
     clip, mult, k = _aggregate_args(name, l2_norm_clip, noise_multiplier, key)
     nest = bool_arg(nesterov, name, "nesterov")
-    stages: _Stages = [("dp_aggregate", differentially_private_aggregate(clip, mult, k))]
+    stages: Stages = [("dp_aggregate", differentially_private_aggregate(clip, mult, k))]
     if momentum is not None:
         stages.append(("momentum", trace(check_float(name, "momentum", momentum), nest)))
     elif nest:
         raise ValueError(f"{name}: nesterov=True needs a momentum, got momentum=None")
     stages.append(("lr", scale_by_learning_rate(rate)))
-    return _alias(name, stages)
+    return make_alias(name, stages)

@@ -15,7 +15,7 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._args import bool_arg, int_arg
-from funcdl.optim._alias import _alias, _Stages, _weight_decay
+from funcdl.optim._alias import Stages, append_weight_decay, make_alias
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -263,7 +263,7 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
             check_float(name, "weight_decay_rate", wd, low=-np.inf)
     param_scale = bool_arg(multiply_by_parameter_scale, name, "multiply_by_parameter_scale")
     try:
-        stages: _Stages = [("factored_rms", scale_by_factored_rms(
+        stages: Stages = [("factored_rms", scale_by_factored_rms(
             factored, decay_rate, decay_offset, min_dim_size_to_factor, eps))]
     except (TypeError, ValueError) as e:  # name the alias and its own argument names
         msg = str(e).replace("scale_by_factored_rms", name).replace(
@@ -277,9 +277,9 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
         stages.append(("param_scale", scale_by_param_block_rms()))
     if mom is not None:
         stages.append(("momentum", ema(mom, debias=False, accumulator_dtype=mom_dt)))
-    _weight_decay(stages, wd, weight_decay_mask, name, keep_zero=True)
+    append_weight_decay(stages, wd, weight_decay_mask, name, keep_zero=True)
     stages.append(("flip", scale(-1.0)))
-    return _alias(name, stages)
+    return make_alias(name, stages)
 
 
 # ---------------------------------------------------------------------------- SM3
@@ -370,4 +370,4 @@ def sm3(lr: ScalarOrSchedule, momentum: float = 0.9) -> GradientTransformation:
     name = "sm3"
     lr = check_lr(name, lr)
     b1 = check_float(name, "momentum", momentum, high=1.0)
-    return _alias(name, [("sm3", scale_by_sm3(b1)), ("lr", scale_by_learning_rate(lr))])
+    return make_alias(name, [("sm3", scale_by_sm3(b1)), ("lr", scale_by_learning_rate(lr))])

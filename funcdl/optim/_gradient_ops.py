@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import random, tree
-from funcdl.optim._alias import _alias
+from funcdl.optim._alias import make_alias
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -236,8 +236,8 @@ def noisy_sgd(lr: ScalarOrSchedule, eta: float = 0.01, gamma: float = 0.55, key:
         raise TypeError(f"{name}: needs key=, the noise's funcdl.random.key(seed) (funcdl "
                         f"keeps no global seed), got None")
     k = random.check_key(key, name)
-    return _alias(name, [("noise", add_noise(var, decay, k)),
-                         ("lr", scale_by_learning_rate(lr))])
+    return make_alias(name, [("noise", add_noise(var, decay, k)),
+                             ("lr", scale_by_learning_rate(lr))])
 
 
 # ---------------------------------------------------------------------------- centring

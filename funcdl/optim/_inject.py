@@ -17,8 +17,8 @@ from funcdl.optim._base import (
     Count,
     EmptyState,
     GradientTransformation,
-    _check_transforms,
     check_state,
+    check_transforms,
     next_count,
     read_count,
     transform,
@@ -172,7 +172,7 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
             call = inspect.BoundArguments(
                 signature, {k: fixed[k] if k in fixed else values[k] for k in order})
             made = inner_factory(*call.args, **call.kwargs)
-            _check_transforms(name, [made], [f"{label}(...)"])
+            check_transforms(name, [made], [f"{label}(...)"])
             memo[:] = [(key, made)]
             return made, True
 

@@ -14,13 +14,13 @@ from funcdl._args import bool_arg, choice_arg, real_arg
 from funcdl.optim._base import Schedule
 from funcdl.optim._checks import check_float, schedule_factory
 from funcdl.optim._schedules import (
-    _boundaries,
-    _over_counts,
-    _steps,
-    _value,
+    check_boundaries,
+    check_steps,
+    check_value,
     exponential_decay,
     join_schedules,
     linear_schedule,
+    over_counts,
     warmup_cosine_decay_schedule,
 )
 
@@ -50,7 +50,7 @@ def _interpolated(name: str, cosine: bool, init: float,
                          f"reached: {values}); {fix}")
     phases = list(zip(bounds, bounds[1:], values, values[1:]))
 
-    @_over_counts
+    @over_counts
     def schedule(count: int) -> float:
         for lo, hi, a, b in phases:  # two or three phases
             if lo <= count < hi:
@@ -66,8 +66,8 @@ def _interpolated(name: str, cosine: bool, init: float,
 def _onecycle_args(name: str, transition_steps: int, peak_value: float, pct_start: float,
                    div_factor: float, final_div_factor: float
                    ) -> tuple[int, float, float, float, float]:
-    return (_steps(name, "transition_steps", transition_steps, positive=True),
-            _value(name, "peak_value", peak_value),
+    return (check_steps(name, "transition_steps", transition_steps, positive=True),
+            check_value(name, "peak_value", peak_value),
             check_float(name, "pct_start", pct_start, high=1.0),
             real_arg(div_factor, name, "div_factor", low=0.0, open_low=True),
             real_arg(final_div_factor, name, "final_div_factor", low=0.0, open_low=True))
@@ -133,8 +133,9 @@ def warmup_constant_schedule(init_value: float, peak_value: float, warmup_steps:
     forever, never reaching the peak, and is refused here (``constant_schedule(peak)`` is
     a constant peak)."""
     name = "warmup_constant_schedule"
-    warm = _steps(name, "warmup_steps", warmup_steps, positive=True)
-    init, peak = _value(name, "init_value", init_value), _value(name, "peak_value", peak_value)
+    warm = check_steps(name, "warmup_steps", warmup_steps, positive=True)
+    init, peak = (check_value(name, "init_value", init_value),
+                  check_value(name, "peak_value", peak_value))
     return linear_schedule(init, peak, warm)
 
 
@@ -147,15 +148,16 @@ def warmup_exponential_decay_schedule(init_value: float, peak_value: float, warm
     then ``exponential_decay(peak_value, transition_steps, decay_rate, transition_begin,
     staircase, end_value)`` counted from the end of the warmup."""
     name = "warmup_exponential_decay_schedule"
-    warm = _steps(name, "warmup_steps", warmup_steps)
-    steps = _steps(name, "transition_steps", transition_steps)
-    begin = _steps(name, "transition_begin", transition_begin)
-    init, peak = _value(name, "init_value", init_value), _value(name, "peak_value", peak_value)
-    rate = _value(name, "decay_rate", decay_rate)
+    warm = check_steps(name, "warmup_steps", warmup_steps)
+    steps = check_steps(name, "transition_steps", transition_steps)
+    begin = check_steps(name, "transition_begin", transition_begin)
+    init, peak = (check_value(name, "init_value", init_value),
+                  check_value(name, "peak_value", peak_value))
+    rate = check_value(name, "decay_rate", decay_rate)
     if not rate > 0.0:
         raise ValueError(f"{name}: decay_rate must be > 0, got {decay_rate!r}")
     stair = bool_arg(staircase, name, "staircase")
-    end = None if end_value is None else _value(name, "end_value", end_value)
+    end = None if end_value is None else check_value(name, "end_value", end_value)
     return join_schedules([linear_schedule(init, peak, warm),
                            exponential_decay(peak, steps, rate, begin, stair, end)], [warm])
 
@@ -186,7 +188,7 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Schedule:
             schedules.append(warmup_cosine_decay_schedule(**kw))
         except (TypeError, ValueError) as e:
             raise type(e)(f"{name}: cosine_kwargs[{i}]: {e}") from None
-        step += _steps(name, f"cosine_kwargs[{i}]['decay_steps']", kw["decay_steps"])
+        step += check_steps(name, f"cosine_kwargs[{i}]['decay_steps']", kw["decay_steps"])
         boundaries.append(step)
     return join_schedules(schedules, boundaries[:-1])
 
@@ -207,7 +209,7 @@ def piecewise_interpolate_schedule(interpolate_type: str, init_value: float,
     """
     name = "piecewise_interpolate_schedule"
     choice_arg(interpolate_type, name, "interpolate_type", ("linear", "cosine"))
-    v0 = _value(name, "init_value", init_value)
-    pairs = _boundaries(name, boundaries_and_scales)
+    v0 = check_value(name, "init_value", init_value)
+    pairs = check_boundaries(name, boundaries_and_scales)
     return _interpolated(name, interpolate_type == "cosine", v0, pairs,
                          fix="pass smaller scales")

@@ -19,7 +19,7 @@ import numpy as np
 from funcdl import tree
 from funcdl._args import F32, F64, bool_arg, native_float
 from funcdl.optim._adaptive import scale_by_adam
-from funcdl.optim._alias import _alias, _checked, _Stages, _weight_decay
+from funcdl.optim._alias import Stages, append_weight_decay, check_lr_betas_eps, make_alias
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -52,8 +52,8 @@ from funcdl.optim._checks import (
 )
 from funcdl.optim._masked import make_masked
 from funcdl.optim._transforms import (
-    _global_norm,
     add_decayed_weights,
+    named_global_norm,
     scale_by_learning_rate,
     trace,
 )
@@ -217,7 +217,7 @@ def normalize_by_update_norm(scale_factor: float = 1.0, eps: float = 1e-6
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         del params
         check_state(name, state, EmptyState)
-        norm = _global_norm(f"{name}.update", grads, grads=True)
+        norm = named_global_norm(f"{name}.update", grads, grads=True)
         # optax divides by (‖g‖ + eps) / factor: inf for a factor of 0, so a step of 0
         denom = np.inf if factor == 0.0 else (norm + eps) / factor
 
@@ -243,13 +243,13 @@ def lamb(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 
     ``lr``.
     """
     name = "lamb"
-    lr, b1, b2, eps = _checked(name, lr, b1, b2, eps)
+    lr, b1, b2, eps = check_lr_betas_eps(name, lr, b1, b2, eps)
     eps_root = check_float(name, "eps_root", eps_root)
     wd = check_float_or_schedule(name, "weight_decay", weight_decay, "wd")
-    stages: _Stages = [("adam", scale_by_adam(b1, b2, eps, eps_root))]
-    _weight_decay(stages, wd, mask, name)  # a schedule, as optax
+    stages: Stages = [("adam", scale_by_adam(b1, b2, eps, eps_root))]
+    append_weight_decay(stages, wd, mask, name)  # a schedule, as optax
     stages += [("trust_ratio", scale_by_trust_ratio()), ("lr", scale_by_learning_rate(lr))]
-    return _alias(name, stages, eps)
+    return make_alias(name, stages, eps)
 
 
 def _all_leaves(mask: Any) -> bool | None:
@@ -285,9 +285,9 @@ def lars(lr: ScalarOrSchedule, weight_decay: ScalarOrSchedule = 0.0,
     mom = check_float(name, "momentum", momentum)
     nest = bool_arg(nesterov, name, "nesterov")
     decay_all, ratio_all = _all_leaves(weight_decay_mask), _all_leaves(trust_ratio_mask)
-    stages: _Stages = []
+    stages: Stages = []
     if decay_all is not False:
-        _weight_decay(stages, wd, None if decay_all else weight_decay_mask, name)
+        append_weight_decay(stages, wd, None if decay_all else weight_decay_mask, name)
     if ratio_all is not False:
         ratio = scale_by_trust_ratio(trust_coefficient=coef, eps=eps)
         stages.append(("trust_ratio", ratio if ratio_all else
@@ -295,7 +295,7 @@ def lars(lr: ScalarOrSchedule, weight_decay: ScalarOrSchedule = 0.0,
     stages.append(("lr", scale_by_learning_rate(lr)))
     if mom != 0.0:
         stages.append(("momentum", trace(mom, nest)))
-    return _alias(name, stages)
+    return make_alias(name, stages)
 
 
 def novograd(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.25, eps: float = 1e-6,
@@ -315,7 +315,7 @@ def novograd(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.25, eps: float
     eps_root = check_float(name, "eps_root", eps_root)
     wd = check_float(name, "weight_decay", weight_decay, low=-math.inf)
     direction = scale_by_novograd(b1, b2, eps, eps_root, wd)
-    return _alias(name, [("novograd", direction), ("lr", scale_by_learning_rate(lr))], eps)
+    return make_alias(name, [("novograd", direction), ("lr", scale_by_learning_rate(lr))], eps)
 
 
 def fromage(lr: ScalarOrSchedule, min_norm: float = 1e-6) -> GradientTransformation:
@@ -347,6 +347,6 @@ def fromage(lr: ScalarOrSchedule, min_norm: float = 1e-6) -> GradientTransformat
     else:
         mult = 1 / (1 + lr**2) ** 0.5
         step, decay = lr * mult, mult - 1
-    return _alias(name, [("trust_ratio", scale_by_trust_ratio(low)),
-                         ("lr", scale_by_learning_rate(step)),
-                         ("weight_decay", add_decayed_weights(decay))])
+    return make_alias(name, [("trust_ratio", scale_by_trust_ratio(low)),
+                             ("lr", scale_by_learning_rate(step)),
+                             ("weight_decay", add_decayed_weights(decay))])

@@ -24,8 +24,8 @@ from funcdl._args import bool_arg
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
-    _check_transforms,
     check_state,
+    check_transforms,
     leafwise,
     read_count,
     real_grad,
@@ -38,7 +38,7 @@ from funcdl.optim._checks import (
     real_param,
 )
 from funcdl.optim._keywords import check_extra, extra_keywords, show_keywords
-from funcdl.optim._schedules import _steps
+from funcdl.optim._schedules import check_steps
 
 __all__ = ["LookaheadParams", "LookaheadState", "lookahead"]
 
@@ -86,8 +86,8 @@ def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
     ``LookaheadState(fast_state, steps_since_sync)``.
     """
     name = "lookahead"
-    _check_transforms(name, [fast_optimizer], ["fast_optimizer"])
-    period = _steps(name, "sync_period", sync_period, positive=True)
+    check_transforms(name, [fast_optimizer], ["fast_optimizer"])
+    period = check_steps(name, "sync_period", sync_period, positive=True)
     alpha = check_float(name, "slow_step_size", slow_step_size, high=1.0)
     reset = bool_arg(reset_state, name, "reset_state")
     takes = (extra_keywords(fast_optimizer.update),)

@@ -14,8 +14,8 @@ from funcdl._args import int_arg
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
-    _check_transforms,
     check_state,
+    check_transforms,
     leafwise,
     like,
     next_count,
@@ -74,7 +74,7 @@ def mechanize(base_optimizer: GradientTransformation, weight_decay: float = 1e-2
     ``s = (s_init/num_betas·m + max(r, 0)) / (sqrt(v) + eps)``; then
     ``u = x0 - sum(s)·(Δ - b) - p``. Needs params. State ``MechanicState``."""
     name = "mechanize"
-    _check_transforms(name, [base_optimizer], ["base_optimizer"])
+    check_transforms(name, [base_optimizer], ["base_optimizer"])
     wd = check_float(name, "weight_decay", weight_decay, low=-math.inf)
     eps = check_positive(name, "eps", eps, "1e-8")
     s_init = check_positive(name, "s_init", s_init, "1e-6")

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl.optim._alias import _alias, _Stages, _weight_decay
+from funcdl.optim._alias import Stages, append_weight_decay, make_alias
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -103,7 +103,7 @@ def madgrad(learning_rate: ScalarOrSchedule, momentum: float = 0.9,
     rate = check_lr(name, learning_rate)
     mom = check_float(name, "momentum", momentum, high=1.0)
     eps = check_float(name, "eps", eps)
-    stages: _Stages = []
-    _weight_decay(stages, decay_arg(name, weight_decay))
+    stages: Stages = []
+    append_weight_decay(stages, decay_arg(name, weight_decay))
     stages.append(("madgrad", scale_by_madgrad(rate, mom, eps)))
-    return _alias(name, stages)
+    return make_alias(name, stages)

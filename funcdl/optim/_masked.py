@@ -45,7 +45,7 @@ def make_masked(name: str, inner: GradientTransformation,
     mask that is not a function has its flags checked here, once; its fit to each tree is
     checked at every call (by spread, which walks the tree but builds no leaf list)."""
     if not callable(mask):
-        _check_flags(name, mask)
+        check_mask_flags(name, mask)
 
     def init(params: Tree) -> MaskedState:
         k = iter(mask_flags(f"{name}.init", mask, params, "params"))
@@ -63,7 +63,7 @@ def make_masked(name: str, inner: GradientTransformation,
         g = tree.map(lambda x: x if next(k) else None, grads)
         p = None if params is None else tree.unflatten(tree.structure(grads), [
             y if k else None for y, k in zip(params_along(name, grads, params), keep)])
-        extra = _masked_extra(name, extra, keep)
+        extra = masked_extra(name, extra, keep)
         u, inner_state = inner.update(state.inner_state, g, p, **extra)
         done, k = iter(tree.leaves(u)), iter(keep)
         return tree.map(lambda x: next(done) if next(k) else x, grads), MaskedState(inner_state)
@@ -84,7 +84,7 @@ def mask_flags(where: str, mask: Tree | Callable[[Tree], Tree], t: Tree,
     return keep
 
 
-def _masked_extra(name: str, extra: dict[str, Any], keep: list[bool]) -> dict[str, Any]:
+def masked_extra(name: str, extra: dict[str, Any], keep: list[bool]) -> dict[str, Any]:
     """The update's keyword arguments as the inner transform sees them: a tree-valued
     ``grad=`` masked as the grads are; a function of the params (a line search's
     ``value_fn``/``value_and_grad_fn``, an opaque sam's ``grad_fn``) refused, since the
@@ -102,7 +102,7 @@ def _masked_extra(name: str, extra: dict[str, Any], keep: list[bool]) -> dict[st
     return extra
 
 
-def _is_flag(m: Any) -> bool:
+def is_mask_flag(m: Any) -> bool:
     return isinstance(m, (bool, np.bool_)) or (
         isinstance(m, np.ndarray) and m.shape == () and m.dtype == bool)
 
@@ -113,9 +113,9 @@ def _not_a_flag(m: Any, path: str) -> TypeError:
                      f"that returns such a tree")
 
 
-def _check_flags(where: str, m: Tree) -> None:
+def check_mask_flags(where: str, m: Tree) -> None:
     for path, flag in tree.leaves_with_path(m):
-        if not _is_flag(flag):
+        if not is_mask_flag(flag):
             raise TypeError(f"{where}: {_not_a_flag(flag, path)}")
 
 
@@ -157,7 +157,7 @@ def spread(t: Tree, m: Tree, what: str, against: str, path: str, out: list[Any],
 
 def _flag(m: Any, path: str) -> Any:
     """A mask's mark: a bool, or a node to walk into."""
-    if _is_flag(m):
+    if is_mask_flag(m):
         return bool(m)
     if children_of(m) is None:
         raise _not_a_flag(m, path)

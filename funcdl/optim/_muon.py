@@ -45,8 +45,8 @@ from funcdl.optim._checks import (
     zeros_in,
 )
 from funcdl.optim._layerwise import leaf_norm
-from funcdl.optim._masked import _check_flags, mask_flags
-from funcdl.optim._schedules import _steps
+from funcdl.optim._masked import check_mask_flags, mask_flags
+from funcdl.optim._schedules import check_steps
 from funcdl.optim._transforms import add_decayed_weights, scale_by_learning_rate
 
 __all__ = ["MuonPartsState", "MuonState", "muon", "newton_schulz", "scale_by_muon"]
@@ -118,7 +118,7 @@ def newton_schulz(x: Any, ns_coeffs: Any = DEFAULT_NS_COEFFS, ns_steps: int = 5,
     1.18 after; a 64x64 matrix of condition number 1e6: 2.9e-4 to 1.20; one-off). Same
     shape and dtype as ``x``. Not differentiated (an optimizer step)."""
     name = "newton_schulz"
-    coeffs = _coeffs(name, ns_coeffs, _steps(name, "ns_steps", ns_steps))
+    coeffs = _coeffs(name, ns_coeffs, check_steps(name, "ns_steps", ns_steps))
     g = np.asarray(x)
     if g.ndim != 2 or g.dtype.kind != "f":
         raise ValueError(f"{name}: x must be a real floating-point matrix (m, n), got "
@@ -151,7 +151,7 @@ def scale_by_muon(ns_coeffs: Any = DEFAULT_NS_COEFFS, ns_steps: int = 5,
     ``mu_dtype`` stores ``m`` in that float dtype (None: the params'), ``m̂`` taken before.
     State ``MuonState(count, mu)``."""
     name = "scale_by_muon"
-    coeffs = _coeffs(name, ns_coeffs, _steps(name, "ns_steps", ns_steps, positive=True))
+    coeffs = _coeffs(name, ns_coeffs, check_steps(name, "ns_steps", ns_steps, positive=True))
     mu_dt = moment_dtype_arg(name, "mu_dtype", mu_dtype)
     beta = check_float(name, "beta", beta, high=1.0, open_high=True)
     eps = check_float(name, "eps", eps)
@@ -239,12 +239,12 @@ def muon(learning_rate: ScalarOrSchedule, ns_coeffs: Any = DEFAULT_NS_COEFFS,
     lr = check_lr(name, learning_rate)
     adam_lr = lr if adam_learning_rate is None else check_lr(name, adam_learning_rate)
     nest = bool_arg(nesterov, name, "nesterov")
-    _coeffs(name, ns_coeffs, _steps(name, "ns_steps", ns_steps, positive=True))  # named muon
+    _coeffs(name, ns_coeffs, check_steps(name, "ns_steps", ns_steps, positive=True))  # named muon
     moment_dtype_arg(name, "mu_dtype", mu_dtype)
     rms = None if consistent_rms is None else check_float(name, "consistent_rms",
                                                              consistent_rms)
     if weight_decay_mask is not None and not callable(weight_decay_mask):
-        _check_flags(name, weight_decay_mask)
+        check_mask_flags(name, weight_decay_mask)
     check_float(name, "beta", beta, high=1.0, open_high=True)
     check_betas(name, adam_b1, adam_b2)
     check_float(name, "eps", eps)

@@ -14,7 +14,7 @@ import numpy as np
 from funcdl import tree
 from funcdl._args import bool_arg
 from funcdl.optim._adaptive import scale_by_adam
-from funcdl.optim._alias import _alias
+from funcdl.optim._alias import make_alias
 from funcdl.optim._base import (
     GradientTransformation,
     ScalarOrSchedule,
@@ -97,8 +97,8 @@ def optimistic_gradient_descent(lr: ScalarOrSchedule, alpha: float = 1.0, beta: 
     name = "optimistic_gradient_descent"
     lr = check_lr(name, lr)
     a, b = check_float(name, "alpha", alpha), check_float(name, "beta", beta)
-    return _alias(name, [("optimistic", scale_by_optimistic_gradient(a, b)),
-                         ("lr", scale_by_learning_rate(lr))])
+    return make_alias(name, [("optimistic", scale_by_optimistic_gradient(a, b)),
+                             ("lr", scale_by_learning_rate(lr))])
 
 
 def _adam_stage(name: str, b1: Any, b2: Any, eps: Any, eps_root: Any, mu_dtype: Any,
@@ -129,9 +129,9 @@ def optimistic_adam(lr: float, optimism: float | None = None, b1: float = 0.9,
     rate = check_float(name, "lr", lr)
     opt = rate if optimism is None else check_float(name, "optimism", optimism)
     adam, eps = _adam_stage(name, b1, b2, eps, eps_root, mu_dtype, nesterov)
-    return _alias(name, [("adam", adam),
-                         ("optimistic", scale_by_optimistic_gradient(rate, opt)),
-                         ("lr", scale_by_learning_rate(1.0))], eps)
+    return make_alias(name, [("adam", adam),
+                             ("optimistic", scale_by_optimistic_gradient(rate, opt)),
+                             ("lr", scale_by_learning_rate(1.0))], eps)
 
 
 def optimistic_adam_v2(lr: ScalarOrSchedule, *, alpha: float = 1.0, beta: float = 1.0,
@@ -147,6 +147,6 @@ def optimistic_adam_v2(lr: ScalarOrSchedule, *, alpha: float = 1.0, beta: float 
     lr = check_lr(name, lr)
     a, b = check_float(name, "alpha", alpha), check_float(name, "beta", beta)
     adam, eps = _adam_stage(name, b1, b2, eps, eps_root, mu_dtype, nesterov)
-    return _alias(name, [("adam", adam),
-                         ("optimistic", scale_by_optimistic_gradient(a, b)),
-                         ("lr", scale_by_learning_rate(lr))], eps)
+    return make_alias(name, [("adam", adam),
+                             ("optimistic", scale_by_optimistic_gradient(a, b)),
+                             ("lr", scale_by_learning_rate(lr))], eps)

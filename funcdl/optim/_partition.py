@@ -10,16 +10,16 @@ from typing import Any, NamedTuple
 
 from funcdl import tree
 from funcdl._treenodes import children_of
-from funcdl.optim._base import GradientTransformation, _check_transforms, check_state, transform
+from funcdl.optim._base import GradientTransformation, check_state, check_transforms, transform
 from funcdl.optim._checks import real_leaf, same_trees
 from funcdl.optim._keywords import check_extra, extra_keywords, forwarded, show_keywords
 from funcdl.optim._masked import (
     DESCEND,
     MaskedState,
-    _check_flags,
-    _is_flag,
-    _masked_extra,
+    check_mask_flags,
+    is_mask_flag,
     make_masked,
+    masked_extra,
     params_along,
     spread,
 )
@@ -78,7 +78,7 @@ def make_partition(name: str, transforms: Any, param_labels: Any) -> GradientTra
     if not transforms:
         raise ValueError(f"{name}: transforms is empty; give one transform per label")
     groups = dict(transforms)
-    _check_transforms(name, list(groups.values()), [f"transforms[{k!r}]" for k in groups])
+    check_transforms(name, list(groups.values()), [f"transforms[{k!r}]" for k in groups])
     known = f"transforms has labels {list(groups)}"
     if not callable(param_labels):
         for path, label in tree.leaves_with_path(param_labels):  # once, when made
@@ -134,7 +134,7 @@ def make_partition(name: str, transforms: Any, param_labels: Any) -> GradientTra
             g = tree.unflatten(treedef, [x if k else None for x, k in zip(g_leaves, keep)])
             p = None if p_leaves is None else tree.unflatten(
                 treedef, [x if k else None for x, k in zip(p_leaves, keep)])
-            more = forwarded(_masked_extra(name, extra, keep), keys) if extra else {}
+            more = forwarded(masked_extra(name, extra, keep), keys) if extra else {}
             u, new[group] = t.update(s.inner_state, g, p, **more)
             mine = [i for i, k in enumerate(keep) if k]
             done = tree.leaves(u)
@@ -193,13 +193,13 @@ def selective_transform(optimizer: GradientTransformation, *,
     a prefix of it, or, beyond optax, a function of the params returning one). State
     ``PartitionState({'freeze': ..., 'train': ...})``."""
     name = "selective_transform"
-    _check_transforms(name, [optimizer], ["optimizer"])
+    check_transforms(name, [optimizer], ["optimizer"])
 
     def as_labels(m: Tree) -> Tree:
-        _check_flags(name, m)
+        check_mask_flags(name, m)
         return tree.map(lambda f: "freeze" if f else "train", m)
 
-    if callable(freeze_mask) and not _is_flag(freeze_mask):
+    if callable(freeze_mask) and not is_mask_flag(freeze_mask):
         labels: Any = lambda t: as_labels(freeze_mask(t))  # noqa: E731
     else:
         labels = as_labels(freeze_mask)

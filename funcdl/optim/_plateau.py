@@ -18,8 +18,8 @@ from funcdl.optim._checks import (
     needed_loss,
     state_float,
 )
-from funcdl.optim._schedules import _steps
-from funcdl.optim._transforms import _may_warn, _multiplier, _times
+from funcdl.optim._schedules import check_steps
+from funcdl.optim._transforms import multiply_grads, step_may_warn, step_multiplier
 
 __all__ = ["ReduceLROnPlateauState", "reduce_on_plateau"]
 
@@ -78,15 +78,15 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
     if factor == 0.0:
         raise ValueError(f"{name}: factor must be in (0, 1), got 0.0; 0.1 divides the "
                          f"scale by 10 at each plateau")
-    patience = _steps(name, "patience", patience, positive=True)
+    patience = check_steps(name, "patience", patience, positive=True)
     rtol = check_float(name, "rtol", rtol, high=1.0)
     atol = check_float(name, "atol", atol)
     if rtol == 0.0 and atol == 0.0:
         raise ValueError(f"{name}: rtol and atol are both 0, so that any decrease, however "
                          f"small, counts as an improvement; pass rtol=1e-4 (torch's "
                          f"threshold) or an atol > 0")
-    cooldown = _steps(name, "cooldown", cooldown)
-    accumulation_size = _steps(name, "accumulation_size", accumulation_size, positive=True)
+    cooldown = check_steps(name, "cooldown", cooldown)
+    accumulation_size = check_steps(name, "accumulation_size", accumulation_size, positive=True)
     min_scale = check_float(name, "min_scale", min_scale, high=1.0)
     apply_next = bool_arg(apply_next, name, "apply_next")
     keep = 1.0 - rtol
@@ -128,6 +128,6 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
         new = ReduceLROnPlateauState(s, best, np.int64(plateau), np.int64(cool),
                                      np.int64(n), avg)
         step = float(used if apply_next else s)
-        return _times(name, _multiplier(step), grads, params, _may_warn(step)), new
+        return multiply_grads(name, step_multiplier(step), grads, params, step_may_warn(step)), new
 
     return transform(name, init, update)

@@ -13,7 +13,7 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._args import bool_arg, choice_arg
-from funcdl.optim._alias import _alias
+from funcdl.optim._alias import make_alias
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -44,11 +44,11 @@ from funcdl.optim._checks import (
 )
 from funcdl.optim._lr_free import dot
 from funcdl.optim._transforms import (
-    _global_norm,
-    _may_warn,
-    _multiplier,
-    _times,
+    multiply_grads,
+    named_global_norm,
     scale_by_learning_rate,
+    step_may_warn,
+    step_multiplier,
 )
 
 __all__ = ["MomoAdamState", "MomoState", "momo", "momo_adam", "polyak_sgd", "scale_by_polyak"]
@@ -105,7 +105,7 @@ def scale_by_polyak(f_min: float = 0.0, max_learning_rate: float = 1.0, eps: flo
         where = f"{name}.update"
         check_state(name, state, EmptyState)
         loss = needed_loss(where, value)
-        norm = _global_norm(where, grads, grads=True)
+        norm = named_global_norm(where, grads, grads=True)
         sq = norm * norm  # not norm**2: a Python float power raises past float64's range
         gap = loss - f_min
         if plus and gap < 0.0:
@@ -113,7 +113,8 @@ def scale_by_polyak(f_min: float = 0.0, max_learning_rate: float = 1.0, eps: flo
         den = sq + eps
         with np.errstate(all="ignore"):  # inf and NaN losses or grads: a NaN step, silently
             step = 0.0 if den <= _TINY else float(np.minimum(np.float64(gap) / den, top))
-        return _times(name, _multiplier(step), grads, params, _may_warn(step)), state
+        return (multiply_grads(name, step_multiplier(step), grads, params, step_may_warn(step)),
+                state)
 
     return transform(name, empty_init(), update)
 
@@ -132,7 +133,7 @@ def polyak_sgd(max_learning_rate: float = 1.0, scaling: ScalarOrSchedule = 1.0,
     scale = check_float_or_schedule(name, "scaling", scaling, "scaling")
     f_min, top, eps, plus = polyak_args(name, f_min, max_learning_rate, eps, variant)
     polyak = scale_by_polyak(f_min, top, eps, "sps+" if plus else "sps")
-    return _alias(name, [("lr", scale_by_learning_rate(scale)), ("polyak", polyak)])
+    return make_alias(name, [("lr", scale_by_learning_rate(scale)), ("polyak", polyak)])
 
 
 def _momo_args(name: str, lr: Any, lower_bound: Any, weight_decay: Any,

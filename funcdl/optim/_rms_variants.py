@@ -15,7 +15,7 @@ import numpy as np
 from funcdl import tree
 from funcdl._args import bool_arg
 from funcdl.optim._adaptive import moments_pass
-from funcdl.optim._alias import _alias, _Stages, _weight_decay
+from funcdl.optim._alias import Stages, append_weight_decay, make_alias
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -194,7 +194,7 @@ def adadelta(lr: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float = 1e-6,
     rho = check_float(name, "rho", rho, high=1.0)
     eps = check_float(name, "eps", eps)
     wd = check_float(name, "weight_decay", weight_decay)
-    stages: _Stages = []
-    _weight_decay(stages, wd)
+    stages: Stages = []
+    append_weight_decay(stages, wd)
     stages += [("adadelta", scale_by_adadelta(rho, eps)), ("lr", scale_by_learning_rate(lr))]
-    return _alias(name, stages, eps)
+    return make_alias(name, stages, eps)

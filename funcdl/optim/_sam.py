@@ -33,9 +33,9 @@ from funcdl.optim._base import (
     Count,
     EmptyState,
     GradientTransformation,
-    _check_transforms,
     apply_updates,
     check_state,
+    check_transforms,
     empty_init,
     leafwise,
     read_count,
@@ -44,8 +44,8 @@ from funcdl.optim._base import (
     zero_count,
 )
 from funcdl.optim._checks import check_float_params, check_grads, needs_params, real_param
-from funcdl.optim._schedules import _steps
-from funcdl.optim._transforms import _global_norm
+from funcdl.optim._schedules import check_steps
+from funcdl.optim._transforms import named_global_norm
 
 __all__ = ["SAMState", "normalize", "sam"]
 
@@ -89,8 +89,8 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
     State ``SAMState(steps_since_sync, opt_state, adv_state, cache)``.
     """
     name = "sam"
-    _check_transforms(name, [optimizer, adv_optimizer], ["optimizer", "adv_optimizer"])
-    period = _steps(name, "sync_period", sync_period, positive=True)
+    check_transforms(name, [optimizer, adv_optimizer], ["optimizer", "adv_optimizer"])
+    period = check_steps(name, "sync_period", sync_period, positive=True)
     if period < 2:  # optax's sync_period=1 reverts every other step; neither is SAM
         raise ValueError(f"{name}: sync_period must be >= 2 (sync_period - 1 adversarial "
                          f"steps, then the outer one), got {period}; sync_period=1 would be "
@@ -164,7 +164,7 @@ def normalize() -> GradientTransformation:
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         del params
         check_state(name, state, EmptyState)
-        norm = _global_norm(f"{name}.update", grads, grads=True)
+        norm = named_global_norm(f"{name}.update", grads, grads=True)
         if norm == 0.0:  # no direction to ascend in
             return grads, state
         inv = 1.0 / norm  # a NaN or inf norm: NaN or 0 entries, as optax's

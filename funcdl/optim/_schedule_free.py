@@ -27,8 +27,8 @@ from funcdl.optim._base import (
     Count,
     GradientTransformation,
     ScalarOrSchedule,
-    _check_transforms,
     check_state,
+    check_transforms,
     leafwise,
     next_count,
     read_count,
@@ -48,7 +48,7 @@ from funcdl.optim._checks import (
     value_at,
 )
 from funcdl.optim._keywords import check_extra, extra_keywords, show_keywords
-from funcdl.optim._schedules import _steps, constant_schedule, join_schedules, linear_schedule
+from funcdl.optim._schedules import check_steps, constant_schedule, join_schedules, linear_schedule
 from funcdl.optim._transforms import add_decayed_weights, scale_by_learning_rate
 
 __all__ = [
@@ -143,7 +143,7 @@ def schedule_free(base_optimizer: GradientTransformation, learning_rate: ScalarO
     (``value=``) go to the base optimizer. State ``ScheduleFreeState``.
     """
     name = "schedule_free"
-    _check_transforms(name, [base_optimizer], ["base_optimizer"])
+    check_transforms(name, [base_optimizer], ["base_optimizer"])
     lr = check_lr(name, learning_rate)
     b1, power, z_dtype = _check_wrapper(name, b1, weight_lr_power, state_dtype)
     takes = (extra_keywords(base_optimizer.update),)
@@ -198,7 +198,7 @@ def _warmup(name: str, learning_rate: Any, warmup_steps: Any) -> ScalarOrSchedul
     lr = check_float(name, "learning_rate", learning_rate)
     if warmup_steps is None:
         return lr
-    steps = _steps(name, "warmup_steps", warmup_steps, positive=True)
+    steps = check_steps(name, "warmup_steps", warmup_steps, positive=True)
     return join_schedules([linear_schedule(0.0, lr, steps), constant_schedule(lr)], [steps])
 
 

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-def _over_counts(f: Any) -> Schedule:
+def over_counts(f: Any) -> Schedule:
     """``f``, also over an array of counts, as optax's: ``schedule(np.arange(n))`` (to plot
     it) gives one float64 value per count; a single count goes straight to ``f``."""
     def schedule(count: Any) -> Any:
@@ -46,12 +46,12 @@ def _over_counts(f: Any) -> Schedule:
         return np.array(values, np.float64).reshape(counts.shape)
 
     # for Python's own errors (a call without a count) and reprs: `schedule() missing ...`,
-    # not `_over_counts.<locals>.schedule() missing ...`
+    # not `over_counts.<locals>.schedule() missing ...`
     schedule.__qualname__ = "schedule"
     return schedule
 
 
-def _steps(name: str, what: str, value: Any, *, positive: bool = False) -> int:
+def check_steps(name: str, what: str, value: Any, *, positive: bool = False) -> int:
     """A count of steps: an int (or an integral float) >= 0, or > 0 when ``positive``."""
     kind = "a positive int" if positive else "an int >= 0"
     value = number(value)
@@ -70,7 +70,7 @@ def _steps(name: str, what: str, value: Any, *, positive: bool = False) -> int:
 
 
 
-def _value(name: str, what: str, value: Any, low: float = -math.inf) -> float:
+def check_value(name: str, what: str, value: Any, low: float = -math.inf) -> float:
     """A finite Python float >= ``low``."""
     return check_float(name, what, value, low=low)
 
@@ -78,7 +78,7 @@ def _value(name: str, what: str, value: Any, low: float = -math.inf) -> float:
 def _exponent(name: str, what: str, value: Any) -> float:
     """An exponent of ``frac^what`` with ``frac`` falling to 0 at the end: must be > 0 (a
     negative one divides by zero there, and 0 leaves the schedule at its initial value)."""
-    v = _value(name, what, value)
+    v = check_value(name, what, value)
     if not v > 0.0:
         raise ValueError(f"{name}: {what} must be > 0 (the decay raises a fraction that "
                          f"reaches 0 at its end to this power), got {value!r}")
@@ -88,9 +88,9 @@ def _exponent(name: str, what: str, value: Any) -> float:
 @schedule_factory
 def constant_schedule(value: float) -> Schedule:
     """``value`` at every count."""
-    v = _value("constant_schedule", "value", value)
+    v = check_value("constant_schedule", "value", value)
 
-    @_over_counts
+    @over_counts
     def schedule(count: int) -> float:
         del count
         return v
@@ -109,14 +109,14 @@ def polynomial_schedule(init_value: float, end_value: float, power: float,
 
 def _polynomial(name: str, init_value: float, end_value: float, power: float,
                 transition_steps: int, transition_begin: int) -> Schedule:
-    steps = _steps(name, "transition_steps", transition_steps)
-    begin = _steps(name, "transition_begin", transition_begin)
-    i, e = _value(name, "init_value", init_value), _value(name, "end_value", end_value)
+    steps = check_steps(name, "transition_steps", transition_steps)
+    begin = check_steps(name, "transition_begin", transition_begin)
+    i, e = check_value(name, "init_value", init_value), check_value(name, "end_value", end_value)
     pw = _exponent(name, "power", power)
     if steps == 0:
         return constant_schedule(i)
 
-    @_over_counts
+    @over_counts
     def schedule(count: int) -> float:
         c = min(max(count - begin, 0), steps)
         return float((i - e) * (1.0 - c / steps) ** pw + e)
@@ -133,7 +133,7 @@ def linear_schedule(init_value: float, end_value: float, transition_steps: int,
                        transition_begin)
 
 
-def _boundaries(name: str, boundaries_and_scales: Any) -> list[tuple[int, float]]:
+def check_boundaries(name: str, boundaries_and_scales: Any) -> list[tuple[int, float]]:
     """A ``{boundary: scale}`` dict (None: none) as sorted pairs, boundaries ints >= 0 and
     scales finite and >= 0, or an error naming ``name``."""
     given = {} if boundaries_and_scales is None else boundaries_and_scales
@@ -141,8 +141,8 @@ def _boundaries(name: str, boundaries_and_scales: Any) -> list[tuple[int, float]
         raise TypeError(f"{name}: boundaries_and_scales must be a dict {{boundary: scale}} "
                         f"such as {{1000: 0.1}}, got {type(given).__name__} (for a list of "
                         f"(boundary, scale) pairs pass dict(pairs))")
-    return sorted((_steps(name, "a boundary (a key of boundaries_and_scales)", b),
-                   _value(name, f"the scale at boundary {shown(b)}", s, low=0.0))
+    return sorted((check_steps(name, "a boundary (a key of boundaries_and_scales)", b),
+                   check_value(name, f"the scale at boundary {shown(b)}", s, low=0.0))
                   for b, s in given.items())
 
 
@@ -153,10 +153,10 @@ def piecewise_constant_schedule(init_value: float,
     """``init_value · Π {scale : boundary <= t}`` (step decay), e.g. ``{1000: 0.1}``; the
     dict's order does not matter. Boundaries are ints >= 0, scales finite and >= 0."""
     name = "piecewise_constant_schedule"
-    v0 = _value(name, "init_value", init_value)
-    pairs = _boundaries(name, boundaries_and_scales)
+    v0 = check_value(name, "init_value", init_value)
+    pairs = check_boundaries(name, boundaries_and_scales)
 
-    @_over_counts
+    @over_counts
     def schedule(count: int) -> float:
         v = v0
         for boundary, s in pairs:
@@ -173,8 +173,8 @@ def cosine_decay_schedule(init_value: float, decay_steps: int, alpha: float = 0.
     """``init · ((1 - alpha) · (½(1 + cos(π · min(t, T) / T)))^exponent + alpha)``;
     ``exponent > 0``."""
     name = "cosine_decay_schedule"
-    steps = _steps(name, "decay_steps", decay_steps, positive=True)
-    i, a = _value(name, "init_value", init_value), _value(name, "alpha", alpha)
+    steps = check_steps(name, "decay_steps", decay_steps, positive=True)
+    i, a = check_value(name, "init_value", init_value), check_value(name, "alpha", alpha)
     return _cosine(i, a, steps, _exponent(name, "exponent", exponent))
 
 
@@ -182,7 +182,7 @@ def _cosine(init: float, alpha: float, steps: int, exponent: float) -> Schedule:
     """optax's ``init · ((1 - alpha) · c^exponent + alpha)``, ``c = ½(1 + cos(π·min(t, T)/T))``
     (from ``init = 0`` it stays 0, as optax's: the warmup schedule's ``alpha = end / peak``
     is then 0)."""
-    @_over_counts
+    @over_counts
     def schedule(count: int) -> float:
         c = min(count, steps)
         cosine = 0.5 * (1.0 + math.cos(math.pi * c / steps))
@@ -198,13 +198,14 @@ def warmup_cosine_decay_schedule(init_value: float, peak_value: float, warmup_st
     """Linear warmup from ``init_value`` to ``peak_value`` over ``warmup_steps``, then cosine
     decay to ``end_value``, reached at ``decay_steps`` (a total that includes the warmup)."""
     name = "warmup_cosine_decay_schedule"
-    warm = _steps(name, "warmup_steps", warmup_steps)
-    total = _steps(name, "decay_steps", decay_steps)
+    warm = check_steps(name, "warmup_steps", warmup_steps)
+    total = check_steps(name, "decay_steps", decay_steps)
     if total <= warm:
         raise ValueError(f"{name}: decay_steps is the total length including the warmup, so "
                          f"it must exceed warmup_steps={warm}; got decay_steps={total}")
-    init, peak = _value(name, "init_value", init_value), _value(name, "peak_value", peak_value)
-    end = _value(name, "end_value", end_value)
+    init, peak = (check_value(name, "init_value", init_value),
+                  check_value(name, "peak_value", peak_value))
+    end = check_value(name, "end_value", end_value)
     alpha = 0.0 if peak == 0.0 else end / peak
     decay = _cosine(peak, alpha, total - warm, _exponent(name, "exponent", exponent))
     return join_schedules([linear_schedule(init, peak, warm), decay], [warm])
@@ -218,18 +219,18 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
     ``staircase``), else ``init``; bounded by ``end_value`` when given (a floor when
     ``decay_rate < 1``, a ceiling otherwise). Constant when ``transition_steps == 0``."""
     name = "exponential_decay"
-    steps = _steps(name, "transition_steps", transition_steps)
-    begin = _steps(name, "transition_begin", transition_begin)
-    rate = _value(name, "decay_rate", decay_rate)
+    steps = check_steps(name, "transition_steps", transition_steps)
+    begin = check_steps(name, "transition_begin", transition_begin)
+    rate = check_value(name, "decay_rate", decay_rate)
     if not rate > 0.0:
         raise ValueError(f"{name}: decay_rate must be > 0, got {decay_rate!r}")
-    i = _value(name, "init_value", init_value)
+    i = check_value(name, "init_value", init_value)
     if steps == 0:
         return constant_schedule(i)
-    end = None if end_value is None else _value(name, "end_value", end_value)
+    end = None if end_value is None else check_value(name, "end_value", end_value)
     stair = bool_arg(staircase, name, "staircase")
 
-    @_over_counts
+    @over_counts
     def schedule(count: int) -> float:
         elapsed = count - begin
         if elapsed <= 0:
@@ -262,13 +263,13 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     if len(scheds) != len(given) + 1:
         raise ValueError(f"{name}: need one more schedule than boundaries, got "
                          f"{len(scheds)} schedules and {len(given)} boundaries")
-    bounds = [_steps(name, f"boundaries[{k}]", b) for k, b in enumerate(given)]
+    bounds = [check_steps(name, f"boundaries[{k}]", b) for k, b in enumerate(given)]
     if any(b <= a for a, b in itertools.pairwise(bounds)):
         raise ValueError(f"{name}: the boundaries must be increasing, got {bounds}")
     scheds = [check_schedule(name, f"schedules[{k}]", s) for k, s in enumerate(scheds)]
     pairs = list(zip(bounds, scheds[1:], strict=True))
 
-    @_over_counts
+    @over_counts
     def schedule(count: int) -> float:
         for boundary, s in reversed(pairs):  # the last boundary passed wins, as in optax
             if count >= boundary:  # its value read as a number here, to name the schedule

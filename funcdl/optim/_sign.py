@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl.optim._alias import _alias, _Stages, _weight_decay
+from funcdl.optim._alias import Stages, append_weight_decay, make_alias
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -197,7 +197,7 @@ def sign_sgd(lr: ScalarOrSchedule) -> GradientTransformation:
     Stages: ``sign``, ``lr``.
     """
     lr = check_lr("sign_sgd", lr)
-    return _alias("sign_sgd", [("sign", scale_by_sign()), ("lr", scale_by_learning_rate(lr))])
+    return make_alias("sign_sgd", [("sign", scale_by_sign()), ("lr", scale_by_learning_rate(lr))])
 
 
 def signum(lr: ScalarOrSchedule, beta: float = 0.9, accumulator_dtype: Any = None
@@ -212,8 +212,8 @@ def signum(lr: ScalarOrSchedule, beta: float = 0.9, accumulator_dtype: Any = Non
     lr = check_lr(name, lr)
     b = check_float(name, "beta", beta, high=1.0)
     acc = moment_dtype_arg(name, "accumulator_dtype", accumulator_dtype)
-    return _alias(name, [("ema", ema(b, debias=False, accumulator_dtype=acc)),
-                         ("sign", scale_by_sign()), ("lr", scale_by_learning_rate(lr))])
+    return make_alias(name, [("ema", ema(b, debias=False, accumulator_dtype=acc)),
+                             ("sign", scale_by_sign()), ("lr", scale_by_learning_rate(lr))])
 
 
 def lion(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None,
@@ -229,10 +229,10 @@ def lion(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99, mu_dtype: Any 
     b1 = check_float(name, "b1", b1, high=1.0)
     b2 = check_float(name, "b2", b2, high=1.0)
     wd = check_float_or_schedule(name, "weight_decay", weight_decay, "wd")
-    stages: _Stages = [("lion", scale_by_lion(b1, b2, mu_dtype))]
-    _weight_decay(stages, wd, mask, name)  # a schedule, as optax
+    stages: Stages = [("lion", scale_by_lion(b1, b2, mu_dtype))]
+    append_weight_decay(stages, wd, mask, name)  # a schedule, as optax
     stages.append(("lr", scale_by_learning_rate(lr)))
-    return _alias(name, stages)
+    return make_alias(name, stages)
 
 
 def _pair(name: str, what: str, value: Any, example: str) -> tuple[Any, Any]:
@@ -262,6 +262,6 @@ def rprop(lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
     lr = check_float(name, "lr (the initial step size)", lr)
     minus, plus = check_etas(name, *_pair(name, "etas", etas, "(0.5, 1.2)"))
     lo, hi = check_step_sizes(name, *_pair(name, "step_sizes", step_sizes, "(1e-6, 50)"))
-    stages: _Stages = [("rprop", scale_by_rprop(lr, minus, plus, lo, hi)),
-                       ("flip", scale(-1.0))]
-    return _alias(name, stages)
+    stages: Stages = [("rprop", scale_by_rprop(lr, minus, plus, lo, hi)),
+                      ("flip", scale(-1.0))]
+    return make_alias(name, stages)

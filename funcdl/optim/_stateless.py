@@ -23,7 +23,7 @@ from funcdl.optim._base import (
 )
 from funcdl.optim._checks import check_float, real_grads, real_param, same_trees
 from funcdl.optim._leaf_errors import param_dtype_error
-from funcdl.optim._schedules import _steps
+from funcdl.optim._schedules import check_steps
 
 __all__ = ["incremental_update", "periodic_update", "stateless", "stateless_with_tree_map"]
 
@@ -110,7 +110,7 @@ def periodic_update(new_tensors: Tree, old_tensors: Tree, steps: int, update_per
     ``steps % update_period == 0``, else ``old_tensors``, returned as they are (not
     copied). The two trees must agree in structure and leaf shapes."""
     name = "periodic_update"
-    step = _steps(name, "steps", steps)
-    period = _steps(name, "update_period", update_period, positive=True)
+    step = check_steps(name, "steps", steps)
+    period = check_steps(name, "update_period", update_period, positive=True)
     same_trees(name, new_tensors, old_tensors, ("new_tensors", "old_tensors"), shapes=True)
     return new_tensors if step % period == 0 else old_tensors

@@ -12,7 +12,7 @@ from typing import Any
 from funcdl._args import bool_arg, choice_arg, real_arg
 from funcdl.optim._base import Schedule
 from funcdl.optim._checks import check_float, schedule_factory
-from funcdl.optim._schedules import _over_counts, _steps
+from funcdl.optim._schedules import check_steps, over_counts
 
 __all__ = ["onecycle_lr_schedule", "onecycle_momentum_schedule"]
 
@@ -37,7 +37,7 @@ def _onecycle(name: str, total_steps: Any, pct_start: Any, anneal_strategy: Any,
     count ``t`` lies in the first phase with ``t <= e_i`` (the last one if none), which
     starts at ``e_{i-1}`` (``e_0 = 0``) and goes from ``a_i`` to ``b_i`` (``values(three)``
     gives the pairs) at ``pct = (t - e_{i-1}) / (e_i - e_{i-1})``."""
-    steps = _steps(name, "total_steps", total_steps, positive=True)
+    steps = check_steps(name, "total_steps", total_steps, positive=True)
     pct = check_float(name, "pct_start", pct_start, high=1.0)
     anneal = _anneal(name, anneal_strategy)
     three = bool_arg(three_phase, name, "three_phase")
@@ -52,7 +52,7 @@ def _onecycle(name: str, total_steps: Any, pct_start: Any, anneal_strategy: Any,
     phases = list(zip(ends, values(three), strict=True))
     last = steps - 1
 
-    @_over_counts
+    @over_counts
     def schedule(count: Any) -> float:
         # torch stops at T - 1: its lr at count T overshoots past the cycle's end (the
         # cosine's or line's continuation) and its next scheduler.step() raises; held here

@@ -70,7 +70,7 @@ class TraceState(NamedTuple):
     trace: Tree
 
 
-def _multiplier(step: float, in_place: bool = False) -> Callable[..., Any]:
+def step_multiplier(step: float, in_place: bool = False) -> Callable[..., Any]:
     """``g -> step · g``. A float32 or float64 leaf is multiplied by ``step`` held as a 0-d
     array of its own dtype: the value NumPy's rule for a Python float gives (the float cast
     to the leaf's dtype), at two thirds of the per-call cost; other leaves by the float,
@@ -94,21 +94,21 @@ def _multiplier(step: float, in_place: bool = False) -> Callable[..., Any]:
     return times
 
 
-def _times(name: str, times: Callable[..., Any], grads: Tree, params: Tree,
-           quiet: bool = False) -> Tree:
-    """``step · g`` (``times`` from ``_multiplier``); when params are given, the same single
+def multiply_grads(name: str, times: Callable[..., Any], grads: Tree, params: Tree,
+                   quiet: bool = False) -> Tree:
+    """``step · g`` (``times`` from ``step_multiplier``); when params are given, the same single
     pass also checks that grads match them, so even a stateless optimizer (plain sgd)
     rejects mismatched grads. ``quiet``: NumPy's warnings off, for a step that can turn a
-    finite or infinite g into inf or NaN (``_may_warn``)."""
+    finite or infinite g into inf or NaN (``step_may_warn``)."""
     if quiet:
         with np.errstate(all="ignore"):
-            return _times(name, times, grads, params)
+            return multiply_grads(name, times, grads, params)
     trees, names = ((grads,), ("grads",)) if params is None else ((grads, params),
                                                                    ("grads", "params"))
     return leafwise(f"{name}.update", times, trees, names)[0]
 
 
-def _may_warn(step: float) -> bool:
+def step_may_warn(step: float) -> bool:
     """Whether ``step · g`` can warn: a step of 0 makes an infinite g NaN (inf·0, e.g. at
     count 0 of a warmup from 0), one above 1 can overflow. Such NaN and inf are returned as
     optax and PyTorch return them, silently; a step in (0, 1] needs no context manager."""
@@ -116,17 +116,17 @@ def _may_warn(step: float) -> bool:
 
 
 def _scaled(name: str, step: float) -> GradientTransformation:
-    quiet = _may_warn(step)
+    quiet = step_may_warn(step)
 
     def made(times: Callable[..., Any]) -> Callable[..., Any]:
         def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
             if type(state) is not EmptyState:
                 check_state(name, state, EmptyState)
-            return _times(name, times, grads, params, quiet), state
+            return multiply_grads(name, times, grads, params, quiet), state
         return update
 
-    return with_in_place(transform(name, empty_init(), made(_multiplier(step))),
-                         made(_multiplier(step, in_place=True)))
+    return with_in_place(transform(name, empty_init(), made(step_multiplier(step))),
+                         made(step_multiplier(step, in_place=True)))
 
 
 def _scheduled(name: str, schedule: Schedule, what: str,
@@ -159,8 +159,9 @@ def _scheduled(name: str, schedule: Schedule, what: str,
 
 def _scaled_by_schedule(name: str, schedule: Schedule, what: str, sign: float = 1.0,
                         low: float = -math.inf, where: str = "") -> GradientTransformation:
-    return _scheduled(name, schedule, what, lambda v, grads, params, in_place: _times(
-        name, _multiplier(sign * v, in_place), grads, params, _may_warn(sign * v)), low, where)
+    return _scheduled(name, schedule, what, lambda v, grads, params, in_place: multiply_grads(
+        name, step_multiplier(sign * v, in_place), grads, params, step_may_warn(sign * v)),
+        low, where)
 
 
 # ---------------------------------------------------------------------------- stateless
@@ -294,10 +295,10 @@ def global_norm(updates: Tree) -> float:
     (BLAS), and again in float64 should that overflow; integer, float16 and complex leaves
     in float64 (complex128). A non-numeric leaf (bool, str, object) raises TypeError naming
     it."""
-    return _global_norm("global_norm", updates)
+    return named_global_norm("global_norm", updates)
 
 
-def _global_norm(name: str, updates: Tree, grads: bool = False) -> float:
+def named_global_norm(name: str, updates: Tree, grads: bool = False) -> float:
     """``global_norm``; with ``grads``, of the grads of ``name``'s update, which must be
     real floating point, as every transform's (``real_grad``)."""
     kinds = "f" if grads else "iufc"  # not bool: it would sum as a logical or
@@ -347,7 +348,7 @@ def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> GradientTransforma
     def update(state: Any, grads: Tree, params: Tree = None) -> tuple[Tree, EmptyState]:
         del params
         check_state(name, state, EmptyState)
-        norm = _global_norm(f"{name}.update", grads, grads=True) + pad
+        norm = named_global_norm(f"{name}.update", grads, grads=True) + pad
         if norm <= limit:  # also a zero norm: nothing to scale, no 0/0
             return grads, state
         factor = limit / norm  # a NaN norm: every entry NaN, as optax's and torch's

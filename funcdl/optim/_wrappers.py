@@ -18,8 +18,8 @@ from funcdl._args import bool_arg, real_arg
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
-    _check_transforms,
     check_state,
+    check_transforms,
     held,
     leafwise,
     like,
@@ -42,7 +42,7 @@ from funcdl.optim._checks import (
     zeros_in,
 )
 from funcdl.optim._keywords import check_extra, extra_keywords, forwarded, show_keywords
-from funcdl.optim._schedules import _steps
+from funcdl.optim._schedules import check_steps
 
 __all__ = ["ApplyEveryState", "EmaState", "MultiStepsState", "apply_every", "ema", "flatten",
            "multi_steps", "skip_large_updates", "skip_not_finite"]
@@ -104,7 +104,7 @@ def apply_every(k: int = 1) -> GradientTransformation:
     grad_acc)``, ``count`` kept mod ``k`` (as optax), ``grad_acc`` in the params' dtype.
     """
     name = "apply_every"
-    k = _steps(name, "k", k, positive=True)
+    k = check_steps(name, "k", k, positive=True)
 
     def init(params: Tree) -> ApplyEveryState:
         check_float_params(f"{name}.init", params)
@@ -157,17 +157,17 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
         opt = multi_steps(adam(1e-3), every_k_schedule=4)
     """
     name = "multi_steps"
-    _check_transforms(name, [opt], ["opt"])
+    check_transforms(name, [opt], ["opt"])
     mean = bool_arg(use_grad_mean, name, "use_grad_mean")
     if callable(every_k_schedule):
         schedule = check_schedule(name, "every_k_schedule", every_k_schedule)
 
         def every_k(step: int) -> int:
-            return _steps(f"{name}.update", f"every_k_schedule({step}) (the gradients to "
-                          f"accumulate)", schedule(step), positive=True)
+            return check_steps(f"{name}.update", f"every_k_schedule({step}) (the gradients to "
+                               f"accumulate)", schedule(step), positive=True)
     else:
-        fixed = _steps(name, "every_k_schedule (the gradients to accumulate, or a function "
-                       "returning it)", every_k_schedule, positive=True)
+        fixed = check_steps(name, "every_k_schedule (the gradients to accumulate, or a function "
+                            "returning it)", every_k_schedule, positive=True)
 
         def every_k(step: int) -> int:
             del step
@@ -304,7 +304,7 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
     into the grads' leaves, shapes and dtypes. The state is ``inner``'s, over the vector;
     keyword arguments of the update (``value=``...) go to ``inner``."""
     name = "flatten"
-    _check_transforms(name, [inner], ("inner",))
+    check_transforms(name, [inner], ("inner",))
     takes = (extra_keywords(inner.update),)
 
     def init(params: Tree) -> Any:
