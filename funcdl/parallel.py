@@ -39,9 +39,11 @@ from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._agree import resolve as _resolve
 from funcdl._args import bool_arg
 from funcdl._partition import batches, shard
+from funcdl._rank_sums import RankSums
 from funcdl._reduce import Reducer, _freed, like, refusal, shared_node
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl._treenodes import describe as describe_value
+from funcdl.layers._slices import replicas
 from funcdl.optim import GradientTransformation
 
 __all__ = ["Sharded", "ShardedState", "batches", "broadcast", "data_parallel", "pmean",
@@ -162,7 +164,7 @@ def pmean(tree: Tree, comm: Comm | None = None) -> Tree:
 
 
 def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
-                  wrt_input: bool | None = None) -> F:
+                  wrt_input: bool | None = None, sync_batch_stats: bool = False) -> F:
     """Make ``value_and_grad_fn(params, x, ...) -> (value, grads)`` data-parallel.
 
     The returned function has the same signature (``(params, x, target, *, key, train)``
@@ -181,6 +183,15 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
     ``x`` is refused until ``wrt_input=`` says. One process: ``value_and_grad_fn``'s own
     values, after the same checks as over ranks ((value, grads) with a real loss at every
     call; floating-point grads at the first).
+
+    ``sync_batch_stats=True``: BatchNorm in training normalises by the statistics of the
+    global batch, summed over the ranks (PyTorch's ``SyncBatchNorm``; Flax's BatchNorm with
+    ``axis_name``), so K steps over the ranks give the params and running statistics of K
+    steps of one process on the global batches, and the new state is the same on every
+    rank. Each BatchNorm adds three exchanges of a few vectors to a step (two forward, one
+    backward); a rank that raises inside the model leaves the others waiting in one, as
+    in torch. By default each rank's BatchNorm uses its own examples' statistics (torch's
+    DistributedDataParallel without SyncBatchNorm).
 
     The function keeps its buffers and windows: call it from one thread at a time (threads
     of a rank training at once: one ``data_parallel`` each, on a ``comm.Dup()`` each).
@@ -206,6 +217,7 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
                         f"fd.value_and_grad(model, loss), got {type(value_and_grad_fn).__name__}")
     if comm is not None:  # now, not at the first step
         _resolve(comm, "data_parallel")
+    sync = bool_arg(sync_batch_stats, "parallel.data_parallel", "sync_batch_stats")
     reducer = Reducer()
     split_dx = (getattr(value_and_grad_fn, "wrt_input", None) if wrt_input is None
                 else bool_arg(wrt_input, "parallel.data_parallel", "wrt_input"))
@@ -220,7 +232,12 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
         if not first or np.ndim(first[0]) == 0:
             raise TypeError("parallel.data_parallel: cannot count the examples of x: pass "
                             "the batch with examples on axis 0 of its (first) array")
-        value, loss, grads = _result(value_and_grad_fn(params, x, *args, **kwargs), split_dx)
+        if sync and c is not None:  # BatchNorm's sums over the ranks
+            with replicas(RankSums(c, int(np.shape(first[0])[0]))):
+                res = value_and_grad_fn(params, x, *args, **kwargs)
+        else:
+            res = value_and_grad_fn(params, x, *args, **kwargs)
+        value, loss, grads = _result(res, split_dx)
         if unasked:  # the first call's grads tell, on one process too
             unasked = _ends_like(grads, x)  # refused then, and at every call after it
             if unasked:

@@ -27,9 +27,10 @@ from funcdl._reduce import Reducer, as_tree, generations
 # uneven parts; wrt_input leaves each rank its rows of dx; results kept alive outlive more
 # layouts than there are windows; a rank without examples whose empty mean is NaN adds
 # nothing; each leaf of a mean comes back as the kind of value it was (a NumPy scalar, a
-# 0-d array, a Python float), as on one process.
+# 0-d array, a Python float), as on one process; sync_batch_stats gives BatchNorm the
+# global batch's statistics (one process's params and state, on every rank alike).
 CASES = [("equivalence", 2), ("collectives", 2), ("three", 3), ("wrt_input", 2), ("windows", 2),
-         ("empty", 2), ("leaf_types", 2)]
+         ("empty", 2), ("leaf_types", 2), ("sync_bn", 2)]
 
 
 @needs_mpi

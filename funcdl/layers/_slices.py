@@ -1,18 +1,26 @@
-"""The slices of one BatchThreads call, as a layer inside sees them: a layer whose output
-mixes the examples of its batch (BatchNorm's batch statistics) sums its per-slice sums over
-the slices with ``batch_sum``, so that each slice normalises by the statistics of the whole
-batch, as the layer run on the whole batch does; outside BatchThreads, ``batch_sum`` gives
-its arrays back untouched.
+"""The slices of a batch as a layer inside sees them: a layer whose output mixes the
+examples of its batch (BatchNorm's batch statistics) sums its per-slice sums with
+``batch_sum``, so that each slice normalises by the statistics of the whole batch, as the
+layer run on the whole batch does; outside any split, ``batch_sum`` gives its arrays back
+untouched. Two kinds of split set the context ``batch_sum`` reads:
 
-Each slice runs in its own thread as a ``member`` of the call's ``Group``; a ``batch_sum``
-is a rendezvous: every member deposits its arrays for that round, the first member adds
-them up in slice order (the same bits for every slice: the slices' outputs stay
-consistent), and each gets the read-only totals. A BatchThreads inside another's slice
-runs as one slice (``inside``), so its layers' sums go to the outer group. A member that
-fails releases the
-others (they raise ``SliceAbandoned``, and the failure's own error is the one reported);
-members that ask for a different number of sums, whose rendezvous would never complete,
-get a ValueError instead of a hang.
+- BatchThreads' slices, each in its own thread as a ``member`` of the call's ``Group``: a
+  sum is a rendezvous where every member deposits its arrays for that round, the first
+  member adds them up in slice order (the same bits for every slice: the slices' outputs
+  stay consistent), and each gets the read-only totals. A BatchThreads inside another's
+  slice runs as one slice (``inside``), so its layers' sums go to the outer group. A member
+  that fails releases the others (they raise ``SliceAbandoned``, and the failure's own
+  error is the one reported); members that ask for different numbers of sums get a
+  ValueError instead of a hang.
+- a ``Replicas`` object (``replicas``), for a batch split over processes: funcdl.parallel's
+  ``data_parallel(..., sync_batch_stats=True)`` sums over the MPI ranks. A thread group's
+  first member passes its total on to it.
+
+``cotangent=True`` marks sums of cotangents. BatchThreads' slices receive slices of one
+cotangent, but each rank of data_parallel differentiates its own mean loss, so its
+cotangents are the global loss's divided by its share ``w = n_rank / N``: a replica sums
+``w·a`` over the ranks and gives the total divided by this rank's ``w``, in the scale of
+the cotangents that rank holds.
 """
 
 from __future__ import annotations
@@ -25,15 +33,22 @@ from functools import reduce
 from typing import Any
 
 import numpy as np
+from typing_extensions import Protocol
 
 from funcdl.layers.base import Array
 
-__all__ = ["Group", "SliceAbandoned", "batch_sum", "inside", "member"]
+__all__ = ["Group", "Replicas", "SliceAbandoned", "batch_sum", "inside", "member", "replicas"]
 
 
 class SliceAbandoned(RuntimeError):
     """Raised in the slices waiting for a sum when another slice failed: that slice's
     error is the one BatchThreads reports."""
+
+
+class Replicas(Protocol):
+    """Sums over the parts of a batch split over processes (funcdl.parallel's ranks)."""
+
+    def sum(self, arrays: tuple[Array, ...], cotangent: bool) -> tuple[Array, ...]: ...
 
 
 class _Member:
@@ -42,8 +57,12 @@ class _Member:
     def __init__(self, group: Group, index: int) -> None:
         self.group, self.index, self.sums = group, index, 0
 
+    def sum(self, arrays: tuple[Array, ...], cotangent: bool) -> tuple[Array, ...]:
+        return self.group.sum(self, arrays, cotangent)
 
-_CURRENT: ContextVar[_Member | None] = ContextVar("funcdl_batch_slice", default=None)
+
+_CURRENT: ContextVar[_Member | Replicas | None] = ContextVar("funcdl_batch_split",
+                                                            default=None)
 
 
 class _Round:
@@ -57,13 +76,14 @@ class Group:
     """The ``n`` slices of one call."""
 
     def __init__(self, n: int) -> None:
-        self.n = n
+        self.n, self.parent = n, _CURRENT.get()  # (made in the caller's thread)
         self.lock = threading.Condition()
         self.rounds: dict[int, _Round] = {}
         self.ended: list[int | None] = [None] * n  # each member's count of sums at its end
         self.failed = False
 
-    def sum(self, me: _Member, arrays: tuple[Array, ...]) -> tuple[Array, ...]:
+    def sum(self, me: _Member, arrays: tuple[Array, ...],
+            cotangent: bool) -> tuple[Array, ...]:
         with self.lock:
             k, me.sums = me.sums, me.sums + 1
             r = self.rounds.setdefault(k, _Round(self.n))
@@ -76,6 +96,8 @@ class Group:
         if me.index == 0:  # the lock is free meanwhile: only member 0 writes the total
             total = tuple(np.asarray(reduce(np.add, parts))
                           for parts in zip(*r.parts))
+            if self.parent is not None:  # the split over processes, around this call
+                total = self.parent.sum(total, cotangent)
             for t in total:
                 t.flags.writeable = False  # one array for every slice: none may edit it
             with self.lock:
@@ -131,13 +153,24 @@ def member(group: Group | None, index: int) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
+@contextmanager
+def replicas(r: Replicas) -> Iterator[None]:
+    """Run the body with its batch sums taken by ``r`` (over processes)."""
+    token = _CURRENT.set(r)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
 def inside() -> bool:
     """Whether this thread runs a slice of a BatchThreads call."""
-    return _CURRENT.get() is not None
+    return isinstance(_CURRENT.get(), _Member)
 
 
-def batch_sum(*arrays: Array) -> tuple[Array, ...]:
-    """Each array summed over the slices of the BatchThreads call running this one (read
-    only, the same in every slice); the arrays themselves outside BatchThreads."""
+def batch_sum(*arrays: Array, cotangent: bool = False) -> tuple[Array, ...]:
+    """Each array summed over the parts of the split batch this thread computes one of
+    (read only, the same in every part); the arrays themselves outside any split.
+    ``cotangent``: sums of cotangents (see the module docstring)."""
     me = _CURRENT.get()
-    return arrays if me is None else me.group.sum(me, arrays)
+    return arrays if me is None else me.sum(arrays, cotangent)

@@ -139,8 +139,9 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
                 f"`y, state = layer.apply(params, x, state=state, train=True)`")
 
     def whole(m: int) -> int:
-        """The entries per channel of the whole batch: under BatchThreads, summed over the
-        slices (in training only: inference treats each example on its own)."""
+        """The entries per channel of the whole batch: under BatchThreads or a
+        synchronised data_parallel, summed over the parts (in training only: inference
+        treats each example on its own)."""
         return int(batch_sum(np.array(m))[0])
 
     # apply and vjp share these two forwards, so that apply == vjp(...)[0] bit for bit.
@@ -199,7 +200,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         def pullback(dy: Array) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             own_dbias, own_s = total(dy), total(dy * xc)         # Σ dy·x̂ = inv_std·s
-            dbias, s = batch_sum(own_dbias, own_s)  # over BatchThreads' slices: dx's
+            dbias, s = batch_sum(own_dbias, own_s, cotangent=True)  # all parts': dx's
             n = max(m, 1)  # an empty batch: Σ are 0, dx empty
             # inv·s first: s holds xc, so the factor stays in float32's range past σ = 1e19
             dx = np.subtract(dy, chan(np.multiply, xc, inv_std * s / n * inv_std))
@@ -207,7 +208,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
             chan(np.multiply, dx, k, out=dx)
             if not affine:  # fixed_affine drops the params' grads: none made
                 return (), in_input_dtype(dx, x_dtype)
-            # this slice's sums: BatchThreads adds the slices' params' grads
+            # this part's sums: BatchThreads and data_parallel add the parts' grads
             return (in_param_dtypes({"scale": (own_s * inv_std).reshape(-1),
                                      "bias": own_dbias.reshape(-1)}, params),
                     in_input_dtype(dx, x_dtype))

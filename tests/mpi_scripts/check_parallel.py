@@ -112,6 +112,61 @@ def case_equivalence() -> list[str]:
     return [f"rank {rank} path {'shared' if world_reducer().windows else 'allreduce'}"]
 
 
+def sync_bn(model, dtype: type, n: int, batch: int, tol: float) -> None:
+    """data_parallel(sync_batch_stats=True) on a model with BatchNorm: K steps over the
+    ranks give one process's params, losses and running statistics on the global batches
+    (uneven shares too), the state equal on every rank; without it, they differ."""
+    out = model.init(fd.random.key(0), (None, 5))
+    params = fd.tree.astype(out[1], dtype)
+    x = fd.random.normal(fd.random.key(1), (n, 5), dtype=dtype) * 2 + 1
+    y = np.asarray(fd.random.permutation(fd.random.key(2), n) % 3)
+    local = fd.value_and_grad(model, fd.losses.softmax_cross_entropy)
+
+    def run(step, batches):
+        p, state, opt = params, out[2], fd.optim.sgd(0.1)
+        ostate, losses = opt.init(p), []
+        for xb, yb in batches:
+            (loss, state), grads = step(p, xb, yb, state=state)
+            updates, ostate = opt.update(ostate, grads, p)
+            p = fd.optim.apply_updates(p, updates)
+            losses.append(loss)
+        return p, state, losses
+
+    key = fd.random.key(3)
+    synced = run(parallel.data_parallel(local, sync_batch_stats=True),
+                 parallel.batches(key, x, y, batch_size=batch, rank=rank, size=size))
+    ref = run(local, global_batches(key, x, y, batch))
+    np.testing.assert_allclose(synced[2], ref[2], rtol=tol, atol=tol)
+    for a, b in zip(fd.tree.leaves(synced[:2]), fd.tree.leaves(ref[:2]), strict=True):
+        assert a.dtype == b.dtype, (a.dtype, b.dtype)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    from mpi4py import MPI
+    states = MPI.COMM_WORLD.allgather(fd.tree.leaves(synced[1]))
+    for other in states[1:]:  # the same bits on every rank
+        for a, b in zip(states[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+    alone = run(parallel.data_parallel(local),
+                parallel.batches(key, x, y, batch_size=batch, rank=rank, size=size))
+    assert not np.allclose(alone[2], ref[2], rtol=tol, atol=tol)
+
+
+def case_sync_bn() -> list[str]:
+    def bn_model():
+        return L.Sequential(L.Dense(8), L.BatchNorm(), L.Tanh(), L.Dense(3))
+
+    sync_bn(bn_model(), np.float64, 90, 25, 1e-12)   # 13/12 per rank, a last batch of 15
+    sync_bn(bn_model(), np.float32, 96, 24, 2e-5)
+    sync_bn(L.BatchThreads(bn_model(), 2), np.float64, 90, 25, 1e-12)  # threads in ranks
+    try:
+        parallel.data_parallel(lambda p, x: (0.0, p), sync_batch_stats="yes")
+    except TypeError as e:
+        assert "sync_batch_stats" in str(e), e
+    else:
+        raise AssertionError("sync_batch_stats='yes' was accepted")
+    parallel.pmean({"w": np.ones(3)})
+    return [f"rank {rank} path {'shared' if world_reducer().windows else 'allreduce'}"]
+
+
 def case_collectives() -> list[str]:
     model, _, _, _ = model_and_data(np.float32, 4)
     _, params = model.init(fd.random.key(10 + rank), (None, 5))   # differs across ranks
