@@ -36,8 +36,9 @@ def batches(key: Key | None, *arrays: ArrayLike, batch_size: int, rank: int, siz
     ranks joins the one before it: no rank ever gets an empty batch. It may get one example:
     a BatchNorm in training refuses that (as in PyTorch), on that rank alone, and the others
     wait for it in the next sum (launch with ``python -m mpi4py`` so that an error stops
-    every rank); with BatchNorm, pass ``drop_last=True`` or leave at least ``2·size``
-    examples in the last batch.
+    every rank); with BatchNorm, pass ``drop_last=True``, leave at least ``2·size``
+    examples in the last batch, or synchronise the statistics
+    (``data_parallel(..., sync_batch_stats=True)``: the global batch's count then counts).
     """
     rank, size = _rank("parallel.batches", rank, size)
     global_batch = int_arg(batch_size, "parallel.batches", "batch_size", 1)

@@ -5,8 +5,7 @@ communicator (PyTorch's SyncBatchNorm, Flax's BatchNorm with ``axis_name``).
 Each sum is one ``Allgather`` of the arrays packed as float64, added up in rank order on
 every rank, so every rank gets the same bits (an ``Allreduce`` need not: MPI may add in
 another order on each rank) and the ranks' running statistics stay equal. Sums of
-cotangents are weighted by each rank's share of the examples (see ``_slices``); the share
-comes from one ``allreduce`` of the example counts, at the first such sum of a call.
+cotangents are weighted by this rank's ``share`` of the examples (see ``_slices``).
 """
 
 from __future__ import annotations
@@ -21,22 +20,22 @@ __all__ = ["RankSums"]
 
 class RankSums:
     """Sums over the ranks of ``comm`` for one call of a data-parallel step, this rank
-    holding ``examples`` of the global batch."""
+    holding ``share`` of the global batch's examples."""
 
-    def __init__(self, comm: Any, examples: int) -> None:
-        self.comm, self.examples = comm, examples
-        self.share: float | None = None  # this rank's examples over all ranks'
+    def __init__(self, comm: Any, share: float) -> None:
+        self.comm, self.share = comm, share
 
     def sum(self, arrays: tuple[NDArray[Any], ...],
             cotangent: bool) -> tuple[NDArray[Any], ...]:
         flat = np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
-        w = self._share() if cotangent else 1.0
+        # (a rank without examples has no cotangent to scale)
+        w = self.share if cotangent and self.share else 1.0
         if w != 1.0:
             flat *= w
         every = np.empty((self.comm.Get_size(), flat.size), np.float64)
         self.comm.Allgather(flat, every)
         total = np.add.reduce(every, axis=0)  # in rank order: the same on every rank
-        if w not in (0.0, 1.0):  # (a rank without examples has no cotangent to scale)
+        if w != 1.0:
             total /= w
         out, i = [], 0
         for a in arrays:
@@ -45,9 +44,3 @@ class RankSums:
             out.append(t)
             i += a.size
         return tuple(out)
-
-    def _share(self) -> float:
-        if self.share is None:
-            n = int(self.comm.allreduce(self.examples))
-            self.share = self.examples / n if n else 1.0
-        return self.share

@@ -188,7 +188,9 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
     global batch, summed over the ranks (PyTorch's ``SyncBatchNorm``; Flax's BatchNorm with
     ``axis_name``), so K steps over the ranks give the params and running statistics of K
     steps of one process on the global batches, and the new state is the same on every
-    rank. Each BatchNorm adds three exchanges of a few vectors to a step (two forward, one
+    rank. A step starts with one agreement on the params (differing models raise on every
+    rank), and each BatchNorm adds four exchanges of a few numbers (its entry count, mean
+    and variance forward, a fifth where the mean dwarfs the spread; its two cotangent sums
     backward); a rank that raises inside the model leaves the others waiting in one, as
     in torch. By default each rank's BatchNorm uses its own examples' statistics (torch's
     DistributedDataParallel without SyncBatchNorm).
@@ -233,7 +235,12 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
             raise TypeError("parallel.data_parallel: cannot count the examples of x: pass "
                             "the batch with examples on axis 0 of its (first) array")
         if sync and c is not None:  # BatchNorm's sums over the ranks
-            with replicas(RankSums(c, int(np.shape(first[0])[0]))):
+            # the ranks agree on the params first (differing BatchNorms would exchange
+            # misaligned statistics, or fail inside MPI), and learn each other's counts
+            n = int(np.shape(first[0])[0])
+            every = agree(c, digest(describe(params)), params, "data_parallel", weight=n)
+            total = sum(row[2] for row in every)
+            with replicas(RankSums(c, n / total if total else 1.0)):
                 res = value_and_grad_fn(params, x, *args, **kwargs)
         else:
             res = value_and_grad_fn(params, x, *args, **kwargs)

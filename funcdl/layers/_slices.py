@@ -94,8 +94,9 @@ class Group:
             else:
                 self._wait(k, lambda: r.total is not None)
         if me.index == 0:  # the lock is free meanwhile: only member 0 writes the total
+            _check_alike(r.parts, k)  # (member 0 failing then releases the others)
             total = tuple(np.asarray(reduce(np.add, parts))
-                          for parts in zip(*r.parts))
+                          for parts in zip(*r.parts, strict=True))
             if self.parent is not None:  # the split over processes, around this call
                 total = self.parent.sum(total, cotangent)
             for t in total:
@@ -132,6 +133,18 @@ class Group:
             self.ended[me.index] = me.sums
             self.failed = self.failed or failed
             self.lock.notify_all()
+
+
+def _check_alike(parts: list[Any], k: int) -> None:
+    """A ValueError unless every slice passed as many arrays as the first, of its shapes
+    (NumPy would broadcast a (1,) against a (3,), or zip drop an array)."""
+    shapes = [[np.shape(a) for a in p] for p in parts]
+    odd = next((i for i, sh in enumerate(shapes) if sh != shapes[0]), None)
+    if odd is not None:
+        raise ValueError(f"BatchThreads: the slices passed different arrays to their "
+                         f"{k + 1}th batch sum: shapes {shapes[0]} in the first, "
+                         f"{shapes[odd]} in slice {odd}; every slice must sum the same "
+                         f"per-batch statistics (a layer took another path in some slice)")
 
 
 @contextmanager

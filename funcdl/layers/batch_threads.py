@@ -184,7 +184,7 @@ def _one_state(name: str, states: list[Any], cuts: list[slice]) -> Any:
             continue
         try:
             tree.check_same(first, st, ("first", "other"), shapes=True)
-            same = all(np.array_equal(a, b, equal_nan=True)
+            same = all(np.array_equal(a, b, equal_nan=np.asarray(a).dtype.kind in "fc")
                        for a, b in zip(tree.leaves(first), tree.leaves(st), strict=True))
         except ValueError:
             same = False
