@@ -225,7 +225,8 @@ CASES = [
     case(L.SinusoidalPositionalEncoding(), f(2, 3, 4)),
     case(L.SinusoidalPositionalEncoding(3, base=100.0), f(2, 3, 5)),
 ]
-# every public layer constructor of funcdl.layers has a case (Layer itself: the user's)
+# every public layer constructor of funcdl.layers has a case (Layer itself: the user's;
+# batch_sum, a function layers call: test_layers_batch_threads_norm.py)
 MADE = {c.layer.name.split("(")[0] for c in CASES} | {"Layer"}
-assert set(L.__all__) - MADE <= {"LayerLike", "Pointwise", "Pullback", "Shape"}, \
+assert set(L.__all__) - MADE <= {"LayerLike", "Pointwise", "Pullback", "Shape", "batch_sum"}, \
     set(L.__all__) - MADE

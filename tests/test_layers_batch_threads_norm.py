@@ -287,3 +287,34 @@ def test_a_call_made_while_another_holds_the_threads_gets_threads_of_its_own() -
     assert _finishes(both, 60.0) is None
     np.testing.assert_array_equal(results["a"], [[10.0], [11.0]])
     np.testing.assert_array_equal(results["b"], [[20.0], [21.0]])
+
+
+def _centre() -> L.Layer:
+    """A user's own layer mixing the examples of its batch, written with the public
+    ``layers.batch_sum``: ``y = x - mean_batch(x)``, ``dx = dy - mean_batch(dy)``."""
+    def vjp(params: Any, x: Any, **kw: Any) -> Any:
+        total, n = L.batch_sum(x.sum(0), np.array(len(x)))
+        y = x - total / n
+
+        def pullback(dy: Any) -> Any:
+            (dtotal,) = L.batch_sum(dy.sum(0), cotangent=True)
+            return (), dy - dtotal / n
+
+        return y, pullback
+
+    return L.Layer(lambda k, s: (s, ()), lambda p, x, **kw: vjp(p, x)[0], vjp, name="centre")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_users_layer_mixing_the_batch_with_batch_sum(threads: int) -> None:
+    model = L.Sequential(L.Dense(3), _centre(), L.Tanh())
+    params, _ = _init(model, (None, 2), np.float64)
+    rng = np.random.default_rng(5)
+    x, dy = rng.normal(size=(7, 2)), rng.normal(size=(7, 3))
+    want = _run(model, params, x, {}, dy)
+    bt = L.BatchThreads(model, threads)
+    _close(_run(bt, params, x, {}, dy), want, rtol=1e-12, atol=1e-12)
+    check_vjp(bt, params, x)
+    # the slices' own means would differ: the batch is mixed, not each slice alone
+    y_alone = np.concatenate([model.apply(params, x[:4]), model.apply(params, x[4:])])
+    assert not np.allclose(y_alone, want[0])

@@ -6,7 +6,9 @@ Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU
 (Softmin, Softshrink, Hardshrink, Tanhshrink, Threshold, GLU), ``sparsemax`` (Sparsemax),
 ``combinators`` (Sequential), ``branching`` (Parallel, Residual, Shared, Repeat), ``tied``
 (Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select, Slice), ``remat`` (Remat),
-``batch_threads`` (BatchThreads: slices of the batch in threads),
+``batch_threads`` (BatchThreads: slices of the batch in threads; ``batch_sum``, for a
+layer that mixes the examples of its batch, sums over those slices and over the ranks of
+``data_parallel(..., sync_batch_stats=True)``),
 ``parametrize`` (WeightNorm, SpectralNorm), ``norm`` (BatchNorm), ``layernorm``
 (LayerNorm), ``groupnorm`` (GroupNorm), ``instancenorm`` (InstanceNorm), ``rmsnorm`` (RMSNorm),
 ``lrn`` (LocalResponseNorm), ``alpha_dropout`` (AlphaDropout, FeatureAlphaDropout), ``embed``
@@ -19,6 +21,7 @@ pools), ``sequence`` (Carry, MaskedMean: padded batches of sequences), ``positio
 (PositionalEmbedding, SinusoidalPositionalEncoding).
 """
 
+from funcdl.layers._slices import batch_sum
 from funcdl.layers.activations import (
     ELU,
     LeakyReLU,
@@ -174,4 +177,5 @@ __all__ = [
     "TransformerEncoderLayer",
     "Upsample",
     "WeightNorm",
+    "batch_sum",
 ]
