@@ -3,7 +3,7 @@ data_parallel(sync_batch_stats=True)'s RankSums).
 
 Tests marked ``# DEFECT:`` failed on the reviewed commit (42bf3f6) and pass since the
 fixes that followed it; the others guard properties that held already. Every call that
-could wait on a rendezvous runs behind a join timeout (``_finishes``); the ranks of
+could wait on a rendezvous runs behind a join timeout (``_threads_util.finishes``); the ranks of
 RankSums are simulated by threads over an in-process communicator (``_FakeWorld``), plus
 one real ``mpiexec`` run (skipped without MPI)."""
 
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _parallel_util import needs_mpi, run
+from _threads_util import finishes, together
 
 import funcdl as fd
 from funcdl import layers as L
@@ -30,24 +31,6 @@ KEY = fd.random.key(0)
 
 
 # ------------------------------------------------------------------------------ helpers
-
-def _finishes(call: Callable[[], Any], seconds: float = 20.0) -> tuple[BaseException | None,
-                                                                       Any]:
-    """``(error, value)`` of ``call()`` run in a thread; fails the test on a hang."""
-    box: list[Any] = [None, None]
-
-    def target() -> None:
-        try:
-            box[1] = call()
-        except BaseException as e:  # handed to the test
-            box[0] = e
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), "a call waits for a sum that never comes"
-    return box[0], box[1]
-
 
 def _f64(t: Any) -> Any:
     return tree.map(lambda a: a.astype(np.float64) if np.asarray(a).dtype.kind == "f" else a, t)
@@ -90,7 +73,7 @@ def test_batch_sum_refuses_slices_passing_different_numbers_of_arrays() -> None:
             got.append(len(out))
         return x
 
-    err, _ = _finishes(lambda: L.BatchThreads(_user("two_or_one", f), 2).apply(
+    err, _ = finishes(lambda: L.BatchThreads(_user("two_or_one", f), 2).apply(
         (), np.ones((5, 1))))
     assert isinstance(err, ValueError), f"no error; the slices got {got} totals"
 
@@ -107,7 +90,7 @@ def test_batch_sum_refuses_slices_passing_different_shapes() -> None:
             shapes.append(t.shape)
         return x
 
-    err, _ = _finishes(lambda: L.BatchThreads(_user("shapes", f), 2).apply(
+    err, _ = finishes(lambda: L.BatchThreads(_user("shapes", f), 2).apply(
         (), np.ones((5, 1))))
     assert isinstance(err, ValueError), f"no error; the slices got totals of shapes {shapes}"
 
@@ -125,7 +108,7 @@ def test_batch_sum_keeps_dtypes_and_0d_and_hands_out_read_only_totals() -> None:
             seen.append(list(out))
         return x
 
-    err, _ = _finishes(lambda: L.BatchThreads(_user("dtypes", f), 3).apply((), np.ones((5, 1))))
+    err, _ = finishes(lambda: L.BatchThreads(_user("dtypes", f), 3).apply((), np.ones((5, 1))))
     assert err is None
     assert len(seen) == 3 and all(all(a is b for a, b in zip(s, seen[0])) for s in seen)
     got = seen[0]
@@ -153,7 +136,7 @@ def test_totals_are_added_in_slice_order_whatever_the_arrival_order() -> None:
 
     x = np.arange(4.0).reshape(4, 1)
     for _ in range(3):
-        err, _ = _finishes(lambda: L.BatchThreads(_user("order", f), 4).apply((), x))
+        err, _ = finishes(lambda: L.BatchThreads(_user("order", f), 4).apply((), x))
         assert err is None
     assert set(totals) == {((1e16 + 1.0) - 1e16) + 1.0}
 
@@ -230,7 +213,7 @@ def test_one_value_per_channel_is_refused_alike_with_and_without_threads() -> No
         bn.apply(params, x, train=True, **st)
     for threads in (1, 2, 4):
         bt = L.BatchThreads(bn, threads)
-        err, _ = _finishes(lambda: bt.apply(params, x, train=True, **st))  # noqa: B023
+        err, _ = finishes(lambda: bt.apply(params, x, train=True, **st))  # noqa: B023
         assert isinstance(err, ValueError)
         assert str(plain.value) in str(err)
         assert "Expected more than 1 value per channel" in str(err)
@@ -318,10 +301,10 @@ def test_a_slice_failing_in_the_pullback_releases_the_others_and_is_reported(
     x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     y, pb = bt.vjp(params, x, train=True)
     for _ in range(2):  # a second call of the pullback: the same error, no hang
-        err, _ = _finishes(lambda: pb(np.ones_like(y)))
+        err, _ = finishes(lambda: pb(np.ones_like(y)))
         assert isinstance(err, ValueError) and f"failing on {rows} rows" in str(err)
         assert not isinstance(err, _slices.SliceAbandoned)
-    err, y2 = _finishes(lambda: bt.apply(params, x, train=True))
+    err, y2 = finishes(lambda: bt.apply(params, x, train=True))
     assert err is None
     np.testing.assert_array_equal(y2, y)  # the layer value still works
 
@@ -334,7 +317,7 @@ def test_a_base_exception_in_the_forward_releases_the_others(pos: int, rows: int
     layers.insert(pos, _failing(rows, "forward", KeyboardInterrupt))
     model = L.Sequential(*layers)
     _, params = model.init(KEY, (None, 3))
-    err, _ = _finishes(lambda: L.BatchThreads(model, 2).apply(params, np.ones((5, 3)),
+    err, _ = finishes(lambda: L.BatchThreads(model, 2).apply(params, np.ones((5, 3)),
                                                               train=True))
     assert isinstance(err, KeyboardInterrupt) and f"failing on {rows} rows" in str(err)
 
@@ -358,14 +341,7 @@ def test_interleaved_repeated_and_concurrent_pullbacks_keep_their_own_numbers() 
         for _ in range(10):
             got[i] = pbs[i % 2](dys[i % 2])
 
-    def all_at_once() -> None:
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-
-    assert _finishes(all_at_once, 30)[0] is None
+    assert finishes(together(work, 4), 30)[0] is None
     for i in range(4):
         _close(got[i], want[i % 2], 1e-12)
 
@@ -416,7 +392,7 @@ def test_equal_new_states_with_nan_none_and_nested_tuples_are_one_state() -> Non
     layer = _stateful(lambda s, x: ({"n": s[0]["n"] + 1, "v": s[0]["v"] * 2},
                                     (None, (s[1][1][0] + 1,))), state)
     _, params, st = layer.init(KEY, (None, 2))
-    err, out = _finishes(lambda: L.BatchThreads(layer, 3).apply(params, np.ones((6, 2)),
+    err, out = finishes(lambda: L.BatchThreads(layer, 3).apply(params, np.ones((6, 2)),
                                                                 state=st))
     assert err is None
     new = out[1]
@@ -432,7 +408,7 @@ def test_equal_new_states_with_a_string_leaf_are_one_state() -> None:
     layer = _stateful(lambda s, x: {"phase": s["phase"], "n": s["n"] + 1},
                       {"phase": "warmup", "n": np.zeros((), np.int64)})
     _, params, st = layer.init(KEY, (None, 2))
-    err, out = _finishes(lambda: L.BatchThreads(layer, 2).apply(params, np.ones((4, 2)),
+    err, out = finishes(lambda: L.BatchThreads(layer, 2).apply(params, np.ones((4, 2)),
                                                                 state=st))
     assert err is None, repr(err)
     assert out[1]["phase"] == "warmup" and int(out[1]["n"]) == 1
@@ -515,7 +491,7 @@ def _ranks(model: L.Layer, shares: list[int], dtype: Any, inner_threads: int = 1
         for th in threads:
             th.join()
 
-    assert _finishes(all_ranks, 30)[0] is None
+    assert finishes(all_ranks, 30)[0] is None
     assert all(o is not None for o in out), "a simulated rank failed"
     w = [s / n for s in shares]
     dparams = tree.map(lambda *g: sum(wi * gi for wi, gi in zip(w, g)), *[o[1][0] for o in out])

@@ -6,11 +6,11 @@ others waiting."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from _threads_util import finishes, together
 
 import funcdl as fd
 from funcdl import layers as L
@@ -122,23 +122,6 @@ def test_nested_batch_threads_sum_over_the_outer_slices_too() -> None:
     _close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def _finishes(call: Callable[[], Any], seconds: float = 30.0) -> BaseException | None:
-    """``call()`` in a thread; fails the test if it has not returned in time (a hang)."""
-    box: list[BaseException | None] = [None]
-
-    def target() -> None:
-        try:
-            call()
-        except BaseException as e:  # handed to the test
-            box[0] = e
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), "a slice waits for a sum that never comes"
-    return box[0]
-
-
 def _picky(rows: int, then: L.Layer) -> L.Layer:
     """A user's layer: ``then`` on a slice of ``rows`` rows, an error on any other."""
     def apply(params: Any, x: Any, **kw: Any) -> Any:
@@ -158,7 +141,7 @@ def test_a_failing_slice_releases_the_others_and_its_error_is_reported() -> None
     _, params = model.init(KEY, (None, 3))
     bt = L.BatchThreads(model, 2)
     x = np.ones((5, 3), np.float32)
-    err = _finishes(lambda: bt.apply(params, x, train=True))
+    err, _ = finishes(lambda: bt.apply(params, x, train=True))
     assert isinstance(err, ValueError)
     assert "BatchThreads[rows 2:5]" in str(err) and "picky: 3 rows" in str(err)
 
@@ -176,7 +159,7 @@ def _only_some(rows: int) -> L.Layer:
 
 def test_slices_asking_for_different_numbers_of_sums_raise_instead_of_hanging() -> None:
     bt = L.BatchThreads(_only_some(2), 2)
-    err = _finishes(lambda: bt.apply((), np.ones((5, 3), np.float32)))
+    err, _ = finishes(lambda: bt.apply((), np.ones((5, 3), np.float32)))
     assert isinstance(err, ValueError)
     assert "different numbers of batch sums" in str(err)
 
@@ -244,14 +227,7 @@ def test_two_threads_training_one_model_value_at_once_never_wait_for_each_other(
         for _ in range(20):
             got[i] = bt.apply(params, xs[i], train=True, **st)
 
-    def all_at_once() -> None:
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-
-    assert _finishes(all_at_once, 60.0) is None
+    assert finishes(together(work, 4), 60.0)[0] is None
     for i in range(4):
         _close(got[i], want[i], rtol=1e-12, atol=1e-12)
 
@@ -284,7 +260,7 @@ def test_a_call_made_while_another_holds_the_threads_gets_threads_of_its_own() -
         call("b", np.array([[20.0], [21.0]]))
         a.join()
 
-    assert _finishes(both, 60.0) is None
+    assert finishes(both, 60.0)[0] is None
     np.testing.assert_array_equal(results["a"], [[10.0], [11.0]])
     np.testing.assert_array_equal(results["b"], [[20.0], [21.0]])
 
