@@ -346,6 +346,9 @@ def test_interleaved_repeated_and_concurrent_pullbacks_keep_their_own_numbers() 
         _close(got[i], want[i % 2], 1e-12)
 
 
+# Python 3.12's warning on fork in a threaded process, and JAX's once a test imported it
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
 def test_a_forked_child_trains_with_batchnorm_in_slices() -> None:
     model = _mlp()
