@@ -500,8 +500,12 @@ def test_a_mask_without_the_batch_axis_is_refused_by_name_not_misread() -> None:
     mask = np.zeros((1, 3, 6), bool)
     _, params = mha.init(KEY, ((None, 3, 4), (None, 6, 4), (1, 3, 6)))
     assert mha.apply(params, (q, kv, mask)).shape == (5, 3, 4)
-    with pytest.raises(ValueError, match=r"must share their batch size .*\(1, 3, 6\)"):
+    with pytest.raises(ValueError, match=r"must share their batch size .*\(1, 3, 6\); an "
+                                         r"array shared by every example .*broadcast_to"):
         L.BatchThreads(mha, 2).apply(params, (q, kv, mask))
+    full = np.broadcast_to(mask, (5, 3, 6))  # as the hint says: then it runs
+    np.testing.assert_allclose(L.BatchThreads(mha, 2).apply(params, (q, kv, full)),
+                               mha.apply(params, (q, kv, mask)), rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------- fields, aliasing

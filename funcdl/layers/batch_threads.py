@@ -233,8 +233,12 @@ def _cuts(name: str, x: Any, threads: int) -> list[slice]:
                              f"of arrays with the same batch")
         sizes.append(n)
     if len(set(sizes)) > 1:
+        # (1, T, S): an attention mask shared by the batch, which slices cannot cut
+        hint = ("; an array shared by every example (axis 0 of size 1) is sliced like "
+                "the others once repeated along the batch, np.broadcast_to(a, (N, ...)) "
+                "(a view, no copy)" if 1 in sizes and max(sizes) > 1 else "")
         raise ValueError(f"{name}: the input's arrays must share their batch size (axis 0), "
-                         f"got {', '.join(str(np.shape(v)) for v in _leaves(x))}")
+                         f"got {', '.join(str(np.shape(v)) for v in _leaves(x))}{hint}")
     n = sizes[0]
     k = max(1, min(threads, n))
     return [slice(a, b) for a, b in itertools.pairwise(n * i // k for i in range(k + 1))]
