@@ -238,7 +238,8 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
             # the ranks agree on the params first (differing BatchNorms would exchange
             # misaligned statistics, or fail inside MPI), and learn each other's counts
             n = int(np.shape(first[0])[0])
-            every = agree(c, digest(describe(params)), params, "data_parallel", weight=n)
+            every = agree(c, reducer.layout(params)[1].digest, params, "data_parallel",
+                          weight=n)  # (the layout: one walk and a hash once seen)
             total = sum(row[2] for row in every)
             with replicas(RankSums(c, n / total if total else 1.0)):
                 res = value_and_grad_fn(params, x, *args, **kwargs)
