@@ -124,9 +124,9 @@ class Group:
             raise SliceAbandoned("another slice of the batch failed")
         raise ValueError(f"BatchThreads: the slices asked for different numbers of batch "
                          f"sums (one ended after {min(e for e in self.ended if e is not None)}, "
-                         f"this one is at its {k + 1}th): a layer inside took another path "
-                         f"in some slice; BatchThreads needs the same layers to run in "
-                         f"every slice")
+                         f"this one asks for sum number {k + 1}): a layer inside took "
+                         f"another path in some slice; BatchThreads needs the same layers to "
+                         f"run in every slice")
 
     def end(self, me: _Member, failed: bool) -> None:
         with self.lock:
@@ -141,8 +141,8 @@ def _check_alike(parts: list[Any], k: int) -> None:
     shapes = [[np.shape(a) for a in p] for p in parts]
     odd = next((i for i, sh in enumerate(shapes) if sh != shapes[0]), None)
     if odd is not None:
-        raise ValueError(f"BatchThreads: the slices passed different arrays to their "
-                         f"{k + 1}th batch sum: shapes {shapes[0]} in the first, "
+        raise ValueError(f"BatchThreads: the slices passed different arrays to batch sum "
+                         f"number {k + 1}: shapes {shapes[0]} in the first, "
                          f"{shapes[odd]} in slice {odd}; every slice must sum the same "
                          f"per-batch statistics (a layer took another path in some slice)")
 
