@@ -234,10 +234,10 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
         if not first or np.ndim(first[0]) == 0:
             raise TypeError("parallel.data_parallel: cannot count the examples of x: pass "
                             "the batch with examples on axis 0 of its (first) array")
+        n = int(np.shape(first[0])[0])
         if sync and c is not None:  # BatchNorm's sums over the ranks
             # the ranks agree on the params first (differing BatchNorms would exchange
             # misaligned statistics, or fail inside MPI), and learn each other's counts
-            n = int(np.shape(first[0])[0])
             every = agree(c, reducer.layout(params)[1].digest, params, "data_parallel",
                           weight=n)  # (the layout: one walk and a hash once seen)
             total = sum(row[2] for row in every)
@@ -264,7 +264,6 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
                     raise refusal("data_parallel", lay)
                 looked = True
             return value, grads
-        n = int(np.shape(first[0])[0])
         if split_dx:  # (dparams, dx): dx holds this rank's examples, not a sum over ranks
             dparams, (mean_loss,), share = reducer.mean(c, grads[0], "data_parallel", n,
                                                         (float(loss),))

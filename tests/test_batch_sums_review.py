@@ -76,6 +76,8 @@ def test_batch_sum_refuses_slices_passing_different_numbers_of_arrays() -> None:
     err, _ = finishes(lambda: L.BatchThreads(_user("two_or_one", f), 2).apply(
         (), np.ones((5, 1))))
     assert isinstance(err, ValueError), f"no error; the slices got {got} totals"
+    assert "batch sum number 1: tree structure mismatch at the root: the first slice has " \
+           "a tuple of length 2, slice 1 has a tuple of length 1" in str(err)
 
 
 # DEFECT: parts of different shapes are broadcast together by ``reduce(np.add, parts)``:
@@ -93,6 +95,7 @@ def test_batch_sum_refuses_slices_passing_different_shapes() -> None:
     err, _ = finishes(lambda: L.BatchThreads(_user("shapes", f), 2).apply(
         (), np.ones((5, 1))))
     assert isinstance(err, ValueError), f"no error; the slices got totals of shapes {shapes}"
+    assert "shape mismatch at [0]: the first slice has (3,), slice 1 has (1,)" in str(err)
 
 
 # ------------------------------------------------------------------- batch_sum: guards

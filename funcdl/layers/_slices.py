@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from typing_extensions import Protocol
 
+from funcdl import tree
 from funcdl.layers.base import Array
 
 __all__ = ["Group", "Replicas", "SliceAbandoned", "batch_sum", "inside", "member", "replicas"]
@@ -136,15 +137,18 @@ class Group:
 
 
 def _check_alike(parts: list[Any], k: int) -> None:
-    """A ValueError unless every slice passed as many arrays as the first, of its shapes
-    (NumPy would broadcast a (1,) against a (3,), or zip drop an array)."""
-    shapes = [[np.shape(a) for a in p] for p in parts]
-    odd = next((i for i, sh in enumerate(shapes) if sh != shapes[0]), None)
-    if odd is not None:
-        raise ValueError(f"BatchThreads: the slices passed different arrays to batch sum "
-                         f"number {k + 1}: shapes {shapes[0]} in the first, "
-                         f"{shapes[odd]} in slice {odd}; every slice must sum the same "
-                         f"per-batch statistics (a layer took another path in some slice)")
+    """A ValueError unless every slice passed arrays of the first's shapes (NumPy would
+    broadcast a (1,) against a (3,), or zip drop an array), named by ``tree.check_same``."""
+    shapes = [np.shape(a) for a in parts[0]]
+    for i, p in enumerate(parts[1:], 1):
+        if len(p) != len(shapes) or [np.shape(a) for a in p] != shapes:  # walk, to name it
+            try:
+                tree.check_same(parts[0], p, ("the first slice", f"slice {i}"), shapes=True)
+            except ValueError as e:
+                raise ValueError(f"BatchThreads: the slices passed different arrays to batch "
+                                 f"sum number {k + 1}: {e}; every slice must sum the same "
+                                 f"per-batch statistics (a layer took another path in some "
+                                 f"slice)") from None
 
 
 @contextmanager

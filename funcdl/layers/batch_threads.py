@@ -177,7 +177,7 @@ class _Pool:
 
 def _one_state(name: str, states: list[Any], cuts: list[slice]) -> Any:
     """The new state every slice returned (the first's object), or a ValueError naming
-    the first entry where a slice's differs."""
+    the first slice whose state differs from it."""
     first = states[0]
     for st, r in zip(states[1:], cuts[1:]):
         if st is first:
