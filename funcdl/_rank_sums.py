@@ -1,6 +1,7 @@
-"""BatchNorm's batch statistics summed over MPI ranks, for ``parallel.data_parallel(...,
-sync_batch_stats=True)``: the ``Replicas`` of ``funcdl.layers._slices`` over a
-communicator (PyTorch's SyncBatchNorm, Flax's BatchNorm with ``axis_name``).
+"""BatchNorm's batch statistics summed over MPI ranks, for ``parallel.sync_batch_stats``
+and ``parallel.data_parallel(..., sync_batch_stats=True)``: the ``Replicas`` of
+``funcdl.layers._slices`` over a communicator (PyTorch's SyncBatchNorm, Flax's BatchNorm
+with ``axis_name``).
 
 Each sum is one ``Allgather`` of the arrays packed as float64, added up in rank order on
 every rank, so every rank gets the same bits (an ``Allreduce`` need not: MPI may add in
@@ -15,7 +16,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["RankSums"]
+from funcdl._agree import agree
+from funcdl._reduce import Reducer
+
+__all__ = ["RankSums", "step_sums"]
+
+
+def step_sums(comm: Any, reducer: Reducer, params: Any, n: int, fn: str) -> RankSums:
+    """The ``RankSums`` of one step of ``parallel.<fn>`` on ``n`` examples of this rank: the
+    ranks first agree on the params (differing BatchNorms would exchange misaligned
+    statistics, or fail inside MPI; the layout is one walk and a hash once seen) and learn
+    each other's counts, hence this rank's share."""
+    every = agree(comm, reducer.layout(params)[1].digest, params, fn, weight=n)
+    total = sum(row[2] for row in every)
+    return RankSums(comm, n / total if total else 1.0)
 
 
 class RankSums:

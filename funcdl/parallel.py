@@ -14,12 +14,13 @@ so the params stay equal on every rank.
   size is all it asks of MPI. Under a launcher that sets none of these, set
   ``FUNCDL_MPI=1`` or import ``mpi4py.MPI`` before the first call. ``import funcdl`` and
   ``from funcdl import parallel`` never import mpi4py.
-* ``broadcast``, ``pmean`` and ``data_parallel``'s function are collectives: every rank calls
-  them, in the same order. Each first compares an 8-byte digest of the tree's structure,
-  shapes and dtypes, and of the collective called, across ranks, so a rank whose tree
-  differs, or which calls another collective on it, makes every rank raise the same
-  ValueError, naming the first differing path or the two collectives, instead of hanging
-  or averaging misaligned numbers.
+* ``broadcast``, ``pmean``, ``sharded``'s step and the functions of ``data_parallel`` and
+  ``sync_batch_stats`` are collectives: every rank calls them, in the same order. Each
+  first compares an 8-byte digest of the tree's structure, shapes and dtypes, and of the
+  collective called, across ranks, so a rank whose tree differs, or which calls another
+  collective on it, makes every rank raise the same ValueError, naming the first
+  differing path or the two collectives, instead of hanging or averaging misaligned
+  numbers.
 * ``pmean`` is the plain mean over ranks; ``data_parallel`` weights each rank by its number
   of examples, so uneven shards (a global batch not divisible by the rank count) still give
   the gradient of the global batch's mean loss. See ``examples/disk_data_parallel.py``.
@@ -39,7 +40,7 @@ from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._agree import resolve as _resolve
 from funcdl._args import bool_arg
 from funcdl._partition import batches, shard
-from funcdl._rank_sums import RankSums
+from funcdl._rank_sums import step_sums
 from funcdl._reduce import Reducer, _freed, like, refusal, shared_node
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl._treenodes import describe as describe_value
@@ -47,7 +48,7 @@ from funcdl.layers._slices import replicas
 from funcdl.optim import GradientTransformation
 
 __all__ = ["Sharded", "ShardedState", "batches", "broadcast", "data_parallel", "pmean",
-           "rank_and_size", "shard", "sharded"]
+           "rank_and_size", "shard", "sharded", "sync_batch_stats"]
 
 Tree = Any
 Comm = Any
@@ -193,7 +194,8 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
     and variance forward, a fifth where the mean dwarfs the spread; its two cotangent sums
     backward); a rank that raises inside the model leaves the others waiting in one, as
     in torch. By default each rank's BatchNorm uses its own examples' statistics (torch's
-    DistributedDataParallel without SyncBatchNorm).
+    DistributedDataParallel without SyncBatchNorm). ``sync_batch_stats(fn)`` does the
+    same without averaging the grads, for ``sharded``.
 
     The function keeps its buffers and windows: call it from one thread at a time (threads
     of a rank training at once: one ``data_parallel`` each, on a ``comm.Dup()`` each).
@@ -230,18 +232,9 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
     def f(params: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
         nonlocal unasked, looked
         c = _resolve(comm, "data_parallel")
-        first = pytree.leaves(x)[:1]  # on one process too: a script fails alike on 1 and N
-        if not first or np.ndim(first[0]) == 0:
-            raise TypeError("parallel.data_parallel: cannot count the examples of x: pass "
-                            "the batch with examples on axis 0 of its (first) array")
-        n = int(np.shape(first[0])[0])
+        n = _examples(x, "data_parallel")  # on one process too: a script fails alike
         if sync and c is not None:  # BatchNorm's sums over the ranks
-            # the ranks agree on the params first (differing BatchNorms would exchange
-            # misaligned statistics, or fail inside MPI), and learn each other's counts
-            every = agree(c, reducer.layout(params)[1].digest, params, "data_parallel",
-                          weight=n)  # (the layout: one walk and a hash once seen)
-            total = sum(row[2] for row in every)
-            with replicas(RankSums(c, n / total if total else 1.0)):
+            with replicas(step_sums(c, reducer, params, n, "data_parallel")):
                 res = value_and_grad_fn(params, x, *args, **kwargs)
         else:
             res = value_and_grad_fn(params, x, *args, **kwargs)
@@ -276,6 +269,50 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
         return mean_loss, grads
 
     return cast(F, functools.update_wrapper(f, value_and_grad_fn))
+
+
+def sync_batch_stats(value_and_grad_fn: F, comm: Comm | None = None) -> F:
+    """``value_and_grad_fn`` with BatchNorm's batch statistics summed over the ranks
+    (PyTorch's ``SyncBatchNorm``), its value and grads left this rank's own: the step for
+    ``sharded``, which averages the grads itself (pass it ``examples=`` for uneven shares),
+    or for a script that averages them by hand. ``data_parallel(fn, sync_batch_stats=True)``
+    is ``data_parallel`` around it; see there for the exchanges and the agreement on the
+    params at each call, a collective. One process: ``value_and_grad_fn`` itself, after the
+    same check that ``x`` has examples to count.
+
+    Example::
+
+        opt = parallel.sharded(fd.optim.adam(1e-3))
+        step = parallel.sync_batch_stats(fd.value_and_grad(model, loss))
+        (loss, state), grads = step(params, xb, yb, state=state)   # state equal on all ranks
+        params, ostate = opt.step(ostate, grads, params, examples=len(xb))
+    """
+    if not callable(value_and_grad_fn):
+        raise TypeError(f"parallel.sync_batch_stats: value_and_grad_fn must be callable, such "
+                        f"as fd.value_and_grad(model, loss), got "
+                        f"{type(value_and_grad_fn).__name__}")
+    if comm is not None:  # now, not at the first step
+        _resolve(comm, "sync_batch_stats")
+    reducer = Reducer()
+
+    def f(params: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        c = _resolve(comm, "sync_batch_stats")
+        n = _examples(x, "sync_batch_stats")
+        if c is None:
+            return value_and_grad_fn(params, x, *args, **kwargs)
+        with replicas(step_sums(c, reducer, params, n, "sync_batch_stats")):
+            return value_and_grad_fn(params, x, *args, **kwargs)
+
+    return cast(F, functools.update_wrapper(f, value_and_grad_fn))
+
+
+def _examples(x: Any, fn: str) -> int:
+    """The number of examples in ``x``, the length of its first leaf."""
+    first = pytree.leaves(x)[:1]
+    if not first or np.ndim(first[0]) == 0:
+        raise TypeError(f"parallel.{fn}: cannot count the examples of x: pass the batch with "
+                        f"examples on axis 0 of its (first) array")
+    return int(np.shape(first[0])[0])
 
 
 def _result(res: Any, split_dx: bool | None) -> tuple[Any, Any, Any]:
@@ -338,8 +375,9 @@ def sharded(optimizer: GradientTransformation, comm: Comm | None = None) -> Shar
       returns the params after one ``optimizer`` update with the mean gradient over ranks,
       equal on every rank, and this rank's new state. ``examples``, this rank's example
       count, weights the mean for uneven shards (None: equal weights), as ``data_parallel``
-      does. The new params are read-only views of buffers the ranks may share, kept as
-      long as any array from them is alive.
+      does. BatchNorm over the global batch: ``grads`` from ``sync_batch_stats(fn)``. The
+      new params are read-only views of buffers the ranks may share, kept as long as any
+      array from them is alive.
 
     ``optimizer`` must treat each entry on its own, whatever the leaves' shapes (sgd, adam,
     adamw without a mask, rmsprop, adagrad, schedules, weight decay); one that mixes

@@ -295,6 +295,7 @@ TY = np.zeros((2, 1), np.float32)
 CALLS = {"rank_and_size": lambda c: parallel.rank_and_size(c),
          "pmean": lambda c: parallel.pmean(T, c), "broadcast": lambda c: parallel.broadcast(T, c),
          "data_parallel": lambda c: parallel.data_parallel(VG, c)(MP, X, TY),
+         "sync_batch_stats": lambda c: parallel.sync_batch_stats(VG, c)(MP, X, TY),
          "sharded": lambda c: parallel.sharded(fd.optim.sgd(0.1), c).init(T)}
 COMMS = {"size-0": Stub(0), "size--1": Stub(-1), "size-str": Stub("1"), "size-float": Stub(1.0),
          "size-true": Stub(True), "size-none": Stub(None), "size-nan": Stub(math.nan),

@@ -115,7 +115,8 @@ def case_equivalence() -> list[str]:
 def sync_bn(model, dtype: type, n: int, batch: int, tol: float) -> None:
     """data_parallel(sync_batch_stats=True) on a model with BatchNorm: K steps over the
     ranks give one process's params, losses and running statistics on the global batches
-    (uneven shares too), the state equal on every rank; without it, they differ."""
+    (uneven shares too), the state equal on every rank; without it, they differ. The same
+    for sharded(sgd) on the grads of sync_batch_stats(fn)."""
     out = model.init(fd.random.key(0), (None, 5))
     params = fd.tree.astype(out[1], dtype)
     x = fd.random.normal(fd.random.key(1), (n, 5), dtype=dtype) * 2 + 1
@@ -148,6 +149,22 @@ def sync_bn(model, dtype: type, n: int, batch: int, tol: float) -> None:
     alone = run(parallel.data_parallel(local),
                 parallel.batches(key, x, y, batch_size=batch, rank=rank, size=size))
     assert not np.allclose(alone[2], ref[2], rtol=tol, atol=tol)
+
+    def run_sharded(step):  # sync_batch_stats for sharded: this rank's grads, then its step
+        p, state, opt = params, out[2], parallel.sharded(fd.optim.sgd(0.1))
+        ostate = opt.init(p)
+        for xb, yb in parallel.batches(key, x, y, batch_size=batch, rank=rank, size=size):
+            (_, state), grads = step(p, xb, yb, state=state)
+            p, ostate = opt.step(ostate, grads, p, examples=len(xb))
+        return p, state
+
+    got = run_sharded(parallel.sync_batch_stats(local))
+    for a, b in zip(fd.tree.leaves(got), fd.tree.leaves(ref[:2]), strict=True):
+        assert a.dtype == b.dtype, (a.dtype, b.dtype)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    unsynced = run_sharded(local)
+    assert not all(np.allclose(a, b, rtol=tol, atol=tol) for a, b in
+                   zip(fd.tree.leaves(unsynced), fd.tree.leaves(ref[:2])))
 
 
 def case_sync_bn() -> list[str]:
