@@ -12,7 +12,7 @@ from funcdl import initializers, random, tree
 from funcdl._args import bool_arg, int_arg, is_int, real_arg, train_arg
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._passthrough import array_tree, cotangents, not_empty, shape_tree
-from funcdl.layers._sums import chan, dot, rows_sum
+from funcdl.layers._sums import chan, dot, product, rows_sum
 from funcdl.layers.base import (
     _F32,
     _F64,
@@ -99,8 +99,9 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
                 raise ValueError(f"{name}: expected input (..., {w.shape[0]}) as the params "
                                  f"were initialised, got shape {x.shape}")
         # np.dot: the 2-D product with less per-call overhead than @ (same BLAS call)
-        h: Array = (dot(x, w) if x.ndim == 2 else
-                    dot(x.reshape(-1, w.shape[0]), w).reshape(*x.shape[:-1], w.shape[1]))
+        h: Array = (product(dot, x, w) if x.ndim == 2 else
+                    product(dot, x.reshape(-1, w.shape[0]), w).reshape(*x.shape[:-1],
+                                                                    w.shape[1]))
         if use_bias:  # many rows of few outputs (10 logits): tiled rows, see chan
             if b.dtype is h.dtype or h.dtype.itemsize >= b.dtype.itemsize:
                 chan(np.add, h, b, out=h)
@@ -134,13 +135,14 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
             # BLAS reads x2.T and w.T in place (no transposed copies). np.dot costs less per
             # call than @, but is up to 15% slower with a large transposed operand; the
             # choice goes by the size of the product.
-            grads = {"w": (dot if w.size < _SMALL else matmul)(x2.T, dy2)}
+            grads = {"w": product(dot if w.size < _SMALL else matmul, x2.T, dy2)}
             if use_bias:
                 grads["b"] = rows_sum(dy2)
             in_param_dtypes(grads, params)  # a float64 x: grads still in the params' dtypes
             if not need_dx:
                 return grads, None
-            dx = in_input_dtype((dot if x2.size < _SMALL else matmul)(dy2, w.T), x.dtype)
+            dx = in_input_dtype(product(dot if x2.size < _SMALL else matmul, dy2, w.T),
+                                x.dtype)
             return grads, dx if flat else dx.reshape(x.shape)
 
         return y, pullback
