@@ -122,3 +122,28 @@ def test_dense_and_bias_sums_take_their_products_through_product(monkeypatch) ->
     np.testing.assert_allclose(grads["b"], [2.0])
     np.testing.assert_allclose(dx, np.repeat(params["w"].T, 2, axis=0), rtol=1e-6)
     assert np.array_equal(layer.apply(params, x), y)
+
+
+def test_conv_products_survive_a_stray_flag(monkeypatch, conv_path) -> None:
+    """Conv2D with one output channel (its products are gemvs): the forward and the
+    weights' gradient, on both of its paths (im2col, one offset at a time)."""
+    layer = L.Conv2D(1, 3, padding="SAME")
+    _, params = layer.init(fd.random.key(0), (None, 5, 5, 2))
+    x = np.asarray(fd.random.normal(fd.random.key(1), (2, 5, 5, 2)))
+    want_y, want_pullback = layer.vjp(params, x)
+    want = want_pullback(np.ones_like(want_y))
+    calls: list[str] = []
+    real = np.matmul
+
+    def flagging(a: np.ndarray, b: np.ndarray, **kw: Any) -> np.ndarray:
+        calls.append("call")
+        np.float32(np.inf) * np.float32(0)
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(np, "matmul", flagging)
+    y, pullback = layer.vjp(params, x)
+    got = pullback(np.ones_like(y))
+    assert calls  # the products met the flag, and were taken again
+    np.testing.assert_array_equal(y, want_y)
+    for a, b in zip(fd.tree.leaves(got), fd.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)

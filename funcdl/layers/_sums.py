@@ -38,7 +38,7 @@ def ones(n: int, dtype: np.dtype[Any]) -> Array:
     return v[:n]
 
 
-def product(f: Any, a: Array, b: Array) -> Array:
+def product(f: Any, a: Array, b: Array, out: Array | None = None) -> Array:
     """``f(a, b)``, a BLAS product (``dot`` or ``np.matmul``) that a flag BLAS left raised
     does not fail: OpenBLAS's float32 gemv can raise the invalid flag on finite operands
     (see ``mat_vec``; seen again in a Dense(1)'s forward, once in 450 runs of one test).
@@ -46,13 +46,14 @@ def product(f: Any, a: Array, b: Array) -> Array:
     flag fails the call, which is then taken again with the flag ignored; elsewhere the
     warning shows, once, and does nothing else. Free on the way that does not fail (a
     ``try``), where ``np.errstate`` would cost each call about as much as a small product.
-    A non-finite product still shows as inf or NaN in the result."""
+    A non-finite product still shows as inf or NaN in the result. ``out``: f's, written
+    again by the second call."""
     try:
-        out: Array = f(a, b)
+        res: Array = f(a, b) if out is None else f(a, b, out=out)
     except (RuntimeWarning, FloatingPointError):
         with np.errstate(invalid="ignore"):
-            out = f(a, b)
-    return out
+            res = f(a, b) if out is None else f(a, b, out=out)
+    return res
 
 
 def mat_vec(a: Array, v: Array) -> Array:

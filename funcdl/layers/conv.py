@@ -26,7 +26,7 @@ from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg
 from funcdl.layers import _grouped
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
-from funcdl.layers._sums import chan, rows_sum
+from funcdl.layers._sums import chan, product, rows_sum
 from funcdl.layers._windows import (
     NO_PADS,
     Pads,
@@ -215,14 +215,14 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
             wk = w.reshape(kh * kw, c, out)
             acc = None
             for k, (_, _, sl) in enumerate(offsets(win, oh, ow)):
-                part = np.matmul(xp[sl], wk[k])  # (N, OH, OW, C) @ (C, out)
+                part = product(np.matmul, xp[sl], wk[k])  # (N, OH, OW, C) @ (C, out)
                 acc = part if acc is None else np.add(acc, part, out=acc)
             assert acc is not None
             y = acc
         else:
             xp = pad(x4, pads)
             cols = im2col(xp, win, oh, ow)
-            y = cols @ w.reshape(-1, out)
+            y = product(np.matmul, cols, w.reshape(-1, out))  # (one column: a gemv)
         if use_bias:  # a few channels per pixel: tiled rows, see chan
             chan(np.add, y, params["b"], out=y)
         shape = (n, *((oh, ow) if rank == 2 else (ow,)), out)
@@ -255,12 +255,14 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             dy2 = dy.reshape(-1, out)
             if cols is not None:
-                grads = {"w": (cols.T @ dy2).reshape(w_shape)}  # BLAS reads cols.T in place
+                # BLAS reads cols.T in place
+                grads = {"w": product(np.matmul, cols.T, dy2).reshape(w_shape)}
             else:  # one offset at a time: dw[k] = (that slice of xp)ᵀ dy
                 xp = pad(x4, pads)
                 dw = np.empty((kh * kw, c, out), np.result_type(xp, dy2))
                 for k, (_, _, sl) in enumerate(offsets(win, oh, ow)):
-                    np.matmul(np.ascontiguousarray(xp[sl]).reshape(-1, c).T, dy2, out=dw[k])
+                    product(np.matmul, np.ascontiguousarray(xp[sl]).reshape(-1, c).T, dy2,
+                            out=dw[k])
                 grads = {"w": dw.reshape(w_shape)}
             if use_bias:  # a matrix-vector product: dy2.sum(axis=0) is ~5x slower here
                 grads["b"] = rows_sum(dy2)
