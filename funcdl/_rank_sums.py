@@ -42,7 +42,7 @@ class RankSums:
     def sum(self, arrays: tuple[NDArray[Any], ...],
             cotangent: bool) -> tuple[NDArray[Any], ...]:
         # packed by hand, not by tree.ravel: its checks of every leaf (masked, foreign,
-        # dtype kind) would cost more than the packing, at four sums per BatchNorm and
+        # dtype kind) would cost more than the packing, at three sums per BatchNorm and
         # step, for arrays BatchNorm made itself
         flat = np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
         # (a rank without examples has no cotangent to scale)

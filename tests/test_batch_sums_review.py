@@ -534,13 +534,14 @@ def test_rank_sums_in_float32_keep_float32() -> None:
 
 
 # DEFECT (docs): parallel.data_parallel's docstring said "Each BatchNorm adds three
-# exchanges ... (two forward, one backward)"; BatchNorm makes three in the forward (the
-# count m by norm.py's ``whole``, then the mean's and the variance's sums; a fourth where
-# |mean| > 64 sigma) and one in the backward. The docs now say four.
-def test_a_batchnorm_step_makes_the_documented_four_exchanges() -> None:
+# exchanges ... (two forward, one backward)"; BatchNorm made three in the forward (the
+# count m, then the mean's and the variance's sums; a fourth where |mean| > 64 sigma) and
+# one in the backward. Since the count goes with the mean's sum, it is three, as the docs
+# now say.
+def test_a_batchnorm_step_makes_the_documented_three_exchanges() -> None:
     model = L.Sequential(L.Dense(4), L.BatchNorm(), L.Dense(3))
     *_, world = _ranks(model, [3, 3], np.float64)
-    assert world.calls.count("Allgather") == 4, world.calls
+    assert world.calls.count("Allgather") == 3, world.calls
     assert "allreduce" not in world.calls  # the share comes from data_parallel's agreement
 
 

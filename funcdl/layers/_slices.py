@@ -190,8 +190,8 @@ def batch_sum(*arrays: Array, cotangent: bool = False) -> tuple[Array, ...]:
     axis): over BatchThreads' slices, and over the ranks of ``parallel.sync_batch_stats``
     and ``data_parallel(..., sync_batch_stats=True)``; the arrays themselves outside any
     split. The totals are read only and the same in every part. A layer that mixes the
-    examples of its batch calls it on its per-batch sums (BatchNorm: its entry count, Σx,
-    Σ(x - μ)²; in the pullback Σdy, Σdy·x̂ with ``cotangent=True``, which scales them for
+    examples of its batch calls it on its per-batch sums (BatchNorm: its entry count with
+    Σx, then Σ(x - μ)²; in the pullback Σdy, Σdy·x̂ with ``cotangent=True``, which scales them for
     the ranks, each differentiating its own mean loss) and keeps its params' grads its
     part's own: the parts' grads are summed after. Every part must ask for the same sums,
     in the same order, with arrays of the same shapes (a ValueError otherwise, in

@@ -138,33 +138,37 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
                 f"`_, params, state = layer.init(key, in_shape)`, then "
                 f"`y, state = layer.apply(params, x, state=state, train=True)`")
 
-    def whole(m: int) -> int:
-        """The entries per channel of the whole batch: under BatchThreads or a
-        synchronised data_parallel, summed over the parts (in training only: inference
-        treats each example on its own)."""
-        return int(batch_sum(np.array(m))[0])
-
     # apply and vjp share these two forwards, so that apply == vjp(...)[0] bit for bit.
-    def train_forward(x: Array, total: Callable[[Array], Array], m: int, scale: Array,
-                      bias: Array, keep: bool) -> tuple[Array, Array, Array, Any, Array]:
+    def train_forward(x: Array, total: Callable[[Array], Array], own_m: int, scale: Array,
+                      bias: Array, keep: bool) -> tuple[Array, Array, Array, Any, Array, int]:
         """``y = (x - μ)·k + bias`` with ``k = scale/sqrt(σ² + eps)``; returns
-        ``(y, μ, σ², centred x (or None), 1/sqrt(σ² + eps))``; ``m`` is the whole batch's
-        entries per channel (``whole``), μ and σ² the whole batch's."""
+        ``(y, μ, σ², centred x (or None), 1/sqrt(σ² + eps), m)``. ``own_m``: this part's
+        entries per channel; m, the whole batch's, under BatchThreads or a synchronised
+        data_parallel summed over the parts with Σx, in one exchange; μ and σ² the whole
+        batch's."""
+        with np.errstate(over="ignore"):  # (huge values: moments' float64 path)
+            first, whole_m = batch_sum(total(x), np.array(own_m))
+        m = int(whole_m)
         if m == 0:  # an empty batch: an empty output and zero grads, as PyTorch's
             zero = np.zeros_like(scale)
-            return np.empty_like(x), zero, zero, (np.empty_like(x) if keep else None), zero
+            return np.empty_like(x), zero, zero, (np.empty_like(x) if keep else None), zero, 0
         if m < 2:
             raise ValueError(f"{name}: Expected more than 1 value per channel when training, "
                              f"got input of shape {x.shape} ({m} per channel)")
+        sums = [first]  # moments asks for the mean of x first: that sum is taken
+
+        def mean_of(a: Array) -> Array:
+            out: Array = (sums.pop() if sums else batch_sum(total(a))[0]) / m
+            return out
+
         with np.errstate(over="ignore"):  # two passes: no E[x²] - E[x]² cancelling
             mu, xc, sq, var, inv_std = moments(
-                x, lambda a: batch_sum(total(a))[0] / m,
-                lambda a, b, out=None: chan(np.subtract, a, b, out=out), eps)
+                x, mean_of, lambda a, b, out=None: chan(np.subtract, a, b, out=out), eps)
             k = scale * inv_std
             y = chan(np.multiply, xc, k, out=sq if keep else xc)  # reuse a buffer we own
         if affine:  # else bias is 0: no pass adding it
             chan(np.add, y, bias, out=y)
-        return y, mu, var, (xc if keep else None), inv_std
+        return y, mu, var, (xc if keep else None), inv_std, m
 
     def eval_forward(x: Array, bshape: tuple[int, ...], scale: Array, bias: Array,
                      running: list[Array]) -> tuple[Array, Array, Array]:
@@ -188,11 +192,12 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         return y, mean, inv_std
 
     def train_vjp(params: Any, x_dtype: Any, x: Array, total: Callable[[Array], Array],
-                  m: int, scale: Array, bias: Array) -> tuple[Array, Any, Array, Array]:
-        """``(y, pullback, μ, σ²)`` on the batch statistics (``m``: the whole batch's)."""
+                  own_m: int, scale: Array, bias: Array
+                  ) -> tuple[Array, Any, Array, Array, int]:
+        """``(y, pullback, μ, σ², m)`` on the batch statistics (m: the whole batch's)."""
         # Residuals: the centred input xc and inv_std (x̂ = xc·inv_std is never stored: the
         # per-channel factors absorb it, one full-size product fewer).
-        y, mu, var, xc, inv_std = train_forward(x, total, m, scale, bias, keep=True)
+        y, mu, var, xc, inv_std, m = train_forward(x, total, own_m, scale, bias, keep=True)
         k = scale * inv_std
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
@@ -213,7 +218,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
                                      "bias": own_dbias.reshape(-1)}, params),
                     in_input_dtype(dx, x_dtype))
 
-        return y, pullback, mu, var
+        return y, pullback, mu, var, m
 
     def apply(params: Any, x: Any, *, state: Any = _MISSING, key: Any = None,
               train: bool = False) -> tuple[Array, Any]:
@@ -222,8 +227,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         x, total, bshape, m, scale, bias = prepare(params, x)
         running, count = running_stats(name, state, (scale.size,), counted)
         if train_arg(train, name):
-            m = whole(m)
-            y, mu, var, _, _ = train_forward(x, total, m, scale, bias, keep=False)
+            y, mu, var, _, _, m = train_forward(x, total, m, scale, bias, keep=False)
             return y, moved(running, count, mu, var, m, momentum)
         return eval_forward(x, bshape, scale, bias, running)[0], state
 
@@ -235,8 +239,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         x, total, bshape, m, scale, bias = prepare(params, x)
         running, count = running_stats(name, state, (scale.size,), counted)
         if train_arg(train, name):
-            m = whole(m)
-            y, pullback, mu, var = train_vjp(params, x_dtype, x, total, m, scale, bias)
+            y, pullback, mu, var, m = train_vjp(params, x_dtype, x, total, m, scale, bias)
             return y, pullback, moved(running, count, mu, var, m, momentum)
         y, mean, inv_std = eval_forward(x, bshape, scale, bias, running)
         k = scale * inv_std
@@ -258,14 +261,14 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
     def batch_apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
         x, total, _, m, scale, bias = prepare(params, x)
-        y: Array = train_forward(x, total, whole(m), scale, bias, keep=False)[0]
+        y: Array = train_forward(x, total, m, scale, bias, keep=False)[0]
         return y
 
     def batch_vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
         x_dtype = getattr(x, "dtype", None)
         x, total, _, m, scale, bias = prepare(params, x)
-        return train_vjp(params, x_dtype, x, total, whole(m), scale, bias)[:2]
+        return train_vjp(params, x_dtype, x, total, m, scale, bias)[:2]
 
     layer = (Layer(init, apply, vjp, stateful=True, name=name) if track
              else Layer(init, batch_apply, batch_vjp, name=name))
