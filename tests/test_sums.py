@@ -147,3 +147,93 @@ def test_conv_products_survive_a_stray_flag(monkeypatch, conv_path) -> None:
     np.testing.assert_array_equal(y, want_y)
     for a, b in zip(fd.tree.leaves(got), fd.tree.leaves(want), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+_FLAG_CASES = {
+    "dense-1": (lambda: L.Dense(1), (2, 5)),
+    "conv-1": (lambda: L.Conv2D(1, 3, padding="SAME"), (2, 5, 5, 2)),
+    "conv-1x1-1ch": (lambda: L.Conv2D(3, 1), (1, 1, 1, 1)),
+    "conv-grouped": (lambda: L.Conv2D(4, 3, groups=2), (2, 5, 5, 2)),
+    "conv-depthwise": (lambda: L.Conv2D(2, 3, groups=2, padding="SAME"), (2, 5, 5, 2)),
+    "conv1d-1": (lambda: L.Conv1D(1, 3), (2, 6, 2)),
+    "convT-1": (lambda: L.ConvTranspose2D(1, 3, stride=2), (2, 3, 3, 1)),
+    "convT-grouped": (lambda: L.ConvTranspose2D(2, 3, groups=2), (2, 3, 3, 4)),
+    "convT-depthwise": (lambda: L.ConvTranspose2D(2, 3, groups=2), (2, 3, 3, 2)),
+    "groupnorm": (lambda: L.GroupNorm(2), (2, 3, 3, 4)),
+    "rnn-1": (lambda: L.SimpleRNN(1), (2, 4, 3)),
+    "lstm": (lambda: L.LSTM(2), (1, 4, 3)),
+    "gru": (lambda: L.GRU(1), (2, 3, 2)),
+}
+
+
+@pytest.mark.parametrize("case", list(_FLAG_CASES))
+def test_layers_products_survive_a_stray_flag(monkeypatch, conv_path, case) -> None:
+    """Every np.matmul and every np.dot (the modules' ``dot``) these layers call raises the
+    invalid flag once (gemvs all: one output channel, hidden size 1, one example, grouped
+    and depthwise kernels, GroupNorm's sums): forward and pullback come out the same, bit
+    for bit, on both conv paths."""
+    from funcdl.layers import (
+        _grouped,
+        _recurrent,
+        _transpose_groups,
+        conv,
+        conv_transpose,
+        core,
+        groupnorm,
+        recurrent,
+    )
+    make, shape = _FLAG_CASES[case]
+    layer = make()
+    _, params = layer.init(fd.random.key(0), (None, *shape[1:]))
+    x = np.asarray(fd.random.normal(fd.random.key(1), shape))
+    want_y, want_pullback = layer.vjp(params, x)
+    want = want_pullback(np.ones_like(want_y))
+    calls: list[str] = []
+    real_matmul = np.matmul
+
+    def flagging(f: Any) -> Any:
+        def g(a: np.ndarray, b: np.ndarray, **kw: Any) -> np.ndarray:
+            calls.append("call")
+            np.float32(np.inf) * np.float32(0)
+            return f(a, b, **kw)
+        return g
+
+    monkeypatch.setattr(np, "matmul", flagging(real_matmul))
+    for module in (_sums, _grouped, _recurrent, _transpose_groups, conv, conv_transpose, core,
+                   groupnorm, recurrent):
+        if hasattr(module, "dot"):
+            monkeypatch.setattr(module, "dot", flagging(np.dot))
+    y, pullback = layer.vjp(params, x)
+    got = pullback(np.ones_like(y))
+    assert calls
+    np.testing.assert_array_equal(y, want_y)
+    for a, b in zip(fd.tree.leaves(got), fd.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+_GUARDED = ("core", "conv", "conv_transpose", "_grouped", "_transpose_groups", "groupnorm",
+            "recurrent", "_recurrent")
+
+
+@pytest.mark.parametrize("module", _GUARDED)
+def test_guarded_modules_call_no_bare_product(module) -> None:
+    """In these modules every matrix product goes through ``_sums.product`` (or
+    ``mat_vec``): no ``@``, and no call of ``np.matmul``, ``np.dot``, ``dot`` or ``matmul``
+    but as product's argument. (Monkeypatching np.matmul cannot see an ``@``.)"""
+    import ast
+    import importlib
+    path = importlib.import_module(f"funcdl.layers.{module}").__file__
+    assert path is not None
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    bare = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+            bare.append(f"line {node.lineno}: @")
+        elif isinstance(node, ast.Call):
+            fn = node.func
+            name = (fn.id if isinstance(fn, ast.Name) else f"{ast.unparse(fn.value)}.{fn.attr}"
+                    if isinstance(fn, ast.Attribute) else "")
+            if name in ("dot", "matmul", "np.dot", "np.matmul"):
+                bare.append(f"line {node.lineno}: {name}(...)")
+    assert not bare, f"funcdl/layers/{module}.py: {bare}"

@@ -44,6 +44,7 @@ from funcdl.layers._grouped import (
     from_groups,
     to_groups,
 )
+from funcdl.layers._sums import product
 from funcdl.layers._windows import Pads, Window
 from funcdl.layers.conv import crop, fold, im2col, offsets, pad
 
@@ -71,7 +72,7 @@ def forward(x4: Array, w: Array, groups: int, win: Window, pads: Pads, oh: int, 
         return crop(depthwise_fold(full, slices, x4, w), pads, oh, ow), x4
     xg = to_groups(x4, groups).reshape(groups, n * h * wd, c // groups)  # N may be 0
     wg = _kernel(w, groups).transpose(0, 2, 1)  # (G, Cg, kh·kw·Og)
-    cols = np.multiply(xg, wg) if c == groups else np.matmul(xg, wg)
+    cols = np.multiply(xg, wg) if c == groups else product(np.matmul, xg, wg)
     cols5 = cols.reshape(groups * n, h, wd, kk, og)
     full = np.zeros((groups * n, t + oh + b, l + ow + r, og), cols.dtype)
     yg = crop(fold(full, win, h, wd, lambda k, i, j: cols5[:, :, :, k]), pads, oh, ow)
@@ -90,10 +91,10 @@ def pullback(dy4: Array, xg: Array, w: Array, groups: int, win: Window, pads: Pa
     dyg = to_groups(dy4, groups)
     m, cg = xg.shape[1:]
     dcols = im2col(pad(dyg, pads), win, h, wd).reshape(groups, m, w.size // w.shape[-1])
-    dw_g = np.matmul(dcols.transpose(0, 2, 1), xg)  # (G, kh·kw·Og, Cg)
+    dw_g = product(np.matmul, dcols.transpose(0, 2, 1), xg)  # (G, kh·kw·Og, Cg)
     dw = np.ascontiguousarray(dw_g.transpose(1, 0, 2)).reshape(w.shape)
     if not need_dx:
         return dw, None
-    dx_g = np.matmul(dcols, _kernel(w, groups))  # (G, M, Cg)
+    dx_g = product(np.matmul, dcols, _kernel(w, groups))  # (G, M, Cg)
     n = dy4.shape[0]
     return dw, from_groups(dx_g.reshape(groups * n, h, wd, cg), groups)

@@ -274,13 +274,15 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
             # block at a time, as the fold takes it (no kh·kw-fold buffer: 8.8 -> 6.3 ms on
             # (64, 28, 28, 16), the same numbers)
             if c <= _FEW_CHANNELS:
-                dcols = (w2 @ dy2.T).reshape(kh * kw, c, n, oh, ow).transpose(0, 2, 3, 4, 1)
+                dcols = product(np.matmul, w2, dy2.T).reshape(kh * kw, c, n, oh, ow).transpose(
+                    0, 2, 3, 4, 1)
                 buf = np.zeros((c, *padded[:3]), dcols.dtype).transpose(1, 2, 3, 0)
                 dx = crop(fold(buf, win, oh, ow, lambda k, i, j: dcols[k]), pads, h, wd)
             else:
                 buf = np.zeros(padded, np.result_type(dy2, wk))
                 dx = crop(fold(buf, win, oh, ow,
-                               lambda k, i, j: (dy2 @ wk[k]).reshape(n, oh, ow, c)),
+                               lambda k, i, j: product(np.matmul, dy2, wk[k]).reshape(
+                                   n, oh, ow, c)),
                           pads, h, wd)
             if c <= _FEW_CHANNELS:
                 dx = np.ascontiguousarray(dx)  # back to NHWC memory order

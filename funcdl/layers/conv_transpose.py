@@ -62,7 +62,7 @@ from funcdl._args import bool_arg, call_name, int_arg, is_int
 from funcdl.layers import _transpose_groups
 from funcdl.layers._grouped import groups_arg, in_channels
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
-from funcdl.layers._sums import chan, rows_sum
+from funcdl.layers._sums import chan, product, rows_sum
 from funcdl.layers._windows import NO_PADS, Pads, Window, int_tuple
 from funcdl.layers.base import (
     Array,
@@ -264,7 +264,7 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
         else:
             (t, b), (l, r) = pads
             x2 = x.reshape(-1, c)
-            cols = (x2 @ w.reshape(-1, c).T).reshape(n, h, wd, kh * kw, out)
+            cols = product(np.matmul, x2, w.reshape(-1, c).T).reshape(n, h, wd, kh * kw, out)
             full = np.zeros((n, t + oh + b, l + ow + r, out), cols.dtype)
             y = crop(fold(full, win, h, wd, lambda k, i, j: cols[:, :, :, k]), pads, oh, ow)
         # y: the crop of the full result without bias, a strided view or contiguous
@@ -296,8 +296,9 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
                                                     need_dx)
             else:
                 dcols = im2col(pad(dy4, pads), win, h, wd)  # (N·H·W, kh·kw·out)
-                dw = (dcols.T @ x2).reshape(w.shape)  # BLAS reads dcols.T in place
-                dx = dcols @ w.reshape(-1, x2.shape[-1]) if need_dx else None
+                dw = product(np.matmul, dcols.T, x2).reshape(w.shape)  # dcols.T read in place
+                dx = (product(np.matmul, dcols, w.reshape(-1, x2.shape[-1])) if need_dx
+                      else None)
             grads = {"w": dw}
             if use_bias:
                 dy2 = dy.reshape(-1, out)

@@ -27,7 +27,7 @@ from funcdl._args import bool_arg, call_name, int_arg, nearest_divisors, real_ar
 from funcdl.layers._affine import fixed_affine
 from funcdl.layers._norm_stats import channel_vectors, compute_dtype, moments
 from funcdl.layers._params import in_param_dtypes, weak_dtype
-from funcdl.layers._sums import block_sum, chan, dot, ones
+from funcdl.layers._sums import block_sum, chan, dot, ones, product
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -113,7 +113,7 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
         """Σ over s of (N, S, C): a fresh (N, C). (NumPy's matmul loops over tiny products
         slowly where S is 1: then the rows are the sums.)"""
         out: Array = (a[:, 0].copy() if a.shape[1] == 1
-                      else np.matmul(ones(a.shape[1], a.dtype), a))
+                      else product(np.matmul, ones(a.shape[1], a.dtype), a))
         return out
 
     def group_mean(p: Array, m: int) -> Array:
@@ -124,7 +124,7 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
         if groups is None or groups == c:  # a group per channel: its sums are the group sums
             return (p / m).reshape(n, 1, c)
         cg = c // groups
-        g = dot(p.reshape(n * groups, cg), ones(cg, p.dtype)).reshape(n, groups) / m
+        g = product(dot, p.reshape(n * groups, cg), ones(cg, p.dtype)).reshape(n, groups) / m
         out: Array = np.repeat(g, cg, axis=1).reshape(n, 1, c)
         return out
 

@@ -48,7 +48,7 @@ from funcdl import initializers, random
 from funcdl._args import F32, F64, bool_arg, call_name, int_arg
 from funcdl.layers import _recurrent, _recurrent_input, _recurrent_state
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
-from funcdl.layers._sums import dot, ones
+from funcdl.layers._sums import dot, ones, product
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -270,7 +270,7 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
             x_steps = x_steps.reshape(t * n, c)
         else:
             x_steps = np.ascontiguousarray(x.swapaxes(0, 1)[order], dtype=dt).reshape(t * n, c)
-        xp = dot(x_steps, w_ih).reshape(t, n, gh)
+        xp = product(dot, x_steps, w_ih).reshape(t, n, gh)
         b_hn = None
         if use_bias:
             b = ps[2] + ps[3]
@@ -322,16 +322,17 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
             # h_0 = 0 adds nothing to dW_hh: the steps after the first, h_{t-1}ᵀ da_t
             skip = 0 if given_state else 1
             h_prev = trace.hidden[skip:-1].reshape((t - skip) * n, hidden)
-            grads = {"w_ih": np.matmul(x_steps.T, flat_dgx),
-                     "w_hh": np.matmul(h_prev.T, flat_dgh[skip * n:])}
+            grads = {"w_ih": product(np.matmul, x_steps.T, flat_dgx),
+                     "w_hh": product(np.matmul, h_prev.T, flat_dgh[skip * n:])}
             if use_bias:
                 rows = ones(t * n, flat_dgx.dtype)
-                grads["b_ih"] = dot(rows, flat_dgx)
-                grads["b_hh"] = grads["b_ih"].copy() if dgh is dgx else dot(rows, flat_dgh)
+                grads["b_ih"] = product(dot, rows, flat_dgx)  # (gemvs: see _sums.product)
+                grads["b_hh"] = (grads["b_ih"].copy() if dgh is dgx
+                                 else product(dot, rows, flat_dgh))
             in_param_dtypes(grads, params)
             if not need_dx:
                 return grads, None
-            dx = np.matmul(flat_dgx, ps[0].T).reshape(t, n, c)[order].swapaxes(0, 1)
+            dx = product(np.matmul, flat_dgx, ps[0].T).reshape(t, n, c)[order].swapaxes(0, 1)
             dx = in_input_dtype(_in_time(dx, idx), x_dtype)
             if not given_state:
                 return grads, ((dx, None) if padded else dx)
