@@ -163,6 +163,12 @@ _FLAG_CASES = {
     "rnn-1": (lambda: L.SimpleRNN(1), (2, 4, 3)),
     "lstm": (lambda: L.LSTM(2), (1, 4, 3)),
     "gru": (lambda: L.GRU(1), (2, 3, 2)),
+    "attention-one-query": (lambda: L.MultiHeadAttention(2), (1, 1, 2)),
+    "bilinear-t": (lambda: L.Bilinear(1), ((None, 3), (None, 2))),
+    "bilinear-z": (lambda: L.Bilinear(40), ((None, 2), (None, 1))),
+    "upsample-bilinear": (lambda: L.Upsample(2, "bilinear"), (1, 2, 1, 1)),
+    "adaptive-avg": (lambda: L.AdaptiveAvgPool2D((2, 1)), (1, 5, 3, 1)),
+    "masked-mean": (lambda: L.MaskedMean("lengths"), None),
 }
 
 
@@ -172,20 +178,19 @@ def test_layers_products_survive_a_stray_flag(monkeypatch, conv_path, case) -> N
     invalid flag once (gemvs all: one output channel, hidden size 1, one example, grouped
     and depthwise kernels, GroupNorm's sums): forward and pullback come out the same, bit
     for bit, on both conv paths."""
-    from funcdl.layers import (
-        _grouped,
-        _recurrent,
-        _transpose_groups,
-        conv,
-        conv_transpose,
-        core,
-        groupnorm,
-        recurrent,
-    )
+    import importlib
     make, shape = _FLAG_CASES[case]
     layer = make()
-    _, params = layer.init(fd.random.key(0), (None, *shape[1:]))
-    x = np.asarray(fd.random.normal(fd.random.key(1), shape))
+    if shape is None:  # MaskedMean: (x, lengths)
+        params: Any = ()
+        x: Any = (np.asarray(fd.random.normal(fd.random.key(1), (2, 3, 2))), np.array([1, 3]))
+    elif isinstance(shape[0], tuple):  # Bilinear: a pair
+        _, params = layer.init(fd.random.key(0), shape)
+        x = tuple(np.asarray(fd.random.normal(fd.random.key(i + 1), (2, *s[1:])))
+                  for i, s in enumerate(shape))
+    else:
+        _, params = layer.init(fd.random.key(0), (None, *shape[1:]))
+        x = np.asarray(fd.random.normal(fd.random.key(1), shape))
     want_y, want_pullback = layer.vjp(params, x)
     want = want_pullback(np.ones_like(want_y))
     calls: list[str] = []
@@ -199,10 +204,11 @@ def test_layers_products_survive_a_stray_flag(monkeypatch, conv_path, case) -> N
         return g
 
     monkeypatch.setattr(np, "matmul", flagging(real_matmul))
-    for module in (_sums, _grouped, _recurrent, _transpose_groups, conv, conv_transpose, core,
-                   groupnorm, recurrent):
-        if hasattr(module, "dot"):
-            monkeypatch.setattr(module, "dot", flagging(np.dot))
+    for name in ("_sums", *_GUARDED):
+        module = importlib.import_module(f"funcdl.layers.{name}")
+        for attr, f in (("dot", np.dot), ("matmul", real_matmul)):
+            if hasattr(module, attr):
+                monkeypatch.setattr(module, attr, flagging(f))
     y, pullback = layer.vjp(params, x)
     got = pullback(np.ones_like(y))
     assert calls
@@ -212,7 +218,8 @@ def test_layers_products_survive_a_stray_flag(monkeypatch, conv_path, case) -> N
 
 
 _GUARDED = ("core", "conv", "conv_transpose", "_grouped", "_transpose_groups", "groupnorm",
-            "recurrent", "_recurrent")
+            "recurrent", "_recurrent", "attention", "bilinear", "upsample", "sequence",
+            "_adaptive")
 
 
 @pytest.mark.parametrize("module", _GUARDED)

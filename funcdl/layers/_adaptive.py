@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import frozen, is_int, number, shown
+from funcdl.layers._sums import product
 from funcdl.layers.base import Array
 
 __all__ = ["avg_along", "avg_along_t", "bins", "max_along", "output_size_arg"]
@@ -81,7 +82,7 @@ def avg_along(x: Array, m: int) -> Array:
     """``y[a, i, b] = Σ_{j in bin i} x[a, j, b] / size_i``: ``(A, n, B) -> (A, m, B)``."""
     n = x.shape[1]
     with np.errstate(over="ignore", invalid="ignore"):
-        y: Array = np.matmul(_members(n, m, x.dtype), x)
+        y: Array = product(np.matmul, _members(n, m, x.dtype), x)
     # 0·inf is NaN: an inf or NaN in x makes every bin's sum non-finite (a finite y means a
     # finite x, and then y is right); those inputs are summed bin by bin instead, so that
     # only the windows that hold the inf are inf, as in PyTorch.
@@ -97,7 +98,7 @@ def avg_along_t(dy: Array, n: int) -> Array:
     a, m, b = dy.shape
     g = dy / _sizes(n, m, dy.dtype)
     if np.isfinite(g).all():
-        dx: Array = np.matmul(_members(n, m, g.dtype).T, g)
+        dx: Array = product(np.matmul, _members(n, m, g.dtype).T, g)
         return dx
     dx = np.zeros((a, n, b), g.dtype)  # an inf or NaN in dy: bin by bin, as avg_along
     for i, (s, e) in enumerate(zip(*bins(n, m))):

@@ -53,7 +53,7 @@ from funcdl.layers._attention import (
     weights_shape,
 )
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, weak_dtype
-from funcdl.layers._sums import chan, dot, rows_sum
+from funcdl.layers._sums import chan, dot, product, rows_sum
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -252,7 +252,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
             rows = x.astype(dt, copy=False).reshape(-1, x.shape[2])
             w = w_roles[roles[0]] if len(roles) == 1 else np.concatenate(
                 [w_roles[r] for r in roles], axis=1)
-            h = dot(rows, w)
+            h = product(dot, rows, w)
             if use_bias:
                 chan(np.add, h, b_roles[roles[0]] if len(roles) == 1 else np.concatenate(
                     [b_roles[r] for r in roles]), out=h)
@@ -262,7 +262,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
             entries.append(rows)
             w_in.append(w)
         qh, kh, vh = views
-        scores = matmul(qh, kh.swapaxes(-1, -2))                # (N, H, Tq, Tk)
+        scores = product(matmul, qh, kh.swapaxes(-1, -2))       # (N, H, Tq, Tk)
         if masked:  # (a None mask is refused by mask_arg, not read as no mask)
             # one boolean where over the scores: padding, attention mask and causality
             hidden = mask_arg(name, mask, (n, tq, e), scores.shape[-1])
@@ -287,10 +287,10 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                     * np.asarray(1.0 / (1.0 - rate), dt))
         dropped = scores if keep is None else scores * keep
         context = np.empty((n, tq, heads, d), dt)
-        matmul(dropped, vh, out=context.transpose(0, 2, 1, 3))
+        product(matmul, dropped, vh, out=context.transpose(0, 2, 1, 3))
         c2 = context.reshape(-1, e)
         w_o = p["w_o"].astype(dt, copy=False)
-        y = dot(c2, w_o)
+        y = product(dot, c2, w_o)
         if use_bias:
             chan(np.add, y, p["b_o"].astype(dt, copy=False), out=y)
         return y.reshape(n, tq, e), _Kept(entries, w_in, [qh, kh, vh], scores, dropped, keep,
@@ -314,22 +314,23 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                 dy, da = split_cotangent(name, dy, y_shape, a, heads, str(mode))
             dy2 = check_cotangent(name, dy, y_shape, y_dtype).reshape(-1, e)
             dt = y_dtype
-            grads = {"w_o": matmul(kept.context.T, dy2)}
+            grads = {"w_o": product(matmul, kept.context.T, dy2)}
             if use_bias:
                 grads["b_o"] = rows_sum(dy2)
-            dc2 = dot(dy2, kept.w_o.T)                       # dC, (N·Tq, E)
+            dc2 = product(dot, dy2, kept.w_o.T)              # dC, (N·Tq, E)
             dc = dc2.reshape(n, tq, heads, d).transpose(0, 2, 1, 3)
             qh, kh, vh = kept.heads
-            ds = matmul(dc, vh.swapaxes(-1, -2))              # d(P⊙M)
+            ds = product(matmul, dc, vh.swapaxes(-1, -2))     # d(P⊙M)
             if da is not None:  # A is P⊙M, torch's: its cotangent joins d(P⊙M)'s
                 ds += da
             if kept.keep is not None:
                 ds *= kept.keep                               # dP
             # dS, over the scaled scores
             ds = d_scores(ds, kept, dc2, d) if da is None else d_scores_any(ds, kept, dc2, d)
-            products = (lambda out: matmul(ds, kh, out=out),
-                        lambda out: matmul(ds.swapaxes(-1, -2), qh, out=out),
-                        lambda out: matmul(kept.dropped.swapaxes(-1, -2), dc, out=out))
+            products = (lambda out: product(matmul, ds, kh, out=out),
+                        lambda out: product(matmul, ds.swapaxes(-1, -2), qh, out=out),
+                        lambda out: product(matmul, kept.dropped.swapaxes(-1, -2), dc,
+                                            out=out))
             dxs = []
             for rows, w_in, roles in zip(kept.entries, kept.w_in, _PLAYS[len(kept.entries)]):
                 t = kept.heads[roles[0]].shape[2]
@@ -337,7 +338,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                 for i, r in enumerate(roles):
                     products[r](g[:, :, i].transpose(0, 2, 1, 3))
                 g2 = g.reshape(-1, len(roles) * e)
-                gw = matmul(rows.T, g2)
+                gw = product(matmul, rows.T, g2)
                 gb = rows_sum(g2) if use_bias else None
                 for i, r in enumerate(roles):
                     # the product ran on w_q·scale: d(w_q) = scale · d(w_q·scale)
@@ -349,7 +350,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                         grads[_B[r]] = (gb[cols] * scale if r == 0 else
                                         np.zeros_like(gb[cols]) if r == 1 else gb[cols].copy())
                 if need_dx:
-                    dxs.append(dot(g2, w_in.T).reshape(n, t, rows.shape[1]))
+                    dxs.append(product(dot, g2, w_in.T).reshape(n, t, rows.shape[1]))
             grads = in_param_dtypes({k: grads[k] for k in keys}, params)
             if not need_dx:
                 return grads, None

@@ -28,7 +28,7 @@ import numpy as np
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
-from funcdl.layers._sums import mat_vec, rows_sum
+from funcdl.layers._sums import mat_vec, product, rows_sum
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -127,11 +127,12 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
         d1, d2 = w.shape[1], w.shape[2]
         r: Array
         if by_rows(d1, d2):
-            r = (a1 @ w.transpose(1, 0, 2).reshape(d1, out * d2)).reshape(-1, out, d2)
+            r = product(np.matmul, a1, w.transpose(1, 0, 2).reshape(d1, out * d2)).reshape(
+                -1, out, d2)
             y = mat_vec(r, a2[:, :, None])[:, :, 0]
         else:
             r = (a1[:, :, None] * a2[:, None, :]).reshape(len(a1), d1 * d2)
-            y = r @ w.reshape(out, d1 * d2).T
+            y = product(np.matmul, r, w.reshape(out, d1 * d2).T)
         if bias is not None:
             y += bias
         return y, r
@@ -161,9 +162,9 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
             dy2 = check_cotangent(name, dy, y_shape, y_dtype).reshape(-1, out)
             if t_form:
                 dyx1 = (dy2[:, :, None] * a1[:, None, :]).reshape(-1, out * d1)
-                grads = {"w": (dyx1.T @ a2).reshape(w_shape)}
+                grads = {"w": product(np.matmul, dyx1.T, a2).reshape(w_shape)}
             else:
-                grads = {"w": (dy2.T @ r).reshape(w_shape)}
+                grads = {"w": product(np.matmul, dy2.T, r).reshape(w_shape)}
             if use_bias:
                 grads["b"] = rows_sum(dy2)
             in_param_dtypes(grads, params)
@@ -172,10 +173,11 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
             if t_form:
                 dyr = dy2[:, None, :]
                 dx2 = mat_vec(dyr, r)[:, 0]  # a row on the left: gemv too
-                s = (a2 @ w.transpose(2, 0, 1).reshape(d2, out * d1)).reshape(-1, out, d1)
+                s = product(np.matmul, a2, w.transpose(2, 0, 1).reshape(d2, out * d1)).reshape(
+                    -1, out, d1)
                 dx1 = mat_vec(dyr, s)[:, 0]
             else:
-                dz = (dy2 @ w.reshape(out, d1 * d2)).reshape(-1, d1, d2)
+                dz = product(np.matmul, dy2, w.reshape(out, d1 * d2)).reshape(-1, d1, d2)
                 dx1 = mat_vec(dz, a2[:, :, None])[:, :, 0]
                 dx2 = mat_vec(a1[:, None, :], dz)[:, 0, :]
             return grads, like(xs, (in_input_dtype(dx1.reshape(x1.shape), dtypes[0]),

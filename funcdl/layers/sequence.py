@@ -22,6 +22,7 @@ from funcdl import random
 from funcdl._args import side_array
 from funcdl.layers._children import ERRORS, name_of
 from funcdl.layers._recurrent_input import lengths_arg
+from funcdl.layers._sums import product
 from funcdl.layers._wrap import relabelled
 from funcdl.layers.base import (
     Array,
@@ -184,13 +185,14 @@ def MaskedMean(mask: str = "padding") -> Layer:
         no_params(name, params)
         del key, train
         x, w = weights(xs)
-        y: Array = np.matmul(w[:, None, :], x)[:, 0]  # one batched BLAS call: (N,1,T)@(N,T,C)
+        # one batched BLAS call, (N, 1, T) @ (N, T, C): gemvs (see _sums.product)
+        y: Array = product(np.matmul, w[:, None, :], x)[:, 0]
         return y
 
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
         no_params(name, params)
         x, w = weights(xs)
-        y = np.matmul(w[:, None, :], x)[:, 0]
+        y = product(np.matmul, w[:, None, :], x)[:, 0]
         x_dtype = getattr(xs[0], "dtype", None)
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free

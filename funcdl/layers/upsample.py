@@ -30,6 +30,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, call_name, choice_arg, frozen, is_int
+from funcdl.layers._sums import product
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -140,9 +141,10 @@ def Upsample(scale_factor: int | tuple[int, int], mode: str = "nearest",
             return y.reshape(n, h * sh, w * sw, c)
         t = x
         if sh > 1 or align:  # s = 1 without align_corners: the identity
-            t = np.matmul(_matrix(h, sh, align, x.dtype.char), x.reshape(n, h, w * c))
+            t = product(np.matmul, _matrix(h, sh, align, x.dtype.char), x.reshape(n, h, w * c))
         if sw > 1 or align:
-            t = np.matmul(_matrix(w, sw, align, x.dtype.char), t.reshape(n * h * sh, w, c))
+            t = product(np.matmul, _matrix(w, sw, align, x.dtype.char),
+                        t.reshape(n * h * sh, w, c))
         return (t.copy() if t is x else t).reshape(n, h * sh, w * sw, c)
 
     def backward(dy: Array, x_shape: tuple[int, ...]) -> Array:
@@ -152,10 +154,11 @@ def Upsample(scale_factor: int | tuple[int, int], mode: str = "nearest",
             return dx
         t = dy
         if sw > 1 or align:
-            t = np.matmul(_matrix(w, sw, align, dy.dtype.char).T, dy.reshape(n * h * sh,
-                                                                             w * sw, c))
+            t = product(np.matmul, _matrix(w, sw, align, dy.dtype.char).T,
+                        dy.reshape(n * h * sh, w * sw, c))
         if sh > 1 or align:
-            t = np.matmul(_matrix(h, sh, align, dy.dtype.char).T, t.reshape(n, h * sh, w * c))
+            t = product(np.matmul, _matrix(h, sh, align, dy.dtype.char).T,
+                        t.reshape(n, h * sh, w * c))
         return (t.copy() if t is dy else t).reshape(x_shape)
 
     return linear_map(name, init, check, forward, backward)
