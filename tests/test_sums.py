@@ -9,6 +9,7 @@ them.)"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -220,13 +221,16 @@ def test_layers_products_survive_a_stray_flag(monkeypatch, conv_path, case) -> N
 _GUARDED = ("core", "conv", "conv_transpose", "_grouped", "_transpose_groups", "groupnorm",
             "recurrent", "_recurrent", "attention", "bilinear", "upsample", "sequence",
             "_adaptive")
+_LAYER_MODULES = sorted(p.stem for p in Path(_sums.__file__).parent.glob("*.py")
+                        if p.stem not in ("__init__", "_sums"))
 
 
-@pytest.mark.parametrize("module", _GUARDED)
-def test_guarded_modules_call_no_bare_product(module) -> None:
-    """In these modules every matrix product goes through ``_sums.product`` (or
-    ``mat_vec``): no ``@``, and no call of ``np.matmul``, ``np.dot``, ``dot`` or ``matmul``
-    but as product's argument. (Monkeypatching np.matmul cannot see an ``@``.)"""
+@pytest.mark.parametrize("module", _LAYER_MODULES)
+def test_layer_modules_call_no_bare_product(module) -> None:
+    """In every layer module every BLAS product goes through ``_sums.product`` (or
+    ``mat_vec``): no ``@``, and no call of ``np.matmul``, ``np.dot``, ``np.vdot``,
+    ``np.inner``, ``np.tensordot``, ``dot`` or ``matmul`` but as product's argument.
+    (Monkeypatching np.matmul cannot see an ``@``.) A new layer fails it until it does."""
     import ast
     import importlib
     path = importlib.import_module(f"funcdl.layers.{module}").__file__
@@ -241,6 +245,7 @@ def test_guarded_modules_call_no_bare_product(module) -> None:
             fn = node.func
             name = (fn.id if isinstance(fn, ast.Name) else f"{ast.unparse(fn.value)}.{fn.attr}"
                     if isinstance(fn, ast.Attribute) else "")
-            if name in ("dot", "matmul", "np.dot", "np.matmul"):
+            if name in ("dot", "matmul", "np.dot", "np.matmul", "np.vdot", "np.inner",
+                        "np.tensordot"):
                 bare.append(f"line {node.lineno}: {name}(...)")
     assert not bare, f"funcdl/layers/{module}.py: {bare}"

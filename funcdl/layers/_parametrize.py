@@ -10,7 +10,7 @@ import numpy as np
 
 from funcdl._args import int_arg
 from funcdl.layers._params import float_param
-from funcdl.layers._sums import mat_vec
+from funcdl.layers._sums import mat_vec, product
 from funcdl.layers.base import Array
 
 _LAYOUTS = ("the output axis: -1 for Dense's (in, out) w and Conv2D's (kh, kw, in, out) "
@@ -124,7 +124,7 @@ def rest_of(me: str, params: Any, own: tuple[str, ...]) -> dict[str, Any]:
 
 def normalized(a: Array, eps: float) -> Array:
     """``a / max(||a||, eps)``: torch's ``F.normalize`` of a vector."""
-    out: Array = a / max(float(np.sqrt(np.dot(a, a))), eps)
+    out: Array = a / max(float(np.sqrt(product(np.dot, a, a))), eps)
     return out
 
 
