@@ -1,6 +1,8 @@
 """Sums and per-channel broadcasts for the layers' hot paths: BLAS where it beats NumPy's
 reductions (``block_sum``, ``ones @ dy``), and ``chan`` / ``per_row``, which apply a vector
-along a short last axis as whole rows (benchmarks/broadcast_micro.py)."""
+along a short last axis as whole rows (benchmarks/broadcast_micro.py). Every BLAS product
+of funcdl/layers goes through ``product`` (or ``mat_vec``), so that a flag BLAS left
+raised does not fail it (tests/test_sums.py checks each module's source)."""
 
 from __future__ import annotations
 
