@@ -1,24 +1,25 @@
 """Layers: immutable ``Layer(init, apply, vjp)`` values, and combinators built from them.
 
 Modules by family: ``base`` (the Layer value and shared helpers), ``core`` (Dense, shape
-layers, Dropout, DropPath), ``activations``, ``activations_extra`` (ReLU6, Hardtanh, Hardsigmoid,
-Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU, SiLU), ``shrink``
-(Softmin, Softshrink, Hardshrink, Tanhshrink, Threshold, GLU), ``sparsemax`` (Sparsemax),
-``combinators`` (Sequential), ``branching`` (Parallel, Residual, Shared, Repeat), ``tied``
-(Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select, Slice), ``remat`` (Remat),
-``batch_threads`` (BatchThreads: slices of the batch in threads; ``batch_sum``, for a
-layer that mixes the examples of its batch, sums over those slices and over the ranks of
-``data_parallel(..., sync_batch_stats=True)``),
-``parametrize`` (WeightNorm, SpectralNorm), ``norm`` (BatchNorm), ``layernorm``
-(LayerNorm), ``groupnorm`` (GroupNorm), ``instancenorm`` (InstanceNorm), ``rmsnorm`` (RMSNorm),
-``lrn`` (LocalResponseNorm), ``alpha_dropout`` (AlphaDropout, FeatureAlphaDropout), ``embed``
-(Embedding), ``bilinear`` (Bilinear), ``attention`` (MultiHeadAttention), ``recurrent``
-(SimpleRNN, LSTM, GRU), ``blocks`` (TransformerEncoderLayer, TransformerDecoderLayer,
-Bidirectional), ``conv``, ``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d``
-(ConvTranspose1D), ``upsample`` (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle``
-(PixelShuffle, PixelUnshuffle), ``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive
-pools), ``sequence`` (Carry, MaskedMean: padded batches of sequences), ``positional``
-(PositionalEmbedding, SinusoidalPositionalEncoding).
+layers, Dropout, DropPath), ``activations``, ``activations_extra`` (ReLU6, Hardtanh,
+Hardsigmoid, Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`` (GELU,
+SiLU), ``shrink`` (Softmin, Softshrink, Hardshrink, Tanhshrink, Threshold, GLU),
+``sparsemax`` (Sparsemax), ``combinators`` (Sequential), ``branching`` (Parallel, Residual,
+Shared, Repeat), ``tied`` (Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select,
+Slice), ``remat`` (Remat), ``batch_threads`` (BatchThreads: slices of the batch in threads;
+``batch_sum``, for a layer that mixes the examples of its batch, sums over those slices and
+over the ranks of ``data_parallel(..., sync_batch_stats=True)``), ``parametrize``
+(WeightNorm, SpectralNorm), ``norm`` (BatchNorm), ``layernorm`` (LayerNorm), ``groupnorm``
+(GroupNorm), ``instancenorm`` (InstanceNorm), ``rmsnorm`` (RMSNorm), ``lrn``
+(LocalResponseNorm), ``summary`` (summary: a model's parts as a table), ``alpha_dropout``
+(AlphaDropout, FeatureAlphaDropout), ``embed`` (Embedding), ``bilinear`` (Bilinear),
+``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``blocks``
+(TransformerEncoderLayer, TransformerDecoderLayer, Bidirectional), ``conv``,
+``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d`` (ConvTranspose1D), ``upsample``
+(Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle),
+``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive pools), ``sequence`` (Carry,
+MaskedMean: padded batches of sequences), ``positional`` (PositionalEmbedding,
+SinusoidalPositionalEncoding).
 """
 
 from funcdl.layers._slices import batch_sum
@@ -81,6 +82,7 @@ from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select, Slice
 from funcdl.layers.sequence import Carry, MaskedMean
 from funcdl.layers.shrink import GLU, Hardshrink, Softmin, Softshrink, Tanhshrink, Threshold
 from funcdl.layers.sparsemax import Sparsemax
+from funcdl.layers.summary import summary
 from funcdl.layers.tied import Tied
 from funcdl.layers.upsample import Upsample
 
@@ -178,4 +180,5 @@ __all__ = [
     "Upsample",
     "WeightNorm",
     "batch_sum",
+    "summary",
 ]

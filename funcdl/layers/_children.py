@@ -6,6 +6,7 @@ no child has any. Split from ``combinators`` (Sequential)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,29 @@ def check_children(name: str, layers: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(guarded(layer) for layer in layers)
 
 
+# layers.summary's record of the inits called under it: one row per child, with its depth
+# (None outside a summary: child_init's one extra lookup)
+TRACE: ContextVar[list[list[Any]] | None] = ContextVar("funcdl_summary", default=None)
+_DEPTH: ContextVar[int] = ContextVar("funcdl_summary_depth", default=0)
+
+
 def child_init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
+    rows = TRACE.get()
+    if rows is None:
+        return _init(layer, key, in_shape)
+    depth = _DEPTH.get()
+    row: list[Any] = [depth, name_of(layer), None, None, None]  # (out shape, params, state)
+    rows.append(row)  # before the children's rows
+    token = _DEPTH.set(depth + 1)
+    try:
+        out = _init(layer, key, in_shape)
+    finally:
+        _DEPTH.reset(token)
+    row[2:] = out
+    return out
+
+
+def _init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
     out, stateful = layer.init(key, in_shape), is_stateful(layer)
     if not (isinstance(out, tuple) and len(out) == 2 + stateful  # a user's own Layer
             and isinstance(out[0], (tuple, list))):  # (None, 3) is a shape, not the pair
