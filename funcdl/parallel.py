@@ -191,11 +191,12 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
     steps of one process on the global batches, and the new state is the same on every rank.
     A step starts with one agreement on the params (differing models raise on every rank),
     and each BatchNorm adds three exchanges of a few numbers (its entry count with the
-    mean's sum, then the variance's, forward, a fourth where the mean dwarfs the spread; its
-    two cotangent sums backward); a rank that raises inside the model leaves the others
-    waiting in one, as in torch. By default each rank's BatchNorm uses its own examples'
-    statistics (torch's DistributedDataParallel without SyncBatchNorm).
-    ``sync_batch_stats(fn)`` does the same without averaging the grads, for ``sharded``.
+    mean's sum, then the variance's, forward, two more where the mean dwarfs the spread or
+    float32 squares overflow; its two cotangent sums backward); a rank that raises inside
+    the model leaves the others waiting in one, as in torch. By default each rank's
+    BatchNorm uses its own examples' statistics (torch's DistributedDataParallel without
+    SyncBatchNorm). ``sync_batch_stats(fn)`` does the same without averaging the grads, for
+    ``sharded``.
 
     The function keeps its buffers and windows: call it from one thread at a time (threads
     of a rank training at once: one ``data_parallel`` each, on a ``comm.Dup()`` each).

@@ -226,7 +226,9 @@ CASES = [
     case(L.SinusoidalPositionalEncoding(3, base=100.0), f(2, 3, 5)),
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's;
-# batch_sum, a function layers call: test_layers_batch_threads_norm.py)
+# batch_sum, a function layers call: test_layers_batch_threads_norm.py; summary, a table
+# of a model: test_layers_summary.py)
 MADE = {c.layer.name.split("(")[0] for c in CASES} | {"Layer"}
-assert set(L.__all__) - MADE <= {"LayerLike", "Pointwise", "Pullback", "Shape", "batch_sum"}, \
+assert set(L.__all__) - MADE <= {"LayerLike", "Pointwise", "Pullback", "Shape", "batch_sum",
+                                 "summary"}, \
     set(L.__all__) - MADE

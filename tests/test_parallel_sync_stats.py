@@ -10,52 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _fake_world import World
 from _threads_util import finishes
 
 import funcdl as fd
 from funcdl import layers as L
 from funcdl import parallel, tree
-
-
-class _World:
-    """k ranks as threads: the collectives the agreement and RankSums use (Allgather), a
-    barrier with a timeout so that a wrong count of calls fails instead of hanging."""
-
-    def __init__(self, k: int) -> None:
-        self.k, self.slots = k, [None] * k
-        self.barrier = threading.Barrier(k, timeout=20)
-        self.gathers = 0
-
-    def comm(self, rank: int) -> Any:
-        world = self
-
-        class Comm:
-            def Get_size(self) -> int:
-                return world.k
-
-            def Get_rank(self) -> int:
-                return rank
-
-            def Allgather(self, send: Any, recv: Any) -> None:
-                world.slots[rank] = np.array(send, copy=True)
-                world.barrier.wait()
-                for i in range(world.k):
-                    recv[i] = world.slots[i]
-                if rank == 0:
-                    world.gathers += 1
-                world.barrier.wait()
-
-            def allgather(self, v: Any) -> list[Any]:  # the agreement's error path
-                world.slots[rank] = v
-                world.barrier.wait()
-                every = list(world.slots)
-                world.barrier.wait()
-                return every
-
-            def Allreduce(self, send: Any, recv: Any) -> None:  # (never called here)
-                raise AssertionError("sync_batch_stats averaged something")
-
-        return Comm()
 
 
 def _model() -> L.Layer:
@@ -73,7 +33,7 @@ def _setup(n: int, dtype: Any = np.float64) -> tuple[L.Layer, Any, Any, np.ndarr
 
 def _on_ranks(fn: Any, shares: list[int], per_rank: Any) -> list[Any]:
     """``per_rank(rank, comm, lo, hi)`` on each simulated rank, its rows [lo, hi)."""
-    world = _World(len(shares))
+    world = World(len(shares))
     bounds = np.cumsum([0, *shares]).tolist()
     out: list[Any] = [None] * len(shares)
 
@@ -155,7 +115,7 @@ def test_one_bn_step_is_the_agreement_and_three_sums_and_no_mean() -> None:
     vg = fd.value_and_grad(model, fd.losses.softmax_cross_entropy)
     x, y = np.ones((6, 5), np.float32), np.arange(6) % 3
     x[::2] = 2.0
-    world = _World(2)
+    world = World(2)
     out: list[Any] = [None, None]
 
     def rank(r: int) -> None:

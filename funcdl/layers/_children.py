@@ -43,21 +43,24 @@ def check_children(name: str, layers: Sequence[Any]) -> tuple[Any, ...]:
 # layers.summary's record of the inits called under it: one row per child, with its depth
 # (None outside a summary: child_init's one extra lookup)
 TRACE: ContextVar[list[list[Any]] | None] = ContextVar("funcdl_summary", default=None)
-_DEPTH: ContextVar[int] = ContextVar("funcdl_summary_depth", default=0)
+DEPTH: ContextVar[int] = ContextVar("funcdl_summary_depth", default=0)
 
 
 def child_init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
     rows = TRACE.get()
     if rows is None:
         return _init(layer, key, in_shape)
-    depth = _DEPTH.get()
+    depth, at = DEPTH.get(), len(rows)
     row: list[Any] = [depth, name_of(layer), None, None, None]  # (out shape, params, state)
     rows.append(row)  # before the children's rows
-    token = _DEPTH.set(depth + 1)
+    token = DEPTH.set(depth + 1)
     try:
         out = _init(layer, key, in_shape)
+    except BaseException:
+        del rows[at:]  # a failed init shows no rows (a layer may catch it and try again)
+        raise
     finally:
-        _DEPTH.reset(token)
+        DEPTH.reset(token)
     row[2:] = out
     return out
 

@@ -48,14 +48,22 @@ def product(f: Any, a: Array, b: Array, out: Array | None = None) -> Array:
     flag fails the call, which is then taken again with the flag ignored; elsewhere the
     warning shows, once, and does nothing else. Free on the way that does not fail (a
     ``try``), where ``np.errstate`` would cost each call about as much as a small product.
-    A non-finite product still shows as inf or NaN in the result. ``out``: f's, written
-    again by the second call."""
+    A real invalid operation (inf - inf, inf·0: a NaN in the result from operands without
+    one) still fails as the bare product does, its error raised again after the second
+    call; a stray flag leaves no such NaN. ``out``: f's, written again by the second call."""
     try:
         res: Array = f(a, b) if out is None else f(a, b, out=out)
     except (RuntimeWarning, FloatingPointError):
         with np.errstate(invalid="ignore"):
             res = f(a, b) if out is None else f(a, b, out=out)
+        if _has_nan(res) and not (_has_nan(a) or _has_nan(b)):
+            raise  # the flag was the product's own
     return res
+
+
+def _has_nan(a: Any) -> bool:
+    a = np.asarray(a)
+    return a.dtype.kind in "fc" and bool(np.isnan(a).any())
 
 
 def mat_vec(a: Array, v: Array) -> Array:

@@ -153,8 +153,9 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
             zero = np.zeros_like(scale)
             return np.empty_like(x), zero, zero, (np.empty_like(x) if keep else None), zero, 0
         if m < 2:
+            whole = "" if m == own_m else " over the whole split batch"
             raise ValueError(f"{name}: Expected more than 1 value per channel when training, "
-                             f"got input of shape {x.shape} ({m} per channel)")
+                             f"got input of shape {x.shape} ({m} per channel{whole})")
         sums = [first]  # moments asks for the mean of x first: that sum is taken
 
         def mean_of(a: Array) -> Array:

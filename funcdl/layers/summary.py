@@ -1,11 +1,12 @@
 """``summary(layer, in_shape)``: a model's parts as a table, read off its ``init`` (Keras'
 ``model.summary()``, flax's ``Module.tabulate``, torchinfo's ``summary``).
 
-The combinators (Sequential, Parallel, Residual, Shared, Repeat, Tied) initialise each child
+The combinators (Sequential, Parallel, Residual, Shared, Repeat, Tied, and the wrappers
+built like them: BatchThreads, Remat, the transformer blocks' parts) initialise each child
 through one helper (``_children.child_init``), which, under a summary, records the child's
-depth, name, output shape, params and state; a layer that builds its parts otherwise
-(BatchThreads, Remat, a transformer block) is one row with all its params. Nothing runs but
-``init``; the params it draws are dropped.
+depth, name, output shape, params and state; a layer that makes its parameters itself is
+one row. An init that fails and is caught (a layer trying a shape) leaves no rows. Nothing
+runs but ``init``; the params it draws are dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random, tree
-from funcdl.layers._children import TRACE, child_init
+from funcdl.layers._children import DEPTH, TRACE, child_init
 from funcdl.layers.base import LayerLike, layer_arg
 
 __all__ = ["summary"]
@@ -36,17 +37,18 @@ def summary(layer: LayerLike, in_shape: Any, key: random.Key | None = None) -> s
     Errors are ``init``'s own: a bad ``in_shape`` names the part that refused it."""
     layer_arg("layers.summary", layer)
     rows: list[list[Any]] = []
-    token = TRACE.set(rows)
+    token, level = TRACE.set(rows), DEPTH.set(0)  # (a summary inside another's init too)
     try:
         _, params, state = child_init(layer, random.key(0) if key is None else key, in_shape)
     finally:
         TRACE.reset(token)
+        DEPTH.reset(level)
     stateful = any(_count(r[4]) for r in rows)
     table = [("Layer", "Output shape", "Params") + (("State",) if stateful else ())]
     for i, (depth, name, out_shape, p, s) in enumerate(rows):
         parent = i + 1 < len(rows) and rows[i + 1][0] > depth
         shown = name.split("(", 1)[0] if parent else name
-        shown = "  " * depth + shown
+        shown = "  " * depth + " ".join(shown.splitlines())  # one line per row
         if len(shown) > _NAME:
             shown = shown[:_NAME - 1] + "…"
         table.append((shown, str(tuple(out_shape)), f"{_count(p):,}")
