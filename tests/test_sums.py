@@ -1,11 +1,11 @@
 """The BLAS helpers of layers/_sums.py: matrix-vector products that never warn for a flag
 OpenBLAS's gemv leaves raised, products that a call failed by that flag takes again
-(``product``), and block sums. (A fresh clone's suite failed once on an AMD host with
-"invalid value encountered in matmul" from Bilinear's stacked product of finite float32
-rows, and once in 450 runs of tests/test_properties.py's dense stacks on the Intel Xeon
-host with "invalid value encountered in dot" from Dense(1)'s (2, 5) @ (5, 1); the flag is
-not reproducible on demand, so these tests pin the guards and that the layers go through
-them.)"""
+(``product``, from funcdl/_blas.py, for the layers and the losses), and block sums. (A fresh
+clone's suite failed once on an AMD host with "invalid value encountered in matmul" from
+Bilinear's stacked product of finite float32 rows, and once in 450 runs of
+tests/test_properties.py's dense stacks on the Intel Xeon host with "invalid value
+encountered in dot" from Dense(1)'s (2, 5) @ (5, 1); the flag is not reproducible on demand,
+so these tests pin the guards and that the layers go through them.)"""
 
 from __future__ import annotations
 
@@ -221,19 +221,20 @@ def test_layers_products_survive_a_stray_flag(monkeypatch, conv_path, case) -> N
 _GUARDED = ("core", "conv", "conv_transpose", "_grouped", "_transpose_groups", "groupnorm",
             "recurrent", "_recurrent", "attention", "bilinear", "upsample", "sequence",
             "_adaptive")
-_LAYER_MODULES = sorted(p.stem for p in Path(_sums.__file__).parent.glob("*.py")
-                        if p.stem not in ("__init__", "_sums"))
+_PACKAGE = Path(_sums.__file__).parents[1]
+_MODULES = sorted(f"{p.parent.name}.{p.stem}" for d in ("layers", "losses")
+                  for p in (_PACKAGE / d).glob("*.py") if p.stem not in ("__init__", "_sums"))
 
 
-@pytest.mark.parametrize("module", _LAYER_MODULES)
-def test_layer_modules_call_no_bare_product(module) -> None:
-    """In every layer module every BLAS product goes through ``_sums.product`` (or
-    ``mat_vec``): no ``@``, and no call of ``np.matmul``, ``np.dot``, ``np.vdot``,
+@pytest.mark.parametrize("module", _MODULES)
+def test_layer_and_loss_modules_call_no_bare_product(module) -> None:
+    """In every layer and loss module every BLAS product goes through ``product`` (or
+    ``_sums.mat_vec``): no ``@``, and no call of ``np.matmul``, ``np.dot``, ``np.vdot``,
     ``np.inner``, ``np.tensordot``, ``dot`` or ``matmul`` but as product's argument.
     (Monkeypatching np.matmul cannot see an ``@``.) A new layer fails it until it does."""
     import ast
     import importlib
-    path = importlib.import_module(f"funcdl.layers.{module}").__file__
+    path = importlib.import_module(f"funcdl.{module}").__file__
     assert path is not None
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read())
@@ -248,4 +249,4 @@ def test_layer_modules_call_no_bare_product(module) -> None:
             if name in ("dot", "matmul", "np.dot", "np.matmul", "np.vdot", "np.inner",
                         "np.tensordot"):
                 bare.append(f"line {node.lineno}: {name}(...)")
-    assert not bare, f"funcdl/layers/{module}.py: {bare}"
+    assert not bare, f"funcdl/{module.replace('.', '/')}.py: {bare}"

@@ -1,8 +1,8 @@
 """Sums and per-channel broadcasts for the layers' hot paths: BLAS where it beats NumPy's
 reductions (``block_sum``, ``ones @ dy``), and ``chan`` / ``per_row``, which apply a vector
-along a short last axis as whole rows (benchmarks/broadcast_micro.py). Every BLAS product
-of funcdl/layers goes through ``product`` (or ``mat_vec``), so that a flag BLAS left
-raised does not fail it (tests/test_sums.py checks each module's source)."""
+along a short last axis as whole rows (benchmarks/broadcast_micro.py). Every BLAS product of
+funcdl/layers goes through ``product`` (funcdl/_blas.py; or ``mat_vec``), so that a flag
+BLAS left raised does not fail it (tests/test_sums.py checks each module's source)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from funcdl._blas import product as product  # the layers take it from here
 
 Array = NDArray[Any]
 
@@ -38,32 +40,6 @@ def ones(n: int, dtype: np.dtype[Any]) -> Array:
         v.flags.writeable = False
         _ONES[dtype] = v  # one assignment: a thread reading the old one keeps a good one
     return v[:n]
-
-
-def product(f: Any, a: Array, b: Array, out: Array | None = None) -> Array:
-    """``f(a, b)``, a BLAS product (``dot`` or ``np.matmul``) that a flag BLAS left raised
-    does not fail: OpenBLAS's float32 gemv can raise the invalid flag on finite operands
-    (see ``mat_vec``; seen again in a Dense(1)'s forward, once in 450 runs of one test).
-    Where warnings are errors, or under ``np.seterr(invalid='raise')``, NumPy's check of the
-    flag fails the call, which is then taken again with the flag ignored; elsewhere the
-    warning shows, once, and does nothing else. Free on the way that does not fail (a
-    ``try``), where ``np.errstate`` would cost each call about as much as a small product.
-    A real invalid operation (inf - inf, inf·0: a NaN in the result from operands without
-    one) still fails as the bare product does, its error raised again after the second
-    call; a stray flag leaves no such NaN. ``out``: f's, written again by the second call."""
-    try:
-        res: Array = f(a, b) if out is None else f(a, b, out=out)
-    except (RuntimeWarning, FloatingPointError):
-        with np.errstate(invalid="ignore"):
-            res = f(a, b) if out is None else f(a, b, out=out)
-        if _has_nan(res) and not (_has_nan(a) or _has_nan(b)):
-            raise  # the flag was the product's own
-    return res
-
-
-def _has_nan(a: Any) -> bool:
-    a = np.asarray(a)
-    return a.dtype.kind in "fc" and bool(np.isnan(a).any())
 
 
 def mat_vec(a: Array, v: Array) -> Array:

@@ -23,6 +23,7 @@ from funcdl._args import (
     foreign_dtype,
     python_floats,
 )
+from funcdl._blas import product
 
 Array = NDArray[Any]
 Pullback = Callable[..., Array]
@@ -268,7 +269,7 @@ def check_one_hot(name: str, t: Array, shape: tuple[int, ...]) -> Array:
                          f"with one class, where the loss is 0 whatever the logits: for "
                          f"binary labels, one logit per example, use bce_with_logits")
     if t.size and not (np.minimum.reduce(t, axis=None) >= 0 and (
-            t.reshape(-1, shape[-1]) @ np.ones(shape[-1], t.dtype) == 1).all()):
+            product(np.matmul, t.reshape(-1, shape[-1]), np.ones(shape[-1], t.dtype)) == 1).all()):
         raise ValueError(f"{name}: an integer target of the logits' shape {shape} is read as "
                          f"one-hot, but not every row along the last axis holds a single 1 "
                          f"and zeros; pass integer labels of shape {shape[:-1]}, or float "

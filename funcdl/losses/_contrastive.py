@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import real_arg
+from funcdl._blas import product
 from funcdl._special import softplus_sigmoid
 from funcdl.losses._base import (
     Array,
@@ -137,7 +138,7 @@ def ntxent_vjp(pred: Any, target: Any, temperature: float = 0.07,
                          f"pair to average over (labels {np.unique(y)[:8]}); give each "
                          f"example's augmented view the same label, or pass reduction='sum'")
     u, norm, free = _unit(x, float(np.finfo(x.dtype).eps))
-    s = (u @ u.T) / x.dtype.type(tau)
+    s = product(np.matmul, u, u.T) / x.dtype.type(tau)
     # log D_i, each row shifted by its own largest negative: exact however far apart
     masked = np.where(neg, s, -np.inf)
     top = np.maximum.reduce(masked, axis=-1, keepdims=True) if n else (
@@ -159,7 +160,7 @@ def ntxent_vjp(pred: Any, target: Any, temperature: float = 0.07,
         ds = w * q_rows
         ds[pi, pj] -= q
         ds *= (c[:, None] if np.ndim(c) else c) / x.dtype.type(tau)
-        du = (ds + ds.T) @ u  # s is symmetric in the pair: both of its embeddings move
+        du = product(np.matmul, ds + ds.T, u)  # s symmetric in the pair: both embeddings move
         return _unit_vjp(u, norm, free, du.astype(x.dtype, copy=False))
 
     return reduce_loss(name, per, reduction, n_pairs, grad)
