@@ -1,7 +1,7 @@
-"""BatchNorm's batch statistics summed over MPI ranks, for ``parallel.sync_batch_stats``
-and ``parallel.data_parallel(..., sync_batch_stats=True)``: the ``Replicas`` of
-``funcdl.layers._slices`` over a communicator (PyTorch's SyncBatchNorm, Flax's BatchNorm
-with ``axis_name``).
+"""BatchNorm's batch statistics summed over MPI ranks: ``sync_batch_stats`` (public as
+``parallel.sync_batch_stats``, and under ``parallel.data_parallel(...,
+sync_batch_stats=True)``), on the ``Replicas`` of ``funcdl.layers._slices`` over a
+communicator (PyTorch's SyncBatchNorm, Flax's BatchNorm with ``axis_name``).
 
 Each sum is one ``Allgather`` of the arrays packed as float64, added up in rank order on
 every rank, so every rank gets the same bits (an ``Allreduce`` need not: MPI may add in
@@ -11,15 +11,22 @@ cotangents are weighted by this rank's ``share`` of the examples (see ``_slices`
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
+from funcdl import tree as pytree
 from funcdl._agree import agree
+from funcdl._agree import resolve as _resolve
 from funcdl._reduce import Reducer
+from funcdl.layers._slices import replicas
 
-__all__ = ["RankSums", "step_sums"]
+__all__ = ["RankSums", "examples", "step_sums", "sync_batch_stats"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def step_sums(comm: Any, reducer: Reducer, params: Any, n: int, fn: str) -> RankSums:
@@ -61,3 +68,47 @@ class RankSums:
             out.append(t)
             i += a.size
         return tuple(out)
+
+
+def sync_batch_stats(value_and_grad_fn: F, comm: Any = None) -> F:
+    """``value_and_grad_fn`` with BatchNorm's batch statistics summed over the ranks
+    (PyTorch's ``SyncBatchNorm``), its value and grads left this rank's own: the step for
+    ``sharded``, which averages the grads itself (pass it ``examples=`` for uneven shares),
+    or for a script that averages them by hand. ``data_parallel(fn, sync_batch_stats=True)``
+    is ``data_parallel`` around it; see there for the exchanges and the agreement on the
+    params at each call, a collective. One process: ``value_and_grad_fn`` itself, after the
+    same check that ``x`` has examples to count.
+
+    Example::
+
+        opt = parallel.sharded(fd.optim.adam(1e-3))
+        step = parallel.sync_batch_stats(fd.value_and_grad(model, loss))
+        (loss, state), grads = step(params, xb, yb, state=state)   # state equal on all ranks
+        params, ostate = opt.step(ostate, grads, params, examples=len(xb))
+    """
+    if not callable(value_and_grad_fn):
+        raise TypeError(f"parallel.sync_batch_stats: value_and_grad_fn must be callable, such "
+                        f"as fd.value_and_grad(model, loss), got "
+                        f"{type(value_and_grad_fn).__name__}")
+    if comm is not None:  # now, not at the first step
+        _resolve(comm, "sync_batch_stats")
+    reducer = Reducer()
+
+    def f(params: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        c = _resolve(comm, "sync_batch_stats")
+        n = examples(x, "sync_batch_stats")
+        if c is None:
+            return value_and_grad_fn(params, x, *args, **kwargs)
+        with replicas(step_sums(c, reducer, params, n, "sync_batch_stats")):
+            return value_and_grad_fn(params, x, *args, **kwargs)
+
+    return cast(F, functools.update_wrapper(f, value_and_grad_fn))
+
+
+def examples(x: Any, fn: str) -> int:
+    """The number of examples in ``x``, the length of its first leaf."""
+    first = pytree.leaves(x)[:1]
+    if not first or np.ndim(first[0]) == 0:
+        raise TypeError(f"parallel.{fn}: cannot count the examples of x: pass the batch with "
+                        f"examples on axis 0 of its (first) array")
+    return int(np.shape(first[0])[0])

@@ -40,7 +40,8 @@ from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._agree import resolve as _resolve
 from funcdl._args import bool_arg
 from funcdl._partition import batches, shard
-from funcdl._rank_sums import step_sums
+from funcdl._rank_sums import examples as _examples
+from funcdl._rank_sums import step_sums, sync_batch_stats
 from funcdl._reduce import Reducer, _freed, like, refusal, shared_node
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl._treenodes import describe as describe_value
@@ -270,50 +271,6 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
         return mean_loss, grads
 
     return cast(F, functools.update_wrapper(f, value_and_grad_fn))
-
-
-def sync_batch_stats(value_and_grad_fn: F, comm: Comm | None = None) -> F:
-    """``value_and_grad_fn`` with BatchNorm's batch statistics summed over the ranks
-    (PyTorch's ``SyncBatchNorm``), its value and grads left this rank's own: the step for
-    ``sharded``, which averages the grads itself (pass it ``examples=`` for uneven shares),
-    or for a script that averages them by hand. ``data_parallel(fn, sync_batch_stats=True)``
-    is ``data_parallel`` around it; see there for the exchanges and the agreement on the
-    params at each call, a collective. One process: ``value_and_grad_fn`` itself, after the
-    same check that ``x`` has examples to count.
-
-    Example::
-
-        opt = parallel.sharded(fd.optim.adam(1e-3))
-        step = parallel.sync_batch_stats(fd.value_and_grad(model, loss))
-        (loss, state), grads = step(params, xb, yb, state=state)   # state equal on all ranks
-        params, ostate = opt.step(ostate, grads, params, examples=len(xb))
-    """
-    if not callable(value_and_grad_fn):
-        raise TypeError(f"parallel.sync_batch_stats: value_and_grad_fn must be callable, such "
-                        f"as fd.value_and_grad(model, loss), got "
-                        f"{type(value_and_grad_fn).__name__}")
-    if comm is not None:  # now, not at the first step
-        _resolve(comm, "sync_batch_stats")
-    reducer = Reducer()
-
-    def f(params: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
-        c = _resolve(comm, "sync_batch_stats")
-        n = _examples(x, "sync_batch_stats")
-        if c is None:
-            return value_and_grad_fn(params, x, *args, **kwargs)
-        with replicas(step_sums(c, reducer, params, n, "sync_batch_stats")):
-            return value_and_grad_fn(params, x, *args, **kwargs)
-
-    return cast(F, functools.update_wrapper(f, value_and_grad_fn))
-
-
-def _examples(x: Any, fn: str) -> int:
-    """The number of examples in ``x``, the length of its first leaf."""
-    first = pytree.leaves(x)[:1]
-    if not first or np.ndim(first[0]) == 0:
-        raise TypeError(f"parallel.{fn}: cannot count the examples of x: pass the batch with "
-                        f"examples on axis 0 of its (first) array")
-    return int(np.shape(first[0])[0])
 
 
 def _result(res: Any, split_dx: bool | None) -> tuple[Any, Any, Any]:
