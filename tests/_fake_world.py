@@ -1,7 +1,8 @@
 """k MPI ranks as threads over an in-process communicator: the collectives that
-``parallel``'s agreement and ``_rank_sums.RankSums`` call (Allgather, and allgather on the
-agreement's error path), counted, with a barrier timeout so that a wrong number of calls
-fails instead of hanging; an Allreduce is an error (nothing here averages)."""
+``parallel``'s agreement and ``_rank_sums.RankSums`` call (Allgather; allgather on the
+agreement's error path; allreduce), each recorded in ``calls``, with a barrier timeout so
+that a wrong number of calls fails instead of hanging. An Allreduce (of buffers: an average)
+is an error: nothing simulated here averages."""
 
 from __future__ import annotations
 
@@ -15,7 +16,21 @@ class World:
     def __init__(self, k: int) -> None:
         self.k, self.slots = k, [None] * k
         self.barrier = threading.Barrier(k, timeout=20)
-        self.gathers = 0
+        self.calls: list[str] = []
+
+    @property
+    def gathers(self) -> int:
+        return self.calls.count("Allgather")
+
+    def _exchange(self, rank: int, what: str, value: Any) -> list[Any]:
+        """Every rank's ``value``, once all have come; rank 0 records the call."""
+        self.slots[rank] = value
+        self.barrier.wait()
+        every = list(self.slots)
+        if rank == 0:
+            self.calls.append(what)
+        self.barrier.wait()
+        return every
 
     def comm(self, rank: int) -> Any:
         world = self
@@ -28,20 +43,15 @@ class World:
                 return rank
 
             def Allgather(self, send: Any, recv: Any) -> None:
-                world.slots[rank] = np.array(send, copy=True)
-                world.barrier.wait()
-                for i in range(world.k):
-                    recv[i] = world.slots[i]
-                if rank == 0:
-                    world.gathers += 1
-                world.barrier.wait()
+                for i, v in enumerate(world._exchange(rank, "Allgather",
+                                                      np.array(send, copy=True))):
+                    recv[i] = v
 
             def allgather(self, v: Any) -> list[Any]:
-                world.slots[rank] = v
-                world.barrier.wait()
-                every = list(world.slots)
-                world.barrier.wait()
-                return every
+                return world._exchange(rank, "allgather", v)
+
+            def allreduce(self, v: Any) -> Any:
+                return sum(world._exchange(rank, "allreduce", v))
 
             def Allreduce(self, send: Any, recv: Any) -> None:
                 raise AssertionError("an Allreduce: something was averaged")

@@ -4,7 +4,7 @@ data_parallel(sync_batch_stats=True)'s RankSums).
 Tests marked ``# DEFECT:`` failed on the reviewed commit (42bf3f6) and pass since the
 fixes that followed it; the others guard properties that held already. Every call that
 could wait on a rendezvous runs behind a join timeout (``_threads_util.finishes``); the ranks of
-RankSums are simulated by threads over an in-process communicator (``_FakeWorld``), plus
+RankSums are simulated by threads over an in-process communicator (``_fake_world.World``), plus
 one real ``mpiexec`` run (skipped without MPI)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _fake_world import World
 from _parallel_util import needs_mpi, run
 from _threads_util import finishes, together
 
@@ -422,45 +423,6 @@ def test_equal_new_states_with_a_string_leaf_are_one_state() -> None:
 
 # --------------------------------------------------- RankSums over simulated ranks
 
-class _FakeWorld:
-    """k ranks as threads: the two collectives RankSums uses, with a barrier timeout."""
-
-    def __init__(self, k: int) -> None:
-        self.k, self.slots = k, [None] * k
-        self.barrier = threading.Barrier(k, timeout=20)
-        self.calls: list[str] = []
-
-    def comm(self, rank: int) -> Any:
-        world = self
-
-        class Comm:
-            def Get_size(self) -> int:
-                return world.k
-
-            def Get_rank(self) -> int:
-                return rank
-
-            def Allgather(self, send: Any, recv: Any) -> None:
-                world.slots[rank] = np.array(send, copy=True)
-                world.barrier.wait()
-                for i in range(world.k):
-                    recv[i] = world.slots[i]
-                if rank == 0:
-                    world.calls.append("Allgather")
-                world.barrier.wait()
-
-            def allreduce(self, v: Any) -> Any:
-                world.slots[rank] = v
-                world.barrier.wait()
-                total = sum(world.slots)
-                if rank == 0:
-                    world.calls.append("allreduce")
-                world.barrier.wait()
-                return total
-
-        return Comm()
-
-
 def _mean_or_zero() -> Any:
     """softmax cross-entropy averaged over the examples, 0 on an empty batch (a rank with
     no examples)."""
@@ -481,7 +443,7 @@ def _ranks(model: L.Layer, shares: list[int], dtype: Any, inner_threads: int = 1
     t = rng.integers(0, 3, n)
     run_model = L.BatchThreads(model, inner_threads) if inner_threads > 1 else model
     vg = fd.value_and_grad(run_model, _mean_or_zero(), wrt_input=True)
-    world = _FakeWorld(len(shares))
+    world = World(len(shares))
     out: list[Any] = [None] * len(shares)
     bounds = np.cumsum([0, *shares])
 
