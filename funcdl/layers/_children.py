@@ -1,7 +1,8 @@
 """The helpers every combinator uses: a uniform view of any child (its init, apply and vjp
 in the stateful form, a stateless child's state ``()``), one key per child, summed
 gradients of shared params, and ``build``, which drops the state from the signatures when
-no child has any. Split from ``combinators`` (Sequential)."""
+no child has any. ``child_init`` also keeps ``layers.summary``'s rows while one runs.
+Split from ``combinators`` (Sequential)."""
 
 from __future__ import annotations
 
