@@ -13,6 +13,7 @@ import numpy as np
 
 from funcdl import random, tree
 from funcdl._args import bool_arg
+from funcdl._blas import product
 from funcdl.optim._alias import Stages, make_alias
 from funcdl.optim._base import (
     Count,
@@ -71,7 +72,7 @@ def _clipped_sum(leaves: list[Any], clip: float) -> tuple[list[Any], np.int64]:
     with np.errstate(all="ignore"):
         c = np.minimum(clip / np.sqrt(sq), 1.0)
     c[np.isnan(c)] = 1.0
-    return ([np.tensordot(c.astype(g.dtype), g, axes=1) for g in leaves],
+    return ([product(_contract, c.astype(g.dtype), g) for g in leaves],
             np.int64(np.count_nonzero(c < 1.0)))
 
 
@@ -196,3 +197,8 @@ def dpsgd(learning_rate: ScalarOrSchedule, l2_norm_clip: float, noise_multiplier
         raise ValueError(f"{name}: nesterov=True needs a momentum, got momentum=None")
     stages.append(("lr", scale_by_learning_rate(rate)))
     return make_alias(name, stages)
+
+
+def _contract(c: Any, g: Any) -> Any:
+    """``Σ_i c_i g_i``: the per-example grads ``g`` (leading axis) weighted by ``c``."""
+    return np.tensordot(c, g, axes=1)  # (product's f)

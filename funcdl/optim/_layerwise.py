@@ -18,6 +18,7 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._args import F32, F64, bool_arg, native_float
+from funcdl._blas import product
 from funcdl.optim._adaptive import scale_by_adam
 from funcdl.optim._alias import Stages, append_weight_decay, check_lr_betas_eps, make_alias
 from funcdl.optim._base import (
@@ -81,10 +82,10 @@ def leaf_norm(x: Any) -> float:
     f32 = a.dtype is F32 or (native_float(a.dtype) and a.dtype.char == "f")
     if not f32 and a.dtype is not F64 and not native_float(a.dtype):
         a = a.astype(np.float64)
-    s = float(np.vdot(a, a))
+    s = float(product(np.vdot, a, a))
     if s == math.inf and f32:
         a = a.astype(np.float64)
-        s = float(np.vdot(a, a))
+        s = float(product(np.vdot, a, a))
     return math.sqrt(s)
 
 

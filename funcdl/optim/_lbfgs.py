@@ -11,6 +11,7 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._args import bool_arg, int_arg
+from funcdl._blas import product
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -96,7 +97,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
             slot = (k - 1) % m
             if k > 0:
                 s, y = w - w_prev, g - g_prev
-                sy = y @ s
+                sy = product(np.matmul, y, s)
                 rho[slot] = 0.0 if sy == 0.0 else 1.0 / sy
             else:  # no pair before the first step: a zero one, with no effect
                 s = y = np.zeros_like(w)
@@ -106,10 +107,11 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
             if not scale_init:
                 gamma = w.dtype.type(1.0)
             elif k > 0:
-                yy = y @ y
+                yy = product(np.matmul, y, y)
                 gamma = sy / yy if yy > 0.0 else w.dtype.type(1.0)
             else:  # optax's first step: at most a unit step, whatever the gradient's scale
-                gamma = np.minimum(w.dtype.type(1.0), w.dtype.type(1.0) / np.sqrt(g @ g))
+                gamma = np.minimum(w.dtype.type(1.0),
+                                   w.dtype.type(1.0) / np.sqrt(product(np.matmul, g, g)))
             order = (k + np.arange(m)) % m  # the slots, oldest pair to newest
             u = two_loop(g, S, Y, rho, gamma, order)
         new = ScaleByLBFGSState(next_count(k), w, g, S, Y, rho)
@@ -128,11 +130,11 @@ def two_loop(g: Any, S: Any, Y: Any, rho: Any, gamma: Any, order: Any) -> Any:
     q = g
     alphas = np.zeros_like(rho)
     for i in order[::-1]:
-        alphas[i] = rho[i] * (S[i] @ q)
+        alphas[i] = rho[i] * product(np.matmul, S[i], q)
         q = q - alphas[i] * Y[i]
     r = gamma * q
     for i in order:
-        beta = rho[i] * (Y[i] @ r)
+        beta = rho[i] * product(np.matmul, Y[i], r)
         r = r + (alphas[i] - beta) * S[i]
     return r
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._args import bool_arg, int_arg, real_arg
+from funcdl._blas import product
 from funcdl.optim._base import GradientTransformation, check_state, transform
 from funcdl.optim._checks import check_float_params, check_grads, float_dtypes, read_loss
 
@@ -80,7 +81,8 @@ def vdot(a: Tree, b: Tree) -> np.float64:
     """``<a, b>`` summed over the leaves, as a float64."""
     total = np.float64(0.0)
     for x, y in zip(tree.leaves(a), tree.leaves(b), strict=True):
-        total = total + np.float64(np.vdot(np.asarray(x).ravel(), np.asarray(y).ravel()))
+        total = total + np.float64(product(np.vdot, np.asarray(x).ravel(),
+                                           np.asarray(y).ravel()))
     return total
 
 

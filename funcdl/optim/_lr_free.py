@@ -102,7 +102,7 @@ def read_scalars(name: str, state: Any, *fields: str) -> tuple[list[float], np.d
     return [float(v) for v in values], values[0].dtype
 
 
-def dot(a: Any, b: Any) -> float:
+def flat_dot(a: Any, b: Any) -> float:
     """``sum(a·b)`` over two equally shaped leaves, in one pass (einsum, which needs no
     contiguous copy of a strided leaf)."""
     return float(np.einsum("i,i->", np.ravel(a), np.ravel(b)))
@@ -178,7 +178,7 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: Sequence[float] = (0.9
                     ) -> tuple[Any, Any, Any]:
             real_grad(g)
             g = like(g, m)  # a float16 grad would otherwise step in float16
-            acc.append(dot(g, p0 - real_param(p)))
+            acc.append(flat_dot(g, p0 - real_param(p)))
             dg = d * g
             # ((1-b2)·dg)·dg: dg·dg first would overflow float32 sooner
             v_new = like(b2 * v + (1.0 - b2) * dg * dg, v)
@@ -254,7 +254,7 @@ def dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
         def leaf(g: Any, p: Any, m: Any, v: Any, r: Any) -> tuple[Any, Any, Any, Any]:
             real_grad(g)
             g, p = like(g, m), real_param(p)  # a float16 grad would otherwise step in float16
-            acc.append(dot(g, r / (np.sqrt(v) + eps)))
+            acc.append(flat_dot(g, r / (np.sqrt(v) + eps)))
             m_new = like(b1 * m + ((1.0 - b1) * dlr) * g, m)
             v_new = like(b2 * v + (1.0 - b2) * g * g, v)  # overflows only where v does
             r_new = like(q * r + ((1.0 - q) * dlr) * g, r)

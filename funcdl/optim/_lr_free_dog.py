@@ -36,7 +36,7 @@ from funcdl.optim._checks import (
     needs_params,
     real_param,
 )
-from funcdl.optim._lr_free import check_positive, dot, read_scalars
+from funcdl.optim._lr_free import check_positive, flat_dot, read_scalars
 from funcdl.optim._transforms import decay_stage, identity, scale_by_learning_rate
 
 __all__ = ["COCOBState", "DoGState", "DoWGState", "cocob", "dog", "dowg", "scale_by_cocob",
@@ -79,11 +79,11 @@ class COCOBState(NamedTuple):
 
 
 def sq(x: Any) -> float:
-    """``sum(x²)`` in float64 (``dot``'s einsum, for its speed)."""
+    """``sum(x²)`` in float64 (``flat_dot``'s einsum, for its speed)."""
     v = np.ravel(x)
     if v.dtype != np.float64:
         v = v.astype(np.float64)
-    return dot(v, v)
+    return flat_dot(v, v)
 
 
 def _distances(name: str, grads: Tree, params: Tree, p0: Tree) -> tuple[float, float]:

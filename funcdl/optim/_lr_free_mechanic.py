@@ -32,7 +32,7 @@ from funcdl.optim._checks import (
     needs_params,
     real_param,
 )
-from funcdl.optim._lr_free import check_positive, dot
+from funcdl.optim._lr_free import check_positive, flat_dot
 from funcdl.optim._lr_free_dog import sq
 
 __all__ = ["MechanicState", "mechanize"]
@@ -107,7 +107,7 @@ def mechanize(base_optimizer: GradientTransformation, weight_decay: float = 1e-2
             real_grad(g)
             p = real_param(p)
             diff = q - p
-            sums.append((sq(g), sq(p), dot(g, diff), dot(p, diff)))  # |g|² in float64
+            sums.append((sq(g), sq(p), flat_dot(g, diff), flat_dot(p, diff)))  # |g|² in float64
 
         with np.errstate(all="ignore"):  # as scale_by_adam: inf and NaN, silently
             leafwise(f"{name}.update", norms, (grads, params, x0),

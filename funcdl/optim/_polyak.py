@@ -42,7 +42,7 @@ from funcdl.optim._checks import (
     state_float,
     value_at,
 )
-from funcdl.optim._lr_free import dot
+from funcdl.optim._lr_free import flat_dot
 from funcdl.optim._transforms import (
     multiply_grads,
     named_global_norm,
@@ -205,7 +205,7 @@ def momo(learning_rate: ScalarOrSchedule = 1.0, beta: float = 0.9, lower_bound: 
             real_grad(g)
             p = real_param(p)
             m_new = like(bt * m + (1.0 - bt) * g, m)
-            dots.append(dot(g, p))
+            dots.append(flat_dot(g, p))
             return m_new
 
         with np.errstate(all="ignore"):  # inf and NaN grads or loss: inf and NaN steps
@@ -213,8 +213,8 @@ def momo(learning_rate: ScalarOrSchedule = 1.0, beta: float = 0.9, lower_bound: 
             (mu,) = leafwise(where, moment, (grads, params, state.exp_avg),
                              ("grads", "params", "state.exp_avg"))
             gamma = bt * gamma + (1.0 - bt) * plain_sum(dots)
-            norm = plain_sum(dot(m, m) for m in tree.leaves(mu))
-            iprod = plain_sum(dot(m, p) for m, p in zip(tree.leaves(mu), tree.leaves(params)))
+            norm = plain_sum(flat_dot(m, m) for m in tree.leaves(mu))
+            iprod = plain_sum(flat_dot(m, p) for m, p in zip(tree.leaves(mu), tree.leaves(params)))
             alpha = value_at(name, "lr", rate, count)
             k = 1.0 + alpha * wd
             if adapt:
@@ -276,9 +276,9 @@ def momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: float = 0.9, b2: float
             m_new = like(b1 * m + (1.0 - b1) * g, m)
             v_new = like(b2 * v + (1.0 - b2) * g * g, v)
             precond = like(eps + np.sqrt(v_new / bc2), v)
-            dots.append(dot(g, p))
-            norms.append(dot(m_new, m_new / precond))
-            iprods.append(dot(m_new, p))
+            dots.append(flat_dot(g, p))
+            norms.append(flat_dot(m_new, m_new / precond))
+            iprods.append(flat_dot(m_new, p))
             return m_new, v_new, precond
 
         with np.errstate(all="ignore"):  # inf and NaN grads or loss: inf and NaN steps

@@ -14,6 +14,7 @@ import numpy as np
 
 from funcdl import tree
 from funcdl._args import F32, F64, bool_arg, native_float, refuse_masked
+from funcdl._blas import product
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -309,7 +310,7 @@ def named_global_norm(name: str, updates: Tree, grads: bool = False) -> float:
         # `is` first, the cheapest test; native_float for an equal dtype (unpickled)
         if type(x) is np.ndarray and (x.dtype is F32 or x.dtype is F64
                                       or native_float(x.dtype)):
-            s = float(np.vdot(x, x))  # BLAS, in the leaf's dtype: the common case
+            s = float(product(np.vdot, x, x))  # BLAS, in the leaf's dtype: the common case
             if s == math.inf and x.dtype == F32:
                 # A float32 sum of squares overflows past ~1.8e19 (then clipping
                 # [3e19, 4e19] scaled it by max_norm/inf = 0): sum again in float64.
@@ -331,7 +332,7 @@ def _sum_of_squares(x: Any) -> float:
     happens."""
     a = np.asarray(x)
     a = a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
-    return float(np.vdot(a, a).real)
+    return float(product(np.vdot, a, a).real)
 
 
 def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> GradientTransformation:
