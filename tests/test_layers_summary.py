@@ -106,3 +106,27 @@ def test_pure_repeatable_and_no_record_left_behind() -> None:
 def test_not_a_layer_is_a_type_error() -> None:
     with pytest.raises(TypeError, match=r"layers.summary: expected a layer .*got"):
         L.summary(lambda x: x, (None, 3))  # type: ignore[arg-type]
+
+
+def test_depth_hides_deeper_parts_and_keeps_the_totals() -> None:
+    model = L.Sequential(L.Residual(L.Sequential(L.Dense(3), L.ReLU())), L.Dense(2))
+    full = _rows(L.summary(model, (None, 3)))
+    assert [r[0] for r in full] == ["Sequential", "  Residual", "    Sequential",
+                                    "      Dense(3)", "      ReLU()", "  Dense(2)"]
+    one = L.summary(model, (None, 3), depth=1)
+    rows = _rows(one)
+    # the part at the deepest level shown by its full name, its parts' params in its row
+    assert [r[0] for r in rows] == ["Sequential", "  Residual(Sequential(Dense(3), ReLU()))",
+                                    "  Dense(2)"]
+    assert [r[2] for r in rows] == ["20", "12", "8"]
+    assert one.splitlines()[-1] == L.summary(model, (None, 3)).splitlines()[-1]
+    top = _rows(L.summary(model, (None, 3), depth=0))
+    assert len(top) == 1 and top[0][2] == "20" and top[0][0].startswith("Sequential(")
+    assert L.summary(model, (None, 3), depth=9) == L.summary(model, (None, 3))
+
+
+@pytest.mark.parametrize(("depth", "error"), [(-1, ValueError), (1.5, TypeError),
+                                              ("2", TypeError), (True, TypeError)])
+def test_a_bad_depth_is_named(depth, error) -> None:
+    with pytest.raises(error, match=r"layers.summary: depth must"):
+        L.summary(L.Dense(2), (None, 3), depth=depth)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random, tree
+from funcdl._args import int_arg
 from funcdl.layers._children import DEPTH, TRACE, child_init
 from funcdl.layers.base import LayerLike, layer_arg
 
@@ -25,17 +26,21 @@ __all__ = ["summary"]
 _NAME = 44  # widest name shown; longer ones end in "…"
 
 
-def summary(layer: LayerLike, in_shape: Any, key: random.Key | None = None) -> str:
+def summary(layer: LayerLike, in_shape: Any, key: random.Key | None = None, *,
+            depth: int | None = None) -> str:
     """The table of ``layer`` on inputs of ``in_shape``: a row per part (indented by
     nesting; a combinator by its kind, a leaf by its full name), its output shape and
     its number of params (and of state entries, when any part has state), then the totals,
     the params' bytes by dtype. ``print(layers.summary(model, (None, 784)))``.
+    ``depth``: the deepest nesting shown (0: the model's own row; torchinfo's ``depth``),
+    a part at that depth by its full name, its parts' params in its row; None: all.
 
     The totals are the whole model's params tree, so params a Shared or Tied part reuses
     count once there, however many rows show them. ``key``: the init's (default
     ``random.key(0)``; only a layer whose shapes depend on its draws would differ).
     Errors are ``init``'s own: a bad ``in_shape`` names the part that refused it."""
     layer_arg("layers.summary", layer)
+    deepest = None if depth is None else int_arg(depth, "layers.summary", "depth", 0)
     rows: list[list[Any]] = []
     token, level = TRACE.set(rows), DEPTH.set(0)  # (a summary inside another's init too)
     try:
@@ -45,10 +50,13 @@ def summary(layer: LayerLike, in_shape: Any, key: random.Key | None = None) -> s
         DEPTH.reset(level)
     stateful = any(_count(r[4]) for r in rows)
     table = [("Layer", "Output shape", "Params") + (("State",) if stateful else ())]
-    for i, (depth, name, out_shape, p, s) in enumerate(rows):
-        parent = i + 1 < len(rows) and rows[i + 1][0] > depth
+    for i, (level, name, out_shape, p, s) in enumerate(rows):
+        if deepest is not None and level > deepest:
+            continue
+        parent = (i + 1 < len(rows) and rows[i + 1][0] > level
+                  and (deepest is None or level < deepest))  # its parts shown below it
         shown = name.split("(", 1)[0] if parent else name
-        shown = "  " * depth + " ".join(shown.splitlines())  # one line per row
+        shown = "  " * level + " ".join(shown.splitlines())  # one line per row
         if len(shown) > _NAME:
             shown = shown[:_NAME - 1] + "…"
         table.append((shown, str(tuple(out_shape)), f"{_count(p):,}")
