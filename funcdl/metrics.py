@@ -6,9 +6,10 @@ examples (``np.bincount`` for the per-class counts), returns a Python float for 
 result and a float64 (or int64 counts) array for a per-class one.
 
 Where funcdl differs from scikit-learn: classes are the integers ``0 .. K-1`` (sklearn's
-``labels=range(K)``) rather than whatever values appear; an empty input, or ROC AUC with a
-single class in ``y_true``, raises ValueError (sklearn raises for the empty input and warns
-and returns NaN for the single class).
+``labels=range(K)``) rather than whatever values appear; an empty input, ROC AUC with a
+single class in ``y_true``, ``top_k_accuracy`` with k above the number of classes, and
+``log_loss`` rows of probabilities that do not sum to 1 raise ValueError (sklearn raises
+for the empty input, and for the others warns and returns NaN, 1.0 or the loss).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _NORMALIZE = (None, "true", "pred", "all")
 
 
 _MAX_CLASSES = 2**15  # a confusion matrix of 2**30 counts, 8 GiB: past it, labels are ids
+_MAX_COUNTS = 2**24  # per-class count vectors of 128 MiB each
 
 
 def _array(x: Any, fn: str, arg: str, cast: str = "np.float32") -> NDArray[Any]:
@@ -56,8 +58,13 @@ def _labels(x: Any, fn: str, arg: str, num_classes: int | None = None,
         raise ValueError(f"metrics.{fn}: {arg} is empty (0 examples); the metric is undefined "
                          "(sklearn raises ValueError too): pass at least one example")
     if a.dtype.kind == "f":
+        whole = bool(np.isfinite(a).all() and (a == np.round(a)).all())
+        fix = (f"cast with {arg}.astype(int)" if whole else
+               f"these are not whole numbers: for probabilities pass the predicted labels, "
+               f"({arg} > 0.5).astype(int) for one class's, or probs.argmax(axis=1) for a "
+               f"row per example")
         raise TypeError(f"metrics.{fn}: {arg} must be integer labels, got dtype {a.dtype}; "
-                        f"cast with {arg}.astype(int) (or pass scores where scores go)")
+                        f"{fix}")
     # in the labels' own dtype: a uint64 label >= 2**63 would wrap negative as int64
     lo, hi = int(a.min()), int(a.max())
     limit = 2**63 if num_classes is None else num_classes
@@ -84,8 +91,14 @@ def _scores(x: Any, fn: str, arg: str, ndims: tuple[int, ...],
     a = _array(x, fn, arg)
     if a.ndim not in ndims:
         want = " or ".join({1: "(N,)", 2: "(N, C)"}[d] for d in ndims)
+        fix = (f"for predict_proba-style (N, 2) scores pass the positive class's column, "
+               f"{arg}[:, 1]" if ndims == (1,) and a.ndim == 2 and a.shape[1] == 2
+               else "pass one row of scores per example")
         raise ValueError(f"metrics.{fn}: {arg} must have shape {want}, got shape {a.shape}; "
-                         "pass one row of scores per example")
+                         f"{fix}")
+    if a.ndim == 2 and a.shape[1] == 0:
+        raise ValueError(f"metrics.{fn}: {arg} of shape {a.shape} has no columns; pass {arg} "
+                         "(N, C) with a column per class, C >= 1")
     if a.dtype.kind != "f":
         a = a.astype(np.float64)
     if a.shape[0] == 0:
@@ -130,7 +143,9 @@ def accuracy(y_true: Any, y_pred_or_scores: Any, *, threshold: float = 0.5) -> f
 
     ``y_pred_or_scores``: integer labels (N,); scores or probabilities (N, C), whose argmax
     (the first on ties, as ``np.argmax``) is the prediction; or float scores (N,) for a
-    binary task, predicting 1 where ``score > threshold`` (torchmetrics' rule).
+    binary task, predicting 1 where ``p > threshold``, p the probability of class 1: the
+    scores themselves when they all lie in [0, 1], else their sigmoid, as logits
+    (torchmetrics' rule for ``BinaryAccuracy``).
     """
     fn = "accuracy"
     p = _array(y_pred_or_scores, fn, "y_pred_or_scores")
@@ -142,7 +157,10 @@ def accuracy(y_true: Any, y_pred_or_scores: Any, *, threshold: float = 0.5) -> f
     elif p.ndim == 1 and p.dtype.kind == "f":
         cut = real_arg(threshold, f"metrics.{fn}", "threshold",
                        fix="; pass e.g. threshold=0.5 for probabilities")
-        pred = (_scores(p, fn, "y_pred_or_scores", (1,), _THRESHOLD) > cut).astype(np.int64)
+        s = _scores(p, fn, "y_pred_or_scores", (1,), _THRESHOLD)
+        if (s < 0).any() or (s > 1).any():  # logits: sigmoid(s) = (1 + tanh(s/2))/2, no overflow
+            s = 0.5 * (1.0 + np.tanh(0.5 * s))
+        pred = (s > cut).astype(np.int64)
         t = _labels(y_true, fn, "y_true", 2, _BINARY_SCORES)
     elif p.ndim == 1:
         pred = _labels(p, fn, "y_pred_or_scores")
@@ -194,6 +212,10 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None,
         raise ValueError(f"metrics.{fn}: normalize must be one of {_NORMALIZE}, got "
                          f"{normalize!r}; pass e.g. normalize='true' for per-class recall")
     k = _num_classes(fn, num_classes)
+    if k is not None and k > _MAX_CLASSES:
+        raise ValueError(f"metrics.{fn}: num_classes={k} would need a {k} x {k} matrix of "
+                         f"counts (at most {_MAX_CLASSES} classes); pass the number of classes "
+                         f"the labels take")
     t = _labels(y_true, fn, "y_true", k, _RAISE_K)
     p = _labels(y_pred, fn, "y_pred", k, _RAISE_K)
     _same_length(fn, t, p, "y_true and y_pred")
@@ -269,6 +291,10 @@ def precision_recall_f1(y_true: Any, y_pred: Any, average: str | None = "macro",
                          f"{max(t.max(), p.max())}; pass average='macro' (or 'micro', "
                          "'weighted', None) for multiclass")
     kk = 2 if average == "binary" else k if k is not None else int(max(t.max(), p.max())) + 1
+    if kk > _MAX_COUNTS:  # three count vectors of kk int64: a stray id of 2**40 asks TiBs
+        raise ValueError(f"metrics.{fn}: labels run to {kk - 1}, {kk} classes' counts; labels "
+                         f"must be 0..K-1 (at most {_MAX_COUNTS} classes): map yours with "
+                         f"np.unique(labels, return_inverse=True)[1]")
     true_sum = np.bincount(t, minlength=kk)
     pred_sum = np.bincount(p, minlength=kk)
     tp = np.bincount(t[t == p], minlength=kk)
@@ -341,10 +367,20 @@ def log_loss(y_true: Any, probs: Any, eps: float | None = None) -> float:
     _same_length(fn, t, p, "y_true and probs")
     if eps is None:
         eps = float(np.finfo(p.dtype).eps)
-    eps = real_arg(eps, f"metrics.{fn}", "eps", low=0.0, high=0.5, open_high=True,
+    eps = real_arg(eps, f"metrics.{fn}", "eps", low=0.0, open_low=True, high=0.5,
+                   open_high=True,
                    fix="; pass e.g. eps=1e-15, or None for the dtype's machine epsilon")
     if (p < 0).any() or (p > 1).any():
         raise ValueError(f"metrics.{fn}: probs must lie in [0, 1], got values from "
                          f"{p.min()} to {p.max()}; apply softmax (or sigmoid) to logits first")
+    if not binary:  # sklearn warns, and its loss of such rows means nothing
+        total = p.sum(axis=1)
+        off = np.flatnonzero(~np.isclose(total, 1.0, rtol=math.sqrt(np.finfo(p.dtype).eps),
+                                         atol=0.0))
+        if off.size:
+            raise ValueError(f"metrics.{fn}: each row of probs must sum to 1, but row "
+                             f"{off[0]} sums to {total[off[0]]} ({off.size} rows off); apply "
+                             f"softmax to logits, or for one sigmoid per class score each "
+                             f"class apart")
     pt = np.clip(np.take_along_axis(p, t[:, None], axis=1)[:, 0], eps, 1.0 - eps)
     return float(-np.mean(np.log(pt.astype(np.float64))))
