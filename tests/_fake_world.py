@@ -7,9 +7,11 @@ is an error: nothing simulated here averages."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from _threads_util import finishes, together
 
 
 class World:
@@ -57,3 +59,22 @@ class World:
                 raise AssertionError("an Allreduce: something was averaged")
 
         return Comm()
+
+    def run(self, per_rank: Callable[[int, Any, int, int], Any],
+            shares: Sequence[int]) -> list[Any]:
+        """``per_rank(rank, comm, lo, hi)`` on every rank at once, a thread each, rank r
+        holding rows [lo, hi) of a batch split by ``shares``: each rank's value, or the
+        exception it raised. A rank still waiting after 30 s fails the test."""
+        assert len(shares) == self.k
+        bounds = np.cumsum([0, *shares]).tolist()
+        out: list[Any] = [None] * self.k
+
+        def work(r: int) -> None:
+            try:
+                out[r] = per_rank(r, self.comm(r), bounds[r], bounds[r + 1])
+            except Exception as e:  # handed to the test
+                out[r] = e
+
+        error, _ = finishes(together(work, self.k))
+        assert error is None, error
+        return out

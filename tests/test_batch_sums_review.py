@@ -444,23 +444,13 @@ def _ranks(model: L.Layer, shares: list[int], dtype: Any, inner_threads: int = 1
     run_model = L.BatchThreads(model, inner_threads) if inner_threads > 1 else model
     vg = fd.value_and_grad(run_model, _mean_or_zero(), wrt_input=True)
     world = World(len(shares))
-    out: list[Any] = [None] * len(shares)
-    bounds = np.cumsum([0, *shares])
 
-    def rank(r: int) -> None:
-        lo, hi = bounds[r], bounds[r + 1]
-        with _slices.replicas(RankSums(world.comm(r), (hi - lo) / n)):
-            out[r] = vg(params, x[lo:hi], t[lo:hi], **st)
+    def rank(r: int, comm: Any, lo: int, hi: int) -> Any:
+        with _slices.replicas(RankSums(comm, (hi - lo) / n)):
+            return vg(params, x[lo:hi], t[lo:hi], **st)
 
-    def all_ranks() -> None:
-        threads = [threading.Thread(target=rank, args=(r,)) for r in range(len(shares))]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-
-    assert finishes(all_ranks, 30)[0] is None
-    assert all(o is not None for o in out), "a simulated rank failed"
+    out = world.run(rank, shares)
+    assert not any(isinstance(o, Exception) for o in out), f"a simulated rank failed: {out}"
     w = [s / n for s in shares]
     dparams = tree.map(lambda *g: sum(wi * gi for wi, gi in zip(w, g)), *[o[1][0] for o in out])
     dx = np.concatenate([o[1][1] * wi for o, wi in zip(out, w)])

@@ -5,13 +5,11 @@ tests/mpi_scripts/check_parallel.py."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 import pytest
 from _fake_world import World
-from _threads_util import finishes
 
 import funcdl as fd
 from funcdl import layers as L
@@ -31,29 +29,6 @@ def _setup(n: int, dtype: Any = np.float64) -> tuple[L.Layer, Any, Any, np.ndarr
     return model, tree.astype(params, dtype), state, x, rng.integers(0, 3, n)
 
 
-def _on_ranks(fn: Any, shares: list[int], per_rank: Any) -> list[Any]:
-    """``per_rank(rank, comm, lo, hi)`` on each simulated rank, its rows [lo, hi)."""
-    world = World(len(shares))
-    bounds = np.cumsum([0, *shares]).tolist()
-    out: list[Any] = [None] * len(shares)
-
-    def rank(r: int) -> None:
-        try:
-            out[r] = per_rank(r, world.comm(r), bounds[r], bounds[r + 1])
-        except Exception as e:  # handed to the test
-            out[r] = e
-
-    def all_ranks() -> None:
-        threads = [threading.Thread(target=rank, args=(r,)) for r in range(len(shares))]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-
-    assert finishes(all_ranks, 30)[0] is None
-    return out
-
-
 @pytest.mark.parametrize("shares", [[6, 6], [7, 3, 2], [5, 1, 4]])
 def test_ranks_grads_weighted_by_share_are_the_global_batchs(shares: list[int]) -> None:
     """Each rank's grads times its share n_r/N sum to the global batch's (what sharded's
@@ -67,7 +42,7 @@ def test_ranks_grads_weighted_by_share_are_the_global_batchs(shares: list[int]) 
     def per_rank(r: int, comm: Any, lo: int, hi: int) -> Any:
         return parallel.sync_batch_stats(vg, comm)(params, x[lo:hi], y[lo:hi], state=state)
 
-    out = _on_ranks(vg, shares, per_rank)
+    out = World(len(shares)).run(per_rank, shares)
     (want_loss, want_state), want = vg(params, x, y, state=state)
     w = [s / n for s in shares]
     got = tree.map(lambda *g: sum(wi * gi for wi, gi in zip(w, g)), *[o[1] for o in out])
@@ -97,8 +72,8 @@ def test_without_it_the_ranks_grads_are_not_the_global_batchs() -> None:
 def test_float32_stays_float32_and_matches() -> None:
     model, params, state, x, y = _setup(10, np.float32)
     vg = fd.value_and_grad(model, fd.losses.softmax_cross_entropy)
-    out = _on_ranks(vg, [5, 5], lambda r, c, lo, hi: parallel.sync_batch_stats(vg, c)(
-        params, x[lo:hi], y[lo:hi], state=state))
+    out = World(2).run(lambda r, c, lo, hi: parallel.sync_batch_stats(vg, c)(
+        params, x[lo:hi], y[lo:hi], state=state), [5, 5])
     got = tree.map(lambda a, b: (a + b) / 2, out[0][1], out[1][1])
     want = vg(params, x, y, state=state)[1]
     for a, b in zip(tree.leaves(got), tree.leaves(want), strict=True):
@@ -116,21 +91,9 @@ def test_one_bn_step_is_the_agreement_and_three_sums_and_no_mean() -> None:
     x, y = np.ones((6, 5), np.float32), np.arange(6) % 3
     x[::2] = 2.0
     world = World(2)
-    out: list[Any] = [None, None]
-
-    def rank(r: int) -> None:
-        out[r] = parallel.sync_batch_stats(vg, world.comm(r))(params, x[3 * r:3 * r + 3],
-                                                              y[3 * r:3 * r + 3], state=state)
-
-    def both() -> None:
-        ts = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-
-    assert finishes(both, 30)[0] is None
-    assert all(o is not None for o in out)
+    out = world.run(lambda r, c, lo, hi: parallel.sync_batch_stats(vg, c)(
+        params, x[lo:hi], y[lo:hi], state=state), [3, 3])
+    assert not any(isinstance(o, Exception) for o in out), out
     assert world.gathers == 4, world.gathers
 
 
@@ -144,7 +107,7 @@ def test_differing_params_raise_the_same_error_on_every_rank() -> None:
         return parallel.sync_batch_stats(vg, comm)(params, x[:, :4 + r + 1] if r else x,
                                                    np.arange(4) % 3, state=state)
 
-    out = _on_ranks(vg, [2, 2], per_rank)
+    out = World(2).run(per_rank, [2, 2])
     assert all(isinstance(o, ValueError) for o in out), out
     assert str(out[0]) == str(out[1])
     assert "parallel.sync_batch_stats" in str(out[0]) and "differ" in str(out[0])

@@ -30,22 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _ranks(shares: list[int], per_rank: Any) -> tuple[World, list[Any]]:
     world = World(len(shares))
-    bounds = np.cumsum([0, *shares]).tolist()
-    out: list[Any] = [None] * len(shares)
-
-    def rank(r: int) -> None:
-        try:
-            out[r] = per_rank(world.comm(r), bounds[r], bounds[r + 1])
-        except Exception as e:  # handed to the test
-            out[r] = e
-
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(len(shares))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "a simulated rank hung"
-    return world, out
+    return world, world.run(lambda r, comm, lo, hi: per_rank(comm, lo, hi), shares)
 
 
 # ------------------------------------------------------------------ 1. sync_batch_stats
