@@ -19,15 +19,16 @@ __all__ = ["channel_axis", "channel_vectors", "compute_dtype", "example_axes", "
 
 
 def moments(x: Array, mean_of: Callable[[Array], Array], minus: Callable[..., Array],
-            eps: float) -> tuple[Array, Array, Array, Array, Array]:
-    """``(μ, x - μ, (x - μ)², σ², 1/sqrt(σ² + eps))`` by two passes. Where |μ| exceeds 64 σ, one
+            eps: float, mu: Array | None = None) -> tuple[Array, Array, Array, Array, Array]:
+    """``(μ, x - μ, (x - μ)², σ², 1/sqrt(σ² + eps))`` by two passes (``mu``: the first's
+    result, ``mean_of(x)``, when the caller has it already). Where |μ| exceeds 64 σ, one
     more pass adds the mean of x - μ to μ (the corrected two-pass algorithm): otherwise a
     float32 μ one ulp off, as a row constant at 1e4 gives, exceeds sqrt(eps) and x̂ comes
     out near ±1 instead of 0 (PyTorch's Welford moments give 0). Where float32 squares
     overflow (|x - μ| beyond ~1e19: σ² = inf, x̂ would be 0, as PyTorch gives it silently),
     μ, σ² and 1/sqrt(σ² + eps) are taken again in float64, σ² then inf in float32 but x̂
     right; a check of σ² alone otherwise. Call under an errstate that ignores overflow."""
-    mu = mean_of(x)
+    mu = mean_of(x) if mu is None else mu
     xc = minus(x, mu)
     sq = np.square(xc)
     var = mean_of(sq)

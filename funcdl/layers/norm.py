@@ -156,15 +156,10 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
             whole = "" if m == own_m else " over the whole split batch"
             raise ValueError(f"{name}: Expected more than 1 value per channel when training, "
                              f"got input of shape {x.shape} ({m} per channel{whole})")
-        sums = [first]  # moments asks for the mean of x first: that sum is taken
-
-        def mean_of(a: Array) -> Array:
-            out: Array = (sums.pop() if sums else batch_sum(total(a))[0]) / m
-            return out
-
         with np.errstate(over="ignore"):  # two passes: no E[x²] - E[x]² cancelling
             mu, xc, sq, var, inv_std = moments(
-                x, mean_of, lambda a, b, out=None: chan(np.subtract, a, b, out=out), eps)
+                x, lambda a: batch_sum(total(a))[0] / m,
+                lambda a, b, out=None: chan(np.subtract, a, b, out=out), eps, mu=first / m)
             k = scale * inv_std
             y = chan(np.multiply, xc, k, out=sq if keep else xc)  # reuse a buffer we own
         if affine:  # else bias is 0: no pass adding it
