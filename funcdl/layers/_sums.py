@@ -68,7 +68,7 @@ def rows_sum(a: Array) -> Array:
     and JAX's tree sums 8e-8; ``benchmarks/pullback_micro.py``). A stack of k products by
     block ran up to 2x slower than these two."""
     n = a.shape[-2]
-    if n <= _CASCADE and a.ndim == 2:  # a Dense bias's every step: no errstate (~0.7 us)
+    if n <= _CASCADE and a.ndim == 2:  # a Dense bias's every step: no errstate (see product)
         return product(dot, ones(n, a.dtype), a)
     with np.errstate(invalid="ignore"):  # OpenBLAS's gemv: see mat_vec
         if n <= _CASCADE:
