@@ -13,8 +13,8 @@ untouched. Two kinds of split set the context ``batch_sum`` reads:
   error is the one reported); members that ask for different numbers of sums get a
   ValueError instead of a hang.
 - a ``Replicas`` object (``replicas``), for a batch split over processes: funcdl.parallel's
-  ``sync_batch_stats`` (and ``data_parallel(..., sync_batch_stats=True)``, built on it)
-  sums over the MPI ranks. A thread group's
+  ``sync_batch_stats`` and ``data_parallel(..., sync_batch_stats=True)`` (one helper,
+  ``_rank_sums.step_sums``) sum over the MPI ranks. A thread group's
   first member passes its total on to it.
 
 ``cotangent=True`` marks sums of cotangents. BatchThreads' slices receive slices of one
