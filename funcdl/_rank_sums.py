@@ -75,7 +75,8 @@ def sync_batch_stats(value_and_grad_fn: F, comm: Any = None) -> F:
     (PyTorch's ``SyncBatchNorm``), its value and grads left this rank's own: the step for
     ``sharded``, which averages the grads itself (pass it ``examples=`` for uneven shares),
     or for a script that averages them by hand. ``data_parallel(fn, sync_batch_stats=True)``
-    is ``data_parallel`` around it; see there for the exchanges and the agreement on the
+    gives what ``data_parallel`` around it gives, with one agreement a step instead of two
+    (both through ``step_sums``); see there for the exchanges and the agreement on the
     params at each call, a collective. One process: ``value_and_grad_fn`` itself, after the
     same check that ``x`` has examples to count.
 
