@@ -32,14 +32,35 @@ def test_mat_vec_is_matmul_for_vectors_columns_and_stacks() -> None:
     assert _sums.mat_vec(a, v).dtype == F32
 
 
-def test_mat_vec_and_block_sum_show_non_finite_products_without_warning() -> None:
-    # inf * 0 raises the invalid flag for real: the guard must not turn it into an error,
-    # and the NaN must still show (pytest runs with warnings as errors)
+def test_mat_vec_and_sums_fail_a_real_invalid_product_as_the_bare_product_does() -> None:
+    # inf * 0 raises the invalid flag for real: as np.matmul, and as Dense's product, they
+    # fail where warnings are errors (as here), and show the NaN where they are not
     a = np.array([[np.inf, 1.0], [2.0, 3.0]], F32)
-    got = _sums.mat_vec(a, np.array([0.0, 1.0], F32))
+    v = np.array([0.0, 1.0], F32)
+    s_in = np.array([[[np.inf], [1.0]], [[-np.inf], [2.0]]], F32)
+    stacked = np.array([[[np.inf, 1.0]], [[np.inf, 1.0]]], F32)  # rows_sum: inf - inf
+    for call in (lambda: np.matmul(a, v), lambda: _sums.mat_vec(a, v),
+                 lambda: _sums.block_sum(s_in, 1, 2),
+                 lambda: _sums.rows_sum(np.concatenate([stacked, -stacked], 1))):
+        with pytest.raises(RuntimeWarning, match="invalid value"):
+            call()
+    with np.errstate(invalid="ignore"):
+        got = _sums.mat_vec(a, v)
+        s = _sums.block_sum(s_in, 1, 2)
     assert np.isnan(got[0]) and got[1] == 3.0
-    s = _sums.block_sum(np.array([[[np.inf], [1.0]], [[-np.inf], [2.0]]], F32), 1, 2)
     assert np.isnan(s[0]) and s[1] == 3.0
+
+
+def test_mat_vec_and_stacked_sums_take_a_call_failed_by_a_stray_flag_again(monkeypatch
+                                                                           ) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(np, "matmul", _flagging(calls))
+    a = np.arange(12, dtype=F32).reshape(2, 3, 2)
+    assert np.array_equal(_sums.mat_vec(a, np.ones(2, F32)), a.sum(-1))
+    assert calls == ["call", "call"]
+    assert np.array_equal(_sums.rows_sum(a), a.sum(1))  # a stack: np.matmul
+    big = np.ones((1, 2 * _sums._CASCADE + 3, 2), F32)  # the blocked path: two products
+    assert np.array_equal(_sums.rows_sum(big), big.sum(1))
 
 
 def test_block_sum_is_the_sum_over_the_other_axes() -> None:

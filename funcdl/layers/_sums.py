@@ -44,14 +44,11 @@ def ones(n: int, dtype: np.dtype[Any]) -> Array:
 
 def mat_vec(a: Array, v: Array) -> Array:
     """``np.matmul(a, v)`` where BLAS takes a matrix-vector product (a vector or a column
-    on the right, or a row on the left; stacked too): OpenBLAS's float32 gemv can leave the
-    invalid flag raised on finite operands (seen here intermittently, with short rows, as
-    "invalid value encountered in matmul" or "in dot", which warnings-as-errors turns into a
-    failure).
-    A non-finite product still shows as inf or NaN in the result."""
-    with np.errstate(invalid="ignore"):
-        out: Array = np.matmul(a, v)
-    return out
+    on the right, or a row on the left; stacked too), through ``product``: OpenBLAS's
+    float32 gemv can leave the invalid flag raised on finite operands (seen here
+    intermittently, with short rows, as "invalid value encountered in matmul" or "in dot").
+    A real invalid operation (inf·0) fails as the bare product does, as in Dense."""
+    return product(np.matmul, a, v)
 
 
 # Rows past which a sum over them goes in blocks (see rows_sum).
@@ -68,17 +65,13 @@ def rows_sum(a: Array) -> Array:
     and JAX's tree sums 8e-8; ``benchmarks/pullback_micro.py``). A stack of k products by
     block ran up to 2x slower than these two."""
     n = a.shape[-2]
-    if n <= _CASCADE and a.ndim == 2:  # a Dense bias's every step: no errstate (see product)
-        return product(dot, ones(n, a.dtype), a)
-    with np.errstate(invalid="ignore"):  # OpenBLAS's gemv: see mat_vec
-        if n <= _CASCADE:
-            out: Array = np.matmul(ones(n, a.dtype), a)
-            return out
-        b = 1 << ((n.bit_length() + 1) // 2)  # a power of 2 near sqrt(n)
-        m, c, lead = n - n % b, a.shape[-1], a.shape[:-2]
-        blocks = a[..., :m, :].reshape(*lead, m // b, b * c)
-        across = np.matmul(ones(m // b, a.dtype), blocks).reshape(*lead, b, c)
-        out = np.matmul(ones(b, a.dtype), across)
+    if n <= _CASCADE:  # a Dense bias's every step
+        return product(dot if a.ndim == 2 else np.matmul, ones(n, a.dtype), a)
+    b = 1 << ((n.bit_length() + 1) // 2)  # a power of 2 near sqrt(n)
+    m, c, lead = n - n % b, a.shape[-1], a.shape[:-2]
+    blocks = a[..., :m, :].reshape(*lead, m // b, b * c)
+    across = product(np.matmul, ones(m // b, a.dtype), blocks).reshape(*lead, b, c)
+    out = product(np.matmul, ones(b, a.dtype), across)
     if m < n:
         out += rows_sum(a[..., m:, :])
     return out
@@ -93,13 +86,12 @@ def block_sum(a: Array, lo: int, hi: int) -> Array:
     pre, kept = math.prod(a.shape[:lo]), math.prod(a.shape[lo:hi])
     post = math.prod(a.shape[hi:])
     flat = a.reshape(pre * kept, post)
-    with np.errstate(invalid="ignore"):  # OpenBLAS's gemv: see mat_vec
-        rows = flat.reshape(pre, kept) if post == 1 else dot(
-            flat, ones(post, a.dtype)).reshape(pre, kept)
-        # one row is the sum already, fresh from the product (a view of ``a`` if post == 1)
-        fresh = pre == 1 and post > 1
-        out: Array = (rows if fresh else rows_sum(rows.reshape(pre, kept))).reshape(
-            a.shape[lo:hi])
+    rows = flat.reshape(pre, kept) if post == 1 else product(
+        dot, flat, ones(post, a.dtype)).reshape(pre, kept)
+    # one row is the sum already, fresh from the product (a view of ``a`` if post == 1)
+    fresh = pre == 1 and post > 1
+    out: Array = (rows if fresh else rows_sum(rows.reshape(pre, kept))).reshape(
+        a.shape[lo:hi])
     return out
 
 
