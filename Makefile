@@ -24,7 +24,7 @@ demo: $(VENV)/.stamp-demo
 test: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict funcdl tests/typing_user_code.py
-	$(PY) -m pytest
+	$(PY) tests/run_shards.py
 
 bench: $(VENV)/.stamp-test
 	$(PY) -m benchmarks

@@ -3,8 +3,11 @@ value anywhere fails the test that caused it."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -62,3 +65,59 @@ def conv_path(request: Any, monkeypatch: Any) -> str:
         monkeypatch.setattr(conv, "_COLS_BYTES", 0)
         monkeypatch.setattr(conv, "_FEW_CHANNELS", 0)
     return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _own_draws(request: Any) -> Any:
+    """A test module's generator (``RNG = np.random.default_rng(7)``) seeded afresh for each
+    test from the test's id: what a test draws from it then does not depend on which tests ran
+    before it in that process (``-k``, a shard of ``make test``, a test added above it)."""
+    module, saved = request.module, {}
+    for name in ("RNG", "_RNG", "rng"):
+        if isinstance(getattr(module, name, None), np.random.Generator):
+            saved[name] = getattr(module, name)
+            setattr(module, name, np.random.default_rng(zlib.crc32(request.node.nodeid.encode())))
+    yield
+    for name, generator in saved.items():
+        setattr(module, name, generator)
+
+
+# ``make test`` runs pytest as one process per core (tests/run_shards.py), each with
+# ``--shard I/N``: a test belongs to shard crc32(nodeid) % N, which depends only on its id, so
+# the shards split the suite exactly whatever order each collected it in. Each shard writes a
+# digest of every id it collected where FUNCDL_SHARD_DIGEST says; the runner compares them,
+# so ids that differ between processes (a set's order in a parametrisation) fail the run
+# instead of leaving tests in no shard.
+def pytest_addoption(parser: Any) -> None:
+    parser.addoption("--shard", default=None, metavar="I/N",
+                     help="run only shard I (0-based) of N: the tests whose crc32(nodeid) "
+                          "% N == I (tests/run_shards.py starts the N processes)")
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    spec = config.getoption("--shard")
+    if spec is None:
+        return
+    i, n = shard_spec(spec)
+    digest = os.environ.get("FUNCDL_SHARD_DIGEST")
+    if digest:
+        ids = "\n".join(sorted(item.nodeid for item in items)).encode()
+        Path(digest).write_text(f"{len(items)} {hashlib.sha256(ids).hexdigest()}")
+    mine: list[Any] = []
+    others: list[Any] = []
+    for item in items:
+        (mine if zlib.crc32(item.nodeid.encode()) % n == i else others).append(item)
+    config.hook.pytest_deselected(items=others)
+    items[:] = mine
+
+
+def shard_spec(spec: str) -> tuple[int, int]:
+    """``'I/N'`` as ``(I, N)``, 0 <= I < N, or a usage error naming the option."""
+    try:
+        i, n = (int(part) for part in spec.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise pytest.UsageError(f"--shard expects I/N with 0 <= I < N (shard I of N), got "
+                                f"{spec!r}")
+    return i, n
