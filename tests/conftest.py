@@ -32,10 +32,15 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def load_example(name: str) -> ModuleType:
     """Import ``examples/<name>.py`` as a module (the examples are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    return load_module(EXAMPLES / f"{name}.py")
+
+
+def load_module(path: Path) -> ModuleType:
+    """Import the script at ``path`` as a module named after its file."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    sys.modules[path.stem] = module
     spec.loader.exec_module(module)
     return module
 
