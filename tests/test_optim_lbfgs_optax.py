@@ -136,10 +136,14 @@ def _trajectories(problem: str, opt: str, steps: int) -> tuple[list[Any], list[A
 def test_trajectory_equals_optax(problem: str, opt: str) -> None:
     # the 6-d quadratic has converged by step 10: beyond it both compare rounding noise
     steps = {"rosenbrock": 30, "logistic": 15, "quadratic": 10}[problem]
+    # Rosenbrock's zoom search rounds its cubic steps apart from optax's by a few ulps, which
+    # the valley's conditioning carries to ~1e-10 by step 15: up to 6e-10 relative at step
+    # 23 of 30 on an AMD EPYC host, level after (under 1e-10 on an Intel Xeon one)
+    tol = 2e-9 if problem == "rosenbrock" else 1e-10
     ours, ref = _trajectories(problem, opt, steps)
     for k, (p, q) in enumerate(zip(ours, ref, strict=True)):
         for key in q:
-            np.testing.assert_allclose(p[key], q[key], rtol=1e-10, atol=1e-10,
+            np.testing.assert_allclose(p[key], q[key], rtol=tol, atol=1e-10,
                                        err_msg=f"step {k}, {key}")
     moved = max(float(np.max(np.abs(ours[-1][k] - PROBLEMS[problem][2][k]))) for k in ref[0])
     assert moved > 1e-3  # the comparison is not of two standing starts
