@@ -341,7 +341,8 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[ArrayLike], Tree]]:
     must be numbers (bool, int, float, complex): a TypeError names any other leaf's path.
     So must the vector's entries; an integer leaf takes its entries
     truncated (as JAX casts them), and a ValueError names it if one is NaN, inf or beyond
-    its range. A masked array leaf is a ValueError (its mask would be lost)."""
+    its range; a float leaf takes an entry beyond its range as ±inf (as JAX casts it), without
+    NumPy's overflow warning. A masked array leaf is a ValueError (its mask would be lost)."""
     flat, treedef = flatten(tree)
     if any(is_masked(x) for x in flat):  # JAX refuses one too
         raise masked_error("tree.ravel", f"the leaf at {masked_leaf(tree) or 'the root'}")
@@ -373,13 +374,13 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[ArrayLike], Tree]]:
         if ints and kind in "fciu":  # NaN, inf, 1e300 (or 300 for an int8) cast to garbage
             check_ints(v, offsets, dtypes,
                        lambda i: leaves_with_path(unflatten(treedef, range(len(dtypes))))[i][0])
-        if kind == "c":  # real leaves take the real part: the cast would warn
-            parts = [from_complex(v[offsets[i]:offsets[i + 1]], dtypes[i]).reshape(shapes[i])
-                     for i in range(len(shapes))]
-        else:
-            parts = [v[offsets[i]:offsets[i + 1]].reshape(shapes[i]).astype(dtypes[i],
-                                                                               copy=False)
-                     for i in range(len(shapes))]
+        with np.errstate(over="ignore"):  # 1e300 into a float32 leaf: inf, as JAX's cast
+            if kind == "c":  # real leaves take the real part: the cast would warn
+                parts = [from_complex(v[offsets[i]:offsets[i + 1]], dtypes[i]).reshape(
+                    shapes[i]) for i in range(len(shapes))]
+            else:
+                parts = [v[offsets[i]:offsets[i + 1]].reshape(shapes[i]).astype(
+                    dtypes[i], copy=False) for i in range(len(shapes))]
         return unflatten(treedef, parts)
 
     return vector, unravel
