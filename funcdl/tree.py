@@ -360,6 +360,9 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[ArrayLike], Tree]]:
     offsets = np.cumsum([0, *sizes]).tolist()
     total = offsets[-1]
     ints = any(d.kind in "iu" for d in dtypes)
+    # the narrowest float leaf's bytes per real number: a wider float vector may overflow it
+    narrowest = min((d.itemsize // (2 if d.kind == "c" else 1) for d in dtypes
+                     if d.kind in "fc"), default=16)
     if ints and dtype.kind in "fc":  # int64 or uint64 next to floats: exact to 2**53 only
         exact_ints([p for p, _ in leaves_with_path(tree)], arrays, dtype)
 
@@ -374,13 +377,18 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[ArrayLike], Tree]]:
         if ints and kind in "fciu":  # NaN, inf, 1e300 (or 300 for an int8) cast to garbage
             check_ints(v, offsets, dtypes,
                        lambda i: leaves_with_path(unflatten(treedef, range(len(dtypes))))[i][0])
-        with np.errstate(over="ignore"):  # 1e300 into a float32 leaf: inf, as JAX's cast
-            if kind == "c":  # real leaves take the real part: the cast would warn
-                parts = [from_complex(v[offsets[i]:offsets[i + 1]], dtypes[i]).reshape(
-                    shapes[i]) for i in range(len(shapes))]
-            else:
-                parts = [v[offsets[i]:offsets[i + 1]].reshape(shapes[i]).astype(
-                    dtypes[i], copy=False) for i in range(len(shapes))]
+        if kind == "c":  # real leaves take the real part: the cast would warn
+            parts = [from_complex(v[offsets[i]:offsets[i + 1]], dtypes[i]).reshape(shapes[i])
+                     for i in range(len(shapes))]
+        elif kind == "f" and v.dtype.itemsize > narrowest:
+            with np.errstate(over="ignore"):  # 1e300 into a float32 leaf: inf, as JAX's cast
+                parts = cast(v)
+        else:  # no float leaf narrower than v: no overflow, and no errstate to pay for
+            parts = cast(v)
         return unflatten(treedef, parts)
+
+    def cast(v: NDArray[Any]) -> list[NDArray[Any]]:
+        return [v[offsets[i]:offsets[i + 1]].reshape(shapes[i]).astype(dtypes[i], copy=False)
+                for i in range(len(shapes))]
 
     return vector, unravel
