@@ -15,6 +15,7 @@ from funcdl.losses._base import (
     Array,
     Pullback,
     add_reduce,
+    in_dtype,
     int_labels,
     pred_array,
     reduce_loss,
@@ -67,6 +68,7 @@ def _cosine(name: str, pred: Any, target: Any, epsilon: Any, reduction: str,
         raise ValueError(f"{name}: pred needs a vector axis, last, got a scalar; pass "
                          f"vectors of shape (..., D)")
     b = target_like(name, a, target)
+    in_dtype(name, "epsilon", eps, a.dtype)  # sqrt(eps) is cast: eps past the range is inf
     ua, na, fa = _unit(a, eps)
     ub, _, _ = _unit(b, eps)
     cos = add_reduce(ua * ub, axis=-1)
@@ -123,6 +125,7 @@ def ntxent_vjp(pred: Any, target: Any, temperature: float = 0.07,
         raise ValueError(f"{name}: pred must be embeddings of shape (N, D), got shape "
                          f"{x.shape}; flatten the features, x.reshape(len(x), -1)")
     y = _group_labels(name, x, target)
+    in_dtype(name, "temperature", tau, x.dtype)
     if tau < 1 / float(np.finfo(x.dtype).max):  # 1/T past the range: every s_ij infinite
         raise ValueError(f"{name}: temperature must be at least 1/{np.finfo(x.dtype).max:g} "
                          f"for {x.dtype} embeddings (1/temperature scales the similarities), "

@@ -13,6 +13,7 @@ from funcdl.losses._base import (
     Array,
     Pullback,
     add_reduce,
+    in_dtype,
     pred_array,
     reduce_loss,
     target_like,
@@ -36,7 +37,7 @@ def _nonpositive(name: str, what: str, a: Array, hint: str) -> None:
 
 def _eps(name: str, eps: Any, dtype: Any) -> float:
     """``eps`` > 0, and not 0 in ``dtype`` (it keeps a log and a division off 0)."""
-    e = real_arg(eps, name, "eps", low=0.0, open_low=True)
+    e = in_dtype(name, "eps", real_arg(eps, name, "eps", low=0.0, open_low=True), dtype)
     if np.dtype(dtype).type(e) == 0:
         raise ValueError(f"{name}: eps={e:g} is 0 in {np.dtype(dtype)}; pass a larger eps")
     return e

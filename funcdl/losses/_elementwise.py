@@ -141,10 +141,14 @@ def smooth_l1_vjp(pred: Any, target: Any, reduction: str = "mean",
     with np.errstate(over="ignore", invalid="ignore"):
         d = p - t
         dc = np.clip(d, -beta, beta)
-        if math.isfinite(float(b)):
-            # (½ dc² + beta (|d| - |dc|)) / beta, as huber's, never squaring a large d
-            per = (0.5 * dc * dc + beta * (np.abs(d) - np.abs(dc))) / beta
+        finite = math.isfinite(float(b))
+        if finite:
+            # ½ dc² / beta + |d| - |dc|, never squaring a large d; dc/beta is in [-1, 1],
+            # where beta·(|d| - |dc|) / beta lost |d| to underflow at a subnormal beta
+            per = 0.5 * dc * (dc / beta) + (np.abs(d) - np.abs(dc))
         else:  # beta past the dtype's range: the quadratic branch everywhere, in float64
             per = (0.5 / beta * dc.astype(np.float64) * dc).astype(p.dtype)
-        slope = (dc / np.float64(beta)).astype(p.dtype, copy=False)
+        # by beta as the data's dtype holds it, which clip put in dc: exactly ±1 past it (a
+        # float32 subnormal beta is off its float64 value by up to 1e-5 relative)
+        slope = (dc / np.float64(b if finite else beta)).astype(p.dtype, copy=False)
     return reduce_loss("smooth_l1", per, reduction, d.size, lambda c: c * slope)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import array_arg, bool_arg, real_arg
-from funcdl.losses._base import Array, Pullback, add_reduce, pred_array, reduce_loss
+from funcdl.losses._base import Array, Pullback, add_reduce, in_dtype, pred_array, reduce_loss
 
 _COS_EPS = float(np.float32(1e-12))  # torch's float EPSILON in cosine_embedding_loss,
 # added to each squared norm (9.99999996e-13 in every dtype, as _BCE_EPS)
@@ -77,6 +77,7 @@ def cosine_embedding_vjp(pred: Any, target: Any, reduction: str = "mean",
     name = "cosine_embedding"
     m = real_arg(margin, name, "margin")
     x1, x2 = _inputs(name, pred, "(x1, x2)", 2)
+    in_dtype(name, "margin", m, x1.dtype)
     if x1.ndim == 0 or x1.shape[-1] == 0:
         raise ValueError(f"{name}: x1 and x2 need a feature axis, last, of at least one "
                          f"entry, got shape {x1.shape}")

@@ -13,6 +13,7 @@ from funcdl.losses._base import (
     Array,
     Pullback,
     add_reduce,
+    in_dtype,
     label_error,
     pred_array,
     reduce_loss,
@@ -47,6 +48,7 @@ def poly_loss_cross_entropy_vjp(pred: Any, target: Any, epsilon: float = 2.0,
     eps = real_arg(epsilon, name, "epsilon", low=-1.0,
                    fix="; the paper uses 2 (classification) or -1 (detection)")
     z = pred_array(name, pred)
+    in_dtype(name, "epsilon", eps, z.dtype)
     class_count(name, z, "the logits")
     one_class(name, z)
     t = _poly_target(name, z, target)
