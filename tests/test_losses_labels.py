@@ -129,3 +129,15 @@ def test_names_and_nan_as_labels_get_the_label_error_with_a_fix_that_works(
         loss(np.zeros((3, 4)), np.array(["a", "b", "c"]))
     with pytest.raises(losses.LabelDtypeError, match=r"\(holding NaN\).*NaN examples dropped"):
         loss(np.zeros((3, 4)), np.array([0.0, np.nan, 1.0]))
+
+
+@pytest.mark.parametrize("loss", [losses.softmax_cross_entropy, losses.nll])
+def test_torchs_padding_label_minus_100_is_refused_with_the_ignore_index_to_pass(loss):
+    z = -np.log(np.array([[1, 2, 3, 4], [2, 2, 3, 3], [4, 1, 1, 4]]) / 10)
+    y = np.array([1, -100, 2])
+    with pytest.raises(ValueError, match=r"\[-100, 2\]; -100 is PyTorch's default "
+                                         r"ignore_index, here None: pass ignore_index=-100"):
+        loss(z, y)
+    assert loss(z, y, ignore_index=-100) == pytest.approx(loss(z[[0, 2]], y[[0, 2]]), rel=1e-12)
+    with pytest.raises(ValueError, match=r"got values in \[-101, 2\]$"):  # no hint: not -100
+        loss(z, np.array([1, -101, 2]))

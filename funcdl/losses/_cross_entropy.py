@@ -138,8 +138,11 @@ def pick_labels(name: str, what: str, shape: tuple[int, ...], labels: Array, w: 
               if kept.size else (0, -1))
     if lo < 0 or hi >= n_classes:
         also = "" if ignore is None else f" (or the ignore_index, {ignore})"
+        torch_pad = ignore is None and lo == -100
         raise ValueError(f"{name}: labels must be in [0, {n_classes}){also}, got values in "
-                         f"[{lo}, {hi}]")
+                         f"[{lo}, {hi}]" + ("; -100 is PyTorch's default ignore_index, here "
+                                            "None: pass ignore_index=-100" if torch_pad
+                                            else ""))
     rows = np.arange(labels.size)
     cols = labels.reshape(-1) if keep is None else np.where(keep, labels, 0).reshape(-1)
     wy = None if w is None else w[cols].reshape(labels.shape)
