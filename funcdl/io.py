@@ -318,11 +318,20 @@ def load(path: str | os.PathLike[str], like: Tree = None) -> Tree:
         raise TypeError(f"io.load: {name}: like: {e}") from None
     try:
         _compare(td, like_def, "")
-        out = pytree.unflatten(like_def, leaves)
+        out = pytree.unflatten(like_def, [_in_order(x, y) for x, y in zip(
+            leaves, pytree.leaves(like), strict=True)])
         pytree.check_same(out, like, ("file", "like"), shapes=True, dtypes=True)
     except ValueError as e:
         raise ValueError(f"io.load: {name}: {e}{_foreign_hint(like)}") from None
     return out
+
+
+def _in_order(x: Any, like: Any) -> Any:
+    """``x`` in ``like``'s byte order where their dtypes differ only in it (a big-endian
+    array saved, a native one as ``like``): the same numbers, which the dtype check passes."""
+    dx, dl = getattr(x, "dtype", None), getattr(like, "dtype", None)
+    same_type = dx is not None and dl is not None and dx.newbyteorder("=") == dl.newbyteorder("=")
+    return x.astype(dl) if same_type and dx != dl else x
 
 
 def _foreign_hint(like: Tree) -> str:

@@ -429,3 +429,17 @@ def test_disk_matches_its_definition(dt):
     x2, _y2 = data.disk(k, 4000, dt)
     np.testing.assert_array_equal(x, x2)
     assert not np.array_equal(x, data.disk(random.key(12), 4000, dt)[0])
+
+
+def test_a_big_endian_save_loads_with_a_native_like_and_a_real_mismatch_still_fails(tmp_path):
+    # was noticed by the review: like= refused '>f8' against '<f8', the same numbers
+    p = tmp_path / "be.npz"
+    x = np.arange(6.0).reshape(2, 3)
+    io.save(p, {"w": x.astype(">f8"), "n": np.int16(3).astype(">i2")})
+    back = io.load(p, like={"w": x, "n": np.int16(0)})
+    assert back["w"].dtype == np.float64 and back["w"].dtype.isnative
+    np.testing.assert_array_equal(back["w"], x)
+    assert back["n"] == 3 and back["n"].dtype == np.int16
+    assert io.load(p)["w"].dtype == np.dtype(">f8")  # without like: as saved
+    with pytest.raises(ValueError, match=r"\['w'\].*float32"):
+        io.load(p, like={"w": x.astype(np.float32), "n": np.int16(0)})
