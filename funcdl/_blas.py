@@ -16,7 +16,7 @@ Array = NDArray[Any]
 def product(f: Any, a: Array, b: Array, out: Array | None = None) -> Array:
     """``f(a, b)``, a BLAS product (``np.dot`` or ``np.matmul``) that a flag BLAS left raised
     does not fail: OpenBLAS's float32 gemv can raise the invalid flag on finite operands
-    (Bilinear's stacked product once, on the AMD host: ``layers._sums.mat_vec``; a
+    (Bilinear's stacked matrix-vector product once, on the AMD host; a
     Dense(1)'s forward once in 450 runs of one test, on the Intel Xeon one).
     Where warnings are errors, or under ``np.seterr(invalid='raise')``, NumPy's check of the
     flag fails the call, which is then taken again with the flag ignored; elsewhere the

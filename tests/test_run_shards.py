@@ -27,7 +27,7 @@ def counts(out: str) -> list[int]:
 
 
 def test_two_shards_run_each_selected_test_exactly_once() -> None:
-    select = ["tests/test_sums.py", "-k", "block_sum or mat_vec or rows_sum", "-p",
+    select = ["tests/test_sums.py", "-k", "block_sum or gemv or rows_sum or matrix_vector", "-p",
               "no:cacheprovider"]
     env = {**os.environ, "FUNCDL_TEST_SHARDS": "2"}
     plain = subprocess.run([sys.executable, "-m", "pytest", *select], cwd=ROOT,

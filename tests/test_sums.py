@@ -22,41 +22,41 @@ from funcdl.layers import _attention, _sums, bilinear
 F32 = np.float32
 
 
-def test_mat_vec_is_matmul_for_vectors_columns_and_stacks() -> None:
+def test_product_of_matmul_is_matmul_for_vectors_columns_and_stacks() -> None:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((4, 3, 5)).astype(F32)
     v = rng.standard_normal(5).astype(F32)
     col = rng.standard_normal((4, 5, 1)).astype(F32)
-    np.testing.assert_array_equal(_sums.mat_vec(a, v), np.matmul(a, v))
-    np.testing.assert_array_equal(_sums.mat_vec(a, col), np.matmul(a, col))
-    assert _sums.mat_vec(a, v).dtype == F32
+    np.testing.assert_array_equal(_sums.product(np.matmul, a, v), np.matmul(a, v))
+    np.testing.assert_array_equal(_sums.product(np.matmul, a, col), np.matmul(a, col))
+    assert _sums.product(np.matmul, a, v).dtype == F32
 
 
-def test_mat_vec_and_sums_fail_a_real_invalid_product_as_the_bare_product_does() -> None:
-    # inf * 0 raises the invalid flag for real: as np.matmul, and as Dense's product, they
+def test_gemv_and_sums_fail_a_real_invalid_product_as_the_bare_product_does() -> None:
+    # inf * 0 raises the invalid flag for real: as np.matmul, the guarded gemv and sums
     # fail where warnings are errors (as here), and show the NaN where they are not
     a = np.array([[np.inf, 1.0], [2.0, 3.0]], F32)
     v = np.array([0.0, 1.0], F32)
     s_in = np.array([[[np.inf], [1.0]], [[-np.inf], [2.0]]], F32)
     stacked = np.array([[[np.inf, 1.0]], [[np.inf, 1.0]]], F32)  # rows_sum: inf - inf
-    for call in (lambda: np.matmul(a, v), lambda: _sums.mat_vec(a, v),
+    for call in (lambda: np.matmul(a, v), lambda: _sums.product(np.matmul, a, v),
                  lambda: _sums.block_sum(s_in, 1, 2),
                  lambda: _sums.rows_sum(np.concatenate([stacked, -stacked], 1))):
         with pytest.raises(RuntimeWarning, match="invalid value"):
             call()
     with np.errstate(invalid="ignore"):
-        got = _sums.mat_vec(a, v)
+        got = _sums.product(np.matmul, a, v)
         s = _sums.block_sum(s_in, 1, 2)
     assert np.isnan(got[0]) and got[1] == 3.0
     assert np.isnan(s[0]) and s[1] == 3.0
 
 
-def test_mat_vec_and_stacked_sums_take_a_call_failed_by_a_stray_flag_again(monkeypatch
-                                                                           ) -> None:
+def test_gemv_and_stacked_sums_take_a_call_failed_by_a_stray_flag_again(monkeypatch
+                                                                       ) -> None:
     calls: list[str] = []
     monkeypatch.setattr(np, "matmul", _flagging(calls))
     a = np.arange(12, dtype=F32).reshape(2, 3, 2)
-    assert np.array_equal(_sums.mat_vec(a, np.ones(2, F32)), a.sum(-1))
+    assert np.array_equal(_sums.product(np.matmul, a, np.ones(2, F32)), a.sum(-1))
     assert calls == ["call", "call"]
     assert np.array_equal(_sums.rows_sum(a), a.sum(1))  # a stack: np.matmul
     big = np.ones((1, 2 * _sums._CASCADE + 3, 2), F32)  # the blocked path: two products
@@ -74,11 +74,17 @@ def test_block_sum_is_the_sum_over_the_other_axes() -> None:
     (bilinear, L.Bilinear(40), ((None, 2), (None, 3))),         # the z form
     (_attention, L.MultiHeadAttention(2), (None, 3, 4)),       # its normalisers
 ])
-def test_layers_take_their_matrix_vector_products_through_mat_vec(monkeypatch, module, layer,
+def test_layers_take_their_matrix_vector_products_through_product(monkeypatch, module, layer,
                                                                   shape) -> None:
     calls: list[int] = []
-    real = _sums.mat_vec
-    monkeypatch.setattr(module, "mat_vec", lambda *a: calls.append(1) or real(*a))
+    real = _sums.product
+
+    def counted(f: Any, a: np.ndarray, b: np.ndarray, out: Any = None) -> np.ndarray:
+        if f is np.matmul and (b.ndim == 1 or b.shape[-1] == 1 or a.shape[-2] == 1):
+            calls.append(1)  # a gemv: a vector or a column on the right, a row on the left
+        return real(f, a, b, out)
+
+    monkeypatch.setattr(module, "product", counted)
     _, params = layer.init(fd.random.key(0), shape)
     shapes = shape if isinstance(shape[0], tuple) else (shape,)
     xs = [np.asarray(fd.random.normal(fd.random.key(i + 1), (2, *s[1:]))) for i, s in
@@ -86,7 +92,7 @@ def test_layers_take_their_matrix_vector_products_through_mat_vec(monkeypatch, m
     x = tuple(xs) if len(xs) > 1 else xs[0]
     y, pullback = layer.vjp(params, x)[:2]
     pullback(np.ones_like(y))
-    assert calls, f"{layer.name} took no product through _sums.mat_vec"
+    assert calls, f"{layer.name} took no matrix-vector product through _sums.product"
 
 
 def _flagging(calls: list[str]) -> Any:
@@ -250,7 +256,7 @@ _MODULES = sorted(f"{p.parent.name}.{p.stem}" for d in ("layers", "losses", "opt
 @pytest.mark.parametrize("module", _MODULES)
 def test_layer_loss_and_optimizer_modules_call_no_bare_product(module) -> None:
     """In every layer, loss and optimizer module every BLAS product goes through
-    ``product`` (or ``_sums.mat_vec``): no ``@``, and no call of ``np.matmul``, ``np.dot``,
+    ``product``: no ``@``, and no call of ``np.matmul``, ``np.dot``,
     ``np.vdot``, ``np.inner``, ``np.tensordot``, ``dot`` or ``matmul`` but as product's
     argument (a function that makes one, such as _dpsgd's ``_contract``, is passed to it:
     its line says ``# (product's f)``). (Monkeypatching np.matmul cannot see an ``@``.) A

@@ -15,7 +15,7 @@ import numpy as np
 from funcdl._args import frozen, nearest_divisors, refuse_masked
 from funcdl._simplex import simplex_projection, simplex_projection_vjp
 from funcdl.layers._params import param_arrays
-from funcdl.layers._sums import mat_vec, ones
+from funcdl.layers._sums import ones, product
 from funcdl.layers.base import Array, Shape, as_array, cast_ints, check_cotangent, check_in_shape
 
 __all__ = ["NORMALIZERS", "ROLES", "agree", "checked_params", "features", "in_shapes",
@@ -314,7 +314,7 @@ def softmax_dscores(ds: Array, kept: Any, dc2: Array, d: int) -> Array:
     """``dS = P ⊙ (dP - Σ_j P⊙dP)`` in place over ``ds`` = dP, for any dP, P =
     ``kept.weights`` (the layer's shortcut for Σ_j P⊙dP through the context, from dc2,
     holds only for the dP that comes from y)."""
-    ds -= mat_vec(ds * kept.weights, ones(ds.shape[-1], ds.dtype))[..., None]
+    ds -= product(np.matmul, ds * kept.weights, ones(ds.shape[-1], ds.dtype))[..., None]
     ds *= kept.weights
     return ds
 
@@ -327,7 +327,7 @@ def _softmax_rows(s: Array) -> Array:
     np.exp(s, out=s)
     # row sums as a product with ones: BLAS's matrix-vector product, where NumPy's
     # reduction over short rows pays a loop per row (see _sums.block_sum)
-    s /= mat_vec(s, ones(s.shape[-1], s.dtype))[..., None]
+    s /= product(np.matmul, s, ones(s.shape[-1], s.dtype))[..., None]
     return s
 
 
@@ -337,7 +337,7 @@ def _softmax_dscores(ds: Array, kept: Any, dc2: Array, d: int) -> Array:
     # the softmax vjp's row term Σ_j P⊙dP = Σ_j (P⊙M)⊙d(P⊙M) = Σ_d dC⊙C, per
     # query and head: a sum over D on (N, Tq, E), not over Tk on the scores
     prod = dc2 * kept.context
-    row = mat_vec(prod.reshape(n, tq, heads, d), ones(d, ds.dtype))
+    row = product(np.matmul, prod.reshape(n, tq, heads, d), ones(d, ds.dtype))
     ds -= row.transpose(0, 2, 1)[..., None]
     ds *= kept.weights
     return ds

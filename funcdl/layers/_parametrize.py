@@ -10,7 +10,7 @@ import numpy as np
 
 from funcdl._args import int_arg
 from funcdl.layers._params import float_param
-from funcdl.layers._sums import mat_vec, product
+from funcdl.layers._sums import product
 from funcdl.layers.base import Array
 
 _LAYOUTS = ("the output axis: -1 for Dense's (in, out) w and Conv2D's (kh, kw, in, out) "
@@ -132,8 +132,8 @@ def power_iteration(mat: Array, u: Array, v: Array, n: int,
                     eps: float) -> tuple[Array, Array]:
     """``n`` steps of ``u = normalize(W v)``, ``v = normalize(Wᵀ u)`` (torch's order)."""
     for _ in range(n):  # n matrix-vector products each way: no batch or pixel loop
-        u = normalized(mat_vec(mat, v), eps)
-        v = normalized(mat_vec(mat.T, u), eps)
+        u = normalized(product(np.matmul, mat, v), eps)
+        v = normalized(product(np.matmul, mat.T, u), eps)
     return u, v
 
 

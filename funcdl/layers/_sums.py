@@ -1,8 +1,8 @@
 """Sums and per-channel broadcasts for the layers' hot paths: BLAS where it beats NumPy's
 reductions (``block_sum``, ``ones @ dy``), and ``chan`` / ``per_row``, which apply a vector
 along a short last axis as whole rows (benchmarks/broadcast_micro.py). Every BLAS product of
-funcdl/layers goes through ``product`` (funcdl/_blas.py; or ``mat_vec``), so that a flag
-BLAS left raised does not fail it (tests/test_sums.py checks each module's source)."""
+funcdl/layers goes through ``product`` (funcdl/_blas.py), so that a flag BLAS left raised
+does not fail it (tests/test_sums.py checks each module's source)."""
 
 from __future__ import annotations
 
@@ -40,15 +40,6 @@ def ones(n: int, dtype: np.dtype[Any]) -> Array:
         v.flags.writeable = False
         _ONES[dtype] = v  # one assignment: a thread reading the old one keeps a good one
     return v[:n]
-
-
-def mat_vec(a: Array, v: Array) -> Array:
-    """``np.matmul(a, v)`` where BLAS takes a matrix-vector product (a vector or a column
-    on the right, or a row on the left; stacked too), through ``product``: OpenBLAS's
-    float32 gemv can leave the invalid flag raised on finite operands (seen here
-    intermittently, with short rows, as "invalid value encountered in matmul" or "in dot").
-    A real invalid operation (inf·0) fails as the bare product does, as in Dense."""
-    return product(np.matmul, a, v)
 
 
 # Rows past which a sum over them goes in blocks (see rows_sum).

@@ -28,7 +28,7 @@ import numpy as np
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
-from funcdl.layers._sums import mat_vec, product, rows_sum
+from funcdl.layers._sums import product, rows_sum
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -129,7 +129,7 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
         if by_rows(d1, d2):
             r = product(np.matmul, a1, w.transpose(1, 0, 2).reshape(d1, out * d2)).reshape(
                 -1, out, d2)
-            y = mat_vec(r, a2[:, :, None])[:, :, 0]
+            y = product(np.matmul, r, a2[:, :, None])[:, :, 0]
         else:
             r = (a1[:, :, None] * a2[:, None, :]).reshape(len(a1), d1 * d2)
             y = product(np.matmul, r, w.reshape(out, d1 * d2).T)
@@ -172,14 +172,14 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
                 return grads, None
             if t_form:
                 dyr = dy2[:, None, :]
-                dx2 = mat_vec(dyr, r)[:, 0]  # a row on the left: gemv too
+                dx2 = product(np.matmul, dyr, r)[:, 0]  # a row on the left: gemv too
                 s = product(np.matmul, a2, w.transpose(2, 0, 1).reshape(d2, out * d1)).reshape(
                     -1, out, d1)
-                dx1 = mat_vec(dyr, s)[:, 0]
+                dx1 = product(np.matmul, dyr, s)[:, 0]
             else:
                 dz = product(np.matmul, dy2, w.reshape(out, d1 * d2)).reshape(-1, d1, d2)
-                dx1 = mat_vec(dz, a2[:, :, None])[:, :, 0]
-                dx2 = mat_vec(a1[:, None, :], dz)[:, 0, :]
+                dx1 = product(np.matmul, dz, a2[:, :, None])[:, :, 0]
+                dx2 = product(np.matmul, a1[:, None, :], dz)[:, 0, :]
             return grads, like(xs, (in_input_dtype(dx1.reshape(x1.shape), dtypes[0]),
                                     in_input_dtype(dx2.reshape(x2.shape), dtypes[1])))
 

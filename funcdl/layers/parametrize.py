@@ -43,7 +43,7 @@ from funcdl.layers._parametrize import (
     weight_of,
 )
 from funcdl.layers._params import in_param_dtypes
-from funcdl.layers._sums import mat_vec, product
+from funcdl.layers._sums import product
 from funcdl.layers._wrap import child_call, like_child, pulled
 from funcdl.layers.base import Layer, LayerLike, layer_arg, need_state
 
@@ -212,7 +212,7 @@ def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
             u, v = power_iteration(mat, u, v, n_iter, eps)
             # copies: the pullback reads u and v, which a caller may write to in the state
             state = {"u": u.astype(u0.dtype), "v": v.astype(v0.dtype)}
-        sigma = product(np.dot, u, mat_vec(mat, v))
+        sigma = product(np.dot, u, product(np.matmul, mat, v))
         if sigma == 0:
             raise ValueError(f"{me}: the spectral norm estimate uᵀWv is 0 (a zero weight, "
                              f"or u, v orthogonal to it); expected a non-zero weight and the "
