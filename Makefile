@@ -23,8 +23,7 @@ demo: $(VENV)/.stamp-demo
 
 # compileall: bytecode for funcdl and the tests (up-to-date files are skipped). Where
 # PYTHONDONTWRITEBYTECODE is set, every process the tests start (MPI ranks, pool workers,
-# examples) would otherwise compile funcdl from source again: importing it took 0.88 s
-# without, 0.39 s with (one-off timings on a 2-core AMD EPYC VM).
+# examples) would otherwise compile funcdl from source again.
 test: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict funcdl tests/typing_user_code.py

@@ -362,7 +362,7 @@ def ravel(tree: Tree) -> tuple[NDArray[Any], Callable[[ArrayLike], Tree]]:
     ints = any(d.kind in "iu" for d in dtypes)
     # the narrowest float leaf's bytes per real number: a wider float vector may overflow it
     narrowest = min((d.itemsize // (2 if d.kind == "c" else 1) for d in dtypes
-                     if d.kind in "fc"), default=16)
+                     if d.kind in "fc"), default=16)  # 16: none, no vector is wider
     if ints and dtype.kind in "fc":  # int64 or uint64 next to floats: exact to 2**53 only
         exact_ints([p for p, _ in leaves_with_path(tree)], arrays, dtype)
 

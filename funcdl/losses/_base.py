@@ -234,7 +234,7 @@ def target_like(name: str, pred: Array, target: Any) -> Array:
         return t.astype(pred.dtype, copy=False)
 
 
-def in_dtype(name: str, what: str, value: float, dtype: Any, fix: str = "") -> float:
+def in_dtype(name: str, what: str, value: float, dtype: Any) -> float:
     """An option that is cast to the data's dtype (a temperature, a margin, an eps): past
     that dtype's range the cast would be inf with NumPy's overflow warning, so a ValueError
     names it instead."""
@@ -242,7 +242,7 @@ def in_dtype(name: str, what: str, value: float, dtype: Any, fix: str = "") -> f
     if abs(value) > big:
         raise ValueError(f"{name}: {what}={value:g} is past the range of {np.dtype(dtype)} "
                          f"(|{what}| <= {big:.4g}), the dtype of the data it is cast to; pass "
-                         f"a smaller {what}{fix}, or float64 data")
+                         f"a smaller {what}, or float64 data")
     return value
 
 

@@ -68,7 +68,9 @@ def _cosine(name: str, pred: Any, target: Any, epsilon: Any, reduction: str,
         raise ValueError(f"{name}: pred needs a vector axis, last, got a scalar; pass "
                          f"vectors of shape (..., D)")
     b = target_like(name, a, target)
-    in_dtype(name, "epsilon", eps, a.dtype)  # sqrt(eps) is cast: eps past the range is inf
+    # eps bounds a squared norm, so past the dtype's range it bounds nothing the data can hold
+    # (and its square root, cast to the dtype, overflowed from about max² on)
+    in_dtype(name, "epsilon", eps, a.dtype)
     ua, na, fa = _unit(a, eps)
     ub, _, _ = _unit(b, eps)
     cos = add_reduce(ua * ub, axis=-1)
