@@ -35,7 +35,8 @@ def same_forward(where: str, y: Any, y_vjp: Any, rtol: float, atol: float,
             i = tuple(int(v) for v in np.argwhere(off)[0])
             raise AssertionError(f"{where}: {ours} and {got} disagree in "
                                  f"{int(off.sum())} of {a.size} entries, first at "
-                                 f"{what}{path}{list(i)}: apply {a[i]!r}, vjp {b[i]!r}")
+                                 f"{what}{path}{list(i)}: {ours.split('(')[0]} {a[i]!r}, "
+                                 f"{got.split('(')[0]} {b[i]!r}")
 
 
 def as_input(where: str, x: Any) -> Any:

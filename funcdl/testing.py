@@ -178,9 +178,10 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
                 x: Any = None, independent_rows: bool = True) -> None:
     """Check a layer end to end on a random float32 input of ``in_shape`` (None -> batch;
     a tuple of shapes for layers taking a tuple; integer ids for a layer with ``ids``, as
-    Embedding, or ``x=`` given): the declared output shape, apply == vjp
-    forward (and new state), float32 kept in outputs and gradients, batch rows independent
-    at inference (each row alone gives its row; ``independent_rows=False`` for a layer whose
+    Embedding, or ``x=`` given): the declared output shape, apply == vjp forward (and new
+    state; at inference the state given, unchanged), float32 kept in outputs (the params'
+    dtype for ids) and gradients, batch rows independent at inference (the first row alone
+    and the others alone give their rows; ``independent_rows=False`` for a layer whose
     inference mixes the rows by design, as BatchNorm(track_running_stats=False): then only
     reversing the rows must reverse the output's), no call writing into x, params, state or
     dy, the same gradients from a second call of the pullback and for x in the other memory
@@ -218,11 +219,24 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
 
     def call(p: Any, xx: Any, **extra: Any) -> Any:
         res = layer.apply(p, xx, **{**kw, **extra})
-        return res[0] if stateful else res
+        if not stateful:
+            return res
+        res = returned(where, "apply", res, 2)
+        if not {**kw, **extra}["train"]:
+            kept_state(kw["state"], res[1])
+        return res[0]
+
+    def kept_state(state: Any, new: Any) -> None:
+        # DESIGN's contract: inference returns the state unchanged (running statistics
+        # moving at evaluation would change the model with every test batch)
+        same_forward(where, state, new, 0.0, 0.0, "state", "the state given",
+                     "apply(train=False)'s new state")
 
     applied: Any = layer.apply(params, x, **kw)
     guard.check("apply")
     applied = returned(where, "apply", applied, 2) if stateful else (applied,)
+    if stateful and not train:
+        kept_state(kw["state"], applied[1])
     y = applied[0]
     if not shape_agrees(out_shape, y, n):
         raise AssertionError(f"{where}: init declared output shape {out_shape}, "
@@ -234,9 +248,12 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     if stateful:
         same_forward(where, applied[1], res[2], 1e-6, 1e-7, *_NEW_STATE)
     x_dtypes = {np.asarray(xi).dtype for xi in tree.leaves(x) if is_float(xi)}
+    # integer ids in (Embedding): the output takes the params' float dtype
+    y_dtypes = x_dtypes or {np.asarray(p).dtype for p in tree.leaves(params) if is_float(p)}
     for path, yi in tree.leaves_with_path(y):
-        if x_dtypes and is_float(yi) and np.asarray(yi).dtype not in x_dtypes:  # a mask: data
-            raise AssertionError(f"{where}: input dtype {sorted(map(str, x_dtypes))}"
+        if y_dtypes and is_float(yi) and np.asarray(yi).dtype not in y_dtypes:  # a mask: data
+            given = "input" if x_dtypes else "integer input and params of"
+            raise AssertionError(f"{where}: {given} dtype {sorted(map(str, y_dtypes))}"
                                  f" gave output{path} of dtype {np.asarray(yi).dtype}")
     for path, leaf in tree.leaves_with_path(params):
         if is_float(leaf) and np.asarray(leaf).dtype != np.float32:
@@ -250,24 +267,32 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
                 f" and {'/'.join(sorted(map(str, x_dtypes))) or 'integer'} input")
     if dx is not None:
         same_dtypes(where, ("x", "dx"), x, none_as_zeros(x, dx))
-    if n > 1:  # each row alone, and the rows reversed, give the same rows
+    if n > 1:  # the first row alone, the others alone, and the rows reversed: the same rows
         full = call(params, x, train=False)
         flipped = call(params, rows(x, slice(None, None, -1)), train=False)
-        one_row: Any = None  # one row alone: not compared for a layer mixing rows by design
+        # not compared for a layer mixing rows by design. The first row and the others both:
+        # a row scaled by the batch's max passes the first alone when the max is there
+        one_row: Any = None
+        others: Any = None
         if bool_arg(independent_rows, where, "independent_rows"):
             try:
                 one_row = call(params, rows(x, slice(1)), train=False)
+                others = call(params, rows(x, slice(1, None)), train=False)
             except ValueError as e:
                 if np.ndim(tree.leaves(x)[0]) < 2:  # no axis beside the batch: a misuse
                     raise
                 raise ValueError(
-                    f"{where}: at inference the layer refused one row of the batch ({e}); "
+                    f"{where}: at inference the layer refused a part of the batch ({e}); "
                     f"for a layer whose inference mixes the batch's rows by design, pass "
                     f"independent_rows=False") from None
         guard.check("apply")  # the rows given were views of x
-        alone = [None] * len(tree.leaves(full)) if one_row is None else tree.leaves(one_row)
-        for a, b, c in zip(alone, tree.leaves(full), tree.leaves(flipped)):
-            if not (a is None or np.allclose(a, b[:1], rtol=1e-5, atol=1e-6, equal_nan=True)):
+        skip = [None] * len(tree.leaves(full))
+        alone = skip if one_row is None else tree.leaves(one_row)
+        rest = skip if others is None else tree.leaves(others)
+        for a, r, b, c in zip(alone, rest, tree.leaves(full), tree.leaves(flipped)):
+            if a is not None and not (
+                    np.allclose(a, b[:1], rtol=1e-5, atol=1e-6, equal_nan=True)
+                    and np.allclose(r, b[1:], rtol=1e-5, atol=1e-6, equal_nan=True)):
                 raise AssertionError(f"{where}: at inference, a row of the output depends "
                                      f"on the other rows of the batch (pass "
                                      f"independent_rows=False if it does by design)")
