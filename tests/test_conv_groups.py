@@ -276,7 +276,7 @@ def test_kernel_of_the_wrong_shape_for_groups(key):
         layer.apply(ungrouped, np.ones((2, 5, 5, 4), np.float32))
     _, params = layer.init(key, (None, 5, 5, 4))
     with pytest.raises(ValueError, match=r"Conv2D\(8, 3, groups=2\): params\['w'\] must have "
-                                         r"shape \(3, 3, 'in // 2', 8\), got \(3, 3, 2, 4\)"):
+                                         r"shape \(3, 3, in // 2, 8\), got \(3, 3, 2, 4\)"):
         layer.apply({"w": params["w"][..., :4], "b": params["b"]}, np.ones((2, 5, 5, 4)))
     with pytest.raises(ValueError, match=r"Conv2D\(8, 3, groups=2\): params\['w'\].*"
                                          r"got \(2, 3, 2, 8\)"):

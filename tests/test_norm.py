@@ -300,7 +300,8 @@ def test_batchnorm_bad_input():
             call(params, np.ones((4, 3)))
     with pytest.raises(ValueError, match=r"state\['var'\] has shape \(2,\), expected \(3,\)"):
         layer.apply(params, np.ones((4, 3)), state={"mean": np.zeros(3), "var": np.ones(2)})
-    with pytest.raises(ValueError, match=r"expected params as a dict with keys"):
+    with pytest.raises(TypeError, match=r"params must be a dict with keys \['scale', 'bias'\] "
+                                        r"\(as init returns them\), got tuple"):
         layer.apply((), np.ones((4, 3)), state=state)
     with pytest.raises(TypeError, match="numeric"):
         layer.apply(params, np.array([["a", "b", "c"]] * 2), state=state)

@@ -30,10 +30,26 @@ def guarded(layer: Any) -> Any:
     """``layer`` itself, or for a user's own layer the same layer with its vjp's and its
     pullbacks' returns checked: ``(y, pullback)`` (``(y, pullback, new_state)`` when
     stateful), a pullback returning ``(dparams, dx)`` with dparams shaped as the params
-    and dx as the input."""
+    and dx as the input; a stateful layer's apply returning ``(y, new_state)``."""
     if not isinstance(layer, Layer) or not foreign(layer):
         return layer
-    return dataclasses.replace(layer, vjp=_checked_vjp(layer.name, layer.vjp, layer.stateful))
+    apply = _checked_apply(layer.name, layer.apply) if layer.stateful else layer.apply
+    return dataclasses.replace(layer, apply=apply,
+                               vjp=_checked_vjp(layer.name, layer.vjp, layer.stateful))
+
+
+def _checked_apply(name: str, apply: Callable[..., Any]) -> Callable[..., Any]:
+    """A stateful layer's apply that forgot its state would return y alone, which a batch
+    of 2 unpacks as ``(y[0], y[1])``: the rows read as the output and the new state."""
+
+    def checked(params: Any, x: Any, **kwargs: Any) -> Any:
+        out = apply(params, x, **kwargs)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise TypeError(f"{name}: a stateful layer's apply must return (y, new_state) "
+                            f"(the state unchanged at inference); got {describe(out)}")
+        return out
+
+    return checked
 
 
 def _checked_vjp(name: str, vjp: Callable[..., Any], stateful: bool) -> Callable[..., Any]:

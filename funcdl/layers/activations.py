@@ -120,7 +120,14 @@ def LeakyReLU(alpha: float = 0.01) -> Layer:
             slope *= dy
             return slope
     if a == 0:  # max(x, 0·x) is NaN at x = inf (0·inf), where x is picked
-        return _elementwise(f"LeakyReLU({a})", lambda x: np.maximum(x, 0), df, reads="x")
+        def zero_slope(x: Array) -> Array:
+            y: Array = np.maximum(x, 0)
+            below = np.isneginf(x)  # 0·(-inf) is NaN, as torch's and JAX's leaky_relu give
+            if below.any():
+                y[below] = np.nan
+            return y
+
+        return _elementwise(f"LeakyReLU({a})", zero_slope, df, reads="x")
     if abs(a) <= 1:
         return _elementwise(f"LeakyReLU({a})", lambda x: pick(x, a * x), df, reads="x")
 

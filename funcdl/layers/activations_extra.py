@@ -260,7 +260,7 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
         return shape, {"a": np.full(c, a0, np.float32)}
 
     def prepare(params: Any, x: Any) -> tuple[Array, Array]:
-        x = as_array(name, x, weak_dtype(params, "a"))
+        x = as_array(name, x, weak_dtype(params, "a", name))
         (a,) = param_arrays(name, params, ("a",))
         if a.shape != (c,):
             raise ValueError(f"{name}: params['a'] has shape {a.shape}, expected ({c},)")

@@ -227,7 +227,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
         if masked:
             xs, mask = split_mask(name, xs)
         e = p["w_q"].shape[0]
-        given = inputs(name, xs, weak_dtype(p, "w_q"))
+        given = inputs(name, xs, weak_dtype(p, "w_q", name))
         if all(x.ndim == 3 for x in given):
             if flagged:  # the sizes the params were checked for, E the params'
                 features(name, [x.shape for x in given], e, kdim, vdim)

@@ -37,6 +37,7 @@ from funcdl._args import (
     refuse_masked,
     several_arrays,
 )
+from funcdl._treenodes import describe
 from funcdl.layers._pointwise import Pointwise as Pointwise
 from funcdl.layers._shapes import axis_in_range as axis_in_range  # re-exported: the
 from funcdl.layers._shapes import located as located  # layers import them from base
@@ -49,8 +50,9 @@ _F32, _F64 = F32, F64  # `x.dtype is _F32`: the cheapest test
 Array = NDArray[Any]
 Params = Any
 Shape = tuple[int | None, ...]
-# dy (an array, or a tuple for several outputs) -> (dparams, dx), dx None for integer
-# inputs or when the caller passes need_dx=False, a tuple for several inputs
+# dy (an array, or a tuple for several outputs) -> (dparams, dx), dx a tuple for several
+# inputs; None for ids (Embedding's integer input, which has no gradient) or when the
+# caller passes need_dx=False. Other layers read an integer input as floats: dx in those
 Pullback = Callable[..., tuple[Params, Any]]
 
 
@@ -215,7 +217,8 @@ def not_a_layer(x: Any) -> str | None:
     maker = name and ((getattr(x, "__module__", None) or "").startswith("funcdl.layers")
                       or name[0].isupper())
     hint = f"; call the constructor: {name}(), not {name}" if maker else ""
-    return f"{x!r}{hint}"
+    shown = repr(x)  # params passed where the layer goes: their keys, not every number
+    return f"{shown if len(shown) <= 80 else describe(x)}{hint}"
 
 
 def layer_arg(where: str, x: Any, what: str = "expected a layer") -> None:

@@ -180,8 +180,8 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
             raise ValueError(f"{name}: params['b'] must have shape ({out},), got {b[0].shape}")
         if w.ndim != rank + 2 or w.shape[:rank] != kshape or w.shape[-1] != out:
             i = "in" if groups == 1 else f"in // {groups}"
-            raise ValueError(f"{name}: params['w'] must have shape {(*kshape, i, out)}, "
-                             f"got {w.shape}")
+            raise ValueError(f"{name}: params['w'] must have shape "
+                             f"({', '.join(map(str, kshape))}, {i}, {out}), got {w.shape}")
         x = as_array(name, x, w.dtype)
         if x.ndim != rank + 2 or x.shape[-1] != w.shape[-2] * groups:
             raise _grouped.channels_error(name, layout, w.shape, x.shape, groups)
@@ -224,7 +224,11 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
             cols = im2col(xp, win, oh, ow)
             y = product(np.matmul, cols, w.reshape(-1, out))  # (one column: a gemv)
         if use_bias:  # a few channels per pixel: tiled rows, see chan
-            chan(np.add, y, params["b"], out=y)
+            b = params["b"]
+            if b.dtype is y.dtype or y.dtype.itemsize >= b.dtype.itemsize:
+                chan(np.add, y, b, out=y)
+            else:  # a float64 bias beside float32 w and x: promoted, as Dense's
+                y = y + b
         shape = (n, *((oh, ow) if rank == 2 else (ow,)), out)
         return y.reshape(shape), cols, xp, pads, oh, ow, nhwc
 

@@ -91,7 +91,7 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
     def prepare(params: Any, x: Any) -> tuple[Array, Array, Array, Array, int]:
         """The input and as (N, S, C), scale and bias, in the computation dtype, and m,
         the values per group (at least 1: an empty S has nothing to divide)."""
-        x = as_array(name, x, weak_dtype(params, "scale"))
+        x = as_array(name, x, weak_dtype(params, "scale", name, ("scale", "bias")))
         if x.ndim < (2 if groups is not None else 3):  # the rank's error before the C check
             channels(x.shape)
         scale, bias = channel_vectors(name, params, ("scale", "bias"), "params",

@@ -73,7 +73,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
                        "bias": np.zeros(norm_shape, np.float32)}
 
     def prepare(params: Any, x: Any) -> Any:
-        x = as_array(name, x, weak_dtype(params, "scale"))
+        x = as_array(name, x, weak_dtype(params, "scale", name, ("scale", "bias")))
         res = example_axes(name, axis, axes, x.shape)
         normed = tuple(x.shape[a] for a in res)
         scale, bias = channel_vectors(name, params, ("scale", "bias"), "params", fits=normed)

@@ -108,7 +108,7 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
     def prepare(params: Any, x: Any) -> Any:
         """The input and per-channel vectors in the computation dtype, the vectors' broadcast
         shape, the per-channel sum ``total(a)``, and the entries per channel m."""
-        x = as_array(name, x, weak_dtype(params, "scale"))
+        x = as_array(name, x, weak_dtype(params, "scale", name, ("scale", "bias")))
         ax = channel_axis(name, axis, x.shape)
         scale, bias = channel_vectors(name, params, ("scale", "bias"), "params",
                                       fits=(x.shape[ax],))

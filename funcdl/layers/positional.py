@@ -97,7 +97,7 @@ def PositionalEmbedding(max_len: int, *,
     def check(params: Any, x: Any) -> tuple[Array, Array]:
         """``(pos, x)``: the table checked, the input converted (integers cast to its
         dtype, Python floats taking it) and checked against it."""
-        xa = as_array(name, x, weak_dtype(params, "pos"))
+        xa = as_array(name, x, weak_dtype(params, "pos", name))
         (pos,) = param_arrays(name, params, ("pos",))
         if pos.ndim != 2 or pos.shape[0] != max_len or pos.shape[1] == 0:
             raise ValueError(f"{name}: params['pos'] must have shape ({max_len}, E) as init "

@@ -64,7 +64,7 @@ def RMSNorm(eps: float | None = None, elementwise_affine: bool = True) -> Layer:
             xa = as_floats(name, x)
             scale = None
         else:
-            xa = as_array(name, x, weak_dtype(params, "scale"))
+            xa = as_array(name, x, weak_dtype(params, "scale", name))
         if xa.ndim == 0 or xa.shape[-1] == 0:
             raise ValueError(f"{name}: expected an input with a last axis of size > 0 to "
                              f"normalise, got shape {xa.shape}")

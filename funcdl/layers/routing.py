@@ -357,15 +357,18 @@ def Slice(index: Any) -> Layer:
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
         shape = check_in_shape(name, in_shape)
-        if None in shape[1:]:
-            raise ValueError(f"{name}: the axes after the batch axis must be known, "
-                             f"got {shape}")
-        probe = np.broadcast_to(np.empty((), np.int8), (1, *shape[1:]))  # type: ignore[arg-type]
-        try:
-            out = probe[full].shape
-        except IndexError as e:
-            raise ValueError(f"{name}: cannot index an input of shape {shape}: {e}") from None
-        return (shape[0], *out[1:]), ()
+        # An unknown size is probed at two large sizes: an output axis that differs between
+        # them depends on it and stays unknown (x[:, 0:4] of (None, None, 8) is (None, 4, 8))
+        outs = []
+        for size in (1 << 20, (1 << 20) + 1):
+            sizes = (1, *(size if d is None else d for d in shape[1:]))
+            probe = np.broadcast_to(np.empty((), np.int8), sizes)  # no memory: a view
+            try:
+                outs.append(probe[full].shape)
+            except IndexError as e:
+                raise ValueError(f"{name}: cannot index an input of shape {shape}: "
+                                 f"{e}") from None
+        return (shape[0], *(a if a == b else None for a, b in zip(outs[0][1:], outs[1][1:]))), ()
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
