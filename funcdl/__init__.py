@@ -22,7 +22,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from funcdl.autodiff import grad, value_and_grad, vjp
+from funcdl.autodiff import (
+    grad,
+    per_example_grad,
+    per_example_value_and_grad,
+    value_and_grad,
+    vjp,
+)
 
 if TYPE_CHECKING:
     from funcdl import (
@@ -54,6 +60,8 @@ __all__ = [
     "losses",
     "metrics",
     "optim",
+    "per_example_grad",
+    "per_example_value_and_grad",
     "random",
     "testing",
     "tree",

@@ -18,7 +18,7 @@ import numpy as np
 from funcdl import debug
 from funcdl._args import array_arg, bool_arg, train_arg
 
-__all__ = ["grad", "value_and_grad", "vjp"]
+__all__ = ["grad", "per_example_grad", "per_example_value_and_grad", "value_and_grad", "vjp"]
 
 
 def _name(f: Any) -> str:
@@ -290,3 +290,80 @@ def grad(model: Any, loss: Any, *, has_aux: bool = False,
         return (grads, *out[1:])
 
     return g
+
+
+def per_example_value_and_grad(model: Any, loss: Any, *,
+                               has_aux: bool = False) -> Callable[..., Any]:
+    """As ``value_and_grad``, but each leaf of ``grads`` has a leading axis of one entry per
+    example (``jax.vmap(jax.grad(...))``; Opacus' ``grad_sample``): entry n is N times
+    example n's share of the batch's gradient, so their mean over the examples is
+    ``value_and_grad``'s grads. For a loss that averages equally over the examples (mse,
+    cross-entropy without weights or ignored labels) entry n is the gradient of example n's
+    own loss, ``grad(params, x[n:n + 1], target[n:n + 1])``. One pass over the batch: each
+    layer with params keeps its gradient's sum over the examples apart (one batched BLAS
+    product where the batch takes one). The value is the batch's, as ``value_and_grad``'s.
+
+    Rules exist for Dense, Conv1D, Conv2D, Embedding, PositionalEmbedding, LayerNorm,
+    RMSNorm, GroupNorm, InstanceNorm, BatchNorm at inference (``train=False``; in training
+    its statistics mix the examples) and PReLU, and every combinator that routes its
+    children's gradients; another layer with params is a ValueError naming its params.
+    The grads feed ``optim.dpsgd`` and the per-example clipping transforms."""
+    where = "per_example_value_and_grad"
+    vg = _value_and_grad(model, loss, has_aux, False, where)
+    from funcdl.layers import _per_example  # here: import funcdl loads no layers
+
+    def f(params: Any, x: Any, target: Any, *more: Any, **kwargs: Any) -> Any:
+        if more:
+            _positional(where, "f(params, x, target", more)
+        token = _per_example.ON.set(True)
+        try:
+            out, grads = vg(params, x, target, **kwargs)
+        finally:
+            _per_example.ON.reset(token)
+        return out, _scaled(where, params, grads, _batch_size(where, x))
+
+    return f
+
+
+def per_example_grad(model: Any, loss: Any, *, has_aux: bool = False) -> Callable[..., Any]:
+    """As ``grad``, per example: see ``per_example_value_and_grad``."""
+    vg = per_example_value_and_grad(model, loss, has_aux=has_aux)
+    stateful, has_aux = bool(getattr(model, "stateful", False)), bool(has_aux)
+
+    def g(params: Any, x: Any, target: Any, *more: Any, **kwargs: Any) -> Any:
+        if more:
+            _positional("per_example_grad", "g(params, x, target", more)
+        out, grads = vg(params, x, target, **kwargs)
+        return grads if not (has_aux or stateful) else (grads, *out[1:])
+
+    return g
+
+
+def _batch_size(where: str, x: Any) -> int:
+    from funcdl import tree
+
+    first = tree.leaves(x)[:1]
+    if not first or np.ndim(first[0]) == 0:
+        raise ValueError(f"{where}: x must hold the examples on axis 0 of its (first) array")
+    return int(np.shape(first[0])[0])
+
+
+def _scaled(where: str, params: Any, grads: Any, n: int) -> Any:
+    """Each leaf ``n·g``, checked to be ``(n, *param.shape)``: a layer without a
+    per-example rule returns its sum over the batch, the param's shape, named here."""
+    from funcdl import tree
+    from funcdl.layers._per_example import LAYERS
+
+    def one(path: str, p: Any, g: Any) -> Any:
+        shape = np.shape(p)
+        if np.shape(g) != (n, *shape):
+            summed = np.shape(g) == shape
+            raise ValueError(
+                f"{where}: params{path} came back with gradient shape {np.shape(g)}, not "
+                f"({n}, *{shape}) for {n} examples"
+                + (": its layer has no per-example rule and summed over the batch; rules "
+                   f"exist for {LAYERS}; for another layer loop over the rows, "
+                   f"grad(params, x[i:i + 1], target[i:i + 1])" if summed else ""))
+        return g * g.dtype.type(n)
+
+    return tree.map_with_path(one, params, grads)

@@ -17,6 +17,7 @@ import numpy as np
 from funcdl import random
 from funcdl._args import call_name, int_arg, real_arg
 from funcdl._special import softplus
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._norm_stats import compute_dtype
 from funcdl.layers._params import in_param_dtypes, param_arrays, weak_dtype
 from funcdl.layers._sums import block_sum
@@ -287,6 +288,10 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
         xs, a = prepare(params, x)
         y, neg = forward(xs, a)
         y = kept(y)
+        each = per_example.ON.get()
+        if each and xs.ndim < 1:
+            raise ValueError(f"{name}: per-example gradients need a batch axis, got an "
+                             f"input of shape {xs.shape}")
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
 
@@ -298,7 +303,11 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
             slope *= dy
             with _quiet():  # (a sum past the float range: inf, as the products')
                 t = neg * dy
-                da = (block_sum(t, t.ndim - 1, t.ndim) if c > 1 else np.atleast_1d(t.sum()))
+                if each:  # per example (_per_example): (N, c), each example's own sum
+                    t = t.reshape(len(t), -1, c) if c > 1 else t.reshape(len(t), -1, 1)
+                    da = t.sum(axis=1)
+                else:
+                    da = (block_sum(t, t.ndim - 1, t.ndim) if c > 1 else np.atleast_1d(t.sum()))
             return (in_param_dtypes({"a": da}, params), in_input_dtype(slope, x_dtype))
 
         return y, pullback

@@ -31,6 +31,7 @@ import numpy as np
 
 from funcdl import random, tree
 from funcdl._args import int_arg
+from funcdl.layers import _per_example as per_example
 from funcdl.layers import _slices
 from funcdl.layers._children import (
     build,
@@ -116,6 +117,8 @@ def BatchThreads(layer: LayerLike, threads: int) -> Layer:
                 _one_state(name, [o[1] for o in outs], cuts))
 
     def vjp(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
+        per_example.refuse(name, "it sums its slices' gradients; per-example gradients "
+                                 "of the layer inside need no threads")
         cuts, parts = sliced(x, key)
         outs = run(lambda a: child_vjp(layer, params, a[0], state, a[1], train), parts, cuts)
         y = _joined(name, "output", [o[0] for o in outs], cuts)

@@ -25,6 +25,7 @@ from numpy.lib.stride_tricks import as_strided
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg
 from funcdl.layers import _grouped
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import chan, product, rows_sum
 from funcdl.layers._windows import (
@@ -136,6 +137,21 @@ def im2col(xp: Array, win: Window, oh: int, ow: int) -> Array:
         return cols.reshape(n * oh * ow, kh * kw)
     out: Array = windows(xp, win, oh, ow).reshape(n * oh * ow, kh * kw * c)
     return out
+
+
+def each_dw(x4: Array, dy: Array, win: Window, pads: Pads, oh: int, ow: int, groups: int,
+            w_shape: tuple[int, ...]) -> Array:
+    """Per-example ``dw`` (``_per_example``): ``dw_n = cols_nᵀ dy_n`` per group, with
+    ``cols`` the windows of the padded NHWC input x4 (N, H, W, C), dy (N, OH, OW, out):
+    (N, *w_shape), one batched BLAS product over (example, group)."""
+    n, c, out = x4.shape[0], x4.shape[-1], w_shape[-1]
+    kk, cg, og = win.size[0] * win.size[1], c // groups, out // groups
+    cols = im2col(pad(x4, pads), win, oh, ow).reshape(n, oh * ow, kk, groups, cg)
+    a = cols.transpose(0, 3, 2, 4, 1).reshape(n, groups, kk * cg, oh * ow)
+    b = dy.reshape(n, oh * ow, groups, og).transpose(0, 2, 1, 3)
+    dw = product(np.matmul, a, b).reshape(n, groups, kk, cg, og)  # (n, g, k, c, o)
+    out_w: Array = dw.transpose(0, 2, 3, 1, 4).reshape(n, *w_shape)
+    return out_w
 
 
 def fold(out: Array, win: Window, oh: int, ow: int,
@@ -335,7 +351,31 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
 
         return y, pullback
 
-    return Layer(init, apply, vjp if groups == 1 else grouped_vjp, name=name, dx_optional=True)
+    batch_vjp = vjp if groups == 1 else grouped_vjp
+
+    def any_vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        if not per_example.ON.get():
+            return batch_vjp(params, x)
+        # per example: the batch's pullback for dx, the weight's per example from the
+        # input's windows (_per_example)
+        y, pullback = batch_vjp(params, x)
+        xc, w = check(params, x)
+        oh, ow, pads = geometry(name, win, xc.shape, rank, "kernel")
+        x4 = xc if rank == 2 else xc[:, None]
+        y_shape, y_dtype = y.shape, y.dtype
+
+        def each(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
+            dx = pullback(dy)[1] if need_dx else None  # (its dw summed too: not read)
+            dy4 = dy.reshape(x4.shape[0], oh, ow, out)
+            grads = {"w": each_dw(x4, dy4, win, pads, oh, ow, groups, w.shape)}
+            if use_bias:
+                grads["b"] = per_example.sums(dy4)
+            return in_param_dtypes(grads, params), dx
+
+        return y, each
+
+    return Layer(init, apply, any_vjp, name=name, dx_optional=True)
 
 
 def _named(ctor: str, out: Any, kernel: Any, stride: Any, padding: Any, dilation: Any,

@@ -10,6 +10,7 @@ import numpy as np
 
 from funcdl import initializers, random, tree
 from funcdl._args import bool_arg, int_arg, is_int, real_arg, train_arg
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._passthrough import array_tree, cotangents, not_empty, shape_tree
 from funcdl.layers._sums import chan, dot, product, rows_sum
@@ -121,6 +122,10 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
         # y = act.f(x w + b); the pullback takes dy through act.df first (see Layer).
         w, x, h = affine(params, x)
         flat = x.ndim == 2
+        each = per_example.ON.get()  # the grads per example (autodiff.per_example_*)
+        if each and x.ndim < 2:
+            raise ValueError(f"{name}: per-example gradients need a batch axis, got an "
+                             f"input of shape {x.shape}")
         y = h if act is None else kept(act.f(h))
         y_shape, y_dtype = y.shape, y.dtype
         res: tuple[Any, Any] = (None, None) if act is None else act.residuals(h, y)
@@ -131,6 +136,13 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
             dy = check_cotangent(name if act is None else act.name, dy, y_shape, y_dtype)
             if act is not None:
                 dy = act.df(hr, yr, dy)
+            if each:
+                each_grads = {"w": per_example.outer(x, dy)}
+                if use_bias:
+                    each_grads["b"] = per_example.sums(dy)
+                grads = in_param_dtypes(each_grads, params)
+                dx = None if not need_dx else in_input_dtype(product(np.matmul, dy, w.T), x.dtype)
+                return grads, dx
             x2, dy2 = (x, dy) if flat else (x.reshape(-1, w.shape[0]), dy.reshape(-1, out))
             # BLAS reads x2.T and w.T in place (no transposed copies). np.dot costs less per
             # call than @, but is up to 15% slower with a large transposed operand; the

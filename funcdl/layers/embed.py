@@ -8,6 +8,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import array_arg, int_arg
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._params import drawn, initializer_arg, param_arrays
 from funcdl.layers.base import Array, Layer, Shape, check_cotangent, check_in_shape
 
@@ -109,12 +110,24 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
         del key, train
         table, ids = check(params, x)
         y = np.take(table, ids, axis=0)
+        each = per_example.ON.get()  # a table per example: N·vocab·dim entries
+        if each and ids.ndim < 1:
+            raise ValueError(f"{name}: per-example gradients need a batch axis, got ids of "
+                             f"shape {ids.shape}")
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
 
         def pullback(dy: Array) -> tuple[Any, None]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             # in the table's dtype, as JAX gives gradients, whatever dy's
+            if each:  # example n's rows at n·vocab + id of one (N·vocab, dim) table
+                n = ids.shape[0]
+                rows = (ids.reshape(n, -1) + np.arange(n)[:, None] * vocab).reshape(-1)
+                dtable = _scatter_add_rows(rows, dy.reshape(-1, dim), n * vocab,
+                                           table.dtype).reshape(n, vocab, dim)
+                if pad is not None:
+                    dtable[:, pad] = 0
+                return {"table": dtable}, None
             dtable = _scatter_add_rows(ids.reshape(-1), dy.reshape(-1, dim), vocab, table.dtype)
             if pad is not None:
                 dtable[pad] = 0

@@ -24,6 +24,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, call_name, int_arg, nearest_divisors, real_arg
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._affine import fixed_affine
 from funcdl.layers._norm_stats import channel_vectors, compute_dtype, moments
 from funcdl.layers._params import in_param_dtypes, weak_dtype
@@ -156,6 +157,7 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
         y = y3.reshape(x.shape)
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+        each = per_example.ON.get()
 
         def pullback(dy: Array) -> tuple[Any, Array]:
             """``dx = k·dy - xc·inv³·mean(g·xc) - inv·mean(g)``, k = inv·scale, the means
@@ -182,6 +184,8 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
             dx = in_input_dtype(dx.reshape(y_shape), x_dtype)  # x itself not kept
             if not affine:  # fixed_affine drops the params' grads: none made
                 return (), dx
+            if each:  # per example (_per_example): the (N, C) sums, not their sum over N
+                return in_param_dtypes({"scale": s_t * inv[:, 0], "bias": s_dy}, params), dx
             return in_param_dtypes({"scale": block_sum(s_t * inv[:, 0], 1, 2),
                                     "bias": block_sum(s_dy, 1, 2)}, params), dx
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, call_name, real_arg
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._affine import fixed_affine
 from funcdl.layers._norm_stats import (
     channel_vectors,
@@ -177,7 +178,21 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
             dx -= t
             return grads, in_input_dtype(dx, x_dtype).reshape(y_shape)
 
-        return y, pullback
+        if not (affine and per_example.ON.get()):
+            return y, pullback
+        if 0 in res:
+            per_example.refuse(name, "it normalises over the batch axis")
+        kept = tuple(a for a in other if a != 0)  # all but the examples' and the params' axes
+
+        def each(dy: Array) -> tuple[Any, Array]:  # per example (_per_example)
+            dx = pullback(dy)[1]
+            dy = np.asarray(dy).reshape(y_shape)
+            t = dy * xhat.reshape(y_shape)
+            n = y_shape[0]
+            return in_param_dtypes({"scale": t.sum(axis=kept).reshape(n, *shape),
+                                    "bias": dy.sum(axis=kept).reshape(n, *shape)}, params), dx
+
+        return y, each
 
     layer = Layer(init, apply, vjp, name=name)
     return layer if affine else fixed_affine(

@@ -28,6 +28,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, call_name, int_arg, real_arg, train_arg
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._affine import fixed_affine
 from funcdl.layers._norm_stats import (
     channel_axis,
@@ -193,6 +194,8 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         """``(y, pullback, μ, σ², m)`` on the batch statistics (m: the whole batch's)."""
         # Residuals: the centred input xc and inv_std (x̂ = xc·inv_std is never stored: the
         # per-channel factors absorb it, one full-size product fewer).
+        per_example.refuse(name, "in training its batch statistics mix the examples (at "
+                                 "inference, train=False, it has per-example gradients)")
         y, mu, var, xc, inv_std, m = train_forward(x, total, own_m, scale, bias, keep=True)
         k = scale * inv_std
 
@@ -239,6 +242,9 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
             return y, pullback, moved(running, count, mu, var, m, momentum)
         y, mean, inv_std = eval_forward(x, bshape, scale, bias, running)
         k = scale * inv_std
+        each = per_example.ON.get()
+        ax = channel_axis(name, axis, x.shape)
+        kept = tuple(i for i in range(1, x.ndim) if i != ax)  # all but examples, channels
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
 
@@ -247,6 +253,10 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
             dx = in_input_dtype(chan(np.multiply, dy, k), x_dtype)
             if not affine:  # no Σ (x - μ)·dy nor Σ dy for grads fixed_affine would drop
                 return (), dx
+            if each:  # per example (_per_example): Σ over the example's other axes
+                t = np.multiply(chan(np.subtract, x, mean), dy)
+                return (in_param_dtypes({"scale": t.sum(axis=kept) * inv_std.reshape(-1),
+                                         "bias": dy.sum(axis=kept)}, params), dx)
             dscale = total(np.multiply(chan(np.subtract, x, mean), dy)) * inv_std
             return (in_param_dtypes({"scale": dscale.reshape(-1),
                                      "bias": total(dy).reshape(-1)}, params), dx)

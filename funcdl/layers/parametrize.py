@@ -23,6 +23,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import int_arg, real_arg, train_arg
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._children import build, child_apply, child_init, child_vjp, is_stateful, name_of
 from funcdl.layers._guard import guarded
 from funcdl.layers._parametrize import (
@@ -119,6 +120,7 @@ def WeightNorm(layer: LayerLike, name: str = "w", dim: int | None = -1) -> Layer
         return out
 
     def vjp(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
+        per_example.refuse(me, "its g and v gradients come from the child's summed weight grad")
         rest, w, v_hat, norm, g, ax = weight(params)
         y, child_pb, new_state = child_call("WeightNorm", child, child_vjp, layer,
                                             {**rest, pname: w}, x, state, key, train)
@@ -227,6 +229,7 @@ def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
 
     def vjp(params: Any, x: Any, *, state: Any = None, key: Any = None,
             train: bool = False) -> Any:
+        per_example.refuse(me, "its weight's gradient comes from the child's summed one")
         normed, new_state, w, sigma, u, v, ax = forward(params, state, train)
         y, child_pb = child_call("SpectralNorm", child, layer.vjp, normed, x, key=key,
                                  train=train)

@@ -14,6 +14,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import int_arg, real_arg
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._params import drawn, initializer_arg, param_arrays, weak_dtype
 from funcdl.layers._sums import block_sum
 from funcdl.layers.base import (
@@ -123,9 +124,15 @@ def PositionalEmbedding(max_len: int, *,
         del key, train
         y, pos, xa = forward(params, x)
         y_shape, y_dtype, x_dtype = y.shape, y.dtype, xa.dtype
+        each = per_example.ON.get()
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Array | None]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
+            if each:  # per example (_per_example): the sum over the example's other axes
+                n, t, e = y_shape[0], y_shape[-2], y_shape[-1]
+                dpos = np.zeros((n, *pos.shape), pos.dtype)
+                dpos[:, :t] = dy.reshape(n, -1, t, e).sum(axis=1)
+                return {"pos": dpos}, (in_input_dtype(dy, x_dtype) if need_dx else None)
             dpos = np.zeros(pos.shape, pos.dtype)  # in the table's dtype, as JAX gives it
             # Σ over the leading axes as BLAS's blocked sum (block_sum): one or two
             # matrix-vector products, not NumPy's slice-by-slice reduction

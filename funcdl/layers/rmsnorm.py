@@ -15,6 +15,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, call_name, real_arg
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._norm_stats import channel_vectors, compute_dtype
 from funcdl.layers._params import in_param_dtypes, weak_dtype
 from funcdl.layers._sums import block_sum, chan, per_row
@@ -110,13 +111,21 @@ def RMSNorm(eps: float | None = None, elementwise_affine: bool = True) -> Layer:
         c = xs.shape[-1]
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
+        each = per_example.ON.get() and scale is not None
+        if each and xs.ndim < 2:
+            raise ValueError(f"{name}: per-example gradients need a batch axis, got an "
+                             f"input of shape {xs.shape}")
 
         def pullback(dy: Any) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype).reshape(-1, c)
             grads = cast(Any, params)
             g = dy
-            if scale is not None:
+            if each:  # per example (_per_example): Σ over each example's positions
+                t = (dy * xhat).reshape(y_shape[0], -1, c)
+                grads = in_param_dtypes({"scale": per_example.sums(t)}, params)
+            elif scale is not None:
                 grads = in_param_dtypes({"scale": block_sum(dy * xhat, 1, 2)}, params)
+            if scale is not None:
                 g = chan(np.multiply, dy, scale)
             m = np.einsum("ij,ij->i", g, xhat)
             m /= c

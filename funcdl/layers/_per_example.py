@@ -1,0 +1,54 @@
+"""Per-example gradients (``autodiff.per_example_value_and_grad``; ``jax.vmap(jax.grad)``,
+Opacus' ``grad_sample``): while ``ON`` is set, a layer with params returns from its
+pullback each example's share of its params' gradient, an axis of N in front, instead of
+their sum over the batch. A layer reads the flag when its vjp runs. Combinators that only
+route or add their children's gradients (Sequential, Parallel, Residual, Shared, Repeat,
+Tied, Remat) need nothing; those that transform them (WeightNorm, SpectralNorm) or sum
+slices of the batch (BatchThreads) refuse (``refuse``), as BatchNorm in training does. A
+layer without a rule returns the sum, which the caller finds by its shape (no leading N)
+and names.
+
+Each rule is the batch rule without its sum over examples: for ``y = x w`` on
+``(N, ..., I)``, ``dw_n = x_nᵀ dy_n`` over the example's positions, one batched BLAS
+product for the batch (``outer``); a bias's or a scale's, the sum over those positions
+alone (``sums``)."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+import numpy as np
+
+from funcdl._blas import product
+from funcdl.layers.base import Array
+
+__all__ = ["ON", "outer", "refuse", "sums"]
+
+ON: ContextVar[bool] = ContextVar("funcdl_per_example", default=False)
+
+LAYERS = ("Dense, Conv1D, Conv2D, Embedding, PositionalEmbedding, LayerNorm, RMSNorm, "
+          "GroupNorm, InstanceNorm, BatchNorm at inference, PReLU")
+
+
+def refuse(name: str, why: str) -> None:
+    """A ValueError when per-example gradients are asked of a layer that cannot give them."""
+    if ON.get():
+        raise ValueError(f"{name}: no per-example gradients: {why}; per-example rules exist "
+                         f"for {LAYERS} (and the combinators that route their gradients); "
+                         f"for another model loop over the rows, grad(params, x[i:i + 1], "
+                         f"target[i:i + 1])")
+
+
+def outer(x: Array, dy: Array) -> Array:
+    """``dw_n = Σ_p x[n, p]ᵀ dy[n, p]``: (N, ..., I) and (N, ..., O) -> (N, I, O)."""
+    n = x.shape[0]
+    x3 = x.reshape(n, -1, x.shape[-1])
+    d3 = dy.reshape(n, -1, dy.shape[-1])
+    out: Array = product(np.matmul, x3.transpose(0, 2, 1), d3)
+    return out
+
+
+def sums(a: Array) -> Array:
+    """``Σ_p a[n, p]`` over each example's positions: (N, ..., C) -> (N, C)."""
+    out: Array = a.reshape(a.shape[0], -1, a.shape[-1]).sum(axis=1)
+    return out
