@@ -336,6 +336,13 @@ def _flipped(layer: Any) -> Layer:
     return Layer(init, apply, vjp, name=name)
 
 
+def _backward(shown: str) -> bool | None:
+    """Whether a recurrent layer, by its name, runs backward in time; None for another."""
+    if not shown.startswith(("LSTM(", "GRU(", "SimpleRNN(")):
+        return None
+    return "reverse=True" in shown.split("(", 1)[-1]
+
+
 def Bidirectional(layer: LayerLike, merge: str | None = "concat", *,
                   backward_layer: LayerLike | None = None) -> Layer:
     """Keras' ``Bidirectional`` over a recurrent layer, ``(N, T, C) -> (N, T, 2H)`` (or
@@ -361,8 +368,7 @@ def Bidirectional(layer: LayerLike, merge: str | None = "concat", *,
         raise ValueError(f"Bidirectional({child}): merge must be 'concat', 'sum' or None (the "
                          f"pair), got {merge!r}")
     if backward_layer is None:
-        if "reverse=True" in child.split("(", 1)[-1] and child.startswith(
-                ("LSTM(", "GRU(", "SimpleRNN(")):
+        if _backward(child):
             raise ValueError(f"Bidirectional({child}): the layer runs backward already "
                              f"(reverse=True); pass the forward layer, or both: "
                              f"Bidirectional(forward, backward_layer={child})")
@@ -370,6 +376,13 @@ def Bidirectional(layer: LayerLike, merge: str | None = "concat", *,
     else:
         layer_arg("Bidirectional", backward_layer, "backward_layer: expected a layer")
         back = backward_layer
+        runs = [_backward(name_of(lay)) for lay in (layer, back)]
+        if None not in runs and runs[0] == runs[1]:  # Keras' rule: opposite go_backwards
+            way = "backward (reverse=True)" if runs[0] else "forward"
+            raise ValueError(f"Bidirectional({child}): the layer and backward_layer "
+                             f"{name_of(back)} both run {way}; the two must run opposite "
+                             f"ways, as Bidirectional(LSTM(32), backward_layer=LSTM(32, "
+                             f"reverse=True))")
     name = call_name("Bidirectional", (_Shown(child),), merge=(merge, "concat"),
                      backward_layer=(None if backward_layer is None else
                                      _Shown(name_of(backward_layer)), None))

@@ -116,7 +116,8 @@ def MaskedMean(mask: str = "padding") -> Layer:
     ``(x, lengths) -> (N, C)``, lengths (N,) ints in [0, T] (``mask='lengths'``).
 
     ``y[n] = Σ_t v[n, t] x[n, t] / max(1, Σ_t v[n, t])``, v = 1 at valid steps and 0 at
-    padded ones; a sequence with no valid step gives 0 (no NaN, no warning). vjp:
+    padded ones, whatever they hold (inf or NaN too); a sequence with no valid step gives 0
+    (no NaN, no warning). vjp:
     ``dx[n, t] = v[n, t] dy[n] / max(1, count[n])``, None for the mask or lengths. Float
     dtypes kept (integer x is taken as float32)."""
     if not isinstance(mask, str) or mask not in _KINDS:
@@ -178,6 +179,11 @@ def MaskedMean(mask: str = "padding") -> Layer:
                                  f"pass the (N, T) mask of x's batch")
             valid = ~m
         count = valid.sum(axis=1, keepdims=True)
+        padded = ~valid
+        if padded.any() and not np.isfinite(x[padded]).all():
+            # a weight of 0 times inf or NaN is NaN: what padding holds must not count (an
+            # empty sequence's NaN context from attention, as its hidden_rows='nan' gives)
+            x = np.where(padded[:, :, None], x.dtype.type(0), x)
         # max(1, 0) = 1: an empty sequence's sum is 0, so its mean is 0, without a 0 / 0
         return x, valid.astype(x.dtype) / np.maximum(count, 1).astype(x.dtype)
 
