@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl import debug
+from funcdl import debug, tree
 from funcdl._args import array_arg, bool_arg, train_arg
 
 __all__ = ["grad", "per_example_grad", "per_example_value_and_grad", "value_and_grad", "vjp"]
@@ -138,8 +138,10 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
 
 
 def _value_and_grad(model: Any, loss: Any, has_aux: bool, wrt_input: bool,
-                    where: str) -> Callable[..., Any]:
-    """``value_and_grad``, its errors naming ``where`` (``grad`` when called through it)."""
+                    where: str, each: bool = False) -> Callable[..., Any]:
+    """``value_and_grad``, its errors naming ``where`` (``grad`` when called through it);
+    ``each``: the loss's dpred times the batch size (``per_example_value_and_grad``'s
+    scale, on the small dpred rather than on every per-example gradient)."""
     stateful = bool(getattr(model, "stateful", False))
     has_aux = bool_arg(has_aux, where, "has_aux")  # 'no' would count as True
     wrt_input = bool_arg(wrt_input, where, "wrt_input")
@@ -199,6 +201,9 @@ def _value_and_grad(model: Any, loss: Any, has_aux: bool, wrt_input: bool,
             if stateful:
                 debug.verify(_name(model), "new state", new_state)
         value, aux, dy = _loss_step(where, loss, y, target, has_aux)
+        if each:
+            n = _batch_size(where, x)
+            dy = tree.map(lambda d: d * d.dtype.type(n), dy)
         if checking:
             debug.verify(f"{_name(loss)}", "loss value", value)
             debug.verify(f"{_name(loss)}", "backward pass: dpred", dy)
@@ -309,7 +314,7 @@ def per_example_value_and_grad(model: Any, loss: Any, *,
     children's gradients; another layer with params is a ValueError naming its params.
     The grads feed ``optim.dpsgd`` and the per-example clipping transforms."""
     where = "per_example_value_and_grad"
-    vg = _value_and_grad(model, loss, has_aux, False, where)
+    vg = _value_and_grad(model, loss, has_aux, False, where, each=True)
     from funcdl.layers import _per_example  # here: import funcdl loads no layers
 
     def f(params: Any, x: Any, target: Any, *more: Any, **kwargs: Any) -> Any:
@@ -320,7 +325,7 @@ def per_example_value_and_grad(model: Any, loss: Any, *,
             out, grads = vg(params, x, target, **kwargs)
         finally:
             _per_example.ON.reset(token)
-        return out, _scaled(where, params, grads, _batch_size(where, x))
+        return out, _per_example_shapes(where, params, grads, _batch_size(where, x))
 
     return f
 
@@ -340,18 +345,15 @@ def per_example_grad(model: Any, loss: Any, *, has_aux: bool = False) -> Callabl
 
 
 def _batch_size(where: str, x: Any) -> int:
-    from funcdl import tree
-
     first = tree.leaves(x)[:1]
     if not first or np.ndim(first[0]) == 0:
         raise ValueError(f"{where}: x must hold the examples on axis 0 of its (first) array")
     return int(np.shape(first[0])[0])
 
 
-def _scaled(where: str, params: Any, grads: Any, n: int) -> Any:
-    """Each leaf ``n·g``, checked to be ``(n, *param.shape)``: a layer without a
+def _per_example_shapes(where: str, params: Any, grads: Any, n: int) -> Any:
+    """``grads``, each leaf checked to be ``(n, *param.shape)``: a layer without a
     per-example rule returns its sum over the batch, the param's shape, named here."""
-    from funcdl import tree
     from funcdl.layers._per_example import LAYERS
 
     def one(path: str, p: Any, g: Any) -> Any:
@@ -364,6 +366,6 @@ def _scaled(where: str, params: Any, grads: Any, n: int) -> Any:
                 + (": its layer has no per-example rule and summed over the batch; rules "
                    f"exist for {LAYERS}; for another layer loop over the rows, "
                    f"grad(params, x[i:i + 1], target[i:i + 1])" if summed else ""))
-        return g * g.dtype.type(n)
+        return g
 
     return tree.map_with_path(one, params, grads)

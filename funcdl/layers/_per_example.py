@@ -44,6 +44,10 @@ def outer(x: Array, dy: Array) -> Array:
     n = x.shape[0]
     x3 = x.reshape(n, -1, x.shape[-1])
     d3 = dy.reshape(n, -1, dy.shape[-1])
+    if x3.shape[1] == 1:  # one position (an MLP): outer products, 2x a stack of rank-1
+        # gemms on (64, 784) x (64, 512) float32 (benchmarks/per_example.py's mlp)
+        each: Array = np.multiply(x3[:, 0, :, None], d3[:, 0, None, :])
+        return each
     out: Array = product(np.matmul, x3.transpose(0, 2, 1), d3)
     return out
 
