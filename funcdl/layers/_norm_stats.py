@@ -27,7 +27,12 @@ def moments(x: Array, mean_of: Callable[[Array], Array], minus: Callable[..., Ar
     out near ±1 instead of 0 (PyTorch's Welford moments give 0). Where float32 squares
     overflow (|x - μ| beyond ~1e19: σ² = inf, x̂ would be 0, as PyTorch gives it silently),
     μ, σ² and 1/sqrt(σ² + eps) are taken again in float64, σ² then inf in float32 but x̂
-    right; a check of σ² alone otherwise. Call under an errstate that ignores overflow."""
+    right, as long as x - μ itself fits float32 (|x| under ~1.7e38; past it ±inf, where
+    torch's float32 gives x̂: a float64 re-run would have to be agreed by every slice and
+    rank sharing these moments); a check of σ² alone otherwise. A mean past the range (a
+    sum overflowing) makes x̂ NaN, with NumPy's invalid-value warning, kept on purpose: a
+    NaN from finite inputs is not silenced (torch's is). Call under an errstate that
+    ignores overflow."""
     mu = mean_of(x) if mu is None else mu
     xc = minus(x, mu)
     sq = np.square(xc)

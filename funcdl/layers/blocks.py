@@ -376,13 +376,6 @@ def Bidirectional(layer: LayerLike, merge: str | None = "concat", *,
     else:
         layer_arg("Bidirectional", backward_layer, "backward_layer: expected a layer")
         back = backward_layer
-        runs = [_backward(name_of(lay)) for lay in (layer, back)]
-        if None not in runs and runs[0] == runs[1]:  # Keras' rule: opposite go_backwards
-            way = "backward (reverse=True)" if runs[0] else "forward"
-            raise ValueError(f"Bidirectional({child}): the layer and backward_layer "
-                             f"{name_of(back)} both run {way}; the two must run opposite "
-                             f"ways, as Bidirectional(LSTM(32), backward_layer=LSTM(32, "
-                             f"reverse=True))")
     name = call_name("Bidirectional", (_Shown(child),), merge=(merge, "concat"),
                      backward_layer=(None if backward_layer is None else
                                      _Shown(name_of(backward_layer)), None))
@@ -397,6 +390,12 @@ def Bidirectional(layer: LayerLike, merge: str | None = "concat", *,
         if is_stateful(lay):
             raise TypeError(f"{name}: {what} {name_of(lay)} is stateful; Bidirectional takes "
                             f"stateless (recurrent) layers")
+    runs = [_backward(name_of(lay)) for lay in (layer, back)]
+    if backward_layer is not None and None not in runs and runs[0] == runs[1]:
+        way = "backward (reverse=True)" if runs[0] else "forward"  # Keras: opposite ways
+        raise ValueError(f"{name}: the layer and backward_layer {name_of(back)} both run "
+                         f"{way}; the two must run opposite ways, as Bidirectional(LSTM(32), "
+                         f"backward_layer=LSTM(32, reverse=True))")
     parts = [bare(FanOut(2)), par(named(layer, "forward"), named(back, "backward"))]
     if merge is not None:
         parts.append(bare(_MERGES[merge]()))

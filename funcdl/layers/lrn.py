@@ -74,13 +74,13 @@ def LocalResponseNorm(size: int, alpha: float = 1e-4, beta: float = 0.75,
 
     def forward(x: Array) -> tuple[Array, Array, Array]:
         """``(y, d^-β, d)``; squares past the dtype's range are inf, d^-β 0, silently (as
-        torch's)."""
-        with np.errstate(over="ignore"):
+        torch's); with k = 0 a window of zeros has d = 0, d^-β inf and y NaN, silently too."""
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             d = _window_sum(x * x, lo, hi)
             d *= a / n
             d += kk
             p = np.power(d, -b)
-        return x * p, p, d
+            return x * p, p, d
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
@@ -94,6 +94,12 @@ def LocalResponseNorm(size: int, alpha: float = 1e-4, beta: float = 0.75,
 
         def pullback(dy: Any) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y.shape, y.dtype)
+            if kk == 0:  # d = 0 in a window of zeros: inf·0 and 0/0, NaN as torch's, quietly
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    return grads(dy)
+            return grads(dy)
+
+        def grads(dy: Array) -> tuple[Any, Array]:
             dx = dy * p
             if b != 0 and a != 0:
                 g = dy * y  # dy_c x_c d_c^(-β-1) as dy_c y_c / d_c: no second power

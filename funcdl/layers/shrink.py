@@ -36,8 +36,17 @@ def _lambd(ctor: str, lambd: Any) -> float:
                     hint="; pass a number >= 0, e.g. 0.5")
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _in_range(x: Array, lam: float) -> float:
+    """λ as x's dtype holds it: past float32's range, inf (NumPy's cast would warn)."""
+    return np.inf if lam > _F32_MAX and x.dtype == np.float32 else lam
+
+
 def _outside(x: Array, lam: float) -> Array:
     """``not -λ <= x <= λ``: True at NaN, where PyTorch's shrink slopes pass ``dy``."""
+    lam = _in_range(x, lam)
     band = x >= -lam
     band &= x <= lam
     return ~band
@@ -53,7 +62,8 @@ def Softshrink(lambd: float = 0.5) -> Layer:
 
     def f(x: Array) -> Array:
         # x - x is exactly 0 inside the band; NaN stays NaN through clip
-        c = np.clip(x, -lam, lam)
+        bound = _in_range(x, lam)
+        c = np.clip(x, -bound, bound)
         out: Array = np.subtract(x, c, out=c) if type(c) is np.ndarray else x - c
         return out
 
@@ -180,8 +190,12 @@ def GLU(axis: int = -1) -> Layer:
             dx = np.empty(x_shape, y_dtype)
             da, db = split(dx, k, m)
             np.multiply(dy, s, out=da)
-            np.multiply(da, a, out=db)  # dy·σ(b)·a, then ·(1 - σ(b))
-            db *= 1 - s
+            # σ(b)(1 - σ(b)) <= 1/4 first, a and dy after: a·σ(b) alone can overflow where
+            # db is finite (a = 1e308, b = 0.5: 9.4e307, torch's), or meet 0 as inf·0
+            np.subtract(1, s, out=db)
+            db *= s
+            db *= dy
+            db *= a
             return params, dx
 
         return y, pullback
