@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import report  # noqa: E402
-import timing  # noqa: E402
+import report
+import timing
 
-import funcdl as fd  # noqa: E402
-from funcdl import layers as L  # noqa: E402
-from funcdl import losses, random, tree  # noqa: E402
+import funcdl as fd
+from funcdl import layers as L
+from funcdl import losses, random, tree
 
 
 def _mlp() -> Any:
@@ -106,6 +106,40 @@ def _jax_step(jax: Any, model: Any, params: Any, x: np.ndarray, t: np.ndarray
     return step, lambda: [np.asarray(g) for g in jax.tree.leaves(step())]
 
 
+def row(label: str, model: Any, shape: tuple[int, ...], n: int, peers: dict[str, Any],
+        rounds: int, budget: float) -> str:
+    """One workload's table row: funcdl's three steps and the installed peers, timed in
+    turn, and the peers' largest difference from funcdl's per-example gradients."""
+    loss = losses.softmax_cross_entropy
+    _, params = model.init(random.key(0), (None, *shape))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, *shape)).astype(np.float32)
+    t = rng.integers(0, 10, n)
+    each, batch = fd.per_example_grad(model, loss), fd.grad(model, loss)
+    steps = {"per_example": lambda: each(params, x, t),
+             "loop": lambda: [batch(params, x[i:i + 1], t[i:i + 1]) for i in range(n)],
+             "batch": lambda: batch(params, x, t)}
+    ours = [np.asarray(g) for g in tree.leaves(each(params, x, t))]
+    groups: list[dict[str, Callable[[], Any]]] = [steps]
+    diffs = []
+    kind = "mlp" if "mlp" in label else "cnn"
+    for name in ("torch", "jax"):
+        if peers[name] is None or (name == "jax" and kind == "cnn"):
+            continue
+        step, values = (_torch_step(peers[name], kind, params, x, t) if name == "torch"
+                        else _jax_step(peers[name], model, params, x, t))
+        groups.append({name: step})
+        err = max(float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
+                  for a, b in zip(ours, values(), strict=True))
+        diffs.append(f"{name} {err:.1e}")
+    times = timing.interleaved(groups, budget, rounds, warmup=0.3, settle=0.2)
+    ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    cells = " | ".join(f"{ms[k]:.2f}" if k in ms else "–"
+                       for k in ("per_example", "loop", "batch", "torch", "jax"))
+    return (f"| {label} | {cells} | {ms['loop'] / ms['per_example']:.1f}x | "
+            f"{', '.join(diffs) or '–'} |")
+
+
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -132,41 +166,9 @@ def main(argv: list[str]) -> None:
           "| torch.func vmap(grad) | jax jit(vmap(grad)) | loop / per_example | largest "
           "difference from funcdl (torch, jax) |")
     print("|---|--:|--:|--:|--:|--:|--:|---|")
-    loss = losses.softmax_cross_entropy
     for label, (make, shape, n) in WORKLOADS.items():
-        if args.quick and label != "mlp, batch 64":
-            continue
-        model = make()
-        _, params = model.init(random.key(0), (None, *shape))
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(n, *shape)).astype(np.float32)
-        t = rng.integers(0, 10, n)
-        each, batch = fd.per_example_grad(model, loss), fd.grad(model, loss)
-        steps = {"per_example": lambda: each(params, x, t),
-                 "loop": lambda: [batch(params, x[i:i + 1], t[i:i + 1]) for i in range(n)],
-                 "batch": lambda: batch(params, x, t)}
-        ours = [np.asarray(g) for g in tree.leaves(each(params, x, t))]
-        groups: list[dict[str, Callable[[], Any]]] = [steps]
-        diffs = []
-        for name, build in (("torch", lambda m: _torch_step(
-                m, "mlp" if "mlp" in label else "cnn", params, x, t)),
-                            ("jax", lambda m: _jax_step(m, model, params, x, t))):
-            if peers[name] is None or (name == "jax" and "cnn" in label):
-                continue
-            step, values = build(peers[name])
-            groups.append({name: step})
-            err = max(float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
-                      for a, b in zip(ours, values(), strict=True))
-            diffs.append(f"{name} {err:.1e}")
-        times = timing.interleaved(groups, budget, rounds, warmup=0.3, settle=0.2)
-        ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-
-        def cell(k: str) -> str:
-            return f"{ms[k]:.2f}" if k in ms else "–"
-
-        print(f"| {label} | {cell('per_example')} | {cell('loop')} | {cell('batch')} | "
-              f"{cell('torch')} | {cell('jax')} | {ms['loop'] / ms['per_example']:.1f}x | "
-              f"{', '.join(diffs) or '–'} |")
+        if not args.quick or label == "mlp, batch 64":
+            print(row(label, make(), shape, n, peers, rounds, budget))
 
 
 if __name__ == "__main__":
