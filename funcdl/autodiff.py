@@ -310,8 +310,11 @@ def per_example_value_and_grad(model: Any, loss: Any, *,
 
     Rules exist for Dense, Conv1D, Conv2D, Embedding, PositionalEmbedding, LayerNorm,
     RMSNorm, GroupNorm, InstanceNorm, BatchNorm at inference (``train=False``; in training
-    its statistics mix the examples) and PReLU, and every combinator that routes its
-    children's gradients; another layer with params is a ValueError naming its params.
+    its statistics mix the examples), PReLU, Bilinear, ConvTranspose1D, ConvTranspose2D,
+    MultiHeadAttention, SimpleRNN, LSTM and GRU,
+    and every combinator that routes its children's gradients (the Transformer blocks and
+    Bidirectional are built of those); another layer with params is a ValueError naming
+    its params.
     The grads feed ``optim.dpsgd`` and the per-example clipping transforms."""
     where = "per_example_value_and_grad"
     vg = _value_and_grad(model, loss, has_aux, False, where, each=True)

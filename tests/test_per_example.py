@@ -20,7 +20,18 @@ N = 5
 def _inputs(kind, shape, n=N):
     if kind == "ids":
         return RNG.integers(0, 7, (n, *shape[1:]))
+    if kind == "lengths":  # (x, lengths), lengths 0 to T
+        return RNG.normal(size=(n, *shape[0][1:])), np.array([5, 0, 3, 1, 4])[:n]
+    if kind == "mask":  # (x, key_padding_mask), True at padding; one row all valid
+        mask = np.arange(shape[1][1]) >= np.array([5, 2, 3, 1, 4])[:n, None]
+        return RNG.normal(size=(n, *shape[0][1:])), mask
+    if kind == "tuple":
+        return tuple(RNG.normal(size=(n, *s[1:])) for s in shape)
     return RNG.normal(size=(n, *shape[1:]))
+
+
+def _row(x, i):
+    return tuple(a[i:i + 1] for a in x) if isinstance(x, tuple) else x[i:i + 1]
 
 
 def _targets(loss, y_shape, n=N):
@@ -59,6 +70,33 @@ MODELS = {
         "x"),
     "tied": (L.Tied(L.Sequential(L.Dense(4), L.Tanh(), L.Dense(4)), [0, 2]), (None, 4),
              losses.mse, "x"),
+    "transformer encoder, norm_first, gelu": (
+        L.Sequential(L.TransformerEncoderLayer(4, 2, 8, dropout=0.0, norm_first=True,
+                                               activation="gelu"), L.Flatten(), L.Dense(2)),
+        (None, 5, 4), losses.mse, "x"),
+    "attention (q, k, v), kdim, vdim, no bias": (
+        L.Sequential(L.MultiHeadAttention(2, kdim=3, vdim=2, use_bias=False), L.Flatten()),
+        ((None, 4, 4), (None, 6, 3), (None, 6, 2)), losses.mse, "tuple"),
+    "masked causal attention, masked mean": (
+        L.Sequential(L.Carry(L.MultiHeadAttention(2, causal=True, masked=True,
+                                                  hidden_rows="zero")),
+                     L.MaskedMean(), L.Dense(2)),
+        ((None, 5, 4), (None, 5)), losses.mse, "mask"),
+    "bidirectional lstm, gru reversed": (
+        L.Sequential(L.Bidirectional(L.LSTM(3)), L.GRU(2, reverse=True), L.Flatten(),
+                     L.Dense(2)), (None, 5, 4), losses.mse, "x"),
+    "transposed convs, grouped and strided": (
+        L.Sequential(L.ConvTranspose2D(4, 3, stride=2, padding=1, output_padding=1),
+                     L.ConvTranspose2D(4, 2, groups=2, dilation=2), L.Flatten(), L.Dense(2)),
+        (None, 3, 4, 2), losses.mse, "x"),
+    "conv transpose 1d, bilinear on positions": (
+        L.Sequential(L.ConvTranspose1D(4, 3, stride=2, groups=4), L.FanOut(2),
+                     L.Bilinear(3), L.Flatten(), L.Dense(2)), (None, 5, 4), losses.mse, "x"),
+    "bilinear, many outputs of few features": (
+        L.Sequential(L.Bilinear(8), L.Dense(2)), ((None, 2), (None, 3)), losses.mse, "tuple"),
+    "rnn over lengths 0 to T": (
+        L.Sequential(L.SimpleRNN(3, lengths=True, return_sequences=False), L.Dense(2)),
+        ((None, 5, 4), (None,)), losses.mse, "lengths"),
 }
 
 
@@ -75,7 +113,7 @@ def test_equals_the_loop_over_the_rows(case):
     model, params, x, t, loss = _setup(case)
     value, grads = fd.per_example_value_and_grad(model, loss)(params, x, t)
     g = fd.grad(model, loss)
-    rows = [g(params, x[i:i + 1], t[i:i + 1]) for i in range(N)]
+    rows = [g(params, _row(x, i), t[i:i + 1]) for i in range(N)]
     assert value == fd.value_and_grad(model, loss)(params, x, t)[0]
     for path, leaf, p in zip(tree.leaves_with_path(grads), tree.leaves(grads),
                              tree.leaves(params)):
@@ -177,8 +215,17 @@ def test_layers_that_cannot_give_them_refuse(make, name):
         fd.per_example_grad(model, losses.mse)(out[1], x, t, **kw)
 
 
+def _scale_layer():
+    """A user's own layer with params, ``y = x·a`` per feature: no per-example rule."""
+    def vjp(p, x):
+        return x * p["a"], lambda dy: ({"a": (dy * x).reshape(-1, x.shape[-1]).sum(0)},
+                                       dy * p["a"])
+    return L.Layer(lambda k, s: (s, {"a": np.ones(s[-1])}), lambda p, x: x * p["a"], vjp,
+                   name="Scale")
+
+
 def test_a_layer_without_a_rule_is_named_by_its_params():
-    model = L.Sequential(L.Dense(4), L.SimpleRNN(3, return_sequences=False), L.Dense(2))
+    model = L.Sequential(L.Dense(4), _scale_layer(), L.Flatten(), L.Dense(2))
     _, params = model.init(random.key(0), (None, 5, 4))
     x, t = RNG.normal(size=(3, 5, 4)), RNG.normal(size=(3, 2))
     with pytest.raises(ValueError, match=r"params\[1\]\['\w+'\] came back with gradient shape "

@@ -15,6 +15,7 @@ alone (``sums``)."""
 
 from __future__ import annotations
 
+import math
 from contextvars import ContextVar
 
 import numpy as np
@@ -27,7 +28,9 @@ __all__ = ["ON", "outer", "refuse", "sums"]
 ON: ContextVar[bool] = ContextVar("funcdl_per_example", default=False)
 
 LAYERS = ("Dense, Conv1D, Conv2D, Embedding, PositionalEmbedding, LayerNorm, RMSNorm, "
-          "GroupNorm, InstanceNorm, BatchNorm at inference, PReLU")
+          "GroupNorm, InstanceNorm, BatchNorm at inference, PReLU, Bilinear, ConvTranspose1D, "
+          "ConvTranspose2D, MultiHeadAttention (and the Transformer blocks), SimpleRNN, LSTM, "
+          "GRU (and Bidirectional)")
 
 
 def refuse(name: str, why: str) -> None:
@@ -41,9 +44,9 @@ def refuse(name: str, why: str) -> None:
 
 def outer(x: Array, dy: Array) -> Array:
     """``dw_n = Σ_p x[n, p]ᵀ dy[n, p]``: (N, ..., I) and (N, ..., O) -> (N, I, O)."""
-    n = x.shape[0]
-    x3 = x.reshape(n, -1, x.shape[-1])
-    d3 = dy.reshape(n, -1, dy.shape[-1])
+    n, p = x.shape[0], math.prod(x.shape[1:-1])  # (not -1: no positions, an empty x)
+    x3 = x.reshape(n, p, x.shape[-1])
+    d3 = dy.reshape(n, p, dy.shape[-1])
     if x3.shape[1] == 1:  # one position (an MLP): outer products, 2x a stack of rank-1
         # gemms on (64, 784) x (64, 512) float32 (benchmarks/per_example.py's mlp)
         each: Array = np.multiply(x3[:, 0, :, None], d3[:, 0, None, :])
@@ -54,5 +57,5 @@ def outer(x: Array, dy: Array) -> Array:
 
 def sums(a: Array) -> Array:
     """``Σ_p a[n, p]`` over each example's positions: (N, ..., C) -> (N, C)."""
-    out: Array = a.reshape(a.shape[0], -1, a.shape[-1]).sum(axis=1)
+    out: Array = a.reshape(a.shape[0], math.prod(a.shape[1:-1]), a.shape[-1]).sum(axis=1)
     return out

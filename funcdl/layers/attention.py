@@ -34,6 +34,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg, real_arg, train_arg
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._attention import (
     NORMALIZERS,
     agree,
@@ -305,6 +306,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
         n, tq, e = y.shape
         d, scale = e // heads, 1.0 / math.sqrt(e // heads)
         a = None if mode is None else returned_weights(kept.dropped, mode, True)
+        each = per_example.ON.get()  # the params' grads per example (_per_example)
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
 
@@ -314,9 +316,15 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                 dy, da = split_cotangent(name, dy, y_shape, a, heads, str(mode))
             dy2 = check_cotangent(name, dy, y_shape, y_dtype).reshape(-1, e)
             dt = y_dtype
-            grads = {"w_o": product(matmul, kept.context.T, dy2)}
-            if use_bias:
-                grads["b_o"] = rows_sum(dy2)
+            if each:
+                dy3 = dy2.reshape(n, tq, e)
+                grads = {"w_o": per_example.outer(kept.context.reshape(n, tq, e), dy3)}
+                if use_bias:
+                    grads["b_o"] = per_example.sums(dy3)
+            else:
+                grads = {"w_o": product(matmul, kept.context.T, dy2)}
+                if use_bias:
+                    grads["b_o"] = rows_sum(dy2)
             dc2 = product(dot, dy2, kept.w_o.T)              # dC, (N·Tq, E)
             dc = dc2.reshape(n, tq, heads, d).transpose(0, 2, 1, 3)
             qh, kh, vh = kept.heads
@@ -338,17 +346,23 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                 for i, r in enumerate(roles):
                     products[r](g[:, :, i].transpose(0, 2, 1, 3))
                 g2 = g.reshape(-1, len(roles) * e)
-                gw = product(matmul, rows.T, g2)
-                gb = rows_sum(g2) if use_bias else None
+                if each:  # (N, in, roles·E) and (N, roles·E)
+                    g3 = g2.reshape(n, t, -1)
+                    gw = per_example.outer(rows.reshape(n, t, -1), g3)
+                    gb = per_example.sums(g3) if use_bias else None
+                else:
+                    gw = product(matmul, rows.T, g2)
+                    gb = rows_sum(g2) if use_bias else None
                 for i, r in enumerate(roles):
                     # the product ran on w_q·scale: d(w_q) = scale · d(w_q·scale)
                     cols = slice(i * e, (i + 1) * e)
-                    grads[_W[r]] = gw[:, cols] * scale if r == 0 else gw[:, cols].copy()
+                    grads[_W[r]] = gw[..., cols] * scale if r == 0 else gw[..., cols].copy()
                     if gb is not None:  # b_k's is 0: it shifts a query's scores alike,
                         # which softmax and sparsemax ignore (Σ_j dS_ij = 0); its sum would
                         # be rounding noise, which adaptive optimizers blow up to steps
-                        grads[_B[r]] = (gb[cols] * scale if r == 0 else
-                                        np.zeros_like(gb[cols]) if r == 1 else gb[cols].copy())
+                        grads[_B[r]] = (gb[..., cols] * scale if r == 0 else
+                                        np.zeros_like(gb[..., cols]) if r == 1 else
+                                        gb[..., cols].copy())
                 if need_dx:
                     dxs.append(product(dot, g2, w_in.T).reshape(n, t, rows.shape[1]))
             grads = in_param_dtypes({k: grads[k] for k in keys}, params)

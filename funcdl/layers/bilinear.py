@@ -27,6 +27,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import product, rows_sum
 from funcdl.layers.base import (
@@ -155,17 +156,32 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
         t_form = by_rows(d1, d2)
         dtypes = [getattr(v, "dtype", None) for v in xs]
         w_shape = w.shape
+        each = per_example.ON.get()
+        if each and x1.ndim < 2:
+            raise ValueError(f"{name}: per-example gradients need a batch axis, got inputs "
+                             f"of shape {x1.shape}")
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
             dy2 = check_cotangent(name, dy, y_shape, y_dtype).reshape(-1, out)
-            if t_form:
+            if each:  # per example (_per_example): the same products over its own rows
+                n = y_shape[0]
+                dy3 = dy2.reshape(n, -1, out)
+                if t_form:
+                    dyx = (dy2[:, :, None] * a1[:, None, :]).reshape(n, -1, out * d1)
+                    dw = per_example.outer(dyx, a2.reshape(n, -1, d2))
+                else:
+                    dw = per_example.outer(dy3, r.reshape(n, -1, d1 * d2))
+                grads = {"w": dw.reshape(n, *w_shape)}
+                if use_bias:
+                    grads["b"] = per_example.sums(dy3)
+            elif t_form:
                 dyx1 = (dy2[:, :, None] * a1[:, None, :]).reshape(-1, out * d1)
                 grads = {"w": product(np.matmul, dyx1.T, a2).reshape(w_shape)}
             else:
                 grads = {"w": product(np.matmul, dy2.T, r).reshape(w_shape)}
-            if use_bias:
+            if use_bias and not each:
                 grads["b"] = rows_sum(dy2)
             in_param_dtypes(grads, params)
             if not need_dx:

@@ -59,6 +59,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import bool_arg, call_name, int_arg, is_int
+from funcdl.layers import _per_example as per_example
 from funcdl.layers import _transpose_groups
 from funcdl.layers._grouped import groups_arg, in_channels
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
@@ -286,9 +287,15 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
         y, x2, pads = forward(x, w, bias)
         h, wd = (x.shape[1], x.shape[2]) if rank == 2 else (1, x.shape[1])
         x_shape, y_shape, x_dtype, y_dtype = x.shape, y.shape, x.dtype, y.dtype
+        x_each = x if per_example.ON.get() else None  # kept only for per-example grads
 
         def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
+            if x_each is not None:
+                return each(dy, need_dx)
+            return batch(dy, need_dx)
+
+        def batch(dy: Array, need_dx: bool) -> tuple[Any, Array | None]:
             dy4 = dy if rank == 2 else dy[:, None]  # (N, 1, OW, out): a view
             dx: Array | None
             if groups > 1:
@@ -305,6 +312,24 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
                 grads["b"] = rows_sum(dy2)
             in_param_dtypes(grads, params)
             return grads, None if dx is None else in_input_dtype(dx, x_dtype).reshape(x_shape)
+
+        def each(dy: Array, need_dx: bool) -> tuple[Any, Array | None]:
+            """Per example (_per_example): ``dw_n = dcols_nᵀ x_n`` per group, dcols the
+            windows of the padded dy; one batched product over (example, group). dx: the
+            batch's (its summed dw not read)."""
+            assert x_each is not None
+            dy4 = dy if rank == 2 else dy[:, None]
+            n, c = x_shape[0], x_shape[-1]
+            kk, og, cg = win.size[0] * win.size[1], w.shape[-2], c // groups
+            dcols = im2col(pad(dy4, pads), win, h, wd).reshape(n, h * wd, kk, groups, og)
+            a = dcols.transpose(0, 3, 2, 4, 1).reshape(n, groups, kk * og, h * wd)
+            b = x_each.reshape(n, h * wd, groups, cg).transpose(0, 2, 1, 3)
+            dw = product(np.matmul, a, b).reshape(n, groups, kk, og, cg)
+            grads = {"w": dw.transpose(0, 2, 3, 1, 4).reshape(n, *w.shape)}
+            if use_bias:
+                grads["b"] = per_example.sums(dy4)
+            dx = batch(dy, True)[1] if need_dx else None
+            return in_param_dtypes(grads, params), dx
 
         return y, pullback
 

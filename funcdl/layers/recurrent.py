@@ -46,6 +46,7 @@ import numpy as np
 
 from funcdl import initializers, random
 from funcdl._args import F32, F64, bool_arg, call_name, int_arg
+from funcdl.layers import _per_example as per_example
 from funcdl.layers import _recurrent, _recurrent_input, _recurrent_state
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import dot, ones, product
@@ -303,6 +304,7 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
         y_main = y[0] if give_state else y
         y_shape, y_dtype, x_dtype = y_main.shape, y_main.dtype, x_in.dtype
         n, t, c = x_in.shape
+        each = per_example.ON.get()  # the params' grads per example (_per_example)
 
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
             d_last = None
@@ -322,9 +324,18 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
             # h_0 = 0 adds nothing to dW_hh: the steps after the first, h_{t-1}ᵀ da_t
             skip = 0 if given_state else 1
             h_prev = trace.hidden[skip:-1].reshape((t - skip) * n, hidden)
-            grads = {"w_ih": product(np.matmul, x_steps.T, flat_dgx),
-                     "w_hh": product(np.matmul, h_prev.T, flat_dgh[skip * n:])}
-            if use_bias:
+            if each:  # time-major (T, N, ·): each example's sums over its steps
+                by_n = [a.reshape(-1, n, a.shape[-1]).swapaxes(0, 1)
+                        for a in (x_steps, dgx, h_prev, dgh[skip:])]
+                grads = {"w_ih": per_example.outer(by_n[0], by_n[1]),
+                         "w_hh": per_example.outer(by_n[2], by_n[3])}
+                if use_bias:
+                    grads["b_ih"] = dgx.sum(axis=0)
+                    grads["b_hh"] = grads["b_ih"].copy() if dgh is dgx else dgh.sum(axis=0)
+            else:
+                grads = {"w_ih": product(np.matmul, x_steps.T, flat_dgx),
+                         "w_hh": product(np.matmul, h_prev.T, flat_dgh[skip * n:])}
+            if use_bias and not each:
                 rows = ones(t * n, flat_dgx.dtype)
                 grads["b_ih"] = product(dot, rows, flat_dgx)  # (gemvs: see _sums.product)
                 grads["b_hh"] = (grads["b_ih"].copy() if dgh is dgx
