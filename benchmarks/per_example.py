@@ -9,7 +9,9 @@ batch 64 and 256, and a small CNN on (N, 28, 28, 1): Conv2D(16, 3) ReLU MaxPool2
 Conv2D(32, 3) ReLU GlobalAvgPool Dense(10), at batch 64. ms per call: the median over
 ``--rounds`` rounds of the steps in turn (``timing.interleaved``), and each peer's
 largest difference from funcdl's per-example gradients (float32, relative to the largest
-entry).
+entry). glibc's malloc keeps freed memory (``funcdl.perf.retain_freed_memory``) for every
+side, as ``python -m benchmarks`` does: the mlp's per-example gradients are 171 MB a call,
+which would otherwise come back as fresh pages each time.
 
     /tmp/benchenv/bin/python benchmarks/per_example.py            # with the peers installed
     .venv/bin/python benchmarks/per_example.py --quick --no-peers  # a smoke run, seconds
@@ -38,6 +40,7 @@ import timing
 import funcdl as fd
 from funcdl import layers as L
 from funcdl import losses, random, tree
+from funcdl.perf import retain_freed_memory
 
 
 def _mlp() -> Any:
@@ -147,6 +150,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--quick", action="store_true", help="one short round, the mlp at 64")
     ap.add_argument("--no-peers", action="store_true")
     args = ap.parse_args(argv)
+    retain_freed_memory()
     rounds, budget = (1, 0.2) if args.quick else (args.rounds, args.budget)
     peers: dict[str, Any] = {"torch": None, "jax": None}
     if not args.no_peers:

@@ -271,10 +271,13 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         x_dtype = x.dtype
         y_dtype = y.dtype
 
-        def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
+        def pullback(dy: Array, need_dx: bool = True,
+                     need_dw: bool = True) -> tuple[Any, Array | None]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             dy2 = dy.reshape(-1, out)
-            if cols is not None:
+            if not need_dw:  # per example: its own dw (any_vjp)
+                grads: dict[str, Array] = {}
+            elif cols is not None:
                 # BLAS reads cols.T in place
                 grads = {"w": product(np.matmul, cols.T, dy2).reshape(w_shape)}
             else:  # one offset at a time: dw[k] = (that slice of xp)ᵀ dy
@@ -284,7 +287,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
                     product(np.matmul, np.ascontiguousarray(xp[sl]).reshape(-1, c).T, dy2,
                             out=dw[k])
                 grads = {"w": dw.reshape(w_shape)}
-            if use_bias:  # a matrix-vector product: dy2.sum(axis=0) is ~5x slower here
+            if use_bias and need_dw:  # a gemv: dy2.sum(axis=0) is ~5x slower here
                 grads["b"] = rows_sum(dy2)
             in_param_dtypes(grads, params)
             if not need_dx:
@@ -326,14 +329,17 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         x_shape, y_shape, w_shape = x.shape, y.shape, w.shape  # shapes only: not x itself
         x_dtype, y_dtype = x.dtype, y.dtype
 
-        def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
+        def pullback(dy: Array, need_dx: bool = True,
+                     need_dw: bool = True) -> tuple[Any, Array | None]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             dy2, dy4 = dy.reshape(-1, out), dy.reshape(n, oh, ow, out)
             dy_g = None if nhwc else _grouped.by_group(dy2, groups)
-            grads = {"w": _grouped.depthwise_dw(xp, slices, dy4, w_shape) if dy_g is None else
-                     _grouped.dw_cols(cols, dy_g, w_shape) if cols is not None else
-                     _grouped.dw_offsets(xp, slices, dy_g, w_shape)}
-            if use_bias:
+            grads: dict[str, Array] = {}
+            if need_dw:  # (per example: its own dw, any_vjp)
+                grads["w"] = (_grouped.depthwise_dw(xp, slices, dy4, w_shape) if dy_g is None
+                              else _grouped.dw_cols(cols, dy_g, w_shape) if cols is not None
+                              else _grouped.dw_offsets(xp, slices, dy_g, w_shape))
+            if use_bias and need_dw:
                 grads["b"] = rows_sum(dy2)
             in_param_dtypes(grads, params)
             if not need_dx:
@@ -366,7 +372,7 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
 
         def each(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
-            dx = pullback(dy)[1] if need_dx else None  # (its dw summed too: not read)
+            dx = pullback(dy, True, False)[1] if need_dx else None  # dx alone
             dy4 = dy.reshape(x4.shape[0], oh, ow, out)
             grads = {"w": each_dw(x4, dy4, win, pads, oh, ow, groups, w.shape)}
             if use_bias:
