@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from funcdl import _per_example_mode as per_example_mode
 from funcdl import debug, tree
 from funcdl._args import array_arg, bool_arg, train_arg
 
@@ -138,10 +139,12 @@ def value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
 
 
 def _value_and_grad(model: Any, loss: Any, has_aux: bool, wrt_input: bool,
-                    where: str, each: bool = False) -> Callable[..., Any]:
-    """``value_and_grad``, its errors naming ``where`` (``grad`` when called through it);
-    ``each``: the loss's dpred times the batch size (``per_example_value_and_grad``'s
-    scale, on the small dpred rather than on every per-example gradient)."""
+                    where: str, each: str | None = None) -> Callable[..., Any]:
+    """``value_and_grad``, its errors naming ``where`` (``grad`` when called through it).
+    ``each``: per-example grads (``per_example_value_and_grad``), the loss's reduction
+    over the batch: ``'mean'`` multiplies its dpred by the batch size (the scale on the
+    small dpred rather than on every per-example gradient). Every call sets the
+    per-example mode for its own duration, on or off."""
     stateful = bool(getattr(model, "stateful", False))
     has_aux = bool_arg(has_aux, where, "has_aux")  # 'no' would count as True
     wrt_input = bool_arg(wrt_input, where, "wrt_input")
@@ -183,6 +186,16 @@ def _value_and_grad(model: Any, loss: Any, has_aux: bool, wrt_input: bool,
 
     def step(params: Any, x: Any, target: Any, key: Any, train: bool, kwargs: dict[str, Any],
              checking: bool) -> Any:
+        n = _batch_size(where, x) if each else 0
+        tokens = per_example_mode.ON.set(each is not None), per_example_mode.SIZE.set(n)
+        try:
+            return steps(params, x, target, key, train, kwargs, checking, n)
+        finally:
+            per_example_mode.SIZE.reset(tokens[1])
+            per_example_mode.ON.reset(tokens[0])
+
+    def steps(params: Any, x: Any, target: Any, key: Any, train: bool, kwargs: dict[str, Any],
+              checking: bool, n: int) -> Any:
         if stateful:
             if "state" not in kwargs:
                 raise TypeError(f"{where}: the model {getattr(model, 'name', model)} "
@@ -201,8 +214,7 @@ def _value_and_grad(model: Any, loss: Any, has_aux: bool, wrt_input: bool,
             if stateful:
                 debug.verify(_name(model), "new state", new_state)
         value, aux, dy = _loss_step(where, loss, y, target, has_aux)
-        if each:
-            n = _batch_size(where, x)
+        if each == "mean":
             dy = tree.map(lambda d: d * d.dtype.type(n), dy)
         if checking:
             debug.verify(f"{_name(loss)}", "loss value", value)
@@ -297,16 +309,20 @@ def grad(model: Any, loss: Any, *, has_aux: bool = False,
     return g
 
 
-def per_example_value_and_grad(model: Any, loss: Any, *,
-                               has_aux: bool = False) -> Callable[..., Any]:
+def per_example_value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
+                               loss_reduction: str = "mean") -> Callable[..., Any]:
     """As ``value_and_grad``, but each leaf of ``grads`` has a leading axis of one entry per
-    example (``jax.vmap(jax.grad(...))``; Opacus' ``grad_sample``): entry n is N times
-    example n's share of the batch's gradient, so their mean over the examples is
-    ``value_and_grad``'s grads. For a loss that averages equally over the examples (mse,
-    cross-entropy without weights or ignored labels) entry n is the gradient of example n's
-    own loss, ``grad(params, x[n:n + 1], target[n:n + 1])``. One pass over the batch: each
-    layer with params keeps its gradient's sum over the examples apart (one batched BLAS
-    product where the batch takes one). The value is the batch's, as ``value_and_grad``'s.
+    example (``jax.vmap(jax.grad(...))``; Opacus' ``grad_sample``). ``loss_reduction``
+    (Opacus' name) says how the loss reduces over the batch: with ``'mean'`` (funcdl's
+    default) entry n is N times example n's share of the batch's gradient, so their mean
+    over the examples is ``value_and_grad``'s grads; with ``'sum'`` (a loss called with
+    ``reduction='sum'``) entry n is that share itself, their sum the batch's. Either way,
+    for a loss that treats the examples alike (mse, cross-entropy without class weights or
+    ignored labels) entry n is the gradient of example n's own loss,
+    ``grad(params, x[n:n + 1], target[n:n + 1])``. One pass over the batch: each layer with
+    params keeps its gradient's sum over the examples apart (one batched BLAS product where
+    the batch takes one). The value is the batch's, as ``value_and_grad``'s. Embedding's
+    entries are whole tables, N·vocab·dim numbers (as Opacus' grad_sample).
 
     Rules exist for Dense, Conv1D, Conv2D, Embedding, PositionalEmbedding, LayerNorm,
     RMSNorm, GroupNorm, InstanceNorm, BatchNorm at inference (``train=False``; in training
@@ -317,25 +333,25 @@ def per_example_value_and_grad(model: Any, loss: Any, *,
     its params.
     The grads feed ``optim.dpsgd`` and the per-example clipping transforms."""
     where = "per_example_value_and_grad"
-    vg = _value_and_grad(model, loss, has_aux, False, where, each=True)
-    from funcdl.layers import _per_example  # here: import funcdl loads no layers
+    if loss_reduction not in ("mean", "sum"):
+        raise ValueError(f"{where}: loss_reduction must be 'mean' or 'sum', how the loss "
+                         f"reduces over the batch, got {loss_reduction!r}")
+    vg = _value_and_grad(model, loss, has_aux, False, where, each=loss_reduction)
 
     def f(params: Any, x: Any, target: Any, *more: Any, **kwargs: Any) -> Any:
         if more:
             _positional(where, "f(params, x, target", more)
-        token = _per_example.ON.set(True)
-        try:
-            out, grads = vg(params, x, target, **kwargs)
-        finally:
-            _per_example.ON.reset(token)
+        out, grads = vg(params, x, target, **kwargs)
         return out, _per_example_shapes(where, params, grads, _batch_size(where, x))
 
     return f
 
 
-def per_example_grad(model: Any, loss: Any, *, has_aux: bool = False) -> Callable[..., Any]:
+def per_example_grad(model: Any, loss: Any, *, has_aux: bool = False,
+                     loss_reduction: str = "mean") -> Callable[..., Any]:
     """As ``grad``, per example: see ``per_example_value_and_grad``."""
-    vg = per_example_value_and_grad(model, loss, has_aux=has_aux)
+    vg = per_example_value_and_grad(model, loss, has_aux=has_aux,
+                                    loss_reduction=loss_reduction)
     stateful, has_aux = bool(getattr(model, "stateful", False)), bool(has_aux)
 
     def g(params: Any, x: Any, target: Any, *more: Any, **kwargs: Any) -> Any:
@@ -350,7 +366,9 @@ def per_example_grad(model: Any, loss: Any, *, has_aux: bool = False) -> Callabl
 def _batch_size(where: str, x: Any) -> int:
     first = tree.leaves(x)[:1]
     if not first or np.ndim(first[0]) == 0:
-        raise ValueError(f"{where}: x must hold the examples on axis 0 of its (first) array")
+        raise ValueError(f"{where}: per-example gradients need a batch axis: x must hold "
+                         f"the examples on axis 0 of its (first) array, got "
+                         f"{'no array' if not first else f'shape {np.shape(first[0])}'}")
     return int(np.shape(first[0])[0])
 
 

@@ -1,7 +1,7 @@
 """Per-example gradients (``autodiff.per_example_value_and_grad``; ``jax.vmap(jax.grad)``,
 Opacus' ``grad_sample``): while ``ON`` is set, a layer with params returns from its
-pullback each example's share of its params' gradient, an axis of N in front, instead of
-their sum over the batch. A layer reads the flag when its vjp runs. Combinators that only
+pullback each example's share of its params' gradient, an axis of N in front,
+instead of their sum over the batch. A layer reads the flag when its vjp runs. Combinators that only
 route or add their children's gradients (Sequential, Parallel, Residual, Shared, Repeat,
 Tied, Remat) need nothing; those that transform them (WeightNorm, SpectralNorm) or sum
 slices of the batch (BatchThreads) refuse (``refuse``), as BatchNorm in training does. A
@@ -16,16 +16,18 @@ alone (``sums``)."""
 from __future__ import annotations
 
 import math
-from contextvars import ContextVar
+from typing import Any
 
 import numpy as np
 
+from funcdl import _per_example_mode as per_example_mode
+from funcdl import tree
 from funcdl._blas import product
 from funcdl.layers.base import Array
 
-__all__ = ["ON", "outer", "refuse", "sums"]
+__all__ = ["ON", "outer", "refuse", "sums", "zeros"]
 
-ON: ContextVar[bool] = ContextVar("funcdl_per_example", default=False)
+ON = per_example_mode.ON  # read by the layers when their vjp runs
 
 LAYERS = ("Dense, Conv1D, Conv2D, Embedding, PositionalEmbedding, LayerNorm, RMSNorm, "
           "GroupNorm, InstanceNorm, BatchNorm at inference, PReLU, Bilinear, ConvTranspose1D, "
@@ -59,3 +61,12 @@ def sums(a: Array) -> Array:
     """``Σ_p a[n, p]`` over each example's positions: (N, ..., C) -> (N, C)."""
     out: Array = a.reshape(a.shape[0], math.prod(a.shape[1:-1]), a.shape[-1]).sum(axis=1)
     return out
+
+
+def zeros(params: Any) -> Any:
+    """The gradient of params no cotangent reached (a branch whose output is dropped):
+    zeros, per example while the flag is set."""
+    if not ON.get():
+        return tree.zeros_like(params)
+    n = per_example_mode.SIZE.get()
+    return tree.map(lambda p: np.zeros((n, *np.shape(p)), np.asarray(p).dtype), params)

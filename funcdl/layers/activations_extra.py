@@ -10,6 +10,7 @@ inf·0 or inf/inf, silently, as GELU and SiLU do), but Softsign's slope, 0 (see 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -289,7 +290,7 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
         y, neg = forward(xs, a)
         y = kept(y)
         each = per_example.ON.get()
-        if each and xs.ndim < 1:
+        if each and xs.ndim < (2 if c > 1 else 1):
             raise ValueError(f"{name}: per-example gradients need a batch axis, got an "
                              f"input of shape {xs.shape}")
 
@@ -304,8 +305,8 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
             with _quiet():  # (a sum past the float range: inf, as the products')
                 t = neg * dy
                 if each:  # per example (_per_example): (N, c), each example's own sum
-                    t = t.reshape(len(t), -1, c) if c > 1 else t.reshape(len(t), -1, 1)
-                    da = t.sum(axis=1)
+                    da = (per_example.sums(t) if c > 1 else
+                          t.reshape(len(t), math.prod(t.shape[1:])).sum(axis=1, keepdims=True))
                 else:
                     da = (block_sum(t, t.ndim - 1, t.ndim) if c > 1 else np.atleast_1d(t.sum()))
             return (in_param_dtypes({"a": da}, params), in_input_dtype(slope, x_dtype))

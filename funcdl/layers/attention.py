@@ -347,8 +347,8 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
                     products[r](g[:, :, i].transpose(0, 2, 1, 3))
                 g2 = g.reshape(-1, len(roles) * e)
                 if each:  # (N, in, roles·E) and (N, roles·E)
-                    g3 = g2.reshape(n, t, -1)
-                    gw = per_example.outer(rows.reshape(n, t, -1), g3)
+                    g3 = g2.reshape(n, t, len(roles) * e)
+                    gw = per_example.outer(rows.reshape(n, t, rows.shape[-1]), g3)
                     gb = per_example.sums(g3) if use_bias else None
                 else:
                     gw = product(matmul, rows.T, g2)

@@ -166,13 +166,13 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
         def pullback(dy: Any, need_dx: bool = True) -> tuple[Any, Any]:
             dy2 = check_cotangent(name, dy, y_shape, y_dtype).reshape(-1, out)
             if each:  # per example (_per_example): the same products over its own rows
-                n = y_shape[0]
-                dy3 = dy2.reshape(n, -1, out)
+                n, p = y_shape[0], math.prod(y_shape[1:-1])  # examples, positions each
+                dy3 = dy2.reshape(n, p, out)
                 if t_form:
-                    dyx = (dy2[:, :, None] * a1[:, None, :]).reshape(n, -1, out * d1)
-                    dw = per_example.outer(dyx, a2.reshape(n, -1, d2))
+                    dyx = (dy2[:, :, None] * a1[:, None, :]).reshape(n, p, out * d1)
+                    dw = per_example.outer(dyx, a2.reshape(n, p, d2))
                 else:
-                    dw = per_example.outer(dy3, r.reshape(n, -1, d1 * d2))
+                    dw = per_example.outer(dy3, r.reshape(n, p, d1 * d2))
                 grads = {"w": dw.reshape(n, *w_shape)}
                 if use_bias:
                     grads["b"] = per_example.sums(dy3)

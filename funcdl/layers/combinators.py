@@ -19,6 +19,7 @@ import numpy as np
 
 from funcdl import debug, random, tree
 from funcdl.layers import _fusion
+from funcdl.layers import _per_example as per_example
 from funcdl.layers._children import (
     ERRORS,
     check_children,
@@ -236,7 +237,7 @@ def _checked(name: str, layers: Sequence[Any], where: list[str], names: list[str
 def no_flow(params: Any) -> tuple[Any, None]:
     """A child's pullback when its cotangent is None: nothing flows back (the output came
     from integer ids, as Embedding's input does), so zero dparams and a None dx."""
-    return tree.zeros_like(params), None
+    return per_example.zeros(params), None
 
 
 def _reverse(name: str, pullbacks: list[Callable[..., tuple[Any, Any]]], where: list[str],

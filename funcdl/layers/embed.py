@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -121,8 +122,9 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             # in the table's dtype, as JAX gives gradients, whatever dy's
             if each:  # example n's rows at n·vocab + id of one (N·vocab, dim) table
-                n = ids.shape[0]
-                rows = (ids.reshape(n, -1) + np.arange(n)[:, None] * vocab).reshape(-1)
+                n = ids.shape[0]  # (intp: uint64 ids plus the offsets would be floats)
+                rows = (ids.reshape(n, math.prod(ids.shape[1:])).astype(np.intp)
+                        + np.arange(n)[:, None] * vocab).reshape(-1)
                 dtable = _scatter_add_rows(rows, dy.reshape(-1, dim), n * vocab,
                                            table.dtype).reshape(n, vocab, dim)
                 if pad is not None:

@@ -180,8 +180,6 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
 
         if not (affine and per_example.ON.get()):
             return y, pullback
-        if 0 in res:
-            per_example.refuse(name, "it normalises over the batch axis")
         kept = tuple(a for a in other if a != 0)  # all but the examples' and the params' axes
 
         def each(dy: Array) -> tuple[Any, Array]:  # per example (_per_example)

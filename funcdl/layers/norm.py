@@ -195,7 +195,9 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         # Residuals: the centred input xc and inv_std (x̂ = xc·inv_std is never stored: the
         # per-channel factors absorb it, one full-size product fewer).
         per_example.refuse(name, "in training its batch statistics mix the examples (at "
-                                 "inference, train=False, it has per-example gradients)")
+                                 "inference, train=False, it has per-example gradients)"
+                           if track else "with track_running_stats=False it normalises by "
+                           "the batch's statistics at every call, which mix the examples")
         y, mu, var, xc, inv_std, m = train_forward(x, total, own_m, scale, bias, keep=True)
         k = scale * inv_std
 

@@ -8,6 +8,7 @@ axis first, ``(N, ..., T, E)``, rank >= 3: a rank-2 array is ``(N, E)``, every l
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -131,7 +132,7 @@ def PositionalEmbedding(max_len: int, *,
             if each:  # per example (_per_example): the sum over the example's other axes
                 n, t, e = y_shape[0], y_shape[-2], y_shape[-1]
                 dpos = np.zeros((n, *pos.shape), pos.dtype)
-                dpos[:, :t] = dy.reshape(n, -1, t, e).sum(axis=1)
+                dpos[:, :t] = dy.reshape(n, math.prod(y_shape[1:-2]), t, e).sum(axis=1)
                 return {"pos": dpos}, (in_input_dtype(dy, x_dtype) if need_dx else None)
             dpos = np.zeros(pos.shape, pos.dtype)  # in the table's dtype, as JAX gives it
             # Σ over the leading axes as BLAS's blocked sum (block_sum): one or two

@@ -325,8 +325,8 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
             skip = 0 if given_state else 1
             h_prev = trace.hidden[skip:-1].reshape((t - skip) * n, hidden)
             if each:  # time-major (T, N, ·): each example's sums over its steps
-                by_n = [a.reshape(-1, n, a.shape[-1]).swapaxes(0, 1)
-                        for a in (x_steps, dgx, h_prev, dgh[skip:])]
+                by_n = [a.reshape(steps, n, a.shape[-1]).swapaxes(0, 1) for steps, a in
+                        ((t, x_steps), (t, dgx), (t - skip, h_prev), (t - skip, dgh[skip:]))]
                 grads = {"w_ih": per_example.outer(by_n[0], by_n[1]),
                          "w_hh": per_example.outer(by_n[2], by_n[3])}
                 if use_bias:

@@ -121,7 +121,7 @@ def RMSNorm(eps: float | None = None, elementwise_affine: bool = True) -> Layer:
             grads = cast(Any, params)
             g = dy
             if each:  # per example (_per_example): Σ over each example's positions
-                t = (dy * xhat).reshape(y_shape[0], -1, c)
+                t = (dy * xhat).reshape(y_shape)
                 grads = in_param_dtypes({"scale": per_example.sums(t)}, params)
             elif scale is not None:
                 grads = in_param_dtypes({"scale": block_sum(dy * xhat, 1, 2)}, params)
