@@ -16,12 +16,20 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import (
+    BrokenExecutor,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
 from funcdl._args import bool_arg
+from funcdl._sendable import check_sendable, unsendable
 
 __all__ = ["Failure", "SweepError", "run"]
 
@@ -64,7 +72,7 @@ class SweepError(RuntimeError):
 
 def _short(config: Any, width: int = 70) -> str:
     try:
-        text = repr(config)
+        text = " ".join(repr(config).split())  # one line: an array's repr spans several
     except Exception:  # a config's own broken __repr__ must not lose the sweep's results
         text = f"<{type(config).__name__} object>"
     return text if len(text) <= width else text[:width - 3] + "..."
@@ -79,12 +87,15 @@ def _hello(flags: Any) -> None:
     _STARTED = flags
 
 
-def _attempt(train_fn: Callable[[Any], Any], config: Any, index: int = -1
-             ) -> tuple[bool, Any, float]:
+def _attempt(train_fn: Callable[[Any], Any], config: Any, index: int = -1,
+             sent: bool = False) -> tuple[bool, Any, float]:
     """Runs in the worker: ``(True, result, seconds)`` or ``(False, (error, traceback),
     seconds)``; the traceback is formatted here, where the frames are. A run's SystemExit
     (``sys.exit``, or argparse refusing the config), or any other BaseException (asyncio's
-    CancelledError), fails that run alone; KeyboardInterrupt stops the sweep."""
+    CancelledError), fails that run alone; KeyboardInterrupt stops the sweep. ``sent``: the
+    result goes back through an executor other than Python's pools (Dask's), which is
+    pickled here first: Dask's ClientExecutor never completes a future whose result does
+    not serialise, so the sweep would wait forever."""
     if index >= 0:  # given by run's own pools only: never by a sweep inside a run
         _STARTED[index] = 1  # so that a worker's death is laid on the runs it had started
     start = time.perf_counter()
@@ -95,6 +106,11 @@ def _attempt(train_fn: Callable[[Any], Any], config: Any, index: int = -1
     except BaseException as err:
         text = f"{type(err).__name__}: {err}"
         return False, (text, traceback.format_exc()), time.perf_counter() - start
+    if sent and unsendable(result) is not None:
+        return (False, (f"TypeError: the result the run returned could not be pickled "
+                        f"({unsendable(result)}); return plain data: numbers, arrays, "
+                        f"dicts, lists", traceback.format_stack()[-1]),
+                time.perf_counter() - start)
     return True, result, time.perf_counter() - start
 
 
@@ -193,7 +209,7 @@ def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | N
     if not configs:
         return []
     if isinstance(executor, ProcessPoolExecutor) or executor is None:
-        _check_sendable(train_fn, executor)
+        check_sendable(train_fn, executor)
     tally = _Tally(configs, progress)
     if executor is not None:
         _gather([(executor, i) for i in range(len(configs))], train_fn, tally)
@@ -202,26 +218,6 @@ def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | N
     if strict and tally.failures:
         raise SweepError(tally.results, sorted(tally.failures, key=lambda f: f.index))
     return tally.results
-
-
-def _check_sendable(train_fn: Any, pool: ProcessPoolExecutor | None) -> None:
-    """A TypeError, before any run, for a ``train_fn`` that worker processes cannot get."""
-    context = getattr(pool, "_mp_context", None) if pool is not None else None
-    forked = (context.get_start_method() if context is not None else
-              "spawn" if pool is None else multiprocessing.get_start_method()) == "fork"
-    why = None if forked else _unimportable(train_fn)  # a fork has __main__'s names
-    if why is None:
-        try:
-            pickle.dumps(train_fn)
-        except Exception as err:
-            why = str(err)
-    if why is not None:
-        raise TypeError(
-            f"sweep.run: train_fn {getattr(train_fn, '__qualname__', train_fn)!r} cannot "
-            f"be sent to worker processes ({why}); define it at the top level of a "
-            f"module file, with no funcdl layer, optimizer or schedule bound to it (those "
-            f"are closures, which pickle cannot send: build them inside train_fn from "
-            f"the config's numbers), or pass executor=ThreadPoolExecutor(...)")
 
 
 def _own_pools(train_fn: Callable[[Any], Any], tally: _Tally) -> None:
@@ -276,18 +272,6 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     for proc in workers:
         if proc.is_alive():
             proc.terminate()
-
-
-def _unimportable(train_fn: Any) -> str | None:
-    """Why a spawned worker could not find ``train_fn``, as far as can be told here: a
-    function pickles by name, and a spawned worker finds ``__main__``'s names by running
-    its file, which an interactive session or ``python -c`` does not have."""
-    main = sys.modules.get("__main__")
-    if getattr(train_fn, "__module__", None) == "__main__" and not getattr(main, "__file__",
-                                                                           None):
-        return ("it is defined in an interactive session or `python -c`, which a spawned "
-                "worker cannot import")
-    return None
 
 
 # A run whose worker died alone, in a pool of its own: it was that run's doing.
@@ -359,8 +343,12 @@ def _gather(jobs: list[tuple[Executor, int]], train_fn: Callable[[Any], Any], ta
     broken: list[int] = []
     try:
         for pool, i in jobs:  # the index marks the run's start: run's own pools only
-            futures[_submit(pool, train_fn, tally.configs[i],
-                            i if tally.flags is not None else -1)] = i
+            try:
+                futures[_submit(pool, train_fn, tally.configs[i],
+                                i if tally.flags is not None else -1)] = i
+            except _Unsent as err:  # this config alone could not be sent: its run fails
+                tally.record(i, False, (str(err), "".join(traceback.format_exception(
+                    err.__cause__ or err))), 0.0)
         for future in as_completed(futures):
             i = futures[future]
             try:
@@ -382,8 +370,9 @@ def _gather(jobs: list[tuple[Executor, int]], train_fn: Callable[[Any], Any], ta
 def _submit(pool: Executor, train_fn: Callable[[Any], Any], config: Any,
             index: int) -> Future[Any]:
     """One run handed to ``pool``; a pool that cannot take it is named, not its internals."""
+    own = isinstance(pool, (ThreadPoolExecutor, ProcessPoolExecutor))
     try:
-        return pool.submit(_attempt, train_fn, config, index)
+        return pool.submit(_attempt, train_fn, config, index, *(() if own else (True,)))
     except NotImplementedError:  # concurrent.futures.Executor's own submit, not overridden
         raise TypeError(f"sweep.run: the executor {type(pool).__name__} does not implement "
                         f"submit(); pass a working one such as ThreadPoolExecutor(4)") from None
@@ -392,6 +381,22 @@ def _submit(pool: Executor, train_fn: Callable[[Any], Any], config: Any,
             raise
         raise ValueError(f"sweep.run: the executor refused the run ({err}): pass an executor "
                          f"that is open, e.g. create it in a `with` around sweep.run") from err
+    except Exception as err:  # another executor's own refusal: Dask's serialisation
+        if own:
+            raise
+        why = unsendable(train_fn)
+        if why is not None:
+            raise TypeError(f"sweep.run: train_fn {getattr(train_fn, '__qualname__', train_fn)!r} "
+                            f"cannot be sent to the executor's workers ({why}); define it at "
+                            f"the top level of a module, with nothing unpicklable bound to "
+                            f"it") from err
+        raise _Unsent(f"{type(err).__name__}: the config could not be sent to the "
+                      f"executor's workers ({err})") from err
+
+
+class _Unsent(Exception):
+    """A config the executor could not send (Dask's serialisation refused it): its run
+    fails alone."""
 
 
 def _report(done: int, total: int, failed: int, index: int, config: Any, value: Any,
