@@ -327,10 +327,10 @@ def per_example_value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
     Rules exist for Dense, Conv1D, Conv2D, Embedding, PositionalEmbedding, LayerNorm,
     RMSNorm, GroupNorm, InstanceNorm, BatchNorm at inference (``train=False``; in training
     its statistics mix the examples), PReLU, Bilinear, ConvTranspose1D, ConvTranspose2D,
-    MultiHeadAttention, SimpleRNN, LSTM and GRU,
-    and every combinator that routes its children's gradients (the Transformer blocks and
-    Bidirectional are built of those); another layer with params is a ValueError naming
-    its params.
+    MultiHeadAttention, SimpleRNN, LSTM and GRU, WeightNorm and SpectralNorm of those, and
+    every combinator that routes its children's gradients (the Transformer blocks and
+    Bidirectional are built of those); BatchThreads and BatchNorm in training refuse, and
+    another layer with params is a ValueError naming its params.
     The grads feed ``optim.dpsgd`` and the per-example clipping transforms."""
     where = "per_example_value_and_grad"
     if loss_reduction not in ("mean", "sum"):

@@ -94,6 +94,10 @@ MODELS = {
                      L.Bilinear(3), L.Flatten(), L.Dense(2)), (None, 5, 4), losses.mse, "x"),
     "bilinear, many outputs of few features": (
         L.Sequential(L.Bilinear(8), L.Dense(2)), ((None, 2), (None, 3)), losses.mse, "tuple"),
+    "weight norm, every axis and one slice": (
+        L.Sequential(L.WeightNorm(L.Conv2D(3, 2), dim=0), L.Flatten(),
+                     L.WeightNorm(L.Dense(3), dim=None), L.Tanh(), L.WeightNorm(L.Dense(2))),
+        (None, 4, 4, 2), losses.mse, "x"),
     "rnn over lengths 0 to T": (
         L.Sequential(L.SimpleRNN(3, lengths=True, return_sequences=False), L.Dense(2)),
         ((None, 5, 4), (None,)), losses.mse, "lengths"),
@@ -201,8 +205,6 @@ def test_float32_stays_float32():
 @pytest.mark.parametrize("make, name", [
     (lambda: L.Sequential(L.Dense(3), L.BatchNorm(), L.Dense(2)), r"BatchNorm\(\): no "
      r"per-example gradients: in training its batch statistics mix the examples"),
-    (lambda: L.Sequential(L.WeightNorm(L.Dense(2))), r"WeightNorm\(Dense\(2\)\): no per-example"),
-    (lambda: L.SpectralNorm(L.Dense(2)), r"SpectralNorm\(Dense\(2\)\): no per-example"),
     (lambda: L.BatchThreads(L.Dense(2), 2), r"BatchThreads\(Dense\(2\), threads=2\): no "
      r"per-example gradients: it sums its slices' gradients"),
 ])
@@ -276,3 +278,23 @@ def test_a_summed_loss_with_loss_reduction_sum():
     with pytest.raises(ValueError, match=r"loss_reduction must be 'mean' or 'sum', how the "
                                          r"loss reduces over the batch, got 'none'"):
         fd.per_example_grad(model, summed, loss_reduction="none")
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_spectral_norm_with_its_state(train):
+    # sigma from the state's power iteration, which does not read x: each row's call moves
+    # u, v as the batch's does, so even in training the loop is the oracle
+    model = L.Sequential(L.SpectralNorm(L.Dense(3)), L.Tanh(),
+                         L.SpectralNorm(L.Conv1D(2, 2), dim=None), L.Flatten(), L.Dense(2))
+    _, params, state = model.init(random.key(0), (None, 4, 3))
+    params, state = tree.astype(params, np.float64), tree.astype(state, np.float64)
+    x, t = RNG.normal(size=(N, 4, 3)), RNG.normal(size=(N, 2))
+    grads, new_state = fd.per_example_grad(model, losses.mse)(params, x, t, state=state,
+                                                               train=train)
+    g = fd.grad(model, losses.mse)
+    for i in range(N):
+        want, row_state = g(params, x[i:i + 1], t[i:i + 1], state=state, train=train)
+        for got, w in zip(tree.leaves(grads), tree.leaves(want)):
+            np.testing.assert_allclose(got[i], w, rtol=1e-11, atol=1e-13)
+        for a, b in zip(tree.leaves(new_state), tree.leaves(row_state)):
+            np.testing.assert_array_equal(a, b)

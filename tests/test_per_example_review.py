@@ -304,11 +304,12 @@ def test_a_users_layer_is_named_by_its_nested_path():
 
 
 def test_refusals_at_inference_too():
-    model = L.SpectralNorm(L.Dense(2))
-    out = model.init(random.key(0), (None, 4))
-    with pytest.raises(ValueError, match=r"SpectralNorm\(Dense\(2\)\): no per-example"):
-        fd.per_example_grad(model, losses.mse)(out[1], _x(4), _x(2), state=out[2],
-                                               train=False)
+    # (SpectralNorm refused here until it had a rule; BatchThreads refuses whatever train)
+    model = L.BatchThreads(L.Dense(2), 2)
+    _, params = model.init(random.key(0), (None, 4))
+    with pytest.raises(ValueError, match=r"BatchThreads\(Dense\(2\), threads=2\): no "
+                                         r"per-example"):
+        fd.per_example_grad(model, losses.mse)(params, _x(4), _x(2), train=False)
 
 
 # DEFECT (fixed): BatchNorm(track_running_stats=False) at train=False refuses telling the

@@ -3,8 +3,9 @@ Opacus' ``grad_sample``): while ``ON`` is set, a layer with params returns from 
 pullback each example's share of its params' gradient, an axis of N in front,
 instead of their sum over the batch. A layer reads the flag when its vjp runs. Combinators that only
 route or add their children's gradients (Sequential, Parallel, Residual, Shared, Repeat,
-Tied, Remat) need nothing; those that transform them (WeightNorm, SpectralNorm) or sum
-slices of the batch (BatchThreads) refuse (``refuse``), as BatchNorm in training does. A
+Tied, Remat) need nothing; those that map them linearly (WeightNorm, SpectralNorm) map
+each example's; one that sums slices of the batch (BatchThreads) refuses (``refuse``), as
+BatchNorm in training does. A
 layer without a rule returns the sum, which the caller finds by its shape (no leading N)
 and names.
 
@@ -32,7 +33,7 @@ ON = per_example_mode.ON  # read by the layers when their vjp runs
 LAYERS = ("Dense, Conv1D, Conv2D, Embedding, PositionalEmbedding, LayerNorm, RMSNorm, "
           "GroupNorm, InstanceNorm, BatchNorm at inference, PReLU, Bilinear, ConvTranspose1D, "
           "ConvTranspose2D, MultiHeadAttention (and the Transformer blocks), SimpleRNN, LSTM, "
-          "GRU (and Bidirectional)")
+          "GRU (and Bidirectional), WeightNorm and SpectralNorm of those")
 
 
 def refuse(name: str, why: str) -> None:

@@ -120,8 +120,8 @@ def WeightNorm(layer: LayerLike, name: str = "w", dim: int | None = -1) -> Layer
         return out
 
     def vjp(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
-        per_example.refuse(me, "its g and v gradients come from the child's summed weight grad")
         rest, w, v_hat, norm, g, ax = weight(params)
+        each = per_example.ON.get()  # dw per example: an axis of N in front of each
         y, child_pb, new_state = child_call("WeightNorm", child, child_vjp, layer,
                                             {**rest, pname: w}, x, state, key, train)
         axes = reduced(ax, w.ndim)
@@ -131,8 +131,13 @@ def WeightNorm(layer: LayerLike, name: str = "w", dim: int | None = -1) -> Layer
                                      dx_optional)
             grads = {k: d for k, d in dparams.items() if k != pname}
             dw = dparams[pname]
-            s = np.asarray(np.sum(dw * v_hat, axis=axes, keepdims=ax is not None))  # Σ dw·v̂
-            grads["g"], grads["v"] = s, (g / norm) * (dw - v_hat * s)
+            if each:  # the same map on each example's dw (linear in it), its axes shifted
+                s = np.sum(dw * v_hat, axis=tuple(a + 1 for a in axes), keepdims=True)
+                grads["g"] = s.reshape(len(dw), *np.shape(params["g"]))
+            else:
+                s = np.asarray(np.sum(dw * v_hat, axis=axes, keepdims=ax is not None))
+                grads["g"] = s                                                  # Σ dw·v̂
+            grads["v"] = (g / norm) * (dw - v_hat * s)
             return in_param_dtypes(grads, params), dx
 
         return y, pullback, new_state
@@ -229,8 +234,8 @@ def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
 
     def vjp(params: Any, x: Any, *, state: Any = None, key: Any = None,
             train: bool = False) -> Any:
-        per_example.refuse(me, "its weight's gradient comes from the child's summed one")
         normed, new_state, w, sigma, u, v, ax = forward(params, state, train)
+        each = per_example.ON.get()  # d_sn per example: an axis of N in front
         y, child_pb = child_call("SpectralNorm", child, layer.vjp, normed, x, key=key,
                                  train=train)
 
@@ -239,7 +244,11 @@ def SpectralNorm(layer: LayerLike, name: str = "w", n_power_iterations: int = 1,
                                      dx_optional)
             grads = dict(dparams)
             d_sn = grads[pname]
-            c = product(np.vdot, d_sn, w) / (sigma * sigma)       # ⟨dW_sn, W⟩/σ²
+            if each:  # ⟨dW_sn, W⟩/σ² per example, (N, 1, ..., 1)
+                c = (product(np.matmul, d_sn.reshape(len(d_sn), -1), w.reshape(-1))
+                     / (sigma * sigma)).reshape(len(d_sn), *(1,) * w.ndim)
+            else:
+                c = product(np.vdot, d_sn, w) / (sigma * sigma)   # ⟨dW_sn, W⟩/σ²
             grads[pname] = d_sn / sigma - c * rank_outer(u, v, w.shape, ax)
             return in_param_dtypes(grads, params), dx
 
