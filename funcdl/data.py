@@ -89,7 +89,10 @@ def examples(where: str, key: Any, arrays: tuple[ArrayLike, ...], call: str,
     try:  # a key even with shuffle=False: batches(x, y, ...) would batch y alone, silently
         if key is not None or not none_ok:
             random.check_key(key, where)
-    except TypeError as err:  # the usual slip: the data passed in the key's place
+    except TypeError as err:  # the usual slips: the data, or a seed, in the key's place
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            raise TypeError(f"{err}: a seed is not a key; pass funcdl.random.key({key}) "
+                            f"in its place") from None
         alt = " (or None, with shuffle=False)" if none_ok else ""
         raise TypeError(f"{err}{'' if arrays else ', and no arrays'}: pass the key{alt} "
                         f"first, then the arrays: {call}") from None

@@ -175,7 +175,9 @@ def run(train_fn: Callable[[C], R], configs: Iterable[C], executor: Executor | N
         death fails its own run alone: the runs its pool took down with it run again (see
         ``_own_pools``); a pool you pass is broken for good by it, and the runs it had not
         finished fail with ``BrokenProcessPool``. KeyboardInterrupt stops the sweep (the
-        default pool's workers at once).
+        default pool's workers at once). On a Dask executor Dask's own rules apply: a
+        worker's death can fail the other runs it held (``KilledWorker``), and a
+        KeyboardInterrupt raised inside a run kills its worker instead of the sweep.
 
     Example::
 

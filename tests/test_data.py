@@ -155,7 +155,8 @@ def test_without_shuffle_the_key_is_still_checked(batches):
     with pytest.raises(TypeError, match=r"got an array of shape \(10, 2\) and dtype float32: "
                                         r"pass the key \(or None, with shuffle=False\) first"):
         batches(x, y)
-    with pytest.raises(TypeError, match=r"got int"):
+    with pytest.raises(TypeError, match=r"got int: a seed is not a key; pass "
+                                        r"funcdl\.random\.key\(0\) in its place$"):
         batches(0, x, y)
     assert len(list(batches(None, x, y))) == 3
 
