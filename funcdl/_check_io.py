@@ -1,15 +1,18 @@
 """What ``funcdl.testing``'s checks feed a layer and read back: inputs drawn for an
 ``in_shape`` or given, the shapes a layer declares, the tuples its functions return, and
-apply's forward against the vjp's; what a loss returns: its value and gradient."""
+apply's forward against the vjp's, and whether its rows are independent at inference; what
+a loss returns: its value and gradient."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from funcdl import random, tree
 from funcdl._args import array_arg
+from funcdl._finite_diff import rows
 from funcdl.losses._base import vjp_form
 
 
@@ -176,3 +179,41 @@ def loss_vjp(where: str, got: Any) -> tuple[Any, Any]:
         raise AssertionError(f"{where}: loss.vjp must return (value, pullback), with pullback "
                              f"a function of the cotangent, got {bad}")
     return loss_value(where, "loss.vjp", got[0]), got[1]
+
+
+def rows_independent(where: str, infer: Callable[[Any], Any], x: Any, alone: bool) -> None:
+    """check_layer's rows: at inference (``infer``), the first row alone and the others
+    alone (when ``alone``) and the rows reversed give the same rows as the whole batch. Both
+    parts alone: a row scaled by the batch's max passes the first alone when the max is
+    there. ``alone`` False for a layer mixing rows by design."""
+    full = infer(x)
+    flipped = infer(rows(x, slice(None, None, -1)))
+    one_row: Any = None
+    others: Any = None
+    if alone:
+        try:
+            one_row = infer(rows(x, slice(1)))
+            others = infer(rows(x, slice(1, None)))
+        except ValueError as e:
+            if np.ndim(tree.leaves(x)[0]) < 2:  # no axis beside the batch: a misuse
+                raise
+            raise ValueError(
+                f"{where}: at inference the layer refused a part of the batch ({e}); "
+                f"for a layer whose inference mixes the batch's rows by design, pass "
+                f"independent_rows=False") from None
+    skip = [None] * len(tree.leaves(full))
+    first = skip if one_row is None else tree.leaves(one_row)
+    rest = skip if others is None else tree.leaves(others)
+    for a, r, b, c in zip(first, rest, tree.leaves(full), tree.leaves(flipped)):
+        if a is not None and not (
+                np.allclose(a, b[:1], rtol=1e-5, atol=1e-6, equal_nan=True)
+                and np.allclose(r, b[1:], rtol=1e-5, atol=1e-6, equal_nan=True)):
+            raise AssertionError(f"{where}: at inference, a row of the output depends "
+                                 f"on the other rows of the batch (pass "
+                                 f"independent_rows=False if it does by design)")
+        if not np.allclose(c, b[::-1], rtol=1e-5, atol=1e-6, equal_nan=True):
+            raise AssertionError(
+                f"{where}: at inference, a row of the output depends on the other rows "
+                f"of the batch or on their order: reversing the rows did not reverse the "
+                f"output's (a layer drawing per-row noise from its key at inference does "
+                f"too, which no flag here allows: check it with check_vjp at one key)")

@@ -39,6 +39,7 @@ from funcdl._check_io import (
     nonempty_pred,
     random_input,
     returned,
+    rows_independent,
     same_forward,
     shape_agrees,
 )
@@ -267,41 +268,10 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
                 f" and {'/'.join(sorted(map(str, x_dtypes))) or 'integer'} input")
     if dx is not None:
         same_dtypes(where, ("x", "dx"), x, none_as_zeros(x, dx))
-    if n > 1:  # the first row alone, the others alone, and the rows reversed: the same rows
-        full = call(params, x, train=False)
-        flipped = call(params, rows(x, slice(None, None, -1)), train=False)
-        # not compared for a layer mixing rows by design. The first row and the others both:
-        # a row scaled by the batch's max passes the first alone when the max is there
-        one_row: Any = None
-        others: Any = None
-        if bool_arg(independent_rows, where, "independent_rows"):
-            try:
-                one_row = call(params, rows(x, slice(1)), train=False)
-                others = call(params, rows(x, slice(1, None)), train=False)
-            except ValueError as e:
-                if np.ndim(tree.leaves(x)[0]) < 2:  # no axis beside the batch: a misuse
-                    raise
-                raise ValueError(
-                    f"{where}: at inference the layer refused a part of the batch ({e}); "
-                    f"for a layer whose inference mixes the batch's rows by design, pass "
-                    f"independent_rows=False") from None
+    if n > 1:
+        rows_independent(where, lambda xx: call(params, xx, train=False), x,
+                         bool_arg(independent_rows, where, "independent_rows"))
         guard.check("apply")  # the rows given were views of x
-        skip = [None] * len(tree.leaves(full))
-        alone = skip if one_row is None else tree.leaves(one_row)
-        rest = skip if others is None else tree.leaves(others)
-        for a, r, b, c in zip(alone, rest, tree.leaves(full), tree.leaves(flipped)):
-            if a is not None and not (
-                    np.allclose(a, b[:1], rtol=1e-5, atol=1e-6, equal_nan=True)
-                    and np.allclose(r, b[1:], rtol=1e-5, atol=1e-6, equal_nan=True)):
-                raise AssertionError(f"{where}: at inference, a row of the output depends "
-                                     f"on the other rows of the batch (pass "
-                                     f"independent_rows=False if it does by design)")
-            if not np.allclose(c, b[::-1], rtol=1e-5, atol=1e-6, equal_nan=True):
-                raise AssertionError(
-                    f"{where}: at inference, a row of the output depends on the other rows "
-                    f"of the batch or on their order: reversing the rows did not reverse the "
-                    f"output's (a layer drawing per-row noise from its key at inference does "
-                    f"too, which no flag here allows: check it with check_vjp at one key)")
     # the same numbers in the other memory layout: the same gradients (on a random dy: one
     # of ones can give a gradient of rounding noise alone, as LayerNorm's dx)
     dy = tree.map(lambda a: random.normal(k_call, np.shape(a), np.asarray(a).dtype)

@@ -177,7 +177,7 @@ def by_group(a2: Array, groups: int) -> Array:
 
 
 def forward_cols(cols: Array, w: Array, groups: int) -> Array:
-    """``y (M, out)`` from conv.im2col of the group-major input, ``(G·M, K)``:
+    """``y (M, out)`` from _im2col.im2col of the group-major input, ``(G·M, K)``:
     ``y_g = cols_g w_g``, one batched product."""
     cols = cols.reshape(groups, -1, cols.shape[1])
     yg: Array = product(np.matmul, cols, kernel(w, groups))
@@ -222,7 +222,7 @@ def dw_offsets(xg: Array, slices: Sequence[Slices], dy_g: Array,
 
 def dx_parts(dy_g: Array, w: Array, shape: tuple[int, int, int, int]
              ) -> Callable[[int, int, int], Array]:
-    """For conv.fold: kernel offset ``k``'s share of the group-major ``dx``,
+    """For _im2col.fold: kernel offset ``k``'s share of the group-major ``dx``,
     ``dy_g w_{k,g}ᵀ``, as a ``(G·N, OH, OW, Cg)`` array; one buffer serves every offset, as
     fold adds each part before asking for the next."""
     groups = len(dy_g)

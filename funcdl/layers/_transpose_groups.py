@@ -44,9 +44,9 @@ from funcdl.layers._grouped import (
     from_groups,
     to_groups,
 )
+from funcdl.layers._im2col import crop, fold, im2col, offsets, pad
 from funcdl.layers._sums import product
 from funcdl.layers._windows import Pads, Window
-from funcdl.layers.conv import crop, fold, im2col, offsets, pad
 
 Array = NDArray[Any]
 

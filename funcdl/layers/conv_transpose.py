@@ -62,6 +62,7 @@ from funcdl._args import bool_arg, call_name, int_arg, is_int
 from funcdl.layers import _per_example as per_example
 from funcdl.layers import _transpose_groups
 from funcdl.layers._grouped import groups_arg, in_channels
+from funcdl.layers._im2col import crop, fold, im2col, pad
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import chan, product, rows_sum
 from funcdl.layers._windows import NO_PADS, Pads, Window, int_tuple
@@ -75,7 +76,6 @@ from funcdl.layers.base import (
     check_in_shape,
     in_input_dtype,
 )
-from funcdl.layers.conv import crop, fold, im2col, pad
 
 __all__ = ["ConvTranspose1D", "ConvTranspose2D"]
 
