@@ -377,7 +377,7 @@ def _per_example_shapes(where: str, params: Any, grads: Any, n: int) -> Any:
     per-example rule returns its sum over the batch, the param's shape, named here."""
     from funcdl.layers._per_example import LAYERS
 
-    def one(path: str, p: Any, g: Any) -> Any:
+    for (path, g), p in zip(tree.leaves_with_path(grads), tree.leaves(params), strict=True):
         shape = np.shape(p)
         if np.shape(g) != (n, *shape):
             summed = np.shape(g) == shape
@@ -387,6 +387,4 @@ def _per_example_shapes(where: str, params: Any, grads: Any, n: int) -> Any:
                 + (": its layer has no per-example rule and summed over the batch; rules "
                    f"exist for {LAYERS}; for another layer loop over the rows, "
                    f"grad(params, x[i:i + 1], target[i:i + 1])" if summed else ""))
-        return g
-
-    return tree.map_with_path(one, params, grads)
+    return grads

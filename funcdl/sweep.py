@@ -106,11 +106,11 @@ def _attempt(train_fn: Callable[[Any], Any], config: Any, index: int = -1,
     except BaseException as err:
         text = f"{type(err).__name__}: {err}"
         return False, (text, traceback.format_exc()), time.perf_counter() - start
-    if sent and unsendable(result) is not None:
+    why = unsendable(result) if sent else None  # (pickles the result once more)
+    if why is not None:
         return (False, (f"TypeError: the result the run returned could not be pickled "
-                        f"({unsendable(result)}); return plain data: numbers, arrays, "
-                        f"dicts, lists", traceback.format_stack()[-1]),
-                time.perf_counter() - start)
+                        f"({why}); return plain data: numbers, arrays, dicts, lists",
+                        traceback.format_stack()[-1]), time.perf_counter() - start)
     return True, result, time.perf_counter() - start
 
 

@@ -109,3 +109,12 @@ def test_leaky_relu_zero_slope_is_nan_at_minus_inf_and_zero_below():
     np.testing.assert_array_equal(y, [np.nan, 0, 0, 0, 3, np.inf, np.nan])
     assert y.dtype == np.float32
     assert np.isneginf(x[0])  # the NaN went into the output, not into the input
+
+
+def test_local_response_norm_without_k_has_a_right_vjp_off_the_zero_windows():
+    # k = 0 runs its pullback under an errstate (a window of zeros: d = 0); elsewhere the
+    # same gradient as before, checked against finite differences
+    from funcdl.testing import check_vjp
+
+    x = random.normal(random.key(2), (2, 3, 4), np.float64) + 3.0  # no window of zeros
+    check_vjp(L.LocalResponseNorm(2, 1.0, 0.75, 0.0), (), x)

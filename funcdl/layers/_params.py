@@ -59,17 +59,14 @@ def drawn(name: str, what: str, init: Any, key: Any, shape: tuple[int, ...],
     return a
 
 
-def weak_dtype(params: Any, key: str, name: str | None = None,
-               keys: tuple[str, ...] = ()) -> np.dtype[Any]:
+def weak_dtype(params: Any, key: str, name: str, keys: tuple[str, ...] = ()) -> np.dtype[Any]:
     """The dtype Python-float inputs take in a layer whose ``params[key]`` sets it: that
     array's floating dtype, else float32 (bad entries are refused afterwards, by name).
-    Given the layer's ``name``, params that are no dict are refused here (``keys``: the
-    layer's, ``(key,)`` by default), before the input is read: a swapped ``apply(x,
-    params)`` would otherwise be blamed on the input, a dict that is no numeric array."""
+    Params that are no dict are refused here, naming the layer (``keys``: its params'
+    keys, ``(key,)`` by default), before the input is read: a swapped ``apply(x, params)``
+    would otherwise be blamed on the input, a dict that is no numeric array."""
     if not isinstance(params, dict):
-        if name is not None:
-            param_arrays(name, params, keys or (key,))
-        return _F32
+        param_arrays(name, params, keys or (key,))
     p = params.get(key)
     dtype = getattr(p, "dtype", None)
     return dtype if isinstance(dtype, np.dtype) and dtype.char in "fd" else _F32

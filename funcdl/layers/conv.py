@@ -165,9 +165,8 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         x, w = check(params, x)
         return forward(params, x, w)[0]
 
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del key, train
-        x, w = check(params, x)
+    def vjp(params: Any, x: Array, w: Array) -> tuple[Array, Any, Pads, int, int]:
+        """``(y, pullback, pads, OH, OW)`` for x and w as ``check`` returns them."""
         y, cols, xp, pads, oh, ow, _ = forward(params, x, w)
         # cols holds what dw needs; else the input, padded again in the pullback: the
         # padded copy would double the activations a CNN holds (the layer before keeps x)
@@ -223,13 +222,11 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
                 dx = np.ascontiguousarray(dx)  # back to NHWC memory order
             return grads, in_input_dtype(dx, x_dtype).reshape(x_shape)
 
-        return y, pullback
+        return y, pullback, pads, oh, ow
 
-    def grouped_vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+    def grouped_vjp(params: Any, x: Array, w: Array) -> tuple[Array, Any, Pads, int, int]:
         """vjp for groups > 1: the pullback's products on group-major arrays, or with one
         input channel per group broadcasts on the repeated NHWC input (_grouped)."""
-        del key, train
-        x, w = check(params, x)
         y, cols, xp, pads, oh, ow, nhwc = forward(params, x, w)
         if cols is not None:
             del xp
@@ -267,19 +264,19 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
                                           groups)
             return grads, in_input_dtype(dx, x_dtype).reshape(x_shape)
 
-        return y, pullback
+        return y, pullback, pads, oh, ow
 
     batch_vjp = vjp if groups == 1 else grouped_vjp
 
     def any_vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
+        del key, train
+        x, w = check(params, x)
+        y, pullback, pads, oh, ow = batch_vjp(params, x, w)
         if not per_example.ON.get():
-            return batch_vjp(params, x)
+            return y, pullback
         # per example: the batch's pullback for dx, the weight's per example from the
         # input's windows (_per_example)
-        y, pullback = batch_vjp(params, x)
-        xc, w = check(params, x)
-        oh, ow, pads = geometry(name, win, xc.shape, rank, "kernel")
-        x4 = xc if rank == 2 else xc[:, None]
+        x4 = x if rank == 2 else x[:, None]
         y_shape, y_dtype = y.shape, y.dtype
 
         def each(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:

@@ -10,6 +10,7 @@ funcdl's NHWC layout is the last, i.e. ``Softmax()`` (axis=-1) as it is.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -39,9 +40,12 @@ def _lambd(ctor: str, lambd: Any) -> float:
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _in_range(x: Array, lam: float) -> float:
-    """λ as x's dtype holds it: past float32's range, inf (NumPy's cast would warn)."""
-    return np.inf if lam > _F32_MAX and x.dtype == np.float32 else lam
+def _in_range(x: Array, bound: float) -> float:
+    """A bound as x's dtype holds it: past float32's range, ±inf, quietly (NumPy's cast of
+    the Python float would warn)."""
+    if abs(bound) > _F32_MAX and x.dtype == np.float32:
+        return math.copysign(math.inf, bound)
+    return bound
 
 
 def _outside(x: Array, lam: float) -> Array:
@@ -118,15 +122,12 @@ def Threshold(threshold: float, value: float) -> Layer:
     name = f"Threshold({t!r}, {v!r})"
 
     def f(x: Array) -> Array:
-        with np.errstate(over="ignore"):  # a bound beyond float32 is ±inf in float32
-            tt, vv = x.dtype.type(t), x.dtype.type(v)
+        tt, vv = x.dtype.type(_in_range(x, t)), x.dtype.type(_in_range(x, v))
         out: Array = np.where(x <= tt, vv, x)  # where: the mask is the data, no faster form
         return out
 
     def df(x: Array, y: Array, dy: Array) -> Array:
-        with np.errstate(over="ignore"):
-            tt = x.dtype.type(t)
-        out: Array = dy * ~(x <= tt)
+        out: Array = dy * ~(x <= x.dtype.type(_in_range(x, t)))
         return out
 
     return _elementwise(name, f, df, reads="x")
