@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from funcdl._args import float_dtype_arg
+from funcdl._dist_gamma import _beta
 from funcdl._keys import (
     Float64s,
     Key,
@@ -148,7 +149,8 @@ def binomial(key: Key, n: Any, p: Any, shape: Any = None,
     """Binomial(n, p) counts (mean ``n p``, variance ``n p (1-p)``) as floats of ``dtype``,
     as ``jax.random.binomial`` returns them: ``n`` whole numbers in [0, 2**62], ``p`` in
     [0, 1]. Drawn by NumPy's Generator.binomial (exact: inversion or BTPE rejection) on the
-    key's stream."""
+    key's stream, after ``_halve`` has brought every ``n`` to at most 2**48 (beyond, NumPy's
+    draws lose their law)."""
     where = "random.binomial"
     dt = float_dtype_arg(dtype, where)
     nn = param(n, "n", where, strict=False, high=2.0 ** 62, high_ok=True)
@@ -156,5 +158,47 @@ def binomial(key: Key, n: Any, p: Any, shape: Any = None,
         raise ValueError(f"{where}: n must be whole numbers (a count of trials), got {n!r}")
     pp = param(p, "p", where, strict=False, high=1.0, high_ok=True)
     dims = dims_for(shape, where, n=nn.shape, p=pp.shape)
-    k = _gen(check_key(key, where)).binomial(nn.astype(np.int64), pp, size=dims)
-    return rounded(np.asarray(k), dt)  # from int64: rounded once
+    g = _gen(check_key(key, where))
+    if not (nn > _BINOMIAL_MAX).any():  # NumPy's own range: its draws, unchanged
+        return rounded(np.asarray(g.binomial(nn.astype(np.int64), pp, size=dims)), dt)
+    trials = np.broadcast_to(nn, dims).astype(np.int64).ravel()
+    prob = np.broadcast_to(pp, dims).astype(np.float64).ravel()
+    done, sign = _halve(g, trials, prob)
+    return rounded((done + sign * g.binomial(trials, prob)).reshape(dims), dt)
+
+
+# NumPy's BTPE forms n - k + 1 and its kin in float64: from n ~ 2**53 they round, and its
+# draws drift (2**56 trials at n p = 200: mean off by 25 standard errors, variance by 8%;
+# 2**62 at p = 0.3: variance off by 6%). Measured sound up to 2**52; 2**48 leaves a margin.
+_BINOMIAL_MAX = 2.0 ** 48
+
+
+def _halve(g: np.random.Generator, n: NDArray[np.int64],
+           p: Float64s) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Rewrite ``n`` and ``p`` in place, every ``n`` at most 2**48 and ``p <= 1/2``, and
+    return ``(done, sign)`` with Binomial(n, p) = ``done + sign`` Binomial(new n, new p).
+
+    Of n uniforms, the i-th smallest, i = (n + 1) // 2, is U ~ Beta(i, n + 1 - i); given U,
+    the i - 1 below it are uniform on (0, U) and the n - i above on (U, 1). So if U <= p,
+    the count is i + Binomial(n - i, (p - U) / (1 - U)), else Binomial(i - 1, p / U) (L.
+    Devroye, Non-Uniform Random Variate Generation (1986), X.4.3): each step halves n, 14
+    from 2**62. A probability above 1/2 is traded for its complement, ``n - Binomial(n, 1 -
+    p)``, with ``1 - p`` and ``(U - p) / U`` exact (Sterbenz): rounding p/U near 1 would move
+    a tiny failure probability by 1e-16, a whole count per 2**53 trials."""
+    sign = np.where(p > 0.5, -1, 1)
+    done = np.where(sign < 0, n, 0)
+    np.subtract(1.0, p, out=p, where=sign < 0)
+    big = np.flatnonzero(n > _BINOMIAL_MAX)
+    while big.size:
+        m, q, s = n[big], p[big], sign[big]
+        i = (m + 1) // 2
+        u = _beta(g, i.astype(np.float64), (m + 1 - i).astype(np.float64), (big.size,))
+        below = u <= q  # then (q - u) / (1 - u) <= q <= 1/2
+        r = q / u
+        flip = ~below & (r > 0.5)  # u/2 < q < u: u - q is exact
+        done[big] += s * np.where(below, i, np.where(flip, i - 1, 0))
+        n[big] = np.where(below, m - i, i - 1)
+        p[big] = np.where(below, (q - u) / (1.0 - u), np.where(flip, (u - q) / u, r))
+        sign[big] = np.where(flip, -s, s)
+        big = big[n[big] > _BINOMIAL_MAX]
+    return done, sign

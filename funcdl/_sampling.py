@@ -30,18 +30,21 @@ _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 def gumbel(key: Key, shape: Any = (), dtype: DTypeLike = np.float32) -> NDArray[Any]:
     """Standard Gumbel samples, ``-log(E)`` with ``E`` standard exponential (mean Euler's
-    gamma 0.5772, variance pi²/6); float32 or float64."""
+    gamma 0.5772, variance pi²/6); float32 or float64, both from float64 ``E``."""
     return _gumbel(key, shape, dtype, "random.gumbel")
 
 
 def _gumbel(key: Key, shape: Any, dtype: DTypeLike, where: str) -> NDArray[Any]:
     dt = float_dtype_arg(dtype, where)
-    e = _gen(check_key(key, where)).standard_exponential(shape_arg(shape, where), dtype=dt)
-    # E = 0 has probability ~2**-53 but would give +inf and a divide warning
-    np.maximum(e, np.finfo(dt).tiny, out=e)
+    # float64 E for float32 samples too: NumPy's float32 exponential is a multiple of ~1e-7
+    # near 0, and exactly 0 once in 8e6 draws, which gave G = -log(tiny) = 87.3, where
+    # P(G > 87) is 1e-38 (and nothing between 16 and 87). In float64, E = 0 has
+    # probability ~2**-53, kept from +inf and a divide warning by the same clamp.
+    e = _gen(check_key(key, where)).standard_exponential(shape_arg(shape, where))
+    np.maximum(e, np.finfo(np.float64).tiny, out=e)
     np.log(e, out=e)
     np.negative(e, out=e)
-    return e
+    return e if dt == np.float64 else e.astype(dt)
 
 
 def exponential(key: Key, shape: Any = (), dtype: DTypeLike = np.float32) -> NDArray[Any]:
