@@ -41,18 +41,20 @@ def _what(got: Any) -> str:
             else f"a {type(got).__name__}")
 
 
-def _split_aux(where: str, loss: Any, got: Any, pred: Any, target: Any) -> tuple[Any, Any, Any]:
+def _split_aux(where: str, loss: Any, got: Any, pred: Any, target: Any,
+               call: Any) -> tuple[Any, Any, Any]:
     """``(value, aux, pullback)`` of a loss with aux. Its vjp returns ``((value, aux),
     pullback)``, as a ``Loss`` built for it; or ``(value, pullback, aux)``, as
     ``jax.vjp(..., has_aux=True)``; or ``(value, pullback)``, the aux then coming from
-    calling the loss, which returns ``(value, aux)``."""
+    calling the loss as given (``call``: a partial of it, not the ``Loss`` bound from it,
+    whose call gives the vjp's value alone), which returns ``(value, aux)``."""
     if isinstance(got, tuple) and len(got) == 3:
         return got[0], got[2], got[1]
     out, pullback = _unpack(where, loss, got)
     if isinstance(out, (tuple, list)) and len(out) == 2:  # a list too, as JAX takes it
         return out[0], out[1], pullback
-    if not isinstance(out, (tuple, list)) and np.ndim(out) == 0 and callable(loss):
-        called = loss(pred, target)
+    if not isinstance(out, (tuple, list)) and np.ndim(out) == 0 and callable(call):
+        called = call(pred, target)
         if isinstance(called, (tuple, list)) and len(called) == 2:
             return out, called[1], pullback
         out = called
@@ -153,7 +155,7 @@ def _value_and_grad(model: Any, loss: Any, has_aux: bool, wrt_input: bool,
     from funcdl.losses import bound
 
     layer_arg(where, model, "the model must be a layer")
-    model, loss = guarded(model), bound(loss)
+    model, loss, given = guarded(model), bound(loss), loss
     if isinstance(loss, Layer):  # it has a vjp too, and would fail on the target as params
         raise TypeError(f"{where}: the loss is a layer, {loss.name}; pass the model "
                         f"first and a loss second, a function of (pred, target) with a .vjp, "
@@ -200,6 +202,12 @@ def _value_and_grad(model: Any, loss: Any, has_aux: bool, wrt_input: bool,
             if "state" not in kwargs:
                 raise TypeError(f"{where}: the model {getattr(model, 'name', model)} "
                                 f"is stateful; pass state=... (from init)")
+            if len(kwargs) > 1:  # else the model's vjp names itself, not the loss's options
+                raise TypeError(f"{where}: unexpected keyword arguments "
+                                f"{sorted(set(kwargs) - {'state'})} for a stateful model: f "
+                                f"takes key=, train= and state=; bind a loss's options to the "
+                                f"loss, value_and_grad(model, functools.partial("
+                                f"fd.losses.huber, delta=0.5))")
             y, pullback, new_state = model.vjp(params, x, key=key, train=train, **kwargs)
         else:
             if kwargs:
@@ -213,7 +221,14 @@ def _value_and_grad(model: Any, loss: Any, has_aux: bool, wrt_input: bool,
             debug.verify(_name(model), "forward output", y)
             if stateful:
                 debug.verify(_name(model), "new state", new_state)
-        value, aux, dy = _loss_step(where, loss, y, target, has_aux)
+        if each is None:
+            value, aux, dy = _loss_step(where, loss, y, target, has_aux, given)
+        else:  # the loss is not the model: a layer it runs itself sums over the batch
+            off = per_example_mode.ON.set(False)
+            try:
+                value, aux, dy = _loss_step(where, loss, y, target, has_aux, given)
+            finally:
+                per_example_mode.ON.reset(off)
         if each == "mean":
             dy = tree.map(lambda d: d * d.dtype.type(n), dy)
         if checking:
@@ -236,12 +251,15 @@ def _value_and_grad(model: Any, loss: Any, has_aux: bool, wrt_input: bool,
     return f
 
 
-def _loss_step(where: str, loss: Any, y: Any, target: Any, has_aux: bool) -> tuple[Any, Any, Any]:
+def _loss_step(where: str, loss: Any, y: Any, target: Any, has_aux: bool,
+               given: Any) -> tuple[Any, Any, Any]:
     """``(value, aux, dpred)`` of the loss at the model's output (aux None without
-    ``has_aux``), with errors naming what the loss returned that it should not."""
+    ``has_aux``), with errors naming what the loss returned that it should not. ``given``:
+    the loss as passed, for the aux its call gives."""
     aux = None
     if has_aux:
-        value, aux, loss_pullback = _split_aux(where, loss, loss.vjp(y, target), y, target)
+        value, aux, loss_pullback = _split_aux(where, loss, loss.vjp(y, target), y, target,
+                                               given)
     else:
         got = loss.vjp(y, target)
         value, loss_pullback = got if type(got) is tuple and len(got) == 2 else \
@@ -365,6 +383,8 @@ def per_example_grad(model: Any, loss: Any, *, has_aux: bool = False,
 
 def _batch_size(where: str, x: Any) -> int:
     first = tree.leaves(x)[:1]
+    if type(x) is list and first and np.ndim(first[0]) == 0:  # rows of numbers (or ids):
+        return len(x)  # a batch, as the layers read it
     if not first or np.ndim(first[0]) == 0:
         raise ValueError(f"{where}: per-example gradients need a batch axis: x must hold "
                          f"the examples on axis 0 of its (first) array, got "

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from funcdl import _per_example_mode as per_example_mode
 from funcdl import tree
 from funcdl._treenodes import describe
 from funcdl.layers.base import Layer, Pointwise, ours
@@ -73,8 +74,9 @@ def _checked_vjp(name: str, vjp: Callable[..., Any], stateful: bool) -> Callable
             try:
                 tree.check_same(params, dparams, ("params", "dparams"), shapes=True)
             except ValueError as e:
-                raise ValueError(f"{name}: the pullback's dparams must have the structure "
-                                 f"and shapes of the params: {e}") from None
+                if not _per_example(params, dparams):  # (its funcdl layers' per example)
+                    raise ValueError(f"{name}: the pullback's dparams must have the "
+                                     f"structure and shapes of the params: {e}") from None
             if x_shape is not None and dx is not None and np.shape(dx) != x_shape:
                 raise ValueError(f"{name}: the pullback returned dx of shape "
                                  f"{np.shape(dx)}; it must have the input's, {x_shape}")
@@ -83,6 +85,21 @@ def _checked_vjp(name: str, vjp: Callable[..., Any], stateful: bool) -> Callable
         return (out[0], pullback, *out[2:])
 
     return checked
+
+
+def _per_example(params: Any, dparams: Any) -> bool:
+    """Whether ``dparams`` are per-example gradients, each leaf ``(N, *param.shape)``, while
+    ``autodiff.per_example_*`` asks for them: what a user's layer built of funcdl layers
+    (a cell calling their vjps) returns then."""
+    if not per_example_mode.ON.get():
+        return False
+    n = per_example_mode.SIZE.get()
+    try:
+        tree.check_same(params, dparams, ("params", "dparams"))
+    except ValueError:
+        return False
+    return all(np.shape(g) == (n, *np.shape(p))
+               for p, g in zip(tree.leaves(params), tree.leaves(dparams), strict=True))
 
 
 def checked_pointwise(act: Any) -> Any:
