@@ -221,12 +221,14 @@ def agree(comm: Comm, tree_digest: int, t: Tree, fn: str, root: int = 0, weight:
     """Collective: compare ``(digest, root)`` over ranks, the digest of the tree and of
     ``fn``, the collective called; return every rank's ``[digest, root, weight, flags]`` as
     rows. On any difference every rank raises the same ValueError (the descriptions are
-    gathered only then)."""
+    gathered only then). ``fn`` may name how the function was called, ``"f(option=...)"``,
+    a collective apart from ``f``'s own; errors open with ``parallel.f`` still."""
     size = comm.Get_size()
     gathered = np.empty((size, 4), np.int64)
     comm.Allgather(np.array([tree_digest ^ _called(fn), root, weight, flags], np.int64),
                    gathered)
     every: list[list[int]] = gathered.tolist()  # a few Python ints: faster than NumPy here
+    called, fn = fn, fn.partition("(")[0]
     roots = [row[1] for row in every]
     if NOT_AN_INT in roots:
         bad = [r for r, x in enumerate(roots) if x == NOT_AN_INT]
@@ -243,7 +245,7 @@ def agree(comm: Comm, tree_digest: int, t: Tree, fn: str, root: int = 0, weight:
     if digests.count(digests[root]) == size:
         return every
     other = next(r for r, d in enumerate(digests) if d != digests[root])
-    calls = comm.allgather((fn, describe(t)))
+    calls = comm.allgather((called, describe(t)))
     if calls[other][0] != calls[root][0]:
         raise ValueError(
             f"parallel.{fn}: rank {root} called parallel.{calls[root][0]} where rank {other} "

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from funcdl import tree as pytree
 from funcdl._agree import agree
 from funcdl._agree import resolve as _resolve
-from funcdl._reduce import Reducer
+from funcdl._reduce import Reducer, shared_node
 from funcdl.layers._slices import replicas
 
 __all__ = ["RankSums", "examples", "step_sums", "sync_batch_stats"]
@@ -34,6 +34,10 @@ def step_sums(comm: Any, reducer: Reducer, params: Any, n: int, fn: str) -> Rank
     ranks first agree on the params (differing BatchNorms would exchange misaligned
     statistics, or fail inside MPI; the layout is one walk and a hash once seen) and learn
     each other's counts, hence this rank's share."""
+    # the node's split first, as every collective here makes it: a communicator's first
+    # call, meeting another rank's first pmean (which splits), met it in the split and
+    # MPI aborted, instead of both meeting in the agreement, which raises
+    shared_node(comm)
     every = agree(comm, reducer.layout(params)[1].digest, params, fn, weight=n)
     total = sum(row[2] for row in every)
     return RankSums(comm, n / total if total else 1.0)
@@ -107,8 +111,12 @@ def sync_batch_stats(value_and_grad_fn: F, comm: Any = None) -> F:
 
 
 def examples(x: Any, fn: str) -> int:
-    """The number of examples in ``x``, the length of its first leaf."""
+    """The number of examples in ``x``, the length of its first leaf; or of ``x`` itself
+    when it is a list of rows of numbers, which value_and_grad reads as a batch (it was
+    refused, the wrapped function taking it)."""
     first = pytree.leaves(x)[:1]
+    if type(x) is list and first and np.ndim(first[0]) == 0:
+        return len(x)
     if not first or np.ndim(first[0]) == 0:
         raise TypeError(f"parallel.{fn}: cannot count the examples of x: pass the batch with "
                         f"examples on axis 0 of its (first) array")

@@ -5,16 +5,13 @@ When every rank runs on one machine (the usual ``mpiexec -n k``), a mean goes th
 the ranks share, an MPI-3 shared window: each rank writes its scaled leaves into its own
 slot, then sums its 1/k of all slots into a result that every rank reads in place. Each
 byte is written once and read k times; MPICH's ``Allreduce`` on one machine copies it
-through its shared-memory queues several times. Alone and warm the two can cost about the
-same (the mlp's 2.68 MB of gradients on two ranks, benchmarks/results/data_parallel.md's
-bare pmean: 0.41-0.68 ms through the window in every run but cbc3abe's (0.74), and by
-``Allreduce`` in the FUNCDL_MPI_SHARED_MEMORY=0 run at ba40861 0.50 ms in one row, 1.73 ms
-in the other, with the slow handoff); inside the sharded step, after the forward and
-backward, 0.58-1.03 ms against 1.94 ms by messages (the same files, the AMD host's runs;
-docs/scale-out.md). A
-window keeps up to 8 sets of slots
-and 8 results and takes them in turn (see ``generations``: the mlp's window is 64 MB of
-/dev/shm), or one set and two results when that is all that fits. Across machines, or when
+through its shared-memory queues several times. Alone and warm the two cost about the
+same; inside the sharded step, after the forward and backward, the window took 0.58-1.03
+ms against 1.94 by messages for the mlp's 2.68 MB (benchmarks/results/data_parallel.md,
+docs/scale-out.md). A window keeps up to 8 sets of slots and 8 results and takes them in
+turn (see ``generations``: the mlp's window is 64 MB of /dev/shm), or one set and two
+results when that is all that fits; a communicator keeps up to 8 windows, which all its
+reducers share (``_SHARED``). Across machines, or when
 even that window would be large against the free shared memory, or with
 FUNCDL_MPI_SHARED_MEMORY=0 in the environment, one ``Allreduce`` of a private buffer.
 """
@@ -49,8 +46,13 @@ _SMALL = 1 << 16  # entries: below, packing copies all leaves first and scales o
 _BUFFER_SIZES = 16  # buffer sizes kept per reducer, as memo keeps layouts
 # id(comm): (comm, its node communicator or None), for every reducer of the process
 _NODES: dict[int, tuple[Any, Any]] = {}
-_WINDOWS = 4  # shared windows kept per reducer (per tree layout); the oldest is freed for a
-# new one only when no rank holds any of its results (else the new layout goes by Allreduce)
+# id(comm): (its shared windows, the turns taken with each), as _NODES, for every reducer
+# over comm. A window is freed only where the ranks agree that none holds a result of it
+# (``open``), never with its reducer: a data_parallel or sharded made per run (a sweep's)
+# left its windows mapped for the life of the process (11 MB of /dev/shm a run, 2 MB model).
+_SHARED: dict[int, tuple[dict[Any, Window], dict[Any, int]]] = {}
+_WINDOWS = 8  # windows kept per communicator (one per tree layout); the oldest is freed for
+# a new one only when no rank holds any of its results (else the new layout goes by Allreduce)
 
 
 # ---------------------------------------------------------------------------- buffers
@@ -146,13 +148,15 @@ def shared_node(comm: Comm) -> Comm | None:
     """Collective on first use: the communicator of comm's ranks sharing memory, when
     that is all of them; else None. One per communicator for the whole process, every
     reducer's (a data_parallel made per run split COMM_WORLD anew each time, and MPI ran
-    out of communicators after about a thousand); one a caller has freed is dropped, and
-    its node communicator freed, at the next split (collective as the split is)."""
+    out of communicators after about a thousand), as its windows in _SHARED are; one a
+    caller has freed is dropped, and its node communicator freed, at the next split
+    (collective as the split is; its windows stay mapped, as freeing them is too)."""
     found = _NODES.get(id(comm))
     if found is None or found[0] is not comm:
         for key, (parent, stale) in list(_NODES.items()):
             if _freed(parent):
                 del _NODES[key]
+                _SHARED.pop(key, None)
                 if stale is not None:
                     stale.Free()
         node = None
@@ -162,11 +166,13 @@ def shared_node(comm: Comm) -> Comm | None:
                 node.Free()
                 node = None
         found = _NODES[id(comm)] = (comm, node)
+        _SHARED[id(comm)] = ({}, {})
     return found[1]
 
 
 class Reducer:
-    """Layouts, private buffers and shared windows for means over ranks.
+    """Layouts and private buffers for means over ranks, and the shared windows of the
+    communicator (in _SHARED: every reducer over it takes the same ones).
 
     A result is read-only views of a buffer. A buffer (or a shared result) is handed out
     again only when no array from an earlier result is alive on any rank; NumPy views hold
@@ -180,8 +186,9 @@ class Reducer:
         self.keep = keep
         self.layouts: dict[Any, Layout] = {}
         self.buffers: dict[tuple[int, str], list[NDArray[Any]]] = {}
+        # the communicator's windows and turns (_SHARED), bound by each negotiate
         self.windows: dict[tuple[int, int, str], Window] = {}
-        self.turns: dict[tuple[int, int, str], int] = {}  # steps taken with each window
+        self.turns: dict[tuple[int, int, str], int] = {}
 
     def layout(self, t: Tree) -> tuple[list[Any], Layout]:
         """``t``'s leaves and its layout, found by one walk and one hash when seen before."""
@@ -255,6 +262,7 @@ class Reducer:
         on any rank (its caller's check failed) opens no window; the caller raises, on
         every rank alike."""
         node = shared_node(comm)
+        self.windows, self.turns = _SHARED[id(comm)]
         key = (id(comm), n, dtype.str)
         window = self.windows.get(key) if node else None
         # flags: bit 0, ok; bit 1, a shared window exists or fits; bit 2, one with buffers

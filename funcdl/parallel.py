@@ -109,7 +109,13 @@ def broadcast(tree: Tree, comm: Comm | None = None, root: int = 0) -> Tree:
 
 
 def _numeric_leaves(tree: Tree, leaves: list[Any]) -> list[NDArray[Any]]:
-    """``tree``'s ``leaves`` as arrays; a TypeError naming the first that is an object."""
+    """``tree``'s ``leaves`` as arrays; a TypeError naming the first that is an object, or
+    a masked array (its data alone would reach the other ranks, root keeping its mask)."""
+    masked = pytree.masked_leaf(tree)
+    if masked is not None:
+        raise TypeError(f"parallel.broadcast: the leaf at {masked or 'the root'} is a masked "
+                        f"array, whose mask would not reach the other ranks: broadcast "
+                        f"(a.data, np.ma.getmaskarray(a)) and rebuild it with np.ma.array")
     arrays = [np.asarray(x) for x in leaves]
     if any(a.dtype.kind == "O" for a in arrays):  # the one walk with paths, on failure only
         path, x = next((p, x) for (p, x), a in zip(pytree.leaves_with_path(tree), arrays)
@@ -171,7 +177,8 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
 
     The returned function has the same signature (``(params, x, target, *, key, train)``
     for funcdl's value_and_grad; ``x`` may be a pytree, e.g. a batch ``(x, y)``, whose
-    first leaf counts the examples). Each rank calls it with its share of the
+    first leaf counts the examples, or a list of rows of numbers, as value_and_grad reads
+    it). Each rank calls it with its share of the
     global batch; it returns the global batch's loss and grads on every rank: the mean over
     ranks weighted by each rank's example count (``x``'s axis 0), so uneven shards are
     exact, in one sum (see ``pmean``). This assumes the loss is a mean over examples (funcdl's
@@ -235,8 +242,11 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
         nonlocal unasked, looked
         c = _resolve(comm, "data_parallel")
         n = _examples(x, "data_parallel")  # on one process too: a script fails alike
-        if sync and c is not None:  # BatchNorm's sums over the ranks
-            with replicas(step_sums(c, reducer, params, n, "data_parallel")):
+        if sync and c is not None:  # BatchNorm's sums over the ranks; named apart from the
+            # grads' mean, whose tree has the params' layout: a rank without sync meeting
+            # this agreement in its own passed it, and the ranks then waited in different sums
+            with replicas(step_sums(c, reducer, params, n,
+                                    "data_parallel(sync_batch_stats=True)")):
                 res = value_and_grad_fn(params, x, *args, **kwargs)
         else:
             res = value_and_grad_fn(params, x, *args, **kwargs)
@@ -266,8 +276,9 @@ def data_parallel(value_and_grad_fn: F, comm: Comm | None = None, *,
         else:
             grads, (mean_loss,), _ = reducer.mean(c, grads, "data_parallel", n,
                                                   (float(loss),))
-        if isinstance(value, tuple):
-            return (mean_loss, *value[1:]), grads
+        if isinstance(value, tuple):  # a NamedTuple stays one, as on one process
+            rest, make = (mean_loss, *value[1:]), getattr(type(value), "_make", None)
+            return (rest if make is None else make(rest)), grads
         return mean_loss, grads
 
     return cast(F, functools.update_wrapper(f, value_and_grad_fn))
