@@ -186,6 +186,8 @@ def bool_arg(value: Any, where: str, what: str) -> bool:
 def choice_arg(value: Any, where: str, what: str, choices: tuple[str, ...]) -> str:
     """``value``, one of the strings ``choices``: a TypeError for a non-string, a ValueError
     for another string, each listing the choices."""
+    if type(value) is str and value in choices:  # every loss call's reduction: no message
+        return value
     names = [repr(c) for c in choices]
     listed = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 2 else names)
     if not isinstance(value, str):

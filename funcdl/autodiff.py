@@ -188,6 +188,8 @@ def _value_and_grad(model: Any, loss: Any, has_aux: bool, wrt_input: bool,
 
     def step(params: Any, x: Any, target: Any, key: Any, train: bool, kwargs: dict[str, Any],
              checking: bool) -> Any:
+        if each is None and not per_example_mode.ON.get():  # plain, and not inside one
+            return steps(params, x, target, key, train, kwargs, checking, 0)
         n = _batch_size(where, x) if each else 0
         tokens = per_example_mode.ON.set(each is not None), per_example_mode.SIZE.set(n)
         try:

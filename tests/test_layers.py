@@ -95,18 +95,22 @@ def test_integer_input_is_cast_to_params_dtype(key):
     assert L.Dense(3).apply(params, np.array([[1, 2]])).dtype == np.float32
 
 
-@pytest.mark.parametrize("x64, dy64, b64", [(True, False, False), (False, True, False),
-                                             (False, False, True), (False, False, False)])
-def test_dense_grads_take_each_params_dtype(key, x64, dy64, b64):
+@pytest.mark.parametrize("x64, dy64, b64, w64", [
+    (True, False, False, False), (False, True, False, False), (False, False, True, False),
+    (False, False, False, True), (False, False, False, False)])
+def test_dense_grads_take_each_params_dtype(key, x64, dy64, b64, w64):
     # Whichever operand is float64 (input, cotangent, or a float64 bias beside a float32
-    # kernel), each gradient comes back in its own param's dtype, as JAX gives it.
+    # kernel, or the kernel beside a float32 bias: the kernel's gradient then has its
+    # dtype, the bias's not), each gradient comes back in its own param's dtype, as JAX
+    # gives it.
     _, params = L.Dense(3).init(key, (None, 2))
-    if b64:
-        params = {"w": params["w"], "b": params["b"].astype(np.float64)}
+    if b64 or w64:
+        params = {"w": params["w"].astype(np.float64 if w64 else np.float32),
+                  "b": params["b"].astype(np.float64 if b64 else np.float32)}
     x = np.ones((4, 2), np.float64 if x64 else np.float32)
     y, pullback = L.Dense(3).vjp(params, x)
     grads, _ = pullback(np.ones(y.shape, np.float64 if dy64 else y.dtype))
-    assert grads["w"].dtype == np.float32
+    assert grads["w"].dtype == (np.float64 if w64 else np.float32)
     assert grads["b"].dtype == (np.float64 if b64 else np.float32)
     np.testing.assert_array_equal(grads["b"], [4, 4, 4])
 

@@ -306,7 +306,8 @@ def test_an_integer_target_of_the_logits_shape_must_be_one_hot(logits_shape, tar
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", ["sce-labels", "sce-one-hot", "huber", "bce_with_logits"])
+@pytest.mark.parametrize("case", ["sce-labels", "sce-one-hot", "huber", "bce_with_logits",
+                                  "mse"])
 def test_a_mean_within_range_is_finite_when_the_sum_is_not(case, dtype):
     # two terms of ~max each: their sum overflows the dtype, their mean does not (and no
     # "overflow in reduce" warning: warnings are errors here)
@@ -317,6 +318,9 @@ def test_a_mean_within_range_is_finite_when_the_sum_is_not(case, dtype):
         value, pullback = losses.softmax_cross_entropy.vjp(z, t)
     elif case == "huber":
         value, pullback = losses.huber.vjp(np.array([0.0, big], dtype), np.array([big, 0.0], dtype))
+    elif case == "mse":  # terms of 0.9 max: (sqrt(0.9 max))²; its sum under mse's errstate
+        root = np.sqrt(np.array(big, dtype))
+        value, pullback = losses.mse.vjp(np.array([root, -root], dtype), np.zeros(2, dtype))
     else:
         value, pullback = losses.bce_with_logits.vjp(np.array([-big, big], dtype),
                                                      np.array([1.0, 0.0], dtype))

@@ -59,7 +59,7 @@ def test_gemv_and_stacked_sums_take_a_call_failed_by_a_stray_flag_again(monkeypa
     assert np.array_equal(_sums.product(np.matmul, a, np.ones(2, F32)), a.sum(-1))
     assert calls == ["call", "call"]
     assert np.array_equal(_sums.rows_sum(a), a.sum(1))  # a stack: np.matmul
-    big = np.ones((1, 2 * _sums._CASCADE + 3, 2), F32)  # the blocked path: two products
+    big = np.ones((1, 2 * _sums.CASCADE + 3, 2), F32)  # the blocked path: two products
     assert np.array_equal(_sums.rows_sum(big), big.sum(1))
 
 

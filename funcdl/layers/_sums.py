@@ -43,20 +43,20 @@ def ones(n: int, dtype: np.dtype[Any]) -> Array:
 
 
 # Rows past which a sum over them goes in blocks (see rows_sum).
-_CASCADE = 2048
+CASCADE = 2048
 
 
 def rows_sum(a: Array) -> Array:
     """``Σ_i a[..., i, :]``, a fresh ``(..., C)`` array: ``ones @ a``, one BLAS product (a
     stack of them for leading axes). BLAS's float32 product adds the rows in turn, an error
-    growing with their count; past ``_CASCADE`` rows they go in ``k`` blocks of ``b`` ~
+    growing with their count; past ``CASCADE`` rows they go in ``k`` blocks of ``b`` ~
     sqrt(n) rows, summed by two products: the blocks as the rows of a (k, b·C) matrix (row
     i of every block together), then the b rows that makes: an error of about 2·sqrt(n)
     additions, not n (a bias gradient over 65,536 rows: 4.1e-6 -> 3.0e-7 relative, torch's
     and JAX's tree sums 8e-8; ``benchmarks/pullback_micro.py``). A stack of k products by
     block ran up to 2x slower than these two."""
     n = a.shape[-2]
-    if n <= _CASCADE:  # a Dense bias's every step
+    if n <= CASCADE:  # a Dense bias's every step
         return product(dot if a.ndim == 2 else np.matmul, ones(n, a.dtype), a)
     b = 1 << ((n.bit_length() + 1) // 2)  # a power of 2 near sqrt(n)
     m, c, lead = n - n % b, a.shape[-1], a.shape[:-2]

@@ -310,7 +310,9 @@ def kept(y: Any) -> Any:
     the pullback reads ``y`` (Tanh, Sigmoid, Softplus, Softmax, SiLU, a fused Dense's),
     where PyTorch raises and JAX's arrays cannot change. Every activation's, for one rule."""
     if type(y) is np.ndarray:
-        y.setflags(write=False)  # half the cost of y.flags.writeable = False (0.15 µs)
+        # write=False, positional as NumPy's docs give it (its stubs say keyword-only): a
+        # third of flags.writeable's cost, 60% of setflags(write=False)'s
+        y.setflags(False)  # type: ignore[call-arg]
     return y
 
 

@@ -105,7 +105,9 @@ def Sequential(*layers: LayerLike) -> Layer:
                     if states is not None:
                         no_state(layers[i], states[i])
                         no_state(layers[i + 1], states[i + 1])
-                    no_params(names[i + 1], params[i + 1])
+                    second = params[i + 1]
+                    if not (type(second) is tuple and not second):  # () as init gave it
+                        no_params(names[i + 1], second)
                     x, pullbacks[i] = then(params[i], x, act)
                 elif states is None:
                     x, pullbacks[i] = vjps[i](params[i], x, key=keys[i], train=train)

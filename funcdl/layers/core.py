@@ -13,7 +13,7 @@ from funcdl._args import bool_arg, int_arg, is_int, real_arg, train_arg
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._passthrough import array_tree, cotangents, not_empty, shape_tree
-from funcdl.layers._sums import chan, dot, product, rows_sum
+from funcdl.layers._sums import CASCADE, chan, dot, ones, product, rows_sum
 from funcdl.layers.base import (
     _F32,
     _F64,
@@ -121,7 +121,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
     def vjp_then(params: Any, x: Any, act: Pointwise | None) -> Any:
         # y = act.f(x w + b); the pullback takes dy through act.df first (see Layer).
         w, x, h = affine(params, x)
-        flat = x.ndim == 2
+        flat, b_dtype = x.ndim == 2, params["b"].dtype if use_bias else None
         each = per_example.ON.get()  # the grads per example (autodiff.per_example_*)
         if each and x.ndim < 2:
             raise ValueError(f"{name}: per-example gradients need a batch axis, got an "
@@ -147,10 +147,14 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
             # BLAS reads x2.T and w.T in place (no transposed copies). np.dot costs less per
             # call than @, but is up to 15% slower with a large transposed operand; the
             # choice goes by the size of the product.
-            grads = {"w": product(dot if w.size < _SMALL else matmul, x2.T, dy2)}
+            gw = product(dot if w.size < _SMALL else matmul, x2.T, dy2)
+            grads = {"w": gw}
             if use_bias:
-                grads["b"] = rows_sum(dy2)
-            in_param_dtypes(grads, params)  # a float64 x: grads still in the params' dtypes
+                rows = len(dy2)  # a few rows: one product, else rows_sum's blocks
+                grads["b"] = gb = (product(dot, ones(rows, dy2.dtype), dy2)
+                                   if rows <= CASCADE else rows_sum(dy2))
+            if gw.dtype is not w.dtype or (use_bias and gb.dtype is not b_dtype):
+                in_param_dtypes(grads, params)  # a float64 x: grads in the params' dtypes
             if not need_dx:
                 return grads, None
             dx = in_input_dtype(product(dot if x2.size < _SMALL else matmul, dy2, w.T),

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from funcdl._args import (
     F32,
+    F64,
     FLOAT_MAX,
     array_arg,
     choice_arg,
@@ -199,6 +200,8 @@ def pred_array(name: str, pred: Any, like: Any = None) -> Array:
     one) are weakly typed, as in JAX: they take ``like``'s dtype when that is a float32 or
     float64 array (the other input of a pair), else float32, as the layers read them;
     NumPy's float64 would make a float32 model's gradient float64."""
+    if type(pred) is np.ndarray and (pred.dtype is F32 or pred.dtype is F64):
+        return pred  # a model's output: the common case in a few attribute reads
     p = array_arg(pred, name, "pred")
     if p.dtype.char == "d" and type(pred) is not np.ndarray and python_floats(pred):
         weak = like.dtype if isinstance(like, np.ndarray) and like.dtype.char in "fd" else F32
@@ -214,6 +217,9 @@ def pred_array(name: str, pred: Any, like: Any = None) -> Array:
 
 
 def target_like(name: str, pred: Array, target: Any) -> Array:
+    """``target`` as an array of ``pred``'s shape and dtype (cast to it), else an error."""
+    if type(target) is np.ndarray and target.dtype is pred.dtype and target.shape == pred.shape:
+        return target
     t = array_arg(target, name, "target")
     if foreign_dtype(t.dtype):
         raise TypeError(f"{name}: {t.dtype} target is not supported; cast it to float32 "
@@ -289,11 +295,21 @@ def check_one_hot(name: str, t: Array, shape: tuple[int, ...]) -> Array:
     return t
 
 
+def _mean(per: Array, n: float) -> float:
+    """``Σ per / n``, under an errstate ignoring overflow; a float32 sum that overflows is
+    taken again in float64, for a mean that fits."""
+    value = float(add_reduce(per, axis=None)) / n
+    if not math.isfinite(value) and n > 1:
+        value = float(add_reduce(np.divide(per, n, dtype=np.float64), axis=None))
+    return value
+
+
 def reduce_loss(name: str, per: Array, reduction: str, count: float,
-                grad: Callable[[Any], Array]) -> tuple[Any, Pullback]:
+                grad: Callable[[Any], Array], quiet: bool = False) -> tuple[Any, Pullback]:
     """Reduce per-element losses; ``grad(c)`` maps a per-element cotangent ``c`` (scalar or
     array) to dpred. The mean's pullback scales by 1/count. The pullback is named for the
-    loss, so that Python's own errors (``pullback(g, 2.0)``) name it too."""
+    loss, so that Python's own errors (``pullback(g, 2.0)``) name it too. ``quiet``: called
+    under the loss's own ``np.errstate(over='ignore')``, which the sum then needs no other."""
     choice_arg(reduction, name, "reduction", ("mean", "sum", "none"))
     if reduction in ("mean", "sum"):
         if reduction == "mean" and count == 0:  # NumPy and PyTorch: NaN and a warning
@@ -307,12 +323,13 @@ def reduce_loss(name: str, per: Array, reduction: str, count: float,
 
         pullback.__qualname__ = f"losses.{name}: pullback"
 
-        # every loss's sum, and only its sum, under this errstate: a float32 Σ of huge
-        # finite terms, 3e38 + 3e38
-        with np.errstate(over="ignore"):
-            value = float(add_reduce(per, axis=None)) / n
-            if not math.isfinite(value) and n > 1:  # ... whose mean fits: in float64
-                value = float(add_reduce(np.divide(per, n, dtype=np.float64), axis=None))
+        # every loss's sum, and only its sum, ignores overflow: a float32 Σ of huge finite
+        # terms, 3e38 + 3e38
+        if quiet:
+            value = _mean(per, n)
+        else:
+            with np.errstate(over="ignore"):
+                value = _mean(per, n)
         # a finite value means finite terms: each loss's dpred is then in range
         return value, (pullback if math.isfinite(value) else _quiet(pullback))
 

@@ -26,11 +26,11 @@ def mse_vjp(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Pullb
     p = pred_array("mse", pred)
     t = target_like("mse", p, target)
     # huge finite values: d or d² is inf; inf - inf of infinite ones: NaN; both silent, as
-    # in PyTorch
+    # in PyTorch (and the sum's overflow: one errstate, the loss's costliest call)
     with np.errstate(over="ignore", invalid="ignore"):
         d = p - t
         per = d * d
-    return reduce_loss("mse", per, reduction, d.size, lambda c: (2 * c) * d)
+        return reduce_loss("mse", per, reduction, d.size, lambda c: (2 * c) * d, quiet=True)
 
 
 # PyTorch's clamp is the float 1e-12 (ATen's `constexpr float EPSILON`) in every dtype, so

@@ -121,13 +121,14 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
                 f"{name}.update: the state's stages are {got}, expected {names}; pass the "
                 f"state made by this optimizer's init")
         count = read_count(f"{name}.update", state.count)
+        new_states, states = {}, state.states
         if extra:
             check_extra(name, extra, takes)
-        new_states = {}
-        for (n, _, f), keys in zip(stages, takes, strict=True):
-            grads, new_states[n] = f(state.states[n], grads, params,
-                                     **forwarded(extra, keys)) if extra else \
-                f(state.states[n], grads, params)
+            for (n, _, f), keys in zip(stages, takes, strict=True):
+                grads, new_states[n] = f(states[n], grads, params, **forwarded(extra, keys))
+        else:
+            for n, _, f in stages:
+                grads, new_states[n] = f(states[n], grads, params)
         return grads, NamedChainState(new_states, next_count(count))
 
     return transform(name, init, show_keywords(update, takes))
