@@ -13,7 +13,8 @@ of speed.
 ``git archive``; the workloads and the floor stay this tree's), alongside the working
 tree. A step's count is ``(I(w + n) - I(w)) / n`` for two processes that run ``w`` warm-up
 steps and ``w + n``: the imports, the building and the warm-up cancel. One BLAS thread.
-Skipped, saying so, when valgrind is not installed.
+Skipped, saying so, when valgrind is not installed. The disk step takes a minute or two
+per tree; resmlp and cnn take minutes per count (valgrind runs their BLAS ~50x slower).
 """
 
 from __future__ import annotations

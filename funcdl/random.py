@@ -20,10 +20,12 @@ More distributions, with ``jax.random``'s names and arguments: ``gamma``, ``logg
 NumPy documents that a ``Generator``'s output for one seed may change between NumPy
 versions; within one NumPy version the stream is identical across machines. So are
 ``normal``, ``uniform``, ``randint``, ``bernoulli``, ``permutation``, ``choice``,
-``categorical``, ``poisson``, ``truncated_normal`` and every float32 sample; float64
+``categorical``, ``poisson``, ``truncated_normal`` and float32 samples; float64
 samples drawn through ``log``, ``exp`` or ``tan`` (gumbel, laplace, logistic, cauchy, the
 gamma family, ...) may differ in their last bit or two between machines whose NumPy runs
-those functions in other SIMD code (AVX-512 or not), and ``multivariate_normal``'s
+those functions in other SIMD code (AVX-512 or not) (and so, where that last bit decides
+the rounding, about once in 1e9 draws, a float32 sample computed through them in
+float64: gumbel's, the gamma family's), and ``multivariate_normal``'s
 ``'eigh'``/``'svd'`` and ``initializers.orthogonal`` in float64 with the BLAS build, as
 JAX's samples do across backends (a probe: 1-2 ulp, 1e-10 for the factorisations).
 """
