@@ -349,6 +349,12 @@ def test_loss_options_passed_to_f_say_to_bind_them_and_a_partial_of_no_loss_is_r
     with pytest.raises(TypeError, match=r"needs a .vjp.*functools.partial"):
         fd.value_and_grad(model, functools.partial(np.subtract, 1.0))
     assert "huber(delta=0.5)" in repr(losses.bound(functools.partial(losses.huber, delta=0.5)))
+    # a long array option is named by its shape and dtype, a short one in full
+    weighted = functools.partial(losses.softmax_cross_entropy, weight=np.ones(500))
+    assert losses.bound(weighted).name == (
+        "softmax_cross_entropy(weight=array(shape=(500,), dtype=float64))")
+    short = losses.bound(functools.partial(losses.softmax_cross_entropy, weight=np.ones(2)))
+    assert short.name == "softmax_cross_entropy(weight=array([1., 1.]))"
 
 
 def test_a_layer_passed_as_the_loss_and_a_loss_pullback_returning_a_pair_are_named():

@@ -154,9 +154,19 @@ def bound(loss: Any) -> Any:
     if not (isinstance(loss, functools.partial) and callable(getattr(loss.func, "vjp", None))):
         return loss
     func: Any = loss.func
-    shown = ", ".join([*map(repr, loss.args), *(f"{k}={v!r}" for k, v in loss.keywords.items())])
+    shown = ", ".join([*map(_option, loss.args),
+                       *(f"{k}={_option(v)}" for k, v in loss.keywords.items())])
     return Loss(f"{getattr(func, 'name', func)}({shown})",
                 functools.partial(func.vjp, *loss.args, **loss.keywords))
+
+
+def _option(v: Any) -> str:
+    """A bound option as a loss's name shows it: an array of more than a few entries by its
+    shape and dtype (a class weight of 500 entries made a 2,240-character name, and every
+    error message carried it)."""
+    if isinstance(v, np.ndarray) and v.size > 8:
+        return f"array(shape={v.shape}, dtype={v.dtype})"
+    return repr(v)
 
 
 # ---------------------------------------------------------------------------- helpers
