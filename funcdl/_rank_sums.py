@@ -18,9 +18,9 @@ from typing import Any, TypeVar, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl import tree as pytree
 from funcdl._agree import agree
 from funcdl._agree import resolve as _resolve
+from funcdl._examples import count
 from funcdl._reduce import Reducer, shared_node
 from funcdl.layers._slices import replicas
 
@@ -114,10 +114,8 @@ def examples(x: Any, fn: str) -> int:
     """The number of examples in ``x``, the length of its first leaf; or of ``x`` itself
     when it is a list of rows of numbers, which value_and_grad reads as a batch (it was
     refused, the wrapped function taking it)."""
-    first = pytree.leaves(x)[:1]
-    if type(x) is list and first and np.ndim(first[0]) == 0:
-        return len(x)
-    if not first or np.ndim(first[0]) == 0:
+    n = count(x)
+    if n is None:
         raise TypeError(f"parallel.{fn}: cannot count the examples of x: pass the batch with "
                         f"examples on axis 0 of its (first) array")
-    return int(np.shape(first[0])[0])
+    return n

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from funcdl import _examples as examples
 from funcdl import _per_example_mode as per_example_mode
 from funcdl import debug, tree
 from funcdl._args import array_arg, bool_arg, train_arg
@@ -384,14 +385,13 @@ def per_example_grad(model: Any, loss: Any, *, has_aux: bool = False,
 
 
 def _batch_size(where: str, x: Any) -> int:
-    first = tree.leaves(x)[:1]
-    if type(x) is list and first and np.ndim(first[0]) == 0:  # rows of numbers (or ids):
-        return len(x)  # a batch, as the layers read it
-    if not first or np.ndim(first[0]) == 0:
+    n = examples.count(x)
+    if n is None:
+        first = tree.leaves(x)[:1]
         raise ValueError(f"{where}: per-example gradients need a batch axis: x must hold "
                          f"the examples on axis 0 of its (first) array, got "
                          f"{'no array' if not first else f'shape {np.shape(first[0])}'}")
-    return int(np.shape(first[0])[0])
+    return n
 
 
 def _per_example_shapes(where: str, params: Any, grads: Any, n: int) -> Any:

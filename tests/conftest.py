@@ -60,6 +60,16 @@ def refused(main: Callable[[list[str]], Any], argv: list[str], capsys: Any) -> s
     return str(captured.err)
 
 
+@pytest.fixture
+def jax64() -> Any:
+    """jax with float64 on for one test, as it was after (skipped without jax)."""
+    jax = pytest.importorskip("jax")
+    was = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield jax
+    jax.config.update("jax_enable_x64", was)
+
+
 @pytest.fixture(params=["im2col", "offsets"])
 def conv_path(request: Any, monkeypatch: Any) -> str:
     """Both ways a convolution runs: one product of the im2col buffer (small buffers; with

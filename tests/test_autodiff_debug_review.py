@@ -93,43 +93,37 @@ def test_float32_in_gives_float32_grads_dx_and_state_close_to_float64():
 
 # ------------------------------------------------------------ against jax, structures
 
-def test_has_aux_value_and_grad_and_grad_equal_jaxs_in_structure_and_numbers():
-    jax = pytest.importorskip("jax")
-    jnp = jax.numpy
-    was = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        model = L.Sequential(L.Dense(5), L.Tanh(), L.Dense(3))
-        _, p = model.init(KEY, (None, 4))
-        p = tree.astype(p, np.float64)
-        x, labels = RNG.normal(size=(7, 4)), np.arange(7) % 3
+def test_has_aux_value_and_grad_and_grad_equal_jaxs_in_structure_and_numbers(jax64):
+    jax, jnp = jax64, jax64.numpy
+    model = L.Sequential(L.Dense(5), L.Tanh(), L.Dense(3))
+    _, p = model.init(KEY, (None, 4))
+    p = tree.astype(p, np.float64)
+    x, labels = RNG.normal(size=(7, 4)), np.arange(7) % 3
 
-        def vjp(pred, t):  # cross-entropy, and the accuracy as aux
-            value, pullback = losses.softmax_cross_entropy.vjp(pred, t)
-            return (value, float(np.mean(pred.argmax(-1) == t))), pullback
+    def vjp(pred, t):  # cross-entropy, and the accuracy as aux
+        value, pullback = losses.softmax_cross_entropy.vjp(pred, t)
+        return (value, float(np.mean(pred.argmax(-1) == t))), pullback
 
-        loss = losses.Loss("ce_acc", vjp)
+    loss = losses.Loss("ce_acc", vjp)
 
-        def f(q, xs, t):
-            h = jnp.tanh(xs @ q[0]["w"] + q[0]["b"]) @ q[2]["w"] + q[2]["b"]
-            ce = -jnp.mean(jax.nn.log_softmax(h)[jnp.arange(len(t)), t])
-            return ce, jnp.mean((h.argmax(-1) == t).astype(jnp.float64))
+    def f(q, xs, t):
+        h = jnp.tanh(xs @ q[0]["w"] + q[0]["b"]) @ q[2]["w"] + q[2]["b"]
+        ce = -jnp.mean(jax.nn.log_softmax(h)[jnp.arange(len(t)), t])
+        return ce, jnp.mean((h.argmax(-1) == t).astype(jnp.float64))
 
-        jp = [{k: jnp.asarray(v) for k, v in q.items()} if q else () for q in p]
-        (jv, jaux), jg = jax.value_and_grad(f, has_aux=True)(jp, x, labels)
-        (value, aux), grads = fd.value_and_grad(model, loss, has_aux=True)(p, x, labels)
-        g_only, aux2 = fd.grad(model, loss, has_aux=True)(p, x, labels)
-        jg_only, jaux2 = jax.grad(f, has_aux=True)(jp, x, labels)
-        assert value == pytest.approx(float(jv), rel=1e-14)
-        assert aux == aux2 == float(jaux) == float(jaux2)
-        for a, b, c, d in zip(tree.leaves(grads), jax.tree_util.tree_leaves(jg),
-                              tree.leaves(g_only), jax.tree_util.tree_leaves(jg_only),
-                              strict=True):
-            np.testing.assert_allclose(a, np.asarray(b), rtol=1e-12, atol=1e-15)
-            np.testing.assert_array_equal(a, c)
-            np.testing.assert_array_equal(np.asarray(b), np.asarray(d))
-    finally:
-        jax.config.update("jax_enable_x64", was)
+    jp = [{k: jnp.asarray(v) for k, v in q.items()} if q else () for q in p]
+    (jv, jaux), jg = jax.value_and_grad(f, has_aux=True)(jp, x, labels)
+    (value, aux), grads = fd.value_and_grad(model, loss, has_aux=True)(p, x, labels)
+    g_only, aux2 = fd.grad(model, loss, has_aux=True)(p, x, labels)
+    jg_only, jaux2 = jax.grad(f, has_aux=True)(jp, x, labels)
+    assert value == pytest.approx(float(jv), rel=1e-14)
+    assert aux == aux2 == float(jaux) == float(jaux2)
+    for a, b, c, d in zip(tree.leaves(grads), jax.tree_util.tree_leaves(jg),
+                          tree.leaves(g_only), jax.tree_util.tree_leaves(jg_only),
+                          strict=True):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(d))
 
 
 @pytest.mark.parametrize("stateful", [False, True])

@@ -425,28 +425,22 @@ def test_against_torch_func_vmap_grad_conv_layernorm_dense():
     np.testing.assert_allclose(batch[0]["w"], pairs[0][1].mean(0), rtol=1e-10, atol=1e-12)
 
 
-def test_against_jax_vmap_grad_embedding_positions_prelu():
-    jax = pytest.importorskip("jax")
-    jnp = jax.numpy
-    was = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        model = L.Sequential(L.Embedding(7, 4, padding_idx=0), L.PositionalEmbedding(6),
-                             L.PReLU(4), L.Flatten(), L.Dense(3))
-        params, _ = _init(model, (None, 5))
-        ids = np.array([[3, 3, 0, 3, 1], [0, 0, 6, 6, 6], [2, 5, 2, 5, 2], [1, 1, 1, 1, 1]])
-        t = _x(3)
+def test_against_jax_vmap_grad_embedding_positions_prelu(jax64):
+    jax, jnp = jax64, jax64.numpy
+    model = L.Sequential(L.Embedding(7, 4, padding_idx=0), L.PositionalEmbedding(6),
+                         L.PReLU(4), L.Flatten(), L.Dense(3))
+    params, _ = _init(model, (None, 5))
+    ids = np.array([[3, 3, 0, 3, 1], [0, 0, 6, 6, 6], [2, 5, 2, 5, 2], [1, 1, 1, 1, 1]])
+    t = _x(3)
 
-        def f(p, xi, ti):
-            h = jnp.take(p[0]["table"], xi, axis=0) + p[1]["pos"][:5]
-            h = jnp.maximum(h, 0) + p[2]["a"] * jnp.minimum(h, 0)
-            return jnp.mean((h.reshape(-1) @ p[4]["w"] + p[4]["b"] - ti) ** 2)
-        jp = [{k: jnp.asarray(v) for k, v in q.items()} if q else q for q in params]
-        want = jax.vmap(jax.grad(f), in_axes=(None, 0, 0))(jp, jnp.asarray(ids),
-                                                         jnp.asarray(t))
-        want[0]["table"] = want[0]["table"].at[:, 0].set(0)  # padding_idx: no gradient
-        got = fd.per_example_grad(model, losses.mse)(params, ids, t)
-        for a, b in zip(tree.leaves(got), jax.tree_util.tree_leaves(want)):
-            np.testing.assert_allclose(a, np.asarray(b), rtol=1e-10, atol=1e-12)
-    finally:
-        jax.config.update("jax_enable_x64", was)
+    def f(p, xi, ti):
+        h = jnp.take(p[0]["table"], xi, axis=0) + p[1]["pos"][:5]
+        h = jnp.maximum(h, 0) + p[2]["a"] * jnp.minimum(h, 0)
+        return jnp.mean((h.reshape(-1) @ p[4]["w"] + p[4]["b"] - ti) ** 2)
+    jp = [{k: jnp.asarray(v) for k, v in q.items()} if q else q for q in params]
+    want = jax.vmap(jax.grad(f), in_axes=(None, 0, 0))(jp, jnp.asarray(ids),
+                                                     jnp.asarray(t))
+    want[0]["table"] = want[0]["table"].at[:, 0].set(0)  # padding_idx: no gradient
+    got = fd.per_example_grad(model, losses.mse)(params, ids, t)
+    for a, b in zip(tree.leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-10, atol=1e-12)
