@@ -40,27 +40,32 @@ def _standard(key: Any, shape: Any, dtype: DTypeLike, where: str, kind: str) -> 
     g = _gen(check_key(key, where))
     dt = float_dtype_arg(dtype, where)
     dims = shape_arg(shape, where)
-    with np.errstate(divide="ignore"):  # log(0) only for u = 0 exactly: an infinite sample
-        if kind == "laplace":  # u in (-1, 1): -sign(u) log(1 - |u|)
-            u = 2.0 * g.random(dims) - 1.0
-            x = -np.sign(u) * np.log1p(-np.abs(u))
-        elif kind == "logistic":  # log(u / (1 - u)), u in (0, 1)
-            u = g.random(dims)
-            x = np.log(u) - np.log1p(-u)
-        else:  # cauchy: tan(pi (u - 1/2)), the inverse CDF; u = 0 gives -1.6e16, finite
-            x = np.tan(np.pi * (g.random(dims) - 0.5))
+    r = g.random(dims)  # k 2**-53 in [0, 1)
+    if kind == "laplace":  # -sign(u) log(1 - |u|), u = 2r - 1 in (-1, 1)
+        # r = 0 (once in 2**53) would give u = -1, log(0), a -inf sample: taken as
+        # r = 2**-54, half the least positive draw (JAX draws u above -1 likewise)
+        u = 2.0 * np.maximum(r, _HALF_ULP) - 1.0
+        x = -np.sign(u) * np.log1p(-np.abs(u))
+    elif kind == "logistic":  # log(u / (1 - u)), u in (0, 1): r = 0 as for laplace
+        u = np.maximum(r, _HALF_ULP)
+        x = np.log(u) - np.log1p(-u)
+    else:  # cauchy: tan(pi (u - 1/2)), the inverse CDF; u = 0 gives -1.6e16, finite
+        x = np.tan(np.pi * (r - 0.5))
     return rounded(x, dt)
+
+
+_HALF_ULP = 2.0**-54  # below Generator.random's least positive value, 2**-53
 
 
 def laplace(key: Key, shape: Any = (), dtype: DTypeLike = np.float32) -> NDArray[Any]:
     """Standard Laplace samples, density ``exp(-|x|)/2`` (mean 0, variance 2), by the
-    inverse CDF ``-sign(u) log(1 - |u|)`` with ``u`` uniform in [-1, 1)."""
+    inverse CDF ``-sign(u) log(1 - |u|)`` with ``u`` uniform in (-1, 1): always finite."""
     return _standard(key, shape, dtype, "random.laplace", "laplace")
 
 
 def logistic(key: Key, shape: Any = (), dtype: DTypeLike = np.float32) -> NDArray[Any]:
     """Standard logistic samples, CDF ``1 / (1 + exp(-x))`` (mean 0, variance pi²/3), by
-    the inverse CDF ``log(u / (1 - u))``."""
+    the inverse CDF ``log(u / (1 - u))``, ``u`` uniform in (0, 1): always finite."""
     return _standard(key, shape, dtype, "random.logistic", "logistic")
 
 

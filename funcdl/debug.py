@@ -149,7 +149,8 @@ def _found(value: Any) -> tuple[str, str, tuple[int, ...]] | None:
 
 
 def verify(where: str, what: str, value: Any) -> None:
-    """Raise ``FloatingPointError`` if any floating leaf of ``value`` holds a NaN or inf.
+    """Raise ``FloatingPointError`` if any floating leaf of ``value`` holds a NaN or inf (a
+    NaN only, inside ``check_finite(inf=False)``).
 
     The check the library runs inside ``check_finite``; it checks whenever called, so it
     serves for a user's own values too (inside the block the message ends "; funcdl.debug.
@@ -175,7 +176,7 @@ def verify_input(where: str, x: Any, what: str = "input x") -> None:
             f"funcdl.debug.check_finite is on")
     if found is not None:
         bad, path, shape = found
-        name = what.split()[-1]
+        name = what.split()[-1] + path  # the leaf itself: x[1] of a tuple x
         raise FloatingPointError(
             f"{where}: {bad} in the {what}{path} (shape {shape}), before any layer ran: "
             f"the data holds it; drop or impute those examples (find them with "

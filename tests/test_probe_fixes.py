@@ -216,8 +216,13 @@ def test_check_finite_names_the_leaf_of_a_tree_input():
     x = (np.ones((2, 3)), np.full((2, 3), np.nan))
     _, params = L.FanInSum().init(fd.random.key(0), ((None, 3), (None, 3)))
     with fd.debug.check_finite(), pytest.raises(FloatingPointError,
-                                                match=r"NaN in the input x\[1\] \(shape"):
+                                                match=r"NaN in the input x\[1\] \(shape"
+                                                r".*np\.isfinite\(x\[1\]\)\)\)"):
         fd.value_and_grad(L.FanInSum(), losses.mse)(params, x, np.ones((2, 3)))
+    with fd.debug.check_finite(), pytest.raises(FloatingPointError,
+                                                match=r"inf in the target\['a'\] \(shape"
+                                                r".*np\.isfinite\(target\['a'\]\)\)\)"):
+        fd.debug.verify_input("m", {"a": np.array([np.inf])}, "target")
 
 
 def test_check_finite_notes_a_nan_in_params_beside_the_layer_it_reached():

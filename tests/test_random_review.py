@@ -175,3 +175,29 @@ def test_split_of_zero_and_same_key_same_numbers_per_shape():
         random.binomial(0, 2 ** 60, 0.5)
     with pytest.raises(ValueError, match=r"random\.binomial: n must be finite, >= 0 and <= "):
         random.binomial(K, 2.0 ** 63, 0.5)
+
+
+# ------------------------------------------- laplace and logistic at Generator.random's 0
+
+class _Edges:
+    """A stand-in Generator whose ``random`` gives its least and greatest draws, 0 and
+    1 - 2**-53, which np.random.Generator.random gives once in 2**53 each."""
+
+    def random(self, size: tuple[int, ...]) -> np.ndarray:
+        return np.resize(np.array([0.0, 2.0**-53, 1.0 - 2.0**-53]), size)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_laplace_and_logistic_are_finite_at_the_generator_edges(monkeypatch, dtype):
+    from funcdl import _distributions
+    monkeypatch.setattr(_distributions, "_gen", lambda key: _Edges())
+    lap = random.laplace(K, (3,), dtype)
+    logi = random.logistic(K, (3,), dtype)
+    assert lap.dtype == dtype and logi.dtype == dtype
+    # r = 0 was u = -1, log1p(-1) = -inf (laplace), log(0) = -inf (logistic): now the
+    # draw half a step beyond the least positive one, so a little further out than it
+    assert np.isfinite(lap).all() and np.isfinite(logi).all(), (lap, logi)
+    np.testing.assert_allclose(lap, [-math.log(2.0**53), -math.log(2.0**52),
+                                     math.log(2.0**52)], rtol=1e-6)
+    np.testing.assert_allclose(logi, [-math.log(2.0**54 - 1), -math.log(2.0**53 - 1),
+                                      math.log(2.0**53 - 1)], rtol=1e-6)
