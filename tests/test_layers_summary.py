@@ -66,8 +66,30 @@ def test_shared_params_count_once_in_the_total() -> None:
     table = L.summary(model, ((None, 3), (None, 3)))
     rows = _rows(table)
     assert [r[0] for r in rows] == ["Shared", "  Dense(3)", "  Dense(3)"]
-    assert [r[2] for r in rows] == ["12", "12", "12"]
+    assert [r[2] for r in rows] == ["12", "12", "(shared)"]
     assert table.splitlines()[-1] == "Total: 12 params, 48 bytes: 12 float32"
+
+
+def test_a_shared_combinator_shows_its_parts_once() -> None:
+    body = L.Sequential(L.Dense(4), L.Tanh())
+    model = L.Sequential(L.FanOut(3), L.Shared(body, 3))
+    rows = _rows(L.summary(model, (None, 2)))
+    assert [(r[0], r[2]) for r in rows[2:]] == [
+        ("  Shared", "12"), ("    Sequential", "12"), ("      Dense(4)", "12"),
+        ("      Tanh()", "0"), ("    Sequential", "(shared)"), ("    Sequential", "(shared)")]
+    assert [r[1] for r in rows[6:]] == ["(None, 4)"] * 2
+    cut = _rows(L.summary(model, (None, 2), depth=2))  # the first by its full name too
+    assert [r[0] for r in cut[2:]] == ["  Shared"] + ["    " + body.name] * 3
+
+
+def test_tied_rows_add_up_to_their_parents() -> None:
+    model = L.Tied(L.Sequential(L.Dense(4), L.Dense(4), L.Dense(4), L.Dense(4)),
+                   [0, 2], [(1, "w"), (3, "w")])
+    table = L.summary(model, (None, 4))
+    assert [(r[0], r[2]) for r in _rows(table)] == [
+        ("Tied", "44"), ("  Sequential", "44 (+36 tied)"), ("    Dense(4)", "20"),
+        ("    Dense(4)", "20"), ("    Dense(4)", "(20 tied)"), ("    Dense(4)", "4 (+16 tied)")]
+    assert table.splitlines()[-1] == "Total: 44 params, 176 bytes: 44 float32"
 
 
 def test_a_leaf_layer() -> None:

@@ -66,6 +66,38 @@ def child_init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
     return out
 
 
+def summary_at() -> int | None:
+    """Where the next child's summary rows start; None outside a summary."""
+    rows = TRACE.get()
+    return None if rows is None else len(rows)
+
+
+def mark_shared(at: int | None) -> None:
+    """The rows from ``at`` on are a child initialised again only to check that it can reuse
+    the params of an earlier one (a later branch of Shared): kept as the child's one row,
+    its params column ``(shared)`` (torchinfo's ``(recursive)``)."""
+    rows = TRACE.get()
+    if rows is not None and at is not None and at < len(rows):
+        parent = len(rows) > at + 1  # still shown by its kind, as branch 0's row
+        del rows[at + 1:]
+        rows[at][5:] = ["(shared)", parent]
+
+
+def mark_tied(at: int | None, gone: Sequence[Any]) -> None:
+    """The rows from ``at`` on hold params of which tying dropped the arrays ``gone`` (a
+    Tied model's): each such row shows what it keeps and ``(+n tied)``, or ``(n tied)``
+    when tying dropped all of it, so that its count adds up to its parent's."""
+    rows, ids = TRACE.get(), {id(a) for a in gone if isinstance(a, np.ndarray)}
+    if rows is None or at is None or not ids:
+        return
+    for row in rows[at:]:
+        sizes = [(id(a) in ids, int(np.size(a))) for a in tree.leaves(row[3])]
+        tied = sum(n for dropped, n in sizes if dropped)
+        if any(dropped for dropped, _ in sizes):
+            kept = sum(n for _, n in sizes) - tied
+            row[5:] = [f"{kept:,} (+{tied:,} tied)" if kept else f"({tied:,} tied)", False]
+
+
 def _init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
     out, stateful = layer.init(key, in_shape), is_stateful(layer)
     if not (isinstance(out, tuple) and len(out) == 2 + stateful  # a user's own Layer

@@ -24,7 +24,9 @@ from funcdl.layers._children import (
     entries,
     is_stateful,
     keys_for,
+    mark_shared,
     name_of,
+    summary_at,
     summed,
 )
 from funcdl.layers.base import (
@@ -79,7 +81,8 @@ def _tied(kind: str, layer: LayerLike, n: Any) -> tuple[Layer, int, str, str, li
 
 def Parallel(*layers: LayerLike) -> Layer:
     """Apply one layer per entry of a tuple: ``(x_1, ..., x_n) -> (f_1(x_1), ..., f_n(x_n))``;
-    in_shape is a tuple of shapes. vjp: each branch's pullback on its own cotangent."""
+    in_shape is a tuple of shapes. vjp: each branch's pullback on its own cotangent.
+    Keys: branch i gets ``random.split(key, n)[i]``, as Sequential's child i."""
     layers = check_children("Parallel", layers)
     name = "Parallel(" + ", ".join(name_of(l) for l in layers) + ")"
     n = len(layers)
@@ -143,7 +146,8 @@ def Parallel(*layers: LayerLike) -> Layer:
 def Residual(layer: LayerLike) -> Layer:
     """``y = x + f(x)``; vjp: ``dx = dy + f_xᵀ dy``, ``dparams = f_pᵀ dy``. Its params are
     f's own; its state, as every combinator's, holds one entry per child: ``(f's state,)``
-    when f is stateful (a BatchNorm in the branch)."""
+    when f is stateful (a BatchNorm in the branch). Keys: f gets the key itself, unsplit
+    (a wrapper, as Remat and Tied; a combinator of several children splits it)."""
     (layer,) = check_children("Residual", [layer])
     child = name_of(layer)
     name = f"Residual({child})"
@@ -218,6 +222,9 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
     batch moves the running statistics in turn. Its state, as every combinator's, holds one
     entry per child: ``(the layer's state,)``.
 
+    Keys: branch i gets ``random.split(key, n)[i]`` (its own dropout masks); init draws
+    the params once, from the key itself.
+
     Example (a Siamese pair): ``Sequential(Shared(encoder), FanInConcat(), Dense(1))``.
     """
     layer, n, child, name, where = _tied("Shared", layer, n)
@@ -226,10 +233,13 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
         _branch_shapes(name, in_shapes, n)
         made = []  # (out_shape, params, state) per branch, all from one key
         for i, shape in enumerate(in_shapes):
+            at = summary_at()
             try:
                 made.append(child_init(layer, key, shape))
             except ERRORS as e:
                 raise located(where[i], child, e) from e
+            if i:  # under a summary: branch 0's params, reused
+                mark_shared(at)
         _, params, state = made[0]
         for i, (_, p, s) in enumerate(made[1:], 1):
             try:
@@ -286,7 +296,8 @@ def Repeat(layer: LayerLike, n: int) -> Layer:
     gradient is the sum of theirs, ``dparams = Σ_i f_pᵀ(x_i) dy_i``.
 
     A stateful layer (BatchNorm) carries its state from one application to the next, as a
-    PyTorch module called ``n`` times; dropout draws a new mask at each (one key each).
+    PyTorch module called ``n`` times; dropout draws a new mask at each: application i gets
+    ``random.split(key, n)[i]`` (init: the key itself).
 
     Example (three tied residual blocks): ``Repeat(Residual(Sequential(Dense(64), ReLU(),
     Dense(64))), 3)``.

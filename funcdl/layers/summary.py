@@ -35,9 +35,10 @@ def summary(layer: LayerLike, in_shape: Any, key: random.Key | None = None, *,
     ``depth``: the deepest nesting shown (0: the model's own row; torchinfo's ``depth``),
     a part at that depth by its full name, its parts' params in its row; None: all.
 
-    The totals are the whole model's params tree, so params a Shared or Tied part reuses
-    count once there, however many rows show them. ``key``: the init's (default
-    ``random.key(0)``; only a layer whose shapes depend on its draws would differ).
+    Params a part reuses count once: a Shared's later branches are one row each, their
+    params ``(shared)``; a Tied model's rows show the copies tying dropped as ``(+n tied)``
+    (``(n tied)``: all of the row's), so each row adds up to its parent's. ``key``: the
+    init's (default ``random.key(0)``; only a layer whose shapes depend on its draws would differ).
     Errors are ``init``'s own: a bad ``in_shape`` names the part that refused it."""
     layer_arg("layers.summary", layer)
     deepest = None if depth is None else int_arg(depth, "layers.summary", "depth", 0)
@@ -50,16 +51,17 @@ def summary(layer: LayerLike, in_shape: Any, key: random.Key | None = None, *,
         DEPTH.reset(level)
     stateful = any(_count(r[4]) for r in rows)
     table = [("Layer", "Output shape", "Params") + (("State",) if stateful else ())]
-    for i, (level, name, out_shape, p, s) in enumerate(rows):
+    for i, (level, name, out_shape, p, s, *marked) in enumerate(rows):
         if deepest is not None and level > deepest:
             continue
-        parent = (i + 1 < len(rows) and rows[i + 1][0] > level
-                  and (deepest is None or level < deepest))  # its parts shown below it
+        # its parts shown below it (a Shared's later branch: below its first)
+        below = (i + 1 < len(rows) and rows[i + 1][0] > level) or bool(marked and marked[1])
+        parent = below and (deepest is None or level < deepest)
         shown = name.split("(", 1)[0] if parent else name
         shown = "  " * level + " ".join(shown.splitlines())  # one line per row
         if len(shown) > _NAME:
             shown = shown[:_NAME - 1] + "…"
-        table.append((shown, str(tuple(out_shape)), f"{_count(p):,}")
+        table.append((shown, str(tuple(out_shape)), marked[0] if marked else f"{_count(p):,}")
                      + ((f"{_count(s):,}",) if stateful else ()))
     widths = [max(len(r[j]) for r in table) for j in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) if j < 2 else c.rjust(w)

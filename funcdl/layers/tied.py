@@ -24,7 +24,9 @@ from funcdl.layers._children import (
     child_init,
     child_vjp,
     is_stateful,
+    mark_tied,
     name_of,
+    summary_at,
     summed,
 )
 from funcdl.layers.base import Layer, LayerLike, located
@@ -86,7 +88,8 @@ def Tied(model: LayerLike, *ties: Sequence[Any]) -> Layer:
     A tie lists two or more paths; a path is an index or a dict key into the params (``2``:
     a Sequential's third layer), or a tuple of them (``(2, 'w')``: its weight alone). Every
     place must hold params of one structure, shapes and dtypes (checked at init). A stateful
-    layer's running statistics are not tied: each place keeps its own, in the state.
+    layer's running statistics are not tied: each place keeps its own, in the state. Keys:
+    the model gets the key itself, unsplit.
 
     Example (one Dense before and after a nonlinearity; the biases tied too):
     ``Tied(Sequential(Dense(8), Tanh(), Dense(8)), [0, 2])``.
@@ -123,6 +126,7 @@ def Tied(model: LayerLike, *ties: Sequence[Any]) -> Layer:
         return params
 
     def init(key: random.Key, in_shape: Any) -> tuple[Any, Any, Any]:
+        at, gone = summary_at(), []
         try:
             out_shape, params, state = child_init(model, key, in_shape)
         except ERRORS as e:
@@ -141,6 +145,8 @@ def Tied(model: LayerLike, *ties: Sequence[Any]) -> Layer:
                     raise ValueError(f"{name}: the params at {_shown(g[0])} and {_shown(p)} "
                                      f"differ in dtype; tied params must be alike")
                 params = _put(params, p, None)
+                gone += tree.leaves(other)
+        mark_tied(at, gone)  # under a summary: rows count without the dropped copies
         return out_shape, params, state
 
     def apply(params: Any, x: Any, *, state: Any, key: Any = None,
