@@ -2,7 +2,7 @@
 
 The checks are inlined at each layer's boundary, so they cannot be switched off; instead this
 script times the step, then replays every check the step performs (as the code writes them:
-Dense and the activation after it run as one step, see funcdl.layers.combinators._steps),
+Dense and the activation after it run as one step, see funcdl.layers._fusion),
 with the same arguments and as many times, and reports their share:
 
     python -m benchmarks.checks_overhead
@@ -15,7 +15,7 @@ import timeit
 import numpy as np
 
 from funcdl.layers.combinators import entries
-from funcdl.losses._base import _pred, _same_shape
+from funcdl.losses._base import pred_array, target_like
 
 from . import impl_funcdl
 from .workloads import WORKLOADS, data
@@ -41,8 +41,7 @@ def main() -> None:
             _ = (type(h) is np.ndarray and h.ndim == 2 and h.shape[1] == 25
                  and (h.dtype is f32 or h.dtype is f32))
             _ = type(h) is np.ndarray and h.shape == (50, 25) and h.dtype.kind == "f"
-        _pred("mse", y)  # the loss: pred dtype, target shape and dtype
-        _same_shape("mse", y, y)
+        target_like("mse", pred_array("mse", y), y)  # the loss: pred dtype, target
         for _ in range(16):  # optimizer and apply_updates: leaf shapes of two trees, inline
             _ = type(h) is np.ndarray and type(h) is np.ndarray and h.shape != h.shape
 
