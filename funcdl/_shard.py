@@ -27,7 +27,8 @@ from numpy.typing import NDArray
 from funcdl import tree as pytree
 from funcdl._agree import INT_BOUND, NOT_AN_INT, digest, mpi, signature
 from funcdl._args import int_arg, shown
-from funcdl._reduce import Layout, Reducer, as_tree, memo, ravel, scaled, span
+from funcdl._flat_buffer import Layout, as_tree, ravel, scaled
+from funcdl._reduce import Reducer, memo, span
 from funcdl.optim import ApplyIfFiniteState, GradientTransformation, MultiStepsState
 from funcdl.optim._base import Count, check_state, next_count, read_count, zero_count
 from funcdl.optim._keywords import extra_keywords

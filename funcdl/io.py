@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from funcdl import tree as pytree
 from funcdl._args import foreign_dtype
+from funcdl._io_files import file_kind, fsync_dir, mode_for, named_error, path_arg, stat_mode
 from funcdl._io_format import (
     MAX_DEPTH,
     TREEDEF_KEY,
@@ -69,11 +70,11 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
     """
     import tempfile  # here, not at the top: `import funcdl` stays fast (tempfile pulls
     # in shutil, random, bz2 and lzma), and only a save needs it
-    name = _path("io.save", path)
+    name = path_arg("io.save", path)
     arrays, header = _encode(tree)
     entries: dict[str, Any] = {TREEDEF_KEY: header, **arrays}
     target = os.path.realpath(name)
-    mode = _stat(target)
+    mode = stat_mode(target)
     if mode is not None and stat.S_ISDIR(mode):  # else the rename would name the temporary
         raise IsADirectoryError(errno.EISDIR, f"io.save: {name!r} is a directory; give a "
                                 f"file name in it, e.g. {os.path.join(name, 'params.npz')!r}",
@@ -82,9 +83,9 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
         raise IsADirectoryError(errno.EISDIR, f"io.save: {name!r} ends in a separator, so it "
                                 f"names a directory; give a file name", name)
     if mode is not None and not stat.S_ISREG(mode):  # the rename would replace /dev/null
-        raise ValueError(f"io.save: {name!r} is a {_kind(mode)}, not a regular file; save "
+        raise ValueError(f"io.save: {name!r} is a {file_kind(mode)}, not a regular file; save "
                          f"writes a file beside it and renames it over the path, which would "
-                         f"replace the {_kind(mode)}: give a regular file's path")
+                         f"replace the {file_kind(mode)}: give a regular file's path")
     directory = os.path.dirname(target)
     if not os.path.isdir(directory):  # else mkstemp would name its temporary file instead
         raise FileNotFoundError(errno.ENOENT, f"io.save: no directory {directory!r} to "
@@ -104,48 +105,15 @@ def save(path: str | os.PathLike[str], tree: Tree) -> None:
             np.savez(f, **entries)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _mode_for(mode))
+        os.chmod(tmp, mode_for(mode))
         os.replace(tmp, target)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError) and e.errno is not None:  # the rename: a name too long
-            raise _named(e, "io.save: cannot write", name) from None
+            raise named_error(e, "io.save: cannot write", name) from None
         raise
-    _fsync_dir(directory)
-
-
-def _path(where: str, path: Any) -> str:
-    """``path`` as a str, or a TypeError / ValueError naming ``where``."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{where}: path must be a str or os.PathLike such as pathlib.Path, "
-                        f"got {type(path).__name__}")
-    name = os.fspath(path)
-    if not isinstance(name, str):  # a PathLike of bytes
-        raise TypeError(f"{where}: path must name a file as text, got bytes {name!r}")
-    if not name:
-        raise ValueError(f"{where}: the path is empty; give a file name such as 'params.npz'")
-    if "\0" in name:
-        raise ValueError(f"{where}: the path {name!r} holds a NUL character, which no file "
-                         f"name can")
-    return name
-
-
-def _named(e: OSError, what: str, name: str, hint: str = "") -> OSError:
-    """``e`` again, of its own class, saying ``what`` for ``name`` (not a temporary)."""
-    return type(e)(e.errno, f"{what} {name!r}: {e.strerror}{hint}", name)
-
-
-def _stat(path: str) -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        return os.stat(path).st_mode
-    return None
-
-
-def _kind(mode: int) -> str:
-    kinds = [(stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-             (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket")]
-    return next((word for test, word in kinds if test(mode)), "special file")
+    fsync_dir(directory)
 
 
 def _encode(t: Tree) -> tuple[dict[str, NDArray[Any]], NDArray[np.uint8]]:
@@ -235,33 +203,6 @@ def _leaf_array(leaf: Any, path: str) -> tuple[str, NDArray[Any]]:
     return kind, a
 
 
-def _mode_for(mode: int | None) -> int:
-    """The existing file's permission bits (``mode``, None for no file), else 0o666 minus
-    the umask (read without changing it, which os.umask cannot do), else 0o600 as mkstemp
-    made it."""
-    if mode is not None:
-        return mode & 0o7777
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    return 0o600
-
-
-def _fsync_dir(directory: str) -> None:
-    """Make the rename durable; best effort (not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------------- load
 
 def load(path: str | os.PathLike[str], like: Tree = None) -> Tree:
@@ -284,7 +225,7 @@ def load(path: str | os.PathLike[str], like: Tree = None) -> Tree:
     """
     import zipfile  # a load's own dependency (json too, in _io_format): see save
 
-    name = _path("io.load", path)
+    name = path_arg("io.load", path)
     # non-blocking: opening a FIFO with no writer would wait forever; and a terminal's path
     # must not become this process's controlling terminal
     flags = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
@@ -292,14 +233,14 @@ def load(path: str | os.PathLike[str], like: Tree = None) -> Tree:
     try:
         fd = os.open(name, flags)
     except OSError as e:
-        raise _named(e, "io.load: cannot read", name) from None
+        raise named_error(e, "io.load: cannot read", name) from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, f"io.load: {name!r} is a directory; give "
                                     f"the path of a file written by io.save", name)
-        raise ValueError(f"io.load: {name!r} is a {_kind(mode)}, not a regular file; "
+        raise ValueError(f"io.load: {name!r} is a {file_kind(mode)}, not a regular file; "
                          f"load reads files written by io.save")
     with os.fdopen(fd, "rb") as f:
         try:

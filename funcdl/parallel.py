@@ -39,10 +39,11 @@ from funcdl import tree as pytree
 from funcdl._agree import NOT_AN_INT, agree, describe, digest, root_arg
 from funcdl._agree import resolve as _resolve
 from funcdl._args import bool_arg
+from funcdl._flat_buffer import like
 from funcdl._partition import batches, shard
 from funcdl._rank_sums import examples as _examples
 from funcdl._rank_sums import step_sums, sync_batch_stats
-from funcdl._reduce import Reducer, _freed, like, refusal, shared_node
+from funcdl._reduce import Reducer, _freed, refusal, shared_node
 from funcdl._shard import ShardedState, Sharder, check_elementwise
 from funcdl._treenodes import describe as describe_value
 from funcdl.layers._slices import replicas

@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from funcdl._args import bool_arg
 from funcdl._sendable import check_sendable, unsendable
+from funcdl._sweep_worker import attempt, hello
 
 __all__ = ["Failure", "SweepError", "run"]
 
@@ -76,42 +77,6 @@ def _short(config: Any, width: int = 70) -> str:
     except Exception:  # a config's own broken __repr__ must not lose the sweep's results
         text = f"<{type(config).__name__} object>"
     return text if len(text) <= width else text[:width - 3] + "..."
-
-
-_STARTED: Any = None  # in a worker of run's own pool: one flag per run, set as it starts
-
-
-def _hello(flags: Any) -> None:
-    """The initializer of run's own pool's workers."""
-    global _STARTED
-    _STARTED = flags
-
-
-def _attempt(train_fn: Callable[[Any], Any], config: Any, index: int = -1,
-             sent: bool = False) -> tuple[bool, Any, float]:
-    """Runs in the worker: ``(True, result, seconds)`` or ``(False, (error, traceback),
-    seconds)``; the traceback is formatted here, where the frames are. A run's SystemExit
-    (``sys.exit``, or argparse refusing the config), or any other BaseException (asyncio's
-    CancelledError), fails that run alone; KeyboardInterrupt stops the sweep. ``sent``: the
-    result goes back through an executor other than Python's pools (Dask's), which is
-    pickled here first: Dask's ClientExecutor never completes a future whose result does
-    not serialise, so the sweep would wait forever."""
-    if index >= 0:  # given by run's own pools only: never by a sweep inside a run
-        _STARTED[index] = 1  # so that a worker's death is laid on the runs it had started
-    start = time.perf_counter()
-    try:
-        result = train_fn(config)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as err:
-        text = f"{type(err).__name__}: {err}"
-        return False, (text, traceback.format_exc()), time.perf_counter() - start
-    why = unsendable(result) if sent else None  # (pickles the result once more)
-    if why is not None:
-        return (False, (f"TypeError: the result the run returned could not be pickled "
-                        f"({why}); return plain data: numbers, arrays, dicts, lists",
-                        traceback.format_stack()[-1]), time.perf_counter() - start)
-    return True, result, time.perf_counter() - start
 
 
 def _cpus() -> int:
@@ -234,7 +199,7 @@ def _own_pools(train_fn: Callable[[Any], Any], tally: _Tally) -> None:
     tally.flags = flags = context.RawArray("b", len(tally.configs))
 
     def pool(workers: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=context, initializer=_hello,
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=hello,
                                    initargs=(flags,))
 
     pending, unstarted = list(range(len(tally.configs))), 0
@@ -374,7 +339,7 @@ def _submit(pool: Executor, train_fn: Callable[[Any], Any], config: Any,
     """One run handed to ``pool``; a pool that cannot take it is named, not its internals."""
     own = isinstance(pool, (ThreadPoolExecutor, ProcessPoolExecutor))
     try:
-        return pool.submit(_attempt, train_fn, config, index, *(() if own else (True,)))
+        return pool.submit(attempt, train_fn, config, index, *(() if own else (True,)))
     except NotImplementedError:  # concurrent.futures.Executor's own submit, not overridden
         raise TypeError(f"sweep.run: the executor {type(pool).__name__} does not implement "
                         f"submit(); pass a working one such as ThreadPoolExecutor(4)") from None

@@ -23,7 +23,7 @@ def _scale_init(key, in_shape):
 
 
 def test_a_users_layer_taking_key_but_not_train_gets_train_dropped():
-    # base._lenient: `{"key", "train"} <= set(...)` -> `{"key"} <= ...` left a function
+    # _lenient.lenient: `{"key", "train"} <= set(...)` -> `{"key"} <= ...` left a function
     # taking key alone as it is, and Sequential's train= raised "unexpected keyword"
     def apply(params, x, *, key=None):
         return params["a"] * x
@@ -66,7 +66,7 @@ def _running_sum(takes_key_and_train: bool) -> L.Layer:
 @pytest.mark.parametrize("takes_key_and_train", [True, False])
 def test_a_users_stateful_layer_threads_its_state_through_sequential(takes_key_and_train):
     # _guard._checked_vjp: `(out[0], pullback, *out[2:])` -> `(out[0], pullback)` dropped a
-    # user's stateful layer's new state in Sequential's vjp; base._lenient: `"state"` left
+    # user's stateful layer's new state in Sequential's vjp; _lenient.lenient: `"state"` left
     # out of the names it allows kept apply(params, x, *, state) unwrapped, and
     # Sequential's key=, train= failed it
     model = L.Sequential(L.Dense(3), _running_sum(takes_key_and_train))

@@ -15,8 +15,6 @@ returns read-only (``kept``); write to neither before the pullback runs. Statefu
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +36,7 @@ from funcdl._args import (
     several_arrays,
 )
 from funcdl._treenodes import describe
+from funcdl.layers._lenient import lenient
 from funcdl.layers._pointwise import Pointwise as Pointwise
 from funcdl.layers._shapes import axis_in_range as axis_in_range  # re-exported: the
 from funcdl.layers._shapes import located as located  # layers import them from base
@@ -123,7 +122,7 @@ class Layer:
                 # funcdl's closures after their layer, not "Sequential.<locals>.apply"
                 fn.__qualname__ = f"{self.name}.{f}"
             elif f != "init":  # a user's apply(params, x) need not take key=, train=
-                object.__setattr__(self, f, _lenient(fn))
+                object.__setattr__(self, f, lenient(fn))
 
     def _check_fields(self) -> None:
         """The optional fields' types: a user's ``stateful='no'`` would count as True, a
@@ -155,54 +154,6 @@ class Layer:
 def ours(fn: Any) -> bool:
     """Whether ``fn`` was written in funcdl (a function made by exec has __module__ None)."""
     return (getattr(fn, "__module__", None) or "").startswith("funcdl.")
-
-
-def _lenient(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn``, or, where it takes just ``(params, x)`` plus perhaps one of ``key``, ``train``
-    (no ``**kw``), ``fn`` called without the keywords it lacks: combinators pass both to
-    every child, and a deterministic layer written as ``apply(params, x)`` could not use
-    them anyway (stax asks for ``**kwargs``). A function with other parameters is left as
-    it is, so that ``apply(params, x, rng=None, training=False)`` still fails loudly rather
-    than run in inference with its flag dropped."""
-    if isinstance(fn, _Without):  # a layer rebuilt from a lenient one (dataclasses.replace)
-        return fn
-    code = getattr(fn, "__code__", None)
-    if code is not None and (code.co_flags & inspect.CO_VARKEYWORDS or {"key", "train"} <= set(
-            code.co_varnames[:code.co_argcount + code.co_kwonlyargcount])):
-        return fn  # a user's function taking both: no inspect.signature (funcdl's own
-        # closures do not come here: Layer.__post_init__ keeps them as they are)
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):  # a builtin without a signature: as it is
-        return fn
-    ps = list(sig.parameters.values())
-    if any(p.kind is p.VAR_KEYWORD for p in ps):
-        return fn
-    named = [p.name for p in ps if p.kind is not p.VAR_POSITIONAL]
-    drop = tuple(k for k in ("key", "train") if k not in named)
-    bound = getattr(fn, "keywords", None) if isinstance(fn, functools.partial) else None
-    if not drop or [n for n in named[2:] if n not in ("key", "train", "state")
-                    and n not in (bound or ())]:
-        return fn
-
-    wrapper = _Without()
-    functools.update_wrapper(wrapper, fn)  # fn's name, signature and attributes
-    wrapper.without_fn, wrapper.without_drop = fn, drop  # after: fn's own may share names
-    return wrapper
-
-
-class _Without:
-    """A function called without the keywords it lacks (see ``_lenient``): a class, not a
-    closure, so that a user's layer of module-level functions still pickles (a sweep's
-    process pool sends it to its workers). Already one, a function is left as it is."""
-
-    without_fn: Callable[..., Any]
-    without_drop: tuple[str, ...]
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        for k in self.without_drop:
-            kwargs.pop(k, None)
-        return self.without_fn(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------- validation

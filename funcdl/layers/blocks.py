@@ -23,9 +23,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import numpy as np
-
-from funcdl import random
 from funcdl._args import bool_arg, call_name, int_arg, nearest_divisors, real_arg
 from funcdl.layers._blocks import (
     Part,
@@ -40,14 +37,13 @@ from funcdl.layers._blocks import (
     shown_input,
 )
 from funcdl.layers._children import is_stateful, name_of
-from funcdl.layers._wrap import child_call, relabelled
+from funcdl.layers._time_flip import flipped
+from funcdl.layers._wrap import relabelled
 from funcdl.layers.activations import ReLU
 from funcdl.layers.attention import MultiHeadAttention
 from funcdl.layers.base import (
     Layer,
     LayerLike,
-    as_array,
-    check_cotangent,
     layer_arg,
     pair_of_shapes,
 )
@@ -269,73 +265,6 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
 _MERGES = {"concat": FanInConcat, "sum": FanInSum}
 
 
-def _flipped(layer: Any) -> Layer:
-    """``layer`` run backward in time: ``y = flip(f(flip(x)))``, the output flipped back when
-    it keeps the time axis (a sequence), as it is otherwise (the last step's state, which
-    is then that of step 0); vjp: ``dx = flip(f_xᵀ flip(dy))``, ``dparams = f_pᵀ flip(dy)``.
-    Flips are views (axis 1, reversed strides): the recurrent layers copy to time-major
-    anyway."""
-    child = name_of(layer)
-    name = f"reversed {child}"
-
-    def flip(x: Any) -> tuple[Any, Any, int]:
-        """``(x reversed in time, idx, rank of x)``: idx ``(N, T)`` the gather that reverses
-        each sequence of a padded pair ``(x, lengths)`` within its own length (its own
-        inverse; None for a plain x, flipped whole)."""
-        if isinstance(x, (tuple, list)) and len(x) == 2:
-            xs, ln = as_array(name, x[0]), np.asarray(x[1])
-            if (xs.ndim < 3 or ln.dtype.kind not in "iu" or ln.shape != xs.shape[:1]
-                    or (ln.size and (ln.min() < 0 or ln.max() > xs.shape[1]))):
-                return x, None, xs.ndim  # as it is: the child says what is wrong
-            steps = np.arange(xs.shape[1])
-            idx = np.where(steps >= ln[:, None], steps, ln[:, None] - 1 - steps)
-            return (gather(xs, idx), x[1]), idx, xs.ndim
-        x = as_array(name, x)
-        if x.ndim < 3:
-            raise ValueError(f"{name}: expected an input (N, T, C) with a time axis, got "
-                             f"shape {x.shape}")
-        return x[:, ::-1], None, x.ndim
-
-    def gather(a: Any, idx: Any) -> Any:
-        """``a`` reversed in time as ``flip`` reversed the input: by idx, else whole."""
-        if idx is None:
-            return a[:, ::-1]
-        return np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
-
-    def call(fn: Any, *args: Any, **kw: Any) -> Any:
-        return child_call(name, child, fn, *args, **kw)
-
-    def init(key: random.Key, in_shape: Any) -> Any:
-        return call(layer.init, key, in_shape)
-
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        xf, idx, rank = flip(x)
-        y = call(layer.apply, params, xf, key=key, train=train)
-        return gather(y, idx) if np.ndim(y) == rank else y
-
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        xf, idx, rank = flip(x)
-        y, pb = call(layer.vjp, params, xf, key=key, train=train)
-        seq_out = np.ndim(y) == rank
-        y_shape = np.shape(y)
-        y_dtype = np.asarray(y).dtype if seq_out else np.dtype(np.float32)  # read if seq_out
-
-        def pullback(dy: Any) -> tuple[Any, Any]:
-            if seq_out:  # checked before the flip, which would broadcast a (1, T, H) dy
-                # over the batch (take_along_axis) or fail on a short T with NumPy's error
-                dy = gather(check_cotangent(name, dy, y_shape, y_dtype), idx)
-            grads, dx = call(pb, dy)
-            if dx is None:
-                return grads, None
-            if isinstance(dx, tuple):  # a padded pair's (dx, None)
-                return grads, (gather(dx[0], idx), dx[1])
-            return grads, gather(dx, idx)
-
-        return (gather(y, idx) if seq_out else y), pullback
-
-    return Layer(init, apply, vjp, name=name)
-
-
 def _backward(shown: str) -> bool | None:
     """Whether a recurrent layer, by its name, runs backward in time; None for another."""
     if not shown.startswith(("LSTM(", "GRU(", "SimpleRNN(")):
@@ -372,7 +301,7 @@ def Bidirectional(layer: LayerLike, merge: str | None = "concat", *,
             raise ValueError(f"Bidirectional({child}): the layer runs backward already "
                              f"(reverse=True); pass the forward layer, or both: "
                              f"Bidirectional(forward, backward_layer={child})")
-        back: Any = _flipped(layer)
+        back: Any = flipped(layer)
     else:
         layer_arg("Bidirectional", backward_layer, "backward_layer: expected a layer")
         back = backward_layer

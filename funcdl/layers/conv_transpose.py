@@ -58,14 +58,15 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers, random
-from funcdl._args import bool_arg, call_name, int_arg, is_int
+from funcdl._args import bool_arg, int_arg
 from funcdl.layers import _per_example as per_example
 from funcdl.layers import _transpose_groups
 from funcdl.layers._grouped import groups_arg, in_channels
 from funcdl.layers._im2col import crop, fold, im2col, pad
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import chan, product, rows_sum
-from funcdl.layers._windows import NO_PADS, Pads, Window, int_tuple
+from funcdl.layers._transpose_args import output_padding_arg, padding_arg, sizes_arg, transpose_name
+from funcdl.layers._windows import NO_PADS, Pads, Window
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -78,79 +79,6 @@ from funcdl.layers.base import (
 )
 
 __all__ = ["ConvTranspose1D", "ConvTranspose2D"]
-
-_AXES = ("height", "width")
-
-
-# ---------------------------------------------------------------------------- arguments
-
-def _ints(name: str, what: str, value: Any, rank: int) -> tuple[int, int]:
-    """An int >= 0 (or at rank 2 a pair of them) as a pair, ``(0, p)`` at rank 1 (the added
-    height axis is never cropped): a TypeError for what is not, a ValueError for a negative
-    one."""
-    vals = (value,) * rank if is_int(value) else value if rank == 2 else None
-    forms = "an int >= 0 or a pair (h, w) of them" if rank == 2 else "an int >= 0"
-    if not (isinstance(vals, (tuple, list)) and len(vals) == rank and all(map(is_int, vals))):
-        seq = isinstance(value, (tuple, list))
-        if rank == 2:
-            nested = seq and any(isinstance(v, (tuple, list)) for v in value)
-            hint = ("; a transposed convolution crops the same on both sides of an axis, as "
-                    "torch's: no ((top, bottom), (left, right)) form (JAX's explicit "
-                    "conv_transpose padding pads the stride-dilated input, another meaning)"
-                    if nested and what == "padding" else "")
-        else:
-            hint = ("" if not seq else
-                    "; a 1-D layer crops the same at both ends, as torch's: one int, not a "
-                    "pair" if what == "padding" else "; a 1-D layer takes one number, not a pair")
-        raise TypeError(f"{name}: {what} must be {forms}, got {value!r}{hint}")
-    if any(v < 0 for v in vals):
-        raise ValueError(f"{name}: {what} must be {forms}, got {value!r}")
-    return (int(vals[0]), int(vals[1])) if rank == 2 else (0, int(vals[0]))
-
-
-def _sizes(name: str, what: str, value: Any, rank: int) -> tuple[int, ...]:
-    """``int_tuple``'s ``rank`` positive ints, led by a 1 at rank 1 (the height axis)."""
-    try:
-        return (1,) * (2 - rank) + int_tuple(name, what, value, rank)
-    except TypeError:
-        if rank == 2 or not isinstance(value, (tuple, list)):
-            raise
-        raise TypeError(f"{name}: {what} must be an int >= 1, got {value!r}; a 1-D layer "
-                        f"takes one number, not a pair") from None
-
-
-def _padding(name: str, padding: Any, rank: int) -> str | tuple[int, int]:
-    if isinstance(padding, str):
-        if padding.upper() in ("SAME", "VALID"):
-            return padding.upper()
-        forms = ", an int >= 0 or a pair (ph, pw) of them" if rank == 2 else " or an int >= 0"
-        raise ValueError(f"{name}: padding must be 'SAME', 'VALID'{forms}, got {padding!r}")
-    return _ints(name, "padding", padding, rank)
-
-
-def _output_padding(name: str, value: Any, padding: str | tuple[int, int], win: Window,
-                    rank: int) -> tuple[int, int]:
-    op = _ints(name, "output_padding", value, rank)
-    if isinstance(padding, str) and op != (0, 0):
-        raise ValueError(f"{name}: output_padding needs an int padding (torch's), got "
-                         f"output_padding={value!r} with padding {padding!r}, which sets the "
-                         f"output size itself; drop output_padding or pass an int padding")
-    for a, (o, s, d) in enumerate(zip(op, win.stride, win.dilation)):
-        if o >= s and o >= d:  # torch refuses it: those rows would repeat others' taps
-            where = f" on the {_AXES[a]} axis" if rank == 2 else ""
-            raise ValueError(f"{name}: output_padding must be smaller than the stride or the "
-                             f"dilation{' on each axis' if rank == 2 else ''} (PyTorch's "
-                             f"rule), got {o}{where} with stride {s} and dilation {d}")
-    return op
-
-
-def _named(ctor: str, out: Any, kernel: Any, stride: Any, padding: Any, output_padding: Any,
-           dilation: Any, use_bias: Any, groups: Any) -> str:
-    """The constructor call as the layer's name, options shown when not at their default."""
-    return call_name(ctor, (out, kernel), stride=(stride, 1), padding=(padding, 0),
-                     output_padding=(output_padding, 0), dilation=(dilation, 1),
-                     use_bias=(use_bias, True), groups=(groups, 1))
-
 
 # ---------------------------------------------------------------------------- geometry
 
@@ -210,11 +138,11 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
     """ConvTranspose2D (rank 2) and ConvTranspose1D (rank 1, run on ``(N, 1, W, C)`` with
     the kernel ``(k, out / G, C)`` read as ``(1, k, out / G, C)``); the arguments checked
     here, but for ``out`` and ``groups`` (checked by the constructors)."""
-    size, steps, spread = (_sizes(name, w, v, rank) for w, v in
+    size, steps, spread = (sizes_arg(name, w, v, rank) for w, v in
                            (("kernel", kernel), ("stride", stride), ("dilation", dilation)))
     win = Window(size, steps, spread, NO_PADS)  # fold and im2col read size, stride, dilation
-    pads_arg = _padding(name, padding, rank)
-    op = _output_padding(name, output_padding, pads_arg, win, rank)
+    pads_arg = padding_arg(name, padding, rank)
+    op = output_padding_arg(name, output_padding, pads_arg, win, rank)
     use_bias = bool_arg(use_bias, name, "use_bias")
     w_init = initializer_arg(name, "w_init", w_init) or initializers.torch_default()
     b_init = initializer_arg(name, "b_init", b_init)
@@ -369,8 +297,8 @@ def ConvTranspose2D(out: int, kernel: int | tuple[int, int], stride: int | tuple
         out // groups, C)``, torch's ``(C, out // groups, kh, kw)`` transposed ``(2, 3, 1,
         0)`` as for groups=1; ``groups = C = out`` is depthwise.
     """
-    name = _named("ConvTranspose2D", out, kernel, stride, padding, output_padding, dilation,
-                  use_bias, groups)
+    name = transpose_name("ConvTranspose2D", out, kernel, stride, padding, output_padding,
+                          dilation, use_bias, groups)
     out = int_arg(out, name, "out", minimum=1)
     groups = groups_arg(name, groups, out)
     return _conv_transpose(name, 2, out, kernel, stride, padding, output_padding, dilation,
@@ -398,8 +326,8 @@ def ConvTranspose1D(out: int, kernel: int, stride: int = 1, padding: Any = 0,
     ``groups`` as ConvTranspose2D's: the kernel ``(k, out // groups, C)``, bound
     ``1/sqrt(out/groups·k)``.
     """
-    name = _named("ConvTranspose1D", out, kernel, stride, padding, output_padding, dilation,
-                  use_bias, groups)
+    name = transpose_name("ConvTranspose1D", out, kernel, stride, padding, output_padding,
+                          dilation, use_bias, groups)
     out = int_arg(out, name, "out", minimum=1)
     groups = groups_arg(name, groups, out)
     return _conv_transpose(name, 1, out, kernel, stride, padding, output_padding, dilation,

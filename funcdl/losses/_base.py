@@ -1,11 +1,10 @@
 """The loss value, its options bound by partial, and what every loss shares: the checks of
-pred and target, and the reductions with their pullbacks."""
+pred and target (the reductions with their pullbacks are ``_reduction``'s)."""
 
 from __future__ import annotations
 
 import functools
 import inspect
-import math
 import sys
 import types
 from collections.abc import Callable
@@ -20,7 +19,6 @@ from funcdl._args import (
     F64,
     FLOAT_MAX,
     array_arg,
-    choice_arg,
     foreign_dtype,
     python_floats,
 )
@@ -305,60 +303,6 @@ def check_one_hot(name: str, t: Array, shape: tuple[int, ...]) -> Array:
     return t
 
 
-def _mean(per: Array, n: float) -> float:
-    """``Σ per / n``, under an errstate ignoring overflow; a float32 sum that overflows is
-    taken again in float64, for a mean that fits."""
-    value = float(add_reduce(per, axis=None)) / n
-    if not math.isfinite(value) and n > 1:
-        value = float(add_reduce(np.divide(per, n, dtype=np.float64), axis=None))
-    return value
-
-
-def reduce_loss(name: str, per: Array, reduction: str, count: float,
-                grad: Callable[[Any], Array], quiet: bool = False) -> tuple[Any, Pullback]:
-    """Reduce per-element losses; ``grad(c)`` maps a per-element cotangent ``c`` (scalar or
-    array) to dpred. The mean's pullback scales by 1/count. The pullback is named for the
-    loss, so that Python's own errors (``pullback(g, 2.0)``) name it too. ``quiet``: called
-    under the loss's own ``np.errstate(over='ignore')``, which the sum then needs no other."""
-    choice_arg(reduction, name, "reduction", ("mean", "sum", "none"))
-    if reduction in ("mean", "sum"):
-        if reduction == "mean" and count == 0:  # NumPy and PyTorch: NaN and a warning
-            raise ValueError(f"{name}: reduction='mean' over an empty batch (losses of "
-                             f"shape {per.shape}) is undefined; skip empty batches, or pass "
-                             f"reduction='sum'")
-        n = count if reduction == "mean" else 1
-
-        def pullback(g: Any = 1.0) -> Array:
-            return grad((g if type(g) is float else _scalar(name, reduction, g)) / n)
-
-        pullback.__qualname__ = f"losses.{name}: pullback"
-
-        # every loss's sum, and only its sum, ignores overflow: a float32 Σ of huge finite
-        # terms, 3e38 + 3e38
-        if quiet:
-            value = _mean(per, n)
-        else:
-            with np.errstate(over="ignore"):
-                value = _mean(per, n)
-        # a finite value means finite terms: each loss's dpred is then in range
-        return value, (pullback if math.isfinite(value) else _quiet(pullback))
-
-    def pullback_each(g: Any = None) -> Array:  # reduction='none'
-        c = np.ones_like(per) if g is None else array_arg(g, name, "the cotangent")
-        if c.shape != per.shape:
-            raise ValueError(f"{name}: pullback expected a cotangent of shape "
-                             f"{per.shape} (reduction='none'), got {c.shape}")
-        if c.dtype is not per.dtype:
-            if c.dtype.kind not in "iuf":  # complex would lose its imaginary part
-                raise TypeError(f"{name}: pullback expected a real cotangent of shape "
-                                f"{per.shape} (reduction='none'), got dtype {c.dtype}")
-            c = c.astype(per.dtype)
-        return grad(c)
-
-    pullback_each.__qualname__ = f"losses.{name}: pullback"
-    return per, _quiet(pullback_each)
-
-
 def check_weights(name: str, what: str, value: Any, shape: tuple[int, ...],
                   dtype: Any, per_class: bool = False) -> Array | None:
     """``value`` as finite weights >= 0 in ``dtype`` (within its range) that broadcast to
@@ -387,28 +331,6 @@ def check_weights(name: str, what: str, value: Any, shape: tuple[int, ...],
         raise ValueError(f"{name}: {what} must be finite, >= 0 and within {np.dtype(dtype)}'s "
                          f"range, got {value_span(v)}")
     return v.astype(dtype)
-
-
-def _scalar(name: str, reduction: str, g: Any) -> float:
-    """The cotangent of a reduced loss: one real number (None stands for 1, as for 'none')."""
-    if g is None:
-        return 1.0
-    c = array_arg(g, name, "the cotangent")
-    if c.ndim or c.dtype.kind not in "iuf":
-        raise TypeError(f"{name}: pullback expected a scalar cotangent (reduction="
-                        f"{reduction!r} gives one number), got {type(g).__name__} of shape "
-                        f"{c.shape} and dtype {c.dtype}; pass reduction='none' for "
-                        f"per-element cotangents")
-    return float(c)
-
-
-def _quiet(pullback: Pullback) -> Pullback:
-    """``pullback`` under ``np.errstate(over="ignore")``: its dpred of huge values is inf."""
-    def quiet(*args: Any, **kwargs: Any) -> Array:
-        with np.errstate(over="ignore"):
-            return pullback(*args, **kwargs)
-    return quiet
-
 
 
 def publish_loss(name: str, fn: Callable[..., Any]) -> Loss:

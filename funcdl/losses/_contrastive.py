@@ -18,9 +18,9 @@ from funcdl.losses._base import (
     in_dtype,
     int_labels,
     pred_array,
-    reduce_loss,
     target_like,
 )
+from funcdl.losses._reduction import reduce_loss
 
 
 def _unit(a: Array, eps: float) -> tuple[Array, Array, Array]:

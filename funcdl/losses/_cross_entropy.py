@@ -18,9 +18,9 @@ from funcdl.losses._base import (
     check_weights,
     label_error,
     pred_array,
-    reduce_loss,
     target_like,
 )
+from funcdl.losses._reduction import reduce_loss
 
 
 def softmax_cross_entropy_vjp(pred: Any, target: Any, reduction: str = "mean",

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import array_arg, bool_arg, int_arg
-from funcdl.losses._base import Array, Pullback, int_labels, pred_array, reduce_loss
+from funcdl.losses._base import Array, Pullback, int_labels, pred_array
+from funcdl.losses._reduction import reduce_loss
 
 _NEG = -np.inf
 # alpha, beta and the posterior are computed in float64 whatever pred's dtype: alpha_t and

@@ -15,10 +15,10 @@ from funcdl.losses._base import (
     add_reduce,
     in_dtype,
     pred_array,
-    reduce_loss,
     target_like,
     value_span,
 )
+from funcdl.losses._reduction import reduce_loss
 
 _LOG_2PI = math.log(2 * math.pi)
 

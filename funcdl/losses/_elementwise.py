@@ -14,10 +14,10 @@ from funcdl.losses._base import (
     check_probabilities,
     check_weights,
     pred_array,
-    reduce_loss,
     target_like,
     value_span,
 )
+from funcdl.losses._reduction import reduce_loss
 
 # ---------------------------------------------------------------------------- losses
 

@@ -14,9 +14,9 @@ from funcdl.losses._base import (
     Pullback,
     check_probabilities,
     pred_array,
-    reduce_loss,
     target_like,
 )
+from funcdl.losses._reduction import reduce_loss
 
 _LOG2 = math.log(2)
 

@@ -18,11 +18,11 @@ from funcdl.losses._base import (
     check_weights,
     int_labels,
     pred_array,
-    reduce_loss,
     target_like,
 )
 from funcdl.losses._cross_entropy import class_label_words, pick_labels, weighed
 from funcdl.losses._elementwise import bce_with_logits_vjp
+from funcdl.losses._reduction import reduce_loss
 
 _TORCH_SIGNS = "torch's convention; it gives any other value a meaningless loss"
 

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import array_arg, bool_arg, real_arg
-from funcdl.losses._base import Array, Pullback, add_reduce, in_dtype, pred_array, reduce_loss
+from funcdl.losses._base import Array, Pullback, add_reduce, in_dtype, pred_array
+from funcdl.losses._reduction import reduce_loss
 
 _COS_EPS = float(np.float32(1e-12))  # torch's float EPSILON in cosine_embedding_loss,
 # added to each squared norm (9.99999996e-13 in every dtype, as _BCE_EPS)

@@ -16,10 +16,10 @@ from funcdl.losses._base import (
     in_dtype,
     label_error,
     pred_array,
-    reduce_loss,
 )
 from funcdl.losses._cross_entropy import class_label_words, dense_target, one_class, pick_labels
 from funcdl.losses._margins import class_count, sign_target
+from funcdl.losses._reduction import reduce_loss
 
 
 def _poly_target(name: str, z: Array, target: Any) -> Array:

@@ -16,11 +16,11 @@ from funcdl.losses._base import (
     add_reduce,
     int_labels,
     pred_array,
-    reduce_loss,
     target_like,
 )
 from funcdl.losses._cross_entropy import class_label_words, pick_labels
 from funcdl.losses._margins import class_count
+from funcdl.losses._reduction import reduce_loss
 
 
 def _binary_labels(name: str, x: Array, target: Any) -> Array:

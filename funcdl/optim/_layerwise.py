@@ -51,10 +51,10 @@ from funcdl.optim._checks import (
     walk,
     zeros_in,
 )
+from funcdl.optim._global_norm import named_global_norm
 from funcdl.optim._masked import make_masked
 from funcdl.optim._transforms import (
     add_decayed_weights,
-    named_global_norm,
     scale_by_learning_rate,
     trace,
 )

@@ -42,10 +42,10 @@ from funcdl.optim._checks import (
     state_float,
     value_at,
 )
+from funcdl.optim._global_norm import named_global_norm
 from funcdl.optim._lr_free import flat_dot
 from funcdl.optim._transforms import (
     multiply_grads,
-    named_global_norm,
     scale_by_learning_rate,
     step_may_warn,
     step_multiplier,

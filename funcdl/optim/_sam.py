@@ -44,8 +44,8 @@ from funcdl.optim._base import (
     zero_count,
 )
 from funcdl.optim._checks import check_float_params, check_grads, needs_params, real_param
+from funcdl.optim._global_norm import named_global_norm
 from funcdl.optim._schedules import check_steps
-from funcdl.optim._transforms import named_global_norm
 
 __all__ = ["SAMState", "normalize", "sam"]
 

@@ -13,8 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcdl import tree
-from funcdl._args import F32, F64, bool_arg, native_float, refuse_masked
-from funcdl._blas import product
+from funcdl._args import F32, F64, bool_arg
 from funcdl.optim._base import (
     Count,
     EmptyState,
@@ -42,7 +41,7 @@ from funcdl.optim._checks import (
     real_param,
     schedule_value,
 )
-from funcdl.optim._leaf_errors import dtype_error
+from funcdl.optim._global_norm import global_norm, named_global_norm
 from funcdl.optim._masked import make_masked
 
 __all__ = [
@@ -289,50 +288,6 @@ def _decayed(name: str, wd: float, grads: Tree, params: Tree, in_place: bool = F
     # gradient meet the next one here)
     with np.errstate(all="ignore"):
         return leafwise(f"{name}.update", leaf, (grads, params), ("grads", "params"))[0]
-
-
-def global_norm(updates: Tree) -> float:
-    """``sqrt(Σ_leaves Σ |x|²)``, as a Python float. A float32 leaf is summed in float32
-    (BLAS), and again in float64 should that overflow; integer, float16 and complex leaves
-    in float64 (complex128). A non-numeric leaf (bool, str, object) raises TypeError naming
-    it."""
-    return named_global_norm("global_norm", updates)
-
-
-def named_global_norm(name: str, updates: Tree, grads: bool = False) -> float:
-    """``global_norm``; with ``grads``, of the grads of ``name``'s update, which must be
-    real floating point, as every transform's (``real_grad``)."""
-    kinds = "f" if grads else "iufc"  # not bool: it would sum as a logical or
-    total = 0.0
-    for x in tree.leaves(updates):
-        if type(x) is not np.ndarray:  # a masked array's hidden entries would count
-            refuse_masked(x, name, "grads" if grads else "updates")
-        # `is` first, the cheapest test; native_float for an equal dtype (unpickled)
-        if type(x) is np.ndarray and (x.dtype is F32 or x.dtype is F64
-                                      or native_float(x.dtype)):
-            s = float(product(np.vdot, x, x))  # BLAS, in the leaf's dtype: the common case
-            if s == math.inf and x.dtype == F32:
-                # A float32 sum of squares overflows past ~1.8e19 (then clipping
-                # [3e19, 4e19] scaled it by max_norm/inf = 0): sum again in float64.
-                s = _sum_of_squares(x)
-        elif np.asarray(x).dtype.kind in kinds:
-            s = _sum_of_squares(x)
-        else:
-            path, dtype = tree.odd_leaf(updates, kinds)  # type: ignore[misc]
-            if grads:
-                raise dtype_error(name, "grads", path, dtype)
-            raise TypeError(f"{name}: updates{path} has dtype {dtype}; the global norm "
-                            f"needs numeric arrays (floating-point, as gradients are)")
-        total += s
-    return math.sqrt(total)
-
-
-def _sum_of_squares(x: Any) -> float:
-    """``Σ |x|²`` in float64 (complex128), where neither overflow nor integer wrap-around
-    happens."""
-    a = np.asarray(x)
-    a = a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
-    return float(product(np.vdot, a, a).real)
 
 
 def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> GradientTransformation:
