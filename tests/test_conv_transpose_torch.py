@@ -128,10 +128,9 @@ def test_default_init_bound_is_torchs():
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
-def test_same_and_valid_match_jax_conv_transpose(padding):
+def test_same_and_valid_match_jax_conv_transpose(padding, jax64):
     """JAX's conv_transpose with transpose_kernel=True takes funcdl's kernel as it is."""
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
+    jax = jax64
     x = np.random.default_rng(1).standard_normal((2, 4, 5, 2))
     for kernel, stride, dilation in itertools.product((1, 2, 3, 4, (5, 2)), (1, 2, 3),
                                                       (1, (2, 1))):

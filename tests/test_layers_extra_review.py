@@ -94,9 +94,8 @@ def test_conv_transpose1d_matches_torch(w, c, out, k, s, p, op, d, g):
 @pytest.mark.parametrize("pad", ["SAME", "VALID"])
 @pytest.mark.parametrize("k, s, d", [(3, 2, 1), (2, 5, 1), (4, 1, 2), (3, 3, 3),
                                      ((1, 4), (4, 1), (2, 1))])
-def test_conv_transpose_same_valid_are_jax_conv_transpose(pad, k, s, d):
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
+def test_conv_transpose_same_valid_are_jax_conv_transpose(pad, k, s, d, jax64):
+    jax = jax64
     kk, ss, dd = ((v, v) if isinstance(v, int) else v for v in (k, s, d))
     x = RNG.standard_normal((2, 3, 2, 2))
     layer = L.ConvTranspose2D(3, k, stride=s, padding=pad, dilation=d, use_bias=False)

@@ -138,10 +138,9 @@ def test_bad_trees_and_a_swapped_call_are_named():
         optim.adam(amsgrad=True).init({"w": np.ones(3, np.int64)})
 
 
+@pytest.mark.usefixtures("jax64")
 def test_against_optax_in_float64():
-    jax = pytest.importorskip("jax")
     optax = pytest.importorskip("optax")
-    jax.config.update("jax_enable_x64", True)
     grads = _grads(15)
     for kw in [{}, {"eps_root": 1e-6}, {"bias_correction_nu": False}]:
         ours = _run(optim.amsgrad(0.01, **kw), grads)

@@ -12,7 +12,7 @@ import pytest
 
 optax = pytest.importorskip("optax")
 jax = pytest.importorskip("jax")
-jax.config.update("jax_enable_x64", True)
+pytestmark = pytest.mark.usefixtures("jax64")  # float64 in each test, restored after
 jnp = jax.numpy
 
 from funcdl import optim, tree  # noqa: E402

@@ -80,10 +80,9 @@ def test_nesterov_and_eps_root_change_the_step():
         assert not np.allclose(u, u0, rtol=1e-6)
 
 
-def test_scale_by_adam_against_optax():
+def test_scale_by_adam_against_optax(jax64):
+    jax = jax64
     optax = pytest.importorskip("optax")
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
     params = _params()
     for kw in ({"eps_root": 1e-6}, {"nesterov": True, "b1": 0.8}):
         ours, theirs = optim.scale_by_adam(**kw), optax.scale_by_adam(**kw)
@@ -265,10 +264,9 @@ def test_adamw_mask_against_torch_param_groups():
 
 
 @pytest.mark.parametrize("kind", ["function", "prefix"])
-def test_adamw_mask_against_optax(kind):
+def test_adamw_mask_against_optax(kind, jax64):
+    jax = jax64
     optax = pytest.importorskip("optax")
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
     params = _params()
     ours_mask, their_mask = {  # a bool for the whole 'norm' subtree: a prefix mask
         "function": (_matrices, lambda p: jax.tree_util.tree_map(lambda x: x.ndim > 1, p)),

@@ -26,7 +26,7 @@ from funcdl.optim import (
 
 optax = pytest.importorskip("optax")
 jax = pytest.importorskip("jax")
-jax.config.update("jax_enable_x64", True)
+pytestmark = pytest.mark.usefixtures("jax64")  # float64 in each test, restored after
 jnp = jax.numpy
 
 _RNG = np.random.default_rng(5)

@@ -75,10 +75,9 @@ def test_a_skipped_gradient_of_another_tree_is_still_an_error():
         opt.update(opt.init(P), {"w": np.zeros(4)}, P)
 
 
+@pytest.mark.usefixtures("jax64")
 def test_against_optax():
-    jax = pytest.importorskip("jax")
     optax = pytest.importorskip("optax")
-    jax.config.update("jax_enable_x64", True)
     grads = [GOOD[0], BAD, GOOD[1], {"w": np.array([0.5, -1.0, 2.0])}, BAD,
              {"w": np.array([1.0, 1.0, -1.0])}]
     ours, state = _steps(optim.multi_steps(optim.adam(0.1), 2,

@@ -116,12 +116,10 @@ def test_warmup_constant_schedule_uncalled_is_refused() -> None:
 
 # ---------------------------------------------------------------------------- optax's
 
-@pytest.fixture(scope="module")
-def optax() -> Any:
-    optax = pytest.importorskip("optax")
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return optax
+@pytest.fixture
+def optax(jax64: Any) -> Any:
+    """optax, with jax in float64 for the test (conftest's jax64)."""
+    return pytest.importorskip("optax")
 
 
 PCTS = (0.0, 0.1, 0.25, 0.3, 0.5, 0.85, 1.0)  # the probe's grid: 0, 1 and equal floors

@@ -263,11 +263,9 @@ def test_alias_init_refuses_integer_params_naming_it():
 
 # ---------------------------------------------------------------------------- optax twins
 
-def _optax() -> tuple[Any, Any]:
-    optax = pytest.importorskip("optax")
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return optax, jax.numpy
+def _optax(jax64: Any) -> tuple[Any, Any]:
+    """optax and jax.numpy, float64 on for the test (jax64: conftest's fixture)."""
+    return pytest.importorskip("optax"), jax64.numpy
 
 
 def _twin(ours: Any, theirs: Any, jnp: Any, steps: int = 20) -> None:
@@ -284,15 +282,15 @@ def _twin(ours: Any, theirs: Any, jnp: Any, steps: int = 20) -> None:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_matches_optax(name):
-    optax, jnp = _optax()
+def test_matches_optax(name, jax64):
+    optax, jnp = _optax(jax64)
     make, oname, kw = CASES[name]
     lr = {"lars": 0.1, "lars-default": 0.1}.get(name, 1e-2)
     _twin(make(), getattr(optax, oname)(lr, **kw), jnp)
 
 
-def test_transforms_match_optax():
-    optax, jnp = _optax()
+def test_transforms_match_optax(jax64):
+    optax, jnp = _optax(jax64)
     _twin(optim.chain(centralize(), optim.sgd(0.1)), optax.chain(optax.centralize(),
                                                                 optax.sgd(0.1)), jnp)
     _twin(optim.chain(scale_by_adan(eps_root=1e-6), optim.scale(-0.01)),
@@ -305,8 +303,8 @@ def test_transforms_match_optax():
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
-def test_piecewise_interpolate_schedule_matches_optax(kind):
-    optax, _ = _optax()
+def test_piecewise_interpolate_schedule_matches_optax(kind, jax64):
+    optax, _ = _optax(jax64)
     for bs in ({3: 0.5, 7: 0.1, 0: 3.0}, {4: 0.1, 8: 0.01}, None, {5: 0.0, 9: 2.0}):
         ours = piecewise_interpolate_schedule(kind, 2.0, bs)
         theirs = optax.piecewise_interpolate_schedule(kind, 2.0, bs)

@@ -7,7 +7,7 @@ a 3-d leaf instead, optax failing on 0-d). Skipped without optax and jax."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,19 +18,11 @@ from funcdl import optim, tree
 optax = pytest.importorskip("optax")
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
+pytestmark = pytest.mark.usefixtures("jax64")  # float64 in each test, restored after
 
 RTOL, ATOL = 1e-13, 1e-15
 TARGET = {"w": np.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": np.array([0.3, -0.2, 0.5, 0.1]),
           "s": np.array(-0.4), "t": np.linspace(0.5, -0.5, 12).reshape(2, 3, 2)}
-
-
-@pytest.fixture(autouse=True)
-def x64() -> Iterator[None]:
-    """optax in float64, as funcdl's float64 params; the setting restored after."""
-    before = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", before)
 
 
 def _params(keys: str = "wbs") -> dict[str, Any]:

@@ -285,10 +285,8 @@ def test_wrappers_bad_inputs():
 # ---------------------------------------------------------------------------- optax twins
 
 def _optax() -> Any:
-    optax = pytest.importorskip("optax")
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return optax
+    """optax; its callers take conftest's jax64 (float64 on for the test)."""
+    return pytest.importorskip("optax")
 
 
 def _grad(p: dict[str, Any], k: int, infs: tuple[int, ...] = ()) -> dict[str, Any]:
@@ -317,6 +315,7 @@ def _twin(ours: Any, theirs: Any, steps: int = 10, infs: tuple[int, ...] = ()) -
             np.testing.assert_allclose(a, np.asarray(b), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.usefixtures("jax64")
 def test_twin_partition():
     optax = _optax()
     labels = {"s": "vec", "w": "mat"}
@@ -328,6 +327,7 @@ def test_twin_partition():
                                 lambda p: {"s": "vec", "w": "mat"}))
 
 
+@pytest.mark.usefixtures("jax64")
 def test_twin_freeze_and_selective():
     optax = _optax()
     chained_ours = __import__("funcdl").optim.chain(freeze({"s": True, "w": False}), sgd(0.1))
@@ -336,6 +336,7 @@ def test_twin_freeze_and_selective():
           optax.selective_transform(optax.adam(0.05), freeze_mask={"s": False, "w": True}))
 
 
+@pytest.mark.usefixtures("jax64")
 def test_twin_apply_if_finite():
     optax = _optax()
     # inf at steps 3, 4, 5 and 8: all skipped with 3 allowed in a row
@@ -355,6 +356,7 @@ def test_twin_apply_if_finite():
                 int(t.notfinite_count), bool(t.last_finite), int(t.total_notfinite))
 
 
+@pytest.mark.usefixtures("jax64")
 def test_twin_conditional():
     optax = _optax()
     _twin(conditionally_transform(adam(0.05), lambda step: step % 3 != 1),
@@ -364,6 +366,7 @@ def test_twin_conditional():
           optax.conditionally_mask(optax.adam(0.05), lambda step: step % 3 != 1), steps=3)
 
 
+@pytest.mark.usefixtures("jax64")
 def test_twin_stateless_and_target_updates():
     optax = _optax()
     import jax.numpy as jnp

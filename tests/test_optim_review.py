@@ -303,10 +303,9 @@ def test_scale_by_rms_follows_optax_formula(kw: dict[str, Any]) -> None:
                                 {"decay": 0.8, "eps": 1e-3, "centered": True},
                                 {"decay": 0.8, "eps": 1e-3, "centered": True,
                                  "bias_correction": True, "eps_in_sqrt": False}])
+@pytest.mark.usefixtures("jax64")
 def test_scale_by_rms_against_optax(kw: dict[str, Any]) -> None:
     optax = pytest.importorskip("optax")
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
     rng = np.random.default_rng(1)
     p = {"w": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}
     ours = optim.scale_by_rms(**kw)

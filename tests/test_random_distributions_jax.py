@@ -12,7 +12,7 @@ import pytest
 
 jax = pytest.importorskip("jax")
 stats = pytest.importorskip("scipy.stats")
-jax.config.update("jax_enable_x64", True)
+pytestmark = pytest.mark.usefixtures("jax64")  # float64 in each test, restored after
 jr = jax.random
 
 from funcdl import random  # noqa: E402
