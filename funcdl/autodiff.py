@@ -261,14 +261,13 @@ def _per_example_shapes(where: str, params: Any, grads: Any, n: int) -> Any:
     per-example rule returns its sum over the batch, the param's shape, named here."""
     from funcdl.layers._per_example import LAYERS
 
-    for (path, g), p in zip(tree.leaves_with_path(grads), tree.leaves(params), strict=True):
-        shape = np.shape(p)
-        if np.shape(g) != (n, *shape):
-            summed = np.shape(g) == shape
-            raise ValueError(
-                f"{where}: params{path} came back with gradient shape {np.shape(g)}, not "
-                f"({n}, *{shape}) for {n} examples"
-                + (": its layer has no per-example rule and summed over the batch; rules "
-                   f"exist for {LAYERS}; for another layer loop over the rows, "
-                   f"grad(params, x[i:i + 1], target[i:i + 1])" if summed else ""))
+    bad = per_example_mode.first_summed(params, grads, n)
+    if bad is not None:
+        path, got, shape = bad
+        raise ValueError(
+            f"{where}: params{path} came back with gradient shape {got}, not "
+            f"({n}, *{shape}) for {n} examples"
+            + (": its layer has no per-example rule and summed over the batch; rules "
+               f"exist for {LAYERS}; for another layer loop over the rows, "
+               f"grad(params, x[i:i + 1], target[i:i + 1])" if got == shape else ""))
     return grads
