@@ -37,9 +37,10 @@ def summary(layer: LayerLike, in_shape: Any, key: random.Key | None = None, *,
 
     Params a part reuses count once: a Shared's later branches are one row each, their
     params ``(shared)``; a Tied model's rows show the copies tying dropped as ``(+n tied)``
-    (``(n tied)``: all of the row's), so each row adds up to its parent's. ``key``: the
-    init's (default ``random.key(0)``; only a layer whose shapes depend on its draws would differ).
-    Errors are ``init``'s own: a bad ``in_shape`` names the part that refused it."""
+    (``(n tied)``: all of the row's), so each row adds up to its parent's.
+    ``key``: the init's (default ``random.key(0)``; only a layer whose shapes depend on its
+    draws would differ). Errors are ``init``'s own: a bad ``in_shape`` names the part that
+    refused it."""
     layer_arg("layers.summary", layer)
     deepest = None if depth is None else int_arg(depth, "layers.summary", "depth", 0)
     rows: list[list[Any]] = []
