@@ -31,6 +31,10 @@ Comm = Any
 
 # Set by MPI launchers (MPICH/Intel MPI/Slurm PMI, Open MPI, MVAPICH) in every rank.
 _LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+# Each rank's own number, from those launchers, PMIx, and Slurm's srun (which numbers its
+# tasks with or without an MPI plugin): above 0, not the one process of a world of one.
+_LAUNCHER_RANKS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK",
+                   "SLURM_PROCID")
 # Any of these in the environment: a launcher or a batch system may have started us (PMI
 # and PMIx: MPICH's and Intel MPI's hydra, MS-MPI, Flux; Open MPI; MVAPICH; Intel MPI;
 # Slurm, whose PMI-1 library reads SLURM_PROCID alone; Cray's ALPS and PALS; IBM's jsrun;
@@ -57,20 +61,31 @@ def world() -> Comm | None:
     """MPI.COMM_WORLD; or None, one process: when no launcher's or batch system's variable
     is set and the script has not imported mpi4py.MPI itself (then MPI is never started;
     ``FUNCDL_MPI=1`` in the environment makes it ask MPI all the same), or when mpi4py
-    cannot be imported and no launcher's variable reports more than one rank (else a
-    ValueError: the ranks could not talk)."""
+    cannot be imported and nothing says there are other ranks. Else a ValueError, as the
+    ranks could not talk: a launcher's variable reports more than one rank, or a rank
+    above 0 (srun's SLURM_PROCID), or ``FUNCDL_MPI=1`` asked for MPI; each rank would
+    otherwise train alone as rank 0, saving over the others' checkpoints."""
     if "mpi4py.MPI" not in sys.modules and not launched():
         return None
     try:
         return mpi().COMM_WORLD
     except (ImportError, RuntimeError) as err:  # no mpi4py, or no MPI library for it
+        fix = (f"mpi4py cannot be imported ({err}), so the ranks cannot communicate: pip "
+               f"install 'funcdl[mpi]' (mpi4py and an MPI runtime), or run a single process")
         sizes = [os.environ.get(v, "").strip() for v in _LAUNCHER_SIZES]
         ranks = max([int(s) for s in sizes if s.isdigit()], default=1)
         if ranks > 1:
-            raise ValueError(
-                f"this process is one of {ranks} MPI ranks, but mpi4py cannot be imported "
-                f"({err}), so the ranks cannot communicate: pip install 'funcdl[mpi]' (mpi4py "
-                f"and an MPI runtime), or run a single process without mpiexec") from err
+            raise ValueError(f"this process is one of {ranks} MPI ranks, but {fix} without "
+                             f"mpiexec") from err
+        rank = next((f"{v}={os.environ[v].strip()}" for v in _LAUNCHER_RANKS
+                     if os.environ.get(v, "").strip().isdigit() and int(os.environ[v]) > 0),
+                    None)
+        if rank is not None:
+            raise ValueError(f"this process is one of several ranks ({rank}), but {fix} "
+                             f"without a launcher") from err
+        if os.environ.get("FUNCDL_MPI") == "1":
+            raise ValueError(f"FUNCDL_MPI=1 in the environment asks for MPI, but {fix}: "
+                             f"unset FUNCDL_MPI") from err
         return None
 
 

@@ -12,7 +12,10 @@ so the params stay equal on every rank.
   ``LSB_*``, ``PBS_*`` variables) and whose script has not imported ``mpi4py.MPI`` is one process
   without asking MPI: a plain ``python train.py`` never starts MPI. Otherwise the world's
   size is all it asks of MPI. Under a launcher that sets none of these, set
-  ``FUNCDL_MPI=1`` or import ``mpi4py.MPI`` before the first call. ``import funcdl`` and
+  ``FUNCDL_MPI=1`` or import ``mpi4py.MPI`` before the first call. Without mpi4py a
+  process is one only when nothing says otherwise: with ``FUNCDL_MPI=1``, a launcher's
+  size above 1 or a rank above 0 (``SLURM_PROCID``) the first call raises ValueError
+  rather than have each rank train alone as rank 0. ``import funcdl`` and
   ``from funcdl import parallel`` never import mpi4py.
 * ``broadcast``, ``pmean``, ``sharded``'s step and the functions of ``data_parallel`` and
   ``sync_batch_stats`` are collectives: every rank calls them, in the same order. Each

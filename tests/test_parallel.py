@@ -54,22 +54,29 @@ def test_one_process_without_mpi4py_is_the_identity_and_a_launcher_without_it_is
         assert parallel.rank_and_size() == (0, 1)
         vg = lambda p, x, y: (1.5, p)
         assert parallel.data_parallel(vg)(t, np.ones((4, 1)), None) == (1.5, t)
+        os.environ["SLURM_PROCID"] = "0"  # srun's first task, or a batch script: one
+        os.environ["SLURM_NTASKS"] = "4"  # process, whatever the allocation holds
         _agree.world.cache_clear()
-        os.environ["FUNCDL_MPI"] = "1"  # MPI asked, but no mpi4py and no launcher's ranks
         assert parallel.pmean(t) is t and parallel.rank_and_size() == (0, 1)
-        _agree.world.cache_clear()
-        os.environ["PMI_SIZE"] = "2"  # what mpiexec sets in each of 2 ranks
-        for f in (parallel.pmean, parallel.broadcast):
-            try:
-                f(t)
-            except ValueError as err:
-                print(err)
+        # each would else train alone as rank 0: MPI asked for, a rank above 0, 2 ranks
+        for name, value in (("FUNCDL_MPI", "1"), ("SLURM_PROCID", "1"), ("PMI_SIZE", "2")):
+            for f in (parallel.pmean, parallel.broadcast):
+                os.environ[name] = value
+                _agree.world.cache_clear()
+                try:
+                    f(t)
+                except ValueError as err:
+                    print(err)
+                os.environ.pop(name)
     """
     out = ok(run(["-c", textwrap.dedent(code)], mpi=False))
     lines = out.strip().splitlines()
-    assert len(lines) == 2
-    for line, fn in zip(lines, ("pmean", "broadcast")):
-        assert line.startswith(f"parallel.{fn}: this process is one of 2 MPI ranks")
+    assert len(lines) == 6
+    starts = ["FUNCDL_MPI=1 in the environment asks for MPI, but mpi4py cannot be imported",
+              "this process is one of several ranks (SLURM_PROCID=1), but mpi4py cannot",
+              "this process is one of 2 MPI ranks, but mpi4py cannot be imported"]
+    for i, line in enumerate(lines):
+        assert line.startswith(f"parallel.{('pmean', 'broadcast')[i % 2]}: {starts[i // 2]}")
         assert "pip install 'funcdl[mpi]'" in line
 
 
