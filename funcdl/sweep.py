@@ -249,7 +249,9 @@ _UNSTARTED = ("\n(the worker died before this run started, alone in a pool of it
               "config, or train_fn, could not be unpickled there. If every run failed this "
               "way, the workers could not import train_fn: a function that a script defines "
               "under `if __name__ == '__main__':` is unknown to a spawned worker; define it "
-              "at the top level of the script or of a module)")
+              "at the top level of the script or of a module. Or the script calls sweep.run "
+              "at its top level: each spawned worker imports the script, so the call belongs "
+              "under `if __name__ == '__main__':`, the function above it)")
 # A config going to a worker process, or a result coming back, that does not pickle.
 _UNPICKLABLE = ("\n(a config sent to a worker process, or the result a run returned, could "
                 "not be pickled: funcdl's layers, optimizers, schedules and initializers "
@@ -346,6 +348,12 @@ def _submit(pool: Executor, train_fn: Callable[[Any], Any], config: Any,
     except RuntimeError as err:  # "cannot schedule new futures after shutdown"
         if isinstance(err, BrokenExecutor):  # a worker died: as from a run, not a misuse
             raise
+        if "bootstrapping phase" in str(err):  # multiprocessing's: a worker importing
+            # the main script met its top-level sweep.run (printed in the worker's stderr)
+            raise RuntimeError("sweep.run was called while a worker process imported the "
+                               "script: put the script's sweep.run under `if __name__ == "
+                               "'__main__':` (each spawned worker imports the script; "
+                               "train_fn stays at its top level)") from None
         raise ValueError(f"sweep.run: the executor refused the run ({err}): pass an executor "
                          f"that is open, e.g. create it in a `with` around sweep.run") from err
     except Exception as err:  # another executor's own refusal: Dask's serialisation

@@ -258,6 +258,19 @@ def test_a_train_fn_that_spawned_workers_cannot_import_is_explained(tmp_path):
                          timeout=120, cwd=tmp_path)
     assert "BrokenProcessPool" in got.stdout and "the workers could not import train_fn" \
            in got.stdout and "if __name__ == '__main__':" in got.stdout, got
+    # sweep.run at the top level, no main guard: each worker importing the script runs it
+    # again, and multiprocessing refuses; the worker says so, and each run's failure too
+    script.write_text(textwrap.dedent("""
+        from funcdl import sweep
+        def train(c): return c
+        out = sweep.run(train, [1, 2], progress=False)
+        print(out[0].error)
+        """))
+    got = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert "RuntimeError: sweep.run was called while a worker process imported the script: " \
+           "put the script's sweep.run under `if __name__ == '__main__':`" in got.stderr, got
+    assert "Or the script calls sweep.run at its top level" in got.stdout, got
 
 
 def test_empty_configs_give_an_empty_list():
