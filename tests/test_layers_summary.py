@@ -82,6 +82,19 @@ def test_a_shared_combinator_shows_its_parts_once() -> None:
     assert [r[0] for r in cut[2:]] == ["  Shared"] + ["    " + body.name] * 3
 
 
+def test_a_shared_stateful_part_shows_its_state_once() -> None:
+    model = L.Sequential(L.FanOut(2), L.Shared(L.Sequential(L.Dense(3), L.BatchNorm()), 2))
+    rows = _rows(L.summary(model, (None, 4)))
+    assert [(r[0], r[2], r[3]) for r in rows[2:]] == [
+        ("  Shared", "21", "6"), ("    Sequential", "21", "6"), ("      Dense(3)", "15", "0"),
+        ("      BatchNorm()", "6", "6"), ("    Sequential", "(shared)", "(shared)")]
+    # Tied does not tie state: each place keeps its own BatchNorm statistics
+    tied = L.Tied(L.Sequential(L.Dense(4), L.BatchNorm(), L.Dense(4), L.BatchNorm()), [0, 2])
+    assert [(r[2], r[3]) for r in _rows(L.summary(tied, (None, 4)))] == [
+        ("36", "16"), ("36 (+20 tied)", "16"), ("20", "0"), ("8", "8"), ("(20 tied)", "0"),
+        ("8", "8")]
+
+
 def test_tied_rows_add_up_to_their_parents() -> None:
     model = L.Tied(L.Sequential(L.Dense(4), L.Dense(4), L.Dense(4), L.Dense(4)),
                    [0, 2], [(1, "w"), (3, "w")])

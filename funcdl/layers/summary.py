@@ -62,8 +62,10 @@ def summary(layer: LayerLike, in_shape: Any, key: random.Key | None = None, *,
         shown = "  " * level + " ".join(shown.splitlines())  # one line per row
         if len(shown) > _NAME:
             shown = shown[:_NAME - 1] + "…"
+        reused = bool(marked) and marked[0] == "(shared)"  # its state too: one, threaded
+        states = "(shared)" if reused and _count(s) else f"{_count(s):,}"  # through branches
         table.append((shown, str(tuple(out_shape)), marked[0] if marked else f"{_count(p):,}")
-                     + ((f"{_count(s):,}",) if stateful else ()))
+                     + ((states,) if stateful else ()))
     widths = [max(len(r[j]) for r in table) for j in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) if j < 2 else c.rjust(w)
                        for j, (c, w) in enumerate(zip(r, widths))).rstrip() for r in table]
