@@ -75,15 +75,20 @@ def shapes_only(s: Any) -> bool:
         d is None or isinstance(d, (int, np.integer)) or shapes_only(d) for d in s)
 
 
-def random_input(key: random.Key, in_shape: Any, batch: int, ids: int | None = None) -> Any:
+def random_input(key: random.Key, in_shape: Any, batch: int, ids: int | None = None,
+                 frozen: int | None = None) -> Any:
     """float32 normals of ``in_shape`` (a shape, or a tree of them: tuples, NamedTuples,
     dicts; ``as_shape``'s, lists made tuples), None -> batch; or, for a layer reading ids
-    in ``[0, ids)``, int64 ids drawn uniformly."""
+    in ``[0, ids)``, int64 ids drawn uniformly, from those but ``frozen`` when it is one
+    of several (a padding id, whose row gets no gradient)."""
     if is_shape(in_shape):
         shape = tuple(batch if d is None else d for d in in_shape)
         if ids is not None:
-            u = random.uniform(key, shape, 0.0, float(ids), np.float64)
-            return np.minimum(u.astype(np.int64), ids - 1)
+            skip = frozen is not None and 0 <= frozen < ids and ids > 1
+            n = ids - 1 if skip else ids
+            u = np.minimum(random.uniform(key, shape, 0.0, float(n), np.float64)
+                           .astype(np.int64), n - 1)
+            return u + (u >= frozen) if skip else u
         return random.normal(key, shape)
     if isinstance(in_shape, dict):
         names = list(in_shape)

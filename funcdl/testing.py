@@ -208,7 +208,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
         kw["state"] = out[2]
     drawn = x is None
     if drawn:
-        x = random_input(k_x, in_shape, batch, getattr(layer, "ids", None))
+        x = random_input(k_x, in_shape, batch, *_id_range(layer))
     x = as_input(where, x)
     first = tree.leaves(x)[:1]
     if not first or np.ndim(first[0]) == 0:
@@ -298,7 +298,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     # a vjp keeping a value from its first call (a stale x or W) passes at one point alone
     k_init2, k_x2 = random.split(random.fold_in(k_init, 1), 2)
     out = returned(where, "init", layer.init(k_init2, in_shape), n_out)
-    x2 = (random_input(k_x2, in_shape, batch, getattr(layer, "ids", None)) if drawn
+    x2 = (random_input(k_x2, in_shape, batch, *_id_range(layer)) if drawn
           else rows(x, slice(None, None, -1)))  # the user's rows, reversed
     try:
         _vjp_check(f"{where} at a second point (params from init at another key, "
@@ -393,3 +393,8 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
 
     fd_check(where, moved, p64, g64, np.asarray(u), random.key(seed + 1), rtol, atol, eps, 3,
              lambda p: "pred" + p, pred=pred, target=target)
+
+
+def _id_range(layer: Any) -> tuple[int | None, int | None]:
+    """``(ids, frozen_id)`` of a layer reading ids (see ``Layer``), else Nones."""
+    return getattr(layer, "ids", None), getattr(layer, "frozen_id", None)

@@ -261,3 +261,23 @@ def test_padding_idx_against_torch():
 def test_bad_padding_idx_is_named(bad, error):
     with pytest.raises(error, match=r"Embedding: padding_idx must be"):
         Embedding(6, 3, padding_idx=bad)
+
+
+@pytest.mark.parametrize("padding_idx", [0, 3, -1])
+def test_check_layer_draws_no_padding_id(padding_idx):
+    # the padding row's gradient is 0 by design, which finite differences contradict: the
+    # checker draws every other id, and none of that one (Layer.frozen_id)
+    emb = Embedding(7, 3, padding_idx=padding_idx)
+    assert emb.frozen_id == padding_idx % 7
+    check_layer(emb, (None, 5))
+    check_layer(L.Sequential(emb, L.Dense(2)), (None, 5))
+    check_layer(L.Remat(emb), (None, 5))
+    from funcdl._check_io import random_input
+    drawn = random_input(random.key(1), (None, 400), 3, 7, padding_idx % 7)
+    assert set(np.unique(drawn)) == set(range(7)) - {padding_idx % 7}
+    assert set(np.unique(random_input(random.key(1), (None, 400), 3, 7))) == set(range(7))
+
+
+def test_frozen_id_must_be_an_id():
+    with pytest.raises(TypeError, match=r"frozen_id must be None or an int >= 0"):
+        L.Layer(lambda k, s: (s, ()), lambda p, x: x, lambda p, x: (x, None), frozen_id=-1)

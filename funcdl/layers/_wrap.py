@@ -33,10 +33,12 @@ def pulled(child_pb: Any, dy: Any, need_dx: bool, dx_optional: bool) -> tuple[An
 
 
 def like_child(made: Layer, layer: Any) -> Layer:
-    """``made`` with the child's ``dx_optional``, ``ids`` and ``weight_out_axis`` (what
-    value_and_grad, check_layer and SpectralNorm read), none of its fusion fields."""
+    """``made`` with the child's ``dx_optional``, ``ids``, ``frozen_id`` and
+    ``weight_out_axis`` (what value_and_grad, check_layer and SpectralNorm read), none of
+    its fusion fields."""
     return dataclasses.replace(made, dx_optional=bool(getattr(layer, "dx_optional", False)),
                                ids=getattr(layer, "ids", None),
+                               frozen_id=getattr(layer, "frozen_id", None),
                                weight_out_axis=getattr(layer, "weight_out_axis", -1))
 
 

@@ -79,7 +79,9 @@ class Layer:
     then skips the input cotangent (returning None for it): ``value_and_grad`` uses it on
     the first layer, whose dx nobody reads (for a 784-512 Dense, 12% of an MLP step).
     ``ids = n`` marks layers that read integer ids in ``[0, n)`` (Embedding, and a
-    Sequential starting with one): ``testing.check_layer`` draws such ids as its input.
+    Sequential starting with one): ``testing.check_layer`` draws such ids as its input,
+    none equal to ``frozen_id``, an id whose row the vjp leaves without a gradient by design
+    (Embedding's ``padding_idx``, as torch's), where finite differences would find one.
     ``weight_out_axis`` is the output axis of the layer's weight (-1 for Dense's (in, out),
     -2 for ConvTranspose2D's (kh, kw, out, C), 0 for Embedding's torch-layout table):
     SpectralNorm's default ``dim``.
@@ -106,6 +108,7 @@ class Layer:
     ids: int | None = None
     selects_max: bool = False
     weight_out_axis: int = -1
+    frozen_id: int | None = None
 
     def __post_init__(self) -> None:
         odd = next((f for f in ("init", "apply", "vjp") if not callable(getattr(self, f))), None)
@@ -138,7 +141,9 @@ class Layer:
             "vjp_then", "a function (params, x, pointwise) -> (y, pullback)") if not (
             self.vjp_then is None or callable(self.vjp_then)) else (
             "ids", "an int >= 1 (the id count)") if not (self.ids is None or (
-                is_int(self.ids) and self.ids >= 1)) else None
+                is_int(self.ids) and self.ids >= 1)) else (
+            "frozen_id", "an int >= 0 (an id)") if not (self.frozen_id is None or (
+                is_int(self.frozen_id) and self.frozen_id >= 0)) else None
         if odd is not None:
             got = getattr(self, odd[0])
             raise TypeError(f"{where}: {odd[0]} must be None or {odd[1]}, got "

@@ -88,7 +88,9 @@ def Sequential(*layers: LayerLike) -> Layer:
     steps = _fusion.steps(layers)
     act_of = _fusion.swaps(layers, steps)
     order = _fusion.order(steps, act_of)
-    ids = getattr(layers[0], "ids", None) if layers else None  # check_layer's input
+    # check_layer's input
+    ids, frozen = ((getattr(layers[0], "ids", None), getattr(layers[0], "frozen_id", None))
+                   if layers else (None, None))
     vjps = [layer.vjp for layer in layers]
 
     def forward(params: Any, x: Any, states: Any, keys: Sequence[Any],
@@ -164,7 +166,8 @@ def Sequential(*layers: LayerLike) -> Layer:
             out_shape, params, _ = init(key, in_shape)
             return out_shape, params
 
-        return Layer(init0, apply, vjp, name=name, dx_optional=True, ids=ids)
+        return Layer(init0, apply, vjp, name=name, dx_optional=True, ids=ids,
+                     frozen_id=frozen)
 
     def apply_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
                 train: bool = False) -> tuple[Any, Any]:
@@ -191,7 +194,7 @@ def Sequential(*layers: LayerLike) -> Layer:
                 kept(state, tuple(new_state)))
 
     return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=True,
-                 ids=ids)
+                 ids=ids, frozen_id=frozen)
 
 
 def _blame(layers: Sequence[Any], act: int | None, k: int, e: Exception, params: Any, x: Any,

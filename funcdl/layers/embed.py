@@ -57,8 +57,8 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
     Ids must be integers in ``[0, vocab)``: floats raise TypeError, others ValueError (never
     NumPy's wrap-around of negative indices). ``padding_idx``, as PyTorch's: that row starts
     at zero and gets no gradient (``dtable[padding_idx] = 0``, a stop-gradient, so a finite
-    difference check reports that row where the padding id occurs); negative counts from
-    the end.
+    difference check reports that row where the padding id occurs: ``check_layer`` draws
+    no padding id, the layer's ``frozen_id``); negative counts from the end.
     """
     vocab, dim = (int_arg(v, "Embedding", what, minimum=1)
                   for what, v in (("vocab", vocab), ("dim", dim)))
@@ -138,4 +138,4 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
         return y, pullback
 
     # its table is torch's weight as it is: SpectralNorm's u, v as torch's (dim=0)
-    return Layer(init, apply, vjp, name=name, ids=vocab, weight_out_axis=0)
+    return Layer(init, apply, vjp, name=name, ids=vocab, weight_out_axis=0, frozen_id=pad)

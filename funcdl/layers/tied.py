@@ -180,4 +180,5 @@ def Tied(model: LayerLike, *ties: Sequence[Any]) -> Layer:
 
     made = build(name, is_stateful(model), init, apply, vjp)
     return dataclasses.replace(made, dx_optional=bool(getattr(model, "dx_optional", False)),
-                               ids=getattr(model, "ids", None))
+                               ids=getattr(model, "ids", None),
+                               frozen_id=getattr(model, "frozen_id", None))
