@@ -24,6 +24,7 @@ from funcdl._args import (
     is_int,
     number,
     real_arg,
+    several_arrays,
     shown,
 )
 from funcdl._datasets import (
@@ -98,6 +99,10 @@ def examples(where: str, key: Any, arrays: tuple[ArrayLike, ...], call: str,
                         f"first, then the arrays: {call}") from None
     if not arrays:
         raise ValueError(f"{where}: pass at least one array, e.g. {call}")
+    for i, a in enumerate(arrays):  # a model's tuple input, (x, mask): its parts each
+        several_arrays(a, where, f"argument {i + 1}",
+                       ": pass its arrays as arguments of their own, e.g. batches(key, x, "
+                       "mask, y, batch_size=32), and rebuild the tuple from each batch")
     try:
         xs = [array_arg(a, where, f"argument {i + 1}") for i, a in enumerate(arrays)]
     except ValueError as err:  # a ragged nested list

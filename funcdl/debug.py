@@ -7,8 +7,10 @@ Inside the block, every ``Sequential`` checks each child's output (and a statefu
 new state) after its forward, in ``apply`` as in ``vjp``, and its ``dx``/``dparams`` after
 its pullback; ``value_and_grad`` checks the model's output, the loss and its gradient, the
 new state and ``dx``, and first of all its input ``x``: a NaN the data brings is named as
-the input's, not blamed on the first layer it reaches. When a check fails and the params
-themselves hold a NaN or inf, the error carries a note naming that leaf (Python 3.11 on).
+the input's, not blamed on the first layer it reaches. When a check of ``value_and_grad``
+fails and the params themselves hold a NaN or inf, the error carries a note naming that
+leaf (Python 3.11 on); a model's own ``apply`` or ``vjp`` names the layer alone (find such
+a leaf with ``tree.leaves_with_path`` and ``np.isfinite``).
 The first non-finite value raises ``FloatingPointError`` naming the layer once (its place,
 e.g. ``Sequential[3] Dense(25)``, nested as the other errors are) and the pass (forward or
 backward). NumPy's own warnings (``invalid value encountered``)

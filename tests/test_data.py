@@ -122,6 +122,10 @@ def test_key_none_with_shuffle_says_how_to_pass_one():
      r"shuffle must be True or False, got 'no'"),  # a truthy string would shuffle
     ((np.zeros(4),), {"batch_size": 2, "drop_last": None}, TypeError,
      "drop_last must be True or False"),
+    # a model's (x, mask) input: its parts as arguments of their own, not stacked silently
+    (((np.zeros((4, 3)), np.ones((4, 3), bool)), np.zeros(4)), {"batch_size": 2}, TypeError,
+     r"argument 1 must be one array, got a tuple of 2 \(shapes \[\(4, 3\), \(4, 3\)\]\): "
+     r"pass its arrays as arguments of their own, e\.g\. batches\(key, x, mask, y, "),
 ])
 def test_bad_arguments_raise_at_the_call(key, arrays, kwargs, error, match):
     with pytest.raises(error, match=match):
