@@ -117,3 +117,30 @@ def test_a_skipped_gradient_must_still_be_real_floats():
     opt = optim.multi_steps(optim.sgd(0.1), 2, should_skip_update_fn=lambda g, s, p: (True, ()))
     with pytest.raises(TypeError, match=r"multi_steps.update: grads\['w'\] has dtype int64"):
         opt.update(opt.init(P), {"w": np.ones(3, np.int64)}, P)
+
+
+def test_has_updated_says_when_the_inner_optimizer_stepped():
+    opt = optim.multi_steps(optim.sgd(0.1), 3, should_skip_update_fn=optim.skip_not_finite)
+    state = opt.init(P)
+    assert optim.has_updated(state) is False  # nothing applied yet
+    seen = []
+    for g in [GOOD[0], GOOD[1], GOOD[0], BAD, GOOD[1], GOOD[0], GOOD[1]]:
+        _, state = opt.update(state, g, P)
+        seen.append(optim.has_updated(state))
+    # the 3rd and 6th good gradients step; a skipped one leaves the answer as it was (optax's)
+    assert seen == [False, False, True, True, False, False, True]
+    with pytest.raises(TypeError, match=r"has_updated.*MultiStepsState"):
+        optim.has_updated(optim.sgd(0.1).init(P))
+
+
+@pytest.mark.usefixtures("jax64")
+def test_has_updated_against_optax():
+    optax = pytest.importorskip("optax")
+    grads = [GOOD[0], GOOD[1], BAD, GOOD[0], GOOD[1]]
+    opt = optim.multi_steps(optim.adam(0.1), 2, should_skip_update_fn=optim.skip_not_finite)
+    tx = optax.MultiSteps(optax.adam(0.1), 2, should_skip_update_fn=optax.skip_not_finite)
+    state, s = opt.init(P), tx.init(P)
+    for g in grads:
+        _, state = opt.update(state, g, P)
+        _, s = tx.update(g, s, P)
+        assert optim.has_updated(state) == bool(tx.has_updated(s))

@@ -66,7 +66,8 @@ Modules, one family each (a family's transforms and aliases together where they 
   param groups; ``freeze``, ``selective_transform``), ``_conditional`` (``apply_if_finite``,
   ``conditionally_transform``, ``conditionally_mask``), ``_stateless`` (``stateless``,
   ``stateless_with_tree_map``, ``incremental_update``, ``periodic_update``), ``_wrappers``
-  (``apply_every``, ``multi_steps`` with ``skip_not_finite`` / ``skip_large_updates``,
+  (``apply_every``, ``multi_steps`` with ``skip_not_finite`` / ``skip_large_updates`` and
+  ``has_updated``,
   ``ema``, ``flatten``), ``_inject`` (``inject_hyperparams``), ``_lookahead``, ``_plateau``
   (``reduce_on_plateau``);
 - schedules: ``_schedules``, ``_joined_schedules`` (one-cycle, warmups, SGDR,
@@ -296,6 +297,7 @@ from funcdl.optim._wrappers import (
     apply_every,
     ema,
     flatten,
+    has_updated,
     multi_steps,
     skip_large_updates,
     skip_not_finite,
@@ -329,7 +331,8 @@ __all__ = [
     "clip_by_global_norm", "cocob", "conditionally_mask", "conditionally_transform",
     "constant_schedule", "cosine_decay_schedule", "cosine_onecycle_schedule", "dadapt_adamw",
     "differentially_private_aggregate", "dog", "dowg", "dpsgd", "ema", "exponential_decay",
-    "flatten", "freeze", "fromage", "global_norm", "identity", "incremental_update",
+    "flatten", "freeze", "fromage", "global_norm", "has_updated", "identity",
+    "incremental_update",
     "inject_hyperparams", "join_schedules", "keep_params_nonnegative", "lamb", "lars", "lbfgs",
     "linear_onecycle_schedule", "linear_schedule", "lion", "lookahead", "madgrad", "masked",
     "mechanize", "momo", "momo_adam", "multi_steps", "multi_transform", "muon", "nadam", "nadamw",

@@ -45,7 +45,7 @@ from funcdl.optim._keywords import check_extra, extra_keywords, forwarded, show_
 from funcdl.optim._schedules import check_steps
 
 __all__ = ["ApplyEveryState", "EmaState", "MultiStepsState", "apply_every", "ema", "flatten",
-           "multi_steps", "skip_large_updates", "skip_not_finite"]
+           "has_updated", "multi_steps", "skip_large_updates", "skip_not_finite"]
 
 Tree = Any
 
@@ -61,6 +61,16 @@ class MultiStepsState(NamedTuple):
     inner_opt_state: Any
     acc_grads: Tree  # their mean (their sum with use_grad_mean=False)
     skip_state: Any = ()  # what should_skip_update_fn last returned beside its verdict
+
+
+def has_updated(state: MultiStepsState) -> bool:
+    """optax's ``MultiSteps.has_updated``: whether the ``multi_steps`` update that returned
+    ``state`` applied the inner optimizer, the k-th of k gradients (``mini_step`` back at 0
+    after at least one inner update; a skipped gradient leaves the state as it was, and so
+    this answer, as optax's)."""
+    check_state("has_updated", state, MultiStepsState)
+    return (read_count("has_updated", state.mini_step) == 0
+            and read_count("has_updated", state.gradient_step) > 0)
 
 
 def skip_not_finite(updates: Tree, gradient_step: Any, params: Tree
