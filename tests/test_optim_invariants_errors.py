@@ -23,7 +23,9 @@ from funcdl import optim
 def test_stateful_transforms_check_grads_against_state_without_params() -> None:
     opt = optim.adam()
     params = {"w": np.ones(2), "b": np.ones(3)}
-    with pytest.raises(ValueError, match=r"^scale_by_adam\.update: .*\['b'\].*state\.mu"):
+    # the optimizer built, its stage, then the transform that found it
+    with pytest.raises(ValueError, match=r"^adam\.update, stage 'adam': scale_by_adam\.update: "
+                                         r".*\['b'\].*state\.mu"):
         opt.update(opt.init(params), {"w": np.ones(2), "b": [np.ones(3)]})
 
 
@@ -152,3 +154,27 @@ def test_a_count_or_step_too_long_to_print_is_named_by_its_length() -> None:
         optim.piecewise_constant_schedule(1.0, {10**5000: 0.1})
     with pytest.raises(ValueError, match=r"below 2\*\*63 .*got 9223372036854775808$"):
         optim.piecewise_constant_schedule(1.0, {2**63: 0.1})  # a short one is printed
+
+
+def test_a_stage_error_names_the_optimizer_built_and_keeps_its_class() -> None:
+    params = {"w": np.ones(3)}
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1))
+    with pytest.raises(ValueError, match=r"^sgd\.update, stage 'lr': scale_by_learning_rate\."
+                                         r"update: shape mismatch at \['w'\]: grads has \(4,\)"):
+        opt.update(opt.init(params), {"w": np.ones(4)}, params)
+
+    class Odd(ValueError):  # a constructor of its own: the message is placed on a ValueError
+        def __init__(self, a: str, b: str) -> None:
+            super().__init__(a + b)
+
+    def update(state, grads, params=None):
+        raise Odd("x", "y")
+
+    mine = optim.named_chain(("mine", optim.GradientTransformation(
+        lambda p: optim.EmptyState(), update)))
+    with pytest.raises(ValueError, match=r"^named_chain\.update, stage 'mine': xy$") as e:
+        mine.update(mine.init(params), params, params)
+    assert isinstance(e.value.__cause__, Odd)
+    # an error the chain raises itself is not placed twice
+    with pytest.raises(ValueError, match=r"^named_chain\.update: the state's stages"):
+        mine.update(optim.named_chain(("other", optim.identity())).init(params), params, params)

@@ -68,7 +68,8 @@ def test_grads_that_are_not_real_floating_point_are_refused_naming_the_leaf(
     kind = np.dtype(bad)
     real = r"\.real" if kind.kind == "c" else ""
     with pytest.raises(TypeError, match=(
-            rf"^{name}\.update: grads\['layer'\]\[1\] has dtype {kind}; optimizers take real "
+            rf"^(\w+\.update, stage '\w+': )?{name}\.update: grads\['layer'\]\[1\] has dtype "
+            rf"{kind}; optimizers take real "
             rf"floating-point grads \(float16, float32 or float64\), as the params are: cast "
             rf"the grads to the params' dtype.*\(grads\['layer'\]\[1\]{real}\.astype\(np\."
             rf"float32\)\)$")):

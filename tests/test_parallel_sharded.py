@@ -68,7 +68,8 @@ def test_sharded_bad_input_raises_on_every_rank_without_hanging():
                                   r"another optimizer"),
         (1, "other-inner-on-one", r"ValueError: sgd.update: the state's stages are "
                                   r"\['lr'\], expected \['momentum', 'lr'\]"),
-        (1, "small-inner-on-one", r"ValueError: trace.update: shape mismatch"),
+        (1, "small-inner-on-one",
+         r"ValueError: sgd\.update, stage 'momentum': trace\.update: shape mismatch"),
         (0, "state-and-count", r"TypeError: parallel.sharded.step: got the state of another "
                                r"optimizer"),
         (1, "state-and-count", r"TypeError: parallel.sharded: examples must be an int, got "

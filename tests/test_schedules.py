@@ -188,8 +188,9 @@ def test_exponential_decay_overflow_gives_inf() -> None:
     params = {"w": np.ones(2)}
     state = opt.init(params)
     state = state._replace(states={"lr": state.states["lr"]._replace(count=np.int64(10**6))})
-    with pytest.raises(ValueError, match=r"^scale_by_learning_rate \(learning_rate\): the schedule "
-                                        r"returned inf at count 1000000"):
+    with pytest.raises(ValueError, match=r"^sgd\.update, stage 'lr': scale_by_learning_rate "
+                                        r"\(learning_rate\): the schedule returned inf at "
+                                        r"count 1000000"):
         opt.update(state, params, params)
 
 

@@ -124,11 +124,31 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
         new_states, states = {}, state.states
         if extra:
             check_extra(name, extra, takes)
-            for (n, _, f), keys in zip(stages, takes, strict=True):
-                grads, new_states[n] = f(states[n], grads, params, **forwarded(extra, keys))
-        else:
-            for n, _, f in stages:
-                grads, new_states[n] = f(states[n], grads, params)
+        n = ""
+        try:  # free until a stage raises; then the optimizer the user built is named first
+            if extra:
+                for (n, _, f), keys in zip(stages, takes, strict=True):
+                    grads, new_states[n] = f(states[n], grads, params, **forwarded(extra, keys))
+            else:
+                for n, _, f in stages:
+                    grads, new_states[n] = f(states[n], grads, params)
+        except (ValueError, TypeError) as err:
+            raise in_stage(f"{name}.update", n, err) from err
         return grads, NamedChainState(new_states, next_count(count))
 
     return transform(name, init, show_keywords(update, takes))
+
+
+def in_stage(where: str, stage: str, err: Exception) -> Exception:
+    """``err``, raised by a chain's stage, with the chain's name and the stage's first: a
+    shape error in ``sgd``'s learning-rate stage reads ``sgd.update, stage 'lr':
+    scale_by_learning_rate.update: ...``, naming the optimizer the user built."""
+    msg = str(err)
+    if msg.startswith(where.split(".")[0]):  # the chain's own words, or placed already
+        return err
+    try:
+        placed = type(err)(f"{where}, stage '{stage}': {msg}")
+    except Exception:  # a class with a constructor of its own: the builtin it derives from
+        placed = (TypeError if isinstance(err, TypeError) else ValueError)(
+            f"{where}, stage '{stage}': {msg}")
+    return placed
