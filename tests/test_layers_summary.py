@@ -95,6 +95,16 @@ def test_a_shared_stateful_part_shows_its_state_once() -> None:
         ("8", "8")]
 
 
+def test_a_repeat_shows_its_count() -> None:
+    model = L.Sequential(L.Repeat(L.Residual(L.Dense(4)), 3), L.Dense(2))
+    rows = _rows(L.summary(model, (None, 4)))
+    assert [(r[0], r[2]) for r in rows] == [
+        ("Sequential", "30"), ("  Repeat ×3", "20"), ("    Residual", "20"),
+        ("      Dense(4)", "20"), ("  Dense(2)", "10")]
+    cut = _rows(L.summary(model, (None, 4), depth=1))  # cut: its full name, which says 3
+    assert cut[1][0] == "  Repeat(Residual(Dense(4)), 3)"
+
+
 def test_tied_rows_add_up_to_their_parents() -> None:
     model = L.Tied(L.Sequential(L.Dense(4), L.Dense(4), L.Dense(4), L.Dense(4)),
                    [0, 2], [(1, "w"), (3, "w")])

@@ -52,7 +52,8 @@ def child_init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
     if rows is None:
         return _init(layer, key, in_shape)
     depth, at = DEPTH.get(), len(rows)
-    row: list[Any] = [depth, name_of(layer), None, None, None]  # (out shape, params, state)
+    # (out shape, params, state) once known; then what the part shows otherwise (mark_*)
+    row: list[Any] = [depth, name_of(layer), None, None, None, {}]
     rows.append(row)  # before the children's rows
     token = DEPTH.set(depth + 1)
     try:
@@ -62,7 +63,7 @@ def child_init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:
         raise
     finally:
         DEPTH.reset(token)
-    row[2:] = out
+    row[2:5] = out
     return out
 
 
@@ -70,6 +71,14 @@ def summary_at() -> int | None:
     """Where the next child's summary rows start; None outside a summary."""
     rows = TRACE.get()
     return None if rows is None else len(rows)
+
+
+def mark_repeats(n: int) -> None:
+    """Called first in a Repeat's init: under a summary its row, the last so far, shows its
+    kind with the count of applications, ``Repeat ×3``, as its one child row stands for n."""
+    rows = TRACE.get()
+    if rows:
+        rows[-1][5]["kind"] = f"{rows[-1][1].split('(', 1)[0]} ×{n}"
 
 
 def mark_shared(at: int | None) -> None:
@@ -80,7 +89,7 @@ def mark_shared(at: int | None) -> None:
     if rows is not None and at is not None and at < len(rows):
         parent = len(rows) > at + 1  # still shown by its kind, as branch 0's row
         del rows[at + 1:]
-        rows[at][5:] = ["(shared)", parent]
+        rows[at][5].update(params="(shared)", parent=parent)
 
 
 def mark_tied(at: int | None, gone: Sequence[Any]) -> None:
@@ -95,7 +104,7 @@ def mark_tied(at: int | None, gone: Sequence[Any]) -> None:
         tied = sum(n for dropped, n in sizes if dropped)
         if any(dropped for dropped, _ in sizes):
             kept = sum(n for _, n in sizes) - tied
-            row[5:] = [f"{kept:,} (+{tied:,} tied)" if kept else f"({tied:,} tied)", False]
+            row[5]["params"] = f"{kept:,} (+{tied:,} tied)" if kept else f"({tied:,} tied)"
 
 
 def _init(layer: Any, key: Any, in_shape: Any) -> tuple[Any, Any, Any]:

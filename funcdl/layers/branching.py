@@ -24,6 +24,7 @@ from funcdl.layers._children import (
     entries,
     is_stateful,
     keys_for,
+    mark_repeats,
     mark_shared,
     name_of,
     summary_at,
@@ -305,6 +306,7 @@ def Repeat(layer: LayerLike, n: int) -> Layer:
     layer, n, child, name, where = _tied("Repeat", layer, n)
 
     def init(key: random.Key, in_shape: Any) -> tuple[Any, Any, Any]:
+        mark_repeats(n)  # under a summary: its row reads "Repeat ×n"
         try:
             out_shape, params, state = child_init(layer, key, in_shape)
         except ERRORS as e:

@@ -37,7 +37,8 @@ def summary(layer: LayerLike, in_shape: Any, key: random.Key | None = None, *,
 
     Params a part reuses count once: a Shared's later branches are one row each, their
     params ``(shared)``; a Tied model's rows show the copies tying dropped as ``(+n tied)``
-    (``(n tied)``: all of the row's), so each row adds up to its parent's.
+    (``(n tied)``: all of the row's), so each row adds up to its parent's; a Repeat's row
+    reads ``Repeat ×n`` above its one child.
     ``key``: the init's (default ``random.key(0)``; only a layer whose shapes depend on its
     draws would differ). Errors are ``init``'s own: a bad ``in_shape`` names the part that
     refused it."""
@@ -52,19 +53,19 @@ def summary(layer: LayerLike, in_shape: Any, key: random.Key | None = None, *,
         DEPTH.reset(level)
     stateful = any(_count(r[4]) for r in rows)
     table = [("Layer", "Output shape", "Params") + (("State",) if stateful else ())]
-    for i, (level, name, out_shape, p, s, *marked) in enumerate(rows):
+    for i, (level, name, out_shape, p, s, marks) in enumerate(rows):
         if deepest is not None and level > deepest:
             continue
         # its parts shown below it (a Shared's later branch: below its first)
-        below = (i + 1 < len(rows) and rows[i + 1][0] > level) or bool(marked and marked[1])
+        below = (i + 1 < len(rows) and rows[i + 1][0] > level) or marks.get("parent", False)
         parent = below and (deepest is None or level < deepest)
-        shown = name.split("(", 1)[0] if parent else name
+        shown = marks.get("kind", name.split("(", 1)[0]) if parent else name
         shown = "  " * level + " ".join(shown.splitlines())  # one line per row
         if len(shown) > _NAME:
             shown = shown[:_NAME - 1] + "…"
-        reused = bool(marked) and marked[0] == "(shared)"  # its state too: one, threaded
-        states = "(shared)" if reused and _count(s) else f"{_count(s):,}"  # through branches
-        table.append((shown, str(tuple(out_shape)), marked[0] if marked else f"{_count(p):,}")
+        shared = marks.get("params") == "(shared)"  # its state too: one, threaded
+        states = "(shared)" if shared and _count(s) else f"{_count(s):,}"  # through branches
+        table.append((shown, str(tuple(out_shape)), marks.get("params", f"{_count(p):,}"))
                      + ((states,) if stateful else ()))
     widths = [max(len(r[j]) for r in table) for j in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) if j < 2 else c.rjust(w)
