@@ -72,21 +72,24 @@ def world() -> Comm | None:
     except (ImportError, RuntimeError) as err:  # no mpi4py, or no MPI library for it
         fix = (f"mpi4py cannot be imported ({err}), so the ranks cannot communicate: pip "
                f"install 'funcdl[mpi]' (mpi4py and an MPI runtime), or run a single process")
-        sizes = [os.environ.get(v, "").strip() for v in _LAUNCHER_SIZES]
-        ranks = max([int(s) for s in sizes if s.isdigit()], default=1)
+        ranks = max(_numbers(_LAUNCHER_SIZES).values(), default=1)
         if ranks > 1:
             raise ValueError(f"this process is one of {ranks} MPI ranks, but {fix} without "
                              f"mpiexec") from err
-        rank = next((f"{v}={os.environ[v].strip()}" for v in _LAUNCHER_RANKS
-                     if os.environ.get(v, "").strip().isdigit() and int(os.environ[v]) > 0),
-                    None)
-        if rank is not None:
-            raise ValueError(f"this process is one of several ranks ({rank}), but {fix} "
+        above = [f"{v}={i}" for v, i in _numbers(_LAUNCHER_RANKS).items() if i > 0]
+        if above:
+            raise ValueError(f"this process is one of several ranks ({above[0]}), but {fix} "
                              f"without a launcher") from err
         if os.environ.get("FUNCDL_MPI") == "1":
             raise ValueError(f"FUNCDL_MPI=1 in the environment asks for MPI, but {fix}: "
                              f"unset FUNCDL_MPI") from err
         return None
+
+
+def _numbers(names: tuple[str, ...]) -> dict[str, int]:
+    """The variables of ``names`` set in the environment to a whole number, read as one."""
+    values = {v: os.environ.get(v, "").strip() for v in names}
+    return {v: int(s) for v, s in values.items() if s.isdigit()}
 
 
 def resolve(comm: Comm | None, fn: str) -> Comm | None:

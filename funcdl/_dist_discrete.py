@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from funcdl._args import float_dtype_arg
-from funcdl._dist_gamma import _beta
+from funcdl._dist_gamma import beta_samples
 from funcdl._keys import (
     Float64s,
     Key,
@@ -192,7 +192,7 @@ def _halve(g: np.random.Generator, n: NDArray[np.int64],
     while big.size:
         m, q, s = n[big], p[big], sign[big]
         i = (m + 1) // 2
-        u = _beta(g, i.astype(np.float64), (m + 1 - i).astype(np.float64), (big.size,))
+        u = beta_samples(g, i.astype(np.float64), (m + 1 - i).astype(np.float64), (big.size,))
         below = u <= q  # then (q - u) / (1 - u) <= q <= 1/2
         r = q / u
         flip = ~below & (r > 0.5)  # u/2 < q < u: u - q is exact

@@ -112,13 +112,21 @@ def _log_ratio(d1: Float64s, d2: Float64s) -> Float64s:
         return np.where((r > 1e-300) & (r < 1e300), np.log(r), np.log(d1) - np.log(d2))
 
 
+def _gamma(g: np.random.Generator, a: Float64s, dims: tuple[int, ...]) -> Float64s:
+    """Gamma(a, 1) samples of shape ``dims``, ``d exp(w)`` (0 or inf beyond float64's
+    range)."""
+    d, w = _gamma_parts(g, a, dims)
+    with np.errstate(under="ignore", over="ignore"):
+        return np.asarray(d * np.exp(w))
+
+
 def _log_gamma(g: np.random.Generator, a: Float64s, dims: tuple[int, ...]) -> Float64s:
     """log of Gamma(a, 1) samples of shape ``dims`` (``loggamma``'s)."""
     d, w = _gamma_parts(g, a, dims)
     return np.asarray(np.log(d) + w)
 
 
-def _beta(g: np.random.Generator, a: Float64s, b: Float64s,
+def beta_samples(g: np.random.Generator, a: Float64s, b: Float64s,
           dims: tuple[int, ...]) -> Float64s:
     """Beta(a, b) samples of shape ``dims``: ``X / (X + Y) = 1 / (1 + e^-t)`` with ``t =
     log(X / Y) = log(dx / dy) + wx - wy``, whose parts are exact where a and b are huge (the
@@ -145,9 +153,7 @@ def gamma(key: Key, a: Any, shape: Any = None, dtype: DTypeLike = np.float32) ->
     dt = float_dtype_arg(dtype, where)
     aa = param(a, "a", where, least=_LEAST)
     dims = dims_for(shape, where, a=aa.shape)
-    d, w = _gamma_parts(g, aa, dims)
-    with np.errstate(under="ignore", over="ignore"):  # beyond float64's range: 0 or inf
-        return rounded(d * np.exp(w), dt)
+    return rounded(_gamma(g, aa, dims), dt)
 
 
 def loggamma(key: Key, a: Any, shape: Any = None,
@@ -174,7 +180,7 @@ def beta(key: Key, a: Any, b: Any, shape: Any = None,
     dt = float_dtype_arg(dtype, where)
     aa, bb = param(a, "a", where, least=_LEAST), param(b, "b", where, least=_LEAST)
     dims = dims_for(shape, where, a=aa.shape, b=bb.shape)
-    return rounded(_beta(g, aa, bb, dims), dt)
+    return rounded(beta_samples(g, aa, bb, dims), dt)
 
 
 def dirichlet(key: Key, alpha: Any, shape: Any = None,
@@ -209,9 +215,7 @@ def chisquare(key: Key, df: Any, shape: Any = None,
     dt = float_dtype_arg(dtype, where)
     k = param(df, "df", where, least=_LEAST)
     dims = dims_for(shape, where, df=k.shape)
-    d, w = _gamma_parts(g, k / 2.0, dims)
-    with np.errstate(under="ignore", over="ignore"):  # beyond float64's range: 0 or inf
-        return rounded(2.0 * d * np.exp(w), dt)
+    return rounded(2.0 * _gamma(g, k / 2.0, dims), dt)
 
 
 def t(key: Key, df: Any, shape: Any = None, dtype: DTypeLike = np.float32) -> NDArray[Any]:

@@ -150,7 +150,7 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
             gw = product(dot if w.size < _SMALL else matmul, x2.T, dy2)
             grads = {"w": gw}
             if use_bias:
-                rows = len(dy2)  # a few rows: one product, else rows_sum's blocks
+                rows = len(dy2)  # rows_sum's first branch inline (a call less a step)
                 grads["b"] = gb = (product(dot, ones(rows, dy2.dtype), dy2)
                                    if rows <= CASCADE else rows_sum(dy2))
             if gw.dtype is not w.dtype or (use_bias and gb.dtype is not b_dtype):
