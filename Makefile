@@ -7,15 +7,16 @@ PY := $(VENV)/bin/python
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -qq --upgrade pip
 
-# A stamp per install flavour, redone when pyproject.toml changes.
+# A stamp per install flavour, redone when pyproject.toml changes. -qq: pip still prints
+# errors, but not the build backend's notes on editable installs.
 $(VENV)/.stamp-demo: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[examples]'
+	$(PY) -m pip install -qq -e '.[examples]'
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[test,examples,mpi,dask]'
+	$(PY) -m pip install -qq -e '.[test,examples,mpi,dask]'
 	touch $@
 
 demo: $(VENV)/.stamp-demo
