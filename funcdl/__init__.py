@@ -22,14 +22,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from funcdl.autodiff import (
-    grad,
-    per_example_grad,
-    per_example_value_and_grad,
-    value_and_grad,
-    vjp,
-)
-
 if TYPE_CHECKING:
     from funcdl import (
         data,
@@ -47,6 +39,13 @@ if TYPE_CHECKING:
     from funcdl import parallel as parallel
     from funcdl import perf as perf
     from funcdl import sweep as sweep
+    from funcdl.autodiff import (
+        grad,
+        per_example_grad,
+        per_example_value_and_grad,
+        value_and_grad,
+        vjp,
+    )
 
 __version__ = "0.1.0"
 
@@ -77,7 +76,18 @@ _SUBMODULES = frozenset(
      "perf", "random", "sweep", "testing", "tree"})
 
 
+# autodiff's functions load on first use too: `import funcdl` then imports no submodule, so
+# that a thread importing one directly (`import funcdl.tree`, which takes that module's
+# import lock before the package's) cannot meet this __init__ importing it (CPython raises
+# _DeadlockError in one of them)
+_AUTODIFF = frozenset({"grad", "per_example_grad", "per_example_value_and_grad",
+                       "value_and_grad", "vjp"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _AUTODIFF:
+        value = globals()[name] = getattr(importlib.import_module("funcdl.autodiff"), name)
+        return value
     if name in _SUBMODULES:
         return importlib.import_module(f"funcdl.{name}")  # also binds funcdl.<name>
     raise AttributeError(f"module 'funcdl' has no attribute {name!r}")

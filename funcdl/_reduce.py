@@ -22,6 +22,7 @@ import functools
 import operator
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -52,6 +53,10 @@ _NODES: dict[int, tuple[Any, Any]] = {}
 # (``open``), never with its reducer: a data_parallel or sharded made per run (a sweep's)
 # left its windows mapped for the life of the process (11 MB of /dev/shm a run, 2 MB model).
 _SHARED: dict[int, tuple[dict[Any, Window], dict[Any, int]]] = {}
+# Guards _NODES and _SHARED: threads of a rank make their first means on communicators of
+# their own at once (pmean's docstring), each dropping the freed ones. Never held across a
+# collective (the split), which would make ranks wait on each other's threads.
+_NODES_LOCK = threading.Lock()
 _WINDOWS = 8  # windows kept per communicator (one per tree layout); the oldest is freed for
 # a new one only when no rank holds any of its results (else the new layout goes by Allreduce)
 
@@ -146,20 +151,24 @@ def shared_node(comm: Comm) -> Comm | None:
     (collective as the split is; its windows stay mapped, as freeing them is too)."""
     found = _NODES.get(id(comm))
     if found is None or found[0] is not comm:
-        for key, (parent, stale) in list(_NODES.items()):
-            if _freed(parent):
+        with _NODES_LOCK:  # each freed entry dropped, and its node freed, by one thread
+            gone = [(key, stale) for key, (parent, stale) in list(_NODES.items())
+                    if _freed(parent)]
+            for key, _ in gone:
                 del _NODES[key]
                 _SHARED.pop(key, None)
-                if stale is not None:
-                    stale.Free()
+        for _, stale in gone:
+            if stale is not None:
+                stale.Free()
         node = None
         if hasattr(comm, "Split_type") and os.environ.get(SWITCH, "1") != "0":
             node = comm.Split_type(mpi().COMM_TYPE_SHARED)
             if node.Get_size() != comm.Get_size():
                 node.Free()
                 node = None
-        found = _NODES[id(comm)] = (comm, node)
-        _SHARED[id(comm)] = ({}, {})
+        with _NODES_LOCK:
+            found = _NODES[id(comm)] = (comm, node)
+            _SHARED[id(comm)] = ({}, {})
     return found[1]
 
 

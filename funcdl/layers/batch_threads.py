@@ -24,6 +24,7 @@ import contextvars
 import dataclasses
 import itertools
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -153,19 +154,31 @@ class _Pool:
         self.name = name
         self.executor: ThreadPoolExecutor | None = None
         self.pid = 0
+        # user threads making a value's first calls at once would each make an executor
+        self.lock = threading.Lock()
+        self.lock_pid = os.getpid()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """The pool's executor, made once per process (a forked child's copy of the lock
+        may be held by a thread the fork did not copy: a new one there)."""
+        if self.lock_pid != os.getpid():
+            self.lock, self.lock_pid = threading.Lock(), os.getpid()
+        with self.lock:
+            if self.executor is None or self.pid != os.getpid():
+                self.executor = ThreadPoolExecutor(_MOST, "funcdl-" + self.name)
+                self.pid = os.getpid()
+            return self.executor
 
     def map(self, fn: Any, args: list[Any]) -> list[Any]:
         """``[fn(a) for a in args]``, the first in this thread, the others in the pool's;
         every call is waited for before an error is raised (the first slice's first)."""
         if len(args) == 1:
             return [fn(args[0])]
-        if self.executor is None or self.pid != os.getpid():
-            self.executor = ThreadPoolExecutor(_MOST, "funcdl-" + self.name)
-            self.pid = os.getpid()
+        executor = self._executor()
         # each in a copy of the caller's context: np.errstate and debug.check_finite live
         # in contextvars, which a pool's threads would not see otherwise
-        futures: list[Future[Any]] = [self.executor.submit(contextvars.copy_context().run,
-                                                           fn, a) for a in args[1:]]
+        futures: list[Future[Any]] = [executor.submit(contextvars.copy_context().run,
+                                                      fn, a) for a in args[1:]]
         try:
             first: tuple[Any, BaseException | None] = (fn(args[0]), None)
         except BaseException as e:  # raised below, once every slice has finished
