@@ -129,6 +129,7 @@ def Parallel(*layers: LayerLike) -> Layer:
             ys.append(y)
             pbs.append(pb)
             new_state.append(s)
+        box = like(xs, ())  # xs's container: each child keeps what its own pullback reads
 
         def pullback(dys: Any) -> tuple[Any, Any]:
             if dys is None:
@@ -136,7 +137,7 @@ def Parallel(*layers: LayerLike) -> Layer:
             entries(name, dys, n, "cotangents")
             grads = [_located_call(where[i], name_of(layers[i]), pb, dy, params[i])
                      for i, (pb, dy) in enumerate(zip(pbs, dys))]
-            return like(params, [g[0] for g in grads]), like(xs, [g[1] for g in grads])
+            return like(params, [g[0] for g in grads]), like(box, [g[1] for g in grads])
 
         return tuple(ys), pullback, tuple(new_state)
 
@@ -276,6 +277,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
                 raise located(where[i], child, e) from e
             ys.append(y)
             pbs.append(pb)
+        box = like(xs, ())  # xs's container: the child keeps what its pullbacks read
 
         def pullback(dys: Any) -> tuple[Any, Any]:
             if dys is None:
@@ -283,7 +285,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
             entries(name, dys, n, "cotangents")
             grads = [_located_call(where[i], child, pb, dy, params) for i, (pb, dy) in
                      enumerate(zip(pbs, dys))]
-            return summed([g for g, _ in grads]), like(xs, [dx for _, dx in grads])
+            return summed([g for g, _ in grads]), like(box, [dx for _, dx in grads])
 
         return tuple(ys), pullback, (state,)
 

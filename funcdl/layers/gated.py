@@ -29,10 +29,11 @@ def _inf_times_zero() -> Any:
 
 
 def _gated(name: str, gate: Callable[[Array], tuple[Array, Any]],
-           slope: Callable[[Array, Array, Array, Any], Array]) -> Layer:
+           slope: Callable[[Array, Any, Array, Any], Array], reads_y: bool = False) -> Layer:
     """The layer ``y = x · g`` with ``g, res = gate(x)`` (``g`` a new array, ``res`` what the
     slope needs besides); vjp: ``dx = dy · slope(x, y, g, res)``, the slope being
-    ``g + x g'(x)``, a new array."""
+    ``g + x g'(x)``, a new array; ``y`` is None unless ``reads_y`` (the pullback keeps y
+    only for a slope that reads it: the caller may free it)."""
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
@@ -50,11 +51,12 @@ def _gated(name: str, gate: Callable[[Array], tuple[Array, Any]],
         g, res = gate(x)
         with _inf_times_zero():
             y = kept(x * g)
+        y_shape, y_dtype, yr = y.shape, y.dtype, (y if reads_y else None)
 
         def pullback(dy: Array) -> tuple[Any, Array]:
-            dy = check_cotangent(name, dy, y.shape, y.dtype)
+            dy = check_cotangent(name, dy, y_shape, y_dtype)
             with _inf_times_zero():
-                d = slope(x, y, g, res)
+                d = slope(x, yr, g, res)
                 d *= dy
             return params, d
 
@@ -79,7 +81,7 @@ def GELU(approximate: bool = False) -> Layer:
     return _gated("GELU()", lambda x: (normal_cdf(x), None), _exact_slope)
 
 
-def _exact_slope(x: Array, y: Array, cdf: Array, res: None) -> Array:
+def _exact_slope(x: Array, y: None, cdf: Array, res: None) -> Array:
     o = np.clip(x, -40, 40)  # φ(40) underflows to 0; squaring 1e30 would overflow
     if type(o) is not np.ndarray:  # a 0-d input: NumPy scalars, no buffer to write into
         out: Array = cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * o * o))
@@ -103,7 +105,7 @@ def _tanh_gate(x: Array) -> tuple[Array, tuple[Array, Array]]:
     return 0.5 * (1 + t), (t, xc)
 
 
-def _tanh_slope(x: Array, y: Array, g: Array, res: tuple[Array, Array]) -> Array:
+def _tanh_slope(x: Array, y: None, g: Array, res: tuple[Array, Array]) -> Array:
     t, xc = res
     du = _TANH_C * (1 + 3 * 0.044715 * xc * xc)
     out: Array = g + 0.5 * x * (1 - t * t) * du
@@ -121,4 +123,4 @@ def SiLU() -> Layer:
         d += sig
         return d
 
-    return _gated("SiLU()", lambda x: (sigmoid(x), None), slope)
+    return _gated("SiLU()", lambda x: (sigmoid(x), None), slope, reads_y=True)

@@ -95,7 +95,9 @@ def WeightNorm(layer: LayerLike, name: str = "w", dim: int | None = -1) -> Layer
         return out_shape, {**rest, "g": g.astype(w.dtype), "v": w}, state
 
     def weight(params: Any) -> tuple[dict[str, Any], Any, Any, Any, Any, int | None]:
-        """``(other params, w, v̂, ||v||, g, axis)``, the params checked."""
+        """``(other params, w, v, ||v||, g, axis)``, the params checked: ``v`` the caller's
+        own array, so that a pullback reading ``v̂ = v/||v||`` keeps no weight-sized array
+        beside the child's ``w``."""
         rest = rest_of(me, params, own)
         if pname in rest:
             raise ValueError(f"{me}: params hold {pname!r}, which WeightNorm computes from "
@@ -109,8 +111,7 @@ def WeightNorm(layer: LayerLike, name: str = "w", dim: int | None = -1) -> Layer
         if v.size and np.any(norm == 0):
             raise ValueError(f"{me}: params['v'] has an output slice of norm 0, for which "
                              f"g·v/||v|| is undefined; expected a non-zero v in every slice")
-        v_hat = v / norm
-        return rest, g * v_hat, v_hat, norm, g, ax
+        return rest, g * (v / norm), v, norm, g, ax
 
     def apply(params: Any, x: Any, *, state: Any, key: Any = None,
               train: bool = False) -> tuple[Any, Any]:
@@ -120,7 +121,7 @@ def WeightNorm(layer: LayerLike, name: str = "w", dim: int | None = -1) -> Layer
         return out
 
     def vjp(params: Any, x: Any, *, state: Any, key: Any = None, train: bool = False) -> Any:
-        rest, w, v_hat, norm, g, ax = weight(params)
+        rest, w, v, norm, g, ax = weight(params)
         each = per_example.ON.get()  # dw per example: an axis of N in front of each
         y, child_pb, new_state = child_call("WeightNorm", child, child_vjp, layer,
                                             {**rest, pname: w}, x, state, key, train)
@@ -132,12 +133,12 @@ def WeightNorm(layer: LayerLike, name: str = "w", dim: int | None = -1) -> Layer
             grads = {k: d for k, d in dparams.items() if k != pname}
             dw = dparams[pname]
             if each:  # the same map on each example's dw (linear in it), its axes shifted
-                s = np.sum(dw * v_hat, axis=tuple(a + 1 for a in axes), keepdims=True)
+                s = np.sum(dw * v, axis=tuple(a + 1 for a in axes), keepdims=True) / norm
                 grads["g"] = s.reshape(len(dw), *np.shape(params["g"]))
             else:
-                s = np.asarray(np.sum(dw * v_hat, axis=axes, keepdims=ax is not None))
-                grads["g"] = s                                                  # Σ dw·v̂
-            grads["v"] = (g / norm) * (dw - v_hat * s)
+                s = np.asarray(np.sum(dw * v, axis=axes, keepdims=ax is not None) / norm)
+                grads["g"] = s                                        # Σ dw·v̂ = Σ dw·v/||v||
+            grads["v"] = (g / norm) * (dw - v * (s / norm))
             return in_param_dtypes(grads, params), dx
 
         return y, pullback, new_state

@@ -197,6 +197,7 @@ def Select(index: int = _NO_INDEX, *more: int) -> Layer:
         y, where = pick(params, xs)
         k = len(xs)
         ys = (y,) if single else y
+        box = like(xs, ())  # xs's container, not its arrays, which dx does not read
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             if single:
@@ -217,7 +218,7 @@ def Select(index: int = _NO_INDEX, *more: int) -> Layer:
             dx: list[Any] = [None] * k
             for i, d in zip(where, dys):  # a repeated index: its cotangents summed
                 dx[i] = add_trees(dx[i], d)
-            return params, like(xs, dx)
+            return params, like(box, dx)
 
         return y, pullback
 
@@ -256,12 +257,13 @@ def FanInSum() -> Layer:
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
         y = apply(params, xs)
         dtypes = [getattr(x, "dtype", None) for x in xs]  # each dx in its input's dtype
+        box = like(xs, ())  # xs's container, not its arrays, which dx does not read
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
-            return params, like(xs, [in_input_dtype(dy, d) for d in dtypes])
+            return params, like(box, [in_input_dtype(dy, d) for d in dtypes])
 
         return y, pullback
 
@@ -318,12 +320,13 @@ def FanInConcat(axis: int = -1) -> Layer:
         ax = axis % y.ndim
         offsets = np.cumsum([np.shape(x)[ax] for x in xs])[:-1]
         dtypes = [getattr(x, "dtype", None) for x in xs]
+        box = like(xs, ())  # xs's container, not its arrays, which dx does not read
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
-            return params, like(xs, [in_input_dtype(d, t)
+            return params, like(box, [in_input_dtype(d, t)
                                      for d, t in zip(np.split(dy, offsets, axis=ax), dtypes)])
 
         return y, pullback
