@@ -313,13 +313,15 @@ def _normalised(name: str, axis: int, log: bool, negate: bool = False) -> Layer:
 
 
 def Softmax(axis: int = -1) -> Layer:
-    """``y = e^x / Σ e^x`` along ``axis``."""
+    """``y = e^x / Σ e^x`` along ``axis`` (any shape); vjp: ``dx = y ⊙ (dy - Σ dy ⊙ y)``,
+    the sum along ``axis``."""
     a = int_arg(axis, "Softmax", "axis", None)  # int(1.5) would normalise over axis 1
     return _normalised(f"Softmax(axis={a})", a, log=False)
 
 
 def LogSoftmax(axis: int = -1) -> Layer:
-    """``y = x - log Σ e^x`` along ``axis``."""
+    """``y = x - log Σ e^x`` along ``axis`` (any shape); vjp: ``dx = dy - e^y Σ dy``,
+    the sum along ``axis``."""
     a = int_arg(axis, "LogSoftmax", "axis", None)
     return _normalised(f"LogSoftmax(axis={a})", a, log=True)
 

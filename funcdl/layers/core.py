@@ -223,7 +223,8 @@ def Identity() -> Layer:
 
 
 def Flatten() -> Layer:
-    """Collapse every axis after the batch axis: ``(n, *rest) -> (n, prod(rest))``."""
+    """Collapse every axis after the batch axis: ``(n, *rest) -> (n, prod(rest))``; vjp:
+    ``dx = dy`` reshaped to ``(n, *rest)``."""
     name = "Flatten()"
 
     def out_shape(s: Shape, check: bool = False) -> Any:
@@ -238,7 +239,7 @@ def Flatten() -> Layer:
 def Reshape(shape: int | Sequence[int]) -> Layer:
     """Reshape every axis after the batch axis: ``(n, *rest) -> (n, *shape)``; ``shape`` may
     hold one -1 (as Keras' Reshape; the batch axis is never part of ``shape``); an int
-    ``n`` is ``(n,)``."""
+    ``n`` is ``(n,)``. vjp: ``dx = dy`` reshaped to the input's shape."""
     if is_int(shape):
         shape = (int(shape),)
     if not isinstance(shape, (tuple, list)):
