@@ -68,6 +68,29 @@ def rows_sum(a: Array) -> Array:
     return out
 
 
+# Columns per block of ``row_dots``: a sum in turn over at most this many products.
+ROW_BLOCK = 256
+
+
+def row_dots(a: Array, b: Array) -> Array:
+    """``Σ_j a[i, j]·b[i, j]``, a fresh (rows,) array, for (rows, C) ``a`` and ``b``.
+    ``np.einsum`` adds a row's C products in turn (in a few SIMD lanes): an error growing
+    with C, 7e-5 relative for a mean square over 65,536 values near 1e4, where torch's is
+    1e-7. Past ``2·ROW_BLOCK`` columns the row goes in blocks of ``ROW_BLOCK``, their
+    partial sums added by NumPy's pairwise reduction: 1.4e-8 there, at einsum's speed."""
+    rows, c = a.shape
+    if c <= 2 * ROW_BLOCK:
+        out: Array = np.einsum("ij,ij->i", a, b)
+        return out
+    m = c - c % ROW_BLOCK
+    part = np.einsum("ikj,ikj->ik", a[:, :m].reshape(rows, -1, ROW_BLOCK),
+                     b[:, :m].reshape(rows, -1, ROW_BLOCK))
+    out = np.add.reduce(part, axis=1)
+    if m < c:
+        out += np.einsum("ij,ij->i", a[:, m:], b[:, m:])
+    return out
+
+
 def block_sum(a: Array, lo: int, hi: int) -> Array:
     """Σ of ``a`` over every axis outside ``[lo, hi)``, a fresh array of shape
     ``a.shape[lo:hi]``: two matrix-vector products at most (``a`` as (pre, kept, post)).

@@ -49,7 +49,7 @@ from funcdl._args import F32, F64, bool_arg, call_name, int_arg
 from funcdl.layers import _per_example as per_example
 from funcdl.layers import _recurrent, _recurrent_input, _recurrent_state
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
-from funcdl.layers._sums import dot, ones, product
+from funcdl.layers._sums import dot, product, rows_sum
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -336,10 +336,10 @@ def _recurrent_layer(kind: str, hidden: int, cell: _recurrent.Cell,
                 grads = {"w_ih": product(np.matmul, x_steps.T, flat_dgx),
                          "w_hh": product(np.matmul, h_prev.T, flat_dgh[skip * n:])}
             if use_bias and not each:
-                rows = ones(t * n, flat_dgx.dtype)
-                grads["b_ih"] = product(dot, rows, flat_dgx)  # (gemvs: see _sums.product)
+                # rows_sum: one gemv up to CASCADE rows, in blocks past it (T·N rows)
+                grads["b_ih"] = rows_sum(flat_dgx)
                 grads["b_hh"] = (grads["b_ih"].copy() if dgh is dgx
-                                 else product(dot, rows, flat_dgh))
+                                 else rows_sum(flat_dgh))
             in_param_dtypes(grads, params)
             if not need_dx:
                 return grads, None

@@ -18,7 +18,7 @@ from funcdl._args import bool_arg, call_name, real_arg
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._norm_stats import channel_vectors, compute_dtype
 from funcdl.layers._params import in_param_dtypes, weak_dtype
-from funcdl.layers._sums import block_sum, chan, per_row
+from funcdl.layers._sums import block_sum, chan, per_row, row_dots
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -84,10 +84,10 @@ def RMSNorm(eps: float | None = None, elementwise_affine: bool = True) -> Layer:
         c = x.shape[-1]
         x2 = x.reshape(-1, c)
         with np.errstate(over="ignore"):  # mean(x²) = inf: r = 0, as PyTorch
-            ms = np.einsum("ij,ij->i", x2, x2)
+            ms = row_dots(x2, x2)
         if x.dtype == np.float32 and np.isposinf(ms).any():  # again in float64: x̂ right
             x64 = x2.astype(np.float64)
-            ms = np.einsum("ij,ij->i", x64, x64)
+            ms = row_dots(x64, x64)
         ms /= c
         ms += np.finfo(x.dtype).eps if e is None else e
         r = np.sqrt(ms, out=ms)
@@ -127,7 +127,7 @@ def RMSNorm(eps: float | None = None, elementwise_affine: bool = True) -> Layer:
                 grads = in_param_dtypes({"scale": block_sum(dy * xhat, 1, 2)}, params)
             if scale is not None:
                 g = chan(np.multiply, dy, scale)
-            m = np.einsum("ij,ij->i", g, xhat)
+            m = row_dots(g, xhat)
             m /= c
             dx = np.multiply(xhat, per_row(m, c))
             np.subtract(g, dx, out=dx)
