@@ -4,7 +4,7 @@ Each input is drawn in float64 and rounded to float32; funcdl runs in float32 an
 reference is the closed form in float64 on the same (float32) values. The error is
 norm-wise, ``max|a - ref| / max|ref|``. The first tests are defects found by comparing
 with torch's float32 on the same inputs (torch 2.13 CPU, one thread), each failing before
-its fix (the one xfail is not fixed); the others pin guarantees that held, each under a
+its fix; the others pin guarantees that held, each under a
 bound a few times the error measured. Without torch only the torch comparisons skip.
 """
 
@@ -90,11 +90,8 @@ def test_rms_norm_over_a_wide_row_of_similar_values():
     assert err(y, xh) < 1e-6 and err(dx, dx64) < 1e-6
 
 
-@pytest.mark.xfail(strict=True, reason="NOT FIXED: AdaptiveAvgPool's bin sums are one BLAS "
-                   "product, members @ x (_adaptive.avg_along), adding a bin's cells in "
-                   "turn: the mean over 4M steps of 1 + |N(0, 1)| (a long audio sequence) is "
-                   "1.9e-5 off (torch 6e-8); in blocks of ~sqrt(n) cells 9e-7, but a Python loop "
-                   "over the blocks; under 1e-5 up to about 1M steps")
+# AdaptiveAvgPool's bin sums were one BLAS product, members @ x, a bin's cells in turn: the
+# mean over 4M steps 1.9e-5 off (torch 6e-8); by blocks of ~sqrt(n) cells since
 def test_adaptive_avg_pool_over_a_long_sequence():
     x = np.abs(draw(7, (1, 1 << 22, 2))) + np.float32(1)
     y = L.AdaptiveAvgPool1D(1).apply((), x)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import frozen, is_int, number, shown
-from funcdl.layers._sums import product
+from funcdl.layers._sums import CASCADE, product, rows_sum
 from funcdl.layers.base import Array
 
 __all__ = ["avg_along", "avg_along_t", "bins", "max_along", "output_size_arg"]
@@ -78,11 +78,31 @@ def _bin_sums(x: Array, m: int) -> Array:
         return np.stack([x[:, s:e].sum(axis=1) for s, e in zip(start, end)], axis=1)
 
 
+def _member_sums(x: Array, members: Array) -> Array:
+    """``members @ x``, each bin's sum. One product adds a bin's cells in turn, an error
+    growing with their count (a global pool over 4M steps: 1.9e-5 relative, torch's 6e-8);
+    bins of more than ``CASCADE`` cells go in k blocks of b ~ sqrt(n) cells: one product per
+    block at once, (k, m, b) @ (A, k, b, B), the k partial sums then added by ``rows_sum``.
+    The partials take k·m <= n/CASCADE·sqrt(n) rows, no more than x's n."""
+    (a, n, c), m = x.shape, members.shape[0]
+    if n <= CASCADE * m:
+        out: Array = product(np.matmul, members, x)
+        return out
+    b = 1 << ((n.bit_length() + 1) // 2)  # a power of 2 near sqrt(n), as rows_sum's
+    k = n // b
+    blocks = members[:, :k * b].reshape(m, k, b).transpose(1, 0, 2)
+    part = np.matmul(blocks, x[:, :k * b].reshape(a, k, b, c))  # (A, k, m, B)
+    out = rows_sum(part.reshape(a, k, m * c)).reshape(a, m, c)
+    if k * b < n:
+        out += product(np.matmul, members[:, k * b:], x[:, k * b:])
+    return out
+
+
 def avg_along(x: Array, m: int) -> Array:
     """``y[a, i, b] = Σ_{j in bin i} x[a, j, b] / size_i``: ``(A, n, B) -> (A, m, B)``."""
     n = x.shape[1]
     with np.errstate(over="ignore", invalid="ignore"):
-        y: Array = product(np.matmul, _members(n, m, x.dtype), x)
+        y: Array = _member_sums(x, _members(n, m, x.dtype))
     # 0·inf is NaN: an inf or NaN in x makes every bin's sum non-finite (a finite y means a
     # finite x, and then y is right); those inputs are summed bin by bin instead, so that
     # only the windows that hold the inf are inf, as in PyTorch.
