@@ -352,6 +352,8 @@ def log_loss(y_true: Any, probs: Any, eps: float | None = None) -> float:
 
     ``probs`` (N, C) rows of class probabilities, or (N,) the probability of class 1;
     clipped to ``[eps, 1 - eps]``, ``eps=None`` being ``finfo(probs.dtype).eps`` (sklearn's).
+    Rows of (N, C) must sum to 1 within sqrt(eps) of float32 (of float16 for float16
+    probs), where sklearn warns past float64's.
     """
     fn = "log_loss"
     p = _scores(probs, fn, "probs", (1, 2),
@@ -375,8 +377,10 @@ def log_loss(y_true: Any, probs: Any, eps: float | None = None) -> float:
                          f"{p.min()} to {p.max()}; apply softmax (or sigmoid) to logits first")
     if not binary:  # sklearn warns, and its loss of such rows means nothing
         total = p.sum(axis=1)
-        off = np.flatnonzero(~np.isclose(total, 1.0, rtol=math.sqrt(np.finfo(p.dtype).eps),
-                                         atol=0.0))
+        # float32's tolerance at least: a float32 softmax over 1000 classes, cast to
+        # float64, sums to 1 within 1e-7, which float64's sqrt(eps) would refuse
+        tol = math.sqrt(max(np.finfo(p.dtype).eps, np.finfo(np.float32).eps))
+        off = np.flatnonzero(~np.isclose(total, 1.0, rtol=tol, atol=0.0))
         if off.size:
             raise ValueError(f"metrics.{fn}: each row of probs must sum to 1, but row "
                              f"{off[0]} sums to {total[off[0]]} ({off.size} rows off); apply "

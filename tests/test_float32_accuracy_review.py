@@ -276,3 +276,18 @@ def test_recurrent_bias_gradient_over_many_steps():
     want = gru.vjp(p64, x.astype(np.float64))[1](dy.astype(np.float64))[0]
     for k in ("b_ih", "b_hh"):
         assert got[k].dtype == np.float32 and err(got[k], want[k]) < 5e-7, k
+
+
+def test_log_loss_takes_a_float32_softmax_cast_to_float64():
+    """A float32 softmax over 1000 classes sums to 1 within ~1e-7; cast to float64, float64's
+    sqrt(eps) tolerance (1.5e-8) refused most rows. float32's tolerance takes them and
+    still refuses a row off by 1e-3."""
+    z = draw(10, (200, 1000), 0.0, 3.0)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    p32 = e / e.sum(axis=1, keepdims=True)
+    y = np.arange(200) % 1000
+    p64 = p32.astype(np.float64)
+    want = -np.mean(np.log(p64[np.arange(200), y]))
+    assert metrics.log_loss(y, p64) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="must sum to 1"):
+        metrics.log_loss(y, p64 * np.where(np.arange(200) == 7, 1.001, 1.0)[:, None])
