@@ -13,6 +13,7 @@ import contextlib
 import io
 import itertools
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,11 @@ from numpy.lib.npyio import NpzFile
 from numpy.typing import NDArray
 
 from funcdl.tree import TreeDef
+
+# NumPy parses a .npy header with ast.literal_eval, and CPython 3.11's AST constructor keeps
+# its recursion depth per interpreter, not per thread: two threads loading at once raised
+# "SystemError: AST constructor recursion depth mismatch" (tests/test_threads_review.py)
+_HEADER_LOCK = threading.Lock()
 
 TREEDEF_KEY = "__funcdl_treedef__"
 FORMAT = "funcdl.io"
@@ -185,7 +191,8 @@ def read_entry(data: NpzFile, name: str, archive: int) -> NDArray[Any]:
             raise Corrupt(f"entry {name!r} has .npy format version {version}, which funcdl.io "
                           f"does not read")
         try:
-            shape, fortran, dtype = read(f)
+            with _HEADER_LOCK:
+                shape, fortran, dtype = read(f)
         except ValueError as e:
             raise Corrupt(f"entry {name!r} has a malformed .npy header ({e})") from None
         if dtype.hasobject:

@@ -268,10 +268,11 @@ def test_a_nested_error_reads_as_a_path_and_a_users_layer_keeps_its_name():
                             "this input")
 
 
-def test_the_ones_kept_for_batch_sums_are_one_vector_per_dtype():
+def test_the_ones_kept_for_batch_sums_are_one_vector_per_dtype(monkeypatch):
     # an lru_cache of 64 sizes held 76 MiB after 40 image sizes: now the longest only
     from funcdl.layers import _sums
 
+    monkeypatch.setattr(_sums, "_ONES", {})  # not the longer one an earlier test asked for
     sizes = [1000 * k + 7 for k in range(1, 41)]
     for n in sizes:
         v = _sums.ones(n, np.dtype(np.float32))

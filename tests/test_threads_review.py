@@ -308,6 +308,28 @@ def test_first_means_on_new_communicators_from_threads_drop_a_freed_one_once(
             c.freed = True
 
 
+def test_io_load_from_threads_while_the_collector_runs(tmp_path) -> None:
+    # NumPy parses a .npy header with ast.literal_eval; CPython 3.11's AST constructor
+    # counts its depth per interpreter, so a thread switch inside it (here forced by a
+    # collector callback, as any finaliser can) gave "SystemError: AST constructor
+    # recursion depth mismatch" in 3 of 4 threads; funcdl.io parses headers under a lock
+    import gc
+    import time
+
+    path = tmp_path / "t.npz"
+    want = {"a": np.ones(3), "b": [np.zeros((2, 2), np.float32), np.arange(4)]}
+    fd.io.save(path, want)
+    threshold = gc.get_threshold()
+    gc.set_threshold(5)
+    gc.callbacks.append(switch := lambda phase, info: time.sleep(0))
+    try:
+        got = together([lambda: [fd.io.load(path) for _ in range(100)]] * 4)
+    finally:
+        gc.callbacks.remove(switch)
+        gc.set_threshold(*threshold)
+    assert all(same(t, want) for r in got for t in r)
+
+
 def _bt_model() -> Any:
     return L.BatchThreads(L.Sequential(L.Conv2D(4, 3), L.BatchNorm(), L.ReLU(),
                                        L.MaxPool2D(2), L.Flatten(), L.Dense(3)), threads=3)

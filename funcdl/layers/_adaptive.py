@@ -91,7 +91,7 @@ def _member_sums(x: Array, members: Array) -> Array:
     b = 1 << ((n.bit_length() + 1) // 2)  # a power of 2 near sqrt(n), as rows_sum's
     k = n // b
     blocks = members[:, :k * b].reshape(m, k, b).transpose(1, 0, 2)
-    part = np.matmul(blocks, x[:, :k * b].reshape(a, k, b, c))  # (A, k, m, B)
+    part = product(np.matmul, blocks, x[:, :k * b].reshape(a, k, b, c))  # (A, k, m, B)
     out = rows_sum(part.reshape(a, k, m * c)).reshape(a, m, c)
     if k * b < n:
         out += product(np.matmul, members[:, k * b:], x[:, k * b:])
