@@ -72,8 +72,8 @@ __all__ = [
 # ``import funcdl`` costs little more than ``import numpy``; parallel, sweep and perf are
 # reachable the same way but stay out of ``__all__`` (``import *`` would load them).
 _SUBMODULES = frozenset(
-    {"data", "debug", "initializers", "io", "layers", "losses", "metrics", "optim", "parallel",
-     "perf", "random", "sweep", "testing", "tree"})
+    {"autodiff", "data", "debug", "initializers", "io", "layers", "losses", "metrics", "optim",
+     "parallel", "perf", "random", "sweep", "testing", "tree"})
 
 
 # autodiff's functions load on first use too: `import funcdl` then imports no submodule, so

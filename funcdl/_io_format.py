@@ -13,6 +13,7 @@ import contextlib
 import io
 import itertools
 import math
+import os
 import threading
 from typing import Any
 
@@ -26,6 +27,14 @@ from funcdl.tree import TreeDef
 # its recursion depth per interpreter, not per thread: two threads loading at once raised
 # "SystemError: AST constructor recursion depth mismatch" (tests/test_threads_review.py)
 _HEADER_LOCK = threading.Lock()
+
+
+def _new_header_lock() -> None:  # the parent's may be held by a thread the fork did not copy
+    global _HEADER_LOCK
+    _HEADER_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_header_lock)
 
 TREEDEF_KEY = "__funcdl_treedef__"
 FORMAT = "funcdl.io"

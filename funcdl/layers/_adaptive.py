@@ -75,7 +75,7 @@ def _bin_sums(x: Array, m: int) -> Array:
     """Each bin's sum, one whole ``(A, size, B)`` slab per bin (m is small)."""
     start, end = bins(x.shape[1], m)
     with np.errstate(over="ignore", invalid="ignore"):  # inf - inf: NaN, as PyTorch's
-        return np.stack([x[:, s:e].sum(axis=1) for s, e in zip(start, end)], axis=1)
+        return np.stack([rows_sum(x[:, s:e]) for s, e in zip(start, end)], axis=1)
 
 
 def _member_sums(x: Array, members: Array) -> Array:

@@ -83,8 +83,9 @@ def row_dots(a: Array, b: Array) -> Array:
         out: Array = np.einsum("ij,ij->i", a, b)
         return out
     m = c - c % ROW_BLOCK
-    part = np.einsum("ikj,ikj->ik", a[:, :m].reshape(rows, -1, ROW_BLOCK),
-                     b[:, :m].reshape(rows, -1, ROW_BLOCK))
+    k = m // ROW_BLOCK  # not -1: rows may be 0
+    part = np.einsum("ikj,ikj->ik", a[:, :m].reshape(rows, k, ROW_BLOCK),
+                     b[:, :m].reshape(rows, k, ROW_BLOCK))
     out = np.add.reduce(part, axis=1)
     if m < c:
         out += np.einsum("ij,ij->i", a[:, m:], b[:, m:])

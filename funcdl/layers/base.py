@@ -308,9 +308,15 @@ def cast_ints(x: Array, dtype: np.dtype[Any]) -> Array:
 
 
 def like(primal: Any, items: Any) -> list[Any] | tuple[Any, ...]:
-    """``items`` in ``primal``'s container, a list for a list and else a tuple: a pytree's
+    """``items`` in ``primal``'s container (``primal`` a value, or its type): a list for a
+    list, a NamedTuple of the same class for a NamedTuple, else a tuple; a pytree's
     cotangent (dx, dparams) has its primal's structure, as JAX gives it."""
-    return list(items) if type(primal) is list else tuple(items)
+    kind = primal if isinstance(primal, type) else type(primal)
+    if kind is list:
+        return list(items)
+    if issubclass(kind, tuple) and hasattr(kind, "_fields"):
+        return kind(*items)
+    return tuple(items)
 
 
 def none_cotangent(name: str) -> TypeError:

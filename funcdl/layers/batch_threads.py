@@ -49,6 +49,18 @@ from funcdl.layers.base import Layer, LayerLike, check_cotangent, layer_arg
 
 __all__ = ["BatchThreads"]
 
+# Guards every pool's executor creation; a forked child gets a new one (its copy may be held
+# by a thread the fork did not copy), before any of its threads runs.
+_MAKE_LOCK = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    global _MAKE_LOCK
+    _MAKE_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
 _MOST = 1024  # threads a pool may start: slices running at once, over all callers
 
 
@@ -154,16 +166,10 @@ class _Pool:
         self.name = name
         self.executor: ThreadPoolExecutor | None = None
         self.pid = 0
-        # user threads making a value's first calls at once would each make an executor
-        self.lock = threading.Lock()
-        self.lock_pid = os.getpid()
 
     def _executor(self) -> ThreadPoolExecutor:
-        """The pool's executor, made once per process (a forked child's copy of the lock
-        may be held by a thread the fork did not copy: a new one there)."""
-        if self.lock_pid != os.getpid():
-            self.lock, self.lock_pid = threading.Lock(), os.getpid()
-        with self.lock:
+        """The pool's executor, made once per process."""
+        with _MAKE_LOCK:  # user threads making first calls at once would each make one
             if self.executor is None or self.pid != os.getpid():
                 self.executor = ThreadPoolExecutor(_MOST, "funcdl-" + self.name)
                 self.pid = os.getpid()

@@ -129,7 +129,7 @@ def Parallel(*layers: LayerLike) -> Layer:
             ys.append(y)
             pbs.append(pb)
             new_state.append(s)
-        box = like(xs, ())  # xs's container: each child keeps what its own pullback reads
+        box = type(xs)  # xs's container: each child keeps what its own pullback reads
 
         def pullback(dys: Any) -> tuple[Any, Any]:
             if dys is None:
@@ -277,7 +277,7 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
                 raise located(where[i], child, e) from e
             ys.append(y)
             pbs.append(pb)
-        box = like(xs, ())  # xs's container: the child keeps what its pullbacks read
+        box = type(xs)  # xs's container: the child keeps what its pullbacks read
 
         def pullback(dys: Any) -> tuple[Any, Any]:
             if dys is None:

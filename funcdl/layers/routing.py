@@ -197,7 +197,7 @@ def Select(index: int = _NO_INDEX, *more: int) -> Layer:
         y, where = pick(params, xs)
         k = len(xs)
         ys = (y,) if single else y
-        box = like(xs, ())  # xs's container, not its arrays, which dx does not read
+        box = type(xs)  # xs's container, not its arrays, which dx does not read
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             if single:
@@ -257,7 +257,7 @@ def FanInSum() -> Layer:
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
         y = apply(params, xs)
         dtypes = [getattr(x, "dtype", None) for x in xs]  # each dx in its input's dtype
-        box = like(xs, ())  # xs's container, not its arrays, which dx does not read
+        box = type(xs)  # xs's container, not its arrays, which dx does not read
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
 
@@ -320,7 +320,7 @@ def FanInConcat(axis: int = -1) -> Layer:
         ax = axis % y.ndim
         offsets = np.cumsum([np.shape(x)[ax] for x in xs])[:-1]
         dtypes = [getattr(x, "dtype", None) for x in xs]
-        box = like(xs, ())  # xs's container, not its arrays, which dx does not read
+        box = type(xs)  # xs's container, not its arrays, which dx does not read
 
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
 
