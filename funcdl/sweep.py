@@ -295,7 +295,8 @@ class _Tally:
         """``(error, traceback)`` of run ``i`` failed by ``err`` in the main process."""
         hint = ("" if not isinstance(err, BrokenProcessPool) else _BROKEN_HINT if not alone
                 else _ALONE if self.flags[i] else _UNSTARTED)
-        if not hint and (isinstance(err, pickle.PicklingError) or "pickle" in str(err)):
+        if not hint and (isinstance(err, pickle.PicklingError) or "pickle" in str(err)
+                         or "Can't get local object" in str(err)):  # Python 3.13's words
             hint = _UNPICKLABLE
         if (err, hint) not in self.told:
             self.told[err, hint] = "".join(traceback.format_exception(err)) + hint

@@ -339,7 +339,9 @@ def test_forged_member_sizes_are_bounded_by_the_archive_size(tmp_path):
             struct.pack_into("<II", raw, i + 20, len(header) + 8 * n, len(header) + 8 * n)
         i = raw.find(b"PK\x01\x02", i + 4)
     bad.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match=r"entry 'leaf_0' declares shape \(480000000,\)"):
+    # zipfile refuses it first from CPython 3.13 on (its check for overlapping entries)
+    with pytest.raises(ValueError, match=r"entry 'leaf_0' declares shape \(480000000,\)|"
+                       r"Overlapped entries"):
         io.load(bad)
 
 

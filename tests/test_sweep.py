@@ -50,10 +50,8 @@ def die(config):
     if config == "cancel":  # a BaseException other than SystemExit and KeyboardInterrupt
         import asyncio
 
-        async def cancelled():
-            raise asyncio.CancelledError("cancelled inside the run")
-
-        asyncio.run(cancelled())
+        # raised directly: asyncio.run on Python 3.10 re-raises it without its message
+        raise asyncio.CancelledError("cancelled inside the run")
     return config
 
 
