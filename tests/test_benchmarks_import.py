@@ -6,6 +6,7 @@ are imported lazily by the scripts, so this needs neither."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,11 @@ SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem !=
 def test_benchmark_script_imports(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT))
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # scripts run by path: _mpi
-    before = set(sys.modules)
-    importlib.import_module(f"benchmarks.{name}")
+    before, env = set(sys.modules), dict(os.environ)
+    try:
+        importlib.import_module(f"benchmarks.{name}")
+    finally:  # a script pins BLAS threads in os.environ as it loads: not for later tests'
+        os.environ.clear()  # subprocesses
+        os.environ.update(env)
     assert not {"torch", "jax", "mpi4py"} & (set(sys.modules) - before), \
         f"benchmarks.{name} imports a peer or MPI at import time"
