@@ -312,3 +312,15 @@ def float_dtype_arg(dtype: DTypeLike, where: str) -> np.dtype[Any]:
     if dt not in FLOAT_MAX:  # float16, longdouble
         raise TypeError(f"{where}: dtype must be float32 or float64, got {dt}")
     return dt
+
+
+def reworded(err: Exception, message: str) -> Exception:
+    """``err``'s class with ``message`` (a place or a name put before its own words), for a
+    parent to re-raise a child's error; a class with a constructor of its own (NumPy's
+    UFuncTypeError) gives way to the first builtin it derives from that takes a message."""
+    try:
+        return type(err)(message)
+    except Exception:
+        cls = next((t for t in (TypeError, ValueError, ArithmeticError) if isinstance(err, t)),
+                   ValueError)
+        return cls(message)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from funcdl._args import reworded
+
 
 def axis_in_range(name: str, axis: int, shape: tuple[Any, ...]) -> int:
     """``axis`` as an index in ``[0, len(shape))``, or the ValueError naming the layer
@@ -35,13 +37,7 @@ def located(where: str, child: str, err: Exception) -> Exception:
         joined = f"{where} > {msg}"
     else:
         joined = f"{where} {msg if msg.startswith(child) else f'{child}: {msg}'}"
-    try:
-        placed = type(err)(joined)
-    except Exception:  # a class with a constructor of its own (NumPy's UFuncTypeError):
-        # the first of the builtin classes it derives from, which take a message
-        cls = next((t for t in (TypeError, ValueError, ArithmeticError) if isinstance(err, t)),
-                   ValueError)
-        placed = cls(joined)
+    placed = reworded(err, joined)
     setattr(placed, _PLACED, True)
     return placed
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from funcdl._args import reworded
 from funcdl.optim._base import (
     Count,
     GradientTransformation,
@@ -146,9 +147,4 @@ def in_stage(where: str, stage: str, err: Exception) -> Exception:
     msg = str(err)
     if msg.startswith(where.split(".")[0]):  # the chain's own words, or placed already
         return err
-    try:
-        placed = type(err)(f"{where}, stage '{stage}': {msg}")
-    except Exception:  # a class with a constructor of its own: the builtin it derives from
-        placed = (TypeError if isinstance(err, TypeError) else ValueError)(
-            f"{where}, stage '{stage}': {msg}")
-    return placed
+    return reworded(err, f"{where}, stage '{stage}': {msg}")
