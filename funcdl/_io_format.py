@@ -13,28 +13,19 @@ import contextlib
 import io
 import itertools
 import math
-import os
-import threading
 from typing import Any
 
 import numpy as np
 from numpy.lib.npyio import NpzFile
 from numpy.typing import NDArray
 
+from funcdl._locks import ForkSafeLock
 from funcdl.tree import TreeDef
 
 # NumPy parses a .npy header with ast.literal_eval, and CPython 3.11's AST constructor keeps
 # its recursion depth per interpreter, not per thread: two threads loading at once raised
 # "SystemError: AST constructor recursion depth mismatch" (tests/test_threads_review.py)
-_HEADER_LOCK = threading.Lock()
-
-
-def _new_header_lock() -> None:  # the parent's may be held by a thread the fork did not copy
-    global _HEADER_LOCK
-    _HEADER_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_header_lock)
+_HEADER_LOCK = ForkSafeLock()
 
 TREEDEF_KEY = "__funcdl_treedef__"
 FORMAT = "funcdl.io"

@@ -22,7 +22,6 @@ import functools
 import operator
 import os
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -32,6 +31,7 @@ from numpy.typing import NDArray
 from funcdl import tree as pytree
 from funcdl._agree import NOT_AN_INT, agree, describe, digest, mpi, signature
 from funcdl._flat_buffer import Layout, as_tree, ravel
+from funcdl._locks import ForkSafeLock
 
 Tree = Any
 Comm = Any
@@ -56,7 +56,7 @@ _SHARED: dict[int, tuple[dict[Any, Window], dict[Any, int]]] = {}
 # Guards _NODES and _SHARED: threads of a rank make their first means on communicators of
 # their own at once (pmean's docstring), each dropping the freed ones. Never held across a
 # collective (the split), which would make ranks wait on each other's threads.
-_NODES_LOCK = threading.Lock()
+_NODES_LOCK = ForkSafeLock()
 _WINDOWS = 8  # windows kept per communicator (one per tree layout); the oldest is freed for
 # a new one only when no rank holds any of its results (else the new layout goes by Allreduce)
 

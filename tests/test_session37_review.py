@@ -336,6 +336,7 @@ def test_batch_threads_in_a_forked_child() -> None:
 # fixed: was _Pool replaces its lock in a forked child outside any lock: first callers there
 # at once each make an executor
 def test_pool_one_executor_in_forked_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    from funcdl import _locks
     from funcdl.layers import batch_threads as bt
 
     class SlowThreading:  # widens the replace-the-lock window to a few ms
@@ -352,7 +353,7 @@ def test_pool_one_executor_in_forked_child(monkeypatch: pytest.MonkeyPatch) -> N
         return made[-1]
     pool = bt._Pool("review")
     pool.lock_pid = pool.pid = -1  # as a forked child finds its copy of the parent's pool
-    monkeypatch.setattr(bt, "threading", SlowThreading)
+    monkeypatch.setattr(_locks, "threading", SlowThreading)  # what a child renews with
     monkeypatch.setattr(bt, "ThreadPoolExecutor", executor)
     ts = [threading.Thread(target=pool.map, args=(abs, [1, 2])) for _ in range(4)]
     [t.start() for t in ts]

@@ -24,7 +24,6 @@ import contextvars
 import dataclasses
 import itertools
 import os
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -32,6 +31,7 @@ import numpy as np
 
 from funcdl import random, tree
 from funcdl._args import int_arg
+from funcdl._locks import ForkSafeLock
 from funcdl.layers import _per_example as per_example
 from funcdl.layers import _slices
 from funcdl.layers._children import (
@@ -49,17 +49,9 @@ from funcdl.layers.base import Layer, LayerLike, check_cotangent, layer_arg
 
 __all__ = ["BatchThreads"]
 
-# Guards every pool's executor creation; a forked child gets a new one (its copy may be held
-# by a thread the fork did not copy), before any of its threads runs.
-_MAKE_LOCK = threading.Lock()
-
-
-def _new_lock_in_child() -> None:
-    global _MAKE_LOCK
-    _MAKE_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_lock_in_child)
+# Guards every pool's executor creation (user threads making first calls at once would each
+# make one)
+_MAKE_LOCK = ForkSafeLock()
 
 _MOST = 1024  # threads a pool may start: slices running at once, over all callers
 
@@ -169,7 +161,7 @@ class _Pool:
 
     def _executor(self) -> ThreadPoolExecutor:
         """The pool's executor, made once per process."""
-        with _MAKE_LOCK:  # user threads making first calls at once would each make one
+        with _MAKE_LOCK:
             if self.executor is None or self.pid != os.getpid():
                 self.executor = ThreadPoolExecutor(_MOST, "funcdl-" + self.name)
                 self.pid = os.getpid()
