@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from funcdl._args import frozen, is_int, number, shown
-from funcdl.layers._sums import CASCADE, product, rows_sum
+from funcdl.layers._sums import CASCADE, block_of, product, rows_sum
 from funcdl.layers.base import Array
 
 __all__ = ["avg_along", "avg_along_t", "bins", "max_along", "output_size_arg"]
@@ -88,7 +88,7 @@ def _member_sums(x: Array, members: Array) -> Array:
     if n <= CASCADE * m:
         out: Array = product(np.matmul, members, x)
         return out
-    b = 1 << ((n.bit_length() + 1) // 2)  # a power of 2 near sqrt(n), as rows_sum's
+    b = block_of(n)
     k = n // b
     blocks = members[:, :k * b].reshape(m, k, b).transpose(1, 0, 2)
     part = product(np.matmul, blocks, x[:, :k * b].reshape(a, k, b, c))  # (A, k, m, B)

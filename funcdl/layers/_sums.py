@@ -56,9 +56,11 @@ def rows_sum(a: Array) -> Array:
     and JAX's tree sums 8e-8; ``benchmarks/pullback_micro.py``). A stack of k products by
     block ran up to 2x slower than these two."""
     n = a.shape[-2]
+    if n == 1:  # NumPy's matmul loops over a stack of 1-row products slowly: the row is all
+        return a[..., 0, :].copy()
     if n <= CASCADE:  # a Dense bias's every step
         return product(dot if a.ndim == 2 else np.matmul, ones(n, a.dtype), a)
-    b = 1 << ((n.bit_length() + 1) // 2)  # a power of 2 near sqrt(n)
+    b = block_of(n)
     m, c, lead = n - n % b, a.shape[-1], a.shape[:-2]
     blocks = a[..., :m, :].reshape(*lead, m // b, b * c)
     across = product(np.matmul, ones(m // b, a.dtype), blocks).reshape(*lead, b, c)
@@ -66,6 +68,12 @@ def rows_sum(a: Array) -> Array:
     if m < n:
         out += rows_sum(a[..., m:, :])
     return out
+
+
+def block_of(n: int) -> int:
+    """The block size that sums n > ``CASCADE`` terms in about 2·sqrt(n) additions each: a
+    power of 2 near sqrt(n)."""
+    return 1 << ((n.bit_length() + 1) // 2)
 
 
 # Columns per block of ``row_dots``: a sum in turn over at most this many products.

@@ -112,12 +112,6 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
         return (x, x.reshape(x.shape[0], s, c), scale.astype(dt), bias.astype(dt),
                 max(s * (1 if groups is None else c // groups), 1))
 
-    def sums(a: Array) -> Array:
-        """Σ over s of (N, S, C): a fresh (N, C). (NumPy's matmul loops over tiny products
-        slowly where S is 1: then the rows are the sums.)"""
-        out: Array = a[:, 0].copy() if a.shape[1] == 1 else rows_sum(a)
-        return out
-
     def group_mean(p: Array, m: int) -> Array:
         """Per-channel sums (N, C) to their group's mean over m values, as (N, 1, C). The
         group sums by BLAS: NumPy's sum over rows of C/G = 16 values took 7x as long, and
@@ -136,7 +130,7 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
         """``y = (x - μ)·k + bias`` with ``k = scale/sqrt(σ² + eps)`` on (N, S, C); returns
         ``(y, centred x (or None), 1/sqrt(σ² + eps), k)``, the last two as (N, 1, C)."""
         with np.errstate(over="ignore"):  # huge values: σ² = inf and x̂ = 0, as PyTorch's
-            _, xc, sq, _, inv = moments(x3, lambda a: group_mean(sums(a), m), np.subtract,
+            _, xc, sq, _, inv = moments(x3, lambda a: group_mean(rows_sum(a), m), np.subtract,
                                         eps)
             k = inv * scale if affine else inv
             y = np.multiply(xc, k, out=sq if keep else xc)  # buffers we own
@@ -165,7 +159,7 @@ def group_norm(name: str, groups: int | None, eps: float, affine: bool) -> Layer
             over each group from per-channel sums Σ_s dy and Σ_s dy·xc (x̂ = xc·inv)."""
             dy = check_cotangent(name, dy, y_shape, y_dtype).reshape(xc.shape)
             t = dy * xc
-            s_dy, s_t = sums(dy), sums(t)
+            s_dy, s_t = rows_sum(dy), rows_sum(t)
             a = group_mean(s_dy * scale if affine else s_dy, m)
             a *= inv                                                   # inv·mean(g)
             b = group_mean(s_t * scale if affine else s_t, m)
