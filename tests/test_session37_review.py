@@ -352,7 +352,7 @@ def test_pool_one_executor_in_forked_child(monkeypatch: pytest.MonkeyPatch) -> N
         made.append(real(*a))
         return made[-1]
     pool = bt._Pool("review")
-    pool.lock_pid = pool.pid = -1  # as a forked child finds its copy of the parent's pool
+    pool.pid = -1  # as a forked child finds its copy of the parent's pool
     monkeypatch.setattr(_locks, "threading", SlowThreading)  # what a child renews with
     monkeypatch.setattr(bt, "ThreadPoolExecutor", executor)
     ts = [threading.Thread(target=pool.map, args=(abs, [1, 2])) for _ in range(4)]
