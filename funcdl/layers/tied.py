@@ -9,7 +9,6 @@ other. Its vjp comes from the model's: ``dp = Σ_k dp_k`` over the places ``k``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from funcdl.layers._children import (
     summary_at,
     summed,
 )
+from funcdl.layers._wrap import like_child
 from funcdl.layers.base import Layer, LayerLike, located
 
 __all__ = ["Tied"]
@@ -178,7 +178,4 @@ def Tied(model: LayerLike, *ties: Sequence[Any]) -> Layer:
 
         return y, pullback, new_state
 
-    made = build(name, is_stateful(model), init, apply, vjp)
-    return dataclasses.replace(made, dx_optional=bool(getattr(model, "dx_optional", False)),
-                               ids=getattr(model, "ids", None),
-                               frozen_id=getattr(model, "frozen_id", None))
+    return like_child(build(name, is_stateful(model), init, apply, vjp), model)
