@@ -3,10 +3,14 @@ value anywhere fails the test that caused it."""
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import importlib.util
+import json
 import os
+import statistics
 import sys
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -98,31 +102,80 @@ def _own_draws(request: Any) -> Any:
 
 
 # ``make test`` runs pytest as one process per core (tests/run_shards.py), each with
-# ``--shard I/N``: a test belongs to shard crc32(nodeid) % N, which depends only on its id, so
-# the shards split the suite exactly whatever order each collected it in. Each shard writes a
-# digest of every id it collected where FUNCDL_SHARD_DIGEST says; the runner compares them,
-# so ids that differ between processes (a set's order in a parametrisation) fail the run
-# instead of leaving tests in no shard.
+# ``--shard I/N``. A shard takes whole test files, so each process imports, and pytest
+# rewrites the asserts of, only its own: that was 11 of the 21 s each shard spent collecting.
+# The split is the longest-first greedy one over each file's seconds in tests/durations.json
+# (a file missing there counts as the median), so it depends only on the files in tests/ and
+# that record, and every shard computes the same split; each writes the split's digest and
+# its own count where FUNCDL_SHARD_DIGEST says, and the runner checks the digests agree. A
+# file named on the command line is collected by every shard and kept by its own; a test
+# outside tests/ goes by crc32 of its id. ``run_shards.py --store-durations`` renews the
+# record (--store-durations=PATH here: this process's seconds per file, collection included).
+TESTS = Path(__file__).resolve().parent
+DURATIONS = TESTS / "durations.json"
+_SHARD = pytest.StashKey[tuple[int, int, dict[str, int]]]()
+_SPENT: collections.Counter[str] = collections.Counter()
+
+
 def pytest_addoption(parser: Any) -> None:
     parser.addoption("--shard", default=None, metavar="I/N",
-                     help="run only shard I (0-based) of N: the tests whose crc32(nodeid) "
-                          "% N == I (tests/run_shards.py starts the N processes)")
+                     help="run only shard I (0-based) of N, whole test files split by their "
+                          "seconds in tests/durations.json (tests/run_shards.py starts the N "
+                          "processes)")
+    parser.addoption("--store-durations", default=None, metavar="PATH",
+                     help="write the seconds each test file took here (collection included), "
+                          "as JSON")
+
+
+def pytest_configure(config: Any) -> None:
+    spec = config.getoption("--shard")
+    if spec is not None:
+        i, n = shard_spec(spec)
+        config.stash[_SHARD] = (i, n, file_shards(n))
+
+
+def file_shards(n: int, tests: Path = TESTS, record: Path = DURATIONS) -> dict[str, int]:
+    """Each test file of ``tests`` and its shard of ``n``: heaviest first, each to the shard
+    with the fewest seconds so far (ties to the lowest), by the seconds in ``record``."""
+    names = sorted(path.name for path in tests.glob("test_*.py"))
+    known = json.loads(record.read_text()) if record.exists() else {}
+    seen = [float(known[name]) for name in names if name in known]
+    weight = {name: float(known.get(name, statistics.median(seen) if seen else 1.0))
+              for name in names}
+    loads, shards = [0.0] * n, {}
+    for name in sorted(names, key=lambda name: (-weight[name], name)):
+        shards[name] = loads.index(min(loads))
+        loads[shards[name]] += weight[name]
+    return shards
+
+
+def pytest_ignore_collect(collection_path: Path, config: Any) -> bool | None:
+    if _SHARD not in config.stash:
+        return None
+    i, _, shards = config.stash[_SHARD]
+    if collection_path.parent == TESTS and shards.get(collection_path.name, i) != i:
+        return True  # another shard's file: not even imported here
+    return None
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    spec = config.getoption("--shard")
-    if spec is None:
+    if _SHARD not in config.stash:
         return
-    i, n = shard_spec(spec)
+    i, n, shards = config.stash[_SHARD]
+
+    def owner(item: Any) -> int:
+        path = Path(item.path)
+        if path.parent == TESTS and path.name in shards:
+            return shards[path.name]
+        return zlib.crc32(item.nodeid.encode()) % n
+
+    mine = [item for item in items if owner(item) == i]
     digest = os.environ.get("FUNCDL_SHARD_DIGEST")
-    if digest:
-        ids = "\n".join(sorted(item.nodeid for item in items)).encode()
-        Path(digest).write_text(f"{len(items)} {hashlib.sha256(ids).hexdigest()}")
-    mine: list[Any] = []
-    others: list[Any] = []
-    for item in items:
-        (mine if zlib.crc32(item.nodeid.encode()) % n == i else others).append(item)
-    config.hook.pytest_deselected(items=others)
+    if digest:  # the split, and the ids split by crc32, which every shard must see alike
+        loose = sorted(item.nodeid for item in items if Path(item.path).parent != TESTS)
+        split = json.dumps([sorted(shards.items()), loose]).encode()
+        Path(digest).write_text(f"{len(mine)} {hashlib.sha256(split).hexdigest()}")
+    config.hook.pytest_deselected(items=[item for item in items if owner(item) != i])
     items[:] = mine
 
 
@@ -136,3 +189,28 @@ def shard_spec(spec: str) -> tuple[int, int]:
         raise pytest.UsageError(f"--shard expects I/N with 0 <= I < N (shard I of N), got "
                                 f"{spec!r}")
     return i, n
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: Any) -> Any:
+    start = time.perf_counter()
+    report = yield
+    if isinstance(collector, pytest.Module):  # importing the file and making its items
+        _SPENT[collector.path.name] += time.perf_counter() - start
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: Any) -> Any:
+    start = time.perf_counter()  # setup, call, teardown and pytest's reporting around them
+    try:
+        return (yield)
+    finally:
+        _SPENT[Path(item.path).name] += time.perf_counter() - start
+
+
+def pytest_sessionfinish(session: Any) -> None:
+    path = session.config.getoption("--store-durations")
+    if path:
+        Path(path).write_text(json.dumps({name: round(seconds, 3) for name, seconds in
+                                          sorted(_SPENT.items())}))

@@ -1,8 +1,10 @@
-"""tests/run_shards.py, make test's runner: the shards split the tests exactly, and a failing
-shard, or shards that collected different tests, fail the run."""
+"""tests/run_shards.py, make test's runner, and the split of tests/conftest.py: the shards split
+the test files exactly and evenly, and a failing shard, or shards that split the tests
+differently, fail the run."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -10,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import conftest
 import pytest
-from conftest import load_module, shard_spec
+from conftest import DURATIONS, TESTS, file_shards, load_module, shard_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "tests" / "run_shards.py"
@@ -27,8 +30,11 @@ def counts(out: str) -> list[int]:
 
 
 def test_two_shards_run_each_selected_test_exactly_once() -> None:
-    select = ["tests/test_sums.py", "-k", "block_sum or gemv or rows_sum or matrix_vector", "-p",
-              "no:cacheprovider"]
+    # the lightest file of each shard's among those of a fraction of a second
+    record, split = json.loads(DURATIONS.read_text()), file_shards(2)
+    light = sorted((seconds, name) for name, seconds in record.items() if 0.1 < seconds < 1)
+    files = [f"tests/{next(name for _, name in light if split[name] == i)}" for i in (0, 1)]
+    select = [*files, "-p", "no:cacheprovider"]
     env = {**os.environ, "FUNCDL_TEST_SHARDS": "2"}
     plain = subprocess.run([sys.executable, "-m", "pytest", *select], cwd=ROOT,
                            capture_output=True, text=True, timeout=300)
@@ -36,9 +42,65 @@ def test_two_shards_run_each_selected_test_exactly_once() -> None:
                              capture_output=True, text=True, timeout=300)
     assert plain.returncode == 0 and sharded.returncode == 0, sharded.stdout
     (total,) = counts(plain.stdout)
-    assert total >= 6 and sum(counts(sharded.stdout)) == total
-    assert len(counts(sharded.stdout)) == 2 and "---- shard 1 of 2 ----" in sharded.stdout
+    each = counts(sharded.stdout)
+    assert total >= 6 and sum(each) == total and len(each) == 2 and min(each) > 0
+    assert "---- shard 1 of 2 ----" in sharded.stdout
     assert re.search(r"2 shards of \d+ tests, exit statuses \[0, 0\]", sharded.stdout)
+
+
+def test_the_split_gives_the_heaviest_file_first_to_the_lightest_shard(tmp_path) -> None:
+    for name in ("test_a.py", "test_b.py", "test_c.py", "test_d.py", "test_e.py", "util.py"):
+        (tmp_path / name).write_text("")
+    record = tmp_path / "durations.json"
+    # e is not in the record: it weighs the median, 3.5; gone.py is no longer a file
+    record.write_text(json.dumps({"test_a.py": 5, "test_b.py": 4, "test_c.py": 3,
+                                  "test_d.py": 3, "gone.py": 100}))
+    # a -> 0 (5), b -> 1 (4), e -> 1 (7.5), c -> 0 (8), d -> 1 (10.5)
+    assert file_shards(2, tmp_path, record) == {"test_a.py": 0, "test_b.py": 1, "test_e.py": 1,
+                                                "test_c.py": 0, "test_d.py": 1}
+    assert file_shards(3, tmp_path, record) == {"test_a.py": 0, "test_b.py": 1, "test_e.py": 2,
+                                                "test_c.py": 2, "test_d.py": 1}
+    record.unlink()  # no record: every file weighs the same, taken in name order
+    assert file_shards(2, tmp_path, record) == {"test_a.py": 0, "test_b.py": 1, "test_c.py": 0,
+                                                "test_d.py": 1, "test_e.py": 0}
+
+
+def test_every_test_file_is_in_exactly_one_shard_and_the_shards_are_balanced() -> None:
+    record = json.loads(DURATIONS.read_text())
+    for n in (2, 3, 4):
+        split = file_shards(n)
+        assert sorted(split) == sorted(p.name for p in TESTS.glob("test_*.py"))
+        loads = [sum(record.get(name, 0) for name, i in split.items() if i == shard)
+                 for shard in range(n)]
+        assert max(loads) - min(loads) <= max(record.values())
+
+
+def test_a_shard_does_not_collect_another_shards_files() -> None:
+    class Config:
+        def __init__(self, stash: dict[Any, Any]) -> None:
+            self.stash = stash
+    sharded = Config({conftest._SHARD: (0, 2, {"test_mine.py": 0, "test_theirs.py": 1})})
+    assert conftest.pytest_ignore_collect(TESTS / "test_theirs.py", sharded) is True
+    for path in (TESTS / "test_mine.py", TESTS / "test_new.py", ROOT / "test_theirs.py",
+                 TESTS / "mpi_scripts"):
+        assert conftest.pytest_ignore_collect(path, sharded) is None
+    assert conftest.pytest_ignore_collect(TESTS / "test_theirs.py", Config({})) is None
+
+
+def test_stored_durations_merge_with_the_record_and_drop_files_gone(runner, tmp_path,
+                                                                    monkeypatch) -> None:
+    for name in ("test_a.py", "test_b.py", "test_c.py"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "durations.json").write_text(json.dumps({"test_a.py": 1.0, "test_c.py": 3.0,
+                                                         "test_gone.py": 9.0}))
+    shards = [tmp_path / "s0.json", tmp_path / "s1.json", tmp_path / "missing.json"]
+    shards[0].write_text(json.dumps({"test_a.py": 1.5}))
+    shards[1].write_text(json.dumps({"test_b.py": 2.5, "conftest.py": 0.1}))
+    monkeypatch.setattr(runner, "TESTS", tmp_path)
+    runner.store_durations(shards)
+    assert json.loads((tmp_path / "durations.json").read_text()) == {
+        "test_a.py": 1.5, "test_b.py": 2.5, "test_c.py": 3.0}
+    assert not list(tmp_path.glob("*.part"))
 
 
 class _Fake:
@@ -74,12 +136,12 @@ def test_the_run_fails_as_its_first_failing_shard(runner, monkeypatch, capsys, c
     assert f"exit statuses {codes}" in capsys.readouterr().out
 
 
-def test_shards_that_collected_different_tests_fail_the_run(runner, monkeypatch,
+def test_shards_that_split_the_tests_differently_fail_the_run(runner, monkeypatch,
                                                             capsys) -> None:
     monkeypatch.setenv("FUNCDL_TEST_SHARDS", "2")
     monkeypatch.setattr(runner.subprocess, "Popen", _Fake([0, 0], ["9 ab", "9 cd"]))
     assert runner.main([]) == 1
-    assert "did not all collect the same tests" in capsys.readouterr().out
+    assert "did not all split the tests alike" in capsys.readouterr().out
 
 
 def test_bad_shard_counts_and_specs_are_refused(runner, monkeypatch) -> None:
