@@ -61,8 +61,12 @@ def same(a: Any, b: Any, close: bool = False) -> bool:
         return False
     if close:
         return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True))
+    if a.dtype.str[1:] != b.dtype.str[1:]:
+        return False
+    if a.tobytes() == b.tobytes():  # the usual verdict, at a tenth of array_equal's cost
+        return True
     nan = a.dtype.kind in "fc" and b.dtype.kind in "fc"
-    return a.dtype.str[1:] == b.dtype.str[1:] and np.array_equal(a, b, equal_nan=nan)
+    return bool(np.array_equal(a, b, equal_nan=nan))
 
 
 def error_fault(e: BaseException, tag: str, own: bool = False) -> str | None:
