@@ -24,7 +24,7 @@ _BLOCK = 8  # halving stops at this many entries, then checks each
 
 
 def is_float(x: Any) -> bool:
-    return np.asarray(x).dtype.kind == "f"
+    return bool(np.asarray(x).dtype.kind == "f")
 
 
 def to64(t: Any) -> Any:

@@ -234,7 +234,9 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None,
         return out
     axis = 1 if normalize == "true" else 0
     den = f.sum(axis=axis, keepdims=True)
-    return np.divide(f, den, out=np.zeros_like(f), where=den != 0)  # type: ignore[no-any-return]
+    out = np.zeros_like(f)
+    np.divide(f, den, out=out, where=den != 0)
+    return out
 
 
 def _divide(num: NDArray[Any], den: NDArray[Any], zero_division: float) -> NDArray[Any]:

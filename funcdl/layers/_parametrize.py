@@ -90,8 +90,9 @@ def g_shape(axis: int | None, shape: tuple[int, ...]) -> tuple[int, ...]:
 def slice_norms(v: Array, axis: int | None) -> Array:
     """``||v||`` over every axis but ``axis``, kept as size-1 axes (a 0-d array for None)."""
     axes = reduced(axis, v.ndim)
+    squares = np.sum(v * v, axis=axes, keepdims=True)
     # a 0-d array, not a NumPy scalar, for None: params are arrays
-    n: Array = np.asarray(np.sqrt(np.sum(v * v, axis=axes, keepdims=axis is not None)))
+    n: Array = np.asarray(np.sqrt(squares if axis is not None else squares.reshape(())))
     return n
 
 

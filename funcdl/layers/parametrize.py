@@ -136,8 +136,8 @@ def WeightNorm(layer: LayerLike, name: str = "w", dim: int | None = -1) -> Layer
                 s = np.sum(dw * v, axis=tuple(a + 1 for a in axes), keepdims=True) / norm
                 grads["g"] = s.reshape(len(dw), *np.shape(params["g"]))
             else:
-                s = np.asarray(np.sum(dw * v, axis=axes, keepdims=ax is not None) / norm)
-                grads["g"] = s                                        # Σ dw·v̂ = Σ dw·v/||v||
+                s = np.sum(dw * v, axis=axes, keepdims=True) / norm  # Σ dw·v̂ = Σ dw·v/||v||
+                grads["g"] = s.reshape(np.shape(params["g"]))  # a 0-d array for ax None
             grads["v"] = (g / norm) * (dw - v * (s / norm))
             return in_param_dtypes(grads, params), dx
 

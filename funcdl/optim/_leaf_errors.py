@@ -69,8 +69,9 @@ def _dtype_at(trees: Sequence[Tree], path: str) -> np.dtype[Any] | None:
     or the state's, which init made like them), for ``dtype_error``'s advice."""
     for t in trees:
         x = dict(tree.leaves_with_path(t)).get(path)
-        if x is not None and np.asarray(x).dtype.kind == "f":
-            return np.asarray(x).dtype
+        dtype: np.dtype[Any] | None = None if x is None else np.asarray(x).dtype
+        if dtype is not None and dtype.kind == "f":
+            return dtype
     return None
 
 
