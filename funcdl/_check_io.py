@@ -200,8 +200,13 @@ def rows_independent(where: str, infer: Callable[[Any], Any], x: Any, alone: boo
             one_row = infer(rows(x, slice(1)))
             others = infer(rows(x, slice(1, None)))
         except ValueError as e:
-            if np.ndim(tree.leaves(x)[0]) < 2:  # no axis beside the batch: a misuse
-                raise
+            shape = np.shape(tree.leaves(x)[0])
+            if len(shape) < 2:  # no axis beside the batch: most likely in_shape without it
+                raise ValueError(
+                    f"{where}: at inference the layer refused a part of the batch ({e}); x "
+                    f"of shape {shape} has no axis beside the batch axis 0: in_shape needs "
+                    f"the batch axis first, e.g. (None, {shape[0]}) for {shape[0]} "
+                    f"features") from None
             raise ValueError(
                 f"{where}: at inference the layer refused a part of the batch ({e}); "
                 f"for a layer whose inference mixes the batch's rows by design, pass "

@@ -251,15 +251,15 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     x_dtypes = {np.asarray(xi).dtype for xi in tree.leaves(x) if is_float(xi)}
     # integer ids in (Embedding): the output takes the params' float dtype
     y_dtypes = x_dtypes or {np.asarray(p).dtype for p in tree.leaves(params) if is_float(p)}
+    for path, leaf in tree.leaves_with_path(params):  # first: the usual cause of the next
+        if is_float(leaf) and np.asarray(leaf).dtype != np.float32:
+            raise AssertionError(f"{where}: init gave params{path} of dtype "
+                                 f"{np.asarray(leaf).dtype}, expected float32")
     for path, yi in tree.leaves_with_path(y):
         if y_dtypes and is_float(yi) and np.asarray(yi).dtype not in y_dtypes:  # a mask: data
             given = "input" if x_dtypes else "integer input and params of"
             raise AssertionError(f"{where}: {given} dtype {sorted(map(str, y_dtypes))}"
                                  f" gave output{path} of dtype {np.asarray(yi).dtype}")
-    for path, leaf in tree.leaves_with_path(params):
-        if is_float(leaf) and np.asarray(leaf).dtype != np.float32:
-            raise AssertionError(f"{where}: init gave params{path} of dtype "
-                                 f"{np.asarray(leaf).dtype}, expected float32")
     ones = tree.map(np.ones_like, y)
     guard.add(dy=ones)
     dparams, dx = returned(where, "the pullback", pullback(ones), 2)

@@ -357,6 +357,17 @@ def Slice(index: Any) -> Layer:
     full = (slice(None), *idx)
     name = f"Slice({index!r})"
 
+    def refused(shape: tuple[Any, ...], e: IndexError) -> ValueError:
+        entries = sum(i is not Ellipsis for i in idx)
+        if entries >= len(shape):  # NumPy's count includes the batch axis put in front
+            return ValueError(
+                f"{name}: index has {entries} entries, but an input of shape {shape} has "
+                f"{len(shape) - 1} ax{'is' if len(shape) == 2 else 'es'} after the batch "
+                f"axis, which Slice indexes "
+                f"(y = x[:, index]); leave the batch axis out of index, e.g. np.s_[0:2] for "
+                f"the first 2 features")
+        return ValueError(f"{name}: cannot index an input of shape {shape}: {e}")
+
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
         shape = check_in_shape(name, in_shape)
@@ -369,8 +380,7 @@ def Slice(index: Any) -> Layer:
             try:
                 outs.append(probe[full].shape)
             except IndexError as e:
-                raise ValueError(f"{name}: cannot index an input of shape {shape}: "
-                                 f"{e}") from None
+                raise refused(shape, e) from None
         return (shape[0], *(a if a == b else None for a, b in zip(outs[0][1:], outs[1][1:]))), ()
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
@@ -382,8 +392,7 @@ def Slice(index: Any) -> Layer:
         try:
             y: Array = xa[full]
         except IndexError as e:
-            raise ValueError(f"{name}: cannot index an input of shape {xa.shape}: {e}") \
-                from None
+            raise refused(xa.shape, e) from None
         return y
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:

@@ -1,0 +1,58 @@
+"""What a first hour with funcdl met (session 38's review as a JAX/optax/PyTorch user): a
+Slice written with NumPy's leading ``:`` for the batch, ``check_layer`` given an in_shape
+without its batch axis, and a layer whose init makes float64 params. Each now gets a message
+that names the cause and the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from funcdl import layers as L
+from funcdl import random
+from funcdl.layers import Layer
+from funcdl.testing import check_layer
+
+
+@pytest.mark.parametrize(("index", "in_shape", "entries", "after"), [
+    (np.s_[:, 0:2], (None, 4), 2, "1 axis"),
+    (np.s_[:, :, 0], (None, 3, 4), 3, "2 axes"),
+    (np.s_[:, 0, ..., 1], (None, 4), 3, "1 axis"),
+])
+def test_slice_with_the_batch_axis_in_its_index_says_to_leave_it_out(index, in_shape, entries,
+                                                                     after):
+    want = (rf"index has {entries} entries, but an input of shape .* has {after} after the "
+            rf"batch axis, which Slice indexes \(y = x\[:, index\]\); leave the batch axis out")
+    layer = L.Slice(index)
+    with pytest.raises(ValueError, match=want):
+        layer.init(random.key(0), in_shape)
+    with pytest.raises(ValueError, match=want):
+        layer.apply((), np.ones((2, *in_shape[1:]), np.float32))
+
+
+def test_slice_out_of_bounds_keeps_its_own_message():
+    with pytest.raises(ValueError, match=r"Slice\(5\): cannot index an input of shape "
+                                         r"\(None, 4\): index 5 is out of bounds"):
+        L.Slice(5).init(random.key(0), (None, 4))
+    assert L.Slice(np.s_[:, 0:2]).init(random.key(0), (None, 4, 5))[0] == (None, 4, 2)
+
+
+def test_check_layer_given_an_in_shape_without_the_batch_axis_says_so():
+    with pytest.raises(ValueError, match=r"^check_layer\(Dense\(2\)\): .* x of shape \(3,\) "
+                                         r"has no axis beside the batch axis 0: in_shape needs "
+                                         r"the batch axis first, e.g. \(None, 3\)"):
+        check_layer(L.Dense(2), (3,))
+    check_layer(L.Dense(2), (None, 3))
+
+
+def test_check_layer_names_float64_params_before_the_float64_output_they_cause():
+    def init(key, in_shape):
+        return in_shape, {"w": np.ones(in_shape[-1])}  # float64: np.ones' default
+
+    def vjp(p, x, **kw):
+        return x * p["w"], lambda dy: ({"w": (dy * x).sum(0)}, dy * p["w"])
+
+    layer = Layer(init, lambda p, x, **kw: x * p["w"], vjp, name="Ones64")
+    with pytest.raises(AssertionError, match=r"^check_layer\(Ones64\): init gave params\['w'\] "
+                                             r"of dtype float64, expected float32"):
+        check_layer(layer, (None, 3))
