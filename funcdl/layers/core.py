@@ -275,6 +275,9 @@ def Dropout(rate: float, broadcast_dims: Sequence[int] = ()) -> Layer:
     vjp: ``dx = dy * m / (1 - rate)``. Inference (``train=False``) is the identity.
     ``broadcast_dims`` (Flax's): axes along which one draw is shared, so whole slices drop;
     ``(1, 2)`` on NHWC drops whole channels per example, PyTorch's ``Dropout2d``.
+    Training asks for a key at every rate, 0 included (stax's rule): a script that raises the
+    rate later does not break then. The ``dropout=`` option of MultiHeadAttention and the
+    transformer layers draws nothing at 0 and then asks for no key, as torch's.
     """
     rate = real_arg(rate, "Dropout", "rate (the fraction dropped)", low=0.0, high=1.0)
     if not isinstance(broadcast_dims, (tuple, list)):
