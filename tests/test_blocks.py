@@ -329,7 +329,7 @@ def test_bad_inputs_name_the_block() -> None:
     with pytest.raises(ValueError, match=r"^TransformerDecoderLayer\(8, 2, dim_f.*tuple"):
         dec.apply(p, np.ones((2, 4, 8), np.float32))
     with pytest.raises(ValueError, match=r"^TransformerDecoderLayer\(8, 2, dim_f\w*=16\): "
-                                         r"expected memory \(the input\) \(N, T, 8\) .*got "
+                                         r"expected memory \(the input\[1\]\) \(N, S, 8\) .*got "
                                          r"\(2, 3, 6\)"):
         dec.vjp(p, (np.ones((2, 4, 8), np.float32), np.ones((2, 3, 6), np.float32)))
     bi = Bidirectional(L.GRU(3))

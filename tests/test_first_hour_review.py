@@ -56,3 +56,31 @@ def test_check_layer_names_float64_params_before_the_float64_output_they_cause()
     with pytest.raises(AssertionError, match=r"^check_layer\(Ones64\): init gave params\['w'\] "
                                              r"of dtype float64, expected float32"):
         check_layer(layer, (None, 3))
+
+
+def test_a_decoders_memory_of_the_wrong_width_is_named_with_its_own_time_axis():
+    dec = L.TransformerDecoderLayer(8, 2, 16, dropout=0.0)
+    _, params = dec.init(random.key(0), ((None, 5, 8), (None, 7, 8)))
+    tgt, memory = np.ones((2, 5, 8), np.float32), np.ones((2, 7, 9), np.float32)
+    with pytest.raises(ValueError, match=r"expected memory \(the input\[1\]\) \(N, S, 8\) "
+                                         r"\(batch, source time, d_model\), got \(2, 7, 9\)"):
+        dec.apply(params, (tgt, memory))
+    with pytest.raises(ValueError, match=r"expected tgt \(the input\[0\]\) \(N, T, 8\) "
+                                         r"\(batch, time, d_model\), got \(2, 5, 9\)"):
+        dec.apply(params, (np.ones((2, 5, 9), np.float32), memory[..., :8]))
+    with pytest.raises(ValueError, match=r"memory \(in_shape\[1\]\) \(N, S, 8\).*token ids "
+                                         r"\(N, S\) need an Embedding\(vocab, 8\) first"):
+        dec.init(random.key(0), ((None, 5, 8), (None, 7)))
+
+
+def test_ctc_given_torchs_time_first_log_probs_says_to_transpose():
+    from funcdl import losses
+    log_probs = np.log(np.full((3, 8, 5), 0.2))  # (N, T, C)
+    labels = np.ones((3, 4), np.int64)
+    with pytest.raises(ValueError, match=r"got shape \(3, 4\); pred is batch-first \(N, T, C\): "
+                                         r"for torch's time-first \(T, N, C\) log-probs pass "
+                                         r"pred.transpose\(1, 0, 2\)"):
+        losses.ctc(log_probs.transpose(1, 0, 2), labels)
+    with pytest.raises(ValueError, match=r"got shape \(5, 4\)$"):  # no hint: not the layout
+        losses.ctc(log_probs, np.ones((5, 4), np.int64))
+    assert np.isfinite(losses.ctc(log_probs, labels[:, :2]))

@@ -158,16 +158,19 @@ def shown_input(shapes: Any, what: str) -> str:
     return f"an array of shape {shapes}"
 
 
-def sequence_shape(name: str, d: int, in_shape: Any, what: str = "in_shape") -> Any:
-    """``in_shape`` as (N, T, d_model), an unknown last axis taken as d_model."""
+def sequence_shape(name: str, d: int, in_shape: Any, what: str = "in_shape",
+                   time: tuple[str, str] = ("T", "time")) -> Any:
+    """``in_shape`` as (N, T, d_model), an unknown last axis taken as d_model; ``time``
+    names the time axis in messages (a decoder's memory: ``("S", "source time")``)."""
     if isinstance(in_shape, (tuple, list)) and in_shape and all(
             isinstance(s, (tuple, list)) for s in in_shape):
-        raise ValueError(f"{name}: expected {what} (N, T, {d}), got "
+        raise ValueError(f"{name}: expected {what} (N, {time[0]}, {d}), got "
                          f"{shown_input(tuple(map(tuple, in_shape)), what)}; an input "
                          f"with a padding mask needs {name.split('(')[0]}(..., masked=True)")
     shape = check_in_shape(name, in_shape)
     if len(shape) != 3 or shape[2] not in (None, d):
-        raise ValueError(f"{name}: expected {what} (N, T, {d}) (batch, time, d_model), got "
-                         f"{shape}" + ("; token ids (N, T) need an Embedding(vocab, "
+        raise ValueError(f"{name}: expected {what} (N, {time[0]}, {d}) (batch, {time[1]}, "
+                         f"d_model), got "
+                         f"{shape}" + (f"; token ids (N, {time[0]}) need an Embedding(vocab, "
                                        f"{d}) first" if len(shape) == 2 else ""))
     return (shape[0], shape[1], d)

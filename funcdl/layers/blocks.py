@@ -185,8 +185,8 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
             got = shown_input(in_shape, what)
             raise ValueError(f"{name}: expected {what} as a tuple (x, src_key_padding_mask), "
                              f"of shapes ((N, T, {d}), (N, T)), got {got}")
-        return (sequence_shape(name, d, in_shape[0], f"x ({what})"),
-                mask_shape(name, in_shape[1], f"src_key_padding_mask ({what})"))
+        return (sequence_shape(name, d, in_shape[0], f"x ({what}[0])"),
+                mask_shape(name, in_shape[1], f"src_key_padding_mask ({what}[1])"))
 
     return block(name, part, shapes)
 
@@ -250,11 +250,12 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
             got = shown_input(in_shape, what)
             raise ValueError(f"{name}: expected {what} as a tuple {form}, of shapes "
                              f"{want}, got {got}")
-        out = (sequence_shape(name, d, in_shape[0], f"tgt ({what})"),
-               sequence_shape(name, d, in_shape[1], f"memory ({what})"))
+        out = (sequence_shape(name, d, in_shape[0], f"tgt ({what}[0])"),
+               sequence_shape(name, d, in_shape[1], f"memory ({what}[1])",
+                              ("S", "source time")))
         if masked:
             return (*out, mask_shape(name, in_shape[2],
-                                      f"memory_key_padding_mask ({what})"))
+                                      f"memory_key_padding_mask ({what}[2])"))
         return out
 
     return block(name, part, shapes)

@@ -195,9 +195,13 @@ def _labels(name: str, target: Any, shape: tuple[int, ...], blank: int) -> Array
                      f"labels must be integer class ids in [0, {shape[-1]}) other than the "
                      f"blank, {blank}")
     if lab.ndim != 2 or lab.shape[0] != shape[0]:
+        first = lab.ndim == 2 and lab.shape[0] == shape[1]  # torch's (T, N, C) log-probs
         raise ValueError(f"{name}: target must be integer labels of shape (N, S) = "
                          f"({shape[0]}, S) for pred of shape {shape}, one padded row per "
-                         f"example, got shape {lab.shape}")
+                         f"example, got shape {lab.shape}" + (
+                             "; pred is batch-first (N, T, C): for torch's time-first "
+                             "(T, N, C) log-probs pass pred.transpose(1, 0, 2)" if first
+                             else ""))
     return lab
 
 
