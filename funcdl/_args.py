@@ -143,6 +143,18 @@ def int_arg(value: Any, where: str, what: str, minimum: int | None = 0) -> int:
     return int(value)
 
 
+def eps_arg(value: Any, where: str, torch_size: str, fix: str, hint: str = "") -> float:
+    """A normalisation's ``eps``, a positive number; an integer of 1 or more is refused,
+    being torch's ``torch_size`` argument in eps's place (``GroupNorm(3, 6)``, which would
+    normalise with eps = 6), whose size funcdl reads from in_shape: ``fix`` says the call."""
+    if (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+            and value >= 1):
+        raise ValueError(f"{where}: eps={value} is a count, as torch's {torch_size} in its "
+                         f"place is, not a small positive number: funcdl reads that size "
+                         f"from in_shape, {fix}; pass eps= as a float for another eps")
+    return real_arg(value, where, "eps", low=0.0, open_low=True, hint=hint)
+
+
 def real_arg(value: Any, where: str, what: str, *, low: float = -math.inf,
              high: float = math.inf, open_low: bool = False, open_high: bool = False,
              finite: bool = True, hint: str = "", fix: str = "") -> float:

@@ -84,3 +84,65 @@ def test_ctc_given_torchs_time_first_log_probs_says_to_transpose():
     with pytest.raises(ValueError, match=r"got shape \(5, 4\)$"):  # no hint: not the layout
         losses.ctc(log_probs, np.ones((5, 4), np.int64))
     assert np.isfinite(losses.ctc(log_probs, labels[:, :2]))
+
+
+# ---------------------------------------------------------------------------- a vision user
+
+@pytest.mark.parametrize(("make", "torch_size", "fix"), [
+    (lambda: L.GroupNorm(3, 6), "num_channels", r"GroupNorm\(3, C\) is GroupNorm\(3\)"),
+    (lambda: L.LayerNorm(6), "normalized_shape", r"LayerNorm\(C\) is LayerNorm\(\)"),
+    (lambda: L.InstanceNorm(6), "num_features", r"InstanceNorm2d\(C\) is InstanceNorm\(\)"),
+    (lambda: L.RMSNorm(6), "normalized_shape", r"RMSNorm\(C\) is RMSNorm\(\)"),
+    (lambda: L.LayerNorm(np.int64(1)), "normalized_shape", "LayerNorm"),
+])
+def test_torchs_channel_count_in_eps_place_is_refused(make, torch_size, fix):
+    # GroupNorm(3, 6) as torch writes it normalised with eps = 6: an output std of 0.72
+    with pytest.raises(ValueError, match=rf"eps=[16] is a count, as torch's {torch_size} in "
+                                         rf"its place is, .*{fix}"):
+        make()
+
+
+def test_a_small_or_float_eps_is_still_taken():
+    assert L.GroupNorm(3, 1e-3).init(random.key(0), (None, 4, 6))[0] == (None, 4, 6)
+    for eps in (1e-6, 0.5, 2.0):  # a float is meant as eps, however large
+        x = random.normal(random.key(1), (4, 6))
+        _, params = L.LayerNorm(eps).init(random.key(0), (None, 6))
+        y = L.LayerNorm(eps).apply(params, x)
+        want = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match=r"RMSNorm: eps must be a real number, got 'a' \(str\), "
+                                        r"or None"):
+        L.RMSNorm("a")
+
+
+@pytest.mark.parametrize(("layer", "in_shape", "given"), [
+    (L.Conv2D(8, 3), (None, 9, 9, 3), (2, 3, 9, 9)),
+    (L.Conv2D(4, 3, groups=2), (None, 9, 9, 4), (2, 4, 9, 9)),
+    (L.Conv1D(4, 3), (None, 20, 6), (2, 6, 20)),
+    (L.ConvTranspose2D(4, 3), (None, 9, 9, 3), (2, 3, 9, 9)),
+])
+def test_a_channels_first_input_is_told_to_move_its_channels_last(layer, in_shape, given):
+    _, params = layer.init(random.key(0), in_shape)
+    with pytest.raises(ValueError, match=r"it looks channels-first \(N, C, \.\.\.\), torch's "
+                                         r"layout: funcdl's is channels-last, so pass "
+                                         r"np.moveaxis\(x, 1, -1\)$"):
+        layer.apply(params, np.zeros(given, np.float32))
+    y = layer.apply(params, np.moveaxis(np.zeros(given, np.float32), 1, -1))
+    assert y.dtype == np.float32
+
+
+def test_one_image_without_its_batch_axis_and_other_wrong_inputs():
+    conv = L.Conv2D(8, 3)
+    _, params = conv.init(random.key(0), (None, 9, 9, 3))
+    with pytest.raises(ValueError, match=r"got shape \(9, 9, 3\); it looks like one example "
+                                         r"without its batch axis: pass x\[None\]$"):
+        conv.apply(params, np.zeros((9, 9, 3), np.float32))
+    with pytest.raises(ValueError, match=r"got shape \(2, 9, 9, 5\)$"):  # no guess to make
+        conv.apply(params, np.zeros((2, 9, 9, 5), np.float32))
+    grouped = L.Conv2D(4, 3, groups=2)
+    _, params = grouped.init(random.key(0), (None, 9, 9, 4))
+    with pytest.raises(ValueError, match=r"got shape \(2, 9, 9, 2\); give it 4 channels, or, if "
+                                         r"params\['w'\] is your own ungrouped kernel for 2, a "
+                                         r"grouped kernel has C // groups in-channels: "
+                                         r"\(3, 3, 1, 4\) for this input"):
+        grouped.apply(params, np.zeros((2, 9, 9, 2), np.float32))

@@ -109,21 +109,35 @@ def in_channels(name: str, shape: tuple[Any, ...], groups: int) -> int:
     return int(c)
 
 
+def layout_hint(x_shape: tuple[int, ...], ndim: int, c: int) -> str:
+    """What an input of the wrong shape most likely is, for a layer expecting rank ``ndim``
+    with ``c`` channels last: torch's channels-first layout, or one example without its
+    batch axis; else ``''``."""
+    if len(x_shape) == ndim and x_shape[1] == c and x_shape[-1] != c:
+        return ("; it looks channels-first (N, C, ...), torch's layout: funcdl's is "
+                "channels-last, so pass np.moveaxis(x, 1, -1)")
+    if len(x_shape) == ndim - 1 and x_shape and x_shape[-1] == c:
+        return "; it looks like one example without its batch axis: pass x[None]"
+    return ""
+
+
 def channels_error(name: str, layout: str, w_shape: tuple[int, ...],
                    x_shape: tuple[int, ...], groups: int) -> ValueError:
     """An input of the wrong rank, or whose channels are not the kernel's in-channels times
     ``groups``."""
     c = w_shape[-2] * groups
+    hint = layout_hint(x_shape, len(w_shape), c)
     if groups == 1:
         return ValueError(f"{name}: expected input {layout}{c}) as the params were "
-                          f"initialised, got shape {x_shape}")
+                          f"initialised, got shape {x_shape}{hint}")
     got = x_shape[-1] if len(x_shape) == len(w_shape) else None  # the channels, if any
-    hint = ""
-    if got is not None and got % groups:
+    if not hint and got is not None and got % groups:
         hint = f"; its {got} channels are not divisible by groups={groups}"
-    elif got == w_shape[-2]:  # an ungrouped layer's kernel
-        hint = (f"; a grouped kernel is (kh, kw, C // groups, out), for this input "
-                f"{(*w_shape[:-2], got // groups, w_shape[-1])}, as init gives it")
+    elif not hint and got == w_shape[-2]:  # the group's share: a wrong input, or a kernel
+        hint = (f"; give it {c} channels, or, if params['w'] is your own ungrouped kernel "
+                f"for {got}, a grouped kernel has C // groups in-channels: "
+                f"{(*w_shape[:-2], got // groups, w_shape[-1])} for this input, as init "
+                f"gives it")
     return ValueError(f"{name}: expected input {layout}{c}) as the params were initialised "
                       f"(groups={groups} times the {w_shape[-2]} in-channels of params['w'] "
                       f"{w_shape}), got shape {x_shape}{hint}")

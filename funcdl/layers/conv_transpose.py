@@ -61,7 +61,7 @@ from funcdl import initializers, random
 from funcdl._args import bool_arg, int_arg
 from funcdl.layers import _per_example as per_example
 from funcdl.layers import _transpose_groups
-from funcdl.layers._grouped import groups_arg, in_channels
+from funcdl.layers._grouped import groups_arg, in_channels, layout_hint
 from funcdl.layers._im2col import crop, fold, im2col, pad
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
 from funcdl.layers._sums import chan, product, rows_sum
@@ -177,7 +177,8 @@ def _conv_transpose(name: str, rank: int, out: int, kernel: Any, stride: Any, pa
         x = as_array(name, x, w.dtype)
         if x.ndim != rank + 2 or x.shape[-1] != w.shape[-1]:
             raise ValueError(f"{name}: expected input {layout}{w.shape[-1]}) as the params "
-                             f"were initialised, got shape {x.shape}")
+                             f"were initialised, got shape {x.shape}"
+                             f"{layout_hint(x.shape, rank + 2, w.shape[-1])}")
         return cast_ints(x, w.dtype), w, (b[0] if b else None)
 
     def forward(x: Array, w: Array, bias: Array | None) -> tuple[Array, Array, Pads]:

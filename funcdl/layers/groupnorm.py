@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, call_name, int_arg, nearest_divisors, real_arg
+from funcdl._args import bool_arg, call_name, eps_arg, int_arg, nearest_divisors
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._affine import fixed_affine
 from funcdl.layers._norm_stats import channel_vectors, compute_dtype, moments
@@ -57,7 +57,9 @@ def GroupNorm(num_groups: int, eps: float = 1e-5, affine: bool = True) -> Layer:
     multiple of ``num_groups`` is a ValueError, at ``init`` and at ``apply``.
     """
     groups = int_arg(num_groups, "GroupNorm", "num_groups", 1)
-    eps = real_arg(eps, "GroupNorm", "eps", low=0.0, open_low=True)
+    eps = eps_arg(eps, "GroupNorm", "num_channels",
+                  f"so torch's GroupNorm({groups}, C) is GroupNorm({groups}) here, with "
+                  f"eps 1e-5")
     affine = bool_arg(affine, "GroupNorm", "affine")
     name = call_name("GroupNorm", (groups,), eps=(eps, 1e-5), affine=(affine, True))
     return group_norm(name, groups, eps, affine)

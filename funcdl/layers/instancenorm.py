@@ -6,7 +6,7 @@ with C groups, C read at ``init``), the same numbers as ``GroupNorm(C, affine=..
 
 from __future__ import annotations
 
-from funcdl._args import bool_arg, call_name, real_arg
+from funcdl._args import bool_arg, call_name, eps_arg
 from funcdl.layers.base import Layer
 from funcdl.layers.groupnorm import group_norm
 
@@ -25,7 +25,8 @@ def InstanceNorm(eps: float = 1e-5, affine: bool = False) -> Layer:
     over the spatial axes; ``dscale = Σ dy·x̂``, ``dbias = Σ dy``, sums over all axes but C.
     Equal to ``GroupNorm(C, eps, affine)``.
     """
-    eps = real_arg(eps, "InstanceNorm", "eps", low=0.0, open_low=True)
+    eps = eps_arg(eps, "InstanceNorm", "num_features",
+                  "so torch's InstanceNorm2d(C) is InstanceNorm() here, with eps 1e-5")
     affine = bool_arg(affine, "InstanceNorm", "affine")
     name = call_name("InstanceNorm", (), eps=(eps, 1e-5), affine=(affine, False))
     return group_norm(name, None, eps, affine)

@@ -13,7 +13,7 @@ from typing import Any, cast
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, call_name, real_arg
+from funcdl._args import bool_arg, call_name, eps_arg
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._affine import fixed_affine
 from funcdl.layers._norm_stats import (
@@ -57,7 +57,9 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
         raise TypeError(f"LayerNorm: axis must be an int or a non-empty tuple of ints, got "
                         f"{axis!r}")
     axes = tuple(int(a) for a in raw)
-    eps = real_arg(eps, "LayerNorm", "eps", low=0.0, open_low=True)
+    eps = eps_arg(eps, "LayerNorm", "normalized_shape",
+                  "so torch's LayerNorm(C) is LayerNorm() here, with eps 1e-5, over the "
+                  "last axis (axis= for others)")
     affine = bool_arg(elementwise_affine, "LayerNorm", "elementwise_affine")
     name = call_name("LayerNorm", (), eps=(eps, 1e-5),
                      axis=(axes if isinstance(axis, tuple) else axes[0], -1),

@@ -14,7 +14,7 @@ from typing import Any, cast
 import numpy as np
 
 from funcdl import random
-from funcdl._args import bool_arg, call_name, real_arg
+from funcdl._args import bool_arg, call_name, eps_arg
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._norm_stats import channel_vectors, compute_dtype
 from funcdl.layers._params import in_param_dtypes, weak_dtype
@@ -45,8 +45,10 @@ def RMSNorm(eps: float | None = None, elementwise_affine: bool = True) -> Layer:
     vjp: ``dx = r·(g - x̂·mean(g·x̂))`` with ``x̂ = x·r``, ``g = dy·scale``;
     ``dscale = Σ dy·x̂`` over every axis but the last.
     """
-    e = None if eps is None else real_arg(eps, "RMSNorm", "eps", low=0.0, open_low=True,
-                                          hint=", or None (PyTorch's default)")
+    e = None if eps is None else eps_arg(eps, "RMSNorm", "normalized_shape",
+                                         "so torch's RMSNorm(C) is RMSNorm() here, with eps "
+                                         "the dtype's epsilon",
+                                         hint=", or None (PyTorch's default)")
     affine = bool_arg(elementwise_affine, "RMSNorm", "elementwise_affine")
     name = call_name("RMSNorm", (), eps=(e, None), elementwise_affine=(affine, True))
 
