@@ -146,3 +146,67 @@ def test_one_image_without_its_batch_axis_and_other_wrong_inputs():
                                          r"grouped kernel has C // groups in-channels: "
                                          r"\(3, 3, 1, 4\) for this input"):
         grouped.apply(params, np.zeros((2, 9, 9, 2), np.float32))
+
+
+# ---------------------------------------------------------------------------- an optimizer user
+
+_P = {"w": np.ones((3, 4)), "b": np.ones(4), "s": np.array(1.0)}
+_SHORT = {"w": np.ones((3, 4)), "b": np.ones(4)}  # 's' missing
+
+
+@pytest.mark.parametrize(("make", "first"), [
+    (lambda o: o.adopt(learning_rate=0.1), "adopt.update, stage 0: scale_by_adopt.update: "),
+    (lambda o: o.muon(learning_rate=0.1), "muon.update: "),
+    (lambda o: o.ademamix(learning_rate=0.1), "ademamix.update, stage 0: "),
+    (lambda o: o.schedule_free_adamw(learning_rate=0.1), "schedule_free_adamw.update, stage 0: "),
+    (lambda o: o.schedule_free_sgd(learning_rate=0.1),
+     "schedule_free.update, stage 'base_optimizer': sgd.update, stage 'lr': "),
+    (lambda o: o.sam(o.adam(0.1), o.chain(o.normalize(), o.scale(0.05))),
+     "sam.update, stage 'adv_optimizer': scale.update: "),
+])
+def test_an_error_inside_a_built_optimizer_names_that_optimizer_first(make, first):
+    # each said only its inner stage (scale_by_adopt.update: ...), never adopt, muon, sam
+    from funcdl import optim
+    opt = make(optim)
+    with pytest.raises(ValueError, match="tree structure mismatch") as info:
+        opt.update(opt.init(_P), _SHORT, _P)
+    assert str(info.value).startswith(first), str(info.value)
+
+
+def test_a_users_own_chain_keeps_its_stages_words():
+    from funcdl import optim
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.scale(0.1))
+    with pytest.raises(ValueError, match=r"^scale\.update: tree structure"):
+        opt.update(opt.init(_P), _SHORT, _P)
+
+
+def test_flatten_called_the_wrong_way_round_says_so():
+    from funcdl import optim
+    opt = optim.flatten(optim.adam(0.1))
+    state = opt.init(_P)
+    with pytest.raises(TypeError, match=r"^flatten\.update: the first argument must be the "
+                                        r"optimizer state returned by init \(call update\(state, "
+                                        r"grads, params\)\); got grads of type NamedChainState"):
+        opt.update(dict(_P), state, _P)
+    opt.update(state, dict(_P), _P)
+
+
+def test_a_loaded_stand_in_state_is_named_with_its_article(tmp_path):
+    from funcdl import io, optim
+    opt = optim.apply_if_finite(optim.sgd(0.1), 3)
+    io.save(tmp_path / "state.npz", opt.init(_P))
+    with pytest.raises(TypeError, match=r"got an ApplyIfFiniteState that is not funcdl's own"):
+        opt.update(io.load(tmp_path / "state.npz"), dict(_P), _P)
+
+
+def test_muons_learning_rate_and_params_errors_name_muon():
+    from funcdl import optim
+    grads = {k: np.ones_like(v) for k, v in _P.items()}
+    opt = optim.muon(learning_rate=lambda count: np.array([0.1, 0.2]))
+    with pytest.raises(TypeError, match=r"^muon\.update, stage 3: scale_by_learning_rate "
+                                        r"\(learning_rate\): the schedule must return a number"):
+        opt.update(opt.init(_P), grads, _P)
+    opt = optim.muon(learning_rate=0.1)
+    with pytest.raises(ValueError, match=r"^muon\.update, stage 2: add_decayed_weights\.update: "
+                                         r"needs the params"):
+        opt.update(opt.init(_P), grads)

@@ -172,8 +172,9 @@ def check_state(name: str, state: Any, cls: type, method: str = "update") -> Non
     """Fail loudly on a swapped call such as ``update(grads, state)``."""
     if not isinstance(state, cls):
         if type(state).__name__ == cls.__name__:  # a stand-in from io.load without like=
+            article = "an" if cls.__name__[:1] in "AEIOU" else "a"
             raise TypeError(
-                f"{name}.{method}: got a {cls.__name__} that is not funcdl's own (io.load "
+                f"{name}.{method}: got {article} {cls.__name__} that is not funcdl's own (io.load "
                 f"without like= rebuilds NamedTuples as stand-ins): load the state with "
                 f"funcdl.io.load(path, like=opt.init(params))")
         if type(state).__module__.startswith("funcdl.optim"):  # not swapped: another's

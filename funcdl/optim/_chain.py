@@ -75,11 +75,16 @@ def make_chain(name: str, transforms: Sequence[GradientTransformation]) -> Gradi
         count = read_count(f"{name}.update", state.count)
         if extra:
             check_extra(name, extra, takes)
-        new_states = []
-        for f, s, keys in zip(updates, state.states, takes, strict=True):
-            grads, s = f(s, grads, params, **forwarded(extra, keys)) if extra else \
-                f(s, grads, params)
-            new_states.append(s)
+        new_states: list[Any] = []
+        try:  # as make_named_chain's: a stage's error names the optimizer the user built
+            for f, s, keys in zip(updates, state.states, takes, strict=True):
+                grads, s = f(s, grads, params, **forwarded(extra, keys)) if extra else \
+                    f(s, grads, params)
+                new_states.append(s)
+        except (ValueError, TypeError) as err:
+            if name == "chain":  # the user's own: the stage is one they wrote, and says so
+                raise
+            raise in_stage(f"{name}.update", len(new_states), err) from err
         return grads, ChainState(tuple(new_states), next_count(count))
 
     return transform(name, init, show_keywords(update, takes))
@@ -140,11 +145,11 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
     return transform(name, init, show_keywords(update, takes))
 
 
-def in_stage(where: str, stage: str, err: Exception) -> Exception:
+def in_stage(where: str, stage: str | int, err: Exception) -> Exception:
     """``err``, raised by a chain's stage, with the chain's name and the stage's first: a
     shape error in ``sgd``'s learning-rate stage reads ``sgd.update, stage 'lr':
     scale_by_learning_rate.update: ...``, naming the optimizer the user built."""
     msg = str(err)
     if msg.startswith(where.split(".")[0]):  # the chain's own words, or placed already
         return err
-    return reworded(err, f"{where}, stage '{stage}': {msg}")
+    return reworded(err, f"{where}, stage {stage!r}: {msg}")

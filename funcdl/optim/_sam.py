@@ -43,6 +43,7 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
+from funcdl.optim._chain import in_stage
 from funcdl.optim._checks import check_float_params, check_grads, needs_params, real_param
 from funcdl.optim._global_norm import named_global_norm
 from funcdl.optim._schedules import check_steps
@@ -112,10 +113,11 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
             raise ValueError(f"{where}: the state's cache is None (an opaque_mode=True "
                              f"state); pass the state made by this optimizer's init")
         if k < period - 1:
-            u, adv_state = adv_optimizer.update(state.adv_state, grads, params)
+            u, adv_state = staged(where, "adv_optimizer", adv_optimizer, state.adv_state,
+                                  grads, params)
             return _negated(where, u), SAMState(np.int64(k + 1), state.opt_state, adv_state,
                                                 cache)
-        u, opt_state = optimizer.update(state.opt_state, grads, cache)
+        u, opt_state = staged(where, "optimizer", optimizer, state.opt_state, grads, cache)
 
         def back(c: Any, p: Any, x: Any) -> Any:
             real_grad(x)
@@ -142,16 +144,26 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
                             f"grad_fn=...) or build sam(..., opaque_mode=False)")
         adv_params, adv_grads, adv_state = params, grads, state.adv_state
         for i in range(period - 1):  # the adversarial steps, sync_period - 1 (usually 1)
-            u, adv_state = adv_optimizer.update(adv_state, adv_grads, adv_params)
+            u, adv_state = staged(where, "adv_optimizer", adv_optimizer, adv_state, adv_grads,
+                                  adv_params)
             adv_params = apply_updates(adv_params, _negated(where, u))
             adv_grads = grad_fn(adv_params, i)
             check_grads(where, adv_grads, params, "grad_fn's grads")  # shapes, dtypes too
         if reset:
             adv_state = adv_optimizer.init(params)
-        out, opt_state = optimizer.update(state.opt_state, adv_grads, params)
+        out, opt_state = staged(where, "optimizer", optimizer, state.opt_state, adv_grads,
+                                params)
         return out, SAMState(zero_count(), opt_state, adv_state, None)
 
     return transform(name, init, update)
+
+
+def staged(where: str, stage: str, opt: GradientTransformation, *args: Any) -> Any:
+    """``opt.update(*args)``, an error in it naming sam and the stage first."""
+    try:
+        return opt.update(*args)
+    except (ValueError, TypeError) as err:
+        raise in_stage(where, stage, err) from err
 
 
 def normalize() -> GradientTransformation:

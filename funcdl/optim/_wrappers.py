@@ -323,6 +323,10 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
 
     def update(state: Any, grads: Tree, params: Tree = None, **extra: Any) -> tuple[Tree, Any]:
         where = f"{name}.update"
+        if type(grads).__module__.startswith("funcdl.optim"):  # inner's state: any type
+            raise TypeError(f"{where}: the first argument must be the optimizer state returned "
+                            f"by init (call update(state, grads, params)); got grads of type "
+                            f"{type(grads).__name__}, an optimizer's state")
         if extra:
             check_extra(name, extra, takes)
         if params is None:
