@@ -130,10 +130,10 @@ def channels_error(name: str, layout: str, w_shape: tuple[int, ...],
     if groups == 1:
         return ValueError(f"{name}: expected input {layout}{c}) as the params were "
                           f"initialised, got shape {x_shape}{hint}")
-    got = x_shape[-1] if len(x_shape) == len(w_shape) else None  # the channels, if any
-    if not hint and got is not None and got % groups:
+    got = x_shape[-1] if len(x_shape) == len(w_shape) and not hint else None  # channels
+    if got is not None and got % groups:
         hint = f"; its {got} channels are not divisible by groups={groups}"
-    elif not hint and got == w_shape[-2]:  # the group's share: a wrong input, or a kernel
+    elif got is not None and got == w_shape[-2]:  # the group's share: input, or kernel?
         hint = (f"; give it {c} channels, or, if params['w'] is your own ungrouped kernel "
                 f"for {got}, a grouped kernel has C // groups in-channels: "
                 f"{(*w_shape[:-2], got // groups, w_shape[-1])} for this input, as init "

@@ -363,9 +363,8 @@ def Slice(index: Any) -> Layer:
             return ValueError(
                 f"{name}: index has {entries} entries, but an input of shape {shape} has "
                 f"{len(shape) - 1} ax{'is' if len(shape) == 2 else 'es'} after the batch "
-                f"axis, which Slice indexes "
-                f"(y = x[:, index]); leave the batch axis out of index, e.g. np.s_[0:2] for "
-                f"the first 2 features")
+                f"axis, which Slice indexes (y = x[:, index]); leave the batch axis out of "
+                f"index, e.g. np.s_[0:2] for the first 2 features")
         return ValueError(f"{name}: cannot index an input of shape {shape}: {e}")
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:

@@ -51,10 +51,14 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         state = opt.init(params)
         updates, state = opt.update(state, grads, params)
     """
-    return make_chain("chain", transforms)
+    return make_chain("chain", transforms, restate=False)
 
 
-def make_chain(name: str, transforms: Sequence[GradientTransformation]) -> GradientTransformation:
+def make_chain(name: str, transforms: Sequence[GradientTransformation], *,
+               restate: bool = True) -> GradientTransformation:
+    """``chain`` under ``name``; ``restate``: a stage's error names ``name`` and the stage
+    first (an alias built of stages, as adopt), not for a user's own chain, whose stages are
+    the ones the user wrote and say so."""
     check_transforms(name, transforms)
     inits = tuple(t.init for t in transforms)
     takes = tuple(extra_keywords(t.update) for t in transforms)
@@ -82,7 +86,7 @@ def make_chain(name: str, transforms: Sequence[GradientTransformation]) -> Gradi
                     f(s, grads, params)
                 new_states.append(s)
         except (ValueError, TypeError) as err:
-            if name == "chain":  # the user's own: the stage is one they wrote, and says so
+            if not restate:
                 raise
             raise in_stage(f"{name}.update", len(new_states), err) from err
         return grads, ChainState(tuple(new_states), next_count(count))
@@ -143,6 +147,16 @@ def make_named_chain(name: str, pairs: Sequence[tuple[str, GradientTransformatio
         return grads, NamedChainState(new_states, next_count(count))
 
     return transform(name, init, show_keywords(update, takes))
+
+
+def staged(where: str, stage: str, opt: GradientTransformation, /, *args: Any,
+           **extra: Any) -> Any:
+    """``opt.update(*args, **extra)``, an error in it re-raised as ``in_stage`` words it: a
+    wrapper's inner optimizer (sam's, schedule_free's) named after the wrapper."""
+    try:
+        return opt.update(*args, **extra)
+    except (ValueError, TypeError) as err:
+        raise in_stage(where, stage, err) from err
 
 
 def in_stage(where: str, stage: str | int, err: Exception) -> Exception:

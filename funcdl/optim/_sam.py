@@ -43,7 +43,7 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._chain import in_stage
+from funcdl.optim._chain import staged
 from funcdl.optim._checks import check_float_params, check_grads, needs_params, real_param
 from funcdl.optim._global_norm import named_global_norm
 from funcdl.optim._schedules import check_steps
@@ -156,14 +156,6 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
         return out, SAMState(zero_count(), opt_state, adv_state, None)
 
     return transform(name, init, update)
-
-
-def staged(where: str, stage: str, opt: GradientTransformation, *args: Any) -> Any:
-    """``opt.update(*args)``, an error in it naming sam and the stage first."""
-    try:
-        return opt.update(*args)
-    except (ValueError, TypeError) as err:
-        raise in_stage(where, stage, err) from err
 
 
 def normalize() -> GradientTransformation:

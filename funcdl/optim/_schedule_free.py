@@ -36,7 +36,7 @@ from funcdl.optim._base import (
     transform,
     zero_count,
 )
-from funcdl.optim._chain import in_stage, make_chain
+from funcdl.optim._chain import make_chain, staged
 from funcdl.optim._checks import (
     check_float,
     check_float_params,
@@ -173,11 +173,8 @@ def schedule_free(base_optimizer: GradientTransformation, learning_rate: ScalarO
                 c = np.asarray(np.nan, low)
             else:  # 0/0 before any positive rate: no averaging yet
                 c = np.nan_to_num(np.asarray(weight / total, low), nan=0.0, posinf=np.inf)
-        try:
-            u, base_state = base_optimizer.update(state.base_optimizer_state, grads, params,
-                                                  **extra)
-        except (ValueError, TypeError) as err:
-            raise in_stage(where, "base_optimizer", err) from err
+        u, base_state = staged(where, "base_optimizer", base_optimizer,
+                               state.base_optimizer_state, grads, params, **extra)
 
         def leaf(y: Any, z: Any, d: Any) -> tuple[Any, Any]:
             real_grad(d)
