@@ -1,8 +1,9 @@
 """Activations: elementwise families from one factory, plus Softmax and LogSoftmax.
 
 Each entry gives the forward ``f(x)`` and the vjp ``dx = df(x, y, dy)``; the pullback keeps
-the input and output it already has and recomputes nothing from the forward pass. All
-forms are stable at any finite input: no overflow warning, no NaN.
+only what ``df`` reads (x, y or both). ELU and Softplus take one more exponential there,
+for the digits a slope rebuilt from y would lose (see ELU). All forms are stable at any
+finite input: no overflow warning, no NaN.
 """
 
 from __future__ import annotations

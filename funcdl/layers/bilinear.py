@@ -8,14 +8,16 @@ per call by the memory the rest costs. With ``M`` rows:
 
 - by rows of ``t = x1 W``, ``(M, out, D2)`` (``W`` read as ``(D1, out·D2)``): ``y`` and
   ``dx2`` are batched matrix-vector products with ``x2`` and ``dy``; ``dW = (dy ⊗ x1)ᵀ x2``,
-  ``dx1 = dy·(x2 Wᵀ)``. Keeps ``t``, and the pullback builds ``(M, out, D1)`` twice;
+  ``dx1 = dy·(x2 Wᵀ)``. Keeps ``t``, and the pullback builds an ``(M, out, D1)`` array
+  twice, one at a time (``dy ⊗ x1`` for dW, then ``x2 Wᵀ``);
 - by the outer product ``z = x1 ⊗ x2``, ``(M, D1·D2)``: ``y = z Wᵀ``, ``dW = dyᵀ z``,
   ``dz = dy W`` gives ``dx1``, ``dx2``. Keeps ``z``, and the pullback builds ``dz``.
 
 The first is taken when ``out·(D1 + D2) <= 2·D1·D2`` (its arrays, ``M·out·(D1 + D2)``
 entries, against ``z`` and ``dz``'s ``2·M·D1·D2``; the elementwise work outside the
-products scales the same way), i.e. unless ``out`` is near ``D1·D2 / max(D1, D2)`` or
-above. No loop over rows or outputs.
+products scales the same way), i.e. while ``out`` is at most ``2·D1·D2 / (D1 + D2)``, the
+harmonic mean of D1 and D2 (between min(D1, D2) and twice it). No loop over rows or
+outputs.
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
             elif t_form:
                 dyx1 = (dy2[:, :, None] * a1[:, None, :]).reshape(-1, out * d1)
                 grads = {"w": product(np.matmul, dyx1.T, a2).reshape(w_shape)}
+                del dyx1  # before dx1's (M, out, D1) of its size: one alive at a time
             else:
                 grads = {"w": product(np.matmul, dy2.T, r).reshape(w_shape)}
             if use_bias and not each:

@@ -316,11 +316,11 @@ def Conv2D(out: int, kernel: int | tuple[int, int], stride: int | tuple[int, int
     Args:
       out: output channels. kernel, stride, dilation: an int or a pair (h, w).
       padding: ``'SAME'``, ``'VALID'``, an int, a pair ``(ph, pw)`` or
-        ``((top, bottom), (left, right))``. ``'SAME'`` (the default, as JAX's and Keras';
-        PyTorch's is 0) is JAX's: ``OH = ceil(H / sh)``, ``max((OH - 1)·sh + (kh - 1)·dh + 1
-        - H, 0)`` rows padded, the odd one at the bottom (right): with stride 2 not torch's
-        ``padding=1`` for a 3 x 3 kernel on an even H (0 rows on top, 1 below); port that
-        as ``padding=1``.
+        ``((top, bottom), (left, right))``. ``'SAME'`` (the default, as Flax's ``nn.Conv``;
+        Keras' and stax's is ``'VALID'``, PyTorch's 0) is JAX's: ``OH = ceil(H / sh)``,
+        ``max((OH - 1)·sh + (kh - 1)·dh + 1 - H, 0)`` rows padded, the odd one at the
+        bottom (right): with stride 2 not torch's ``padding=1`` for a 3 x 3 kernel on an
+        even H (0 rows on top, 1 below); port that as ``padding=1``.
       use_bias, w_init, b_init: as Dense; the default init is PyTorch's Conv2d
         (U(±1/sqrt(fan_in)) for w and b, fan_in = kh·kw·C/groups).
       groups: PyTorch's ``groups``, JAX's ``feature_group_count``: C and out split into

@@ -1,9 +1,9 @@
 """LayerNorm: normalisation over each example's trailing (or given) axes, PyTorch's
 ``nn.LayerNorm`` (split from norm.py, which re-exports it beside BatchNorm).
 
-Every computation stays in the input's floating dtype (float32 in, float32 out); where
-float32 squares overflow the statistics are taken again in float64 (see norm.py and
-``_norm_stats.moments``).
+Every computation runs in the input's and the params' floating dtypes promoted (float32 in
+with init's float32 params, float32 out; see norm.py); where float32 squares overflow the
+statistics are taken again in float64 (see norm.py and ``_norm_stats.moments``).
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ trainable ``params``, passed in and returned, never mutated (the equinox way)::
     y, state = bn.apply(params, x, state=state, train=True)      # batch statistics
     y, _ = bn.apply(params, x, state=state)                      # running statistics
 
-Every computation stays in the input's floating dtype (float32 in, float32 out): per-channel
-vectors are cast to it once, and scalars are Python numbers, which NumPy 2 never lets
-promote an array.
+Every computation runs in the input's and the params' floating dtypes promoted, as Dense's
+(float32 in with init's float32 params, float32 out; float64 params make it float64):
+per-channel vectors are cast to it once, and scalars are Python numbers, which NumPy 2
+never lets promote an array.
 
 Where float32 squares overflow (|x - μ| past ~1e19: σ² = inf, x̂ = 0 in PyTorch, silently)
 the statistics are taken again in float64 (``_norm_stats.moments``), under a fresh

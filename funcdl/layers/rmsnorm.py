@@ -1,6 +1,7 @@
 """RMSNorm: root-mean-square normalisation over the last axis, as ``torch.nn.RMSNorm(C)``.
 
-Every computation stays in the input's floating dtype (params cast to it, as in norm.py).
+Every computation runs in the input's and the params' floating dtypes promoted (float32 in
+with init's float32 params, float32 out; see norm.py).
 A row whose squares overflow (|x| beyond ~1e19 in float32) has mean(x²) = inf, where
 PyTorch's float32 gives 0 silently: its mean(x²) is then taken again in float64 (a check
 of the means otherwise), so x̂ is right, as LayerNorm's statistics are. An infinite input
