@@ -42,8 +42,9 @@ CASES: dict[str, tuple[Callable[[], Any], str, dict[str, Any]]] = {
     "signum": (lambda: signum(1e-2, 0.8), "signum", {"beta": 0.8}),
     "noisy_sgd-eta0": (lambda: noisy_sgd(1e-2, eta=0.0, key=random.key(0)), "noisy_sgd",
                        {"eta": 0.0, "key": 0}),
-    "adan": (lambda: adan(1e-2, weight_decay=0.1, mask=MASK), "adan",
-             {"weight_decay": 0.1, "mask": MASK}),
+    # optax 0.2.8 weighs adan's gradient differences 1 - b2, the paper b2: equal at 0.5
+    "adan-b2=0.5": (lambda: adan(1e-2, b2=0.5, weight_decay=0.1, mask=MASK), "adan",
+                    {"b2": 0.5, "weight_decay": 0.1, "mask": MASK}),
 }
 
 
@@ -117,6 +118,40 @@ def test_adan_first_two_steps():
     np.testing.assert_allclose(u, [-3.0 / math.sqrt(11.0)], rtol=1e-12)
     st = s.states["adan"]
     np.testing.assert_allclose([st.m[0], st.v[0], st.n[0], st.g[0]], [1.75, 1.0, 8.25, 3.0])
+
+
+def test_adan_weighs_the_gradient_differences_by_b2():
+    """b2 = 0.8 tells the paper's b2·Δ from optax 0.2.8's (1 - b2)·Δ (0.90131 there)."""
+    opt = scale_by_adan(b1=0.5, b2=0.8, b3=0.5, eps=0.0)
+    u, s = _step(opt, np.zeros(1), np.array([1.0]))
+    np.testing.assert_allclose(u, [1.0], rtol=1e-12)
+    u, s = opt.update(s, np.array([3.0]), np.zeros(1))
+    # Δ = 2: m = 1.75, v = 0.2·2, n = 0.25 + 0.5·(3 + 0.8·2)²; t = 2: bc 0.75, 0.36, 0.75
+    # (7/3 + 0.8·10/9) / sqrt(14.44) = (29/9) / (19/5)
+    np.testing.assert_allclose(u, [145 / 171], rtol=1e-12)
+    np.testing.assert_allclose([s.v[0], s.n[0]], [0.4, 10.83], rtol=1e-12)
+
+
+def test_adan_follows_algorithm_1_of_the_paper():
+    """12 float64 steps against Xie et al.'s Algorithm 1 written in the paper's own β (the
+    weight of the new value: β = 1 - b), its default β1, β2, β3 = 0.02, 0.08, 0.01."""
+    beta1, beta2, beta3, eps = 0.02, 0.08, 0.01, 1e-8
+    opt = scale_by_adan(eps=eps)  # b = 1 - β: 0.98, 0.92, 0.99
+    p = _params()
+    s = opt.init(p)
+    m = v = n = prev = None
+    for k in range(1, 13):
+        g = _grads(k)["w"]
+        u, s = opt.update(s, _grads(k), p)
+        d = np.zeros_like(g) if prev is None else g - prev
+        m = beta1 * g if m is None else (1 - beta1) * m + beta1 * g
+        v = beta2 * d if v is None else (1 - beta2) * v + beta2 * d
+        sq = (g + (1 - beta2) * d) ** 2
+        n = beta3 * sq if n is None else (1 - beta3) * n + beta3 * sq
+        mh, vh, nh = (a / (1 - (1 - b) ** k) for a, b in ((m, beta1), (v, beta2), (n, beta3)))
+        np.testing.assert_allclose(u["w"], (mh + (1 - beta2) * vh) / (np.sqrt(nh) + eps),
+                                   rtol=1e-12)
+        prev = g
 
 
 def test_centralize_subtracts_the_mean_over_all_axes_but_the_first():
@@ -293,8 +328,8 @@ def test_transforms_match_optax(jax64):
     optax, jnp = _optax(jax64)
     _twin(optim.chain(centralize(), optim.sgd(0.1)), optax.chain(optax.centralize(),
                                                                 optax.sgd(0.1)), jnp)
-    _twin(optim.chain(scale_by_adan(eps_root=1e-6), optim.scale(-0.01)),
-          optax.chain(optax.scale_by_adan(eps_root=1e-6), optax.scale(-0.01)), jnp)
+    _twin(optim.chain(scale_by_adan(b2=0.5, eps_root=1e-6), optim.scale(-0.01)),
+          optax.chain(optax.scale_by_adan(b2=0.5, eps_root=1e-6), optax.scale(-0.01)), jnp)
     _twin(optim.chain(scale_by_novograd(b2=0.5, weight_decay=0.2), optim.scale(-0.01)),
           optax.chain(optax.scale_by_novograd(b2=0.5, weight_decay=0.2), optax.scale(-0.01)),
           jnp)
