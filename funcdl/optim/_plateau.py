@@ -58,8 +58,9 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
     less (it reduces after more than ``patience`` bad epochs, this after ``patience``); its
     ``scheduler.step(loss)`` comes after the epoch's last ``optimizer.step()``, so its new
     lr applies from the first update of the next epoch, one update later than optax's
-    timing; and its ``eps=1e-8`` skips a reduction that would change the lr by less than
-    that (an lr already below ~1e-7). Its ``min_lr`` is ``lr0·min_scale``. An epoch of
+    timing; and its ``eps=1e-8`` skips a reduction that would change the lr by no more than
+    that (an lr at most ``1e-8 / (1 - factor)``, 1.1e-8 at factor 0.1, or one within 1e-8
+    of its ``min_lr``). Its ``min_lr`` is ``lr0·min_scale``. An epoch of
     ``n`` updates, each with its batch loss, ports exactly (to float rounding of the mean)
     as ``chain(sgd(lr0), reduce_on_plateau(factor, patience + 1, rtol=threshold,
     cooldown=cooldown, accumulation_size=n, apply_next=True))``; for epochs of varying
