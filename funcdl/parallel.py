@@ -337,8 +337,9 @@ def sharded(optimizer: GradientTransformation, comm: Comm | None = None) -> Shar
     """``optimizer`` split over the ranks (ZeRO stage 1): each rank keeps the optimizer
     state of, and updates, only its 1/k of the params' entries, then every rank reads all
     the new params. Same params as ``data_parallel`` and a whole ``optimizer`` on every
-    rank, with 1/k of the state's memory and of the update's work per rank, and less data
-    moved: the faster data-parallel step when the update and the gradients weigh (the
+    rank, with 1/k of the state's memory and of the update's work per rank, and on one
+    machine fewer bytes written (across machines, the same volume as ``data_parallel``'s):
+    the faster data-parallel step when the update and the gradients weigh (the
     benchmark's mlp, 669,706 params; on its cnn, 20,490 params and all compute,
     ``data_parallel`` is as fast; see docs/scale-out.md).
 
