@@ -203,8 +203,9 @@ def adamaxw(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float
 def acprop(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
            eps: float = 1e-16, eps_root: float = 1e-16, weight_decay: ScalarOrSchedule = 0.0,
            mask: Any = None) -> GradientTransformation:
-    """ACProp, as optax.contrib's ``acprop``: ``p ← p - lr·(u + wd·p)``, ``u``
-    ``scale_by_acprop``'s (decoupled weight decay, ``mask`` as ``adamw``'s).
+    """ACProp with optax.contrib's ``acprop`` arguments: ``p ← p - lr·(u + wd·p)``, ``u``
+    ``scale_by_acprop``'s, its residual from the new momentum as the paper's (not optax
+    0.2.8's; see there), decoupled weight decay, ``mask`` as ``adamw``'s.
 
     Stages: ``acprop``, ``weight_decay`` (a ``masked`` one with a mask), ``lr``.
     """

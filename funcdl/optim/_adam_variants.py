@@ -310,10 +310,13 @@ def scale_by_yogi(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-3,
 
 def scale_by_acprop(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
                     eps_root: float = 1e-16) -> GradientTransformation:
-    """optax.contrib's ``scale_by_acprop``: the step divides by the second moment BEFORE
-    this update. With ``t`` the updates already applied: ``u = g / (sqrt(s / (1-b2^t)) +
-    eps)`` (``g / (1 + eps)`` at ``t = 0``); then ``m = b1·m + (1-b1)·g`` and ``s = b2·s +
-    (1-b2)·(g - m_old)² + eps_root``. State ``ScaleByBeliefState(count, mu, nu)``."""
+    """ACProp (Zhuang et al. 2021) with optax.contrib's ``scale_by_acprop`` arguments and
+    state: the step divides by the second moment BEFORE this update. With ``t`` the updates
+    already applied: ``u = g / (sqrt(s / (1-b2^t)) + eps)`` (``g / (1 + eps)`` at
+    ``t = 0``); then ``m = b1·m + (1-b1)·g`` and ``s = b2·s + (1-b2)·(g - m)² + eps_root``,
+    the residual from the new ``m``, as the paper's and its authors' code. optax 0.2.8 takes
+    it from the old one, ``g - m_old = (g - m)/b1``: its ``s`` is ``1/b1²`` this one and
+    its steps ``b1`` times these. State ``ScaleByBeliefState(count, mu, nu)``."""
     name = "scale_by_acprop"
     b1 = check_float(name, "b1", b1, high=1.0)
     b2 = check_float(name, "b2", b2, high=1.0, open_high=True)  # 1 divides by 1 - b2^t = 0
@@ -330,8 +333,8 @@ def scale_by_acprop(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
 
         def leaf(g: Any, m: Any, v: Any) -> tuple[Any, Any, Any]:
             real_grad(g)
-            e = g - m
             m_new = like((1.0 - b1) * g + b1 * m, m)
+            e = g - m_new
             v_new = like((1.0 - b2) * (e * e) + b2 * v + eps_root, v)
             # at t = 0 optax's corrected moment is 1, not the 0 stored
             u = g / (1.0 + eps) if count == 0 else g / (np.sqrt(v / bc) + eps)

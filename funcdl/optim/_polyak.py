@@ -174,13 +174,16 @@ def _init_momo(name: str, params: Tree, lower_bound: float, adam: bool,
 
 def momo(learning_rate: ScalarOrSchedule = 1.0, beta: float = 0.9, lower_bound: float = 0.0,
          weight_decay: float = 0.0, adapt_lower_bound: bool = False) -> GradientTransformation:
-    """MoMo, as optax.contrib's ``momo``: SGD with momentum and a Polyak step.
+    """MoMo (Schaipp et al. 2023) with optax.contrib's ``momo`` arguments and state: SGD
+    with momentum and a Polyak step.
 
     ``update(state, grads, params, value=loss)``. ``b = 0`` at the first update, else
     ``beta``; ``f̄ = b·f̄ + (1-b)·loss``, ``m = b·m + (1-b)·g``, ``γ = b·γ + (1-b)·<g, p>``;
     ``k = 1 + lr·wd``; ``τ = min(lr, max(k·(f̄ - lb - γ) + <m, p>, 0) / ‖m‖²)``;
-    ``u = -(lr·wd / k)·p - τ·m``. ``adapt_lower_bound`` re-estimates ``lb`` (see
-    optax). Needs params. State ``MomoState(exp_avg, barf, gamma, lb, count)``.
+    ``p + u = (p - τ·m) / k``, the paper's proximal step and its authors' code; optax 0.2.8
+    leaves ``τ·m`` undivided, ``u = -(lr·wd / k)·p - τ·m`` (the same without weight decay).
+    ``adapt_lower_bound`` re-estimates ``lb`` (see optax). Needs params. State
+    ``MomoState(exp_avg, barf, gamma, lb, count)``.
     """
     name = "momo"
     rate, lower, wd, adapt = _momo_args(name, learning_rate, lower_bound, weight_decay,
@@ -224,7 +227,8 @@ def momo(learning_rate: ScalarOrSchedule = 1.0, beta: float = 0.9, lower_bound: 
                 lb_now = lb
             tau = float(np.minimum(alpha, _polyak(k, barf, lb_now, gamma, iprod, norm)))
             shrink = -(alpha * wd) / k
-            (out,) = leafwise(where, lambda m, p: like(shrink * p - tau * m, m),
+            step_k = tau / k  # (p - τ·m)/k: the proximal step divides the gradient step too
+            (out,) = leafwise(where, lambda m, p: like(shrink * p - step_k * m, m),
                               (mu, params), ("state.exp_avg", "params"))
             if adapt:
                 lb = float(np.maximum((barf + iprod - gamma) - 0.5 * tau * norm, lower))
@@ -237,14 +241,16 @@ def momo(learning_rate: ScalarOrSchedule = 1.0, beta: float = 0.9, lower_bound: 
 def momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: float = 0.9, b2: float = 0.999,
               eps: float = 1e-8, lower_bound: float = 0.0, weight_decay: float = 0.0,
               adapt_lower_bound: bool = False) -> GradientTransformation:
-    """MoMo-Adam, as optax.contrib's ``momo_adam``: Adam(W) with a Polyak step.
+    """MoMo-Adam (Schaipp et al. 2023) with optax.contrib's ``momo_adam`` arguments and
+    state: Adam(W) with a Polyak step.
 
     ``update(state, grads, params, value=loss)``. With ``t`` this update's step (1 at the
     first): ``f̄ = b1·f̄ + (1-b1)·loss``, ``m = b1·m + (1-b1)·g``, ``v = b2·v + (1-b2)·g²``,
     ``γ = b1·γ + (1-b1)·<g, p>``; ``D = eps + sqrt(v / (1-b2^t))``; ``c = 1-b1^t``,
     ``k = 1 + lr·wd``; ``τ = min(lr/c, max(k·(f̄ - c·lb - γ) + <m, p>, 0) / <m, m/D>)``;
-    ``u = -(lr·wd / k)·p - τ·m/D``. Needs params. State ``MomoAdamState(exp_avg,
-    exp_avg_sq, barf, gamma, lb, count)``.
+    ``p + u = (p - τ·m/D) / k``, the paper's proximal step and its authors' code (their
+    ``divide=True``); optax 0.2.8 leaves ``τ·m/D`` undivided. Needs params. State
+    ``MomoAdamState(exp_avg, exp_avg_sq, barf, gamma, lb, count)``.
     """
     name = "momo_adam"
     rate, lower, wd, adapt = _momo_args(name, learning_rate, lower_bound, weight_decay,
@@ -299,7 +305,8 @@ def momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: float = 0.9, b2: float
             step = _polyak(k, barf, bc1 * lb_now, gamma, iprod, norm)
             tau = float(np.minimum(alpha / bc1, step))
             shrink = -(alpha * wd) / k
-            (out,) = leafwise(where, lambda m, d, p: like(shrink * p - tau * m / d, m),
+            step_k = tau / k  # (p - τ·m/D)/k, as momo's
+            (out,) = leafwise(where, lambda m, d, p: like(shrink * p - step_k * m / d, m),
                               (mu, pre, params), ("state.exp_avg", "precond", "params"))
             if adapt:
                 lb = float(np.maximum(((barf + iprod - gamma) - 0.5 * tau * norm) / bc1,
