@@ -272,7 +272,9 @@ def lars(lr: ScalarOrSchedule, weight_decay: ScalarOrSchedule = 0.0,
     ``scale_by_trust_ratio``); then momentum on the lr-scaled step, ``b = -lr·d +
     momentum·b``, ``p ← p + b`` (``-lr·d + momentum·b`` with ``nesterov``). The masks: True
     (every leaf, optax's default; None too), a tree of bools or a function of the params,
-    as ``adamw``'s ``mask``.
+    as ``adamw``'s ``mask``. The paper's (and timm's) local rate is ``c·‖p‖ / (‖g‖ +
+    wd·‖p‖)``; ``‖g + wd·p‖`` is at most that denominator, so this trust ratio (optax's) is
+    at least the paper's, and equal when g points the way p does, or wd is 0.
 
     Stages: ``weight_decay``, ``trust_ratio`` (each a ``masked`` one with a tree or function
     mask, left out with a plain False mask), ``lr``, ``momentum`` (a ``trace``; left out at

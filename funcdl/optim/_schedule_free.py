@@ -223,7 +223,13 @@ def schedule_free_adamw(learning_rate: float = 0.0025, warmup_steps: int | None 
     """``schedule_free`` around AdamW without momentum, as optax.contrib's:
     ``v = b2·v + (1-b2)·g²``; ``u = -lr·(g / (sqrt(v / (1-b2^t)) + eps) + wd·y)``.
     Base state: ``ChainState`` of ``scale_by_rms``, ``add_decayed_weights``,
-    ``scale_by_learning_rate``."""
+    ``scale_by_learning_rate``.
+
+    Not the authors' ``AdamWScheduleFree`` to the digit in its first ~1/(1-b2) steps: they
+    fold ``sqrt(1-b2^t)`` into the rate, ``γ_t = lr·sqrt(1-b2^t)``, which also weighs the
+    average (``c_t ∝ γ_t²``: 0.18 at t = 10 where this, optax's, takes 0.10) and the weight
+    decay, and add eps to ``sqrt(v)`` before that correction. The steps without weight
+    decay are the same but for eps; the averaging weights meet as ``b2^t`` vanishes."""
     name = "schedule_free_adamw"
     lr = _warmup(name, learning_rate, warmup_steps)
     _check_wrapper(name, b1, weight_lr_power, state_dtype)
