@@ -120,7 +120,8 @@ def amsgrad(lr: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0.999, eps
             bias_correction_nu: bool = True) -> GradientTransformation:
     """AMSGrad, as optax's ``amsgrad``: ``p ← p - lr · m̂ / (sqrt(v̂max + eps_root) + eps)``,
     ``v̂max`` the running maximum of the bias-corrected ``v̂`` (see ``scale_by_amsgrad``).
-    torch's ``Adam(amsgrad=True)``, the maximum of the raw ``v``, is ``adam(amsgrad=True)``.
+    torch's ``Adam(amsgrad=True)``, the maximum of the raw ``v`` (Reddi et al.'s, who keep no
+    bias correction), is ``adam(amsgrad=True)``.
 
     Stages: ``amsgrad``, ``lr``.
     """

@@ -208,7 +208,7 @@ def schedule_free_sgd(learning_rate: float = 1.0, warmup_steps: int | None = Non
                       ) -> GradientTransformation:
     """``schedule_free`` around plain SGD (``u = -lr·(g + wd·y)``), ``lr`` rising linearly
     from 0 over ``warmup_steps`` then constant (both the SGD step and the averaging weights
-    read it), as optax.contrib's."""
+    read it), as optax.contrib's: with warmup the first update is 0, its rate 0."""
     name = "schedule_free_sgd"
     lr = _warmup(name, learning_rate, warmup_steps)
     _check_wrapper(name, b1, weight_lr_power, state_dtype)
