@@ -140,7 +140,9 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: Sequence[float] = (0.9
     (``d/d0·d·g`` with ``safeguard_warmup``); ``n = b3·n + (d/d0)·dlr·<g, p0 - p>``;
     ``d ← max(d, coef·n / |r|₁)``; ``u = -wd·dlr·p - dlr·m / (sqrt(v) + d·eps)`` (the new
     ``d``). ``b3`` defaults to ``sqrt(b2)``, ``d`` starts at ``estim_lr0``. Needs params.
-    State ``ProdigyState``; its scalars are kept in the params' narrowest float dtype.
+    The bias correction in ``dlr`` is always on, as optax's; the authors' ``Prodigy``
+    defaults to ``use_bias_correction=False``. State ``ProdigyState``; its scalars are kept
+    in the params' narrowest float dtype.
     """
     name = "prodigy"
     lr = check_lr(name, learning_rate)
@@ -220,8 +222,9 @@ def dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     with the old ``r`` and ``v``: ``n = q·n + (1-q)·dlr·<g, r / (sqrt(v) + eps)>``; then
     ``m = b1·m + (1-b1)·dlr·g``; ``v = b2·v + (1-b2)·g²``; ``r = q·r + (1-q)·dlr·g``;
     ``d ← max(d, n / ((1-q)·|r|₁))``; ``u = -wd·dlr·p - m / (sqrt(v) + eps)``. ``d``
-    starts at ``estim_lr0``. Needs params. State ``DAdaptAdamWState``; its scalars are
-    kept in the params' narrowest float dtype.
+    starts at ``estim_lr0``. Needs params. The bias correction in ``dlr`` is always on, as
+    optax's; the authors' ``DAdaptAdam`` defaults to ``use_bias_correction=False``. State
+    ``DAdaptAdamWState``; its scalars are kept in the params' narrowest float dtype.
     """
     name = "dadapt_adamw"
     lr = check_lr(name, learning_rate)

@@ -72,7 +72,8 @@ def mechanize(base_optimizer: GradientTransformation, weight_decay: float = 1e-2
     ``h = <g + wd·S·|g|/(|p| + eps)·p, Δ>``; per ``beta_i = 1 - 0.1^i``:
     ``m = max(beta·m, |h| + eps)``, ``v = beta²·v + h²``, ``r = beta·r + clip(h, ±m_old)·s``,
     ``s = (s_init/num_betas·m + max(r, 0)) / (sqrt(v) + eps)``; then
-    ``u = x0 - sum(s)·(Δ - b) - p``. Needs params. State ``MechanicState``."""
+    ``u = x0 - sum(s)·(Δ - b) - p``. Needs params. State ``MechanicState``. The clip of h
+    is optax's, added by the authors after the paper; their PyTorch ``mechanic`` has none."""
     name = "mechanize"
     check_transforms(name, [base_optimizer], ["base_optimizer"])
     wd = check_float(name, "weight_decay", weight_decay, low=-math.inf)

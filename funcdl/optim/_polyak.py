@@ -124,7 +124,10 @@ def polyak_sgd(max_learning_rate: float = 1.0, scaling: ScalarOrSchedule = 1.0,
                ) -> GradientTransformation:
     """SGD with the Polyak step size (Loizou et al. 2021), as optax's ``polyak_sgd``: with
     ``d = -scaling·g``, ``p ← p + min((f - f_min) / (‖d‖² + eps), max_learning_rate)·d``
-    (see ``scale_by_polyak``; ``scaling`` a float or a schedule).
+    (see ``scale_by_polyak``; ``scaling`` a float or a schedule). The cap bounds the
+    multiplier of ``d``, so the largest step is ``max_learning_rate·scaling·g``, where
+    SPS_max (Loizou et al. 2021) caps the step at ``max_learning_rate·g``; they agree at
+    ``scaling=1``, optax's default.
     ``update(state, grads, params, value=loss)``.
 
     Stages: ``lr`` (``scaling``), ``polyak``.
