@@ -42,7 +42,9 @@ def sigmoid_focal_vjp(pred: Any, target: Any, alpha: Any = 0.25, gamma: float = 
     ``p = σ(z)``, ``1 - p_t = t (1 - p) + (1 - t) p`` and ``a_t = alpha t + (1 - alpha)
     (1 - t)`` (1 when alpha is negative or None); ``dz = a_t (1 - p_t)^gamma ((p - t) +
     gamma ce (1 - 2t) p (1 - p) / (1 - p_t))``. ``gamma = 0`` and no alpha is
-    ``bce_with_logits``."""
+    ``bce_with_logits``. ``alpha`` at most 1 (torchvision takes more, weighing the
+    negatives by ``1 - alpha < 0``), ``gamma >= 0``; where ``1 - p_t`` is 0 (a hard target
+    met) at ``gamma < 1`` the gradient is its finite limit, where torch's autograd gives NaN."""
     name = "sigmoid_focal"
     a = _alpha(name, alpha)
     g = real_arg(gamma, name, "gamma", low=0.0)  # < 0: (1 - p_t)^gamma is inf at p_t = 1
