@@ -2,8 +2,9 @@
 differ: MoMo's and MoMo-Adam's proximal weight-decay step, (p - τ·d)/(1 + lr·wd) (Schaipp
 et al. 2023; optax leaves τ·d undivided), and ACProp's residual g - m from the updated
 momentum (Zhuang et al. 2021; optax takes the momentum before the update). Each reference
-below is the published rule in float64, written from the paper; 8-10 steps on a two-leaf
-tree. (Adan's gradient-difference weight is tested in test_optim_optax_extra.py.)"""
+below is the published rule in float64, written from the paper; 8-10 steps on a three-leaf
+tree, a 0-d leaf among them (``_optim_util.problem``). Adan's gradient-difference weight
+is tested in test_optim_optax_extra.py."""
 
 from __future__ import annotations
 
@@ -11,22 +12,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _optim_util import problem, run
 
 from funcdl import optim
 from funcdl.optim._adam_aliases import acprop
 from funcdl.optim._polyak import momo, momo_adam
 
 STEPS = 8
-
-
-def _params() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(3)
-    return {"b": rng.normal(size=4), "w": rng.normal(size=(3, 4))}
-
-
-def _grads(step: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(50 + step)
-    return {"b": rng.normal(size=4), "w": rng.normal(size=(3, 4))}
+P0, GRADS = problem(np.float64, STEPS + 2)  # {'w' (3, 2), 'b' (2,), 's' 0-d} and its grads
 
 
 def _loss(p: dict[str, np.ndarray], step: int) -> float:
@@ -47,15 +40,14 @@ def _close(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], step: int) -
 def test_momo_takes_the_papers_proximal_step(adapt: bool) -> None:
     lr, beta, wd, lb0 = 0.5, 0.9, 0.3, 0.2
     opt = momo(lr, beta=beta, lower_bound=lb0, weight_decay=wd, adapt_lower_bound=adapt)
-    p = _params()
+    p = P0
     s = opt.init(p)
     q = {k: v.copy() for k, v in p.items()}  # the reference's params
     k_ = 1 + lr * wd
     lb = lb0
     fbar = gamma = 0.0
     d: dict[str, np.ndarray] = {}
-    for step in range(STEPS):
-        g = _grads(step)
+    for step, g in enumerate(GRADS[:STEPS]):
         u, s = opt.update(s, g, p, value=_loss(p, step))
         p = optim.apply_updates(p, u)
         # reference: the first step takes loss, g and <q, g> as they are
@@ -79,15 +71,14 @@ def test_momo_adam_takes_the_papers_proximal_step(adapt: bool) -> None:
     lr, b1, b2, eps, wd, lb0 = 0.05, 0.9, 0.99, 1e-8, 0.5, 0.1
     opt = momo_adam(lr, b1=b1, b2=b2, eps=eps, lower_bound=lb0, weight_decay=wd,
                     adapt_lower_bound=adapt)
-    p = _params()
+    p = P0
     s = opt.init(p)
     q = {k: v.copy() for k, v in p.items()}
     k_ = 1 + lr * wd
     lb, fbar, gamma = lb0, 0.0, 0.0
     d = {k: np.zeros_like(v) for k, v in q.items()}
     v2 = {k: np.zeros_like(v) for k, v in q.items()}
-    for step in range(STEPS):
-        g = _grads(step)
+    for step, g in enumerate(GRADS[:STEPS]):
         u, s = opt.update(s, g, p, value=_loss(p, step))
         p = optim.apply_updates(p, u)
         t = step + 1
@@ -122,22 +113,16 @@ def test_momo_without_weight_decay_is_unchanged_by_the_division() -> None:
 def test_acprop_takes_its_residual_from_the_updated_momentum(b1: float) -> None:
     """s_t = b2·s + (1-b2)·(g_t - m_t)², and the step g_t / sqrt(ŝ_{t-1}) (eps 0)."""
     lr, b2 = 0.03, 0.95
-    opt = acprop(lr, b1=b1, b2=b2, eps=0.0, eps_root=0.0)
-    p = _params()
-    s = opt.init(p)
-    q = {k: v.copy() for k, v in p.items()}
+    history, _ = run(acprop(lr, b1=b1, b2=b2, eps=0.0, eps_root=0.0), P0, GRADS)
+    q = {k: v.copy() for k, v in P0.items()}
     m = {k: np.zeros_like(v) for k, v in q.items()}
     v2 = {k: np.zeros_like(v) for k, v in q.items()}
-    for step in range(STEPS + 2):
-        g = _grads(step)
-        u, s = opt.update(s, g, p)
-        p = optim.apply_updates(p, u)
-        t = step  # updates already applied
+    for t, (g, p) in enumerate(zip(GRADS, history)):  # t: updates already applied
         step_dir = {k: g[k] if t == 0 else g[k] / np.sqrt(v2[k] / (1 - b2**t)) for k in g}
         m = {k: b1 * m[k] + (1 - b1) * g[k] for k in g}
         v2 = {k: b2 * v2[k] + (1 - b2) * (g[k] - m[k]) ** 2 for k in g}
         q = {k: q[k] - lr * step_dir[k] for k in q}
-        _close(p, q, step)
+        _close(p, q, t)
 
 
 def test_acprop_second_step_by_hand() -> None:
