@@ -86,21 +86,6 @@ def conv_path(request: Any, monkeypatch: Any) -> str:
     return str(request.param)
 
 
-@pytest.fixture(autouse=True)
-def _own_draws(request: Any) -> Any:
-    """A test module's generator (``RNG = np.random.default_rng(7)``) seeded afresh for each
-    test from the test's id: what a test draws from it then does not depend on which tests ran
-    before it in that process (``-k``, a shard of ``make test``, a test added above it)."""
-    module, saved = request.module, {}
-    for name in ("RNG", "_RNG", "rng"):
-        if isinstance(getattr(module, name, None), np.random.Generator):
-            saved[name] = getattr(module, name)
-            setattr(module, name, np.random.default_rng(zlib.crc32(request.node.nodeid.encode())))
-    yield
-    for name, generator in saved.items():
-        setattr(module, name, generator)
-
-
 # ``make test`` runs pytest as one process per core (tests/run_shards.py), each with
 # ``--shard I/N``. A shard takes whole test files, so each process imports, and pytest
 # rewrites the asserts of, only its own: that was 11 of the 21 s each shard spent collecting.
@@ -200,12 +185,26 @@ def pytest_make_collect_report(collector: Any) -> Any:
     return report
 
 
+_DRAW_NAMES = ("RNG", "_RNG", "rng")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: Any) -> Any:
+    """Times each test for --store-durations, and gives it its module's generator
+    (``RNG = np.random.default_rng(7)``) seeded afresh from its id: what a test draws then
+    does not depend on which tests ran before it in that process (``-k``, a shard of ``make
+    test``, a test added above it). A hook, not an autouse fixture: 0.3 ms less a test."""
     start = time.perf_counter()  # setup, call, teardown and pytest's reporting around them
+    module, saved = getattr(item, "module", None), {}
+    for name in _DRAW_NAMES:
+        if isinstance(getattr(module, name, None), np.random.Generator):
+            saved[name] = getattr(module, name)
+            setattr(module, name, np.random.default_rng(zlib.crc32(item.nodeid.encode())))
     try:
         return (yield)
     finally:
+        for name, generator in saved.items():
+            setattr(module, name, generator)
         _SPENT[Path(item.path).name] += time.perf_counter() - start
 
 

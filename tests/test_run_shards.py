@@ -9,10 +9,12 @@ import os
 import re
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
 import conftest
+import numpy as np
 import pytest
 from conftest import DURATIONS, TESTS, file_shards, load_module, shard_spec
 
@@ -155,3 +157,19 @@ def test_bad_shard_counts_and_specs_are_refused(runner, monkeypatch) -> None:
     for spec in ("2/2", "-1/2", "1", "a/b", "0/0"):
         with pytest.raises(pytest.UsageError, match="--shard expects I/N"):
             shard_spec(spec)
+
+
+# conftest's pytest_runtest_protocol gives each test this module's RNG seeded afresh from the
+# test's id, so that the module's own generator is never drawn from.
+RNG = np.random.default_rng(7)
+_MODULE_RNG = RNG
+
+
+@pytest.mark.parametrize("run", [0, 1])
+def test_a_modules_rng_is_seeded_afresh_from_the_tests_id(run, request) -> None:
+    del run  # the second run sees what the first drew, had the generator been shared
+    seeded = np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+    assert RNG is not _MODULE_RNG  # this test's own generator, not the module's
+    assert RNG.random() == seeded.random()
+    fresh = np.random.default_rng(7).bit_generator.state
+    assert _MODULE_RNG.bit_generator.state == fresh  # never drawn from
