@@ -329,8 +329,9 @@ def test_another_librarys_transform_in_a_chain_is_named_as_such() -> None:
         def update(self, grads: Any, state: Any, params: Any = None) -> Any:
             return grads, state
 
+    lib = Foreign.__module__.split(".")[0]  # this test module's name: the "library"
     with pytest.raises(TypeError, match=r"chain: argument 0 must be a funcdl "
-                                        r"GradientTransformation, got test_optim_review's "
+                                        rf"GradientTransformation, got {lib}'s "
                                         r"Foreign \(funcdl.optim has its own"):
         optim.chain(Foreign(), optim.sgd(0.1))
     with pytest.raises(TypeError, match=r"argument 1 .*got function \(did you forget to call"):
