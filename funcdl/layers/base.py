@@ -312,6 +312,8 @@ def like(primal: Any, items: Any) -> list[Any] | tuple[Any, ...]:
     list, a NamedTuple of the same class for a NamedTuple, else a tuple; a pytree's
     cotangent (dx, dparams) has its primal's structure, as JAX gives it."""
     kind = primal if isinstance(primal, type) else type(primal)
+    if kind is tuple:  # a model's params: every training step, before hasattr's lookup
+        return tuple(items)
     if kind is list:
         return list(items)
     if issubclass(kind, tuple) and hasattr(kind, "_fields"):
