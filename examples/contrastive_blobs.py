@@ -42,7 +42,8 @@ TEMPERATURE = 0.2
 
 def make_data(key: Any, n: int = 1200) -> tuple[np.ndarray, ...]:
     """Train/test circles lifted to ``DIM``-D and standardised: (x_train, x_test, y_train,
-    y_test), x float32 (n, DIM), y int64 (n,)."""
+    y_test), a stratified split of the ``n`` points (a quarter for testing), x float32
+    (rows, DIM), y int64 (rows,)."""
     k_data, k_map, k_noise, k_split = fd.random.split(key, 4)
     x2, y = fd.data.circles(k_data, n, noise=0.05, factor=0.5)
     lift = fd.random.normal(k_map, (2, DIM)) / np.float32(np.sqrt(2))

@@ -27,8 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when i
 import _cli
 import _train
 
-RADIUS = 1 / math.sqrt(2 * math.pi)
-
 
 def make_model(activation: Any = L.ReLU) -> Any:
     """The 2-25-25-25-1 network, ``activation()`` after each hidden layer."""
@@ -99,7 +97,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     ax.scatter(x[~wrong & ~y, 0], x[~wrong & ~y, 1], s=6, c="tab:orange", label="outside")
     ax.scatter(x[wrong, 0], x[wrong, 1], s=40, c="k", marker="x",
                label=f"misclassified ({wrong.sum()})")
-    ax.add_patch(plt.Circle((0.5, 0.5), RADIUS, fill=False, lw=1.5, color="k"))
+    ax.add_patch(plt.Circle((0.5, 0.5), fd.data.RADIUS, fill=False, lw=1.5, color="k"))
     ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal",
            title=f"test error {result['test_error']:.1%}")
     ax.legend(loc="upper right", fontsize=8)

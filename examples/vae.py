@@ -9,9 +9,9 @@ params, so the gradient flows through mu and logvar); the decoder (2-64-tanh-16)
 back. The loss is the negative ELBO per example, in nats: the Gaussian reconstruction term
 (decoder std fixed at the data's noise, 0.1) plus the analytic KL(q(z | x) || N(0, I)),
 written as a ``losses.Loss`` with its hand-derived pullback. Adam, batch 100. Prints the
-training ELBO per epoch, then the test ELBO against a baseline that ignores x: a decoder
-predicting the training mean, with q = the prior (KL 0), and the reconstruction term
-against what the noise itself allows.
+training ELBO at epoch 1 and every fifth, then the test ELBO against a baseline that
+ignores x: a decoder predicting the training mean, with q = the prior (KL 0), and the
+reconstruction term against what the noise itself allows.
 
     python examples/vae.py [--epochs 30] [--seed 0]
 

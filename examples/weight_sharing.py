@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cli.py, also when i
 import _cli
 import _train
 from _cli import positive_int
+from disk import error
 
 
 def encoder() -> Any:
@@ -51,10 +52,6 @@ def pairs(key: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     a, la = fd.data.disk(k1, n)
     b, lb = fd.data.disk(k2, n)
     return np.concatenate([a, b], axis=1), (la == lb).astype(np.float32)
-
-
-def error(model: Any, params: Any, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean((model.apply(params, x) > 0) != (y > 0.5)))
 
 
 def train(shared: bool, epochs: int = 150, seed: int = 0, n: int = 1000,
