@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import _train  # examples/ is on sys.path: reproduce.py puts it there, and so do its workers
 import numpy as np
 
 import funcdl as fd
@@ -132,16 +133,12 @@ def train(model: Any, loss: Any, opt: Any, params: Any, x: np.ndarray, y: np.nda
     seconds = 0.0
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        total = 0.0
-        for xb, yb in fd.data.batches(fd.random.fold_in(key, epoch), x, y,
-                                      batch_size=batch_size):
-            value, grads = value_and_grad(params, xb, yb)
-            updates, state = opt.update(state, grads, params)
-            params = fd.optim.apply_updates(params, updates)
-            total += value * len(xb)
+        params, state, mean_loss = _train.epoch(value_and_grad, opt, params, state,
+                                                fd.random.fold_in(key, epoch), x, y,
+                                                batch_size=batch_size)
         seconds += time.perf_counter() - start
         if after_epoch is not None:
-            after_epoch(epoch, params, total / len(x))
+            after_epoch(epoch, params, mean_loss)
     return params, seconds
 
 

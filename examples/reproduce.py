@@ -58,6 +58,7 @@ import _repro_plots  # noqa: E402
 import _repro_published  # noqa: E402
 import _repro_report  # noqa: E402
 import _repro_runs  # noqa: E402
+import _train  # noqa: E402
 from _cli import positive_int  # noqa: E402
 
 from funcdl import sweep  # noqa: E402
@@ -132,8 +133,9 @@ def run_all(configs: list[dict[str, Any]], workers: int,
         from distributed import Client
 
         # The cluster's processes need not have this folder on their path: ship the code of
-        # run_one and the runs module with each task (a script's __main__ goes so already).
-        for module in {_repro_runs, sys.modules[run_one.__module__]}:
+        # run_one, the runs module and its training loop with each task (a script's __main__
+        # goes so already).
+        for module in {_repro_runs, _train, sys.modules[run_one.__module__]}:
             if module.__name__ != "__main__":
                 cloudpickle.register_pickle_by_value(module)
 
