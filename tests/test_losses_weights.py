@@ -274,3 +274,22 @@ def test_a_class_of_weight_zero_counts_for_nothing_even_at_an_infinite_log_p():
     assert losses.nll(lp, np.array([0, 1]), weight=w[::-1].copy(), reduction="sum") == 0.5
     smoothed = CE(z, y, weight=w, label_smoothing=0.1, reduction="none")
     assert smoothed[0] == 0 and np.isfinite(smoothed).all()
+
+
+@pytest.mark.parametrize("dtype, z0", [(np.float64, -1e308), (np.float32, -3e38)])
+def test_an_element_of_weight_zero_counts_for_nothing_even_where_pos_weight_overflows(
+        dtype, z0):
+    # pos_weight times a huge negative logit overflows that element's term to inf, and
+    # weight 0 times inf was NaN: a NaN loss from finite inputs
+    z = np.array([z0, 1.0], dtype)
+    t = np.array([1.0, 0.0], dtype)
+    w = np.array([0.0, 1.0], dtype)
+    a = np.array([10.0, 10.0], dtype)
+    per = losses.bce_with_logits(z, t, weight=w, pos_weight=a, reduction="none")
+    assert per.dtype == dtype and per[0] == 0
+    assert per[1] == pytest.approx(np.log1p(np.exp(1.0)), rel=1e-6)
+    assert losses.bce_with_logits(z, t, weight=w, pos_weight=a) == pytest.approx(per[1] / 2)
+    value, pullback = losses.bce_with_logits.vjp(z, t, weight=w, pos_weight=a)
+    assert value == pytest.approx(per[1] / 2)
+    dz = pullback(1.0)
+    assert np.isfinite(dz).all() and dz[0] == 0

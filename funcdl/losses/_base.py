@@ -333,6 +333,15 @@ def check_weights(name: str, what: str, value: Any, shape: tuple[int, ...],
     return v.astype(dtype)
 
 
+def weighed(terms: Array, w: Array) -> Array:
+    """``terms · w``, 0 where ``w`` is 0: a term of weight 0 counts for nothing, even where
+    it is infinite (-log p of logits ~3e38 apart in float32, or a pos_weight times a huge
+    logit), which 0 · inf would make NaN."""
+    with np.errstate(invalid="ignore"):
+        out: Array = np.where(w != 0, terms * w, 0)
+    return out
+
+
 def publish_loss(name: str, fn: Callable[..., Any]) -> Loss:
     """The loss ``name``, its function named ``losses.name`` (Python's own errors, as for an
     unknown keyword, name the function: ``losses.mse() got an unexpected keyword ...``).

@@ -19,6 +19,7 @@ from funcdl.losses._base import (
     label_error,
     pred_array,
     target_like,
+    weighed,
 )
 from funcdl.losses._reduction import reduce_loss
 
@@ -159,14 +160,6 @@ def pick_labels(name: str, what: str, shape: tuple[int, ...], labels: Array, w: 
                          f"not ignored, which is 0 here; skip such batches, or pass "
                          f"reduction='sum'")
     return _Picked(keep, rows, cols, wy, count)
-
-
-def weighed(terms: Array, w: Array) -> Array:
-    """``terms · w``, 0 where ``w`` is 0: a class of weight 0 counts for nothing, even where
-    its -log p is infinite (logits ~3e38 apart in float32), which 0 · inf would make NaN."""
-    with np.errstate(invalid="ignore"):
-        out: Array = np.where(w != 0, terms * w, 0)
-    return out
 
 
 def _label_args(name: str, target: Any, shape: tuple[int, ...], dtype: Any, weight: Any,

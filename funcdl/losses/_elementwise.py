@@ -16,6 +16,7 @@ from funcdl.losses._base import (
     pred_array,
     target_like,
     value_span,
+    weighed,
 )
 from funcdl.losses._reduction import reduce_loss
 
@@ -82,8 +83,8 @@ def bce_with_logits_vjp(pred: Any, target: Any, reduction: str = "mean", *, weig
         per = np.maximum(z, 0) * (1 - t)
         per -= np.minimum(z, 0) * at
         per += np.log1p(e) if a is None else np.log1p(e) * (at + (1 - t))
-        if w is not None:
-            per *= w
+        if w is not None:  # a huge z times pos_weight can be inf: where w is 0, still 0
+            per = weighed(per, w)
         slope = sig - t if a is None else sig * (at + (1 - t)) - at
         if w is not None:
             slope = slope * w

@@ -19,8 +19,9 @@ from funcdl.losses._base import (
     int_labels,
     pred_array,
     target_like,
+    weighed,
 )
-from funcdl.losses._cross_entropy import class_label_words, pick_labels, weighed
+from funcdl.losses._cross_entropy import class_label_words, pick_labels
 from funcdl.losses._elementwise import bce_with_logits_vjp
 from funcdl.losses._reduction import reduce_loss
 
