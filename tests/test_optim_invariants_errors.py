@@ -142,6 +142,17 @@ def test_eps_that_is_zero_in_float16_is_refused_at_init(make: Callable[..., GT])
     assert np.all(np.isfinite(updates["w"])) and updates["w"].dtype == np.float16
 
 
+
+@pytest.mark.parametrize("dtype, fix", [(np.float16, "or keep float32 params"),
+                                        (np.float32, "or use float64 params")])
+def test_an_eps_that_is_zero_in_the_params_dtype_names_a_fix_for_that_dtype(
+        dtype: Any, fix: str) -> None:
+    # "keep float32 params" was the advice for float32 params too
+    with pytest.raises(ValueError, match=r"pass a larger eps.*" + fix) as err:
+        optim.adam(eps=1e-50).init(
+            {"w": np.ones(2, dtype)})
+    assert ("float32 params" in str(err.value)) == (dtype == np.float16)
+
 def test_a_count_or_step_too_long_to_print_is_named_by_its_length() -> None:
     # Python refuses to print an int of over 4,300 digits: the messages said so instead
     opt = optim.sgd(0.1)

@@ -168,9 +168,11 @@ def check_float_params(name: str, params: Tree, eps: float | None = None) -> Non
     for path, x in tree.leaves_with_path(params) if eps else ():
         kind = np.asarray(x).dtype
         if kind.kind == "f" and np.asarray(eps, kind) == 0.0:
+            # a nonzero Python float is never 0 in float64: float16 or float32 here
+            wider = (" (1e-4 is usual for float16) or keep float32 params" if kind.char == "e"
+                     else " or use float64 params")
             raise ValueError(f"{name}: eps={eps} is 0 in {kind} (params{path}), so a zero "
-                             f"gradient entry would give 0/0 = NaN; pass a larger eps (1e-4 "
-                             f"is usual for float16) or keep float32 params")
+                             f"gradient entry would give 0/0 = NaN; pass a larger eps{wider}")
 
 
 def _init_output(params: Tree) -> bool:
