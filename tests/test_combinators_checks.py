@@ -254,3 +254,36 @@ def test_a_residual_on_a_scalar_shape_whose_branch_changes_it_is_named(key):
     with pytest.raises(ValueError, match=r"Residual\(Layer\): the branch maps \(\) to "
                                          r"\(None, 2\); a residual needs its output shape"):
         L.Residual(grow).init(key, ())
+
+
+# ---------------------------------------------------------------------------- Slice's init
+
+_BOUNDS = (None, -5, -2, -1, 0, 1, 2, 3, 5)
+
+
+@pytest.mark.parametrize("step", [None, 1, 2, 3, -1, -2])
+def test_slice_init_gives_numpys_sizes_and_none_where_an_unknown_size_decides(key, step):
+    # x[:, 1:3] of an axis of unknown size was said to be 2 long (probed at 2**20 only),
+    # 1 long on an input of 2, and the layers built after it had the wrong params
+    for s in (slice(a, b, step) for a in _BOUNDS for b in _BOUNDS):
+        layer = L.Slice(s)
+        for d in range(9):
+            assert layer.init(key, (None, d))[0] == (None, len(range(*s.indices(d)))), (s, d)
+        got = layer.init(key, (None, None))[0]
+        lengths = {np.empty((1, n))[:, s].shape[1] for n in range(40)}
+        assert got == (None, lengths.pop() if len(lengths) == 1 else None), s
+
+
+def test_slice_init_of_many_unknown_axes_and_of_ints_and_ellipsis(key):
+    # five unknown axes after the batch axis overflowed a (1, 2**20, ...) probe: a bare
+    # "iterator is too large" from NumPy
+    assert L.Slice(np.s_[..., 1]).init(key, (None,) * 6)[0] == (None,) * 5
+    assert L.Slice(np.s_[..., 1:]).init(key, (7, 3, 4))[0] == (7, 3, 3)
+    assert L.Slice(np.s_[1, ...]).init(key, (7, 3, 4))[0] == (7, 4)
+    assert L.Slice(np.s_[-1]).init(key, (None, None, 16))[0] == (None, 16)
+    model = L.Sequential(L.Slice(np.s_[1:3]), L.Flatten())
+    assert model.init(key, (None, None, 4))[0] == (None, None)
+    with pytest.raises(ValueError, match=r"Slice: an index can hold one \.\.\. at most"):
+        L.Slice(np.s_[..., ...])
+    with pytest.raises(ValueError, match=r"Slice\(-4\).*\(None, 3\).*out of bounds"):
+        L.Slice(-4).init(key, (None, 3))

@@ -18,7 +18,8 @@ K = random.key(0)
     ((None, None, 8), np.s_[..., 0:4], (None, None, 4)),
     ((None, None, 3), np.s_[0], (None, 3)),
     ((None, None, 3), np.s_[1:], (None, None, 3)),
-    ((None, 5, None), np.s_[:, -2:], (None, 5, 2)),
+    ((None, 5, None), np.s_[:, -2:], (None, 5, None)),  # 1 long on an axis of 1
+    ((None, 5, 7), np.s_[:, -2:], (None, 5, 2)),
     ((None, 6, None), np.s_[::2, 3], (None, 3)),
     ((None, 4, 8), np.s_[1:3], (None, 2, 8)),
 ])

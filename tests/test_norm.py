@@ -356,3 +356,18 @@ def test_layernorm_bad_input():
         LayerNorm(axis=1.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="known sizes"):
         LayerNorm().init(random.key(0), (None, None))
+
+
+
+@pytest.mark.parametrize("axis, shape", [(-1, (2, 0)), ((-2, -1), (2, 3, 0)), (1, (2, 0, 3))])
+def test_layernorm_without_params_refuses_empty_normalised_axes_as_init_does(axis, shape):
+    # with no params to check, apply and vjp reached a bare NumPy "cannot reshape array of
+    # size 0" (or a mean of nothing); init refuses these axes by name
+    layer = LayerNorm(axis=axis, elementwise_affine=False)
+    for run in (layer.apply, layer.vjp):
+        with pytest.raises(ValueError, match=re.escape(
+                f"{layer.name}: the normalised axes {axis} of the input must have sizes > 0, "
+                f"got an input of shape {shape}")):
+            run((), np.ones(shape))
+    no_examples = (0, *(3 for _ in shape[1:]))  # nothing to normalise: an empty output
+    assert layer.apply((), np.ones(no_examples)).shape == no_examples

@@ -79,6 +79,9 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
         x = as_array(name, x, weak_dtype(params, "scale", name, ("scale", "bias")))
         res = example_axes(name, axis, axes, x.shape)
         normed = tuple(x.shape[a] for a in res)
+        if 0 in normed:  # as init: no mean over nothing (and the (rows, S) view needs S)
+            raise ValueError(f"{name}: the normalised axes {axis} of the input must have "
+                             f"sizes > 0, got an input of shape {x.shape}")
         scale, bias = channel_vectors(name, params, ("scale", "bias"), "params", fits=normed)
         if normed != scale.shape:
             raise ValueError(f"{name}: expected the normalised axes {axis} of the input to "

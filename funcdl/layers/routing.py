@@ -338,7 +338,9 @@ def Slice(index: Any) -> Layer:
     """Basic indexing of the axes after the batch axis: ``y = x[:, index]`` (``index`` an
     int, a slice or a tuple of them: ``np.s_[0:14]``, the first 14 features; on (N, H, W)
     images ``np.s_[:, 0:14]``, their first 14 columns); vjp: ``dx = 0`` with
-    ``dx[:, index] = dy``."""
+    ``dx[:, index] = dy``. init: a slice of an axis of unknown size (None) is None unless
+    its length is the same at every size (``np.s_[0:4]`` of (None, None, 8) is (None, None,
+    8): 1 long on an input of 1)."""
     idx = index if isinstance(index, tuple) else (index,)
     for i in idx:
         if not (isinstance(i, (slice, int, np.integer)) or i is Ellipsis) \
@@ -354,6 +356,8 @@ def Slice(index: Any) -> Layer:
             if i.step == 0:
                 raise ValueError(f"Slice: a slice step cannot be zero, got {i!r}; use a "
                                  f"step of 1 (the default) or more, or negative to reverse")
+    if sum(i is Ellipsis for i in idx) > 1:
+        raise ValueError(f"Slice: an index can hold one ... at most, got {index!r}")
     full = (slice(None), *idx)
     name = f"Slice({index!r})"
 
@@ -367,20 +371,38 @@ def Slice(index: Any) -> Layer:
                 f"index, e.g. np.s_[0:2] for the first 2 features")
         return ValueError(f"{name}: cannot index an input of shape {shape}: {e}")
 
+    def out_size(d: int | None, i: Any) -> list[int | None]:
+        """The output axes of an input axis of size ``d`` (None: unknown) under entry ``i``:
+        none for an int, one for a slice; unknown unless the same for every size. A slice's
+        length is monotone in the size between its bounds' breakpoints, so the sizes next to
+        them, and two past where the bounds cross, a step apart, cover every size."""
+        if not isinstance(i, slice):
+            if d is not None and not -d <= i < d:
+                raise IndexError(f"index {i} is out of bounds for an axis of size {d}")
+            return []
+        if d is not None:
+            return [len(range(*i.indices(d)))]
+        ends = [abs(int(v)) for v in (i.start, i.stop) if v is not None]
+        far = sum(ends) + 2  # past where the bounds cross (x[:, 3:-5] is empty below 8)
+        sizes = {0, 1, far, far + abs(int(i.step or 1)),
+                 *(b + k for b in ends for k in (-1, 0, 1) if b + k >= 0)}
+        lengths = {len(range(*i.indices(n))) for n in sizes}
+        return [lengths.pop() if len(lengths) == 1 else None]
+
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
         shape = check_in_shape(name, in_shape)
-        # An unknown size is probed at two large sizes: an output axis that differs between
-        # them depends on it and stays unknown (x[:, 0:4] of (None, None, 8) is (None, 4, 8))
-        outs = []
-        for size in (1 << 20, (1 << 20) + 1):
-            sizes = (1, *(size if d is None else d for d in shape[1:]))
-            probe = np.broadcast_to(np.empty((), np.int8), sizes)  # no memory: a view
-            try:
-                outs.append(probe[full].shape)
-            except IndexError as e:
-                raise refused(shape, e) from None
-        return (shape[0], *(a if a == b else None for a, b in zip(outs[0][1:], outs[1][1:]))), ()
+        entries = [i for i in idx if i is not Ellipsis]
+        rest = len(shape) - 1 - len(entries)
+        if rest < 0:
+            raise refused(shape, IndexError("too many indices"))
+        at = next((k for k, i in enumerate(idx) if i is Ellipsis), len(entries))
+        per_axis = [*entries[:at], *(slice(None),) * rest, *entries[at:]]
+        try:
+            sizes = [n for d, i in zip(shape[1:], per_axis) for n in out_size(d, i)]
+        except IndexError as e:
+            raise refused(shape, e) from None
+        return (shape[0], *sizes), ()
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
