@@ -3,6 +3,7 @@ log-likelihood of log-probabilities."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -150,9 +151,14 @@ def pick_labels(name: str, what: str, shape: tuple[int, ...], labels: Array, w: 
     if wy is None:
         count: float = labels.size if keep is None else int(np.count_nonzero(keep))
     else:
-        # in float64: float32 weights of 1e37 sum past float32's range (a NaN loss, then 0);
-        # float64 ones past float64's: inf, silently (the mean of such weights is NaN)
+        # in float64: float32 weights of 1e37 sum past float32's range (a NaN loss, then 0)
         with np.errstate(over="ignore"):
+            count = float(add_reduce(wy if keep is None else np.where(keep, wy, 0), axis=None,
+                                     dtype=np.float64))
+        if count == math.inf and isinstance(reduction, str) and reduction == "mean":
+            # float64 weights past float64's range: the mean (a ratio) was 0 or NaN. It is
+            # unchanged by scaling every weight by 2^-k (exact), which brings their sum in
+            wy = np.ldexp(wy, -math.ceil(math.log2(wy.size)) - 1).astype(wy.dtype)
             count = float(add_reduce(wy if keep is None else np.where(keep, wy, 0), axis=None,
                                      dtype=np.float64))
     if isinstance(reduction, str) and reduction == "mean" and count == 0 and labels.size:

@@ -70,7 +70,8 @@ def ctc_vjp(pred: Any, target: Any, reduction: str = "mean", *, input_lengths: A
     skip[:, 2:][(ext[:, 2:] != blank) & (ext[:, 2:] != ext[:, :-2])] = 0.0
     em = np.take_along_axis(lp.astype(_WORK, copy=False),
                             np.broadcast_to(ext[:, None, :], (n, t_max, ext.shape[1])), axis=2)
-    alpha = _alpha(em, skip)
+    with np.errstate(over="ignore"):  # log-probabilities near -max: sums of them -inf
+        alpha = _alpha(em, skip)
     rows = np.arange(n)
     last = np.maximum(il - 1, 0)
     # the two end states, 2 L_n and 2 L_n - 1 (alpha's columns are shifted by its two
@@ -78,7 +79,8 @@ def ctc_vjp(pred: Any, target: Any, reduction: str = "mean", *, input_lengths: A
     logp = (np.logaddexp(alpha[rows, last, 2 * tl + 2], alpha[rows, last, 2 * tl + 1])
             if t_max else np.full(n, _NEG))
     logp = np.where(il > 0, logp, np.where(tl == 0, 0.0, _NEG))  # T_n = 0: empty or none
-    finite = np.isfinite(logp)
+    with np.errstate(over="ignore"):  # finite in pred's dtype: float32's past 3.4e38 is inf
+        finite = np.isfinite(logp.astype(lp.dtype))
     per = -logp
     if zero_infinity:
         per = np.where(finite, per, 0.0)
@@ -89,15 +91,18 @@ def ctc_vjp(pred: Any, target: Any, reduction: str = "mean", *, input_lengths: A
 
     def grad(c: Any) -> Array:
         if not cache:  # beta and the posterior only when a gradient is asked for
-            cache.append(_posterior(em, alpha, skip, ext, il, tl, logp, finite, n_cls,
-                                    zero_infinity))
+            with np.errstate(over="ignore"):  # as alpha's
+                cache.append(_posterior(em, alpha, skip, ext, il, tl, logp, finite, n_cls,
+                                        zero_infinity))
         cs = np.asarray(c, _WORK) if scale is None else scale * c
         out: Array = (cache[0] * cs.reshape(-1, 1, 1) if np.ndim(cs) else
                       cache[0] * cs).astype(lp.dtype, copy=False)
         return out
 
     reduced = per if scale is None else per * scale
-    return reduce_loss(name, reduced.astype(lp.dtype), reduction, n, grad)
+    with np.errstate(over="ignore"):  # a float64 loss past float32's range: inf
+        reduced = reduced.astype(lp.dtype)
+    return reduce_loss(name, reduced, reduction, n, grad)
 
 
 # ---------------------------------------------------------------------------- recursions

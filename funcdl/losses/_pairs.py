@@ -145,6 +145,8 @@ def triplet_margin_vjp(pred: Any, target: Any = None, reduction: str = "mean",
     a, pos, neg = _inputs(name, pred, "(anchor, positive, negative)", 3)
     if a.ndim == 0:
         raise ValueError(f"{name}: the inputs need a feature axis, last, got shape ()")
+    in_dtype(name, "margin", m, a.dtype)
+    in_dtype(name, "eps", e, a.dtype)  # past the dtype's range: inf - inf, NaN
     with np.errstate(over="ignore", invalid="ignore"):  # huge values: inf, as torch
         hp, sp, gp = _distance(a, pos, e, pw)
         hn, sn, gn = _distance(a, neg, e, pw)
