@@ -181,6 +181,25 @@ def test_encoder_activation_layer() -> None:
     check_layer(layer, ENC)
 
 
+@pytest.mark.parametrize("make, in_shape", [(TransformerEncoderLayer, ENC),
+                                            (TransformerDecoderLayer, DEC)])
+def test_an_activation_with_params_keeps_them_under_activation(make: Any, in_shape: Any) -> None:
+    # the blocks dropped a given activation's params: PReLU's slope was not in init's dict,
+    # and apply then refused the params init had returned
+    layer = make(E, H, FF, dropout=0.0, activation=L.PReLU())
+    params = params64(layer, in_shape)
+    assert "activation" in params and set(params["activation"]) == {"a"}
+    x = (normal(2, N, T, E) if in_shape == ENC else (normal(2, N, T, E), normal(3, N, S, E)))
+    check_vjp(layer, params, x)
+    y, pullback = layer.vjp(params, x)
+    slope = pullback(np.ones_like(y))[0]["activation"]["a"]
+    assert slope.shape == (1,) and slope[0] != 0
+    # the slope is used: a different one changes the output
+    moved = {**params, "activation": {"a": params["activation"]["a"] + 1.0}}
+    assert not np.allclose(layer.apply(moved, x), y)
+    assert "activation" not in make(E, H, FF, activation=L.ReLU()).init(KEY, in_shape)[1]
+
+
 # ---------------------------------------------------------------------------- decoder
 
 @pytest.mark.parametrize("norm_first", [False, True])

@@ -41,6 +41,8 @@ def from_torch(module: Any, grads: bool = False) -> dict[str, Any]:
     for norm in ("norm1", "norm2", "norm3"):
         if f"{norm}.weight" in sd:
             out[norm] = {"scale": sd[f"{norm}.weight"], "bias": sd[f"{norm}.bias"]}
+    if "activation.weight" in sd:  # an nn.PReLU activation
+        out["activation"] = {"a": sd["activation.weight"]}
     return out
 
 
@@ -100,6 +102,23 @@ def test_encoder_layer_as_torch(norm_first: bool, activation: str, causal: bool)
         return m(xt, src_mask=mask(T), is_causal=True) if causal else m(xt)
 
     compare(layer, module, (x,), run)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_an_activation_with_params_trains_as_torchs(kind: str) -> None:
+    # the blocks dropped a given activation's params from their dict: a PReLU's init
+    # returned none, and apply refused the params init had returned
+    cls = {"encoder": (torch.nn.TransformerEncoderLayer, TransformerEncoderLayer),
+           "decoder": (torch.nn.TransformerDecoderLayer, TransformerDecoderLayer)}[kind]
+    module = jiggled(cls[0](E, HEADS, FF, dropout=0.0, activation=torch.nn.PReLU(),
+                            batch_first=True), 3)
+    layer = cls[1](E, HEADS, FF, dropout=0.0, activation=L.PReLU(),
+                   **({"causal": False} if kind == "decoder" else {}))
+    xs = tuple(random.normal(random.key(i), shape, np.float64)
+               for i, shape in enumerate([(N, T, E), (N, S, E)][:1 + (kind == "decoder")]))
+    assert sorted(layer.init(random.key(0), xs[0].shape if kind == "encoder" else
+                             tuple(x.shape for x in xs))[1])[0] == "activation"
+    compare(layer, module, xs, lambda m, *ts: m(*ts))
 
 
 @pytest.mark.parametrize("norm_first", [False, True])

@@ -35,6 +35,15 @@ def bare(layer: LayerLike) -> Part:
     return layer, ()
 
 
+class Maybe(str):
+    """A skeleton name whose child may have no params (a given activation: a PReLU has,
+    ReLU has not): in the block's dict only when it has some, as torch's state_dict."""
+
+
+def maybe_named(layer: LayerLike, key: str) -> Part:
+    return layer, Maybe(key)
+
+
 def seq(*parts: Part | None) -> Part:
     """Sequential of the parts given, None ones left out (a dropout at rate 0)."""
     kept = [p for p in parts if p is not None]
@@ -51,13 +60,14 @@ def res(part: Part) -> Part:
 
 def fill(skeleton: Any, params: dict[str, Any]) -> Any:
     if isinstance(skeleton, str):
-        return params[skeleton]
+        return params.get(skeleton, ()) if isinstance(skeleton, Maybe) else params[skeleton]
     return tuple(fill(s, params) for s in skeleton)
 
 
 def collect(skeleton: Any, tree: Any, out: dict[str, Any]) -> dict[str, Any]:
     if isinstance(skeleton, str):
-        out[skeleton] = tree
+        if not (isinstance(skeleton, Maybe) and type(tree) is tuple and not tree):
+            out[str(skeleton)] = tree  # a plain str key
     else:
         for s, t in zip(skeleton, tree):
             collect(s, t, out)
@@ -86,16 +96,18 @@ def block(name: str, part: Part, check_shape: Callable[[Any, str], Any]) -> Laye
     input (at apply and vjp) in the block's words and gives the shape to pass on."""
     inner, skeleton = part
     keys = keys_of(skeleton)
+    needed = {k for k in keys if not isinstance(k, Maybe)}
+    maybe = "".join(f" (and {k!r} for an {k} with params)" for k in keys if k not in needed)
 
     def packed(params: Any) -> Any:
-        if not isinstance(params, dict) or set(params) != set(keys):
-            raise ValueError(f"{name}: expected params as a dict with keys {sorted(keys)}, as "
-                             f"init returns them, got {describe(params)}")
+        if not isinstance(params, dict) or not needed <= set(params) <= set(keys):
+            raise ValueError(f"{name}: expected params as a dict with keys {sorted(needed)}"
+                             f"{maybe}, as init returns them, got {describe(params)}")
         return fill(skeleton, params)
 
     def unpacked(grads: Any) -> dict[str, Any]:
         got = collect(skeleton, grads, {})
-        return {k: got[k] for k in keys}
+        return {str(k): got[k] for k in keys if k in got}
 
     def init(key: random.Key, in_shape: Any) -> tuple[Any, Any]:
         shape = check_shape(in_shape, "in_shape")

@@ -29,6 +29,7 @@ from funcdl.layers._blocks import (
     bare,
     block,
     mask_shape,
+    maybe_named,
     named,
     par,
     res,
@@ -114,7 +115,7 @@ def _drop(rate: float) -> Part | None:
 
 def _feedforward(d: int, ff: int, act: Any, rate: float) -> Part:
     """torch's ``_ff_block`` with its dropout after: ``drop(linear2(drop(act(linear1(x)))))``."""
-    return seq(named(Dense(ff), "linear1"), bare(act), _drop(rate),
+    return seq(named(Dense(ff), "linear1"), maybe_named(act, "activation"), _drop(rate),
                named(Dense(d), "linear2"), _drop(rate))
 
 
