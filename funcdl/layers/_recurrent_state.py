@@ -45,11 +45,18 @@ def split_in_shape(name: str, in_shape: Any, lstm: bool, padded: bool,
     if lstm and not (len(state) == 2 and all(isinstance(s, (tuple, list)) for s in state)):
         raise ValueError(f"{name}: expected the state's in_shape ((N, {hidden}), "
                          f"(N, {hidden})), of (h0, c0), got {state!r}")
+    x_shape = in_shape[0]
+    n = x_shape[0] if len(x_shape) else None
     for s in parts:
         s = check_in_shape(name, s)
         if len(s) != 2 or s[1] not in (None, hidden):
             raise ValueError(f"{name}: the initial state's in_shape must be (N, {hidden}), got "
                              f"{s}")
+        if None not in (n, s[0]) and s[0] != n:  # no input could match both
+            raise ValueError(f"{name}: the initial state's in_shape must be ({n}, {hidden}), "
+                             f"one row per sequence of the input's in_shape {tuple(x_shape)}, "
+                             f"got {s}")
+        n = s[0] if n is None else n
     rest = in_shape[0] if not padded else (in_shape[0], in_shape[1])
     return rest, state
 

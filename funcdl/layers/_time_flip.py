@@ -33,6 +33,7 @@ def flipped(layer: Any) -> Layer:
                     or (ln.size and (ln.min() < 0 or ln.max() > xs.shape[1]))):
                 return x, None, xs.ndim  # as it is: the child says what is wrong
             steps = np.arange(xs.shape[1])
+            ln = ln.astype(np.int64)  # uint64 - int64 is float64, no index
             idx = np.where(steps >= ln[:, None], steps, ln[:, None] - 1 - steps)
             return (gather(xs, idx), x[1]), idx, xs.ndim
         x = as_array(name, x)

@@ -83,7 +83,8 @@ class Layer:
     none equal to ``frozen_id``, an id whose row the vjp leaves without a gradient by design
     (Embedding's ``padding_idx``, as torch's), where finite differences would find one.
     ``weight_out_axis`` is the output axis of the layer's weight (-1 for Dense's (in, out),
-    -2 for ConvTranspose2D's (kh, kw, out, C), 0 for Embedding's torch-layout table):
+    -2 for ConvTranspose2D's (kh, kw, out, C), 0 for Embedding's torch-layout table and
+    Bilinear's (out, D1, D2)):
     SpectralNorm's default ``dim``.
 
     Two optional fields let ``Sequential`` run a layer and the elementwise activation after

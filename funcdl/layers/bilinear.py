@@ -204,4 +204,4 @@ def Bilinear(out: int, use_bias: bool = True, w_init: initializers.Initializer |
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name, dx_optional=True)
+    return Layer(init, apply, vjp, name=name, dx_optional=True, weight_out_axis=0)
