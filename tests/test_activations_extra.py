@@ -387,3 +387,24 @@ def test_pad_past_the_range_is_refused_and_prelu_near_it_is_silent():
         _, pullback = layer.vjp(params, np.full((2, 1), -3e38, np.float32))
         grads, _ = pullback(np.ones((2, 1), np.float32))
     assert np.isneginf(grads["a"]).all()
+
+
+@pytest.mark.parametrize("a", [math.nan, math.inf, -math.inf])
+def test_prelu_passes_positive_inputs_through_whatever_its_slope(a):
+    # y was min(x, 0)·a + max(x, 0): 0·inf or 0·NaN made y and dx NaN at x > 0, where
+    # PyTorch's x > 0 ? x : a·x gives x and dy
+    x = np.array([[-1.0, 0.0, 2.0, 3.0]])
+    y, pullback = PReLU().vjp({"a": np.array([a])}, x)
+    dx = pullback(np.full((1, 4), 0.5))[1]
+    np.testing.assert_array_equal(y[0, 2:], [2.0, 3.0])
+    np.testing.assert_array_equal(dx[0, 2:], [0.5, 0.5])
+    with np.errstate(invalid="ignore"):  # x <= 0: a·x, as PyTorch's (NaN at 0·inf)
+        np.testing.assert_array_equal(y[0, :2], a * x[0, :2])
+    np.testing.assert_array_equal(dx[0, :2], [0.5 * a, 0.5 * a])
+
+
+def test_prelu_refuses_an_init_past_float32s_range():
+    # np.full(c, 1e39, float32) overflowed to inf with a bare NumPy warning
+    with pytest.raises(ValueError, match=r"PReLU\(init=1e\+39\): init must be within "
+                                         r"float32's range"):
+        PReLU(init=1e39)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import call_name, int_arg, real_arg
+from funcdl._args import F32, FLOAT_MAX, call_name, int_arg, real_arg
 from funcdl._special import softplus
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._norm_stats import compute_dtype
@@ -245,6 +245,9 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
     c = int_arg(num_parameters, "PReLU", "num_parameters", 1)
     a0 = real_arg(init, "PReLU", "init")
     name = call_name("PReLU", (), num_parameters=(c, 1), init=(a0, 0.25))
+    if abs(a0) > FLOAT_MAX[F32]:  # np.full would overflow to inf, with NumPy's warning
+        raise ValueError(f"{name}: init must be within float32's range (the params' dtype), "
+                         f"|init| <= {FLOAT_MAX[F32]:.4g}; 0.25 is PyTorch's default")
 
     def shape_ok(shape: tuple[Any, ...]) -> bool:
         return c == 1 or (len(shape) >= 1 and shape[-1] in (c, None))
@@ -276,8 +279,11 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
         neg = np.minimum(x, 0)
         with _quiet():  # a·x overflows for |a| > 1; a = 0 at -inf is 0·inf, NaN as PyTorch
             y = neg * (a if c > 1 else a[0])
-        y += np.maximum(x, 0)
-        return y, neg
+        if np.isfinite(a).all():
+            y += np.maximum(x, 0)
+            return y, neg
+        # an inf or NaN slope: 0·a would spoil x > 0, which PyTorch passes through unchanged
+        return np.where(x > 0, x, y), neg
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
@@ -299,8 +305,7 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
         def pullback(dy: Any) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
             up = xs > 0
-            slope = np.multiply(~up, a if c > 1 else a[0])
-            slope += up
+            slope = np.where(up, xs.dtype.type(1), a if c > 1 else a[0])  # not 0·a at x > 0
             slope *= dy
             with _quiet():  # (a sum past the float range: inf, as the products')
                 t = neg * dy
