@@ -408,3 +408,21 @@ def test_prelu_refuses_an_init_past_float32s_range():
     with pytest.raises(ValueError, match=r"PReLU\(init=1e\+39\): init must be within "
                                          r"float32's range"):
         PReLU(init=1e39)
+
+
+def test_celu_refuses_an_alpha_whose_reciprocal_or_itself_overflows_the_inputs_dtype():
+    # 1/alpha = inf made k·min(x, 0) = inf·0, NaN at every x >= 0, silently
+    with pytest.raises(ValueError, match=r"CELU\(1e-310\): \|alpha\| must be at least 5.563e-309"):
+        L.CELU(1e-310)
+    x32 = np.array([[-1.0, 0.0, 1.0, 50.0]], np.float32)
+    for alpha in (1e-39, 1e39):
+        layer = L.CELU(alpha)
+        for run in (layer.apply, layer.vjp):
+            with pytest.raises(ValueError, match=r"CELU\(1e[-+]39\): alpha=1e[-+]39 is past "
+                                                 r"float32's range for a float32 input"):
+                run((), x32)
+        y = layer.apply((), x32.astype(np.float64))  # float64: in range, as PyTorch's
+        np.testing.assert_array_equal(y[0, 1:], [0.0, 1.0, 50.0])
+    y, pullback = L.CELU(1e-300).vjp((), np.array([[-1.0, 0.0, 1.0, 3.0]]))
+    np.testing.assert_array_equal(y, [[-1e-300, 0.0, 1.0, 3.0]])
+    np.testing.assert_allclose(pullback(np.ones((1, 4)))[1], [[0.0, 1.0, 1.0, 1.0]], rtol=1e-15)

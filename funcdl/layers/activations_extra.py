@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random
-from funcdl._args import F32, FLOAT_MAX, call_name, int_arg, real_arg
+from funcdl._args import F32, F64, FLOAT_MAX, call_name, int_arg, real_arg
 from funcdl._special import softplus
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._norm_stats import compute_dtype
@@ -158,11 +158,17 @@ def Mish() -> Layer:
     return _elementwise("Mish()", f, df, reads="x")
 
 
-def _elu(name: str, a: float, s: float, k: float) -> Layer:
+def _elu(name: str, a: float, s: float, k: float, narrow: Any = ()) -> Layer:
     """``y = s·x`` for x > 0, ``s·a·(e^(kx) - 1)`` for x <= 0; ``dx = dy·s`` for x > 0 (and
-    NaN), ``dy·s·a·k·e^(kx)`` for x <= 0 (PyTorch's ELU family: SELU, CELU)."""
+    NaN), ``dy·s·a·k·e^(kx)`` for x <= 0 (PyTorch's ELU family: SELU, CELU). ``narrow``:
+    the input dtypes whose range ``k`` or ``s·a`` is past, refused (0·inf would be NaN)."""
 
     def f(x: Array) -> Array:  # one term is exactly 0
+        if x.dtype in narrow:
+            raise ValueError(f"{name}: alpha={a:g} is past {x.dtype}'s range for a {x.dtype} "
+                             f"input (alpha or 1/alpha overflows it; PyTorch refuses it too); "
+                             f"pass a float64 input, or |alpha| in [{1 / FLOAT_MAX[F32]:.3g}, "
+                             f"{FLOAT_MAX[F32]:.3g}]")
         with _quiet():  # k·x and e^(kx) overflow to inf for k < 0: the right limit
             y = np.expm1(k * np.minimum(x, 0))
             y *= s * a
@@ -196,7 +202,12 @@ def CELU(alpha: float = 1.0) -> Layer:
     if a == 0:
         raise ValueError("CELU: alpha must be non-zero (it divides x), got 0.0; "
                          "1.0 is PyTorch's default")
-    return _elu(call_name("CELU", () if a == 1.0 else (a,)), a, 1.0, 1 / a)
+    name = call_name("CELU", () if a == 1.0 else (a,))
+    if abs(a) < 1 / FLOAT_MAX[F64]:  # 1/alpha is inf, and 0·inf NaN at x >= 0
+        raise ValueError(f"{name}: |alpha| must be at least {1 / FLOAT_MAX[F64]:.4g}, so that "
+                         f"1/alpha, which scales x, is within float64's range")
+    fits32 = 1 / FLOAT_MAX[F32] <= abs(a) <= FLOAT_MAX[F32]
+    return _elu(name, a, 1.0, 1 / a, () if fits32 else (np.dtype(np.float32),))
 
 
 def Softsign() -> Layer:
