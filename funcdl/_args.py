@@ -219,9 +219,12 @@ def train_arg(train: Any, where: str) -> bool:
 def nearest_divisors(n: int, k: int) -> str:
     """The divisors of ``n`` nearest ``k``, below and above (``'3 or 6'``), for the error of
     a count that must divide ``n`` (heads of an embedding, groups of channels)."""
-    fits = [d for d in range(1, n + 1) if n % d == 0]
-    return " or ".join(map(str, [*[d for d in fits if d < k][-1:],
-                                 *[d for d in fits if d > k][:1]]))
+    # scanned outward from k, at most 2**16 steps a side (n may be 2**40): past them 1 and n,
+    # divisors too, stand in for the nearest
+    span = 1 << 16
+    below = [next((d for d in range(k - 1, max(k - 1 - span, 0), -1) if n % d == 0), 1)]
+    above = [next((d for d in range(k + 1, min(n, k + span) + 1) if n % d == 0), n)]
+    return " or ".join(map(str, [*below[:k > 1], *above[:n > k]]))
 
 
 def call_name(ctor: str, args: tuple[Any, ...], **options: tuple[Any, Any]) -> str:

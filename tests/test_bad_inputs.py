@@ -367,7 +367,42 @@ LAYER_CASES = [
     case("batchnorm-odd-scale", lambda: BN.apply({"scale": np.ones(3, F32), "bias": P_BN["bias"]},
                                                  ones(2, 4), state=S_BN, train=True),
          ValueError, "BatchNorm()", "params['scale'] has shape (3,), expected (4,)"),
+    # found by a fuzzer (2026-12-07): an array as an in_shape entry reached a bare "truth
+    # value of an array is ambiguous"; a size past NumPy's largest axis a bare "Maximum
+    # allowed dimension exceeded" (the norms), OverflowError (Slice)
+    case("in-shape-entry-array", lambda: L.Dense(3).init(KEY, (None, np.array([4, 5]))),
+         ValueError, "Dense(3)", "in_shape entries must be ints >= 0 or None"),
+    case("in-shape-past-intp", lambda: L.LayerNorm().init(KEY, (None, 2**63)),
+         ValueError, "LayerNorm()", "(None, 9223372036854775808)",
+         "NumPy's largest axis is 9223372036854775807"),
+    case("in-shape-past-intp-slice", lambda: L.Slice(np.s_[:, 0]).init(KEY, (None, 2**63, 3)),
+         ValueError, "Slice(", "NumPy's largest axis"),
+    # the hint of a count that must divide the channels counted up to the channels: 2**40
+    # of them hung for minutes
+    case("groupnorm-huge-channels-hint", lambda: L.GroupNorm(3).init(KEY, (None, 2, 2**40)),
+         ValueError, "GroupNorm(3)", "num_groups = 3"),
+    case("mha-huge-embedding-hint",
+         lambda: L.MultiHeadAttention(3).init(KEY, (None, 5, 2**40 + 1)),
+         ValueError, "MultiHeadAttention(3)", "num_heads=1 or 257 would"),
+    case("encoder-huge-d-model-hint", lambda: L.TransformerEncoderLayer(2**40 + 1, 3),
+         ValueError, "TransformerEncoderLayer(1099511627777, 3)", "use nhead 1 or 257"),
+    # a ragged list for the second cotangent of a two-output layer: NumPy's "setting an
+    # array element with a sequence", naming nothing
+    case("mha-ragged-dp", lambda: _second_cotangent(
+        L.MultiHeadAttention(2, return_weights="mean"), (None, 3, 4), ones(2, 3, 4)),
+         ValueError, "MultiHeadAttention(2, return_weights='mean')",
+         "dP is not a rectangular array"),
+    case("gru-ragged-dh", lambda: _second_cotangent(
+        L.GRU(3, return_state=True), (None, 4, 2), ones(2, 4, 2)),
+         ValueError, "GRU(3, return_state=True)", "dh_n is not a rectangular array"),
 ]
+
+
+def _second_cotangent(layer: L.Layer, in_shape: tuple[int | None, ...], x: np.ndarray) -> None:
+    """The pullback of a layer with two outputs, given a ragged list as the second's
+    cotangent."""
+    (y, _), pb = layer.vjp(init(layer, in_shape), x)
+    pb((np.ones_like(y), [[1.0, 2.0, 3.0], [1.0, 2.0]]))
 
 
 def test_reshape_takes_an_int_for_a_one_axis_shape():

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import frozen, nearest_divisors, refuse_masked
+from funcdl._args import array_arg, frozen, nearest_divisors, refuse_masked
 from funcdl._simplex import simplex_projection, simplex_projection_vjp
 from funcdl.layers._params import param_arrays
 from funcdl.layers._sums import ones, product
@@ -300,9 +300,10 @@ def split_cotangent(name: str, dys: Any, y_shape: Shape, p: Array, heads: int,
     dy, dp = dys
     if dp is None:
         return dy, None
-    if np.shape(dp) != p.shape:  # checked here so that the error names dP, not dy
+    dp_shape = array_arg(dp, name, "dP").shape  # a ragged list: named
+    if dp_shape != p.shape:  # checked here so that the error names dP, not dy
         raise ValueError(f"{name}: pullback expected dP of shape {p.shape} (the returned "
-                         f"weights'), or None, got {np.shape(dp)}")
+                         f"weights'), or None, got {dp_shape}")
     dp = check_cotangent(name, dp, p.shape, p.dtype)
     if mode == "heads":
         return dy, dp

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from funcdl._args import array_arg
 from funcdl.layers.base import Array, as_array, check_cotangent, check_in_shape
 
 
@@ -157,7 +158,7 @@ def split_cotangent(name: str, d: Any, lstm: bool, y_shape: tuple[int, ...],
                         f"{got}")
     parts = [None] * (1 + lstm) if state is None else list(state) if lstm else [state]
     for which, p in zip(("dh_n", "dc_n"), parts):
-        if p is not None and np.shape(p) != h_shape:
+        if p is not None and array_arg(p, name, which).shape != h_shape:  # ragged: named
             raise ValueError(f"{name}: the pullback expected {which} of shape {h_shape} "
                              f"(h_n's), got {np.shape(p)}")
     # None in an entry, as Select's pullback gives for an output not read: 0 flows back

@@ -27,6 +27,7 @@ from funcdl import tree as pytree
 from funcdl._args import (
     F32,
     F64,
+    INTP_MAX,
     bool_arg,
     foreign_dtype,
     is_int,
@@ -201,9 +202,10 @@ def check_in_shape(name: str, in_shape: Any, *, min_rank: int = 1,
             f"got {in_shape!r}")
     shape = tuple(in_shape)
     for d in shape:
-        if d is not None and (not is_int(d) or d < 0):  # is_int: True is no size of 1
-            hint = (" (stax's -1 for an unknown batch is None here)" if d == -1 else
-                    tree_hint if all(isinstance(e, (tuple, list)) for e in shape) else "")
+        if d is not None and (not is_int(d) or not 0 <= d <= INTP_MAX):  # True is no size 1
+            hint = (" (stax's -1 for an unknown batch is None here)" if is_int(d) and d == -1
+                    else f" (NumPy's largest axis is {INTP_MAX})" if is_int(d) and d > 0
+                    else tree_hint if all(isinstance(e, (tuple, list)) for e in shape) else "")
             raise ValueError(f"{name}: in_shape entries must be ints >= 0 or None, "
                              f"got {shape}{hint}")
     if rank is not None and len(shape) != rank:
