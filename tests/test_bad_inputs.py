@@ -377,6 +377,11 @@ LAYER_CASES = [
          "NumPy's largest axis is 9223372036854775807"),
     case("in-shape-past-intp-slice", lambda: L.Slice(np.s_[:, 0]).init(KEY, (None, 2**63, 3)),
          ValueError, "Slice(", "NumPy's largest axis"),
+    # a dilated pool checked every one of its windows at init, an arange as long as the
+    # output axis: 2**40 of them a bare MemoryError (only those at the ends can miss)
+    case("dilated-pool-huge-axis-refused-by-name",
+         lambda: L.MaxPool2D(2, 1, 1, dilation=2).init(KEY, (None, 2**40, 1, 2)),
+         ValueError, "MaxPool2D(", "reads padding only"),
     # the hint of a count that must divide the channels counted up to the channels: 2**40
     # of them hung for minutes
     case("groupnorm-huge-channels-hint", lambda: L.GroupNorm(3).init(KEY, (None, 2, 2**40)),

@@ -134,9 +134,13 @@ def check_windows(name: str, win: Window, shape: tuple[int | None, ...], out: tu
     for n, o, k, s, d, (lo, _) in zip(sizes, out, win.size, win.stride, win.dilation, pads):
         if d == 1 or n is None or o is None:
             continue
-        start = np.arange(o) * s - lo
+        # only windows starting in the padding or past the input can miss it (one starting
+        # inside has that cell): a few at each end, not o of them (o may be 2**40)
+        head = np.arange(min(o, lo // s + 1))
+        at = np.concatenate([head, np.arange(max(head.size, (n + lo) // s - 1), o)])
+        start = at * s - lo
         first = start + (np.maximum(-start, 0) + d - 1) // d * d  # its first cell >= 0
-        bad = np.flatnonzero((first >= n) | (first > start + (k - 1) * d))
+        bad = at[(first >= n) | (first > start + (k - 1) * d)]
         if bad.size:
             raise ValueError(f"{name}: with dilation {d} the window at output {int(bad[0])} "
                              f"reads padding only on an input of shape {tuple(shape)}; use "
