@@ -222,9 +222,9 @@ def nearest_divisors(n: int, k: int) -> str:
     # scanned outward from k, at most 2**16 steps a side (n may be 2**40): past them 1 and n,
     # divisors too, stand in for the nearest
     span = 1 << 16
-    below = [next((d for d in range(k - 1, max(k - 1 - span, 0), -1) if n % d == 0), 1)]
-    above = [next((d for d in range(k + 1, min(n, k + span) + 1) if n % d == 0), n)]
-    return " or ".join(map(str, [*below[:k > 1], *above[:n > k]]))
+    below = next((d for d in range(k - 1, max(k - 1 - span, 0), -1) if n % d == 0), 1)
+    above = next((d for d in range(k + 1, min(n, k + span) + 1) if n % d == 0), n)
+    return " or ".join(str(d) for d, exists in ((below, k > 1), (above, n > k)) if exists)
 
 
 def call_name(ctor: str, args: tuple[Any, ...], **options: tuple[Any, Any]) -> str:

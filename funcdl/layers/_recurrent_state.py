@@ -158,9 +158,10 @@ def split_cotangent(name: str, d: Any, lstm: bool, y_shape: tuple[int, ...],
                         f"{got}")
     parts = [None] * (1 + lstm) if state is None else list(state) if lstm else [state]
     for which, p in zip(("dh_n", "dc_n"), parts):
-        if p is not None and array_arg(p, name, which).shape != h_shape:  # ragged: named
+        shape = None if p is None else array_arg(p, name, which).shape  # ragged: named
+        if shape not in (None, h_shape):
             raise ValueError(f"{name}: the pullback expected {which} of shape {h_shape} "
-                             f"(h_n's), got {np.shape(p)}")
+                             f"(h_n's), got {shape}")
     # None in an entry, as Select's pullback gives for an output not read: 0 flows back
     return (np.zeros(y_shape, dt) if d[0] is None else
             check_cotangent(name, d[0], y_shape, dt),

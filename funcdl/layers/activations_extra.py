@@ -158,7 +158,8 @@ def Mish() -> Layer:
     return _elementwise("Mish()", f, df, reads="x")
 
 
-def _elu(name: str, a: float, s: float, k: float, narrow: Any = ()) -> Layer:
+def _elu(name: str, a: float, s: float, k: float,
+         narrow: tuple[np.dtype[Any], ...] = ()) -> Layer:
     """``y = s·x`` for x > 0, ``s·a·(e^(kx) - 1)`` for x <= 0; ``dx = dy·s`` for x > 0 (and
     NaN), ``dy·s·a·k·e^(kx)`` for x <= 0 (PyTorch's ELU family: SELU, CELU). ``narrow``:
     the input dtypes whose range ``k`` or ``s·a`` is past, refused (0·inf would be NaN)."""
@@ -290,10 +291,7 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
         neg = np.minimum(x, 0)
         with _quiet():  # a·x overflows for |a| > 1; a = 0 at -inf is 0·inf, NaN as PyTorch
             y = neg * (a if c > 1 else a[0])
-        if np.isfinite(a).all():
-            y += np.maximum(x, 0)
-            return y, neg
-        # an inf or NaN slope: 0·a would spoil x > 0, which PyTorch passes through unchanged
+        # x where x > 0, as PyTorch: not 0·a + x, which an inf or NaN slope makes NaN
         return np.where(x > 0, x, y), neg
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:

@@ -151,16 +151,16 @@ def pick_labels(name: str, what: str, shape: tuple[int, ...], labels: Array, w: 
     if wy is None:
         count: float = labels.size if keep is None else int(np.count_nonzero(keep))
     else:
+        counted = wy if keep is None else np.where(keep, wy, 0)
         # in float64: float32 weights of 1e37 sum past float32's range (a NaN loss, then 0)
         with np.errstate(over="ignore"):
-            count = float(add_reduce(wy if keep is None else np.where(keep, wy, 0), axis=None,
-                                     dtype=np.float64))
+            count = float(add_reduce(counted, axis=None, dtype=np.float64))
         if count == math.inf and isinstance(reduction, str) and reduction == "mean":
             # float64 weights past float64's range: the mean (a ratio) was 0 or NaN. It is
             # unchanged by scaling every weight by 2^-k (exact), which brings their sum in
-            wy = np.ldexp(wy, -math.ceil(math.log2(wy.size)) - 1).astype(wy.dtype)
-            count = float(add_reduce(wy if keep is None else np.where(keep, wy, 0), axis=None,
-                                     dtype=np.float64))
+            k = math.ceil(math.log2(wy.size)) + 1
+            wy = np.ldexp(wy, -k)
+            count = float(add_reduce(np.ldexp(counted, -k), axis=None))
     if isinstance(reduction, str) and reduction == "mean" and count == 0 and labels.size:
         raise ValueError(f"{name}: reduction='mean' divides by the weight of the examples "
                          f"not ignored, which is 0 here; skip such batches, or pass "

@@ -70,17 +70,17 @@ def ctc_vjp(pred: Any, target: Any, reduction: str = "mean", *, input_lengths: A
     skip[:, 2:][(ext[:, 2:] != blank) & (ext[:, 2:] != ext[:, :-2])] = 0.0
     em = np.take_along_axis(lp.astype(_WORK, copy=False),
                             np.broadcast_to(ext[:, None, :], (n, t_max, ext.shape[1])), axis=2)
-    with np.errstate(over="ignore"):  # log-probabilities near -max: sums of them -inf
+    # log-probabilities near -max: sums of them -inf, and -log p past float32's range inf
+    with np.errstate(over="ignore"):
         alpha = _alpha(em, skip)
-    rows = np.arange(n)
-    last = np.maximum(il - 1, 0)
-    # the two end states, 2 L_n and 2 L_n - 1 (alpha's columns are shifted by its two
-    # leading -inf pads: L_n = 0 then reads a pad for the second)
-    logp = (np.logaddexp(alpha[rows, last, 2 * tl + 2], alpha[rows, last, 2 * tl + 1])
-            if t_max else np.full(n, _NEG))
-    logp = np.where(il > 0, logp, np.where(tl == 0, 0.0, _NEG))  # T_n = 0: empty or none
-    with np.errstate(over="ignore"):  # finite in pred's dtype: float32's past 3.4e38 is inf
-        finite = np.isfinite(logp.astype(lp.dtype))
+        rows = np.arange(n)
+        last = np.maximum(il - 1, 0)
+        # the two end states, 2 L_n and 2 L_n - 1 (alpha's columns are shifted by its two
+        # leading -inf pads: L_n = 0 then reads a pad for the second)
+        logp = (np.logaddexp(alpha[rows, last, 2 * tl + 2], alpha[rows, last, 2 * tl + 1])
+                if t_max else np.full(n, _NEG))
+        logp = np.where(il > 0, logp, np.where(tl == 0, 0.0, _NEG))  # T_n = 0: empty or none
+        finite = np.isfinite(logp.astype(lp.dtype))  # in pred's dtype, as torch's
     per = -logp
     if zero_infinity:
         per = np.where(finite, per, 0.0)
