@@ -232,7 +232,7 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
 def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_factor: int = 128,
               decay_rate: float = 0.8, decay_offset: int = 0,
               multiply_by_parameter_scale: bool = True, clipping_threshold: float | None = 1.0,
-              momentum: float | None = None, dtype_momentum: Any = np.float32,
+              momentum: float | None = None, dtype_momentum: Any = None,
               weight_decay_rate: ScalarOrSchedule | None = None, eps: float = 1e-30,
               factored: bool = True, weight_decay_mask: Any = None) -> GradientTransformation:
     """Adafactor, as optax's ``adafactor`` (its arguments, its chain):
@@ -240,7 +240,9 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
     ``u = learning_rate · u``; ``u = u · max(rms(p), 1e-3)`` (multiply_by_parameter_scale);
     ``m = momentum·m + (1-momentum)·u`` (an ``ema`` without debiasing, stored in
     ``dtype_momentum``); ``u = u + weight_decay_rate · p``; ``p ← p - u``. Each step is left
-    out when its argument is None (or False).
+    out when its argument is None (or False). ``dtype_momentum=None`` (the default) stores
+    ``m`` in each param's dtype: optax's float32 default would round a float64 run's
+    momentum to float32 without a word.
 
     ``learning_rate=None`` applies no scaling (lr 1), as optax's: the *relative* step size
     comes from multiplying by the parameter scale. The paper's decaying relative step,
