@@ -95,6 +95,8 @@ CTORS = [
       "w_init": INIT, "b_init": INIT}),
     ("Embedding", L.Embedding, {"vocab": 5, "dim": 3}, ids(2, 4),
      {"vocab": POS, "dim": POS, "w_init": INIT}),
+    ("Unembed", L.Unembed, {"vocab": 5}, f(2, 3),
+     {"vocab": POS, "use_bias": FLAG, "w_init": INIT, "b_init": INIT}),
     ("MultiHeadAttention", L.MultiHeadAttention, {"num_heads": 2}, f(2, 3, 4),
      {"num_heads": (*POS, 3), "causal": FLAG, "dropout": (*NUM, -0.1, 1.5), "use_bias": FLAG,
       "w_init": INIT, "b_init": INIT, "normalizer": (None, 3, "Softmax", "entmax")}),

@@ -1,8 +1,8 @@
-"""Tests that kill mutants the rest of the suite let through (funcdl/layers: core.py,
-activations.py, lrn.py): Dense's pullback on its large-product path (np.matmul past
-core._SMALL entries, checked nowhere else), Dropout's negative broadcast_dims (the same
-axes as the positive ones), ELU's slope at NaN for an alpha outside (0, 1] (PyTorch's:
-dy), and LocalResponseNorm's vjp at beta = 1."""
+"""Tests that kill mutants the rest of the suite let through (funcdl/layers: _dense.py,
+activations.py, lrn.py): Dense's and Unembed's pullbacks on their large-product paths
+(np.matmul past _dense._SMALL entries, checked nowhere else), Dropout's negative
+broadcast_dims (the same axes as the positive ones), ELU's slope at NaN for an alpha
+outside (0, 1] (PyTorch's: dy), and LocalResponseNorm's vjp at beta = 1."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from funcdl import layers as L
 from funcdl import random
-from funcdl.layers import core
+from funcdl.layers import _dense
 from funcdl.layers.lrn import LocalResponseNorm
 from funcdl.testing import check_vjp
 
@@ -30,7 +30,7 @@ def test_dense_pullback_past_the_small_product_size_by_hand(out, x_shape):
     params = {k: v.astype(np.float64) for k, v in params.items()}
     x = random.normal(random.key(1), x_shape, np.float64)
     w = params["w"]
-    assert max(w.size, x.size) >= core._SMALL
+    assert max(w.size, x.size) >= _dense._SMALL
     y, pullback = layer.vjp(params, x)
     dy = random.normal(random.key(2), y.shape, np.float64)
     grads, dx = pullback(dy)
@@ -41,11 +41,12 @@ def test_dense_pullback_past_the_small_product_size_by_hand(out, x_shape):
     np.testing.assert_allclose(dx, dy @ w.T, rtol=1e-12, atol=1e-12)
 
 
-def test_dense_large_product_paths_pass_check_vjp():
-    layer = L.Dense(128)
+@pytest.mark.parametrize("layer", [L.Dense(128), L.Unembed(128, use_bias=True)],
+                         ids=["Dense", "Unembed"])
+def test_dense_large_product_paths_pass_check_vjp(layer):
     _, params = layer.init(random.key(3), (None, 128))
     params = {k: v.astype(np.float64) for k, v in params.items()}
-    assert params["w"].size >= core._SMALL
+    assert max(v.size for v in params.values()) >= _dense._SMALL
     check_vjp(layer, params, random.normal(random.key(4), (3, 128), np.float64),
               rtol=1e-7, atol=1e-10)
 

@@ -136,10 +136,10 @@ def test_product_lets_other_errors_through() -> None:
 def test_dense_and_bias_sums_take_their_products_through_product(monkeypatch) -> None:
     """Dense(1)'s forward (the product that failed: (2, 5) @ (5, 1), a gemv) and every
     product of its pullback, and rows_sum's (a bias's gradient), survive a stray flag."""
-    from funcdl.layers import core
+    from funcdl.layers import _dense
     calls: list[str] = []
-    monkeypatch.setattr(core, "dot", _flagging(calls))
-    monkeypatch.setattr(core, "matmul", _flagging(calls))
+    monkeypatch.setattr(_dense, "dot", _flagging(calls))
+    monkeypatch.setattr(_dense, "matmul", _flagging(calls))
     monkeypatch.setattr(_sums, "dot", _flagging(calls))
     layer = L.Dense(1)
     _, params = layer.init(fd.random.key(0), (None, 5))
@@ -247,7 +247,7 @@ def test_layers_products_survive_a_stray_flag(monkeypatch, conv_path, case) -> N
         np.testing.assert_array_equal(a, b)
 
 
-_GUARDED = ("core", "conv", "conv_transpose", "_grouped", "_transpose_groups", "groupnorm",
+_GUARDED = ("_dense", "conv", "conv_transpose", "_grouped", "_transpose_groups", "groupnorm",
             "recurrent", "_recurrent", "attention", "bilinear", "upsample", "sequence",
             "_adaptive")
 _PACKAGE = Path(_sums.__file__).parents[1]

@@ -12,11 +12,11 @@ over the ranks of ``data_parallel(..., sync_batch_stats=True)``), ``parametrize`
 (WeightNorm, SpectralNorm), ``norm`` (BatchNorm), ``layernorm`` (LayerNorm), ``groupnorm``
 (GroupNorm), ``instancenorm`` (InstanceNorm), ``rmsnorm`` (RMSNorm), ``lrn``
 (LocalResponseNorm), ``summary`` (summary: a model's parts as a table), ``alpha_dropout``
-(AlphaDropout, FeatureAlphaDropout), ``embed`` (Embedding), ``bilinear`` (Bilinear),
-``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``blocks``
-(TransformerEncoderLayer, TransformerDecoderLayer, Bidirectional), ``conv``,
-``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d`` (ConvTranspose1D), ``upsample``
-(Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle),
+(AlphaDropout, FeatureAlphaDropout), ``embed`` (Embedding, Unembed: a tied or untied output
+head), ``bilinear`` (Bilinear), ``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN,
+LSTM, GRU), ``blocks`` (TransformerEncoderLayer, TransformerDecoderLayer, Bidirectional),
+``conv``, ``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d`` (ConvTranspose1D),
+``upsample`` (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle),
 ``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive pools), ``sequence`` (Carry,
 MaskedMean: padded batches of sequences), ``positional`` (PositionalEmbedding,
 SinusoidalPositionalEncoding).
@@ -63,7 +63,7 @@ from funcdl.layers.conv import Conv1D, Conv2D
 from funcdl.layers.conv_transpose import ConvTranspose2D
 from funcdl.layers.conv_transpose1d import ConvTranspose1D
 from funcdl.layers.core import Dense, Dropout, DropPath, Flatten, Identity, Reshape
-from funcdl.layers.embed import Embedding
+from funcdl.layers.embed import Embedding, Unembed
 from funcdl.layers.gated import GELU, SiLU
 from funcdl.layers.groupnorm import GroupNorm
 from funcdl.layers.instancenorm import InstanceNorm
@@ -177,6 +177,7 @@ __all__ = [
     "Tied",
     "TransformerDecoderLayer",
     "TransformerEncoderLayer",
+    "Unembed",
     "Upsample",
     "WeightNorm",
     "batch_sum",

@@ -10,23 +10,18 @@ import numpy as np
 
 from funcdl import initializers, random, tree
 from funcdl._args import bool_arg, int_arg, is_int, real_arg, train_arg
-from funcdl.layers import _per_example as per_example
-from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
+from funcdl.layers._dense import affine_layer
+from funcdl.layers._params import initializer_arg
 from funcdl.layers._passthrough import array_tree, cotangents, not_empty, shape_tree
-from funcdl.layers._sums import CASCADE, chan, dot, ones, product, rows_sum
 from funcdl.layers.base import (
     _F32,
-    _F64,
     Array,
     Layer,
-    Pointwise,
     Shape,
     as_array,
     cast_ints,
     check_cotangent,
     check_in_shape,
-    in_input_dtype,
-    kept,
     linear_map,
     no_params,
     none_cotangent,
@@ -35,9 +30,6 @@ from funcdl.layers.base import (
 __all__ = ["Dense", "DropPath", "Dropout", "Flatten", "Identity", "Reshape"]
 
 
-_ND = np.ndarray
-matmul = np.matmul
-_SMALL = 1 << 14  # elements of a product below which its call overhead dominates
 
 
 def Dense(out: int, w_init: initializers.Initializer | None = None,
@@ -52,118 +44,8 @@ def Dense(out: int, w_init: initializers.Initializer | None = None,
     out = int_arg(out, "Dense", "out", minimum=1)
     name = f"Dense({out})"
     use_bias = bool_arg(use_bias, name, "use_bias")
-    w_init = initializer_arg(name, "w_init", w_init) or initializers.torch_default()
-    b_init = initializer_arg(name, "b_init", b_init)
-
-    def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
-        shape = check_in_shape(name, in_shape)
-        fan_in = shape[-1]
-        if fan_in is None or fan_in == 0:
-            raise ValueError(f"{name}: the last axis of in_shape must be a known size > 0, "
-                             f"got {shape}")
-        kw, kb = random.split_for(key, 2, name)
-        params = {"w": drawn(name, "w_init", w_init, kw, (fan_in, out))}
-        if use_bias:
-            bias = b_init or initializers.uniform(1 / math.sqrt(fan_in), -1 / math.sqrt(fan_in))
-            params["b"] = drawn(name, "b_init", bias, kb, (out,))
-        return (*shape[:-1], out), params
-
-    keys = ("w", "b") if use_bias else ("w",)
-
-    def weights(params: Any) -> tuple[Array, Any]:
-        b: Any = None
-        try:
-            w, b = params["w"], (params["b"] if use_bias else None)
-        except (KeyError, TypeError, IndexError):
-            w = None
-        if not (type(w) is _ND and w.dtype.char in "fd" and len(params) == len(keys)
-                and (not use_bias or (type(b) is _ND and b.dtype.char in "fd"))):
-            # else: an error naming what is wrong
-            w, *rest = param_arrays(name, params, keys)
-            b = rest[0] if rest else None
-        if w.ndim != 2 or w.shape[1] != out or (use_bias and b.shape != (out,)):
-            got = f"{w.shape}" + (f" and params['b'] {b.shape}" if use_bias else "")
-            raise ValueError(f"{name}: params['w'] must have shape (in, {out})"
-                             + (f" and params['b'] ({out},)" if use_bias else "")
-                             + f", got params['w'] {got}")
-        return w, b
-
-    def affine(params: Any, x: Any) -> tuple[Array, Array, Array]:
-        """``(w, x, x w + b)``, the input checked (converted, cast) as it came."""
-        w, b = weights(params)
-        # The common case in a few attribute reads; anything else takes the slow path that
-        # converts, casts integers, or explains what is wrong.
-        if not (type(x) is _ND and x.ndim == 2 and x.shape[1] == w.shape[0]
-                and (x.dtype is _F32 or x.dtype is _F64)):
-            x = cast_ints(as_array(name, x, w.dtype), w.dtype)
-            if x.ndim == 0 or x.shape[-1] != w.shape[0]:
-                raise ValueError(f"{name}: expected input (..., {w.shape[0]}) as the params "
-                                 f"were initialised, got shape {x.shape}")
-        # np.dot: the 2-D product with less per-call overhead than @ (same BLAS call)
-        h: Array = (product(dot, x, w) if x.ndim == 2 else
-                    product(dot, x.reshape(-1, w.shape[0]), w).reshape(*x.shape[:-1],
-                                                                    w.shape[1]))
-        if use_bias:  # many rows of few outputs (10 logits): tiled rows, see chan
-            if b.dtype is h.dtype or h.dtype.itemsize >= b.dtype.itemsize:
-                chan(np.add, h, b, out=h)
-            else:  # a float64 bias beside float32 w and x: promoted (NumPy's, JAX's), not
-                h = h + b  # rounded into the float32 product
-        return w, x, h
-
-    def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
-        del key, train
-        return affine(params, x)[2]
-
-    def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del key, train
-        return vjp_then(params, x, None)
-
-    def vjp_then(params: Any, x: Any, act: Pointwise | None) -> Any:
-        # y = act.f(x w + b); the pullback takes dy through act.df first (see Layer).
-        w, x, h = affine(params, x)
-        flat, b_dtype = x.ndim == 2, params["b"].dtype if use_bias else None
-        each = per_example.ON.get()  # the grads per example (autodiff.per_example_*)
-        if each and x.ndim < 2:
-            raise ValueError(f"{name}: per-example gradients need a batch axis, got an "
-                             f"input of shape {x.shape}")
-        y = h if act is None else kept(act.f(h))
-        y_shape, y_dtype = y.shape, y.dtype
-        res: tuple[Any, Any] = (None, None) if act is None else act.residuals(h, y)
-        hr, yr = res
-        del h  # a ReLU's df reads y only: its input need not outlive the forward
-
-        def pullback(dy: Array, need_dx: bool = True) -> tuple[Any, Array | None]:
-            dy = check_cotangent(name if act is None else act.name, dy, y_shape, y_dtype)
-            if act is not None:
-                dy = act.df(hr, yr, dy)
-            if each:
-                each_grads = {"w": per_example.outer(x, dy)}
-                if use_bias:
-                    each_grads["b"] = per_example.sums(dy)
-                grads = in_param_dtypes(each_grads, params)
-                dx = None if not need_dx else in_input_dtype(product(np.matmul, dy, w.T), x.dtype)
-                return grads, dx
-            x2, dy2 = (x, dy) if flat else (x.reshape(-1, w.shape[0]), dy.reshape(-1, out))
-            # BLAS reads x2.T and w.T in place (no transposed copies). np.dot costs less per
-            # call than @, but is up to 15% slower with a large transposed operand; the
-            # choice goes by the size of the product.
-            gw = product(dot if w.size < _SMALL else matmul, x2.T, dy2)
-            grads = {"w": gw}
-            if use_bias:
-                rows = len(dy2)  # rows_sum's first branch inline (a call less a step)
-                grads["b"] = gb = (product(dot, ones(rows, dy2.dtype), dy2)
-                                   if rows <= CASCADE else rows_sum(dy2))
-            if gw.dtype is not w.dtype or (use_bias and gb.dtype is not b_dtype):
-                in_param_dtypes(grads, params)  # a float64 x: grads in the params' dtypes
-            if not need_dx:
-                return grads, None
-            dx = in_input_dtype(product(dot if x2.size < _SMALL else matmul, dy2, w.T),
-                                x.dtype)
-            return grads, dx if flat else dx.reshape(x.shape)
-
-        return y, pullback
-
-    return Layer(init, apply, vjp, name=name, dx_optional=True, vjp_then=vjp_then)
+    return affine_layer(name, out, use_bias, initializer_arg(name, "w_init", w_init),
+                        initializer_arg(name, "b_init", b_init))
 
 
 def _shape_layer(name: str, out_shape: Any, min_rank: int = 1) -> Layer:

@@ -1,4 +1,5 @@
-"""Embedding: a lookup table from integer ids to vectors."""
+"""Embedding, a lookup table from integer ids to vectors, and Unembed, the scores of a
+vector against every row of such a table (a language model's output head, tied or not)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers, random
-from funcdl._args import array_arg, int_arg
+from funcdl._args import array_arg, bool_arg, int_arg
 from funcdl.layers import _per_example as per_example
+from funcdl.layers._dense import affine_layer
 from funcdl.layers._params import drawn, initializer_arg, param_arrays
 from funcdl.layers.base import Array, Layer, Shape, check_cotangent, check_in_shape
 
-__all__ = ["Embedding"]
+__all__ = ["Embedding", "Unembed"]
 
 
 def _scatter_add_rows(ids: Array, rows: Array, vocab: int, dtype: np.dtype[Any]) -> Array:
@@ -139,3 +141,29 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
 
     # its table is torch's weight as it is: SpectralNorm's u, v as torch's (dim=0)
     return Layer(init, apply, vjp, name=name, ids=vocab, weight_out_axis=0, frozen_id=pad)
+
+
+def Unembed(vocab: int, use_bias: bool = False, w_init: initializers.Initializer | None = None,
+            b_init: initializers.Initializer | None = None) -> Layer:
+    """Scores against every row of a ``(vocab, dim)`` table: ``(..., dim) -> (..., vocab)``,
+    the output head of a language model (GPT-2's ``h @ Eᵀ``, Flax's ``Embed.attend``).
+
+    params: ``{'table': (vocab, dim)}`` (and ``'b': (vocab,)`` with ``use_bias``): Embedding's
+    table's layout, and PyTorch's ``nn.Linear(dim, vocab).weight``'s; dim is in_shape's last.
+    forward: ``y = x @ tableᵀ + b``;
+    vjp: ``dtable = Σ dyᵀ x`` (summed over every leading axis), ``db = Σ dy``,
+    ``dx = dy @ table``.
+    Default init, that of an untied head, PyTorch's ``nn.Linear(dim, vocab)``: table and b ~
+    U(±1/sqrt(dim)), for one key ``Dense(vocab)``'s w transposed (a fan-based ``w_init``
+    reads (vocab, dim) as (in, out), as Embedding's). Weight tying, PyTorch's ``head.weight
+    = emb.weight``: ``Tied(Sequential(Embedding(V, D), ..., Unembed(V)), [(0, 'table'), (k,
+    'table')])``, the Embedding's table kept (Tied keeps the first path's) and its gradient
+    the sum of both uses' (the paths name the tables: places must be alike, and a head with
+    a bias has a second param).
+    """
+    vocab = int_arg(vocab, "Unembed", "vocab", minimum=1)
+    name = f"Unembed({vocab})"
+    use_bias = bool_arg(use_bias, name, "use_bias")
+    # Dense's map with its weight stored transposed, (vocab, dim): x @ tableᵀ + b
+    return affine_layer(name, vocab, use_bias, initializer_arg(name, "w_init", w_init),
+                        initializer_arg(name, "b_init", b_init), wkey="table", out_in=True)
