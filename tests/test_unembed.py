@@ -291,3 +291,16 @@ def test_params_and_input_are_not_written() -> None:
     pullback(np.ones_like(y))
     for a, b in zip(tree.leaves(before), tree.leaves((params, x))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fused_with_a_following_activation() -> None:
+    # Sequential runs Unembed and a pointwise activation after it as one step (Dense's
+    # vjp_then): the same numbers as the two apart, and finite differences in float64
+    model = L.Sequential(L.Unembed(5, use_bias=True), L.Tanh())
+    _, params = model.init(KEY, (None, 2, 3))
+    params = tree.map(lambda a: a.astype(np.float64), params)
+    x = RNG.standard_normal((4, 2, 3))
+    head = params[0]
+    np.testing.assert_allclose(model.apply(params, x), np.tanh(x @ head["table"].T + head["b"]),
+                               rtol=1e-12)
+    check_vjp(model, params, x)
