@@ -34,6 +34,13 @@ def test_tiny_lm_completions_are_balanced(lm, capsys):
     assert all(p.dtype == np.float32 for p in fd.tree.leaves(result["params"]))
 
 
+def test_tiny_lm_tied_head_reads_the_embedding_table(lm):
+    result = lm.train(epochs=4, verbose=False, tie=True)
+    assert result["params"][-1] == {"table": None}  # one copy, the Embedding's
+    assert result["test_loss"] < 0.65  # uniform: log 5 = 1.61
+    assert result["valid"] >= 0.5 and result["valid_untrained"] <= 0.2
+
+
 def test_tiny_lm_same_seed_gives_the_same_run(lm):
     a, b = (lm.train(epochs=1, n_train=300, n_prompts=40, verbose=False) for _ in range(2))
     for pa, pb in zip(fd.tree.leaves(a["params"]), fd.tree.leaves(b["params"])):
