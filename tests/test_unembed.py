@@ -304,3 +304,15 @@ def test_fused_with_a_following_activation() -> None:
     np.testing.assert_allclose(model.apply(params, x), np.tanh(x @ head["table"].T + head["b"]),
                                rtol=1e-12)
     check_vjp(model, params, x)
+
+
+def test_tying_an_embedding_to_a_dense_head_names_unembed() -> None:
+    # the usual first try: the table (V, D) and a Dense's w (D, V), each other's transpose
+    model = L.Tied(L.Sequential(L.Embedding(V, D), L.Dense(V, use_bias=False)),
+                   [(0, "table"), (1, "w")])
+    with pytest.raises(ValueError, match=r"\(7, 4\).*\(4, 7\).*transpose.*Unembed\(vocab\)"):
+        model.init(KEY, (None, 5))
+    other = L.Tied(L.Sequential(L.Dense(4), L.Dense(5)), [0, 1])  # not transposes: no hint
+    with pytest.raises(ValueError, match="must be alike") as err:
+        other.init(KEY, (None, 4))
+    assert "Unembed" not in str(err.value)

@@ -138,7 +138,8 @@ def Tied(model: LayerLike, *ties: Sequence[Any]) -> Layer:
                 try:
                     tree.check_same(kept, other, (_shown(g[0]), _shown(p)), shapes=True)
                 except ValueError as e:
-                    raise ValueError(f"{name}: tied params must be alike: {e}") from None
+                    raise ValueError(f"{name}: tied params must be alike: {e}"
+                                     + _transposed_hint(kept, other)) from None
                 kinds = [(np.dtype(a.dtype), np.dtype(b.dtype)) for a, b in
                          zip(tree.leaves(kept), tree.leaves(other))]
                 if any(a != b for a, b in kinds):
@@ -179,3 +180,14 @@ def Tied(model: LayerLike, *ties: Sequence[Any]) -> Layer:
         return y, pullback, new_state
 
     return like_child(build(name, is_stateful(model), init, apply, vjp), model)
+
+
+def _transposed_hint(a: Any, b: Any) -> str:
+    """A fix where two tied matrices are each other's transpose: an Embedding's (vocab,
+    dim) table and a Dense's (dim, vocab) w, the usual tied language-model head."""
+    if (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == b.ndim == 2
+            and a.shape == b.shape[::-1]):
+        return ("; they are each other's transpose: to tie an Embedding's table to the "
+                "output head, make the head Unembed(vocab), whose 'table' is (vocab, dim) "
+                "as the Embedding's, and tie the two 'table' paths")
+    return ""
