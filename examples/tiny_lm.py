@@ -4,9 +4,10 @@ The corpus: 3000 random Dyck words over two kinds of brackets, ``([])[]``, ``[((
 to 12 characters long, each between ``;`` marks (the start and the end), drawn from the
 seed's key. The model: token Embedding plus a learned position table (PositionalEmbedding,
 N(0, 1) as the Embedding's), two pre-norm causal TransformerEncoderLayers (d_model 32, 4 heads),
-a final LayerNorm and a Dense to the 5 logits (``--tie``: an Unembed reading the
-Embedding's table, GPT-2's tied head, through ``layers.Tied``); softmax cross-entropy on every next
-character, AdamW with a linear warmup and cosine decay, batch 64. Then it completes 300
+a final LayerNorm and a Dense to the 5 logits (with ``--tie``, an Unembed reading the
+Embedding's own table, GPT-2's tied head, through ``layers.Tied``; that table is then drawn
+N(0, 1/32)); softmax cross-entropy on every next character, AdamW with a linear warmup and
+cosine decay, batch 64. Then it completes 300
 prompts, ``;`` followed by the first 0 to L-1 characters of a held-out word, sampling each
 next character with `random.categorical` at temperature 0.8 until it writes ``;``, and
 prints some completions and the fraction that are balanced (a random string of brackets
@@ -83,7 +84,8 @@ def make_model(d: int = 32, heads: int = 4, blocks: int = 2, tie: bool = False) 
         *[L.TransformerEncoderLayer(d, heads, 2 * d, dropout=0.0, causal=True,
                                     norm_first=True) for _ in range(blocks)],
         L.LayerNorm(), L.Unembed(len(CHARS)) if tie else L.Dense(len(CHARS)))
-    return L.Tied(body, [(0, "table"), (blocks + 3, "table")]) if tie else body
+    head = 2 + blocks + 1  # after the Embedding, the position table, the blocks, LayerNorm
+    return L.Tied(body, [(0, "table"), (head, "table")]) if tie else body
 
 
 def complete(model: Any, params: Any, key: Any, prompts: np.ndarray, lengths: np.ndarray,

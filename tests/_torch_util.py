@@ -1,8 +1,11 @@
-"""What the PyTorch cross-checks share: float64 tensors of NumPy arrays, and the padding
-JAX's and funcdl's 'SAME' gives an axis (torch takes it as explicit pads)."""
+"""What the PyTorch cross-checks share: float64 tensors of NumPy arrays and back, torch on
+one thread for a while, and the padding JAX's and funcdl's 'SAME' gives an axis (torch
+takes it as explicit pads)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -12,6 +15,24 @@ def t64(a: Any, grad: bool = False) -> Any:
     """``a`` as a float64 torch tensor (torch imported here: the callers skip without it)."""
     import torch
     return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=grad)
+
+
+def numpy_of(t: Any) -> Any:
+    """A torch tensor's values as a NumPy array of their own."""
+    return t.detach().numpy().copy()
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread meanwhile: the whole-training tests' tiny ops ran 5-40x slower on
+    its thread pool on a shared 2-core machine."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def same_pads(n: int, k: int, s: int, d: int = 1) -> tuple[int, int]:

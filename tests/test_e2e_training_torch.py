@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from _e2e_util import TOL, f64, losses_agree, rel, tel_torch
-from _torch_util import block_params
+from _torch_util import block_params, numpy_of, one_thread, t64
 
 import funcdl as fd
 from funcdl import layers as L
@@ -25,16 +26,9 @@ nn = torch.nn
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    # tiny ops: torch's thread pool on a shared 2-core machine made these loops 5-40x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def t64(a: Any) -> Any:
-    return torch.tensor(np.asarray(a), dtype=torch.float64)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 def load(module: Any, named: dict[str, Any]) -> Any:
@@ -45,10 +39,6 @@ def load(module: Any, named: dict[str, Any]) -> Any:
             if k in named:
                 v.copy_(t64(named[k]))
     return module
-
-
-def arr(x: Any) -> Any:
-    return x.detach().numpy().copy()
 
 
 # ---------------------------------------------------------------- 1: a CNN with AdamW
@@ -62,7 +52,7 @@ def _cnn_torch(p: Any, st: Any) -> dict[str, Any]:
 
 
 def _cnn_funcdl(m: Any) -> tuple[Any, Any]:
-    s = {k: arr(v) for k, v in m.state_dict().items()}
+    s = {k: numpy_of(v) for k, v in m.state_dict().items()}
     p = ({"w": s["0.weight"].transpose(2, 3, 1, 0)},
          {"scale": s["1.weight"], "bias": s["1.bias"]}, (), (),
          {"w": s["4.weight"].transpose(2, 3, 1, 0), "b": s["4.bias"]}, (),
@@ -119,7 +109,7 @@ def test_cnn_adamw_warmup_cosine_clipped() -> None:
     x = random.normal(random.key(3), (4, 8, 8, 3), np.float64)
     y, _ = model.apply(p, x, state=st)
     with torch.no_grad():
-        assert rel(y, arr(tm(t64(x.transpose(0, 3, 1, 2))))) < TOL
+        assert rel(y, numpy_of(tm(t64(x.transpose(0, 3, 1, 2))))) < TOL
 
 
 # ------------------------------------- 2: Embedding-LSTM-Dense, padded, accumulated AMSGrad
@@ -186,7 +176,7 @@ def test_lstm_tagger_padded_amsgrad_accumulated(k: int) -> None:
 
 
 def _tagger_funcdl(m: Any) -> Any:
-    s = {k: arr(v) for k, v in m.state_dict().items()}
+    s = {k: numpy_of(v) for k, v in m.state_dict().items()}
     return (({"table": s["emb.weight"]}, ()),
             {"w_ih": s["lstm.weight_ih_l0"].T, "w_hh": s["lstm.weight_hh_l0"].T,
              "b_ih": s["lstm.bias_ih_l0"], "b_hh": s["lstm.bias_hh_l0"]},
@@ -254,7 +244,7 @@ def test_transformer_classifier_nesterov_step_decay(norm_first: tuple[bool, bool
         topt.step()
         theirs.append(out.item())
     losses_agree(ours, theirs)
-    s = {k: arr(v) for k, v in tm.state_dict().items()}
+    s = {k: numpy_of(v) for k, v in tm.state_dict().items()}
     tp = (({"w": s["inp.weight"].T, "b": s["inp.bias"]}, ()), (),
           (block_params(tm.l1), ()), (), (block_params(tm.l2), ()), (),
           {"w": s["head.weight"].T, "b": s["head.bias"]})
@@ -297,8 +287,8 @@ def test_tied_and_shared_rmsprop_centered() -> None:
         topt.step()
         theirs.append(out.item())
     losses_agree(ours, theirs)
-    assert rel(p, (({"w": arr(lin.weight).T, "b": arr(lin.bias)}, (), None), (),
-                   {"w": arr(head.weight).T, "b": arr(head.bias)})) < TOL
+    assert rel(p, (({"w": numpy_of(lin.weight).T, "b": numpy_of(lin.bias)}, (), None), (),
+                   {"w": numpy_of(head.weight).T, "b": numpy_of(head.bias)})) < TOL
 
 
 # ----------------------------- 6: per-example grads and aux against torch.func.vmap(grad)
@@ -324,7 +314,7 @@ def test_per_example_grads_and_aux_train_as_torch_func() -> None:
     names = [k for k, _ in tm.named_parameters()]
 
     def ours_of(g: Any) -> Any:  # torch's name -> tensor, in funcdl's tree
-        w = {k: arr(g[k]) for k in names}
+        w = {k: numpy_of(g[k]) for k in names}
         return ({"w": np.swapaxes(w["0.weight"], -1, -2), "b": w["0.bias"]}, (),
                 {"w": np.swapaxes(w["2.weight"], -1, -2), "b": w["2.bias"]})
 

@@ -5,11 +5,12 @@ torch module called twice), at momentum 0.1 and None (the cumulative average).""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from _e2e_util import TOL, f64, losses_agree, rel
+from _torch_util import numpy_of, one_thread, t64
 
 import funcdl as fd
 from funcdl import layers as L
@@ -20,19 +21,9 @@ nn = torch.nn
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()  # see test_e2e_training_torch.py
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def t64(a: Any) -> Any:
-    return torch.tensor(np.asarray(a), dtype=torch.float64)
-
-
-def arr(x: Any) -> Any:
-    return x.detach().numpy().copy()
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 def test_lstm_ctc_on_padded_batches_clipped_adam() -> None:
@@ -76,9 +67,9 @@ def test_lstm_ctc_on_padded_batches_clipped_adam() -> None:
         topt.step()
         theirs.append(loss.item())
     losses_agree(ours, theirs)
-    assert rel(p, ({"w_ih": arr(lstm.weight_ih_l0).T, "w_hh": arr(lstm.weight_hh_l0).T,
-                    "b_ih": arr(lstm.bias_ih_l0), "b_hh": arr(lstm.bias_hh_l0)},
-                   {"w": arr(lin.weight).T, "b": arr(lin.bias)}, ())) < TOL
+    assert rel(p, ({"w_ih": numpy_of(lstm.weight_ih_l0).T, "w_hh": numpy_of(lstm.weight_hh_l0).T,
+                    "b_ih": numpy_of(lstm.bias_ih_l0), "b_hh": numpy_of(lstm.bias_hh_l0)},
+                   {"w": numpy_of(lin.weight).T, "b": numpy_of(lin.bias)}, ())) < TOL
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])
@@ -118,10 +109,10 @@ def test_shared_batchnorm_trains_as_one_torch_module_called_twice(
         theirs.append(loss.item())
     losses_agree(ours, theirs)
     stats = st[0][0][1]
-    assert rel(p, (({"w": arr(dense.weight).T, "b": arr(dense.bias)},
-                    {"scale": arr(bn.weight), "bias": arr(bn.bias)}, ()), (),
-                   {"w": arr(head.weight).T, "b": arr(head.bias)})) < TOL
+    assert rel(p, (({"w": numpy_of(dense.weight).T, "b": numpy_of(dense.bias)},
+                    {"scale": numpy_of(bn.weight), "bias": numpy_of(bn.bias)}, ()), (),
+                   {"w": numpy_of(head.weight).T, "b": numpy_of(head.bias)})) < TOL
     assert rel({k: stats[k] for k in ("mean", "var")},
-               {"mean": arr(bn.running_mean), "var": arr(bn.running_var)}) < TOL
+               {"mean": numpy_of(bn.running_mean), "var": numpy_of(bn.running_var)}) < TOL
     if momentum is None:  # the cumulative average counts both branches' batches
         assert int(stats["count"]) == int(bn.num_batches_tracked) == 2 * steps
