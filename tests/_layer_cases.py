@@ -177,6 +177,9 @@ CASES = [
     case(L.Remat(L.Sequential(L.Dense(3), L.ReLU(), L.Dense(2))), f(2, 4), "Remat"),
     case(L.Remat(L.Sequential(L.Dense(3), L.BatchNorm(), L.Dropout(0.5))), f(4, 2), "Remat",
          **TRAIN),
+    case(L.Eval(L.Sequential(L.Dense(3), L.BatchNorm(), L.Dropout(0.5))), f(4, 2), "Eval",
+         **TRAIN),
+    case(L.Eval(L.Sequential(L.Dense(3), L.Tanh())), f(2, 4), "Eval"),
     # two rows a slice: BLAS's one-row products round differently with Fortran-ordered
     # params (a plain Dense on one example does too), and the fuzz compares bit for bit
     case(L.BatchThreads(L.Sequential(L.Dense(3), L.ReLU(), L.Dense(2)), 2), f(4, 4),

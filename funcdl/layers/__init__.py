@@ -6,17 +6,18 @@ Hardsigmoid, Hardswish, Mish, SELU, CELU, Softsign, LogSigmoid, PReLU), ``gated`
 SiLU), ``shrink`` (Softmin, Softshrink, Hardshrink, Tanhshrink, Threshold, GLU),
 ``sparsemax`` (Sparsemax), ``combinators`` (Sequential), ``branching`` (Parallel, Residual,
 Shared, Repeat), ``tied`` (Tied), ``routing`` (FanOut, FanInSum, FanInConcat, Select,
-Slice), ``remat`` (Remat), ``batch_threads`` (BatchThreads: slices of the batch in threads;
-``batch_sum``, for a layer that mixes the examples of its batch, sums over those slices and
-over the ranks of ``data_parallel(..., sync_batch_stats=True)``), ``parametrize``
-(WeightNorm, SpectralNorm), ``norm`` (BatchNorm), ``layernorm`` (LayerNorm), ``groupnorm``
-(GroupNorm), ``instancenorm`` (InstanceNorm), ``rmsnorm`` (RMSNorm), ``lrn``
-(LocalResponseNorm), ``summary`` (summary: a model's parts as a table), ``alpha_dropout``
-(AlphaDropout, FeatureAlphaDropout), ``embed`` (Embedding, Unembed: a tied or untied output
-head), ``bilinear`` (Bilinear), ``attention`` (MultiHeadAttention), ``recurrent`` (SimpleRNN,
-LSTM, GRU), ``blocks`` (TransformerEncoderLayer, TransformerDecoderLayer, Bidirectional),
-``conv``, ``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d`` (ConvTranspose1D),
-``upsample`` (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle),
+Slice), ``remat`` (Remat), ``eval_mode`` (Eval: a part held in inference mode),
+``batch_threads`` (BatchThreads: slices of the batch in threads; ``batch_sum``, for a layer
+that mixes the examples of its batch, sums over those slices and over the ranks of
+``data_parallel(..., sync_batch_stats=True)``), ``parametrize`` (WeightNorm, SpectralNorm),
+``norm`` (BatchNorm), ``layernorm`` (LayerNorm), ``groupnorm`` (GroupNorm), ``instancenorm``
+(InstanceNorm), ``rmsnorm`` (RMSNorm), ``lrn`` (LocalResponseNorm), ``summary`` (summary: a
+model's parts as a table), ``alpha_dropout`` (AlphaDropout, FeatureAlphaDropout), ``embed``
+(Embedding, Unembed: a tied or untied output head), ``bilinear`` (Bilinear), ``attention``
+(MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``blocks``
+(TransformerEncoderLayer, TransformerDecoderLayer, Bidirectional), ``conv``,
+``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d`` (ConvTranspose1D), ``upsample``
+(Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle),
 ``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive pools), ``sequence`` (Carry,
 MaskedMean: padded batches of sequences), ``positional`` (PositionalEmbedding,
 SinusoidalPositionalEncoding).
@@ -64,6 +65,7 @@ from funcdl.layers.conv_transpose import ConvTranspose2D
 from funcdl.layers.conv_transpose1d import ConvTranspose1D
 from funcdl.layers.core import Dense, Dropout, DropPath, Flatten, Identity, Reshape
 from funcdl.layers.embed import Embedding, Unembed
+from funcdl.layers.eval_mode import Eval
 from funcdl.layers.gated import GELU, SiLU
 from funcdl.layers.groupnorm import GroupNorm
 from funcdl.layers.instancenorm import InstanceNorm
@@ -114,6 +116,7 @@ __all__ = [
     "DropPath",
     "Dropout",
     "Embedding",
+    "Eval",
     "FanInConcat",
     "FanInSum",
     "FanOut",
