@@ -13,6 +13,7 @@ Params are a dict named as torch's submodules, each entry the child layer's own 
   ``in_proj_bias``, ``w_o = out_proj.weight.T``, ``b_o = out_proj.bias``;
 - ``'linear1'``, ``'linear2'`` (Dense): ``w = weight.T``, ``b = bias``;
 - ``'norm1'``, ``'norm2'``, ``'norm3'`` (LayerNorm): ``scale = weight``, ``bias = bias``;
+- ``bias=False`` (torch's, 2.1): the same without every ``b_*``, ``b`` and ``bias`` entry;
 - Bidirectional ``'forward'``, ``'backward'`` (the recurrent layers'): ``w_ih =
   weight_ih_l0.T``, ``w_hh = weight_hh_l0.T``, ``b_ih``, ``b_hh`` as they are; the backward
   ones from the ``*_l0_reverse`` entries.
@@ -66,7 +67,7 @@ class _Shown(str):
 def _options(kind: str, d_model: Any, nhead: Any, dim_feedforward: Any, dropout: Any,
              activation: Any, layer_norm_eps: Any, norm_first: Any, extra: dict[str, Any],
              bias: Any, batch_first: Any, normalizer: Any, hidden_rows: Any
-             ) -> tuple[str, int, int, int, float, Any, float, bool]:
+             ) -> tuple[str, int, int, int, float, Any, float, bool, bool]:
     """The checked options and the block's name; options torch has and funcdl does not
     support cheaply are refused here, saying what to do instead."""
     d = int_arg(d_model, kind, "d_model", 1)
@@ -76,6 +77,7 @@ def _options(kind: str, d_model: Any, nhead: Any, dim_feedforward: Any, dropout:
     rate = real_arg(dropout, where, "dropout (the fraction dropped)", low=0.0, high=1.0)
     eps = real_arg(layer_norm_eps, where, "layer_norm_eps", low=0.0, open_low=True)
     first = bool_arg(norm_first, where, "norm_first")
+    shift = bool_arg(bias, where, "bias")
     flags = {k: (bool_arg(v, where, k), default) for k, (v, default) in extra.items()}
     if isinstance(activation, str):
         if activation not in ("relu", "gelu"):
@@ -89,22 +91,19 @@ def _options(kind: str, d_model: Any, nhead: Any, dim_feedforward: Any, dropout:
         act = _Shown(name_of(activation))
     name = call_name(kind, (d, h), dim_feedforward=(ff, 2048), dropout=(rate, 0.1),
                      activation=(act, "relu"), layer_norm_eps=(eps, 1e-5),
-                     norm_first=(first, False),
+                     norm_first=(first, False), bias=(shift, True),
                      **flags, normalizer=(normalizer, "softmax"),
                      hidden_rows=(hidden_rows, "zero"))
     if d % h:
         raise ValueError(f"{name}: d_model {d} is not divisible by nhead {h}: each head takes "
                          f"d_model / nhead channels; use nhead {nearest_divisors(d, h)}")
-    if not bool_arg(bias, name, "bias"):
-        raise ValueError(f"{name}: bias=False is not supported (funcdl's LayerNorm has no "
-                         f"bias-free form); leave bias=True")
     if not bool_arg(batch_first, name, "batch_first"):
         raise ValueError(f"{name}: batch_first=False is not supported: funcdl's sequences are "
                          f"(N, T, E), batch first; transpose a (T, N, E) input with "
                          f"x.transpose(1, 0, 2)")
     activation_layer = (activation if not isinstance(activation, str) else
                         ReLU() if activation == "relu" else GELU())
-    return name, d, h, ff, rate, activation_layer, eps, first
+    return name, d, h, ff, rate, activation_layer, eps, first, shift
 
 
 def _drop(rate: float) -> Part | None:
@@ -113,10 +112,10 @@ def _drop(rate: float) -> Part | None:
     return bare(Dropout(rate)) if rate else None
 
 
-def _feedforward(d: int, ff: int, act: Any, rate: float) -> Part:
+def _feedforward(d: int, ff: int, act: Any, rate: float, bias: bool) -> Part:
     """torch's ``_ff_block`` with its dropout after: ``drop(linear2(drop(act(linear1(x)))))``."""
-    return seq(named(Dense(ff), "linear1"), maybe_named(act, "activation"), _drop(rate),
-               named(Dense(d), "linear2"), _drop(rate))
+    return seq(named(Dense(ff, use_bias=bias), "linear1"), maybe_named(act, "activation"),
+               _drop(rate), named(Dense(d, use_bias=bias), "linear2"), _drop(rate))
 
 
 def _attention(name: str, h: int, **options: Any) -> Layer:
@@ -156,18 +155,19 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     vjp: the composition's, each child's vjp chained; masked, the mask reaches self_attn by
     FanOut, Select(0) and Parallel with an Identity (its cotangent None), the residual
     ``x + drop(sa(x, mask))`` as ``FanInSum(Select(0)(x, mask), sa(x, mask))``.
-    Refused: ``bias=False``, ``batch_first=False``; activation 'relu', 'gelu' (exact erf,
-    torch's) or a funcdl layer.
+    ``bias=False``, torch's: no bias in the attention, the two Dense and the LayerNorms.
+    Refused: ``batch_first=False``; activation 'relu', 'gelu' (exact erf, torch's) or a
+    funcdl layer.
     """
-    name, d, h, ff, rate, act, eps, first = _options(
+    name, d, h, ff, rate, act, eps, first, bias = _options(
         "TransformerEncoderLayer", d_model, nhead, dim_feedforward, dropout, activation,
         layer_norm_eps, norm_first, {"causal": (causal, False), "masked": (masked, False)},
         bias, batch_first, normalizer, hidden_rows)
     sa = seq(named(_attention(name, h, causal=causal, dropout=rate, masked=masked,
-                              normalizer=normalizer, hidden_rows=hidden_rows), "self_attn"),
-             _drop(rate))
-    feed = _feedforward(d, ff, act, rate)
-    norm1, norm2 = named(LayerNorm(eps), "norm1"), named(LayerNorm(eps), "norm2")
+                              normalizer=normalizer, hidden_rows=hidden_rows, use_bias=bias),
+                   "self_attn"), _drop(rate))
+    feed = _feedforward(d, ff, act, rate, bias)
+    norm1, norm2 = (named(LayerNorm(eps, bias=bias), f"norm{i}") for i in (1, 2))
     if not masked:
         part = (seq(res(seq(norm1, sa)), res(seq(norm2, feed))) if first else
                 seq(res(sa), norm1, res(feed), norm2))
@@ -220,16 +220,18 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     vjp: the composition's; memory's cotangent is the cross-attention's.
     Refused as in TransformerEncoderLayer.
     """
-    name, d, h, ff, rate, act, eps, first = _options(
+    name, d, h, ff, rate, act, eps, first, bias = _options(
         "TransformerDecoderLayer", d_model, nhead, dim_feedforward, dropout, activation,
         layer_norm_eps, norm_first, {"causal": (causal, True), "masked": (masked, False)},
         bias, batch_first, normalizer, hidden_rows)
     sa = seq(named(_attention(name, h, causal=causal, dropout=rate, normalizer=normalizer,
-                              hidden_rows=hidden_rows), "self_attn"), _drop(rate))
+                              hidden_rows=hidden_rows, use_bias=bias), "self_attn"),
+             _drop(rate))
     cross = seq(named(_attention(name, h, dropout=rate, masked=masked, normalizer=normalizer,
-                                 hidden_rows=hidden_rows), "multihead_attn"), _drop(rate))
-    feed = _feedforward(d, ff, act, rate)
-    n1, n2, n3 = (named(LayerNorm(eps), f"norm{i}") for i in (1, 2, 3))
+                                 hidden_rows=hidden_rows, use_bias=bias), "multihead_attn"),
+                _drop(rate))
+    feed = _feedforward(d, ff, act, rate, bias)
+    n1, n2, n3 = (named(LayerNorm(eps, bias=bias), f"norm{i}") for i in (1, 2, 3))
     keep = bare(Identity())  # memory (and the mask), passed on as it is
     kept = (keep, keep) if masked else (keep,)
     # (x, memory) -> (x, memory), (x, memory) -> x + cross(...): FanOut copies the pair,

@@ -8,6 +8,7 @@ statistics are taken again in float64 (see norm.py and ``_norm_stats.moments``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -41,7 +42,7 @@ __all__ = ["LayerNorm"]
 # ---------------------------------------------------------------------------- LayerNorm
 
 def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
-              elementwise_affine: bool = True) -> Layer:
+              elementwise_affine: bool = True, bias: bool = True) -> Layer:
     """Layer normalisation of each example over the axes ``axis`` (an int or a tuple; on
     trailing axes this is PyTorch's ``LayerNorm(normalized_shape)``).
 
@@ -51,6 +52,8 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
     vjp: ``dx = (g - mean(g) - x̂·mean(g·x̂))/sqrt(σ² + eps)`` with ``g = dy·scale``,
     ``dscale = Σ dy·x̂``, ``dbias = Σ dy`` (means over the normalised axes, sums over the rest).
     ``elementwise_affine=False``, as PyTorch's: no params (``()``), ``y = x̂``.
+    ``bias=False``, as PyTorch's (2.1): params ``{'scale'}`` alone, ``y = scale·x̂``, the
+    same vjp without ``dbias``.
     """
     raw = axis if isinstance(axis, tuple) else (axis,)
     if not raw or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in raw):
@@ -61,9 +64,17 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
                   "so torch's LayerNorm(C) is LayerNorm() here, with eps 1e-5, over the "
                   "last axis (axis= for others)")
     affine = bool_arg(elementwise_affine, "LayerNorm", "elementwise_affine")
+    shift = bool_arg(bias, "LayerNorm", "bias")
     name = call_name("LayerNorm", (), eps=(eps, 1e-5),
                      axis=(axes if isinstance(axis, tuple) else axes[0], -1),
-                     elementwise_affine=(affine, True))
+                     elementwise_affine=(affine, True), bias=(shift, True))
+    # without affine, fixed_affine below hands in a constant scale and bias: read both
+    shift = shift or not affine
+    keys = ("scale", "bias") if shift else ("scale",)
+
+    def pair(dscale: Array, total: Callable[[Array], Array], dy: Array) -> dict[str, Array]:
+        """The affine grads: ``dscale``, and ``dbias = total(dy)`` when there is a bias."""
+        return {"scale": dscale, "bias": total(dy)} if shift else {"scale": dscale}
 
     def init(key: random.Key, in_shape: Shape) -> tuple[Shape, Any]:
         del key
@@ -72,28 +83,31 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
         if any(d is None or d == 0 for d in norm_shape):
             raise ValueError(f"{name}: the normalised axes {axis} of in_shape must have known "
                              f"sizes > 0, got {shape}")
-        return shape, {"scale": np.ones(norm_shape, np.float32),
-                       "bias": np.zeros(norm_shape, np.float32)}
+        sizes = cast(tuple[int, ...], norm_shape)  # known: checked above
+        params = {"scale": np.ones(sizes, np.float32)}
+        if shift:
+            params["bias"] = np.zeros(sizes, np.float32)
+        return shape, params
 
     def prepare(params: Any, x: Any) -> Any:
-        x = as_array(name, x, weak_dtype(params, "scale", name, ("scale", "bias")))
+        x = as_array(name, x, weak_dtype(params, "scale", name, keys))
         res = example_axes(name, axis, axes, x.shape)
         normed = tuple(x.shape[a] for a in res)
         if 0 in normed:  # as init: no mean over nothing (and the (rows, S) view needs S)
             raise ValueError(f"{name}: the normalised axes {axis} of the input must have "
                              f"sizes > 0, got an input of shape {x.shape}")
-        scale, bias = channel_vectors(name, params, ("scale", "bias"), "params", fits=normed)
+        scale, *bias = channel_vectors(name, params, keys, "params", fits=normed)
         if normed != scale.shape:
             raise ValueError(f"{name}: expected the normalised axes {axis} of the input to "
                              f"have shape {scale.shape} as the params were initialised, got an "
                              f"input of shape {x.shape}")
-        dt = compute_dtype(x, scale, bias)
+        dt = compute_dtype(x, scale, *bias)
         bshape = tuple(x.shape[i] if i in res else 1 for i in range(x.ndim))
         other = tuple(i for i in range(x.ndim) if i not in res)
         return (x.astype(dt, copy=False), res, other, scale.astype(dt).reshape(bshape),
-                bias.astype(dt).reshape(bshape))
+                bias[0].astype(dt).reshape(bshape) if bias else None)
 
-    def forward(x: Array, res: tuple[int, ...], scale: Array, bias: Array,
+    def forward(x: Array, res: tuple[int, ...], scale: Array, bias: Array | None,
                 keep: bool) -> tuple[Array, Array | None, Array]:
         """``(y, x̂ (or None), 1/sqrt(σ² + eps))``; apply and vjp share it bit for bit.
         Trailing normalised axes of S values run as ``(rows, S)``: statistics by BLAS row
@@ -107,7 +121,8 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
             y = sq if keep else xhat  # kept, x̂ is the pullback's: y goes in sq
             if affine:
                 np.multiply(xhat, scale, out=y)
-                y += bias
+                if bias is not None:
+                    y += bias
             elif keep:  # y = x̂, a copy: the caller may write to y
                 np.copyto(y, xhat)
             return y, (xhat if keep else None), inv_std
@@ -121,7 +136,8 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
         y = sq if keep else xhat
         if affine:
             chan(np.multiply, xhat, scale.reshape(s), out=y)
-            chan(np.add, y, bias.reshape(s), out=y)
+            if bias is not None:
+                chan(np.add, y, bias.reshape(s), out=y)
         elif keep:
             np.copyto(y, xhat)
         return (y.reshape(x.shape), (xhat if keep else None),
@@ -155,7 +171,7 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
             t = dy * xhat
             g, grads = dy, cast(Any, ())  # without affine: scale is 1, and no grads made
             if affine:
-                grads = in_param_dtypes({"scale": total(t), "bias": total(dy)}, params)
+                grads = in_param_dtypes(pair(total(t), total, dy), params)
                 g = dy * scale
                 t *= scale                                        # g·x̂
             dx = g - g.mean(axis=res, keepdims=True)
@@ -170,8 +186,9 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
             t = dy * xhat
             g, grads = dy, cast(Any, ())
             if affine:
-                grads = in_param_dtypes({"scale": block_sum(t, 1, 2).reshape(shape),
-                                         "bias": block_sum(dy, 1, 2).reshape(shape)}, params)
+                grads = in_param_dtypes(pair(block_sum(t, 1, 2).reshape(shape),
+                                             lambda a: block_sum(a, 1, 2).reshape(shape), dy),
+                                        params)
                 g = chan(np.multiply, dy, scale.reshape(s))
                 chan(np.multiply, t, scale.reshape(s), out=t)     # g·x̂
             a, b = block_sum(g, 0, 1), block_sum(t, 0, 1)
@@ -192,8 +209,9 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
             dy = np.asarray(dy).reshape(y_shape)
             t = dy * xhat.reshape(y_shape)
             n = y_shape[0]
-            return in_param_dtypes({"scale": t.sum(axis=kept).reshape(n, *shape),
-                                    "bias": dy.sum(axis=kept).reshape(n, *shape)}, params), dx
+            return in_param_dtypes(pair(t.sum(axis=kept).reshape(n, *shape),
+                                        lambda a: a.sum(axis=kept).reshape(n, *shape), dy),
+                                   params), dx
 
         return y, each
 
