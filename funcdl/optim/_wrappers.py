@@ -165,6 +165,12 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[i
     Example (a batch of 4 × 32 in place of 128)::
 
         opt = multi_steps(adam(1e-3), every_k_schedule=4)
+
+    The mean is over micro-batches, each weighted alike, as optax's and the usual torch
+    loop: with a per-token loss whose micro-batches hold different token counts
+    (``ignore_index`` padding), it is not the whole batch's token mean. For that, pass
+    ``use_grad_mean=False`` and take each micro-batch's loss with ``reduction='sum'``
+    divided by the whole batch's token count (known before its first micro-batch).
     """
     name = "multi_steps"
     check_transforms(name, [opt], ["opt"])
