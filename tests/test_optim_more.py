@@ -5,6 +5,7 @@ test_optim_more_peers.py."""
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import pytest
 from _optim_util import close, directions, problem, resume, scalar_run
 
 import funcdl as fd
-from funcdl import optim, tree
+from funcdl import layers, losses, optim, tree
 
 GT = optim.GradientTransformation
 G = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5]
@@ -138,6 +139,40 @@ def test_multi_steps_runs_the_inner_optimizer_on_the_mean_every_kth_update(
         k: Any, mean: bool, want: list[float]) -> None:
     opt = optim.multi_steps(optim.trace(0.5), k, use_grad_mean=mean)
     assert directions(opt, [1.0, 3.0, 2.0, 6.0, 5.0, 1.0]) == want
+
+
+def test_multi_steps_token_mean_by_summed_losses_over_the_batch_count() -> None:
+    # micro-batches with 3 and 1 counted tokens (-1 is padding): the default averages their
+    # means alike, the docstring's recipe gives the whole batch's token mean
+    model = layers.Dense(3)
+    _, params = model.init(fd.random.key(0), (None, 2))
+    x = np.random.default_rng(0).standard_normal((8, 2))
+    y = np.array([0, 1, 2, -1, 1, -1, -1, -1])
+    params = tree.astype(params, np.float64)
+
+    def grads(reduction: str, xs: np.ndarray, ys: np.ndarray) -> object:
+        loss = functools.partial(losses.softmax_cross_entropy, ignore_index=-1,
+                                 reduction=reduction)
+        return fd.value_and_grad(model, loss)(params, xs, ys)[1]
+
+    whole = grads("mean", x, y)
+    halves = [(x[:4], y[:4]), (x[4:], y[4:])]
+
+    def accumulated(opt: optim.GradientTransformation, reduction: str, scale: float) -> object:
+        state = opt.init(params)
+        for xs, ys in halves:
+            g = tree.map(lambda a: a * scale, grads(reduction, xs, ys))
+            updates, state = opt.update(state, g, params)
+        return tree.map(lambda u: -u, updates)  # sgd(1): the update is -grads
+
+    tokens = int((y != -1).sum())
+    by_token = accumulated(optim.multi_steps(optim.sgd(1.0), 2, use_grad_mean=False), "sum",
+                           1 / tokens)
+    by_batch = accumulated(optim.multi_steps(optim.sgd(1.0), 2), "mean", 1.0)
+    for a, b, c in zip(tree.leaves(by_token), tree.leaves(whole),
+                       tree.leaves(by_batch)):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+        assert not np.allclose(c, b)
 
 
 @pytest.mark.parametrize(("debias", "want"), [(True, [1.0, 1.75 / 0.75, 1.875 / 0.875]),
