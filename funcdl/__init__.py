@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from funcdl import sweep as sweep
     from funcdl.autodiff import (
         grad,
+        per_example_active,
         per_example_grad,
         per_example_value_and_grad,
         value_and_grad,
@@ -59,6 +60,7 @@ __all__ = [
     "losses",
     "metrics",
     "optim",
+    "per_example_active",
     "per_example_grad",
     "per_example_value_and_grad",
     "random",
@@ -80,8 +82,8 @@ _SUBMODULES = frozenset(
 # that a thread importing one directly (`import funcdl.tree`, which takes that module's
 # import lock before the package's) cannot meet this __init__ importing it (CPython raises
 # _DeadlockError in one of them)
-_AUTODIFF = frozenset({"grad", "per_example_grad", "per_example_value_and_grad",
-                       "value_and_grad", "vjp"})
+_AUTODIFF = frozenset({"grad", "per_example_active", "per_example_grad",
+                       "per_example_value_and_grad", "value_and_grad", "vjp"})
 
 
 def __getattr__(name: str) -> Any:

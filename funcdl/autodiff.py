@@ -5,10 +5,19 @@ Example::
     f = fd.value_and_grad(model, fd.losses.mse)
     loss, grads = f(params, x, y)                 # grads has the structure of params
     updates, opt_state = opt.update(opt_state, grads, params)
+
+Reverse mode only: every layer has a vjp and none a jvp, so there is no forward mode, no
+Hessian and no gradient of a gradient (``jax.jvp``, ``jax.hessian``, torch's
+``create_graph=True``). A Hessian-vector product is a central difference of two gradients,
+``H v ≈ (∇L(p + εv) - ∇L(p - εv)) / 2ε`` on ``tree.ravel``'s vector (README's "Second
+order"); a derivative in the input inside a loss (a PINN's residual) likewise, by
+differences of forward passes whose vjps chain.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +29,8 @@ from funcdl import debug, tree
 from funcdl._args import bool_arg, train_arg
 from funcdl._loss_step import label, loss_step
 
-__all__ = ["grad", "per_example_grad", "per_example_value_and_grad", "value_and_grad", "vjp"]
+__all__ = ["grad", "per_example_active", "per_example_grad", "per_example_value_and_grad",
+           "value_and_grad", "vjp"]
 
 
 def _positional(where: str, call: str, more: tuple[Any, ...]) -> None:
@@ -214,11 +224,16 @@ def per_example_value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
     every combinator that routes its children's gradients (the Transformer blocks and
     Bidirectional are built of those); BatchThreads and BatchNorm in training refuse, and
     another layer with params is a ValueError naming its params.
+    A layer of your own with params joins in by reading ``per_example_active()``.
+    A funcdl loss whose ``reduction`` (bound by ``functools.partial``, else its default
+    ``'mean'``) disagrees with ``loss_reduction`` is a ValueError: the entries would be N
+    times (or 1/N of) each example's gradient.
     The grads feed ``optim.dpsgd`` and the per-example clipping transforms."""
     where = "per_example_value_and_grad"
     if loss_reduction not in ("mean", "sum"):
         raise ValueError(f"{where}: loss_reduction must be 'mean' or 'sum', how the loss "
                          f"reduces over the batch, got {loss_reduction!r}")
+    _same_reduction(where, loss, loss_reduction)
     vg = _value_and_grad(model, loss, has_aux, False, where, each=loss_reduction)
 
     def f(params: Any, x: Any, target: Any, *more: Any, **kwargs: Any) -> Any:
@@ -246,6 +261,51 @@ def per_example_grad(model: Any, loss: Any, *, has_aux: bool = False,
     return g
 
 
+def per_example_active() -> bool:
+    """Whether the vjp or pullback running now is inside ``per_example_grad`` (or
+    ``per_example_value_and_grad``). A layer of your own with params reads it and, when
+    True, returns from its pullback each example's gradient, an axis of N in front, in
+    place of their sum: for ``y = x w`` on (N, I), ``dw[n] = x[n]ᵀ dy[n]``, (N, I, O),
+    where the sum is ``xᵀ dy``, (I, O). Without it such a layer's summed gradient is a
+    ValueError naming its params. A plain ``grad`` called inside (a gradient penalty)
+    reads False, as its gradients are sums."""
+    return per_example_mode.ON.get()
+
+
+# a loss's reduction over the batch -> the loss_reduction it needs
+_REDUCTIONS = {"mean": "mean", "batchmean": "mean", "sum": "sum"}
+
+
+def _same_reduction(where: str, loss: Any, loss_reduction: str) -> None:
+    """A ValueError when a loss of ``funcdl.losses`` (or a ``Loss`` whose vjp has a
+    ``reduction=`` option) reduces over the batch otherwise than ``loss_reduction`` says:
+    ``partial(mse, reduction='sum')`` under the default ``'mean'`` gave every entry N times
+    the example's gradient, silently (clipped wholesale by DP-SGD). Another loss's
+    reduction cannot be read: ``loss_reduction`` is then taken at its word."""
+    from funcdl.losses import Loss, bound
+
+    func, kw = (loss.func, loss.keywords) if isinstance(loss, functools.partial) else (loss, {})
+    if not isinstance(func, Loss):
+        return
+    reduction = kw.get("reduction")
+    if reduction is None:
+        try:
+            option = inspect.signature(func.vjp).parameters.get("reduction")
+        except (TypeError, ValueError):  # a builtin's vjp: nothing to read
+            return
+        if option is None or option.default is inspect.Parameter.empty:
+            return
+        reduction = option.default
+    want = _REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
+    if want is None or want == loss_reduction:  # 'none': the scalar check refuses it
+        return
+    factor = "N times" if want == "sum" else "1/N of"
+    raise ValueError(f"{where}: the loss {bound(loss).name} reduces over the batch by "
+                     f"{reduction!r}, but loss_reduction={loss_reduction!r}: each entry "
+                     f"would be {factor} its example's gradient; pass "
+                     f"loss_reduction={want!r}")
+
+
 def _batch_size(where: str, x: Any) -> int:
     n = examples.count(x)
     if n is None:
@@ -268,6 +328,8 @@ def _per_example_shapes(where: str, params: Any, grads: Any, n: int) -> Any:
             f"{where}: params{path} came back with gradient shape {got}, not "
             f"({n}, *{shape}) for {n} examples"
             + (": its layer has no per-example rule and summed over the batch; rules "
-               f"exist for {LAYERS}; for another layer loop over the rows, "
-               f"grad(params, x[i:i + 1], target[i:i + 1])" if got == shape else ""))
+               f"exist for {LAYERS}; a layer of your own returns them when "
+               f"fd.autodiff.per_example_active() is True; for another layer loop over "
+               f"the rows, grad(params, x[i:i + 1], target[i:i + 1])"
+               if got == shape else ""))
     return grads

@@ -273,7 +273,7 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     if dx is not None:
         same_dtypes(where, ("x", "dx"), x, none_as_zeros(x, dx))
     if n > 1:
-        rows_independent(where, lambda xx: call(params, xx, train=False), x,
+        rows_independent(where, lambda p, xx: call(p, xx, train=False), params, x,
                          bool_arg(independent_rows, where, "independent_rows"))
         guard.check("apply")  # the rows given were views of x
     # the same numbers in the other memory layout: the same gradients (on a random dy: one

@@ -380,7 +380,7 @@ def _empty(model, in_shape):
          if isinstance(in_shape[0], tuple) else np.zeros((0, *in_shape[1:]), np.float32))
     y = model.apply(params, x)
     assert tree.leaves(fd.grad(model, SUM)(params, x, np.zeros_like(y)))  # the batch's works
-    got = fd.per_example_grad(model, SUM)(params, x, np.zeros_like(y))
+    got = fd.per_example_grad(model, SUM, loss_reduction="sum")(params, x, np.zeros_like(y))
     for g, p in zip(tree.leaves(got), tree.leaves(params)):
         assert g.shape == (0, *p.shape) and g.dtype == p.dtype
 
