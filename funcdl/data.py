@@ -1,6 +1,8 @@
 """Minibatches, a train/test split and small synthetic data sets, deterministic in an
 explicit key: the disk, and scikit-learn's moons, circles and blobs and CS231n's spirals
-(in ``funcdl._datasets``); ``one_hot`` and ``moments`` for the labels and features.
+(in ``funcdl._datasets``); ``one_hot`` and ``moments`` for the labels and features;
+keyed image augmentation of whole batches, ``random_flip`` and ``random_crop`` (in
+``funcdl._augment``).
 
 Nothing here keeps state between calls: a new epoch order comes from a new key.
 """
@@ -27,6 +29,7 @@ from funcdl._args import (
     several_arrays,
     shown,
 )
+from funcdl._augment import random_crop, random_flip
 from funcdl._datasets import (
     blobs,
     circles,
@@ -39,7 +42,7 @@ from funcdl._datasets import maker as _maker
 from funcdl.random import Key
 
 __all__ = ["RADIUS", "batches", "blobs", "circles", "disk", "moments", "moons", "one_hot",
-           "spirals", "train_test_split"]
+           "random_crop", "random_flip", "spirals", "train_test_split"]
 
 RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
 """The disk's radius: its area pi * RADIUS**2 is 1/2, so the classes balance in expectation."""
