@@ -9,7 +9,8 @@ Embedding's own table, GPT-2's tied head, through ``layers.Tied``; that table is
 N(0, 1/32)); softmax cross-entropy on every next character, AdamW with a linear warmup and
 cosine decay, batch 64. Then it completes 300
 prompts, ``;`` followed by the first 0 to L-1 characters of a held-out word, sampling each
-next character with `random.categorical` at temperature 0.8 until it writes ``;``, and
+next character with `random.categorical` at temperature 0.8 until it writes ``;`` (one
+position per step through ``layers.decode_step``'s key/value cache), and
 prints some completions and the fraction that are balanced (a random string of brackets
 almost never is).
 
@@ -96,8 +97,20 @@ def complete(model: Any, params: Any, key: Any, prompts: np.ndarray, lengths: np
     # past its prompt a row holds ';' until drawn: the logits at t - 1 of a causal model
     # read positions <= t - 1 only, but nothing of a held-out word may be left to peek at
     seq = np.where(np.arange(prompts.shape[1]) < lengths[:, None], prompts, 0)
+    # one position per step with the attention's keys and values cached (layers.decode):
+    # the logits at t - 1 without re-running positions 0 .. t - 2; a model that cannot be
+    # stepped (one that looks ahead, causal=False) re-runs the whole sequence instead
+    try:
+        cache = L.decode_init(model, params, seq[:, :1], T)
+    except TypeError:
+        cache = None
     for t in range(1, T + 1):
-        logits = model.apply(params, seq[:, :T])[:, t - 1] / np.float32(temperature)
+        if cache is None:
+            logits = model.apply(params, seq[:, :T])[:, t - 1]
+        else:
+            logits, cache = L.decode_step(model, params, cache, seq[:, t - 1:t])
+            logits = logits[:, 0]
+        logits = logits / np.float32(temperature)
         drawn = fd.random.categorical(fd.random.fold_in(key, t), logits)
         seq[:, t] = np.where(t < lengths, seq[:, t], drawn)
     words = []

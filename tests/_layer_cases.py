@@ -233,8 +233,9 @@ CASES = [
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's;
 # batch_sum, a function layers call: test_layers_batch_threads_norm.py; summary, a table
-# of a model: test_layers_summary.py)
+# of a model: test_layers_summary.py; decode_init, decode_step and their DecodeCache,
+# incremental decoding of a model: test_decode.py)
 MADE = {c.layer.name.split("(")[0] for c in CASES} | {"Layer"}
 assert set(L.__all__) - MADE <= {"LayerLike", "Pointwise", "Pullback", "Shape", "batch_sum",
-                                 "summary"}, \
+                                 "summary", "decode_init", "decode_step", "DecodeCache"}, \
     set(L.__all__) - MADE

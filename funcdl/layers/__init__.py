@@ -20,7 +20,8 @@ model's parts as a table), ``alpha_dropout`` (AlphaDropout, FeatureAlphaDropout)
 (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle),
 ``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive pools), ``sequence`` (Carry,
 MaskedMean: padded batches of sequences), ``positional`` (PositionalEmbedding,
-SinusoidalPositionalEncoding).
+SinusoidalPositionalEncoding), ``decode`` (decode_init, decode_step: incremental decoding
+with a key/value cache).
 """
 
 from funcdl.layers._slices import batch_sum
@@ -64,6 +65,7 @@ from funcdl.layers.conv import Conv1D, Conv2D
 from funcdl.layers.conv_transpose import ConvTranspose2D
 from funcdl.layers.conv_transpose1d import ConvTranspose1D
 from funcdl.layers.core import Dense, Dropout, DropPath, Flatten, Identity, Reshape
+from funcdl.layers.decode import DecodeCache, decode_init, decode_step
 from funcdl.layers.embed import Embedding, Unembed
 from funcdl.layers.eval_mode import Eval
 from funcdl.layers.gated import GELU, SiLU
@@ -112,6 +114,7 @@ __all__ = [
     "Conv2D",
     "ConvTranspose1D",
     "ConvTranspose2D",
+    "DecodeCache",
     "Dense",
     "DropPath",
     "Dropout",
@@ -184,5 +187,7 @@ __all__ = [
     "Upsample",
     "WeightNorm",
     "batch_sum",
+    "decode_init",
+    "decode_step",
     "summary",
 ]

@@ -54,4 +54,4 @@ def fixed_affine(layer: Layer, shape_of: Callable[[tuple[int, ...]], tuple[int, 
 
         return (y, pull, *state)
 
-    return Layer(init, apply, vjp, stateful=layer.stateful, name=name)
+    return Layer(init, apply, vjp, stateful=layer.stateful, name=name, step=layer.step)

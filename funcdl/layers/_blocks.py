@@ -18,6 +18,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._treenodes import describe
+from funcdl.layers import _step as stepping
 from funcdl.layers._children import ERRORS
 from funcdl.layers._wrap import relabelled
 from funcdl.layers.base import Layer, LayerLike, check_in_shape
@@ -147,7 +148,8 @@ def block(name: str, part: Part, check_shape: Callable[[Any, str], Any]) -> Laye
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name, dx_optional=True)
+    return Layer(init, apply, vjp, name=name, dx_optional=True,
+                 step=stepping.wrapped(inner, packed, name))
 
 
 # ---------------------------------------------------------------------------- shapes

@@ -15,6 +15,7 @@ import numpy as np
 from funcdl import random, tree
 from funcdl._treenodes import describe
 from funcdl.layers._guard import guarded
+from funcdl.layers._stepper import Stepper
 from funcdl.layers.base import Layer, Shape, layer_arg, need_state
 
 # Each combinator is written once in the stateful form, with the three helpers below giving
@@ -186,9 +187,10 @@ def _same(old: Any, new: Any) -> bool:
 
 
 def build(name: str, stateful: bool, init: Callable[..., Any], apply: Callable[..., Any],
-          vjp: Callable[..., Any], empty_state: Any = ()) -> Layer:
+          vjp: Callable[..., Any], empty_state: Any = (), step: Stepper | None = None) -> Layer:
     """A Layer from stateful-form functions; the plain signatures when ``stateful`` is
-    False (then ``empty_state`` stands in for the state the functions expect)."""
+    False (then ``empty_state`` stands in for the state the functions expect); ``step``
+    its incremental form (``_step``), if any."""
     if stateful:
         def apply_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
                     train: bool = False) -> Any:
@@ -201,7 +203,7 @@ def build(name: str, stateful: bool, init: Callable[..., Any], apply: Callable[.
                                    train=train)
             return y, pullback, kept(state, new)
 
-        return Layer(init, apply_s, vjp_s, stateful=True, name=name)
+        return Layer(init, apply_s, vjp_s, stateful=True, name=name, step=step)
 
     def init0(key: random.Key, in_shape: Shape) -> tuple[Any, Any]:
         out_shape, params, _ = init(key, in_shape)
@@ -214,4 +216,4 @@ def build(name: str, stateful: bool, init: Callable[..., Any], apply: Callable[.
         y, pullback, _ = vjp(params, x, state=empty_state, key=key, train=train)
         return y, pullback
 
-    return Layer(init0, apply0, vjp0, name=name)
+    return Layer(init0, apply0, vjp0, name=name, step=step)

@@ -13,6 +13,7 @@ import numpy as np
 from funcdl import initializers, random
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._params import drawn, in_param_dtypes, param_arrays
+from funcdl.layers._step import LAST_AXIS
 from funcdl.layers._sums import CASCADE, chan, dot, ones, product, rows_sum
 from funcdl.layers.base import (
     _F32,
@@ -164,4 +165,4 @@ def affine_layer(name: str, out: int, use_bias: bool, w_init: initializers.Initi
 
     # an out_in table is torch's weight as it is: SpectralNorm's u, v as torch's (dim=0)
     return Layer(init, apply, vjp, name=name, dx_optional=True, vjp_then=vjp_then,
-                 weight_out_axis=0 if out_in else -1)
+                 weight_out_axis=0 if out_in else -1, step=LAST_AXIS)

@@ -16,6 +16,7 @@ import numpy as np
 from funcdl import random
 from funcdl._args import int_arg, real_arg
 from funcdl._special import shifted_exp
+from funcdl.layers._step import LAST_AXIS, POSITIONWISE
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -74,7 +75,8 @@ def _elementwise(name: str, f: Callable[[Array], Array],
 
         return y, pullback
 
-    return Layer(_shapeless_init(name), apply, vjp, name=name, pointwise=pointwise)
+    return Layer(_shapeless_init(name), apply, vjp, name=name, pointwise=pointwise,
+                 step=POSITIONWISE)
 
 
 def sigmoid(x: Array) -> Array:
@@ -271,7 +273,8 @@ def along_axis(name: str, axis: int, forward: Callable[[Array], tuple[Array, Any
         axis_in_range(name, axis, shape)
         return shape, ()
 
-    return Layer(init, apply, vjp, name=name)
+    # along the last axis: position-wise on (N, T, features); another axis may be time
+    return Layer(init, apply, vjp, name=name, step=LAST_AXIS if axis == -1 else None)
 
 
 def _normalised(name: str, axis: int, log: bool, negate: bool = False) -> Layer:

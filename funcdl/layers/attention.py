@@ -54,6 +54,7 @@ from funcdl.layers._attention import (
     weights_arg,
     weights_shape,
 )
+from funcdl.layers._attention_step import attention_stepper
 from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, weak_dtype
 from funcdl.layers._sums import chan, dot, product, rows_sum
 from funcdl.layers.base import (
@@ -376,4 +377,6 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
 
         return (y if a is None else (y, a)), pullback
 
-    return Layer(init, apply, vjp, name=name, dx_optional=True)
+    return Layer(init, apply, vjp, name=name, dx_optional=True,
+                 step=attention_stepper(name, heads, causal, use_bias, masked, mode, normalise,
+                                        keys, kdim, vdim))

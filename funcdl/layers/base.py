@@ -42,6 +42,7 @@ from funcdl.layers._pointwise import Pointwise as Pointwise
 from funcdl.layers._shapes import axis_in_range as axis_in_range  # re-exported: the
 from funcdl.layers._shapes import located as located  # layers import them from base
 from funcdl.layers._shapes import pair_of_shapes as pair_of_shapes
+from funcdl.layers._stepper import Stepper
 
 __all__ = ["Layer", "LayerLike", "Pullback", "Shape"]
 
@@ -87,6 +88,9 @@ class Layer:
     -2 for ConvTranspose2D's (kh, kw, out, C), 0 for Embedding's torch-layout table and
     Bilinear's (out, D1, D2)):
     SpectralNorm's default ``dim``.
+    ``step``, a ``Stepper``, is the layer's incremental form for ``layers.decode_step``
+    (one position at a time, with a cache): a position-wise layer's, causal attention's,
+    a combinator's; None: the layer cannot be stepped.
 
     Two optional fields let ``Sequential`` run a layer and the elementwise activation after
     it as one step (one call and one pullback instead of two; the same arithmetic):
@@ -111,6 +115,7 @@ class Layer:
     selects_max: bool = False
     weight_out_axis: int = -1
     frozen_id: int | None = None
+    step: Stepper | None = None
 
     def __post_init__(self) -> None:
         odd = next((f for f in ("init", "apply", "vjp") if not callable(getattr(self, f))), None)
@@ -145,7 +150,9 @@ class Layer:
             "ids", "an int >= 1 (the id count)") if not (self.ids is None or (
                 is_int(self.ids) and self.ids >= 1)) else (
             "frozen_id", "an int >= 0 (an id)") if not (self.frozen_id is None or (
-                is_int(self.frozen_id) and self.frozen_id >= 0)) else None
+                is_int(self.frozen_id) and self.frozen_id >= 0)) else (
+            "step", "a Stepper (layers.decode's incremental form)") if not (
+                self.step is None or isinstance(self.step, Stepper)) else None
         if odd is not None:
             got = getattr(self, odd[0])
             raise TypeError(f"{where}: {odd[0]} must be None or {odd[1]}, got "

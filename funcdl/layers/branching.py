@@ -14,6 +14,7 @@ from typing import Any
 
 from funcdl import random, tree
 from funcdl._args import int_arg
+from funcdl.layers import _step as stepping
 from funcdl.layers._children import (
     ERRORS,
     build,
@@ -142,7 +143,7 @@ def Parallel(*layers: LayerLike) -> Layer:
         return tuple(ys), pullback, tuple(new_state)
 
     return build(name, any(is_stateful(l) for l in layers), init, apply, vjp,
-                 empty_state=((),) * n)
+                 empty_state=((),) * n, step=stepping.parallel(layers, where))
 
 
 def Residual(layer: LayerLike) -> Layer:
@@ -211,7 +212,8 @@ def Residual(layer: LayerLike) -> Layer:
 
         return z, pullback, (s,)
 
-    return build(name, is_stateful(layer), init, apply, vjp, empty_state=((),))
+    return build(name, is_stateful(layer), init, apply, vjp, empty_state=((),),
+                 step=stepping.residual(layer, merged))
 
 
 def Shared(layer: LayerLike, n: int = 2) -> Layer:
@@ -289,7 +291,8 @@ def Shared(layer: LayerLike, n: int = 2) -> Layer:
 
         return tuple(ys), pullback, (state,)
 
-    return build(name, is_stateful(layer), init, apply, vjp, empty_state=((),))
+    return build(name, is_stateful(layer), init, apply, vjp, empty_state=((),),
+                 step=stepping.repeated(layer, where, series=False))
 
 
 def Repeat(layer: LayerLike, n: int) -> Layer:
@@ -349,4 +352,5 @@ def Repeat(layer: LayerLike, n: int) -> Layer:
 
         return x, pullback, (state,)
 
-    return build(name, is_stateful(layer), init, apply, vjp, empty_state=((),))
+    return build(name, is_stateful(layer), init, apply, vjp, empty_state=((),),
+                 step=stepping.repeated(layer, where, series=True))

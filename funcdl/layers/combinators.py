@@ -20,6 +20,7 @@ import numpy as np
 from funcdl import debug, random, tree
 from funcdl.layers import _fusion
 from funcdl.layers import _per_example as per_example
+from funcdl.layers import _step as stepping
 from funcdl.layers._children import (
     ERRORS,
     check_children,
@@ -167,7 +168,7 @@ def Sequential(*layers: LayerLike) -> Layer:
             return out_shape, params
 
         return Layer(init0, apply, vjp, name=name, dx_optional=True, ids=ids,
-                     frozen_id=frozen)
+                     frozen_id=frozen, step=stepping.sequential(layers, where))
 
     def apply_s(params: Any, x: Any, *, state: Any = None, key: Any = None,
                 train: bool = False) -> tuple[Any, Any]:
@@ -194,7 +195,7 @@ def Sequential(*layers: LayerLike) -> Layer:
                 kept(state, tuple(new_state)))
 
     return Layer(init, apply_s, vjp_s, stateful=True, name=name, dx_optional=True,
-                 ids=ids, frozen_id=frozen)
+                 ids=ids, frozen_id=frozen, step=stepping.sequential(layers, where))
 
 
 def _blame(layers: Sequence[Any], act: int | None, k: int, e: Exception, params: Any, x: Any,

@@ -13,6 +13,7 @@ from funcdl._args import bool_arg, int_arg, is_int, real_arg, train_arg
 from funcdl.layers._dense import affine_layer
 from funcdl.layers._params import initializer_arg
 from funcdl.layers._passthrough import array_tree, cotangents, not_empty, shape_tree
+from funcdl.layers._step import POSITIONWISE
 from funcdl.layers.base import (
     _F32,
     Array,
@@ -101,7 +102,7 @@ def Identity() -> Layer:
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name)
+    return Layer(init, apply, vjp, name=name, step=POSITIONWISE)
 
 
 def Flatten() -> Layer:
@@ -253,7 +254,7 @@ def _dropout(name: str, rate: float,
         y_shape, y_dtype = y.shape, y.dtype  # not y, which the caller may free
         return y, lambda dy: (params, check_cotangent(name, dy, y_shape, y_dtype) * mask)
 
-    return Layer(init, apply, vjp, name=name)
+    return Layer(init, apply, vjp, name=name, step=POSITIONWISE)  # inference: y = x
 
 
 def keep_mask(name: str, x_shape: tuple[int, ...], key: Any, train: Any, rate: float,

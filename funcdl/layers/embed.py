@@ -13,6 +13,7 @@ from funcdl._args import array_arg, bool_arg, int_arg
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._dense import affine_layer
 from funcdl.layers._params import drawn, initializer_arg, param_arrays
+from funcdl.layers._step import POSITIONWISE
 from funcdl.layers.base import Array, Layer, Shape, check_cotangent, check_in_shape
 
 __all__ = ["Embedding", "Unembed"]
@@ -140,7 +141,8 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
         return y, pullback
 
     # its table is torch's weight as it is: SpectralNorm's u, v as torch's (dim=0)
-    return Layer(init, apply, vjp, name=name, ids=vocab, weight_out_axis=0, frozen_id=pad)
+    return Layer(init, apply, vjp, name=name, ids=vocab, weight_out_axis=0, frozen_id=pad,
+                 step=POSITIONWISE)
 
 
 def Unembed(vocab: int, use_bias: bool = False, w_init: initializers.Initializer | None = None,

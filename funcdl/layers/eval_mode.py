@@ -23,6 +23,7 @@ from typing import Any
 
 from funcdl import random
 from funcdl._args import train_arg
+from funcdl.layers import _step as stepping
 from funcdl.layers._children import build, child_apply, child_init, child_vjp, is_stateful, name_of
 from funcdl.layers._guard import guarded
 from funcdl.layers._wrap import child_call, like_child, pulled
@@ -71,4 +72,5 @@ def Eval(layer: LayerLike) -> Layer:
 
         return y, pullback, new_state
 
-    return like_child(build(f"Eval({child})", is_stateful(layer), init, apply, vjp), layer)
+    return like_child(build(f"Eval({child})", is_stateful(layer), init, apply, vjp,
+                            step=stepping.wrapped(layer, lambda p: p, "Eval")), layer)

@@ -13,6 +13,7 @@ import numpy as np
 
 from funcdl._args import bool_arg
 from funcdl._special import normal_cdf
+from funcdl.layers._step import POSITIONWISE
 from funcdl.layers.activations import _shapeless_init, sigmoid
 from funcdl.layers.base import Array, Layer, as_floats, check_cotangent, kept, no_params
 
@@ -62,7 +63,7 @@ def _gated(name: str, gate: Callable[[Array], tuple[Array, Any]],
 
         return y, pullback
 
-    return Layer(_shapeless_init(name), apply, vjp, name=name)
+    return Layer(_shapeless_init(name), apply, vjp, name=name, step=POSITIONWISE)
 
 
 def GELU(approximate: bool = False) -> Layer:

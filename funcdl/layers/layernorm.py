@@ -25,6 +25,7 @@ from funcdl.layers._norm_stats import (
     trailing,
 )
 from funcdl.layers._params import in_param_dtypes, weak_dtype
+from funcdl.layers._step import LAST_AXIS
 from funcdl.layers._sums import block_sum, chan, per_row
 from funcdl.layers.base import (
     Array,
@@ -215,6 +216,6 @@ def LayerNorm(eps: float = 1e-5, axis: int | tuple[int, ...] = -1,
 
         return y, each
 
-    layer = Layer(init, apply, vjp, name=name)
+    layer = Layer(init, apply, vjp, name=name, step=LAST_AXIS if axes == (-1,) else None)
     return layer if affine else fixed_affine(
         layer, lambda shape: tuple(shape[a] for a in example_axes(name, axis, axes, shape)))

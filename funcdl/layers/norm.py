@@ -42,6 +42,7 @@ from funcdl.layers._norm_stats import (
 )
 from funcdl.layers._params import in_param_dtypes, weak_dtype
 from funcdl.layers._slices import batch_sum
+from funcdl.layers._step import LAST_AXIS
 from funcdl.layers._sums import block_sum, chan
 from funcdl.layers.base import (
     Array,
@@ -279,7 +280,10 @@ def BatchNorm(momentum: float | None = 0.1, eps: float = 1e-5, axis: int = -1,
         x, total, _, m, scale, bias = prepare(params, x)
         return train_vjp(params, x_dtype, x, total, m, scale, bias)[:2]
 
-    layer = (Layer(init, apply, vjp, stateful=True, name=name) if track
+    # inference on running statistics acts on each position alone (the channels last);
+    # without them every call normalises by its own batch, which mixes positions
+    layer = (Layer(init, apply, vjp, stateful=True, name=name,
+                   step=LAST_AXIS if axis == -1 else None) if track
              else Layer(init, batch_apply, batch_vjp, name=name))
     return layer if affine else fixed_affine(
         layer, lambda shape: (shape[channel_axis(name, axis, shape)],))

@@ -17,6 +17,7 @@ from funcdl import initializers, random
 from funcdl._args import int_arg, real_arg
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._params import drawn, initializer_arg, param_arrays, weak_dtype
+from funcdl.layers._stepper import Stepper
 from funcdl.layers._sums import block_sum
 from funcdl.layers.base import (
     Array,
@@ -142,7 +143,21 @@ def PositionalEmbedding(max_len: int, *,
 
         return y, pullback
 
-    return Layer(layer_init, apply, vjp, name=name, dx_optional=True)
+    def start(layer: Any, params: Any, x: Any, length: int, state: Any) -> tuple[Any, Any]:
+        del layer, state
+        if length > max_len:
+            raise ValueError(f"{name}: decoding up to max_len={length} positions needs a "
+                             f"table of as many, this one has {max_len}; {fix.format(t=length)}")
+        return forward(params, x)[0], ()
+
+    def step(layer: Any, params: Any, cache: Any, x: Any, t: int,
+             state: Any) -> tuple[Any, Any]:
+        del layer, state
+        pos, xa = check(params, x)  # one position: y = x + pos[t]
+        return xa + pos[t:t + 1], cache
+
+    return Layer(layer_init, apply, vjp, name=name, dx_optional=True,
+                 step=Stepper(start, step))
 
 
 @functools.lru_cache(maxsize=16)
@@ -226,4 +241,18 @@ def SinusoidalPositionalEncoding(max_len: int | None = None, *,
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name, dx_optional=True)
+    def start(layer: Any, params: Any, x: Any, length: int, state: Any) -> tuple[Any, Any]:
+        del layer, state
+        if max_len is not None and length > max_len:
+            raise ValueError(f"{name}: decoding up to max_len={length} positions, more than "
+                             f"its max_len={max_len}; {fix.format(t=length)}")
+        return forward(params, x), ()
+
+    def step(layer: Any, params: Any, cache: Any, x: Any, t: int,
+             state: Any) -> tuple[Any, Any]:
+        del layer, state
+        xa = check(params, x)  # one position: y = x + PE[t], the row of the full table
+        y: Array = xa + _sinusoids(t + 1, xa.shape[-1], base, xa.dtype, max_len)[t:]
+        return y, cache
+
+    return Layer(init, apply, vjp, name=name, dx_optional=True, step=Stepper(start, step))

@@ -19,6 +19,7 @@ from funcdl._args import bool_arg, call_name, eps_arg
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._norm_stats import channel_vectors, compute_dtype
 from funcdl.layers._params import in_param_dtypes, weak_dtype
+from funcdl.layers._step import LAST_AXIS
 from funcdl.layers._sums import block_sum, chan, per_row, row_dots
 from funcdl.layers.base import (
     Array,
@@ -139,4 +140,4 @@ def RMSNorm(eps: float | None = None, elementwise_affine: bool = True) -> Layer:
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name)
+    return Layer(init, apply, vjp, name=name, step=LAST_AXIS)

@@ -17,6 +17,7 @@ from funcdl.layers._route_trees import (
     holds_array,
     value_tree,
 )
+from funcdl.layers._step import POSITIONWISE
 from funcdl.layers.base import (
     _F32,
     Array,
@@ -143,7 +144,7 @@ def FanOut(n: int) -> Layer:
 
         return xs, pullback
 
-    return Layer(init, apply, vjp, name=name)
+    return Layer(init, apply, vjp, name=name, step=POSITIONWISE)
 
 
 _NO_INDEX: Any = object()  # Select() with no index: an error naming Select, not Python's
@@ -222,7 +223,7 @@ def Select(index: int = _NO_INDEX, *more: int) -> Layer:
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name)
+    return Layer(init, apply, vjp, name=name, step=POSITIONWISE)
 
 
 def FanInSum() -> Layer:
@@ -267,7 +268,7 @@ def FanInSum() -> Layer:
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name)
+    return Layer(init, apply, vjp, name=name, step=POSITIONWISE)
 
 
 def FanInConcat(axis: int = -1) -> Layer:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import random, tree
+from funcdl.layers import _step as stepping
 from funcdl.layers._children import (
     ERRORS,
     build,
@@ -179,7 +180,8 @@ def Tied(model: LayerLike, *ties: Sequence[Any]) -> Layer:
 
         return y, pullback, new_state
 
-    return like_child(build(name, is_stateful(model), init, apply, vjp), model)
+    return like_child(build(name, is_stateful(model), init, apply, vjp,
+                            step=stepping.wrapped(model, fill, "Tied")), model)
 
 
 def _transposed_hint(a: Any, b: Any) -> str:

@@ -1,0 +1,137 @@
+"""MultiHeadAttention's incremental form for ``layers.decode`` (a ``Stepper``): causal
+self-attention with a key/value cache, and cross-attention to a fixed memory whose keys and
+values are projected once.
+
+Self-attention (one input x, ``causal=True``): the cache holds the keys and values of the
+positions so far, ``k``, ``v`` of shape (N, H, t, D); a step projects its one position,
+``q_t = x_t w_q/sqrt(D)``, ``k_t = x_t w_k``, ``v_t = x_t w_v`` (and biases), appends
+``k_t``, ``v_t`` into new arrays (N, H, t+1, D), and attends to all of them: ``y_t =
+[softmax(q_t Kᵀ) V]_heads w_o + b_o``, row t of the full causal output (position t sees
+keys j <= t, which are exactly those in the cache). The new arrays are the functional cost:
+a copy of N·H·(t+1)·D per step for each of k and v, the same order as the step's own
+reading of them in ``q Kᵀ`` and ``P V``; the old cache stays valid, so a decode can branch.
+
+Cross-attention (``(q, kv)`` or ``(q, k, v)``, ``causal=False``): the memory's keys and
+values do not depend on the step, so ``start`` projects them once; every step must pass the
+same memory (checked: equal to the one ``start`` saw, else a ValueError, as a memory that
+changed would make the cached projections silently stale).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from funcdl.layers._attention import checked_params, inputs
+from funcdl.layers._params import weak_dtype
+from funcdl.layers._stepper import Stepper
+from funcdl.layers._sums import chan, dot, product
+from funcdl.layers.base import Array
+
+__all__ = ["attention_stepper"]
+
+
+def attention_stepper(name: str, heads: int, causal: bool, use_bias: bool, masked: bool,
+                      weights: str | None, normalise: Any, keys: tuple[str, ...],
+                      kdim: int | None, vdim: int | None) -> Stepper:
+    """The stepper of a MultiHeadAttention built with these options; ``normalise`` its
+    row normaliser (softmax or sparsemax, in place)."""
+
+    def refuse(why: str) -> None:
+        raise TypeError(f"{name} cannot be stepped: {why}")
+
+    def project(x: Array, p: dict[str, Array], w: str, dt: Any, scale: float = 1.0) -> Array:
+        """``x w + b`` (times ``scale``, folded into the weights as the layer's forward
+        does) as heads, (N, H, T, D)."""
+        n, t, _ = x.shape
+        wa = p[w].astype(dt, copy=False)
+        h = product(dot, x.astype(dt, copy=False).reshape(n * t, -1),
+                    wa * scale if scale != 1.0 else wa)
+        if use_bias:
+            b = p["b" + w[1:]].astype(dt, copy=False)
+            chan(np.add, h, b * scale if scale != 1.0 else b, out=h)
+        e = wa.shape[1]
+        out: Array = h.reshape(n, t, heads, e // heads).transpose(0, 2, 1, 3)
+        return out
+
+    def prepared(params: Any, xs: Any) -> tuple[dict[str, Array], list[Array], Any]:
+        if masked:
+            refuse("its mask is an input over the whole sequence (masked=True); decoding "
+                   "takes layers without one")
+        if weights is not None:
+            refuse(f"it returns its attention weights (return_weights={weights!r}), whose "
+                   f"rows grow with every step; decoding takes the output alone")
+        p = checked_params(name, params, keys, heads, kdim, vdim)
+        given = inputs(name, xs, weak_dtype(p, "w_q", name))
+        if len(given) == 1 and not causal:
+            refuse("non-causal self-attention lets every position see the later ones, "
+                   "which a step has not seen yet; build it with causal=True")
+        if len(given) > 1 and causal:
+            refuse("causal attention between separate queries and keys has no fixed "
+                   "memory to step against; decoding takes causal self-attention (one "
+                   "input) or cross-attention to a fixed memory (causal=False)")
+        e = p["w_q"].shape[0]
+        for x in given:
+            if x.ndim != 3 or (len(given) == 1 and x.shape[2] != e):
+                raise ValueError(f"{name}: expected inputs (N, T, {e}) as the params were "
+                                 f"initialised, got shapes {[a.shape for a in given]}")
+        if given[0].shape[1] != 1:
+            raise ValueError(f"{name}: a step takes one position, queries (N, 1, {e}), got "
+                             f"{given[0].shape}")
+        dt = np.result_type(*(x.dtype for x in given), *(a.dtype for a in p.values()))
+        return p, given, dt
+
+    def attend(p: dict[str, Array], q: Array, k: Array, v: Array, dt: Any) -> Array:
+        """``[normalise(q kᵀ) v]_heads w_o + b_o`` for one query, (N, 1, E)."""
+        scores = product(np.matmul, q, k.swapaxes(-1, -2))          # (N, H, 1, t)
+        context = product(np.matmul, normalise(scores), v)           # (N, H, 1, D)
+        n, _, _, d = context.shape
+        c2 = context.transpose(0, 2, 1, 3).reshape(n, heads * d)
+        y = product(dot, c2, p["w_o"].astype(dt, copy=False))
+        if use_bias:
+            chan(np.add, y, p["b_o"].astype(dt, copy=False), out=y)
+        out: Array = y.reshape(n, 1, heads * d)
+        return out
+
+    def start(layer: Any, params: Any, xs: Any, max_len: int, state: Any) -> tuple[Any, Any]:
+        del max_len, state
+        p, given, dt = prepared(params, xs)
+        scale = 1.0 / math.sqrt(p["w_q"].shape[1] // heads)
+        if len(given) == 1:
+            n, _, e = given[0].shape
+            empty = np.empty((n, heads, 0, e // heads), dt)
+            cache: dict[str, Any] = {"k": empty, "v": empty}
+        else:  # the fixed memory, kept as given (a copy) and projected once
+            kv = given[1:] if len(given) == 3 else given[1:] * 2
+            cache = {"k": project(kv[0], p, "w_k", dt), "v": project(kv[1], p, "w_v", dt),
+                     "memory": tuple(m.copy() for m in given[1:])}
+        q = project(given[0], p, "w_q", dt, scale)
+        if len(given) == 1:
+            return attend(p, q, project(given[0], p, "w_k", dt),
+                          project(given[0], p, "w_v", dt), dt), cache
+        return attend(p, q, cache["k"], cache["v"], dt), cache
+
+    def step(layer: Any, params: Any, cache: Any, xs: Any, t: int,
+             state: Any) -> tuple[Any, Any]:
+        del t, state
+        p, given, dt = prepared(params, xs)
+        scale = 1.0 / math.sqrt(p["w_q"].shape[1] // heads)
+        q = project(given[0], p, "w_q", dt, scale)
+        if len(given) == 1:
+            x = given[0]
+            k = np.concatenate([cache["k"], project(x, p, "w_k", dt)], axis=2)
+            v = np.concatenate([cache["v"], project(x, p, "w_v", dt)], axis=2)
+            return attend(p, q, k, v, dt), {"k": k, "v": v}
+        for role, m, kept in zip(("k", "v") if len(given) == 3 else ("kv",), given[1:],
+                                 cache["memory"]):
+            if not (m is kept or (m.shape == kept.shape and np.array_equal(m, kept))):
+                raise ValueError(f"{name}: the memory {role} (shape {m.shape}) is not the "
+                                 f"one decode_init saw (shape {kept.shape}; values or shape "
+                                 f"differ), whose keys and values the cache holds; pass the "
+                                 f"same memory at every step, or start a new decode for "
+                                 f"another")
+        return attend(p, q, cache["k"], cache["v"], dt), cache
+
+    return Stepper(start, step)
