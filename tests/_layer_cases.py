@@ -230,6 +230,10 @@ CASES = [
     case(L.PositionalEmbedding(5), f(2, 3, 4)), case(L.PositionalEmbedding(3), f(2, 3, 2)),
     case(L.SinusoidalPositionalEncoding(), f(2, 3, 4)),
     case(L.SinusoidalPositionalEncoding(3, base=100.0), f(2, 3, 5)),
+    case(L.SinusoidalTimeEmbedding(4), f(3)),
+    case(L.SinusoidalTimeEmbedding(5, flip_sin_to_cos=True, downscale_freq_shift=0.0,
+                                   scale=2.0, max_period=100.0), f(3)),
+    case(L.FanInSum(broadcast=True), (f(2, 3, 4), f(2, 1, 4))),
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's;
 # batch_sum, a function layers call: test_layers_batch_threads_norm.py; summary, a table

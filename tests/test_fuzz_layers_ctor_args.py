@@ -193,6 +193,11 @@ CTORS = [
      {"max_len": (*POS, 2), "w_init": INIT}),
     ("SinusoidalPositionalEncoding", L.SinusoidalPositionalEncoding, {"max_len": 4},
      f(2, 3, 4), {"max_len": (*POS[1:], 2), "base": (*NUM, 1.0, 0.5, 0, -1)}),
+    ("SinusoidalTimeEmbedding", L.SinusoidalTimeEmbedding, {"dim": 4}, f(3),
+     {"dim": (*INT, 0, 1), "flip_sin_to_cos": FLAG, "downscale_freq_shift": (*NUM, 2),
+      "scale": NUM, "max_period": (*NUM, 0, -1.0)}),
+    ("FanInSum", L.FanInSum, {"broadcast": True}, (f(2, 3, 4), f(2, 1, 4)),
+     {"broadcast": FLAG}),
     ("Layer", lambda fn: L.Layer(fn, fn, fn), {"fn": lambda *a, **k: None}, f(2, 3),
      {"fn": (None, 3, "init")}),
 ]

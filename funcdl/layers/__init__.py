@@ -20,8 +20,9 @@ model's parts as a table), ``alpha_dropout`` (AlphaDropout, FeatureAlphaDropout)
 (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle),
 ``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive pools), ``sequence`` (Carry,
 MaskedMean: padded batches of sequences), ``positional`` (PositionalEmbedding,
-SinusoidalPositionalEncoding), ``decode`` (decode_init, decode_step: incremental decoding
-with a key/value cache).
+SinusoidalPositionalEncoding), ``timestep`` (SinusoidalTimeEmbedding: a diffusion model's
+timesteps to sinusoids), ``decode`` (decode_init, decode_step: incremental decoding with a
+key/value cache).
 """
 
 from funcdl.layers._slices import batch_sum
@@ -88,6 +89,7 @@ from funcdl.layers.shrink import GLU, Hardshrink, Softmin, Softshrink, Tanhshrin
 from funcdl.layers.sparsemax import Sparsemax
 from funcdl.layers.summary import summary
 from funcdl.layers.tied import Tied
+from funcdl.layers.timestep import SinusoidalTimeEmbedding
 from funcdl.layers.upsample import Upsample
 
 __all__ = [
@@ -169,6 +171,7 @@ __all__ = [
     "Sigmoid",
     "SimpleRNN",
     "SinusoidalPositionalEncoding",
+    "SinusoidalTimeEmbedding",
     "Slice",
     "Softmax",
     "Softmin",

@@ -66,7 +66,9 @@ def agree(name: str, shapes: Sequence[Shape], heads: int, causal: bool,
                     "needs MultiHeadAttention(..., masked=True); a list of arrays: np.stack "
                     "rows into one array)" if len(shapes) > 1 and len(s) == 2 and not masked
                     else " (with masked=True the mask comes last: (x, mask), (q, kv, mask) or "
-                    "(q, k, v, mask))" if masked and len(s) == 2 else "")
+                    "(q, k, v, mask))" if masked and len(s) == 2
+                    else " (attention over an image's pixels, (N, H, W, C): Reshape((H * W, "
+                    "C)) before it and Reshape((H, W, C)) after)" if len(s) == 4 else "")
             raise ValueError(f"{name}: expected {r} of rank 3, (N, T, E) with the batch first "
                              f"and the embedding last, got shape {tuple(s)}{hint}")
     if kdim is None and vdim is None:

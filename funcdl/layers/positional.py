@@ -52,6 +52,9 @@ def _sequence_in_shape(name: str, in_shape: Any) -> Shape:
     if len(shape) < 3:
         hint = (f"; {shape} is (N, E), a batch without a time axis: one sequence of T "
                 f"steps is (1, T, {shape[-1]})" if len(shape) == 2 else "")
+        if len(shape) == 1 or shape[-1] == 1:  # one number per example: a timestep?
+            hint += ("; a diffusion model's timesteps t (N,) to sinusoids (N, dim) is "
+                     "SinusoidalTimeEmbedding(dim)")
         raise ValueError(f"{name}: expected an in_shape (N, T, E), the batch axis first, "
                          f"then T positions of E features (rank >= 3), got {shape} "
                          f"(rank {len(shape)}){hint}")

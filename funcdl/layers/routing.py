@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from funcdl import random, tree
-from funcdl._args import int_arg, python_floats
+from funcdl._args import bool_arg, int_arg, python_floats
+from funcdl.layers._broadcast_sum import BROADCAST_HINT, broadcast_sum
 from funcdl.layers._route_trees import (
     add_trees,
     checked_shapes,
@@ -226,10 +227,14 @@ def Select(index: int = _NO_INDEX, *more: int) -> Layer:
     return Layer(init, apply, vjp, name=name, step=POSITIONWISE)
 
 
-def FanInSum() -> Layer:
+def FanInSum(broadcast: bool = False) -> Layer:
     """``(x_1, ..., x_n) -> Σ_i x_i`` (all of one shape, never broadcast); vjp: ``dx_i = dy``.
     Integer and boolean entries are summed as float32, as the activations take them (uint8
-    would wrap, bools would or)."""
+    would wrap, bools would or). ``broadcast=True``: entries of one rank and batch size
+    broadcast over the other axes, as NumPy's (a time embedding (N, 1, 1, C) into features
+    (N, H, W, C)); vjp: ``dx_i = dy`` summed over the axes x_i broadcast."""
+    if bool_arg(broadcast, "FanInSum", "broadcast"):
+        return broadcast_sum(_shapes, _arrays)
     name = "FanInSum()"
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
@@ -239,7 +244,8 @@ def FanInSum() -> Layer:
         for s in shapes[1:]:
             if len(s) != len(out) or any(a is not None and b is not None and a != b
                                          for a, b in zip(s, out)):
-                raise ValueError(f"{name}: inputs must share one shape, got {tuple(shapes)}")
+                raise ValueError(f"{name}: inputs must share one shape, got {tuple(shapes)}"
+                                 f"{BROADCAST_HINT}")
             out = [a if a is not None else b for a, b in zip(out, s)]
         return tuple(out), ()
 
@@ -249,7 +255,7 @@ def FanInSum() -> Layer:
         arrays = _arrays(name, xs)
         if any(a.shape != arrays[0].shape for a in arrays):
             raise ValueError(f"{name}: inputs must share one shape, got "
-                             f"{[a.shape for a in arrays]}")
+                             f"{[a.shape for a in arrays]}{BROADCAST_HINT}")
         total = as_floats(name, arrays[0])
         for a in arrays[1:]:
             total = total + as_floats(name, a)
