@@ -230,7 +230,7 @@ def categorical(key: Key, logits: Any, axis: int = -1, shape: Any = None,
     ax = _axis(axis, x.ndim, where)
     batch = x.shape[:ax] + x.shape[ax + 1:]
     dims = batch if shape is None else shape_arg(shape, where)
-    if not _broadcasts(dims, batch):
+    if shape is not None and not _broadcasts(dims, batch):
         raise ValueError(f"{where}: shape {dims} must end with the batch shape {batch} "
                          f"(logits.shape {x.shape} without axis {ax}) or broadcast from it")
     if x.shape[ax] == 0:
@@ -238,7 +238,8 @@ def categorical(key: Key, logits: Any, axis: int = -1, shape: Any = None,
     if not (x < np.inf).all():
         raise ValueError(f"{where}: logits must not be NaN or +inf (-inf is a class of "
                          f"probability 0)")
-    x = np.moveaxis(x, ax, -1)
+    if ax != x.ndim - 1:  # the classes last; moveaxis costs more than a small draw
+        x = np.moveaxis(x, ax, -1)
     if not (x > -np.inf).any(axis=-1).all():
         raise ValueError(f"{where}: a slice of logits is -inf for every class, giving no "
                          f"class to draw")

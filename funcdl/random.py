@@ -117,9 +117,8 @@ def fold_in(key: Key, data: int | np.integer[Any]) -> Key:
     if not 0 <= d <= _MASK64:  # not wrapped: 2**64 would be 0's stream, -1 2**64 - 1's
         raise ValueError(f"random.fold_in: data must be in [0, 2**64), got {shown(d)}")
     # Philox's counter is its other 256-bit input: placing data there gives a stream per value.
-    bg = np.random.Philox(key=check_key(key, "random.fold_in"),
-                          counter=np.array([d, 1, 0, 0], np.uint64))
-    return np.random.Generator(bg).integers(0, _MASK64, size=2, dtype=np.uint64, endpoint=True)
+    g = _gen(check_key(key, "random.fold_in"), np.array([d, 1, 0, 0], np.uint64))
+    return g.integers(0, _MASK64, size=2, dtype=np.uint64, endpoint=True)
 
 
 def normal(key: Key, shape: Any = (), dtype: DTypeLike = np.float32) -> NDArray[Any]:
