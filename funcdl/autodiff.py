@@ -217,7 +217,7 @@ def per_example_value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
     the batch takes one). The value is the batch's, as ``value_and_grad``'s. Embedding's
     entries are whole tables, N·vocab·dim numbers (as Opacus' grad_sample).
 
-    Rules exist for Dense, Conv1D, Conv2D, Embedding, Unembed, PositionalEmbedding,
+    Rules exist for Dense, Conv1D, Conv2D, Conv3D, Embedding, Unembed, PositionalEmbedding,
     LayerNorm, RMSNorm, GroupNorm, InstanceNorm, BatchNorm at inference (``train=False``; in
     training its statistics mix the examples), PReLU, Bilinear, ConvTranspose1D, ConvTranspose2D,
     MultiHeadAttention, SimpleRNN, LSTM and GRU, WeightNorm and SpectralNorm of those, and

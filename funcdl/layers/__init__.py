@@ -18,11 +18,11 @@ model's parts as a table), ``alpha_dropout`` (AlphaDropout, FeatureAlphaDropout)
 (TransformerEncoderLayer, TransformerDecoderLayer, Bidirectional), ``conv``,
 ``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d`` (ConvTranspose1D), ``upsample``
 (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle),
-``pool``, ``pool1d``, ``adaptive_pool`` (the adaptive pools), ``sequence`` (Carry,
-MaskedMean: padded batches of sequences), ``positional`` (PositionalEmbedding,
-SinusoidalPositionalEncoding), ``timestep`` (SinusoidalTimeEmbedding: a diffusion model's
-timesteps to sinusoids), ``decode`` (decode_init, decode_step: incremental decoding with a
-key/value cache).
+``conv3d`` (Conv3D), ``pool``, ``pool1d``, ``pool3d`` (MaxPool3D, AvgPool3D: separable, 2-D
+then depth), ``adaptive_pool`` (the adaptive pools), ``sequence`` (Carry, MaskedMean: padded
+batches of sequences), ``positional`` (PositionalEmbedding, SinusoidalPositionalEncoding),
+``timestep`` (SinusoidalTimeEmbedding: a diffusion model's timesteps to sinusoids),
+``decode`` (decode_init, decode_step: incremental decoding with a key/value cache).
 """
 
 from funcdl.layers._slices import batch_sum
@@ -63,6 +63,7 @@ from funcdl.layers.blocks import Bidirectional, TransformerDecoderLayer, Transfo
 from funcdl.layers.branching import Parallel, Repeat, Residual, Shared
 from funcdl.layers.combinators import Sequential
 from funcdl.layers.conv import Conv1D, Conv2D
+from funcdl.layers.conv3d import Conv3D
 from funcdl.layers.conv_transpose import ConvTranspose2D
 from funcdl.layers.conv_transpose1d import ConvTranspose1D
 from funcdl.layers.core import Dense, Dropout, DropPath, Flatten, Identity, Reshape
@@ -79,6 +80,7 @@ from funcdl.layers.parametrize import SpectralNorm, WeightNorm
 from funcdl.layers.pixel_shuffle import PixelShuffle, PixelUnshuffle
 from funcdl.layers.pool import AvgPool2D, GlobalAvgPool, MaxPool2D
 from funcdl.layers.pool1d import AvgPool1D, MaxPool1D
+from funcdl.layers.pool3d import AvgPool3D, MaxPool3D
 from funcdl.layers.positional import PositionalEmbedding, SinusoidalPositionalEncoding
 from funcdl.layers.recurrent import GRU, LSTM, SimpleRNN
 from funcdl.layers.remat import Remat
@@ -107,6 +109,7 @@ __all__ = [
     "AlphaDropout",
     "AvgPool1D",
     "AvgPool2D",
+    "AvgPool3D",
     "BatchNorm",
     "BatchThreads",
     "Bidirectional",
@@ -114,6 +117,7 @@ __all__ = [
     "Carry",
     "Conv1D",
     "Conv2D",
+    "Conv3D",
     "ConvTranspose1D",
     "ConvTranspose2D",
     "DecodeCache",
@@ -145,6 +149,7 @@ __all__ = [
     "MaskedMean",
     "MaxPool1D",
     "MaxPool2D",
+    "MaxPool3D",
     "Mish",
     "MultiHeadAttention",
     "PReLU",
