@@ -156,8 +156,8 @@ def _markdown(args: Any, cases: list[Any], stats: dict[str, Any], torch: Any, wh
         f"- command: `{shlex.join([sys.executable, '-m', 'benchmarks.conv3d', *sys.argv[1:]])}`"
         f" (in `{os.getcwd()}`)",
         f"- date: {when.isoformat(timespec='seconds')}; git {report._git()}",
-        f"- machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), shared "
-        f"with other jobs while this ran; {platform.platform()}; Python {m['python']}; "
+        f"- machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable); "
+        f"{platform.platform()}; Python {m['python']}; "
         f"NumPy {m['numpy']} ({m['blas']}); {peer}; thread pools: {micro._blas_threads()}",
         f"- load average (1 min) {loads[0][0]:.2f} at the start, {loads[1][0]:.2f} at the "
         f"end; other processes kept {others} of the cores busy during the run (/proc/stat)",

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
-    print(f"# {cpu_model()}, {os.cpu_count()} cores (shared with other jobs), Python "
+    print(f"# {cpu_model()}, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.2f} "
+          f"at the start), Python "
           f"{platform.python_version()}, NumPy {np.__version__} ({_blas()}), one BLAS "
           f"thread, funcdl git {_git()}")
     print(f"# d_model {args.d}, {args.heads} heads, {args.blocks} blocks, vocab {VOCAB}, "
