@@ -219,3 +219,26 @@ def test_wrappers_step_as_their_child() -> None:
     _, params = model.init(fd.random.key(9), (None, T))
     p, x = as64(params), ids(seed=10)
     np.testing.assert_allclose(stepped(model, p, x), model.apply(p, x), rtol=0, atol=1e-12)
+
+
+def test_the_other_position_wise_layers_step() -> None:
+    # PReLU's slope per channel, GLU and FanInConcat on the last axis, AlphaDropout at
+    # inference and LocalResponseNorm across the channels act on each position alone
+    model = L.Sequential(
+        L.Embedding(V, E), L.SinusoidalPositionalEncoding(),
+        L.TransformerEncoderLayer(E, 2, 2 * E, causal=True),
+        L.FanOut(2), L.Parallel(L.Dense(E), L.Sequential(L.Dense(2 * E), L.GLU())),
+        L.FanInConcat(), L.PReLU(2 * E), L.AlphaDropout(0.2), L.FeatureAlphaDropout(0.1),
+        L.LocalResponseNorm(3, alpha=0.5), L.Dense(V))
+    _, params = model.init(fd.random.key(11), (None, T))
+    p, x = as64(params), ids(seed=12)
+    np.testing.assert_allclose(stepped(model, p, x), model.apply(p, x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", [L.GLU(axis=1), L.FanInConcat(axis=1)])
+def test_a_layer_on_the_time_axis_is_refused(layer: Any) -> None:
+    model = L.Sequential(L.Embedding(V, E), L.FanOut(2), L.FanInConcat(axis=1)) if (
+        "FanInConcat" in layer.name) else L.Sequential(L.Embedding(V, E), layer)
+    _, params = model.init(fd.random.key(0), (None, 4))
+    with pytest.raises(TypeError, match=r"cannot be stepped"):
+        L.decode_init(model, params, ids(t=4)[:, :1], 4)

@@ -21,6 +21,7 @@ from funcdl._special import softplus
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._norm_stats import compute_dtype
 from funcdl.layers._params import in_param_dtypes, param_arrays, weak_dtype
+from funcdl.layers._step import LAST_AXIS
 from funcdl.layers._sums import block_sum
 from funcdl.layers.activations import _elementwise, sigmoid
 from funcdl.layers.base import (
@@ -327,5 +328,5 @@ def PReLU(num_parameters: int = 1, init: float = 0.25) -> Layer:
 
         return y, pullback
 
-    return Layer(init_, apply, vjp, name=name)
+    return Layer(init_, apply, vjp, name=name, step=LAST_AXIS)  # a slope per channel
 

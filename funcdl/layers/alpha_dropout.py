@@ -20,6 +20,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import real_arg
+from funcdl.layers._step import POSITIONWISE
 from funcdl.layers.activations_extra import _SELU_ALPHA, _SELU_SCALE
 from funcdl.layers.base import (
     Array,
@@ -97,7 +98,7 @@ def _alpha(ctor: str, rate: float, feature: bool) -> Layer:
         del key
         return check_in_shape(name, in_shape, min_rank=2 if feature else 0), ()
 
-    return Layer(init, apply, vjp, name=name)
+    return Layer(init, apply, vjp, name=name, step=POSITIONWISE)  # inference: y = x
 
 
 def AlphaDropout(rate: float) -> Layer:

@@ -17,6 +17,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import call_name, int_arg, real_arg
+from funcdl.layers._step import LAST_AXIS
 from funcdl.layers.base import (
     Array,
     Layer,
@@ -119,4 +120,4 @@ def LocalResponseNorm(size: int, alpha: float = 1e-4, beta: float = 0.75,
         rank3(shape, True)
         return shape, ()
 
-    return Layer(init, apply, vjp, name=name)
+    return Layer(init, apply, vjp, name=name, step=LAST_AXIS)  # across the channels, last

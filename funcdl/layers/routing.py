@@ -18,7 +18,7 @@ from funcdl.layers._route_trees import (
     holds_array,
     value_tree,
 )
-from funcdl.layers._step import POSITIONWISE
+from funcdl.layers._step import LAST_AXIS, POSITIONWISE
 from funcdl.layers.base import (
     _F32,
     Array,
@@ -338,7 +338,8 @@ def FanInConcat(axis: int = -1) -> Layer:
 
         return y, pullback
 
-    return Layer(init, apply, vjp, name=name)
+    # along the last axis: position-wise on (N, T, features); another axis may be time
+    return Layer(init, apply, vjp, name=name, step=LAST_AXIS if axis == -1 else None)
 
 
 def Slice(index: Any) -> Layer:

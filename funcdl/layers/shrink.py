@@ -17,6 +17,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import call_name, int_arg, real_arg
+from funcdl.layers._step import LAST_AXIS
 from funcdl.layers.activations import _elementwise, _normalised, sigmoid
 from funcdl.layers.base import (
     Array,
@@ -207,4 +208,4 @@ def GLU(axis: int = -1) -> Layer:
         k = axis_in_range(name, ax, shape)
         return (*shape[:k], halves(shape[k], shape), *shape[k + 1:]), ()
 
-    return Layer(init, apply, vjp, name=name)
+    return Layer(init, apply, vjp, name=name, step=LAST_AXIS if ax == -1 else None)
