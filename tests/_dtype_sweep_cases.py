@@ -51,6 +51,7 @@ LOSSES: dict[str, tuple[Any, Any, Any, dict[str, Any]]] = {
     "kl_div-log-target": (Lo.kl_div, LSM, np.log(SOFT), {"log_target": True}),
     "gaussian_nll": (Lo.gaussian_nll, Z, T01, {"var": PROB}),
     "gaussian_nll-pair": (Lo.gaussian_nll, (Z, PROB), T01, {"full": True}),
+    "gaussian_kl": (Lo.gaussian_kl, (Z, PROB), None, {}),
     "poisson_nll": (Lo.poisson_nll, Z, 2 * T01, {}),
     "poisson_nll-rates": (Lo.poisson_nll, PROB, 2 * T01, {"log_input": False, "full": True}),
     "sigmoid_focal": (Lo.sigmoid_focal, Z, PROB, {}),
@@ -72,7 +73,9 @@ LOSSES: dict[str, tuple[Any, Any, Any, dict[str, Any]]] = {
     "sparsemax": (Lo.sparsemax, Z, T01, {}),
     "multiclass_sparsemax": (Lo.multiclass_sparsemax, Z, LABELS, {}),
 }
-NOT_LOSSES = {"Loss", "LabelDtypeError"}  # the record type and the error: no values
+# the record type and the error: no values; combine builds losses of other losses (their
+# dtypes: tests/test_losses_combine.py)
+NOT_LOSSES = {"Loss", "LabelDtypeError", "combine"}
 
 
 # ---------------------------------------------------------------------------- optimizers

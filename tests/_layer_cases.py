@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from funcdl import initializers, random
 from funcdl import layers as L
-from funcdl import random
 
 KEY = random.key(0)
 F32 = np.float32
@@ -241,6 +241,7 @@ CASES = [
     case(L.SinusoidalTimeEmbedding(5, flip_sin_to_cos=True, downscale_freq_shift=0.0,
                                    scale=2.0, max_period=100.0), f(3)),
     case(L.FanInSum(broadcast=True), (f(2, 3, 4), f(2, 1, 4))),
+    case(L.Param((3,)), f(2, 4)), case(L.Param((2, 3), init=initializers.normal(1.0)), f(2, 5, 4)),
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's;
 # batch_sum, a function layers call: test_layers_batch_threads_norm.py; summary, a table

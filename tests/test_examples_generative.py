@@ -93,12 +93,12 @@ def test_whole_vae_vjp_in_float64(vae):
 
 def test_elbo_loss_vjp_in_float64(vae):
     pred = (normal64(1, (6, vae.DIM)), normal64(2, (6, 2)), 0.5 * normal64(3, (6, 2)))
-    check_loss(vae.elbo, pred, normal64(4, (6, vae.DIM)))
+    check_loss(vae.elbo, pred, (normal64(4, (6, vae.DIM)), None))
     pred32 = tuple(p.astype(np.float32) for p in pred)
-    check_loss(vae.elbo, pred32, normal64(4, (6, vae.DIM)).astype(np.float32),
+    check_loss(vae.elbo, pred32, (normal64(4, (6, vae.DIM)).astype(np.float32), None),
                rtol=1e-3, atol=1e-4)
-    with pytest.raises(ValueError, match="elbo: expected recon and x of one shape"):
-        vae.elbo((pred[0][:, :3], pred[1], pred[2]), normal64(4, (6, vae.DIM)))
+    with pytest.raises(ValueError, match=r"gaussian_nll: pred has shape \(6, 3\) but target"):
+        vae.elbo((pred[0][:, :3], pred[1], pred[2]), (normal64(4, (6, vae.DIM)), None))
 
 
 def test_elbo_kl_gradient_has_the_right_sign_and_factor(vae):
@@ -108,7 +108,7 @@ def test_elbo_kl_gradient_has_the_right_sign_and_factor(vae):
     x = normal64(0, (n, vae.DIM))
     mu = np.array([[1.5, -2.0]] * n)
     logvar = np.array([[1.0, -1.0]] * n)
-    value, pullback = vae.elbo.vjp((x, mu, logvar), x)
+    value, pullback = vae.elbo.vjp((x, mu, logvar), (x, None))
     drecon, dmu, dlogvar = pullback(2.0)
     kl = 0.5 * (np.exp(1.0) + 2.25 - 2.0 + np.exp(-1.0) + 4.0)  # per example
     assert value == pytest.approx(kl + vae.DIM / 2 * np.log(2 * np.pi * vae.NOISE ** 2))
@@ -118,7 +118,7 @@ def test_elbo_kl_gradient_has_the_right_sign_and_factor(vae):
     np.testing.assert_allclose(dlogvar, 2.0 * (np.exp(logvar) - 1) / (2 * n), rtol=1e-12)
     assert dlogvar[0, 0] > 0 > dlogvar[0, 1]
     # the prior itself is the KL's minimum: zero gradient there
-    _, pullback = vae.elbo.vjp((x, np.zeros((n, 2)), np.zeros((n, 2))), x)
+    _, pullback = vae.elbo.vjp((x, np.zeros((n, 2)), np.zeros((n, 2))), (x, None))
     assert not any(d.any() for d in pullback(1.0))
 
 

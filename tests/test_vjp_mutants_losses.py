@@ -42,6 +42,7 @@ def _cases() -> list[tuple[str, Any, Any, Any, dict[str, Any]]]:
         ("kl_div", losses.kl_div, lp, pr, {}),
         ("poisson_nll", losses.poisson_nll, z / 3, t01, {"full": True}),
         ("gaussian_nll", losses.gaussian_nll, (z, pr), t01, {}),
+        ("gaussian_kl", losses.gaussian_kl, (z, pr - 0.5), None, {}),
         ("sigmoid_focal", losses.sigmoid_focal, z, t01, {}),
         ("poly_loss_cross_entropy", losses.poly_loss_cross_entropy, z, y, {"epsilon": 2.0}),
         ("multi_margin", losses.multi_margin, z, y, {"p": 2, "weight": w5}),

@@ -22,7 +22,8 @@ model's parts as a table), ``alpha_dropout`` (AlphaDropout, FeatureAlphaDropout)
 then depth), ``adaptive_pool`` (the adaptive pools), ``sequence`` (Carry, MaskedMean: padded
 batches of sequences), ``positional`` (PositionalEmbedding, SinusoidalPositionalEncoding),
 ``timestep`` (SinusoidalTimeEmbedding: a diffusion model's timesteps to sinusoids),
-``decode`` (decode_init, decode_step: incremental decoding with a key/value cache).
+``decode`` (decode_init, decode_step: incremental decoding with a key/value cache),
+``param`` (Param: a learned array independent of the input, one copy per example).
 """
 
 from funcdl.layers._slices import batch_sum
@@ -76,6 +77,7 @@ from funcdl.layers.instancenorm import InstanceNorm
 from funcdl.layers.lrn import LocalResponseNorm
 from funcdl.layers.norm import BatchNorm, LayerNorm
 from funcdl.layers.pad import Pad1D, Pad2D
+from funcdl.layers.param import Param
 from funcdl.layers.parametrize import SpectralNorm, WeightNorm
 from funcdl.layers.pixel_shuffle import PixelShuffle, PixelUnshuffle
 from funcdl.layers.pool import AvgPool2D, GlobalAvgPool, MaxPool2D
@@ -156,6 +158,7 @@ __all__ = [
     "Pad1D",
     "Pad2D",
     "Parallel",
+    "Param",
     "PixelShuffle",
     "PixelUnshuffle",
     "Pointwise",

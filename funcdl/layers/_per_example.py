@@ -33,7 +33,7 @@ ON = per_example_mode.ON  # read by the layers when their vjp runs
 LAYERS = ("Dense, Conv1D, Conv2D, Conv3D, Embedding, Unembed, PositionalEmbedding, LayerNorm, "
           "RMSNorm, GroupNorm, InstanceNorm, BatchNorm at inference, PReLU, Bilinear, "
           "ConvTranspose1D, ConvTranspose2D, MultiHeadAttention (and the Transformer blocks), "
-          "SimpleRNN, LSTM, GRU (and Bidirectional), WeightNorm and SpectralNorm of those")
+          "SimpleRNN, LSTM, GRU (and Bidirectional), Param, WeightNorm and SpectralNorm of those")
 
 
 def refuse(name: str, why: str) -> None:

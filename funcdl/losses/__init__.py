@@ -13,6 +13,10 @@ The mean over an empty batch is refused (NumPy and PyTorch give NaN); its sum is
 ``kl_div`` also takes ``reduction='batchmean'`` (the sum over the batch size, as torch's).
 ``gaussian_nll`` takes ``pred=(mean, var)``, a two-output model's, its pullback then
 returning ``(dmean, dvar)``; or the mean, with ``var`` (no gradient) the third argument.
+``gaussian_kl`` takes ``pred=(mu, logvar)`` and no target: a VAE's KL to N(0, I), summed
+over the latent axes, its 'mean' over examples. ``combine((loss, index[, weight]), ...)``
+sums losses each reading entries of a tuple pred (a two-head model's), its target a tuple
+with one entry per term, its pullback one cotangent per pred entry (None where unread).
 ``margin_ranking`` and ``cosine_embedding`` take ``pred=(x1, x2)``, ``triplet_margin``
 ``pred=(anchor, positive, negative)`` and no target (None); their pullbacks return one
 gradient per input, a tuple.
@@ -36,10 +40,16 @@ from __future__ import annotations
 
 from funcdl.losses._base import LabelDtypeError, Loss, publish_loss
 from funcdl.losses._base import bound as bound  # for autodiff and testing
+from funcdl.losses._combine import combine
 from funcdl.losses._contrastive import cosine_distance_vjp, cosine_similarity_vjp, ntxent_vjp
 from funcdl.losses._cross_entropy import nll_vjp, softmax_cross_entropy_vjp
 from funcdl.losses._ctc import ctc_vjp
-from funcdl.losses._distributions import gaussian_nll_vjp, kl_div_vjp, poisson_nll_vjp
+from funcdl.losses._distributions import (
+    gaussian_kl_vjp,
+    gaussian_nll_vjp,
+    kl_div_vjp,
+    poisson_nll_vjp,
+)
 from funcdl.losses._elementwise import (
     bce_vjp,
     bce_with_logits_vjp,
@@ -60,8 +70,8 @@ from funcdl.losses._pairs import cosine_embedding_vjp, margin_ranking_vjp, tripl
 from funcdl.losses._poly_hinge import hinge_vjp, poly_loss_cross_entropy_vjp, squared_hinge_vjp
 from funcdl.losses._sparsemax import multiclass_sparsemax_vjp, sparsemax_vjp
 
-__all__ = ["LabelDtypeError", "Loss", "bce", "bce_with_logits", "cosine_distance",
-           "cosine_embedding", "cosine_similarity", "ctc", "gaussian_nll", "hinge",
+__all__ = ["LabelDtypeError", "Loss", "bce", "bce_with_logits", "combine", "cosine_distance",
+           "cosine_embedding", "cosine_similarity", "ctc", "gaussian_kl", "gaussian_nll", "hinge",
            "hinge_embedding", "huber", "kl_div", "l1", "log_cosh", "margin_ranking", "mse",
            "multi_margin", "multiclass_sparsemax", "multilabel_margin", "multilabel_soft_margin",
            "nll", "ntxent", "poisson_nll", "poly_loss_cross_entropy", "sigmoid_focal", "smooth_l1",
@@ -77,6 +87,7 @@ smooth_l1 = publish_loss("smooth_l1", smooth_l1_vjp)
 nll = publish_loss("nll", nll_vjp)
 kl_div = publish_loss("kl_div", kl_div_vjp)
 gaussian_nll = publish_loss("gaussian_nll", gaussian_nll_vjp)
+gaussian_kl = publish_loss("gaussian_kl", gaussian_kl_vjp)
 poisson_nll = publish_loss("poisson_nll", poisson_nll_vjp)
 margin_ranking = publish_loss("margin_ranking", margin_ranking_vjp)
 cosine_embedding = publish_loss("cosine_embedding", cosine_embedding_vjp)

@@ -211,3 +211,40 @@ def gaussian_nll_vjp(pred: Any, target: Any, var: Any = None, reduction: str = "
         return dm, dv.reshape(v_in.shape).astype(m.dtype, copy=False)
 
     return reduce_loss(name, per, reduction, per.size, grad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- gaussian_kl
+
+def gaussian_kl_vjp(pred: Any, target: Any = None,
+                    reduction: str = "mean") -> tuple[Any, Pullback]:
+    """A VAE's ``KL(N(mu, e^logvar) || N(0, I))`` of ``pred = (mu, logvar)``, both (N, ...):
+    per example ``½ Σ (e^lv - 1 - lv + mu²)`` over the non-batch axes (``-½ Σ (1 + lv -
+    mu² - e^lv)``), then the batch's mean ('mean'), sum, or the (N,) values ('none');
+    ``(dmu, dlogvar) = g · (mu, ½ (e^lv - 1))``, over N for the mean. No target (None)."""
+    name = "gaussian_kl"
+    if not (isinstance(pred, tuple) and len(pred) == 2):
+        raise TypeError(f"{name}: pred must be the pair (mu, logvar), an encoder's two "
+                        f"heads; got {type(pred).__name__}"
+                        f"{f' of length {len(pred)}' if isinstance(pred, tuple) else ''}")
+    if target is not None:
+        raise TypeError(f"{name}: takes no target (the prior is N(0, I)), got "
+                        f"{type(target).__name__}; pass None")
+    mu = pred_array(name, pred[0])
+    lv = pred_array(name, pred[1], mu)
+    if lv.dtype != mu.dtype or lv.shape != mu.shape or mu.ndim == 0:
+        raise ValueError(f"{name}: mu and logvar must be arrays (N, ...) of one shape and "
+                         f"dtype, got {mu.shape} {mu.dtype} and {lv.shape} {lv.dtype}")
+    # expm1(lv) - lv keeps the digits of e^lv - 1 - lv near lv = 0; a huge lv or mu makes
+    # the term inf (past the dtype's range), quietly, as the other losses' overflow
+    with np.errstate(over="ignore", invalid="ignore"):
+        half_em1 = 0.5 * np.expm1(lv)
+        each = half_em1 - 0.5 * lv + (0.5 * mu) * mu
+        per = add_reduce(each.reshape(len(mu), math.prod(mu.shape[1:])), axis=1)
+
+    def grad(c: Any) -> tuple[Array, Array]:
+        if isinstance(c, np.ndarray):  # 'none': a cotangent per example
+            c = c.reshape(c.shape + (1,) * (mu.ndim - 1))
+        with np.errstate(over="ignore", invalid="ignore"):
+            return c * mu, c * half_em1
+
+    return reduce_loss(name, per, reduction, len(per), grad)  # type: ignore[arg-type]
