@@ -7,12 +7,12 @@ never summed into a silent (N, N)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from funcdl import random
+from funcdl.layers._route_trees import tuple_arrays, tuple_shapes
 from funcdl.layers._step import POSITIONWISE
 from funcdl.layers._sums import rows_sum
 from funcdl.layers.base import (
@@ -64,20 +64,18 @@ def summed_to(dy: Array, shape: tuple[int, ...]) -> Array:
     return np.add.reduce(dy, axis=tuple(axes), keepdims=True)
 
 
-def broadcast_sum(shapes_of: Callable[[str, Any], list[Any]],
-                  arrays_of: Callable[[str, Any], tuple[Array, ...]]) -> Layer:
+def broadcast_sum() -> Layer:
     """``(x_1, ..., x_n) -> Σ_i x_i`` broadcast as NumPy does over the non-batch axes; the
     entries of one rank, their batch sizes equal; vjp: ``dx_i = dy`` summed over the axes
-    x_i broadcast (its size 1 where y's is not), as ``jnp``'s ``unbroadcast``. ``shapes_of``
-    and ``arrays_of`` read the tuple of shapes and of inputs, as the plain FanInSum does."""
+    x_i broadcast (its size 1 where y's is not), as ``jnp``'s ``unbroadcast``."""
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
         del key
-        return out_shape(shapes_of(NAME, in_shapes)), ()
+        return out_shape(tuple_shapes(NAME, in_shapes)), ()
 
     def forward(params: Any, xs: Any) -> tuple[Array, list[Array]]:
         no_params(NAME, params)
-        arrays = [as_floats(NAME, a) for a in arrays_of(NAME, xs)]
+        arrays = [as_floats(NAME, a) for a in tuple_arrays(NAME, xs)]
         out_shape([a.shape for a in arrays])
         total = arrays[0]
         for a in arrays[1:]:

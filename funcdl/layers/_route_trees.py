@@ -1,7 +1,8 @@
-"""Entries that are trees of arrays, for the routing layers that move entries whole (Select,
-FanOut): an ``LSTM(return_state=True)``'s ``(y, (h_n, c_n))`` has the state ``(h, c)`` as
-one entry. Their shapes, values and cotangents, checked entry by entry; None in a
-cotangent stands for zeros (nothing flows back from that part)."""
+"""A routing layer's tuple input read entry by entry (``tuple_entries``, ``tuple_arrays``,
+``tuple_shapes``), and entries that are trees of arrays, for the routing layers that move
+entries whole (Select, FanOut): an ``LSTM(return_state=True)``'s ``(y, (h_n, c_n))`` has
+the state ``(h, c)`` as one entry. Their shapes, values and cotangents, checked entry by
+entry; None in a cotangent stands for zeros (nothing flows back from that part)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from funcdl import tree
-from funcdl.layers.base import as_array, check_cotangent, check_in_shape
+from funcdl._args import python_floats
+from funcdl.layers.base import _F32, Array, as_array, check_cotangent, check_in_shape
 
 
 def checked_shapes(name: str, s: Any) -> Any:
@@ -58,3 +60,41 @@ def add_trees(a: Any, b: Any) -> Any:
     if isinstance(a, tuple):
         return tuple(map(add_trees, a, b))
     return a + b
+
+
+def tuple_entries(name: str, xs: Any, n: int | None = None,
+                  trees: bool = False) -> tuple[Any, ...]:
+    """The entries of ``xs`` as arrays; with ``trees``, a tuple entry holding arrays (an
+    LSTM's state ``(h, c)``) stays a tuple of them (``value_tree``)."""
+    if not isinstance(xs, (tuple, list)) or (n is not None and len(xs) != n) or not xs:
+        what = f"a tuple of {n} arrays" if n else "a non-empty tuple of arrays"
+        got = (f"a {type(xs).__name__} of length {len(xs)}" if isinstance(xs, (tuple, list))
+               else type(xs).__name__)
+        raise ValueError(f"{name}: expected {what} (e.g. from FanOut or Parallel), got {got}")
+    return tuple(value_tree(name, x) if trees else as_array(name, x) for x in xs)
+
+
+def tuple_arrays(name: str, xs: Any) -> tuple[Array, ...]:
+    """``tuple_entries``, with Python floats (a list) in the result type of the float arrays
+    beside them, float32 without any, as JAX's weakly typed floats: ``x64 + list`` is
+    float64."""
+    if not isinstance(xs, (tuple, list)) or not any(map(python_floats, xs)):
+        return tuple_entries(name, xs)
+    given = [x for x in xs if not python_floats(x)]
+    got = tuple_entries(name, given) if given else ()
+    floats = [a.dtype for a in got if a.dtype.kind == "f"]
+    weak = np.result_type(*floats) if floats else _F32
+    strong = iter(got)
+    return tuple(as_array(name, x, weak) if python_floats(x) else next(strong) for x in xs)
+
+
+def tuple_shapes(name: str, in_shapes: Any, trees: bool = False) -> list[Any]:
+    """The entries' shapes; with ``trees`` (a layer routing entries whole: Select, FanOut)
+    an entry may be a tuple of shapes itself (``checked_shapes``)."""
+    if not isinstance(in_shapes, (tuple, list)) or not in_shapes or not all(
+            isinstance(s, (tuple, list)) for s in in_shapes):
+        raise TypeError(f"{name}: in_shape must be a tuple of input shapes (one per branch), "
+                        f"got {in_shapes!r}")
+    return [checked_shapes(name, s) if trees else check_in_shape(name, s, min_rank=0,
+                                                                 tree_hint="")
+            for s in in_shapes]

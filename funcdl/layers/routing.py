@@ -13,10 +13,11 @@ from funcdl._args import bool_arg, int_arg, python_floats
 from funcdl.layers._broadcast_sum import BROADCAST_HINT, broadcast_sum
 from funcdl.layers._route_trees import (
     add_trees,
-    checked_shapes,
     cotangent_tree,
     holds_array,
-    value_tree,
+    tuple_arrays,
+    tuple_entries,
+    tuple_shapes,
 )
 from funcdl.layers._step import LAST_AXIS, POSITIONWISE
 from funcdl.layers.base import (
@@ -38,30 +39,6 @@ from funcdl.layers.base import (
 __all__ = ["FanInConcat", "FanInSum", "FanOut", "Select", "Slice"]
 
 
-def _tuple(name: str, xs: Any, n: int | None = None, trees: bool = False) -> tuple[Any, ...]:
-    """The entries of ``xs`` as arrays; with ``trees``, a tuple entry holding arrays (an
-    LSTM's state ``(h, c)``) stays a tuple of them (``value_tree``)."""
-    if not isinstance(xs, (tuple, list)) or (n is not None and len(xs) != n) or not xs:
-        what = f"a tuple of {n} arrays" if n else "a non-empty tuple of arrays"
-        got = (f"a {type(xs).__name__} of length {len(xs)}" if isinstance(xs, (tuple, list))
-               else type(xs).__name__)
-        raise ValueError(f"{name}: expected {what} (e.g. from FanOut or Parallel), got {got}")
-    return tuple(value_tree(name, x) if trees else as_array(name, x) for x in xs)
-
-
-def _arrays(name: str, xs: Any) -> tuple[Array, ...]:
-    """``_tuple``, with Python floats (a list) in the result type of the float arrays beside
-    them, float32 without any, as JAX's weakly typed floats: ``x64 + list`` is float64."""
-    if not isinstance(xs, (tuple, list)) or not any(map(python_floats, xs)):
-        return _tuple(name, xs)
-    given = [x for x in xs if not python_floats(x)]
-    arrays = _tuple(name, given) if given else ()
-    floats = [a.dtype for a in arrays if a.dtype.kind == "f"]
-    weak = np.result_type(*floats) if floats else _F32
-    strong = iter(arrays)
-    return tuple(as_array(name, x, weak) if python_floats(x) else next(strong) for x in xs)
-
-
 def typed_input(name: str, params: Any, x: Any) -> Any:
     """``x``, its Python floats (a list; a padded pair's x) made an array in the float dtype of
     ``params`` (float32 without any), as a layer with params takes them: for a combinator
@@ -79,18 +56,6 @@ def typed_input(name: str, params: Any, x: Any) -> Any:
     return as_array(name, x, weak)
 
 
-def _shapes(name: str, in_shapes: Any, trees: bool = False) -> list[Any]:
-    """The entries' shapes; with ``trees`` (a layer routing entries whole: Select, FanOut)
-    an entry may be a tuple of shapes itself (``checked_shapes``)."""
-    if not isinstance(in_shapes, (tuple, list)) or not in_shapes or not all(
-            isinstance(s, (tuple, list)) for s in in_shapes):
-        raise TypeError(f"{name}: in_shape must be a tuple of input shapes (one per branch), "
-                        f"got {in_shapes!r}")
-    return [checked_shapes(name, s) if trees else check_in_shape(name, s, min_rank=0,
-                                                                 tree_hint="")
-            for s in in_shapes]
-
-
 def FanOut(n: int) -> Layer:
     """``x -> (x, ..., x)``, ``n`` references to one array, or to one tuple of arrays (a
     tuple input is copied whole: ``(q, kv) -> ((q, kv), (q, kv))``, as for ``q + f(q, kv)``
@@ -104,7 +69,7 @@ def FanOut(n: int) -> Layer:
         del key
         if isinstance(in_shape, (tuple, list)) and in_shape and all(
                 isinstance(s, (tuple, list)) for s in in_shape):
-            return (tuple(_shapes(name, in_shape, trees=True)),) * n, ()
+            return (tuple(tuple_shapes(name, in_shape, trees=True)),) * n, ()
         shape = check_in_shape(name, in_shape, min_rank=0)
         return (shape,) * n, ()
 
@@ -116,7 +81,7 @@ def FanOut(n: int) -> Layer:
         # array; made a tuple, as Parallel gives, and dx given back in x's container
         if holds_array(x) and (isinstance(x, tuple) or all(
                 isinstance(v, (np.ndarray, tuple, list)) for v in x)):
-            return (_tuple(name, x, trees=True),) * n
+            return (tuple_entries(name, x, trees=True),) * n
         return (as_array(name, x),) * n
 
     def vjp(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
@@ -129,7 +94,7 @@ def FanOut(n: int) -> Layer:
             if not (isinstance(dys, (tuple, list)) and len(dys) == n):
                 if dys is None:
                     raise none_cotangent(name)
-                _tuple(name, dys, n)  # raises, saying what was expected
+                tuple_entries(name, dys, n)  # raises, saying what was expected
             totals: list[Any] = [None] * len(entries)
             for dy in dys:  # None: that branch, or that entry, passes nothing back
                 if dy is None:
@@ -178,14 +143,14 @@ def Select(index: int = _NO_INDEX, *more: int) -> Layer:
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
         del key
-        shapes = _shapes(name, in_shapes, trees=True)
+        shapes = tuple_shapes(name, in_shapes, trees=True)
         picked = [shapes[i] for i in entry(len(shapes))]
         return (picked[0] if single else tuple(picked)), ()
 
     def pick(params: Any, xs: Any) -> tuple[Any, list[int]]:
         """The selected entries, and the indices they came from (in [0, len(xs)))."""
         no_params(name, params)
-        arrays = _tuple(name, xs, trees=True)
+        arrays = tuple_entries(name, xs, trees=True)
         where = entry(len(arrays))
         picked = [arrays[i] for i in where]
         return (picked[0] if single else tuple(picked)), where
@@ -234,12 +199,12 @@ def FanInSum(broadcast: bool = False) -> Layer:
     broadcast over the other axes, as NumPy's (a time embedding (N, 1, 1, C) into features
     (N, H, W, C)); vjp: ``dx_i = dy`` summed over the axes x_i broadcast."""
     if bool_arg(broadcast, "FanInSum", "broadcast"):
-        return broadcast_sum(_shapes, _arrays)
+        return broadcast_sum()
     name = "FanInSum()"
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
         del key
-        shapes = _shapes(name, in_shapes)
+        shapes = tuple_shapes(name, in_shapes)
         out = list(shapes[0])
         for s in shapes[1:]:
             if len(s) != len(out) or any(a is not None and b is not None and a != b
@@ -252,7 +217,7 @@ def FanInSum(broadcast: bool = False) -> Layer:
     def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         del key, train
-        arrays = _arrays(name, xs)
+        arrays = tuple_arrays(name, xs)
         if any(a.shape != arrays[0].shape for a in arrays):
             raise ValueError(f"{name}: inputs must share one shape, got "
                              f"{[a.shape for a in arrays]}{BROADCAST_HINT}")
@@ -294,7 +259,7 @@ def FanInConcat(axis: int = -1) -> Layer:
 
     def init(key: random.Key, in_shapes: Any) -> tuple[Any, Any]:
         del key
-        shapes = _shapes(name, in_shapes)
+        shapes = tuple_shapes(name, in_shapes)
         rank = len(shapes[0])
         ax = concat_axis(rank, shapes)
         for s in shapes:
@@ -309,7 +274,7 @@ def FanInConcat(axis: int = -1) -> Layer:
     def apply(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Array:
         no_params(name, params)
         del key, train
-        arrays = _arrays(name, xs)
+        arrays = tuple_arrays(name, xs)
         rank = arrays[0].ndim
         ax = concat_axis(rank, [a.shape for a in arrays])
         if any(a.ndim != rank or a.shape[:ax] + a.shape[ax + 1:]
