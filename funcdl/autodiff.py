@@ -226,8 +226,8 @@ def per_example_value_and_grad(model: Any, loss: Any, *, has_aux: bool = False,
     another layer with params is a ValueError naming its params.
     A layer of your own with params joins in by reading ``per_example_active()``.
     A funcdl loss whose ``reduction`` (bound by ``functools.partial``, else its default
-    ``'mean'``) disagrees with ``loss_reduction`` is a ValueError: the entries would be N
-    times (or 1/N of) each example's gradient.
+    ``'mean'``; a ``losses.combine``'s, each term's) disagrees with ``loss_reduction`` is a
+    ValueError: the entries would be N times (or 1/N of) each example's gradient.
     The grads feed ``optim.dpsgd`` and the per-example clipping transforms."""
     where = "per_example_value_and_grad"
     if loss_reduction not in ("mean", "sum"):
@@ -278,32 +278,51 @@ _REDUCTIONS = {"mean": "mean", "batchmean": "mean", "sum": "sum"}
 
 def _same_reduction(where: str, loss: Any, loss_reduction: str) -> None:
     """A ValueError when a loss of ``funcdl.losses`` (or a ``Loss`` whose vjp has a
-    ``reduction=`` option) reduces over the batch otherwise than ``loss_reduction`` says:
-    ``partial(mse, reduction='sum')`` under the default ``'mean'`` gave every entry N times
-    the example's gradient, silently (clipped wholesale by DP-SGD). Another loss's
-    reduction cannot be read: ``loss_reduction`` is then taken at its word."""
-    from funcdl.losses import Loss, bound
+    ``reduction=`` option, or a ``losses.combine`` of such terms) reduces over the batch
+    otherwise than ``loss_reduction`` says: ``partial(mse, reduction='sum')`` under the
+    default ``'mean'`` gave every entry N times the example's gradient, silently (clipped
+    wholesale by DP-SGD); a combine whose terms reduce both ways fits neither. Another
+    loss's reduction cannot be read: ``loss_reduction`` is then taken at its word."""
+    from funcdl.losses import bound
 
-    func, kw = (loss.func, loss.keywords) if isinstance(loss, functools.partial) else (loss, {})
-    if not isinstance(func, Loss):
+    found = [r for r in _reductions(loss) if r in _REDUCTIONS]  # 'none': the scalar check's
+    wants = {_REDUCTIONS[r] for r in found}
+    if len(wants) > 1:
+        raise ValueError(f"{where}: the loss {bound(loss).name} has terms reducing over the "
+                         f"batch by {' and by '.join(sorted(set(map(repr, found))))}: no "
+                         f"loss_reduction gives each example's gradient; bind one reduction "
+                         f"for every term (e.g. reduction='sum' in each, with "
+                         f"loss_reduction='sum')")
+    if not wants or wants == {loss_reduction}:
         return
-    reduction = kw.get("reduction")
-    if reduction is None:
-        try:
-            option = inspect.signature(func.vjp).parameters.get("reduction")
-        except (TypeError, ValueError):  # a builtin's vjp: nothing to read
-            return
-        if option is None or option.default is inspect.Parameter.empty:
-            return
-        reduction = option.default
-    want = _REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
-    if want is None or want == loss_reduction:  # 'none': the scalar check refuses it
-        return
+    reduction, want = found[0], wants.pop()
     factor = "N times" if want == "sum" else "1/N of"
     raise ValueError(f"{where}: the loss {bound(loss).name} reduces over the batch by "
                      f"{reduction!r}, but loss_reduction={loss_reduction!r}: each entry "
                      f"would be {factor} its example's gradient; pass "
                      f"loss_reduction={want!r}")
+
+
+def _reductions(loss: Any) -> list[Any]:
+    """The ``reduction`` options of a funcdl loss: its bound or default one, a combine's
+    terms' each; none for a loss whose option cannot be read."""
+    from funcdl.losses import Loss
+    from funcdl.losses._combine import _Combined
+
+    func, kw = (loss.func, loss.keywords) if isinstance(loss, functools.partial) else (loss, {})
+    if not isinstance(func, Loss):
+        return []
+    if isinstance(func.vjp, _Combined):  # each term reads its own entries, reduced its way
+        return [r for term in func.vjp.terms for r in _reductions(term.loss)]
+    if kw.get("reduction") is not None:
+        return [kw["reduction"]]
+    try:
+        option = inspect.signature(func.vjp).parameters.get("reduction")
+    except (TypeError, ValueError):  # a builtin's vjp: nothing to read
+        return []
+    if option is None or option.default is inspect.Parameter.empty:
+        return []
+    return [option.default]
 
 
 def _batch_size(where: str, x: Any) -> int:

@@ -242,3 +242,32 @@ def test_a_layer_on_the_time_axis_is_refused(layer: Any) -> None:
     _, params = model.init(fd.random.key(0), (None, 4))
     with pytest.raises(TypeError, match=r"cannot be stepped"):
         L.decode_init(model, params, ids(t=4)[:, :1], 4)
+
+
+@pytest.mark.parametrize("positions", [L.PositionalEmbedding(T), L.SinusoidalPositionalEncoding()],
+                         ids=lambda layer: layer.name)
+def test_a_positional_layer_on_rank_4_is_refused(positions: Any) -> None:
+    # on (N, T, H, E) its positions run along axis -2 (H), a decode's along axis 1: a step
+    # added pos[t] to every H row, 0.08-2.0 away from the full apply
+    model = L.Sequential(L.Dense(E), positions)
+    _, params = model.init(fd.random.key(0), (None, T, 3, E))
+    x = np.random.default_rng(0).standard_normal((2, T, 3, E))
+    with pytest.raises(TypeError, match=r"Sequential\[1\] .*cannot be stepped on an input "
+                                        r"of rank 4"):
+        L.decode_init(model, params, x[:, :1], T)
+
+
+def test_a_cache_of_another_batch_size_or_model_is_named() -> None:
+    # before: NumPy's concatenate message, and 'tuple indices must be integers or slices'
+    model = L.Sequential(L.Dense(E), L.MultiHeadAttention(4, causal=True))
+    _, params = model.init(fd.random.key(0), (None, T, 3))
+    cache = L.decode_init(model, params, np.zeros((2, 1, 3)), T)
+    with pytest.raises(ValueError, match=r"Sequential\[1\] MultiHeadAttention\(4, causal="
+                                         r"True\): the cache holds 2 sequences .* batch size 3"):
+        L.decode_step(model, params, cache, np.zeros((3, 1, 3)))
+    plain = L.Sequential(L.Dense(E), L.Dense(E))
+    _, plain_params = plain.init(fd.random.key(0), (None, T, 3))
+    other = L.decode_init(plain, plain_params, np.zeros((2, 1, 3)), T)
+    with pytest.raises(TypeError, match=r"MultiHeadAttention\(4, causal=True\): expected its "
+                                        r"own cache.*got a tuple"):
+        L.decode_step(model, params, other, np.zeros((2, 1, 3)))

@@ -168,3 +168,18 @@ def test_residual_block_finite_differences_and_per_example() -> None:
         one = grad(params, (xs[0][n:n + 1], xs[1][n:n + 1]), target[n:n + 1])
         for a, b in zip(fd.tree.leaves(each), fd.tree.leaves(one)):
             np.testing.assert_allclose(a[n], b, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("shapes", [((0, 4, 5, 6), (0, 1, 1, 6)),   # an empty batch
+                                    ((2, 3, 0), (2, 1, 0)),         # an empty last axis
+                                    ((2, 0, 3), (2, 1, 3))], ids=str)  # broadcast to 0
+def test_empty_arrays_give_zero_cotangents_of_each_shape(
+        shapes: tuple[tuple[int, ...], ...]) -> None:
+    # the block row sum reshaped dy to (pre, -1, post), which an empty dy cannot infer
+    xs = tuple(np.ones(s) for s in shapes)
+    y, pullback = L.FanInSum(broadcast=True).vjp((), xs)
+    assert y.shape == np.broadcast_shapes(*shapes)
+    _, dxs = pullback(np.ones(y.shape))
+    for dx, s in zip(dxs, shapes):
+        assert dx.shape == s and dx.dtype == np.float64
+        np.testing.assert_array_equal(dx, np.zeros(s))  # a sum over no entries

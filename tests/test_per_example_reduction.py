@@ -69,6 +69,49 @@ def test_agreeing_reductions_give_each_example_its_own_gradient():
             np.testing.assert_allclose(a[i], want, rtol=1e-12, atol=1e-15)
             np.testing.assert_allclose(b[i], want, rtol=1e-12, atol=1e-15)
 
+# a combine's terms each reduce their own way: the check reads every term's reduction
+SUM_MSE = functools.partial(losses.mse, reduction="sum")
+
+
+def _two_heads():
+    model = L.Sequential(L.FanOut(2), L.Parallel(L.Dense(2), L.Dense(1)))
+    _, params = model.init(random.key(0), (None, 4))
+    x = random.normal(random.key(1), (N, 4), np.float64)
+    t = (random.normal(random.key(2), (N, 2), np.float64),
+         random.normal(random.key(3), (N, 1), np.float64))
+    return model, tree.astype(params, np.float64), x, t
+
+
+def test_a_combine_of_summed_terms_under_the_default_mean_is_refused():
+    # before: each entry N times its example's gradient, silently
+    model, params, x, t = _two_heads()
+    loss = losses.combine((SUM_MSE, 0), (SUM_MSE, 1, 0.5))
+    with pytest.raises(ValueError, match=r"the loss combine\(mse\(reduction='sum'\)@0, "
+                                         r".*by 'sum', but loss_reduction='mean'.*"
+                                         r"loss_reduction='sum'"):
+        fd.per_example_grad(model, loss)(params, x, t)
+
+
+def test_a_combine_of_mixed_reductions_is_refused_whatever_loss_reduction():
+    model, params, x, t = _two_heads()
+    loss = losses.combine((SUM_MSE, 0), (losses.mse, 1))
+    for reduction in ("mean", "sum"):
+        with pytest.raises(ValueError, match=r"terms reducing over the batch by 'mean' "
+                                             r"and by 'sum'"):
+            fd.per_example_grad(model, loss, loss_reduction=reduction)(params, x, t)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_a_combine_of_agreeing_terms_gives_each_example_its_own_gradient(reduction):
+    model, params, x, t = _two_heads()
+    term = functools.partial(losses.mse, reduction=reduction)
+    loss = losses.combine((term, 0), (term, 1, 0.5))
+    got = fd.per_example_grad(model, loss, loss_reduction=reduction)(params, x, t)
+    for i in range(N):  # the loop's gradient of example i alone
+        own = fd.grad(model, loss)(params, x[i:i + 1], (t[0][i:i + 1], t[1][i:i + 1]))
+        for g, o in zip(tree.leaves(got), tree.leaves(own)):
+            np.testing.assert_allclose(g[i], o, rtol=1e-12, atol=1e-14)
+
 
 def test_a_loss_of_ones_own_is_taken_at_its_word():
     # its reduction cannot be read: loss_reduction says it, as Opacus' does

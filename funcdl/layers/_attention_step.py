@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from funcdl._treenodes import describe
 from funcdl.layers._attention import checked_params, inputs
 from funcdl.layers._params import weak_dtype
 from funcdl.layers._stepper import Stepper
@@ -95,6 +96,21 @@ def attention_stepper(name: str, heads: int, causal: bool, use_bias: bool, maske
         out: Array = y.reshape(n, 1, heads * d)
         return out
 
+    def held(cache: Any, n: int, cross: bool) -> None:
+        """A TypeError unless ``cache`` is this layer's (another model's or layer's reached
+        NumPy's indexing), a ValueError unless it holds ``n`` sequences (else NumPy's
+        concatenate said only that sizes differ)."""
+        need = ("k", "v", "memory") if cross else ("k", "v")
+        if not (isinstance(cache, dict) and all(isinstance(cache.get(r), (np.ndarray, tuple))
+                                                for r in need)):
+            raise TypeError(f"{name}: expected its own cache, a dict with keys {list(need)} "
+                            f"as decode_init made it, got {describe(cache)}; pass the cache "
+                            f"decode_init or decode_step returned for this model")
+        if cache["k"].shape[0] != n:
+            raise ValueError(f"{name}: the cache holds {cache['k'].shape[0]} sequences "
+                             f"(decode_init's batch), but the input at this step has batch "
+                             f"size {n}; start a new decode_init for another batch size")
+
     def start(layer: Any, params: Any, xs: Any, max_len: int, state: Any) -> tuple[Any, Any]:
         del max_len, state
         p, given, dt = prepared(params, xs)
@@ -117,6 +133,7 @@ def attention_stepper(name: str, heads: int, causal: bool, use_bias: bool, maske
              state: Any) -> tuple[Any, Any]:
         del t, state
         p, given, dt = prepared(params, xs)
+        held(cache, given[0].shape[0], len(given) > 1)
         scale = 1.0 / math.sqrt(p["w_q"].shape[1] // heads)
         q = project(given[0], p, "w_q", dt, scale)
         if len(given) == 1:

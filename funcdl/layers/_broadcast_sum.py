@@ -58,7 +58,8 @@ def summed_to(dy: Array, shape: tuple[int, ...]) -> Array:
     if not axes:
         return dy
     lo, hi = axes[0], axes[-1] + 1
-    if hi - lo == len(axes) and hi < dy.ndim:  # one block, not the last axis
+    # an empty dy (N = 0, or a 0 axis) takes NumPy's sum: a reshape cannot infer a -1 there
+    if hi - lo == len(axes) and hi < dy.ndim and dy.size:  # one block, not the last axis
         pre, post = math.prod(dy.shape[:lo]), math.prod(dy.shape[hi:])
         return rows_sum(dy.reshape(pre, -1, post)).reshape(shape)
     return np.add.reduce(dy, axis=tuple(axes), keepdims=True)

@@ -15,8 +15,8 @@ Unembed, Embedding, LayerNorm and RMSNorm on the last axis, the activations, Dro
 BatchNorm at inference, Identity, FanOut, Select, FanInSum), layers with a cache of their
 own (MultiHeadAttention with ``causal=True`` on one input: its keys and values; a
 cross-attention with ``causal=False`` to a fixed memory: its projections, made once;
-PositionalEmbedding and SinusoidalPositionalEncoding: the position), and the combinators
-of such (Sequential, Residual, Parallel, Repeat, Shared, Tied, Eval, Remat,
+PositionalEmbedding and SinusoidalPositionalEncoding on (N, T, E): the position), and the
+combinators of such (Sequential, Residual, Parallel, Repeat, Shared, Tied, Eval, Remat,
 TransformerEncoderLayer and TransformerDecoderLayer, causal and without masks). Anything
 else (LSTM, Conv1D, non-causal self-attention, a layer normalising over time) raises a
 TypeError naming it.

@@ -71,6 +71,17 @@ def _sequence(name: str, x: Array) -> Array:
     return x
 
 
+def _stepped_rank(name: str, x: Any) -> None:
+    """A TypeError unless ``x`` is (N, 1, E): these layers' time axis is -2, a decode's is
+    1 (``layers.decode``), and on (N, T, ..., E) a step would add position t's row to what
+    the full apply gives the positions along axis -2."""
+    ndim = np.ndim(x)
+    if ndim != 3:
+        raise TypeError(f"{name} cannot be stepped on an input of rank {ndim}: it adds its "
+                        f"positions along axis -2, and decoding steps along axis 1, which "
+                        f"are one axis only for (N, T, E)")
+
+
 def PositionalEmbedding(max_len: int, *,
                         w_init: initializers.Initializer | None = None) -> Layer:
     """Add a learned position table: ``(N, ..., T, E) -> (N, ..., T, E)``, ``T <= max_len``,
@@ -148,6 +159,7 @@ def PositionalEmbedding(max_len: int, *,
 
     def start(layer: Any, params: Any, x: Any, length: int, state: Any) -> tuple[Any, Any]:
         del layer, state
+        _stepped_rank(name, x)
         if length > max_len:
             raise ValueError(f"{name}: decoding up to max_len={length} positions needs a "
                              f"table of as many, this one has {max_len}; {fix.format(t=length)}")
@@ -156,6 +168,7 @@ def PositionalEmbedding(max_len: int, *,
     def step(layer: Any, params: Any, cache: Any, x: Any, t: int,
              state: Any) -> tuple[Any, Any]:
         del layer, state
+        _stepped_rank(name, x)
         pos, xa = check(params, x)  # one position: y = x + pos[t]
         return xa + pos[t:t + 1], cache
 
@@ -246,6 +259,7 @@ def SinusoidalPositionalEncoding(max_len: int | None = None, *,
 
     def start(layer: Any, params: Any, x: Any, length: int, state: Any) -> tuple[Any, Any]:
         del layer, state
+        _stepped_rank(name, x)
         if max_len is not None and length > max_len:
             raise ValueError(f"{name}: decoding up to max_len={length} positions, more than "
                              f"its max_len={max_len}; {fix.format(t=length)}")
@@ -254,6 +268,7 @@ def SinusoidalPositionalEncoding(max_len: int | None = None, *,
     def step(layer: Any, params: Any, cache: Any, x: Any, t: int,
              state: Any) -> tuple[Any, Any]:
         del layer, state
+        _stepped_rank(name, x)
         xa = check(params, x)  # one position: y = x + PE[t], the row of the full table
         y: Array = xa + _sinusoids(t + 1, xa.shape[-1], base, xa.dtype, max_len)[t:]
         return y, cache
