@@ -6,6 +6,7 @@ them may be imported first): key checks, parameter and shape checks, the final r
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from typing import Any
 
@@ -32,6 +33,18 @@ def check_key(k: Any, where: str) -> Key:
 _THREAD = threading.local()  # each thread's one Generator, reset at every _gen call
 _ZERO_COUNTER = np.zeros(4, np.uint64)
 _EMPTY_BUFFER = np.zeros(4, np.uint64)
+_refcount = getattr(sys, "getrefcount", None)  # CPython's; elsewhere a new one per call
+
+
+def _probe() -> int:
+    """The references ``_gen`` sees on its thread's generator when nothing else holds it:
+    the cache, ``_gen``'s own name for it, ``getrefcount``'s argument."""
+    _THREAD.gen = np.random.Generator(np.random.Philox(key=np.zeros(2, np.uint64)))
+    g = _THREAD.gen
+    return _refcount(g) if _refcount is not None else 0
+
+
+_FREE = _probe()
 
 
 def _gen(k: Key, counter: NDArray[np.uint64] = _ZERO_COUNTER) -> np.random.Generator:
@@ -41,12 +54,16 @@ def _gen(k: Key, counter: NDArray[np.uint64] = _ZERO_COUNTER) -> np.random.Gener
     It is the calling thread's one Generator, its state set anew (the setter copies ``k``
     and ``counter``): a new Philox costs 20-50 µs, NumPy drawing OS entropy for a seed the
     key then replaces, setting the state about 3, and at an RL agent's batch of 1 that was
-    most of ``split``'s and ``categorical``'s time. So a sampler draws all it needs from the
-    generator before the next ``_gen`` call in its thread (none holds two); each thread has
-    its own."""
+    most of ``split``'s and ``categorical``'s time. Each thread has its own; while a sampler
+    still holds it (a draw nested in another's, through a user's ``__array__`` or a
+    ``__del__``), a call gets a new Generator instead, so a key's numbers never change."""
     g: np.random.Generator | None = getattr(_THREAD, "gen", None)
-    if g is None:
-        g = _THREAD.gen = np.random.Generator(np.random.Philox(key=k, counter=counter))
+    # held elsewhere: a sampler of this thread still draws from it, which a draw it set off
+    # (a user's __array__, a __del__, a signal handler) must not reset
+    if g is None or _refcount is None or _refcount(g) > _FREE:
+        g = np.random.Generator(np.random.Philox(key=k, counter=counter))
+        if getattr(_THREAD, "gen", None) is None:  # a thread's first call: its cache
+            _THREAD.gen = g
         return g
     g.bit_generator.state = {"bit_generator": "Philox",
                              "state": {"counter": counter, "key": k},

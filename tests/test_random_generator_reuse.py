@@ -193,3 +193,33 @@ def test_threads_drawing_at_once_get_their_serial_numbers():
         assert got is not None
         for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+class _DrawsWhenRead:
+    """An argument whose conversion draws from funcdl.random (a user's ``__array__``),
+    as a ``__del__`` or a signal handler might in the middle of another draw."""
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        R.normal(R.key(123), (3,))
+        return np.array(2.0, dtype or np.float64)
+
+
+@pytest.mark.parametrize("draw", [
+    lambda k, a: R.gamma(k, a, (4,)),
+    lambda k, a: R.uniform(k, (4,), 0.0, a),
+    lambda k, a: R.poisson(k, a, (4,)),
+])
+def test_a_draw_nested_in_another_leaves_its_numbers_alone(draw):
+    # the thread's generator is reset only when nothing holds it: a sampler still drawing
+    # keeps its stream, and the nested draw gets a generator of its own
+    k = R.key(7)
+    np.testing.assert_array_equal(draw(k, _DrawsWhenRead()), draw(k, 2.0))
+
+
+def test_a_held_generator_is_not_handed_out_again():
+    held = _keys._gen(R.key(1))
+    first = held.random()
+    other = _keys._gen(R.key(2))
+    assert other is not held
+    assert held.random() == np.random.Generator(np.random.Philox(key=R.key(1))).random(2)[1]
+    assert first == np.random.Generator(np.random.Philox(key=R.key(1))).random()
