@@ -152,6 +152,22 @@ def gradient(where: str, pred: Any, dpred: Any) -> Any:
     return dpred
 
 
+def unread_as_zeros(pred: Any, pullback: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``pullback`` with a None entry of a tuple pred's gradient read as zeros of that
+    entry (an entry the loss does not read, as a ``losses.combine``'s): the finite
+    differences then check that it is one."""
+    if type(pred) is not tuple:
+        return pullback
+
+    def filled(g: Any) -> Any:
+        d = pullback(g)
+        if not (isinstance(d, tuple) and len(d) == len(pred)):
+            return d  # gradient() names what is wrong
+        return tuple(np.zeros_like(p) if di is None else di for p, di in zip(pred, d))
+
+    return filled
+
+
 def nonempty_pred(where: str, pred: Any) -> None:
     """A ValueError if ``pred`` (an array, or a tuple of them) holds no entry, or its
     (first) array an empty batch axis: the checks would compare nothing and pass, and a

@@ -42,6 +42,7 @@ from funcdl._check_io import (
     rows_independent,
     same_forward,
     shape_agrees,
+    unread_as_zeros,
 )
 from funcdl._check_state import (
     Untouched,
@@ -318,11 +319,12 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
 def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: float = 1e-8,
                eps: float | None = None, seed: int = 0, **kwargs: Any) -> None:
     """Check a loss: ``loss(pred, target)`` equals ``loss.vjp(...)[0]``, the gradient keeps
-    pred's dtype (``pred`` one array, or a tuple of arrays with a tuple of gradients) and
-    does not change with pred's memory layout (C or Fortran order), no call writes into
-    pred, target or the cotangent, and the pullback at a random cotangent ``g`` (for a
-    reduced value a number in [-0.75, -0.25]: a pullback ignoring g, or taking its square
-    or magnitude, fails) matches finite differences in float64 (tier 2 names the entry of
+    pred's dtype (``pred`` one array, or a tuple of arrays with a tuple of gradients, None
+    for an entry not read, as zeros the finite differences check) and does not change with
+    pred's memory layout (C or Fortran order), no call writes into pred, target or the
+    cotangent, and the pullback at a random cotangent ``g`` (for a reduced value a number
+    in [-0.75, -0.25]: a pullback ignoring g, or taking its square or magnitude, fails)
+    matches finite differences in float64 (tier 2 names the entry of
     ``pred`` that is wrong) and, for float32 pred, the float64 gradient. ``kwargs`` go to
     the loss (e.g. ``delta=``). A loss with aux (``Loss``'s two forms) is checked on its
     value; a ``functools.partial`` of a loss with its options bound, as that loss with
@@ -352,6 +354,7 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
     nonempty_pred(where, pred)
     guard = Untouched(where, pred=pred, target=target)
     value2, pullback = loss_vjp(where, loss.vjp(pred, target, **kwargs))
+    pullback = unread_as_zeros(pred, pullback)
     guard.check("loss.vjp")
     value = loss_value(where, "loss()", loss(pred, target, **kwargs))
     guard.check("loss()")
@@ -374,13 +377,13 @@ def check_loss(loss: Any, pred: Any, target: Any, *, rtol: float = 1e-5, atol: f
         raise err
     if any(np.ndim(p) >= 2 for p in tree.leaves(pred)):  # another memory layout: the same
         _, pb2 = loss_vjp(where, loss.vjp(relaid(pred), target, **kwargs))
-        err = layout_error(where, "dpred", dpred, pb2(g))
+        err = layout_error(where, "dpred", dpred, unread_as_zeros(pred, pb2)(g))
         guard.check("loss.vjp or its pullback")  # relaid(pred) keeps 1-d arrays: the caller's
         if err is not None:
             raise err
     p64 = to64(pred)
     t64 = to64(target)
-    pb64 = loss_vjp(where, loss.vjp(p64, t64, **kwargs))[1]
+    pb64 = unread_as_zeros(p64, loss_vjp(where, loss.vjp(p64, t64, **kwargs))[1])
     g64 = pb64(g if np.ndim(value) == 0 else to64(u))
     err = precision_error(where, "dpred", dpred, g64, u)
     if err is not None:

@@ -233,3 +233,21 @@ def test_bad_calls_are_named() -> None:
         loss(pred, (LABELS, RET[:3]))
     if sys.version_info >= (3, 11):
         assert any("0.5*mse@2" in note for note in info.value.__notes__)
+
+
+def test_check_loss_reads_an_unread_entry_as_zeros_and_checks_it() -> None:
+    # a combine leaving pred[2] unread: check_loss takes its None as zeros, which the
+    # finite differences confirm; a None hiding an entry the loss does read is caught
+    rng = np.random.default_rng(3)
+    pred = (rng.standard_normal((5, 3)), rng.standard_normal((5, 1)),
+            rng.standard_normal((5, 2)))
+    target = (np.arange(5) % 3, rng.standard_normal((5, 1)))
+    fd.testing.check_loss(losses.combine((losses.softmax_cross_entropy, 0),
+                                         (losses.mse, 1, 0.5)), pred, target)
+
+    def hiding(p, t):
+        value = float((p[0] ** 2).sum() + (p[1] ** 2).sum())
+        return value, lambda g=1.0: (2 * g * p[0], None)
+
+    with pytest.raises(AssertionError, match=r"disagrees with finite differences"):
+        fd.testing.check_loss(losses.Loss("hiding", hiding), pred[:2], None)
