@@ -52,11 +52,11 @@ def _gen(k: Key, counter: NDArray[np.uint64] = _ZERO_COUNTER) -> np.random.Gener
     ``Generator(Philox(key=k, counter=counter))`` starts in, so nothing is advanced.
 
     It is the calling thread's one Generator, its state set anew (the setter copies ``k``
-    and ``counter``): a new Philox costs 20-50 µs, NumPy drawing OS entropy for a seed the
-    key then replaces, setting the state about 3, and at an RL agent's batch of 1 that was
-    most of ``split``'s and ``categorical``'s time. Each thread has its own; while a sampler
-    still holds it (a draw nested in another's, through a user's ``__array__`` or a
-    ``__del__``), a call gets a new Generator instead, so a key's numbers never change."""
+    and ``counter``): a new Philox draws OS entropy for a seed the key then replaces, which
+    at an RL agent's batch of 1 was most of ``split``'s and ``categorical``'s time. Each
+    thread has its own; while a sampler still holds it (a draw nested in another's,
+    through a user's ``__array__`` or a ``__del__``), a call gets a new Generator instead,
+    so a key's numbers never change."""
     g: np.random.Generator | None = getattr(_THREAD, "gen", None)
     # held elsewhere: a sampler of this thread still draws from it, which a draw it set off
     # (a user's __array__, a __del__, a signal handler) must not reset

@@ -72,8 +72,8 @@ def SinusoidalTimeEmbedding(dim: int, *, flip_sin_to_cos: bool = False,
                              f"got {shape}{_hint(shape)}")
         return (shape[0], dim), ()
 
-    def forward(params: Any, t: Any) -> tuple[Array, Array, np.dtype[Any]]:
-        """``(y, angles (N, H) float64, the float dtype of y and dt)``."""
+    def forward(params: Any, t: Any) -> tuple[Array, Array, Array, np.dtype[Any]]:
+        """``(y, sin a, cos a (N, H) float64, the float dtype of y and dt)``."""
         no_params(name, params)
         ta = as_array(name, t)
         if ta.ndim != 1:
@@ -84,10 +84,11 @@ def SinusoidalTimeEmbedding(dim: int, *, flip_sin_to_cos: bool = False,
                             f"{ta.dtype}")
         t_dtype = ta.dtype if ta.dtype.kind == "f" else _F32
         angles = ta.astype(np.float64)[:, None] * rates  # integers exact, not through float32
+        sin, cos = np.sin(angles), np.cos(angles)  # float64, the pullback's too
         y = np.zeros((len(ta), dim), t_dtype)
-        y[:, first] = np.sin(angles)  # cast on assignment, after the float64 sine
-        y[:, second] = np.cos(angles)
-        return y, angles, t_dtype
+        y[:, first] = sin  # cast on assignment, after the float64 sine
+        y[:, second] = cos
+        return y, sin, cos, t_dtype
 
     def apply(params: Any, t: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train
@@ -95,13 +96,12 @@ def SinusoidalTimeEmbedding(dim: int, *, flip_sin_to_cos: bool = False,
 
     def vjp(params: Any, t: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
-        y, angles, t_dtype = forward(params, t)
+        y, sin, cos, t_dtype = forward(params, t)
         y_shape, y_dtype = y.shape, y.dtype
 
         def pullback(dy: Any) -> tuple[Any, Array]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
-            d = product(np.dot, dy[:, first] * np.cos(angles) - dy[:, second] * np.sin(angles),
-                        rates)
+            d = product(np.dot, dy[:, first] * cos - dy[:, second] * sin, rates)
             return params, d.astype(t_dtype, copy=False)
 
         return y, pullback
