@@ -102,7 +102,9 @@ def complete(model: Any, params: Any, key: Any, prompts: np.ndarray, lengths: np
     # stepped (one that looks ahead, causal=False) re-runs the whole sequence instead
     try:
         cache = L.decode_init(model, params, seq[:, :1], T)
-    except TypeError:
+    except TypeError as e:
+        if "cannot be stepped" not in str(e):  # only that refusal: a real error surfaces
+            raise
         cache = None
     for t in range(1, T + 1):
         if cache is None:
