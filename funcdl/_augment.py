@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from funcdl import random
 from funcdl._args import array_arg, int_arg, is_int, number, real_arg, shown
+from funcdl._keys import seed_hint
 from funcdl.random import Key
 
 __all__ = ["random_crop", "random_flip"]
@@ -145,9 +146,8 @@ def _key(key: Any, where: str) -> Key:
     try:
         return random.check_key(key, where)
     except TypeError as err:
-        hint = (f"; a seed is not a key: pass funcdl.random.key({key})"
-                if is_int(key) else "; pass the key first, then the images")
-        raise TypeError(f"{err}{hint}") from None
+        raise TypeError(f"{err}: {seed_hint(key) or 'pass the key first, then the images'}"
+                        ) from None
 
 
 def _images(x: Any, where: str, rank: int, form: str) -> NDArray[Any]:

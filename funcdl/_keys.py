@@ -30,6 +30,14 @@ def check_key(k: Any, where: str) -> Key:
     return k
 
 
+def seed_hint(k: Any) -> str | None:
+    """What to do when a seed came in a key's place (``batches(7, x)``): None for another
+    value (the data itself, say), whose fix the caller knows."""
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+        return f"a seed is not a key; pass funcdl.random.key({k}) in its place"
+    return None
+
+
 _THREAD = threading.local()  # each thread's one Generator, reset at every _gen call
 _ZERO_COUNTER = np.zeros(4, np.uint64)
 _EMPTY_BUFFER = np.zeros(4, np.uint64)

@@ -39,6 +39,7 @@ from funcdl._datasets import (
     spirals,
 )
 from funcdl._datasets import maker as _maker
+from funcdl._keys import seed_hint
 from funcdl.random import Key
 
 __all__ = ["RADIUS", "batches", "blobs", "circles", "disk", "moments", "moons", "one_hot",
@@ -94,9 +95,9 @@ def examples(where: str, key: Any, arrays: tuple[ArrayLike, ...], call: str,
         if key is not None or not none_ok:
             random.check_key(key, where)
     except TypeError as err:  # the usual slips: the data, or a seed, in the key's place
-        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-            raise TypeError(f"{err}: a seed is not a key; pass funcdl.random.key({key}) "
-                            f"in its place") from None
+        hint = seed_hint(key)
+        if hint is not None:
+            raise TypeError(f"{err}: {hint}") from None
         alt = " (or None, with shuffle=False)" if none_ok else ""
         raise TypeError(f"{err}{'' if arrays else ', and no arrays'}: pass the key{alt} "
                         f"first, then the arrays: {call}") from None
