@@ -39,13 +39,11 @@ def columns(x: Array, win: Window, pads: Any, sizes: tuple[int, int, int], kd: i
     xp = pad(x.reshape(n * d, h, w, c), pads[1:])
     view = windows(xp, win, oh, ow).reshape(n, d, oh, ow, kh, kw, c)  # a view still
     cols = np.empty((n, od, oh, ow, kd, kh, kw, c), x.dtype)
-    real = set()
-    for a, o0, o1, sl in taps:
+    for a, o0, o1, sl in taps:  # zeros only where the depth is padding
         cols[:, o0:o1, :, :, a] = view[:, sl]
         cols[:, :o0, :, :, a] = 0
         cols[:, o1:, :, :, a] = 0
-        real.add(a)
-    for a in set(range(kd)) - real:
+    for a in set(range(kd)) - {tap[0] for tap in taps}:  # offsets reading padding only
         cols[:, :, :, :, a] = 0
     return cols.reshape(n * od * oh * ow, kd * kh * kw * c)
 

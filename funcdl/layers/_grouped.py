@@ -122,11 +122,12 @@ def layout_hint(x_shape: tuple[int, ...], ndim: int, c: int) -> str:
 
 
 def channels_error(name: str, layout: str, w_shape: tuple[int, ...],
-                   x_shape: tuple[int, ...], groups: int) -> ValueError:
+                   x_shape: tuple[int, ...], groups: int, rank_hint: str = "") -> ValueError:
     """An input of the wrong rank, or whose channels are not the kernel's in-channels times
-    ``groups``."""
+    ``groups``; ``rank_hint``, the layer's own word on an input of another rank, replaces
+    ``layout_hint``'s (Conv3D's on a rank-4 input, which says the same and more)."""
     c = w_shape[-2] * groups
-    hint = layout_hint(x_shape, len(w_shape), c)
+    hint = rank_hint or layout_hint(x_shape, len(w_shape), c)
     if groups == 1:
         return ValueError(f"{name}: expected input {layout}{c}) as the params were "
                           f"initialised, got shape {x_shape}{hint}")

@@ -77,6 +77,48 @@ _GROUPED_COLS = 4
 _NHWC_OG = 2
 
 
+# ---------------------------------------------------------------------------- params
+
+def conv_params(name: str, key: random.Key, w_init: initializers.Initializer,
+                b_init: initializers.Initializer | None, w_shape: tuple[int, ...],
+                use_bias: bool) -> dict[str, Array]:
+    """A convolution's params (Conv1D, Conv2D, Conv3D): ``w`` of ``w_shape`` (the kernel's
+    axes, C/G, out) drawn by ``w_init``; with ``use_bias`` ``b (out,)`` by ``b_init``, or
+    PyTorch's conv bias rule: U(±1/sqrt(fan_in)), fan_in = the kernel's cells times C/G."""
+    k_w, k_b = random.split_for(key, 2, name)
+    params = {"w": drawn(name, "w_init", w_init, k_w, w_shape)}
+    if use_bias:
+        bound = 1 / math.sqrt(math.prod(w_shape[:-1]))
+        params["b"] = drawn(name, "b_init", b_init or initializers.uniform(bound, -bound),
+                            k_b, (w_shape[-1],))
+    return params
+
+
+def conv_kernel(name: str, params: Any, kshape: tuple[int, ...], out: int, groups: int,
+                use_bias: bool) -> Array:
+    """``params['w']``, checked to be ``(*kshape, C/G, out)``, and ``params['b']`` ``(out,)``
+    when ``use_bias``; a ValueError naming the layer and both shapes otherwise."""
+    w, *b = param_arrays(name, params, ("w", "b") if use_bias else ("w",))
+    if b and b[0].shape != (out,):
+        raise ValueError(f"{name}: params['b'] must have shape ({out},), got {b[0].shape}")
+    rank = len(kshape)
+    if w.ndim != rank + 2 or w.shape[:rank] != kshape or w.shape[-1] != out:
+        i = "in" if groups == 1 else f"in // {groups}"
+        raise ValueError(f"{name}: params['w'] must have shape "
+                         f"({', '.join(map(str, kshape))}, {i}, {out}), got {w.shape}")
+    return w
+
+
+def add_bias(y: Array, b: Array) -> Array:
+    """``y + b`` for a fresh output ``(..., out)``: in place when ``y``'s dtype holds ``b``'s
+    (a few channels per pixel: tiled rows, see chan), else promoted (a float64 bias beside
+    float32 w and x, as Dense's)."""
+    if b.dtype is y.dtype or y.dtype.itemsize >= b.dtype.itemsize:
+        return chan(np.add, y, b, out=y)
+    out: Array = y + b
+    return out
+
+
 # ---------------------------------------------------------------------------- convolution
 
 def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
@@ -94,22 +136,11 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
         shape = check_in_shape(name, in_shape, rank=rank + 2, layout=f"{layout}C)")
         c = _grouped.in_channels(name, shape, groups)
         oh, ow, _ = fit(name, win, shape, rank, "kernel")
-        k_w, k_b = random.split_for(key, 2, name)
-        params = {"w": drawn(name, "w_init", w_init, k_w, (*kshape, c // groups, out))}
-        if use_bias:  # PyTorch's conv bias rule: U(±1/sqrt(fan_in)), fan_in = kh·kw·in/groups
-            bound = 1 / math.sqrt(kh * kw * (c // groups))
-            params["b"] = drawn(name, "b_init", b_init or initializers.uniform(bound, -bound),
-                                k_b, (out,))
+        params = conv_params(name, key, w_init, b_init, (*kshape, c // groups, out), use_bias)
         return (shape[0], *((oh, ow) if rank == 2 else (ow,)), out), params
 
     def check(params: Any, x: Any) -> tuple[Array, Array]:
-        w, *b = param_arrays(name, params, ("w", "b") if use_bias else ("w",))
-        if b and b[0].shape != (out,):
-            raise ValueError(f"{name}: params['b'] must have shape ({out},), got {b[0].shape}")
-        if w.ndim != rank + 2 or w.shape[:rank] != kshape or w.shape[-1] != out:
-            i = "in" if groups == 1 else f"in // {groups}"
-            raise ValueError(f"{name}: params['w'] must have shape "
-                             f"({', '.join(map(str, kshape))}, {i}, {out}), got {w.shape}")
+        w = conv_kernel(name, params, kshape, out, groups, use_bias)
         x = as_array(name, x, w.dtype)
         if x.ndim != rank + 2 or x.shape[-1] != w.shape[-2] * groups:
             raise _grouped.channels_error(name, layout, w.shape, x.shape, groups)
@@ -151,12 +182,8 @@ def _conv(name: str, rank: int, out: int, win: Window, use_bias: bool,
             xp = pad(x4, pads)
             cols = im2col(xp, win, oh, ow)
             y = product(np.matmul, cols, w.reshape(-1, out))  # (one column: a gemv)
-        if use_bias:  # a few channels per pixel: tiled rows, see chan
-            b = params["b"]
-            if b.dtype is y.dtype or y.dtype.itemsize >= b.dtype.itemsize:
-                chan(np.add, y, b, out=y)
-            else:  # a float64 bias beside float32 w and x: promoted, as Dense's
-                y = y + b
+        if use_bias:
+            y = add_bias(y, params["b"])
         shape = (n, *((oh, ow) if rank == 2 else (ow,)), out)
         return y.reshape(shape), cols, xp, pads, oh, ow, nhwc
 

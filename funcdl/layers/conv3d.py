@@ -30,8 +30,8 @@ from funcdl._args import bool_arg, call_name, int_arg
 from funcdl.layers import _grouped
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._conv3d_cols import columns, dx_fold
-from funcdl.layers._params import drawn, in_param_dtypes, initializer_arg, param_arrays
-from funcdl.layers._sums import chan, product, rows_sum
+from funcdl.layers._params import in_param_dtypes, initializer_arg
+from funcdl.layers._sums import product, rows_sum
 from funcdl.layers._volume import LAYOUT, depth_taps, fit3, geometry3, rank_hint, volume_arg
 from funcdl.layers._windows import Window
 from funcdl.layers.base import (
@@ -44,7 +44,7 @@ from funcdl.layers.base import (
     check_in_shape,
     in_input_dtype,
 )
-from funcdl.layers.conv import Conv2D
+from funcdl.layers.conv import Conv2D, add_bias, conv_kernel, conv_params
 
 __all__ = ["Conv3D"]
 
@@ -111,29 +111,18 @@ def Conv3D(out: int, kernel: int | tuple[int, int, int], stride: int | tuple[int
             raise ValueError(f"{e}{rank_hint(tuple(in_shape), 'Conv2D')}") from None
         c = _grouped.in_channels(name, shape, groups)
         (od, oh, ow), _ = fit3(name, vol, shape, "kernel")
-        k_w, k_b = random.split_for(key, 2, name)
-        params = {"w": drawn(name, "w_init", w_init, k_w, (kd, kh, kw, c // groups, out))}
-        if use_bias:  # PyTorch's conv bias rule: U(±1/sqrt(fan_in))
-            bound = 1 / math.sqrt(kd * kh * kw * (c // groups))
-            params["b"] = drawn(name, "b_init", b_init or initializers.uniform(bound, -bound),
-                                k_b, (out,))
+        params = conv_params(name, key, w_init, b_init, (*vol.size, c // groups, out), use_bias)
         return (shape[0], od, oh, ow, out), params
 
     def check(params: Any, x: Any) -> tuple[Array, Array, Any]:
         """``(x, w, geo)``: the input in the kernel's dtype, the kernel, and ``(sizes, taps,
         pads)``: the output size, the depth offsets that read real input
         (``_volume.depth_taps``) and the resolved pads."""
-        w, *b = param_arrays(name, params, ("w", "b") if use_bias else ("w",))
-        if b and b[0].shape != (out,):
-            raise ValueError(f"{name}: params['b'] must have shape ({out},), got {b[0].shape}")
-        if w.ndim != 5 or w.shape[:3] != vol.size or w.shape[-1] != out:
-            i = "in" if groups == 1 else f"in // {groups}"
-            raise ValueError(f"{name}: params['w'] must have shape ({kd}, {kh}, {kw}, {i}, "
-                             f"{out}), got {w.shape}")
+        w = conv_kernel(name, params, vol.size, out, groups, use_bias)
         x = as_array(name, x, w.dtype)
         if x.ndim != 5 or x.shape[-1] != w.shape[-2] * groups:
-            err = _grouped.channels_error(name, "(N, D, H, W, ", w.shape, x.shape, groups)
-            raise ValueError(f"{err}{rank_hint(x.shape, 'Conv2D')}")
+            raise _grouped.channels_error(name, "(N, D, H, W, ", w.shape, x.shape, groups,
+                                          rank_hint(x.shape, "Conv2D"))
         sizes, pads = geometry3(name, vol, x.shape, "kernel")
         taps = depth_taps(vol, sizes[0], pads[0][0], x.shape[1])
         return cast_ints(x, w.dtype), w, (sizes, taps, pads)
@@ -171,11 +160,7 @@ def Conv3D(out: int, kernel: int | tuple[int, int, int], stride: int | tuple[int
                 view = y[:, o0:o1]
                 np.add(view, ya.reshape(view.shape), out=view)
         if use_bias:
-            b = params["b"]
-            if y.dtype.itemsize >= b.dtype.itemsize:  # a few channels: tiled rows, see chan
-                chan(np.add, y.reshape(-1, out), b, out=y.reshape(-1, out))
-            else:  # a float64 bias beside float32 w and x: promoted, as Conv2D's
-                y = y + b
+            y = add_bias(y, params["b"])
         return y, kept
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
@@ -193,7 +178,6 @@ def Conv3D(out: int, kernel: int | tuple[int, int, int], stride: int | tuple[int
         x_shape, x_dtype, w_shape, w_dtype = x.shape, x.dtype, w.shape, w.dtype
         y_shape, y_dtype = y.shape, y.dtype
         cols = kept if isinstance(kept, np.ndarray) else None
-        w_kept = w if cols is not None else None  # the fold's kernel; the Conv2Ds keep theirs
 
         def by_depth(dy: Array, need_dx: bool) -> tuple[Array, Array | None]:
             """dw and dx from each depth offset's Conv2D pullback."""
@@ -224,10 +208,8 @@ def Conv3D(out: int, kernel: int | tuple[int, int, int], stride: int | tuple[int
                                        dy.reshape(n, rows, out)).reshape(n, *w_shape)
             else:  # BLAS reads cols.T in place
                 dw = product(np.matmul, cols.T, dy2).reshape(w_shape)
-            if cols is not None and need_dx:
-                assert w_kept is not None
-                dx = in_input_dtype(dx_fold(dy, w_kept, plane_win, pads, x_shape, taps),
-                                    x_dtype)
+            if cols is not None and need_dx:  # (w: params keep it alive anyway)
+                dx = in_input_dtype(dx_fold(dy, w, plane_win, pads, x_shape, taps), x_dtype)
             grads = {"w": dw}
             if use_bias:
                 grads["b"] = per_example.sums(dy) if each else rows_sum(dy2)
