@@ -38,6 +38,28 @@ def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def explicit_pads(p: Any, rank: int, nonneg: bool = True
+                  ) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """Explicit padding as ``((top, bottom), (left, right))``: an int (every side), a pair
+    ``(ph, pw)`` (rank 2; rank 1's pair is ``(left, right)``, its top and bottom 0) or, at
+    rank 2, a pair of pairs; None for any other form, or a negative entry when ``nonneg``
+    (the convolutions' and pools' padding, data.random_crop's)."""
+    def ok(v: Any) -> bool:
+        return is_int(v) and (not nonneg or bool(v >= 0))
+
+    if ok(p):
+        return ((0, 0), (int(p), int(p))) if rank == 1 else ((int(p),) * 2, (int(p),) * 2)
+    if not isinstance(p, (tuple, list)) or len(p) != 2:
+        return None
+    a, b = p
+    if ok(a) and ok(b):
+        return ((0, 0), (int(a), int(b))) if rank == 1 else ((int(a),) * 2, (int(b),) * 2)
+    if rank == 2 and all(isinstance(q, (tuple, list)) and len(q) == 2 and ok(q[0]) and ok(q[1])
+                         for q in p):
+        return ((int(a[0]), int(a[1])), (int(b[0]), int(b[1])))
+    return None
+
+
 def frozen(a: NDArray[Any]) -> NDArray[Any]:
     """A read-only view of ``a`` (a fresh array, or a view of one), its data's owner made
     read-only too: a cached array handed out, which ``setflags(write=True)`` on it cannot

@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
 from funcdl import random
-from funcdl._args import array_arg, int_arg, is_int, number, real_arg, shown
+from funcdl._args import array_arg, explicit_pads, int_arg, is_int, number, real_arg, shown
 from funcdl._keys import seed_hint
 from funcdl.random import Key
 
@@ -174,29 +174,17 @@ def _size(size: Any, where: str) -> tuple[int, int]:
 def _pads(padding: Any, where: str) -> tuple[tuple[int, int], tuple[int, int]]:
     """``padding`` as ``((top, bottom), (left, right))``, each non-negative."""
     padding = number(padding)
-
-    def pair(v: Any) -> tuple[int, int] | None:
-        if is_int(v):
-            return int(v), int(v)
-        if isinstance(v, (tuple, list)) and len(v) == 2 and all(map(is_int, v)):
-            return int(v[0]), int(v[1])
-        return None
-
-    hp = wp = None
-    if is_int(padding):
-        hp = wp = pair(padding)
-    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
-        hp, wp = pair(padding[0]), pair(padding[1])
-    if hp is None or wp is None:
+    pads = explicit_pads(padding, 2, nonneg=False)
+    if pads is None:
         four = ""
         if isinstance(padding, (tuple, list)) and len(padding) == 4:
             l, t, r, b = padding
             four = (f"; for torchvision's (left, top, right, bottom) pass (({t}, {b}), "
                     f"({l}, {r}))")
         raise TypeError(f"{where}: padding must be {_PAD_FORM}, got {shown(padding)}{four}")
-    if min(hp + wp) < 0:
+    if min(pads[0] + pads[1]) < 0:
         raise ValueError(f"{where}: padding must be non-negative, got {shown(padding)}")
-    return hp, wp
+    return pads
 
 
 def _mode(mode: Any, where: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from funcdl._args import is_int
+from funcdl._args import explicit_pads, is_int
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 NO_PADS: Pads = ((0, 0), (0, 0))
@@ -35,23 +35,6 @@ def int_tuple(name: str, what: str, value: Any, n: int) -> tuple[int, ...]:
     return tuple(int(v) for v in vals)
 
 
-def _explicit_pads(p: Any, rank: int) -> Pads | None:
-    def ok(v: Any) -> bool:
-        return is_int(v) and bool(v >= 0)
-
-    if ok(p):
-        return ((0, 0), (int(p), int(p))) if rank == 1 else ((int(p),) * 2, (int(p),) * 2)
-    if not isinstance(p, (tuple, list)) or len(p) != 2:
-        return None
-    a, b = p
-    if ok(a) and ok(b):
-        return ((0, 0), (int(a), int(b))) if rank == 1 else ((int(a),) * 2, (int(b),) * 2)
-    if rank == 2 and all(isinstance(q, (tuple, list)) and len(q) == 2 and ok(q[0]) and ok(q[1])
-                         for q in p):
-        return ((int(a[0]), int(a[1])), (int(b[0]), int(b[1])))
-    return None
-
-
 def padding_arg(name: str, padding: Any, rank: int) -> str | Pads:
     """``'SAME'``, ``'VALID'`` (any case) or explicit pads ``((top, bottom), (left, right))``
     from an int, a pair or (rank 2) a pair of pairs; for rank 1 a pair is ``(left, right)``."""
@@ -59,7 +42,7 @@ def padding_arg(name: str, padding: Any, rank: int) -> str | Pads:
         if padding.upper() in ("SAME", "VALID"):
             return padding.upper()
     else:
-        pads = _explicit_pads(padding, rank)
+        pads = explicit_pads(padding, rank)
         if pads is not None:
             return pads
     forms = ("an int >= 0, a pair (ph, pw) or ((top, bottom), (left, right))" if rank == 2
