@@ -18,7 +18,7 @@ from funcdl.layers._params import param_arrays
 from funcdl.layers._sums import ones, product
 from funcdl.layers.base import Array, Shape, as_array, cast_ints, check_cotangent, check_in_shape
 
-__all__ = ["NORMALIZERS", "ROLES", "agree", "checked_params", "features", "in_shapes",
+__all__ = ["NORMALIZERS", "ROLES", "agree", "checked_params", "features", "fitting", "in_shapes",
            "inputs", "later", "mask_arg", "mask_shape", "returned_weights", "several", "shown",
            "split_cotangent", "split_mask", "weights_arg", "weights_shape"]
 
@@ -125,6 +125,22 @@ def features(name: str, shapes: Sequence[Any], e: int, kdim: int | None,
             which = {"q": "E", "kv": "kdim", "k": "kdim", "v": "vdim"}[r]
             raise ValueError(f"{name}: expected {r} of shape (N, T, {want}), its last axis "
                              f"{which} = {want}, got {shown(shapes)} ({sizes})")
+
+
+def fitting(name: str, given: Sequence[Array], e: int, heads: int, causal: bool,
+            kdim: int | None, vdim: int | None, masked: bool = False) -> None:
+    """``agree`` on the input arrays ``given`` (apply's and a decode step's), after their
+    last axes against the params' E, kdim and vdim: a ValueError naming the sizes."""
+    shapes = [x.shape for x in given]
+    if all(len(s) == 3 for s in shapes):
+        if kdim is not None or vdim is not None:  # the sizes the params were checked for
+            features(name, shapes, e, kdim, vdim)
+        elif any(s[2] != e for s in shapes):
+            raise ValueError(f"{name}: expected inputs (N, T, {e}), the embedding size "
+                             f"the params were initialised for, got " + shown(shapes) + (
+                                 "; keys and values of other sizes take kdim= and vdim="
+                                 if shapes[0][2] == e else ""))
+    agree(name, shapes, heads, causal, kdim, vdim, masked)
 
 
 def divides(name: str, e: int, heads: int, where: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from funcdl._treenodes import describe
-from funcdl.layers._attention import checked_params, inputs
+from funcdl.layers._attention import checked_params, fitting, inputs
 from funcdl.layers._params import weak_dtype
 from funcdl.layers._stepper import Stepper
 from funcdl.layers._sums import chan, dot, product
@@ -44,15 +44,14 @@ def attention_stepper(name: str, heads: int, causal: bool, use_bias: bool, maske
         raise TypeError(f"{name} cannot be stepped: {why}")
 
     def project(x: Array, p: dict[str, Array], w: str, dt: Any, scale: float = 1.0) -> Array:
-        """``x w + b`` (times ``scale``, folded into the weights as the layer's forward
-        does) as heads, (N, H, T, D)."""
+        """``(x w + b) scale`` as heads, (N, H, T, D)."""
         n, t, _ = x.shape
         wa = p[w].astype(dt, copy=False)
-        h = product(dot, x.astype(dt, copy=False).reshape(n * t, -1),
-                    wa * scale if scale != 1.0 else wa)
+        h = product(dot, x.astype(dt, copy=False).reshape(n * t, -1), wa)
         if use_bias:
-            b = p["b" + w[1:]].astype(dt, copy=False)
-            chan(np.add, h, b * scale if scale != 1.0 else b, out=h)
+            chan(np.add, h, p["b" + w[1:]].astype(dt, copy=False), out=h)
+        if scale != 1.0:  # on the (N·T, E) rows, not the (E, E) weights (forward's fold):
+            h *= scale    # a step's N·T is the batch alone, often smaller than E
         e = wa.shape[1]
         out: Array = h.reshape(n, t, heads, e // heads).transpose(0, 2, 1, 3)
         return out
@@ -74,10 +73,7 @@ def attention_stepper(name: str, heads: int, causal: bool, use_bias: bool, maske
                    "memory to step against; decoding takes causal self-attention (one "
                    "input) or cross-attention to a fixed memory (causal=False)")
         e = p["w_q"].shape[0]
-        for x in given:
-            if x.ndim != 3 or (len(given) == 1 and x.shape[2] != e):
-                raise ValueError(f"{name}: expected inputs (N, T, {e}) as the params were "
-                                 f"initialised, got shapes {[a.shape for a in given]}")
+        fitting(name, given, e, heads, causal, kdim, vdim)  # apply's checks
         if given[0].shape[1] != 1:
             raise ValueError(f"{name}: a step takes one position, queries (N, 1, {e}), got "
                              f"{given[0].shape}")

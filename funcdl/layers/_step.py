@@ -68,11 +68,13 @@ def _pw_step(layer: Any, params: Any, cache: Any, x: Any, t: int,
 
 
 def _time_axis_kept(layer: Any, x: Any) -> None:
-    ndim = getattr(x, "ndim", None)
-    if ndim is not None and ndim < 3:
-        raise TypeError(f"{name_of(layer)} cannot be stepped on an input of shape "
-                        f"{x.shape}: it acts on the last axis, which is the time axis of "
-                        f"(N, T); a step is position-wise only on (N, T, features)")
+    # a tuple's entries too: FanInConcat of (N, T) entries joins them along time
+    for a in (x if isinstance(x, (tuple, list)) else (x,)):
+        ndim = getattr(a, "ndim", None)
+        if ndim is not None and ndim < 3:
+            raise TypeError(f"{name_of(layer)} cannot be stepped on an input of shape "
+                            f"{a.shape}: it acts on the last axis, which is the time axis "
+                            f"of (N, T); a step is position-wise only on (N, T, features)")
 
 
 def _last_start(layer: Any, params: Any, x: Any, max_len: int,
@@ -87,74 +89,86 @@ LAST_AXIS = Stepper(_last_start, _pw_step)
 
 # ---------------------------------------------------------------------------- combinators
 
-def _parts(layer: Any, layers: Sequence[Any], params: Any, state: Any,
-           stateful: bool) -> tuple[Sequence[Any], Sequence[Any]]:
-    """The params and states, one entry per child, or the combinator's own error."""
+# A combinator runs its children through ``call(child, params, cache, x, state) -> (y,
+# cache)``: their starts at decode_init (no cache yet: None), their steps after; one
+# ``run`` per combinator serves both (``_both``).
+Call = Callable[[Any, Any, Any, Any, Any], tuple[Any, Any]]
+Run = Callable[[Any, Any, Any, Any, Any, Call], tuple[Any, Any]]
+
+
+def _both(run: Run) -> Stepper:
+    """The stepper whose start and step are ``run(layer, params, cache, x, state, call)``
+    with ``call`` the children's start or step."""
+    def start(layer: Any, params: Any, x: Any, max_len: int, state: Any) -> tuple[Any, Any]:
+        def call(child: Any, p: Any, c: Any, x: Any, s: Any) -> tuple[Any, Any]:
+            del c
+            return stepper_of(child).start(child, p, x, max_len, s)
+        return run(layer, params, None, x, state, call)
+
+    def step(layer: Any, params: Any, cache: Any, x: Any, t: int,
+             state: Any) -> tuple[Any, Any]:
+        def call(child: Any, p: Any, c: Any, x: Any, s: Any) -> tuple[Any, Any]:
+            return stepper_of(child).step(child, p, c, x, t, s)
+        return run(layer, params, cache, x, state, call)
+
+    return Stepper(start, step)
+
+
+def _parts(layer: Any, layers: Sequence[Any], params: Any, state: Any, cache: Any,
+           stateful: bool) -> tuple[Sequence[Any], Sequence[Any], Sequence[Any]]:
+    """The params, states and caches (None before the start), one entry per child, or the
+    combinator's own error."""
     n, name = len(layers), name_of(layer)
     return (entries(name, params, n, "params"),
-            entries(name, state, n, "state") if stateful else ((),) * n)
+            entries(name, state, n, "state") if stateful else ((),) * n,
+            (None,) * n if cache is None else cache)
 
 
-def _start_child(where: str, child: Any, p: Any, x: Any, max_len: int,
-                 s: Any) -> tuple[Any, Any]:
+def _located(where: str, call: Call, child: Any, p: Any, c: Any, x: Any,
+             s: Any) -> tuple[Any, Any]:
     try:
-        return stepper_of(child).start(child, p, x, max_len, s)
+        return call(child, p, c, x, s)
     except ERRORS as e:
         raise located(where, name_of(child), e) from e
 
 
-def _step_child(where: str, child: Any, p: Any, c: Any, x: Any, t: int,
-                s: Any) -> tuple[Any, Any]:
-    try:
-        return stepper_of(child).step(child, p, c, x, t, s)
-    except ERRORS as e:
-        raise located(where, name_of(child), e) from e
+def _in_series(layers: Sequence[Any], where: Sequence[str]) -> Run:
+    stateful = any(is_stateful(c) for c in layers)
+
+    def run(layer: Any, params: Any, cache: Any, x: Any, state: Any,
+            call: Call) -> tuple[Any, Any]:
+        caches = []
+        for w, child, p, s, c in zip(where, layers, *_parts(layer, layers, params, state,
+                                                            cache, stateful)):
+            x, c = _located(w, call, child, p, c, x, s)
+            caches.append(c)
+        return x, tuple(caches)
+
+    return run
+
+
+def _side_by_side(layers: Sequence[Any], where: Sequence[str]) -> Run:
+    stateful = any(is_stateful(c) for c in layers)
+
+    def run(layer: Any, params: Any, cache: Any, xs: Any, state: Any,
+            call: Call) -> tuple[Any, Any]:
+        ps, ss, cs = _parts(layer, layers, params, state, cache, stateful)
+        entries(name_of(layer), xs, len(layers), "inputs")
+        out = [_located(w, call, child, p, c, x, s)
+               for w, child, p, c, x, s in zip(where, layers, ps, cs, xs, ss)]
+        return tuple(o[0] for o in out), tuple(o[1] for o in out)
+
+    return run
 
 
 def sequential(layers: Sequence[Any], where: Sequence[str]) -> Stepper:
     """``y = f_n(... f_1(x))`` one position at a time; the cache a tuple, one per child."""
-    stateful = any(is_stateful(c) for c in layers)
-
-    def start(layer: Any, params: Any, x: Any, max_len: int, state: Any) -> tuple[Any, Any]:
-        caches = []
-        for w, child, p, s in zip(where, layers, *_parts(layer, layers, params, state,
-                                                         stateful)):
-            x, c = _start_child(w, child, p, x, max_len, s)
-            caches.append(c)
-        return x, tuple(caches)
-
-    def step(layer: Any, params: Any, cache: Any, x: Any, t: int,
-             state: Any) -> tuple[Any, Any]:
-        caches = []
-        ps, ss = _parts(layer, layers, params, state, stateful)
-        for w, child, p, c, s in zip(where, layers, ps, cache, ss):
-            x, c = _step_child(w, child, p, c, x, t, s)
-            caches.append(c)
-        return x, tuple(caches)
-
-    return Stepper(start, step)
+    return _both(_in_series(layers, where))
 
 
 def parallel(layers: Sequence[Any], where: Sequence[str]) -> Stepper:
     """``(f_1(x_1), ..., f_n(x_n))`` one position at a time; a cache per branch."""
-    stateful = any(is_stateful(c) for c in layers)
-
-    def start(layer: Any, params: Any, xs: Any, max_len: int, state: Any) -> tuple[Any, Any]:
-        ps, ss = _parts(layer, layers, params, state, stateful)
-        entries(name_of(layer), xs, len(layers), "inputs")
-        out = [_start_child(w, child, p, x, max_len, s)
-               for w, child, p, x, s in zip(where, layers, ps, xs, ss)]
-        return tuple(o[0] for o in out), tuple(o[1] for o in out)
-
-    def step(layer: Any, params: Any, cache: Any, xs: Any, t: int,
-             state: Any) -> tuple[Any, Any]:
-        ps, ss = _parts(layer, layers, params, state, stateful)
-        entries(name_of(layer), xs, len(layers), "inputs")
-        out = [_step_child(w, child, p, c, x, t, s)
-               for w, child, p, c, x, s in zip(where, layers, ps, cache, xs, ss)]
-        return tuple(o[0] for o in out), tuple(o[1] for o in out)
-
-    return Stepper(start, step)
+    return _both(_side_by_side(layers, where))
 
 
 def residual(child: Any, merged: Callable[[Any, Any], Any]) -> Stepper:
@@ -162,39 +176,27 @@ def residual(child: Any, merged: Callable[[Any, Any], Any]) -> Stepper:
     the cache f's."""
     stateful = is_stateful(child)
 
-    def start(layer: Any, params: Any, x: Any, max_len: int, state: Any) -> tuple[Any, Any]:
-        y, c = _start_child("Residual", child, params, x, max_len,
-                            state[0] if stateful else ())
+    def run(layer: Any, params: Any, cache: Any, x: Any, state: Any,
+            call: Call) -> tuple[Any, Any]:
+        y, c = _located("Residual", call, child, params, cache, x,
+                        state[0] if stateful else ())
         return merged(x, y), c
 
-    def step(layer: Any, params: Any, cache: Any, x: Any, t: int,
-             state: Any) -> tuple[Any, Any]:
-        y, c = _step_child("Residual", child, params, cache, x, t,
-                           state[0] if stateful else ())
-        return merged(x, y), c
-
-    return Stepper(start, step)
+    return _both(run)
 
 
 def wrapped(child: Any, params_of: Callable[[Any], Any], name: str) -> Stepper:
     """A wrapper's stepper (a transformer block): its child's, on ``params_of(params)``,
     errors placed under ``name``."""
-    def start(layer: Any, params: Any, x: Any, max_len: int, state: Any) -> tuple[Any, Any]:
+    def run(layer: Any, params: Any, cache: Any, x: Any, state: Any,
+            call: Call) -> tuple[Any, Any]:
         p = params_of(params)
         try:
-            return stepper_of(child).start(child, p, x, max_len, state)
+            return call(child, p, cache, x, state)
         except ERRORS as e:
             raise relabelled(name, e) from e
 
-    def step(layer: Any, params: Any, cache: Any, x: Any, t: int,
-             state: Any) -> tuple[Any, Any]:
-        p = params_of(params)
-        try:
-            return stepper_of(child).step(child, p, cache, x, t, state)
-        except ERRORS as e:
-            raise relabelled(name, e) from e
-
-    return Stepper(start, step)
+    return _both(run)
 
 
 def repeated(child: Any, where: Sequence[str], series: bool) -> Stepper:
@@ -202,18 +204,11 @@ def repeated(child: Any, where: Sequence[str], series: bool) -> Stepper:
     as ``sequential``) or on each entry of a tuple (Shared, as ``parallel``); a cache per
     application. Its state, ``(the child's,)``, is each application's (inference)."""
     n, stateful = len(where), is_stateful(child)
-    inner = (sequential if series else parallel)([child] * n, where)
+    inner = (_in_series if series else _side_by_side)([child] * n, where)
 
-    def spread(params: Any, state: Any) -> tuple[Any, Any]:
-        return (params,) * n, ((state[0],) * n if stateful else ())
+    def run(layer: Any, params: Any, cache: Any, x: Any, state: Any,
+            call: Call) -> tuple[Any, Any]:
+        return inner(layer, (params,) * n, cache, x, (state[0],) * n if stateful else (),
+                     call)
 
-    def start(layer: Any, params: Any, x: Any, max_len: int, state: Any) -> tuple[Any, Any]:
-        ps, ss = spread(params, state)
-        return inner.start(layer, ps, x, max_len, ss)
-
-    def step(layer: Any, params: Any, cache: Any, x: Any, t: int,
-             state: Any) -> tuple[Any, Any]:
-        ps, ss = spread(params, state)
-        return inner.step(layer, ps, cache, x, t, ss)
-
-    return Stepper(start, step)
+    return _both(run)

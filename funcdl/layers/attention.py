@@ -40,7 +40,7 @@ from funcdl.layers._attention import (
     NORMALIZERS,
     agree,
     checked_params,
-    features,
+    fitting,
     in_shapes,
     inputs,
     later,
@@ -48,7 +48,6 @@ from funcdl.layers._attention import (
     mask_shape,
     returned_weights,
     several,
-    shown,
     split_cotangent,
     split_mask,
     weights_arg,
@@ -170,7 +169,6 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
     normalise, d_scores, d_scores_any = NORMALIZERS[normalizer]
     w_init = initializer_arg(name, "w_init", w_init)
     b_init = initializer_arg(name, "b_init", b_init)
-    flagged = kdim is not None or vdim is not None
     keys = ("w_q", "w_k", "w_v", "w_o") + (("b_q", "b_k", "b_v", "b_o") if use_bias else ())
 
     def init(key: random.Key, in_shape: Any) -> tuple[Any, Any]:
@@ -231,16 +229,7 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
             xs, mask = split_mask(name, xs)
         e = p["w_q"].shape[0]
         given = inputs(name, xs, weak_dtype(p, "w_q", name))
-        if all(x.ndim == 3 for x in given):
-            if flagged:  # the sizes the params were checked for, E the params'
-                features(name, [x.shape for x in given], e, kdim, vdim)
-            elif any(x.shape[2] != e for x in given):
-                raise ValueError(f"{name}: expected inputs (N, T, {e}), the embedding size "
-                                 f"the params were initialised for, got "
-                                 + shown([x.shape for x in given]) + (
-                                     "; keys and values of other sizes take kdim= and vdim="
-                                     if given[0].shape[2] == e else ""))
-        agree(name, [x.shape for x in given], heads, causal, kdim, vdim, masked)
+        fitting(name, given, e, heads, causal, kdim, vdim, masked)
         n, tq = given[0].shape[:2]
         in_dtypes = [getattr(x, "dtype", None) for x in (xs if several(xs) else [xs])]
         drop = dropping(key, train)
