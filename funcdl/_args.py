@@ -38,26 +38,35 @@ def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def explicit_pads(p: Any, rank: int, nonneg: bool = True
-                  ) -> tuple[tuple[int, int], tuple[int, int]] | None:
-    """Explicit padding as ``((top, bottom), (left, right))``: an int (every side), a pair
-    ``(ph, pw)`` (rank 2; rank 1's pair is ``(left, right)``, its top and bottom 0) or, at
-    rank 2, a pair of pairs; None for any other form, or a negative entry when ``nonneg``
-    (the convolutions' and pools' padding, data.random_crop's)."""
+def axis_pads(p: Any, n: int, nonneg: bool = True) -> tuple[tuple[int, int], ...] | None:
+    """Explicit padding of ``n`` axes as ``n`` pairs ``(before, after)``: an int (every
+    side), ``n`` ints (one per axis, both sides) or ``n`` pairs; None for any other form,
+    or a negative entry when ``nonneg`` (the convolutions', pools' and data.random_crop's
+    padding)."""
     def ok(v: Any) -> bool:
         return is_int(v) and (not nonneg or bool(v >= 0))
 
     if ok(p):
-        return ((0, 0), (int(p), int(p))) if rank == 1 else ((int(p),) * 2, (int(p),) * 2)
-    if not isinstance(p, (tuple, list)) or len(p) != 2:
+        return ((int(p), int(p)),) * n
+    if not isinstance(p, (tuple, list)) or len(p) != n:
         return None
-    a, b = p
-    if ok(a) and ok(b):
-        return ((0, 0), (int(a), int(b))) if rank == 1 else ((int(a),) * 2, (int(b),) * 2)
-    if rank == 2 and all(isinstance(q, (tuple, list)) and len(q) == 2 and ok(q[0]) and ok(q[1])
-                         for q in p):
-        return ((int(a[0]), int(a[1])), (int(b[0]), int(b[1])))
+    if all(map(ok, p)):
+        return tuple((int(v), int(v)) for v in p)
+    if all(isinstance(q, (tuple, list)) and len(q) == 2 and ok(q[0]) and ok(q[1]) for q in p):
+        return tuple((int(q[0]), int(q[1])) for q in p)
     return None
+
+
+def explicit_pads(p: Any, rank: int, nonneg: bool = True
+                  ) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """``axis_pads`` of the two axes H, W as ``((top, bottom), (left, right))``; at rank 1
+    (a 1 x L window) an int or a pair ``(left, right)`` pads W alone."""
+    if rank == 1:
+        w = p if is_int(p) else (p,) if isinstance(p, (tuple, list)) and len(p) == 2 else None
+        got = axis_pads(w, 1, nonneg) if w is not None else None
+        return None if got is None else ((0, 0), got[0])
+    two = axis_pads(p, 2, nonneg)
+    return None if two is None else (two[0], two[1])
 
 
 def frozen(a: NDArray[Any]) -> NDArray[Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from funcdl._args import is_int
+from funcdl._args import axis_pads
 from funcdl.layers._windows import Pads, _axis, int_tuple
 
 __all__ = ["LAYOUT", "Volume", "depth_taps", "fit3", "geometry3", "rank_hint", "volume_arg"]
@@ -48,25 +48,14 @@ class Volume(NamedTuple):
 
 
 def _padding(name: str, padding: Any) -> str | tuple[Pair, Pair, Pair]:
-    def ok(v: Any) -> bool:
-        return is_int(v) and bool(v >= 0)
-
     if isinstance(padding, str) and padding.upper() in ("SAME", "VALID"):
         return padding.upper()
-    if ok(padding):
-        p = int(padding)
-        return ((p, p), (p, p), (p, p))
-    if isinstance(padding, (tuple, list)) and len(padding) == 3:
-        if all(map(ok, padding)):
-            a, b, c = (int(v) for v in padding)
-            return ((a, a), (b, b), (c, c))
-        if all(isinstance(q, (tuple, list)) and len(q) == 2 and ok(q[0]) and ok(q[1])
-               for q in padding):
-            d, h, w = ((int(q[0]), int(q[1])) for q in padding)
-            return (d, h, w)
-    raise ValueError(f"{name}: padding must be 'SAME', 'VALID', an int >= 0, a triple "
-                     f"(pd, ph, pw) or ((front, back), (top, bottom), (left, right)); got "
-                     f"{padding!r}")
+    pads = axis_pads(padding, 3)
+    if pads is None:
+        raise ValueError(f"{name}: padding must be 'SAME', 'VALID', an int >= 0, a triple "
+                         f"(pd, ph, pw) or ((front, back), (top, bottom), (left, right)); "
+                         f"got {padding!r}")
+    return pads[0], pads[1], pads[2]
 
 
 def volume_arg(name: str, what: str, size: Any, stride: Any, dilation: Any, padding: Any,
