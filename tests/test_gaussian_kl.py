@@ -5,6 +5,8 @@ factor by hand, quiet and finite at large |logvar|, float32 kept, bad inputs nam
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from _torch_util import numpy_of, t64
@@ -75,6 +77,19 @@ def test_large_logvar_is_quiet_and_finite_where_the_value_is(dtype) -> None:
     big_mu = losses.gaussian_kl((np.full((3, 2), 1e200 if dtype == np.float64 else 1e30,
                                          dtype), mu), None)
     assert huge == np.inf and big_mu == np.inf
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_logvar_where_e_to_it_overflows_but_half_of_it_fits(dtype) -> None:
+    # e^lv is past the dtype's largest value, ½ (e^lv - 1 - lv) is not: finite, and right
+    lv = np.array([[math.log(float(np.finfo(dtype).max)) + 0.5, 1.0]], dtype)
+    value, pullback = losses.gaussian_kl.vjp((np.zeros_like(lv), lv), None, reduction="none")
+    _, dlv = pullback(np.ones(1, dtype))
+    exact = [math.exp(float(lv[0, 0]) - math.log(2)) - 0.5, 0.5 * math.expm1(1.0)]
+    assert value.dtype == dtype and dlv.dtype == dtype
+    np.testing.assert_allclose(dlv[0], exact, rtol=1e-5)
+    assert float(value[0]) == pytest.approx(exact[0] - 0.5 * float(lv[0, 0]) + exact[1] - 0.5,
+                                            rel=1e-5)
 
 
 def test_float32_stays_float32() -> None:

@@ -238,6 +238,10 @@ def gaussian_kl_vjp(pred: Any, target: Any = None,
     # the term inf (past the dtype's range), quietly, as the other losses' overflow
     with np.errstate(over="ignore", invalid="ignore"):
         half_em1 = 0.5 * np.expm1(lv)
+        near_top = lv > np.log(np.finfo(mu.dtype).max) - 1
+        if near_top.any():  # e^lv overflows where ½ e^lv = e^(lv - log 2) still fits
+            half_em1 = np.where(near_top, np.exp(lv - np.log(mu.dtype.type(2))) - 0.5,
+                                half_em1)
         each = half_em1 - 0.5 * lv + (0.5 * mu) * mu
         per = add_reduce(each.reshape(len(mu), math.prod(mu.shape[1:])), axis=1)
 
