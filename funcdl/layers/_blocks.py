@@ -19,6 +19,7 @@ import numpy as np
 from funcdl import random
 from funcdl._treenodes import describe
 from funcdl.layers import _step as stepping
+from funcdl.layers._attention import mask_shape as attention_mask_shape
 from funcdl.layers._children import ERRORS
 from funcdl.layers._wrap import relabelled
 from funcdl.layers.base import Layer, LayerLike, check_in_shape
@@ -161,6 +162,34 @@ def mask_shape(name: str, in_shape: Any, what: str) -> Any:
         raise ValueError(f"{name}: expected {what} as a shape, (N, S) for a key padding "
                          f"mask, got {in_shape!r}")
     return tuple(in_shape)
+
+
+def padding_shape(name: str, in_shape: Any, queries: tuple[Any, Any],
+                  keys: tuple[str, Any], what: str) -> Any:
+    """A mask's in_shape checked against ``queries`` = (N, Tq) and ``keys`` = (its letter,
+    Tk), None where unknown, as MultiHeadAttention checks it: a key padding mask (N, Tk), or
+    an attention mask (N or 1, Tq, Tk); else a ValueError naming the mask by its role, the
+    expected and the actual shape (the attention's own would say only 'the mask')."""
+    shape = mask_shape(name, in_shape, what)
+    (n, tq), (letter, tk) = queries, keys
+    try:
+        attention_mask_shape(name, shape, (n, tq, None), tk)
+    except ValueError:
+        raise ValueError(f"{name}: expected {what} of shape (N, {letter}) = ({n}, {tk}), True "
+                         f"at padding (or an attention mask (N, T, {letter}) = ({n}, {tq}, "
+                         f"{tk})), got {shape}") from None
+    return shape
+
+
+def mask_dtype(name: str, mask: Any, what: str) -> None:
+    """A TypeError naming the mask unless it is boolean (an array's dtype; a list is left to
+    the attention, which reads it as NumPy does)."""
+    dtype = getattr(mask, "dtype", None)
+    if dtype is not None and dtype != np.bool_:
+        raise TypeError(f"{name}: expected {what} boolean, True at padding, got dtype "
+                        f"{dtype} (shape {np.shape(mask)}); pass a 0/1 array as "
+                        f"mask.astype(bool), torch's float masks (-inf hides) as "
+                        f"np.isneginf(mask)")
 
 
 def shown_input(shapes: Any, what: str) -> str:

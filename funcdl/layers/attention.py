@@ -368,4 +368,4 @@ def MultiHeadAttention(num_heads: int, *, causal: bool = False, dropout: float =
 
     return Layer(init, apply, vjp, name=name, dx_optional=True,
                  step=attention_stepper(name, heads, causal, use_bias, masked, mode, normalise,
-                                        keys, kdim, vdim))
+                                        keys, kdim, vdim, zero_rows))

@@ -29,9 +29,11 @@ from funcdl.layers._blocks import (
     Part,
     bare,
     block,
+    mask_dtype,
     mask_shape,
     maybe_named,
     named,
+    padding_shape,
     par,
     res,
     seq,
@@ -197,7 +199,8 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
                             layer_norm_eps: float = 1e-5, norm_first: bool = False, *,
                             causal: bool = True, bias: bool = True,
                             batch_first: bool = True, masked: bool = False,
-                            normalizer: str = "softmax", hidden_rows: str = "zero") -> Layer:
+                            tgt_masked: bool = False, normalizer: str = "softmax",
+                            hidden_rows: str = "zero") -> Layer:
     """``torch.nn.TransformerDecoderLayer(..., batch_first=True)`` called with
     ``tgt_is_causal=True`` and its causal ``tgt_mask``: ``(tgt, memory) -> (N, T, E)``, tgt
     (N, T, E) and memory (N, S, E); dx is ``(dtgt, dmemory)``.
@@ -208,25 +211,37 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     memory)))``, ``y = norm3(x + ff(x))``; ``norm_first=True``: ``x = tgt +
     drop(sa(norm1(tgt)))``, ``x = x + drop(mha(norm2(x), memory))``, ``y = x + ff(norm3(x))``;
     ``ff`` and the dropouts as in TransformerEncoderLayer. ``causal=False`` lets tgt's
-    queries see every tgt position (torch's call without ``tgt_mask``); memory is never
-    masked unless ``masked=True``: then the input is ``(tgt, memory,
-    memory_key_padding_mask)``, the mask (N, S) boolean, True at memory's padding (torch's
-    ``memory_key_padding_mask``; any mask MultiHeadAttention's ``masked=True`` takes passes
-    to multihead_attn as it is), and dx is ``(dtgt, dmemory, None)``. tgt takes no padding
-    mask: with ``causal=True`` a right-padded tgt's valid queries never see its padding, so
-    torch's ``tgt_key_padding_mask`` would change only the padded rows.
-    ``normalizer='sparsemax'``: sparse weights in both attentions (MultiHeadAttention's);
-    ``hidden_rows`` as in TransformerEncoderLayer, in both (torch's eval fast path: NaN).
-    vjp: the composition's; memory's cotangent is the cross-attention's.
+    queries see every tgt position (torch's call without ``tgt_mask``).
+    Padding masks, boolean, True at padding, each an input entry after memory in torch's
+    argument order (any mask MultiHeadAttention's ``masked=True`` takes passes to its
+    attention as it is, e.g. an attention mask (N, T, T) for tgt), their cotangents None:
+    ``tgt_masked=True``: ``(tgt, memory, tgt_key_padding_mask)``, the mask (N, T), torch's
+    ``tgt_key_padding_mask``, hiding tgt's padded keys from sa, with ``causal`` too (both
+    apply, as torch's); ``masked=True``: ``(tgt, memory, memory_key_padding_mask)``, the mask
+    (N, S), torch's ``memory_key_padding_mask``, hiding memory's padding from mha; both:
+    ``(tgt, memory, tgt_key_padding_mask, memory_key_padding_mask)``, dx ``(dtgt, dmemory,
+    None, None)``. A query whose keys are all hidden (a tgt row padded from its start with
+    ``causal``, an empty memory) follows ``hidden_rows``: 'zero' (default) gives it context
+    0 in that attention and no gradient through it, as torch's training path; 'nan' gives
+    NaN there, as torch's eval path. Decoding (``layers.decode_step``) takes the masks too:
+    the step's tgt mask is the new position's column, ``tgt_key_padding_mask[:, t:t+1]``
+    (N, 1), the memory's whole (N, S) at every step; attention masks (rank 3) are refused.
+    With ``causal=True`` a right-padded tgt's valid queries never see its padding, so there
+    the tgt mask changes only the padded rows; it matters with left padding or causal=False.
+    ``normalizer='sparsemax'``: sparse weights in both attentions (MultiHeadAttention's).
+    vjp: the composition's; memory's cotangent is the cross-attention's; tgt_masked, the
+    mask reaches sa as in TransformerEncoderLayer(masked=True), by FanOut and Select.
     Refused as in TransformerEncoderLayer.
     """
     name, d, h, ff, rate, act, eps, first, bias = _options(
         "TransformerDecoderLayer", d_model, nhead, dim_feedforward, dropout, activation,
-        layer_norm_eps, norm_first, {"causal": (causal, True), "masked": (masked, False)},
+        layer_norm_eps, norm_first, {"causal": (causal, True), "masked": (masked, False),
+                                     "tgt_masked": (tgt_masked, False)},
         bias, batch_first, normalizer, hidden_rows)
-    sa = seq(named(_attention(name, h, causal=causal, dropout=rate, normalizer=normalizer,
-                              hidden_rows=hidden_rows, use_bias=bias), "self_attn"),
-             _drop(rate))
+    masked, tgt_masked = bool(masked), bool(tgt_masked)
+    sa = seq(named(_attention(name, h, causal=causal, dropout=rate, masked=tgt_masked,
+                              normalizer=normalizer, hidden_rows=hidden_rows, use_bias=bias),
+                   "self_attn"), _drop(rate))
     cross = seq(named(_attention(name, h, dropout=rate, masked=masked, normalizer=normalizer,
                                  hidden_rows=hidden_rows, use_bias=bias), "multihead_attn"),
                 _drop(rate))
@@ -234,21 +249,36 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     n1, n2, n3 = (named(LayerNorm(eps, bias=bias), f"norm{i}") for i in (1, 2, 3))
     keep = bare(Identity())  # memory (and the mask), passed on as it is
     kept = (keep, keep) if masked else (keep,)
+    if tgt_masked:
+        # (tgt, memory, tgt_mask[, memory_mask]) -> (x, memory[, memory_mask]): the pair
+        # (tgt, tgt_mask) through the self-attention block, as the masked encoder's
+        if first:
+            own = seq(bare(FanOut(2)), par(bare(Select(0)), seq(par(n1, keep), sa)),
+                      bare(FanInSum()))
+        else:
+            own = seq(bare(FanOut(2)), par(bare(Select(0)), sa), bare(FanInSum()), n1)
+        rest = (1, 3) if masked else (1,)
+        self_part = seq(bare(FanOut(1 + len(rest))),
+                        par(seq(bare(Select(0, 2)), own), *(bare(Select(i)) for i in rest)))
+    else:
+        self_part = par(res(seq(n1, sa)), *kept) if first else par(seq(res(sa), n1), *kept)
     # (x, memory) -> (x, memory), (x, memory) -> x + cross(...): FanOut copies the pair,
     # Select(0) takes x back out of one copy, FanInSum adds the residual; masked, the
     # triple (x, memory, mask) rides along the same way
     if first:
-        part = seq(par(res(seq(n1, sa)), *kept), bare(FanOut(2)),
+        part = seq(self_part, bare(FanOut(2)),
                    par(bare(Select(0)), seq(par(n2, *kept), cross)), bare(FanInSum()),
                    res(seq(n3, feed)))
     else:
-        part = seq(par(seq(res(sa), n1), *kept), bare(FanOut(2)),
+        part = seq(self_part, bare(FanOut(2)),
                    par(bare(Select(0)), cross), bare(FanInSum()), n2, res(feed), n3)
-    form = "(tgt, memory, memory_key_padding_mask)" if masked else "(tgt, memory)"
-    want = f"((N, T, {d}), (N, S, {d})" + (", (N, S))" if masked else ")")
+    roles = [("tgt", "T"), ("memory", "S")] + ([("tgt_key_padding_mask", "T")] * tgt_masked
+                                              + [("memory_key_padding_mask", "S")] * masked)
+    form = "(" + ", ".join(r for r, _ in roles) + ")"
+    want = f"((N, T, {d}), (N, S, {d})" + "".join(f", (N, {t})" for _, t in roles[2:]) + ")"
 
     def shapes(in_shape: Any, what: str) -> Any:
-        if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == 2 + masked
+        if not (isinstance(in_shape, (tuple, list)) and len(in_shape) == len(roles)
                 and all(isinstance(s, (tuple, list)) for s in in_shape)):
             got = shown_input(in_shape, what)
             raise ValueError(f"{name}: expected {what} as a tuple {form}, of shapes "
@@ -256,12 +286,25 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
         out = (sequence_shape(name, d, in_shape[0], f"tgt ({what}[0])"),
                sequence_shape(name, d, in_shape[1], f"memory ({what}[1])",
                               ("S", "source time")))
-        if masked:
-            return (*out, mask_shape(name, in_shape[2],
-                                      f"memory_key_padding_mask ({what}[2])"))
-        return out
+        # each mask against the sizes of tgt's queries and its own keys (tgt's or memory's)
+        return (*out, *(padding_shape(name, in_shape[i], out[0][:2],
+                                      (t, out[1 if t == "S" else 0][1]), f"{r} ({what}[{i}])")
+                         for i, (r, t) in enumerate(roles) if i >= 2))
 
-    return block(name, part, shapes)
+    made = block(name, part, shapes)
+    if not (masked or tgt_masked):
+        return made
+
+    def typed(x: Any) -> Any:
+        if isinstance(x, (tuple, list)) and len(x) == len(roles):
+            for (role, t), m in zip(roles[2:], x[2:]):
+                mask_dtype(name, m, f"{role} (N, {t})")
+        return x
+
+    # a float mask named by its role here: MultiHeadAttention would only say 'the mask'
+    return dataclasses.replace(
+        made, apply=lambda p, x, **kw: made.apply(p, typed(x), **kw),
+        vjp=lambda p, x, **kw: made.vjp(p, typed(x), **kw))
 
 
 # ---------------------------------------------------------------------------- Bidirectional

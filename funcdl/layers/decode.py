@@ -17,9 +17,12 @@ own (MultiHeadAttention with ``causal=True`` on one input: its keys and values; 
 cross-attention with ``causal=False`` to a fixed memory: its projections, made once;
 PositionalEmbedding and SinusoidalPositionalEncoding on (N, T, E): the position), and the
 combinators of such (Sequential, Residual, Parallel, Repeat, Shared, Tied, Eval, Remat,
-TransformerEncoderLayer and TransformerDecoderLayer, causal and without masks). Anything
-else (LSTM, Conv1D, non-causal self-attention, a layer normalising over time) raises a
-TypeError naming it.
+TransformerEncoderLayer and TransformerDecoderLayer, causal). Key padding masks step too
+(``masked=True``): a cross-attention's memory mask (N, S) whole at every step, a causal
+self-attention's as the new position's column ``mask[:, t:t+1]`` (N, 1), the cache keeping
+the columns so far (a decoder's ``tgt_key_padding_mask``, left padding of prompts); an
+attention mask (N, Tq, Tk) is refused. Anything else (LSTM, Conv1D, non-causal
+self-attention, a layer normalising over time) raises a TypeError naming it.
 
 The cache: ``DecodeCache(position, max_len, layers)``, position the number of steps taken
 (a 0-d int64 array), ``layers`` the tree of each layer's cache (``()`` for a position-wise
