@@ -112,15 +112,17 @@ def repeat_error(where: str, what: str, first: Any, second: Any) -> AssertionErr
          "pullback must be a pure function of its cotangent)"))
 
 
-def precision_error(where: str, what: str, got32: Any, want64: Any,
-                    cotangent: Any) -> AssertionError | None:
+def precision_error(where: str, what: str, got32: Any, want64: Any, cotangent: Any,
+                    forward: tuple[Any, Any] | None = None) -> AssertionError | None:
     """An AssertionError naming the first float32 leaf of ``got32`` (a gradient computed in
     float32) farther from ``want64`` (the same, in float64 from the same numbers) than
     float32's rounding explains: 1e-4 of the leaf's norm, 1e-6 of the whole gradient's and
     1e-4 of the ``cotangent``'s (a gradient that is 0 but for rounding, as a BatchNorm's
     over equal rows, is noise in both); else None. The finite differences run in float64
     only: a float32-only path (a float32 special function, a fast branch) with a wrong
-    factor would pass them."""
+    factor would pass them. ``forward``: the outputs ``(y32, y64)`` of the two runs; when
+    they differ too, the message says so: a layer drawing its noise in its input's dtype
+    (``random.normal(key, s, float64)`` are other numbers than float32's) differs there."""
     pairs = [(path, np.asarray(a), np.asarray(b, np.float64))
              for (path, a), b in zip(tree.leaves_with_path(got32), tree.leaves(want64))]
     pairs = [(path, a, b) for path, a, b in pairs if a.dtype == np.float32
@@ -136,8 +138,24 @@ def precision_error(where: str, what: str, got32: Any, want64: Any,
                 f"{where}: the float32 gradient {what}{path} is off the float64 one (the same "
                 f"numbers, computed in float64) by {gap:.3g} in norm, of "
                 f"{np.linalg.norm(b.ravel()):.3g}; at {at}: {a[at]} in float32, {b[at]} in "
-                f"float64 (a float32-only code path with a wrong factor?)")
+                f"float64 ({_cause(forward)})")
     return None
+
+
+def _cause(forward: tuple[Any, Any] | None) -> str:
+    """The likely cause of a float32 gradient off the float64 one: a forward already off
+    (a float32-only forward, or noise drawn in the dtype), or a float32 path's wrong factor."""
+    if forward is not None:
+        y32, y64 = (np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in tree.leaves(y)
+                                    if is_float(a)] or [np.zeros(0)]) for y in forward)
+        with np.errstate(all="ignore"):
+            gap = float(np.linalg.norm(y32 - y64)) if y32.shape == y64.shape else math.inf
+        if not gap <= 1e-4 * float(np.linalg.norm(y64)) + 1e-30:
+            return (f"the forward differs too, by {gap:.3g} in norm: a float32-only path in "
+                    "the forward, or random numbers drawn in the input's dtype? funcdl.random's "
+                    "float64 draws are other numbers than its float32 ones, as JAX's: draw in "
+                    "float32 and cast, as Dropout does")
+    return "a float32-only code path with a wrong factor?"
 
 
 # The checks' own arithmetic on what the layer returned: an inf or NaN there (an input

@@ -10,6 +10,10 @@ Where funcdl differs from scikit-learn: classes are the integers ``0 .. K-1`` (s
 single class in ``y_true``, ``top_k_accuracy`` with k above the number of classes, and
 ``log_loss`` rows of probabilities that do not sum to 1 raise ValueError (sklearn raises
 for the empty input, and for the others warns and returns NaN, 1.0 or the loss).
+
+The calibration metrics ``brier_score`` (sklearn's ``brier_score_loss``) and
+``calibration_error`` (the ECE; torchmetrics' ``calibration_error``) check their
+probabilities as ``log_loss`` does.
 """
 
 from __future__ import annotations
@@ -20,10 +24,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl._args import array_arg, foreign_dtype, int_arg, number, real_arg
+from funcdl._args import int_arg, number, real_arg
+from funcdl._calibration import brier_score, calibration_error
+from funcdl._metric_args import columns as _columns
+from funcdl._metric_args import labels as _labels
+from funcdl._metric_args import numbers as _array
+from funcdl._metric_args import one_column as _one_column
+from funcdl._metric_args import probabilities as _probabilities
+from funcdl._metric_args import same_length as _same_length
+from funcdl._metric_args import scores as _scores
 
-__all__ = ["accuracy", "confusion_matrix", "log_loss", "precision_recall_f1", "roc_auc",
-           "top_k_accuracy"]
+__all__ = ["accuracy", "brier_score", "calibration_error", "confusion_matrix", "log_loss",
+           "precision_recall_f1", "roc_auc", "top_k_accuracy"]
 
 _AVERAGES = ("macro", "micro", "weighted", "binary", None)
 _NORMALIZE = (None, "true", "pred", "all")
@@ -33,103 +45,11 @@ _MAX_CLASSES = 2**15  # a confusion matrix of 2**30 counts, 8 GiB: past it, labe
 _MAX_COUNTS = 2**24  # per-class count vectors of 128 MiB each
 
 
-def _array(x: Any, fn: str, arg: str, cast: str = "np.float32") -> NDArray[Any]:
-    """``x`` as an array of numbers; ``cast``: the dtype an unsupported one is told to take
-    (int for labels)."""
-    a = array_arg(x, f"metrics.{fn}", arg)  # a ragged list, or a tuple of arrays: refused
-    if foreign_dtype(a.dtype):
-        raise TypeError(f"metrics.{fn}: {a.dtype} {arg} is not supported; cast it: "
-                        f"{arg}.astype({cast})")
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"metrics.{fn}: {arg} must hold numbers, got dtype {a.dtype}; pass "
-                        "integer labels or float scores")
-    return a
-
-
-def _labels(x: Any, fn: str, arg: str, num_classes: int | None = None,
-            widen: str = "") -> NDArray[np.int64]:
-    """A 1-D int64 array of class indices in ``0 .. num_classes-1`` (or >= 0), or raise;
-    ``widen`` ends the message when a label reaches ``num_classes``: how to allow more."""
-    a = _array(x, fn, arg, "int")
-    if a.ndim != 1:
-        raise ValueError(f"metrics.{fn}: {arg} must be 1-D labels of shape (N,), got shape "
-                         f"{a.shape}; pass one integer label per example")
-    if a.size == 0:  # before the dtype check: np.asarray([]) is float64
-        raise ValueError(f"metrics.{fn}: {arg} is empty (0 examples); the metric is undefined "
-                         "(sklearn raises ValueError too): pass at least one example")
-    if a.dtype.kind == "f":
-        whole = bool(np.isfinite(a).all() and (a == np.round(a)).all())
-        fix = (f"cast with {arg}.astype(int)" if whole else
-               f"these are not whole numbers: for probabilities pass the predicted labels, "
-               f"({arg} > 0.5).astype(int) for one class's, or probs.argmax(axis=1) for a "
-               f"row per example")
-        raise TypeError(f"metrics.{fn}: {arg} must be integer labels, got dtype {a.dtype}; "
-                        f"{fix}")
-    # in the labels' own dtype: a uint64 label >= 2**63 would wrap negative as int64
-    lo, hi = int(a.min()), int(a.max())
-    limit = 2**63 if num_classes is None else num_classes
-    if lo < 0 or hi >= limit:
-        want = (f"in 0 .. {num_classes - 1}" if num_classes is not None
-                else "0 or more" if hi < limit else "below 2**63 (int64)")
-        more = widen if num_classes is not None and hi >= num_classes else ""
-        raise ValueError(f"metrics.{fn}: {arg} must be class indices {want}, got values from "
-                         f"{lo} to {hi}; map the labels to 0 .. K-1 (np.unique(y, "
-                         f"return_inverse=True)){more}")
-    return a.astype(np.int64)
-
-
-def _same_length(fn: str, a: NDArray[Any], b: NDArray[Any], names: str) -> None:
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"metrics.{fn}: {names} must have one entry per example, got "
-                         f"{a.shape[0]} and {b.shape[0]}; pass arrays of the same length N")
-
-
-def _scores(x: Any, fn: str, arg: str, ndims: tuple[int, ...],
-            undefined: str = "the ranking is undefined (sklearn raises too)"
-            ) -> NDArray[np.floating[Any]]:
-    """Float scores of ``ndims`` dimensions, or raise; ``undefined``: what a NaN spoils."""
-    a = _array(x, fn, arg)
-    if a.ndim not in ndims:
-        want = " or ".join({1: "(N,)", 2: "(N, C)"}[d] for d in ndims)
-        fix = (f"for predict_proba-style (N, 2) scores pass the positive class's column, "
-               f"{arg}[:, 1]" if ndims == (1,) and a.ndim == 2 and a.shape[1] == 2
-               else "pass one row of scores per example")
-        raise ValueError(f"metrics.{fn}: {arg} must have shape {want}, got shape {a.shape}; "
-                         f"{fix}")
-    if a.ndim == 2 and a.shape[1] == 0:
-        raise ValueError(f"metrics.{fn}: {arg} of shape {a.shape} has no columns; pass {arg} "
-                         "(N, C) with a column per class, C >= 1")
-    if a.dtype.kind != "f":
-        a = a.astype(np.float64)
-    if a.shape[0] == 0:
-        raise ValueError(f"metrics.{fn}: {arg} is empty (0 examples); the metric is undefined "
-                         "(sklearn raises ValueError too): pass at least one example")
-    if np.isnan(a).any():
-        raise ValueError(f"metrics.{fn}: {arg} contains NaN; {undefined}: drop or fix those "
-                         "examples")
-    return a
-
-
 _RAISE_K = " or raise num_classes"
 _ARGMAX = "the predicted class (the argmax of each row) is undefined"
 _THRESHOLD = "the prediction (score > threshold) is undefined"
 _BINARY_SCORES = ("; scores (N,) predict 0 or 1 by the threshold: pass scores (N, C) with a "
                   "column per class for more classes")
-
-
-def _columns(c: int, arg: str = "scores") -> str:
-    """How to allow a label >= ``c`` when the classes are the columns of ``arg``."""
-    return f"; or pass {arg} with a column per class (now C = {c} columns)"
-
-
-def _one_column(fn: str, arg: str, a: NDArray[Any], fix: str) -> None:
-    """Refuse (N, 1) scores, as sklearn does: a sigmoid head's output read as one class's
-    scores makes every prediction class 0 (accuracy 1.0 on a batch of 0s, an error once a
-    1 appears); ``fix`` says what to pass for a binary task."""
-    if a.ndim == 2 and a.shape[1] == 1:
-        raise ValueError(f"metrics.{fn}: {arg} of shape {a.shape} has one column, which "
-                         f"would read as the scores of a single class; for a binary task "
-                         f"{fix}")
 
 
 def _num_classes(fn: str, num_classes: Any) -> int | None:
@@ -358,35 +278,12 @@ def log_loss(y_true: Any, probs: Any, eps: float | None = None) -> float:
     probs), where sklearn warns past float64's.
     """
     fn = "log_loss"
-    p = _scores(probs, fn, "probs", (1, 2),
-                "the log-probability is undefined (sklearn raises too)")
-    _one_column(fn, "probs", p, "pass probs[:, 0], of shape (N,): probs (N,) is class 1's "
-                "probability")
-    binary = p.ndim == 1
-    if binary:
-        p = np.stack([1.0 - p, p], axis=1)
-    t = _labels(y_true, fn, "y_true", p.shape[1],
-                "; probs (N,) is class 1's probability, for 0/1 labels: pass probs (N, C) "
-                "with a column per class" if binary else _columns(p.shape[1], "probs"))
-    _same_length(fn, t, p, "y_true and probs")
+    t, p, _ = _probabilities(fn, y_true, probs,
+                             "the log-probability is undefined (sklearn raises too)")
     if eps is None:
         eps = float(np.finfo(p.dtype).eps)
     eps = real_arg(eps, f"metrics.{fn}", "eps", low=0.0, open_low=True, high=0.5,
                    open_high=True,
                    fix="; pass e.g. eps=1e-15, or None for the dtype's machine epsilon")
-    if (p < 0).any() or (p > 1).any():
-        raise ValueError(f"metrics.{fn}: probs must lie in [0, 1], got values from "
-                         f"{p.min()} to {p.max()}; apply softmax (or sigmoid) to logits first")
-    if not binary:  # sklearn warns, and its loss of such rows means nothing
-        total = p.sum(axis=1)
-        # float32's tolerance at least: a float32 softmax over 1000 classes, cast to
-        # float64, sums to 1 within 1e-7, which float64's sqrt(eps) would refuse
-        tol = math.sqrt(max(np.finfo(p.dtype).eps, np.finfo(np.float32).eps))
-        off = np.flatnonzero(~np.isclose(total, 1.0, rtol=tol, atol=0.0))
-        if off.size:
-            raise ValueError(f"metrics.{fn}: each row of probs must sum to 1, but row "
-                             f"{off[0]} sums to {total[off[0]]} ({off.size} rows off); apply "
-                             f"softmax to logits, or for one sigmoid per class score each "
-                             f"class apart")
     pt = np.clip(np.take_along_axis(p, t[:, None], axis=1)[:, 0], eps, 1.0 - eps)
     return float(-np.mean(np.log(pt.astype(np.float64))))

@@ -294,8 +294,8 @@ def check_layer(layer: Any, in_shape: Any, *, key: Any = None, batch: int = 3,
     guard.check("the pullback")
     err = layout_error(where, "(dparams, dx)", given, again)
     kw64 = {**kw, "state": to64(kw["state"])} if stateful else kw
-    in64 = returned(where, "vjp", layer.vjp(to64(params), to64(x), **kw64), n_out)[1](to64(dy))
-    err = err or precision_error(where, "(dparams, dx)", given, in64, dy)
+    y64, pb64 = returned(where, "vjp", layer.vjp(to64(params), to64(x), **kw64), n_out)[:2]
+    err = err or precision_error(where, "(dparams, dx)", given, pb64(to64(dy)), dy, (y, y64))
     if err is not None:
         raise err
     check_vjp(layer, params, x, key=k_call, train=train, state=kw.get("state"), rtol=rtol,
