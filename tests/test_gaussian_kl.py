@@ -1,7 +1,8 @@
-"""losses.gaussian_kl: KL(N(mu, e^logvar) || N(0, I)) of pred = (mu, logvar), summed over
-the latent axes and reduced over the batch. Finite differences in float64 at each
-reduction, the closed form and torch's kl_divergence with autograd, the pullback's sign and
-factor by hand, quiet and finite at large |logvar|, float32 kept, bad inputs named."""
+"""losses.gaussian_kl: KL(N(mu, e^logvar) || N(0, I)) of pred = (mu, logvar), or to a prior
+target (mu_p, logvar_p), summed over the latent axes and reduced over the batch. Finite
+differences in float64 at each reduction, the closed form and torch's kl_divergence with
+autograd, the pullback's sign and factor by hand, quiet and finite at large |logvar|,
+float32 kept, bad inputs named."""
 
 from __future__ import annotations
 
@@ -44,6 +45,59 @@ def test_pullback_sign_and_factor() -> None:
     np.testing.assert_allclose(each(g)[0], g[:, None] * MU, rtol=1e-15)
     zero = losses.gaussian_kl.vjp((np.zeros((2, 3)), np.zeros((2, 3))), None)
     assert zero[0] == 0.0 and not any(d.any() for d in zero[1]())
+
+
+PRIORS = {"scalars": (0.3, 2 * math.log(0.5)), "per unit": (RNG.normal(size=3),
+                                                             RNG.normal(size=(1, 3))),
+          "per entry": (RNG.normal(size=(5, 3)), RNG.normal(size=(5, 3)))}
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_prior_matches_finite_differences_and_the_closed_form(prior: str, reduction) -> None:
+    mu_p, lv_p = PRIORS[prior]
+    check_loss(losses.gaussian_kl, (MU, LV), (mu_p, lv_p), reduction=reduction)
+    per = 0.5 * (lv_p - LV + (np.exp(LV) + (MU - mu_p) ** 2) / np.exp(lv_p) - 1).sum(1)
+    want = {"mean": per.mean(), "sum": per.sum(), "none": per}[reduction]
+    np.testing.assert_allclose(losses.gaussian_kl((MU, LV), (mu_p, lv_p), reduction=reduction),
+                               want, rtol=1e-13)
+    # the standard normal given as a prior is the default's, bit for bit
+    assert losses.gaussian_kl((MU, LV), (0, 0.0)) == losses.gaussian_kl((MU, LV), None)
+
+
+def test_prior_pullback_sign_and_factor() -> None:
+    # dmu = g (mu - mu_p) e^-lv_p / N pulls mu to mu_p; dlv = g (e^(lv - lv_p) - 1) / 2N
+    # pulls lv to lv_p
+    mu_p, lv_p = 0.3, math.log(4.0)
+    _, pullback = losses.gaussian_kl.vjp((MU, LV), (mu_p, lv_p))
+    dmu, dlv = pullback(3.0)
+    np.testing.assert_allclose(dmu, 3.0 * (MU - 0.3) / 4 / 5, rtol=1e-14)
+    np.testing.assert_allclose(dlv, 3.0 * (np.exp(LV) / 4 - 1) / 10, rtol=1e-13)
+    at = losses.gaussian_kl.vjp((np.full((2, 3), 0.3), np.full((2, 3), lv_p)), (mu_p, lv_p))
+    assert at[0] == 0.0 and not any(d.any() for d in at[1](1.0))
+
+
+def test_prior_float32_stays_float32() -> None:
+    mu, lv = MU.astype(np.float32), LV.astype(np.float32)
+    value, pullback = losses.gaussian_kl.vjp((mu, lv), (np.zeros(3), np.log(np.full(3, 2.0))),
+                                             reduction="none")
+    assert value.dtype == np.float32
+    assert all(d.dtype == np.float32 for d in pullback(np.ones(5, np.float32)))
+
+
+def test_prior_matches_torch_kl_divergence() -> None:
+    torch = pytest.importorskip("torch")
+    D = torch.distributions
+    mu_p, lv_p = PRIORS["per unit"]
+    mu, lv = t64(MU, grad=True), t64(LV, grad=True)
+    prior = D.Normal(t64(mu_p), torch.exp(0.5 * t64(lv_p)))
+    w = D.kl_divergence(D.Normal(mu, torch.exp(0.5 * lv)), prior).sum(-1).mean()
+    (0.7 * w).backward()
+    value, pullback = losses.gaussian_kl.vjp((MU, LV), (mu_p, lv_p))
+    assert value == pytest.approx(float(w.detach()), rel=1e-13)
+    dmu, dlv = pullback(0.7)
+    np.testing.assert_allclose(dmu, numpy_of(mu.grad), rtol=1e-13)
+    np.testing.assert_allclose(dlv, numpy_of(lv.grad), rtol=1e-12, atol=1e-15)
 
 
 def test_matches_torch_kl_divergence() -> None:
@@ -105,8 +159,17 @@ def test_bad_inputs_are_named() -> None:
         kl(MU, None)
     with pytest.raises(TypeError, match=r"gaussian_kl: pred must be .* of length 3"):
         kl((MU, LV, LV), None)
-    with pytest.raises(TypeError, match="gaussian_kl: takes no target"):
+    with pytest.raises(TypeError, match=r"gaussian_kl: target must be None .* got ndarray"):
         kl((MU, LV), MU)
+    with pytest.raises(TypeError, match=r"gaussian_kl: target must .* tuple of length 3"):
+        kl((MU, LV), (0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match=r"gaussian_kl: target's logvar_p must broadcast to "
+                                         r"mu's shape \(5, 3\) .* got \(5, 1, 3\)"):
+        kl((MU, LV), (0.0, LV[:, None]))
+    with pytest.raises(ValueError, match=r"target's mu_p must broadcast .* got \(2,\)"):
+        kl((MU, LV), (np.zeros(2), 0.0))
+    with pytest.raises(TypeError, match=r"target's mu_p must hold real numbers, got dtype"):
+        kl((MU, LV), (np.array(["a"]), 0.0))
     with pytest.raises(ValueError, match=r"gaussian_kl: mu and logvar .* \(5, 3\) float64 "
                                          r"and \(5, 2\) float64"):
         kl((MU, LV[:, :2]), None)

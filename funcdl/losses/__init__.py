@@ -13,8 +13,9 @@ The mean over an empty batch is refused (NumPy and PyTorch give NaN); its sum is
 ``kl_div`` also takes ``reduction='batchmean'`` (the sum over the batch size, as torch's).
 ``gaussian_nll`` takes ``pred=(mean, var)``, a two-output model's, its pullback then
 returning ``(dmean, dvar)``; or the mean, with ``var`` (no gradient) the third argument.
-``gaussian_kl`` takes ``pred=(mu, logvar)`` and no target: a VAE's KL to N(0, I), summed
-over the latent axes, its 'mean' over examples. ``combine((loss, index[, weight]), ...)``
+``gaussian_kl`` takes ``pred=(mu, logvar)`` and the target None, a VAE's KL to N(0, I),
+or a prior ``(mu_p, logvar_p)`` broadcast to mu's shape; summed over the latent axes, its
+'mean' over examples. ``combine((loss, index[, weight]), ...)``
 sums losses each reading entries of a tuple pred (a two-head model's), its target a tuple
 with one entry per term, its pullback one cotangent per pred entry (None where unread).
 ``margin_ranking`` and ``cosine_embedding`` take ``pred=(x1, x2)``, ``triplet_margin``

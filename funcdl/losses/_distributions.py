@@ -217,38 +217,68 @@ def gaussian_nll_vjp(pred: Any, target: Any, var: Any = None, reduction: str = "
 
 def gaussian_kl_vjp(pred: Any, target: Any = None,
                     reduction: str = "mean") -> tuple[Any, Pullback]:
-    """A VAE's ``KL(N(mu, e^logvar) || N(0, I))`` of ``pred = (mu, logvar)``, both (N, ...):
-    per example ``½ Σ (e^lv - 1 - lv + mu²)`` over the non-batch axes (``-½ Σ (1 + lv -
-    mu² - e^lv)``), then the batch's mean ('mean'), sum, or the (N,) values ('none');
-    ``(dmu, dlogvar) = g · (mu, ½ (e^lv - 1))``, over N for the mean. No target (None)."""
+    """A VAE's ``KL(N(mu, e^lv) || N(mu_p, e^lv_p))`` of ``pred = (mu, lv)``, both (N, ...),
+    the prior ``target = (mu_p, lv_p)`` (each broadcastable to mu's shape: a Bayes-by-backprop
+    prior N(0, s²) is ``(0.0, 2 log s)``; torch's ``kl_divergence(Normal, Normal)``) or None
+    for N(0, I): per example ``½ Σ (e^d - 1 - d + (mu - mu_p)² e^-lv_p)``, ``d = lv - lv_p``,
+    over the non-batch axes, then the batch's mean ('mean'), sum, or the (N,) values
+    ('none'); ``(dmu, dlv) = g · ((mu - mu_p) e^-lv_p, ½ (e^d - 1))``, over N for the mean.
+    The prior is data: no cotangent for it."""
     name = "gaussian_kl"
     if not (isinstance(pred, tuple) and len(pred) == 2):
         raise TypeError(f"{name}: pred must be the pair (mu, logvar), an encoder's two "
                         f"heads; got {type(pred).__name__}"
                         f"{f' of length {len(pred)}' if isinstance(pred, tuple) else ''}")
-    if target is not None:
-        raise TypeError(f"{name}: takes no target (the prior is N(0, I)), got "
-                        f"{type(target).__name__}; pass None")
     mu = pred_array(name, pred[0])
     lv = pred_array(name, pred[1], mu)
     if lv.dtype != mu.dtype or lv.shape != mu.shape or mu.ndim == 0:
         raise ValueError(f"{name}: mu and logvar must be arrays (N, ...) of one shape and "
                          f"dtype, got {mu.shape} {mu.dtype} and {lv.shape} {lv.dtype}")
-    # expm1(lv) - lv keeps the digits of e^lv - 1 - lv near lv = 0; a huge lv or mu makes
-    # the term inf (past the dtype's range), quietly, as the other losses' overflow
+    # expm1(d) - d keeps the digits of e^d - 1 - d near d = 0; a huge lv or mu makes the
+    # term inf (past the dtype's range), quietly, as the other losses' overflow
     with np.errstate(over="ignore", invalid="ignore"):
-        half_em1 = 0.5 * np.expm1(lv)
-        near_top = lv > np.log(np.finfo(mu.dtype).max) - 1
-        if near_top.any():  # e^lv overflows where ½ e^lv = e^(lv - log 2) still fits
-            half_em1 = np.where(near_top, np.exp(lv - np.log(mu.dtype.type(2))) - 0.5,
+        if target is None:
+            d, gap, dmu = lv, mu, mu
+        else:
+            mu_p, lv_p = _prior(name, target, mu)
+            d, gap = lv - lv_p, mu - mu_p
+            dmu = gap * np.exp(-lv_p)
+        half_em1 = 0.5 * np.expm1(d)
+        near_top = d > np.log(np.finfo(mu.dtype).max) - 1
+        if near_top.any():  # e^d overflows where ½ e^d = e^(d - log 2) still fits
+            half_em1 = np.where(near_top, np.exp(d - np.log(mu.dtype.type(2))) - 0.5,
                                 half_em1)
-        each = half_em1 - 0.5 * lv + (0.5 * mu) * mu
+        each = half_em1 - 0.5 * d + (0.5 * dmu) * gap
         per = add_reduce(each.reshape(len(mu), math.prod(mu.shape[1:])), axis=1)
 
     def grad(c: Any) -> tuple[Array, Array]:
         if isinstance(c, np.ndarray):  # 'none': a cotangent per example
             c = c.reshape(c.shape + (1,) * (mu.ndim - 1))
         with np.errstate(over="ignore", invalid="ignore"):
-            return c * mu, c * half_em1
+            return c * dmu, c * half_em1
 
     return reduce_loss(name, per, reduction, len(per), grad)  # type: ignore[arg-type]
+
+
+def _prior(name: str, target: Any, mu: Array) -> tuple[Array, Array]:
+    """gaussian_kl's prior ``(mu_p, logvar_p)``, each in mu's dtype and broadcastable to
+    mu's shape without changing it, or a TypeError / ValueError saying what came."""
+    if not (isinstance(target, tuple) and len(target) == 2):
+        raise TypeError(f"{name}: target must be None (the prior N(0, I)) or the prior's pair "
+                        f"(mu_p, logvar_p), got {type(target).__name__}"
+                        f"{f' of length {len(target)}' if isinstance(target, tuple) else ''}")
+    out = []
+    for what, t in zip(("mu_p", "logvar_p"), target):
+        a = array_arg(t, name, f"target's {what}")
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: target's {what} must hold real numbers, got dtype "
+                            f"{a.dtype}")
+        try:
+            fits = np.broadcast_shapes(a.shape, mu.shape) == mu.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"{name}: target's {what} must broadcast to mu's shape "
+                             f"{mu.shape} (a scalar, (1, ...) or mu's own), got {a.shape}")
+        out.append(a.astype(mu.dtype, copy=False))
+    return out[0], out[1]
