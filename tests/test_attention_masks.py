@@ -264,8 +264,15 @@ def test_bad_masks():
                        r"\(x, src_key_padding_mask\)"):
         enc.init(KEY, (3, 4, 8))
     pe = enc.init(KEY, ((3, 4, 8), (3, 4)))[1]
-    with pytest.raises(ValueError, match=r"TransformerEncoderLayer.*got shape \(3, 5\)"):
+    with pytest.raises(ValueError, match=r"TransformerEncoderLayer.*expected "
+                       r"src_key_padding_mask .* \(N, T\) = \(3, 4\).* got \(3, 5\)"):
         enc.apply(pe, (x, np.zeros((3, 5), bool)))
+    with pytest.raises(ValueError, match=r"src_key_padding_mask \(in_shape\[1\]\) of shape "
+                       r"\(N, T\) = \(3, 4\).* got \(3, 5\)"):
+        enc.init(KEY, ((3, 4, 8), (3, 5)))
+    with pytest.raises(TypeError, match=r"TransformerEncoderLayer.*src_key_padding_mask "
+                       r"\(N, T\) boolean.* got dtype float64"):
+        enc.apply(pe, (x, np.zeros((3, 4))))
     dec = TransformerDecoderLayer(8, 2, 16, masked=True)
     with pytest.raises(ValueError, match=r"memory_key_padding_mask"):
         dec.init(KEY, ((3, 4, 8), (3, 5, 8)))

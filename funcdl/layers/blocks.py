@@ -30,7 +30,6 @@ from funcdl.layers._blocks import (
     bare,
     block,
     mask_dtype,
-    mask_shape,
     maybe_named,
     named,
     padding_shape,
@@ -188,10 +187,11 @@ def TransformerEncoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
             got = shown_input(in_shape, what)
             raise ValueError(f"{name}: expected {what} as a tuple (x, src_key_padding_mask), "
                              f"of shapes ((N, T, {d}), (N, T)), got {got}")
-        return (sequence_shape(name, d, in_shape[0], f"x ({what}[0])"),
-                mask_shape(name, in_shape[1], f"src_key_padding_mask ({what}[1])"))
+        x = sequence_shape(name, d, in_shape[0], f"x ({what}[0])")
+        return x, padding_shape(name, in_shape[1], x[:2], ("T", x[1]),
+                                f"src_key_padding_mask ({what}[1])")
 
-    return block(name, part, shapes)
+    return _typed_masks(block(name, part, shapes), name, 2, ["src_key_padding_mask (N, T)"])
 
 
 def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 2048,
@@ -294,14 +294,21 @@ def TransformerDecoderLayer(d_model: int, nhead: int, dim_feedforward: int = 204
     made = block(name, part, shapes)
     if not (masked or tgt_masked):
         return made
+    return _typed_masks(made, name, len(roles), [f"{r} (N, {t})" for r, t in roles[2:]])
+
+
+def _typed_masks(made: Layer, name: str, size: int, labels: list[str]) -> Layer:
+    """``made`` raising a TypeError that names the mask by its role (``labels``, one per
+    input entry after the first ``size - len(labels)`` of an input tuple of ``size``) when
+    one is not boolean, where MultiHeadAttention would only say 'the mask'; another layout
+    is left to the block's own ValueError."""
 
     def typed(x: Any) -> Any:
-        if isinstance(x, (tuple, list)) and len(x) == len(roles):
-            for (role, t), m in zip(roles[2:], x[2:]):
-                mask_dtype(name, m, f"{role} (N, {t})")
+        if isinstance(x, (tuple, list)) and len(x) == size:
+            for label, m in zip(labels, x[size - len(labels):]):
+                mask_dtype(name, m, label)
         return x
 
-    # a float mask named by its role here: MultiHeadAttention would only say 'the mask'
     return dataclasses.replace(
         made, apply=lambda p, x, **kw: made.apply(p, typed(x), **kw),
         vjp=lambda p, x, **kw: made.vjp(p, typed(x), **kw))
