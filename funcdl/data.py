@@ -2,7 +2,8 @@
 explicit key: the disk, and scikit-learn's moons, circles and blobs and CS231n's spirals
 (in ``funcdl._datasets``); ``one_hot`` and ``moments`` for the labels and features;
 keyed image augmentation of whole batches, ``random_flip`` and ``random_crop`` (in
-``funcdl._augment``).
+``funcdl._augment``); ``pad_sequences``, a ragged list of sequences as a padded batch and
+its lengths (in ``funcdl._padding``).
 
 Nothing here keeps state between calls: a new epoch order comes from a new key.
 """
@@ -40,10 +41,11 @@ from funcdl._datasets import (
 )
 from funcdl._datasets import maker as _maker
 from funcdl._keys import seed_hint
+from funcdl._padding import pad_sequences
 from funcdl.random import Key
 
 __all__ = ["RADIUS", "batches", "blobs", "circles", "disk", "moments", "moons", "one_hot",
-           "random_crop", "random_flip", "spirals", "train_test_split"]
+           "pad_sequences", "random_crop", "random_flip", "spirals", "train_test_split"]
 
 RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
 """The disk's radius: its area pi * RADIUS**2 is 1/2, so the classes balance in expectation."""

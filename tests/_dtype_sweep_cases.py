@@ -74,8 +74,8 @@ LOSSES: dict[str, tuple[Any, Any, Any, dict[str, Any]]] = {
     "multiclass_sparsemax": (Lo.multiclass_sparsemax, Z, LABELS, {}),
 }
 # the record type and the error: no values; combine builds losses of other losses (their
-# dtypes: tests/test_losses_combine.py)
-NOT_LOSSES = {"Loss", "LabelDtypeError", "combine"}
+# dtypes: tests/test_losses_combine.py), and masked wraps one (tests/test_losses_masked.py)
+NOT_LOSSES = {"Loss", "LabelDtypeError", "combine", "masked"}
 
 
 # ---------------------------------------------------------------------------- optimizers

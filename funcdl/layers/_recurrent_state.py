@@ -136,9 +136,15 @@ def check_state(name: str, parts: list[Array], n: int, hidden: int,
     """The state's arrays in the computing dtype, each checked ``(N, H)``."""
     for which, a in zip(("h0", "c0"), parts):
         if a.shape != (n, hidden):
+            # torch's h_0 is (num_layers·num_directions, N, H); this layer is one of each
+            torch_form = a.ndim == 3 and a.shape[1:] == (n, hidden)
             raise ValueError(f"{name}: the initial state {which} must have shape "
                              f"({n}, {hidden}), (N, H) of x's N and the layer's H, got shape "
-                             f"{a.shape}")
+                             f"{a.shape}" + (f"; torch's {which[0]}_0 of shape (num_layers"
+                                             f"·num_directions, N, H) holds one state per "
+                                             f"layer and direction: pass {which}[0] here, "
+                                             f"{which}[k] to the k-th layer of a stack"
+                                             if torch_form else ""))
     return tuple(a.astype(dt, copy=False) for a in parts)
 
 

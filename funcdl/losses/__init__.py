@@ -18,6 +18,11 @@ or a prior ``(mu_p, logvar_p)`` broadcast to mu's shape; summed over the latent 
 'mean' over examples. ``combine((loss, index[, weight]), ...)``
 sums losses each reading entries of a tuple pred (a two-head model's), its target a tuple
 with one entry per term, its pullback one cotangent per pred entry (None where unread).
+``masked(loss, mask='padding')`` counts a loss only at a padded batch's valid entries, the
+mean of its terms there: its target ``(target, key_padding_mask)`` (boolean over the terms'
+leading axes, True at padding), ``(target, mask)`` with ``mask='valid'`` (True where a term
+counts: PyTorch's ``loss(reduction='none')[mask].mean()``) or ``(target, lengths)`` (N,)
+with ``mask='lengths'``.
 ``margin_ranking`` and ``cosine_embedding`` take ``pred=(x1, x2)``, ``triplet_margin``
 ``pred=(anchor, positive, negative)`` and no target (None); their pullbacks return one
 gradient per input, a tuple.
@@ -67,16 +72,18 @@ from funcdl.losses._margins import (
     multilabel_soft_margin_vjp,
     soft_margin_vjp,
 )
+from funcdl.losses._masked import masked
 from funcdl.losses._pairs import cosine_embedding_vjp, margin_ranking_vjp, triplet_margin_vjp
 from funcdl.losses._poly_hinge import hinge_vjp, poly_loss_cross_entropy_vjp, squared_hinge_vjp
 from funcdl.losses._sparsemax import multiclass_sparsemax_vjp, sparsemax_vjp
 
 __all__ = ["LabelDtypeError", "Loss", "bce", "bce_with_logits", "combine", "cosine_distance",
            "cosine_embedding", "cosine_similarity", "ctc", "gaussian_kl", "gaussian_nll", "hinge",
-           "hinge_embedding", "huber", "kl_div", "l1", "log_cosh", "margin_ranking", "mse",
-           "multi_margin", "multiclass_sparsemax", "multilabel_margin", "multilabel_soft_margin",
-           "nll", "ntxent", "poisson_nll", "poly_loss_cross_entropy", "sigmoid_focal", "smooth_l1",
-           "soft_margin", "softmax_cross_entropy", "sparsemax", "squared_hinge", "triplet_margin"]
+           "hinge_embedding", "huber", "kl_div", "l1", "log_cosh", "margin_ranking", "masked",
+           "mse", "multi_margin", "multiclass_sparsemax", "multilabel_margin",
+           "multilabel_soft_margin", "nll", "ntxent", "poisson_nll", "poly_loss_cross_entropy",
+           "sigmoid_focal", "smooth_l1", "soft_margin", "softmax_cross_entropy", "sparsemax",
+           "squared_hinge", "triplet_margin"]
 
 mse = publish_loss("mse", mse_vjp)
 bce = publish_loss("bce", bce_vjp)
