@@ -63,7 +63,8 @@ Modules, one family each (a family's transforms and aliases together where they 
 - gradient edits and wrappers: ``_gradient_ops`` (``adaptive_grad_clip``, ``centralize``,
   ``zero_nans``, ``keep_params_nonnegative``, ``add_noise`` with ``noisy_sgd``), ``_masked``
   (a transform on some leaves only), ``_partition`` (a transform per group of leaves, torch's
-  param groups; ``freeze``, ``selective_transform``), ``_conditional`` (``apply_if_finite``,
+  param groups; ``freeze``, ``selective_transform``), ``_tree_utils`` (``tree_get`` /
+  ``tree_set``: a state's value by name), ``_conditional`` (``apply_if_finite``,
   ``conditionally_transform``, ``conditionally_mask``), ``_stateless`` (``stateless``,
   ``stateless_with_tree_map``, ``incremental_update``, ``periodic_update``), ``_wrappers``
   (``apply_every``, ``multi_steps`` with ``skip_not_finite`` / ``skip_large_updates`` and
@@ -290,6 +291,7 @@ from funcdl.optim._transforms import (
     set_to_zero,
     trace,
 )
+from funcdl.optim._tree_utils import tree_get, tree_get_all_with_path, tree_set
 from funcdl.optim._wrappers import (
     ApplyEveryState,
     EmaState,
@@ -354,6 +356,7 @@ __all__ = [
     "schedule_free", "schedule_free_adamw", "schedule_free_eval_params", "schedule_free_sgd",
     "selective_transform", "set_to_zero", "sgd", "sgdr_schedule", "sign_sgd", "signum",
     "simplified_ademamix", "skip_large_updates", "skip_not_finite", "sm3", "stateless",
-    "stateless_with_tree_map", "trace", "warmup_constant_schedule", "warmup_cosine_decay_schedule",
+    "stateless_with_tree_map", "trace", "tree_get", "tree_get_all_with_path", "tree_set",
+    "warmup_constant_schedule", "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule", "yogi", "zero_nans"
 ]
