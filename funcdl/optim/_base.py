@@ -14,8 +14,9 @@ import numpy as np
 from numpy.typing import NDArray
 from typing_extensions import Protocol
 
-from funcdl import tree
+from funcdl import _treeflat, tree
 from funcdl._args import F32, F64, is_int, native_float, number, shown
+from funcdl.optim._fused import by_leaf, fused_flat, fused_walked
 from funcdl.optim._leaf_errors import odd_kind, refused_leaf
 
 __all__ = [
@@ -203,15 +204,18 @@ def leafwise(name: str, fn: Callable[..., Any], trees: Sequence[Tree], names: Se
     the first differing path, e.g. ``adam.update: ... at ['w']: grads has ..., state.mu has``.
     ``elementwise=True`` promises that ``fn`` treats every entry alike (Adam, momentum...):
     then small trees go through ``fn`` once, on their leaves laid end to end (``_fused``).
+    Trees of plain containers and arrays are walked one by one (``_treeflat.columns``),
+    others together (``tree.map_multi``).
     """
     try:
         if n_out == 1:
             return (tree.map(fn, *trees, shapes=True),)
-        if elementwise:
-            fused = _fused(fn, n_out, trees)
-            if fused is not None:
-                return fused
-        return tree.map_multi(fn, n_out, *trees, shapes=True)
+        found = _treeflat.columns(trees)
+        if found is None:  # a scalar leaf, an OrderedDict, a mismatch...: the general walk
+            fused = fused_walked(fn, n_out, trees, _FUSE_BELOW) if elementwise else None
+            return fused or tree.map_multi(fn, n_out, *trees, shapes=True)
+        fused = fused_flat(fn, *found, _FUSE_BELOW) if elementwise else None
+        return fused or by_leaf(fn, n_out, *found)
     except ValueError:
         # Only on failure: walk again to report the first differing path with good names.
         for other, other_name in zip(trees[1:], names[1:], strict=True):
@@ -254,36 +258,12 @@ def _fused(fn: Callable[..., Any], n_out: int, trees: Sequence[Tree]) -> tuple[T
     """``fn`` applied once to each tree's leaves laid end to end, each result cut back into
     views shaped as ``trees[0]``'s leaves (the same numbers: ``fn`` is elementwise). None,
     to go leaf by leaf, unless every leaf is a float32 or float64 array of one dtype and
-    there are fewer than ``_FUSE_BELOW`` entries."""
-    rows: list[tuple[Any, ...]] = []
-
-    def collect(*xs: Any) -> tuple[None]:
-        rows.append(xs)
-        return (None,)
-
-    # The leaves in map_multi's order (its checks included), so that the map_multi below
-    # puts each piece back where its leaves came from.
-    tree.map_multi(collect, 1, *trees, shapes=True)
-    if not rows:
-        return None
-    dtype = rows[0][0].dtype if type(rows[0][0]) is np.ndarray else None
-    if dtype is None or dtype.char not in "fd":
-        return None
-    size = 0
-    for row in rows:
-        for x in row:
-            # `is`, the cheapest test, before == (an equal dtype of another object: unpickled)
-            if type(x) is not np.ndarray or (x.dtype is not dtype and x.dtype != dtype):
-                return None
-        size += row[0].size
-    if size >= _FUSE_BELOW:
-        return None
-    flats = [np.concatenate([row[j].reshape(-1) for row in rows]) for j in range(len(trees))]
-    outs = fn(*flats)
-    bounds = np.cumsum([0] + [row[0].size for row in rows]).tolist()
-    per_leaf = iter(zip(*[[out[lo:hi].reshape(row[0].shape) for lo, hi, row in
-                           zip(bounds, bounds[1:], rows)] for out in outs]))
-    return tree.map_multi(lambda _: next(per_leaf), n_out, trees[0])
+    there are fewer than ``_FUSE_BELOW`` entries. ``leafwise``'s fused step on its own
+    (``leafwise`` keeps the walk's leaves for the leaf-by-leaf way)."""
+    found = _treeflat.columns(trees)
+    if found is None:
+        return fused_walked(fn, n_out, trees, _FUSE_BELOW)
+    return fused_flat(fn, *found, _FUSE_BELOW)
 
 
 def like(x: Any, ref: Any) -> Any:
