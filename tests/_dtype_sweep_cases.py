@@ -166,7 +166,7 @@ SCHEDULED: dict[str, Callable[[Any], Any]] = {  # an lr (or weight decay) slot f
 HELPERS = ("apply_updates", "global_norm", "has_updated", "incremental_update",
            "periodic_update", "newton_schulz", "per_example_global_norm_clip",
            "per_example_layer_norm_clip", "schedule_free_eval_params", "skip_large_updates",
-           "skip_not_finite")
+           "skip_not_finite", "tree_get", "tree_get_all_with_path", "tree_set")
 # Types (states, the transformation record, aliases of the typing module): nothing to call
 NON_CALLABLE = (
     "AddNoiseState", "ApplyEveryState", "ApplyIfFiniteState", "BacktrackingLinesearchInfo",
