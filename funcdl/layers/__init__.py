@@ -14,7 +14,8 @@ that mixes the examples of its batch, sums over those slices and over the ranks 
 (InstanceNorm), ``rmsnorm`` (RMSNorm), ``lrn`` (LocalResponseNorm), ``summary`` (summary: a
 model's parts as a table), ``alpha_dropout`` (AlphaDropout, FeatureAlphaDropout), ``embed``
 (Embedding, Unembed: a tied or untied output head), ``bilinear`` (Bilinear), ``attention``
-(MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``blocks``
+(MultiHeadAttention), ``recurrent`` (SimpleRNN, LSTM, GRU), ``stacked`` (StackedRNN: torch's
+``num_layers``), ``blocks``
 (TransformerEncoderLayer, TransformerDecoderLayer, Bidirectional), ``conv``,
 ``conv_transpose`` (ConvTranspose2D), ``conv_transpose1d`` (ConvTranspose1D), ``upsample``
 (Upsample), ``pad`` (Pad1D, Pad2D), ``pixel_shuffle`` (PixelShuffle, PixelUnshuffle),
@@ -91,6 +92,7 @@ from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select, Slice
 from funcdl.layers.sequence import Carry, MaskedMean
 from funcdl.layers.shrink import GLU, Hardshrink, Softmin, Softshrink, Tanhshrink, Threshold
 from funcdl.layers.sparsemax import Sparsemax
+from funcdl.layers.stacked import StackedRNN
 from funcdl.layers.summary import summary
 from funcdl.layers.tied import Tied
 from funcdl.layers.timestep import SinusoidalTimeEmbedding
@@ -188,6 +190,7 @@ __all__ = [
     "Softsign",
     "Sparsemax",
     "SpectralNorm",
+    "StackedRNN",
     "Tanh",
     "Tanhshrink",
     "Threshold",
