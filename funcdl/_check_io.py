@@ -246,7 +246,9 @@ def _rows_disagree(where: str, infer: Callable[[Any], Any], x: Any, alone: bool
             raise ValueError(
                 f"{where}: at inference the layer refused a part of the batch ({e}); "
                 f"for a layer whose inference mixes the batch's rows by design, pass "
-                f"independent_rows=False") from None
+                f"independent_rows=False; one that reads them in a fixed order (a graph "
+                f"layer over the batch's nodes) fails the row checks: check it with "
+                f"check_vjp(layer, params, x)") from None
     skip = [None] * len(tree.leaves(full))
     first = skip if one_row is None else tree.leaves(one_row)
     rest = skip if others is None else tree.leaves(others)
@@ -259,6 +261,8 @@ def _rows_disagree(where: str, infer: Callable[[Any], Any], x: Any, alone: bool
         if not np.allclose(c, b[::-1], rtol=1e-5, atol=1e-6, equal_nan=True):
             return (f"{where}: at inference, a row of the output depends on the other rows "
                     f"of the batch or on their order: reversing the rows did not reverse the "
-                    f"output's (a layer drawing per-row noise from its key at inference does "
-                    f"too, which no flag here allows: check it with check_vjp at one key)")
+                    f"output's (a layer reading the rows in a fixed order, as a graph layer "
+                    f"over the batch's nodes, or drawing per-row noise from its key at "
+                    f"inference does too, which no flag here allows: check it with "
+                    f"check_vjp(layer, params, x), at one key)")
     return None

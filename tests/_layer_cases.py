@@ -253,12 +253,16 @@ CASES = [
                                    scale=2.0, max_period=100.0), f(3)),
     case(L.FanInSum(broadcast=True), (f(2, 3, 4), f(2, 1, 4))),
     case(L.Param((3,)), f(2, 4)), case(L.Param((2, 3), init=initializers.normal(1.0)), f(2, 5, 4)),
+    case(L.SegmentSum(3), (f(4, 2), np.array([2, 0, 2, 1]))),
+    case(L.SegmentSum(2), (f(3, 2, 2), np.array([1, 1, 0]))),
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's;
 # batch_sum, a function layers call: test_layers_batch_threads_norm.py; summary, a table
 # of a model: test_layers_summary.py; decode_init, decode_step and their DecodeCache,
-# incremental decoding of a model: test_decode.py)
+# incremental decoding of a model: test_decode.py; segment_sum, a function layers call:
+# test_segment_sum.py)
 MADE = {c.layer.name.split("(")[0] for c in CASES} | {"Layer"}
 assert set(L.__all__) - MADE <= {"LayerLike", "Pointwise", "Pullback", "Shape", "batch_sum",
-                                 "summary", "decode_init", "decode_step", "DecodeCache"}, \
+                                 "summary", "decode_init", "decode_step", "DecodeCache",
+                                 "segment_sum"}, \
     set(L.__all__) - MADE

@@ -1,6 +1,7 @@
 """Every layer of the catalogue, wrapped in BatchThreads(layer, 2), gives the plain layer's
 output, new state, params' grads and dx in float64 (but for the order of float sums): no
-funcdl layer mixes the examples of its batch except through ``layers.batch_sum``, and none
+funcdl layer mixes the examples of its batch except through ``layers.batch_sum`` (SegmentSum,
+whose output rows are segments, is refused by name), and none
 keeps a cache that two slices at once would corrupt. Cases that draw from a key are left
 out (the slices draw with split keys); an input entry shared by the batch (axis 0 of size
 1, a (1, T, S) attention mask) is repeated along the batch first, as BatchThreads asks."""
@@ -54,6 +55,10 @@ def test_batch_threads_give_the_layers_numbers(c: Case) -> None:
         if "key" not in str(e):
             raise
         pytest.skip("draws from a key: the slices draw with split keys")
+    if c.id.startswith("SegmentSum"):  # rows of segments out, not of examples: refused
+        with pytest.raises(ValueError, match="one row per example on axis 0"):
+            _run(L.BatchThreads(c.layer, 2), params, x, st, kw)
+        return
     got = _run(L.BatchThreads(c.layer, 2), params, x, st, kw)
     lw, lg = (fd.tree.leaves(t, is_leaf=lambda v: v is None) for t in (want, got))
     assert len(lw) == len(lg)

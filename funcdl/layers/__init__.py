@@ -24,7 +24,8 @@ then depth), ``adaptive_pool`` (the adaptive pools), ``sequence`` (Carry, Masked
 batches of sequences), ``positional`` (PositionalEmbedding, SinusoidalPositionalEncoding),
 ``timestep`` (SinusoidalTimeEmbedding: a diffusion model's timesteps to sinusoids),
 ``decode`` (decode_init, decode_step: incremental decoding with a key/value cache),
-``param`` (Param: a learned array independent of the input, one copy per example).
+``param`` (Param: a learned array independent of the input, one copy per example),
+``segment`` (segment_sum, SegmentSum: sums of rows by segment, graph message passing).
 """
 
 from funcdl.layers._slices import batch_sum
@@ -89,6 +90,7 @@ from funcdl.layers.recurrent import GRU, LSTM, SimpleRNN
 from funcdl.layers.remat import Remat
 from funcdl.layers.rmsnorm import RMSNorm
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select, Slice
+from funcdl.layers.segment import SegmentSum, segment_sum
 from funcdl.layers.sequence import Carry, MaskedMean
 from funcdl.layers.shrink import GLU, Hardshrink, Softmin, Softshrink, Tanhshrink, Threshold
 from funcdl.layers.sparsemax import Sparsemax
@@ -173,6 +175,7 @@ __all__ = [
     "Repeat",
     "Reshape",
     "Residual",
+    "SegmentSum",
     "Select",
     "Sequential",
     "Shape",
@@ -203,5 +206,6 @@ __all__ = [
     "batch_sum",
     "decode_init",
     "decode_step",
+    "segment_sum",
     "summary",
 ]
