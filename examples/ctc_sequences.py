@@ -71,33 +71,25 @@ def make_model(hidden: int = 32) -> Any:
 
 
 def greedy_decode(log_probs: np.ndarray, input_len: np.ndarray) -> list[list[int]]:
-    """Best path: each frame's most likely class, repeats merged, then blanks (0) dropped;
-    frames past ``input_len`` ignored."""
-    best = log_probs.argmax(axis=2)
-    new = np.ones_like(best, dtype=bool)
-    new[:, 1:] = best[:, 1:] != best[:, :-1]
-    keep = new & (best != 0) & (np.arange(best.shape[1]) < input_len[:, None])
-    return [row[k].tolist() for row, k in zip(best, keep)]
+    """Best path (``metrics.ctc_greedy_decode``): each frame's most likely class, repeats
+    merged, then blanks (0) dropped; frames past ``input_len`` ignored."""
+    labels, lengths = fd.metrics.ctc_greedy_decode(log_probs, input_len)
+    return [row[:n].tolist() for row, n in zip(labels, lengths)]
 
 
 def edit_distance(a: list[int], b: list[int]) -> int:
-    """Levenshtein distance: insertions, deletions and substitutions, one row at a time."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
+    """Levenshtein distance of two label lists (``metrics.edit_distance`` on one pair)."""
+    row = np.array([a], np.int64).reshape(1, len(a)), np.array([b], np.int64).reshape(1, len(b))
+    return int(fd.metrics.edit_distance(*row)[0])
 
 
 def label_error_rate(model: Any, params: Any, data: tuple[np.ndarray, ...]) -> float:
-    """Σ edit distance(decoded, truth) / Σ truth length over the examples."""
+    """Σ edit distance(decoded, truth) / Σ truth length over the examples
+    (``metrics.edit_distance``; torchmetrics' ``CharErrorRate``)."""
     x, labels, input_len, target_len = data
-    decoded = greedy_decode(model.apply(params, x), input_len)
-    errors = sum(edit_distance(d, lab[:n].tolist())
-                 for d, lab, n in zip(decoded, labels, target_len))
-    return errors / int(target_len.sum())
+    decoded, lengths = fd.metrics.ctc_greedy_decode(model.apply(params, x), input_len)
+    errors = fd.metrics.edit_distance(decoded, labels, lengths, target_len)
+    return int(errors.sum()) / int(target_len.sum())
 
 
 def train(epochs: int = 6, seed: int = 0, lr: float = 1e-2, batch_size: int = 32,

@@ -2,7 +2,8 @@
 explicit key: the disk, and scikit-learn's moons, circles and blobs and CS231n's spirals
 (in ``funcdl._datasets``); ``one_hot`` and ``moments`` for the labels and features;
 keyed image augmentation of whole batches, ``random_flip`` and ``random_crop`` (in
-``funcdl._augment``); ``pad_sequences``, a ragged list of sequences as a padded batch and
+``funcdl._augment``); SpecAugment's ``time_mask`` and ``freq_mask`` on sequence batches (in
+``funcdl._spec_augment``); ``pad_sequences``, a ragged list of sequences as a padded batch and
 its lengths (in ``funcdl._padding``).
 
 Nothing here keeps state between calls: a new epoch order comes from a new key.
@@ -42,10 +43,12 @@ from funcdl._datasets import (
 from funcdl._datasets import maker as _maker
 from funcdl._keys import seed_hint
 from funcdl._padding import pad_sequences
+from funcdl._spec_augment import freq_mask, time_mask
 from funcdl.random import Key
 
-__all__ = ["RADIUS", "batches", "blobs", "circles", "disk", "moments", "moons", "one_hot",
-           "pad_sequences", "random_crop", "random_flip", "spirals", "train_test_split"]
+__all__ = ["RADIUS", "batches", "blobs", "circles", "disk", "freq_mask", "moments", "moons",
+           "one_hot", "pad_sequences", "random_crop", "random_flip", "spirals", "time_mask",
+           "train_test_split"]
 
 RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
 """The disk's radius: its area pi * RADIUS**2 is 1/2, so the classes balance in expectation."""

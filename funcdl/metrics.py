@@ -14,6 +14,9 @@ for the empty input, and for the others warns and returns NaN, 1.0 or the loss).
 The calibration metrics ``brier_score`` (sklearn's ``brier_score_loss``) and
 ``calibration_error`` (the ECE; torchmetrics' ``calibration_error``) check their
 probabilities as ``log_loss`` does.
+
+For a CTC model, ``ctc_greedy_decode`` (best-path decoding) and ``edit_distance``
+(Levenshtein distances of a batch of padded label rows), in ``funcdl._sequence_metrics``.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from funcdl._metric_args import one_column as _one_column
 from funcdl._metric_args import probabilities as _probabilities
 from funcdl._metric_args import same_length as _same_length
 from funcdl._metric_args import scores as _scores
+from funcdl._sequence_metrics import ctc_greedy_decode, edit_distance
 
-__all__ = ["accuracy", "brier_score", "calibration_error", "confusion_matrix", "log_loss",
-           "precision_recall_f1", "roc_auc", "top_k_accuracy"]
+__all__ = ["accuracy", "brier_score", "calibration_error", "confusion_matrix",
+           "ctc_greedy_decode", "edit_distance", "log_loss", "precision_recall_f1", "roc_auc",
+           "top_k_accuracy"]
 
 _AVERAGES = ("macro", "micro", "weighted", "binary", None)
 _NORMALIZE = (None, "true", "pred", "all")

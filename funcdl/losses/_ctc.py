@@ -195,6 +195,11 @@ def _unpacked(name: str, target: Any, input_lengths: Any,
     return target
 
 
+# torch also takes the targets concatenated in one 1-D tensor; funcdl's form is padded rows
+_CONCATENATED = ("; torch's 1-D concatenated targets are data.pad_sequences(np.split(targets, "
+                 "np.cumsum(target_lengths)[:-1]))[0]")
+
+
 def _labels(name: str, target: Any, shape: tuple[int, ...], blank: int) -> Array:
     lab = int_labels(name, target, "labels of shape (N, S), padded",
                      f"labels must be integer class ids in [0, {shape[-1]}) other than the "
@@ -206,7 +211,7 @@ def _labels(name: str, target: Any, shape: tuple[int, ...], blank: int) -> Array
                          f"example, got shape {lab.shape}" + (
                              "; pred is batch-first (N, T, C): for torch's time-first "
                              "(T, N, C) log-probs pass pred.transpose(1, 0, 2)" if first
-                             else ""))
+                             else _CONCATENATED if lab.ndim == 1 else ""))
     return lab
 
 
