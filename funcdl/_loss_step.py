@@ -129,6 +129,13 @@ def loss_step(where: str, loss: Any, y: Any, target: Any, has_aux: bool,
         dy = tuple(_dpred(where, loss, yi, di, f"[{i}]")
                    if type(yi) is np.ndarray and di is not None else di
                    for i, (yi, di) in enumerate(zip(y, dy)))
+    elif type(y) is tuple and (type(dy) is np.ndarray or type(dy) in (tuple, list)):
+        # else the model's last combinator would be blamed for the loss's pullback
+        got = (f"an array of shape {dy.shape}" if type(dy) is np.ndarray
+               else f"a {type(dy).__name__} of {len(dy)}")
+        raise ValueError(f"{where}: the pullback of the loss {label(loss)} returned {got}; "
+                         f"pred is a tuple of {len(y)}, so it must return a tuple of "
+                         f"{len(y)}, one dpred per entry (None for an entry it does not read)")
     return value, aux, dy
 
 

@@ -29,7 +29,8 @@ _NP23 = np.lib.NumpyVersion(np.__version__) >= "2.3.0"
 
 REFUSE, CONVERT, CLOSE, ANY, FIT = "refuse", "convert", "close", "any", "fit"
 INF, HUGE = "inf", "huge"  # ANY, and NumPy's word on the NaN or overflow accepted (verdict)
-MOVERS = ("Identity", "Flatten", "Reshape", "Slice", "FanOut", "Dropout", "DropPath", "Select")
+MOVERS = ("Identity", "Flatten", "Reshape", "Slice", "FanOut", "Dropout", "DropPath", "Select",
+          "StopGradient")
 SILENT = (*MOVERS, "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softplus", "GELU", "SiLU", "ELU",
           "Softmax", "LogSoftmax", "MaxPool2D", "AvgPool2D", "GlobalAvgPool", "FanInSum",
           "FanInConcat", "MaxPool1D", "AvgPool1D", "Upsample", "Hardtanh", "Hardsigmoid",

@@ -25,7 +25,8 @@ batches of sequences), ``positional`` (PositionalEmbedding, SinusoidalPositional
 ``timestep`` (SinusoidalTimeEmbedding: a diffusion model's timesteps to sinusoids),
 ``decode`` (decode_init, decode_step: incremental decoding with a key/value cache),
 ``param`` (Param: a learned array independent of the input, one copy per example),
-``segment`` (segment_sum, SegmentSum: sums of rows by segment, graph message passing).
+``segment`` (segment_sum, SegmentSum: sums of rows by segment, graph message passing),
+``stop_gradient`` (StopGradient: the identity with no gradient back, ``jax.lax.stop_gradient``).
 """
 
 from funcdl.layers._slices import batch_sum
@@ -95,6 +96,7 @@ from funcdl.layers.sequence import Carry, MaskedMean
 from funcdl.layers.shrink import GLU, Hardshrink, Softmin, Softshrink, Tanhshrink, Threshold
 from funcdl.layers.sparsemax import Sparsemax
 from funcdl.layers.stacked import StackedRNN
+from funcdl.layers.stop_gradient import StopGradient
 from funcdl.layers.summary import summary
 from funcdl.layers.tied import Tied
 from funcdl.layers.timestep import SinusoidalTimeEmbedding
@@ -194,6 +196,7 @@ __all__ = [
     "Sparsemax",
     "SpectralNorm",
     "StackedRNN",
+    "StopGradient",
     "Tanh",
     "Tanhshrink",
     "Threshold",

@@ -73,7 +73,11 @@ def Identity() -> Layer:
     """``y = x``; ``dx = dy``. Any pytree of arrays too, as stax's: a tuple ``(x, mask)``
     beside ``Parallel``'s other branches, its in_shape the tree of their shapes, and dy of
     its structure (None at an entry nothing flows back to)."""
-    name = "Identity()"
+    return identity_layer("Identity()")
+
+
+def identity_layer(name: str) -> Layer:
+    """Identity's layer, its errors naming ``name`` (StopGradient's forward is this one)."""
     one = _shape_layer(name, lambda s, check=False: tuple(s), min_rank=0)  # as apply
 
     def init(key: random.Key, in_shape: Any) -> tuple[Any, Any]:

@@ -167,7 +167,10 @@ def freeze(mask: Tree | Callable[[Tree], Tree]) -> GradientTransformation:
     ``masked(set_to_zero(), mask)``). ``mask``: a bool (every leaf), a tree of bools with
     the params' structure or a prefix of it, or a function of the params returning one.
     Chained before an optimizer with state, that state still moves on the zeros (momentum
-    keeps stepping); ``selective_transform`` keeps the frozen leaves out of it. State
+    keeps stepping), and a weight decay after it still moves the frozen params:
+    ``chain(freeze(m), adamw(lr))`` shrinks them by ``lr·wd·p`` a step, as optax's does.
+    Put it last, ``chain(adamw(lr), freeze(m))`` (torch's ``requires_grad_(False)``), or
+    use ``selective_transform``, which keeps the frozen leaves out of the optimizer. State
     ``MaskedState(inner_state)``. The grads must be real floating point and, with params
     given, of their structure and leaf shapes (the leaves passing through are checked too)."""
     name = "freeze"
