@@ -33,7 +33,9 @@ def labels(x: Any, fn: str, arg: str, num_classes: int | None = None,
     a = numbers(x, fn, arg, "int")
     if a.ndim != 1:
         raise ValueError(f"metrics.{fn}: {arg} must be 1-D labels of shape (N,), got shape "
-                         f"{a.shape}; pass one integer label per example")
+                         f"{a.shape}; pass one integer label per example"
+                         + (f" (for a label map, each pixel an example: {arg}.ravel())"
+                            if a.ndim > 1 else ""))
     if a.size == 0:  # before the dtype check: np.asarray([]) is float64
         raise ValueError(f"metrics.{fn}: {arg} is empty (0 examples); the metric is undefined "
                          "(sklearn raises ValueError too): pass at least one example")

@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from funcdl._args import int_arg, number, real_arg
 from funcdl._calibration import brier_score, calibration_error
+from funcdl._jaccard import jaccard_index, without_ignored
 from funcdl._metric_args import columns as _columns
 from funcdl._metric_args import labels as _labels
 from funcdl._metric_args import numbers as _array
@@ -39,8 +40,8 @@ from funcdl._metric_args import scores as _scores
 from funcdl._sequence_metrics import ctc_greedy_decode, edit_distance
 
 __all__ = ["accuracy", "brier_score", "calibration_error", "confusion_matrix",
-           "ctc_greedy_decode", "edit_distance", "log_loss", "precision_recall_f1", "roc_auc",
-           "top_k_accuracy"]
+           "ctc_greedy_decode", "edit_distance", "jaccard_index", "log_loss",
+           "precision_recall_f1", "roc_auc", "top_k_accuracy"]
 
 _AVERAGES = ("macro", "micro", "weighted", "binary", None)
 _NORMALIZE = (None, "true", "pred", "all")
@@ -125,12 +126,15 @@ def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
 
 
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None,
-                     normalize: str | None = None) -> NDArray[Any]:
+                     normalize: str | None = None, *,
+                     ignore_index: int | None = None) -> NDArray[Any]:
     """The (K, K) matrix whose entry [i, j] counts examples of true class i predicted j.
 
     K is ``num_classes`` or ``max(y_true, y_pred) + 1``. ``normalize``: None (int64
     counts), ``'true'`` (each row over its sum), ``'pred'`` (each column over its sum),
-    ``'all'`` (over N); a row or column of zeros stays 0, as sklearn's.
+    ``'all'`` (over N); a row or column of zeros stays 0, as sklearn's. ``ignore_index``
+    (torchmetrics'): examples whose true label it is are not counted, e.g. 255 for the
+    unlabelled pixels of a segmentation's flattened label map.
     """
     fn = "confusion_matrix"
     if normalize not in _NORMALIZE:
@@ -141,6 +145,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None,
         raise ValueError(f"metrics.{fn}: num_classes={k} would need a {k} x {k} matrix of "
                          f"counts (at most {_MAX_CLASSES} classes); pass the number of classes "
                          f"the labels take")
+    y_true, y_pred = without_ignored(fn, y_true, y_pred, ignore_index)
     t = _labels(y_true, fn, "y_true", k, _RAISE_K)
     p = _labels(y_pred, fn, "y_pred", k, _RAISE_K)
     _same_length(fn, t, p, "y_true and y_pred")

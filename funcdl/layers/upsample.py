@@ -1,5 +1,6 @@
 """Upsample: PyTorch's ``nn.Upsample`` / ``F.interpolate`` by integer scale factors, NHWC:
-``(N, H, W, C) -> (N, sh·H, sw·W, C)``, in ``'nearest'`` or ``'bilinear'`` mode.
+``(N, H, W, C) -> (N, sh·H, sw·W, C)``, in ``'nearest'`` or ``'bilinear'`` mode; or to a
+fixed ``size=(oh, ow)`` from any input size (_resize.py).
 
 Nearest (torch's ``'nearest'``, which for an integer scale is also its
 ``'nearest-exact'``): output row ``o`` reads input row ``o // s``. The forward is one
@@ -30,6 +31,7 @@ import numpy as np
 
 from funcdl import random
 from funcdl._args import bool_arg, call_name, choice_arg, frozen, is_int
+from funcdl.layers._resize import resize_backward, resize_forward
 from funcdl.layers._sums import product
 from funcdl.layers.base import (
     Array,
@@ -85,26 +87,48 @@ def _matrix(size: int, s: int, align_corners: bool, dtype: str) -> Array:
     return frozen(a.astype(dtype))
 
 
-def Upsample(scale_factor: int | tuple[int, int], mode: str = "nearest",
-             align_corners: bool = False) -> Layer:
+def _size(name: str, value: Any) -> tuple[int, int]:
+    """``size``: a positive int or a pair (oh, ow) of them."""
+    vals = (value, value) if is_int(value) else value
+    if not (isinstance(vals, (tuple, list)) and len(vals) == 2 and all(map(is_int, vals))
+            and all(v >= 1 for v in vals)):
+        raise TypeError(f"{name}: size must be a positive int or a pair (oh, ow) of them, "
+                        f"the output's height and width, got {value!r}")
+    return int(vals[0]), int(vals[1])
+
+
+def Upsample(scale_factor: int | tuple[int, int] | None = None, mode: str = "nearest",
+             align_corners: bool = False, *, size: int | tuple[int, int] | None = None
+             ) -> Layer:
     """Upsampling by integer factors, PyTorch's ``nn.Upsample(scale_factor=...)``, NHWC:
-    ``(N, H, W, C) -> (N, sh·H, sw·W, C)``; no params.
+    ``(N, H, W, C) -> (N, sh·H, sw·W, C)``; or to ``size=(oh, ow)``, torch's
+    ``nn.Upsample(size=...)`` / ``F.interpolate(size=...)``: ``(N, H, W, C) -> (N, oh, ow,
+    C)`` from any H, W (smaller ones too, without antialiasing, as torch's); no params.
 
     nearest: forward ``y[n, p, q, c] = x[n, p // sh, q // sw, c]``;
     vjp ``dx[n, h, w, c] = Σ_{i<sh, j<sw} dy[n, h·sh + i, w·sw + j, c]``.
     bilinear: forward ``y = A_h x A_wᵀ`` over (H, W), vjp ``dx = A_hᵀ dy A_w``, with
     ``A (s·H, H)`` torch's interpolation weights (the module docstring).
 
+    size: ``y = A_h x A_wᵀ`` with ``A (oh, H)`` torch's weights for the ratio ``H/oh``;
+    vjp ``dx = A_hᵀ dy A_w`` (_resize.py).
+
     Args:
-      scale_factor: a positive int or a pair (sh, sw).
+      scale_factor: a positive int or a pair (sh, sw); or None with ``size``.
       mode: ``'nearest'`` or ``'bilinear'``.
+      size: the output's (oh, ow) (an int: both), instead of ``scale_factor``.
       align_corners: torch's, for ``'bilinear'`` only (True with ``'nearest'`` is refused,
         as torch refuses it).
     Integer inputs are upsampled as float32.
     """
-    name = call_name("Upsample", (scale_factor,), mode=(mode, "nearest"),
+    name = call_name("Upsample", () if scale_factor is None else (scale_factor,),
+                     size=(size, None), mode=(mode, "nearest"),
                      align_corners=(align_corners, False))
-    sh, sw = _scale(name, scale_factor)
+    if (scale_factor is None) == (size is None):
+        raise TypeError(f"{name}: pass either scale_factor or size (torch's rule: one of the "
+                        f"two), e.g. Upsample(2) or Upsample(size=(64, 64))")
+    sh, sw = (1, 1) if scale_factor is None else _scale(name, scale_factor)
+    out = None if size is None else _size(name, size)
     choice_arg(mode, name, "mode", _MODES)
     align = bool_arg(align_corners, name, "align_corners")
     if align and mode == "nearest":
@@ -117,6 +141,8 @@ def Upsample(scale_factor: int | tuple[int, int], mode: str = "nearest",
         shape = check_in_shape(name, in_shape, rank=4, layout="(N, H, W, C)")
         n, h, w, c = shape
         empty(h, w, shape)
+        if out is not None:
+            return (n, out[0], out[1], c), ()
         return (n, None if h is None else h * sh, None if w is None else w * sw, c), ()
 
     def empty(h: int | None, w: int | None, shape: tuple[int | None, ...]) -> None:
@@ -134,6 +160,8 @@ def Upsample(scale_factor: int | tuple[int, int], mode: str = "nearest",
         return a
 
     def forward(x: Array) -> Array:
+        if out is not None:
+            return resize_forward(x, out, mode, align)
         n, h, w, c = x.shape
         if mode == "nearest":
             y = np.empty((n, h, sh, w, sw, c), x.dtype)
@@ -148,6 +176,8 @@ def Upsample(scale_factor: int | tuple[int, int], mode: str = "nearest",
         return (t.copy() if t is x else t).reshape(n, h * sh, w * sw, c)
 
     def backward(dy: Array, x_shape: tuple[int, ...]) -> Array:
+        if out is not None:
+            return resize_backward(dy, x_shape, mode, align)
         n, h, w, c = x_shape
         if mode == "nearest":  # sh·sw strided adds: NumPy's sum over axes (2, 4) of
             # the 6-d view ran 3.3x slower ((32, 32, 32, 32) float32 dy, one thread)

@@ -1,6 +1,7 @@
 """``combine``: the weighted sum of losses, each reading some entries of a tuple pred (a
-two-head model's ``(logits, value)``, a VAE's ``(recon, mu, logvar)``), as a ``Loss``
-whose pullback sums the terms' cotangents per entry."""
+two-head model's ``(logits, value)``, a VAE's ``(recon, mu, logvar)``), or each the whole
+pred (Dice + cross-entropy on one segmentation's logits), as a ``Loss`` whose pullback
+sums the terms' cotangents per entry."""
 
 from __future__ import annotations
 
@@ -19,24 +20,28 @@ _WHERE = "losses.combine"
 @dataclass(frozen=True, slots=True)
 class _Term:
     """One term: ``weight · loss(pred[index], target)``; ``index`` an int, or a tuple of
-    ints whose entries make the term's pred tuple."""
+    ints whose entries make the term's pred tuple, or None: the whole pred."""
 
     loss: Any
-    index: int | tuple[int, ...]
+    index: int | tuple[int, ...] | None
     weight: float
 
     @property
     def label(self) -> str:
-        """``0.5*mse@1``, ``gaussian_kl@(1, 2)``: how a name and an error show the term."""
+        """``0.5*mse@1``, ``gaussian_kl@(1, 2)``, ``dice`` (the whole pred): how a name and
+        an error show the term."""
         scale = "" if self.weight == 1.0 else f"{self.weight!r}*"
-        return f"{scale}{self.loss.name}@{self.index}"
+        at = "" if self.index is None else f"@{self.index}"
+        return f"{scale}{self.loss.name}{at}"
 
     def reads(self) -> tuple[int, ...]:
+        if self.index is None:  # the whole pred, one entry
+            return (0,)
         return self.index if isinstance(self.index, tuple) else (self.index,)
 
 
-def _index(where: str, index: Any) -> int | tuple[int, ...]:
-    """A term's index: an int >= 0, or a non-empty tuple of them (bools refused)."""
+def _index(where: str, index: Any) -> int | tuple[int, ...] | None:
+    """A term's index: an int >= 0, a non-empty tuple of them (bools refused), or None."""
     def one(i: Any) -> int:
         if isinstance(i, (bool, np.bool_)):
             raise TypeError(f"{where}: an index must be an int, got {i!r}")
@@ -51,6 +56,8 @@ def _index(where: str, index: Any) -> int | tuple[int, ...]:
                              f"in the model's output tuple), got {j}")
         return j
 
+    if index is None:
+        return None
     if isinstance(index, tuple):
         if not index:
             raise ValueError(f"{where}: an index tuple must name at least "
@@ -62,7 +69,7 @@ def _index(where: str, index: Any) -> int | tuple[int, ...]:
 def _term(k: int, term: Any) -> _Term:
     """``(loss, index)`` or ``(loss, index, weight)`` as a ``_Term``, else an error naming it."""
     form = ("each term must be (loss, index) or (loss, index, weight), index an int or a "
-            "tuple of ints, weight a float")
+            "tuple of ints (or None: the whole pred), weight a float")
     if not (isinstance(term, tuple) and len(term) in (2, 3)):
         raise TypeError(f"{_WHERE}: term {k} is {term!r:.80}; {form}")
     loss = bound(term[0])  # a functools.partial of a loss: its options bound
@@ -85,20 +92,25 @@ class _Combined:
 
     name: str
     terms: tuple[_Term, ...]
+    whole: bool  # every index None: each term reads pred itself, one cotangent back
 
     def __repr__(self) -> str:  # Loss's repr shows its vjp: the name, not every term's record
         return f"losses.{self.name}"
 
     def __call__(self, pred: Any, target: Any) -> tuple[Any, Any]:
         n, where = len(self.terms), f"losses.{self.name}"  # the name is combine(...)
-        if not isinstance(pred, (tuple, list)):
+        if not self.whole and not isinstance(pred, (tuple, list)):
             raise TypeError(f"{where}: pred must be the tuple a multi-output model "
-                            f"returns (Parallel's), got {type(pred).__name__}")
+                            f"returns (Parallel's), got {type(pred).__name__}; for several "
+                            f"losses on one output, pass index None in every term: "
+                            f"combine((dice, None), (cross_entropy, None))")
         if not (isinstance(target, tuple) and len(target) == n):
             got = (f"a tuple of {len(target)}" if isinstance(target, tuple)
                    else type(target).__name__)
             raise ValueError(f"{where}: target must be a tuple of {n} entries, one per "
                              f"term (None for a term without one), got {got}")
+        if self.whole:
+            pred = (pred,)  # each term's index None reads entry 0, the whole pred
         width = max(i for t in self.terms for i in t.reads()) + 1
         if len(pred) < width:
             bad = next(t for t in self.terms if max(t.reads()) >= len(pred))
@@ -108,7 +120,7 @@ class _Combined:
         pullbacks: list[Any] = []
         for term, t in zip(self.terms, target):
             p = (tuple(pred[i] for i in term.index) if isinstance(term.index, tuple)
-                 else pred[term.index])
+                 else pred[term.reads()[0]])
             try:
                 got = term.loss.vjp(p, t)
             except (TypeError, ValueError) as e:  # the term's own message names its loss
@@ -126,10 +138,10 @@ class _Combined:
             # w = 1 adds the value itself: a hand-written sum's bits
             value = value + (v if term.weight == 1.0 else term.weight * v)
             pullbacks.append(pb)
-        size = len(pred)
+        size, whole = len(pred), self.whole
         terms, shape = self.terms, np.shape(value)
 
-        def pullback(g: Any = 1.0) -> tuple[Any, ...]:
+        def pullback(g: Any = 1.0) -> Any:
             if g is None:  # as a loss's own pullback reads it: 1, or ones per element
                 g = 1.0 if not shape else np.ones(shape, np.result_type(value))
             out: list[Any] = [None] * size
@@ -143,7 +155,7 @@ class _Combined:
                     else:  # a new array, never one a term returned; huge ones: inf, quietly
                         with np.errstate(over="ignore", invalid="ignore"):
                             out[i] = out[i] + di
-            return tuple(out)
+            return out[0] if whole else tuple(out)
 
         pullback.__qualname__ = f"{where}: pullback"
         return value, pullback
@@ -154,7 +166,9 @@ def combine(*terms: Any) -> Loss:
 
     Each term is ``(loss, index)`` or ``(loss, index, weight)``: ``index`` an int (the
     term's pred is ``pred[index]``) or a tuple of ints (the tuple of those entries, e.g.
-    ``gaussian_nll`` on ``(mean, var)``), ``weight`` a finite float (1.0). The target is a
+    ``gaussian_nll`` on ``(mean, var)``), ``weight`` a finite float (1.0). ``index`` None in
+    every term: each reads the whole pred, which need not be a tuple (Dice + cross-entropy
+    on one model's logits), and the pullback gives its one cotangent. The target is a
     tuple with one entry per term (None for a term without one).
 
     value = ``Σ_k w_k · loss_k(pred_k, target_k)``; pullback(g) = one cotangent per pred
@@ -167,4 +181,8 @@ def combine(*terms: Any) -> Loss:
                         f"index, weight)")
     parsed = tuple(_term(k, t) for k, t in enumerate(terms))
     name = f"combine({', '.join(t.label for t in parsed)})"
-    return Loss(name, _Combined(name, parsed))
+    whole = [t.index is None for t in parsed]
+    if any(whole) and not all(whole):
+        raise ValueError(f"{_WHERE}: {name}: index None (the whole pred) must be in every "
+                         f"term or in none; for a tuple pred give each term its entry")
+    return Loss(name, _Combined(name, parsed, all(whole)))
