@@ -65,7 +65,8 @@ def pad_sequences(sequences: Sequence[ArrayLike], *, padding_value: Any = 0,
     fill = np.asarray(padding_value)
     ok = fill.ndim == 0 and fill.dtype.kind in "biuf" and dt.kind in "biuf"
     if ok:
-        with np.errstate(over="ignore"):  # 1e300 in float32: inf, refused just below
+        # 1e300 in float32: inf; NaN, inf or 1e300 in an integer: garbage; refused below
+        with np.errstate(over="ignore", invalid="ignore"):
             cast = fill.astype(dt)
         # integers exactly; floats rounded as any cast rounds them, but not overflowed
         ok = bool(cast == fill) if dt.kind != "f" else bool(np.isfinite(cast)

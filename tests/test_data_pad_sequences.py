@@ -68,6 +68,10 @@ def test_feeds_a_padded_lstm() -> None:
      "padding_value must be a number that the batch's dtype int64 holds"),
     (dict(sequences=[np.zeros(2, np.uint8)], padding_value=-1), ValueError, "dtype uint8"),
     (dict(sequences=[np.zeros(2, np.float32)], padding_value=1e300), ValueError, "got 1e+300"),
+    # a float that no integer holds: the named error, not NumPy's cast warning (-W error)
+    (dict(sequences=[[1, 2]], padding_value=float("nan")), ValueError, "dtype int64 holds"),
+    (dict(sequences=[[1, 2]], padding_value=float("inf")), ValueError, "got inf"),
+    (dict(sequences=[np.zeros(2, np.int32)], padding_value=1e300), ValueError, "dtype int32"),
     (dict(sequences=[1, 2]), ValueError, "sequence 0 is a scalar"),
     (dict(sequences=[["a", "b"]]), TypeError, "sequence 0 must hold numbers, got dtype <U1"),
     (dict(sequences={1: [1]}), TypeError, "expected a list or tuple of sequences"),

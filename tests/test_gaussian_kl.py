@@ -182,3 +182,21 @@ def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="gaussian_kl: reduction='mean' over an empty batch"):
         kl((MU[:0], LV[:0]), None)
     assert kl((MU[:0], LV[:0]), None, reduction="sum") == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_logvar_near_overflow_keeps_the_dtypes_digits(dtype) -> None:
+    # ½ (e^lv - 1) within a few ulps on both sides of where e^lv overflows: e^(lv - log 2)
+    # rounds lv - log 2 to lv's spacing (2^-17 near 88 in float32, 2^-43 near 709 in
+    # float64), an error of lv·eps (~25 float32, ~500 float64 ulps)
+    top = math.log(float(np.finfo(dtype).max))
+    lv = np.linspace(top - 1.0, top + 0.69, 401).astype(dtype)[:, None]
+    _, pullback = losses.gaussian_kl.vjp((np.zeros_like(lv), lv), None, reduction="sum")
+    dlv = pullback(dtype(1.0))[1][:, 0]
+    wide = np.longdouble if np.finfo(np.longdouble).eps < 1e-18 else np.float64
+    if dtype == np.float64 and wide is np.float64:
+        pytest.skip("no extended precision to check float64 against")
+    exact = 0.5 * np.expm1(lv[:, 0].astype(wide))
+    assert np.isfinite(dlv).all() and dlv.dtype == dtype
+    ulps = np.abs(dlv.astype(wide) - exact) / np.spacing(exact.astype(dtype)).astype(wide)
+    assert float(ulps.max()) <= 8.0, f"{float(ulps.max()):.1f} ulps off"

@@ -116,7 +116,7 @@ def test_a_padded_gru_forecaster_end_to_end() -> None:
     assert value == pytest.approx(((pred - np.nan_to_num(y)) ** 2)[MASK].mean(), rel=1e-14)
     assert all(np.isfinite(g).all() for g in fd.tree.leaves(grads))
     each = fd.per_example_grad(model, loss)(params, (x, LENGTHS), (y, LENGTHS))
-    for g, e in zip(fd.tree.leaves(grads), fd.tree.leaves(each)):
+    for g, e in zip(fd.tree.leaves(grads), fd.tree.leaves(each), strict=True):
         np.testing.assert_allclose(e.mean(axis=0), g, rtol=1e-12, atol=1e-15)
 
 

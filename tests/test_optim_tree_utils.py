@@ -161,3 +161,12 @@ def test_a_python_number_keeps_the_replaced_values_dtype_so_a_checkpoint_loads(t
         tree_set(new, lambda path, v: path == ".count", count=2.5)
     with pytest.raises(KeyError, match="filtering comes first, by position"):
         tree_set(new, count=3, filtering=lambda path, v: path == ".count")
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, float("nan"), float("inf"), 1e30])
+def test_a_number_an_integer_leaf_cannot_hold_is_refused_by_name(value: Any) -> None:
+    # NumPy's OverflowError / 'cannot convert float NaN' (or, for 1e30, a cast warning and
+    # a wrapped count) named neither tree_set nor the leaf's dtype
+    state = _chain().init(_params())
+    with pytest.raises(ValueError, match=r"^tree_set: .* replaces an integer value \(int64\)"):
+        tree_set(state, lambda path, v: path == ".count", count=value)

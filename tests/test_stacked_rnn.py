@@ -80,7 +80,10 @@ def torch_grads(module, layers, bidirectional=False):
 
 
 def close(got, want):
-    for (path, a), b in zip(tree.leaves_with_path(got), tree.leaves(want)):
+    got_leaves, want_leaves = tree.leaves_with_path(got), tree.leaves(want)
+    # zip alone would pass a result missing leaves (a layer's grads or a state dropped)
+    assert len(got_leaves) == len(want_leaves), (len(got_leaves), len(want_leaves))
+    for (path, a), b in zip(got_leaves, want_leaves):
         np.testing.assert_allclose(a, b, **TOL, err_msg=f"{path}")
 
 
@@ -345,5 +348,6 @@ def test_per_example_gradients_pass_through():
     g = fd.grad(model, losses.mse)
     for i in range(N):
         row = g(params, (x[i:i + 1], ln[i:i + 1]), t[i:i + 1])
-        for (path, got), want in zip(tree.leaves_with_path(grads), tree.leaves(row)):
+        for (path, got), want in zip(tree.leaves_with_path(grads), tree.leaves(row),
+                                     strict=True):
             np.testing.assert_allclose(got[i], want, **TOL, err_msg=f"{i} {path}")

@@ -244,10 +244,11 @@ def gaussian_kl_vjp(pred: Any, target: Any = None,
             d, gap = lv - lv_p, mu - mu_p
             dmu = gap * np.exp(-lv_p)
         half_em1 = 0.5 * np.expm1(d)
-        near_top = d > np.log(np.finfo(mu.dtype).max) - 1
-        if near_top.any():  # e^d overflows where ½ e^d = e^(d - log 2) still fits
-            half_em1 = np.where(near_top, np.exp(d - np.log(mu.dtype.type(2))) - 0.5,
-                                half_em1)
+        near_top = np.isposinf(half_em1) & np.isfinite(d)
+        if near_top.any():  # e^d overflowed where ½ e^d = (½ e^(d/2)) e^(d/2) still fits;
+            # e^(d - log 2) would round d - log 2 to d's spacing: ~d·eps relative error
+            root = np.exp(0.5 * d)
+            half_em1 = np.where(near_top, (0.5 * root) * root - 0.5, half_em1)
         each = half_em1 - 0.5 * d + (0.5 * dmu) * gap
         per = add_reduce(each.reshape(len(mu), math.prod(mu.shape[1:])), axis=1)
 

@@ -115,7 +115,10 @@ def masked(loss: Any, mask: str = "padding") -> Loss:
     with 0 there); class labels must be valid for the inner loss. ``reduction``: ``'mean'``
     over the valid terms (none valid: an error), ``'sum'``, ``'none'`` (0 outside). Options
     of the inner loss are bound first, ``masked(functools.partial(huber, delta=0.5))``; it
-    must take ``reduction='none'``.
+    must take ``reduction='none'``. A class-weighted inner loss (``weight=``) is averaged
+    over the count of valid terms, as ``loss(reduction='none')[mask].mean()``, not over
+    ``Σ w_y`` as its own weighted 'mean' (torch's ``weight=`` with ``ignore_index``): for
+    that mean, pass its ``ignore_index`` instead.
     forward: ``L = Σ_i m_i ℓ_i / Σ_i m_i``, m 1 at the valid terms, 0 elsewhere; vjp:
     ``dpred = ℓ.vjp(m · g / Σ m)``, 0 where ``m = 0``.
     """

@@ -114,11 +114,15 @@ def _as_old(old: Any, new: Any) -> Any:
     and ``funcdl.io.load(..., like=)`` still accepts it; anything else as given."""
     if (type(new) in (int, float) and isinstance(old, (np.ndarray, np.generic))
             and old.shape == () and old.dtype.kind in "iuf"):
+        if old.dtype.kind in "iu":  # 2.5 into a count: refused, not cut; 2**64 not wrapped
+            info = np.iinfo(old.dtype)
+            whole = new.is_integer() if type(new) is float else True  # NaN, inf: False
+            if not (whole and info.min <= new <= info.max):
+                raise ValueError(f"tree_set: {new!r} replaces an integer value "
+                                 f"({old.dtype}); pass an int in [{info.min}, {info.max}]")
+            new = int(new)
         with np.errstate(over="ignore"):  # past float32's range: inf, as a cast in JAX
             cast = np.asarray(new, dtype=old.dtype)
-        if old.dtype.kind in "iu" and cast != new:  # 2.5 into a count: refused, not cut
-            raise ValueError(f"tree_set: {new!r} replaces an integer value "
-                             f"({old.dtype}); pass an int")
         return cast if isinstance(old, np.ndarray) else cast[()]
     return new
 
