@@ -280,6 +280,7 @@ def _prior(name: str, target: Any, mu: Array) -> tuple[Array, Array]:
             fits = False
         if not fits:
             raise ValueError(f"{name}: target's {what} must broadcast to mu's shape "
-                             f"{mu.shape} (a scalar, (1, ...) or mu's own), got {a.shape}")
+                             f"{mu.shape} (a scalar, the latent shape {mu.shape[1:]}, (1, ...) or "
+                             f"mu's own; a prior per example is (N, 1, ...)), got {a.shape}")
         out.append(a.astype(mu.dtype, copy=False))
     return out[0], out[1]
