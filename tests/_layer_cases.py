@@ -258,14 +258,22 @@ CASES = [
     case(L.Param((3,)), f(2, 4)), case(L.Param((2, 3), init=initializers.normal(1.0)), f(2, 5, 4)),
     case(L.SegmentSum(3), (f(4, 2), np.array([2, 0, 2, 1]))),
     case(L.SegmentSum(2), (f(3, 2, 2), np.array([1, 1, 0]))),
+    case(L.SegmentMean(3), (f(4, 2), np.array([2, 0, 2, 1]))),
+    case(L.SegmentMean(2), (f(3, 2, 2), np.array([1, 1, 1]))),
+    case(L.SegmentMax(3), (f(5, 2), np.array([2, 0, 2, 1, 2]))),
+    case(L.SegmentMax(2), (f(3, 2, 2), np.array([1, 1, 0]))),
+    case(L.EmbeddingBag(5, 3), ids(2, 4)),
+    case(L.EmbeddingBag(5, 3, mode="sum", padding_idx=0), ids(3, 4)),
+    case(L.EmbeddingBag(5, 3, mode="max", padding_idx=-1), ids(2, 4)),
+    case(L.EmbeddingBag(5, 3, mode="sum", per_sample_weights=True), (ids(2, 4), f(2, 4))),
 ]
 # every public layer constructor of funcdl.layers has a case (Layer itself: the user's;
 # batch_sum, a function layers call: test_layers_batch_threads_norm.py; summary, a table
 # of a model: test_layers_summary.py; decode_init, decode_step and their DecodeCache,
 # incremental decoding of a model: test_decode.py; segment_sum, a function layers call:
-# test_segment_sum.py)
+# test_segment_sum.py; segment_mean and segment_max: test_segment_reductions.py)
 MADE = {c.layer.name.split("(")[0] for c in CASES} | {"Layer"}
 assert set(L.__all__) - MADE <= {"LayerLike", "Pointwise", "Pullback", "Shape", "batch_sum",
                                  "summary", "decode_init", "decode_step", "DecodeCache",
-                                 "segment_sum"}, \
+                                 "segment_sum", "segment_mean", "segment_max"}, \
     set(L.__all__) - MADE

@@ -26,7 +26,9 @@ batches of sequences), ``positional`` (PositionalEmbedding, SinusoidalPositional
 ``decode`` (decode_init, decode_step: incremental decoding with a key/value cache),
 ``param`` (Param: a learned array independent of the input, one copy per example),
 ``segment`` (segment_sum, SegmentSum: sums of rows by segment, graph message passing),
-``stop_gradient`` (StopGradient: the identity with no gradient back, ``jax.lax.stop_gradient``).
+``segment_reduce`` (segment_mean, segment_max, SegmentMean, SegmentMax), ``embed_bag``
+(EmbeddingBag: a bag of ids per example reduced to one vector), ``stop_gradient``
+(StopGradient: the identity with no gradient back, ``jax.lax.stop_gradient``).
 """
 
 from funcdl.layers._slices import batch_sum
@@ -73,6 +75,7 @@ from funcdl.layers.conv_transpose1d import ConvTranspose1D
 from funcdl.layers.core import Dense, Dropout, DropPath, Flatten, Identity, Reshape
 from funcdl.layers.decode import DecodeCache, decode_init, decode_step
 from funcdl.layers.embed import Embedding, Unembed
+from funcdl.layers.embed_bag import EmbeddingBag
 from funcdl.layers.eval_mode import Eval
 from funcdl.layers.gated import GELU, SiLU
 from funcdl.layers.groupnorm import GroupNorm
@@ -92,6 +95,7 @@ from funcdl.layers.remat import Remat
 from funcdl.layers.rmsnorm import RMSNorm
 from funcdl.layers.routing import FanInConcat, FanInSum, FanOut, Select, Slice
 from funcdl.layers.segment import SegmentSum, segment_sum
+from funcdl.layers.segment_reduce import SegmentMax, SegmentMean, segment_max, segment_mean
 from funcdl.layers.sequence import Carry, MaskedMean
 from funcdl.layers.shrink import GLU, Hardshrink, Softmin, Softshrink, Tanhshrink, Threshold
 from funcdl.layers.sparsemax import Sparsemax
@@ -133,6 +137,7 @@ __all__ = [
     "DropPath",
     "Dropout",
     "Embedding",
+    "EmbeddingBag",
     "Eval",
     "FanInConcat",
     "FanInSum",
@@ -177,6 +182,8 @@ __all__ = [
     "Repeat",
     "Reshape",
     "Residual",
+    "SegmentMax",
+    "SegmentMean",
     "SegmentSum",
     "Select",
     "Sequential",
@@ -209,6 +216,8 @@ __all__ = [
     "batch_sum",
     "decode_init",
     "decode_step",
+    "segment_max",
+    "segment_mean",
     "segment_sum",
     "summary",
 ]

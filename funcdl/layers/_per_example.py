@@ -30,8 +30,8 @@ __all__ = ["ON", "outer", "refuse", "sums", "zeros"]
 
 ON = per_example_mode.ON  # read by the layers when their vjp runs
 
-LAYERS = ("Dense, Conv1D, Conv2D, Conv3D, Embedding, Unembed, PositionalEmbedding, LayerNorm, "
-          "RMSNorm, GroupNorm, InstanceNorm, BatchNorm at inference, PReLU, Bilinear, "
+LAYERS = ("Dense, Conv1D, Conv2D, Conv3D, Embedding, EmbeddingBag, Unembed, PositionalEmbedding, "
+          "LayerNorm, RMSNorm, GroupNorm, InstanceNorm, BatchNorm at inference, PReLU, Bilinear, "
           "ConvTranspose1D, ConvTranspose2D, MultiHeadAttention (and the Transformer blocks), "
           "SimpleRNN, LSTM, GRU (and Bidirectional), Param, WeightNorm and SpectralNorm of those")
 

@@ -10,11 +10,12 @@ its pullback sums the cotangent of a gather ``x[src]`` back into the nodes the s
     # pullback: dm = dy[dst]; dx = segment_sum(dm @ w.T, src, n); dw = x[src].T @ dm
 
 ``SegmentSum(num_segments)`` is the layer on ``(data, segment_ids)``: a graph batch's
-readout, the node features summed per graph.
+readout, the node features summed per graph. Means and maxima: ``segment_reduce``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -64,23 +65,25 @@ def _ids(where: str, segment_ids: Any, n: int, num_segments: int | None) -> tupl
     return ids.astype(np.intp, copy=False), num_segments
 
 
-def _scatter(data: Array, ids: Array, num_segments: int) -> Array:
-    """``out[i] = Σ_{j: ids[j] = i} data[j]``, ids valid. One flat ``np.add.at`` (NumPy's
-    fast path for a 1-D target), adding in data's dtype: 2.5-6.6x faster than ``np.add.at``
-    over the rows of a 2-D target (1e5 edges of 64 float32 features: 153 -> 23 ms alone on
-    the machine, 197 -> 58 ms shared), and faster than sorting the ids for one
-    ``np.add.reduceat`` where ids repeat, as a graph's do (``benchmarks/segment_sum.py``)."""
+def _scatter(data: Array, ids: Array, num_segments: int, op: np.ufunc = np.add,
+             start: Any = 0) -> Array:
+    """``out[i] = Σ_{j: ids[j] = i} data[j]``, ids valid (``op`` from ``start``: another
+    reduction, segment_max's). One flat ``np.add.at`` (NumPy's fast path for a 1-D target),
+    adding in data's dtype: 2.5-6.6x faster than ``np.add.at`` over the rows of a 2-D
+    target (1e5 edges of 64 float32 features: 153 -> 23 ms alone on the machine, 197 -> 58
+    ms shared), and faster than sorting the ids for one ``np.add.reduceat`` where ids
+    repeat, as a graph's do (``benchmarks/segment_sum.py``)."""
     width = int(np.prod(data.shape[1:], dtype=np.int64))
-    out = np.zeros((num_segments, width), data.dtype)
+    out = np.full((num_segments, width), start, data.dtype)
     if width == 0 or ids.size == 0:
         return out.reshape((num_segments, *data.shape[1:]))
     flat, rows = out.reshape(-1), data.reshape(ids.size, width)
     cols = np.arange(width, dtype=np.intp)
     step = max(1, _CHUNK // width)
-    for start in range(0, ids.size, step):  # chunks of rows, never a loop over rows
-        part = ids[start:start + step]
-        np.add.at(flat, (part[:, None] * width + cols).reshape(-1),
-                  rows[start:start + step].reshape(-1))
+    for first in range(0, ids.size, step):  # chunks of rows, never a loop over rows
+        part = ids[first:first + step]
+        op.at(flat, (part[:, None] * width + cols).reshape(-1),
+              rows[first:first + step].reshape(-1))
     return out.reshape((num_segments, *data.shape[1:]))
 
 
@@ -121,8 +124,20 @@ def SegmentSum(num_segments: int) -> Layer:
     check it with ``check_vjp`` (``check_layer``'s row checks do not apply); for that
     reason ``per_example_grad`` and ``BatchThreads`` refuse it. Float dtypes kept (integer
     data is taken as float32)."""
-    num_segments = int_arg(num_segments, "SegmentSum", "num_segments")
-    name = f"SegmentSum({num_segments})"
+    def vjp(x: Array, ids: Array, n: int) -> tuple[Array, Any]:
+        return _scatter(x, ids, n), lambda dy: np.take(dy, ids, axis=0)
+
+    return segment_layer("SegmentSum", "sum", num_segments, _scatter, vjp)
+
+
+def segment_layer(ctor: str, what: str, num_segments: Any,
+                  forward: Callable[[Array, Array, int], Array],
+                  vjp_rule: Callable[[Array, Array, int], tuple[Array, Any]]) -> Layer:
+    """A layer without params on ``(data, segment_ids)`` reducing rows by segment (SegmentSum,
+    SegmentMean, SegmentMax): ``forward(x, ids, n) -> y``; ``vjp_rule(x, ids, n) -> (y,
+    back)``, ``back(dy) -> d data``; ``what`` names the reduction in errors."""
+    num_segments = int_arg(num_segments, ctor, "num_segments")
+    name = f"{ctor}({num_segments})"
 
     def init(key: random.Key, in_shape: Any) -> tuple[Shape, Any]:
         del key
@@ -152,20 +167,20 @@ def SegmentSum(num_segments: int) -> Layer:
         del key, train
         no_params(name, params)
         x, ids = check(xs)
-        return _scatter(x, ids, num_segments)
+        return forward(x, ids, num_segments)
 
     def vjp(params: Any, xs: Any, *, key: Any = None, train: bool = False) -> Any:
         del key, train
         no_params(name, params)
-        per_example.refuse(name, "its output's rows are segments, each summing rows of "
-                                 "several examples, not one row per example")
+        per_example.refuse(name, f"its output's rows are segments, each the {what} of rows "
+                                 f"of several examples, not one row per example")
         x, ids = check(xs)
-        y = _scatter(x, ids, num_segments)
+        y, back = vjp_rule(x, ids, num_segments)
         y_shape, y_dtype, x_dtype = y.shape, y.dtype, getattr(xs[0], "dtype", None)
 
         def pullback(dy: Any) -> tuple[Any, Any]:
             dy = check_cotangent(name, dy, y_shape, y_dtype)
-            dx = in_input_dtype(np.take(dy, ids, axis=0), x_dtype)
+            dx = in_input_dtype(back(dy), x_dtype)
             return params, (list if type(xs) is list else tuple)((dx, None))  # () or None: as given
 
         return y, pullback
