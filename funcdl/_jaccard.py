@@ -8,10 +8,9 @@ import math
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from funcdl._args import int_arg, number
-from funcdl._metric_args import labels, numbers, same_length
+from funcdl._metric_args import labels, nanaverage, numbers, same_length
 
 _AVERAGES = ("macro", "micro", "weighted", None)
 _MAX_COUNTS = 2**24  # per-class count vectors of 128 MiB each: past it, labels are ids
@@ -99,14 +98,4 @@ def jaccard_index(y_true: Any, y_pred: Any, num_classes: int | None = None,
     if average == "micro":
         u = union[sel].sum()
         return float(tp[sel].sum() / u) if u else zd
-    return _average(iou[sel], true_sum[sel] if average == "weighted" else None)
-
-
-def _average(a: NDArray[Any], weights: NDArray[Any] | None) -> float:
-    """The mean of the IoUs not nan, weighted when ``weights`` are given (all zero: plain)."""
-    keep = ~np.isnan(a)
-    if not keep.any():
-        return math.nan
-    if weights is None or not weights[keep].any():
-        return float(np.mean(a[keep]))
-    return float(np.average(a[keep], weights=weights[keep]))
+    return nanaverage(iou[sel], true_sum[sel] if average == "weighted" else None)

@@ -138,3 +138,13 @@ def probabilities(fn: str, y_true: Any, probs: Any,
                              f"softmax to logits, or for one sigmoid per class score each "
                              f"class apart")
     return t, p, binary
+
+
+def nanaverage(a: NDArray[Any], weights: NDArray[Any] | None) -> float:
+    """sklearn's average skipping NaN (zero_division=nan); all-zero weights mean none."""
+    keep = ~np.isnan(a)
+    if not keep.any():
+        return math.nan
+    if weights is None or not weights[keep].any():
+        return float(np.mean(a[keep]))
+    return float(np.average(a[keep], weights=weights[keep]))

@@ -32,6 +32,7 @@ from funcdl._calibration import brier_score, calibration_error
 from funcdl._jaccard import jaccard_index, without_ignored
 from funcdl._metric_args import columns as _columns
 from funcdl._metric_args import labels as _labels
+from funcdl._metric_args import nanaverage as _nanaverage
 from funcdl._metric_args import numbers as _array
 from funcdl._metric_args import one_column as _one_column
 from funcdl._metric_args import probabilities as _probabilities
@@ -173,16 +174,6 @@ def _divide(num: NDArray[Any], den: NDArray[Any], zero_division: float) -> NDArr
     out = np.full(num.shape, zero_division, dtype=np.float64)
     np.divide(num, den, out=out, where=den != 0)
     return out
-
-
-def _nanaverage(a: NDArray[Any], weights: NDArray[Any] | None) -> float:
-    """sklearn's average skipping NaN (zero_division=nan); all-zero weights mean none."""
-    keep = ~np.isnan(a)
-    if not keep.any():
-        return math.nan
-    if weights is None or not weights[keep].any():
-        return float(np.mean(a[keep]))
-    return float(np.average(a[keep], weights=weights[keep]))
 
 
 def precision_recall_f1(y_true: Any, y_pred: Any, average: str | None = "macro", *,

@@ -48,6 +48,25 @@ def _scatter_add_rows(ids: Array, rows: Array, vocab: int, dtype: np.dtype[Any])
     return out
 
 
+def vocab_ids(name: str, x: Any, vocab: int, what: str, rank: int | None = None,
+              layout: str = "") -> Array:
+    """``x`` as integer ids in ``[0, vocab)``, of ``rank`` dimensions when given (``layout``
+    naming them), or a TypeError / ValueError naming the layer, what came and the fix."""
+    ids = array_arg(x, name, what)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer ids, got dtype {ids.dtype} "
+                        f"(cast with x.astype(np.int64) if the values are ids)")
+    if rank is not None and ids.ndim != rank:
+        raise ValueError(f"{name}: expected ids of shape {layout}, got shape {ids.shape}")
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab:
+            bad = int(np.count_nonzero((ids < 0) | (ids >= vocab)))
+            raise ValueError(f"{name}: ids must be in [0, {vocab}) (vocabulary size "
+                             f"{vocab}), got ids in [{lo}, {hi}] ({bad} out of range)")
+    return ids
+
+
 def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = None,
               padding_idx: int | None = None) -> Layer:
     """Look up integer ids in a table: ``(...) -> (..., dim)``.
@@ -93,17 +112,7 @@ def Embedding(vocab: int, dim: int, w_init: initializers.Initializer | None = No
         if table.shape != (vocab, dim):
             raise ValueError(f"{name}: params['table'] has shape {table.shape}, expected "
                              f"{(vocab, dim)}")
-        ids = array_arg(x, name, "the input")
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"{name}: expected integer ids, got dtype {ids.dtype} "
-                            f"(cast with x.astype(np.int64) if the values are ids)")
-        if ids.size:
-            lo, hi = int(ids.min()), int(ids.max())
-            if lo < 0 or hi >= vocab:
-                bad = int(np.count_nonzero((ids < 0) | (ids >= vocab)))
-                raise ValueError(f"{name}: ids must be in [0, {vocab}) (vocabulary size "
-                                 f"{vocab}), got ids in [{lo}, {hi}] ({bad} out of range)")
-        return table, ids
+        return table, vocab_ids(name, x, vocab, "the input")
 
     def apply(params: Any, x: Any, *, key: Any = None, train: bool = False) -> Array:
         del key, train

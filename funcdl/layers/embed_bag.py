@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from funcdl import initializers, random
-from funcdl._args import array_arg, bool_arg, choice_arg, int_arg
+from funcdl._args import bool_arg, choice_arg, int_arg
 from funcdl.layers import _per_example as per_example
 from funcdl.layers._params import drawn, initializer_arg, param_arrays
 from funcdl.layers.base import (
@@ -22,7 +22,7 @@ from funcdl.layers.base import (
     in_input_dtype,
     pair_of_shapes,
 )
-from funcdl.layers.embed import _scatter_add_rows
+from funcdl.layers.embed import _scatter_add_rows, vocab_ids
 from funcdl.layers.segment import _scatter
 
 __all__ = ["EmbeddingBag"]
@@ -112,19 +112,7 @@ def EmbeddingBag(vocab: int, dim: int, mode: str = "mean", padding_idx: int | No
             raise TypeError(f"{name}: expected ids (N, L), got a pair; for (ids, "
                             f"per_sample_weights) build EmbeddingBag(..., mode='sum', "
                             f"per_sample_weights=True)")
-        ids = array_arg(x, name, "the ids")
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"{name}: expected integer ids, got dtype {ids.dtype} "
-                            f"(cast with x.astype(np.int64) if the values are ids)")
-        if ids.ndim != 2:
-            raise ValueError(f"{name}: expected ids of shape (N, L), a padded bag per row, "
-                             f"got shape {ids.shape}")
-        if ids.size:
-            lo, hi = int(ids.min()), int(ids.max())
-            if lo < 0 or hi >= vocab:
-                bad = int(np.count_nonzero((ids < 0) | (ids >= vocab)))
-                raise ValueError(f"{name}: ids must be in [0, {vocab}) (vocabulary size "
-                                 f"{vocab}), got ids in [{lo}, {hi}] ({bad} out of range)")
+        ids = vocab_ids(name, x, vocab, "the ids", 2, "(N, L), a padded bag per row")
         if w is not None:
             w = cast_ints(as_array(name, w, table.dtype), table.dtype)
             if w.shape != ids.shape:

@@ -102,7 +102,13 @@ def segment_sum(data: Any, segment_ids: Any, num_segments: int | None = None) ->
         segment_ids: (N,) integers, the segment of each row.
         num_segments: the number of output rows, an int >= 0, or None.
     """
-    where = "segment_sum"
+    return _scatter(*function_args("segment_sum", data, segment_ids, num_segments))
+
+
+def function_args(where: str, data: Any, segment_ids: Any,
+                  num_segments: Any) -> tuple[Array, Array, int]:
+    """A segment function's ``(data, ids, num_segments)`` checked: data ints or floats with
+    rows on axis 0, the ids' ``_ids``, num_segments an int >= 0 or None (the largest id + 1)."""
     x = array_arg(data, where, "data")
     if x.dtype.kind not in "iuf":
         raise TypeError(f"{where}: data must be ints or floats, got dtype {x.dtype}")
@@ -110,8 +116,8 @@ def segment_sum(data: Any, segment_ids: Any, num_segments: int | None = None) ->
         raise ValueError(f"{where}: data must have rows on axis 0, got a scalar")
     if num_segments is not None:
         num_segments = int_arg(num_segments, where, "num_segments")
-    ids, num_segments = _ids(where, segment_ids, x.shape[0], num_segments)
-    return _scatter(x, ids, num_segments)
+    ids, n = _ids(where, segment_ids, x.shape[0], num_segments)
+    return x, ids, n
 
 
 def SegmentSum(num_segments: int) -> Layer:

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import array_arg, int_arg
 from funcdl.layers.base import Array, Layer
-from funcdl.layers.segment import _ids, _scatter, segment_layer
+from funcdl.layers.segment import _scatter, function_args, segment_layer
 
 __all__ = ["SegmentMax", "SegmentMean", "segment_max", "segment_mean"]
 
@@ -69,19 +68,6 @@ def _max_vjp(x: Array, ids: Array, n: int) -> tuple[Array, Any]:
     return y, back
 
 
-def _function_args(where: str, data: Any, segment_ids: Any,
-                   num_segments: Any) -> tuple[Array, Array, int]:
-    x = array_arg(data, where, "data")
-    if x.dtype.kind not in "iuf":
-        raise TypeError(f"{where}: data must be ints or floats, got dtype {x.dtype}")
-    if x.ndim < 1:
-        raise ValueError(f"{where}: data must have rows on axis 0, got a scalar")
-    if num_segments is not None:
-        num_segments = int_arg(num_segments, where, "num_segments")
-    ids, n = _ids(where, segment_ids, x.shape[0], num_segments)
-    return x, ids, n
-
-
 def segment_mean(data: Any, segment_ids: Any, num_segments: int | None = None) -> Array:
     """Average the rows of ``data`` by segment: ``(N, ...), (N,) -> (num_segments, ...)``.
 
@@ -93,7 +79,7 @@ def segment_mean(data: Any, segment_ids: Any, num_segments: int | None = None) -
     ``num_segments=None``: the largest id + 1; an id outside ``[0, num_segments)`` is a
     ValueError.
     """
-    x, ids, n = _function_args("segment_mean", data, segment_ids, num_segments)
+    x, ids, n = function_args("segment_mean", data, segment_ids, num_segments)
     return _mean(x if x.dtype.kind == "f" else x.astype(np.float64), ids, n)
 
 
@@ -109,7 +95,7 @@ def segment_max(data: Any, segment_ids: Any, num_segments: int | None = None) ->
     too); NaN propagates. ``num_segments=None``: the largest id + 1; an id outside
     ``[0, num_segments)`` is a ValueError (JAX drops its row).
     """
-    x, ids, n = _function_args("segment_max", data, segment_ids, num_segments)
+    x, ids, n = function_args("segment_max", data, segment_ids, num_segments)
     return _max(x, ids, n)
 
 
