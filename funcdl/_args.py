@@ -370,3 +370,21 @@ def reworded(err: Exception, message: str) -> Exception:
         cls = next((t for t in (TypeError, ValueError, ArithmeticError) if isinstance(err, t)),
                    ValueError)
         return cls(message)
+
+
+def lengths_arg(name: str, what: str, value: Any, n: int, top: int,
+                of: str) -> NDArray[np.int64]:
+    """``value`` as (N,) int64 lengths in [0, top]; None: ``top`` for every example."""
+    if value is None:
+        return np.full(n, top, np.int64)
+    v = array_arg(value, name, what)
+    if v.dtype.kind not in "iu":
+        raise TypeError(f"{name}: {what} must be integers, one per example, got dtype "
+                        f"{v.dtype}")
+    if v.shape != (n,):
+        raise ValueError(f"{name}: {what} must have shape ({n},), one per example, got "
+                         f"shape {v.shape}")
+    if n and not (np.minimum.reduce(v) >= 0 and np.maximum.reduce(v) <= top):
+        raise ValueError(f"{name}: {what} must be in [0, {top}] ({of}), got values in "
+                         f"[{np.minimum.reduce(v)}, {np.maximum.reduce(v)}]")
+    return v.astype(np.int64)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from funcdl._args import array_arg, int_arg
+from funcdl._args import array_arg, int_arg, lengths_arg
 
 __all__ = ["ctc_greedy_decode", "edit_distance"]
 
@@ -40,7 +40,8 @@ def ctc_greedy_decode(log_probs: Any, input_lengths: Any = None,
     if blank >= n_cls:
         raise ValueError(f"{where}: blank must be a class index in [0, {n_cls}) for "
                          f"log_probs of shape {lp.shape}, got {blank}")
-    lengths = _lengths(where, "input_lengths", input_lengths, n, t_max, "log_probs.shape[1]")
+    lengths = lengths_arg(where, "input_lengths", input_lengths, n, t_max,
+                          "log_probs.shape[1]")
     if n_cls == 0:
         raise ValueError(f"{where}: log_probs needs a class axis of at least one class (the "
                          f"blank), got shape {lp.shape}")
@@ -76,8 +77,8 @@ def edit_distance(pred: Any, target: Any, pred_lengths: Any = None,
                          f"shapes {p.shape} and {t.shape}")
     n, s1 = p.shape
     s2 = t.shape[1]
-    l1 = _lengths(where, "pred_lengths", pred_lengths, n, s1, "pred.shape[1]")
-    l2 = _lengths(where, "target_lengths", target_lengths, n, s2, "target.shape[1]")
+    l1 = lengths_arg(where, "pred_lengths", pred_lengths, n, s1, "pred.shape[1]")
+    l2 = lengths_arg(where, "target_lengths", target_lengths, n, s2, "target.shape[1]")
     prev = np.broadcast_to(np.arange(s2 + 1, dtype=np.int64), (n, s2 + 1)).copy()
     out = prev[np.arange(n), l2].copy()                 # the rows of pred_length 0
     for i in range(1, s1 + 1):
@@ -102,17 +103,3 @@ def _sequences(where: str, what: str, value: Any) -> NDArray[Any]:
         raise ValueError(f"{where}: {what} must be integer labels of shape (N, S), one padded "
                          f"row per example, got shape {a.shape} and dtype {a.dtype}")
     return a
-
-
-def _lengths(where: str, what: str, value: Any, n: int, top: int, of: str) -> NDArray[np.int64]:
-    """``value`` as (N,) int64 lengths in [0, top] (``top`` is ``of``); None: ``top``."""
-    if value is None:
-        return np.full(n, top, np.int64)
-    v = array_arg(value, where, what)
-    if v.dtype.kind not in "iu" or v.shape != (n,):
-        raise ValueError(f"{where}: {what} must be integers of shape ({n},), one per "
-                         f"example, got dtype {v.dtype} and shape {v.shape}")
-    if n and (v.min() < 0 or v.max() > top):
-        raise ValueError(f"{where}: {what} must be in [0, {top}] ({of}), got values in "
-                         f"[{v.min()}, {v.max()}]")
-    return v.astype(np.int64)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from funcdl._args import array_arg, bool_arg, int_arg
+from funcdl._args import bool_arg, int_arg, lengths_arg
 from funcdl.losses._base import Array, Pullback, int_labels, pred_array
 from funcdl.losses._reduction import reduce_loss
 
@@ -61,8 +61,8 @@ def ctc_vjp(pred: Any, target: Any, reduction: str = "mean", *, input_lengths: A
     zero_infinity = bool_arg(zero_infinity, name, "zero_infinity")
     lab = _labels(name, labels, lp.shape, blank)
     s_max = lab.shape[1]
-    il = _lengths(name, "input_lengths", input_lengths, n, t_max, "pred.shape[1]")
-    tl = _lengths(name, "target_lengths", target_lengths, n, s_max, "target.shape[1]")
+    il = lengths_arg(name, "input_lengths", input_lengths, n, t_max, "pred.shape[1]")
+    tl = lengths_arg(name, "target_lengths", target_lengths, n, s_max, "target.shape[1]")
     ext = _extended(name, lab, tl, n_cls, blank)
     # skip[s]: the move s-2 -> s is allowed (l'_s is a label differing from l'_{s-2});
     # added to alpha as 0 / -inf, so that a forbidden move contributes exp(-inf) = 0
@@ -214,22 +214,6 @@ def _labels(name: str, target: Any, shape: tuple[int, ...], blank: int) -> Array
                              else _CONCATENATED if lab.ndim == 1 else ""))
     return lab
 
-
-def _lengths(name: str, what: str, value: Any, n: int, top: int, of: str) -> Array:
-    """``value`` as (N,) int64 lengths in [0, top]; None: ``top`` for every example."""
-    if value is None:
-        return np.full(n, top, np.int64)
-    v = array_arg(value, name, what)
-    if v.dtype.kind not in "iu":
-        raise TypeError(f"{name}: {what} must be integers, one per example, got dtype "
-                        f"{v.dtype}")
-    if v.shape != (n,):
-        raise ValueError(f"{name}: {what} must have shape ({n},), one per example, got "
-                         f"shape {v.shape}")
-    if n and not (np.minimum.reduce(v) >= 0 and np.maximum.reduce(v) <= top):
-        raise ValueError(f"{name}: {what} must be in [0, {top}] ({of}), got values in "
-                         f"[{np.minimum.reduce(v)}, {np.maximum.reduce(v)}]")
-    return v.astype(np.int64)
 
 
 def _extended(name: str, lab: Array, tl: Array, n_cls: int, blank: int) -> Array:
