@@ -170,3 +170,14 @@ def test_a_number_an_integer_leaf_cannot_hold_is_refused_by_name(value: Any) -> 
     state = _chain().init(_params())
     with pytest.raises(ValueError, match=r"^tree_set: .* replaces an integer value \(int64\)"):
         tree_set(state, lambda path, v: path == ".count", count=value)
+
+
+def test_a_key_inside_a_value_another_keyword_replaces_is_named_so() -> None:
+    state = {"outer": {"inner": np.float32(1.0), "other": np.float32(2.0)}}
+    with pytest.raises(KeyError, match=r"'inner' \(at \['outer'\]\['inner'\]\) lies "
+                                       r"inside a value .*'outer'.* two calls"):
+        optim.tree_set(state, outer={"inner": np.float32(3.0)}, inner=4.0)
+    with pytest.raises(KeyError, match="nothing in the tree is named 'absent'"):
+        optim.tree_set(state, absent=1.0)
+    out = optim.tree_set(optim.tree_set(state, outer={"inner": np.float32(3.0)}), inner=4.0)
+    assert out == {"outer": {"inner": np.float32(4.0)}}

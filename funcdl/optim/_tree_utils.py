@@ -157,6 +157,14 @@ def tree_set(tree_: Tree, filtering: Filtering | None = None, /, **values: Any) 
     hits: set[str] = set()
     out = _replaced(tree_, None, values, "", filtering, hits)
     missing = [k for k in values if k not in hits]
+    inside = [(k, paths[0][0]) for k in missing
+              if (paths := tree_get_all_with_path(tree_, k, filtering))]
+    if inside:  # named, but within a node another keyword replaced whole
+        key, where = inside[0]
+        raise KeyError(f"tree_set: {key!r} (at {where or 'the root'}) lies inside a value "
+                       f"another keyword of this call replaces whole ("
+                       f"{', '.join(repr(k) for k in hits)}); set them in two calls, the "
+                       f"outer first")
     if missing:
         hint = (": the learning rate is in the state only under inject_hyperparams, as in "
                 "optax (inject_hyperparams(adam)(lr=1e-3))"
