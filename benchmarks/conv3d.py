@@ -22,9 +22,7 @@ import math
 import os
 import platform
 import shlex
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,17 +30,15 @@ from typing import Any
 try:  # run as a script: this folder is on the path
     import layer_micro_new as micro
     import report
-    import timing
 except ModuleNotFoundError:  # python -m benchmarks.conv3d
     from benchmarks import layer_micro_new as micro
-    from benchmarks import report, timing
+    from benchmarks import report
 
 import numpy as np
 
 from funcdl import layers as L
 from funcdl import random
 from funcdl.layers import conv3d
-from funcdl.perf import retain_freed_memory
 
 RESULT = Path(__file__).resolve().parent / "results" / "conv3d.md"
 Case, _module = micro.Case, micro._module
@@ -98,50 +94,15 @@ OTHER: dict[str, str] = {}  # case label -> the path not taken, as timed
 def main() -> str:
     args = micro.parse(None)
     args.out = None if args.quick else RESULT
-    retain_freed_memory()
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except ImportError:
-        pass
-    torch, why = (None, "--no-peers") if args.no_peers else micro._torch()
-    load0, snap0, date = os.getloadavg(), timing.cpu_snapshot(), time.time()
-    steps: dict[str, dict[str, Callable[[], Any]]] = {}
-    notes: list[str] = []
     cases = [c for c in CASES
              if not args.only or any(s.strip() in c.label for s in args.only.split(","))]
-    for case in cases:
-        f_steps, x, dy, odd = micro.funcdl_steps(case)
-        notes += [f"{case.label}: funcdl's {o}, not float32" for o in odd]
-        steps[case.label] = {**f_steps, **_other_path(case, x, dy),
-                             **(micro.torch_steps(torch, case, x, dy) if torch else {})}
-    times: dict[str, dict[str, list[list[float]]]] = {
-        c: {s: [] for s in st} for c, st in steps.items()}
-    for r in range(args.rounds):
-        micro.log(f"round {r + 1}/{args.rounds}")
-        for label, st in steps.items():
-            groups = [{n: f for n, f in st.items() if n.startswith(side)}
-                      for side in ("funcdl", "torch")]
-            got = timing.interleaved([g for g in groups if g], args.budget, rounds=1,
-                                     warmup=0.1 if r == 0 and not args.quick else 0.0,
-                                     settle=0.02)
-            for name, t in got.items():
-                times[label][name].append(t)
-    load1, share = os.getloadavg(), timing.others_share(snap0, timing.cpu_snapshot())
-    stats = {c: {s: _stats(rs) for s, rs in per.items()} for c, per in times.items()}
-    text = _markdown(args, cases, stats, torch, why, (load0, load1), share, date, notes)
+    text = _markdown(args, cases, *micro.measure(args, cases, _other_path))
     print(text, end="")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
         micro.log(f"wrote {args.out}")
     return text
-
-
-def _stats(rounds: list[list[float]]) -> dict[str, Any]:
-    per = [statistics.median(r) * 1e6 for r in rounds]
-    return {"median": statistics.median(v for r in rounds for v in r) * 1e6, "rounds": per,
-            "calls": sum(len(r) for r in rounds), "low": min(per), "high": max(per)}
 
 
 def _markdown(args: Any, cases: list[Any], stats: dict[str, Any], torch: Any, why: str, loads: Any,

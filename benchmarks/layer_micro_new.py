@@ -245,6 +245,21 @@ def main(argv: list[str] | None = None) -> str:
     args = parse(argv)
     cases = [c for c in CASES
              if not args.only or any(s.strip() in c.label for s in args.only.split(","))]
+    text = markdown(args, cases, *measure(args, cases))
+    print(text, end="")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        log(f"wrote {args.out}")
+    return text
+
+
+def measure(args: argparse.Namespace, cases: list[Any],
+            extra: Callable[[Any, np.ndarray, np.ndarray], dict[str, Callable[[], Any]]]
+            | None = None) -> tuple[Any, ...]:
+    """Each case's funcdl steps (and ``extra(case, x, dy)``'s, timed on funcdl's side) and
+    torch's, in interleaved rounds on one thread: ``(stats, torch, why, loads, share, date,
+    notes)``, the arguments ``markdown`` takes after the cases (conv3d.py's too)."""
     retain_freed_memory()
     try:
         from threadpoolctl import threadpool_limits
@@ -258,7 +273,8 @@ def main(argv: list[str] | None = None) -> str:
     for case in cases:
         f_steps, x, dy, odd = funcdl_steps(case)
         notes += [f"{case.label}: funcdl's {o}, not float32" for o in odd]
-        steps[case.label] = {**f_steps, **(torch_steps(torch, case, x, dy) if torch else {})}
+        steps[case.label] = {**f_steps, **(extra(case, x, dy) if extra else {}),
+                             **(torch_steps(torch, case, x, dy) if torch else {})}
     times: dict[str, dict[str, list[list[float]]]] = {
         c: {s: [] for s in st} for c, st in steps.items()}
     warmup = 0.0 if args.quick else 0.1
@@ -272,20 +288,15 @@ def main(argv: list[str] | None = None) -> str:
             for name, t in got.items():
                 times[label][name].append(t)
     load1, share = os.getloadavg(), timing.others_share(snap0, timing.cpu_snapshot())
-    stats = {c: {s: {"median": statistics.median(v for rnd in rs for v in rnd) * 1e6,
-                     "rounds": [statistics.median(rnd) * 1e6 for rnd in rs],
-                     "calls": sum(len(rnd) for rnd in rs)}
-                 for s, rs in per.items()} for c, per in times.items()}
-    for per in stats.values():
-        for s in per.values():
-            s["low"], s["high"] = min(s["rounds"]), max(s["rounds"])
-    text = markdown(args, cases, stats, torch, why, (load0, load1), share, date, notes)
-    print(text, end="")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        log(f"wrote {args.out}")
-    return text
+    stats = {c: {s: _round_stats(rs) for s, rs in per.items()} for c, per in times.items()}
+    return stats, torch, why, (load0, load1), share, date, notes
+
+
+def _round_stats(rounds: list[list[float]]) -> dict[str, Any]:
+    """µs per call of one step: the median of all calls, each round's median, their span."""
+    per = [statistics.median(r) * 1e6 for r in rounds]
+    return {"median": statistics.median(v for r in rounds for v in r) * 1e6, "rounds": per,
+            "calls": sum(len(r) for r in rounds), "low": min(per), "high": max(per)}
 
 
 def _torch() -> tuple[Any, str]:
